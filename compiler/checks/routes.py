@@ -1,0 +1,81 @@
+"""Route-level logic: impossible timeouts, unreachable routes, services that need routes."""
+
+from __future__ import annotations
+
+from compiler import ast
+from compiler.diagnostics import Label
+from compiler.lower import lower_matches, route_retry_block
+from compiler.matching import match_covers
+from compiler.symbols import Context, subset_names
+
+
+def _setting_value(block: ast.Block | None, key: str):
+    s = block.get(key) if block is not None else None
+    return s
+
+
+def check_timeouts(ctx: Context, route: ast.Route) -> None:
+    if route.timeout is not None and route.timeout.value is None:
+        timeout = 0  # `timeout none`
+    elif route.timeout is not None:
+        timeout = route.timeout.value
+    else:
+        from compiler.defaults import ROUTE_TIMEOUT_MS
+        timeout = ROUTE_TIMEOUT_MS
+    retry = route_retry_block(ctx, route)
+    if retry is None or timeout <= 0:
+        return
+    per_try = retry.get("per_try_timeout")
+    written = "" if route.timeout is not None else " (the default)"
+    if per_try is not None and per_try.values[0].value >= timeout:
+        ctx.diags.add("E0401", f"per-try timeout `{per_try.values[0].value} ms` is not less than the route timeout "
+                      f"`{timeout} ms`{written}", per_try.span,
+                      labels=(Label(route.timeout.span, "route timeout"),) if route.timeout is not None else (),
+                      hint="the route gives up before a slow try could be retried: shorten the per-try timeout "
+                           "or raise the route timeout")
+    backoff = retry.get("backoff")
+    if backoff is not None and backoff.values[0].value >= timeout:
+        ctx.diags.add("W0402", f"retry backoff `{backoff.values[0].value} ms` is not shorter than the route timeout "
+                      f"`{timeout} ms`{written}", backoff.span, hint="no retry could start before the route times out")
+
+
+def check_unreachable(ctx: Context, block: ast.Routes) -> None:
+    """A route whose every match is covered by a match of an earlier route never matches (W0401)."""
+    earlier: list[tuple[ast.Route, tuple]] = []
+    for route in block.routes:
+        matches = lower_matches(route)
+        coverers = []
+        for m in matches:
+            hit = next((r for r, ms in earlier if any(match_covers(em, m) for em in ms)), None)
+            if hit is None:
+                break
+            coverers.append(hit)
+        else:
+            first = coverers[0]
+            ctx.diags.add("W0401", f"route `{route.name.value}` can never match", route.name.span,
+                          labels=(Label(first.name.span, f"route `{first.name.value}` already takes every request "
+                                                          f"it would match"),),
+                          hint=f"routes are tried in written order: move `{route.name.value}` above "
+                               f"`{first.name.value}`, or make the earlier match stricter")
+        earlier.append((route, matches))
+
+
+def check_routes(ctx: Context) -> None:
+    for name, block in ctx.routes.items():
+        seen: dict[str, ast.Route] = {}
+        for route in block.routes:
+            first = seen.get(route.name.value)
+            if first is not None:
+                ctx.diags.add("E0202", f"route `{route.name.value}` is declared twice in `routes {name}`",
+                              route.name.span, labels=(Label(first.name.span, "first declared here"),))
+            seen.setdefault(route.name.value, route)
+            check_timeouts(ctx, route)
+        check_unreachable(ctx, block)
+        if not block.routes:
+            ctx.diags.add("E0301", f"`routes {name}` has no routes", block.service.span,
+                          hint="add a route, or remove the block to send everything to the service's only subset")
+    for name, svc in ctx.services.items():
+        subsets = subset_names(svc)
+        if name not in ctx.routes and len(subsets) > 1:
+            ctx.diags.add("E0402", f"service `{name}` has {len(subsets)} subsets but no routes", svc.name.span,
+                          hint=f"add `routes {name} {{ route default {{ to {name}.{subsets[0]} }} }}` or a split")

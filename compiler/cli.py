@@ -1,0 +1,141 @@
+"""The `meshc` command line: a thin shell over compiler.driver.
+
+Exit codes: 0 success (warnings allowed), 1 the input has errors, 2 usage or I/O error,
+3 internal error (a short report naming the inputs, never a bare traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from compiler import __version__
+
+EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # usage errors exit 2 with a one-line reason
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"meshc: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="meshc", description="Compile .mesh service-mesh policies: check them, "
+                                               "and emit the IR (and, with the backends, Envoy and native proxy config).")
+    parser.add_argument("--version", action="version", version=f"meshc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def common(p):
+        p.add_argument("files", nargs="+", metavar="FILES",
+                       help=".mesh files or directories (searched for .mesh files); together they form one program")
+        p.add_argument("--output-format", "--format", dest="output_format", choices=("human", "json"),
+                       default="human", help="how diagnostics are printed (default: human)")
+        p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                       help="colour in human output (default: auto, only on a terminal; NO_COLOR disables)")
+
+    check = sub.add_parser("check", help="check files and report every diagnostic",
+                           description="Parse and check a program; print every diagnostic. Writes nothing.")
+    common(check)
+    comp = sub.add_parser("compile", help="check, lower and write outputs",
+                          description="Check a program and, when it has no errors, write the requested outputs "
+                                      "atomically into the output directory (nothing is written on error).")
+    common(comp)
+    comp.add_argument("--emit", choices=("ir",), default="ir", help="what to write (default: ir)")
+    comp.add_argument("--ir-format", choices=("json", "yaml"), default="json", help="IR serialisation (default: json)")
+    comp.add_argument("-o", "--output", metavar="DIR", help="output directory (default: print to standard output)")
+    return parser
+
+
+def expand_paths(args: list[str]) -> tuple[list[str], list[str]]:
+    """Files as given, directories as their .mesh files (sorted, recursively); and the missing paths."""
+    files, missing = [], []
+    for arg in args:
+        if os.path.isdir(arg):
+            found = []
+            for root, dirs, names in os.walk(arg):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                found += [os.path.join(root, n) for n in sorted(names) if n.endswith(".mesh")]
+            files += found
+        elif os.path.isfile(arg):
+            files.append(arg)
+        else:
+            missing.append(arg)
+    return files, missing
+
+
+def _print_diagnostics(result, args) -> None:
+    from compiler.diagnostics import render_human, render_json, summary_line, use_color
+
+    diags = result.diagnostics
+    if args.output_format == "json":
+        print(render_json(diags))
+        return
+    color = use_color(sys.stderr, args.color)
+    for d in diags:
+        print(render_human(d, color), file=sys.stderr)
+        print(file=sys.stderr)
+    if diags:
+        print(f"meshc: {summary_line(diags)}", file=sys.stderr)
+
+
+def run(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    files, missing = expand_paths(args.files)
+    for path in missing:
+        print(f"meshc: error: no such file or directory: {path}", file=sys.stderr)
+    if missing:
+        return EXIT_USAGE
+    if not files:
+        print("meshc: error: no .mesh files found in " + ", ".join(args.files), file=sys.stderr)
+        return EXIT_USAGE
+    from compiler import driver
+
+    if args.command == "check":
+        result = driver.check_files(files)
+        _print_diagnostics(result, args)
+        return EXIT_INPUT if result.has_errors else EXIT_OK
+
+    result = driver.compile_files(files)
+    _print_diagnostics(result, args)
+    if result.has_errors:
+        return EXIT_INPUT
+    from compiler import output
+
+    text = output.ir_yaml(result.ir) if args.ir_format == "yaml" else output.ir_json(result.ir)
+    if args.output is None:
+        sys.stdout.write(text)
+        return EXIT_OK
+    try:
+        written = output.write_all(args.output, {f"mesh.ir.{args.ir_format}": text})
+    except OSError as err:
+        print(f"meshc: error: cannot write to {args.output}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_USAGE
+    routes = sum(len(s.routes) for s in result.ir.services)
+    for path in written:
+        print(f"meshc: wrote {path} ({len(result.ir.services)} services, {routes} routes)", file=sys.stderr)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return run(argv)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as err:  # a bug: short report, traceback only on request
+        if os.environ.get("MESHC_DEBUG"):
+            raise
+        inputs = " ".join(a for a in argv if not a.startswith("-")) or "(none)"
+        print(f"meshc: internal error: {type(err).__name__}: {err}\n"
+              f"  inputs: {inputs}\n"
+              f"  this is a bug in meshc {__version__}; please report it with the inputs above "
+              "(set MESHC_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL

@@ -1,0 +1,84 @@
+"""The registry of diagnostic codes: one place for code, severity, title and explanation.
+
+Codes are grouped by hundreds: E01xx syntax, E02xx names and imports, E03xx values,
+E04xx routes and timeouts, E05xx resilience, E06xx authorization. W-codes are warnings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Code:
+    code: str
+    severity: str
+    title: str
+    explanation: str
+
+
+def _registry(*rows: tuple[str, str, str]) -> dict[str, Code]:
+    return {code: Code(code, "error" if code.startswith("E") else "warning", title, text)
+            for code, title, text in rows}
+
+
+CODES: dict[str, Code] = _registry(
+    # ---- syntax
+    ("E0101", "syntax error", "The parser met a token it did not expect. The message says what it expected instead, in words; "
+              "the parser then resumes at the next top-level item, so independent mistakes are all reported."),
+    ("E0102", "unexpected character", "A character that cannot start any token of the language, such as `;` or `@`."),
+    ("E0103", "unexpected end of file", "The file ended inside an item, usually because a `}` is missing."),
+    ("E0104", "invalid string", "A string literal with an unknown escape sequence. Escapes are `\\\\`, `\\\"`, `\\n`, `\\t` and `\\uXXXX`."),
+    ("E0105", "duplicate setting", "A setting that may appear once was written twice in the same block; the second would silently win."),
+    # ---- names and imports
+    ("E0201", "unknown service", "A name that should refer to a service declared in this program or an imported file."),
+    ("E0202", "duplicate name", "Two declarations share a name in the same scope (services, subsets, routes of one service, policies, rules)."),
+    ("E0203", "unknown subset", "A destination names a subset that the service does not declare."),
+    ("E0204", "unknown policy", "A reference to a named policy that no file in the program declares."),
+    ("E0205", "import not found", "An `import` names a file that does not exist. Relative paths are resolved against the importing file; "
+              "`std/NAME` refers to the standard library shipped with meshc."),
+    ("E0206", "import cycle", "Files import each other in a cycle. Move the shared declarations into a third file."),
+    ("E0207", "policy of the wrong kind", "A reference names a policy that exists but is of another kind (a `rules` set used as a `retry`, for example)."),
+    ("E0208", "ambiguous destination", "`to SERVICE` without a subset is allowed only when the service has exactly one subset."),
+    ("E0209", "block for an unknown service", "`routes NAME` and `authorization NAME` must name a declared service."),
+    # ---- values
+    ("E0301", "missing setting", "A required setting is missing, such as the `port` of a service or the destination of a route."),
+    ("E0302", "number out of range", "A number outside its allowed range (ports 1-65535, counts at least 1, status codes by context)."),
+    ("E0303", "percentage out of range", "Percentages are between 0% and 100% inclusive, with at most four decimals."),
+    ("E0304", "invalid regex", "Regular expressions use RE2 syntax (the engine Envoy uses) and must compile. Backreferences and lookaround are not RE2."),
+    ("E0305", "split weights total zero", "A weighted split needs a positive total weight; zero weights are allowed for individual subsets."),
+    ("E0306", "invalid duration", "A duration that must be positive is zero, or one that is too large to be meaningful (over 24 hours)."),
+    ("E0307", "invalid endpoint", "Endpoints are `host:port` with an IPv4 address, a bracketed IPv6 address or a DNS name, and a port 1-65535."),
+    ("E0308", "invalid header name", "Header names are HTTP tokens (letters, digits and `!#$%&'*+-.^_`|~`), matched case-insensitively. "
+              "Pseudo-headers such as `:path` are not allowed here."),
+    ("E0309", "unknown method", "Methods are the standard HTTP methods, in upper case: GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH."),
+    ("E0310", "unknown retry condition", "Retry conditions are `5xx`, `gateway-error`, `reset`, `connect-failure`, `refused-stream`, "
+              "`retriable-4xx` and HTTP status codes such as `409`."),
+    ("E0311", "invalid identity", "Identities are SPIFFE IDs: `spiffe://TRUST-DOMAIN/PATH`. A pattern may end in `/*` to match a path prefix."),
+    ("E0312", "invalid setting value", "A setting has a value outside its documented set of choices."),
+    ("E0313", "contradicting header changes", "The same header is both removed and set or added on one route; the result would depend on the order a target applies them in."),
+    ("E0314", "invalid path", "Paths in matches start with `/`. Prefixes are segment-aware unless written `raw_prefix`."),
+    ("E0315", "route with two destinations", "A route has exactly one of `to` and `split`."),
+    # ---- routes and timeouts
+    ("E0401", "impossible timeout", "A per-try timeout that is not less than the route timeout can never fire before the route gives up, "
+              "so no retry after a slow try could ever happen. Shorten the per-try timeout or raise the route timeout."),
+    ("E0402", "no route for a service with several subsets", "A service with several subsets needs a `routes` block that says which subset takes which request."),
+    ("W0401", "unreachable route", "Routes are evaluated first match in written order. A route whose every match is already taken by an "
+              "earlier route can never be selected."),
+    ("W0402", "backoff longer than the route timeout", "The retry backoff base is not shorter than the route timeout, so a retry can never start in time."),
+    # ---- resilience
+    ("W0501", "retries on non-idempotent methods", "The route can match POST or PATCH requests (explicitly, or because it has no `method` "
+              "condition) and retries on conditions that arise after the request reached the upstream. A retried payment is a double "
+              "payment. Restrict the methods, retry only on `connect-failure`/`refused-stream`, or opt in with `allow_non_idempotent`."),
+    ("W0502", "retries without a retry budget", "Retries multiply load when an upstream is already failing (a retry storm). "
+              "A `retry_budget` on the destination service caps retries in flight to a share of active requests."),
+    ("E0501", "backoff base above its maximum", "The backoff base interval must not exceed its maximum."),
+    # ---- authorization
+    ("E0601", "authorization without a default", "Every `authorization` block states `default allow` or `default deny`; "
+              "there is no implicit behaviour to be surprised by."),
+    ("W0601", "authorization rule that can never apply", "An `allow` rule whose every request is also matched by a `deny` rule: deny wins, "
+              "so the allow can never take effect."),
+    ("W0602", "authorization rule with no effect", "A rule that gives the same answer as the default for every request it matches "
+              "and is not needed to override another rule."),
+    ("W0603", "duplicate authorization rule", "Two rules of the same action with the same conditions."),
+)

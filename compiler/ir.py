@@ -1,0 +1,244 @@
+"""The intermediate representation: the one contract between the front end and both backends.
+
+The IR is resolved (imports expanded, names resolved to services and subsets), defaulted (every
+default written in, see compiler/defaults.py), ordered (routes in evaluation order, first match
+wins) and has one unit per quantity: durations in milliseconds (`*_ms`, 0 means "none" where
+documented), percentages as floats in 0..100 (`*_percent`), ports and counts as ints, header
+names in lower case. Every field is documented here; docs/language.md gives the semantics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+ir = dataclass(frozen=True, slots=True)
+
+
+@ir
+class Endpoint:
+    host: str          # IPv4/IPv6 address or DNS name
+    port: int
+
+
+@ir
+class Subset:
+    name: str
+    discovery: str     # "static" (all endpoints are IP addresses) or "dns" (resolved by the proxy)
+    endpoints: tuple[Endpoint, ...]
+    source: str        # file:line:col of the declaration
+
+
+@ir
+class Limits:
+    """Circuit-breaker thresholds of every subset of a service (Envoy's defaults when not written)."""
+    max_connections: int
+    max_pending_requests: int
+    max_requests: int
+    max_retries: int
+
+
+@ir
+class Outlier:
+    """Passive health checking: eject an endpoint after consecutive failures."""
+    consecutive_5xx: int               # 5xx responses in a row that eject an endpoint
+    consecutive_gateway_errors: int    # 502/503/504 in a row that eject; 0 = not used
+    interval_ms: int                   # how often ejections are re-evaluated
+    base_ejection_ms: int              # ejection time = base x number of times ejected
+    max_ejection_percent: float        # at most this share of a subset's endpoints ejected at once
+
+
+@ir
+class RetryBudget:
+    """Retries in flight to a service are at most max(min_concurrency, percent x active requests)."""
+    percent: float
+    min_concurrency: int
+
+
+@ir
+class Sidecar:
+    inbound_port: int
+    outbound_port: int
+    admin_port: int
+    app_host: str                      # where the inbound listener forwards to (the local app)
+    app_port: int
+    escaped_slashes: str               # "reject" (400), "decode" (%2F -> /, then normalise) or "keep"
+    normalize_path: bool               # RFC 3986 dot-segment removal; always true
+    merge_slashes: bool                # `//` -> `/`; always true
+
+
+@ir
+class PathMatch:
+    kind: str          # "exact" | "prefix" (raw string prefix) | "segment_prefix" | "regex" (RE2, full match)
+    value: str
+
+
+@ir
+class HeaderMatch:
+    name: str          # lower case
+    kind: str          # "exact" | "prefix" | "suffix" | "regex" | "present" | "absent"
+    value: str | None  # None for present/absent
+    invert: bool       # string kinds only: the header must be present and not match
+    ignore_case: bool  # string kinds only
+
+
+@ir
+class QueryMatch:
+    name: str
+    kind: str          # "exact" | "regex" | "present"; a repeated key is tested on its first value
+    value: str | None
+
+
+@ir
+class Match:
+    """All conditions must hold (AND). A route matches when any of its matches does (OR)."""
+    path: PathMatch | None             # None: any path
+    headers: tuple[HeaderMatch, ...]
+    query: tuple[QueryMatch, ...]
+    methods: tuple[str, ...] | None    # None: any method
+
+
+@ir
+class SubsetRef:
+    service: str
+    subset: str
+
+
+@ir
+class WeightedSubset:
+    service: str
+    subset: str
+    weight: int
+
+
+@ir
+class Split:
+    """Pick by `value mod total` over cumulative weights in written order when the key header holds one
+    unsigned 64-bit decimal integer, at random (by weight) otherwise. Zero weights are never picked."""
+    targets: tuple[WeightedSubset, ...]
+    key_header: str | None
+    total_weight: int
+
+
+@ir
+class Retry:
+    num_retries: int                   # retries after the first attempt
+    retry_on: tuple[str, ...]          # conditions, canonical names
+    retriable_status_codes: tuple[int, ...]
+    per_try_timeout_ms: int            # 0: each try may use what is left of the route timeout
+    backoff_base_ms: int
+    backoff_max_ms: int
+    allow_non_idempotent: bool
+
+
+@ir
+class FaultAbort:
+    http_status: int
+    percent: float
+
+
+@ir
+class FaultDelay:
+    duration_ms: int
+    percent: float
+
+
+@ir
+class Fault:
+    abort: FaultAbort | None
+    delay: FaultDelay | None
+
+
+@ir
+class Mirror:
+    service: str
+    subset: str
+    percent: float
+
+
+@ir
+class HeaderChanges:
+    """Applied in this order: remove, then set (replace or add), then add (append)."""
+    remove: tuple[str, ...]
+    set: tuple[tuple[str, str], ...]
+    add: tuple[tuple[str, str], ...]
+
+
+@ir
+class Route:
+    name: str
+    source: str
+    matches: tuple[Match, ...]         # never empty; a route without `match` has one empty match
+    to: SubsetRef | None               # exactly one of `to` and `split`
+    split: Split | None
+    timeout_ms: int                    # whole request including retries; 0 = no timeout
+    retry: Retry | None
+    fault: Fault | None
+    mirror: Mirror | None
+    request_headers: HeaderChanges
+    response_headers: HeaderChanges
+
+
+@ir
+class Principal:
+    kind: str          # "exact" (one SPIFFE ID) or "prefix" (a trust domain or namespace)
+    value: str
+
+
+@ir
+class AuthzRule:
+    name: str
+    action: str        # "allow" | "deny"
+    source: str
+    principals: tuple[Principal, ...] | None   # None: any peer; else any of these
+    path: PathMatch | None             # matched on the normalised path
+    methods: tuple[str, ...] | None
+    headers: tuple[HeaderMatch, ...]
+
+
+@ir
+class Authorization:
+    """Any matching deny denies (403); else any matching allow allows; else the default."""
+    default: str
+    rules: tuple[AuthzRule, ...]
+    source: str | None                 # None: the service has no authorization block (default allow)
+
+
+@ir
+class Service:
+    name: str
+    namespace: str
+    identity: str                      # SPIFFE ID
+    port: int
+    source: str
+    subsets: tuple[Subset, ...]
+    limits: Limits
+    outlier: Outlier | None
+    retry_budget: RetryBudget | None
+    sidecar: Sidecar
+    routes: tuple[Route, ...]          # evaluation order
+    authorization: Authorization
+
+
+@ir
+class Program:
+    schema_version: int
+    trust_domain: str
+    services: tuple[Service, ...]      # sorted by name
+
+    def service(self, name: str) -> Service:
+        for s in self.services:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+def to_data(value: Any) -> Any:
+    """JSON-ready data: dataclasses to dicts (field order kept), tuples to lists."""
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: to_data(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, tuple):
+        return [to_data(v) for v in value]
+    return value

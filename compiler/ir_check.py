@@ -1,0 +1,81 @@
+"""The IR self-check: invariants every backend relies on. A failure is a compiler bug (exit 3),
+never a user error: the checks before lowering must have caught every bad input."""
+
+from __future__ import annotations
+
+from compiler import ir
+
+PATH_KINDS = {"exact", "prefix", "segment_prefix", "regex"}
+HEADER_KINDS = {"exact", "prefix", "suffix", "regex", "present", "absent"}
+
+
+def check_ir(program: ir.Program) -> list[str]:
+    problems: list[str] = []
+    subsets = {(s.name, sub.name) for s in program.services for sub in s.subsets}
+    names = [s.name for s in program.services]
+    if names != sorted(set(names)):
+        problems.append("services are not unique and sorted by name")
+
+    def pct(value: float, where: str) -> None:
+        if not 0 <= value <= 100:
+            problems.append(f"{where}: percentage {value} outside 0..100")
+
+    def ref(service: str, subset: str, where: str) -> None:
+        if (service, subset) not in subsets:
+            problems.append(f"{where}: unknown subset {service}.{subset}")
+
+    for svc in program.services:
+        if not svc.subsets or any(not sub.endpoints for sub in svc.subsets):
+            problems.append(f"service {svc.name}: a subset without endpoints")
+        if not svc.routes:
+            problems.append(f"service {svc.name}: no routes")
+        route_names = [r.name for r in svc.routes]
+        if len(route_names) != len(set(route_names)):
+            problems.append(f"service {svc.name}: duplicate route names")
+        for route in svc.routes:
+            where = f"route {svc.name}/{route.name}"
+            if (route.to is None) == (route.split is None):
+                problems.append(f"{where}: needs exactly one of to/split")
+            if route.to is not None:
+                ref(route.to.service, route.to.subset, where)
+            if route.split is not None:
+                total = sum(t.weight for t in route.split.targets)
+                if total <= 0 or total != route.split.total_weight:
+                    problems.append(f"{where}: bad split total")
+                for t in route.split.targets:
+                    ref(t.service, t.subset, where)
+            if not route.matches:
+                problems.append(f"{where}: no matches")
+            for m in route.matches:
+                if m.path is not None and m.path.kind not in PATH_KINDS:
+                    problems.append(f"{where}: bad path kind {m.path.kind}")
+                for h in m.headers:
+                    if h.kind not in HEADER_KINDS or h.name != h.name.lower():
+                        problems.append(f"{where}: bad header match {h}")
+            if route.timeout_ms < 0:
+                problems.append(f"{where}: negative timeout")
+            if route.retry is not None:
+                r = route.retry
+                if r.num_retries < 1 or r.backoff_base_ms <= 0 or r.backoff_max_ms < r.backoff_base_ms:
+                    problems.append(f"{where}: bad retry {r}")
+                if route.timeout_ms and r.per_try_timeout_ms >= route.timeout_ms:
+                    problems.append(f"{where}: per-try timeout not below the route timeout")
+            if route.fault is not None:
+                if route.fault.abort is not None:
+                    pct(route.fault.abort.percent, where)
+                if route.fault.delay is not None:
+                    pct(route.fault.delay.percent, where)
+            if route.mirror is not None:
+                ref(route.mirror.service, route.mirror.subset, where)
+                pct(route.mirror.percent, where)
+        authz = svc.authorization
+        if authz.default not in ("allow", "deny") or any(r.action not in ("allow", "deny") for r in authz.rules):
+            problems.append(f"service {svc.name}: bad authorization actions")
+        if svc.outlier is not None:
+            pct(svc.outlier.max_ejection_percent, f"service {svc.name} outlier")
+        if svc.retry_budget is not None:
+            pct(svc.retry_budget.percent, f"service {svc.name} retry budget")
+        sc = svc.sidecar
+        if len({sc.inbound_port, sc.outbound_port, sc.admin_port}) != 3:
+            problems.append(f"service {svc.name}: sidecar ports collide")
+    return problems

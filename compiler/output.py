@@ -1,0 +1,48 @@
+"""Writing outputs: serialisation of the IR and atomic, all-or-nothing file writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+from compiler import ir
+
+
+def ir_json(program: ir.Program) -> str:
+    """Deterministic JSON: field order as declared in compiler/ir.py, the same bytes for the same input."""
+    return json.dumps(ir.to_data(program), indent=2, ensure_ascii=False) + "\n"
+
+
+def ir_yaml(program: ir.Program) -> str:
+    import yaml  # imported here: only `--ir-format yaml` pays for it
+
+    return yaml.safe_dump(ir.to_data(program), sort_keys=False, allow_unicode=True, width=120)
+
+
+def write_all(out_dir: str, files: dict[str, str]) -> list[str]:
+    """Write every file or none: each goes to a temporary file first, then all are renamed.
+
+    A failure before the renames leaves no output at all; rename is atomic per file, so a
+    reader never sees a half-written file.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    staged: list[tuple[str, str]] = []
+    try:
+        for name, text in sorted(files.items()):
+            final = os.path.join(out_dir, name)
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(final), prefix=f".{os.path.basename(name)}.", suffix=".tmp")
+            staged.append((tmp, final))
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        for tmp, final in staged:
+            os.replace(tmp, final)
+    except BaseException:
+        for tmp, _ in staged:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        raise
+    return [final for _, final in staged]

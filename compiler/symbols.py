@@ -1,0 +1,101 @@
+"""The program's symbol table: services, routes and authorization blocks, named policies.
+
+Built once from the loaded modules; duplicate declarations are reported here (E0202) and the
+first declaration wins, so later passes can rely on unique names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from compiler import ast, defaults
+from compiler.diagnostics import Collector, Label
+from compiler.program import Program
+
+
+@dataclass
+class Context:
+    """What every check and the lowering read: the program, its symbols and the diagnostics."""
+
+    program: Program
+    diags: Collector
+    services: dict[str, ast.Service] = field(default_factory=dict)
+    routes: dict[str, ast.Routes] = field(default_factory=dict)
+    authorizations: dict[str, ast.Authorization] = field(default_factory=dict)
+    policies: dict[str, ast.Policy] = field(default_factory=dict)  # by qualified name: `std.x` or `x`
+    mesh: ast.Mesh | None = None
+
+    @property
+    def trust_domain(self) -> str:
+        if self.mesh is not None:
+            s = _setting(self.mesh.settings, "trust_domain")
+            if s is not None:
+                return s.values[0].value
+        return defaults.TRUST_DOMAIN
+
+    def policy(self, ref: ast.Ref, kind: str):
+        """The body of the named policy of this kind, or None if it is missing or of another kind."""
+        p = self.policies.get(str(ref))
+        return p.body if p is not None and p.kind == kind else None
+
+    def subset_of(self, ref: ast.Ref) -> tuple[str, str] | None:
+        """(service, subset) named by `service.subset`, or by `service` alone when it has one subset."""
+        svc = self.services.get(ref.scope or ref.name)
+        if svc is None:
+            return None
+        names = subset_names(svc)
+        if ref.scope is None:
+            return (svc.name.value, names[0]) if len(names) == 1 else None
+        return (svc.name.value, ref.name) if ref.name in names else None
+
+
+def _setting(settings, key):
+    for s in settings:
+        if s.key == key:
+            return s
+    return None
+
+
+def subset_names(svc: ast.Service) -> list[str]:
+    """Written subsets, or the implicit `default` subset of service-level `endpoints`."""
+    names = [s.name.value for s in svc.subsets]
+    if svc.endpoints is not None:
+        names.insert(0, "default")
+    return names
+
+
+def build_context(program: Program, diags: Collector) -> Context:
+    ctx = Context(program, diags)
+    kinds = {"service": ctx.services, "routes": ctx.routes, "authorization": ctx.authorizations}
+    for module in program.modules:
+        std = module.path in program.stdlib_paths
+        for item in module.items:
+            if isinstance(item, ast.Service):
+                _declare(ctx, ctx.services, item.name, item, "service")
+            elif isinstance(item, ast.Routes):
+                _declare(ctx, ctx.routes, item.service, item, "routes block for")
+            elif isinstance(item, ast.Authorization):
+                _declare(ctx, ctx.authorizations, item.service, item, "authorization block for")
+            elif isinstance(item, ast.Policy):
+                qualified = ast.Lit(("std." if std else "") + item.name.value, item.name.span)
+                _declare(ctx, ctx.policies, qualified, item, "policy")
+            elif isinstance(item, ast.Mesh):
+                if ctx.mesh is not None:
+                    diags.add("E0202", "the mesh block is declared twice", item.span,
+                              labels=(Label(ctx.mesh.span, "first declared here"),),
+                              hint="a program has one `mesh` block")
+                else:
+                    ctx.mesh = item
+    del kinds
+    return ctx
+
+
+def _declare(ctx: Context, table: dict, name: ast.Lit, node, what: str) -> None:
+    first = table.get(name.value)
+    if first is not None:
+        first_span = first.name.span if hasattr(first, "name") else first.service.span
+        ctx.diags.add("E0202", f"{what} `{name.value}` is declared twice", name.span,
+                      labels=(Label(first_span, "first declared here"),),
+                      hint="names are program-wide: rename one, or merge the two declarations")
+        return
+    table[name.value] = node

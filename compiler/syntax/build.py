@@ -1,0 +1,434 @@
+"""Reductions of the LALR parser to AST nodes: one method per grammar rule (or alias).
+
+Each method receives every child of the rule in order: tokens (:class:`Tok`) for terminals,
+including keywords and punctuation, and the values built for sub-rules. Duplicate settings are
+reported here (E0105) because only here is the written order still visible.
+"""
+
+from __future__ import annotations
+
+import re
+
+from compiler import ast
+from compiler.diagnostics import Collector
+from compiler.source import SourceFile, Span
+
+
+class Tok:
+    """A token: terminal name, text and offsets. Lighter than lark's Token on the hot path."""
+
+    __slots__ = ("type", "value", "start", "end")
+
+    def __init__(self, type_: str, value: str, start: int, end: int):
+        self.type = type_
+        self.value = value
+        self.start = start
+        self.end = end
+
+    def __repr__(self) -> str:
+        return f"Tok({self.type}, {self.value!r})"
+
+
+_ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r"}
+_ESCAPE_RE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)")
+_DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+
+
+def _start(x) -> int:
+    while isinstance(x, list):
+        x = x[0]
+    return x.start if isinstance(x, Tok) else x.span.start
+
+
+def _end(x) -> int:
+    while isinstance(x, list):
+        x = x[-1]
+    if isinstance(x, ast.Lit) and x.span is None:
+        return 0
+    return x.end if isinstance(x, Tok) else x.span.end
+
+
+class Builder:
+    """Builds AST nodes for one source file and reports the value errors found while building."""
+
+    def __init__(self, source: SourceFile, diags: Collector):
+        self.source = source
+        self.diags = diags
+
+    # ---- helpers -------------------------------------------------------------------------
+    def span(self, children) -> Span:
+        """From the first to the last child; children are never empty or None (no placeholders)."""
+        return Span(self.source, _start(children[0]), _end(children[-1]))
+
+    def tok_span(self, tok: Tok) -> Span:
+        return Span(self.source, tok.start, tok.end)
+
+    def name(self, tok: Tok) -> ast.Lit:
+        return ast.Lit(tok.value, Span(self.source, tok.start, tok.end))
+
+    def string(self, tok: Tok) -> ast.Lit:
+        raw = tok.value[1:-1]
+        if "\\" in raw:
+            raw = self._unescape(raw, tok)
+        return ast.Lit(raw, Span(self.source, tok.start, tok.end))
+
+    def _unescape(self, raw: str, tok: Tok) -> str:
+        def repl(m: re.Match) -> str:
+            esc = m.group(1)
+            if esc[0] == "u" and len(esc) == 5:
+                return chr(int(esc[1:], 16))
+            if esc in _ESCAPES:
+                return _ESCAPES[esc]
+            start = tok.start + 1 + m.start()
+            self.diags.add("E0104", f"unknown escape sequence `\\{esc}` in string",
+                           Span(self.source, start, start + 2),
+                           hint="escapes are `\\\\`, `\\\"`, `\\n`, `\\t`, `\\r` and `\\uXXXX`")
+            return esc
+        return _ESCAPE_RE.sub(repl, raw)
+
+    def int_(self, tok: Tok) -> ast.Lit:
+        return ast.Lit(int(tok.value), Span(self.source, tok.start, tok.end))
+
+    def duration(self, tok: Tok) -> ast.Lit:
+        number, unit = _DURATION_RE.fullmatch(tok.value).groups()
+        ms = float(number) * _UNIT_MS[unit]
+        span = Span(self.source, tok.start, tok.end)
+        if ms != int(ms):
+            self.diags.add("E0306", f"duration `{tok.value}` is not a whole number of milliseconds", span,
+                           hint="durations have millisecond precision")
+        return ast.Lit(int(ms), span)
+
+    def percent(self, tok: Tok) -> ast.Lit:
+        text = tok.value[:-1]
+        span = Span(self.source, tok.start, tok.end)
+        if "." in text and len(text.split(".")[1]) > 4:
+            self.diags.add("E0303", f"percentage `{tok.value}` has more than four decimals", span,
+                           hint="both targets count fractions in millionths: at most four decimals of a percent")
+        return ast.Lit(float(text), span)
+
+    def value(self, tok: Tok) -> ast.Lit:
+        t = tok.type
+        if t == "STRING":
+            return self.string(tok)
+        if t == "INT":
+            return self.int_(tok)
+        if t == "DURATION":
+            return self.duration(tok)
+        if t == "PERCENT":
+            return self.percent(tok)
+        return self.name(tok)
+
+    def setting(self, children) -> ast.Setting:
+        key = children[0].value
+        values = tuple(self.value(c) for c in children[1:] if isinstance(c, Tok) and c.type not in ("MAX",))
+        return ast.Setting(key, values, self.span(children))
+
+    def body(self, children) -> list:
+        """The items between `{` and `}` (the list helper, or nothing for an empty block)."""
+        out = []
+        for c in children:
+            if isinstance(c, list):
+                out.extend(c)
+        return out
+
+    def unique(self, settings: list[ast.Setting], where: str) -> tuple[ast.Setting, ...]:
+        seen: dict[str, ast.Setting] = {}
+        for s in settings:
+            if s.key in seen:
+                self.diags.add("E0105", f"`{s.key}` is set twice in {where}", s.span,
+                               hint="remove one of them: a block takes each setting once")
+            else:
+                seen[s.key] = s
+        return tuple(settings)
+
+    def first_of(self, children, types: tuple[str, ...]):
+        for c in children:
+            if isinstance(c, Tok) and c.type in types:
+                return c
+        return None
+
+    def names(self, x) -> tuple[ast.Lit, ...]:
+        if isinstance(x, Tok):
+            return (self.name(x) if x.type != "STRING" else self.string(x),)
+        return tuple(x)
+
+    # ---- generic reductions ------------------------------------------------------------------
+    def __list(self, children):
+        if isinstance(children[0], list):
+            lst = children[0]
+            lst.extend(children[1:])
+            return lst
+        return list(children)
+
+    def start(self, children):
+        return self.body(children)
+
+    def item(self, children):
+        return children[0]
+
+    # ---- imports and mesh -----------------------------------------------------------------
+    def import_decl(self, c):
+        return ast.Import(self.string(c[1]), self.span(c))
+
+    def mesh_decl(self, c):
+        return ast.Mesh(self.unique(self.body(c), "the mesh block"), self.span(c))
+
+    def trust_domain(self, c):
+        return self.setting(c)
+
+    # ---- services -------------------------------------------------------------------------
+    def service_decl(self, c):
+        fields: dict[str, object] = {}
+        subsets = []
+        for tag, value, span in self.body(c):
+            if tag == "subset":
+                subsets.append(value)
+                continue
+            if tag in fields:
+                self.diags.add("E0105", f"`{tag}` is set twice in service `{c[1].value}`", span,
+                               hint="remove one of them: a service takes each setting once")
+                continue
+            fields[tag] = value
+        return ast.Service(self.name(c[1]), fields.get("port"), fields.get("namespace"), fields.get("identity"),
+                           fields.get("endpoints"), tuple(subsets), fields.get("limits"), fields.get("outlier"),
+                           fields.get("retry_budget"), fields.get("sidecar"), self.span(c))
+
+    def svc_port(self, c):
+        return ("port", self.int_(c[1]), self.span(c))
+
+    def svc_namespace(self, c):
+        return ("namespace", self.string(c[1]), self.span(c))
+
+    def svc_identity(self, c):
+        return ("identity", self.string(c[1]), self.span(c))
+
+    def svc_endpoints(self, c):
+        return ("endpoints", tuple(c[1]), self.span(c))
+
+    def subset_decl(self, c):
+        endpoints = next((x[1] for x in c if isinstance(x, tuple)), None)
+        return ("subset", ast.Subset(self.name(c[1]), endpoints, self.span(c)), self.span(c))
+
+    def svc_limits(self, c):
+        return ("limits", c[1], self.span(c))
+
+    def svc_outlier(self, c):
+        return ("outlier", c[1], self.span(c))
+
+    def svc_budget(self, c):
+        return ("retry_budget", c[1], self.span(c))
+
+    def sidecar_decl(self, c):
+        return ("sidecar", ast.Block("sidecar", self.unique(self.body(c), "the sidecar block"), self.span(c)),
+                self.span(c))
+
+    def _block(kind, where):  # noqa: N805 - a method factory used in the class body
+        def build(self, c):
+            return ast.Block(kind, self.unique(self.body(c), where), self.span(c))
+        return build
+
+    limits_body = _block("limits", "the limits block")
+    outlier_body = _block("outlier", "the outlier block")
+    budget_body = _block("retry_budget", "the retry budget")
+    retry_body = _block("retry", "the retry block")
+
+    def _setting(self, c):
+        return self.setting(c)
+
+    lim_connections = lim_pending = lim_requests = lim_retries = _setting
+    od_consecutive_5xx = od_consecutive_gateway = od_interval = od_ejection = od_max_ejected = _setting
+    rb_percent = rb_min_concurrency = _setting
+    sc_inbound = sc_outbound = sc_admin = sc_app = sc_escaped_slashes = _setting
+    rt_attempts = rt_per_try_timeout = rt_backoff = rt_allow_non_idempotent = _setting
+    fault_abort = fault_delay = _setting
+
+    def rt_on(self, c):
+        values = []
+        for x in self.body(c):
+            if isinstance(x, Tok) and x.type == "COND":
+                values.append(self.name(x))
+        return ast.Setting("on", tuple(values), self.span(c))
+
+    # ---- routes ------------------------------------------------------------------------------
+    def routes_decl(self, c):
+        return ast.Routes(self.name(c[1]), tuple(self.body(c)), self.span(c))
+
+    def route_decl(self, c):
+        fields: dict[str, object] = {}
+        matches = []
+        for tag, value, span in self.body(c):
+            if tag == "match":
+                matches.append(value)
+                continue
+            if tag in fields:
+                self.diags.add("E0105", f"`{tag}` is set twice in route `{c[1].value}`", span,
+                               hint="remove one of them: a route takes each setting once")
+                continue
+            fields[tag] = value
+        return ast.Route(self.name(c[1]), tuple(matches), fields.get("to"), fields.get("split"), fields.get("timeout"),
+                         fields.get("retry"), fields.get("fault"), fields.get("mirror"),
+                         fields.get("request_headers"), fields.get("response_headers"), self.span(c))
+
+    def match_block(self, c):
+        return ("match", ast.Match(tuple(self.body(c)), self.span(c)), self.span(c))
+
+    def path_cond(self, c):
+        return ast.PathCond(c[1].value, self.string(c[2]), self.span(c))
+
+    def header_cond(self, c):
+        invert = isinstance(c[0], Tok) and c[0].type == "NOT"
+        i = 1 if invert else 0
+        test, value, end = c[i + 2]
+        ignore_case = isinstance(c[-1], Tok) and c[-1].type == "IGNORE_CASE"
+        if ignore_case:
+            end = c[-1].end
+        return ast.HeaderCond(self.string(c[i + 1]), test, value, invert, ignore_case,
+                              Span(self.source, c[0].start, end))
+
+    def header_test(self, c):
+        """(test, value, end offset): the test keyword and its operand, if any."""
+        return (c[0].value, self.string(c[1]) if len(c) > 1 else None, c[-1].end)
+
+    def query_cond(self, c):
+        test, value, end = c[2]
+        return ast.QueryCond(self.string(c[1]), test, value, Span(self.source, c[0].start, end))
+
+    query_test = header_test
+
+    def method_cond(self, c):
+        return ast.MethodCond(self.names(c[1]), self.span(c))
+
+    def to_target(self, c):
+        return ("to", c[1], self.span(c))
+
+    def split(self, c):
+        entries = tuple(x for x in self.body(c) if isinstance(x, ast.SplitEntry))
+        key = self.string(c[-1]) if isinstance(c[-1], Tok) and c[-1].type == "STRING" else None
+        node = ast.Split(entries, key, self.span(c))
+        return ("split", node, node.span)
+
+    def split_entry(self, c):
+        return ast.SplitEntry(c[0], self.int_(c[1]), self.span(c))
+
+    def timeout(self, c):
+        value = None if c[1].type == "NONE" else self.duration(c[1]).value
+        return ("timeout", ast.Lit(value, self.tok_span(c[1])), self.span(c))
+
+    def retry(self, c):
+        x = c[1]
+        if isinstance(x, Tok):
+            x = ast.Lit(None, self.tok_span(x))
+        return ("retry", x, self.span(c))
+
+    def fault(self, c):
+        return ("fault", ast.Block("fault", self.unique(self.body(c), "the fault block"), self.span(c)), self.span(c))
+
+    def mirror(self, c):
+        pct = self.percent(c[2]) if len(c) > 2 else None
+        return ("mirror", ast.Mirror(c[1], pct, self.span(c)), self.span(c))
+
+    def request_headers(self, c):
+        return ("request_headers", c[1], self.span(c))
+
+    def response_headers(self, c):
+        return ("response_headers", c[1], self.span(c))
+
+    def header_ops(self, c):
+        return ast.HeaderOps(tuple(self.body(c)), self.span(c))
+
+    def hop_set(self, c):
+        return ast.HeaderOp("set", self.string(c[1]), self.string(c[2]), self.span(c))
+
+    def hop_add(self, c):
+        return ast.HeaderOp("add", self.string(c[1]), self.string(c[2]), self.span(c))
+
+    def hop_remove(self, c):
+        return ast.HeaderOp("remove", self.string(c[1]), None, self.span(c))
+
+    # ---- authorization ---------------------------------------------------------------------------
+    def authz_decl(self, c):
+        default = None
+        items = []
+        for x in self.body(c):
+            if isinstance(x, ast.Lit):
+                if default is not None:
+                    self.diags.add("E0105", f"`default` is set twice in authorization `{c[1].value}`", x.span,
+                                   hint="an authorization block has one default")
+                else:
+                    default = x
+            else:
+                items.append(x)
+        return ast.Authorization(self.name(c[1]), default, tuple(items), self.span(c))
+
+    def authz_default(self, c):
+        return ast.Lit(c[1].value, self.span(c))
+
+    def use_rules(self, c):
+        return ast.UseRules(c[1], self.span(c))
+
+    def rule(self, c):
+        name = self.name(c[1]) if isinstance(c[1], Tok) and c[1].type == "NAME" else None
+        return ast.Rule(c[0].value, name, tuple(self.body(c)), self.span(c))
+
+    def from_cond(self, c):
+        kind, values, end = c[1]
+        return ast.FromCond(kind, values, Span(self.source, c[0].start, end))
+
+    def from_identity(self, c):
+        return ("identity", self.names(c[1]), _end(c[-1]))
+
+    def from_namespace(self, c):
+        return ("namespace", self.names(c[1]), _end(c[-1]))
+
+    def from_service(self, c):
+        return ("service", self.names(c[1]), _end(c[-1]))
+
+    def from_same_namespace(self, c):
+        return ("same_namespace", (), c[0].end)
+
+    # ---- policies, shared pieces -----------------------------------------------------------------
+    def policy_decl(self, c):
+        kind, name, body, end = c[1]
+        return ast.Policy(kind, name, body, Span(self.source, c[0].start, end))
+
+    def policy_retry(self, c):
+        return ("retry", self.name(c[1]), c[2], c[2].span.end)
+
+    def policy_outlier(self, c):
+        return ("outlier", self.name(c[1]), c[2], c[2].span.end)
+
+    def policy_limits(self, c):
+        return ("limits", self.name(c[1]), c[2], c[2].span.end)
+
+    def policy_budget(self, c):
+        return ("retry_budget", self.name(c[1]), c[2], c[2].span.end)
+
+    def policy_rules(self, c):
+        return ("rules", self.name(c[1]), tuple(self.body(c)), c[-1].end)
+
+    def ref(self, c):
+        if len(c) == 1:
+            return ast.Ref(None, c[0].value, self.span(c))
+        return ast.Ref(c[0].value, c[2].value, self.span(c))
+
+    def string_list(self, c):
+        return [self.string(x) for x in self.body(c) if isinstance(x, Tok) and x.type == "STRING"]
+
+    def name_list(self, c):
+        return [self.name(x) for x in self.body(c) if isinstance(x, Tok) and x.type == "NAME"]
+
+
+def reducers(builder: Builder, tables) -> list:
+    """One callable per rule index; expand1 rules with one child pass it through."""
+    out = []
+    for origin, size, key, expand1 in tables.rules:
+        if expand1 and size == 1:
+            out.append(_first)
+        else:
+            out.append(getattr(builder, "_Builder__list" if key == "__list" else key))
+    return out
+
+
+def _first(children):
+    return children[0]
