@@ -22,7 +22,8 @@ class Context:
     services: dict[str, ast.Service] = field(default_factory=dict)
     routes: dict[str, ast.Routes] = field(default_factory=dict)
     authorizations: dict[str, ast.Authorization] = field(default_factory=dict)
-    policies: dict[str, ast.Policy] = field(default_factory=dict)  # by qualified name: `std.x` or `x`
+    # by (kind, qualified name): `("retry", "std.idempotent")`; kinds have separate namespaces
+    policies: dict[tuple[str, str], ast.Policy] = field(default_factory=dict)
     mesh: ast.Mesh | None = None
 
     @property
@@ -35,8 +36,8 @@ class Context:
 
     def policy(self, ref: ast.Ref, kind: str):
         """The body of the named policy of this kind, or None if it is missing or of another kind."""
-        p = self.policies.get(str(ref))
-        return p.body if p is not None and p.kind == kind else None
+        p = self.policies.get((kind, str(ref)))
+        return p.body if p is not None else None
 
     def subset_of(self, ref: ast.Ref) -> tuple[str, str] | None:
         """(service, subset) named by `service.subset`, or by `service` alone when it has one subset."""
@@ -77,8 +78,9 @@ def build_context(program: Program, diags: Collector) -> Context:
             elif isinstance(item, ast.Authorization):
                 _declare(ctx, ctx.authorizations, item.service, item, "authorization block for")
             elif isinstance(item, ast.Policy):
-                qualified = ast.Lit(("std." if std else "") + item.name.value, item.name.span)
-                _declare(ctx, ctx.policies, qualified, item, "policy")
+                qualified = ("std." if std else "") + item.name.value
+                _declare(ctx, ctx.policies, ast.Lit(qualified, item.name.span), item, f"{item.kind} policy",
+                         key=(item.kind, qualified))
             elif isinstance(item, ast.Mesh):
                 if ctx.mesh is not None:
                     diags.add("E0202", "the mesh block is declared twice", item.span,
@@ -90,12 +92,13 @@ def build_context(program: Program, diags: Collector) -> Context:
     return ctx
 
 
-def _declare(ctx: Context, table: dict, name: ast.Lit, node, what: str) -> None:
-    first = table.get(name.value)
+def _declare(ctx: Context, table: dict, name: ast.Lit, node, what: str, key=None) -> None:
+    key = name.value if key is None else key
+    first = table.get(key)
     if first is not None:
         first_span = first.name.span if hasattr(first, "name") else first.service.span
         ctx.diags.add("E0202", f"{what} `{name.value}` is declared twice", name.span,
                       labels=(Label(first_span, "first declared here"),),
                       hint="names are program-wide: rename one, or merge the two declarations")
         return
-    table[name.value] = node
+    table[key] = node

@@ -6,23 +6,21 @@ from compiler import ast
 from compiler.diagnostics import did_you_mean
 from compiler.symbols import Context, subset_names
 
-POLICY_KINDS = {"retry": "retry", "outlier": "outlier", "limits": "limits", "retry_budget": "retry_budget",
-                "rules": "rules"}
-
-
 def check_policy_ref(ctx: Context, ref: ast.Ref, kind: str) -> None:
-    policy = ctx.policies.get(str(ref))
+    policy = ctx.policies.get((kind, str(ref)))
     if policy is None:
-        same_kind = [n for n, p in ctx.policies.items() if p.kind == kind]
+        other = next((p for (k, n), p in ctx.policies.items() if n == str(ref)), None)
+        if other is not None:
+            ctx.diags.add("E0207", f"`{ref}` is a {other.kind} policy, not a {kind} policy", ref.span,
+                          hint=f"use a policy declared with `policy {kind} NAME {{ … }}`")
+            return
+        same_kind = [n for (k, n) in ctx.policies if k == kind]
         hint = did_you_mean(str(ref), same_kind)
         if hint is None and ref.scope == "std":
             hint = 'standard-library policies need an import, such as `import "std/resilience"`'
         if hint is None and same_kind:
             hint = f"{kind} policies in this program: " + ", ".join(f"`{n}`" for n in sorted(same_kind)[:8])
         ctx.diags.add("E0204", f"unknown {kind} policy `{ref}`", ref.span, hint=hint)
-    elif policy.kind != kind:
-        ctx.diags.add("E0207", f"`{ref}` is a {policy.kind} policy, not a {kind} policy", ref.span,
-                      hint=f"use a policy declared with `policy {kind} NAME {{ … }}`")
 
 
 def check_destination(ctx: Context, ref: ast.Ref, what: str) -> None:

@@ -191,7 +191,12 @@ class Parser:
             code = "E0103"
         else:
             found, code = err.found, "E0101"
-        msg = f"unexpected {found}, expected {_join(words)}" if words else f"unexpected {found}"
+        words.sort(key=lambda w: (w in ("`}`", "`]`"), w))  # closing brackets last: they read as "or stop here"
+        if code == "E0103":
+            where = "the next item" if found == "the end of this item" else "the end of the file"
+            msg = f"this item is not complete: expected {_join(words)} before {where}"
+        else:
+            msg = f"unexpected {found}, expected {_join(words)}" if words else f"unexpected {found}"
         if err.found.startswith("`") and err.found[1:-1][:1].isalpha():
             keywords = [w.strip("`") for w in words if w.startswith("`")]
             hint = did_you_mean(err.found[1:-1], keywords)
