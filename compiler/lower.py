@@ -87,6 +87,15 @@ def lower_matches(route: ast.Route) -> tuple[ir.Match, ...]:
     return tuple(lower_match(m) for m in route.matches)
 
 
+def route_matches(ctx: Context, route: ast.Route) -> tuple[ir.Match, ...]:
+    """lower_matches, computed once per route for the checks and the lowering together."""
+    key = ("matches", id(route))
+    found = ctx.memo.get(key)
+    if found is None:
+        found = ctx.memo[key] = lower_matches(route)
+    return found
+
+
 # ---- authorization ------------------------------------------------------------------------------
 
 def lower_principals(ctx: Context, svc: ast.Service | None, cond: ast.FromCond) -> tuple[ir.Principal, ...]:
@@ -141,11 +150,21 @@ def expand_rules(ctx: Context, authz: ast.Authorization) -> list[tuple[ast.Rule,
     return out
 
 
+def authorization_rules(ctx: Context, svc: ast.Service | None,
+                        authz: ast.Authorization) -> list[tuple[ast.Rule, ir.AuthzRule]]:
+    """Each written rule (with `use` sets expanded) and its IR, computed once per block."""
+    key = ("rules", id(authz))
+    found = ctx.memo.get(key)
+    if found is None:
+        found = ctx.memo[key] = [(rule, lower_rule(ctx, svc, rule, name)) for rule, name in expand_rules(ctx, authz)]
+    return found
+
+
 def lower_authorization(ctx: Context, svc: ast.Service) -> ir.Authorization:
     authz = ctx.authorizations.get(svc.name.value)
     if authz is None:
         return ir.Authorization("allow", (), None)
-    rules = tuple(lower_rule(ctx, svc, rule, name) for rule, name in expand_rules(ctx, authz))
+    rules = tuple(lowered for _, lowered in authorization_rules(ctx, svc, authz))
     return ir.Authorization(authz.default.value, rules, span_location(authz))
 
 
@@ -261,7 +280,7 @@ def lower_route(ctx: Context, route: ast.Route) -> ir.Route:
         timeout = defaults.ROUTE_TIMEOUT_MS
     else:
         timeout = route.timeout.value or 0
-    return ir.Route(route.name.value, span_location(route), lower_matches(route), to, split, timeout,
+    return ir.Route(route.name.value, span_location(route), route_matches(ctx, route), to, split, timeout,
                     lower_retry(route_retry_block(ctx, route)), lower_fault(route.fault), mirror,
                     lower_headers(route.request_headers), lower_headers(route.response_headers))
 

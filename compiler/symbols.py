@@ -25,6 +25,9 @@ class Context:
     # by (kind, qualified name): `("retry", "std.idempotent")`; kinds have separate namespaces
     policies: dict[tuple[str, str], ast.Policy] = field(default_factory=dict)
     mesh: ast.Mesh | None = None
+    # Lowered pieces shared by the checks and the lowering, keyed by id() of the AST node
+    # (nodes live as long as the context; their deep hashes would cost more than the work).
+    memo: dict[tuple[str, int], object] = field(default_factory=dict)
 
     @property
     def trust_domain(self) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from compiler.diagnostics import Label
-from compiler.lower import expand_rules, lower_rule
+from compiler.lower import authorization_rules
 from compiler.matching import rule_covers
 from compiler.symbols import Context
 
@@ -13,8 +13,7 @@ def check_authorization(ctx: Context) -> None:
         if authz.default is None:
             continue
         svc = ctx.services.get(name)
-        written = expand_rules(ctx, authz)
-        lowered = [(rule, lower_rule(ctx, svc, rule, rname)) for rule, rname in written]
+        lowered = authorization_rules(ctx, svc, authz)
         denies = [(r, lr) for r, lr in lowered if lr.action == "deny"]
         allows = [(r, lr) for r, lr in lowered if lr.action == "allow"]
         default = authz.default.value

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from compiler import ast
-from compiler.lower import PRE_SEND_CONDITIONS, RETRY_CONDITIONS, lower_matches, route_retry_block
+from compiler.lower import PRE_SEND_CONDITIONS, RETRY_CONDITIONS, route_matches, route_retry_block
 from compiler.symbols import Context
 
 NON_IDEMPOTENT = ("POST", "PATCH")
@@ -20,7 +20,7 @@ def check_retries(ctx: Context) -> None:
             words = [v.value for v in on.values] if on is not None else ["5xx"]
             post_send = [w for w in words if w not in PRE_SEND_CONDITIONS and (w in RETRY_CONDITIONS or w.isdigit())]
             if post_send and retry.get("allow_non_idempotent") is None:
-                methods = [m.methods for m in lower_matches(route)]
+                methods = [m.methods for m in route_matches(ctx, route)]
                 risky = sorted({x for ms in methods if ms is not None for x in ms if x in NON_IDEMPOTENT})
                 if any(ms is None for ms in methods):
                     what = "any method, POST included"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from compiler import ast
 from compiler.diagnostics import Label
-from compiler.lower import lower_matches, route_retry_block
+from compiler.lower import route_matches, route_retry_block
 from compiler.matching import match_covers
 from compiler.symbols import Context, subset_names
 
@@ -43,7 +43,7 @@ def check_unreachable(ctx: Context, block: ast.Routes) -> None:
     """A route whose every match is covered by a match of an earlier route never matches (W0401)."""
     earlier: list[tuple[ast.Route, tuple]] = []
     for route in block.routes:
-        matches = lower_matches(route)
+        matches = route_matches(ctx, route)
         coverers = []
         for m in matches:
             hit = next((r for r, ms in earlier if any(match_covers(em, m) for em in ms)), None)

@@ -1,7 +1,9 @@
 """Reductions of the LALR parser to AST nodes: one method per grammar rule (or alias).
 
-Each method receives every child of the rule in order: tokens (:class:`Tok`) for terminals,
-including keywords and punctuation, and the values built for sub-rules. Duplicate settings are
+Each method receives every child of the rule in order: tokens for terminals, including keywords
+and punctuation, and the values built for sub-rules. A token is its index (an int) into the
+arrays of the current parse (`vals`, `types`, `starts`, `ends`): pushing an int costs nothing,
+and the arrays are made in bulk by C code (see parse.py). Duplicate settings are
 reported here (E0105) because only here is the written order still visible.
 """
 
@@ -14,39 +16,10 @@ from compiler.diagnostics import Collector
 from compiler.source import SourceFile, Span
 
 
-class Tok:
-    """A token: terminal name, text and offsets. Lighter than lark's Token on the hot path."""
-
-    __slots__ = ("type", "value", "start", "end")
-
-    def __init__(self, type_: str, value: str, start: int, end: int):
-        self.type = type_
-        self.value = value
-        self.start = start
-        self.end = end
-
-    def __repr__(self) -> str:
-        return f"Tok({self.type}, {self.value!r})"
-
-
 _ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r"}
 _ESCAPE_RE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)")
 _DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
-
-
-def _start(x) -> int:
-    while isinstance(x, list):
-        x = x[0]
-    return x.start if isinstance(x, Tok) else x.span.start
-
-
-def _end(x) -> int:
-    while isinstance(x, list):
-        x = x[-1]
-    if isinstance(x, ast.Lit) and x.span is None:
-        return 0
-    return x.end if isinstance(x, Tok) else x.span.end
 
 
 class Builder:
@@ -55,60 +28,83 @@ class Builder:
     def __init__(self, source: SourceFile, diags: Collector):
         self.source = source
         self.diags = diags
+        self.vals: list[str] = []
+        self.types: list[str] = []
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def use_tokens(self, vals, types, starts, ends) -> None:
+        """Point the builder at the token arrays of the run that is about to reduce."""
+        self.vals, self.types, self.starts, self.ends = vals, types, starts, ends
+
+    def _start(self, x) -> int:
+        while isinstance(x, list):
+            x = x[0]
+        return self.starts[x] if isinstance(x, int) else x.span.start
+
+    def _end(self, x) -> int:
+        while isinstance(x, list):
+            x = x[-1]
+        if isinstance(x, int):
+            return self.ends[x]
+        if isinstance(x, ast.Lit) and x.span is None:
+            return 0
+        return x.span.end
 
     # ---- helpers -------------------------------------------------------------------------
     def span(self, children) -> Span:
         """From the first to the last child; children are never empty or None (no placeholders)."""
-        return Span(self.source, _start(children[0]), _end(children[-1]))
+        return Span(self.source, self._start(children[0]), self._end(children[-1]))
 
-    def tok_span(self, tok: Tok) -> Span:
-        return Span(self.source, tok.start, tok.end)
+    def tok_span(self, tok: int) -> Span:
+        return Span(self.source, self.starts[tok], self.ends[tok])
 
-    def name(self, tok: Tok) -> ast.Lit:
-        return ast.Lit(tok.value, Span(self.source, tok.start, tok.end))
+    def name(self, tok: int) -> ast.Lit:
+        return ast.Lit(self.vals[tok], Span(self.source, self.starts[tok], self.ends[tok]))
 
-    def string(self, tok: Tok) -> ast.Lit:
-        raw = tok.value[1:-1]
+    def string(self, tok: int) -> ast.Lit:
+        raw = self.vals[tok][1:-1]
         if "\\" in raw:
             raw = self._unescape(raw, tok)
-        return ast.Lit(raw, Span(self.source, tok.start, tok.end))
+        return ast.Lit(raw, Span(self.source, self.starts[tok], self.ends[tok]))
 
-    def _unescape(self, raw: str, tok: Tok) -> str:
+    def _unescape(self, raw: str, tok: int) -> str:
         def repl(m: re.Match) -> str:
             esc = m.group(1)
             if esc[0] == "u" and len(esc) == 5:
                 return chr(int(esc[1:], 16))
             if esc in _ESCAPES:
                 return _ESCAPES[esc]
-            start = tok.start + 1 + m.start()
+            start = self.starts[tok] + 1 + m.start()
             self.diags.add("E0104", f"unknown escape sequence `\\{esc}` in string",
                            Span(self.source, start, start + 2),
                            hint="escapes are `\\\\`, `\\\"`, `\\n`, `\\t`, `\\r` and `\\uXXXX`")
             return esc
         return _ESCAPE_RE.sub(repl, raw)
 
-    def int_(self, tok: Tok) -> ast.Lit:
-        return ast.Lit(int(tok.value), Span(self.source, tok.start, tok.end))
+    def int_(self, tok: int) -> ast.Lit:
+        return ast.Lit(int(self.vals[tok]), Span(self.source, self.starts[tok], self.ends[tok]))
 
-    def duration(self, tok: Tok) -> ast.Lit:
-        number, unit = _DURATION_RE.fullmatch(tok.value).groups()
+    def duration(self, tok: int) -> ast.Lit:
+        text = self.vals[tok]
+        number, unit = _DURATION_RE.fullmatch(text).groups()
         ms = float(number) * _UNIT_MS[unit]
-        span = Span(self.source, tok.start, tok.end)
+        span = Span(self.source, self.starts[tok], self.ends[tok])
         if ms != int(ms):
-            self.diags.add("E0306", f"duration `{tok.value}` is not a whole number of milliseconds", span,
+            self.diags.add("E0306", f"duration `{text}` is not a whole number of milliseconds", span,
                            hint="durations have millisecond precision")
         return ast.Lit(int(ms), span)
 
-    def percent(self, tok: Tok) -> ast.Lit:
-        text = tok.value[:-1]
-        span = Span(self.source, tok.start, tok.end)
+    def percent(self, tok: int) -> ast.Lit:
+        text = self.vals[tok][:-1]
+        span = Span(self.source, self.starts[tok], self.ends[tok])
         if "." in text and len(text.split(".")[1]) > 4:
-            self.diags.add("E0303", f"percentage `{tok.value}` has more than four decimals", span,
+            self.diags.add("E0303", f"percentage `{text}%` has more than four decimals", span,
                            hint="both targets count fractions in millionths: at most four decimals of a percent")
         return ast.Lit(float(text), span)
 
-    def value(self, tok: Tok) -> ast.Lit:
-        t = tok.type
+    def value(self, tok: int) -> ast.Lit:
+        t = self.types[tok]
         if t == "STRING":
             return self.string(tok)
         if t == "INT":
@@ -120,8 +116,9 @@ class Builder:
         return self.name(tok)
 
     def setting(self, children) -> ast.Setting:
-        key = children[0].value
-        values = tuple(self.value(c) for c in children[1:] if isinstance(c, Tok) and c.type not in ("MAX",))
+        key = self.vals[children[0]]
+        types = self.types
+        values = tuple(self.value(c) for c in children[1:] if isinstance(c, int) and types[c] != "MAX")
         return ast.Setting(key, values, self.span(children))
 
     def body(self, children) -> list:
@@ -142,15 +139,9 @@ class Builder:
                 seen[s.key] = s
         return tuple(settings)
 
-    def first_of(self, children, types: tuple[str, ...]):
-        for c in children:
-            if isinstance(c, Tok) and c.type in types:
-                return c
-        return None
-
     def names(self, x) -> tuple[ast.Lit, ...]:
-        if isinstance(x, Tok):
-            return (self.name(x) if x.type != "STRING" else self.string(x),)
+        if isinstance(x, int):
+            return (self.name(x) if self.types[x] != "STRING" else self.string(x),)
         return tuple(x)
 
     # ---- generic reductions ------------------------------------------------------------------
@@ -186,7 +177,7 @@ class Builder:
                 subsets.append(value)
                 continue
             if tag in fields:
-                self.diags.add("E0105", f"`{tag}` is set twice in service `{c[1].value}`", span,
+                self.diags.add("E0105", f"`{tag}` is set twice in service `{self.vals[c[1]]}`", span,
                                hint="remove one of them: a service takes each setting once")
                 continue
             fields[tag] = value
@@ -246,7 +237,7 @@ class Builder:
     def rt_on(self, c):
         values = []
         for x in self.body(c):
-            if isinstance(x, Tok) and x.type == "COND":
+            if isinstance(x, int) and self.types[x] == "COND":
                 values.append(self.name(x))
         return ast.Setting("on", tuple(values), self.span(c))
 
@@ -262,7 +253,7 @@ class Builder:
                 matches.append(value)
                 continue
             if tag in fields:
-                self.diags.add("E0105", f"`{tag}` is set twice in route `{c[1].value}`", span,
+                self.diags.add("E0105", f"`{tag}` is set twice in route `{self.vals[c[1]]}`", span,
                                hint="remove one of them: a route takes each setting once")
                 continue
             fields[tag] = value
@@ -274,25 +265,26 @@ class Builder:
         return ("match", ast.Match(tuple(self.body(c)), self.span(c)), self.span(c))
 
     def path_cond(self, c):
-        return ast.PathCond(c[1].value, self.string(c[2]), self.span(c))
+        return ast.PathCond(self.vals[c[1]], self.string(c[2]), self.span(c))
 
     def header_cond(self, c):
-        invert = isinstance(c[0], Tok) and c[0].type == "NOT"
+        types = self.types
+        invert = types[c[0]] == "NOT"
         i = 1 if invert else 0
         test, value, end = c[i + 2]
-        ignore_case = isinstance(c[-1], Tok) and c[-1].type == "IGNORE_CASE"
+        ignore_case = isinstance(c[-1], int) and types[c[-1]] == "IGNORE_CASE"
         if ignore_case:
-            end = c[-1].end
+            end = self.ends[c[-1]]
         return ast.HeaderCond(self.string(c[i + 1]), test, value, invert, ignore_case,
-                              Span(self.source, c[0].start, end))
+                              Span(self.source, self.starts[c[0]], end))
 
     def header_test(self, c):
         """(test, value, end offset): the test keyword and its operand, if any."""
-        return (c[0].value, self.string(c[1]) if len(c) > 1 else None, c[-1].end)
+        return (self.vals[c[0]], self.string(c[1]) if len(c) > 1 else None, self.ends[c[-1]])
 
     def query_cond(self, c):
         test, value, end = c[2]
-        return ast.QueryCond(self.string(c[1]), test, value, Span(self.source, c[0].start, end))
+        return ast.QueryCond(self.string(c[1]), test, value, Span(self.source, self.starts[c[0]], end))
 
     query_test = header_test
 
@@ -304,7 +296,7 @@ class Builder:
 
     def split(self, c):
         entries = tuple(x for x in self.body(c) if isinstance(x, ast.SplitEntry))
-        key = self.string(c[-1]) if isinstance(c[-1], Tok) and c[-1].type == "STRING" else None
+        key = self.string(c[-1]) if isinstance(c[-1], int) and self.types[c[-1]] == "STRING" else None
         node = ast.Split(entries, key, self.span(c))
         return ("split", node, node.span)
 
@@ -312,12 +304,12 @@ class Builder:
         return ast.SplitEntry(c[0], self.int_(c[1]), self.span(c))
 
     def timeout(self, c):
-        value = None if c[1].type == "NONE" else self.duration(c[1]).value
+        value = None if self.types[c[1]] == "NONE" else self.duration(c[1]).value
         return ("timeout", ast.Lit(value, self.tok_span(c[1])), self.span(c))
 
     def retry(self, c):
         x = c[1]
-        if isinstance(x, Tok):
+        if isinstance(x, int):
             x = ast.Lit(None, self.tok_span(x))
         return ("retry", x, self.span(c))
 
@@ -353,7 +345,7 @@ class Builder:
         for x in self.body(c):
             if isinstance(x, ast.Lit):
                 if default is not None:
-                    self.diags.add("E0105", f"`default` is set twice in authorization `{c[1].value}`", x.span,
+                    self.diags.add("E0105", f"`default` is set twice in authorization `{self.vals[c[1]]}`", x.span,
                                    hint="an authorization block has one default")
                 else:
                     default = x
@@ -362,35 +354,35 @@ class Builder:
         return ast.Authorization(self.name(c[1]), default, tuple(items), self.span(c))
 
     def authz_default(self, c):
-        return ast.Lit(c[1].value, self.span(c))
+        return ast.Lit(self.vals[c[1]], self.span(c))
 
     def use_rules(self, c):
         return ast.UseRules(c[1], self.span(c))
 
     def rule(self, c):
-        name = self.name(c[1]) if isinstance(c[1], Tok) and c[1].type == "NAME" else None
-        return ast.Rule(c[0].value, name, tuple(self.body(c)), self.span(c))
+        name = self.name(c[1]) if isinstance(c[1], int) and self.types[c[1]] == "NAME" else None
+        return ast.Rule(self.vals[c[0]], name, tuple(self.body(c)), self.span(c))
 
     def from_cond(self, c):
         kind, values, end = c[1]
-        return ast.FromCond(kind, values, Span(self.source, c[0].start, end))
+        return ast.FromCond(kind, values, Span(self.source, self.starts[c[0]], end))
 
     def from_identity(self, c):
-        return ("identity", self.names(c[1]), _end(c[-1]))
+        return ("identity", self.names(c[1]), self._end(c[-1]))
 
     def from_namespace(self, c):
-        return ("namespace", self.names(c[1]), _end(c[-1]))
+        return ("namespace", self.names(c[1]), self._end(c[-1]))
 
     def from_service(self, c):
-        return ("service", self.names(c[1]), _end(c[-1]))
+        return ("service", self.names(c[1]), self._end(c[-1]))
 
     def from_same_namespace(self, c):
-        return ("same_namespace", (), c[0].end)
+        return ("same_namespace", (), self.ends[c[0]])
 
     # ---- policies, shared pieces -----------------------------------------------------------------
     def policy_decl(self, c):
         kind, name, body, end = c[1]
-        return ast.Policy(kind, name, body, Span(self.source, c[0].start, end))
+        return ast.Policy(kind, name, body, Span(self.source, self.starts[c[0]], end))
 
     def policy_retry(self, c):
         return ("retry", self.name(c[1]), c[2], c[2].span.end)
@@ -405,18 +397,20 @@ class Builder:
         return ("retry_budget", self.name(c[1]), c[2], c[2].span.end)
 
     def policy_rules(self, c):
-        return ("rules", self.name(c[1]), tuple(self.body(c)), c[-1].end)
+        return ("rules", self.name(c[1]), tuple(self.body(c)), self.ends[c[-1]])
 
     def ref(self, c):
         if len(c) == 1:
-            return ast.Ref(None, c[0].value, self.span(c))
-        return ast.Ref(c[0].value, c[2].value, self.span(c))
+            return ast.Ref(None, self.vals[c[0]], self.span(c))
+        return ast.Ref(self.vals[c[0]], self.vals[c[2]], self.span(c))
 
     def string_list(self, c):
-        return [self.string(x) for x in self.body(c) if isinstance(x, Tok) and x.type == "STRING"]
+        types = self.types
+        return [self.string(x) for x in self.body(c) if isinstance(x, int) and types[x] == "STRING"]
 
     def name_list(self, c):
-        return [self.name(x) for x in self.body(c) if isinstance(x, Tok) and x.type == "NAME"]
+        types = self.types
+        return [self.name(x) for x in self.body(c) if isinstance(x, int) and types[x] == "NAME"]
 
 
 def reducers(builder: Builder, tables) -> list:

@@ -13,16 +13,20 @@ alone, keeping the first error of each, so independent mistakes give one diagnos
 from __future__ import annotations
 
 import re
+from itertools import accumulate
 
 from compiler import ast
 from compiler.diagnostics import Collector, did_you_mean
 from compiler.source import SourceFile, Span
-from compiler.syntax.build import Builder, Tok, reducers
+from compiler.syntax.build import Builder, reducers
 from compiler.syntax.tables import Tables, load_tables
 
-# The whole text is lexed by one findall into (blanks, token) pairs: offsets follow from the
-# lengths. Any other single character is a token too, so that errors keep exact positions.
-_PAIRS = re.compile(r"""
+# Lexing is done in bulk by C code: one re.split cuts the text into (gap, blanks, token)
+# triples, itertools.accumulate turns the piece lengths into offsets, and a dict lookup gives
+# each token its context-free terminal. Any other single character is a token too, so that
+# errors keep exact positions. Only the rare token whose terminal depends on the parser state
+# (a keyword used as a name, a number that is a retry condition) is classified in the loop.
+_PIECES = re.compile(r"""
 ((?:[ \t\r\n\f]+|\#[^\n]*)*)
 ("(?:[^"\\\n]|\\.)*"|[0-9][0-9A-Za-z_.%-]*|[A-Za-z_][A-Za-z0-9_-]*|[^ \t\r\n\f])
 """, re.X)
@@ -60,6 +64,10 @@ class Parser:
     def __init__(self, tables: Tables | None = None):
         self.tables = tables or load_tables()
         self._word_cache: dict[tuple[str, int], str] = {}
+        self._free: dict[str, str] = {}
+        self._rule_size = [r[1] for r in self.tables.rules]
+        self._rule_origin = [r[0] for r in self.tables.rules]
+        self._punct_types = frozenset(self.tables.keywords[p] for p in _PUNCT if p in self.tables.keywords)
 
     # ---- lexing -------------------------------------------------------------------------
     def _classify(self, kind: str, text: str, state: int) -> str:
@@ -82,53 +90,62 @@ class Parser:
         return candidates[0]
 
     # ---- the driver ---------------------------------------------------------------------
-    def _run(self, text: str, pos: int, endpos: int, start_symbol: str, reduce_with: list):
+    def _free_type(self, value: str) -> str:
+        """The terminal of a token regardless of parser state; cached per distinct token text."""
+        first = value[0]
+        if first == '"':
+            ttype = "STRING" if len(value) >= 2 and value[-1] == '"' else "UNTERMINATED"
+        elif first in _DIGITS:
+            ttype = next((t for t, rx in _NUMBER_KINDS if rx.match(value)), "BAD_NUMBER")
+        elif first.isalpha() or first == "_":
+            ttype = self.tables.keywords.get(value, "NAME")
+        else:
+            ttype = self.tables.keywords.get(value, "BAD_CHAR")
+        if len(self._free) < 200_000:  # names repeat; keep the cache bounded for huge inputs
+            self._free[value] = ttype
+        return ttype
+
+    def _tokens(self, text: str, pos: int, endpos: int):
+        """Token texts, context-free terminals, start and end offsets of text[pos:endpos]."""
+        pieces = _PIECES.split(text[pos:endpos]) if (pos, endpos) != (0, len(text)) else _PIECES.split(text)
+        offsets = list(accumulate(map(len, pieces), initial=pos))
+        vals = pieces[2::3]
+        starts = offsets[2::3][:len(vals)]
+        ends = offsets[3::3][:len(vals)]
+        free = self._free
+        types = [free.get(v) or self._free_type(v) for v in vals]
+        # The end of input: after the last token, so errors point at the end of what was written.
+        last = ends[-1] if ends else pos
+        vals.append("")
+        types.append("$END")
+        starts.append(last)
+        ends.append(last)
+        return vals, types, starts, ends
+
+    def _run(self, text: str, pos: int, endpos: int, start_symbol: str, reduce_with: list, builder: Builder):
         tables = self.tables
         states = tables.states
-        keywords = tables.keywords
-        cache = self._word_cache
-        classify = self._classify
-        rule_size = [r[1] for r in tables.rules]
-        rule_origin = [r[0] for r in tables.rules]
+        rule_size = self._rule_size
+        rule_origin = self._rule_origin
         state_stack = [tables.start_states[start_symbol]]
         end_state = tables.end_states[start_symbol]
         values: list = []
-        punct, digits = _PUNCT, _DIGITS
-        pairs = _PAIRS.findall(text, pos, endpos)
-        pairs.append(("", ""))  # the end of input
-        for blank, value in pairs:
-            start = pos + len(blank)
-            pos = start + len(value)
-            if not value:
-                ttype = "$END"
-            else:
-                first = value[0]
-                if first in punct:
-                    ttype = keywords[value]
-                elif first == '"':
-                    if len(value) < 2 or value[-1] != '"':
-                        raise SyntaxErrorAt("E0101", start, pos, "an unterminated string",
-                                            ['`"` before the end of the line'])
-                    ttype = "STRING"
-                elif first.isalpha() or first == "_" or first in digits:
-                    key = (value, state_stack[-1])
-                    ttype = cache.get(key)
-                    if ttype is None:
-                        kind = "number" if first in digits else "word"
-                        ttype = cache[key] = classify(kind, value, state_stack[-1])
-                else:
-                    raise SyntaxErrorAt("E0102", start, pos, value, [])
-            tok = Tok(ttype, value, start, pos)
+        vals, types, starts, ends = self._tokens(text, pos, endpos)
+        builder.use_tokens(vals, types, starts, ends)
+        for i in range(len(vals)):
+            ttype = types[i]
             # Shift the token, after as many reductions as it takes.
             while True:
                 action = states[state_stack[-1]].get(ttype)
                 if action is None:
-                    expected = sorted(t for t in states[state_stack[-1]] if t.isupper() or t == "$END")
-                    found = "the end of the file" if ttype == "$END" else f"`{value}`"
-                    raise SyntaxErrorAt("E0103" if ttype == "$END" else "E0101", start, pos, found, expected)
+                    ttype = self._contextual(vals[i], ttype, state_stack[-1])
+                    action = states[state_stack[-1]].get(ttype)
+                    if action is None:
+                        self._fail(vals[i], ttype, starts[i], ends[i], state_stack[-1])
+                    types[i] = ttype
                 if action[0]:
                     state_stack.append(action[1])
-                    values.append(tok)
+                    values.append(i)
                     break
                 rule = action[1]
                 size = rule_size[rule]
@@ -144,6 +161,26 @@ class Parser:
                     return values[-1]
         raise AssertionError("the parser consumed the end of input without accepting")  # pragma: no cover
 
+    def _contextual(self, value: str, ttype: str, state: int) -> str:
+        """The terminal a word or number takes in this parser state when its free one is not accepted."""
+        if ttype in ("$END", "STRING", "UNTERMINATED", "BAD_CHAR") or ttype in self._punct_types:
+            return ttype
+        key = (value, state)
+        found = self._word_cache.get(key)
+        if found is None:
+            kind = "number" if value[0] in _DIGITS else "word"
+            found = self._word_cache[key] = self._classify(kind, value, state)
+        return found
+
+    def _fail(self, value: str, ttype: str, start: int, end: int, state: int):
+        if ttype == "UNTERMINATED":
+            raise SyntaxErrorAt("E0101", start, end, "an unterminated string", ['`"` before the end of the line'])
+        if ttype == "BAD_CHAR":
+            raise SyntaxErrorAt("E0102", start, end, value, [])
+        expected = sorted(t for t in self.tables.states[state] if t.isupper() or t == "$END")
+        found = "the end of the file" if ttype == "$END" else f"`{value}`"
+        raise SyntaxErrorAt("E0103" if ttype == "$END" else "E0101", start, end, found, expected)
+
     # ---- public API ------------------------------------------------------------------------
     def parse(self, source: SourceFile, diags: Collector) -> ast.Module:
         """Parse a whole file. Syntax errors are reported and the items that parse are kept."""
@@ -151,7 +188,7 @@ class Parser:
         reduce_with = reducers(builder, self.tables)
         text = source.text
         try:
-            items = self._run(text, 0, len(text), "start", reduce_with)
+            items = self._run(text, 0, len(text), "start", reduce_with, builder)
             return ast.Module(source.path, tuple(items), Span(source, 0, len(text)))
         except SyntaxErrorAt:
             pass
@@ -163,7 +200,7 @@ class Parser:
         items = []
         for a, b in zip(bounds, bounds[1:]):
             try:
-                items.append(self._run(text, a, b, "item", reduce_with))
+                items.append(self._run(text, a, b, "item", reduce_with, builder))
             except SyntaxErrorAt as err:
                 self._report(err, source, diags, at_item_end=b)
         return ast.Module(source.path, tuple(items), Span(source, 0, len(text)))

@@ -1,0 +1,123 @@
+"""How meshc scales: whole-process time and peak memory of `meshc check` and `meshc compile
+--emit ir` on generated policies of 100, 1,000 and 10,000 services (10 routes and 5
+authorization rules each), and `meshc check` on the largest example against `python -c pass`.
+
+Every figure is a median over several runs, measured side by side in the same run. Run:
+
+    python benchmarks/compile_scale.py [--sizes 100,1000,10000] [--runs 3] [--startup-runs 21]
+
+Peak memory is the child's maximum resident set size (getrusage), time is wall-clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def generate(n: int) -> str:
+    """A policy of n services calling each other: 2 subsets, limits, outlier detection and a retry
+    budget each; 10 routes (path prefix/exact/regex, methods, headers, a keyed split, timeouts,
+    retries on idempotent routes) and an authorization block of 5 rules."""
+    out = ['import "std/resilience"', "", 'mesh { trust_domain "bench.local" }', ""]
+    for i in range(n):
+        s, peer = f"svc{i}", f"svc{(i + 1) % n}"
+        ip = f"10.{i // 250 % 250}.{i % 250}"
+        out.append(f"""service {s} {{
+  port 8080
+  namespace "ns{i % 50}"
+  subset v1 {{ endpoints ["{ip}.1:8080", "{ip}.2:8080"] }}
+  subset v2 {{ endpoints ["{ip}.3:8080"] }}
+  limits {{ connections 200  pending 50  requests 500 }}
+  outlier std.standard
+  retry_budget {{ percent 20%  min_concurrency 3 }}
+}}
+routes {s} {{""")
+        for r in range(9):
+            if r % 3 == 0:
+                out.append(f'  route r{r} {{ match {{ path prefix "/api/r{r}"  method [GET, HEAD] }} '
+                           f'to {s}.v1  timeout 3s  retry std.idempotent }}')
+            elif r % 3 == 1:
+                out.append(f'  route r{r} {{ match {{ path exact "/api/items/{r}"  header "x-tenant" exact "t{r}" }} '
+                           f'to {s}.v2  timeout 1s }}')
+            else:
+                out.append(f'  route r{r} {{ match {{ path regex "/api/v[0-9]+/r{r}/.*" }} to {s}.v1 }}')
+        out.append(f"""  route rest {{ split {{ {s}.v1 90  {s}.v2 10 }} by header "x-split-key" }}
+}}
+authorization {s} {{
+  default deny""")
+        for a in range(5):
+            out.append(f'  allow a{a} {{ from service {peer}  path prefix "/api/r{a}"  method [GET, POST] }}')
+        out.append("}\n")
+    return "\n".join(out)
+
+
+def run_once(cmd: list[str]) -> tuple[float, int, int]:
+    """(wall seconds, peak RSS in KiB, exit code) of one whole process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    return wall, usage.ru_maxrss, os.waitstatus_to_exitcode(status)
+
+
+def median_of(cmd: list[str], runs: int) -> tuple[float, int]:
+    times, peaks = [], []
+    for _ in range(runs):
+        wall, peak, code = run_once(cmd)
+        if code != 0:
+            raise SystemExit(f"command failed with exit {code}: {' '.join(cmd)}")
+        times.append(wall)
+        peaks.append(peak)
+    return statistics.median(times), max(peaks)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="100,1000,10000")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--startup-runs", type=int, default=21)
+    args = ap.parse_args()
+    meshc = [sys.executable, "-m", "compiler"]
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        # Warm the grammar-table cache once, as any installed meshc would have it.
+        subprocess.run(meshc + ["check", os.path.join(ROOT, "examples", "shop.mesh")], cwd=ROOT,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        for n in sizes:
+            path = os.path.join(tmp, f"mesh{n}.mesh")
+            with open(path, "w") as fh:
+                fh.write(generate(n))
+            out_dir = os.path.join(tmp, f"out{n}")
+            check = median_of(meshc + ["check", path], args.runs)
+            comp = median_of(meshc + ["compile", path, "--emit", "ir", "-o", out_dir], args.runs)
+            size_mb = os.path.getsize(path) / 1e6
+            rows.append((n, size_mb, check, comp))
+            print(f"{n:>6} services ({n * 10} routes, {size_mb:.1f} MB): check {check[0]:.2f} s {check[1] / 1024:.0f} MiB, "
+                  f"compile --emit ir {comp[0]:.2f} s {comp[1] / 1024:.0f} MiB", flush=True)
+        print()
+        for (n0, _, c0, k0), (n1, _, c1, k1) in zip(rows, rows[1:]):
+            print(f"growth {n0} -> {n1} services: check x{c1[0] / c0[0]:.1f}, compile x{k1[0] / k0[0]:.1f}")
+    # Start-up: the largest example, whole process, against `python -c pass`, interleaved.
+    examples = [os.path.join(ROOT, "examples", f) for f in os.listdir(os.path.join(ROOT, "examples"))]
+    largest = max(examples, key=os.path.getsize)
+    base, ours = [], []
+    for _ in range(args.startup_runs):
+        base.append(run_once([sys.executable, "-c", "pass"])[0])
+        ours.append(run_once(meshc + ["check", largest])[0])
+    b, o = statistics.median(base), statistics.median(ours)
+    print(f"\nstart-up: python -c pass {b * 1000:.0f} ms, meshc check {os.path.relpath(largest, ROOT)} "
+          f"{o * 1000:.0f} ms (median of {args.startup_runs}), ratio x{o / b:.1f}, meshc's own share {(o - b) * 1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
