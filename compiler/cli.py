@@ -107,7 +107,10 @@ def run(argv: list[str]) -> int:
         return EXIT_INPUT
     from compiler import output
 
-    text = output.ir_yaml(result.ir) if args.ir_format == "yaml" else output.ir_json(result.ir)
+    if args.ir_format == "yaml":
+        text = output.ir_yaml(result.ir) if result.ir is not None else output.json_to_yaml(result.ir_json)
+    else:
+        text = result.ir_json if result.ir_json is not None else output.ir_json(result.ir)
     if args.output is None:
         sys.stdout.write(text)
         return EXIT_OK
@@ -116,9 +119,9 @@ def run(argv: list[str]) -> int:
     except OSError as err:
         print(f"meshc: error: cannot write to {args.output}: {err.strerror or err}", file=sys.stderr)
         return EXIT_USAGE
-    routes = sum(len(s.routes) for s in result.ir.services)
+    services, routes = result.counts
     for path in written:
-        print(f"meshc: wrote {path} ({len(result.ir.services)} services, {routes} routes)", file=sys.stderr)
+        print(f"meshc: wrote {path} ({services} services, {routes} routes)", file=sys.stderr)
     return EXIT_OK
 
 

@@ -6,7 +6,6 @@ anything longer goes to the hint. Every code is registered in :mod:`compiler.cod
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import sys
@@ -77,6 +76,7 @@ class Diagnostic:
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     """A hint naming the closest candidate, or None when nothing is close."""
+    import difflib  # only a run with a misspelt name pays for it
     close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
     return f"did you mean `{close[0]}`?" if close else None
 

@@ -9,9 +9,11 @@ PATH_KINDS = {"exact", "prefix", "segment_prefix", "regex"}
 HEADER_KINDS = {"exact", "prefix", "suffix", "regex", "present", "absent"}
 
 
-def check_ir(program: ir.Program) -> list[str]:
+def check_ir(program: ir.Program, known_subsets: set[tuple[str, str]] | None = None) -> list[str]:
+    """Problems found in the IR (empty when it is sound). `known_subsets` adds (service, subset)
+    pairs declared outside `program`, for a shard that holds part of the services."""
     problems: list[str] = []
-    subsets = {(s.name, sub.name) for s in program.services for sub in s.subsets}
+    subsets = {(s.name, sub.name) for s in program.services for sub in s.subsets} | (known_subsets or set())
     names = [s.name for s in program.services]
     if names != sorted(set(names)):
         problems.append("services are not unique and sorted by name")

@@ -7,8 +7,6 @@ also used by the checks (shadowing, authorization reasoning) on programs that ma
 
 from __future__ import annotations
 
-import ipaddress
-
 from compiler import ast, defaults, ir
 from compiler.symbols import Context, subset_names
 
@@ -308,6 +306,8 @@ def parse_endpoint(text: str) -> tuple[str, int] | None:
 
 
 def is_ip(host: str) -> bool:
+    import ipaddress  # lowering only; `meshc check` does not pay for it
+
     try:
         ipaddress.ip_address(host)
         return True
@@ -351,5 +351,5 @@ def lower_service(ctx: Context, svc: ast.Service) -> ir.Service:
 
 
 def lower_program(ctx: Context) -> ir.Program:
-    services = tuple(lower_service(ctx, ctx.services[name]) for name in sorted(ctx.services))
+    services = tuple(lower_service(ctx, svc) for _, svc in sorted(ctx.local_services(), key=lambda kv: kv[0]))
     return ir.Program(ir.SCHEMA_VERSION, ctx.trust_domain, services)

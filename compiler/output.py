@@ -26,6 +26,14 @@ def ir_yaml(program: ir.Program) -> str:
     return yaml.safe_dump(ir.to_data(program), sort_keys=False, allow_unicode=True, width=120)
 
 
+def json_to_yaml(text: str) -> str:
+    """The YAML form of an IR document that exists only as JSON (a sharded compile)."""
+    import orjson
+    import yaml
+
+    return yaml.safe_dump(orjson.loads(text), sort_keys=False, allow_unicode=True, width=120)
+
+
 def write_all(out_dir: str, files: dict[str, str]) -> list[str]:
     """Write every file or none: each goes to a temporary file first, then all are renamed.
 

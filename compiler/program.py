@@ -9,10 +9,10 @@ program: names are program-wide, standard-library policies carry the `std.` pref
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
-from importlib import resources
 
-from compiler import ast
+from compiler import ast, package_data
 from compiler.diagnostics import Collector, Label
 from compiler.source import SourceFile
 from compiler.syntax.parse import parse_source
@@ -34,16 +34,13 @@ class Program:
 
 def stdlib_modules() -> list[str]:
     """The names usable as `import "std/NAME"`."""
-    root = resources.files(STDLIB_PACKAGE)
-    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".mesh"))
+    return [n[:-5] for n in package_data.list_names(STDLIB_PACKAGE, ".mesh")]
 
 
 def _read_std(name: str) -> str | None:
-    res = resources.files(STDLIB_PACKAGE).joinpath(f"{name}.mesh")
-    try:
-        return res.read_text(encoding="utf-8")
-    except (FileNotFoundError, OSError):
+    if not name or "/" in name or "\\" in name or name.startswith("."):
         return None
+    return package_data.read_text(STDLIB_PACKAGE, f"{name}.mesh")
 
 
 class _Loader:
@@ -83,32 +80,21 @@ class _Loader:
 
     def _import(self, importer_key: str, importer: str, imp: ast.Import, stack) -> None:
         target = imp.path.value
-        if target.startswith(STD_PREFIX):
-            name = target[len(STD_PREFIX):]
-            key = f"std:{name}"
-            display = f"<std>/{name}.mesh"
-            text = None if key in self.state else _read_std(name)
-            if key not in self.state and text is None:
-                from compiler.diagnostics import did_you_mean
-                hint = did_you_mean(name, stdlib_modules())
-                self.diags.add("E0205", f"no standard library module `{target}`", imp.path.span,
-                               hint=hint or "the standard library has: " + ", ".join(f"`std/{m}`" for m in stdlib_modules()))
-                return
-        else:
-            base = os.path.dirname(importer_key) if not importer_key.startswith("std:") else os.getcwd()
-            key = os.path.abspath(os.path.join(base, target))
-            display = os.path.relpath(key) if not os.path.isabs(target) else key
-            if display.startswith(".." + os.sep + ".." + os.sep):
-                display = key
-            text = None
-            if key not in self.state:
-                try:
-                    with open(key, encoding="utf-8") as fh:
-                        text = fh.read()
-                except (OSError, UnicodeDecodeError):
+        key, display = resolve_import(importer_key, target)
+        text = None
+        if key not in self.state:
+            text = read_import(key)
+            if text is None:
+                if key.startswith("std:"):
+                    from compiler.diagnostics import did_you_mean
+                    name = key[4:]
+                    hint = did_you_mean(name, stdlib_modules())
+                    self.diags.add("E0205", f"no standard library module `{target}`", imp.path.span,
+                                   hint=hint or "the standard library has: " + ", ".join(f"`std/{m}`" for m in stdlib_modules()))
+                else:
                     self.diags.add("E0205", f"imported file `{target}` not found", imp.path.span,
                                    hint=f"paths are relative to the importing file; looked for `{display}`")
-                    return
+                return
         if self.state.get(key) == "loading":
             chain = [s for s in stack] + [(importer_key, imp)]
             labels = tuple(Label(i.span, "imported here") for _, i in chain[:-1] if i.span is not None)
@@ -118,6 +104,72 @@ class _Loader:
         if self.state.get(key) == "done":
             return
         self._load(key, display, text, stack + [(importer_key, imp)])
+
+
+def resolve_import(importer_key: str, target: str) -> tuple[str, str]:
+    """(key, display path) of an import: `std:NAME` for the standard library, else an absolute path."""
+    if target.startswith(STD_PREFIX):
+        name = target[len(STD_PREFIX):]
+        return f"std:{name}", f"<std>/{name}.mesh"
+    base = os.path.dirname(importer_key) if not importer_key.startswith("std:") else os.getcwd()
+    key = os.path.abspath(os.path.join(base, target))
+    display = os.path.relpath(key) if not os.path.isabs(target) else key
+    if display.startswith(".." + os.sep + ".." + os.sep):
+        display = key
+    return key, display
+
+
+def read_import(key: str) -> str | None:
+    """The text of an imported file by key, or None when it cannot be read."""
+    if key.startswith("std:"):
+        return _read_std(key[4:])
+    try:
+        with open(key, encoding="utf-8") as fh:
+            return fh.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+_IMPORT_LINE = re.compile(r'^[ \t]*import[ \t]+"((?:[^"\\\n]|\\.)*)"', re.M)
+
+
+def prescan(paths: list[str]) -> list[tuple[str, str, str]] | None:
+    """The files of a program as (key, display, text), found by scanning for import lines
+    without parsing; None when anything is unusual (an unreadable or missing file, an import
+    cycle, an escaped path): the parsing loader then reports it exactly."""
+    files: dict[str, tuple[str, str, str]] = {}
+    state: dict[str, str] = {}
+
+    def visit(key: str, display: str, text: str) -> bool:
+        state[key] = "loading"
+        files[key] = (key, display, text)
+        for m in _IMPORT_LINE.finditer(text):
+            target = m.group(1)
+            if "\\" in target:
+                return False
+            ikey, idisplay = resolve_import(key, target)
+            if state.get(ikey) == "loading":
+                return False
+            if ikey in state:
+                continue
+            itext = read_import(ikey)
+            if itext is None or not visit(ikey, idisplay, itext):
+                return False
+        state[key] = "done"
+        return True
+
+    for path in paths:
+        key = os.path.abspath(path)
+        if key in state:
+            continue
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+        except (OSError, UnicodeDecodeError):
+            return None
+        if not visit(key, path, text):
+            return None
+    return list(files.values())
 
 
 def load_program(paths: list[str], diags: Collector) -> Program:

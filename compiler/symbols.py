@@ -28,9 +28,26 @@ class Context:
     # Lowered pieces shared by the checks and the lowering, keyed by id() of the AST node
     # (nodes live as long as the context; their deep hashes would cost more than the work).
     memo: dict[tuple[str, int], object] = field(default_factory=dict)
+    # Sharded analysis (compiler/parallel.py): services declared in another shard are present as
+    # stubs (names, subsets, identity) so that references resolve; they are neither checked nor
+    # lowered here. `routed` names every service with a routes block anywhere in the program.
+    remote: set[str] = field(default_factory=set)
+    routed: set[str] | None = None
+    trust_domain_override: str | None = None
+
+    def local_services(self):
+        """The services this context checks and lowers: all of them, except remote stubs."""
+        if not self.remote:
+            return self.services.items()
+        return [(n, s) for n, s in self.services.items() if n not in self.remote]
+
+    def has_routes(self, service: str) -> bool:
+        return service in self.routes or (self.routed is not None and service in self.routed)
 
     @property
     def trust_domain(self) -> str:
+        if self.trust_domain_override is not None:
+            return self.trust_domain_override
         if self.mesh is not None:
             s = _setting(self.mesh.settings, "trust_domain")
             if s is not None:

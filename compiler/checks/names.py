@@ -56,7 +56,7 @@ def check_references(ctx: Context) -> None:
                 check_destination(ctx, route.mirror.target, f"the mirror of route `{route.name.value}`")
             if isinstance(route.retry, ast.Ref):
                 check_policy_ref(ctx, route.retry, "retry")
-    for svc in ctx.services.values():
+    for _, svc in ctx.local_services():
         for attr, kind in (("limits", "limits"), ("outlier", "outlier"), ("retry_budget", "retry_budget")):
             node = getattr(svc, attr)
             if isinstance(node, ast.Ref):

@@ -74,8 +74,8 @@ def check_routes(ctx: Context) -> None:
         if not block.routes:
             ctx.diags.add("E0301", f"`routes {name}` has no routes", block.service.span,
                           hint="add a route, or remove the block to send everything to the service's only subset")
-    for name, svc in ctx.services.items():
+    for name, svc in ctx.local_services():
         subsets = subset_names(svc)
-        if name not in ctx.routes and len(subsets) > 1:
+        if not ctx.has_routes(name) and len(subsets) > 1:
             ctx.diags.add("E0402", f"service `{name}` has {len(subsets)} subsets but no routes", svc.name.span,
                           hint=f"add `routes {name} {{ route default {{ to {name}.{subsets[0]} }} }}` or a split")

@@ -4,6 +4,7 @@ durations, weights, status codes, header names, methods, retry conditions, RE2 r
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from compiler import ast
 from compiler.checks.names import all_rules
@@ -21,6 +22,7 @@ _TRUST_DOMAIN = re.compile(r"[a-z0-9]([-a-z0-9._]*[a-z0-9])?\Z")
 _SPIFFE = re.compile(r"spiffe://([a-z0-9][-a-z0-9._]*)(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+\Z")
 
 
+@lru_cache(maxsize=8192)
 def regex_error(pattern: str) -> str | None:
     """The RE2 compile error of a pattern, or None if it compiles (google-re2: Envoy's engine)."""
     import re2
@@ -343,7 +345,7 @@ def check_values(ctx: Context) -> None:
             if s.key == "trust_domain" and not _TRUST_DOMAIN.match(s.values[0].value):
                 v.add("E0312", f"`{s.values[0].value}` is not a valid trust domain", s.values[0].span,
                       hint="a trust domain is a lower-case DNS name such as `shop.local`")
-    for svc in ctx.services.values():
+    for _, svc in ctx.local_services():
         v.service(svc)
     for block in ctx.routes.values():
         for route in block.routes:

@@ -54,7 +54,11 @@ class Builder:
     # ---- helpers -------------------------------------------------------------------------
     def span(self, children) -> Span:
         """From the first to the last child; children are never empty or None (no placeholders)."""
-        return Span(self.source, self._start(children[0]), self._end(children[-1]))
+        first, last = children[0], children[-1]
+        # Most rules start with a keyword and end with `}`: tokens, the fast path.
+        start = self.starts[first] if first.__class__ is int else self._start(first)
+        end = self.ends[last] if last.__class__ is int else self._end(last)
+        return Span(self.source, start, end)
 
     def tok_span(self, tok: int) -> Span:
         return Span(self.source, self.starts[tok], self.ends[tok])
@@ -145,13 +149,6 @@ class Builder:
         return tuple(x)
 
     # ---- generic reductions ------------------------------------------------------------------
-    def __list(self, children):
-        if isinstance(children[0], list):
-            lst = children[0]
-            lst.extend(children[1:])
-            return lst
-        return list(children)
-
     def start(self, children):
         return self.body(children)
 
@@ -414,14 +411,42 @@ class Builder:
 
 
 def reducers(builder: Builder, tables) -> list:
-    """One callable per rule index; expand1 rules with one child pass it through."""
+    """One callable per rule index; expand1 rules with one child pass it through.
+
+    Repetition helpers (`x*` becomes `__r_star_N: x | __r_star_N x`) get specialised list
+    builders: the children list is a fresh slice, so the base case can return it as it is.
+    """
     out = []
     for origin, size, key, expand1 in tables.rules:
         if expand1 and size == 1:
             out.append(_first)
+        elif key == "__list":
+            recursive = tables.expansions_start_with_self[len(out)]
+            if not recursive:
+                out.append(_as_list)
+            elif size == 2:
+                out.append(_append_one)
+            else:
+                out.append(_extend_rest)
         else:
-            out.append(getattr(builder, "_Builder__list" if key == "__list" else key))
+            out.append(getattr(builder, key))
     return out
+
+
+def _as_list(children):
+    return children
+
+
+def _append_one(children):
+    lst = children[0]
+    lst.append(children[1])
+    return lst
+
+
+def _extend_rest(children):
+    lst = children[0]
+    lst.extend(children[1:])
+    return lst
 
 
 def _first(children):

@@ -66,6 +66,9 @@ class Parser:
         self._word_cache: dict[tuple[str, int], str] = {}
         self._free: dict[str, str] = {}
         self._rule_size = [r[1] for r in self.tables.rules]
+        # Actions as single ints: a shift (or goto) is the target state, a reduction is ~rule.
+        self._actions = {state: {sym: (target if shift else ~target) for sym, (shift, target) in row.items()}
+                         for state, row in self.tables.states.items()}
         self._rule_origin = [r[0] for r in self.tables.rules]
         self._punct_types = frozenset(self.tables.keywords[p] for p in _PUNCT if p in self.tables.keywords)
 
@@ -123,31 +126,32 @@ class Parser:
         return vals, types, starts, ends
 
     def _run(self, text: str, pos: int, endpos: int, start_symbol: str, reduce_with: list, builder: Builder):
-        tables = self.tables
-        states = tables.states
+        """Shift-reduce over the token arrays; returns the value of the start symbol."""
+        actions = self._actions  # state -> {terminal or rule name: >= 0 shift/goto state, < 0 reduce rule ~a}
         rule_size = self._rule_size
         rule_origin = self._rule_origin
-        state_stack = [tables.start_states[start_symbol]]
-        end_state = tables.end_states[start_symbol]
+        state = self.tables.start_states[start_symbol]
+        end_state = self.tables.end_states[start_symbol]
+        state_stack = [state]
         values: list = []
         vals, types, starts, ends = self._tokens(text, pos, endpos)
         builder.use_tokens(vals, types, starts, ends)
-        for i in range(len(vals)):
-            ttype = types[i]
+        for i, ttype in enumerate(types):
             # Shift the token, after as many reductions as it takes.
             while True:
-                action = states[state_stack[-1]].get(ttype)
-                if action is None:
-                    ttype = self._contextual(vals[i], ttype, state_stack[-1])
-                    action = states[state_stack[-1]].get(ttype)
-                    if action is None:
-                        self._fail(vals[i], ttype, starts[i], ends[i], state_stack[-1])
+                a = actions[state].get(ttype)
+                if a is None:
+                    ttype = self._contextual(vals[i], ttype, state)
+                    a = actions[state].get(ttype)
+                    if a is None:
+                        self._fail(vals[i], ttype, starts[i], ends[i], state)
                     types[i] = ttype
-                if action[0]:
-                    state_stack.append(action[1])
+                if a >= 0:
+                    state = a
+                    state_stack.append(a)
                     values.append(i)
                     break
-                rule = action[1]
+                rule = ~a
                 size = rule_size[rule]
                 if size:
                     children = values[-size:]
@@ -156,8 +160,9 @@ class Parser:
                 else:
                     children = []
                 values.append(reduce_with[rule](children))
-                state_stack.append(states[state_stack[-1]][rule_origin[rule]][1])
-                if ttype == "$END" and state_stack[-1] == end_state:
+                state = actions[state_stack[-1]][rule_origin[rule]]
+                state_stack.append(state)
+                if state == end_state and ttype == "$END":
                     return values[-1]
         raise AssertionError("the parser consumed the end of input without accepting")  # pragma: no cover
 
@@ -182,28 +187,30 @@ class Parser:
         raise SyntaxErrorAt("E0103" if ttype == "$END" else "E0101", start, end, found, expected)
 
     # ---- public API ------------------------------------------------------------------------
-    def parse(self, source: SourceFile, diags: Collector) -> ast.Module:
-        """Parse a whole file. Syntax errors are reported and the items that parse are kept."""
+    def parse(self, source: SourceFile, diags: Collector, start: int = 0, end: int | None = None) -> ast.Module:
+        """Parse a file, or the items in text[start:end] (which must begin and end at item
+        boundaries). Syntax errors are reported and the items that parse are kept."""
         builder = Builder(source, diags)
         reduce_with = reducers(builder, self.tables)
         text = source.text
+        end = len(text) if end is None else end
         try:
-            items = self._run(text, 0, len(text), "start", reduce_with, builder)
-            return ast.Module(source.path, tuple(items), Span(source, 0, len(text)))
+            items = self._run(text, start, end, "start", reduce_with, builder)
+            return ast.Module(source.path, tuple(items), Span(source, start, end))
         except SyntaxErrorAt:
             pass
         # Recovery: parse each top-level item on its own; report the first error of each.
-        bounds = [m.start() for m in _TOP_LEVEL.finditer(text)]
-        if not bounds or text[:bounds[0]].strip() and not _only_comments(text[:bounds[0]]):
-            bounds.insert(0, 0)
-        bounds.append(len(text))
+        bounds = [m.start() for m in _TOP_LEVEL.finditer(text, start, end)]
+        if not bounds or text[start:bounds[0]].strip() and not _only_comments(text[start:bounds[0]]):
+            bounds.insert(0, start)
+        bounds.append(end)
         items = []
         for a, b in zip(bounds, bounds[1:]):
             try:
                 items.append(self._run(text, a, b, "item", reduce_with, builder))
             except SyntaxErrorAt as err:
                 self._report(err, source, diags, at_item_end=b)
-        return ast.Module(source.path, tuple(items), Span(source, 0, len(text)))
+        return ast.Module(source.path, tuple(items), Span(source, start, end))
 
     def _report(self, err: SyntaxErrorAt, source: SourceFile, diags: Collector, at_item_end: int) -> None:
         expected = [t for t in err.expected if t != "$END"] if err.code != "E0103" else err.expected

@@ -14,9 +14,8 @@ import pickle
 import sys
 import tempfile
 from dataclasses import dataclass
-from importlib import resources
 
-FORMAT = 4
+FORMAT = 5
 GRAMMAR_PACKAGE = "grammar"
 GRAMMAR_FILE = "mesh.lark"
 # Regex terminals that carry a value of their own; every other regex terminal is a class of keywords.
@@ -29,6 +28,8 @@ class Tables:
     states: dict[int, dict[str, tuple[bool, int]]]
     # rule index -> (origin name, number of symbols, builder key, expand1)
     rules: list[tuple[str, int, str, bool]]
+    # rule index -> does the expansion start with the rule itself (left recursion of a list)
+    expansions_start_with_self: list[bool]
     start_states: dict[str, int]
     end_states: dict[str, int]
     keywords: dict[str, str]              # keyword text -> terminal name
@@ -37,7 +38,12 @@ class Tables:
 
 
 def grammar_text() -> str:
-    return resources.files(GRAMMAR_PACKAGE).joinpath(GRAMMAR_FILE).read_text(encoding="utf-8")
+    from compiler import package_data
+
+    text = package_data.read_text(GRAMMAR_PACKAGE, GRAMMAR_FILE)
+    if text is None:
+        raise FileNotFoundError(f"{GRAMMAR_PACKAGE}/{GRAMMAR_FILE} is missing from the installation")
+    return text
 
 
 def cache_dir() -> str:
@@ -60,6 +66,7 @@ def _extract(parser) -> Tables:
 
     table = parser.parser.parser.parser.parse_table
     rules: list[tuple[str, int, str, bool]] = []
+    recursive: list[bool] = []
     rule_index: dict[object, int] = {}
     states: dict[int, dict[str, tuple[bool, int]]] = {}
     for state, actions in table.states.items():
@@ -78,6 +85,7 @@ def _extract(parser) -> Tables:
                         key = arg.alias or origin
                     rules.append((sys.intern(str.__str__(origin)), len(arg.expansion), str.__str__(key),
                                   bool(arg.options.expand1)))
+                    recursive.append(bool(arg.expansion) and arg.expansion[0].name == arg.origin.name)
                 row[symbol] = (False, rule_index[arg])
         states[state] = row
     keywords, classes, text = {}, {}, {}
@@ -90,7 +98,8 @@ def _extract(parser) -> Tables:
             classes[term.name] = words
             if len(words) == 1:
                 text[term.name] = words[0]
-    return Tables(states, rules, dict(table.start_states), dict(table.end_states), keywords, classes, text)
+    return Tables(states, rules, recursive, dict(table.start_states), dict(table.end_states), keywords, classes,
+                  text)
 
 
 _TABLES: Tables | None = None
