@@ -224,10 +224,15 @@ def lower_retry(block: ast.Block | None) -> ir.Retry | None:
 
 
 def route_retry_block(ctx: Context, route: ast.Route) -> ast.Block | None:
-    """The retry block of a route, through a named policy if need be; None for none."""
+    """The retry block of a route, through a named policy if need be; None when the route does
+    not retry (no retry, `retry none`, or a policy with `attempts 0` such as `std.none`)."""
     if route.retry is None or isinstance(route.retry, ast.Lit):
         return None
-    return resolve_block(ctx, route.retry, "retry")
+    block = resolve_block(ctx, route.retry, "retry")
+    attempts = block.get("attempts") if block is not None else None
+    if attempts is not None and attempts.values[0].value == 0:
+        return None
+    return block
 
 
 def lower_fault(block: ast.Block | None) -> ir.Fault | None:

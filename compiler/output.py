@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 from compiler import ir
 
@@ -40,6 +39,8 @@ def write_all(out_dir: str, files: dict[str, str]) -> list[str]:
     A failure before the renames leaves no output at all; rename is atomic per file, so a
     reader never sees a half-written file.
     """
+    import tempfile
+
     os.makedirs(out_dir, exist_ok=True)
     staged: list[tuple[str, str]] = []
     try:

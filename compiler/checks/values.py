@@ -168,7 +168,7 @@ class _Values:
     def block_retry(self, block: ast.Block) -> None:
         for s in block.settings:
             if s.key == "attempts":
-                self.count(s.values[0], "`attempts`", 1, 100)
+                self.count(s.values[0], "`attempts`", 0, 100)  # 0: no retries (std.none)
             elif s.key == "per_try_timeout":
                 self.duration(s.values[0], "per-try timeout")
             elif s.key == "backoff":

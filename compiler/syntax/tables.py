@@ -8,11 +8,10 @@ them in a few milliseconds without importing lark at all.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import sys
-import tempfile
+import zlib
 from dataclasses import dataclass
 
 FORMAT = 5
@@ -113,7 +112,7 @@ def load_tables() -> Tables:
     text = grammar_text()
     # The key leaves out the lark version on purpose: asking importlib.metadata for it costs
     # ~100 ms, and tables from any lark version are correct for the grammar they were built from.
-    key = hashlib.sha256(f"{FORMAT}\0{text}".encode()).hexdigest()[:20]
+    key = f"{FORMAT}-{zlib.crc32(text.encode()):08x}-{len(text)}"  # zlib: cheaper to import than hashlib
     path = os.path.join(cache_dir(), f"mesh-grammar-{key}.pickle")
     try:
         with open(path, "rb") as fh:
@@ -123,6 +122,8 @@ def load_tables() -> Tables:
         pass
     _TABLES = _extract(build_lark())
     try:  # the cache is an optimisation: an unwritable cache directory is not an error
+        import tempfile
+
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tables-")
         with os.fdopen(fd, "wb") as fh:
