@@ -243,3 +243,6 @@ class Module:
     path: str
     items: tuple[Item, ...]
     span: Span = _span
+    # Items that did not parse, as (kind, name) when their head was readable: later passes stay
+    # quiet about references to them rather than cascading one syntax error into many.
+    broken: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)

@@ -65,12 +65,13 @@ def expand_paths(args: list[str]) -> tuple[list[str], list[str]]:
     return files, missing
 
 
-def _print_diagnostics(result, args) -> None:
+def _print_diagnostics(result, args, json_stream=None) -> None:
+    """Human diagnostics go to stderr; JSON goes to stdout, unless stdout carries the IR."""
     from compiler.diagnostics import render_human, render_json, summary_line, use_color
 
     diags = result.diagnostics
     if args.output_format == "json":
-        print(render_json(diags))
+        print(render_json(diags), file=json_stream or sys.stdout)
         return
     color = use_color(sys.stderr, args.color)
     for d in diags:
@@ -102,7 +103,7 @@ def run(argv: list[str]) -> int:
         return EXIT_INPUT if result.has_errors else EXIT_OK
 
     result = driver.compile_files(files)
-    _print_diagnostics(result, args)
+    _print_diagnostics(result, args, json_stream=sys.stderr if args.output is None else None)
     if result.has_errors:
         return EXIT_INPUT
     from compiler import output

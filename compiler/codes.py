@@ -28,7 +28,7 @@ CODES: dict[str, Code] = _registry(
               "the parser then resumes at the next top-level item, so independent mistakes are all reported."),
     ("E0102", "unexpected character", "A character that cannot start any token of the language, such as `;` or `@`."),
     ("E0103", "unexpected end of file", "The file ended inside an item, usually because a `}` is missing."),
-    ("E0104", "invalid string", "A string literal with an unknown escape sequence. Escapes are `\\\\`, `\\\"`, `\\n`, `\\t` and `\\uXXXX`."),
+    ("E0104", "invalid string", "A string literal with an unknown escape sequence. Escapes are `\\\\`, `\\\"`, `\\n`, `\\t`, `\\r` and `\\uXXXX`."),
     ("E0105", "duplicate setting", "A setting that may appear once was written twice in the same block; the second would silently win."),
     # ---- names and imports
     ("E0201", "unknown service", "A name that should refer to a service declared in this program or an imported file."),
@@ -43,7 +43,8 @@ CODES: dict[str, Code] = _registry(
     ("E0209", "block for an unknown service", "`routes NAME` and `authorization NAME` must name a declared service."),
     # ---- values
     ("E0301", "missing setting", "A required setting is missing, such as the `port` of a service or the destination of a route."),
-    ("E0302", "number out of range", "A number outside its allowed range (ports 1-65535, counts at least 1, status codes by context)."),
+    ("E0302", "number out of range", "A number outside its allowed range: ports 1-65535, limits and thresholds at least 1, "
+              "retry attempts 0-100, weights 0 to 2^32-1, status codes by context."),
     ("E0303", "percentage out of range", "Percentages are between 0% and 100% inclusive, with at most four decimals."),
     ("E0304", "invalid regex", "Regular expressions use RE2 syntax (the engine Envoy uses) and must compile. Backreferences and lookaround are not RE2."),
     ("E0305", "split weights total zero", "A weighted split needs a positive total weight; zero weights are allowed for individual subsets."),
@@ -65,7 +66,10 @@ CODES: dict[str, Code] = _registry(
     ("E0402", "no route for a service with several subsets", "A service with several subsets needs a `routes` block that says which subset takes which request."),
     ("W0401", "unreachable route", "Routes are evaluated first match in written order. A route whose every match is already taken by an "
               "earlier route can never be selected."),
-    ("W0402", "backoff longer than the route timeout", "The retry backoff base is not shorter than the route timeout, so a retry can never start in time."),
+    ("W0402", "backoff longer than the route timeout", "The retry backoff base is not shorter than the route timeout: "
+              "most retries would start after the route has already given up (the first backoff is random in [0, base))."),
+    ("W0403", "mirror to the route's own destination", "The route mirrors to a subset it already sends the request to: "
+              "that subset receives every mirrored request twice."),
     # ---- resilience
     ("W0501", "retries on non-idempotent methods", "The route can match POST or PATCH requests (explicitly, or because it has no `method` "
               "condition) and retries on conditions that arise after the request reached the upstream. A retried payment is a double "
@@ -73,6 +77,8 @@ CODES: dict[str, Code] = _registry(
     ("W0502", "retries without a retry budget", "Retries multiply load when an upstream is already failing (a retry storm). "
               "A `retry_budget` on the destination service caps retries in flight to a share of active requests."),
     ("E0501", "backoff base above its maximum", "The backoff base interval must not exceed its maximum."),
+    ("W0503", "retry limit ignored under a retry budget", "With a `retry_budget` the budget decides how many retries may be "
+              "in flight; a `limits { retries N }` on the same service is ignored (as Envoy ignores max_retries)."),
     # ---- authorization
     ("E0601", "authorization without a default", "Every `authorization` block states `default allow` or `default deny`; "
               "there is no implicit behaviour to be surprised by."),

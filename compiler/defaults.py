@@ -20,6 +20,13 @@ OUTLIER_CONSECUTIVE_5XX = 5
 OUTLIER_INTERVAL_MS = 10_000
 OUTLIER_EJECTION_MS = 30_000
 OUTLIER_MAX_EJECTED_PERCENT = 10.0
+OUTLIER_CONSECUTIVE_GATEWAY_ERRORS = 0  # not used unless written
+
+RETRY_PER_TRY_TIMEOUT_MS = 0       # each try may use what is left of the route timeout
+
+IMPLICIT_SUBSET = "default"        # the subset made by a service's own `endpoints`
+IMPLICIT_ROUTE = "default"         # the route of a service without a routes block
+AUTHORIZATION_DEFAULT = "allow"    # a service without an authorization block admits every request
 
 BUDGET_PERCENT = 20.0              # Envoy's retry budget defaults
 BUDGET_MIN_CONCURRENCY = 3

@@ -7,6 +7,8 @@ also used by the checks (shadowing, authorization reasoning) on programs that ma
 
 from __future__ import annotations
 
+import re
+
 from compiler import ast, defaults, ir
 from compiler.symbols import Context, subset_names
 
@@ -161,7 +163,7 @@ def authorization_rules(ctx: Context, svc: ast.Service | None,
 def lower_authorization(ctx: Context, svc: ast.Service) -> ir.Authorization:
     authz = ctx.authorizations.get(svc.name.value)
     if authz is None:
-        return ir.Authorization("allow", (), None)
+        return ir.Authorization(defaults.AUTHORIZATION_DEFAULT, (), None)
     rules = tuple(lowered for _, lowered in authorization_rules(ctx, svc, authz))
     return ir.Authorization(authz.default.value, rules, span_location(authz))
 
@@ -191,7 +193,7 @@ def lower_outlier(block: ast.Block | None) -> ir.Outlier | None:
         return None
     v = _values(block)
     return ir.Outlier(v.get("consecutive_5xx", (defaults.OUTLIER_CONSECUTIVE_5XX,))[0],
-                      v.get("consecutive_gateway_errors", (0,))[0],
+                      v.get("consecutive_gateway_errors", (defaults.OUTLIER_CONSECUTIVE_GATEWAY_ERRORS,))[0],
                       v.get("interval", (defaults.OUTLIER_INTERVAL_MS,))[0],
                       v.get("ejection", (defaults.OUTLIER_EJECTION_MS,))[0],
                       v.get("max_ejected", (defaults.OUTLIER_MAX_EJECTED_PERCENT,))[0])
@@ -219,7 +221,7 @@ def lower_retry(block: ast.Block | None) -> ir.Retry | None:
     base = backoff[0]
     top = backoff[1] if len(backoff) > 1 else base * defaults.RETRY_BACKOFF_MAX_FACTOR
     return ir.Retry(v.get("attempts", (defaults.RETRY_ATTEMPTS,))[0], tuple(dict.fromkeys(conditions)),
-                    tuple(sorted(set(codes))), v.get("per_try_timeout", (0,))[0], base, top,
+                    tuple(sorted(set(codes))), v.get("per_try_timeout", (defaults.RETRY_PER_TRY_TIMEOUT_MS,))[0], base, top,
                     "allow_non_idempotent" in v)
 
 
@@ -290,28 +292,37 @@ def lower_route(ctx: Context, route: ast.Route) -> ir.Route:
 
 def implicit_route(svc: ast.Service) -> ir.Route:
     """A service without a routes block (and one subset) sends everything to that subset."""
-    return ir.Route("default", span_location(svc), (lower_match(None),),
+    return ir.Route(defaults.IMPLICIT_ROUTE, span_location(svc), (lower_match(None),),
                     ir.SubsetRef(svc.name.value, subset_names(svc)[0]), None, defaults.ROUTE_TIMEOUT_MS,
                     None, None, None, ir.HeaderChanges((), (), ()), ir.HeaderChanges((), (), ()))
+
+
+_DNS_NAME = re.compile(r"(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z")
+_IPV4ISH = re.compile(r"[0-9.]+\Z")
 
 
 def parse_endpoint(text: str) -> tuple[str, int] | None:
     """`host:port` with an IPv4 address, `[IPv6]` or a DNS name; None when malformed."""
     if text.startswith("["):
         host, sep, port = text[1:].partition("]:")
-        if not sep:
+        if not sep or not is_ip(host) or ":" not in host:
             return None
     else:
         host, sep, port = text.rpartition(":")
-        if not sep:
+        if not sep or not host or ":" in host:
+            return None  # an IPv6 address needs brackets
+        if _IPV4ISH.match(host):
+            if not is_ip(host):
+                return None  # 256.1.1.1 is neither an address nor a name
+        elif not _DNS_NAME.match(host):
             return None
-    if not port.isdigit() or not 0 < int(port) < 65536 or not host:
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         return None
     return host, int(port)
 
 
 def is_ip(host: str) -> bool:
-    import ipaddress  # lowering only; `meshc check` does not pay for it
+    import ipaddress  # only endpoints pay for it
 
     try:
         ipaddress.ip_address(host)
@@ -340,7 +351,7 @@ def lower_sidecar(svc: ast.Service) -> ir.Sidecar:
 def lower_service(ctx: Context, svc: ast.Service) -> ir.Service:
     subsets = []
     if svc.endpoints is not None:
-        subsets.append(lower_subset("default", svc.endpoints, svc))
+        subsets.append(lower_subset(defaults.IMPLICIT_SUBSET, svc.endpoints, svc))
     subsets += [lower_subset(s.name.value, s.endpoints or (), s) for s in svc.subsets]
     routes_block = ctx.routes.get(svc.name.value)
     if routes_block is not None:

@@ -32,6 +32,8 @@ class Context:
     # stubs (names, subsets, identity) so that references resolve; they are neither checked nor
     # lowered here. `routed` names every service with a routes block anywhere in the program.
     remote: set[str] = field(default_factory=set)
+    # (kind, name) of items that failed to parse: references to them are not reported again.
+    broken: set[tuple[str, str]] = field(default_factory=set)
     routed: set[str] | None = None
     trust_domain_override: str | None = None
 
@@ -81,7 +83,7 @@ def subset_names(svc: ast.Service) -> list[str]:
     """Written subsets, or the implicit `default` subset of service-level `endpoints`."""
     names = [s.name.value for s in svc.subsets]
     if svc.endpoints is not None:
-        names.insert(0, "default")
+        names.insert(0, defaults.IMPLICIT_SUBSET)
     return names
 
 
@@ -89,6 +91,7 @@ def build_context(program: Program, diags: Collector) -> Context:
     ctx = Context(program, diags)
     kinds = {"service": ctx.services, "routes": ctx.routes, "authorization": ctx.authorizations}
     for module in program.modules:
+        ctx.broken.update(module.broken)
         std = module.path in program.stdlib_paths
         for item in module.items:
             if isinstance(item, ast.Service):

@@ -8,10 +8,12 @@ from compiler.symbols import Context, subset_names
 
 def check_policy_ref(ctx: Context, ref: ast.Ref, kind: str) -> None:
     policy = ctx.policies.get((kind, str(ref)))
+    if policy is None and ("policy", ref.name) in ctx.broken:
+        return  # its declaration has a syntax error, already reported
     if policy is None:
         other = next((p for (k, n), p in ctx.policies.items() if n == str(ref)), None)
         if other is not None:
-            ctx.diags.add("E0207", f"`{ref}` is a {other.kind} policy, not a {kind} policy", ref.span,
+            ctx.diags.add("E0207", f"`{ref}` is {_a(other.kind)} policy, not {_a(kind)} policy", ref.span,
                           hint=f"use a policy declared with `policy {kind} NAME {{ … }}`")
             return
         same_kind = [n for (k, n) in ctx.policies if k == kind]
@@ -23,9 +25,15 @@ def check_policy_ref(ctx: Context, ref: ast.Ref, kind: str) -> None:
         ctx.diags.add("E0204", f"unknown {kind} policy `{ref}`", ref.span, hint=hint)
 
 
+def _a(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
 def check_destination(ctx: Context, ref: ast.Ref, what: str) -> None:
     service_name = ref.scope or ref.name
     svc = ctx.services.get(service_name)
+    if svc is None and ("service", service_name) in ctx.broken:
+        return
     if svc is None:
         ctx.diags.add("E0201", f"unknown service `{service_name}` in {what}", ref.span,
                       hint=did_you_mean(service_name, ctx.services))
@@ -43,7 +51,7 @@ def check_destination(ctx: Context, ref: ast.Ref, what: str) -> None:
 
 def check_references(ctx: Context) -> None:
     for name, block in ctx.routes.items():
-        if name not in ctx.services:
+        if name not in ctx.services and ("service", name) not in ctx.broken:
             ctx.diags.add("E0209", f"routes for unknown service `{name}`", block.service.span,
                           hint=did_you_mean(name, ctx.services) or "declare the service with `service NAME { … }`")
         for route in block.routes:
@@ -62,7 +70,7 @@ def check_references(ctx: Context) -> None:
             if isinstance(node, ast.Ref):
                 check_policy_ref(ctx, node, kind)
     for name, authz in ctx.authorizations.items():
-        if name not in ctx.services:
+        if name not in ctx.services and ("service", name) not in ctx.broken:
             ctx.diags.add("E0209", f"authorization for unknown service `{name}`", authz.service.span,
                           hint=did_you_mean(name, ctx.services) or "declare the service with `service NAME { … }`")
         for item in authz.items:
@@ -72,7 +80,7 @@ def check_references(ctx: Context) -> None:
         for cond in rule.conditions:
             if isinstance(cond, ast.FromCond) and cond.kind == "service":
                 for v in cond.values:
-                    if v.value not in ctx.services:
+                    if v.value not in ctx.services and ("service", v.value) not in ctx.broken:
                         ctx.diags.add("E0201", f"unknown service `{v.value}` in `from service`", v.span,
                                       hint=did_you_mean(v.value, ctx.services))
 

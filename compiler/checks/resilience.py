@@ -9,7 +9,24 @@ from compiler.symbols import Context
 NON_IDEMPOTENT = ("POST", "PATCH")
 
 
+def check_retry_limits(ctx: Context) -> None:
+    """W0503: `limits { retries N }` next to a retry budget does nothing."""
+    from compiler.lower import resolve_block
+
+    for _, svc in ctx.local_services():
+        if svc.retry_budget is None:
+            continue
+        limits = resolve_block(ctx, svc.limits, "limits")
+        setting = limits.get("retries") if limits is not None else None
+        if setting is not None:
+            span = setting.span if isinstance(svc.limits, ast.Block) else svc.limits.span
+            ctx.diags.add("W0503", f"`retries {setting.values[0].value}` of service `{svc.name.value}` is ignored: "
+                          "its retry budget decides", span,
+                          hint="remove the retry limit, or the retry budget")
+
+
 def check_retries(ctx: Context) -> None:
+    check_retry_limits(ctx)
     for block in ctx.routes.values():
         for route in block.routes:
             retry = route_retry_block(ctx, route)

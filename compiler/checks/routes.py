@@ -39,6 +39,16 @@ def check_timeouts(ctx: Context, route: ast.Route) -> None:
                       f"`{timeout} ms`{written}", backoff.span, hint="no retry could start before the route times out")
 
 
+def check_mirror(ctx: Context, route: ast.Route) -> None:
+    if route.mirror is None:
+        return
+    mirrored = ctx.subset_of(route.mirror.target)
+    targets = [route.to] if route.to is not None else [e.target for e in route.split.entries] if route.split else []
+    if mirrored is not None and any(ctx.subset_of(t) == mirrored for t in targets):
+        ctx.diags.add("W0403", f"route `{route.name.value}` mirrors to `{route.mirror.target}`, which it already sends "
+                      "requests to", route.mirror.span, hint="mirror to another subset, such as a new version")
+
+
 def check_unreachable(ctx: Context, block: ast.Routes) -> None:
     """A route whose every match is covered by a match of an earlier route never matches (W0401)."""
     earlier: list[tuple[ast.Route, tuple]] = []
@@ -70,12 +80,13 @@ def check_routes(ctx: Context) -> None:
                               route.name.span, labels=(Label(first.name.span, "first declared here"),))
             seen.setdefault(route.name.value, route)
             check_timeouts(ctx, route)
+            check_mirror(ctx, route)
         check_unreachable(ctx, block)
         if not block.routes:
             ctx.diags.add("E0301", f"`routes {name}` has no routes", block.service.span,
                           hint="add a route, or remove the block to send everything to the service's only subset")
     for name, svc in ctx.local_services():
         subsets = subset_names(svc)
-        if not ctx.has_routes(name) and len(subsets) > 1:
+        if not ctx.has_routes(name) and len(subsets) > 1 and ("routes", name) not in ctx.broken:
             ctx.diags.add("E0402", f"service `{name}` has {len(subsets)} subsets but no routes", svc.name.span,
                           hint=f"add `routes {name} {{ route default {{ to {name}.{subsets[0]} }} }}` or a split")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from compiler import ast
+from compiler import ast, defaults
 from compiler.checks.names import all_rules
 from compiler.diagnostics import did_you_mean
 from compiler.lower import RETRY_CONDITIONS, parse_endpoint
@@ -35,6 +35,31 @@ def regex_error(pattern: str) -> str | None:
         if isinstance(msg, bytes):
             msg = msg.decode("utf-8", "replace")
         return str(msg)
+
+
+_UNRESERVED_ESCAPE = re.compile(r"%(2[DdEe]|3[0-9]|[46][1-9A-Fa-f]|[57][0-9Aa]|5[Ff]|7[Ee])")
+
+
+def normal_path(path: str) -> str:
+    """The form a request path takes after the normalisation both targets apply before matching:
+    unreserved `%XX` decoded, RFC 3986 dot segments removed, repeated slashes merged."""
+    path = _UNRESERVED_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), path)
+    out: list[str] = []
+    segments = path.split("/")
+    for i, seg in enumerate(segments[1:], 1):
+        last = i == len(segments) - 1
+        if seg == ".":
+            if last:
+                out.append("")
+        elif seg == "..":
+            if out:
+                out.pop()
+            if last:
+                out.append("")
+        else:
+            out.append(seg)
+    merged = re.sub(r"/{2,}", "/", "/" + "/".join(out))
+    return merged
 
 
 class _Values:
@@ -93,6 +118,16 @@ class _Values:
         elif "?" in cond.value.value or "#" in cond.value.value:
             self.add("E0314", f"path `{cond.value.value}` contains a query or fragment", cond.value.span,
                      hint="paths are matched without the query string; use a `query` condition")
+        elif re.search(r"%(2[Ff]|5[Cc])", cond.value.value):
+            self.add("E0314", f"path `{cond.value.value}` contains an escaped slash", cond.value.span,
+                     hint="requests with `%2F` or `%5C` are rejected, or decoded to `/` with `escaped_slashes decode`: "
+                          "write the path with `/`")
+        else:
+            normal = normal_path(cond.value.value)
+            if normal != cond.value.value:
+                self.add("E0314", f"path `{cond.value.value}` is not in normal form, so it can never match",
+                         cond.value.span, hint=f"requests are normalised before matching (dot segments removed, "
+                                                f"`//` merged, unreserved `%XX` decoded): write `{normal}`")
 
     def header_cond(self, cond: ast.HeaderCond) -> None:
         self.header_name(cond.name, "match")
@@ -109,8 +144,8 @@ class _Values:
             if kind is not None:
                 if kind in seen:
                     self.add("E0105", f"two `{kind}` conditions in one {where}", cond.span,
-                             hint=f"list several values in one condition, or write two {where}es"
-                             if kind == "path" else "list several values in one condition")
+                             hint="a path takes one value: write a second match for another path" if kind == "path"
+                             else "list several values in one condition")
                 seen[kind] = cond
             if isinstance(cond, ast.PathCond):
                 self.path_value(cond)
@@ -122,8 +157,14 @@ class _Values:
                 if cond.test == "regex":
                     self.regex(cond.value)
             elif isinstance(cond, ast.MethodCond):
+                if not cond.methods:
+                    self.add("E0301", "the method list is empty", cond.span,
+                             hint="list at least one method, or leave the condition out to match any method")
                 self.methods(cond)
             elif isinstance(cond, ast.FromCond):
+                if not cond.values and cond.kind != "same_namespace":
+                    self.add("E0301", f"the `from {cond.kind}` list is empty", cond.span,
+                             hint="list at least one, or leave the condition out to match any peer")
                 self.from_cond(cond)
 
     def from_cond(self, cond: ast.FromCond) -> None:
@@ -197,6 +238,8 @@ class _Values:
             self.add("E0310", f"unknown retry condition `{word}`", v.span, hint=hint)
 
     def block_fault(self, block: ast.Block) -> None:
+        if not block.settings:
+            self.add("E0301", "the fault block is empty", block.span, hint="add `abort STATUS PERCENT` or `delay DURATION PERCENT`")
         for s in block.settings:
             if s.key == "abort":
                 status = s.values[0]
@@ -209,15 +252,19 @@ class _Values:
                 self.percent(s.values[1], f"{s.key} percentage")
 
     def block_sidecar(self, block: ast.Block) -> None:
-        ports = {}
+        written = {s.key: s.values[0] for s in block.settings}
+        effective = {"inbound": defaults.SIDECAR_INBOUND_PORT, "outbound": defaults.SIDECAR_OUTBOUND_PORT,
+                     "admin": defaults.SIDECAR_ADMIN_PORT}
+        effective.update({k: v.value for k, v in written.items() if k in effective})
         for s in block.settings:
             v = s.values[0]
-            if s.key in ("inbound", "outbound", "admin"):
+            if s.key in effective:
                 self.port(v, f"{s.key} port")
-                if v.value in ports:
-                    self.add("E0312", f"{s.key} port `{v.value}` is also the {ports[v.value]} port", v.span,
+                clash = next((k for k, p in effective.items() if k != s.key and p == v.value), None)
+                if clash is not None and (clash not in written or list(effective).index(clash) < list(effective).index(s.key)):
+                    what = "" if clash in written else " (its default)"
+                    self.add("E0312", f"{s.key} port `{v.value}` is also the {clash} port{what}", v.span,
                              hint="the sidecar's inbound, outbound and admin ports must differ")
-                ports[v.value] = s.key
             elif s.key == "app":
                 if parse_endpoint(v.value) is None:
                     self.add("E0307", f"app address `{v.value}` is not `host:port`", v.span)
@@ -244,10 +291,11 @@ class _Values:
                      hint='add `endpoints ["host:port"]`, or subsets with endpoints')
         if svc.endpoints is not None:
             self.endpoints(svc.endpoints, svc.span, f"service `{name}`")
-        seen = {"default": svc} if svc.endpoints is not None else {}
+        seen = {defaults.IMPLICIT_SUBSET: svc} if svc.endpoints is not None else {}
         for sub in svc.subsets:
             if sub.name.value in seen:
-                what = "the subset made by the service's own `endpoints`" if sub.name.value == "default" else "declared twice"
+                what = "the subset made by the service's own `endpoints`" if sub.name.value == defaults.IMPLICIT_SUBSET \
+                    else "declared twice"
                 self.add("E0202", f"subset `{sub.name.value}` of service `{name}` is {what}", sub.name.span)
             seen[sub.name.value] = sub
             if sub.endpoints is None:
@@ -284,9 +332,11 @@ class _Values:
         if route.split is not None:
             self.split(route.split, name)
         if route.timeout is not None and route.timeout.value is not None:
-            self.duration(route.timeout, "route timeout")
             if route.timeout.value == 0:
-                self.add("E0306", "a zero timeout is ambiguous", route.timeout.span, hint="write `timeout none`")
+                self.add("E0306", "a zero timeout is ambiguous", route.timeout.span,
+                         hint="write `timeout none` to disable the timeout")
+            else:
+                self.duration(route.timeout, "route timeout")
         if isinstance(route.retry, ast.Block):
             self.block(route.retry)
         if route.fault is not None:
@@ -322,6 +372,9 @@ class _Values:
         changed: dict[str, ast.HeaderOp] = {}
         for op in ops.ops:
             self.header_name(op.name, "header change")
+            if op.value is not None and any(ch in op.value.value for ch in "\r\n\0"):
+                self.add("E0312", f"the value of header `{op.name.value}` contains a line break or NUL", op.value.span,
+                         hint="header values are one line; a CR or LF would split the request")
             name = op.name.value.lower()
             if name == "host":
                 self.add("E0308", "the `host` header cannot be changed here", op.name.span,

@@ -22,6 +22,12 @@ _DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 
 
+class Items(list):
+    """The values of a `[…]` list, with the offsets of its brackets (an empty list has a span too)."""
+
+    __slots__ = ("start", "end")
+
+
 class Builder:
     """Builds AST nodes for one source file and reports the value errors found while building."""
 
@@ -38,11 +44,15 @@ class Builder:
         self.vals, self.types, self.starts, self.ends = vals, types, starts, ends
 
     def _start(self, x) -> int:
+        if isinstance(x, Items):
+            return x.start
         while isinstance(x, list):
             x = x[0]
         return self.starts[x] if isinstance(x, int) else x.span.start
 
     def _end(self, x) -> int:
+        if isinstance(x, Items):
+            return x.end
         while isinstance(x, list):
             x = x[-1]
         if isinstance(x, int):
@@ -92,12 +102,17 @@ class Builder:
     def duration(self, tok: int) -> ast.Lit:
         text = self.vals[tok]
         number, unit = _DURATION_RE.fullmatch(text).groups()
-        ms = float(number) * _UNIT_MS[unit]
+        whole, _, frac = number.partition(".")
+        # Exact arithmetic: 1.001s is 1001 ms (floats would make it 1000.999…).
+        scale = 10 ** len(frac)
+        units = int(whole + frac) * _UNIT_MS[unit]
+        ms, rest = divmod(units, scale)
         span = Span(self.source, self.starts[tok], self.ends[tok])
-        if ms != int(ms):
+        if rest:
             self.diags.add("E0306", f"duration `{text}` is not a whole number of milliseconds", span,
                            hint="durations have millisecond precision")
-        return ast.Lit(int(ms), span)
+            ms += 1  # reported once; rounding up keeps later checks from piling on
+        return ast.Lit(ms, span)
 
     def percent(self, tok: int) -> ast.Lit:
         text = self.vals[tok][:-1]
@@ -403,11 +418,16 @@ class Builder:
 
     def string_list(self, c):
         types = self.types
-        return [self.string(x) for x in self.body(c) if isinstance(x, int) and types[x] == "STRING"]
+        return self._items(c, [self.string(x) for x in self.body(c) if isinstance(x, int) and types[x] == "STRING"])
 
     def name_list(self, c):
         types = self.types
-        return [self.name(x) for x in self.body(c) if isinstance(x, int) and types[x] == "NAME"]
+        return self._items(c, [self.name(x) for x in self.body(c) if isinstance(x, int) and types[x] == "NAME"])
+
+    def _items(self, c, values) -> Items:
+        items = Items(values)
+        items.start, items.end = self.starts[c[0]], self.ends[c[-1]]
+        return items
 
 
 def reducers(builder: Builder, tables) -> list:

@@ -39,6 +39,7 @@ _NUMBER_KINDS = (
     ("INT", re.compile(r"[0-9]+\Z")),
     ("COND", re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]*\Z")),
 )
+_ITEM_HEAD = re.compile(r"\s*(service|routes|authorization|policy\s+[a-z_]+)\s+([A-Za-z_][A-Za-z0-9_-]*)")
 _TOP_LEVEL = re.compile(r"^[ \t]*(?:import|mesh|service|routes|authorization|policy)\b", re.M)
 
 # How terminals are named in messages: never a lark name such as __ANON_0 or COND.
@@ -144,7 +145,7 @@ class Parser:
                     ttype = self._contextual(vals[i], ttype, state)
                     a = actions[state].get(ttype)
                     if a is None:
-                        self._fail(vals[i], ttype, starts[i], ends[i], state)
+                        self._fail(vals[i], ttype, starts[i], ends[i], state_stack)
                     types[i] = ttype
                 if a >= 0:
                     state = a
@@ -177,14 +178,35 @@ class Parser:
             found = self._word_cache[key] = self._classify(kind, value, state)
         return found
 
-    def _fail(self, value: str, ttype: str, start: int, end: int, state: int):
+    def _fail(self, value: str, ttype: str, start: int, end: int, state_stack: list[int]):
         if ttype == "UNTERMINATED":
-            raise SyntaxErrorAt("E0101", start, end, "an unterminated string", ['`"` before the end of the line'])
+            raise SyntaxErrorAt("E0101", start, end, "unterminated string", ['`"` before the end of the line'])
         if ttype == "BAD_CHAR":
             raise SyntaxErrorAt("E0102", start, end, value, [])
-        expected = sorted(t for t in self.tables.states[state] if t.isupper() or t == "$END")
+        expected = sorted(t for t in self.tables.states[state_stack[-1]]
+                          if (t.isupper() or t == "$END") and self._accepts(state_stack, t))
         found = "the end of the file" if ttype == "$END" else f"`{value}`"
         raise SyntaxErrorAt("E0103" if ttype == "$END" else "E0101", start, end, found, expected)
+
+    def _accepts(self, state_stack: list[int], terminal: str) -> bool:
+        """Would the parser shift `terminal` here? LALR merges states, so a state's lookaheads
+        include terminals of other contexts; running the reductions on a copy tells them apart."""
+        actions = self._actions
+        stack = list(state_stack)
+        while True:
+            a = actions[stack[-1]].get(terminal)
+            if a is None:
+                return False
+            if a >= 0:
+                return True
+            rule = ~a
+            size = self._rule_size[rule]
+            if size:
+                del stack[-size:]
+            goto = actions[stack[-1]].get(self._rule_origin[rule])
+            if goto is None:
+                return terminal == "$END"
+            stack.append(goto)
 
     # ---- public API ------------------------------------------------------------------------
     def parse(self, source: SourceFile, diags: Collector, start: int = 0, end: int | None = None) -> ast.Module:
@@ -204,13 +226,17 @@ class Parser:
         if not bounds or text[start:bounds[0]].strip() and not _only_comments(text[start:bounds[0]]):
             bounds.insert(0, start)
         bounds.append(end)
-        items = []
+        items, broken = [], []
         for a, b in zip(bounds, bounds[1:]):
             try:
                 items.append(self._run(text, a, b, "item", reduce_with, builder))
             except SyntaxErrorAt as err:
                 self._report(err, source, diags, at_item_end=b)
-        return ast.Module(source.path, tuple(items), Span(source, start, end))
+                head = _ITEM_HEAD.match(text, a, b)
+                if head:
+                    kind = "policy" if head.group(1).startswith("policy") else head.group(1)
+                    broken.append((kind, head.group(2)))
+        return ast.Module(source.path, tuple(items), Span(source, start, end), tuple(broken))
 
     def _report(self, err: SyntaxErrorAt, source: SourceFile, diags: Collector, at_item_end: int) -> None:
         expected = [t for t in err.expected if t != "$END"] if err.code != "E0103" else err.expected
