@@ -95,6 +95,14 @@ def run(argv: list[str]) -> int:
     if not files:
         print("meshc: error: no .mesh files found in " + ", ".join(args.files), file=sys.stderr)
         return EXIT_USAGE
+    for path in files:  # an unreadable input is an I/O error (2), not an error in the policy (1)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                fh.read()
+        except (OSError, UnicodeDecodeError) as err:
+            reason = "it is not UTF-8 text" if isinstance(err, UnicodeDecodeError) else (err.strerror or str(err)).lower()
+            print(f"meshc: error: cannot read {path}: {reason}", file=sys.stderr)
+            return EXIT_USAGE
     from compiler import driver
 
     if args.command == "check":
@@ -137,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # a bug: short report, traceback only on request
         if os.environ.get("MESHC_DEBUG"):
             raise
-        inputs = " ".join(a for a in argv if not a.startswith("-")) or "(none)"
+        inputs = " ".join(a for a in argv if not a.startswith("-") and os.path.exists(a)) or "(none)"
         print(f"meshc: internal error: {type(err).__name__}: {err}\n"
               f"  inputs: {inputs}\n"
               f"  this is a bug in meshc {__version__}; please report it with the inputs above "

@@ -134,29 +134,31 @@ def lower_rule(ctx: Context, svc: ast.Service | None, rule: ast.Rule, name: str)
     return ir.AuthzRule(name, rule.action, span_location(rule), principals, path, methods, tuple(headers))
 
 
-def expand_rules(ctx: Context, authz: ast.Authorization) -> list[tuple[ast.Rule, str]]:
-    """The rules of an authorization block in written order, `use` sets expanded in place, with names."""
+def expand_rules(ctx: Context, authz: ast.Authorization) -> list[tuple[ast.Rule, str, object]]:
+    """The rules of an authorization block in written order, `use` sets expanded in place: each
+    with its name and the item of the block it comes from (the rule itself, or the `use`)."""
     out = []
     counter = 0
     for item in authz.items:
         if isinstance(item, ast.Rule):
             counter += 1
-            out.append((item, item.name.value if item.name else f"{item.action}-{counter}"))
+            out.append((item, item.name.value if item.name else f"{item.action}-{counter}", item))
         else:
             rules = ctx.policy(item.ref, "rules") or ()
             for i, rule in enumerate(rules, 1):
                 counter += 1
-                out.append((rule, f"{item.ref}.{rule.name.value if rule.name else f'{rule.action}-{i}'}"))
+                out.append((rule, f"{item.ref}.{rule.name.value if rule.name else f'{rule.action}-{i}'}", item))
     return out
 
 
 def authorization_rules(ctx: Context, svc: ast.Service | None,
-                        authz: ast.Authorization) -> list[tuple[ast.Rule, ir.AuthzRule]]:
-    """Each written rule (with `use` sets expanded) and its IR, computed once per block."""
+                        authz: ast.Authorization) -> list[tuple[object, ir.AuthzRule]]:
+    """(the block's item it comes from, its IR) for each rule, `use` sets expanded; computed once."""
     key = ("rules", id(authz))
     found = ctx.memo.get(key)
     if found is None:
-        found = ctx.memo[key] = [(rule, lower_rule(ctx, svc, rule, name)) for rule, name in expand_rules(ctx, authz)]
+        found = ctx.memo[key] = [(origin, lower_rule(ctx, svc, rule, name))
+                                 for rule, name, origin in expand_rules(ctx, authz)]
     return found
 
 

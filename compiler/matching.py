@@ -16,8 +16,10 @@ from compiler import ir
 def _re2(pattern: str):
     import re2
 
+    options = re2.Options()
+    options.log_errors = False
     try:
-        return re2.compile(pattern)
+        return re2.compile(pattern, options=options)
     except Exception:
         return None
 

@@ -42,6 +42,8 @@ def write_all(out_dir: str, files: dict[str, str]) -> list[str]:
     import tempfile
 
     os.makedirs(out_dir, exist_ok=True)
+    mask = os.umask(0)  # mkstemp makes 0600 files; outputs get the usual 0666 & ~umask
+    os.umask(mask)
     staged: list[tuple[str, str]] = []
     try:
         for name, text in sorted(files.items()):
@@ -51,6 +53,7 @@ def write_all(out_dir: str, files: dict[str, str]) -> list[str]:
             staged.append((tmp, final))
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
+            os.chmod(tmp, 0o666 & ~mask)
         for tmp, final in staged:
             os.replace(tmp, final)
     except BaseException:

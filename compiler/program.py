@@ -88,7 +88,7 @@ class _Loader:
                 if key.startswith("std:"):
                     from compiler.diagnostics import did_you_mean
                     name = key[4:]
-                    hint = did_you_mean(name, stdlib_modules())
+                    hint = did_you_mean(f"std/{name}", [f"std/{m}" for m in stdlib_modules()])
                     self.diags.add("E0205", f"no standard library module `{target}`", imp.path.span,
                                    hint=hint or "the standard library has: " + ", ".join(f"`std/{m}`" for m in stdlib_modules()))
                 else:

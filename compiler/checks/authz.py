@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from compiler import ast
 from compiler.diagnostics import Label
 from compiler.lower import authorization_rules
 from compiler.matching import rule_covers
@@ -29,26 +30,40 @@ def check_authorization(ctx: Context) -> None:
                               labels=(Label(named[key].span, "first here"),))
             else:
                 named[key] = node
-        for i, (rule, lr) in enumerate(lowered):
-            span = rule.span if rule.span is not None and rule.span.source is authz.span.source else authz.service.span
-            twin = next(((r, o) for r, o in lowered[:i] if o.action == lr.action and _same(o, lr)), None)
+        duplicate_uses = {id(item) for item in authz.items
+                          if isinstance(item, ast.UseRules) and named.get(f"use {item.ref}") is not item.ref}
+        reported: set[tuple[str, int]] = set()
+
+        def add(code: str, origin, message: str, **kw) -> None:
+            # A `use` stands for several rules: one diagnostic of a kind per `use` is enough.
+            key = (code, id(origin))
+            if isinstance(origin, ast.UseRules):
+                if key in reported:
+                    return
+                reported.add(key)
+            ctx.diags.add(code, message, origin.span, **kw)
+
+        for i, (origin, lr) in enumerate(lowered):
+            if id(origin) in duplicate_uses:
+                continue  # reported as E0202 already
+            twin = next(((o, other) for o, other in lowered[:i] if other.action == lr.action and _same(other, lr)), None)
             if twin is not None:
-                ctx.diags.add("W0603", f"rule `{lr.name}` repeats rule `{twin[1].name}`", span,
-                              labels=(Label(twin[0].span, "same rule here"),) if twin[0].span else ())
+                add("W0603", origin, f"rule `{lr.name}` repeats rule `{twin[1].name}`",
+                    labels=(Label(twin[0].span, "same rule here"),))
                 continue
             if lr.action == "allow":
-                cover = next(((r, d) for r, d in denies if rule_covers(d, lr)), None)
+                cover = next(((o, d) for o, d in denies if rule_covers(d, lr)), None)
                 if cover is not None:
-                    ctx.diags.add("W0601", f"allow rule `{lr.name}` can never apply", span,
-                                  labels=(Label(cover[0].span, f"deny rule `{cover[1].name}` matches every request it "
-                                                               "matches, and deny wins"),) if cover[0].span else (),
-                                  hint="narrow the deny rule, or remove the allow rule")
+                    add("W0601", origin, f"allow rule `{lr.name}` can never apply",
+                        labels=(Label(cover[0].span, f"deny rule `{cover[1].name}` matches every request it "
+                                                     "matches, and deny wins"),),
+                        hint="narrow the deny rule, or remove the allow rule")
                 elif default == "allow":
-                    ctx.diags.add("W0602", f"allow rule `{lr.name}` has no effect under `default allow`", span,
-                                  hint="whatever no deny rule takes is allowed already; did you mean `default deny`?")
+                    add("W0602", origin, f"allow rule `{lr.name}` has no effect under `default allow`",
+                        hint="whatever no deny rule takes is allowed already; did you mean `default deny`?")
             elif default == "deny" and not allows:
-                ctx.diags.add("W0602", f"deny rule `{lr.name}` has no effect under `default deny`", span,
-                              hint="with no allow rule everything is denied already; did you mean `default allow`?")
+                add("W0602", origin, f"deny rule `{lr.name}` has no effect under `default deny`",
+                    hint="with no allow rule everything is denied already; did you mean `default allow`?")
 
 
 def _same(a, b) -> bool:

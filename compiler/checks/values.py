@@ -27,8 +27,10 @@ def regex_error(pattern: str) -> str | None:
     """The RE2 compile error of a pattern, or None if it compiles (google-re2: Envoy's engine)."""
     import re2
 
+    options = re2.Options()
+    options.log_errors = False  # the library would print its own copy of the error on stderr
     try:
-        re2.compile(pattern)
+        re2.compile(pattern, options=options)
         return None
     except Exception as err:  # re2 raises its own error type, with bytes in the message
         msg = err.args[0] if err.args else str(err)

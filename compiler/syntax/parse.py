@@ -27,9 +27,11 @@ from compiler.syntax.tables import Tables, load_tables
 # errors keep exact positions. Only the rare token whose terminal depends on the parser state
 # (a keyword used as a name, a number that is a retry condition) is classified in the loop.
 _PIECES = re.compile(r"""
-((?:[ \t\r\n\f]+|\#[^\n]*)*)
-("(?:[^"\\\n]|\\.)*"|[0-9][0-9A-Za-z_.%-]*|[A-Za-z_][A-Za-z0-9_-]*|[^ \t\r\n\f])
+((?>(?:[ \t\r\n\f]+|\#[^\n]*+)*))
+("(?:[^"\\\n]|\\.)*"|[0-9][0-9A-Za-z_.%-]*|[A-Za-z_][A-Za-z0-9_-]*|[^ \t\r\n\f]|\Z)
 """, re.X)
+# The blanks are an atomic group: a comment is skipped whole and never searched for tokens. The
+# `\Z` alternative takes the blanks after the last token, as one empty token at the very end.
 _PUNCT = frozenset("{}[],.")
 _DIGITS = frozenset("0123456789")
 _UNTERMINATED = re.compile(r'"(?:[^"\\\n]|\\.)*')
@@ -116,6 +118,8 @@ class Parser:
         vals = pieces[2::3]
         starts = offsets[2::3][:len(vals)]
         ends = offsets[3::3][:len(vals)]
+        while vals and vals[-1] == "":  # the blanks after the last token (and re.split's empty match)
+            del vals[-1], starts[-1], ends[-1]
         free = self._free
         types = [free.get(v) or self._free_type(v) for v in vals]
         # The end of input: after the last token, so errors point at the end of what was written.
@@ -265,6 +269,9 @@ class Parser:
         if code == "E0103":
             where = "the next item" if found == "the end of this item" else "the end of the file"
             msg = f"this item is not complete: expected {_join(words)} before {where}"
+        elif not words and err.found == "`}`":
+            msg = "unexpected `}`: no block is open here"
+            hint = "remove it, or look for a `{` missing above"
         else:
             msg = f"unexpected {found}, expected {_join(words)}" if words else f"unexpected {found}"
         if err.found.startswith("`") and err.found[1:-1][:1].isalpha():
