@@ -39,12 +39,16 @@ def regex_error(pattern: str) -> str | None:
         return str(msg)
 
 
+_SLASHES = re.compile(r"/{2,}")
+_ESCAPED_SLASH = re.compile(r"%(2[Ff]|5[Cc])")
 _UNRESERVED_ESCAPE = re.compile(r"%(2[DdEe]|3[0-9]|[46][1-9A-Fa-f]|[57][0-9Aa]|5[Ff]|7[Ee])")
 
 
 def normal_path(path: str) -> str:
     """The form a request path takes after the normalisation both targets apply before matching:
     unreserved `%XX` decoded, RFC 3986 dot segments removed, repeated slashes merged."""
+    if "%" not in path and "//" not in path and "/." not in path:
+        return path  # the common case: nothing to normalise
     path = _UNRESERVED_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), path)
     out: list[str] = []
     segments = path.split("/")
@@ -60,8 +64,7 @@ def normal_path(path: str) -> str:
                 out.append("")
         else:
             out.append(seg)
-    merged = re.sub(r"/{2,}", "/", "/" + "/".join(out))
-    return merged
+    return _SLASHES.sub("/", "/" + "/".join(out))
 
 
 class _Values:
@@ -120,7 +123,7 @@ class _Values:
         elif "?" in cond.value.value or "#" in cond.value.value:
             self.add("E0314", f"path `{cond.value.value}` contains a query or fragment", cond.value.span,
                      hint="paths are matched without the query string; use a `query` condition")
-        elif re.search(r"%(2[Ff]|5[Cc])", cond.value.value):
+        elif _ESCAPED_SLASH.search(cond.value.value):
             self.add("E0314", f"path `{cond.value.value}` contains an escaped slash", cond.value.span,
                      hint="requests with `%2F` or `%5C` are rejected, or decoded to `/` with `escaped_slashes decode`: "
                           "write the path with `/`")
