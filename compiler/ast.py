@@ -7,24 +7,25 @@ ordered :class:`Setting` entries; their meaning is given in :mod:`compiler.lower
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Union
+from dataclasses import field
+
+from compiler.nodes import Node, node
 
 from compiler.source import Span
 
 _span = field(compare=False, repr=False, default=None)
 
 
-@dataclass(frozen=True, slots=True)
-class Lit:
+@node
+class Lit(Node):
     """A literal or a name: `value` is decoded (durations in ms, percents as float, strings unescaped)."""
 
-    value: Any
+    value: object
     span: Span = _span
 
 
-@dataclass(frozen=True, slots=True)
-class Ref:
+@node
+class Ref(Node):
     """`name` or `scope.name`: a policy (`std.idempotent`) or a destination (`payments.v1`)."""
 
     scope: str | None
@@ -35,8 +36,8 @@ class Ref:
         return f"{self.scope}.{self.name}" if self.scope else self.name
 
 
-@dataclass(frozen=True, slots=True)
-class Setting:
+@node
+class Setting(Node):
     """One `key value…` entry of a settings block."""
 
     key: str
@@ -44,8 +45,8 @@ class Setting:
     span: Span = _span
 
 
-@dataclass(frozen=True, slots=True)
-class Block:
+@node
+class Block(Node):
     """A settings block such as `limits { connections 200 pending 50 }`."""
 
     kind: str
@@ -59,27 +60,31 @@ class Block:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class Import:
+@node
+class Import(Node):
+    """Import node."""
     path: Lit
     span: Span = _span
 
 
-@dataclass(frozen=True, slots=True)
-class Mesh:
+@node
+class Mesh(Node):
+    """Mesh node."""
     settings: tuple[Setting, ...]
     span: Span = _span
 
 
-@dataclass(frozen=True, slots=True)
-class Subset:
+@node
+class Subset(Node):
+    """Subset node."""
     name: Lit
     endpoints: tuple[Lit, ...] | None
     span: Span = _span
 
 
-@dataclass(frozen=True, slots=True)
-class Service:
+@node
+class Service(Node):
+    """Service node."""
     name: Lit
     port: Lit | None
     namespace: Lit | None
@@ -95,15 +100,17 @@ class Service:
 
 # ---- matches --------------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class PathCond:
+@node
+class PathCond(Node):
+    """PathCond node."""
     kind: str  # exact | prefix | raw_prefix | regex
     value: Lit
     span: Span = _span
 
 
-@dataclass(frozen=True, slots=True)
-class HeaderCond:
+@node
+class HeaderCond(Node):
+    """HeaderCond node."""
     name: Lit
     test: str  # exact | prefix | suffix | regex | present | absent
     value: Lit | None
@@ -112,68 +119,77 @@ class HeaderCond:
     span: Span = _span
 
 
-@dataclass(frozen=True, slots=True)
-class QueryCond:
+@node
+class QueryCond(Node):
+    """QueryCond node."""
     name: Lit
     test: str  # exact | regex | present
     value: Lit | None
     span: Span = _span
 
 
-@dataclass(frozen=True, slots=True)
-class MethodCond:
+@node
+class MethodCond(Node):
+    """MethodCond node."""
     methods: tuple[Lit, ...]
     span: Span = _span
 
 
-Condition = Union[PathCond, HeaderCond, QueryCond, MethodCond]
+Condition = PathCond | HeaderCond | QueryCond | MethodCond
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
+@node
+class Match(Node):
+    """Match node."""
     conditions: tuple[Condition, ...]
     span: Span = _span
 
 
 # ---- routes ---------------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class SplitEntry:
+@node
+class SplitEntry(Node):
+    """SplitEntry node."""
     target: Ref
     weight: Lit
     span: Span = _span
 
 
-@dataclass(frozen=True, slots=True)
-class Split:
+@node
+class Split(Node):
+    """Split node."""
     entries: tuple[SplitEntry, ...]
     key_header: Lit | None
     span: Span = _span
 
 
-@dataclass(frozen=True, slots=True)
-class Mirror:
+@node
+class Mirror(Node):
+    """Mirror node."""
     target: Ref
     percent: Lit | None
     span: Span = _span
 
 
-@dataclass(frozen=True, slots=True)
-class HeaderOp:
+@node
+class HeaderOp(Node):
+    """HeaderOp node."""
     op: str  # set | add | remove
     name: Lit
     value: Lit | None
     span: Span = _span
 
 
-@dataclass(frozen=True, slots=True)
-class HeaderOps:
+@node
+class HeaderOps(Node):
+    """HeaderOps node."""
     ops: tuple[HeaderOp, ...]
     span: Span = _span
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+@node
+class Route(Node):
+    """Route node."""
     name: Lit
     matches: tuple[Match, ...]
     to: Ref | None
@@ -187,8 +203,9 @@ class Route:
     span: Span = _span
 
 
-@dataclass(frozen=True, slots=True)
-class Routes:
+@node
+class Routes(Node):
+    """Routes node."""
     service: Lit
     routes: tuple[Route, ...]
     span: Span = _span
@@ -196,50 +213,56 @@ class Routes:
 
 # ---- authorization --------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class FromCond:
+@node
+class FromCond(Node):
+    """FromCond node."""
     kind: str  # identity | namespace | service | same_namespace
     values: tuple[Lit, ...]
     span: Span = _span
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
+@node
+class Rule(Node):
+    """Rule node."""
     action: str  # allow | deny
     name: Lit | None
-    conditions: tuple[Union[FromCond, PathCond, MethodCond, HeaderCond], ...]
+    conditions: tuple[FromCond | PathCond | MethodCond | HeaderCond, ...]
     span: Span = _span
 
 
-@dataclass(frozen=True, slots=True)
-class UseRules:
+@node
+class UseRules(Node):
+    """UseRules node."""
     ref: Ref
     span: Span = _span
 
 
-@dataclass(frozen=True, slots=True)
-class Authorization:
+@node
+class Authorization(Node):
+    """Authorization node."""
     service: Lit
     default: Lit | None
-    items: tuple[Union[Rule, UseRules], ...]
+    items: tuple[Rule | UseRules, ...]
     span: Span = _span
 
 
 # ---- named policies and the module --------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class Policy:
+@node
+class Policy(Node):
+    """Policy node."""
     kind: str  # retry | outlier | limits | retry_budget | rules
     name: Lit
     body: Block | tuple[Rule, ...]
     span: Span = _span
 
 
-Item = Union[Import, Mesh, Service, Routes, Authorization, Policy]
+Item = Import | Mesh | Service | Routes | Authorization | Policy
 
 
-@dataclass(frozen=True, slots=True)
-class Module:
+@node
+class Module(Node):
+    """Module node."""
     path: str
     items: tuple[Item, ...]
     span: Span = _span

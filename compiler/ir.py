@@ -9,30 +9,32 @@ names in lower case. Every field is documented here; docs/language.md gives the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import fields
+
+from compiler.nodes import Node, node
 
 SCHEMA_VERSION = 1
 
-ir = dataclass(frozen=True, slots=True)
 
 
-@ir
-class Endpoint:
+@node
+class Endpoint(Node):
+    """IR Endpoint."""
     host: str          # IPv4/IPv6 address or DNS name
     port: int
 
 
-@ir
-class Subset:
+@node
+class Subset(Node):
+    """IR Subset."""
     name: str
     discovery: str     # "static" (all endpoints are IP addresses) or "dns" (resolved by the proxy)
     endpoints: tuple[Endpoint, ...]
     source: str        # file:line:col of the declaration
 
 
-@ir
-class Limits:
+@node
+class Limits(Node):
     """Circuit-breaker thresholds of every subset of a service (Envoy's defaults when not written)."""
     max_connections: int
     max_pending_requests: int
@@ -40,8 +42,8 @@ class Limits:
     max_retries: int
 
 
-@ir
-class Outlier:
+@node
+class Outlier(Node):
     """Passive health checking: eject an endpoint after consecutive failures."""
     consecutive_5xx: int               # 5xx responses in a row that eject an endpoint
     consecutive_gateway_errors: int    # 502/503/504 in a row that eject; 0 = not used
@@ -50,15 +52,16 @@ class Outlier:
     max_ejection_percent: float        # at most this share of a subset's endpoints ejected at once
 
 
-@ir
-class RetryBudget:
+@node
+class RetryBudget(Node):
     """Retries in flight to a service are at most max(min_concurrency, percent x active requests)."""
     percent: float
     min_concurrency: int
 
 
-@ir
-class Sidecar:
+@node
+class Sidecar(Node):
+    """IR Sidecar."""
     inbound_port: int
     outbound_port: int
     admin_port: int
@@ -69,14 +72,16 @@ class Sidecar:
     merge_slashes: bool                # `//` -> `/`; always true
 
 
-@ir
-class PathMatch:
+@node
+class PathMatch(Node):
+    """IR PathMatch."""
     kind: str          # "exact" | "prefix" (raw string prefix) | "segment_prefix" | "regex" (RE2, full match)
     value: str
 
 
-@ir
-class HeaderMatch:
+@node
+class HeaderMatch(Node):
+    """IR HeaderMatch."""
     name: str          # lower case
     kind: str          # "exact" | "prefix" | "suffix" | "regex" | "present" | "absent"
     value: str | None  # None for present/absent
@@ -84,15 +89,16 @@ class HeaderMatch:
     ignore_case: bool  # string kinds only
 
 
-@ir
-class QueryMatch:
+@node
+class QueryMatch(Node):
+    """IR QueryMatch."""
     name: str
     kind: str          # "exact" | "regex" | "present"; a repeated key is tested on its first value
     value: str | None
 
 
-@ir
-class Match:
+@node
+class Match(Node):
     """All conditions must hold (AND). A route matches when any of its matches does (OR)."""
     path: PathMatch | None             # None: any path
     headers: tuple[HeaderMatch, ...]
@@ -100,21 +106,23 @@ class Match:
     methods: tuple[str, ...] | None    # None: any method
 
 
-@ir
-class SubsetRef:
+@node
+class SubsetRef(Node):
+    """IR SubsetRef."""
     service: str
     subset: str
 
 
-@ir
-class WeightedSubset:
+@node
+class WeightedSubset(Node):
+    """IR WeightedSubset."""
     service: str
     subset: str
     weight: int
 
 
-@ir
-class Split:
+@node
+class Split(Node):
     """Pick by `value mod total` over cumulative weights in written order when the key header holds one
     unsigned 64-bit decimal integer, at random (by weight) otherwise. Zero weights are never picked."""
     targets: tuple[WeightedSubset, ...]
@@ -122,8 +130,9 @@ class Split:
     total_weight: int
 
 
-@ir
-class Retry:
+@node
+class Retry(Node):
+    """IR Retry."""
     num_retries: int                   # retries after the first attempt
     retry_on: tuple[str, ...]          # conditions, canonical names
     retriable_status_codes: tuple[int, ...]
@@ -133,41 +142,46 @@ class Retry:
     allow_non_idempotent: bool
 
 
-@ir
-class FaultAbort:
+@node
+class FaultAbort(Node):
+    """IR FaultAbort."""
     http_status: int
     percent: float
 
 
-@ir
-class FaultDelay:
+@node
+class FaultDelay(Node):
+    """IR FaultDelay."""
     duration_ms: int
     percent: float
 
 
-@ir
-class Fault:
+@node
+class Fault(Node):
+    """IR Fault."""
     abort: FaultAbort | None
     delay: FaultDelay | None
 
 
-@ir
-class Mirror:
+@node
+class Mirror(Node):
+    """IR Mirror."""
     service: str
     subset: str
     percent: float
 
 
-@ir
-class HeaderChanges:
+@node
+class HeaderChanges(Node):
     """Applied in this order: remove, then set (replace or add), then add (append)."""
     remove: tuple[str, ...]
     set: tuple[tuple[str, str], ...]
     add: tuple[tuple[str, str], ...]
 
 
-@ir
-class Route:
+@node
+class Route(Node):
+    """IR Route."""
     name: str
     source: str
     matches: tuple[Match, ...]         # never empty; a route without `match` has one empty match
@@ -181,14 +195,16 @@ class Route:
     response_headers: HeaderChanges
 
 
-@ir
-class Principal:
+@node
+class Principal(Node):
+    """IR Principal."""
     kind: str          # "exact" (one SPIFFE ID) or "prefix" (a trust domain or namespace)
     value: str
 
 
-@ir
-class AuthzRule:
+@node
+class AuthzRule(Node):
+    """IR AuthzRule."""
     name: str
     action: str        # "allow" | "deny"
     source: str
@@ -198,16 +214,17 @@ class AuthzRule:
     headers: tuple[HeaderMatch, ...]
 
 
-@ir
-class Authorization:
+@node
+class Authorization(Node):
     """Any matching deny denies (403); else any matching allow allows; else the default."""
     default: str
     rules: tuple[AuthzRule, ...]
     source: str | None                 # None: the service has no authorization block (default allow)
 
 
-@ir
-class Service:
+@node
+class Service(Node):
+    """IR Service."""
     name: str
     namespace: str
     identity: str                      # SPIFFE ID
@@ -222,8 +239,9 @@ class Service:
     authorization: Authorization
 
 
-@ir
-class Program:
+@node
+class Program(Node):
+    """IR Program."""
     schema_version: int
     trust_domain: str
     services: tuple[Service, ...]      # sorted by name
@@ -235,7 +253,7 @@ class Program:
         raise KeyError(name)
 
 
-def to_data(value: Any) -> Any:
+def to_data(value: object) -> object:
     """JSON-ready data: dataclasses to dicts (field order kept), tuples to lists."""
     if hasattr(value, "__dataclass_fields__"):
         return {f.name: to_data(getattr(value, f.name)) for f in fields(value)}

