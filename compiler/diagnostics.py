@@ -6,11 +6,10 @@ anything longer goes to the hint. Every code is registered in :mod:`compiler.cod
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Iterable
+from collections.abc import Iterable
 
 from compiler.codes import CODES
 from compiler.source import Span
@@ -180,6 +179,8 @@ def summary_line(diags: list[Diagnostic]) -> str:
 
 
 def render_json(diags: list[Diagnostic]) -> str:
+    import json  # only `--format json` pays for it
+
     return json.dumps({"diagnostics": [d.to_json() for d in diags], "summary": {
         "errors": sum(d.severity == ERROR for d in diags),
         "warnings": sum(d.severity == WARNING for d in diags)}}, indent=2, sort_keys=True)
