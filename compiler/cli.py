@@ -95,13 +95,9 @@ def run(argv: list[str]) -> int:
     if not files:
         print("meshc: error: no .mesh files found in " + ", ".join(args.files), file=sys.stderr)
         return EXIT_USAGE
-    for path in files:  # an unreadable input is an I/O error (2), not an error in the policy (1)
-        try:
-            with open(path, encoding="utf-8") as fh:
-                fh.read()
-        except (OSError, UnicodeDecodeError) as err:
-            reason = "it is not UTF-8 text" if isinstance(err, UnicodeDecodeError) else (err.strerror or str(err)).lower()
-            print(f"meshc: error: cannot read {path}: {reason}", file=sys.stderr)
+    for path in files:  # an unreadable input is an I/O error (2); bad bytes are an input error (1, E0106)
+        if not os.access(path, os.R_OK):
+            print(f"meshc: error: cannot read {path}: permission denied", file=sys.stderr)
             return EXIT_USAGE
     from compiler import driver
 

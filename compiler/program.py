@@ -57,7 +57,8 @@ class _Loader:
             with open(path, encoding="utf-8") as fh:
                 text = fh.read()
         except UnicodeDecodeError as err:
-            self.diags.add("E0205", f"cannot read `{path}`: it is not UTF-8 text ({err.reason})", None, path=path)
+            self.diags.add("E0106", f"`{path}` is not UTF-8 text: byte {err.start} cannot be decoded", None, path=path,
+                           hint="save the file as UTF-8")
             return
         except OSError as err:
             self.diags.add("E0205", f"cannot read `{path}`: {err.strerror.lower() if err.strerror else err}", None,
