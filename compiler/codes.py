@@ -29,8 +29,8 @@ CODES: dict[str, Code] = _registry(
     ("E0102", "unexpected character", "A character that cannot start any token of the language, such as `;` or `@`."),
     ("E0103", "unexpected end of file", "The file ended inside an item, usually because a `}` is missing."),
     ("E0104", "invalid string", "A string literal with an unknown escape sequence. Escapes are `\\\\`, `\\\"`, `\\n`, `\\t`, `\\r` and `\\uXXXX`."),
-    ("E0106", "file is not UTF-8", "Policy files are UTF-8 text; a file that is not cannot be read as a policy."),
     ("E0105", "duplicate setting", "A setting that may appear once was written twice in the same block; the second would silently win."),
+    ("E0106", "file is not UTF-8", "Policy files are UTF-8 text; a file that is not cannot be read as a policy."),
     # ---- names and imports
     ("E0201", "unknown service", "A name that should refer to a service declared in this program or an imported file."),
     ("E0202", "duplicate name", "Two declarations share a name in the same scope (services, subsets, routes of one service, policies, rules)."),

@@ -102,7 +102,11 @@ class Shard:
                     authorized.append(item.service.value)
                 elif isinstance(item, (ast.Mesh, ast.Policy, ast.Import)):
                     unsupported = True  # between services of a large file: the other shard lacks it
-        return {"services": services, "routed": routed, "authorized": authorized, "unsupported": unsupported}
+        # A syntax error anywhere: let the sequential path report it (a cut could even have split an
+        # item, and the other shard would not know which names failed to parse).
+        syntax = any(d.code.startswith("E01") for d in self.diags.items)
+        return {"services": services, "routed": routed, "authorized": authorized,
+                "unsupported": unsupported or syntax}
 
     def adopt(self, own: dict, other: dict, sources) -> bool:
         """Add the other shard's services as stubs; False when the split is not clean."""
@@ -113,7 +117,10 @@ class Shard:
         if own_names & other_names:
             return False
         for name in set(own["routed"]) | set(own["authorized"]):
-            if name in other_names:  # its blocks must live with its declaration
+            # A service's blocks must be in the shard that lowers it: the one whose segments
+            # declare it, or shard 0 for a service declared in a file both shards read.
+            owner = self.index if name in own_names else 1 - self.index if name in other_names else 0
+            if owner != self.index:
                 return False
         ctx = self.ctx
         for summary in other["services"]:

@@ -38,7 +38,7 @@ def stdlib_modules() -> list[str]:
 
 
 def _read_std(name: str) -> str | None:
-    if not name or "/" in name or "\\" in name or name.startswith("."):
+    if not name or "/" in name or "\\" in name or name.startswith(".") or "\0" in name:
         return None
     return package_data.read_text(STDLIB_PACKAGE, f"{name}.mesh")
 
@@ -85,6 +85,10 @@ class _Loader:
         text = None
         if key not in self.state:
             text = read_import(key)
+            if text is _NOT_UTF8:
+                self.diags.add("E0106", f"imported file `{target}` is not UTF-8 text", imp.path.span,
+                               hint="save the file as UTF-8")
+                return
             if text is None:
                 if key.startswith("std:"):
                     from compiler.diagnostics import did_you_mean
@@ -120,14 +124,19 @@ def resolve_import(importer_key: str, target: str) -> tuple[str, str]:
     return key, display
 
 
+_NOT_UTF8 = "\0not-utf-8"  # a sentinel no real file text can be (NUL is not valid .mesh)
+
+
 def read_import(key: str) -> str | None:
-    """The text of an imported file by key, or None when it cannot be read."""
+    """The text of an imported file by key; None when it cannot be read, _NOT_UTF8 when it is not text."""
     if key.startswith("std:"):
         return _read_std(key[4:])
     try:
         with open(key, encoding="utf-8") as fh:
             return fh.read()
-    except (OSError, UnicodeDecodeError):
+    except UnicodeDecodeError:
+        return _NOT_UTF8
+    except (OSError, ValueError):  # ValueError: a NUL in the path
         return None
 
 
@@ -154,7 +163,7 @@ def prescan(paths: list[str]) -> list[tuple[str, str, str]] | None:
             if ikey in state:
                 continue
             itext = read_import(ikey)
-            if itext is None or not visit(ikey, idisplay, itext):
+            if itext is None or itext is _NOT_UTF8 or not visit(ikey, idisplay, itext):
                 return False
         state[key] = "done"
         return True

@@ -11,6 +11,7 @@ from compiler.symbols import Context
 
 def check_authorization(ctx: Context) -> None:
     for name, authz in ctx.authorizations.items():
+        check_rule_names(ctx, name, authz)
         if authz.default is None:
             continue
         svc = ctx.services.get(name)
@@ -18,18 +19,7 @@ def check_authorization(ctx: Context) -> None:
         denies = [(r, lr) for r, lr in lowered if lr.action == "deny"]
         allows = [(r, lr) for r, lr in lowered if lr.action == "allow"]
         default = authz.default.value
-        named: dict[str, object] = {}
-        for item in authz.items:  # names become RBAC policy names: they must be unique
-            key = f"use {item.ref}" if hasattr(item, "ref") else (item.name.value if item.name else None)
-            if key is None:
-                continue
-            node = item.ref if hasattr(item, "ref") else item.name
-            if key in named:
-                what = f"rule set `{item.ref}` is used twice" if hasattr(item, "ref") else f"rule `{key}` is declared twice"
-                ctx.diags.add("E0202", f"{what} in authorization `{name}`", node.span,
-                              labels=(Label(named[key].span, "first here"),))
-            else:
-                named[key] = node
+        named = _first_items(authz)
         duplicate_uses = {id(item) for item in authz.items
                           if isinstance(item, ast.UseRules) and named.get(f"use {item.ref}") is not item.ref}
         reported: set[tuple[str, int]] = set()
@@ -64,6 +54,42 @@ def check_authorization(ctx: Context) -> None:
             elif default == "deny" and not allows:
                 add("W0602", origin, f"deny rule `{lr.name}` has no effect under `default deny`",
                     hint="with no allow rule everything is denied already; did you mean `default allow`?")
+
+
+def _first_items(authz) -> dict[str, object]:
+    """The first `use` of each rule set and the first rule of each written name."""
+    named: dict[str, object] = {}
+    for item in authz.items:
+        if isinstance(item, ast.UseRules):
+            named.setdefault(f"use {item.ref}", item.ref)
+        elif item.name is not None:
+            named.setdefault(item.name.value, item.name)
+    return named
+
+
+def check_rule_names(ctx: Context, name: str, authz) -> None:
+    """Rule names become RBAC policy names: a rule set used twice, or two rules with one name, is
+    E0202. Generated names (`allow-2`) count too, so a written name cannot take one of them."""
+    first_use: dict[str, ast.UseRules] = {}
+    for item in authz.items:
+        if isinstance(item, ast.UseRules):
+            first = first_use.setdefault(str(item.ref), item)
+            if first is not item:
+                ctx.diags.add("E0202", f"rule set `{item.ref}` is used twice in authorization `{name}`",
+                              item.ref.span, labels=(Label(first.ref.span, "first here"),))
+    first_rule: dict[str, object] = {}
+    for origin, lowered in authorization_rules(ctx, ctx.services.get(name), authz):
+        if isinstance(origin, ast.UseRules) and first_use[str(origin.ref)] is not origin:
+            continue  # a repeated `use`: reported above
+        first = first_rule.setdefault(lowered.name, origin)
+        if first is not origin:
+            ctx.diags.add("E0202", f"rule `{lowered.name}` is declared twice in authorization `{name}`",
+                          _name_or_item(origin).span, labels=(Label(_name_or_item(first).span, "first here"),),
+                          hint="rule names must be unique; an unnamed rule is called `allow-N` or `deny-N` by its position")
+
+
+def _name_or_item(origin):
+    return origin.name if isinstance(origin, ast.Rule) and origin.name is not None else origin
 
 
 def _same(a, b) -> bool:

@@ -8,7 +8,7 @@ from compiler.symbols import Context, subset_names
 
 def check_policy_ref(ctx: Context, ref: ast.Ref, kind: str) -> None:
     policy = ctx.policies.get((kind, str(ref)))
-    if policy is None and ("policy", ref.name) in ctx.broken:
+    if policy is None and (f"policy {kind}", ref.name) in ctx.broken and ref.scope is None:
         return  # its declaration has a syntax error, already reported
     if policy is None:
         other = next((p for (k, n), p in ctx.policies.items() if n == str(ref)), None)

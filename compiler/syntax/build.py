@@ -97,11 +97,20 @@ class Builder:
         return _ESCAPE_RE.sub(repl, raw)
 
     def int_(self, tok: int) -> ast.Lit:
-        return ast.Lit(int(self.vals[tok]), Span(self.source, self.starts[tok], self.ends[tok]))
+        text = self.vals[tok]
+        span = Span(self.source, self.starts[tok], self.ends[tok])
+        if len(text) > 20:  # beyond any range of the language (and Python's int() digit limit)
+            self.diags.add("E0302", f"number `{text[:20]}…` is too large", span)
+            return ast.Lit(2**64, span)
+        return ast.Lit(int(text), span)
 
     def duration(self, tok: int) -> ast.Lit:
         text = self.vals[tok]
         number, unit = _DURATION_RE.fullmatch(text).groups()
+        if len(number) > 20:
+            span = Span(self.source, self.starts[tok], self.ends[tok])
+            self.diags.add("E0306", f"duration `{text[:20]}…` is too long", span, hint="durations are at most 24h")
+            return ast.Lit(1, span)
         whole, _, frac = number.partition(".")
         # Exact arithmetic: 1.001s is 1001 ms (floats would make it 1000.999…).
         scale = 10 ** len(frac)

@@ -237,9 +237,8 @@ class Parser:
             except SyntaxErrorAt as err:
                 self._report(err, source, diags, at_item_end=b)
                 head = _ITEM_HEAD.match(text, a, b)
-                if head:
-                    kind = "policy" if head.group(1).startswith("policy") else head.group(1)
-                    broken.append((kind, head.group(2)))
+                if head:  # ("service", name), or ("policy retry", name) with the policy's kind
+                    broken.append((" ".join(head.group(1).split()), head.group(2)))
         return ast.Module(source.path, tuple(items), Span(source, start, end), tuple(broken))
 
     def _report(self, err: SyntaxErrorAt, source: SourceFile, diags: Collector, at_item_end: int) -> None:

@@ -2,7 +2,7 @@
 
 lark builds the grammar and its LALR analysis (and checks it with `strict=True` in the test
 suite). The tables are reduced to plain dicts and tuples and pickled into the user cache, keyed
-by a hash of the grammar text, the lark version and this format: a warm `meshc check` then loads
+by a checksum of the grammar text and this format: a warm `meshc check` then loads
 them in a few milliseconds without importing lark at all.
 """
 
