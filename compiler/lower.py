@@ -318,7 +318,7 @@ def parse_endpoint(text: str) -> tuple[str, int] | None:
                 return None  # 256.1.1.1 is neither an address nor a name
         elif not _DNS_NAME.match(host):
             return None
-    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+    if not (port.isascii() and port.isdigit()) or len(port) > 5 or not 0 < int(port) < 65536:
         return None
     return host, int(port)
 

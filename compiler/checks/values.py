@@ -233,7 +233,7 @@ class _Values:
     def retry_condition(self, v: ast.Lit) -> None:
         word = v.value
         if word.isdigit():
-            if not 100 <= int(word) <= 599:
+            if len(word) != 3 or not 100 <= int(word) <= 599:
                 self.add("E0302", f"status code `{word}` is out of range", v.span,
                          hint="retriable status codes are between 100 and 599")
             return
