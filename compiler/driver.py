@@ -24,7 +24,7 @@ class Result:
     context: Context | None
     diagnostics: list[Diagnostic]
     ir: ir.Program | None = None
-    ir_json: str | None = None        # set directly by a sharded compile, which has no IR objects
+    ir_json: bytes | None = None      # set directly by a sharded compile, which has no IR objects
     counts: tuple[int, int] = (0, 0)  # services and routes compiled
 
     @property

@@ -7,7 +7,7 @@ import os
 from compiler import ir
 
 
-def ir_json(program: ir.Program) -> str:
+def ir_json(program: ir.Program) -> bytes:
     """Deterministic JSON: field order as declared in compiler/ir.py, the same bytes for the same input.
 
     orjson serialises the IR dataclasses directly in C: byte-identical to
@@ -16,7 +16,7 @@ def ir_json(program: ir.Program) -> str:
     """
     import orjson
 
-    return orjson.dumps(program, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE).decode("utf-8")
+    return orjson.dumps(program, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 
 
 def ir_yaml(program: ir.Program) -> str:
@@ -25,7 +25,7 @@ def ir_yaml(program: ir.Program) -> str:
     return yaml.safe_dump(ir.to_data(program), sort_keys=False, allow_unicode=True, width=120)
 
 
-def json_to_yaml(text: str) -> str:
+def json_to_yaml(text: bytes) -> str:
     """The YAML form of an IR document that exists only as JSON (a sharded compile)."""
     import orjson
     import yaml
@@ -33,7 +33,7 @@ def json_to_yaml(text: str) -> str:
     return yaml.safe_dump(orjson.loads(text), sort_keys=False, allow_unicode=True, width=120)
 
 
-def write_all(out_dir: str, files: dict[str, str]) -> list[str]:
+def write_all(out_dir: str, files: dict[str, str | bytes]) -> list[str]:
     """Write every file or none: each goes to a temporary file first, then all are renamed.
 
     A failure before the renames leaves no output at all; rename is atomic per file, so a
@@ -51,8 +51,8 @@ def write_all(out_dir: str, files: dict[str, str]) -> list[str]:
             os.makedirs(os.path.dirname(final), exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=os.path.dirname(final), prefix=f".{os.path.basename(name)}.", suffix=".tmp")
             staged.append((tmp, final))
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
+            with os.fdopen(fd, "wb") as fh:  # bytes as they are: JSON comes from orjson as UTF-8
+                fh.write(text if isinstance(text, bytes) else text.encode("utf-8"))
             os.chmod(tmp, 0o666 & ~mask)
         for tmp, final in staged:
             os.replace(tmp, final)

@@ -59,20 +59,31 @@ def plan(paths: list[str], force: bool = False):
             continue
         if cuts[0] > 0:
             replicated.append((display, 0, cuts[0]))
-        step = max(1, len(cuts) // 16)
-        bounds = cuts[::step] + [len(text)]
+        bounds = cuts + [len(text)]
         pieces += [(display, a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
-    if not pieces:
+    if len(pieces) < 2:
         return None
+    # Cut at the service boundary nearest to half the bytes, then merge each shard's consecutive
+    # pieces of one file into one range (one parse call each).
     half = sum(b - a for _, a, b in pieces) / 2
-    shards: list[list] = [[], []]
-    done = 0
-    for piece in pieces:
-        shards[0 if done < half else 1].append(piece)
-        done += piece[2] - piece[1]
-    if not shards[1]:
-        return None
+    done, split = 0, 1
+    for i, (_, a, b) in enumerate(pieces):
+        if done + (b - a) / 2 >= half:
+            split = max(1, i)
+            break
+        done += b - a
+    shards = [_merge(pieces[:split]), _merge(pieces[split:])]
     return sources, stdlib, replicated, shards
+
+
+def _merge(pieces: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    merged: list[tuple[str, int, int]] = []
+    for display, a, b in pieces:
+        if merged and merged[-1][0] == display and merged[-1][2] == a:
+            merged[-1] = (display, merged[-1][1], b)
+        else:
+            merged.append((display, a, b))
+    return merged
 
 
 # ---- one shard ------------------------------------------------------------------------------------
@@ -265,14 +276,14 @@ def analyse(paths: list[str], lower: bool, force: bool = False):
     return diags, splice(shard.ctx.trust_domain, services), len(services), mine[3] + theirs[3]
 
 
-def splice(trust_domain: str, services: dict[str, bytes]) -> str:
+def splice(trust_domain: str, services: dict[str, bytes]) -> bytes:
     """The IR document from per-service JSON, exactly as orjson would print the whole program."""
     import orjson
 
     head = orjson.dumps({"schema_version": 1, "trust_domain": trust_domain, "services": []},
                         option=orjson.OPT_INDENT_2)
     if not services:
-        return head.decode("utf-8") + "\n"
+        return head + b"\n"
     body = b",\n    ".join(services[name].replace(b"\n", b"\n    ") for name in sorted(services))
     text = head[:-len(b"[]\n}")] + b"[\n    " + body + b"\n  ]\n}\n"
-    return text.decode("utf-8")
+    return text

@@ -46,7 +46,7 @@ def compile_case(case: str):
 def ir_text(case: str) -> str:
     result = compile_case(case)
     assert result.diagnostics == [], f"examples compile clean: {[d.message for d in result.diagnostics]}"
-    return output.ir_json(result.ir)
+    return output.ir_json(result.ir).decode("utf-8")
 
 
 def run_cli(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:

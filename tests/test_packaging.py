@@ -69,7 +69,7 @@ def test_wheel_contains_the_compiler_packages(names):
 def test_wheel_declares_the_meshc_console_script(wheel, names):
     entry_points = configparser.ConfigParser()
     entry_points.read_string(dist_info_file(wheel, names, "entry_points.txt"))
-    assert entry_points["console_scripts"]["meshc"].strip() == "compiler.cli:main"
+    assert entry_points["console_scripts"]["meshc"].strip() == "compiler.cli:entry"
 
 
 def test_wheel_metadata(wheel, names):

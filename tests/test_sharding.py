@@ -109,4 +109,4 @@ def test_splice_matches_orjson_for_an_empty_program():
     from compiler import ir
 
     empty = ir.Program(ir.SCHEMA_VERSION, "td", ())
-    assert parallel.splice("td", {}) == orjson.dumps(empty, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE).decode()
+    assert parallel.splice("td", {}) == orjson.dumps(empty, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
