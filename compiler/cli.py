@@ -21,7 +21,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"meshc: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+COMMANDS = ("check", "compile")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with `only`, just that subcommand (building the others costs time
+    that every editor and pre-commit run would pay)."""
     parser = _Parser(prog="meshc", description="Compile .mesh service-mesh policies: check them, "
                                                "and emit the IR (and, with the backends, Envoy and native proxy config).")
     parser.add_argument("--version", action="version", version=f"meshc {__version__}")
@@ -35,9 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                        help="colour in human output (default: auto, only on a terminal; NO_COLOR disables)")
 
-    check = sub.add_parser("check", help="check files and report every diagnostic",
-                           description="Parse and check a program; print every diagnostic. Writes nothing.")
-    common(check)
+    if only in (None, "check"):
+        check = sub.add_parser("check", help="check files and report every diagnostic",
+                               description="Parse and check a program; print every diagnostic. Writes nothing.")
+        common(check)
+    if only not in (None, "compile"):
+        return parser
     comp = sub.add_parser("compile", help="check, lower and write outputs",
                           description="Check a program and, when it has no errors, write the requested outputs "
                                       "atomically into the output directory (nothing is written on error).")
@@ -82,7 +90,7 @@ def _print_diagnostics(result, args, json_stream=None) -> None:
 
 
 def run(argv: list[str]) -> int:
-    parser = build_parser()
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)

@@ -14,6 +14,11 @@ from compiler.program import Program, load_program
 from compiler.symbols import Context, build_context
 
 
+# Below this many bytes in the files named on the command line, the program is not even
+# planned for sharding (compiler/parallel.py decides on the whole program, imports included).
+SHARD_MIN_ROOT_BYTES = 1_000_000
+
+
 class InternalError(Exception):
     """A bug in meshc (the IR self-check failed); reported with exit code 3."""
 
@@ -38,7 +43,7 @@ def analyse(paths: list[str], lower: bool, shard: bool = True) -> Result:
     Large programs are analysed on two cores (compiler/parallel.py); `MESHC_JOBS=1` or
     `shard=False` keeps everything in this process. Both give the same diagnostics and IR.
     """
-    if shard:
+    if shard and _large_enough_to_shard(paths):
         from compiler import parallel
 
         gc_was_enabled = gc.isenabled()
@@ -73,6 +78,16 @@ def analyse(paths: list[str], lower: bool, shard: bool = True) -> Result:
     finally:
         if gc_was_enabled:
             gc.enable()
+
+
+def _large_enough_to_shard(paths: list[str]) -> bool:
+    """A cheap first gate (file sizes, no reading): small programs skip the sharding plan."""
+    if os.environ.get("MESHC_FORCE_SHARDS") == "1":
+        return True
+    try:
+        return sum(os.path.getsize(p) for p in paths) >= SHARD_MIN_ROOT_BYTES
+    except OSError:
+        return False
 
 
 def check_files(paths: list[str]) -> Result:
