@@ -20,7 +20,7 @@ import re
 
 from hypothesis import strategies as st
 
-from compiler import ast
+from compiler import ast, render
 from compiler.syntax.tables import load_tables
 
 _TABLES = load_tables()
@@ -122,14 +122,7 @@ _OPTIONAL_TAIL = {  # settings whose last value may be left out
     "abort": ([int_lits], [percent_lits]),             # abort STATUS [P%]
     "delay": ([duration_lits], [percent_lits]),        # delay D [P%]
 }
-BLOCK_KEYS = {
-    "limits": ("connections", "pending", "requests", "retries"),
-    "outlier": ("consecutive_5xx", "consecutive_gateway_errors", "interval", "ejection", "max_ejected"),
-    "retry_budget": ("percent", "min_concurrency"),
-    "sidecar": ("inbound", "outbound", "admin", "app", "escaped_slashes"),
-    "retry": ("attempts", "on", "per_try_timeout", "backoff", "allow_non_idempotent"),
-    "fault": ("abort", "delay"),
-}
+BLOCK_KEYS = render.BLOCK_KEYS  # the grammar's keys per block, as the renderer knows them
 
 
 def settings_for(key: str) -> st.SearchStrategy[ast.Setting]:
