@@ -56,19 +56,6 @@ def path_covers(a: ir.PathMatch | None, b: ir.PathMatch | None) -> bool:
     return False
 
 
-def path_matches(m: ir.PathMatch | None, path: str) -> bool:
-    """Does a (normalised, query-free) path satisfy the path match? The documented semantics."""
-    if m is None:
-        return True
-    if m.kind == "exact":
-        return path == m.value
-    if m.kind == "prefix":
-        return path.startswith(m.value)
-    if m.kind == "segment_prefix":
-        return path == m.value or path.startswith(m.value.rstrip("/") + "/")
-    return regex_fullmatch(m.value, path)
-
-
 def _string_implies(b: ir.HeaderMatch | ir.QueryMatch, a: ir.HeaderMatch | ir.QueryMatch) -> bool:
     """A value satisfying test `b` always satisfies test `a` (same name, checked by the caller)."""
     if b == a:

@@ -9,11 +9,6 @@ from compiler.matching import match_covers
 from compiler.symbols import Context, subset_names
 
 
-def _setting_value(block: ast.Block | None, key: str):
-    s = block.get(key) if block is not None else None
-    return s
-
-
 def check_timeouts(ctx: Context, route: ast.Route) -> None:
     if route.timeout is not None and route.timeout.value is None:
         timeout = 0  # `timeout none`

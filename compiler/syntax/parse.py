@@ -34,7 +34,6 @@ _PIECES = re.compile(r"""
 # `\Z` alternative takes the blanks after the last token, as one empty token at the very end.
 _PUNCT = frozenset("{}[],.")
 _DIGITS = frozenset("0123456789")
-_UNTERMINATED = re.compile(r'"(?:[^"\\\n]|\\.)*')
 _NUMBER_KINDS = (
     ("DURATION", re.compile(r"[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h)\Z")),
     ("PERCENT", re.compile(r"[0-9]+(?:\.[0-9]+)?%\Z")),
