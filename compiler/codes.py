@@ -6,15 +6,17 @@ E04xx routes and timeouts, E05xx resilience, E06xx authorization. W-codes are wa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True, slots=True)
 class Code:
-    code: str
-    severity: str
-    title: str
-    explanation: str
+    """One registered diagnostic code. A plain class: the registry is built at every start-up."""
+
+    __slots__ = ("code", "severity", "title", "explanation")
+
+    def __init__(self, code: str, severity: str, title: str, explanation: str):
+        self.code, self.severity, self.title, self.explanation = code, severity, title, explanation
+
+    def __repr__(self) -> str:
+        return f"Code({self.code!r}, {self.severity!r}, {self.title!r})"
 
 
 def _registry(*rows: tuple[str, str, str]) -> dict[str, Code]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
 from collections.abc import Iterable
 
 from compiler.codes import CODES
@@ -18,27 +17,45 @@ ERROR = "error"
 WARNING = "warning"
 
 
-@dataclass(frozen=True, slots=True)
 class Label:
     """A secondary span with a short note, such as the earlier route that shadows this one."""
 
-    span: Span
-    message: str
+    __slots__ = ("span", "message")
+
+    def __init__(self, span: Span, message: str):
+        self.span, self.message = span, message
+
+    def __repr__(self) -> str:
+        return f"Label({self.span!r}, {self.message!r})"
 
 
-@dataclass(frozen=True, slots=True)
 class Diagnostic:
-    code: str
-    message: str
-    span: Span | None
-    hint: str | None = None
-    labels: tuple[Label, ...] = ()
-    path: str | None = None  # for diagnostics without a span (a missing file)
-    severity: str = field(default="")
+    """One finding: code, message, primary span (or a path for file-level problems), hint, labels.
 
-    def __post_init__(self) -> None:
-        if not self.severity:
-            object.__setattr__(self, "severity", CODES[self.code].severity)
+    A plain slotted class rather than a dataclass: it is defined at every start-up of the
+    command, and dataclass creation is the largest part of meshc's import time.
+    """
+
+    __slots__ = ("code", "message", "span", "hint", "labels", "path", "severity")
+
+    def __init__(self, code: str, message: str, span: Span | None, hint: str | None = None,
+                 labels: tuple[Label, ...] = (), path: str | None = None, severity: str = ""):
+        self.code, self.message, self.span, self.hint = code, message, span, hint
+        self.labels, self.path = labels, path
+        self.severity = severity or CODES[code].severity
+
+    def _key(self) -> tuple:
+        return (self.code, self.message, self.sort_key(), self.hint, self.severity)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Diagnostic) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        where = self.span.location() if self.span is not None else self.path
+        return f"Diagnostic({self.code}, {self.message!r}, {where})"
 
     @property
     def file(self) -> str | None:
