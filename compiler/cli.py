@@ -50,7 +50,18 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                           description="Check a program and, when it has no errors, write the requested outputs "
                                       "atomically into the output directory (nothing is written on error).")
     common(comp)
-    comp.add_argument("--emit", choices=("ir",), default="ir", help="what to write (default: ir)")
+    comp.add_argument("--target", choices=("ir", "envoy", "native"), default="ir",
+                      help="what to write: the IR (default), Envoy bootstrap and xDS files, or native proxy config")
+    comp.add_argument("--emit", choices=("ir",), default=None, help=argparse.SUPPRESS)  # the 0.1 spelling of --target ir
+    comp.add_argument("--proxy", action="append", metavar="SERVICE",
+                      help="with --target envoy|native: the service whose sidecar to configure "
+                           "(repeatable), or `all` for every service")
+    comp.add_argument("--bootstrap", choices=("static", "xds"), default=None,
+                      help="with --target envoy: a self-contained static bootstrap (default for named proxies) "
+                           "or one that loads the xds/ files and reloads them on change (default for --proxy all)")
+    comp.add_argument("--xds-dir", metavar="PATH",
+                      help="with --target envoy: the absolute path where the xds/ files will be at run time "
+                           "(default: OUTPUT/xds)")
     comp.add_argument("--ir-format", choices=("json", "yaml"), default="json", help="IR serialisation (default: json)")
     comp.add_argument("-o", "--output", metavar="DIR", help="output directory (default: print to standard output)")
     return parser
@@ -114,6 +125,11 @@ def run(argv: list[str]) -> int:
         _print_diagnostics(result, args)
         return EXIT_INPUT if result.has_errors else EXIT_OK
 
+    if args.target != "ir":
+        return _compile_target(files, args)
+    if args.proxy or args.bootstrap or args.xds_dir:
+        print("meshc: error: --proxy, --bootstrap and --xds-dir need --target envoy or --target native", file=sys.stderr)
+        return EXIT_USAGE
     result = driver.compile_files(files)
     _print_diagnostics(result, args, json_stream=sys.stderr if args.output is None else None)
     if result.has_errors:
@@ -139,6 +155,68 @@ def run(argv: list[str]) -> int:
     services, routes = result.counts
     for path in written:
         print(f"meshc: wrote {path} ({services} services, {routes} routes)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _compile_target(files: list[str], args) -> int:
+    """`compile --target envoy|native`: the IR through a backend into files, all written or none."""
+    if not args.proxy:
+        print(f"meshc: error: --target {args.target} needs --proxy SERVICE (repeatable) or --proxy all", file=sys.stderr)
+        return EXIT_USAGE
+    if args.output is None:
+        print(f"meshc: error: --target {args.target} writes several files: give an output directory with -o DIR",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.xds_dir is not None and not os.path.isabs(args.xds_dir):
+        print(f"meshc: error: --xds-dir must be an absolute path (Envoy resolves it at run time): {args.xds_dir}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    from compiler import backends, driver, output
+
+    result = driver.compile_files(files)
+    if result.has_errors:
+        _print_diagnostics(result, args)
+        return EXIT_INPUT
+    program = result.ir
+    if program is None:  # a sharded compile returns JSON only
+        import orjson
+
+        from compiler import ir
+
+        program = ir.from_data(orjson.loads(result.ir_json))
+    names = [s.name for s in program.services]
+    if "all" in args.proxy:
+        proxies = names
+    else:
+        known = set(names)
+        proxies = []
+        for name in args.proxy:
+            if name not in known:
+                from compiler.diagnostics import did_you_mean
+
+                hint = did_you_mean(name, names)
+                print(f"meshc: error: --proxy {name}: no service `{name}` in the program"
+                      + (f" ({hint})" if hint else ""), file=sys.stderr)
+                return EXIT_USAGE
+            if name not in proxies:
+                proxies.append(name)
+    out_dir = os.path.abspath(args.output)
+    options = backends.Options(bootstrap=args.bootstrap, xds_dir=args.xds_dir, output_dir=out_dir)
+    sources = result.program.sources if result.program is not None else {}
+    emitted = backends.emit(args.target, program, proxies, options, sources)
+    result.diagnostics = sorted(result.diagnostics + emitted.diagnostics, key=lambda d: d.sort_key())
+    _print_diagnostics(result, args)
+    if emitted.has_errors:
+        return EXIT_INPUT
+    try:
+        written = output.write_all(args.output, emitted.files)
+    except OSError as err:
+        print(f"meshc: error: cannot write to {args.output}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_USAGE
+    services, routes = result.counts
+    print(f"meshc: wrote {len(written)} files for {len(proxies)} "
+          f"{'proxy' if len(proxies) == 1 else 'proxies'} to {args.output} "
+          f"({services} services, {routes} routes)", file=sys.stderr)
     return EXIT_OK
 
 

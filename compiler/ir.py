@@ -260,3 +260,53 @@ def to_data(value: object) -> object:
     if isinstance(value, tuple):
         return [to_data(v) for v in value]
     return value
+
+
+def from_data(data: dict) -> Program:
+    """The IR objects of a JSON-ready IR document (the inverse of `to_data`).
+
+    A sharded compile (compiler/parallel.py) produces the IR as JSON only; the backends read
+    objects, so they rebuild them here.
+    """
+    return _build(Program, data)
+
+
+_BUILDERS: dict[type, tuple] = {}
+
+
+def _field_plan(cls: type) -> tuple:
+    plan = _BUILDERS.get(cls)
+    if plan is None:
+        import typing
+
+        hints = typing.get_type_hints(cls, globalns=globals())
+        plan = _BUILDERS[cls] = tuple((f.name, _converter(hints[f.name])) for f in fields(cls))
+    return plan
+
+
+def _converter(hint):
+    """A function that turns JSON data into a value of the annotated type."""
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(hint) if a is not type(None)]
+        inner = _converter(members[0])
+        return lambda v: None if v is None else inner(v)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = _converter(args[0])
+            return lambda v: tuple(item(x) for x in v)
+        items = [_converter(a) for a in args]
+        return lambda v: tuple(conv(x) for conv, x in zip(items, v))
+    if isinstance(hint, type) and issubclass(hint, Node):
+        return lambda v: _build(hint, v)
+    if hint is float:
+        return float
+    return lambda v: v
+
+
+def _build(cls: type, data: dict):
+    return cls(**{name: conv(data[name]) for name, conv in _field_plan(cls)})
