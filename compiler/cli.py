@@ -35,8 +35,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     def common(p):
         p.add_argument("files", nargs="+", metavar="FILES",
                        help=".mesh files or directories (searched for .mesh files); together they form one program")
-        p.add_argument("--output-format", "--format", dest="output_format", choices=("human", "json"),
-                       default="human", help="how diagnostics are printed (default: human)")
+        p.add_argument("--output-format", "--format", dest="output_format", choices=("human", "json", "sarif", "github"),
+                       default="human", help="how diagnostics are printed: human (default), json, sarif "
+                                             "(SARIF 2.1.0, for code scanning) or github (workflow annotations)")
         p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                        help="colour in human output (default: auto, only on a terminal; NO_COLOR disables)")
 
@@ -91,6 +92,17 @@ def _print_diagnostics(result, args, json_stream=None) -> None:
     diags = result.diagnostics
     if args.output_format == "json":
         print(render_json(diags), file=json_stream or sys.stdout)
+        return
+    if args.output_format == "sarif":
+        from compiler.formats import render_sarif
+
+        print(render_sarif(diags, __version__), file=json_stream or sys.stdout)
+        return
+    if args.output_format == "github":
+        from compiler.formats import render_github
+
+        if diags:
+            print(render_github(diags), file=json_stream or sys.stdout)
         return
     color = use_color(sys.stderr, args.color)
     for d in diags:
