@@ -21,7 +21,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"meshc: error: {message}\n")
 
 
-COMMANDS = ("check", "compile")
+COMMANDS = ("check", "compile", "explain")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -45,6 +45,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         check = sub.add_parser("check", help="check files and report every diagnostic",
                                description="Parse and check a program; print every diagnostic. Writes nothing.")
         common(check)
+    if only in (None, "explain"):
+        explain = sub.add_parser("explain", help="explain a diagnostic code, with a bad and a good example",
+                                 description="Print a diagnostic code's severity, title and explanation, "
+                                             "with a bad and a good example; without CODE, list every code.")
+        explain.add_argument("code", nargs="?", metavar="CODE", help="a code such as E0201 (any case)")
+        explain.add_argument("--list", action="store_true", help="list every code with its severity and title")
     if only not in (None, "compile"):
         return parser
     comp = sub.add_parser("compile", help="check, lower and write outputs",
@@ -118,6 +124,10 @@ def run(argv: list[str]) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if args.command == "explain":  # reads compiler/explanations/, which no other command loads
+        from compiler import explain
+
+        return explain.run(args.code, args.list)
     files, missing = expand_paths(args.files)
     for path in missing:
         print(f"meshc: error: no such file or directory: {path}", file=sys.stderr)

@@ -60,6 +60,13 @@ def test_wheel_contains_every_stdlib_module(names):
         assert f"stdlib_policies/{name}" in names
 
 
+def test_wheel_contains_every_code_explanation(names):
+    from compiler.codes import CODES
+
+    for code in CODES:  # read by `meshc explain` through package_data
+        assert f"compiler/explanations/{code}.md" in names
+
+
 def test_wheel_contains_the_compiler_packages(names):
     for module in ("compiler/cli.py", "compiler/syntax/parse.py", "compiler/checks/routes.py", "compiler/__main__.py"):
         assert module in names

@@ -1,0 +1,171 @@
+"""`meshc explain` and docs/codes.md: every registered code has a bad and a good example that
+really behave as claimed, and docs/codes.md is generated from the same data.
+
+For every code in compiler/codes.py, the bad example (all of its files, as one program, as
+`meshc check FILES` would load them) reports that code and no other, and the good example reports
+nothing at all. Codes raised only by a backend (E07xx/W07xx) are checked through
+`meshc compile --target envoy --proxy all` when the Envoy backend works, and skipped otherwise.
+
+`pytest tests/test_explain.py --update-goldens` rewrites docs/codes.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from compiler import cli, driver, explain
+from compiler.codes import CODES
+from compiler.formats import help_uri
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPLANATIONS = ROOT / "compiler" / explain.EXPLANATIONS_DIR
+DOCS = ROOT / explain.DOCS_PATH
+BACKEND_PREFIXES = ("E07", "W07")   # codes only the backends report (compile --target envoy)
+
+
+def write_example(example: explain.Example, folder: Path) -> list[str]:
+    """The example's files in `folder`, in their encoding; the paths, in the example's order."""
+    paths = []
+    for name, text in example.files:
+        path = folder / name
+        path.write_bytes(text.encode(example.encoding))
+        paths.append(str(path))
+    return paths
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    """`meshc ARGV` in this process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def envoy_backend_works(tmp_path_factory) -> bool:
+    """Whether `compile --target envoy` runs on the shipped examples (the backend is being built)."""
+    if importlib.util.find_spec("compiler.backends.envoy") is None:
+        return False
+    out = tmp_path_factory.mktemp("envoy")
+    code, _, _ = run_cli(["compile", "--target", "envoy", "--proxy", "all", "-o", str(out), str(ROOT / "examples")])
+    return code == 0
+
+
+def diagnostics_of(code: str, paths: list[str], tmp_path: Path, request) -> list[tuple[str, str]]:
+    """(code, severity) of every diagnostic the program reports, through the stage that reports `code`."""
+    if not code.startswith(BACKEND_PREFIXES):
+        return [(d.code, d.severity) for d in driver.check_files(paths).diagnostics]
+    if not request.getfixturevalue("envoy_backend_works"):
+        pytest.skip(f"{code} is reported by the Envoy backend, and `meshc compile --target envoy` "
+                    "does not work on the examples yet")
+    status, out, err = run_cli(["compile", "--target", "envoy", "--proxy", "all", "--format", "json",
+                                "-o", str(tmp_path / "out"), *paths])
+    assert status in (0, 1), err
+    return [(d["code"], d["severity"]) for d in json.loads(out)["diagnostics"]] if out.strip() else []
+
+
+@pytest.mark.parametrize("code", list(CODES))
+def test_bad_example_reports_its_code_and_nothing_else(code, tmp_path, request):
+    ex = explain.load(code)
+    assert ex.bad is not None, f"write compiler/explanations/{code}.md with a `## Bad` and a `## Good` example"
+    found = diagnostics_of(code, write_example(ex.bad, tmp_path), tmp_path, request)
+    assert code in [c for c, _ in found], f"the bad example of {code} reports {found}"
+    assert {c for c, _ in found} == {code}, f"the bad example of {code} also reports {found}"
+
+
+@pytest.mark.parametrize("code", list(CODES))
+def test_good_example_reports_nothing(code, tmp_path, request):
+    ex = explain.load(code)
+    assert ex.good is not None, f"write compiler/explanations/{code}.md with a `## Bad` and a `## Good` example"
+    found = diagnostics_of(code, write_example(ex.good, tmp_path), tmp_path, request)
+    assert code not in [c for c, _ in found] and "error" not in [s for _, s in found], found
+    assert found == [], f"the good example of {code} is not clean: {found}"
+
+
+def test_every_explanation_file_is_for_a_registered_code():
+    orphans = sorted(p.stem for p in EXPLANATIONS.glob("*") if p.stem not in CODES or p.suffix != ".md")
+    assert not orphans, f"explanations for no registered code: {orphans}"
+
+
+def test_explanation_files_hold_exactly_one_bad_and_one_good_section():
+    for path in sorted(EXPLANATIONS.glob("*.md")):
+        text = path.read_text(encoding="utf-8")
+        assert text.count("\n## ") + text.startswith("## ") == 2, path.name
+        assert set(explain.parse_examples(text, path.name)) == {"bad", "good"}, path.name
+
+
+def test_explain_prints_title_explanation_and_both_examples(capsys):
+    assert cli.main(["explain", "e0201"]) == 0          # any case
+    out = capsys.readouterr().out
+    ex = explain.load("E0201")
+    assert out.startswith("error[E0201]: unknown service\n")
+    assert " ".join(ex.code.explanation.split()) in " ".join(out.split())
+    for example in (ex.bad, ex.good):
+        assert example.prose in " ".join(out.split())
+        for line in example.source.strip().split("\n"):
+            assert ("    " + line).rstrip() in out.split("\n")
+    assert "docs/codes.md#e0201" in out
+
+
+def test_explain_unknown_code_exits_2_with_a_hint(capsys):
+    assert cli.main(["explain", "E0299"]) == cli.EXIT_USAGE
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "unknown code `E0299`" in captured.err and "did you mean `E0209`?" in captured.err
+
+
+@pytest.mark.parametrize("argv", [["explain"], ["explain", "--list"]])
+def test_explain_without_a_code_lists_every_code(argv, capsys):
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(CODES)
+    for line, code in zip(lines, CODES.values()):
+        assert line.split(None, 2)[1:] == [code.severity, code.title]
+
+
+def test_check_does_not_load_the_explanations(tmp_path):
+    """The check path (editors, pre-commit) never imports compiler.explain nor reads its data."""
+    src = tmp_path / "a.mesh"
+    src.write_text('service a {\n  port 80\n  endpoints ["127.0.0.1:80"]\n}\n', encoding="utf-8")
+    script = ("import sys\nfrom compiler import cli\nassert cli.main(['check', sys.argv[1]]) == 0\n"
+              "assert 'compiler.explain' not in sys.modules, 'check imported compiler.explain'\n")
+    env = {k: v for k, v in os.environ.items() if k != "MESHC_DEBUG"}
+    proc = subprocess.run([sys.executable, "-c", script, str(src)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_explanations_are_package_data():
+    """pyproject ships every explanation file in the wheel (they are read through package_data)."""
+    with open(ROOT / "pyproject.toml", "rb") as fh:
+        patterns = tomllib.load(fh)["tool"]["setuptools"]["package-data"].get("compiler", [])
+    for path in EXPLANATIONS.glob("*.md"):
+        rel = f"{explain.EXPLANATIONS_DIR}/{path.name}"
+        assert any(fnmatch.fnmatch(rel, p) for p in patterns), f"{rel} is not in the package data"
+
+
+def test_docs_codes_md_is_generated_from_the_same_data(update_goldens):
+    expected = explain.render_markdown()
+    if update_goldens:
+        DOCS.write_text(expected, encoding="utf-8", newline="\n")
+        return
+    assert DOCS.exists() and DOCS.read_text(encoding="utf-8") == expected, \
+        "docs/codes.md is stale: run `pytest tests/test_explain.py --update-goldens`"
+
+
+def test_docs_codes_md_has_the_anchor_every_help_uri_links_to():
+    text = explain.render_markdown()
+    for code in CODES:
+        anchor = help_uri(code).rsplit("#", 1)[1]
+        assert anchor == code.lower() and f"\n## {code}\n" in text  # `## E0201` is anchored `#e0201`
