@@ -21,7 +21,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"meshc: error: {message}\n")
 
 
-COMMANDS = ("check", "compile", "explain")
+COMMANDS = ("check", "compile", "explain", "lint")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -45,6 +45,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         check = sub.add_parser("check", help="check files and report every diagnostic",
                                description="Parse and check a program; print every diagnostic. Writes nothing.")
         common(check)
+    if only in (None, "lint"):
+        lint = sub.add_parser("lint", help="check files and apply the lint rules (exit 1 on any finding)",
+                              description="Every compiler diagnostic plus the lint rules (`meshc explain --list`), "
+                                          "configured by [tool.meshc.lint] in pyproject.toml or [lint] in meshc.toml, "
+                                          "suppressed inline by `# meshc: ignore[CODE]`. Exit 0 clean, 1 findings, "
+                                          "2 usage, configuration or internal error.")
+        common(lint)
+        lint.add_argument("--exit-zero", action="store_true", help="exit 0 even when there are findings")
+        lint.add_argument("--no-cache", action="store_true", help="neither read nor write .meshc_cache/")
     if only in (None, "explain"):
         explain = sub.add_parser("explain", help="explain a diagnostic code, with a bad and a good example",
                                  description="Print a diagnostic code's severity, title and explanation, "
@@ -140,6 +149,8 @@ def run(argv: list[str]) -> int:
         if not os.access(path, os.R_OK):
             print(f"meshc: error: cannot read {path}: permission denied", file=sys.stderr)
             return EXIT_USAGE
+    if args.command == "lint":  # before the driver import: a cached lint never loads the compiler
+        return _lint(files, args)
     from compiler import driver
 
     if args.command == "check":
@@ -178,6 +189,30 @@ def run(argv: list[str]) -> int:
     for path in written:
         print(f"meshc: wrote {path} ({services} services, {routes} routes)", file=sys.stderr)
     return EXIT_OK
+
+
+def _lint(files: list[str], args) -> int:
+    from compiler.lint import lint_files
+    from compiler.lint.config import ConfigError, find_config
+
+    try:
+        config = find_config()
+        findings, _ = lint_files(files, config, use_cache=not args.no_cache)
+    except ConfigError as err:
+        print(f"meshc: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as err:  # ruff's contract: 2 for internal errors too
+        if os.environ.get("MESHC_DEBUG"):
+            raise
+        print(f"meshc: internal error: {type(err).__name__}: {err} (set MESHC_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return EXIT_USAGE
+
+    class _Found:
+        diagnostics = findings
+
+    _print_diagnostics(_Found, args)
+    return EXIT_INPUT if findings and not args.exit_zero else EXIT_OK
 
 
 def _compile_target(files: list[str], args) -> int:

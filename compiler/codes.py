@@ -1,7 +1,8 @@
 """The registry of diagnostic codes: one place for code, severity, title and explanation.
 
 Codes are grouped by hundreds: E01xx syntax, E02xx names and imports, E03xx values,
-E04xx routes and timeouts, E05xx resilience, E06xx authorization. W-codes are warnings.
+E04xx routes and timeouts, E05xx resilience, E06xx authorization, E07xx target limitations (what a
+backend cannot express exactly; reported by `compile --target`, never by `check`). W-codes are warnings.
 """
 
 from __future__ import annotations
@@ -90,4 +91,44 @@ CODES: dict[str, Code] = _registry(
     ("W0602", "authorization rule with no effect", "A rule that gives the same answer as the default for every request it matches "
               "and is not needed to override another rule."),
     ("W0603", "duplicate authorization rule", "Two rules of the same action with the same conditions."),
+    # ---- target limitations (Envoy backend)
+    ("E0701", "CONNECT is not routable by Envoy", "Envoy sends a CONNECT request only to a route with a `connect_matcher` "
+              "(and an upgrade config); an ordinary route never matches one, and the inbound listener answers an "
+              "allowed CONNECT with 404 instead of forwarding it. A route match or an `allow` rule that lists CONNECT "
+              "would never do what it says."),
+    ("E0702", "services that Envoy cannot tell apart", "Envoy picks the destination service by the request's `Host`, "
+              "case-insensitively, and rejects two virtual hosts with the same domain: service names that differ only "
+              "in case cannot both be reached."),
+    ("W0701", "fraction of a percent ejected", "Envoy's `max_ejection_percent` is a whole number: a fractional "
+              "`max_ejected` is rounded down."),
+    ("W0702", "condition on a header Envoy changes", "Envoy removes some headers from every request before routing and "
+              "authorization (hop-by-hop headers such as `connection` and `upgrade`, its own `x-envoy-*` control headers, "
+              "`x-forwarded-client-cert`) and adds others when they are missing (`x-request-id`, `x-forwarded-proto`). "
+              "A condition on such a header sees what Envoy left, not what the client sent."),
+    ("W0703", "query condition that never holds under Envoy", "Envoy compares query parameters as they are sent, "
+              "without percent-decoding. A name or value with a space, a control character, `#` or `&` (or a name with "
+              "`=`) never appears as it is in a query string, so the condition never holds."),
+    # ---- lint rules (meshc lint only)
+    ("L0101", "retries that outlast the route timeout", "Every try of the route at its per-try timeout, plus the longest "
+              "backoffs between them, takes longer than the route timeout: the route timeout ends the request while "
+              "retries are still planned, so the last attempts never run and the caller sees a 504."),
+    ("L0102", "fault delay not shorter than the route timeout", "An injected delay runs before the route timeout starts, "
+              "so a delayed request can take the delay plus the whole timeout. Callers that budget for the route "
+              "timeout give up first, and the experiment tests their timeouts rather than the route's."),
+    ("L0103", "split key header also used for routing", "A split `by header` picks a destination from the key's value, "
+              "and another route of the same block matches on that header: some keys are routed before the split "
+              "sees them, so the split's weights no longer describe the traffic."),
+    ("L0201", "retries without outlier detection", "A route retries to a service that has no `outlier` block: a retry can "
+              "go back to the same failing endpoint again and again, since nothing takes it out of rotation."),
+    ("L0301", "authorization trusts a raw path prefix", "`raw_prefix \"/admin\"` matches every path that starts with "
+              "those characters, `/administrator` and `/admin-old` included. Authorization almost always means a "
+              "segment: `prefix \"/admin\"` matches `/admin` and `/admin/...` only."),
+    ("L0302", "deny rule bypassed through escaped slashes", "Under `escaped_slashes keep` a path such as `/api%2Fadmin` "
+              "is matched as it is, so a deny rule on `/api/admin` does not see it, while an application that decodes "
+              "`%2F` serves `/api/admin`. Reject (the default) or decode escaped slashes on a service with deny rules "
+              "on paths."),
+    ("L0401", "unused named policy", "A named policy in the program's own files that no service, route or "
+              "authorization block refers to."),
+    ("L0402", "unused import", "An import that contributes nothing: the file declares no service, routes or "
+              "authorization, and none of its named policies is used."),
 )

@@ -117,3 +117,174 @@ def rule_covers(a: ir.AuthzRule, b: ir.AuthzRule) -> bool:
     """Every request matched by authorization rule `b` is matched by rule `a`."""
     return (principals_cover(a.principals, b.principals) and path_covers(a.path, b.path)
             and methods_cover(a.methods, b.methods) and conditions_cover(a.headers, b.headers))
+
+
+# ---- concrete requests: witnesses for diagnostics ---------------------------------------------------
+
+def request_matches(m: ir.Match, method: str, path: str, headers: dict[str, list[str]],
+                    query: dict[str, str]) -> bool:
+    """Does one concrete request satisfy match `m` (docs/language.md section 7)?
+
+    `headers` maps lower-case names to every value; `query` maps a key to its first value."""
+    if m.methods is not None and method not in m.methods:
+        return False
+    if m.path is not None and not _path_matches(m.path, path):
+        return False
+    for h in m.headers:
+        values = headers.get(h.name)
+        if h.kind == "present":
+            if values is None:
+                return False
+        elif h.kind == "absent":
+            if values is not None:
+                return False
+        elif values is None:
+            return False
+        elif any(_string_test(h.kind, h.value, v, h.ignore_case) for v in values) == h.invert:
+            return False
+    for q in m.query:
+        value = query.get(q.name)
+        if value is None or q.kind != "present" and not _string_test(q.kind, q.value, value, False):
+            return False
+    return True
+
+
+def _path_matches(p: ir.PathMatch, path: str) -> bool:
+    if p.kind == "exact":
+        return path == p.value
+    if p.kind == "prefix":
+        return path.startswith(p.value)
+    if p.kind == "segment_prefix":
+        return p.value == "/" or path == p.value or path.startswith(p.value + "/")
+    return regex_fullmatch(p.value, path)
+
+
+def _string_test(kind: str, expected: str, value: str, ignore_case: bool) -> bool:
+    if kind == "regex":
+        return regex_fullmatch(expected, value)
+    if ignore_case:
+        expected, value = expected.lower(), value.lower()
+    if kind == "exact":
+        return value == expected
+    if kind == "prefix":
+        return value.startswith(expected)
+    return value.endswith(expected)
+
+
+def example_request(m: ir.Match) -> str | None:
+    """A short, concrete request that match `m` takes, such as `GET /api/users?v=2` with
+    `x-canary: on`, checked against `m`; None when no simple one is found (some regexes)."""
+    method = m.methods[0] if m.methods else "GET"
+    if m.path is None:
+        path = "/"
+    elif m.path.kind in ("exact", "prefix", "segment_prefix"):
+        path = m.path.value
+    else:
+        path = regex_example(m.path.value)
+        if path is None or not path.startswith("/"):
+            return None
+    headers: dict[str, list[str]] = {}
+    for h in m.headers:
+        value = _example_value(h.kind, h.value, h.invert, h.ignore_case)
+        if value is None:
+            return None
+        if value is not False:
+            headers.setdefault(h.name, []).append(value)
+    query: dict[str, str] = {}
+    for q in m.query:
+        value = "" if q.kind == "present" else _example_value(q.kind, q.value, False, False)
+        if value is None:
+            return None
+        query.setdefault(q.name, value)
+    if not request_matches(m, method, path, headers, query):
+        return None
+    text = f"{method} {path}"
+    if query:
+        text += "?" + "&".join(k if v == "" else f"{k}={v}" for k, v in query.items())
+    shown = [f"{name}: {v}" for name, values in headers.items() for v in values]
+    return f"`{text}`" + (f" with `{', '.join(shown)}`" if shown else "")
+
+
+def _example_value(kind: str, expected: str | None, invert: bool, ignore_case: bool):
+    """A header or query value passing the test; False for "leave the header out"."""
+    if kind == "absent":
+        return False
+    if kind == "present":
+        return "1"
+    if invert:
+        for candidate in ("x", "meshc", "0"):
+            if not _string_test(kind, expected, candidate, ignore_case):
+                return candidate
+        return None
+    if kind == "regex":
+        return regex_example(expected)
+    return expected
+
+
+def regex_example(pattern: str) -> str | None:
+    """A short string that the RE2 pattern fully matches, built from its syntax tree; None when
+    the pattern uses constructs this simple generator does not handle."""
+    import re._parser as sre_parse
+    from re._constants import (ANY, AT, BRANCH, CATEGORY, IN, LITERAL, MAX_REPEAT, MIN_REPEAT, NEGATE,
+                               NOT_LITERAL, RANGE, SUBPATTERN)
+
+    def category(name) -> str:
+        text = str(name)
+        if "DIGIT" in text:
+            return "0" if "NOT" not in text else "a"
+        if "WORD" in text:
+            return "a" if "NOT" not in text else "-"
+        if "SPACE" in text:
+            return " " if "NOT" not in text else "a"
+        raise ValueError(name)
+
+    def one_of(items) -> str:
+        if items and items[0][0] == NEGATE:
+            excluded = set()
+            for op, av in items[1:]:
+                if op == LITERAL:
+                    excluded.add(chr(av))
+            for ch in "abcxyz019-_":
+                if ch not in excluded and all(op == LITERAL for op, _ in items[1:]):
+                    return ch
+            raise ValueError("negated class")
+        op, av = items[0]
+        if op == LITERAL:
+            return chr(av)
+        if op == RANGE:
+            return chr(av[0])
+        if op == CATEGORY:
+            return category(av)
+        raise ValueError(op)
+
+    def build(seq) -> str:
+        out = []
+        for op, av in seq:
+            if op == LITERAL:
+                out.append(chr(av))
+            elif op == NOT_LITERAL:
+                out.append("x" if chr(av) != "x" else "y")
+            elif op == ANY:
+                out.append("x")
+            elif op == IN:
+                out.append(one_of(av))
+            elif op in (MAX_REPEAT, MIN_REPEAT):
+                low, _, item = av
+                out.append(build(item) * low)   # the shortest: optional parts left out
+            elif op == SUBPATTERN:
+                out.append(build(av[-1]))
+            elif op == BRANCH:
+                out.append(build(av[1][0]))
+            elif op == AT:
+                continue
+            elif op == CATEGORY:
+                out.append(category(av))
+            else:
+                raise ValueError(op)
+        return "".join(out)
+
+    try:
+        text = build(sre_parse.parse(pattern))
+    except Exception:  # anything unusual: no witness rather than a wrong one
+        return None
+    return text if regex_fullmatch(pattern, text) else None

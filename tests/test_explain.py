@@ -64,6 +64,12 @@ def envoy_backend_works(tmp_path_factory) -> bool:
 
 def diagnostics_of(code: str, paths: list[str], tmp_path: Path, request) -> list[tuple[str, str]]:
     """(code, severity) of every diagnostic the program reports, through the stage that reports `code`."""
+    if code.startswith("L"):  # lint rules: through `meshc lint` with the default configuration
+        from compiler.lint import lint_files
+        from compiler.lint.config import LintConfig
+
+        findings, _ = lint_files(paths, LintConfig(), use_cache=False)
+        return [(d.code, d.severity) for d in findings]
     if not code.startswith(BACKEND_PREFIXES):
         return [(d.code, d.severity) for d in driver.check_files(paths).diagnostics]
     if not request.getfixturevalue("envoy_backend_works"):

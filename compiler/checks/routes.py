@@ -5,7 +5,7 @@ from __future__ import annotations
 from compiler import ast
 from compiler.diagnostics import Label
 from compiler.lower import route_matches, route_retry_block
-from compiler.matching import match_covers
+from compiler.matching import example_request, match_covers
 from compiler.symbols import Context, subset_names
 
 
@@ -57,9 +57,11 @@ def check_unreachable(ctx: Context, block: ast.Routes) -> None:
             coverers.append(hit)
         else:
             first = coverers[0]
+            witness = example_request(matches[0])
+            such_as = f", such as {witness}" if witness else ""
             ctx.diags.add("W0401", f"route `{route.name.value}` can never match", route.name.span,
                           labels=(Label(first.name.span, f"route `{first.name.value}` already takes every request "
-                                                          f"it would match"),),
+                                                          f"it would match{such_as}"),),
                           hint=f"routes are tried in written order: move `{route.name.value}` above "
                                f"`{first.name.value}`, or make the earlier match stricter")
         earlier.append((route, matches))
