@@ -1,0 +1,58 @@
+"""Header changes of a route (docs/language.md section 13) and the mirror's Host.
+
+Headers here are a list of (name, value) pairs in wire order, one pair per header line; names are
+compared case-insensitively and the names a change writes are lower case.
+"""
+
+from __future__ import annotations
+
+# Connection-level headers (RFC 9110 section 7.6.1): never forwarded. `te: trailers` is kept, as
+# Envoy keeps it.
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
+                        "transfer-encoding", "upgrade"})
+
+
+def apply_changes(headers: list[tuple[str, str]], changes) -> list[tuple[str, str]]:
+    """`headers` after `changes` (a CHeaderChanges or config.HeaderChanges): first every `remove`,
+    then every `set` (all old values of the name go, the one new value is appended), then every
+    `add` (one more line each, in written order). Returns a new list; the input is not changed."""
+    touched = getattr(changes, "touched", None)
+    if touched is None:  # config.HeaderChanges
+        remove = {n.lower() for n in changes.remove}
+        sets = [(n.lower(), v) for n, v in changes.set]
+        adds = [(n.lower(), v) for n, v in changes.add]
+        touched = remove | {n for n, _ in sets}
+    else:
+        if changes.empty:
+            return list(headers)
+        sets, adds = changes.set, changes.add
+    if touched:
+        out = [(n, v) for n, v in headers if n.lower() not in touched]
+    else:
+        out = list(headers)
+    out.extend(sets)
+    out.extend(adds)
+    return out
+
+
+def strip_hop_by_hop(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`headers` without the hop-by-hop ones and those named in `connection`."""
+    named = set()
+    for n, v in headers:
+        if n.lower() == "connection":
+            named.update(t.strip().lower() for t in v.split(","))
+    drop = HOP_BY_HOP | named
+    return [(n, v) for n, v in headers
+            if n.lower() not in drop or (n.lower() == "te" and v.strip().lower() == "trailers"
+                                         and "te" not in named)]
+
+
+def shadow_host(host: str) -> str:
+    """The Host of a mirrored request: `-shadow` after the host part, before any port
+    (`payments:9000` -> `payments-shadow:9000`). As Envoy, the value is split on `:` (empty
+    pieces dropped) and only a `host:port` pair gets the suffix in the middle; anything else
+    (a bracketed IPv6 address) gets it at the end."""
+    parts = [p for p in host.split(":") if p]
+    if len(parts) == 2:
+        return f"{parts[0]}-shadow:{parts[1]}"
+    return host + "-shadow"

@@ -1,0 +1,41 @@
+"""The weighted split pick: Envoy's `weighted_clusters` with `header_name` (ENVOY_NOTES §3).
+
+The key header decides when the request carries it exactly once and its value is an unsigned
+64-bit decimal integer as absl::SimpleAtoi reads it; otherwise the random draw decides. Either
+way the pick is the target whose cumulative interval holds `value mod total`, so zero weights are
+never picked.
+"""
+
+from __future__ import annotations
+
+import re
+
+# absl::SimpleAtoi<uint64_t>: optional ASCII white space around, one optional '+', ASCII digits.
+_U64 = re.compile(r"[ \t\n\v\f\r]*\+?([0-9]+)[ \t\n\v\f\r]*", re.ASCII)
+_U64_MAX = 2**64 - 1
+
+
+def key_value(values: list[str] | None) -> int | None:
+    """The split key of the header's values, or None when the draw must decide."""
+    if values is None or len(values) != 1:
+        return None
+    v = values[0]
+    if v.isdigit() and v.isascii():           # the common case: plain digits
+        n = int(v)
+    else:
+        m = _U64.fullmatch(v)
+        if m is None:
+            return None
+        n = int(m.group(1))
+    return n if n <= _U64_MAX else None
+
+
+def pick(split, headers, rand_u64: int):
+    """The target (a CWeightedSubset) of `split` for this request. `rand_u64` is a random integer
+    in [0, 2^64), used when the key header does not decide."""
+    value = None
+    if split.key_header is not None:
+        value = key_value(headers.get(split.key_header))
+    if value is None:
+        value = rand_u64
+    return split.targets[split.index(value)]
