@@ -21,7 +21,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"meshc: error: {message}\n")
 
 
-COMMANDS = ("check", "compile", "explain", "lint")
+COMMANDS = ("check", "compile", "explain", "lint", "fmt")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -54,6 +54,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         common(lint)
         lint.add_argument("--exit-zero", action="store_true", help="exit 0 even when there are findings")
         lint.add_argument("--no-cache", action="store_true", help="neither read nor write .meshc_cache/")
+    if only in (None, "fmt"):
+        fmt = sub.add_parser("fmt", help="rewrite files in the canonical layout, keeping every comment",
+                             description="Rewrite .mesh files in the canonical layout (comments kept; the result is "
+                                         "re-parsed and compared with the input before anything is written). "
+                                         "`-` formats standard input to standard output.")
+        fmt.add_argument("files", nargs="+", metavar="FILES", help=".mesh files or directories, or - for stdin")
+        fmt.add_argument("--check", action="store_true",
+                         help="write nothing; print a diff and exit 1 when a file would change")
+        fmt.add_argument("--color", choices=("auto", "always", "never"), default="auto", help=argparse.SUPPRESS)
+        fmt.add_argument("--output-format", "--format", dest="output_format", choices=("human", "json"),
+                         default="human", help="how syntax errors are printed (default: human)")
     if only in (None, "explain"):
         explain = sub.add_parser("explain", help="explain a diagnostic code, with a bad and a good example",
                                  description="Print a diagnostic code's severity, title and explanation, "
@@ -137,6 +148,8 @@ def run(argv: list[str]) -> int:
         from compiler import explain
 
         return explain.run(args.code, args.list)
+    if args.command == "fmt" and args.files == ["-"]:
+        return _fmt_stdin(args)
     files, missing = expand_paths(args.files)
     for path in missing:
         print(f"meshc: error: no such file or directory: {path}", file=sys.stderr)
@@ -149,6 +162,8 @@ def run(argv: list[str]) -> int:
         if not os.access(path, os.R_OK):
             print(f"meshc: error: cannot read {path}: permission denied", file=sys.stderr)
             return EXIT_USAGE
+    if args.command == "fmt":
+        return _fmt(files, args)
     if args.command == "lint":  # before the driver import: a cached lint never loads the compiler
         return _lint(files, args)
     from compiler import driver
@@ -189,6 +204,85 @@ def run(argv: list[str]) -> int:
     for path in written:
         print(f"meshc: wrote {path} ({services} services, {routes} routes)", file=sys.stderr)
     return EXIT_OK
+
+
+def _fmt(files: list[str], args) -> int:
+    """Format files in place (atomically), or with --check report which would change."""
+    import difflib
+
+    from compiler.fmt import FormatError, format_text
+
+    changed = unchanged = failed = 0
+    for path in files:
+        try:
+            with open(path, encoding="utf-8", newline="") as fh:
+                text = fh.read()
+        except UnicodeDecodeError:
+            print(f"meshc: error: {path} is not UTF-8 text; not formatted", file=sys.stderr)
+            failed += 1
+            continue
+        try:
+            out = format_text(text, path)
+        except FormatError as err:
+            failed += 1
+            if err.diagnostics:
+                class _Found:
+                    diagnostics = err.diagnostics
+                _print_diagnostics(_Found, args)
+            else:
+                print(f"meshc: {err}", file=sys.stderr)
+            continue
+        if out == text:
+            unchanged += 1
+            continue
+        changed += 1
+        if args.check:
+            sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), out.splitlines(True),
+                                                       f"{path}", f"{path} (formatted)"))
+            continue
+        _replace_file(path, out)
+    verb = "would reformat" if args.check else "reformatted"
+    summary = f"{changed} file{'s' * (changed != 1)} {verb}, {unchanged} left unchanged"
+    if failed:
+        summary += f", {failed} not formatted (errors above)"
+    print(f"meshc: {summary}", file=sys.stderr)
+    return EXIT_INPUT if failed or (args.check and changed) else EXIT_OK
+
+
+def _fmt_stdin(args) -> int:
+    from compiler.fmt import FormatError, format_text
+
+    text = sys.stdin.read()
+    try:
+        sys.stdout.write(format_text(text, "<stdin>"))
+    except FormatError as err:
+        class _Found:
+            diagnostics = err.diagnostics
+        _print_diagnostics(_Found, args)
+        if not err.diagnostics:
+            print(f"meshc: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    return EXIT_OK
+
+
+def _replace_file(path: str, text: str) -> None:
+    """Write through a temporary file and a rename, keeping the file's permissions."""
+    import tempfile
+
+    directory = os.path.dirname(os.path.abspath(path))
+    mode = os.stat(path).st_mode & 0o7777
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _lint(files: list[str], args) -> int:

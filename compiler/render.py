@@ -24,7 +24,8 @@ The layout:
 - percentages take the fewest decimals (at most four) that give the same value, never an
   exponent: `10%`, `12.5%`, `0.0001%`.
 
-Comments are not in the AST, so they are not rendered.
+Comments are not in the AST, so they are not rendered here; compiler/fmt.py puts them back,
+using the node each output :class:`Line` remembers.
 
 There is one function per node type; :func:`render` dispatches on the type of its argument.
 Functions for nodes that stand on one line return a string without a newline; functions for
@@ -234,15 +235,36 @@ def import_(node: ast.Import) -> str:
     return f"import {string(node.path.value)}"
 
 
-def _braced(header: str, body: list[str]) -> list[str]:
+class Line(str):
+    """A line of output that remembers the AST node it renders (`kind` "line" for a node on one
+    line, "open"/"close" for the first and last line of a braced block), so that the formatter
+    (compiler/fmt.py) can put each comment back next to the node it was written beside."""
+
+    __slots__ = ("node", "kind")
+
+    def __new__(cls, text: str, node=None, kind: str = "line"):
+        line = super().__new__(cls, text)
+        line.node, line.kind = node, kind
+        return line
+
+
+def _indent(line: str) -> str:
+    if not line:
+        return line
+    if isinstance(line, Line):
+        return Line(INDENT + line, line.node, line.kind)
+    return INDENT + line
+
+
+def _braced(header: str, body: list[str], node=None) -> list[str]:
     """`header {`, the body indented one level, `}`; `header { }` when the body is empty."""
     if not body:
-        return [f"{header} {{ }}"]
-    return [f"{header} {{"] + [INDENT + line if line else line for line in body] + ["}"]
+        return [Line(f"{header} {{ }}", node)]
+    return [Line(f"{header} {{", node, "open")] + [_indent(line) for line in body] + [Line("}", node, "close")]
 
 
 def mesh(node: ast.Mesh) -> list[str]:
-    return _braced("mesh", [setting(s) for s in node.settings])
+    return _braced("mesh", [Line(setting(s), s) for s in node.settings], node)
 
 
 def subset(node: ast.Subset) -> str:
@@ -254,25 +276,25 @@ def subset(node: ast.Subset) -> str:
 def service(node: ast.Service) -> list[str]:
     body: list[str] = []
     if node.port is not None:
-        body.append(f"port {integer(node.port.value)}")
+        body.append(Line(f"port {integer(node.port.value)}", node.port))
     if node.namespace is not None:
-        body.append(f"namespace {string(node.namespace.value)}")
+        body.append(Line(f"namespace {string(node.namespace.value)}", node.namespace))
     if node.identity is not None:
-        body.append(f"identity {string(node.identity.value)}")
+        body.append(Line(f"identity {string(node.identity.value)}", node.identity))
     if node.endpoints is not None:
-        body.append(f"endpoints {string_list(node.endpoints)}")
-    body += [subset(s) for s in node.subsets]
+        body.append(Line(f"endpoints {string_list(node.endpoints)}", node.endpoints[0] if node.endpoints else None))
+    body += [Line(subset(s), s) for s in node.subsets]
     if node.limits is not None:
-        body.append(_block_or_ref("limits", node.limits))
+        body.append(Line(_block_or_ref("limits", node.limits), node.limits))
     if node.outlier is not None:
-        body.append(_block_or_ref("outlier", node.outlier))
+        body.append(Line(_block_or_ref("outlier", node.outlier), node.outlier))
     if node.retry_budget is not None:
-        body.append(_block_or_ref("retry_budget", node.retry_budget))
+        body.append(Line(_block_or_ref("retry_budget", node.retry_budget), node.retry_budget))
     if node.sidecar is not None:
         if node.sidecar.kind != "sidecar":
             raise ValueError(f"a {node.sidecar.kind} block where the sidecar block belongs")
-        body.append(block(node.sidecar))
-    return _braced(f"service {name(node.name)}", body)
+        body.append(Line(block(node.sidecar), node.sidecar))
+    return _braced(f"service {name(node.name)}", body, node)
 
 
 # ---- conditions ---------------------------------------------------------------------------------
@@ -382,33 +404,33 @@ def retry(value: ast.Block | ast.Ref | ast.Lit) -> str:
 
 
 def route(node: ast.Route) -> list[str]:
-    body = [match(m) for m in node.matches]
+    body: list[str] = [Line(match(m), m) for m in node.matches]
     if node.to is not None:
-        body.append(f"to {ref(node.to)}")
+        body.append(Line(f"to {ref(node.to)}", node.to))
     if node.split is not None:
-        body.append(split(node.split))
+        body.append(Line(split(node.split), node.split))
     if node.timeout is not None:
-        body.append(timeout(node.timeout))
+        body.append(Line(timeout(node.timeout), node.timeout))
     if node.retry is not None:
-        body.append(retry(node.retry))
+        body.append(Line(retry(node.retry), node.retry))
     if node.fault is not None:
         if node.fault.kind != "fault":
             raise ValueError(f"a {node.fault.kind} block where the fault block belongs")
-        body.append(block(node.fault))
+        body.append(Line(block(node.fault), node.fault))
     if node.mirror is not None:
-        body.append(mirror(node.mirror))
+        body.append(Line(mirror(node.mirror), node.mirror))
     if node.request_headers is not None:
-        body.append(f"request_headers {header_ops(node.request_headers)}")
+        body.append(Line(f"request_headers {header_ops(node.request_headers)}", node.request_headers))
     if node.response_headers is not None:
-        body.append(f"response_headers {header_ops(node.response_headers)}")
-    return _braced(f"route {name(node.name)}", body)
+        body.append(Line(f"response_headers {header_ops(node.response_headers)}", node.response_headers))
+    return _braced(f"route {name(node.name)}", body, node)
 
 
 def routes(node: ast.Routes) -> list[str]:
     body: list[str] = []
     for r in node.routes:
         body += route(r)
-    return _braced(f"routes {name(node.service)}", body)
+    return _braced(f"routes {name(node.service)}", body, node)
 
 
 # ---- authorization ------------------------------------------------------------------------------
@@ -420,11 +442,11 @@ def rule(node: ast.Rule, width: int = MAX_WIDTH) -> list[str]:
     header = node.action if node.name is None else f"{node.action} {name(node.name)}"
     conditions = [condition(c) for c in node.conditions]
     if not conditions:
-        return [f"{header} {{ }}"]
+        return [Line(f"{header} {{ }}", node)]
     line = f"{header} {{ " + SEP.join(conditions) + " }"
     if len(line) <= width or len(conditions) == 1:
-        return [line]
-    return _braced(header, conditions)
+        return [Line(line, node)]
+    return _braced(header, [Line(text, c) for text, c in zip(conditions, node.conditions)], node)
 
 
 def use_rules(node: ast.UseRules) -> str:
@@ -434,15 +456,15 @@ def use_rules(node: ast.UseRules) -> str:
 def authorization(node: ast.Authorization) -> list[str]:
     body: list[str] = []
     if node.default is not None:
-        body.append(f"default {node.default.value}")
+        body.append(Line(f"default {node.default.value}", node.default))
     for item in node.items:
         if isinstance(item, ast.UseRules):
-            body.append(use_rules(item))
+            body.append(Line(use_rules(item), item))
         elif isinstance(item, ast.Rule):
             body += rule(item, MAX_WIDTH - len(INDENT))
         else:
             raise TypeError(f"not an authorization item: {type(item).__name__}")
-    return _braced(f"authorization {name(node.service)}", body)
+    return _braced(f"authorization {name(node.service)}", body, node)
 
 
 # ---- policies and the module ---------------------------------------------------------------------
@@ -456,12 +478,12 @@ def policy(node: ast.Policy) -> list[str]:
         body: list[str] = []
         for r in node.body:
             body += rule(r, MAX_WIDTH - len(INDENT))
-        return _braced(header, body)
+        return _braced(header, body, node)
     if not isinstance(node.body, ast.Block) or node.body.kind != node.kind or node.kind not in (
             "retry", "outlier", "limits", "retry_budget"):
         raise ValueError(f"a {node.kind} policy takes a {node.kind} block")
     block(node.body)  # validates the keys
-    return _braced(header, [setting(s) for s in node.body.settings])
+    return _braced(header, [Line(setting(s), s) for s in node.body.settings], node)
 
 
 _ITEMS: dict[type, Callable] = {
@@ -475,11 +497,11 @@ def item(node: ast.Item) -> list[str]:
     if fn is None:
         raise TypeError(f"not a top-level item: {type(node).__name__}")
     out = fn(node)
-    return [out] if isinstance(out, str) else out
+    return [Line(out, node)] if isinstance(out, str) else out
 
 
-def module(node: ast.Module) -> str:
-    """The text of a whole file: items separated by blank lines (imports kept together)."""
+def module_lines(node: ast.Module) -> list[str]:
+    """The lines of a whole file (each a :class:`Line`, blank separators aside)."""
     lines: list[str] = []
     previous = None
     for it in node.items:
@@ -487,6 +509,12 @@ def module(node: ast.Module) -> str:
             lines.append("")
         lines += item(it)
         previous = it
+    return lines
+
+
+def module(node: ast.Module) -> str:
+    """The text of a whole file: items separated by blank lines (imports kept together)."""
+    lines = module_lines(node)
     return "\n".join(lines) + "\n" if lines else ""
 
 
