@@ -38,13 +38,19 @@ def _analyse(paths: list[str]):
 
     result = driver.analyse(paths, lower=False, shard=False)
     diags = list(result.diagnostics)
-    if not result.has_errors and result.context is not None:
+    if result.context is not None:
         found = Collector()
 
         def add(code, message, span, hint=None, labels=()):
             found.add(code, message, span, hint, labels)
 
         for rule in RULES:
-            rule(result.context, add)
+            try:
+                rule(result.context, add)
+            except Exception:
+                # Rules assume a checked program. With errors in it (reported above) a rule may
+                # meet a value it cannot read; it is skipped rather than reporting nonsense.
+                if not result.has_errors:
+                    raise
         diags = sorted(diags + found.items, key=Diagnostic.sort_key)
     return diags, result.program.sources if result.program is not None else {}

@@ -1,6 +1,7 @@
 """Lint rules: findings that are not errors in the language but that a reviewer would flag.
 
-Each rule is a function `(ctx, add)` over a checked program without errors; `add(code, message,
+Each rule is a function `(ctx, add)` over a checked program (on a program with errors, a rule
+that cannot read a broken value is skipped); `add(code, message,
 span, hint, labels)` records a finding. The compiler's own warnings (W-codes) are reported by
 `meshc check` already and are part of every lint run; these rules (L-codes) are lint-only.
 Rules read the AST (for precise spans) through the lowering helpers (for resolved values), so
