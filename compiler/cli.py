@@ -21,7 +21,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"meshc: error: {message}\n")
 
 
-COMMANDS = ("check", "compile", "explain", "lint", "fmt")
+COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -71,6 +71,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                                              "with a bad and a good example; without CODE, list every code.")
         explain.add_argument("code", nargs="?", metavar="CODE", help="a code such as E0201 (any case)")
         explain.add_argument("--list", action="store_true", help="list every code with its severity and title")
+    if only in (None, "lsp"):
+        lsp = sub.add_parser("lsp", help="run the language server (LSP over standard input and output)",
+                             description="A language server for editors: diagnostics, hover, go-to-definition, "
+                                         "completion and formatting of .mesh files. Needs `pip install 'meshc[lsp]'`.")
+        lsp.add_argument("--stdio", action="store_true", help="use standard input and output (the default and only transport)")
+    if only is None:  # listed for --help only: run() hands `meshc proxy ...` to runtime_proxy as it is
+        sub.add_parser("proxy", add_help=False,
+                       help="run the native sidecar proxy on a compiled config (`meshc proxy --help`)")
     if only not in (None, "compile"):
         return parser
     comp = sub.add_parser("compile", help="check, lower and write outputs",
@@ -139,6 +147,10 @@ def _print_diagnostics(result, args, json_stream=None) -> None:
 
 
 def run(argv: list[str]) -> int:
+    if argv and argv[0] == "proxy":  # the native proxy: imports runtime_proxy only, never the compiler
+        from runtime_proxy.__main__ import main as proxy_main
+
+        return proxy_main(argv[1:], prog="meshc proxy")
     parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     if args.command is None:
@@ -148,6 +160,8 @@ def run(argv: list[str]) -> int:
         from compiler import explain
 
         return explain.run(args.code, args.list)
+    if args.command == "lsp":  # pygls is imported here only: no other command pays for it
+        return _lsp()
     if args.command == "fmt" and args.files == ["-"]:
         return _fmt_stdin(args)
     files, missing = expand_paths(args.files)
@@ -283,6 +297,18 @@ def _replace_file(path: str, text: str) -> None:
         except OSError:
             pass
         raise
+
+
+def _lsp() -> int:
+    try:
+        from compiler import lsp
+    except ImportError as err:
+        if (err.name or "").split(".")[0] not in ("pygls", "lsprotocol"):
+            raise
+        print("meshc: error: `meshc lsp` needs pygls and lsprotocol, which are not installed: "
+              "pip install 'meshc[lsp]'", file=sys.stderr)
+        return EXIT_USAGE
+    return lsp.main()
 
 
 def _lint(files: list[str], args) -> int:

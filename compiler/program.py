@@ -188,3 +188,11 @@ def load_program(paths: list[str], diags: Collector) -> Program:
     for path in paths:
         loader.load_root(path)
     return loader.program
+
+
+def load_program_text(path: str, text: str, diags: Collector) -> Program:
+    """A program of one root file whose text is given rather than read (an editor's unsaved
+    buffer, for `meshc lsp`); its imports are read from disk and from the standard library."""
+    loader = _Loader(diags)
+    loader._load(os.path.abspath(path), path, text, stack=[])
+    return loader.program
