@@ -1,0 +1,90 @@
+"""Lint latency, where editors and pre-commit hooks feel it. Side by side in one run, interleaved:
+
+- `python -c pass` (the floor every Python command pays),
+- `meshc lint ONE.mesh` on a generated 300-line file, whole process, without the cache
+  (`--no-cache`: what the first hook run pays) and with it (every later run on unchanged files),
+- `meshc lint examples/`, whole process, without and with the cache,
+- the language server's in-process re-check of a 1,000-line document on a keystroke
+  (`compiler.lsp_analysis.check_document`, no process start).
+
+Medians over --runs runs. Targets: whole-process lint of one file under 120 ms, in-process
+re-check under 30 ms. Run it from an installed copy, as users run meshc:
+
+    python -m venv /tmp/v && /tmp/v/bin/pip install . && /tmp/v/bin/python benchmarks/lint_latency.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+from compile_scale import child_env, generate  # noqa: E402  (the same generated policies)
+
+
+def wall(cmd: list[str], cwd: str) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def lines_for(target: int) -> str:
+    """A generated policy of about `target` lines (each generated service is about 30 lines)."""
+    n = 1
+    while generate(n + 1).count("\n") <= target:
+        n += 1
+    return generate(n)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=21)
+    args = parser.parse_args()
+    meshc = [sys.executable, "-m", "compiler", "lint", "--exit-zero"]
+    with tempfile.TemporaryDirectory() as tmp:
+        one = os.path.join(tmp, "one.mesh")
+        with open(one, "w", encoding="utf-8") as fh:
+            fh.write(lines_for(300))
+        examples = os.path.join(ROOT, "examples")
+        cases = {
+            "python -c pass": ([sys.executable, "-c", "pass"], tmp),
+            "lint one file (300 lines), no cache": (meshc + ["--no-cache", one], tmp),
+            "lint one file (300 lines), cached": (meshc + [one], tmp),
+            "lint examples/, no cache": (meshc + ["--no-cache", examples], tmp),
+            "lint examples/, cached": (meshc + [examples], tmp),
+        }
+        for cmd, cwd in cases.values():  # warm: grammar tables, bytecode, the lint cache
+            wall(cmd, cwd)
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(args.runs):  # interleaved rounds: load changes hit every case alike
+            for name, (cmd, cwd) in cases.items():
+                times[name].append(wall(cmd, cwd))
+        from compiler.lsp_analysis import check_document
+
+        doc = lines_for(1000)
+        uri = "file://" + os.path.join(tmp, "doc.mesh")
+        check_document(uri, doc)
+        recheck = []
+        for i in range(args.runs):
+            text = doc + f"\n# keystroke {i}\n"
+            start = time.perf_counter()
+            check_document(uri, text)
+            recheck.append(time.perf_counter() - start)
+    floor = statistics.median(times["python -c pass"])
+    print(f"{'case':42} {'median':>9} {'x python -c pass':>17}")
+    for name, values in times.items():
+        m = statistics.median(values)
+        print(f"{name:42} {m * 1000:7.0f} ms {m / floor:16.1f}x")
+    print(f"{'in-process re-check, ' + str(doc.count(chr(10))) + ' lines':42} "
+          f"{statistics.median(recheck) * 1000:7.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
