@@ -1,10 +1,17 @@
 """How meshc scales: whole-process time and peak memory of `meshc check` and `meshc compile
 --emit ir` on generated policies of 100, 1,000 and 10,000 services (10 routes and 5
-authorization rules each), and `meshc check` on the largest example against `python -c pass`.
+authorization rules each), of `meshc compile --target envoy --proxy all` (every sidecar of the
+fleet) on 1,000 and 10,000 services, and `meshc check` on the largest example against
+`python -c pass`.
 
 Every figure is a median over several runs, measured side by side in the same run. Run:
 
-    python benchmarks/compile_scale.py [--sizes 100,1000,10000] [--runs 3] [--startup-runs 21]
+    python benchmarks/compile_scale.py [--sizes 100,1000,10000] [--envoy-sizes 1000,10000] [--runs 3]
+                                       [--startup-runs 21]
+
+`--sizes ''` or `--envoy-sizes ''` skips that part. Each Envoy compile writes into an empty
+directory (a file already on disk with the same content is not rewritten, which would make
+later runs cheaper than a first compile).
 
 Peak memory is the child's maximum resident set size (getrusage), time is wall-clock.
 """
@@ -14,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -90,20 +98,51 @@ def median_of(cmd: list[str], runs: int, env: dict | None = None) -> tuple[float
     return statistics.median(times), max(peaks)
 
 
+def envoy_scale(meshc: list[str], tmp: str, sizes: list[int], runs: int) -> None:
+    """`meshc compile --target envoy --proxy all` (the fleet layout: one CDS and one RDS file,
+    and per sidecar its listeners and bootstrap), whole process, into an empty directory."""
+    print("--- envoy: compile --target envoy --proxy all (default mode)", flush=True)
+    rows = []
+    for n in sizes:
+        path = os.path.join(tmp, f"mesh{n}.mesh")
+        if not os.path.exists(path):
+            with open(path, "w") as fh:
+                fh.write(generate(n))
+        out_dir = os.path.join(tmp, f"envoy{n}")
+        times, peaks = [], []
+        for _ in range(runs):
+            shutil.rmtree(out_dir, ignore_errors=True)
+            wall, peak, code = run_once(meshc + ["compile", path, "--target", "envoy", "--proxy", "all", "-o", out_dir])
+            if code != 0:
+                raise SystemExit(f"envoy compile of {n} services failed with exit {code}")
+            times.append(wall)
+            peaks.append(peak)
+        files = sum(len(names) for _, _, names in os.walk(out_dir))
+        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(out_dir) for f in names)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        rows.append((n, statistics.median(times)))
+        print(f"{n:>6} services ({n * 10} routes): {statistics.median(times):.2f} s, {max(peaks) / 1024:.0f} MiB, "
+              f"{files} files, {size / 1e6:.0f} MB", flush=True)
+    for (n0, t0), (n1, t1) in zip(rows, rows[1:]):
+        print(f"growth {n0} -> {n1} services: envoy compile x{t1 / t0:.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100,1000,10000")
+    ap.add_argument("--envoy-sizes", default="1000,10000")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--startup-runs", type=int, default=21)
     args = ap.parse_args()
     meshc = [sys.executable, "-m", "compiler"]
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    envoy_sizes = [int(s) for s in args.envoy_sizes.split(",") if s]
     with tempfile.TemporaryDirectory() as tmp:
         # Warm the grammar-table cache once, as any installed meshc would have it.
         subprocess.run(meshc + ["check", os.path.join(ROOT, "examples", "shop.mesh")], cwd=ROOT, env=child_env(),
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         modes = [("default (two shards above 3 MB)", {}), ("one process (MESHC_JOBS=1)", {"MESHC_JOBS": "1"})]
-        for label, env in modes:
+        for label, env in modes if sizes else []:
             print(f"--- {label}", flush=True)
             rows = []
             for n in sizes:
@@ -120,16 +159,23 @@ def main() -> None:
                       f"{check[1] / 1024:.0f} MiB, compile --emit ir {comp[0]:.2f} s {comp[1] / 1024:.0f} MiB", flush=True)
             for (n0, _, c0, k0), (n1, _, c1, k1) in zip(rows, rows[1:]):
                 print(f"growth {n0} -> {n1} services: check x{c1[0] / c0[0]:.1f}, compile x{k1[0] / k0[0]:.1f}")
-    # Start-up: the largest example, whole process, against `python -c pass`, interleaved.
+        if envoy_sizes:
+            envoy_scale(meshc, tmp, envoy_sizes, args.runs)
+    if args.startup_runs > 0:
+        startup(meshc, args.startup_runs)
+
+
+def startup(meshc: list[str], runs: int) -> None:
+    """The largest example, whole process, against `python -c pass`, interleaved."""
     examples = [os.path.join(ROOT, "examples", f) for f in os.listdir(os.path.join(ROOT, "examples"))]
     largest = max(examples, key=os.path.getsize)
     base, ours = [], []
-    for _ in range(args.startup_runs):
+    for _ in range(runs):
         base.append(run_once([sys.executable, "-c", "pass"])[0])
         ours.append(run_once(meshc + ["check", largest])[0])
     b, o = statistics.median(base), statistics.median(ours)
     print(f"\nstart-up: python -c pass {b * 1000:.0f} ms, meshc check {os.path.relpath(largest, ROOT)} "
-          f"{o * 1000:.0f} ms (median of {args.startup_runs}), ratio x{o / b:.1f}, meshc's own share {(o - b) * 1000:.0f} ms")
+          f"{o * 1000:.0f} ms (median of {runs}), ratio x{o / b:.1f}, meshc's own share {(o - b) * 1000:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -244,3 +244,204 @@ items = st.sampled_from(
 
 def modules(path: str = "generated.mesh", max_items: int = 6) -> st.SearchStrategy[ast.Module]:
     return st.builds(ast.Module, st.just(path), tuples(items, max_size=max_items))
+
+
+# ---- semantically valid programs (for the backends) ---------------------------------------------
+#
+# Everything above is syntax only. The strategies below build programs that also pass every
+# check (no error; warnings are allowed), from the same AST nodes and rendered by the same
+# renderer, so that a backend's output can be checked on generated policies: names resolve,
+# values are in range, paths are in normal form, per-try timeouts are shorter than route
+# timeouts, header changes do not contradict each other. Service names are lower case, so no two
+# differ only in case, and methods never include CONNECT (both are Envoy target errors).
+
+_lower_names = st.from_regex(r"[a-z][a-z0-9_-]{0,7}", fullmatch=True).filter(lambda s: s not in KEYWORDS)
+_tokens = st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True).filter(lambda s: s != "host")
+_segments = st.from_regex(r"[A-Za-z0-9_~-]{1,6}", fullmatch=True)
+valid_paths = st.lists(_segments, min_size=0, max_size=3).map(lambda parts: "/" + "/".join(parts))
+# Header and query values: any text but CR, LF and NUL (E0312 for header changes), with the
+# characters that configuration formats treat specially drawn often.
+_value_chars = st.one_of(st.characters(codec="utf-8", exclude_characters="\r\n\x00"),
+                         st.sampled_from(list('%"\\{}[]$#&=*?.+ \t')))
+header_values = st.lists(_value_chars, max_size=8).map("".join)
+_regexes = st.sampled_from(["/[a-z]+", "/api/v[0-9]+/.*", "/(a|b)/c", "/x.*", "/[^/]+/items/[0-9]{1,8}",
+                            "/" + "[a-z]" * 30])
+_value_regexes = st.sampled_from(["[0-9]+", "(?i)yes|no", ".*", "a.c", "[^,]*", ""])
+_methods = st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH"])
+_durations_ms = st.integers(1, 86_400_000)
+_four_decimals = st.integers(0, 1_000_000).map(lambda n: n / 10_000)
+_endpoint_hosts = st.one_of(
+    st.tuples(st.integers(0, 255), st.integers(0, 255)).map(lambda t: f"10.{t[0]}.{t[1]}.1"),
+    st.sampled_from(["[::1]", "[fd00::7]", "127.0.0.1"]),
+    st.from_regex(r"[a-z][a-z0-9-]{0,8}\.example\.?", fullmatch=True).filter(lambda s: "-." not in s),
+)
+_endpoints = st.tuples(_endpoint_hosts, st.integers(1, 65535)).map(lambda t: f"{t[0]}:{t[1]}")
+
+
+def _lit(v):
+    return ast.Lit(v)
+
+
+def _setting(key, *values):
+    return ast.Setting(key, tuple(_lit(v) for v in values))
+
+
+@st.composite
+def _valid_service(draw, name: str):
+    subset_names = draw(st.lists(_lower_names, min_size=1, max_size=2, unique=True))
+    implicit = draw(st.booleans()) and len(subset_names) == 1
+    endpoint_lists = [draw(st.lists(_endpoints, min_size=1, max_size=3, unique=True)) for _ in subset_names]
+    budget = draw(st.none() | st.builds(lambda p, m: ast.Block("retry_budget", (_setting("percent", p), _setting("min_concurrency", m))),
+                                        _four_decimals, st.integers(0, 100)))
+    limits = draw(st.none() | st.builds(
+        lambda c, p, r: ast.Block("limits", (_setting("connections", c), _setting("pending", p), _setting("requests", r))),
+        st.integers(1, 2**32 - 1), st.integers(1, 2**32 - 1), st.integers(1, 2**32 - 1)))
+    outlier = draw(st.none() | st.builds(
+        lambda c, g, i, e, m: ast.Block("outlier", tuple(s for s in (
+            _setting("consecutive_5xx", c), g and _setting("consecutive_gateway_errors", g),
+            _setting("interval", i), _setting("ejection", e), _setting("max_ejected", m)) if s)),
+        st.integers(1, 1000), st.integers(0, 10), _durations_ms, _durations_ms, _four_decimals))
+    ports = draw(st.lists(st.integers(1, 65535), min_size=3, max_size=3, unique=True))
+    sidecar = draw(st.none() | st.builds(
+        lambda app, slashes: ast.Block("sidecar", (
+            _setting("inbound", ports[0]), _setting("outbound", ports[1]), _setting("admin", ports[2]),
+            _setting("app", app), _setting("escaped_slashes", slashes))),
+        _endpoints, st.sampled_from(["reject", "decode", "keep"])))
+    service = ast.Service(
+        name=_lit(name), port=_lit(draw(st.integers(1, 65535))),
+        namespace=draw(st.none() | _lower_names.filter(lambda s: "_" not in s and not s.endswith("-")).map(_lit)),
+        identity=None,
+        endpoints=tuple(_lit(e) for e in endpoint_lists[0]) if implicit else None,
+        subsets=() if implicit else tuple(ast.Subset(_lit(n), tuple(_lit(e) for e in eps))
+                                          for n, eps in zip(subset_names, endpoint_lists)),
+        limits=limits, outlier=outlier, retry_budget=budget, sidecar=sidecar)
+    return service, ["default"] if implicit else subset_names
+
+
+@st.composite
+def _valid_header_cond(draw):
+    test = draw(st.sampled_from(["exact", "prefix", "suffix", "regex", "present", "absent"]))
+    name = _lit(draw(_tokens))
+    if test in ("present", "absent"):
+        return ast.HeaderCond(name, test, None, draw(st.booleans()), False)
+    value = draw(_value_regexes if test == "regex" else header_values)
+    return ast.HeaderCond(name, test, _lit(value), draw(st.booleans()), test != "regex" and draw(st.booleans()))
+
+
+@st.composite
+def _valid_path_cond(draw):
+    kind = draw(st.sampled_from(["exact", "prefix", "raw_prefix", "regex"]))
+    return ast.PathCond(kind, _lit(draw(_regexes if kind == "regex" else valid_paths)))
+
+
+@st.composite
+def _valid_match(draw):
+    conds = []
+    if draw(st.booleans()):
+        conds.append(draw(_valid_path_cond()))
+    if draw(st.booleans()):
+        conds.append(ast.MethodCond(tuple(_lit(m) for m in draw(st.lists(_methods, min_size=1, max_size=3, unique=True)))))
+    conds += draw(st.lists(_valid_header_cond(), max_size=2))
+    conds += draw(st.lists(st.one_of(
+        st.builds(lambda n, v: ast.QueryCond(_lit(n), "exact", _lit(v)), _tokens, _tokens),
+        st.builds(lambda n, v: ast.QueryCond(_lit(n), "regex", _lit(v)), _tokens, _value_regexes),
+        st.builds(lambda n: ast.QueryCond(_lit(n), "present", None), _tokens)), max_size=2))
+    return ast.Match(tuple(draw(st.permutations(conds))))
+
+
+@st.composite
+def _valid_header_ops(draw):
+    names = draw(st.lists(_tokens, max_size=4, unique=True))
+    ops = []
+    for n in names:
+        kind = draw(st.sampled_from(["remove", "set", "add", "set+add"]))
+        if kind == "remove":
+            ops.append(ast.HeaderOp("remove", _lit(n), None))
+        if kind in ("set", "set+add"):
+            ops.append(ast.HeaderOp("set", _lit(n), _lit(draw(header_values))))
+        if kind in ("add", "set+add"):
+            ops += [ast.HeaderOp("add", _lit(n), _lit(draw(header_values))) for _ in range(draw(st.integers(1, 2)))]
+    return ast.HeaderOps(tuple(draw(st.permutations(ops)))) if ops else None
+
+
+@st.composite
+def _valid_route(draw, name: str, targets: list[tuple[str, str]]):
+    target = st.sampled_from(targets)
+    ref = lambda t: ast.Ref(t[0], t[1])  # noqa: E731
+    to = split = None
+    if draw(st.booleans()):
+        to = ref(draw(target))
+    else:
+        chosen = draw(st.lists(target, min_size=1, max_size=3, unique=True))
+        weights = draw(st.lists(st.integers(0, 1000), min_size=len(chosen), max_size=len(chosen)).filter(any))
+        split = ast.Split(tuple(ast.SplitEntry(ref(t), _lit(w)) for t, w in zip(chosen, weights)),
+                          draw(st.none() | _tokens.map(_lit)))
+    timeout_ms = draw(st.none() | st.just(0) | _durations_ms)
+    timeout = None if timeout_ms is None else _lit(timeout_ms or None)
+    effective = 15_000 if timeout_ms is None else timeout_ms
+    retry = None
+    if draw(st.booleans()):
+        conds = draw(st.lists(st.sampled_from(["5xx", "gateway-error", "reset", "connect-failure", "refused-stream",
+                                               "retriable-4xx", "409", "503", "429"]), min_size=1, max_size=4, unique=True))
+        base = draw(st.integers(1, 1000))
+        settings = [_setting("attempts", draw(st.integers(1, 5))), _setting("on", *conds),
+                    _setting("backoff", base, base * draw(st.integers(1, 10)))]
+        if draw(st.booleans()) and effective > 1:
+            settings.append(_setting("per_try_timeout", draw(st.integers(1, effective - 1 if effective else 10_000))))
+        retry = ast.Block("retry", tuple(settings))
+    fault = None
+    if draw(st.booleans()):
+        parts = []
+        if draw(st.booleans()):
+            parts.append(_setting("abort", draw(st.integers(200, 599)), draw(_four_decimals)))
+        if not parts or draw(st.booleans()):
+            parts.append(_setting("delay", draw(_durations_ms), draw(_four_decimals)))
+        fault = ast.Block("fault", tuple(parts))
+    mirror = draw(st.none() | st.builds(lambda t, p: ast.Mirror(ref(t), _lit(p)), target, _four_decimals))
+    return ast.Route(_lit(name), tuple(draw(st.lists(_valid_match(), max_size=2))), to, split, timeout, retry, fault,
+                     mirror, draw(_valid_header_ops()), draw(_valid_header_ops()))
+
+
+@st.composite
+def _valid_rule(draw, name: str, services: list[str]):
+    conds = []
+    kind = draw(st.sampled_from(["none", "identity", "namespace", "service", "same_namespace"]))
+    if kind == "identity":
+        conds.append(ast.FromCond("identity", tuple(_lit(v) for v in draw(st.lists(st.sampled_from(
+            ["spiffe://cluster.local/ns/a/sa/b", "spiffe://other.example/*", "spiffe://cluster.local/ns/x/*"]),
+            min_size=1, max_size=2, unique=True)))))
+    elif kind == "namespace":
+        conds.append(ast.FromCond("namespace", (_lit(draw(st.sampled_from(["default", "web", "ops"]))),)))
+    elif kind == "service":
+        conds.append(ast.FromCond("service", tuple(_lit(s) for s in draw(
+            st.lists(st.sampled_from(services), min_size=1, max_size=2, unique=True)))))
+    elif kind == "same_namespace":
+        conds.append(ast.FromCond("same_namespace", ()))
+    if draw(st.booleans()):
+        conds.append(draw(_valid_path_cond()))
+    if draw(st.booleans()):
+        conds.append(ast.MethodCond(tuple(_lit(m) for m in draw(st.lists(_methods, min_size=1, max_size=3, unique=True)))))
+    conds += draw(st.lists(_valid_header_cond(), max_size=2))
+    return ast.Rule(draw(st.sampled_from(["allow", "deny"])), _lit(name), tuple(conds))
+
+
+@st.composite
+def valid_modules(draw, path: str = "generated.mesh", max_services: int = 3):
+    """A module that compiles without errors: services, their routes and authorization."""
+    names = draw(st.lists(_lower_names, min_size=1, max_size=max_services, unique=True))
+    services, targets = [], []
+    for name in names:
+        svc, subsets = draw(_valid_service(name))
+        services.append(svc)
+        targets += [(name, s) for s in subsets]
+    items: list = list(services)
+    for svc in services:
+        several = svc.endpoints is None and len(svc.subsets) > 1
+        if several or draw(st.booleans()):
+            route_names = draw(st.lists(_lower_names, min_size=1, max_size=3, unique=True))
+            items.append(ast.Routes(svc.name, tuple(draw(_valid_route(r, targets)) for r in route_names)))
+        if draw(st.booleans()):
+            rule_names = draw(st.lists(_lower_names, max_size=3, unique=True))
+            items.append(ast.Authorization(svc.name, _lit(draw(st.sampled_from(["allow", "deny"]))),
+                                           tuple(draw(_valid_rule(r, names)) for r in rule_names)))
+    return ast.Module(path, tuple(draw(st.permutations(items))))

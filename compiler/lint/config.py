@@ -63,6 +63,13 @@ def find_config(start: str | None = None) -> LintConfig:
 
 
 def _read(path: str, name: str) -> dict | None:
+    if name == "pyproject.toml":
+        try:  # most pyproject.toml files say nothing about meshc: skip the TOML parser (15 ms)
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                if "meshc" not in fh.read():
+                    return None
+        except OSError:
+            return None
     import tomllib
 
     try:
