@@ -45,6 +45,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         check = sub.add_parser("check", help="check files and report every diagnostic",
                                description="Parse and check a program; print every diagnostic. Writes nothing.")
         common(check)
+        check.add_argument("--exit-zero", action="store_true", help="exit 0 even when there are errors (report only)")
     if only in (None, "lint"):
         lint = sub.add_parser("lint", help="check files and apply the lint rules (exit 1 on any finding)",
                               description="Every compiler diagnostic plus the lint rules (`meshc explain --list`), "
@@ -185,7 +186,7 @@ def run(argv: list[str]) -> int:
     if args.command == "check":
         result = driver.check_files(files)
         _print_diagnostics(result, args)
-        return EXIT_INPUT if result.has_errors else EXIT_OK
+        return EXIT_INPUT if result.has_errors and not args.exit_zero else EXIT_OK
 
     if args.target != "ir":
         return _compile_target(files, args)
