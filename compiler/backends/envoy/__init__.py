@@ -1,0 +1,84 @@
+"""The Envoy backend: the IR to what Envoy 1.40 runs, for the sidecars of chosen services.
+
+Output (paths relative to `-o DIR`), written by the CLI in this order so that a watching Envoy
+never sees a reference before its target (a route naming a cluster it does not have yet):
+
+    xds/cds.json              every cluster: one per subset of every service, one per local app
+    xds/SERVICE/lds.json      the sidecar's two listeners (inbound, outbound), per proxy
+    xds/rds-outbound.json     the outbound RouteConfiguration every sidecar shares
+    SERVICE.envoy.json        the bootstrap, per proxy: `static` (self-contained) or `xds`
+
+Modules, one job each: names (resource names), values (units), matches (conditions), routes,
+clusters, rbac, listeners (the HCM and the filter order), bootstrap (bootstraps, xDS files) and
+limitations (what Envoy cannot express exactly: diagnostics at the policy's own line). The
+output is plain dicts with proto field names, serialised by orjson with sorted keys: the same IR
+gives the same bytes. This package imports nothing but the IR and the backend plumbing.
+"""
+
+from __future__ import annotations
+
+from compiler import ir
+from compiler.backends import Emitted, Options
+from compiler.backends.envoy import bootstrap, clusters, limitations, listeners, names, routes
+
+
+def _dumps():
+    import orjson
+
+    option = orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+    return lambda obj: orjson.dumps(obj, option=option)
+
+
+def bootstrap_mode(program: ir.Program, proxies: list[str], options: Options) -> str:
+    """`--bootstrap` when given; else `xds` when the proxies are every service of the program
+    (`--proxy all`): each sidecar holds every destination, so static bootstraps for a whole
+    fleet would grow with the square of its size, while the xds layout shares one CDS and one
+    RDS file. Named proxies get self-contained `static` bootstraps."""
+    if options.bootstrap is not None:
+        return options.bootstrap
+    return "xds" if set(proxies) == {s.name for s in program.services} else "static"
+
+
+def xds_dir(options: Options) -> str:
+    """Where Envoy finds the xds/ files at run time: `--xds-dir`, else `OUTPUT/xds`."""
+    if options.xds_dir is not None:
+        return options.xds_dir.rstrip("/") or "/"
+    if options.output_dir is not None:
+        return f"{options.output_dir.rstrip('/')}/{names.XDS_DIR}"
+    return names.XDS_DIR
+
+
+def emit(program: ir.Program, proxies: list[str], options: Options, sources: dict) -> Emitted:
+    """The files of the Envoy sidecars of `proxies` (service names of `program`)."""
+    out = Emitted(diagnostics=limitations.check_program(program, sources))
+    if out.has_errors:
+        return out
+    dumps = _dumps()
+    mode = bootstrap_mode(program, proxies, options)
+    where = xds_dir(options)
+    services = {s.name: s for s in program.services}
+
+    outbound_clusters = [c for svc in program.services for c in clusters.service_clusters(svc)]
+    inbound_clusters = {svc.name: clusters.inbound_cluster(svc) for svc in program.services}
+    route_config = routes.outbound_route_configuration(program)
+    rds_source = listeners.rds(f"{where}/{names.RDS}")
+
+    files = out.files
+    files[names.output_path(names.CDS)] = bootstrap.discovery_response(
+        names.CLUSTER, outbound_clusters + list(inbound_clusters.values()), dumps)
+    for name in proxies:
+        svc = services[name]
+        lds = [listeners.inbound_listener(svc), listeners.outbound_listener(svc, rds_source)]
+        files[names.output_path(names.lds(name))] = bootstrap.discovery_response(names.LISTENER, lds, dumps)
+    files[names.output_path(names.RDS)] = bootstrap.discovery_response(names.ROUTE_CONFIGURATION, [route_config], dumps)
+    for name in proxies:
+        svc = services[name]
+        if mode == "xds":
+            doc = bootstrap.xds_bootstrap(svc, where)
+        else:
+            inline = {"route_config": route_config}
+            doc = bootstrap.static_bootstrap(
+                svc, [listeners.inbound_listener(svc), listeners.outbound_listener(svc, inline)],
+                outbound_clusters + [inbound_clusters[name]])
+        files[names.bootstrap_file(name)] = dumps(doc)
+    return out

@@ -1,0 +1,85 @@
+"""Bootstraps and xDS files: how the resources reach a running Envoy.
+
+- `static`: one self-contained bootstrap per sidecar (listeners with their routes inline and
+  the clusters), for `envoy -c FILE` as it is.
+- `xds`: a small bootstrap per sidecar that loads its listeners and every cluster from files
+  (`dynamic_resources` with `path_config_source`); the outbound listener loads the shared routes
+  from a file too. Envoy watches those files and applies a file renamed over them without a
+  restart. The files are shared: one CDS and one RDS file for the whole fleet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from compiler import ir
+from compiler.backends.envoy import names
+from compiler.backends.envoy.values import socket_address
+
+# Process-wide settings every bootstrap carries.
+RUNTIME = {
+    "layers": [{
+        "name": "meshc",
+        "static_layer": {
+            # Envoy rejects RE2 programs larger than 100 by default; the language accepts every
+            # regex that RE2 compiles (E0304), so the limit is lifted to RE2's own bound.
+            "re2.max_program_size.error_level": 2**31 - 1,
+        },
+    }],
+}
+
+
+def version_info(resources_json: bytes) -> str:
+    """A short content hash: the same resources give the same version, in every run."""
+    return hashlib.sha256(resources_json).hexdigest()[:16]
+
+
+def discovery_response(type_url: str, resources: list[dict], dumps) -> bytes:
+    """A `DiscoveryResponse` file of file-based xDS: every resource with its `@type`, and a
+    version that is a hash of them.
+
+    The resources are serialised once: the hash is taken over their JSON, and the document is
+    assembled around it. It is exactly `dumps({"resources": ..., "version_info": ...})` (sorted
+    keys, two-space indent): the list is one level deeper, so each of its lines gets two more
+    spaces (JSON strings never contain a raw line break). For the fleet's RDS and CDS files,
+    tens of megabytes at 10,000 services, this halves the serialisation.
+    """
+    body = dumps([{"@type": type_url, **r} for r in resources]).rstrip(b"\n")
+    return b'{\n  "resources": ' + body.replace(b"\n", b"\n  ") + \
+        b',\n  "version_info": "' + version_info(body).encode() + b'"\n}\n'
+
+
+def discovery_response_reference(type_url: str, resources: list[dict], dumps) -> bytes:
+    """The plain form of `discovery_response` (the tests check that both give the same bytes)."""
+    typed = [{"@type": type_url, **r} for r in resources]
+    body = dumps(typed).rstrip(b"\n")
+    return dumps({"resources": typed, "version_info": version_info(body)})
+
+
+def _base(svc: ir.Service) -> dict:
+    return {
+        "admin": {"address": socket_address("127.0.0.1", svc.sidecar.admin_port)},
+        "layered_runtime": RUNTIME,
+        "node": {"cluster": svc.name, "id": svc.name},
+    }
+
+
+def static_bootstrap(svc: ir.Service, listeners: list[dict], clusters: list[dict]) -> dict:
+    out = _base(svc)
+    out["static_resources"] = {"clusters": clusters, "listeners": listeners}
+    return out
+
+
+def _config_source(path: str) -> dict:
+    return {"path_config_source": {"path": path}, "resource_api_version": "V3"}
+
+
+def xds_bootstrap(svc: ir.Service, xds_dir: str) -> dict:
+    """A bootstrap that loads the sidecar's listeners and the clusters from files under
+    `xds_dir` (absolute, as Envoy will see it at run time)."""
+    out = _base(svc)
+    out["dynamic_resources"] = {
+        "cds_config": _config_source(f"{xds_dir}/{names.CDS}"),
+        "lds_config": _config_source(f"{xds_dir}/{names.lds(svc.name)}"),
+    }
+    return out

@@ -1,0 +1,92 @@
+"""The two listeners of a sidecar and their HTTP connection managers, with the HTTP filter order
+in one place.
+
+Filter order (Envoy runs HTTP filters in list order on the request path):
+
+    inbound:  rbac.deny -> rbac.allow -> router
+    outbound: fault -> router
+
+- `rbac.deny` first: any matching deny rule denies, whatever the allow rules say.
+- `rbac.allow` next (only under `default deny`): a request that no deny rule took is admitted
+  only if an allow rule matches it.
+- `fault` on the outbound side, before the router: an abort is a local reply that never reaches
+  the router, so it is never forwarded, retried or mirrored, and a delay runs before the router
+  starts the route timeout (the language's order). The filter-level config is empty: only the
+  per-route `HTTPFault` of a route with a `fault` injects anything, and request headers such as
+  `x-envoy-fault-abort-request` have no effect (they need `header_abort`/`header_delay`).
+- `router` last: it is the terminal filter that forwards the request.
+"""
+
+from __future__ import annotations
+
+from compiler import ir
+from compiler.backends.envoy import names
+from compiler.backends.envoy.rbac import provenance, rbac_filters
+from compiler.backends.envoy.routes import inbound_route_configuration
+from compiler.backends.envoy.values import socket_address
+
+# The HTTP filters in the order Envoy runs them; each listener uses the ones it needs, in this order.
+FILTER_ORDER = (names.RBAC_DENY_FILTER, names.RBAC_ALLOW_FILTER, names.FAULT_FILTER, names.ROUTER_FILTER)
+
+FAULT_FILTER = {"name": names.FAULT_FILTER, "typed_config": {"@type": names.FAULT}}
+ROUTER_FILTER = {"name": names.ROUTER_FILTER, "typed_config": {"@type": names.ROUTER}}
+
+# `escaped_slashes` of the sidecar -> Envoy's action on %2F and %5C in a path (language §6).
+ESCAPED_SLASHES = {"reject": "REJECT_REQUEST", "decode": "UNESCAPE_AND_FORWARD", "keep": "KEEP_UNCHANGED"}
+
+
+def ordered(filters: list[dict]) -> list[dict]:
+    """The filters in FILTER_ORDER (a filter not listed there is a bug)."""
+    return sorted(filters, key=lambda f: FILTER_ORDER.index(f["name"]))
+
+
+def connection_manager(stat_prefix: str, sidecar: ir.Sidecar, filters: list[dict], routes: dict) -> dict:
+    """An `HttpConnectionManager` with the sidecar's path normalisation (language §6): dot
+    segments removed (`normalize_path`), slashes merged, escaped slashes as configured."""
+    hcm = {
+        "@type": names.HCM,
+        "codec_type": "AUTO",
+        "http_filters": ordered(filters),
+        "merge_slashes": sidecar.merge_slashes,
+        "normalize_path": sidecar.normalize_path,
+        "path_with_escaped_slashes_action": ESCAPED_SLASHES[sidecar.escaped_slashes],
+        "stat_prefix": stat_prefix,
+        # The route timeout is the only time limit the language puts on a request; Envoy's
+        # default 5-minute stream idle timeout would cut `timeout none` (and long timeouts) short.
+        "stream_idle_timeout": "0s",
+    }
+    hcm.update(routes)
+    return hcm
+
+
+def _listener(name: str, port: int, hcm: dict, metadata: dict) -> dict:
+    return {
+        "address": socket_address("127.0.0.1", port),
+        # A second process on the same port is an error rather than a silent traffic share.
+        "enable_reuse_port": False,
+        "filter_chains": [{"filters": [{"name": names.HCM_FILTER, "typed_config": hcm}]}],
+        "metadata": {"filter_metadata": {names.METADATA_KEY: metadata}},
+        "name": name,
+    }
+
+
+def inbound_listener(svc: ir.Service) -> dict:
+    """Traffic for the service: its authorization, then its local application."""
+    hcm = connection_manager("inbound", svc.sidecar, rbac_filters(svc.authorization) + [ROUTER_FILTER],
+                             {"route_config": inbound_route_configuration(svc)})
+    return _listener(names.INBOUND_LISTENER, svc.sidecar.inbound_port, hcm, provenance(svc))
+
+
+def outbound_listener(svc: ir.Service, routes: dict) -> dict:
+    """The service's calls to other services. `routes` is either the inline route configuration
+    (`{"route_config": ...}`, static bootstrap) or where to load it from (`{"rds": ...}`)."""
+    hcm = connection_manager("outbound", svc.sidecar, [FAULT_FILTER, ROUTER_FILTER], routes)
+    return _listener(names.OUTBOUND_LISTENER, svc.sidecar.outbound_port, hcm,
+                     {"service": svc.name, "source": svc.source})
+
+
+def rds(path: str) -> dict:
+    """The outbound routes from a file that Envoy watches (no `watched_directory`: Envoy then
+    watches the file itself and reloads it when a new file is renamed over it)."""
+    return {"rds": {"config_source": {"path_config_source": {"path": path}, "resource_api_version": "V3"},
+                    "route_config_name": names.OUTBOUND_ROUTES}}

