@@ -197,7 +197,7 @@ def test_clusters(tmp_path):
     assert out["outlier_detection"] == {
         "base_ejection_time": "20s", "consecutive_5xx": 3, "consecutive_gateway_failure": 2,
         "enforcing_consecutive_5xx": 100, "enforcing_consecutive_gateway_failure": 100, "interval": "5s",
-        "max_ejection_percent": 34}
+        "max_ejection_percent": 34, "enforcing_success_rate": 0}
     inbound = clusters["inbound|a"]
     assert inbound["type"] == "STATIC"
     assert inbound["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] == \

@@ -61,6 +61,10 @@ def outlier_detection(o: ir.Outlier) -> dict:
         "enforcing_consecutive_5xx": 100,
         "interval": duration(o.interval_ms),
         "max_ejection_percent": int(o.max_ejection_percent),
+        # Envoy also ejects by success rate unless told not to (enforcing 100 % by default, from
+        # 5 hosts with 100 requests each); the language has no such rule and neither has the
+        # native proxy, so it is turned off.
+        "enforcing_success_rate": 0,
     }
     if o.consecutive_gateway_errors > 0:
         out["consecutive_gateway_failure"] = o.consecutive_gateway_errors
