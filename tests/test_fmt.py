@@ -195,3 +195,8 @@ def test_a_file_with_syntax_errors_is_left_alone_and_exits_1(tmp_path):
 def test_stdin_to_stdout():
     proc = meshc("-", stdin="service a { port 80 endpoints [\"10.0.0.1:80\"] }")
     assert proc.returncode == 0 and proc.stdout == 'service a {\n  port 80\n  endpoints ["10.0.0.1:80"]\n}\n'
+
+
+def test_the_shipped_examples_and_stdlib_are_formatted():
+    proc = meshc("--check", os.path.join(ROOT, "examples"), os.path.join(ROOT, "stdlib_policies"))
+    assert proc.returncode == 0, proc.stdout

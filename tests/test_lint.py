@@ -210,3 +210,8 @@ def test_sarif_and_github_formats_work_for_lint(tree):
     log = json.loads(lint(tree, "--output-format", "sarif", ".").stdout)
     assert [r["ruleId"] for r in log["runs"][0]["results"]] == ["L0201"]
     assert lint(tree, "--output-format", "github", ".").stdout.startswith("::warning title=meshc (L0201)")
+
+
+def test_the_shipped_examples_are_lint_clean():
+    proc = lint(ROOT, "--no-cache", "--format", "json", "examples")
+    assert proc.returncode == 0, proc.stdout
