@@ -182,11 +182,12 @@ def test_header_changes(mesh):
 
 def test_outlier_detection_ejects_at_most_max_ejected(mesh):
     """One failing endpoint of two: `pool` (50 %) ejects it at its first 5xx, `tight` (49 %) may
-    not, so it keeps failing every other request."""
+    not, so it keeps failing every other request. Envoy posts an ejection from its main thread to
+    the workers, so one more request may still reach the endpoint before it takes effect."""
     def failures(host):
         return sum(call(mesh, unique("/failon/v1"), host={"host": host})[0] == 500 for _ in range(8))
 
-    assert failures("pool") <= 1
+    assert failures("pool") <= 2
     assert failures("tight") >= 3
 
 
