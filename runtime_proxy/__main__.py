@@ -1,0 +1,227 @@
+"""`python -m runtime_proxy CONFIG` (also `meshc proxy CONFIG`): run the native sidecar proxy.
+
+Exit codes: 0 after a clean shutdown (SIGTERM or SIGINT, in-flight requests drained), 1 for a
+config that cannot be used (a located message, never a traceback), 2 for a usage error or a
+listener that cannot be bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import logging
+import os
+import signal
+import sys
+
+EXIT_OK, EXIT_CONFIG, EXIT_USAGE = 0, 1, 2
+
+log = logging.getLogger("runtime_proxy")
+
+
+def build_parser(prog: str = "python -m runtime_proxy") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Run the native sidecar proxy on a compiled "
+                                "native config (SERVICE.native.json from `meshc compile --target native`).")
+    p.add_argument("config", nargs="?", metavar="CONFIG", help="the config file to run")
+    p.add_argument("--check-config", metavar="FILE",
+                   help="validate FILE against the config's JSON Schema and semantic checks, print "
+                        "every problem (JSON path: reason), exit 1 when invalid; runs nothing")
+    p.add_argument("--inbound-port", type=int, metavar="N", help="override the inbound listener port (0: any free port)")
+    p.add_argument("--outbound-port", type=int, metavar="N", help="override the outbound listener port")
+    p.add_argument("--admin-port", type=int, metavar="N", help="override the admin listener port")
+    p.add_argument("--ports-file", metavar="PATH",
+                   help="write the bound ports as JSON {inbound, outbound, admin, pid} once listening")
+    p.add_argument("--access-log", metavar="PATH|-", help="one JSON line per request to PATH (or - for stdout); off by default")
+    p.add_argument("--identity-header", metavar="NAME",
+                   help="take the caller's identity (SPIFFE ID) for authorization from this request "
+                        "header; only behind a trusted mTLS terminator, or in tests (default: none, "
+                        "callers have no verified identity)")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    return p
+
+
+def check_config(path: str) -> int:
+    from runtime_proxy import loading
+
+    problems = loading.check_with_schema(path)
+    if not problems:
+        print(f"{path}: valid")
+        return EXIT_OK
+    for line in problems:
+        print(line if line.startswith(path) else f"{path}: {line}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m runtime_proxy") -> int:
+    args = build_parser(prog).parse_args(argv)
+    if args.check_config:
+        return check_config(args.check_config)
+    if not args.config:
+        print(f"{prog}: error: a CONFIG file is needed (or --check-config FILE)", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
+                        format="%(asctime)s runtime_proxy %(levelname)s %(message)s")
+    # the config is validated in a child process: pydantic never enters this one (runtime_proxy/plain.py)
+    from runtime_proxy import plain
+    from runtime_proxy.table import TableError, compile_config
+
+    try:
+        config, data = plain.load(args.config)
+        table = compile_config(config)
+    except plain.LoadError as err:
+        print(err.message, file=sys.stderr)
+        return EXIT_CONFIG
+    except TableError as err:
+        print(f"{args.config}: invalid config: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    app = ProxyApp(args, config, table, data)
+    return app.run()
+
+
+def new_loop():
+    try:
+        import uvloop
+    except ImportError:  # the default loop works, only slower
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+class ProxyApp:
+    """The listeners, the reloader and the signal handlers around one Runtime."""
+
+    def __init__(self, args, config, table, data: dict):
+        self.args = args
+        self.config_path = args.config
+        self.loop = new_loop()
+        from runtime_proxy.server import Runtime
+
+        self.rt = Runtime(self.loop, config, table, data, access_log=args.access_log,
+                          identity_header=args.identity_header)
+        self.servers: dict[str, asyncio.AbstractServer] = {}
+        self.reloader = None
+        self.stopping = False
+        self.sweeper = None
+
+    # ---- start --------------------------------------------------------------------------------
+
+    def listen(self) -> dict[str, int]:
+        from runtime_proxy.admin import AdminProtocol
+        from runtime_proxy.server import Downstream
+
+        rt, loop, args = self.rt, self.loop, self.args
+        lst = rt.config.listeners
+        plan = {
+            "inbound": (lst.inbound.host, lst.inbound.port if args.inbound_port is None else args.inbound_port,
+                        lambda: Downstream(rt, "inbound")),
+            "outbound": (lst.outbound.host, lst.outbound.port if args.outbound_port is None else args.outbound_port,
+                         lambda: Downstream(rt, "outbound")),
+            "admin": (lst.admin.host, lst.admin.port if args.admin_port is None else args.admin_port,
+                      lambda: AdminProtocol(self)),
+        }
+        ports = {}
+        for name, (host, port, factory) in plan.items():
+            server = loop.run_until_complete(
+                loop.create_server(factory, host, port, reuse_address=True, backlog=2048))
+            self.servers[name] = server
+            ports[name] = server.sockets[0].getsockname()[1]
+        return ports
+
+    def run(self) -> int:
+        from runtime_proxy.reload import Reloader
+
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        try:
+            ports = self.listen()
+        except OSError as err:
+            print(f"runtime_proxy: error: cannot listen: {err.strerror or err}", file=sys.stderr)
+            self.close_servers()
+            return EXIT_USAGE
+        rt = self.rt
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.shutdown, sig.name)
+        self.reloader = Reloader(self, self.config_path, loop)
+        self.reloader.start()
+        self.sweeper = loop.call_later(1.0, self.sweep)
+        if self.args.ports_file:
+            write_atomic(self.args.ports_file, json.dumps(dict(ports, pid=os.getpid())))
+        log.info("listening: inbound 127.0.0.1:%d, outbound 127.0.0.1:%d, admin 127.0.0.1:%d; "
+                 "service %s, config version %s", ports["inbound"], ports["outbound"], ports["admin"],
+                 rt.config.service, rt.config.version)
+        # Long-lived start-up objects (config, tables) never become garbage: move them out of the
+        # collector's way, and collect young objects less often (requests make few cycles).
+        gc.enable()              # (`meshc proxy` runs inside a command that turned it off)
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
+        try:
+            loop.run_forever()
+        finally:
+            self.close_servers()
+            if rt.access_log is not None:
+                rt.access_log.close()
+            loop.close()
+        log.info("stopped")
+        return EXIT_OK
+
+    def sweep(self) -> None:
+        self.rt.sweep()
+        self.sweeper = self.loop.call_later(1.0, self.sweep)
+
+    # ---- admin hooks --------------------------------------------------------------------------
+
+    def admin_request(self, method: str, path: str, query: str):
+        from runtime_proxy.admin import handle
+
+        return handle(self, method, path, query)
+
+    def reload(self, reason: str, done=None) -> None:
+        self.reloader.reload(reason, done)
+
+    # ---- stop ---------------------------------------------------------------------------------
+
+    def shutdown(self, reason: str) -> None:
+        """Stop accepting, drain in-flight requests (up to proxy.drain_timeout_ms), then exit."""
+        if self.stopping:
+            return
+        self.stopping = True
+        rt = self.rt
+        log.info("%s: draining %d request(s), up to %.1f s", reason, rt.active_requests(), rt.drain_timeout)
+        for name in ("inbound", "outbound"):
+            server = self.servers.get(name)
+            if server is not None:
+                server.close()
+        rt.start_drain()
+        if self.reloader is not None:
+            self.reloader.stop()
+        deadline = self.loop.time() + rt.drain_timeout
+
+        def check():
+            if rt.active_requests() == 0 or self.loop.time() >= deadline:
+                left = rt.active_requests()
+                if left:
+                    log.warning("drain timeout: %d request(s) cut off", left)
+                for down in list(rt.downstreams):
+                    down.close()
+                self.loop.call_later(0.01, self.loop.stop)
+                return
+            self.loop.call_later(0.02, check)
+
+        check()
+
+    def close_servers(self) -> None:
+        for server in self.servers.values():
+            server.close()
+
+
+def write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""HTTP/1.1 wire pieces shared by the listeners: status lines, local replies, hop-by-hop names.
+
+Everything here is precomputed bytes or a small cache, because it runs on every request. Local
+replies are the bytes Envoy sends (docs/language.md section 1, ENVOY_NOTES §10): lower-case
+header names, `content-length` always, `content-type: text/plain` only with a body, `date` and
+`server: envoy`, and no `x-envoy-upstream-service-time`.
+"""
+
+from __future__ import annotations
+
+import time
+from http import HTTPStatus
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+# Connection-level headers: never forwarded in either direction. `transfer-encoding` is removed
+# because the proxy re-frames every body itself; the names listed in `connection` go as well.
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
+                        "transfer-encoding", "upgrade"})
+HOP_BY_HOP_BYTES = frozenset(n.encode() for n in HOP_BY_HOP)
+
+# Router control headers a client may not set (Envoy 1.40 treats every request as external and
+# strips them, ENVOY_NOTES §5.1); the proxy sets the ones it uses itself.
+STRIPPED_REQUEST = frozenset({
+    "x-envoy-retry-on", "x-envoy-retry-grpc-on", "x-envoy-max-retries", "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms", "x-envoy-expected-rq-timeout-ms", "x-envoy-internal",
+    "x-envoy-attempt-count", "x-envoy-hedge-on-per-try-timeout", "x-envoy-upstream-alt-stat-name",
+    "x-envoy-decorator-operation", "x-envoy-downstream-service-cluster", "x-envoy-downstream-service-node",
+    "x-envoy-original-path", "x-envoy-force-trace", "x-envoy-is-timeout-retry",
+})
+
+# What a proxied response loses besides the hop-by-hop headers: the proxy sets these itself.
+RESPONSE_OVERWRITTEN = frozenset({b"server", b"x-envoy-upstream-service-time", b"x-envoy-attempt-count",
+                                  b"x-envoy-overloaded"})
+
+# Response header names never copied to the client as they came.
+RESPONSE_SKIP = frozenset(HOP_BY_HOP_BYTES | RESPONSE_OVERWRITTEN)
+
+SERVER = b"server: envoy\r\n"   # Envoy overwrites the upstream's server header; parity says the same
+
+BODY_TIMEOUT = b"upstream request timeout"
+BODY_RBAC = b"RBAC: access denied"
+BODY_FAULT = b"fault filter abort"
+BODY_OVERFLOW = b"upstream connect error or disconnect/reset before headers. reset reason: overflow"
+
+
+def reset_body(reason: str, retried: bool) -> bytes:
+    """The 503 body when no response came: `reason` is Envoy's reset reason (`remote connection
+    failure`, `connection termination`, `connection timeout`, `protocol error`)."""
+    if retried:
+        return ("upstream connect error or disconnect/reset before headers. retried and the latest "
+                f"reset reason: {reason}").encode()
+    return f"upstream connect error or disconnect/reset before headers. reset reason: {reason}".encode()
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+_STATUS_LINES: dict[int, bytes] = {s: f"HTTP/1.1 {s} {_reason(s)}\r\n".encode() for s in range(100, 600)}
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:  # a status outside 100..599 from an upstream
+        line = f"HTTP/1.1 {status} Unknown\r\n".encode()
+    return line
+
+
+class _Date:
+    """The `date` header line, formatted at most once a second."""
+    __slots__ = ("second", "line")
+
+    def __init__(self):
+        self.second = -1
+        self.line = b""
+
+    def get(self) -> bytes:
+        now = int(time.time())
+        if now != self.second:
+            self.second = now
+            t = time.gmtime(now)   # the IMF-fixdate of RFC 9110, without locale-dependent names
+            self.line = (f"date: {_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+                         f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT\r\n").encode()
+        return self.line
+
+
+DATE = _Date()
+
+
+def local_reply(status: int, body: bytes = b"", extra: bytes = b"", close: bool = False,
+                head_only: bool = False) -> bytes:
+    """The bytes of a local reply. `extra` holds already-formatted header lines; `head_only` is
+    for HEAD requests (content-length stays, the body goes)."""
+    parts = [status_line(status), b"content-length: %d\r\n" % len(body)]
+    if body:
+        parts.append(b"content-type: text/plain\r\n")
+    if extra:
+        parts.append(extra)
+    parts.append(DATE.get())
+    parts.append(SERVER)
+    if close:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    if body and not head_only:
+        parts.append(body)
+    return b"".join(parts)
+
+
+# Lower-case str names of raw header names, shared by every request (a bounded cache: names are
+# few, and an attacker sending random names only fills it up to the cap).
+_NAMES: dict[bytes, str] = {}
+
+
+def header_name(raw: bytes) -> str:
+    name = _NAMES.get(raw)
+    if name is None:
+        name = raw.decode("latin-1").lower()
+        if len(_NAMES) < 4096:
+            _NAMES[raw] = name
+    return name
+
+
+def decode_value(raw: bytes) -> str:
+    """Header values as str: UTF-8 where valid (so that policy values written in Unicode match),
+    any other byte kept through surrogateescape, so that encode_value gives the same bytes back."""
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "surrogateescape")
+
+
+def encode_value(value: str) -> bytes:
+    return value.encode("utf-8", "surrogateescape")
+
+
+def connection_tokens(values: list[str]) -> set[str]:
+    """The header names a `connection` header lists (lower case), plus `close` / `keep-alive`."""
+    tokens = set()
+    for value in values:
+        for token in value.split(","):
+            token = token.strip().lower()
+            if token:
+                tokens.add(token)
+    return tokens

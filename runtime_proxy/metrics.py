@@ -1,0 +1,219 @@
+"""Counters, gauges and the upstream-time histogram, and their two renderings.
+
+The hot path only adds to slotted attributes and small dicts; everything else happens when the
+admin listener renders `/stats` (Envoy's `name: value` text, or JSON) or `/metrics` (Prometheus
+text). Names follow Envoy's where Envoy has the statistic, with Envoy's Prometheus spelling
+(`envoy_cluster_upstream_rq_retry{envoy_cluster_name="…"}`), so that one dashboard reads both
+proxies; what Envoy has no name for is under `meshc_`.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+# Envoy's default histogram buckets for upstream_rq_time (milliseconds).
+RQ_TIME_BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
+                   300000, 600000, 1800000, 3600000)
+
+# Cluster counters: (attribute, Envoy statistic name).
+CLUSTER_COUNTERS = (
+    ("rq_total", "upstream_rq_total"),
+    ("rq_completed", "upstream_rq_completed"),
+    ("retry", "upstream_rq_retry"),
+    ("retry_success", "upstream_rq_retry_success"),
+    ("retry_overflow", "upstream_rq_retry_overflow"),
+    ("retry_limit_exceeded", "upstream_rq_retry_limit_exceeded"),
+    ("pending_overflow", "upstream_rq_pending_overflow"),
+    ("pending_total", "upstream_rq_pending_total"),
+    ("rq_timeout", "upstream_rq_timeout"),
+    ("rq_per_try_timeout", "upstream_rq_per_try_timeout"),
+    ("rq_rx_reset", "upstream_rq_rx_reset"),
+    ("cx_total", "upstream_cx_total"),
+    ("cx_overflow", "upstream_cx_overflow"),
+    ("cx_connect_fail", "upstream_cx_connect_fail"),
+    ("cx_connect_timeout", "upstream_cx_connect_timeout"),
+    ("cx_destroy_remote", "upstream_cx_destroy_remote"),
+    ("cx_reused_dead", "upstream_cx_reused_dead_retried"),   # ours: a reused connection found closed, retried fresh
+    ("ejections_enforced", "outlier_detection_ejections_enforced_total"),
+    ("ejections_detected", "outlier_detection_ejections_detected_consecutive_5xx"),
+    ("mirror_total", "upstream_rq_mirror_total"),
+)
+
+LISTENER_COUNTERS = (
+    ("cx_total", "downstream_cx_total"),
+    ("rq_total", "downstream_rq_total"),
+    ("rq_1xx", "downstream_rq_1xx"),
+    ("rq_2xx", "downstream_rq_2xx"),
+    ("rq_3xx", "downstream_rq_3xx"),
+    ("rq_4xx", "downstream_rq_4xx"),
+    ("rq_5xx", "downstream_rq_5xx"),
+    ("rq_rx_reset", "downstream_rq_rx_reset"),
+    ("bad_request", "downstream_rq_bad_request"),      # ours: 400/431/413 before routing
+    ("rbac_allowed", "rbac.allowed"),
+    ("rbac_denied", "rbac.denied"),
+    ("aborts_injected", "fault.aborts_injected"),
+    ("delays_injected", "fault.delays_injected"),
+    ("no_route", "no_route"),
+)
+
+
+class ClusterStats:
+    """Per subset cluster (the Envoy cluster name); kept across reloads."""
+    __slots__ = tuple(a for a, _ in CLUSTER_COUNTERS) + ("codes", "buckets", "time_sum", "time_count",
+                                                         "cx_active", "rq_active")
+
+    def __init__(self):
+        for attr, _ in CLUSTER_COUNTERS:
+            setattr(self, attr, 0)
+        self.codes: dict[int, int] = {}
+        self.buckets = [0] * (len(RQ_TIME_BUCKETS) + 1)
+        self.time_sum = 0.0
+        self.time_count = 0
+        self.cx_active = 0
+        self.rq_active = 0
+
+    def observe(self, status: int, ms: float) -> None:
+        """One upstream response: its status and the time from sending to its headers."""
+        codes = self.codes
+        codes[status] = codes.get(status, 0) + 1
+        self.buckets[bisect_left(RQ_TIME_BUCKETS, ms)] += 1
+        self.time_sum += ms
+        self.time_count += 1
+
+
+class ListenerStats:
+    __slots__ = tuple(a for a, _ in LISTENER_COUNTERS) + ("cx_active", "rq_active")
+
+    def __init__(self):
+        for attr, _ in LISTENER_COUNTERS:
+            setattr(self, attr, 0)
+        self.cx_active = 0
+        self.rq_active = 0
+
+    def count_status(self, status: int) -> None:
+        self.rq_total += 1
+        c = status // 100
+        if c == 2:
+            self.rq_2xx += 1
+        elif c == 5:
+            self.rq_5xx += 1
+        elif c == 4:
+            self.rq_4xx += 1
+        elif c == 3:
+            self.rq_3xx += 1
+        else:
+            self.rq_1xx += 1
+
+
+class Metrics:
+    def __init__(self):
+        self.clusters: dict[str, ClusterStats] = {}
+        self.listeners = {"inbound": ListenerStats(), "outbound": ListenerStats()}
+        # (listener, service, route) -> {status: count}; route "" for replies before a route matched
+        self.routes: dict[tuple[str, str, str], dict[int, int]] = {}
+        self.reloads_ok = 0
+        self.reloads_rejected = 0
+        self.config_version = ""
+
+    def cluster(self, name: str) -> ClusterStats:
+        stats = self.clusters.get(name)
+        if stats is None:
+            stats = self.clusters[name] = ClusterStats()
+        return stats
+
+    def route(self, listener: str, service: str, route: str) -> dict[int, int]:
+        key = (listener, service, route)
+        counts = self.routes.get(key)
+        if counts is None:
+            counts = self.routes[key] = {}
+        return counts
+
+    # ---- rendering (admin listener only) ----------------------------------------------------
+
+    def stats_items(self, gauges: dict[str, dict[str, int]]) -> list[tuple[str, int]]:
+        """Envoy-style flat statistics: `cluster.NAME.upstream_rq_retry`, `http.outbound.…`."""
+        items = []
+        for name in sorted(self.clusters):
+            c = self.clusters[name]
+            for attr, stat in CLUSTER_COUNTERS:
+                items.append((f"cluster.{name}.{stat}", getattr(c, attr)))
+            for code in sorted(c.codes):
+                items.append((f"cluster.{name}.upstream_rq_{code}", c.codes[code]))
+            items.append((f"cluster.{name}.upstream_cx_active", c.cx_active))
+            items.append((f"cluster.{name}.upstream_rq_active", c.rq_active))
+            for gauge, value in sorted(gauges.get(name, {}).items()):
+                items.append((f"cluster.{name}.{gauge}", value))
+        for lname, ls in self.listeners.items():
+            for attr, stat in LISTENER_COUNTERS:
+                items.append((f"http.{lname}.{stat}", getattr(ls, attr)))
+            items.append((f"http.{lname}.downstream_cx_active", ls.cx_active))
+            items.append((f"http.{lname}.downstream_rq_active", ls.rq_active))
+        for (lname, service, route), counts in sorted(self.routes.items()):
+            for code, n in sorted(counts.items()):
+                items.append((f"route.{lname}.{service or '-'}.{route or '-'}.rq_{code}", n))
+        items.append(("server.config_reload_ok", self.reloads_ok))
+        items.append(("server.config_reload_rejected", self.reloads_rejected))
+        return items
+
+    def prometheus(self, gauges: dict[str, dict[str, int]]) -> str:
+        """The Prometheus text exposition format (version 0.0.4)."""
+        out: list[str] = []
+
+        def family(name: str, kind: str, help_: str, samples):
+            out.append(f"# HELP {name} {help_}")
+            out.append(f"# TYPE {name} {kind}")
+            for labels, value in samples:
+                out.append(f"{name}{{{labels}}} {value}" if labels else f"{name} {value}")
+
+        names = sorted(self.clusters)
+        cl = [(n, self.clusters[n]) for n in names]
+        for attr, stat in CLUSTER_COUNTERS:
+            prom = f"envoy_cluster_{stat}"
+            family(prom, "counter", f"cluster {stat}",
+                   [(f'envoy_cluster_name="{_esc(n)}"', getattr(c, attr)) for n, c in cl])
+        family("envoy_cluster_upstream_rq", "counter", "upstream responses by status code",
+               [(f'envoy_cluster_name="{_esc(n)}",envoy_response_code="{code}"', c.codes[code])
+                for n, c in cl for code in sorted(c.codes)])
+        family("envoy_cluster_upstream_cx_active", "gauge", "open upstream connections",
+               [(f'envoy_cluster_name="{_esc(n)}"', c.cx_active) for n, c in cl])
+        family("envoy_cluster_upstream_rq_active", "gauge", "upstream requests in flight",
+               [(f'envoy_cluster_name="{_esc(n)}"', c.rq_active) for n, c in cl])
+        gauge_names = sorted({g for per in gauges.values() for g in per})
+        for g in gauge_names:
+            family(f"envoy_cluster_{g}", "gauge", f"cluster {g}",
+                   [(f'envoy_cluster_name="{_esc(n)}"', gauges[n][g]) for n in names
+                    if n in gauges and g in gauges[n]])
+        # the histogram, in milliseconds as Envoy's
+        out.append("# HELP envoy_cluster_upstream_rq_time upstream time to response headers (ms)")
+        out.append("# TYPE envoy_cluster_upstream_rq_time histogram")
+        for n, c in cl:
+            label = f'envoy_cluster_name="{_esc(n)}"'
+            acc = 0
+            for bound, count in zip(RQ_TIME_BUCKETS, c.buckets):
+                acc += count
+                out.append(f'envoy_cluster_upstream_rq_time_bucket{{{label},le="{bound}"}} {acc}')
+            acc += c.buckets[-1]
+            out.append(f'envoy_cluster_upstream_rq_time_bucket{{{label},le="+Inf"}} {acc}')
+            out.append(f"envoy_cluster_upstream_rq_time_sum{{{label}}} {c.time_sum:g}")
+            out.append(f"envoy_cluster_upstream_rq_time_count{{{label}}} {c.time_count}")
+        lst = list(self.listeners.items())
+        for attr, stat in LISTENER_COUNTERS:
+            prom = "envoy_http_" + stat.replace(".", "_")
+            family(prom, "counter", f"listener {stat}",
+                   [(f'envoy_http_conn_manager_prefix="{ln}"', getattr(ls, attr)) for ln, ls in lst])
+        family("envoy_http_downstream_cx_active", "gauge", "open downstream connections",
+               [(f'envoy_http_conn_manager_prefix="{ln}"', ls.cx_active) for ln, ls in lst])
+        family("envoy_http_downstream_rq_active", "gauge", "downstream requests in flight",
+               [(f'envoy_http_conn_manager_prefix="{ln}"', ls.rq_active) for ln, ls in lst])
+        family("meshc_route_requests_total", "counter", "requests by listener, service, route and status",
+               [(f'listener="{ln}",service="{_esc(s)}",route="{_esc(r)}",code="{code}"', n)
+                for (ln, s, r), counts in sorted(self.routes.items()) for code, n in sorted(counts.items())])
+        family("meshc_config_reloads_total", "counter", "config reloads by result",
+               [('result="ok"', self.reloads_ok), ('result="rejected"', self.reloads_rejected)])
+        family("meshc_config_info", "gauge", "the active config version",
+               [(f'version="{_esc(self.config_version)}"', 1)])
+        return "\n".join(out) + "\n"
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

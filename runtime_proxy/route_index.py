@@ -1,0 +1,111 @@
+"""Which routes of a destination can take a request, from its method and first path segment.
+
+`routing.select_route` tries a service's routes in order until one matches. Most routes of a
+real policy cannot match most requests: they want another method, or a path under another first
+segment (`/static/...` never matches `path prefix "/api/orders"`). This index keeps, per
+(method, first segment), the routes that still can, in their order, and hands select_route a
+view of the service with only those. The answer is the same by construction: a route left out
+has no match whose method and path conditions could both hold, so select_route would have passed
+over it; everything it does test (headers, queries, the exact path test) it still tests.
+
+What a match allows is read from the config (its path condition's kind and value):
+
+- no path condition, `prefix "/"`, `prefix "/x"` without a second `/`, and a regex without a
+  literal `/segment/` at its start (or with a `|` anywhere; a character before a quantifier is
+  not literal): any first segment;
+- `exact "/a/b"`: segment `a`; `segment_prefix "/a"` and `"/a/b"`: `a`; `prefix "/a/b"`: `a`;
+  a regex that starts with the literal `/a/`: `a`.
+
+Views are cached per (method, segment), at most MAX_ENTRIES per service; past that (many distinct
+first segments) the candidates are computed for each request, which costs about what
+select_route itself does.
+"""
+
+from __future__ import annotations
+
+ANY = None
+MAX_ENTRIES = 1024
+_REGEX_META = frozenset(".^$*+?()[]{}|\\")
+
+
+class ServiceView:
+    """What select_route reads of a service: its routes (here, the candidates)."""
+    __slots__ = ("name", "routes")
+
+    def __init__(self, name: str, routes: tuple):
+        self.name = name
+        self.routes = routes
+
+
+def first_segment_of_value(kind: str, value: str):
+    """The one first path segment every path passing this condition has, or ANY."""
+    if kind == "regex":
+        if "|" in value:
+            return ANY
+        literal = []
+        for ch in value:
+            if ch in _REGEX_META:
+                if ch in "*+?{" and literal:
+                    literal.pop()      # `x?`, `x*`, `x{0,1}`: the x before it is not certain
+                break
+            literal.append(ch)
+        value = "".join(literal)
+        kind = "prefix"        # a full match starts with its literal prefix
+    if not value.startswith("/"):
+        return ANY
+    slash = value.find("/", 1)
+    if kind == "exact":
+        return value[1:] if slash < 0 else value[1:slash]
+    if kind == "segment_prefix" and not value.endswith("/"):
+        if value == "/":
+            return ANY
+        return value[1:] if slash < 0 else value[1:slash]
+    # a plain string prefix: exact only when the first segment is complete in it
+    return ANY if slash < 0 else value[1:slash]
+
+
+def match_spec(m) -> tuple:
+    """(methods or None, first segment or ANY) of one config match."""
+    methods = frozenset(m.methods) if m.methods is not None else None
+    seg = ANY if m.path is None else first_segment_of_value(m.path.kind, m.path.value)
+    return methods, seg
+
+
+def first_segment(path: str) -> str:
+    slash = path.find("/", 1)
+    return path[1:] if slash < 0 else path[1:slash]
+
+
+class RouteIndex:
+    __slots__ = ("name", "routes", "specs", "views")
+
+    def __init__(self, csvc, svc_config):
+        self.name = csvc.name
+        self.routes = csvc.routes
+        if len(svc_config.routes) != len(csvc.routes):
+            raise ValueError(f"service `{csvc.name}`: the table and the config disagree on its routes")
+        self.specs = tuple(tuple(match_spec(m) for m in r.matches) for r in svc_config.routes)
+        self.views: dict[tuple[str, str], ServiceView] = {}
+
+    def view(self, method: str, path: str) -> ServiceView:
+        """A view of the service with the routes that can take (method, path), in order."""
+        seg = first_segment(path)
+        key = (method, seg)
+        view = self.views.get(key)
+        if view is None:
+            keep = []
+            for route, specs in zip(self.routes, self.specs):
+                for methods, s in specs:
+                    if (methods is None or method in methods) and (s is ANY or s == seg):
+                        keep.append(route)
+                        break
+            view = ServiceView(self.name, tuple(keep))
+            if len(self.views) < MAX_ENTRIES:
+                self.views[key] = view
+        return view
+
+
+def build(table, config) -> dict:
+    """A RouteIndex per destination service of `table`, keyed by the CService."""
+    by_name = {s.name: s for s in config.services}
+    return {svc: RouteIndex(svc, by_name[name]) for name, svc in table.services.items()}
