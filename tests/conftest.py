@@ -28,3 +28,11 @@ def pytest_addoption(parser):
 @pytest.fixture
 def update_goldens(request) -> bool:
     return request.config.getoption("--update-goldens")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The equivalence suite's one summary line, when any of it ran (tests/equivalence/tally.py)."""
+    from tests.equivalence import tally
+
+    if tally.used:
+        terminalreporter.write_line(tally.summary())

@@ -11,6 +11,10 @@ JSON echo: `{"backend", "method", "target", "headers": [[name, value], ...], "bo
   x-test-body-size: N       a body of N bytes ("x" repeated) instead of the echo
   x-test-chunked: 1         send the body chunked, in pieces of at most 1000 bytes
   x-test-big-header: N      add a response header `x-big` of N bytes
+  x-test-id: ID and         the failure headers above (status, delay, reset, fail-on) apply only
+  x-test-fail-first: N      to the first N attempts carrying this ID, counted across every
+                            Backend of the process; later attempts answer 200 at once. Mirror
+                            copies (a `-shadow` Host) are neither counted nor failed.
 
 The test thread reads `requests` (every request received, in arrival order, with its body) and
 can change behaviour: `drop_reused` closes a connection, without answering, when a second request
@@ -24,8 +28,30 @@ import asyncio
 import json
 import socket
 import threading
+from collections import Counter
 
 import httptools
+
+# Attempts seen per `x-test-id`, across every Backend of the process (a retry may reach another
+# endpoint of the subset).
+_ATTEMPTS: Counter = Counter()
+_ATTEMPTS_LOCK = threading.Lock()
+_FAILURE_HEADERS = ("x-test-status", "x-test-delay-ms", "x-test-reset", "x-test-fail-on")
+
+
+def _apply_fail_first(h: dict) -> dict:
+    """The request's control headers for this attempt: without the failure ones once the first
+    `x-test-fail-first` attempts of its `x-test-id` have been served."""
+    if "x-test-fail-first" not in h or "x-test-id" not in h:
+        return h
+    if "-shadow" in h.get("host", ""):
+        return {k: v for k, v in h.items() if k not in _FAILURE_HEADERS}
+    with _ATTEMPTS_LOCK:
+        _ATTEMPTS[h["x-test-id"]] += 1
+        n = _ATTEMPTS[h["x-test-id"]]
+    if n <= int(h["x-test-fail-first"]):
+        return h
+    return {k: v for k, v in h.items() if k not in _FAILURE_HEADERS}
 
 
 class _Conn(asyncio.Protocol):
@@ -84,7 +110,7 @@ class _Conn(asyncio.Protocol):
         if server.drop_reused and self.served > 1:
             self.transport.close()
             return
-        h = dict(self.headers)
+        h = _apply_fail_first(dict(self.headers))
         delay = int(h.get("x-test-delay-ms", "0")) / 1000
         if delay:
             asyncio.get_running_loop().call_later(delay, self._answer, h, record)

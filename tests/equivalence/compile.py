@@ -1,0 +1,82 @@
+"""A generated policy compiled by the real compiler, in process, into both targets' files.
+
+`compile_text` runs the same pipeline as `meshc compile` (parse, check, lower, IR self-check,
+backend) on a text held in memory, for the sidecar `SIDECAR`: the Envoy files in the fleet
+layout (`xds/cds.json`, `xds/rds-outbound.json`, `xds/SIDECAR/lds.json` and the xds bootstrap
+`SIDECAR.envoy.json`) and the native config `SIDECAR.native.json`. A policy the compiler
+rejects, or that either backend reports an error for, raises `PolicyRejected` with the
+diagnostics: the generators only make policies that must compile.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from compiler import backends
+from compiler.checks import run_checks
+from compiler.diagnostics import Collector
+from compiler.ir_check import check_ir
+from compiler.lower import lower_program
+from compiler.program import load_program_text
+from compiler.symbols import build_context
+
+SIDECAR = "client"
+
+
+class PolicyRejected(AssertionError):
+    pass
+
+
+@dataclass
+class Compiled:
+    text: str
+    envoy: dict[str, bytes]           # relative path -> content (xds/..., SIDECAR.envoy.json)
+    native: dict                      # the parsed SIDECAR.native.json
+    warnings: list[str]
+
+    def envoy_json(self, rel: str) -> dict:
+        return json.loads(self.envoy[rel])
+
+    @property
+    def routes(self) -> dict:
+        """The RouteConfiguration of the outbound listener."""
+        return self.envoy_json("xds/rds-outbound.json")["resources"][0]
+
+    @property
+    def clusters(self) -> list[dict]:
+        return self.envoy_json("xds/cds.json")["resources"]
+
+    @property
+    def listeners(self) -> list[dict]:
+        return self.envoy_json(f"xds/{SIDECAR}/lds.json")["resources"]
+
+
+def compile_text(text: str, xds_dir: str = "/etc/meshc/xds", path: str = "generated.mesh") -> Compiled:
+    diags = Collector()
+    program = load_program_text(path, text, diags)
+    ctx = build_context(program, diags)
+    run_checks(ctx)
+    found = diags.sorted()
+    errors = [d for d in found if d.severity == "error"]
+    if errors:
+        raise PolicyRejected(_describe(errors, text))
+    ir = lower_program(ctx)
+    problems = check_ir(ir)
+    if problems:
+        raise PolicyRejected("IR self-check failed: " + "; ".join(problems) + "\n" + text)
+    options = backends.Options(bootstrap="xds", xds_dir=os.path.abspath(xds_dir), output_dir=os.path.abspath(xds_dir))
+    envoy = backends.emit("envoy", ir, [SIDECAR], options, program.sources)
+    native = backends.emit("native", ir, [SIDECAR], options, program.sources)
+    errors = [d for d in envoy.diagnostics + native.diagnostics if d.severity == "error"]
+    if errors:
+        raise PolicyRejected(_describe(errors, text))
+    warnings = [f"{d.code}: {d.message}" for d in found + envoy.diagnostics + native.diagnostics
+                if d.severity != "error"]
+    return Compiled(text, envoy.files, json.loads(native.files[f"{SIDECAR}.native.json"]), warnings)
+
+
+def _describe(diags, text: str) -> str:
+    lines = [f"{d.code} at {d.span.start if d.span else d.path}: {d.message}" for d in diags]
+    return "the compiler rejected a generated policy:\n" + "\n".join(lines) + "\n--- policy:\n" + text

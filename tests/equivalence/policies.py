@@ -1,0 +1,388 @@
+"""Hypothesis strategies for the equivalence suite: whole policies as `.mesh` text, and requests
+aimed at them.
+
+A generated policy is one program around the sidecar of service `client` (the data plane under
+test): destination services `s0`, `s1`, ... with subsets, each subset on its own upstream
+endpoint, ordered routes with every kind of match, `to` and `split` (with and without a key
+header), timeouts, retries, faults at 0 % or 100 %, mirrors and header changes, and
+`authorization client` with allow/deny rules and a default. Ports are placeholders
+(`@INBOUND@`, `@OUTBOUND@`, `@ADMIN@`, `@APP@`, `@EP0@`, `@EP1@`, ...) that `GenPolicy.render`
+fills in, so one policy runs in front of any set of loopback servers.
+
+Requests are built from the policy's own material: its path prefixes and regex alphabets, its
+header and query names and values, its split keys; then dot segments, doubled slashes, escaped
+slashes and case changes are mixed in, headers are dropped or repeated, and methods vary.
+Outbound requests go to a destination service (Host selects it); inbound requests go to the
+sidecar's own inbound listener and meet `authorization client`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SIDECAR = "client"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """The upstream server of one subset: placeholder `@EP{index}@`."""
+    index: int
+    service: str
+    subset: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.service}.{self.subset}"
+
+
+@dataclass(frozen=True)
+class Fail:
+    """What the upstream does to the first `first` attempts of a request (the rest get 200):
+    `mode` "status" answers `status`, "reset" closes the connection without an answer, "delay"
+    waits `delay_ms` and then answers `status`."""
+    mode: str
+    first: int
+    status: int = 503
+    delay_ms: int = 0
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    kind: str                                   # "outbound" (Host picks a service) or "inbound"
+    method: str
+    target: str                                 # the raw request target: path and optional ?query
+    host: str                                   # the Host header
+    headers: tuple[tuple[str, str], ...] = ()   # in order; a name may repeat; never `host`
+    fail: Fail | None = None                    # upstream behaviour (live layer only)
+
+    def describe(self) -> str:
+        lines = [f"{self.kind}: {self.method} {self.target}  Host: {self.host}"]
+        lines += [f"  {n}: {v}" for n, v in self.headers]
+        if self.fail:
+            lines.append(f"  upstream fails: {self.fail}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class GenPolicy:
+    text: str                                   # .mesh source with port placeholders
+    endpoints: tuple[Endpoint, ...]
+    services: tuple[str, ...]                   # destination services, in declaration order
+    # material for requests: path pieces, header names and values, query names and values
+    paths: tuple[str, ...] = ()
+    header_names: tuple[str, ...] = ()
+    header_values: tuple[str, ...] = ()
+    query_names: tuple[str, ...] = ()
+    query_values: tuple[str, ...] = ()
+    split_keys: tuple[str, ...] = ()
+    has_timeouts: bool = False
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def render(self, ports: dict[str, int]) -> str:
+        """The text with every placeholder replaced: `ports` maps INBOUND, OUTBOUND, ADMIN, APP
+        and EP0, EP1, ... to port numbers."""
+        text = self.text
+        for key, value in ports.items():
+            text = text.replace(f"@{key}@", str(value))
+        return text
+
+    def dummy_ports(self) -> dict[str, int]:
+        """Fixed ports for compiling without servers (the model layer)."""
+        ports = {"INBOUND": 15006, "OUTBOUND": 15001, "ADMIN": 15000, "APP": 18000}
+        for ep in self.endpoints:
+            ports[f"EP{ep.index}"] = 19000 + ep.index
+        return ports
+
+
+# ---- strategies ---------------------------------------------------------------------------------
+
+import json  # noqa: E402  (kept below the dataclasses, which the rest of the suite imports)
+
+from hypothesis import strategies as st  # noqa: E402
+
+SERVICE_PORT = {"s0": 8080, "s1": 8081, "s2": 8082}
+SUBSETS = ("a", "b", "c")
+SEGMENTS = ("api", "v1", "users", "a", "b", "x.y", "Admin")
+REGEXES = ("/api/[0-9]+", "/(a|b)/.*", "/v[0-9]/[a-z]+", "/users/[^/]+", "(?i)/admin.*", "/a|/b", "/x\\.y")
+REGEX_SAMPLES = ("/api/42", "/a/", "/b/x", "/v1/abc", "/users/u1", "/ADMIN/x", "/a", "/x.y", "/xzy")
+MATCH_HEADERS = ("x-h0", "x-h1", "x-h2")
+VALUES = ("", "a", "A", "ab", "aB", "1", "a,b", "v 1", "ü")
+SPLIT_HEADER = "x-k"
+SPLIT_KEYS = ("0", "29", "30", "99", "100", "129", "+5", "0029", "-1", "abc", " 7 ", "1e2", "0x10",
+              "18446744073709551615", "18446744073709551616", "")
+QUERY_NAMES = ("q", "v")
+QUERY_VALUES = ("1", "2", "x", "a%20b", "")
+SET_HEADERS = ("x-h0", "x-h1", "x-set", "x-add", "x-k")
+SET_VALUES = ("v", "100%", "two words", "", "é", "a,b", "%%")
+RESPONSE_HEADERS = ("x-r0", "x-r1", "cache-control", "x-backend", "content-type")
+METHODS = ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS")
+FAULT_STATUSES = (418, 429, 500, 503)
+RETRY_ON = ("5xx", "gateway-error", "reset", "connect-failure", "retriable-4xx", "409", "503", "500")
+
+
+def q(text: str) -> str:
+    """A .mesh string literal (JSON escapes are the language's escapes for these values)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+_paths = st.lists(st.sampled_from(SEGMENTS), min_size=1, max_size=2).map(lambda segs: "/" + "/".join(segs))
+
+
+@st.composite
+def path_conditions(draw) -> tuple[str, str]:
+    """(condition text, a path that it is about)."""
+    kind = draw(st.sampled_from(("exact", "prefix", "prefix", "raw_prefix", "regex")))
+    if kind == "regex":
+        value = draw(st.sampled_from(REGEXES))
+        return f"path regex {q(value)}", draw(st.sampled_from(REGEX_SAMPLES))
+    value = draw(_paths)
+    if kind == "prefix" and draw(st.booleans()) and draw(st.booleans()):
+        value += "/"
+    if kind == "raw_prefix" and len(value) > 2 and draw(st.booleans()):
+        value = value[:-1]
+    return f"path {kind} {q(value)}", value
+
+
+@st.composite
+def header_conditions(draw, names=MATCH_HEADERS) -> str:
+    name = draw(st.sampled_from(names))
+    kind = draw(st.sampled_from(("exact", "exact", "prefix", "suffix", "regex", "present", "absent")))
+    neg = "not " if draw(st.integers(0, 4)) == 0 else ""
+    if kind in ("present", "absent"):
+        return f"{neg}header {q(name)} {kind}"
+    if kind == "regex":
+        value = draw(st.sampled_from(("a.*", "[0-9]+", "(?i)ab", "a|b", "", ".*,.*")))
+        return f"{neg}header {q(name)} regex {q(value)}"
+    value = draw(st.sampled_from(VALUES))
+    ic = " ignore_case" if draw(st.integers(0, 3)) == 0 else ""
+    return f"{neg}header {q(name)} {kind} {q(value)}{ic}"
+
+
+@st.composite
+def query_conditions(draw) -> str:
+    name = draw(st.sampled_from(QUERY_NAMES))
+    kind = draw(st.sampled_from(("exact", "exact", "regex", "present")))
+    if kind == "present":
+        return f"query {q(name)} present"
+    if kind == "regex":
+        return f"query {q(name)} regex {q(draw(st.sampled_from(('[0-9]+', 'x|y', 'a%20b'))))}"
+    return f"query {q(name)} exact {q(draw(st.sampled_from(QUERY_VALUES)))}"
+
+
+@st.composite
+def method_conditions(draw) -> str:
+    methods = draw(st.lists(st.sampled_from(METHODS), min_size=1, max_size=3, unique=True))
+    return f"method {methods[0]}" if len(methods) == 1 else f"method [{', '.join(methods)}]"
+
+
+@st.composite
+def match_blocks(draw, paths: list) -> str:
+    conds = []
+    if draw(st.integers(0, 3)) > 0:
+        text, sample = draw(path_conditions())
+        conds.append(text)
+        paths.append(sample)
+    conds += draw(st.lists(header_conditions(), max_size=2))
+    if draw(st.integers(0, 3)) == 0:
+        conds.append(draw(query_conditions()))
+    if draw(st.integers(0, 2)) == 0:
+        conds.append(draw(method_conditions()))
+    return "match { " + "  ".join(conds) + " }"
+
+
+@st.composite
+def header_changes(draw, names) -> str:
+    """A request_headers/response_headers body: no name both removed and set/added, no name set
+    twice (E0313)."""
+    ops = []
+    used: dict[str, set] = {}
+    for _ in range(draw(st.integers(1, 3))):
+        name = draw(st.sampled_from(names))
+        op = draw(st.sampled_from(("remove", "set", "add", "add")))
+        seen = used.setdefault(name, set())
+        if "remove" in seen or (op == "remove" and seen) or (op == "set" and "set" in seen):
+            continue
+        seen.add(op)
+        ops.append(f"remove {q(name)}" if op == "remove" else f"{op} {q(name)} {q(draw(st.sampled_from(SET_VALUES)))}")
+    return "{ " + "  ".join(ops) + " }" if ops else ""
+
+
+@st.composite
+def retries(draw, has_per_try_room: bool) -> str:
+    parts = [f"attempts {draw(st.integers(0, 3))}"]
+    on = draw(st.lists(st.sampled_from(RETRY_ON), min_size=1, max_size=3, unique=True))
+    parts.append(f"on [{', '.join(on)}]")
+    if has_per_try_room and draw(st.integers(0, 2)) == 0:
+        parts.append("per_try_timeout 100ms")
+    if draw(st.integers(0, 5)) > 0:
+        parts.append("backoff 1ms max 2ms")
+    parts.append("allow_non_idempotent")
+    return "retry { " + "  ".join(parts) + " }"
+
+
+@st.composite
+def policies(draw) -> GenPolicy:
+    """A whole program around the sidecar of `client` (see the module docstring)."""
+    n_services = draw(st.integers(1, 3))
+    services = [f"s{i}" for i in range(n_services)]
+    endpoints: list[Endpoint] = []
+    subsets: dict[str, list[str]] = {}
+    lines = []
+    escaped = draw(st.sampled_from(("reject", "decode", "keep")))
+    lines.append(
+        'service client {\n  port 8000\n  endpoints ["127.0.0.1:@APP@"]\n'
+        f'  sidecar {{ inbound @INBOUND@  outbound @OUTBOUND@  admin @ADMIN@  app "127.0.0.1:@APP@"'
+        f"  escaped_slashes {escaped} }}\n}}\n")
+    for svc in services:
+        names = list(SUBSETS[:draw(st.integers(1, 3))])
+        subsets[svc] = names
+        body = [f"  port {SERVICE_PORT[svc]}"]
+        for name in names:
+            ep = Endpoint(len(endpoints), svc, name)
+            endpoints.append(ep)
+            body.append(f'  subset {name} {{ endpoints ["127.0.0.1:@EP{ep.index}@"] }}')
+        if draw(st.booleans()):
+            body.append("  retry_budget { percent 20%  min_concurrency 3 }")
+        lines.append(f"service {svc} {{\n" + "\n".join(body) + "\n}\n")
+    destinations = [f"{svc}.{sub}" for svc in services for sub in subsets[svc]]
+
+    paths: list[str] = []
+    has_timeouts = False
+    meta_routes = {}
+    for svc in services:
+        if len(subsets[svc]) == 1 and draw(st.integers(0, 3)) == 0:
+            continue   # the implicit route (language §5.8)
+        routes = []
+        for r in range(draw(st.integers(1, 4))):
+            body = [draw(match_blocks(paths)) for _ in range(draw(st.integers(0, 2)))]
+            if draw(st.integers(0, 2)) == 0:
+                chosen = draw(st.lists(st.sampled_from(destinations), min_size=1, max_size=3, unique=True))
+                weights = [draw(st.sampled_from((0, 1, 30, 70, 100))) for _ in chosen]
+                if sum(weights) == 0:
+                    weights[0] = 1
+                split = "  ".join(f"{d} {w}" for d, w in zip(chosen, weights))
+                by = f" by header {q(SPLIT_HEADER)}" if draw(st.integers(0, 3)) > 0 else ""
+                body.append(f"split {{ {split} }}{by}")
+                meta_routes[f"{svc}/r{r}"] = {"split": list(zip(chosen, weights)), "key": bool(by)}
+            else:
+                body.append(f"to {draw(st.sampled_from(destinations))}")
+            timeout = draw(st.sampled_from(("", "", "timeout 250ms", "timeout 3s", "timeout none")))
+            if timeout:
+                body.append(timeout)
+                has_timeouts = has_timeouts or timeout == "timeout 250ms"
+            if draw(st.integers(0, 2)) == 0:
+                body.append(draw(retries(has_per_try_room=timeout != "timeout 250ms")))
+            if draw(st.integers(0, 5)) == 0:
+                abort = f"abort {draw(st.sampled_from(FAULT_STATUSES))} {draw(st.sampled_from(('0%', '100%')))}"
+                delay = f"delay 5ms {draw(st.sampled_from(('0%', '100%')))}"
+                body.append("fault { " + draw(st.sampled_from((abort, delay, abort + "  " + delay))) + " }")
+            if draw(st.integers(0, 5)) == 0:
+                body.append(f"mirror {draw(st.sampled_from(destinations))} {draw(st.sampled_from(('0%', '100%')))}")
+            if draw(st.integers(0, 3)) == 0:
+                changes = draw(header_changes(SET_HEADERS))
+                if changes:
+                    body.append("request_headers " + changes)
+            if draw(st.integers(0, 3)) == 0:
+                changes = draw(header_changes(RESPONSE_HEADERS))
+                if changes:
+                    body.append("response_headers " + changes)
+            routes.append(f"  route r{r} {{\n    " + "\n    ".join(body) + "\n  }")
+        lines.append(f"routes {svc} {{\n" + "\n".join(routes) + "\n}\n")
+        if len(subsets[svc]) > 1:
+            # a service with several subsets needs a route for each request (E0402 otherwise)
+            pass
+
+    rules = []
+    for i in range(draw(st.integers(0, 4))):
+        action = draw(st.sampled_from(("allow", "deny")))
+        conds = []
+        if draw(st.booleans()):
+            text, sample = draw(path_conditions())
+            conds.append(text)
+            paths.append(sample)
+        if draw(st.integers(0, 2)) == 0:
+            conds.append(draw(method_conditions()))
+        conds += draw(st.lists(header_conditions(), max_size=1))
+        rules.append(f"  {action} rule{i} {{ {'  '.join(conds)} }}")
+    if rules or draw(st.booleans()):
+        default = draw(st.sampled_from(("allow", "deny")))
+        lines.append("authorization client {\n  default " + default + "\n" + "\n".join(rules) + "\n}\n")
+
+    return GenPolicy(
+        text="\n".join(lines), endpoints=tuple(endpoints), services=tuple(services), paths=tuple(paths),
+        header_names=MATCH_HEADERS, header_values=VALUES, query_names=QUERY_NAMES, query_values=QUERY_VALUES,
+        split_keys=SPLIT_KEYS, has_timeouts=has_timeouts, meta={"routes": meta_routes, "escaped_slashes": escaped})
+
+
+# ---- requests -----------------------------------------------------------------------------------
+
+def _mutate_path(draw, path: str) -> str:
+    """The path with the tricks normalisation must see through (or reject)."""
+    trick = draw(st.integers(0, 14))
+    if trick == 0:
+        return path.replace("/", "/./", 1)
+    if trick == 1:
+        return "/x/.." + path
+    if trick == 2:
+        return path.replace("/", "//", 1)
+    if trick == 3 and path.count("/") > 1:
+        return path[:1] + path[1:].replace("/", draw(st.sampled_from(("%2F", "%2f", "%5C"))), 1)
+    if trick == 4:
+        return path.swapcase()
+    if trick == 5:
+        return path + "/"
+    if trick == 6:
+        return path.replace("a", "%61", 1)
+    if trick == 7:
+        return path + draw(st.sampled_from(("/extra", "x", "/42", "/..", "/%2E%2E/b", "/..;/x")))
+    if trick == 8:
+        return path.replace("/", "/%2e/", 1)
+    return path
+
+
+_QUERIES = st.sampled_from(("", "", "", "?q=1", "?v=2&v=3", "?q", "?q=", "?v=x", "?q=a%20b", "?v=1&q=2",
+                            "?q=x&debug"))
+
+
+@st.composite
+def requests(draw, policy: GenPolicy, live: bool = True) -> GenRequest:
+    """One request aimed at `policy`: at its services and paths, with its header names, values and
+    split keys. With `live`, some requests carry upstream failures (`Fail`)."""
+    inbound = draw(st.integers(0, 3)) == 0
+    if inbound:
+        host = "client"
+    else:
+        host = draw(st.sampled_from(policy.services))
+        host = draw(st.sampled_from((host, host, host, f"{host}:{SERVICE_PORT[host]}", f"{host}.default",
+                                     host.upper(), "client", "nowhere", f"{host}:1")))
+    base = draw(st.sampled_from(policy.paths)) if policy.paths and draw(st.integers(0, 4)) > 0 else draw(_paths)
+    target = _mutate_path(draw, base) + draw(_QUERIES)
+    headers: list[tuple[str, str]] = []
+    for name in draw(st.lists(st.sampled_from(policy.header_names), max_size=3)):
+        value = draw(st.sampled_from(policy.header_values))
+        if draw(st.integers(0, 3)) == 0:
+            name = name.upper()
+        headers.append((name, value))
+    if draw(st.integers(0, 2)) > 0:
+        headers.append((SPLIT_HEADER, draw(st.sampled_from(policy.split_keys))))
+        if draw(st.integers(0, 8)) == 0:
+            headers.append((SPLIT_HEADER, draw(st.sampled_from(policy.split_keys))))
+    if draw(st.integers(0, 5)) == 0:
+        headers.append(("x-set", "from-client"))
+    method = draw(st.sampled_from(("GET", "GET", "GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS")))
+    fail = None
+    if live and not inbound and draw(st.integers(0, 3)) == 0:
+        mode = draw(st.sampled_from(("status", "status", "status", "reset", "delay")))
+        if mode == "delay":
+            fail = Fail("delay", 1, status=draw(st.sampled_from((200, 503))), delay_ms=400)
+        else:
+            fail = Fail(mode, draw(st.integers(1, 4)), status=draw(st.sampled_from((500, 502, 503, 504, 409, 404))))
+    return GenRequest("inbound" if inbound else "outbound", method, target, host, tuple(headers), fail)
+
+
+@st.composite
+def cases(draw, max_requests: int = 20, min_requests: int = 1, live: bool = True):
+    """(policy, requests aimed at it)."""
+    policy = draw(policies())
+    reqs = draw(st.lists(requests(policy, live=live), min_size=min_requests, max_size=max_requests))
+    return policy, reqs
