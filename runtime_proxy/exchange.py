@@ -19,6 +19,7 @@ route timeout is a timer-wheel slot rather than an event-loop timer.
 from __future__ import annotations
 
 import random
+import re
 import time
 
 from runtime_proxy import authz as authz_mod
@@ -27,8 +28,9 @@ from runtime_proxy import retry as retry_mod
 from runtime_proxy import split as split_mod
 from runtime_proxy.headers import apply_changes, shadow_host
 from runtime_proxy.http import (BODY_FAULT, BODY_OVERFLOW, BODY_RBAC, BODY_TIMEOUT, HOP_BY_HOP_BYTES,
-                                STRIPPED_REQUEST, connection_tokens, encode_value, local_reply,
-                                reset_body, status_line)
+                                REQUEST_INLINE, RESPONSE_INLINE, RESPONSE_NOT_SETTABLE, STRIPPED_REQUEST,
+                                connection_tokens, decode_value, encode_value, local_reply, reset_body,
+                                status_line)
 from runtime_proxy.normalize import normalize
 from runtime_proxy.retry import CONNECT_FAILURE, PER_TRY_TIMEOUT, Outcome
 from runtime_proxy.routing import select_route
@@ -38,9 +40,13 @@ REPLAY_LIMIT = 1024 * 1024       # bytes of request body kept for retries and th
 UNSENT_HIGH = 256 * 1024         # body bytes waiting for a connection before the client is paused
 
 # Request headers never copied upstream as they came: connection-level ones, router control
-# headers, and those the proxy writes itself (framing, x-forwarded-for).
+# headers, and the framing the proxy writes itself. `x-forwarded-for` passes unchanged and is
+# never added: Envoy's connection manager as the compiler emits it (use_remote_address false)
+# does not touch it (equivalence suite, tests/test_equivalence_live.py).
 UP_SKIP = frozenset(HOP_BY_HOP_BYTES | {n.encode() for n in STRIPPED_REQUEST}
-                    | {b"content-length", b"x-forwarded-for"})
+                    | {b"content-length", b"x-forwarded-client-cert"})   # XFCC: Envoy's SANITIZE
+_ABSOLUTE = re.compile(r"[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*)(.*)", re.S).fullmatch
+BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "TRACE", "CONNECT"})
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
 
 _random = random.random
@@ -53,6 +59,55 @@ IDLE, WAITING, SENT, BACKOFF = 0, 1, 2, 3
 _RID_PREFIX = "%08x-%04x-4%03x-%x" % (_getrandbits(32), _getrandbits(16), _getrandbits(12),
                                       8 + _getrandbits(2))
 _rid_counter = _getrandbits(40)
+
+
+def upstream_target(path: str, query: str, target: str) -> str:
+    """The request target sent upstream: the normalised path and the query as it came; an empty
+    query keeps its `?` (`/a?` goes out as `/a?`, as from Envoy)."""
+    return path + "?" + query if query or "?" in target else path
+
+
+def changed_request_headers(raw, skip, changes) -> list[tuple[bytes, bytes]]:
+    """The request header lines `raw` ((name as sent, value) bytes) that go upstream, less the
+    lower-case names in `skip`, after the route's `changes` (a CHeaderChanges): lower-case names.
+    Values are decoded as `decode_value` does, so that a value that is not changed goes out as
+    the bytes that came in."""
+    pairs = []
+    for n, v in raw:
+        ln = n.lower()
+        if ln not in skip:
+            pairs.append((ln.decode("latin-1"), decode_value(v)))
+    return [(n.encode("latin-1"), encode_value(v)) for n, v in apply_changes(pairs, changes, REQUEST_INLINE)]
+
+
+def changed_response_lines(lines, drop, changes) -> list[bytes]:
+    """The upstream's response header lines (`name: value\\r\\n`, lower-case names) less the
+    names in `drop` (or None), after the route's response `changes` (a CHeaderChanges or None);
+    unchanged values keep their bytes."""
+    pairs = []
+    for line in lines:
+        n, _, v = line[:-2].partition(b": ")
+        if drop is None or n not in drop:
+            pairs.append((n.decode("latin-1"), decode_value(v)))
+    if changes is not None and not changes.empty:
+        pairs = [(n, v) for n, v in apply_changes(pairs, changes, RESPONSE_INLINE)
+                 if n not in RESPONSE_NOT_SETTABLE]
+    return [b"%s: %s\r\n" % (n.encode("latin-1"), encode_value(v)) for n, v in pairs]
+
+
+def local_reply_changes(body: bytes, extra: bytes, changes) -> bytes:
+    """The header lines of a local reply on a chosen route (a fault's abort, a timeout, a reset,
+    an overflow) after the route's response `changes`, content type included, as Envoy does."""
+    pairs = []
+    for line in extra.split(b"\r\n"):
+        if line:
+            n, _, v = line.partition(b": ")
+            pairs.append((n.decode("latin-1"), decode_value(v)))
+    pairs = apply_changes(pairs, changes, RESPONSE_INLINE)
+    if body and not any(n == "content-type" for n, _ in pairs):
+        pairs.insert(0, ("content-type", "text/plain"))   # Envoy types the body unless the route did
+    return b"".join(b"%s: %s\r\n" % (n.encode("latin-1"), encode_value(v)) for n, v in pairs
+                    if n not in RESPONSE_NOT_SETTABLE and n not in ("date", "content-length"))
 
 
 def request_id() -> str:
@@ -79,7 +134,6 @@ class Exchange:
     attempts = 0
     seq = 0
     count_attempts = False
-    fresh_retried = False
     retry_held = False
     holds_request = False
     replayable = True
@@ -185,15 +239,20 @@ class Exchange:
         self.dispatched = True
         if self.reject:
             self.down.lstats.bad_request += 1
-            self.local(self.reject, b"Payload Too Large" if self.reject == 413 else b"", close=True)
+            # Envoy's codec errors carry the reason phrase; its upgrade refusal (403) has no body
+            self.local(self.reject, b"" if self.reject == 403 else status_line(self.reject)[13:-2], close=True)
             return
         hdict = self.hdict
+        if self.target[:1] != "/" and self.method != "CONNECT":
+            absolute = _ABSOLUTE(self.target)
+            if absolute is not None:   # absolute-form: Envoy takes the path and the authority from it
+                self.absolute_form(absolute.group(1), absolute.group(2))
         hosts = hdict.get("host")
-        if hosts is None or len(hosts) != 1:
+        if hosts is None:
             self.down.lstats.bad_request += 1
             self.local(400, close=True)
             return
-        self.host = hosts[0]
+        self.host = hosts[0] if len(hosts) == 1 else ",".join(hosts)   # several: Envoy joins them
         rt = self.rt
         if "expect" in hdict and hdict["expect"][0].lower() == "100-continue":
             self.expect_continue = True
@@ -202,6 +261,17 @@ class Exchange:
             self.local(413, b"Payload Too Large", close=True)
             return
         table = rt.table
+        if self.method == "CONNECT" or self.target[:1] != "/":
+            # Envoy's codec refuses a target that is not origin-form (and CONNECT with one) with
+            # "Bad Request"; a CONNECT to an authority matches no route (no connect_matcher): 404
+            if self.method == "CONNECT" and self.target[:1] != "/":
+                self.down.lstats.no_route += 1
+                self.flags = "NR"
+                self.local(404, close=True)
+            else:
+                self.down.lstats.bad_request += 1
+                self.local(400, b"Bad Request", close=True)
+            return
         norm = normalize(self.method, self.target, table.escaped_slashes)
         if norm.__class__ is int:
             self.down.lstats.bad_request += 1
@@ -240,6 +310,14 @@ class Exchange:
                 self.abort_fault(abort)
                 return
         self.forward_outbound(route)
+
+    def absolute_form(self, authority: str, rest: str) -> None:
+        """`http://AUTHORITY/PATH` as a request target: the request goes on as `PATH` with the
+        Host `AUTHORITY` (Envoy's `allow_absolute_url`, on by default)."""
+        self.target = rest if rest[:1] == "/" else "/" + rest
+        value = authority.encode("latin-1")
+        self.raw = [(n, v) for n, v in self.raw if n.lower() != b"host"] + [(b"host", value)]
+        self.hdict["host"] = [authority]
 
     def start_inbound(self, table) -> None:
         rt = self.rt
@@ -300,8 +378,7 @@ class Exchange:
     def build_upstream_head(self, route) -> None:
         """The request line and headers every attempt sends (the attempt adds its own lines)."""
         hdict = self.hdict
-        q = self.query
-        target = self.path + "?" + q if q else self.path
+        target = upstream_target(self.path, self.query, self.target)
         parts = [self.method.encode(), b" ", target.encode("latin-1"), b" HTTP/1.1\r\n"]
         skip = UP_SKIP
         if "connection" in hdict or self.expect_continue:
@@ -310,22 +387,13 @@ class Exchange:
                 extra.add(b"expect")
             skip = skip | extra
         if route is not None and not route.request_headers.empty:
-            pairs = []
-            for n, v in self.raw:
-                ln = n.lower()
-                if ln not in skip:
-                    pairs.append((ln.decode("latin-1"), v.decode("latin-1")))
-            for n, v in apply_changes(pairs, route.request_headers):
-                parts += (n.encode("latin-1"), b": ", encode_value(v), b"\r\n")
+            for n, v in changed_request_headers(self.raw, skip, route.request_headers):
+                parts += (n, b": ", v, b"\r\n")
         else:
             for n, v in self.raw:
                 ln = n.lower()
                 if ln not in skip:
                     parts += (ln, b": ", v, b"\r\n")
-        peer_ip = self.down.peer_ip
-        xff = hdict.get("x-forwarded-for")
-        parts += (b"x-forwarded-for: ",
-                  ((", ".join(xff) + ", " + peer_ip) if xff else peer_ip).encode("latin-1"), b"\r\n")
         if "te" in hdict and b"te" not in skip - UP_SKIP and any(v.strip().lower() == "trailers" for v in hdict["te"]):
             parts.append(b"te: trailers\r\n")         # the one TE value that is forwarded (as Envoy)
         if "x-forwarded-proto" not in hdict:
@@ -337,6 +405,10 @@ class Exchange:
             self.up_tail = b"transfer-encoding: chunked\r\n\r\n"
         elif self.req_cl is not None:
             self.up_tail = b"content-length: %d\r\n\r\n" % self.req_cl
+        elif self.method not in BODYLESS_METHODS:
+            # Envoy's HTTP/1 codec writes `content-length: 0` on a request without a body unless
+            # its method is one that has none (HeaderUtility::requestShouldHaveNoBody)
+            self.up_tail = b"content-length: 0\r\n\r\n"
 
     # ---- attempts ------------------------------------------------------------------------------------
 
@@ -442,6 +514,9 @@ class Exchange:
         outlier = cluster.outlier
         if outlier is not None and outlier.record(self.upstream_key, status, None, now):
             cluster.ejected(self.upstream_key)
+        if self.retry_held:      # the retried attempt is answered: its retry is no longer in flight
+            self.retry_held = False
+            cluster.breaker.release_retry()
         route = self.route
         if route is not None and route.retry is not None and status in route.retry.statuses:
             overloaded = False
@@ -460,15 +535,8 @@ class Exchange:
             if name == b"connection" and value not in _PLAIN_CONNECTION:
                 drop = {t.encode() for t in connection_tokens([value.decode("latin-1")])}
         if drop or (route is not None and not route.response_headers.empty):
-            pairs = []
-            for line in lines:
-                n, _, v = line[:-2].partition(b": ")
-                if drop is None or n not in drop:
-                    pairs.append((n.decode("latin-1"), v.decode("latin-1")))
-            if route is not None and not route.response_headers.empty:
-                pairs = apply_changes(pairs, route.response_headers)
-            lines = [b"%s: %s\r\n" % (n.encode("latin-1"), encode_value(v)) for n, v in pairs]
-            has_length = any(n == "content-length" for n, _ in pairs)
+            lines = changed_response_lines(lines, drop, route.response_headers if route is not None else None)
+            has_length = any(line.startswith(b"content-length: ") for line in lines)
         parts = [status_line(status)]
         parts += lines
         if not has_length and not (self.is_head or status == 204 or status == 304 or status < 200):
@@ -520,15 +588,9 @@ class Exchange:
             self.down.abort()
             self.finish(aborted=True)
             return
-        if fresh_ok and not self.fresh_retried and self.replayable:
-            # a kept-alive connection the upstream had closed: once more, on a new connection
-            self.fresh_retried = True
-            self.end_attempt()
-            cluster.stats.cx_reused_dead += 1
-            self.unsent = list(self.replay)
-            self.unsent_size = self.replay_size
-            self.attempt(True)
-            return
+        # A kept-alive connection the upstream closed as it was reused fails the attempt like any
+        # reset: Envoy does not send it again unless the route retries on `reset` (equivalence
+        # suite; `fresh_ok` is only informative).
         self.end_attempt()
         if kind != CONNECT_FAILURE:
             cluster.stats.rq_rx_reset += 1
@@ -648,7 +710,14 @@ class Exchange:
 
     def retry(self, outcome: Outcome) -> bool:
         """Schedule the next attempt when the route's policy, the attempt count, the body and the
-        retry budget allow it; False when the request ends with what it has."""
+        retry budget allow it; False when the request ends with what it has.
+
+        A retry holds its unit of the retry budget (or `max_retries`) from this decision, through
+        the backoff, until its attempt ends (the next decision, or the end of the request), as
+        Envoy's RetryStateImpl does (`resetRetry` at each `shouldRetry`)."""
+        if self.retry_held:
+            self.retry_held = False
+            self.cluster.breaker.release_retry()
         route = self.route
         if route is None:
             return False
@@ -674,15 +743,11 @@ class Exchange:
         return True
 
     def after_backoff(self) -> None:
-        self.other_timer = None
-        if self.retry_held:
-            self.retry_held = False
-            self.cluster.breaker.release_retry()
+        self.other_timer = None      # the retry stays held while its attempt runs (see retry)
         if self.done:
             return
         self.unsent = list(self.replay)
         self.unsent_size = self.replay_size
-        self.fresh_retried = False
         self.attempt(False)
 
     # ---- endings -----------------------------------------------------------------------------------
@@ -702,7 +767,9 @@ class Exchange:
 
     def local(self, status: int, body: bytes = b"", extra: bytes = b"", close: bool = False) -> None:
         """Answer with a local reply (nothing of it came from an upstream). A request whose body
-        is still coming gets `connection: close`, as from Envoy."""
+        is still coming gets `connection: close`, as from Envoy. Once a route is chosen, its
+        response header changes apply to the local reply too (a fault's abort, a timeout, a
+        reset), as in Envoy."""
         if self.done or self.resp_started:
             return
         if close or not self.body_done:
@@ -712,7 +779,12 @@ class Exchange:
         self.status = status
         self.resp_started = True
         self.bytes_out = len(body)
-        self.down.write(local_reply(status, body, extra, self.close_after, self.is_head))
+        route = self.route
+        if route is not None and not route.response_headers.empty:
+            extra = local_reply_changes(body, extra, route.response_headers)
+            self.down.write(local_reply(status, body, extra, self.close_after, self.is_head, ctype=False))
+        else:
+            self.down.write(local_reply(status, body, extra, self.close_after, self.is_head))
         self.finish()
 
     def finish(self, aborted: bool = False) -> None:
@@ -781,7 +853,10 @@ class Exchange:
             elif line:
                 out.append(line)
         body = b"".join(self.replay)
-        tail = b"content-length: %d\r\n\r\n" % len(body) if (body or self.req_cl is not None) else b"\r\n"
+        if body or self.req_cl is not None:
+            tail = b"content-length: %d\r\n\r\n" % len(body)
+        else:
+            tail = b"\r\n" if self.req_chunked else self.up_tail
         data = b"\r\n".join(out) + b"\r\nx-envoy-internal: true\r\n" + tail + body
         Mirror(cluster, data, self.is_head, (route.timeout_ms or 15000) / 1000.0)
 

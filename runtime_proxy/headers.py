@@ -12,10 +12,12 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "t
                         "transfer-encoding", "upgrade"})
 
 
-def apply_changes(headers: list[tuple[str, str]], changes) -> list[tuple[str, str]]:
+def apply_changes(headers: list[tuple[str, str]], changes, inline=frozenset()) -> list[tuple[str, str]]:
     """`headers` after `changes` (a CHeaderChanges or config.HeaderChanges): first every `remove`,
     then every `set` (all old values of the name go, the one new value is appended), then every
-    `add` (one more line each, in written order). Returns a new list; the input is not changed."""
+    `add` (one more line each, in written order; for a name in `inline`, one of Envoy's inline
+    headers, ",VALUE" appended to the line already there). Returns a new list; the input is not
+    changed."""
     touched = getattr(changes, "touched", None)
     if touched is None:  # config.HeaderChanges
         remove = {n.lower() for n in changes.remove}
@@ -31,7 +33,17 @@ def apply_changes(headers: list[tuple[str, str]], changes) -> list[tuple[str, st
     else:
         out = list(headers)
     out.extend(sets)
-    out.extend(adds)
+    for n, v in adds:
+        if n in inline:
+            for i in range(len(out) - 1, -1, -1):
+                if out[i][0].lower() == n:
+                    if v:     # Envoy appends nothing (no comma either) for an empty value
+                        out[i] = (out[i][0], out[i][1] + "," + v if out[i][1] else v)
+                    break
+            else:
+                out.append((n, v))
+        else:
+            out.append((n, v))
     return out
 
 

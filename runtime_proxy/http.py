@@ -30,6 +30,27 @@ STRIPPED_REQUEST = frozenset({
     "x-envoy-original-path", "x-envoy-force-trace", "x-envoy-is-timeout-retry",
 })
 
+# Envoy's inline headers (measured on 1.40 by the equivalence suite): its header map keeps one
+# value for these, so repeated lines are joined with "," as they are received, and a route's
+# `add` appends ",VALUE" to the value already there instead of adding a line.
+REQUEST_INLINE = frozenset({
+    "accept", "accept-encoding", "access-control-request-headers", "access-control-request-method",
+    "authorization", "cache-control", "content-encoding", "content-type", "expect", "grpc-accept-encoding",
+    "grpc-timeout", "if-match", "if-modified-since", "if-none-match", "if-range", "if-unmodified-since",
+    "origin", "pragma", "proxy-status", "referer", "user-agent", "via", "x-client-trace-id",
+    "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-request-id",
+})
+RESPONSE_INLINE = frozenset({
+    "access-control-allow-credentials", "access-control-allow-headers", "access-control-allow-methods",
+    "access-control-allow-origin", "access-control-expose-headers", "access-control-max-age", "age",
+    "cache-control", "content-encoding", "content-type", "etag", "expires", "grpc-message", "grpc-status",
+    "last-modified", "location", "proxy-status", "vary", "via", "x-request-id",
+})
+# Response headers a route's changes cannot leave in place: Envoy writes `server` itself and
+# drops connection-level ones.
+RESPONSE_NOT_SETTABLE = frozenset({"server", "connection", "keep-alive", "proxy-connection",
+                                   "transfer-encoding", "upgrade"})
+
 # What a proxied response loses besides the hop-by-hop headers: the proxy sets these itself.
 RESPONSE_OVERWRITTEN = frozenset({b"server", b"x-envoy-upstream-service-time", b"x-envoy-attempt-count",
                                   b"x-envoy-overloaded"})
@@ -93,11 +114,12 @@ DATE = _Date()
 
 
 def local_reply(status: int, body: bytes = b"", extra: bytes = b"", close: bool = False,
-                head_only: bool = False) -> bytes:
+                head_only: bool = False, ctype: bool = True) -> bytes:
     """The bytes of a local reply. `extra` holds already-formatted header lines; `head_only` is
-    for HEAD requests (content-length stays, the body goes)."""
+    for HEAD requests (content-length stays, the body goes); without `ctype`, `extra` has the
+    content type (or its removal) already."""
     parts = [status_line(status), b"content-length: %d\r\n" % len(body)]
-    if body:
+    if body and ctype:
         parts.append(b"content-type: text/plain\r\n")
     if extra:
         parts.append(extra)

@@ -33,9 +33,8 @@ CLUSTER_COUNTERS = (
     ("cx_connect_fail", "upstream_cx_connect_fail"),
     ("cx_connect_timeout", "upstream_cx_connect_timeout"),
     ("cx_destroy_remote", "upstream_cx_destroy_remote"),
-    ("cx_reused_dead", "upstream_cx_reused_dead_retried"),   # ours: a reused connection found closed, retried fresh
-    ("ejections_enforced", "outlier_detection_ejections_enforced_total"),
-    ("ejections_detected", "outlier_detection_ejections_detected_consecutive_5xx"),
+    ("ejections_enforced", "outlier_detection.ejections_enforced_total"),
+    ("ejections_detected", "outlier_detection.ejections_detected_consecutive_5xx"),
     ("mirror_total", "upstream_rq_mirror_total"),
 )
 
@@ -168,7 +167,7 @@ class Metrics:
         names = sorted(self.clusters)
         cl = [(n, self.clusters[n]) for n in names]
         for attr, stat in CLUSTER_COUNTERS:
-            prom = f"envoy_cluster_{stat}"
+            prom = "envoy_cluster_" + stat.replace(".", "_")
             family(prom, "counter", f"cluster {stat}",
                    [(f'envoy_cluster_name="{_esc(n)}"', getattr(c, attr)) for n, c in cl])
         family("envoy_cluster_upstream_rq", "counter", "upstream responses by status code",
@@ -180,7 +179,7 @@ class Metrics:
                [(f'envoy_cluster_name="{_esc(n)}"', c.rq_active) for n, c in cl])
         gauge_names = sorted({g for per in gauges.values() for g in per})
         for g in gauge_names:
-            family(f"envoy_cluster_{g}", "gauge", f"cluster {g}",
+            family("envoy_cluster_" + g.replace(".", "_"), "gauge", f"cluster {g}",
                    [(f'envoy_cluster_name="{_esc(n)}"', gauges[n][g]) for n in names
                     if n in gauges and g in gauges[n]])
         # the histogram, in milliseconds as Envoy's

@@ -12,10 +12,11 @@ The steps, in Envoy's order (`ConnectionManagerUtility::maybeNormalizePath`):
    of unreserved characters, remove `.` and `..` segments (`%2e` counts as a dot), turn `\\` into
    `/`, percent-encode `" < > ^ ` { | }`, controls, space, DEL and bytes >= 0x80, keep other escapes
    as written, turn a stray `%` that would start an escape after decoding into `%25`
-   (`%%30%30` -> `%2500`), and reject `%00`. One measured addition (ENVOY_NOTES, "Path
-   normalization"): a literal `.` or `..` segment followed by `;params` is a dot segment too, and
-   the params go with it (`/..;/admin` -> `/admin`); encoded dots followed by `;` are decoded but
-   not collapsed;
+   (`%%30%30` -> `%2500`), and reject `%00`. Before that, one measured step (ENVOY_NOTES, "Path
+   normalization"; equivalence model layer): a literal `.` or `..` segment right after a literal
+   `/` loses its `;params`, up to the next `/` (`/..;/admin` -> `/../admin` -> `/admin`,
+   `/a/..;x\\b/c` -> `/c`); encoded dots, or dots after a `\\`, keep them (`/a/%2e%2e;/b` ->
+   `/a/..;/b`, `/a\\..;x/b` -> `/a/..;x/b`);
 4. merge runs of slashes; a path made only of slashes becomes `//` (Envoy's `mergeSlashes`).
 
 The query string is never changed. Hot path: a path without `%`, `\\`, `/.`, `//` or a character
@@ -84,28 +85,31 @@ def _decode_escaped(s, i: int, end: int) -> int:
     return hi * 16 + lo
 
 
-def _params_end(s: bytes, j: int, end: int) -> int:
-    """Input consumed by `;params` starting at `j`: up to and including the next slash."""
-    k = j
-    while k < end and s[k] != _SLASH and s[k] != _BACKSLASH:
-        k += 1
-    return k - j + (1 if k < end else 0)
+# A literal `.` or `..` segment (after a literal `/`) with `;params`: Envoy drops the params, up
+# to the next `/` (a `\\` does not end them), before it canonicalises the path (measured with
+# Envoy 1.40: `/a/..;x\\b/c` -> `/c`, `/a\\..;x/b` -> `/a/..;x/b`, `/.;%00/x` -> `/x`).
+_DOT_PARAMS = re.compile(r"(?<=/)(\.\.?);[^/]*")
+
+
+def strip_dot_params(path: str) -> str:
+    """`path` with the `;params` of its literal dot segments removed (`/..;x/admin` ->
+    `/../admin`)."""
+    if ";" not in path:
+        return path
+    return _DOT_PARAMS.sub(r"\1", path)
 
 
 # dispositions of a dot preceded by a slash
 _NOT_A_DIRECTORY, _DIRECTORY_CUR, _DIRECTORY_UP = 0, 1, 2
 
 
-def _classify_after_dot(s: bytes, after: int, end: int, literal: bool) -> tuple[int, int]:
-    """(disposition, input consumed after the first dot): Chromium's ClassifyAfterDot, plus the
-    measured `;params` rule for literal dots."""
+def _classify_after_dot(s: bytes, after: int, end: int) -> tuple[int, int]:
+    """(disposition, input consumed after the first dot): Chromium's ClassifyAfterDot."""
     if after == end:
         return _DIRECTORY_CUR, 0
     c = s[after]
     if c == _SLASH or c == _BACKSLASH:
         return _DIRECTORY_CUR, 1
-    if literal and c == _SEMI:
-        return _DIRECTORY_CUR, _params_end(s, after, end)
     second = _is_dot(s, after, end)
     if second:
         after2 = after + second
@@ -114,8 +118,6 @@ def _classify_after_dot(s: bytes, after: int, end: int, literal: bool) -> tuple[
         c2 = s[after2]
         if c2 == _SLASH or c2 == _BACKSLASH:
             return _DIRECTORY_UP, second + 1
-        if literal and second == 1 and c2 == _SEMI:
-            return _DIRECTORY_UP, second + _params_end(s, after2, end)
     return _NOT_A_DIRECTORY, 0
 
 
@@ -171,7 +173,7 @@ def canonicalize(path: bytes) -> bytes | None:
             dotlen = _is_dot(path, i, end)
             if dotlen:
                 if out and out[-1] == _SLASH:
-                    disposition, consumed = _classify_after_dot(path, i + dotlen, end, dotlen == 1)
+                    disposition, consumed = _classify_after_dot(path, i + dotlen, end)
                     if disposition == _NOT_A_DIRECTORY:
                         out.append(_DOT)
                         i += dotlen - 1
@@ -237,6 +239,8 @@ def normalize_path(path: str, escaped_slashes: str) -> str | int:
             return BAD_REQUEST
         if escaped_slashes == "decode":
             path = _ESCAPED_SLASH.sub(_unescape_slash, path)
+    if "/." in path:
+        path = strip_dot_params(path)
     if "/." not in path and "//" not in path and _NEEDS_WORK.search(path) is None:
         return path
     canonical = canonicalize(_to_bytes(path))

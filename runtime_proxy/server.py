@@ -26,7 +26,7 @@ from httptools import HttpParserError, HttpParserInvalidMethodError, HttpParserU
 
 from runtime_proxy.breaker import Breaker
 from runtime_proxy.exchange import Exchange
-from runtime_proxy.http import decode_value, local_reply
+from runtime_proxy.http import REQUEST_INLINE, decode_value, local_reply, status_line
 from runtime_proxy.metrics import Metrics
 from runtime_proxy.outlier import OutlierState
 from runtime_proxy.plain import Plain
@@ -42,6 +42,7 @@ APP_LIMITS = Plain({"max_connections": 1024, "max_pending_requests": 1024, "max_
 _METHODS: dict[bytes, str] = {}
 # raw header name -> lower-case str (bounded: names are few; random names only fill it to the cap)
 _NAMES: dict[bytes, str] = {}
+_OWS = (b" ", b"\t")          # optional white space around a header value (RFC 9110 5.5)
 
 LINGER_SECONDS = 1.0   # how long a closing connection still reads what the client sends
 
@@ -181,7 +182,7 @@ class ClusterState:
                "circuit_breakers_default_remaining_retries": max(
                    0, self.breaker.retry_limit() - self.breaker.retries)}
         if self.outlier is not None:
-            out["outlier_detection_ejections_active"] = len(self.outlier.ejected(now))
+            out["outlier_detection.ejections_active"] = len(self.outlier.ejected(now))
         return out
 
 
@@ -227,6 +228,54 @@ class AccessLog:
         self.flush()
         if self.fh is not sys.stdout:
             self.fh.close()
+
+
+def header_dict(raw: list) -> tuple[dict[str, list[str]], list]:
+    """The request's headers as routing reads them: lower-case name -> values (decoded as
+    `decode_value`), and the header lines to forward. Envoy keeps one value for each of its
+    inline headers (http.REQUEST_INLINE): their repeated lines are joined, in both results."""
+    hdict: dict[str, list[str]] = {}
+    joined = False
+    names = _NAMES
+    for n, v in raw:
+        name = names.get(n)
+        if name is None:
+            name = n.decode("latin-1").lower()
+            if len(names) < 4096:
+                names[n] = name
+        try:
+            value = v.decode("ascii")
+        except UnicodeDecodeError:
+            value = decode_value(v)
+        values = hdict.get(name)
+        if values is None:
+            hdict[name] = [value]
+        elif name in REQUEST_INLINE:
+            if value:         # Envoy's appendToHeader: nothing for an empty value, no comma after one
+                values[0] = values[0] + "," + value if values[0] else value
+            joined = True
+        else:
+            values.append(value)
+    return hdict, (_join_inline(raw) if joined else raw)
+
+
+def _join_inline(raw: list) -> list:
+    """The request's header lines with the repeated lines of each of Envoy's inline headers
+    joined, with ",", into the first one (http.REQUEST_INLINE), as Envoy's appendToHeader does:
+    an empty line adds nothing, and a value after an empty one comes without a comma."""
+    out = []
+    first: dict[str, int] = {}
+    for n, v in raw:
+        name = n.decode("latin-1").lower()
+        if name in REQUEST_INLINE:
+            at = first.get(name)
+            if at is not None:
+                if v:
+                    out[at] = (out[at][0], out[at][1] + b"," + v if out[at][1] else v)
+                continue
+            first[name] = len(out)
+        out.append((n, v))
+    return out
 
 
 # ---- the run-time state ---------------------------------------------------------------------------
@@ -388,8 +437,9 @@ class Downstream(asyncio.Protocol):
         except HttpParserInvalidMethodError:
             self.reject(400)
             return
-        except HttpParserError:
-            self.reject(431 if self.too_large else 400)
+        except HttpParserError as err:
+            # a transfer coding other than chunked: Envoy's 501 (its codec error, as every other)
+            self.reject(431 if self.too_large else 501 if "invalid `Transfer-Encoding`" in str(err) else 400)
             return
         if self.parsing is None and (self.url or self.raw):   # a head is still incomplete
             self.partial += self.cur_len
@@ -454,6 +504,8 @@ class Downstream(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes):
         if self.parsing is None:      # (not trailers: they are not forwarded)
+            if value[-1:] in _OWS:    # llhttp keeps trailing white space; Envoy's codec trims it
+                value = value.rstrip(b" \t")
             self.raw.append((name, value))
 
     def on_headers_complete(self):
@@ -467,23 +519,7 @@ class Downstream(asyncio.Protocol):
         method = _METHODS.get(mb)
         if method is None:
             method = _METHODS[mb] = mb.decode("latin-1")
-        hdict: dict[str, list[str]] = {}
-        names = _NAMES
-        for n, v in self.raw:
-            name = names.get(n)
-            if name is None:
-                name = n.decode("latin-1").lower()
-                if len(names) < 4096:
-                    names[n] = name
-            try:
-                value = v.decode("ascii")
-            except UnicodeDecodeError:
-                value = decode_value(v)
-            values = hdict.get(name)
-            if values is None:
-                hdict[name] = [value]
-            else:
-                values.append(value)
+        hdict, self.raw = header_dict(self.raw)
         req_cl = None
         chunked = False
         if "transfer-encoding" in hdict:
@@ -609,7 +645,7 @@ class Downstream(asyncio.Protocol):
         if current is not None:
             self.current = None
             current.cancel()
-        if can_reply:
-            self.transport.write(local_reply(status, close=True))
+        if can_reply:   # Envoy's codec errors answer with the reason phrase as the body
+            self.transport.write(local_reply(status, status_line(status)[13:-2], close=True))
         self.closing = False
         self.close(linger=True)     # the client may be sending still

@@ -13,11 +13,11 @@ is a `user` object (runtime_proxy/exchange.py's Attempt) with five methods the c
                                         no (complete) response: kind is `connect-failure` or `reset`,
                                         reason Envoy's reset reason; fresh_retry_ok when the
                                         connection was reused from the pool and failed before a
-                                        single response byte (the upstream had closed it while idle)
+                                        single response byte (informative only)
 
 A pooled connection keeps reading while idle, so an upstream that closes it is noticed at once
-(EOF) and the connection leaves the pool; one that closes it just as it is reused is caught by
-`fresh_retry_ok`, and the attempt goes once more on a new connection.
+(EOF) and the connection leaves the pool; one that closes it just as it is reused fails the
+attempt like any reset, as in Envoy (retried only when the route retries on `reset`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,26 @@ from collections import deque
 
 from httptools import HttpParserError, HttpResponseParser
 
-from runtime_proxy.http import RESPONSE_SKIP
+from runtime_proxy.http import RESPONSE_INLINE, RESPONSE_SKIP
+
+RESPONSE_INLINE_BYTES = frozenset(n.encode() for n in RESPONSE_INLINE)
+
+
+def add_inline_line(lines: list, seen: dict | None, name: bytes, value: bytes) -> dict:
+    """Add the response header line `name: value` for one of Envoy's inline headers to the
+    formatted `lines`: Envoy keeps one value of these, so a repeated line is joined to the first
+    with "," (appendToHeader: nothing for an empty value, no comma after an empty one). `seen`
+    maps the names already in `lines` to their index; returns it."""
+    if seen is None:
+        seen = {}
+    at = seen.get(name)
+    if at is None:
+        seen[name] = len(lines)
+        lines.append(b"%s: %s\r\n" % (name, value))
+    elif value:
+        old = lines[at][len(name) + 2:-2]
+        lines[at] = b"%s: %s\r\n" % (name, old + b"," + value if old else value)
+    return seen
 
 
 class HeadersTooLarge(Exception):
@@ -38,7 +57,7 @@ class HeadersTooLarge(Exception):
 class UpstreamConn(asyncio.Protocol):
     __slots__ = ("pool", "transport", "parser", "user", "closed", "got_bytes", "reused", "head_only",
                  "lines", "special", "head_seen", "cur_len", "head_done", "status", "in_body", "close_delimited",
-                 "has_length", "idle_since", "max_head", "paused")
+                 "has_length", "idle_since", "max_head", "paused", "inline_seen")
 
     def __init__(self, pool: "Pool"):
         self.pool = pool
@@ -61,6 +80,7 @@ class UpstreamConn(asyncio.Protocol):
         self.idle_since = 0.0
         self.max_head = pool.max_response_headers
         self.paused = False
+        self.inline_seen = None   # Envoy's inline response headers seen in this head (set on first use)
 
     # ---- use by a request ----------------------------------------------------------------------
 
@@ -76,6 +96,7 @@ class UpstreamConn(asyncio.Protocol):
         self.in_body = False
         self.close_delimited = False
         self.has_length = False
+        self.inline_seen = None
 
     def write(self, data: bytes) -> None:
         if not self.closed:
@@ -171,11 +192,15 @@ class UpstreamConn(asyncio.Protocol):
         if self.head_done:        # trailers are not forwarded
             return
         ln = name.lower()
+        value = value.rstrip(b" \t")   # Envoy's codec trims values (llhttp keeps trailing blanks)
         if ln in RESPONSE_SKIP:
             self.special.append((ln, value))
         else:                     # formatted here: the client gets these lines as they are
             if ln == b"content-length":
                 self.has_length = True
+            elif ln in RESPONSE_INLINE_BYTES:
+                self.inline_seen = add_inline_line(self.lines, self.inline_seen, ln, value)
+                return
             self.lines.append(b"%s: %s\r\n" % (ln, value))
 
     def on_headers_complete(self):
@@ -188,6 +213,7 @@ class UpstreamConn(asyncio.Protocol):
             self.status = 0   # 1xx informational: the real response follows
             self.lines = []
             self.special = []
+            self.inline_seen = None
             self.has_length = False
             return
         self.head_done = True
@@ -225,6 +251,11 @@ class UpstreamConn(asyncio.Protocol):
         self.user = None
         self.in_body = False
         if keep_alive and not self.close_delimited:
+            # the request's `requests` unit goes first, so that a request waiting for this
+            # connection (pending) can take it over, as when Envoy closes a stream
+            end_attempt = getattr(user, "end_attempt", None)
+            if end_attempt is not None:
+                end_attempt()
             self.pool.release(self)
         else:
             self.closed = True
