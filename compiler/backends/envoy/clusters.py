@@ -86,6 +86,11 @@ def service_clusters(svc: ir.Service) -> list[dict]:
         c["circuit_breakers"] = breakers
         if outlier is not None:
             c["outlier_detection"] = outlier
+            # Envoy merges host health changes for `update_merge_window` (1 s by default) before
+            # its load balancers see them: a second ejection within a second of the first, or a
+            # return, would wait up to 1 s. 0 s delivers each at once (docs/language.md 5.5;
+            # tests/test_equivalence_scenarios.py, the panic threshold).
+            c["common_lb_config"] = {"update_merge_window": "0s"}
         out.append(c)
     return out
 

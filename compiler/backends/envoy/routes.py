@@ -52,12 +52,17 @@ def fault_config(f: ir.Fault) -> dict:
 
 def _header_options(changes: ir.HeaderChanges) -> list[dict]:
     """`set` overwrites (or adds), `add` appends; Envoy applies the list in order after the
-    removals, which is the language's order: remove, then set, then add."""
-    out = [{"append_action": "OVERWRITE_IF_EXISTS_OR_ADD", "header": {"key": k, "value": header_value(v)}}
-           for k, v in changes.set]
-    out += [{"append_action": "APPEND_IF_EXISTS_OR_ADD", "header": {"key": k, "value": header_value(v)}}
-            for k, v in changes.add]
-    return out
+    removals, which is the language's order: remove, then set, then add. An empty value needs
+    `keep_empty_value`: without it Envoy skips the option altogether (no header, nothing
+    replaced), where the language sets or adds an empty value."""
+    def option(action: str, k: str, v: str) -> dict:
+        out = {"append_action": action, "header": {"key": k, "value": header_value(v)}}
+        if v == "":
+            out["keep_empty_value"] = True
+        return out
+
+    return ([option("OVERWRITE_IF_EXISTS_OR_ADD", k, v) for k, v in changes.set]
+            + [option("APPEND_IF_EXISTS_OR_ADD", k, v) for k, v in changes.add])
 
 
 def route_action(r: ir.Route) -> dict:
