@@ -256,7 +256,10 @@ def modules(path: str = "generated.mesh", max_items: int = 6) -> st.SearchStrate
 # differ only in case, and methods never include CONNECT (both are Envoy target errors).
 
 _lower_names = st.from_regex(r"[a-z][a-z0-9_-]{0,7}", fullmatch=True).filter(lambda s: s not in KEYWORDS)
-_tokens = st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True).filter(lambda s: s != "host")
+# header names a header change may use: not `host`, not a framing header, not `server` (E0308)
+_tokens = st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True).filter(
+    lambda s: s not in ("host", "server", "connection", "keep-alive", "proxy-connection", "transfer-encoding",
+                        "upgrade", "te", "content-length"))
 _segments = st.from_regex(r"[A-Za-z0-9_~-]{1,6}", fullmatch=True)
 valid_paths = st.lists(_segments, min_size=0, max_size=3).map(lambda parts: "/" + "/".join(parts))
 # Header and query values: any text but CR, LF and NUL (E0312 for header changes), with the

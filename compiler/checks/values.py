@@ -348,9 +348,9 @@ class _Values:
             self.block(route.fault)
         if route.mirror is not None:
             self.percent(route.mirror.percent, "mirror percentage")
-        for ops in (route.request_headers, route.response_headers):
+        for ops, side in ((route.request_headers, "request"), (route.response_headers, "response")):
             if ops is not None:
-                self.header_ops(ops)
+                self.header_ops(ops, side)
 
     def split(self, split: ast.Split, route: str) -> None:
         total = 0
@@ -373,7 +373,7 @@ class _Values:
         if split.key_header is not None:
             self.header_name(split.key_header, "split key")
 
-    def header_ops(self, ops: ast.HeaderOps) -> None:
+    def header_ops(self, ops: ast.HeaderOps, side: str) -> None:
         changed: dict[str, ast.HeaderOp] = {}
         for op in ops.ops:
             self.header_name(op.name, "header change")
@@ -384,6 +384,12 @@ class _Values:
             if name == "host":
                 self.add("E0308", "the `host` header cannot be changed here", op.name.span,
                          hint="routing uses the host; both targets forbid rewriting it with header changes")
+            elif name in FRAMING_HEADERS:
+                self.add("E0308", f"the `{name}` header belongs to the connection and cannot be changed", op.name.span,
+                         hint="the sidecar writes the framing and connection headers itself, on each hop")
+            elif side == "response" and name == "server":
+                self.add("E0308", "the `server` response header cannot be changed", op.name.span,
+                         hint="the sidecar always answers with `server: envoy` (Envoy overwrites it)")
             first = changed.get(name)
             if first is not None and (op.op == "remove" or first.op == "remove" or op.op == first.op == "set"):
                 self.add("E0313", f"header `{name}` is both `{first.op}` and `{op.op}` on one route", op.span,
@@ -394,6 +400,12 @@ class _Values:
         if authz.default is None:
             self.add("E0601", f"authorization `{authz.service.value}` has no `default`", authz.service.span,
                      hint="add `default deny` (recommended) or `default allow`")
+
+
+# Headers that describe one hop's connection and framing: each sidecar writes them itself, so a
+# route's header changes cannot set or remove them (Envoy drops or rewrites them too).
+FRAMING_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te",
+                             "content-length"})
 
 
 def check_values(ctx: Context) -> None:
