@@ -140,6 +140,17 @@ def request(port: int, path: str, method: str = "GET", headers: dict | list | No
         conn.close()
 
 
+def terminate(proc: subprocess.Popen, grace: float = 10) -> None:
+    """Stop a child process: SIGTERM, then SIGKILL after `grace` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 # ---- a running Envoy -----------------------------------------------------------------------------
 
 class Envoy:
@@ -206,13 +217,7 @@ class Envoy:
         return self.log.read()[-4000:]
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 

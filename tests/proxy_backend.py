@@ -16,7 +16,8 @@ JSON echo: `{"backend", "method", "target", "headers": [[name, value], ...], "bo
                             Backend of the process; later attempts answer 200 at once. Mirror
                             copies (a `-shadow` Host) are neither counted nor failed.
 
-The test thread reads `requests` (every request received, in arrival order, with its body) and
+The test thread reads `requests` (every request received, in arrival order, with its body and
+its arrival time `t`, a time.monotonic()) and
 can change behaviour: `drop_reused` closes a connection, without answering, when a second request
 arrives on it (an upstream that closed a keep-alive connection as the proxy reused it), and
 `close_idle()` closes every idle keep-alive connection from the server side.
@@ -28,6 +29,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 from collections import Counter
 
 import httptools
@@ -106,7 +108,7 @@ class _Conn(asyncio.Protocol):
         with server.lock:
             server.hits += 1
             record["hit"] = server.hits
-            server.requests.append(dict(record, body=body))
+            server.requests.append(dict(record, body=body, t=time.monotonic()))
         if server.drop_reused and self.served > 1:
             self.transport.close()
             return

@@ -105,14 +105,14 @@ SUBSETS = ("a", "b", "c")
 SEGMENTS = ("api", "v1", "users", "a", "b", "x.y", "Admin")
 REGEXES = ("/api/[0-9]+", "/(a|b)/.*", "/v[0-9]/[a-z]+", "/users/[^/]+", "(?i)/admin.*", "/a|/b", "/x\\.y")
 REGEX_SAMPLES = ("/api/42", "/a/", "/b/x", "/v1/abc", "/users/u1", "/ADMIN/x", "/a", "/x.y", "/xzy")
-MATCH_HEADERS = ("x-h0", "x-h1", "x-h2")
+MATCH_HEADERS = ("x-h0", "x-h1", "x-h2", "accept")   # `accept`: one of Envoy's inline headers
 VALUES = ("", "a", "A", "ab", "aB", "1", "a,b", "v 1", "ü")
 SPLIT_HEADER = "x-k"
 SPLIT_KEYS = ("0", "29", "30", "99", "100", "129", "+5", "0029", "-1", "abc", " 7 ", "1e2", "0x10",
               "18446744073709551615", "18446744073709551616", "")
 QUERY_NAMES = ("q", "v")
 QUERY_VALUES = ("1", "2", "x", "a%20b", "")
-SET_HEADERS = ("x-h0", "x-h1", "x-set", "x-add", "x-k")
+SET_HEADERS = ("x-h0", "x-h1", "x-set", "x-add", "x-k", "accept")
 SET_VALUES = ("v", "100%", "two words", "", "é", "a,b", "%%")
 RESPONSE_HEADERS = ("x-r0", "x-r1", "cache-control", "x-backend", "content-type")
 METHODS = ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS")

@@ -1,0 +1,663 @@
+"""The live layer of the equivalence suite: one interface, two real data planes.
+
+Both data planes sit in front of the same loopback upstreams (`Upstreams`: one
+tests/proxy_backend.Backend per endpoint placeholder `EP0`, `EP1`, ... and one for `APP`, the
+sidecar's local application) and run the same generated policy text, rendered twice: with the
+same `EPn`/`APP` ports but each plane's own `INBOUND`/`OUTBOUND`/`ADMIN` ports.
+
+* `EnvoyPlane`: one real Envoy 1.40 per test session on the xds bootstrap of a first policy
+  (`--reject-unknown-dynamic-fields --disable-hot-restart --concurrency 1`). A new policy is
+  swapped in through Envoy's file-based dynamic configuration: each changed file (`cds.json`,
+  then `client/lds.json`, then `rds-outbound.json`) is written elsewhere and renamed into place,
+  and the swap waits, file by file, until the admin `/stats` counters say Envoy applied it
+  (`update_attempt` moved and `update_rejected` did not), then until no cluster or listener is
+  warming. The listener ports are fixed for the session, so an LDS update replaces the
+  listeners in place; every request uses a new connection, so none is left on a draining one.
+* `NativePlane`: the native proxy as a real process (`python -m runtime_proxy CONFIG`), swapped
+  by renaming a new config over its file and asking the admin listener to reload it (`POST
+  /reload`, the same path as SIGHUP and the file poll, but answered once the load is over), then
+  checking that `/config` reports the new `version`.
+
+`observe` sends one `GenRequest` through one plane with a raw socket (the target goes on the wire
+exactly as generated; repeated headers as separate lines), with a fresh `x-test-id` and the
+request's `Fail` as `x-test-*` headers, and `Batch.observations` turns what the client and the
+upstreams saw into one normalised, comparable `Observation` per request.
+"""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+
+from tests.envoy_support import Envoy, free_port, terminate
+from tests.equivalence.compile import SIDECAR, Compiled, compile_text
+from tests.equivalence.envoy_model import EnvoyModel
+from tests.equivalence.policies import MATCH_HEADERS, RESPONSE_HEADERS, SET_HEADERS, GenPolicy, GenRequest
+from tests.proxy_backend import Backend
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+ENDPOINTS = 12          # EP0 .. EP11: enough for the largest generated policy
+APP_LABEL = "app"       # the serving "subset" of the sidecar's local application
+MIRROR_WAIT = 0.15      # mirrors are fire-and-forget: one wait per batch before collecting them
+
+# Request headers each proxy adds with a per-request value: not part of the comparison
+# (`x-envoy-expected-rq-timeout-ms` is the time left, which differs by a few ms; `x-test-id` is
+# ours and differs per plane). Everything else is compared, fixed values the proxies add
+# included (`x-forwarded-proto`, `x-envoy-attempt-count`, `content-length: 0`).
+_VOLATILE_REQUEST = ("x-request-id", "x-envoy-expected-rq-timeout-ms", "x-test-id")
+# Response headers that vary per request or only frame the message (the body of a proxied
+# response is the upstream's echo, whose length varies with the request id).
+_VOLATILE_RESPONSE = ("date", "x-envoy-upstream-service-time", "content-length", "connection",
+                      "keep-alive", "transfer-encoding")
+
+
+# ---- upstreams ------------------------------------------------------------------------------------
+
+class Upstreams:
+    """One Backend per endpoint placeholder plus the application; names are the placeholders."""
+
+    def __init__(self, endpoints: int = ENDPOINTS):
+        self.eps = [Backend(f"EP{i}") for i in range(endpoints)]
+        self.app = Backend("APP")
+        self.backends = self.eps + [self.app]
+
+    def ports(self) -> dict[str, int]:
+        out = {f"EP{i}": b.port for i, b in enumerate(self.eps)}
+        out["APP"] = self.app.port
+        return out
+
+    def drain_records(self) -> dict[str, list[dict]]:
+        """Every request the upstreams received since the last call, by `x-test-id`, in arrival
+        order (each record gets `backend` = the placeholder name)."""
+        out: dict[str, list[dict]] = {}
+        for b in self.backends:
+            with b.lock:
+                reqs, b.requests = b.requests, []
+            for r in reqs:
+                tid = next((v for n, v in r["headers"] if n == "x-test-id"), None)
+                if tid is not None:
+                    out.setdefault(tid, []).append(r)
+        return out
+
+    def stop(self) -> None:
+        for b in self.backends:
+            b.stop()
+
+
+def subset_label(policy: GenPolicy, backend: str | None) -> str | None:
+    """`service.subset` of a backend placeholder name under `policy`."""
+    if backend is None:
+        return None
+    if backend == "APP":
+        return APP_LABEL
+    if backend.startswith("EP") and backend[2:].isdigit():
+        index = int(backend[2:])
+        for ep in policy.endpoints:
+            if ep.index == index:
+                return ep.label
+    return f"?{backend}"
+
+
+# ---- the data planes --------------------------------------------------------------------------
+
+class Plane:
+    name = "?"
+    ports: dict[str, int]        # INBOUND, OUTBOUND, ADMIN
+
+    def render(self, policy: GenPolicy, upstream_ports: dict[str, int]) -> str:
+        return policy.render(dict(upstream_ports, **self.ports))
+
+    def port(self, kind: str) -> int:
+        return self.ports["INBOUND" if kind == "inbound" else "OUTBOUND"]
+
+
+class SwapError(RuntimeError):
+    pass
+
+
+class EnvoyPlane(Plane):
+    """One Envoy for the session; policies swapped in by file-based xDS."""
+
+    name = "envoy"
+    ORDER = (  # file, stats prefix of its subscription
+        ("xds/cds.json", "cluster_manager.cds."),
+        (f"xds/{SIDECAR}/lds.json", "listener_manager.lds."),
+        ("xds/rds-outbound.json", "http.outbound.rds.outbound."),
+    )
+
+    def __init__(self, policy: GenPolicy, upstream_ports: dict[str, int]):
+        self.dir = tempfile.mkdtemp(prefix="meshc-equivalence-envoy-")
+        self.xds = os.path.join(self.dir, "xds")
+        self.staging = os.path.join(self.dir, "staging")
+        os.makedirs(os.path.join(self.xds, SIDECAR))
+        os.makedirs(self.staging)
+        self.ports = {"INBOUND": free_port(), "OUTBOUND": free_port(), "ADMIN": free_port()}
+        self.upstream_ports = upstream_ports
+        compiled = self.compile(policy)
+        self.current: dict[str, bytes] = {}
+        for rel, _ in self.ORDER:
+            self._put(rel, compiled.envoy[rel])
+        boot = os.path.join(self.dir, f"{SIDECAR}.envoy.json")
+        with open(boot, "wb") as fh:
+            fh.write(compiled.envoy[f"{SIDECAR}.envoy.json"])
+        self.envoy = Envoy(boot, "--reject-unknown-dynamic-fields")
+        self.swap_times: list[float] = []
+
+    def compile(self, policy: GenPolicy) -> Compiled:
+        return compile_text(self.render(policy, self.upstream_ports), xds_dir=self.xds)
+
+    def _put(self, rel: str, data: bytes) -> None:
+        tmp = os.path.join(self.staging, rel.replace("/", "_"))
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, os.path.join(self.dir, rel))
+        self.current[rel] = data
+
+    def _stats(self) -> dict[str, int]:
+        return self.envoy.stats("update_attempt|update_rejected|update_success|warming")
+
+    def swap(self, compiled: Compiled) -> float:
+        """Make `compiled` the served config; the seconds it took."""
+        start = time.perf_counter()
+        changed = False
+        for rel, prefix in self.ORDER:
+            data = compiled.envoy[rel]
+            if self.current.get(rel) == data:
+                continue
+            changed = True
+            before = self._stats()
+            self._put(rel, data)
+            deadline = time.monotonic() + 10
+            while True:
+                now = self._stats()
+                if now.get(prefix + "update_rejected", 0) > before.get(prefix + "update_rejected", 0):
+                    raise SwapError(f"envoy rejected {rel}:\n{self.envoy.output()[-2000:]}")
+                if now.get(prefix + "update_attempt", 0) > before.get(prefix + "update_attempt", 0) and \
+                        now.get(prefix + "update_success", 0) > before.get(prefix + "update_success", 0):
+                    break
+                if time.monotonic() > deadline:
+                    raise SwapError(f"envoy did not apply {rel} in 10 s: {now}\n{self.envoy.output()[-2000:]}")
+                time.sleep(0.0005)
+        if changed:
+            deadline = time.monotonic() + 10
+            while True:
+                now = self._stats()
+                if now.get("cluster_manager.warming_clusters", 0) == 0 and \
+                        now.get("listener_manager.total_listeners_warming", 0) == 0:
+                    break
+                if time.monotonic() > deadline:
+                    raise SwapError(f"envoy still warming after 10 s: {now}")
+                time.sleep(0.0005)
+        took = time.perf_counter() - start
+        self.swap_times.append(took)
+        return took
+
+    def stop(self) -> None:
+        self.envoy.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class NativePlane(Plane):
+    """The native proxy as a real process for the session; policies swapped by renaming a new
+    config over its file and `POST /reload`."""
+
+    name = "native"
+
+    def __init__(self, policy: GenPolicy, upstream_ports: dict[str, int]):
+        self.dir = tempfile.mkdtemp(prefix="meshc-equivalence-native-")
+        self.path = os.path.join(self.dir, f"{SIDECAR}.native.json")
+        self.ports = {"INBOUND": free_port(), "OUTBOUND": free_port(), "ADMIN": free_port()}
+        self.upstream_ports = upstream_ports
+        compiled = self.compile(policy)
+        self._put(compiled.native)
+        self.version = compiled.native["version"]
+        ports_file = os.path.join(self.dir, "ports.json")
+        self.log_path = os.path.join(self.dir, "proxy.log")
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "runtime_proxy", self.path,
+                                          "--ports-file", ports_file, "--log-level", "warning"],
+                                         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        deadline = time.monotonic() + 20
+        while not os.path.exists(ports_file):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the native proxy did not start:\n{self.log()}")
+            time.sleep(0.01)
+        with open(ports_file) as fh:
+            bound = json.load(fh)
+        assert (bound["inbound"], bound["outbound"], bound["admin"]) == (
+            self.ports["INBOUND"], self.ports["OUTBOUND"], self.ports["ADMIN"]), bound
+        self.swap_times: list[float] = []
+
+    def compile(self, policy: GenPolicy) -> Compiled:
+        return compile_text(self.render(policy, self.upstream_ports))
+
+    def _put(self, native: dict) -> None:
+        tmp = os.path.join(self.dir, "next.json")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(native, fh)
+        os.replace(tmp, self.path)
+
+    def admin(self, path: str, method: str = "GET") -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.ports["ADMIN"], timeout=30)
+        try:
+            conn.request(method, path)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def swap(self, compiled: Compiled) -> float:
+        start = time.perf_counter()
+        version = compiled.native["version"]
+        self._put(compiled.native)
+        status, body = self.admin("/reload", "POST")
+        if status != 200:
+            raise SwapError(f"native proxy refused the config: {body.decode(errors='replace')}")
+        status, body = self.admin("/config")
+        served = json.loads(body)["version"]
+        if served != version:
+            raise SwapError(f"native proxy serves version {served}, expected {version}")
+        self.version = version
+        took = time.perf_counter() - start
+        self.swap_times.append(took)
+        return took
+
+    def log(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()[-4000:]
+
+    def stop(self) -> None:
+        terminate(self.proc)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---- sending requests -------------------------------------------------------------------------------
+
+_ids = itertools.count(1)
+
+
+def fail_headers(request: GenRequest) -> list[tuple[str, str]]:
+    f = request.fail
+    if f is None:
+        return []
+    out = [("x-test-fail-first", str(f.first))]
+    if f.mode == "reset":
+        out.append(("x-test-reset", "1"))
+    elif f.mode == "delay":
+        out += [("x-test-delay-ms", str(f.delay_ms)), ("x-test-status", str(f.status))]
+    else:
+        out.append(("x-test-status", str(f.status)))
+    return out
+
+
+@dataclass
+class Sent:
+    """What the client saw of one request through one plane."""
+    test_id: str
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    error: str | None = None
+
+
+def send(port: int, request: GenRequest, test_id: str, timeout: float = 20) -> Sent:
+    """One request on a new connection, byte for byte as generated."""
+    lines = [f"{request.method} {request.target} HTTP/1.1", f"host: {request.host}"]
+    lines += [f"{n}: {v}" for n, v in request.headers]
+    lines.append(f"x-test-id: {test_id}")
+    lines += [f"{n}: {v}" for n, v in fail_headers(request)]
+    data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(data)
+        resp = http.client.HTTPResponse(sock, method=request.method)
+        try:
+            resp.begin()
+            body = resp.read()
+        except (http.client.HTTPException, ConnectionError, socket.timeout) as err:
+            return Sent(test_id, 0, [], b"", f"{type(err).__name__}: {err}")
+        return Sent(test_id, resp.status, [(n.lower(), v) for n, v in resp.getheaders()], body)
+    finally:
+        sock.close()
+
+
+# ---- observations ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Observation:
+    status: int                                   # 0: no HTTP response (connection closed)
+    subset: str | None                            # who answered; None for a local reply
+    attempts: int                                 # upstream attempts (mirror copies not counted)
+    target: str | None                            # request target the upstream saw (last attempt)
+    headers: tuple[tuple[str, tuple[str, ...]], ...] | None   # upstream request headers (last attempt)
+    response_headers: tuple[tuple[str, tuple[str, ...]], ...]
+    body: bytes | None                            # body of a local reply
+    mirror: str | None                            # subset that received the mirror copy
+
+    def lines(self) -> list[str]:
+        out = [f"status {self.status}", f"subset {self.subset}", f"attempts {self.attempts}",
+               f"target {self.target}", f"mirror {self.mirror}", f"body {self.body!r}"]
+        out += [f"req  {n}: {list(v)}" for n, v in self.headers or ()]
+        out += [f"resp {n}: {list(v)}" for n, v in self.response_headers]
+        return out
+
+
+def _grouped(pairs, drop) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    by: dict[str, list[str]] = {}
+    for n, v in pairs:
+        n = n.lower()
+        if n in drop:
+            continue
+        by.setdefault(n, []).append(v)
+    return tuple(sorted((n, tuple(v)) for n, v in by.items()))
+
+
+def observation(policy: GenPolicy, sent: Sent, records: list[dict], head: bool = False) -> Observation:
+    """The comparable view of one exchange. Who answered comes from the echo body (the policy
+    may set or remove the upstream's `x-backend` header); a HEAD response has no body, so there
+    the `x-backend` header or else the last attempt tells."""
+    primary = [r for r in records if "-shadow" not in _host(r)]
+    shadows = [r for r in records if "-shadow" in _host(r)]
+    last = primary[-1] if primary else None
+    backend = None
+    if sent.body[:1] == b"{":
+        try:
+            backend = json.loads(sent.body).get("backend")
+        except ValueError:
+            pass
+    elif head and sent.status and last is not None:
+        header = next((v for n, v in sent.headers if n == "x-backend"), None)
+        backend = header if header in _BACKEND_NAMES else last["backend"]
+    # the upstream's own x-backend header names the endpoint: shown as its subset label
+    response = [(n, subset_label(policy, v) if n == "x-backend" and v in _BACKEND_NAMES else v)
+                for n, v in sent.headers]
+    return Observation(
+        status=sent.status,
+        subset=subset_label(policy, backend),
+        attempts=len(primary),
+        target=last["target"] if last else None,
+        headers=_grouped(last["headers"], _VOLATILE_REQUEST) if last else None,
+        response_headers=_grouped(response, _VOLATILE_RESPONSE),
+        body=sent.body if backend is None else None,
+        mirror=subset_label(policy, shadows[0]["backend"]) if shadows else None,
+    )
+
+
+_BACKEND_NAMES = frozenset([f"EP{i}" for i in range(64)] + ["APP"])
+
+
+def _host(record: dict) -> str:
+    return next((v for n, v in record["headers"] if n == "host"), "")
+
+
+class Batch:
+    """The requests of one policy through several planes; observations once all were sent (and
+    the mirror copies had time to arrive)."""
+
+    def __init__(self, upstreams: Upstreams, policy: GenPolicy):
+        self.upstreams = upstreams
+        self.policy = policy
+        self.sent: list[tuple[str, GenRequest, Sent]] = []
+
+    def send(self, plane: Plane, request: GenRequest) -> Sent:
+        test_id = f"{plane.name}-{next(_ids)}"
+        sent = send(plane.port(request.kind), request, test_id)
+        self.sent.append((plane.name, request, sent))
+        return sent
+
+    def observations(self, wait: bool = True) -> list[tuple[str, GenRequest, Observation]]:
+        if wait:
+            time.sleep(MIRROR_WAIT)
+        records = self.upstreams.drain_records()
+        return [(name, req, observation(self.policy, sent, records.get(sent.test_id, []), req.method == "HEAD"))
+                for name, req, sent in self.sent]
+
+
+def observe(plane: Plane, request: GenRequest, policy: GenPolicy, upstreams: Upstreams) -> Observation:
+    """One request through one plane, observed on its own (waits for a mirror copy)."""
+    batch = Batch(upstreams, policy)
+    batch.send(plane, request)
+    return batch.observations()[0][2]
+
+
+# ---- a session: both planes, one policy at a time ----------------------------------------------------
+
+@dataclass
+class Compared:
+    request: GenRequest
+    envoy: Observation
+    native: Observation
+    problem: str | None          # None when the two agree
+    model: str | None = None     # None when the model layer's Envoy evaluator predicted Envoy's observation
+    decision: object = None      # that prediction (tests/equivalence/decisions.Decision)
+
+
+class Session:
+    """The upstreams and both data planes, for one test session."""
+
+    def __init__(self, first: GenPolicy):
+        self.upstreams = Upstreams()
+        self.envoy = self.native = None
+        try:
+            self.envoy = EnvoyPlane(first, self.upstreams.ports())
+            self.native = NativePlane(first, self.upstreams.ports())
+        except BaseException:
+            self.stop()
+            raise
+        self.planes = (self.envoy, self.native)
+
+    def load(self, policy: GenPolicy) -> tuple[Compiled, Compiled]:
+        """Compile `policy` for both planes and swap it in."""
+        ce = self.envoy.compile(policy)
+        cn = self.native.compile(policy)
+        self.compiled = ce
+        self.envoy.swap(ce)
+        self.native.swap(cn)
+        return ce, cn
+
+    def run(self, policy: GenPolicy, requests: list[GenRequest]) -> list[Compared]:
+        """Swap `policy` in, send every request through both planes (each plane's requests one
+        after the other, the two planes side by side), and compare."""
+        ce, cn = self.load(policy)
+        sent: dict[str, list[Sent]] = {}
+
+        def through(plane: Plane):
+            out = []
+            for r in requests:
+                out.append(send(plane.port(r.kind), r, f"{plane.name}-{next(_ids)}"))
+            sent[plane.name] = out
+
+        worker = threading.Thread(target=through, args=(self.native,))
+        worker.start()
+        try:
+            through(self.envoy)
+        finally:
+            worker.join()
+        if self.native.proc.poll() is not None:
+            raise RuntimeError(f"the native proxy exited with {self.native.proc.returncode}:\n{self.native.log()}")
+        if self.envoy.envoy.proc.poll() is not None:
+            raise RuntimeError(f"envoy exited:\n{self.envoy.envoy.output()}")
+        if has_mirror(cn.native):
+            time.sleep(MIRROR_WAIT)
+        records = self.upstreams.drain_records()
+        model = EnvoyModel(ce)
+        out = []
+        for i, r in enumerate(requests):
+            head = r.method == "HEAD"
+            oe = observation(policy, sent["envoy"][i], records.get(sent["envoy"][i].test_id, []), head)
+            on = observation(policy, sent["native"][i], records.get(sent["native"][i].test_id, []), head)
+            decision = model.decide(r, response=echo_response())
+            out.append(Compared(r, oe, on, difference(cn.native, r, oe, on), model_difference(policy, decision, oe, head),
+                                decision))
+        return out
+
+    def stop(self) -> None:
+        for plane in (self.envoy, self.native):
+            if plane is not None:
+                plane.stop()
+        self.upstreams.stop()
+
+
+def has_mirror(native: dict) -> bool:
+    return any(r.get("mirror") and r["mirror"].get("percent", 0) > 0
+               for s in native["services"] for r in s["routes"])
+
+
+# ---- comparing ------------------------------------------------------------------------------------
+
+def difference(native: dict, request: GenRequest, envoy: Observation, nat: Observation) -> str | None:
+    """None when the observations agree; else what differs. A split whose pick is random (no key
+    header, or a key that does not decide) only has to land, in both planes, on a target of the
+    split with weight > 0."""
+    if envoy == nat:
+        return None
+    if envoy.subset != nat.subset:
+        candidates = random_split_targets(native, request)
+        if candidates is not None and envoy.subset in candidates and nat.subset in candidates:
+            if _anonymous(envoy) == _anonymous(nat):
+                return None
+    fields = [f for f in envoy.__dataclass_fields__ if getattr(envoy, f) != getattr(nat, f)]
+    return "differ in: " + ", ".join(fields)
+
+
+# Request headers whose upstream values the evaluator's prediction is checked on: the ones
+# generated policies match on and change (tests/equivalence/policies.py).
+_MODEL_REQUEST_HEADERS = frozenset(MATCH_HEADERS + SET_HEADERS)
+_MODEL_RESPONSE_HEADERS = frozenset(RESPONSE_HEADERS) - {"x-backend"}
+
+
+def _cluster_label(cluster: str) -> str:
+    """`outbound|SUBSET|SERVICE` as an observation names it (the sidecar's own app: `app`)."""
+    _, subset, service = cluster.split("|")
+    return APP_LABEL if service == SIDECAR else f"{service}.{subset}"
+
+
+def echo_response() -> tuple[tuple[str, str], ...]:
+    """The response headers the upstream echo server sends (tests/proxy_backend.py), for the
+    evaluator to apply the route's response changes to."""
+    return (("x-backend", "EP"), ("content-type", "application/json"))
+
+
+def model_difference(policy: GenPolicy, d, o: Observation, head: bool = False) -> str | None:
+    """None when the model layer's Envoy evaluator (tests/equivalence/envoy_model.py) predicted
+    what the real Envoy did with the request: the local reply and its body, or the subset (one of
+    the split's when the pick is random), the target and the policy's request and response
+    headers. This is what keeps the fast layer's evaluator honest."""
+    if o.status == 0:
+        return "no response from Envoy"
+    if d.status is not None:
+        body = "" if head else d.body      # a response to HEAD has no body
+        if (o.status, o.subset, (o.body or b"").decode("latin-1")) != (d.status, None, body):
+            return f"predicted the local reply {d.status} {d.body!r}"
+        return None
+    if o.subset is not None and d.kind == "outbound":
+        labels = {_cluster_label(c) for c in (d.candidates or (d.cluster,))}
+        if o.subset not in labels:
+            return f"predicted the subset {sorted(labels)}"
+    if o.target is not None and o.target != d.path:
+        return f"predicted the upstream target {d.path!r}"
+    if o.headers is not None and d.upstream_headers is not None:
+        seen = {n: v for n, v in o.headers if n in _MODEL_REQUEST_HEADERS}
+        grouped: dict[str, list[str]] = {}
+        for n, v in d.upstream_headers:
+            if n in _MODEL_REQUEST_HEADERS:
+                grouped.setdefault(n, []).append(v)
+        if seen != {n: tuple(v) for n, v in grouped.items()}:
+            return f"predicted the upstream request headers {sorted(grouped.items())}"
+    if o.subset is not None and o.status < 300 and d.response_headers is not None:
+        seen = {n: v for n, v in o.response_headers if n in _MODEL_RESPONSE_HEADERS}
+        grouped = {}
+        for n, v in d.response_headers:
+            if n in _MODEL_RESPONSE_HEADERS:
+                grouped.setdefault(n, []).append(v)
+        if seen != {n: tuple(v) for n, v in grouped.items()}:
+            return f"predicted the response headers {sorted(grouped.items())}"
+    return None
+
+
+def _anonymous(o: Observation) -> Observation:
+    """`o` without who answered (for a random pick)."""
+    from dataclasses import replace
+
+    headers = tuple((n, tuple("*" if n == "x-backend" and v == o.subset else v for v in vs))
+                    for n, vs in o.response_headers)
+    return replace(o, subset="*", response_headers=headers)
+
+
+_tables: dict[str, object] = {}
+
+
+def random_split_targets(native: dict, request: GenRequest) -> frozenset[str] | None:
+    """The `service.subset` labels a random pick may give for this request (targets with weight
+    > 0), or None when the request does not meet a split whose pick is random. The route is
+    found by the native proxy's own decision functions, in process."""
+    if request.kind != "outbound":
+        return None
+    from runtime_proxy import split as split_mod
+    from runtime_proxy.normalize import normalize
+    from runtime_proxy.routing import select_route
+
+    table = _table(native)
+    norm = normalize(request.method, request.target, table.escaped_slashes)
+    if isinstance(norm, int):
+        return None
+    svc = table.service_for_host(request.host)
+    if svc is None:
+        return None
+    hdict: dict[str, list[str]] = {}
+    for n, v in request.headers:
+        hdict.setdefault(n.lower(), []).append(v)
+    route = select_route(svc, request.method, norm[0], norm[1], hdict)
+    if route is None or route.split is None:
+        return None
+    split = route.split
+    if split.key_header is not None and split_mod.key_value(hdict.get(split.key_header)) is not None:
+        return None
+    return frozenset(f"{t.service.name}.{t.subset.name}" for t in split.targets if t.weight > 0)
+
+
+def _table(native: dict):
+    key = native["version"]
+    table = _tables.get(key)
+    if table is None:
+        from runtime_proxy.config import Config
+        from runtime_proxy.plain import to_plain
+        from runtime_proxy.table import compile_config
+
+        data = Config.model_validate_json(json.dumps(native), strict=True).model_dump(mode="json")
+        table = compile_config(to_plain(data))
+        if len(_tables) > 64:
+            _tables.clear()
+        _tables[key] = table
+    return table
+
+
+def side_by_side(policy: GenPolicy, c: Compared) -> str:
+    """The policy, the request and the two observations in two columns."""
+    a, b = c.envoy.lines(), c.native.lines()
+    width = max([len(x) for x in a] + [10])
+    rows = [f"{'envoy':{width}} | native", "-" * (width + 10)]
+    for x, y in itertools.zip_longest(a, b, fillvalue=""):
+        rows.append(f"{x:{width}} {'|' if x == y else '#'} {y}")
+    return (f"--- policy:\n{policy.text}\n--- request:\n{c.request.describe()}\n--- {c.problem}\n"
+            + "\n".join(rows))
+
+
+def model_report(policy: GenPolicy, c: Compared) -> str:
+    """The policy, the request, what the evaluator predicted and what Envoy did."""
+    return (f"--- policy:\n{policy.text}\n--- request:\n{c.request.describe()}\n--- the evaluator {c.model}\n"
+            f"--- prediction:\n{c.decision}\n--- envoy observed:\n" + "\n".join(c.envoy.lines()))
