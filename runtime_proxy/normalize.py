@@ -181,6 +181,8 @@ def canonicalize(path: bytes) -> bytes | None:
                         i += dotlen + consumed - 1
                     else:
                         _back_up_to_previous_slash(out)
+                        if last_invalid >= len(out):   # the stray `%` went with the segment
+                            last_invalid = -(1 << 30)
                         i += dotlen + consumed - 1
                 else:
                     out.append(_DOT)

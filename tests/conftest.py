@@ -18,7 +18,8 @@ settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.register_profile("nightly", max_examples=2000, deadline=None)
 # For debugging a failure quickly: report the first failing example without shrinking it.
-settings.register_profile("noshrink", deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+settings.register_profile("noshrink", deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow],
+                          phases=[Phase.explicit, Phase.reuse, Phase.generate])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 

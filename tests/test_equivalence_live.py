@@ -231,3 +231,11 @@ def test_equivalence_adding_an_empty_value_to_an_inline_header(equivalence_sessi
     results = check(equivalence_session, policy, [get()])
     response = dict(results[0].native.response_headers)
     assert response["content-type"] == ("application/json",) and response["cache-control"] == ("x",)
+
+
+def test_equivalence_stray_percent_in_a_removed_segment(equivalence_session):
+    """A `..` removes the segment holding a stray `%`: the real Envoy forgets it, the native
+    proxy re-escaped a later decoded hex digit as if it followed it (`/0250a` for `/00a`)."""
+    results = check(equivalence_session, one(), [
+        get("/%/%2E%2E/%30%30a", kind="inbound", host="client"), get("/%%30%30", kind="inbound", host="client")])
+    assert [r.native.target for r in results] == ["/00a", "/%2500"]

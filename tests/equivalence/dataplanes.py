@@ -501,7 +501,7 @@ class Session:
             oe = observation(policy, sent["envoy"][i], records.get(sent["envoy"][i].test_id, []), head)
             on = observation(policy, sent["native"][i], records.get(sent["native"][i].test_id, []), head)
             decision = model.decide(r, response=echo_response())
-            out.append(Compared(r, oe, on, difference(cn.native, r, oe, on), model_difference(policy, decision, oe, head),
+            out.append(Compared(r, oe, on, difference(decision, oe, on), model_difference(policy, decision, oe, head),
                                 decision))
         return out
 
@@ -519,17 +519,17 @@ def has_mirror(native: dict) -> bool:
 
 # ---- comparing ------------------------------------------------------------------------------------
 
-def difference(native: dict, request: GenRequest, envoy: Observation, nat: Observation) -> str | None:
+def difference(decision, envoy: Observation, nat: Observation) -> str | None:
     """None when the observations agree; else what differs. A split whose pick is random (no key
-    header, or a key that does not decide) only has to land, in both planes, on a target of the
-    split with weight > 0."""
+    header, or a key that does not decide: the model layer's evaluator says so, and
+    `model_difference` checks that evaluator against Envoy) only has to land, in both planes, on a
+    target of the split with weight > 0."""
     if envoy == nat:
         return None
-    if envoy.subset != nat.subset:
-        candidates = random_split_targets(native, request)
-        if candidates is not None and envoy.subset in candidates and nat.subset in candidates:
-            if _anonymous(envoy) == _anonymous(nat):
-                return None
+    if envoy.subset != nat.subset and decision.candidates:
+        labels = {_cluster_label(c) for c in decision.candidates}
+        if envoy.subset in labels and nat.subset in labels and _anonymous(envoy) == _anonymous(nat):
+            return None
     fields = [f for f in envoy.__dataclass_fields__ if getattr(envoy, f) != getattr(nat, f)]
     return "differ in: " + ", ".join(fields)
 
@@ -596,54 +596,6 @@ def _anonymous(o: Observation) -> Observation:
     headers = tuple((n, tuple("*" if n == "x-backend" and v == o.subset else v for v in vs))
                     for n, vs in o.response_headers)
     return replace(o, subset="*", response_headers=headers)
-
-
-_tables: dict[str, object] = {}
-
-
-def random_split_targets(native: dict, request: GenRequest) -> frozenset[str] | None:
-    """The `service.subset` labels a random pick may give for this request (targets with weight
-    > 0), or None when the request does not meet a split whose pick is random. The route is
-    found by the native proxy's own decision functions, in process."""
-    if request.kind != "outbound":
-        return None
-    from runtime_proxy import split as split_mod
-    from runtime_proxy.normalize import normalize
-    from runtime_proxy.routing import select_route
-
-    table = _table(native)
-    norm = normalize(request.method, request.target, table.escaped_slashes)
-    if isinstance(norm, int):
-        return None
-    svc = table.service_for_host(request.host)
-    if svc is None:
-        return None
-    hdict: dict[str, list[str]] = {}
-    for n, v in request.headers:
-        hdict.setdefault(n.lower(), []).append(v)
-    route = select_route(svc, request.method, norm[0], norm[1], hdict)
-    if route is None or route.split is None:
-        return None
-    split = route.split
-    if split.key_header is not None and split_mod.key_value(hdict.get(split.key_header)) is not None:
-        return None
-    return frozenset(f"{t.service.name}.{t.subset.name}" for t in split.targets if t.weight > 0)
-
-
-def _table(native: dict):
-    key = native["version"]
-    table = _tables.get(key)
-    if table is None:
-        from runtime_proxy.config import Config
-        from runtime_proxy.plain import to_plain
-        from runtime_proxy.table import compile_config
-
-        data = Config.model_validate_json(json.dumps(native), strict=True).model_dump(mode="json")
-        table = compile_config(to_plain(data))
-        if len(_tables) > 64:
-            _tables.clear()
-        _tables[key] = table
-    return table
 
 
 def side_by_side(policy: GenPolicy, c: Compared) -> str:

@@ -318,7 +318,7 @@ def policies(draw) -> GenPolicy:
 
 def _mutate_path(draw, path: str) -> str:
     """The path with the tricks normalisation must see through (or reject)."""
-    trick = draw(st.integers(0, 14))
+    trick = draw(st.integers(0, 15))
     if trick == 0:
         return path.replace("/", "/./", 1)
     if trick == 1:
@@ -337,6 +337,9 @@ def _mutate_path(draw, path: str) -> str:
         return path + draw(st.sampled_from(("/extra", "x", "/42", "/..", "/%2E%2E/b", "/..;/x")))
     if trick == 8:
         return path.replace("/", "/%2e/", 1)
+    if trick == 9:   # a stray `%` (not an escape), alone or before an escape it could complete
+        return draw(st.sampled_from(("/%", "/%/%2E%2E", "/a%/..", "/%%30"))) + path + draw(
+            st.sampled_from(("", "/%30%30a", "%%41")))
     return path
 
 
