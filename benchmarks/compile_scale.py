@@ -35,7 +35,7 @@ def generate(n: int) -> str:
     """A policy of n services calling each other: 2 subsets, limits, outlier detection and a retry
     budget each; 10 routes (path prefix/exact/regex, methods, headers, a keyed split, timeouts,
     retries on idempotent routes) and an authorization block of 5 rules."""
-    out = ['import "std/resilience"', "", 'mesh { trust_domain "bench.local" }', ""]
+    out = ['import "std/resilience"', "", 'mesh { trust_domain "bench.local"  mtls strict }', ""]
     for i in range(n):
         s, peer = f"svc{i}", f"svc{(i + 1) % n}"
         ip = f"10.{i // 250 % 250}.{i % 250}"

@@ -95,6 +95,7 @@ class Service(Node):
     outlier: Block | Ref | None
     retry_budget: Block | Ref | None
     sidecar: Block | None
+    mtls: Lit | None               # the inbound mTLS mode: strict | permissive | disable
     span: Span = _span
 
 

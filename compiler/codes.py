@@ -91,6 +91,11 @@ CODES: dict[str, Code] = _registry(
     ("W0602", "authorization rule with no effect", "A rule that gives the same answer as the default for every request it matches "
               "and is not needed to override another rule."),
     ("W0603", "duplicate authorization rule", "Two rules of the same action with the same conditions."),
+    ("W0604", "identity rule on a service that accepts plaintext", "A rule with a `from` condition matches only a "
+              "caller whose identity was verified by mutual TLS. A service with `mtls permissive` also accepts plaintext "
+              "callers, and one with `mtls disable` accepts nothing else: such callers have no identity, so the rule never "
+              "applies to them. A `deny from ...` rule is then bypassed by any caller that skips TLS, and an `allow from "
+              "...` rule never admits a plaintext caller. Use `mtls strict` once every caller has a sidecar."),
     # ---- target limitations (Envoy backend)
     ("E0701", "CONNECT is not routable by Envoy", "Envoy sends a CONNECT request only to a route with a `connect_matcher` "
               "(and an upgrade config); an ordinary route never matches one, and the inbound listener answers an "

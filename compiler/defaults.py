@@ -2,6 +2,9 @@
 so neither backend ever decides a default of its own. docs/language.md quotes these values."""
 
 TRUST_DOMAIN = "cluster.local"
+MTLS_MODE = "disable"              # mTLS is one line away (`mesh { mtls strict }`), never a surprise
+MTLS_MODES = ("strict", "permissive", "disable")
+CERTIFICATES = "/etc/meshc/certs"  # identity files of service S: CERTIFICATES/S/{cert,key,ca}.pem
 NAMESPACE = "default"
 
 ROUTE_TIMEOUT_MS = 15_000          # Envoy's route default, made explicit

@@ -223,6 +223,14 @@ class Authorization(Node):
 
 
 @node
+class Mtls(Node):
+    """Mutual TLS of a service's sidecar (docs/language.md §4.1)."""
+    mode: str          # "strict" | "permissive" | "disable": what the sidecar's inbound listener accepts
+    directory: str     # the sidecar's identity files: cert.pem (its SPIFFE ID as URI SAN), key.pem and
+                       # ca.pem (the trusted mesh CA); watched for rotation
+
+
+@node
 class Service(Node):
     """IR Service."""
     name: str
@@ -237,6 +245,7 @@ class Service(Node):
     sidecar: Sidecar
     routes: tuple[Route, ...]          # evaluation order
     authorization: Authorization
+    mtls: Mtls
 
 
 @node

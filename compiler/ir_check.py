@@ -31,6 +31,8 @@ def check_ir(program: ir.Program, known_subsets: set[tuple[str, str]] | None = N
             problems.append(f"service {svc.name}: a subset without endpoints")
         if not svc.routes:
             problems.append(f"service {svc.name}: no routes")
+        if svc.mtls.mode not in ("strict", "permissive", "disable"):
+            problems.append(f"service {svc.name}: unknown mtls mode {svc.mtls.mode!r}")
         route_names = [r.name for r in svc.routes]
         if len(route_names) != len(set(route_names)):
             problems.append(f"service {svc.name}: duplicate route names")

@@ -350,6 +350,11 @@ def lower_sidecar(svc: ast.Service) -> ir.Sidecar:
                       v.get("escaped_slashes", (defaults.ESCAPED_SLASHES,))[0], True, True)
 
 
+def lower_mtls(ctx: Context, svc: ast.Service) -> ir.Mtls:
+    root = ctx.mesh_setting("certificates", defaults.CERTIFICATES).rstrip("/") or ""
+    return ir.Mtls(ctx.mtls_mode(svc), f"{root}/{svc.name.value}")
+
+
 def lower_service(ctx: Context, svc: ast.Service) -> ir.Service:
     subsets = []
     if svc.endpoints is not None:
@@ -365,7 +370,7 @@ def lower_service(ctx: Context, svc: ast.Service) -> ir.Service:
                       lower_limits(resolve_block(ctx, svc.limits, "limits")),
                       lower_outlier(resolve_block(ctx, svc.outlier, "outlier")),
                       lower_budget(resolve_block(ctx, svc.retry_budget, "retry_budget")),
-                      lower_sidecar(svc), routes, lower_authorization(ctx, svc))
+                      lower_sidecar(svc), routes, lower_authorization(ctx, svc), lower_mtls(ctx, svc))
 
 
 def lower_program(ctx: Context) -> ir.Program:

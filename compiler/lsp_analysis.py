@@ -265,6 +265,10 @@ KEYWORDS: dict[str, str] = {
               "into the one program (names are program-wide; §3)",
     "mesh": "`mesh { trust_domain \"…\" }`: mesh-wide settings, at most one block per program (§4)",
     "trust_domain": "the first part of every SPIFFE ID of the program; default `cluster.local` (§4)",
+    "mtls": "`mtls strict|permissive|disable`: what a sidecar's inbound listener accepts (mutual TLS only, also "
+            "plaintext, plaintext only); in `mesh`, the default of every service; default `disable` (§4.1)",
+    "certificates": "the root of the identity files: sidecar S reads `DIR/S/cert.pem`, `key.pem`, `ca.pem`; "
+                    "default `/etc/meshc/certs` (§4.1)",
     "service": "`service NAME { port … }` declares a service; in `from service NAME`, the caller with that "
                "service's identity (§5, §14)",
     "port": "the port the service's application listens on, 1–65535; required (§5.1)",

@@ -148,7 +148,7 @@ _SCALARS: dict[str, Callable[[ast.Lit], str]] = {
 }
 SETTING_FORMS: dict[str, tuple] = {
     # mesh
-    "trust_domain": ("string",),
+    "trust_domain": ("string",), "mtls": ("name",), "certificates": ("string",),
     # limits
     "connections": ("int",), "pending": ("int",), "requests": ("int",), "retries": ("int",),
     # outlier
@@ -281,6 +281,8 @@ def service(node: ast.Service) -> list[str]:
         body.append(Line(f"namespace {string(node.namespace.value)}", node.namespace))
     if node.identity is not None:
         body.append(Line(f"identity {string(node.identity.value)}", node.identity))
+    if node.mtls is not None:
+        body.append(Line(f"mtls {name(node.mtls)}", node.mtls))
     if node.endpoints is not None:
         body.append(Line(f"endpoints {string_list(node.endpoints)}", node.endpoints[0] if node.endpoints else None))
     body += [Line(subset(s), s) for s in node.subsets]

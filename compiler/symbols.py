@@ -56,6 +56,20 @@ class Context:
                 return s.values[0].value
         return defaults.TRUST_DOMAIN
 
+    def mesh_setting(self, key: str, default: str) -> str:
+        """The value of a one-value `mesh { key value }` setting, or `default`."""
+        if self.mesh is not None:
+            s = _setting(self.mesh.settings, key)
+            if s is not None:
+                return s.values[0].value
+        return default
+
+    def mtls_mode(self, svc: ast.Service) -> str:
+        """The service's own `mtls`, else the mesh-wide one, else the default."""
+        if svc.mtls is not None:
+            return svc.mtls.value
+        return self.mesh_setting("mtls", defaults.MTLS_MODE)
+
     def policy(self, ref: ast.Ref, kind: str):
         """The body of the named policy of this kind, or None if it is missing or of another kind."""
         p = self.policies.get((kind, str(ref)))

@@ -108,7 +108,7 @@ def tuples(elements, min_size: int = 0, max_size: int = 3):
 
 # The value strategies of every setting, by key, in the order the grammar takes them.
 _VALUES = {
-    "trust_domain": [string_lits],
+    "trust_domain": [string_lits], "mtls": [name_lits()], "certificates": [string_lits],
     "connections": [int_lits], "pending": [int_lits], "requests": [int_lits], "retries": [int_lits],
     "consecutive_5xx": [int_lits], "consecutive_gateway_errors": [int_lits],
     "interval": [duration_lits], "ejection": [duration_lits], "max_ejected": [percent_lits],
@@ -154,7 +154,8 @@ def optional(strategy):
 # ---- items --------------------------------------------------------------------------------------
 
 imports = st.builds(ast.Import, string_lits)
-meshes = st.builds(ast.Mesh, tuples(settings_for("trust_domain"), max_size=1))
+meshes = st.builds(ast.Mesh, st.lists(st.sampled_from(["trust_domain", "mtls", "certificates"]), unique=True).flatmap(
+    lambda ks: st.tuples(*[settings_for(k) for k in ks])))
 subsets = st.builds(ast.Subset, name_lits(), optional(tuples(string_lits)))
 services = st.builds(
     ast.Service,
@@ -168,6 +169,7 @@ services = st.builds(
     outlier=optional(block_or_ref("outlier")),
     retry_budget=optional(block_or_ref("retry_budget")),
     sidecar=optional(blocks("sidecar")),
+    mtls=optional(name_lits()),
 )
 
 path_conds = st.builds(ast.PathCond, st.sampled_from(["exact", "prefix", "raw_prefix", "regex"]), string_lits)
@@ -317,7 +319,8 @@ def _valid_service(draw, name: str):
         endpoints=tuple(_lit(e) for e in endpoint_lists[0]) if implicit else None,
         subsets=() if implicit else tuple(ast.Subset(_lit(n), tuple(_lit(e) for e in eps))
                                           for n, eps in zip(subset_names, endpoint_lists)),
-        limits=limits, outlier=outlier, retry_budget=budget, sidecar=sidecar)
+        limits=limits, outlier=outlier, retry_budget=budget, sidecar=sidecar,
+        mtls=draw(st.none() | st.sampled_from(["strict", "permissive", "disable"]).map(_lit)))
     return service, ["default"] if implicit else subset_names
 
 

@@ -101,6 +101,7 @@ EXPECTED_CODES: dict[str, list[str]] = {
     "retries_without_budget": ["W0502"],
     "backoff_base_above_max": ["E0501"],
     "framing_header_change": ["E0308", "E0308", "E0308"],
+    "identity_rule_on_plaintext": ["W0604", "W0604"],
     "retry_limit_ignored_under_budget": ["W0503", "W0503"],
     # authorization
     "authorization_without_default": ["E0601"],

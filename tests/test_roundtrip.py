@@ -102,7 +102,7 @@ def test_example_layout_is_kept():
             assert line == line.rstrip()
             assert (len(line) - len(line.lstrip(" "))) % 2 == 0
     shop = render(parse(read(os.path.join(ROOT, "examples", "shop.mesh"))))
-    assert 'import "std/resilience"\n\nmesh {\n  trust_domain "shop.local"\n}\n' in shop
+    assert 'import "std/resilience"\n\nmesh {\n  trust_domain "shop.local"\n  mtls strict\n}\n' in shop
     assert "  limits { connections 200  pending 50  requests 500 }\n" in shop
     assert "    match { path prefix \"/products\"  method [GET, HEAD] }\n" in shop
     assert '    request_headers { set "x-payments-route" "charges"  remove "x-debug" }\n' in shop
@@ -188,9 +188,9 @@ def test_render_rejects_what_is_not_a_node():
 # ---- empty lists ------------------------------------------------------------------------------------------
 
 _EMPTY_LISTS = {
-    "service endpoints": ast.Service(ast.Lit("a"), None, None, None, (), (), None, None, None, None),
+    "service endpoints": ast.Service(ast.Lit("a"), None, None, None, (), (), None, None, None, None, None),
     "subset endpoints": ast.Service(ast.Lit("a"), None, None, None, None, (ast.Subset(ast.Lit("v"), ()),),
-                                    None, None, None, None),
+                                    None, None, None, None, None),
     "match method": ast.Routes(ast.Lit("a"), (ast.Route(ast.Lit("r"), (ast.Match((ast.MethodCond(()),)),),
                                                         None, None, None, None, None, None, None, None),)),
     "retry on": ast.Policy("retry", ast.Lit("r"), ast.Block("retry", (ast.Setting("on", ()),))),

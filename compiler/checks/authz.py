@@ -1,4 +1,5 @@
-"""Authorization logic: rules that can never apply (W0601), have no effect (W0602), or repeat (W0603)."""
+"""Authorization logic: rules that can never apply (W0601), have no effect (W0602), repeat (W0603), or
+name identities that a plaintext caller does not have (W0604)."""
 
 from __future__ import annotations
 
@@ -33,9 +34,13 @@ def check_authorization(ctx: Context) -> None:
                 reported.add(key)
             ctx.diags.add(code, message, origin.span, **kw)
 
+        mode = ctx.mtls_mode(svc) if svc is not None else "strict"
         for i, (origin, lr) in enumerate(lowered):
             if id(origin) in duplicate_uses:
                 continue  # reported as E0202 already
+            if lr.principals and mode != "strict":  # () is E0301's already
+                add("W0604", origin, _plaintext_message(lr, name, mode),
+                    hint="set `mtls strict` on the service (or in the mesh block) once every caller has a sidecar")
             twin = next(((o, other) for o, other in lowered[:i] if other.action == lr.action and _same(other, lr)), None)
             if twin is not None:
                 add("W0603", origin, f"rule `{lr.name}` repeats rule `{twin[1].name}`",
@@ -54,6 +59,16 @@ def check_authorization(ctx: Context) -> None:
             elif default == "deny" and not allows:
                 add("W0602", origin, f"deny rule `{lr.name}` has no effect under `default deny`",
                     hint="with no allow rule everything is denied already; did you mean `default allow`?")
+
+
+def _plaintext_message(rule, service: str, mode: str) -> str:
+    """W0604: what a caller without a verified identity does to this rule."""
+    if mode == "disable":
+        return (f"{rule.action} rule `{rule.name}` names caller identities, but service `{service}` has mTLS "
+                "disabled: no caller has a verified identity, so the rule never matches")
+    effect = "bypass this deny rule" if rule.action == "deny" else "are never admitted by this rule"
+    return (f"{rule.action} rule `{rule.name}` names caller identities, but service `{service}` also accepts "
+            f"plaintext callers (`mtls permissive`), which have no identity and {effect}")
 
 
 def _first_items(authz) -> dict[str, object]:

@@ -256,6 +256,11 @@ class _Values:
             if len(s.values) > 1:
                 self.percent(s.values[1], f"{s.key} percentage")
 
+    def mtls_mode(self, value: ast.Lit) -> None:
+        if value.value not in defaults.MTLS_MODES:
+            self.add("E0312", f"`mtls` is `strict`, `permissive` or `disable`, not `{value.value}`", value.span,
+                     hint="`strict` accepts only mutual TLS; `permissive` also plaintext, during a migration")
+
     def block_sidecar(self, block: ast.Block) -> None:
         written = {s.key: s.values[0] for s in block.settings}
         effective = {"inbound": defaults.SIDECAR_INBOUND_PORT, "outbound": defaults.SIDECAR_OUTBOUND_PORT,
@@ -291,6 +296,8 @@ class _Values:
         if svc.identity is not None and not _SPIFFE.match(svc.identity.value):
             self.add("E0311", f"`{svc.identity.value}` is not a SPIFFE ID", svc.identity.span,
                      hint="write `spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/NAME`")
+        if svc.mtls is not None:
+            self.mtls_mode(svc.mtls)
         if svc.endpoints is None and not svc.subsets:
             self.add("E0301", f"service `{name}` has no endpoints", svc.name.span,
                      hint='add `endpoints ["host:port"]`, or subsets with endpoints')
@@ -415,6 +422,11 @@ def check_values(ctx: Context) -> None:
             if s.key == "trust_domain" and not _TRUST_DOMAIN.match(s.values[0].value):
                 v.add("E0312", f"`{s.values[0].value}` is not a valid trust domain", s.values[0].span,
                       hint="a trust domain is a lower-case DNS name such as `shop.local`")
+            elif s.key == "mtls":
+                v.mtls_mode(s.values[0])
+            elif s.key == "certificates" and not s.values[0].value.strip("/ "):
+                v.add("E0312", "`certificates` needs a directory", s.values[0].span,
+                      hint='write the root of the identity files, such as `certificates "/etc/meshc/certs"`')
     for _, svc in ctx.local_services():
         v.service(svc)
     for block in ctx.routes.values():

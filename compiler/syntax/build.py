@@ -189,6 +189,8 @@ class Builder:
     def trust_domain(self, c):
         return self.setting(c)
 
+    mesh_mtls = mesh_certificates = trust_domain
+
     # ---- services -------------------------------------------------------------------------
     def service_decl(self, c):
         fields: dict[str, object] = {}
@@ -204,7 +206,7 @@ class Builder:
             fields[tag] = value
         return ast.Service(self.name(c[1]), fields.get("port"), fields.get("namespace"), fields.get("identity"),
                            fields.get("endpoints"), tuple(subsets), fields.get("limits"), fields.get("outlier"),
-                           fields.get("retry_budget"), fields.get("sidecar"), self.span(c))
+                           fields.get("retry_budget"), fields.get("sidecar"), fields.get("mtls"), self.span(c))
 
     def svc_port(self, c):
         return ("port", self.int_(c[1]), self.span(c))
@@ -214,6 +216,9 @@ class Builder:
 
     def svc_identity(self, c):
         return ("identity", self.string(c[1]), self.span(c))
+
+    def svc_mtls(self, c):
+        return ("mtls", self.name(c[1]), self.span(c))
 
     def svc_endpoints(self, c):
         return ("endpoints", tuple(c[1]), self.span(c))
