@@ -21,7 +21,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"meshc: error: {message}\n")
 
 
-COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp")
+COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp", "ca")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -77,6 +77,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                              description="A language server for editors: diagnostics, hover, go-to-definition, "
                                          "completion and formatting of .mesh files. Needs `pip install 'meshc[lsp]'`.")
         lsp.add_argument("--stdio", action="store_true", help="use standard input and output (the default and only transport)")
+    if only in (None, "ca"):  # the development CA: compiler/ca_command.py
+        from compiler.ca_command import add_parser
+
+        add_parser(sub)
     if only is None:  # listed for --help only: run() hands `meshc proxy ...` to runtime_proxy as it is
         sub.add_parser("proxy", add_help=False,
                        help="run the native sidecar proxy on a compiled config (`meshc proxy --help`)")
@@ -98,6 +102,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     comp.add_argument("--xds-dir", metavar="PATH",
                       help="with --target envoy: the absolute path where the xds/ files will be at run time "
                            "(default: OUTPUT/xds)")
+    comp.add_argument("--certs-dir", metavar="PATH",
+                      help="with --target envoy|native: the absolute path of the identity files' root at run time "
+                           "(SERVICE/cert.pem, key.pem, ca.pem), over the mesh's `certificates`")
     comp.add_argument("--ir-format", choices=("json", "yaml"), default="json", help="IR serialisation (default: json)")
     comp.add_argument("-o", "--output", metavar="DIR", help="output directory (default: print to standard output)")
     return parser
@@ -163,6 +170,10 @@ def run(argv: list[str]) -> int:
         return explain.run(args.code, args.list)
     if args.command == "lsp":  # pygls is imported here only: no other command pays for it
         return _lsp()
+    if args.command == "ca":  # cryptography is imported here only
+        from compiler import ca_command
+
+        return ca_command.run(args)
     if args.command == "fmt" and args.files == ["-"]:
         return _fmt_stdin(args)
     files, missing = expand_paths(args.files)
@@ -190,8 +201,9 @@ def run(argv: list[str]) -> int:
 
     if args.target != "ir":
         return _compile_target(files, args)
-    if args.proxy or args.bootstrap or args.xds_dir:
-        print("meshc: error: --proxy, --bootstrap and --xds-dir need --target envoy or --target native", file=sys.stderr)
+    if args.proxy or args.bootstrap or args.xds_dir or args.certs_dir:
+        print("meshc: error: --proxy, --bootstrap, --xds-dir and --certs-dir need --target envoy or --target native",
+              file=sys.stderr)
         return EXIT_USAGE
     result = driver.compile_files(files)
     _print_diagnostics(result, args, json_stream=sys.stderr if args.output is None else None)
@@ -349,6 +361,10 @@ def _compile_target(files: list[str], args) -> int:
         print(f"meshc: error: --xds-dir must be an absolute path (Envoy resolves it at run time): {args.xds_dir}",
               file=sys.stderr)
         return EXIT_USAGE
+    if args.certs_dir is not None and not os.path.isabs(args.certs_dir):
+        print(f"meshc: error: --certs-dir must be an absolute path (the proxies resolve it at run time): {args.certs_dir}",
+              file=sys.stderr)
+        return EXIT_USAGE
     from compiler import backends, driver, output
 
     result = driver.compile_files(files)
@@ -379,7 +395,8 @@ def _compile_target(files: list[str], args) -> int:
             if name not in proxies:
                 proxies.append(name)
     out_dir = os.path.abspath(args.output)
-    options = backends.Options(bootstrap=args.bootstrap, xds_dir=args.xds_dir, output_dir=out_dir)
+    options = backends.Options(bootstrap=args.bootstrap, xds_dir=args.xds_dir, output_dir=out_dir,
+                               certs_dir=args.certs_dir)
     sources = result.program.sources if result.program is not None else {}
     emitted = backends.emit(args.target, program, proxies, options, sources)
     result.diagnostics = sorted(result.diagnostics + emitted.diagnostics, key=lambda d: d.sort_key())
