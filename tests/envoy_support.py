@@ -257,7 +257,7 @@ def run_meshc(*args: str, cwd: str = ROOT, env_extra: dict | None = None) -> sub
 
 def static_from_xds(out_dir: str, service: str) -> dict:
     """The static bootstrap equivalent of the xds files of one sidecar under `out_dir`: its LDS
-    listeners with the RDS routes inlined, and every CDS cluster. `envoy --mode validate` does not
+    listeners with the RDS routes inlined, and every cluster of its CDS file. `envoy --mode validate` does not
     load dynamic files, so this is how the xds files themselves get validated."""
     def resources(rel):
         with open(os.path.join(out_dir, "xds", rel)) as fh:
@@ -272,7 +272,9 @@ def static_from_xds(out_dir: str, service: str) -> dict:
     with open(os.path.join(out_dir, f"{service}.envoy.json")) as fh:
         boot = json.load(fh)
     boot.pop("dynamic_resources", None)
-    boot["static_resources"] = {"clusters": resources("cds.json"), "listeners": listeners}
+    own_cds = f"{service}/cds.json"  # with mTLS each sidecar has its own CDS file
+    cds = own_cds if os.path.exists(os.path.join(out_dir, "xds", own_cds)) else "cds.json"
+    boot["static_resources"] = {"clusters": resources(cds), "listeners": listeners}
     return boot
 
 

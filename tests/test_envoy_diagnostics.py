@@ -130,8 +130,12 @@ def test_envoy_takes_only_whole_ejection_percentages(tmp_path):
 @requires_envoy
 def test_envoy_silently_accepts_unknown_retry_tokens(tmp_path):
     """Why the backend refuses any retry_on token it does not know (test_envoy_emit.py)."""
-    _, emitted = compile_files(["examples/shop.mesh"], ["payments"], bootstrap="static")
+    _, emitted = compile_files(["examples/shop.mesh"], ["payments"], bootstrap="static", xds_dir=str(tmp_path / "xds"))
     boot = json.loads(emitted.files["payments.envoy.json"])
+    for rel, data in emitted.files.items():  # the SDS files it names (mTLS) must exist
+        if "/sds-" in rel:
+            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / rel).write_bytes(data)
     for listener in boot["static_resources"]["listeners"]:
         rc = listener["filter_chains"][0]["filters"][0]["typed_config"].get("route_config", {})
         for vh in rc.get("virtual_hosts", []):

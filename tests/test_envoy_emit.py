@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -10,7 +11,7 @@ import sys
 
 import pytest
 
-from compiler import ir
+from compiler import driver, ir
 from compiler.backends import Options
 from compiler.backends import envoy as backend
 from compiler.backends.envoy import listeners, matches, names, rbac, routes, values
@@ -226,12 +227,142 @@ def test_xds_paths_are_absolute(tmp_path):
         f"{tmp_path}/xds/recommendations/lds.json"
 
 
-def test_version_info_is_a_content_hash():
-    a = compile_files(["examples/shop.mesh"])[1].files
-    b = compile_files(["examples/canary.mesh"])[1].files
-    va, vb = (json.loads(f["xds/cds.json"])["version_info"] for f in (a, b))
+def test_version_info_is_a_content_hash(tmp_path):
+    def version(port):
+        (tmp_path / "p.mesh").write_text(f'service a {{ port {port} endpoints ["127.0.0.1:1"] }}\n')
+        return json.loads(compile_files(["p.mesh"], cwd=str(tmp_path))[1].files["xds/cds.json"])["version_info"]
+
+    va, vb = version(80), version(81)
     assert va != vb and len(va) == 16
-    assert json.loads(compile_files(["examples/shop.mesh"])[1].files["xds/cds.json"])["version_info"] == va
+    assert version(80) == va
+
+
+# ---- mutual TLS ----------------------------------------------------------------------------------
+
+MTLS_POLICY = """
+mesh { trust_domain "shop.local"  mtls strict  certificates "/run/meshc/ids" }
+service web { port 80  endpoints ["127.0.0.1:1"] }
+service pay { port 81  namespace "money"  mtls permissive
+  subset v1 { endpoints ["127.0.0.1:2"] }  subset v2 { endpoints ["127.0.0.1:3"] } }
+service old { port 82  endpoints ["127.0.0.1:4"]  mtls disable }
+routes pay { route all { to pay.v1 } }
+authorization pay { default deny  allow web { from service web }  allow health { path exact "/health" } }
+"""
+
+
+def mtls_files(tmp_path, text=MTLS_POLICY, proxies=None, **options) -> dict:
+    (tmp_path / "p.mesh").write_text(text)
+    with contextlib.chdir(tmp_path):
+        result = driver.compile_files(["p.mesh"])
+        assert not result.has_errors, [d.message for d in result.diagnostics]
+        names_ = proxies or [s.name for s in result.ir.services]
+        emitted = backend.emit(result.ir, names_, Options(**{"xds_dir": "/x", **options}), {})
+    return docs(emitted.files)
+
+
+def test_inbound_listener_per_mode(tmp_path):
+    files = mtls_files(tmp_path)
+    inbound = {svc: files[f"xds/{svc}/lds.json"]["resources"][0] for svc in ("web", "pay", "old")}
+    plain = inbound["old"]  # disable: as without mTLS, one plaintext chain, no XFCC
+    assert "listener_filters" not in plain and len(plain["filter_chains"]) == 1
+    assert "transport_socket" not in plain["filter_chains"][0]
+    assert "forward_client_cert_details" not in hcm_of(plain)
+
+    strict = inbound["web"]
+    (chain,) = strict["filter_chains"]
+    assert "listener_filters" not in strict and "filter_chain_match" not in chain
+    tls_ctx = chain["transport_socket"]["typed_config"]
+    assert tls_ctx["@type"] == names.DOWNSTREAM_TLS and tls_ctx["require_client_certificate"] is True
+    assert tls_ctx["common_tls_context"]["tls_certificate_sds_secret_configs"] == [
+        {"name": "identity", "sds_config": {"path_config_source": {"path": "/x/web/sds-identity.json"},
+                                            "resource_api_version": "V3"}}]
+    assert tls_ctx["common_tls_context"]["validation_context_sds_secret_config"]["sds_config"][
+        "path_config_source"]["path"] == "/x/web/sds-mesh_ca.json"
+    hcm = hcm_of(strict)
+    assert (hcm["forward_client_cert_details"], hcm["set_current_client_cert_details"]) == ("SANITIZE_SET", {"uri": True})
+
+    permissive = inbound["pay"]
+    assert permissive["listener_filters"] == [{"name": "envoy.filters.listener.tls_inspector",
+                                               "typed_config": {"@type": names.TLS_INSPECTOR}}]
+    tls_chain, plain_chain = permissive["filter_chains"]
+    assert tls_chain["filter_chain_match"] == {"transport_protocol": "tls"} and "transport_socket" in tls_chain
+    assert "filter_chain_match" not in plain_chain and "transport_socket" not in plain_chain
+    tls_hcm, plain_hcm = (c["filters"][0]["typed_config"] for c in (tls_chain, plain_chain))
+    assert tls_hcm["forward_client_cert_details"] == "SANITIZE_SET" and "forward_client_cert_details" not in plain_hcm
+    # The same authorization on both chains: identity rules simply never match a plaintext peer.
+    assert tls_hcm["http_filters"] == plain_hcm["http_filters"]
+    rules = tls_hcm["http_filters"][0]["typed_config"]["rules"]["policies"]
+    assert rules["web"]["principals"] == [
+        {"authenticated": {"principal_name": {"exact": "spiffe://shop.local/ns/default/sa/web"}}}]
+    assert {k: v for k, v in tls_hcm.items() if "client_cert" not in k} == plain_hcm
+
+
+def test_outbound_clusters_use_mtls_towards_destinations_that_accept_it(tmp_path):
+    files = mtls_files(tmp_path)
+    assert "xds/cds.json" not in files  # each sidecar's clusters name its own certificate
+    clusters = {c["name"]: c for c in files["xds/web/cds.json"]["resources"]}
+    for subset in ("v1", "v2"):  # permissive accepts mTLS, so callers use it
+        socket = clusters[f"outbound|{subset}|pay"]["transport_socket"]
+        assert socket["name"] == "envoy.transport_sockets.tls"
+        ctx = socket["typed_config"]
+        assert ctx["@type"] == names.UPSTREAM_TLS and ctx["sni"] == "pay.money"
+        common = ctx["common_tls_context"]
+        assert common["tls_params"] == {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"}
+        assert common["tls_certificate_sds_secret_configs"][0]["sds_config"]["path_config_source"]["path"] == \
+            "/x/web/sds-identity.json"
+        validation = common["combined_validation_context"]
+        assert validation["default_validation_context"] == {"match_typed_subject_alt_names": [
+            {"san_type": "URI", "matcher": {"exact": "spiffe://shop.local/ns/money/sa/pay"}}]}
+        assert validation["validation_context_sds_secret_config"]["sds_config"]["path_config_source"]["path"] == \
+            "/x/web/sds-mesh_ca.json"
+    assert "transport_socket" in clusters["outbound|default|web"]
+    assert "transport_socket" not in clusters["outbound|default|old"]  # disable: plaintext
+    assert not any("transport_socket" in c for n, c in clusters.items() if n.startswith("inbound|"))
+    # Another sidecar's clusters differ only in whose secrets they name.
+    other = files["xds/old/cds.json"]["resources"]
+    assert json.dumps(other).replace("/x/old/", "/x/web/") == json.dumps(files["xds/web/cds.json"]["resources"])
+    assert files["web.envoy.json"]["dynamic_resources"]["cds_config"]["path_config_source"]["path"] == "/x/web/cds.json"
+
+
+def test_secrets_name_the_identity_directory(tmp_path):
+    files = mtls_files(tmp_path)
+    for svc in ("web", "pay", "old"):  # `old` accepts no mTLS, but calls services that do
+        ident, ca = (files[f"xds/{svc}/sds-{name}.json"]["resources"] for name in ("identity", "mesh_ca"))
+        d = f"/run/meshc/ids/{svc}"
+        assert ident == [{"@type": names.SECRET, "name": "identity", "tls_certificate": {
+            "certificate_chain": {"filename": f"{d}/cert.pem"}, "private_key": {"filename": f"{d}/key.pem"},
+            "watched_directory": {"path": d}}}]
+        assert ca == [{"@type": names.SECRET, "name": "mesh_ca", "validation_context": {
+            "trusted_ca": {"filename": f"{d}/ca.pem"}, "watched_directory": {"path": d}}}]
+    overridden = mtls_files(tmp_path, certs_dir="/certs/")
+    assert overridden["xds/pay/sds-identity.json"]["resources"][0]["tls_certificate"]["watched_directory"] == \
+        {"path": "/certs/pay"}
+
+
+def test_static_bootstrap_names_the_same_secrets(tmp_path):
+    fleet = mtls_files(tmp_path)
+    static = mtls_files(tmp_path, proxies=["pay"], bootstrap="static")
+    boot = static["pay.envoy.json"]["static_resources"]
+    assert boot["listeners"][0] == {k: v for k, v in fleet["xds/pay/lds.json"]["resources"][0].items() if k != "@type"}
+    shared = {c["name"]: c for c in fleet["xds/pay/cds.json"]["resources"]}
+    for c in boot["clusters"]:
+        assert c == {k: v for k, v in shared[c["name"]].items() if k != "@type"}
+    assert sorted(k for k in static if "/sds-" in k) == ["xds/pay/sds-identity.json", "xds/pay/sds-mesh_ca.json"]
+
+
+def test_without_mtls_nothing_changes(tmp_path):
+    text = MTLS_POLICY.replace("mtls strict", "mtls disable").replace("mtls permissive", "")
+    files = mtls_files(tmp_path, text)
+    assert not [k for k in files if "/sds-" in k or k.endswith("/cds.json") and k != "xds/cds.json"]
+    assert "xds/cds.json" in files
+    assert "TlsContext" not in json.dumps(files) and "client_cert" not in json.dumps(files)
+
+
+def test_secret_files_come_before_what_names_them(tmp_path):
+    (tmp_path / "p.mesh").write_text(MTLS_POLICY)
+    keys = list(compile_files(["p.mesh"], cwd=str(tmp_path))[1].files)
+    first_other = next(i for i, k in enumerate(keys) if "/sds-" not in k)
+    assert all("/sds-" in k for k in keys[:first_other]) and not any("/sds-" in k for k in keys[first_other:])
 
 
 # ---- import discipline --------------------------------------------------------------------------------

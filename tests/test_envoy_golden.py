@@ -2,8 +2,9 @@
 
 For each example NAME, `tests/golden/envoy/NAME/` holds exactly what
 `meshc compile examples/NAME.mesh --target envoy --proxy all --xds-dir /etc/meshc/xds -o DIR`
-writes (the fleet layout: `xds/cds.json` clusters, `xds/SERVICE/lds.json` listeners,
-`xds/rds-outbound.json` routes, `SERVICE.envoy.json` bootstraps), plus
+writes (the fleet layout: `xds/cds.json` clusters, or `xds/SERVICE/cds.json` with mTLS,
+`xds/SERVICE/sds-*.json` secrets, `xds/SERVICE/lds.json` listeners, `xds/rds-outbound.json`
+routes, `SERVICE.envoy.json` bootstraps), plus
 `static/SERVICE.envoy.json`, the self-contained bootstrap (`--bootstrap static`) of the sidecar
 the example is about. Compiled from the repository root, with a fixed xds directory, so the
 files do not depend on the machine. `pytest --update-goldens` rewrites them and deletes orphans.
@@ -82,13 +83,15 @@ def test_no_orphaned_example_directories(update_goldens):
 
 
 def test_files_come_in_dependency_order():
-    """Clusters first, then listeners, then routes, then bootstraps: the CLI renames in this
-    order, so a watching Envoy never sees a route naming a cluster it does not have yet."""
-    keys = list(compile_files(["examples/shop.mesh"])[1].files)
-    kinds = ["cds" if k == "xds/cds.json" else "lds" if k.endswith("/lds.json") else
+    """Secrets first, then clusters, then listeners, then routes, then bootstraps: the CLI
+    renames in this order, so a watching Envoy never sees a route naming a cluster it does not
+    have yet, nor a cluster or listener naming a secret file that is not there yet."""
+    keys = list(compile_files(["examples/shop.mesh"])[1].files)  # mTLS: SDS and CDS files per sidecar
+    kinds = ["sds" if "/sds-" in k else "cds" if k.endswith("cds.json") else "lds" if k.endswith("/lds.json") else
              "rds" if k == "xds/rds-outbound.json" else "bootstrap" for k in keys]
-    assert kinds == sorted(kinds, key=["cds", "lds", "rds", "bootstrap"].index)
-    assert kinds.count("cds") == kinds.count("rds") == 1
+    assert kinds == sorted(kinds, key=["sds", "cds", "lds", "rds", "bootstrap"].index)
+    assert kinds.count("sds") == 2 * kinds.count("bootstrap") and kinds.count("cds") == kinds.count("bootstrap")
+    assert kinds.count("rds") == 1
 
 
 def test_cli_writes_the_in_process_output(tmp_path):
@@ -130,7 +133,7 @@ def test_every_route_cluster_and_rule_is_traceable(case):
     files = outputs(case)
     docs = {k: json.loads(v) for k, v in files.items() if k.startswith("xds/")}
     routes = [r for vh in docs["xds/rds-outbound.json"]["resources"][0]["virtual_hosts"] for r in vh["routes"]]
-    clusters = docs["xds/cds.json"]["resources"]
+    clusters = [c for k, doc in docs.items() if k.endswith("cds.json") for c in doc["resources"]]
     assert routes and clusters
     for node in routes + clusters:
         source = node["metadata"]["filter_metadata"]["meshc"]["source"]

@@ -25,9 +25,12 @@ from envoy_data_plane.envoy.config.route.v3 import RouteConfiguration
 import envoy_data_plane.envoy.extensions.filters.http.fault.v3  # noqa: F401  (registers the Any types)
 import envoy_data_plane.envoy.extensions.filters.http.rbac.v3  # noqa: F401
 import envoy_data_plane.envoy.extensions.filters.http.router.v3  # noqa: F401
+import envoy_data_plane.envoy.extensions.filters.listener.tls_inspector.v3  # noqa: F401
 import envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3  # noqa: F401
+from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import (DownstreamTlsContext, Secret,
+                                                                      UpstreamTlsContext)
 
-from tests.envoy_support import requires_envoy, validate
+from tests.envoy_support import GOLDEN_XDS_DIR, requires_envoy, validate
 from tests.test_envoy_golden import EXAMPLES, GOLDEN_DIR, STATIC_PROXY
 
 # The proto JSON names envoy-data-plane 2.2.0 writes wrongly -> the right ones (the seven fields
@@ -83,17 +86,38 @@ def resources(path: Path) -> list[dict]:
 @pytest.mark.parametrize("case", EXAMPLES)
 def test_every_golden_resource_is_well_typed(case):
     case_dir = GOLDEN_DIR / case
-    for cluster in resources(case_dir / "xds" / "cds.json"):
-        msg = typed(Cluster, cluster)
-        assert msg.name == cluster["name"]
-        if "outlier_detection" in cluster:
-            assert msg.outlier_detection.consecutive_5xx == cluster["outlier_detection"]["consecutive_5xx"]
+    cds_files = sorted(case_dir.glob("xds/**/cds.json"))  # one shared, or one per sidecar with mTLS
+    assert cds_files
+    first = cds_files[0]
+    for path in cds_files[1:]:  # they differ only in whose secrets they name: one is typed below
+        assert json.dumps(resources(path)).replace(f"/{path.parent.name}/sds-", f"/{first.parent.name}/sds-") == \
+            json.dumps(resources(first)), path
+    for path in cds_files[:1]:
+        for cluster in resources(path):
+            msg = typed(Cluster, cluster)
+            assert msg.name == cluster["name"]
+            if "outlier_detection" in cluster:
+                assert msg.outlier_detection.consecutive_5xx == cluster["outlier_detection"]["consecutive_5xx"]
+            if "transport_socket" in cluster:
+                tls = msg.transport_socket.typed_config.unpack()
+                assert isinstance(tls, UpstreamTlsContext) and tls.sni == cluster["transport_socket"]["typed_config"]["sni"]
+    for path in sorted(case_dir.glob("xds/*/sds-*.json")):
+        (secret,) = resources(path)  # Envoy takes exactly one secret per SDS file
+        msg = typed(Secret, secret)
+        assert path.name == f"sds-{msg.name}.json"
+        part = msg.tls_certificate if msg.name == "identity" else msg.validation_context
+        assert part.watched_directory.path == path.parent.name.join(("/etc/meshc/certs/", ""))
     (route_config,) = resources(case_dir / "xds" / "rds-outbound.json")
     msg = typed(RouteConfiguration, route_config)
     assert [len(vh.routes) for vh in msg.virtual_hosts] == [len(vh["routes"]) for vh in route_config["virtual_hosts"]]
     for lds in sorted(case_dir.glob("xds/*/lds.json")):
         for listener in resources(lds):
-            assert typed(Listener, listener).name == listener["name"]
+            msg = typed(Listener, listener)
+            assert msg.name == listener["name"]
+            for chain, raw in zip(msg.filter_chains, listener["filter_chains"]):
+                if "transport_socket" in raw:
+                    tls = chain.transport_socket.typed_config.unpack()
+                    assert isinstance(tls, DownstreamTlsContext) and tls.require_client_certificate
     for boot in sorted(case_dir.glob("*.envoy.json")):
         assert typed(Bootstrap, json.loads(boot.read_text())).node.id == boot.name[: -len(".envoy.json")]
 
@@ -112,7 +136,8 @@ def test_envoy_rejects_the_defect_and_accepts_the_repair(tmp_path):
     """A golden bootstrap with outlier detection, through envoy-data-plane and back: as written
     by `to_dict()` Envoy rejects it; with the names repaired it validates."""
     boot_path = GOLDEN_DIR / "shop" / "static" / f"{STATIC_PROXY['shop']}.envoy.json"
-    boot = json.loads(boot_path.read_text())
+    # the SDS files it names must exist: the golden ones
+    boot = json.loads(boot_path.read_text().replace(GOLDEN_XDS_DIR, str(GOLDEN_DIR / "shop" / "xds")))
     assert any("outlier_detection" in c for c in boot["static_resources"]["clusters"])
     written = typed(Bootstrap, boot).to_dict()
     assert "consecutive5Xx" in json.dumps(written)

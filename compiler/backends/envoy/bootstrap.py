@@ -5,7 +5,8 @@
 - `xds`: a small bootstrap per sidecar that loads its listeners and every cluster from files
   (`dynamic_resources` with `path_config_source`); the outbound listener loads the shared routes
   from a file too. Envoy watches those files and applies a file renamed over them without a
-  restart. The files are shared: one CDS and one RDS file for the whole fleet.
+  restart. The files are shared: one CDS and one RDS file for the whole fleet (with mTLS, one
+  CDS file per sidecar: its clusters name its own certificate).
 """
 
 from __future__ import annotations
@@ -74,12 +75,13 @@ def _config_source(path: str) -> dict:
     return {"path_config_source": {"path": path}, "resource_api_version": "V3"}
 
 
-def xds_bootstrap(svc: ir.Service, xds_dir: str) -> dict:
-    """A bootstrap that loads the sidecar's listeners and the clusters from files under
-    `xds_dir` (absolute, as Envoy will see it at run time)."""
+def xds_bootstrap(svc: ir.Service, xds_dir: str, cds: str = names.CDS) -> dict:
+    """A bootstrap that loads the sidecar's listeners and the clusters (the CDS file `cds`,
+    relative to `xds_dir`) from files under `xds_dir` (absolute, as Envoy will see it at run
+    time). The secrets are referenced by the listeners and clusters themselves."""
     out = _base(svc)
     out["dynamic_resources"] = {
-        "cds_config": _config_source(f"{xds_dir}/{names.CDS}"),
+        "cds_config": _config_source(f"{xds_dir}/{cds}"),
         "lds_config": _config_source(f"{xds_dir}/{names.lds(svc.name)}"),
     }
     return out

@@ -1,10 +1,13 @@
 """IR subsets to Envoy clusters: one per subset of every service (the destinations every sidecar
-may call), and one per service for its local application (behind its inbound listener)."""
+may call), and one per service for its local application (behind its inbound listener). The
+clusters of a destination that accepts mTLS carry the calling sidecar's own certificate, so
+they differ from one sidecar to the next (`with_mtls`)."""
 
 from __future__ import annotations
 
 from compiler import ir
 from compiler.backends.envoy import names
+from compiler.backends.envoy.tls import Sds, upstream_tls
 from compiler.backends.envoy.values import duration, is_ip, socket_address
 
 # The language sets no connect timeout; a connect failure (`connect-failure`) includes one.
@@ -93,6 +96,18 @@ def service_clusters(svc: ir.Service) -> list[dict]:
             c["common_lb_config"] = {"update_merge_window": "0s"}
         out.append(c)
     return out
+
+
+def with_mtls(dest: ir.Service, dest_clusters: list[dict], sds: Sds | None) -> list[dict]:
+    """`dest_clusters` (from `service_clusters(dest)`) as the sidecar whose secrets `sds` locates
+    calls them: over mTLS iff `dest` accepts it (its mode is not `disable`). A copy; the shared
+    clusters are left as they are."""
+    if dest.mtls.mode == "disable":
+        return dest_clusters
+    if sds is None:  # compiler.backends.needs_identity gives every sidecar an identity then
+        raise ValueError(f"a sidecar without an identity cannot call `{dest.name}` (mtls {dest.mtls.mode})")
+    socket = upstream_tls(dest, sds)
+    return [{**c, "transport_socket": socket} for c in dest_clusters]
 
 
 def inbound_cluster(svc: ir.Service) -> dict:

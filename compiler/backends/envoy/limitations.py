@@ -22,6 +22,8 @@ REMOVED_HEADERS = frozenset({
     "x-envoy-retriable-header-names", "x-envoy-force-trace", "x-envoy-ip-tags",
     "x-envoy-upstream-alt-stat-name", "x-envoy-upstream-stream-duration-ms",
 })
+# The client-certificate header, which an mTLS inbound chain sets instead (listeners.py).
+CLIENT_CERT_HEADER = "x-forwarded-client-cert"
 # Headers it adds to every request that lacks them, before routing and authorization.
 ADDED_HEADERS = frozenset({"x-request-id", "x-forwarded-proto"})
 
@@ -102,7 +104,17 @@ def _check_rule(svc: ir.Service, rule: ir.AuthzRule, sources: dict, out: list) -
                      "(they get 404 after authorization)", rule.source, sources,
             hint="Envoy forwards CONNECT only with a connect_matcher and an upgrade config; remove CONNECT from the method list"))
     for name in sorted({h.name for h in rule.headers}):
-        _check_header(name, where, rule.source, sources, out)
+        if name == CLIENT_CERT_HEADER and svc.mtls.mode != "disable":
+            # Verified: on an mTLS filter chain (SANITIZE_SET) the connection manager writes the
+            # header before the RBAC filters run, so a rule sees it; the native proxy adds it
+            # only to the request it forwards.
+            out.append(located(
+                "W0702", f"{where} tests header `{name}`, which Envoy sets from the caller's certificate before "
+                         "authorization on an mTLS connection (`By=…;Hash=…;URI=…`) and removes on a plaintext one",
+                rule.source, sources,
+                hint="under Envoy the condition sees that value from every mTLS caller; match callers with `from` instead"))
+        else:
+            _check_header(name, where, rule.source, sources, out)
 
 
 def _check_header(name: str, where: str, source: str, sources: dict, out: list) -> None:

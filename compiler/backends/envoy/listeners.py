@@ -15,6 +15,12 @@ Filter order (Envoy runs HTTP filters in list order on the request path):
   per-route `HTTPFault` of a route with a `fault` injects anything, and request headers such as
   `x-envoy-fault-abort-request` have no effect (they need `header_abort`/`header_delay`).
 - `router` last: it is the terminal filter that forwards the request.
+
+The inbound listener follows the service's `mtls` mode: `disable`, one plaintext filter chain;
+`strict`, one TLS chain that requires a client certificate from the mesh CA; `permissive`, the
+TLS inspector tells a ClientHello from plaintext, a TLS chain takes the first and a plaintext
+chain the rest. Every chain has the same RBAC filters: an identity rule matches only a verified
+certificate's URI SAN, so it never matches a plaintext caller, as the language says.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from compiler import ir
 from compiler.backends.envoy import names
 from compiler.backends.envoy.rbac import provenance, rbac_filters
 from compiler.backends.envoy.routes import inbound_route_configuration
+from compiler.backends.envoy.tls import CLIENT_CERT_DETAILS, TLS_INSPECTOR, Sds, downstream_tls
 from compiler.backends.envoy.values import socket_address
 
 # The HTTP filters in the order Envoy runs them; each listener uses the ones it needs, in this order.
@@ -59,29 +66,46 @@ def connection_manager(stat_prefix: str, sidecar: ir.Sidecar, filters: list[dict
     return hcm
 
 
-def _listener(name: str, port: int, hcm: dict, metadata: dict) -> dict:
+def _chain(hcm: dict) -> dict:
+    return {"filters": [{"name": names.HCM_FILTER, "typed_config": hcm}]}
+
+
+def _listener(name: str, port: int, chains: list[dict], metadata: dict) -> dict:
     return {
         "address": socket_address("127.0.0.1", port),
         # A second process on the same port is an error rather than a silent traffic share.
         "enable_reuse_port": False,
-        "filter_chains": [{"filters": [{"name": names.HCM_FILTER, "typed_config": hcm}]}],
+        "filter_chains": chains,
         "metadata": {"filter_metadata": {names.METADATA_KEY: metadata}},
         "name": name,
     }
 
 
-def inbound_listener(svc: ir.Service) -> dict:
-    """Traffic for the service: its authorization, then its local application."""
+def inbound_listener(svc: ir.Service, sds: Sds | None) -> dict:
+    """Traffic for the service: its authorization, then its local application. `sds` locates the
+    sidecar's secrets (None when it has no identity, and then its mode is `disable`)."""
     hcm = connection_manager("inbound", svc.sidecar, rbac_filters(svc.authorization) + [ROUTER_FILTER],
                              {"route_config": inbound_route_configuration(svc)})
-    return _listener(names.INBOUND_LISTENER, svc.sidecar.inbound_port, hcm, provenance(svc))
+    mode = svc.mtls.mode
+    if mode == "disable":
+        return _listener(names.INBOUND_LISTENER, svc.sidecar.inbound_port, [_chain(hcm)], provenance(svc))
+    # The TLS chain comes first: the chain tests and tools read first is the one with the identities.
+    tls_chain = {**_chain({**hcm, **CLIENT_CERT_DETAILS}), "transport_socket": downstream_tls(sds)}
+    if mode == "strict":
+        chains = [tls_chain]
+    else:  # permissive
+        chains = [{**tls_chain, "filter_chain_match": {"transport_protocol": "tls"}}, _chain(hcm)]
+    listener = _listener(names.INBOUND_LISTENER, svc.sidecar.inbound_port, chains, provenance(svc))
+    if mode == "permissive":
+        listener["listener_filters"] = [TLS_INSPECTOR]
+    return listener
 
 
 def outbound_listener(svc: ir.Service, routes: dict) -> dict:
     """The service's calls to other services. `routes` is either the inline route configuration
     (`{"route_config": ...}`, static bootstrap) or where to load it from (`{"rds": ...}`)."""
     hcm = connection_manager("outbound", svc.sidecar, [FAULT_FILTER, ROUTER_FILTER], routes)
-    return _listener(names.OUTBOUND_LISTENER, svc.sidecar.outbound_port, hcm,
+    return _listener(names.OUTBOUND_LISTENER, svc.sidecar.outbound_port, [_chain(hcm)],
                      {"service": svc.name, "source": svc.source})
 
 

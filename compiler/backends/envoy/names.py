@@ -15,6 +15,10 @@ HCM = _T + "extensions.filters.network.http_connection_manager.v3.HttpConnection
 FAULT = _T + "extensions.filters.http.fault.v3.HTTPFault"
 RBAC = _T + "extensions.filters.http.rbac.v3.RBAC"
 ROUTER = _T + "extensions.filters.http.router.v3.Router"
+SECRET = _T + "extensions.transport_sockets.tls.v3.Secret"
+DOWNSTREAM_TLS = _T + "extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+UPSTREAM_TLS = _T + "extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+TLS_INSPECTOR = _T + "extensions.filters.listener.tls_inspector.v3.TlsInspector"
 
 # ---- filter names -----------------------------------------------------------------------------
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
@@ -22,12 +26,16 @@ FAULT_FILTER = "envoy.filters.http.fault"      # also the key of the per-route f
 RBAC_DENY_FILTER = "envoy.filters.http.rbac.deny"
 RBAC_ALLOW_FILTER = "envoy.filters.http.rbac.allow"
 ROUTER_FILTER = "envoy.filters.http.router"
+TLS_INSPECTOR_FILTER = "envoy.filters.listener.tls_inspector"
+TLS_SOCKET = "envoy.transport_sockets.tls"
 
 # ---- resources --------------------------------------------------------------------------------
 INBOUND_LISTENER = "inbound"
 OUTBOUND_LISTENER = "outbound"
 OUTBOUND_ROUTES = "outbound"     # the RouteConfiguration every sidecar shares (xds/rds-outbound.json)
 INBOUND_ROUTES = "inbound"       # the inline route configuration of an inbound listener
+IDENTITY_SECRET = "identity"     # the sidecar's certificate and key (SDS)
+CA_SECRET = "mesh_ca"            # the mesh CA that peers' certificates must chain to (SDS)
 
 # The key of Envoy's `metadata.filter_metadata` under which every resource records its provenance.
 METADATA_KEY = "meshc"
@@ -58,6 +66,17 @@ RDS = "rds-outbound.json"
 
 def lds(service: str) -> str:
     return f"{service}/lds.json"
+
+
+def proxy_cds(service: str) -> str:
+    """The clusters of one sidecar, when they name its own secrets (mTLS: no shared CDS file)."""
+    return f"{service}/cds.json"
+
+
+def sds(service: str, secret: str) -> str:
+    """One secret of one sidecar: a file-based SDS file holds exactly one secret (Envoy rejects
+    a second: "Unexpected SDS secrets length")."""
+    return f"{service}/sds-{secret}.json"
 
 
 def output_path(xds_relative: str) -> str:
