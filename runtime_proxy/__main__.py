@@ -1,8 +1,8 @@
 """`python -m runtime_proxy CONFIG` (also `meshc proxy CONFIG`): run the native sidecar proxy.
 
 Exit codes: 0 after a clean shutdown (SIGTERM or SIGINT, in-flight requests drained), 1 for a
-config that cannot be used (a located message, never a traceback), 2 for a usage error or a
-listener that cannot be bound.
+config that cannot be used, identity files (mTLS) included (a located message, never a
+traceback), 2 for a usage error or a listener that cannot be bound.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ def build_parser(prog: str = "python -m runtime_proxy") -> argparse.ArgumentPars
     p.add_argument("--access-log", metavar="PATH|-", help="one JSON line per request to PATH (or - for stdout); off by default")
     p.add_argument("--identity-header", metavar="NAME",
                    help="take the caller's identity (SPIFFE ID) for authorization from this request "
-                        "header; only behind a trusted mTLS terminator, or in tests (default: none, "
-                        "callers have no verified identity)")
+                        "header; only behind a trusted mTLS terminator, or in tests. Ignored when "
+                        "the config's mtls mode is strict or permissive: then the identity is the "
+                        "verified client certificate's (default: none)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return p
 
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m runtime_proxy") -
     # the config is validated in a child process: pydantic never enters this one (runtime_proxy/plain.py)
     from runtime_proxy import plain
     from runtime_proxy.table import TableError, compile_config
+    from runtime_proxy.tls import TlsError
 
     try:
         config, data = plain.load(args.config)
@@ -76,7 +78,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m runtime_proxy") -
     except TableError as err:
         print(f"{args.config}: invalid config: {err}", file=sys.stderr)
         return EXIT_CONFIG
-    app = ProxyApp(args, config, table, data)
+    try:
+        app = ProxyApp(args, config, table, data)
+    except TlsError as err:
+        print(f"{args.config}: cannot use the identity files (mtls): {err.message}", file=sys.stderr)
+        return EXIT_CONFIG
     return app.run()
 
 
@@ -122,11 +128,41 @@ class ProxyApp:
         }
         ports = {}
         for name, (host, port, factory) in plan.items():
-            server = loop.run_until_complete(
-                loop.create_server(factory, host, port, reuse_address=True, backlog=2048))
+            if name == "inbound" and rt.config.mtls.mode != "disable":
+                server = self.tls_listener(host, port)
+            else:
+                server = loop.run_until_complete(
+                    loop.create_server(factory, host, port, reuse_address=True, backlog=2048))
             self.servers[name] = server
             ports[name] = server.sockets[0].getsockname()[1]
+        self.inbound_address = (lst.inbound.host, ports["inbound"])
         return ports
+
+    def tls_listener(self, host: str, port: int):
+        """The inbound listener for mode strict or permissive (runtime_proxy/listener.py)."""
+        from runtime_proxy.listener import TlsListener
+        from runtime_proxy.server import Downstream, TlsDownstream
+
+        rt = self.rt
+        return TlsListener(self.loop, rt, host, port, lambda: Downstream(rt, "inbound"),
+                           lambda own_id: TlsDownstream(rt, own_id))
+
+    def config_applied(self, old) -> None:
+        """After a reload: a sidecar that turns mTLS on needs the TLS listener in place of the
+        loop's own server, on the same port (TLS turned off is served by the TLS listener too)."""
+        from runtime_proxy.listener import TlsListener
+
+        server = self.servers.get("inbound")
+        if self.rt.config.mtls.mode == "disable" or server is None or isinstance(server, TlsListener):
+            return
+        server.close()
+        host, port = self.inbound_address
+        try:
+            self.servers["inbound"] = self.tls_listener(host, port)
+        except OSError as err:
+            log.error("inbound listener: cannot listen with mTLS on %s:%d: %s", host, port, err.strerror or err)
+            return
+        log.info("inbound listener: now mTLS (%s)", self.rt.config.mtls.mode)
 
     def run(self) -> int:
         from runtime_proxy.reload import Reloader

@@ -5,6 +5,8 @@
   GET  /stats        Envoy-style `name: value` lines (`?format=json` for JSON)
   GET  /metrics      Prometheus text (also `/stats/prometheus`, Envoy's path)
   GET  /clusters     JSON: per cluster, its endpoints, breaker counters and ejected endpoints
+  GET  /certs        JSON: the mTLS mode and the certificate in use (SPIFFE ID, serial, expiry,
+                     files), `certificate` null without identity files
   POST /reload       reload the config file now (as SIGHUP); 200 with the new version, or 400
                      with the reason it was refused
 
@@ -100,8 +102,12 @@ def handle(app, method: str, path: str, query: str) -> tuple[int, bytes, str]:
                 "idle_connections": {p.key: len(p.idle) for p in cluster.plist},
             }
         return 200, orjson.dumps(out, option=orjson.OPT_INDENT_2) + b"\n", "application/json"
+    if path == "/certs":
+        out = {"mode": rt.config.mtls.mode,
+               "certificate": rt.tls.current.info() if rt.tls is not None else None}
+        return 200, orjson.dumps(out, option=orjson.OPT_INDENT_2) + b"\n", "application/json"
     if path == "/reload":
         return 405, b"use POST\n", "text/plain"
     if path == "/":
-        return 200, b"/ready /config /stats /metrics /clusters /reload (POST)\n", "text/plain"
+        return 200, b"/ready /config /stats /metrics /clusters /certs /reload (POST)\n", "text/plain"
     return 404, b"not found\n", "text/plain"

@@ -174,6 +174,9 @@ class Service(Model):
     outlier: Outlier | None = None
     retry_budget: RetryBudget | None = None
     routes: list[Route]                        # evaluation order: first match wins
+    mtls: bool = False                         # call it over mTLS: present our certificate, and require
+                                               # the server's URI SAN to be exactly `identity`
+    sni: str | None = None                     # the TLS server name sent with mtls (NAME.NAMESPACE); None: none
 
 
 # ---- the sidecar's own side ---------------------------------------------------------------------
@@ -216,6 +219,21 @@ class Normalization(Model):
     escaped_slashes: Literal["reject", "decode", "keep"]
 
 
+class MtlsFiles(Model):
+    """The sidecar's identity: PEM files, watched for rotation (polled, validated, then swapped)."""
+    directory: str                             # the directory that holds them (Kubernetes secret layout)
+    cert: str                                  # leaf certificate, with the sidecar's SPIFFE ID as its URI SAN
+    key: str                                   # its private key
+    ca: str                                    # trust bundle: the mesh CA (only it: one trust domain)
+
+
+class Mtls(Model):
+    """Mutual TLS of this sidecar (docs/language.md, `mtls`)."""
+    mode: Literal["strict", "permissive", "disable"] = "disable"   # what the inbound listener accepts:
+                                               # mTLS only, mTLS or plaintext on one port, plaintext only
+    files: MtlsFiles | None = None             # None iff neither the inbound listener nor any destination uses TLS
+
+
 class ProxySettings(Model):
     """The proxy's own limits (not from the policy); defaults follow Envoy's."""
     max_request_headers_bytes: int = Field(default=60 * 1024, gt=0)    # over: 431
@@ -238,6 +256,7 @@ class Config(Model):
     normalization: Normalization
     authorization: Authorization               # of this service, enforced on the inbound listener
     services: list[Service]                    # every destination, sorted by name
+    mtls: Mtls = Mtls()
     proxy: ProxySettings = ProxySettings()
 
 

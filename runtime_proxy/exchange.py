@@ -321,16 +321,19 @@ class Exchange:
 
     def start_inbound(self, table) -> None:
         rt = self.rt
-        lstats = self.down.lstats
-        peer = None
-        if rt.identity_header is not None:
+        down = self.down
+        lstats = down.lstats
+        # the verified SPIFFE ID of an mTLS peer; a plaintext peer has none (the identity header
+        # is only read on a sidecar whose inbound listener has no TLS: Runtime.apply)
+        peer = down.source
+        if peer is None and rt.identity_header is not None:
             values = self.hdict.get(rt.identity_header)
             if values is not None and len(values) == 1:
                 peer = values[0]
         self.peer = peer
         allowed, _rule = authz_mod.decide(table.authorization, peer, self.method, self.path, self.hdict)
         self.service = table.service
-        self.route_counts = rt.inbound_counts
+        self.route_counts = rt.inbound_counts if peer is None else rt.inbound_counts_for(peer)
         if not allowed:
             lstats.rbac_denied += 1
             self.flags = "RBAC"
@@ -396,10 +399,12 @@ class Exchange:
                     parts += (ln, b": ", v, b"\r\n")
         if "te" in hdict and b"te" not in skip - UP_SKIP and any(v.strip().lower() == "trailers" for v in hdict["te"]):
             parts.append(b"te: trailers\r\n")         # the one TE value that is forwarded (as Envoy)
-        if "x-forwarded-proto" not in hdict:
-            parts.append(b"x-forwarded-proto: http\r\n")
+        if "x-forwarded-proto" not in hdict:     # the caller's scheme, as Envoy: https over mTLS
+            parts.append(b"x-forwarded-proto: https\r\n" if self.down.xfcc is not None else b"x-forwarded-proto: http\r\n")
         if "x-request-id" not in hdict:
             parts += (b"x-request-id: ", request_id().encode(), b"\r\n")
+        if self.down.xfcc is not None:   # inbound over mTLS: Envoy's SANITIZE_SET (the client's was skipped)
+            parts.append(self.down.xfcc)
         self.up_head = b"".join(parts)
         if self.req_chunked:
             self.up_tail = b"transfer-encoding: chunked\r\n\r\n"

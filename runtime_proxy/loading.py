@@ -160,7 +160,24 @@ def semantic_errors(data: dict) -> list[str]:
     if isinstance(authz, dict):
         for k, rule in enumerate(authz.get("rules") or []):
             errors.extend(_regex_errors(f"$.authorization.rules[{k}]", rule))
+    errors.extend(_mtls_errors(data, services))
     return errors
+
+
+def _mtls_errors(data: dict, services: list) -> list[str]:
+    """TLS on either side needs the identity files."""
+    mtls = data.get("mtls")
+    if not isinstance(mtls, dict):
+        mtls = {}
+    if mtls.get("files") is not None:
+        return []
+    if mtls.get("mode", "disable") != "disable":
+        return [f"$.mtls.files: mode `{mtls['mode']}` needs the identity files (cert, key, ca)"]
+    for i, s in enumerate(services):
+        if isinstance(s, dict) and s.get("mtls") is True:
+            return [f"$.services[{i}].mtls: calling `{s.get('name')}` over mTLS needs the identity "
+                    f"files ($.mtls.files)"]
+    return []
 
 
 def _regex_errors(base: str, cond) -> list[str]:

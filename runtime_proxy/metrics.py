@@ -104,15 +104,40 @@ class ListenerStats:
             self.rq_1xx += 1
 
 
+MAX_SOURCES = 256        # distinct source identities counted per service; the rest count as `other`
+
+
+class TlsStats:
+    """Mutual TLS: handshakes and refusals by side (`downstream`: the inbound listener;
+    `upstream`: connections to destinations) and reason (tls.failure_reason), plaintext
+    connections a permissive listener took, identity rotations, and the active certificate."""
+    __slots__ = ("handshakes", "failures", "plaintext", "rotations_ok", "rotations_rejected", "identity")
+
+    def __init__(self):
+        self.handshakes = {"downstream": 0, "upstream": 0}
+        self.failures: dict[tuple[str, str], int] = {}
+        self.plaintext = 0
+        self.rotations_ok = 0
+        self.rotations_rejected = 0
+        self.identity = None          # tls.Identity in use (serial, expiry)
+
+    def failed(self, side: str, reason: str) -> None:
+        key = (side, reason)
+        self.failures[key] = self.failures.get(key, 0) + 1
+
+
 class Metrics:
     def __init__(self):
         self.clusters: dict[str, ClusterStats] = {}
         self.listeners = {"inbound": ListenerStats(), "outbound": ListenerStats()}
-        # (listener, service, route) -> {status: count}; route "" for replies before a route matched
-        self.routes: dict[tuple[str, str, str], dict[int, int]] = {}
+        # (listener, service, route, source identity) -> {status: count}; route "" for replies
+        # before a route matched; the source identity (`unknown`: none) only on inbound requests
+        self.routes: dict[tuple[str, str, str, str | None], dict[int, int]] = {}
+        self.sources: dict[str, set[str]] = {}     # service -> source identities counted
         self.reloads_ok = 0
         self.reloads_rejected = 0
         self.config_version = ""
+        self.tls: TlsStats | None = None           # set when the sidecar has identity files
 
     def cluster(self, name: str) -> ClusterStats:
         stats = self.clusters.get(name)
@@ -120,12 +145,28 @@ class Metrics:
             stats = self.clusters[name] = ClusterStats()
         return stats
 
-    def route(self, listener: str, service: str, route: str) -> dict[int, int]:
-        key = (listener, service, route)
+    def route(self, listener: str, service: str, route: str, source: str | None = None) -> dict[int, int]:
+        key = (listener, service, route, source)
         counts = self.routes.get(key)
         if counts is None:
             counts = self.routes[key] = {}
         return counts
+
+    def inbound(self, service: str, source: str | None) -> dict[int, int]:
+        """The counts of inbound requests to `service` from the peer `source` (None: no verified
+        identity). Identities come from the mesh CA, so they are few; a bound keeps it so."""
+        if source is None:
+            source = "unknown"
+        else:
+            seen = self.sources.get(service)
+            if seen is None:
+                seen = self.sources[service] = set()
+            if source not in seen:
+                if len(seen) >= MAX_SOURCES:
+                    source = "other"
+                else:
+                    seen.add(source)
+        return self.route("inbound", service, "inbound", source)
 
     # ---- rendering (admin listener only) ----------------------------------------------------
 
@@ -147,11 +188,23 @@ class Metrics:
                 items.append((f"http.{lname}.{stat}", getattr(ls, attr)))
             items.append((f"http.{lname}.downstream_cx_active", ls.cx_active))
             items.append((f"http.{lname}.downstream_rq_active", ls.rq_active))
-        for (lname, service, route), counts in sorted(self.routes.items()):
+        for (lname, service, route, source), counts in sorted(self.routes.items(), key=_route_key):
+            via = f".{source}" if source is not None else ""
             for code, n in sorted(counts.items()):
-                items.append((f"route.{lname}.{service or '-'}.{route or '-'}.rq_{code}", n))
+                items.append((f"route.{lname}.{service or '-'}.{route or '-'}{via}.rq_{code}", n))
         items.append(("server.config_reload_ok", self.reloads_ok))
         items.append(("server.config_reload_rejected", self.reloads_rejected))
+        tls = self.tls
+        if tls is not None:
+            for side in ("downstream", "upstream"):
+                items.append((f"tls.{side}.handshake", tls.handshakes[side]))
+            for (side, reason), n in sorted(tls.failures.items()):
+                items.append((f"tls.{side}.handshake_failure.{reason}", n))
+            items.append(("tls.downstream.plaintext", tls.plaintext))
+            items.append(("tls.rotation_ok", tls.rotations_ok))
+            items.append(("tls.rotation_rejected", tls.rotations_rejected))
+            if tls.identity is not None:
+                items.append(("tls.certificate.expiration_unix_time_seconds", int(tls.identity.not_after)))
         return items
 
     def prometheus(self, gauges: dict[str, dict[str, int]]) -> str:
@@ -204,14 +257,38 @@ class Metrics:
                [(f'envoy_http_conn_manager_prefix="{ln}"', ls.cx_active) for ln, ls in lst])
         family("envoy_http_downstream_rq_active", "gauge", "downstream requests in flight",
                [(f'envoy_http_conn_manager_prefix="{ln}"', ls.rq_active) for ln, ls in lst])
-        family("meshc_route_requests_total", "counter", "requests by listener, service, route and status",
-               [(f'listener="{ln}",service="{_esc(s)}",route="{_esc(r)}",code="{code}"', n)
-                for (ln, s, r), counts in sorted(self.routes.items()) for code, n in sorted(counts.items())])
+        family("meshc_route_requests_total", "counter",
+               "requests by listener, service, route, status and (inbound) source identity",
+               [(f'listener="{ln}",service="{_esc(s)}",route="{_esc(r)}",'
+                 + (f'source_identity="{_esc(src)}",' if src is not None else "") + f'code="{code}"', n)
+                for (ln, s, r, src), counts in sorted(self.routes.items(), key=_route_key)
+                for code, n in sorted(counts.items())])
         family("meshc_config_reloads_total", "counter", "config reloads by result",
                [('result="ok"', self.reloads_ok), ('result="rejected"', self.reloads_rejected)])
         family("meshc_config_info", "gauge", "the active config version",
                [(f'version="{_esc(self.config_version)}"', 1)])
+        tls = self.tls
+        if tls is not None:
+            family("meshc_tls_handshakes_total", "counter", "completed mTLS handshakes by side",
+                   [(f'side="{side}"', n) for side, n in tls.handshakes.items()])
+            family("meshc_tls_handshake_failures_total", "counter", "refused or failed TLS handshakes by side and reason",
+                   [(f'side="{side}",reason="{reason}"', n) for (side, reason), n in sorted(tls.failures.items())])
+            family("meshc_tls_plaintext_connections_total", "counter",
+                   "plaintext connections a permissive inbound listener accepted", [("", tls.plaintext)])
+            family("meshc_tls_rotations_total", "counter", "identity file changes by result",
+                   [('result="ok"', tls.rotations_ok), ('result="rejected"', tls.rotations_rejected)])
+            ident = tls.identity
+            if ident is not None:
+                family("meshc_tls_certificate_info", "gauge", "the certificate in use",
+                       [(f'identity="{_esc(ident.uri)}",serial="{_esc(ident.serial)}"', 1)])
+                family("meshc_tls_certificate_expiration_unix_time_seconds", "gauge",
+                       "when the certificate in use expires", [("", int(ident.not_after))])
         return "\n".join(out) + "\n"
+
+
+def _route_key(item):
+    (listener, service, route, source), _ = item
+    return (listener, service, route, source or "")
 
 
 def _esc(value: str) -> str:

@@ -17,6 +17,7 @@ import signal
 
 from runtime_proxy import plain
 from runtime_proxy.table import TableError, compile_config
+from runtime_proxy.tls import TlsError
 
 log = logging.getLogger("runtime_proxy")
 
@@ -90,19 +91,23 @@ class Reloader:
         os.close(fd)
         self.pending = None
         rt = self.app.rt
+        old = rt.config
         try:
             config, config_data = plain.finish(pid, b"".join(chunks))
             table = compile_config(config)
-        except (plain.LoadError, TableError) as err:
+            rt.apply(config, table, config_data)     # changes nothing when it raises (identity files)
+        except (plain.LoadError, TableError, TlsError) as err:
             rt.metrics.reloads_rejected += 1
-            text = err.message if isinstance(err, plain.LoadError) else str(err)
+            if isinstance(err, TlsError):
+                text = f"cannot use the identity files (mtls): {err.message}"
+            else:
+                text = err.message if isinstance(err, plain.LoadError) else str(err)
             self._finished(reason, dones, False,
                            f"config reload ({reason}) refused, still serving version {rt.config.version}: {text}")
         else:
-            old = rt.config
             if config.listeners != old.listeners:
                 log.warning("config reload (%s): listener addresses changed; they apply at the next start", reason)
-            rt.apply(config, table, config_data)
+            self.app.config_applied(old)
             rt.metrics.reloads_ok += 1
             self._finished(reason, dones, True,
                            f"config reload ({reason}): version {config.version} applied (was {old.version})")

@@ -27,11 +27,12 @@ from httptools import HttpParserError, HttpParserInvalidMethodError, HttpParserU
 from runtime_proxy.breaker import Breaker
 from runtime_proxy.exchange import Exchange
 from runtime_proxy.http import REQUEST_INLINE, decode_value, local_reply, status_line
-from runtime_proxy.metrics import Metrics
+from runtime_proxy.metrics import MAX_SOURCES, Metrics, TlsStats
 from runtime_proxy.outlier import OutlierState
 from runtime_proxy.plain import Plain
 from runtime_proxy.route_index import build as build_route_index
 from runtime_proxy.timers import TimerWheel
+from runtime_proxy.tls import Identities, peer_identity, xfcc_line
 from runtime_proxy.upstream import Pool
 
 log = logging.getLogger("runtime_proxy")
@@ -58,18 +59,20 @@ class HeadersTooLarge(Exception):
 # ---- clusters -------------------------------------------------------------------------------------
 
 class ClusterState:
-    """One subset cluster as this sidecar calls it: breaker, outlier detection, pools, stats."""
+    """One subset cluster as this sidecar calls it: breaker, outlier detection, pools, stats.
+    `tls` is None (plaintext) or (server name, expected SPIFFE ID) for mTLS connections."""
 
-    def __init__(self, rt: "Runtime", name: str, endpoints, limits, budget, outlier):
+    def __init__(self, rt: "Runtime", name: str, endpoints, limits, budget, outlier, tls=None):
         self.name = name
         self.loop = rt.loop
+        self.rt = rt
         self.signature = (tuple(endpoints), limits, budget, outlier, rt.connect_timeout,
-                          rt.max_response_headers)
+                          rt.max_response_headers, tls)
         self.breaker = Breaker(limits, budget)
         keys = tuple(f"{h}:{p}" for h, p in endpoints)
         # ejections end at the detector's interval ticks, counted from now, as in Envoy
         self.outlier = OutlierState(outlier, keys, tick_origin=time.monotonic()) if outlier is not None else None
-        self.plist = tuple(Pool(self, h, p, rt.loop, rt.connect_timeout, rt.max_response_headers)
+        self.plist = tuple(Pool(self, h, p, rt.loop, rt.connect_timeout, rt.max_response_headers, tls)
                            for h, p in endpoints)
         self.keys = keys
         self.by_key = {p.key: p for p in self.plist}
@@ -165,6 +168,15 @@ class ClusterState:
         if timeout:
             self.stats.cx_connect_timeout += 1
 
+    def client_context(self):
+        """The TLS context new connections of an mTLS cluster use (the newest identity)."""
+        return self.rt.tls.current.client
+
+    def tls_failed(self, pool: Pool, reason: str, detail: str) -> None:
+        """An upstream TLS handshake failed, or the server is not the destination's identity."""
+        self.rt.metrics.tls.failed("upstream", reason)
+        log.warning("upstream TLS to %s (%s) failed: %s: %s", pool.key, self.name, reason, detail)
+
     def ejected(self, key: str) -> None:
         self.stats.ejections_enforced += 1
         self.stats.ejections_detected += 1
@@ -215,6 +227,7 @@ class AccessLog:
             "bytes_sent": ex.bytes_out,
             "flags": ex.flags or None,
             "client": ex.down.peer_ip,
+            "source_identity": ex.peer,
         }
         self.fh.write(orjson.dumps(record).decode() + "\n")
 
@@ -289,7 +302,10 @@ class Runtime:
         self.clusters: dict[str, ClusterState] = {}
         self.app_cluster: ClusterState | None = None
         self.access_log = AccessLog(access_log) if access_log else None
-        self.identity_header = identity_header.lower() if identity_header else None
+        # --identity-header: only for a sidecar without TLS on its inbound listener (see apply)
+        self.identity_header_option = identity_header.lower() if identity_header else None
+        self.identity_header = None
+        self.tls: Identities | None = None        # the identity files' contexts, when configured
         self.downstreams: set[Downstream] = set()
         self.draining = False
         self.config = None
@@ -299,7 +315,11 @@ class Runtime:
         self.apply(config, table, config_data)
 
     def apply(self, config, table, config_data: dict) -> None:
-        """Make `config` (compiled as `table`; `config_data` its JSON) the one new requests use."""
+        """Make `config` (compiled as `table`; `config_data` its JSON) the one new requests use.
+        Raises tls.TlsError, having changed nothing, when its identity files cannot be used."""
+        self.tls = self._identities(config)
+        # a header names the caller only where no TLS can: a verified identity always wins
+        self.identity_header = self.identity_header_option if config.mtls.mode == "disable" else None
         proxy = config.proxy
         self.max_request_headers = proxy.max_request_headers_bytes
         self.max_request_body = proxy.max_request_body_bytes
@@ -311,9 +331,10 @@ class Runtime:
         old = self.clusters
         new: dict[str, ClusterState] = {}
         for svc in table.services.values():
+            tls = (svc.sni, svc.identity) if svc.mtls else None
             for sub in svc.subsets.values():
                 new[sub.cluster] = self._cluster(old.get(sub.cluster), sub.cluster, sub.endpoints,
-                                                 svc.limits, svc.retry_budget, svc.outlier)
+                                                 svc.limits, svc.retry_budget, svc.outlier, tls)
         app_name = f"inbound|{config.service}"
         app = self._cluster(self.app_cluster, app_name, ((config.app.host, config.app.port),),
                             APP_LIMITS, None, None)
@@ -328,18 +349,44 @@ class Runtime:
         self.route_counts = {route: metrics.route("outbound", svc.name, route.name)
                              for svc in table.services.values() for route in svc.routes}
         self.route_index = build_route_index(table, config)   # CService -> RouteIndex
-        self.inbound_counts = metrics.route("inbound", config.service, "inbound")
+        self.inbound_counts = metrics.inbound(config.service, None)
+        self.source_counts: dict[str, dict[int, int]] = {}     # source identity -> inbound counts
         self.config = config
         self.config_data = config_data
         self.table = table
         self.loaded_at = time.time()
         metrics.config_version = config.version
 
-    def _cluster(self, old, name, endpoints, limits, budget, outlier) -> ClusterState:
-        sig = (tuple(endpoints), limits, budget, outlier, self.connect_timeout, self.max_response_headers)
+    def _cluster(self, old, name, endpoints, limits, budget, outlier, tls=None) -> ClusterState:
+        sig = (tuple(endpoints), limits, budget, outlier, self.connect_timeout, self.max_response_headers, tls)
         if old is not None and not old.retired and old.signature == sig:
             return old
-        return ClusterState(self, name, endpoints, limits, budget, outlier)
+        return ClusterState(self, name, endpoints, limits, budget, outlier, tls)
+
+    def _identities(self, config) -> Identities | None:
+        """The identity for `config`: the current one when its files and SPIFFE ID are the same
+        (a rotation is the poll's business), else freshly loaded (TlsError when unusable)."""
+        files = config.mtls.files
+        if files is None:
+            return None
+        cur = self.tls
+        if cur is not None and cur.current.files == files and cur.current.uri == config.identity:
+            return cur
+        if self.metrics.tls is None:
+            self.metrics.tls = TlsStats()
+        if cur is not None:
+            cur.replace(files, config.identity)
+            return cur
+        return Identities.load(files, config.identity, self.metrics.tls)
+
+    def inbound_counts_for(self, source: str) -> dict[int, int]:
+        """The inbound request counts of a peer with an identity (one dict look-up a request)."""
+        counts = self.source_counts.get(source)
+        if counts is None:
+            counts = self.metrics.inbound(self.config.service, source)
+            if len(self.source_counts) < MAX_SOURCES:   # (an identity header may say anything)
+                self.source_counts[source] = counts
+        return counts
 
     def gauges(self) -> dict[str, dict[str, int]]:
         now = time.monotonic()
@@ -364,6 +411,8 @@ class Runtime:
                     pool.close_idle(self.upstream_idle_timeout)
         if self.access_log is not None:
             self.access_log.flush()
+        if self.tls is not None:
+            self.tls.poll()
 
     def start_drain(self) -> None:
         """SIGTERM: stop taking requests on kept-alive connections; finish the ones in flight."""
@@ -382,7 +431,7 @@ class Downstream(asyncio.Protocol):
     __slots__ = ("rt", "listener", "outbound", "lstats", "transport", "parser", "peer_ip", "current", "parsing",
                  "queue", "new", "closing", "paused", "last_active", "raw", "url",
                  "partial", "max_head", "upgraded", "eof", "too_large", "corked", "wbuf",
-                 "cur_len")
+                 "cur_len", "source", "xfcc")
 
     def __init__(self, rt: Runtime, listener: str):
         self.rt = rt
@@ -409,6 +458,8 @@ class Downstream(asyncio.Protocol):
         self.cur_len = 0
         self.corked = 0           # > 0: writes are gathered, and sent as one when uncorked
         self.wbuf: list = []
+        self.source: str | None = None    # the peer's verified SPIFFE ID (mTLS only)
+        self.xfcc: bytes | None = None    # the x-forwarded-client-cert line for the app (mTLS only)
 
     # ---- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -649,3 +700,23 @@ class Downstream(asyncio.Protocol):
             self.transport.write(local_reply(status, status_line(status)[13:-2], close=True))
         self.closing = False
         self.close(linger=True)     # the client may be sending still
+
+
+class TlsDownstream(Downstream):
+    """A client connection of the inbound listener over mTLS (the handshake is done when the
+    event loop calls connection_made): the peer's identity and the XFCC line are read once here,
+    never per request. `own_id` is the SPIFFE ID of the certificate this handshake presented."""
+    __slots__ = ("own_id",)
+
+    def __init__(self, rt: Runtime, own_id: str):
+        Downstream.__init__(self, rt, "inbound")
+        self.own_id = own_id
+
+    def connection_made(self, transport):
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None:
+            cert = sslobj.getpeercert()
+            self.source = peer_identity(cert)
+            self.xfcc = xfcc_line(self.own_id, sslobj.getpeercert(True), cert)
+            self.rt.metrics.tls.handshakes["downstream"] += 1
+        Downstream.connection_made(self, transport)

@@ -300,7 +300,7 @@ class CRoute:
 class CService:
     """A destination service as the caller's sidecar sees it."""
     __slots__ = ("name", "namespace", "identity", "port", "domains", "source", "subsets",
-                 "limits", "outlier", "retry_budget", "routes")
+                 "limits", "outlier", "retry_budget", "routes", "mtls", "sni")
 
     def __init__(self, s):
         self.name = s.name
@@ -316,6 +316,8 @@ class CService:
         self.outlier = s.outlier              # config.Outlier | None (read by outlier.OutlierState)
         self.retry_budget = s.retry_budget    # config.RetryBudget | None
         self.routes: tuple[CRoute, ...] = ()  # filled in once every service exists
+        self.mtls = s.mtls                    # called over mTLS, expecting `identity` as the server's URI SAN
+        self.sni = s.sni                      # the TLS server name (None: none)
 
 
 class CPrincipal:

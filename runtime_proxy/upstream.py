@@ -18,19 +18,29 @@ is a `user` object (runtime_proxy/exchange.py's Attempt) with five methods the c
 A pooled connection keeps reading while idle, so an upstream that closes it is noticed at once
 (EOF) and the connection leaves the pool; one that closes it just as it is reused fails the
 attempt like any reset, as in Envoy (retried only when the route retries on `reset`).
+
+To an mTLS destination, a connection is made with the sidecar's client context (its certificate,
+the mesh CA) and is only "open" once the server's certificate carries exactly the destination's
+SPIFFE ID as its URI SAN; a handshake that fails, or another identity, is a connect failure
+(`remote connection failure`), as Envoy's SAN matcher makes it. Connections are pooled and kept
+alive as plaintext ones are: a handshake costs as much as hundreds of requests on an open one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import ssl
 from collections import deque
 
 from httptools import HttpParserError, HttpResponseParser
 
 from runtime_proxy.http import RESPONSE_INLINE, RESPONSE_SKIP
+from runtime_proxy.tls import describe, failure_reason, peer_identity
 
 RESPONSE_INLINE_BYTES = frozenset(n.encode() for n in RESPONSE_INLINE)
+# what a failed TLS handshake raises (a refused TCP connection is not one)
+_HANDSHAKE_ERRORS = (ssl.SSLError, ConnectionResetError, ConnectionAbortedError)
 
 
 def add_inline_line(lines: list, seen: dict | None, name: bytes, value: bytes) -> dict:
@@ -57,7 +67,7 @@ class HeadersTooLarge(Exception):
 class UpstreamConn(asyncio.Protocol):
     __slots__ = ("pool", "transport", "parser", "user", "closed", "got_bytes", "reused", "head_only",
                  "lines", "special", "head_seen", "cur_len", "head_done", "status", "in_body", "close_delimited",
-                 "has_length", "idle_since", "max_head", "paused", "inline_seen")
+                 "has_length", "idle_since", "max_head", "paused", "inline_seen", "refused", "opened")
 
     def __init__(self, pool: "Pool"):
         self.pool = pool
@@ -81,6 +91,8 @@ class UpstreamConn(asyncio.Protocol):
         self.max_head = pool.max_response_headers
         self.paused = False
         self.inline_seen = None   # Envoy's inline response headers seen in this head (set on first use)
+        self.refused = None       # mTLS: why the server was not accepted (its SPIFFE ID is another)
+        self.opened = False       # counted as open by the pool (Pool._connected)
 
     # ---- use by a request ----------------------------------------------------------------------
 
@@ -123,6 +135,14 @@ class UpstreamConn(asyncio.Protocol):
 
     def connection_made(self, transport):
         self.transport = transport
+        tls = self.pool.tls
+        if tls is not None:       # the handshake is done; no request byte goes out before this check
+            sslobj = transport.get_extra_info("ssl_object")
+            found = peer_identity(sslobj.getpeercert()) if sslobj is not None else None
+            if found != tls[1]:
+                self.refused = f"the server is `{found}`, expected `{tls[1]}`"
+                self.closed = True
+                transport.abort()
 
     def data_received(self, data):
         user = self.user
@@ -163,6 +183,8 @@ class UpstreamConn(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.closed = True
+        if not self.opened:       # lost before the pool counted it: Pool._connected fails it
+            return
         self.pool.lost(self)
         user = self.user
         if user is None:
@@ -274,9 +296,10 @@ class Pool:
     requests) belongs to the cluster (runtime_proxy/server.py's ClusterState); the pool asks it."""
 
     __slots__ = ("cluster", "host", "port", "idle", "waiters", "connecting", "active", "loop",
-                 "connect_timeout", "max_response_headers", "retired", "key")
+                 "connect_timeout", "max_response_headers", "retired", "key", "tls")
 
-    def __init__(self, cluster, host: str, port: int, loop, connect_timeout: float, max_response_headers: int):
+    def __init__(self, cluster, host: str, port: int, loop, connect_timeout: float, max_response_headers: int,
+                 tls=None):
         self.cluster = cluster
         self.host = host
         self.port = port
@@ -289,6 +312,7 @@ class Pool:
         self.connect_timeout = connect_timeout
         self.max_response_headers = max_response_headers
         self.retired = False
+        self.tls = tls             # None, or (server name, the destination's SPIFFE ID) for mTLS
 
     def take_idle(self) -> UpstreamConn | None:
         idle = self.idle
@@ -329,7 +353,13 @@ class Pool:
         self.connecting += 1
         conn = UpstreamConn(self)
         loop = self.loop
-        task = loop.create_task(loop.create_connection(lambda: conn, self.host, self.port))
+        tls = self.tls
+        if tls is None:
+            task = loop.create_task(loop.create_connection(lambda: conn, self.host, self.port))
+        else:             # the connect timeout covers the handshake too, as Envoy's does
+            task = loop.create_task(loop.create_connection(
+                lambda: conn, self.host, self.port, ssl=self.cluster.client_context(),
+                server_hostname=tls[0] or "", ssl_handshake_timeout=self.connect_timeout))
         timer = loop.call_later(self.connect_timeout, task.cancel)
         task.add_done_callback(lambda t: self._connected(t, conn, timer, dedicated))
 
@@ -341,7 +371,17 @@ class Pool:
             reason, timeout = "connection timeout", True
         else:
             err = task.exception()
+            if err is None and conn.refused is not None:
+                cluster.tls_failed(self, "san_mismatch", conn.refused)
+                err = ConnectionRefusedError(conn.refused)
+            elif err is not None and self.tls is not None and isinstance(err, _HANDSHAKE_ERRORS):
+                cluster.tls_failed(self, failure_reason(err), describe(err))
+            elif err is None and self.tls is not None:
+                cluster.rt.metrics.tls.handshakes["upstream"] += 1
+            if err is None and conn.closed:   # closed by the server before it could be used
+                err = ConnectionResetError("closed while connecting")
             if err is None:
+                conn.opened = True
                 self.active += 1
                 cluster.connection_opened(self)
                 conn.reused = False

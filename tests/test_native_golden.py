@@ -221,3 +221,42 @@ def test_domains_and_clusters_are_the_envoy_targets():
         assert native.domains(svc) == virtual_host(svc)["domains"]
         for sub in svc.subsets:
             assert native.cluster_name(svc.name, sub.name) == outbound_cluster(svc.name, sub.name)
+
+
+# ---- mutual TLS ---------------------------------------------------------------------------------
+
+def test_mtls_section_and_destinations():
+    """`mtls`: the sidecar's own mode and identity files (`<certificates>/<service>`, or the
+    `--certs-dir` root); every destination whose mode is not `disable` is called over mTLS with
+    the Envoy target's SNI. A sidecar whose own mode is `disable` still has files when it calls
+    an mTLS service (resilience: orders calls fraud)."""
+    program = compile_example("resilience").ir
+    files = emitted("resilience")
+    orders = json.loads(files["orders.native.json"])
+    fraud = json.loads(files["fraud.native.json"])
+    assert fraud["mtls"]["mode"] == "strict" and orders["mtls"]["mode"] == "disable"
+    directory = program.service("orders").mtls.directory
+    assert orders["mtls"]["files"] == {"directory": directory, "cert": f"{directory}/cert.pem",
+                                       "key": f"{directory}/key.pem", "ca": f"{directory}/ca.pem"}
+    for svc in orders["services"]:
+        assert svc["mtls"] == (program.service(svc["name"]).mtls.mode != "disable")
+        assert svc["sni"] == f"{svc['name']}.{svc['namespace']}"
+    relocated = backends.emit("native", program, ["orders"], backends.Options(certs_dir="/run/meshc/certs/"))
+    data = json.loads(relocated.files["orders.native.json"])
+    assert data["mtls"]["files"]["cert"] == "/run/meshc/certs/orders/cert.pem"
+    assert data["version"] != orders["version"]
+
+
+def test_a_mesh_without_mtls_needs_no_identity_files(tmp_path):
+    (tmp_path / "plain.mesh").write_text(
+        'service a {\n  port 80\n  endpoints ["127.0.0.1:9001"]\n}\n'
+        'service b {\n  port 81\n  endpoints ["127.0.0.1:9002"]\n}\n')
+    with contextlib.chdir(tmp_path):
+        result = driver.compile_files(["plain.mesh"])
+    assert result.diagnostics == [], [d.message for d in result.diagnostics]
+    data = json.loads(backends.emit("native", result.ir, ["a"], backends.Options()).files["a.native.json"])
+    assert data["mtls"] == {"mode": "disable", "files": None}
+    assert [(s["name"], s["mtls"]) for s in data["services"]] == [("a", False), ("b", False)]
+    from runtime_proxy.config import Config
+    from runtime_proxy.table import compile_config
+    compile_config(Config.model_validate(data, strict=True))

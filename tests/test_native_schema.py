@@ -200,3 +200,37 @@ def test_load_keeps_the_golden_intact(tmp_path):
     copy_ = copy.deepcopy(data)
     load(write(tmp_path, data))
     assert data == copy_
+
+
+# ---- mutual TLS ---------------------------------------------------------------------------------
+
+def test_tls_needs_the_identity_files(tmp_path):
+    data = base()
+    data["mtls"] = {"mode": "permissive", "files": None}
+    path = write(tmp_path, data)
+    expected = "$.mtls.files: mode `permissive` needs the identity files (cert, key, ca)"
+    assert expected in load_error(path)
+    assert check_with_schema(path) == [expected]
+    data["mtls"] = {"mode": "disable", "files": None}
+    i = next(i for i, s in enumerate(data["services"]) if s["mtls"])
+    path = write(tmp_path, data)
+    assert f"$.services[{i}].mtls: calling `{data['services'][i]['name']}` over mTLS needs the identity " \
+           "files ($.mtls.files)" in load_error(path)
+
+
+def test_a_config_without_mtls_fields_is_plaintext(tmp_path):
+    """Configs written before mTLS (no `mtls` anywhere) still load: plaintext both ways."""
+    data = base()
+    del data["mtls"]
+    for s in data["services"]:
+        del s["mtls"], s["sni"]
+    config = load(write(tmp_path, data))
+    assert config.mtls.mode == "disable" and config.mtls.files is None
+    assert not any(s.mtls for s in config.services)
+
+
+def test_mtls_mode_is_checked(tmp_path):
+    data = base()
+    data["mtls"]["mode"] = "optional"
+    path = write(tmp_path, data)
+    assert "$.mtls.mode: Input should be 'strict', 'permissive' or 'disable'" in load_error(path)

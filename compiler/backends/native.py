@@ -10,9 +10,12 @@ Each file holds:
 - the sidecar's listeners (inbound, outbound, admin on 127.0.0.1 at the service's sidecar ports),
   the local application's address and the `escaped_slashes` setting;
 - the service's own authorization (enforced on the inbound listener);
+- `mtls`: what the inbound listener accepts (strict / permissive / disable) and the sidecar's
+  identity files, or null when it needs none (backends.needs_identity);
 - every service of the program as a destination (sorted by name), with the same `Host` domains
   and the same cluster names (`outbound|SUBSET|SERVICE`) as the Envoy target, so that stats and
-  routing read alike on both;
+  routing read alike on both; a destination whose mode is not `disable` is called over mTLS
+  (`mtls`, with the Envoy target's SNI `NAME.NAMESPACE`), as Istio's auto mTLS does;
 - `version`: a short hash of everything else, which the proxy shows and logs on reload.
 
 Output is deterministic: sorted keys, two-space indentation, the same bytes for the same IR.
@@ -23,9 +26,10 @@ docs/language.md specifies it.
 from __future__ import annotations
 
 import hashlib
+import posixpath
 
 from compiler import ir
-from compiler.backends import Emitted, Options
+from compiler.backends import CA_FILE, CERT_FILE, KEY_FILE, Emitted, Options, identity_dir, needs_identity
 
 SCHEMA_VERSION = 1          # runtime_proxy.config.SCHEMA_VERSION (not imported: see above)
 LISTEN_HOST = "127.0.0.1"   # sidecar listeners bind the loopback interface only
@@ -39,14 +43,17 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources=None
     destinations = [destination(svc) for svc in program.services]
     files: dict[str, bytes] = {}
     for name in proxies:
-        config = sidecar_config(program.service(name), destinations)
+        svc = program.service(name)
+        config = sidecar_config(svc, destinations, mtls(svc, options) if needs_identity(program, svc) else
+                                {"mode": svc.mtls.mode, "files": None})
         files[f"{name}.native.json"] = orjson.dumps(
             config, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     return Emitted(files=files)
 
 
-def sidecar_config(svc: ir.Service, destinations: list[dict]) -> dict:
-    """The whole config of `svc`'s sidecar; `destinations` are every service, already lowered."""
+def sidecar_config(svc: ir.Service, destinations: list[dict], mtls_section: dict) -> dict:
+    """The whole config of `svc`'s sidecar; `destinations` are every service, already lowered,
+    `mtls_section` its `mtls` (see `mtls`)."""
     import orjson
 
     side = svc.sidecar
@@ -63,11 +70,23 @@ def sidecar_config(svc: ir.Service, destinations: list[dict]) -> dict:
         "app": {"host": side.app_host, "port": side.app_port},
         "normalization": {"escaped_slashes": side.escaped_slashes},
         "authorization": authorization(svc.authorization),
+        "mtls": mtls_section,
         "services": destinations,
     }
     digest = hashlib.sha256(orjson.dumps(config, option=orjson.OPT_SORT_KEYS)).hexdigest()
     config["version"] = digest[:VERSION_LENGTH]
     return config
+
+
+def mtls(svc: ir.Service, options: Options) -> dict:
+    """The sidecar's mode and identity files (for a sidecar that needs them)."""
+    directory = identity_dir(svc, options)
+    return {"mode": svc.mtls.mode, "files": {
+        "directory": directory,
+        "cert": posixpath.join(directory, CERT_FILE),
+        "key": posixpath.join(directory, KEY_FILE),
+        "ca": posixpath.join(directory, CA_FILE),
+    }}
 
 
 def address(port: int) -> dict:
@@ -107,6 +126,8 @@ def destination(svc: ir.Service) -> dict:
                           "min_concurrency": svc.retry_budget.min_concurrency}
                          if svc.retry_budget is not None else None),
         "routes": [route(r) for r in svc.routes],
+        "mtls": svc.mtls.mode != "disable",
+        "sni": f"{svc.name}.{svc.namespace}",
     }
 
 
