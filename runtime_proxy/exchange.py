@@ -331,6 +331,12 @@ class Exchange:
             if values is not None and len(values) == 1:
                 peer = values[0]
         self.peer = peer
+        if down.xfcc is not None or "x-forwarded-client-cert" in self.hdict:
+            # Authorization sees the header as Envoy's RBAC does: the sidecar's own value over
+            # mTLS (SANITIZE_SET writes it first), none over plaintext (SANITIZE removes it).
+            self.hdict.pop("x-forwarded-client-cert", None)
+            if down.xfcc is not None:
+                self.hdict["x-forwarded-client-cert"] = [down.xfcc.decode("latin-1").split(": ", 1)[1].rstrip("\r\n")]
         allowed, _rule = authz_mod.decide(table.authorization, peer, self.method, self.path, self.hdict)
         self.service = table.service
         self.route_counts = rt.inbound_counts if peer is None else rt.inbound_counts_for(peer)

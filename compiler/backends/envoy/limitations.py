@@ -106,8 +106,8 @@ def _check_rule(svc: ir.Service, rule: ir.AuthzRule, sources: dict, out: list) -
     for name in sorted({h.name for h in rule.headers}):
         if name == CLIENT_CERT_HEADER and svc.mtls.mode != "disable":
             # Verified: on an mTLS filter chain (SANITIZE_SET) the connection manager writes the
-            # header before the RBAC filters run, so a rule sees it; the native proxy adds it
-            # only to the request it forwards.
+            # header before the RBAC filters run, so a rule sees the sidecar's value (the native
+            # proxy does the same), never the caller's.
             out.append(located(
                 "W0702", f"{where} tests header `{name}`, which Envoy sets from the caller's certificate before "
                          "authorization on an mTLS connection (`By=…;Hash=…;URI=…`) and removes on a plaintext one",
