@@ -59,7 +59,7 @@ def check(session, policy: GenPolicy, requests: list[GenRequest]) -> list:
     from tests.equivalence.dataplanes import model_report, side_by_side
 
     results = session.run(policy, requests)
-    tally.add(policies=1, requests=len(requests))
+    tally.add(policies=1, requests=len(requests), mtls_requests=sum(r.caller is not None for r in requests))
     bad = [c for c in results if c.problem is not None]
     if bad:
         disagreement()
@@ -239,3 +239,85 @@ def test_equivalence_stray_percent_in_a_removed_segment(equivalence_session):
     results = check(equivalence_session, one(), [
         get("/%/%2E%2E/%30%30a", kind="inbound", host="client"), get("/%%30%30", kind="inbound", host="client")])
     assert [r.native.target for r in results] == ["/00a", "/%2500"]
+
+
+# ---- identity: mTLS callers and plaintext ones -----------------------------------------------------
+
+WEB, S0_ID, LEGACY, SHOPPING = ("spiffe://mesh.local/ns/shop/sa/web", "spiffe://mesh.local/ns/default/sa/s0",
+                                gen.S2_ID, "spiffe://mesh.local/ns/shopping/sa/x")
+IDENTITY_RULES = '''authorization client {
+  default deny
+  allow same_ns { from same_namespace  method [GET, HEAD] }
+  allow s0_api { from service s0  path prefix "/api" }
+  allow public { path prefix "/pub" }
+  deny legacy { from identity "spiffe://mesh.local/legacy/*"  path prefix "/pub/x" }
+}
+'''
+
+
+def identity_policy(mode: str) -> GenPolicy:
+    text = 'mesh { trust_domain "mesh.local" }\n' + ONE.replace(
+        "  port 8000\n", f'  port 8000\n  namespace "shop"\n  mtls {mode}\n', 1) + IDENTITY_RULES
+    return GenPolicy(text, ONE_ENDPOINTS, ("s0",), mtls=mode)
+
+
+def inbound(target="/x", caller=None, method="GET", headers=()) -> GenRequest:
+    return GenRequest("inbound", method, target, "client", tuple(headers), caller=caller)
+
+
+def test_equivalence_identity_rules_and_client_cert(equivalence_session):
+    """A permissive listener: identity rules match the verified URI SAN of an mTLS caller only
+    (`same_namespace` is `ns/shop/`, not `ns/shopping/`); a plaintext caller is admitted by rules
+    without `from` alone and bypasses a `deny from`; the application gets
+    `x-forwarded-client-cert: By=<own>;Hash=<SHA-256 of the caller's certificate>;URI=<caller>`
+    over mTLS, and a forged one never."""
+    import hashlib
+
+    forged = [(gen.XFCC, gen.FORGED_XFCC)]
+    results = check(equivalence_session, identity_policy("permissive"), [
+        inbound(caller=WEB, headers=forged), inbound(caller=WEB, method="POST"), inbound(caller=SHOPPING),
+        inbound("/api/v", caller=S0_ID), inbound("/apix", caller=S0_ID), inbound(caller=None),
+        inbound("/pub/x", caller=None, headers=forged), inbound("/pub/x", caller=LEGACY)])
+    assert [r.native.status for r in results] == [200, 403, 403, 200, 403, 403, 200, 403]
+    der = equivalence_session.certs.ders[WEB]
+    assert dict(results[0].envoy.headers)[gen.XFCC] == (
+        f"By={gen.CLIENT_ID};Hash={hashlib.sha256(der).hexdigest()};URI={WEB}",)
+    assert gen.XFCC not in dict(results[6].native.headers)
+
+
+def test_equivalence_x_forwarded_proto_over_mtls(equivalence_session):
+    """Envoy sets `x-forwarded-proto: https` on a request that came over mTLS (when the caller
+    sent none); the native proxy wrote `http` whatever the connection."""
+    results = check(equivalence_session, identity_policy("permissive"), [
+        inbound("/pub", caller=WEB), inbound("/pub", caller=None),
+        inbound("/pub", caller=WEB, headers=[("x-forwarded-proto", "http")])])
+    assert [dict(r.native.headers)["x-forwarded-proto"] for r in results] == [("https",), ("http",), ("http",)]
+
+
+def test_equivalence_refused_connections(equivalence_session):
+    """A strict listener refuses a plaintext caller, a plaintext one a TLS caller: no answer on
+    either plane."""
+    results = check(equivalence_session, identity_policy("strict"), [
+        inbound("/pub", caller=None), inbound("/pub", caller=SHOPPING)])
+    assert [r.native.status for r in results] == [0, 200]
+    results = check(equivalence_session, identity_policy("disable"), [
+        inbound("/pub", caller=WEB), inbound("/pub", caller=None)])
+    assert [r.native.status for r in results] == [0, 200]
+
+
+def test_equivalence_authorization_sees_the_sidecars_client_cert(equivalence_session):
+    """A rule on `x-forwarded-client-cert` sees what the sidecar wrote before authorization:
+    over mTLS its own `By=…;Hash=…;URI=<caller>`, over plaintext nothing (a forged value is
+    removed first), never the caller's."""
+    forged = [(gen.XFCC, f"By={gen.CLIENT_ID};URI={LEGACY}")]
+    text = 'mesh { trust_domain "mesh.local" }\n' + ONE.replace(
+        "  port 8000\n", '  port 8000\n  namespace "shop"\n  mtls permissive\n', 1) + '''authorization client {
+  default deny
+  allow legacy_cert { header "x-forwarded-client-cert" regex ".*;URI=spiffe://mesh[.]local/legacy/.*" }
+  allow no_cert { path prefix "/open"  header "x-forwarded-client-cert" absent }
+}
+'''
+    results = check(equivalence_session, GenPolicy(text, ONE_ENDPOINTS, ("s0",), mtls="permissive"), [
+        inbound(caller=LEGACY, headers=forged), inbound(caller=WEB, headers=forged), inbound(caller=None, headers=forged),
+        inbound("/open", caller=None, headers=forged), inbound("/open", caller=WEB)])
+    assert [r.native.status for r in results] == [200, 403, 403, 200, 403]

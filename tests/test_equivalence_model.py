@@ -5,7 +5,9 @@ the emitted Envoy JSON, on generated policies and many requests each, without so
   tests/equivalence/policies.py (`cases`), each policy compiled once, plus `EXTRA` requests per
   policy from a seeded generator (`fast_requests`, nastier paths, header values and hosts than
   the live layer can afford), every request decided by both models and compared field by field
-  (tests/equivalence/decisions.py). The CI profile makes over 20,000 decisions;
+  (tests/equivalence/decisions.py). Inbound requests come from the generators' callers
+  (`policies.CALLERS`, each presenting a certificate with its SPIFFE ID) or from a plaintext
+  caller, against the policy's mTLS mode. The CI profile makes over 20,000 decisions;
   `MESHC_EQUIVALENCE=nightly` makes ten times as many.
 - `test_equivalence_model_handwritten`: fixed policies for the corners, with the same requests.
 - regressions: each disagreement found while building this layer, with its minimal policy.
@@ -29,7 +31,7 @@ from tests.equivalence.compile import compile_text
 from tests.equivalence.decisions import Decision, diff, side_by_side
 from tests.equivalence.envoy_model import EnvoyModel, canonical_path, merge_slashes, normalize, simple_atoi_u64
 from tests.equivalence.native_model import NativeModel
-from tests.equivalence.policies import GenPolicy, GenRequest, cases
+from tests.equivalence.policies import CALLERS, CLIENT_ID, FORGED_XFCC, XFCC, GenPolicy, GenRequest, cases
 
 NIGHTLY = os.environ.get("MESHC_EQUIVALENCE") == "nightly"
 EXAMPLES = 2000 if NIGHTLY else 200        # generated policies
@@ -54,9 +56,10 @@ def compare(policy_text: str, requests, test: str, draws: random.Random | None =
     """Decide every request with both models; fail on the first difference. Returns the number
     of decisions compared."""
     compiled = compile_policy(policy_text)
-    envoy, native = EnvoyModel(compiled), NativeModel(compiled)
-    n = 0
+    envoy, native = EnvoyModel(compiled, own_uri=CLIENT_ID), NativeModel(compiled)
+    n = identified = 0
     for request in requests:
+        identified += request.caller is not None
         pairs = [(None, envoy.decide(request), native.decide(request))]
         if pairs[0][1].candidates is not None and draws is not None:
             k = draws.getrandbits(64)      # the random pick, made with the same draw on both sides
@@ -64,14 +67,15 @@ def compare(policy_text: str, requests, test: str, draws: random.Random | None =
         for key_draw, e, v in pairs:
             n += 1
             if e != v:
-                tally.add(policies=int(new_policy), decisions=n, disagreements=0 if test in _reported else 1)
+                tally.add(policies=int(new_policy), decisions=n, identity_decisions=identified,
+                          disagreements=0 if test in _reported else 1)
                 _reported.add(test)
                 pytest.fail("envoy and native decide differently\n--- policy:\n" + policy_text
                             + "\n--- request:\n" + request.describe()
                             + (f"\n  (random draw {key_draw})" if key_draw is not None else "")
                             + "\n--- differences:\n  " + "\n  ".join(diff(e, v))
                             + "\n--- side by side:\n" + side_by_side(e, v), pytrace=False)
-    tally.add(policies=int(new_policy), decisions=n)
+    tally.add(policies=int(new_policy), decisions=n, identity_decisions=identified)
     return n
 
 
@@ -108,6 +112,13 @@ def _target(rng: random.Random, policy: GenPolicy) -> str:
     return path + rng.choice(_QUERIES)
 
 
+def _caller(rng: random.Random, mtls: str) -> str | None:
+    """A caller with an identity (over mTLS) or None (plaintext); mostly the kind the listener
+    takes."""
+    tls = (mtls != "disable") != (rng.random() < 0.15)
+    return rng.choice(CALLERS) if tls else None
+
+
 def fast_requests(policy: GenPolicy, seed: int, n: int) -> list[GenRequest]:
     rng = random.Random(seed)
     out = []
@@ -134,8 +145,13 @@ def fast_requests(policy: GenPolicy, seed: int, n: int) -> list[GenRequest]:
             headers.append(("x-k", rng.choice(keys)))
             if rng.random() < 0.1:
                 headers.append(("X-K", rng.choice(keys)))
+        caller = None
+        if inbound:
+            caller = _caller(rng, policy.mtls)
+            if rng.random() < 0.15:
+                headers.append((XFCC, rng.choice((FORGED_XFCC, ""))))
         out.append(GenRequest("inbound" if inbound else "outbound", rng.choice(_METHODS), _target(rng, policy),
-                              host, tuple(headers)))
+                              host, tuple(headers), caller=caller))
     return out
 
 
@@ -226,6 +242,46 @@ def test_equivalence_model_handwritten(name, escaped):
         n += compare(text, fast_requests(policy, seed, 400), f"handwritten-{name}", random.Random(seed),
                      new_policy=seed == 0)
     assert n >= 2400
+
+
+IDENTITY_RULES = '''
+authorization client {
+  default deny
+  allow same_ns { from same_namespace  method [GET, HEAD] }
+  allow s0_api { from service s0  path prefix "/api" }
+  allow legacy { from identity "spiffe://mesh.local/legacy/*" }
+  allow public { path prefix "/pub" }
+  allow listed { from identity ["spiffe://mesh.local/ns/shopping/sa/x", "spiffe://evil.local/*"]  method POST }
+  deny shopping { from namespace "shopping"  header "x-h0" present }
+  deny evil {
+    from identity ["spiffe://evil.local/ns/shop/sa/client", "spiffe://mesh.local/ns/shop/sa/web"]
+    header "x-evil" present
+  }
+  deny admin { path prefix "/pub/admin"  not header "x-h1" exact "ok" }
+}
+'''
+
+
+def identity_policy(mode: str, escaped: str = "reject") -> str:
+    """The hand-written identity rules on a sidecar in namespace `shop` whose inbound listener
+    runs mTLS in `mode` (the destinations keep `disable`)."""
+    client = CLIENT.replace("ESC", escaped).replace(
+        "  port 8000\n", f'  port 8000\n  namespace "shop"\n  mtls {mode}\n')
+    return 'mesh { trust_domain "mesh.local" }\n' + client + SERVICES + HANDWRITTEN["no_authz"] + IDENTITY_RULES
+
+
+@pytest.mark.parametrize("mode", ["permissive", "strict", "disable"])
+def test_equivalence_model_handwritten_identity(mode):
+    text = identity_policy(mode)
+    policy = GenPolicy(text=text, endpoints=(), services=("s0", "s1"), paths=("/api/x", "/pub", "/pub/admin", "/a"),
+                       header_names=("x-h0", "x-h1", "x-evil"), header_values=("a", "ok", ""),
+                       split_keys=("0",), mtls=mode)
+    n = 0
+    for seed in range(4):
+        reqs = [replace(r, kind="inbound", host="client", caller=_caller(random.Random(seed * 1000 + i), mode))
+                for i, r in enumerate(fast_requests(policy, seed, 300))]
+        n += compare(text, reqs, f"handwritten-identity-{mode}", random.Random(seed), new_policy=seed == 0)
+    assert n >= 1200
 
 
 # ---- regressions: disagreements found while building the layer -----------------------------------------
@@ -417,6 +473,43 @@ def test_envoy_model_vhost_and_local_replies():
     assert model.decide(GenRequest("outbound", "get", "/api", "s0")).status == 400
     ok = model.decide(GenRequest("outbound", "GET", "/x/..", "s1"))
     assert ok.cluster == "outbound|a|s1" and ok.path == "/"
+
+
+def test_envoy_model_identity():
+    """FINDINGS §2 (measured on Envoy 1.40): on a permissive listener an mTLS caller is matched
+    by `authenticated.principal_name` on its URI SAN (another identity: 403 `RBAC: access
+    denied`), a plaintext caller has no principal and is admitted only by rules without one, and
+    the application gets `x-forwarded-client-cert: By=<own>;Hash=<sha256 of the peer
+    certificate>;URI=<peer>` over mTLS only (a forged one is removed); on a strict listener a
+    plaintext caller is refused at the TLS layer, and a TLS caller of a plaintext listener gets
+    no answer it can read."""
+    import hashlib
+
+    web, shopping = "spiffe://mesh.local/ns/shop/sa/web", "spiffe://mesh.local/ns/shopping/sa/x"
+    model = EnvoyModel(compile_policy(identity_policy("permissive")), own_uri=CLIENT_ID, certs={web: b"der-of-web"})
+
+    def call(caller, path="/x", method="GET", headers=()):
+        return model.decide(GenRequest("inbound", method, path, "client", tuple(headers), caller=caller))
+
+    ok = call(web, headers=[(XFCC, FORGED_XFCC)])
+    assert ok.status is None
+    assert ok.xfcc == (f"By={CLIENT_ID};Hash={hashlib.sha256(b'der-of-web').hexdigest()};URI={web}",)
+    assert call(web, method="POST").status == 403                    # same_ns is GET/HEAD only
+    assert (call(shopping).status, call(shopping).body) == (403, "RBAC: access denied")   # ns/shop/ prefix
+    assert call(shopping, method="POST").status is None
+    assert call("spiffe://mesh.local/legacy/s2").status is None
+    assert call("spiffe://mesh.local/ns/default/sa/s0", "/api/v").status is None
+    assert call("spiffe://mesh.local/ns/default/sa/s0", "/apix").status == 403
+    assert call(None).status == 403 and call(None, "/pub").status is None
+    assert call(None, "/pub", headers=[(XFCC, FORGED_XFCC)]).xfcc == ()
+    assert call(web, "/pub", headers=[("x-evil", "1")]).status == 403
+    assert call(None, "/pub", headers=[("x-evil", "1")]).status is None   # a deny `from` never holds on plaintext
+    strict = EnvoyModel(compile_policy(identity_policy("strict")), own_uri=CLIENT_ID)
+    assert strict.decide(GenRequest("inbound", "GET", "/pub", "client")).status == 0
+    assert strict.decide(GenRequest("inbound", "GET", "/pub", "client", caller=web)).status is None
+    plain = EnvoyModel(compile_policy(identity_policy("disable")), own_uri=CLIENT_ID)
+    assert plain.decide(GenRequest("inbound", "GET", "/pub", "client", caller=web)).status == 0
+    assert plain.decide(GenRequest("inbound", "GET", "/pub", "client")).xfcc == ()
 
 
 def test_equivalence_model_decision_helpers():

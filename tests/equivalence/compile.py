@@ -2,8 +2,10 @@
 
 `compile_text` runs the same pipeline as `meshc compile` (parse, check, lower, IR self-check,
 backend) on a text held in memory, for the sidecar `SIDECAR`: the Envoy files in the fleet
-layout (`xds/cds.json`, `xds/rds-outbound.json`, `xds/SIDECAR/lds.json` and the xds bootstrap
-`SIDECAR.envoy.json`) and the native config `SIDECAR.native.json`. A policy the compiler
+layout (`xds/cds.json`, or `xds/SIDECAR/cds.json` when some service runs mTLS,
+`xds/rds-outbound.json`, `xds/SIDECAR/lds.json`, with mTLS the SDS files
+`xds/SIDECAR/sds-*.json`, and the xds bootstrap `SIDECAR.envoy.json`) and the native config
+`SIDECAR.native.json`. `certs_dir` is `--certs-dir`: where both find the identity files. A policy the compiler
 rejects, or that either backend reports an error for, raises `PolicyRejected` with the
 diagnostics: the generators only make policies that must compile.
 """
@@ -45,15 +47,23 @@ class Compiled:
         return self.envoy_json("xds/rds-outbound.json")["resources"][0]
 
     @property
+    def cds_path(self) -> str:
+        """The CDS file: shared by the fleet, or the sidecar's own when its clusters present its
+        certificate (mTLS)."""
+        own = f"xds/{SIDECAR}/cds.json"
+        return own if own in self.envoy else "xds/cds.json"
+
+    @property
     def clusters(self) -> list[dict]:
-        return self.envoy_json("xds/cds.json")["resources"]
+        return self.envoy_json(self.cds_path)["resources"]
 
     @property
     def listeners(self) -> list[dict]:
         return self.envoy_json(f"xds/{SIDECAR}/lds.json")["resources"]
 
 
-def compile_text(text: str, xds_dir: str = "/etc/meshc/xds", path: str = "generated.mesh") -> Compiled:
+def compile_text(text: str, xds_dir: str = "/etc/meshc/xds", path: str = "generated.mesh",
+                 certs_dir: str | None = None) -> Compiled:
     diags = Collector()
     program = load_program_text(path, text, diags)
     ctx = build_context(program, diags)
@@ -66,7 +76,8 @@ def compile_text(text: str, xds_dir: str = "/etc/meshc/xds", path: str = "genera
     problems = check_ir(ir)
     if problems:
         raise PolicyRejected("IR self-check failed: " + "; ".join(problems) + "\n" + text)
-    options = backends.Options(bootstrap="xds", xds_dir=os.path.abspath(xds_dir), output_dir=os.path.abspath(xds_dir))
+    options = backends.Options(bootstrap="xds", xds_dir=os.path.abspath(xds_dir), output_dir=os.path.abspath(xds_dir),
+                               certs_dir=certs_dir)
     envoy = backends.emit("envoy", ir, [SIDECAR], options, program.sources)
     native = backends.emit("native", ir, [SIDECAR], options, program.sources)
     errors = [d for d in envoy.diagnostics + native.diagnostics if d.severity == "error"]

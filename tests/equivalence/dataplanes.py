@@ -7,21 +7,33 @@ same `EPn`/`APP` ports but each plane's own `INBOUND`/`OUTBOUND`/`ADMIN` ports.
 
 * `EnvoyPlane`: one real Envoy 1.40 per test session on the xds bootstrap of a first policy
   (`--reject-unknown-dynamic-fields --disable-hot-restart --concurrency 1`). A new policy is
-  swapped in through Envoy's file-based dynamic configuration: each changed file (`cds.json`,
-  then `client/lds.json`, then `rds-outbound.json`) is written elsewhere and renamed into place,
-  and the swap waits, file by file, until the admin `/stats` counters say Envoy applied it
-  (`update_attempt` moved and `update_rejected` did not), then until no cluster or listener is
-  warming. The listener ports are fixed for the session, so an LDS update replaces the
-  listeners in place; every request uses a new connection, so none is left on a draining one.
+  swapped in through Envoy's file-based dynamic configuration: each changed file (the SDS files
+  of the sidecar's identity, then the CDS file, then `client/lds.json`, then
+  `rds-outbound.json`) is written elsewhere and renamed into place, and the swap waits, file by
+  file, until the admin `/stats` counters say Envoy applied it (`update_attempt` moved and
+  `update_rejected` did not; an SDS file is read when a listener or cluster first names it),
+  then until no cluster or listener is warming. The listener ports are fixed for the session, so
+  an LDS update replaces the listeners in place; every request uses a new connection, so none
+  is left on a draining one. The compiler writes the CDS file per sidecar once some service
+  runs mTLS (`xds/client/cds.json`, else the fleet's `xds/cds.json`): whichever it wrote goes to
+  the path the session's bootstrap names.
 * `NativePlane`: the native proxy as a real process (`python -m runtime_proxy CONFIG`), swapped
   by renaming a new config over its file and asking the admin listener to reload it (`POST
   /reload`, the same path as SIGHUP and the file poll, but answered once the load is over), then
   checking that `/config` reports the new `version`.
 
+Both compile with `--certs-dir` pointing at the session's identity files
+(tests/equivalence/identities.py), so the sidecar's inbound listener runs the policy's mTLS mode
+with a certificate of the session CA, and an inbound request whose `caller` is set connects with
+that caller's certificate (one client context per caller for the session), after checking that
+the listener presented the sidecar's own SPIFFE ID.
+
 `observe` sends one `GenRequest` through one plane with a raw socket (the target goes on the wire
 exactly as generated; repeated headers as separate lines), with a fresh `x-test-id` and the
 request's `Fail` as `x-test-*` headers, and `Batch.observations` turns what the client and the
-upstreams saw into one normalised, comparable `Observation` per request.
+upstreams saw into one normalised, comparable `Observation` per request. A connection the
+listener refuses (a plaintext caller of a `strict` listener, a TLS caller of a plaintext one) is
+status 0, "refused", the same observation on both planes.
 """
 
 from __future__ import annotations
@@ -32,17 +44,21 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tests.envoy_support import Envoy, free_port, terminate
 from tests.equivalence.compile import SIDECAR, Compiled, compile_text
+from tests.equivalence.decisions import REFUSED
 from tests.equivalence.envoy_model import EnvoyModel
-from tests.equivalence.policies import MATCH_HEADERS, RESPONSE_HEADERS, SET_HEADERS, GenPolicy, GenRequest
+from tests.equivalence.identities import SessionCerts
+from tests.equivalence.policies import MATCH_HEADERS, RESPONSE_HEADERS, SET_HEADERS, XFCC, GenPolicy, GenRequest
+from tests.mtls_support import peer_id
 from tests.proxy_backend import Backend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -114,6 +130,7 @@ def subset_label(policy: GenPolicy, backend: str | None) -> str | None:
 class Plane:
     name = "?"
     ports: dict[str, int]        # INBOUND, OUTBOUND, ADMIN
+    certs_dir: str | None = None
 
     def render(self, policy: GenPolicy, upstream_ports: dict[str, int]) -> str:
         return policy.render(dict(upstream_ports, **self.ports))
@@ -130,13 +147,14 @@ class EnvoyPlane(Plane):
     """One Envoy for the session; policies swapped in by file-based xDS."""
 
     name = "envoy"
+    CDS = "cds"       # the CDS file's place in ORDER: whichever the compiler wrote (`_files`)
     ORDER = (  # file, stats prefix of its subscription
-        ("xds/cds.json", "cluster_manager.cds."),
+        (CDS, "cluster_manager.cds."),
         (f"xds/{SIDECAR}/lds.json", "listener_manager.lds."),
         ("xds/rds-outbound.json", "http.outbound.rds.outbound."),
     )
 
-    def __init__(self, policy: GenPolicy, upstream_ports: dict[str, int]):
+    def __init__(self, policy: GenPolicy, upstream_ports: dict[str, int], certs_dir: str | None = None):
         self.dir = tempfile.mkdtemp(prefix="meshc-equivalence-envoy-")
         self.xds = os.path.join(self.dir, "xds")
         self.staging = os.path.join(self.dir, "staging")
@@ -144,10 +162,12 @@ class EnvoyPlane(Plane):
         os.makedirs(self.staging)
         self.ports = {"INBOUND": free_port(), "OUTBOUND": free_port(), "ADMIN": free_port()}
         self.upstream_ports = upstream_ports
+        self.certs_dir = certs_dir
         compiled = self.compile(policy)
+        self.cds_path = compiled.cds_path      # the one the bootstrap names, for the session
         self.current: dict[str, bytes] = {}
-        for rel, _ in self.ORDER:
-            self._put(rel, compiled.envoy[rel])
+        for rel, data in self._files(compiled):
+            self._put(rel, data)
         boot = os.path.join(self.dir, f"{SIDECAR}.envoy.json")
         with open(boot, "wb") as fh:
             fh.write(compiled.envoy[f"{SIDECAR}.envoy.json"])
@@ -155,7 +175,17 @@ class EnvoyPlane(Plane):
         self.swap_times: list[float] = []
 
     def compile(self, policy: GenPolicy) -> Compiled:
-        return compile_text(self.render(policy, self.upstream_ports), xds_dir=self.xds)
+        return compile_text(self.render(policy, self.upstream_ports), xds_dir=self.xds, certs_dir=self.certs_dir)
+
+    def _files(self, compiled: Compiled) -> list[tuple[str, bytes]]:
+        """(path, content) in the order Envoy must see them: the secrets a listener or cluster
+        names, then ORDER (the CDS file's content at the session's CDS path)."""
+        out = [(rel, data) for rel, data in sorted(compiled.envoy.items())
+               if rel.startswith(f"xds/{SIDECAR}/sds")]
+        for rel, _ in self.ORDER:
+            out.append((self.cds_path, compiled.envoy[compiled.cds_path]) if rel == self.CDS
+                       else (rel, compiled.envoy[rel]))
+        return out
 
     def _put(self, rel: str, data: bytes) -> None:
         tmp = os.path.join(self.staging, rel.replace("/", "_"))
@@ -171,9 +201,13 @@ class EnvoyPlane(Plane):
         """Make `compiled` the served config; the seconds it took."""
         start = time.perf_counter()
         changed = False
-        for rel, prefix in self.ORDER:
-            data = compiled.envoy[rel]
+        prefixes = dict(self.ORDER)
+        for rel, data in self._files(compiled):
             if self.current.get(rel) == data:
+                continue
+            prefix = prefixes.get(self.CDS if rel == self.cds_path else rel)
+            if prefix is None:        # a secret: read when a listener or cluster names it
+                self._put(rel, data)
                 continue
             changed = True
             before = self._stats()
@@ -214,11 +248,12 @@ class NativePlane(Plane):
 
     name = "native"
 
-    def __init__(self, policy: GenPolicy, upstream_ports: dict[str, int]):
+    def __init__(self, policy: GenPolicy, upstream_ports: dict[str, int], certs_dir: str | None = None):
         self.dir = tempfile.mkdtemp(prefix="meshc-equivalence-native-")
         self.path = os.path.join(self.dir, f"{SIDECAR}.native.json")
         self.ports = {"INBOUND": free_port(), "OUTBOUND": free_port(), "ADMIN": free_port()}
         self.upstream_ports = upstream_ports
+        self.certs_dir = certs_dir
         compiled = self.compile(policy)
         self._put(compiled.native)
         self.version = compiled.native["version"]
@@ -242,7 +277,7 @@ class NativePlane(Plane):
         self.swap_times: list[float] = []
 
     def compile(self, policy: GenPolicy) -> Compiled:
-        return compile_text(self.render(policy, self.upstream_ports))
+        return compile_text(self.render(policy, self.upstream_ports), certs_dir=self.certs_dir)
 
     def _put(self, native: dict) -> None:
         tmp = os.path.join(self.dir, "next.json")
@@ -305,7 +340,7 @@ def fail_headers(request: GenRequest) -> list[tuple[str, str]]:
 
 @dataclass
 class Sent:
-    """What the client saw of one request through one plane."""
+    """What the client saw of one request through one plane (status 0: no HTTP response)."""
     test_id: str
     status: int
     headers: list[tuple[str, str]]
@@ -313,8 +348,20 @@ class Sent:
     error: str | None = None
 
 
-def send(port: int, request: GenRequest, test_id: str, timeout: float = 20) -> Sent:
-    """One request on a new connection, byte for byte as generated."""
+@dataclass(frozen=True)
+class CallerTls:
+    """How an inbound request's caller connects: its client context, and the SPIFFE ID the
+    listener must present (the sidecar's own)."""
+    context: ssl.SSLContext
+    server_id: str
+
+
+class WrongServer(AssertionError):
+    """The listener presented a certificate that is not the sidecar's identity."""
+
+
+def send(port: int, request: GenRequest, test_id: str, timeout: float = 20, tls: CallerTls | None = None) -> Sent:
+    """One request on a new connection, byte for byte as generated; over mTLS with `tls`."""
     lines = [f"{request.method} {request.target} HTTP/1.1", f"host: {request.host}"]
     lines += [f"{n}: {v}" for n, v in request.headers]
     lines.append(f"x-test-id: {test_id}")
@@ -323,13 +370,21 @@ def send(port: int, request: GenRequest, test_id: str, timeout: float = 20) -> S
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(data)
-        resp = http.client.HTTPResponse(sock, method=request.method)
+        if tls is not None:
+            try:
+                sock = tls.context.wrap_socket(sock)
+            except (ssl.SSLError, ConnectionError, socket.timeout) as err:
+                return Sent(test_id, REFUSED, [], b"", f"refused in the handshake: {type(err).__name__}: {err}")
+            served = peer_id(sock)
+            if served != tls.server_id:
+                raise WrongServer(f"port {port} presented {served}, not {tls.server_id}")
         try:
+            sock.sendall(data)
+            resp = http.client.HTTPResponse(sock, method=request.method)
             resp.begin()
             body = resp.read()
-        except (http.client.HTTPException, ConnectionError, socket.timeout) as err:
-            return Sent(test_id, 0, [], b"", f"{type(err).__name__}: {err}")
+        except (http.client.HTTPException, ConnectionError, socket.timeout, ssl.SSLError) as err:
+            return Sent(test_id, REFUSED, [], b"", f"{type(err).__name__}: {err}")
         return Sent(test_id, resp.status, [(n.lower(), v) for n, v in resp.getheaders()], body)
     finally:
         sock.close()
@@ -347,10 +402,13 @@ class Observation:
     response_headers: tuple[tuple[str, tuple[str, ...]], ...]
     body: bytes | None                            # body of a local reply
     mirror: str | None                            # subset that received the mirror copy
+    error: str | None = field(default=None, compare=False)   # why there was no response (status 0)
 
     def lines(self) -> list[str]:
         out = [f"status {self.status}", f"subset {self.subset}", f"attempts {self.attempts}",
                f"target {self.target}", f"mirror {self.mirror}", f"body {self.body!r}"]
+        if self.error:
+            out.append(f"error {self.error}")
         out += [f"req  {n}: {list(v)}" for n, v in self.headers or ()]
         out += [f"resp {n}: {list(v)}" for n, v in self.response_headers]
         return out
@@ -394,6 +452,7 @@ def observation(policy: GenPolicy, sent: Sent, records: list[dict], head: bool =
         response_headers=_grouped(response, _VOLATILE_RESPONSE),
         body=sent.body if backend is None else None,
         mirror=subset_label(policy, shadows[0]["backend"]) if shadows else None,
+        error=sent.error,
     )
 
 
@@ -413,9 +472,9 @@ class Batch:
         self.policy = policy
         self.sent: list[tuple[str, GenRequest, Sent]] = []
 
-    def send(self, plane: Plane, request: GenRequest) -> Sent:
+    def send(self, plane: Plane, request: GenRequest, tls: CallerTls | None = None) -> Sent:
         test_id = f"{plane.name}-{next(_ids)}"
-        sent = send(plane.port(request.kind), request, test_id)
+        sent = send(plane.port(request.kind), request, test_id, tls=tls)
         self.sent.append((plane.name, request, sent))
         return sent
 
@@ -427,10 +486,11 @@ class Batch:
                 for name, req, sent in self.sent]
 
 
-def observe(plane: Plane, request: GenRequest, policy: GenPolicy, upstreams: Upstreams) -> Observation:
+def observe(plane: Plane, request: GenRequest, policy: GenPolicy, upstreams: Upstreams,
+            tls: CallerTls | None = None) -> Observation:
     """One request through one plane, observed on its own (waits for a mirror copy)."""
     batch = Batch(upstreams, policy)
-    batch.send(plane, request)
+    batch.send(plane, request, tls)
     return batch.observations()[0][2]
 
 
@@ -452,13 +512,21 @@ class Session:
     def __init__(self, first: GenPolicy):
         self.upstreams = Upstreams()
         self.envoy = self.native = None
+        self.certs_root = tempfile.mkdtemp(prefix="meshc-equivalence-certs-")
         try:
-            self.envoy = EnvoyPlane(first, self.upstreams.ports())
-            self.native = NativePlane(first, self.upstreams.ports())
+            self.certs = SessionCerts(self.certs_root)
+            self.envoy = EnvoyPlane(first, self.upstreams.ports(), self.certs.certs_dir)
+            self.native = NativePlane(first, self.upstreams.ports(), self.certs.certs_dir)
         except BaseException:
             self.stop()
             raise
         self.planes = (self.envoy, self.native)
+
+    def tls(self, request: GenRequest) -> CallerTls | None:
+        """How the request's caller connects: with its certificate, or in plaintext (None)."""
+        if request.caller is None:
+            return None
+        return CallerTls(self.certs.contexts[request.caller], self.certs.own_id)
 
     def load(self, policy: GenPolicy) -> tuple[Compiled, Compiled]:
         """Compile `policy` for both planes and swap it in."""
@@ -475,10 +543,15 @@ class Session:
         ce, cn = self.load(policy)
         sent: dict[str, list[Sent]] = {}
 
+        failed: list[BaseException] = []
+
         def through(plane: Plane):
             out = []
-            for r in requests:
-                out.append(send(plane.port(r.kind), r, f"{plane.name}-{next(_ids)}"))
+            try:
+                for r in requests:
+                    out.append(send(plane.port(r.kind), r, f"{plane.name}-{next(_ids)}", tls=self.tls(r)))
+            except BaseException as err:      # re-raised below, from the test's thread
+                failed.append(err)
             sent[plane.name] = out
 
         worker = threading.Thread(target=through, args=(self.native,))
@@ -487,6 +560,8 @@ class Session:
             through(self.envoy)
         finally:
             worker.join()
+        if failed:
+            raise failed[0]
         if self.native.proc.poll() is not None:
             raise RuntimeError(f"the native proxy exited with {self.native.proc.returncode}:\n{self.native.log()}")
         if self.envoy.envoy.proc.poll() is not None:
@@ -494,7 +569,7 @@ class Session:
         if has_mirror(cn.native):
             time.sleep(MIRROR_WAIT)
         records = self.upstreams.drain_records()
-        model = EnvoyModel(ce)
+        model = EnvoyModel(ce, own_uri=self.certs.own_id, certs=self.certs.ders)
         out = []
         for i, r in enumerate(requests):
             head = r.method == "HEAD"
@@ -510,6 +585,7 @@ class Session:
             if plane is not None:
                 plane.stop()
         self.upstreams.stop()
+        shutil.rmtree(self.certs_root, ignore_errors=True)
 
 
 def has_mirror(native: dict) -> bool:
@@ -557,7 +633,9 @@ def model_difference(policy: GenPolicy, d, o: Observation, head: bool = False) -
     what the real Envoy did with the request: the local reply and its body, or the subset (one of
     the split's when the pick is random), the target and the policy's request and response
     headers. This is what keeps the fast layer's evaluator honest."""
-    if o.status == 0:
+    if d.status == REFUSED:
+        return None if o.status == REFUSED else "predicted a refused connection"
+    if o.status == REFUSED:
         return "no response from Envoy"
     if d.status is not None:
         body = "" if head else d.body      # a response to HEAD has no body
@@ -570,6 +648,10 @@ def model_difference(policy: GenPolicy, d, o: Observation, head: bool = False) -
             return f"predicted the subset {sorted(labels)}"
     if o.target is not None and o.target != d.path:
         return f"predicted the upstream target {d.path!r}"
+    if o.headers is not None and d.xfcc is not None:
+        seen = dict(o.headers).get(XFCC, ())
+        if seen != d.xfcc:
+            return f"predicted {XFCC} {d.xfcc!r}"
     if o.headers is not None and d.upstream_headers is not None:
         seen = {n: v for n, v in o.headers if n in _MODEL_REQUEST_HEADERS}
         grouped: dict[str, list[str]] = {}

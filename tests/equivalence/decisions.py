@@ -26,8 +26,11 @@ Outbound request (to the sidecar's outbound listener; Host picks the destination
 - `fault_random`: the abort applies to a random share of requests (neither 0 % nor 100 %),
   so the request is shown as forwarded.
 
-Inbound request (to the sidecar's inbound listener, authorization of `client`): `status` (400
-path rejected, 403 denied, None allowed), `body`, `path`.
+Inbound request (to the sidecar's inbound listener, authorization of `client`, from a caller
+with a SPIFFE ID over mTLS or from a plaintext one): `status` (`REFUSED` when the listener does
+not take the connection at all: a plaintext caller of a `strict` listener, a TLS caller of a
+plaintext one; 400 path rejected, 403 denied, None allowed), `body`, `path`, and `xfcc`: the
+`x-forwarded-client-cert` values the local application gets (a request that is forwarded).
 """
 
 from __future__ import annotations
@@ -46,8 +49,15 @@ SAMPLE_RESPONSE = (("content-type", "application/json"), ("x-backend", "sample")
                    ("cache-control", "no-cache"), ("x-r0", "2"), ("x-note", "caf\xc3\xa9"), ("x-raw", "\xfc"),
                    ("vary", ""), ("vary", "a"), ("vary", ""), ("vary", "b"), ("x-pad", "t \t"))
 
+REFUSED = 0     # no HTTP exchange: the connection was refused (as the live layer's status 0)
 BODY_FAULT = "fault filter abort"
 BODY_RBAC = "RBAC: access denied"
+
+
+def model_der(spiffe_id: str) -> bytes:
+    """The model layer's stand-in for the DER of a caller's certificate (the data planes only show
+    its SHA-256); the live layer uses the real certificates' bytes."""
+    return b"model certificate of " + spiffe_id.encode()
 
 
 def ignored_request_header(name: str) -> bool:
@@ -130,6 +140,7 @@ class Decision:
     fault: FaultDecision | None = None
     fault_random: bool = False
     mirror: tuple[tuple[str, float], ...] | None = None
+    xfcc: tuple[str, ...] | None = None                          # inbound, forwarded: x-forwarded-client-cert
 
     @property
     def forwarded(self) -> bool:

@@ -19,6 +19,13 @@ What it models, in Envoy's order:
    `*`; the port is part of the Host), first route that matches (`prefix` on the whole `:path`,
    `path`, `path_separated_prefix` and `safe_regex` on the path without query, `headers`,
    `query_parameters`), 404 otherwise;
+0. on the inbound listener, the connection: the filter chain for a TLS or a plaintext caller
+   (`filter_chain_match.transport_protocol`, told by the `tls_inspector` listener filter), its
+   transport socket (a `DownstreamTlsContext` refuses a plaintext caller; a plaintext chain
+   cannot answer a TLS caller), and the peer's certificate (`principal_name` of an
+   `authenticated` RBAC principal against its URI SANs, then its DNS SANs, then its subject;
+   `forward_client_cert_details` for the `x-forwarded-client-cert` the application gets). Callers
+   are taken to present a certificate of the trusted CA (the suite's callers all do);
 4. the HTTP filters of the listener in order: RBAC (DENY/ALLOW, per-route overrides by filter
    name), fault (per-route config replaces the filter's), then the router: weighted clusters
    with `header_name` (§3), timeout, retry policy, mirror policies, header mutations (route,
@@ -28,19 +35,23 @@ What it models, in Envoy's order:
 
 from __future__ import annotations
 
+import hashlib
 import re
+from dataclasses import dataclass
 
 import re2
 
-from tests.equivalence.decisions import (BODY_FAULT, BODY_RBAC, SAMPLE_RESPONSE, Decision,
+from tests.equivalence.decisions import (BODY_FAULT, BODY_RBAC, REFUSED, SAMPLE_RESPONSE, Decision,
                                          canonical_fault, canonical_mirror, canonical_pick,
-                                         canonical_retry, visible_request_headers)
+                                         canonical_retry, model_der, visible_request_headers)
 
 FAULT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
 RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 RBAC_PER_ROUTE_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"
 ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+TLS_INSPECTOR_TYPE = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+DOWNSTREAM_TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 
 # Envoy's router retry_on tokens (docs: x-envoy-retry-on); any other token is silently ignored.
 RETRY_TOKENS = frozenset({"5xx", "gateway-error", "reset", "reset-before-request", "connect-failure",
@@ -176,13 +187,23 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 
 # ---- the request as Envoy's HTTP/1 codec gives it to the filters -------------------------------
 
+@dataclass(frozen=True)
+class Peer:
+    """The verified certificate of an mTLS caller, as Envoy's SSL connection info shows it."""
+    uris: tuple[str, ...]             # URI SANs
+    der: bytes                        # the certificate (for the XFCC Hash)
+    dns: tuple[str, ...] = ()         # DNS SANs
+    subject: str = ""                 # RFC 2253 subject (a SPIFFE workload certificate has none)
+
+
 class Req:
     """Headers as a list of (lower-case name, value) with the pseudo-headers looked up
-    separately; `path` is the `:path` after normalisation (path and query)."""
-    __slots__ = ("method", "host", "headers", "path")
+    separately; `path` is the `:path` after normalisation (path and query); `peer` the caller's
+    verified certificate (None: plaintext)."""
+    __slots__ = ("method", "host", "headers", "path", "peer")
 
-    def __init__(self, method: str, host: str, headers: list[tuple[str, str]], path: str):
-        self.method, self.host, self.headers, self.path = method, host, headers, path
+    def __init__(self, method: str, host: str, headers: list[tuple[str, str]], path: str, peer: Peer | None = None):
+        self.method, self.host, self.headers, self.path, self.peer = method, host, headers, path, peer
 
     def values(self, name: str) -> list[str]:
         if name == ":method":
@@ -493,10 +514,22 @@ def principal(p: dict, req: Req) -> bool:
     if "not_id" in p:
         return not principal(p["not_id"], req)
     if "authenticated" in p:
-        return False          # the listeners are plaintext: no peer certificate, no principal
+        return authenticated(p["authenticated"], req.peer)
     if "header" in p:
         return header_matcher(p["header"], req)
     raise Unsupported(f"RBAC principal {sorted(p)}")
+
+
+def authenticated(a: dict, peer: Peer | None) -> bool:
+    """RBAC's AuthenticatedMatcher: only a connection with a verified peer certificate; without
+    `principal_name` any such peer, else the matcher against each URI SAN, then each DNS SAN,
+    then the subject."""
+    if peer is None:
+        return False
+    m = a.get("principal_name")
+    if m is None:
+        return True
+    return any(string_match(m, v) for v in peer.uris + peer.dns) or string_match(m, peer.subject)
 
 
 def rbac_allows(rules: dict | None, req: Req) -> bool:
@@ -561,33 +594,115 @@ def mutate(headers: list[tuple[str, str]], level: dict, side: str) -> list[tuple
 
 # ---- the model --------------------------------------------------------------------------------------
 
+def _chain_hcm(chain: dict, listener: dict) -> dict:
+    for f in chain.get("filters", ()):
+        tc = f.get("typed_config", {})
+        if tc.get("@type") == HCM_TYPE:
+            return tc
+    raise Unsupported(f"listener {listener.get('name')} has a filter chain without an HTTP connection manager")
+
+
 def _hcm(listener: dict) -> dict:
-    for chain in listener.get("filter_chains", ()):
-        for f in chain.get("filters", ()):
-            tc = f.get("typed_config", {})
-            if tc.get("@type") == HCM_TYPE:
-                return tc
-    raise Unsupported(f"listener {listener.get('name')} has no HTTP connection manager")
+    chains = listener.get("filter_chains", ())
+    if not chains:
+        raise Unsupported(f"listener {listener.get('name')} has no filter chain")
+    return _chain_hcm(chains[0], listener)
+
+
+class Chain:
+    """One filter chain of the inbound listener: which connections it takes and what it does."""
+
+    def __init__(self, chain: dict, listener: dict, inspector: bool):
+        match = dict(chain.get("filter_chain_match", {}))
+        self.protocol = match.pop("transport_protocol", None)
+        if match:
+            raise Unsupported(f"filter_chain_match {sorted(match)}")
+        if self.protocol is not None and not inspector:
+            raise Unsupported("transport_protocol without the tls_inspector listener filter")
+        if self.protocol not in (None, "tls", "raw_buffer"):
+            raise Unsupported(f"transport_protocol {self.protocol}")
+        socket = chain.get("transport_socket")
+        self.tls = socket is not None
+        if socket is not None and socket.get("typed_config", {}).get("@type") != DOWNSTREAM_TLS_TYPE:
+            raise Unsupported(f"transport socket {socket.get('name')}")
+        self.hcm = _chain_hcm(chain, listener)
+        vhosts = self.hcm.get("route_config")
+        if vhosts is None:
+            raise Unsupported("the inbound listener has no inline route configuration")
+        self.vhosts = EnvoyModel._index(vhosts.get("virtual_hosts", ()))
+
+    def takes(self, tls: bool) -> bool:
+        return self.protocol is None or self.protocol == ("tls" if tls else "raw_buffer")
+
+
+def client_cert_details(hcm: dict, peer: Peer | None, own_uri: str | None) -> tuple[str, ...]:
+    """The `x-forwarded-client-cert` values the application gets
+    (ConnectionManagerUtility::mutateXfccRequestHeader; with the two modes modelled, whatever the
+    caller sent is never kept): without a peer certificate the header is removed; SANITIZE
+    removes it; SANITIZE_SET sets
+    `By=<our first URI SAN>;Hash=<SHA-256 of the peer certificate>` and then the details asked
+    for, in Envoy's order (Subject, URI, DNS)."""
+    mode = hcm.get("forward_client_cert_details", "SANITIZE")
+    if mode not in ("SANITIZE", "SANITIZE_SET"):
+        raise Unsupported(f"forward_client_cert_details {mode}")
+    if peer is None or mode == "SANITIZE":
+        return ()
+    details = hcm.get("set_current_client_cert_details", {})
+    if details.get("cert") or details.get("chain"):
+        raise Unsupported("client cert details cert/chain")
+    parts = []
+    if own_uri:
+        parts.append("By=" + own_uri)
+    parts.append("Hash=" + hashlib.sha256(peer.der).hexdigest())
+    if details.get("subject"):
+        parts.append(f'Subject="{peer.subject}"')
+    if details.get("uri"):
+        parts.append("URI=" + (peer.uris[0] if peer.uris else ""))
+    if details.get("dns"):
+        parts += ["DNS=" + d for d in peer.dns]
+    return (";".join(parts),)
 
 
 class EnvoyModel:
-    def __init__(self, compiled):
+    """`own_uri`: the URI SAN of the certificate the sidecar presents (Envoy reads it from the
+    SDS files, which the emitted JSON only names); `certs`: a caller's SPIFFE ID -> the DER of
+    the certificate it presents (by default `decisions.model_der`)."""
+
+    def __init__(self, compiled, own_uri: str | None = None, certs: dict[str, bytes] | None = None):
+        self.own_uri = own_uri
+        self.certs = certs or {}
         self.route_config = compiled.routes
         self.clusters = {c["name"]: c for c in compiled.clusters}
         self.listeners = {}
         for listener in compiled.listeners:
-            self.listeners[listener["name"]] = _hcm(listener)
-        self.outbound = self.listeners["outbound"]
-        self.inbound = self.listeners["inbound"]
+            self.listeners[listener["name"]] = listener
+        self.outbound = _hcm(self.listeners["outbound"])
         rds = self.outbound.get("rds")
         if rds is not None and rds.get("route_config_name") != self.route_config["name"]:
             raise Unsupported("the outbound listener names another route configuration")
         self._vhosts = self._index(self.route_config.get("virtual_hosts", ()))
-        inline = self.inbound.get("route_config")
-        if inline is None:
-            raise Unsupported("the inbound listener has no inline route configuration")
-        self._inbound_vhosts = self._index(inline.get("virtual_hosts", ()))
-        self._inbound_rc = inline
+        inbound = self.listeners["inbound"]
+        filters = inbound.get("listener_filters", ())
+        inspector = any(f.get("typed_config", {}).get("@type") == TLS_INSPECTOR_TYPE for f in filters)
+        if len(filters) != int(inspector):
+            raise Unsupported("listener filters other than tls_inspector")
+        if "default_filter_chain" in inbound:
+            raise Unsupported("default_filter_chain")
+        self.chains = [Chain(c, inbound, inspector) for c in inbound.get("filter_chains", ())]
+
+    def _chain(self, tls: bool) -> Chain | None:
+        """The filter chain a connection lands on: the one whose transport_protocol matches
+        before one without (the more specific match wins); none: the connection is closed."""
+        for specific in (True, False):
+            for chain in self.chains:
+                if (chain.protocol is not None) == specific and chain.takes(tls):
+                    return chain
+        return None
+
+    def peer(self, caller: str | None) -> Peer | None:
+        if caller is None:
+            return None
+        return Peer((caller,), self.certs.get(caller) or model_der(caller))
 
     @staticmethod
     def _index(vhosts) -> dict:
@@ -653,19 +768,31 @@ class EnvoyModel:
         return self._outbound(request, key_draw, response)
 
     def _inbound(self, request) -> Decision:
+        tls = request.caller is not None
+        chain = self._chain(tls)
+        # no chain; a plaintext caller of a TLS chain (the handshake fails); a TLS caller of a
+        # plaintext chain (the codec answers its ClientHello with a plaintext 400)
+        if chain is None or chain.tls != tls:
+            return Decision("inbound", status=REFUSED)
+        hcm = chain.hcm
         codec = self._codec(request)
         if isinstance(codec, Decision):
             return codec
         method, headers = codec
-        path = normalize(request.target, self.inbound)
+        path = normalize(request.target, hcm)
         if isinstance(path, int):
             return Decision("inbound", status=path)
-        req = Req(method, request.host, headers, path)
-        vh = self._vhost(self._inbound_vhosts, request.host)
+        peer = self.peer(request.caller)
+        # the connection manager's XFCC handling comes before routing and the filters
+        xfcc = client_cert_details(hcm, peer, self.own_uri)
+        headers = [(n, v) for n, v in headers if n != "x-forwarded-client-cert"]
+        headers += [("x-forwarded-client-cert", v) for v in xfcc]
+        req = Req(method, request.host, headers, path, peer)
+        vh = self._vhost(chain.vhosts, request.host)
         route = None
         if vh is not None:
             route = next((r for r in vh.get("routes", ()) if route_matches(r["match"], req)), None)
-        for name, cfg in self._filters(self.inbound):
+        for name, cfg in self._filters(hcm):
             t = cfg.get("@type")
             if t == RBAC_TYPE:
                 rules = cfg.get("rules")
@@ -680,7 +807,7 @@ class EnvoyModel:
                 raise Unsupported(f"inbound filter {t}")
         if route is None:
             return Decision("inbound", status=404)
-        return Decision("inbound", path=path)
+        return Decision("inbound", path=path, xfcc=xfcc)
 
     def _outbound(self, request, key_draw, response) -> Decision:
         codec = self._codec(request)

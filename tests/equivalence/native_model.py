@@ -8,8 +8,11 @@ the route index (`route_index.build`), as `server.Runtime.apply` does. `decide` 
 httptools (the proxy's parser) into the same `hdict`, then `normalize.normalize`,
 `table.service_for_host`, `routing.select_route` over the route index's view,
 `fault.decide`, `split.pick` / `split.key_value`, `authz.decide` and `headers.apply_changes`.
-Only the random draws are chosen here (to tell a certain outcome from a random one) and the I/O
-is left out.
+An inbound request first meets the inbound listener's choice for its connection (the mTLS mode,
+runtime_proxy/listener.py) and, over mTLS, the peer identity and the `x-forwarded-client-cert`
+line that `server.TlsDownstream` reads from the verified certificate (`tls.peer_identity`,
+`tls.xfcc_line`). Only the random draws are chosen here (to tell a certain outcome from a random
+one) and the I/O is left out.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import httptools
 from runtime_proxy import authz as authz_mod
 from runtime_proxy import fault as fault_mod
 from runtime_proxy import split as split_mod
+from runtime_proxy import tls as tls_mod
 from runtime_proxy.config import Config
 from runtime_proxy.exchange import UP_SKIP, changed_request_headers, changed_response_lines, upstream_target
 from runtime_proxy.http import BODY_FAULT, BODY_RBAC, RESPONSE_SKIP, connection_tokens
@@ -31,10 +35,27 @@ from runtime_proxy.routing import select_route
 from runtime_proxy.server import Downstream, header_dict
 from runtime_proxy.table import compile_config
 from runtime_proxy.upstream import RESPONSE_INLINE_BYTES, add_inline_line
-from tests.equivalence.decisions import (SAMPLE_RESPONSE, Decision, canonical_fault, canonical_mirror,
-                                         canonical_pick, canonical_retry, visible_request_headers)
+from tests.equivalence.decisions import (REFUSED, SAMPLE_RESPONSE, Decision, canonical_fault, canonical_mirror,
+                                         canonical_pick, canonical_retry, model_der, visible_request_headers)
 
 _ALMOST_ONE = 1.0 - 2.0 ** -40
+_XFCC = b"x-forwarded-client-cert"
+
+
+def admitted(mode: str, tls: bool) -> bool:
+    """Whether the inbound listener takes a connection (listener.TlsListener._handle): `strict`
+    closes a plaintext client; a TLS client of a plaintext listener (`disable`: the event loop's
+    own server, or the TLS listener after a reload turned TLS off) gets the parser's plaintext
+    400 to its ClientHello, which no TLS client reads as an answer."""
+    if mode == "disable":
+        return not tls
+    return tls or mode == "permissive"
+
+
+def peer_certificate(caller: str) -> dict:
+    """What `getpeercert()` shows of a caller's verified certificate that the identity rules and
+    the XFCC line read (its one URI SAN; the suite's certificates have an empty subject)."""
+    return {"subject": (), "subjectAltName": (("URI", caller),)}
 
 
 class _Head:
@@ -106,7 +127,11 @@ def _latin1_pairs(lines) -> tuple[tuple[str, str], ...]:
 
 
 class NativeModel:
-    def __init__(self, compiled):
+    """`certs`: a caller's SPIFFE ID -> the DER of its certificate (by default
+    `decisions.model_der`)."""
+
+    def __init__(self, compiled, certs: dict[str, bytes] | None = None):
+        self.certs = certs or {}
         data = compiled.native
         raw = json.dumps(data).encode()
         self.config = Config.model_validate_json(raw, strict=True)
@@ -118,6 +143,16 @@ class NativeModel:
 
     def decide(self, request, key_draw: int | None = None, response=SAMPLE_RESPONSE) -> Decision:
         kind = request.kind
+        source = xfcc_line = None
+        if kind == "inbound":
+            tls = request.caller is not None
+            if not admitted(self.config.mtls.mode, tls):
+                return Decision(kind, status=REFUSED)
+            if tls:   # server.TlsDownstream.connection_made; the handshake presented config.identity's cert
+                cert = peer_certificate(request.caller)
+                der = self.certs.get(request.caller) or model_der(request.caller)
+                source = tls_mod.peer_identity(cert)
+                xfcc_line = tls_mod.xfcc_line(self.config.identity, der, cert)
         parsed = parse_head(request)
         if isinstance(parsed, Decision):
             return parsed
@@ -137,11 +172,20 @@ class NativeModel:
         path, query = norm
         forwarded = upstream_target(path, query, target)     # exchange.build_upstream_head
         if kind == "inbound":
-            # exchange.start_inbound: no identity header is configured, so no peer identity
-            allowed, _rule = authz_mod.decide(table.authorization, None, method, path, hdict)
+            # exchange.start_inbound: the verified identity (no identity header is configured);
+            # authorization sees our XFCC over mTLS, none over plaintext
+            if xfcc_line is not None or "x-forwarded-client-cert" in hdict:
+                hdict.pop("x-forwarded-client-cert", None)
+                if xfcc_line is not None:
+                    hdict["x-forwarded-client-cert"] = [xfcc_line.decode("latin-1").split(": ", 1)[1].rstrip("\r\n")]
+            allowed, _rule = authz_mod.decide(table.authorization, source, method, path, hdict)
             if not allowed:
                 return Decision(kind, status=403, body=BODY_RBAC.decode())
-            return Decision(kind, path=forwarded)
+            # exchange.build_upstream_head: the caller's XFCC lines unless skipped, then ours
+            lines = [] if _XFCC in UP_SKIP else [v for n, v in raw if n.lower() == _XFCC]
+            if xfcc_line is not None:
+                lines.append(xfcc_line[len(_XFCC) + 2:-2])
+            return Decision(kind, path=forwarded, xfcc=tuple(v.decode("latin-1") for v in lines))
         svc = table.service_for_host(host)
         if svc is None:
             return Decision(kind, status=404)

@@ -5,7 +5,11 @@ A generated policy is one program around the sidecar of service `client` (the da
 test): destination services `s0`, `s1`, ... with subsets, each subset on its own upstream
 endpoint, ordered routes with every kind of match, `to` and `split` (with and without a key
 header), timeouts, retries, faults at 0 % or 100 %, mirrors and header changes, and
-`authorization client` with allow/deny rules and a default. Ports are placeholders
+`authorization client` with allow/deny rules and a default, whose rules may name callers (`from
+identity`, exact and `/*` prefix, `from namespace`, `from service`, `from same_namespace`). The
+sidecar's inbound listener runs mutual TLS in mode `permissive` (mostly), `strict` or `disable`
+(set on the service or mesh-wide); the destinations stay `mtls disable` (their upstreams are
+plain test servers). Ports are placeholders
 (`@INBOUND@`, `@OUTBOUND@`, `@ADMIN@`, `@APP@`, `@EP0@`, `@EP1@`, ...) that `GenPolicy.render`
 fills in, so one policy runs in front of any set of loopback servers.
 
@@ -13,7 +17,10 @@ Requests are built from the policy's own material: its path prefixes and regex a
 header and query names and values, its split keys; then dot segments, doubled slashes, escaped
 slashes and case changes are mixed in, headers are dropped or repeated, and methods vary.
 Outbound requests go to a destination service (Host selects it); inbound requests go to the
-sidecar's own inbound listener and meet `authorization client`.
+sidecar's own inbound listener and meet `authorization client`, each from one of a fixed set of
+callers (`CALLERS`: SPIFFE IDs in and out of the namespaces and the trust domain the rules name,
+each presenting a certificate of the session's mesh CA over mTLS) or from a plaintext caller
+without identity (`caller` None).
 """
 
 from __future__ import annotations
@@ -54,9 +61,13 @@ class GenRequest:
     host: str                                   # the Host header
     headers: tuple[tuple[str, str], ...] = ()   # in order; a name may repeat; never `host`
     fail: Fail | None = None                    # upstream behaviour (live layer only)
+    caller: str | None = None                   # inbound: the SPIFFE ID of the client certificate
+                                                # presented over mTLS; None: plaintext, no identity
 
     def describe(self) -> str:
         lines = [f"{self.kind}: {self.method} {self.target}  Host: {self.host}"]
+        if self.kind == "inbound":
+            lines[0] += f"  from {self.caller}" if self.caller else "  (plaintext, no identity)"
         lines += [f"  {n}: {v}" for n, v in self.headers]
         if self.fail:
             lines.append(f"  upstream fails: {self.fail}")
@@ -76,6 +87,7 @@ class GenPolicy:
     query_values: tuple[str, ...] = ()
     split_keys: tuple[str, ...] = ()
     has_timeouts: bool = False
+    mtls: str = "disable"                       # mode of the sidecar's inbound listener
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
     def render(self, ports: dict[str, int]) -> str:
@@ -119,10 +131,41 @@ METHODS = ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS")
 FAULT_STATUSES = (418, 429, 500, 503)
 RETRY_ON = ("5xx", "gateway-error", "reset", "connect-failure", "retriable-4xx", "409", "503", "500")
 
+# Identities. The sidecar under test is `client` in namespace `shop`; destinations stay in
+# `default`, and s2 has an explicit identity outside the namespace pattern (language §5.2).
+TRUST_DOMAIN = "mesh.local"
+CLIENT_NAMESPACE = "shop"
+CLIENT_ID = f"spiffe://{TRUST_DOMAIN}/ns/{CLIENT_NAMESPACE}/sa/{SIDECAR}"
+S2_ID = f"spiffe://{TRUST_DOMAIN}/legacy/s2"
+# The callers of inbound requests: each one certificate of the session CA with this URI SAN.
+CALLERS = (
+    f"spiffe://{TRUST_DOMAIN}/ns/default/sa/s0",      # service s0
+    CLIENT_ID,                                        # the sidecar's own identity (`from service client`)
+    f"spiffe://{TRUST_DOMAIN}/ns/shop/sa/web",        # the same namespace, no service of the program
+    S2_ID,                                            # service s2 (an explicit identity)
+    f"spiffe://{TRUST_DOMAIN}/ns/shopping/sa/x",      # `ns/shop` is a string prefix of its namespace
+    "spiffe://evil.local/ns/shop/sa/client",          # another trust domain, signed by the mesh CA
+)
+RULE_IDENTITIES = CALLERS + (f"spiffe://{TRUST_DOMAIN}/ns/default/sa/s1",)
+IDENTITY_PREFIXES = (f"spiffe://{TRUST_DOMAIN}/ns/shop/*", f"spiffe://{TRUST_DOMAIN}/ns/default/*",
+                     f"spiffe://{TRUST_DOMAIN}/*", "spiffe://evil.local/*", f"spiffe://{TRUST_DOMAIN}/legacy/*",
+                     f"spiffe://{TRUST_DOMAIN}/ns/shop/sa/*")
+NAMESPACES = ("shop", "default", "other", "shopping")
+XFCC = "x-forwarded-client-cert"
+FORGED_XFCC = f"By={CLIENT_ID};URI=spiffe://{TRUST_DOMAIN}/ns/shop/sa/forged"
+MTLS_MODES = ("permissive", "permissive", "permissive", "strict", "strict", "disable")
+
 
 def q(text: str) -> str:
     """A .mesh string literal (JSON escapes are the language's escapes for these values)."""
     return json.dumps(text, ensure_ascii=False)
+
+
+# Authorization conditions on the XFCC header: what the sidecar sets over mTLS, before the rules
+XFCC_CONDITIONS = (f"header {q(XFCC)} present", f"header {q(XFCC)} absent", f"not header {q(XFCC)} present",
+                   f"header {q(XFCC)} prefix {q('By=' + CLIENT_ID + ';')}",
+                   f"header {q(XFCC)} regex {q('.*;URI=spiffe://mesh[.]local/ns/shop/.*')}",
+                   f"header {q(XFCC)} suffix {q('URI=spiffe://mesh.local/ns/shop/sa/forged')}")
 
 
 _paths = st.lists(st.sampled_from(SEGMENTS), min_size=1, max_size=2).map(lambda segs: "/" + "/".join(segs))
@@ -173,6 +216,30 @@ def query_conditions(draw) -> str:
 def method_conditions(draw) -> str:
     methods = draw(st.lists(st.sampled_from(METHODS), min_size=1, max_size=3, unique=True))
     return f"method {methods[0]}" if len(methods) == 1 else f"method [{', '.join(methods)}]"
+
+
+def _one_or_list(values: list[str]) -> str:
+    return values[0] if len(values) == 1 else "[" + ", ".join(values) + "]"
+
+
+@st.composite
+def from_conditions(draw, services) -> str:
+    """A `from` condition: identities (exact or `/*` prefix), namespaces, services or the
+    sidecar's own namespace, one or a list."""
+    kind = draw(st.sampled_from(("identity", "identity", "namespace", "service", "service", "same_namespace")))
+    if kind == "same_namespace":
+        return "from same_namespace"
+    if kind == "identity":
+        pool = st.sampled_from(RULE_IDENTITIES) if draw(st.booleans()) else st.sampled_from(IDENTITY_PREFIXES)
+        values = draw(st.lists(pool, min_size=1, max_size=1)) if draw(st.integers(0, 2)) else \
+            draw(st.lists(st.one_of(st.sampled_from(RULE_IDENTITIES), st.sampled_from(IDENTITY_PREFIXES)),
+                          min_size=2, max_size=3, unique=True))
+        return "from identity " + _one_or_list([q(v) for v in values])
+    if kind == "namespace":
+        values = draw(st.lists(st.sampled_from(NAMESPACES), min_size=1, max_size=2, unique=True))
+        return "from namespace " + _one_or_list([q(v) for v in values])
+    values = draw(st.lists(st.sampled_from(tuple(services) + (SIDECAR,)), min_size=1, max_size=2, unique=True))
+    return "from service " + _one_or_list(values)
 
 
 @st.composite
@@ -229,14 +296,22 @@ def policies(draw) -> GenPolicy:
     subsets: dict[str, list[str]] = {}
     lines = []
     escaped = draw(st.sampled_from(("reject", "decode", "keep")))
+    mtls = draw(st.sampled_from(MTLS_MODES))
+    mesh_wide = draw(st.booleans())        # the mode from the mesh block, or the service's own
+    lines.append(f'mesh {{\n  trust_domain "{TRUST_DOMAIN}"\n' + (f"  mtls {mtls}\n" if mesh_wide else "") + "}\n")
+    own_mode = "" if mesh_wide else f"  mtls {mtls}\n"
     lines.append(
-        'service client {\n  port 8000\n  endpoints ["127.0.0.1:@APP@"]\n'
+        f'service client {{\n  port 8000\n  namespace "{CLIENT_NAMESPACE}"\n{own_mode}  endpoints ["127.0.0.1:@APP@"]\n'
         f'  sidecar {{ inbound @INBOUND@  outbound @OUTBOUND@  admin @ADMIN@  app "127.0.0.1:@APP@"'
         f"  escaped_slashes {escaped} }}\n}}\n")
     for svc in services:
         names = list(SUBSETS[:draw(st.integers(1, 3))])
         subsets[svc] = names
         body = [f"  port {SERVICE_PORT[svc]}"]
+        if svc == "s2":
+            body.append(f"  identity {q(S2_ID)}")
+        if mesh_wide:
+            body.append("  mtls disable")      # plain upstreams: the sidecar calls them in plaintext
         for name in names:
             ep = Endpoint(len(endpoints), svc, name)
             endpoints.append(ep)
@@ -296,6 +371,8 @@ def policies(draw) -> GenPolicy:
     for i in range(draw(st.integers(0, 4))):
         action = draw(st.sampled_from(("allow", "deny")))
         conds = []
+        if draw(st.integers(0, 5)) < (3 if mtls != "disable" else 1):
+            conds.append(draw(from_conditions(services)))
         if draw(st.booleans()):
             text, sample = draw(path_conditions())
             conds.append(text)
@@ -303,6 +380,8 @@ def policies(draw) -> GenPolicy:
         if draw(st.integers(0, 2)) == 0:
             conds.append(draw(method_conditions()))
         conds += draw(st.lists(header_conditions(), max_size=1))
+        if draw(st.integers(0, 7)) == 0:
+            conds.append(draw(st.sampled_from(XFCC_CONDITIONS)))
         rules.append(f"  {action} rule{i} {{ {'  '.join(conds)} }}")
     if rules or draw(st.booleans()):
         default = draw(st.sampled_from(("allow", "deny")))
@@ -311,7 +390,8 @@ def policies(draw) -> GenPolicy:
     return GenPolicy(
         text="\n".join(lines), endpoints=tuple(endpoints), services=tuple(services), paths=tuple(paths),
         header_names=MATCH_HEADERS, header_values=VALUES, query_names=QUERY_NAMES, query_values=QUERY_VALUES,
-        split_keys=SPLIT_KEYS, has_timeouts=has_timeouts, meta={"routes": meta_routes, "escaped_slashes": escaped})
+        split_keys=SPLIT_KEYS, has_timeouts=has_timeouts, mtls=mtls,
+        meta={"routes": meta_routes, "escaped_slashes": escaped})
 
 
 # ---- requests -----------------------------------------------------------------------------------
@@ -351,7 +431,7 @@ _QUERIES = st.sampled_from(("", "", "", "?q=1", "?v=2&v=3", "?q", "?q=", "?v=x",
 def requests(draw, policy: GenPolicy, live: bool = True) -> GenRequest:
     """One request aimed at `policy`: at its services and paths, with its header names, values and
     split keys. With `live`, some requests carry upstream failures (`Fail`)."""
-    inbound = draw(st.integers(0, 3)) == 0
+    inbound = draw(st.integers(0, 2 if policy.mtls != "disable" else 3)) == 0
     if inbound:
         host = "client"
     else:
@@ -372,6 +452,10 @@ def requests(draw, policy: GenPolicy, live: bool = True) -> GenRequest:
             headers.append((SPLIT_HEADER, draw(st.sampled_from(policy.split_keys))))
     if draw(st.integers(0, 5)) == 0:
         headers.append(("x-set", "from-client"))
+    if inbound and draw(st.integers(0, 5)) == 0:   # forged: never reaches the application
+        headers.append((XFCC, FORGED_XFCC))
+    if inbound and draw(st.integers(0, 7)) == 0:   # kept as sent, over mTLS too
+        headers.append(("x-forwarded-proto", draw(st.sampled_from(("http", "https")))))
     method = draw(st.sampled_from(("GET", "GET", "GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS")))
     fail = None
     if live and not inbound and draw(st.integers(0, 3)) == 0:
@@ -380,7 +464,20 @@ def requests(draw, policy: GenPolicy, live: bool = True) -> GenRequest:
             fail = Fail("delay", 1, status=draw(st.sampled_from((200, 503))), delay_ms=400)
         else:
             fail = Fail(mode, draw(st.integers(1, 4)), status=draw(st.sampled_from((500, 502, 503, 504, 409, 404))))
-    return GenRequest("inbound" if inbound else "outbound", method, target, host, tuple(headers), fail)
+    caller = draw(callers(policy.mtls)) if inbound else None
+    return GenRequest("inbound" if inbound else "outbound", method, target, host, tuple(headers), fail, caller)
+
+
+@st.composite
+def callers(draw, mtls: str) -> str | None:
+    """Who calls the inbound listener: mostly a caller with an identity where the listener takes
+    mTLS, a plaintext one where it does not; one call in `other` is of the other kind (a
+    plaintext caller of a permissive listener; refused by a strict one, or a TLS caller refused
+    by a plaintext listener)."""
+    other = {"permissive": 4, "strict": 8, "disable": 8}[mtls]
+    usual = draw(st.sampled_from((True,) * (other - 1) + (False,)))   # not integers(): hypothesis favours 0
+    tls = (mtls != "disable") == usual
+    return draw(st.sampled_from(CALLERS)) if tls else None
 
 
 @st.composite

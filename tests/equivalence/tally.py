@@ -1,31 +1,40 @@
 """What the equivalence suite compared in this session, for the one summary line that
-tests/conftest.py prints at the end of the run:
+tests/conftest.py prints at the end of the run (shown here on two lines):
 
-    equivalence: N policies, M requests through envoy and native, K decisions in the model layer, D disagreements
+    equivalence: N policies, M requests through envoy and native (T over mTLS),
+    K decisions in the model layer (I with a peer identity), D disagreements
 
-Counters only ever go up; a test adds to them as it compares (after hypothesis shrinking has
-replayed an example, the counts include the replays: they are what was actually run)."""
+`T` counts the live requests whose caller presented a client certificate, `I` the model
+decisions for such a caller; the other inbound requests come from a plaintext caller without
+identity. Counters only ever go up; a test adds to them as it compares (after hypothesis
+shrinking has replayed an example, the counts include the replays: they are what was actually
+run)."""
 
 from __future__ import annotations
 
 import threading
 
 _lock = threading.Lock()
-counts = {"policies": 0, "requests": 0, "decisions": 0, "disagreements": 0}
+counts = {"policies": 0, "requests": 0, "mtls_requests": 0, "decisions": 0, "identity_decisions": 0,
+          "disagreements": 0}
 used = False
 
 
-def add(policies: int = 0, requests: int = 0, decisions: int = 0, disagreements: int = 0) -> None:
+def add(policies: int = 0, requests: int = 0, decisions: int = 0, disagreements: int = 0,
+        mtls_requests: int = 0, identity_decisions: int = 0) -> None:
     global used
     with _lock:
         used = True
         counts["policies"] += policies
         counts["requests"] += requests
+        counts["mtls_requests"] += mtls_requests
         counts["decisions"] += decisions
+        counts["identity_decisions"] += identity_decisions
         counts["disagreements"] += disagreements
 
 
 def summary() -> str:
     c = counts
-    return (f"equivalence: {c['policies']} policies, {c['requests']} requests through envoy and native, "
-            f"{c['decisions']} decisions in the model layer, {c['disagreements']} disagreements")
+    return (f"equivalence: {c['policies']} policies, {c['requests']} requests through envoy and native "
+            f"({c['mtls_requests']} over mTLS), {c['decisions']} decisions in the model layer "
+            f"({c['identity_decisions']} with a peer identity), {c['disagreements']} disagreements")
