@@ -1,24 +1,36 @@
 """The native proxy against Envoy, side by side in one run, on the same policy, backend and load.
 
-    python benchmarks/proxy_vs_envoy.py [--rounds 5] [--seconds 10] [--connections 32]
+    python benchmarks/proxy_vs_envoy.py [--mtls] [--rounds 5] [--seconds 10] [--connections 32]
                                         [--json PATH] [--markdown] [--profile]
                                         [--max-other PERCENT] [--max-repeats N]
 
+Two variants:
+
+- plaintext (default): one sidecar, `client`'s, between wrk and nginx, with mTLS turned off
+  (`mtls disable` in place of the policy's `mtls strict`);
+- `--mtls`: the call as a mesh makes it, through two sidecars of the same kind: wrk -> `client`'s
+  outbound listener -> mutual TLS -> `api`'s inbound listener (its 10 authorization rules, on
+  the verified identity of `client`) -> nginx. Both ends of the encrypted hop are the measured
+  proxy: the client side encrypts and verifies `api`'s SPIFFE ID, the server side decrypts and
+  verifies `client`'s certificate. Certificates come from `meshc ca` (EC P-256, TLS 1.3). CPU and
+  RSS are the sums of the two proxy processes.
+
 What it does:
 
-1. compiles benchmarks/policies/bench.mesh for the sidecar of `client`, twice: `--target envoy`
-   (a static bootstrap, client.envoy.json) and `--target native` (client.native.json);
+1. compiles benchmarks/policies/bench.mesh (adapted to the variant: the sidecar ports of each
+   plane, and with --mtls `api`'s endpoints moved to its sidecar's inbound listener) for each
+   sidecar, twice: `--target envoy` (static bootstraps) and `--target native`;
 2. starts nginx (Debian's package; installed with apt-get when missing) with one worker on the two
    ports of the policy's `api` subsets, answering every request with a 17-byte body;
-3. starts Envoy 1.40 (`--concurrency 1`) on the Envoy config and the native proxy on the native
-   config (its listener ports moved, so both run at once; each is idle while the other is measured);
-4. checks that every request of the mix gets nginx's 200 through both proxies;
+3. starts every sidecar of both planes, Envoy 1.40 (`--concurrency 1`) and the native proxy, each
+   on ports of its own so that both planes run at once (each is idle while the other is measured);
+4. checks that every request of the mix gets nginx's 200 through both planes;
 5. runs `wrk -t1 -c32 -d10s --latency` (wrk from Debian, installed when missing) against each
    proxy's OUTBOUND listener with Host `api`, in interleaved rounds (Envoy first in even rounds,
    native first in odd ones), cycling through five requests that match routes early, in the
    middle and near the end of the 20 (a wrk Lua script);
 6. reports, per proxy, the medians over rounds of requests/s, p50 and p99 latency, CPU time per
-   request (the proxy process's user+system time over the round / requests), RSS after the
+   request (the proxy processes' user+system time over the round / requests), RSS after the
    round, and the ratios native/Envoy; plus the CPU that other processes used during the rounds,
    so that a run on a busy machine shows it. A round in which other processes used more than
    --max-other percent of a core (15 by default) is run again, both proxies, up to --max-repeats
@@ -49,7 +61,11 @@ POLICY = os.path.join(ROOT, "benchmarks", "policies", "bench.mesh")
 SERVICE = "client"                    # whose sidecar is measured
 HOST = "api"                          # the destination of every request
 NGINX_PORTS = (18901, 18902)          # the endpoints of api.v1 and api.v2 in bench.mesh
-ENVOY_OUTBOUND, ENVOY_ADMIN = 15201, 15200
+# The sidecar ports of each plane and service, (inbound, outbound, admin): both planes run at once.
+PORTS = {
+    ("envoy", "client"): (15206, 15201, 15200), ("envoy", "api"): (15306, 15301, 15300),
+    ("native", "client"): (15216, 15211, 15210), ("native", "api"): (15316, 15311, 15310),
+}
 
 # The request mix: (method, path, extra headers); the route each one takes, in bench.mesh order.
 REQUESTS = [
@@ -169,6 +185,81 @@ def fetch(port: int, method: str, path: str, headers: dict) -> tuple[int, bytes]
         return resp.status, resp.read()
 
 
+# ---- the policy and the planes ------------------------------------------------------------------------
+
+def policy_text(plane: str, mtls: bool) -> str:
+    """bench.mesh for one plane: its sidecar ports; with mTLS `api` gets a sidecar in front of
+    nginx and its subsets point at that sidecar, without it the mesh's mTLS is turned off."""
+    text = open(POLICY).read()
+    ci, co, ca = PORTS[(plane, "client")]
+    ai, ao, aa = PORTS[(plane, "api")]
+    client_sidecar = "sidecar { inbound 15206  outbound 15201  admin 15200 }"
+    assert client_sidecar in text and "mtls strict" in text, "bench.mesh changed: adapt policy_text()"
+    text = text.replace(client_sidecar, f"sidecar {{ inbound {ci}  outbound {co}  admin {ca} }}")
+    if not mtls:
+        return text.replace("mtls strict", "mtls disable")
+    api_start = text.index("service api {")
+    head, tail = text[:api_start], text[api_start:]
+    tail = tail.replace("{\n", f'{{\n  sidecar {{ inbound {ai}  outbound {ao}  admin {aa}  app "127.0.0.1:{NGINX_PORTS[0]}" }}\n', 1)
+    for port in NGINX_PORTS:
+        tail = tail.replace(f'endpoints ["127.0.0.1:{port}"]', f'endpoints ["127.0.0.1:{ai}"]', 1)
+    return head + tail
+
+
+def sidecars(mtls: bool) -> list[str]:
+    """The sidecars of one plane, the one wrk talks to first."""
+    return [SERVICE, HOST] if mtls else [SERVICE]
+
+
+def compile_planes(tmp: str, mtls: bool) -> str | None:
+    """Both planes' configs under tmp/PLANE/; with mTLS the identity files (tmp/certs/SERVICE/)."""
+    certs = None
+    meshc = [sys.executable, "-m", "compiler"]
+    if mtls:
+        certs = os.path.join(tmp, "certs")
+        run = lambda *a: subprocess.run(meshc + list(a), check=True, cwd=ROOT,  # noqa: E731
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        run("ca", "init", os.path.join(tmp, "ca"), "--trust-domain", "bench.local")
+        for svc in sidecars(True):
+            run("ca", "issue", svc, "--ca", os.path.join(tmp, "ca"), "-o", os.path.join(certs, svc),
+                "--policy", POLICY)
+    for plane in ("envoy", "native"):
+        path = os.path.join(tmp, f"{plane}.mesh")
+        with open(path, "w") as fh:
+            fh.write(policy_text(plane, mtls))
+        cmd = meshc + ["compile", path, "--target", plane, "-o", os.path.join(tmp, plane)]
+        for svc in sidecars(mtls):
+            cmd += ["--proxy", svc]
+        if certs:
+            cmd += ["--certs-dir", certs]
+        subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return certs
+
+
+def start_planes(tmp: str, mtls: bool, envoy_bin: str, procs: list) -> dict:
+    """Start every sidecar of both planes: {plane: ([pids], entry port)}, entry = client's outbound."""
+    out = {}
+    for plane in ("envoy", "native"):
+        pids = []
+        for n, svc in enumerate(sidecars(mtls)):
+            log_file = open(os.path.join(tmp, f"{plane}-{svc}.log"), "w")
+            if plane == "envoy":
+                cmd = [envoy_bin, "-c", os.path.join(tmp, "envoy", f"{svc}.envoy.json"), "--concurrency", "1",
+                       "--disable-hot-restart", "--base-id", str(40 + n), "-l", "error"]
+            else:
+                cmd = [sys.executable, "-m", "runtime_proxy", os.path.join(tmp, "native", f"{svc}.native.json"),
+                       "--log-level", "warning"]
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file)
+            procs.append(proc)
+            pids.append(proc.pid)
+        out[plane] = (pids, PORTS[(plane, SERVICE)][1])
+    for plane in ("envoy", "native"):
+        for svc in sidecars(mtls):
+            admin = PORTS[(plane, svc)][2]
+            wait_http(f"http://127.0.0.1:{admin}/ready")
+    return out
+
+
 # ---- wrk ----------------------------------------------------------------------------------------------
 
 def lua_script(path: str) -> None:
@@ -204,17 +295,17 @@ def run_wrk(wrk: str, port: int, seconds: float, connections: int, script: str) 
     return res
 
 
-def measure(name: str, pid: int, port: int, args, wrk: str, script: str, nginx_pids: list[int]) -> dict:
+def measure(name: str, pids: list[int], port: int, args, wrk: str, script: str, nginx_pids: list[int]) -> dict:
     import resource
 
     busy0, _ = machine_busy()
     nginx0 = sum(cpu_seconds(p) for p in nginx_pids)
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu0 = cpu_seconds(pid)
+    cpu0 = sum(cpu_seconds(p) for p in pids)
     t0 = time.monotonic()
     res = run_wrk(wrk, port, args.seconds, args.connections, script)
     wall = time.monotonic() - t0
-    cpu1 = cpu_seconds(pid)
+    cpu1 = sum(cpu_seconds(p) for p in pids)
     children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     nginx1 = sum(cpu_seconds(p) for p in nginx_pids)
     busy1, _ = machine_busy()
@@ -226,7 +317,7 @@ def measure(name: str, pid: int, port: int, args, wrk: str, script: str, nginx_p
     # CPU used by everything else on the machine (a busy machine shows here; 100 = one core)
     other = (busy1 - busy0) - (cpu1 - cpu0) - wrk_cpu - (nginx1 - nginx0)
     res["other_cpu_percent"] = max(0.0, other / wall * 100)
-    res["rss_mb"] = rss_kb(pid) / 1024
+    res["rss_mb"] = sum(rss_kb(p) for p in pids) / 1024
     res["proxy"] = name
     return res
 
@@ -235,6 +326,8 @@ def measure(name: str, pid: int, port: int, args, wrk: str, script: str, nginx_p
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mtls", action="store_true",
+                    help="two sidecars per plane with mutual TLS between them (default: one, plaintext)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--connections", type=int, default=32)
@@ -251,7 +344,8 @@ def main(argv=None) -> int:
     nginx = ensure_apt("nginx", "nginx-light")
     wrk = ensure_apt("wrk", "wrk")
     envoy_bin = ensure_envoy()
-    for port in (*NGINX_PORTS, ENVOY_OUTBOUND, ENVOY_ADMIN, 15206):
+    used = [p for (plane, svc), ports in PORTS.items() if svc in sidecars(args.mtls) for p in ports]
+    for port in (*NGINX_PORTS, *used):
         if not port_free(port):
             raise SystemExit(f"port {port} is in use: stop whatever listens there first")
     load1 = os.getloadavg()[0]
@@ -261,11 +355,8 @@ def main(argv=None) -> int:
     tmp = tempfile.mkdtemp(prefix="meshc-bench-")
     procs: list[subprocess.Popen] = []
     try:
-        # 1. compile both targets
-        for target in ("envoy", "native"):
-            subprocess.run([sys.executable, "-m", "compiler", "compile", POLICY, "--target", target,
-                            "--proxy", SERVICE, "-o", os.path.join(tmp, target)],
-                           check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # 1. compile both planes (with --mtls: a CA and the two sidecars' identities first)
+        compile_planes(tmp, args.mtls)
         # 2. nginx
         ndir = os.path.join(tmp, "nginx")
         os.makedirs(ndir)
@@ -274,25 +365,8 @@ def main(argv=None) -> int:
         procs.append(subprocess.Popen([nginx, "-c", os.path.join(ndir, "nginx.conf"), "-p", ndir],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_http(f"http://127.0.0.1:{NGINX_PORTS[0]}/")
-        # 3. the proxies
-        envoy = subprocess.Popen([envoy_bin, "-c", os.path.join(tmp, "envoy", f"{SERVICE}.envoy.json"),
-                                  "--concurrency", "1", "--disable-hot-restart", "-l", "error"],
-                                 stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "envoy.log"), "w"))
-        procs.append(envoy)
-        ports_file = os.path.join(tmp, "native-ports.json")
-        native = subprocess.Popen([sys.executable, "-m", "runtime_proxy",
-                                   os.path.join(tmp, "native", f"{SERVICE}.native.json"),
-                                   "--inbound-port", "0", "--outbound-port", "0", "--admin-port", "0",
-                                   "--ports-file", ports_file, "--log-level", "warning"],
-                                  cwd=ROOT, stdout=subprocess.DEVNULL,
-                                  stderr=open(os.path.join(tmp, "native.log"), "w"))
-        procs.append(native)
-        wait_http(f"http://127.0.0.1:{ENVOY_ADMIN}/ready")
-        deadline = time.monotonic() + 15
-        while not os.path.exists(ports_file) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        native_ports = json.load(open(ports_file))
-        targets = {"envoy": (envoy.pid, ENVOY_OUTBOUND), "native": (native.pid, native_ports["outbound"])}
+        # 3. the proxies: every sidecar of both planes
+        targets = start_planes(tmp, args.mtls, envoy_bin, procs)
         # 4. every request of the mix through both
         for name, (_, port) in targets.items():
             for method, path, extra in REQUESTS:
@@ -315,8 +389,8 @@ def main(argv=None) -> int:
             order = ["envoy", "native"] if r % 2 == 0 else ["native", "envoy"]
             pair = []
             for name in order:
-                pid, port = targets[name]
-                res = measure(name, pid, port, args, wrk, script, nginx_pids)
+                pids, port = targets[name]
+                res = measure(name, pids, port, args, wrk, script, nginx_pids)
                 res["round"] = r + 1
                 pair.append(res)
                 log(f"round {r + 1} {name:6s}: {res['rps']:8.0f} req/s  p50 {res['p50_ms']:.2f} ms  "
@@ -337,7 +411,7 @@ def main(argv=None) -> int:
             rounds += pair
             r += 1
         if args.profile:
-            profile(targets["native"][0], targets["native"][1], args, wrk, script)
+            profile(targets["native"][0][0], targets["native"][1], args, wrk, script)
         summary = summarize(rounds)
         summary["repeated_rounds"] = repeats
         print_summary(summary, args, load1)
@@ -374,7 +448,9 @@ def print_summary(s: dict, args, load1: float) -> None:
             ("p99 latency (ms)", "p99_ms", "{:.3f}"), ("CPU per request (µs)", "cpu_us_per_request", "{:.1f}"),
             ("RSS (MB)", "rss_mb", "{:.1f}")]
     other = max(s["envoy"]["other_cpu_percent"], s["native"]["other_cpu_percent"])
-    title = (f"medians of {args.rounds} interleaved rounds of `wrk -t1 -c{args.connections} "
+    variant = ("mTLS: two sidecars per plane, mutual TLS between them" if args.mtls
+               else "plaintext: one sidecar per plane")
+    title = (f"{variant}; medians of {args.rounds} interleaved rounds of `wrk -t1 -c{args.connections} "
              f"-d{args.seconds:g}s`; other processes used {other:.0f}% of a core during the kept rounds "
              f"(median; {s['repeated_rounds']} busy rounds repeated)")
     if args.markdown:
