@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -164,9 +164,14 @@ def encode_key(key) -> bytes:
 def load_cert(pem: bytes, source: str) -> x509.Certificate:
     """The first certificate of a PEM file; CaError naming `source` when there is none."""
     try:
-        return x509.load_pem_x509_certificate(pem)
+        cert = x509.load_pem_x509_certificate(pem)
     except ValueError:
         raise CaError(f"{source}: not a PEM certificate") from None
+    try:
+        cert.extensions   # parsed lazily by cryptography: a broken one would surface later as a crash
+    except ValueError as err:
+        raise CaError(f"{source}: unreadable certificate extensions ({err})") from None
+    return cert
 
 
 def load_ca(cert_pem: bytes, key_pem: bytes, cert_source: str, key_source: str) -> Ca:
@@ -174,7 +179,7 @@ def load_ca(cert_pem: bytes, key_pem: bytes, cert_source: str, key_source: str) 
     cert = load_cert(cert_pem, cert_source)
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
-    except (ValueError, TypeError):  # TypeError: an encrypted key
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # TypeError: an encrypted key
         raise CaError(f"{key_source}: not an unencrypted PEM private key") from None
     try:
         is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca

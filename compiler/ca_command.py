@@ -15,6 +15,7 @@ import sys
 from compiler import defaults
 
 MAX_HOURS = 876_000  # a hundred years
+MIN_HOURS = 0.1     # six minutes: the certificate starts a minute in the past, and must outlive its first use
 
 
 def add_parser(sub) -> None:
@@ -49,7 +50,7 @@ def add_parser(sub) -> None:
                        help="a .mesh file or directory (repeatable): take SERVICE's identity from the policy")
     issue.add_argument("--namespace", metavar="NS",
                        help=f"the namespace of the default ID (default: {defaults.NAMESPACE})")
-    issue.add_argument("--hours", type=_positive(float, MAX_HOURS), default=24.0, help="validity in hours (default: 24)")
+    issue.add_argument("--hours", type=_positive(float, MAX_HOURS, MIN_HOURS), default=24.0, help="validity in hours (default: 24)")
 
     rotate = cmds.add_parser("rotate", help="re-issue an identity's certificate when it is due",
                              description="Issue a new certificate with the same SPIFFE ID when less than --before of "
@@ -57,7 +58,7 @@ def add_parser(sub) -> None:
                                          "--force), and switch it in with one atomic rename. Exit 0 either way.")
     rotate.add_argument("output", metavar="OUTDIR", help="an identity directory written by `meshc ca issue`")
     rotate.add_argument("--ca", required=True, metavar="DIR", help="the CA directory")
-    rotate.add_argument("--hours", type=_positive(float, MAX_HOURS), default=None,
+    rotate.add_argument("--hours", type=_positive(float, MAX_HOURS, MIN_HOURS), default=None,
                         help="validity of the new certificate in hours (default: as the current one)")
     rotate.add_argument("--before", type=_fraction, default=1 / 3, metavar="FRACTION",
                         help="rotate when less than this fraction of the lifetime is left (default: 1/3)")
@@ -213,9 +214,9 @@ def _span(delta: dt.timedelta) -> str:
     return f"{s // 60}m" if s >= 60 else f"{s}s"
 
 
-def _positive(kind, maximum):
-    """An argparse type: a number of `kind` in (0, maximum] (a hundred years is plenty, and keeps
-    the dates within what certificates can carry)."""
+def _positive(kind, maximum, minimum=None):
+    """An argparse type: a number of `kind` in (0, maximum], or [minimum, maximum] (a hundred years
+    is plenty, and keeps the dates within what certificates can carry)."""
     def parse(text: str):
         try:
             value = kind(text)
@@ -224,6 +225,9 @@ def _positive(kind, maximum):
         if not 0 < value <= maximum:
             raise argparse.ArgumentTypeError(f"expected a positive {'whole ' * (kind is int)}number "
                                              f"up to {maximum}, got `{text}`")
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"expected at least {minimum:g}, got `{text}`: a certificate "
+                                             "would expire before it is in use")
         return value
     return parse
 

@@ -152,6 +152,10 @@ class ProxyApp:
         loop's own server, on the same port (TLS turned off is served by the TLS listener too)."""
         from runtime_proxy.listener import TlsListener
 
+        if self.rt.config.mtls.mode == "strict":
+            ended = self.rt.end_plaintext_inbound()
+            if ended:
+                log.info("inbound listener: now strict; %d plaintext connection(s) closed once idle", ended)
         server = self.servers.get("inbound")
         if self.rt.config.mtls.mode == "disable" or server is None or isinstance(server, TlsListener):
             return

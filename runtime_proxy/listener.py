@@ -110,7 +110,11 @@ class TlsListener:
             except OSError:
                 sock.close()
             return
-        identity = self.rt.tls.current
+        tls = self.rt.tls
+        if tls is None:                 # cannot happen (a TLS mode needs identity files); never plaintext
+            sock.close()
+            return
+        identity = tls.current
         try:
             await loop.connect_accepted_socket(lambda: self.tls_factory(identity.uri), sock, ssl=identity.server,
                                                ssl_handshake_timeout=HANDSHAKE_TIMEOUT)

@@ -189,7 +189,8 @@ class Metrics:
             items.append((f"http.{lname}.downstream_cx_active", ls.cx_active))
             items.append((f"http.{lname}.downstream_rq_active", ls.rq_active))
         for (lname, service, route, source), counts in sorted(self.routes.items(), key=_route_key):
-            via = f".{source}" if source is not None else ""
+            # the flat name keeps its old form for callers without an identity (plaintext)
+            via = f".{source}" if source is not None and source != "unknown" else ""
             for code, n in sorted(counts.items()):
                 items.append((f"route.{lname}.{service or '-'}.{route or '-'}{via}.rq_{code}", n))
         items.append(("server.config_reload_ok", self.reloads_ok))

@@ -169,8 +169,11 @@ class ClusterState:
             self.stats.cx_connect_timeout += 1
 
     def client_context(self):
-        """The TLS context new connections of an mTLS cluster use (the newest identity)."""
-        return self.rt.tls.current.client
+        """The TLS context new connections of an mTLS cluster use (the newest identity), or None
+        when a reload took the identity files away (the connection then fails as a connect
+        failure instead of going out in plaintext)."""
+        tls = self.rt.tls
+        return tls.current.client if tls is not None else None
 
     def tls_failed(self, pool: Pool, reason: str, detail: str) -> None:
         """An upstream TLS handshake failed, or the server is not the destination's identity."""
@@ -418,11 +421,28 @@ class Runtime:
         """SIGTERM: stop taking requests on kept-alive connections; finish the ones in flight."""
         self.draining = True
         for down in list(self.downstreams):
-            ex = down.current
-            if ex is None:
-                down.close()
-            elif not ex.resp_started:
-                ex.close_after = True
+            self._close_when_done(down)
+
+    def end_plaintext_inbound(self) -> int:
+        """A reload made the inbound listener `strict`: plaintext connections accepted before it
+        take no further request (the one in flight finishes), as Envoy drains a replaced listener."""
+        ended = 0
+        for down in list(self.downstreams):
+            if down.listener == "inbound" and not isinstance(down, TlsDownstream):
+                if down.current is None:
+                    down.close()
+                else:
+                    down.current.close_after = True   # closed once its response is written
+                ended += 1
+        return ended
+
+    @staticmethod
+    def _close_when_done(down) -> None:
+        ex = down.current
+        if ex is None:
+            down.close()
+        elif not ex.resp_started:
+            ex.close_after = True
 
 
 # ---- the client side ------------------------------------------------------------------------------

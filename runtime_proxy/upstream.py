@@ -356,9 +356,11 @@ class Pool:
         tls = self.tls
         if tls is None:
             task = loop.create_task(loop.create_connection(lambda: conn, self.host, self.port))
+        elif (ctx := self.cluster.client_context()) is None:   # never plaintext to an mTLS destination
+            task = loop.create_task(_fail(ConnectionRefusedError("no identity files for mTLS")))
         else:             # the connect timeout covers the handshake too, as Envoy's does
             task = loop.create_task(loop.create_connection(
-                lambda: conn, self.host, self.port, ssl=self.cluster.client_context(),
+                lambda: conn, self.host, self.port, ssl=ctx,
                 server_hostname=tls[0] or "", ssl_handshake_timeout=self.connect_timeout))
         timer = loop.call_later(self.connect_timeout, task.cancel)
         task.add_done_callback(lambda t: self._connected(t, conn, timer, dedicated))
@@ -425,3 +427,7 @@ class Pool:
             else:
                 keep.append(conn)
         self.idle = keep
+
+
+async def _fail(err: BaseException):
+    raise err

@@ -488,3 +488,22 @@ def test_reload_turns_mtls_on_for_a_plaintext_sidecar(pki, upstreams, tmp_path):
         assert p.admin_get("/reload", "POST")[0] == 200
         assert refused(p.inbound, None)
         assert tls_get(p.inbound, pki.ctx("frontend"), "/private/x")[0] == 200
+
+
+def test_reload_to_strict_ends_plaintext_connections_kept_alive(pki, upstreams, tmp_path):
+    cfg = sidecar_config(pki, upstreams, "permissive")
+    with run_proxy(cfg, tmp_path) as p:
+        kept = http.client.HTTPConnection("127.0.0.1", p.inbound, timeout=10)
+        kept.request("GET", "/public", headers={"Host": "client"})
+        assert kept.getresponse().read() is not None
+        cfg["mtls"]["mode"] = "strict"
+        cfg["version"] = "v2"
+        write_config(p.config_path, cfg)
+        assert p.admin_get("/reload", "POST")[0] == 200
+        # The idle plaintext connection is closed: the next request on it gets no response.
+        with pytest.raises((http.client.RemoteDisconnected, ConnectionError, http.client.BadStatusLine)):
+            kept.request("GET", "/public", headers={"Host": "client"})
+            kept.getresponse()
+        kept.close()
+        assert refused(p.inbound, None)
+        assert tls_get(p.inbound, pki.ctx("frontend"), "/private/x")[0] == 200
