@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE = 0, 1, 2
@@ -138,14 +139,14 @@ class ProxyApp:
         self.inbound_address = (lst.inbound.host, ports["inbound"])
         return ports
 
-    def tls_listener(self, host: str, port: int):
+    def tls_listener(self, host: str, port: int, sock=None):
         """The inbound listener for mode strict or permissive (runtime_proxy/listener.py)."""
         from runtime_proxy.listener import TlsListener
         from runtime_proxy.server import Downstream, TlsDownstream
 
         rt = self.rt
         return TlsListener(self.loop, rt, host, port, lambda: Downstream(rt, "inbound"),
-                           lambda own_id: TlsDownstream(rt, own_id))
+                           lambda own_id: TlsDownstream(rt, own_id), sock=sock)
 
     def config_applied(self, old) -> None:
         """After a reload: a sidecar that turns mTLS on needs the TLS listener in place of the
@@ -159,13 +160,13 @@ class ProxyApp:
         server = self.servers.get("inbound")
         if self.rt.config.mtls.mode == "disable" or server is None or isinstance(server, TlsListener):
             return
+        # Take the listening socket over (a duplicate of its descriptor outlives the loop's server),
+        # so the port never closes and nothing can take it meanwhile.
+        old_sock = server.sockets[0]
+        sock = socket.socket(old_sock.family, socket.SOCK_STREAM, fileno=os.dup(old_sock.fileno()))
         server.close()
         host, port = self.inbound_address
-        try:
-            self.servers["inbound"] = self.tls_listener(host, port)
-        except OSError as err:
-            log.error("inbound listener: cannot listen with mTLS on %s:%d: %s", host, port, err.strerror or err)
-            return
+        self.servers["inbound"] = self.tls_listener(host, port, sock)
         log.info("inbound listener: now mTLS (%s)", self.rt.config.mtls.mode)
 
     def run(self) -> int:

@@ -34,20 +34,24 @@ class TlsListener:
     """Accepts inbound connections for `rt` (server.Runtime) on host:port; the mode is read from
     the active config for each connection, so a reload may switch strict and permissive."""
 
-    def __init__(self, loop, rt, host: str, port: int, plain_factory, tls_factory, backlog: int = 2048):
+    def __init__(self, loop, rt, host: str, port: int, plain_factory, tls_factory, backlog: int = 2048,
+                 sock: socket.socket | None = None):
+        """`sock`: a listening socket to take over (a reload that turns mTLS on keeps the port
+        open, so no connection is refused and there is no bind to fail); else bind host:port."""
         self.loop = loop
         self.rt = rt
         self.plain_factory = plain_factory      # () -> protocol for a plaintext client
         self.tls_factory = tls_factory          # (own SPIFFE ID) -> protocol for an mTLS client
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            sock.listen(backlog)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
+        if sock is None:
+            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((host, port))
+                sock.listen(backlog)
+            except OSError:
+                sock.close()
+                raise
+        sock.setblocking(False)
         self.sockets = [sock]                   # as asyncio.Server's, for the bound port
         self.task = loop.create_task(self._accept(sock))
         self.handling: set = set()
