@@ -5,7 +5,7 @@
   (`--no-cache`: what the first hook run pays) and with it (every later run on unchanged files),
 - `meshc lint examples/`, whole process, without and with the cache,
 - the language server's in-process re-check of a 1,000-line document on a keystroke
-  (`compiler.lsp_analysis.check_document`, no process start).
+  (`compiler.tooling.lsp.analysis.check_document`, no process start).
 
 Medians over --runs runs. Targets: whole-process lint of one file under 120 ms, in-process
 re-check under 30 ms. Run it from an installed copy, as users run meshc:
@@ -66,7 +66,7 @@ def main() -> None:
         for _ in range(args.runs):  # interleaved rounds: load changes hit every case alike
             for name, (cmd, cwd) in cases.items():
                 times[name].append(wall(cmd, cwd))
-        from compiler.lsp_analysis import check_document
+        from compiler.tooling.lsp.analysis import check_document
 
         doc = lines_for(1000)
         uri = "file://" + os.path.join(tmp, "doc.mesh")

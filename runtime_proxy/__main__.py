@@ -45,7 +45,7 @@ def build_parser(prog: str = "python -m runtime_proxy") -> argparse.ArgumentPars
 
 
 def check_config(path: str) -> int:
-    from runtime_proxy import loading
+    from runtime_proxy.config import loading
 
     problems = loading.check_with_schema(path)
     if not problems:
@@ -66,9 +66,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m runtime_proxy") -
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
                         format="%(asctime)s runtime_proxy %(levelname)s %(message)s")
     # the config is validated in a child process: pydantic never enters this one (runtime_proxy/plain.py)
-    from runtime_proxy import plain
-    from runtime_proxy.table import TableError, compile_config
-    from runtime_proxy.tls import TlsError
+    from runtime_proxy.config import child as plain
+    from runtime_proxy.decide.table import TableError, compile_config
+    from runtime_proxy.net.tls import TlsError
 
     try:
         config, data = plain.load(args.config)
@@ -102,7 +102,7 @@ class ProxyApp:
         self.args = args
         self.config_path = args.config
         self.loop = new_loop()
-        from runtime_proxy.server import Runtime
+        from runtime_proxy.net.server import Runtime
 
         self.rt = Runtime(self.loop, config, table, data, access_log=args.access_log,
                           identity_header=args.identity_header)
@@ -114,8 +114,8 @@ class ProxyApp:
     # ---- start --------------------------------------------------------------------------------
 
     def listen(self) -> dict[str, int]:
-        from runtime_proxy.admin import AdminProtocol
-        from runtime_proxy.server import Downstream
+        from runtime_proxy.net.admin import AdminProtocol
+        from runtime_proxy.net.server import Downstream
 
         rt, loop, args = self.rt, self.loop, self.args
         lst = rt.config.listeners
@@ -141,8 +141,8 @@ class ProxyApp:
 
     def tls_listener(self, host: str, port: int, sock=None):
         """The inbound listener for mode strict or permissive (runtime_proxy/listener.py)."""
-        from runtime_proxy.listener import TlsListener
-        from runtime_proxy.server import Downstream, TlsDownstream
+        from runtime_proxy.net.listener import TlsListener
+        from runtime_proxy.net.server import Downstream, TlsDownstream
 
         rt = self.rt
         return TlsListener(self.loop, rt, host, port, lambda: Downstream(rt, "inbound"),
@@ -151,7 +151,7 @@ class ProxyApp:
     def config_applied(self, old) -> None:
         """After a reload: a sidecar that turns mTLS on needs the TLS listener in place of the
         loop's own server, on the same port (TLS turned off is served by the TLS listener too)."""
-        from runtime_proxy.listener import TlsListener
+        from runtime_proxy.net.listener import TlsListener
 
         if self.rt.config.mtls.mode == "strict":
             ended = self.rt.end_plaintext_inbound()
@@ -170,7 +170,7 @@ class ProxyApp:
         log.info("inbound listener: now mTLS (%s)", self.rt.config.mtls.mode)
 
     def run(self) -> int:
-        from runtime_proxy.reload import Reloader
+        from runtime_proxy.net.reload import Reloader
 
         loop = self.loop
         asyncio.set_event_loop(loop)
@@ -214,7 +214,7 @@ class ProxyApp:
     # ---- admin hooks --------------------------------------------------------------------------
 
     def admin_request(self, method: str, path: str, query: str):
-        from runtime_proxy.admin import handle
+        from runtime_proxy.net.admin import handle
 
         return handle(self, method, path, query)
 

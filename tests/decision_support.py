@@ -3,8 +3,8 @@ subsets `a`, `b`, `c`, built through the pydantic models and compiled into a tab
 
 from __future__ import annotations
 
-from runtime_proxy.config import Config
-from runtime_proxy.table import Table, compile_config
+from runtime_proxy.config.model import Config
+from runtime_proxy.decide.table import Table, compile_config
 
 
 def route(name="r", *, matches=None, to="a", split=None, retry=None, fault=None, mirror=None,

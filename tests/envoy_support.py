@@ -234,15 +234,14 @@ def compile_files(files: list[str], proxies: list[str] | None = None, bootstrap:
     `proxies` None means `--proxy all`."""
     import contextlib
 
-    from compiler import backends, driver
+    from compiler import api, backends
 
     with contextlib.chdir(cwd):
-        result = driver.compile_files(files)
+        result = api.compile(files)
         assert not result.has_errors, [d.message for d in result.diagnostics]
         names = [s.name for s in result.ir.services]
-        emitted = backends.emit("envoy", result.ir, names if proxies is None else proxies,
-                                backends.Options(bootstrap=bootstrap, xds_dir=xds_dir, output_dir=output_dir),
-                                result.program.sources)
+        emitted = result.emit("envoy", names if proxies is None else proxies,
+                              backends.Options(bootstrap=bootstrap, xds_dir=xds_dir, output_dir=output_dir))
     return result, emitted
 
 

@@ -15,7 +15,7 @@ import os
 import shutil
 import ssl
 
-from compiler import ca as build, ca_files
+from compiler.ca import certs as build, files as ca_files
 
 IDENTITY_FILES = ca_files.IDENTITY_FILES
 

@@ -20,7 +20,7 @@ import re
 
 from hypothesis import strategies as st
 
-from compiler import ast, render
+from compiler.syntax import ast, render
 from compiler.syntax.tables import load_tables
 
 _TABLES = load_tables()

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from runtime_proxy import authz, breaker, fault, headers, normalize, outlier, retry, routing, split
-from runtime_proxy.config import Fault, HeaderChanges, Limits, Outlier, Retry, RetryBudget
-from runtime_proxy.retry import Outcome
-from runtime_proxy.table import TableError, compile_config, parse_query
+from runtime_proxy.decide import authz, breaker, fault, headers, normalize, outlier, retry, routing, split
+from runtime_proxy.config.model import Fault, HeaderChanges, Limits, Outlier, Retry, RetryBudget
+from runtime_proxy.decide.retry import Outcome
+from runtime_proxy.decide.table import TableError, compile_config, parse_query
 from tests.decision_support import config, route, service, table
 from tests.decision_support import split as split_of
 

@@ -22,10 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from compiler import codes, driver
-from compiler.cli import expand_paths
-from compiler.diagnostics import Collector, render_human, render_json, summary_line
-from compiler.source import SourceFile
+from compiler.core import codes
+from compiler import api
+from compiler.cli.inputs import expand_paths
+from compiler.core.diagnostics import Collector, render_human, render_json, summary_line
+from compiler.core.source import SourceFile
 from compiler.syntax import tables as tables_mod
 from compiler.syntax.parse import Parser
 
@@ -139,7 +140,7 @@ def render_human_output(diags) -> str:
 def run_case(name: str):
     """(diagnostics, human text, JSON text) of a case, compiled from the repository root."""
     with at_root():
-        result = driver.check_files(case_inputs(name))
+        result = api.check(case_inputs(name))
         diags = result.diagnostics
         return diags, render_human_output(diags), render_json(diags) + "\n"
 
@@ -158,7 +159,7 @@ def check_text(tmp_path, text: str, name: str = "input.mesh"):
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
     with contextlib.chdir(tmp_path):
-        return driver.check_files([name])
+        return api.check([name])
 
 
 SERVICE = 'service a {\n  port 80\n  endpoints ["127.0.0.1:80"]\n}\n'
@@ -396,7 +397,7 @@ def test_sidecar_port_colliding_with_a_default_is_an_input_error(tmp_path):
     text = 'service a {\n  port 80\n  endpoints ["127.0.0.1:80"]\n  sidecar { inbound 15001 }\n}\n'
     assert [d.code for d in check_text(tmp_path, text).diagnostics] == ["E0312"]
     with contextlib.chdir(tmp_path):
-        assert driver.compile_files(["input.mesh"]).has_errors  # and no InternalError
+        assert api.compile(["input.mesh"]).has_errors  # and no InternalError
 
 
 def test_unbracketed_ipv6_endpoint_is_rejected(tmp_path):

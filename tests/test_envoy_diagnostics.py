@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from compiler import cli, codes
+from compiler import cli
+from compiler.core import codes
 from compiler.backends.envoy import limitations
 from tests.envoy_support import ROOT, Backend, Envoy, compile_files, requires_envoy, validate
 

@@ -17,7 +17,8 @@ import tempfile
 
 from hypothesis import HealthCheck, given, settings
 
-from compiler import backends, driver, render
+from compiler import api, backends
+from compiler.syntax import render
 from tests import strategies as S
 from tests.envoy_support import requires_envoy, validate
 
@@ -32,15 +33,14 @@ def test_generated_policies_validate(module):
     with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
         with open("generated.mesh", "w", encoding="utf-8") as fh:
             fh.write(text)
-        result = driver.compile_files(["generated.mesh"])
+        result = api.compile(["generated.mesh"])
         assert not result.has_errors, [(d.code, d.message) for d in result.diagnostics] + [text]
         services = [s.name for s in result.ir.services]
         proxy = services[0]
         for svc in result.ir.services:  # the sidecar with the most authorization rules
             if len(svc.authorization.rules) > len(result.ir.service(proxy).authorization.rules):
                 proxy = svc.name
-        emitted = backends.emit("envoy", result.ir, [proxy], backends.Options(bootstrap="static", output_dir=tmp),
-                                result.program.sources)
+        emitted = result.emit("envoy", [proxy], backends.Options(bootstrap="static", output_dir=tmp))
         assert not emitted.has_errors, [(d.code, d.message) for d in emitted.diagnostics]
         boot = json.loads(emitted.files[f"{proxy}.envoy.json"])
         boot["admin"]["address"]["socket_address"]["port_value"] = 0

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from compiler import cli, driver, explain
-from compiler.codes import CODES
-from compiler.formats import help_uri
+from compiler import api, cli
+from compiler.tooling import explain
+from compiler.core.codes import CODES
+from compiler.tooling.formats import help_uri
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPLANATIONS = ROOT / "compiler" / explain.EXPLANATIONS_DIR
@@ -65,13 +66,13 @@ def envoy_backend_works(tmp_path_factory) -> bool:
 def diagnostics_of(code: str, paths: list[str], tmp_path: Path, request) -> list[tuple[str, str]]:
     """(code, severity) of every diagnostic the program reports, through the stage that reports `code`."""
     if code.startswith("L"):  # lint rules: through `meshc lint` with the default configuration
-        from compiler.lint import lint_files
-        from compiler.lint.config import LintConfig
+        from compiler.tooling.lint import lint_files
+        from compiler.tooling.lint.config import LintConfig
 
         findings, _ = lint_files(paths, LintConfig(), use_cache=False)
         return [(d.code, d.severity) for d in findings]
     if not code.startswith(BACKEND_PREFIXES):
-        return [(d.code, d.severity) for d in driver.check_files(paths).diagnostics]
+        return [(d.code, d.severity) for d in api.check(paths).diagnostics]
     if not request.getfixturevalue("envoy_backend_works"):
         pytest.skip(f"{code} is reported by the Envoy backend, and `meshc compile --target envoy` "
                     "does not work on the examples yet")
@@ -84,7 +85,7 @@ def diagnostics_of(code: str, paths: list[str], tmp_path: Path, request) -> list
 @pytest.mark.parametrize("code", list(CODES))
 def test_bad_example_reports_its_code_and_nothing_else(code, tmp_path, request):
     ex = explain.load(code)
-    assert ex.bad is not None, f"write compiler/explanations/{code}.md with a `## Bad` and a `## Good` example"
+    assert ex.bad is not None, f"write compiler/tooling/explanations/{code}.md with a `## Bad` and a `## Good` example"
     found = diagnostics_of(code, write_example(ex.bad, tmp_path), tmp_path, request)
     assert code in [c for c, _ in found], f"the bad example of {code} reports {found}"
     assert {c for c, _ in found} == {code}, f"the bad example of {code} also reports {found}"
@@ -93,7 +94,7 @@ def test_bad_example_reports_its_code_and_nothing_else(code, tmp_path, request):
 @pytest.mark.parametrize("code", list(CODES))
 def test_good_example_reports_nothing(code, tmp_path, request):
     ex = explain.load(code)
-    assert ex.good is not None, f"write compiler/explanations/{code}.md with a `## Bad` and a `## Good` example"
+    assert ex.good is not None, f"write compiler/tooling/explanations/{code}.md with a `## Bad` and a `## Good` example"
     found = diagnostics_of(code, write_example(ex.good, tmp_path), tmp_path, request)
     assert code not in [c for c, _ in found] and "error" not in [s for _, s in found], found
     assert found == [], f"the good example of {code} is not clean: {found}"
@@ -141,11 +142,11 @@ def test_explain_without_a_code_lists_every_code(argv, capsys):
 
 
 def test_check_does_not_load_the_explanations(tmp_path):
-    """The check path (editors, pre-commit) never imports compiler.explain nor reads its data."""
+    """The check path (editors, pre-commit) never imports compiler.tooling.explain nor reads its data."""
     src = tmp_path / "a.mesh"
     src.write_text('service a {\n  port 80\n  endpoints ["127.0.0.1:80"]\n}\n', encoding="utf-8")
     script = ("import sys\nfrom compiler import cli\nassert cli.main(['check', sys.argv[1]]) == 0\n"
-              "assert 'compiler.explain' not in sys.modules, 'check imported compiler.explain'\n")
+              "assert 'compiler.tooling.explain' not in sys.modules, 'check imported compiler.tooling.explain'\n")
     env = {k: v for k, v in os.environ.items() if k != "MESHC_DEBUG"}
     proc = subprocess.run([sys.executable, "-c", script, str(src)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)

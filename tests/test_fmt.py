@@ -12,7 +12,7 @@ import textwrap
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from compiler.fmt import FormatError, comments_of, format_text
+from compiler.syntax.fmt import FormatError, comments_of, format_text
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCES = sorted(glob.glob(os.path.join(ROOT, "examples", "*.mesh"))

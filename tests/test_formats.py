@@ -80,8 +80,8 @@ def test_github_annotations_are_one_well_formed_command_per_diagnostic():
 
 
 def test_github_format_escapes_newlines_and_percent():
-    from compiler.diagnostics import Diagnostic
-    from compiler.formats import render_github
+    from compiler.core.diagnostics import Diagnostic
+    from compiler.tooling.formats import render_github
 
     text = render_github([Diagnostic("E0201", "unknown service `a%b`", None, hint="two\nlines", path="x,y:z.mesh")])
     assert text == "::error title=meshc (E0201),file=x%2Cy%3Az.mesh::E0201 unknown service `a%25b`%0Ahint: two%0Alines"

@@ -2,7 +2,7 @@
 
 Every example is mutated (truncated, characters or bytes deleted, tokens inserted, lines swapped)
 and checked in-process through `compiler.cli.main(["check", ...])`, in both output formats, and
-through `compiler.driver.check_files`. The outcome must be exit 0 or 1, never 2 (usage) or 3
+through `compiler.api.check`. The outcome must be exit 0 or 1, never 2 (usage) or 3
 (internal error) and never an exception; exit 1 must come with an error that names a file and a
 line and column (or, for a file that cannot be read or is not UTF-8, its path). A few mutants also go through a
 real `python -m compiler check` process, whose stderr must hold no traceback.
@@ -13,7 +13,7 @@ resolve as they do in examples/.
 Bugs these tests found are kept: the fixed ones as regression tests, the open ones as strict
 xfail tests ("known bugs" below); :func:`known_bug` recognises the inputs that trigger an open
 bug, so that the properties skip those inputs until it is fixed. Generated programs
-(tests/strategies.py, rendered with compiler.render) are checked the same way at the end.
+(tests/strategies.py, rendered with compiler.syntax.render) are checked the same way at the end.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from contextlib import redirect_stderr, redirect_stdout
 import pytest
 from hypothesis import assume, given, strategies as st
 
-from compiler import cli, driver
-from compiler.render import render
+from compiler import api, cli
+from compiler.syntax.render import render
 
 from tests import strategies as S
 from tests.strategies import KEYWORDS
@@ -109,7 +109,7 @@ def check_mutant(workdir, content: str | bytes) -> int:
     human_code, _, human_err = _main(["check", "--color", "always", path])
     assert human_code == code, f"exit {human_code} in human format, {code} in json, on {shown}\n{human_err}"
 
-    result = driver.check_files([path])
+    result = api.check([path])
     assert result.has_errors == (code == 1)
     assert len(result.diagnostics) == len(diags)
     return code
@@ -261,7 +261,7 @@ def test_the_examples_themselves_pass(workdir):
 
 def test_unreadable_and_empty_files(workdir):
     assert check_mutant(workdir, b"\xff\xfe not utf-8 \xc3") == 1
-    assert [d.code for d in driver.check_files([os.path.join(str(workdir), MUTANT)]).diagnostics] == ["E0106"]
+    assert [d.code for d in api.check([os.path.join(str(workdir), MUTANT)]).diagnostics] == ["E0106"]
     assert check_mutant(workdir, "") == 0
     assert check_mutant(workdir, "\ufeffservice") == 1
 

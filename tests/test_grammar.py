@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from compiler.diagnostics import Collector
-from compiler.source import SourceFile, Span
+from compiler.core.diagnostics import Collector
+from compiler.core.source import SourceFile, Span
 from compiler.syntax import tables
 from compiler.syntax.parse import Parser
 

@@ -1,5 +1,16 @@
-"""The import directions of docs/architecture.md: the native proxy never imports the compiler,
-and the IR (the contract both backends read) depends on nothing else of the compiler."""
+"""The architecture as import rules (docs/architecture.md, "Import rules").
+
+The compiler is a pipeline of layers, each of which may import only the layers below it:
+
+    language  <  core  <  ir, syntax  <  semantic  <  lower  <  api (and sharding)  <  tooling  <  cli
+                          ir  <  backends (which read the IR and report diagnostics, nothing else)
+                 core, language  <  ca
+
+The proxy never imports the compiler; its pure decisions never import its I/O; the independent
+evaluator of Envoy's configuration (today tests/equivalence/envoy_model.py) imports neither the
+compiler nor the proxy, so that it checks both from the outside. And nothing imports in a circle.
+Every import counts, including the ones inside functions (made late for start-up time).
+"""
 
 from __future__ import annotations
 
@@ -8,42 +19,178 @@ import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# layer -> the compiler packages it may import (itself always included)
+COMPILER_LAYERS: dict[str, set[str]] = {
+    "compiler.language": set(),
+    "compiler.core": {"compiler.language"},
+    "compiler.ir": {"compiler.core", "compiler.language"},
+    "compiler.syntax": {"compiler.core", "compiler.language"},
+    "compiler.semantic": {"compiler.core", "compiler.language", "compiler.syntax", "compiler.ir"},
+    "compiler.lower": {"compiler.core", "compiler.language", "compiler.syntax", "compiler.semantic", "compiler.ir"},
+    "compiler.backends": {"compiler.core", "compiler.ir"},
+    "compiler.api": {"compiler.core", "compiler.language", "compiler.syntax", "compiler.semantic", "compiler.lower",
+                     "compiler.ir", "compiler.backends", "compiler.sharding"},
+    "compiler.sharding": {"compiler.core", "compiler.language", "compiler.syntax", "compiler.semantic",
+                          "compiler.lower", "compiler.ir"},
+    "compiler.ca": {"compiler.core", "compiler.language"},
+    "compiler.tooling": {"compiler.core", "compiler.language", "compiler.syntax", "compiler.semantic",
+                         "compiler.lower", "compiler.ir", "compiler.backends", "compiler.api", "compiler.sharding"},
+}
+# What a backend may use of the core: the shared diagnostic types, nothing of the front end.
+BACKEND_CORE = {"compiler.core.diagnostics", "compiler.core.source"}
+
+
+def module_name(path: str) -> str:
+    rel = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+    return rel[:-len(".__init__")] if rel.endswith(".__init__") else rel
+
+
+def is_package(name: str) -> bool:
+    return os.path.isfile(os.path.join(ROOT, *name.split("."), "__init__.py"))
+
+
+def is_module(name: str) -> bool:
+    return is_package(name) or os.path.isfile(os.path.join(ROOT, *name.split(".")) + ".py")
+
 
 def imported_modules(path: str) -> set[str]:
+    """Every module a file imports, anywhere in it; `from PKG import NAME` counts as PKG.NAME
+    when that is a module."""
     with open(path, encoding="utf-8") as fh:
         tree = ast.parse(fh.read(), path)
+    here = module_name(path)
+    package = here if is_package(here) else here.rpartition(".")[0]
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+            submodules = {f"{base}.{alias.name}" for alias in node.names if is_module(f"{base}.{alias.name}")}
+            found |= submodules
+            if len(submodules) < len(node.names):  # something defined in the package itself
+                found.add(base)
     return found
 
 
-def python_files(folder: str):
-    for root, _, names in os.walk(os.path.join(ROOT, folder)):
-        for name in names:
-            if name.endswith(".py"):
-                yield os.path.join(root, name)
+def python_files(*folders: str):
+    for folder in folders:
+        for root, _, names in os.walk(os.path.join(ROOT, folder)):
+            for name in sorted(names):
+                if name.endswith(".py"):
+                    yield os.path.join(root, name)
+
+
+def ours(modules: set[str]) -> set[str]:
+    return {m for m in modules if m.split(".")[0] in ("compiler", "runtime_proxy")}
+
+
+def layer_of(module: str, layers) -> str | None:
+    return next((layer for layer in layers if module == layer or module.startswith(layer + ".")), None)
 
 
 def test_runtime_proxy_never_imports_the_compiler():
     files = list(python_files("runtime_proxy"))
     assert files, "runtime_proxy has no Python files"
     for path in files:
-        bad = {m for m in imported_modules(path) if m == "compiler" or m.startswith("compiler.")}
+        bad = {m for m in imported_modules(path) if m.split(".")[0] == "compiler"}
         assert not bad, f"{path} imports {bad}"
 
 
-def test_the_ir_depends_on_no_other_compiler_module():
-    bad = {m for m in imported_modules(os.path.join(ROOT, "compiler", "ir.py"))
-           if m.startswith("compiler") and m != "compiler.nodes"}  # the shared dataclass base
-    assert not bad
+def test_compiler_layers_import_only_the_layers_below():
+    checked = 0
+    for path in python_files("compiler"):
+        here = module_name(path)
+        layer = layer_of(here, COMPILER_LAYERS)
+        if layer is None:
+            continue  # compiler/__init__.py, __main__.py and the CLI may import anything
+        checked += 1
+        allowed = COMPILER_LAYERS[layer] | {layer, "compiler"}
+        for m in ours(imported_modules(path)):
+            if m.split(".")[0] == "runtime_proxy":
+                raise AssertionError(f"{here} imports the proxy ({m}): only the CLI may start it")
+            target = layer_of(m, list(COMPILER_LAYERS) + ["compiler.cli"])
+            assert target is None or target in allowed, f"{here} ({layer}) imports {m} ({target})"
+            if layer == "compiler.backends" and target == "compiler.core":
+                assert m in BACKEND_CORE, f"{here}: a backend uses {m} of the core (only diagnostics may be)"
+    assert checked > 50
 
 
-def test_the_syntax_layer_does_not_import_checks_or_lowering():
-    for path in python_files(os.path.join("compiler", "syntax")):
-        bad = {m for m in imported_modules(path)
-               if m.startswith(("compiler.checks", "compiler.lower", "compiler.driver", "compiler.cli"))}
+def test_nothing_below_the_cli_imports_it():
+    for path in python_files("compiler"):
+        here = module_name(path)
+        if here in ("compiler.__main__",) or here.startswith("compiler.cli"):
+            continue
+        bad = {m for m in imported_modules(path) if m == "compiler.cli" or m.startswith("compiler.cli.")}
+        assert not bad, f"{here} imports the CLI: {bad}"
+
+
+def test_the_backends_do_not_import_each_other():
+    for target, other in (("envoy", "native"), ("native", "envoy")):
+        for path in python_files(os.path.join("compiler", "backends", target)):
+            bad = {m for m in imported_modules(path) if m.startswith(f"compiler.backends.{other}")}
+            assert not bad, f"{path} imports {bad}"
+
+
+def test_proxy_decisions_never_import_its_io():
+    files = list(python_files(os.path.join("runtime_proxy", "decide")))
+    assert files
+    for path in files:
+        bad = {m for m in ours(imported_modules(path)) if not m.startswith("runtime_proxy.decide")}
+        assert not bad, f"{path}: a decision imports {bad} (decisions import only other decisions)"
+
+
+def test_the_config_contract_imports_no_io():
+    for path in python_files(os.path.join("runtime_proxy", "config")):
+        bad = {m for m in ours(imported_modules(path)) if m.startswith("runtime_proxy.net")}
         assert not bad, f"{path} imports {bad}"
+
+
+def test_the_envoy_evaluator_imports_neither_the_compiler_nor_the_proxy():
+    path = os.path.join(ROOT, "tests", "equivalence", "envoy_model.py")
+    bad = {m for m in imported_modules(path) if m.split(".")[0] in ("compiler", "runtime_proxy")}
+    assert not bad, f"the independent Envoy evaluator imports {bad}"
+
+
+def test_no_import_cycles():
+    graph: dict[str, set[str]] = {}
+    for path in python_files("compiler", "runtime_proxy"):
+        here = module_name(path)
+        graph[here] = {m for m in ours(imported_modules(path)) if is_module(m) and m != here}
+    # a package's __init__ is imported by its submodules implicitly; only written imports count here
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    assert not cycles, f"import cycles: {cycles}"

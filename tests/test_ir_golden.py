@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compiler import driver, output
+from compiler import api
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN_DIR = ROOT / "tests" / "golden" / "ir"
@@ -34,19 +34,19 @@ def inputs(case: str) -> list[str]:
 
 
 def compile_case(case: str):
-    from compiler.cli import expand_paths
+    from compiler.cli.inputs import expand_paths
 
     with contextlib.chdir(ROOT):
         files, missing = expand_paths(inputs(case))
         assert not missing
-        return driver.compile_files(files)
+        return api.compile(files)
 
 
 @functools.lru_cache(maxsize=None)
 def ir_text(case: str) -> str:
     result = compile_case(case)
     assert result.diagnostics == [], f"examples compile clean: {[d.message for d in result.diagnostics]}"
-    return output.ir_json(result.ir).decode("utf-8")
+    return result.ir_json().decode("utf-8")
 
 
 def run_cli(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -114,7 +114,7 @@ def test_compilation_is_deterministic():
     """The same bytes in process, and across processes with different hash seeds (set and dict order)."""
     first = compile_case(WHOLE)
     second = compile_case(WHOLE)
-    assert output.ir_json(first.ir) == output.ir_json(second.ir)
+    assert first.ir_json() == second.ir_json()
     runs = [run_cli("compile", "examples", "--emit", "ir", env_extra={"PYTHONHASHSEED": seed}) for seed in ("1", "2")]
     for proc in runs:
         assert proc.returncode == 0, proc.stderr
@@ -124,5 +124,5 @@ def test_compilation_is_deterministic():
 @pytest.mark.parametrize("case", CASES)
 def test_yaml_form_parses_to_the_same_data(case):
     result = compile_case(case)
-    from_yaml = yaml.safe_load(output.ir_yaml(result.ir))
-    assert from_yaml == json.loads(output.ir_json(result.ir))
+    from_yaml = yaml.safe_load(result.ir_yaml())
+    assert from_yaml == json.loads(result.ir_json())

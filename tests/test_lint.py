@@ -131,8 +131,8 @@ def test_inline_suppression_names_its_code(tree, where):
 
 
 def test_second_run_of_an_unchanged_tree_comes_from_the_cache(tree):
-    from compiler.lint import lint_files
-    from compiler.lint.config import LintConfig
+    from compiler.tooling.lint import lint_files
+    from compiler.tooling.lint.config import LintConfig
 
     cwd = os.getcwd()
     os.chdir(tree)
@@ -153,8 +153,8 @@ def test_second_run_of_an_unchanged_tree_comes_from_the_cache(tree):
 
 
 def test_an_edit_to_an_imported_file_invalidates_the_cache(tmp_path):
-    from compiler.lint import lint_files
-    from compiler.lint.config import LintConfig
+    from compiler.tooling.lint import lint_files
+    from compiler.tooling.lint.config import LintConfig
 
     (tmp_path / "policies.mesh").write_text("policy limits small {\n  connections 10\n}\n")
     (tmp_path / "main.mesh").write_text('import "policies.mesh"\n\nservice a {\n  port 80\n'

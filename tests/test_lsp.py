@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("pygls")
 pytest.importorskip("lsprotocol")
 
-from compiler import lsp_analysis  # noqa: E402  (after the skips)
+from compiler.tooling.lsp import analysis as lsp_analysis  # noqa: E402  (after the skips)
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 10.0
@@ -257,9 +257,9 @@ def test_completion_after_to_offers_subsets(client, workspace):
 
 
 def test_formatting_returns_one_edit_when_the_text_changes(client, workspace):
-    fmt = pytest.importorskip("compiler.fmt")
+    fmt = pytest.importorskip("compiler.syntax.fmt")
     if not hasattr(fmt, "format_text"):
-        pytest.skip("compiler.fmt has no format_text yet")
+        pytest.skip("compiler.syntax.fmt has no format_text yet")
     uri = (workspace / "ugly.mesh").as_uri()
     text = "service   a {port 80\nendpoints [\"10.0.0.1:80\"]}\n"
     client.open(uri, text)
@@ -292,10 +292,10 @@ def test_check_and_the_shared_analysis_do_not_import_pygls():
         "import sys\n"
         "from compiler.cli import main\n"
         "code = main(['check', 'examples/shop.mesh'])\n"
-        "from compiler import lsp_analysis\n"
+        "from compiler.tooling.lsp import analysis as lsp_analysis\n"
         "lsp_analysis.check_document('file:///tmp/x.mesh', 'service a { port 1 }')\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pygls', 'lsprotocol', 'compiler.lsp'))\n"
-        "assert code == 0 and not bad and 'compiler.lsp' not in sys.modules, (code, bad)\n")
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pygls', 'lsprotocol'))\n"
+        "assert code == 0 and not bad and 'compiler.tooling.lsp.server' not in sys.modules, (code, bad)\n")
     assert proc.returncode == 0, proc.stderr
 
 

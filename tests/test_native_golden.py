@@ -25,7 +25,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from compiler import backends, driver
+from compiler import api, backends
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN_DIR = ROOT / "tests" / "golden" / "native"
@@ -34,7 +34,7 @@ EXAMPLES = sorted(p.stem for p in (ROOT / "examples").glob("*.mesh"))
 
 def compile_example(case: str):
     with contextlib.chdir(ROOT):
-        result = driver.compile_files([f"examples/{case}.mesh"])
+        result = api.compile([f"examples/{case}.mesh"])
     assert result.diagnostics == [], [d.message for d in result.diagnostics]
     return result
 
@@ -50,8 +50,7 @@ def own_services(program, case: str) -> list[str]:
 @functools.lru_cache(maxsize=None)
 def emitted(case: str) -> dict[str, bytes]:
     result = compile_example(case)
-    out = backends.emit("native", result.ir, own_services(result.ir, case), backends.Options(),
-                        result.program.sources)
+    out = result.emit("native", own_services(result.ir, case))
     assert out.diagnostics == []
     return out.files
 
@@ -100,15 +99,15 @@ def test_no_orphaned_native_goldens(update_goldens):
 def schema_validator():
     import jsonschema
 
-    from runtime_proxy.loading import load_schema
+    from runtime_proxy.config.loading import load_schema
     return jsonschema.Draft202012Validator(load_schema())
 
 
 @pytest.mark.parametrize("path", all_goldens(), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_golden_is_a_valid_config(path):
-    from runtime_proxy.config import Config
-    from runtime_proxy.loading import load, semantic_errors
-    from runtime_proxy.table import compile_config
+    from runtime_proxy.config.model import Config
+    from runtime_proxy.config.loading import load, semantic_errors
+    from runtime_proxy.decide.table import compile_config
 
     raw = path.read_bytes()
     config = Config.model_validate_json(raw, strict=True)
@@ -161,7 +160,7 @@ def test_every_ir_field_reaches_the_config():
     """The lowering is field by field: a field added to an IR class that the config has too must
     be transcribed (the models forbid unknown fields, so the reverse is caught by validation)."""
     from compiler import ir
-    from runtime_proxy import config as cfg
+    from runtime_proxy.config import model as cfg
 
     pairs = [(ir.Route, cfg.Route), (ir.Match, cfg.Match), (ir.HeaderMatch, cfg.HeaderMatch),
              (ir.QueryMatch, cfg.QueryMatch), (ir.Retry, cfg.Retry), (ir.Split, cfg.Split),
@@ -252,11 +251,11 @@ def test_a_mesh_without_mtls_needs_no_identity_files(tmp_path):
         'service a {\n  port 80\n  endpoints ["127.0.0.1:9001"]\n}\n'
         'service b {\n  port 81\n  endpoints ["127.0.0.1:9002"]\n}\n')
     with contextlib.chdir(tmp_path):
-        result = driver.compile_files(["plain.mesh"])
+        result = api.compile(["plain.mesh"])
     assert result.diagnostics == [], [d.message for d in result.diagnostics]
     data = json.loads(backends.emit("native", result.ir, ["a"], backends.Options()).files["a.native.json"])
     assert data["mtls"] == {"mode": "disable", "files": None}
     assert [(s["name"], s["mtls"]) for s in data["services"]] == [("a", False), ("b", False)]
-    from runtime_proxy.config import Config
-    from runtime_proxy.table import compile_config
+    from runtime_proxy.config.model import Config
+    from runtime_proxy.decide.table import compile_config
     compile_config(Config.model_validate(data, strict=True))

@@ -12,11 +12,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from runtime_proxy.config import json_schema
-from runtime_proxy.loading import ConfigError, check_with_schema, json_path, load
+from runtime_proxy.config.model import json_schema
+from runtime_proxy.config.loading import ConfigError, check_with_schema, json_path, load
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = ROOT / "runtime_proxy" / "config.schema.json"
+SCHEMA = ROOT / "runtime_proxy" / "config" / "schema.json"
 GOLDEN = ROOT / "tests" / "golden" / "native" / "canary" / "recommendations.native.json"
 
 
@@ -30,9 +30,9 @@ def test_committed_schema_is_current(update_goldens):
         if not SCHEMA.exists() or SCHEMA.read_bytes() != text:
             SCHEMA.write_bytes(text)
         return
-    assert SCHEMA.exists(), "runtime_proxy/config.schema.json is missing: run `pytest --update-goldens`"
+    assert SCHEMA.exists(), "runtime_proxy/config/schema.json is missing: run `pytest --update-goldens`"
     assert SCHEMA.read_bytes() == text, (
-        "runtime_proxy/config.schema.json is stale: runtime_proxy/config.py changed. Regenerate it with "
+        "runtime_proxy/config/schema.json is stale: runtime_proxy/config/model.py changed. Regenerate it with "
         "`pytest --update-goldens` (tests/test_native_schema.py) and commit it; bump SCHEMA_VERSION "
         "if an older proxy would misread the new format")
 

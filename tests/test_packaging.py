@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler import program
+from compiler.semantic import program
 
 ROOT = Path(__file__).resolve().parent.parent
 _SKIP = shutil.ignore_patterns(".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", "*.pyc",
@@ -61,14 +61,14 @@ def test_wheel_contains_every_stdlib_module(names):
 
 
 def test_wheel_contains_every_code_explanation(names):
-    from compiler.codes import CODES
+    from compiler.core.codes import CODES
 
     for code in CODES:  # read by `meshc explain` through package_data
-        assert f"compiler/explanations/{code}.md" in names
+        assert f"compiler/tooling/explanations/{code}.md" in names
 
 
 def test_wheel_contains_the_compiler_packages(names):
-    for module in ("compiler/cli.py", "compiler/syntax/parse.py", "compiler/checks/routes.py", "compiler/__main__.py"):
+    for module in ("compiler/cli/__init__.py", "compiler/syntax/parse.py", "compiler/semantic/checks/routes.py", "compiler/__main__.py"):
         assert module in names
     assert not any(n.startswith("tests/") for n in names)
 
@@ -98,11 +98,11 @@ def test_installed_wheel_finds_its_data_through_importlib_resources(wheel, tmp_p
     shutil.copy(ROOT / "examples" / "resilience.mesh", work / "resilience.mesh")
     script = textwrap.dedent("""
         import sys
-        import compiler, compiler.program
-        from compiler import driver
+        import compiler, compiler.semantic.program
+        from compiler import api
         assert compiler.__file__.startswith(sys.argv[1]), compiler.__file__
-        print(",".join(compiler.program.stdlib_modules()))
-        result = driver.compile_files(["resilience.mesh"])
+        print(",".join(compiler.semantic.program.stdlib_modules()))
+        result = api.compile(["resilience.mesh"])
         assert not result.diagnostics, [d.message for d in result.diagnostics]
         print(len(result.ir.services))
     """)
@@ -125,9 +125,9 @@ def test_stdlib_modules_are_found_through_importlib_resources():
 
 @pytest.mark.parametrize("module", program.stdlib_modules())
 def test_every_stdlib_module_imports_cleanly(module, tmp_path):
-    from compiler import driver
+    from compiler import api
 
     (tmp_path / "main.mesh").write_text(f'import "std/{module}"\n', encoding="utf-8")
-    result = driver.check_files([str(tmp_path / "main.mesh")])
+    result = api.check([str(tmp_path / "main.mesh")])
     assert result.diagnostics == []
     assert f"<std>/{module}.mesh" in result.program.stdlib_paths

@@ -30,7 +30,7 @@ import pytest
 from mtls_support import bad_certs, client_context, issue, make_ca, peer_id, rotate, serial, server_context
 from proxy_backend import Backend
 from proxy_harness import ROOT, config, route, run_proxy, service, subset, write_config
-from runtime_proxy.tls import serial_hex
+from runtime_proxy.net.tls import serial_hex
 
 TD = "spiffe://test.local/ns/default/sa/"
 OWN = TD + "client"

@@ -11,10 +11,10 @@ import sys
 
 import pytest
 
-from runtime_proxy import loading
-from runtime_proxy.route_index import ANY, build, first_segment_of_value
-from runtime_proxy.routing import select_route
-from runtime_proxy.table import compile_config
+from runtime_proxy.config import loading
+from runtime_proxy.decide.route_index import ANY, build, first_segment_of_value
+from runtime_proxy.decide.routing import select_route
+from runtime_proxy.decide.table import compile_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]

@@ -17,10 +17,10 @@ import os
 import pytest
 from hypothesis import given, strategies as st
 
-from compiler import ast
-from compiler.diagnostics import Collector
-from compiler.render import duration, percent, render, string
-from compiler.source import SourceFile
+from compiler.syntax import ast
+from compiler.core.diagnostics import Collector
+from compiler.syntax.render import duration, percent, render, string
+from compiler.core.source import SourceFile
 from compiler.syntax.parse import Parser
 
 from tests import strategies as S

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from compiler.diagnostics import Diagnostic
-from compiler.source import SourceFile, Span
+from compiler.core.diagnostics import Diagnostic
+from compiler.core.source import SourceFile, Span
 
 
 def located(code: str, message: str, source: str | None, sources: dict[str, SourceFile],

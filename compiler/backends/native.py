@@ -29,7 +29,7 @@ import hashlib
 import posixpath
 
 from compiler import ir
-from compiler.backends import CA_FILE, CERT_FILE, KEY_FILE, Emitted, Options, identity_dir, needs_identity
+from compiler.backends.base import CA_FILE, CERT_FILE, KEY_FILE, Emitted, Options, identity_dir, needs_identity
 
 SCHEMA_VERSION = 1          # runtime_proxy.config.SCHEMA_VERSION (not imported: see above)
 LISTEN_HOST = "127.0.0.1"   # sidecar listeners bind the loopback interface only

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 
-from compiler import ast
-from compiler.diagnostics import Collector
-from compiler.source import SourceFile, Span
+from compiler.syntax import ast
+from compiler.core.diagnostics import Collector
+from compiler.core.source import SourceFile, Span
 
 
 _ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r"}

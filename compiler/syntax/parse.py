@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import re
 from itertools import accumulate
+from typing import NamedTuple
 
-from compiler import ast
-from compiler.diagnostics import Collector, did_you_mean
-from compiler.source import SourceFile, Span
+from compiler.syntax import ast
+from compiler.core.diagnostics import Collector, did_you_mean
+from compiler.core.source import SourceFile, Span
 from compiler.syntax.build import Builder, reducers
 from compiler.syntax.tables import Tables, load_tables
 
@@ -301,12 +302,49 @@ def _join(words: list[str], last: str = "or") -> str:
     return ", ".join(words[:-1]) + f" {last} " + words[-1]
 
 
+class Token(NamedTuple):
+    """One token as the parser classified it: `kind` is `keyword`, `punctuation`, or the lower-case
+    terminal (`name`, `string`, `int`, `duration`, `percent`, `cond` for a retry condition, `path_kind`, ...)."""
+    kind: str
+    text: str
+    start: int
+    end: int
+
+
 _PARSER: Parser | None = None
+
+
+def _parser() -> Parser:
+    global _PARSER
+    if _PARSER is None:
+        _PARSER = Parser()
+    return _PARSER
 
 
 def parse_source(source: SourceFile, diags: Collector) -> ast.Module:
     """Parse one source file with the shared parser."""
-    global _PARSER
-    if _PARSER is None:
-        _PARSER = Parser()
-    return _PARSER.parse(source, diags)
+    return _parser().parse(source, diags)
+
+
+def tokens(source: SourceFile) -> list[Token] | None:
+    """The tokens of a file, each classified as the parser took it (a keyword written where a name
+    stands is a `name`); None when the file has a syntax error (`parse_source` reports it)."""
+    parser = _parser()
+    builder = Builder(source, Collector())
+    try:
+        parser._run(source.text, 0, len(source.text), "start", reducers(builder, parser.tables), builder)
+    except SyntaxErrorAt:
+        return None
+    keywords = set(parser.tables.keywords.values())
+    out = []
+    for text, terminal, start, end in zip(builder.vals, builder.types, builder.starts, builder.ends):
+        if terminal == "$END":
+            continue
+        if terminal in parser._punct_types:
+            kind = "punctuation"
+        elif terminal in keywords:
+            kind = "keyword"
+        else:
+            kind = terminal.lower()
+        out.append(Token(kind, text, start, end))
+    return out

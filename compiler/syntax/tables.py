@@ -37,7 +37,7 @@ class Tables:
 
 
 def grammar_text() -> str:
-    from compiler import package_data
+    from compiler.core import package_data
 
     text = package_data.read_text(GRAMMAR_PACKAGE, GRAMMAR_FILE)
     if text is None:

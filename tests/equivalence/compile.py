@@ -1,7 +1,7 @@
 """A generated policy compiled by the real compiler, in process, into both targets' files.
 
-`compile_text` runs the same pipeline as `meshc compile` (parse, check, lower, IR self-check,
-backend) on a text held in memory, for the sidecar `SIDECAR`: the Envoy files in the fleet
+`compile_text` runs the compile API (compiler/api.py), as `meshc compile` does, on a text held
+in memory, for the sidecar `SIDECAR`: the Envoy files in the fleet
 layout (`xds/cds.json`, or `xds/SIDECAR/cds.json` when some service runs mTLS,
 `xds/rds-outbound.json`, `xds/SIDECAR/lds.json`, with mTLS the SDS files
 `xds/SIDECAR/sds-*.json`, and the xds bootstrap `SIDECAR.envoy.json`) and the native config
@@ -16,13 +16,8 @@ import json
 import os
 from dataclasses import dataclass
 
-from compiler import backends
-from compiler.checks import run_checks
-from compiler.diagnostics import Collector
-from compiler.ir_check import check_ir
-from compiler.lower import lower_program
-from compiler.program import load_program_text
-from compiler.symbols import build_context
+from compiler import api
+from compiler.backends.base import Options
 
 SIDECAR = "client"
 
@@ -64,26 +59,18 @@ class Compiled:
 
 def compile_text(text: str, xds_dir: str = "/etc/meshc/xds", path: str = "generated.mesh",
                  certs_dir: str | None = None) -> Compiled:
-    diags = Collector()
-    program = load_program_text(path, text, diags)
-    ctx = build_context(program, diags)
-    run_checks(ctx)
-    found = diags.sorted()
-    errors = [d for d in found if d.severity == "error"]
+    comp = api.compile([api.Text(path, text)], shard=False)
+    errors = [d for d in comp.diagnostics if d.severity == "error"]
     if errors:
         raise PolicyRejected(_describe(errors, text))
-    ir = lower_program(ctx)
-    problems = check_ir(ir)
-    if problems:
-        raise PolicyRejected("IR self-check failed: " + "; ".join(problems) + "\n" + text)
-    options = backends.Options(bootstrap="xds", xds_dir=os.path.abspath(xds_dir), output_dir=os.path.abspath(xds_dir),
-                               certs_dir=certs_dir)
-    envoy = backends.emit("envoy", ir, [SIDECAR], options, program.sources)
-    native = backends.emit("native", ir, [SIDECAR], options, program.sources)
+    options = Options(bootstrap="xds", xds_dir=os.path.abspath(xds_dir), output_dir=os.path.abspath(xds_dir),
+                      certs_dir=certs_dir)
+    envoy = comp.emit("envoy", [SIDECAR], options)
+    native = comp.emit("native", [SIDECAR], options)
     errors = [d for d in envoy.diagnostics + native.diagnostics if d.severity == "error"]
     if errors:
         raise PolicyRejected(_describe(errors, text))
-    warnings = [f"{d.code}: {d.message}" for d in found + envoy.diagnostics + native.diagnostics
+    warnings = [f"{d.code}: {d.message}" for d in comp.diagnostics + envoy.diagnostics + native.diagnostics
                 if d.severity != "error"]
     return Compiled(text, envoy.files, json.loads(native.files[f"{SIDECAR}.native.json"]), warnings)
 

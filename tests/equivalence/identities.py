@@ -16,8 +16,8 @@ import datetime as dt
 import os
 import ssl
 
-from compiler import ca as build
-from compiler import ca_files
+from compiler.ca import certs as build
+from compiler.ca import files as ca_files
 from tests.equivalence.policies import CALLERS, CLIENT_ID, SIDECAR, TRUST_DOMAIN
 from tests.mtls_support import client_context, issue, make_ca
 

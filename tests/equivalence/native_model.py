@@ -21,20 +21,20 @@ import json
 
 import httptools
 
-from runtime_proxy import authz as authz_mod
-from runtime_proxy import fault as fault_mod
-from runtime_proxy import split as split_mod
-from runtime_proxy import tls as tls_mod
-from runtime_proxy.config import Config
-from runtime_proxy.exchange import UP_SKIP, changed_request_headers, changed_response_lines, upstream_target
-from runtime_proxy.http import BODY_FAULT, BODY_RBAC, RESPONSE_SKIP, connection_tokens
-from runtime_proxy.loading import semantic_errors
-from runtime_proxy.normalize import normalize
-from runtime_proxy.route_index import build as build_route_index
-from runtime_proxy.routing import select_route
-from runtime_proxy.server import Downstream, header_dict
-from runtime_proxy.table import compile_config
-from runtime_proxy.upstream import RESPONSE_INLINE_BYTES, add_inline_line
+from runtime_proxy.decide import authz as authz_mod
+from runtime_proxy.decide import fault as fault_mod
+from runtime_proxy.decide import split as split_mod
+from runtime_proxy.net import tls as tls_mod
+from runtime_proxy.config.model import Config
+from runtime_proxy.net.exchange import UP_SKIP, changed_request_headers, changed_response_lines, upstream_target
+from runtime_proxy.net.http import BODY_FAULT, BODY_RBAC, RESPONSE_SKIP, connection_tokens
+from runtime_proxy.config.loading import semantic_errors
+from runtime_proxy.decide.normalize import normalize
+from runtime_proxy.decide.route_index import build as build_route_index
+from runtime_proxy.decide.routing import select_route
+from runtime_proxy.net.server import Downstream, header_dict
+from runtime_proxy.decide.table import compile_config
+from runtime_proxy.net.upstream import RESPONSE_INLINE_BYTES, add_inline_line
 from tests.equivalence.decisions import (REFUSED, SAMPLE_RESPONSE, Decision, canonical_fault, canonical_mirror,
                                          canonical_pick, canonical_retry, model_der, visible_request_headers)
 

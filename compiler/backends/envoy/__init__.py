@@ -29,7 +29,7 @@ nothing but the IR and the backend plumbing.
 from __future__ import annotations
 
 from compiler import ir
-from compiler.backends import Emitted, Options, identity_dir, needs_identity
+from compiler.backends.base import Emitted, Options, identity_dir, needs_identity
 from compiler.backends.envoy import bootstrap, clusters, limitations, listeners, names, routes, tls
 
 

@@ -9,16 +9,19 @@ from compiler.backends.envoy import names
 from compiler.backends.envoy.matches import route_match
 from compiler.backends.envoy.values import duration, fractional_percent, header_value
 
-# Envoy's `retry_on` tokens that the IR may carry. Envoy accepts any other token silently and
-# ignores it (ENVOY_NOTES §6), so a token outside this set must never reach the output. The
-# front end only produces these (E0310); a violation is a compiler bug, not a user error.
-RETRY_ON_TOKENS = frozenset({"5xx", "gateway-error", "reset", "connect-failure", "refused-stream", "retriable-4xx"})
+# Envoy 1.40's own `retry_on` vocabulary (its router documentation). Envoy accepts any other
+# token silently and ignores it (ENVOY_NOTES §6), so a condition of the IR (`ir.RETRY_ON`, the
+# language's list) that is not one of these must never reach the output; the front end only
+# produces the IR's (E0310), and a violation is a compiler bug, not a user error.
+ENVOY_RETRY_ON = frozenset({"5xx", "gateway-error", "reset", "reset-before-request", "connect-failure",
+                            "envoy-ratelimited", "retriable-4xx", "refused-stream", "retriable-status-codes",
+                            "retriable-headers", "http3-post-connect-failure"})
 STATUS_CODES_TOKEN = "retriable-status-codes"
 
 
 def retry_policy(r: ir.Retry) -> dict:
     """`config.route.v3.RetryPolicy`. Status codes need the `retriable-status-codes` token."""
-    unknown = [t for t in r.retry_on if t not in RETRY_ON_TOKENS]
+    unknown = [t for t in r.retry_on if t not in ir.RETRY_ON or t not in ENVOY_RETRY_ON]
     if unknown:
         raise ValueError(f"retry condition(s) {unknown} are not Envoy retry_on tokens "
                          "(the front end must have rejected them: E0310)")

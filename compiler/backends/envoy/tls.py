@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from compiler import ir
-from compiler.backends import CA_FILE, CERT_FILE, KEY_FILE
+from compiler.backends.base import CA_FILE, CERT_FILE, KEY_FILE
 from compiler.backends.envoy import names
 
 # The listener filter that tells a TLS ClientHello from plaintext (`permissive`: one port, both).

@@ -1,0 +1,154 @@
+"""`meshc check` and `meshc compile`: the compile API (compiler/api.py) behind the command line.
+
+`compile --emit STAGE` prints any stage of a compile, or writes it into `-o DIR`: the tokens and
+the AST of every file of the program (which need only parsing), the IR, or a backend's files.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from compiler.cli.exits import EXIT_INPUT, EXIT_OK, EXIT_USAGE
+from compiler.cli.report import print_diagnostics
+
+
+def check(files: list[str], args) -> int:
+    from compiler import api
+
+    comp = api.check(files)
+    print_diagnostics(comp.diagnostics, args.output_format, args.color)
+    return EXIT_INPUT if comp.has_errors and not args.exit_zero else EXIT_OK
+
+
+def compile_command(files: list[str], args) -> int:
+    stage = args.emit
+    if stage in ("envoy", "native"):
+        return _emit_target(files, args)
+    if args.proxy or args.bootstrap or args.xds_dir or args.certs_dir:
+        print("meshc: error: --proxy, --bootstrap, --xds-dir and --certs-dir need --emit envoy or --emit native",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if stage in ("tokens", "ast"):
+        return _emit_syntax(files, args)
+    from compiler import api
+
+    comp = api.compile(files)
+    print_diagnostics(comp.diagnostics, args.output_format, args.color,
+                      json_stream=sys.stderr if args.output is None else None)
+    if comp.has_errors:
+        return EXIT_INPUT
+    text = comp.ir_yaml() if args.ir_format == "yaml" else comp.ir_json()
+    services, routes = comp.counts
+    return _deliver(args, {f"mesh.ir.{args.ir_format}": text}, f"({services} services, {routes} routes)")
+
+
+def _emit_syntax(files: list[str], args) -> int:
+    """`--emit tokens|ast`: the parsed files (the program's imports included), before any check."""
+    from compiler import api
+
+    comp = api.parse(files)
+    print_diagnostics(comp.diagnostics, args.output_format, args.color,
+                      json_stream=sys.stderr if args.output is None else None)
+    if comp.has_errors:
+        return EXIT_INPUT
+    if args.emit == "tokens":
+        lines = []
+        for path, found in comp.tokens():
+            source = comp.sources[path]
+            for t in found:
+                line, col = source.line_col(t.start)
+                lines.append(f"{path}:{line}:{col}\t{t.kind}\t{t.text}\n")
+        return _deliver(args, {"mesh.tokens": "".join(lines)}, f"({len(lines)} tokens)")
+    import orjson
+
+    from compiler.syntax.ast import to_data
+
+    doc = {"modules": [to_data(m) for m in comp.program.modules]}
+    text = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    return _deliver(args, {"mesh.ast.json": text}, f"({len(comp.program.modules)} files)")
+
+
+def _emit_target(files: list[str], args) -> int:
+    """`--emit envoy|native`: the IR through a backend, all files written or none."""
+    if not args.proxy:
+        print(f"meshc: error: --emit {args.emit} needs --proxy SERVICE (repeatable) or --proxy all", file=sys.stderr)
+        return EXIT_USAGE
+    for option, value in (("--xds-dir", args.xds_dir), ("--certs-dir", args.certs_dir)):
+        if value is not None and not os.path.isabs(value):
+            print(f"meshc: error: {option} must be an absolute path (the proxies resolve it at run time): {value}",
+                  file=sys.stderr)
+            return EXIT_USAGE
+    from compiler import api
+    from compiler.backends.base import Options
+
+    comp = api.compile(files)
+    if comp.has_errors:
+        print_diagnostics(comp.diagnostics, args.output_format, args.color)
+        return EXIT_INPUT
+    names = [s.name for s in comp.ir.services]
+    proxies = _proxies(args.proxy, names)
+    if proxies is None:
+        return EXIT_USAGE
+    out_dir = os.path.abspath(args.output) if args.output is not None else None
+    options = Options(bootstrap=args.bootstrap, xds_dir=args.xds_dir, output_dir=out_dir, certs_dir=args.certs_dir)
+    emitted = comp.emit(args.emit, proxies, options)
+    diags = sorted(comp.diagnostics + emitted.diagnostics, key=lambda d: d.sort_key())
+    print_diagnostics(diags, args.output_format, args.color,
+                      json_stream=sys.stderr if args.output is None else None)
+    if emitted.has_errors:
+        return EXIT_INPUT
+    services, routes = comp.counts
+    plural = "proxy" if len(proxies) == 1 else "proxies"
+    if args.output is None:
+        import orjson
+
+        doc = {name: orjson.loads(data) for name, data in emitted.files.items()}
+        return _deliver(args, {"": orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+                                                | orjson.OPT_SORT_KEYS)}, "")
+    return _deliver(args, emitted.files, f"for {len(proxies)} {plural} to {args.output} "
+                                         f"({services} services, {routes} routes)", count=True)
+
+
+def _proxies(asked: list[str], names: list[str]) -> list[str] | None:
+    """The sidecars to configure (`all`: every service), or None after a usage error."""
+    if "all" in asked:
+        return names
+    known = set(names)
+    proxies: list[str] = []
+    for name in asked:
+        if name not in known:
+            from compiler.core.diagnostics import did_you_mean
+
+            hint = did_you_mean(name, names)
+            print(f"meshc: error: --proxy {name}: no service `{name}` in the program"
+                  + (f" ({hint})" if hint else ""), file=sys.stderr)
+            return None
+        if name not in proxies:
+            proxies.append(name)
+    return proxies
+
+
+def _deliver(args, files: dict[str, str | bytes], what: str, count: bool = False) -> int:
+    """Print the one output on standard output, or write every output into `-o DIR`."""
+    if args.output is None:
+        (text,) = files.values()
+        if isinstance(text, bytes):
+            sys.stdout.flush()
+            sys.stdout.buffer.write(text)
+        else:
+            sys.stdout.write(text)
+        return EXIT_OK
+    from compiler.cli.output import write_all
+
+    try:
+        written = write_all(args.output, files)
+    except OSError as err:
+        print(f"meshc: error: cannot write to {args.output}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_USAGE
+    if count:
+        print(f"meshc: wrote {len(written)} files {what}", file=sys.stderr)
+    else:
+        for path in written:
+            print(f"meshc: wrote {path} {what}", file=sys.stderr)
+    return EXIT_OK

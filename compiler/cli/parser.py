@@ -1,0 +1,115 @@
+"""The `meshc` argument parser: one subcommand per job, built only for the command being run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+from compiler import __version__
+from compiler.cli.exits import EXIT_USAGE
+
+COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp", "ca")
+FORMATS = ("human", "json", "sarif", "github")
+# What `meshc compile --emit` prints: the stages of a compile, in order.
+STAGES = ("tokens", "ast", "ir", "envoy", "native")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # usage errors exit 2 with a one-line reason
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"meshc: error: {message}\n")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with `only`, just that subcommand (building the others costs time
+    that every editor and pre-commit run would pay)."""
+    parser = Parser(prog="meshc", description="Compile .mesh service-mesh policies: check them, and emit the IR, "
+                                              "Envoy configuration or native proxy configuration.")
+    parser.add_argument("--version", action="version", version=f"meshc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("files", nargs="+", metavar="FILES",
+                       help=".mesh files or directories (searched for .mesh files); together they form one program")
+        p.add_argument("--output-format", "--format", dest="output_format", choices=FORMATS,
+                       default="human", help="how diagnostics are printed: human (default), json, sarif "
+                                             "(SARIF 2.1.0, for code scanning) or github (workflow annotations)")
+        p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                       help="colour in human output (default: auto, only on a terminal; NO_COLOR disables)")
+
+    if only in (None, "check"):
+        check = sub.add_parser("check", help="check files and report every diagnostic",
+                               description="Parse and check a program; print every diagnostic. Writes nothing.")
+        common(check)
+        check.add_argument("--exit-zero", action="store_true", help="exit 0 even when there are errors (report only)")
+    if only in (None, "lint"):
+        lint = sub.add_parser("lint", help="check files and apply the lint rules (exit 1 on any finding)",
+                              description="Every compiler diagnostic plus the lint rules (`meshc explain --list`), "
+                                          "configured by [tool.meshc.lint] in pyproject.toml or [lint] in meshc.toml, "
+                                          "suppressed inline by `# meshc: ignore[CODE]`. Exit 0 clean, 1 findings, "
+                                          "2 usage, configuration or internal error.")
+        common(lint)
+        lint.add_argument("--exit-zero", action="store_true", help="exit 0 even when there are findings")
+        lint.add_argument("--no-cache", action="store_true", help="neither read nor write .meshc_cache/")
+    if only in (None, "fmt"):
+        fmt = sub.add_parser("fmt", help="rewrite files in the canonical layout, keeping every comment",
+                             description="Rewrite .mesh files in the canonical layout (comments kept; the result is "
+                                         "re-parsed and compared with the input before anything is written). "
+                                         "`-` formats standard input to standard output.")
+        fmt.add_argument("files", nargs="+", metavar="FILES", help=".mesh files or directories, or - for stdin")
+        fmt.add_argument("--check", action="store_true",
+                         help="write nothing; print a diff and exit 1 when a file would change")
+        fmt.add_argument("--color", choices=("auto", "always", "never"), default="auto", help=argparse.SUPPRESS)
+        fmt.add_argument("--output-format", "--format", dest="output_format", choices=("human", "json"),
+                         default="human", help="how syntax errors are printed (default: human)")
+    if only in (None, "explain"):
+        explain = sub.add_parser("explain", help="explain a diagnostic code, with a bad and a good example",
+                                 description="Print a diagnostic code's severity, title and explanation, "
+                                             "with a bad and a good example; without CODE, list every code.")
+        explain.add_argument("code", nargs="?", metavar="CODE", help="a code such as E0201 (any case)")
+        explain.add_argument("--list", action="store_true", help="list every code with its severity and title")
+    if only in (None, "lsp"):
+        lsp = sub.add_parser("lsp", help="run the language server (LSP over standard input and output)",
+                             description="A language server for editors: diagnostics, hover, go-to-definition, "
+                                         "completion and formatting of .mesh files. Needs `pip install 'meshc[lsp]'`.")
+        lsp.add_argument("--stdio", action="store_true", help="use standard input and output (the default and only transport)")
+    if only in (None, "ca"):  # the development CA: compiler/cli/ca.py
+        from compiler.cli.ca import add_parser
+
+        add_parser(sub)
+    if only is None:  # listed for --help only: run() hands `meshc proxy ...` to runtime_proxy as it is
+        sub.add_parser("proxy", add_help=False,
+                       help="run the native sidecar proxy on a compiled config (`meshc proxy --help`)")
+    if only in (None, "compile"):
+        compile_parser(sub, common)
+    return parser
+
+
+def compile_parser(sub, common) -> None:
+    comp = sub.add_parser("compile", help="check, lower and print or write any stage",
+                          description="Check a program and, when it has no errors, print the stage asked for with "
+                                      "--emit, or write it atomically into the output directory with -o (nothing "
+                                      "is written on error).")
+    common(comp)
+    comp.add_argument("--emit", dest="emit", choices=STAGES, default="ir", metavar="STAGE",
+                      help="what to produce: tokens (as the parser classified them), ast (JSON), ir (the default), "
+                           "envoy (bootstrap and xDS files) or native (native proxy config). Without -o, tokens, "
+                           "ast and ir are printed as they are, and envoy and native as one JSON object "
+                           "{file: content}")
+    comp.add_argument("--target", dest="emit", choices=("ir", "envoy", "native"), metavar="TARGET",
+                      help="the same as --emit, for the ir, envoy and native stages")
+    comp.add_argument("--proxy", action="append", metavar="SERVICE",
+                      help="with --emit envoy|native: the service whose sidecar to configure "
+                           "(repeatable), or `all` for every service")
+    comp.add_argument("--bootstrap", choices=("static", "xds"), default=None,
+                      help="with --emit envoy: a self-contained static bootstrap (default for named proxies) "
+                           "or one that loads the xds/ files and reloads them on change (default for --proxy all)")
+    comp.add_argument("--xds-dir", metavar="PATH",
+                      help="with --emit envoy: the absolute path where the xds/ files will be at run time "
+                           "(default: OUTPUT/xds)")
+    comp.add_argument("--certs-dir", metavar="PATH",
+                      help="with --emit envoy|native: the absolute path of the identity files' root at run time "
+                           "(SERVICE/cert.pem, key.pem, ca.pem), over the mesh's `certificates`")
+    comp.add_argument("--ir-format", choices=("json", "yaml"), default="json", help="IR serialisation (default: json)")
+    comp.add_argument("-o", "--output", metavar="DIR", help="output directory (default: print to standard output)")

@@ -1,0 +1,27 @@
+"""Semantic checks: plain functions in one visible order, each collecting diagnostics.
+
+A check never raises on bad input and never stops the others: every diagnostic of a run is
+reported. Lowering runs only when no check reported an error.
+"""
+
+from __future__ import annotations
+
+from compiler.semantic.checks.authz import check_authorization
+from compiler.semantic.checks.names import check_references
+from compiler.semantic.checks.resilience import check_retries
+from compiler.semantic.checks.routes import check_routes
+from compiler.semantic.checks.values import check_values
+from compiler.semantic.symbols import Context
+
+CHECKS = (
+    check_references,    # names resolve: services, subsets, policies (E02xx)
+    check_values,        # every value in range and well-formed (E03xx)
+    check_routes,        # timeouts, unreachable routes, services without routes (E04xx, W04xx)
+    check_retries,       # retry safety and budgets (W05xx)
+    check_authorization,  # rules that can never apply or have no effect (W06xx)
+)
+
+
+def run_checks(ctx: Context) -> None:
+    for check in CHECKS:
+        check(ctx)

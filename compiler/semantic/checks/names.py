@@ -1,0 +1,96 @@
+"""Every name resolves: services, subsets, named policies (E0201-E0209)."""
+
+from __future__ import annotations
+
+from compiler.syntax import ast
+from compiler.core.diagnostics import did_you_mean
+from compiler.semantic.symbols import Context, subset_names
+
+def check_policy_ref(ctx: Context, ref: ast.Ref, kind: str) -> None:
+    policy = ctx.policies.get((kind, str(ref)))
+    if policy is None and (f"policy {kind}", ref.name) in ctx.broken and ref.scope is None:
+        return  # its declaration has a syntax error, already reported
+    if policy is None:
+        other = next((p for (k, n), p in ctx.policies.items() if n == str(ref)), None)
+        if other is not None:
+            ctx.diags.add("E0207", f"`{ref}` is {_a(other.kind)} policy, not {_a(kind)} policy", ref.span,
+                          hint=f"use a policy declared with `policy {kind} NAME {{ … }}`")
+            return
+        same_kind = [n for (k, n) in ctx.policies if k == kind]
+        hint = did_you_mean(str(ref), same_kind)
+        if hint is None and ref.scope == "std":
+            hint = 'standard-library policies need an import, such as `import "std/resilience"`'
+        if hint is None and same_kind:
+            hint = f"{kind} policies in this program: " + ", ".join(f"`{n}`" for n in sorted(same_kind)[:8])
+        ctx.diags.add("E0204", f"unknown {kind} policy `{ref}`", ref.span, hint=hint)
+
+
+def _a(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+def check_destination(ctx: Context, ref: ast.Ref, what: str) -> None:
+    service_name = ref.scope or ref.name
+    svc = ctx.services.get(service_name)
+    if svc is None and ("service", service_name) in ctx.broken:
+        return
+    if svc is None:
+        ctx.diags.add("E0201", f"unknown service `{service_name}` in {what}", ref.span,
+                      hint=did_you_mean(service_name, ctx.services))
+        return
+    names = subset_names(svc)
+    if ref.scope is None:
+        if len(names) != 1:
+            ctx.diags.add("E0208", f"service `{service_name}` has {len(names)} subsets: name one in {what}", ref.span,
+                          hint="write " + " or ".join(f"`{service_name}.{n}`" for n in names[:3]))
+        return
+    if ref.name not in names:
+        hint = did_you_mean(ref.name, names) or "subsets of `%s`: %s" % (service_name, ", ".join(f"`{n}`" for n in names))
+        ctx.diags.add("E0203", f"service `{service_name}` has no subset `{ref.name}`", ref.span, hint=hint)
+
+
+def check_references(ctx: Context) -> None:
+    for name, block in ctx.routes.items():
+        if name not in ctx.services and ("service", name) not in ctx.broken:
+            ctx.diags.add("E0209", f"routes for unknown service `{name}`", block.service.span,
+                          hint=did_you_mean(name, ctx.services) or "declare the service with `service NAME { … }`")
+        for route in block.routes:
+            if route.to is not None:
+                check_destination(ctx, route.to, f"route `{route.name.value}`")
+            if route.split is not None:
+                for entry in route.split.entries:
+                    check_destination(ctx, entry.target, f"the split of route `{route.name.value}`")
+            if route.mirror is not None:
+                check_destination(ctx, route.mirror.target, f"the mirror of route `{route.name.value}`")
+            if isinstance(route.retry, ast.Ref):
+                check_policy_ref(ctx, route.retry, "retry")
+    for _, svc in ctx.local_services():
+        for attr, kind in (("limits", "limits"), ("outlier", "outlier"), ("retry_budget", "retry_budget")):
+            node = getattr(svc, attr)
+            if isinstance(node, ast.Ref):
+                check_policy_ref(ctx, node, kind)
+    for name, authz in ctx.authorizations.items():
+        if name not in ctx.services and ("service", name) not in ctx.broken:
+            ctx.diags.add("E0209", f"authorization for unknown service `{name}`", authz.service.span,
+                          hint=did_you_mean(name, ctx.services) or "declare the service with `service NAME { … }`")
+        for item in authz.items:
+            if isinstance(item, ast.UseRules):
+                check_policy_ref(ctx, item.ref, "rules")
+    for rule in all_rules(ctx):
+        for cond in rule.conditions:
+            if isinstance(cond, ast.FromCond) and cond.kind == "service":
+                for v in cond.values:
+                    if v.value not in ctx.services and ("service", v.value) not in ctx.broken:
+                        ctx.diags.add("E0201", f"unknown service `{v.value}` in `from service`", v.span,
+                                      hint=did_you_mean(v.value, ctx.services))
+
+
+def all_rules(ctx: Context):
+    """Every rule written in the program: in authorization blocks and in `rules` policies."""
+    for authz in ctx.authorizations.values():
+        for item in authz.items:
+            if isinstance(item, ast.Rule):
+                yield item
+    for policy in ctx.policies.values():
+        if policy.kind == "rules":
+            yield from policy.body

@@ -1,0 +1,90 @@
+"""Route-level logic: impossible timeouts, unreachable routes, services that need routes."""
+
+from __future__ import annotations
+
+from compiler.syntax import ast
+from compiler.core.diagnostics import Label
+from compiler.semantic.conditions import route_matches
+from compiler.semantic.symbols import route_retry_block
+from compiler.semantic.matching import example_request, match_covers
+from compiler.semantic.symbols import Context, subset_names
+
+
+def check_timeouts(ctx: Context, route: ast.Route) -> None:
+    if route.timeout is not None and route.timeout.value is None:
+        timeout = 0  # `timeout none`
+    elif route.timeout is not None:
+        timeout = route.timeout.value
+    else:
+        from compiler.language.defaults import ROUTE_TIMEOUT_MS
+        timeout = ROUTE_TIMEOUT_MS
+    retry = route_retry_block(ctx, route)
+    if retry is None or timeout <= 0:
+        return
+    per_try = retry.get("per_try_timeout")
+    written = "" if route.timeout is not None else " (the default)"
+    if per_try is not None and per_try.values[0].value >= timeout:
+        ctx.diags.add("E0401", f"per-try timeout `{per_try.values[0].value} ms` is not less than the route timeout "
+                      f"`{timeout} ms`{written}", per_try.span,
+                      labels=(Label(route.timeout.span, "route timeout"),) if route.timeout is not None else (),
+                      hint="the route gives up before a slow try could be retried: shorten the per-try timeout "
+                           "or raise the route timeout")
+    backoff = retry.get("backoff")
+    if backoff is not None and backoff.values[0].value >= timeout:
+        ctx.diags.add("W0402", f"retry backoff `{backoff.values[0].value} ms` is not shorter than the route timeout "
+                      f"`{timeout} ms`{written}", backoff.span, hint="no retry could start before the route times out")
+
+
+def check_mirror(ctx: Context, route: ast.Route) -> None:
+    if route.mirror is None:
+        return
+    mirrored = ctx.subset_of(route.mirror.target)
+    targets = [route.to] if route.to is not None else [e.target for e in route.split.entries] if route.split else []
+    if mirrored is not None and any(ctx.subset_of(t) == mirrored for t in targets):
+        ctx.diags.add("W0403", f"route `{route.name.value}` mirrors to `{route.mirror.target}`, which it already sends "
+                      "requests to", route.mirror.span, hint="mirror to another subset, such as a new version")
+
+
+def check_unreachable(ctx: Context, block: ast.Routes) -> None:
+    """A route whose every match is covered by a match of an earlier route never matches (W0401)."""
+    earlier: list[tuple[ast.Route, tuple]] = []
+    for route in block.routes:
+        matches = route_matches(ctx, route)
+        coverers = []
+        for m in matches:
+            hit = next((r for r, ms in earlier if any(match_covers(em, m) for em in ms)), None)
+            if hit is None:
+                break
+            coverers.append(hit)
+        else:
+            first = coverers[0]
+            witness = example_request(matches[0])
+            such_as = f", such as {witness}" if witness else ""
+            ctx.diags.add("W0401", f"route `{route.name.value}` can never match", route.name.span,
+                          labels=(Label(first.name.span, f"route `{first.name.value}` already takes every request "
+                                                          f"it would match{such_as}"),),
+                          hint=f"routes are tried in written order: move `{route.name.value}` above "
+                               f"`{first.name.value}`, or make the earlier match stricter")
+        earlier.append((route, matches))
+
+
+def check_routes(ctx: Context) -> None:
+    for name, block in ctx.routes.items():
+        seen: dict[str, ast.Route] = {}
+        for route in block.routes:
+            first = seen.get(route.name.value)
+            if first is not None:
+                ctx.diags.add("E0202", f"route `{route.name.value}` is declared twice in `routes {name}`",
+                              route.name.span, labels=(Label(first.name.span, "first declared here"),))
+            seen.setdefault(route.name.value, route)
+            check_timeouts(ctx, route)
+            check_mirror(ctx, route)
+        check_unreachable(ctx, block)
+        if not block.routes:
+            ctx.diags.add("E0301", f"`routes {name}` has no routes", block.service.span,
+                          hint="add a route, or remove the block to send everything to the service's only subset")
+    for name, svc in ctx.local_services():
+        subsets = subset_names(svc)
+        if not ctx.has_routes(name) and len(subsets) > 1 and ("routes", name) not in ctx.broken:
+            ctx.diags.add("E0402", f"service `{name}` has {len(subsets)} subsets but no routes", svc.name.span,
+                          hint=f"add `routes {name} {{ route default {{ to {name}.{subsets[0]} }} }}` or a split")

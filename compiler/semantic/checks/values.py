@@ -1,0 +1,441 @@
+"""Every value is well-formed and in range (E03xx): ports, endpoints, identities, percentages,
+durations, weights, status codes, header names, methods, retry conditions, RE2 regexes."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from compiler.syntax import ast
+from compiler.language import defaults
+from compiler.semantic.checks.names import all_rules
+from compiler.core.diagnostics import did_you_mean
+from compiler.language.endpoints import parse_endpoint
+from compiler.language.identity import DNS_LABEL, SPIFFE_ID, TRUST_DOMAIN
+from compiler.language.retry import RETRY_CONDITIONS
+from compiler.semantic.symbols import Context
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+ESCAPED_SLASHES = ("reject", "decode", "keep")
+UINT32_MAX = 2**32 - 1
+DAY_MS = 86_400_000
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+
+
+@lru_cache(maxsize=8192)
+def regex_error(pattern: str) -> str | None:
+    """The RE2 compile error of a pattern, or None if it compiles (google-re2: Envoy's engine)."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False  # the library would print its own copy of the error on stderr
+    try:
+        re2.compile(pattern, options=options)
+        return None
+    except Exception as err:  # re2 raises its own error type, with bytes in the message
+        msg = err.args[0] if err.args else str(err)
+        if isinstance(msg, bytes):
+            msg = msg.decode("utf-8", "replace")
+        return str(msg)
+
+
+_SLASHES = re.compile(r"/{2,}")
+_ESCAPED_SLASH = re.compile(r"%(2[Ff]|5[Cc])")
+_UNRESERVED_ESCAPE = re.compile(r"%(2[DdEe]|3[0-9]|[46][1-9A-Fa-f]|[57][0-9Aa]|5[Ff]|7[Ee])")
+
+
+def normal_path(path: str) -> str:
+    """The form a request path takes after the normalisation both targets apply before matching:
+    unreserved `%XX` decoded, RFC 3986 dot segments removed, repeated slashes merged."""
+    if "%" not in path and "//" not in path and "/." not in path:
+        return path  # the common case: nothing to normalise
+    path = _UNRESERVED_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), path)
+    out: list[str] = []
+    segments = path.split("/")
+    for i, seg in enumerate(segments[1:], 1):
+        last = i == len(segments) - 1
+        if seg == ".":
+            if last:
+                out.append("")
+        elif seg == "..":
+            if out:
+                out.pop()
+            if last:
+                out.append("")
+        else:
+            out.append(seg)
+    return _SLASHES.sub("/", "/" + "/".join(out))
+
+
+class _Values:
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.add = ctx.diags.add
+
+    # ---- small helpers ---------------------------------------------------------------------
+    def count(self, lit: ast.Lit, what: str, low: int = 1, high: int = UINT32_MAX) -> None:
+        if not low <= lit.value <= high:
+            self.add("E0302", f"{what} `{lit.value}` is out of range", lit.span,
+                     hint=f"{what} is between {low} and {high}")
+
+    def port(self, lit: ast.Lit, what: str = "port") -> None:
+        self.count(lit, what, 1, 65535)
+
+    def percent(self, lit: ast.Lit | None, what: str) -> None:
+        if lit is not None and not 0 <= lit.value <= 100:
+            self.add("E0303", f"{what} `{lit.value:g}%` is outside 0% to 100%", lit.span)
+
+    def duration(self, lit: ast.Lit, what: str) -> None:
+        if lit.value <= 0:
+            self.add("E0306", f"{what} must be longer than zero", lit.span)
+        elif lit.value > DAY_MS:
+            self.add("E0306", f"{what} `{lit.value} ms` is longer than a day", lit.span,
+                     hint="durations are at most 24h")
+
+    def header_name(self, lit: ast.Lit, what: str = "header") -> None:
+        name = lit.value
+        if name.startswith(":"):
+            self.add("E0308", f"pseudo-header `{name}` cannot be used in a {what}", lit.span,
+                     hint="match the path with `path`, the method with `method`")
+        elif not _TOKEN.match(name):
+            self.add("E0308", f"`{name}` is not a valid header name", lit.span,
+                     hint="header names are HTTP tokens: letters, digits and !#$%&'*+-.^_`|~")
+
+    def regex(self, lit: ast.Lit) -> None:
+        error = regex_error(lit.value)
+        if error is not None:
+            self.add("E0304", f"invalid regex `{lit.value}`: {error}", lit.span,
+                     hint="regexes use RE2 syntax and must match the whole value")
+
+    def methods(self, cond: ast.MethodCond) -> None:
+        for m in cond.methods:
+            if m.value not in METHODS:
+                hint = f"did you mean `{m.value.upper()}`?" if m.value.upper() in METHODS else \
+                    did_you_mean(m.value.upper(), METHODS)
+                self.add("E0309", f"unknown method `{m.value}`", m.span, hint=hint or "methods: " + ", ".join(METHODS))
+
+    def path_value(self, cond: ast.PathCond) -> None:
+        if cond.kind == "regex":
+            self.regex(cond.value)
+        elif not cond.value.value.startswith("/"):
+            self.add("E0314", f"path `{cond.value.value}` does not start with `/`", cond.value.span,
+                     hint=f'write `"/{cond.value.value}"`')
+        elif "?" in cond.value.value or "#" in cond.value.value:
+            self.add("E0314", f"path `{cond.value.value}` contains a query or fragment", cond.value.span,
+                     hint="paths are matched without the query string; use a `query` condition")
+        elif _ESCAPED_SLASH.search(cond.value.value):
+            self.add("E0314", f"path `{cond.value.value}` contains an escaped slash", cond.value.span,
+                     hint="requests with `%2F` or `%5C` are rejected, or decoded to `/` with `escaped_slashes decode`: "
+                          "write the path with `/`")
+        else:
+            normal = normal_path(cond.value.value)
+            if normal != cond.value.value:
+                self.add("E0314", f"path `{cond.value.value}` is not in normal form, so it can never match",
+                         cond.value.span, hint=f"requests are normalised before matching (dot segments removed, "
+                                                f"`//` merged, unreserved `%XX` decoded): write `{normal}`")
+
+    def header_cond(self, cond: ast.HeaderCond) -> None:
+        self.header_name(cond.name, "match")
+        if cond.test == "regex":
+            self.regex(cond.value)
+        if cond.ignore_case and cond.test in ("present", "absent", "regex"):
+            self.add("E0312", f"`ignore_case` does not apply to `{cond.test}`", cond.span,
+                     hint="use it with `exact`, `prefix` or `suffix`; a regex can use `(?i)`")
+
+    def conditions(self, conditions, where: str) -> None:
+        seen: dict[str, object] = {}
+        for cond in conditions:
+            kind = {ast.PathCond: "path", ast.MethodCond: "method", ast.FromCond: "from"}.get(type(cond))
+            if kind is not None:
+                if kind in seen:
+                    self.add("E0105", f"two `{kind}` conditions in one {where}", cond.span,
+                             hint="a path takes one value: write a second match for another path" if kind == "path"
+                             else "list several values in one condition")
+                seen[kind] = cond
+            if isinstance(cond, ast.PathCond):
+                self.path_value(cond)
+            elif isinstance(cond, ast.HeaderCond):
+                self.header_cond(cond)
+            elif isinstance(cond, ast.QueryCond):
+                if not cond.name.value:
+                    self.add("E0312", "query parameter name is empty", cond.name.span)
+                if cond.test == "regex":
+                    self.regex(cond.value)
+            elif isinstance(cond, ast.MethodCond):
+                if not cond.methods:
+                    self.add("E0301", "the method list is empty", cond.span,
+                             hint="list at least one method, or leave the condition out to match any method")
+                self.methods(cond)
+            elif isinstance(cond, ast.FromCond):
+                if not cond.values and cond.kind != "same_namespace":
+                    self.add("E0301", f"the `from {cond.kind}` list is empty", cond.span,
+                             hint="list at least one, or leave the condition out to match any peer")
+                self.from_cond(cond)
+
+    def from_cond(self, cond: ast.FromCond) -> None:
+        for v in cond.values:
+            if cond.kind == "identity":
+                value = v.value[:-2] + "/x" if v.value.endswith("/*") else v.value
+                if not SPIFFE_ID.match(value):
+                    self.add("E0311", f"`{v.value}` is not a SPIFFE ID", v.span,
+                             hint="write `spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/NAME`, or end it with `/*` for a prefix")
+                elif "*" in v.value[:-1]:
+                    self.add("E0311", f"`{v.value}` has a `*` that is not at the end", v.span,
+                             hint="patterns may only end in `/*`")
+            elif cond.kind == "namespace" and not DNS_LABEL.match(v.value):
+                self.add("E0312", f"`{v.value}` is not a valid namespace name", v.span,
+                         hint="namespaces are lower-case DNS labels")
+
+    # ---- blocks --------------------------------------------------------------------------
+    def block(self, block: ast.Block) -> None:
+        getattr(self, f"block_{block.kind}")(block)
+
+    def block_limits(self, block: ast.Block) -> None:
+        for s in block.settings:
+            self.count(s.values[0], f"`{s.key}`")
+
+    def block_outlier(self, block: ast.Block) -> None:
+        for s in block.settings:
+            v = s.values[0]
+            if s.key in ("consecutive_5xx", "consecutive_gateway_errors"):
+                self.count(v, f"`{s.key}`")
+            elif s.key in ("interval", "ejection"):
+                self.duration(v, f"`{s.key}`")
+            else:
+                self.percent(v, f"`{s.key}`")
+
+    def block_retry_budget(self, block: ast.Block) -> None:
+        for s in block.settings:
+            if s.key == "percent":
+                self.percent(s.values[0], "retry budget percent")
+            else:
+                self.count(s.values[0], "`min_concurrency`", 0)
+
+    def block_retry(self, block: ast.Block) -> None:
+        for s in block.settings:
+            if s.key == "attempts":
+                self.count(s.values[0], "`attempts`", 0, 100)  # 0: no retries (std.none)
+            elif s.key == "per_try_timeout":
+                self.duration(s.values[0], "per-try timeout")
+            elif s.key == "backoff":
+                for v in s.values:
+                    self.duration(v, "backoff")
+                if len(s.values) == 2 and s.values[0].value > s.values[1].value > 0:
+                    self.add("E0501", f"backoff base `{s.values[0].value} ms` is above its maximum "
+                             f"`{s.values[1].value} ms`", s.span, hint="swap them, or raise the maximum")
+            elif s.key == "on":
+                if not s.values:
+                    self.add("E0310", "retry conditions are empty", s.span,
+                             hint="list at least one condition, or write `retry none`")
+                for v in s.values:
+                    self.retry_condition(v)
+
+    def retry_condition(self, v: ast.Lit) -> None:
+        word = v.value
+        if word.isdigit():
+            if len(word) != 3 or not 100 <= int(word) <= 599:
+                self.add("E0302", f"status code `{word}` is out of range", v.span,
+                         hint="retriable status codes are between 100 and 599")
+            return
+        if word not in RETRY_CONDITIONS:
+            hint = did_you_mean(word, RETRY_CONDITIONS) or "conditions: " + ", ".join(f"`{c}`" for c in RETRY_CONDITIONS) \
+                + ", or a status code"
+            self.add("E0310", f"unknown retry condition `{word}`", v.span, hint=hint)
+
+    def block_fault(self, block: ast.Block) -> None:
+        if not block.settings:
+            self.add("E0301", "the fault block is empty", block.span, hint="add `abort STATUS PERCENT` or `delay DURATION PERCENT`")
+        for s in block.settings:
+            if s.key == "abort":
+                status = s.values[0]
+                if not 200 <= status.value <= 599:
+                    self.add("E0302", f"abort status `{status.value}` is out of range", status.span,
+                             hint="an injected abort has a status between 200 and 599")
+            else:
+                self.duration(s.values[0], "fault delay")
+            if len(s.values) > 1:
+                self.percent(s.values[1], f"{s.key} percentage")
+
+    def mtls_mode(self, value: ast.Lit) -> None:
+        if value.value not in defaults.MTLS_MODES:
+            self.add("E0312", f"`mtls` is `strict`, `permissive` or `disable`, not `{value.value}`", value.span,
+                     hint="`strict` accepts only mutual TLS; `permissive` also plaintext, during a migration")
+
+    def block_sidecar(self, block: ast.Block) -> None:
+        written = {s.key: s.values[0] for s in block.settings}
+        effective = {"inbound": defaults.SIDECAR_INBOUND_PORT, "outbound": defaults.SIDECAR_OUTBOUND_PORT,
+                     "admin": defaults.SIDECAR_ADMIN_PORT}
+        effective.update({k: v.value for k, v in written.items() if k in effective})
+        for s in block.settings:
+            v = s.values[0]
+            if s.key in effective:
+                self.port(v, f"{s.key} port")
+                clash = next((k for k, p in effective.items() if k != s.key and p == v.value), None)
+                if clash is not None and (clash not in written or list(effective).index(clash) < list(effective).index(s.key)):
+                    what = "" if clash in written else " (its default)"
+                    self.add("E0312", f"{s.key} port `{v.value}` is also the {clash} port{what}", v.span,
+                             hint="the sidecar's inbound, outbound and admin ports must differ")
+            elif s.key == "app":
+                if parse_endpoint(v.value) is None:
+                    self.add("E0307", f"app address `{v.value}` is not `host:port`", v.span)
+            elif s.key == "escaped_slashes" and v.value not in ESCAPED_SLASHES:
+                self.add("E0312", f"`escaped_slashes` is `reject`, `decode` or `keep`, not `{v.value}`", v.span,
+                         hint=did_you_mean(v.value, ESCAPED_SLASHES))
+
+    # ---- declarations ------------------------------------------------------------------------
+    def service(self, svc: ast.Service) -> None:
+        name = svc.name.value
+        if svc.port is None:
+            self.add("E0301", f"service `{name}` has no `port`", svc.name.span,
+                     hint="add `port N`: the port its application listens on")
+        else:
+            self.port(svc.port)
+        if svc.namespace is not None and not DNS_LABEL.match(svc.namespace.value):
+            self.add("E0312", f"`{svc.namespace.value}` is not a valid namespace name", svc.namespace.span,
+                     hint="namespaces are lower-case DNS labels")
+        if svc.identity is not None and not SPIFFE_ID.match(svc.identity.value):
+            self.add("E0311", f"`{svc.identity.value}` is not a SPIFFE ID", svc.identity.span,
+                     hint="write `spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/NAME`")
+        if svc.mtls is not None:
+            self.mtls_mode(svc.mtls)
+        if svc.endpoints is None and not svc.subsets:
+            self.add("E0301", f"service `{name}` has no endpoints", svc.name.span,
+                     hint='add `endpoints ["host:port"]`, or subsets with endpoints')
+        if svc.endpoints is not None:
+            self.endpoints(svc.endpoints, svc.span, f"service `{name}`")
+        seen = {defaults.IMPLICIT_SUBSET: svc} if svc.endpoints is not None else {}
+        for sub in svc.subsets:
+            if sub.name.value in seen:
+                what = "the subset made by the service's own `endpoints`" if sub.name.value == defaults.IMPLICIT_SUBSET \
+                    else "declared twice"
+                self.add("E0202", f"subset `{sub.name.value}` of service `{name}` is {what}", sub.name.span)
+            seen[sub.name.value] = sub
+            if sub.endpoints is None:
+                self.add("E0301", f"subset `{sub.name.value}` has no endpoints", sub.name.span,
+                         hint='add `endpoints ["host:port"]`')
+            else:
+                self.endpoints(sub.endpoints, sub.span, f"subset `{sub.name.value}`")
+        for node in (svc.limits, svc.outlier, svc.retry_budget, svc.sidecar):
+            if isinstance(node, ast.Block):
+                self.block(node)
+
+    def endpoints(self, endpoints: tuple[ast.Lit, ...], span, what: str) -> None:
+        if not endpoints:
+            self.add("E0301", f"{what} has an empty endpoint list", span)
+        seen = set()
+        for e in endpoints:
+            if parse_endpoint(e.value) is None:
+                self.add("E0307", f"endpoint `{e.value}` is not `host:port`", e.span,
+                         hint="write `10.0.0.1:8080`, `[::1]:8080` or `name.example:8080`; ports are 1-65535")
+            elif e.value in seen:
+                self.add("E0307", f"endpoint `{e.value}` is listed twice", e.span)
+            seen.add(e.value)
+
+    def route(self, route: ast.Route) -> None:
+        name = route.name.value
+        if route.to is not None and route.split is not None:
+            self.add("E0315", f"route `{name}` has both `to` and `split`", route.split.span,
+                     hint="a route has one destination: a subset, or a weighted split")
+        elif route.to is None and route.split is None:
+            self.add("E0301", f"route `{name}` has no destination", route.name.span,
+                     hint="add `to SERVICE.SUBSET` or `split { … }`")
+        for match in route.matches:
+            self.conditions(match.conditions, "match")
+        if route.split is not None:
+            self.split(route.split, name)
+        if route.timeout is not None and route.timeout.value is not None:
+            if route.timeout.value == 0:
+                self.add("E0306", "a zero timeout is ambiguous", route.timeout.span,
+                         hint="write `timeout none` to disable the timeout")
+            else:
+                self.duration(route.timeout, "route timeout")
+        if isinstance(route.retry, ast.Block):
+            self.block(route.retry)
+        if route.fault is not None:
+            self.block(route.fault)
+        if route.mirror is not None:
+            self.percent(route.mirror.percent, "mirror percentage")
+        for ops, side in ((route.request_headers, "request"), (route.response_headers, "response")):
+            if ops is not None:
+                self.header_ops(ops, side)
+
+    def split(self, split: ast.Split, route: str) -> None:
+        total = 0
+        seen = set()
+        for entry in split.entries:
+            self.count(entry.weight, "weight", 0)
+            total += entry.weight.value
+            key = str(entry.target)
+            if key in seen:
+                self.add("E0202", f"`{key}` appears twice in the split of route `{route}`", entry.target.span,
+                         hint="give it one entry with the sum of the weights")
+            seen.add(key)
+        if not split.entries:
+            self.add("E0305", f"the split of route `{route}` is empty", split.span)
+        elif total == 0:
+            self.add("E0305", f"weights of the split of route `{route}` total `0`", split.span,
+                     hint="give at least one subset a positive weight")
+        elif total > UINT32_MAX:
+            self.add("E0302", f"weights of the split of route `{route}` total more than {UINT32_MAX}", split.span)
+        if split.key_header is not None:
+            self.header_name(split.key_header, "split key")
+
+    def header_ops(self, ops: ast.HeaderOps, side: str) -> None:
+        changed: dict[str, ast.HeaderOp] = {}
+        for op in ops.ops:
+            self.header_name(op.name, "header change")
+            if op.value is not None and any(ch in op.value.value for ch in "\r\n\0"):
+                self.add("E0312", f"the value of header `{op.name.value}` contains a line break or NUL", op.value.span,
+                         hint="header values are one line; a CR or LF would split the request")
+            name = op.name.value.lower()
+            if name == "host":
+                self.add("E0308", "the `host` header cannot be changed here", op.name.span,
+                         hint="routing uses the host; both targets forbid rewriting it with header changes")
+            elif name in FRAMING_HEADERS:
+                self.add("E0308", f"the `{name}` header belongs to the connection and cannot be changed", op.name.span,
+                         hint="the sidecar writes the framing and connection headers itself, on each hop")
+            elif side == "response" and name == "server":
+                self.add("E0308", "the `server` response header cannot be changed", op.name.span,
+                         hint="the sidecar always answers with `server: envoy` (Envoy overwrites it)")
+            first = changed.get(name)
+            if first is not None and (op.op == "remove" or first.op == "remove" or op.op == first.op == "set"):
+                self.add("E0313", f"header `{name}` is both `{first.op}` and `{op.op}` on one route", op.span,
+                         hint="keep one change per header (several `add`s are fine)")
+            changed.setdefault(name, op)
+
+    def authorization(self, authz: ast.Authorization) -> None:
+        if authz.default is None:
+            self.add("E0601", f"authorization `{authz.service.value}` has no `default`", authz.service.span,
+                     hint="add `default deny` (recommended) or `default allow`")
+
+
+# Headers that describe one hop's connection and framing: each sidecar writes them itself, so a
+# route's header changes cannot set or remove them (Envoy drops or rewrites them too).
+FRAMING_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te",
+                             "content-length"})
+
+
+def check_values(ctx: Context) -> None:
+    v = _Values(ctx)
+    if ctx.mesh is not None:
+        for s in ctx.mesh.settings:
+            if s.key == "trust_domain" and not TRUST_DOMAIN.match(s.values[0].value):
+                v.add("E0312", f"`{s.values[0].value}` is not a valid trust domain", s.values[0].span,
+                      hint="a trust domain is a lower-case DNS name such as `shop.local`")
+            elif s.key == "mtls":
+                v.mtls_mode(s.values[0])
+            elif s.key == "certificates" and not s.values[0].value.strip("/ "):
+                v.add("E0312", "`certificates` needs a directory", s.values[0].span,
+                      hint='write the root of the identity files, such as `certificates "/etc/meshc/certs"`')
+    for _, svc in ctx.local_services():
+        v.service(svc)
+    for block in ctx.routes.values():
+        for route in block.routes:
+            v.route(route)
+    for policy in ctx.policies.values():
+        if isinstance(policy.body, ast.Block):
+            v.block(policy.body)
+    for authz in ctx.authorizations.values():
+        v.authorization(authz)
+    for rule in all_rules(ctx):
+        v.conditions(rule.conditions, "rule")

@@ -1,0 +1,242 @@
+"""Lint rules: findings that are not errors in the language but that a reviewer would flag.
+
+Each rule is a function `(ctx, add)` over a checked program (on a program with errors, a rule
+that cannot read a broken value is skipped); `add(code, message,
+span, hint, labels)` records a finding. The compiler's own warnings (W-codes) are reported by
+`meshc check` already and are part of every lint run; these rules (L-codes) are lint-only.
+Rules read the AST (for precise spans) through the lowering helpers (for resolved values), so
+they agree with what the backends emit.
+"""
+
+from __future__ import annotations
+
+import os
+
+from compiler.syntax import ast
+from compiler.language import defaults
+from compiler.core.diagnostics import Label
+from compiler.lower.resilience import lower_fault, lower_retry
+from compiler.semantic.conditions import lower_path
+from compiler.semantic.symbols import route_retry_block
+from compiler.semantic.program import resolve_import
+from compiler.semantic.symbols import Context
+
+
+def _timeout_ms(route: ast.Route) -> int:
+    if route.timeout is None:
+        return defaults.ROUTE_TIMEOUT_MS
+    return route.timeout.value or 0
+
+
+def _retry_span(route: ast.Route):
+    return route.retry.span if route.retry is not None else route.name.span
+
+
+def _ms(value: float) -> str:
+    return f"{value:g} ms"
+
+
+def retries_exceed_timeout(ctx: Context, add) -> None:
+    """L0101: every try at its per-try timeout, plus the longest backoffs, outlasts the route."""
+    for block in ctx.routes.values():
+        for route in block.routes:
+            retry = lower_retry(route_retry_block(ctx, route))
+            timeout = _timeout_ms(route)
+            if retry is None or timeout <= 0 or retry.per_try_timeout_ms <= 0:
+                continue
+            if retry.per_try_timeout_ms >= timeout:
+                continue  # E0401 says it already
+            tries = retry.num_retries + 1
+            backoff = sum(min((2 ** n - 1) * retry.backoff_base_ms, retry.backoff_max_ms)
+                          for n in range(1, retry.num_retries + 1))
+            worst = tries * retry.per_try_timeout_ms + backoff
+            if worst > timeout:
+                add("L0101", f"route `{route.name.value}` may time out before its last retry: {tries} tries of "
+                             f"{_ms(retry.per_try_timeout_ms)} plus up to {_ms(backoff)} of backoff take "
+                             f"{_ms(worst)}, more than its timeout of {_ms(timeout)}",
+                    _retry_span(route),
+                    f"raise the route timeout to {worst} ms, or lower `attempts` or `per_try_timeout`")
+
+
+def fault_delay_over_timeout(ctx: Context, add) -> None:
+    """L0102: a fault delay at least as long as the route timeout."""
+    for block in ctx.routes.values():
+        for route in block.routes:
+            fault = lower_fault(route.fault)
+            timeout = _timeout_ms(route)
+            if fault is None or fault.delay is None or timeout <= 0:
+                continue
+            if fault.delay.duration_ms >= timeout:
+                setting = route.fault.get("delay")
+                add("L0102", f"fault delay `{_ms(fault.delay.duration_ms)}` of route `{route.name.value}` is not "
+                             f"shorter than its timeout `{_ms(timeout)}`",
+                    setting.span if setting is not None else route.fault.span,
+                    "the delay runs before the route timeout starts, so a delayed request can take "
+                    f"{_ms(fault.delay.duration_ms + timeout)}: a caller that budgets the route timeout gives up "
+                    "first; make the delay shorter than the timeout")
+
+
+def split_key_also_matched(ctx: Context, add) -> None:
+    """L0103: a split's key header is also a match condition of a route of the same block."""
+    for block in ctx.routes.values():
+        for route in block.routes:
+            if route.split is None or route.split.key_header is None:
+                continue
+            key = route.split.key_header.value.lower()
+            for other in block.routes:
+                conds = [c for m in other.matches for c in m.conditions
+                         if isinstance(c, ast.HeaderCond) and c.name.value.lower() == key]
+                if conds:
+                    add("L0103", f"split key header `{key}` of route `{route.name.value}` is also matched by "
+                                 f"route `{other.name.value}`",
+                        route.split.key_header.span,
+                        "routing on the key's value changes which keys reach the split, so its weights no longer "
+                        "describe the traffic: use a separate header for the split key",
+                        (Label(conds[0].span, f"route `{other.name.value}` matches on `{key}` here"),))
+                    break
+
+
+def retries_without_outlier(ctx: Context, add) -> None:
+    """L0201: a route retries to a service that has no outlier detection."""
+    for block in ctx.routes.values():
+        for route in block.routes:
+            if lower_retry(route_retry_block(ctx, route)) is None:
+                continue
+            refs = [route.to] if route.to is not None else [e.target for e in route.split.entries] if route.split else []
+            for ref in refs:
+                target = ctx.subset_of(ref)
+                svc = ctx.services.get(target[0]) if target is not None else None
+                if svc is not None and svc.outlier is None:
+                    add("L0201", f"route `{route.name.value}` retries to `{target[0]}`, which has no outlier detection",
+                        _retry_span(route),
+                        f"without it a retry may go back to the failing endpoint: add `outlier {{ consecutive_5xx 5 }}` "
+                        f"(or `outlier std.standard` from std/resilience) to service `{target[0]}`",
+                        (Label(svc.name.span, f"service `{target[0]}` declared here"),))
+                    break
+
+
+def _rules_of(ctx: Context, authz: ast.Authorization):
+    """(rule, where to report) for the rules of a block, `use` sets expanded and reported at the `use`."""
+    for item in authz.items:
+        if isinstance(item, ast.Rule):
+            yield item, None
+        else:
+            policy = ctx.policies.get(("rules", str(item.ref)))
+            if policy is not None and isinstance(policy.body, tuple):
+                for rule in policy.body:
+                    yield rule, item
+
+
+def _rule_name(rule: ast.Rule) -> str:
+    return f"`{rule.name.value}`" if rule.name is not None else f"({rule.action})"
+
+
+def authz_prefix_without_boundary(ctx: Context, add) -> None:
+    """L0301: an authorization rule on a raw prefix that does not end at a segment boundary."""
+    for authz in ctx.authorizations.values():
+        for rule, used in _rules_of(ctx, authz):
+            for cond in rule.conditions:
+                if isinstance(cond, ast.PathCond) and cond.kind == "raw_prefix" and not cond.value.value.endswith("/"):
+                    value = cond.value.value
+                    add("L0301", f"{rule.action} rule {_rule_name(rule)} trusts the raw prefix `{value}`, which also "
+                                 f"matches `{value}x` and `{value}-internal`",
+                        (used or cond).span,
+                        f"write `path prefix \"{value}\"` (it stops at a segment boundary: `{value}` and `{value}/…`)")
+
+
+def deny_bypassed_by_escaped_slashes(ctx: Context, add) -> None:
+    """L0302: deny rules on paths, on a sidecar that keeps escaped slashes as they are."""
+    for name, authz in ctx.authorizations.items():
+        svc = ctx.services.get(name)
+        sidecar = svc.sidecar if svc is not None else None
+        setting = sidecar.get("escaped_slashes") if sidecar is not None else None
+        if setting is None or setting.values[0].value != "keep":
+            continue
+        for rule, used in _rules_of(ctx, authz):
+            path = next((c for c in rule.conditions if isinstance(c, ast.PathCond)), None)
+            if rule.action != "deny" or path is None:
+                continue
+            example = _escaped(lower_path(path).value)
+            add("L0302", f"deny rule {_rule_name(rule)} can be bypassed with an escaped slash: under "
+                         f"`escaped_slashes keep`, `{example}` is not denied",
+                (used or path).span,
+                "an application that decodes `%2F` serves it as the denied path: use `escaped_slashes reject` "
+                "(the default) or `decode` on this service's sidecar",
+                (Label(setting.span, "escaped slashes are kept here"),))
+
+
+def _escaped(path: str) -> str:
+    """The path with its first inner slash written as `%2F` (or `/x%2F..` for a one-segment path)."""
+    inner = path.find("/", 1)
+    if 0 < inner < len(path) - 1:
+        return path[:inner] + "%2F" + path[inner + 1:]
+    return "/x%2F.." + path
+
+
+def _references(ctx: Context) -> set[tuple[str, str]]:
+    """(kind, qualified name) of every named policy that something refers to."""
+    used: set[tuple[str, str]] = set()
+    for item in ctx.program.items():
+        if isinstance(item, ast.Service):
+            for kind, node in (("limits", item.limits), ("outlier", item.outlier), ("retry_budget", item.retry_budget)):
+                if isinstance(node, ast.Ref):
+                    used.add((kind, str(node)))
+        elif isinstance(item, ast.Routes):
+            for route in item.routes:
+                if isinstance(route.retry, ast.Ref):
+                    used.add(("retry", str(route.retry)))
+        elif isinstance(item, ast.Authorization):
+            for entry in item.items:
+                if isinstance(entry, ast.UseRules):
+                    used.add(("rules", str(entry.ref)))
+    return used
+
+
+def unused_policies(ctx: Context, add) -> None:
+    """L0401: a named policy of the user's files that nothing uses."""
+    used = _references(ctx)
+    for (kind, name), policy in ctx.policies.items():
+        if name.startswith("std.") or (kind, name) in used:
+            continue
+        add("L0401", f"{kind} policy `{name}` is never used", policy.name.span,
+            f"use it (e.g. `{_usage(kind, name)}`) or remove it")
+
+
+def _usage(kind: str, name: str) -> str:
+    return {"retry": f"retry {name}", "rules": f"use {name}"}.get(kind, f"{kind} {name}")
+
+
+def unused_imports(ctx: Context, add) -> None:
+    """L0402: an import that contributes nothing: no service, routes or authorization, and none of
+    its named policies is used."""
+    used = _references(ctx)
+    by_path = {m.path: m for m in ctx.program.modules}
+    for module in ctx.program.modules:
+        importer_key = module.path if module.path in ctx.program.stdlib_paths else os.path.abspath(module.path)
+        for item in module.items:
+            if not isinstance(item, ast.Import):
+                continue
+            _, display = resolve_import(importer_key, item.path.value)
+            target = by_path.get(display)
+            if target is None:
+                continue
+            declares = [i for i in target.items if isinstance(i, (ast.Service, ast.Routes, ast.Authorization, ast.Mesh))]
+            if declares:
+                continue
+            std = display in ctx.program.stdlib_paths
+            names = [(i.kind, ("std." if std else "") + i.name.value) for i in target.items if isinstance(i, ast.Policy)]
+            if not any(n in used for n in names):
+                add("L0402", f"import `{item.path.value}` is not used: nothing it declares is referred to", item.span,
+                    "remove the import")
+
+
+RULES = (
+    retries_exceed_timeout,
+    fault_delay_over_timeout,
+    split_key_also_matched,
+    retries_without_outlier,
+    authz_prefix_without_boundary,
+    deny_bypassed_by_escaped_slashes,
+    unused_policies,
+    unused_imports,
+)

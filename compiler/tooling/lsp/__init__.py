@@ -1,0 +1,1 @@
+"""`meshc lsp`: the protocol shell (server.py) over the analysis of a document (analysis.py)."""

@@ -1,0 +1,129 @@
+"""Configs loaded in a child process, so that the serving process never imports pydantic.
+
+Validation is runtime_proxy/loading.py's (pydantic in strict mode, then the semantic checks),
+but pydantic and the compiled validators of the config models take about 9 MB that a sidecar
+would carry for its whole life to use them once per (re)load. So the proxy forks: the child
+imports runtime_proxy.loading, validates the file and writes the validated config back through a
+pipe as JSON (`model_dump`, defaults filled in); the serving process turns it into `Plain`
+objects, which have the same attributes as the config models (runtime_proxy/config.py) and
+compare by value like them, and are what the table compiler and the I/O layer read.
+
+Where `os.fork` does not exist, the config is loaded in-process instead.
+"""
+
+from __future__ import annotations
+
+import os
+
+import orjson
+
+
+class LoadError(Exception):
+    """A config that cannot be used: `message` is loading.ConfigError's located message."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class Plain:
+    """An immutable-by-convention record with the attributes of a config model."""
+
+    def __init__(self, fields: dict):
+        self.__dict__.update(fields)
+
+    def __eq__(self, other):
+        return isinstance(other, Plain) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    def __hash__(self):
+        return hash(tuple(sorted((k, _hashable(v)) for k, v in self.__dict__.items())))
+
+    def __repr__(self):
+        return f"Plain({self.__dict__!r})"
+
+
+def _hashable(v):
+    if isinstance(v, list):
+        return tuple(_hashable(x) for x in v)
+    return v
+
+
+def to_plain(data):
+    """JSON data of a config (every object is a model) as Plain records and lists."""
+    if isinstance(data, dict):
+        return Plain({k: to_plain(v) for k, v in data.items()})
+    if isinstance(data, list):
+        return [to_plain(v) for v in data]
+    return data
+
+
+def _child(path: str, w: int) -> None:
+    try:
+        from runtime_proxy.config import loading
+
+        try:
+            config = loading.load(path)
+            out = {"config": config.model_dump(mode="json")}
+        except loading.ConfigError as err:
+            out = {"error": err.message}
+    except BaseException as err:  # a bug, or an import that failed: still a message, no traceback
+        out = {"error": f"{path}: cannot load the config: {type(err).__name__}: {err}"}
+    data = memoryview(orjson.dumps(out))
+    while data:
+        n = os.write(w, data)
+        data = data[n:]
+    os._exit(0)
+
+
+def start(path: str) -> tuple[int, int]:
+    """Fork the loading child; (child pid, read end of its pipe)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        # drop the inherited sockets at once: a client connection the proxy closes meanwhile must
+        # not stay open (no FIN) until this child exits
+        os.closerange(3, w)
+        os.closerange(w + 1, 1 << 16)
+        _child(path, w)
+    os.close(w)
+    return pid, r
+
+
+def finish(pid: int, payload: bytes) -> tuple[Plain, dict]:
+    """The child's answer: (config, its JSON data), or LoadError."""
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+    try:
+        out = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise LoadError("the config loader stopped without an answer") from None
+    if "error" in out:
+        raise LoadError(out["error"])
+    return to_plain(out["config"]), out["config"]
+
+
+def load(path: str) -> tuple[Plain, dict]:
+    """Load and validate the config at `path` (blocking); (config, JSON data) or LoadError."""
+    if not hasattr(os, "fork"):  # pragma: no cover
+        from runtime_proxy.config import loading
+
+        try:
+            config = loading.load(path)
+        except loading.ConfigError as err:
+            raise LoadError(err.message) from None
+        data = config.model_dump(mode="json")
+        return to_plain(data), data
+    pid, r = start(path)
+    chunks = []
+    while True:
+        chunk = os.read(r, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(r)
+    return finish(pid, b"".join(chunks))

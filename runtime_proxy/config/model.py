@@ -1,0 +1,268 @@
+"""The native proxy's config: the contract between the compiler's native backend and the proxy.
+
+One file configures one sidecar (`SERVICE.native.json`). It is the IR slice that sidecar needs,
+with the same units (milliseconds, percentages as floats 0..100, lower-case header names) and the
+same meaning as compiler/ir.py and docs/language.md, plus the proxy's own settings. Every model
+forbids unknown fields, so a typo is an error, never a silently ignored setting. The JSON Schema
+in runtime_proxy/config/schema.json is generated from these models (tests keep it current) and is
+what outside tools validate against.
+
+Bump SCHEMA_VERSION on any change that an older proxy would misread.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---- matching ------------------------------------------------------------------------------
+
+class PathMatch(Model):
+    kind: Literal["exact", "prefix", "segment_prefix", "regex"]   # regex: RE2, full match
+    value: str
+
+
+class HeaderMatch(Model):
+    name: str                                  # lower case
+    kind: Literal["exact", "prefix", "suffix", "regex", "present", "absent"]
+    value: str | None = None                   # None for present/absent
+    invert: bool = False                       # string kinds: present and no value passes
+    ignore_case: bool = False
+
+
+class QueryMatch(Model):
+    name: str
+    kind: Literal["exact", "regex", "present"]  # a repeated key is tested on its first value
+    value: str | None = None
+
+
+class Match(Model):
+    """All conditions hold (AND); a route matches when any of its matches does (OR)."""
+    path: PathMatch | None = None
+    headers: list[HeaderMatch] = []
+    query: list[QueryMatch] = []
+    methods: list[str] | None = None           # None: any method
+
+
+# ---- routes ------------------------------------------------------------------------------
+
+class SubsetRef(Model):
+    service: str
+    subset: str
+
+
+class WeightedSubset(Model):
+    service: str
+    subset: str
+    weight: int = Field(ge=0, le=2**32 - 1)
+
+
+class Split(Model):
+    """Envoy's rule: `value mod total` over cumulative weights in written order when the key
+    header holds exactly one unsigned 64-bit decimal integer; otherwise random by weight."""
+    targets: list[WeightedSubset] = Field(min_length=1)
+    key_header: str | None = None
+    total_weight: int = Field(gt=0, le=2**32 - 1)
+
+
+class Retry(Model):
+    num_retries: int = Field(ge=0, le=100)
+    retry_on: list[Literal["5xx", "gateway-error", "reset", "connect-failure", "refused-stream",
+                           "retriable-4xx"]]
+    retriable_status_codes: list[int] = []
+    per_try_timeout_ms: int = Field(ge=0)      # 0: each try may use what is left of the route timeout
+    backoff_base_ms: int = Field(gt=0)
+    backoff_max_ms: int = Field(gt=0)
+    allow_non_idempotent: bool = False
+
+
+class FaultAbort(Model):
+    http_status: int = Field(ge=200, le=599)
+    percent: float = Field(ge=0, le=100)
+
+
+class FaultDelay(Model):
+    duration_ms: int = Field(gt=0)
+    percent: float = Field(ge=0, le=100)
+
+
+class Fault(Model):
+    abort: FaultAbort | None = None            # the delay (if any) runs first, then the abort
+    delay: FaultDelay | None = None
+
+
+class Mirror(Model):
+    service: str
+    subset: str
+    percent: float = Field(ge=0, le=100)
+
+
+class HeaderChanges(Model):
+    """Applied in this order: remove, then set (replace or add), then add (append)."""
+    remove: list[str] = []
+    set: list[tuple[str, str]] = []
+    add: list[tuple[str, str]] = []
+
+
+class Route(Model):
+    name: str
+    source: str                                # file:line:col of the route in the policy
+    matches: list[Match] = Field(min_length=1)
+    to: SubsetRef | None = None                # exactly one of `to` and `split`
+    split: Split | None = None
+    timeout_ms: int = Field(ge=0)              # whole request including retries; 0 = none
+    retry: Retry | None = None
+    fault: Fault | None = None
+    mirror: Mirror | None = None
+    request_headers: HeaderChanges = HeaderChanges()
+    response_headers: HeaderChanges = HeaderChanges()
+
+
+# ---- destinations ----------------------------------------------------------------------------
+
+class Endpoint(Model):
+    host: str                                  # IP address or DNS name
+    port: int = Field(ge=1, le=65535)
+
+
+class Subset(Model):
+    name: str
+    cluster: str                               # the Envoy cluster name, used in stats labels
+    discovery: Literal["static", "dns"]
+    endpoints: list[Endpoint] = Field(min_length=1)
+    source: str
+
+
+class Limits(Model):
+    max_connections: int = Field(ge=0)
+    max_pending_requests: int = Field(ge=0)
+    max_requests: int = Field(ge=0)
+    max_retries: int = Field(ge=0)             # ignored when the service has a retry budget
+
+
+class Outlier(Model):
+    consecutive_5xx: int = Field(ge=1)
+    consecutive_gateway_errors: int = Field(ge=0)   # 0: not used
+    interval_ms: int = Field(gt=0)
+    base_ejection_ms: int = Field(gt=0)
+    max_ejection_percent: float = Field(ge=0, le=100)
+
+
+class RetryBudget(Model):
+    percent: float = Field(ge=0, le=100)
+    min_concurrency: int = Field(ge=0)
+
+
+class Service(Model):
+    """A destination: the caller's sidecar routes requests whose Host is one of `domains`."""
+    name: str
+    namespace: str
+    identity: str                              # SPIFFE ID
+    port: int = Field(ge=1, le=65535)
+    domains: list[str]                         # Host values (case-insensitive), with and without port
+    source: str
+    subsets: list[Subset] = Field(min_length=1)
+    limits: Limits                             # per calling sidecar, per subset (as Envoy's per-cluster breakers)
+    outlier: Outlier | None = None
+    retry_budget: RetryBudget | None = None
+    routes: list[Route]                        # evaluation order: first match wins
+    mtls: bool = False                         # call it over mTLS: present our certificate, and require
+                                               # the server's URI SAN to be exactly `identity`
+    sni: str | None = None                     # the TLS server name sent with mtls (NAME.NAMESPACE); None: none
+
+
+# ---- the sidecar's own side ---------------------------------------------------------------------
+
+class Principal(Model):
+    kind: Literal["exact", "prefix"]
+    value: str
+
+
+class AuthzRule(Model):
+    name: str
+    action: Literal["allow", "deny"]
+    source: str
+    principals: list[Principal] | None = None  # None: any peer
+    path: PathMatch | None = None              # on the normalised path
+    methods: list[str] | None = None
+    headers: list[HeaderMatch] = []
+
+
+class Authorization(Model):
+    """Any matching deny denies (403); else any matching allow allows; else the default."""
+    default: Literal["allow", "deny"]
+    rules: list[AuthzRule] = []
+    source: str | None = None
+
+
+class Address(Model):
+    host: str = "127.0.0.1"
+    port: int = Field(ge=0, le=65535)          # 0: any free port (tests)
+
+
+class Listeners(Model):
+    inbound: Address
+    outbound: Address
+    admin: Address
+
+
+class Normalization(Model):
+    """docs/language.md section 6; normalize_path and merge_slashes are always on."""
+    escaped_slashes: Literal["reject", "decode", "keep"]
+
+
+class MtlsFiles(Model):
+    """The sidecar's identity: PEM files, watched for rotation (polled, validated, then swapped)."""
+    directory: str                             # the directory that holds them (Kubernetes secret layout)
+    cert: str                                  # leaf certificate, with the sidecar's SPIFFE ID as its URI SAN
+    key: str                                   # its private key
+    ca: str                                    # trust bundle: the mesh CA (only it: one trust domain)
+
+
+class Mtls(Model):
+    """Mutual TLS of this sidecar (docs/language.md, `mtls`)."""
+    mode: Literal["strict", "permissive", "disable"] = "disable"   # what the inbound listener accepts:
+                                               # mTLS only, mTLS or plaintext on one port, plaintext only
+    files: MtlsFiles | None = None             # None iff neither the inbound listener nor any destination uses TLS
+
+
+class ProxySettings(Model):
+    """The proxy's own limits (not from the policy); defaults follow Envoy's."""
+    max_request_headers_bytes: int = Field(default=60 * 1024, gt=0)    # over: 431
+    max_request_body_bytes: int = Field(default=0, ge=0)                # 0: unlimited (streamed); over: 413
+    max_response_headers_bytes: int = Field(default=60 * 1024, gt=0)   # over: 502
+    connect_timeout_ms: int = Field(default=1000, gt=0)
+    idle_timeout_ms: int = Field(default=60 * 60 * 1000, gt=0)         # downstream keep-alive
+    upstream_idle_timeout_ms: int = Field(default=60 * 60 * 1000, gt=0)
+    drain_timeout_ms: int = Field(default=5000, ge=0)                  # SIGTERM: wait for in-flight requests
+
+
+class Config(Model):
+    schema_version: Literal[1]
+    version: str                               # content hash: /config shows it, reload logs it
+    service: str                               # whose sidecar this is
+    namespace: str
+    identity: str
+    listeners: Listeners
+    app: Endpoint                              # the inbound listener forwards here
+    normalization: Normalization
+    authorization: Authorization               # of this service, enforced on the inbound listener
+    services: list[Service]                    # every destination, sorted by name
+    mtls: Mtls = Mtls()
+    proxy: ProxySettings = ProxySettings()
+
+
+def json_schema() -> dict:
+    """The JSON Schema of a config file (committed as runtime_proxy/config/schema.json)."""
+    schema = Config.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://meshc.dev/schemas/native-config-v{SCHEMA_VERSION}.json"
+    return schema

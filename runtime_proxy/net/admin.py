@@ -1,0 +1,113 @@
+"""The admin listener: readiness, the active config, statistics, and a reload trigger.
+
+  GET  /ready        200 `LIVE` while serving, 503 `DRAINING` after SIGTERM (Envoy's answers)
+  GET  /config       the active config as JSON, with its version, file and load time
+  GET  /stats        Envoy-style `name: value` lines (`?format=json` for JSON)
+  GET  /metrics      Prometheus text (also `/stats/prometheus`, Envoy's path)
+  GET  /clusters     JSON: per cluster, its endpoints, breaker counters and ejected endpoints
+  GET  /certs        JSON: the mTLS mode and the certificate in use (SPIFFE ID, serial, expiry,
+                     files), `certificate` null without identity files
+  POST /reload       reload the config file now (as SIGHUP); 200 with the new version, or 400
+                     with the reason it was refused
+
+Not on the request hot path, so plain and simple: one request at a time per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+from httptools import HttpParserError, HttpRequestParser
+
+from runtime_proxy.net.http import status_line
+
+
+class AdminProtocol(asyncio.Protocol):
+    def __init__(self, app):
+        self.app = app
+        self.transport = None
+        self.parser = HttpRequestParser(self)
+        self.url = b""
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        try:
+            self.parser.feed_data(data)
+        except HttpParserError:
+            self.respond(400, b"bad request\n", "text/plain", close=True)
+
+    def on_message_begin(self):
+        self.url = b""
+
+    def on_url(self, url):
+        self.url += url
+
+    def on_message_complete(self):
+        method = self.parser.get_method().decode()
+        target = self.url.decode("latin-1")
+        path, _, query = target.partition("?")
+        keep = self.parser.should_keep_alive()
+        if path == "/reload" and method == "POST":   # answered when the reload is over
+            self.app.reload("admin /reload", lambda ok, message: self.respond(
+                200 if ok else 400, (message + "\n").encode(), "text/plain", close=not keep))
+            return
+        try:
+            status, body, ctype = self.app.admin_request(method, path, query)
+        except Exception as err:  # an admin bug must not take the proxy down
+            status, body, ctype = 500, f"admin error: {type(err).__name__}: {err}\n".encode(), "text/plain"
+        self.respond(status, body, ctype, close=not keep)
+
+    def respond(self, status: int, body: bytes, ctype: str, close: bool = False):
+        if self.transport.is_closing():
+            return
+        head = (status_line(status) + b"content-type: " + ctype.encode() + b"\r\n"
+                + b"content-length: %d\r\n" % len(body) + (b"connection: close\r\n" if close else b"") + b"\r\n")
+        self.transport.write(head + body)
+        if close:
+            self.transport.close()
+
+
+def handle(app, method: str, path: str, query: str) -> tuple[int, bytes, str]:
+    """One admin request: (status, body, content type)."""
+    rt = app.rt
+    if path == "/ready":
+        if rt.draining:
+            return 503, b"DRAINING\n", "text/plain"
+        return 200, b"LIVE\n", "text/plain"
+    if path == "/config":
+        cfg = rt.config
+        body = {"version": cfg.version, "service": cfg.service, "file": app.config_path,
+                "loaded_at": round(rt.loaded_at, 3), "config": rt.config_data}
+        return 200, orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n", "application/json"
+    if path == "/stats":
+        items = rt.metrics.stats_items(rt.gauges())
+        if "format=json" in query:
+            body = orjson.dumps({"stats": [{"name": n, "value": v} for n, v in items]})
+            return 200, body, "application/json"
+        return 200, "".join(f"{n}: {v}\n" for n, v in items).encode(), "text/plain"
+    if path in ("/metrics", "/stats/prometheus"):
+        return 200, rt.metrics.prometheus(rt.gauges()).encode(), "text/plain; version=0.0.4"
+    if path == "/clusters":
+        now = time.monotonic()
+        out = {}
+        for cluster in list(rt.clusters.values()) + [rt.app_cluster]:
+            out[cluster.name] = {
+                "endpoints": list(cluster.keys),
+                "breaker": cluster.breaker.snapshot(),
+                "ejected": cluster.outlier.ejected(now) if cluster.outlier is not None else [],
+                "idle_connections": {p.key: len(p.idle) for p in cluster.plist},
+            }
+        return 200, orjson.dumps(out, option=orjson.OPT_INDENT_2) + b"\n", "application/json"
+    if path == "/certs":
+        out = {"mode": rt.config.mtls.mode,
+               "certificate": rt.tls.current.info() if rt.tls is not None else None}
+        return 200, orjson.dumps(out, option=orjson.OPT_INDENT_2) + b"\n", "application/json"
+    if path == "/reload":
+        return 405, b"use POST\n", "text/plain"
+    if path == "/":
+        return 200, b"/ready /config /stats /metrics /clusters /certs /reload (POST)\n", "text/plain"
+    return 404, b"not found\n", "text/plain"

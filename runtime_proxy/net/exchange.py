@@ -1,0 +1,952 @@
+"""One request through the proxy, from its parsed headers to the last byte of its response.
+
+An `Exchange` is created by the downstream connection (runtime_proxy/server.py) when a request's
+headers are complete. It asks the pure modules what to do (normalize, routing, split, authz,
+fault, retry, outlier, headers) and does the I/O: timers, random draws, upstream connections.
+It is also the upstream connection's `user` (runtime_proxy/upstream.py): attempts are strictly
+one after the other, so one object serves them all, and `conn is self.conn` tells a live
+callback from one of a connection this request has let go.
+
+The request body streams: chunks go to the upstream connection as they arrive, and are also kept
+(up to REPLAY_LIMIT bytes, Envoy's default buffer limit) so that a retry or the mirror can send
+them again; a larger body turns retries and the mirror off for that request, as in Envoy.
+
+This is the per-request hot path, written for CPython's speed: attributes default on the class
+(an instance sets only what differs), headers go upstream as the bytes that came in, and the
+route timeout is a timer-wheel slot rather than an event-loop timer.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+
+from runtime_proxy.decide import authz as authz_mod
+from runtime_proxy.decide import fault as fault_mod
+from runtime_proxy.decide import retry as retry_mod
+from runtime_proxy.decide import split as split_mod
+from runtime_proxy.decide.headers import apply_changes, shadow_host
+from runtime_proxy.net.http import (BODY_FAULT, BODY_OVERFLOW, BODY_RBAC, BODY_TIMEOUT, HOP_BY_HOP_BYTES,
+                                REQUEST_INLINE, RESPONSE_INLINE, RESPONSE_NOT_SETTABLE, STRIPPED_REQUEST,
+                                connection_tokens, decode_value, encode_value, local_reply, reset_body,
+                                status_line)
+from runtime_proxy.decide.normalize import normalize
+from runtime_proxy.decide.retry import CONNECT_FAILURE, PER_TRY_TIMEOUT, Outcome
+from runtime_proxy.decide.routing import select_route
+from runtime_proxy.net.timers import TICKS
+
+REPLAY_LIMIT = 1024 * 1024       # bytes of request body kept for retries and the mirror
+UNSENT_HIGH = 256 * 1024         # body bytes waiting for a connection before the client is paused
+
+# Request headers never copied upstream as they came: connection-level ones, router control
+# headers, and the framing the proxy writes itself. `x-forwarded-for` passes unchanged and is
+# never added: Envoy's connection manager as the compiler emits it (use_remote_address false)
+# does not touch it (equivalence suite, tests/test_equivalence_live.py).
+UP_SKIP = frozenset(HOP_BY_HOP_BYTES | {n.encode() for n in STRIPPED_REQUEST}
+                    | {b"content-length", b"x-forwarded-client-cert"})   # XFCC: Envoy's SANITIZE
+_ABSOLUTE = re.compile(r"[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*)(.*)", re.S).fullmatch
+BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "TRACE", "CONNECT"})
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
+
+_random = random.random
+_getrandbits = random.getrandbits
+_monotonic = time.monotonic
+
+# attempt states
+IDLE, WAITING, SENT, BACKOFF = 0, 1, 2, 3
+
+_RID_PREFIX = "%08x-%04x-4%03x-%x" % (_getrandbits(32), _getrandbits(16), _getrandbits(12),
+                                      8 + _getrandbits(2))
+_rid_counter = _getrandbits(40)
+
+
+def upstream_target(path: str, query: str, target: str) -> str:
+    """The request target sent upstream: the normalised path and the query as it came; an empty
+    query keeps its `?` (`/a?` goes out as `/a?`, as from Envoy)."""
+    return path + "?" + query if query or "?" in target else path
+
+
+def changed_request_headers(raw, skip, changes) -> list[tuple[bytes, bytes]]:
+    """The request header lines `raw` ((name as sent, value) bytes) that go upstream, less the
+    lower-case names in `skip`, after the route's `changes` (a CHeaderChanges): lower-case names.
+    Values are decoded as `decode_value` does, so that a value that is not changed goes out as
+    the bytes that came in."""
+    pairs = []
+    for n, v in raw:
+        ln = n.lower()
+        if ln not in skip:
+            pairs.append((ln.decode("latin-1"), decode_value(v)))
+    return [(n.encode("latin-1"), encode_value(v)) for n, v in apply_changes(pairs, changes, REQUEST_INLINE)]
+
+
+def changed_response_lines(lines, drop, changes) -> list[bytes]:
+    """The upstream's response header lines (`name: value\\r\\n`, lower-case names) less the
+    names in `drop` (or None), after the route's response `changes` (a CHeaderChanges or None);
+    unchanged values keep their bytes."""
+    pairs = []
+    for line in lines:
+        n, _, v = line[:-2].partition(b": ")
+        if drop is None or n not in drop:
+            pairs.append((n.decode("latin-1"), decode_value(v)))
+    if changes is not None and not changes.empty:
+        pairs = [(n, v) for n, v in apply_changes(pairs, changes, RESPONSE_INLINE)
+                 if n not in RESPONSE_NOT_SETTABLE]
+    return [b"%s: %s\r\n" % (n.encode("latin-1"), encode_value(v)) for n, v in pairs]
+
+
+def local_reply_changes(body: bytes, extra: bytes, changes) -> bytes:
+    """The header lines of a local reply on a chosen route (a fault's abort, a timeout, a reset,
+    an overflow) after the route's response `changes`, content type included, as Envoy does."""
+    pairs = []
+    for line in extra.split(b"\r\n"):
+        if line:
+            n, _, v = line.partition(b": ")
+            pairs.append((n.decode("latin-1"), decode_value(v)))
+    pairs = apply_changes(pairs, changes, RESPONSE_INLINE)
+    if body and not any(n == "content-type" for n, _ in pairs):
+        pairs.insert(0, ("content-type", "text/plain"))   # Envoy types the body unless the route did
+    return b"".join(b"%s: %s\r\n" % (n.encode("latin-1"), encode_value(v)) for n, v in pairs
+                    if n not in RESPONSE_NOT_SETTABLE and n not in ("date", "content-length"))
+
+
+def request_id() -> str:
+    """A UUID-shaped request id: a random per-process prefix and a counter (unique per process,
+    without a system call per request)."""
+    global _rid_counter
+    _rid_counter += 1
+    return "%s%03x-%012x" % (_RID_PREFIX, (_rid_counter >> 48) & 0xFFF, _rid_counter & 0xFFFFFFFFFFFF)
+
+
+class Exchange:
+    # ---- per-request state: class-level defaults, set on the instance only when they change ----
+    host = ""
+    is_head = False
+    path = ""
+    query = ""
+    service = ""
+    route = None
+    route_counts = None
+    cluster = None
+    pool = None
+    conn = None
+    state = IDLE
+    attempts = 0
+    seq = 0
+    count_attempts = False
+    retry_held = False
+    holds_request = False
+    replayable = True
+    replay_size = 0
+    unsent_size = 0
+    body_size = 0
+    body_done = False
+    dispatched = False
+    reject = 0                   # a status the downstream parser decided already (426, 403)
+    expect_continue = False
+    up_head = b""
+    up_tail = b"\r\n"
+    t_first_send = 0.0
+    t_send = 0.0
+    deadline = 0.0               # the route timeout, as a time.monotonic() (0: none)
+    try_deadline = 0.0           # the current attempt's per-try timeout (0: none)
+    wslot = 0                    # the timer-wheel slot this request is armed in (0: none)
+    other_timer = None           # fault delay or retry backoff (loop timer)
+    resp_started = False
+    resp_chunked = False
+    status = 0
+    done = False
+    upstream_key = ""
+    flags = ""
+    up_ms = -1
+    bytes_out = 0
+    peer = None
+    mirrored = False
+    replay = ()                  # request body chunks kept for retries and the mirror (a list once there are)
+    unsent = ()                  # body chunks not yet written to the current attempt's connection
+    t_start = 0.0                # when the head was parsed (for the access log only)
+
+    def __init__(self, down, rt, method: str, target: str, raw, hdict, req_cl, req_chunked: bool,
+                 close_after: bool):
+        self.down = down
+        self.rt = rt
+        self.method = method
+        self.target = target
+        self.raw = raw              # [(name bytes as sent, value bytes)]
+        self.hdict = hdict          # lower-case name -> [values], for the decision functions
+        self.req_cl = req_cl
+        self.req_chunked = req_chunked
+        self.close_after = close_after
+        if rt.access_log is not None:
+            self.t_start = _monotonic()
+        if method == "HEAD":
+            self.is_head = True
+        down.lstats.rq_active += 1
+
+    # ---- the request body, from the downstream parser ----------------------------------------------
+
+    def on_request_body(self, data: bytes) -> None:
+        if self.done:
+            return
+        n = len(data)
+        self.body_size += n
+        if self.replayable:
+            self.replay_size += n
+            if self.replay_size > REPLAY_LIMIT:
+                self.replayable = False
+                self.replay = ()
+            elif self.replay:
+                self.replay.append(data)
+            else:
+                self.replay = [data]
+        max_body = self.rt.max_request_body
+        if max_body and self.body_size > max_body:
+            if self.dispatched:
+                self.abandon_attempt()
+                self.local(413, b"Payload Too Large", close=True)
+            else:          # not started (or queued behind another request): start() answers
+                self.reject = 413
+                self.replayable = False
+                self.replay = self.unsent = ()
+            return
+        if self.reject:
+            return         # refused already: the body goes nowhere
+        conn = self.conn
+        if conn is not None and self.state == SENT:
+            conn.write(b"%x\r\n%s\r\n" % (n, data) if self.req_chunked else data)
+        else:
+            if self.unsent:
+                self.unsent.append(data)
+            else:
+                self.unsent = [data]
+            self.unsent_size += n
+            if self.unsent_size > UNSENT_HIGH:
+                self.down.pause_reading_for("body")
+
+    def on_request_end(self) -> None:
+        self.body_done = True
+        if self.done:
+            return
+        if self.req_chunked and self.state == SENT and self.conn is not None:
+            self.conn.write(b"0\r\n\r\n")
+        if self.cluster is not None and self.route is not None and self.route.mirror is not None:
+            self.maybe_mirror()
+
+    # ---- dispatch ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Route the request (headers are complete; the body may still be coming)."""
+        self.dispatched = True
+        if self.reject:
+            self.down.lstats.bad_request += 1
+            # Envoy's codec errors carry the reason phrase; its upgrade refusal (403) has no body
+            self.local(self.reject, b"" if self.reject == 403 else status_line(self.reject)[13:-2], close=True)
+            return
+        hdict = self.hdict
+        if self.target[:1] != "/" and self.method != "CONNECT":
+            absolute = _ABSOLUTE(self.target)
+            if absolute is not None:   # absolute-form: Envoy takes the path and the authority from it
+                self.absolute_form(absolute.group(1), absolute.group(2))
+        hosts = hdict.get("host")
+        if hosts is None:
+            self.down.lstats.bad_request += 1
+            self.local(400, close=True)
+            return
+        self.host = hosts[0] if len(hosts) == 1 else ",".join(hosts)   # several: Envoy joins them
+        rt = self.rt
+        if "expect" in hdict and hdict["expect"][0].lower() == "100-continue":
+            self.expect_continue = True
+        if rt.max_request_body and self.req_cl is not None and self.req_cl > rt.max_request_body:
+            self.down.lstats.bad_request += 1
+            self.local(413, b"Payload Too Large", close=True)
+            return
+        table = rt.table
+        if self.method == "CONNECT" or self.target[:1] != "/":
+            # Envoy's codec refuses a target that is not origin-form (and CONNECT with one) with
+            # "Bad Request"; a CONNECT to an authority matches no route (no connect_matcher): 404
+            if self.method == "CONNECT" and self.target[:1] != "/":
+                self.down.lstats.no_route += 1
+                self.flags = "NR"
+                self.local(404, close=True)
+            else:
+                self.down.lstats.bad_request += 1
+                self.local(400, b"Bad Request", close=True)
+            return
+        norm = normalize(self.method, self.target, table.escaped_slashes)
+        if norm.__class__ is int:
+            self.down.lstats.bad_request += 1
+            self.local(norm, close=True)
+            return
+        self.path, self.query = norm
+        if not self.down.outbound:
+            self.start_inbound(table)
+            return
+        svc = table.service_for_host(self.host)
+        if svc is None:
+            self.down.lstats.no_route += 1
+            self.flags = "NR"
+            self.local(404)
+            return
+        self.service = svc.name
+        # select_route over the routes that can take this method and first path segment (the same
+        # answer, runtime_proxy/route_index.py)
+        route = select_route(rt.route_index[svc].view(self.method, self.path), self.method, self.path,
+                             self.query, hdict)
+        if route is None:
+            self.down.lstats.no_route += 1
+            self.flags = "NR"
+            self.local(404)
+            return
+        self.route = route
+        self.route_counts = rt.route_counts.get(route)
+        if route.fault is not None:
+            delay_ms, abort = fault_mod.decide(route.fault, _random(), _random())
+            if delay_ms:
+                self.down.lstats.delays_injected += 1
+                self.flags = "DI"
+                self.other_timer = rt.loop.call_later(delay_ms / 1000.0, self.after_delay, abort)
+                return
+            if abort is not None:
+                self.abort_fault(abort)
+                return
+        self.forward_outbound(route)
+
+    def absolute_form(self, authority: str, rest: str) -> None:
+        """`http://AUTHORITY/PATH` as a request target: the request goes on as `PATH` with the
+        Host `AUTHORITY` (Envoy's `allow_absolute_url`, on by default)."""
+        self.target = rest if rest[:1] == "/" else "/" + rest
+        value = authority.encode("latin-1")
+        self.raw = [(n, v) for n, v in self.raw if n.lower() != b"host"] + [(b"host", value)]
+        self.hdict["host"] = [authority]
+
+    def start_inbound(self, table) -> None:
+        rt = self.rt
+        down = self.down
+        lstats = down.lstats
+        # the verified SPIFFE ID of an mTLS peer; a plaintext peer has none (the identity header
+        # is only read on a sidecar whose inbound listener has no TLS: Runtime.apply)
+        peer = down.source
+        if peer is None and rt.identity_header is not None:
+            values = self.hdict.get(rt.identity_header)
+            if values is not None and len(values) == 1:
+                peer = values[0]
+        self.peer = peer
+        if down.xfcc is not None or "x-forwarded-client-cert" in self.hdict:
+            # Authorization sees the header as Envoy's RBAC does: the sidecar's own value over
+            # mTLS (SANITIZE_SET writes it first), none over plaintext (SANITIZE removes it).
+            self.hdict.pop("x-forwarded-client-cert", None)
+            if down.xfcc is not None:
+                self.hdict["x-forwarded-client-cert"] = [down.xfcc.decode("latin-1").split(": ", 1)[1].rstrip("\r\n")]
+        allowed, _rule = authz_mod.decide(table.authorization, peer, self.method, self.path, self.hdict)
+        self.service = table.service
+        self.route_counts = rt.inbound_counts if peer is None else rt.inbound_counts_for(peer)
+        if not allowed:
+            lstats.rbac_denied += 1
+            self.flags = "RBAC"
+            self.local(403, BODY_RBAC)
+            return
+        lstats.rbac_allowed += 1
+        self.cluster = rt.app_cluster
+        self.build_upstream_head(None)
+        if self.expect_continue:
+            self.down.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.t_first_send = _monotonic()
+        self.attempt(False)
+
+    def after_delay(self, abort) -> None:
+        self.other_timer = None
+        if self.done:
+            return
+        if abort is not None:
+            self.abort_fault(abort)
+        else:
+            self.forward_outbound(self.route)
+
+    def abort_fault(self, status: int) -> None:
+        self.down.lstats.aborts_injected += 1
+        self.flags = "FI"
+        self.local(status, BODY_FAULT)
+
+    def forward_outbound(self, route) -> None:
+        if route.split is not None:
+            ref = split_mod.pick(route.split, self.hdict, _getrandbits(64))
+        else:
+            ref = route.to
+        self.cluster = self.rt.clusters[ref.subset.cluster]
+        self.count_attempts = True     # the outbound routes include x-envoy-attempt-count both ways
+        self.build_upstream_head(route)
+        if route.mirror is not None and self.body_done:
+            self.maybe_mirror()
+        if self.expect_continue:
+            self.down.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        now = self.t_first_send = _monotonic()
+        if route.timeout_ms:
+            self.deadline = now + route.timeout_ms / 1000.0   # armed by the attempt (see arm)
+        self.attempt(False)
+
+    def build_upstream_head(self, route) -> None:
+        """The request line and headers every attempt sends (the attempt adds its own lines)."""
+        hdict = self.hdict
+        target = upstream_target(self.path, self.query, self.target)
+        parts = [self.method.encode(), b" ", target.encode("latin-1"), b" HTTP/1.1\r\n"]
+        skip = UP_SKIP
+        if "connection" in hdict or self.expect_continue:
+            extra = {t.encode() for t in connection_tokens(hdict.get("connection", ()))}
+            if self.expect_continue:
+                extra.add(b"expect")
+            skip = skip | extra
+        if route is not None and not route.request_headers.empty:
+            for n, v in changed_request_headers(self.raw, skip, route.request_headers):
+                parts += (n, b": ", v, b"\r\n")
+        else:
+            for n, v in self.raw:
+                ln = n.lower()
+                if ln not in skip:
+                    parts += (ln, b": ", v, b"\r\n")
+        if "te" in hdict and b"te" not in skip - UP_SKIP and any(v.strip().lower() == "trailers" for v in hdict["te"]):
+            parts.append(b"te: trailers\r\n")         # the one TE value that is forwarded (as Envoy)
+        if "x-forwarded-proto" not in hdict:     # the caller's scheme, as Envoy: https over mTLS
+            parts.append(b"x-forwarded-proto: https\r\n" if self.down.xfcc is not None else b"x-forwarded-proto: http\r\n")
+        if "x-request-id" not in hdict:
+            parts += (b"x-request-id: ", request_id().encode(), b"\r\n")
+        if self.down.xfcc is not None:   # inbound over mTLS: Envoy's SANITIZE_SET (the client's was skipped)
+            parts.append(self.down.xfcc)
+        self.up_head = b"".join(parts)
+        if self.req_chunked:
+            self.up_tail = b"transfer-encoding: chunked\r\n\r\n"
+        elif self.req_cl is not None:
+            self.up_tail = b"content-length: %d\r\n\r\n" % self.req_cl
+        elif self.method not in BODYLESS_METHODS:
+            # Envoy's HTTP/1 codec writes `content-length: 0` on a request without a body unless
+            # its method is one that has none (HeaderUtility::requestShouldHaveNoBody)
+            self.up_tail = b"content-length: 0\r\n\r\n"
+
+    # ---- attempts ------------------------------------------------------------------------------------
+
+    def attempt(self, fresh: bool) -> None:
+        """Start one attempt: pick an endpoint, get a connection (or wait for one)."""
+        cluster = self.cluster
+        if not fresh:
+            self.attempts += 1
+            self.pool = cluster.pick()
+        pool = self.pool
+        self.upstream_key = pool.key
+        self.state = WAITING
+        self.seq += 1
+        conn = cluster.acquire(self, pool, fresh)
+        if conn is None:   # waiting for a connection (the pool calls on_connection or on_failure)
+            if self.deadline:
+                self.arm()
+            return
+        if conn is False:
+            self.state = IDLE
+            self.overflow()
+            return
+        self.on_connection(conn)
+
+    def on_connection(self, conn) -> None:
+        """A connection for the current attempt (the request token is held)."""
+        if self.done or self.state != WAITING:
+            conn.pool.cluster.give_back(conn)
+            return
+        self.holds_request = True
+        self.conn = conn
+        self.state = SENT
+        stats = self.cluster.stats
+        stats.rq_total += 1
+        stats.rq_active += 1
+        conn.start(self, self.is_head)
+        now = self.t_send = _monotonic()
+        if self.count_attempts:     # an outbound route: attempt count, per-try timeout, expected timeout
+            retry = self.route.retry
+            per_try = retry.per_try_timeout_ms if retry is not None else 0
+            if per_try:
+                self.try_deadline = now + per_try / 1000.0
+                self.arm()
+            elif self.deadline and not self.wslot:
+                self.arm()
+            if self.deadline:
+                left = int((self.deadline - now) * 1000)
+                if per_try and per_try < left:
+                    left = per_try
+                head = b"%sx-envoy-attempt-count: %d\r\nx-envoy-expected-rq-timeout-ms: %d\r\n" % (
+                    self.up_head, self.attempts, left if left > 0 else 0)
+            elif per_try:
+                head = b"%sx-envoy-attempt-count: %d\r\nx-envoy-expected-rq-timeout-ms: %d\r\n" % (
+                    self.up_head, self.attempts, per_try)
+            else:
+                head = b"%sx-envoy-attempt-count: %d\r\n" % (self.up_head, self.attempts)
+        else:
+            head = self.up_head
+        unsent = self.unsent
+        if unsent:
+            if self.req_chunked:
+                body = b"".join([b"%x\r\n%s\r\n" % (len(c), c) for c in unsent])
+            else:
+                body = b"".join(unsent)
+            self.unsent = ()
+            if self.unsent_size > UNSENT_HIGH:
+                self.down.resume_reading_for("body")
+            self.unsent_size = 0
+            if self.body_done and self.req_chunked:
+                body += b"0\r\n\r\n"
+            conn.write(head + self.up_tail + body)
+        elif self.body_done and self.req_chunked:
+            conn.write(head + self.up_tail + b"0\r\n\r\n")
+        else:
+            conn.write(head + self.up_tail)
+
+    def end_attempt(self) -> None:
+        """The current attempt is over: its per-try timeout and request token go (the wheel slot
+        stays; a wake-up for a deadline that is gone re-arms for the next one)."""
+        self.try_deadline = 0.0
+        if self.holds_request:
+            self.holds_request = False
+            cluster = self.cluster
+            cluster.breaker.release_request()
+            cluster.stats.rq_active -= 1
+            if self.down.paused:      # a connection that was full no longer holds the client back
+                self.down.resume_reading_for("upstream")
+
+    def on_upstream_write_paused(self, paused: bool) -> None:
+        if paused:
+            self.down.pause_reading_for("upstream")
+        else:
+            self.down.resume_reading_for("upstream")
+
+    # ---- the upstream's response -----------------------------------------------------------------
+
+    def on_response_head(self, conn, status: int) -> None:
+        if conn is not self.conn:
+            return
+        now = _monotonic()
+        cluster = self.cluster
+        cluster.stats.observe(status, (now - self.t_send) * 1000.0)
+        outlier = cluster.outlier
+        if outlier is not None and outlier.record(self.upstream_key, status, None, now):
+            cluster.ejected(self.upstream_key)
+        if self.retry_held:      # the retried attempt is answered: its retry is no longer in flight
+            self.retry_held = False
+            cluster.breaker.release_retry()
+        route = self.route
+        if route is not None and route.retry is not None and status in route.retry.statuses:
+            overloaded = False
+            for name, _ in conn.special:
+                if name == b"x-envoy-overloaded":
+                    overloaded = True
+            if self.retry(Outcome(status, None, overloaded)):
+                return
+        self.status = status
+        self.up_ms = up_ms = int((now - self.t_first_send) * 1000)
+        # the response head: the upstream's header lines less the hop-by-hop ones, re-framed
+        lines = conn.lines
+        has_length = conn.has_length
+        drop = None
+        for name, value in conn.special:
+            if name == b"connection" and value not in _PLAIN_CONNECTION:
+                drop = {t.encode() for t in connection_tokens([value.decode("latin-1")])}
+        if drop or (route is not None and not route.response_headers.empty):
+            lines = changed_response_lines(lines, drop, route.response_headers if route is not None else None)
+            has_length = any(line.startswith(b"content-length: ") for line in lines)
+        parts = [status_line(status)]
+        parts += lines
+        if not has_length and not (self.is_head or status == 204 or status == 304 or status < 200):
+            self.resp_chunked = True
+            parts.append(b"transfer-encoding: chunked\r\n")
+        if not self.body_done:
+            self.close_after = True   # the client is still sending: the connection cannot be reused
+        if self.count_attempts:
+            parts.append(b"x-envoy-upstream-service-time: %d\r\nx-envoy-attempt-count: %d\r\nserver: envoy\r\n%s\r\n" % (
+                up_ms, self.attempts, b"connection: close\r\n" if self.close_after else b""))
+        else:
+            parts.append(b"x-envoy-upstream-service-time: %d\r\nserver: envoy\r\n%s\r\n" % (
+                up_ms, b"connection: close\r\n" if self.close_after else b""))
+        self.resp_started = True
+        self.down.write(b"".join(parts))
+
+    def on_response_body(self, conn, data: bytes) -> None:
+        if conn is not self.conn:
+            return
+        self.bytes_out += len(data)
+        if self.resp_chunked:
+            self.down.write(b"%x\r\n%s\r\n" % (len(data), data))
+        else:
+            self.down.write(data)
+
+    def on_response_end(self, conn) -> None:
+        if conn is not self.conn:
+            return
+        self.conn = None
+        self.state = IDLE
+        self.end_attempt()
+        if self.resp_chunked:
+            self.down.write(b"0\r\n\r\n")
+        self.finish()
+
+    def on_failure(self, conn, kind: str, reason: str, fresh_ok: bool) -> None:
+        """No (complete) response from the upstream on this attempt."""
+        if conn is None:
+            if self.state != WAITING:
+                return
+        elif conn is not self.conn:
+            return
+        self.conn = None
+        self.state = IDLE
+        cluster = self.cluster
+        if self.resp_started:      # the response broke off mid-body: the client sees a reset
+            self.end_attempt()
+            self.flags = "UR"
+            self.down.abort()
+            self.finish(aborted=True)
+            return
+        # A kept-alive connection the upstream closed as it was reused fails the attempt like any
+        # reset: Envoy does not send it again unless the route retries on `reset` (equivalence
+        # suite; `fresh_ok` is only informative).
+        self.end_attempt()
+        if kind != CONNECT_FAILURE:
+            cluster.stats.rq_rx_reset += 1
+        outlier = cluster.outlier
+        if outlier is not None and outlier.record(self.upstream_key, None, kind, _monotonic()):
+            cluster.ejected(self.upstream_key)
+        if self.retry(Outcome(None, kind)):
+            return
+        self.flags = "UF" if kind == CONNECT_FAILURE else "UC"
+        if reason == "headers too large":   # proxy.max_response_headers_bytes: Envoy's 502
+            self.local(502, reset_body("protocol error", self.attempts > 1))
+        else:
+            self.local(503, reset_body(reason, self.attempts > 1))
+
+    # ---- timeouts ----------------------------------------------------------------------------------
+
+    def arm(self) -> None:
+        """Put this request in the timer wheel's slot of its earliest deadline."""
+        d = self.deadline
+        t = self.try_deadline
+        if t and (not d or t < d):
+            d = t
+        slot = int(d * TICKS) + 1 if d else 0
+        old = self.wslot
+        if slot == old:
+            return
+        wheel = self.rt.wheel
+        buckets = wheel.buckets
+        if old:
+            bucket = buckets.get(old)
+            if bucket is not None:
+                bucket.discard(self)
+                if not bucket:
+                    del buckets[old]
+        if slot:
+            if slot <= wheel.last:
+                slot = wheel.last + 1
+            bucket = buckets.get(slot)
+            if bucket is None:
+                bucket = buckets[slot] = set()
+            bucket.add(self)
+            if wheel.handle is None:
+                wheel.start()
+        self.wslot = slot
+
+    def on_deadline(self) -> None:
+        """The timer wheel's call: a deadline has passed, or moved (then re-arm)."""
+        self.wslot = 0
+        if self.done:
+            return
+        now = _monotonic()
+        if self.try_deadline and now >= self.try_deadline:
+            self.try_deadline = 0.0
+            self.on_per_try_timeout()
+        elif self.deadline and now >= self.deadline:
+            self.on_route_timeout()
+        else:
+            self.arm()
+
+    def on_per_try_timeout(self) -> None:
+        if self.done:
+            return
+        cluster = self.cluster
+        cluster.stats.rq_per_try_timeout += 1
+        self.abandon_attempt()
+        if self.resp_started:
+            self.flags = "UT"
+            self.down.abort()
+            self.finish(aborted=True)
+            return
+        outlier = cluster.outlier
+        if outlier is not None and outlier.record(self.upstream_key, None, PER_TRY_TIMEOUT, _monotonic()):
+            cluster.ejected(self.upstream_key)
+        if self.retry(Outcome(None, PER_TRY_TIMEOUT)):
+            return
+        self.flags = "UT"
+        self.local(504, BODY_TIMEOUT)
+
+    def on_route_timeout(self) -> None:
+        if self.done:
+            return
+        cluster = self.cluster
+        cluster.stats.rq_timeout += 1
+        was_sent = self.state == SENT
+        self.abandon_attempt()
+        if was_sent and cluster.outlier is not None:
+            if cluster.outlier.record(self.upstream_key, None, PER_TRY_TIMEOUT, _monotonic()):
+                cluster.ejected(self.upstream_key)
+        self.flags = "UT"
+        if self.resp_started:
+            self.down.abort()
+            self.finish(aborted=True)
+            return
+        self.local(504, BODY_TIMEOUT)
+
+    def abandon_attempt(self) -> None:
+        """Let go of the current attempt, whatever its state (no callbacks will follow)."""
+        state = self.state
+        self.state = IDLE
+        if state == SENT:
+            conn = self.conn
+            self.conn = None
+            if conn is not None:
+                conn.abandon()
+        elif state == WAITING:
+            self.cluster.cancel_wait(self, self.pool)
+        t = self.other_timer
+        if t is not None:
+            self.other_timer = None
+            t.cancel()
+        self.end_attempt()
+        if self.retry_held:
+            self.retry_held = False
+            self.cluster.breaker.release_retry()
+
+    # ---- retries -----------------------------------------------------------------------------------
+
+    def retry(self, outcome: Outcome) -> bool:
+        """Schedule the next attempt when the route's policy, the attempt count, the body and the
+        retry budget allow it; False when the request ends with what it has.
+
+        A retry holds its unit of the retry budget (or `max_retries`) from this decision, through
+        the backoff, until its attempt ends (the next decision, or the end of the request), as
+        Envoy's RetryStateImpl does (`resetRetry` at each `shouldRetry`)."""
+        if self.retry_held:
+            self.retry_held = False
+            self.cluster.breaker.release_retry()
+        route = self.route
+        if route is None:
+            return False
+        r = route.retry
+        if r is None or not retry_mod.retriable(r, outcome):
+            return False
+        cluster = self.cluster
+        if self.attempts > r.num_retries:
+            cluster.stats.retry_limit_exceeded += 1
+            return False
+        if not self.replayable:
+            return False
+        if not cluster.breaker.try_acquire_retry():
+            cluster.stats.retry_overflow += 1
+            return False
+        cluster.stats.retry += 1
+        self.end_attempt()
+        self.conn = None         # a connection still sending this response drains it, then is reused
+        self.retry_held = True
+        self.state = BACKOFF
+        wait = retry_mod.backoff_ms(r, self.attempts, _random()) / 1000.0
+        self.other_timer = self.rt.loop.call_later(wait, self.after_backoff)
+        return True
+
+    def after_backoff(self) -> None:
+        self.other_timer = None      # the retry stays held while its attempt runs (see retry)
+        if self.done:
+            return
+        self.unsent = list(self.replay)
+        self.unsent_size = self.replay_size
+        self.attempt(False)
+
+    # ---- endings -----------------------------------------------------------------------------------
+
+    def on_overflow(self) -> None:
+        """The pool had a connection for the waiting attempt, but the request limit did not."""
+        if self.done or self.state != WAITING:
+            return
+        self.state = IDLE
+        self.overflow()
+
+    def overflow(self) -> None:
+        """A circuit breaker refused the attempt: Envoy's overflow 503 (never retried)."""
+        self.end_attempt()
+        self.flags = "UO"
+        self.local(503, BODY_OVERFLOW, b"x-envoy-overloaded: true\r\n")
+
+    def local(self, status: int, body: bytes = b"", extra: bytes = b"", close: bool = False) -> None:
+        """Answer with a local reply (nothing of it came from an upstream). A request whose body
+        is still coming gets `connection: close`, as from Envoy. Once a route is chosen, its
+        response header changes apply to the local reply too (a fault's abort, a timeout, a
+        reset), as in Envoy."""
+        if self.done or self.resp_started:
+            return
+        if close or not self.body_done:
+            self.close_after = True
+        if self.count_attempts and self.attempts:   # the router's replies (5xx after attempts)
+            extra += b"x-envoy-attempt-count: %d\r\n" % self.attempts
+        self.status = status
+        self.resp_started = True
+        self.bytes_out = len(body)
+        route = self.route
+        if route is not None and not route.response_headers.empty:
+            extra = local_reply_changes(body, extra, route.response_headers)
+            self.down.write(local_reply(status, body, extra, self.close_after, self.is_head, ctype=False))
+        else:
+            self.down.write(local_reply(status, body, extra, self.close_after, self.is_head))
+        self.finish()
+
+    def finish(self, aborted: bool = False) -> None:
+        if self.done:
+            return
+        self.done = True
+        slot = self.wslot
+        if slot:
+            buckets = self.rt.wheel.buckets
+            bucket = buckets.get(slot)
+            if bucket is not None:
+                bucket.discard(self)
+                if not bucket:
+                    del buckets[slot]
+            self.wslot = 0
+        if self.state != IDLE or self.retry_held or self.other_timer is not None:
+            self.abandon_attempt()
+        elif self.holds_request:
+            self.end_attempt()
+        down = self.down
+        lstats = down.lstats
+        lstats.rq_active -= 1
+        status = self.status
+        if status:
+            lstats.count_status(status)
+            counts = self.route_counts
+            if counts is None:
+                counts = self.rt.metrics.route(down.listener, self.service, "")
+            counts[status] = counts.get(status, 0) + 1
+        log = self.rt.access_log
+        if log is not None:
+            log.write(self)
+        down.exchange_done(self, aborted)
+
+    def cancel(self) -> None:
+        """The client went away, or the connection is failing: drop the request."""
+        if self.done:
+            return
+        if self.dispatched:
+            self.down.lstats.rq_rx_reset += 1
+        self.flags = self.flags or "DC"
+        self.abandon_attempt()
+        self.resp_started = True
+        self.finish(aborted=True)
+
+    # ---- the mirror --------------------------------------------------------------------------------
+
+    def maybe_mirror(self) -> None:
+        """Fire the route's mirror copy once the whole body is known (at most once a request)."""
+        route = self.route
+        mirror = route.mirror
+        if not self.replayable or self.mirrored:
+            return
+        self.mirrored = True
+        if not (_random() * 100.0 < mirror.percent):
+            return
+        cluster = self.rt.clusters.get(mirror.subset.cluster)
+        if cluster is None:
+            return
+        shadow = shadow_host(self.host).encode("latin-1", "replace")
+        lines = self.up_head.split(b"\r\n")
+        out = [lines[0]]
+        for line in lines[1:]:
+            if line[:5].lower() == b"host:":
+                out.append(b"host: " + shadow)
+            elif line:
+                out.append(line)
+        body = b"".join(self.replay)
+        if body or self.req_cl is not None:
+            tail = b"content-length: %d\r\n\r\n" % len(body)
+        else:
+            tail = b"\r\n" if self.req_chunked else self.up_tail
+        data = b"\r\n".join(out) + b"\r\nx-envoy-internal: true\r\n" + tail + body
+        Mirror(cluster, data, self.is_head, (route.timeout_ms or 15000) / 1000.0)
+
+
+class _NoClient:
+    """What a mirror has for a client: nothing is ever written to it."""
+    corked = 0
+    wbuf = ()
+
+    def flush(self):
+        pass
+
+
+class Mirror:
+    """A fire-and-forget copy of a request: its response and its failures are dropped."""
+    __slots__ = ("cluster", "data", "is_head", "conn", "state", "timer", "done", "pool", "seq")
+    down = _NoClient()
+
+    def __init__(self, cluster, data: bytes, is_head: bool, timeout: float):
+        self.cluster = cluster
+        self.data = data
+        self.is_head = is_head
+        self.conn = None
+        self.done = False
+        self.seq = 1
+        cluster.stats.mirror_total += 1
+        self.pool = cluster.pick()
+        self.state = WAITING
+        self.timer = cluster.loop.call_later(timeout, self.stop)
+        conn = cluster.acquire(self, self.pool, False)
+        if conn is False:
+            self.state = IDLE
+            self.stop()
+        elif conn is not None:
+            self.on_connection(conn)
+
+    def on_connection(self, conn):
+        if self.done:
+            conn.pool.cluster.give_back(conn)
+            return
+        self.state = SENT
+        self.conn = conn
+        self.cluster.stats.rq_total += 1
+        self.cluster.stats.rq_active += 1
+        conn.start(self, self.is_head)
+        conn.write(self.data)
+
+    def on_response_head(self, conn, status):
+        self.cluster.stats.observe(status, 0.0)
+
+    def on_response_body(self, conn, data):
+        pass
+
+    def on_response_end(self, conn):
+        self.conn = None
+        self.stop()
+
+    def on_failure(self, conn, kind, reason, fresh_ok):
+        self.conn = None
+        self.stop()
+
+    def on_upstream_write_paused(self, paused):
+        pass
+
+    def on_overflow(self):
+        self.state = IDLE
+        self.stop()
+
+    def stop(self):
+        if self.done:
+            return
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.state == WAITING:
+            self.cluster.cancel_wait(self, self.pool)
+        elif self.state == SENT:
+            self.cluster.breaker.release_request()
+            self.cluster.stats.rq_active -= 1
+            if self.conn is not None:
+                self.conn.abandon()
+        self.state = IDLE

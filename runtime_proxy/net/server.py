@@ -1,0 +1,742 @@
+"""The proxy's run-time state and its downstream side: listeners, client connections, clusters.
+
+`Runtime` holds what outlives a request: the active config and its compiled table, one
+`ClusterState` per subset cluster (breaker, outlier detector, a connection pool per endpoint,
+statistics), the access log and the set of client connections. A reload swaps the table for new
+requests; a request keeps the table and cluster it started with, so in-flight requests finish
+under the config they began with. Cluster state is kept across a reload when the cluster's
+endpoints and policy did not change, so breakers, ejections and pooled connections survive it.
+
+`Downstream` is the client side of one connection (asyncio.Protocol with httptools callbacks):
+strict HTTP/1.1 parsing (llhttp rejects conflicting Content-Length / Transfer-Encoding, bad
+chunk framing and malformed request lines), the request-header size limit (431), keep-alive,
+pipelined requests answered in order, and flow control between the two sides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections import deque
+
+import orjson
+from httptools import HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade, HttpRequestParser
+
+from runtime_proxy.decide.breaker import Breaker
+from runtime_proxy.net.exchange import Exchange
+from runtime_proxy.net.http import REQUEST_INLINE, decode_value, local_reply, status_line
+from runtime_proxy.net.metrics import MAX_SOURCES, Metrics, TlsStats
+from runtime_proxy.decide.outlier import OutlierState
+from runtime_proxy.config.child import Plain
+from runtime_proxy.decide.route_index import build as build_route_index
+from runtime_proxy.net.timers import TimerWheel
+from runtime_proxy.net.tls import Identities, peer_identity, xfcc_line
+from runtime_proxy.net.upstream import Pool
+
+log = logging.getLogger("runtime_proxy")
+
+# Envoy's default thresholds, for the local application's cluster (no policy sets them)
+APP_LIMITS = Plain({"max_connections": 1024, "max_pending_requests": 1024, "max_requests": 1024, "max_retries": 3})
+
+_METHODS: dict[bytes, str] = {}
+# raw header name -> lower-case str (bounded: names are few; random names only fill it to the cap)
+_NAMES: dict[bytes, str] = {}
+_OWS = (b" ", b"\t")          # optional white space around a header value (RFC 9110 5.5)
+
+LINGER_SECONDS = 1.0   # how long a closing connection still reads what the client sends
+
+# why a client connection stopped reading (bits)
+PAUSE_BODY, PAUSE_UPSTREAM, PAUSE_PIPELINE = 1, 2, 4
+_PAUSE_REASONS = {"body": PAUSE_BODY, "upstream": PAUSE_UPSTREAM, "pipeline": PAUSE_PIPELINE}
+
+
+class HeadersTooLarge(Exception):
+    pass
+
+
+# ---- clusters -------------------------------------------------------------------------------------
+
+class ClusterState:
+    """One subset cluster as this sidecar calls it: breaker, outlier detection, pools, stats.
+    `tls` is None (plaintext) or (server name, expected SPIFFE ID) for mTLS connections."""
+
+    def __init__(self, rt: "Runtime", name: str, endpoints, limits, budget, outlier, tls=None):
+        self.name = name
+        self.loop = rt.loop
+        self.rt = rt
+        self.signature = (tuple(endpoints), limits, budget, outlier, rt.connect_timeout,
+                          rt.max_response_headers, tls)
+        self.breaker = Breaker(limits, budget)
+        keys = tuple(f"{h}:{p}" for h, p in endpoints)
+        # ejections end at the detector's interval ticks, counted from now, as in Envoy
+        self.outlier = OutlierState(outlier, keys, tick_origin=time.monotonic()) if outlier is not None else None
+        self.plist = tuple(Pool(self, h, p, rt.loop, rt.connect_timeout, rt.max_response_headers, tls)
+                           for h, p in endpoints)
+        self.keys = keys
+        self.by_key = {p.key: p for p in self.plist}
+        self.rr = -1
+        self.stats = rt.metrics.cluster(name)
+        self.retired = False
+
+    def pick(self) -> Pool:
+        """Round robin over the endpoints the outlier detector leaves available."""
+        plist = self.plist
+        outlier = self.outlier
+        if outlier is not None and outlier.ejected_count:
+            keys = outlier.available(self.keys, time.monotonic())
+            if len(keys) != len(plist):
+                by_key = self.by_key
+                plist = [by_key[k] for k in keys]
+        n = len(plist)
+        if n == 1:
+            return plist[0]
+        self.rr += 1
+        return plist[self.rr % n]
+
+    def acquire(self, user, pool: Pool, fresh: bool):
+        """A connection for `user` (with the request token taken), None when it waits for one
+        (the pool calls user.on_connection or user.on_failure later), False on overflow."""
+        breaker = self.breaker
+        stats = self.stats
+        if not fresh:
+            conn = pool.take_idle()
+            if conn is not None:
+                if breaker.try_acquire_request():
+                    return conn
+                pool.idle.append(conn)
+                stats.pending_overflow += 1
+                return False
+        elif breaker.try_acquire_connection():
+            pool.connect((user, user.seq))
+            return None
+        if not breaker.try_acquire_pending():
+            stats.pending_overflow += 1
+            return False
+        stats.pending_total += 1
+        pool.waiters.append(user)
+        if pool.connecting < len(pool.waiters):
+            if breaker.try_acquire_connection():
+                pool.connect(None)
+            else:
+                stats.cx_overflow += 1
+        return None
+
+    def handoff(self, user, conn, pending: bool = True) -> None:
+        """Give a ready connection to a waiting user."""
+        breaker = self.breaker
+        if pending:
+            breaker.release_pending()
+        if not breaker.try_acquire_request():
+            self.stats.pending_overflow += 1
+            conn.idle_since = self.loop.time()
+            conn.pool.idle.append(conn)
+            user.on_overflow()
+            return
+        user.on_connection(conn)
+
+    def give_back(self, conn) -> None:
+        """A connection handed to a user that no longer needs it."""
+        self.breaker.release_request()
+        conn.pool.release(conn)
+
+    def cancel_wait(self, user, pool: Pool) -> None:
+        if pool is not None and pool.cancel_waiter(user):
+            self.breaker.release_pending()
+
+    def pending_failed(self, user) -> None:
+        self.breaker.release_pending()
+
+    def connection_opened(self, pool: Pool) -> None:
+        self.stats.cx_total += 1
+        self.stats.cx_active += 1
+
+    def connection_closed(self, pool: Pool) -> None:
+        self.breaker.release_connection()
+        self.stats.cx_active -= 1
+        if self.retired:
+            return
+        breaker = self.breaker
+        for p in self.plist:   # a connection slot is free: serve a pool whose waiters have none
+            if p.waiters and p.connecting < len(p.waiters) and breaker.try_acquire_connection():
+                p.connect(None)
+
+    def connect_failed(self, pool: Pool, timeout: bool) -> None:
+        self.breaker.release_connection()
+        self.stats.cx_connect_fail += 1
+        if timeout:
+            self.stats.cx_connect_timeout += 1
+
+    def client_context(self):
+        """The TLS context new connections of an mTLS cluster use (the newest identity), or None
+        when a reload took the identity files away (the connection then fails as a connect
+        failure instead of going out in plaintext)."""
+        tls = self.rt.tls
+        return tls.current.client if tls is not None else None
+
+    def tls_failed(self, pool: Pool, reason: str, detail: str) -> None:
+        """An upstream TLS handshake failed, or the server is not the destination's identity."""
+        self.rt.metrics.tls.failed("upstream", reason)
+        log.warning("upstream TLS to %s (%s) failed: %s: %s", pool.key, self.name, reason, detail)
+
+    def ejected(self, key: str) -> None:
+        self.stats.ejections_enforced += 1
+        self.stats.ejections_detected += 1
+        log.info("outlier detection: ejected %s from %s", key, self.name)
+
+    def retire(self) -> None:
+        """A reload replaced this cluster: no new requests; connections close once idle."""
+        self.retired = True
+        for p in self.plist:
+            p.retired = True
+            p.close_idle()
+
+    def gauges(self, now: float) -> dict[str, int]:
+        out = {"upstream_rq_pending_active": self.breaker.pending,
+               "circuit_breakers_default_remaining_retries": max(
+                   0, self.breaker.retry_limit() - self.breaker.retries)}
+        if self.outlier is not None:
+            out["outlier_detection.ejections_active"] = len(self.outlier.ejected(now))
+        return out
+
+
+# ---- the access log -------------------------------------------------------------------------------
+
+class AccessLog:
+    """One JSON object per line and request; buffered, flushed every second and at exit."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fh = sys.stdout if path == "-" else open(path, "a", buffering=1 << 16, encoding="utf-8")
+
+    def write(self, ex: Exchange) -> None:
+        route = ex.route
+        cluster = ex.cluster
+        record = {
+            "time": round(time.time(), 3),
+            "listener": ex.down.listener,
+            "method": ex.method,
+            "path": ex.path or ex.target,
+            "host": ex.host,
+            "service": ex.service,
+            "route": route.name if route is not None else None,
+            "cluster": cluster.name if cluster is not None else None,
+            "upstream": ex.upstream_key or None,
+            "status": ex.status,
+            "attempts": ex.attempts,
+            "duration_ms": round((time.monotonic() - ex.t_start) * 1000, 3),
+            "upstream_service_time_ms": ex.up_ms if ex.up_ms >= 0 else None,
+            "bytes_sent": ex.bytes_out,
+            "flags": ex.flags or None,
+            "client": ex.down.peer_ip,
+            "source_identity": ex.peer,
+        }
+        self.fh.write(orjson.dumps(record).decode() + "\n")
+
+    def flush(self) -> None:
+        try:
+            self.fh.flush()
+        except (OSError, ValueError):
+            pass
+
+    def close(self) -> None:
+        self.flush()
+        if self.fh is not sys.stdout:
+            self.fh.close()
+
+
+def header_dict(raw: list) -> tuple[dict[str, list[str]], list]:
+    """The request's headers as routing reads them: lower-case name -> values (decoded as
+    `decode_value`), and the header lines to forward. Envoy keeps one value for each of its
+    inline headers (http.REQUEST_INLINE): their repeated lines are joined, in both results."""
+    hdict: dict[str, list[str]] = {}
+    joined = False
+    names = _NAMES
+    for n, v in raw:
+        name = names.get(n)
+        if name is None:
+            name = n.decode("latin-1").lower()
+            if len(names) < 4096:
+                names[n] = name
+        try:
+            value = v.decode("ascii")
+        except UnicodeDecodeError:
+            value = decode_value(v)
+        values = hdict.get(name)
+        if values is None:
+            hdict[name] = [value]
+        elif name in REQUEST_INLINE:
+            if value:         # Envoy's appendToHeader: nothing for an empty value, no comma after one
+                values[0] = values[0] + "," + value if values[0] else value
+            joined = True
+        else:
+            values.append(value)
+    return hdict, (_join_inline(raw) if joined else raw)
+
+
+def _join_inline(raw: list) -> list:
+    """The request's header lines with the repeated lines of each of Envoy's inline headers
+    joined, with ",", into the first one (http.REQUEST_INLINE), as Envoy's appendToHeader does:
+    an empty line adds nothing, and a value after an empty one comes without a comma."""
+    out = []
+    first: dict[str, int] = {}
+    for n, v in raw:
+        name = n.decode("latin-1").lower()
+        if name in REQUEST_INLINE:
+            at = first.get(name)
+            if at is not None:
+                if v:
+                    out[at] = (out[at][0], out[at][1] + b"," + v if out[at][1] else v)
+                continue
+            first[name] = len(out)
+        out.append((n, v))
+    return out
+
+
+# ---- the run-time state ---------------------------------------------------------------------------
+
+class Runtime:
+    def __init__(self, loop, config, table, config_data: dict, access_log: str | None = None,
+                 identity_header: str | None = None):
+        self.loop = loop
+        self.wheel = TimerWheel(loop)
+        self.metrics = Metrics()
+        self.clusters: dict[str, ClusterState] = {}
+        self.app_cluster: ClusterState | None = None
+        self.access_log = AccessLog(access_log) if access_log else None
+        # --identity-header: only for a sidecar without TLS on its inbound listener (see apply)
+        self.identity_header_option = identity_header.lower() if identity_header else None
+        self.identity_header = None
+        self.tls: Identities | None = None        # the identity files' contexts, when configured
+        self.downstreams: set[Downstream] = set()
+        self.draining = False
+        self.config = None
+        self.table = None
+        self.loaded_at = 0.0
+        self.config_data: dict = {}
+        self.apply(config, table, config_data)
+
+    def apply(self, config, table, config_data: dict) -> None:
+        """Make `config` (compiled as `table`; `config_data` its JSON) the one new requests use.
+        Raises tls.TlsError, having changed nothing, when its identity files cannot be used."""
+        self.tls = self._identities(config)
+        # a header names the caller only where no TLS can: a verified identity always wins
+        self.identity_header = self.identity_header_option if config.mtls.mode == "disable" else None
+        proxy = config.proxy
+        self.max_request_headers = proxy.max_request_headers_bytes
+        self.max_request_body = proxy.max_request_body_bytes
+        self.max_response_headers = proxy.max_response_headers_bytes
+        self.connect_timeout = proxy.connect_timeout_ms / 1000.0
+        self.idle_timeout = proxy.idle_timeout_ms / 1000.0
+        self.upstream_idle_timeout = proxy.upstream_idle_timeout_ms / 1000.0
+        self.drain_timeout = proxy.drain_timeout_ms / 1000.0
+        old = self.clusters
+        new: dict[str, ClusterState] = {}
+        for svc in table.services.values():
+            tls = (svc.sni, svc.identity) if svc.mtls else None
+            for sub in svc.subsets.values():
+                new[sub.cluster] = self._cluster(old.get(sub.cluster), sub.cluster, sub.endpoints,
+                                                 svc.limits, svc.retry_budget, svc.outlier, tls)
+        app_name = f"inbound|{config.service}"
+        app = self._cluster(self.app_cluster, app_name, ((config.app.host, config.app.port),),
+                            APP_LIMITS, None, None)
+        for name, state in old.items():
+            if new.get(name) is not state:
+                state.retire()
+        if self.app_cluster is not None and self.app_cluster is not app:
+            self.app_cluster.retire()
+        self.clusters = new
+        self.app_cluster = app
+        metrics = self.metrics
+        self.route_counts = {route: metrics.route("outbound", svc.name, route.name)
+                             for svc in table.services.values() for route in svc.routes}
+        self.route_index = build_route_index(table, config)   # CService -> RouteIndex
+        self.inbound_counts = metrics.inbound(config.service, None)
+        self.source_counts: dict[str, dict[int, int]] = {}     # source identity -> inbound counts
+        self.config = config
+        self.config_data = config_data
+        self.table = table
+        self.loaded_at = time.time()
+        metrics.config_version = config.version
+
+    def _cluster(self, old, name, endpoints, limits, budget, outlier, tls=None) -> ClusterState:
+        sig = (tuple(endpoints), limits, budget, outlier, self.connect_timeout, self.max_response_headers, tls)
+        if old is not None and not old.retired and old.signature == sig:
+            return old
+        return ClusterState(self, name, endpoints, limits, budget, outlier, tls)
+
+    def _identities(self, config) -> Identities | None:
+        """The identity for `config`: the current one when its files and SPIFFE ID are the same
+        (a rotation is the poll's business), else freshly loaded (TlsError when unusable)."""
+        files = config.mtls.files
+        if files is None:
+            return None
+        cur = self.tls
+        if cur is not None and cur.current.files == files and cur.current.uri == config.identity:
+            return cur
+        if self.metrics.tls is None:
+            self.metrics.tls = TlsStats()
+        if cur is not None:
+            cur.replace(files, config.identity)
+            return cur
+        return Identities.load(files, config.identity, self.metrics.tls)
+
+    def inbound_counts_for(self, source: str) -> dict[int, int]:
+        """The inbound request counts of a peer with an identity (one dict look-up a request)."""
+        counts = self.source_counts.get(source)
+        if counts is None:
+            counts = self.metrics.inbound(self.config.service, source)
+            if len(self.source_counts) < MAX_SOURCES:   # (an identity header may say anything)
+                self.source_counts[source] = counts
+        return counts
+
+    def gauges(self) -> dict[str, dict[str, int]]:
+        now = time.monotonic()
+        out = {name: c.gauges(now) for name, c in self.clusters.items()}
+        if self.app_cluster is not None:
+            out[self.app_cluster.name] = self.app_cluster.gauges(now)
+        return out
+
+    def active_requests(self) -> int:
+        return sum(ls.rq_active for ls in self.metrics.listeners.values())
+
+    def sweep(self) -> None:
+        """Once a second: close idle client and upstream connections past their idle timeouts."""
+        now = self.loop.time()
+        limit = self.idle_timeout
+        for down in list(self.downstreams):
+            if down.current is None and now - down.last_active > limit:
+                down.close()
+        for cluster in list(self.clusters.values()) + [self.app_cluster]:
+            for pool in cluster.plist:
+                if pool.idle:
+                    pool.close_idle(self.upstream_idle_timeout)
+        if self.access_log is not None:
+            self.access_log.flush()
+        if self.tls is not None:
+            self.tls.poll()
+
+    def start_drain(self) -> None:
+        """SIGTERM: stop taking requests on kept-alive connections; finish the ones in flight."""
+        self.draining = True
+        for down in list(self.downstreams):
+            self._close_when_done(down)
+
+    def end_plaintext_inbound(self) -> int:
+        """A reload made the inbound listener `strict`: plaintext connections accepted before it
+        take no further request (the one in flight finishes), as Envoy drains a replaced listener."""
+        ended = 0
+        for down in list(self.downstreams):
+            if down.listener == "inbound" and not isinstance(down, TlsDownstream):
+                if down.current is None:
+                    down.close()
+                else:
+                    down.current.close_after = True   # closed once its response is written
+                ended += 1
+        return ended
+
+    @staticmethod
+    def _close_when_done(down) -> None:
+        ex = down.current
+        if ex is None:
+            down.close()
+        elif not ex.resp_started:
+            ex.close_after = True
+
+
+# ---- the client side ------------------------------------------------------------------------------
+
+class Downstream(asyncio.Protocol):
+    __slots__ = ("rt", "listener", "outbound", "lstats", "transport", "parser", "peer_ip", "current", "parsing",
+                 "queue", "new", "closing", "paused", "last_active", "raw", "url",
+                 "partial", "max_head", "upgraded", "eof", "too_large", "corked", "wbuf",
+                 "cur_len", "source", "xfcc")
+
+    def __init__(self, rt: Runtime, listener: str):
+        self.rt = rt
+        self.listener = listener
+        self.outbound = listener == "outbound"
+        self.lstats = rt.metrics.listeners[listener]
+        self.transport = None
+        self.parser = None
+        self.peer_ip = "127.0.0.1"
+        self.current: Exchange | None = None
+        self.parsing: Exchange | None = None
+        self.queue: deque | None = None
+        self.new: list = []
+        self.closing = False
+        self.paused = 0
+        self.last_active = 0.0
+        self.raw: list = []
+        self.url = b""
+        self.partial = 0
+        self.max_head = rt.max_request_headers
+        self.upgraded = False
+        self.eof = False
+        self.too_large = False
+        self.cur_len = 0
+        self.corked = 0           # > 0: writes are gathered, and sent as one when uncorked
+        self.wbuf: list = []
+        self.source: str | None = None    # the peer's verified SPIFFE ID (mTLS only)
+        self.xfcc: bytes | None = None    # the x-forwarded-client-cert line for the app (mTLS only)
+
+    # ---- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer_ip = peer[0]
+        self.parser = HttpRequestParser(self)
+        self.last_active = self.rt.loop.time()
+        self.rt.downstreams.add(self)
+        lstats = self.lstats
+        lstats.cx_total += 1
+        lstats.cx_active += 1
+        if self.rt.draining:
+            self.close()
+
+    def data_received(self, data):
+        if self.closing or self.upgraded:
+            return
+        self.cur_len = len(data)
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade:
+            self.upgraded = True     # the parser stops here: nothing after this request is read
+        except HttpParserInvalidMethodError:
+            self.reject(400)
+            return
+        except HttpParserError as err:
+            # a transfer coding other than chunked: Envoy's 501 (its codec error, as every other)
+            self.reject(431 if self.too_large else 501 if "invalid `Transfer-Encoding`" in str(err) else 400)
+            return
+        if self.parsing is None and (self.url or self.raw):   # a head is still incomplete
+            self.partial += self.cur_len
+            if self.partial > self.max_head:   # the head so far is already too large
+                self.reject(431)
+                return
+        new = self.new
+        if new:
+            self.new = []
+            for ex in new:
+                if self.closing:
+                    ex.cancel()
+                elif self.current is None:
+                    self.current = ex
+                    ex.start()
+                else:
+                    if self.queue is None:
+                        self.queue = deque()
+                    self.queue.append(ex)
+                    self.pause_reading_for("pipeline")
+
+    def eof_received(self):
+        self.eof = True
+        if self.current is None and not self.new:
+            return False          # closes the connection
+        return True               # half-closed: answer what was asked, then close
+
+    def connection_lost(self, exc):
+        self.closing = True
+        rt = self.rt
+        rt.downstreams.discard(self)
+        self.lstats.cx_active -= 1
+        pending = []
+        if self.current is not None:
+            pending.append(self.current)
+        if self.queue:
+            pending.extend(self.queue)
+        if self.parsing is not None:
+            pending.append(self.parsing)
+        pending.extend(self.new)
+        self.current = None
+        self.queue = None
+        self.parsing = None
+        self.new = []
+        for ex in pending:
+            ex.cancel()
+
+    def pause_writing(self):
+        ex = self.current
+        if ex is not None and ex.conn is not None:
+            ex.conn.pause()
+
+    def resume_writing(self):
+        ex = self.current
+        if ex is not None and ex.conn is not None:
+            ex.conn.resume()
+
+    # ---- httptools callbacks -------------------------------------------------------------------
+
+    def on_url(self, url: bytes):
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes):
+        if self.parsing is None:      # (not trailers: they are not forwarded)
+            if value[-1:] in _OWS:    # llhttp keeps trailing white space; Envoy's codec trims it
+                value = value.rstrip(b" \t")
+            self.raw.append((name, value))
+
+    def on_headers_complete(self):
+        if self.partial + self.cur_len > self.max_head:   # could be over the limit: count exactly
+            size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.raw)
+            if size > self.max_head:
+                self.too_large = True
+                raise HeadersTooLarge()
+        parser = self.parser
+        mb = parser.get_method()
+        method = _METHODS.get(mb)
+        if method is None:
+            method = _METHODS[mb] = mb.decode("latin-1")
+        hdict, self.raw = header_dict(self.raw)
+        req_cl = None
+        chunked = False
+        if "transfer-encoding" in hdict:
+            chunked = True            # llhttp accepts only a final `chunked` and no Content-Length with it
+        elif "content-length" in hdict:
+            req_cl = int(hdict["content-length"][0])
+        ex = Exchange(self, self.rt, method, self.url.decode("latin-1"), self.raw, hdict,
+                      req_cl, chunked, not parser.should_keep_alive() or self.eof)
+        self.raw = []             # the next message's (no on_message_begin: one call less a request)
+        self.url = b""
+        self.partial = 0
+        version = parser.get_http_version()
+        if version != "1.1":
+            ex.reject = 426 if version == "1.0" else 400   # Envoy refuses HTTP/1.0 by default
+        elif parser.should_upgrade() and method != "CONNECT":
+            ex.reject = 403                                # no upgrade is configured: Envoy's 403
+        self.parsing = ex
+        self.new.append(ex)
+
+    def on_body(self, body: bytes):
+        ex = self.parsing
+        if ex is not None:
+            ex.on_request_body(body)
+
+    def on_message_complete(self):
+        ex = self.parsing
+        if ex is not None:
+            self.parsing = None
+            ex.on_request_end()
+
+    # ---- used by the exchange --------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.corked:
+            self.wbuf.append(data)
+        elif not self.closing:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        """Send the writes gathered while `corked` (an upstream connection corks its client while it
+        parses a read: a response's head and body usually arrive together, and one write, one
+        system call and one segment, is much cheaper than two)."""
+        buf = self.wbuf
+        self.wbuf = []
+        if not self.closing:
+            self.transport.write(buf[0] if len(buf) == 1 else b"".join(buf))
+
+    def abort(self) -> None:
+        if not self.closing:
+            self.closing = True
+            self.wbuf = []
+            self.transport.abort()
+
+    def close(self, linger: bool = False) -> None:
+        """Close after what was written. With `linger`, the client may still be sending (a reply
+        came before its request ended): send FIN first and read on (discarding) until the client
+        closes or LINGER_SECONDS pass, because closing with unread data makes the kernel send a
+        reset, which can destroy the reply in the client's receive buffer (Envoy's delayed close)."""
+        if not self.closing:
+            if self.wbuf:
+                buf = self.wbuf
+                self.wbuf = []
+                self.transport.write(b"".join(buf))
+            self.closing = True
+            if linger and self.transport.can_write_eof():
+                if self.paused:
+                    self.paused = 0
+                    self.transport.resume_reading()
+                self.transport.write_eof()
+                self.rt.loop.call_later(LINGER_SECONDS, self.transport.close)
+            else:
+                self.transport.close()
+
+    def pause_reading_for(self, reason: str) -> None:
+        bit = _PAUSE_REASONS[reason]
+        if not self.paused and not self.closing:
+            self.transport.pause_reading()
+        self.paused |= bit
+
+    def resume_reading_for(self, reason: str) -> None:
+        bit = _PAUSE_REASONS[reason]
+        if self.paused & bit:
+            self.paused &= ~bit
+            if not self.paused and not self.closing:
+                self.transport.resume_reading()
+
+    def exchange_done(self, ex: Exchange, aborted: bool) -> None:
+        if ex is not self.current:
+            return
+        self.current = None
+        self.last_active = self.rt.loop.time()
+        if self.closing:
+            return
+        if aborted or ex.close_after or self.upgraded or self.rt.draining or (self.eof and not self.queue):
+            self.close(linger=not aborted and (self.parsing is not None or not ex.body_done))
+            return
+        queue = self.queue
+        if queue:
+            nxt = queue.popleft()
+            if not queue:
+                self.resume_reading_for("pipeline")
+            self.current = nxt
+            nxt.start()
+
+    def reject(self, status: int) -> None:
+        """A request the parser refused: 400 (or 431), then close. Nothing of it went upstream as a
+        complete request; a request already streaming upstream is cut off."""
+        self.lstats.bad_request += 1
+        self.lstats.count_status(status)
+        current = self.current
+        can_reply = current is None or not current.resp_started
+        if self.parsing is not None and self.parsing is not current:
+            self.parsing.cancel()
+        self.parsing = None
+        for ex in self.new:
+            ex.cancel()
+        self.new = []
+        if self.queue:
+            for ex in self.queue:
+                ex.cancel()
+            self.queue = None
+        self.closing = True          # nothing more is read or started on this connection
+        if current is not None:
+            self.current = None
+            current.cancel()
+        if can_reply:   # Envoy's codec errors answer with the reason phrase as the body
+            self.transport.write(local_reply(status, status_line(status)[13:-2], close=True))
+        self.closing = False
+        self.close(linger=True)     # the client may be sending still
+
+
+class TlsDownstream(Downstream):
+    """A client connection of the inbound listener over mTLS (the handshake is done when the
+    event loop calls connection_made): the peer's identity and the XFCC line are read once here,
+    never per request. `own_id` is the SPIFFE ID of the certificate this handshake presented."""
+    __slots__ = ("own_id",)
+
+    def __init__(self, rt: Runtime, own_id: str):
+        Downstream.__init__(self, rt, "inbound")
+        self.own_id = own_id
+
+    def connection_made(self, transport):
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None:
+            cert = sslobj.getpeercert()
+            self.source = peer_identity(cert)
+            self.xfcc = xfcc_line(self.own_id, sslobj.getpeercert(True), cert)
+            self.rt.metrics.tls.handshakes["downstream"] += 1
+        Downstream.connection_made(self, transport)
