@@ -65,22 +65,22 @@ def main(argv: list[str] | None = None, prog: str = "python -m runtime_proxy") -
         return EXIT_USAGE
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
                         format="%(asctime)s runtime_proxy %(levelname)s %(message)s")
-    # the config is validated in a child process: pydantic never enters this one (runtime_proxy/plain.py)
-    from runtime_proxy.config import child as plain
+    # the config is validated in a child process: pydantic never enters this one (config/child.py)
+    from runtime_proxy.config import child
     from runtime_proxy.decide.table import TableError, compile_config
     from runtime_proxy.net.tls import TlsError
 
     try:
-        config, data = plain.load(args.config)
-        table = compile_config(config)
-    except plain.LoadError as err:
+        data = child.load(args.config)
+        table = compile_config(data)
+    except child.LoadError as err:
         print(err.message, file=sys.stderr)
         return EXIT_CONFIG
     except TableError as err:
         print(f"{args.config}: invalid config: {err}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        app = ProxyApp(args, config, table, data)
+        app = ProxyApp(args, table, data)
     except TlsError as err:
         print(f"{args.config}: cannot use the identity files (mtls): {err.message}", file=sys.stderr)
         return EXIT_CONFIG
@@ -98,13 +98,13 @@ def new_loop():
 class ProxyApp:
     """The listeners, the reloader and the signal handlers around one Runtime."""
 
-    def __init__(self, args, config, table, data: dict):
+    def __init__(self, args, table, data: dict):
         self.args = args
         self.config_path = args.config
         self.loop = new_loop()
         from runtime_proxy.net.server import Runtime
 
-        self.rt = Runtime(self.loop, config, table, data, access_log=args.access_log,
+        self.rt = Runtime(self.loop, table, data, access_log=args.access_log,
                           identity_header=args.identity_header)
         self.servers: dict[str, asyncio.AbstractServer] = {}
         self.reloader = None
@@ -118,29 +118,29 @@ class ProxyApp:
         from runtime_proxy.net.server import Downstream
 
         rt, loop, args = self.rt, self.loop, self.args
-        lst = rt.config.listeners
+        lst = rt.table.listeners
         plan = {
-            "inbound": (lst.inbound.host, lst.inbound.port if args.inbound_port is None else args.inbound_port,
+            "inbound": (lst.inbound[0], lst.inbound[1] if args.inbound_port is None else args.inbound_port,
                         lambda: Downstream(rt, "inbound")),
-            "outbound": (lst.outbound.host, lst.outbound.port if args.outbound_port is None else args.outbound_port,
+            "outbound": (lst.outbound[0], lst.outbound[1] if args.outbound_port is None else args.outbound_port,
                          lambda: Downstream(rt, "outbound")),
-            "admin": (lst.admin.host, lst.admin.port if args.admin_port is None else args.admin_port,
+            "admin": (lst.admin[0], lst.admin[1] if args.admin_port is None else args.admin_port,
                       lambda: AdminProtocol(self)),
         }
         ports = {}
         for name, (host, port, factory) in plan.items():
-            if name == "inbound" and rt.config.mtls.mode != "disable":
+            if name == "inbound" and rt.table.mtls_mode != "disable":
                 server = self.tls_listener(host, port)
             else:
                 server = loop.run_until_complete(
                     loop.create_server(factory, host, port, reuse_address=True, backlog=2048))
             self.servers[name] = server
             ports[name] = server.sockets[0].getsockname()[1]
-        self.inbound_address = (lst.inbound.host, ports["inbound"])
+        self.inbound_address = (lst.inbound[0], ports["inbound"])
         return ports
 
     def tls_listener(self, host: str, port: int, sock=None):
-        """The inbound listener for mode strict or permissive (runtime_proxy/listener.py)."""
+        """The inbound listener for mode strict or permissive (runtime_proxy/net/listener.py)."""
         from runtime_proxy.net.listener import TlsListener
         from runtime_proxy.net.server import Downstream, TlsDownstream
 
@@ -153,12 +153,12 @@ class ProxyApp:
         loop's own server, on the same port (TLS turned off is served by the TLS listener too)."""
         from runtime_proxy.net.listener import TlsListener
 
-        if self.rt.config.mtls.mode == "strict":
+        if self.rt.table.mtls_mode == "strict":
             ended = self.rt.end_plaintext_inbound()
             if ended:
                 log.info("inbound listener: now strict; %d plaintext connection(s) closed once idle", ended)
         server = self.servers.get("inbound")
-        if self.rt.config.mtls.mode == "disable" or server is None or isinstance(server, TlsListener):
+        if self.rt.table.mtls_mode == "disable" or server is None or isinstance(server, TlsListener):
             return
         # Take the listening socket over (a duplicate of its descriptor outlives the loop's server),
         # so the port never closes and nothing can take it meanwhile.
@@ -167,7 +167,7 @@ class ProxyApp:
         server.close()
         host, port = self.inbound_address
         self.servers["inbound"] = self.tls_listener(host, port, sock)
-        log.info("inbound listener: now mTLS (%s)", self.rt.config.mtls.mode)
+        log.info("inbound listener: now mTLS (%s)", self.rt.table.mtls_mode)
 
     def run(self) -> int:
         from runtime_proxy.net.reload import Reloader
@@ -188,9 +188,9 @@ class ProxyApp:
         self.sweeper = loop.call_later(1.0, self.sweep)
         if self.args.ports_file:
             write_atomic(self.args.ports_file, json.dumps(dict(ports, pid=os.getpid())))
-        log.info("listening: inbound 127.0.0.1:%d, outbound 127.0.0.1:%d, admin 127.0.0.1:%d; "
-                 "service %s, config version %s", ports["inbound"], ports["outbound"], ports["admin"],
-                 rt.config.service, rt.config.version)
+        log.info("listening: inbound %s:%d, outbound %s:%d, admin %s:%d; service %s, config version %s",
+                 plan_host(rt, "inbound"), ports["inbound"], plan_host(rt, "outbound"), ports["outbound"],
+                 plan_host(rt, "admin"), ports["admin"], rt.table.service, rt.table.version)
         # Long-lived start-up objects (config, tables) never become garbage: move them out of the
         # collector's way, and collect young objects less often (requests make few cycles).
         gc.enable()              # (`meshc proxy` runs inside a command that turned it off)
@@ -255,6 +255,10 @@ class ProxyApp:
     def close_servers(self) -> None:
         for server in self.servers.values():
             server.close()
+
+
+def plan_host(rt, listener: str) -> str:
+    return getattr(rt.table.listeners, listener)[0]
 
 
 def write_atomic(path: str, text: str) -> None:

@@ -1,5 +1,5 @@
 """Small native configs for the decision-module tests: one destination service `svc` with
-subsets `a`, `b`, `c`, built through the pydantic models and compiled into a table."""
+subsets `a`, `b`, `c`, validated by the pydantic models and compiled into a table."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from runtime_proxy.decide.table import Table, compile_config
 
 def route(name="r", *, matches=None, to="a", split=None, retry=None, fault=None, mirror=None,
           request_headers=None, response_headers=None, timeout_ms=15000) -> dict:
-    r = {"name": name, "source": f"t.mesh:1:{len(name)}", "matches": matches or [{}], "timeout_ms": timeout_ms}
+    r = {"name": name, "source": LOC, "matches": matches or [{}], "timeout_ms": timeout_ms}
     if split is not None:
         r["split"] = split
     else:
@@ -26,28 +26,42 @@ def split(*weights: tuple[str, int], key_header: str | None = "x-k") -> dict:
             "key_header": key_header, "total_weight": sum(w for _, w in weights)}
 
 
+LOC = {"file": "t.mesh", "line": 1, "column": 1}
+UPSTREAM = {"connect_timeout_ms": 1000, "idle_timeout_ms": 3_600_000, "max_response_headers_bytes": 61_440}
+LIMITS = {"max_connections": 1024, "max_pending_requests": 1024, "max_requests": 1024, "max_retries": 3}
+
+
+def address(port: int = 0) -> dict:
+    return {"host": "127.0.0.1", "port": port}
+
+
 def config(routes=(), rules=(), default="allow", escaped_slashes="reject", outlier=None,
-           retry_budget=None) -> Config:
+           retry_budget=None) -> dict:
+    """The JSON data of a valid config (checked by the pydantic models, as the proxy's loader does)."""
     subsets = [{"name": n, "cluster": f"outbound|{n}|svc", "discovery": "static",
-                "endpoints": [{"host": "127.0.0.1", "port": 9000 + i}], "source": "t.mesh:1:1"}
+                "endpoints": [{"host": "127.0.0.1", "port": 9000 + i}], "source": LOC}
                for i, n in enumerate("abc")]
     data = {
-        "schema_version": 1, "version": "test", "service": "svc", "namespace": "ns",
+        "schema_version": 2, "version": "test", "service": "svc", "namespace": "ns",
         "identity": "spiffe://td/ns/ns/sa/svc",
-        "listeners": {"inbound": {"port": 0}, "outbound": {"port": 0}, "admin": {"port": 0}},
-        "app": {"host": "127.0.0.1", "port": 8080},
+        "listeners": {"inbound": address(), "outbound": address(), "admin": address()},
+        "app": {"host": "127.0.0.1", "port": 8080, "discovery": "static", "cluster": "inbound|svc",
+                "limits": LIMITS, "upstream": UPSTREAM},
         "normalization": {"escaped_slashes": escaped_slashes},
+        "proxy": {"max_request_headers_bytes": 61_440, "max_request_body_bytes": 0,
+                  "idle_timeout_ms": 3_600_000, "drain_timeout_ms": 5000},
         "authorization": {"default": default, "rules": list(rules)},
+        "mtls": {"mode": "disable", "files": None},
         "services": [{
             "name": "svc", "namespace": "ns", "identity": "spiffe://td/ns/ns/sa/svc", "port": 8080,
-            "domains": ["svc", "svc:8080", "svc.ns", "svc.ns:8080"], "source": "t.mesh:1:1",
+            "domains": ["svc", "svc:8080", "svc.ns", "svc.ns:8080"], "sni": "svc.ns", "source": LOC,
             "subsets": subsets,
             "limits": {"max_connections": 4, "max_pending_requests": 3, "max_requests": 2, "max_retries": 1},
-            "outlier": outlier, "retry_budget": retry_budget,
-            "routes": list(routes) or [route()],
+            "outlier": outlier, "retry_budget": retry_budget, "upstream": UPSTREAM,
+            "routes": list(routes) or [route()], "mtls": False,
         }],
     }
-    return Config.model_validate(data)
+    return Config.model_validate(data).model_dump(mode="json")
 
 
 def table(**kwargs) -> Table:

@@ -1,6 +1,6 @@
 """Helpers for the proxy tests: hand-written native configs, the proxy as a subprocess, a client.
 
-Configs are plain dicts in the shape of runtime_proxy/config.py (the contract the native
+Configs are plain dicts in the shape of runtime_proxy/config/model.py (the contract the native
 backend writes), so a test says exactly the policy it runs. `run_proxy` starts
 `python -m runtime_proxy CONFIG --ports-file ...` with every listener on port 0 and waits for
 the ports file; the proxy is stopped (SIGTERM, then SIGKILL) when the context ends.
@@ -23,46 +23,61 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ---- configs ------------------------------------------------------------------------------------
 
+LOC = {"file": "t.mesh", "line": 1, "column": 1}
+# What the compiler writes when a policy says nothing (compiler/language/defaults.py): Envoy's values.
+UPSTREAM = {"connect_timeout_ms": 1000, "idle_timeout_ms": 3_600_000, "max_response_headers_bytes": 61_440}
+LIMITS = {"max_connections": 1024, "max_pending_requests": 1024, "max_requests": 1024, "max_retries": 3}
+PROXY = {"max_request_headers_bytes": 61_440, "max_request_body_bytes": 0, "idle_timeout_ms": 3_600_000,
+         "drain_timeout_ms": 5000}
+
+
 def subset(name: str, ports, service: str) -> dict:
     return {"name": name, "cluster": f"outbound|{name}|{service}", "discovery": "static",
-            "endpoints": [{"host": "127.0.0.1", "port": p} for p in ports], "source": "t.mesh:1:1"}
+            "endpoints": [{"host": "127.0.0.1", "port": p} for p in ports], "source": LOC}
 
 
 def route(name: str, to=None, split=None, matches=None, key_header=None, **extra) -> dict:
-    r = {"name": name, "source": f"t.mesh:{name}", "matches": matches or [{}], "timeout_ms": 15000}
+    r = {"name": name, "source": {"file": "t.mesh", "line": 1, "column": len(name)}, "matches": matches or [{}],
+         "timeout_ms": 15000}
     if to is not None:
         r["to"] = {"service": to[0], "subset": to[1]}
     if split is not None:
         targets = [{"service": s, "subset": sub, "weight": w} for (s, sub), w in split]
         r["split"] = {"targets": targets, "total_weight": sum(w for _, w in split), "key_header": key_header}
+    mirror = extra.get("mirror")
+    if mirror is not None and "timeout_ms" not in mirror:   # the compiler's: the route timeout, or 15 s
+        extra["mirror"] = dict(mirror, timeout_ms=extra.get("timeout_ms", r["timeout_ms"]) or 15000)
     r.update(extra)
     return r
 
 
 def service(name: str, subsets: list[dict], routes: list[dict], port: int = 8000, **extra) -> dict:
     s = {"name": name, "namespace": "default", "identity": f"spiffe://test.local/ns/default/sa/{name}",
-         "port": port, "domains": [name, f"{name}:{port}"], "source": "t.mesh:1:1", "subsets": subsets,
-         "limits": {"max_connections": 1024, "max_pending_requests": 1024, "max_requests": 1024,
-                    "max_retries": 3},
-         "routes": routes}
+         "port": port, "domains": [name, f"{name}:{port}"], "sni": f"{name}.default", "source": LOC,
+         "subsets": subsets, "limits": dict(LIMITS), "upstream": dict(UPSTREAM), "routes": routes, "mtls": False}
     s.update(extra)
     return s
 
 
 def config(services: list[dict], app_port: int = 1, version: str = "v1", authorization=None,
-           escaped_slashes: str = "reject", proxy=None) -> dict:
-    c = {
-        "schema_version": 1, "version": version, "service": "client", "namespace": "default",
+           escaped_slashes: str = "reject", proxy=None, upstream=None) -> dict:
+    """A whole config; `proxy` and `upstream` override some of the sidecar's limits on its clients
+    and of every destination's (and the app's) connection settings."""
+    up = dict(UPSTREAM, **(upstream or {}))
+    services = [dict(s, upstream=dict(s["upstream"], **(upstream or {}))) for s in services]
+    return {
+        "schema_version": 2, "version": version, "service": "client", "namespace": "default",
         "identity": "spiffe://test.local/ns/default/sa/client",
-        "listeners": {"inbound": {"port": 0}, "outbound": {"port": 0}, "admin": {"port": 0}},
-        "app": {"host": "127.0.0.1", "port": app_port},
+        "listeners": {"inbound": {"host": "127.0.0.1", "port": 0}, "outbound": {"host": "127.0.0.1", "port": 0},
+                      "admin": {"host": "127.0.0.1", "port": 0}},
+        "app": {"host": "127.0.0.1", "port": app_port, "discovery": "static", "cluster": "inbound|client",
+                "limits": dict(LIMITS), "upstream": up},
         "normalization": {"escaped_slashes": escaped_slashes},
+        "proxy": dict(PROXY, **(proxy or {})),
         "authorization": authorization or {"default": "allow", "rules": []},
+        "mtls": {"mode": "disable", "files": None},
         "services": sorted(services, key=lambda s: s["name"]),
     }
-    if proxy:
-        c["proxy"] = proxy
-    return c
 
 
 def write_config(path, cfg: dict) -> str:

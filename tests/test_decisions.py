@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from runtime_proxy.decide import authz, breaker, fault, headers, normalize, outlier, retry, routing, split
-from runtime_proxy.config.model import Fault, HeaderChanges, Limits, Outlier, Retry, RetryBudget
 from runtime_proxy.decide.retry import Outcome
-from runtime_proxy.decide.table import TableError, compile_config, parse_query
+from runtime_proxy.decide.table import (CFault, CHeaderChanges, CRetry, Limits, OutlierSettings, RetryBudget,
+                                        TableError, compile_config, parse_query)
 from tests.decision_support import config, route, service, table
 from tests.decision_support import split as split_of
 
@@ -260,7 +260,7 @@ def test_split_targets_carry_their_destination():
 # ---- authorization ------------------------------------------------------------------------------
 
 def rule(name, action, **cond):
-    return {"name": name, "action": action, "source": "t.mesh:2:3", **cond}
+    return {"name": name, "action": action, "source": {"file": "t.mesh", "line": 2, "column": 3}, **cond}
 
 
 def decide(rules, default, peer=None, method="GET", path="/", hdrs=None):
@@ -345,8 +345,9 @@ def test_retriable_status_codes_and_combinations():
     assert {k for k, o in OUTCOMES.items() if retry.retriable(r, o)} == {"409", "429", "connect"}
 
 
-def test_retriable_accepts_a_config_retry_too():
-    r = Retry(num_retries=1, retry_on=["gateway-error"], per_try_timeout_ms=0, backoff_base_ms=25, backoff_max_ms=250)
+def test_retriable_on_a_table_retry():
+    r = CRetry({"num_retries": 1, "retry_on": ["gateway-error"], "per_try_timeout_ms": 0, "backoff_base_ms": 25,
+                "backoff_max_ms": 250})
     assert retry.retriable(r, Outcome(503)) and not retry.retriable(r, Outcome(500))
 
 
@@ -410,7 +411,7 @@ def test_breaker_uses_the_budget_over_active_and_pending():
 # ---- outlier --------------------------------------------------------------------------------------
 
 def detector(n=3, gw=0, base=30_000, interval=10_000, max_pct=100.0, endpoints=("e1", "e2", "e3", "e4")):
-    o = Outlier(consecutive_5xx=n, consecutive_gateway_errors=gw, interval_ms=interval,
+    o = OutlierSettings(consecutive_5xx=n, consecutive_gateway_errors=gw, interval_ms=interval,
                 base_ejection_ms=base, max_ejection_percent=max_pct)
     return outlier.OutlierState(o, endpoints)
 
@@ -512,8 +513,7 @@ def test_panic_threshold_uses_every_endpoint():
 # ---- fault ------------------------------------------------------------------------------------------
 
 def test_fault_decision():
-    f = Fault.model_validate({"abort": {"http_status": 503, "percent": 10.0},
-                              "delay": {"duration_ms": 300, "percent": 50.0}})
+    f = CFault({"abort": {"http_status": 503, "percent": 10.0}, "delay": {"duration_ms": 300, "percent": 50.0}})
     assert fault.decide(f, 0.49, 0.0999) == (300, 503)
     assert fault.decide(f, 0.5, 0.1) == (0, None)
     assert fault.decide(None, 0.0, 0.0) == (0, None)
@@ -526,11 +526,12 @@ def test_fault_decision():
 # ---- headers ------------------------------------------------------------------------------------------
 
 def test_header_changes_order_remove_set_add():
-    changes = HeaderChanges(remove=["x-secret"], set=[("x-added", "yes")], add=[("x-appended", "two"), ("x-added", "more")])
+    written = {"remove": ["x-secret"], "set": [("x-added", "yes")], "add": [("x-appended", "two"), ("x-added", "more")]}
+    changes = CHeaderChanges(written)
     before = [("X-Secret", "s"), ("x-added", "old"), ("x-appended", "one"), ("x-other", "1"), ("X-Added", "old2")]
     after = [("x-appended", "one"), ("x-other", "1"), ("x-added", "yes"), ("x-appended", "two"), ("x-added", "more")]
     assert headers.apply_changes(before, changes) == after
-    compiled = service(routes=[route(request_headers=changes.model_dump())]).routes[0].request_headers
+    compiled = service(routes=[route(request_headers=written)]).routes[0].request_headers
     assert headers.apply_changes(before, compiled) == after
     empty = service().routes[0].request_headers
     assert headers.apply_changes(before, empty) == before
@@ -545,7 +546,7 @@ def test_shadow_host(host, expected):
 
 
 def test_outlier_returns_at_interval_ticks_with_an_origin():
-    o = Outlier(consecutive_5xx=1, consecutive_gateway_errors=0, interval_ms=10_000,
+    o = OutlierSettings(consecutive_5xx=1, consecutive_gateway_errors=0, interval_ms=10_000,
                 base_ejection_ms=30_000, max_ejection_percent=100.0)
     d = outlier.OutlierState(o, ("e1", "e2", "e3", "e4"), tick_origin=5.0)
     assert d.record("e1", 500, None, 12.0)                # ends at 42: returned at the tick of 45

@@ -8,7 +8,7 @@ import re
 from hypothesis import assume, given, strategies as st
 
 from runtime_proxy.decide import breaker, normalize, outlier, retry, split
-from runtime_proxy.config.model import Limits, Outlier, RetryBudget
+from runtime_proxy.decide.table import Limits, OutlierSettings as Outlier, RetryBudget
 from tests.decision_support import route, service
 from tests.decision_support import split as split_of
 

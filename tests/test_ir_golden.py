@@ -87,14 +87,14 @@ def test_no_orphaned_ir_goldens(update_goldens):
 @pytest.mark.parametrize("case", CASES)
 def test_ir_is_well_formed(case):
     data = json.loads(ir_text(case))
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     names = [s["name"] for s in data["services"]]
     assert names == sorted(set(names)), "services are unique and sorted by name"
     for svc in data["services"]:
         assert svc["routes"], f"service {svc['name']} has routes"
         for where in [svc, *svc["subsets"], *svc["routes"]]:
-            path = where["source"].rsplit(":", 2)[0]
-            assert path.startswith(("examples/", "<std>/")), where["source"]
+            source = where["source"]
+            assert source["file"].startswith(("examples/", "<std>/")) and source["line"] >= 1, source
 
 
 def test_whole_program_holds_every_service_of_every_example():

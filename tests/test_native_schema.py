@@ -70,19 +70,19 @@ def test_a_valid_file_passes_both(tmp_path):
 
 
 def test_malformed_json_has_line_and_column(tmp_path):
-    path = write(tmp_path, b'{\n  "schema_version": 1,\n  "service": oops\n}\n')
+    path = write(tmp_path, b'{\n  "schema_version": 2,\n  "service": oops\n}\n')
     message = load_error(path)
     assert message.startswith(f"{path}:3:14: invalid JSON: ")
     assert check_with_schema(path) == [message]
 
 
-@pytest.mark.parametrize("version, shown", [(2, "2"), (0, "0"), ("1", '"1"'), (True, "true")])
+@pytest.mark.parametrize("version, shown", [(1, "1"), (3, "3"), (0, "0"), ("2", '"2"'), (True, "true")])
 def test_wrong_schema_version_has_its_own_message(tmp_path, version, shown):
     data = base()
     data["schema_version"] = version
     data["bogus"] = 1                      # never reported: the version comes first
     path = write(tmp_path, data)
-    expected = f"{path}: unsupported schema_version {shown}; this proxy reads 1"
+    expected = f"{path}: unsupported schema_version {shown}; this proxy reads 2"
     assert load_error(path) == expected
     assert check_with_schema(path) == [expected]
 
@@ -91,7 +91,7 @@ def test_missing_schema_version(tmp_path):
     data = base()
     del data["schema_version"]
     path = write(tmp_path, data)
-    assert load_error(path) == f"{path}: missing schema_version; this proxy reads 1"
+    assert load_error(path) == f"{path}: missing schema_version; this proxy reads 2"
 
 
 def test_not_an_object(tmp_path):
@@ -218,15 +218,55 @@ def test_tls_needs_the_identity_files(tmp_path):
            "files ($.mtls.files)" in load_error(path)
 
 
-def test_a_config_without_mtls_fields_is_plaintext(tmp_path):
-    """Configs written before mTLS (no `mtls` anywhere) still load: plaintext both ways."""
+@pytest.mark.parametrize("drop, where", [
+    (lambda d: d.pop("mtls"), "$.mtls"),
+    (lambda d: d.pop("proxy"), "$.proxy"),
+    (lambda d: d["proxy"].pop("drain_timeout_ms"), "$.proxy.drain_timeout_ms"),
+    (lambda d: d["app"].pop("limits"), "$.app.limits"),
+    (lambda d: d["services"][0].pop("upstream"), "$.services[0].upstream"),
+    (lambda d: d["services"][0]["upstream"].pop("connect_timeout_ms"), "$.services[0].upstream.connect_timeout_ms"),
+    (lambda d: d["listeners"]["admin"].pop("host"), "$.listeners.admin.host"),
+])
+def test_every_setting_the_proxy_applies_is_required(tmp_path, drop, where):
+    """The proxy has no defaults of its own: a config that leaves a setting out is refused."""
     data = base()
-    del data["mtls"]
-    for s in data["services"]:
-        del s["mtls"], s["sni"]
-    config = load(write(tmp_path, data))
-    assert config.mtls.mode == "disable" and config.mtls.files is None
-    assert not any(s.mtls for s in config.services)
+    drop(data)
+    path = write(tmp_path, data)
+    assert f"{where}: Field required" in load_error(path)
+    assert any(p.startswith(where.rpartition(".")[0] or "$") and "required" in p for p in check_with_schema(path))
+
+
+# The config models that carry an IR node as it is, and the IR class they carry: the same fields,
+# in the same order (the native backend serialises IR nodes directly into the config).
+IR_NODES = {
+    "Location": "Location", "Endpoint": "Endpoint", "Subset": "Subset", "Limits": "Limits", "Outlier": "Outlier",
+    "RetryBudget": "RetryBudget", "Upstream": "Upstream", "PathMatch": "PathMatch", "HeaderMatch": "HeaderMatch",
+    "QueryMatch": "QueryMatch", "Match": "Match", "SubsetRef": "SubsetRef", "WeightedSubset": "WeightedSubset",
+    "Split": "Split", "Retry": "Retry", "FaultAbort": "FaultAbort", "FaultDelay": "FaultDelay", "Fault": "Fault",
+    "Mirror": "Mirror", "HeaderChanges": "HeaderChanges", "Route": "Route", "Principal": "Principal",
+    "AuthzRule": "AuthzRule", "Authorization": "Authorization",
+}
+
+
+@pytest.mark.parametrize("model", sorted(IR_NODES))
+def test_the_contract_carries_the_ir_nodes_field_for_field(model):
+    import dataclasses
+
+    from compiler import ir
+    from runtime_proxy.config import model as contract
+
+    ir_fields = [f.name for f in dataclasses.fields(getattr(ir, IR_NODES[model]))]
+    assert list(getattr(contract, model).model_fields) == ir_fields
+
+
+def test_the_contract_lists_the_languages_retry_conditions():
+    import typing
+
+    from compiler.language.retry import RETRY_CONDITIONS
+    from runtime_proxy.config.model import RetryCondition
+    from runtime_proxy.decide.retry import CONDITIONS
+
+    assert typing.get_args(RetryCondition) == tuple(RETRY_CONDITIONS) == tuple(CONDITIONS)
 
 
 def test_mtls_mode_is_checked(tmp_path):

@@ -96,9 +96,9 @@ def mesh_config(bs, dead_port):
                      [route("all", to=("budget", "n"), retry=dict(retry, num_retries=3))],
                      retry_budget={"percent": 20.0, "min_concurrency": 3})
     authz = {"default": "deny", "rules": [
-        {"name": "admin", "action": "deny", "source": "t.mesh:1:1", "path": {"kind": "segment_prefix", "value": "/api/admin"}},
-        {"name": "api", "action": "allow", "source": "t.mesh:2:1", "path": {"kind": "segment_prefix", "value": "/api"}},
-        {"name": "from_frontend", "action": "allow", "source": "t.mesh:3:1",
+        {"name": "admin", "action": "deny", "source": {"file": "t.mesh", "line": 1, "column": 1}, "path": {"kind": "segment_prefix", "value": "/api/admin"}},
+        {"name": "api", "action": "allow", "source": {"file": "t.mesh", "line": 2, "column": 1}, "path": {"kind": "segment_prefix", "value": "/api"}},
+        {"name": "from_frontend", "action": "allow", "source": {"file": "t.mesh", "line": 3, "column": 1},
          "principals": [{"kind": "exact", "value": "spiffe://test.local/ns/web/sa/frontend"}],
          "path": {"kind": "segment_prefix", "value": "/private"}},
     ]}

@@ -24,8 +24,8 @@ def backend():
 def proxy(backend, tmp_path_factory):
     cfg = config([service("svc", [subset("v1", [backend.port], "svc")], [route("all", to=("svc", "v1"))])],
                  app_port=backend.port,
-                 proxy={"max_request_headers_bytes": 8192, "max_response_headers_bytes": 8192,
-                        "max_request_body_bytes": 100_000})
+                 proxy={"max_request_headers_bytes": 8192, "max_request_body_bytes": 100_000},
+                 upstream={"max_response_headers_bytes": 8192})
     with run_proxy(cfg, tmp_path_factory.mktemp("http")) as p:
         yield p
 

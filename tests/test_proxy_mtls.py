@@ -189,8 +189,8 @@ def sha256_of(cert_path: str) -> str:
 # ---- the sidecars ------------------------------------------------------------------------------
 
 AUTHZ = {"default": "deny", "rules": [
-    {"name": "public", "action": "allow", "source": "t.mesh:1:1", "path": {"kind": "segment_prefix", "value": "/public"}},
-    {"name": "private", "action": "allow", "source": "t.mesh:2:1",
+    {"name": "public", "action": "allow", "source": {"file": "t.mesh", "line": 1, "column": 1}, "path": {"kind": "segment_prefix", "value": "/public"}},
+    {"name": "private", "action": "allow", "source": {"file": "t.mesh", "line": 2, "column": 1},
      "principals": [{"kind": "exact", "value": FRONTEND}], "path": {"kind": "segment_prefix", "value": "/private"}},
 ]}
 

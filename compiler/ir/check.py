@@ -26,7 +26,16 @@ def check_ir(program: ir.Program, known_subsets: set[tuple[str, str]] | None = N
         if (service, subset) not in subsets:
             problems.append(f"{where}: unknown subset {service}.{subset}")
 
+    clusters = [sub.cluster for s in program.services for sub in s.subsets] + \
+        [s.sidecar.app_cluster for s in program.services]
+    if len(clusters) != len(set(clusters)):
+        problems.append("cluster names are not unique")
     for svc in program.services:
+        if not svc.domains or svc.name not in svc.domains:
+            problems.append(f"service {svc.name}: its domains do not name it")
+        up = svc.upstream
+        if min(up.connect_timeout_ms, up.idle_timeout_ms, up.max_response_headers_bytes) <= 0:
+            problems.append(f"service {svc.name}: connection settings must be positive")
         if not svc.subsets or any(not sub.endpoints for sub in svc.subsets):
             problems.append(f"service {svc.name}: a subset without endpoints")
         if not svc.routes:
@@ -72,6 +81,8 @@ def check_ir(program: ir.Program, known_subsets: set[tuple[str, str]] | None = N
             if route.mirror is not None:
                 ref(route.mirror.service, route.mirror.subset, where)
                 pct(route.mirror.percent, where)
+                if route.mirror.timeout_ms <= 0:
+                    problems.append(f"{where}: a mirror copy needs a timeout")
         authz = svc.authorization
         if authz.default not in ("allow", "deny") or any(r.action not in ("allow", "deny") for r in authz.rules):
             problems.append(f"service {svc.name}: bad authorization actions")
@@ -82,4 +93,6 @@ def check_ir(program: ir.Program, known_subsets: set[tuple[str, str]] | None = N
         sc = svc.sidecar
         if len({sc.inbound_port, sc.outbound_port, sc.admin_port}) != 3:
             problems.append(f"service {svc.name}: sidecar ports collide")
+        if sc.max_request_headers_bytes <= 0 or sc.idle_timeout_ms <= 0 or sc.max_request_body_bytes < 0:
+            problems.append(f"service {svc.name}: sidecar limits out of range")
     return problems

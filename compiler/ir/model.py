@@ -1,10 +1,18 @@
-"""The intermediate representation: the one contract between the front end and both backends.
+"""The intermediate representation: the one contract between the front end and every backend.
 
-The IR is resolved (imports expanded, names resolved to services and subsets), defaulted (every
-default written in, see compiler/defaults.py), ordered (routes in evaluation order, first match
-wins) and has one unit per quantity: durations in milliseconds (`*_ms`, 0 means "none" where
-documented), percentages as floats in 0..100 (`*_percent`), ports and counts as ints, header
-names in lower case. Every field is documented here; docs/language.md gives the semantics.
+The IR is **resolved** (imports expanded, names resolved to services and subsets), **defaulted**
+(every default written in from compiler/language/, so no backend decides one), **named** (every
+name a target or the native proxy uses, such as a cluster, a Host domain or an SNI, is decided by
+compiler/ir/names.py during lowering and carried here), **ordered** (services by name, routes in
+evaluation order: the first match wins) and has **one unit per quantity**: durations in whole
+milliseconds (`*_ms`; 0 means "none" where a field says so), percentages as floats in 0..100
+(`*_percent`), sizes in bytes (`*_bytes`), ports and counts as ints, header names in lower case.
+
+Every field below says what it means, its unit, its default (when lowering writes one) and who
+reads it: **envoy** (compiler/backends/envoy/), **native** (compiler/backends/native/, which
+carries it into the native proxy's config) and **checks** (compiler/ir/check.py, and the semantic
+checks that reason on lowered matches and rules). docs/language.md gives the semantics; the IR is
+also what `meshc compile --emit ir` prints, field for field.
 """
 
 from __future__ import annotations
@@ -12,205 +20,261 @@ from __future__ import annotations
 from compiler.core.nodes import Node, node
 from compiler.language.retry import RETRY_CONDITIONS
 
-SCHEMA_VERSION = 1
+__all__ = [
+    "RETRY_ON", "SCHEMA_VERSION", "AuthzRule", "Authorization", "Endpoint", "Fault", "FaultAbort", "FaultDelay",
+    "HeaderChanges", "HeaderMatch", "Limits", "Location", "Match", "Mirror", "Mtls", "Outlier", "PathMatch",
+    "Principal", "Program", "QueryMatch", "Retry", "RetryBudget", "Route", "Service", "Sidecar", "Split",
+    "Subset", "SubsetRef", "Upstream", "WeightedSubset",
+]
 
-# The retry conditions `Retry.retry_on` may hold: the language's names (compiler/language/retry.py).
+# Version of the IR document (`meshc compile --emit ir`); bumped on an incompatible change.
+# 2: structured provenance (Location), names (clusters, domains, SNI), connection settings.
+SCHEMA_VERSION = 2
+
+# The retry conditions `Retry.retry_on` may hold: the language's names (compiler/language/retry.py),
+# which are also Envoy's `retry_on` tokens.
 RETRY_ON: tuple[str, ...] = tuple(RETRY_CONDITIONS)
 
 
+# ---- provenance ------------------------------------------------------------------------------------
+
+@node
+class Location(Node):
+    """Where a construct was written. Backends report a diagnostic at it (the source text comes
+    from the compilation, never from reading the file again), and the targets carry it as
+    provenance: `str(location)` is `FILE:LINE:COLUMN`, Envoy's `metadata.filter_metadata.meshc.source`."""
+    file: str          # the path as the program names it: as given on the command line, relative to the
+                       # working directory for imports, `<std>/NAME.mesh` for the standard library
+    line: int          # 1-based
+    column: int        # 1-based, in code points
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+# ---- destinations ----------------------------------------------------------------------------------
 
 @node
 class Endpoint(Node):
-    """IR Endpoint."""
-    host: str          # IPv4/IPv6 address or DNS name
-    port: int
+    """One address of a subset (or of a sidecar's local application)."""
+    host: str          # an IPv4 address, an IPv6 address without brackets, or a DNS name (E0307)
+    port: int          # 1-65535
 
 
 @node
 class Subset(Node):
-    """IR Subset."""
-    name: str
-    discovery: str     # "static" (all endpoints are IP addresses) or "dns" (resolved by the proxy)
-    endpoints: tuple[Endpoint, ...]
-    source: str        # file:line:col of the declaration
+    """A named group of endpoints of a service: what a route sends requests to. Read by envoy (one
+    cluster each) and native (one upstream cluster state each: pools, breaker, outlier detector)."""
+    name: str          # as written; `default` for a service's own `endpoints` (IMPLICIT_SUBSET)
+    cluster: str       # the cluster name in both targets, `outbound|SUBSET|SERVICE` (ir/names.py): Envoy's
+                       # cluster and stats name, the native proxy's stats label and state key
+    discovery: str     # "static" (every endpoint is an IP address) or "dns" (resolved, and re-resolved, by the proxy)
+    endpoints: tuple[Endpoint, ...]   # never empty; round robin in this order
+    source: Location   # the `subset` (or, for `default`, the service) declaration
 
 
 @node
 class Limits(Node):
-    """Circuit-breaker thresholds of every subset of a service (Envoy's defaults when not written)."""
-    max_connections: int
-    max_pending_requests: int
-    max_requests: int
-    max_retries: int
+    """Circuit-breaker thresholds, per calling sidecar and per subset of the destination (Envoy's
+    per-cluster resource manager). Default when not written: Envoy's own, 1024/1024/1024/3
+    (settings block `limits`). Read by envoy (`circuit_breakers`) and native (its Breaker)."""
+    max_connections: int       # connections open at once to the subset's endpoints
+    max_pending_requests: int  # requests waiting for a connection
+    max_requests: int          # requests in flight
+    max_retries: int           # retries in flight; ignored when the service has a retry budget (W0503)
 
 
 @node
 class Outlier(Node):
-    """Passive health checking: eject an endpoint after consecutive failures."""
-    consecutive_5xx: int               # 5xx responses in a row that eject an endpoint
-    consecutive_gateway_errors: int    # 502/503/504 in a row that eject; 0 = not used
-    interval_ms: int                   # how often ejections are re-evaluated
-    base_ejection_ms: int              # ejection time = base x number of times ejected
-    max_ejection_percent: float        # at most this share of a subset's endpoints ejected at once
+    """Passive health checking of each subset's endpoints (docs/language.md §5.5). Present only when
+    the service writes `outlier`; each unwritten setting takes its default (settings block `outlier`).
+    Read by envoy (`outlier_detection`) and native (its detector)."""
+    consecutive_5xx: int               # 5xx results in a row that eject an endpoint (default 5)
+    consecutive_gateway_errors: int    # 502/503/504 results in a row that eject; 0 = not used (the default)
+    interval_ms: int                   # ejections are re-evaluated, and ejected endpoints returned, at this
+                                       # interval's ticks (default 10 000)
+    base_ejection_ms: int              # ejection time = base x the number of times ejected (default 30 000)
+    max_ejection_percent: float        # at most this share of a subset's endpoints ejected at once (default 10);
+                                       # Envoy takes whole percents (W0701 for a fraction)
 
 
 @node
 class RetryBudget(Node):
-    """Retries in flight to a service are at most max(min_concurrency, percent x active requests)."""
-    percent: float
-    min_concurrency: int
+    """Retries in flight to a service are at most max(min_concurrency, percent x its active and pending
+    requests); replaces `max_retries`. Present only when written (settings block `retry_budget`).
+    Read by envoy (`circuit_breakers.thresholds.retry_budget`) and native (its Breaker)."""
+    percent: float                     # share of active requests that may be retries (default 20)
+    min_concurrency: int               # retries always allowed in flight (default 3)
 
 
 @node
-class Sidecar(Node):
-    """IR Sidecar."""
-    inbound_port: int
-    outbound_port: int
-    admin_port: int
-    app_host: str                      # where the inbound listener forwards to (the local app)
-    app_port: int
-    escaped_slashes: str               # "reject" (400), "decode" (%2F -> /, then normalise) or "keep"
-    normalize_path: bool               # RFC 3986 dot-segment removal; always true
-    merge_slashes: bool                # `//` -> `/`; always true
+class Upstream(Node):
+    """How a caller's sidecar connects to this service's endpoints: the settings Envoy keeps per
+    cluster. Not written in the language today; lowering writes the defaults (compiler/language/
+    defaults.py), which are the values both targets applied before they were named here. Read by
+    envoy (the clusters' `connect_timeout`; the others equal Envoy's built-in defaults and are
+    written only when they differ) and native (each upstream cluster, and the local application's,
+    which uses its own service's)."""
+    connect_timeout_ms: int            # a connection (and its TLS handshake) not made within this is a
+                                       # connect failure: 503, retried on `connect-failure` (default 1000)
+    idle_timeout_ms: int               # a pooled connection idle this long is closed (default 3 600 000, Envoy's)
+    max_response_headers_bytes: int    # a response head larger than this is a 502 (default 61 440, Envoy's 60 KiB)
 
+
+# ---- matches ---------------------------------------------------------------------------------------
 
 @node
 class PathMatch(Node):
-    """IR PathMatch."""
-    kind: str          # "exact" | "prefix" (raw string prefix) | "segment_prefix" | "regex" (RE2, full match)
-    value: str
+    """A condition on the normalised request path (docs/language.md §6, §7), without the query."""
+    kind: str          # "exact" | "prefix" (a plain string prefix; the language's `raw_prefix`, or a `prefix`
+                       # ending in `/`) | "segment_prefix" (`prefix "/a"`: `/a` or `/a/...`) | "regex" (RE2,
+                       # matching the whole path)
+    value: str         # starts with `/` (E0314) unless a regex
 
 
 @node
 class HeaderMatch(Node):
-    """IR HeaderMatch."""
+    """A condition on a request header; a header sent several times is tested value by value."""
     name: str          # lower case
-    kind: str          # "exact" | "prefix" | "suffix" | "regex" | "present" | "absent"
+    kind: str          # "exact" | "prefix" | "suffix" | "regex" (RE2, whole value) | "present" | "absent"
     value: str | None  # None for present/absent
-    invert: bool       # string kinds only: the header must be present and not match
-    ignore_case: bool  # string kinds only
+    invert: bool       # string kinds only (`not header`): the header is present and no value passes
+    ignore_case: bool  # string kinds but regex only: ASCII letters compared case-insensitively
 
 
 @node
 class QueryMatch(Node):
-    """IR QueryMatch."""
+    """A condition on a query parameter, compared as sent (not percent-decoded); a repeated key is
+    tested on its first value."""
     name: str
-    kind: str          # "exact" | "regex" | "present"; a repeated key is tested on its first value
-    value: str | None
+    kind: str          # "exact" | "regex" (RE2, whole value) | "present" (even with an empty value)
+    value: str | None  # None for present
 
 
 @node
 class Match(Node):
-    """All conditions must hold (AND). A route matches when any of its matches does (OR)."""
+    """All conditions must hold (AND). A route matches when any of its matches does (OR). Read by
+    envoy (one Envoy route per match), native (compiled to tests) and checks (shadowing, W0401)."""
     path: PathMatch | None             # None: any path
     headers: tuple[HeaderMatch, ...]
     query: tuple[QueryMatch, ...]
-    methods: tuple[str, ...] | None    # None: any method
+    methods: tuple[str, ...] | None    # upper-case methods (E0309); None: any method
 
+
+# ---- routes ----------------------------------------------------------------------------------------
 
 @node
 class SubsetRef(Node):
-    """IR SubsetRef."""
+    """A destination: one subset of one service (both exist: E0201/E0203)."""
     service: str
     subset: str
 
 
 @node
 class WeightedSubset(Node):
-    """IR WeightedSubset."""
+    """One target of a split."""
     service: str
     subset: str
-    weight: int
+    weight: int        # 0 to 2^32-1; a zero weight is never picked
 
 
 @node
 class Split(Node):
     """Pick by `value mod total` over cumulative weights in written order when the key header holds one
     unsigned 64-bit decimal integer, at random (by weight) otherwise. Zero weights are never picked."""
-    targets: tuple[WeightedSubset, ...]
-    key_header: str | None
-    total_weight: int
+    targets: tuple[WeightedSubset, ...]  # written order, never empty
+    key_header: str | None             # lower case; None: always random
+    total_weight: int                  # the sum of the weights, above 0 (E0305) and at most 2^32-1
 
 
 @node
 class Retry(Node):
-    """IR Retry."""
-    num_retries: int                   # retries after the first attempt
-    retry_on: tuple[str, ...]          # conditions, canonical names
-    retriable_status_codes: tuple[int, ...]
-    per_try_timeout_ms: int            # 0: each try may use what is left of the route timeout
-    backoff_base_ms: int
-    backoff_max_ms: int
-    allow_non_idempotent: bool
+    """Retries of a route (docs/language.md §10). None on the route when it makes none (no `retry`,
+    `retry none`, or `attempts 0`)."""
+    num_retries: int                   # retries after the first attempt, 1-100 (default 2)
+    retry_on: tuple[str, ...]          # conditions, names of RETRY_ON, in written order (default ("5xx",))
+    retriable_status_codes: tuple[int, ...]  # status codes written in `on`, sorted
+    per_try_timeout_ms: int            # bound on each attempt; 0: each try may use what is left of the route
+                                       # timeout (the default)
+    backoff_base_ms: int               # jittered exponential backoff base (default 25)
+    backoff_max_ms: int                # the longest backoff (default 10 x the base)
+    allow_non_idempotent: bool         # silences W0501; changes no behaviour
 
 
 @node
 class FaultAbort(Node):
-    """IR FaultAbort."""
-    http_status: int
-    percent: float
+    http_status: int                   # 200-599: the local reply's status
+    percent: float                     # share of the route's requests (default 100)
 
 
 @node
 class FaultDelay(Node):
-    """IR FaultDelay."""
-    duration_ms: int
-    percent: float
+    duration_ms: int                   # above 0
+    percent: float                     # share of the route's requests (default 100)
 
 
 @node
 class Fault(Node):
-    """IR Fault."""
+    """Injected failures of a route: the delay first, then the abort, with independent draws; an
+    abort is a local reply, never retried, forwarded or mirrored."""
     abort: FaultAbort | None
     delay: FaultDelay | None
 
 
 @node
 class Mirror(Node):
-    """IR Mirror."""
+    """A fire-and-forget copy of a share of the route's requests, its Host suffixed `-shadow`."""
     service: str
     subset: str
-    percent: float
+    percent: float                     # share of requests copied (default 100)
+    timeout_ms: int                    # how long a copy may take before it is dropped: the route timeout, or
+                                       # MIRROR_TIMEOUT_MS (15 000) on a route with `timeout none`. Read by
+                                       # native only: Envoy's shadow request takes the route timeout as it is
 
 
 @node
 class HeaderChanges(Node):
     """Applied in this order: remove, then set (replace or add), then add (append)."""
-    remove: tuple[str, ...]
-    set: tuple[tuple[str, str], ...]
-    add: tuple[tuple[str, str], ...]
+    remove: tuple[str, ...]            # lower-case names, each once
+    set: tuple[tuple[str, str], ...]   # (lower-case name, value)
+    add: tuple[tuple[str, str], ...]   # (lower-case name, value), in written order
 
 
 @node
 class Route(Node):
-    """IR Route."""
-    name: str
-    source: str
+    """What a caller's sidecar does with a request to the service that matches this route."""
+    name: str                          # unique in the service (E0202); `default` for the implicit route
+    source: Location                   # the `route` (or, for the implicit route, the service)
     matches: tuple[Match, ...]         # never empty; a route without `match` has one empty match
     to: SubsetRef | None               # exactly one of `to` and `split`
     split: Split | None
-    timeout_ms: int                    # whole request including retries; 0 = no timeout
+    timeout_ms: int                    # the whole request, every try and backoff included; 0 = none
+                                       # (`timeout none`); default ROUTE_TIMEOUT_MS, 15 000; 504 on expiry
     retry: Retry | None
     fault: Fault | None
     mirror: Mirror | None
-    request_headers: HeaderChanges
-    response_headers: HeaderChanges
+    request_headers: HeaderChanges     # to the request sent upstream
+    response_headers: HeaderChanges    # to the response (local replies on a chosen route included)
 
+
+# ---- authorization ---------------------------------------------------------------------------------
 
 @node
 class Principal(Node):
-    """IR Principal."""
-    kind: str          # "exact" (one SPIFFE ID) or "prefix" (a trust domain or namespace)
+    """A caller identity: its verified SPIFFE ID (the URI SAN of its mTLS client certificate)."""
+    kind: str          # "exact" (one SPIFFE ID) or "prefix" (a trust domain, a namespace, a `/*` pattern)
     value: str
 
 
 @node
 class AuthzRule(Node):
-    """IR AuthzRule."""
-    name: str
+    """One rule: it matches a request when every condition holds (a caller without a verified
+    identity never satisfies `from`)."""
+    name: str          # as written, else `allow-N`/`deny-N` by position, `SET.NAME` for a used rule set;
+                       # unique in the service (E0202): Envoy's RBAC policy name
     action: str        # "allow" | "deny"
-    source: str
-    principals: tuple[Principal, ...] | None   # None: any peer; else any of these
+    source: Location
+    principals: tuple[Principal, ...] | None   # None: any caller; else any of these
     path: PathMatch | None             # matched on the normalised path
     methods: tuple[str, ...] | None
     headers: tuple[HeaderMatch, ...]
@@ -218,43 +282,80 @@ class AuthzRule(Node):
 
 @node
 class Authorization(Node):
-    """Any matching deny denies (403); else any matching allow allows; else the default."""
-    default: str
-    rules: tuple[AuthzRule, ...]
-    source: str | None                 # None: the service has no authorization block (default allow)
+    """Any matching deny denies (403); else any matching allow allows; else the default. Enforced by
+    the service's own sidecar on its inbound listener."""
+    default: str                       # "allow" | "deny"; `allow` for a service without an authorization
+                                       # block (AUTHORIZATION_DEFAULT)
+    rules: tuple[AuthzRule, ...]       # written order, `use`d rule sets expanded in place
+    source: Location | None            # None: the service has no authorization block
 
+
+# ---- the sidecar -----------------------------------------------------------------------------------
 
 @node
 class Mtls(Node):
     """Mutual TLS of a service's sidecar (docs/language.md §4.1)."""
-    mode: str          # "strict" | "permissive" | "disable": what the sidecar's inbound listener accepts
-    directory: str     # the sidecar's identity files: cert.pem (its SPIFFE ID as URI SAN), key.pem and
-                       # ca.pem (the trusted mesh CA); watched for rotation
+    mode: str          # "strict" | "permissive" | "disable": what the sidecar's inbound listener accepts; the
+                       # service's `mtls`, else the mesh's, else "disable" (MTLS_MODE)
+    directory: str     # the sidecar's identity files: cert.pem (its SPIFFE ID as URI SAN), key.pem and ca.pem
+                       # (the trusted mesh CA), watched for rotation: `certificates`/SERVICE ("/etc/meshc/certs")
+
+
+@node
+class Sidecar(Node):
+    """The proxy next to a service: its listeners, its local application, its path normalisation and
+    its limits on clients (settings block `sidecar`, and the defaults of compiler/language/defaults.py).
+    Read by envoy (listeners, the HTTP connection managers, the inbound cluster, the bootstrap's admin)
+    and native (its listeners, the app cluster, its limits)."""
+    listen_host: str                   # where every listener binds: "127.0.0.1" (LISTEN_HOST), loopback only
+    inbound_port: int                  # traffic for the service (default 15006)
+    outbound_port: int                 # the application's calls to other services (default 15001)
+    admin_port: int                    # the proxy's admin interface (default 15000)
+    app_host: str                      # where the inbound listener forwards to (default 127.0.0.1, APP_HOST)
+    app_port: int                      # (default: the service's port)
+    app_discovery: str                 # "static" when app_host is an IP address, else "dns"
+    app_cluster: str                   # the local application's cluster, `inbound|SERVICE` (ir/names.py)
+    app_limits: Limits                 # its thresholds: Envoy's defaults (no policy sets them)
+    escaped_slashes: str               # "reject" (400, the default), "decode" (%2F -> /, then normalise) or "keep"
+    normalize_path: bool               # RFC 3986 dot-segment removal; always true
+    merge_slashes: bool                # `//` -> `/`; always true
+    max_request_headers_bytes: int     # a request head larger than this is a 431 (default 61 440: Envoy's 60 KiB)
+    max_request_body_bytes: int        # a request body larger than this is a 413; 0 = unlimited, streamed
+                                       # (the default). Read by native only (Envoy streams without a limit)
+    idle_timeout_ms: int               # a client connection idle this long is closed (default 3 600 000, Envoy's)
+    drain_timeout_ms: int              # on SIGTERM, how long in-flight requests may finish (default 5 000).
+                                       # Read by native only (Envoy's drain time is its `--drain-time-s`)
 
 
 @node
 class Service(Node):
-    """IR Service."""
-    name: str
-    namespace: str
-    identity: str                      # SPIFFE ID
-    port: int
-    source: str
-    subsets: tuple[Subset, ...]
+    """A service of the mesh: as a destination (its subsets, limits, routes: what every caller's
+    sidecar applies when calling it) and as the owner of a sidecar (its authorization, mTLS mode,
+    listeners)."""
+    name: str                          # unique (E0202), and unique regardless of case for envoy (E0702)
+    namespace: str                     # default "default" (NAMESPACE)
+    identity: str                      # its SPIFFE ID: `identity`, else spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/NAME
+    port: int                          # the port the application listens on
+    domains: tuple[str, ...]           # the Host values a caller uses to reach it (ir/names.py): NAME,
+                                       # NAME:PORT, NAME.NAMESPACE, NAME.NAMESPACE:PORT; matched case-insensitively
+    sni: str                           # the TLS server name a caller sends over mTLS, NAME.NAMESPACE (ir/names.py)
+    source: Location                   # the `service` declaration
+    subsets: tuple[Subset, ...]        # the implicit `default` first, then as written; never empty
     limits: Limits
-    outlier: Outlier | None
-    retry_budget: RetryBudget | None
+    outlier: Outlier | None            # None: no outlier detection
+    retry_budget: RetryBudget | None   # None: `limits.max_retries` caps retries in flight
+    upstream: Upstream                 # how callers connect to its endpoints (and its sidecar to its app)
     sidecar: Sidecar
-    routes: tuple[Route, ...]          # evaluation order
+    routes: tuple[Route, ...]          # evaluation order; one `default` route without a routes block
     authorization: Authorization
     mtls: Mtls
 
 
 @node
 class Program(Node):
-    """IR Program."""
-    schema_version: int
-    trust_domain: str
+    """The whole program: what `meshc compile --emit ir` writes."""
+    schema_version: int                # SCHEMA_VERSION
+    trust_domain: str                  # of every SPIFFE ID of the program (default "cluster.local")
     services: tuple[Service, ...]      # sorted by name
 
     def service(self, name: str) -> Service:

@@ -42,3 +42,15 @@ ESCAPED_SLASHES = "reject"         # %2F / %5C in a path: 400
 
 FAULT_PERCENT = 100.0
 MIRROR_PERCENT = 100.0
+
+# ---- what the sidecars apply that the language does not (yet) let a policy write ------------------
+# Each is written into the IR by lowering, so that both targets apply the same value.
+LISTEN_HOST = "127.0.0.1"          # every listener binds the loopback interface only
+CONNECT_TIMEOUT_MS = 1000          # a connection to an upstream endpoint (TLS included) within this, or a connect failure
+UPSTREAM_IDLE_TIMEOUT_MS = 3_600_000   # a pooled upstream connection idle this long is closed (Envoy's 1 h)
+MAX_RESPONSE_HEADERS_BYTES = 60 * 1024  # a larger upstream response head is a 502 (Envoy's 60 KiB)
+MAX_REQUEST_HEADERS_BYTES = 60 * 1024   # a larger request head is a 431 (Envoy's max_request_headers_kb, 60)
+MAX_REQUEST_BODY_BYTES = 0         # 0: unlimited, the body streams (as Envoy's)
+IDLE_TIMEOUT_MS = 3_600_000        # a client connection idle this long is closed (Envoy's 1 h)
+DRAIN_TIMEOUT_MS = 5000            # native proxy, on SIGTERM: in-flight requests may take this long to finish
+MIRROR_TIMEOUT_MS = 15_000         # a mirror copy on a `timeout none` route is dropped after this (native)

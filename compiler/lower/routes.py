@@ -6,7 +6,7 @@ from __future__ import annotations
 from compiler import ir
 from compiler.language import defaults
 from compiler.lower.resilience import lower_fault, lower_retry
-from compiler.semantic.conditions import lower_match, route_matches, span_location
+from compiler.semantic.conditions import lower_match, route_matches, location
 from compiler.semantic.symbols import Context, route_retry_block, subset_names
 from compiler.syntax import ast
 
@@ -36,21 +36,22 @@ def lower_route(ctx: Context, route: ast.Route) -> ir.Route:
             targets.append(ir.WeightedSubset(service, subset, entry.weight.value))
         key = route.split.key_header.value.lower() if route.split.key_header is not None else None
         split = ir.Split(tuple(targets), key, sum(t.weight for t in targets))
-    if route.mirror is not None:
-        service, subset = ctx.subset_of(route.mirror.target)
-        pct = route.mirror.percent.value if route.mirror.percent is not None else defaults.MIRROR_PERCENT
-        mirror = ir.Mirror(service, subset, pct)
     if route.timeout is None:
         timeout = defaults.ROUTE_TIMEOUT_MS
     else:
         timeout = route.timeout.value or 0
-    return ir.Route(route.name.value, span_location(route), route_matches(ctx, route), to, split, timeout,
+    if route.mirror is not None:
+        service, subset = ctx.subset_of(route.mirror.target)
+        pct = route.mirror.percent.value if route.mirror.percent is not None else defaults.MIRROR_PERCENT
+        # a copy needs a bound even on a `timeout none` route, or copies to a slow mirror pile up
+        mirror = ir.Mirror(service, subset, pct, timeout or defaults.MIRROR_TIMEOUT_MS)
+    return ir.Route(route.name.value, location(route), route_matches(ctx, route), to, split, timeout,
                     lower_retry(route_retry_block(ctx, route)), lower_fault(route.fault), mirror,
                     lower_headers(route.request_headers), lower_headers(route.response_headers))
 
 
 def implicit_route(svc: ast.Service) -> ir.Route:
     """A service without a routes block (and one subset) sends everything to that subset."""
-    return ir.Route(defaults.IMPLICIT_ROUTE, span_location(svc), (lower_match(None),),
+    return ir.Route(defaults.IMPLICIT_ROUTE, location(svc), (lower_match(None),),
                     ir.SubsetRef(svc.name.value, subset_names(svc)[0]), None, defaults.ROUTE_TIMEOUT_MS,
                     None, None, None, ir.HeaderChanges((), (), ()), ir.HeaderChanges((), (), ()))

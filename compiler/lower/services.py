@@ -4,11 +4,12 @@ the service's routes (or its implicit one)."""
 from __future__ import annotations
 
 from compiler import ir
+from compiler.ir import names
 from compiler.language import defaults
 from compiler.language.endpoints import discovery, parse_endpoint
 from compiler.lower.resilience import _values, lower_budget, lower_limits, lower_outlier
 from compiler.lower.routes import implicit_route, lower_route
-from compiler.semantic.conditions import authorization_rules, service_identity, service_namespace, span_location
+from compiler.semantic.conditions import authorization_rules, service_identity, service_namespace, location
 from compiler.semantic.symbols import Context, resolve_block
 from compiler.syntax import ast
 
@@ -18,12 +19,13 @@ def lower_authorization(ctx: Context, svc: ast.Service) -> ir.Authorization:
     if authz is None:
         return ir.Authorization(defaults.AUTHORIZATION_DEFAULT, (), None)
     rules = tuple(lowered for _, lowered in authorization_rules(ctx, svc, authz))
-    return ir.Authorization(authz.default.value, rules, span_location(authz))
+    return ir.Authorization(authz.default.value, rules, location(authz))
 
 
-def lower_subset(name: str, endpoints: tuple[ast.Lit, ...], node) -> ir.Subset:
+def lower_subset(service: str, name: str, endpoints: tuple[ast.Lit, ...], node) -> ir.Subset:
     eps = tuple(ir.Endpoint(*parse_endpoint(e.value)) for e in endpoints)
-    return ir.Subset(name, discovery(e.host for e in eps), eps, span_location(node))
+    return ir.Subset(name, names.outbound_cluster(service, name), discovery(e.host for e in eps), eps,
+                     location(node))
 
 
 def lower_sidecar(svc: ast.Service) -> ir.Sidecar:
@@ -31,10 +33,19 @@ def lower_sidecar(svc: ast.Service) -> ir.Sidecar:
     host, port = defaults.APP_HOST, svc.port.value
     if "app" in v:
         host, port = parse_endpoint(v["app"][0])
-    return ir.Sidecar(v.get("inbound", (defaults.SIDECAR_INBOUND_PORT,))[0],
+    return ir.Sidecar(defaults.LISTEN_HOST,
+                      v.get("inbound", (defaults.SIDECAR_INBOUND_PORT,))[0],
                       v.get("outbound", (defaults.SIDECAR_OUTBOUND_PORT,))[0],
-                      v.get("admin", (defaults.SIDECAR_ADMIN_PORT,))[0], host, port,
-                      v.get("escaped_slashes", (defaults.ESCAPED_SLASHES,))[0], True, True)
+                      v.get("admin", (defaults.SIDECAR_ADMIN_PORT,))[0], host, port, discovery((host,)),
+                      names.inbound_cluster(svc.name.value), lower_limits(None),
+                      v.get("escaped_slashes", (defaults.ESCAPED_SLASHES,))[0], True, True,
+                      defaults.MAX_REQUEST_HEADERS_BYTES, defaults.MAX_REQUEST_BODY_BYTES, defaults.IDLE_TIMEOUT_MS,
+                      defaults.DRAIN_TIMEOUT_MS)
+
+
+# What callers' sidecars apply when they connect to a service: the same for every service today.
+UPSTREAM = ir.Upstream(defaults.CONNECT_TIMEOUT_MS, defaults.UPSTREAM_IDLE_TIMEOUT_MS,
+                       defaults.MAX_RESPONSE_HEADERS_BYTES)
 
 
 def lower_mtls(ctx: Context, svc: ast.Service) -> ir.Mtls:
@@ -44,17 +55,19 @@ def lower_mtls(ctx: Context, svc: ast.Service) -> ir.Mtls:
 
 def lower_service(ctx: Context, svc: ast.Service) -> ir.Service:
     subsets = []
+    name = svc.name.value
     if svc.endpoints is not None:
-        subsets.append(lower_subset(defaults.IMPLICIT_SUBSET, svc.endpoints, svc))
-    subsets += [lower_subset(s.name.value, s.endpoints or (), s) for s in svc.subsets]
+        subsets.append(lower_subset(name, defaults.IMPLICIT_SUBSET, svc.endpoints, svc))
+    subsets += [lower_subset(name, s.name.value, s.endpoints or (), s) for s in svc.subsets]
     routes_block = ctx.routes.get(svc.name.value)
     if routes_block is not None:
         routes = tuple(lower_route(ctx, r) for r in routes_block.routes)
     else:
         routes = (implicit_route(svc),)
-    return ir.Service(svc.name.value, service_namespace(svc), service_identity(ctx, svc), svc.port.value,
-                      span_location(svc), tuple(subsets),
+    namespace, port = service_namespace(svc), svc.port.value
+    return ir.Service(name, namespace, service_identity(ctx, svc), port, names.domains(name, namespace, port),
+                      names.sni(name, namespace), location(svc), tuple(subsets),
                       lower_limits(resolve_block(ctx, svc.limits, "limits")),
                       lower_outlier(resolve_block(ctx, svc.outlier, "outlier")),
-                      lower_budget(resolve_block(ctx, svc.retry_budget, "retry_budget")),
+                      lower_budget(resolve_block(ctx, svc.retry_budget, "retry_budget")), UPSTREAM,
                       lower_sidecar(svc), routes, lower_authorization(ctx, svc), lower_mtls(ctx, svc))

@@ -12,9 +12,13 @@ from compiler.semantic.symbols import Context
 from compiler.syntax import ast
 
 
-def span_location(node) -> str:
+def location(node) -> ir.Location:
+    """Where an AST node was written, as the IR's provenance."""
     span = getattr(node, "span", None)
-    return span.location() if span is not None else "<unknown>"
+    if span is None:
+        return ir.Location("<unknown>", 0, 0)
+    line, column = span.start_line_col()
+    return ir.Location(span.path, line, column)
 
 
 def service_namespace(svc: ast.Service) -> str:
@@ -122,7 +126,7 @@ def lower_rule(ctx: Context, svc: ast.Service | None, rule: ast.Rule, name: str)
             methods = tuple(dict.fromkeys(m.value for m in cond.methods))
         elif isinstance(cond, ast.HeaderCond):
             headers.append(lower_header(cond))
-    return ir.AuthzRule(name, rule.action, span_location(rule), principals, path, methods, tuple(headers))
+    return ir.AuthzRule(name, rule.action, location(rule), principals, path, methods, tuple(headers))
 
 
 def expand_rules(ctx: Context, authz: ast.Authorization) -> list[tuple[ast.Rule, str, object]]:

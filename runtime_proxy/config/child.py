@@ -1,12 +1,11 @@
 """Configs loaded in a child process, so that the serving process never imports pydantic.
 
-Validation is runtime_proxy/loading.py's (pydantic in strict mode, then the semantic checks),
-but pydantic and the compiled validators of the config models take about 9 MB that a sidecar
-would carry for its whole life to use them once per (re)load. So the proxy forks: the child
-imports runtime_proxy.loading, validates the file and writes the validated config back through a
-pipe as JSON (`model_dump`, defaults filled in); the serving process turns it into `Plain`
-objects, which have the same attributes as the config models (runtime_proxy/config.py) and
-compare by value like them, and are what the table compiler and the I/O layer read.
+Validation is runtime_proxy/config/loading.py's (pydantic in strict mode, then the semantic
+checks), but pydantic and the compiled validators of the config models take about 9 MB that a
+sidecar would carry for its whole life to use them once per (re)load. So the proxy forks: the
+child imports the loader, validates the file and writes the validated config back through a pipe
+as JSON (`model_dump`: every structural default, such as an empty list, filled in); the serving
+process compiles that data into its table (runtime_proxy/decide/table.py).
 
 Where `os.fork` does not exist, the config is loaded in-process instead.
 """
@@ -24,40 +23,6 @@ class LoadError(Exception):
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
-
-
-class Plain:
-    """An immutable-by-convention record with the attributes of a config model."""
-
-    def __init__(self, fields: dict):
-        self.__dict__.update(fields)
-
-    def __eq__(self, other):
-        return isinstance(other, Plain) and self.__dict__ == other.__dict__
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
-    def __hash__(self):
-        return hash(tuple(sorted((k, _hashable(v)) for k, v in self.__dict__.items())))
-
-    def __repr__(self):
-        return f"Plain({self.__dict__!r})"
-
-
-def _hashable(v):
-    if isinstance(v, list):
-        return tuple(_hashable(x) for x in v)
-    return v
-
-
-def to_plain(data):
-    """JSON data of a config (every object is a model) as Plain records and lists."""
-    if isinstance(data, dict):
-        return Plain({k: to_plain(v) for k, v in data.items()})
-    if isinstance(data, list):
-        return [to_plain(v) for v in data]
-    return data
 
 
 def _child(path: str, w: int) -> None:
@@ -92,8 +57,8 @@ def start(path: str) -> tuple[int, int]:
     return pid, r
 
 
-def finish(pid: int, payload: bytes) -> tuple[Plain, dict]:
-    """The child's answer: (config, its JSON data), or LoadError."""
+def finish(pid: int, payload: bytes) -> dict:
+    """The child's answer: the validated config's JSON data, or LoadError."""
     try:
         os.waitpid(pid, 0)
     except ChildProcessError:
@@ -104,11 +69,11 @@ def finish(pid: int, payload: bytes) -> tuple[Plain, dict]:
         raise LoadError("the config loader stopped without an answer") from None
     if "error" in out:
         raise LoadError(out["error"])
-    return to_plain(out["config"]), out["config"]
+    return out["config"]
 
 
-def load(path: str) -> tuple[Plain, dict]:
-    """Load and validate the config at `path` (blocking); (config, JSON data) or LoadError."""
+def load(path: str) -> dict:
+    """Load and validate the config at `path` (blocking): its JSON data, or LoadError."""
     if not hasattr(os, "fork"):  # pragma: no cover
         from runtime_proxy.config import loading
 
@@ -116,8 +81,7 @@ def load(path: str) -> tuple[Plain, dict]:
             config = loading.load(path)
         except loading.ConfigError as err:
             raise LoadError(err.message) from None
-        data = config.model_dump(mode="json")
-        return to_plain(data), data
+        return config.model_dump(mode="json")
     pid, r = start(path)
     chunks = []
     while True:

@@ -1,11 +1,14 @@
 """The native proxy's config: the contract between the compiler's native backend and the proxy.
 
-One file configures one sidecar (`SERVICE.native.json`). It is the IR slice that sidecar needs,
-with the same units (milliseconds, percentages as floats 0..100, lower-case header names) and the
-same meaning as compiler/ir.py and docs/language.md, plus the proxy's own settings. Every model
-forbids unknown fields, so a typo is an error, never a silently ignored setting. The JSON Schema
-in runtime_proxy/config/schema.json is generated from these models (tests keep it current) and is
-what outside tools validate against.
+One file configures one sidecar (`SERVICE.native.json`). It is the IR slice that sidecar needs:
+the routes, subsets, limits, outlier detection, retry budgets, connection settings and
+authorization are the IR's own nodes (compiler/ir/model.py), with the same fields, units and
+meaning (tests/test_native_schema.py holds these models to the IR's fields); the envelope adds the
+sidecar's listeners, application and limits. Every value the proxy applies is in the file: the
+proxy has no defaults of its own (a field may be left out only where leaving it out means
+"nothing": an empty list, no retry, no fault). Every model forbids unknown fields, so a typo is an
+error, never a silently ignored setting. The JSON Schema in runtime_proxy/config/schema.json is
+generated from these models (tests keep it current) and is what outside tools validate against.
 
 Bump SCHEMA_VERSION on any change that an older proxy would misread.
 """
@@ -16,11 +19,24 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+# 2: provenance as {file, line, column}; names (app cluster, SNI) and every setting the proxy
+# applies (connection settings per destination, limits per sidecar, the mirror's timeout) in the file.
+SCHEMA_VERSION = 2
+
+# The retry conditions a route may name (compiler/language/retry.py has the same list, and a test
+# keeps the two equal; runtime_proxy/decide/retry.py says what each retries).
+RetryCondition = Literal["5xx", "gateway-error", "reset", "connect-failure", "refused-stream", "retriable-4xx"]
 
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Location(Model):
+    """Where a construct was written (compiler/ir/model.py `Location`): shown in messages and logs."""
+    file: str
+    line: int = Field(ge=0)
+    column: int = Field(ge=0)
 
 
 # ---- matching ------------------------------------------------------------------------------
@@ -75,8 +91,7 @@ class Split(Model):
 
 class Retry(Model):
     num_retries: int = Field(ge=0, le=100)
-    retry_on: list[Literal["5xx", "gateway-error", "reset", "connect-failure", "refused-stream",
-                           "retriable-4xx"]]
+    retry_on: list[RetryCondition]
     retriable_status_codes: list[int] = []
     per_try_timeout_ms: int = Field(ge=0)      # 0: each try may use what is left of the route timeout
     backoff_base_ms: int = Field(gt=0)
@@ -103,6 +118,7 @@ class Mirror(Model):
     service: str
     subset: str
     percent: float = Field(ge=0, le=100)
+    timeout_ms: int = Field(gt=0)              # a copy still running after this is dropped
 
 
 class HeaderChanges(Model):
@@ -114,7 +130,7 @@ class HeaderChanges(Model):
 
 class Route(Model):
     name: str
-    source: str                                # file:line:col of the route in the policy
+    source: Location                           # where the route is written in the policy
     matches: list[Match] = Field(min_length=1)
     to: SubsetRef | None = None                # exactly one of `to` and `split`
     split: Split | None = None
@@ -135,10 +151,10 @@ class Endpoint(Model):
 
 class Subset(Model):
     name: str
-    cluster: str                               # the Envoy cluster name, used in stats labels
+    cluster: str                               # `outbound|SUBSET|SERVICE`: the state key and stats label
     discovery: Literal["static", "dns"]
     endpoints: list[Endpoint] = Field(min_length=1)
-    source: str
+    source: Location
 
 
 class Limits(Model):
@@ -161,6 +177,13 @@ class RetryBudget(Model):
     min_concurrency: int = Field(ge=0)
 
 
+class Upstream(Model):
+    """How this sidecar connects to a destination's endpoints (or to its local application)."""
+    connect_timeout_ms: int = Field(gt=0)      # a connection (TLS included) not made in time is a connect failure
+    idle_timeout_ms: int = Field(gt=0)         # a pooled connection idle this long is closed
+    max_response_headers_bytes: int = Field(gt=0)   # a larger response head: 502
+
+
 class Service(Model):
     """A destination: the caller's sidecar routes requests whose Host is one of `domains`."""
     name: str
@@ -168,15 +191,16 @@ class Service(Model):
     identity: str                              # SPIFFE ID
     port: int = Field(ge=1, le=65535)
     domains: list[str]                         # Host values (case-insensitive), with and without port
-    source: str
+    sni: str                                   # the TLS server name sent when `mtls` (NAME.NAMESPACE)
+    source: Location
     subsets: list[Subset] = Field(min_length=1)
     limits: Limits                             # per calling sidecar, per subset (as Envoy's per-cluster breakers)
     outlier: Outlier | None = None
     retry_budget: RetryBudget | None = None
+    upstream: Upstream
     routes: list[Route]                        # evaluation order: first match wins
-    mtls: bool = False                         # call it over mTLS: present our certificate, and require
-                                               # the server's URI SAN to be exactly `identity`
-    sni: str | None = None                     # the TLS server name sent with mtls (NAME.NAMESPACE); None: none
+    mtls: bool                                 # call it over mTLS: present our certificate, and require the
+                                               # server's URI SAN to be exactly `identity`
 
 
 # ---- the sidecar's own side ---------------------------------------------------------------------
@@ -189,7 +213,7 @@ class Principal(Model):
 class AuthzRule(Model):
     name: str
     action: Literal["allow", "deny"]
-    source: str
+    source: Location
     principals: list[Principal] | None = None  # None: any peer
     path: PathMatch | None = None              # on the normalised path
     methods: list[str] | None = None
@@ -200,11 +224,11 @@ class Authorization(Model):
     """Any matching deny denies (403); else any matching allow allows; else the default."""
     default: Literal["allow", "deny"]
     rules: list[AuthzRule] = []
-    source: str | None = None
+    source: Location | None = None
 
 
 class Address(Model):
-    host: str = "127.0.0.1"
+    host: str
     port: int = Field(ge=0, le=65535)          # 0: any free port (tests)
 
 
@@ -212,6 +236,16 @@ class Listeners(Model):
     inbound: Address
     outbound: Address
     admin: Address
+
+
+class App(Model):
+    """The local application, behind the inbound listener."""
+    host: str
+    port: int = Field(ge=1, le=65535)
+    discovery: Literal["static", "dns"]
+    cluster: str                               # `inbound|SERVICE`: its state key and stats label
+    limits: Limits
+    upstream: Upstream
 
 
 class Normalization(Model):
@@ -229,35 +263,32 @@ class MtlsFiles(Model):
 
 class Mtls(Model):
     """Mutual TLS of this sidecar (docs/language.md, `mtls`)."""
-    mode: Literal["strict", "permissive", "disable"] = "disable"   # what the inbound listener accepts:
-                                               # mTLS only, mTLS or plaintext on one port, plaintext only
+    mode: Literal["strict", "permissive", "disable"]   # what the inbound listener accepts: mTLS only,
+                                               # mTLS or plaintext on one port, plaintext only
     files: MtlsFiles | None = None             # None iff neither the inbound listener nor any destination uses TLS
 
 
 class ProxySettings(Model):
-    """The proxy's own limits (not from the policy); defaults follow Envoy's."""
-    max_request_headers_bytes: int = Field(default=60 * 1024, gt=0)    # over: 431
-    max_request_body_bytes: int = Field(default=0, ge=0)                # 0: unlimited (streamed); over: 413
-    max_response_headers_bytes: int = Field(default=60 * 1024, gt=0)   # over: 502
-    connect_timeout_ms: int = Field(default=1000, gt=0)
-    idle_timeout_ms: int = Field(default=60 * 60 * 1000, gt=0)         # downstream keep-alive
-    upstream_idle_timeout_ms: int = Field(default=60 * 60 * 1000, gt=0)
-    drain_timeout_ms: int = Field(default=5000, ge=0)                  # SIGTERM: wait for in-flight requests
+    """The sidecar's limits on its clients (the IR's `Sidecar`)."""
+    max_request_headers_bytes: int = Field(gt=0)   # a larger request head: 431
+    max_request_body_bytes: int = Field(ge=0)      # 0: unlimited (streamed); a larger body: 413
+    idle_timeout_ms: int = Field(gt=0)             # a client connection idle this long is closed
+    drain_timeout_ms: int = Field(ge=0)            # SIGTERM: how long in-flight requests may finish
 
 
 class Config(Model):
-    schema_version: Literal[1]
+    schema_version: Literal[2]
     version: str                               # content hash: /config shows it, reload logs it
     service: str                               # whose sidecar this is
     namespace: str
     identity: str
     listeners: Listeners
-    app: Endpoint                              # the inbound listener forwards here
+    app: App                                   # the inbound listener forwards here
     normalization: Normalization
+    proxy: ProxySettings
     authorization: Authorization               # of this service, enforced on the inbound listener
+    mtls: Mtls
     services: list[Service]                    # every destination, sorted by name
-    mtls: Mtls = Mtls()
-    proxy: ProxySettings = ProxySettings()
 
 
 def json_schema() -> dict:

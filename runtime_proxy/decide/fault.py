@@ -8,15 +8,11 @@ from __future__ import annotations
 
 
 def decide(fault, rand_delay: float, rand_abort: float) -> tuple[int, int | None]:
-    """(delay in ms, abort status or None) for one request. `fault` is a compiled CFault, a
-    config.Fault or None."""
+    """(delay in ms, abort status or None) for one request. `fault` is a compiled table.CFault or
+    None."""
     if fault is None:
         return 0, None
-    if hasattr(fault, "delay_ms"):       # compiled
-        delay = fault.delay_ms if fault.delay_ms and rand_delay * 100.0 < fault.delay_percent else 0
-        abort = fault.abort_status if (fault.abort_status is not None
-                                       and rand_abort * 100.0 < fault.abort_percent) else None
-        return delay, abort
-    delay = fault.delay.duration_ms if fault.delay and rand_delay * 100.0 < fault.delay.percent else 0
-    abort = fault.abort.http_status if fault.abort and rand_abort * 100.0 < fault.abort.percent else None
+    delay = fault.delay_ms if fault.delay_ms and rand_delay * 100.0 < fault.delay_percent else 0
+    abort = fault.abort_status if (fault.abort_status is not None
+                                   and rand_abort * 100.0 < fault.abort_percent) else None
     return delay, abort

@@ -13,21 +13,13 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "t
 
 
 def apply_changes(headers: list[tuple[str, str]], changes, inline=frozenset()) -> list[tuple[str, str]]:
-    """`headers` after `changes` (a CHeaderChanges or config.HeaderChanges): first every `remove`,
-    then every `set` (all old values of the name go, the one new value is appended), then every
-    `add` (one more line each, in written order; for a name in `inline`, one of Envoy's inline
-    headers, ",VALUE" appended to the line already there). Returns a new list; the input is not
-    changed."""
-    touched = getattr(changes, "touched", None)
-    if touched is None:  # config.HeaderChanges
-        remove = {n.lower() for n in changes.remove}
-        sets = [(n.lower(), v) for n, v in changes.set]
-        adds = [(n.lower(), v) for n, v in changes.add]
-        touched = remove | {n for n, _ in sets}
-    else:
-        if changes.empty:
-            return list(headers)
-        sets, adds = changes.set, changes.add
+    """`headers` after `changes` (a compiled table.CHeaderChanges): first every `remove`, then
+    every `set` (all old values of the name go, the one new value is appended), then every `add`
+    (one more line each, in written order; for a name in `inline`, one of Envoy's inline headers,
+    ",VALUE" appended to the line already there). Returns a new list; the input is not changed."""
+    if changes.empty:
+        return list(headers)
+    touched, sets, adds = changes.touched, changes.set, changes.add
     if touched:
         out = [(n, v) for n, v in headers if n.lower() not in touched]
     else:

@@ -50,16 +50,11 @@ def compile_conditions(retry_on, status_codes) -> tuple[frozenset[int], frozense
 
 
 def retriable(retry, outcome: Outcome) -> bool:
-    """Whether an attempt with this outcome is retried under `retry`'s conditions (the attempt
-    count, the budget and the timeouts are checked by the caller)."""
-    statuses = getattr(retry, "statuses", None)
-    if statuses is None:  # a config.Retry rather than a compiled CRetry
-        statuses, failures = compile_conditions(retry.retry_on, retry.retriable_status_codes)
-    else:
-        failures = retry.failures
+    """Whether an attempt with this outcome is retried under `retry`'s conditions (a compiled
+    table.CRetry; the attempt count, the budget and the timeouts are checked by the caller)."""
     if outcome.status is not None:
-        return not outcome.overloaded and outcome.status in statuses
-    return outcome.failure in failures
+        return not outcome.overloaded and outcome.status in retry.statuses
+    return outcome.failure in retry.failures
 
 
 def cap_exponent(base_ms: int, max_ms: int) -> int:
@@ -77,10 +72,7 @@ def backoff_ms(retry, n: int, rand: float) -> float:
     milliseconds: below (2^n - 1) x base, never above max (and equal to max with the probability
     of the draw landing past it once the interval outgrew the maximum)."""
     base, cap = retry.backoff_base_ms, retry.backoff_max_ms
-    m = getattr(retry, "backoff_cap_exponent", None)
-    if m is None:
-        m = cap_exponent(base, cap)
-    m = min(max(n, 1), m)
+    m = min(max(n, 1), retry.backoff_cap_exponent)
     interval = ((1 << m) - 1) * base
     return float(min(int(rand * interval), cap))
 

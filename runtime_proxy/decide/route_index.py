@@ -8,7 +8,7 @@ view of the service with only those. The answer is the same by construction: a r
 has no match whose method and path conditions could both hold, so select_route would have passed
 over it; everything it does test (headers, queries, the exact path test) it still tests.
 
-What a match allows is read from the config (its path condition's kind and value):
+What a match allows is read from what was written (its path condition's kind and value):
 
 - no path condition, `prefix "/"`, `prefix "/x"` without a second `/`, and a regex without a
   literal `/segment/` at its start (or with a `|` anywhere; a character before a quantifier is
@@ -65,10 +65,10 @@ def first_segment_of_value(kind: str, value: str):
 
 
 def match_spec(m) -> tuple:
-    """(methods or None, first segment or ANY) of one config match."""
-    methods = frozenset(m.methods) if m.methods is not None else None
-    seg = ANY if m.path is None else first_segment_of_value(m.path.kind, m.path.value)
-    return methods, seg
+    """(methods or None, first segment or ANY) of one compiled match (table.CMatch)."""
+    path = m.spec.get("path")
+    seg = ANY if path is None else first_segment_of_value(path["kind"], path["value"])
+    return m.methods, seg
 
 
 def first_segment(path: str) -> str:
@@ -79,12 +79,10 @@ def first_segment(path: str) -> str:
 class RouteIndex:
     __slots__ = ("name", "routes", "specs", "views")
 
-    def __init__(self, csvc, svc_config):
+    def __init__(self, csvc):
         self.name = csvc.name
         self.routes = csvc.routes
-        if len(svc_config.routes) != len(csvc.routes):
-            raise ValueError(f"service `{csvc.name}`: the table and the config disagree on its routes")
-        self.specs = tuple(tuple(match_spec(m) for m in r.matches) for r in svc_config.routes)
+        self.specs = tuple(tuple(match_spec(m) for m in r.matches) for r in csvc.routes)
         self.views: dict[tuple[str, str], ServiceView] = {}
 
     def view(self, method: str, path: str) -> ServiceView:
@@ -105,7 +103,6 @@ class RouteIndex:
         return view
 
 
-def build(table, config) -> dict:
+def build(table) -> dict:
     """A RouteIndex per destination service of `table`, keyed by the CService."""
-    by_name = {s.name: s for s in config.services}
-    return {svc: RouteIndex(svc, by_name[name]) for name, svc in table.services.items()}
+    return {svc: RouteIndex(svc) for svc in table.services.values()}

@@ -1,17 +1,20 @@
-"""Config -> immutable compiled tables: what the request path reads, precomputed once per config.
+"""Config -> immutable compiled tables: what the proxy reads, precomputed once per config.
 
-`compile_config` turns the pydantic `Config` (runtime_proxy/config.py) into plain slotted objects:
-every path, header and query condition becomes one small test function (regexes compiled with
-RE2 and anchored at both ends, `ignore_case` values lower-cased once), every domain of every
-destination goes into one dict keyed by the lower-cased Host, and every `to`, `split` and
-`mirror` points straight at the destination service and subset it names. Nothing here is changed
-after compilation; the mutable state (breakers, outlier detection) lives in the I/O layer, keyed
-by `CSubset.cluster`.
+`compile_config` turns a validated config's JSON data (runtime_proxy/config/model.py; the proxy
+validates in a child process and never imports pydantic itself) into plain slotted objects and
+named tuples: every path, header and query condition becomes one small test function (regexes
+compiled with RE2 and anchored at both ends, `ignore_case` values lower-cased once), every domain
+of every destination goes into one dict keyed by the lower-cased Host, and every `to`, `split` and
+`mirror` points straight at the destination service and subset it names. The table is the
+proxy's only view of its config: the sidecar's listeners, application, limits and identity files
+are in it too. Nothing here is changed after compilation; the mutable state (breakers, outlier
+detection) lives in the I/O layer, keyed by `CSubset.cluster`.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
+from typing import NamedTuple
 
 try:  # google-re2: the engine Envoy uses (RE2 syntax, linear time)
     import re2 as _re2
@@ -169,17 +172,83 @@ def parse_query(query: str) -> dict[str, str]:
     return params
 
 
+# ---- settings (named tuples: compared by value, so unchanged cluster state survives a reload) -----
+
+class Limits(NamedTuple):
+    max_connections: int
+    max_pending_requests: int
+    max_requests: int
+    max_retries: int                      # ignored with a retry budget
+
+
+class OutlierSettings(NamedTuple):
+    consecutive_5xx: int
+    consecutive_gateway_errors: int       # 0: not used
+    interval_ms: int
+    base_ejection_ms: int
+    max_ejection_percent: float
+
+
+class RetryBudget(NamedTuple):
+    percent: float
+    min_concurrency: int
+
+
+class Upstream(NamedTuple):
+    connect_timeout_ms: int
+    idle_timeout_ms: int
+    max_response_headers_bytes: int
+
+
+class App(NamedTuple):
+    host: str
+    port: int
+    discovery: str
+    cluster: str                          # `inbound|SERVICE`
+    limits: Limits
+    upstream: Upstream
+
+
+class ProxySettings(NamedTuple):
+    max_request_headers_bytes: int
+    max_request_body_bytes: int           # 0: unlimited
+    idle_timeout_ms: int
+    drain_timeout_ms: int
+
+
+class IdentityFiles(NamedTuple):
+    directory: str
+    cert: str
+    key: str
+    ca: str
+
+
+class Listeners(NamedTuple):
+    inbound: tuple[str, int]              # (host, port); port 0: any free port
+    outbound: tuple[str, int]
+    admin: tuple[str, int]
+
+
+def where(source) -> str:
+    """A config `source` ({file, line, column}) as `FILE:LINE:COL`."""
+    if not source:
+        return "?"
+    return f"{source['file']}:{source['line']}:{source['column']}"
+
+
 # ---- compiled objects -----------------------------------------------------------------------
 
 class CMatch:
-    """One `match` block: every condition holds (AND)."""
-    __slots__ = ("path", "headers", "query", "methods")
+    """One `match` block: every condition holds (AND). `spec` keeps what was written (the config's
+    match data) for the route index and for explanations."""
+    __slots__ = ("path", "headers", "query", "methods", "spec")
 
-    def __init__(self, path, headers, query, methods):
+    def __init__(self, path, headers, query, methods, spec):
         self.path = path              # callable(path) -> bool, or None for any path
         self.headers = headers        # tuple of callable(headers) -> bool
         self.query = query            # tuple of callable(params) -> bool
         self.methods = methods        # frozenset of methods, or None for any method
+        self.spec = spec              # the config's match data
 
 
 class CSubset:
@@ -191,7 +260,7 @@ class CSubset:
         self.cluster = cluster        # `outbound|SUBSET|SERVICE`: breakers, outlier state and stats key
         self.discovery = discovery    # "static" | "dns"
         self.endpoints = endpoints    # tuple of (host, port)
-        self.source = source
+        self.source = source          # FILE:LINE:COL
 
 
 class CSubsetRef:
@@ -234,16 +303,16 @@ class CRetry:
                  "backoff_base_ms", "backoff_max_ms", "allow_non_idempotent",
                  "statuses", "failures", "backoff_cap_exponent")
 
-    def __init__(self, r):
-        from runtime_proxy.decide.retry import compile_conditions, cap_exponent
+    def __init__(self, r: dict):
+        from runtime_proxy.decide.retry import cap_exponent, compile_conditions
 
-        self.num_retries = r.num_retries
-        self.retry_on = tuple(r.retry_on)
-        self.retriable_status_codes = tuple(r.retriable_status_codes)
-        self.per_try_timeout_ms = r.per_try_timeout_ms
-        self.backoff_base_ms = r.backoff_base_ms
-        self.backoff_max_ms = r.backoff_max_ms
-        self.allow_non_idempotent = r.allow_non_idempotent
+        self.num_retries = r["num_retries"]
+        self.retry_on = tuple(r["retry_on"])
+        self.retriable_status_codes = tuple(r.get("retriable_status_codes") or ())
+        self.per_try_timeout_ms = r["per_try_timeout_ms"]
+        self.backoff_base_ms = r["backoff_base_ms"]
+        self.backoff_max_ms = r["backoff_max_ms"]
+        self.allow_non_idempotent = r.get("allow_non_idempotent", False)
         # precomputed: the statuses and failure kinds that this policy retries
         self.statuses, self.failures = compile_conditions(self.retry_on, self.retriable_status_codes)
         self.backoff_cap_exponent = cap_exponent(self.backoff_base_ms, self.backoff_max_ms)
@@ -252,30 +321,36 @@ class CRetry:
 class CFault:
     __slots__ = ("abort_status", "abort_percent", "delay_ms", "delay_percent")
 
-    def __init__(self, f):
-        self.abort_status = f.abort.http_status if f.abort else None
-        self.abort_percent = f.abort.percent if f.abort else 0.0
-        self.delay_ms = f.delay.duration_ms if f.delay else 0
-        self.delay_percent = f.delay.percent if f.delay else 0.0
+    def __init__(self, f: dict):
+        abort, delay = f.get("abort"), f.get("delay")
+        self.abort_status = abort["http_status"] if abort else None
+        self.abort_percent = abort["percent"] if abort else 0.0
+        self.delay_ms = delay["duration_ms"] if delay else 0
+        self.delay_percent = delay["percent"] if delay else 0.0
 
 
 class CMirror(CSubsetRef):
-    __slots__ = ("percent",)
+    __slots__ = ("percent", "timeout_ms")
 
-    def __init__(self, service: CService, subset: CSubset, percent: float):
+    def __init__(self, service: CService, subset: CSubset, percent: float, timeout_ms: int):
         super().__init__(service, subset)
         self.percent = percent
+        self.timeout_ms = timeout_ms  # a copy still running after this is dropped
 
 
 class CHeaderChanges:
     __slots__ = ("remove", "set", "add", "empty", "touched")
 
-    def __init__(self, hc):
-        self.remove = frozenset(n.lower() for n in hc.remove)
-        self.set = tuple((n.lower(), v) for n, v in hc.set)
-        self.add = tuple((n.lower(), v) for n, v in hc.add)
+    def __init__(self, hc: dict | None):
+        hc = hc or {}
+        self.remove = frozenset(n.lower() for n in hc.get("remove") or ())
+        self.set = tuple((n.lower(), v) for n, v in hc.get("set") or ())
+        self.add = tuple((n.lower(), v) for n, v in hc.get("add") or ())
         self.empty = not (self.remove or self.set or self.add)
         self.touched = self.remove | {n for n, _ in self.set}   # names whose old values go
+
+
+NO_HEADER_CHANGES = CHeaderChanges(None)
 
 
 class CRoute:
@@ -285,7 +360,7 @@ class CRoute:
     def __init__(self, name, source, matches, to, split, timeout_ms, retry, fault, mirror,
                  request_headers, response_headers):
         self.name = name
-        self.source = source
+        self.source = source                  # FILE:LINE:COL
         self.matches = matches                # tuple[CMatch, ...], OR
         self.to = to                          # CSubsetRef | None
         self.split = split                    # CSplit | None
@@ -300,73 +375,86 @@ class CRoute:
 class CService:
     """A destination service as the caller's sidecar sees it."""
     __slots__ = ("name", "namespace", "identity", "port", "domains", "source", "subsets",
-                 "limits", "outlier", "retry_budget", "routes", "mtls", "sni")
+                 "limits", "outlier", "retry_budget", "upstream", "routes", "mtls", "sni")
 
-    def __init__(self, s):
-        self.name = s.name
-        self.namespace = s.namespace
-        self.identity = s.identity
-        self.port = s.port
-        self.domains = tuple(s.domains)
-        self.source = s.source
-        self.subsets = {sub.name: CSubset(s.name, sub.name, sub.cluster, sub.discovery,
-                                          tuple((e.host, e.port) for e in sub.endpoints), sub.source)
-                        for sub in s.subsets}
-        self.limits = s.limits                # config.Limits (read by breaker.Breaker)
-        self.outlier = s.outlier              # config.Outlier | None (read by outlier.OutlierState)
-        self.retry_budget = s.retry_budget    # config.RetryBudget | None
+    def __init__(self, s: dict):
+        self.name = s["name"]
+        self.namespace = s["namespace"]
+        self.identity = s["identity"]
+        self.port = s["port"]
+        self.domains = tuple(s["domains"])
+        self.source = where(s.get("source"))
+        self.subsets = {sub["name"]: CSubset(s["name"], sub["name"], sub["cluster"], sub["discovery"],
+                                             tuple((e["host"], e["port"]) for e in sub["endpoints"]),
+                                             where(sub.get("source")))
+                        for sub in s["subsets"]}
+        self.limits = limits(s["limits"])                  # read by breaker.Breaker
+        self.outlier = OutlierSettings(**s["outlier"]) if s.get("outlier") else None
+        self.retry_budget = RetryBudget(**s["retry_budget"]) if s.get("retry_budget") else None
+        self.upstream = Upstream(**s["upstream"])
         self.routes: tuple[CRoute, ...] = ()  # filled in once every service exists
-        self.mtls = s.mtls                    # called over mTLS, expecting `identity` as the server's URI SAN
-        self.sni = s.sni                      # the TLS server name (None: none)
+        self.mtls = s["mtls"]                 # called over mTLS, expecting `identity` as the server's URI SAN
+        self.sni = s["sni"]                   # the TLS server name sent with mTLS
 
 
-class CPrincipal:
-    __slots__ = ("kind", "value")
-
-    def __init__(self, kind: str, value: str):
-        self.kind, self.value = kind, value
+def limits(data: dict) -> Limits:
+    return Limits(data["max_connections"], data["max_pending_requests"], data["max_requests"], data["max_retries"])
 
 
 class CAuthzRule:
-    __slots__ = ("name", "action", "source", "principals", "path", "methods", "headers")
+    __slots__ = ("name", "action", "source", "principals", "path", "methods", "headers", "spec")
 
-    def __init__(self, r):
-        self.name = r.name
-        self.action = r.action
-        self.source = r.source
+    def __init__(self, r: dict):
+        self.name = r["name"]
+        self.action = r["action"]
+        self.source = where(r.get("source"))
         # principals: None (any peer) or (exact identities, prefixes)
-        if r.principals is None:
+        principals = r.get("principals")
+        if principals is None:
             self.principals = None
         else:
-            self.principals = (frozenset(p.value for p in r.principals if p.kind == "exact"),
-                               tuple(p.value for p in r.principals if p.kind == "prefix"))
-        self.path = path_test(r.path.kind, r.path.value) if r.path else None
-        self.methods = frozenset(r.methods) if r.methods is not None else None
-        self.headers = tuple(header_test(h.name.lower(), h.kind, h.value, h.invert, h.ignore_case)
-                             for h in r.headers)
+            self.principals = (frozenset(p["value"] for p in principals if p["kind"] == "exact"),
+                               tuple(p["value"] for p in principals if p["kind"] == "prefix"))
+        path = r.get("path")
+        self.path = path_test(path["kind"], path["value"]) if path else None
+        methods = r.get("methods")
+        self.methods = frozenset(methods) if methods is not None else None
+        self.headers = tuple(header_test(h["name"].lower(), h["kind"], h.get("value"), h.get("invert", False),
+                                         h.get("ignore_case", False)) for h in r.get("headers") or ())
+        self.spec = r                 # the rule as written, for explanations
 
 
 class CAuthorization:
     __slots__ = ("default_allow", "deny", "allow", "source")
 
-    def __init__(self, a):
-        self.default_allow = a.default == "allow"
-        rules = [CAuthzRule(r) for r in a.rules]
+    def __init__(self, a: dict):
+        self.default_allow = a["default"] == "allow"
+        rules = [CAuthzRule(r) for r in a.get("rules") or ()]
         self.deny = tuple(r for r in rules if r.action == "deny")
         self.allow = tuple(r for r in rules if r.action == "allow")
-        self.source = a.source
+        self.source = where(a.get("source")) if a.get("source") else None
 
 
 class Table:
     """Everything one config compiles to."""
-    __slots__ = ("config", "version", "service", "escaped_slashes", "authorization", "services",
-                 "hosts", "subsets")
+    __slots__ = ("version", "service", "namespace", "identity", "listeners", "app", "escaped_slashes",
+                 "proxy", "mtls_mode", "identity_files", "authorization", "services", "hosts", "subsets")
 
-    def __init__(self, config, services: dict[str, CService], authorization: CAuthorization):
-        self.config = config
-        self.version = config.version
-        self.service = config.service                       # whose sidecar this is
-        self.escaped_slashes = config.normalization.escaped_slashes
+    def __init__(self, data: dict, services: dict[str, CService], authorization: CAuthorization):
+        self.version = data["version"]
+        self.service = data["service"]                      # whose sidecar this is
+        self.namespace = data["namespace"]
+        self.identity = data["identity"]                    # its SPIFFE ID
+        lst = data["listeners"]
+        self.listeners = Listeners(*((lst[k]["host"], lst[k]["port"]) for k in ("inbound", "outbound", "admin")))
+        app = data["app"]
+        self.app = App(app["host"], app["port"], app["discovery"], app["cluster"], limits(app["limits"]),
+                       Upstream(**app["upstream"]))
+        self.escaped_slashes = data["normalization"]["escaped_slashes"]
+        self.proxy = ProxySettings(**data["proxy"])
+        mtls = data["mtls"]
+        self.mtls_mode = mtls["mode"]                       # what the inbound listener accepts
+        self.identity_files = IdentityFiles(**mtls["files"]) if mtls.get("files") else None
         self.authorization = authorization                  # enforced on the inbound listener
         self.services = services                            # name -> CService
         self.hosts: dict[str, CService] = {}                # lower-cased domain -> CService
@@ -387,56 +475,63 @@ class Table:
 
 # ---- compilation ----------------------------------------------------------------------------
 
-def compile_match(m) -> CMatch:
+def compile_match(m: dict) -> CMatch:
+    path = m.get("path")
+    methods = m.get("methods")
     return CMatch(
-        path_test(m.path.kind, m.path.value) if m.path else None,
-        tuple(header_test(h.name.lower(), h.kind, h.value, h.invert, h.ignore_case) for h in m.headers),
-        tuple(query_test(q.name, q.kind, q.value) for q in m.query),
-        frozenset(m.methods) if m.methods is not None else None,
+        path_test(path["kind"], path["value"]) if path else None,
+        tuple(header_test(h["name"].lower(), h["kind"], h.get("value"), h.get("invert", False),
+                          h.get("ignore_case", False)) for h in m.get("headers") or ()),
+        tuple(query_test(q["name"], q["kind"], q.get("value")) for q in m.get("query") or ()),
+        frozenset(methods) if methods is not None else None,
+        m,
     )
 
 
-def compile_config(config) -> Table:
-    """Compile a validated `Config` into a `Table`. Raises TableError for an invalid regex or a
-    destination that names no service or subset of the config."""
-    services = {s.name: CService(s) for s in config.services}
+def compile_config(data: dict) -> Table:
+    """Compile a validated config's JSON data into a `Table`. Raises TableError for an invalid regex
+    or a destination that names no service or subset of the config."""
+    services = {s["name"]: CService(s) for s in data["services"]}
 
-    def resolve(service: str, subset: str, where: str) -> tuple[CService, CSubset]:
+    def resolve(service: str, subset: str, where_: str) -> tuple[CService, CSubset]:
         svc = services.get(service)
         sub = svc.subsets.get(subset) if svc is not None else None
-        if sub is None:
-            raise TableError(f"{where}: no subset `{subset}` of service `{service}` in the config")
+        if svc is None or sub is None:
+            raise TableError(f"{where_}: no subset `{subset}` of service `{service}` in the config")
         return svc, sub
 
-    for s in config.services:
+    for s in data["services"]:
         routes = []
-        for r in s.routes:
-            where = f"route `{r.name}` of service `{s.name}` ({r.source})"
+        for r in s["routes"]:
+            source = where(r.get("source"))
+            at = f"route `{r['name']}` of service `{s['name']}` ({source})"
             try:
-                matches = tuple(compile_match(m) for m in r.matches)
+                matches = tuple(compile_match(m) for m in r["matches"])
             except TableError as err:
-                raise TableError(f"{where}: {err}") from None
-            to = CSubsetRef(*resolve(r.to.service, r.to.subset, where)) if r.to else None
+                raise TableError(f"{at}: {err}") from None
+            to = CSubsetRef(*resolve(r["to"]["service"], r["to"]["subset"], at)) if r.get("to") else None
             split = None
-            if r.split is not None:
-                targets = tuple(CWeightedSubset(*resolve(t.service, t.subset, where), t.weight)
-                                for t in r.split.targets)
-                split = CSplit(targets, r.split.key_header.lower() if r.split.key_header else None)
+            if r.get("split") is not None:
+                targets = tuple(CWeightedSubset(*resolve(t["service"], t["subset"], at), t["weight"])
+                                for t in r["split"]["targets"])
+                key = r["split"].get("key_header")
+                split = CSplit(targets, key.lower() if key else None)
                 if split.total_weight <= 0:
-                    raise TableError(f"{where}: split weights total zero")
+                    raise TableError(f"{at}: split weights total zero")
             if (to is None) == (split is None):
-                raise TableError(f"{where}: exactly one of `to` and `split` is needed")
+                raise TableError(f"{at}: exactly one of `to` and `split` is needed")
             mirror = None
-            if r.mirror is not None:
-                mirror = CMirror(*resolve(r.mirror.service, r.mirror.subset, where), r.mirror.percent)
+            m = r.get("mirror")
+            if m is not None:
+                mirror = CMirror(*resolve(m["service"], m["subset"], at), m["percent"], m["timeout_ms"])
             routes.append(CRoute(
-                r.name, r.source, matches, to, split, r.timeout_ms,
-                CRetry(r.retry) if r.retry is not None else None,
-                CFault(r.fault) if r.fault is not None else None,
-                mirror, CHeaderChanges(r.request_headers), CHeaderChanges(r.response_headers)))
-        services[s.name].routes = tuple(routes)
+                r["name"], source, matches, to, split, r["timeout_ms"],
+                CRetry(r["retry"]) if r.get("retry") is not None else None,
+                CFault(r["fault"]) if r.get("fault") is not None else None,
+                mirror, CHeaderChanges(r.get("request_headers")), CHeaderChanges(r.get("response_headers"))))
+        services[s["name"]].routes = tuple(routes)
     try:
-        authorization = CAuthorization(config.authorization)
+        authorization = CAuthorization(data["authorization"])
     except TableError as err:
-        raise TableError(f"authorization of `{config.service}`: {err}") from None
-    return Table(config, services, authorization)
+        raise TableError(f"authorization of `{data['service']}`: {err}") from None
+    return Table(data, services, authorization)

@@ -79,7 +79,7 @@ def handle(app, method: str, path: str, query: str) -> tuple[int, bytes, str]:
             return 503, b"DRAINING\n", "text/plain"
         return 200, b"LIVE\n", "text/plain"
     if path == "/config":
-        cfg = rt.config
+        cfg = rt.table
         body = {"version": cfg.version, "service": cfg.service, "file": app.config_path,
                 "loaded_at": round(rt.loaded_at, 3), "config": rt.config_data}
         return 200, orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n", "application/json"
@@ -103,7 +103,7 @@ def handle(app, method: str, path: str, query: str) -> tuple[int, bytes, str]:
             }
         return 200, orjson.dumps(out, option=orjson.OPT_INDENT_2) + b"\n", "application/json"
     if path == "/certs":
-        out = {"mode": rt.config.mtls.mode,
+        out = {"mode": rt.table.mtls_mode,
                "certificate": rt.tls.current.info() if rt.tls is not None else None}
         return 200, orjson.dumps(out, option=orjson.OPT_INDENT_2) + b"\n", "application/json"
     if path == "/reload":

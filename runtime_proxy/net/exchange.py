@@ -869,7 +869,7 @@ class Exchange:
         else:
             tail = b"\r\n" if self.req_chunked else self.up_tail
         data = b"\r\n".join(out) + b"\r\nx-envoy-internal: true\r\n" + tail + body
-        Mirror(cluster, data, self.is_head, (route.timeout_ms or 15000) / 1000.0)
+        Mirror(cluster, data, self.is_head, mirror.timeout_ms / 1000.0)
 
 
 class _NoClient:

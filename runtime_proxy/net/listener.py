@@ -88,7 +88,7 @@ class TlsListener:
         stats = self.rt.metrics.tls
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.rt.config.mtls.mode == "disable":    # a reload turned TLS off: plaintext only
+            if self.rt.table.mtls_mode == "disable":    # a reload turned TLS off: plaintext only
                 await loop.connect_accepted_socket(self.plain_factory, sock)
                 return
             first = await self._first_byte(sock)
@@ -101,7 +101,7 @@ class TlsListener:
         if not first:                   # closed before a byte
             sock.close()
             return
-        mode = self.rt.config.mtls.mode
+        mode = self.rt.table.mtls_mode
         if first[0] != _TLS_HANDSHAKE:
             if mode == "strict":
                 stats.failed("downstream", "not_tls")

@@ -3,7 +3,7 @@
 The file is polled by `os.stat` (inode, modification time, size): an atomic rename onto the
 path changes the inode, an edit in place the time or size. A poll costs one system call, which
 is cheaper than keeping a watcher thread. A new config is validated by a child process
-(runtime_proxy/plain.py) whose answer the event loop reads as it comes, then compiled; only when
+(runtime_proxy/config/child.py) whose answer the event loop reads as it comes, then compiled; only when
 both succeed does it replace the active one, for new requests (in-flight requests finish under
 the config they started with). A config that fails is refused and logged, and the last good
 config keeps serving.
@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 
-from runtime_proxy.config import child as plain
+from runtime_proxy.config import child
 from runtime_proxy.decide.table import TableError, compile_config
 from runtime_proxy.net.tls import TlsError
 
@@ -71,7 +71,7 @@ class Reloader:
             return
         self.state = file_state(self.path) or self.state
         try:
-            pid, fd = plain.start(self.path)
+            pid, fd = child.start(self.path)
         except OSError as err:
             self._finished(reason, [done], False, f"config reload ({reason}) failed: cannot start the loader: {err}")
             return
@@ -91,26 +91,26 @@ class Reloader:
         os.close(fd)
         self.pending = None
         rt = self.app.rt
-        old = rt.config
+        old = rt.table
         try:
-            config, config_data = plain.finish(pid, b"".join(chunks))
-            table = compile_config(config)
-            rt.apply(config, table, config_data)     # changes nothing when it raises (identity files)
-        except (plain.LoadError, TableError, TlsError) as err:
+            config_data = child.finish(pid, b"".join(chunks))
+            table = compile_config(config_data)
+            rt.apply(table, config_data)     # changes nothing when it raises (identity files)
+        except (child.LoadError, TableError, TlsError) as err:
             rt.metrics.reloads_rejected += 1
             if isinstance(err, TlsError):
                 text = f"cannot use the identity files (mtls): {err.message}"
             else:
-                text = err.message if isinstance(err, plain.LoadError) else str(err)
+                text = err.message if isinstance(err, child.LoadError) else str(err)
             self._finished(reason, dones, False,
-                           f"config reload ({reason}) refused, still serving version {rt.config.version}: {text}")
+                           f"config reload ({reason}) refused, still serving version {rt.table.version}: {text}")
         else:
-            if config.listeners != old.listeners:
+            if table.listeners != old.listeners:
                 log.warning("config reload (%s): listener addresses changed; they apply at the next start", reason)
             self.app.config_applied(old)
             rt.metrics.reloads_ok += 1
             self._finished(reason, dones, True,
-                           f"config reload ({reason}): version {config.version} applied (was {old.version})")
+                           f"config reload ({reason}): version {table.version} applied (was {old.version})")
         if self.again:   # asked for while this one ran: once more, for all of them
             queued, self.again = self.again, []
             self.reload(queued[0][0], queued[0][1])

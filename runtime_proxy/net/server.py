@@ -29,16 +29,12 @@ from runtime_proxy.net.exchange import Exchange
 from runtime_proxy.net.http import REQUEST_INLINE, decode_value, local_reply, status_line
 from runtime_proxy.net.metrics import MAX_SOURCES, Metrics, TlsStats
 from runtime_proxy.decide.outlier import OutlierState
-from runtime_proxy.config.child import Plain
 from runtime_proxy.decide.route_index import build as build_route_index
 from runtime_proxy.net.timers import TimerWheel
 from runtime_proxy.net.tls import Identities, peer_identity, xfcc_line
 from runtime_proxy.net.upstream import Pool
 
 log = logging.getLogger("runtime_proxy")
-
-# Envoy's default thresholds, for the local application's cluster (no policy sets them)
-APP_LIMITS = Plain({"max_connections": 1024, "max_pending_requests": 1024, "max_requests": 1024, "max_retries": 3})
 
 _METHODS: dict[bytes, str] = {}
 # raw header name -> lower-case str (bounded: names are few; random names only fill it to the cap)
@@ -60,20 +56,21 @@ class HeadersTooLarge(Exception):
 
 class ClusterState:
     """One subset cluster as this sidecar calls it: breaker, outlier detection, pools, stats.
-    `tls` is None (plaintext) or (server name, expected SPIFFE ID) for mTLS connections."""
+    `upstream` holds its connection settings (table.Upstream); `tls` is None (plaintext) or
+    (server name, expected SPIFFE ID) for mTLS connections."""
 
-    def __init__(self, rt: "Runtime", name: str, endpoints, limits, budget, outlier, tls=None):
+    def __init__(self, rt: "Runtime", name: str, endpoints, limits, budget, outlier, upstream, tls=None):
         self.name = name
         self.loop = rt.loop
         self.rt = rt
-        self.signature = (tuple(endpoints), limits, budget, outlier, rt.connect_timeout,
-                          rt.max_response_headers, tls)
+        self.signature = (tuple(endpoints), limits, budget, outlier, upstream, tls)
+        self.idle_timeout = upstream.idle_timeout_ms / 1000.0
         self.breaker = Breaker(limits, budget)
         keys = tuple(f"{h}:{p}" for h, p in endpoints)
         # ejections end at the detector's interval ticks, counted from now, as in Envoy
         self.outlier = OutlierState(outlier, keys, tick_origin=time.monotonic()) if outlier is not None else None
-        self.plist = tuple(Pool(self, h, p, rt.loop, rt.connect_timeout, rt.max_response_headers, tls)
-                           for h, p in endpoints)
+        self.plist = tuple(Pool(self, h, p, rt.loop, upstream.connect_timeout_ms / 1000.0,
+                                upstream.max_response_headers_bytes, tls) for h, p in endpoints)
         self.keys = keys
         self.by_key = {p.key: p for p in self.plist}
         self.rr = -1
@@ -297,7 +294,7 @@ def _join_inline(raw: list) -> list:
 # ---- the run-time state ---------------------------------------------------------------------------
 
 class Runtime:
-    def __init__(self, loop, config, table, config_data: dict, access_log: str | None = None,
+    def __init__(self, loop, table, config_data: dict, access_log: str | None = None,
                  identity_header: str | None = None):
         self.loop = loop
         self.wheel = TimerWheel(loop)
@@ -311,25 +308,21 @@ class Runtime:
         self.tls: Identities | None = None        # the identity files' contexts, when configured
         self.downstreams: set[Downstream] = set()
         self.draining = False
-        self.config = None
         self.table = None
         self.loaded_at = 0.0
         self.config_data: dict = {}
-        self.apply(config, table, config_data)
+        self.apply(table, config_data)
 
-    def apply(self, config, table, config_data: dict) -> None:
-        """Make `config` (compiled as `table`; `config_data` its JSON) the one new requests use.
+    def apply(self, table, config_data: dict) -> None:
+        """Make the config compiled as `table` (`config_data`: its JSON) the one new requests use.
         Raises tls.TlsError, having changed nothing, when its identity files cannot be used."""
-        self.tls = self._identities(config)
+        self.tls = self._identities(table)
         # a header names the caller only where no TLS can: a verified identity always wins
-        self.identity_header = self.identity_header_option if config.mtls.mode == "disable" else None
-        proxy = config.proxy
+        self.identity_header = self.identity_header_option if table.mtls_mode == "disable" else None
+        proxy = table.proxy
         self.max_request_headers = proxy.max_request_headers_bytes
         self.max_request_body = proxy.max_request_body_bytes
-        self.max_response_headers = proxy.max_response_headers_bytes
-        self.connect_timeout = proxy.connect_timeout_ms / 1000.0
         self.idle_timeout = proxy.idle_timeout_ms / 1000.0
-        self.upstream_idle_timeout = proxy.upstream_idle_timeout_ms / 1000.0
         self.drain_timeout = proxy.drain_timeout_ms / 1000.0
         old = self.clusters
         new: dict[str, ClusterState] = {}
@@ -337,10 +330,9 @@ class Runtime:
             tls = (svc.sni, svc.identity) if svc.mtls else None
             for sub in svc.subsets.values():
                 new[sub.cluster] = self._cluster(old.get(sub.cluster), sub.cluster, sub.endpoints,
-                                                 svc.limits, svc.retry_budget, svc.outlier, tls)
-        app_name = f"inbound|{config.service}"
-        app = self._cluster(self.app_cluster, app_name, ((config.app.host, config.app.port),),
-                            APP_LIMITS, None, None)
+                                                 svc.limits, svc.retry_budget, svc.outlier, svc.upstream, tls)
+        a = table.app
+        app = self._cluster(self.app_cluster, a.cluster, ((a.host, a.port),), a.limits, None, None, a.upstream)
         for name, state in old.items():
             if new.get(name) is not state:
                 state.retire()
@@ -351,42 +343,41 @@ class Runtime:
         metrics = self.metrics
         self.route_counts = {route: metrics.route("outbound", svc.name, route.name)
                              for svc in table.services.values() for route in svc.routes}
-        self.route_index = build_route_index(table, config)   # CService -> RouteIndex
-        self.inbound_counts = metrics.inbound(config.service, None)
+        self.route_index = build_route_index(table)   # CService -> RouteIndex
+        self.inbound_counts = metrics.inbound(table.service, None)
         self.source_counts: dict[str, dict[int, int]] = {}     # source identity -> inbound counts
-        self.config = config
         self.config_data = config_data
         self.table = table
         self.loaded_at = time.time()
-        metrics.config_version = config.version
+        metrics.config_version = table.version
 
-    def _cluster(self, old, name, endpoints, limits, budget, outlier, tls=None) -> ClusterState:
-        sig = (tuple(endpoints), limits, budget, outlier, self.connect_timeout, self.max_response_headers, tls)
+    def _cluster(self, old, name, endpoints, limits, budget, outlier, upstream, tls=None) -> ClusterState:
+        sig = (tuple(endpoints), limits, budget, outlier, upstream, tls)
         if old is not None and not old.retired and old.signature == sig:
             return old
-        return ClusterState(self, name, endpoints, limits, budget, outlier, tls)
+        return ClusterState(self, name, endpoints, limits, budget, outlier, upstream, tls)
 
-    def _identities(self, config) -> Identities | None:
-        """The identity for `config`: the current one when its files and SPIFFE ID are the same
+    def _identities(self, table) -> Identities | None:
+        """The identity for `table`: the current one when its files and SPIFFE ID are the same
         (a rotation is the poll's business), else freshly loaded (TlsError when unusable)."""
-        files = config.mtls.files
+        files = table.identity_files
         if files is None:
             return None
         cur = self.tls
-        if cur is not None and cur.current.files == files and cur.current.uri == config.identity:
+        if cur is not None and cur.current.files == files and cur.current.uri == table.identity:
             return cur
         if self.metrics.tls is None:
             self.metrics.tls = TlsStats()
         if cur is not None:
-            cur.replace(files, config.identity)
+            cur.replace(files, table.identity)
             return cur
-        return Identities.load(files, config.identity, self.metrics.tls)
+        return Identities.load(files, table.identity, self.metrics.tls)
 
     def inbound_counts_for(self, source: str) -> dict[int, int]:
         """The inbound request counts of a peer with an identity (one dict look-up a request)."""
         counts = self.source_counts.get(source)
         if counts is None:
-            counts = self.metrics.inbound(self.config.service, source)
+            counts = self.metrics.inbound(self.table.service, source)
             if len(self.source_counts) < MAX_SOURCES:   # (an identity header may say anything)
                 self.source_counts[source] = counts
         return counts
@@ -411,7 +402,7 @@ class Runtime:
         for cluster in list(self.clusters.values()) + [self.app_cluster]:
             for pool in cluster.plist:
                 if pool.idle:
-                    pool.close_idle(self.upstream_idle_timeout)
+                    pool.close_idle(cluster.idle_timeout)
         if self.access_log is not None:
             self.access_log.flush()
         if self.tls is not None:

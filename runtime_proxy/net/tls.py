@@ -188,7 +188,7 @@ class Identity:
         self.uri = uri                # our SPIFFE ID (the certificate's URI SAN)
         self.serial = serial          # serial_hex
         self.not_after = not_after    # expiry, seconds since the epoch
-        self.files = files            # config.MtlsFiles these came from
+        self.files = files            # table.IdentityFiles these came from
         self.loaded_at = loaded_at
 
     def info(self) -> dict:
@@ -198,7 +198,7 @@ class Identity:
 
 
 def load_identity(files, identity: str) -> Identity:
-    """Build and check fresh contexts from `files` (a config.MtlsFiles) for the SPIFFE ID
+    """Build and check fresh contexts from `files` (a table.IdentityFiles) for the SPIFFE ID
     `identity`; TlsError says what is wrong."""
     for what, path in (("certificate", files.cert), ("private key", files.key), ("trust bundle", files.ca)):
         try:

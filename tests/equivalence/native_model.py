@@ -138,21 +138,21 @@ class NativeModel:
         errors = semantic_errors(data)
         if errors:
             raise ValueError("the native config does not load: " + "; ".join(errors))
-        self.table = compile_config(self.config)
-        self.route_index = build_route_index(self.table, self.config)
+        self.table = compile_config(data)
+        self.route_index = build_route_index(self.table)
 
     def decide(self, request, key_draw: int | None = None, response=SAMPLE_RESPONSE) -> Decision:
         kind = request.kind
         source = xfcc_line = None
         if kind == "inbound":
             tls = request.caller is not None
-            if not admitted(self.config.mtls.mode, tls):
+            if not admitted(self.table.mtls_mode, tls):
                 return Decision(kind, status=REFUSED)
             if tls:   # server.TlsDownstream.connection_made; the handshake presented config.identity's cert
                 cert = peer_certificate(request.caller)
                 der = self.certs.get(request.caller) or model_der(request.caller)
                 source = tls_mod.peer_identity(cert)
-                xfcc_line = tls_mod.xfcc_line(self.config.identity, der, cert)
+                xfcc_line = tls_mod.xfcc_line(self.table.identity, der, cert)
         parsed = parse_head(request)
         if isinstance(parsed, Decision):
             return parsed

@@ -59,7 +59,7 @@ def discovery_response_reference(type_url: str, resources: list[dict], dumps) ->
 
 def _base(svc: ir.Service) -> dict:
     return {
-        "admin": {"address": socket_address("127.0.0.1", svc.sidecar.admin_port)},
+        "admin": {"address": socket_address(svc.sidecar.listen_host, svc.sidecar.admin_port)},
         "layered_runtime": RUNTIME,
         "node": {"cluster": svc.name, "id": svc.name},
     }

@@ -6,17 +6,16 @@ they differ from one sidecar to the next (`with_mtls`)."""
 from __future__ import annotations
 
 from compiler import ir
-from compiler.backends.envoy import names
+from compiler.backends.envoy import defaults, names
 from compiler.backends.envoy.tls import Sds, upstream_tls
-from compiler.backends.envoy.values import duration, is_ip, socket_address
+from compiler.backends.envoy.values import duration, socket_address
 
-# The language sets no connect timeout; a connect failure (`connect-failure`) includes one.
-CONNECT_TIMEOUT = duration(1000)
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
-def _cluster(name: str, discovery: str, endpoints: list[tuple[str, int]], meta: dict) -> dict:
+def _cluster(name: str, discovery: str, endpoints: list[tuple[str, int]], upstream: ir.Upstream, meta: dict) -> dict:
     out = {
-        "connect_timeout": CONNECT_TIMEOUT,
+        "connect_timeout": duration(upstream.connect_timeout_ms),
         "lb_policy": "ROUND_ROBIN",
         "load_assignment": {
             "cluster_name": name,
@@ -31,14 +30,47 @@ def _cluster(name: str, discovery: str, endpoints: list[tuple[str, int]], meta: 
         out["dns_lookup_family"] = "V4_PREFERRED"
     else:
         out["type"] = "STATIC"
+    options = protocol_options(upstream)
+    if options:
+        out["typed_extension_protocol_options"] = {HTTP_PROTOCOL_OPTIONS: options}
     return out
+
+
+def protocol_options(upstream: ir.Upstream) -> dict:
+    """The cluster's HTTP protocol options, for what differs from Envoy's defaults (nothing, for
+    every policy the language can write today)."""
+    common: dict = {}
+    if upstream.idle_timeout_ms != defaults.IDLE_TIMEOUT_MS:
+        common["idle_timeout"] = duration(upstream.idle_timeout_ms)
+    if upstream.max_response_headers_bytes != defaults.MAX_HEADERS_BYTES:
+        common["max_response_headers_kb"] = kib(upstream.max_response_headers_bytes)
+    if not common:
+        return {}
+    return {"@type": f"type.googleapis.com/{HTTP_PROTOCOL_OPTIONS}", "common_http_protocol_options": common,
+            "explicit_http_config": {"http_protocol_options": {}}}
+
+
+def kib(size: int) -> int:
+    """A size in Envoy's KiB fields; the IR only holds whole KiB there (a compiler bug otherwise)."""
+    if size % 1024:
+        raise ValueError(f"{size} bytes is not a whole number of KiB, which is all Envoy can express")
+    return size // 1024
 
 
 def circuit_breakers(svc: ir.Service) -> dict:
     """`limits` and `retry_budget` of the destination service, for each of its subsets. With a
     budget, Envoy ignores `max_retries` (the language's W0503)."""
-    lim = svc.limits
-    threshold: dict = {
+    threshold = _threshold(svc.limits)
+    if svc.retry_budget is not None:
+        threshold["retry_budget"] = {
+            "budget_percent": {"value": svc.retry_budget.percent},
+            "min_retry_concurrency": svc.retry_budget.min_concurrency,
+        }
+    return {"thresholds": [threshold]}
+
+
+def _threshold(lim: ir.Limits) -> dict:
+    return {
         "max_connections": lim.max_connections,
         "max_pending_requests": lim.max_pending_requests,
         "max_requests": lim.max_requests,
@@ -46,12 +78,6 @@ def circuit_breakers(svc: ir.Service) -> dict:
         "priority": "DEFAULT",
         "track_remaining": True,
     }
-    if svc.retry_budget is not None:
-        threshold["retry_budget"] = {
-            "budget_percent": {"value": svc.retry_budget.percent},
-            "min_retry_concurrency": svc.retry_budget.min_concurrency,
-        }
-    return {"thresholds": [threshold]}
 
 
 def outlier_detection(o: ir.Outlier) -> dict:
@@ -83,9 +109,8 @@ def service_clusters(svc: ir.Service) -> list[dict]:
     outlier = outlier_detection(svc.outlier) if svc.outlier is not None else None
     out = []
     for sub in svc.subsets:
-        name = names.outbound_cluster(svc.name, sub.name)
-        c = _cluster(name, sub.discovery, [(e.host, e.port) for e in sub.endpoints],
-                     {"service": svc.name, "source": sub.source, "subset": sub.name})
+        c = _cluster(sub.cluster, sub.discovery, [(e.host, e.port) for e in sub.endpoints], svc.upstream,
+                     {"service": svc.name, "source": str(sub.source), "subset": sub.name})
         c["circuit_breakers"] = breakers
         if outlier is not None:
             c["outlier_detection"] = outlier
@@ -111,8 +136,12 @@ def with_mtls(dest: ir.Service, dest_clusters: list[dict], sds: Sds | None) -> l
 
 
 def inbound_cluster(svc: ir.Service) -> dict:
-    """The local application of a service (`sidecar { app "HOST:PORT" }`)."""
+    """The local application of a service (`sidecar { app "HOST:PORT" }`), reached with the
+    service's own connection settings; its thresholds are written only when they are not Envoy's."""
     sc = svc.sidecar
-    discovery = "static" if is_ip(sc.app_host) else "dns"
-    return _cluster(names.inbound_cluster(svc.name), discovery, [(sc.app_host, sc.app_port)],
-                    {"service": svc.name, "source": svc.source})
+    out = _cluster(sc.app_cluster, sc.app_discovery, [(sc.app_host, sc.app_port)], svc.upstream,
+                   {"service": svc.name, "source": str(svc.source)})
+    lim = sc.app_limits
+    if (lim.max_connections, lim.max_pending_requests, lim.max_requests, lim.max_retries) != defaults.THRESHOLDS:
+        out["circuit_breakers"] = {"thresholds": [_threshold(lim)]}
+    return out

@@ -117,7 +117,7 @@ def _check_rule(svc: ir.Service, rule: ir.AuthzRule, sources: dict, out: list) -
             _check_header(name, where, rule.source, sources, out)
 
 
-def _check_header(name: str, where: str, source: str, sources: dict, out: list) -> None:
+def _check_header(name: str, where: str, source: ir.Location, sources: dict, out: list) -> None:
     if name in REMOVED_HEADERS:
         what = "removes" + (" (unless it is `te: trailers`)" if name == "te" else "")
         out.append(located(

@@ -26,11 +26,12 @@ certificate's URI SAN, so it never matches a plaintext caller, as the language s
 from __future__ import annotations
 
 from compiler import ir
-from compiler.backends.envoy import names
+from compiler.backends.envoy import defaults, names
 from compiler.backends.envoy.rbac import provenance, rbac_filters
 from compiler.backends.envoy.routes import inbound_route_configuration
 from compiler.backends.envoy.tls import CLIENT_CERT_DETAILS, TLS_INSPECTOR, Sds, downstream_tls
-from compiler.backends.envoy.values import socket_address
+from compiler.backends.envoy.clusters import kib
+from compiler.backends.envoy.values import duration, socket_address
 
 # The HTTP filters in the order Envoy runs them; each listener uses the ones it needs, in this order.
 FILTER_ORDER = (names.RBAC_DENY_FILTER, names.RBAC_ALLOW_FILTER, names.FAULT_FILTER, names.ROUTER_FILTER)
@@ -62,6 +63,10 @@ def connection_manager(stat_prefix: str, sidecar: ir.Sidecar, filters: list[dict
         # default 5-minute stream idle timeout would cut `timeout none` (and long timeouts) short.
         "stream_idle_timeout": "0s",
     }
+    if sidecar.max_request_headers_bytes != defaults.MAX_HEADERS_BYTES:
+        hcm["max_request_headers_kb"] = kib(sidecar.max_request_headers_bytes)
+    if sidecar.idle_timeout_ms != defaults.IDLE_TIMEOUT_MS:
+        hcm["common_http_protocol_options"] = {"idle_timeout": duration(sidecar.idle_timeout_ms)}
     hcm.update(routes)
     return hcm
 
@@ -70,9 +75,9 @@ def _chain(hcm: dict) -> dict:
     return {"filters": [{"name": names.HCM_FILTER, "typed_config": hcm}]}
 
 
-def _listener(name: str, port: int, chains: list[dict], metadata: dict) -> dict:
+def _listener(name: str, sidecar: ir.Sidecar, port: int, chains: list[dict], metadata: dict) -> dict:
     return {
-        "address": socket_address("127.0.0.1", port),
+        "address": socket_address(sidecar.listen_host, port),
         # A second process on the same port is an error rather than a silent traffic share.
         "enable_reuse_port": False,
         "filter_chains": chains,
@@ -88,14 +93,14 @@ def inbound_listener(svc: ir.Service, sds: Sds | None) -> dict:
                              {"route_config": inbound_route_configuration(svc)})
     mode = svc.mtls.mode
     if mode == "disable":
-        return _listener(names.INBOUND_LISTENER, svc.sidecar.inbound_port, [_chain(hcm)], provenance(svc))
+        return _listener(names.INBOUND_LISTENER, svc.sidecar, svc.sidecar.inbound_port, [_chain(hcm)], provenance(svc))
     # The TLS chain comes first: the chain tests and tools read first is the one with the identities.
     tls_chain = {**_chain({**hcm, **CLIENT_CERT_DETAILS}), "transport_socket": downstream_tls(sds)}
     if mode == "strict":
         chains = [tls_chain]
     else:  # permissive
         chains = [{**tls_chain, "filter_chain_match": {"transport_protocol": "tls"}}, _chain(hcm)]
-    listener = _listener(names.INBOUND_LISTENER, svc.sidecar.inbound_port, chains, provenance(svc))
+    listener = _listener(names.INBOUND_LISTENER, svc.sidecar, svc.sidecar.inbound_port, chains, provenance(svc))
     if mode == "permissive":
         listener["listener_filters"] = [TLS_INSPECTOR]
     return listener
@@ -105,8 +110,8 @@ def outbound_listener(svc: ir.Service, routes: dict) -> dict:
     """The service's calls to other services. `routes` is either the inline route configuration
     (`{"route_config": ...}`, static bootstrap) or where to load it from (`{"rds": ...}`)."""
     hcm = connection_manager("outbound", svc.sidecar, [FAULT_FILTER, ROUTER_FILTER], routes)
-    return _listener(names.OUTBOUND_LISTENER, svc.sidecar.outbound_port, [_chain(hcm)],
-                     {"service": svc.name, "source": svc.source})
+    return _listener(names.OUTBOUND_LISTENER, svc.sidecar, svc.sidecar.outbound_port, [_chain(hcm)],
+                     {"service": svc.name, "source": str(svc.source)})
 
 
 def rds(path: str) -> dict:

@@ -1,7 +1,9 @@
-"""Stable names of everything the Envoy backend emits: resources, filters, type URLs, files.
+"""Stable names of what only the Envoy backend emits: resources, filters, type URLs, files.
 
-Names are derived from IR names only, never from positions or counters that would change when an
-unrelated part of the policy changes, so a recompile renames nothing that did not change.
+The names both targets share (clusters, Host domains, SNI) are decided before the IR
+(compiler/ir/names.py) and read from it. These are derived from IR names only, never from
+positions or counters that would change when an unrelated part of the policy changes, so a
+recompile renames nothing that did not change.
 """
 
 from __future__ import annotations
@@ -39,16 +41,6 @@ CA_SECRET = "mesh_ca"            # the mesh CA that peers' certificates must cha
 
 # The key of Envoy's `metadata.filter_metadata` under which every resource records its provenance.
 METADATA_KEY = "meshc"
-
-
-def outbound_cluster(service: str, subset: str) -> str:
-    """The cluster of one subset of a destination service."""
-    return f"outbound|{subset}|{service}"
-
-
-def inbound_cluster(service: str) -> str:
-    """The cluster of a service's own application, behind its inbound listener."""
-    return f"inbound|{service}"
 
 
 def route(service: str, route_name: str, index: int, count: int) -> str:

@@ -92,9 +92,9 @@ def provenance(svc: ir.Service) -> dict:
     return {
         "authorization": {
             "default": authz.default,
-            "rules": {r.name: {"action": r.action, "source": r.source} for r in authz.rules},
-            "source": authz.source,
+            "rules": {r.name: {"action": r.action, "source": str(r.source)} for r in authz.rules},
+            "source": str(authz.source) if authz.source is not None else None,
         },
         "service": svc.name,
-        "source": svc.source,
+        "source": str(svc.source),
     }

@@ -68,14 +68,23 @@ def _header_options(changes: ir.HeaderChanges) -> list[dict]:
             + [option("APPEND_IF_EXISTS_OR_ADD", k, v) for k, v in changes.add])
 
 
-def route_action(r: ir.Route) -> dict:
+def cluster_map(program: ir.Program) -> dict[tuple[str, str], str]:
+    """(service, subset) -> the subset's cluster name, as the IR names it."""
+    return {(svc.name, sub.name): sub.cluster for svc in program.services for sub in svc.subsets}
+
+
+def cluster_of(clusters: dict[tuple[str, str], str], service: str, subset: str) -> str:
+    return clusters[service, subset]
+
+
+def route_action(r: ir.Route, clusters: dict[tuple[str, str], str]) -> dict:
     """The `RouteAction` of an IR route, shared by the Envoy routes of its matches."""
     out: dict = {"timeout": duration(r.timeout_ms)}  # `0s` disables the timeout (`timeout none`)
     if r.to is not None:
-        out["cluster"] = names.outbound_cluster(r.to.service, r.to.subset)
+        out["cluster"] = cluster_of(clusters, r.to.service, r.to.subset)
     else:
         split = r.split
-        weighted: dict = {"clusters": [{"name": names.outbound_cluster(t.service, t.subset), "weight": t.weight}
+        weighted: dict = {"clusters": [{"name": cluster_of(clusters, t.service, t.subset), "weight": t.weight}
                                        for t in split.targets]}
         if split.key_header is not None:
             # Envoy's header_name pick is the language's: `value mod total` over cumulative
@@ -86,18 +95,18 @@ def route_action(r: ir.Route) -> dict:
         out["retry_policy"] = retry_policy(r.retry)
     if r.mirror is not None:
         out["request_mirror_policies"] = [{
-            "cluster": names.outbound_cluster(r.mirror.service, r.mirror.subset),
+            "cluster": cluster_of(clusters, r.mirror.service, r.mirror.subset),
             "runtime_fraction": {"default_value": fractional_percent(r.mirror.percent)},
         }]
     return out
 
 
-def envoy_routes(service: str, r: ir.Route) -> list[dict]:
+def envoy_routes(service: str, r: ir.Route, clusters: dict[tuple[str, str], str]) -> list[dict]:
     """The Envoy routes of one IR route: one per match, each with the same action, metadata and
     per-route configuration (the dicts are shared: they are serialised, never mutated)."""
     common: dict = {
-        "metadata": {"filter_metadata": {names.METADATA_KEY: {"route": r.name, "service": service, "source": r.source}}},
-        "route": route_action(r),
+        "metadata": {"filter_metadata": {names.METADATA_KEY: {"route": r.name, "service": service, "source": str(r.source)}}},
+        "route": route_action(r, clusters),
     }
     if r.fault is not None:
         common["typed_per_filter_config"] = {names.FAULT_FILTER: fault_config(r.fault)}
@@ -112,18 +121,17 @@ def envoy_routes(service: str, r: ir.Route) -> list[dict]:
             for i, m in enumerate(r.matches) if m.methods is None or m.methods]
 
 
-def virtual_host(svc: ir.Service) -> dict:
-    """The virtual host of a destination service: matched by `Host` with and without the port,
-    by the bare name and by `name.namespace`."""
-    name, ns, port = svc.name, svc.namespace, svc.port
+def virtual_host(svc: ir.Service, clusters: dict[tuple[str, str], str]) -> dict:
+    """The virtual host of a destination service, matched by the service's `Host` domains."""
+    name = svc.name
     routes: list[dict] = []
     for r in svc.routes:
-        routes += envoy_routes(name, r)
+        routes += envoy_routes(name, r, clusters)
     return {
-        "domains": [name, f"{name}:{port}", f"{name}.{ns}", f"{name}.{ns}:{port}"],
+        "domains": list(svc.domains),
         "include_attempt_count_in_response": True,
         "include_request_attempt_count": True,
-        "metadata": {"filter_metadata": {names.METADATA_KEY: {"service": name, "source": svc.source}}},
+        "metadata": {"filter_metadata": {names.METADATA_KEY: {"service": name, "source": str(svc.source)}}},
         "name": name,
         "routes": routes,
     }
@@ -132,9 +140,10 @@ def virtual_host(svc: ir.Service) -> dict:
 def outbound_route_configuration(program: ir.Program) -> dict:
     """The one `RouteConfiguration` of every sidecar's outbound listener: `routes S` is what any
     caller's sidecar does with a request to S, so it is the same for all of them."""
+    clusters = cluster_map(program)
     return {
         "name": names.OUTBOUND_ROUTES,
-        "virtual_hosts": [virtual_host(svc) for svc in program.services],
+        "virtual_hosts": [virtual_host(svc, clusters) for svc in program.services],
     }
 
 
@@ -150,7 +159,7 @@ def inbound_route_configuration(svc: ir.Service) -> dict:
             "routes": [{
                 "match": {"prefix": "/"},
                 "name": f"{svc.name}/inbound",
-                "route": {"cluster": names.inbound_cluster(svc.name), "timeout": duration(0)},
+                "route": {"cluster": svc.sidecar.app_cluster, "timeout": duration(0)},
             }],
         }],
     }

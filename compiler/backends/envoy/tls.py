@@ -86,10 +86,6 @@ def downstream_tls(sds: Sds) -> dict:
     }}
 
 
-def sni(dest: ir.Service) -> str:
-    return f"{dest.name}.{dest.namespace}"
-
-
 def upstream_tls(dest: ir.Service, sds: Sds) -> dict:
     """The outbound side, towards `dest`: present the sidecar's own certificate, and accept only
     a server certificate chaining to the mesh CA with exactly `dest`'s SPIFFE ID as a URI SAN.
@@ -106,5 +102,5 @@ def upstream_tls(dest: ir.Service, sds: Sds) -> dict:
             "tls_certificate_sds_secret_configs": [_secret_config(names.IDENTITY_SECRET, sds.identity)],
             "tls_params": UPSTREAM_TLS_PARAMS,
         },
-        "sni": sni(dest),
+        "sni": dest.sni,
     }}

@@ -33,13 +33,6 @@ def fractional_percent(percent: float) -> dict:
     raise AssertionError("unreachable: MILLION divides every millionth")
 
 
-def is_ip(host: str) -> bool:
-    """An IP literal (IPv6 without brackets, as the IR stores it), as opposed to a DNS name.
-    The front end only lets through IP addresses and RFC 1123 names (E0307), and a name never
-    contains `:` nor consists only of digits and dots."""
-    return ":" in host or all(c.isdigit() or c == "." for c in host)
-
-
 def socket_address(host: str, port: int) -> dict:
     return {"socket_address": {"address": host, "port_value": port}}
 

@@ -1,0 +1,114 @@
+"""The native backend: the IR -> one config file per sidecar for the native proxy (runtime_proxy/).
+
+`SERVICE.native.json` is the contract of runtime_proxy/config/model.py (`Config`, schema version
+2): the IR slice that one sidecar needs. It transcribes, and mostly not even that: routes,
+subsets, limits, outlier detection, retry budgets, connection settings and authorization are the
+IR's own nodes, serialised as they are (orjson writes the dataclasses field by field), so the
+native config has the IR's shapes and units and cannot drift from it (tests/test_native_schema.py
+holds the contract's models to the IR's fields). Only the envelope is built here:
+
+- the sidecar's listeners, its local application (address, cluster, thresholds, connection
+  settings) and its limits on clients, all from the IR's `Sidecar`;
+- the service's own authorization (enforced on the inbound listener);
+- `mtls`: what the inbound listener accepts and the sidecar's identity files, or null files when
+  it needs none (backends.base.needs_identity);
+- every service of the program as a destination (sorted by name) with the IR's names (clusters,
+  Host domains, SNI), so that stats and routing read alike in both targets; a destination whose
+  mode is not `disable` is called over mTLS, as Istio's auto mTLS does;
+- `version`: a short hash of everything else, which the proxy shows and logs on reload.
+
+Every default the proxy applies comes from here (the IR's defaults), never from the proxy. The
+output is deterministic: sorted keys in the envelope, the IR's field order inside its nodes, two-
+space indentation. It never imports pydantic or runtime_proxy (compiling stays fast); the tests
+validate every golden config against the pydantic models and the committed JSON Schema. Nothing in
+the IR needs a diagnostic here: the native proxy runs every construct as docs/language.md says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+
+from compiler import ir
+from compiler.backends.base import CA_FILE, CERT_FILE, KEY_FILE, Emitted, Options, identity_dir, needs_identity
+
+SCHEMA_VERSION = 2          # runtime_proxy.config.model.SCHEMA_VERSION (not imported: see above)
+VERSION_LENGTH = 16         # hex digits of the content hash in `version`
+
+
+def emit(program: ir.Program, proxies: list[str], options: Options, sources=None) -> Emitted:
+    """One `SERVICE.native.json` per service named in `proxies`."""
+    import orjson
+
+    destinations = [destination(svc) for svc in program.services]
+    files: dict[str, bytes] = {}
+    for name in proxies:
+        svc = program.service(name)
+        files_section = identity_files(svc, options) if needs_identity(program, svc) else None
+        config = sidecar_config(svc, destinations, {"mode": svc.mtls.mode, "files": files_section})
+        files[f"{name}.native.json"] = orjson.dumps(
+            config, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    return Emitted(files=files)
+
+
+def sidecar_config(svc: ir.Service, destinations: list[dict], mtls: dict) -> dict:
+    """The whole config of `svc`'s sidecar; `destinations` are every service (see `destination`),
+    `mtls` its mode and identity files."""
+    import orjson
+
+    side = svc.sidecar
+    config = {
+        "schema_version": SCHEMA_VERSION,
+        "service": svc.name,
+        "namespace": svc.namespace,
+        "identity": svc.identity,
+        "listeners": {
+            "inbound": address(side, side.inbound_port),
+            "outbound": address(side, side.outbound_port),
+            "admin": address(side, side.admin_port),
+        },
+        "app": {"host": side.app_host, "port": side.app_port, "discovery": side.app_discovery,
+                "cluster": side.app_cluster, "limits": side.app_limits, "upstream": svc.upstream},
+        "normalization": {"escaped_slashes": side.escaped_slashes},
+        "proxy": {"max_request_headers_bytes": side.max_request_headers_bytes,
+                  "max_request_body_bytes": side.max_request_body_bytes,
+                  "idle_timeout_ms": side.idle_timeout_ms, "drain_timeout_ms": side.drain_timeout_ms},
+        "authorization": svc.authorization,
+        "mtls": mtls,
+        "services": destinations,
+    }
+    # the hash of the file's content without `version` (the envelope sorted, the IR nodes in field order)
+    digest = hashlib.sha256(orjson.dumps(config, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    config["version"] = digest[:VERSION_LENGTH]
+    return config
+
+
+def identity_files(svc: ir.Service, options: Options) -> dict:
+    """Where the sidecar's identity files are at run time (`--certs-dir` over `certificates`)."""
+    directory = identity_dir(svc, options)
+    return {"directory": directory, "cert": posixpath.join(directory, CERT_FILE),
+            "key": posixpath.join(directory, KEY_FILE), "ca": posixpath.join(directory, CA_FILE)}
+
+
+def address(side: ir.Sidecar, port: int) -> dict:
+    return {"host": side.listen_host, "port": port}
+
+
+def destination(svc: ir.Service) -> dict:
+    """A service as every caller's sidecar sees it: the IR's nodes, and whether to call it over mTLS."""
+    return {
+        "name": svc.name,
+        "namespace": svc.namespace,
+        "identity": svc.identity,
+        "port": svc.port,
+        "domains": svc.domains,
+        "sni": svc.sni,
+        "source": svc.source,
+        "subsets": svc.subsets,
+        "limits": svc.limits,
+        "outlier": svc.outlier,
+        "retry_budget": svc.retry_budget,
+        "upstream": svc.upstream,
+        "routes": svc.routes,
+        "mtls": svc.mtls.mode != "disable",
+    }
