@@ -558,3 +558,120 @@ def test_strip_hop_by_hop():
               ("Transfer-Encoding", "chunked"), ("x-ok", "2"), ("upgrade", "h2c")]
     assert headers.strip_hop_by_hop(before) == [("te", "trailers"), ("x-ok", "2")]
     assert headers.strip_hop_by_hop([("te", "gzip")]) == []
+
+
+# ---- the request decision and its explanation --------------------------------------------------
+
+def _head(method="GET", target="/", host="svc", inbound=False, peer=None, **headers):
+    from runtime_proxy.decide.request import Head, header_dict
+
+    raw = [(b"host", host.encode())] + [(n.replace("_", "-").encode(), v.encode()) for n, v in headers.items()]
+    hdict, raw = header_dict(raw)
+    return Head(inbound, method, target, raw, hdict, peer=peer)
+
+
+def _draws(x=0.5):
+    from runtime_proxy.decide.request import Draws
+
+    return Draws(x, x, 7, x, b"rid-1")
+
+
+def test_decision_forwards_with_the_head_every_attempt_sends():
+    from runtime_proxy.decide.request import decide_request
+
+    t = table(routes=[route("api", to="b", matches=[{"path": {"kind": "segment_prefix", "value": "/api"}}]),
+                      route("rest", to="a")])
+    d = decide_request(t, _head(target="/x/../api/1?q=1", x_test="v"), _draws())
+    assert (d.status, d.route.name, d.cluster, d.path, d.query) == (0, "api", "outbound|b|svc", "/api/1", "q=1")
+    assert d.up_head.startswith(b"GET /api/1?q=1 HTTP/1.1\r\nhost: svc\r\nx-test: v\r\n")
+    assert b"x-request-id: rid-1\r\n" in d.up_head and d.up_tail == b"\r\n"
+
+
+@pytest.mark.parametrize("target, host, status, counter", [
+    ("/a%2Fb", "svc", 400, "bad_request"),          # escaped slash, rejected
+    ("/", "nowhere", 404, "no_route"),               # no service answers to the Host
+    ("http://svc/x", "other", 0, None),              # absolute-form: the authority is the Host
+])
+def test_decision_local_replies(target, host, status, counter):
+    from runtime_proxy.decide.request import decide_request
+
+    d = decide_request(table(), _head(target=target, host=host), _draws())
+    assert (d.status, d.counter) == (status, counter)
+
+
+def test_fault_abort_and_delay_follow_the_draws():
+    from runtime_proxy.decide.request import decide_request
+
+    t = table(routes=[route(fault={"abort": {"http_status": 503, "percent": 50.0},
+                                   "delay": {"duration_ms": 20, "percent": 50.0}})])
+    low = decide_request(t, _head(), _draws(0.1))
+    high = decide_request(t, _head(), _draws(0.9))
+    assert (low.status, low.delay_ms, low.counter) == (503, 20, "delays_injected")   # the abort after the delay
+    assert (high.status, high.delay_ms, high.cluster) == (0, 0, "outbound|a|svc")
+
+
+def test_explanation_says_why_each_route_did_not_match():
+    from runtime_proxy.decide.explain import Explanation
+    from runtime_proxy.decide.request import decide_request
+
+    t = table(routes=[route("posts", matches=[{"methods": ["POST"]}]),
+                      route("admin", matches=[{"path": {"kind": "segment_prefix", "value": "/admin"}}]),
+                      route("beta", matches=[{"headers": [{"name": "x-beta", "kind": "exact", "value": "1"}]}]),
+                      route("rest", to="c"), route("never", to="b")])
+    why = Explanation()
+    d = decide_request(t, _head(target="/shop", x_beta="0"), _draws(), why)
+    assert d.route.name == "rest"
+    lines = why.lines()
+    assert "normalize: path (/shop)" in lines and "host: service (svc)" in lines
+    assert "route: skipped (`posts`: method GET is not one of POST)" in lines
+    assert "route: skipped (`admin`: path segment_prefix `/admin` does not match `/shop`)" in lines
+    assert "route: skipped (`beta`: header `x-beta` exact `1` does not hold)" in lines
+    assert "route: matched (`rest`)" in lines
+    assert "route: not tried (`never`: an earlier route matched)" in lines
+
+
+def test_explanation_of_an_authorization():
+    from runtime_proxy.decide.explain import Explanation
+    from runtime_proxy.decide.request import decide_request
+
+    t = table(default="deny", rules=[rule("admin", "deny", path={"kind": "segment_prefix", "value": "/admin"}),
+                                     rule("web", "allow", principals=[{"kind": "exact", "value": "spiffe://td/ns/a/sa/web"}])])
+    why = Explanation()
+    d = decide_request(t, _head(target="/admin/x", inbound=True, peer="spiffe://td/ns/a/sa/web"), _draws(), why)
+    assert (d.status, d.rule, d.counter) == (403, "admin", "rbac_denied")
+    assert why.lines()[-1] == "authz: denied (by rule `admin`)"
+    why = Explanation()
+    d = decide_request(t, _head(target="/shop", inbound=True), _draws(), why)
+    assert d.status == 403 and d.rule is None
+    assert "authz: no match (allow `web`: no verified identity)" in why.lines()
+    assert why.lines()[-1] == "authz: denied (by the default)"
+
+
+# ---- the state decision -------------------------------------------------------------------------
+
+def test_choose_endpoint_is_round_robin():
+    from runtime_proxy.decide.upstream import choose_endpoint
+
+    rr, picks = -1, []
+    for _ in range(5):
+        i, rr = choose_endpoint(("e1", "e2", "e3"), rr)
+        picks.append(i)
+    assert picks == [0, 1, 2, 0, 1]
+    assert choose_endpoint(("only",), 41) == (0, 41)
+
+
+def test_decide_retry_checks_in_envoys_order():
+    from runtime_proxy.decide.upstream import (LIMIT, NOT_REPLAYABLE, NOT_RETRIABLE, OVERFLOW, RETRY, UpstreamState,
+                                               decide_retry)
+
+    r = make_retry(["5xx"])                                   # two retries, backoff base 25 ms
+    limits = Limits(max_connections=9, max_pending_requests=9, max_requests=9, max_retries=1)
+    idle = UpstreamState(requests=1, pending=0, retries=0, limits=limits, budget=None)
+    assert decide_retry(idle, r, Outcome(404), 1, True, 0.5).reason == NOT_RETRIABLE
+    assert decide_retry(idle, r, Outcome(503), 3, True, 0.5).reason == LIMIT
+    assert decide_retry(idle, r, Outcome(503), 1, False, 0.5).reason == NOT_REPLAYABLE
+    busy = idle._replace(retries=1)                            # max_retries 1 is in flight
+    assert decide_retry(busy, r, Outcome(503), 1, True, 0.5).reason == OVERFLOW
+    budget = busy._replace(budget=RetryBudget(percent=50.0, min_concurrency=2))
+    verdict = decide_retry(budget, r, Outcome(503), 2, True, 0.5)
+    assert verdict.retry and verdict.reason == RETRY and verdict.backoff_ms == retry.backoff_ms(r, 2, 0.5)

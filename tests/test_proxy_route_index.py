@@ -1,4 +1,4 @@
-"""runtime_proxy/route_index.py gives routing.select_route a subset of a service's routes: the
+"""runtime_proxy/decide/route_index.py gives routing.select_route a subset of a service's routes: the
 first match must be the same as over all routes, for every request. Checked on the compiled
 examples and the benchmark policy with many generated requests (no sockets)."""
 
@@ -12,8 +12,9 @@ import sys
 import pytest
 
 from runtime_proxy.config import loading
-from runtime_proxy.decide.route_index import ANY, build, first_segment_of_value
-from runtime_proxy.decide.routing import select_route
+from runtime_proxy.decide.explain import Explanation
+from runtime_proxy.decide.route_index import ANY, first_segment_of_value
+from runtime_proxy.decide.routing import explain_routes, select_route
 from runtime_proxy.decide.table import compile_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,7 +64,7 @@ def test_the_index_changes_no_routing_decision(tmp_path):
     for path in compiled_configs(tmp_path):
         config = loading.load(path)
         table = compile_config(config.model_dump(mode="json"))
-        index = build(table)
+        index = table.index
         paths, header_values = vocabulary(config)
         for svc in table.services.values():
             for _ in range(400):
@@ -74,5 +75,7 @@ def test_the_index_changes_no_routing_decision(tmp_path):
                 expected = select_route(svc, method, p, query, hdict)
                 got = select_route(index[svc].view(method, p), method, p, query, hdict)
                 assert got is expected, (path, svc.name, method, p, hdict)
+                # the decision's explanation tries every route and comes to the same answer
+                assert explain_routes(svc, method, p, query, hdict, Explanation()) is expected
                 checked += 1
     assert checked > 1000

@@ -37,3 +37,26 @@ def decide(authz: CAuthorization, peer_identity: str | None, method: str, path: 
         if rule_matches(rule, peer_identity, method, path, headers):
             return True, rule.name
     return authz.default_allow, None
+
+
+def explain_rules(authz: CAuthorization, peer_identity: str | None, method: str, path: str, headers, explain) -> None:
+    """Every rule of `authz`, denies first, with whether it matched (and the first condition
+    that failed it), then what decided: the same answer as `decide`."""
+    from runtime_proxy.decide.explain import describe_header, describe_path
+
+    for rule in authz.deny + authz.allow:
+        spec = rule.spec
+        why = None
+        if rule.principals is not None and (peer_identity is None or (
+                peer_identity not in rule.principals[0] and not any(peer_identity.startswith(p) for p in rule.principals[1]))):
+            why = "no verified identity" if peer_identity is None else f"caller `{peer_identity}` is not named"
+        elif rule.methods is not None and method not in rule.methods:
+            why = f"method {method} is not one of {', '.join(sorted(rule.methods))}"
+        elif rule.path is not None and not rule.path(path):
+            why = f"{describe_path(spec['path'])} does not match `{path}`"
+        else:
+            why = next((describe_header(h) + " does not hold" for h, test in zip(spec.get("headers") or (), rule.headers)
+                        if not test(headers)), None)
+        explain.note("authz", "no match" if why else "matched", f"{rule.action} `{rule.name}`" + (f": {why}" if why else ""))
+    allowed, name = decide(authz, peer_identity, method, path, headers)
+    explain.note("authz", "allowed" if allowed else "denied", f"by rule `{name}`" if name else "by the default")

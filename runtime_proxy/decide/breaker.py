@@ -19,7 +19,7 @@ class Breaker:
 
     def __init__(self, limits, budget=None):
         self.limits = limits
-        self.budget = budget                                 # config.RetryBudget | None
+        self.budget = budget                                 # table.RetryBudget | None
         self.max_connections = limits.max_connections
         self.max_pending = limits.max_pending_requests
         self.max_requests = limits.max_requests
@@ -73,6 +73,10 @@ class Breaker:
             return False
         self.retries += 1
         return True
+
+    def take_retry(self) -> None:
+        """Hold one retry that upstream.decide_retry admitted (against these same counters)."""
+        self.retries += 1
 
     def release_retry(self) -> None:
         if self.retries > 0:

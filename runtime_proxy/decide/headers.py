@@ -6,10 +6,7 @@ compared case-insensitively and the names a change writes are lower case.
 
 from __future__ import annotations
 
-# Connection-level headers (RFC 9110 section 7.6.1): never forwarded. `te: trailers` is kept, as
-# Envoy keeps it.
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
-                        "transfer-encoding", "upgrade"})
+from runtime_proxy.decide.http import HOP_BY_HOP
 
 
 def apply_changes(headers: list[tuple[str, str]], changes, inline=frozenset()) -> list[tuple[str, str]]:

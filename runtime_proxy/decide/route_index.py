@@ -1,6 +1,7 @@
 """Which routes of a destination can take a request, from its method and first path segment.
 
-`routing.select_route` tries a service's routes in order until one matches. Most routes of a
+`routing.select_route` tries a service's routes in order until one matches. The table
+(runtime_proxy/decide/table.py) holds one RouteIndex per destination, `Table.index`. Most routes of a
 real policy cannot match most requests: they want another method, or a path under another first
 segment (`/static/...` never matches `path prefix "/api/orders"`). This index keeps, per
 (method, first segment), the routes that still can, in their order, and hands select_route a
@@ -101,8 +102,3 @@ class RouteIndex:
             if len(self.views) < MAX_ENTRIES:
                 self.views[key] = view
         return view
-
-
-def build(table) -> dict:
-    """A RouteIndex per destination service of `table`, keyed by the CService."""
-    return {svc: RouteIndex(svc) for svc in table.services.values()}

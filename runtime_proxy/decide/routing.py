@@ -38,3 +38,38 @@ def select_route(service: CService, method: str, path: str, query: str, headers)
                     continue
             return route
     return None
+
+
+def explain_routes(service: CService, method: str, path: str, query: str, headers, explain) -> CRoute | None:
+    """select_route, every route of `service` tried in order (not only the route index's
+    candidates), each match's first failing condition noted in `explain`. The same answer as
+    select_route (tests/test_decisions.py holds them equal)."""
+    from runtime_proxy.decide.explain import describe_header, describe_path, describe_query
+
+    params = parse_query(query)
+    chosen = None
+    for route in service.routes:
+        if chosen is not None:
+            explain.note("route", "not tried", f"`{route.name}`: an earlier route matched")
+            continue
+        for i, m in enumerate(route.matches, 1):
+            where = f"`{route.name}`" + (f" match {i}" if len(route.matches) > 1 else "")
+            spec = m.spec
+            if m.methods is not None and method not in m.methods:
+                why = f"method {method} is not one of {', '.join(sorted(m.methods))}"
+            elif m.path is not None and not m.path(path):
+                why = f"{describe_path(spec['path'])} does not match `{path}`"
+            else:
+                why = next((describe_header(h) + " does not hold" for h, test in zip(spec.get("headers") or (), m.headers)
+                            if not test(headers)), None)
+                if why is None:
+                    why = next((describe_query(q) + " does not hold" for q, test in zip(spec.get("query") or (), m.query)
+                                if not test(params)), None)
+            if why is None:
+                explain.note("route", "matched", where)
+                chosen = route
+                break
+            explain.note("route", "skipped", f"{where}: {why}")
+    if chosen is None:
+        explain.note("route", "none", "no route matches: 404")
+    return chosen

@@ -16,6 +16,8 @@ from __future__ import annotations
 from bisect import bisect_right
 from typing import NamedTuple
 
+from runtime_proxy.decide.route_index import RouteIndex
+
 try:  # google-re2: the engine Envoy uses (RE2 syntax, linear time)
     import re2 as _re2
 except ImportError:  # pragma: no cover - google-re2 is a dependency; this only helps a broken install
@@ -438,7 +440,7 @@ class CAuthorization:
 class Table:
     """Everything one config compiles to."""
     __slots__ = ("version", "service", "namespace", "identity", "listeners", "app", "escaped_slashes",
-                 "proxy", "mtls_mode", "identity_files", "authorization", "services", "hosts", "subsets")
+                 "proxy", "mtls_mode", "identity_files", "authorization", "services", "hosts", "subsets", "index")
 
     def __init__(self, data: dict, services: dict[str, CService], authorization: CAuthorization):
         self.version = data["version"]
@@ -463,6 +465,8 @@ class Table:
                 self.hosts.setdefault(d.lower(), svc)
         self.subsets: dict[str, CSubset] = {sub.cluster: sub for svc in services.values()
                                             for sub in svc.subsets.values()}
+        # the routes each request can take, by method and first path segment (route_index.py)
+        self.index: dict[CService, RouteIndex] = {svc: RouteIndex(svc) for svc in services.values()}
 
     def service_for_host(self, host: str) -> CService | None:
         """The destination whose domains hold `host` (case-insensitive; a port in Host must match

@@ -21,7 +21,7 @@ import time
 import orjson
 from httptools import HttpParserError, HttpRequestParser
 
-from runtime_proxy.net.http import status_line
+from runtime_proxy.net.wire import status_line
 
 
 class AdminProtocol(asyncio.Protocol):

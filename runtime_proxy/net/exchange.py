@@ -1,8 +1,10 @@
 """One request through the proxy, from its parsed headers to the last byte of its response.
 
-An `Exchange` is created by the downstream connection (runtime_proxy/server.py) when a request's
-headers are complete. It asks the pure modules what to do (normalize, routing, split, authz,
-fault, retry, outlier, headers) and does the I/O: timers, random draws, upstream connections.
+An `Exchange` is created by the downstream connection (runtime_proxy/net/server.py) when a
+request's headers are complete. It asks the one request decision what to do
+(runtime_proxy/decide/request.py: a local reply, or a cluster, a route and the head to send) and
+the state decision how (runtime_proxy/decide/upstream.py: the endpoint, retries under the budget),
+and does the I/O: timers, random draws, upstream connections.
 It is also the upstream connection's `user` (runtime_proxy/upstream.py): attempts are strictly
 one after the other, so one object serves them all, and `conn is self.conn` tells a live
 callback from one of a connection this request has let go.
@@ -19,35 +21,19 @@ route timeout is a timer-wheel slot rather than an event-loop timer.
 from __future__ import annotations
 
 import random
-import re
 import time
 
-from runtime_proxy.decide import authz as authz_mod
-from runtime_proxy.decide import fault as fault_mod
-from runtime_proxy.decide import retry as retry_mod
-from runtime_proxy.decide import split as split_mod
-from runtime_proxy.decide.headers import apply_changes, shadow_host
-from runtime_proxy.net.http import (BODY_FAULT, BODY_OVERFLOW, BODY_RBAC, BODY_TIMEOUT, HOP_BY_HOP_BYTES,
-                                REQUEST_INLINE, RESPONSE_INLINE, RESPONSE_NOT_SETTABLE, STRIPPED_REQUEST,
-                                connection_tokens, decode_value, encode_value, local_reply, reset_body,
-                                status_line)
-from runtime_proxy.decide.normalize import normalize
+from runtime_proxy.decide.headers import shadow_host
+from runtime_proxy.decide.http import BODY_OVERFLOW, BODY_TIMEOUT, reset_body
+from runtime_proxy.decide.request import decide_request
+from runtime_proxy.decide.response import local_reply_changes, response_lines
 from runtime_proxy.decide.retry import CONNECT_FAILURE, PER_TRY_TIMEOUT, Outcome
-from runtime_proxy.decide.routing import select_route
+from runtime_proxy.decide.upstream import LIMIT, OVERFLOW, UpstreamState, decide_retry
 from runtime_proxy.net.timers import TICKS
+from runtime_proxy.net.wire import local_reply, status_line
 
 REPLAY_LIMIT = 1024 * 1024       # bytes of request body kept for retries and the mirror
 UNSENT_HIGH = 256 * 1024         # body bytes waiting for a connection before the client is paused
-
-# Request headers never copied upstream as they came: connection-level ones, router control
-# headers, and the framing the proxy writes itself. `x-forwarded-for` passes unchanged and is
-# never added: Envoy's connection manager as the compiler emits it (use_remote_address false)
-# does not touch it (equivalence suite, tests/test_equivalence_live.py).
-UP_SKIP = frozenset(HOP_BY_HOP_BYTES | {n.encode() for n in STRIPPED_REQUEST}
-                    | {b"content-length", b"x-forwarded-client-cert"})   # XFCC: Envoy's SANITIZE
-_ABSOLUTE = re.compile(r"[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*)(.*)", re.S).fullmatch
-BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "TRACE", "CONNECT"})
-_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
 
 _random = random.random
 _getrandbits = random.getrandbits
@@ -61,53 +47,7 @@ _RID_PREFIX = "%08x-%04x-4%03x-%x" % (_getrandbits(32), _getrandbits(16), _getra
 _rid_counter = _getrandbits(40)
 
 
-def upstream_target(path: str, query: str, target: str) -> str:
-    """The request target sent upstream: the normalised path and the query as it came; an empty
-    query keeps its `?` (`/a?` goes out as `/a?`, as from Envoy)."""
-    return path + "?" + query if query or "?" in target else path
-
-
-def changed_request_headers(raw, skip, changes) -> list[tuple[bytes, bytes]]:
-    """The request header lines `raw` ((name as sent, value) bytes) that go upstream, less the
-    lower-case names in `skip`, after the route's `changes` (a CHeaderChanges): lower-case names.
-    Values are decoded as `decode_value` does, so that a value that is not changed goes out as
-    the bytes that came in."""
-    pairs = []
-    for n, v in raw:
-        ln = n.lower()
-        if ln not in skip:
-            pairs.append((ln.decode("latin-1"), decode_value(v)))
-    return [(n.encode("latin-1"), encode_value(v)) for n, v in apply_changes(pairs, changes, REQUEST_INLINE)]
-
-
-def changed_response_lines(lines, drop, changes) -> list[bytes]:
-    """The upstream's response header lines (`name: value\\r\\n`, lower-case names) less the
-    names in `drop` (or None), after the route's response `changes` (a CHeaderChanges or None);
-    unchanged values keep their bytes."""
-    pairs = []
-    for line in lines:
-        n, _, v = line[:-2].partition(b": ")
-        if drop is None or n not in drop:
-            pairs.append((n.decode("latin-1"), decode_value(v)))
-    if changes is not None and not changes.empty:
-        pairs = [(n, v) for n, v in apply_changes(pairs, changes, RESPONSE_INLINE)
-                 if n not in RESPONSE_NOT_SETTABLE]
-    return [b"%s: %s\r\n" % (n.encode("latin-1"), encode_value(v)) for n, v in pairs]
-
-
-def local_reply_changes(body: bytes, extra: bytes, changes) -> bytes:
-    """The header lines of a local reply on a chosen route (a fault's abort, a timeout, a reset,
-    an overflow) after the route's response `changes`, content type included, as Envoy does."""
-    pairs = []
-    for line in extra.split(b"\r\n"):
-        if line:
-            n, _, v = line.partition(b": ")
-            pairs.append((n.decode("latin-1"), decode_value(v)))
-    pairs = apply_changes(pairs, changes, RESPONSE_INLINE)
-    if body and not any(n == "content-type" for n, _ in pairs):
-        pairs.insert(0, ("content-type", "text/plain"))   # Envoy types the body unless the route did
-    return b"".join(b"%s: %s\r\n" % (n.encode("latin-1"), encode_value(v)) for n, v in pairs
-                    if n not in RESPONSE_NOT_SETTABLE and n not in ("date", "content-length"))
+_RID_PREFIX_BYTES = _RID_PREFIX.encode()
 
 
 def request_id() -> str:
@@ -118,13 +58,38 @@ def request_id() -> str:
     return "%s%03x-%012x" % (_RID_PREFIX, (_rid_counter >> 48) & 0xFFF, _rid_counter & 0xFFFFFFFFFFFF)
 
 
+class RandomDraws:
+    """The proxy's random draws for the request decision (decide.request.Draws' methods): each
+    drawn when the decision asks for it, so a request pays for the draws it needs only."""
+    __slots__ = ()
+
+    def fault_delay(self) -> float:
+        return _random()
+
+    def fault_abort(self) -> float:
+        return _random()
+
+    def split(self) -> int:
+        return _getrandbits(64)
+
+    def mirror(self) -> float:
+        return _random()
+
+    def request_id(self) -> bytes:
+        global _rid_counter
+        _rid_counter += 1
+        return b"%s%03x-%012x" % (_RID_PREFIX_BYTES, (_rid_counter >> 48) & 0xFFF, _rid_counter & 0xFFFFFFFFFFFF)
+
+
+DRAWS = RandomDraws()
+
+
 class Exchange:
+    """One request. It is also the request head the decision reads (decide.request.Head's
+    attributes: inbound, method, target, raw, headers, content_length, chunked, reject, peer, xfcc)."""
     # ---- per-request state: class-level defaults, set on the instance only when they change ----
-    host = ""
+    inbound = False
     is_head = False
-    path = ""
-    query = ""
-    service = ""
     route = None
     route_counts = None
     cluster = None
@@ -160,23 +125,27 @@ class Exchange:
     flags = ""
     up_ms = -1
     bytes_out = 0
-    peer = None
+    peer = None                  # the caller's verified SPIFFE ID (inbound)
+    xfcc = None                  # the connection's x-forwarded-client-cert line (inbound over mTLS)
     mirrored = False
+    decision = None              # decide.request.Decision
     replay = ()                  # request body chunks kept for retries and the mirror (a list once there are)
     unsent = ()                  # body chunks not yet written to the current attempt's connection
     t_start = 0.0                # when the head was parsed (for the access log only)
 
-    def __init__(self, down, rt, method: str, target: str, raw, hdict, req_cl, req_chunked: bool,
+    def __init__(self, down, rt, method: str, target: str, raw, headers, content_length, chunked: bool,
                  close_after: bool):
         self.down = down
         self.rt = rt
         self.method = method
         self.target = target
         self.raw = raw              # [(name bytes as sent, value bytes)]
-        self.hdict = hdict          # lower-case name -> [values], for the decision functions
-        self.req_cl = req_cl
-        self.req_chunked = req_chunked
+        self.headers = headers      # lower-case name -> [values], for the decisions
+        self.content_length = content_length
+        self.chunked = chunked
         self.close_after = close_after
+        self.inbound = not down.outbound
+        self.xfcc = down.xfcc
         if rt.access_log is not None:
             self.t_start = _monotonic()
         if method == "HEAD":
@@ -213,7 +182,7 @@ class Exchange:
             return         # refused already: the body goes nowhere
         conn = self.conn
         if conn is not None and self.state == SENT:
-            conn.write(b"%x\r\n%s\r\n" % (n, data) if self.req_chunked else data)
+            conn.write(b"%x\r\n%s\r\n" % (n, data) if self.chunked else data)
         else:
             if self.unsent:
                 self.unsent.append(data)
@@ -227,199 +196,81 @@ class Exchange:
         self.body_done = True
         if self.done:
             return
-        if self.req_chunked and self.state == SENT and self.conn is not None:
+        if self.chunked and self.state == SENT and self.conn is not None:
             self.conn.write(b"0\r\n\r\n")
-        if self.cluster is not None and self.route is not None and self.route.mirror is not None:
+        d = self.decision
+        if d is not None and d.mirror and self.cluster is not None:   # forwarded, with a mirror copy
             self.maybe_mirror()
 
     # ---- dispatch ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Route the request (headers are complete; the body may still be coming)."""
+        """Decide the request (headers are complete; the body may still be coming), then do it."""
         self.dispatched = True
-        if self.reject:
-            self.down.lstats.bad_request += 1
-            # Envoy's codec errors carry the reason phrase; its upgrade refusal (403) has no body
-            self.local(self.reject, b"" if self.reject == 403 else status_line(self.reject)[13:-2], close=True)
-            return
-        hdict = self.hdict
-        if self.target[:1] != "/" and self.method != "CONNECT":
-            absolute = _ABSOLUTE(self.target)
-            if absolute is not None:   # absolute-form: Envoy takes the path and the authority from it
-                self.absolute_form(absolute.group(1), absolute.group(2))
-        hosts = hdict.get("host")
-        if hosts is None:
-            self.down.lstats.bad_request += 1
-            self.local(400, close=True)
-            return
-        self.host = hosts[0] if len(hosts) == 1 else ",".join(hosts)   # several: Envoy joins them
-        rt = self.rt
-        if "expect" in hdict and hdict["expect"][0].lower() == "100-continue":
-            self.expect_continue = True
-        if rt.max_request_body and self.req_cl is not None and self.req_cl > rt.max_request_body:
-            self.down.lstats.bad_request += 1
-            self.local(413, b"Payload Too Large", close=True)
-            return
-        table = rt.table
-        if self.method == "CONNECT" or self.target[:1] != "/":
-            # Envoy's codec refuses a target that is not origin-form (and CONNECT with one) with
-            # "Bad Request"; a CONNECT to an authority matches no route (no connect_matcher): 404
-            if self.method == "CONNECT" and self.target[:1] != "/":
-                self.down.lstats.no_route += 1
-                self.flags = "NR"
-                self.local(404, close=True)
-            else:
-                self.down.lstats.bad_request += 1
-                self.local(400, b"Bad Request", close=True)
-            return
-        norm = normalize(self.method, self.target, table.escaped_slashes)
-        if norm.__class__ is int:
-            self.down.lstats.bad_request += 1
-            self.local(norm, close=True)
-            return
-        self.path, self.query = norm
-        if not self.down.outbound:
-            self.start_inbound(table)
-            return
-        svc = table.service_for_host(self.host)
-        if svc is None:
-            self.down.lstats.no_route += 1
-            self.flags = "NR"
-            self.local(404)
-            return
-        self.service = svc.name
-        # select_route over the routes that can take this method and first path segment (the same
-        # answer, runtime_proxy/route_index.py)
-        route = select_route(rt.route_index[svc].view(self.method, self.path), self.method, self.path,
-                             self.query, hdict)
-        if route is None:
-            self.down.lstats.no_route += 1
-            self.flags = "NR"
-            self.local(404)
-            return
-        self.route = route
-        self.route_counts = rt.route_counts.get(route)
-        if route.fault is not None:
-            delay_ms, abort = fault_mod.decide(route.fault, _random(), _random())
-            if delay_ms:
-                self.down.lstats.delays_injected += 1
-                self.flags = "DI"
-                self.other_timer = rt.loop.call_later(delay_ms / 1000.0, self.after_delay, abort)
-                return
-            if abort is not None:
-                self.abort_fault(abort)
-                return
-        self.forward_outbound(route)
-
-    def absolute_form(self, authority: str, rest: str) -> None:
-        """`http://AUTHORITY/PATH` as a request target: the request goes on as `PATH` with the
-        Host `AUTHORITY` (Envoy's `allow_absolute_url`, on by default)."""
-        self.target = rest if rest[:1] == "/" else "/" + rest
-        value = authority.encode("latin-1")
-        self.raw = [(n, v) for n, v in self.raw if n.lower() != b"host"] + [(b"host", value)]
-        self.hdict["host"] = [authority]
-
-    def start_inbound(self, table) -> None:
         rt = self.rt
         down = self.down
-        lstats = down.lstats
-        # the verified SPIFFE ID of an mTLS peer; a plaintext peer has none (the identity header
-        # is only read on a sidecar whose inbound listener has no TLS: Runtime.apply)
-        peer = down.source
-        if peer is None and rt.identity_header is not None:
-            values = self.hdict.get(rt.identity_header)
-            if values is not None and len(values) == 1:
-                peer = values[0]
-        self.peer = peer
-        if down.xfcc is not None or "x-forwarded-client-cert" in self.hdict:
-            # Authorization sees the header as Envoy's RBAC does: the sidecar's own value over
-            # mTLS (SANITIZE_SET writes it first), none over plaintext (SANITIZE removes it).
-            self.hdict.pop("x-forwarded-client-cert", None)
-            if down.xfcc is not None:
-                self.hdict["x-forwarded-client-cert"] = [down.xfcc.decode("latin-1").split(": ", 1)[1].rstrip("\r\n")]
-        allowed, _rule = authz_mod.decide(table.authorization, peer, self.method, self.path, self.hdict)
-        self.service = table.service
-        self.route_counts = rt.inbound_counts if peer is None else rt.inbound_counts_for(peer)
-        if not allowed:
-            lstats.rbac_denied += 1
-            self.flags = "RBAC"
-            self.local(403, BODY_RBAC)
+        if self.inbound:
+            # the verified SPIFFE ID of an mTLS peer; a plaintext peer has none (the identity header
+            # is only read on a sidecar whose inbound listener has no TLS: Runtime.apply)
+            peer = down.source
+            if peer is None and rt.identity_header is not None:
+                values = self.headers.get(rt.identity_header)
+                if values is not None and len(values) == 1:
+                    peer = values[0]
+            self.peer = peer
+        d = self.decision = decide_request(rt.table, self, DRAWS)   # this exchange is the head
+        if d.expect_continue:
+            self.expect_continue = True
+        counter = d.counter
+        if counter is not None:
+            lstats = down.lstats
+            setattr(lstats, counter, getattr(lstats, counter) + 1)
+        if self.inbound and d.service:
+            self.route_counts = rt.inbound_counts if self.peer is None else rt.inbound_counts_for(self.peer)
+        route = d.route
+        if route is not None:
+            self.route = route
+            self.route_counts = rt.route_counts.get(route)
+        if d.flags:
+            self.flags = d.flags
+        if d.delay_ms:
+            self.other_timer = rt.loop.call_later(d.delay_ms / 1000.0, self.after_delay)
             return
-        lstats.rbac_allowed += 1
-        self.cluster = rt.app_cluster
-        self.build_upstream_head(None)
-        if self.expect_continue:
-            self.down.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        self.t_first_send = _monotonic()
-        self.attempt(False)
+        if d.status:
+            self.local(d.status, d.body, close=d.close)
+            return
+        self.forward(d)
 
-    def after_delay(self, abort) -> None:
+    def after_delay(self) -> None:
+        """A fault's delay is over: its abort, or the request goes on."""
         self.other_timer = None
         if self.done:
             return
-        if abort is not None:
-            self.abort_fault(abort)
+        d = self.decision
+        if d.status:
+            self.down.lstats.aborts_injected += 1
+            self.flags = "FI"
+            self.local(d.status, d.body, close=d.close)
         else:
-            self.forward_outbound(self.route)
+            self.forward(d)
 
-    def abort_fault(self, status: int) -> None:
-        self.down.lstats.aborts_injected += 1
-        self.flags = "FI"
-        self.local(status, BODY_FAULT)
-
-    def forward_outbound(self, route) -> None:
-        if route.split is not None:
-            ref = split_mod.pick(route.split, self.hdict, _getrandbits(64))
+    def forward(self, d) -> None:
+        """Send the request where the decision says: an outbound route's subset, or the local app."""
+        route = d.route
+        if route is None:
+            self.cluster = self.rt.app_cluster
         else:
-            ref = route.to
-        self.cluster = self.rt.clusters[ref.subset.cluster]
-        self.count_attempts = True     # the outbound routes include x-envoy-attempt-count both ways
-        self.build_upstream_head(route)
-        if route.mirror is not None and self.body_done:
+            self.cluster = self.rt.clusters[d.cluster]
+            self.count_attempts = True     # the outbound routes include x-envoy-attempt-count both ways
+        self.up_head, self.up_tail = d.up_head, d.up_tail
+        if d.mirror and self.body_done:
             self.maybe_mirror()
         if self.expect_continue:
             self.down.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         now = self.t_first_send = _monotonic()
-        if route.timeout_ms:
+        if route is not None and route.timeout_ms:
             self.deadline = now + route.timeout_ms / 1000.0   # armed by the attempt (see arm)
         self.attempt(False)
-
-    def build_upstream_head(self, route) -> None:
-        """The request line and headers every attempt sends (the attempt adds its own lines)."""
-        hdict = self.hdict
-        target = upstream_target(self.path, self.query, self.target)
-        parts = [self.method.encode(), b" ", target.encode("latin-1"), b" HTTP/1.1\r\n"]
-        skip = UP_SKIP
-        if "connection" in hdict or self.expect_continue:
-            extra = {t.encode() for t in connection_tokens(hdict.get("connection", ()))}
-            if self.expect_continue:
-                extra.add(b"expect")
-            skip = skip | extra
-        if route is not None and not route.request_headers.empty:
-            for n, v in changed_request_headers(self.raw, skip, route.request_headers):
-                parts += (n, b": ", v, b"\r\n")
-        else:
-            for n, v in self.raw:
-                ln = n.lower()
-                if ln not in skip:
-                    parts += (ln, b": ", v, b"\r\n")
-        if "te" in hdict and b"te" not in skip - UP_SKIP and any(v.strip().lower() == "trailers" for v in hdict["te"]):
-            parts.append(b"te: trailers\r\n")         # the one TE value that is forwarded (as Envoy)
-        if "x-forwarded-proto" not in hdict:     # the caller's scheme, as Envoy: https over mTLS
-            parts.append(b"x-forwarded-proto: https\r\n" if self.down.xfcc is not None else b"x-forwarded-proto: http\r\n")
-        if "x-request-id" not in hdict:
-            parts += (b"x-request-id: ", request_id().encode(), b"\r\n")
-        if self.down.xfcc is not None:   # inbound over mTLS: Envoy's SANITIZE_SET (the client's was skipped)
-            parts.append(self.down.xfcc)
-        self.up_head = b"".join(parts)
-        if self.req_chunked:
-            self.up_tail = b"transfer-encoding: chunked\r\n\r\n"
-        elif self.req_cl is not None:
-            self.up_tail = b"content-length: %d\r\n\r\n" % self.req_cl
-        elif self.method not in BODYLESS_METHODS:
-            # Envoy's HTTP/1 codec writes `content-length: 0` on a request without a body unless
-            # its method is one that has none (HeaderUtility::requestShouldHaveNoBody)
-            self.up_tail = b"content-length: 0\r\n\r\n"
 
     # ---- attempts ------------------------------------------------------------------------------------
 
@@ -480,7 +331,7 @@ class Exchange:
             head = self.up_head
         unsent = self.unsent
         if unsent:
-            if self.req_chunked:
+            if self.chunked:
                 body = b"".join([b"%x\r\n%s\r\n" % (len(c), c) for c in unsent])
             else:
                 body = b"".join(unsent)
@@ -488,10 +339,10 @@ class Exchange:
             if self.unsent_size > UNSENT_HIGH:
                 self.down.resume_reading_for("body")
             self.unsent_size = 0
-            if self.body_done and self.req_chunked:
+            if self.body_done and self.chunked:
                 body += b"0\r\n\r\n"
             conn.write(head + self.up_tail + body)
-        elif self.body_done and self.req_chunked:
+        elif self.body_done and self.chunked:
             conn.write(head + self.up_tail + b"0\r\n\r\n")
         else:
             conn.write(head + self.up_tail)
@@ -539,15 +390,9 @@ class Exchange:
         self.status = status
         self.up_ms = up_ms = int((now - self.t_first_send) * 1000)
         # the response head: the upstream's header lines less the hop-by-hop ones, re-framed
-        lines = conn.lines
-        has_length = conn.has_length
-        drop = None
-        for name, value in conn.special:
-            if name == b"connection" and value not in _PLAIN_CONNECTION:
-                drop = {t.encode() for t in connection_tokens([value.decode("latin-1")])}
-        if drop or (route is not None and not route.response_headers.empty):
-            lines = changed_response_lines(lines, drop, route.response_headers if route is not None else None)
-            has_length = any(line.startswith(b"content-length: ") for line in lines)
+        lines = response_lines(route, conn.lines, conn.special)
+        has_length = conn.has_length if lines is conn.lines else \
+            any(line.startswith(b"content-length: ") for line in lines)
         parts = [status_line(status)]
         parts += lines
         if not has_length and not (self.is_head or status == 204 or status == 304 or status < 200):
@@ -730,27 +575,25 @@ class Exchange:
             self.retry_held = False
             self.cluster.breaker.release_retry()
         route = self.route
-        if route is None:
-            return False
-        r = route.retry
-        if r is None or not retry_mod.retriable(r, outcome):
+        if route is None or route.retry is None:
             return False
         cluster = self.cluster
-        if self.attempts > r.num_retries:
-            cluster.stats.retry_limit_exceeded += 1
+        b = cluster.breaker
+        verdict = decide_retry(UpstreamState(b.requests, b.pending, b.retries, b.limits, b.budget), route.retry,
+                               outcome, self.attempts, self.replayable, _random())
+        if not verdict.retry:
+            if verdict.reason == LIMIT:
+                cluster.stats.retry_limit_exceeded += 1
+            elif verdict.reason == OVERFLOW:
+                cluster.stats.retry_overflow += 1
             return False
-        if not self.replayable:
-            return False
-        if not cluster.breaker.try_acquire_retry():
-            cluster.stats.retry_overflow += 1
-            return False
+        b.take_retry()
         cluster.stats.retry += 1
         self.end_attempt()
         self.conn = None         # a connection still sending this response drains it, then is reused
         self.retry_held = True
         self.state = BACKOFF
-        wait = retry_mod.backoff_ms(r, self.attempts, _random()) / 1000.0
-        self.other_timer = self.rt.loop.call_later(wait, self.after_backoff)
+        self.other_timer = self.rt.loop.call_later(verdict.backoff_ms / 1000.0, self.after_backoff)
         return True
 
     def after_backoff(self) -> None:
@@ -823,7 +666,7 @@ class Exchange:
             lstats.count_status(status)
             counts = self.route_counts
             if counts is None:
-                counts = self.rt.metrics.route(down.listener, self.service, "")
+                counts = self.rt.metrics.route(down.listener, self.decision.service if self.decision else "", "")
             counts[status] = counts.get(status, 0) + 1
         log = self.rt.access_log
         if log is not None:
@@ -845,17 +688,14 @@ class Exchange:
 
     def maybe_mirror(self) -> None:
         """Fire the route's mirror copy once the whole body is known (at most once a request)."""
-        route = self.route
-        mirror = route.mirror
+        mirror = self.route.mirror
         if not self.replayable or self.mirrored:
             return
-        self.mirrored = True
-        if not (_random() * 100.0 < mirror.percent):
-            return
+        self.mirrored = True      # (whether this request is copied was decided with its route)
         cluster = self.rt.clusters.get(mirror.subset.cluster)
         if cluster is None:
             return
-        shadow = shadow_host(self.host).encode("latin-1", "replace")
+        shadow = shadow_host(self.decision.host).encode("latin-1", "replace")
         lines = self.up_head.split(b"\r\n")
         out = [lines[0]]
         for line in lines[1:]:
@@ -864,10 +704,10 @@ class Exchange:
             elif line:
                 out.append(line)
         body = b"".join(self.replay)
-        if body or self.req_cl is not None:
+        if body or self.content_length is not None:
             tail = b"content-length: %d\r\n\r\n" % len(body)
         else:
-            tail = b"\r\n" if self.req_chunked else self.up_tail
+            tail = b"\r\n" if self.chunked else self.up_tail
         data = b"\r\n".join(out) + b"\r\nx-envoy-internal: true\r\n" + tail + body
         Mirror(cluster, data, self.is_head, mirror.timeout_ms / 1000.0)
 

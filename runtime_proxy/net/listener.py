@@ -21,13 +21,13 @@ import logging
 import socket
 import time
 
+from runtime_proxy.decide.identity import TLS_HANDSHAKE, accepts
 from runtime_proxy.net.tls import HANDSHAKE_TIMEOUT, describe, failure_reason
 
 log = logging.getLogger("runtime_proxy")
 
 FIRST_BYTE_TIMEOUT = 15.0     # Envoy's listener_filters_timeout: a client that sends nothing is closed
 LOG_PER_SECOND = 10           # refusal log lines a second (the metric counts all of them)
-_TLS_HANDSHAKE = 0x16         # TLS record type: handshake (a ClientHello opens every TLS connection)
 
 
 class TlsListener:
@@ -102,8 +102,8 @@ class TlsListener:
             sock.close()
             return
         mode = self.rt.table.mtls_mode
-        if first[0] != _TLS_HANDSHAKE:
-            if mode == "strict":
+        if first[0] != TLS_HANDSHAKE:
+            if not accepts(mode, tls=False):   # strict
                 stats.failed("downstream", "not_tls")
                 self._refused(addr, "not_tls", "plaintext on a strict mTLS port")
                 sock.close()

@@ -26,19 +26,19 @@ from httptools import HttpParserError, HttpParserInvalidMethodError, HttpParserU
 
 from runtime_proxy.decide.breaker import Breaker
 from runtime_proxy.net.exchange import Exchange
-from runtime_proxy.net.http import REQUEST_INLINE, decode_value, local_reply, status_line
+from runtime_proxy.decide.request import header_dict
+from runtime_proxy.net.wire import local_reply, status_line
 from runtime_proxy.net.metrics import MAX_SOURCES, Metrics, TlsStats
 from runtime_proxy.decide.outlier import OutlierState
-from runtime_proxy.decide.route_index import build as build_route_index
+from runtime_proxy.decide.upstream import choose_endpoint
 from runtime_proxy.net.timers import TimerWheel
-from runtime_proxy.net.tls import Identities, peer_identity, xfcc_line
+from runtime_proxy.decide.identity import peer_identity, xfcc_line
+from runtime_proxy.net.tls import Identities
 from runtime_proxy.net.upstream import Pool
 
 log = logging.getLogger("runtime_proxy")
 
 _METHODS: dict[bytes, str] = {}
-# raw header name -> lower-case str (bounded: names are few; random names only fill it to the cap)
-_NAMES: dict[bytes, str] = {}
 _OWS = (b" ", b"\t")          # optional white space around a header value (RFC 9110 5.5)
 
 LINGER_SECONDS = 1.0   # how long a closing connection still reads what the client sends
@@ -78,19 +78,19 @@ class ClusterState:
         self.retired = False
 
     def pick(self) -> Pool:
-        """Round robin over the endpoints the outlier detector leaves available."""
-        plist = self.plist
+        """The endpoint of the next attempt (decide/upstream.choose_endpoint): round robin over the
+        endpoints the outlier detector leaves available."""
+        keys = self.keys
         outlier = self.outlier
         if outlier is not None and outlier.ejected_count:
-            keys = outlier.available(self.keys, time.monotonic())
-            if len(keys) != len(plist):
-                by_key = self.by_key
-                plist = [by_key[k] for k in keys]
-        n = len(plist)
-        if n == 1:
-            return plist[0]
-        self.rr += 1
-        return plist[self.rr % n]
+            available = tuple(outlier.available(keys, time.monotonic()))
+            if len(available) != len(keys):
+                i, self.rr = choose_endpoint(available, self.rr)
+                return self.by_key[available[i]]
+        if len(keys) == 1:          # no choice to make (the common sidecar: one endpoint)
+            return self.plist[0]
+        i, self.rr = choose_endpoint(keys, self.rr)
+        return self.plist[i]
 
     def acquire(self, user, pool: Pool, fresh: bool):
         """A connection for `user` (with the request token taken), None when it waits for one
@@ -208,15 +208,16 @@ class AccessLog:
         self.fh = sys.stdout if path == "-" else open(path, "a", buffering=1 << 16, encoding="utf-8")
 
     def write(self, ex: Exchange) -> None:
+        d = ex.decision
         route = ex.route
         cluster = ex.cluster
         record = {
             "time": round(time.time(), 3),
             "listener": ex.down.listener,
             "method": ex.method,
-            "path": ex.path or ex.target,
-            "host": ex.host,
-            "service": ex.service,
+            "path": d.path if d is not None and d.path else ex.target,
+            "host": d.host if d is not None else "",
+            "service": d.service if d is not None else "",
             "route": route.name if route is not None else None,
             "cluster": cluster.name if cluster is not None else None,
             "upstream": ex.upstream_key or None,
@@ -241,54 +242,6 @@ class AccessLog:
         self.flush()
         if self.fh is not sys.stdout:
             self.fh.close()
-
-
-def header_dict(raw: list) -> tuple[dict[str, list[str]], list]:
-    """The request's headers as routing reads them: lower-case name -> values (decoded as
-    `decode_value`), and the header lines to forward. Envoy keeps one value for each of its
-    inline headers (http.REQUEST_INLINE): their repeated lines are joined, in both results."""
-    hdict: dict[str, list[str]] = {}
-    joined = False
-    names = _NAMES
-    for n, v in raw:
-        name = names.get(n)
-        if name is None:
-            name = n.decode("latin-1").lower()
-            if len(names) < 4096:
-                names[n] = name
-        try:
-            value = v.decode("ascii")
-        except UnicodeDecodeError:
-            value = decode_value(v)
-        values = hdict.get(name)
-        if values is None:
-            hdict[name] = [value]
-        elif name in REQUEST_INLINE:
-            if value:         # Envoy's appendToHeader: nothing for an empty value, no comma after one
-                values[0] = values[0] + "," + value if values[0] else value
-            joined = True
-        else:
-            values.append(value)
-    return hdict, (_join_inline(raw) if joined else raw)
-
-
-def _join_inline(raw: list) -> list:
-    """The request's header lines with the repeated lines of each of Envoy's inline headers
-    joined, with ",", into the first one (http.REQUEST_INLINE), as Envoy's appendToHeader does:
-    an empty line adds nothing, and a value after an empty one comes without a comma."""
-    out = []
-    first: dict[str, int] = {}
-    for n, v in raw:
-        name = n.decode("latin-1").lower()
-        if name in REQUEST_INLINE:
-            at = first.get(name)
-            if at is not None:
-                if v:
-                    out[at] = (out[at][0], out[at][1] + b"," + v if out[at][1] else v)
-                continue
-            first[name] = len(out)
-        out.append((n, v))
-    return out
 
 
 # ---- the run-time state ---------------------------------------------------------------------------
@@ -343,7 +296,6 @@ class Runtime:
         metrics = self.metrics
         self.route_counts = {route: metrics.route("outbound", svc.name, route.name)
                              for svc in table.services.values() for route in svc.routes}
-        self.route_index = build_route_index(table)   # CService -> RouteIndex
         self.inbound_counts = metrics.inbound(table.service, None)
         self.source_counts: dict[str, dict[int, int]] = {}     # source identity -> inbound counts
         self.config_data = config_data

@@ -20,11 +20,12 @@ once per connection, with the `x-forwarded-client-cert` line the local applicati
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import ssl
 import time
+
+from runtime_proxy.decide.identity import uri_sans
 
 log = logging.getLogger("runtime_proxy")
 
@@ -53,34 +54,6 @@ class TlsError(Exception):
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
-
-
-# ---- pure decisions ---------------------------------------------------------------------------
-
-def uri_sans(cert: dict | None) -> list[str]:
-    """The URI subject alternative names of a certificate as `getpeercert()` returns it."""
-    if not cert:
-        return []
-    return [v for k, v in cert.get("subjectAltName", ()) if k == "URI"]
-
-
-def peer_identity(cert: dict | None) -> str | None:
-    """A SPIFFE ID is the certificate's only URI SAN: none, or several, is no identity."""
-    uris = uri_sans(cert)
-    return uris[0] if len(uris) == 1 else None
-
-
-def xfcc_line(own_id: str, der: bytes, cert: dict | None) -> bytes:
-    """The `x-forwarded-client-cert` header line for the local application, as Envoy writes it with
-    SANITIZE_SET and `uri: true`: By (our URI SAN), Hash (hex SHA-256 of the peer certificate's
-    DER), URI (the peer's first URI SAN; the key stays when it is empty)."""
-    uris = uri_sans(cert)
-    parts = []
-    if own_id:
-        parts.append("By=" + own_id)
-    parts.append("Hash=" + hashlib.sha256(der).hexdigest())
-    parts.append("URI=" + (uris[0] if uris else ""))
-    return b"x-forwarded-client-cert: " + ";".join(parts).encode("latin-1", "replace") + b"\r\n"
 
 
 def failure_reason(err: BaseException) -> str:

@@ -35,29 +35,13 @@ from collections import deque
 
 from httptools import HttpParserError, HttpResponseParser
 
-from runtime_proxy.net.http import RESPONSE_INLINE, RESPONSE_SKIP
-from runtime_proxy.net.tls import describe, failure_reason, peer_identity
+from runtime_proxy.decide.http import RESPONSE_SKIP
+from runtime_proxy.decide.response import RESPONSE_INLINE_BYTES, add_inline_line
+from runtime_proxy.decide.identity import peer_identity
+from runtime_proxy.net.tls import describe, failure_reason
 
-RESPONSE_INLINE_BYTES = frozenset(n.encode() for n in RESPONSE_INLINE)
 # what a failed TLS handshake raises (a refused TCP connection is not one)
 _HANDSHAKE_ERRORS = (ssl.SSLError, ConnectionResetError, ConnectionAbortedError)
-
-
-def add_inline_line(lines: list, seen: dict | None, name: bytes, value: bytes) -> dict:
-    """Add the response header line `name: value` for one of Envoy's inline headers to the
-    formatted `lines`: Envoy keeps one value of these, so a repeated line is joined to the first
-    with "," (appendToHeader: nothing for an empty value, no comma after an empty one). `seen`
-    maps the names already in `lines` to their index; returns it."""
-    if seen is None:
-        seen = {}
-    at = seen.get(name)
-    if at is None:
-        seen[name] = len(lines)
-        lines.append(b"%s: %s\r\n" % (name, value))
-    elif value:
-        old = lines[at][len(name) + 2:-2]
-        lines[at] = b"%s: %s\r\n" % (name, old + b"," + value if old else value)
-    return seen
 
 
 class HeadersTooLarge(Exception):

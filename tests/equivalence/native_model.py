@@ -1,18 +1,17 @@
-"""The native proxy's decisions for one request, made by the functions the running proxy uses.
+"""The native proxy's decisions for one request, made by the function the running proxy uses.
 
 `NativeModel(compiled)` loads `Compiled.native` as the proxy loads its file (pydantic in strict
-JSON mode, then `loading.semantic_errors`), compiles it with `table.compile_config` and builds
-the route index (`route_index.build`), as `server.Runtime.apply` does. `decide` then follows
-`exchange.Exchange.start` / `start_inbound` / `forward_outbound` / `build_upstream_head` /
-`on_response_head` step by step, calling the same pure functions: the request head is parsed by
-httptools (the proxy's parser) into the same `hdict`, then `normalize.normalize`,
-`table.service_for_host`, `routing.select_route` over the route index's view,
-`fault.decide`, `split.pick` / `split.key_value`, `authz.decide` and `headers.apply_changes`.
-An inbound request first meets the inbound listener's choice for its connection (the mTLS mode,
-runtime_proxy/listener.py) and, over mTLS, the peer identity and the `x-forwarded-client-cert`
-line that `server.TlsDownstream` reads from the verified certificate (`tls.peer_identity`,
-`tls.xfcc_line`). Only the random draws are chosen here (to tell a certain outcome from a random
-one) and the I/O is left out.
+JSON mode, then `loading.semantic_errors`) and compiles it into the proxy's table
+(`table.compile_config`). `decide` then asks the proxy's one request decision,
+`runtime_proxy.decide.request.decide_request`, exactly as `net.exchange.Exchange.start` does: the
+request head is parsed by httptools with the proxy's own parser callbacks into the same header
+dict, an inbound request first meets the listener's choice for its connection
+(`decide.identity.accepts`) and, over mTLS, the peer identity and `x-forwarded-client-cert` line
+that `server.TlsDownstream` reads from the verified certificate (`decide.identity`). Only the
+random draws are chosen here, to tell a certain outcome from a random one (the lowest and the
+highest draws, and the decision's own explanation of how a split picked); the response side is
+`decide.response.response_lines` on a sample upstream response. Nothing of the request flow is
+re-implemented here: this module only turns the proxy's decision into the suite's `Decision`.
 """
 
 from __future__ import annotations
@@ -21,35 +20,20 @@ import json
 
 import httptools
 
-from runtime_proxy.decide import authz as authz_mod
-from runtime_proxy.decide import fault as fault_mod
-from runtime_proxy.decide import split as split_mod
-from runtime_proxy.net import tls as tls_mod
-from runtime_proxy.config.model import Config
-from runtime_proxy.net.exchange import UP_SKIP, changed_request_headers, changed_response_lines, upstream_target
-from runtime_proxy.net.http import BODY_FAULT, BODY_RBAC, RESPONSE_SKIP, connection_tokens
 from runtime_proxy.config.loading import semantic_errors
-from runtime_proxy.decide.normalize import normalize
-from runtime_proxy.decide.route_index import build as build_route_index
-from runtime_proxy.decide.routing import select_route
-from runtime_proxy.net.server import Downstream, header_dict
+from runtime_proxy.config.model import Config
+from runtime_proxy.decide.explain import Explanation
+from runtime_proxy.decide.http import RESPONSE_SKIP
+from runtime_proxy.decide.identity import accepts, peer_identity, xfcc_line
+from runtime_proxy.decide.request import Draws, Head, decide_request, header_dict
+from runtime_proxy.decide.response import RESPONSE_INLINE_BYTES, add_inline_line, response_lines
 from runtime_proxy.decide.table import compile_config
-from runtime_proxy.net.upstream import RESPONSE_INLINE_BYTES, add_inline_line
+from runtime_proxy.net.server import Downstream
 from tests.equivalence.decisions import (REFUSED, SAMPLE_RESPONSE, Decision, canonical_fault, canonical_mirror,
                                          canonical_pick, canonical_retry, model_der, visible_request_headers)
 
 _ALMOST_ONE = 1.0 - 2.0 ** -40
 _XFCC = b"x-forwarded-client-cert"
-
-
-def admitted(mode: str, tls: bool) -> bool:
-    """Whether the inbound listener takes a connection (listener.TlsListener._handle): `strict`
-    closes a plaintext client; a TLS client of a plaintext listener (`disable`: the event loop's
-    own server, or the TLS listener after a reload turned TLS off) gets the parser's plaintext
-    400 to its ClientHello, which no TLS client reads as an answer."""
-    if mode == "disable":
-        return not tls
-    return tls or mode == "permissive"
 
 
 def peer_certificate(caller: str) -> dict:
@@ -101,7 +85,7 @@ def parse_head(request):
     return method, head.url.decode("latin-1"), raw, hdict
 
 
-def response_lines(response) -> list[bytes]:
+def upstream_lines(response) -> list[bytes]:
     """The upstream's response header lines as upstream.UpstreamConn.on_header formats them:
     lower-case names, values trimmed, the hop-by-hop and framing headers set apart, Envoy's
     inline headers joined (upstream.add_inline_line)."""
@@ -134,64 +118,40 @@ class NativeModel:
         self.certs = certs or {}
         data = compiled.native
         raw = json.dumps(data).encode()
-        self.config = Config.model_validate_json(raw, strict=True)
+        Config.model_validate_json(raw, strict=True)
         errors = semantic_errors(data)
         if errors:
             raise ValueError("the native config does not load: " + "; ".join(errors))
         self.table = compile_config(data)
-        self.route_index = build_route_index(self.table)
 
     def decide(self, request, key_draw: int | None = None, response=SAMPLE_RESPONSE) -> Decision:
         kind = request.kind
-        source = xfcc_line = None
-        if kind == "inbound":
+        inbound = kind == "inbound"
+        source = xfcc = None
+        if inbound:
             tls = request.caller is not None
-            if not admitted(self.table.mtls_mode, tls):
+            if not accepts(self.table.mtls_mode, tls):
                 return Decision(kind, status=REFUSED)
-            if tls:   # server.TlsDownstream.connection_made; the handshake presented config.identity's cert
+            if tls:   # server.TlsDownstream.connection_made; the handshake presented the table's identity
                 cert = peer_certificate(request.caller)
                 der = self.certs.get(request.caller) or model_der(request.caller)
-                source = tls_mod.peer_identity(cert)
-                xfcc_line = tls_mod.xfcc_line(self.table.identity, der, cert)
+                source = peer_identity(cert)
+                xfcc = xfcc_line(self.table.identity, der, cert)
         parsed = parse_head(request)
         if isinstance(parsed, Decision):
             return parsed
         method, target, raw, hdict = parsed
-        hosts = hdict.get("host")
-        if hosts is None or len(hosts) != 1:
-            return Decision(kind, status=400)
-        host = hosts[0]
-        table = self.table
-        if method == "CONNECT" or target[:1] != "/":      # exchange.start
-            if method == "CONNECT" and target[:1] != "/":
-                return Decision(kind, status=404)
-            return Decision(kind, status=400, body="Bad Request")
-        norm = normalize(method, target, table.escaped_slashes)
-        if norm.__class__ is int:
-            return Decision(kind, status=norm)
-        path, query = norm
-        forwarded = upstream_target(path, query, target)     # exchange.build_upstream_head
-        if kind == "inbound":
-            # exchange.start_inbound: the verified identity (no identity header is configured);
-            # authorization sees our XFCC over mTLS, none over plaintext
-            if xfcc_line is not None or "x-forwarded-client-cert" in hdict:
-                hdict.pop("x-forwarded-client-cert", None)
-                if xfcc_line is not None:
-                    hdict["x-forwarded-client-cert"] = [xfcc_line.decode("latin-1").split(": ", 1)[1].rstrip("\r\n")]
-            allowed, _rule = authz_mod.decide(table.authorization, source, method, path, hdict)
-            if not allowed:
-                return Decision(kind, status=403, body=BODY_RBAC.decode())
-            # exchange.build_upstream_head: the caller's XFCC lines unless skipped, then ours
-            lines = [] if _XFCC in UP_SKIP else [v for n, v in raw if n.lower() == _XFCC]
-            if xfcc_line is not None:
-                lines.append(xfcc_line[len(_XFCC) + 2:-2])
-            return Decision(kind, path=forwarded, xfcc=tuple(v.decode("latin-1") for v in lines))
-        svc = table.service_for_host(host)
-        if svc is None:
-            return Decision(kind, status=404)
-        route = select_route(self.route_index[svc].view(method, path), method, path, query, hdict)
-        if route is None:
-            return Decision(kind, status=404)
+        head = Head(inbound, method, target, raw, hdict, None, False, 0, source, xfcc)
+        # the same request with the lowest and the highest draws: an outcome both give is certain
+        low = decide_request(self.table, head, Draws(0.0, 0.0, key_draw or 0, 0.0, b"-"))
+        explanation = Explanation()
+        high = decide_request(self.table, head, Draws(_ALMOST_ONE, _ALMOST_ONE, key_draw or 0, _ALMOST_ONE, b"-"),
+                              explanation)
+        if high.route is None:
+            if high.status:
+                return Decision(kind, status=high.status, body=high.body.decode())
+            return Decision(kind, path=_target_of(high), xfcc=_lines_of(high, "x-forwarded-client-cert"))
+        route = high.route
         r = route.retry
         retry = None if r is None else canonical_retry(
             r.num_retries, r.retry_on, r.retriable_status_codes, r.per_try_timeout_ms,
@@ -200,43 +160,38 @@ class NativeModel:
             [(route.mirror.subset.cluster, route.mirror.percent)])
         f = route.fault
         fault = None if f is None else canonical_fault(f.delay_ms, f.delay_percent, f.abort_status, f.abort_percent)
-        fault_random = False
-        common = dict(route=f"{svc.name}/{route.name}", timeout_ms=route.timeout_ms, retry=retry,
+        common = dict(route=f"{high.service}/{route.name}", timeout_ms=route.timeout_ms, retry=retry,
                       fault=fault, mirror=mirror)
-        if route.fault is not None:
-            # exchange.start: the same call with the lowest and the highest draws
-            _d0, abort_low = fault_mod.decide(route.fault, 0.0, 0.0)
-            _d1, abort_high = fault_mod.decide(route.fault, _ALMOST_ONE, _ALMOST_ONE)
-            if abort_low is not None and abort_high is not None:
-                return Decision(kind, status=abort_high, body=BODY_FAULT.decode(), fault_random=False, **common)
-            fault_random = abort_low is not None
-        common["fault_random"] = fault_random
-        # exchange.forward_outbound: the pick
-        cluster = candidates = None
-        if route.split is not None:
-            split = route.split
-            keyed = split.key_header is not None and split_mod.key_value(hdict.get(split.key_header)) is not None
-            if keyed or key_draw is not None:
-                cluster = split_mod.pick(split, hdict, key_draw if key_draw is not None else 0).subset.cluster
-            else:
-                cluster, candidates = canonical_pick(t.subset.cluster for t in split.targets if t.weight > 0)
-        else:
-            cluster = route.to.subset.cluster
-        # exchange.build_upstream_head: the headers sent as they came, less UP_SKIP and the
-        # `connection` tokens, then the route's changes
-        skip = UP_SKIP
-        if "connection" in hdict:
-            skip = skip | {t.encode() for t in connection_tokens(hdict.get("connection", ()))}
-        if not route.request_headers.empty:
-            up = changed_request_headers(raw, skip, route.request_headers)
-        else:
-            up = [(n.lower(), v) for n, v in raw if n.lower() not in skip]
-        upstream = tuple((n.decode("latin-1"), v.decode("latin-1")) for n, v in up)
-        # exchange.on_response_head: the upstream's header lines (upstream.Connection.on_header
-        # formats them), then the route's changes
-        lines = response_lines(response)
-        if not route.response_headers.empty:
-            lines = changed_response_lines(lines, None, route.response_headers)
-        return Decision(kind, cluster=cluster, candidates=candidates, path=forwarded,
-                        upstream_headers=visible_request_headers(upstream),
-                        response_headers=_latin1_pairs(lines), **common)
+        if high.status:        # aborted even with the highest draw: a certain abort
+            return Decision(kind, status=high.status, body=high.body.decode(), fault_random=False, **common)
+        common["fault_random"] = low.status != 0
+        cluster, candidates = high.cluster, None
+        split = next((s for s in explanation.steps if s.what == "split"), None)
+        if split is not None and key_draw is None and split.detail == "by the random draw":
+            cluster, candidates = canonical_pick(t.subset.cluster for t in route.split.targets if t.weight > 0)
+        upstream = visible_request_headers(_headers_of(high))
+        lines = response_lines(route, upstream_lines(response), ())
+        return Decision(kind, cluster=cluster, candidates=candidates, path=_target_of(high),
+                        upstream_headers=upstream, response_headers=_latin1_pairs(lines), **common)
+
+
+def _head_lines(d) -> list[bytes]:
+    return d.up_head.split(b"\r\n")
+
+
+def _target_of(d) -> str:
+    """The request target the decision sends upstream (its request line)."""
+    return _head_lines(d)[0].split(b" ")[1].decode("latin-1")
+
+
+def _headers_of(d) -> list[tuple[str, str]]:
+    out = []
+    for line in _head_lines(d)[1:]:
+        if line:
+            n, _, v = line.partition(b": ")
+            out.append((n.decode("latin-1"), v.decode("latin-1")))
+    return out
+
+
+def _lines_of(d, name: str) -> tuple[str, ...]:
+    return tuple(v for n, v in _headers_of(d) if n == name)

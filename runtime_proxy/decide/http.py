@@ -1,18 +1,10 @@
-"""HTTP/1.1 wire pieces shared by the listeners: status lines, local replies, hop-by-hop names.
-
-Everything here is precomputed bytes or a small cache, because it runs on every request. Local
-replies are the bytes Envoy sends (docs/language.md section 1, ENVOY_NOTES §10): lower-case
-header names, `content-length` always, `content-type: text/plain` only with a body, `date` and
-`server: envoy`, and no `x-envoy-upstream-service-time`.
-"""
+"""HTTP facts the decisions share: which headers are connection-level, which the router owns,
+which Envoy keeps as one value (its inline headers), the bodies of local replies, and how header
+values are decoded. Pure data and functions; the bytes on the wire are runtime_proxy/net/wire.py's."""
 
 from __future__ import annotations
 
-import time
 from http import HTTPStatus
-
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 # Connection-level headers: never forwarded in either direction. `transfer-encoding` is removed
 # because the proxy re-frames every body itself; the names listed in `connection` go as well.
@@ -58,8 +50,6 @@ RESPONSE_OVERWRITTEN = frozenset({b"server", b"x-envoy-upstream-service-time", b
 # Response header names never copied to the client as they came.
 RESPONSE_SKIP = frozenset(HOP_BY_HOP_BYTES | RESPONSE_OVERWRITTEN)
 
-SERVER = b"server: envoy\r\n"   # Envoy overwrites the upstream's server header; parity says the same
-
 BODY_TIMEOUT = b"upstream request timeout"
 BODY_RBAC = b"RBAC: access denied"
 BODY_FAULT = b"fault filter abort"
@@ -75,62 +65,12 @@ def reset_body(reason: str, retried: bool) -> bytes:
     return f"upstream connect error or disconnect/reset before headers. reset reason: {reason}".encode()
 
 
-def _reason(status: int) -> str:
+def reason_phrase(status: int) -> str:
+    """The reason phrase of a status (`Bad Request`), or `Unknown`."""
     try:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Unknown"
-
-
-_STATUS_LINES: dict[int, bytes] = {s: f"HTTP/1.1 {s} {_reason(s)}\r\n".encode() for s in range(100, 600)}
-
-
-def status_line(status: int) -> bytes:
-    line = _STATUS_LINES.get(status)
-    if line is None:  # a status outside 100..599 from an upstream
-        line = f"HTTP/1.1 {status} Unknown\r\n".encode()
-    return line
-
-
-class _Date:
-    """The `date` header line, formatted at most once a second."""
-    __slots__ = ("second", "line")
-
-    def __init__(self):
-        self.second = -1
-        self.line = b""
-
-    def get(self) -> bytes:
-        now = int(time.time())
-        if now != self.second:
-            self.second = now
-            t = time.gmtime(now)   # the IMF-fixdate of RFC 9110, without locale-dependent names
-            self.line = (f"date: {_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
-                         f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT\r\n").encode()
-        return self.line
-
-
-DATE = _Date()
-
-
-def local_reply(status: int, body: bytes = b"", extra: bytes = b"", close: bool = False,
-                head_only: bool = False, ctype: bool = True) -> bytes:
-    """The bytes of a local reply. `extra` holds already-formatted header lines; `head_only` is
-    for HEAD requests (content-length stays, the body goes); without `ctype`, `extra` has the
-    content type (or its removal) already."""
-    parts = [status_line(status), b"content-length: %d\r\n" % len(body)]
-    if body and ctype:
-        parts.append(b"content-type: text/plain\r\n")
-    if extra:
-        parts.append(extra)
-    parts.append(DATE.get())
-    parts.append(SERVER)
-    if close:
-        parts.append(b"connection: close\r\n")
-    parts.append(b"\r\n")
-    if body and not head_only:
-        parts.append(body)
-    return b"".join(parts)
 
 
 # Lower-case str names of raw header names, shared by every request (a bounded cache: names are

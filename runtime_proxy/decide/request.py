@@ -1,0 +1,351 @@
+"""The one request decision: from the compiled table, a request head and the random draws, what
+the sidecar does with the request (docs/language.md §1, "How a request flows").
+
+`decide_request(table, head, draws)` is a pure function: no socket, no clock, no random source.
+The running proxy (runtime_proxy/net/exchange.py) calls it when a request's head is complete and
+then only does the I/O it says; the equivalence suite's native model (tests/equivalence/
+native_model.py) calls the same function on generated requests. Its answer is either a local
+reply (a refused head, no host, a rejected path, no route, a denial, a fault's abort) or where the
+request goes: the cluster, the route (with its timeout, retries and mirror), the request line and
+header lines every attempt sends, and a fault delay to wait first. What depends on the state of
+the destination (the endpoint, the limits, the retry budget, outlier detection) is the second
+decision, runtime_proxy/decide/upstream.py.
+
+`explain`, when given, records why each route did or did not match and which authorization rule
+decided (runtime_proxy/decide/explain.py); without it the decision pays nothing for the hook.
+"""
+
+from __future__ import annotations
+
+import re
+
+from runtime_proxy.decide import authz as authz_mod
+from runtime_proxy.decide import fault as fault_mod
+from runtime_proxy.decide import split as split_mod
+from runtime_proxy.decide.headers import apply_changes
+from runtime_proxy.decide.http import (BODY_FAULT, BODY_RBAC, HOP_BY_HOP_BYTES, REQUEST_INLINE, STRIPPED_REQUEST,
+                                       connection_tokens, decode_value, encode_value, reason_phrase)
+from runtime_proxy.decide.normalize import normalize
+from runtime_proxy.decide.routing import select_route
+from runtime_proxy.decide.table import CRoute
+
+# Request headers never copied upstream as they came: connection-level ones, router control
+# headers, and the framing the proxy writes itself. `x-forwarded-for` passes unchanged and is
+# never added: Envoy's connection manager as the compiler emits it (use_remote_address false)
+# does not touch it (equivalence suite, tests/test_equivalence_live.py).
+UP_SKIP = frozenset(HOP_BY_HOP_BYTES | {n.encode() for n in STRIPPED_REQUEST}
+                    | {b"content-length", b"x-forwarded-client-cert"})   # XFCC: Envoy's SANITIZE
+_ABSOLUTE = re.compile(r"[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*)(.*)", re.S).fullmatch
+# Methods whose requests Envoy's HTTP/1 codec sends without a body (HeaderUtility::requestShouldHaveNoBody).
+BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "TRACE", "CONNECT"})
+XFCC = "x-forwarded-client-cert"
+
+# Listener counters a decision adds one to (runtime_proxy/net/metrics.py ListenerStats).
+BAD_REQUEST, NO_ROUTE, RBAC_DENIED, RBAC_ALLOWED = "bad_request", "no_route", "rbac_denied", "rbac_allowed"
+ABORTS_INJECTED, DELAYS_INJECTED = "aborts_injected", "delays_injected"
+
+
+class Head:
+    """A request head as the decisions read it. `raw` are the header lines as received (name as
+    sent, value; Envoy's inline headers joined, see `header_dict`), `headers` lower-case name ->
+    values. `peer` is the caller's verified SPIFFE ID (an mTLS client certificate, or a trusted
+    identity header), `xfcc` the `x-forwarded-client-cert` line the sidecar writes for it over mTLS."""
+    __slots__ = ("inbound", "method", "target", "raw", "headers", "content_length", "chunked", "reject",
+                 "peer", "xfcc")
+
+    def __init__(self, inbound: bool, method: str, target: str, raw: list, headers: dict,
+                 content_length: int | None = None, chunked: bool = False, reject: int = 0,
+                 peer: str | None = None, xfcc: bytes | None = None):
+        self.inbound = inbound                # the inbound listener (else the outbound one)
+        self.method = method
+        self.target = target                  # the request target as received
+        self.raw = raw
+        self.headers = headers
+        self.content_length = content_length  # None: no Content-Length
+        self.chunked = chunked
+        self.reject = reject                  # a status the parser decided already (426, 403 upgrade), or 0
+        self.peer = peer
+        self.xfcc = xfcc
+
+
+class Draws:
+    """Fixed random draws, for a caller that chooses them (the tests; the proxy draws each one as
+    the decision asks for it, net/exchange.py RandomDraws): uniform in [0, 1) for the fault's delay
+    and abort and for the mirror, a uniform 64-bit integer for a split that its key header does
+    not decide, and the `x-request-id` of a request that has none. Methods, so that a draw that
+    is never needed is never made."""
+    __slots__ = ("_fault_delay", "_fault_abort", "_split", "_mirror", "_request_id")
+
+    def __init__(self, fault_delay: float, fault_abort: float, split: int, mirror: float, request_id: bytes):
+        self._fault_delay, self._fault_abort, self._split = fault_delay, fault_abort, split
+        self._mirror, self._request_id = mirror, request_id
+
+    def fault_delay(self) -> float:
+        return self._fault_delay
+
+    def fault_abort(self) -> float:
+        return self._fault_abort
+
+    def split(self) -> int:
+        return self._split
+
+    def mirror(self) -> float:
+        return self._mirror
+
+    def request_id(self) -> bytes:
+        return self._request_id
+
+
+class Decision:
+    """What to do with a request. `status` > 0 is a local reply (after `delay_ms`, a fault's abort);
+    `status` 0 forwards it to `cluster`. With both `delay_ms` and `status`, the abort (and its
+    ABORTS_INJECTED count) comes after the delay; `counter` is counted at once. Slotted, every
+    field set at once: this runs for every request, and slots are the fastest to read back."""
+    __slots__ = ("status", "body", "close", "counter", "flags", "host", "path", "query", "service", "route",
+                 "cluster", "delay_ms", "up_head", "up_tail", "mirror", "expect_continue", "rule")
+
+    def __init__(self) -> None:
+        self.status = 0                    # a local reply's status; 0: forward
+        self.body = b""                    # the local reply's body
+        self.close = False                 # close the connection after the local reply
+        self.counter: str | None = None    # the listener counter to add one to (BAD_REQUEST, ...), or None
+        self.flags = ""                    # Envoy's response flags for the access log (NR, RBAC, FI, DI)
+        self.host = ""                     # the Host the request named (several lines joined, as Envoy)
+        self.path = ""                     # the normalised path
+        self.query = ""                    # the query as received, without `?`
+        self.service = ""                  # the destination (outbound) or the sidecar's own service (inbound)
+        self.route: CRoute | None = None   # the route that took the request (outbound)
+        self.cluster: str | None = None    # the cluster to send it to: a subset's, or the local app's
+        self.delay_ms = 0                  # a fault delay to wait before the rest of the decision
+        self.up_head = b""                 # request line and header lines every attempt sends
+        self.up_tail = b"\r\n"             # the framing line(s) ending the head
+        self.mirror = False                # fire the route's mirror copy once the body is known
+        self.expect_continue = False       # answer `100 Continue` before forwarding
+        self.rule: str | None = None       # the authorization rule that decided (inbound), None: the default
+
+
+def local(d: Decision, status: int, body: bytes = b"", counter: str | None = BAD_REQUEST, flags: str = "",
+          close: bool = False) -> Decision:
+    d.status, d.body, d.counter, d.flags, d.close = status, body, counter, flags, close
+    return d
+
+
+def decide_request(table, head: Head, draws: Draws, explain=None) -> Decision:
+    """The decision for one request head (`table`: a runtime_proxy/decide/table.Table; `explain`:
+    an explain.Explanation to record the reasons in, or None)."""
+    d = Decision()
+    if head.reject:   # Envoy's codec errors carry the reason phrase; its upgrade refusal (403) has none
+        return local(d, head.reject, b"" if head.reject == 403 else reason_phrase(head.reject).encode(), close=True)
+    target, raw, headers = head.target, head.raw, head.headers
+    method = head.method
+    if target[:1] != "/" and method != "CONNECT":
+        absolute = _ABSOLUTE(target)
+        if absolute is not None:   # absolute-form: Envoy takes the path and the authority from it
+            authority, rest = absolute.group(1), absolute.group(2)
+            target = rest if rest[:1] == "/" else "/" + rest
+            raw = [(n, v) for n, v in raw if n.lower() != b"host"] + [(b"host", authority.encode("latin-1"))]
+            headers = dict(headers)
+            headers["host"] = [authority]
+    hosts = headers.get("host")
+    if hosts is None:
+        return local(d, 400, close=True)
+    d.host = hosts[0] if len(hosts) == 1 else ",".join(hosts)   # several: Envoy joins them
+    if "expect" in headers and headers["expect"][0].lower() == "100-continue":
+        d.expect_continue = True
+    max_body = table.proxy.max_request_body_bytes
+    if max_body and head.content_length is not None and head.content_length > max_body:
+        return local(d, 413, b"Payload Too Large", close=True)
+    if method == "CONNECT" or target[:1] != "/":
+        # Envoy's codec refuses a target that is not origin-form (and CONNECT with one) with "Bad
+        # Request"; a CONNECT to an authority matches no route (no connect_matcher): 404
+        if method == "CONNECT" and target[:1] != "/":
+            return local(d, 404, counter=NO_ROUTE, flags="NR", close=True)
+        return local(d, 400, b"Bad Request", close=True)
+    norm = normalize(method, target, table.escaped_slashes)
+    if norm.__class__ is int:
+        if explain is not None:
+            explain.note("normalize", "rejected", f"{target} is answered {norm} (docs/language.md §6)")
+        return local(d, norm, close=True)
+    d.path, d.query = path, query = norm
+    if explain is not None:
+        explain.note("normalize", "path", path)
+    if head.inbound:
+        return _inbound(table, head, draws, d, method, path, target, raw, headers, explain)
+    svc = table.service_for_host(d.host)
+    if svc is None:
+        if explain is not None:
+            explain.note("host", "unknown", f"no service answers to `{d.host}`")
+        return local(d, 404, counter=NO_ROUTE, flags="NR")
+    d.service = svc.name
+    if explain is not None:
+        explain.note("host", "service", svc.name)
+        from runtime_proxy.decide.routing import explain_routes
+
+        explain_routes(svc, method, path, query, headers, explain)
+    route = select_route(table.index[svc].view(method, path), method, path, query, headers)
+    if route is None:
+        return local(d, 404, counter=NO_ROUTE, flags="NR")
+    d.route = route
+    if route.fault is not None:
+        delay_ms, abort = fault_mod.decide(route.fault, draws.fault_delay(), draws.fault_abort())
+        if explain is not None:
+            explain.note("fault", "delay" if delay_ms else "no delay", f"{delay_ms} ms")
+            explain.note("fault", "abort" if abort is not None else "no abort", str(abort or ""))
+        if delay_ms:
+            d.delay_ms = delay_ms
+            d.counter, d.flags = DELAYS_INJECTED, "DI"
+        if abort is not None:   # after the delay, if any: the abort is the answer
+            d.status, d.body = abort, BODY_FAULT
+            if not delay_ms:
+                d.counter, d.flags = ABORTS_INJECTED, "FI"
+            return d
+    if route.split is not None:
+        ref = split_mod.pick(route.split, headers, draws.split())
+        if explain is not None:
+            keyed = route.split.key_header is not None and \
+                split_mod.key_value(headers.get(route.split.key_header)) is not None
+            explain.note("split", ref.subset.name, "by the key header" if keyed else "by the random draw")
+    else:
+        ref = route.to
+    d.cluster = ref.subset.cluster
+    if route.mirror is not None and draws.mirror() * 100.0 < route.mirror.percent:
+        d.mirror = True
+    _upstream_head(d, head, draws, method, target, raw, headers, route, None)
+    return d
+
+
+def _inbound(table, head: Head, draws: Draws, d: Decision, method: str, path: str, target: str, raw, headers,
+             explain) -> Decision:
+    """Authorization of the sidecar's own service, then its local application."""
+    xfcc = head.xfcc
+    if xfcc is not None or XFCC in headers:
+        # Authorization sees the header as Envoy's RBAC does: the sidecar's own value over mTLS
+        # (SANITIZE_SET writes it first), none over plaintext (SANITIZE removes it).
+        headers = dict(headers)
+        headers.pop(XFCC, None)
+        if xfcc is not None:
+            headers[XFCC] = [xfcc.decode("latin-1").split(": ", 1)[1].rstrip("\r\n")]
+    allowed, rule = authz_mod.decide(table.authorization, head.peer, method, path, headers)
+    if explain is not None:
+        from runtime_proxy.decide.authz import explain_rules
+
+        explain_rules(table.authorization, head.peer, method, path, headers, explain)
+    d.service = table.service
+    d.rule = rule
+    if not allowed:
+        return local(d, 403, BODY_RBAC, counter=RBAC_DENIED, flags="RBAC")
+    d.counter = RBAC_ALLOWED
+    d.cluster = table.app.cluster
+    _upstream_head(d, head, draws, method, target, raw, headers, None, xfcc)
+    return d
+
+
+def _upstream_head(d: Decision, head: Head, draws: Draws, method: str, target: str, raw, headers, route,
+                   xfcc) -> None:
+    """The request line and headers every attempt sends (each attempt adds its own lines)."""
+    up_target = upstream_target(d.path, d.query, target)
+    parts = [method.encode(), b" ", up_target.encode("latin-1"), b" HTTP/1.1\r\n"]
+    skip = UP_SKIP
+    if "connection" in headers or d.expect_continue:
+        extra = {t.encode() for t in connection_tokens(headers.get("connection", ()))}
+        if d.expect_continue:
+            extra.add(b"expect")
+        skip = skip | extra
+    if route is not None and not route.request_headers.empty:
+        for n, v in changed_request_headers(raw, skip, route.request_headers):
+            parts += (n, b": ", v, b"\r\n")
+    else:
+        for n, v in raw:
+            ln = n.lower()
+            if ln not in skip:
+                parts += (ln, b": ", v, b"\r\n")
+    if "te" in headers and b"te" not in skip - UP_SKIP and any(v.strip().lower() == "trailers" for v in headers["te"]):
+        parts.append(b"te: trailers\r\n")         # the one TE value that is forwarded (as Envoy)
+    if "x-forwarded-proto" not in headers:     # the caller's scheme, as Envoy: https over mTLS
+        parts.append(b"x-forwarded-proto: https\r\n" if head.xfcc is not None else b"x-forwarded-proto: http\r\n")
+    if "x-request-id" not in headers:
+        parts += (b"x-request-id: ", draws.request_id(), b"\r\n")
+    if xfcc is not None:   # inbound over mTLS: Envoy's SANITIZE_SET (the client's was skipped)
+        parts.append(xfcc)
+    d.up_head = b"".join(parts)
+    if head.chunked:
+        d.up_tail = b"transfer-encoding: chunked\r\n\r\n"
+    elif head.content_length is not None:
+        d.up_tail = b"content-length: %d\r\n\r\n" % head.content_length
+    elif method not in BODYLESS_METHODS:
+        # Envoy's HTTP/1 codec writes `content-length: 0` on a request without a body unless
+        # its method is one that has none (HeaderUtility::requestShouldHaveNoBody)
+        d.up_tail = b"content-length: 0\r\n\r\n"
+
+
+def upstream_target(path: str, query: str, target: str) -> str:
+    """The request target sent upstream: the normalised path and the query as it came; an empty
+    query keeps its `?` (`/a?` goes out as `/a?`, as from Envoy)."""
+    return path + "?" + query if query or "?" in target else path
+
+
+def changed_request_headers(raw, skip, changes) -> list[tuple[bytes, bytes]]:
+    """The request header lines `raw` ((name as sent, value) bytes) that go upstream, less the
+    lower-case names in `skip`, after the route's `changes` (a CHeaderChanges): lower-case names.
+    Values are decoded as `decode_value` does, so that a value that is not changed goes out as
+    the bytes that came in."""
+    pairs = []
+    for n, v in raw:
+        ln = n.lower()
+        if ln not in skip:
+            pairs.append((ln.decode("latin-1"), decode_value(v)))
+    return [(n.encode("latin-1"), encode_value(v)) for n, v in apply_changes(pairs, changes, REQUEST_INLINE)]
+
+
+# ---- the head as received -----------------------------------------------------------------------
+
+# raw header name -> lower-case str (bounded: names are few; random names only fill it to the cap)
+_NAMES: dict[bytes, str] = {}
+
+
+def header_dict(raw: list) -> tuple[dict[str, list[str]], list]:
+    """The request's headers as routing reads them: lower-case name -> values (decoded as
+    `decode_value`), and the header lines to forward. Envoy keeps one value for each of its
+    inline headers (http.REQUEST_INLINE): their repeated lines are joined, in both results."""
+    hdict: dict[str, list[str]] = {}
+    joined = False
+    names = _NAMES
+    for n, v in raw:
+        name = names.get(n)
+        if name is None:
+            name = n.decode("latin-1").lower()
+            if len(names) < 4096:
+                names[n] = name
+        try:
+            value = v.decode("ascii")
+        except UnicodeDecodeError:
+            value = decode_value(v)
+        values = hdict.get(name)
+        if values is None:
+            hdict[name] = [value]
+        elif name in REQUEST_INLINE:
+            if value:         # Envoy's appendToHeader: nothing for an empty value, no comma after one
+                values[0] = values[0] + "," + value if values[0] else value
+            joined = True
+        else:
+            values.append(value)
+    return hdict, (_join_inline(raw) if joined else raw)
+
+
+def _join_inline(raw: list) -> list:
+    """The request's header lines with the repeated lines of each of Envoy's inline headers
+    joined, with ",", into the first one (http.REQUEST_INLINE), as Envoy's appendToHeader does:
+    an empty line adds nothing, and a value after an empty one comes without a comma."""
+    out = []
+    first: dict[str, int] = {}
+    for n, v in raw:
+        name = n.decode("latin-1").lower()
+        if name in REQUEST_INLINE:
+            at = first.get(name)
+            if at is not None:
+                if v:
+                    out[at] = (out[at][0], out[at][1] + b"," + v if out[at][1] else v)
+                continue
+            first[name] = len(out)
+        out.append((n, v))
+    return out
