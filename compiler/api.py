@@ -21,7 +21,6 @@ import gc
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from compiler import ir
 from compiler.core.diagnostics import Collector, Diagnostic
@@ -29,6 +28,7 @@ from compiler.core.source import SourceFile
 from compiler.semantic.program import Program, Text, load_program
 from compiler.semantic.symbols import Context
 
+TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
 if TYPE_CHECKING:
     from compiler.backends.base import Emitted, Options
     from compiler.sharding import Sharded

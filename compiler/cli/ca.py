@@ -14,6 +14,7 @@ import sys
 
 from compiler.cli.exits import EXIT_INPUT, EXIT_USAGE
 from compiler.language import defaults
+from compiler.language.settings import MESH
 
 MAX_HOURS = 876_000  # a hundred years
 MIN_HOURS = 0.1     # six minutes: the certificate starts a minute in the past, and must outlive its first use
@@ -32,8 +33,9 @@ def add_parser(sub) -> None:
                            description="Make a CA (EC P-256) in DIR: ca.pem, and ca-key.pem readable by its owner "
                                        "only. An existing CA is replaced only with --force.")
     init.add_argument("dir", metavar="DIR", help="the CA directory (made if missing)")
-    init.add_argument("--trust-domain", default=defaults.TRUST_DOMAIN, metavar="TD",
-                      help=f"the trust domain of every ID the CA issues (default: {defaults.TRUST_DOMAIN})")
+    trust_domain = MESH.default("trust_domain")
+    init.add_argument("--trust-domain", default=trust_domain, metavar="TD",
+                      help=f"the trust domain of every ID the CA issues (default: {trust_domain})")
     init.add_argument("--days", type=_positive(int, 36500), default=365, help="validity in days (default: 365)")
     init.add_argument("--force", action="store_true", help="replace an existing CA")
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 from compiler import __version__
 from compiler.cli.exits import EXIT_USAGE

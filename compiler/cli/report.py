@@ -4,7 +4,9 @@ json, sarif and github on standard output, unless standard output carries a comp
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
+if TYPE_CHECKING:
+    from typing import TextIO
 
 from compiler import __version__
 from compiler.core.diagnostics import Diagnostic

@@ -7,6 +7,8 @@ backend cannot express exactly; reported by `compile --target`, never by `check`
 
 from __future__ import annotations
 
+from compiler.language.retry import RETRY_CONDITIONS
+
 
 class Code:
     """One registered diagnostic code. A plain class: the registry is built at every start-up."""
@@ -57,8 +59,8 @@ CODES: dict[str, Code] = _registry(
     ("E0308", "invalid header name", "Header names are HTTP tokens (letters, digits and `!#$%&'*+-.^_`|~`), matched case-insensitively. "
               "Pseudo-headers such as `:path` are not allowed here."),
     ("E0309", "unknown method", "Methods are the standard HTTP methods, in upper case: GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH."),
-    ("E0310", "unknown retry condition", "Retry conditions are `5xx`, `gateway-error`, `reset`, `connect-failure`, `refused-stream`, "
-              "`retriable-4xx` and HTTP status codes such as `409`."),
+    ("E0310", "unknown retry condition", "Retry conditions are " + ", ".join(f"`{c}`" for c in RETRY_CONDITIONS)
+              + " and HTTP status codes such as `409`."),
     ("E0311", "invalid identity", "Identities are SPIFFE IDs: `spiffe://TRUST-DOMAIN/PATH`. A pattern may end in `/*` to match a path prefix."),
     ("E0312", "invalid setting value", "A setting has a value outside its documented set of choices."),
     ("E0313", "contradicting header changes", "The same header is both removed and set or added on one route; the result would depend on the order a target applies them in."),

@@ -1,47 +1,16 @@
-"""Every default of the language, in one place. Lowering writes them into the IR explicitly,
-so neither backend ever decides a default of its own. docs/language.md quotes these values."""
+"""The defaults of the language that are not settings of a block (those are described with their
+block in compiler/language/settings.py), one constant each. Lowering writes every one into the IR,
+so neither backend nor the native proxy ever decides a default of its own. docs/language.md §19
+lists them all (generated from DESCRIBED below and from the settings, compiler/tooling/reference.py)."""
 
-TRUST_DOMAIN = "cluster.local"
-MTLS_MODE = "disable"              # mTLS is one line away (`mesh { mtls strict }`), never a surprise
-MTLS_MODES = ("strict", "permissive", "disable")
-CERTIFICATES = "/etc/meshc/certs"  # identity files of service S: CERTIFICATES/S/{cert,key,ca}.pem
-NAMESPACE = "default"
-
+NAMESPACE = "default"              # a service's namespace when it writes none
 ROUTE_TIMEOUT_MS = 15_000          # Envoy's route default, made explicit
-
-RETRY_ATTEMPTS = 2                 # retries after the first attempt (Istio's default)
-RETRY_ON = ("5xx",)
-RETRY_BACKOFF_BASE_MS = 25         # Envoy's default base interval
 RETRY_BACKOFF_MAX_FACTOR = 10      # Envoy caps the backoff at 10 x base unless told otherwise
-
-LIMIT_CONNECTIONS = 1024           # Envoy's circuit-breaker defaults
-LIMIT_PENDING = 1024
-LIMIT_REQUESTS = 1024
-LIMIT_RETRIES = 3
-
-OUTLIER_CONSECUTIVE_5XX = 5
-OUTLIER_INTERVAL_MS = 10_000
-OUTLIER_EJECTION_MS = 30_000
-OUTLIER_MAX_EJECTED_PERCENT = 10.0
-OUTLIER_CONSECUTIVE_GATEWAY_ERRORS = 0  # not used unless written
-
-RETRY_PER_TRY_TIMEOUT_MS = 0       # each try may use what is left of the route timeout
-
 IMPLICIT_SUBSET = "default"        # the subset made by a service's own `endpoints`
 IMPLICIT_ROUTE = "default"         # the route of a service without a routes block
 AUTHORIZATION_DEFAULT = "allow"    # a service without an authorization block admits every request
-
-BUDGET_PERCENT = 20.0              # Envoy's retry budget defaults
-BUDGET_MIN_CONCURRENCY = 3
-
-SIDECAR_INBOUND_PORT = 15006       # Istio's sidecar ports
-SIDECAR_OUTBOUND_PORT = 15001
-SIDECAR_ADMIN_PORT = 15000
-APP_HOST = "127.0.0.1"
-ESCAPED_SLASHES = "reject"         # %2F / %5C in a path: 400
-
-FAULT_PERCENT = 100.0
-MIRROR_PERCENT = 100.0
+APP_HOST = "127.0.0.1"             # where the inbound listener forwards to, unless `sidecar { app }`
+MIRROR_PERCENT = 100.0             # share of a route's requests a `mirror` copies, unless written
 
 # ---- what the sidecars apply that the language does not (yet) let a policy write ------------------
 # Each is written into the IR by lowering, so that both targets apply the same value.
@@ -54,3 +23,26 @@ MAX_REQUEST_BODY_BYTES = 0         # 0: unlimited, the body streams (as Envoy's)
 IDLE_TIMEOUT_MS = 3_600_000        # a client connection idle this long is closed (Envoy's 1 h)
 DRAIN_TIMEOUT_MS = 5000            # native proxy, on SIGTERM: in-flight requests may take this long to finish
 MIRROR_TIMEOUT_MS = 15_000         # a mirror copy on a `timeout none` route is dropped after this (native)
+
+# What docs/language.md §19 shows of the constants above: (construct, constant, how its value reads:
+# `name`, `duration` in ms, `percent`, `bytes` (0: unlimited), `factor`, or a rule in words).
+DESCRIBED = (
+    ("service namespace", "NAMESPACE", "name"),
+    ("service identity", "", "`spiffe://<trust domain>/ns/<namespace>/sa/<name>`"),
+    ("route timeout (`timeout`)", "ROUTE_TIMEOUT_MS", "duration"),
+    ("retry backoff maximum", "RETRY_BACKOFF_MAX_FACTOR", "factor"),
+    ("mirror share (`mirror S.SUBSET [PCT]`)", "MIRROR_PERCENT", "percent"),
+    ("subset of service-level `endpoints`", "IMPLICIT_SUBSET", "name"),
+    ("route of a service without a `routes` block", "IMPLICIT_ROUTE", "name"),
+    ("authorization of a service without a block", "AUTHORIZATION_DEFAULT", "name"),
+    ("sidecar application host (`app`)", "APP_HOST", "name"),
+    ("where every listener binds", "LISTEN_HOST", "name"),
+    ("connect timeout, to every endpoint", "CONNECT_TIMEOUT_MS", "duration"),
+    ("idle pooled connection to an endpoint, closed after", "UPSTREAM_IDLE_TIMEOUT_MS", "duration"),
+    ("largest response head from an endpoint (else 502)", "MAX_RESPONSE_HEADERS_BYTES", "bytes"),
+    ("largest request head (else 431)", "MAX_REQUEST_HEADERS_BYTES", "bytes"),
+    ("largest request body (else 413)", "MAX_REQUEST_BODY_BYTES", "bytes"),
+    ("idle client connection, closed after", "IDLE_TIMEOUT_MS", "duration"),
+    ("drain on SIGTERM (native proxy)", "DRAIN_TIMEOUT_MS", "duration"),
+    ("mirror copy on a `timeout none` route, dropped after (native proxy)", "MIRROR_TIMEOUT_MS", "duration"),
+)

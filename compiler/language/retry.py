@@ -17,9 +17,3 @@ RETRY_CONDITIONS: dict[str, str] = {
 
 # Conditions that only arise before the upstream saw the request: safe for any method (W0501).
 PRE_SEND_CONDITIONS = frozenset({"connect-failure", "refused-stream"})
-
-
-def listed(words=None) -> str:
-    """The conditions as prose for messages: `5xx`, `gateway-error`, … and `retriable-4xx`."""
-    names = [f"`{c}`" for c in (words if words is not None else RETRY_CONDITIONS)]
-    return ", ".join(names[:-1]) + " and " + names[-1]

@@ -1,10 +1,12 @@
 """Settings blocks to the IR's resilience settings: limits, outlier detection, the retry budget,
-retries and faults. Every setting not written takes its default from compiler/language."""
+retries and faults. Every setting not written takes its default from its description
+(compiler/language/settings.py)."""
 
 from __future__ import annotations
 
 from compiler import ir
 from compiler.language import defaults
+from compiler.language.settings import BLOCKS, FAULT, RETRY
 from compiler.syntax import ast
 
 
@@ -12,49 +14,48 @@ def _values(block: ast.Block | None) -> dict[str, tuple]:
     return {s.key: tuple(v.value for v in s.values) for s in block.settings} if block is not None else {}
 
 
-def lower_limits(block: ast.Block | None) -> ir.Limits:
+def _written(block: ast.Block | None, kind: str) -> dict[str, object]:
+    """Each setting of a block of `kind`: its first value as written (True for a flag), else its default."""
     v = _values(block)
-    return ir.Limits(v.get("connections", (defaults.LIMIT_CONNECTIONS,))[0],
-                     v.get("pending", (defaults.LIMIT_PENDING,))[0],
-                     v.get("requests", (defaults.LIMIT_REQUESTS,))[0],
-                     v.get("retries", (defaults.LIMIT_RETRIES,))[0])
+    return {s.key: (v[s.key][0] if v[s.key] else True) if s.key in v else s.default for s in BLOCKS[kind].settings}
+
+
+def lower_limits(block: ast.Block | None) -> ir.Limits:
+    w = _written(block, "limits")
+    return ir.Limits(w["connections"], w["pending"], w["requests"], w["retries"])
 
 
 def lower_outlier(block: ast.Block | None) -> ir.Outlier | None:
     if block is None:
         return None
-    v = _values(block)
-    return ir.Outlier(v.get("consecutive_5xx", (defaults.OUTLIER_CONSECUTIVE_5XX,))[0],
-                      v.get("consecutive_gateway_errors", (defaults.OUTLIER_CONSECUTIVE_GATEWAY_ERRORS,))[0],
-                      v.get("interval", (defaults.OUTLIER_INTERVAL_MS,))[0],
-                      v.get("ejection", (defaults.OUTLIER_EJECTION_MS,))[0],
-                      v.get("max_ejected", (defaults.OUTLIER_MAX_EJECTED_PERCENT,))[0])
+    w = _written(block, "outlier")
+    return ir.Outlier(w["consecutive_5xx"], w["consecutive_gateway_errors"], w["interval"], w["ejection"],
+                      w["max_ejected"])
 
 
 def lower_budget(block: ast.Block | None) -> ir.RetryBudget | None:
     if block is None:
         return None
-    v = _values(block)
-    return ir.RetryBudget(v.get("percent", (defaults.BUDGET_PERCENT,))[0],
-                          v.get("min_concurrency", (defaults.BUDGET_MIN_CONCURRENCY,))[0])
+    w = _written(block, "retry_budget")
+    return ir.RetryBudget(w["percent"], w["min_concurrency"])
 
 
 def lower_retry(block: ast.Block | None) -> ir.Retry | None:
     if block is None:
         return None
     v = _values(block)
+    w = _written(block, "retry")
     conditions, codes = [], []
-    for word in v.get("on", defaults.RETRY_ON):
+    for word in v.get("on", RETRY.default("on")):
         if word.isdigit():
             codes.append(int(word))
         else:
             conditions.append(word)  # the language's names are the IR's (compiler/language/retry.py)
-    backoff = v.get("backoff", (defaults.RETRY_BACKOFF_BASE_MS,))
-    base = backoff[0]
+    base = w["backoff"]
+    backoff = v.get("backoff", ())
     top = backoff[1] if len(backoff) > 1 else base * defaults.RETRY_BACKOFF_MAX_FACTOR
-    return ir.Retry(v.get("attempts", (defaults.RETRY_ATTEMPTS,))[0], tuple(dict.fromkeys(conditions)),
-                    tuple(sorted(set(codes))), v.get("per_try_timeout", (defaults.RETRY_PER_TRY_TIMEOUT_MS,))[0], base, top,
-                    "allow_non_idempotent" in v)
+    return ir.Retry(w["attempts"], tuple(dict.fromkeys(conditions)), tuple(sorted(set(codes))), w["per_try_timeout"],
+                    base, top, "allow_non_idempotent" in v)
 
 
 def lower_fault(block: ast.Block | None) -> ir.Fault | None:
@@ -62,7 +63,7 @@ def lower_fault(block: ast.Block | None) -> ir.Fault | None:
         return None
     abort = delay = None
     for s in block.settings:
-        pct = s.values[1].value if len(s.values) > 1 else defaults.FAULT_PERCENT
+        pct = s.values[1].value if len(s.values) > 1 else FAULT.default(s.key)
         if s.key == "abort":
             abort = ir.FaultAbort(s.values[0].value, pct)
         else:

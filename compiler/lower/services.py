@@ -7,7 +7,7 @@ from compiler import ir
 from compiler.ir import names
 from compiler.language import defaults
 from compiler.language.endpoints import discovery, parse_endpoint
-from compiler.lower.resilience import _values, lower_budget, lower_limits, lower_outlier
+from compiler.lower.resilience import _written, lower_budget, lower_limits, lower_outlier
 from compiler.lower.routes import implicit_route, lower_route
 from compiler.semantic.conditions import authorization_rules, service_identity, service_namespace, location
 from compiler.semantic.symbols import Context, resolve_block
@@ -29,16 +29,12 @@ def lower_subset(service: str, name: str, endpoints: tuple[ast.Lit, ...], node) 
 
 
 def lower_sidecar(svc: ast.Service) -> ir.Sidecar:
-    v = _values(svc.sidecar)
+    w = _written(svc.sidecar, "sidecar")
     host, port = defaults.APP_HOST, svc.port.value
-    if "app" in v:
-        host, port = parse_endpoint(v["app"][0])
-    return ir.Sidecar(defaults.LISTEN_HOST,
-                      v.get("inbound", (defaults.SIDECAR_INBOUND_PORT,))[0],
-                      v.get("outbound", (defaults.SIDECAR_OUTBOUND_PORT,))[0],
-                      v.get("admin", (defaults.SIDECAR_ADMIN_PORT,))[0], host, port, discovery((host,)),
-                      names.inbound_cluster(svc.name.value), lower_limits(None),
-                      v.get("escaped_slashes", (defaults.ESCAPED_SLASHES,))[0], True, True,
+    if w["app"] is not None:
+        host, port = parse_endpoint(w["app"])
+    return ir.Sidecar(defaults.LISTEN_HOST, w["inbound"], w["outbound"], w["admin"], host, port, discovery((host,)),
+                      names.inbound_cluster(svc.name.value), lower_limits(None), w["escaped_slashes"], True, True,
                       defaults.MAX_REQUEST_HEADERS_BYTES, defaults.MAX_REQUEST_BODY_BYTES, defaults.IDLE_TIMEOUT_MS,
                       defaults.DRAIN_TIMEOUT_MS)
 
@@ -49,7 +45,7 @@ UPSTREAM = ir.Upstream(defaults.CONNECT_TIMEOUT_MS, defaults.UPSTREAM_IDLE_TIMEO
 
 
 def lower_mtls(ctx: Context, svc: ast.Service) -> ir.Mtls:
-    root = ctx.mesh_setting("certificates", defaults.CERTIFICATES).rstrip("/") or ""
+    root = ctx.mesh_setting("certificates").rstrip("/") or ""
     return ir.Mtls(ctx.mtls_mode(svc), f"{root}/{svc.name.value}")
 
 

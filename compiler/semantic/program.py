@@ -12,7 +12,6 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from compiler.syntax import ast
 from compiler.core import package_data
@@ -185,7 +184,8 @@ def prescan(paths: list[str]) -> list[tuple[str, str, str]] | None:
     return list(files.values())
 
 
-class Text(NamedTuple):
+@dataclass(frozen=True)
+class Text:
     """A root file whose text is given rather than read: an editor's unsaved buffer, a test, a
     generated policy. `path` is where it would be (its imports resolve from there)."""
     path: str

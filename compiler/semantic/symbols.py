@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from compiler.syntax import ast
 from compiler.language import defaults
+from compiler.language.settings import MESH
 from compiler.core.diagnostics import Collector, Label
 from compiler.semantic.program import Program
 
@@ -51,25 +52,21 @@ class Context:
     def trust_domain(self) -> str:
         if self.trust_domain_override is not None:
             return self.trust_domain_override
-        if self.mesh is not None:
-            s = _setting(self.mesh.settings, "trust_domain")
-            if s is not None:
-                return s.values[0].value
-        return defaults.TRUST_DOMAIN
+        return self.mesh_setting("trust_domain")
 
-    def mesh_setting(self, key: str, default: str) -> str:
-        """The value of a one-value `mesh { key value }` setting, or `default`."""
+    def mesh_setting(self, key: str) -> str:
+        """The value of a one-value `mesh { key value }` setting, or its default."""
         if self.mesh is not None:
             s = _setting(self.mesh.settings, key)
             if s is not None:
                 return s.values[0].value
-        return default
+        return MESH.default(key)
 
     def mtls_mode(self, svc: ast.Service) -> str:
         """The service's own `mtls`, else the mesh-wide one, else the default."""
         if svc.mtls is not None:
             return svc.mtls.value
-        return self.mesh_setting("mtls", defaults.MTLS_MODE)
+        return self.mesh_setting("mtls")
 
     def policy(self, ref: ast.Ref, kind: str):
         """The body of the named policy of this kind, or None if it is missing or of another kind."""

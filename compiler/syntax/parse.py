@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from itertools import accumulate
-from typing import NamedTuple
 
 from compiler.syntax import ast
 from compiler.core.diagnostics import Collector, did_you_mean
@@ -302,13 +301,16 @@ def _join(words: list[str], last: str = "or") -> str:
     return ", ".join(words[:-1]) + f" {last} " + words[-1]
 
 
-class Token(NamedTuple):
+class Token:
     """One token as the parser classified it: `kind` is `keyword`, `punctuation`, or the lower-case
     terminal (`name`, `string`, `int`, `duration`, `percent`, `cond` for a retry condition, `path_kind`, ...)."""
-    kind: str
-    text: str
-    start: int
-    end: int
+    __slots__ = ("kind", "text", "start", "end")
+
+    def __init__(self, kind: str, text: str, start: int, end: int):
+        self.kind, self.text, self.start, self.end = kind, text, start, end
+
+    def __repr__(self) -> str:
+        return f"Token({self.kind!r}, {self.text!r}, {self.start}, {self.end})"
 
 
 _PARSER: Parser | None = None

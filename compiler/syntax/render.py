@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from typing import Callable
+from collections.abc import Callable
 
+from compiler.language.settings import BLOCKS, SETTINGS
 from compiler.syntax import ast
 
 INDENT = "  "
@@ -137,8 +138,6 @@ def _string_or_list(lits: tuple[ast.Lit, ...]) -> str:
 
 # ---- settings blocks --------------------------------------------------------------------------
 
-# The values each setting takes, by key: a value kind, or ("max", kind) for `max VALUE`;
-# a trailing "?" marks an optional value (only ever the last one).
 _SCALARS: dict[str, Callable[[ast.Lit], str]] = {
     "int": lambda lit: integer(lit.value),
     "string": lambda lit: string(lit.value),
@@ -146,34 +145,16 @@ _SCALARS: dict[str, Callable[[ast.Lit], str]] = {
     "duration": lambda lit: duration(lit.value),
     "percent": lambda lit: percent(lit.value),
 }
-SETTING_FORMS: dict[str, tuple] = {
-    # mesh
-    "trust_domain": ("string",), "mtls": ("name",), "certificates": ("string",),
-    # limits
-    "connections": ("int",), "pending": ("int",), "requests": ("int",), "retries": ("int",),
-    # outlier
-    "consecutive_5xx": ("int",), "consecutive_gateway_errors": ("int",),
-    "interval": ("duration",), "ejection": ("duration",), "max_ejected": ("percent",),
-    # retry budget
-    "percent": ("percent",), "min_concurrency": ("int",),
-    # sidecar
-    "inbound": ("int",), "outbound": ("int",), "admin": ("int",), "app": ("string",),
-    "escaped_slashes": ("name",),
-    # retry (`on` has a form of its own: a bracketed list of retry conditions)
-    "attempts": ("int",), "per_try_timeout": ("duration",), "backoff": ("duration", ("max", "duration?")),
-    "allow_non_idempotent": (),
-    # fault
-    "abort": ("int", "percent?"), "delay": ("duration", "percent?"),
-}
-# Which keys each kind of block takes (the grammar's, for a clear error on a hand-built AST).
-BLOCK_KEYS: dict[str, tuple[str, ...]] = {
-    "limits": ("connections", "pending", "requests", "retries"),
-    "outlier": ("consecutive_5xx", "consecutive_gateway_errors", "interval", "ejection", "max_ejected"),
-    "retry_budget": ("percent", "min_concurrency"),
-    "sidecar": ("inbound", "outbound", "admin", "app", "escaped_slashes"),
-    "retry": ("attempts", "on", "per_try_timeout", "backoff", "allow_non_idempotent"),
-    "fault": ("abort", "delay"),
-}
+def scalar(kind: str, value) -> str:
+    """A decoded value of a kind as the language writes it (`20%`, `10s`, `1024`)."""
+    return _SCALARS[kind](ast.Lit(value))
+
+
+# The values each setting takes, by key (compiler/language/settings.py): a value kind, or
+# ("max", kind) for `max VALUE`; a trailing "?" marks an optional value (only ever the last one).
+SETTING_FORMS: dict[str, tuple] = {key: setting.forms for key, setting in SETTINGS.items()}
+# Which keys each kind of block takes (for a clear error on a hand-built AST).
+BLOCK_KEYS: dict[str, tuple[str, ...]] = {kind: block.keys() for kind, block in BLOCKS.items() if kind != "mesh"}
 
 
 def setting(node: ast.Setting) -> str:

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from compiler.syntax import ast
 from compiler.language.retry import PRE_SEND_CONDITIONS, RETRY_CONDITIONS
+from compiler.language.settings import RETRY_BUDGET
 from compiler.semantic.conditions import route_matches
 from compiler.semantic.symbols import resolve_block, route_retry_block
 from compiler.semantic.symbols import Context
 
 NON_IDEMPOTENT = ("POST", "PATCH")
+
+
+def budget_example() -> str:
+    """W0502's suggestion: a retry budget with its defaults written out."""
+    from compiler.syntax import render  # only when W0502 fires: `meshc check` starts without it
+
+    return "retry_budget { " + " ".join(f"{s.key} {render.scalar(s.forms[0], s.default)}"
+                                        for s in RETRY_BUDGET.settings) + " }"
 
 
 def check_retry_limits(ctx: Context) -> None:
@@ -55,7 +64,7 @@ def check_retries(ctx: Context) -> None:
                 if svc is not None and svc.retry_budget is None:
                     ctx.diags.add("W0502", f"route `{route.name.value}` retries to service `{service}`, "
                                   "which has no retry budget", where,
-                                  hint=f"add `retry_budget {{ percent 20% min_concurrency 3 }}` to service `{service}`")
+                                  hint=f"add `{budget_example()}` to service `{service}`")
 
 
 def _destinations(route: ast.Route) -> list[str]:

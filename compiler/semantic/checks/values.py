@@ -13,10 +13,10 @@ from compiler.core.diagnostics import did_you_mean
 from compiler.language.endpoints import parse_endpoint
 from compiler.language.identity import DNS_LABEL, SPIFFE_ID, TRUST_DOMAIN
 from compiler.language.retry import RETRY_CONDITIONS
+from compiler.language.settings import BLOCKS, FAULT, MESH, SIDECAR, Setting
 from compiler.semantic.symbols import Context
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
-ESCAPED_SLASHES = ("reject", "decode", "keep")
 UINT32_MAX = 2**32 - 1
 DAY_MS = 86_400_000
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
@@ -188,47 +188,39 @@ class _Values:
 
     # ---- blocks --------------------------------------------------------------------------
     def block(self, block: ast.Block) -> None:
-        getattr(self, f"block_{block.kind}")(block)
-
-    def block_limits(self, block: ast.Block) -> None:
+        """Every value of a settings block, by the form its description gives it
+        (compiler/language/settings.py), then what only the block's own check knows."""
+        desc = BLOCKS[block.kind]
         for s in block.settings:
-            self.count(s.values[0], f"`{s.key}`")
+            setting = desc[s.key]
+            forms = setting.forms * len(s.values) if setting.forms == ("conditions",) else setting.forms
+            for form, lit in zip(forms, s.values):
+                kind = (form[1] if isinstance(form, tuple) else form).rstrip("?")
+                self.setting_value(block.kind, setting, kind, lit)
+        extra = getattr(self, f"block_{block.kind}", None)
+        if extra is not None:
+            extra(block)
 
-    def block_outlier(self, block: ast.Block) -> None:
-        for s in block.settings:
-            v = s.values[0]
-            if s.key in ("consecutive_5xx", "consecutive_gateway_errors"):
-                self.count(v, f"`{s.key}`")
-            elif s.key in ("interval", "ejection"):
-                self.duration(v, f"`{s.key}`")
-            else:
-                self.percent(v, f"`{s.key}`")
-
-    def block_retry_budget(self, block: ast.Block) -> None:
-        for s in block.settings:
-            if s.key == "percent":
-                self.percent(s.values[0], "retry budget percent")
-            else:
-                self.count(s.values[0], "`min_concurrency`", 0)
+    def setting_value(self, block: str, setting: Setting, kind: str, lit: ast.Lit) -> None:
+        if block == "fault":
+            return  # a status and a share: block_fault says it in its own words
+        if kind == "int":
+            self.count(lit, setting.what, setting.low, setting.high)
+        elif kind == "duration":
+            self.duration(lit, setting.what)
+        elif kind == "percent":
+            self.percent(lit, setting.what)
+        elif kind == "conditions":
+            self.retry_condition(lit)
 
     def block_retry(self, block: ast.Block) -> None:
         for s in block.settings:
-            if s.key == "attempts":
-                self.count(s.values[0], "`attempts`", 0, 100)  # 0: no retries (std.none)
-            elif s.key == "per_try_timeout":
-                self.duration(s.values[0], "per-try timeout")
-            elif s.key == "backoff":
-                for v in s.values:
-                    self.duration(v, "backoff")
-                if len(s.values) == 2 and s.values[0].value > s.values[1].value > 0:
-                    self.add("E0501", f"backoff base `{s.values[0].value} ms` is above its maximum "
-                             f"`{s.values[1].value} ms`", s.span, hint="swap them, or raise the maximum")
-            elif s.key == "on":
-                if not s.values:
-                    self.add("E0310", "retry conditions are empty", s.span,
-                             hint="list at least one condition, or write `retry none`")
-                for v in s.values:
-                    self.retry_condition(v)
+            if s.key == "backoff" and len(s.values) == 2 and s.values[0].value > s.values[1].value > 0:
+                self.add("E0501", f"backoff base `{s.values[0].value} ms` is above its maximum "
+                         f"`{s.values[1].value} ms`", s.span, hint="swap them, or raise the maximum")
+            elif s.key == "on" and not s.values:
+                self.add("E0310", "retry conditions are empty", s.span,
+                         hint="list at least one condition, or write `retry none`")
 
     def retry_condition(self, v: ast.Lit) -> None:
         word = v.value
@@ -246,30 +238,35 @@ class _Values:
         if not block.settings:
             self.add("E0301", "the fault block is empty", block.span, hint="add `abort STATUS PERCENT` or `delay DURATION PERCENT`")
         for s in block.settings:
+            setting = FAULT[s.key]
             if s.key == "abort":
                 status = s.values[0]
-                if not 200 <= status.value <= 599:
+                if not setting.low <= status.value <= setting.high:
                     self.add("E0302", f"abort status `{status.value}` is out of range", status.span,
-                             hint="an injected abort has a status between 200 and 599")
+                             hint=f"an injected abort has a status between {setting.low} and {setting.high}")
             else:
-                self.duration(s.values[0], "fault delay")
+                self.duration(s.values[0], setting.what)
             if len(s.values) > 1:
                 self.percent(s.values[1], f"{s.key} percentage")
 
+    def choice(self, setting: Setting, value: ast.Lit, hint: str | None = None) -> None:
+        """A `name` value that must be one of the setting's choices (E0312)."""
+        if value.value not in setting.choices:
+            self.add("E0312", f"`{setting.key}` is {one_of(setting.choices)}, not `{value.value}`", value.span,
+                     hint=hint or did_you_mean(value.value, setting.choices))
+
     def mtls_mode(self, value: ast.Lit) -> None:
-        if value.value not in defaults.MTLS_MODES:
-            self.add("E0312", f"`mtls` is `strict`, `permissive` or `disable`, not `{value.value}`", value.span,
-                     hint="`strict` accepts only mutual TLS; `permissive` also plaintext, during a migration")
+        self.choice(MESH["mtls"], value,
+                    hint="`strict` accepts only mutual TLS; `permissive` also plaintext, during a migration")
 
     def block_sidecar(self, block: ast.Block) -> None:
         written = {s.key: s.values[0] for s in block.settings}
-        effective = {"inbound": defaults.SIDECAR_INBOUND_PORT, "outbound": defaults.SIDECAR_OUTBOUND_PORT,
-                     "admin": defaults.SIDECAR_ADMIN_PORT}
+        ports = ("inbound", "outbound", "admin")
+        effective = {k: SIDECAR.default(k) for k in ports}
         effective.update({k: v.value for k, v in written.items() if k in effective})
         for s in block.settings:
             v = s.values[0]
             if s.key in effective:
-                self.port(v, f"{s.key} port")
                 clash = next((k for k, p in effective.items() if k != s.key and p == v.value), None)
                 if clash is not None and (clash not in written or list(effective).index(clash) < list(effective).index(s.key)):
                     what = "" if clash in written else " (its default)"
@@ -278,9 +275,8 @@ class _Values:
             elif s.key == "app":
                 if parse_endpoint(v.value) is None:
                     self.add("E0307", f"app address `{v.value}` is not `host:port`", v.span)
-            elif s.key == "escaped_slashes" and v.value not in ESCAPED_SLASHES:
-                self.add("E0312", f"`escaped_slashes` is `reject`, `decode` or `keep`, not `{v.value}`", v.span,
-                         hint=did_you_mean(v.value, ESCAPED_SLASHES))
+            elif s.key == "escaped_slashes":
+                self.choice(SIDECAR["escaped_slashes"], v)
 
     # ---- declarations ------------------------------------------------------------------------
     def service(self, svc: ast.Service) -> None:
@@ -439,3 +435,9 @@ def check_values(ctx: Context) -> None:
         v.authorization(authz)
     for rule in all_rules(ctx):
         v.conditions(rule.conditions, "rule")
+
+
+def one_of(words) -> str:
+    """`a`, `b` or `c`."""
+    quoted = [f"`{w}`" for w in words]
+    return ", ".join(quoted[:-1]) + " or " + quoted[-1] if len(quoted) > 1 else quoted[0]

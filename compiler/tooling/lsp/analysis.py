@@ -19,6 +19,7 @@ from compiler.core.source import SourceFile, Span
 from compiler.semantic.program import STDLIB_PACKAGE, Program, resolve_import, stdlib_modules
 from compiler.semantic.symbols import Context, subset_names
 from compiler.syntax import ast
+from compiler.tooling.reference import hover_docs
 
 STD_DISPLAY = "<std>/"   # how compiler/program.py names standard-library files
 
@@ -254,12 +255,6 @@ def definition(analysis: Analysis, offset: int) -> tuple[str, int, int, SourceFi
 KEYWORDS: dict[str, str] = {
     "import": "`import \"std/NAME\"` or `import \"path.mesh\"`: load a standard-library module or another file "
               "into the one program (names are program-wide; §3)",
-    "mesh": "`mesh { trust_domain \"…\" }`: mesh-wide settings, at most one block per program (§4)",
-    "trust_domain": "the first part of every SPIFFE ID of the program; default `cluster.local` (§4)",
-    "mtls": "`mtls strict|permissive|disable`: what a sidecar's inbound listener accepts (mutual TLS only, also "
-            "plaintext, plaintext only); in `mesh`, the default of every service; default `disable` (§4.1)",
-    "certificates": "the root of the identity files: sidecar S reads `DIR/S/cert.pem`, `key.pem`, `ca.pem`; "
-                    "default `/etc/meshc/certs` (§4.1)",
     "service": "`service NAME { port … }` declares a service; in `from service NAME`, the caller with that "
                "service's identity (§5, §14)",
     "port": "the port the service's application listens on, 1–65535; required (§5.1)",
@@ -270,29 +265,6 @@ KEYWORDS: dict[str, str] = {
     "endpoints": "`endpoints [\"HOST:PORT\", …]`: a subset's endpoints; directly in a service, the implicit "
                  "subset `default` (§5.3)",
     "subset": "`subset NAME { endpoints […] }`: a named group of endpoints (a version) that routes send to (§5.3)",
-    "limits": "circuit breaking per calling sidecar: `connections`, `pending`, `requests`, `retries` "
-              "(default 1024, 1024, 1024, 3); inline or a `policy limits` (§5.4)",
-    "connections": "limits: open connections to the subset's endpoints (default 1024) (§5.4)",
-    "pending": "limits: requests queued waiting for a connection (default 1024) (§5.4)",
-    "requests": "limits: requests in flight (default 1024) (§5.4)",
-    "retries": "limits: retries in flight (default 3; ignored under a `retry_budget`, W0503) (§5.4)",
-    "outlier": "passive health checking: eject an endpoint after consecutive errors; inline or a "
-               "`policy outlier` such as `std.standard` (§5.5)",
-    "consecutive_5xx": "outlier: eject an endpoint at its Nth 5xx in a row (default 5) (§5.5)",
-    "consecutive_gateway_errors": "outlier: eject at the Nth 502/503/504 in a row (default 0, not used) (§5.5)",
-    "interval": "outlier: how often ejections are re-evaluated (default 10s) (§5.5)",
-    "ejection": "outlier: base ejection time, multiplied by the number of ejections (default 30s) (§5.5)",
-    "max_ejected": "outlier: at most this share of a subset's endpoints ejected at once (default 10%) (§5.5)",
-    "retry_budget": "caps retries in flight at max(`min_concurrency`, `percent` × active requests); inline or a "
-                    "`policy retry_budget` (§5.6)",
-    "percent": "retry budget: share of active requests that may be retries (default 20%) (§5.6)",
-    "min_concurrency": "retry budget: retries always allowed in flight (default 3) (§5.6)",
-    "sidecar": "the service's own proxy: `inbound`, `outbound`, `admin` ports, `app`, `escaped_slashes` (§5.7)",
-    "inbound": "sidecar: port of the listener that receives traffic for the service (default 15006) (§5.7)",
-    "outbound": "sidecar: port of the listener the local app sends its calls to (default 15001) (§5.7)",
-    "admin": "sidecar: port of the proxy's admin interface (default 15000) (§5.7)",
-    "app": "sidecar: `\"HOST:PORT\"` where inbound traffic is forwarded, default `127.0.0.1:<port>` (§5.7)",
-    "escaped_slashes": "sidecar: what `%2F`/`%5C` in a path do: `reject` (400, default), `decode` or `keep` (§6)",
     "routes": "`routes SERVICE { route … }`: what a caller's sidecar does with requests to SERVICE; "
               "first matching route wins, else 404 (§7)",
     "route": "`route NAME { match … to … }`: one route; routes are tried in written order (§7)",
@@ -316,23 +288,7 @@ KEYWORDS: dict[str, str] = {
     "split": "`split { S.A 90  S.B 10 } [by header \"K\"]`: weighted pick of a subset, once per request; "
              "deterministic with `by header` (§8)",
     "by": "`by header \"K\"`: pick the split by `value mod total` of an integer header (§8)",
-    "timeout": "`timeout DURATION | none`: bound on the whole request, all tries and backoffs included; "
-               "default 15s, 504 on expiry (§9)",
     "none": "`timeout none` disables the route timeout; `retry none` means no retries (§9, §10)",
-    "retry": "`retry { … }`, `retry POLICY` (e.g. `std.idempotent`) or `retry none`: retries after the first "
-             "attempt (default 2 on `5xx`) (§10)",
-    "attempts": "retry: retries after the first attempt, 0–100 (default 2; 0 means no retries) (§10)",
-    "on": "retry: `on [5xx, reset, …]`, the conditions that make an attempt retried (default `[5xx]`) (§10)",
-    "per_try_timeout": "retry: bound on each attempt, shorter than the route timeout (default none) (§10)",
-    "backoff": "retry: `backoff BASE [max MAX]`, jittered exponential wait (default 25ms, max 10 × base) (§10)",
-    "max": "retry: the longest backoff (default 10 × the base) (§10)",
-    "allow_non_idempotent": "retry: silences W0501 (retries on POST/PATCH); changes nothing else (§10)",
-    "fault": "`fault { abort STATUS [PCT]  delay DURATION [PCT] }`: injected failures; delay first, aborts "
-             "never retried (§11)",
-    "abort": "fault: answer STATUS locally (`fault filter abort`) for a share of requests (default 100%) (§11)",
-    "delay": "fault: wait before forwarding, for a share of requests (default 100%) (§11)",
-    "mirror": "`mirror S.SUBSET [PCT]`: fire-and-forget copy of a share of requests (default 100%), "
-              "Host suffixed `-shadow` (§12)",
     "request_headers": "`request_headers { remove … set … add … }`: change the request sent upstream (§13)",
     "response_headers": "`response_headers { … }`: change the upstream's response (§13)",
     "set": "`set \"NAME\" \"VALUE\"`: replace every value of a header (applied after removes) (§13)",
@@ -350,6 +306,8 @@ KEYWORDS: dict[str, str] = {
               "kinds have separate namespaces (§15)",
     "rules": "`policy rules NAME { allow … deny … }`: a rule set for `use` in authorization blocks (§15)",
 }
+# Settings, settings blocks and the other defaulted words: generated from their one description.
+KEYWORDS.update(hover_docs())
 # Values that are words only after one keyword.
 _VALUE_DOCS: dict[tuple[str, str], str] = {
     ("escaped_slashes", "reject"): "`%2F`/`%5C` in a path: answer 400 (the default) (§6)",
