@@ -134,7 +134,7 @@ def check(sources: Iterable[Source], shard: bool = True) -> Compilation:
     return _analyse(list(sources), lower=False, shard=shard)
 
 
-def compile(sources: Iterable[Source], shard: bool = True) -> Compilation:  # noqa: A001 - api.compile
+def compile(sources: Iterable[Source], shard: bool = True) -> Compilation:
     """Parse, check and, when there is no error, lower a program to the IR (self-checked)."""
     return _analyse(list(sources), lower=True, shard=shard)
 

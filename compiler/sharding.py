@@ -18,11 +18,11 @@ from __future__ import annotations
 import os
 import re
 
-from compiler.syntax import ast
 from compiler.core.diagnostics import Collector, Diagnostic, Label
-from compiler.semantic.program import Program, prescan
 from compiler.core.source import SourceFile, Span
+from compiler.semantic.program import Program, prescan
 from compiler.semantic.symbols import Context, build_context
+from compiler.syntax import ast
 
 MIN_TOTAL_BYTES = 3_000_000      # below this one process is faster than two
 REPLICATE_BELOW_BYTES = 64_000   # files this small are parsed by both shards

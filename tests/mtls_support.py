@@ -15,7 +15,8 @@ import os
 import shutil
 import ssl
 
-from compiler.ca import certs as build, files as ca_files
+from compiler.ca import certs as build
+from compiler.ca import files as ca_files
 
 IDENTITY_FILES = ca_files.IDENTITY_FILES
 

@@ -57,7 +57,7 @@ def _apply_fail_first(h: dict) -> dict:
 
 
 class _Conn(asyncio.Protocol):
-    def __init__(self, server: "Backend"):
+    def __init__(self, server: Backend):
         self.server = server
         self.parser = httptools.HttpRequestParser(self)
         self.transport = None

@@ -234,7 +234,7 @@ def raw_exchange(port: int, data: bytes, timeout: float = 3.0) -> bytes:
             if not chunk:
                 break
             out += chunk
-    except socket.timeout:
+    except TimeoutError:
         pass
     finally:
         s.close()

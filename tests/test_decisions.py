@@ -7,8 +7,17 @@ import pytest
 
 from runtime_proxy.decide import authz, breaker, fault, headers, normalize, outlier, retry, routing, split
 from runtime_proxy.decide.retry import Outcome
-from runtime_proxy.decide.table import (CFault, CHeaderChanges, CRetry, Limits, OutlierSettings, RetryBudget,
-                                        TableError, compile_config, parse_query)
+from runtime_proxy.decide.table import (
+    CFault,
+    CHeaderChanges,
+    CRetry,
+    Limits,
+    OutlierSettings,
+    RetryBudget,
+    TableError,
+    compile_config,
+    parse_query,
+)
 from tests.decision_support import config, route, service, table
 from tests.decision_support import split as split_of
 
@@ -661,8 +670,15 @@ def test_choose_endpoint_is_round_robin():
 
 
 def test_decide_retry_checks_in_envoys_order():
-    from runtime_proxy.decide.upstream import (LIMIT, NOT_REPLAYABLE, NOT_RETRIABLE, OVERFLOW, RETRY, UpstreamState,
-                                               decide_retry)
+    from runtime_proxy.decide.upstream import (
+        LIMIT,
+        NOT_REPLAYABLE,
+        NOT_RETRIABLE,
+        OVERFLOW,
+        RETRY,
+        UpstreamState,
+        decide_retry,
+    )
 
     r = make_retry(["5xx"])                                   # two retries, backoff base 25 ms
     limits = Limits(max_connections=9, max_pending_requests=9, max_requests=9, max_retries=1)

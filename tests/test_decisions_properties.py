@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import re
 
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from runtime_proxy.decide import breaker, normalize, outlier, retry, split
-from runtime_proxy.decide.table import Limits, OutlierSettings as Outlier, RetryBudget
+from runtime_proxy.decide.table import Limits, RetryBudget
+from runtime_proxy.decide.table import OutlierSettings as Outlier
 from tests.decision_support import route, service
 from tests.decision_support import split as split_of
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from compiler.core import codes
 from compiler import api
 from compiler.cli.inputs import expand_paths
+from compiler.core import codes
 from compiler.core.diagnostics import Collector, render_human, render_json, summary_line
 from compiler.core.source import SourceFile
 from compiler.syntax import tables as tables_mod
@@ -136,7 +136,7 @@ def render_human_output(diags) -> str:
     return "\n".join(parts) + "\n" if parts else ""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def run_case(name: str):
     """(diagnostics, human text, JSON text) of a case, compiled from the repository root."""
     with at_root():
@@ -274,7 +274,7 @@ def test_paths_in_goldens_are_relative():
 LARK_NAMES_ANY_CASE = re.compile(r"__ANON|\$END", re.I)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def terminal_names() -> re.Pattern:
     t = tables_mod.load_tables()
     names = set(t.keywords.values()) | set(t.keyword_classes) | set(tables_mod.VALUE_TERMINALS)

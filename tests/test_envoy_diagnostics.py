@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from compiler import cli
-from compiler.core import codes
 from compiler.backends.envoy import limitations
+from compiler.core import codes
 from tests.envoy_support import ROOT, Backend, Envoy, compile_files, requires_envoy, validate
 
 CASES_DIR = Path(ROOT) / "tests" / "diagnostics_envoy"

@@ -18,7 +18,6 @@ from compiler.backends.envoy import listeners, matches, names, rbac, routes, val
 from tests.envoy_support import ROOT, compile_files, run_meshc
 from tests.test_import_directions import imported_modules, python_files
 
-
 # ---- scalars ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("ms, text", [(0, "0s"), (1, "0.001s"), (250, "0.250s"), (1000, "1s"), (1500, "1.500s"),
@@ -354,7 +353,7 @@ def test_static_bootstrap_names_the_same_secrets(tmp_path):
 def test_without_mtls_nothing_changes(tmp_path):
     text = MTLS_POLICY.replace("mtls strict", "mtls disable").replace("mtls permissive", "")
     files = mtls_files(tmp_path, text)
-    assert not [k for k in files if "/sds-" in k or k.endswith("/cds.json") and k != "xds/cds.json"]
+    assert not [k for k in files if "/sds-" in k or (k.endswith("/cds.json") and k != "xds/cds.json")]
     assert "xds/cds.json" in files
     assert "TlsContext" not in json.dumps(files) and "client_cert" not in json.dumps(files)
 
@@ -400,7 +399,8 @@ def test_discovery_response_is_the_plain_serialisation(resources):
 
 
 def test_discovery_response_on_a_whole_example():
-    from compiler.backends.envoy import bootstrap, routes as r
+    from compiler.backends.envoy import bootstrap
+    from compiler.backends.envoy import routes as r
 
     program = compile_files(["examples/shop.mesh"])[0].ir
     dumps = backend._dumps()

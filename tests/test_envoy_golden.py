@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,7 @@ EXAMPLES = sorted(p.stem for p in (Path(ROOT) / "examples").glob("*.mesh"))
 STATIC_PROXY = {"canary": "recommendations", "resilience": "orders", "shop": "payments", "zero-trust": "payments"}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def outputs(case: str) -> dict[str, bytes]:
     """Every golden file of an example: relative path -> bytes."""
     files = [f"examples/{case}.mesh"]

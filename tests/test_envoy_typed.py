@@ -15,6 +15,11 @@ import copy
 import json
 from pathlib import Path
 
+import envoy_data_plane.envoy.extensions.filters.http.fault.v3
+import envoy_data_plane.envoy.extensions.filters.http.rbac.v3
+import envoy_data_plane.envoy.extensions.filters.http.router.v3
+import envoy_data_plane.envoy.extensions.filters.listener.tls_inspector.v3
+import envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3  # noqa: F401
 import pytest
 
 # The imports cost about a second; this module is the only place that pays it.
@@ -22,13 +27,7 @@ from envoy_data_plane.envoy.config.bootstrap.v3 import Bootstrap
 from envoy_data_plane.envoy.config.cluster.v3 import Cluster, OutlierDetection
 from envoy_data_plane.envoy.config.listener.v3 import Listener
 from envoy_data_plane.envoy.config.route.v3 import RouteConfiguration
-import envoy_data_plane.envoy.extensions.filters.http.fault.v3  # noqa: F401  (registers the Any types)
-import envoy_data_plane.envoy.extensions.filters.http.rbac.v3  # noqa: F401
-import envoy_data_plane.envoy.extensions.filters.http.router.v3  # noqa: F401
-import envoy_data_plane.envoy.extensions.filters.listener.tls_inspector.v3  # noqa: F401
-import envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3  # noqa: F401
-from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import (DownstreamTlsContext, Secret,
-                                                                      UpstreamTlsContext)
+from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import DownstreamTlsContext, Secret, UpstreamTlsContext
 
 from tests.envoy_support import GOLDEN_XDS_DIR, requires_envoy, validate
 from tests.test_envoy_golden import EXAMPLES, GOLDEN_DIR, STATIC_PROXY

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from compiler import api, cli
-from compiler.tooling import explain
 from compiler.core.codes import CODES
+from compiler.tooling import explain
 from compiler.tooling.formats import help_uri
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,7 +10,8 @@ import sys
 import textwrap
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from compiler.syntax.fmt import FormatError, comments_of, format_text
 

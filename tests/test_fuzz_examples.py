@@ -29,11 +29,11 @@ import sys
 from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from compiler import api, cli
 from compiler.syntax.render import render
-
 from tests import strategies as S
 from tests.strategies import KEYWORDS
 
@@ -103,7 +103,7 @@ def check_mutant(workdir, content: str | bytes) -> int:
                 assert d["line"] <= n_lines, f"line {d['line']} is past the end of the file: {d} on {shown}"
     if code == 1:
         located = [d for d in diags if d["severity"] == "error" and d["file"]
-                   and (d["line"] is not None and d["column"] is not None or d["code"] in FILE_LEVEL_CODES)]
+                   and ((d["line"] is not None and d["column"] is not None) or d["code"] in FILE_LEVEL_CODES)]
         assert located, f"exit 1 without a located error: {diags} on {shown}"
 
     human_code, _, human_err = _main(["check", "--color", "always", path])

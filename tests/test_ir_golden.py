@@ -42,7 +42,7 @@ def compile_case(case: str):
         return api.compile(files)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ir_text(case: str) -> str:
     result = compile_case(case)
     assert result.diagnostics == [], f"examples compile clean: {[d.message for d in result.diagnostics]}"

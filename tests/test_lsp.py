@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("pygls")
 pytest.importorskip("lsprotocol")
 
-from compiler.tooling.lsp import analysis as lsp_analysis  # noqa: E402  (after the skips)
+from compiler.tooling.lsp import analysis as lsp_analysis
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 10.0

@@ -47,7 +47,7 @@ def own_services(program, case: str) -> list[str]:
                    for src in [s.source, s.authorization.source, *(r.source for r in s.routes)])]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def emitted(case: str) -> dict[str, bytes]:
     result = compile_example(case)
     out = result.emit("native", own_services(result.ir, case))
@@ -105,8 +105,8 @@ def schema_validator():
 
 @pytest.mark.parametrize("path", all_goldens(), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_golden_is_a_valid_config(path):
-    from runtime_proxy.config.model import Config
     from runtime_proxy.config.loading import load, semantic_errors
+    from runtime_proxy.config.model import Config
     from runtime_proxy.decide.table import compile_config
 
     raw = path.read_bytes()

@@ -12,8 +12,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from runtime_proxy.config.model import json_schema
 from runtime_proxy.config.loading import ConfigError, check_with_schema, json_path, load
+from runtime_proxy.config.model import json_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "runtime_proxy" / "config" / "schema.json"

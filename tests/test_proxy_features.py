@@ -9,7 +9,6 @@ import json
 import time
 
 import pytest
-
 from proxy_backend import Backend
 from proxy_harness import Client, config, get, route, run_proxy, service, subset
 

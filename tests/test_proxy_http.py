@@ -8,7 +8,6 @@ import socket
 import time
 
 import pytest
-
 from proxy_backend import Backend
 from proxy_harness import Client, config, get, raw_exchange, route, run_proxy, service, subset
 

@@ -13,10 +13,8 @@ import threading
 import time
 
 import pytest
-
 from proxy_backend import Backend
-from proxy_harness import (ROOT, Client, config, get, route, run_proxy, service, start_proxy, subset,
-                           write_config)
+from proxy_harness import ROOT, Client, config, get, route, run_proxy, service, start_proxy, subset, write_config
 
 ENV = dict(os.environ, PYTHONPATH=ROOT)
 

@@ -26,10 +26,10 @@ import threading
 import time
 
 import pytest
-
 from mtls_support import bad_certs, client_context, issue, make_ca, peer_id, rotate, serial, server_context
 from proxy_backend import Backend
 from proxy_harness import ROOT, config, route, run_proxy, service, subset, write_config
+
 from runtime_proxy.net.tls import serial_hex
 
 TD = "spiffe://test.local/ns/default/sa/"
@@ -367,7 +367,7 @@ def test_rotation_under_traffic(strict, pki):
                 status, _ = keep.get("/private/k")
                 assert status == 200
                 counts["keep"] += 1
-            except Exception as err:       # noqa: BLE001 - every failure is the finding
+            except Exception as err:
                 failures.append(("keep", repr(err)))
                 return
 
@@ -380,7 +380,7 @@ def test_rotation_under_traffic(strict, pki):
                 assert c.get("/private/n")[0] == 200
                 c.close()
                 counts["new"] += 1
-            except Exception as err:       # noqa: BLE001
+            except Exception as err:
                 failures.append(("new", repr(err)))
 
     def outbound():
@@ -392,7 +392,7 @@ def test_rotation_under_traffic(strict, pki):
                 resp.read()
                 assert resp.status == 200
                 counts["out"] += 1
-            except Exception as err:       # noqa: BLE001
+            except Exception as err:
                 failures.append(("out", repr(err)))
                 return
         conn.close()

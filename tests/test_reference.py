@@ -41,7 +41,7 @@ def test_the_formatter_and_the_language_server_read_the_descriptions():
     from compiler.syntax import render
     from compiler.tooling.lsp.analysis import KEYWORDS
 
-    assert render.SETTING_FORMS == {k: s.forms for k, s in SETTINGS.items()}
+    assert {k: s.forms for k, s in SETTINGS.items()} == render.SETTING_FORMS
     for key in SETTINGS:
         assert KEYWORDS[key] == reference.hover_docs()[key]
     assert "(default 1024)" in KEYWORDS["connections"] and "§5.4" in KEYWORDS["connections"]

@@ -15,14 +15,14 @@ import math
 import os
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from compiler.syntax import ast
 from compiler.core.diagnostics import Collector
-from compiler.syntax.render import duration, percent, render, string
 from compiler.core.source import SourceFile
+from compiler.syntax import ast
 from compiler.syntax.parse import Parser
-
+from compiler.syntax.render import duration, percent, render, string
 from tests import strategies as S
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

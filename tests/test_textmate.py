@@ -16,7 +16,7 @@ import json
 import re
 import shutil
 import subprocess
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -124,12 +124,12 @@ class Tokenizer:
         return result
 
 
-@lru_cache(maxsize=None)
+@cache
 def tokenizer() -> Tokenizer:
     return Tokenizer(load_grammar())
 
 
-@lru_cache(maxsize=None)
+@cache
 def lark_parser() -> Lark:
     return Lark((ROOT / "grammar" / "mesh.lark").read_text(encoding="utf-8"), parser="lalr",
                 start="start", keep_all_tokens=True, propagate_positions=True)

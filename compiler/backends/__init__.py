@@ -9,8 +9,16 @@ user would not expect, a warning for an approximation.
 
 from __future__ import annotations
 
-from compiler.backends.base import (CA_FILE, CERT_FILE, IDENTITY_FILES, KEY_FILE, Emitted, Options,  # noqa: F401
-                                    identity_dir, needs_identity)
+from compiler.backends.base import (  # noqa: F401
+    CA_FILE,
+    CERT_FILE,
+    IDENTITY_FILES,
+    KEY_FILE,
+    Emitted,
+    Options,
+    identity_dir,
+    needs_identity,
+)
 
 TARGETS = ("ir", "envoy", "native")
 

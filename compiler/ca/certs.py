@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from compiler.language import defaults
-from compiler.language.identity import DNS_LABEL, SPIFFE_ID, TRUST_DOMAIN, spiffe_id as default_id
+from compiler.language.identity import DNS_LABEL, SPIFFE_ID, TRUST_DOMAIN
+from compiler.language.identity import spiffe_id as default_id
 
 BACKDATE = dt.timedelta(minutes=1)     # a workload cert is valid a minute early: clock skew between hosts
 CA_BACKDATE = dt.timedelta(minutes=5)

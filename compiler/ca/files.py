@@ -33,7 +33,7 @@ _VERSION = re.compile(r"\.\.\d{4}(_\d\d){5}\.\d{6}\Z")
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 # ---- the CA directory ----------------------------------------------------------------------

@@ -106,7 +106,8 @@ def _init(args) -> int:
 
 
 def _issue(args) -> int:
-    from compiler.ca import certs as build, files as ca_files
+    from compiler.ca import certs as build
+    from compiler.ca import files as ca_files
 
     ca = ca_files.read_ca(args.ca)
     if args.spiffe_id is not None:
@@ -122,7 +123,8 @@ def _issue(args) -> int:
 
 
 def _rotate(args) -> int:
-    from compiler.ca import certs as build, files as ca_files
+    from compiler.ca import certs as build
+    from compiler.ca import files as ca_files
 
     ca = ca_files.read_ca(args.ca)
     now = ca_files.utcnow()
@@ -138,7 +140,8 @@ def _rotate(args) -> int:
 
 
 def _show(args) -> int:
-    from compiler.ca import certs as build, files as ca_files
+    from compiler.ca import certs as build
+    from compiler.ca import files as ca_files
     from compiler.ca.certs import CaFileError
 
     path = args.path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+
 TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
 if TYPE_CHECKING:
     from typing import NoReturn

@@ -4,6 +4,7 @@ json, sarif and github on standard output, unless standard output carries a comp
 from __future__ import annotations
 
 import sys
+
 TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
 if TYPE_CHECKING:
     from typing import TextIO

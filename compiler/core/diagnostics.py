@@ -142,7 +142,7 @@ def use_color(stream=None, choice: str = "auto") -> bool:
 
 def render_human(diag: Diagnostic, color: bool = False) -> str:
     """rustc-style rendering: headline, location, source excerpt with carets, labels and hint."""
-    c = _COLORS if color else {k: "" for k in _COLORS}
+    c = _COLORS if color else dict.fromkeys(_COLORS, "")
     sev = diag.severity
     lines = [f"{c[sev]}{sev}[{diag.code}]{c['reset']}{c['bold']}: {diag.message}{c['reset']}"]
     if diag.span is None:

@@ -9,7 +9,7 @@ left out, and only instances of the same class compare equal.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 _COMPARED: dict[type, tuple[str, ...]] = {}
 _SHOWN: dict[type, tuple[str, ...]] = {}
@@ -44,6 +44,17 @@ class Node:
         return f"{cls.__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in shown)})"
 
 
-def node(cls: type) -> type:
-    """`@dataclass(frozen=True, slots=True)` with equality, hash and repr from :class:`Node`."""
-    return dataclass(frozen=True, slots=True, eq=False, repr=False)(cls)
+TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
+if TYPE_CHECKING:
+    from typing import TypeVar, dataclass_transform
+
+    _C = TypeVar("_C", bound=type)
+
+    @dataclass_transform(frozen_default=True, field_specifiers=(field,))
+    def node(cls: _C) -> _C:
+        """`@dataclass(frozen=True, slots=True)` with equality, hash and repr from :class:`Node`:
+        to a type checker, a frozen dataclass."""
+else:
+    def node(cls):
+        """`@dataclass(frozen=True, slots=True)` with equality, hash and repr from :class:`Node`."""
+        return dataclass(frozen=True, slots=True, eq=False, repr=False)(cls)

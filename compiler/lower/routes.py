@@ -6,7 +6,7 @@ from __future__ import annotations
 from compiler import ir
 from compiler.language import defaults
 from compiler.lower.resilience import lower_fault, lower_retry
-from compiler.semantic.conditions import lower_match, route_matches, location
+from compiler.semantic.conditions import location, lower_match, route_matches
 from compiler.semantic.symbols import Context, route_retry_block, subset_names
 from compiler.syntax import ast
 

@@ -9,7 +9,7 @@ from compiler.language import defaults
 from compiler.language.endpoints import discovery, parse_endpoint
 from compiler.lower.resilience import _written, lower_budget, lower_limits, lower_outlier
 from compiler.lower.routes import implicit_route, lower_route
-from compiler.semantic.conditions import authorization_rules, service_identity, service_namespace, location
+from compiler.semantic.conditions import authorization_rules, location, service_identity, service_namespace
 from compiler.semantic.symbols import Context, resolve_block
 from compiler.syntax import ast
 

@@ -107,8 +107,8 @@ def principals_cover(a: tuple[ir.Principal, ...] | None, b: tuple[ir.Principal, 
     if b is None:
         return False
     for pb in b:
-        if not any(pa.value == pb.value and pa.kind == pb.kind
-                   or pa.kind == "prefix" and pb.value.startswith(pa.value) for pa in a):
+        if not any((pa.value == pb.value and pa.kind == pb.kind)
+                   or (pa.kind == "prefix" and pb.value.startswith(pa.value)) for pa in a):
             return False
     return True
 
@@ -138,13 +138,11 @@ def request_matches(m: ir.Match, method: str, path: str, headers: dict[str, list
         elif h.kind == "absent":
             if values is not None:
                 return False
-        elif values is None:
-            return False
-        elif any(_string_test(h.kind, h.value, v, h.ignore_case) for v in values) == h.invert:
+        elif values is None or any(_string_test(h.kind, h.value, v, h.ignore_case) for v in values) == h.invert:
             return False
     for q in m.query:
         value = query.get(q.name)
-        if value is None or q.kind != "present" and not _string_test(q.kind, q.value, value, False):
+        if value is None or (q.kind != "present" and not _string_test(q.kind, q.value, value, False)):
             return False
     return True
 
@@ -225,8 +223,20 @@ def regex_example(pattern: str) -> str | None:
     """A short string that the RE2 pattern fully matches, built from its syntax tree; None when
     the pattern uses constructs this simple generator does not handle."""
     import re._parser as sre_parse
-    from re._constants import (ANY, AT, BRANCH, CATEGORY, IN, LITERAL, MAX_REPEAT, MIN_REPEAT, NEGATE,
-                               NOT_LITERAL, RANGE, SUBPATTERN)
+    from re._constants import (
+        ANY,
+        AT,
+        BRANCH,
+        CATEGORY,
+        IN,
+        LITERAL,
+        MAX_REPEAT,
+        MIN_REPEAT,
+        NEGATE,
+        NOT_LITERAL,
+        RANGE,
+        SUBPATTERN,
+    )
 
     def category(name) -> str:
         text = str(name)

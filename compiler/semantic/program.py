@@ -13,10 +13,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from compiler.syntax import ast
 from compiler.core import package_data
 from compiler.core.diagnostics import Collector, Label
 from compiler.core.source import SourceFile
+from compiler.syntax import ast
 from compiler.syntax.parse import parse_source
 
 STDLIB_PACKAGE = "stdlib_policies"

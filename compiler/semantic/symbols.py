@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from compiler.syntax import ast
+from compiler.core.diagnostics import Collector, Label
 from compiler.language import defaults
 from compiler.language.settings import MESH
-from compiler.core.diagnostics import Collector, Label
 from compiler.semantic.program import Program
+from compiler.syntax import ast
 
 
 @dataclass

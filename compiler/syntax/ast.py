@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import field, fields
 
 from compiler.core.nodes import Node, node
-
 from compiler.core.source import Span
 
 _span = field(compare=False, repr=False, default=None)

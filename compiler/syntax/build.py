@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import re
 
-from compiler.syntax import ast
 from compiler.core.diagnostics import Collector
 from compiler.core.source import SourceFile, Span
-
+from compiler.syntax import ast
 
 _ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r"}
 _ESCAPE_RE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)")
@@ -240,7 +239,7 @@ class Builder:
         return ("sidecar", ast.Block("sidecar", self.unique(self.body(c), "the sidecar block"), self.span(c)),
                 self.span(c))
 
-    def _block(kind, where):  # noqa: N805 - a method factory used in the class body
+    def _block(kind, where):
         def build(self, c):
             return ast.Block(kind, self.unique(self.body(c), where), self.span(c))
         return build

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compiler.syntax import render
 from compiler.core.diagnostics import Collector
 from compiler.core.source import SourceFile
+from compiler.syntax import render
 from compiler.syntax.parse import parse_source
 
 

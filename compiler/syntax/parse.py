@@ -15,9 +15,9 @@ from __future__ import annotations
 import re
 from itertools import accumulate
 
-from compiler.syntax import ast
 from compiler.core.diagnostics import Collector, did_you_mean
 from compiler.core.source import SourceFile, Span
+from compiler.syntax import ast
 from compiler.syntax.build import Builder, reducers
 from compiler.syntax.tables import Tables, load_tables
 
@@ -226,7 +226,7 @@ class Parser:
             pass
         # Recovery: parse each top-level item on its own; report the first error of each.
         bounds = [m.start() for m in _TOP_LEVEL.finditer(text, start, end)]
-        if not bounds or text[start:bounds[0]].strip() and not _only_comments(text[start:bounds[0]]):
+        if not bounds or (text[start:bounds[0]].strip() and not _only_comments(text[start:bounds[0]])):
             bounds.insert(0, start)
         bounds.append(end)
         items, broken = [], []

@@ -23,8 +23,17 @@ from runtime_proxy.decide import authz as authz_mod
 from runtime_proxy.decide import fault as fault_mod
 from runtime_proxy.decide import split as split_mod
 from runtime_proxy.decide.headers import apply_changes
-from runtime_proxy.decide.http import (BODY_FAULT, BODY_RBAC, HOP_BY_HOP_BYTES, REQUEST_INLINE, STRIPPED_REQUEST,
-                                       connection_tokens, decode_value, encode_value, reason_phrase)
+from runtime_proxy.decide.http import (
+    BODY_FAULT,
+    BODY_RBAC,
+    HOP_BY_HOP_BYTES,
+    REQUEST_INLINE,
+    STRIPPED_REQUEST,
+    connection_tokens,
+    decode_value,
+    encode_value,
+    reason_phrase,
+)
 from runtime_proxy.decide.normalize import normalize
 from runtime_proxy.decide.routing import select_route
 from runtime_proxy.decide.table import CRoute

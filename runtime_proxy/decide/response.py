@@ -6,8 +6,13 @@ header lines; the connection that reads them is runtime_proxy/net/upstream.py.""
 from __future__ import annotations
 
 from runtime_proxy.decide.headers import apply_changes
-from runtime_proxy.decide.http import (RESPONSE_INLINE, RESPONSE_NOT_SETTABLE, connection_tokens, decode_value,
-                                       encode_value)
+from runtime_proxy.decide.http import (
+    RESPONSE_INLINE,
+    RESPONSE_NOT_SETTABLE,
+    connection_tokens,
+    decode_value,
+    encode_value,
+)
 
 RESPONSE_INLINE_BYTES = frozenset(n.encode() for n in RESPONSE_INLINE)
 # `connection` values that name no other header to drop

@@ -92,7 +92,7 @@ class TlsListener:
                 await loop.connect_accepted_socket(self.plain_factory, sock)
                 return
             first = await self._first_byte(sock)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             sock.close()
             return
         except asyncio.CancelledError:
@@ -125,7 +125,7 @@ class TlsListener:
         except asyncio.CancelledError:
             sock.close()
             raise
-        except (OSError, asyncio.TimeoutError, EOFError) as err:   # ssl.SSLError is an OSError
+        except (TimeoutError, OSError, EOFError) as err:   # ssl.SSLError is an OSError
             reason = failure_reason(err)
             stats.failed("downstream", reason)
             self._refused(addr, reason, describe(err))

@@ -25,16 +25,16 @@ import orjson
 from httptools import HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade, HttpRequestParser
 
 from runtime_proxy.decide.breaker import Breaker
-from runtime_proxy.net.exchange import Exchange
-from runtime_proxy.decide.request import header_dict
-from runtime_proxy.net.wire import local_reply, status_line
-from runtime_proxy.net.metrics import MAX_SOURCES, Metrics, TlsStats
-from runtime_proxy.decide.outlier import OutlierState
-from runtime_proxy.decide.upstream import choose_endpoint
-from runtime_proxy.net.timers import TimerWheel
 from runtime_proxy.decide.identity import peer_identity, xfcc_line
+from runtime_proxy.decide.outlier import OutlierState
+from runtime_proxy.decide.request import header_dict
+from runtime_proxy.decide.upstream import choose_endpoint
+from runtime_proxy.net.exchange import Exchange
+from runtime_proxy.net.metrics import MAX_SOURCES, Metrics, TlsStats
+from runtime_proxy.net.timers import TimerWheel
 from runtime_proxy.net.tls import Identities
 from runtime_proxy.net.upstream import Pool
+from runtime_proxy.net.wire import local_reply, status_line
 
 log = logging.getLogger("runtime_proxy")
 
@@ -59,7 +59,7 @@ class ClusterState:
     `upstream` holds its connection settings (table.Upstream); `tls` is None (plaintext) or
     (server name, expected SPIFFE ID) for mTLS connections."""
 
-    def __init__(self, rt: "Runtime", name: str, endpoints, limits, budget, outlier, upstream, tls=None):
+    def __init__(self, rt: Runtime, name: str, endpoints, limits, budget, outlier, upstream, tls=None):
         self.name = name
         self.loop = rt.loop
         self.rt = rt

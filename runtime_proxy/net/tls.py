@@ -231,7 +231,7 @@ class Identities:
         stats.identity = identity
 
     @classmethod
-    def load(cls, files, identity: str, stats) -> "Identities":
+    def load(cls, files, identity: str, stats) -> Identities:
         """At start: TlsError when the files cannot be used (the proxy does not start)."""
         return cls(load_identity(files, identity), stats)
 

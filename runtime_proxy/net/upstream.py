@@ -36,8 +36,8 @@ from collections import deque
 from httptools import HttpParserError, HttpResponseParser
 
 from runtime_proxy.decide.http import RESPONSE_SKIP
-from runtime_proxy.decide.response import RESPONSE_INLINE_BYTES, add_inline_line
 from runtime_proxy.decide.identity import peer_identity
+from runtime_proxy.decide.response import RESPONSE_INLINE_BYTES, add_inline_line
 from runtime_proxy.net.tls import describe, failure_reason
 
 # what a failed TLS handshake raises (a refused TCP connection is not one)
@@ -53,7 +53,7 @@ class UpstreamConn(asyncio.Protocol):
                  "lines", "special", "head_seen", "cur_len", "head_done", "status", "in_body", "close_delimited",
                  "has_length", "idle_since", "max_head", "paused", "inline_seen", "refused", "opened")
 
-    def __init__(self, pool: "Pool"):
+    def __init__(self, pool: Pool):
         self.pool = pool
         self.transport = None
         self.parser = HttpResponseParser(self)

@@ -373,7 +373,7 @@ def send(port: int, request: GenRequest, test_id: str, timeout: float = 20, tls:
         if tls is not None:
             try:
                 sock = tls.context.wrap_socket(sock)
-            except (ssl.SSLError, ConnectionError, socket.timeout) as err:
+            except (TimeoutError, ssl.SSLError, ConnectionError) as err:
                 return Sent(test_id, REFUSED, [], b"", f"refused in the handshake: {type(err).__name__}: {err}")
             served = peer_id(sock)
             if served != tls.server_id:
@@ -383,7 +383,7 @@ def send(port: int, request: GenRequest, test_id: str, timeout: float = 20, tls:
             resp = http.client.HTTPResponse(sock, method=request.method)
             resp.begin()
             body = resp.read()
-        except (http.client.HTTPException, ConnectionError, socket.timeout, ssl.SSLError) as err:
+        except (TimeoutError, http.client.HTTPException, ConnectionError, ssl.SSLError) as err:
             return Sent(test_id, REFUSED, [], b"", f"{type(err).__name__}: {err}")
         return Sent(test_id, resp.status, [(n.lower(), v) for n, v in resp.getheaders()], body)
     finally:

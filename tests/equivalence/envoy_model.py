@@ -41,9 +41,19 @@ from dataclasses import dataclass
 
 import re2
 
-from tests.equivalence.decisions import (BODY_FAULT, BODY_RBAC, REFUSED, SAMPLE_RESPONSE, Decision,
-                                         canonical_fault, canonical_mirror, canonical_pick,
-                                         canonical_retry, model_der, visible_request_headers)
+from tests.equivalence.decisions import (
+    BODY_FAULT,
+    BODY_RBAC,
+    REFUSED,
+    SAMPLE_RESPONSE,
+    Decision,
+    canonical_fault,
+    canonical_mirror,
+    canonical_pick,
+    canonical_retry,
+    model_der,
+    visible_request_headers,
+)
 
 FAULT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
 RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"

@@ -29,8 +29,17 @@ from runtime_proxy.decide.request import Draws, Head, decide_request, header_dic
 from runtime_proxy.decide.response import RESPONSE_INLINE_BYTES, add_inline_line, response_lines
 from runtime_proxy.decide.table import compile_config
 from runtime_proxy.net.server import Downstream
-from tests.equivalence.decisions import (REFUSED, SAMPLE_RESPONSE, Decision, canonical_fault, canonical_mirror,
-                                         canonical_pick, canonical_retry, model_der, visible_request_headers)
+from tests.equivalence.decisions import (
+    REFUSED,
+    SAMPLE_RESPONSE,
+    Decision,
+    canonical_fault,
+    canonical_mirror,
+    canonical_pick,
+    canonical_retry,
+    model_der,
+    visible_request_headers,
+)
 
 _ALMOST_ONE = 1.0 - 2.0 ** -40
 _XFCC = b"x-forwarded-client-cert"

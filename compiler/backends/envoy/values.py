@@ -3,7 +3,6 @@ header values. Each has one canonical form, so the output is byte-stable."""
 
 from __future__ import annotations
 
-
 _DURATIONS: dict[int, str] = {}
 
 

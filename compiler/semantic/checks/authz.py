@@ -3,11 +3,11 @@ name identities that a plaintext caller does not have (W0604)."""
 
 from __future__ import annotations
 
-from compiler.syntax import ast
 from compiler.core.diagnostics import Label
 from compiler.semantic.conditions import authorization_rules
 from compiler.semantic.matching import rule_covers
 from compiler.semantic.symbols import Context
+from compiler.syntax import ast
 
 
 def check_authorization(ctx: Context) -> None:

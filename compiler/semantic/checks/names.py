@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from compiler.syntax import ast
 from compiler.core.diagnostics import did_you_mean
 from compiler.semantic.symbols import Context, subset_names
+from compiler.syntax import ast
+
 
 def check_policy_ref(ctx: Context, ref: ast.Ref, kind: str) -> None:
     policy = ctx.policies.get((kind, str(ref)))

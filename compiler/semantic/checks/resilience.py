@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from compiler.syntax import ast
 from compiler.language.retry import PRE_SEND_CONDITIONS, RETRY_CONDITIONS
 from compiler.language.settings import RETRY_BUDGET
 from compiler.semantic.conditions import route_matches
-from compiler.semantic.symbols import resolve_block, route_retry_block
-from compiler.semantic.symbols import Context
+from compiler.semantic.symbols import Context, resolve_block, route_retry_block
+from compiler.syntax import ast
 
 NON_IDEMPOTENT = ("POST", "PATCH")
 

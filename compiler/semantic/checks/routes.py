@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from compiler.syntax import ast
 from compiler.core.diagnostics import Label
 from compiler.semantic.conditions import route_matches
-from compiler.semantic.symbols import route_retry_block
 from compiler.semantic.matching import example_request, match_covers
-from compiler.semantic.symbols import Context, subset_names
+from compiler.semantic.symbols import Context, route_retry_block, subset_names
+from compiler.syntax import ast
 
 
 def check_timeouts(ctx: Context, route: ast.Route) -> None:

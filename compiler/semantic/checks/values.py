@@ -6,15 +6,15 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from compiler.syntax import ast
-from compiler.language import defaults
-from compiler.semantic.checks.names import all_rules
 from compiler.core.diagnostics import did_you_mean
+from compiler.language import defaults
 from compiler.language.endpoints import parse_endpoint
 from compiler.language.identity import DNS_LABEL, SPIFFE_ID, TRUST_DOMAIN
 from compiler.language.retry import RETRY_CONDITIONS
 from compiler.language.settings import BLOCKS, FAULT, MESH, SIDECAR, Setting
+from compiler.semantic.checks.names import all_rules
 from compiler.semantic.symbols import Context
+from compiler.syntax import ast
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 UINT32_MAX = 2**32 - 1

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import os
 
-from compiler.syntax import ast
-from compiler.language import defaults
 from compiler.core.diagnostics import Label
+from compiler.language import defaults
 from compiler.lower.resilience import lower_fault, lower_retry
 from compiler.semantic.conditions import lower_path
-from compiler.semantic.symbols import route_retry_block
 from compiler.semantic.program import resolve_import
-from compiler.semantic.symbols import Context
+from compiler.semantic.symbols import Context, route_retry_block
+from compiler.syntax import ast
 
 
 def _timeout_ms(route: ast.Route) -> int:

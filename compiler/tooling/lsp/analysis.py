@@ -500,5 +500,19 @@ def format_document(text: str, path: str) -> str | None:
     return out if isinstance(out, str) and out != text else None
 
 
-__all__ = ["Analysis", "Completion", "KEYWORDS", "Reference", "analyse_document", "check_document", "complete",
-           "definition", "format_document", "hover", "path_to_uri", "real_path", "reference_at", "uri_to_path"]
+__all__ = [
+    "KEYWORDS",
+    "Analysis",
+    "Completion",
+    "Reference",
+    "analyse_document",
+    "check_document",
+    "complete",
+    "definition",
+    "format_document",
+    "hover",
+    "path_to_uri",
+    "real_path",
+    "reference_at",
+    "uri_to_path",
+]

@@ -26,9 +26,9 @@ from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
 from compiler import __version__
-from compiler.tooling.lsp import analysis as la
-from compiler.tooling.formats import help_uri
 from compiler.core.source import SourceFile
+from compiler.tooling.formats import help_uri
+from compiler.tooling.lsp import analysis as la
 
 DEBOUNCE_S = 0.15  # wait this long after a change before checking; changes in between coalesce
 
