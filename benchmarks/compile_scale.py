@@ -19,6 +19,7 @@ Peak memory is the child's maximum resident set size (getrusage), time is wall-c
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import statistics
@@ -127,7 +128,7 @@ def envoy_scale(meshc: list[str], tmp: str, sizes: list[int], runs: int) -> None
         rows.append((n, statistics.median(times)))
         print(f"{n:>6} services ({n * 10} routes): {statistics.median(times):.2f} s, {max(peaks) / 1024:.0f} MiB, "
               f"{files} files, {size / 1e6:.0f} MB", flush=True)
-    for (n0, t0), (n1, t1) in zip(rows, rows[1:]):
+    for (n0, t0), (n1, t1) in itertools.pairwise(rows):
         print(f"growth {n0} -> {n1} services: envoy compile x{t1 / t0:.1f}")
 
 
@@ -160,8 +161,9 @@ def main() -> None:
                 size_mb = os.path.getsize(path) / 1e6
                 rows.append((n, size_mb, check, comp))
                 print(f"{n:>6} services ({n * 10} routes, {size_mb:.1f} MB): check {check[0]:.2f} s "
-                      f"{check[1] / 1024:.0f} MiB, compile --emit ir {comp[0]:.2f} s {comp[1] / 1024:.0f} MiB", flush=True)
-            for (n0, _, c0, k0), (n1, _, c1, k1) in zip(rows, rows[1:]):
+                      f"{check[1] / 1024:.0f} MiB, compile --emit ir {comp[0]:.2f} s {comp[1] / 1024:.0f} MiB",
+                      flush=True)
+            for (n0, _, c0, k0), (n1, _, c1, k1) in itertools.pairwise(rows):
                 print(f"growth {n0} -> {n1} services: check x{c1[0] / c0[0]:.1f}, compile x{k1[0] / k0[0]:.1f}")
         if envoy_sizes:
             envoy_scale(meshc, tmp, envoy_sizes, args.runs)

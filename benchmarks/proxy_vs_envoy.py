@@ -190,7 +190,8 @@ def fetch(port: int, method: str, path: str, headers: dict) -> tuple[int, bytes]
 def policy_text(plane: str, mtls: bool) -> str:
     """bench.mesh for one plane: its sidecar ports; with mTLS `api` gets a sidecar in front of
     nginx and its subsets point at that sidecar, without it the mesh's mTLS is turned off."""
-    text = open(POLICY).read()
+    with open(POLICY) as fh:
+        text = fh.read()
     ci, co, ca = PORTS[(plane, "client")]
     ai, ao, aa = PORTS[(plane, "api")]
     client_sidecar = "sidecar { inbound 15206  outbound 15201  admin 15200 }"
@@ -200,7 +201,8 @@ def policy_text(plane: str, mtls: bool) -> str:
         return text.replace("mtls strict", "mtls disable")
     api_start = text.index("service api {")
     head, tail = text[:api_start], text[api_start:]
-    tail = tail.replace("{\n", f'{{\n  sidecar {{ inbound {ai}  outbound {ao}  admin {aa}  app "127.0.0.1:{NGINX_PORTS[0]}" }}\n', 1)
+    tail = tail.replace("{\n", f"{{\n  sidecar {{ inbound {ai}  outbound {ao}  admin {aa}  "
+                                f'app "127.0.0.1:{NGINX_PORTS[0]}" }}\n', 1)
     for port in NGINX_PORTS:
         tail = tail.replace(f'endpoints ["127.0.0.1:{port}"]', f'endpoints ["127.0.0.1:{ai}"]', 1)
     return head + tail
@@ -242,14 +244,14 @@ def start_planes(tmp: str, mtls: bool, envoy_bin: str, procs: list) -> dict:
     for plane in ("envoy", "native"):
         pids = []
         for n, svc in enumerate(sidecars(mtls)):
-            log_file = open(os.path.join(tmp, f"{plane}-{svc}.log"), "w")
             if plane == "envoy":
                 cmd = [envoy_bin, "-c", os.path.join(tmp, "envoy", f"{svc}.envoy.json"), "--concurrency", "1",
                        "--disable-hot-restart", "--base-id", str(40 + n), "-l", "error"]
             else:
                 cmd = [sys.executable, "-m", "runtime_proxy", os.path.join(tmp, "native", f"{svc}.native.json"),
                        "--log-level", "warning"]
-            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file)
+            with open(os.path.join(tmp, f"{plane}-{svc}.log"), "w") as log_file:  # the child keeps its own copy
+                proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file)
             procs.append(proc)
             pids.append(proc.pid)
         out[plane] = (pids, PORTS[(plane, SERVICE)][1])
@@ -375,11 +377,12 @@ def main(argv=None) -> int:
                     raise SystemExit(f"{name}: {method} {path} -> {status} {body[:80]!r}")
         script = os.path.join(tmp, "mix.lua")
         lua_script(script)
-        nginx_pids = [int(p) for p in open(os.path.join(ndir, "nginx.pid")).read().split()]
+        with open(os.path.join(ndir, "nginx.pid")) as fh:
+            nginx_pids = [int(p) for p in fh.read().split()]
         nginx_pids += [int(x) for x in subprocess.run(["pgrep", "-P", str(nginx_pids[0])], capture_output=True,
                                                       text=True).stdout.split()]
         # 5. warm-up, then interleaved rounds
-        for name, (_, port) in targets.items():
+        for _, port in targets.values():
             run_wrk(wrk, port, 2, args.connections, script)
         rounds: list[dict] = []
         discarded: list[dict] = []
@@ -482,12 +485,13 @@ def profile(pid: int, port: int, args, wrk: str, script: str) -> None:
     spy_proc.wait(30)
     own: dict[str, int] = {}
     total = 0
-    for line in open(raw):
-        stack, n = line.rsplit(" ", 1)
-        n = int(n)
-        total += n
-        frame = stack.split(";")[-1]
-        own[frame] = own.get(frame, 0) + n
+    with open(raw) as fh:
+        for line in fh:
+            stack, n = line.rsplit(" ", 1)
+            n = int(n)
+            total += n
+            frame = stack.split(";")[-1]
+            own[frame] = own.get(frame, 0) + n
     print(f"\nnative proxy profile ({total} samples, own time by function):")
     for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:25]:
         print(f"  {100 * n / total:5.1f}%  {frame}")

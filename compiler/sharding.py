@@ -17,12 +17,17 @@ from __future__ import annotations
 
 import os
 import re
+from itertools import pairwise
 
 from compiler.core.diagnostics import Collector, Diagnostic, Label
 from compiler.core.source import SourceFile, Span
 from compiler.semantic.program import Program, prescan
 from compiler.semantic.symbols import Context, build_context
 from compiler.syntax import ast
+
+TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
+if TYPE_CHECKING:
+    from compiler import ir
 
 MIN_TOTAL_BYTES = 3_000_000      # below this one process is faster than two
 REPLICATE_BELOW_BYTES = 64_000   # files this small are parsed by both shards
@@ -60,7 +65,7 @@ def plan(paths: list[str], force: bool = False):
         if cuts[0] > 0:
             replicated.append((display, 0, cuts[0]))
         bounds = cuts + [len(text)]
-        pieces += [(display, a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+        pieces += [(display, a, b) for a, b in pairwise(bounds) if b > a]
     if len(pieces) < 2:
         return None
     # Cut at the service boundary nearest to half the bytes, then merge each shard's consecutive
@@ -157,7 +162,7 @@ class Shard:
 
         run_checks(self.ctx)
         diags = self.diags.sorted()
-        services: tuple = ()
+        services: tuple[ir.Service, ...] = ()
         routes = 0
         problems: list[str] = []
         if lower and not any(d.severity == "error" for d in diags):
@@ -165,11 +170,12 @@ class Shard:
             problems = check_ir(program, known_subsets)
             services = program.services
             routes = sum(len(svc.routes) for svc in services)
+        sent: tuple[ir.Service, ...] | dict[str, bytes] = services
         if serialize:
             import orjson
 
-            services = {svc.name: orjson.dumps(svc, option=orjson.OPT_INDENT_2) for svc in services}
-        return [portable(d) for d in diags], services, routes, problems
+            sent = {svc.name: orjson.dumps(svc, option=orjson.OPT_INDENT_2) for svc in services}
+        return [portable(d) for d in diags], sent, routes, problems
 
 
 def _service_summary(svc: ast.Service) -> tuple:
@@ -184,7 +190,7 @@ def _service_summary(svc: ast.Service) -> tuple:
 def _service_stub(summary: tuple, sources) -> ast.Service:
     def lit(x):
         return None if x is None else ast.Lit(x[0], Span(sources[x[1]], x[2], x[3]))
-    name, name_lit, port, namespace, identity, has_endpoints, subsets, has_budget, span = summary
+    _name, name_lit, port, namespace, identity, has_endpoints, subsets, has_budget, span = summary
     return ast.Service(lit(name_lit), lit(port), lit(namespace), lit(identity), () if has_endpoints else None,
                        tuple(ast.Subset(lit(s), ()) for s in subsets), None, None,
                        ast.Ref(None, "<remote budget>") if has_budget else None, None, None,
@@ -194,7 +200,8 @@ def _service_stub(summary: tuple, sources) -> ast.Service:
 def portable(d: Diagnostic) -> tuple:
     def span(s: Span | None):
         return None if s is None else (s.path, s.start, s.end)
-    return (d.code, d.message, span(d.span), d.hint, tuple((span(l.span), l.message) for l in d.labels), d.path)
+    labels = tuple((span(label.span), label.message) for label in d.labels)
+    return (d.code, d.message, span(d.span), d.hint, labels, d.path)
 
 
 def restore(t: tuple, sources) -> Diagnostic:

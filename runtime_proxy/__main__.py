@@ -16,6 +16,13 @@ import os
 import signal
 import socket
 import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runtime_proxy.decide.table import Table
+    from runtime_proxy.net.listener import TlsListener
+    from runtime_proxy.net.reload import Done, Reloader
+    from runtime_proxy.net.server import Runtime
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE = 0, 1, 2
 
@@ -29,12 +36,14 @@ def build_parser(prog: str = "python -m runtime_proxy") -> argparse.ArgumentPars
     p.add_argument("--check-config", metavar="FILE",
                    help="validate FILE against the config's JSON Schema and semantic checks, print "
                         "every problem (JSON path: reason), exit 1 when invalid; runs nothing")
-    p.add_argument("--inbound-port", type=int, metavar="N", help="override the inbound listener port (0: any free port)")
+    p.add_argument("--inbound-port", type=int, metavar="N",
+                   help="override the inbound listener port (0: any free port)")
     p.add_argument("--outbound-port", type=int, metavar="N", help="override the outbound listener port")
     p.add_argument("--admin-port", type=int, metavar="N", help="override the admin listener port")
     p.add_argument("--ports-file", metavar="PATH",
                    help="write the bound ports as JSON {inbound, outbound, admin, pid} once listening")
-    p.add_argument("--access-log", metavar="PATH|-", help="one JSON line per request to PATH (or - for stdout); off by default")
+    p.add_argument("--access-log", metavar="PATH|-",
+                   help="one JSON line per request to PATH (or - for stdout); off by default")
     p.add_argument("--identity-header", metavar="NAME",
                    help="take the caller's identity (SPIFFE ID) for authorization from this request "
                         "header; only behind a trusted mTLS terminator, or in tests. Ignored when "
@@ -87,7 +96,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m runtime_proxy") -
     return app.run()
 
 
-def new_loop():
+def new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
     except ImportError:  # the default loop works, only slower
@@ -98,7 +107,7 @@ def new_loop():
 class ProxyApp:
     """The listeners, the reloader and the signal handlers around one Runtime."""
 
-    def __init__(self, args, table, data: dict):
+    def __init__(self, args: argparse.Namespace, table: Table, data: dict[str, Any]) -> None:
         self.args = args
         self.config_path = args.config
         self.loop = new_loop()
@@ -106,10 +115,10 @@ class ProxyApp:
 
         self.rt = Runtime(self.loop, table, data, access_log=args.access_log,
                           identity_header=args.identity_header)
-        self.servers: dict[str, asyncio.AbstractServer] = {}
-        self.reloader = None
+        self.servers: dict[str, asyncio.Server | TlsListener] = {}
+        self.reloader: Reloader | None = None
         self.stopping = False
-        self.sweeper = None
+        self.sweeper: asyncio.TimerHandle | None = None
 
     # ---- start --------------------------------------------------------------------------------
 
@@ -127,10 +136,10 @@ class ProxyApp:
             "admin": (lst.admin[0], lst.admin[1] if args.admin_port is None else args.admin_port,
                       lambda: AdminProtocol(self)),
         }
-        ports = {}
+        ports: dict[str, int] = {}
         for name, (host, port, factory) in plan.items():
             if name == "inbound" and rt.table.mtls_mode != "disable":
-                server = self.tls_listener(host, port)
+                server: asyncio.Server | TlsListener = self.tls_listener(host, port)
             else:
                 server = loop.run_until_complete(
                     loop.create_server(factory, host, port, reuse_address=True, backlog=2048))
@@ -139,7 +148,7 @@ class ProxyApp:
         self.inbound_address = (lst.inbound[0], ports["inbound"])
         return ports
 
-    def tls_listener(self, host: str, port: int, sock=None):
+    def tls_listener(self, host: str, port: int, sock: socket.socket | None = None) -> TlsListener:
         """The inbound listener for mode strict or permissive (runtime_proxy/net/listener.py)."""
         from runtime_proxy.net.listener import TlsListener
         from runtime_proxy.net.server import Downstream, TlsDownstream
@@ -148,7 +157,7 @@ class ProxyApp:
         return TlsListener(self.loop, rt, host, port, lambda: Downstream(rt, "inbound"),
                            lambda own_id: TlsDownstream(rt, own_id), sock=sock)
 
-    def config_applied(self, old) -> None:
+    def config_applied(self, old: Table) -> None:
         """After a reload: a sidecar that turns mTLS on needs the TLS listener in place of the
         loop's own server, on the same port (TLS turned off is served by the TLS listener too)."""
         from runtime_proxy.net.listener import TlsListener
@@ -213,13 +222,13 @@ class ProxyApp:
 
     # ---- admin hooks --------------------------------------------------------------------------
 
-    def admin_request(self, method: str, path: str, query: str):
+    def admin_request(self, method: str, path: str, query: str) -> tuple[int, bytes, str]:
         from runtime_proxy.net.admin import handle
 
         return handle(self, method, path, query)
 
-    def reload(self, reason: str, done=None) -> None:
-        self.reloader.reload(reason, done)
+    def reload(self, reason: str, done: Done | None = None) -> None:
+        self.reloader.reload(reason, done)  # type: ignore[union-attr]  # run() made it, before serving
 
     # ---- stop ---------------------------------------------------------------------------------
 
@@ -239,7 +248,7 @@ class ProxyApp:
             self.reloader.stop()
         deadline = self.loop.time() + rt.drain_timeout
 
-        def check():
+        def check() -> None:
             if rt.active_requests() == 0 or self.loop.time() >= deadline:
                 left = rt.active_requests()
                 if left:
@@ -257,7 +266,7 @@ class ProxyApp:
             server.close()
 
 
-def plan_host(rt, listener: str) -> str:
+def plan_host(rt: Runtime, listener: str) -> str:
     return getattr(rt.table.listeners, listener)[0]
 
 

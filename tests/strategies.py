@@ -270,7 +270,8 @@ _value_chars = st.one_of(st.characters(codec="utf-8", exclude_characters="\r\n\x
                          st.sampled_from(list('%"\\{}[]$#&=*?.+ \t')))
 header_values = st.lists(_value_chars, max_size=8).map("".join)
 _regexes = st.sampled_from(["/[a-z]+", "/api/v[0-9]+/.*", "/(a|b)/c", "/x.*", "/[^/]+/items/[0-9]{1,8}",
-                            "/" + "[a-z]" * 30, "/[a-z]{150}/(x|y)+"])  # the last is beyond Envoy's default RE2 size limit
+                            "/" + "[a-z]" * 30,
+                            "/[a-z]{150}/(x|y)+"])  # beyond Envoy's default RE2 size limit
 _value_regexes = st.sampled_from(["[0-9]+", "(?i)yes|no", ".*", "a.c", "[^,]*", ""])
 _methods = st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH"])
 _durations_ms = st.integers(1, 86_400_000)
@@ -296,10 +297,12 @@ def _valid_service(draw, name: str):
     subset_names = draw(st.lists(_lower_names, min_size=1, max_size=2, unique=True))
     implicit = draw(st.booleans()) and len(subset_names) == 1
     endpoint_lists = [draw(st.lists(_endpoints, min_size=1, max_size=3, unique=True)) for _ in subset_names]
-    budget = draw(st.none() | st.builds(lambda p, m: ast.Block("retry_budget", (_setting("percent", p), _setting("min_concurrency", m))),
-                                        _four_decimals, st.integers(0, 100)))
+    budget = draw(st.none() | st.builds(
+        lambda p, m: ast.Block("retry_budget", (_setting("percent", p), _setting("min_concurrency", m))),
+        _four_decimals, st.integers(0, 100)))
     limits = draw(st.none() | st.builds(
-        lambda c, p, r: ast.Block("limits", (_setting("connections", c), _setting("pending", p), _setting("requests", r))),
+        lambda c, p, r: ast.Block("limits", (_setting("connections", c), _setting("pending", p),
+                                             _setting("requests", r))),
         st.integers(1, 2**32 - 1), st.integers(1, 2**32 - 1), st.integers(1, 2**32 - 1)))
     outlier = draw(st.none() | st.builds(
         lambda c, g, i, e, m: ast.Block("outlier", tuple(s for s in (
@@ -346,7 +349,8 @@ def _valid_match(draw):
     if draw(st.booleans()):
         conds.append(draw(_valid_path_cond()))
     if draw(st.booleans()):
-        conds.append(ast.MethodCond(tuple(_lit(m) for m in draw(st.lists(_methods, min_size=1, max_size=3, unique=True)))))
+        methods = draw(st.lists(_methods, min_size=1, max_size=3, unique=True))
+        conds.append(ast.MethodCond(tuple(_lit(m) for m in methods)))
     conds += draw(st.lists(_valid_header_cond(), max_size=2))
     conds += draw(st.lists(st.one_of(
         st.builds(lambda n, v: ast.QueryCond(_lit(n), "exact", _lit(v)), _tokens, _tokens),
@@ -388,7 +392,8 @@ def _valid_route(draw, name: str, targets: list[tuple[str, str]]):
     retry = None
     if draw(st.booleans()):
         conds = draw(st.lists(st.sampled_from(["5xx", "gateway-error", "reset", "connect-failure", "refused-stream",
-                                               "retriable-4xx", "409", "503", "429"]), min_size=1, max_size=4, unique=True))
+                                               "retriable-4xx", "409", "503", "429"]),
+                              min_size=1, max_size=4, unique=True))
         base = draw(st.integers(1, 1000))
         settings = [_setting("attempts", draw(st.integers(1, 5))), _setting("on", *conds),
                     _setting("backoff", base, base * draw(st.integers(1, 10)))]
@@ -426,7 +431,8 @@ def _valid_rule(draw, name: str, services: list[str]):
     if draw(st.booleans()):
         conds.append(draw(_valid_path_cond()))
     if draw(st.booleans()):
-        conds.append(ast.MethodCond(tuple(_lit(m) for m in draw(st.lists(_methods, min_size=1, max_size=3, unique=True)))))
+        methods = draw(st.lists(_methods, min_size=1, max_size=3, unique=True))
+        conds.append(ast.MethodCond(tuple(_lit(m) for m in methods)))
     conds += draw(st.lists(_valid_header_cond(), max_size=2))
     return ast.Rule(draw(st.sampled_from(["allow", "deny"])), _lit(name), tuple(conds))
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import x25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from compiler.cli import main
@@ -336,6 +338,10 @@ def test_issue_errors_write_nothing(ca_dir, tmp_path, capsys):
     mismatched = tmp_path / "mismatched"
     shutil.copytree(ca_dir, mismatched)
     shutil.copy(mtls.make_ca(str(tmp_path / "other"), "shop.local") + "/ca-key.pem", mismatched / "ca-key.pem")
+    cannot_sign = tmp_path / "cannot_sign"
+    shutil.copytree(ca_dir, cannot_sign)
+    (cannot_sign / "ca-key.pem").write_bytes(x25519.X25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     keydir = tmp_path / "keydir"
     shutil.copytree(ca_dir, keydir)
     os.unlink(keydir / "ca-key.pem")
@@ -347,6 +353,7 @@ def test_issue_errors_write_nothing(ca_dir, tmp_path, capsys):
         (["--policy", "examples/shop.mesh", "--ca", str(tmp_path / "nope")], 2, "no such CA directory"),
         (["--ca", str(corrupt)], 1, "ca.pem: not a PEM certificate"),
         (["--ca", str(mismatched)], 1, "does not belong to the certificate"),
+        (["--ca", str(cannot_sign)], 1, "X25519PrivateKey cannot sign certificates"),
         (["--ca", str(keydir)], 2, "cannot read"),
         (["--ca", str(tmp_path / "other" / "ca.pem")], 2, "no such CA directory"),
         (["--namespace", "x", "--spiffe-id", "spiffe://shop.local/a"], 2, "--namespace applies to the default ID"),

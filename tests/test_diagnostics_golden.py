@@ -211,7 +211,7 @@ def test_every_registered_code_is_covered():
     # Lint rules (L-codes) come from `meshc lint`: tests/test_explain.py runs each one's examples.
     lint = {c for c in codes.CODES if c.startswith("L")}
     assert set(codes.CODES) - covered - target - lint == set(), "codes without a diagnostics case"
-    assert covered - set(codes.CODES) == set(), "codes reported but not registered in compiler/codes.py"
+    assert covered - set(codes.CODES) == set(), "codes reported but not registered in compiler/core/codes.py"
 
 
 def test_severity_follows_the_registry():
@@ -292,7 +292,7 @@ def assert_no_lark_names(text: str) -> None:
 
 @pytest.mark.parametrize("name", CASES)
 def test_renderings_never_name_lark_terminals(name):
-    diags, human, text = run_case(name)
+    _, human, text = run_case(name)
     assert_no_lark_names(human)
     for d in json.loads(text)["diagnostics"]:
         for field in (d["message"], d["hint"] or "", d["title"], *(lb["message"] for lb in d["labels"])):

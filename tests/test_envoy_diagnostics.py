@@ -156,7 +156,8 @@ def _connect(port: int) -> bytes:
 def test_envoy_never_routes_connect(monkeypatch, tmp_path):
     app = Backend("app")
     try:
-        text = (f'service api {{ port 80  endpoints ["127.0.0.1:{app.port}"]  sidecar {{ app "127.0.0.1:{app.port}" }} }}\n'
+        text = (f'service api {{ port 80  endpoints ["127.0.0.1:{app.port}"]  '
+                f'sidecar {{ app "127.0.0.1:{app.port}" }} }}\n'
                 'routes api { route tunnel { match { method CONNECT } to api } }\n'
                 'authorization api { default deny  allow tunnels { method CONNECT } }\n')
         boot = unchecked(monkeypatch, text, tmp_path, ["api"])["api.envoy.json"]

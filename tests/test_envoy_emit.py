@@ -28,7 +28,8 @@ def test_durations_have_one_canonical_form(ms, text):
 
 @pytest.mark.parametrize("percent, expected", [
     (100.0, (100, "HUNDRED")), (0.0, (0, "HUNDRED")), (10.0, (10, "HUNDRED")), (12.5, (1250, "TEN_THOUSAND")),
-    (0.01, (1, "TEN_THOUSAND")), (0.0001, (1, "MILLION")), (33.3333, (333333, "MILLION")), (99.99, (9999, "TEN_THOUSAND")),
+    (0.01, (1, "TEN_THOUSAND")), (0.0001, (1, "MILLION")), (33.3333, (333333, "MILLION")),
+    (99.99, (9999, "TEN_THOUSAND")),
 ])
 def test_fractional_percent_uses_the_smallest_exact_denominator(percent, expected):
     fp = values.fractional_percent(percent)
@@ -279,7 +280,8 @@ def test_inbound_listener_per_mode(tmp_path):
     assert tls_ctx["common_tls_context"]["validation_context_sds_secret_config"]["sds_config"][
         "path_config_source"]["path"] == "/x/web/sds-mesh_ca.json"
     hcm = hcm_of(strict)
-    assert (hcm["forward_client_cert_details"], hcm["set_current_client_cert_details"]) == ("SANITIZE_SET", {"uri": True})
+    assert (hcm["forward_client_cert_details"], hcm["set_current_client_cert_details"]) == \
+        ("SANITIZE_SET", {"uri": True})
 
     permissive = inbound["pay"]
     assert permissive["listener_filters"] == [{"name": "envoy.filters.listener.tls_inspector",
@@ -307,7 +309,8 @@ def test_outbound_clusters_use_mtls_towards_destinations_that_accept_it(tmp_path
         ctx = socket["typed_config"]
         assert ctx["@type"] == names.UPSTREAM_TLS and ctx["sni"] == "pay.money"
         common = ctx["common_tls_context"]
-        assert common["tls_params"] == {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"}
+        assert common["tls_params"] == {"tls_minimum_protocol_version": "TLSv1_2",
+                                        "tls_maximum_protocol_version": "TLSv1_3"}
         assert common["tls_certificate_sds_secret_configs"][0]["sds_config"]["path_config_source"]["path"] == \
             "/x/web/sds-identity.json"
         validation = common["combined_validation_context"]

@@ -64,7 +64,8 @@ def test_envoy_golden(case, update_goldens):
     missing = sorted(set(files) - on_disk)
     assert not missing, f"missing goldens under {case_dir.relative_to(ROOT)}: {missing} (run `pytest --update-goldens`)"
     orphans = sorted(on_disk - set(files))
-    assert not orphans, f"orphaned goldens under {case_dir.relative_to(ROOT)}: {orphans} (run `pytest --update-goldens`)"
+    assert not orphans, \
+        f"orphaned goldens under {case_dir.relative_to(ROOT)}: {orphans} (run `pytest --update-goldens`)"
     for rel, data in files.items():
         assert (case_dir / rel).read_bytes() == data, \
             f"{case_dir.relative_to(ROOT)}/{rel} differs (run `pytest --update-goldens` and review the diff)"
@@ -137,7 +138,7 @@ def test_every_route_cluster_and_rule_is_traceable(case):
     for node in routes + clusters:
         source = node["metadata"]["filter_metadata"]["meshc"]["source"]
         path, line, col = source.rsplit(":", 2)
-        assert path.startswith("examples/") or path.startswith("<std>/"), source
+        assert path.startswith(("examples/", "<std>/")), source
         assert int(line) >= 1 and int(col) >= 1
     for rel, doc in docs.items():
         if not rel.endswith("/lds.json"):

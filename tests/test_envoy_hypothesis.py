@@ -26,7 +26,8 @@ EXAMPLES = int(os.environ.get("MESHC_ENVOY_EXAMPLES", "25"))
 
 
 @requires_envoy
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(S.valid_modules())
 def test_generated_policies_validate(module):
     text = render.module(module)

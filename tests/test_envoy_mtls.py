@@ -164,7 +164,8 @@ class Mesh:
         lds_path.write_text(json.dumps(lds))
         self.envoy = Envoy(str(out / "api.envoy.json"), "--reject-unknown-dynamic-fields")
         listeners = self.envoy.listener_ports()
-        assert listeners == {"inbound": ports["API_IN"], "outbound": ports["OUTBOUND"], "open.inbound": ports["OPEN_IN"]}
+        assert listeners == {"inbound": ports["API_IN"], "outbound": ports["OUTBOUND"],
+                             "open.inbound": ports["OPEN_IN"]}
         self.strict, self.outbound, self.permissive = ports["API_IN"], ports["OUTBOUND"], ports["OPEN_IN"]
 
     def cert(self, name: str) -> str:
@@ -185,7 +186,8 @@ def mesh(tmp_path_factory):
 
 def https(mesh, port: int, cert_dir: str | None, path: str = "/x", headers: dict | None = None):
     """One request over mTLS presenting `cert_dir`'s identity: (status, headers, body, server serial)."""
-    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=mtls.client_context(cert_dir, mesh.ca_file))
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5,
+                                       context=mtls.client_context(cert_dir, mesh.ca_file))
     try:
         conn.request("GET", path, headers={"host": "api", **(headers or {})})
         resp = conn.getresponse()
@@ -258,7 +260,8 @@ def test_permissive_plaintext_has_no_identity(mesh):
     status, _, _ = request(mesh.permissive, "/health", headers={"x-forwarded-client-cert": f"URI={spiffe('web')}"})
     assert status == 200  # a rule without `from` admits anyone; `cert_header` never saw the forged header
     assert xfcc(mesh, "/health") is None  # it was removed, not passed on
-    status, _, body = request(mesh.permissive, "/open/plain", headers={"x-forwarded-client-cert": f"URI={spiffe('web')}"})
+    status, _, body = request(mesh.permissive, "/open/plain",
+                              headers={"x-forwarded-client-cert": f"URI={spiffe('web')}"})
     assert (status, body) == (403, b"RBAC: access denied")  # only an identity rule would admit it
 
 
@@ -337,7 +340,8 @@ def test_rotation_under_load_loses_nothing(mesh):
         while not stop.is_set():
             count = len(mesh.good.seen)
             status, _, _ = request(mesh.outbound, "/rotate/out", headers={"host": "good"})
-            results["outbound"].append((status, mesh.good.seen[count]["serial"] if len(mesh.good.seen) > count else None))
+            served_serial = mesh.good.seen[count]["serial"] if len(mesh.good.seen) > count else None
+            results["outbound"].append((status, served_serial))
 
     def guarded(fn):
         def run():

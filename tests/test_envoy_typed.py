@@ -99,7 +99,8 @@ def test_every_golden_resource_is_well_typed(case):
                 assert msg.outlier_detection.consecutive_5xx == cluster["outlier_detection"]["consecutive_5xx"]
             if "transport_socket" in cluster:
                 tls = msg.transport_socket.typed_config.unpack()
-                assert isinstance(tls, UpstreamTlsContext) and tls.sni == cluster["transport_socket"]["typed_config"]["sni"]
+                assert isinstance(tls, UpstreamTlsContext)
+                assert tls.sni == cluster["transport_socket"]["typed_config"]["sni"]
     for path in sorted(case_dir.glob("xds/*/sds-*.json")):
         (secret,) = resources(path)  # Envoy takes exactly one secret per SDS file
         msg = typed(Secret, secret)

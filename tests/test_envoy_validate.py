@@ -55,7 +55,8 @@ def fleet(out_dir, services: list[str]) -> dict:
     for svc in services:
         xds = os.path.join(str(out_dir), "xds", svc)
         if svc != services[0] and os.path.exists(os.path.join(xds, "cds.json")):
-            static["clusters"] += [{**c, "name": f"{svc}.{c['name']}"} for c in resources(os.path.join(xds, "cds.json"))]
+            static["clusters"] += [{**c, "name": f"{svc}.{c['name']}"}
+                                   for c in resources(os.path.join(xds, "cds.json"))]
         for name in sorted(n for n in os.listdir(xds) if n.startswith("sds-")):
             static.setdefault("secrets", []).extend(
                 {**r, "name": f"{svc}.{r['name']}"} for r in resources(os.path.join(xds, name)))

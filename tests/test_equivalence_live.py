@@ -112,7 +112,8 @@ def test_equivalence_x_forwarded_for_is_neither_added_nor_appended(equivalence_s
     connection manager as compiled (use_remote_address false) passes the header unchanged."""
     results = check(equivalence_session, one(), [
         get(), get(headers=[("x-forwarded-for", "10.0.0.9")]),
-        get(kind="inbound", host="client"), get(kind="inbound", host="client", headers=[("x-forwarded-for", "1.2.3.4")]),
+        get(kind="inbound", host="client"),
+        get(kind="inbound", host="client", headers=[("x-forwarded-for", "1.2.3.4")]),
     ])
     assert dict(results[0].native.headers).get("x-forwarded-for") is None
     assert dict(results[1].native.headers)["x-forwarded-for"] == ("10.0.0.9",)
@@ -318,6 +319,7 @@ def test_equivalence_authorization_sees_the_sidecars_client_cert(equivalence_ses
 }
 '''
     results = check(equivalence_session, GenPolicy(text, ONE_ENDPOINTS, ("s0",), mtls="permissive"), [
-        inbound(caller=LEGACY, headers=forged), inbound(caller=WEB, headers=forged), inbound(caller=None, headers=forged),
+        inbound(caller=LEGACY, headers=forged), inbound(caller=WEB, headers=forged),
+        inbound(caller=None, headers=forged),
         inbound("/open", caller=None, headers=forged), inbound("/open", caller=WEB)])
     assert [r.native.status for r in results] == [200, 403, 403, 200, 403]

@@ -202,7 +202,8 @@ def fail(status: int | None = None, first: int = 1, reset: bool = False, delay_m
 
 def reset_body(reason: str, retried: bool) -> bytes:
     if retried:
-        return f"upstream connect error or disconnect/reset before headers. retried and the latest reset reason: {reason}".encode()
+        return ("upstream connect error or disconnect/reset before headers. "
+                f"retried and the latest reset reason: {reason}").encode()
     return f"upstream connect error or disconnect/reset before headers. reset reason: {reason}".encode()
 
 
@@ -253,8 +254,9 @@ def test_equivalence_retry_counts(planes):
         obs = planes.both("rt", path, headers)
         for plane, o in obs.items():
             got = (o.status, o.attempts, o.served_by or o.body, o.headers.get("x-envoy-attempt-count"))
-            if got != (status, attempts, origin, str(attempts)):
-                problems.append(f"{plane} {path} {headers}: {got}, expected {(status, attempts, origin, str(attempts))}")
+            expected = (status, attempts, origin, str(attempts))
+            if got != expected:
+                problems.append(f"{plane} {path} {headers}: {got}, expected {expected}")
         try:
             compare(f"{path} {headers}", obs)
         except pytest.fail.Exception as e:
@@ -371,7 +373,7 @@ def outlier_ejection_and_return(planes, plane) -> dict:
     # interval tick (300 ms)
     t_back = None
     while time.monotonic() - t_ejected < 3.0:
-        s, b = served(planes, plane, "od")
+        _, b = served(planes, plane, "od")
         if b == "od1":
             t_back = time.monotonic() - t_ejected
             break
@@ -392,7 +394,8 @@ def outlier_panic(planes, plane) -> dict:
     failing = [served(planes, plane, "op", {"x-test-status": "500"}) for _ in range(12)]
     time.sleep(0.05)
     healthy = [served(planes, plane, "op") for _ in range(9)]
-    return {"failing": failing, "healthy": healthy, "ejections": planes.ejections(plane, "outbound|default|op") - before}
+    ejections = planes.ejections(plane, "outbound|default|op") - before
+    return {"failing": failing, "healthy": healthy, "ejections": ejections}
 
 
 def test_equivalence_outlier_ejection_and_return(planes):

@@ -1,7 +1,7 @@
 """`meshc explain` and docs/codes.md: every registered code has a bad and a good example that
 really behave as claimed, and docs/codes.md is generated from the same data.
 
-For every code in compiler/codes.py, the bad example (all of its files, as one program, as
+For every code in compiler/core/codes.py, the bad example (all of its files, as one program, as
 `meshc check FILES` would load them) reports that code and no other, and the good example reports
 nothing at all. Codes raised only by a backend (E07xx/W07xx) are checked through
 `meshc compile --target envoy --proxy all` when the Envoy backend works, and skipped otherwise.

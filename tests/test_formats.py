@@ -41,7 +41,7 @@ def test_sarif_results_match_the_json_diagnostics():
     results = run["results"]
     assert len(results) == len(plain) > 20
     rule_ids = [r["id"] for r in run["tool"]["driver"]["rules"]]
-    assert rule_ids == sorted(set(d["code"] for d in plain))
+    assert rule_ids == sorted({d["code"] for d in plain})
     for result, diag in zip(results, plain):
         assert result["ruleId"] == diag["code"]
         assert rule_ids[result["ruleIndex"]] == diag["code"]

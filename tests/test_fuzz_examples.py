@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pathlib
 import random
 import re
 import shutil
@@ -39,7 +40,7 @@ from tests.strategies import KEYWORDS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE_DIR = os.path.join(ROOT, "examples")
-EXAMPLES = {name: open(os.path.join(EXAMPLE_DIR, name), encoding="utf-8").read()
+EXAMPLES = {name: pathlib.Path(EXAMPLE_DIR, name).read_text(encoding="utf-8")
             for name in sorted(os.listdir(EXAMPLE_DIR)) if name.endswith(".mesh")}
 MUTANT = "mutant.mesh"
 # Errors about a whole file, located by its path alone: a file that cannot be read or imported

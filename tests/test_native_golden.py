@@ -6,7 +6,7 @@ every such file holds every destination of the program, so the other sidecars wo
 them. Each example is compiled from the repository root so that `source` locations are stable.
 `pytest --update-goldens` rewrites them and deletes orphaned ones.
 
-Every golden is also checked against the contract: the pydantic models of runtime_proxy/config.py
+Every golden is also checked against the contract: the pydantic models of runtime_proxy/config/model.py
 (strict, as the proxy loads it), the committed JSON Schema (as `--check-config` does), the checks
 a schema cannot express, and the proxy's table compilation.
 """
@@ -208,7 +208,8 @@ def test_domains_and_clusters_are_the_envoy_targets():
     for svc in program.services:
         assert by_name[svc.name]["domains"] == vhosts[svc.name]["domains"] == list(svc.domains)
         envoy_clusters = [c["name"] for c in clusters.service_clusters(svc)]
-        assert [s["cluster"] for s in by_name[svc.name]["subsets"]] == envoy_clusters == [s.cluster for s in svc.subsets]
+        assert [s["cluster"] for s in by_name[svc.name]["subsets"]] == envoy_clusters == \
+            [s.cluster for s in svc.subsets]
         assert by_name[svc.name]["sni"] == svc.sni
         assert clusters.inbound_cluster(svc)["name"] == svc.sidecar.app_cluster
 

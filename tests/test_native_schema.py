@@ -145,7 +145,8 @@ def test_several_errors_are_all_reported(tmp_path):
     path = write(tmp_path, data)
     message = load_error(path)
     assert "(2 errors)" in message
-    assert "$.version: Field required" in message and "$.app.port: Input should be less than or equal to 65535" in message
+    assert "$.version: Field required" in message
+    assert "$.app.port: Input should be less than or equal to 65535" in message
     assert len(check_with_schema(path)) == 2
 
 

@@ -68,7 +68,8 @@ def test_wheel_contains_every_code_explanation(names):
 
 
 def test_wheel_contains_the_compiler_packages(names):
-    for module in ("compiler/cli/__init__.py", "compiler/syntax/parse.py", "compiler/semantic/checks/routes.py", "compiler/__main__.py"):
+    for module in ("compiler/cli/__init__.py", "compiler/syntax/parse.py", "compiler/semantic/checks/routes.py",
+                   "compiler/__main__.py"):
         assert module in names
     assert not any(n.startswith("tests/") for n in names)
 
@@ -109,7 +110,8 @@ def test_installed_wheel_finds_its_data_through_importlib_resources(wheel, tmp_p
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MESHC_DEBUG")}
     env["PYTHONPATH"] = str(site)
     env["MESHC_CACHE_DIR"] = str(tmp_path / "cache")  # a cold cache: the grammar is read from the wheel
-    proc = subprocess.run([sys.executable, "-c", script, str(site)], cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", script, str(site)], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr
     modules, services = proc.stdout.split()
     assert modules.split(",") == program.stdlib_modules()

@@ -95,8 +95,10 @@ def mesh_config(bs, dead_port):
                      [route("all", to=("budget", "n"), retry=dict(retry, num_retries=3))],
                      retry_budget={"percent": 20.0, "min_concurrency": 3})
     authz = {"default": "deny", "rules": [
-        {"name": "admin", "action": "deny", "source": {"file": "t.mesh", "line": 1, "column": 1}, "path": {"kind": "segment_prefix", "value": "/api/admin"}},
-        {"name": "api", "action": "allow", "source": {"file": "t.mesh", "line": 2, "column": 1}, "path": {"kind": "segment_prefix", "value": "/api"}},
+        {"name": "admin", "action": "deny", "source": {"file": "t.mesh", "line": 1, "column": 1},
+         "path": {"kind": "segment_prefix", "value": "/api/admin"}},
+        {"name": "api", "action": "allow", "source": {"file": "t.mesh", "line": 2, "column": 1},
+         "path": {"kind": "segment_prefix", "value": "/api"}},
         {"name": "from_frontend", "action": "allow", "source": {"file": "t.mesh", "line": 3, "column": 1},
          "principals": [{"kind": "exact", "value": "spiffe://test.local/ns/web/sa/frontend"}],
          "path": {"kind": "segment_prefix", "value": "/private"}},
@@ -207,7 +209,8 @@ def test_route_timeout_is_504_upstream_request_timeout(proxy):
 def test_unreachable_endpoint_is_503_remote_connection_failure(proxy):
     r = get(proxy.outbound, "/", host="dead")
     assert r.status == 503
-    assert r.body == b"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"
+    assert r.body == (b"upstream connect error or disconnect/reset before headers. "
+                      b"reset reason: remote connection failure")
     r = get(proxy.outbound, "/retried", host="dead")
     assert r.status == 503 and r.header("x-envoy-attempt-count") == "3"
     assert r.body == (b"upstream connect error or disconnect/reset before headers. retried and the latest "
@@ -335,7 +338,7 @@ def test_inbound_identity_rules(proxy):
 
 def test_chunked_request_and_response_bodies_stream(proxy, backends):
     def gen():
-        for i in range(5):
+        for _ in range(5):
             yield b"x" * 1000
     import http.client
 
@@ -365,7 +368,8 @@ def test_admin_endpoints_and_metric_names(proxy):
     get(proxy.outbound, "/")
     _, metrics = proxy.admin_get("/metrics")
     for name in ("envoy_cluster_upstream_rq_retry", "envoy_cluster_upstream_rq_retry_overflow",
-                 "envoy_cluster_upstream_rq_pending_overflow", "envoy_cluster_outlier_detection_ejections_enforced_total",
+                 "envoy_cluster_upstream_rq_pending_overflow",
+                 "envoy_cluster_outlier_detection_ejections_enforced_total",
                  "envoy_http_downstream_cx_active", "envoy_cluster_upstream_rq_time_bucket",
                  "meshc_route_requests_total"):
         assert f"\n{name}{{" in metrics, name

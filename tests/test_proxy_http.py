@@ -44,7 +44,8 @@ MALFORMED = {
     "bad request line": b"GET /a HTTP/1.1 extra\r\nHost: svc\r\n\r\n",
     "lower-case method": b"get /a HTTP/1.1\r\nHost: svc\r\n\r\n",
     "space before colon": b"GET /a HTTP/1.1\r\nHost : svc\r\n\r\n",
-    "CL and TE": b"POST /a HTTP/1.1\r\nHost: svc\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    "CL and TE": (b"POST /a HTTP/1.1\r\nHost: svc\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"3\r\nabc\r\n0\r\n\r\n"),
     "two Content-Lengths": b"POST /a HTTP/1.1\r\nHost: svc\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
     "bad Content-Length": b"POST /a HTTP/1.1\r\nHost: svc\r\nContent-Length: 3x\r\n\r\nabc",
     "bad chunk size": b"POST /a HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
@@ -95,7 +96,8 @@ def test_bad_chunk_after_the_head_went_upstream_is_cut_off(proxy, backend):
 def test_oversized_request_headers_get_431(proxy, backend):
     big = b"GET /a HTTP/1.1\r\nHost: svc\r\nX-Big: " + b"v" * 9000 + b"\r\n\r\n"
     assert status_of(raw_exchange(proxy.outbound, big)) == 431
-    many = b"GET /a HTTP/1.1\r\nHost: svc\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(100)) + b"\r\n"
+    headers = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(100))
+    many = b"GET /a HTTP/1.1\r\nHost: svc\r\n" + headers + b"\r\n"
     assert status_of(raw_exchange(proxy.outbound, many)) == 431
     # a head that never ends, sent in pieces
     s = socket.create_connection(("127.0.0.1", proxy.outbound), timeout=3)

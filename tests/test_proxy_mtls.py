@@ -189,7 +189,8 @@ def sha256_of(cert_path: str) -> str:
 # ---- the sidecars ------------------------------------------------------------------------------
 
 AUTHZ = {"default": "deny", "rules": [
-    {"name": "public", "action": "allow", "source": {"file": "t.mesh", "line": 1, "column": 1}, "path": {"kind": "segment_prefix", "value": "/public"}},
+    {"name": "public", "action": "allow", "source": {"file": "t.mesh", "line": 1, "column": 1},
+     "path": {"kind": "segment_prefix", "value": "/public"}},
     {"name": "private", "action": "allow", "source": {"file": "t.mesh", "line": 2, "column": 1},
      "principals": [{"kind": "exact", "value": FRONTEND}], "path": {"kind": "segment_prefix", "value": "/private"}},
 ]}
@@ -297,14 +298,15 @@ def test_source_identity_in_metrics_and_access_log(strict, pki):
             f'source_identity="{FRONTEND}",code="200"}}') in text
     assert metric(strict, 'meshc_tls_handshakes_total{side="downstream"}') >= 1
     assert wait_for(lambda: "/public/logged" in (strict.access_log.read_text() if strict.access_log.exists() else ""))
-    rec = [json.loads(x) for x in strict.access_log.read_text().splitlines() if "/public/logged" in x][0]
+    rec = next(json.loads(x) for x in strict.access_log.read_text().splitlines() if "/public/logged" in x)
     assert rec["source_identity"] == FRONTEND and rec["listener"] == "inbound"
 
 
 # ---- permissive inbound -------------------------------------------------------------------------
 
 def test_permissive_takes_plaintext_without_an_identity(permissive, upstreams):
-    assert plain_get(permissive.inbound, "/public", headers={"x-forwarded-client-cert": "By=x;URI=" + FRONTEND})[0] == 200
+    forged = {"x-forwarded-client-cert": "By=x;URI=" + FRONTEND}
+    assert plain_get(permissive.inbound, "/public", headers=forged)[0] == 200
     seen = [r for r in upstreams["app"].requests if r["target"] == "/public"][-1]
     assert not [v for n, v in seen["headers"] if n == "x-forwarded-client-cert"]      # stripped
     # identity rules never match a plaintext peer, and no header can claim an identity here
@@ -340,7 +342,8 @@ def test_outbound_refuses_a_server_that_is_not_the_destination(strict, host, rea
     after = strict.stats()
     cluster = f"cluster.outbound|v1|{host}"
     assert after[f"{cluster}.upstream_cx_connect_fail"] == stats[f"{cluster}.upstream_cx_connect_fail"] + 1
-    assert after[f"tls.upstream.handshake_failure.{reason}"] == stats.get(f"tls.upstream.handshake_failure.{reason}", 0) + 1
+    handshake_failures = f"tls.upstream.handshake_failure.{reason}"
+    assert after[handshake_failures] == stats.get(handshake_failures, 0) + 1
 
 
 def test_outbound_plaintext_destination_stays_plaintext(strict):

@@ -32,7 +32,7 @@ def test_every_setting_of_the_grammar_is_described_and_the_reverse():
                        ("sidecar", "sidecar_setting"), ("retry", "retry_setting"), ("fault", "fault_setting"),
                        ("mesh", "mesh_setting")):
         lines = grammar[grammar.index(f"\n{rule}:") + 1:].split("\n")
-        body = [lines[0]] + [line for line in _continuation(lines[1:])]
+        body = [lines[0]] + list(_continuation(lines[1:]))
         written = set(re.findall(r'^\s*(?:\w+:|\|)\s*"(\w+)"', "\n".join(body), re.M))
         assert written == set(BLOCKS[kind].keys()), kind
 

@@ -56,11 +56,12 @@ def test_clean_program_gives_identical_ir(tmp_path, program):
 def test_warnings_and_errors_are_the_same(tmp_path, program):
     # A warning near the start (shard 0), an error and a warning near the end (shard 1).
     lines = program.splitlines()
-    first = next(i for i, l in enumerate(lines) if l.startswith("  route r1 "))
-    last = max(i for i, l in enumerate(lines) if l.startswith("  route r1 "))
+    first = next(i for i, line in enumerate(lines) if line.startswith("  route r1 "))
+    last = max(i for i, line in enumerate(lines) if line.startswith("  route r1 "))
     lines[first] = lines[first].replace("timeout 1s", "timeout 1s  retry { attempts 2 on [5xx] }")
     lines[last] = lines[last].replace(".v2", ".v9")
-    lines.insert(last, '  route shadowed { match { path exact "/api/items/1" header "x-tenant" exact "t1" } to svc1.v1 }')
+    lines.insert(last, '  route shadowed { match { path exact "/api/items/1" header "x-tenant" exact "t1" } '
+                       'to svc1.v1 }')
     path = write(tmp_path, "\n".join(lines) + "\n")
     seq_diags, seq_text = sequential(path)
     par_diags, par_text = sharded(path)

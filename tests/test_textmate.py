@@ -215,7 +215,8 @@ def test_keywords_strings_and_names_get_the_right_scopes(path):
         where = f"{path.name}:{tok.line}:{tok.column} `{tok}`"
         if tok.type == "STRING":
             row = lines[tok.line - 1]
-            assert all("string.quoted.double.mesh" in row[i] for i in range(tok.column - 1, tok.column - 1 + len(tok))), where
+            columns = range(tok.column - 1, tok.column - 1 + len(tok))
+            assert all("string.quoted.double.mesh" in row[i] for i in columns), where
         elif tok.type == "NAME":
             assert not has(scopes, "keyword."), f"the name {where} is highlighted as a keyword: {scopes}"
         elif tok.type not in VALUE_TERMINALS and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", tok):
@@ -248,14 +249,17 @@ def test_every_keyword_of_the_grammar_alone_is_a_keyword():
     ('service payments {', {"payments": "entity.name.type.service.mesh", "service": "keyword.declaration.mesh"}),
     ('routes payments {', {"payments": "entity.name.type.service.mesh"}),
     ('  route canary {', {"canary": "entity.name.function.route.mesh", "route": "keyword.declaration.mesh"}),
-    ('policy retry quick { attempts 2 }', {"policy": "keyword.declaration.mesh", "retry": "keyword.other.policy-kind.mesh",
+    ('policy retry quick { attempts 2 }', {"policy": "keyword.declaration.mesh",
+                                          "retry": "keyword.other.policy-kind.mesh",
                                           "quick": "entity.name.function.policy.mesh"}),
     ('authorization payments {', {"payments": "entity.name.type.service.mesh"}),
     ('  allow checkout { from service checkout }', {"allow": "keyword.control.action.allow.mesh",
                                                     "checkout": "entity.name.function.rule.mesh"}),
     ('  default deny', {"deny": "keyword.control.action.deny.mesh"}),
-    ('  to payments.v2  retry std.idempotent', {"payments": "variable.other.service.mesh", "v2": "variable.other.subset.mesh",
-                                               "std": "support.class.std.mesh", "idempotent": "support.constant.policy.mesh"}),
+    ('  to payments.v2  retry std.idempotent', {"payments": "variable.other.service.mesh",
+                                               "v2": "variable.other.subset.mesh",
+                                               "std": "support.class.std.mesh",
+                                               "idempotent": "support.constant.policy.mesh"}),
     ('  timeout 1.5s  fault { delay 250ms 12.5% }', {"1.5s": "constant.numeric.duration.mesh",
                                                     "250ms": "constant.numeric.duration.mesh",
                                                     "12.5%": "constant.numeric.percentage.mesh"}),
@@ -265,8 +269,10 @@ def test_every_keyword_of_the_grammar_alone_is_a_keyword():
     ('  match { path raw_prefix "/a"  header "x" present  method [GET, POST] }',
      {"raw_prefix": "keyword.other.match-kind.mesh", "present": "keyword.other.match-kind.mesh",
       "POST": "constant.language.http-method.mesh"}),
-    ('  namespace "a#b\\n\\q"  # comment', {"a#b": "string.quoted.double.mesh", "\\n": "constant.character.escape.mesh",
-                                           "\\q": "invalid.illegal.unknown-escape.mesh", "comment": "comment.line.number-sign.mesh"}),
+    ('  namespace "a#b\\n\\q"  # comment', {"a#b": "string.quoted.double.mesh",
+                                           "\\n": "constant.character.escape.mesh",
+                                           "\\q": "invalid.illegal.unknown-escape.mesh",
+                                           "comment": "comment.line.number-sign.mesh"}),
 ])
 def test_constructs_get_their_scopes(line, expected):
     scopes = tokenizer().tokenize(line)[0]
@@ -325,7 +331,7 @@ def test_vim_syntax_file_highlights_the_canary_example(tmp_path):
     script = tmp_path / "probe.vim"
     script.write_text("set nocompatible\nfiletype plugin on\nsyntax on\n"
                       f"edit {src}\nlet out = [&filetype]\n"
-                      + "".join(f"call add(out, synIDattr(synID({l}, {c}, 1), 'name'))\n" for l, c in probes)
+                      + "".join(f"call add(out, synIDattr(synID({line}, {c}, 1), 'name'))\n" for line, c in probes)
                       + f"call writefile(out, '{out}')\nqall!\n", encoding="utf-8")
     subprocess.run(["vim", "-Es", "-N", "-u", "NONE", "-i", "NONE", "--cmd", f"set rtp^={ROOT / 'editors' / 'vim'}",
                     "-S", str(script)], capture_output=True, timeout=30, stdin=subprocess.DEVNULL)

@@ -1,4 +1,4 @@
-"""Backends: each reads only the IR (compiler/ir.py) and returns the files of one target.
+"""Backends: each reads only the IR (compiler/ir/model.py) and returns the files of one target.
 
 A backend is a module with `emit(program, proxies, options) -> Emitted`. It never writes files
 itself (the CLI writes everything atomically, or nothing) and never raises on a policy it
@@ -27,9 +27,9 @@ def emit(target: str, program, proxies: list[str], options: Options, sources=Non
     """Run one backend. `proxies` are service names (already checked to exist); `sources` maps a
     path to its SourceFile, so that backend diagnostics can show an excerpt."""
     if target == "envoy":
-        from compiler.backends import envoy as backend
-    elif target == "native":
-        from compiler.backends import native as backend
-    else:
-        raise ValueError(f"unknown target {target!r}")
-    return backend.emit(program, proxies, options, sources or {})
+        from compiler.backends import envoy
+        return envoy.emit(program, proxies, options, sources or {})
+    if target == "native":
+        from compiler.backends import native
+        return native.emit(program, proxies, options, sources or {})
+    raise ValueError(f"unknown target {target!r}")

@@ -11,8 +11,10 @@ from compiler.core.diagnostics import Diagnostic
 @dataclass
 class Options:
     """Target options from the command line; each backend reads the ones that concern it."""
-    bootstrap: str | None = None       # envoy: "static" (self-contained) or "xds" (file-based dynamic); None: backend default
-    xds_dir: str | None = None         # envoy: where the xds/ files live at run time (absolute); None: under the output directory
+    bootstrap: str | None = None       # envoy: "static" (self-contained) or "xds" (file-based dynamic);
+                                       # None: backend default
+    xds_dir: str | None = None         # envoy: where the xds/ files live at run time (absolute);
+                                       # None: under the output directory
     output_dir: str | None = None      # the -o directory, absolute
     certs_dir: str | None = None       # --certs-dir: the root of the identity files at run time, over `certificates`
 

@@ -1,6 +1,6 @@
 """The development certificate authority: a mesh CA and short-lived SPIFFE workload certificates.
 
-Pure: PEM bytes and the current time in, PEM bytes and facts out; files are compiler/ca_files.py's
+Pure: PEM bytes and the current time in, PEM bytes and facts out; files are compiler/ca/files.py's
 job. The certificate profiles are the ones verified against Envoy (BoringSSL), Python's ssl and
 `openssl verify -x509_strict` (docs/identity.md): every verifier accepts them, strict ones included.
 Only `meshc ca` imports this module, so no other command pays for loading `cryptography`.
@@ -14,15 +14,21 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from compiler.language import defaults
 from compiler.language.identity import DNS_LABEL, SPIFFE_ID, TRUST_DOMAIN
 from compiler.language.identity import spiffe_id as default_id
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+
 BACKDATE = dt.timedelta(minutes=1)     # a workload cert is valid a minute early: clock skew between hosts
 CA_BACKDATE = dt.timedelta(minutes=5)
+SIGNING_KEYS = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey,
+                ed448.Ed448PrivateKey)  # keys that sign; DSA is deprecated everywhere
 
 
 class CaError(Exception):
@@ -37,7 +43,7 @@ class CaFileError(CaError):
 class Ca:
     """A loaded CA: what signing needs."""
     cert: x509.Certificate
-    key: object                    # the private key, of whatever type the CA uses
+    key: CertificateIssuerPrivateKeyTypes  # the private key, of whatever type the CA uses
     trust_domain: str              # from the subject's O= (meshc writes it there)
     cert_pem: bytes                # as read: copied into every identity as the trust bundle
 
@@ -128,7 +134,8 @@ def build_leaf(ca: Ca, spiffe_id: str, not_before: dt.datetime, not_after: dt.da
                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
                               critical=False)
                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.cert.public_key()), critical=False))
+               # the CA key's public half is its certificate's (load_ca checks), typed as an issuer's
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False))
     return encode_cert(builder.sign(ca.key, _hash_for(ca.key))), encode_key(key)
 
 
@@ -163,7 +170,7 @@ def load_cert(pem: bytes, source: str) -> x509.Certificate:
     except ValueError:
         raise CaError(f"{source}: not a PEM certificate") from None
     try:
-        cert.extensions   # parsed lazily by cryptography: a broken one would surface later as a crash
+        _ = cert.extensions   # parsed lazily by cryptography: a broken one would surface later as a crash
     except ValueError as err:
         raise CaError(f"{source}: unreadable certificate extensions ({err})") from None
     return cert
@@ -176,6 +183,9 @@ def load_ca(cert_pem: bytes, key_pem: bytes, cert_source: str, key_source: str) 
         key = serialization.load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):  # TypeError: an encrypted key
         raise CaError(f"{key_source}: not an unencrypted PEM private key") from None
+    if not isinstance(key, SIGNING_KEYS):  # X25519, X448 and DH keys cannot sign; DSA ones Envoy cannot verify
+        raise CaError(f"{key_source}: a {type(key).__name__.lstrip('_')} cannot sign certificates; "
+                      "a CA needs an RSA, EC, Ed25519 or Ed448 key")
     try:
         is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:

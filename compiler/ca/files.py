@@ -66,7 +66,7 @@ def init_ca(ca_dir: str, trust_domain: str, days: int, force: bool, now: dt.date
 
 
 def read_ca(ca_dir: str) -> Ca:
-    """The CA of `ca_dir`, checked (compiler.ca.load_ca)."""
+    """The CA of `ca_dir`, checked (compiler.ca.certs.load_ca)."""
     if not os.path.isdir(ca_dir):
         raise CaFileError(f"{ca_dir}: no such CA directory (make one with `meshc ca init {ca_dir}`)")
     cert_path, key_path = os.path.join(ca_dir, CA_CERT), os.path.join(ca_dir, CA_KEY)
@@ -256,7 +256,7 @@ def _makedirs(path: str) -> list[str]:
     while not os.path.lexists(p):
         missing.append(p)
         p = os.path.dirname(p)
-    made = []
+    made: list[str] = []
     try:
         for d in reversed(missing):
             os.mkdir(d)

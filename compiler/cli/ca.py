@@ -53,7 +53,8 @@ def add_parser(sub) -> None:
                        help="a .mesh file or directory (repeatable): take SERVICE's identity from the policy")
     issue.add_argument("--namespace", metavar="NS",
                        help=f"the namespace of the default ID (default: {defaults.NAMESPACE})")
-    issue.add_argument("--hours", type=_positive(float, MAX_HOURS, MIN_HOURS), default=24.0, help="validity in hours (default: 24)")
+    issue.add_argument("--hours", type=_positive(float, MAX_HOURS, MIN_HOURS), default=24.0,
+                       help="validity in hours (default: 24)")
 
     rotate = cmds.add_parser("rotate", help="re-issue an identity's certificate when it is due",
                              description="Issue a new certificate with the same SPIFFE ID when less than --before of "
@@ -134,6 +135,7 @@ def _rotate(args) -> int:
         asked = now + dt.timedelta(hours=args.hours if args.hours is not None else build.lifetime_hours(info))
         print(f"meshc: rotated ({done.reason}): {_summary(info, args.output, asked)}", file=sys.stderr)
     else:
+        assert done.due_at is not None  # known when not rotated
         print(f"meshc: {args.output}: not due until {_when(done.due_at)} ({info.spiffe_id}: "
               f"{_span(info.not_after - now)} left of {_span(info.lifetime)}; --force rotates now)", file=sys.stderr)
     return 0
@@ -190,11 +192,13 @@ def _policy_identity(paths: list[str], service: str) -> str:
         for d in result.diagnostics:
             print(render_human(d, color) + "\n", file=sys.stderr)
         raise CaError(f"the policy has errors ({summary_line(result.diagnostics)}): no certificate issued")
-    names = [s.name for s in result.ir.services]
+    program = result.ir
+    assert program is not None  # lowered: there is no error
+    names = [s.name for s in program.services]
     if service not in names:
         hint = did_you_mean(service, names)
         raise CaError(f"no service `{service}` in the policy {', '.join(paths)}" + (f" ({hint})" if hint else ""))
-    return result.ir.service(service).identity
+    return program.service(service).identity
 
 
 def _summary(info, out_dir: str, asked: dt.datetime) -> str:

@@ -12,6 +12,10 @@ import sys
 from compiler.cli.exits import EXIT_INPUT, EXIT_OK, EXIT_USAGE
 from compiler.cli.report import print_diagnostics
 
+TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 
 def check(files: list[str], args) -> int:
     from compiler import api
@@ -64,9 +68,11 @@ def _emit_syntax(files: list[str], args) -> int:
 
     from compiler.syntax.ast import to_data
 
-    doc = {"modules": [to_data(m) for m in comp.program.modules]}
+    program = comp.program
+    assert program is not None  # a parse keeps its files
+    doc = {"modules": [to_data(m) for m in program.modules]}
     text = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
-    return _deliver(args, {"mesh.ast.json": text}, f"({len(comp.program.modules)} files)")
+    return _deliver(args, {"mesh.ast.json": text}, f"({len(program.modules)} files)")
 
 
 def _emit_target(files: list[str], args) -> int:
@@ -86,7 +92,9 @@ def _emit_target(files: list[str], args) -> int:
     if comp.has_errors:
         print_diagnostics(comp.diagnostics, args.output_format, args.color)
         return EXIT_INPUT
-    names = [s.name for s in comp.ir.services]
+    program = comp.ir
+    assert program is not None  # lowered: there is no error
+    names = [s.name for s in program.services]
     proxies = _proxies(args.proxy, names)
     if proxies is None:
         return EXIT_USAGE
@@ -129,7 +137,7 @@ def _proxies(asked: list[str], names: list[str]) -> list[str] | None:
     return proxies
 
 
-def _deliver(args, files: dict[str, str | bytes], what: str, count: bool = False) -> int:
+def _deliver(args, files: Mapping[str, str | bytes], what: str, count: bool = False) -> int:
     """Print the one output on standard output, or write every output into `-o DIR`."""
     if args.output is None:
         (text,) = files.values()

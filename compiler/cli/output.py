@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 
+TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
-def write_all(out_dir: str, files: dict[str, str | bytes]) -> list[str]:
+
+def write_all(out_dir: str, files: Mapping[str, str | bytes]) -> list[str]:
     """Write every file or none: each goes to a temporary file first, then all are renamed.
 
     A failure before the renames leaves no output at all; rename is atomic per file, so a

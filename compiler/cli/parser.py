@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from compiler import __version__
+from compiler.cli.exits import EXIT_USAGE
+
 TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
 if TYPE_CHECKING:
     from typing import NoReturn
-
-from compiler import __version__
-from compiler.cli.exits import EXIT_USAGE
 
 COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp", "ca")
 FORMATS = ("human", "json", "sarif", "github")
@@ -76,7 +76,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         lsp = sub.add_parser("lsp", help="run the language server (LSP over standard input and output)",
                              description="A language server for editors: diagnostics, hover, go-to-definition, "
                                          "completion and formatting of .mesh files. Needs `pip install 'meshc[lsp]'`.")
-        lsp.add_argument("--stdio", action="store_true", help="use standard input and output (the default and only transport)")
+        lsp.add_argument("--stdio", action="store_true",
+                         help="use standard input and output (the default and only transport)")
     if only in (None, "ca"):  # the development CA: compiler/cli/ca.py
         from compiler.cli.ca import add_parser
 

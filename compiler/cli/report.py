@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import sys
 
+from compiler import __version__
+from compiler.core.diagnostics import Diagnostic
+
 TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
 if TYPE_CHECKING:
     from typing import TextIO
-
-from compiler import __version__
-from compiler.core.diagnostics import Diagnostic
 
 
 def print_diagnostics(diags: list[Diagnostic], output_format: str, color: str = "auto",

@@ -2,7 +2,7 @@
 
 Codes are grouped by hundreds: E01xx syntax, E02xx names and imports, E03xx values,
 E04xx routes and timeouts, E05xx resilience, E06xx authorization, E07xx target limitations (what a
-backend cannot express exactly; reported by `compile --target`, never by `check`). W-codes are warnings.
+backend cannot express exactly; reported by `compile --emit envoy|native`, never by `check`). W-codes are warnings.
 """
 
 from __future__ import annotations
@@ -29,111 +29,132 @@ def _registry(*rows: tuple[str, str, str]) -> dict[str, Code]:
 
 CODES: dict[str, Code] = _registry(
     # ---- syntax
-    ("E0101", "syntax error", "The parser met a token it did not expect. The message says what it expected instead, in words; "
-              "the parser then resumes at the next top-level item, so independent mistakes are all reported."),
+    ("E0101", "syntax error", "The parser met a token it did not expect. The message says what it expected instead, in "
+              "words; the parser then resumes at the next top-level item, so independent mistakes are all reported."),
     ("E0102", "unexpected character", "A character that cannot start any token of the language, such as `;` or `@`."),
     ("E0103", "unexpected end of file", "The file ended inside an item, usually because a `}` is missing."),
-    ("E0104", "invalid string", "A string literal with an unknown escape sequence. Escapes are `\\\\`, `\\\"`, `\\n`, `\\t`, `\\r` and `\\uXXXX`."),
-    ("E0105", "duplicate setting", "A setting that may appear once was written twice in the same block; the second would silently win."),
+    ("E0104", "invalid string", "A string literal with an unknown escape sequence. Escapes are `\\\\`, `\\\"`, `\\n`, "
+              "`\\t`, `\\r` and `\\uXXXX`."),
+    ("E0105", "duplicate setting", "A setting that may appear once was written twice in the same block; the second "
+              "would silently win."),
     ("E0106", "file is not UTF-8", "Policy files are UTF-8 text; a file that is not cannot be read as a policy."),
     # ---- names and imports
     ("E0201", "unknown service", "A name that should refer to a service declared in this program or an imported file."),
-    ("E0202", "duplicate name", "Two declarations share a name in the same scope (services, subsets, routes of one service, policies, rules)."),
+    ("E0202", "duplicate name", "Two declarations share a name in the same scope (services, subsets, routes of one "
+              "service, policies, rules)."),
     ("E0203", "unknown subset", "A destination names a subset that the service does not declare."),
     ("E0204", "unknown policy", "A reference to a named policy that no file in the program declares."),
-    ("E0205", "import not found", "An `import` names a file that does not exist. Relative paths are resolved against the importing file; "
-              "`std/NAME` refers to the standard library shipped with meshc."),
+    ("E0205", "import not found", "An `import` names a file that does not exist. Relative paths are resolved against "
+              "the importing file; `std/NAME` refers to the standard library shipped with meshc."),
     ("E0206", "import cycle", "Files import each other in a cycle. Move the shared declarations into a third file."),
-    ("E0207", "policy of the wrong kind", "A reference names a policy that exists but is of another kind (a `rules` set used as a `retry`, for example)."),
-    ("E0208", "ambiguous destination", "`to SERVICE` without a subset is allowed only when the service has exactly one subset."),
+    ("E0207", "policy of the wrong kind", "A reference names a policy that exists but is of another kind (a `rules` "
+              "set used as a `retry`, for example)."),
+    ("E0208", "ambiguous destination", "`to SERVICE` without a subset is allowed only when the service has exactly one "
+              "subset."),
     ("E0209", "block for an unknown service", "`routes NAME` and `authorization NAME` must name a declared service."),
     # ---- values
-    ("E0301", "missing setting", "A required setting is missing, such as the `port` of a service or the destination of a route."),
-    ("E0302", "number out of range", "A number outside its allowed range: ports 1-65535, limits and thresholds at least 1, "
-              "retry attempts 0-100, weights 0 to 2^32-1, status codes by context."),
+    ("E0301", "missing setting", "A required setting is missing, such as the `port` of a service or the destination of "
+              "a route."),
+    ("E0302", "number out of range", "A number outside its allowed range: ports 1-65535, limits and thresholds at "
+              "least 1, retry attempts 0-100, weights 0 to 2^32-1, status codes by context."),
     ("E0303", "percentage out of range", "Percentages are between 0% and 100% inclusive, with at most four decimals."),
-    ("E0304", "invalid regex", "Regular expressions use RE2 syntax (the engine Envoy uses) and must compile. Backreferences and lookaround are not RE2."),
-    ("E0305", "split weights total zero", "A weighted split needs a positive total weight; zero weights are allowed for individual subsets."),
-    ("E0306", "invalid duration", "A duration that must be positive is zero, or one that is too large to be meaningful (over 24 hours)."),
-    ("E0307", "invalid endpoint", "Endpoints are `host:port` with an IPv4 address, a bracketed IPv6 address or a DNS name, and a port 1-65535."),
-    ("E0308", "invalid header name", "Header names are HTTP tokens (letters, digits and `!#$%&'*+-.^_`|~`), matched case-insensitively. "
-              "Pseudo-headers such as `:path` are not allowed here."),
-    ("E0309", "unknown method", "Methods are the standard HTTP methods, in upper case: GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH."),
+    ("E0304", "invalid regex", "Regular expressions use RE2 syntax (the engine Envoy uses) and must compile. "
+              "Backreferences and lookaround are not RE2."),
+    ("E0305", "split weights total zero", "A weighted split needs a positive total weight; zero weights are allowed "
+              "for individual subsets."),
+    ("E0306", "invalid duration", "A duration that must be positive is zero, or one that is too large to be meaningful "
+              "(over 24 hours)."),
+    ("E0307", "invalid endpoint", "Endpoints are `host:port` with an IPv4 address, a bracketed IPv6 address or a DNS "
+              "name, and a port 1-65535."),
+    ("E0308", "invalid header name", "Header names are HTTP tokens (letters, digits and `!#$%&'*+-.^_`|~`), matched "
+              "case-insensitively. Pseudo-headers such as `:path` are not allowed here."),
+    ("E0309", "unknown method", "Methods are the standard HTTP methods, in upper case: GET, HEAD, POST, PUT, DELETE, "
+              "CONNECT, OPTIONS, TRACE, PATCH."),
     ("E0310", "unknown retry condition", "Retry conditions are " + ", ".join(f"`{c}`" for c in RETRY_CONDITIONS)
               + " and HTTP status codes such as `409`."),
-    ("E0311", "invalid identity", "Identities are SPIFFE IDs: `spiffe://TRUST-DOMAIN/PATH`. A pattern may end in `/*` to match a path prefix."),
+    ("E0311", "invalid identity", "Identities are SPIFFE IDs: `spiffe://TRUST-DOMAIN/PATH`. A pattern may end in `/*` "
+              "to match a path prefix."),
     ("E0312", "invalid setting value", "A setting has a value outside its documented set of choices."),
-    ("E0313", "contradicting header changes", "The same header is both removed and set or added on one route; the result would depend on the order a target applies them in."),
-    ("E0314", "invalid path", "Paths in matches start with `/`. Prefixes are segment-aware unless written `raw_prefix`."),
+    ("E0313", "contradicting header changes", "The same header is both removed and set or added on one route; the "
+              "result would depend on the order a target applies them in."),
+    ("E0314", "invalid path", "Paths in matches start with `/`. Prefixes are segment-aware unless written "
+              "`raw_prefix`."),
     ("E0315", "route with two destinations", "A route has exactly one of `to` and `split`."),
     # ---- routes and timeouts
-    ("E0401", "impossible timeout", "A per-try timeout that is not less than the route timeout can never fire before the route gives up, "
-              "so no retry after a slow try could ever happen. Shorten the per-try timeout or raise the route timeout."),
-    ("E0402", "no route for a service with several subsets", "A service with several subsets needs a `routes` block that says which subset takes which request."),
-    ("W0401", "unreachable route", "Routes are evaluated first match in written order. A route whose every match is already taken by an "
-              "earlier route can never be selected."),
+    ("E0401", "impossible timeout", "A per-try timeout that is not less than the route timeout can never fire before "
+              "the route gives up, so no retry after a slow try could ever happen. Shorten the per-try timeout or "
+              "raise the route timeout."),
+    ("E0402", "no route for a service with several subsets", "A service with several subsets needs a `routes` block "
+              "that says which subset takes which request."),
+    ("W0401", "unreachable route", "Routes are evaluated first match in written order. A route whose every match is "
+              "already taken by an earlier route can never be selected."),
     ("W0402", "backoff longer than the route timeout", "The retry backoff base is not shorter than the route timeout: "
-              "most retries would start after the route has already given up (the first backoff is random in [0, base))."),
+              "most retries would start after the route has already given up (the first backoff is random in [0, "
+              "base))."),
     ("W0403", "mirror to the route's own destination", "The route mirrors to a subset it already sends the request to: "
               "that subset receives every mirrored request twice."),
     # ---- resilience
-    ("W0501", "retries on non-idempotent methods", "The route can match POST or PATCH requests (explicitly, or because it has no `method` "
-              "condition) and retries on conditions that arise after the request reached the upstream. A retried payment is a double "
-              "payment. Restrict the methods, retry only on `connect-failure`/`refused-stream`, or opt in with `allow_non_idempotent`."),
-    ("W0502", "retries without a retry budget", "Retries multiply load when an upstream is already failing (a retry storm). "
-              "A `retry_budget` on the destination service caps retries in flight to a share of active requests."),
+    ("W0501", "retries on non-idempotent methods", "The route can match POST or PATCH requests (explicitly, or because "
+              "it has no `method` condition) and retries on conditions that arise after the request reached the "
+              "upstream. A retried payment is a double payment. Restrict the methods, retry only on "
+              "`connect-failure`/`refused-stream`, or opt in with `allow_non_idempotent`."),
+    ("W0502", "retries without a retry budget", "Retries multiply load when an upstream is already failing (a retry "
+              "storm). A `retry_budget` on the destination service caps retries in flight to a share of active "
+              "requests."),
     ("E0501", "backoff base above its maximum", "The backoff base interval must not exceed its maximum."),
-    ("W0503", "retry limit ignored under a retry budget", "With a `retry_budget` the budget decides how many retries may be "
-              "in flight; a `limits { retries N }` on the same service is ignored (as Envoy ignores max_retries)."),
+    ("W0503", "retry limit ignored under a retry budget", "With a `retry_budget` the budget decides how many retries "
+              "may be in flight; a `limits { retries N }` on the same service is ignored (as Envoy ignores "
+              "max_retries)."),
     # ---- authorization
-    ("E0601", "authorization without a default", "Every `authorization` block states `default allow` or `default deny`; "
-              "there is no implicit behaviour to be surprised by."),
-    ("W0601", "authorization rule that can never apply", "An `allow` rule whose every request is also matched by a `deny` rule: deny wins, "
-              "so the allow can never take effect."),
-    ("W0602", "authorization rule with no effect", "A rule that gives the same answer as the default for every request it matches "
-              "and is not needed to override another rule."),
+    ("E0601", "authorization without a default", "Every `authorization` block states `default allow` or `default "
+              "deny`; there is no implicit behaviour to be surprised by."),
+    ("W0601", "authorization rule that can never apply", "An `allow` rule whose every request is also matched by a "
+              "`deny` rule: deny wins, so the allow can never take effect."),
+    ("W0602", "authorization rule with no effect", "A rule that gives the same answer as the default for every request "
+              "it matches and is not needed to override another rule."),
     ("W0603", "duplicate authorization rule", "Two rules of the same action with the same conditions."),
     ("W0604", "identity rule on a service that accepts plaintext", "A rule with a `from` condition matches only a "
-              "caller whose identity was verified by mutual TLS. A service with `mtls permissive` also accepts plaintext "
-              "callers, and one with `mtls disable` accepts nothing else: such callers have no identity, so the rule never "
-              "applies to them. A `deny from ...` rule is then bypassed by any caller that skips TLS, and an `allow from "
-              "...` rule never admits a plaintext caller. Use `mtls strict` once every caller has a sidecar."),
+              "caller whose identity was verified by mutual TLS. A service with `mtls permissive` also accepts "
+              "plaintext callers, and one with `mtls disable` accepts nothing else: such callers have no identity, so "
+              "the rule never applies to them. A `deny from ...` rule is then bypassed by any caller that skips TLS, "
+              "and an `allow from ...` rule never admits a plaintext caller. Use `mtls strict` once every caller has a "
+              "sidecar."),
     # ---- target limitations (Envoy backend)
-    ("E0701", "CONNECT is not routable by Envoy", "Envoy sends a CONNECT request only to a route with a `connect_matcher` "
-              "(and an upgrade config); an ordinary route never matches one, and the inbound listener answers an "
-              "allowed CONNECT with 404 instead of forwarding it. A route match or an `allow` rule that lists CONNECT "
-              "would never do what it says."),
+    ("E0701", "CONNECT is not routable by Envoy", "Envoy sends a CONNECT request only to a route with a "
+              "`connect_matcher` (and an upgrade config); an ordinary route never matches one, and the inbound "
+              "listener answers an allowed CONNECT with 404 instead of forwarding it. A route match or an `allow` rule "
+              "that lists CONNECT would never do what it says."),
     ("E0702", "services that Envoy cannot tell apart", "Envoy picks the destination service by the request's `Host`, "
               "case-insensitively, and rejects two virtual hosts with the same domain: service names that differ only "
               "in case cannot both be reached."),
     ("W0701", "fraction of a percent ejected", "Envoy's `max_ejection_percent` is a whole number: a fractional "
               "`max_ejected` is rounded down."),
     ("W0702", "condition on a header Envoy changes", "Envoy removes some headers from every request before routing and "
-              "authorization (hop-by-hop headers such as `connection` and `upgrade`, its own `x-envoy-*` control headers, "
-              "`x-forwarded-client-cert`) and adds others when they are missing (`x-request-id`, `x-forwarded-proto`). "
-              "A condition on such a header sees what Envoy left, not what the client sent."),
+              "authorization (hop-by-hop headers such as `connection` and `upgrade`, its own `x-envoy-*` control "
+              "headers, `x-forwarded-client-cert`) and adds others when they are missing (`x-request-id`, "
+              "`x-forwarded-proto`). A condition on such a header sees what Envoy left, not what the client sent."),
     ("W0703", "query condition that never holds under Envoy", "Envoy compares query parameters as they are sent, "
               "without percent-decoding. A name or value with a space, a control character, `#` or `&` (or a name with "
               "`=`) never appears as it is in a query string, so the condition never holds."),
     # ---- lint rules (meshc lint only)
-    ("L0101", "retries that outlast the route timeout", "Every try of the route at its per-try timeout, plus the longest "
-              "backoffs between them, takes longer than the route timeout: the route timeout ends the request while "
-              "retries are still planned, so the last attempts never run and the caller sees a 504."),
-    ("L0102", "fault delay not shorter than the route timeout", "An injected delay runs before the route timeout starts, "
-              "so a delayed request can take the delay plus the whole timeout. Callers that budget for the route "
-              "timeout give up first, and the experiment tests their timeouts rather than the route's."),
+    ("L0101", "retries that outlast the route timeout", "Every try of the route at its per-try timeout, plus the "
+              "longest backoffs between them, takes longer than the route timeout: the route timeout ends the request "
+              "while retries are still planned, so the last attempts never run and the caller sees a 504."),
+    ("L0102", "fault delay not shorter than the route timeout", "An injected delay runs before the route timeout "
+              "starts, so a delayed request can take the delay plus the whole timeout. Callers that budget for the "
+              "route timeout give up first, and the experiment tests their timeouts rather than the route's."),
     ("L0103", "split key header also used for routing", "A split `by header` picks a destination from the key's value, "
               "and another route of the same block matches on that header: some keys are routed before the split "
               "sees them, so the split's weights no longer describe the traffic."),
-    ("L0201", "retries without outlier detection", "A route retries to a service that has no `outlier` block: a retry can "
-              "go back to the same failing endpoint again and again, since nothing takes it out of rotation."),
+    ("L0201", "retries without outlier detection", "A route retries to a service that has no `outlier` block: a retry "
+              "can go back to the same failing endpoint again and again, since nothing takes it out of rotation."),
     ("L0301", "authorization trusts a raw path prefix", "`raw_prefix \"/admin\"` matches every path that starts with "
               "those characters, `/administrator` and `/admin-old` included. Authorization almost always means a "
               "segment: `prefix \"/admin\"` matches `/admin` and `/admin/...` only."),
-    ("L0302", "deny rule bypassed through escaped slashes", "Under `escaped_slashes keep` a path such as `/api%2Fadmin` "
-              "is matched as it is, so a deny rule on `/api/admin` does not see it, while an application that decodes "
-              "`%2F` serves `/api/admin`. Reject (the default) or decode escaped slashes on a service with deny rules "
-              "on paths."),
+    ("L0302", "deny rule bypassed through escaped slashes", "Under `escaped_slashes keep` a path such as "
+              "`/api%2Fadmin` is matched as it is, so a deny rule on `/api/admin` does not see it, while an "
+              "application that decodes `%2F` serves `/api/admin`. Reject (the default) or decode escaped slashes on a "
+              "service with deny rules on paths."),
     ("L0401", "unused named policy", "A named policy in the program's own files that no service, route or "
               "authorization block refers to."),
     ("L0402", "unused import", "An import that contributes nothing: the file declares no service, routes or "

@@ -1,7 +1,7 @@
 """Diagnostics as values: a code, a severity, a one-line message, a primary span, a hint.
 
 Message style (after cedar-policy): lowercase, no final period, user input in backticks, one line;
-anything longer goes to the hint. Every code is registered in :mod:`compiler.codes`.
+anything longer goes to the hint. Every code is registered in :mod:`compiler.core.codes`.
 """
 
 from __future__ import annotations

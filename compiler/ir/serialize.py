@@ -3,10 +3,19 @@ objects rebuilt from data (what a second process of a sharded compile sends)."""
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 
 from compiler.core.nodes import Node
 from compiler.ir import model
+
+TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
+    N = TypeVar("N", bound=Node)
+    # JSON data to a field's value
+    Converter = Callable[[Any], object]
 
 
 def ir_json(program: model.Program) -> bytes:
@@ -27,23 +36,23 @@ def ir_yaml(program: model.Program) -> str:
 
 def to_data(value: object) -> object:
     """JSON-ready data: dataclasses to dicts (field order kept), tuples to lists."""
-    if hasattr(value, "__dataclass_fields__"):
+    if is_dataclass(value):
         return {f.name: to_data(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, tuple):
         return [to_data(v) for v in value]
     return value
 
 
-def from_data(cls: type, data: dict):
+def from_data(cls: type[N], data: dict[str, Any]) -> N:
     """The IR object of class `cls` (Program, Service, ...) of its JSON data: the inverse of
     `to_data`. A sharded compile receives the other process's services as JSON."""
     return _build(cls, data)
 
 
-_BUILDERS: dict[type, tuple] = {}
+_BUILDERS: dict[type, tuple[tuple[str, Converter], ...]] = {}
 
 
-def _field_plan(cls: type) -> tuple:
+def _field_plan(cls: type) -> tuple[tuple[str, Converter], ...]:
     plan = _BUILDERS.get(cls)
     if plan is None:
         import typing
@@ -53,7 +62,7 @@ def _field_plan(cls: type) -> tuple:
     return plan
 
 
-def _converter(hint):
+def _converter(hint: object) -> Converter:
     """A function that turns JSON data into a value of the annotated type."""
     import types
     import typing
@@ -77,5 +86,5 @@ def _converter(hint):
     return lambda v: v
 
 
-def _build(cls: type, data: dict):
+def _build(cls: type[N], data: dict[str, Any]) -> N:
     return cls(**{name: conv(data[name]) for name, conv in _field_plan(cls)})

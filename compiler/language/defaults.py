@@ -15,7 +15,7 @@ MIRROR_PERCENT = 100.0             # share of a route's requests a `mirror` copi
 # ---- what the sidecars apply that the language does not (yet) let a policy write ------------------
 # Each is written into the IR by lowering, so that both targets apply the same value.
 LISTEN_HOST = "127.0.0.1"          # every listener binds the loopback interface only
-CONNECT_TIMEOUT_MS = 1000          # a connection to an upstream endpoint (TLS included) within this, or a connect failure
+CONNECT_TIMEOUT_MS = 1000          # a connection to an endpoint (TLS included) within this, or a connect failure
 UPSTREAM_IDLE_TIMEOUT_MS = 3_600_000   # a pooled upstream connection idle this long is closed (Envoy's 1 h)
 MAX_RESPONSE_HEADERS_BYTES = 60 * 1024  # a larger upstream response head is a 502 (Envoy's 60 KiB)
 MAX_REQUEST_HEADERS_BYTES = 60 * 1024   # a larger request head is a 431 (Envoy's max_request_headers_kb, 60)

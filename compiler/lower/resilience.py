@@ -9,12 +9,18 @@ from compiler.language import defaults
 from compiler.language.settings import BLOCKS, FAULT, RETRY
 from compiler.syntax import ast
 
+TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
+if TYPE_CHECKING:
+    from typing import Any
 
-def _values(block: ast.Block | None) -> dict[str, tuple]:
+
+# The values below are of the kind each setting's forms give (compiler/language/settings.py), and
+# in range: lowering runs only on a program the checks passed.
+def _values(block: ast.Block | None) -> dict[str, tuple[Any, ...]]:
     return {s.key: tuple(v.value for v in s.values) for s in block.settings} if block is not None else {}
 
 
-def _written(block: ast.Block | None, kind: str) -> dict[str, object]:
+def _written(block: ast.Block | None, kind: str) -> dict[str, Any]:
     """Each setting of a block of `kind`: its first value as written (True for a flag), else its default."""
     v = _values(block)
     return {s.key: (v[s.key][0] if v[s.key] else True) if s.key in v else s.default for s in BLOCKS[kind].settings}

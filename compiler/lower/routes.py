@@ -12,27 +12,39 @@ from compiler.syntax import ast
 
 
 def lower_headers(ops: ast.HeaderOps | None) -> ir.HeaderChanges:
-    remove, set_, add = [], [], []
+    remove: list[str] = []
+    set_: list[tuple[str, str]] = []
+    add: list[tuple[str, str]] = []
     for op in (ops.ops if ops is not None else ()):
         name = op.name.value.lower()
         if op.op == "remove":
             remove.append(name)
-        elif op.op == "set":
+            continue
+        assert op.value is not None  # `set` and `add` take a value (the grammar says so)
+        if op.op == "set":
             set_.append((name, op.value.value))
         else:
             add.append((name, op.value.value))
     return ir.HeaderChanges(tuple(dict.fromkeys(remove)), tuple(set_), tuple(add))
 
 
+def _subset(ctx: Context, ref: ast.Ref) -> tuple[str, str]:
+    """(service, subset) of a destination: each one resolves (E0201, E0203, E0208 otherwise)."""
+    found = ctx.subset_of(ref)
+    assert found is not None
+    return found
+
+
 def lower_route(ctx: Context, route: ast.Route) -> ir.Route:
     to = split = mirror = None
     if route.to is not None:
-        service, subset = ctx.subset_of(route.to)
+        service, subset = _subset(ctx, route.to)
         to = ir.SubsetRef(service, subset)
     else:
+        assert route.split is not None  # a route has `to` or `split` (E0301 otherwise)
         targets = []
         for entry in route.split.entries:
-            service, subset = ctx.subset_of(entry.target)
+            service, subset = _subset(ctx, entry.target)
             targets.append(ir.WeightedSubset(service, subset, entry.weight.value))
         key = route.split.key_header.value.lower() if route.split.key_header is not None else None
         split = ir.Split(tuple(targets), key, sum(t.weight for t in targets))
@@ -41,7 +53,7 @@ def lower_route(ctx: Context, route: ast.Route) -> ir.Route:
     else:
         timeout = route.timeout.value or 0
     if route.mirror is not None:
-        service, subset = ctx.subset_of(route.mirror.target)
+        service, subset = _subset(ctx, route.mirror.target)
         pct = route.mirror.percent.value if route.mirror.percent is not None else defaults.MIRROR_PERCENT
         # a copy needs a bound even on a `timeout none` route, or copies to a slow mirror pile up
         mirror = ir.Mirror(service, subset, pct, timeout or defaults.MIRROR_TIMEOUT_MS)

@@ -19,20 +19,29 @@ def lower_authorization(ctx: Context, svc: ast.Service) -> ir.Authorization:
     if authz is None:
         return ir.Authorization(defaults.AUTHORIZATION_DEFAULT, (), None)
     rules = tuple(lowered for _, lowered in authorization_rules(ctx, svc, authz))
+    assert authz.default is not None  # E0601 otherwise
     return ir.Authorization(authz.default.value, rules, location(authz))
 
 
-def lower_subset(service: str, name: str, endpoints: tuple[ast.Lit, ...], node) -> ir.Subset:
-    eps = tuple(ir.Endpoint(*parse_endpoint(e.value)) for e in endpoints)
+def _address(text: str) -> tuple[str, int]:
+    """(host, port) of an endpoint or of the sidecar's `app`: each one parses (E0307 otherwise)."""
+    address = parse_endpoint(text)
+    assert address is not None
+    return address
+
+
+def lower_subset(service: str, name: str, endpoints: tuple[ast.Lit[str], ...], node) -> ir.Subset:
+    eps = tuple(ir.Endpoint(*_address(e.value)) for e in endpoints)
     return ir.Subset(name, names.outbound_cluster(service, name), discovery(e.host for e in eps), eps,
                      location(node))
 
 
 def lower_sidecar(svc: ast.Service) -> ir.Sidecar:
     w = _written(svc.sidecar, "sidecar")
+    assert svc.port is not None  # E0301 otherwise
     host, port = defaults.APP_HOST, svc.port.value
     if w["app"] is not None:
-        host, port = parse_endpoint(w["app"])
+        host, port = _address(w["app"])
     return ir.Sidecar(defaults.LISTEN_HOST, w["inbound"], w["outbound"], w["admin"], host, port, discovery((host,)),
                       names.inbound_cluster(svc.name.value), lower_limits(None), w["escaped_slashes"], True, True,
                       defaults.MAX_REQUEST_HEADERS_BYTES, defaults.MAX_REQUEST_BODY_BYTES, defaults.IDLE_TIMEOUT_MS,
@@ -60,6 +69,7 @@ def lower_service(ctx: Context, svc: ast.Service) -> ir.Service:
         routes = tuple(lower_route(ctx, r) for r in routes_block.routes)
     else:
         routes = (implicit_route(svc),)
+    assert svc.port is not None  # E0301 otherwise
     namespace, port = service_namespace(svc), svc.port.value
     return ir.Service(name, namespace, service_identity(ctx, svc), port, names.domains(name, namespace, port),
                       names.sni(name, namespace), location(svc), tuple(subsets),

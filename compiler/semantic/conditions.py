@@ -53,6 +53,7 @@ def lower_header(cond: ast.HeaderCond) -> ir.HeaderMatch:
         if cond.invert:  # `not header x present` is `absent`, and the reverse
             kind = "absent" if kind == "present" else "present"
         return ir.HeaderMatch(name, kind, None, False, False)
+    assert cond.value is not None  # every other test has its operand (the grammar says so)
     return ir.HeaderMatch(name, kind, cond.value.value, cond.invert, cond.ignore_case)
 
 
@@ -129,10 +130,10 @@ def lower_rule(ctx: Context, svc: ast.Service | None, rule: ast.Rule, name: str)
     return ir.AuthzRule(name, rule.action, location(rule), principals, path, methods, tuple(headers))
 
 
-def expand_rules(ctx: Context, authz: ast.Authorization) -> list[tuple[ast.Rule, str, object]]:
+def expand_rules(ctx: Context, authz: ast.Authorization) -> list[tuple[ast.Rule, str, ast.Rule | ast.UseRules]]:
     """The rules of an authorization block in written order, `use` sets expanded in place: each
     with its name and the item of the block it comes from (the rule itself, or the `use`)."""
-    out = []
+    out: list[tuple[ast.Rule, str, ast.Rule | ast.UseRules]] = []
     counter = 0
     for item in authz.items:
         if isinstance(item, ast.Rule):
@@ -147,7 +148,7 @@ def expand_rules(ctx: Context, authz: ast.Authorization) -> list[tuple[ast.Rule,
 
 
 def authorization_rules(ctx: Context, svc: ast.Service | None,
-                        authz: ast.Authorization) -> list[tuple[object, ir.AuthzRule]]:
+                        authz: ast.Authorization) -> list[tuple[ast.Rule | ast.UseRules, ir.AuthzRule]]:
     """(the block's item it comes from, its IR) for each rule, `use` sets expanded; computed once."""
     key = ("rules", id(authz))
     found = ctx.memo.get(key)

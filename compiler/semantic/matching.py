@@ -69,24 +69,23 @@ def _string_implies(b: ir.HeaderMatch | ir.QueryMatch, a: ir.HeaderMatch | ir.Qu
         return False
     if b.kind != "exact":
         return False
-    v = b.value
+    v, expected = b.value, a.value
+    if v is None or expected is None:  # `a` is `absent` (an `exact` test always has a value)
+        return False
     if a.kind == "exact":
-        return v == a.value
+        return v == expected
     if a.kind == "prefix":
-        return v.startswith(a.value)
+        return v.startswith(expected)
     if a.kind == "suffix":
-        return v.endswith(a.value)
+        return v.endswith(expected)
     if a.kind == "regex":
-        return regex_fullmatch(a.value, v)
+        return regex_fullmatch(expected, v)
     return False
 
 
 def conditions_cover(a_items, b_items) -> bool:
     """Every condition of `a` is implied by some condition of `b` on the same name."""
-    for ca in a_items:
-        if not any(cb.name == ca.name and _string_implies(cb, ca) for cb in b_items):
-            return False
-    return True
+    return all(any(cb.name == ca.name and _string_implies(cb, ca) for cb in b_items) for ca in a_items)
 
 
 def methods_cover(a: tuple[str, ...] | None, b: tuple[str, ...] | None) -> bool:
@@ -138,12 +137,20 @@ def request_matches(m: ir.Match, method: str, path: str, headers: dict[str, list
         elif h.kind == "absent":
             if values is not None:
                 return False
-        elif values is None or any(_string_test(h.kind, h.value, v, h.ignore_case) for v in values) == h.invert:
+        elif values is None:
             return False
+        else:
+            assert h.value is not None  # every other test has its operand
+            if any(_string_test(h.kind, h.value, v, h.ignore_case) for v in values) == h.invert:
+                return False
     for q in m.query:
         value = query.get(q.name)
-        if value is None or (q.kind != "present" and not _string_test(q.kind, q.value, value, False)):
+        if value is None:
             return False
+        if q.kind != "present":
+            assert q.value is not None  # every other test has its operand
+            if not _string_test(q.kind, q.value, value, False):
+                return False
     return True
 
 
@@ -173,6 +180,7 @@ def example_request(m: ir.Match) -> str | None:
     """A short, concrete request that match `m` takes, such as `GET /api/users?v=2` with
     `x-canary: on`, checked against `m`; None when no simple one is found (some regexes)."""
     method = m.methods[0] if m.methods else "GET"
+    path: str | None
     if m.path is None:
         path = "/"
     elif m.path.kind in ("exact", "prefix", "segment_prefix"):
@@ -183,11 +191,12 @@ def example_request(m: ir.Match) -> str | None:
             return None
     headers: dict[str, list[str]] = {}
     for h in m.headers:
+        if h.kind == "absent":
+            continue  # the header is left out
         value = _example_value(h.kind, h.value, h.invert, h.ignore_case)
         if value is None:
             return None
-        if value is not False:
-            headers.setdefault(h.name, []).append(value)
+        headers.setdefault(h.name, []).append(value)
     query: dict[str, str] = {}
     for q in m.query:
         value = "" if q.kind == "present" else _example_value(q.kind, q.value, False, False)
@@ -203,12 +212,11 @@ def example_request(m: ir.Match) -> str | None:
     return f"`{text}`" + (f" with `{', '.join(shown)}`" if shown else "")
 
 
-def _example_value(kind: str, expected: str | None, invert: bool, ignore_case: bool):
-    """A header or query value passing the test; False for "leave the header out"."""
-    if kind == "absent":
-        return False
+def _example_value(kind: str, expected: str | None, invert: bool, ignore_case: bool) -> str | None:
+    """A header or query value passing the test (any but `absent`, which the caller leaves out)."""
     if kind == "present":
         return "1"
+    assert expected is not None  # every other test has its operand
     if invert:
         for candidate in ("x", "meshc", "0"):
             if not _string_test(kind, expected, candidate, ignore_case):
@@ -222,8 +230,8 @@ def _example_value(kind: str, expected: str | None, invert: bool, ignore_case: b
 def regex_example(pattern: str) -> str | None:
     """A short string that the RE2 pattern fully matches, built from its syntax tree; None when
     the pattern uses constructs this simple generator does not handle."""
-    import re._parser as sre_parse
-    from re._constants import (
+    import re._parser as sre_parse  # type: ignore[import-not-found]  # re's private parser has no stubs
+    from re._constants import (  # type: ignore[import-not-found]  # nor its constants
         ANY,
         AT,
         BRANCH,

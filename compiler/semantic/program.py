@@ -97,19 +97,21 @@ class _Loader:
                     name = key[4:]
                     hint = did_you_mean(f"std/{name}", [f"std/{m}" for m in stdlib_modules()])
                     self.diags.add("E0205", f"no standard library module `{target}`", imp.path.span,
-                                   hint=hint or "the standard library has: " + ", ".join(f"`std/{m}`" for m in stdlib_modules()))
+                                   hint=hint or "the standard library has: "
+                                   + ", ".join(f"`std/{m}`" for m in stdlib_modules()))
                 else:
                     self.diags.add("E0205", f"imported file `{target}` not found", imp.path.span,
                                    hint=f"paths are relative to the importing file; looked for `{display}`")
                 return
         if self.state.get(key) == "loading":
-            chain = [s for s in stack] + [(importer_key, imp)]
+            chain = list(stack) + [(importer_key, imp)]
             labels = tuple(Label(i.span, "imported here") for _, i in chain[:-1] if i.span is not None)
             self.diags.add("E0206", f"import cycle: `{importer}` imports `{target}`, which imports it back",
                            imp.span, labels=labels, hint="move the shared declarations into a file that both import")
             return
         if self.state.get(key) == "done":
             return
+        assert text is not None  # a key seen for the first time: read above
         self._load(key, display, text, stack + [(importer_key, imp)])
 
 

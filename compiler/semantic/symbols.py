@@ -14,6 +14,10 @@ from compiler.language.settings import MESH
 from compiler.semantic.program import Program
 from compiler.syntax import ast
 
+TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
+if TYPE_CHECKING:
+    from typing import Any
+
 
 @dataclass
 class Context:
@@ -29,8 +33,9 @@ class Context:
     mesh: ast.Mesh | None = None
     # Lowered pieces shared by the checks and the lowering, keyed by id() of the AST node
     # (nodes live as long as the context; their deep hashes would cost more than the work).
-    memo: dict[tuple[str, int], object] = field(default_factory=dict)
-    # Sharded analysis (compiler/parallel.py): services declared in another shard are present as
+    # Each kind of key has its own kind of value (compiler/semantic/conditions.py).
+    memo: dict[tuple[str, int], Any] = field(default_factory=dict)
+    # Sharded analysis (compiler/sharding.py): services declared in another shard are present as
     # stubs (names, subsets, identity) so that references resolve; they are neither checked nor
     # lowered here. `routed` names every service with a routes block anywhere in the program.
     remote: set[str] = field(default_factory=set)

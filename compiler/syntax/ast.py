@@ -12,15 +12,33 @@ from dataclasses import field, fields
 from compiler.core.nodes import Node, node
 from compiler.core.source import Span
 
-_span = field(compare=False, repr=False, default=None)
+TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
+if TYPE_CHECKING:
+    from typing import Any, Generic, TypeVar
+
+    _V = TypeVar("_V", covariant=True)
+    # Every node the parser builds has a span; only nodes made by hand (a scalar to render, a
+    # shard's stub of a remote service, a test's) go without one.
+    _span: Span
+else:
+    _span = field(compare=False, repr=False, default=None)
 
 
-@node
-class Lit(Node):
-    """A literal or a name: `value` is decoded (durations in ms, percents as float, strings unescaped)."""
+if TYPE_CHECKING:
+    @node
+    class Lit(Node, Generic[_V]):
+        """To a type checker a literal is generic in its decoded value: `Lit[str]` for a name or a
+        string, `Lit[int]` for a number or a duration, `Lit[float]` for a percentage."""
 
-    value: object
-    span: Span = _span
+        value: _V
+        span: Span = _span
+else:
+    @node
+    class Lit(Node):
+        """A literal or a name: `value` is decoded (durations in ms, percents as float, strings unescaped)."""
+
+        value: object
+        span: Span = _span
 
 
 @node
@@ -40,7 +58,7 @@ class Setting(Node):
     """One `key value…` entry of a settings block."""
 
     key: str
-    values: tuple[Lit, ...]
+    values: tuple[Lit[Any], ...]  # of the kinds the setting's forms give (compiler/language/settings.py)
     span: Span = _span
 
 
@@ -62,7 +80,7 @@ class Block(Node):
 @node
 class Import(Node):
     """Import node."""
-    path: Lit
+    path: Lit[str]
     span: Span = _span
 
 
@@ -76,25 +94,25 @@ class Mesh(Node):
 @node
 class Subset(Node):
     """Subset node."""
-    name: Lit
-    endpoints: tuple[Lit, ...] | None
+    name: Lit[str]
+    endpoints: tuple[Lit[str], ...] | None
     span: Span = _span
 
 
 @node
 class Service(Node):
     """Service node."""
-    name: Lit
-    port: Lit | None
-    namespace: Lit | None
-    identity: Lit | None
-    endpoints: tuple[Lit, ...] | None
+    name: Lit[str]
+    port: Lit[int] | None
+    namespace: Lit[str] | None
+    identity: Lit[str] | None
+    endpoints: tuple[Lit[str], ...] | None
     subsets: tuple[Subset, ...]
     limits: Block | Ref | None
     outlier: Block | Ref | None
     retry_budget: Block | Ref | None
     sidecar: Block | None
-    mtls: Lit | None               # the inbound mTLS mode: strict | permissive | disable
+    mtls: Lit[str] | None          # the inbound mTLS mode: strict | permissive | disable
     span: Span = _span
 
 
@@ -104,16 +122,16 @@ class Service(Node):
 class PathCond(Node):
     """PathCond node."""
     kind: str  # exact | prefix | raw_prefix | regex
-    value: Lit
+    value: Lit[str]
     span: Span = _span
 
 
 @node
 class HeaderCond(Node):
     """HeaderCond node."""
-    name: Lit
+    name: Lit[str]
     test: str  # exact | prefix | suffix | regex | present | absent
-    value: Lit | None
+    value: Lit[str] | None
     invert: bool = False
     ignore_case: bool = False
     span: Span = _span
@@ -122,16 +140,16 @@ class HeaderCond(Node):
 @node
 class QueryCond(Node):
     """QueryCond node."""
-    name: Lit
+    name: Lit[str]
     test: str  # exact | regex | present
-    value: Lit | None
+    value: Lit[str] | None
     span: Span = _span
 
 
 @node
 class MethodCond(Node):
     """MethodCond node."""
-    methods: tuple[Lit, ...]
+    methods: tuple[Lit[str], ...]
     span: Span = _span
 
 
@@ -151,7 +169,7 @@ class Match(Node):
 class SplitEntry(Node):
     """SplitEntry node."""
     target: Ref
-    weight: Lit
+    weight: Lit[int]
     span: Span = _span
 
 
@@ -159,7 +177,7 @@ class SplitEntry(Node):
 class Split(Node):
     """Split node."""
     entries: tuple[SplitEntry, ...]
-    key_header: Lit | None
+    key_header: Lit[str] | None
     span: Span = _span
 
 
@@ -167,7 +185,7 @@ class Split(Node):
 class Mirror(Node):
     """Mirror node."""
     target: Ref
-    percent: Lit | None
+    percent: Lit[float] | None
     span: Span = _span
 
 
@@ -175,8 +193,8 @@ class Mirror(Node):
 class HeaderOp(Node):
     """HeaderOp node."""
     op: str  # set | add | remove
-    name: Lit
-    value: Lit | None
+    name: Lit[str]
+    value: Lit[str] | None
     span: Span = _span
 
 
@@ -190,12 +208,12 @@ class HeaderOps(Node):
 @node
 class Route(Node):
     """Route node."""
-    name: Lit
+    name: Lit[str]
     matches: tuple[Match, ...]
     to: Ref | None
     split: Split | None
-    timeout: Lit | None           # value None means `timeout none`
-    retry: Block | Ref | Lit | None  # Lit(None) means `retry none`
+    timeout: Lit[int | None] | None  # value None means `timeout none`
+    retry: Block | Ref | Lit[None] | None  # Lit(None) means `retry none`
     fault: Block | None
     mirror: Mirror | None
     request_headers: HeaderOps | None
@@ -206,7 +224,7 @@ class Route(Node):
 @node
 class Routes(Node):
     """Routes node."""
-    service: Lit
+    service: Lit[str]
     routes: tuple[Route, ...]
     span: Span = _span
 
@@ -217,7 +235,7 @@ class Routes(Node):
 class FromCond(Node):
     """FromCond node."""
     kind: str  # identity | namespace | service | same_namespace
-    values: tuple[Lit, ...]
+    values: tuple[Lit[str], ...]
     span: Span = _span
 
 
@@ -225,7 +243,7 @@ class FromCond(Node):
 class Rule(Node):
     """Rule node."""
     action: str  # allow | deny
-    name: Lit | None
+    name: Lit[str] | None
     conditions: tuple[FromCond | PathCond | MethodCond | HeaderCond, ...]
     span: Span = _span
 
@@ -240,8 +258,8 @@ class UseRules(Node):
 @node
 class Authorization(Node):
     """Authorization node."""
-    service: Lit
-    default: Lit | None
+    service: Lit[str]
+    default: Lit[str] | None
     items: tuple[Rule | UseRules, ...]
     span: Span = _span
 
@@ -252,7 +270,7 @@ class Authorization(Node):
 class Policy(Node):
     """Policy node."""
     kind: str  # retry | outlier | limits | retry_budget | rules
-    name: Lit
+    name: Lit[str]
     body: Block | tuple[Rule, ...]
     span: Span = _span
 
@@ -281,7 +299,7 @@ def to_data(value: object) -> object:
         span = getattr(value, "span", None)
         if span is not None:
             out["at"] = span.location()
-        for f in fields(value):  # type: ignore[arg-type]
+        for f in fields(value):
             if f.compare:
                 out[f.name] = to_data(getattr(value, f.name))
         return out

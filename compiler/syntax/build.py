@@ -15,6 +15,14 @@ from compiler.core.diagnostics import Collector
 from compiler.core.source import SourceFile, Span
 from compiler.syntax import ast
 
+TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    # The children of a rule: token indexes (int) and the values built for sub-rules.
+    Children = list[Any]
+
 _ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r"}
 _ESCAPE_RE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)")
 _DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
@@ -25,6 +33,15 @@ class Items(list):
     """The values of a `[…]` list, with the offsets of its brackets (an empty list has a span too)."""
 
     __slots__ = ("start", "end")
+    start: int
+    end: int
+
+
+def _block(kind: str, where: str) -> Callable[[Builder, Children], ast.Block]:
+    """The reduction of a settings block of `kind` (`where` names it in E0105)."""
+    def build(self: Builder, c: Children) -> ast.Block:
+        return ast.Block(kind, self.unique(self.body(c), where), self.span(c))
+    return build
 
 
 class Builder:
@@ -72,10 +89,10 @@ class Builder:
     def tok_span(self, tok: int) -> Span:
         return Span(self.source, self.starts[tok], self.ends[tok])
 
-    def name(self, tok: int) -> ast.Lit:
+    def name(self, tok: int) -> ast.Lit[str]:
         return ast.Lit(self.vals[tok], Span(self.source, self.starts[tok], self.ends[tok]))
 
-    def string(self, tok: int) -> ast.Lit:
+    def string(self, tok: int) -> ast.Lit[str]:
         raw = self.vals[tok][1:-1]
         if "\\" in raw:
             raw = self._unescape(raw, tok)
@@ -95,7 +112,7 @@ class Builder:
             return esc
         return _ESCAPE_RE.sub(repl, raw)
 
-    def int_(self, tok: int) -> ast.Lit:
+    def int_(self, tok: int) -> ast.Lit[int]:
         text = self.vals[tok]
         span = Span(self.source, self.starts[tok], self.ends[tok])
         if len(text) > 20:  # beyond any range of the language (and Python's int() digit limit)
@@ -103,9 +120,9 @@ class Builder:
             return ast.Lit(2**64, span)
         return ast.Lit(int(text), span)
 
-    def duration(self, tok: int) -> ast.Lit:
+    def duration(self, tok: int) -> ast.Lit[int]:
         text = self.vals[tok]
-        number, unit = _DURATION_RE.fullmatch(text).groups()
+        number, unit = _DURATION_RE.fullmatch(text).groups()  # type: ignore[union-attr]  # a DURATION token always matches
         if len(number) > 20:
             span = Span(self.source, self.starts[tok], self.ends[tok])
             self.diags.add("E0306", f"duration `{text[:20]}…` is too long", span, hint="durations are at most 24h")
@@ -122,7 +139,7 @@ class Builder:
             ms += 1  # reported once; rounding up keeps later checks from piling on
         return ast.Lit(ms, span)
 
-    def percent(self, tok: int) -> ast.Lit:
+    def percent(self, tok: int) -> ast.Lit[float]:
         text = self.vals[tok][:-1]
         span = Span(self.source, self.starts[tok], self.ends[tok])
         if "." in text and len(text.split(".")[1]) > 4:
@@ -130,7 +147,7 @@ class Builder:
                            hint="both targets count fractions in millionths: at most four decimals of a percent")
         return ast.Lit(float(text), span)
 
-    def value(self, tok: int) -> ast.Lit:
+    def value(self, tok: int) -> ast.Lit[Any]:
         t = self.types[tok]
         if t == "STRING":
             return self.string(tok)
@@ -166,7 +183,7 @@ class Builder:
                 seen[s.key] = s
         return tuple(settings)
 
-    def names(self, x) -> tuple[ast.Lit, ...]:
+    def names(self, x) -> tuple[ast.Lit[str], ...]:
         if isinstance(x, int):
             return (self.name(x) if self.types[x] != "STRING" else self.string(x),)
         return tuple(x)
@@ -191,8 +208,8 @@ class Builder:
     mesh_mtls = mesh_certificates = trust_domain
 
     # ---- services -------------------------------------------------------------------------
-    def service_decl(self, c):
-        fields: dict[str, object] = {}
+    def service_decl(self, c: Children) -> ast.Service:
+        fields: dict[str, Any] = {}  # by tag: a Lit, a tuple of them, a Block or a Ref
         subsets = []
         for tag, value, span in self.body(c):
             if tag == "subset":
@@ -239,11 +256,6 @@ class Builder:
         return ("sidecar", ast.Block("sidecar", self.unique(self.body(c), "the sidecar block"), self.span(c)),
                 self.span(c))
 
-    def _block(kind, where):
-        def build(self, c):
-            return ast.Block(kind, self.unique(self.body(c), where), self.span(c))
-        return build
-
     limits_body = _block("limits", "the limits block")
     outlier_body = _block("outlier", "the outlier block")
     budget_body = _block("retry_budget", "the retry budget")
@@ -270,8 +282,8 @@ class Builder:
     def routes_decl(self, c):
         return ast.Routes(self.name(c[1]), tuple(self.body(c)), self.span(c))
 
-    def route_decl(self, c):
-        fields: dict[str, object] = {}
+    def route_decl(self, c: Children) -> ast.Route:
+        fields: dict[str, Any] = {}  # by tag: a Ref, a Split, a Lit, a Block, a Mirror or HeaderOps
         matches = []
         for tag, value, span in self.body(c):
             if tag == "match":
@@ -450,7 +462,7 @@ def reducers(builder: Builder, tables) -> list:
     builders: the children list is a fresh slice, so the base case can return it as it is.
     """
     out = []
-    for origin, size, key, expand1 in tables.rules:
+    for _origin, size, key, expand1 in tables.rules:
         if expand1 and size == 1:
             out.append(_first)
         elif key == "__list":

@@ -1,4 +1,4 @@
-"""`meshc fmt`: the canonical layout of compiler/render.py, with every comment kept.
+"""`meshc fmt`: the canonical layout of compiler/syntax/render.py, with every comment kept.
 
 The renderer works on the AST, which has no comments; each output line remembers the node it
 renders (render.Line). A comment is put back beside the node it was written beside:
@@ -98,16 +98,20 @@ def _depth(line: str) -> int:
 
 def _layout(module, source: SourceFile, comments: list[Comment]) -> str:
     lines = render.module_lines(module)
-    ranges = [(_range(ln.node) if isinstance(ln, render.Line) else None) for ln in lines]
+    # What the formatter knows of each output line, by index: the node it renders, its kind, and
+    # the source lines that node was written on (only for nodes with a span).
+    nodes = [ln.node if isinstance(ln, render.Line) else None for ln in lines]
+    kinds = [ln.kind if isinstance(ln, render.Line) else None for ln in lines]
+    ranges = {i: r for i, r in enumerate(map(_range, nodes)) if r is not None}
     before: dict[int, list[Comment]] = {}    # output line index -> comments on lines above it
     after: dict[int, list[Comment]] = {}     # output line index -> comment at its end
     at_end: list[Comment] = []
 
-    def innermost(kinds: tuple[str, ...], line: int, strict: bool) -> int | None:
+    def innermost(wanted: tuple[str, ...], line: int, strict: bool) -> int | None:
         best, size = None, None
-        for i, ln in enumerate(lines):
-            r = ranges[i]
-            if r is None or not isinstance(ln, render.Line) or ln.kind not in kinds:
+        for i, kind in enumerate(kinds):
+            r = ranges.get(i)
+            if r is None or kind not in wanted:
                 continue
             inside = r[0] < line < r[1] if strict else r[0] <= line <= r[1]
             if inside and (size is None or r[1] - r[0] < size):
@@ -120,16 +124,13 @@ def _layout(module, source: SourceFile, comments: list[Comment]) -> str:
             depth, start, stop = 0, 0, len(lines)
         else:
             depth, start = _depth(lines[open_index]) + 1, open_index + 1
-            stop = next(j for j in range(start, len(lines))
-                        if isinstance(lines[j], render.Line) and lines[j].kind == "close"
-                        and lines[j].node is lines[open_index].node)
+            stop = close_of(open_index)
         return [j for j in range(start, stop) if lines[j] and _depth(lines[j]) == depth
-                and isinstance(lines[j], render.Line) and lines[j].kind in ("line", "open") and ranges[j] is not None]
+                and kinds[j] in ("line", "open") and j in ranges]
 
     def close_of(open_index: int) -> int:
-        node = lines[open_index].node
-        return next(j for j in range(open_index + 1, len(lines))
-                    if isinstance(lines[j], render.Line) and lines[j].kind == "close" and lines[j].node is node)
+        node = nodes[open_index]
+        return next(j for j in range(open_index + 1, len(lines)) if kinds[j] == "close" and nodes[j] is node)
 
     for c in comments:
         if not c.standalone:
@@ -169,7 +170,7 @@ def _layout(module, source: SourceFile, comments: list[Comment]) -> str:
     out: list[str] = []
     for i, ln in enumerate(lines):
         depth = _depth(ln) if ln else 0
-        if isinstance(ln, render.Line) and ln.kind == "close":
+        if kinds[i] == "close":
             depth += 1  # a comment above a closing `}` belongs to the block's body
         indent = render.INDENT * depth
         group = before.get(i, [])
@@ -178,7 +179,7 @@ def _layout(module, source: SourceFile, comments: list[Comment]) -> str:
             if top and k and _blank_between(source, group[k - 1].line, c.line):
                 out.append("")  # paragraphs of comments between items stay apart
             out.append(indent + c.text)
-        if group and top and ranges[i] is not None and _blank_between(source, group[-1].line, ranges[i][0]):
+        if group and top and i in ranges and _blank_between(source, group[-1].line, ranges[i][0]):
             out.append("")
         text = str(ln)
         if i in after:

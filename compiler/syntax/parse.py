@@ -13,13 +13,17 @@ alone, keeping the first error of each, so independent mistakes give one diagnos
 from __future__ import annotations
 
 import re
-from itertools import accumulate
+from itertools import accumulate, pairwise
 
 from compiler.core.diagnostics import Collector, did_you_mean
 from compiler.core.source import SourceFile, Span
 from compiler.syntax import ast
 from compiler.syntax.build import Builder, reducers
 from compiler.syntax.tables import Tables, load_tables
+
+TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 # Lexing is done in bulk by C code: one re.split cuts the text into (gap, blanks, token)
 # triples, itertools.accumulate turns the piece lengths into offsets, and a dict lookup gives
@@ -110,7 +114,7 @@ class Parser:
             self._free[value] = ttype
         return ttype
 
-    def _tokens(self, text: str, pos: int, endpos: int):
+    def _tokens(self, text: str, pos: int, endpos: int) -> tuple[list[str], list[str], list[int], list[int]]:
         """Token texts, context-free terminals, start and end offsets of text[pos:endpos]."""
         pieces = _PIECES.split(text[pos:endpos]) if (pos, endpos) != (0, len(text)) else _PIECES.split(text)
         offsets = list(accumulate(map(len, pieces), initial=pos))
@@ -181,7 +185,7 @@ class Parser:
             found = self._word_cache[key] = self._classify(kind, value, state)
         return found
 
-    def _fail(self, value: str, ttype: str, start: int, end: int, state_stack: list[int]):
+    def _fail(self, value: str, ttype: str, start: int, end: int, state_stack: list[int]) -> NoReturn:
         if ttype == "UNTERMINATED":
             raise SyntaxErrorAt("E0101", start, end, "unterminated string", ['`"` before the end of the line'])
         if ttype == "BAD_CHAR":
@@ -230,7 +234,7 @@ class Parser:
             bounds.insert(0, start)
         bounds.append(end)
         items, broken = [], []
-        for a, b in zip(bounds, bounds[1:]):
+        for a, b in pairwise(bounds):
             try:
                 items.append(self._run(text, a, b, "item", reduce_with, builder))
             except SyntaxErrorAt as err:

@@ -24,7 +24,7 @@ The layout:
 - percentages take the fewest decimals (at most four) that give the same value, never an
   exponent: `10%`, `12.5%`, `0.0001%`.
 
-Comments are not in the AST, so they are not rendered here; compiler/fmt.py puts them back,
+Comments are not in the AST, so they are not rendered here; compiler/syntax/fmt.py puts them back,
 using the node each output :class:`Line` remembers.
 
 There is one function per node type; :func:`render` dispatches on the type of its argument.
@@ -219,11 +219,13 @@ def import_(node: ast.Import) -> str:
 class Line(str):
     """A line of output that remembers the AST node it renders (`kind` "line" for a node on one
     line, "open"/"close" for the first and last line of a braced block), so that the formatter
-    (compiler/fmt.py) can put each comment back next to the node it was written beside."""
+    (compiler/syntax/fmt.py) can put each comment back next to the node it was written beside."""
 
     __slots__ = ("node", "kind")
+    node: object
+    kind: str
 
-    def __new__(cls, text: str, node=None, kind: str = "line"):
+    def __new__(cls, text: str, node: object = None, kind: str = "line") -> Line:
         line = super().__new__(cls, text)
         line.node, line.kind = node, kind
         return line
@@ -363,6 +365,8 @@ def header_op(node: ast.HeaderOp) -> str:
     if node.op == "remove":
         return f"remove {string(node.name.value)}"
     if node.op in ("set", "add"):
+        if node.value is None:
+            raise ValueError(f"header operation `{node.op}` lacks a value")
         return f"{node.op} {string(node.name.value)} {string(node.value.value)}"
     raise ValueError(f"unknown header operation `{node.op}`")
 

@@ -1,9 +1,9 @@
 """`meshc explain CODE`: a diagnostic code's severity, title, explanation, a bad and a good example.
 
-The examples live in `compiler/explanations/CODE.md`, one file per registered code; only this
+The examples live in `compiler/tooling/explanations/CODE.md`, one file per registered code; only this
 module reads them, and only `meshc explain` imports this module, so `meshc check` never pays for
 them. `docs/codes.md` is generated from the same data by `render_markdown()` (a test keeps it in
-sync; `pytest --update-goldens` or `python -m compiler.explain --markdown` rewrites it).
+sync; `pytest --update-goldens` or `python -m compiler.tooling.explain --markdown` rewrites it).
 
 An explanation file has two sections, `## Bad` and `## Good`; each holds an optional sentence of
 prose and one fenced ```` ```mesh ```` block. The block is a whole program: it compiles on its own.
@@ -121,9 +121,10 @@ def render_list() -> str:
 def render_markdown() -> str:
     """docs/codes.md: a table of every code, then one section per code (anchor `#e0201`)."""
     out = ["# Diagnostic codes", "",
-           "<!-- Generated from compiler/codes.py and compiler/explanations/ by compiler/explain.py; do not edit.",
+           "<!-- Generated from compiler/core/codes.py and compiler/tooling/explanations/"
+           " by compiler/tooling/explain.py; do not edit.",
            "     Regenerate with `pytest tests/test_explain.py --update-goldens`"
-           " or `python -m compiler.explain --markdown > docs/codes.md`. -->", "",
+           " or `python -m compiler.tooling.explain --markdown > docs/codes.md`. -->", "",
            "Every diagnostic meshc reports has one of these codes. `E` codes are errors (nothing is "
            "written, exit 1), `W` codes warnings. `meshc explain CODE` prints the same text in a terminal; "
            "the language reference (`docs/language.md`, section 17) says where each is reported.", "",
@@ -161,7 +162,7 @@ def run(name: str | None, list_all: bool = False) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m compiler.explain --markdown > docs/codes.md
+if __name__ == "__main__":  # python -m compiler.tooling.explain --markdown > docs/codes.md
     if sys.argv[1:] != ["--markdown"]:
-        sys.exit("usage: python -m compiler.explain --markdown")
+        sys.exit("usage: python -m compiler.tooling.explain --markdown")
     sys.stdout.write(render_markdown())

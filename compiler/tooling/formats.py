@@ -1,5 +1,5 @@
 """Machine formats of diagnostics for CI: SARIF 2.1.0 (code scanning) and GitHub workflow
-commands (annotations in CI logs). The human and JSON forms live in compiler/diagnostics.py;
+commands (annotations in CI logs). The human and JSON forms live in compiler/core/diagnostics.py;
 all four render the same Diagnostic objects.
 """
 

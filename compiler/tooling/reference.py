@@ -17,19 +17,20 @@ TABLE_END = "<!-- end of the generated defaults table -->"
 
 def value_text(kind: str, value: object) -> str:
     """A value as a policy writes it (`10s`, `20%`, `1024`, `reject`)."""
-    if kind == "duration":
-        return render.duration(int(value))  # type: ignore[call-overload]
-    if kind == "percent":
-        return render.percent(float(value))  # type: ignore[arg-type]
-    if kind == "bytes":
-        size = int(value)  # type: ignore[call-overload]
+    # the isinstance tests only narrow for the type checker: a default is of its kind's type
+    if kind == "duration" and isinstance(value, (int, float)):
+        return render.duration(int(value))
+    if kind == "percent" and isinstance(value, (int, float)):
+        return render.percent(float(value))
+    if kind == "bytes" and isinstance(value, (int, float)):
+        size = int(value)
         return "unlimited" if size == 0 else f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} bytes"
     if kind == "factor":
         return f"{value} × the base"
     if kind in ("name", "string"):
         return f"`{value}`"
-    if kind == "conditions":
-        return "`[" + ", ".join(value) + "]`"  # type: ignore[call-overload]
+    if kind == "conditions" and isinstance(value, tuple):
+        return "`[" + ", ".join(value) + "]`"
     return str(value)
 
 
@@ -59,7 +60,8 @@ def form_text(setting: Setting) -> str:
 
 def setting_hover(block: Block, setting: Setting) -> str:
     choices = f"; one of {', '.join(f'`{c}`' for c in setting.choices)}" if setting.choices else ""
-    return f"{block.kind}: `{form_text(setting)}`, {setting.doc}{choices} (default {default_text(setting)}) ({block.section})"
+    return (f"{block.kind}: `{form_text(setting)}`, {setting.doc}{choices} (default {default_text(setting)}) "
+            f"({block.section})")
 
 
 def block_hover(block: Block) -> str:
@@ -76,7 +78,8 @@ def hover_docs() -> dict[str, str]:
         for setting in block.settings:
             out[setting.key] = setting_hover(block, setting)
     backoff = BLOCKS["retry"]["backoff"]
-    out["max"] = f"retry: `{form_text(backoff)}`, the longest backoff (default {defaults.RETRY_BACKOFF_MAX_FACTOR} × the base) (§10)"
+    out["max"] = (f"retry: `{form_text(backoff)}`, the longest backoff "
+                  f"(default {defaults.RETRY_BACKOFF_MAX_FACTOR} × the base) (§10)")
     out["timeout"] = ("`timeout DURATION | none`: bound on the whole request, all tries and backoffs included; "
                       f"default {value_text('duration', defaults.ROUTE_TIMEOUT_MS)}, 504 on expiry (§9)")
     out["mirror"] = ("`mirror S.SUBSET [PCT]`: fire-and-forget copy of a share of requests "

@@ -13,6 +13,7 @@ Where `os.fork` does not exist, the config is loaded in-process instead.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import orjson
 
@@ -31,7 +32,7 @@ def _child(path: str, w: int) -> None:
 
         try:
             config = loading.load(path)
-            out = {"config": config.model_dump(mode="json")}
+            out: dict[str, Any] = {"config": config.model_dump(mode="json")}
         except loading.ConfigError as err:
             out = {"error": err.message}
     except BaseException as err:  # a bug, or an import that failed: still a message, no traceback
@@ -57,7 +58,7 @@ def start(path: str) -> tuple[int, int]:
     return pid, r
 
 
-def finish(pid: int, payload: bytes) -> dict:
+def finish(pid: int, payload: bytes) -> dict[str, Any]:
     """The child's answer: the validated config's JSON data, or LoadError."""
     try:
         os.waitpid(pid, 0)
@@ -72,7 +73,7 @@ def finish(pid: int, payload: bytes) -> dict:
     return out["config"]
 
 
-def load(path: str) -> dict:
+def load(path: str) -> dict[str, Any]:
     """Load and validate the config at `path` (blocking): its JSON data, or LoadError."""
     if not hasattr(os, "fork"):  # pragma: no cover
         from runtime_proxy.config import loading
@@ -83,7 +84,7 @@ def load(path: str) -> dict:
             raise LoadError(err.message) from None
         return config.model_dump(mode="json")
     pid, r = start(path)
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = os.read(r, 1 << 16)
         if not chunk:

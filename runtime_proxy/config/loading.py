@@ -1,7 +1,7 @@
 """Reading a config file: JSON -> `Config`, with every problem located in the file.
 
 `load(path)` is what the proxy runs (at start and on reload): pydantic in strict JSON mode
-(runtime_proxy/config.py), then the checks a schema cannot express (destinations that exist,
+(runtime_proxy/config/model.py), then the checks a schema cannot express (destinations that exist,
 regexes that RE2 compiles, split totals). `check_with_schema(path)` is what
 `--check-config FILE` runs: the committed JSON Schema (runtime_proxy/config/schema.json, Draft
 2020-12) through `jsonschema`, then the same extra checks, so outside tools and the proxy agree.
@@ -15,11 +15,16 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
 from runtime_proxy.config.model import SCHEMA_VERSION, Config
+
+if TYPE_CHECKING:
+    from jsonschema import ValidationError
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -36,7 +41,7 @@ class ConfigError(Exception):
         self.path = path
 
 
-def json_path(loc) -> str:
+def json_path(loc: Iterable[str | int]) -> str:
     """`('services', 0, 'routes', 2, 'timeout_ms')` -> `$.services[0].routes[2].timeout_ms`."""
     out = ["$"]
     for part in loc:
@@ -51,7 +56,7 @@ def json_path(loc) -> str:
 
 # ---- reading ------------------------------------------------------------------------------------
 
-def _read(path) -> bytes:
+def _read(path: str | os.PathLike[str]) -> bytes:
     try:
         with open(path, "rb") as fh:
             return fh.read()
@@ -60,7 +65,7 @@ def _read(path) -> bytes:
                           path=os.fspath(path)) from None
 
 
-def _parse(path, raw: bytes):
+def _parse(path: str | os.PathLike[str], raw: bytes) -> dict[str, Any]:
     """The JSON data of the file, with the schema_version checked first (its own message, so that
     a config for another proxy version does not drown in field errors)."""
     name = os.fspath(path)
@@ -80,13 +85,13 @@ def _parse(path, raw: bytes):
     return data
 
 
-def _fail(name: str, errors: list[str]):
+def _fail(name: str, errors: list[str]) -> NoReturn:
     noun = "error" if len(errors) == 1 else "errors"
     message = f"{name}: invalid config ({len(errors)} {noun}):\n" + "\n".join(f"  {e}" for e in errors)
     raise ConfigError(message, errors, path=name)
 
 
-def load(path) -> Config:
+def load(path: str | os.PathLike[str]) -> Config:
     """The validated config of the file at `path`; ConfigError with a located message otherwise."""
     name = os.fspath(path)
     raw = _read(path)
@@ -105,13 +110,13 @@ def load(path) -> Config:
 
 # ---- the checks a schema cannot express -------------------------------------------------------
 
-def semantic_errors(data: dict) -> list[str]:
+def semantic_errors(data: dict[str, Any]) -> list[str]:
     """Located errors of a config that is valid against the schema: a `to`, `split` or `mirror`
     naming no subset of the config, a split whose `total_weight` is not the sum of its weights,
     a regex that RE2 rejects, a subset `cluster` name used twice."""
     errors: list[str] = []
     services = data.get("services") or []
-    subsets: dict[str, set[str]] = {}
+    subsets: dict[str | None, set[str | None]] = {}     # None: a name left out (the schema refuses it)
     clusters: dict[str, str] = {}
     for i, s in enumerate(services):
         if not isinstance(s, dict):
@@ -125,7 +130,7 @@ def semantic_errors(data: dict) -> list[str]:
                 else:
                     clusters[sub["cluster"]] = where
 
-    def ref(where: str, r) -> None:
+    def ref(where: str, r: object) -> None:
         if isinstance(r, dict) and r.get("subset") not in subsets.get(r.get("service"), ()):
             errors.append(f"{where}: no subset `{r.get('subset')}` of service `{r.get('service')}` in the config")
 
@@ -164,7 +169,7 @@ def semantic_errors(data: dict) -> list[str]:
     return errors
 
 
-def _mtls_errors(data: dict, services: list) -> list[str]:
+def _mtls_errors(data: dict[str, Any], services: list[Any]) -> list[str]:
     """TLS on either side needs the identity files."""
     mtls = data.get("mtls")
     if not isinstance(mtls, dict):
@@ -180,10 +185,10 @@ def _mtls_errors(data: dict, services: list) -> list[str]:
     return []
 
 
-def _regex_errors(base: str, cond) -> list[str]:
+def _regex_errors(base: str, cond: object) -> list[str]:
     if not isinstance(cond, dict):
         return []
-    found = []
+    found: list[tuple[str, object]] = []
     path = cond.get("path")
     if isinstance(path, dict) and path.get("kind") == "regex":
         found.append((f"{base}.path.value", path.get("value")))
@@ -191,7 +196,7 @@ def _regex_errors(base: str, cond) -> list[str]:
         for n, h in enumerate(cond.get(key) or []):
             if isinstance(h, dict) and h.get("kind") == "regex":
                 found.append((f"{base}.{key}[{n}].value", h.get("value")))
-    errors = []
+    errors: list[str] = []
     for where, pattern in found:
         problem = regex_problem(pattern)
         if problem:
@@ -199,7 +204,7 @@ def _regex_errors(base: str, cond) -> list[str]:
     return errors
 
 
-def regex_problem(pattern) -> str | None:
+def regex_problem(pattern: object) -> str | None:
     """Why RE2 rejects `pattern`, or None."""
     if not isinstance(pattern, str):
         return "a regex must be a string"
@@ -214,7 +219,7 @@ def regex_problem(pattern) -> str | None:
 
 # ---- the JSON Schema check (--check-config) ---------------------------------------------------
 
-def _deepest(error):
+def _deepest(error: ValidationError) -> ValidationError:
     """For an anyOf error (a nullable field: the value or null), the failure of the alternative
     that got furthest into the value: `...principals[0].kind: 'glob' is not one of ...` rather than
     `...principals: [...] is not of type 'null'`."""
@@ -223,12 +228,12 @@ def _deepest(error):
     return error
 
 
-def load_schema() -> dict:
+def load_schema() -> dict[str, Any]:
     """The committed JSON Schema of the config."""
     return orjson.loads(SCHEMA_PATH.read_bytes())
 
 
-def check_with_schema(path) -> list[str]:
+def check_with_schema(path: str | os.PathLike[str]) -> list[str]:
     """Located problems of the config file at `path` against the committed JSON Schema (Draft
     2020-12) and the semantic checks; an empty list when the file is valid."""
     try:
@@ -238,7 +243,7 @@ def check_with_schema(path) -> list[str]:
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(load_schema())
-    errors = []
+    errors: list[str] = []
     for error in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
         error = _deepest(error)
         errors.append(f"{json_path(error.absolute_path)}: {error.message}")

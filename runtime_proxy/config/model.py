@@ -15,7 +15,7 @@ Bump SCHEMA_VERSION on any change that an older proxy would misread.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -291,7 +291,7 @@ class Config(Model):
     services: list[Service]                    # every destination, sorted by name
 
 
-def json_schema() -> dict:
+def json_schema() -> dict[str, Any]:
     """The JSON Schema of a config file (committed as runtime_proxy/config/schema.json)."""
     schema = Config.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

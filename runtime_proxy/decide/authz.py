@@ -4,10 +4,16 @@ the result is the first matching one in written order (for logs and stats)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from runtime_proxy.decide.table import CAuthorization, CAuthzRule
 
+if TYPE_CHECKING:
+    from runtime_proxy.decide.explain import Explanation
+    from runtime_proxy.decide.table import HeaderMap
 
-def rule_matches(rule: CAuthzRule, peer_identity: str | None, method: str, path: str, headers) -> bool:
+
+def rule_matches(rule: CAuthzRule, peer_identity: str | None, method: str, path: str, headers: HeaderMap) -> bool:
     """Whether every condition of `rule` holds. A peer without a verified identity never
     satisfies a `from` condition."""
     if rule.principals is not None:
@@ -20,14 +26,14 @@ def rule_matches(rule: CAuthzRule, peer_identity: str | None, method: str, path:
         return False
     if rule.path is not None and not rule.path(path):
         return False
-    for test in rule.headers:
+    for test in rule.headers:  # noqa: SIM110 - a plain loop: all() would add a generator a request
         if not test(headers):
             return False
     return True
 
 
 def decide(authz: CAuthorization, peer_identity: str | None, method: str, path: str,
-           headers) -> tuple[bool, str | None]:
+           headers: HeaderMap) -> tuple[bool, str | None]:
     """(allowed, name of the deciding rule or None when the default decided). `path` is the
     normalised path without the query."""
     for rule in authz.deny:
@@ -39,7 +45,8 @@ def decide(authz: CAuthorization, peer_identity: str | None, method: str, path: 
     return authz.default_allow, None
 
 
-def explain_rules(authz: CAuthorization, peer_identity: str | None, method: str, path: str, headers, explain) -> None:
+def explain_rules(authz: CAuthorization, peer_identity: str | None, method: str, path: str, headers: HeaderMap,
+                  explain: Explanation) -> None:
     """Every rule of `authz`, denies first, with whether it matched (and the first condition
     that failed it), then what decided: the same answer as `decide`."""
     from runtime_proxy.decide.explain import describe_header, describe_path
@@ -48,15 +55,17 @@ def explain_rules(authz: CAuthorization, peer_identity: str | None, method: str,
         spec = rule.spec
         why = None
         if rule.principals is not None and (peer_identity is None or (
-                peer_identity not in rule.principals[0] and not any(peer_identity.startswith(p) for p in rule.principals[1]))):
+                peer_identity not in rule.principals[0]
+                and not any(peer_identity.startswith(p) for p in rule.principals[1]))):
             why = "no verified identity" if peer_identity is None else f"caller `{peer_identity}` is not named"
         elif rule.methods is not None and method not in rule.methods:
             why = f"method {method} is not one of {', '.join(sorted(rule.methods))}"
         elif rule.path is not None and not rule.path(path):
             why = f"{describe_path(spec['path'])} does not match `{path}`"
         else:
-            why = next((describe_header(h) + " does not hold" for h, test in zip(spec.get("headers") or (), rule.headers)
-                        if not test(headers)), None)
-        explain.note("authz", "no match" if why else "matched", f"{rule.action} `{rule.name}`" + (f": {why}" if why else ""))
+            why = next((describe_header(h) + " does not hold"
+                        for h, test in zip(spec.get("headers") or (), rule.headers) if not test(headers)), None)
+        explain.note("authz", "no match" if why else "matched",
+                     f"{rule.action} `{rule.name}`" + (f": {why}" if why else ""))
     allowed, name = decide(authz, peer_identity, method, path, headers)
     explain.note("authz", "allowed" if allowed else "denied", f"by rule `{name}`" if name else "by the default")

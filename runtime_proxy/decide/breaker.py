@@ -10,14 +10,19 @@ and no clock.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from runtime_proxy.decide.retry import budget_limit
+
+if TYPE_CHECKING:
+    from runtime_proxy.decide.table import Limits, RetryBudget
 
 
 class Breaker:
     __slots__ = ("max_connections", "max_pending", "max_requests", "max_retries", "limits", "budget",
                  "connections", "pending", "requests", "retries")
 
-    def __init__(self, limits, budget=None):
+    def __init__(self, limits: Limits, budget: RetryBudget | None = None) -> None:
         self.limits = limits
         self.budget = budget                                 # table.RetryBudget | None
         self.max_connections = limits.max_connections

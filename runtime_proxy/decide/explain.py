@@ -9,7 +9,7 @@ The rows are plain data for a command that shows a request's trace.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class Step(NamedTuple):
@@ -31,11 +31,11 @@ class Explanation:
         return [f"{s.what}: {s.outcome}" + (f" ({s.detail})" if s.detail else "") for s in self.steps]
 
 
-def describe_path(spec: dict) -> str:
+def describe_path(spec: dict[str, Any]) -> str:
     return f"path {spec['kind']} `{spec['value']}`"
 
 
-def describe_header(spec: dict) -> str:
+def describe_header(spec: dict[str, Any]) -> str:
     kind = spec["kind"]
     prefix = "not " if spec.get("invert") else ""
     value = f" `{spec['value']}`" if spec.get("value") is not None else ""
@@ -43,6 +43,6 @@ def describe_header(spec: dict) -> str:
     return f"{prefix}header `{spec['name']}` {kind}{value}{case}"
 
 
-def describe_query(spec: dict) -> str:
+def describe_query(spec: dict[str, Any]) -> str:
     value = f" `{spec['value']}`" if spec.get("value") is not None else ""
     return f"query `{spec['name']}` {spec['kind']}{value}"

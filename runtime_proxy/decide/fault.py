@@ -6,8 +6,13 @@ Each part applies to its own random share of the route's requests: a percentage 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-def decide(fault, rand_delay: float, rand_abort: float) -> tuple[int, int | None]:
+if TYPE_CHECKING:
+    from runtime_proxy.decide.table import CFault
+
+
+def decide(fault: CFault | None, rand_delay: float, rand_abort: float) -> tuple[int, int | None]:
     """(delay in ms, abort status or None) for one request. `fault` is a compiled table.CFault or
     None."""
     if fault is None:

@@ -6,10 +6,16 @@ compared case-insensitively and the names a change writes are lower case.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from runtime_proxy.decide.http import HOP_BY_HOP
 
+if TYPE_CHECKING:
+    from runtime_proxy.decide.table import CHeaderChanges
 
-def apply_changes(headers: list[tuple[str, str]], changes, inline=frozenset()) -> list[tuple[str, str]]:
+
+def apply_changes(headers: list[tuple[str, str]], changes: CHeaderChanges,
+                  inline: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
     """`headers` after `changes` (a compiled table.CHeaderChanges): first every `remove`, then
     every `set` (all old values of the name go, the one new value is appended), then every `add`
     (one more line each, in written order; for a name in `inline`, one of Envoy's inline headers,
@@ -38,7 +44,7 @@ def apply_changes(headers: list[tuple[str, str]], changes, inline=frozenset()) -
 
 def strip_hop_by_hop(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """`headers` without the hop-by-hop ones and those named in `connection`."""
-    named = set()
+    named: set[str] = set()
     for n, v in headers:
         if n.lower() == "connection":
             named.update(t.strip().lower() for t in v.split(","))

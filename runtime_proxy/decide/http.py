@@ -4,6 +4,7 @@ values are decoded. Pure data and functions; the bytes on the wire are runtime_p
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from http import HTTPStatus
 
 # Connection-level headers: never forwarded in either direction. `transfer-encoding` is removed
@@ -100,9 +101,9 @@ def encode_value(value: str) -> bytes:
     return value.encode("utf-8", "surrogateescape")
 
 
-def connection_tokens(values: list[str]) -> set[str]:
+def connection_tokens(values: Iterable[str]) -> set[str]:
     """The header names a `connection` header lists (lower case), plus `close` / `keep-alive`."""
-    tokens = set()
+    tokens: set[str] = set()
     for value in values:
         for token in value.split(","):
             token = token.strip().lower()

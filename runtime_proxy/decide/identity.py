@@ -5,6 +5,7 @@ the handshakes and the rotation are runtime_proxy/net/tls.py's."""
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 TLS_HANDSHAKE = 0x16   # the first byte of a TLS record carrying a ClientHello
 
@@ -18,20 +19,20 @@ def accepts(mode: str, tls: bool) -> bool:
     return tls or mode == "permissive"
 
 
-def uri_sans(cert: dict | None) -> list[str]:
+def uri_sans(cert: dict[str, Any] | None) -> list[str]:
     """The URI subject alternative names of a certificate as `getpeercert()` returns it."""
     if not cert:
         return []
     return [v for k, v in cert.get("subjectAltName", ()) if k == "URI"]
 
 
-def peer_identity(cert: dict | None) -> str | None:
+def peer_identity(cert: dict[str, Any] | None) -> str | None:
     """A SPIFFE ID is the certificate's only URI SAN: none, or several, is no identity."""
     uris = uri_sans(cert)
     return uris[0] if len(uris) == 1 else None
 
 
-def xfcc_line(own_id: str, der: bytes, cert: dict | None) -> bytes:
+def xfcc_line(own_id: str, der: bytes, cert: dict[str, Any] | None) -> bytes:
     """The `x-forwarded-client-cert` header line for the local application, as Envoy writes it with
     SANITIZE_SET and `uri: true`: By (our URI SAN), Hash (hex SHA-256 of the peer certificate's
     DER), URI (the peer's first URI SAN; the key stays when it is empty)."""

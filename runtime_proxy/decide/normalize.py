@@ -33,7 +33,7 @@ BAD_REQUEST = 400
 # alternation would make the regex several times slower).
 _NEEDS_WORK = re.compile(r'[%\\\x00-\x20"<>^`{|}\x7f-\U0010ffff]')
 _CACHE_SIZE = 4096          # recent targets per escaped_slashes setting; cleared when full
-_CACHES: dict[str, dict] = {"reject": {}, "decode": {}, "keep": {}}
+_CACHES: dict[str, dict[str, tuple[str, str] | int]] = {"reject": {}, "decode": {}, "keep": {}}
 _ESCAPED_SLASH = re.compile(r"%(?:2[fF]|5[cC])")
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 
@@ -74,7 +74,7 @@ def _is_dot(s: bytes, i: int, end: int) -> int:
     return 0
 
 
-def _decode_escaped(s, i: int, end: int) -> int:
+def _decode_escaped(s: bytes | bytearray, i: int, end: int) -> int:
     """The byte value of the escape `%XX` at `i`, or -1 (Chromium's DecodeEscaped)."""
     if i + 3 > end:
         return -1
@@ -108,7 +108,7 @@ def _classify_after_dot(s: bytes, after: int, end: int) -> tuple[int, int]:
     if after == end:
         return _DIRECTORY_CUR, 0
     c = s[after]
-    if c == _SLASH or c == _BACKSLASH:
+    if c == _SLASH or c == _BACKSLASH:  # noqa: SIM109 - `in (_SLASH, _BACKSLASH)` builds a tuple a call
         return _DIRECTORY_CUR, 1
     second = _is_dot(s, after, end)
     if second:
@@ -116,7 +116,7 @@ def _classify_after_dot(s: bytes, after: int, end: int) -> tuple[int, int]:
         if after2 == end:
             return _DIRECTORY_UP, second
         c2 = s[after2]
-        if c2 == _SLASH or c2 == _BACKSLASH:
+        if c2 == _SLASH or c2 == _BACKSLASH:  # noqa: SIM109 - as above
             return _DIRECTORY_UP, second + 1
     return _NOT_A_DIRECTORY, 0
 
@@ -251,7 +251,7 @@ def normalize_path(path: str, escaped_slashes: str) -> str | int:
     return merge_slashes(canonical.decode("ascii"))
 
 
-def _unescape_slash(m: re.Match) -> str:
+def _unescape_slash(m: re.Match[str]) -> str:
     return "/" if m.group(0)[1] == "2" else "\\"
 
 

@@ -26,7 +26,13 @@ from time.monotonic()) is an argument.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 from runtime_proxy.decide.retry import CONNECT_FAILURE, OVERFLOW, PER_TRY_TIMEOUT, REFUSED_STREAM, RESET
+
+if TYPE_CHECKING:
+    from runtime_proxy.decide.table import OutlierSettings
 
 DEFAULT_MAX_EJECTION_MS = 300_000
 PANIC_THRESHOLD_PERCENT = 50.0
@@ -38,13 +44,13 @@ _FAILURE_STATUS = {CONNECT_FAILURE: 503, RESET: 503, REFUSED_STREAM: 503, PER_TR
 class _Host:
     __slots__ = ("c5xx", "cgw", "ejected_until", "ejected_at", "backoff", "unejected_at", "times")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.c5xx = 0                  # consecutive 5xx
         self.cgw = 0                   # consecutive gateway errors
-        self.ejected_until = None      # float while ejected, else None
-        self.ejected_at = None
+        self.ejected_until: float | None = None      # while ejected
+        self.ejected_at: float | None = None
         self.backoff = 0               # Envoy's ejection-time multiplier
-        self.unejected_at = None
+        self.unejected_at: float | None = None
         self.times = 0                 # ejections in total (stats)
 
 
@@ -52,7 +58,8 @@ class OutlierState:
     """The detector of one subset. `endpoint_keys` (optional) are its endpoints; `available`
     updates them, and until they are known the endpoints seen by `record` count."""
 
-    def __init__(self, outlier, endpoint_keys=(), tick_origin: float | None = None):
+    def __init__(self, outlier: OutlierSettings, endpoint_keys: Iterable[str] = (),
+                 tick_origin: float | None = None) -> None:
         self.outlier = outlier
         self.tick_origin = tick_origin
         self.consecutive_5xx = outlier.consecutive_5xx
@@ -61,15 +68,15 @@ class OutlierState:
         self.base = outlier.base_ejection_ms / 1000.0
         self.max_ejection = max(DEFAULT_MAX_EJECTION_MS, outlier.base_ejection_ms) / 1000.0
         self.max_percent = outlier.max_ejection_percent
-        self.hosts: dict = {}
-        self.endpoints: tuple = tuple(endpoint_keys)
+        self.hosts: dict[str, _Host] = {}                  # endpoint key (`host:port`) -> its state
+        self.endpoints: tuple[str, ...] = tuple(endpoint_keys)
         self.ejected_count = 0
         self.ejections_total = 0
         self.ejections_overflow = 0
 
     # ---- bookkeeping --------------------------------------------------------------------------
 
-    def _host(self, key) -> _Host:
+    def _host(self, key: str) -> _Host:
         h = self.hosts.get(key)
         if h is None:
             h = self.hosts[key] = _Host()
@@ -120,7 +127,7 @@ class OutlierState:
 
     # ---- the contract -------------------------------------------------------------------------
 
-    def record(self, endpoint_key, status: int | None, failure: str | None, now: float) -> bool:
+    def record(self, endpoint_key: str, status: int | None, failure: str | None, now: float) -> bool:
         """Count one result of `endpoint_key`: a response status, or a failure kind without one.
         True when this result ejected the endpoint."""
         if status is None:
@@ -146,14 +153,14 @@ class OutlierState:
             h.c5xx = h.cgw = 0
         return ejected
 
-    def is_ejected(self, endpoint_key, now: float) -> bool:
+    def is_ejected(self, endpoint_key: str, now: float) -> bool:
         h = self.hosts.get(endpoint_key)
         if h is None:
             return False
         self._expire(h, now)
         return h.ejected_until is not None
 
-    def available(self, endpoint_keys, now: float) -> list:
+    def available(self, endpoint_keys: Iterable[str], now: float) -> list[str]:
         """The endpoints to balance over: those not ejected, or all of them when fewer than half
         are (Envoy's panic threshold)."""
         keys = endpoint_keys if isinstance(endpoint_keys, tuple) else tuple(endpoint_keys)
@@ -166,6 +173,6 @@ class OutlierState:
             return list(keys)
         return out
 
-    def ejected(self, now: float) -> list:
+    def ejected(self, now: float) -> list[str]:
         """The endpoints ejected at `now` (for the admin interface)."""
         return [k for k in list(self.hosts) if self.is_ejected(k, now)]

@@ -18,6 +18,7 @@ decided (runtime_proxy/decide/explain.py); without it the decision pays nothing 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Protocol
 
 from runtime_proxy.decide import authz as authz_mod
 from runtime_proxy.decide import fault as fault_mod
@@ -38,6 +39,13 @@ from runtime_proxy.decide.normalize import normalize
 from runtime_proxy.decide.routing import select_route
 from runtime_proxy.decide.table import CRoute
 
+if TYPE_CHECKING:
+    from runtime_proxy.decide.explain import Explanation
+    from runtime_proxy.decide.table import CHeaderChanges, CSubsetRef, HeaderMap, Table
+
+# A request's header lines as received: (name as sent, value).
+RawHeaders = list[tuple[bytes, bytes]]
+
 # Request headers never copied upstream as they came: connection-level ones, router control
 # headers, and the framing the proxy writes itself. `x-forwarded-for` passes unchanged and is
 # never added: Envoy's connection manager as the compiler emits it (use_remote_address false)
@@ -54,6 +62,40 @@ BAD_REQUEST, NO_ROUTE, RBAC_DENIED, RBAC_ALLOWED = "bad_request", "no_route", "r
 ABORTS_INJECTED, DELAYS_INJECTED = "aborts_injected", "delays_injected"
 
 
+class RequestHead(Protocol):
+    """What the decisions read of a request head: a `Head`, or the proxy's own request object
+    (net/exchange.py Exchange), which carries these attributes itself."""
+    @property
+    def inbound(self) -> bool: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def raw(self) -> RawHeaders: ...
+    @property
+    def headers(self) -> HeaderMap: ...
+    @property
+    def content_length(self) -> int | None: ...
+    @property
+    def chunked(self) -> bool: ...
+    @property
+    def reject(self) -> int: ...
+    @property
+    def peer(self) -> str | None: ...
+    @property
+    def xfcc(self) -> bytes | None: ...
+
+
+class RequestDraws(Protocol):
+    """The random draws a decision may ask for: `Draws`, or the proxy's net/exchange.py RandomDraws."""
+    def fault_delay(self) -> float: ...
+    def fault_abort(self) -> float: ...
+    def split(self) -> int: ...
+    def mirror(self) -> float: ...
+    def request_id(self) -> bytes: ...
+
+
 class Head:
     """A request head as the decisions read it. `raw` are the header lines as received (name as
     sent, value; Envoy's inline headers joined, see `header_dict`), `headers` lower-case name ->
@@ -62,9 +104,9 @@ class Head:
     __slots__ = ("inbound", "method", "target", "raw", "headers", "content_length", "chunked", "reject",
                  "peer", "xfcc")
 
-    def __init__(self, inbound: bool, method: str, target: str, raw: list, headers: dict,
+    def __init__(self, inbound: bool, method: str, target: str, raw: RawHeaders, headers: HeaderMap,
                  content_length: int | None = None, chunked: bool = False, reject: int = 0,
-                 peer: str | None = None, xfcc: bytes | None = None):
+                 peer: str | None = None, xfcc: bytes | None = None) -> None:
         self.inbound = inbound                # the inbound listener (else the outbound one)
         self.method = method
         self.target = target                  # the request target as received
@@ -85,7 +127,7 @@ class Draws:
     is never needed is never made."""
     __slots__ = ("_fault_delay", "_fault_abort", "_split", "_mirror", "_request_id")
 
-    def __init__(self, fault_delay: float, fault_abort: float, split: int, mirror: float, request_id: bytes):
+    def __init__(self, fault_delay: float, fault_abort: float, split: int, mirror: float, request_id: bytes) -> None:
         self._fault_delay, self._fault_abort, self._split = fault_delay, fault_abort, split
         self._mirror, self._request_id = mirror, request_id
 
@@ -139,7 +181,8 @@ def local(d: Decision, status: int, body: bytes = b"", counter: str | None = BAD
     return d
 
 
-def decide_request(table, head: Head, draws: Draws, explain=None) -> Decision:
+def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
+                   explain: Explanation | None = None) -> Decision:
     """The decision for one request head (`table`: a runtime_proxy/decide/table.Table; `explain`:
     an explain.Explanation to record the reasons in, or None)."""
     d = Decision()
@@ -175,7 +218,7 @@ def decide_request(table, head: Head, draws: Draws, explain=None) -> Decision:
         if explain is not None:
             explain.note("normalize", "rejected", f"{target} is answered {norm} (docs/language.md §6)")
         return local(d, norm, close=True)
-    d.path, d.query = path, query = norm
+    d.path, d.query = path, query = norm  # type: ignore[misc]  # a tuple: the int (400) returned above
     if explain is not None:
         explain.note("normalize", "path", path)
     if head.inbound:
@@ -209,13 +252,13 @@ def decide_request(table, head: Head, draws: Draws, explain=None) -> Decision:
                 d.counter, d.flags = ABORTS_INJECTED, "FI"
             return d
     if route.split is not None:
-        ref = split_mod.pick(route.split, headers, draws.split())
+        ref: CSubsetRef = split_mod.pick(route.split, headers, draws.split())
         if explain is not None:
             keyed = route.split.key_header is not None and \
                 split_mod.key_value(headers.get(route.split.key_header)) is not None
             explain.note("split", ref.subset.name, "by the key header" if keyed else "by the random draw")
     else:
-        ref = route.to
+        ref = route.to  # type: ignore[assignment]  # not None: compile_config gives a route `to` or `split`
     d.cluster = ref.subset.cluster
     if route.mirror is not None and draws.mirror() * 100.0 < route.mirror.percent:
         d.mirror = True
@@ -223,8 +266,8 @@ def decide_request(table, head: Head, draws: Draws, explain=None) -> Decision:
     return d
 
 
-def _inbound(table, head: Head, draws: Draws, d: Decision, method: str, path: str, target: str, raw, headers,
-             explain) -> Decision:
+def _inbound(table: Table, head: RequestHead, draws: RequestDraws, d: Decision, method: str, path: str, target: str,
+             raw: RawHeaders, headers: HeaderMap, explain: Explanation | None) -> Decision:
     """Authorization of the sidecar's own service, then its local application."""
     xfcc = head.xfcc
     if xfcc is not None or XFCC in headers:
@@ -249,8 +292,8 @@ def _inbound(table, head: Head, draws: Draws, d: Decision, method: str, path: st
     return d
 
 
-def _upstream_head(d: Decision, head: Head, draws: Draws, method: str, target: str, raw, headers, route,
-                   xfcc) -> None:
+def _upstream_head(d: Decision, head: RequestHead, draws: RequestDraws, method: str, target: str, raw: RawHeaders,
+                   headers: HeaderMap, route: CRoute | None, xfcc: bytes | None) -> None:
     """The request line and headers every attempt sends (each attempt adds its own lines)."""
     up_target = upstream_target(d.path, d.query, target)
     parts = [method.encode(), b" ", up_target.encode("latin-1"), b" HTTP/1.1\r\n"]
@@ -293,12 +336,12 @@ def upstream_target(path: str, query: str, target: str) -> str:
     return path + "?" + query if query or "?" in target else path
 
 
-def changed_request_headers(raw, skip, changes) -> list[tuple[bytes, bytes]]:
+def changed_request_headers(raw: RawHeaders, skip: frozenset[bytes], changes: CHeaderChanges) -> RawHeaders:
     """The request header lines `raw` ((name as sent, value) bytes) that go upstream, less the
     lower-case names in `skip`, after the route's `changes` (a CHeaderChanges): lower-case names.
     Values are decoded as `decode_value` does, so that a value that is not changed goes out as
     the bytes that came in."""
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for n, v in raw:
         ln = n.lower()
         if ln not in skip:
@@ -312,7 +355,7 @@ def changed_request_headers(raw, skip, changes) -> list[tuple[bytes, bytes]]:
 _NAMES: dict[bytes, str] = {}
 
 
-def header_dict(raw: list) -> tuple[dict[str, list[str]], list]:
+def header_dict(raw: RawHeaders) -> tuple[HeaderMap, RawHeaders]:
     """The request's headers as routing reads them: lower-case name -> values (decoded as
     `decode_value`), and the header lines to forward. Envoy keeps one value for each of its
     inline headers (http.REQUEST_INLINE): their repeated lines are joined, in both results."""
@@ -341,11 +384,11 @@ def header_dict(raw: list) -> tuple[dict[str, list[str]], list]:
     return hdict, (_join_inline(raw) if joined else raw)
 
 
-def _join_inline(raw: list) -> list:
+def _join_inline(raw: RawHeaders) -> RawHeaders:
     """The request's header lines with the repeated lines of each of Envoy's inline headers
     joined, with ",", into the first one (http.REQUEST_INLINE), as Envoy's appendToHeader does:
     an empty line adds nothing, and a value after an empty one comes without a comma."""
-    out = []
+    out: RawHeaders = []
     first: dict[str, int] = {}
     for n, v in raw:
         name = n.decode("latin-1").lower()

@@ -5,6 +5,8 @@ header lines; the connection that reads them is runtime_proxy/net/upstream.py.""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from runtime_proxy.decide.headers import apply_changes
 from runtime_proxy.decide.http import (
     RESPONSE_INLINE,
@@ -14,12 +16,15 @@ from runtime_proxy.decide.http import (
     encode_value,
 )
 
+if TYPE_CHECKING:
+    from runtime_proxy.decide.table import CHeaderChanges, CRoute
+
 RESPONSE_INLINE_BYTES = frozenset(n.encode() for n in RESPONSE_INLINE)
 # `connection` values that name no other header to drop
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
 
 
-def response_lines(route, lines: list[bytes], special) -> list[bytes]:
+def response_lines(route: CRoute | None, lines: list[bytes], special: list[tuple[bytes, bytes]]) -> list[bytes]:
     """The upstream response's header lines as the client gets them: `lines` (formatted by the
     upstream connection, the hop-by-hop ones set apart in `special`) less the headers its
     `connection` header names, after the route's response changes. `lines` itself when nothing
@@ -34,7 +39,7 @@ def response_lines(route, lines: list[bytes], special) -> list[bytes]:
     return lines
 
 
-def add_inline_line(lines: list, seen: dict | None, name: bytes, value: bytes) -> dict:
+def add_inline_line(lines: list[bytes], seen: dict[bytes, int] | None, name: bytes, value: bytes) -> dict[bytes, int]:
     """Add the response header line `name: value` for one of Envoy's inline headers to the
     formatted `lines`: Envoy keeps one value of these, so a repeated line is joined to the first
     with "," (appendToHeader: nothing for an empty value, no comma after an empty one). `seen`
@@ -51,11 +56,11 @@ def add_inline_line(lines: list, seen: dict | None, name: bytes, value: bytes) -
     return seen
 
 
-def changed_response_lines(lines, drop, changes) -> list[bytes]:
+def changed_response_lines(lines: list[bytes], drop: set[bytes] | None, changes: CHeaderChanges | None) -> list[bytes]:
     """The upstream's response header lines (`name: value\\r\\n`, lower-case names) less the
     names in `drop` (or None), after the route's response `changes` (a CHeaderChanges or None);
     unchanged values keep their bytes."""
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for line in lines:
         n, _, v = line[:-2].partition(b": ")
         if drop is None or n not in drop:
@@ -66,10 +71,10 @@ def changed_response_lines(lines, drop, changes) -> list[bytes]:
     return [b"%s: %s\r\n" % (n.encode("latin-1"), encode_value(v)) for n, v in pairs]
 
 
-def local_reply_changes(body: bytes, extra: bytes, changes) -> bytes:
+def local_reply_changes(body: bytes, extra: bytes, changes: CHeaderChanges) -> bytes:
     """The header lines of a local reply on a chosen route (a fault's abort, a timeout, a reset,
     an overflow) after the route's response `changes`, content type included, as Envoy does."""
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for line in extra.split(b"\r\n"):
         if line:
             n, _, v = line.partition(b": ")

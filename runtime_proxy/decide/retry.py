@@ -7,7 +7,8 @@ Pure functions: the random draw is an argument. The rules are Envoy 1.40's route
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple, Protocol
 
 # Failure kinds the I/O layer reports when no response came from the upstream.
 CONNECT_FAILURE = "connect-failure"      # no connection could be made (refused, unreachable, connect timeout)
@@ -31,6 +32,34 @@ CONDITIONS: dict[str, tuple[frozenset[int], frozenset[str]]] = {
 }
 
 
+# What these decisions read of a route's retry policy (table.CRetry), of a retry budget
+# (table.RetryBudget) and of a destination's limits (table.Limits). table.py imports this module,
+# so it is not imported here.
+class RetryPolicy(Protocol):
+    @property
+    def statuses(self) -> frozenset[int]: ...
+    @property
+    def failures(self) -> frozenset[str]: ...
+    @property
+    def backoff_base_ms(self) -> int: ...
+    @property
+    def backoff_max_ms(self) -> int: ...
+    @property
+    def backoff_cap_exponent(self) -> int: ...
+
+
+class Budget(Protocol):
+    @property
+    def percent(self) -> float: ...
+    @property
+    def min_concurrency(self) -> int: ...
+
+
+class RetryLimit(Protocol):
+    @property
+    def max_retries(self) -> int: ...
+
+
 class Outcome(NamedTuple):
     """What one attempt produced: a response status, or a failure kind (and no status)."""
     status: int | None
@@ -38,7 +67,8 @@ class Outcome(NamedTuple):
     overloaded: bool = False             # the upstream's response carried `x-envoy-overloaded`: never retried
 
 
-def compile_conditions(retry_on, status_codes) -> tuple[frozenset[int], frozenset[str]]:
+def compile_conditions(retry_on: Iterable[str],
+                       status_codes: Iterable[int]) -> tuple[frozenset[int], frozenset[str]]:
     """The statuses and failure kinds that a policy with these conditions retries."""
     statuses: set[int] = set(status_codes)
     failures: set[str] = set()
@@ -49,7 +79,7 @@ def compile_conditions(retry_on, status_codes) -> tuple[frozenset[int], frozense
     return frozenset(statuses), frozenset(failures)
 
 
-def retriable(retry, outcome: Outcome) -> bool:
+def retriable(retry: RetryPolicy, outcome: Outcome) -> bool:
     """Whether an attempt with this outcome is retried under `retry`'s conditions (a compiled
     table.CRetry; the attempt count, the budget and the timeouts are checked by the caller)."""
     if outcome.status is not None:
@@ -66,7 +96,7 @@ def cap_exponent(base_ms: int, max_ms: int) -> int:
     return n
 
 
-def backoff_ms(retry, n: int, rand: float) -> float:
+def backoff_ms(retry: RetryPolicy, n: int, rand: float) -> float:
     """Wait before retry number `n` (1, 2, ...): Envoy's jittered exponential backoff,
     `min(random % ((2^m - 1) x base), max)` with m = min(n, the capping exponent), in whole
     milliseconds: below (2^n - 1) x base, never above max (and equal to max with the probability
@@ -77,7 +107,7 @@ def backoff_ms(retry, n: int, rand: float) -> float:
     return float(min(int(rand * interval), cap))
 
 
-def budget_limit(budget, limits, active_requests: int) -> int:
+def budget_limit(budget: Budget | None, limits: RetryLimit, active_requests: int) -> int:
     """How many retries may be in flight: max(min_concurrency, percent x active) with a budget
     (Envoy truncates the product), else `limits.max_retries`."""
     if budget is None:
@@ -85,7 +115,7 @@ def budget_limit(budget, limits, active_requests: int) -> int:
     return max(int(budget.percent / 100.0 * active_requests), budget.min_concurrency)
 
 
-def budget_allows(budget, limits, active_requests: int, retries_in_flight: int) -> bool:
+def budget_allows(budget: Budget | None, limits: RetryLimit, active_requests: int, retries_in_flight: int) -> bool:
     """Whether one more retry may start. `active_requests` counts requests in flight and pending
     to the destination (as Envoy's budget does); `retries_in_flight` the retries already running."""
     return retries_in_flight < budget_limit(budget, limits, active_requests)

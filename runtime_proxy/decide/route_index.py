@@ -24,26 +24,57 @@ select_route itself does.
 
 from __future__ import annotations
 
+from typing import Any, Generic, Protocol, TypeVar
+
 ANY = None
 MAX_ENTRIES = 1024
 _REGEX_META = frozenset(".^$*+?()[]{}|\\")
 
 
-class ServiceView:
+# What the index reads of the compiled table (table.py imports this module, so it is not imported
+# here): a match's methods and its config data, a route's matches, a service's name and routes.
+class _Match(Protocol):
+    @property
+    def methods(self) -> frozenset[str] | None: ...
+    @property
+    def spec(self) -> dict[str, Any]: ...
+
+
+class _Route(Protocol):
+    @property
+    def matches(self) -> tuple[_Match, ...]: ...
+
+
+R = TypeVar("R", bound=_Route)                                  # table.CRoute
+R_co = TypeVar("R_co", bound=_Route, covariant=True)
+
+
+class _Service(Protocol[R_co]):
+    @property
+    def name(self) -> str: ...
+    @property
+    def routes(self) -> tuple[R_co, ...]: ...
+
+
+# (methods or None, first segment or ANY) of one match
+MatchSpec = tuple[frozenset[str] | None, str | None]
+
+
+class ServiceView(Generic[R]):
     """What select_route reads of a service: its routes (here, the candidates)."""
     __slots__ = ("name", "routes")
 
-    def __init__(self, name: str, routes: tuple):
+    def __init__(self, name: str, routes: tuple[R, ...]) -> None:
         self.name = name
         self.routes = routes
 
 
-def first_segment_of_value(kind: str, value: str):
+def first_segment_of_value(kind: str, value: str) -> str | None:
     """The one first path segment every path passing this condition has, or ANY."""
     if kind == "regex":
         if "|" in value:
             return ANY
-        literal = []
+        literal: list[str] = []
         for ch in value:
             if ch in _REGEX_META:
                 if ch in "*+?{" and literal:
@@ -65,7 +96,7 @@ def first_segment_of_value(kind: str, value: str):
     return ANY if slash < 0 else value[1:slash]
 
 
-def match_spec(m) -> tuple:
+def match_spec(m: _Match) -> MatchSpec:
     """(methods or None, first segment or ANY) of one compiled match (table.CMatch)."""
     path = m.spec.get("path")
     seg = ANY if path is None else first_segment_of_value(path["kind"], path["value"])
@@ -77,22 +108,22 @@ def first_segment(path: str) -> str:
     return path[1:] if slash < 0 else path[1:slash]
 
 
-class RouteIndex:
+class RouteIndex(Generic[R]):
     __slots__ = ("name", "routes", "specs", "views")
 
-    def __init__(self, csvc):
+    def __init__(self, csvc: _Service[R]) -> None:
         self.name = csvc.name
         self.routes = csvc.routes
         self.specs = tuple(tuple(match_spec(m) for m in r.matches) for r in csvc.routes)
-        self.views: dict[tuple[str, str], ServiceView] = {}
+        self.views: dict[tuple[str, str], ServiceView[R]] = {}
 
-    def view(self, method: str, path: str) -> ServiceView:
+    def view(self, method: str, path: str) -> ServiceView[R]:
         """A view of the service with the routes that can take (method, path), in order."""
         seg = first_segment(path)
         key = (method, seg)
         view = self.views.get(key)
         if view is None:
-            keep = []
+            keep: list[R] = []
             for route, specs in zip(self.routes, self.specs):
                 for methods, s in specs:
                     if (methods is None or method in methods) and (s is ANY or s == seg):

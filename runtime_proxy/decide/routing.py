@@ -7,10 +7,18 @@ request.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from runtime_proxy.decide.table import CRoute, CService, parse_query
 
+if TYPE_CHECKING:
+    from runtime_proxy.decide.explain import Explanation
+    from runtime_proxy.decide.route_index import ServiceView
+    from runtime_proxy.decide.table import HeaderMap
 
-def select_route(service: CService, method: str, path: str, query: str, headers) -> CRoute | None:
+
+def select_route(service: CService | ServiceView[CRoute], method: str, path: str, query: str,
+                 headers: HeaderMap) -> CRoute | None:
     """The route of `service` that takes this request, or None (a 404). `path` is the normalised
     path, `query` the raw query string without `?`, `headers` lower-case name -> list of values."""
     params = None
@@ -30,8 +38,8 @@ def select_route(service: CService, method: str, path: str, query: str, headers)
             if m.query:
                 if params is None:
                     params = parse_query(query)
-                for test in m.query:
-                    if not test(params):
+                for qtest in m.query:
+                    if not qtest(params):
                         ok = False
                         break
                 if not ok:
@@ -40,7 +48,8 @@ def select_route(service: CService, method: str, path: str, query: str, headers)
     return None
 
 
-def explain_routes(service: CService, method: str, path: str, query: str, headers, explain) -> CRoute | None:
+def explain_routes(service: CService, method: str, path: str, query: str, headers: HeaderMap,
+                   explain: Explanation) -> CRoute | None:
     """select_route, every route of `service` tried in order (not only the route index's
     candidates), each match's first failing condition noted in `explain`. The same answer as
     select_route (tests/test_decisions.py holds them equal)."""
@@ -56,15 +65,15 @@ def explain_routes(service: CService, method: str, path: str, query: str, header
             where = f"`{route.name}`" + (f" match {i}" if len(route.matches) > 1 else "")
             spec = m.spec
             if m.methods is not None and method not in m.methods:
-                why = f"method {method} is not one of {', '.join(sorted(m.methods))}"
+                why: str | None = f"method {method} is not one of {', '.join(sorted(m.methods))}"
             elif m.path is not None and not m.path(path):
                 why = f"{describe_path(spec['path'])} does not match `{path}`"
             else:
-                why = next((describe_header(h) + " does not hold" for h, test in zip(spec.get("headers") or (), m.headers)
-                            if not test(headers)), None)
+                why = next((describe_header(h) + " does not hold"
+                            for h, test in zip(spec.get("headers") or (), m.headers) if not test(headers)), None)
                 if why is None:
-                    why = next((describe_query(q) + " does not hold" for q, test in zip(spec.get("query") or (), m.query)
-                                if not test(params)), None)
+                    why = next((describe_query(q) + " does not hold"
+                                for q, test in zip(spec.get("query") or (), m.query) if not test(params)), None)
             if why is None:
                 explain.note("route", "matched", where)
                 chosen = route

@@ -9,6 +9,10 @@ never picked.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from runtime_proxy.decide.table import CSplit, CWeightedSubset, HeaderMap
 
 # absl::SimpleAtoi<uint64_t>: optional ASCII white space around, one optional '+', ASCII digits.
 _U64 = re.compile(r"[ \t\n\v\f\r]*\+?([0-9]+)[ \t\n\v\f\r]*", re.ASCII)
@@ -30,7 +34,7 @@ def key_value(values: list[str] | None) -> int | None:
     return n if n <= _U64_MAX else None
 
 
-def pick(split, headers, rand_u64: int):
+def pick(split: CSplit, headers: HeaderMap, rand_u64: int) -> CWeightedSubset:
     """The target (a CWeightedSubset) of `split` for this request. `rand_u64` is a random integer
     in [0, 2^64), used when the key header does not decide."""
     value = None

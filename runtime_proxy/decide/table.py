@@ -14,7 +14,8 @@ detection) lives in the I/O layer, keyed by `CSubset.cluster`.
 from __future__ import annotations
 
 from bisect import bisect_right
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from runtime_proxy.decide.route_index import RouteIndex
 
@@ -28,6 +29,14 @@ class TableError(ValueError):
     """A config that validates but cannot be compiled (an invalid RE2 pattern, a dangling reference)."""
 
 
+# What the decisions read of a request: its headers (lower-case name -> values, request.header_dict)
+# and its query (name -> first value, parse_query). Every condition compiles to one of these tests.
+HeaderMap = dict[str, list[str]]
+StrTest = Callable[[str], bool]                 # on the normalised path, or on one header value
+HeaderTest = Callable[[HeaderMap], bool]
+QueryTest = Callable[[dict[str, str]], bool]
+
+
 # ---- string tests ---------------------------------------------------------------------------
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -38,7 +47,7 @@ def ascii_lower(s: str) -> str:
     return s.lower() if s.isascii() else s.translate(_ASCII_LOWER)
 
 
-def re2_fullmatcher(pattern: str):
+def re2_fullmatcher(pattern: str) -> StrTest:
     """A function `str -> bool` that is true when `pattern` (RE2) matches the whole string.
 
     The public `fullmatch` of google-re2 builds match objects and offset maps (about 5 µs a call);
@@ -56,6 +65,7 @@ def re2_fullmatcher(pattern: str):
     raw = getattr(compiled, "_regexp", None)
     anchor = getattr(getattr(getattr(_re2, "_re2", None), "RE2", None), "Anchor", None)
     if raw is not None and anchor is not None and hasattr(raw, "Match"):
+        match: Callable[[Any, bytes, int, int], list[tuple[int, int]]]   # RE2.Match: (start, end) per group
         match, both = raw.Match, anchor.ANCHOR_BOTH
 
         def fullmatch(s: str) -> bool:
@@ -74,7 +84,7 @@ def _re2_message(err: Exception) -> str:
     return msg.decode("utf-8", "replace") if isinstance(msg, bytes) else str(msg)
 
 
-def path_test(kind: str, value: str):
+def path_test(kind: str, value: str) -> StrTest:
     """The test of one path condition on the normalised path (without the query)."""
     if kind == "exact":
         return value.__eq__
@@ -90,7 +100,7 @@ def path_test(kind: str, value: str):
     raise TableError(f"unknown path match kind {kind!r}")
 
 
-def value_test(kind: str, value: str, ignore_case: bool):
+def value_test(kind: str, value: str, ignore_case: bool) -> StrTest:
     """The test of one header value (exact, prefix, suffix, regex)."""
     if kind == "regex":
         return re2_fullmatcher(value)
@@ -112,7 +122,7 @@ def value_test(kind: str, value: str, ignore_case: bool):
     raise TableError(f"unknown header match kind {kind!r}")
 
 
-def header_test(name: str, kind: str, value: str | None, invert: bool, ignore_case: bool):
+def header_test(name: str, kind: str, value: str | None, invert: bool, ignore_case: bool) -> HeaderTest:
     """The test of one header condition on `dict[str, list[str]]` (docs/language.md section 7).
 
     Values are tested one by one (a header sent twice has two values); a string test never holds
@@ -124,28 +134,28 @@ def header_test(name: str, kind: str, value: str | None, invert: bool, ignore_ca
         return (lambda h: name in h) if invert else (lambda h: name not in h)
     test = value_test(kind, value or "", ignore_case)
     if invert:
-        def inverted(h):
+        def inverted(h: HeaderMap) -> bool:
             values = h.get(name)
             if values is None:
                 return False
-            for v in values:
+            for v in values:  # noqa: SIM110 - these tests run a request: all() would add a generator
                 if test(v):
                     return False
             return True
         return inverted
 
-    def plain(h):
+    def plain(h: HeaderMap) -> bool:
         values = h.get(name)
         if values is None:
             return False
-        for v in values:
+        for v in values:  # noqa: SIM110 - as above, any()
             if test(v):
                 return True
         return False
     return plain
 
 
-def query_test(name: str, kind: str, value: str | None):
+def query_test(name: str, kind: str, value: str | None) -> QueryTest:
     """The test of one query condition on the parsed query (name -> first value)."""
     if kind == "present":
         return lambda q: name in q
@@ -154,7 +164,7 @@ def query_test(name: str, kind: str, value: str | None):
     if kind == "regex":
         test = re2_fullmatcher(value or "")
 
-        def regex(q):
+        def regex(q: dict[str, str]) -> bool:
             v = q.get(name)
             return v is not None and test(v)
         return regex
@@ -231,7 +241,7 @@ class Listeners(NamedTuple):
     admin: tuple[str, int]
 
 
-def where(source) -> str:
+def where(source: dict[str, Any] | None) -> str:
     """A config `source` ({file, line, column}) as `FILE:LINE:COL`."""
     if not source:
         return "?"
@@ -245,7 +255,8 @@ class CMatch:
     match data) for the route index and for explanations."""
     __slots__ = ("path", "headers", "query", "methods", "spec")
 
-    def __init__(self, path, headers, query, methods, spec):
+    def __init__(self, path: StrTest | None, headers: tuple[HeaderTest, ...], query: tuple[QueryTest, ...],
+                 methods: frozenset[str] | None, spec: dict[str, Any]) -> None:
         self.path = path              # callable(path) -> bool, or None for any path
         self.headers = headers        # tuple of callable(headers) -> bool
         self.query = query            # tuple of callable(params) -> bool
@@ -256,7 +267,8 @@ class CMatch:
 class CSubset:
     __slots__ = ("service", "name", "cluster", "discovery", "endpoints", "source")
 
-    def __init__(self, service: str, name: str, cluster: str, discovery: str, endpoints, source: str):
+    def __init__(self, service: str, name: str, cluster: str, discovery: str,
+                 endpoints: tuple[tuple[str, int], ...], source: str) -> None:
         self.service = service        # the name of the service the subset belongs to
         self.name = name
         self.cluster = cluster        # `outbound|SUBSET|SERVICE`: breakers, outlier state and stats key
@@ -269,7 +281,7 @@ class CSubsetRef:
     """A resolved destination: the service (for its limits, outlier and budget) and the subset."""
     __slots__ = ("service", "subset")
 
-    def __init__(self, service: CService, subset: CSubset):
+    def __init__(self, service: CService, subset: CSubset) -> None:
         self.service = service
         self.subset = subset
 
@@ -277,7 +289,7 @@ class CSubsetRef:
 class CWeightedSubset(CSubsetRef):
     __slots__ = ("weight",)
 
-    def __init__(self, service: CService, subset: CSubset, weight: int):
+    def __init__(self, service: CService, subset: CSubset, weight: int) -> None:
         super().__init__(service, subset)
         self.weight = weight
 
@@ -285,9 +297,10 @@ class CWeightedSubset(CSubsetRef):
 class CSplit:
     __slots__ = ("targets", "key_header", "total_weight", "bounds")
 
-    def __init__(self, targets: tuple, key_header: str | None):
+    def __init__(self, targets: tuple[CWeightedSubset, ...], key_header: str | None) -> None:
         self.targets = targets
         self.key_header = key_header
+        bounds: list[int]
         bounds, acc = [], 0
         for t in targets:
             acc += t.weight
@@ -305,16 +318,16 @@ class CRetry:
                  "backoff_base_ms", "backoff_max_ms", "allow_non_idempotent",
                  "statuses", "failures", "backoff_cap_exponent")
 
-    def __init__(self, r: dict):
+    def __init__(self, r: dict[str, Any]) -> None:
         from runtime_proxy.decide.retry import cap_exponent, compile_conditions
 
-        self.num_retries = r["num_retries"]
-        self.retry_on = tuple(r["retry_on"])
-        self.retriable_status_codes = tuple(r.get("retriable_status_codes") or ())
-        self.per_try_timeout_ms = r["per_try_timeout_ms"]
-        self.backoff_base_ms = r["backoff_base_ms"]
-        self.backoff_max_ms = r["backoff_max_ms"]
-        self.allow_non_idempotent = r.get("allow_non_idempotent", False)
+        self.num_retries: int = r["num_retries"]
+        self.retry_on: tuple[str, ...] = tuple(r["retry_on"])
+        self.retriable_status_codes: tuple[int, ...] = tuple(r.get("retriable_status_codes") or ())
+        self.per_try_timeout_ms: int = r["per_try_timeout_ms"]
+        self.backoff_base_ms: int = r["backoff_base_ms"]
+        self.backoff_max_ms: int = r["backoff_max_ms"]
+        self.allow_non_idempotent: bool = r.get("allow_non_idempotent", False)
         # precomputed: the statuses and failure kinds that this policy retries
         self.statuses, self.failures = compile_conditions(self.retry_on, self.retriable_status_codes)
         self.backoff_cap_exponent = cap_exponent(self.backoff_base_ms, self.backoff_max_ms)
@@ -323,18 +336,18 @@ class CRetry:
 class CFault:
     __slots__ = ("abort_status", "abort_percent", "delay_ms", "delay_percent")
 
-    def __init__(self, f: dict):
+    def __init__(self, f: dict[str, Any]) -> None:
         abort, delay = f.get("abort"), f.get("delay")
-        self.abort_status = abort["http_status"] if abort else None
-        self.abort_percent = abort["percent"] if abort else 0.0
-        self.delay_ms = delay["duration_ms"] if delay else 0
-        self.delay_percent = delay["percent"] if delay else 0.0
+        self.abort_status: int | None = abort["http_status"] if abort else None
+        self.abort_percent: float = abort["percent"] if abort else 0.0
+        self.delay_ms: int = delay["duration_ms"] if delay else 0
+        self.delay_percent: float = delay["percent"] if delay else 0.0
 
 
 class CMirror(CSubsetRef):
     __slots__ = ("percent", "timeout_ms")
 
-    def __init__(self, service: CService, subset: CSubset, percent: float, timeout_ms: int):
+    def __init__(self, service: CService, subset: CSubset, percent: float, timeout_ms: int) -> None:
         super().__init__(service, subset)
         self.percent = percent
         self.timeout_ms = timeout_ms  # a copy still running after this is dropped
@@ -343,11 +356,11 @@ class CMirror(CSubsetRef):
 class CHeaderChanges:
     __slots__ = ("remove", "set", "add", "empty", "touched")
 
-    def __init__(self, hc: dict | None):
+    def __init__(self, hc: dict[str, Any] | None) -> None:
         hc = hc or {}
-        self.remove = frozenset(n.lower() for n in hc.get("remove") or ())
-        self.set = tuple((n.lower(), v) for n, v in hc.get("set") or ())
-        self.add = tuple((n.lower(), v) for n, v in hc.get("add") or ())
+        self.remove: frozenset[str] = frozenset(n.lower() for n in hc.get("remove") or ())
+        self.set: tuple[tuple[str, str], ...] = tuple((n.lower(), v) for n, v in hc.get("set") or ())
+        self.add: tuple[tuple[str, str], ...] = tuple((n.lower(), v) for n, v in hc.get("add") or ())
         self.empty = not (self.remove or self.set or self.add)
         self.touched = self.remove | {n for n, _ in self.set}   # names whose old values go
 
@@ -359,17 +372,18 @@ class CRoute:
     __slots__ = ("name", "source", "matches", "to", "split", "timeout_ms", "retry", "fault",
                  "mirror", "request_headers", "response_headers")
 
-    def __init__(self, name, source, matches, to, split, timeout_ms, retry, fault, mirror,
-                 request_headers, response_headers):
+    def __init__(self, name: str, source: str, matches: tuple[CMatch, ...], to: CSubsetRef | None,
+                 split: CSplit | None, timeout_ms: int, retry: CRetry | None, fault: CFault | None,
+                 mirror: CMirror | None, request_headers: CHeaderChanges, response_headers: CHeaderChanges) -> None:
         self.name = name
         self.source = source                  # FILE:LINE:COL
-        self.matches = matches                # tuple[CMatch, ...], OR
-        self.to = to                          # CSubsetRef | None
-        self.split = split                    # CSplit | None
+        self.matches = matches                # OR
+        self.to = to                          # exactly one of `to` and `split` (compile_config)
+        self.split = split
         self.timeout_ms = timeout_ms          # 0: no timeout
-        self.retry = retry                    # CRetry | None
-        self.fault = fault                    # CFault | None
-        self.mirror = mirror                  # CMirror | None
+        self.retry = retry
+        self.fault = fault
+        self.mirror = mirror
         self.request_headers = request_headers
         self.response_headers = response_headers
 
@@ -379,48 +393,48 @@ class CService:
     __slots__ = ("name", "namespace", "identity", "port", "domains", "source", "subsets",
                  "limits", "outlier", "retry_budget", "upstream", "routes", "mtls", "sni")
 
-    def __init__(self, s: dict):
-        self.name = s["name"]
-        self.namespace = s["namespace"]
-        self.identity = s["identity"]
-        self.port = s["port"]
-        self.domains = tuple(s["domains"])
+    def __init__(self, s: dict[str, Any]) -> None:
+        self.name: str = s["name"]
+        self.namespace: str = s["namespace"]
+        self.identity: str = s["identity"]
+        self.port: int = s["port"]
+        self.domains: tuple[str, ...] = tuple(s["domains"])
         self.source = where(s.get("source"))
-        self.subsets = {sub["name"]: CSubset(s["name"], sub["name"], sub["cluster"], sub["discovery"],
-                                             tuple((e["host"], e["port"]) for e in sub["endpoints"]),
-                                             where(sub.get("source")))
-                        for sub in s["subsets"]}
+        self.subsets: dict[str, CSubset] = {
+            sub["name"]: CSubset(s["name"], sub["name"], sub["cluster"], sub["discovery"],
+                                 tuple((e["host"], e["port"]) for e in sub["endpoints"]), where(sub.get("source")))
+            for sub in s["subsets"]}
         self.limits = limits(s["limits"])                  # read by breaker.Breaker
         self.outlier = OutlierSettings(**s["outlier"]) if s.get("outlier") else None
         self.retry_budget = RetryBudget(**s["retry_budget"]) if s.get("retry_budget") else None
         self.upstream = Upstream(**s["upstream"])
         self.routes: tuple[CRoute, ...] = ()  # filled in once every service exists
-        self.mtls = s["mtls"]                 # called over mTLS, expecting `identity` as the server's URI SAN
-        self.sni = s["sni"]                   # the TLS server name sent with mTLS
+        self.mtls: bool = s["mtls"]           # called over mTLS, expecting `identity` as the server's URI SAN
+        self.sni: str = s["sni"]              # the TLS server name sent with mTLS
 
 
-def limits(data: dict) -> Limits:
+def limits(data: dict[str, Any]) -> Limits:
     return Limits(data["max_connections"], data["max_pending_requests"], data["max_requests"], data["max_retries"])
 
 
 class CAuthzRule:
     __slots__ = ("name", "action", "source", "principals", "path", "methods", "headers", "spec")
 
-    def __init__(self, r: dict):
-        self.name = r["name"]
-        self.action = r["action"]
+    def __init__(self, r: dict[str, Any]) -> None:
+        self.name: str = r["name"]
+        self.action: str = r["action"]
         self.source = where(r.get("source"))
         # principals: None (any peer) or (exact identities, prefixes)
         principals = r.get("principals")
         if principals is None:
-            self.principals = None
+            self.principals: tuple[frozenset[str], tuple[str, ...]] | None = None
         else:
             self.principals = (frozenset(p["value"] for p in principals if p["kind"] == "exact"),
                                tuple(p["value"] for p in principals if p["kind"] == "prefix"))
         path = r.get("path")
         self.path = path_test(path["kind"], path["value"]) if path else None
         methods = r.get("methods")
-        self.methods = frozenset(methods) if methods is not None else None
+        self.methods: frozenset[str] | None = frozenset(methods) if methods is not None else None
         self.headers = tuple(header_test(h["name"].lower(), h["kind"], h.get("value"), h.get("invert", False),
                                          h.get("ignore_case", False)) for h in r.get("headers") or ())
         self.spec = r                 # the rule as written, for explanations
@@ -429,7 +443,7 @@ class CAuthzRule:
 class CAuthorization:
     __slots__ = ("default_allow", "deny", "allow", "source")
 
-    def __init__(self, a: dict):
+    def __init__(self, a: dict[str, Any]) -> None:
         self.default_allow = a["default"] == "allow"
         rules = [CAuthzRule(r) for r in a.get("rules") or ()]
         self.deny = tuple(r for r in rules if r.action == "deny")
@@ -442,20 +456,20 @@ class Table:
     __slots__ = ("version", "service", "namespace", "identity", "listeners", "app", "escaped_slashes",
                  "proxy", "mtls_mode", "identity_files", "authorization", "services", "hosts", "subsets", "index")
 
-    def __init__(self, data: dict, services: dict[str, CService], authorization: CAuthorization):
-        self.version = data["version"]
-        self.service = data["service"]                      # whose sidecar this is
-        self.namespace = data["namespace"]
-        self.identity = data["identity"]                    # its SPIFFE ID
+    def __init__(self, data: dict[str, Any], services: dict[str, CService], authorization: CAuthorization) -> None:
+        self.version: str = data["version"]
+        self.service: str = data["service"]                 # whose sidecar this is
+        self.namespace: str = data["namespace"]
+        self.identity: str = data["identity"]               # its SPIFFE ID
         lst = data["listeners"]
         self.listeners = Listeners(*((lst[k]["host"], lst[k]["port"]) for k in ("inbound", "outbound", "admin")))
         app = data["app"]
         self.app = App(app["host"], app["port"], app["discovery"], app["cluster"], limits(app["limits"]),
                        Upstream(**app["upstream"]))
-        self.escaped_slashes = data["normalization"]["escaped_slashes"]
+        self.escaped_slashes: str = data["normalization"]["escaped_slashes"]
         self.proxy = ProxySettings(**data["proxy"])
         mtls = data["mtls"]
-        self.mtls_mode = mtls["mode"]                       # what the inbound listener accepts
+        self.mtls_mode: str = mtls["mode"]                  # what the inbound listener accepts
         self.identity_files = IdentityFiles(**mtls["files"]) if mtls.get("files") else None
         self.authorization = authorization                  # enforced on the inbound listener
         self.services = services                            # name -> CService
@@ -466,7 +480,7 @@ class Table:
         self.subsets: dict[str, CSubset] = {sub.cluster: sub for svc in services.values()
                                             for sub in svc.subsets.values()}
         # the routes each request can take, by method and first path segment (route_index.py)
-        self.index: dict[CService, RouteIndex] = {svc: RouteIndex(svc) for svc in services.values()}
+        self.index: dict[CService, RouteIndex[CRoute]] = {svc: RouteIndex(svc) for svc in services.values()}
 
     def service_for_host(self, host: str) -> CService | None:
         """The destination whose domains hold `host` (case-insensitive; a port in Host must match
@@ -479,7 +493,7 @@ class Table:
 
 # ---- compilation ----------------------------------------------------------------------------
 
-def compile_match(m: dict) -> CMatch:
+def compile_match(m: dict[str, Any]) -> CMatch:
     path = m.get("path")
     methods = m.get("methods")
     return CMatch(
@@ -492,7 +506,7 @@ def compile_match(m: dict) -> CMatch:
     )
 
 
-def compile_config(data: dict) -> Table:
+def compile_config(data: dict[str, Any]) -> Table:
     """Compile a validated config's JSON data into a `Table`. Raises TableError for an invalid regex
     or a destination that names no service or subset of the config."""
     services = {s["name"]: CService(s) for s in data["services"]}
@@ -505,7 +519,7 @@ def compile_config(data: dict) -> Table:
         return svc, sub
 
     for s in data["services"]:
-        routes = []
+        routes: list[CRoute] = []
         for r in s["routes"]:
             source = where(r.get("source"))
             at = f"route `{r['name']}` of service `{s['name']}` ({source})"

@@ -13,9 +13,12 @@ comes first is runtime_proxy/decide/request.py.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from runtime_proxy.decide.retry import Outcome, backoff_ms, budget_limit, retriable
+
+if TYPE_CHECKING:
+    from runtime_proxy.decide.table import CRetry, Limits, RetryBudget
 
 # why a failed attempt is not retried (RetryVerdict.reason); "retry" when it is
 RETRY, NOT_RETRIABLE, LIMIT, NOT_REPLAYABLE, OVERFLOW = "retry", "not-retriable", "limit", "not-replayable", "overflow"
@@ -26,8 +29,8 @@ class UpstreamState(NamedTuple):
     requests: int          # requests in flight to the cluster
     pending: int           # requests waiting for a connection
     retries: int           # retries in flight (each holds its unit until its attempt ends)
-    limits: object         # table.Limits
-    budget: object         # table.RetryBudget | None
+    limits: Limits
+    budget: RetryBudget | None
 
 
 class RetryVerdict(NamedTuple):
@@ -36,7 +39,7 @@ class RetryVerdict(NamedTuple):
     backoff_ms: float      # the wait before the next attempt (when retried)
 
 
-def choose_endpoint(available: tuple, rr: int) -> tuple[int, int]:
+def choose_endpoint(available: tuple[str, ...], rr: int) -> tuple[int, int]:
     """(index into `available`, the new round-robin counter): the next endpoint in turn among
     those outlier detection leaves (outlier.OutlierState.available)."""
     n = len(available)
@@ -46,7 +49,7 @@ def choose_endpoint(available: tuple, rr: int) -> tuple[int, int]:
     return rr % n, rr
 
 
-def decide_retry(state: UpstreamState, retry, outcome: Outcome, attempts: int, replayable: bool,
+def decide_retry(state: UpstreamState, retry: CRetry | None, outcome: Outcome, attempts: int, replayable: bool,
                  draw: float) -> RetryVerdict:
     """Whether attempt number `attempts` of a request on a route retrying under `retry` (a
     table.CRetry), which ended with `outcome`, is tried again, in Envoy's order of checks:

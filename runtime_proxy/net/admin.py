@@ -17,36 +17,52 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from httptools import HttpParserError, HttpRequestParser
 
 from runtime_proxy.net.wire import status_line
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from runtime_proxy.net.server import Runtime
+
+
+class AdminApp(Protocol):
+    """What the admin listener uses of the proxy (__main__.ProxyApp, which imports this module)."""
+    @property
+    def rt(self) -> Runtime: ...
+    @property
+    def config_path(self) -> str: ...
+    def admin_request(self, method: str, path: str, query: str) -> tuple[int, bytes, str]: ...
+    def reload(self, reason: str, done: Callable[[bool, str], None] | None = None) -> None: ...
+
 
 class AdminProtocol(asyncio.Protocol):
-    def __init__(self, app):
+    def __init__(self, app: AdminApp) -> None:
         self.app = app
-        self.transport = None
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made sets it, first
         self.parser = HttpRequestParser(self)
         self.url = b""
 
-    def connection_made(self, transport):
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # gets a Transport
         self.transport = transport
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
         except HttpParserError:
             self.respond(400, b"bad request\n", "text/plain", close=True)
 
-    def on_message_begin(self):
+    def on_message_begin(self) -> None:
         self.url = b""
 
-    def on_url(self, url):
+    def on_url(self, url: bytes) -> None:
         self.url += url
 
-    def on_message_complete(self):
+    def on_message_complete(self) -> None:
         method = self.parser.get_method().decode()
         target = self.url.decode("latin-1")
         path, _, query = target.partition("?")
@@ -61,7 +77,7 @@ class AdminProtocol(asyncio.Protocol):
             status, body, ctype = 500, f"admin error: {type(err).__name__}: {err}\n".encode(), "text/plain"
         self.respond(status, body, ctype, close=not keep)
 
-    def respond(self, status: int, body: bytes, ctype: str, close: bool = False):
+    def respond(self, status: int, body: bytes, ctype: str, close: bool = False) -> None:
         if self.transport.is_closing():
             return
         head = (status_line(status) + b"content-type: " + ctype.encode() + b"\r\n"
@@ -71,7 +87,7 @@ class AdminProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-def handle(app, method: str, path: str, query: str) -> tuple[int, bytes, str]:
+def handle(app: AdminApp, method: str, path: str, query: str) -> tuple[int, bytes, str]:
     """One admin request: (status, body, content type)."""
     rt = app.rt
     if path == "/ready":
@@ -80,9 +96,9 @@ def handle(app, method: str, path: str, query: str) -> tuple[int, bytes, str]:
         return 200, b"LIVE\n", "text/plain"
     if path == "/config":
         cfg = rt.table
-        body = {"version": cfg.version, "service": cfg.service, "file": app.config_path,
-                "loaded_at": round(rt.loaded_at, 3), "config": rt.config_data}
-        return 200, orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n", "application/json"
+        shown = {"version": cfg.version, "service": cfg.service, "file": app.config_path,
+                 "loaded_at": round(rt.loaded_at, 3), "config": rt.config_data}
+        return 200, orjson.dumps(shown, option=orjson.OPT_INDENT_2) + b"\n", "application/json"
     if path == "/stats":
         items = rt.metrics.stats_items(rt.gauges())
         if "format=json" in query:
@@ -93,7 +109,7 @@ def handle(app, method: str, path: str, query: str) -> tuple[int, bytes, str]:
         return 200, rt.metrics.prometheus(rt.gauges()).encode(), "text/plain; version=0.0.4"
     if path == "/clusters":
         now = time.monotonic()
-        out = {}
+        out: dict[str, Any] = {}
         for cluster in list(rt.clusters.values()) + [rt.app_cluster]:
             out[cluster.name] = {
                 "endpoints": list(cluster.keys),

@@ -5,7 +5,7 @@ request's headers are complete. It asks the one request decision what to do
 (runtime_proxy/decide/request.py: a local reply, or a cluster, a route and the head to send) and
 the state decision how (runtime_proxy/decide/upstream.py: the endpoint, retries under the budget),
 and does the I/O: timers, random draws, upstream connections.
-It is also the upstream connection's `user` (runtime_proxy/upstream.py): attempts are strictly
+It is also the upstream connection's `user` (runtime_proxy/net/upstream.py): attempts are strictly
 one after the other, so one object serves them all, and `conn is self.conn` tells a live
 callback from one of a connection this request has let go.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import random
 import time
+from typing import TYPE_CHECKING, Protocol
 
 from runtime_proxy.decide.headers import shadow_host
 from runtime_proxy.decide.http import BODY_OVERFLOW, BODY_TIMEOUT, reset_body
@@ -31,6 +32,16 @@ from runtime_proxy.decide.retry import CONNECT_FAILURE, PER_TRY_TIMEOUT, Outcome
 from runtime_proxy.decide.upstream import LIMIT, OVERFLOW, UpstreamState, decide_retry
 from runtime_proxy.net.timers import TICKS
 from runtime_proxy.net.wire import local_reply, status_line
+
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Mapping
+
+    from runtime_proxy.decide.request import Decision
+    from runtime_proxy.decide.table import CMirror, CRoute, HeaderMap, Table
+    from runtime_proxy.net.metrics import ListenerStats, Metrics
+    from runtime_proxy.net.timers import TimerWheel
+    from runtime_proxy.net.upstream import Cluster, Pool, UpstreamConn
 
 REPLAY_LIMIT = 1024 * 1024       # bytes of request body kept for retries and the mirror
 UNSENT_HIGH = 256 * 1024         # body bytes waiting for a connection before the client is paused
@@ -42,8 +53,7 @@ _monotonic = time.monotonic
 # attempt states
 IDLE, WAITING, SENT, BACKOFF = 0, 1, 2, 3
 
-_RID_PREFIX = "%08x-%04x-4%03x-%x" % (_getrandbits(32), _getrandbits(16), _getrandbits(12),
-                                      8 + _getrandbits(2))
+_RID_PREFIX = f"{_getrandbits(32):08x}-{_getrandbits(16):04x}-4{_getrandbits(12):03x}-{8 + _getrandbits(2):x}"
 _rid_counter = _getrandbits(40)
 
 
@@ -55,7 +65,7 @@ def request_id() -> str:
     without a system call per request)."""
     global _rid_counter
     _rid_counter += 1
-    return "%s%03x-%012x" % (_RID_PREFIX, (_rid_counter >> 48) & 0xFFF, _rid_counter & 0xFFFFFFFFFFFF)
+    return f"{_RID_PREFIX}{(_rid_counter >> 48) & 0xFFF:03x}-{_rid_counter & 0xFFFFFFFFFFFF:012x}"
 
 
 class RandomDraws:
@@ -84,17 +94,62 @@ class RandomDraws:
 DRAWS = RandomDraws()
 
 
+# ---- what a request uses of the proxy (server.py imports this module: these say what is read) ----
+
+class ClientConnection(Protocol):
+    """The client connection of a request (server.Downstream)."""
+    outbound: bool
+    listener: str
+    peer_ip: str
+    lstats: ListenerStats
+    source: str | None           # the peer's verified SPIFFE ID (mTLS)
+    xfcc: bytes | None
+    paused: int
+    corked: int
+    wbuf: list[bytes]
+    def write(self, data: bytes) -> None: ...
+    def flush(self) -> None: ...
+    def abort(self) -> None: ...
+    def pause_reading_for(self, reason: str) -> None: ...
+    def resume_reading_for(self, reason: str) -> None: ...
+    def exchange_done(self, ex: Exchange, aborted: bool) -> None: ...
+
+
+class RequestLog(Protocol):
+    """The access log (server.AccessLog)."""
+    def write(self, ex: Exchange) -> None: ...
+
+
+class ProxyState(Protocol):
+    """The proxy's run-time state, as a request reads it (server.Runtime)."""
+    loop: asyncio.AbstractEventLoop
+    table: Table
+    wheel: TimerWheel
+    metrics: Metrics
+    max_request_body: int
+    identity_header: str | None
+    inbound_counts: dict[int, int]
+    route_counts: dict[CRoute, dict[int, int]]
+    @property
+    def access_log(self) -> RequestLog | None: ...
+    @property
+    def clusters(self) -> Mapping[str, Cluster]: ...
+    @property
+    def app_cluster(self) -> Cluster: ...
+    def inbound_counts_for(self, source: str) -> dict[int, int]: ...
+
+
 class Exchange:
-    """One request. It is also the request head the decision reads (decide.request.Head's
+    """One request. It is also the request head the decision reads (decide.request.RequestHead's
     attributes: inbound, method, target, raw, headers, content_length, chunked, reject, peer, xfcc)."""
     # ---- per-request state: class-level defaults, set on the instance only when they change ----
     inbound = False
     is_head = False
-    route = None
-    route_counts = None
-    cluster = None
-    pool = None
-    conn = None
+    route: CRoute | None = None
+    route_counts: dict[int, int] | None = None
+    cluster: Cluster = None  # type: ignore[assignment]  # forward() sets it, before any attempt
+    pool: Pool = None  # type: ignore[assignment]  # attempt() sets it, before any use
+    conn: UpstreamConn | None = None
     state = IDLE
     attempts = 0
     seq = 0
@@ -116,7 +171,7 @@ class Exchange:
     deadline = 0.0               # the route timeout, as a time.monotonic() (0: none)
     try_deadline = 0.0           # the current attempt's per-try timeout (0: none)
     wslot = 0                    # the timer-wheel slot this request is armed in (0: none)
-    other_timer = None           # fault delay or retry backoff (loop timer)
+    other_timer: asyncio.TimerHandle | None = None   # fault delay or retry backoff
     resp_started = False
     resp_chunked = False
     status = 0
@@ -125,16 +180,16 @@ class Exchange:
     flags = ""
     up_ms = -1
     bytes_out = 0
-    peer = None                  # the caller's verified SPIFFE ID (inbound)
-    xfcc = None                  # the connection's x-forwarded-client-cert line (inbound over mTLS)
+    peer: str | None = None      # the caller's verified SPIFFE ID (inbound)
+    xfcc: bytes | None = None    # the connection's x-forwarded-client-cert line (inbound over mTLS)
     mirrored = False
-    decision = None              # decide.request.Decision
-    replay = ()                  # request body chunks kept for retries and the mirror (a list once there are)
-    unsent = ()                  # body chunks not yet written to the current attempt's connection
+    decision: Decision | None = None
+    replay: list[bytes] | tuple[()] = ()   # request body chunks kept for retries and the mirror (a list once there are)
+    unsent: list[bytes] | tuple[()] = ()   # body chunks not yet written to the current attempt's connection
     t_start = 0.0                # when the head was parsed (for the access log only)
 
-    def __init__(self, down, rt, method: str, target: str, raw, headers, content_length, chunked: bool,
-                 close_after: bool):
+    def __init__(self, down: ClientConnection, rt: ProxyState, method: str, target: str, raw: list[tuple[bytes, bytes]],
+                 headers: HeaderMap, content_length: int | None, chunked: bool, close_after: bool) -> None:
         self.down = down
         self.rt = rt
         self.method = method
@@ -246,7 +301,7 @@ class Exchange:
         self.other_timer = None
         if self.done:
             return
-        d = self.decision
+        d: Decision = self.decision  # type: ignore[assignment]  # start() decided, then waited
         if d.status:
             self.down.lstats.aborts_injected += 1
             self.flags = "FI"
@@ -254,13 +309,13 @@ class Exchange:
         else:
             self.forward(d)
 
-    def forward(self, d) -> None:
+    def forward(self, d: Decision) -> None:
         """Send the request where the decision says: an outbound route's subset, or the local app."""
         route = d.route
         if route is None:
             self.cluster = self.rt.app_cluster
         else:
-            self.cluster = self.rt.clusters[d.cluster]
+            self.cluster = self.rt.clusters[d.cluster]  # type: ignore[index]  # forwarded: a cluster is named
             self.count_attempts = True     # the outbound routes include x-envoy-attempt-count both ways
         self.up_head, self.up_tail = d.up_head, d.up_tail
         if d.mirror and self.body_done:
@@ -295,7 +350,7 @@ class Exchange:
             return
         self.on_connection(conn)
 
-    def on_connection(self, conn) -> None:
+    def on_connection(self, conn: UpstreamConn) -> None:
         """A connection for the current attempt (the request token is held)."""
         if self.done or self.state != WAITING:
             conn.pool.cluster.give_back(conn)
@@ -309,7 +364,7 @@ class Exchange:
         conn.start(self, self.is_head)
         now = self.t_send = _monotonic()
         if self.count_attempts:     # an outbound route: attempt count, per-try timeout, expected timeout
-            retry = self.route.retry
+            retry = self.route.retry  # type: ignore[union-attr]  # counting attempts: an outbound route
             per_try = retry.per_try_timeout_ms if retry is not None else 0
             if per_try:
                 self.try_deadline = now + per_try / 1000.0
@@ -367,7 +422,7 @@ class Exchange:
 
     # ---- the upstream's response -----------------------------------------------------------------
 
-    def on_response_head(self, conn, status: int) -> None:
+    def on_response_head(self, conn: UpstreamConn, status: int) -> None:
         if conn is not self.conn:
             return
         now = _monotonic()
@@ -401,15 +456,16 @@ class Exchange:
         if not self.body_done:
             self.close_after = True   # the client is still sending: the connection cannot be reused
         if self.count_attempts:
-            parts.append(b"x-envoy-upstream-service-time: %d\r\nx-envoy-attempt-count: %d\r\nserver: envoy\r\n%s\r\n" % (
-                up_ms, self.attempts, b"connection: close\r\n" if self.close_after else b""))
+            parts.append(b"x-envoy-upstream-service-time: %d\r\nx-envoy-attempt-count: %d\r\n"
+                         b"server: envoy\r\n%s\r\n" % (
+                             up_ms, self.attempts, b"connection: close\r\n" if self.close_after else b""))
         else:
             parts.append(b"x-envoy-upstream-service-time: %d\r\nserver: envoy\r\n%s\r\n" % (
                 up_ms, b"connection: close\r\n" if self.close_after else b""))
         self.resp_started = True
         self.down.write(b"".join(parts))
 
-    def on_response_body(self, conn, data: bytes) -> None:
+    def on_response_body(self, conn: UpstreamConn, data: bytes) -> None:
         if conn is not self.conn:
             return
         self.bytes_out += len(data)
@@ -418,7 +474,7 @@ class Exchange:
         else:
             self.down.write(data)
 
-    def on_response_end(self, conn) -> None:
+    def on_response_end(self, conn: UpstreamConn) -> None:
         if conn is not self.conn:
             return
         self.conn = None
@@ -428,7 +484,7 @@ class Exchange:
             self.down.write(b"0\r\n\r\n")
         self.finish()
 
-    def on_failure(self, conn, kind: str, reason: str, fresh_ok: bool) -> None:
+    def on_failure(self, conn: UpstreamConn | None, kind: str, reason: str, fresh_ok: bool) -> None:
         """No (complete) response from the upstream on this attempt."""
         if conn is None:
             if self.state != WAITING:
@@ -532,9 +588,9 @@ class Exchange:
         cluster.stats.rq_timeout += 1
         was_sent = self.state == SENT
         self.abandon_attempt()
-        if was_sent and cluster.outlier is not None:
-            if cluster.outlier.record(self.upstream_key, None, PER_TRY_TIMEOUT, _monotonic()):
-                cluster.ejected(self.upstream_key)
+        if was_sent and cluster.outlier is not None and \
+                cluster.outlier.record(self.upstream_key, None, PER_TRY_TIMEOUT, _monotonic()):
+            cluster.ejected(self.upstream_key)
         self.flags = "UT"
         if self.resp_started:
             self.down.abort()
@@ -688,14 +744,14 @@ class Exchange:
 
     def maybe_mirror(self) -> None:
         """Fire the route's mirror copy once the whole body is known (at most once a request)."""
-        mirror = self.route.mirror
+        mirror: CMirror = self.route.mirror  # type: ignore[union-attr, assignment]  # d.mirror: it has one
         if not self.replayable or self.mirrored:
             return
         self.mirrored = True      # (whether this request is copied was decided with its route)
         cluster = self.rt.clusters.get(mirror.subset.cluster)
         if cluster is None:
             return
-        shadow = shadow_host(self.decision.host).encode("latin-1", "replace")
+        shadow = shadow_host(self.decision.host).encode("latin-1", "replace")  # type: ignore[union-attr]  # decided
         lines = self.up_head.split(b"\r\n")
         out = [lines[0]]
         for line in lines[1:]:
@@ -717,7 +773,7 @@ class _NoClient:
     corked = 0
     wbuf = ()
 
-    def flush(self):
+    def flush(self) -> None:
         pass
 
 
@@ -726,11 +782,11 @@ class Mirror:
     __slots__ = ("cluster", "data", "is_head", "conn", "state", "timer", "done", "pool", "seq")
     down = _NoClient()
 
-    def __init__(self, cluster, data: bytes, is_head: bool, timeout: float):
+    def __init__(self, cluster: Cluster, data: bytes, is_head: bool, timeout: float) -> None:
         self.cluster = cluster
         self.data = data
         self.is_head = is_head
-        self.conn = None
+        self.conn: UpstreamConn | None = None
         self.done = False
         self.seq = 1
         cluster.stats.mirror_total += 1
@@ -744,7 +800,7 @@ class Mirror:
         elif conn is not None:
             self.on_connection(conn)
 
-    def on_connection(self, conn):
+    def on_connection(self, conn: UpstreamConn) -> None:
         if self.done:
             conn.pool.cluster.give_back(conn)
             return
@@ -755,28 +811,28 @@ class Mirror:
         conn.start(self, self.is_head)
         conn.write(self.data)
 
-    def on_response_head(self, conn, status):
+    def on_response_head(self, conn: UpstreamConn, status: int) -> None:
         self.cluster.stats.observe(status, 0.0)
 
-    def on_response_body(self, conn, data):
+    def on_response_body(self, conn: UpstreamConn, data: bytes) -> None:
         pass
 
-    def on_response_end(self, conn):
+    def on_response_end(self, conn: UpstreamConn) -> None:
         self.conn = None
         self.stop()
 
-    def on_failure(self, conn, kind, reason, fresh_ok):
+    def on_failure(self, conn: UpstreamConn | None, kind: str, reason: str, fresh_ok: bool) -> None:
         self.conn = None
         self.stop()
 
-    def on_upstream_write_paused(self, paused):
+    def on_upstream_write_paused(self, paused: bool) -> None:
         pass
 
-    def on_overflow(self):
+    def on_overflow(self) -> None:
         self.state = IDLE
         self.stop()
 
-    def stop(self):
+    def stop(self) -> None:
         if self.done:
             return
         self.done = True

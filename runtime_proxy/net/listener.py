@@ -20,9 +20,15 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from runtime_proxy.decide.identity import TLS_HANDSHAKE, accepts
 from runtime_proxy.net.tls import HANDSHAKE_TIMEOUT, describe, failure_reason
+
+if TYPE_CHECKING:
+    from runtime_proxy.net.metrics import TlsStats
+    from runtime_proxy.net.server import Runtime
 
 log = logging.getLogger("runtime_proxy")
 
@@ -34,8 +40,9 @@ class TlsListener:
     """Accepts inbound connections for `rt` (server.Runtime) on host:port; the mode is read from
     the active config for each connection, so a reload may switch strict and permissive."""
 
-    def __init__(self, loop, rt, host: str, port: int, plain_factory, tls_factory, backlog: int = 2048,
-                 sock: socket.socket | None = None):
+    def __init__(self, loop: asyncio.AbstractEventLoop, rt: Runtime, host: str, port: int,
+                 plain_factory: Callable[[], asyncio.Protocol], tls_factory: Callable[[str], asyncio.Protocol],
+                 backlog: int = 2048, sock: socket.socket | None = None) -> None:
         """`sock`: a listening socket to take over (a reload that turns mTLS on keeps the port
         open, so no connection is refused and there is no bind to fail); else bind host:port."""
         self.loop = loop
@@ -53,8 +60,8 @@ class TlsListener:
                 raise
         sock.setblocking(False)
         self.sockets = [sock]                   # as asyncio.Server's, for the bound port
-        self.task = loop.create_task(self._accept(sock))
-        self.handling: set = set()
+        self.task: asyncio.Task[None] | None = loop.create_task(self._accept(sock))
+        self.handling: set[asyncio.Task[None]] = set()
         self.log_window = 0
         self.log_count = 0
 
@@ -68,7 +75,7 @@ class TlsListener:
         for task in list(self.handling):        # clients still in their handshake
             task.cancel()
 
-    async def _accept(self, lsock) -> None:
+    async def _accept(self, lsock: socket.socket) -> None:
         loop = self.loop
         while True:
             try:
@@ -83,9 +90,9 @@ class TlsListener:
             self.handling.add(task)
             task.add_done_callback(self.handling.discard)
 
-    async def _handle(self, sock, addr) -> None:
+    async def _handle(self, sock: socket.socket, addr: Any) -> None:
         loop = self.loop
-        stats = self.rt.metrics.tls
+        stats: TlsStats = self.rt.metrics.tls  # type: ignore[assignment]  # a TLS listener: TLS stats exist
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.rt.table.mtls_mode == "disable":    # a reload turned TLS off: plaintext only
@@ -131,19 +138,24 @@ class TlsListener:
             self._refused(addr, reason, describe(err))
             sock.close()
 
-    async def _first_byte(self, sock) -> bytes:
+    async def _first_byte(self, sock: socket.socket) -> bytes:
         """Wait until the client sent something; its first byte, left in the socket (b"": closed)."""
         loop = self.loop
         fut = loop.create_future()
         fd = sock.fileno()
-        loop.add_reader(fd, lambda: fut.done() or fut.set_result(None))
+
+        def readable() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        loop.add_reader(fd, readable)
         try:
             await asyncio.wait_for(fut, FIRST_BYTE_TIMEOUT)
         finally:
             loop.remove_reader(fd)
         return sock.recv(1, socket.MSG_PEEK)
 
-    def _refused(self, addr, reason: str, detail: str) -> None:
+    def _refused(self, addr: Any, reason: str, detail: str) -> None:
         now = int(time.monotonic())
         if now != self.log_window:
             if self.log_count > LOG_PER_SECOND:

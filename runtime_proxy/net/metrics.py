@@ -10,6 +10,8 @@ proxies; what Envoy has no name for is under `meshc_`.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Iterable
+from typing import Protocol
 
 # Envoy's default histogram buckets for upstream_rq_time (milliseconds).
 RQ_TIME_BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
@@ -60,8 +62,28 @@ class ClusterStats:
     """Per subset cluster (the Envoy cluster name); kept across reloads."""
     __slots__ = tuple(a for a, _ in CLUSTER_COUNTERS) + ("codes", "buckets", "time_sum", "time_count",
                                                          "cx_active", "rq_active")
+    # the counters of CLUSTER_COUNTERS, set to 0 by __init__
+    rq_total: int
+    rq_completed: int
+    retry: int
+    retry_success: int
+    retry_overflow: int
+    retry_limit_exceeded: int
+    pending_overflow: int
+    pending_total: int
+    rq_timeout: int
+    rq_per_try_timeout: int
+    rq_rx_reset: int
+    cx_total: int
+    cx_overflow: int
+    cx_connect_fail: int
+    cx_connect_timeout: int
+    cx_destroy_remote: int
+    ejections_enforced: int
+    ejections_detected: int
+    mirror_total: int
 
-    def __init__(self):
+    def __init__(self) -> None:
         for attr, _ in CLUSTER_COUNTERS:
             setattr(self, attr, 0)
         self.codes: dict[int, int] = {}
@@ -82,8 +104,23 @@ class ClusterStats:
 
 class ListenerStats:
     __slots__ = tuple(a for a, _ in LISTENER_COUNTERS) + ("cx_active", "rq_active")
+    # the counters of LISTENER_COUNTERS, set to 0 by __init__
+    cx_total: int
+    rq_total: int
+    rq_1xx: int
+    rq_2xx: int
+    rq_3xx: int
+    rq_4xx: int
+    rq_5xx: int
+    rq_rx_reset: int
+    bad_request: int
+    rbac_allowed: int
+    rbac_denied: int
+    aborts_injected: int
+    delays_injected: int
+    no_route: int
 
-    def __init__(self):
+    def __init__(self) -> None:
         for attr, _ in LISTENER_COUNTERS:
             setattr(self, attr, 0)
         self.cx_active = 0
@@ -107,19 +144,29 @@ class ListenerStats:
 MAX_SOURCES = 256        # distinct source identities counted per service; the rest count as `other`
 
 
+class CertificateInfo(Protocol):
+    """What the statistics show of the certificate in use (tls.Identity; tls.py imports this module)."""
+    @property
+    def uri(self) -> str: ...
+    @property
+    def serial(self) -> str: ...
+    @property
+    def not_after(self) -> float: ...
+
+
 class TlsStats:
     """Mutual TLS: handshakes and refusals by side (`downstream`: the inbound listener;
     `upstream`: connections to destinations) and reason (tls.failure_reason), plaintext
     connections a permissive listener took, identity rotations, and the active certificate."""
     __slots__ = ("handshakes", "failures", "plaintext", "rotations_ok", "rotations_rejected", "identity")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.handshakes = {"downstream": 0, "upstream": 0}
         self.failures: dict[tuple[str, str], int] = {}
         self.plaintext = 0
         self.rotations_ok = 0
         self.rotations_rejected = 0
-        self.identity = None          # tls.Identity in use (serial, expiry)
+        self.identity: CertificateInfo | None = None      # tls.Identity in use (serial, expiry)
 
     def failed(self, side: str, reason: str) -> None:
         key = (side, reason)
@@ -127,7 +174,7 @@ class TlsStats:
 
 
 class Metrics:
-    def __init__(self):
+    def __init__(self) -> None:
         self.clusters: dict[str, ClusterStats] = {}
         self.listeners = {"inbound": ListenerStats(), "outbound": ListenerStats()}
         # (listener, service, route, source identity) -> {status: count}; route "" for replies
@@ -172,7 +219,7 @@ class Metrics:
 
     def stats_items(self, gauges: dict[str, dict[str, int]]) -> list[tuple[str, int]]:
         """Envoy-style flat statistics: `cluster.NAME.upstream_rq_retry`, `http.outbound.…`."""
-        items = []
+        items: list[tuple[str, int]] = []
         for name in sorted(self.clusters):
             c = self.clusters[name]
             for attr, stat in CLUSTER_COUNTERS:
@@ -212,7 +259,7 @@ class Metrics:
         """The Prometheus text exposition format (version 0.0.4)."""
         out: list[str] = []
 
-        def family(name: str, kind: str, help_: str, samples):
+        def family(name: str, kind: str, help_: str, samples: Iterable[tuple[str, object]]) -> None:
             out.append(f"# HELP {name} {help_}")
             out.append(f"# TYPE {name} {kind}")
             for labels, value in samples:
@@ -272,7 +319,8 @@ class Metrics:
         if tls is not None:
             family("meshc_tls_handshakes_total", "counter", "completed mTLS handshakes by side",
                    [(f'side="{side}"', n) for side, n in tls.handshakes.items()])
-            family("meshc_tls_handshake_failures_total", "counter", "refused or failed TLS handshakes by side and reason",
+            family("meshc_tls_handshake_failures_total", "counter",
+                   "refused or failed TLS handshakes by side and reason",
                    [(f'side="{side}",reason="{reason}"', n) for (side, reason), n in sorted(tls.failures.items())])
             family("meshc_tls_plaintext_connections_total", "counter",
                    "plaintext connections a permissive inbound listener accepted", [("", tls.plaintext)])
@@ -287,7 +335,7 @@ class Metrics:
         return "\n".join(out) + "\n"
 
 
-def _route_key(item):
+def _route_key(item: tuple[tuple[str, str, str, str | None], dict[int, int]]) -> tuple[str, str, str, str]:
     (listener, service, route, source), _ = item
     return (listener, service, route, source or "")
 

@@ -14,17 +14,34 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 from runtime_proxy.config import child
 from runtime_proxy.decide.table import TableError, compile_config
 from runtime_proxy.net.tls import TlsError
 
+if TYPE_CHECKING:
+    import asyncio
+
+    from runtime_proxy.decide.table import Table
+    from runtime_proxy.net.server import Runtime
+
 log = logging.getLogger("runtime_proxy")
 
 POLL_SECONDS = 0.5
 
+Done = Callable[[bool, str], None]      # done(applied, message): told how a reload ended
 
-def file_state(path: str):
+
+class ReloadApp(Protocol):
+    """What a reload changes (__main__.ProxyApp, which imports this module)."""
+    @property
+    def rt(self) -> Runtime: ...
+    def config_applied(self, old: Table) -> None: ...
+
+
+def file_state(path: str) -> tuple[int, int, int] | None:
     try:
         st = os.stat(path)
     except OSError:
@@ -35,14 +52,15 @@ def file_state(path: str):
 class Reloader:
     """Watches the config file and reloads it; at most one load runs at a time."""
 
-    def __init__(self, app, path: str, loop):
+    def __init__(self, app: ReloadApp, path: str, loop: asyncio.AbstractEventLoop) -> None:
         self.app = app
         self.path = path
         self.loop = loop
         self.state = file_state(path)
-        self.handle = None
-        self.pending = None        # (child pid, pipe fd, chunks, reason, callbacks) of the running load
-        self.again: list = []      # callbacks of reloads asked for while one was running
+        self.handle: asyncio.TimerHandle | None = None
+        # (child pid, pipe fd, chunks, reason, callbacks) of the running load
+        self.pending: tuple[int, int, list[bytes], str, list[Done | None]] | None = None
+        self.again: list[tuple[str, Done | None]] = []   # reloads asked for while one was running
 
     def start(self) -> None:
         try:
@@ -63,7 +81,7 @@ class Reloader:
             self.reload("file changed")
         self.handle = self.loop.call_later(POLL_SECONDS, self.poll)
 
-    def reload(self, reason: str, done=None) -> None:
+    def reload(self, reason: str, done: Done | None = None) -> None:
         """Load, compile and apply the config file, without blocking the event loop (the child
         that validates it is read as it answers). `done(applied, message)` is called at the end."""
         if self.pending is not None:     # one at a time; the file may change again meanwhile
@@ -79,7 +97,7 @@ class Reloader:
         self.loop.add_reader(fd, self._readable)
 
     def _readable(self) -> None:
-        pid, fd, chunks, reason, dones = self.pending
+        pid, fd, chunks, reason, dones = self.pending  # type: ignore[misc]  # read only while a load is pending
         try:
             data = os.read(fd, 1 << 16)
         except BlockingIOError:
@@ -117,7 +135,7 @@ class Reloader:
             if self.pending is not None:
                 self.pending[4].extend(d for _, d in queued[1:])
 
-    def _finished(self, reason: str, dones, ok: bool, message: str) -> None:
+    def _finished(self, reason: str, dones: list[Done | None], ok: bool, message: str) -> None:
         if ok:
             log.info("%s", message)
         else:

@@ -20,6 +20,7 @@ import logging
 import sys
 import time
 from collections import deque
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 from httptools import HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade, HttpRequestParser
@@ -35,6 +36,12 @@ from runtime_proxy.net.timers import TimerWheel
 from runtime_proxy.net.tls import Identities
 from runtime_proxy.net.upstream import Pool
 from runtime_proxy.net.wire import local_reply, status_line
+
+if TYPE_CHECKING:
+    import ssl
+
+    from runtime_proxy.decide.table import Limits, OutlierSettings, RetryBudget, Table, Upstream
+    from runtime_proxy.net.upstream import UpstreamConn, User
 
 log = logging.getLogger("runtime_proxy")
 
@@ -59,7 +66,9 @@ class ClusterState:
     `upstream` holds its connection settings (table.Upstream); `tls` is None (plaintext) or
     (server name, expected SPIFFE ID) for mTLS connections."""
 
-    def __init__(self, rt: Runtime, name: str, endpoints, limits, budget, outlier, upstream, tls=None):
+    def __init__(self, rt: Runtime, name: str, endpoints: tuple[tuple[str, int], ...], limits: Limits,
+                 budget: RetryBudget | None, outlier: OutlierSettings | None, upstream: Upstream,
+                 tls: tuple[str, str] | None = None) -> None:
         self.name = name
         self.loop = rt.loop
         self.rt = rt
@@ -92,7 +101,7 @@ class ClusterState:
         i, self.rr = choose_endpoint(keys, self.rr)
         return self.plist[i]
 
-    def acquire(self, user, pool: Pool, fresh: bool):
+    def acquire(self, user: User, pool: Pool, fresh: bool) -> UpstreamConn | Literal[False] | None:
         """A connection for `user` (with the request token taken), None when it waits for one
         (the pool calls user.on_connection or user.on_failure later), False on overflow."""
         breaker = self.breaker
@@ -120,7 +129,7 @@ class ClusterState:
                 stats.cx_overflow += 1
         return None
 
-    def handoff(self, user, conn, pending: bool = True) -> None:
+    def handoff(self, user: User, conn: UpstreamConn, pending: bool = True) -> None:
         """Give a ready connection to a waiting user."""
         breaker = self.breaker
         if pending:
@@ -133,16 +142,16 @@ class ClusterState:
             return
         user.on_connection(conn)
 
-    def give_back(self, conn) -> None:
+    def give_back(self, conn: UpstreamConn) -> None:
         """A connection handed to a user that no longer needs it."""
         self.breaker.release_request()
         conn.pool.release(conn)
 
-    def cancel_wait(self, user, pool: Pool) -> None:
+    def cancel_wait(self, user: User, pool: Pool | None) -> None:
         if pool is not None and pool.cancel_waiter(user):
             self.breaker.release_pending()
 
-    def pending_failed(self, user) -> None:
+    def pending_failed(self, user: User) -> None:
         self.breaker.release_pending()
 
     def connection_opened(self, pool: Pool) -> None:
@@ -165,7 +174,7 @@ class ClusterState:
         if timeout:
             self.stats.cx_connect_timeout += 1
 
-    def client_context(self):
+    def client_context(self) -> ssl.SSLContext | None:
         """The TLS context new connections of an mTLS cluster use (the newest identity), or None
         when a reload took the identity files away (the connection then fails as a connect
         failure instead of going out in plaintext)."""
@@ -174,7 +183,7 @@ class ClusterState:
 
     def tls_failed(self, pool: Pool, reason: str, detail: str) -> None:
         """An upstream TLS handshake failed, or the server is not the destination's identity."""
-        self.rt.metrics.tls.failed("upstream", reason)
+        self.rt.metrics.tls.failed("upstream", reason)  # type: ignore[union-attr]  # mTLS: TLS stats exist
         log.warning("upstream TLS to %s (%s) failed: %s: %s", pool.key, self.name, reason, detail)
 
     def ejected(self, key: str) -> None:
@@ -203,9 +212,10 @@ class ClusterState:
 class AccessLog:
     """One JSON object per line and request; buffered, flushed every second and at exit."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str) -> None:
         self.path = path
-        self.fh = sys.stdout if path == "-" else open(path, "a", buffering=1 << 16, encoding="utf-8")
+        # (open for the proxy's life: close() closes it)
+        self.fh = sys.stdout if path == "-" else open(path, "a", buffering=1 << 16, encoding="utf-8")  # noqa: SIM115
 
     def write(self, ex: Exchange) -> None:
         d = ex.decision
@@ -247,26 +257,26 @@ class AccessLog:
 # ---- the run-time state ---------------------------------------------------------------------------
 
 class Runtime:
-    def __init__(self, loop, table, config_data: dict, access_log: str | None = None,
-                 identity_header: str | None = None):
+    def __init__(self, loop: asyncio.AbstractEventLoop, table: Table, config_data: dict[str, Any],
+                 access_log: str | None = None, identity_header: str | None = None) -> None:
         self.loop = loop
         self.wheel = TimerWheel(loop)
         self.metrics = Metrics()
         self.clusters: dict[str, ClusterState] = {}
-        self.app_cluster: ClusterState | None = None
+        self.app_cluster: ClusterState = None  # type: ignore[assignment]  # apply() below sets it
         self.access_log = AccessLog(access_log) if access_log else None
         # --identity-header: only for a sidecar without TLS on its inbound listener (see apply)
         self.identity_header_option = identity_header.lower() if identity_header else None
-        self.identity_header = None
+        self.identity_header: str | None = None
         self.tls: Identities | None = None        # the identity files' contexts, when configured
         self.downstreams: set[Downstream] = set()
         self.draining = False
-        self.table = None
+        self.table: Table = None  # type: ignore[assignment]  # apply() below sets it
         self.loaded_at = 0.0
-        self.config_data: dict = {}
+        self.config_data: dict[str, Any] = {}
         self.apply(table, config_data)
 
-    def apply(self, table, config_data: dict) -> None:
+    def apply(self, table: Table, config_data: dict[str, Any]) -> None:
         """Make the config compiled as `table` (`config_data`: its JSON) the one new requests use.
         Raises tls.TlsError, having changed nothing, when its identity files cannot be used."""
         self.tls = self._identities(table)
@@ -303,13 +313,15 @@ class Runtime:
         self.loaded_at = time.time()
         metrics.config_version = table.version
 
-    def _cluster(self, old, name, endpoints, limits, budget, outlier, upstream, tls=None) -> ClusterState:
+    def _cluster(self, old: ClusterState | None, name: str, endpoints: tuple[tuple[str, int], ...], limits: Limits,
+                 budget: RetryBudget | None, outlier: OutlierSettings | None, upstream: Upstream,
+                 tls: tuple[str, str] | None = None) -> ClusterState:
         sig = (tuple(endpoints), limits, budget, outlier, upstream, tls)
         if old is not None and not old.retired and old.signature == sig:
             return old
         return ClusterState(self, name, endpoints, limits, budget, outlier, upstream, tls)
 
-    def _identities(self, table) -> Identities | None:
+    def _identities(self, table: Table) -> Identities | None:
         """The identity for `table`: the current one when its files and SPIFFE ID are the same
         (a rotation is the poll's business), else freshly loaded (TlsError when unusable)."""
         files = table.identity_files
@@ -380,7 +392,7 @@ class Runtime:
         return ended
 
     @staticmethod
-    def _close_when_done(down) -> None:
+    def _close_when_done(down: Downstream) -> None:
         ex = down.current
         if ex is None:
             down.close()
@@ -396,22 +408,22 @@ class Downstream(asyncio.Protocol):
                  "partial", "max_head", "upgraded", "eof", "too_large", "corked", "wbuf",
                  "cur_len", "source", "xfcc")
 
-    def __init__(self, rt: Runtime, listener: str):
+    def __init__(self, rt: Runtime, listener: str) -> None:
         self.rt = rt
         self.listener = listener
         self.outbound = listener == "outbound"
         self.lstats = rt.metrics.listeners[listener]
-        self.transport = None
-        self.parser = None
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made sets it, first
+        self.parser: HttpRequestParser = None  # type: ignore[assignment]  # likewise
         self.peer_ip = "127.0.0.1"
         self.current: Exchange | None = None
         self.parsing: Exchange | None = None
-        self.queue: deque | None = None
-        self.new: list = []
+        self.queue: deque[Exchange] | None = None
+        self.new: list[Exchange] = []
         self.closing = False
         self.paused = 0
         self.last_active = 0.0
-        self.raw: list = []
+        self.raw: list[tuple[bytes, bytes]] = []
         self.url = b""
         self.partial = 0
         self.max_head = rt.max_request_headers
@@ -420,13 +432,13 @@ class Downstream(asyncio.Protocol):
         self.too_large = False
         self.cur_len = 0
         self.corked = 0           # > 0: writes are gathered, and sent as one when uncorked
-        self.wbuf: list = []
+        self.wbuf: list[bytes] = []
         self.source: str | None = None    # the peer's verified SPIFFE ID (mTLS only)
         self.xfcc: bytes | None = None    # the x-forwarded-client-cert line for the app (mTLS only)
 
     # ---- asyncio.Protocol ----------------------------------------------------------------------
 
-    def connection_made(self, transport):
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # gets a Transport
         self.transport = transport
         peer = transport.get_extra_info("peername")
         if peer:
@@ -440,7 +452,7 @@ class Downstream(asyncio.Protocol):
         if self.rt.draining:
             self.close()
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         if self.closing or self.upgraded:
             return
         self.cur_len = len(data)
@@ -475,18 +487,18 @@ class Downstream(asyncio.Protocol):
                     self.queue.append(ex)
                     self.pause_reading_for("pipeline")
 
-    def eof_received(self):
+    def eof_received(self) -> bool:
         self.eof = True
-        if self.current is None and not self.new:
+        if self.current is None and not self.new:  # noqa: SIM103 - each answer says what it does
             return False          # closes the connection
         return True               # half-closed: answer what was asked, then close
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         rt = self.rt
         rt.downstreams.discard(self)
         self.lstats.cx_active -= 1
-        pending = []
+        pending: list[Exchange] = []
         if self.current is not None:
             pending.append(self.current)
         if self.queue:
@@ -501,28 +513,28 @@ class Downstream(asyncio.Protocol):
         for ex in pending:
             ex.cancel()
 
-    def pause_writing(self):
+    def pause_writing(self) -> None:
         ex = self.current
         if ex is not None and ex.conn is not None:
             ex.conn.pause()
 
-    def resume_writing(self):
+    def resume_writing(self) -> None:
         ex = self.current
         if ex is not None and ex.conn is not None:
             ex.conn.resume()
 
     # ---- httptools callbacks -------------------------------------------------------------------
 
-    def on_url(self, url: bytes):
+    def on_url(self, url: bytes) -> None:
         self.url += url
 
-    def on_header(self, name: bytes, value: bytes):
+    def on_header(self, name: bytes, value: bytes) -> None:
         if self.parsing is None:      # (not trailers: they are not forwarded)
             if value[-1:] in _OWS:    # llhttp keeps trailing white space; Envoy's codec trims it
                 value = value.rstrip(b" \t")
             self.raw.append((name, value))
 
-    def on_headers_complete(self):
+    def on_headers_complete(self) -> None:
         if self.partial + self.cur_len > self.max_head:   # could be over the limit: count exactly
             size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.raw)
             if size > self.max_head:
@@ -553,12 +565,12 @@ class Downstream(asyncio.Protocol):
         self.parsing = ex
         self.new.append(ex)
 
-    def on_body(self, body: bytes):
+    def on_body(self, body: bytes) -> None:
         ex = self.parsing
         if ex is not None:
             ex.on_request_body(body)
 
-    def on_message_complete(self):
+    def on_message_complete(self) -> None:
         ex = self.parsing
         if ex is not None:
             self.parsing = None
@@ -671,15 +683,15 @@ class TlsDownstream(Downstream):
     never per request. `own_id` is the SPIFFE ID of the certificate this handshake presented."""
     __slots__ = ("own_id",)
 
-    def __init__(self, rt: Runtime, own_id: str):
+    def __init__(self, rt: Runtime, own_id: str) -> None:
         Downstream.__init__(self, rt, "inbound")
         self.own_id = own_id
 
-    def connection_made(self, transport):
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # gets a Transport
         sslobj = transport.get_extra_info("ssl_object")
         if sslobj is not None:
             cert = sslobj.getpeercert()
             self.source = peer_identity(cert)
             self.xfcc = xfcc_line(self.own_id, sslobj.getpeercert(True), cert)
-            self.rt.metrics.tls.handshakes["downstream"] += 1
+            self.rt.metrics.tls.handshakes["downstream"] += 1  # type: ignore[union-attr]  # mTLS: TLS stats exist
         Downstream.connection_made(self, transport)

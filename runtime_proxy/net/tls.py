@@ -24,15 +24,20 @@ import logging
 import os
 import ssl
 import time
+from typing import TYPE_CHECKING, Any
 
 from runtime_proxy.decide.identity import uri_sans
+
+if TYPE_CHECKING:
+    from runtime_proxy.decide.table import IdentityFiles
+    from runtime_proxy.net.metrics import TlsStats
 
 log = logging.getLogger("runtime_proxy")
 
 HANDSHAKE_TIMEOUT = 10.0      # seconds for a downstream TLS handshake (a stalled client is cut off)
 
 # X509_V_ERR_* codes of a failed certificate verification -> the reason counted in metrics
-_VERIFY_REASONS = {
+_VERIFY_REASONS: dict[int | None, str] = {
     2: "unknown_ca",          # unable to get issuer certificate
     9: "not_yet_valid",
     10: "expired",
@@ -83,10 +88,10 @@ def failure_reason(err: BaseException) -> str:
     return "error"
 
 
-def serial_hex(cert: dict | None) -> str:
+def serial_hex(cert: dict[str, Any] | None) -> str:
     """A certificate's serial as `meshc ca` shows it: lower-case hex, no leading zeros."""
     try:
-        return format(int(cert["serialNumber"], 16), "x")
+        return format(int(cert["serialNumber"], 16), "x")  # type: ignore[index]  # None: the TypeError below
     except (KeyError, TypeError, ValueError):
         return ""
 
@@ -126,7 +131,7 @@ def client_context(cert: str, key: str, ca: str) -> ssl.SSLContext:
     return ctx
 
 
-def _self_handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> tuple[dict, bytes]:
+def _self_handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> tuple[dict[str, Any], bytes]:
     """Shake hands between the two contexts in memory: each verifies the other's certificate
     (our own) against the trust bundle. The certificate as the client saw it, and its DER."""
     c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -148,29 +153,30 @@ def _self_handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> tuple[dic
     if not all(done):
         raise ssl.SSLError("the handshake did not complete")
     # TLS 1.3: the server checks the client's certificate on its last step, already done above
-    return c.getpeercert(), c.getpeercert(True)
+    return c.getpeercert(), c.getpeercert(True)  # type: ignore[return-value]  # verified: never None
 
 
 class Identity:
     """One generation of the identity files, checked and ready."""
     __slots__ = ("server", "client", "uri", "serial", "not_after", "files", "loaded_at")
 
-    def __init__(self, server, client, uri: str, serial: str, not_after: float, files, loaded_at: float):
-        self.server = server          # ssl.SSLContext for the inbound listener
-        self.client = client          # ssl.SSLContext for upstream connections
+    def __init__(self, server: ssl.SSLContext, client: ssl.SSLContext, uri: str, serial: str, not_after: float,
+                 files: IdentityFiles, loaded_at: float) -> None:
+        self.server = server          # for the inbound listener
+        self.client = client          # for upstream connections
         self.uri = uri                # our SPIFFE ID (the certificate's URI SAN)
         self.serial = serial          # serial_hex
         self.not_after = not_after    # expiry, seconds since the epoch
-        self.files = files            # table.IdentityFiles these came from
+        self.files = files            # what these came from
         self.loaded_at = loaded_at
 
-    def info(self) -> dict:
+    def info(self) -> dict[str, Any]:
         return {"identity": self.uri, "serial": self.serial, "not_after": round(self.not_after),
                 "cert": self.files.cert, "key": self.files.key, "ca": self.files.ca,
                 "loaded_at": round(self.loaded_at, 3)}
 
 
-def load_identity(files, identity: str) -> Identity:
+def load_identity(files: IdentityFiles, identity: str) -> Identity:
     """Build and check fresh contexts from `files` (a table.IdentityFiles) for the SPIFFE ID
     `identity`; TlsError says what is wrong."""
     for what, path in (("certificate", files.cert), ("private key", files.key), ("trust bundle", files.ca)):
@@ -203,10 +209,14 @@ def load_identity(files, identity: str) -> Identity:
 
 # ---- rotation ---------------------------------------------------------------------------------
 
-def files_state(files) -> tuple | None:
+# what tells a changed file, for each of the three (None: it cannot be read)
+FilesState = tuple[tuple[int, int, int] | None, ...]
+
+
+def files_state(files: IdentityFiles) -> FilesState:
     """What tells a changed file: inode, modification time and size of each, following symlinks
     (a Kubernetes-style rotation swaps the `..data` link: every file gets another inode)."""
-    out = []
+    out: list[tuple[int, int, int] | None] = []
     for path in (files.cert, files.key, files.ca):
         try:
             st = os.stat(path)
@@ -223,19 +233,19 @@ class Identities:
     rebuilds it when the files changed, and keeps the old one, with a log line, when the new
     files do not pass the checks."""
 
-    def __init__(self, identity: Identity, stats):
+    def __init__(self, identity: Identity, stats: TlsStats) -> None:
         self.current = identity
-        self.stats = stats                    # metrics.TlsStats
+        self.stats = stats
         self.state = files_state(identity.files)
-        self.rejected_state = None            # the file state last refused (logged once)
+        self.rejected_state: FilesState | None = None     # the file state last refused (logged once)
         stats.identity = identity
 
     @classmethod
-    def load(cls, files, identity: str, stats) -> Identities:
+    def load(cls, files: IdentityFiles, identity: str, stats: TlsStats) -> Identities:
         """At start: TlsError when the files cannot be used (the proxy does not start)."""
         return cls(load_identity(files, identity), stats)
 
-    def replace(self, files, identity: str) -> None:
+    def replace(self, files: IdentityFiles, identity: str) -> None:
         """A config reload named other files or another identity: TlsError refuses the reload."""
         state = files_state(files)
         new = load_identity(files, identity)
@@ -260,7 +270,7 @@ class Identities:
         log.info("identity rotated: %s serial %s, valid until %s", new.uri, new.serial,
                  time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(new.not_after)))
 
-    def _swap(self, new: Identity, state) -> None:
+    def _swap(self, new: Identity, state: FilesState) -> None:
         self.current = new
         self.state = state
         self.rejected_state = None

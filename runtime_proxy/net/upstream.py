@@ -1,7 +1,8 @@
 """Upstream connections: one HTTP/1.1 client protocol per connection, and a pool per endpoint.
 
 Callback style on purpose (asyncio.Protocol, no coroutines on the per-request path): a request
-is a `user` object (runtime_proxy/exchange.py's Attempt) with five methods the connection calls:
+is a `user` object (net/exchange.py's Exchange or Mirror; the `User` protocol below) whose methods
+the connection calls:
 
   on_connection(conn)                   a connection is ready for it: write the request
   on_response_head(conn, status)       the head is in conn.lines (the header lines to forward,
@@ -14,6 +15,8 @@ is a `user` object (runtime_proxy/exchange.py's Attempt) with five methods the c
                                         reason Envoy's reset reason; fresh_retry_ok when the
                                         connection was reused from the pool and failed before a
                                         single response byte (informative only)
+  on_upstream_write_paused(paused)      the upstream socket's write buffer filled or drained
+  on_overflow()                         a connection was free, but the request limit turned it away
 
 A pooled connection keeps reading while idle, so an upstream that closes it is noticed at once
 (EOF) and the connection leaves the pool; one that closes it just as it is reused fails the
@@ -32,6 +35,8 @@ import asyncio
 import errno
 import ssl
 from collections import deque
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Literal, NoReturn, Protocol
 
 from httptools import HttpParserError, HttpResponseParser
 
@@ -39,6 +44,11 @@ from runtime_proxy.decide.http import RESPONSE_SKIP
 from runtime_proxy.decide.identity import peer_identity
 from runtime_proxy.decide.response import RESPONSE_INLINE_BYTES, add_inline_line
 from runtime_proxy.net.tls import describe, failure_reason
+
+if TYPE_CHECKING:
+    from runtime_proxy.decide.breaker import Breaker
+    from runtime_proxy.decide.outlier import OutlierState
+    from runtime_proxy.net.metrics import ClusterStats, Metrics
 
 # what a failed TLS handshake raises (a refused TCP connection is not one)
 _HANDSHAKE_ERRORS = (ssl.SSLError, ConnectionResetError, ConnectionAbortedError)
@@ -48,22 +58,87 @@ class HeadersTooLarge(Exception):
     pass
 
 
+# ---- who uses a connection (server.py imports this module: these say what is read of its objects) ----
+
+class Client(Protocol):
+    """The client side a response is written to (server.Downstream; a mirror's stand-in): it
+    gathers writes while `corked`, and sends them as one on `flush`."""
+    corked: int
+    @property
+    def wbuf(self) -> Collection[bytes]: ...
+    def flush(self) -> None: ...
+
+
+class User(Protocol):
+    """A request that uses connections (exchange.Exchange, exchange.Mirror): the callbacks above,
+    and what tells whether it still waits for one (`_wants`)."""
+    @property
+    def down(self) -> Client: ...
+    @property
+    def done(self) -> bool: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def state(self) -> int: ...
+    def on_connection(self, conn: UpstreamConn) -> None: ...
+    def on_response_head(self, conn: UpstreamConn, status: int) -> None: ...
+    def on_response_body(self, conn: UpstreamConn, data: bytes) -> None: ...
+    def on_response_end(self, conn: UpstreamConn) -> None: ...
+    def on_failure(self, conn: UpstreamConn | None, kind: str, reason: str, fresh_ok: bool) -> None: ...
+    def on_upstream_write_paused(self, paused: bool) -> None: ...
+    def on_overflow(self) -> None: ...
+
+
+class _HasMetrics(Protocol):
+    @property
+    def metrics(self) -> Metrics: ...
+
+
+class Cluster(Protocol):
+    """The cluster of a pool, as pools and requests use it (server.ClusterState): its breaker
+    accounting, outlier detection and statistics."""
+    @property
+    def name(self) -> str: ...
+    @property
+    def rt(self) -> _HasMetrics: ...
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def breaker(self) -> Breaker: ...
+    @property
+    def outlier(self) -> OutlierState | None: ...
+    @property
+    def stats(self) -> ClusterStats: ...
+    def pick(self) -> Pool: ...
+    def acquire(self, user: User, pool: Pool, fresh: bool) -> UpstreamConn | Literal[False] | None: ...
+    def handoff(self, user: User, conn: UpstreamConn, pending: bool = True) -> None: ...
+    def give_back(self, conn: UpstreamConn) -> None: ...
+    def cancel_wait(self, user: User, pool: Pool) -> None: ...
+    def pending_failed(self, user: User) -> None: ...
+    def connection_opened(self, pool: Pool) -> None: ...
+    def connection_closed(self, pool: Pool) -> None: ...
+    def connect_failed(self, pool: Pool, timeout: bool) -> None: ...
+    def client_context(self) -> ssl.SSLContext | None: ...
+    def tls_failed(self, pool: Pool, reason: str, detail: str) -> None: ...
+    def ejected(self, key: str) -> None: ...
+
+
 class UpstreamConn(asyncio.Protocol):
     __slots__ = ("pool", "transport", "parser", "user", "closed", "got_bytes", "reused", "head_only",
                  "lines", "special", "head_seen", "cur_len", "head_done", "status", "in_body", "close_delimited",
                  "has_length", "idle_since", "max_head", "paused", "inline_seen", "refused", "opened")
 
-    def __init__(self, pool: Pool):
+    def __init__(self, pool: Pool) -> None:
         self.pool = pool
-        self.transport = None
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made sets it, first
         self.parser = HttpResponseParser(self)
-        self.user = None
+        self.user: User | None = None
         self.closed = False
         self.got_bytes = False
         self.reused = False
         self.head_only = False
-        self.lines: list = []
-        self.special: list = []
+        self.lines: list[bytes] = []
+        self.special: list[tuple[bytes, bytes]] = []
         self.head_seen = 0       # bytes received while the response head was incomplete
         self.cur_len = 0
         self.head_done = False
@@ -74,13 +149,13 @@ class UpstreamConn(asyncio.Protocol):
         self.idle_since = 0.0
         self.max_head = pool.max_response_headers
         self.paused = False
-        self.inline_seen = None   # Envoy's inline response headers seen in this head (set on first use)
-        self.refused = None       # mTLS: why the server was not accepted (its SPIFFE ID is another)
+        self.inline_seen: dict[bytes, int] | None = None  # Envoy's inline headers seen in this head (set on first use)
+        self.refused: str | None = None   # mTLS: why the server was not accepted (its SPIFFE ID is another)
         self.opened = False       # counted as open by the pool (Pool._connected)
 
     # ---- use by a request ----------------------------------------------------------------------
 
-    def start(self, user, head_only: bool) -> None:
+    def start(self, user: User, head_only: bool) -> None:
         """Give the connection to `user`; the response to a HEAD request has no body."""
         self.user = user
         self.got_bytes = False
@@ -117,7 +192,7 @@ class UpstreamConn(asyncio.Protocol):
 
     # ---- asyncio.Protocol --------------------------------------------------------------------
 
-    def connection_made(self, transport):
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # gets a Transport
         self.transport = transport
         tls = self.pool.tls
         if tls is not None:       # the handshake is done; no request byte goes out before this check
@@ -128,7 +203,7 @@ class UpstreamConn(asyncio.Protocol):
                 self.closed = True
                 transport.abort()
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         user = self.user
         if user is None:  # bytes on an idle connection: nothing can follow them sensibly
             self.closed = True
@@ -157,7 +232,7 @@ class UpstreamConn(asyncio.Protocol):
             if not down.corked and down.wbuf:
                 down.flush()
 
-    def eof_received(self):
+    def eof_received(self) -> bool:
         user = self.user
         if user is not None and self.close_delimited and self.in_body:
             self.user = None
@@ -165,7 +240,7 @@ class UpstreamConn(asyncio.Protocol):
             user.on_response_end(self)   # the body ran to the end of the connection
         return False
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if not self.opened:       # lost before the pool counted it: Pool._connected fails it
             return
@@ -182,19 +257,19 @@ class UpstreamConn(asyncio.Protocol):
             reason = "connection termination (response body)"
         user.on_failure(self, "reset", reason, self.reused and not self.got_bytes)
 
-    def pause_writing(self):
+    def pause_writing(self) -> None:
         user = self.user
         if user is not None:
             user.on_upstream_write_paused(True)
 
-    def resume_writing(self):
+    def resume_writing(self) -> None:
         user = self.user
         if user is not None:
             user.on_upstream_write_paused(False)
 
     # ---- httptools callbacks -------------------------------------------------------------------
 
-    def on_header(self, name: bytes, value: bytes):
+    def on_header(self, name: bytes, value: bytes) -> None:
         if self.head_done:        # trailers are not forwarded
             return
         ln = name.lower()
@@ -209,7 +284,7 @@ class UpstreamConn(asyncio.Protocol):
                 return
             self.lines.append(b"%s: %s\r\n" % (ln, value))
 
-    def on_headers_complete(self):
+    def on_headers_complete(self) -> None:
         if self.head_seen + self.cur_len > self.max_head:   # could be over: count exactly
             size = sum(len(x) for x in self.lines) + sum(len(n) + len(v) + 4 for n, v in self.special)
             if size > self.max_head:
@@ -242,17 +317,17 @@ class UpstreamConn(asyncio.Protocol):
             # reuse the connection (its parser still expects the body the headers announce)
             self._finish(False)
 
-    def on_body(self, body: bytes):
+    def on_body(self, body: bytes) -> None:
         user = self.user
         if user is not None:
             user.on_response_body(self, body)
 
-    def on_message_complete(self):
+    def on_message_complete(self) -> None:
         if self.status == 0 or self.user is None:
             return   # the end of a 1xx, or of a response already finished (HEAD)
         self._finish(self.parser.should_keep_alive())
 
-    def _finish(self, keep_alive: bool):
+    def _finish(self, keep_alive: bool) -> None:
         user = self.user
         self.user = None
         self.in_body = False
@@ -266,10 +341,10 @@ class UpstreamConn(asyncio.Protocol):
         else:
             self.closed = True
             self.transport.close()
-        user.on_response_end(self)
+        user.on_response_end(self)  # type: ignore[union-attr]  # not None: both callers checked self.user
 
 
-def _wants(dedicated) -> bool:
+def _wants(dedicated: tuple[User, int]) -> bool:
     """Whether the user a connection was opened for still waits for it (the same attempt)."""
     user, seq = dedicated
     return not user.done and user.seq == seq and user.state == 1   # exchange.WAITING
@@ -277,19 +352,19 @@ def _wants(dedicated) -> bool:
 
 class Pool:
     """The connections of one cluster to one endpoint. Breaker accounting (connections, pending
-    requests) belongs to the cluster (runtime_proxy/server.py's ClusterState); the pool asks it."""
+    requests) belongs to the cluster (runtime_proxy/net/server.py's ClusterState); the pool asks it."""
 
     __slots__ = ("cluster", "host", "port", "idle", "waiters", "connecting", "active", "loop",
                  "connect_timeout", "max_response_headers", "retired", "key", "tls")
 
-    def __init__(self, cluster, host: str, port: int, loop, connect_timeout: float, max_response_headers: int,
-                 tls=None):
+    def __init__(self, cluster: Cluster, host: str, port: int, loop: asyncio.AbstractEventLoop, connect_timeout: float,
+                 max_response_headers: int, tls: tuple[str, str] | None = None) -> None:
         self.cluster = cluster
         self.host = host
         self.port = port
         self.key = f"{host}:{port}"
         self.idle: list[UpstreamConn] = []
-        self.waiters: deque = deque()
+        self.waiters: deque[User] = deque()
         self.connecting = 0
         self.active = 0            # open connections (connecting ones not included)
         self.loop = loop
@@ -331,7 +406,7 @@ class Pool:
         self.active -= 1
         self.cluster.connection_closed(self)
 
-    def connect(self, dedicated=None) -> None:
+    def connect(self, dedicated: tuple[User, int] | None = None) -> None:
         """Open one connection; it goes to `dedicated` (user, attempt sequence number) when given
         and that attempt still waits, else to the first waiter."""
         self.connecting += 1
@@ -349,7 +424,8 @@ class Pool:
         timer = loop.call_later(self.connect_timeout, task.cancel)
         task.add_done_callback(lambda t: self._connected(t, conn, timer, dedicated))
 
-    def _connected(self, task, conn: UpstreamConn, timer, dedicated) -> None:
+    def _connected(self, task: asyncio.Task[object], conn: UpstreamConn, timer: asyncio.TimerHandle,
+                   dedicated: tuple[User, int] | None) -> None:
         timer.cancel()
         self.connecting -= 1
         cluster = self.cluster
@@ -363,7 +439,7 @@ class Pool:
             elif err is not None and self.tls is not None and isinstance(err, _HANDSHAKE_ERRORS):
                 cluster.tls_failed(self, failure_reason(err), describe(err))
             elif err is None and self.tls is not None:
-                cluster.rt.metrics.tls.handshakes["upstream"] += 1
+                cluster.rt.metrics.tls.handshakes["upstream"] += 1  # type: ignore[union-attr]  # mTLS: TLS stats exist
             if err is None and conn.closed:   # closed by the server before it could be used
                 err = ConnectionResetError("closed while connecting")
             if err is None:
@@ -394,7 +470,7 @@ class Pool:
             cluster.pending_failed(user)
             user.on_failure(None, "connect-failure", reason, False)
 
-    def cancel_waiter(self, user) -> bool:
+    def cancel_waiter(self, user: User) -> bool:
         try:
             self.waiters.remove(user)
         except ValueError:
@@ -403,7 +479,7 @@ class Pool:
 
     def close_idle(self, older_than: float | None = None) -> None:
         now = self.loop.time()
-        keep = []
+        keep: list[UpstreamConn] = []
         for conn in self.idle:
             if older_than is None or now - conn.idle_since > older_than:
                 conn.closed = True
@@ -413,5 +489,5 @@ class Pool:
         self.idle = keep
 
 
-async def _fail(err: BaseException):
+async def _fail(err: BaseException) -> NoReturn:
     raise err

@@ -31,7 +31,7 @@ class _Date:
     """The `date` header line, formatted at most once a second."""
     __slots__ = ("second", "line")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.second = -1
         self.line = b""
 

@@ -124,7 +124,7 @@ def duration_ms(text: str | None, default: int) -> int:
     if not text.endswith("s"):
         raise Unsupported(f"duration {text!r}")
     seconds = float(text[:-1])
-    return int(round(seconds * 1000))
+    return round(seconds * 1000)
 
 
 def fraction_percent(fp: dict | None) -> float:
@@ -252,12 +252,16 @@ def header_matcher(h: dict, req: Req) -> bool:
             is_present = "present_match" in h
             return is_present and (h["present_match"] if invert else not h["present_match"])
     if "present_match" in h:
-        test = (lambda v: bool(h["present_match"]))
+        def test(v: str) -> bool:
+            return bool(h["present_match"])
     elif "string_match" in h:
         sm = h["string_match"]
-        test = (lambda v: string_match(sm, v))
+
+        def test(v: str) -> bool:
+            return string_match(sm, v)
     else:                               # no specifier: the header is present
-        test = (lambda v: True)
+        def test(v: str) -> bool:
+            return True
     for v in values:
         if test(v):
             return not invert
@@ -339,7 +343,7 @@ class _Atom:
 
 
 def _byte_escape(b: int) -> str:
-    return "%%%02X" % b
+    return f"%{b:02X}"
 
 
 def _atoms(path: str) -> list[_Atom] | None:
@@ -842,7 +846,8 @@ class EnvoyModel:
         timeout_ms = duration_ms(action.get("timeout"), 15000)
         retry = self._retry(action.get("retry_policy") or vh.get("retry_policy"))
         mirror = canonical_mirror(
-            (m["cluster"], fraction_percent(m["runtime_fraction"]["default_value"]) if "runtime_fraction" in m else 100.0)
+            (m["cluster"],
+             fraction_percent(m["runtime_fraction"]["default_value"]) if "runtime_fraction" in m else 100.0)
             for m in action.get("request_mirror_policies", ()))
         # the HTTP filters before the router
         fault = None
@@ -863,8 +868,8 @@ class EnvoyModel:
                 break
             else:
                 raise Unsupported(f"outbound filter {t}")
-        common = dict(route=name, timeout_ms=timeout_ms, retry=retry, fault=fault, fault_random=fault_random,
-                      mirror=mirror)
+        common = {"route": name, "timeout_ms": timeout_ms, "retry": retry, "fault": fault,
+                  "fault_random": fault_random, "mirror": mirror}
         if status is not None:
             return Decision("outbound", status=status, body=BODY_FAULT, **common)
         # the router: the cluster

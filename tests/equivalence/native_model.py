@@ -169,8 +169,8 @@ class NativeModel:
             [(route.mirror.subset.cluster, route.mirror.percent)])
         f = route.fault
         fault = None if f is None else canonical_fault(f.delay_ms, f.delay_percent, f.abort_status, f.abort_percent)
-        common = dict(route=f"{high.service}/{route.name}", timeout_ms=route.timeout_ms, retry=retry,
-                      fault=fault, mirror=mirror)
+        common = {"route": f"{high.service}/{route.name}", "timeout_ms": route.timeout_ms, "retry": retry,
+                  "fault": fault, "mirror": mirror}
         if high.status:        # aborted even with the highest draw: a certain abort
             return Decision(kind, status=high.status, body=high.body.decode(), fault_random=False, **common)
         common["fault_random"] = low.status != 0

@@ -78,7 +78,7 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
 
     def outbound_clusters(proxy: str | None) -> list[dict]:
         """Every destination's clusters, as `proxy` calls them (None: without mTLS, shared)."""
-        secrets = sds.get(proxy)
+        secrets = sds.get(proxy) if proxy is not None else None
         return [c for svc, cs in per_service for c in clusters.with_mtls(svc, cs, secrets)]
 
     files = out.files

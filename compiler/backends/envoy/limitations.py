@@ -42,7 +42,8 @@ def check_program(program: ir.Program, sources: dict) -> list:
             out.append(located(
                 "W0701", f"Envoy ejects at most a whole percentage of endpoints: `max_ejected {pct:g}%` of service "
                          f"`{svc.name}` is applied as {int(pct)}%", svc.source, sources,
-                hint="Envoy's max_ejection_percent is an integer; write a whole percentage to say exactly what is enforced"))
+                hint="Envoy's max_ejection_percent is an integer; "
+                     "write a whole percentage to say exactly what is enforced"))
         for route in svc.routes:
             _check_route(svc, route, sources, out)
         for rule in svc.authorization.rules:
@@ -75,7 +76,7 @@ def _check_route(svc: ir.Service, route: ir.Route, sources: dict, out: list) -> 
             if h.name in REMOVED_HEADERS or h.name in ADDED_HEADERS:
                 headers.add(h.name)
         for q in m.query:
-            text = q.name + (q.value if q.kind == "exact" else "")
+            text = q.name + (q.value if q.kind == "exact" and q.value else "")
             if "=" in q.name or any(c in _NEVER_RAW_IN_QUERY for c in text):
                 queries.add(q.name)
     if not (connect or headers or queries):
@@ -85,7 +86,8 @@ def _check_route(svc: ir.Service, route: ir.Route, sources: dict, out: list) -> 
         out.append(located(
             "E0701", f"{where} matches `CONNECT` requests, which Envoy never sends through an ordinary route",
             route.source, sources,
-            hint="Envoy routes CONNECT only with a connect_matcher and an upgrade config; remove CONNECT from the method list"))
+            hint="Envoy routes CONNECT only with a connect_matcher and an upgrade config; "
+                 "remove CONNECT from the method list"))
     for name in sorted(headers):
         _check_header(name, where, route.source, sources, out)
     for name in sorted(queries):
@@ -93,7 +95,8 @@ def _check_route(svc: ir.Service, route: ir.Route, sources: dict, out: list) -> 
             "W0703", f"{where} tests query parameter `{name}` on a text that a request's query string never "
                      "carries as it is: Envoy compares parameters as sent, without percent-decoding",
             route.source, sources,
-            hint="this condition never holds under Envoy; match the encoded form with `regex` if that is what is meant"))
+            hint="this condition never holds under Envoy; "
+                 "match the encoded form with `regex` if that is what is meant"))
 
 
 def _check_rule(svc: ir.Service, rule: ir.AuthzRule, sources: dict, out: list) -> None:
@@ -102,7 +105,8 @@ def _check_rule(svc: ir.Service, rule: ir.AuthzRule, sources: dict, out: list) -
         out.append(located(
             "E0701", f"{where} allows `CONNECT` requests, which Envoy never forwards to the application "
                      "(they get 404 after authorization)", rule.source, sources,
-            hint="Envoy forwards CONNECT only with a connect_matcher and an upgrade config; remove CONNECT from the method list"))
+            hint="Envoy forwards CONNECT only with a connect_matcher and an upgrade config; "
+                 "remove CONNECT from the method list"))
     for name in sorted({h.name for h in rule.headers}):
         if name == CLIENT_CERT_HEADER and svc.mtls.mode != "disable":
             # Verified: on an mTLS filter chain (SANITIZE_SET) the connection manager writes the
@@ -112,7 +116,8 @@ def _check_rule(svc: ir.Service, rule: ir.AuthzRule, sources: dict, out: list) -
                 "W0702", f"{where} tests header `{name}`, which Envoy sets from the caller's certificate before "
                          "authorization on an mTLS connection (`By=…;Hash=…;URI=…`) and removes on a plaintext one",
                 rule.source, sources,
-                hint="under Envoy the condition sees that value from every mTLS caller; match callers with `from` instead"))
+                hint="under Envoy the condition sees that value from every mTLS caller; "
+                     "match callers with `from` instead"))
         else:
             _check_header(name, where, rule.source, sources, out)
 

@@ -94,6 +94,7 @@ def inbound_listener(svc: ir.Service, sds: Sds | None) -> dict:
     mode = svc.mtls.mode
     if mode == "disable":
         return _listener(names.INBOUND_LISTENER, svc.sidecar, svc.sidecar.inbound_port, [_chain(hcm)], provenance(svc))
+    assert sds is not None  # a sidecar with mTLS has an identity
     # The TLS chain comes first: the chain tests and tools read first is the one with the identities.
     tls_chain = {**_chain({**hcm, **CLIENT_CERT_DETAILS}), "transport_socket": downstream_tls(sds)}
     if mode == "strict":

@@ -13,7 +13,7 @@ def string_matcher(kind: str, value: str, ignore_case: bool = False) -> dict:
     prefix or suffix is handled by the callers: it holds for any value)."""
     if kind == "regex":
         return {"safe_regex": {"regex": value}} if value else {"exact": ""}
-    out = {kind: value}  # exact | prefix | suffix
+    out: dict[str, str | bool] = {kind: value}  # exact | prefix | suffix
     if ignore_case:
         out["ignore_case"] = True
     return out
@@ -35,6 +35,7 @@ def header_matcher(h: ir.HeaderMatch) -> dict:
     elif h.kind == "absent":
         out["present_match"] = False
     else:
+        assert h.value is not None  # a string test has a value
         out["string_match"] = string_matcher(h.kind, h.value, h.ignore_case)
         if h.invert:
             out["invert_match"] = True
@@ -54,6 +55,7 @@ def query_matcher(q: ir.QueryMatch) -> dict:
     """`config.route.v3.QueryParameterMatcher`; Envoy tests a repeated key on its first value."""
     if q.kind == "present":
         return {"name": q.name, "present_match": True}
+    assert q.value is not None  # a string test has a value
     return {"name": q.name, "string_match": string_matcher(q.kind, q.value)}
 
 

@@ -59,7 +59,7 @@ def _header_options(changes: ir.HeaderChanges) -> list[dict]:
     `keep_empty_value`: without it Envoy skips the option altogether (no header, nothing
     replaced), where the language sets or adds an empty value."""
     def option(action: str, k: str, v: str) -> dict:
-        out = {"append_action": action, "header": {"key": k, "value": header_value(v)}}
+        out: dict = {"append_action": action, "header": {"key": k, "value": header_value(v)}}
         if v == "":
             out["keep_empty_value"] = True
         return out
@@ -84,6 +84,7 @@ def route_action(r: ir.Route, clusters: dict[tuple[str, str], str]) -> dict:
         out["cluster"] = cluster_of(clusters, r.to.service, r.to.subset)
     else:
         split = r.split
+        assert split is not None  # exactly one of `to` and `split`
         weighted: dict = {"clusters": [{"name": cluster_of(clusters, t.service, t.subset), "weight": t.weight}
                                        for t in split.targets]}
         if split.key_header is not None:
@@ -104,8 +105,9 @@ def route_action(r: ir.Route, clusters: dict[tuple[str, str], str]) -> dict:
 def envoy_routes(service: str, r: ir.Route, clusters: dict[tuple[str, str], str]) -> list[dict]:
     """The Envoy routes of one IR route: one per match, each with the same action, metadata and
     per-route configuration (the dicts are shared: they are serialised, never mutated)."""
+    metadata = {"route": r.name, "service": service, "source": str(r.source)}
     common: dict = {
-        "metadata": {"filter_metadata": {names.METADATA_KEY: {"route": r.name, "service": service, "source": str(r.source)}}},
+        "metadata": {"filter_metadata": {names.METADATA_KEY: metadata}},
         "route": route_action(r, clusters),
     }
     if r.fault is not None:

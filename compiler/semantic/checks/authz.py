@@ -9,8 +9,23 @@ from compiler.semantic.matching import rule_covers
 from compiler.semantic.symbols import Context
 from compiler.syntax import ast
 
+TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
+if TYPE_CHECKING:
+    from typing import Any
+
 
 def check_authorization(ctx: Context) -> None:
+    reported: set[tuple[str, int]] = set()  # (code, id of a `use`): the items of every block are distinct
+
+    def add(code: str, origin: ast.Rule | ast.UseRules, message: str, **kw: Any) -> None:
+        # A `use` stands for several rules: one diagnostic of a kind per `use` is enough.
+        key = (code, id(origin))
+        if isinstance(origin, ast.UseRules):
+            if key in reported:
+                return
+            reported.add(key)
+        ctx.diags.add(code, message, origin.span, **kw)
+
     for name, authz in ctx.authorizations.items():
         check_rule_names(ctx, name, authz)
         if authz.default is None:
@@ -23,17 +38,6 @@ def check_authorization(ctx: Context) -> None:
         named = _first_items(authz)
         duplicate_uses = {id(item) for item in authz.items
                           if isinstance(item, ast.UseRules) and named.get(f"use {item.ref}") is not item.ref}
-        reported: set[tuple[str, int]] = set()
-
-        def add(code: str, origin, message: str, **kw) -> None:
-            # A `use` stands for several rules: one diagnostic of a kind per `use` is enough.
-            key = (code, id(origin))
-            if isinstance(origin, ast.UseRules):
-                if key in reported:
-                    return
-                reported.add(key)
-            ctx.diags.add(code, message, origin.span, **kw)
-
         mode = ctx.mtls_mode(svc) if svc is not None else "strict"
         for i, (origin, lr) in enumerate(lowered):
             if id(origin) in duplicate_uses:
@@ -41,7 +45,8 @@ def check_authorization(ctx: Context) -> None:
             if lr.principals and mode != "strict":  # () is E0301's already
                 add("W0604", origin, _plaintext_message(lr, name, mode),
                     hint="set `mtls strict` on the service (or in the mesh block) once every caller has a sidecar")
-            twin = next(((o, other) for o, other in lowered[:i] if other.action == lr.action and _same(other, lr)), None)
+            twin = next(((o, other) for o, other in lowered[:i] if other.action == lr.action and _same(other, lr)),
+                        None)
             if twin is not None:
                 add("W0603", origin, f"rule `{lr.name}` repeats rule `{twin[1].name}`",
                     labels=(Label(twin[0].span, "same rule here"),))
@@ -71,7 +76,7 @@ def _plaintext_message(rule, service: str, mode: str) -> str:
             f"plaintext callers (`mtls permissive`), which have no identity and {effect}")
 
 
-def _first_items(authz) -> dict[str, object]:
+def _first_items(authz: ast.Authorization) -> dict[str, object]:
     """The first `use` of each rule set and the first rule of each written name."""
     named: dict[str, object] = {}
     for item in authz.items:
@@ -82,7 +87,7 @@ def _first_items(authz) -> dict[str, object]:
     return named
 
 
-def check_rule_names(ctx: Context, name: str, authz) -> None:
+def check_rule_names(ctx: Context, name: str, authz: ast.Authorization) -> None:
     """Rule names become RBAC policy names: a rule set used twice, or two rules with one name, is
     E0202. Generated names (`allow-2`) count too, so a written name cannot take one of them."""
     first_use: dict[str, ast.UseRules] = {}
@@ -92,18 +97,19 @@ def check_rule_names(ctx: Context, name: str, authz) -> None:
             if first is not item:
                 ctx.diags.add("E0202", f"rule set `{item.ref}` is used twice in authorization `{name}`",
                               item.ref.span, labels=(Label(first.ref.span, "first here"),))
-    first_rule: dict[str, object] = {}
+    first_rule: dict[str, ast.Rule | ast.UseRules] = {}
     for origin, lowered in authorization_rules(ctx, ctx.services.get(name), authz):
         if isinstance(origin, ast.UseRules) and first_use[str(origin.ref)] is not origin:
             continue  # a repeated `use`: reported above
-        first = first_rule.setdefault(lowered.name, origin)
-        if first is not origin:
+        first_origin = first_rule.setdefault(lowered.name, origin)
+        if first_origin is not origin:
             ctx.diags.add("E0202", f"rule `{lowered.name}` is declared twice in authorization `{name}`",
-                          _name_or_item(origin).span, labels=(Label(_name_or_item(first).span, "first here"),),
-                          hint="rule names must be unique; an unnamed rule is called `allow-N` or `deny-N` by its position")
+                          _name_or_item(origin).span, labels=(Label(_name_or_item(first_origin).span, "first here"),),
+                          hint="rule names must be unique; an unnamed rule is called `allow-N` or `deny-N` by its "
+                               "position")
 
 
-def _name_or_item(origin):
+def _name_or_item(origin: ast.Rule | ast.UseRules) -> ast.Lit[str] | ast.Rule | ast.UseRules:
     return origin.name if isinstance(origin, ast.Rule) and origin.name is not None else origin
 
 

@@ -6,6 +6,10 @@ from compiler.core.diagnostics import did_you_mean
 from compiler.semantic.symbols import Context, subset_names
 from compiler.syntax import ast
 
+TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 
 def check_policy_ref(ctx: Context, ref: ast.Ref, kind: str) -> None:
     policy = ctx.policies.get((kind, str(ref)))
@@ -46,7 +50,8 @@ def check_destination(ctx: Context, ref: ast.Ref, what: str) -> None:
                           hint="write " + " or ".join(f"`{service_name}.{n}`" for n in names[:3]))
         return
     if ref.name not in names:
-        hint = did_you_mean(ref.name, names) or "subsets of `%s`: %s" % (service_name, ", ".join(f"`{n}`" for n in names))
+        hint = did_you_mean(ref.name, names) or (
+            f"subsets of `{service_name}`: " + ", ".join(f"`{n}`" for n in names))
         ctx.diags.add("E0203", f"service `{service_name}` has no subset `{ref.name}`", ref.span, hint=hint)
 
 
@@ -86,12 +91,12 @@ def check_references(ctx: Context) -> None:
                                       hint=did_you_mean(v.value, ctx.services))
 
 
-def all_rules(ctx: Context):
+def all_rules(ctx: Context) -> Iterator[ast.Rule]:
     """Every rule written in the program: in authorization blocks and in `rules` policies."""
     for authz in ctx.authorizations.values():
         for item in authz.items:
             if isinstance(item, ast.Rule):
                 yield item
     for policy in ctx.policies.values():
-        if policy.kind == "rules":
+        if isinstance(policy.body, tuple):  # a `rules` policy
             yield from policy.body

@@ -40,6 +40,7 @@ def check_retries(ctx: Context) -> None:
             retry = route_retry_block(ctx, route)
             if retry is None:
                 continue
+            assert route.retry is not None  # it has a retry block
             where = route.retry.span
             on = retry.get("on")
             words = [v.value for v in on.values] if on is not None else ["5xx"]

@@ -10,13 +10,13 @@ from compiler.syntax import ast
 
 
 def check_timeouts(ctx: Context, route: ast.Route) -> None:
-    if route.timeout is not None and route.timeout.value is None:
-        timeout = 0  # `timeout none`
-    elif route.timeout is not None:
-        timeout = route.timeout.value
-    else:
+    if route.timeout is None:
         from compiler.language.defaults import ROUTE_TIMEOUT_MS
         timeout = ROUTE_TIMEOUT_MS
+    elif route.timeout.value is None:
+        timeout = 0  # `timeout none`
+    else:
+        timeout = route.timeout.value
     retry = route_retry_block(ctx, route)
     if retry is None or timeout <= 0:
         return

@@ -137,6 +137,7 @@ class _Values:
     def header_cond(self, cond: ast.HeaderCond) -> None:
         self.header_name(cond.name, "match")
         if cond.test == "regex":
+            assert cond.value is not None  # a regex test has its operand (the grammar says so)
             self.regex(cond.value)
         if cond.ignore_case and cond.test in ("present", "absent", "regex"):
             self.add("E0312", f"`ignore_case` does not apply to `{cond.test}`", cond.span,
@@ -160,6 +161,7 @@ class _Values:
                 if not cond.name.value:
                     self.add("E0312", "query parameter name is empty", cond.name.span)
                 if cond.test == "regex":
+                    assert cond.value is not None  # a regex test has its operand (the grammar says so)
                     self.regex(cond.value)
             elif isinstance(cond, ast.MethodCond):
                 if not cond.methods:
@@ -178,7 +180,8 @@ class _Values:
                 value = v.value[:-2] + "/x" if v.value.endswith("/*") else v.value
                 if not SPIFFE_ID.match(value):
                     self.add("E0311", f"`{v.value}` is not a SPIFFE ID", v.span,
-                             hint="write `spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/NAME`, or end it with `/*` for a prefix")
+                             hint="write `spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/NAME`, or end it with `/*` for a "
+                                  "prefix")
                 elif "*" in v.value[:-1]:
                     self.add("E0311", f"`{v.value}` has a `*` that is not at the end", v.span,
                              hint="patterns may only end in `/*`")
@@ -230,13 +233,14 @@ class _Values:
                          hint="retriable status codes are between 100 and 599")
             return
         if word not in RETRY_CONDITIONS:
-            hint = did_you_mean(word, RETRY_CONDITIONS) or "conditions: " + ", ".join(f"`{c}`" for c in RETRY_CONDITIONS) \
-                + ", or a status code"
+            hint = did_you_mean(word, RETRY_CONDITIONS) or (
+                "conditions: " + ", ".join(f"`{c}`" for c in RETRY_CONDITIONS) + ", or a status code")
             self.add("E0310", f"unknown retry condition `{word}`", v.span, hint=hint)
 
     def block_fault(self, block: ast.Block) -> None:
         if not block.settings:
-            self.add("E0301", "the fault block is empty", block.span, hint="add `abort STATUS PERCENT` or `delay DURATION PERCENT`")
+            self.add("E0301", "the fault block is empty", block.span,
+                     hint="add `abort STATUS PERCENT` or `delay DURATION PERCENT`")
         for s in block.settings:
             setting = FAULT[s.key]
             if s.key == "abort":
@@ -268,7 +272,7 @@ class _Values:
             v = s.values[0]
             if s.key in effective:
                 clash = next((k for k, p in effective.items() if k != s.key and p == v.value), None)
-                if clash is not None and (clash not in written or list(effective).index(clash) < list(effective).index(s.key)):
+                if clash is not None and (clash not in written or ports.index(clash) < ports.index(s.key)):
                     what = "" if clash in written else " (its default)"
                     self.add("E0312", f"{s.key} port `{v.value}` is also the {clash} port{what}", v.span,
                              hint="the sidecar's inbound, outbound and admin ports must differ")
@@ -299,11 +303,11 @@ class _Values:
                      hint='add `endpoints ["host:port"]`, or subsets with endpoints')
         if svc.endpoints is not None:
             self.endpoints(svc.endpoints, svc.span, f"service `{name}`")
-        seen = {defaults.IMPLICIT_SUBSET: svc} if svc.endpoints is not None else {}
+        seen: dict[str, ast.Service | ast.Subset] = {defaults.IMPLICIT_SUBSET: svc} if svc.endpoints is not None else {}
         for sub in svc.subsets:
             if sub.name.value in seen:
-                what = "the subset made by the service's own `endpoints`" if sub.name.value == defaults.IMPLICIT_SUBSET \
-                    else "declared twice"
+                what = ("the subset made by the service's own `endpoints`"
+                        if sub.name.value == defaults.IMPLICIT_SUBSET else "declared twice")
                 self.add("E0202", f"subset `{sub.name.value}` of service `{name}` is {what}", sub.name.span)
             seen[sub.name.value] = sub
             if sub.endpoints is None:

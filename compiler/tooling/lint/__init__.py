@@ -14,7 +14,8 @@ def lint_files(paths: list[str], config: LintConfig, use_cache: bool = True) -> 
     """The findings of a program, and whether they came from the cache."""
     from compiler.tooling.lint import cache
 
-    entry = cache.entry_path(config.root if config.path else os.getcwd(), paths, config.fingerprint()) if use_cache else None
+    entry = (cache.entry_path(config.root if config.path else os.getcwd(), paths, config.fingerprint())
+             if use_cache else None)
     if entry is not None:
         cached = cache.load(entry)
         if cached is not None:

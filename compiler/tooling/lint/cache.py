@@ -71,7 +71,8 @@ def store(path: str, sources: dict[str, SourceFile], diags: list[Diagnostic]) ->
             return  # a finding in a file we cannot re-read: do not cache this run
         records.append({"code": d.code, "message": d.message, "hint": d.hint, "severity": d.severity,
                         "path": d.path, "span": span(d.span),
-                        "labels": [[span(l.span), l.message] for l in d.labels if span(l.span) is not None]})
+                        "labels": [[span(label.span), label.message] for label in d.labels
+                                   if span(label.span) is not None]})
     entry = {"files": files, "display": display, "diagnostics": records}
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)

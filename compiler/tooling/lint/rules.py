@@ -63,7 +63,7 @@ def fault_delay_over_timeout(ctx: Context, add) -> None:
         for route in block.routes:
             fault = lower_fault(route.fault)
             timeout = _timeout_ms(route)
-            if fault is None or fault.delay is None or timeout <= 0:
+            if route.fault is None or fault is None or fault.delay is None or timeout <= 0:
                 continue
             if fault.delay.duration_ms >= timeout:
                 setting = route.fault.get("delay")
@@ -101,15 +101,19 @@ def retries_without_outlier(ctx: Context, add) -> None:
         for route in block.routes:
             if lower_retry(route_retry_block(ctx, route)) is None:
                 continue
-            refs = [route.to] if route.to is not None else [e.target for e in route.split.entries] if route.split else []
+            refs = ([route.to] if route.to is not None
+                    else [e.target for e in route.split.entries] if route.split else [])
             for ref in refs:
                 target = ctx.subset_of(ref)
-                svc = ctx.services.get(target[0]) if target is not None else None
+                if target is None:
+                    continue
+                svc = ctx.services.get(target[0])
                 if svc is not None and svc.outlier is None:
                     add("L0201", f"route `{route.name.value}` retries to `{target[0]}`, which has no outlier detection",
                         _retry_span(route),
-                        f"without it a retry may go back to the failing endpoint: add `outlier {{ consecutive_5xx 5 }}` "
-                        f"(or `outlier std.standard` from std/resilience) to service `{target[0]}`",
+                        "without it a retry may go back to the failing endpoint: "
+                        f"add `outlier {{ consecutive_5xx 5 }}` (or `outlier std.standard` from std/resilience) "
+                        f"to service `{target[0]}`",
                         (Label(svc.name.span, f"service `{target[0]}` declared here"),))
                     break
 
@@ -219,11 +223,13 @@ def unused_imports(ctx: Context, add) -> None:
             target = by_path.get(display)
             if target is None:
                 continue
-            declares = [i for i in target.items if isinstance(i, (ast.Service, ast.Routes, ast.Authorization, ast.Mesh))]
+            declares = [i for i in target.items
+                        if isinstance(i, (ast.Service, ast.Routes, ast.Authorization, ast.Mesh))]
             if declares:
                 continue
             std = display in ctx.program.stdlib_paths
-            names = [(i.kind, ("std." if std else "") + i.name.value) for i in target.items if isinstance(i, ast.Policy)]
+            names = [(i.kind, ("std." if std else "") + i.name.value)
+                     for i in target.items if isinstance(i, ast.Policy)]
             if not any(n in used for n in names):
                 add("L0402", f"import `{item.path.value}` is not used: nothing it declares is referred to", item.span,
                     "remove the import")

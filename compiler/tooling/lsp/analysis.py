@@ -21,7 +21,7 @@ from compiler.semantic.symbols import Context, subset_names
 from compiler.syntax import ast
 from compiler.tooling.reference import hover_docs
 
-STD_DISPLAY = "<std>/"   # how compiler/program.py names standard-library files
+STD_DISPLAY = "<std>/"   # how compiler/semantic/program.py names standard-library files
 
 # ---- paths and URIs ---------------------------------------------------------------------------
 
@@ -47,11 +47,13 @@ def stdlib_dir() -> str:
     """Where the standard library's `.mesh` files are (the `stdlib_policies` package)."""
     import importlib
 
-    return os.path.dirname(importlib.import_module(STDLIB_PACKAGE).__file__)
+    package = importlib.import_module(STDLIB_PACKAGE)
+    assert package.__file__ is not None  # a regular package, not a namespace package
+    return os.path.dirname(package.__file__)
 
 
 def real_path(display: str) -> str:
-    """The file behind a display path of compiler/program.py (`<std>/NAME.mesh` or a path)."""
+    """The file behind a display path of compiler/semantic/program.py (`<std>/NAME.mesh` or a path)."""
     if display.startswith(STD_DISPLAY):
         return os.path.join(stdlib_dir(), display[len(STD_DISPLAY):])
     return os.path.abspath(display)
@@ -101,6 +103,7 @@ def analyse_document(uri: str, text: str) -> Analysis:
 
     path = document_path(uri)
     comp = api.check([api.Text(path, text)], shard=False)
+    assert comp.program is not None and comp.context is not None  # an unsharded check keeps both
     return Analysis(uri, path, text, comp.program, comp.context, comp.diagnostics)
 
 
@@ -121,7 +124,7 @@ class Reference:
     start: int
     end: int
     kind: str
-    target: object
+    target: str | tuple[str, str]
 
 
 def _references(analysis: Analysis) -> list[Reference]:
@@ -130,7 +133,7 @@ def _references(analysis: Analysis) -> list[Reference]:
     if module is None:
         return out
 
-    def add(span: Span | None, kind: str, target) -> None:
+    def add(span: Span | None, kind: str, target: str | tuple[str, str]) -> None:
         if span is not None:
             out.append(Reference(span.start, span.end, kind, target))
 
@@ -207,10 +210,11 @@ def _policy(ctx: Context, kind: str, name: str) -> ast.Policy | None:
 def declaration(analysis: Analysis, ref: Reference) -> tuple[str, int, int] | None:
     """(display path, start, end) of what a reference names; for an import, the whole file."""
     ctx = analysis.ctx
-    if ref.kind == "service":
+    # (the isinstance tests narrow the target for the type checker: its kind says what it is)
+    if ref.kind == "service" and isinstance(ref.target, str):
         svc = ctx.services.get(ref.target)
         return _span_of(svc.name.span) if svc is not None else None
-    if ref.kind == "subset":
+    if ref.kind == "subset" and isinstance(ref.target, tuple):
         service, subset = ref.target
         svc = ctx.services.get(service)
         if svc is None:
@@ -224,7 +228,7 @@ def declaration(analysis: Analysis, ref: Reference) -> tuple[str, int, int] | No
     if ref.kind == "policy":
         policy = _policy(ctx, *ref.target)
         return _span_of(policy.name.span) if policy is not None else None
-    if ref.kind == "import":
+    if ref.kind == "import" and isinstance(ref.target, str):
         key, display = resolve_import(os.path.abspath(analysis.path), ref.target)
         if key.startswith("std:"):
             path = real_path(display)
@@ -369,6 +373,7 @@ def _declaration_hover(analysis: Analysis, ref: Reference, found: tuple[str, int
     where = _display_name(display) + f":{line}:{col}"
     if ref.kind == "policy":
         policy = _policy(analysis.ctx, *ref.target)
+        assert policy is not None  # declaration() found it
         text = policy.span.text() if policy.span is not None else ""
         comment = _leading_comment(source, source.line_col(policy.span.start)[0])
         kind, name = policy.kind, ("std." if display.startswith(STD_DISPLAY) else "") + policy.name.value
@@ -379,7 +384,7 @@ def _declaration_hover(analysis: Analysis, ref: Reference, found: tuple[str, int
         parts.append(f"declared in `{where}`")
         return "\n\n".join(parts)
     what = "service" if ref.kind == "service" else "subset"
-    name = ref.target if ref.kind == "service" else ".".join(ref.target)
+    name = ref.target if isinstance(ref.target, str) else ".".join(ref.target)  # a service, or a subset
     return f"**{what} `{name}`**\n\n```mesh\n{source.line_text(line).strip()}\n```\n\ndeclared in `{where}`"
 
 
@@ -476,7 +481,7 @@ def _in_split(tokens: list[re.Match]) -> bool:
 
 
 def _destinations(ctx: Context | None) -> list[Completion]:
-    out = []
+    out: list[Completion] = []
     if ctx is None:
         return out
     for name in sorted(ctx.services):
@@ -486,7 +491,7 @@ def _destinations(ctx: Context | None) -> list[Completion]:
 
 
 def format_document(text: str, path: str) -> str | None:
-    """The formatted text (compiler.fmt.format_text), or None when there is no formatter, the text
+    """The formatted text (compiler.syntax.fmt.format_text), or None when there is no formatter, the text
     does not parse or nothing changes."""
     try:
         from compiler.syntax import fmt

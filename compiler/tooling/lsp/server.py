@@ -1,6 +1,6 @@
 """`meshc lsp`: the language server, on pygls over stdio.
 
-A thin protocol shell over compiler/lsp_analysis.py, which does the work in code points: this
+A thin protocol shell over compiler/tooling/lsp/analysis.py, which does the work in code points: this
 module turns LSP positions (UTF-16 columns unless the client negotiated another encoding) into
 offsets and back with pygls's position codec, and analysis results into lsprotocol types.
 
