@@ -150,29 +150,27 @@ class Draws:
 class Decision:
     """What to do with a request. `status` > 0 is a local reply (after `delay_ms`, a fault's abort);
     `status` 0 forwards it to `cluster`. With both `delay_ms` and `status`, the abort (and its
-    ABORTS_INJECTED count) comes after the delay; `counter` is counted at once. Slotted, every
-    field set at once: this runs for every request, and slots are the fastest to read back."""
-    __slots__ = ("status", "body", "close", "counter", "flags", "host", "path", "query", "service", "route",
-                 "cluster", "delay_ms", "up_head", "up_tail", "mirror", "expect_continue", "rule")
+    ABORTS_INJECTED count) comes after the delay; `counter` is counted at once. The defaults are
+    class attributes and a decision sets only what differs: this runs for every request, and
+    creating it then runs no Python code (measured: fewer instructions than a slotted __init__)."""
 
-    def __init__(self) -> None:
-        self.status = 0                    # a local reply's status; 0: forward
-        self.body = b""                    # the local reply's body
-        self.close = False                 # close the connection after the local reply
-        self.counter: str | None = None    # the listener counter to add one to (BAD_REQUEST, ...), or None
-        self.flags = ""                    # Envoy's response flags for the access log (NR, RBAC, FI, DI)
-        self.host = ""                     # the Host the request named (several lines joined, as Envoy)
-        self.path = ""                     # the normalised path
-        self.query = ""                    # the query as received, without `?`
-        self.service = ""                  # the destination (outbound) or the sidecar's own service (inbound)
-        self.route: CRoute | None = None   # the route that took the request (outbound)
-        self.cluster: str | None = None    # the cluster to send it to: a subset's, or the local app's
-        self.delay_ms = 0                  # a fault delay to wait before the rest of the decision
-        self.up_head = b""                 # request line and header lines every attempt sends
-        self.up_tail = b"\r\n"             # the framing line(s) ending the head
-        self.mirror = False                # fire the route's mirror copy once the body is known
-        self.expect_continue = False       # answer `100 Continue` before forwarding
-        self.rule: str | None = None       # the authorization rule that decided (inbound), None: the default
+    status = 0                      # a local reply's status; 0: forward
+    body = b""                      # the local reply's body
+    close = False                   # close the connection after the local reply
+    counter: str | None = None      # the listener counter to add one to (BAD_REQUEST, ...), or None
+    flags = ""                      # Envoy's response flags for the access log (NR, RBAC, FI, DI)
+    host = ""                       # the Host the request named (several lines joined, as Envoy)
+    path = ""                       # the normalised path
+    query = ""                      # the query as received, without `?`
+    service = ""                    # the destination (outbound) or the sidecar's own service (inbound)
+    route: CRoute | None = None     # the route that took the request (outbound)
+    cluster: str | None = None      # the cluster to send it to: a subset's, or the local app's
+    delay_ms = 0                    # a fault delay to wait before the rest of the decision
+    up_head = b""                   # request line and header lines every attempt sends
+    up_tail = b"\r\n"               # the framing line(s) ending the head
+    mirror = False                  # fire the route's mirror copy once the body is known
+    expect_continue = False         # answer `100 Continue` before forwarding
+    rule: str | None = None         # the authorization rule that decided (inbound), None: the default
 
 
 def local(d: Decision, status: int, body: bytes = b"", counter: str | None = BAD_REQUEST, flags: str = "",

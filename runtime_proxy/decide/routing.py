@@ -28,23 +28,19 @@ def select_route(service: CService | ServiceView[CRoute], method: str, path: str
                 continue
             if m.path is not None and not m.path(path):
                 continue
-            ok = True
-            for test in m.headers:
+            for test in m.headers:   # for/else: fewer steps per request than all() or a flag
                 if not test(headers):
-                    ok = False
                     break
-            if not ok:
-                continue
-            if m.query:
+            else:
+                if not m.query:
+                    return route
                 if params is None:
                     params = parse_query(query)
                 for qtest in m.query:
                     if not qtest(params):
-                        ok = False
                         break
-                if not ok:
-                    continue
-            return route
+                else:
+                    return route
     return None
 
 

@@ -53,19 +53,11 @@ _monotonic = time.monotonic
 # attempt states
 IDLE, WAITING, SENT, BACKOFF = 0, 1, 2, 3
 
-_RID_PREFIX = f"{_getrandbits(32):08x}-{_getrandbits(16):04x}-4{_getrandbits(12):03x}-{8 + _getrandbits(2):x}"
+# x-request-id: UUID-shaped, a random per-process prefix and a counter (unique per process,
+# without a system call per request)
+_RID_PREFIX_BYTES = (f"{_getrandbits(32):08x}-{_getrandbits(16):04x}-4{_getrandbits(12):03x}-"
+                     f"{8 + _getrandbits(2):x}").encode()
 _rid_counter = _getrandbits(40)
-
-
-_RID_PREFIX_BYTES = _RID_PREFIX.encode()
-
-
-def request_id() -> str:
-    """A UUID-shaped request id: a random per-process prefix and a counter (unique per process,
-    without a system call per request)."""
-    global _rid_counter
-    _rid_counter += 1
-    return f"{_RID_PREFIX}{(_rid_counter >> 48) & 0xFFF:03x}-{_rid_counter & 0xFFFFFFFFFFFF:012x}"
 
 
 class RandomDraws:
