@@ -241,7 +241,7 @@ class Sharded:
     process's services as IR objects and the other's as JSON (what crossed the pipe)."""
 
     def __init__(self, sources, diagnostics, trust_domain: str, lowered: bool, local=(), remote=None,
-                 routes: int = 0, problems=()):
+                 routes: int = 0, problems=(), dumped=None):
         self.sources = sources
         self.diagnostics = diagnostics
         self.trust_domain = trust_domain
@@ -250,6 +250,7 @@ class Sharded:
         self.remote = remote or {}              # name -> JSON of a service lowered by the other shard
         self.counts = (len(self.local) + len(self.remote), routes)
         self.problems = list(problems)          # of the IR self-check (a compiler bug)
+        self.dumped = dumped or {}              # name -> JSON of local services serialised already
 
     def program(self):
         """The IR objects of the whole program (the other shard's rebuilt from their JSON)."""
@@ -265,7 +266,9 @@ class Sharded:
         """The IR document, byte-identical to the sequential compile's, without rebuilding objects."""
         import orjson
 
-        texts = {svc.name: orjson.dumps(svc, option=orjson.OPT_INDENT_2) for svc in self.local}
+        dumped = self.dumped
+        texts = {svc.name: dumped.get(svc.name) or orjson.dumps(svc, option=orjson.OPT_INDENT_2)
+                 for svc in self.local}
         texts.update(self.remote)
         return splice(self.trust_domain, texts)
 
@@ -300,6 +303,7 @@ def analyse(paths: list[str], lower: bool, force: bool = False) -> Sharded | Non
         known = {(n, sub) for n, svc in shard.ctx.services.items() for sub in subset_names(svc)}
         parent.send(known)
         mine = shard.finish(lower, known, serialize=False)
+        dumped = _dump_while_waiting(mine[1], parent)
         theirs = parent.recv()
         if not isinstance(theirs, tuple) or len(theirs) != 4:
             return None
@@ -316,7 +320,22 @@ def analyse(paths: list[str], lower: bool, force: bool = False) -> Sharded | Non
     trust_domain = shard.ctx.trust_domain
     if not lower or any(d.severity == "error" for d in diags):
         return Sharded(sources, diags, trust_domain, lowered=False)
-    return Sharded(sources, diags, trust_domain, True, mine[1], theirs[1], mine[2] + theirs[2], mine[3] + theirs[3])
+    return Sharded(sources, diags, trust_domain, True, mine[1], theirs[1], mine[2] + theirs[2], mine[3] + theirs[3],
+                   dumped)
+
+
+def _dump_while_waiting(services, conn) -> dict[str, bytes]:
+    """This shard's services as JSON, made while the other shard has not answered yet: time this
+    process would spend idle, and `meshc compile --emit ir` then has most of its document ready
+    (the IR objects are kept too, for a backend). Stops as soon as the answer is there."""
+    import orjson
+
+    dumped: dict[str, bytes] = {}
+    for svc in services:
+        if conn.poll():
+            break
+        dumped[svc.name] = orjson.dumps(svc, option=orjson.OPT_INDENT_2)
+    return dumped
 
 
 def splice(trust_domain: str, services: dict[str, bytes]) -> bytes:

@@ -16,14 +16,23 @@ if TYPE_CHECKING:
 
 # The values below are of the kind each setting's forms give (compiler/language/settings.py), and
 # in range: lowering runs only on a program the checks passed.
-def _values(block: ast.Block | None) -> dict[str, tuple[Any, ...]]:
-    return {s.key: tuple(v.value for v in s.values) for s in block.settings} if block is not None else {}
+_DEFAULTS: dict[str, dict[str, Any]] = {}   # kind -> every setting's default (a block not written)
 
 
 def _written(block: ast.Block | None, kind: str) -> dict[str, Any]:
-    """Each setting of a block of `kind`: its first value as written (True for a flag), else its default."""
-    v = _values(block)
-    return {s.key: (v[s.key][0] if v[s.key] else True) if s.key in v else s.default for s in BLOCKS[kind].settings}
+    """Each setting of a block of `kind`: its first value as written (True for a flag), else its
+    default. Read only: the dict of an unwritten block is shared (lowering runs per service)."""
+    if block is None:
+        found = _DEFAULTS.get(kind)
+        if found is None:
+            found = _DEFAULTS[kind] = {s.key: s.default for s in BLOCKS[kind].settings}
+        return found
+    written = {s.key: s.values for s in block.settings}
+    out = {}
+    for s in BLOCKS[kind].settings:
+        values = written.get(s.key)
+        out[s.key] = s.default if values is None else values[0].value if values else True
+    return out
 
 
 def lower_limits(block: ast.Block | None) -> ir.Limits:
@@ -49,19 +58,20 @@ def lower_budget(block: ast.Block | None) -> ir.RetryBudget | None:
 def lower_retry(block: ast.Block | None) -> ir.Retry | None:
     if block is None:
         return None
-    v = _values(block)
+    written = {s.key: s.values for s in block.settings}
     w = _written(block, "retry")
     conditions, codes = [], []
-    for word in v.get("on", RETRY.default("on")):
+    on = written.get("on")
+    for word in RETRY.default("on") if on is None else [v.value for v in on]:
         if word.isdigit():
             codes.append(int(word))
         else:
             conditions.append(word)  # the language's names are the IR's (compiler/language/retry.py)
     base = w["backoff"]
-    backoff = v.get("backoff", ())
-    top = backoff[1] if len(backoff) > 1 else base * defaults.RETRY_BACKOFF_MAX_FACTOR
+    backoff = written.get("backoff", ())
+    top = backoff[1].value if len(backoff) > 1 else base * defaults.RETRY_BACKOFF_MAX_FACTOR
     return ir.Retry(w["attempts"], tuple(dict.fromkeys(conditions)), tuple(sorted(set(codes))), w["per_try_timeout"],
-                    base, top, "allow_non_idempotent" in v)
+                    base, top, "allow_non_idempotent" in written)
 
 
 def lower_fault(block: ast.Block | None) -> ir.Fault | None:
