@@ -18,6 +18,7 @@ also what `meshc compile --emit ir` prints, field for field.
 from __future__ import annotations
 
 from compiler.core.nodes import Node, node
+from compiler.ir.conditions import AuthzRule, HeaderMatch, Location, Match, PathMatch, Principal, QueryMatch
 from compiler.language.retry import RETRY_CONDITIONS
 
 __all__ = [
@@ -60,22 +61,6 @@ SCHEMA_VERSION = 2
 # The retry conditions `Retry.retry_on` may hold: the language's names (compiler/language/retry.py),
 # which are also Envoy's `retry_on` tokens.
 RETRY_ON: tuple[str, ...] = tuple(RETRY_CONDITIONS)
-
-
-# ---- provenance ------------------------------------------------------------------------------------
-
-@node
-class Location(Node):
-    """Where a construct was written. Backends report a diagnostic at it (the source text comes
-    from the compilation, never from reading the file again), and the targets carry it as
-    provenance: `str(location)` is `FILE:LINE:COLUMN`, Envoy's `metadata.filter_metadata.meshc.source`."""
-    file: str          # the path as the program names it: as given on the command line, relative to the
-                       # working directory for imports, `<std>/NAME.mesh` for the standard library
-    line: int          # 1-based
-    column: int        # 1-based, in code points
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}"
 
 
 # ---- destinations ----------------------------------------------------------------------------------
@@ -145,46 +130,6 @@ class Upstream(Node):
                                        # connect failure: 503, retried on `connect-failure` (default 1000)
     idle_timeout_ms: int               # a pooled connection idle this long is closed (default 3 600 000, Envoy's)
     max_response_headers_bytes: int    # a response head larger than this is a 502 (default 61 440, Envoy's 60 KiB)
-
-
-# ---- matches ---------------------------------------------------------------------------------------
-
-@node
-class PathMatch(Node):
-    """A condition on the normalised request path (docs/language.md §6, §7), without the query."""
-    kind: str          # "exact" | "prefix" (a plain string prefix; the language's `raw_prefix`, or a `prefix`
-                       # ending in `/`) | "segment_prefix" (`prefix "/a"`: `/a` or `/a/...`) | "regex" (RE2,
-                       # matching the whole path)
-    value: str         # starts with `/` (E0314) unless a regex
-
-
-@node
-class HeaderMatch(Node):
-    """A condition on a request header; a header sent several times is tested value by value."""
-    name: str          # lower case
-    kind: str          # "exact" | "prefix" | "suffix" | "regex" (RE2, whole value) | "present" | "absent"
-    value: str | None  # None for present/absent
-    invert: bool       # string kinds only (`not header`): the header is present and no value passes
-    ignore_case: bool  # string kinds but regex only: ASCII letters compared case-insensitively
-
-
-@node
-class QueryMatch(Node):
-    """A condition on a query parameter, compared as sent (not percent-decoded); a repeated key is
-    tested on its first value."""
-    name: str
-    kind: str          # "exact" | "regex" (RE2, whole value) | "present" (even with an empty value)
-    value: str | None  # None for present
-
-
-@node
-class Match(Node):
-    """All conditions must hold (AND). A route matches when any of its matches does (OR). Read by
-    envoy (one Envoy route per match), native (compiled to tests) and checks (shadowing, W0401)."""
-    path: PathMatch | None             # None: any path
-    headers: tuple[HeaderMatch, ...]
-    query: tuple[QueryMatch, ...]
-    methods: tuple[str, ...] | None    # upper-case methods (E0309); None: any method
 
 
 # ---- routes ----------------------------------------------------------------------------------------
@@ -284,27 +229,6 @@ class Route(Node):
 
 
 # ---- authorization ---------------------------------------------------------------------------------
-
-@node
-class Principal(Node):
-    """A caller identity: its verified SPIFFE ID (the URI SAN of its mTLS client certificate)."""
-    kind: str          # "exact" (one SPIFFE ID) or "prefix" (a trust domain, a namespace, a `/*` pattern)
-    value: str
-
-
-@node
-class AuthzRule(Node):
-    """One rule: it matches a request when every condition holds (a caller without a verified
-    identity never satisfies `from`)."""
-    name: str          # as written, else `allow-N`/`deny-N` by position, `SET.NAME` for a used rule set;
-                       # unique in the service (E0202): Envoy's RBAC policy name
-    action: str        # "allow" | "deny"
-    source: Location
-    principals: tuple[Principal, ...] | None   # None: any caller; else any of these
-    path: PathMatch | None             # matched on the normalised path
-    methods: tuple[str, ...] | None
-    headers: tuple[HeaderMatch, ...]
-
 
 @node
 class Authorization(Node):
