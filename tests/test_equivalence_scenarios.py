@@ -35,7 +35,10 @@ Disagreements these scenarios found, now regression tests here:
   `requests` unit (test_equivalence_limits_overflow);
 - Envoy's `update_merge_window` (1 s) held back a second ejection, so the panic threshold did not
   apply; the compiler now emits `update_merge_window: 0s` with outlier detection
-  (test_equivalence_outlier_ejection_cap_and_panic).
+  (test_equivalence_outlier_ejection_cap_and_panic);
+- the native proxy never counted `upstream_rq_retry_success`, and its `x-request-id` was a
+  per-process prefix and a counter; both now as Envoy (test_equivalence_retry_counters,
+  test_equivalence_request_ids_are_random_uuid4).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -274,6 +278,79 @@ def test_equivalence_retries_on_connect_failure(planes):
             assert o.body == reset_body("remote connection failure", attempts > 1), (plane, path, o)
             assert o.headers.get("x-envoy-attempt-count") == str(attempts), (plane, path, o.headers)
         compare(path, obs, key=lambda o: (o.status, o.body, o.headers.get("x-envoy-attempt-count")))
+
+
+
+RETRY_CLUSTER = "outbound|a|rt"
+RETRY_COUNTERS = ("upstream_rq_retry", "upstream_rq_retry_success", "upstream_rq_retry_limit_exceeded",
+                  "upstream_rq_retry_overflow")
+COUNTER_CASES = [
+    # path, upstream behaviour, (retries, successes, limits exceeded) Envoy's shouldRetry counts:
+    # a success is a retried attempt whose outcome the conditions do not retry, whatever its status
+    ("/n2", fail(503, 0), (0, 0, 0)),
+    ("/n2", fail(503, 1), (1, 1, 0)),          # fails once, then succeeds
+    ("/n2", fail(500, 2), (2, 1, 0)),          # fails twice, then succeeds
+    ("/n2", fail(503, 3), (2, 0, 1)),          # the attempts are used up: no success
+    ("/n2", fail(reset=True), (1, 1, 0)),      # a reset, then 200
+    ("/gw", fail(503, 1), (1, 1, 0)),
+    ("/gw", fail(500, 1), (0, 0, 0)),          # 500 is not a gateway error: never retried
+    ("/c409", fail(409, 1), (1, 1, 0)),
+]
+
+
+def test_equivalence_retry_counters(planes):
+    """Issue 18 point 7: the same requests, through both planes, move the retry counters of the
+    cluster by the same amounts: Envoy's admin /stats against the native proxy's /stats and its
+    Prometheus /metrics. The native proxy counted `upstream_rq_retry_success` never (0 where
+    Envoy counted 7)."""
+    def counters(plane: str) -> dict[str, int]:
+        return {name: planes.stat(plane, RETRY_CLUSTER, name) for name in RETRY_COUNTERS}
+
+    before = {plane: counters(plane) for plane in PLANES}
+    expected = dict.fromkeys(RETRY_COUNTERS, 0)
+    for path, headers, (retries, successes, limits) in COUNTER_CASES:
+        obs = planes.both("rt", path, headers)
+        compare(f"{path} {headers}", obs)
+        expected["upstream_rq_retry"] += retries
+        expected["upstream_rq_retry_success"] += successes
+        expected["upstream_rq_retry_limit_exceeded"] += limits
+    # seven requests that fail then succeed on a retry (the probe's figure)
+    for k in range(7):
+        obs = planes.both("rt", "/n2", fail(503, 1 + k % 2))
+        compare(f"/n2 fail-first {1 + k % 2}", obs)
+        expected["upstream_rq_retry"] += 1 + k % 2
+        expected["upstream_rq_retry_success"] += 1
+    moved = {plane: {n: v - before[plane][n] for n, v in counters(plane).items()} for plane in PLANES}
+    assert moved["envoy"] == expected, moved
+    assert moved["native"] == moved["envoy"], moved
+    # the Prometheus rendering of the native proxy says the same
+    _, metrics = planes.native.admin_get("/metrics")
+    label = f'{{envoy_cluster_name="{RETRY_CLUSTER}"}}'
+    for name in RETRY_COUNTERS:
+        line = next(x for x in metrics.splitlines() if x.startswith(f"envoy_cluster_{name}{label} "))
+        assert int(line.split()[-1]) == before["native"][name] + moved["native"][name], line
+
+
+def test_equivalence_request_ids_are_random_uuid4(planes):
+    """Issue 18 point 7: a request without `x-request-id` reaches the upstream with a fresh random
+    UUID version 4 from either plane (the native proxy sent a per-process prefix and a counter)."""
+    ids: dict[str, list[str]] = {plane: [] for plane in PLANES}
+    for _ in range(40):
+        for plane, o in planes.both("rt", "/n2").items():
+            (record,) = planes.records(o.extra["id"])
+            ids[plane] += [v for k, v in record["headers"] if k.lower() == "x-request-id"]
+    for plane, values in ids.items():
+        assert len(values) == 40, (plane, values)
+        assert len(set(values)) == 40, (plane, values)
+        for value in values:
+            parsed = uuid.UUID(value)
+            assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122), (plane, value)
+            assert str(parsed) == value, (plane, value)       # canonical: lower case, 8-4-4-4-12
+        # no two ids share their leading 8 hex digits (a per-process prefix would)
+        assert len({v[:8] for v in values}) == 40, (plane, values)
+        # nor does one follow from the one before it (a counter would)
+        diffs = {int(b.replace("-", ""), 16) - int(a.replace("-", ""), 16) for a, b in pairwise(values)}
+        assert len(diffs) == 39, (plane, values)
 
 
 # ---- 2. per-try timeout and route timeout -------------------------------------------------------------

@@ -391,3 +391,19 @@ def test_access_log_has_one_json_line_per_request(proxy):
     assert rec["route"] == "default" and rec["status"] == 200 and rec["attempts"] == 1
     assert rec["upstream"].startswith("127.0.0.1:") and rec["cluster"] == "outbound|v1|svc"
     assert rec["duration_ms"] >= 0
+
+
+def test_request_ids_are_canonical_random_uuid4_across_batches():
+    """Issue 18 point 7: the ids the proxy generates (net/exchange.py, in batches from
+    os.urandom): every one a canonical UUIDv4, none repeated, across batch boundaries."""
+    import uuid
+
+    from runtime_proxy.net.exchange import DRAWS, RID_BATCH, request_ids
+
+    assert len(request_ids(3)) == 3
+    ids = [DRAWS.request_id() for _ in range(3 * RID_BATCH + 7)]
+    assert len(set(ids)) == len(ids)
+    for value in ids:
+        parsed = uuid.UUID(value.decode())
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122), value
+        assert str(parsed).encode() == value
