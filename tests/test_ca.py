@@ -413,6 +413,69 @@ def test_unreadable_ca_key(ca_dir, tmp_path, capsys):
     assert code == 2 and "cannot read" in err and "permission denied" in err
 
 
+
+def test_directories_are_private_whatever_the_umask(tmp_path):
+    """Issue 18 point 14: under umask 000 a plain mkdir gives 0777, a CA directory in which anyone
+    could replace ca.pem or ca-key.pem. The CA directory and the parents made for it are 0700; an
+    identity directory, its parents and its versions 0755 (a sidecar, maybe another user, reads
+    them); the files keep their modes (key 0600)."""
+    env = {k: v for k, v in os.environ.items() if k != "MESHC_DEBUG"}
+    env["PYTHONPATH"] = str(ROOT)
+
+    def run(*args: str) -> None:
+        proc = subprocess.run([sys.executable, "-m", "compiler", *args], cwd=tmp_path, env=env, umask=0,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+
+    run("ca", "init", "made/for/ca")
+    run("ca", "issue", "web", "--ca", "made/for/ca", "-o", "certs/sub/web")
+    run("ca", "rotate", "certs/sub/web", "--ca", "made/for/ca", "--force")
+    for d in ("made", "made/for", "made/for/ca"):
+        assert mode(tmp_path / d) == 0o700, d
+    assert mode(tmp_path / "made/for/ca/ca-key.pem") == 0o600
+    assert mode(tmp_path / "made/for/ca/ca.pem") == 0o644
+    web = tmp_path / "certs/sub/web"
+    versions = [n for n in os.listdir(web) if VERSION.match(n)]
+    assert len(versions) == 1
+    for d in (tmp_path / "certs", tmp_path / "certs/sub", web, web / versions[0]):
+        assert mode(d) == 0o755, d
+    assert (mode(web / "key.pem"), mode(web / "cert.pem"), mode(web / "ca.pem")) == (0o600, 0o644, 0o644)
+
+
+def test_a_ca_key_readable_by_others_is_refused(ca_dir, tmp_path, capsys):
+    """Issue 18 point 14: as ssh refuses a private key that group or others may read, issue and
+    rotate refuse such a CA key (exit 1, the input's fault), naming the chmod that fixes it; a CA
+    directory others may write is refused the same way. Nothing is written."""
+    d = tmp_path / "ca"
+    shutil.copytree(ca_dir, d)
+    out = tmp_path / "out"
+    code, _, err = meshc_inline(capsys, "ca", "issue", "web", "--ca", str(d), "-o", str(out))
+    assert code == 0, err
+    before = snapshot(out)
+    key = d / "ca-key.pem"
+    for bad in (0o644, 0o640, 0o604):
+        os.chmod(key, bad)
+        for args in (("issue", "web", "--ca", str(d), "-o", str(tmp_path / "new")),
+                     ("rotate", str(out), "--ca", str(d), "--force")):
+            code, _, err = meshc_inline(capsys, "ca", *args)
+            assert code == 1, err
+            assert err == (f"meshc: error: {key}: the private key is accessible by group or others (mode "
+                           f"{bad:04o}): anyone on this host could use it; run `chmod 600 {key}`\n"), err
+    assert not (tmp_path / "new").exists() and snapshot(out) == before
+    os.chmod(key, 0o600)
+    for bad in (0o770, 0o777, 0o702):
+        os.chmod(d, bad)
+        for args in (("issue", "web", "--ca", str(d), "-o", str(tmp_path / "new")), ("init", str(d), "--force")):
+            code, _, err = meshc_inline(capsys, "ca", *args)
+            assert code == 1, err
+            assert f"{d}: the CA directory is writable by group or others (mode {bad:04o})" in err, err
+            assert f"run `chmod 700 {d}`" in err, err
+    assert not (tmp_path / "new").exists()
+    os.chmod(d, 0o755)      # readable by others is fine: the key itself is 0600
+    code, _, err = meshc_inline(capsys, "ca", "rotate", str(out), "--ca", str(d), "--force")
+    assert code == 0, err
+
+
 def test_issue_and_rotate_refuse_foreign_directories(ca_dir, tmp_path, capsys):
     flat = tmp_path / "flat"
     flat.mkdir()

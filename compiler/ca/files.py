@@ -1,7 +1,10 @@
 """The development CA on disk: the CA directory, and the identity directories it issues into.
 
-CA directory: `ca.pem` (the certificate) and `ca-key.pem` (0600).
-Identity directory, in the Kubernetes secret-volume layout, so that a rotation is ONE atomic rename
+CA directory (0700): `ca.pem` (the certificate) and `ca-key.pem` (0600). A CA key that group or
+others may read, or a CA directory they may write (where anyone could replace the CA or its key),
+is refused as ssh refuses such a key, with the `chmod` that fixes it.
+Identity directory (0755, its versions too: the sidecar, perhaps another user, reads it), in the
+Kubernetes secret-volume layout, so that a rotation is ONE atomic rename
 (Envoy watches the directory; the native proxy polls the three files):
 
     OUT/..2026_11_26_12_00_00.123456/{cert.pem, key.pem (0600), ca.pem}   a version
@@ -18,7 +21,9 @@ import contextlib
 import datetime as dt
 import os
 import re
+import shlex
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 
@@ -28,6 +33,8 @@ from compiler.ca.certs import Ca, CaError, CaFileError, CertInfo
 CA_CERT, CA_KEY = "ca.pem", "ca-key.pem"
 IDENTITY_FILES = ("cert.pem", "key.pem", "ca.pem")
 DATA = "..data"
+CA_DIR_MODE = 0o700        # the CA directory and the directories made for it
+IDENTITY_DIR_MODE = 0o755  # an identity directory, its versions and the directories made for it
 _DATA_TMP = "..data_tmp"
 _VERSION = re.compile(r"\.\.\d{4}(_\d\d){5}\.\d{6}\Z")
 
@@ -47,9 +54,11 @@ def init_ca(ca_dir: str, trust_domain: str, days: int, force: bool, now: dt.date
                       "(every identity it issued must then be issued again)")
     if os.path.exists(ca_dir) and not os.path.isdir(ca_dir):
         raise CaFileError(f"{ca_dir}: not a directory")
+    if os.path.isdir(ca_dir):
+        check_ca_dir(ca_dir)
     cert_pem, key_pem = build.new_ca(trust_domain, days, now)
     with _io_errors(ca_dir):
-        created = _makedirs(ca_dir)
+        created = _makedirs(ca_dir, CA_DIR_MODE)
         staged = []
         try:
             staged = [_stage(os.path.join(ca_dir, CA_KEY), key_pem, 0o600),
@@ -69,8 +78,43 @@ def read_ca(ca_dir: str) -> Ca:
     """The CA of `ca_dir`, checked (compiler.ca.certs.load_ca)."""
     if not os.path.isdir(ca_dir):
         raise CaFileError(f"{ca_dir}: no such CA directory (make one with `meshc ca init {ca_dir}`)")
+    check_ca_dir(ca_dir)
     cert_path, key_path = os.path.join(ca_dir, CA_CERT), os.path.join(ca_dir, CA_KEY)
-    return build.load_ca(read_file(cert_path), read_file(key_path), cert_path, key_path)
+    cert_pem = read_file(cert_path)
+    check_private(key_path)
+    return build.load_ca(cert_pem, read_file(key_path), cert_path, key_path)
+
+
+def check_ca_dir(ca_dir: str) -> None:
+    """CaError for a CA directory that group or others may write: anyone could replace the CA."""
+    mode = _mode(ca_dir)
+    if mode is not None and mode & 0o022:
+        raise CaError(f"{ca_dir}: the CA directory is writable by group or others (mode {mode:04o}): anyone "
+                      f"could replace {CA_CERT} or {CA_KEY}; run `chmod 700 {_quote(ca_dir)}`")
+
+
+def check_private(key_path: str) -> None:
+    """CaError for a private key that group or others may read (ssh refuses such a key too)."""
+    mode = _mode(key_path, regular=True)
+    if mode is not None and mode & 0o077:
+        raise CaError(f"{key_path}: the private key is accessible by group or others (mode {mode:04o}): "
+                      f"anyone on this host could use it; run `chmod 600 {_quote(key_path)}`")
+
+
+def _mode(path: str, regular: bool = False) -> int | None:
+    """The permission bits of `path` (through symlinks); None when it cannot be stat'ed or, with
+    `regular`, is not a regular file (the read that follows then says why)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if regular and not stat.S_ISREG(st.st_mode):
+        return None
+    return stat.S_IMODE(st.st_mode)
+
+
+def _quote(path: str) -> str:
+    return shlex.quote(path)
 
 
 # ---- identity directories ------------------------------------------------------------------
@@ -138,7 +182,7 @@ def write_identity(out_dir: str, files: dict[str, tuple[bytes, int]], now: dt.da
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise CaFileError(f"{out_dir}: not a directory")
     with _io_errors(out_dir):
-        created = _makedirs(out_dir)
+        created = _makedirs(out_dir, IDENTITY_DIR_MODE)
         version = tmp_link = None
         try:
             version = _new_version(out_dir, now)
@@ -192,10 +236,11 @@ def _new_version(out_dir: str, now: dt.datetime) -> str:
     for step in range(1000):
         path = os.path.join(out_dir, (now + dt.timedelta(microseconds=step)).strftime("..%Y_%m_%d_%H_%M_%S.%f"))
         try:
-            os.mkdir(path, 0o755)
-            return path
+            os.mkdir(path, IDENTITY_DIR_MODE)
         except FileExistsError:
             continue
+        os.chmod(path, IDENTITY_DIR_MODE)   # exactly, whatever the umask
+        return path
     raise CaFileError(f"{out_dir}: cannot make a new version directory (too many versions)")
 
 
@@ -250,8 +295,10 @@ def _io_errors(where: str):
         raise CaFileError(f"cannot write to {where}: {(err.strerror or str(err)).lower()}{name}") from None
 
 
-def _makedirs(path: str) -> list[str]:
-    """Make `path` and its missing parents; returns those made, deepest first (to undo them)."""
+def _makedirs(path: str, mode: int) -> list[str]:
+    """Make `path` and its missing parents with exactly `mode` (not what the umask leaves of it:
+    under umask 000 a plain mkdir gives 0777, a directory anyone may change); returns those made,
+    deepest first (to undo them)."""
     missing, p = [], os.path.abspath(path)
     while not os.path.lexists(p):
         missing.append(p)
@@ -259,8 +306,9 @@ def _makedirs(path: str) -> list[str]:
     made: list[str] = []
     try:
         for d in reversed(missing):
-            os.mkdir(d)
+            os.mkdir(d, mode)
             made.insert(0, d)
+            os.chmod(d, mode)
     except BaseException:
         _remove_dirs(made)
         raise
