@@ -1,6 +1,6 @@
 """The `meshc` command line: a thin shell over the compile API (compiler/api.py).
 
-One module per command (check and compile in compile.py, fmt, lint, ca); `parser.py` declares
+One module per command (check and compile in compile.py, fmt, lint, ca, doctor); `parser.py` declares
 the arguments, `inputs.py` expands FILES, `report.py` prints diagnostics, `output.py` writes files
 atomically. Exit codes (exits.py): 0 success (warnings allowed), 1 the input has errors, 2 usage or
 I/O error, 3 internal error (a short report naming the inputs, never a bare traceback).
@@ -54,6 +54,10 @@ def run(argv: list[str]) -> int:
         from compiler.cli.lint import lint
 
         return lint(files, args)
+    if args.command == "doctor":  # loads cryptography, as `meshc ca`
+        from compiler.cli.doctor import doctor
+
+        return doctor(files, args)
     from compiler.cli.compile import check, compile_command
 
     if args.command == "check":

@@ -106,6 +106,8 @@ def _emit_target(files: list[str], args) -> int:
                       json_stream=sys.stderr if args.output is None else None)
     if emitted.has_errors:
         return EXIT_INPUT
+    if args.emit == "envoy":
+        _note_missing_identities(program, proxies, options, args.files, args.certs_dir)
     services, routes = comp.counts
     plural = "proxy" if len(proxies) == 1 else "proxies"
     if args.output is None:
@@ -116,6 +118,29 @@ def _emit_target(files: list[str], args) -> int:
                                                 | orjson.OPT_SORT_KEYS)}, "")
     return _deliver(args, emitted.files, f"for {len(proxies)} {plural} to {args.output} "
                                          f"({services} services, {routes} routes)", count=True)
+
+
+def _note_missing_identities(program, proxies: list[str], options, files: list[str], certs_dir: str | None) -> None:
+    """One note on standard error, not an error, when identity files that sidecars with mTLS need
+    are missing on this host: Envoy starts without them (and `envoy --mode validate` says OK) and
+    fails every handshake, where the native proxy refuses to start. Compiles often run on another
+    host (CI) than the sidecars, so this cannot be an error; `meshc doctor` checks the host that
+    runs them."""
+    from compiler.backends.base import IDENTITY_FILES, identity_dir, needs_identity
+
+    missing = []
+    for name in proxies:
+        svc = program.service(name)
+        if needs_identity(program, svc):
+            directory = identity_dir(svc, options)
+            missing += [os.path.join(directory, f) for f in IDENTITY_FILES
+                        if not os.path.exists(os.path.join(directory, f))]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        certs = f" --certs-dir {certs_dir}" if certs_dir else ""
+        print(f"meshc: note: identity files are missing on this host ({missing[0]}{more}): Envoy starts without "
+              f"them and fails every mTLS handshake; where the sidecars run, `meshc doctor {' '.join(files)}{certs}` "
+              "checks them", file=sys.stderr)
 
 
 def _proxies(asked: list[str], names: list[str]) -> list[str] | None:

@@ -12,7 +12,7 @@ TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without 
 if TYPE_CHECKING:
     from typing import NoReturn
 
-COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp", "ca")
+COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp", "ca", "doctor")
 FORMATS = ("human", "json", "sarif", "github")
 # What `meshc compile --emit` prints: the stages of a compile, in order.
 STAGES = ("tokens", "ast", "ir", "envoy", "native")
@@ -82,6 +82,22 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         from compiler.cli.ca import add_parser
 
         add_parser(sub)
+    if only in (None, "doctor"):
+        doctor = sub.add_parser("doctor", help="check this host for the sidecars: identity files, ports",
+                                description="Compile a program (writing nothing) and check this host for its "
+                                            "sidecars: for each one whose traffic uses mTLS, its identity files where "
+                                            "the config will look (present, readable, valid now, the service's SPIFFE "
+                                            "ID, the key of the certificate, signed through ca.pem, trusted by the "
+                                            "other sidecars); and that each sidecar's ports can be bound (a warning). "
+                                            "Envoy starts without valid files and fails every handshake; the native "
+                                            "proxy refuses to start. Exit 0 ready (warnings allowed), 1 errors in the "
+                                            "program or on the host, 2 usage, 3 internal error.")
+        common(doctor)
+        doctor.add_argument("--proxy", action="append", metavar="SERVICE",
+                            help="the sidecar to check (repeatable), or `all` (the default)")
+        doctor.add_argument("--certs-dir", metavar="PATH",
+                            help="the root of the identity files (SERVICE/cert.pem, key.pem, ca.pem), over the "
+                                 "mesh's `certificates`: the --certs-dir given to `meshc compile`")
     if only is None:  # listed for --help only: run() hands `meshc proxy ...` to runtime_proxy as it is
         sub.add_parser("proxy", add_help=False,
                        help="run the native sidecar proxy on a compiled config (`meshc proxy --help`)")

@@ -160,3 +160,14 @@ CODES: dict[str, Code] = _registry(
     ("L0402", "unused import", "An import that contributes nothing: the file declares no service, routes or "
               "authorization, and none of its named policies is used."),
 )
+
+
+def code_info(code: str) -> Code:
+    """The registered code: a diagnostic's (CODES), or a `meshc doctor` finding's
+    (compiler/core/host_codes.py, loaded only when one is asked for)."""
+    entry = CODES.get(code)
+    if entry is None:
+        from compiler.core.host_codes import HOST_CODES
+
+        entry = HOST_CODES[code]
+    return entry

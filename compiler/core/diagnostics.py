@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Iterable
 
-from compiler.core.codes import CODES
+from compiler.core.codes import code_info
 from compiler.core.source import Span
 
 ERROR = "error"
@@ -42,7 +42,7 @@ class Diagnostic:
                  labels: tuple[Label, ...] = (), path: str | None = None, severity: str = ""):
         self.code, self.message, self.span, self.hint = code, message, span, hint
         self.labels, self.path = labels, path
-        self.severity = severity or CODES[code].severity
+        self.severity = severity or code_info(code).severity
 
     def _key(self) -> tuple:
         return (self.code, self.message, self.sort_key(), self.hint, self.severity)
@@ -71,7 +71,7 @@ class Diagnostic:
         out: dict = {
             "code": self.code,
             "severity": self.severity,
-            "title": CODES[self.code].title,
+            "title": code_info(self.code).title,
             "message": self.message,
             "hint": self.hint,
             "file": self.file,

@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import os
 
-from compiler.core.codes import CODES
+from compiler.core.codes import code_info
 from compiler.core.diagnostics import Diagnostic
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 DOCS_URI = "https://github.com/meshc/meshc/blob/main/docs/codes.md"
 
 
+HOST_DOCS_URI = "https://github.com/meshc/meshc/blob/main/docs/identity.md#checking-a-host-meshc-doctor"
+
+
 def help_uri(code: str) -> str:
+    if code.startswith("H"):      # a `meshc doctor` finding (compiler/core/host_codes.py)
+        return HOST_DOCS_URI
     return f"{DOCS_URI}#{code.lower()}"
 
 
@@ -29,7 +34,7 @@ def render_sarif(diags: list[Diagnostic], version: str) -> str:
     index = {code: i for i, code in enumerate(used)}
     rules = []
     for code in used:
-        entry = CODES[code]
+        entry = code_info(code)
         rules.append({
             "id": code,
             "name": _camel(entry.title),
