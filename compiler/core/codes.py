@@ -169,5 +169,5 @@ def code_info(code: str) -> Code:
     if entry is None:
         from compiler.core.host_codes import HOST_CODES
 
-        entry = HOST_CODES[code]
+        entry = next(Code(*row) for row in HOST_CODES if row[0] == code)
     return entry
