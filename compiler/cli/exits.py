@@ -1,6 +1,7 @@
 """The exit codes of every `meshc` command (README, "Commands")."""
 
 EXIT_OK = 0          # success; warnings allowed
-EXIT_INPUT = 1       # the input has errors (diagnostics printed), or a lint finding
+EXIT_INPUT = 1       # the input has errors (diagnostics printed), or a lint finding, or a `meshc doctor`
+                     # error finding (the host is not ready for the sidecars: H-codes, docs/identity.md)
 EXIT_USAGE = 2       # usage or I/O error: a bad option, a missing or unreadable path, an unwritable output
 EXIT_INTERNAL = 3    # a bug in meshc: a short report naming the inputs (MESHC_DEBUG=1 for the traceback)
