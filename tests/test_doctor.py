@@ -305,3 +305,12 @@ def test_what_the_doctor_reports_is_what_the_proxies_hit(host, capsys, tmp_path)
         envoy.stop()
     with pytest.raises(RuntimeError, match=r"proxy exited with .*cert\.pem"):
         start_proxy(str(out / "web.native.json"), tmp_path).stop()
+
+
+def test_explain_a_host_code(capsys):
+    code, out, _ = meshc(capsys, "explain", "h0106")
+    assert code == 0
+    assert out.startswith("error[H0106]: certificate of another identity\n\nThe certificate's URI SAN is not exactly")
+    assert "docs/identity.md" in out
+    code, _, err = meshc(capsys, "explain", "H0999")
+    assert code == 2 and "unknown code `H0999`" in err

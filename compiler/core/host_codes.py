@@ -24,8 +24,9 @@ HOST_CODES: tuple[tuple[str, str, str, str], ...] = (
          "The sidecar's certificate (or the CA certificate that signed it) has expired, or is not valid yet: every "
          "peer refuses it in the handshake."),
     ("H0105", "warning", "certificate expires soon",
-         "The sidecar's certificate expires within a day. Both proxies pick up a rotated certificate without a "
-         "restart (`meshc ca rotate`)."),
+         "The sidecar's certificate expires within a day (one that lives a day or less: once less than a third of "
+         "its life is left, when `meshc ca rotate` would renew it). Both proxies pick up a rotated certificate "
+         "without a restart."),
     ("H0106", "error", "certificate of another identity",
          "The certificate's URI SAN is not exactly the service's SPIFFE ID (another ID, none, or several): callers "
          "that verify the destination's ID refuse the connection (503), and `from` rules see another caller."),

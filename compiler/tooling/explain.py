@@ -151,6 +151,16 @@ def run(name: str | None, list_all: bool = False) -> int:
         sys.stdout.write(render_list())
         return 0
     code = lookup(name)
+    if code is None and name.strip().upper().startswith("H"):    # a `meshc doctor` finding: no examples
+        from compiler.core.host_codes import HOST_CODES
+
+        row = next((r for r in HOST_CODES if r[0] == name.strip().upper()), None)
+        if row is not None:
+            host, severity, title, text = row
+            see = ("A `meshc doctor` finding (a fact of the host the sidecars run on, not of a program): see "
+                   "docs/identity.md, \"Checking a host: meshc doctor\".")
+            sys.stdout.write(f"{severity}[{host}]: {title}\n\n{_wrap(text)}\n\n{_wrap(see)}\n")
+            return 0
     if code is None:
         from compiler.core.diagnostics import did_you_mean
 
