@@ -295,6 +295,8 @@ COUNTER_CASES = [
     ("/gw", fail(503, 1), (1, 1, 0)),
     ("/gw", fail(500, 1), (0, 0, 0)),          # 500 is not a gateway error: never retried
     ("/c409", fail(409, 1), (1, 1, 0)),
+    ("/pt5xx", fail(first=1, delay_ms=400), (1, 1, 0)),   # a per-try timeout, then 200
+    ("/pt5xx", fail(first=3, delay_ms=400), (2, 0, 1)),   # every attempt times out
 ]
 
 
