@@ -69,6 +69,35 @@ authorization {s} {{
     return "\n".join(out)
 
 
+def generate_routes(n: int) -> str:
+    """One service with n routes: the route mix of generate() (segment prefixes with methods,
+    exact paths with a header, RE2 regexes), numbered through the whole table, and a last split
+    route; none of them shadows another. The shadowing check (W0401) compares each route with
+    the earlier ones of its service that can overlap it, so this is its worst realistic case."""
+    out = ['import "std/resilience"', "", 'mesh { trust_domain "bench.local"  mtls strict }', "",
+           """service big {
+  port 8080
+  subset v1 { endpoints ["10.0.0.1:8080", "10.0.0.2:8080"] }
+  subset v2 { endpoints ["10.0.0.3:8080"] }
+  outlier std.standard
+  retry_budget { percent 20%  min_concurrency 3 }
+}
+routes big {"""]
+    for r in range(n - 1):
+        if r % 3 == 0:
+            out.append(f'  route r{r} {{ match {{ path prefix "/api/r{r}"  method [GET, HEAD] }} '
+                       f'to big.v1  timeout 3s  retry std.idempotent }}')
+        elif r % 3 == 1:
+            out.append(f'  route r{r} {{ match {{ path exact "/api/items/{r}"  header "x-tenant" exact "t{r}" }} '
+                       f'to big.v2  timeout 1s }}')
+        else:
+            out.append(f'  route r{r} {{ match {{ path regex "/api/v[0-9]+/r{r}/.*" }} to big.v1 }}')
+    out.append("""  route rest { split { big.v1 90  big.v2 10 } by header "x-split-key" }
+}
+""")
+    return "\n".join(out)
+
+
 def child_env(extra: dict | None = None) -> dict:
     """The environment of measured commands: bytecode caching on, as in any installed copy
     (with PYTHONDONTWRITEBYTECODE set, every run would recompile meshc from source)."""
