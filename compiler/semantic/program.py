@@ -74,7 +74,8 @@ class _Loader:
         key = os.path.abspath(root.path)
         if key in self.state:
             return
-        if len(root.text) > MAX_SOURCE_BYTES // 4 and len(root.text.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
+        text = root.text  # an editor's buffer: the limit of a file read from disk, in UTF-8 bytes
+        if len(text) > MAX_SOURCE_BYTES // 4 and len(text.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
             err = UnusableSource(f"larger than {MAX_SOURCE_TEXT}, the limit for one source file", too_large=True)
             self.diags.add("E0107", f"`{root.path}` is {err.reason}", None, path=root.path, hint=_unusable_hint(err))
             return
