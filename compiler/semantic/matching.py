@@ -100,6 +100,155 @@ def match_covers(a: ir.Match, b: ir.Match) -> bool:
             and conditions_cover(a.headers, b.headers) and conditions_cover(a.query, b.query))
 
 
+# ---- an index of earlier matches: the ones that may cover a new one ---------------------------
+
+_PATH_KINDS = frozenset(("exact", "prefix", "segment_prefix", "regex"))
+_REGEX_SPECIAL = frozenset("\\.^$|?*+()[]{}")
+
+
+def regex_literal_prefix(pattern: str) -> str:
+    """A prefix that every string the RE2 pattern fully matches starts with: its leading literal
+    characters, each neither optional nor repeated from zero; '' when there is none or the
+    pattern has an alternation anywhere (the matching is case-sensitive: RE2's default)."""
+    if "|" in pattern:
+        return ""
+    end = 0
+    for i, ch in enumerate(pattern):
+        if ch in _REGEX_SPECIAL:
+            break
+        if pattern[i + 1:i + 2] in ("?", "*", "{"):
+            break  # this character may be absent
+        end = i + 1  # (before a `+` it is there at least once, and the loop stops at the `+`)
+    return pattern[:end]
+
+
+class CoverIndex:
+    """Earlier matches, filed so that those which may cover a new match are found without
+    comparing it with every one (the W0401 check was quadratic in the routes of a service).
+
+    `first_cover(b)` gives the item of the earliest added match `a` with match_covers(a, b),
+    exactly as a scan of every earlier match in order would: each match is filed under one
+    anchor that every match it covers has too, and a lookup tests, in the order they were added,
+    the matches filed under the anchors `b` has. The anchors of `a`, in this order of preference:
+
+    - an exact path: only an equal exact path is covered;
+    - an exact header test (`header "x" exact "v"`, also inverted or ignoring case): a covered
+      match has an exact test of the same header with the same value (_string_implies);
+    - an exact query test: the same;
+    - a prefix or segment prefix: a covered path is exact or a prefix and starts with it;
+    - a regex: a covered path is the same regex, or an exact path starting with the regex's
+      literal prefix (regex_literal_prefix);
+    - any path (none, or the prefix `/`): compared with every later match.
+
+    A path this index does not know (a kind it does not file, a path that ignores case) is filed
+    with the matches compared with every later one, and a match with such a path is compared
+    with every earlier one: a new path semantics stays correct here before it is indexed."""
+
+    __slots__ = ("_seq", "_all", "_anywhere", "_exact", "_prefixes", "_prefix_lengths", "_regexes",
+                 "_regex_prefixes", "_regex_lengths", "_headers", "_query")
+
+    def __init__(self) -> None:
+        self._seq = 0
+        self._all: list = []             # every entry: (seq, item, match), in order
+        self._anywhere: list = []        # compared with every later match
+        self._exact: dict[str, list] = {}
+        self._prefixes: dict[str, list] = {}
+        self._prefix_lengths: set[int] = set()
+        self._regexes: dict[str, list] = {}
+        self._regex_prefixes: dict[str, list] = {}
+        self._regex_lengths: set[int] = set()
+        self._headers: dict[tuple[str, str | None], list] = {}
+        self._query: dict[tuple[str, str | None], list] = {}
+
+    def add(self, item: object, matches) -> None:
+        """File the matches of one item (a route); items are ordered by when they are added."""
+        seq = self._seq
+        self._seq += 1
+        for a in matches:
+            entry = (seq, item, a)
+            self._all.append(entry)
+            self._file(entry, a)
+
+    def _file(self, entry: tuple, a: ir.Match) -> None:
+        path = a.path
+        known = path is None or (path.kind in _PATH_KINDS and not getattr(path, "ignore_case", False))
+        if known and path is not None and path.kind == "exact":
+            self._exact.setdefault(path.value, []).append(entry)
+            return
+        header = next((h for h in a.headers if h.kind == "exact"), None)
+        if header is not None:
+            self._headers.setdefault((header.name, header.value), []).append(entry)
+            return
+        query = next((q for q in a.query if q.kind == "exact"), None)
+        if query is not None:
+            self._query.setdefault((query.name, query.value), []).append(entry)
+            return
+        if not known or path is None or (path.kind in ("prefix", "segment_prefix") and path.value == "/"):
+            self._anywhere.append(entry)  # a path this index does not know, or any path
+        elif path.kind == "regex":
+            self._regexes.setdefault(path.value, []).append(entry)
+            literal = regex_literal_prefix(path.value)
+            self._regex_prefixes.setdefault(literal, []).append(entry)
+            self._regex_lengths.add(len(literal))
+        else:  # prefix, segment_prefix
+            self._prefixes.setdefault(path.value, []).append(entry)
+            self._prefix_lengths.add(len(path.value))
+
+    def candidates(self, b: ir.Match) -> list:
+        """The entries that may cover `b`, in the order they were added (a superset of those that do)."""
+        path = b.path
+        if path is not None and (path.kind not in _PATH_KINDS or getattr(path, "ignore_case", False)):
+            return self._all
+        lists = [self._anywhere]
+        if path is not None:
+            value = path.value
+            if path.kind == "regex":
+                lists.append(self._regexes.get(value, _NONE))
+            else:
+                size = len(value)
+                prefixes = self._prefixes
+                lists += [prefixes.get(value[:n], _NONE) for n in self._prefix_lengths if n <= size]
+                if path.kind == "exact":
+                    lists.append(self._exact.get(value, _NONE))
+                    regexes = self._regex_prefixes
+                    lists += [regexes.get(value[:n], _NONE) for n in self._regex_lengths if n <= size]
+        for h in b.headers:
+            if h.kind == "exact":
+                lists.append(self._headers.get((h.name, h.value), _NONE))
+        for q in b.query:
+            if q.kind == "exact":
+                lists.append(self._query.get((q.name, q.value), _NONE))
+        lists = [entries for entries in lists if entries]
+        if len(lists) == 1:
+            return lists[0]  # each list is in the order of adding
+        found = [entry for entries in lists for entry in entries]
+        if _repeats(b):  # an entry is filed once, but one list can be met twice
+            found = list({id(entry): entry for entry in found}.values())
+        found.sort(key=_seq_of)
+        return found
+
+    def first_cover(self, b: ir.Match):
+        """The item of the earliest added match that covers `b`, or None."""
+        for _, item, a in self.candidates(b):
+            if match_covers(a, b):
+                return item
+        return None
+
+
+_NONE: list = []  # what a lookup finds under an anchor nothing is filed under (never changed)
+
+
+def _seq_of(entry: tuple) -> int:
+    return entry[0]
+
+
+def _repeats(b: ir.Match) -> bool:
+    """`b` has two exact header (or query) tests of one name and value: one list looked up twice."""
+    headers = [(h.name, h.value) for h in b.headers if h.kind == "exact"]
+    query = [(q.name, q.value) for q in b.query if q.kind == "exact"]
+    return len(set(headers)) != len(headers) or len(set(query)) != len(query)
+
+
 def principals_cover(a: tuple[ir.Principal, ...] | None, b: tuple[ir.Principal, ...] | None) -> bool:
     if a is None:
         return True
