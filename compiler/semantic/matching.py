@@ -7,6 +7,7 @@ means "not proven", so a warning is never raised without a reason.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from compiler import ir
@@ -103,7 +104,7 @@ def match_covers(a: ir.Match, b: ir.Match) -> bool:
 # ---- an index of earlier matches: the ones that may cover a new one ---------------------------
 
 _PATH_KINDS = frozenset(("exact", "prefix", "segment_prefix", "regex"))
-_REGEX_SPECIAL = frozenset("\\.^$|?*+()[]{}")
+_LITERAL_RUN = re.compile(r"[^\\.^$|?*+()\[\]{}]*")  # characters that stand for themselves in RE2
 
 
 def regex_literal_prefix(pattern: str) -> str:
@@ -112,14 +113,10 @@ def regex_literal_prefix(pattern: str) -> str:
     pattern has an alternation anywhere (the matching is case-sensitive: RE2's default)."""
     if "|" in pattern:
         return ""
-    end = 0
-    for i, ch in enumerate(pattern):
-        if ch in _REGEX_SPECIAL:
-            break
-        if pattern[i + 1:i + 2] in ("?", "*", "{"):
-            break  # this character may be absent
-        end = i + 1  # (before a `+` it is there at least once, and the loop stops at the `+`)
-    return pattern[:end]
+    end = _LITERAL_RUN.match(pattern).end()  # type: ignore[union-attr]  # `*` always matches
+    if pattern[end:end + 1] in ("?", "*", "{"):
+        end -= 1  # the last literal may be absent (before a `+` it is there at least once)
+    return pattern[:max(end, 0)]
 
 
 class CoverIndex:
@@ -175,15 +172,15 @@ class CoverIndex:
         if known and path is not None and path.kind == "exact":
             self._exact.setdefault(path.value, []).append(entry)
             return
-        header = next((h for h in a.headers if h.kind == "exact"), None)
-        if header is not None:
-            self._headers.setdefault((header.name, header.value), []).append(entry)
-            return
-        query = next((q for q in a.query if q.kind == "exact"), None)
-        if query is not None:
-            self._query.setdefault((query.name, query.value), []).append(entry)
-            return
-        if not known or path is None or (path.kind in ("prefix", "segment_prefix") and path.value == "/"):
+        for h in a.headers:
+            if h.kind == "exact":
+                self._headers.setdefault((h.name, h.value), []).append(entry)
+                return
+        for q in a.query:
+            if q.kind == "exact":
+                self._query.setdefault((q.name, q.value), []).append(entry)
+                return
+        if not known or path is None or (path.kind != "regex" and path.value == "/"):
             self._anywhere.append(entry)  # a path this index does not know, or any path
         elif path.kind == "regex":
             self._regexes.setdefault(path.value, []).append(entry)
@@ -199,33 +196,53 @@ class CoverIndex:
         path = b.path
         if path is not None and (path.kind not in _PATH_KINDS or getattr(path, "ignore_case", False)):
             return self._all
-        lists = [self._anywhere]
+        lists = [self._anywhere] if self._anywhere else []
         if path is not None:
             value = path.value
             if path.kind == "regex":
-                lists.append(self._regexes.get(value, _NONE))
+                found = self._regexes.get(value)
+                if found:
+                    lists.append(found)
             else:
                 size = len(value)
                 prefixes = self._prefixes
-                lists += [prefixes.get(value[:n], _NONE) for n in self._prefix_lengths if n <= size]
+                for n in self._prefix_lengths:
+                    if n <= size:
+                        found = prefixes.get(value[:n])
+                        if found:
+                            lists.append(found)
                 if path.kind == "exact":
-                    lists.append(self._exact.get(value, _NONE))
+                    found = self._exact.get(value)
+                    if found:
+                        lists.append(found)
                     regexes = self._regex_prefixes
-                    lists += [regexes.get(value[:n], _NONE) for n in self._regex_lengths if n <= size]
-        for h in b.headers:
-            if h.kind == "exact":
-                lists.append(self._headers.get((h.name, h.value), _NONE))
-        for q in b.query:
-            if q.kind == "exact":
-                lists.append(self._query.get((q.name, q.value), _NONE))
-        lists = [entries for entries in lists if entries]
-        if len(lists) == 1:
-            return lists[0]  # each list is in the order of adding
-        found = [entry for entries in lists for entry in entries]
-        if _repeats(b):  # an entry is filed once, but one list can be met twice
-            found = list({id(entry): entry for entry in found}.values())
-        found.sort(key=_seq_of)
-        return found
+                    for n in self._regex_lengths:
+                        if n <= size:
+                            found = regexes.get(value[:n])
+                            if found:
+                                lists.append(found)
+        exact_tests = 0
+        if b.headers:
+            for h in b.headers:
+                if h.kind == "exact":
+                    exact_tests += 1
+                    found = self._headers.get((h.name, h.value))
+                    if found:
+                        lists.append(found)
+        if b.query:
+            for q in b.query:
+                if q.kind == "exact":
+                    exact_tests += 1
+                    found = self._query.get((q.name, q.value))
+                    if found:
+                        lists.append(found)
+        if len(lists) <= 1:
+            return lists[0] if lists else lists  # each list is in the order of adding
+        entries = [entry for found in lists for entry in found]
+        if exact_tests > 1 and _repeats(b):  # an entry is filed once, but one list can be met twice
+            entries = list({id(entry): entry for entry in entries}.values())
+        entries.sort(key=_seq_of)
+        return entries
 
     def first_cover(self, b: ir.Match):
         """The item of the earliest added match that covers `b`, or None."""
@@ -233,9 +250,6 @@ class CoverIndex:
             if match_covers(a, b):
                 return item
         return None
-
-
-_NONE: list = []  # what a lookup finds under an anchor nothing is filed under (never changed)
 
 
 def _seq_of(entry: tuple) -> int:
