@@ -1,15 +1,17 @@
 """How meshc scales: whole-process time and peak memory of `meshc check` and `meshc compile
 --emit ir` on generated policies of 100, 1,000 and 10,000 services (10 routes and 5
 authorization rules each), of `meshc compile --target envoy --proxy all` (every sidecar of the
-fleet) on 1,000 and 10,000 services, and `meshc check` on the largest example against
-`python -c pass`.
+fleet) on 1,000 and 10,000 services, `meshc check` on one service with 2,500, 5,000 and 10,000 routes
+against 10,000 routes spread over 1,000 services (the shadowing check must not grow with the
+square of one service's routes: the 10,000 routes of one service within 3x the time of the spread
+ones), and `meshc check` on the largest example against `python -c pass`.
 
 Every figure is a median over several runs, measured side by side in the same run. Run:
 
     python benchmarks/compile_scale.py [--sizes 100,1000,10000] [--envoy-sizes 1000,10000] [--runs 3]
-                                       [--startup-runs 21]
+                                       [--routes 2500,5000,10000] [--startup-runs 21]
 
-`--sizes ''` or `--envoy-sizes ''` skips that part. Each Envoy compile writes into an empty
+`--sizes ''`, `--envoy-sizes ''` or `--routes ''` skips that part. Each Envoy compile writes into an empty
 directory (a file already on disk with the same content is not rewritten, which would make
 later runs cheaper than a first compile).
 
@@ -66,6 +68,35 @@ authorization {s} {{
         for a in range(5):
             out.append(f'  allow a{a} {{ from service {peer}  path prefix "/api/r{a}"  method [GET, POST] }}')
         out.append("}\n")
+    return "\n".join(out)
+
+
+def generate_routes(n: int) -> str:
+    """One service with n routes: the route mix of generate() (segment prefixes with methods,
+    exact paths with a header, RE2 regexes), numbered through the whole table, and a last split
+    route; none of them shadows another. The shadowing check (W0401) compares each route with
+    the earlier ones of its service that can overlap it, so this is its worst realistic case."""
+    out = ['import "std/resilience"', "", 'mesh { trust_domain "bench.local"  mtls strict }', "",
+           """service big {
+  port 8080
+  subset v1 { endpoints ["10.0.0.1:8080", "10.0.0.2:8080"] }
+  subset v2 { endpoints ["10.0.0.3:8080"] }
+  outlier std.standard
+  retry_budget { percent 20%  min_concurrency 3 }
+}
+routes big {"""]
+    for r in range(n - 1):
+        if r % 3 == 0:
+            out.append(f'  route r{r} {{ match {{ path prefix "/api/r{r}"  method [GET, HEAD] }} '
+                       f'to big.v1  timeout 3s  retry std.idempotent }}')
+        elif r % 3 == 1:
+            out.append(f'  route r{r} {{ match {{ path exact "/api/items/{r}"  header "x-tenant" exact "t{r}" }} '
+                       f'to big.v2  timeout 1s }}')
+        else:
+            out.append(f'  route r{r} {{ match {{ path regex "/api/v[0-9]+/r{r}/.*" }} to big.v1 }}')
+    out.append("""  route rest { split { big.v1 90  big.v2 10 } by header "x-split-key" }
+}
+""")
     return "\n".join(out)
 
 
@@ -132,11 +163,31 @@ def envoy_scale(meshc: list[str], tmp: str, sizes: list[int], runs: int) -> None
         print(f"growth {n0} -> {n1} services: envoy compile x{t1 / t0:.1f}")
 
 
+def one_service(meshc: list[str], tmp: str, sizes: list[int], runs: int) -> None:
+    """`meshc check` of one service with N routes (generate_routes) against 10,000 routes spread
+    over 1,000 services (generate(1000)), medians of `runs`, in the same run."""
+    print("--- one service: check of N routes in one service, against 10,000 routes in 1,000 services", flush=True)
+    spread = os.path.join(tmp, "mesh1000.mesh")
+    if not os.path.exists(spread):
+        with open(spread, "w") as fh:
+            fh.write(generate(1000))
+    base, _ = median_of(meshc + ["check", spread], runs)
+    print(f"10,000 routes in 1,000 services: check {base:.2f} s", flush=True)
+    for n in sizes:
+        path = os.path.join(tmp, f"routes{n}.mesh")
+        with open(path, "w") as fh:
+            fh.write(generate_routes(n))
+        wall, peak = median_of(meshc + ["check", path], runs)
+        verdict = f", x{wall / base:.2f} the spread routes" + (" (target: within x3)" if n == 10000 else "")
+        print(f"{n:>6} routes in one service: check {wall:.2f} s {peak / 1024:.0f} MiB{verdict}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100,1000,10000")
     ap.add_argument("--envoy-sizes", default="1000,10000")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--routes", default="2500,5000,10000")
     ap.add_argument("--startup-runs", type=int, default=21)
     args = ap.parse_args()
     meshc = [sys.executable, "-m", "compiler"]
@@ -167,6 +218,9 @@ def main() -> None:
                 print(f"growth {n0} -> {n1} services: check x{c1[0] / c0[0]:.1f}, compile x{k1[0] / k0[0]:.1f}")
         if envoy_sizes:
             envoy_scale(meshc, tmp, envoy_sizes, args.runs)
+        route_sizes = [int(s) for s in args.routes.split(",") if s]
+        if route_sizes:
+            one_service(meshc, tmp, route_sizes, args.runs)
     if args.startup_runs > 0:
         startup(meshc, args.startup_runs)
 

@@ -69,10 +69,12 @@ EXPECTED_CODES: dict[str, list[str]] = {
     "missing_import": ["E0205"],
     "unknown_std_module": ["E0205"],
     "not_utf8": ["E0106"],
+    "import_not_a_regular_file": ["E0107"],
     "import_cycle": ["E0206"],
     "policy_of_wrong_kind": ["E0207", "E0207"],
     "ambiguous_destination": ["E0208"],
     "block_for_unknown_service": ["E0209", "E0209"],
+    "name_too_long": ["E0210"] * 7,
     # values
     "missing_settings": ["E0301"] * 9,
     "numbers_out_of_range": ["E0302"] * 6,

@@ -211,6 +211,24 @@ def test_diagnostics_of_an_imported_file_go_to_its_uri(client, workspace):
     assert client.diagnostics(shop) == []
 
 
+def test_imports_of_a_fifo_and_of_an_endless_device_are_refused_at_the_import(client, workspace):
+    """The server reads imports from disk with the rules of `meshc check`: a FIFO without a writer
+    would block the analysis forever, /dev/zero would fill memory; both are E0107 at the import."""
+    os.mkfifo(workspace / "pipe.mesh")
+    uri = (workspace / "devices.mesh").as_uri()
+    text = 'import "pipe.mesh"\nimport "/dev/zero"\n\nservice devices { port 1  endpoints ["10.0.0.1:1"] }\n'
+    client.open(uri, text)
+    diags = client.diagnostics(uri, lambda d: d != [])
+    assert [(d["code"], d["message"].split("\n")[0], d["range"]["start"]) for d in diags] == [
+        ("E0107", "imported file `pipe.mesh` is not a regular file: it is a FIFO", position(text, '"pipe')),
+        ("E0107", "imported file `/dev/zero` is not a regular file: it is a character device",
+         position(text, '"/dev')),
+    ]
+    client.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
+    assert client.diagnostics(uri) == []
+    os.unlink(workspace / "pipe.mesh")
+
+
 def test_hover_on_a_keyword_and_on_a_standard_policy(client, workspace):
     uri = (workspace / "main.mesh").as_uri()
     doc = {"textDocument": {"uri": uri}}

@@ -13,15 +13,19 @@ def fmt(files: list[str], args) -> int:
     import difflib
 
     from compiler.cli.output import replace_file
+    from compiler.core.source import UnusableSource, read_source_bytes
     from compiler.syntax.fmt import FormatError, format_text
 
     changed = unchanged = failed = 0
     for path in files:
         try:
-            with open(path, encoding="utf-8", newline="") as fh:
-                text = fh.read()
+            text = read_source_bytes(path).decode("utf-8")  # line ends as they are
         except UnicodeDecodeError:
             print(f"meshc: error: {path} is not UTF-8 text; not formatted", file=sys.stderr)
+            failed += 1
+            continue
+        except UnusableSource as err:
+            print(f"meshc: error: {path} is {err.reason}; not formatted", file=sys.stderr)
             failed += 1
             continue
         try:
@@ -48,9 +52,14 @@ def fmt(files: list[str], args) -> int:
 
 
 def fmt_stdin(args) -> int:
+    from compiler.core.source import MAX_SOURCE_BYTES, MAX_SOURCE_TEXT
     from compiler.syntax.fmt import FormatError, format_text
 
-    text = sys.stdin.read()
+    text = sys.stdin.read(MAX_SOURCE_BYTES + 1)  # bounded: `meshc fmt - < /dev/zero` ends
+    if len(text) > MAX_SOURCE_BYTES:
+        print(f"meshc: error: standard input is larger than {MAX_SOURCE_TEXT}, the limit for one source file; "
+              "not formatted", file=sys.stderr)
+        return EXIT_INPUT
     try:
         sys.stdout.write(format_text(text, "<stdin>"))
     except FormatError as err:

@@ -25,13 +25,28 @@ def expand_paths(args: list[str]) -> tuple[list[str], list[str]]:
     return files, missing
 
 
+def _not_found(path: str) -> str:
+    """Why a path that is neither a file nor a directory is refused: it does not exist, or it is a
+    device, a FIFO or a socket (which meshc never reads: E0107 for an import)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return f"no such file or directory: {path}"
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket"))
+    kind = next((name for test, name in kinds if test(mode)), "not a file")
+    return f"not a regular file: {path} (it is {kind}; meshc reads only regular .mesh files)"
+
+
 def input_files(args: list[str]) -> tuple[list[str], int]:
     """The files a command reads, and EXIT_OK; or a usage error already printed and EXIT_USAGE
     (a missing path, no .mesh file, a file this process may not read). Bad bytes in a file are
     an input error, reported later as E0106."""
     files, missing = expand_paths(args)
     for path in missing:
-        print(f"meshc: error: no such file or directory: {path}", file=sys.stderr)
+        print(f"meshc: error: {_not_found(path)}", file=sys.stderr)
     if missing:
         return files, EXIT_USAGE
     if not files:

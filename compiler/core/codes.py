@@ -38,6 +38,10 @@ CODES: dict[str, Code] = _registry(
     ("E0105", "duplicate setting", "A setting that may appear once was written twice in the same block; the second "
               "would silently win."),
     ("E0106", "file is not UTF-8", "Policy files are UTF-8 text; a file that is not cannot be read as a policy."),
+    ("E0107", "not a usable source file", "A file given on the command line or imported is not a regular file (a "
+              "device such as `/dev/zero`, a FIFO, a directory), or is larger than 64 MiB, the limit for one source "
+              "file. meshc reads only regular files, and at most 64 MiB of each, so an endless or huge input fails at "
+              "once instead of filling memory; split a larger policy into files that import each other."),
     # ---- names and imports
     ("E0201", "unknown service", "A name that should refer to a service declared in this program or an imported file."),
     ("E0202", "duplicate name", "Two declarations share a name in the same scope (services, subsets, routes of one "
@@ -52,6 +56,10 @@ CODES: dict[str, Code] = _registry(
     ("E0208", "ambiguous destination", "`to SERVICE` without a subset is allowed only when the service has exactly one "
               "subset."),
     ("E0209", "block for an unknown service", "`routes NAME` and `authorization NAME` must name a declared service."),
+    ("E0210", "name too long", "A declared name (service, subset, route, policy, rule) or a namespace is longer than "
+              "63 characters, the limit of a DNS label and of a Kubernetes name. Names become DNS names and TLS "
+              "server names (`NAME.NAMESPACE`), SPIFFE IDs, Envoy cluster, route and stat names, and the names of "
+              "the files `meshc compile` writes."),
     # ---- values
     ("E0301", "missing setting", "A required setting is missing, such as the `port` of a service or the destination of "
               "a route."),

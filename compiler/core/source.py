@@ -2,7 +2,75 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from bisect import bisect_right
+
+# The largest source file meshc reads: 64 MiB. The 10,000-service benchmark program
+# (benchmarks/compile_scale.py) is about 17 MB in one file; an endless file (/dev/zero, a /proc
+# file) or a mistaken import of a huge file stops here instead of filling memory.
+MAX_SOURCE_BYTES = 64 * 1024 * 1024
+MAX_SOURCE_TEXT = "64 MiB"
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+class UnusableSource(Exception):
+    """A path that names something other than a regular file, or a file over MAX_SOURCE_BYTES.
+    `reason` completes "`PATH` is ..." / "imported file `PATH` is ..."."""
+
+    def __init__(self, reason: str, too_large: bool = False):
+        super().__init__(reason)
+        self.reason = reason
+        self.too_large = too_large
+
+
+def read_source_bytes(path: str) -> bytes:
+    """The bytes of a source file: only a regular file, at most MAX_SOURCE_BYTES.
+
+    Opened without blocking (a FIFO with no writer would block an ordinary open) and judged on
+    the opened descriptor (no race between a check and the open); the read is bounded whatever
+    size the file reports (a /proc file says 0 and streams). Raises OSError as open() does, and
+    UnusableSource."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a file")
+            raise UnusableSource(f"not a regular file: it is {kind}")
+        if st.st_size > MAX_SOURCE_BYTES:
+            raise UnusableSource(_too_large(st.st_size), too_large=True)
+        chunks = []
+        total = 0
+        want = st.st_size + 1  # one read for the whole file, and one that finds its end
+        while True:
+            chunk = os.read(fd, min(want, MAX_SOURCE_BYTES + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > MAX_SOURCE_BYTES:
+                raise UnusableSource(_too_large(None), too_large=True)
+            want = 1 << 20
+    finally:
+        os.close(fd)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(size: int | None) -> str:
+    what = f" ({size:,} bytes)" if size is not None else ""
+    return f"larger than {MAX_SOURCE_TEXT}{what}, the limit for one source file"
+
+
+def read_source(path: str) -> str:
+    """The text of a source file as open(path, encoding="utf-8").read() gives it (CR LF and
+    a lone CR read as LF), with the limits of read_source_bytes. Raises OSError,
+    UnusableSource and UnicodeDecodeError (whose `start` is the offset in the file)."""
+    text = read_source_bytes(path).decode("utf-8")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
 
 
 class SourceFile:

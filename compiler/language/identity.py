@@ -11,6 +11,11 @@ SPIFFE_ID = re.compile(r"spiffe://([a-z0-9][-a-z0-9._]*)(/[A-Za-z0-9._~!$&'()*+,
 TRUST_DOMAIN = re.compile(r"[a-z0-9]([-a-z0-9._]*[a-z0-9])?\Z")
 # A Kubernetes namespace (or service account) name: a lower-case DNS label.
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+# The longest name of anything a program declares (services, subsets, routes, policies, rules)
+# and of a namespace (E0210): a DNS label's limit (RFC 1035), which is also Kubernetes' for names
+# and namespaces. Names become DNS names and SNI (`NAME.NAMESPACE`), SPIFFE IDs, Envoy cluster,
+# route and stat names, and the names of the files `meshc compile` writes.
+MAX_NAME_LENGTH = 63
 
 
 def spiffe_id(trust_domain: str, namespace: str, name: str) -> str:

@@ -7,6 +7,7 @@ means "not proven", so a warning is never raised without a reason.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from compiler import ir
@@ -98,6 +99,168 @@ def match_covers(a: ir.Match, b: ir.Match) -> bool:
     """Every request matched by `b` is matched by `a`."""
     return (path_covers(a.path, b.path) and methods_cover(a.methods, b.methods)
             and conditions_cover(a.headers, b.headers) and conditions_cover(a.query, b.query))
+
+
+# ---- an index of earlier matches: the ones that may cover a new one ---------------------------
+
+_PATH_KINDS = frozenset(("exact", "prefix", "segment_prefix", "regex"))
+_LITERAL_RUN = re.compile(r"[^\\.^$|?*+()\[\]{}]*")  # characters that stand for themselves in RE2
+
+
+def regex_literal_prefix(pattern: str) -> str:
+    """A prefix that every string the RE2 pattern fully matches starts with: its leading literal
+    characters, each neither optional nor repeated from zero; '' when there is none or the
+    pattern has an alternation anywhere (the matching is case-sensitive: RE2's default)."""
+    if "|" in pattern:
+        return ""
+    end = _LITERAL_RUN.match(pattern).end()  # type: ignore[union-attr]  # `*` always matches
+    if pattern[end:end + 1] in ("?", "*", "{"):
+        end -= 1  # the last literal may be absent (before a `+` it is there at least once)
+    return pattern[:max(end, 0)]
+
+
+class CoverIndex:
+    """Earlier matches, filed so that those which may cover a new match are found without
+    comparing it with every one (the W0401 check was quadratic in the routes of a service).
+
+    `first_cover(b)` gives the item of the earliest added match `a` with match_covers(a, b),
+    exactly as a scan of every earlier match in order would: each match is filed under one
+    anchor that every match it covers has too, and a lookup tests, in the order they were added,
+    the matches filed under the anchors `b` has. The anchors of `a`, in this order of preference:
+
+    - an exact path: only an equal exact path is covered;
+    - an exact header test (`header "x" exact "v"`, also inverted or ignoring case): a covered
+      match has an exact test of the same header with the same value (_string_implies);
+    - an exact query test: the same;
+    - a prefix or segment prefix: a covered path is exact or a prefix and starts with it;
+    - a regex: a covered path is the same regex, or an exact path starting with the regex's
+      literal prefix (regex_literal_prefix);
+    - any path (none, or the prefix `/`): compared with every later match.
+
+    A path this index does not know (a kind it does not file, a path that ignores case) is filed
+    with the matches compared with every later one, and a match with such a path is compared
+    with every earlier one: a new path semantics stays correct here before it is indexed."""
+
+    __slots__ = ("_seq", "_all", "_anywhere", "_exact", "_prefixes", "_prefix_lengths", "_regexes",
+                 "_regex_prefixes", "_regex_lengths", "_headers", "_query")
+
+    def __init__(self) -> None:
+        self._seq = 0
+        self._all: list = []             # every entry: (seq, item, match), in order
+        self._anywhere: list = []        # compared with every later match
+        self._exact: dict[str, list] = {}
+        self._prefixes: dict[str, list] = {}
+        self._prefix_lengths: set[int] = set()
+        self._regexes: dict[str, list] = {}
+        self._regex_prefixes: dict[str, list] = {}
+        self._regex_lengths: set[int] = set()
+        self._headers: dict[tuple[str, str | None], list] = {}
+        self._query: dict[tuple[str, str | None], list] = {}
+
+    def add(self, item: object, matches) -> None:
+        """File the matches of one item (a route); items are ordered by when they are added."""
+        seq = self._seq
+        self._seq += 1
+        for a in matches:
+            entry = (seq, item, a)
+            self._all.append(entry)
+            self._file(entry, a)
+
+    def _file(self, entry: tuple, a: ir.Match) -> None:
+        path = a.path
+        known = path is None or (path.kind in _PATH_KINDS and not getattr(path, "ignore_case", False))
+        if known and path is not None and path.kind == "exact":
+            self._exact.setdefault(path.value, []).append(entry)
+            return
+        for h in a.headers:
+            if h.kind == "exact":
+                self._headers.setdefault((h.name, h.value), []).append(entry)
+                return
+        for q in a.query:
+            if q.kind == "exact":
+                self._query.setdefault((q.name, q.value), []).append(entry)
+                return
+        if not known or path is None or (path.kind != "regex" and path.value == "/"):
+            self._anywhere.append(entry)  # a path this index does not know, or any path
+        elif path.kind == "regex":
+            self._regexes.setdefault(path.value, []).append(entry)
+            literal = regex_literal_prefix(path.value)
+            self._regex_prefixes.setdefault(literal, []).append(entry)
+            self._regex_lengths.add(len(literal))
+        else:  # prefix, segment_prefix
+            self._prefixes.setdefault(path.value, []).append(entry)
+            self._prefix_lengths.add(len(path.value))
+
+    def candidates(self, b: ir.Match) -> list:
+        """The entries that may cover `b`, in the order they were added (a superset of those that do)."""
+        path = b.path
+        if path is not None and (path.kind not in _PATH_KINDS or getattr(path, "ignore_case", False)):
+            return self._all
+        lists = [self._anywhere] if self._anywhere else []
+        if path is not None:
+            value = path.value
+            if path.kind == "regex":
+                found = self._regexes.get(value)
+                if found:
+                    lists.append(found)
+            else:
+                size = len(value)
+                prefixes = self._prefixes
+                for n in self._prefix_lengths:
+                    if n <= size:
+                        found = prefixes.get(value[:n])
+                        if found:
+                            lists.append(found)
+                if path.kind == "exact":
+                    found = self._exact.get(value)
+                    if found:
+                        lists.append(found)
+                    regexes = self._regex_prefixes
+                    for n in self._regex_lengths:
+                        if n <= size:
+                            found = regexes.get(value[:n])
+                            if found:
+                                lists.append(found)
+        exact_tests = 0
+        if b.headers:
+            for h in b.headers:
+                if h.kind == "exact":
+                    exact_tests += 1
+                    found = self._headers.get((h.name, h.value))
+                    if found:
+                        lists.append(found)
+        if b.query:
+            for q in b.query:
+                if q.kind == "exact":
+                    exact_tests += 1
+                    found = self._query.get((q.name, q.value))
+                    if found:
+                        lists.append(found)
+        if len(lists) <= 1:
+            return lists[0] if lists else lists  # each list is in the order of adding
+        entries = [entry for found in lists for entry in found]
+        if exact_tests > 1 and _repeats(b):  # an entry is filed once, but one list can be met twice
+            entries = list({id(entry): entry for entry in entries}.values())
+        entries.sort(key=_seq_of)
+        return entries
+
+    def first_cover(self, b: ir.Match):
+        """The item of the earliest added match that covers `b`, or None."""
+        for _, item, a in self.candidates(b):
+            if match_covers(a, b):
+                return item
+        return None
+
+
+def _seq_of(entry: tuple) -> int:
+    return entry[0]
+
+
+def _repeats(b: ir.Match) -> bool:
+    """`b` has two exact header (or query) tests of one name and value: one list looked up twice."""
+    headers = [(h.name, h.value) for h in b.headers if h.kind == "exact"]
+    query = [(q.name, q.value) for q in b.query if q.kind == "exact"]
+    return len(set(headers)) != len(headers) or len(set(query)) != len(query)
 
 
 def principals_cover(a: tuple[ir.Principal, ...] | None, b: tuple[ir.Principal, ...] | None) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from compiler.core.diagnostics import did_you_mean
+from compiler.language.identity import MAX_NAME_LENGTH
 from compiler.semantic.symbols import Context, subset_names
 from compiler.syntax import ast
 
@@ -100,3 +101,48 @@ def all_rules(ctx: Context) -> Iterator[ast.Rule]:
     for policy in ctx.policies.values():
         if isinstance(policy.body, tuple):  # a `rules` policy
             yield from policy.body
+
+
+def check_name_lengths(ctx: Context) -> None:
+    """Every name the program declares, and every namespace, is at most MAX_NAME_LENGTH
+    characters (E0210): it becomes a DNS label, a file name, a cluster and a stat name. Every
+    declaration is checked, a duplicate one too; the standard library's are short."""
+    for module in ctx.program.modules:
+        if module.path in ctx.program.stdlib_paths:
+            continue
+        for item in module.items:
+            if isinstance(item, ast.Service):
+                _name_length(ctx, "service", item.name)
+                for sub in item.subsets:
+                    _name_length(ctx, "subset", sub.name)
+                if item.namespace is not None:
+                    _name_length(ctx, "namespace", item.namespace)
+            elif isinstance(item, ast.Routes):
+                for route in item.routes:
+                    _name_length(ctx, "route", route.name)
+            elif isinstance(item, ast.Policy):
+                _name_length(ctx, f"{item.kind} policy", item.name)
+                if isinstance(item.body, tuple):
+                    _rule_name_lengths(ctx, item.body)
+            elif isinstance(item, ast.Authorization):
+                _rule_name_lengths(ctx, [i for i in item.items if isinstance(i, ast.Rule)])
+
+
+def _rule_name_lengths(ctx: Context, rules) -> None:
+    for rule in rules:
+        if rule.name is not None:
+            _name_length(ctx, "rule", rule.name)
+        for cond in rule.conditions:
+            if isinstance(cond, ast.FromCond) and cond.kind == "namespace":
+                for v in cond.values:
+                    _name_length(ctx, "namespace", v)
+
+
+def _name_length(ctx: Context, what: str, name: ast.Lit) -> None:
+    if len(name.value) <= MAX_NAME_LENGTH:
+        return
+    shown = name.value[:24] + "…"
+    ctx.diags.add("E0210", f"{what} name `{shown}` is {len(name.value):,} characters long, more than "
+                  f"{MAX_NAME_LENGTH}", name.span,
+                  hint=f"names become DNS labels, SPIFFE IDs, Envoy cluster and stat names and file names: "
+                       f"shorten it to at most {MAX_NAME_LENGTH} characters")

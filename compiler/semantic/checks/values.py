@@ -9,7 +9,7 @@ from functools import lru_cache
 from compiler.core.diagnostics import did_you_mean
 from compiler.language import defaults
 from compiler.language.endpoints import parse_endpoint
-from compiler.language.identity import DNS_LABEL, SPIFFE_ID, TRUST_DOMAIN
+from compiler.language.identity import DNS_LABEL, MAX_NAME_LENGTH, SPIFFE_ID, TRUST_DOMAIN
 from compiler.language.retry import RETRY_CONDITIONS
 from compiler.language.settings import BLOCKS, FAULT, MESH, SIDECAR, Setting
 from compiler.semantic.checks.names import all_rules
@@ -185,7 +185,7 @@ class _Values:
                 elif "*" in v.value[:-1]:
                     self.add("E0311", f"`{v.value}` has a `*` that is not at the end", v.span,
                              hint="patterns may only end in `/*`")
-            elif cond.kind == "namespace" and not DNS_LABEL.match(v.value):
+            elif cond.kind == "namespace" and len(v.value) <= MAX_NAME_LENGTH and not DNS_LABEL.match(v.value):
                 self.add("E0312", f"`{v.value}` is not a valid namespace name", v.span,
                          hint="namespaces are lower-case DNS labels")
 
@@ -290,7 +290,8 @@ class _Values:
                      hint="add `port N`: the port its application listens on")
         else:
             self.port(svc.port)
-        if svc.namespace is not None and not DNS_LABEL.match(svc.namespace.value):
+        if (svc.namespace is not None and len(svc.namespace.value) <= MAX_NAME_LENGTH  # longer: E0210
+                and not DNS_LABEL.match(svc.namespace.value)):
             self.add("E0312", f"`{svc.namespace.value}` is not a valid namespace name", svc.namespace.span,
                      hint="namespaces are lower-case DNS labels")
         if svc.identity is not None and not SPIFFE_ID.match(svc.identity.value):

@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - every CPython build has it
 
 from compiler import __version__
 from compiler.core.diagnostics import Diagnostic, Label
-from compiler.core.source import SourceFile, Span
+from compiler.core.source import SourceFile, Span, UnusableSource, read_source_bytes
 
 CACHE_DIR = ".meshc_cache"
 
@@ -39,13 +39,12 @@ def load(path: str) -> list[Diagnostic] | None:
             entry = json.load(fh)
         sources: dict[str, SourceFile] = {}
         for name, digest in entry["files"].items():
-            with open(name, "rb") as fh:
-                data = fh.read()
+            data = read_source_bytes(name)  # a file swapped for a FIFO or a device must not hang
             if _digest(data) != digest:
                 return None
             sources[name] = SourceFile(entry["display"][name], data.decode("utf-8"))
         return [_diagnostic(d, sources) for d in entry["diagnostics"]]
-    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError, UnusableSource):
         return None
 
 
