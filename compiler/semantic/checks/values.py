@@ -119,8 +119,8 @@ class _Values:
             self.regex(cond.value)
             if cond.ignore_case:
                 self.add("E0312", "`ignore_case` does not apply to a `regex` path", cond.span,
-                         hint="write `(?i)` at the start of the regex (RE2 then folds non-ASCII letters "
-                              "too), or use `exact`, `prefix` or `raw_prefix` with `ignore_case`")
+                         hint="Envoy ignores case folding on a regex route: write `(?i)` at the start of "
+                              "the regex, or use `exact`, `prefix` or `raw_prefix` with `ignore_case`")
         elif not cond.value.value.startswith("/"):
             self.add("E0314", f"path `{cond.value.value}` does not start with `/`", cond.value.span,
                      hint=f'write `"/{cond.value.value}"`')
