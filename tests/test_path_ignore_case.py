@@ -247,3 +247,18 @@ def test_the_standard_deny_list_folds_case():
         "std.deny_admin_paths.debug": ("segment_prefix", "/debug", True),
         "std.deny_admin_paths.actuator": ("segment_prefix", "/actuator", True)}
     assert not re.search("L0303", " ".join(diagnostics(text)))
+
+
+def test_the_formatter_and_the_language_server_know_ignore_case(tmp_path):
+    from compiler.syntax import fmt
+    from compiler.tooling.lsp import analysis
+
+    messy = SERVICE + 'authorization api {\n  default allow\n  deny admin {   path prefix "/admin"    ignore_case }\n}\n'
+    formatted = fmt.format_text(messy, "t.mesh")
+    assert 'deny admin { path prefix "/admin" ignore_case }' in formatted
+    assert fmt.format_text(formatted, "t.mesh") == formatted
+    doc = analysis.analyse_document((tmp_path / "t.mesh").as_uri(), formatted)
+    text = analysis.hover(doc, formatted.index("ignore_case") + 2)
+    assert text is not None and "path" in text and "regex" in text
+    _, items = analysis.complete(doc, formatted, formatted.index("ignore_case"))
+    assert "ignore_case" in [c.label for c in items]
