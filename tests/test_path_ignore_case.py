@@ -253,7 +253,8 @@ def test_the_formatter_and_the_language_server_know_ignore_case(tmp_path):
     from compiler.syntax import fmt
     from compiler.tooling.lsp import analysis
 
-    messy = SERVICE + 'authorization api {\n  default allow\n  deny admin {   path prefix "/admin"    ignore_case }\n}\n'
+    messy = SERVICE + 'authorization api {\n  default allow\n' \
+        '  deny admin {   path prefix "/admin"    ignore_case }\n}\n'
     formatted = fmt.format_text(messy, "t.mesh")
     assert 'deny admin { path prefix "/admin" ignore_case }' in formatted
     assert fmt.format_text(formatted, "t.mesh") == formatted
