@@ -41,7 +41,8 @@ class PathMatch(Node):
     value: str         # starts with `/` (E0314) unless a regex
     ignore_case: bool = False   # not for a regex (E0312): ASCII letters of the path and the value compared
                                 # case-insensitively (Envoy: RouteMatch `case_sensitive: false`, StringMatcher
-                                # `ignore_case`); non-ASCII bytes, percent-encoded in a normalised path, never
+                                # `ignore_case`); a non-ASCII letter, percent-encoded in a normalised path,
+                                # never folds. Read by envoy, native and checks (shadowing, rule coverage)
 
 
 @node
