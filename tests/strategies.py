@@ -172,7 +172,8 @@ services = st.builds(
     mtls=optional(name_lits()),
 )
 
-path_conds = st.builds(ast.PathCond, st.sampled_from(["exact", "prefix", "raw_prefix", "regex"]), string_lits)
+path_conds = st.builds(ast.PathCond, st.sampled_from(["exact", "prefix", "raw_prefix", "regex"]), string_lits,
+                       st.booleans())
 header_conds = st.one_of(
     st.builds(ast.HeaderCond, string_lits, st.sampled_from(["exact", "prefix", "suffix", "regex"]), string_lits,
               st.booleans(), st.booleans()),
@@ -340,7 +341,8 @@ def _valid_header_cond(draw):
 @st.composite
 def _valid_path_cond(draw):
     kind = draw(st.sampled_from(["exact", "prefix", "raw_prefix", "regex"]))
-    return ast.PathCond(kind, _lit(draw(_regexes if kind == "regex" else valid_paths)))
+    return ast.PathCond(kind, _lit(draw(_regexes if kind == "regex" else valid_paths)),
+                        kind != "regex" and draw(st.booleans()))
 
 
 @st.composite

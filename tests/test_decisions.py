@@ -146,6 +146,29 @@ def test_first_match_wins_and_404():
     assert select(svc, path="/other") is None
 
 
+def test_ignore_case_folds_ascii_letters_of_the_path_and_the_value_only():
+    def m(kind, value):
+        return [{"path": {"kind": kind, "value": value, "ignore_case": True}}]
+    svc = service(routes=[route("exact", matches=m("exact", "/Login")),
+                          route("ps", matches=m("segment_prefix", "/Admin")),
+                          route("raw", matches=m("prefix", "/static/")),
+                          route("cafe", matches=m("exact", "/caf%C3%A9"))])
+    assert [select(svc, path=p) for p in ["/login", "/LOGIN", "/lOgIn", "/login/"]] == ["exact"] * 3 + [None]
+    assert [select(svc, path=p) for p in ["/admin", "/ADMIN/x", "/aDMIN/", "/adminx", "/ADMINX"]] == \
+        ["ps", "ps", "ps", None, None]
+    assert [select(svc, path=p) for p in ["/STATIC/a", "/Static/", "/static"]] == ["raw", "raw", None]
+    assert [select(svc, path=p) for p in ["/CAF%C3%A9", "/caf%c3%a9", "/caf%C3%89", "/caf\u00c9"]] == \
+        ["cafe", "cafe", None, None]
+
+
+def test_a_deny_with_ignore_case_refuses_every_case():
+    rules = [rule("admin", "deny", path={"kind": "segment_prefix", "value": "/admin", "ignore_case": True}),
+             rule("private", "deny", path={"kind": "segment_prefix", "value": "/private"})]
+    assert [decide(rules, "allow", path=p)[0] for p in ["/admin", "/ADMIN", "/Admin/x", "/adminx", "/admin;x"]] == \
+        [False, False, False, True, True]
+    assert [decide(rules, "allow", path=p)[0] for p in ["/private", "/PRIVATE"]] == [False, True]
+
+
 def test_segment_prefix_ending_in_slash_is_a_plain_prefix():
     svc = service(routes=[route("api", matches=[{"path": {"kind": "segment_prefix", "value": "/api/"}}]),
                           route("root", matches=[{"path": {"kind": "segment_prefix", "value": "/"}}])])

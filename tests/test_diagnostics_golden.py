@@ -89,6 +89,7 @@ EXPECTED_CODES: dict[str, list[str]] = {
     "unknown_retry_condition": ["E0310", "E0310", "E0302", "E0310"],
     "invalid_identity": ["E0311"] * 3,
     "invalid_setting_value": ["E0312"] * 7,
+    "path_ignore_case": ["W0401", "E0312", "W0601"],
     "contradicting_header_changes": ["E0313", "E0313"],
     "invalid_path": ["E0314"] * 6,
     "route_with_two_destinations": ["E0315"],

@@ -94,6 +94,21 @@ def test_path_kinds():
     assert matches.route_match(ir.Match(None, (), (), None)) == {"prefix": "/"}
 
 
+def test_ignore_case_paths():
+    def m(kind, value):
+        return matches.route_match(ir.Match(ir.PathMatch(kind, value, True), (), (), None))
+
+    assert m("exact", "/a") == {"path": "/a", "case_sensitive": False}
+    assert m("prefix", "/a/") == {"prefix": "/a/", "case_sensitive": False}
+    assert m("segment_prefix", "/a") == {"path_separated_prefix": "/a", "case_sensitive": False}
+    assert rbac.path_permission(ir.PathMatch("segment_prefix", "/api", True)) == {"or_rules": {"rules": [
+        {"url_path": {"path": {"exact": "/api", "ignore_case": True}}},
+        {"url_path": {"path": {"prefix": "/api/", "ignore_case": True}}}]}}
+    assert rbac.path_permission(ir.PathMatch("exact", "/k", True)) == \
+        {"url_path": {"path": {"exact": "/k", "ignore_case": True}}}
+    assert rbac.path_permission(ir.PathMatch("prefix", "/", True)) == rbac.ANY
+
+
 def test_header_query_and_method_matchers():
     hm = matches.header_matcher
     assert hm(ir.HeaderMatch("x", "present", None, False, False)) == {"name": "x", "present_match": True}

@@ -171,6 +171,8 @@ def find_route(data, pred):
     (lambda r: r.update(to=None), ": a route needs `to` or `split`"),
     (lambda r: r["matches"][0].update(path={"kind": "regex", "value": "(unclosed"}),
      "matches[0].path.value: invalid RE2 regex '(unclosed': missing ): (unclosed"),
+    (lambda r: r["matches"][0].update(path={"kind": "regex", "value": "/a", "ignore_case": True}),
+     "matches[0].path.ignore_case: does not apply to a regex (write `(?i)` in it)"),
 ])
 def test_semantic_errors(tmp_path, change, message):
     data = base()

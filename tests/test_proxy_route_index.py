@@ -33,9 +33,29 @@ def test_first_segment_of_a_condition(kind, value, seg):
     assert first_segment_of_value(kind, value) == seg
 
 
+# Routes with `ignore_case` (the index compares their first segment folded) among case-sensitive ones.
+FOLDING = """
+service api {
+  port 8080
+  subset a { endpoints ["10.0.0.1:8080"] }
+  subset b { endpoints ["10.0.0.2:8080"] }
+}
+routes api {
+  route admin { match { path prefix "/Admin" ignore_case  method GET } to api.a }
+  route users { match { path prefix "/users" } to api.b }
+  route login { match { path exact "/api/Login" ignore_case } to api.a }
+  route assets { match { path raw_prefix "/static/" ignore_case } to api.b }
+  route upper { match { path prefix "/USERS/x" ignore_case } to api.a }
+  route digits { match { path prefix "/v1/Items" ignore_case } match { path exact "/v2" } to api.b }
+}
+"""
+
+
 def compiled_configs(tmp_path):
     out = tmp_path / "native"
-    for src in ("examples", os.path.join("benchmarks", "policies", "bench.mesh")):
+    folding = tmp_path / "folding.mesh"
+    folding.write_text(FOLDING)
+    for src in ("examples", os.path.join("benchmarks", "policies", "bench.mesh"), str(folding)):
         r = subprocess.run([sys.executable, "-m", "compiler", "compile", src, "--target", "native",
                             "--proxy", "all", "-o", str(out / os.path.basename(src))],
                            capture_output=True, text=True, cwd=ROOT)
@@ -51,7 +71,8 @@ def vocabulary(config):
             for m in route.matches:
                 if m.path is not None and m.path.kind != "regex":
                     v = m.path.value
-                    paths.update({v, v + "/", v + "/x", v + "x", v.rstrip("/") + "/123", v[:-1] or "/"})
+                    paths.update({v, v + "/", v + "/x", v + "x", v.rstrip("/") + "/123", v[:-1] or "/",
+                                  v.upper(), v.lower() + "/x", v.swapcase(), v[:2].upper() + v[2:]})
                 for h in m.headers:
                     headers.setdefault(h.name, set()).update({h.value or "", (h.value or "") + "x", "1"})
     paths.update({"/api/v1/users/42", "/api/v1/users/x", "/orders/7", "/re/123", "/static/app.js"})

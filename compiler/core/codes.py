@@ -163,6 +163,12 @@ CODES: dict[str, Code] = _registry(
               "`/api%2Fadmin` is matched as it is, so a deny rule on `/api/admin` does not see it, while an "
               "application that decodes `%2F` serves `/api/admin`. Reject (the default) or decode escaped slashes on a "
               "service with deny rules on paths."),
+    ("L0303", "deny rule bypassed by case, `;params` or double encoding", "A deny rule on `path prefix \"/admin\"` "
+              "compares the path as it is: `/ADMIN`, `/admin;x` and `/%2561dmin` are not denied, in either target "
+              "(Envoy matches the same way). An application that ignores case, strips `;params` from a segment or "
+              "percent-decodes twice serves them as `/admin`. Add `ignore_case` to the path condition, or allow what "
+              "is public under `default deny` instead of denying what is not, and keep the application from "
+              "stripping `;params` or decoding twice."),
     ("L0401", "unused named policy", "A named policy in the program's own files that no service, route or "
               "authorization block refers to."),
     ("L0402", "unused import", "An import that contributes nothing: the file declares no service, routes or "

@@ -60,8 +60,9 @@ def check_ir(program: ir.Program, known_subsets: set[tuple[str, str]] | None = N
             if not route.matches:
                 problems.append(f"{where}: no matches")
             for m in route.matches:
-                if m.path is not None and m.path.kind not in PATH_KINDS:
-                    problems.append(f"{where}: bad path kind {m.path.kind}")
+                if m.path is not None and (m.path.kind not in PATH_KINDS
+                                           or (m.path.ignore_case and m.path.kind == "regex")):
+                    problems.append(f"{where}: bad path match {m.path}")
                 for h in m.headers:
                     if h.kind not in HEADER_KINDS or h.name != h.name.lower():
                         problems.append(f"{where}: bad header match {h}")
@@ -86,6 +87,8 @@ def check_ir(program: ir.Program, known_subsets: set[tuple[str, str]] | None = N
         authz = svc.authorization
         if authz.default not in ("allow", "deny") or any(r.action not in ("allow", "deny") for r in authz.rules):
             problems.append(f"service {svc.name}: bad authorization actions")
+        if any(r.path is not None and r.path.ignore_case and r.path.kind == "regex" for r in authz.rules):
+            problems.append(f"service {svc.name}: `ignore_case` on a regex path")
         if svc.outlier is not None:
             pct(svc.outlier.max_ejection_percent, f"service {svc.name} outlier")
         if svc.retry_budget is not None:

@@ -39,6 +39,10 @@ class PathMatch(Node):
                        # ending in `/`) | "segment_prefix" (`prefix "/a"`: `/a` or `/a/...`) | "regex" (RE2,
                        # matching the whole path)
     value: str         # starts with `/` (E0314) unless a regex
+    ignore_case: bool = False   # not for a regex (E0312): ASCII letters of the path and the value compared
+                                # case-insensitively (Envoy: RouteMatch `case_sensitive: false`, StringMatcher
+                                # `ignore_case`); a non-ASCII letter, percent-encoded in a normalised path,
+                                # never folds. Read by envoy, native and checks (shadowing, rule coverage)
 
 
 @node

@@ -36,14 +36,14 @@ def service_identity(ctx: Context, svc: ast.Service) -> str:
 
 def lower_path(cond: ast.PathCond) -> ir.PathMatch:
     """`prefix` is segment-aware; a prefix that already ends in `/` is the same as a raw one."""
-    value = cond.value.value
+    value, ignore_case = cond.value.value, cond.ignore_case
     if cond.kind == "prefix":
         if value.endswith("/"):
-            return ir.PathMatch("prefix", value)
-        return ir.PathMatch("segment_prefix", value)
+            return ir.PathMatch("prefix", value, ignore_case)
+        return ir.PathMatch("segment_prefix", value, ignore_case)
     if cond.kind == "raw_prefix":
-        return ir.PathMatch("prefix", value)
-    return ir.PathMatch(cond.kind, value)
+        return ir.PathMatch("prefix", value, ignore_case)
+    return ir.PathMatch(cond.kind, value, ignore_case)
 
 
 def lower_header(cond: ast.HeaderCond) -> ir.HeaderMatch:

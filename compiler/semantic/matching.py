@@ -30,14 +30,44 @@ def regex_fullmatch(pattern: str, text: str) -> bool:
     return rx is not None and rx.fullmatch(text) is not None
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _has_letters(value: str) -> bool:
+    return any("a" <= c <= "z" for c in value.translate(_ASCII_LOWER))
+
+
+def _folds(p: ir.PathMatch) -> bool:
+    """`p` takes every ASCII case of a path it takes: `ignore_case` on a value with letters (a
+    value without letters compares the same either way)."""
+    return p.ignore_case and _has_letters(p.value)
+
+
+def _lowered(p: ir.PathMatch) -> ir.PathMatch:
+    return ir.PathMatch(p.kind, p.value.translate(_ASCII_LOWER))
+
+
 def path_covers(a: ir.PathMatch | None, b: ir.PathMatch | None) -> bool:
-    """Every path matched by `b` is matched by `a` (None means any path)."""
+    """Every path matched by `b` is matched by `a` (None means any path). With `ignore_case`
+    (ASCII letters, never a regex): a folding `a` is compared in lower case with `b` in lower case
+    (a path `b` takes, lower-cased, is one lower-cased `b` takes); a folding `b` is covered only by
+    an `a` whose test does not depend on case (it folds too, or its value has no letter)."""
     if a is None:
         return True
     if a.kind in ("prefix", "segment_prefix") and a.value == "/":
         return True  # every path starts with `/`
     if b is None:
         return False
+    a_folds, b_folds = _folds(a), _folds(b)
+    if a_folds or b_folds:
+        if b.kind == "regex" or (b_folds and not a_folds and (a.kind == "regex" or _has_letters(a.value))):
+            return False  # not proven: `b` takes a case of its paths that `a` compares exactly
+        return _covers_exactly(_lowered(a), _lowered(b))
+    return _covers_exactly(a, b)
+
+
+def _covers_exactly(a: ir.PathMatch, b: ir.PathMatch) -> bool:
+    """path_covers on case-sensitive conditions (`a` is not the prefix `/`)."""
     if a.kind == "exact":
         return b.kind == "exact" and b.value == a.value
     if a.kind == "prefix":
@@ -318,6 +348,8 @@ def request_matches(m: ir.Match, method: str, path: str, headers: dict[str, list
 
 
 def _path_matches(p: ir.PathMatch, path: str) -> bool:
+    if p.ignore_case and p.kind != "regex":
+        p, path = _lowered(p), path.translate(_ASCII_LOWER)
     if p.kind == "exact":
         return path == p.value
     if p.kind == "prefix":

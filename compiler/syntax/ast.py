@@ -123,6 +123,7 @@ class PathCond(Node):
     """PathCond node."""
     kind: str  # exact | prefix | raw_prefix | regex
     value: Lit[str]
+    ignore_case: bool = False   # ASCII letters compared case-insensitively (E0312 on a regex)
     span: Span = _span
 
 

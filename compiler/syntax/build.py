@@ -302,7 +302,7 @@ class Builder:
         return ("match", ast.Match(tuple(self.body(c)), self.span(c)), self.span(c))
 
     def path_cond(self, c):
-        return ast.PathCond(self.vals[c[1]], self.string(c[2]), self.span(c))
+        return ast.PathCond(self.vals[c[1]], self.string(c[2]), len(c) > 3, self.span(c))
 
     def header_cond(self, c):
         types = self.types

@@ -285,7 +285,8 @@ def service(node: ast.Service) -> list[str]:
 # ---- conditions ---------------------------------------------------------------------------------
 
 def path_cond(node: ast.PathCond) -> str:
-    return f"path {node.kind} {string(node.value.value)}"
+    text = f"path {node.kind} {string(node.value.value)}"
+    return text + " ignore_case" if node.ignore_case else text
 
 
 def header_cond(node: ast.HeaderCond) -> str:

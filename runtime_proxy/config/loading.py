@@ -190,13 +190,15 @@ def _regex_errors(base: str, cond: object) -> list[str]:
         return []
     found: list[tuple[str, object]] = []
     path = cond.get("path")
+    errors: list[str] = []
     if isinstance(path, dict) and path.get("kind") == "regex":
         found.append((f"{base}.path.value", path.get("value")))
+        if path.get("ignore_case"):
+            errors.append(f"{base}.path.ignore_case: does not apply to a regex (write `(?i)` in it)")
     for key in ("headers", "query"):
         for n, h in enumerate(cond.get(key) or []):
             if isinstance(h, dict) and h.get("kind") == "regex":
                 found.append((f"{base}.{key}[{n}].value", h.get("value")))
-    errors: list[str] = []
     for where, pattern in found:
         problem = regex_problem(pattern)
         if problem:

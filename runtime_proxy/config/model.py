@@ -44,6 +44,7 @@ class Location(Model):
 class PathMatch(Model):
     kind: Literal["exact", "prefix", "segment_prefix", "regex"]   # regex: RE2, full match
     value: str
+    ignore_case: bool = False                  # not with regex: ASCII letters compared case-insensitively
 
 
 class HeaderMatch(Model):

@@ -32,7 +32,7 @@ class Explanation:
 
 
 def describe_path(spec: dict[str, Any]) -> str:
-    return f"path {spec['kind']} `{spec['value']}`"
+    return f"path {spec['kind']} `{spec['value']}`" + (" ignore_case" if spec.get("ignore_case") else "")
 
 
 def describe_header(spec: dict[str, Any]) -> str:

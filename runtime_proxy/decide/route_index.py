@@ -15,7 +15,11 @@ What a match allows is read from what was written (its path condition's kind and
   literal `/segment/` at its start (or with a `|` anywhere; a character before a quantifier is
   not literal): any first segment;
 - `exact "/a/b"`: segment `a`; `segment_prefix "/a"` and `"/a/b"`: `a`; `prefix "/a/b"`: `a`;
-  a regex that starts with the literal `/a/`: `a`.
+  a regex that starts with the literal `/a/`: `a`;
+- with `ignore_case`, the segment in ASCII lower case, compared with the request's segment
+  lower-cased the same way (`/ADMIN/x` can take `prefix "/admin" ignore_case`).
+
+The request's segment is lower-cased only when a view is built (a cache miss), never on a hit.
 
 Views are cached per (method, segment), at most MAX_ENTRIES per service; past that (many distinct
 first segments) the candidates are computed for each request, which costs about what
@@ -56,8 +60,9 @@ class _Service(Protocol[R_co]):
     def routes(self) -> tuple[R_co, ...]: ...
 
 
-# (methods or None, first segment or ANY) of one match
-MatchSpec = tuple[frozenset[str] | None, str | None]
+# (methods or None, first segment or ANY, the segment is compared ignoring ASCII case) of one match
+MatchSpec = tuple[frozenset[str] | None, str | None, bool]
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 class ServiceView(Generic[R]):
@@ -97,10 +102,14 @@ def first_segment_of_value(kind: str, value: str) -> str | None:
 
 
 def match_spec(m: _Match) -> MatchSpec:
-    """(methods or None, first segment or ANY) of one compiled match (table.CMatch)."""
+    """(methods or None, first segment or ANY, ignore case) of one compiled match (table.CMatch)."""
     path = m.spec.get("path")
-    seg = ANY if path is None else first_segment_of_value(path["kind"], path["value"])
-    return m.methods, seg
+    if path is None:
+        return m.methods, ANY, False
+    seg = first_segment_of_value(path["kind"], path["value"])
+    if seg is not ANY and path.get("ignore_case", False):
+        return m.methods, seg.translate(_ASCII_LOWER), True
+    return m.methods, seg, False
 
 
 def first_segment(path: str) -> str:
@@ -124,9 +133,10 @@ class RouteIndex(Generic[R]):
         view = self.views.get(key)
         if view is None:
             keep: list[R] = []
+            folded = seg.translate(_ASCII_LOWER)
             for route, specs in zip(self.routes, self.specs):
-                for methods, s in specs:
-                    if (methods is None or method in methods) and (s is ANY or s == seg):
+                for methods, s, ignore_case in specs:
+                    if (methods is None or method in methods) and (s is ANY or s == (folded if ignore_case else seg)):
                         keep.append(route)
                         break
             view = ServiceView(self.name, tuple(keep))

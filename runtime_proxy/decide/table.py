@@ -84,8 +84,13 @@ def _re2_message(err: Exception) -> str:
     return msg.decode("utf-8", "replace") if isinstance(msg, bytes) else str(msg)
 
 
-def path_test(kind: str, value: str) -> StrTest:
-    """The test of one path condition on the normalised path (without the query)."""
+def path_test(kind: str, value: str, ignore_case: bool = False) -> StrTest:
+    """The test of one path condition on the normalised path (without the query). With
+    `ignore_case` (never on a regex), ASCII letters only are folded, on both sides, as Envoy's
+    `case_sensitive: false` and StringMatcher `ignore_case` do."""
+    if ignore_case and kind != "regex":
+        test = path_test(kind, ascii_lower(value))
+        return lambda p: test(ascii_lower(p))
     if kind == "exact":
         return value.__eq__
     if kind == "prefix":
@@ -432,7 +437,7 @@ class CAuthzRule:
             self.principals = (frozenset(p["value"] for p in principals if p["kind"] == "exact"),
                                tuple(p["value"] for p in principals if p["kind"] == "prefix"))
         path = r.get("path")
-        self.path = path_test(path["kind"], path["value"]) if path else None
+        self.path = path_test(path["kind"], path["value"], path.get("ignore_case", False)) if path else None
         methods = r.get("methods")
         self.methods: frozenset[str] | None = frozenset(methods) if methods is not None else None
         self.headers = tuple(header_test(h["name"].lower(), h["kind"], h.get("value"), h.get("invert", False),
@@ -497,7 +502,7 @@ def compile_match(m: dict[str, Any]) -> CMatch:
     path = m.get("path")
     methods = m.get("methods")
     return CMatch(
-        path_test(path["kind"], path["value"]) if path else None,
+        path_test(path["kind"], path["value"], path.get("ignore_case", False)) if path else None,
         tuple(header_test(h["name"].lower(), h["kind"], h.get("value"), h.get("invert", False),
                           h.get("ignore_case", False)) for h in m.get("headers") or ()),
         tuple(query_test(q["name"], q["kind"], q.get("value")) for q in m.get("query") or ()),

@@ -293,14 +293,15 @@ def query_matcher(q: dict, params: dict[str, str]) -> bool:
 
 
 def route_matches(match: dict, req: Req) -> bool:
-    if match.get("case_sensitive") is False:
-        raise Unsupported("case_sensitive: false")
+    # `case_sensitive: false` (route.proto: "prefix/path matching", "ignored for safe_regex
+    # matching"): both sides with ASCII letters lower-cased, as absl's *IgnoreCase functions do.
+    fold = (lambda s: s.translate(_ASCII_LOWER)) if match.get("case_sensitive") is False else (lambda s: s)
     if "prefix" in match:
-        ok = req.path.startswith(wire(match["prefix"]))    # on the whole :path, query included
+        ok = fold(req.path).startswith(fold(wire(match["prefix"])))    # on the whole :path, query included
     elif "path" in match:
-        ok = req.path_only == wire(match["path"])
+        ok = fold(req.path_only) == fold(wire(match["path"]))
     elif "path_separated_prefix" in match:
-        p, v = req.path_only, wire(match["path_separated_prefix"])
+        p, v = fold(req.path_only), fold(wire(match["path_separated_prefix"]))
         ok = p == v or p.startswith(v + "/")
     elif "safe_regex" in match:
         ok = re2_full(match["safe_regex"]["regex"], req.path_only)

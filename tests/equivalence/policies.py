@@ -15,7 +15,9 @@ fills in, so one policy runs in front of any set of loopback servers.
 
 Requests are built from the policy's own material: its path prefixes and regex alphabets, its
 header and query names and values, its split keys; then dot segments, doubled slashes, escaped
-slashes and case changes are mixed in, headers are dropped or repeated, and methods vary.
+slashes, case changes (of the whole path or of one letter, against path conditions with and
+without `ignore_case`), `;params` and double encodings are mixed in, headers are dropped or
+repeated, and methods vary.
 Outbound requests go to a destination service (Host selects it); inbound requests go to the
 sidecar's own inbound listener and meet `authorization client`, each from one of a fixed set of
 callers (`CALLERS`: SPIFFE IDs in and out of the namespaces and the trust domain the rules name,
@@ -183,7 +185,8 @@ def path_conditions(draw) -> tuple[str, str]:
         value += "/"
     if kind == "raw_prefix" and len(value) > 2 and draw(st.booleans()):
         value = value[:-1]
-    return f"path {kind} {q(value)}", value
+    ic = " ignore_case" if draw(st.integers(0, 2)) == 0 else ""
+    return f"path {kind} {q(value)}{ic}", value
 
 
 @st.composite
@@ -420,6 +423,14 @@ def _mutate_path(draw, path: str) -> str:
     if trick == 9:   # a stray `%` (not an escape), alone or before an escape it could complete
         return draw(st.sampled_from(("/%", "/%/%2E%2E", "/a%/..", "/%%30"))) + path + draw(
             st.sampled_from(("", "/%30%30a", "%%41")))
+    if trick == 10:  # one letter in another case (`ignore_case` folds it, a plain condition does not)
+        i = next((i for i, c in enumerate(path) if c.isascii() and c.isalpha()), None)
+        return path if i is None else path[:i] + path[i].swapcase() + path[i + 1:]
+    if trick == 11:  # `;params` after the first segment: never stripped by either plane
+        inner = path.find("/", 1)
+        return path + ";x" if inner < 0 else path[:inner] + ";x" + path[inner:]
+    if trick == 12:  # a double encoding (`%2561` is `%61` once decoded, `a` twice): never decoded twice
+        return path.replace("a", "%2561", 1).replace("A", "%2541", 1)
     return path
 
 

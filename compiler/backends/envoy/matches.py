@@ -60,7 +60,9 @@ def query_matcher(q: ir.QueryMatch) -> dict:
 
 
 def route_match(m: ir.Match) -> dict:
-    """A `config.route.v3.RouteMatch` for one IR match (all of its conditions ANDed)."""
+    """A `config.route.v3.RouteMatch` for one IR match (all of its conditions ANDed). An
+    `ignore_case` path is `case_sensitive: false`, which applies to the path alone (headers and
+    query parameters keep their own matchers)."""
     out: dict = {}
     p = m.path
     if p is None:
@@ -75,6 +77,10 @@ def route_match(m: ir.Match) -> dict:
         out["safe_regex"] = {"regex": p.value}
     else:
         raise ValueError(f"unknown path kind {p.kind!r}")
+    if p is not None and p.ignore_case:
+        # Envoy folds ASCII letters of `path`, `prefix` and `path_separated_prefix` (and ignores the
+        # flag on a `safe_regex`, which the front end refuses: E0312).
+        out["case_sensitive"] = False
     headers = [header_matcher(h) for h in m.headers]
     # `not header "x" prefix ""` never holds: present and absent at once.
     headers += [{"name": h.name, "present_match": False} for h in m.headers if any_value(h) and h.invert]

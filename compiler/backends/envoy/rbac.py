@@ -20,14 +20,15 @@ ANY = {"any": True}
 
 def path_permission(p: ir.PathMatch) -> dict:
     """`url_path` sees the normalised path without the query, as the language's `path` does. A
-    segment-aware prefix `P` is `P` itself or anything under `P/`."""
+    segment-aware prefix `P` is `P` itself or anything under `P/`. `ignore_case` is the
+    StringMatcher's (ASCII letters only; never on a regex, E0312)."""
     if p.kind == "segment_prefix":
-        return {"or_rules": {"rules": [{"url_path": {"path": {"exact": p.value}}},
-                                       {"url_path": {"path": {"prefix": p.value + "/"}}}]}}
+        return {"or_rules": {"rules": [{"url_path": {"path": string_matcher("exact", p.value, p.ignore_case)}},
+                                       {"url_path": {"path": string_matcher("prefix", p.value + "/", p.ignore_case)}}]}}
     if p.kind == "prefix" and p.value == "/":
         return ANY  # every normalised path starts with `/`
     kind = {"exact": "exact", "prefix": "prefix", "regex": "regex"}[p.kind]
-    return {"url_path": {"path": string_matcher(kind, p.value)}}
+    return {"url_path": {"path": string_matcher(kind, p.value, p.ignore_case)}}
 
 
 def method_permission(methods: tuple[str, ...]) -> dict:

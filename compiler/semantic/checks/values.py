@@ -117,6 +117,10 @@ class _Values:
     def path_value(self, cond: ast.PathCond) -> None:
         if cond.kind == "regex":
             self.regex(cond.value)
+            if cond.ignore_case:
+                self.add("E0312", "`ignore_case` does not apply to a `regex` path", cond.span,
+                         hint="Envoy ignores case folding on a regex route: write `(?i)` at the start of "
+                              "the regex, or use `exact`, `prefix` or `raw_prefix` with `ignore_case`")
         elif not cond.value.value.startswith("/"):
             self.add("E0314", f"path `{cond.value.value}` does not start with `/`", cond.value.span,
                      hint=f'write `"/{cond.value.value}"`')

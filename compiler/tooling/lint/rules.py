@@ -168,6 +168,53 @@ def deny_bypassed_by_escaped_slashes(ctx: Context, add) -> None:
                 (Label(setting.span, "escaped slashes are kept here"),))
 
 
+def deny_bypassed_by_path_variants(ctx: Context, add) -> None:
+    """L0303: a deny rule on a case-sensitive path (exact or prefix) that a differently written
+    path the application may still serve as the denied one passes: another case, a `;params`
+    segment, a double percent-encoding."""
+    for authz in ctx.authorizations.values():
+        for rule, used in _rules_of(ctx, authz):
+            path = next((c for c in rule.conditions if isinstance(c, ast.PathCond)), None)
+            if rule.action != "deny" or path is None or path.kind == "regex" or path.ignore_case:
+                continue
+            p = lower_path(path)
+            if p.value == "/" or not p.value.startswith("/"):
+                continue  # every path is denied (or E0314 says it already)
+            forms = path_variants(p.kind, p.value)
+            does = _or([what for what, _ in forms])
+            shown = _or([f"`{form}`" for _, form in forms])
+            fix = "allow what is public under `default deny` instead of denying what is not"
+            if forms[0][0] == "ignores case":
+                fix = (f"add `ignore_case` (`path {path.kind} \"{path.value.value}\" ignore_case`) to deny every case, "
+                       f"or {fix}")
+            add("L0303", f"deny rule {_rule_name(rule)} does not deny {shown}, which an application that {does} "
+                         f"serves as `{p.value}`",
+                (used or path).span,
+                f"{fix}; the application must not strip `;params` from segments or percent-decode twice "
+                "(docs/semantics.md, \"Path case, `;params` and double encoding\")")
+
+
+def path_variants(kind: str, value: str) -> list[tuple[str, str]]:
+    """(what the application does, a path it then serves as `value`) for the forms that pass a
+    case-sensitive condition of IR kind `kind` on `value` (a path of more than `/`)."""
+    forms = []
+    swapped = value.swapcase() if value.isascii() else value
+    if swapped != value:
+        forms.append(("ignores case", swapped))
+    inner = value.find("/", 1)
+    if inner > 0:
+        forms.append(("strips `;params`", value[:inner] + ";x" + value[inner:]))
+    elif kind != "prefix":  # a raw prefix also takes `/admin;x`
+        forms.append(("strips `;params`", value + ";x"))
+    forms.append(("decodes twice", f"/%25{ord(value[1]):02X}{value[2:]}"))
+    return forms
+
+
+def _or(items: list[str]) -> str:
+    """`a, b or c`."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
+
+
 def _escaped(path: str) -> str:
     """The path with its first inner slash written as `%2F` (or `/x%2F..` for a one-segment path)."""
     inner = path.find("/", 1)
@@ -242,6 +289,7 @@ RULES = (
     retries_without_outlier,
     authz_prefix_without_boundary,
     deny_bypassed_by_escaped_slashes,
+    deny_bypassed_by_path_variants,
     unused_policies,
     unused_imports,
 )

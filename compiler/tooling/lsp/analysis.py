@@ -273,8 +273,9 @@ KEYWORDS: dict[str, str] = {
               "first matching route wins, else 404 (§7)",
     "route": "`route NAME { match … to … }`: one route; routes are tried in written order (§7)",
     "match": "`match { CONDITION … }`: all conditions must hold; several match blocks are alternatives (§7)",
-    "path": "`path exact|prefix|raw_prefix|regex \"VALUE\"`: a condition on the normalised path (§7, §6)",
-    "exact": "the whole value equals the string (case-sensitive for paths) (§7)",
+    "path": "`path exact|prefix|raw_prefix|regex \"VALUE\" [ignore_case]`: a condition on the normalised path "
+            "(§7, §6)",
+    "exact": "the whole value equals the string (case-sensitive unless `ignore_case`) (§7)",
     "prefix": "path: segment-aware prefix (`/api` matches `/api/x`, not `/apis`); header: value starts with (§7)",
     "raw_prefix": "path: a plain string prefix (`/r` matches `/rb`) (§7)",
     "regex": "an RE2 regex that must match the whole value (§7)",
@@ -282,7 +283,9 @@ KEYWORDS: dict[str, str] = {
     "header": "`[not] header \"NAME\" TEST`: a condition on a request header (case-insensitive name); "
               "`by header` keys a split (§7, §8)",
     "not": "`not header …`: the header is present and no value passes the test (§7)",
-    "ignore_case": "compare the header value case-insensitively (`exact`, `prefix`, `suffix`) (§7)",
+    "ignore_case": "compare ASCII letters case-insensitively: a header value (`exact`, `prefix`, `suffix`) or "
+                   "a path (`exact`, `prefix`, `raw_prefix`; `/ADMIN` passes `path prefix \"/admin\" "
+                   "ignore_case`), never a regex (§7)",
     "present": "the header or query parameter is present, even empty (§7)",
     "absent": "the header is not present at all (§7)",
     "query": "`query \"NAME\" exact|regex \"V\"` or `present`: a condition on the first value of a query "
