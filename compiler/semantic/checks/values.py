@@ -74,7 +74,7 @@ class _Values:
 
     # ---- small helpers ---------------------------------------------------------------------
     def count(self, lit: ast.Lit, what: str, low: int = 1, high: int = UINT32_MAX) -> None:
-        if not low <= lit.value <= high:
+        if not low <= lit.value <= high and lit.value != ast.TOO_LARGE:  # (E0302 from the parser)
             self.add("E0302", f"{what} `{lit.value}` is out of range", lit.span,
                      hint=f"{what} is between {low} and {high}")
 
@@ -245,7 +245,7 @@ class _Values:
             setting = FAULT[s.key]
             if s.key == "abort":
                 status = s.values[0]
-                if not setting.low <= status.value <= setting.high:
+                if not setting.low <= status.value <= setting.high and status.value != ast.TOO_LARGE:
                     self.add("E0302", f"abort status `{status.value}` is out of range", status.span,
                              hint=f"an injected abort has a status between {setting.low} and {setting.high}")
             else:
@@ -256,8 +256,9 @@ class _Values:
     def choice(self, setting: Setting, value: ast.Lit, hint: str | None = None) -> None:
         """A `name` value that must be one of the setting's choices (E0312)."""
         if value.value not in setting.choices:
+            guess = did_you_mean(value.value, setting.choices)
             self.add("E0312", f"`{setting.key}` is {one_of(setting.choices)}, not `{value.value}`", value.span,
-                     hint=hint or did_you_mean(value.value, setting.choices))
+                     hint=f"{guess} {hint}" if guess and hint else guess or hint)
 
     def mtls_mode(self, value: ast.Lit) -> None:
         self.choice(MESH["mtls"], value,
@@ -270,7 +271,7 @@ class _Values:
         effective.update({k: v.value for k, v in written.items() if k in effective})
         for s in block.settings:
             v = s.values[0]
-            if s.key in effective:
+            if s.key in effective and v.value != ast.TOO_LARGE:
                 clash = next((k for k, p in effective.items() if k != s.key and p == v.value), None)
                 if clash is not None and (clash not in written or ports.index(clash) < ports.index(s.key)):
                     what = "" if clash in written else " (its default)"
@@ -375,7 +376,7 @@ class _Values:
         elif total == 0:
             self.add("E0305", f"weights of the split of route `{route}` total `0`", split.span,
                      hint="give at least one subset a positive weight")
-        elif total > UINT32_MAX:
+        elif total > UINT32_MAX and all(e.weight.value != ast.TOO_LARGE for e in split.entries):
             self.add("E0302", f"weights of the split of route `{route}` total more than {UINT32_MAX}", split.span)
         if split.key_header is not None:
             self.header_name(split.key_header, "split key")
