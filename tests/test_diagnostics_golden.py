@@ -78,7 +78,7 @@ EXPECTED_CODES: dict[str, list[str]] = {
     # values
     "missing_settings": ["E0301"] * 9,
     "numbers_out_of_range": ["E0302"] * 6,
-    "number_too_large": ["E0302"] * 4,  # one per token (issue 18)
+    "number_too_large": ["E0302"] * 4 + ["E0303"],  # one per token (issue 18)
     "percentages_over_100": ["E0303"] * 4,
     "percentage_with_five_decimals": ["E0303"],
     "invalid_re2_regex": ["E0304"] * 3,
@@ -453,6 +453,7 @@ def test_a_number_too_large_is_named_as_written_once():
         "number `18446744073709551616` is too large",
         "number `18446744073709551616` is too large",
         "number `12345678901234567890…` (60 digits) is too large",
+        "`max_ejected` `12345678901234567890123%` is outside 0% to 100%",
     ]
 
 

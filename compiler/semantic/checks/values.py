@@ -83,7 +83,7 @@ class _Values:
 
     def percent(self, lit: ast.Lit | None, what: str) -> None:
         if lit is not None and not 0 <= lit.value <= 100:
-            self.add("E0303", f"{what} `{lit.value:g}%` is outside 0% to 100%", lit.span)
+            self.add("E0303", f"{what} `{_as_written(lit, f'{lit.value:g}%')}` is outside 0% to 100%", lit.span)
 
     def duration(self, lit: ast.Lit, what: str) -> None:
         if lit.value <= 0:
@@ -440,6 +440,13 @@ def check_values(ctx: Context) -> None:
         v.authorization(authz)
     for rule in all_rules(ctx):
         v.conditions(rule.conditions, "rule")
+
+
+def _as_written(lit: ast.Lit, made: str) -> str:
+    """A value as its source wrote it (a float such as `1e+22` or `inf` is a number nobody wrote),
+    shortened when very long; `made` for a literal without a span."""
+    text = lit.span.text() if lit.span is not None else made
+    return text if len(text) <= 40 else text[:20] + "…"
 
 
 def one_of(words) -> str:
