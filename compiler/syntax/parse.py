@@ -288,6 +288,8 @@ class Parser:
             code = "E0103"
         else:
             found, code = err.found, "E0101"
+            if len(found) > 42:  # a very long token: its start is enough to find it
+                found = found[:21] + "…`"
         words.sort(key=lambda w: (w in ("`}`", "`]`"), w))  # closing brackets last: they read as "or stop here"
         if code == "E0103":
             where = "the next item" if found == "the end of this item" else "the end of the file"
