@@ -46,7 +46,8 @@ _NUMBER_KINDS = (
 )
 _ITEM_HEAD = re.compile(r"\s*(service|routes|authorization|policy\s+[a-z_]+)\s+([A-Za-z_][A-Za-z0-9_-]*)")
 _NAMED_ITEMS = ("service", "routes", "authorization")  # the items a reference may name
-_TYPO_HEAD = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_-]*)\s+([A-Za-z_][A-Za-z0-9_-]*)\s*\{")
+# Compiled on first use (an error path): compiling a regex at import costs every `meshc check`.
+_TYPO_HEAD = r"\s*([A-Za-z_][A-Za-z0-9_-]*)\s+([A-Za-z_][A-Za-z0-9_-]*)\s*\{"
 _TOP_LEVEL = re.compile(r"^[ \t]*(?:import|mesh|service|routes|authorization|policy)\b", re.M)
 
 # How terminals are named in messages: never a lark name such as __ANON_0 or COND.
@@ -322,7 +323,7 @@ def _broken_head(text: str, start: int, end: int) -> tuple[str, str] | None:
     head = _ITEM_HEAD.match(text, start, end)
     if head:  # ("service", name), or ("policy retry", name) with the policy's kind
         return " ".join(head.group(1).split()), head.group(2)
-    head = _TYPO_HEAD.match(text, start, end)
+    head = re.compile(_TYPO_HEAD).match(text, start, end)
     if head:
         word = head.group(1)
         hint = did_you_mean(word, _NAMED_ITEMS)  # the same guess as the E0101 hint
