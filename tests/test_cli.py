@@ -380,3 +380,12 @@ def test_lint_success_prints_the_summary_from_the_cache_too(tmp_path):
         assert proc.returncode == 0 and proc.stderr == ""
         assert proc.stdout == "meshc: linted 2 files, 2 services: all checks passed\n"
     assert (tmp_path / ".meshc_cache").is_dir()
+
+
+@pytest.mark.parametrize("fmt", ["human", "github"])
+def test_control_characters_in_a_file_name_are_escaped(tmp_path, fmt):
+    (tmp_path / "a\x1b[2J.mesh").write_text('service a {\n  port 0\n  endpoints ["127.0.0.1:1"]\n}\n')
+    proc = meshc("check", "--color", "never", "--format", fmt, str(tmp_path))
+    assert proc.returncode == 1
+    out = proc.stdout + proc.stderr
+    assert "\x1b" not in out and "a\\x1b[2J.mesh" in out

@@ -36,6 +36,11 @@ def _escape_char(ch: str) -> str:
     return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
+def _shown(path: str) -> str:
+    """A file name as a terminal may print it (a name may hold control characters too)."""
+    return path if path.isprintable() else escape_text(path)
+
+
 def visible_line(text: str) -> str:
     """A source line for an excerpt, one character per column as the carets count them: C0
     controls as their control pictures (U+2401 for U+0001), other unprintable characters as U+FFFD."""
@@ -190,7 +195,7 @@ def render_human(diag: Diagnostic, color: bool = False) -> str:
     lines = [f"{c[sev]}{sev}[{diag.code}]{c['reset']}{c['bold']}: {diag.message}{c['reset']}"]
     if diag.span is None:
         if diag.path:
-            lines.append(f"  {c['blue']}-->{c['reset']} {diag.path}")
+            lines.append(f"  {c['blue']}-->{c['reset']} {_shown(diag.path)}")
     else:
         src = diag.span.source
         line, col = diag.span.start_line_col()
@@ -203,7 +208,7 @@ def render_human(diag: Diagnostic, color: bool = False) -> str:
                 shown.append((l_line, l_col, l_end_col if l_end_line == l_line else None, "-", label.message))
         width = len(str(max(s[0] for s in shown)))
         pad = " " * width
-        lines.append(f"{pad}{c['blue']}-->{c['reset']} {src.path}:{line}:{col}")
+        lines.append(f"{pad}{c['blue']}-->{c['reset']} {_shown(src.path)}:{line}:{col}")
         lines.append(f"{pad} {c['blue']}|{c['reset']}")
         previous = None
         for s_line, s_col, s_end, mark, note in sorted(shown, key=lambda s: (s[0], s[3] == "^")):
@@ -221,7 +226,7 @@ def render_human(diag: Diagnostic, color: bool = False) -> str:
         lines.append(f"{pad} {c['blue']}|{c['reset']}")
         for label in diag.labels:
             if label.span.source is not src:
-                lines.append(f"{pad} {c['blue']}= note:{c['reset']} {label.message} at {label.span.location()}")
+                lines.append(f"{pad} {c['blue']}= note:{c['reset']} {label.message} at {_shown(label.span.location())}")
     if diag.hint:
         indent = " " * (len(str(diag.span.start_line_col()[0])) if diag.span else 1)
         lines.append(f"{indent} {c['blue']}={c['reset']} {c['bold']}hint:{c['reset']} {diag.hint}")
