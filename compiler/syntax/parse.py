@@ -326,7 +326,7 @@ def _broken_head(text: str, start: int, end: int) -> tuple[str, str] | None:
     head = re.compile(_TYPO_HEAD).match(text, start, end)
     if head:
         word = head.group(1)
-        hint = did_you_mean(word, _NAMED_ITEMS)  # the same guess as the E0101 hint
+        hint = did_you_mean(word, _NAMED_ITEMS)  # as the E0101 hint guesses, among the named items
         if hint is not None:
             return hint.split("`")[1], head.group(2)
     return None
