@@ -464,3 +464,9 @@ def test_control_characters_are_escaped_in_messages():
     assert "\x01" not in human and "\x1b" not in human  # the excerpt shows control pictures
     assert "\u2401" in human and "\u241b[2J" in human
     assert json.loads(text)["diagnostics"][1]["message"] == diags[1].message
+
+
+def test_a_stray_character_after_an_item_keeps_the_item(tmp_path):
+    result = check_text(tmp_path, SERVICE.rstrip("\n") + ";\nroutes a {\n  route r { to a }\n}\n")
+    assert [d.code for d in result.diagnostics] == ["E0102"]
+    assert result.context is not None and "a" in result.context.services and "a" in result.context.routes

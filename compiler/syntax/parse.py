@@ -245,7 +245,7 @@ class Parser:
                 items.append(self._run(text, a, b, "item", reduce_with, builder))
                 continue
             except SyntaxErrorAt as err:
-                if err.code == "E0101" and err.start > a:
+                if err.code in ("E0101", "E0102") and err.start > a:
                     # A complete item followed by something that starts no item (`servce x {`
                     # after a `service`): keep the item, and parse the rest as the next item, so
                     # that it gets the expected items and the "did you mean" of a first item.
