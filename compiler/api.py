@@ -57,6 +57,12 @@ class Compilation:
     context: Context | None = None            # the symbol table; None after a parse or a sharded run
     _ir: ir.Program | None = field(default=None, repr=False)
     _sharded: Sharded | None = field(default=None, repr=False)
+    declared: int = 0                         # services declared in the program (after a check)
+
+    @property
+    def files(self) -> int:
+        """The program's own files that were read (imports included, the standard library not)."""
+        return sum(not path.startswith("<std>") for path in self.sources)
 
     @property
     def has_errors(self) -> bool:
@@ -150,7 +156,7 @@ def _analyse(sources: list[Source], lower: bool, shard: bool) -> Compilation:
             if sharded.problems:
                 raise InternalError("IR self-check failed: " + "; ".join(sharded.problems[:5]))
             return Compilation("lower" if lower else "check", sharded.sources, sharded.diagnostics,
-                               _sharded=sharded if lower and sharded.lowered else None)
+                               _sharded=sharded if lower and sharded.lowered else None, declared=sharded.declared)
     with _no_gc():
         from compiler.semantic.checks import run_checks
         from compiler.semantic.symbols import build_context
@@ -160,7 +166,8 @@ def _analyse(sources: list[Source], lower: bool, shard: bool) -> Compilation:
         ctx = build_context(program, diags)
         run_checks(ctx)
         found = diags.sorted()
-        comp = Compilation("lower" if lower else "check", program.sources, found, program, ctx)
+        comp = Compilation("lower" if lower else "check", program.sources, found, program, ctx,
+                           declared=len(ctx.services))
         if lower and not comp.has_errors:
             from compiler.ir.check import check_ir
             from compiler.lower import lower_program

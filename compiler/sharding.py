@@ -241,8 +241,9 @@ class Sharded:
     process's services as IR objects and the other's as JSON (what crossed the pipe)."""
 
     def __init__(self, sources, diagnostics, trust_domain: str, lowered: bool, local=(), remote=None,
-                 routes: int = 0, problems=(), dumped=None):
+                 routes: int = 0, problems=(), dumped=None, declared: int = 0):
         self.sources = sources
+        self.declared = declared                # services declared in the whole program
         self.diagnostics = diagnostics
         self.trust_domain = trust_domain
         self.lowered = lowered
@@ -318,10 +319,11 @@ def analyse(paths: list[str], lower: bool, force: bool = False) -> Sharded | Non
     diags_all.extend(restore(t, sources) for t in mine[0] + theirs[0])
     diags = diags_all.sorted()
     trust_domain = shard.ctx.trust_domain
+    declared = len(shard.ctx.services)  # its own and the other shard's (stubs)
     if not lower or any(d.severity == "error" for d in diags):
-        return Sharded(sources, diags, trust_domain, lowered=False)
+        return Sharded(sources, diags, trust_domain, lowered=False, declared=declared)
     return Sharded(sources, diags, trust_domain, True, mine[1], theirs[1], mine[2] + theirs[2], mine[3] + theirs[3],
-                   dumped)
+                   dumped, declared)
 
 
 def _dump_while_waiting(services, conn) -> dict[str, bytes]:

@@ -1,7 +1,7 @@
 """Hypothesis strategies for syntactically valid .mesh ASTs, covering every construct of the grammar.
 
 "Valid" means what the parser accepts without an error: each block holds each setting at most
-once (the parser reports duplicates, E0105), integers have at most 20 digits (E0302), durations
+once (the parser reports duplicates, E0105), integers are at most 2**64 - 1 (E0302), durations
 are whole milliseconds of at most 20 digits and percentages have at most four decimals (E0306,
 E0303). Nothing here is checked semantically (ports in
 range, services that exist, ...): these ASTs are for the parser and the renderer.
@@ -61,8 +61,8 @@ _TRICKY = st.sampled_from(list('\\"\n\t\r\x00\x1b\x7f\x85\u2028\u2029\ufeff#{}[]
 strings = st.lists(st.one_of(st.characters(codec="utf-8"), _TRICKY), max_size=10).map("".join)
 string_lits = strings.map(ast.Lit)
 
-# The parser takes integers of at most 20 digits (longer ones are E0302, "too large").
-ints = st.one_of(st.integers(0, 70_000), st.integers(0, 10**20 - 1))
+# The parser takes integers up to 2**64 - 1 (larger ones are E0302, "too large").
+ints = st.one_of(st.integers(0, 70_000), st.integers(0, 2**64 - 1))
 int_lits = ints.map(ast.Lit)
 
 # Durations are whole milliseconds in the AST; multiples of each unit are drawn often so that

@@ -276,3 +276,116 @@ def test_internal_error_with_debug_shows_the_traceback():
 def test_check_does_not_lower():
     proc = run_internal_error("check", "examples/shop.mesh")
     assert proc.returncode == 0, proc.stderr
+
+
+# ---- issue 18: diagnostics a new user hit, through the command line ----------------------------
+
+@pytest.mark.parametrize("case", ["invalid_mtls_mode_is_not_guessed", "misspelt_item_after_item", "number_too_large",
+                                  "control_character"])
+def test_issue_18_cases_print_their_golden(case):
+    """One diagnostic per mistake, no invented value (18.15-18.18): what `meshc check` prints."""
+    proc = meshc("check", "--color", "never", f"{DIAG}/{case}.mesh")
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr == (ROOT / DIAG / f"{case}.txt").read_text(encoding="utf-8")
+
+
+def test_invalid_mtls_mode_gives_no_plaintext_warning():
+    proc = meshc("check", "--format", "json", f"{DIAG}/invalid_mtls_mode_is_not_guessed.mesh")
+    diags = json.loads(proc.stdout)["diagnostics"]
+    assert [d["code"] for d in diags] == ["E0312", "E0312"]
+    assert diags[0]["hint"].startswith("did you mean `strict`?")
+
+
+def test_misspelt_item_gives_no_cascade():
+    proc = meshc("check", "--format", "json", f"{DIAG}/misspelt_item_after_item.mesh")
+    (d,) = json.loads(proc.stdout)["diagnostics"]
+    assert d["code"] == "E0101" and d["hint"] == "did you mean `service`?"
+    assert "expected `authorization`" in d["message"]
+
+
+def test_number_too_large_is_one_diagnostic_per_token():
+    proc = meshc("check", "--format", "json", f"{DIAG}/number_too_large.mesh")
+    diags = json.loads(proc.stdout)["diagnostics"]
+    assert len(diags) == len({(d["line"], d["column"]) for d in diags}) == 5
+    assert [d["code"] for d in diags] == ["E0302"] * 4 + ["E0303"]
+    assert [d["line"] for d in diags if "18446744073709551616" in d["message"]] == [6, 6]  # where it was written
+    proc = meshc("compile", "--emit", "ast", f"{DIAG}/number_too_large.mesh")  # parse only: reported, no crash
+    assert proc.returncode == 1 and "E0302" in proc.stderr
+
+
+@pytest.mark.parametrize("fmt", ["human", "json", "sarif", "github"])
+def test_control_characters_are_escaped_in_every_format(fmt):
+    proc = meshc("check", "--color", "never", "--format", fmt, f"{DIAG}/control_character.mesh")
+    assert proc.returncode == 1
+    out = proc.stdout + proc.stderr
+    assert "\x01" not in out and "\x1b" not in out
+    if fmt in ("json", "sarif"):
+        out = json.dumps(json.loads(proc.stdout), ensure_ascii=False).replace("\\\\", "\\")  # the text, unquoted
+    assert "unexpected character `\\x01` (U+0001)" in out and "`web\\x1b[2J`" in out
+
+
+# ---- the summary line of a successful check or lint (issue 18.19) ---------------------------------
+
+def test_check_success_prints_one_summary_line_on_stdout():
+    proc = meshc("check", "examples")
+    assert proc.returncode == 0
+    assert proc.stdout == "meshc: checked 4 files, 11 services: all checks passed\n"
+    assert proc.stderr == ""
+    proc = meshc("check", "examples/shop.mesh")  # its import from the standard library is not counted
+    assert proc.stdout == "meshc: checked 1 file, 7 services: all checks passed\n"
+
+
+def test_check_with_warnings_only_counts_them_in_the_summary():
+    proc = meshc("check", "--color", "never", WARNINGS_ONLY)
+    assert proc.returncode == 0
+    assert proc.stdout == "meshc: checked 1 file, 2 services: no errors, 1 warning\n"
+    assert proc.stderr == (ROOT / DIAG / "retries_without_budget.txt").read_text(encoding="utf-8")
+
+
+def test_check_with_errors_has_no_success_line():
+    proc = meshc("check", "--color", "never", "--exit-zero", BAD)
+    assert proc.returncode == 0 and proc.stdout == ""
+    assert proc.stderr.endswith("meshc: 2 errors, 0 warnings\n")
+
+
+def test_quiet_prints_the_diagnostics_only():
+    proc = meshc("check", "--quiet", "examples")
+    assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == ""
+    proc = meshc("check", "-q", "--color", "never", WARNINGS_ONLY)
+    assert proc.returncode == 0 and proc.stdout == ""
+    golden = (ROOT / DIAG / "retries_without_budget.txt").read_text(encoding="utf-8")
+    assert proc.stderr == golden.removesuffix("meshc: 0 errors, 1 warning\n")
+    proc = meshc("lint", "-q", "--no-cache", "examples")
+    assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == ""
+
+
+@pytest.mark.parametrize("fmt", ["json", "sarif", "github"])
+@pytest.mark.parametrize("command", ["check", "lint"])
+def test_machine_formats_have_no_summary_line(command, fmt):
+    proc = meshc(command, "--format", fmt, "--no-cache", "examples") if command == "lint" else \
+        meshc(command, "--format", fmt, "examples")
+    assert proc.returncode == 0 and proc.stderr == ""
+    if fmt == "github":
+        assert proc.stdout == ""
+    else:
+        json.loads(proc.stdout)  # the whole of standard output is the document
+
+
+def test_lint_success_prints_the_summary_from_the_cache_too(tmp_path):
+    (tmp_path / "a.mesh").write_text('service a {\n  port 80\n  endpoints ["10.0.0.1:80"]\n}\n')
+    (tmp_path / "b.mesh").write_text('import "a.mesh"\nservice b {\n  port 80\n  endpoints ["10.0.0.1:81"]\n}\n')
+    for _ in range(2):  # computed, then served by .meshc_cache/
+        proc = meshc("lint", "b.mesh", cwd=tmp_path)
+        assert proc.returncode == 0 and proc.stderr == ""
+        assert proc.stdout == "meshc: linted 2 files, 2 services: all checks passed\n"
+    assert (tmp_path / ".meshc_cache").is_dir()
+
+
+@pytest.mark.parametrize("fmt", ["human", "github"])
+def test_control_characters_in_a_file_name_are_escaped(tmp_path, fmt):
+    (tmp_path / "a\x1b[2J.mesh").write_text('service a {\n  port 0\n  endpoints ["127.0.0.1:1"]\n}\n')
+    proc = meshc("check", "--color", "never", "--format", fmt, str(tmp_path))
+    assert proc.returncode == 1
+    out = proc.stdout + proc.stderr
+    assert "\x1b" not in out and "a\\x1b[2J.mesh" in out

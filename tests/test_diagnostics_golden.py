@@ -58,6 +58,8 @@ EXPECTED_CODES: dict[str, list[str]] = {
     "missing_closing_brace": ["E0103"],
     "missing_closing_brace_before_next_item": ["E0103"],
     "misspelled_keyword": ["E0101"],
+    "misspelt_item_after_item": ["E0101"],  # and no E0209 for `details` (issue 18)
+    "control_character": ["E0102", "E0312"],
     "unknown_escape": ["E0104"],
     "duplicate_settings": ["E0105"] * 5,
     # names and imports
@@ -78,6 +80,7 @@ EXPECTED_CODES: dict[str, list[str]] = {
     # values
     "missing_settings": ["E0301"] * 9,
     "numbers_out_of_range": ["E0302"] * 6,
+    "number_too_large": ["E0302"] * 4 + ["E0303"],  # one per token (issue 18)
     "percentages_over_100": ["E0303"] * 4,
     "percentage_with_five_decimals": ["E0303"],
     "invalid_re2_regex": ["E0304"] * 3,
@@ -90,6 +93,7 @@ EXPECTED_CODES: dict[str, list[str]] = {
     "invalid_identity": ["E0311"] * 3,
     "invalid_setting_value": ["E0312"] * 7,
     "path_ignore_case": ["W0401", "E0312", "W0601"],
+    "invalid_mtls_mode_is_not_guessed": ["E0312", "E0312"],  # and no W0604 (issue 18)
     "contradicting_header_changes": ["E0313", "E0313"],
     "invalid_path": ["E0314"] * 6,
     "route_with_two_destinations": ["E0315"],
@@ -420,3 +424,52 @@ def test_header_value_with_newline_is_rejected(tmp_path):
     """A CR/LF in a header value was once written to the IR (header injection)."""
     text = SERVICE + 'routes a {\n  route r {\n    to a\n    request_headers { set "x-a" "1\\r\\nx-evil: 2" }\n  }\n}\n'
     assert [d.code for d in check_text(tmp_path, text).diagnostics] == ["E0312"]
+
+
+# ---- issue 18: diagnostics a new user hit ------------------------------------------------------
+
+def test_invalid_choice_suggests_the_closest_and_is_not_guessed_later():
+    diags = run_case("invalid_mtls_mode_is_not_guessed")[0]
+    assert [d.hint.split("?")[0] for d in diags] == ["did you mean `strict`", "did you mean `permissive`"]
+    assert not any("permissive`)" in d.message for d in diags)
+
+
+def test_misspelt_item_after_an_item_reads_as_a_first_item(tmp_path):
+    (d,) = run_case("misspelt_item_after_item")[0]
+    assert d.message == ("unexpected `servce`, expected `authorization`, `import`, `mesh`, `policy`, `routes` or "
+                         "`service`")
+    assert d.hint == "did you mean `service`?"
+    (first,) = check_text(tmp_path, "servce details {\n  port 80\n}\n").diagnostics
+    assert (first.message, first.hint) == (d.message, d.hint)  # the same as when it is the first item
+
+
+def test_misspelt_item_keeps_the_item_before_it(tmp_path):
+    text = SERVICE + "servce b {\n  port 80\n}\nroutes a {\n  route r { to b }\n}\n"
+    diags = check_text(tmp_path, text).diagnostics
+    assert [d.code for d in diags] == ["E0101"]  # `a` is declared (no E0209), `b` is broken (no E0201)
+
+
+def test_a_number_too_large_is_named_as_written_once():
+    diags = run_case("number_too_large")[0]
+    assert [d.message for d in diags] == [
+        "number `99999999999999999999999` is too large",
+        "number `18446744073709551616` is too large",
+        "number `18446744073709551616` is too large",
+        "number `12345678901234567890…` (60 digits) is too large",
+        "`max_ejected` `12345678901234567890123%` is outside 0% to 100%",
+    ]
+
+
+def test_control_characters_are_escaped_in_messages():
+    diags, human, text = run_case("control_character")
+    assert diags[0].message == "unexpected character `\\x01` (U+0001)"
+    assert diags[1].message == "`web\\x1b[2J` is not a valid namespace name"
+    assert "\x01" not in human and "\x1b" not in human  # the excerpt shows control pictures
+    assert "\u2401" in human and "\u241b[2J" in human
+    assert json.loads(text)["diagnostics"][1]["message"] == diags[1].message
+
+
+def test_a_stray_character_after_an_item_keeps_the_item(tmp_path):
+    result = check_text(tmp_path, SERVICE.rstrip("\n") + ";\nroutes a {\n  route r { to a }\n}\n")
+    assert [d.code for d in result.diagnostics] == ["E0102"]
+    assert result.context is not None and "a" in result.context.services and "a" in result.context.routes

@@ -84,7 +84,8 @@ def test_github_format_escapes_newlines_and_percent():
     from compiler.tooling.formats import render_github
 
     text = render_github([Diagnostic("E0201", "unknown service `a%b`", None, hint="two\nlines", path="x,y:z.mesh")])
-    assert text == "::error title=meshc (E0201),file=x%2Cy%3Az.mesh::E0201 unknown service `a%25b`%0Ahint: two%0Alines"
+    # (a line break inside a message or hint is shown escaped by the diagnostic itself, issue 18)
+    assert text == "::error title=meshc (E0201),file=x%2Cy%3Az.mesh::E0201 unknown service `a%25b`%0Ahint: two\\nlines"
 
 
 def test_clean_program_prints_no_github_annotations():

@@ -215,3 +215,27 @@ def test_sarif_and_github_formats_work_for_lint(tree):
 def test_the_shipped_examples_are_lint_clean():
     proc = lint(ROOT, "--no-cache", "--format", "json", "examples")
     assert proc.returncode == 0, proc.stdout
+
+
+def test_an_invalid_choice_is_not_guessed_by_the_lint_rules(tmp_path):
+    """`escaped_slashes KEEP` is E0312 with the closest choice; L0302 (which warns under `keep`)
+    treats the value as unknown instead of as `keep` or the default (issue 18)."""
+    (tmp_path / "a.mesh").write_text(textwrap.dedent("""\
+        service a {
+          port 80
+          endpoints ["10.0.0.1:80"]
+          sidecar { escaped_slashes KEEP }
+        }
+
+        authorization a {
+          default allow
+          deny admin { path prefix "/api/admin" }
+        }
+        """))
+    proc = lint(tmp_path, "--format", "json", "--no-cache", ".")
+    # L0303 (a case-sensitive deny path) is not about the setting; L0302 must not be there
+    (d,) = [d for d in json.loads(proc.stdout)["diagnostics"] if d["code"] != "L0303"]
+    assert (d["code"], d["hint"]) == ("E0312", "did you mean `keep`?")
+    (tmp_path / "a.mesh").write_text((tmp_path / "a.mesh").read_text().replace("KEEP", "keep"))
+    proc = lint(tmp_path, "--format", "json", "--no-cache", ".")
+    assert sorted(codes(proc)) == ["L0302", "L0303"]  # the rule itself works on the valid value

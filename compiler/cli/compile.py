@@ -10,7 +10,7 @@ import os
 import sys
 
 from compiler.cli.exits import EXIT_INPUT, EXIT_OK, EXIT_USAGE
-from compiler.cli.report import print_diagnostics
+from compiler.cli.report import print_diagnostics, print_outcome
 
 TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
 if TYPE_CHECKING:
@@ -21,7 +21,8 @@ def check(files: list[str], args) -> int:
     from compiler import api
 
     comp = api.check(files)
-    print_diagnostics(comp.diagnostics, args.output_format, args.color)
+    print_diagnostics(comp.diagnostics, args.output_format, args.color, quiet=args.quiet)
+    print_outcome(comp.diagnostics, args, "checked", comp.files, comp.declared)
     return EXIT_INPUT if comp.has_errors and not args.exit_zero else EXIT_OK
 
 

@@ -6,16 +6,16 @@ import os
 import sys
 
 from compiler.cli.exits import EXIT_INPUT, EXIT_OK, EXIT_USAGE
-from compiler.cli.report import print_diagnostics
+from compiler.cli.report import print_diagnostics, print_outcome
 
 
 def lint(files: list[str], args) -> int:
-    from compiler.tooling.lint import lint_files
+    from compiler.tooling.lint import lint_program
     from compiler.tooling.lint.config import ConfigError, find_config
 
     try:
         config = find_config()
-        findings, _ = lint_files(files, config, use_cache=not args.no_cache)
+        run = lint_program(files, config, use_cache=not args.no_cache)
     except ConfigError as err:
         print(f"meshc: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -25,5 +25,8 @@ def lint(files: list[str], args) -> int:
         print(f"meshc: internal error: {type(err).__name__}: {err} (set MESHC_DEBUG=1 for the traceback)",
               file=sys.stderr)
         return EXIT_USAGE
-    print_diagnostics(findings, args.output_format, args.color)
+    findings = run.findings
+    print_diagnostics(findings, args.output_format, args.color, quiet=args.quiet)
+    if not findings:  # lint succeeds only without findings: a warning fails it too
+        print_outcome(findings, args, "linted", run.files, run.services)
     return EXIT_INPUT if findings and not args.exit_zero else EXIT_OK

@@ -41,11 +41,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                        help="colour in human output (default: auto, only on a terminal; NO_COLOR disables)")
 
+    def quiet(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-q", "--quiet", action="store_true",
+                       help="print the diagnostics only: no summary line (machine formats never have one)")
+
     if only in (None, "check"):
         check = sub.add_parser("check", help="check files and report every diagnostic",
                                description="Parse and check a program; print every diagnostic. Writes nothing.")
         common(check)
         check.add_argument("--exit-zero", action="store_true", help="exit 0 even when there are errors (report only)")
+        quiet(check)
     if only in (None, "lint"):
         lint = sub.add_parser("lint", help="check files and apply the lint rules (exit 1 on any finding)",
                               description="Every compiler diagnostic plus the lint rules (`meshc explain --list`), "
@@ -55,6 +60,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         common(lint)
         lint.add_argument("--exit-zero", action="store_true", help="exit 0 even when there are findings")
         lint.add_argument("--no-cache", action="store_true", help="neither read nor write .meshc_cache/")
+        quiet(lint)
     if only in (None, "fmt"):
         fmt = sub.add_parser("fmt", help="rewrite files in the canonical layout, keeping every comment",
                              description="Rewrite .mesh files in the canonical layout (comments kept; the result is "

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def print_diagnostics(diags: list[Diagnostic], output_format: str, color: str = "auto",
-                      json_stream: TextIO | None = None) -> None:
+                      json_stream: TextIO | None = None, quiet: bool = False) -> None:
     from compiler.core.diagnostics import render_human, render_json, summary_line, use_color
 
     stream = json_stream or sys.stdout
@@ -36,5 +36,18 @@ def print_diagnostics(diags: list[Diagnostic], output_format: str, color: str = 
     for d in diags:
         print(render_human(d, colored), file=sys.stderr)
         print(file=sys.stderr)
-    if diags:
+    if diags and not quiet:
         print(f"meshc: {summary_line(diags)}", file=sys.stderr)
+
+
+def print_outcome(diags: list[Diagnostic], args, verb: str, files: int, services: int) -> None:
+    """The one line a successful `check` or `lint` ends with, on standard output as ruff's "All
+    checks passed!" (the diagnostics, and the error tally of a failed run, are on standard error):
+    what was read, and the warnings. Never with --quiet, in a machine format or after an error."""
+    if args.quiet or args.output_format != "human" or any(d.severity == "error" for d in diags):
+        return
+    warnings = len(diags)
+    found = (f"no errors, {warnings} warning{'' if warnings == 1 else 's'}" if warnings
+             else "all checks passed")
+    print(f"meshc: {verb} {files} file{'' if files == 1 else 's'}, {services} "
+          f"service{'' if services == 1 else 's'}: {found}")

@@ -64,7 +64,8 @@ CODES: dict[str, Code] = _registry(
     ("E0301", "missing setting", "A required setting is missing, such as the `port` of a service or the destination of "
               "a route."),
     ("E0302", "number out of range", "A number outside its allowed range: ports 1-65535, limits and thresholds at "
-              "least 1, retry attempts 0-100, weights 0 to 2^32-1, status codes by context."),
+              "least 1, retry attempts 0-100, weights 0 to 2^32-1, status codes by context. A number above "
+              "2^64-1 is reported once, as written, by the parser (\"too large\")."),
     ("E0303", "percentage out of range", "Percentages are between 0% and 100% inclusive, with at most four decimals."),
     ("E0304", "invalid regex", "Regular expressions use RE2 syntax (the engine Envoy uses) and must compile. "
               "Backreferences and lookaround are not RE2."),
@@ -82,7 +83,9 @@ CODES: dict[str, Code] = _registry(
               + " and HTTP status codes such as `409`."),
     ("E0311", "invalid identity", "Identities are SPIFFE IDs: `spiffe://TRUST-DOMAIN/PATH`. A pattern may end in `/*` "
               "to match a path prefix."),
-    ("E0312", "invalid setting value", "A setting has a value outside its documented set of choices."),
+    ("E0312", "invalid setting value", "A setting has a value outside its documented set of choices. The hint "
+              "names the closest choice (the same word in another case first); the checks that depend on the "
+              "setting treat its value as unknown rather than guess one."),
     ("E0313", "contradicting header changes", "The same header is both removed and set or added on one route; the "
               "result would depend on the order a target applies them in."),
     ("E0314", "invalid path", "Paths in matches start with `/`. Prefixes are segment-aware unless written "

@@ -17,13 +17,46 @@ ERROR = "error"
 WARNING = "warning"
 
 
+def escape_text(text: str) -> str:
+    r"""Text with every character that is not printable (controls, format characters such as
+    bidirectional overrides, separators other than the space) written as a Python escape:
+    `\x01`, `\u202e`. Printable text, non-ASCII letters included, is left as it is."""
+    return "".join(ch if ch.isprintable() else _escape_char(ch) for ch in text)
+
+
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(ch: str) -> str:
+    if ch in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[ch]
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _shown(path: str) -> str:
+    """A file name as a terminal may print it (a name may hold control characters too)."""
+    return path if path.isprintable() else escape_text(path)
+
+
+def visible_line(text: str) -> str:
+    """A source line for an excerpt, one character per column as the carets count them: C0
+    controls as their control pictures (U+2401 for U+0001), other unprintable characters as U+FFFD."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else chr(0x2400 + ord(ch)) if ord(ch) < 0x20
+                   else "\u2421" if ch == "\x7f" else "\ufffd" for ch in text)
+
+
 class Label:
     """A secondary span with a short note, such as the earlier route that shadows this one."""
 
     __slots__ = ("span", "message")
 
     def __init__(self, span: Span, message: str):
-        self.span, self.message = span, message
+        self.span, self.message = span, message if message.isprintable() else escape_text(message)
 
     def __repr__(self) -> str:
         return f"Label({self.span!r}, {self.message!r})"
@@ -40,6 +73,12 @@ class Diagnostic:
 
     def __init__(self, code: str, message: str, span: Span | None, hint: str | None = None,
                  labels: tuple[Label, ...] = (), path: str | None = None, severity: str = ""):
+        # Messages quote source text: a control or invisible character in it is shown escaped,
+        # in every format (a raw one prints as nothing, or drives the terminal).
+        if not message.isprintable():
+            message = escape_text(message)
+        if hint is not None and not hint.isprintable():
+            hint = escape_text(hint)
         self.code, self.message, self.span, self.hint = code, message, span, hint
         self.labels, self.path = labels, path
         self.severity = severity or code_info(code).severity
@@ -91,9 +130,18 @@ class Diagnostic:
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
-    """A hint naming the closest candidate, or None when nothing is close."""
+    """A hint naming the closest candidate, or None when nothing is close: a candidate that
+    differs only in case first (`STRICT`: `strict`), else the most similar one, as written or
+    ignoring case."""
     import difflib  # only a run with a misspelt name pays for it
-    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    words = sorted(set(candidates))
+    folded = name.casefold()
+    close = [w for w in words if w.casefold() == folded and w != name]
+    if not close:
+        close = difflib.get_close_matches(name, words, n=1, cutoff=0.6)
+    if not close:
+        by_folded = {w.casefold(): w for w in reversed(words)}
+        close = [by_folded[w] for w in difflib.get_close_matches(folded, list(by_folded), n=1, cutoff=0.6)]
     return f"did you mean `{close[0]}`?" if close else None
 
 
@@ -147,7 +195,7 @@ def render_human(diag: Diagnostic, color: bool = False) -> str:
     lines = [f"{c[sev]}{sev}[{diag.code}]{c['reset']}{c['bold']}: {diag.message}{c['reset']}"]
     if diag.span is None:
         if diag.path:
-            lines.append(f"  {c['blue']}-->{c['reset']} {diag.path}")
+            lines.append(f"  {c['blue']}-->{c['reset']} {_shown(diag.path)}")
     else:
         src = diag.span.source
         line, col = diag.span.start_line_col()
@@ -160,13 +208,13 @@ def render_human(diag: Diagnostic, color: bool = False) -> str:
                 shown.append((l_line, l_col, l_end_col if l_end_line == l_line else None, "-", label.message))
         width = len(str(max(s[0] for s in shown)))
         pad = " " * width
-        lines.append(f"{pad}{c['blue']}-->{c['reset']} {src.path}:{line}:{col}")
+        lines.append(f"{pad}{c['blue']}-->{c['reset']} {_shown(src.path)}:{line}:{col}")
         lines.append(f"{pad} {c['blue']}|{c['reset']}")
         previous = None
         for s_line, s_col, s_end, mark, note in sorted(shown, key=lambda s: (s[0], s[3] == "^")):
             if previous is not None and s_line > previous + 1:
                 lines.append(f"{c['blue']}...{c['reset']}")
-            text = src.line_text(s_line).expandtabs(1)
+            text = visible_line(src.line_text(s_line).expandtabs(1))
             if s_line != previous:
                 lines.append(f"{c['blue']}{s_line:>{width}} |{c['reset']} {text}")
             end = s_end if s_end is not None else len(text) + 1
@@ -178,7 +226,7 @@ def render_human(diag: Diagnostic, color: bool = False) -> str:
         lines.append(f"{pad} {c['blue']}|{c['reset']}")
         for label in diag.labels:
             if label.span.source is not src:
-                lines.append(f"{pad} {c['blue']}= note:{c['reset']} {label.message} at {label.span.location()}")
+                lines.append(f"{pad} {c['blue']}= note:{c['reset']} {label.message} at {_shown(label.span.location())}")
     if diag.hint:
         indent = " " * (len(str(diag.span.start_line_col()[0])) if diag.span else 1)
         lines.append(f"{indent} {c['blue']}={c['reset']} {c['bold']}hint:{c['reset']} {diag.hint}")

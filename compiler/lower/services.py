@@ -55,7 +55,9 @@ UPSTREAM = ir.Upstream(defaults.CONNECT_TIMEOUT_MS, defaults.UPSTREAM_IDLE_TIMEO
 
 def lower_mtls(ctx: Context, svc: ast.Service) -> ir.Mtls:
     root = ctx.mesh_setting("certificates").rstrip("/") or ""
-    return ir.Mtls(ctx.mtls_mode(svc), f"{root}/{svc.name.value}")
+    mode = ctx.mtls_mode(svc)
+    assert mode is not None  # an invalid mode is E0312, and a program with an error is not lowered
+    return ir.Mtls(mode, f"{root}/{svc.name.value}")
 
 
 def lower_service(ctx: Context, svc: ast.Service) -> ir.Service:

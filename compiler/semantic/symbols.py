@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from compiler.core.diagnostics import Collector, Label
 from compiler.language import defaults
-from compiler.language.settings import MESH
+from compiler.language.settings import MESH, Setting
 from compiler.semantic.program import Program
 from compiler.syntax import ast
 
@@ -67,11 +67,12 @@ class Context:
                 return s.values[0].value
         return MESH.default(key)
 
-    def mtls_mode(self, svc: ast.Service) -> str:
-        """The service's own `mtls`, else the mesh-wide one, else the default."""
+    def mtls_mode(self, svc: ast.Service) -> str | None:
+        """The service's own `mtls`, else the mesh-wide one, else the default; None when the value
+        that applies is not a mode (E0312 says so), so that no check reasons from a guessed one."""
         if svc.mtls is not None:
-            return svc.mtls.value
-        return self.mesh_setting("mtls")
+            return known_choice(MESH["mtls"], svc.mtls.value)
+        return known_choice(MESH["mtls"], self.mesh_setting("mtls"))
 
     def policy(self, ref: ast.Ref, kind: str):
         """The body of the named policy of this kind, or None if it is missing or of another kind."""
@@ -87,6 +88,13 @@ class Context:
         if ref.scope is None:
             return (svc.name.value, names[0]) if len(names) == 1 else None
         return (svc.name.value, ref.name) if ref.name in names else None
+
+
+def known_choice(setting: Setting, value: str) -> str | None:
+    """A written value of a setting with choices (compiler/language/settings.py), or None when it
+    is not one of them: E0312 reports it, and every check that depends on the setting treats it
+    as unknown rather than as a default or a near choice."""
+    return value if value in setting.choices else None
 
 
 def _setting(settings, key):

@@ -41,6 +41,12 @@ else:
         span: Span = _span
 
 
+# The value of a number too large for any setting (above 2**64 - 1, the most JSON tools read): the
+# parser reports it (E0302, naming the number as written) and the checks skip it, so one token
+# gives one diagnostic and no message names a number that was not written.
+TOO_LARGE = 2**64
+
+
 @node
 class Ref(Node):
     """`name` or `scope.name`: a policy (`std.idempotent`) or a destination (`payments.v1`)."""

@@ -13,6 +13,7 @@ import re
 
 from compiler.core.diagnostics import Collector
 from compiler.core.source import SourceFile, Span
+from compiler.language.settings import UINT32_MAX
 from compiler.syntax import ast
 
 TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
@@ -115,9 +116,12 @@ class Builder:
     def int_(self, tok: int) -> ast.Lit[int]:
         text = self.vals[tok]
         span = Span(self.source, self.starts[tok], self.ends[tok])
-        if len(text) > 20:  # beyond any range of the language (and Python's int() digit limit)
-            self.diags.add("E0302", f"number `{text[:20]}…` is too large", span)
-            return ast.Lit(2**64, span)
+        # Beyond any range of the language (and, past 20 digits, Python's int() digit limit):
+        # reported here, once; the checks skip the value (ast.TOO_LARGE).
+        if len(text) > 20 or int(text) >= ast.TOO_LARGE:
+            self.diags.add("E0302", f"number {_written(text)} is too large", span,
+                           hint=f"no setting takes a number above {UINT32_MAX} (a port is at most 65535)")
+            return ast.Lit(ast.TOO_LARGE, span)
         return ast.Lit(int(text), span)
 
     def duration(self, tok: int) -> ast.Lit[int]:
@@ -125,7 +129,7 @@ class Builder:
         number, unit = _DURATION_RE.fullmatch(text).groups()  # type: ignore[union-attr]  # a DURATION token always matches
         if len(number) > 20:
             span = Span(self.source, self.starts[tok], self.ends[tok])
-            self.diags.add("E0306", f"duration `{text[:20]}…` is too long", span, hint="durations are at most 24h")
+            self.diags.add("E0306", f"duration {_written(text)} is too long", span, hint="durations are at most 24h")
             return ast.Lit(1, span)
         whole, _, frac = number.partition(".")
         # Exact arithmetic: 1.001s is 1001 ms (floats would make it 1000.999…).
@@ -453,6 +457,13 @@ class Builder:
         items = Items(values)
         items.start, items.end = self.starts[c[0]], self.ends[c[-1]]
         return items
+
+
+def _written(text: str) -> str:
+    """A number as written, in backticks; a very long one shortened, with its length."""
+    if len(text) <= 40:
+        return f"`{text}`"
+    return f"`{text[:20]}…` ({len(text)} digits)"
 
 
 def reducers(builder: Builder, tables) -> list:

@@ -45,6 +45,9 @@ _NUMBER_KINDS = (
     ("COND", re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]*\Z")),
 )
 _ITEM_HEAD = re.compile(r"\s*(service|routes|authorization|policy\s+[a-z_]+)\s+([A-Za-z_][A-Za-z0-9_-]*)")
+_NAMED_ITEMS = ("service", "routes", "authorization")  # the items a reference may name
+# Compiled on first use (an error path): compiling a regex at import costs every `meshc check`.
+_TYPO_HEAD = r"\s*([A-Za-z_][A-Za-z0-9_-]*)\s+([A-Za-z_][A-Za-z0-9_-]*)\s*\{"
 _TOP_LEVEL = re.compile(r"^[ \t]*(?:import|mesh|service|routes|authorization|policy)\b", re.M)
 
 # How terminals are named in messages: never a lark name such as __ANON_0 or COND.
@@ -234,17 +237,34 @@ class Parser:
             bounds.insert(0, start)
         bounds.append(end)
         items, broken = [], []
-        for a, b in pairwise(bounds):
+        pieces = list(pairwise(bounds))
+        pieces.reverse()  # a stack: a piece may be split in two, the second part parsed next
+        while pieces:
+            a, b = pieces.pop()
             try:
                 items.append(self._run(text, a, b, "item", reduce_with, builder))
+                continue
             except SyntaxErrorAt as err:
-                self._report(err, source, diags, at_item_end=b)
-                head = _ITEM_HEAD.match(text, a, b)
-                if head:  # ("service", name), or ("policy retry", name) with the policy's kind
-                    broken.append((" ".join(head.group(1).split()), head.group(2)))
+                if err.code in ("E0101", "E0102") and err.start > a:
+                    # A complete item followed by something that starts no item (`servce x {`
+                    # after a `service`): keep the item, and parse the rest as the next item, so
+                    # that it gets the expected items and the "did you mean" of a first item.
+                    try:
+                        item = self._run(text, a, err.start, "item", reduce_with, builder)
+                    except SyntaxErrorAt:
+                        pass
+                    else:
+                        items.append(item)
+                        pieces.append((err.start, b))
+                        continue
+                self._report(err, source, diags, a, b)
+            kind_name = _broken_head(text, a, b)
+            if kind_name is not None:
+                broken.append(kind_name)
         return ast.Module(source.path, tuple(items), Span(source, start, end), tuple(broken))
 
-    def _report(self, err: SyntaxErrorAt, source: SourceFile, diags: Collector, at_item_end: int) -> None:
+    def _report(self, err: SyntaxErrorAt, source: SourceFile, diags: Collector, at_item_start: int,
+                at_item_end: int) -> None:
         expected = [t for t in err.expected if t != "$END"] if err.code != "E0103" else err.expected
         words = [self._describe(t) for t in expected]
         words = list(dict.fromkeys(words))
@@ -252,6 +272,8 @@ class Parser:
         hint = None
         if err.code == "E0102":
             msg = f"unexpected character `{err.found}`"
+            if not err.found.isprintable():  # a control or invisible character: name it too
+                msg += f" (U+{ord(err.found):04X})"
             if err.found == ";":
                 hint = "settings are separated by spaces or new lines, not `;`"
             elif err.found in "=:":
@@ -267,11 +289,13 @@ class Parser:
             code = "E0103"
         else:
             found, code = err.found, "E0101"
+            if len(found) > 42:  # a very long token: its start is enough to find it
+                found = found[:21] + "…`"
         words.sort(key=lambda w: (w in ("`}`", "`]`"), w))  # closing brackets last: they read as "or stop here"
         if code == "E0103":
             where = "the next item" if found == "the end of this item" else "the end of the file"
             msg = f"this item is not complete: expected {_join(words)} before {where}"
-        elif not words and err.found == "`}`":
+        elif err.found == "`}`" and (not words or _only_comments(source.text[at_item_start:err.start])):
             msg = "unexpected `}`: no block is open here"
             hint = "remove it, or look for a `{` missing above"
         else:
@@ -291,6 +315,21 @@ class Parser:
             return _join([f"`{w}`" for w in words], "or")
         text = self.tables.terminal_text.get(term)
         return f"`{text}`" if text else term.lower()
+
+
+def _broken_head(text: str, start: int, end: int) -> tuple[str, str] | None:
+    """(kind, name) of an item that failed to parse, when its head is readable: `service NAME`,
+    `policy KIND NAME`, or a misspelt item keyword with a close match (`servce NAME {`)."""
+    head = _ITEM_HEAD.match(text, start, end)
+    if head:  # ("service", name), or ("policy retry", name) with the policy's kind
+        return " ".join(head.group(1).split()), head.group(2)
+    head = re.compile(_TYPO_HEAD).match(text, start, end)
+    if head:
+        word = head.group(1)
+        hint = did_you_mean(word, _NAMED_ITEMS)  # as the E0101 hint guesses, among the named items
+        if hint is not None:
+            return hint.split("`")[1], head.group(2)
+    return None
 
 
 def _only_comments(text: str) -> bool:

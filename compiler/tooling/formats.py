@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from compiler.core.codes import code_info
-from compiler.core.diagnostics import Diagnostic
+from compiler.core.diagnostics import Diagnostic, escape_text
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 DOCS_URI = "https://github.com/meshc/meshc/blob/main/docs/codes.md"
@@ -137,5 +137,8 @@ def _data(text: str) -> str:
 
 
 def _prop(text: str) -> str:
-    """Escape a workflow-command property value (also `:` and `,`)."""
+    """Escape a workflow-command property value (also `:` and `,`; a control character in a file
+    name as `\x1b`, as in the messages)."""
+    if not text.isprintable():
+        text = escape_text(text)
     return _data(text).replace(":", "%3A").replace(",", "%2C")

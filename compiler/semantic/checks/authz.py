@@ -42,7 +42,7 @@ def check_authorization(ctx: Context) -> None:
         for i, (origin, lr) in enumerate(lowered):
             if id(origin) in duplicate_uses:
                 continue  # reported as E0202 already
-            if lr.principals and mode != "strict":  # () is E0301's already
+            if lr.principals and mode not in ("strict", None):  # () is E0301's; None: E0312's
                 add("W0604", origin, _plaintext_message(lr, name, mode),
                     hint="set `mtls strict` on the service (or in the mesh block) once every caller has a sidecar")
             twin = next(((o, other) for o, other in lowered[:i] if other.action == lr.action and _same(other, lr)),

@@ -26,7 +26,7 @@ def check_retry_limits(ctx: Context) -> None:
             continue
         limits = resolve_block(ctx, svc.limits, "limits")
         setting = limits.get("retries") if limits is not None else None
-        if setting is not None:
+        if setting is not None and setting.values[0].value != ast.TOO_LARGE:  # (E0302 from the parser)
             span = setting.span if isinstance(svc.limits, ast.Block) else svc.limits.span
             ctx.diags.add("W0503", f"`retries {setting.values[0].value}` of service `{svc.name.value}` is ignored: "
                           "its retry budget decides", span,

@@ -74,7 +74,7 @@ class _Values:
 
     # ---- small helpers ---------------------------------------------------------------------
     def count(self, lit: ast.Lit, what: str, low: int = 1, high: int = UINT32_MAX) -> None:
-        if not low <= lit.value <= high:
+        if not low <= lit.value <= high and lit.value != ast.TOO_LARGE:  # (E0302 from the parser)
             self.add("E0302", f"{what} `{lit.value}` is out of range", lit.span,
                      hint=f"{what} is between {low} and {high}")
 
@@ -83,7 +83,7 @@ class _Values:
 
     def percent(self, lit: ast.Lit | None, what: str) -> None:
         if lit is not None and not 0 <= lit.value <= 100:
-            self.add("E0303", f"{what} `{lit.value:g}%` is outside 0% to 100%", lit.span)
+            self.add("E0303", f"{what} `{_as_written(lit, f'{lit.value:g}%')}` is outside 0% to 100%", lit.span)
 
     def duration(self, lit: ast.Lit, what: str) -> None:
         if lit.value <= 0:
@@ -249,7 +249,7 @@ class _Values:
             setting = FAULT[s.key]
             if s.key == "abort":
                 status = s.values[0]
-                if not setting.low <= status.value <= setting.high:
+                if not setting.low <= status.value <= setting.high and status.value != ast.TOO_LARGE:
                     self.add("E0302", f"abort status `{status.value}` is out of range", status.span,
                              hint=f"an injected abort has a status between {setting.low} and {setting.high}")
             else:
@@ -260,8 +260,9 @@ class _Values:
     def choice(self, setting: Setting, value: ast.Lit, hint: str | None = None) -> None:
         """A `name` value that must be one of the setting's choices (E0312)."""
         if value.value not in setting.choices:
+            guess = did_you_mean(value.value, setting.choices)
             self.add("E0312", f"`{setting.key}` is {one_of(setting.choices)}, not `{value.value}`", value.span,
-                     hint=hint or did_you_mean(value.value, setting.choices))
+                     hint=f"{guess} {hint}" if guess and hint else guess or hint)
 
     def mtls_mode(self, value: ast.Lit) -> None:
         self.choice(MESH["mtls"], value,
@@ -274,7 +275,7 @@ class _Values:
         effective.update({k: v.value for k, v in written.items() if k in effective})
         for s in block.settings:
             v = s.values[0]
-            if s.key in effective:
+            if s.key in effective and v.value != ast.TOO_LARGE:
                 clash = next((k for k, p in effective.items() if k != s.key and p == v.value), None)
                 if clash is not None and (clash not in written or ports.index(clash) < ports.index(s.key)):
                     what = "" if clash in written else " (its default)"
@@ -380,7 +381,7 @@ class _Values:
         elif total == 0:
             self.add("E0305", f"weights of the split of route `{route}` total `0`", split.span,
                      hint="give at least one subset a positive weight")
-        elif total > UINT32_MAX:
+        elif total > UINT32_MAX and all(e.weight.value != ast.TOO_LARGE for e in split.entries):
             self.add("E0302", f"weights of the split of route `{route}` total more than {UINT32_MAX}", split.span)
         if split.key_header is not None:
             self.header_name(split.key_header, "split key")
@@ -444,6 +445,13 @@ def check_values(ctx: Context) -> None:
         v.authorization(authz)
     for rule in all_rules(ctx):
         v.conditions(rule.conditions, "rule")
+
+
+def _as_written(lit: ast.Lit, made: str) -> str:
+    """A value as its source wrote it (a float such as `1e+22` or `inf` is a number nobody wrote),
+    shortened when very long; `made` for a literal without a span."""
+    text = lit.span.text() if lit.span is not None else made
+    return text if len(text) <= 40 else text[:20] + "…"
 
 
 def one_of(words) -> str:

@@ -10,21 +10,37 @@ from compiler.core.diagnostics import Collector, Diagnostic
 from compiler.tooling.lint.config import LintConfig
 
 
+class LintRun:
+    """What one `meshc lint` found, and what it looked at (for the summary line)."""
+    __slots__ = ("findings", "cached", "files", "services")
+
+    def __init__(self, findings: list[Diagnostic], cached: bool, files: int, services: int):
+        self.findings, self.cached, self.files, self.services = findings, cached, files, services
+
+
 def lint_files(paths: list[str], config: LintConfig, use_cache: bool = True) -> tuple[list[Diagnostic], bool]:
     """The findings of a program, and whether they came from the cache."""
+    run = lint_program(paths, config, use_cache)
+    return run.findings, run.cached
+
+
+def lint_program(paths: list[str], config: LintConfig, use_cache: bool = True) -> LintRun:
+    """The findings of a program, whether they came from the cache, and how many files and
+    services the program has."""
     from compiler.tooling.lint import cache
 
     entry = (cache.entry_path(config.root if config.path else os.getcwd(), paths, config.fingerprint())
              if use_cache else None)
     if entry is not None:
-        cached = cache.load(entry)
+        cached = cache.load_run(entry)
         if cached is not None:
-            return cached, True
-    diags, sources = _analyse(paths)
+            findings, files, services = cached
+            return LintRun(findings, True, files, services)
+    diags, sources, services = _analyse(paths)
     findings = [d for d in diags if config.enabled(d.code, d.file) and not _suppressed(d)]
     if entry is not None:
-        cache.store(entry, sources, findings)
-    return findings, False
+        cache.store(entry, sources, findings, services)
+    return LintRun(findings, False, sum(not p.startswith("<std>") for p in sources), services)
 
 
 def _suppressed(d: Diagnostic) -> bool:
@@ -54,4 +70,4 @@ def _analyse(paths: list[str]):
                 if not result.has_errors:
                     raise
         diags = sorted(diags + found.items, key=Diagnostic.sort_key)
-    return diags, result.sources
+    return diags, result.sources, result.declared

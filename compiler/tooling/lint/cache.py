@@ -32,8 +32,9 @@ def entry_path(cache_root: str, files: list[str], fingerprint: str) -> str:
     return os.path.join(cache_root, CACHE_DIR, "lint", f"{key}.json")
 
 
-def load(path: str) -> list[Diagnostic] | None:
-    """The cached findings, or None when there is no entry or a file changed."""
+def load_run(path: str) -> tuple[list[Diagnostic], int, int] | None:
+    """The cached findings with the number of files and services of the program, or None when
+    there is no entry or a file changed."""
     try:
         with open(path, encoding="utf-8") as fh:
             entry = json.load(fh)
@@ -43,12 +44,12 @@ def load(path: str) -> list[Diagnostic] | None:
             if _digest(data) != digest:
                 return None
             sources[name] = SourceFile(entry["display"][name], data.decode("utf-8"))
-        return [_diagnostic(d, sources) for d in entry["diagnostics"]]
+        return [_diagnostic(d, sources) for d in entry["diagnostics"]], len(entry["files"]), int(entry["services"])
     except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError, UnusableSource):
         return None
 
 
-def store(path: str, sources: dict[str, SourceFile], diags: list[Diagnostic]) -> None:
+def store(path: str, sources: dict[str, SourceFile], diags: list[Diagnostic], services: int = 0) -> None:
     """Record a run. Sources from the standard library are part of the version, not hashed."""
     files, display = {}, {}
     for shown, src in sources.items():
@@ -72,7 +73,7 @@ def store(path: str, sources: dict[str, SourceFile], diags: list[Diagnostic]) ->
                         "path": d.path, "span": span(d.span),
                         "labels": [[span(label.span), label.message] for label in d.labels
                                    if span(label.span) is not None]})
-    entry = {"files": files, "display": display, "diagnostics": records}
+    entry = {"files": files, "display": display, "diagnostics": records, "services": services}
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"

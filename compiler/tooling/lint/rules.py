@@ -154,7 +154,7 @@ def deny_bypassed_by_escaped_slashes(ctx: Context, add) -> None:
         sidecar = svc.sidecar if svc is not None else None
         setting = sidecar.get("escaped_slashes") if sidecar is not None else None
         if setting is None or setting.values[0].value != "keep":
-            continue
+            continue  # (a value that is no choice, `KEEP`, is E0312's: unknown, so no guess here)
         for rule, used in _rules_of(ctx, authz):
             path = next((c for c in rule.conditions if isinstance(c, ast.PathCond)), None)
             if rule.action != "deny" or path is None:
