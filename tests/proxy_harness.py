@@ -129,14 +129,21 @@ class Proxy:
         return self.proc.returncode
 
 
-def start_proxy(config_path: str, tmp_path, *extra: str) -> Proxy:
+def start_proxy(config_path: str, tmp_path, *extra: str, nofile: tuple[int, int] | None = None) -> Proxy:
+    """`nofile`: the (soft, hard) limit on open files the proxy process starts with."""
     ports_file = os.path.join(str(tmp_path), f"ports-{time.monotonic_ns()}.json")
     log_path = ports_file + ".log"
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+    def limit() -> None:
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "runtime_proxy", str(config_path),
                                  "--ports-file", ports_file, *extra],
-                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                preexec_fn=limit if nofile is not None else None)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if os.path.exists(ports_file):
