@@ -528,8 +528,10 @@ class Downstream(asyncio.Protocol):
             self.reject(431 if self.too_large else 501 if "invalid `Transfer-Encoding`" in str(err) else 400)
             return
         new = self.new
-        if self.parsing is None and (self.url or self.raw or not (new or self.current)):
-            # a head is still incomplete (or began: a method's first letters are in no callback)
+        if self.parsing is None and (self.url or self.raw or not (new or self.current)) and \
+                (self.partial or self.url or self.raw or data.strip(b"\r\n")):
+            # a head is still incomplete (or began: a method's first letters are in no callback;
+            # blank lines between requests begin nothing, as in Envoy's codec)
             if not self.partial:
                 self.head_at = self.rt.loop.time()   # the request-headers timeout runs from here
             self.partial += self.cur_len
