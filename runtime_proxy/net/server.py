@@ -402,6 +402,7 @@ class Runtime:
         for down in list(self.downstreams):
             ex = down.current
             if ex is None:
+                down.mark = None          # (holds no finished request, nor its buffers)
                 if down.partial and now - down.head_at > head_limit and not down.closing:
                     down.lstats.rq_header_timeout += 1
                     down.reject(408, b"request header timeout")
