@@ -601,6 +601,17 @@ def test_equivalence_header_count_and_size_limits(limit_planes):
         compare_raw(what, obs)
 
 
+def test_equivalence_default_header_count_is_100(planes):
+    """Without a `max_request_headers`, both planes take 100 header lines and refuse 101 (Envoy's
+    default, the language's): the scenarios' main policy writes no limit."""
+    for lines, expected in ((100, 200), (101, 431)):
+        data = head(lines, "/n2").replace(b"Host: lim", b"Host: rt")
+        obs = both_raw(planes, data)
+        for plane, o in obs.items():
+            assert (o.status, o.closed) == (expected, expected == 431), (plane, lines, o)
+        compare_raw(f"{lines} header lines, default limit", obs)
+
+
 def test_equivalence_request_headers_timeout(limit_planes):
     """`request_headers_timeout 1s`: a head still unfinished a second after its first byte (a
     slowloris client, or one that sent only the first letter) gets 408 and a close in both."""
