@@ -459,7 +459,7 @@ class Downstream(asyncio.Protocol):
     __slots__ = ("rt", "listener", "outbound", "lstats", "transport", "parser", "peer_ip", "current", "parsing",
                  "queue", "new", "closing", "paused", "last_active", "raw", "url",
                  "partial", "max_head", "upgraded", "eof", "too_large", "corked", "wbuf",
-                 "cur_len", "source", "xfcc", "max_count", "check_at", "head_at", "mark", "quiet_since")
+                 "cur_len", "source", "xfcc", "max_count", "head_at", "mark", "quiet_since")
 
     def __init__(self, rt: Runtime, listener: str) -> None:
         self.rt = rt
@@ -481,7 +481,6 @@ class Downstream(asyncio.Protocol):
         self.partial = 0
         self.max_head = rt.max_request_headers
         self.max_count = rt.max_header_count
-        self.check_at = min(self.max_head, 3 * self.max_count)   # fewer bytes read: within both limits
         self.head_at = 0.0        # when the unfinished head began (loop time), while `partial`
         self.mark: tuple[Exchange, int, int] | None = None   # the sweep's view of the current request
         self.quiet_since = 0.0
@@ -536,8 +535,7 @@ class Downstream(asyncio.Protocol):
             if not self.partial:
                 self.head_at = self.rt.loop.time()   # the request-headers timeout runs from here
             self.partial += self.cur_len
-            if self.partial > self.max_head or len(self.raw) > self.max_count:   # already too large
-                self.too_large = True
+            if self.partial > self.max_head:   # the head so far is already too large
                 self.reject(431)
                 return
         if new:
@@ -599,19 +597,18 @@ class Downstream(asyncio.Protocol):
         if self.parsing is None:      # (not trailers: they are not forwarded)
             if value[-1:] in _OWS:    # llhttp keeps trailing white space; Envoy's codec trims it
                 value = value.rstrip(b" \t")
-            self.raw.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        read = self.partial + self.cur_len   # every byte of this head is in these reads
-        if read > self.check_at:   # could be over a limit (a header line is 3 bytes at least): count exactly
-            if len(self.raw) > self.max_count:
+            raw = self.raw
+            raw.append((name, value))
+            if len(raw) > self.max_count:   # stops the parser here: the rest of a flood is never parsed
                 self.too_large = True
                 raise HeadersTooLarge()
-            if read > self.max_head:
-                size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.raw)
-                if size > self.max_head:
-                    self.too_large = True
-                    raise HeadersTooLarge()
+
+    def on_headers_complete(self) -> None:
+        if self.partial + self.cur_len > self.max_head:   # could be over the limit: count exactly
+            size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.raw)
+            if size > self.max_head:
+                self.too_large = True
+                raise HeadersTooLarge()
         parser = self.parser
         mb = parser.get_method()
         method = _METHODS.get(mb)
