@@ -626,14 +626,14 @@ def test_equivalence_request_headers_timeout(limit_planes):
 
 
 def test_equivalence_stream_idle_timeout_bounds_timeout_none(limit_planes):
-    """`stream_idle_timeout 2s` on a `timeout none` route: an upstream silent for 4 s is cut with
+    """`stream_idle_timeout 2s` on a `timeout none` route: an upstream silent for 6 s is cut with
     504 `stream timeout`; a request whose body stops coming gets 408; a route timeout shorter than
     the idle timeout still answers first."""
-    silent = b"GET /open HTTP/1.1\r\nHost: lim\r\nx-test-delay-ms: 4000\r\n\r\n"
-    obs = both_raw(limit_planes, silent)
+    silent = b"GET /open HTTP/1.1\r\nHost: lim\r\nx-test-delay-ms: 6000\r\n\r\n"
+    obs = both_raw(limit_planes, silent, wait=8.0)
     for plane, o in obs.items():
         assert (o.status, o.body) == (504, b"stream timeout"), (plane, o)
-        assert 1.9 <= o.elapsed <= 4.0, (plane, o.elapsed)
+        assert 1.9 <= o.elapsed <= 4.5, (plane, o.elapsed)   # (the native proxy: up to 2 s late)
     compare_raw("an upstream silent past the stream idle timeout", obs)
     unfinished = b"POST /open HTTP/1.1\r\nHost: lim\r\ncontent-length: 10\r\n\r\nab"
     obs = both_raw(limit_planes, unfinished)
