@@ -1,7 +1,8 @@
 """The native proxy's limits on its clients, with real sockets (docs/native-proxy.md, issue 18):
 the header-count limit (counted while the head is read, so a flood of header lines is refused
 before its end), and the connection cap under a low limit on open files (lowered to what the
-descriptors allow, so new clients are refused one by one and never locked out). The same limits
+descriptors allow, so the connections held keep working and a client beyond the cap is closed at
+once instead of hanging in the listen queue). The same limits
 through both planes are in tests/test_equivalence_scenarios.py, section 9."""
 
 from __future__ import annotations

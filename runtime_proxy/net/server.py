@@ -264,7 +264,8 @@ def fd_connection_cap() -> int:
     """Raise the soft limit on open files to the hard one, and return how many client connections
     each listener can hold within it (every one may need an upstream connection too, and there are
     two listeners): `max_connections` is lowered to this, so that the proxy never accepts more
-    than it has descriptors for and new clients are refused one by one rather than locked out."""
+    than it has descriptors for: the connections it holds can always open their upstream ones, and a
+    client beyond the cap is closed at once instead of waiting unanswered in the listen queue."""
     try:
         import resource
     except ImportError:       # not POSIX: no limit to raise or respect
