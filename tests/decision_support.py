@@ -42,14 +42,15 @@ def config(routes=(), rules=(), default="allow", escaped_slashes="reject", outli
                 "endpoints": [{"host": "127.0.0.1", "port": 9000 + i}], "source": LOC}
                for i, n in enumerate("abc")]
     data = {
-        "schema_version": 2, "version": "test", "service": "svc", "namespace": "ns",
+        "schema_version": 3, "version": "test", "service": "svc", "namespace": "ns",
         "identity": "spiffe://td/ns/ns/sa/svc",
         "listeners": {"inbound": address(), "outbound": address(), "admin": address()},
         "app": {"host": "127.0.0.1", "port": 8080, "discovery": "static", "cluster": "inbound|svc",
                 "limits": LIMITS, "upstream": UPSTREAM},
         "normalization": {"escaped_slashes": escaped_slashes},
-        "proxy": {"max_request_headers_bytes": 61_440, "max_request_body_bytes": 0,
-                  "idle_timeout_ms": 3_600_000, "drain_timeout_ms": 5000},
+        "proxy": {"max_request_headers": 100, "max_request_headers_bytes": 61_440, "max_request_body_bytes": 0,
+                  "idle_timeout_ms": 3_600_000, "request_headers_timeout_ms": 10_000,
+                  "stream_idle_timeout_ms": 300_000, "max_connections": 4096, "drain_timeout_ms": 5000},
         "authorization": {"default": default, "rules": list(rules)},
         "mtls": {"mode": "disable", "files": None},
         "services": [{

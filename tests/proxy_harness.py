@@ -27,8 +27,9 @@ LOC = {"file": "t.mesh", "line": 1, "column": 1}
 # What the compiler writes when a policy says nothing (compiler/language/defaults.py): Envoy's values.
 UPSTREAM = {"connect_timeout_ms": 1000, "idle_timeout_ms": 3_600_000, "max_response_headers_bytes": 61_440}
 LIMITS = {"max_connections": 1024, "max_pending_requests": 1024, "max_requests": 1024, "max_retries": 3}
-PROXY = {"max_request_headers_bytes": 61_440, "max_request_body_bytes": 0, "idle_timeout_ms": 3_600_000,
-         "drain_timeout_ms": 5000}
+PROXY = {"max_request_headers": 100, "max_request_headers_bytes": 61_440, "max_request_body_bytes": 0,
+         "idle_timeout_ms": 3_600_000, "request_headers_timeout_ms": 10_000, "stream_idle_timeout_ms": 300_000,
+         "max_connections": 4096, "drain_timeout_ms": 5000}
 
 
 def subset(name: str, ports, service: str) -> dict:
@@ -66,7 +67,7 @@ def config(services: list[dict], app_port: int = 1, version: str = "v1", authori
     up = dict(UPSTREAM, **(upstream or {}))
     services = [dict(s, upstream=dict(s["upstream"], **(upstream or {}))) for s in services]
     return {
-        "schema_version": 2, "version": version, "service": "client", "namespace": "default",
+        "schema_version": 3, "version": version, "service": "client", "namespace": "default",
         "identity": "spiffe://test.local/ns/default/sa/client",
         "listeners": {"inbound": {"host": "127.0.0.1", "port": 0}, "outbound": {"host": "127.0.0.1", "port": 0},
                       "admin": {"host": "127.0.0.1", "port": 0}},
@@ -128,14 +129,21 @@ class Proxy:
         return self.proc.returncode
 
 
-def start_proxy(config_path: str, tmp_path, *extra: str) -> Proxy:
+def start_proxy(config_path: str, tmp_path, *extra: str, nofile: tuple[int, int] | None = None) -> Proxy:
+    """`nofile`: the (soft, hard) limit on open files the proxy process starts with."""
     ports_file = os.path.join(str(tmp_path), f"ports-{time.monotonic_ns()}.json")
     log_path = ports_file + ".log"
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+    def limit() -> None:
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "runtime_proxy", str(config_path),
                                  "--ports-file", ports_file, *extra],
-                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                preexec_fn=limit if nofile is not None else None)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if os.path.exists(ports_file):

@@ -115,6 +115,9 @@ _VALUES = {
     "percent": [percent_lits], "min_concurrency": [int_lits],
     "inbound": [int_lits], "outbound": [int_lits], "admin": [int_lits], "app": [string_lits],
     "escaped_slashes": [name_lits()],
+    "max_request_headers": [int_lits], "max_request_headers_kb": [int_lits],
+    "request_headers_timeout": [duration_lits], "idle_timeout": [duration_lits],
+    "stream_idle_timeout": [duration_lits], "max_connections": [int_lits],
     "attempts": [int_lits], "per_try_timeout": [duration_lits], "allow_non_idempotent": [],
 }
 _OPTIONAL_TAIL = {  # settings whose last value may be left out
@@ -312,10 +315,14 @@ def _valid_service(draw, name: str):
         st.integers(1, 1000), st.integers(0, 10), _durations_ms, _durations_ms, _four_decimals))
     ports = draw(st.lists(st.integers(1, 65535), min_size=3, max_size=3, unique=True))
     sidecar = draw(st.none() | st.builds(
-        lambda app, slashes: ast.Block("sidecar", (
+        lambda app, slashes, count, kb, head, idle, stream, conns: ast.Block("sidecar", tuple(s for s in (
             _setting("inbound", ports[0]), _setting("outbound", ports[1]), _setting("admin", ports[2]),
-            _setting("app", app), _setting("escaped_slashes", slashes))),
-        _endpoints, st.sampled_from(["reject", "decode", "keep"])))
+            _setting("app", app), _setting("escaped_slashes", slashes),
+            count and _setting("max_request_headers", count), kb and _setting("max_request_headers_kb", kb),
+            _setting("request_headers_timeout", head), _setting("idle_timeout", idle),
+            _setting("stream_idle_timeout", stream), conns and _setting("max_connections", conns)) if s)),
+        _endpoints, st.sampled_from(["reject", "decode", "keep"]), st.integers(0, 10_000), st.integers(0, 8192),
+        _durations_ms, _durations_ms, _durations_ms, st.integers(0, 1_000_000)))
     service = ast.Service(
         name=_lit(name), port=_lit(draw(st.integers(1, 65535))),
         namespace=draw(st.none() | _lower_names.filter(lambda s: "_" not in s and not s.endswith("-")).map(_lit)),

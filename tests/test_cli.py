@@ -88,7 +88,7 @@ def test_warnings_only_compile_succeeds():
     proc = meshc("compile", WARNINGS_ONLY, "--emit", "ir")
     assert proc.returncode == 0
     assert "warning[W0502]" in proc.stderr
-    assert json.loads(proc.stdout)["schema_version"] == 2
+    assert json.loads(proc.stdout)["schema_version"] == 3
 
 
 def test_empty_directory_is_a_usage_error(tmp_path):
@@ -123,7 +123,7 @@ def test_compile_json_diagnostics_stay_off_the_ir_stream(tmp_path):
     go to stdout like `check`'s."""
     proc = meshc("compile", "--format", "json", WARNINGS_ONLY)
     assert proc.returncode == 0
-    assert json.loads(proc.stdout)["schema_version"] == 2
+    assert json.loads(proc.stdout)["schema_version"] == 3
     assert [d["code"] for d in json.loads(proc.stderr)["diagnostics"]] == ["W0502"]
     proc = meshc("compile", "--format", "json", BAD)
     assert proc.returncode == 1

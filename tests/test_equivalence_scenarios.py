@@ -17,7 +17,11 @@ and that the two planes observe the same thing:
 5. limits overflow (503 `x-envoy-overloaded`);
 6. a split without a key converging to its weights;
 7. fault aborts are not retried, a fault delay does not count against the route timeout;
-8. the mirror copy is sent once per request, not once per attempt.
+8. the mirror copy is sent once per request, not once per attempt;
+9. the sidecar's limits on its clients (tests/equivalence/scenarios/limits.mesh.in, a policy of
+   its own): header count and head size (431), the request-headers timeout (408), the stream idle
+   timeout under `timeout none` (504, and 408 while the body is still coming), the idle timeout,
+   and the connection cap (one more connection is closed at once, those open keep working).
 
 Every request carries a unique `x-test-id` (prefixed with the plane), so `x-test-fail-first`
 failures and the attempts counted at the upstreams are per request. The slow scenarios drive
@@ -46,6 +50,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import socket
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -91,11 +96,11 @@ class Obs:
 
 
 class Planes:
-    def __init__(self, tmp: Path):
-        self.backends = {name: Backend(name) for name in UPSTREAMS}
+    def __init__(self, tmp: Path, template: Path = TEMPLATE, upstreams: tuple[str, ...] = UPSTREAMS):
+        self.backends = {name: Backend(name) for name in upstreams}
         values = {name.upper(): b.port for name, b in self.backends.items()}
         values.update(DEAD=free_port(), INBOUND=free_port(), OUTBOUND=free_port(), ADMIN=free_port())
-        text = TEMPLATE.read_text()
+        text = template.read_text()
         for key, value in values.items():
             text = text.replace(f"@{key}@", str(value))
         assert "@" not in re.sub(r"#.*", "", text), "a placeholder is left"
@@ -578,3 +583,180 @@ def test_equivalence_mirror_once_per_request(planes):
             o.extra["copies"] = len(planes.records(o.extra["id"], shadow=True))
             assert o.extra["copies"] == 1, (plane, "mirror copies", o.extra)
         compare(f"mirror with {first} failures", obs, key=lambda o: (o.key(), o.extra["copies"]))
+
+
+# ---- 9. limits on clients ----------------------------------------------------------------------------
+
+LIMITS_TEMPLATE = Path(__file__).parent / "equivalence" / "scenarios" / "limits.mesh.in"
+
+
+@pytest.fixture(scope="module")
+def limit_planes(tmp_path_factory):
+    p = Planes(tmp_path_factory.mktemp("equivalence-limits"), LIMITS_TEMPLATE, ("app", "lm"))
+    yield p
+    p.close()
+
+
+@dataclass
+class Raw:
+    """What a client writing raw bytes saw: the answer's status and body (None: none), whether the
+    plane closed the connection, and when (seconds after the bytes were sent)."""
+    status: int | None
+    body: bytes
+    closed: bool
+    elapsed: float
+
+    def key(self) -> tuple:
+        """An upstream's answer (200) by its status only: its body echoes per-request ids."""
+        return (self.status, b"(upstream)" if self.status == 200 else self.body, self.closed)
+
+
+def raw_exchange(port: int, data: bytes, wait: float = 6.0) -> Raw:
+    """Send `data` on a new connection and read until the plane closes it or `wait` passes."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.settimeout(wait)
+    t0 = time.monotonic()
+    out = b""
+    closed = False
+    try:
+        if data:
+            sock.sendall(data)
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                closed = True
+                break
+            out += chunk
+            head, sep, rest = out.partition(b"\r\n\r\n")
+            m = re.search(rb"\r\ncontent-length: *(\d+)", head, re.I)
+            if sep and m and len(rest) >= int(m.group(1)) and b"connection: close" not in head.lower():
+                break     # a whole answer on a connection the plane keeps open
+    except ConnectionResetError:
+        closed = True
+    except TimeoutError:
+        pass
+    finally:
+        elapsed = time.monotonic() - t0
+        sock.close()
+    if not out.startswith(b"HTTP/1.1 "):
+        return Raw(None, b"", closed, elapsed)
+    head, _, body = out.partition(b"\r\n\r\n")
+    return Raw(int(head[9:12]), body, closed, elapsed)
+
+
+def head(n_headers: int, path: str = "/open", pad: int = 0) -> bytes:
+    """A request head of exactly `n_headers` header lines (Host first), `pad` bytes of values."""
+    lines = [b"Host: lim"] + [b"x-h%d: %s" % (i, b"v" * (pad or 1) if i == 0 else b"v") for i in range(n_headers - 1)]
+    return b"GET " + path.encode() + b" HTTP/1.1\r\n" + b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def both_raw(planes: Planes, data: bytes, wait: float = 6.0) -> dict[str, Raw]:
+    results = concurrently(lambda plane: raw_exchange(planes.ports[plane], data, wait), [(p,) for p in PLANES])
+    return dict(zip(PLANES, results))
+
+
+def compare_raw(what: str, obs: dict[str, Raw]) -> None:
+    tally.add(requests=1)
+    if obs["envoy"].key() != obs["native"].key():
+        tally.add(disagreements=1)
+        pytest.fail(f"{what}: the planes disagree\n  envoy:  {obs['envoy']}\n  native: {obs['native']}")
+
+
+def test_equivalence_header_count_and_size_limits(limit_planes):
+    """`max_request_headers 20`, `max_request_headers_kb 4`: one header line or one byte too many
+    is 431 and a close in both planes; at the limit the request goes through."""
+    too_large = b"Request Header Fields Too Large"
+    for what, data, expected in (
+            ("20 header lines", head(20), 200),
+            ("21 header lines", head(21), 431),
+            ("101 header lines", head(101), 431),
+            ("a 3 KiB head", head(3, pad=3000), 200),
+            ("a 5 KiB head", head(3, pad=5000), 431)):
+        obs = both_raw(limit_planes, data)
+        for plane, o in obs.items():
+            assert o.status == expected, (plane, what, o)
+            if expected == 431:
+                assert (o.body, o.closed) == (too_large, True), (plane, what, o)
+        compare_raw(what, obs)
+
+
+def test_equivalence_default_header_count_is_100(planes):
+    """Without a `max_request_headers`, both planes take 100 header lines and refuse 101 (Envoy's
+    default, the language's): the scenarios' main policy writes no limit."""
+    for lines, expected in ((100, 200), (101, 431)):
+        data = head(lines, "/n2").replace(b"Host: lim", b"Host: rt")
+        obs = both_raw(planes, data)
+        for plane, o in obs.items():
+            assert (o.status, o.closed) == (expected, expected == 431), (plane, lines, o)
+        compare_raw(f"{lines} header lines, default limit", obs)
+
+
+def test_equivalence_request_headers_timeout(limit_planes):
+    """`request_headers_timeout 1s`: a head still unfinished a second after its first byte (a
+    slowloris client, or one that sent only the first letter) gets 408 and a close in both."""
+    for what, data in (("a head without its end", b"GET /open HTTP/1.1\r\nHost: lim\r\nx-slow: 1\r\n"),
+                       ("one byte of a request line", b"G")):
+        obs = both_raw(limit_planes, data)
+        for plane, o in obs.items():
+            assert (o.status, o.body, o.closed) == (408, b"request header timeout", True), (plane, what, o)
+            # the native proxy checks once a second: at most two seconds late
+            assert 0.9 <= o.elapsed <= 3.5, (plane, what, o.elapsed)
+        compare_raw(what, obs)
+
+
+def test_equivalence_stream_idle_timeout_bounds_timeout_none(limit_planes):
+    """`stream_idle_timeout 2s` on a `timeout none` route: an upstream silent for 6 s is cut with
+    504 `stream timeout`; a request whose body stops coming gets 408; a route timeout shorter than
+    the idle timeout still answers first."""
+    silent = b"GET /open HTTP/1.1\r\nHost: lim\r\nx-test-delay-ms: 6000\r\n\r\n"
+    obs = both_raw(limit_planes, silent, wait=8.0)
+    for plane, o in obs.items():
+        assert (o.status, o.body) == (504, b"stream timeout"), (plane, o)
+        assert 1.9 <= o.elapsed <= 4.5, (plane, o.elapsed)   # (the native proxy: up to 2 s late)
+    compare_raw("an upstream silent past the stream idle timeout", obs)
+    unfinished = b"POST /open HTTP/1.1\r\nHost: lim\r\ncontent-length: 10\r\n\r\nab"
+    obs = both_raw(limit_planes, unfinished)
+    for plane, o in obs.items():
+        assert (o.status, o.body, o.closed) == (408, b"stream timeout", True), (plane, o)
+    compare_raw("a request body that stops coming", obs)
+    bounded = b"GET /bounded HTTP/1.1\r\nHost: lim\r\nx-test-delay-ms: 4000\r\n\r\n"
+    obs = both_raw(limit_planes, bounded)
+    for plane, o in obs.items():
+        assert (o.status, o.body) == (504, b"upstream request timeout"), (plane, o)
+        assert o.elapsed < 1.9, (plane, o.elapsed)
+    compare_raw("a route timeout shorter than the stream idle timeout", obs)
+
+
+def test_equivalence_idle_timeout(limit_planes):
+    """`idle_timeout 3s`: a connection that never sends a byte is closed, with no answer."""
+    obs = both_raw(limit_planes, b"", wait=8.0)
+    for plane, o in obs.items():
+        assert (o.status, o.closed) == (None, True), (plane, o)
+        assert 2.9 <= o.elapsed <= 5.5, (plane, o.elapsed)
+    compare_raw("a connection that sends nothing", obs)
+
+
+def test_equivalence_connection_limit(limit_planes):
+    """`max_connections 8`: with 8 connections open, a ninth is closed at once without an answer,
+    the 8 open ones keep working, and once one closes a new client is served again."""
+    for plane in PLANES:
+        port = limit_planes.ports[plane]
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
+        try:
+            time.sleep(0.3)    # every one accepted and counted
+            over = raw_exchange(port, head(2), wait=3.0)
+            assert (over.status, over.closed) == (None, True), (plane, "a ninth connection", over)
+            assert over.elapsed < 1.0, (plane, over.elapsed)
+            for sock in held[:2]:    # the open ones still work
+                sock.settimeout(3.0)
+                sock.sendall(head(2))
+                assert sock.recv(65536).startswith(b"HTTP/1.1 200 "), plane
+            held.pop().close()
+            time.sleep(0.3)    # the plane has seen the close
+            again = raw_exchange(port, head(2), wait=3.0)
+            assert again.status == 200, (plane, "a new client after one closed", again)
+        finally:
+            for sock in held:
+                sock.close()
+        time.sleep(0.3)
+        tally.add(requests=1)

@@ -87,7 +87,7 @@ def test_no_orphaned_ir_goldens(update_goldens):
 @pytest.mark.parametrize("case", CASES)
 def test_ir_is_well_formed(case):
     data = json.loads(ir_text(case))
-    assert data["schema_version"] == 2
+    assert data["schema_version"] == 3
     names = [s["name"] for s in data["services"]]
     assert names == sorted(set(names)), "services are unique and sorted by name"
     for svc in data["services"]:

@@ -145,8 +145,10 @@ def test_config_is_the_ir_slice_of_the_sidecar():
     assert data["app"] == {"host": svc.sidecar.app_host, "port": svc.sidecar.app_port, "discovery": "static",
                            "cluster": "inbound|recommendations", "upstream": ir.to_data(svc.upstream),
                            "limits": ir.to_data(svc.sidecar.app_limits)}
-    assert data["proxy"] == {"max_request_headers_bytes": 61440, "max_request_body_bytes": 0,
-                             "idle_timeout_ms": 3_600_000, "drain_timeout_ms": 5000}
+    assert data["proxy"] == {"max_request_headers": 100, "max_request_headers_bytes": 61440,
+                             "max_request_body_bytes": 0, "idle_timeout_ms": 3_600_000,
+                             "request_headers_timeout_ms": 10_000, "stream_idle_timeout_ms": 300_000,
+                             "max_connections": 4096, "drain_timeout_ms": 5000}
     assert data["normalization"] == {"escaped_slashes": svc.sidecar.escaped_slashes}
     assert data["authorization"]["default"] == "deny"
     assert [s["name"] for s in data["services"]] == [s.name for s in program.services]

@@ -70,19 +70,19 @@ def test_a_valid_file_passes_both(tmp_path):
 
 
 def test_malformed_json_has_line_and_column(tmp_path):
-    path = write(tmp_path, b'{\n  "schema_version": 2,\n  "service": oops\n}\n')
+    path = write(tmp_path, b'{\n  "schema_version": 3,\n  "service": oops\n}\n')
     message = load_error(path)
     assert message.startswith(f"{path}:3:14: invalid JSON: ")
     assert check_with_schema(path) == [message]
 
 
-@pytest.mark.parametrize("version, shown", [(1, "1"), (3, "3"), (0, "0"), ("2", '"2"'), (True, "true")])
+@pytest.mark.parametrize("version, shown", [(1, "1"), (2, "2"), (0, "0"), ("3", '"3"'), (True, "true")])
 def test_wrong_schema_version_has_its_own_message(tmp_path, version, shown):
     data = base()
     data["schema_version"] = version
     data["bogus"] = 1                      # never reported: the version comes first
     path = write(tmp_path, data)
-    expected = f"{path}: unsupported schema_version {shown}; this proxy reads 2"
+    expected = f"{path}: unsupported schema_version {shown}; this proxy reads 3"
     assert load_error(path) == expected
     assert check_with_schema(path) == [expected]
 
@@ -91,7 +91,7 @@ def test_missing_schema_version(tmp_path):
     data = base()
     del data["schema_version"]
     path = write(tmp_path, data)
-    assert load_error(path) == f"{path}: missing schema_version; this proxy reads 2"
+    assert load_error(path) == f"{path}: missing schema_version; this proxy reads 3"
 
 
 def test_not_an_object(tmp_path):

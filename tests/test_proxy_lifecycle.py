@@ -55,9 +55,9 @@ def test_check_config(tmp_path, backends):
 
 
 @pytest.mark.parametrize("content, expected", [
-    ('{"schema_version": 2, "version": ', "invalid JSON"),
+    ('{"schema_version": 3, "version": ', "invalid JSON"),
     ('{"schema_version": 7, "version": "x"}', "unsupported schema_version 7"),
-    ('{"schema_version": 2, "version": "x", "service": 3}', "$.service"),
+    ('{"schema_version": 3, "version": "x", "service": 3}', "$.service"),
 ])
 def test_a_bad_config_at_start_is_a_located_message_and_exit_1(tmp_path, content, expected):
     path = tmp_path / "cfg.json"

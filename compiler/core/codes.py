@@ -104,6 +104,12 @@ CODES: dict[str, Code] = _registry(
               "base))."),
     ("W0403", "mirror to the route's own destination", "The route mirrors to a subset it already sends the request to: "
               "that subset receives every mirrored request twice."),
+    ("W0404", "route timeout longer than the stream idle timeout", "Every request of a route passes the inbound "
+              "listener of its service's own sidecar, which ends a request on which nothing moves for its "
+              "`stream_idle_timeout` (5 min by default): 504 if the response has not started. A route timeout "
+              "longer than that is cut short whenever the service is silent that long. Raise the sidecar's "
+              "`stream_idle_timeout`, or shorten the route timeout. `timeout none` is not reported: it bounds "
+              "the whole request by nothing, and silence by the stream idle timeout."),
     # ---- resilience
     ("W0501", "retries on non-idempotent methods", "The route can match POST or PATCH requests (explicitly, or because "
               "it has no `method` condition) and retries on conditions that arise after the request reached the "

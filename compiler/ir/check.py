@@ -96,6 +96,7 @@ def check_ir(program: ir.Program, known_subsets: set[tuple[str, str]] | None = N
         sc = svc.sidecar
         if len({sc.inbound_port, sc.outbound_port, sc.admin_port}) != 3:
             problems.append(f"service {svc.name}: sidecar ports collide")
-        if sc.max_request_headers_bytes <= 0 or sc.idle_timeout_ms <= 0 or sc.max_request_body_bytes < 0:
+        if min(sc.max_request_headers, sc.max_request_headers_bytes, sc.idle_timeout_ms, sc.request_headers_timeout_ms,
+               sc.stream_idle_timeout_ms, sc.max_connections) <= 0 or sc.max_request_body_bytes < 0:
             problems.append(f"service {svc.name}: sidecar limits out of range")
     return problems

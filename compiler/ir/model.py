@@ -56,7 +56,8 @@ __all__ = [
 
 # Version of the IR document (`meshc compile --emit ir`); bumped on an incompatible change.
 # 2: structured provenance (Location), names (clusters, domains, SNI), connection settings.
-SCHEMA_VERSION = 2
+# 3: the sidecar's limits on clients (header count, request-headers, stream idle timeouts, connections).
+SCHEMA_VERSION = 3
 
 # The retry conditions `Retry.retry_on` may hold: the language's names (compiler/language/retry.py),
 # which are also Envoy's `retry_on` tokens.
@@ -269,10 +270,21 @@ class Sidecar(Node):
     escaped_slashes: str               # "reject" (400, the default), "decode" (%2F -> /, then normalise) or "keep"
     normalize_path: bool               # RFC 3986 dot-segment removal; always true
     merge_slashes: bool                # `//` -> `/`; always true
-    max_request_headers_bytes: int     # a request head larger than this is a 431 (default 61 440: Envoy's 60 KiB)
+    max_request_headers: int           # a request with more header lines than this is a 431 (default 100, Envoy's)
+    max_request_headers_bytes: int     # a request head larger than this is a 431: `max_request_headers_kb` x 1024
+                                       # (default 61 440: Envoy's 60 KiB)
     max_request_body_bytes: int        # a request body larger than this is a 413; 0 = unlimited, streamed
                                        # (the default). Read by native only (Envoy streams without a limit)
-    idle_timeout_ms: int               # a client connection idle this long is closed (default 3 600 000, Envoy's)
+    idle_timeout_ms: int               # a client connection without a request in flight this long is closed
+                                       # (`idle_timeout`, default 3 600 000, Envoy's)
+    request_headers_timeout_ms: int    # a request head not complete this long after its first byte: 408 and close
+                                       # (`request_headers_timeout`, default 10 000; Envoy's own default is none)
+    stream_idle_timeout_ms: int        # a request on which no byte moves to or from the client this long: 408
+                                       # (request unfinished), 504, or a reset once the response started
+                                       # (`stream_idle_timeout`, default 300 000, Envoy's); applies under
+                                       # `timeout none` too
+    max_connections: int               # client connections open at once on each listener; one more is closed at
+                                       # once (`max_connections`, default 4096)
     drain_timeout_ms: int              # on SIGTERM, how long in-flight requests may finish (default 5 000).
                                        # Read by native only (Envoy's drain time is its `--drain-time-s`)
 

@@ -18,9 +18,7 @@ LISTEN_HOST = "127.0.0.1"          # every listener binds the loopback interface
 CONNECT_TIMEOUT_MS = 1000          # a connection to an endpoint (TLS included) within this, or a connect failure
 UPSTREAM_IDLE_TIMEOUT_MS = 3_600_000   # a pooled upstream connection idle this long is closed (Envoy's 1 h)
 MAX_RESPONSE_HEADERS_BYTES = 60 * 1024  # a larger upstream response head is a 502 (Envoy's 60 KiB)
-MAX_REQUEST_HEADERS_BYTES = 60 * 1024   # a larger request head is a 431 (Envoy's max_request_headers_kb, 60)
 MAX_REQUEST_BODY_BYTES = 0         # 0: unlimited, the body streams (as Envoy's)
-IDLE_TIMEOUT_MS = 3_600_000        # a client connection idle this long is closed (Envoy's 1 h)
 DRAIN_TIMEOUT_MS = 5000            # native proxy, on SIGTERM: in-flight requests may take this long to finish
 MIRROR_TIMEOUT_MS = 15_000         # a mirror copy on a `timeout none` route is dropped after this (native)
 
@@ -40,9 +38,7 @@ DESCRIBED = (
     ("connect timeout, to every endpoint", "CONNECT_TIMEOUT_MS", "duration"),
     ("idle pooled connection to an endpoint, closed after", "UPSTREAM_IDLE_TIMEOUT_MS", "duration"),
     ("largest response head from an endpoint (else 502)", "MAX_RESPONSE_HEADERS_BYTES", "bytes"),
-    ("largest request head (else 431)", "MAX_REQUEST_HEADERS_BYTES", "bytes"),
     ("largest request body (else 413)", "MAX_REQUEST_BODY_BYTES", "bytes"),
-    ("idle client connection, closed after", "IDLE_TIMEOUT_MS", "duration"),
     ("drain on SIGTERM (native proxy)", "DRAIN_TIMEOUT_MS", "duration"),
     ("mirror copy on a `timeout none` route, dropped after (native proxy)", "MIRROR_TIMEOUT_MS", "duration"),
 )

@@ -98,7 +98,8 @@ RETRY_BUDGET = Block("retry_budget", "§5.6", "caps retries in flight at max(`mi
     Setting("min_concurrency", ("int",), 3, "retries always allowed in flight", low=0),
 ), when="when the block is written")
 
-SIDECAR = Block("sidecar", "§5.7", "the service's own proxy: its ports, its application, path normalisation", (
+SIDECAR = Block("sidecar", "§5.7", "the service's own proxy: its ports, its application, path normalisation, "
+                "its limits on clients", (
     Setting("inbound", ("int",), 15006, "port of the listener that receives traffic for the service",
             high=65535, label="inbound port"),
     Setting("outbound", ("int",), 15001, "port of the listener the local app sends its calls to",
@@ -108,6 +109,19 @@ SIDECAR = Block("sidecar", "§5.7", "the service's own proxy: its ports, its app
             default_text="`127.0.0.1:<port>`, the service's own port"),
     Setting("escaped_slashes", ("name",), "reject", "what `%2F` and `%5C` in a path do: `reject` (400), `decode` or "
             "`keep`", choices=ESCAPED_SLASHES),
+    Setting("max_request_headers", ("int",), 100, "a request with more header lines is answered 431 (Envoy's "
+            "default)", high=10_000, label="request header count limit"),
+    Setting("max_request_headers_kb", ("int",), 60, "a request head larger than this many KiB is answered 431 "
+            "(Envoy's default)", high=8192, label="request head size limit (KiB)"),
+    Setting("request_headers_timeout", ("duration",), 10_000, "a request head not complete this long after its "
+            "first byte is answered 408 and its connection closed", label="request headers timeout"),
+    Setting("idle_timeout", ("duration",), 3_600_000, "a client connection without a request in flight this long "
+            "is closed (Envoy's default)", label="idle timeout"),
+    Setting("stream_idle_timeout", ("duration",), 300_000, "a request on which nothing moves this long in either "
+            "direction is ended: 408 or 504, or reset once its response started; bounds `timeout none` too "
+            "(Envoy's default)", label="stream idle timeout"),
+    Setting("max_connections", ("int",), 4096, "client connections open at once on each listener; one more is "
+            "accepted and closed at once", high=1_000_000, label="connection limit"),
 ))
 
 RETRY = Block("retry", "§10", "retries after the first attempt (`retry { … }`, a `policy retry`, or `retry none`)", (

@@ -44,7 +44,8 @@ def lower_sidecar(svc: ast.Service) -> ir.Sidecar:
         host, port = _address(w["app"])
     return ir.Sidecar(defaults.LISTEN_HOST, w["inbound"], w["outbound"], w["admin"], host, port, discovery((host,)),
                       names.inbound_cluster(svc.name.value), lower_limits(None), w["escaped_slashes"], True, True,
-                      defaults.MAX_REQUEST_HEADERS_BYTES, defaults.MAX_REQUEST_BODY_BYTES, defaults.IDLE_TIMEOUT_MS,
+                      w["max_request_headers"], w["max_request_headers_kb"] * 1024, defaults.MAX_REQUEST_BODY_BYTES,
+                      w["idle_timeout"], w["request_headers_timeout"], w["stream_idle_timeout"], w["max_connections"],
                       defaults.DRAIN_TIMEOUT_MS)
 
 

@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # 2: provenance as {file, line, column}; names (app cluster, SNI) and every setting the proxy
 # applies (connection settings per destination, limits per sidecar, the mirror's timeout) in the file.
-SCHEMA_VERSION = 2
+# 3: the sidecar's limits on clients: header count, request-headers and stream idle timeouts, connections.
+SCHEMA_VERSION = 3
 
 # The retry conditions a route may name (compiler/language/retry.py has the same list, and a test
 # keeps the two equal; runtime_proxy/decide/retry.py says what each retries).
@@ -271,14 +272,19 @@ class Mtls(Model):
 
 class ProxySettings(Model):
     """The sidecar's limits on its clients (the IR's `Sidecar`)."""
+    max_request_headers: int = Field(gt=0)         # more header lines in a request head: 431
     max_request_headers_bytes: int = Field(gt=0)   # a larger request head: 431
     max_request_body_bytes: int = Field(ge=0)      # 0: unlimited (streamed); a larger body: 413
-    idle_timeout_ms: int = Field(gt=0)             # a client connection idle this long is closed
+    idle_timeout_ms: int = Field(gt=0)             # a client connection without a request this long is closed
+    request_headers_timeout_ms: int = Field(gt=0)  # a head unfinished this long after its first byte: 408, close
+    stream_idle_timeout_ms: int = Field(gt=0)      # a request with no byte to or from the client this long:
+                                                   # 408 (request unfinished), 504, or reset (response started)
+    max_connections: int = Field(gt=0)             # client connections open at once per listener; more: closed
     drain_timeout_ms: int = Field(ge=0)            # SIGTERM: how long in-flight requests may finish
 
 
 class Config(Model):
-    schema_version: Literal[2]
+    schema_version: Literal[3]
     version: str                               # content hash: /config shows it, reload logs it
     service: str                               # whose sidecar this is
     namespace: str

@@ -52,6 +52,7 @@ RESPONSE_OVERWRITTEN = frozenset({b"server", b"x-envoy-upstream-service-time", b
 RESPONSE_SKIP = frozenset(HOP_BY_HOP_BYTES | RESPONSE_OVERWRITTEN)
 
 BODY_TIMEOUT = b"upstream request timeout"
+BODY_STREAM_IDLE = b"stream timeout"      # the stream idle timeout
 BODY_RBAC = b"RBAC: access denied"
 BODY_FAULT = b"fault filter abort"
 BODY_OVERFLOW = b"upstream connect error or disconnect/reset before headers. reset reason: overflow"

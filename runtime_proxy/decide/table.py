@@ -227,9 +227,13 @@ class App(NamedTuple):
 
 
 class ProxySettings(NamedTuple):
+    max_request_headers: int
     max_request_headers_bytes: int
     max_request_body_bytes: int           # 0: unlimited
     idle_timeout_ms: int
+    request_headers_timeout_ms: int
+    stream_idle_timeout_ms: int
+    max_connections: int                  # per listener
     drain_timeout_ms: int
 
 

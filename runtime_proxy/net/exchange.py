@@ -26,7 +26,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from runtime_proxy.decide.headers import shadow_host
-from runtime_proxy.decide.http import BODY_OVERFLOW, BODY_TIMEOUT, reset_body
+from runtime_proxy.decide.http import BODY_OVERFLOW, BODY_STREAM_IDLE, BODY_TIMEOUT, reset_body
 from runtime_proxy.decide.request import decide_request
 from runtime_proxy.decide.response import local_reply_changes, response_lines
 from runtime_proxy.decide.retry import CONNECT_FAILURE, PER_TRY_TIMEOUT, Outcome
@@ -615,6 +615,21 @@ class Exchange:
             self.finish(aborted=True)
             return
         self.local(504, BODY_TIMEOUT)
+
+    def on_stream_idle(self) -> None:
+        """Nothing moved to or from the client for the stream idle timeout (the sweep's call):
+        Envoy's answer, 408 while the request is still coming, else 504, or a reset once the
+        response started. It bounds `timeout none` as every other route timeout."""
+        if self.done:
+            return
+        self.down.lstats.rq_idle_timeout += 1
+        self.abandon_attempt()
+        self.flags = "SI"
+        if self.resp_started:
+            self.down.abort()
+            self.finish(aborted=True)
+            return
+        self.local(504 if self.body_done else 408, BODY_STREAM_IDLE)
 
     def abandon_attempt(self) -> None:
         """Let go of the current attempt, whatever its state (no callbacks will follow)."""

@@ -50,6 +50,9 @@ LISTENER_COUNTERS = (
     ("rq_5xx", "downstream_rq_5xx"),
     ("rq_rx_reset", "downstream_rq_rx_reset"),
     ("bad_request", "downstream_rq_bad_request"),      # ours: 400/431/413 before routing
+    ("rq_header_timeout", "downstream_rq_header_timeout"),   # a head unfinished past the timeout: 408
+    ("rq_idle_timeout", "downstream_rq_idle_timeout"),       # the stream idle timeout fired
+    ("cx_overflow", "downstream_cx_overflow"),         # closed at once: the listener was at max_connections
     ("rbac_allowed", "rbac.allowed"),
     ("rbac_denied", "rbac.denied"),
     ("aborts_injected", "fault.aborts_injected"),
@@ -114,6 +117,9 @@ class ListenerStats:
     rq_5xx: int
     rq_rx_reset: int
     bad_request: int
+    rq_header_timeout: int
+    rq_idle_timeout: int
+    cx_overflow: int
     rbac_allowed: int
     rbac_denied: int
     aborts_injected: int

@@ -256,12 +256,40 @@ class AccessLog:
 
 # ---- the run-time state ---------------------------------------------------------------------------
 
+FD_RESERVE = 64       # descriptors kept for the listeners, the admin, config files, logs, DNS
+FD_PER_CONNECTION = 4   # a client connection and its upstream one, on each of the two listeners
+
+
+def fd_connection_cap() -> int:
+    """Raise the soft limit on open files to the hard one, and return how many client connections
+    each listener can hold within it (every one may need an upstream connection too, and there are
+    two listeners): `max_connections` is lowered to this, so that the proxy never accepts more
+    than it has descriptors for: the connections it holds can always open their upstream ones, and a
+    client beyond the cap is closed at once instead of waiting unanswered in the listen queue."""
+    try:
+        import resource
+    except ImportError:       # not POSIX: no limit to raise or respect
+        return 2**31 - 1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return 2**31 - 1
+    return max(1, (soft - FD_RESERVE) // FD_PER_CONNECTION)
+
+
 class Runtime:
     def __init__(self, loop: asyncio.AbstractEventLoop, table: Table, config_data: dict[str, Any],
                  access_log: str | None = None, identity_header: str | None = None) -> None:
         self.loop = loop
         self.wheel = TimerWheel(loop)
         self.metrics = Metrics()
+        self.fd_cap = fd_connection_cap()
         self.clusters: dict[str, ClusterState] = {}
         self.app_cluster: ClusterState = None  # type: ignore[assignment]  # apply() below sets it
         self.access_log = AccessLog(access_log) if access_log else None
@@ -284,8 +312,16 @@ class Runtime:
         self.identity_header = self.identity_header_option if table.mtls_mode == "disable" else None
         proxy = table.proxy
         self.max_request_headers = proxy.max_request_headers_bytes
+        self.max_header_count = proxy.max_request_headers
         self.max_request_body = proxy.max_request_body_bytes
         self.idle_timeout = proxy.idle_timeout_ms / 1000.0
+        self.request_headers_timeout = proxy.request_headers_timeout_ms / 1000.0
+        self.stream_idle_timeout = proxy.stream_idle_timeout_ms / 1000.0
+        # per listener; never more than the file descriptors allow (see fd_connection_cap)
+        self.max_connections = min(proxy.max_connections, self.fd_cap)
+        if self.max_connections < proxy.max_connections:
+            log.warning("max_connections %d per listener lowered to %d: the limit on open files allows no more",
+                        proxy.max_connections, self.max_connections)
         self.drain_timeout = proxy.drain_timeout_ms / 1000.0
         old = self.clusters
         new: dict[str, ClusterState] = {}
@@ -357,12 +393,30 @@ class Runtime:
         return sum(ls.rq_active for ls in self.metrics.listeners.values())
 
     def sweep(self) -> None:
-        """Once a second: close idle client and upstream connections past their idle timeouts."""
+        """Once a second: close idle client and upstream connections past their idle timeouts,
+        answer heads unfinished past the request-headers timeout (408) and end requests on which
+        nothing moved for the stream idle timeout (so each fires up to two seconds late)."""
         now = self.loop.time()
         limit = self.idle_timeout
+        head_limit = self.request_headers_timeout
+        stream_limit = self.stream_idle_timeout
         for down in list(self.downstreams):
-            if down.current is None and now - down.last_active > limit:
-                down.close()
+            ex = down.current
+            if ex is None:
+                down.mark = None          # (holds no finished request, nor its buffers)
+                if down.partial and now - down.head_at > head_limit and not down.closing:
+                    down.lstats.rq_header_timeout += 1
+                    down.reject(408, b"request header timeout")
+                elif now - down.last_active > limit:
+                    down.close()
+            else:
+                # what moved since the last sweep: the request's body in, the response out
+                mark = (ex, ex.body_size, ex.bytes_out)
+                if mark != down.mark:
+                    down.mark = mark
+                    down.quiet_since = now
+                elif now - down.quiet_since > stream_limit:
+                    ex.on_stream_idle()
         for cluster in list(self.clusters.values()) + [self.app_cluster]:
             for pool in cluster.plist:
                 if pool.idle:
@@ -406,7 +460,7 @@ class Downstream(asyncio.Protocol):
     __slots__ = ("rt", "listener", "outbound", "lstats", "transport", "parser", "peer_ip", "current", "parsing",
                  "queue", "new", "closing", "paused", "last_active", "raw", "url",
                  "partial", "max_head", "upgraded", "eof", "too_large", "corked", "wbuf",
-                 "cur_len", "source", "xfcc")
+                 "cur_len", "source", "xfcc", "max_count", "head_at", "mark", "quiet_since")
 
     def __init__(self, rt: Runtime, listener: str) -> None:
         self.rt = rt
@@ -427,6 +481,10 @@ class Downstream(asyncio.Protocol):
         self.url = b""
         self.partial = 0
         self.max_head = rt.max_request_headers
+        self.max_count = rt.max_header_count
+        self.head_at = 0.0        # when the unfinished head began (loop time), while `partial`
+        self.mark: tuple[Exchange, int, int] | None = None   # the sweep's view of the current request
+        self.quiet_since = 0.0
         self.upgraded = False
         self.eof = False
         self.too_large = False
@@ -449,7 +507,10 @@ class Downstream(asyncio.Protocol):
         lstats = self.lstats
         lstats.cx_total += 1
         lstats.cx_active += 1
-        if self.rt.draining:
+        if lstats.cx_active > self.rt.max_connections:   # Envoy's listener limit: accepted, closed at once
+            lstats.cx_overflow += 1
+            self.abort()
+        elif self.rt.draining:
             self.close()
 
     def data_received(self, data: bytes) -> None:
@@ -467,12 +528,17 @@ class Downstream(asyncio.Protocol):
             # a transfer coding other than chunked: Envoy's 501 (its codec error, as every other)
             self.reject(431 if self.too_large else 501 if "invalid `Transfer-Encoding`" in str(err) else 400)
             return
-        if self.parsing is None and (self.url or self.raw):   # a head is still incomplete
+        new = self.new
+        if self.parsing is None and (self.url or self.raw or not (new or self.current)) and \
+                (self.partial or self.url or self.raw or data.strip(b"\r\n")):
+            # a head is still incomplete (or began: a method's first letters are in no callback;
+            # blank lines between requests begin nothing, as in Envoy's codec)
+            if not self.partial:
+                self.head_at = self.rt.loop.time()   # the request-headers timeout runs from here
             self.partial += self.cur_len
             if self.partial > self.max_head:   # the head so far is already too large
                 self.reject(431)
                 return
-        new = self.new
         if new:
             self.new = []
             for ex in new:
@@ -532,7 +598,11 @@ class Downstream(asyncio.Protocol):
         if self.parsing is None:      # (not trailers: they are not forwarded)
             if value[-1:] in _OWS:    # llhttp keeps trailing white space; Envoy's codec trims it
                 value = value.rstrip(b" \t")
-            self.raw.append((name, value))
+            raw = self.raw
+            raw.append((name, value))
+            if len(raw) > self.max_count:   # stops the parser here: the rest of a flood is never parsed
+                self.too_large = True
+                raise HeadersTooLarge()
 
     def on_headers_complete(self) -> None:
         if self.partial + self.cur_len > self.max_head:   # could be over the limit: count exactly
@@ -650,9 +720,10 @@ class Downstream(asyncio.Protocol):
             self.current = nxt
             nxt.start()
 
-    def reject(self, status: int) -> None:
-        """A request the parser refused: 400 (or 431), then close. Nothing of it went upstream as a
-        complete request; a request already streaming upstream is cut off."""
+    def reject(self, status: int, body: bytes = b"") -> None:
+        """A request the parser refused: 400 (or 431, or the request-headers timeout's 408), then
+        close. Nothing of it went upstream as a complete request; a request already streaming
+        upstream is cut off. The body is the reason phrase unless given."""
         self.lstats.bad_request += 1
         self.lstats.count_status(status)
         current = self.current
@@ -672,7 +743,7 @@ class Downstream(asyncio.Protocol):
             self.current = None
             current.cancel()
         if can_reply:   # Envoy's codec errors answer with the reason phrase as the body
-            self.transport.write(local_reply(status, status_line(status)[13:-2], close=True))
+            self.transport.write(local_reply(status, body or status_line(status)[13:-2], close=True))
         self.closing = False
         self.close(linger=True)     # the client may be sending still
 

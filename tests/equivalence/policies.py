@@ -303,10 +303,18 @@ def policies(draw) -> GenPolicy:
     mesh_wide = draw(st.booleans())        # the mode from the mesh block, or the service's own
     lines.append(f'mesh {{\n  trust_domain "{TRUST_DOMAIN}"\n' + (f"  mtls {mtls}\n" if mesh_wide else "") + "}\n")
     own_mode = "" if mesh_wide else f"  mtls {mtls}\n"
+    # the sidecar's limits on its clients, generous enough that no generated request meets them
+    # (the scenarios reach each one: tests/test_equivalence_scenarios.py, section 9)
+    limits = draw(st.none() | st.tuples(st.integers(64, 200), st.integers(16, 96), st.sampled_from(("5s", "30s")),
+                                        st.sampled_from(("1m", "1h")), st.sampled_from(("1m", "10m")),
+                                        st.integers(64, 4096)))
+    limit_text = "" if limits is None else (
+        "  max_request_headers {}  max_request_headers_kb {}  request_headers_timeout {}  idle_timeout {}"
+        "  stream_idle_timeout {}  max_connections {}".format(*limits))
     lines.append(
         f'service client {{\n  port 8000\n  namespace "{CLIENT_NAMESPACE}"\n{own_mode}  endpoints ["127.0.0.1:@APP@"]\n'
         f'  sidecar {{ inbound @INBOUND@  outbound @OUTBOUND@  admin @ADMIN@  app "127.0.0.1:@APP@"'
-        f"  escaped_slashes {escaped} }}\n}}\n")
+        f"  escaped_slashes {escaped}{limit_text} }}\n}}\n")
     for svc in services:
         names = list(SUBSETS[:draw(st.integers(1, 3))])
         subsets[svc] = names

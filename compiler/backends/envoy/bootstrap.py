@@ -17,16 +17,11 @@ from compiler import ir
 from compiler.backends.envoy import names
 from compiler.backends.envoy.values import socket_address
 
-# Process-wide settings every bootstrap carries.
-RUNTIME = {
-    "layers": [{
-        "name": "meshc",
-        "static_layer": {
-            # Envoy rejects RE2 programs larger than 100 by default; the language accepts every
-            # regex that RE2 compiles (E0304), so the limit is lifted to RE2's own bound.
-            "re2.max_program_size.error_level": 2**31 - 1,
-        },
-    }],
+# Process-wide runtime settings every bootstrap carries.
+RUNTIME: dict[str, int] = {
+    # Envoy rejects RE2 programs larger than 100 by default; the language accepts every
+    # regex that RE2 compiles (E0304), so the limit is lifted to RE2's own bound.
+    "re2.max_program_size.error_level": 2**31 - 1,
 }
 
 
@@ -57,10 +52,21 @@ def discovery_response_reference(type_url: str, resources: list[dict], dumps) ->
     return dumps({"resources": typed, "version_info": version_info(body)})
 
 
+def runtime(sidecar: ir.Sidecar) -> dict:
+    """The runtime layer: RUNTIME, and the sidecar's connection cap on each listener
+    (`max_connections`): Envoy's per-listener limit is a runtime key,
+    `envoy.resource_limits.listener.NAME.connection_limit`; a connection above it is accepted and
+    closed at once (`downstream_cx_overflow`)."""
+    layer = dict(RUNTIME)
+    for listener in (names.INBOUND_LISTENER, names.OUTBOUND_LISTENER):
+        layer[f"envoy.resource_limits.listener.{listener}.connection_limit"] = sidecar.max_connections
+    return {"layers": [{"name": "meshc", "static_layer": layer}]}
+
+
 def _base(svc: ir.Service) -> dict:
     return {
         "admin": {"address": socket_address(svc.sidecar.listen_host, svc.sidecar.admin_port)},
-        "layered_runtime": RUNTIME,
+        "layered_runtime": runtime(svc.sidecar),
         "node": {"cluster": svc.name, "id": svc.name},
     }
 

@@ -11,3 +11,7 @@ THRESHOLDS = (1024, 1024, 1024, 3)
 IDLE_TIMEOUT_MS = 3_600_000
 # HttpConnectionManager.max_request_headers_kb, and the upstream codec's limit on response heads
 MAX_HEADERS_BYTES = 60 * 1024
+# HttpProtocolOptions.common_http_protocol_options.max_headers_count (a request with more: 431)
+MAX_HEADERS_COUNT = 100
+# HttpConnectionManager.stream_idle_timeout: 5 min
+STREAM_IDLE_TIMEOUT_MS = 300_000

@@ -59,14 +59,22 @@ def connection_manager(stat_prefix: str, sidecar: ir.Sidecar, filters: list[dict
         "normalize_path": sidecar.normalize_path,
         "path_with_escaped_slashes_action": ESCAPED_SLASHES[sidecar.escaped_slashes],
         "stat_prefix": stat_prefix,
-        # The route timeout is the only time limit the language puts on a request; Envoy's
-        # default 5-minute stream idle timeout would cut `timeout none` (and long timeouts) short.
-        "stream_idle_timeout": "0s",
+        # Envoy's own default is none: the language's is `request_headers_timeout` (10 s).
+        "request_headers_timeout": duration(sidecar.request_headers_timeout_ms),
     }
+    # The stream idle timeout bounds silence on a request whatever its route timeout (`timeout
+    # none` too): Envoy's default is the language's (5 min), written only when it differs.
+    if sidecar.stream_idle_timeout_ms != defaults.STREAM_IDLE_TIMEOUT_MS:
+        hcm["stream_idle_timeout"] = duration(sidecar.stream_idle_timeout_ms)
     if sidecar.max_request_headers_bytes != defaults.MAX_HEADERS_BYTES:
         hcm["max_request_headers_kb"] = kib(sidecar.max_request_headers_bytes)
+    common: dict[str, str | int] = {}
     if sidecar.idle_timeout_ms != defaults.IDLE_TIMEOUT_MS:
-        hcm["common_http_protocol_options"] = {"idle_timeout": duration(sidecar.idle_timeout_ms)}
+        common["idle_timeout"] = duration(sidecar.idle_timeout_ms)
+    if sidecar.max_request_headers != defaults.MAX_HEADERS_COUNT:
+        common["max_headers_count"] = sidecar.max_request_headers
+    if common:
+        hcm["common_http_protocol_options"] = common
     hcm.update(routes)
     return hcm
 

@@ -32,7 +32,7 @@ import posixpath
 from compiler import ir
 from compiler.backends.base import CA_FILE, CERT_FILE, KEY_FILE, Emitted, Options, identity_dir, needs_identity
 
-SCHEMA_VERSION = 2          # runtime_proxy.config.model.SCHEMA_VERSION (not imported: see above)
+SCHEMA_VERSION = 3          # runtime_proxy.config.model.SCHEMA_VERSION (not imported: see above)
 VERSION_LENGTH = 16         # hex digits of the content hash in `version`
 
 
@@ -70,9 +70,13 @@ def sidecar_config(svc: ir.Service, destinations: list[dict], mtls: dict) -> dic
         "app": {"host": side.app_host, "port": side.app_port, "discovery": side.app_discovery,
                 "cluster": side.app_cluster, "limits": side.app_limits, "upstream": svc.upstream},
         "normalization": {"escaped_slashes": side.escaped_slashes},
-        "proxy": {"max_request_headers_bytes": side.max_request_headers_bytes,
+        "proxy": {"max_request_headers": side.max_request_headers,
+                  "max_request_headers_bytes": side.max_request_headers_bytes,
                   "max_request_body_bytes": side.max_request_body_bytes,
-                  "idle_timeout_ms": side.idle_timeout_ms, "drain_timeout_ms": side.drain_timeout_ms},
+                  "idle_timeout_ms": side.idle_timeout_ms,
+                  "request_headers_timeout_ms": side.request_headers_timeout_ms,
+                  "stream_idle_timeout_ms": side.stream_idle_timeout_ms,
+                  "max_connections": side.max_connections, "drain_timeout_ms": side.drain_timeout_ms},
         "authorization": svc.authorization,
         "mtls": mtls,
         "services": destinations,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from compiler.core.diagnostics import Label
+from compiler.language.settings import SIDECAR
 from compiler.semantic.conditions import route_matches
 from compiler.semantic.matching import CoverIndex, example_request
 from compiler.semantic.symbols import Context, route_retry_block, subset_names
@@ -71,8 +72,35 @@ def check_unreachable(ctx: Context, block: ast.Routes) -> None:
         index.add(route, matches)
 
 
+def stream_idle_timeout(svc: ast.Service | None) -> tuple[int, ast.Setting | None]:
+    """The stream idle timeout of a service's own sidecar (ms), and the setting that wrote it."""
+    if svc is not None and svc.sidecar is not None:
+        for s in svc.sidecar.settings:
+            if s.key == "stream_idle_timeout":
+                return s.values[0].value, s
+    return SIDECAR.default("stream_idle_timeout"), None
+
+
+def check_stream_idle(ctx: Context, route: ast.Route, stream_idle: tuple[int, ast.Setting | None]) -> None:
+    """W0404: a route timeout longer than the stream idle timeout of its service's own sidecar,
+    whose inbound listener every request of the route passes: a silent response is ended there
+    first. (`timeout none` is not reported: it means no bound on the whole request, and the stream
+    idle timeout bounding silence is its documented meaning.)"""
+    if route.timeout is None or route.timeout.value is None:
+        return
+    idle, setting = stream_idle
+    if route.timeout.value > idle > 0:
+        written = "" if setting is not None else " (the default)"
+        ctx.diags.add("W0404", f"route timeout `{route.timeout.value} ms` is longer than the stream idle timeout "
+                      f"`{idle} ms`{written} of the service's sidecar", route.timeout.span,
+                      labels=(Label(setting.span, "stream idle timeout"),) if setting is not None else (),
+                      hint="a response that sends nothing for that long is ended with 504 before the route timeout: "
+                           "raise `stream_idle_timeout` in the service's `sidecar` block")
+
+
 def check_routes(ctx: Context) -> None:
     for name, block in ctx.routes.items():
+        stream_idle = stream_idle_timeout(ctx.services.get(name))
         seen: dict[str, ast.Route] = {}
         for route in block.routes:
             first = seen.get(route.name.value)
@@ -81,6 +109,7 @@ def check_routes(ctx: Context) -> None:
                               route.name.span, labels=(Label(first.name.span, "first declared here"),))
             seen.setdefault(route.name.value, route)
             check_timeouts(ctx, route)
+            check_stream_idle(ctx, route, stream_idle)
             check_mirror(ctx, route)
         check_unreachable(ctx, block)
         if not block.routes:

@@ -17,6 +17,8 @@ syntax keyword meshKeyword      interval ejection max_ejected percent min_concur
 syntax keyword meshKeyword      admin app escaped_slashes match path header query method to split by timeout
 syntax keyword meshKeyword      retry attempts on per_try_timeout backoff max allow_non_idempotent fault abort
 syntax keyword meshKeyword      delay mirror request_headers response_headers set add remove default use
+syntax keyword meshKeyword      max_request_headers max_request_headers_kb request_headers_timeout idle_timeout
+syntax keyword meshKeyword      stream_idle_timeout max_connections
 " `from service NAME` is a condition, not a declaration: the kind after `from` is tried first
 syntax keyword meshKeyword      from nextgroup=meshFromKind skipwhite
 syntax keyword meshFromKind     contained identity namespace service same_namespace
