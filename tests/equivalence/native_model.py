@@ -54,9 +54,11 @@ def peer_certificate(caller: str) -> dict:
 class _Head:
     """What server.Downstream's httptools callbacks need to collect a request head; the
     callbacks themselves are Downstream's own (`on_url`, `on_header`)."""
-    __slots__ = ("url", "raw", "parsing", "done")
+    __slots__ = ("url", "raw", "parsing", "done", "max_count", "too_large")
 
-    def __init__(self):
+    def __init__(self, max_count: int):
+        self.max_count = max_count    # on_header stops the parser past it (431 in the proxy)
+        self.too_large = False
         self.url = b""
         self.raw = []
         self.parsing = None
@@ -69,7 +71,7 @@ class _Head:
         self.done = True
 
 
-def parse_head(request):
+def parse_head(request, max_count: int):
     """(method, target, raw header pairs, hdict) as server.Downstream builds them, or a
     Decision when the parser refuses the head (server.Downstream.reject: 400 with the reason
     phrase). The wire form is the one the live layer sends (tests/equivalence/dataplanes.py
@@ -81,11 +83,13 @@ def parse_head(request):
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     except UnicodeEncodeError:
         return bad
-    head = _Head()
+    head = _Head(max_count)
     parser = httptools.HttpRequestParser(head)
     try:
         parser.feed_data(data)
     except httptools.HttpParserError:
+        if head.too_large:   # more header lines than the sidecar's max_request_headers
+            return Decision(request.kind, status=431, body="Request Header Fields Too Large")
         return bad
     if not head.done:
         return bad
@@ -146,7 +150,7 @@ class NativeModel:
                 der = self.certs.get(request.caller) or model_der(request.caller)
                 source = peer_identity(cert)
                 xfcc = xfcc_line(self.table.identity, der, cert)
-        parsed = parse_head(request)
+        parsed = parse_head(request, self.table.proxy.max_request_headers)
         if isinstance(parsed, Decision):
             return parsed
         method, target, raw, hdict = parsed
