@@ -53,6 +53,13 @@ RawHeaders = list[tuple[bytes, bytes]]
 UP_SKIP = frozenset(HOP_BY_HOP_BYTES | {n.encode() for n in STRIPPED_REQUEST}
                     | {b"content-length", b"x-forwarded-client-cert"})   # XFCC: Envoy's SANITIZE
 _ABSOLUTE = re.compile(r"[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*)(.*)", re.S).fullmatch
+# an absolute-form target's authority as Envoy's URL parser takes it: [userinfo@]host[:port]
+_AUTHORITY = re.compile(r"(?:[^@]*@)?(?:\[[0-9A-Fa-f:.]*\]|[^:@\[\]]*)(?::[0-9]+)?").fullmatch
+# a byte a Host value may not have (Envoy checks the authority with nghttp2_check_authority:
+# letters, digits, `-._~`, sub-delims, `%`, `:`, `@`, `[`, `]`; empty is allowed)
+_HOST_BAD = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=%:@\[\]]").search
+# Host values seen valid (bounded: hosts are few; random ones only fill it up to the cap)
+_HOSTS_OK: set[str] = set()
 # Methods whose requests Envoy's HTTP/1 codec sends without a body (HeaderUtility::requestShouldHaveNoBody).
 BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "TRACE", "CONNECT"})
 XFCC = "x-forwarded-client-cert"
@@ -188,23 +195,45 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
         return local(d, head.reject, b"" if head.reject == 403 else reason_phrase(head.reject).encode(), close=True)
     target, raw, headers = head.target, head.raw, head.headers
     method = head.method
+    hosts = headers.get("host")
+    if hosts is not None and len(hosts) > 1:
+        # RFC 9112 3.2: more than one Host line is a 400 (stricter than Envoy, which joins them:
+        # docs/semantics.md, "Known limits")
+        return local(d, 400, b"Bad Request", close=True)
+    pathless = False
     if target[:1] != "/" and method != "CONNECT":
         absolute = _ABSOLUTE(target)
         if absolute is not None:   # absolute-form: Envoy takes the path and the authority from it
             authority, rest = absolute.group(1), absolute.group(2)
-            target = rest if rest[:1] == "/" else "/" + rest
+            if _AUTHORITY(authority) is None:   # Envoy's URL parser refuses it (`h:1:2`, `h:x`)
+                return local(d, 400, b"Bad Request", close=True)
+            if rest[:1] == "/":
+                target = rest
+            elif not rest:
+                target = "/"
+            else:                  # `http://h?q`: Envoy's path is `?q`, which no route matches
+                pathless = True
             raw = [(n, v) for n, v in raw if n.lower() != b"host"] + [(b"host", authority.encode("latin-1"))]
             headers = dict(headers)
-            headers["host"] = [authority]
-    hosts = headers.get("host")
+            hosts = headers["host"] = [authority]
+        elif target == "*" and method == "OPTIONS":   # asterisk-form: no route matches `*` (Envoy: 404)
+            pathless = True
     if hosts is None:
         return local(d, 400, close=True)
-    d.host = hosts[0] if len(hosts) == 1 else ",".join(hosts)   # several: Envoy joins them
+    host = hosts[0]
+    if host not in _HOSTS_OK:    # Envoy's codec: only the characters of an authority (nghttp2's check)
+        if _HOST_BAD(host) is not None:
+            return local(d, 400, b"Bad Request", close=True)
+        if len(_HOSTS_OK) < 4096:
+            _HOSTS_OK.add(host)
+    d.host = host
     if "expect" in headers and headers["expect"][0].lower() == "100-continue":
         d.expect_continue = True
     max_body = table.proxy.max_request_body_bytes
     if max_body and head.content_length is not None and head.content_length > max_body:
         return local(d, 413, b"Payload Too Large", close=True)
+    if pathless:
+        return _pathless(table, head, d, method, target, headers)
     if method == "CONNECT" or target[:1] != "/":
         # Envoy's codec refuses a target that is not origin-form (and CONNECT with one) with "Bad
         # Request"; a CONNECT to an authority matches no route (no connect_matcher): 404
@@ -262,6 +291,24 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
         d.mirror = True
     _upstream_head(d, head, draws, method, target, raw, headers, route, None)
     return d
+
+
+def _pathless(table: Table, head: RequestHead, d: Decision, method: str, target: str,
+              headers: HeaderMap) -> Decision:
+    """`OPTIONS *`, or an absolute-form target with a query and no path (`http://h?q`): Envoy's
+    path is `*` or `?q`, which no route matches (404), after authorization on inbound (its RBAC
+    sees the path `*`, or the empty path before the query)."""
+    if head.inbound:
+        d.service = table.service
+        allowed, d.rule = authz_mod.decide(table.authorization, head.peer, method, "*" if target == "*" else "",
+                                           headers)
+        if not allowed:
+            return local(d, 403, BODY_RBAC, counter=RBAC_DENIED, flags="RBAC")
+    else:
+        svc = table.service_for_host(d.host)
+        if svc is not None:
+            d.service = svc.name
+    return local(d, 404, counter=NO_ROUTE, flags="NR")
 
 
 def _inbound(table: Table, head: RequestHead, draws: RequestDraws, d: Decision, method: str, path: str, target: str,
