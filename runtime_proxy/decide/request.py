@@ -211,12 +211,12 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
                 target = rest
             elif not rest:
                 target = "/"
-            else:                  # `http://h?q`: Envoy's path is `?q`, which no route matches
+            else:                  # `http://h?q`: Envoy's path is `?q`
                 pathless = True
             raw = [(n, v) for n, v in raw if n.lower() != b"host"] + [(b"host", authority.encode("latin-1"))]
             headers = dict(headers)
             hosts = headers["host"] = [authority]
-        elif target == "*" and method == "OPTIONS":   # asterisk-form: no route matches `*` (Envoy: 404)
+        elif target == "*" and method == "OPTIONS":   # asterisk-form (any other method: 400 below)
             pathless = True
     if hosts is None:
         return local(d, 400, close=True)
@@ -227,13 +227,13 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
         if len(_HOSTS_OK) < 4096:
             _HOSTS_OK.add(host)
     d.host = host
+    if pathless:   # Envoy's connection manager, before any filter or route: 404 for a path not starting with `/`
+        return local(d, 404, counter=None)
     if "expect" in headers and headers["expect"][0].lower() == "100-continue":
         d.expect_continue = True
     max_body = table.proxy.max_request_body_bytes
     if max_body and head.content_length is not None and head.content_length > max_body:
         return local(d, 413, b"Payload Too Large", close=True)
-    if pathless:
-        return _pathless(table, head, d, method, target, headers)
     if method == "CONNECT" or target[:1] != "/":
         # Envoy's codec refuses a target that is not origin-form (and CONNECT with one) with "Bad
         # Request"; a CONNECT to an authority matches no route (no connect_matcher): 404
@@ -291,24 +291,6 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
         d.mirror = True
     _upstream_head(d, head, draws, method, target, raw, headers, route, None)
     return d
-
-
-def _pathless(table: Table, head: RequestHead, d: Decision, method: str, target: str,
-              headers: HeaderMap) -> Decision:
-    """`OPTIONS *`, or an absolute-form target with a query and no path (`http://h?q`): Envoy's
-    path is `*` or `?q`, which no route matches (404), after authorization on inbound (its RBAC
-    sees the path `*`, or the empty path before the query)."""
-    if head.inbound:
-        d.service = table.service
-        allowed, d.rule = authz_mod.decide(table.authorization, head.peer, method, "*" if target == "*" else "",
-                                           headers)
-        if not allowed:
-            return local(d, 403, BODY_RBAC, counter=RBAC_DENIED, flags="RBAC")
-    else:
-        svc = table.service_for_host(d.host)
-        if svc is not None:
-            d.service = svc.name
-    return local(d, 404, counter=NO_ROUTE, flags="NR")
 
 
 def _inbound(table: Table, head: RequestHead, draws: RequestDraws, d: Decision, method: str, path: str, target: str,
