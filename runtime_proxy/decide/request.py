@@ -196,39 +196,25 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
     target, raw, headers = head.target, head.raw, head.headers
     method = head.method
     hosts = headers.get("host")
-    if hosts is not None and len(hosts) > 1:
-        # RFC 9112 3.2: more than one Host line is a 400 (stricter than Envoy, which joins them:
-        # docs/semantics.md, "Known limits")
-        return local(d, 400, b"Bad Request", close=True)
-    pathless = False
     if target[:1] != "/" and method != "CONNECT":
         absolute = _ABSOLUTE(target)
         if absolute is not None:   # absolute-form: Envoy takes the path and the authority from it
             authority, rest = absolute.group(1), absolute.group(2)
-            if _AUTHORITY(authority) is None:   # Envoy's URL parser refuses it (`h:1:2`, `h:x`)
-                return local(d, 400, b"Bad Request", close=True)
-            if rest[:1] == "/":
-                target = rest
-            elif not rest:
-                target = "/"
-            else:                  # `http://h?q`: Envoy's path is `?q`
-                pathless = True
+            if (hosts is not None and len(hosts) > 1) or _AUTHORITY(authority) is None or _host_refused([authority]):
+                return local(d, 400, b"Bad Request", close=True)   # (`h:1:2`, `h:x`: Envoy's URL parser)
+            if rest[:1] != "/" and rest:    # `http://h?q`: Envoy's path is `?q`
+                return _pathless(d, [authority])
+            target = rest or "/"
             raw = [(n, v) for n, v in raw if n.lower() != b"host"] + [(b"host", authority.encode("latin-1"))]
             headers = dict(headers)
             hosts = headers["host"] = [authority]
         elif target == "*" and method == "OPTIONS":   # asterisk-form (any other method: 400 below)
-            pathless = True
+            return _pathless(d, hosts)
     if hosts is None:
         return local(d, 400, close=True)
-    host = hosts[0]
-    if host not in _HOSTS_OK:    # Envoy's codec: only the characters of an authority (nghttp2's check)
-        if _HOST_BAD(host) is not None:
-            return local(d, 400, b"Bad Request", close=True)
-        if len(_HOSTS_OK) < 4096:
-            _HOSTS_OK.add(host)
-    d.host = host
-    if pathless:   # Envoy's connection manager, before any filter or route: 404 for a path not starting with `/`
-        return local(d, 404, counter=None)
+    if (len(hosts) != 1 or hosts[0] not in _HOSTS_OK) and _host_refused(hosts):   # (a known Host: one lookup)
+        return local(d, 400, b"Bad Request", close=True)
+    d.host = hosts[0]
     if "expect" in headers and headers["expect"][0].lower() == "100-continue":
         d.expect_continue = True
     max_body = table.proxy.max_request_body_bytes
@@ -291,6 +277,35 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
         d.mirror = True
     _upstream_head(d, head, draws, method, target, raw, headers, route, None)
     return d
+
+
+def _host_refused(hosts: list[str] | None) -> bool:
+    """More than one Host line (RFC 9112 3.2: 400; stricter than Envoy, which joins them:
+    docs/semantics.md, "Known limits"), or a Host with a byte an authority cannot have (Envoy's
+    codec checks it with nghttp2_check_authority). A valid Host is remembered, so that the
+    request path checks a known one with one set lookup."""
+    if hosts is None:
+        return False
+    if len(hosts) != 1:
+        return True
+    host = hosts[0]
+    if _HOST_BAD(host) is not None:
+        return True
+    if len(_HOSTS_OK) < 4096:
+        _HOSTS_OK.add(host)
+    return False
+
+
+def _pathless(d: Decision, hosts: list[str] | None) -> Decision:
+    """`OPTIONS *`, or an absolute-form target with a query and no path (`http://h?q`): Envoy's
+    connection manager answers 404 for a path not starting with `/`, before any filter (no
+    authorization, no route), once its codec has accepted the Host."""
+    if hosts is None:
+        return local(d, 400, close=True)
+    if _host_refused(hosts):
+        return local(d, 400, b"Bad Request", close=True)
+    d.host = hosts[0]
+    return local(d, 404, counter=None)
 
 
 def _inbound(table: Table, head: RequestHead, draws: RequestDraws, d: Decision, method: str, path: str, target: str,
