@@ -616,6 +616,24 @@ def test_decision_local_replies(target, host, status, counter):
 
 
 @pytest.mark.parametrize("inbound", [False, True])
+@pytest.mark.parametrize("target", ["/", "/a%2Fb", "x/y", "http://svc/x"])
+def test_decision_refuses_a_bad_host_before_any_other_answer(inbound, target):
+    """Envoy's codec checks the Host before routing, normalisation or authorization: 400 with
+    `Bad Request` whatever else the request would get (the native proxy checks it lazily)."""
+    from runtime_proxy.decide.request import decide_request
+
+    for host in ("svc evil", "svc/admin", "svc\\x"):
+        d = decide_request(table(), _head(inbound=inbound, target=target, host=host), _draws())
+        if target.startswith("http://"):      # the authority is the Host: it is valid
+            assert d.status in (0, 404), (host, d.status)
+        else:
+            assert (d.status, d.body, d.close) == (400, b"Bad Request", True), (host, target)
+    d = decide_request(table(), _head(inbound=inbound, target=target, host="svc"), _draws())   # a valid Host
+    assert (d.status, d.body) == {"/": (0, b""), "/a%2Fb": (400, b""), "x/y": (400, b"Bad Request"),
+                                  "http://svc/x": (0, b"")}[target]
+
+
+@pytest.mark.parametrize("inbound", [False, True])
 def test_decision_refuses_two_host_lines_and_answers_options_asterisk_404(inbound):
     """Issue 18: more than one Host line is a 400 on both listeners (stricter than Envoy,
     docs/semantics.md); `OPTIONS *` is Envoy's 404 for a path not starting with `/`."""

@@ -212,15 +212,22 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
             return _pathless(d, hosts)
     if hosts is None:
         return local(d, 400, close=True)
-    if (len(hosts) != 1 or hosts[0] not in _HOSTS_OK) and _host_refused(hosts):   # (a known Host: one lookup)
+    if len(hosts) != 1:     # more than one Host line (_host_refused)
         return local(d, 400, b"Bad Request", close=True)
     d.host = hosts[0]
+    # The Host's characters (_host_refused) are checked before any other answer, but only where
+    # they can matter: a Host that names a destination is valid (its domains are), so the common
+    # outbound request pays nothing, and an inbound one a set lookup.
     if "expect" in headers and headers["expect"][0].lower() == "100-continue":
         d.expect_continue = True
     max_body = table.proxy.max_request_body_bytes
     if max_body and head.content_length is not None and head.content_length > max_body:
+        if _host_refused(hosts):
+            return local(d, 400, b"Bad Request", close=True)
         return local(d, 413, b"Payload Too Large", close=True)
     if method == "CONNECT" or target[:1] != "/":
+        if _host_refused(hosts):
+            return local(d, 400, b"Bad Request", close=True)
         # Envoy's codec refuses a target that is not origin-form (and CONNECT with one) with "Bad
         # Request"; a CONNECT to an authority matches no route (no connect_matcher): 404
         if method == "CONNECT" and target[:1] != "/":
@@ -228,6 +235,8 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
         return local(d, 400, b"Bad Request", close=True)
     norm = normalize(method, target, table.escaped_slashes)
     if norm.__class__ is int:
+        if _host_refused(hosts):
+            return local(d, 400, b"Bad Request", close=True)
         if explain is not None:
             explain.note("normalize", "rejected", f"{target} is answered {norm} (docs/language.md §6)")
         return local(d, norm, close=True)
@@ -235,9 +244,13 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
     if explain is not None:
         explain.note("normalize", "path", path)
     if head.inbound:
+        if d.host not in _HOSTS_OK and _host_refused(hosts):
+            return local(d, 400, b"Bad Request", close=True)
         return _inbound(table, head, draws, d, method, path, target, raw, headers, explain)
     svc = table.service_for_host(d.host)
     if svc is None:
+        if _host_refused(hosts):
+            return local(d, 400, b"Bad Request", close=True)
         if explain is not None:
             explain.note("host", "unknown", f"no service answers to `{d.host}`")
         return local(d, 404, counter=NO_ROUTE, flags="NR")
@@ -282,8 +295,8 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
 def _host_refused(hosts: list[str] | None) -> bool:
     """More than one Host line (RFC 9112 3.2: 400; stricter than Envoy, which joins them:
     docs/semantics.md, "Known limits"), or a Host with a byte an authority cannot have (Envoy's
-    codec checks it with nghttp2_check_authority). A valid Host is remembered, so that the
-    request path checks a known one with one set lookup."""
+    codec checks it with nghttp2_check_authority). A valid Host is remembered (_HOSTS_OK), so
+    that an inbound request checks a known one with one set lookup."""
     if hosts is None:
         return False
     if len(hosts) != 1:
