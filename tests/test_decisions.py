@@ -623,12 +623,51 @@ def test_decision_forwards_with_the_head_every_attempt_sends():
     ("/a%2Fb", "svc", 400, "bad_request"),          # escaped slash, rejected
     ("/", "nowhere", 404, "no_route"),               # no service answers to the Host
     ("http://svc/x", "other", 0, None),              # absolute-form: the authority is the Host
+    ("http://svc", "other", 0, None),                # ... with no path: `/`
+    ("http://svc?x=1", "svc", 404, None),            # ... a query and no path: Envoy's path `?x=1` (issue 18)
+    ("http://svc:1:2/", "svc", 400, "bad_request"),  # ... an authority Envoy's URL parser refuses
+    ("http://svc:/", "svc", 400, "bad_request"),
+    ("/", "svc evil", 400, "bad_request"),           # a Host an authority cannot be (issue 18)
+    ("/", "svc/admin", 400, "bad_request"),
+    ("/", "", 404, "no_route"),                      # empty is a valid (unknown) Host
 ])
 def test_decision_local_replies(target, host, status, counter):
     from runtime_proxy.decide.request import decide_request
 
     d = decide_request(table(), _head(target=target, host=host), _draws())
     assert (d.status, d.counter) == (status, counter)
+
+
+@pytest.mark.parametrize("inbound", [False, True])
+@pytest.mark.parametrize("target", ["/", "/a%2Fb", "x/y", "http://svc/x"])
+def test_decision_refuses_a_bad_host_before_any_other_answer(inbound, target):
+    """Envoy's codec checks the Host before routing, normalisation or authorization: 400 with
+    `Bad Request` whatever else the request would get (the native proxy checks it lazily)."""
+    from runtime_proxy.decide.request import decide_request
+
+    for host in ("svc evil", "svc/admin", "svc\\x"):
+        d = decide_request(table(), _head(inbound=inbound, target=target, host=host), _draws())
+        if target.startswith("http://"):      # the authority is the Host: it is valid
+            assert d.status in (0, 404), (host, d.status)
+        else:
+            assert (d.status, d.body, d.close) == (400, b"Bad Request", True), (host, target)
+    d = decide_request(table(), _head(inbound=inbound, target=target, host="svc"), _draws())   # a valid Host
+    assert (d.status, d.body) == {"/": (0, b""), "/a%2Fb": (400, b""), "x/y": (400, b"Bad Request"),
+                                  "http://svc/x": (0, b"")}[target]
+
+
+@pytest.mark.parametrize("inbound", [False, True])
+def test_decision_refuses_two_host_lines_and_answers_options_asterisk_404(inbound):
+    """Issue 18: more than one Host line is a 400 on both listeners (stricter than Envoy,
+    docs/semantics.md); `OPTIONS *` is Envoy's 404 for a path not starting with `/`."""
+    from runtime_proxy.decide.request import decide_request
+
+    d = decide_request(table(), _head(inbound=inbound, host="svc", Host="evil"), _draws())
+    assert (d.status, d.body, d.close) == (400, b"Bad Request", True)
+    d = decide_request(table(), _head(inbound=inbound, method="OPTIONS", target="*"), _draws())
+    assert (d.status, d.cluster) == (404, None)
+    d = decide_request(table(), _head(inbound=inbound, method="GET", target="*"), _draws())
+    assert d.status == 400
 
 
 def test_fault_abort_and_delay_follow_the_draws():

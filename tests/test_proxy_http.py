@@ -70,15 +70,17 @@ def test_malformed_requests_get_400_and_never_reach_the_upstream(proxy, backend,
     assert backend.hits == 0 and backend.parse_errors == 0
 
 
-def test_absolute_form_and_repeated_host_as_envoy(proxy, backend):
-    """Envoy takes an absolute-form target's authority as the Host (allow_absolute_url), and
-    joins repeated Host headers (no virtual host has a comma: 404)."""
+def test_absolute_form_as_envoy_and_repeated_host_refused(proxy, backend):
+    """Envoy takes an absolute-form target's authority as the Host (allow_absolute_url). More
+    than one Host line is a 400 (RFC 9112 3.2), stricter than Envoy, which joins them
+    (docs/semantics.md; both planes in tests/test_proxy_edge.py)."""
     out = raw_exchange(proxy.outbound, b"GET http://svc/a?q HTTP/1.1\r\nHost: other\r\n\r\n")
     assert status_of(out) == 200, out[:200]
     assert backend.requests[-1]["target"] == "/a?q"
     assert ("host", "svc") in backend.requests[-1]["headers"]
     out = raw_exchange(proxy.outbound, b"GET /a HTTP/1.1\r\nHost: svc\r\nHost: svc\r\n\r\n")
-    assert status_of(out) == 404, out[:200]
+    assert status_of(out) == 400 and b"connection: close" in out, out[:200]
+    assert backend.hits == 1
 
 
 def test_bad_chunk_after_the_head_went_upstream_is_cut_off(proxy, backend):

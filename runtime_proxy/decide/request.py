@@ -53,6 +53,13 @@ RawHeaders = list[tuple[bytes, bytes]]
 UP_SKIP = frozenset(HOP_BY_HOP_BYTES | {n.encode() for n in STRIPPED_REQUEST}
                     | {b"content-length", b"x-forwarded-client-cert"})   # XFCC: Envoy's SANITIZE
 _ABSOLUTE = re.compile(r"[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*)(.*)", re.S).fullmatch
+# an absolute-form target's authority as Envoy's URL parser takes it: [userinfo@]host[:port]
+_AUTHORITY = re.compile(r"(?:[^@]*@)?(?:\[[0-9A-Fa-f:.]*\]|[^:@\[\]]*)(?::[0-9]+)?").fullmatch
+# a byte a Host value may not have (Envoy checks the authority with nghttp2_check_authority:
+# letters, digits, `-._~`, sub-delims, `%`, `:`, `@`, `[`, `]`; empty is allowed)
+_HOST_BAD = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=%:@\[\]]").search
+# Host values seen valid (bounded: hosts are few; random ones only fill it up to the cap)
+_HOSTS_OK: set[str] = set()
 # Methods whose requests Envoy's HTTP/1 codec sends without a body (HeaderUtility::requestShouldHaveNoBody).
 BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "TRACE", "CONNECT"})
 XFCC = "x-forwarded-client-cert"
@@ -188,24 +195,39 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
         return local(d, head.reject, b"" if head.reject == 403 else reason_phrase(head.reject).encode(), close=True)
     target, raw, headers = head.target, head.raw, head.headers
     method = head.method
+    hosts = headers.get("host")
     if target[:1] != "/" and method != "CONNECT":
         absolute = _ABSOLUTE(target)
         if absolute is not None:   # absolute-form: Envoy takes the path and the authority from it
             authority, rest = absolute.group(1), absolute.group(2)
-            target = rest if rest[:1] == "/" else "/" + rest
+            if (hosts is not None and len(hosts) > 1) or _AUTHORITY(authority) is None or _host_refused([authority]):
+                return local(d, 400, b"Bad Request", close=True)   # (`h:1:2`, `h:x`: Envoy's URL parser)
+            if rest[:1] != "/" and rest:    # `http://h?q`: Envoy's path is `?q`
+                return _pathless(d, [authority])
+            target = rest or "/"
             raw = [(n, v) for n, v in raw if n.lower() != b"host"] + [(b"host", authority.encode("latin-1"))]
             headers = dict(headers)
-            headers["host"] = [authority]
-    hosts = headers.get("host")
+            hosts = headers["host"] = [authority]
+        elif target == "*" and method == "OPTIONS":   # asterisk-form (any other method: 400 below)
+            return _pathless(d, hosts)
     if hosts is None:
         return local(d, 400, close=True)
-    d.host = hosts[0] if len(hosts) == 1 else ",".join(hosts)   # several: Envoy joins them
+    if len(hosts) != 1:     # more than one Host line (_host_refused)
+        return local(d, 400, b"Bad Request", close=True)
+    d.host = hosts[0]
+    # The Host's characters (_host_refused) are checked before any other answer, but only where
+    # they can matter: a Host that names a destination is valid (its domains are), so the common
+    # outbound request pays nothing, and an inbound one a set lookup.
     if "expect" in headers and headers["expect"][0].lower() == "100-continue":
         d.expect_continue = True
     max_body = table.proxy.max_request_body_bytes
     if max_body and head.content_length is not None and head.content_length > max_body:
+        if _host_refused(hosts):
+            return local(d, 400, b"Bad Request", close=True)
         return local(d, 413, b"Payload Too Large", close=True)
     if method == "CONNECT" or target[:1] != "/":
+        if _host_refused(hosts):
+            return local(d, 400, b"Bad Request", close=True)
         # Envoy's codec refuses a target that is not origin-form (and CONNECT with one) with "Bad
         # Request"; a CONNECT to an authority matches no route (no connect_matcher): 404
         if method == "CONNECT" and target[:1] != "/":
@@ -213,6 +235,8 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
         return local(d, 400, b"Bad Request", close=True)
     norm = normalize(method, target, table.escaped_slashes)
     if norm.__class__ is int:
+        if _host_refused(hosts):
+            return local(d, 400, b"Bad Request", close=True)
         if explain is not None:
             explain.note("normalize", "rejected", f"{target} is answered {norm} (docs/language.md §6)")
         return local(d, norm, close=True)
@@ -220,9 +244,13 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
     if explain is not None:
         explain.note("normalize", "path", path)
     if head.inbound:
+        if d.host not in _HOSTS_OK and _host_refused(hosts):
+            return local(d, 400, b"Bad Request", close=True)
         return _inbound(table, head, draws, d, method, path, target, raw, headers, explain)
     svc = table.service_for_host(d.host)
     if svc is None:
+        if _host_refused(hosts):
+            return local(d, 400, b"Bad Request", close=True)
         if explain is not None:
             explain.note("host", "unknown", f"no service answers to `{d.host}`")
         return local(d, 404, counter=NO_ROUTE, flags="NR")
@@ -262,6 +290,35 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
         d.mirror = True
     _upstream_head(d, head, draws, method, target, raw, headers, route, None)
     return d
+
+
+def _host_refused(hosts: list[str] | None) -> bool:
+    """More than one Host line (RFC 9112 3.2: 400; stricter than Envoy, which joins them:
+    docs/semantics.md, "Known limits"), or a Host with a byte an authority cannot have (Envoy's
+    codec checks it with nghttp2_check_authority). A valid Host is remembered (_HOSTS_OK), so
+    that an inbound request checks a known one with one set lookup."""
+    if hosts is None:
+        return False
+    if len(hosts) != 1:
+        return True
+    host = hosts[0]
+    if _HOST_BAD(host) is not None:
+        return True
+    if len(_HOSTS_OK) < 4096:
+        _HOSTS_OK.add(host)
+    return False
+
+
+def _pathless(d: Decision, hosts: list[str] | None) -> Decision:
+    """`OPTIONS *`, or an absolute-form target with a query and no path (`http://h?q`): Envoy's
+    connection manager answers 404 for a path not starting with `/`, before any filter (no
+    authorization, no route), once its codec has accepted the Host."""
+    if hosts is None:
+        return local(d, 400, close=True)
+    if _host_refused(hosts):
+        return local(d, 400, b"Bad Request", close=True)
+    d.host = hosts[0]
+    return local(d, 404, counter=None)
 
 
 def _inbound(table: Table, head: RequestHead, draws: RequestDraws, d: Decision, method: str, path: str, target: str,
