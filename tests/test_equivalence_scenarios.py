@@ -60,11 +60,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.envoy_support import Envoy, free_port, requires_envoy
+from tests.envoy_support import requires_envoy
 from tests.equivalence import tally
-from tests.equivalence.compile import compile_text
-from tests.proxy_backend import Backend
-from tests.proxy_harness import start_proxy, write_config
+from tests.planes_support import BothPlanes
 
 pytestmark = requires_envoy
 
@@ -95,39 +93,10 @@ class Obs:
                 self.headers.get("x-envoy-attempt-count"))
 
 
-class Planes:
+class Planes(BothPlanes):
     def __init__(self, tmp: Path, template: Path = TEMPLATE, upstreams: tuple[str, ...] = UPSTREAMS):
-        self.backends = {name: Backend(name) for name in upstreams}
-        values = {name.upper(): b.port for name, b in self.backends.items()}
-        values.update(DEAD=free_port(), INBOUND=free_port(), OUTBOUND=free_port(), ADMIN=free_port())
-        text = template.read_text()
-        for key, value in values.items():
-            text = text.replace(f"@{key}@", str(value))
-        assert "@" not in re.sub(r"#.*", "", text), "a placeholder is left"
-        compiled = compile_text(text, xds_dir=str(tmp / "xds"))
-        assert not compiled.warnings, compiled.warnings
-        for rel, data in compiled.envoy.items():
-            path = tmp / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        native = dict(compiled.native)
-        native["listeners"] = {k: dict(v, port=0) for k, v in native["listeners"].items()}
-        self.envoy = self.native = None
-        try:
-            self.envoy = Envoy(str(tmp / "client.envoy.json"), "--reject-unknown-dynamic-fields")
-            self.native = start_proxy(write_config(tmp / "client.native.json", native), tmp)
-            self.ports = {"envoy": self.envoy.listener_ports()["outbound"], "native": self.native.outbound}
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self):
-        if self.envoy is not None:
-            self.envoy.stop()
-        if self.native is not None:
-            self.native.stop()
-        for b in self.backends.values():
-            b.stop()
+        super().__init__(tmp, template.read_text(), upstreams)
+        self.ports = {plane: self.listener_ports[plane, "outbound"] for plane in ("envoy", "native")}
 
     # ---- requests ----
 

@@ -25,10 +25,8 @@ import pytest
 from compiler import api
 from compiler.tooling.lint import lint_files
 from compiler.tooling.lint.config import LintConfig
-from tests.envoy_support import Envoy, free_port, requires_envoy
-from tests.equivalence.compile import compile_text
-from tests.proxy_backend import Backend
-from tests.proxy_harness import start_proxy, write_config
+from tests.envoy_support import requires_envoy
+from tests.planes_support import BothPlanes
 
 POLICY = """
 service client {
@@ -100,39 +98,10 @@ def send(port: int, target: str | bytes, host: str) -> tuple[int, str | None, by
     return int(lines[0].split()[1]), backend, body
 
 
-class Planes:
+class Planes(BothPlanes):
     def __init__(self, tmp: Path):
-        self.backends = {name: Backend(name) for name in ("app", "folded", "exact")}
-        values = {name.upper(): b.port for name, b in self.backends.items()}
-        values.update(INBOUND=free_port(), OUTBOUND=free_port(), ADMIN=free_port())
-        text = POLICY
-        for key, value in values.items():
-            text = text.replace(f"@{key}@", str(value))
-        compiled = compile_text(text, xds_dir=str(tmp / "xds"))
-        for rel, data in compiled.envoy.items():
-            path = tmp / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        native = dict(compiled.native)
-        native["listeners"] = {k: dict(v, port=0) for k, v in native["listeners"].items()}
-        self.envoy = self.native = None
-        try:
-            self.envoy = Envoy(str(tmp / "client.envoy.json"), "--reject-unknown-dynamic-fields")
-            self.native = start_proxy(write_config(tmp / "client.native.json", native), tmp)
-            envoy_ports = self.envoy.listener_ports()
-            self.ports = {("envoy", "inbound"): envoy_ports["inbound"], ("envoy", "outbound"): envoy_ports["outbound"],
-                          ("native", "inbound"): self.native.inbound, ("native", "outbound"): self.native.outbound}
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self):
-        if self.envoy is not None:
-            self.envoy.stop()
-        if self.native is not None:
-            self.native.stop()
-        for b in self.backends.values():
-            b.stop()
+        super().__init__(tmp, POLICY, ("app", "folded", "exact"), warnings_allowed=True)
+        self.ports = self.listener_ports
 
 
 @pytest.fixture(scope="module")

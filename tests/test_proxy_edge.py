@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.envoy_support import Envoy, free_port, requires_envoy
-from tests.equivalence.compile import compile_text
+from tests.envoy_support import requires_envoy
+from tests.planes_support import BothPlanes
 from tests.proxy_backend import Backend
-from tests.proxy_harness import config, route, run_proxy, service, start_proxy, subset, write_config
+from tests.proxy_harness import config, route, run_proxy, service, subset
 
 POLICY = """
 service client {
@@ -50,42 +50,14 @@ PLANES = ("envoy", "native")
 IDLE = 0.3      # seconds without a byte that end an answer kept alive
 
 
-class Planes:
+class Planes(BothPlanes):
     """Both data planes on one policy, in front of the same two backends."""
 
     def __init__(self, tmp: Path):
-        self.app, self.api = Backend("app"), Backend("api")
-        values = {"APP": self.app.port, "API": self.api.port, "INBOUND": free_port(), "OUTBOUND": free_port(),
-                  "ADMIN": free_port()}
-        text = POLICY
-        for key, value in values.items():
-            text = text.replace(f"@{key}@", str(value))
-        compiled = compile_text(text, xds_dir=str(tmp / "xds"))
-        assert not compiled.warnings, compiled.warnings
-        for rel, data in compiled.envoy.items():
-            path = tmp / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        native = dict(compiled.native)
-        native["listeners"] = {k: dict(v, port=0) for k, v in native["listeners"].items()}
-        self.envoy = self.native = None
-        try:
-            self.envoy = Envoy(str(tmp / "client.envoy.json"), "--reject-unknown-dynamic-fields")
-            self.native = start_proxy(write_config(tmp / "client.native.json", native), tmp)
-            envoy_ports = self.envoy.listener_ports()
-            self.ports = {"envoy": {"inbound": envoy_ports["inbound"], "outbound": envoy_ports["outbound"]},
-                          "native": {"inbound": self.native.inbound, "outbound": self.native.outbound}}
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        if self.envoy is not None:
-            self.envoy.stop()
-        if self.native is not None:
-            self.native.stop()
-        self.app.stop()
-        self.api.stop()
+        super().__init__(tmp, POLICY, ("app", "api"))
+        self.app, self.api = self.backends["app"], self.backends["api"]
+        self.ports = {plane: {listener: self.listener_ports[plane, listener] for listener in ("inbound", "outbound")}
+                      for plane in ("envoy", "native")}
 
     def received(self) -> list[dict]:
         """What the upstreams received since the last call (and forget it)."""

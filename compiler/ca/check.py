@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from compiler.ca.certs import span as _span
 from compiler.ca.certs import when
 
 CERT_FILE, KEY_FILE, CA_FILE = "cert.pem", "key.pem", "ca.pem"
@@ -200,11 +201,3 @@ def _identity(cert: x509.Certificate, path: str, spiffe_id: str, found: list[Fin
                          f"{path} is not this sidecar's identity: {got}, expected `{spiffe_id}`",
                          f"issue it for `{spiffe_id}` (`{fix}`)"))
 
-
-def _span(delta: dt.timedelta) -> str:
-    s = int(delta.total_seconds())
-    if s >= 86400:
-        return f"{s // 86400}d {s % 86400 // 3600}h"
-    if s >= 3600:
-        return f"{s // 3600}h {s % 3600 // 60}m"
-    return f"{s // 60}m" if s >= 60 else f"{s}s"

@@ -213,13 +213,9 @@ def _when(t: dt.datetime) -> str:
 
 
 def _span(delta: dt.timedelta) -> str:
-    """A duration for people: `2d 3h`, `23h 59m`, `5m`, `12s`."""
-    s = int(delta.total_seconds())
-    if s >= 86400:
-        return f"{s // 86400}d {s % 86400 // 3600}h"
-    if s >= 3600:
-        return f"{s // 3600}h {s % 3600 // 60}m"
-    return f"{s // 60}m" if s >= 60 else f"{s}s"
+    from compiler.ca.certs import span
+
+    return span(delta)
 
 
 def _positive(kind, maximum, minimum=None):

@@ -1,0 +1,55 @@
+"""One `client` sidecar compiled from one policy and run twice, by a real Envoy and by the native
+proxy, next to its upstreams: what the tests that send the same bytes into both planes share.
+
+The policy is a template: `@INBOUND@`, `@OUTBOUND@`, `@ADMIN@` and `@DEAD@` become free ports,
+`@NAME@` the port of the upstream `name` (a tests/proxy_backend.Backend each)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tests.envoy_support import Envoy, free_port
+from tests.equivalence.compile import compile_text
+from tests.proxy_backend import Backend
+from tests.proxy_harness import start_proxy, write_config
+
+
+class BothPlanes:
+    def __init__(self, tmp: Path, template: str, upstreams: tuple[str, ...], *, warnings_allowed: bool = False):
+        self.backends = {name: Backend(name) for name in upstreams}
+        self.envoy = self.native = None
+        try:
+            values = {name.upper(): b.port for name, b in self.backends.items()}
+            values.update(DEAD=free_port(), INBOUND=free_port(), OUTBOUND=free_port(), ADMIN=free_port())
+            text = template
+            for key, value in values.items():
+                text = text.replace(f"@{key}@", str(value))
+            assert not re.search(r"@[A-Z_]+@", re.sub(r"#.*", "", text)), "a placeholder is left"
+            compiled = compile_text(text, xds_dir=str(tmp / "xds"))
+            assert warnings_allowed or not compiled.warnings, compiled.warnings
+            for rel, data in compiled.envoy.items():
+                path = tmp / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            native = dict(compiled.native)
+            native["listeners"] = {k: dict(v, port=0) for k, v in native["listeners"].items()}
+            self.envoy = Envoy(str(tmp / "client.envoy.json"), "--reject-unknown-dynamic-fields")
+            self.native = start_proxy(write_config(tmp / "client.native.json", native), tmp)
+            envoy_ports = self.envoy.listener_ports()
+            # (plane, listener) -> port
+            self.listener_ports = {("envoy", "inbound"): envoy_ports["inbound"],
+                                   ("envoy", "outbound"): envoy_ports["outbound"],
+                                   ("native", "inbound"): self.native.inbound,
+                                   ("native", "outbound"): self.native.outbound}
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.envoy is not None:
+            self.envoy.stop()
+        if self.native is not None:
+            self.native.stop()
+        for b in self.backends.values():
+            b.stop()
