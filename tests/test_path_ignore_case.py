@@ -89,10 +89,16 @@ def send(port: int, target: str | bytes, host: str) -> tuple[int, str | None, by
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(b"GET " + raw + b" HTTP/1.1\r\nhost: " + host.encode() + b"\r\nconnection: close\r\n\r\n")
         data = b""
-        while chunk := s.recv(65536):
+        # read to the end of the response, not of the connection: Envoy closes after a local
+        # reply only when its delayed-close timer (1 s) fires
+        while b"\r\n\r\n" not in data and (chunk := s.recv(65536)):
             data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        length = next((int(line.split(":", 1)[1]) for line in lines[1:]
+                       if line.lower().startswith("content-length:")), None)
+        while (length is None or len(body) < length) and (chunk := s.recv(65536)):
+            body += chunk
     backend = next((line.split(":", 1)[1].strip() for line in lines[1:]
                     if line.lower().startswith("x-backend:")), None)
     return int(lines[0].split()[1]), backend, body
