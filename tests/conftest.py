@@ -39,3 +39,22 @@ def pytest_terminal_summary(terminalreporter):
 
     if tally.used:
         terminalreporter.write_line(tally.summary())
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "requires_envoy: runs the real Envoy binary (tests/envoy_support.py): "
+                                       "skipped without one, failed under CI")
+
+
+def pytest_runtest_setup(item):
+    """A test marked `requires_envoy` without an Envoy binary: skipped, but failed under CI (the
+    `CI` variable set, as .ci/run does), where a missing Envoy is a broken environment, not an
+    optional tool."""
+    if item.get_closest_marker("requires_envoy") is None:
+        return
+    from tests.envoy_support import ENVOY, ENVOY_MISSING
+
+    if ENVOY is None:
+        if os.environ.get("CI"):
+            pytest.fail(ENVOY_MISSING, pytrace=False)
+        pytest.skip(ENVOY_MISSING)

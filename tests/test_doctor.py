@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from compiler.cli import main
-from tests.envoy_support import ENVOY, Envoy, free_port
+from tests.envoy_support import Envoy, free_port, requires_envoy
 from tests.proxy_harness import start_proxy
 
 TD = "shop.local"
@@ -281,7 +281,7 @@ def test_compile_for_envoy_notes_missing_identity_files(host, capsys):
     assert code == 0 and "meshc: note" not in err
 
 
-@pytest.mark.skipif(ENVOY is None, reason="the envoy binary is not installed")
+@requires_envoy
 def test_what_the_doctor_reports_is_what_the_proxies_hit(host, capsys, tmp_path):
     """Without identity files Envoy starts (LIVE, its listener bound) and fails the handshake of
     every client; the native proxy refuses to start; the doctor says so before either runs."""

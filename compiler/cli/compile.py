@@ -30,9 +30,9 @@ def compile_command(files: list[str], args) -> int:
     stage = args.emit
     if stage in ("envoy", "native"):
         return _emit_target(files, args)
-    if args.proxy or args.bootstrap or args.xds_dir or args.certs_dir:
-        print("meshc: error: --proxy, --bootstrap, --xds-dir and --certs-dir need --emit envoy or --emit native",
-              file=sys.stderr)
+    if args.proxy or args.bootstrap or args.xds_dir or args.certs_dir or args.xds_server:
+        print("meshc: error: --proxy, --bootstrap, --xds-dir, --xds-server and --certs-dir need --emit envoy or "
+              "--emit native", file=sys.stderr)
         return EXIT_USAGE
     if stage in ("tokens", "ast"):
         return _emit_syntax(files, args)
@@ -86,6 +86,9 @@ def _emit_target(files: list[str], args) -> int:
             print(f"meshc: error: {option} must be an absolute path (the proxies resolve it at run time): {value}",
                   file=sys.stderr)
             return EXIT_USAGE
+    usable, xds_server = _ads_options(args)
+    if not usable:
+        return EXIT_USAGE
     from compiler import api
     from compiler.backends.base import Options
 
@@ -100,14 +103,15 @@ def _emit_target(files: list[str], args) -> int:
     if proxies is None:
         return EXIT_USAGE
     out_dir = os.path.abspath(args.output) if args.output is not None else None
-    options = Options(bootstrap=args.bootstrap, xds_dir=args.xds_dir, output_dir=out_dir, certs_dir=args.certs_dir)
+    options = Options(bootstrap=args.bootstrap, xds_dir=args.xds_dir, output_dir=out_dir, certs_dir=args.certs_dir,
+                      xds_server=xds_server)
     emitted = comp.emit(args.emit, proxies, options)
     diags = sorted(comp.diagnostics + emitted.diagnostics, key=lambda d: d.sort_key())
     print_diagnostics(diags, args.output_format, args.color,
                       json_stream=sys.stderr if args.output is None else None)
     if emitted.has_errors:
         return EXIT_INPUT
-    if args.emit == "envoy":
+    if args.emit == "envoy" and args.bootstrap != "ads":
         _note_missing_identities(program, proxies, options, args.files, args.certs_dir)
     services, routes = comp.counts
     plural = "proxy" if len(proxies) == 1 else "proxies"
@@ -119,6 +123,38 @@ def _emit_target(files: list[str], args) -> int:
                                                 | orjson.OPT_SORT_KEYS)}, "")
     return _deliver(args, emitted.files, f"for {len(proxies)} {plural} to {args.output} "
                                          f"({services} services, {routes} routes)", count=True)
+
+
+def _ads_options(args) -> tuple[bool, tuple[str, int] | None]:
+    """`--bootstrap ads` and `--xds-server`, which go together: (False, None) after a usage error,
+    else (True, the control plane's (host, port), or None without them)."""
+    ads = args.bootstrap == "ads"
+    if args.xds_server is None:
+        if ads:
+            print("meshc: error: --bootstrap ads needs --xds-server HOST:PORT, the control plane's address "
+                  "(`meshc serve --listen`)", file=sys.stderr)
+            return False, None
+        return True, None
+    if not ads:
+        print("meshc: error: --xds-server is for --bootstrap ads (a bootstrap that receives its resources from "
+              "the control plane); `--bootstrap xds` reads files", file=sys.stderr)
+        return False, None
+    if args.emit != "envoy":
+        print(f"meshc: error: --bootstrap ads is for --emit envoy, not --emit {args.emit}", file=sys.stderr)
+        return False, None
+    for option, value in (("--xds-dir", args.xds_dir), ("--certs-dir", args.certs_dir)):
+        if value is not None:
+            print(f"meshc: error: {option} is not used by --bootstrap ads: the resources (and later the "
+                  "certificates) come from the control plane, not from files", file=sys.stderr)
+            return False, None
+    from compiler.language.endpoints import parse_endpoint
+
+    address = parse_endpoint(args.xds_server)
+    if address is None:
+        print(f"meshc: error: --xds-server {args.xds_server}: not HOST:PORT (an IPv4 address, [IPv6] or a DNS "
+              "name, and a port of 1-65535)", file=sys.stderr)
+        return False, None
+    return True, address
 
 
 def _note_missing_identities(program, proxies: list[str], options, files: list[str], certs_dir: str | None) -> None:

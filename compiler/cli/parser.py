@@ -128,9 +128,14 @@ def compile_parser(sub, common) -> None:
     comp.add_argument("--proxy", action="append", metavar="SERVICE",
                       help="with --emit envoy|native: the service whose sidecar to configure "
                            "(repeatable), or `all` for every service")
-    comp.add_argument("--bootstrap", choices=("static", "xds"), default=None,
-                      help="with --emit envoy: a self-contained static bootstrap (default for named proxies) "
-                           "or one that loads the xds/ files and reloads them on change (default for --proxy all)")
+    comp.add_argument("--bootstrap", choices=("static", "xds", "ads"), default=None,
+                      help="with --emit envoy: a self-contained static bootstrap (default for named proxies), "
+                           "one that loads the xds/ files and reloads them on change (default for --proxy all), "
+                           "or `ads`: the bootstrap alone, which receives everything from the control plane at "
+                           "--xds-server over gRPC (for the upcoming `meshc serve`)")
+    comp.add_argument("--xds-server", metavar="HOST:PORT",
+                      help="with --bootstrap ads (and needed by it): the control plane's address, an IPv4 "
+                           "address, [IPv6] or a DNS name, and a port")
     comp.add_argument("--xds-dir", metavar="PATH",
                       help="with --emit envoy: the absolute path where the xds/ files will be at run time "
                            "(default: OUTPUT/xds)")

@@ -12,6 +12,9 @@ listener or cluster naming a secret file that does not exist yet):
     xds/rds-outbound.json     the outbound RouteConfiguration every sidecar shares
     SERVICE.envoy.json        the bootstrap, per proxy: `static` (self-contained) or `xds`
 
+With `--bootstrap ads` the output is the bootstraps alone: the resources come from the control
+plane (`--xds-server`), not from files.
+
 With mTLS (some service's mode is not `disable`) the clusters of those services present the
 calling sidecar's own certificate: a cluster names its SDS file by path, and Envoy offers no
 per-proxy indirection that reloads (bootstrap `static_resources.secrets` are read once, and no
@@ -66,8 +69,14 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
         return out
     dumps = _dumps()
     mode = bootstrap_mode(program, proxies, options)
-    where = xds_dir(options)
     services = {s.name: s for s in program.services}
+    if mode == "ads":
+        if options.xds_server is None:
+            raise ValueError("an `ads` bootstrap needs the control plane's address (Options.xds_server)")
+        for name in proxies:
+            out.files[names.bootstrap_file(name)] = dumps(bootstrap.ads_bootstrap(services[name], options.xds_server))
+        return out
+    where = xds_dir(options)
     sds = {name: tls.sds_files(where, name) for name in proxies if needs_identity(program, services[name])}
     shared_cds = not any(s.mtls.mode != "disable" for s in program.services)
 

@@ -7,14 +7,20 @@
   from a file too. Envoy watches those files and applies a file renamed over them without a
   restart. The files are shared: one CDS and one RDS file for the whole fleet (with mTLS, one
   CDS file per sidecar: its clusters name its own certificate).
+- `ads`: a small bootstrap per sidecar that receives everything (clusters, listeners, routes,
+  later secrets) from a control plane over one aggregated gRPC stream (ADS, state of the world),
+  the upcoming `meshc serve` (docs/control-plane.md). It holds nothing static but the cluster of
+  the control plane itself.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 
 from compiler import ir
 from compiler.backends.envoy import names
+from compiler.backends.envoy.clusters import HTTP_PROTOCOL_OPTIONS
 from compiler.backends.envoy.values import socket_address
 
 # Process-wide runtime settings every bootstrap carries.
@@ -90,4 +96,56 @@ def xds_bootstrap(svc: ir.Service, xds_dir: str, cds: str = names.CDS) -> dict:
         "cds_config": _config_source(f"{xds_dir}/{cds}"),
         "lds_config": _config_source(f"{xds_dir}/{names.lds(svc.name)}"),
     }
+    return out
+
+
+# The cluster of the control plane in an `ads` bootstrap (no IR cluster name is like it: those are
+# `outbound|SUBSET|SERVICE` and `inbound|SERVICE`).
+XDS_CLUSTER = "xds_cluster"
+XDS_CONNECT_TIMEOUT = "1s"
+_ADS = {"ads": {}, "resource_api_version": "V3"}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def ads_bootstrap(svc: ir.Service, server: tuple[str, int]) -> dict:
+    """A bootstrap whose listeners and clusters come over ADS from the control plane at `server`
+    (host, port): node id and cluster `SERVICE` (the name the server scopes by), the admin and
+    runtime of every bootstrap, and one static cluster, the server's: gRPC over HTTP/2, STATIC for
+    an IP address, else STRICT_DNS. The node is sent on the first request of the stream only."""
+    host, port = server
+    out = _base(svc)
+    out["dynamic_resources"] = {
+        "ads_config": {
+            "api_type": "GRPC",
+            "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+            "set_node_on_first_message_only": True,
+            "transport_api_version": "V3",
+        },
+        "cds_config": dict(_ADS),
+        "lds_config": dict(_ADS),
+    }
+    cluster: dict = {
+        "connect_timeout": XDS_CONNECT_TIMEOUT,
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(host, port)}}]}],
+        },
+        "name": XDS_CLUSTER,
+        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        # gRPC needs HTTP/2 to the control plane.
+        "typed_extension_protocol_options": {HTTP_PROTOCOL_OPTIONS: {
+            "@type": f"type.googleapis.com/{HTTP_PROTOCOL_OPTIONS}",
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }},
+    }
+    if cluster["type"] == "STRICT_DNS":
+        cluster["dns_lookup_family"] = "V4_PREFERRED"   # as the mesh's own DNS clusters
+    out["static_resources"] = {"clusters": [cluster]}
     return out
