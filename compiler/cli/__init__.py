@@ -58,6 +58,10 @@ def run(argv: list[str]) -> int:
         from compiler.cli.doctor import doctor
 
         return doctor(files, args)
+    if args.command == "serve":  # grpc and the Envoy protos are imported here only
+        from compiler.cli.serve import serve
+
+        return serve(files, args)
     from compiler.cli.compile import check, compile_command
 
     if args.command == "check":

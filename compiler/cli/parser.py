@@ -12,7 +12,7 @@ TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without 
 if TYPE_CHECKING:
     from typing import NoReturn
 
-COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp", "ca", "doctor")
+COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp", "ca", "doctor", "serve")
 FORMATS = ("human", "json", "sarif", "github")
 # What `meshc compile --emit` prints: the stages of a compile, in order.
 STAGES = ("tokens", "ast", "ir", "envoy", "native")
@@ -104,6 +104,21 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         doctor.add_argument("--certs-dir", metavar="PATH",
                             help="the root of the identity files (SERVICE/cert.pem, key.pem, ca.pem), over the "
                                  "mesh's `certificates`: the --certs-dir given to `meshc compile`")
+    if only in (None, "serve"):
+        serve = sub.add_parser("serve", help="serve each Envoy sidecar its configuration over ADS (gRPC)",
+                               description="Compile a program and serve each Envoy sidecar (node id SERVICE, "
+                                           "started from `meshc compile --bootstrap ads`) its listeners, routes, "
+                                           "clusters and secrets over ADS, state of the world. Recompiles on SIGHUP "
+                                           "and when a file changes; an edit that does not compile keeps the last "
+                                           "good configuration served. Needs `pip install 'meshc[control]'`. Exit 0 "
+                                           "on SIGINT or SIGTERM, 1 errors in the program at start, 2 usage (a busy "
+                                           "port).")
+        common(serve)
+        serve.add_argument("--listen", default="127.0.0.1:18000", metavar="HOST:PORT",
+                           help="the address of the gRPC server (default 127.0.0.1:18000; no TLS: keep it on "
+                                "loopback or a trusted network)")
+        serve.add_argument("--watch", type=float, default=1.0, metavar="SECONDS",
+                           help="poll the program's files for changes every SECONDS (default 1; 0: only on SIGHUP)")
     if only is None:  # listed for --help only: run() hands `meshc proxy ...` to runtime_proxy as it is
         sub.add_parser("proxy", add_help=False,
                        help="run the native sidecar proxy on a compiled config (`meshc proxy --help`)")

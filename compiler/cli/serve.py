@@ -1,0 +1,52 @@
+"""`meshc serve FILES [--listen HOST:PORT] [--watch SECONDS]`: the control plane
+(docs/control-plane.md). The only command that imports grpc and the Envoy protos."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from compiler.cli.exits import EXIT_INPUT, EXIT_OK, EXIT_USAGE
+from compiler.cli.report import print_diagnostics
+
+
+def serve(files: list[str], args) -> int:
+    try:
+        from compiler.control import serve as control
+    except ImportError as err:
+        if (err.name or "").split(".")[0] not in ("grpc", "envoy", "google", "xds", "udpa", "validate"):
+            raise
+        print("meshc: error: `meshc serve` needs grpcio and xds-protos, which are not installed: "
+              "pip install 'meshc[control]'", file=sys.stderr)
+        return EXIT_USAGE
+
+    def report(event: str, diagnostics: list, problems: list[str]) -> None:
+        if diagnostics:
+            print_diagnostics(diagnostics, args.output_format, args.color, json_stream=sys.stderr)
+        for problem in problems:
+            print(f"meshc serve: inconsistent snapshot: {problem}", file=sys.stderr)
+        if event == "rejected":
+            print("meshc serve: the edit does not compile; still serving the last good snapshot", file=sys.stderr)
+        else:
+            print(f"meshc serve: {event}", file=sys.stderr)
+        sys.stderr.flush()
+
+    try:
+        snapshots, diagnostics = control.build(files)
+    except control.BuildError as err:
+        report("", err.diagnostics, err.problems)
+        return EXIT_INPUT
+    if diagnostics:
+        print_diagnostics(diagnostics, args.output_format, args.color, json_stream=sys.stderr)
+    server = control.Server(files, snapshots, report)
+    try:
+        port = server.bind(args.listen)
+    except OSError:
+        print(f"meshc: error: cannot listen on {args.listen} (address in use or not available)", file=sys.stderr)
+        return EXIT_USAGE
+    host = args.listen.rpartition(":")[0]
+    print(f"meshc serve: serving {len(snapshots)} sidecar(s) ({', '.join(sorted(snapshots))}) over ADS on "
+          f"{host}:{port}", file=sys.stderr, flush=True)
+    asyncio.run(server.run(args.watch))
+    print("meshc serve: stopped", file=sys.stderr, flush=True)
+    return EXIT_OK

@@ -1,0 +1,111 @@
+"""`meshc serve`: compile the program, publish a consistent snapshot per sidecar, serve ADS,
+and recompile on SIGHUP or when a file of the program changes (polled mtimes). An edit that
+does not compile, or whose snapshot is inconsistent, keeps the last good snapshot served."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import grpc
+import grpc.aio
+from envoy.service.discovery.v3 import ads_pb2_grpc
+
+from compiler import api
+from compiler.control import consistency, snapshot
+from compiler.control.ads import AdsServicer
+
+
+class BuildError(Exception):
+    """A program that does not give a servable snapshot: its diagnostics, or the problems found."""
+
+    def __init__(self, diagnostics: list, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.diagnostics = diagnostics
+        self.problems = problems
+
+
+def build(files: list[str]) -> tuple[dict[str, snapshot.NodeSnapshot], list]:
+    """Every sidecar's snapshot, checked for consistency, and the compile's diagnostics
+    (warnings); raises BuildError when the program has errors or a snapshot is inconsistent."""
+    compilation = api.compile(files)
+    if compilation.has_errors:
+        raise BuildError(compilation.diagnostics, [])
+    try:
+        snapshots = snapshot.build_all(compilation)
+    except ValueError as err:
+        raise BuildError(compilation.diagnostics, [str(err)]) from err
+    problems = [p for snap in snapshots.values() for p in consistency.problems(snap)]
+    if problems:
+        raise BuildError(compilation.diagnostics, problems)
+    return snapshots, compilation.diagnostics
+
+
+def mtimes(files: list[str]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for path in files:
+        try:
+            out[path] = os.stat(path).st_mtime_ns
+        except OSError:
+            out[path] = None
+    return out
+
+
+class Server:
+    """The grpc.aio server and the snapshot it serves."""
+
+    def __init__(self, files: list[str], snapshots: dict[str, snapshot.NodeSnapshot],
+                 report: Callable[[str, list, list[str]], None]):
+        self.files = files
+        self.servicer = AdsServicer(snapshots)
+        self.report = report   # (event, diagnostics, problems) -> printed by the CLI
+        self.grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.servicer, self.grpc)
+        self._seen = mtimes(files)
+
+    def bind(self, address: str) -> int:
+        """Listen on `address` (HOST:PORT); the port (0 asks for a free one). Raises OSError."""
+        try:
+            port = self.grpc.add_insecure_port(address)
+        except RuntimeError as err:
+            raise OSError(str(err)) from err
+        if not port:
+            raise OSError(f"cannot listen on {address}")
+        return port
+
+    def reload(self) -> bool:
+        """Recompile and publish; False (the last good snapshot kept) when that fails."""
+        started = time.monotonic()
+        self._seen = mtimes(self.files)
+        try:
+            snapshots, diagnostics = build(self.files)
+        except BuildError as err:
+            self.report("rejected", err.diagnostics, err.problems)
+            return False
+        changed = sorted(n for n, s in snapshots.items()
+                         if n not in self.servicer.snapshots or self.servicer.snapshots[n].versions != s.versions)
+        self.servicer.publish(snapshots)
+        self.report(f"published ({len(changed)} sidecar(s) changed: {', '.join(changed) or 'none'}; "
+                    f"{(time.monotonic() - started) * 1000:.0f} ms)", diagnostics, [])
+        return True
+
+    async def run(self, watch_interval: float) -> None:
+        """Serve until SIGINT or SIGTERM; reload on SIGHUP, and when a file changes if polling."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        await self.grpc.start()
+        try:
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), watch_interval if watch_interval > 0 else None)
+                except TimeoutError:
+                    if mtimes(self.files) != self._seen:
+                        self.reload()
+        finally:
+            await self.grpc.stop(0.5)

@@ -1,0 +1,18 @@
+"""Versions are content hashes: the same resources give the same version on every server (two
+replicas on the same sources agree), and a version changes exactly when a resource does."""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def version_of(packed: dict) -> str:
+    """The version of one type's resources for one node: SHA-256 over each name and the
+    deterministic binary form of its resource, in name order (16 hex digits)."""
+    digest = hashlib.sha256()
+    for name in sorted(packed):
+        value = packed[name].SerializeToString(deterministic=True)
+        for part in (name.encode(), value):
+            digest.update(len(part).to_bytes(8, "big"))
+            digest.update(part)
+    return digest.hexdigest()[:16]
