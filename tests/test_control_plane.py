@@ -179,3 +179,242 @@ def test_an_inconsistent_snapshot_is_found(tmp_path):
     found = consistency.problems(snap)
     assert "web: RouteConfiguration 'outbound' is referenced but not in the snapshot" in found
     assert any(f"Cluster {cluster!r}" in p for p in found), found
+
+
+# ---- a real Envoy fed by `meshc serve` ---------------------------------------------------------
+
+class Plane:
+    """The backends, the policy, `meshc serve` (reloads on SIGHUP only) and Envoy from `--bootstrap ads`."""
+
+    def __init__(self, tmp: Path):
+        self.v1, self.v2, self.shadow, self.app = (Backend(n) for n in ("v1", "v2", "shadow", "app"))
+        self.ports = {"INBOUND": free_port(), "OUTBOUND": free_port(), "ADMIN": free_port(), "APP": self.app.port,
+                      "V1": self.v1.port, "V2": self.v2.port, "SHADOW": self.shadow.port}
+        self.tmp = tmp
+        self.path = policy(tmp / "behaviour.mesh", self.ports)
+        self.serve = Serve(str(self.path))
+        self.envoy = None
+        proc = run_meshc("compile", str(self.path), "--target", "envoy", "--proxy", "web", "--bootstrap", "ads",
+                         "--xds-server", f"127.0.0.1:{self.serve.port}", "-o", str(tmp / "boot"))
+        assert proc.returncode == 0, proc.stderr
+        self.envoy = Envoy(str(tmp / "boot" / "web.envoy.json"), "--reject-unknown-dynamic-fields")
+        self.wait_listeners()
+
+    def wait_listeners(self):
+        deadline = time.monotonic() + 20
+        while self.envoy.listener_ports() != {"inbound": self.ports["INBOUND"], "outbound": self.ports["OUTBOUND"]}:
+            assert time.monotonic() < deadline, self.envoy.output()
+            time.sleep(0.05)
+
+    def call(self, path: str, headers: dict | None = None) -> str:
+        status, _, body = request(self.ports["OUTBOUND"], path, headers={**API, **(headers or {})})
+        assert status == 200, (status, body)
+        return json.loads(body)["backend"]
+
+    def dump(self) -> dict:
+        return json.loads(self.envoy.admin("/config_dump"))
+
+    def route_version(self) -> str | None:
+        for config in self.dump()["configs"]:
+            for dynamic in config.get("dynamic_route_configs", []):
+                if dynamic["route_config"]["name"] == "outbound":
+                    return dynamic["version_info"]
+        return None
+
+    def close(self):
+        if self.envoy is not None:
+            self.envoy.stop()
+        code = self.serve.stop()
+        for b in (self.v1, self.v2, self.shadow, self.app):
+            b.close()
+        assert code == 0, "".join(self.serve.lines)
+
+
+@pytest.fixture
+def plane(tmp_path):
+    p = Plane(tmp_path)
+    yield p
+    p.close()
+
+
+@requires_envoy
+def test_envoy_over_ads_routes_as_envoy_from_files(plane):
+    """The resources Envoy received are those the backend writes to files (config sources aside),
+    and requests route as in tests/test_envoy_behaviour.py."""
+    snap = snapshot.build(api.compile([str(plane.path)]), "web")
+    dump = plane.dump()["configs"]
+    clusters = {c["cluster"]["name"]: c for d in dump for c in d.get("dynamic_active_clusters", [])}
+    listeners = {entry["name"]: entry["active_state"] for d in dump for entry in d.get("dynamic_listeners", [])}
+    routes = {r["route_config"]["name"]: r for d in dump for r in d.get("dynamic_route_configs", [])}
+    for type_url, got in ((CLUSTER, {n: c["cluster"] for n, c in clusters.items()}),
+                          (LISTENER, {n: s["listener"] for n, s in listeners.items()}),
+                          (ROUTE, {n: r["route_config"] for n, r in routes.items()})):
+        assert set(got) == set(snap.json[type_url]), type_url
+        for name, doc in got.items():   # the same protobuf message as the backend's JSON
+            assert _same(doc, snap.packed[type_url][name], type_url), name
+    versions = {CLUSTER: {c["version_info"] for c in clusters.values()},
+                LISTENER: {s["version_info"] for s in listeners.values()},
+                ROUTE: {r["version_info"] for r in routes.values()}}
+    assert versions == {t: {snap.versions[t]} for t in versions}, "the content hashes, as computed in process"
+    assert plane.call("/live") == "v1"
+    assert plane.call("/anything", {"x-canary": "always"}) == "v2"
+    assert plane.call("/other") == "v1"
+
+
+def _same(doc: dict, packed, type_url: str) -> bool:
+    message = protos.message_class(type_url)()
+    packed.Unpack(message)
+    received = protos.parse({k: v for k, v in doc.items() if k != "@type"}, protos.message_class(type_url)())
+    return received == message
+
+
+@requires_envoy
+def test_an_edit_reaches_envoy_without_restart_and_a_broken_edit_changes_nothing(plane):
+    pid, before = plane.envoy.proc.pid, plane.route_version()
+    assert plane.call("/live") == "v1"
+    policy(plane.path, plane.ports, live="v2")
+    started = time.monotonic()
+    mark = plane.serve.reload()
+    line = plane.serve.wait_for("published (", after=mark)
+    assert "web" in line.partition("changed: ")[2], line   # (the shared outbound routes: not scoped yet)
+    deadline = time.monotonic() + 10
+    while plane.route_version() == before:
+        assert time.monotonic() < deadline, plane.envoy.output()
+        time.sleep(0.01)
+    elapsed = time.monotonic() - started
+    after = plane.route_version()
+    assert after == snapshot.build(api.compile([str(plane.path)]), "web").versions[ROUTE]
+    assert plane.call("/live") == "v2" and plane.envoy.proc.pid == pid and plane.envoy.proc.poll() is None
+    print(f"SIGHUP to the new route version in Envoy: {elapsed * 1000:.0f} ms")
+
+    plane.path.write_text(plane.path.read_text().replace("route live {", "route live { nonsense"))
+    mark = plane.serve.reload()
+    plane.serve.wait_for("still serving the last good snapshot", after=mark)
+    assert any("error[" in line for line in plane.serve.lines[mark:]), "the diagnostics are printed"
+    time.sleep(0.3)
+    assert plane.route_version() == after and plane.call("/live") == "v2"
+    stats = plane.envoy.stats("cluster_manager.cds.update_rejected")
+    assert stats.get("cluster_manager.cds.update_rejected", 0) == 0
+
+
+@requires_envoy
+def test_a_saved_edit_is_picked_up_by_polling(tmp_path):
+    ports = fixed_ports()
+    path = policy(tmp_path / "p.mesh", ports)
+    serve = Serve(str(path), watch=0.1)
+    try:
+        client = RawClient(serve.port)
+        client.send(ROUTE, node="web", names=["outbound"])
+        client.send(CLUSTER)
+        first = client.receive()
+        assert first.type_url == CLUSTER
+        routes = client.receive()
+        assert routes.type_url == ROUTE
+        client.send(ROUTE, names=["outbound"], version=routes.version_info, nonce=routes.nonce)
+        time.sleep(0.05)
+        policy(path, ports, live="v2")
+        again = client.receive()
+        assert again.type_url == ROUTE and again.version_info != routes.version_info
+        client.close()
+    finally:
+        assert serve.stop() == 0
+
+
+# ---- raw gRPC clients: versions, bad clients, NACKs ------------------------------------------------
+
+@pytest.fixture
+def served(tmp_path):
+    serve = Serve(str(policy(tmp_path / "p.mesh", fixed_ports())))
+    yield serve
+    assert serve.stop() == 0, "".join(serve.lines)
+
+
+def test_two_servers_on_the_same_sources_serve_the_same_versions(tmp_path, served):
+    other = Serve(*[a for a in served.proc.args if a.endswith(".mesh")])
+    try:
+        seen = []
+        for port in (served.port, other.port):
+            client = RawClient(port)
+            client.send(CLUSTER, node="web")
+            client.send(LISTENER)
+            got = [client.receive(), client.receive()]
+            seen.append({r.type_url: (r.version_info, [a.value for a in r.resources]) for r in got})
+            assert got[0].nonce != got[1].nonce
+            client.close()
+        assert seen[0] == seen[1] and set(seen[0]) == {CLUSTER, LISTENER}
+    finally:
+        assert other.stop() == 0
+
+
+def test_clusters_go_first_and_routes_by_name(served):
+    client = RawClient(served.port)
+    client.send(LISTENER, node="web")
+    assert client.nothing_within(0.3), "no listeners before the clusters"
+    client.send(CLUSTER)
+    first, second = client.receive(), client.receive()
+    assert (first.type_url, second.type_url) == (CLUSTER, LISTENER)
+    assert sorted(Any.Unpack_name(r) for r in second.resources) == ["inbound", "outbound"]
+    client.send(ROUTE, names=["outbound", "no-such-route"])
+    routes = client.receive()
+    assert [Any.Unpack_name(r) for r in routes.resources] == ["outbound"]
+    # a subscription change with a stale nonce is honoured
+    client.send(ROUTE, names=[], nonce="stale")
+    assert list(client.receive().resources) == []
+    client.close()
+
+
+class Any:
+    @staticmethod
+    def Unpack_name(resource) -> str:
+        message = protos.message_class(resource.type_url)()
+        resource.Unpack(message)
+        return message.name
+
+
+def test_an_unknown_node_or_type_ends_that_stream_only(served):
+    good = RawClient(served.port)
+    good.send(CLUSTER, node="web")
+    assert good.receive().type_url == CLUSTER
+    bad = RawClient(served.port)
+    bad.send(CLUSTER, node="nosuch")
+    with pytest.raises(grpc.RpcError) as err:
+        bad.receive()
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "unknown node 'nosuch'" in err.value.details()
+    odd = RawClient(served.port)
+    odd.send("type.googleapis.com/envoy.config.endpoint.v3.NoSuch", node="web")
+    with pytest.raises(grpc.RpcError) as err:
+        odd.receive()
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "is not served" in err.value.details()
+    good.send(LISTENER)   # the other stream goes on
+    assert good.receive().type_url == LISTENER
+    for c in (good, bad, odd):
+        c.close()
+
+
+def test_a_nack_is_not_answered_with_the_same_version(served):
+    client = RawClient(served.port)
+    client.send(CLUSTER, node="web")
+    clusters = client.receive()
+    client.send(CLUSTER, version="", nonce=clusters.nonce, error="test: rejected on purpose")
+    assert client.nothing_within(1.0), "the rejected version is never re-sent"
+    # a reload that changes nothing for this node sends nothing either
+    mark = served.reload()
+    served.wait_for("published", after=mark)
+    assert client.nothing_within(0.5)
+    client.close()
+
+
+def test_serve_exits_1_on_errors_and_2_on_a_busy_port(tmp_path):
+    bad = tmp_path / "bad.mesh"
+    bad.write_text("service {")
+    proc = run_meshc("serve", str(bad), "--listen", f"127.0.0.1:{free_port()}", "--color", "never")
+    assert proc.returncode == 1 and "error[" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    good = policy(tmp_path / "p.mesh", fixed_ports())
+    serve = Serve(str(good))
+    try:
+        proc = run_meshc("serve", str(good), "--listen", f"127.0.0.1:{serve.port}")
+        assert proc.returncode == 2 and "cannot listen on 127.0.0.1:" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    finally:
+        assert serve.stop() == 0

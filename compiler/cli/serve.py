@@ -38,15 +38,19 @@ def serve(files: list[str], args) -> int:
         return EXIT_INPUT
     if diagnostics:
         print_diagnostics(diagnostics, args.output_format, args.color, json_stream=sys.stderr)
-    server = control.Server(files, snapshots, report)
-    try:
-        port = server.bind(args.listen)
-    except OSError:
-        print(f"meshc: error: cannot listen on {args.listen} (address in use or not available)", file=sys.stderr)
-        return EXIT_USAGE
-    host = args.listen.rpartition(":")[0]
-    print(f"meshc serve: serving {len(snapshots)} sidecar(s) ({', '.join(sorted(snapshots))}) over ADS on "
-          f"{host}:{port}", file=sys.stderr, flush=True)
-    asyncio.run(server.run(args.watch))
-    print("meshc serve: stopped", file=sys.stderr, flush=True)
-    return EXIT_OK
+    async def run() -> int:   # the grpc.aio server belongs to the loop it is made on
+        server = control.Server(files, snapshots, report)
+        try:
+            port = server.bind(args.listen)
+        except OSError:
+            print(f"meshc: error: cannot listen on {args.listen} (address in use or not available)",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        host = args.listen.rpartition(":")[0]
+        print(f"meshc serve: serving {len(snapshots)} sidecar(s) ({', '.join(sorted(snapshots))}) over ADS on "
+              f"{host}:{port}", file=sys.stderr, flush=True)
+        await server.run(args.watch)
+        print("meshc serve: stopped", file=sys.stderr, flush=True)
+        return EXIT_OK
+
+    return asyncio.run(run())

@@ -55,7 +55,7 @@ def mtimes(files: list[str]) -> dict[str, float | None]:
 
 
 class Server:
-    """The grpc.aio server and the snapshot it serves."""
+    """The grpc.aio server and the snapshot it serves (made on the event loop that runs it)."""
 
     def __init__(self, files: list[str], snapshots: dict[str, snapshot.NodeSnapshot],
                  report: Callable[[str, list, list[str]], None]):
