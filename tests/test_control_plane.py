@@ -26,7 +26,7 @@ from google.rpc import status_pb2
 
 from compiler import api
 from compiler.control import consistency, protos, snapshot
-from compiler.control.snapshot import CLUSTER, LISTENER, ROUTE, SECRET
+from compiler.control.snapshot import CLUSTER, LISTENER, ROUTE
 from tests.envoy_support import ROOT, Backend, Envoy, free_port, request, requires_envoy, run_meshc
 
 TEMPLATE = Path(ROOT) / "tests" / "envoy" / "behaviour.mesh.in"
@@ -157,7 +157,7 @@ def test_a_snapshot_is_the_backends_xds_output_over_ads(tmp_path):
     hcm = next(f["typed_config"] for c in snap.json[LISTENER]["outbound"]["filter_chains"] for f in c["filters"])
     assert hcm["rds"]["config_source"] == {"ads": {}, "resource_api_version": "V3"}
     for type_url, packed in snap.packed.items():
-        for name, resource in packed.items():
+        for resource in packed.values():
             assert resource.type_url == type_url
             assert resource.Unpack(protos.message_class(type_url)())
     # versions are content hashes: another compile of the same sources agrees, an edit changes
@@ -353,22 +353,20 @@ def test_clusters_go_first_and_routes_by_name(served):
     client.send(CLUSTER)
     first, second = client.receive(), client.receive()
     assert (first.type_url, second.type_url) == (CLUSTER, LISTENER)
-    assert sorted(Any.Unpack_name(r) for r in second.resources) == ["inbound", "outbound"]
+    assert sorted(name_of(r) for r in second.resources) == ["inbound", "outbound"]
     client.send(ROUTE, names=["outbound", "no-such-route"])
     routes = client.receive()
-    assert [Any.Unpack_name(r) for r in routes.resources] == ["outbound"]
+    assert [name_of(r) for r in routes.resources] == ["outbound"]
     # a subscription change with a stale nonce is honoured
     client.send(ROUTE, names=[], nonce="stale")
     assert list(client.receive().resources) == []
     client.close()
 
 
-class Any:
-    @staticmethod
-    def Unpack_name(resource) -> str:
-        message = protos.message_class(resource.type_url)()
-        resource.Unpack(message)
-        return message.name
+def name_of(resource) -> str:
+    message = protos.message_class(resource.type_url)()
+    resource.Unpack(message)
+    return message.name
 
 
 def test_an_unknown_node_or_type_ends_that_stream_only(served):

@@ -5,6 +5,7 @@ The compiler is a pipeline of layers, each of which may import only the layers b
     language  <  core  <  ir, syntax  <  semantic  <  lower  <  api (and sharding)  <  tooling  <  cli
                           ir  <  backends (which read the IR and report diagnostics, nothing else)
                  core, language  <  ca
+    api, backends, ir (and what they import)  <  control  <  cli (`meshc serve` only)
 
 The proxy never imports the compiler; its pure decisions never import its I/O; the independent
 evaluator of Envoy's configuration (today tests/equivalence/envoy_model.py) imports neither the
@@ -33,6 +34,10 @@ COMPILER_LAYERS: dict[str, set[str]] = {
     "compiler.sharding": {"compiler.core", "compiler.language", "compiler.syntax", "compiler.semantic",
                           "compiler.lower", "compiler.ir"},
     "compiler.ca": {"compiler.core", "compiler.language"},
+    # The control plane (`meshc serve`): the compile API, the backends and the IR; grpc and the
+    # Envoy protos are imported here only, and nothing in the compiler but the CLI imports it.
+    "compiler.control": {"compiler.core", "compiler.language", "compiler.syntax", "compiler.semantic",
+                         "compiler.lower", "compiler.ir", "compiler.backends", "compiler.api", "compiler.sharding"},
     "compiler.tooling": {"compiler.core", "compiler.language", "compiler.syntax", "compiler.semantic",
                          "compiler.lower", "compiler.ir", "compiler.backends", "compiler.api", "compiler.sharding"},
 }
@@ -126,6 +131,22 @@ def test_nothing_below_the_cli_imports_it():
             continue
         bad = {m for m in imported_modules(path) if m == "compiler.cli" or m.startswith("compiler.cli.")}
         assert not bad, f"{here} imports the CLI: {bad}"
+
+
+def test_only_the_cli_imports_the_control_plane_and_only_the_control_plane_imports_grpc():
+    for path in python_files("compiler"):
+        here = module_name(path)
+        imported = imported_modules(path)
+        if not here.startswith("compiler.cli") and not here.startswith("compiler.control"):
+            bad = {m for m in imported if m == "compiler.control" or m.startswith("compiler.control.")}
+            assert not bad, f"{here} imports the control plane: {bad}"
+        if not here.startswith("compiler.control"):
+            bad = {m for m in imported if m.split(".")[0] in ("grpc", "envoy", "xds", "udpa")
+                   or m.startswith("google.protobuf")}
+            assert not bad, f"{here} imports {bad}: grpc and the protos belong to compiler/control"
+    cli = {m for p in python_files(os.path.join("compiler", "cli")) for m in imported_modules(p)
+           if m.startswith("compiler.control")}
+    assert cli == {"compiler.control.serve"}, cli
 
 
 def test_the_backends_do_not_import_each_other():

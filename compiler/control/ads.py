@@ -147,7 +147,7 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
 
     async def StreamAggregatedResources(self, request_iterator, context):   # gRPC's method name
         stream = Stream(next(self._ids))
-        queue: asyncio.Queue = asyncio.Queue()
+        queue = asyncio.Queue()   # ("request" or "update" or "end", the request)
 
         async def read():
             try:

@@ -18,9 +18,8 @@ def _walk(node, found: dict[str, set[str]]) -> None:
                 found[ROUTE].add(value["route_config_name"])
             elif key in ("tls_certificate_sds_secret_configs",) and isinstance(value, list):
                 found[SECRET].update(s["name"] for s in value if "sds_config" in s)
-            elif key == "validation_context_sds_secret_config" and isinstance(value, dict):
-                if "sds_config" in value:
-                    found[SECRET].add(value["name"])
+            elif key == "validation_context_sds_secret_config" and isinstance(value, dict) and "sds_config" in value:
+                found[SECRET].add(value["name"])
             _walk(value, found)
     elif isinstance(node, list):
         for value in node:
