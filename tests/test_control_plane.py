@@ -297,11 +297,12 @@ def test_an_edit_reaches_envoy_without_restart_and_a_broken_edit_changes_nothing
     assert stats.get("cluster_manager.cds.update_rejected", 0) == 0
 
 
-@requires_envoy
-def test_a_saved_edit_is_picked_up_by_polling(tmp_path):
+def test_a_saved_edit_of_an_imported_file_is_picked_up_by_polling(tmp_path):
     ports = fixed_ports()
     path = policy(tmp_path / "p.mesh", ports)
-    serve = Serve(str(path), watch=0.1)
+    main = tmp_path / "main.mesh"
+    main.write_text('import "./p.mesh"\n')
+    serve = Serve(str(main), watch=0.1)
     try:
         client = RawClient(serve.port)
         client.send(ROUTE, node="web", names=["outbound"])
@@ -318,6 +319,39 @@ def test_a_saved_edit_is_picked_up_by_polling(tmp_path):
         client.close()
     finally:
         assert serve.stop() == 0
+
+
+# ---- the stream state machine, in process ----------------------------------------------------------
+
+def test_the_stream_records_acks_and_nacks_per_type_and_ignores_a_stale_nonce(tmp_path):
+    from compiler.control.ads import Stream
+
+    ports = fixed_ports()
+    path = policy(tmp_path / "p.mesh", ports)
+    snaps = snapshot.build_all(api.compile([str(path)]))
+    stream = Stream(1)
+    req = discovery_pb2.DiscoveryRequest
+    (clusters,) = stream.on_request(req(type_url=CLUSTER, node=base_pb2.Node(id="web")), snaps)
+    (listeners,) = stream.on_request(req(type_url=LISTENER), snaps)
+    assert clusters.version_info == snaps["web"].versions[CLUSTER] and clusters.nonce != listeners.nonce
+    assert stream.on_request(req(type_url=CLUSTER, version_info=clusters.version_info,
+                                 response_nonce=clusters.nonce), snaps) == []
+    rejected = req(type_url=LISTENER, response_nonce=listeners.nonce, error_detail=status_pb2.Status(message="bad"))
+    assert stream.on_request(rejected, snaps) == []
+    status = stream.status()["types"]
+    assert status[CLUSTER]["acked"] == clusters.version_info and status[CLUSTER]["acks"] == 1
+    assert status[LISTENER] == {"sent": listeners.version_info, "acked": None, "error": "bad", "acks": 0,
+                                     "nacks": 1, "rejected": listeners.version_info}
+    # a stale nonce acknowledges nothing
+    assert stream.on_request(req(type_url=LISTENER, version_info=listeners.version_info, response_nonce="old"),
+                             snaps) == []
+    assert stream.status()["types"][LISTENER]["acked"] is None
+    # a new snapshot (the route `live` to v2) is pushed, the rejected one is not
+    policy(path, ports, live="v2")
+    newer = snapshot.build_all(api.compile([str(path)]))
+    assert stream.pending(newer) == [], "only routes changed, and this stream asked for none"
+    (routes,) = stream.on_request(req(type_url=ROUTE, resource_names=["outbound"]), newer)
+    assert routes.version_info == newer["web"].versions[ROUTE]
 
 
 # ---- raw gRPC clients: versions, bad clients, NACKs ------------------------------------------------
@@ -379,6 +413,7 @@ def test_an_unknown_node_or_type_ends_that_stream_only(served):
         bad.receive()
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     assert "unknown node 'nosuch'" in err.value.details()
+    served.wait_for("ended: unknown node 'nosuch'")
     odd = RawClient(served.port)
     odd.send("type.googleapis.com/envoy.config.endpoint.v3.NoSuch", node="web")
     with pytest.raises(grpc.RpcError) as err:
@@ -396,6 +431,8 @@ def test_a_nack_is_not_answered_with_the_same_version(served):
     clusters = client.receive()
     client.send(CLUSTER, version="", nonce=clusters.nonce, error="test: rejected on purpose")
     assert client.nothing_within(1.0), "the rejected version is never re-sent"
+    line = served.wait_for("rejected Cluster version")
+    assert f"web rejected Cluster version {clusters.version_info}" in line and "rejected on purpose" in line
     # a reload that changes nothing for this node sends nothing either
     mark = served.reload()
     served.wait_for("published", after=mark)

@@ -32,14 +32,14 @@ def serve(files: list[str], args) -> int:
         sys.stderr.flush()
 
     try:
-        snapshots, diagnostics = control.build(files)
+        snapshots, diagnostics, watch = control.build(files)
     except control.BuildError as err:
         report("", err.diagnostics, err.problems)
         return EXIT_INPUT
     if diagnostics:
         print_diagnostics(diagnostics, args.output_format, args.color, json_stream=sys.stderr)
     async def run() -> int:   # the grpc.aio server belongs to the loop it is made on
-        server = control.Server(files, snapshots, report)
+        server = control.Server(files, snapshots, report, watch)
         try:
             port = server.bind(args.listen)
         except OSError:

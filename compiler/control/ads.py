@@ -61,6 +61,7 @@ class Stream:
     node: str | None = None
     since: float = field(default_factory=time.time)
     types: dict[str, TypeState] = field(default_factory=dict)
+    rejections: list[tuple[str, str | None, str]] = field(default_factory=list)   # not yet reported
 
     def on_request(self, request, snapshots: dict[str, NodeSnapshot]) -> list[discovery_pb2.DiscoveryResponse]:
         """Apply one DiscoveryRequest; the responses to send now, in order."""
@@ -81,6 +82,7 @@ class Stream:
                 state.rejected_version = state.sent_version
                 state.error = request.error_detail.message
                 state.nacks += 1
+                self.rejections.append((request.type_url, state.sent_version, state.error))
             else:                                   # ACK
                 state.acked_version = request.version_info
                 state.acks += 1
@@ -133,8 +135,9 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     """The servicer: every stream reads the current snapshots; `publish` replaces them and
     wakes every stream, which sends what changed for its node."""
 
-    def __init__(self, snapshots: dict[str, NodeSnapshot]):
+    def __init__(self, snapshots: dict[str, NodeSnapshot], log=None):
         self.snapshots = snapshots
+        self.log = log or (lambda line: None)   # one line per event worth an operator's eye
         self.streams: dict[int, Stream] = {}
         self._queues: dict[int, asyncio.Queue] = {}
         self._ids = itertools.count(1)
@@ -170,8 +173,13 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     else:
                         responses = stream.pending(self.snapshots)
                 except StreamError as err:
+                    self.log(f"stream {stream.id} ({stream.node or 'no node yet'}) ended: {err.message}")
                     await context.abort(err.code, err.message)
                     return
+                for type_url, version, message in stream.rejections:
+                    self.log(f"{stream.node} rejected {type_url.rpartition('.')[2]} version {version} (kept its "
+                             f"last good one; this version is not sent again): {message}")
+                stream.rejections.clear()
                 for response in responses:
                     yield response
         finally:

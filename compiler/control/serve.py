@@ -22,26 +22,35 @@ from compiler.control.ads import AdsServicer
 class BuildError(Exception):
     """A program that does not give a servable snapshot: its diagnostics, or the problems found."""
 
-    def __init__(self, diagnostics: list, problems: list[str]):
+    def __init__(self, diagnostics: list, problems: list[str], watched: list[str]):
         super().__init__("; ".join(problems))
         self.diagnostics = diagnostics
         self.problems = problems
+        self.watched = watched
 
 
-def build(files: list[str]) -> tuple[dict[str, snapshot.NodeSnapshot], list]:
-    """Every sidecar's snapshot, checked for consistency, and the compile's diagnostics
-    (warnings); raises BuildError when the program has errors or a snapshot is inconsistent."""
+def watched(files: list[str], compilation) -> list[str]:
+    """The files whose edits concern the program: those given and every file they import (the
+    standard library aside)."""
+    return sorted(set(files) | {p for p in compilation.sources if not p.startswith("<")})
+
+
+def build(files: list[str]) -> tuple[dict[str, snapshot.NodeSnapshot], list, list[str]]:
+    """Every sidecar's snapshot, checked for consistency, the compile's diagnostics (warnings)
+    and the files to watch; raises BuildError when the program has errors or a snapshot is
+    inconsistent."""
     compilation = api.compile(files)
+    watch = watched(files, compilation)
     if compilation.has_errors:
-        raise BuildError(compilation.diagnostics, [])
+        raise BuildError(compilation.diagnostics, [], watch)
     try:
         snapshots = snapshot.build_all(compilation)
     except ValueError as err:
-        raise BuildError(compilation.diagnostics, [str(err)]) from err
+        raise BuildError(compilation.diagnostics, [str(err)], watch) from err
     problems = [p for snap in snapshots.values() for p in consistency.problems(snap)]
     if problems:
-        raise BuildError(compilation.diagnostics, problems)
-    return snapshots, compilation.diagnostics
+        raise BuildError(compilation.diagnostics, problems, watch)
+    return snapshots, compilation.diagnostics, watch
 
 
 def mtimes(files: list[str]) -> dict[str, float | None]:
@@ -58,13 +67,14 @@ class Server:
     """The grpc.aio server and the snapshot it serves (made on the event loop that runs it)."""
 
     def __init__(self, files: list[str], snapshots: dict[str, snapshot.NodeSnapshot],
-                 report: Callable[[str, list, list[str]], None]):
+                 report: Callable[[str, list, list[str]], None], watch: list[str]):
         self.files = files
-        self.servicer = AdsServicer(snapshots)
+        self.watch = watch   # the files and their imports, as of the last compile
+        self.servicer = AdsServicer(snapshots, log=lambda line: report(line, [], []))
         self.report = report   # (event, diagnostics, problems) -> printed by the CLI
         self.grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.servicer, self.grpc)
-        self._seen = mtimes(files)
+        self._seen = mtimes(watch)
 
     def bind(self, address: str) -> int:
         """Listen on `address` (HOST:PORT); the port (0 asks for a free one). Raises OSError."""
@@ -79,12 +89,15 @@ class Server:
     def reload(self) -> bool:
         """Recompile and publish; False (the last good snapshot kept) when that fails."""
         started = time.monotonic()
-        self._seen = mtimes(self.files)
+        before = mtimes(self.watch)
         try:
-            snapshots, diagnostics = build(self.files)
+            snapshots, diagnostics, self.watch = build(self.files)
         except BuildError as err:
+            self.watch = err.watched
+            self._seen = {**mtimes(err.watched), **before}
             self.report("rejected", err.diagnostics, err.problems)
             return False
+        self._seen = {**mtimes(self.watch), **before}
         changed = sorted(n for n, s in snapshots.items()
                          if n not in self.servicer.snapshots or self.servicer.snapshots[n].versions != s.versions)
         self.servicer.publish(snapshots)
@@ -105,7 +118,7 @@ class Server:
                 try:
                     await asyncio.wait_for(stop.wait(), watch_interval if watch_interval > 0 else None)
                 except TimeoutError:
-                    if mtimes(self.files) != self._seen:
+                    if mtimes(self.watch) != {p: self._seen.get(p) for p in self.watch}:
                         self.reload()
         finally:
             await self.grpc.stop(0.5)
