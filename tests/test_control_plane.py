@@ -354,6 +354,26 @@ def test_the_stream_records_acks_and_nacks_per_type_and_ignores_a_stale_nonce(tm
     assert routes.version_info == newer["web"].versions[ROUTE]
 
 
+def test_removals_go_in_the_reverse_order(tmp_path):
+    """A snapshot that drops clusters the proxy has: listeners and routes first, clusters last."""
+    import copy
+
+    from compiler.control.ads import Stream
+    from compiler.control.versions import version_of
+
+    snaps = snapshot.build_all(api.compile([str(policy(tmp_path / "p.mesh", fixed_ports()))]))
+    stream = Stream(1)
+    req = discovery_pb2.DiscoveryRequest
+    stream.on_request(req(type_url=CLUSTER, node=base_pb2.Node(id="web")), snaps)
+    stream.on_request(req(type_url=LISTENER), snaps)
+    stream.on_request(req(type_url=ROUTE, resource_names=["outbound"]), snaps)
+    smaller = copy.copy(snaps["web"])
+    kept = {n: r for n, r in smaller.packed[CLUSTER].items() if n != "inbound|api"}
+    smaller.packed = {**smaller.packed, CLUSTER: kept, LISTENER: dict(list(smaller.packed[LISTENER].items())[:1])}
+    smaller.versions = {t: version_of(p) for t, p in smaller.packed.items()}
+    assert [r.type_url for r in stream.pending({"web": smaller})] == [LISTENER, CLUSTER]
+
+
 # ---- raw gRPC clients: versions, bad clients, NACKs ------------------------------------------------
 
 @pytest.fixture
@@ -453,3 +473,8 @@ def test_serve_exits_1_on_errors_and_2_on_a_busy_port(tmp_path):
         assert "Traceback" not in proc.stderr
     finally:
         assert serve.stop() == 0
+    interrupted = Serve(str(good))   # Ctrl-C: a clean exit 0, as SIGTERM
+    interrupted.proc.send_signal(signal.SIGINT)
+    assert interrupted.proc.wait(10) == 0
+    interrupted.wait_for("meshc serve: stopped")
+    assert not any("Traceback" in line for line in interrupted.lines)

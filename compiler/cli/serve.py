@@ -47,9 +47,12 @@ def serve(files: list[str], args) -> int:
                   file=sys.stderr)
             return EXIT_USAGE
         host = args.listen.rpartition(":")[0]
-        print(f"meshc serve: serving {len(snapshots)} sidecar(s) ({', '.join(sorted(snapshots))}) over ADS on "
-              f"{host}:{port}", file=sys.stderr, flush=True)
-        await server.run(args.watch)
+
+        def ready() -> None:
+            print(f"meshc serve: serving {len(snapshots)} sidecar(s) ({', '.join(sorted(snapshots))}) over ADS "
+                  f"on {host}:{port}", file=sys.stderr, flush=True)
+
+        await server.run(args.watch, ready)
         print("meshc serve: stopped", file=sys.stderr, flush=True)
         return EXIT_OK
 

@@ -105,14 +105,16 @@ class Server:
                     f"{(time.monotonic() - started) * 1000:.0f} ms)", diagnostics, [])
         return True
 
-    async def run(self, watch_interval: float) -> None:
-        """Serve until SIGINT or SIGTERM; reload on SIGHUP, and when a file changes if polling."""
+    async def run(self, watch_interval: float, ready: Callable[[], None] = lambda: None) -> None:
+        """Serve until SIGINT or SIGTERM; reload on SIGHUP, and when a file changes if polling.
+        `ready` is called once the signals are handled and the server has started."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         await self.grpc.start()
+        ready()
         try:
             while not stop.is_set():
                 try:
