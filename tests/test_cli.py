@@ -42,7 +42,7 @@ def test_version():
     assert proc.stdout.strip() == f"meshc {__version__}"
 
 
-@pytest.mark.parametrize("command", [[], ["check"], ["compile"]], ids=["top", "check", "compile"])
+@pytest.mark.parametrize("command", [[], ["check"], ["compile"], ["serve"]], ids=["top", "check", "compile", "serve"])
 def test_help(command):
     proc = meshc(*command, "--help")
     assert proc.returncode == 0

@@ -6,70 +6,35 @@ as they are, through `google.protobuf.json_format`, with no second translator.
 know, a wrongly typed value, an enum name that does not exist or an `@type` naming no message all
 raise. An `Any` resolves only once the module defining its type is imported (the protobuf
 default pool is filled by imports), so the `@type` URLs of a document are collected first and
-the modules of their packages imported: no list of modules here has to follow the backend.
+the modules of their packages imported (compiler/control/protos.py, the loader the server
+uses): no list of modules has to follow the backend.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import pkgutil
 from pathlib import Path
 
 import orjson
 import pytest
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf import descriptor_pool, json_format, message_factory
+from google.protobuf import json_format
 
 from compiler import api
 from compiler.backends.base import Options
+from compiler.control import protos
+from compiler.control.protos import message_class
 from tests.envoy_support import ROOT
 
 EXAMPLES = sorted(p.stem for p in (Path(ROOT) / "examples").glob("*.mesh"))
-POOL = descriptor_pool.Default()
-
-
-def type_urls(node) -> set[str]:
-    """Every `@type` in a JSON document."""
-    found: set[str] = set()
-    if isinstance(node, dict):
-        if isinstance(node.get("@type"), str):
-            found.add(node["@type"])
-        for value in node.values():
-            found |= type_urls(value)
-    elif isinstance(node, list):
-        for value in node:
-            found |= type_urls(value)
-    return found
-
-
-def message_class(type_url: str):
-    """The generated class of an `@type` (type.googleapis.com/PACKAGE.MESSAGE), after importing
-    every `_pb2` module of its package (the shortest import that is sure to register it)."""
-    name = type_url.rpartition("/")[2]
-    try:
-        return message_factory.GetMessageClass(POOL.FindMessageTypeByName(name))
-    except KeyError:
-        pass
-    package = name
-    while "." in package:
-        package = package.rpartition(".")[0]
-        with contextlib.suppress(ImportError):
-            module = importlib.import_module(package)
-            for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
-                if info.name.endswith("_pb2"):
-                    importlib.import_module(f"{package}.{info.name}")
-            break
-    return message_factory.GetMessageClass(POOL.FindMessageTypeByName(name))
 
 
 def parse(doc: dict, message):
-    """`doc` read into `message` strictly, every `@type` in it resolved; the message survives a
-    round trip through its binary form (what goes on the wire)."""
-    for url in type_urls(doc):
-        message_class(url)
-    json_format.ParseDict(doc, message, ignore_unknown_fields=False)
+    """`doc` read into `message` strictly, every `@type` in it resolved (compiler/control/protos.py,
+    the server's own loader); the message survives a round trip through its binary form (what
+    goes on the wire)."""
+    protos.parse(doc, message)
     again = type(message)()
     again.ParseFromString(message.SerializeToString())
     assert again == message
