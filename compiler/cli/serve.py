@@ -11,6 +11,20 @@ from compiler.cli.report import print_diagnostics
 
 
 def serve(files: list[str], args) -> int:
+    from compiler.language.endpoints import parse_endpoint
+
+    if parse_endpoint(args.listen) is None:
+        print(f"meshc: error: --listen {args.listen}: not HOST:PORT (an IPv4 address, [IPv6] or a DNS name, and a "
+              "port of 1-65535)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.watch < 0:
+        print(f"meshc: error: --watch {args.watch:g}: not a number of seconds >= 0", file=sys.stderr)
+        return EXIT_USAGE
+    # gRPC's core logs its own line for a port it cannot bind; meshc says it in one line of its
+    # own (GRPC_VERBOSITY=ERROR in the environment brings gRPC's logs back).
+    import os
+
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     try:
         from compiler.control import serve as control
     except ImportError as err:
