@@ -25,6 +25,9 @@ def serve(files: list[str], args) -> int:
     import os
 
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    # A large program's compile forks a second process (compiler/sharding.py), and gRPC's core is
+    # not fork-safe: the server compiles in one process.
+    os.environ["MESHC_JOBS"] = "1"
     try:
         from compiler.control import serve as control
     except ImportError as err:

@@ -75,6 +75,7 @@ class Server:
         self.grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.servicer, self.grpc)
         self._seen = mtimes(watch)
+        self._lock: asyncio.Lock   # made in run(), on the server's loop
 
     def bind(self, address: str) -> int:
         """Listen on `address` (HOST:PORT); the port (0 asks for a free one). Raises OSError."""
@@ -86,24 +87,26 @@ class Server:
             raise OSError(f"cannot listen on {address}")
         return port
 
-    def reload(self) -> bool:
-        """Recompile and publish; False (the last good snapshot kept) when that fails."""
-        started = time.monotonic()
-        before = mtimes(self.watch)
-        try:
-            snapshots, diagnostics, self.watch = build(self.files)
-        except BuildError as err:
-            self.watch = err.watched
-            self._seen = {**mtimes(err.watched), **before}
-            self.report("rejected", err.diagnostics, err.problems)
-            return False
-        self._seen = {**mtimes(self.watch), **before}
-        changed = sorted(n for n, s in snapshots.items()
-                         if n not in self.servicer.snapshots or self.servicer.snapshots[n].versions != s.versions)
-        self.servicer.publish(snapshots)
-        self.report(f"published ({len(changed)} sidecar(s) changed: {', '.join(changed) or 'none'}; "
-                    f"{(time.monotonic() - started) * 1000:.0f} ms)", diagnostics, [])
-        return True
+    async def reload(self) -> bool:
+        """Recompile and publish; False (the last good snapshot kept) when that fails. The compile
+        runs in a worker thread, so the streams go on meanwhile; reloads run one at a time."""
+        async with self._lock:
+            started = time.monotonic()
+            before = mtimes(self.watch)
+            try:
+                snapshots, diagnostics, self.watch = await asyncio.to_thread(build, self.files)
+            except BuildError as err:
+                self.watch = err.watched
+                self._seen = {**mtimes(err.watched), **before}
+                self.report("rejected", err.diagnostics, err.problems)
+                return False
+            self._seen = {**mtimes(self.watch), **before}
+            changed = sorted(n for n, s in snapshots.items()
+                             if n not in self.servicer.snapshots or self.servicer.snapshots[n].versions != s.versions)
+            self.servicer.publish(snapshots)
+            self.report(f"published ({len(changed)} sidecar(s) changed: {', '.join(changed) or 'none'}; "
+                        f"{(time.monotonic() - started) * 1000:.0f} ms)", diagnostics, [])
+            return True
 
     async def run(self, watch_interval: float, ready: Callable[[], None] = lambda: None) -> None:
         """Serve until SIGINT or SIGTERM; reload on SIGHUP, and when a file changes if polling.
@@ -112,7 +115,15 @@ class Server:
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self._lock = asyncio.Lock()
+        reloads: set[asyncio.Task] = set()
+
+        def on_sighup() -> None:
+            task = asyncio.ensure_future(self.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
         await self.grpc.start()
         ready()
         try:
@@ -121,6 +132,8 @@ class Server:
                     await asyncio.wait_for(stop.wait(), watch_interval if watch_interval > 0 else None)
                 except TimeoutError:
                     if mtimes(self.watch) != {p: self._seen.get(p) for p in self.watch}:
-                        self.reload()
+                        await self.reload()
         finally:
+            for task in reloads:
+                task.cancel()
             await self.grpc.stop(0.5)
