@@ -430,7 +430,7 @@ def name_of(resource) -> str:
     return message.name
 
 
-def test_an_unknown_node_or_type_ends_that_stream_only(served):
+def test_an_unknown_node_or_type_or_a_huge_request_ends_that_stream_only(served):
     good = RawClient(served.port)
     good.send(CLUSTER, node="web")
     assert good.receive().type_url == CLUSTER
@@ -446,9 +446,14 @@ def test_an_unknown_node_or_type_ends_that_stream_only(served):
     with pytest.raises(grpc.RpcError) as err:
         odd.receive()
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "is not served" in err.value.details()
+    huge = RawClient(served.port)   # a request over 1 MiB
+    huge.send(CLUSTER, node="web", names=["x" * 1000] * 1100)
+    with pytest.raises(grpc.RpcError) as err:
+        huge.receive()
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     good.send(LISTENER)   # the other stream goes on
     assert good.receive().type_url == LISTENER
-    for c in (good, bad, odd):
+    for c in (good, bad, odd, huge):
         c.close()
 
 

@@ -18,6 +18,10 @@ from compiler import api
 from compiler.control import consistency, snapshot
 from compiler.control.ads import AdsServicer
 
+# A DiscoveryRequest is small (a node, a type URL, names, a nonce): a larger one ends its own stream
+# with RESOURCE_EXHAUSTED before it is read.
+MAX_REQUEST_BYTES = 1 << 20
+
 
 class BuildError(Exception):
     """A program that does not give a servable snapshot: its diagnostics, or the problems found."""
@@ -72,7 +76,8 @@ class Server:
         self.watch = watch   # the files and their imports, as of the last compile
         self.servicer = AdsServicer(snapshots, log=lambda line: report(line, [], []))
         self.report = report   # (event, diagnostics, problems) -> printed by the CLI
-        self.grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self.grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0),
+                                             ("grpc.max_receive_message_length", MAX_REQUEST_BYTES)])
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.servicer, self.grpc)
         self._seen = mtimes(watch)
         self._lock: asyncio.Lock   # made in run(), on the server's loop
