@@ -48,8 +48,8 @@ def fixed_ports() -> dict:
 class Serve:
     """`meshc serve FILE --listen 127.0.0.1:PORT` as a subprocess, its stderr read in a thread."""
 
-    def __init__(self, *files: str, watch: float = 0):
-        self.port = free_port()
+    def __init__(self, *files: str, watch: float = 0, port: int | None = None):
+        self.port = port or free_port()
         env = {k: v for k, v in os.environ.items() if k != "MESHC_DEBUG"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "compiler", "serve", *files, "--listen", f"127.0.0.1:{self.port}",
@@ -295,6 +295,30 @@ def test_an_edit_reaches_envoy_without_restart_and_a_broken_edit_changes_nothing
     assert plane.route_version() == after and plane.call("/live") == "v2"
     stats = plane.envoy.stats("cluster_manager.cds.update_rejected")
     assert stats.get("cluster_manager.cds.update_rejected", 0) == 0
+
+
+@requires_envoy
+def test_envoy_keeps_its_config_while_the_server_is_down_and_resyncs_with_a_new_one(plane):
+    version = plane.route_version()
+    assert plane.serve.stop() == 0
+    deadline = time.monotonic() + 10
+    while plane.envoy.stats("control_plane.connected_state")["control_plane.connected_state"] != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert plane.call("/live") == "v1" and plane.route_version() == version, "the last config, served"
+    plane.serve = Serve(str(plane.path), port=plane.serve.port)   # a new server process, same sources
+    deadline = time.monotonic() + 30
+    while plane.envoy.stats("control_plane.connected_state")["control_plane.connected_state"] != 1:
+        assert time.monotonic() < deadline, plane.envoy.output()
+        time.sleep(0.05)
+    assert plane.route_version() == version and plane.call("/live") == "v1"
+    policy(plane.path, plane.ports, live="v2")   # and the new stream takes pushes
+    plane.serve.reload()
+    deadline = time.monotonic() + 10
+    while plane.route_version() == version:
+        assert time.monotonic() < deadline, plane.envoy.output()
+        time.sleep(0.02)
+    assert plane.call("/live") == "v2"
 
 
 def test_a_saved_edit_of_an_imported_file_is_picked_up_by_polling(tmp_path):
