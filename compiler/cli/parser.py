@@ -12,7 +12,7 @@ TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without 
 if TYPE_CHECKING:
     from typing import NoReturn
 
-COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp", "ca", "doctor", "serve")
+COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp", "ca", "doctor", "serve", "status")
 FORMATS = ("human", "json", "sarif", "github")
 # What `meshc compile --emit` prints: the stages of a compile, in order.
 STAGES = ("tokens", "ast", "ir", "envoy", "native")
@@ -119,6 +119,19 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                                 "loopback or a trusted network)")
         serve.add_argument("--watch", type=float, default=1.0, metavar="SECONDS",
                            help="poll the program's files for changes every SECONDS (default 1; 0: only on SIGHUP)")
+    if only in (None, "status"):
+        status = sub.add_parser("status", help="what a running `meshc serve` serves and each proxy's state",
+                                description="Ask a running `meshc serve` for its state: its snapshot versions, the "
+                                            "last reload (the diagnostics of an edit that did not compile), and "
+                                            "each connected proxy: kind, node, connected since, per type the "
+                                            "version acknowledged against the current one, the last rejection "
+                                            "with its location in the .mesh source. Exit 0 all up to date and the "
+                                            "last reload good, 1 a proxy rejected or is behind or the last edit "
+                                            "did not compile, 2 usage or no answer from the server (3 s).")
+        status.add_argument("--server", default="127.0.0.1:18000", metavar="HOST:PORT",
+                            help="the --listen address of `meshc serve` (default 127.0.0.1:18000)")
+        status.add_argument("--output-format", "--format", dest="output_format", choices=("human", "json"),
+                            default="human", help="a table (default) or JSON (a stable shape, `schema` 1)")
     if only is None:  # listed for --help only: run() hands `meshc proxy ...` to runtime_proxy as it is
         sub.add_parser("proxy", add_help=False,
                        help="run the native sidecar proxy on a compiled config (`meshc proxy --help`)")

@@ -59,6 +59,7 @@ class Stream:
     """One proxy's ADS stream: its node and a `TypeState` per type URL."""
     id: int
     node: str | None = None
+    agent: str | None = None   # the node's user_agent_name (envoy, or another client)
     since: float = field(default_factory=time.time)
     types: dict[str, TypeState] = field(default_factory=dict)
     rejections: list[tuple[str, str | None, str]] = field(default_factory=list)   # not yet reported
@@ -72,6 +73,7 @@ class Stream:
                 raise StreamError(grpc.StatusCode.NOT_FOUND,
                                   f"unknown node {request.node.id!r}: no service of that name in the program")
             self.node = request.node.id
+            self.agent = request.node.user_agent_name or None
         if request.type_url not in TYPES:
             raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
                               f"type URL {request.type_url!r} is not served (ADS serves: {', '.join(TYPES)})")

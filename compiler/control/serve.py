@@ -15,7 +15,7 @@ import grpc.aio
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from compiler import api
-from compiler.control import consistency, snapshot
+from compiler.control import consistency, snapshot, status
 from compiler.control.ads import AdsServicer
 
 # A DiscoveryRequest is small (a node, a type URL, names, a nonce): a larger one ends its own stream
@@ -67,6 +67,11 @@ def mtimes(files: list[str]) -> dict[str, float | None]:
     return out
 
 
+def _diagnostic(d) -> dict:
+    return {"severity": d.severity, "code": d.code, "message": d.message,
+            "location": d.span.location() if d.span is not None else d.path}
+
+
 class Server:
     """The grpc.aio server and the snapshot it serves (made on the event loop that runs it)."""
 
@@ -79,8 +84,16 @@ class Server:
         self.grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0),
                                              ("grpc.max_receive_message_length", MAX_REQUEST_BYTES)])
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.servicer, self.grpc)
+        self.grpc.add_generic_rpc_handlers((status.handler(self.status),))   # `meshc status`, same port
+        self.started = time.time()
+        self.last_reload: dict = {"ok": True, "at": self.started, "good_since": self.started,
+                                  "diagnostics": [], "problems": []}
         self._seen = mtimes(watch)
         self._lock: asyncio.Lock   # made in run(), on the server's loop
+
+    def status(self) -> dict:
+        """What `meshc status` shows (compiler/control/status.py)."""
+        return status.report(self.servicer, self.last_reload, self.started)
 
     def bind(self, address: str) -> int:
         """Listen on `address` (HOST:PORT); the port (0 asks for a free one). Raises OSError."""
@@ -104,11 +117,17 @@ class Server:
                 self.watch = err.watched
                 self._seen = {**mtimes(err.watched), **before}
                 self.report("rejected", err.diagnostics, err.problems)
+                self.last_reload = {"ok": False, "at": time.time(), "good_since": self.last_reload["good_since"],
+                                    "diagnostics": [_diagnostic(d) for d in err.diagnostics
+                                                    if d.severity == "error"],
+                                    "problems": err.problems}
                 return False
             self._seen = {**mtimes(self.watch), **before}
             changed = sorted(n for n, s in snapshots.items()
                              if n not in self.servicer.snapshots or self.servicer.snapshots[n].versions != s.versions)
             self.servicer.publish(snapshots)
+            now = time.time()
+            self.last_reload = {"ok": True, "at": now, "good_since": now, "diagnostics": [], "problems": []}
             self.report(f"published ({len(changed)} sidecar(s) changed: {', '.join(changed) or 'none'}; "
                         f"{(time.monotonic() - started) * 1000:.0f} ms)", diagnostics, [])
             return True
