@@ -8,7 +8,8 @@ import time
 
 from compiler import api
 from compiler.control import snapshot
-from compiler.control.snapshot import CLUSTER
+from compiler.control.snapshot import CLUSTER, ROUTE, SECRET
+from compiler.control.status import locate
 from tests.envoy_support import free_port, requires_envoy, run_meshc
 from tests.test_control_plane import Plane, RawClient, Serve, fixed_ports, policy
 
@@ -104,6 +105,20 @@ def test_a_nack_shows_its_error_and_the_source_of_the_resource(tmp_path):
         client.close()
     finally:
         assert serve.stop() == 0
+
+
+def test_a_rejected_route_configuration_is_located_at_the_route_its_message_names():
+    compilation = api.compile(["examples/shop.mesh"])
+    snap = snapshot.build(compilation, "cart")
+    routes = {r["name"]: r["metadata"]["filter_metadata"]["meshc"]["source"]
+              for vh in snap.json[ROUTE]["outbound"]["virtual_hosts"] for r in vh["routes"]}
+    found = locate(snap, ROUTE, "route 'outbound': route 'catalog/search': bad regex")
+    assert found == {"resource": "outbound", "source": routes["catalog/search"], "exact": True}
+    assert found["source"].startswith("examples/shop.mesh:")
+    # naming no route: the first provenance in the route configuration (its first virtual host)
+    vh = snap.json[ROUTE]["outbound"]["virtual_hosts"][0]
+    assert locate(snap, ROUTE, "bad")["source"] == vh["metadata"]["filter_metadata"]["meshc"]["source"]
+    assert locate(snap, SECRET, "bad")["source"] is None
 
 
 def test_json_shape_with_no_proxy(tmp_path):

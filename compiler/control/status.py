@@ -39,17 +39,36 @@ def _source_in(node) -> str | None:
     return None
 
 
+def _named_sources(node, out: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Every (name, provenance source) of the named parts of a resource (virtual hosts, routes)."""
+    if isinstance(node, dict):
+        meta = node.get("metadata", {}).get("filter_metadata", {}).get("meshc") \
+            if isinstance(node.get("metadata"), dict) else None
+        if isinstance(node.get("name"), str) and isinstance(meta, dict) and isinstance(meta.get("source"), str):
+            out.append((node["name"], meta["source"]))
+        for value in node.values():
+            _named_sources(value, out)
+    elif isinstance(node, list):
+        for value in node:
+            _named_sources(value, out)
+    return out
+
+
 def locate(snap: NodeSnapshot | None, type_url: str, message: str | None) -> dict:
     """The resource a rejection concerns and where it was declared: the resource of that type whose
-    name the message quotes (the longest), else the type's first resource (`exact` false), and the
-    first provenance `source` (file:line:col) it carries."""
+    name the message quotes (the longest), else the type's first resource (`exact` false); its
+    location is that of the part of it (a virtual host, a route) whose name the message quotes
+    (the longest), else the first provenance `source` (file:line:col) it carries."""
     if snap is None:
         return {"resource": None, "source": None, "exact": False}
     named = snap.json.get(type_url, {})
     quoted = sorted((n for n in named if message and n in message), key=len, reverse=True)
     name = quoted[0] if quoted else (sorted(named)[0] if named else None)
-    return {"resource": name, "source": _source_in(named[name]) if name is not None else None,
-            "exact": bool(quoted)}
+    if name is None:
+        return {"resource": None, "source": None, "exact": False}
+    parts = sorted(((n, src) for n, src in _named_sources(named[name], []) if message and n != name and n in message),
+                   key=lambda p: len(p[0]), reverse=True)
+    return {"resource": name, "source": parts[0][1] if parts else _source_in(named[name]), "exact": bool(quoted)}
 
 
 def type_state(state, current: str | None) -> str:
