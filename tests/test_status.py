@@ -107,6 +107,38 @@ def test_a_nack_shows_its_error_and_the_source_of_the_resource(tmp_path):
         assert serve.stop() == 0
 
 
+def test_a_proxy_that_has_not_acknowledged_the_current_version_is_behind(tmp_path):
+    ports = fixed_ports()
+    path = policy(tmp_path / "p.mesh", ports)
+    serve = Serve(str(path))
+    try:
+        client = RawClient(serve.port)
+        client.send(CLUSTER, node="web")
+        clusters = client.receive()
+        client.send(CLUSTER, version=clusters.version_info, nonce=clusters.nonce)
+        client.send(ROUTE, names=["outbound"])
+        routes = client.receive()
+        client.send(ROUTE, names=["outbound"], version=routes.version_info, nonce=routes.nonce)
+        code, data = wait_status(serve.port, lambda c, d: c == 0)
+        assert {t: e["state"] for t, e in data["streams"][0]["types"].items()} == \
+            {"Cluster": "up to date", "RouteConfiguration": "up to date"}
+        policy(path, ports, live="v2")
+        mark = serve.reload()
+        serve.wait_for("published", after=mark)
+        newer = client.receive()   # received, not acknowledged
+        assert newer.type_url == ROUTE and newer.version_info != routes.version_info
+        code, data, _ = status(serve.port)
+        entry = data["streams"][0]["types"]["RouteConfiguration"]
+        assert code == 1 and entry["state"] == "behind"
+        assert (entry["acked"], entry["sent"], entry["current"]) == \
+            (routes.version_info, newer.version_info, newer.version_info)
+        code, text, _ = status(serve.port, "human")
+        assert code == 1 and f"RouteConfiguration behind (acked {routes.version_info})" in text, text
+        client.close()
+    finally:
+        assert serve.stop() == 0
+
+
 def test_a_rejected_route_configuration_is_located_at_the_route_its_message_names():
     compilation = api.compile(["examples/shop.mesh"])
     snap = snapshot.build(compilation, "cart")
