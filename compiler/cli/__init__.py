@@ -62,7 +62,7 @@ def run(argv: list[str]) -> int:
         from compiler.cli.doctor import doctor
 
         return doctor(files, args)
-    if args.command == "serve":  # grpc and the Envoy protos are imported here only
+    if args.command == "serve":  # grpc and the Envoy protos are imported here (and by `status`) only
         from compiler.cli.serve import serve
 
         return serve(files, args)
