@@ -15,8 +15,9 @@ import grpc.aio
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from compiler import api
-from compiler.control import consistency, snapshot, status
+from compiler.control import consistency, protos, snapshot, status
 from compiler.control.ads import AdsServicer
+from compiler.control.versions import version_of
 
 # A DiscoveryRequest is small (a node, a type URL, names, a nonce): a larger one ends its own stream
 # with RESOURCE_EXHAUSTED before it is read.
@@ -57,6 +58,29 @@ def build(files: list[str]) -> tuple[dict[str, snapshot.NodeSnapshot], list, lis
     return snapshots, compilation.diagnostics, watch
 
 
+# Test-only (docs/control-plane.md): `MESHC_SERVE_TEST_CORRUPT=Cluster:NAME` makes the first
+# good reload's snapshot carry cluster NAME with a combination Envoy parses but refuses (lb_policy
+# CLUSTER_PROVIDED on a STATIC cluster), so that a real NACK can be provoked on purpose. Read by
+# `meshc serve` only; anything but `Cluster:NAME` is ignored.
+TEST_CORRUPT = "MESHC_SERVE_TEST_CORRUPT"
+
+
+def corrupt(snapshots: dict[str, snapshot.NodeSnapshot], spec: str) -> list[str]:
+    """Corrupt cluster NAME (`spec` is `Cluster:NAME`) in every node that has it; those nodes."""
+    kind, _, name = spec.partition(":")
+    touched: list[str] = []
+    if kind != "Cluster":
+        return touched
+    for node, snap in snapshots.items():
+        if name in snap.json.get(snapshot.CLUSTER, {}):
+            bad = {**snap.json[snapshot.CLUSTER][name], "lb_policy": "CLUSTER_PROVIDED"}
+            snap.json[snapshot.CLUSTER][name] = bad
+            snap.packed[snapshot.CLUSTER][name] = protos.to_any(bad)
+            snap.versions[snapshot.CLUSTER] = version_of(snap.packed[snapshot.CLUSTER])
+            touched.append(node)
+    return touched
+
+
 def mtimes(files: list[str]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for path in files:
@@ -89,6 +113,8 @@ class Server:
         self.last_reload: dict = {"ok": True, "at": self.started, "good_since": self.started,
                                   "diagnostics": [], "problems": []}
         self._seen = mtimes(watch)
+        spec = os.environ.get(TEST_CORRUPT, "")   # test-only: corrupts the first reload's snapshot
+        self._corrupt = spec if spec.startswith("Cluster:") else ""
         self._lock: asyncio.Lock   # made in run(), on the server's loop
 
     def status(self) -> dict:
@@ -123,6 +149,10 @@ class Server:
                                     "problems": err.problems}
                 return False
             self._seen = {**mtimes(self.watch), **before}
+            if self._corrupt:
+                spec, self._corrupt = self._corrupt, ""
+                self.report(f"test-only: corrupted {spec} for {', '.join(corrupt(snapshots, spec)) or 'no node'}",
+                            [], [])
             changed = sorted(n for n, s in snapshots.items()
                              if n not in self.servicer.snapshots or self.servicer.snapshots[n].versions != s.versions)
             self.servicer.publish(snapshots)
