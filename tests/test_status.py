@@ -173,3 +173,51 @@ def test_an_unreachable_server_is_one_line_and_exit_2_quickly():
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stdout == ""
     proc = run_meshc("status", "--server", "nonsense")
     assert proc.returncode == 2 and "not HOST:PORT" in proc.stderr
+
+
+@requires_envoy
+def test_a_real_nack_provoked_on_purpose_keeps_the_last_good_is_sent_once_and_is_located(tmp_path, monkeypatch):
+    """The test-only hook (MESHC_SERVE_TEST_CORRUPT, read by `meshc serve` only) corrupts one
+    cluster in the first reload's snapshot: Envoy parses it and refuses it (NACK)."""
+    name = "outbound|v1|api"   # the cluster route `live` sends to
+    monkeypatch.setenv("MESHC_SERVE_TEST_CORRUPT", f"Cluster:{name}")
+    plane = Plane(tmp_path)
+    try:
+        good = snapshot.build(api.compile([str(plane.path)]), "web")
+        wait_status(plane.serve.port, lambda c, d: c == 0 and d["streams"])
+
+        def cluster_versions() -> set:
+            return {c["version_info"] for d in plane.dump()["configs"] for c in d.get("dynamic_active_clusters", [])}
+
+        assert cluster_versions() == {good.versions[CLUSTER]}
+        mark = plane.serve.reload()   # the same sources; the hook corrupts the one cluster
+        plane.serve.wait_for(f"test-only: corrupted Cluster:{name} for ", after=mark)
+        line = plane.serve.wait_for("web rejected Cluster version", after=mark)
+        rejected = line.split("version ")[1].split()[0]
+        assert rejected != good.versions[CLUSTER]
+        time.sleep(3)   # anything re-sent would be NACKed again
+        stats = plane.envoy.stats("cluster_manager.cds.update_rejected")
+        assert stats["cluster_manager.cds.update_rejected"] == 1, "the rejected version is sent exactly once"
+        assert sum("rejected Cluster version" in x for x in plane.serve.lines[mark:]) == 1
+        assert cluster_versions() == {good.versions[CLUSTER]}, "Envoy keeps its last good clusters"
+        assert plane.call("/live") == "v1", "and routes through them to the real backend"
+        code, data, _ = status(plane.serve.port)
+        entry = data["streams"][0]["types"]["Cluster"]
+        rejection = entry["last_rejection"]
+        print("Envoy's error_detail:", rejection["error"])
+        assert code == 1 and entry["state"] == "rejected" and entry["nacks"] == 1
+        assert rejection["version"] == rejected and rejection["resource"] == name and rejection["exact"] is True
+        assert "cluster provided LB specified" in rejection["error"] and name in rejection["error"]
+        expected = good.json[CLUSTER][name]["metadata"]["filter_metadata"]["meshc"]["source"]
+        assert rejection["source"] == expected and expected.startswith(f"{plane.path}:")
+        code, text, _ = status(plane.serve.port, "human")
+        assert code == 1 and f"at {expected}" in text, text
+
+        policy(plane.path, plane.ports, live="v2")   # a good edit (the hook fired once)
+        mark = plane.serve.reload()
+        plane.serve.wait_for("published (", after=mark)
+        wait_status(plane.serve.port, lambda c, d: c == 0)
+        edited = snapshot.build(api.compile([str(plane.path)]), "web")
+        assert cluster_versions() == {edited.versions[CLUSTER]} and plane.call("/live") == "v2"
+    finally:
+        plane.close()
