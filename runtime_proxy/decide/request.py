@@ -215,19 +215,14 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
     if len(hosts) != 1:     # more than one Host line (_host_refused)
         return local(d, 400, b"Bad Request", close=True)
     d.host = hosts[0]
-    # The Host's characters (_host_refused) are checked before any other answer, but only where
-    # they can matter: a Host that names a destination is valid (its domains are), so the common
-    # outbound request pays nothing, and an inbound one a set lookup.
+    if d.host not in _HOSTS_OK and _host_refused(hosts):   # before any other answer; a known Host: one lookup
+        return local(d, 400, b"Bad Request", close=True)
     if "expect" in headers and headers["expect"][0].lower() == "100-continue":
         d.expect_continue = True
     max_body = table.proxy.max_request_body_bytes
     if max_body and head.content_length is not None and head.content_length > max_body:
-        if _host_refused(hosts):
-            return local(d, 400, b"Bad Request", close=True)
         return local(d, 413, b"Payload Too Large", close=True)
     if method == "CONNECT" or target[:1] != "/":
-        if _host_refused(hosts):
-            return local(d, 400, b"Bad Request", close=True)
         # Envoy's codec refuses a target that is not origin-form (and CONNECT with one) with "Bad
         # Request"; a CONNECT to an authority matches no route (no connect_matcher): 404
         if method == "CONNECT" and target[:1] != "/":
@@ -235,8 +230,6 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
         return local(d, 400, b"Bad Request", close=True)
     norm = normalize(method, target, table.escaped_slashes)
     if norm.__class__ is int:
-        if _host_refused(hosts):
-            return local(d, 400, b"Bad Request", close=True)
         if explain is not None:
             explain.note("normalize", "rejected", f"{target} is answered {norm} (docs/language.md §6)")
         return local(d, norm, close=True)
@@ -244,13 +237,9 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
     if explain is not None:
         explain.note("normalize", "path", path)
     if head.inbound:
-        if d.host not in _HOSTS_OK and _host_refused(hosts):
-            return local(d, 400, b"Bad Request", close=True)
         return _inbound(table, head, draws, d, method, path, target, raw, headers, explain)
     svc = table.service_for_host(d.host)
     if svc is None:
-        if _host_refused(hosts):
-            return local(d, 400, b"Bad Request", close=True)
         if explain is not None:
             explain.note("host", "unknown", f"no service answers to `{d.host}`")
         return local(d, 404, counter=NO_ROUTE, flags="NR")
