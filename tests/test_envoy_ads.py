@@ -59,7 +59,8 @@ def test_the_ads_bootstrap_points_the_sidecar_at_the_control_plane(capsys, tmp_p
     assert boot["node"] == {"id": "payments", "cluster": "payments"}
     assert boot["dynamic_resources"] == {
         "ads_config": {"api_type": "GRPC", "transport_api_version": "V3", "set_node_on_first_message_only": True,
-                       "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}]},
+                       "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster", "retry_policy": {
+                           "retry_back_off": {"base_interval": "0.25s", "max_interval": "2s"}}}}]},
         "cds_config": {"ads": {}, "resource_api_version": "V3"},
         "lds_config": {"ads": {}, "resource_api_version": "V3"},
     }
@@ -67,7 +68,9 @@ def test_the_ads_bootstrap_points_the_sidecar_at_the_control_plane(capsys, tmp_p
     assert list(boot["static_resources"]) == ["clusters"], "nothing else is static"
     assert cluster["name"] == "xds_cluster" and cluster["type"] == "STATIC" and cluster["connect_timeout"] == "1s"
     options = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
-    assert options["explicit_http_config"] == {"http2_protocol_options": {}}
+    assert options["explicit_http_config"] == {"http2_protocol_options": {
+        "connection_keepalive": {"interval": "5s", "timeout": "3s"}}}
+    assert cluster["lb_policy"] == "ROUND_ROBIN"
     (endpoint,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
     assert endpoint["endpoint"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 18000}
     # The admin interface and the runtime are those of every other bootstrap.
@@ -92,7 +95,33 @@ def test_the_control_plane_cluster_resolves_a_name_and_not_an_address(capsys, tm
     assert endpoint["endpoint"]["address"]["socket_address"]["address"] == address
 
 
+@requires_envoy
+def test_replicas_of_the_server_are_every_host_of_the_control_planes_cluster(capsys, tmp_path):
+    """`--xds-server` repeated: one cluster whose hosts are the replicas, picked round robin each
+    time the stream is (re)opened (tests/test_control_plane_failover.py runs it with Envoy)."""
+    out = tmp_path / "out"
+    code, _, err = meshc(capsys, "compile", EXAMPLE, "--target", "envoy", "--bootstrap", "ads", "--proxy", "payments",
+                         "--xds-server", "127.0.0.1:18000", "--xds-server", "[::1]:18001", "-o", str(out))
+    assert code == 0, err
+    (cluster,) = json.loads((out / "payments.envoy.json").read_text())["static_resources"]["clusters"]
+    hosts = [e["endpoint"]["address"]["socket_address"] for e in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    assert hosts == [{"address": "127.0.0.1", "port_value": 18000}, {"address": "::1", "port_value": 18001}]
+    assert cluster["type"] == "STATIC" and cluster["lb_policy"] == "ROUND_ROBIN"
+    ok, output = validate(str(out / "payments.envoy.json"))
+    assert ok, output
+    # one name among them: every host is resolved (STRICT_DNS resolves an address to itself)
+    code, _, err = meshc(capsys, "compile", EXAMPLE, "--target", "envoy", "--bootstrap", "ads", "--proxy", "payments",
+                         "--xds-server", "127.0.0.1:18000", "--xds-server", "xds-b.mesh.internal:18000",
+                         "-o", str(tmp_path / "dns"))
+    assert code == 0, err
+    (cluster,) = json.loads((tmp_path / "dns" / "payments.envoy.json").read_text())["static_resources"]["clusters"]
+    assert cluster["type"] == "STRICT_DNS" and len(cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]) == 2
+
+
 @pytest.mark.parametrize(("args", "message"), [
+    (["--bootstrap", "ads", "--xds-server", "127.0.0.1:18000", "--xds-server", "127.0.0.1:18000"],
+     "--xds-server 127.0.0.1:18000 is given twice"),
+    (["--bootstrap", "ads", "--xds-server", "127.0.0.1:18000", "--xds-server", "nope"], "--xds-server nope: not HOST:PORT"),
     (["--bootstrap", "ads"], "--bootstrap ads needs --xds-server HOST:PORT"),
     (["--xds-server", "127.0.0.1:18000"], "--xds-server is for --bootstrap ads"),
     (["--bootstrap", "xds", "--xds-server", "127.0.0.1:18000"], "--xds-server is for --bootstrap ads"),

@@ -48,7 +48,7 @@ def emitted(example: str, proxies: list[str] | None, bootstrap: str | None, tmp_
         names = [s.name for s in result.ir.services]
         options = Options(bootstrap=bootstrap, xds_dir=str(tmp_path / "xds"), output_dir=str(tmp_path),
                           certs_dir="/etc/meshc/certs",
-                          xds_server=("127.0.0.1", 18000) if bootstrap == "ads" else None)
+                          xds_servers=(("127.0.0.1", 18000),) if bootstrap == "ads" else ())
         out = result.emit("envoy", names if proxies is None else proxies, options)
     assert not out.has_errors, [d.message for d in out.diagnostics]
     return out.files

@@ -13,7 +13,7 @@ class Options:
     """Target options from the command line; each backend reads the ones that concern it."""
     bootstrap: str | None = None       # envoy: "static" (self-contained), "xds" (file-based dynamic) or
                                        # "ads" (from a control plane over gRPC); None: backend default
-    xds_server: tuple[str, int] | None = None   # envoy, with "ads": the control plane's (host, port)
+    xds_servers: tuple[tuple[str, int], ...] = ()   # envoy, with "ads": the control plane's replicas (host, port)
     xds_dir: str | None = None         # envoy: where the xds/ files live at run time (absolute);
                                        # None: under the output directory
     output_dir: str | None = None      # the -o directory, absolute

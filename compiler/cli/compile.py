@@ -86,7 +86,7 @@ def _emit_target(files: list[str], args) -> int:
             print(f"meshc: error: {option} must be an absolute path (the proxies resolve it at run time): {value}",
                   file=sys.stderr)
             return EXIT_USAGE
-    usable, xds_server = _ads_options(args)
+    usable, xds_servers = _ads_options(args)
     if not usable:
         return EXIT_USAGE
     from compiler import api
@@ -104,7 +104,7 @@ def _emit_target(files: list[str], args) -> int:
         return EXIT_USAGE
     out_dir = os.path.abspath(args.output) if args.output is not None else None
     options = Options(bootstrap=args.bootstrap, xds_dir=args.xds_dir, output_dir=out_dir, certs_dir=args.certs_dir,
-                      xds_server=xds_server)
+                      xds_servers=xds_servers)
     emitted = comp.emit(args.emit, proxies, options)
     diags = sorted(comp.diagnostics + emitted.diagnostics, key=lambda d: d.sort_key())
     print_diagnostics(diags, args.output_format, args.color,
@@ -125,36 +125,42 @@ def _emit_target(files: list[str], args) -> int:
                                          f"({services} services, {routes} routes)", count=True)
 
 
-def _ads_options(args) -> tuple[bool, tuple[str, int] | None]:
-    """`--bootstrap ads` and `--xds-server`, which go together: (False, None) after a usage error,
-    else (True, the control plane's (host, port), or None without them)."""
+def _ads_options(args) -> tuple[bool, tuple[tuple[str, int], ...]]:
+    """`--bootstrap ads` and `--xds-server` (repeatable: the server's replicas), which go together:
+    (False, ()) after a usage error, else (True, each replica's (host, port), or () without them)."""
     ads = args.bootstrap == "ads"
     if args.xds_server is None:
         if ads:
             print("meshc: error: --bootstrap ads needs --xds-server HOST:PORT, the control plane's address "
                   "(`meshc serve --listen`)", file=sys.stderr)
-            return False, None
-        return True, None
+            return False, ()
+        return True, ()
     if not ads:
         print("meshc: error: --xds-server is for --bootstrap ads (a bootstrap that receives its resources from "
               "the control plane); `--bootstrap xds` reads files", file=sys.stderr)
-        return False, None
+        return False, ()
     if args.emit != "envoy":
         print(f"meshc: error: --bootstrap ads is for --emit envoy, not --emit {args.emit}", file=sys.stderr)
-        return False, None
+        return False, ()
     for option, value in (("--xds-dir", args.xds_dir), ("--certs-dir", args.certs_dir)):
         if value is not None:
             print(f"meshc: error: {option} is not used by --bootstrap ads: the resources (and later the "
                   "certificates) come from the control plane, not from files", file=sys.stderr)
-            return False, None
+            return False, ()
     from compiler.language.endpoints import parse_endpoint
 
-    address = parse_endpoint(args.xds_server)
-    if address is None:
-        print(f"meshc: error: --xds-server {args.xds_server}: not HOST:PORT (an IPv4 address, [IPv6] or a DNS "
-              "name, and a port of 1-65535)", file=sys.stderr)
-        return False, None
-    return True, address
+    addresses: list[tuple[str, int]] = []
+    for given in args.xds_server:
+        address = parse_endpoint(given)
+        if address is None:
+            print(f"meshc: error: --xds-server {given}: not HOST:PORT (an IPv4 address, [IPv6] or a DNS "
+                  "name, and a port of 1-65535)", file=sys.stderr)
+            return False, ()
+        if address in addresses:
+            print(f"meshc: error: --xds-server {given} is given twice", file=sys.stderr)
+            return False, ()
+        addresses.append(address)
+    return True, tuple(addresses)
 
 
 def _note_missing_identities(program, proxies: list[str], options, files: list[str], certs_dir: str | None) -> None:

@@ -119,6 +119,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                                 "loopback or a trusted network)")
         serve.add_argument("--watch", type=float, default=1.0, metavar="SECONDS",
                            help="poll the program's files for changes every SECONDS (default 1; 0: only on SIGHUP)")
+        serve.add_argument("--max-streams", type=int, default=10_000, metavar="N",
+                           help="serve at most N ADS streams at once; one more ends at once with RESOURCE_EXHAUSTED "
+                                "(default 10000)")
+        serve.add_argument("--max-request-rate", type=float, default=100.0, metavar="PER_SECOND",
+                           help="end a stream that sends more than PER_SECOND requests a second on average, with a "
+                                "burst of ten times as many, with RESOURCE_EXHAUSTED (default 100; a proxy sends a "
+                                "few per push)")
     if only in (None, "status"):
         status = sub.add_parser("status", help="what a running `meshc serve` serves and each proxy's state",
                                 description="Ask a running `meshc serve` for its state: its snapshot versions, the "
@@ -161,9 +168,10 @@ def compile_parser(sub, common) -> None:
                            "one that loads the xds/ files and reloads them on change (default for --proxy all), "
                            "or `ads`: the bootstrap alone, which receives everything from the control plane at "
                            "--xds-server over gRPC (for the upcoming `meshc serve`)")
-    comp.add_argument("--xds-server", metavar="HOST:PORT",
+    comp.add_argument("--xds-server", metavar="HOST:PORT", action="append",
                       help="with --bootstrap ads (and needed by it): the control plane's address, an IPv4 "
-                           "address, [IPv6] or a DNS name, and a port")
+                           "address, [IPv6] or a DNS name, and a port; repeat it for replicas of the server "
+                           "(the proxy fails over to another one when its server goes away)")
     comp.add_argument("--xds-dir", metavar="PATH",
                       help="with --emit envoy: the absolute path where the xds/ files will be at run time "
                            "(default: OUTPUT/xds)")

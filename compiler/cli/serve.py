@@ -20,6 +20,13 @@ def serve(files: list[str], args) -> int:
     if args.watch < 0:
         print(f"meshc: error: --watch {args.watch:g}: not a number of seconds >= 0", file=sys.stderr)
         return EXIT_USAGE
+    if args.max_streams < 1:
+        print(f"meshc: error: --max-streams {args.max_streams}: not a number of streams >= 1", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.max_request_rate > 0 or args.max_request_rate == float("inf"):
+        print(f"meshc: error: --max-request-rate {args.max_request_rate:g}: not a number of requests per second > 0",
+              file=sys.stderr)
+        return EXIT_USAGE
     # gRPC's core logs its own line for a port it cannot bind; meshc says it in one line of its
     # own (GRPC_VERBOSITY=ERROR in the environment brings gRPC's logs back).
     import os
@@ -56,7 +63,9 @@ def serve(files: list[str], args) -> int:
     if diagnostics:
         print_diagnostics(diagnostics, args.output_format, args.color, json_stream=sys.stderr)
     async def run() -> int:   # the grpc.aio server belongs to the loop it is made on
-        server = control.Server(files, snapshots, report, watch)
+        limits = control.Limits(max_streams=args.max_streams, request_rate=args.max_request_rate,
+                                burst=max(1, int(args.max_request_rate * 10)))
+        server = control.Server(files, snapshots, report, watch, limits)
         try:
             port = server.bind(args.listen)
         except OSError:

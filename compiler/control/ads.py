@@ -13,8 +13,12 @@ sent, the version last acknowledged, and the last rejection (/work/shared/XDS_NO
   listeners, routes (clusters last when the new snapshot removes clusters already sent);
 - clusters and listeners are sent whole (a missing one is deleted), route configurations and
   secrets by the names asked for;
-- a node id naming no sidecar of the program, or a type URL that is not served, ends that
-  stream alone with a gRPC error status.
+- a node id naming no sidecar of the program, a node id that changes on the stream, or a type
+  URL that is not served, ends that stream alone with a gRPC error status;
+- limits (`Limits`): a stream that sends requests faster than its token bucket allows ends with
+  RESOURCE_EXHAUSTED, and so does a stream opened while the server already has `max_streams`;
+  a stream's requests are read at most `INFLIGHT` ahead of the ones handled, so a flooder is
+  held back by HTTP/2 flow control rather than queued in memory.
 """
 
 from __future__ import annotations
@@ -38,6 +42,38 @@ class StreamError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one server accepts (`meshc serve --max-streams`, `--max-request-rate`)."""
+    max_streams: int = 10_000    # concurrent ADS streams; one more ends at once
+    request_rate: float = 100.0  # requests per second per stream, on average ...
+    burst: int = 1_000           # ... with this many at once (a real proxy sends a few per push)
+
+
+INFLIGHT = 16   # requests read from a stream ahead of the one being handled
+
+# Lines about streams that end on a client's error are logged at most this many per second
+# (a client that opens thousands of bad streams must not flood the server's log); the rest are
+# counted and said in one line.
+LOG_LINES_PER_SECOND = 10
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: int):
+        self.rate, self.burst = rate, burst
+        self.tokens = float(burst)
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 @dataclass
@@ -74,6 +110,10 @@ class Stream:
                                   f"unknown node {request.node.id!r}: no service of that name in the program")
             self.node = request.node.id
             self.agent = request.node.user_agent_name or None
+        elif request.node.id and request.node.id != self.node:
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"the node id changed on the stream ({self.node!r}, then {request.node.id!r}): "
+                              "one stream serves one node")
         if request.type_url not in TYPES:
             raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
                               f"type URL {request.type_url!r} is not served (ADS serves: {', '.join(TYPES)})")
@@ -137,12 +177,15 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     """The servicer: every stream reads the current snapshots; `publish` replaces them and
     wakes every stream, which sends what changed for its node."""
 
-    def __init__(self, snapshots: dict[str, NodeSnapshot], log=None):
+    def __init__(self, snapshots: dict[str, NodeSnapshot], log=None, limits: Limits = Limits()):
         self.snapshots = snapshots
         self.log = log or (lambda line: None)   # one line per event worth an operator's eye
+        self.limits = limits
         self.streams: dict[int, Stream] = {}
         self._queues: dict[int, asyncio.Queue] = {}
         self._ids = itertools.count(1)
+        self.refused = {"streams": 0, "rate": 0}   # streams ended by a limit, since the start
+        self._log_second, self._log_lines, self._log_dropped = 0, 0, 0
 
     def publish(self, snapshots: dict[str, NodeSnapshot]) -> None:
         """Serve `snapshots` from now on (call on the server's event loop)."""
@@ -150,14 +193,47 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         for queue in self._queues.values():
             queue.put_nowait(("update", None))
 
+    def log_limited(self, line: str) -> None:
+        """`log`, at most LOG_LINES_PER_SECOND lines a second; the lines left out are counted and
+        said with the next line logged."""
+        second = int(time.monotonic())
+        if second != self._log_second:
+            self._log_second, self._log_lines = second, 0
+        if self._log_lines >= LOG_LINES_PER_SECOND:
+            self._log_dropped += 1
+            return
+        self._log_lines += 1
+        if self._log_dropped:
+            line += f" ({self._log_dropped} similar line(s) left out)"
+            self._log_dropped = 0
+        self.log(line)
+
     async def StreamAggregatedResources(self, request_iterator, context):   # gRPC's method name
         stream = Stream(next(self._ids))
-        queue = asyncio.Queue()   # ("request" or "update" or "end", the request)
+        if len(self.streams) >= self.limits.max_streams:
+            self.refused["streams"] += 1
+            message = (f"the server serves at most {self.limits.max_streams} streams (meshc serve --max-streams); "
+                       "try again later or another replica")
+            self.log_limited(f"stream {stream.id} refused: {message}")
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+            return
+        queue: asyncio.Queue = asyncio.Queue()   # ("request" | "update" | "error" | "end", the item)
+        slots = asyncio.Semaphore(INFLIGHT)      # requests read but not yet handled
+        bucket = TokenBucket(self.limits.request_rate, self.limits.burst)
 
         async def read():
             try:
                 async for request in request_iterator:
+                    if not bucket.take():
+                        await queue.put(("error", StreamError(
+                            grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            f"more than {self.limits.request_rate:g} requests per second on one stream "
+                            f"(a burst of {self.limits.burst} allowed; meshc serve --max-request-rate)")))
+                        return
+                    await slots.acquire()
                     await queue.put(("request", request))
+            except grpc.RpcError:
+                pass   # the client went away, or sent what is not a DiscoveryRequest: the stream ends
             finally:
                 await queue.put(("end", None))
 
@@ -166,16 +242,21 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self._queues[stream.id] = queue
         try:
             while True:
-                kind, request = await queue.get()
+                kind, item = await queue.get()
                 if kind == "end":
                     return
                 try:
+                    if kind == "error":
+                        if item.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                            self.refused["rate"] += 1
+                        raise item
                     if kind == "request":
-                        responses = stream.on_request(request, self.snapshots)
+                        slots.release()
+                        responses = stream.on_request(item, self.snapshots)
                     else:
                         responses = stream.pending(self.snapshots)
                 except StreamError as err:
-                    self.log(f"stream {stream.id} ({stream.node or 'no node yet'}) ended: {err.message}")
+                    self.log_limited(f"stream {stream.id} ({stream.node or 'no node yet'}) ended: {err.message}")
                     await context.abort(err.code, err.message)
                     return
                 for type_url, version, message in stream.rejections:

@@ -16,12 +16,17 @@ from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from compiler import api
 from compiler.control import consistency, protos, snapshot, status
-from compiler.control.ads import AdsServicer
+from compiler.control.ads import AdsServicer, Limits
 from compiler.control.versions import version_of
 
 # A DiscoveryRequest is small (a node, a type URL, names, a nonce): a larger one ends its own stream
 # with RESOURCE_EXHAUSTED before it is read.
 MAX_REQUEST_BYTES = 1 << 20
+# The proxies ping the connection (HTTP/2 keepalive, every 5 s, bootstrap.py) to find a server
+# that stopped answering; gRPC's default would answer a ping more often than every 5 minutes on
+# a connection that sends no data with GOAWAY (`too_many_pings`).
+KEEPALIVE = [("grpc.http2.min_recv_ping_interval_without_data_ms", 1000), ("grpc.http2.max_ping_strikes", 0),
+             ("grpc.keepalive_permit_without_calls", 1)]
 
 
 class BuildError(Exception):
@@ -100,13 +105,14 @@ class Server:
     """The grpc.aio server and the snapshot it serves (made on the event loop that runs it)."""
 
     def __init__(self, files: list[str], snapshots: dict[str, snapshot.NodeSnapshot],
-                 report: Callable[[str, list, list[str]], None], watch: list[str]):
+                 report: Callable[[str, list, list[str]], None], watch: list[str], limits: Limits = Limits()):
         self.files = files
         self.watch = watch   # the files and their imports, as of the last compile
-        self.servicer = AdsServicer(snapshots, log=lambda line: report(line, [], []))
+        self.servicer = AdsServicer(snapshots, log=lambda line: report(line, [], []), limits=limits)
         self.report = report   # (event, diagnostics, problems) -> printed by the CLI
         self.grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0),
-                                             ("grpc.max_receive_message_length", MAX_REQUEST_BYTES)])
+                                             ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+                                             *KEEPALIVE])
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.servicer, self.grpc)
         self.grpc.add_generic_rpc_handlers((status.handler(self.status),))   # `meshc status`, same port
         self.started = time.time()

@@ -71,10 +71,10 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
     mode = bootstrap_mode(program, proxies, options)
     services = {s.name: s for s in program.services}
     if mode == "ads":
-        if options.xds_server is None:
-            raise ValueError("an `ads` bootstrap needs the control plane's address (Options.xds_server)")
+        if not options.xds_servers:
+            raise ValueError("an `ads` bootstrap needs the control plane's address (Options.xds_servers)")
         for name in proxies:
-            out.files[names.bootstrap_file(name)] = dumps(bootstrap.ads_bootstrap(services[name], options.xds_server))
+            out.files[names.bootstrap_file(name)] = dumps(bootstrap.ads_bootstrap(services[name], options.xds_servers))
         return out
     where = xds_dir(options)
     sds = {name: tls.sds_files(where, name) for name in proxies if needs_identity(program, services[name])}

@@ -103,6 +103,12 @@ def xds_bootstrap(svc: ir.Service, xds_dir: str, cds: str = names.CDS) -> dict:
 # `outbound|SUBSET|SERVICE` and `inbound|SERVICE`).
 XDS_CLUSTER = "xds_cluster"
 XDS_CONNECT_TIMEOUT = "1s"
+# The backoff between two attempts to open the ADS stream (Envoy's default: 0.5 s doubling to
+# 30 s, jittered): a proxy finds a restarted server or another replica within about 2 s.
+XDS_RETRY_BASE, XDS_RETRY_MAX = "0.25s", "2s"
+# HTTP/2 pings on the connection to the server: one every 5 s when idle, and a connection whose
+# ping is not answered within 3 s is closed (and the stream reopened on another replica).
+XDS_KEEPALIVE_INTERVAL, XDS_KEEPALIVE_TIMEOUT = "5s", "3s"
 _ADS = {"ads": {}, "resource_api_version": "V3"}
 
 
@@ -114,35 +120,47 @@ def _is_ip(host: str) -> bool:
         return False
 
 
-def ads_bootstrap(svc: ir.Service, server: tuple[str, int]) -> dict:
-    """A bootstrap whose listeners and clusters come over ADS from the control plane at `server`
-    (host, port): node id and cluster `SERVICE` (the name the server scopes by), the admin and
-    runtime of every bootstrap, and one static cluster, the server's: gRPC over HTTP/2, STATIC for
-    an IP address, else STRICT_DNS. The node is sent on the first request of the stream only."""
-    host, port = server
+def ads_bootstrap(svc: ir.Service, servers: tuple[tuple[str, int], ...]) -> dict:
+    """A bootstrap whose listeners and clusters come over ADS from the control plane at `servers`
+    (one (host, port) per replica): node id and cluster `SERVICE` (the name the server scopes by),
+    the admin and runtime of every bootstrap, and one static cluster, the servers': gRPC over
+    HTTP/2, STATIC when every host is an IP address, else STRICT_DNS. The node is sent on the
+    first request of the stream only.
+
+    Replicas (docs/control-plane.md): the stream goes to one host of the cluster, picked round
+    robin each time Envoy (re)opens it, so a stream whose server dies is reopened, after the
+    backoff, on the next replica; a connection that dies without a reset (a frozen or vanished
+    host) is found by HTTP/2 keepalive pings. The backoff between attempts is short and capped,
+    so a proxy finds a restarted server within a few seconds."""
     out = _base(svc)
     out["dynamic_resources"] = {
         "ads_config": {
             "api_type": "GRPC",
-            "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+            "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER, "retry_policy": {
+                "retry_back_off": {"base_interval": XDS_RETRY_BASE, "max_interval": XDS_RETRY_MAX}}}}],
             "set_node_on_first_message_only": True,
             "transport_api_version": "V3",
         },
         "cds_config": dict(_ADS),
         "lds_config": dict(_ADS),
     }
+    static = all(_is_ip(host) for host, _ in servers)
     cluster: dict = {
         "connect_timeout": XDS_CONNECT_TIMEOUT,
+        "lb_policy": "ROUND_ROBIN",
         "load_assignment": {
             "cluster_name": XDS_CLUSTER,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(host, port)}}]}],
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(host, port)}}
+                                            for host, port in servers]}],
         },
         "name": XDS_CLUSTER,
-        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
-        # gRPC needs HTTP/2 to the control plane.
+        "type": "STATIC" if static else "STRICT_DNS",
+        # gRPC needs HTTP/2 to the control plane; keepalive pings find a server that stopped
+        # answering without closing the connection (`meshc serve` accepts them, serve.py).
         "typed_extension_protocol_options": {HTTP_PROTOCOL_OPTIONS: {
             "@type": f"type.googleapis.com/{HTTP_PROTOCOL_OPTIONS}",
-            "explicit_http_config": {"http2_protocol_options": {}},
+            "explicit_http_config": {"http2_protocol_options": {"connection_keepalive": {
+                "interval": XDS_KEEPALIVE_INTERVAL, "timeout": XDS_KEEPALIVE_TIMEOUT}}},
         }},
     }
     if cluster["type"] == "STRICT_DNS":
