@@ -48,12 +48,12 @@ def fixed_ports() -> dict:
 class Serve:
     """`meshc serve FILE --listen 127.0.0.1:PORT` as a subprocess, its stderr read in a thread."""
 
-    def __init__(self, *files: str, watch: float = 0, port: int | None = None):
+    def __init__(self, *files: str, watch: float = 0, port: int | None = None, args: tuple[str, ...] = ()):
         self.port = port or free_port()
         env = {k: v for k, v in os.environ.items() if k != "MESHC_DEBUG"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "compiler", "serve", *files, "--listen", f"127.0.0.1:{self.port}",
-             "--watch", str(watch), "--color", "never"],
+             "--watch", str(watch), "--color", "never", *args],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self.cond = threading.Condition()

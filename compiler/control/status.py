@@ -106,7 +106,10 @@ def report(servicer, reload: dict, started: float) -> dict:
         "started": started, "now": now,
         "snapshots": {node: {t.rpartition(".")[2]: v for t, v in snap.versions.items()}
                       for node, snap in sorted(servicer.snapshots.items())},
-        "last_reload": reload}, "streams": streams}
+        "last_reload": reload,
+        "limits": {"max_streams": servicer.limits.max_streams, "max_request_rate": servicer.limits.request_rate,
+                   "refused_streams": servicer.refused["streams"], "rate_limited_streams": servicer.refused["rate"]}},
+        "streams": streams}
 
 
 def handler(get_report):
@@ -172,6 +175,11 @@ def human(data: dict) -> str:
             lines.append(f"  {d['location'] or '-'}: {d['severity']}[{d['code']}]: {d['message']}")
         for p in reload["problems"]:
             lines.append(f"  inconsistent snapshot: {p}")
+    limits = server.get("limits") or {}
+    if limits.get("refused_streams") or limits.get("rate_limited_streams"):
+        lines.append(f"limits: {limits['refused_streams']} stream(s) refused (over --max-streams "
+                     f"{limits['max_streams']}), {limits['rate_limited_streams']} ended for their request rate "
+                     f"(over --max-request-rate {limits['max_request_rate']:g})")
     if not data["streams"]:
         lines.append("no proxy connected")
     else:

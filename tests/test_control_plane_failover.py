@@ -1,0 +1,291 @@
+"""The control plane under failure (issue 14, docs/control-plane.md "Replicas, and when the server
+is down"): a real Envoy 1.40 carrying load from a load generator in this process (threads, a new
+loopback connection per request, a few hundred requests a second) while its `meshc serve`
+subprocess is killed, restarted, or frozen, alone or with a second replica.
+
+What must hold: no request fails while the server is away (Envoy keeps serving its last
+configuration), and a stream reopened on a server with the same sources (restarted, or another
+replica) gets the same versions: no cluster or listener is modified, nothing drains.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from compiler.control import status as control_status
+from tests.envoy_support import Backend, Envoy, free_port, request, requires_envoy, run_meshc
+from tests.test_control_plane import API, Serve, policy
+
+pytestmark = requires_envoy
+
+
+class Load:
+    """`threads` threads sending GET `path` through Envoy's outbound listener at about `rate`
+    requests a second in all, each on a new connection. Every answer other than 200 from the
+    expected backend names, and every connection error, is a failure."""
+
+    def __init__(self, port: int, rate: float = 240, threads: int = 4, path: str = "/live"):
+        self.port, self.path = port, path
+        self.interval = threads / rate
+        self.ok: list[tuple[float, str]] = []     # (time, backend)
+        self.failures: list[tuple[float, str]] = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.started = time.monotonic()
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, index: int) -> None:
+        due = time.monotonic() + index * self.interval / len(self.threads)
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            if now < due:
+                time.sleep(due - now)
+            due += self.interval
+            try:
+                code, _, body = request(self.port, self.path, headers=API, timeout=5)
+                outcome = json.loads(body)["backend"] if code == 200 else f"status {code}: {body[:80]!r}"
+                ok = code == 200
+            except (OSError, ValueError) as err:
+                outcome, ok = f"{type(err).__name__}: {err}", False
+            with self.lock:
+                (self.ok if ok else self.failures).append((time.monotonic(), outcome))
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.ok)
+
+    def wait_for(self, requests: int, timeout: float = 10) -> None:
+        """Until `requests` more have succeeded."""
+        goal, deadline = self.count() + requests, time.monotonic() + timeout
+        while self.count() < goal:
+            assert time.monotonic() < deadline, f"the load stalled: {self.failures[:3]}"
+            time.sleep(0.02)
+
+    def backends_since(self, since: float) -> set[str]:
+        with self.lock:
+            return {b for t, b in self.ok if t >= since}
+
+    def stop(self) -> str:
+        self.stopping.set()
+        for t in self.threads:
+            t.join(10)
+        seconds = time.monotonic() - self.started
+        return f"{len(self.ok)} requests in {seconds:.1f} s ({len(self.ok) / seconds:.0f}/s), {len(self.failures)} failed"
+
+
+class Fleet:
+    """The backends, the policy (tests/envoy/behaviour.mesh.in), `replicas` `meshc serve`
+    processes on it (SIGHUP only), and Envoy from `--bootstrap ads` with one `--xds-server` per
+    replica."""
+
+    def __init__(self, tmp: Path, replicas: int = 1):
+        self.v1, self.v2, self.shadow, self.app = (Backend(n) for n in ("v1", "v2", "shadow", "app"))
+        self.ports = {"INBOUND": free_port(), "OUTBOUND": free_port(), "ADMIN": free_port(), "APP": self.app.port,
+                      "V1": self.v1.port, "V2": self.v2.port, "SHADOW": self.shadow.port}
+        self.path = policy(tmp / "behaviour.mesh", self.ports)
+        self.envoy = None
+        self.servers: list[Serve | None] = [Serve(str(self.path)) for _ in range(replicas)]
+        self.server_ports = [s.port for s in self.servers if s is not None]
+        servers = [a for p in self.server_ports for a in ("--xds-server", f"127.0.0.1:{p}")]
+        proc = run_meshc("compile", str(self.path), "--target", "envoy", "--proxy", "web", "--bootstrap", "ads",
+                         *servers, "-o", str(tmp / "boot"))
+        assert proc.returncode == 0, proc.stderr
+        self.envoy = Envoy(str(tmp / "boot" / "web.envoy.json"), "--reject-unknown-dynamic-fields")
+        deadline = time.monotonic() + 20
+        while self.envoy.listener_ports() != {"inbound": self.ports["INBOUND"], "outbound": self.ports["OUTBOUND"]}:
+            assert time.monotonic() < deadline, self.envoy.output()
+            time.sleep(0.05)
+
+    def versions(self) -> dict[str, dict[str, str]]:
+        """What Envoy holds: per kind, each resource's version (from /config_dump)."""
+        out: dict[str, dict[str, str]] = {"clusters": {}, "listeners": {}, "routes": {}}
+        for config in json.loads(self.envoy.admin("/config_dump"))["configs"]:
+            for c in config.get("dynamic_active_clusters", []):
+                out["clusters"][c["cluster"]["name"]] = c["version_info"]
+            for entry in config.get("dynamic_listeners", []):
+                out["listeners"][entry["name"]] = entry["active_state"]["version_info"]
+            for r in config.get("dynamic_route_configs", []):
+                out["routes"][r["route_config"]["name"]] = r["version_info"]
+        return out
+
+    def churn(self) -> dict[str, int]:
+        """Counters that move when Envoy changes or drains a cluster or listener."""
+        stats = self.envoy.stats("cluster_manager.cluster_|listener_manager.listener_|listener_manager.total_")
+        return {k: v for k, v in stats.items() if k in (
+            "cluster_manager.cluster_modified", "cluster_manager.cluster_removed", "listener_manager.listener_modified",
+            "listener_manager.listener_removed", "listener_manager.total_listeners_draining")}
+
+    def connected(self) -> int:
+        return self.envoy.stats("control_plane.connected_state")["control_plane.connected_state"]
+
+    def streams_on(self, index: int) -> list[dict]:
+        """The Envoy streams `meshc status` of replica `index` shows."""
+        try:
+            report = control_status.fetch(f"127.0.0.1:{self.server_ports[index]}", timeout=1)
+        except control_status.Unreachable:
+            return []
+        return [s for s in report["streams"] if s["kind"] == "envoy" and s["node"] == "web"]
+
+    def serving(self, timeout: float = 15, among: tuple[int, ...] | None = None) -> int:
+        """The replica (of `among`, default all) whose `meshc status` shows the Envoy, once exactly
+        one does."""
+        deadline = time.monotonic() + timeout
+        while True:
+            on = [i for i, s in enumerate(self.servers) if s is not None and s.proc.poll() is None
+                  and (among is None or i in among) and self.streams_on(i)]
+            if len(on) == 1:
+                return on[0]
+            assert time.monotonic() < deadline, f"the Envoy is on replicas {on}: {self.envoy.output()}"
+            time.sleep(0.05)
+
+    def restart(self, index: int) -> None:
+        """A new `meshc serve` process for replica `index`, on its port and the same sources."""
+        self.servers[index] = Serve(str(self.path), port=self.server_ports[index])
+
+    def up_to_date(self, index: int) -> dict:
+        """`meshc status --server` of replica `index` (the CLI, JSON): exit 0 and its report."""
+        proc = run_meshc("status", "--server", f"127.0.0.1:{self.server_ports[index]}", "--output-format", "json")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return json.loads(proc.stdout)
+
+    def close(self) -> None:
+        if self.envoy is not None:
+            self.envoy.stop()
+        for s in self.servers:
+            if s is not None and s.proc.poll() is None:
+                assert s.stop() == 0, "".join(s.lines)
+        for b in (self.v1, self.v2, self.shadow, self.app):
+            b.close()
+
+
+@pytest.fixture
+def fleet(tmp_path, request):
+    f = Fleet(tmp_path, getattr(request, "param", 1))
+    yield f
+    f.close()
+
+
+def kill(fleet: Fleet, index: int) -> None:
+    server = fleet.servers[index]
+    assert server is not None
+    server.proc.kill()   # SIGKILL: no goodbye on the stream, the kernel closes the connection
+    server.proc.wait(10)
+    fleet.servers[index] = None
+
+
+def test_the_server_killed_under_load_then_restarted(fleet):
+    """SIGKILL of the only server under load: no request fails, Envoy keeps its configuration;
+    a new server on the same sources: Envoy reconnects by itself, gets the same versions (no
+    cluster or listener modified, nothing drains) and `meshc status` of the new server shows it
+    up to date."""
+    before, churn = fleet.versions(), fleet.churn()
+    load = Load(fleet.ports["OUTBOUND"])
+    try:
+        load.wait_for(100)
+        kill(fleet, 0)
+        deadline = time.monotonic() + 10
+        while fleet.connected() != 0:
+            assert time.monotonic() < deadline, fleet.envoy.output()
+            time.sleep(0.02)
+        load.wait_for(200)   # a second or so with no server
+        assert fleet.versions() == before
+        fleet.restart(0)
+        restarted = time.monotonic()
+        deadline = time.monotonic() + 15
+        while not (fleet.connected() == 1 and fleet.streams_on(0)):
+            assert time.monotonic() < deadline, fleet.envoy.output()
+            time.sleep(0.02)
+        reconnect = time.monotonic() - restarted
+        load.wait_for(100)
+    finally:
+        summary = load.stop()
+    print(f"\nkilled and restarted: {summary}; Envoy reconnected {reconnect * 1000:.0f} ms after the new server "
+          "was serving")
+    assert not load.failures, load.failures[:5]
+    assert fleet.versions() == before, "the same versions from the new server"
+    assert fleet.churn() == churn, "no cluster or listener changed or drained"
+    report = fleet.up_to_date(0)
+    (stream,) = report["streams"]
+    assert stream["kind"] == "envoy" and {e["state"] for e in stream["types"].values()} == {"up to date"}
+    assert {t: e["acked"] for t, e in stream["types"].items()} == {
+        t: v for t, v in report["server"]["snapshots"]["web"].items() if t in stream["types"]}
+
+
+@pytest.mark.parametrize("fleet", [2], indirect=True)
+def test_two_replicas_kill_the_one_envoy_is_on_under_load(fleet):
+    """Two replicas: SIGKILL of the one Envoy's stream is on, under load: no request fails, the
+    stream reopens on the other (its `meshc status` shows the Envoy, up to date, at the same
+    versions), and an edit of the sources, SIGHUP to both replicas (the killed one restarted),
+    reaches Envoy through the replica it is on."""
+    first = fleet.serving()
+    other = 1 - first
+    before, churn = fleet.versions(), fleet.churn()
+    load = Load(fleet.ports["OUTBOUND"])
+    try:
+        load.wait_for(100)
+        killed = time.monotonic()
+        kill(fleet, first)
+        assert fleet.serving() == other
+        failover = time.monotonic() - killed
+        load.wait_for(100)
+        assert fleet.versions() == before and fleet.churn() == churn, "the same versions from the other replica"
+        report = fleet.up_to_date(other)
+        assert {e["state"] for s in report["streams"] for e in s["types"].values()} == {"up to date"}
+        # the killed replica comes back; the edit goes to both, Envoy stays where it is
+        fleet.restart(first)
+        route = before["routes"]["outbound"]
+        policy(fleet.path, fleet.ports, live="v2")
+        marks = [(s, s.reload()) for s in fleet.servers if s is not None]
+        for s, mark in marks:
+            s.wait_for("published (", after=mark)
+        edited = time.monotonic()
+        deadline = time.monotonic() + 10
+        while fleet.versions()["routes"]["outbound"] == route:
+            assert time.monotonic() < deadline, fleet.envoy.output()
+            time.sleep(0.01)
+        pushed = time.monotonic() - edited
+        load.wait_for(100)
+        assert fleet.serving() == other
+        assert load.backends_since(time.monotonic() - 0.2) == {"v2"}, "the edit reached Envoy and the traffic"
+    finally:
+        summary = load.stop()
+    print(f"\ntwo replicas, one killed: {summary}; the stream reopened on the other in {failover * 1000:.0f} ms; "
+          f"the edit in Envoy {pushed * 1000:.0f} ms after both replicas published")
+    assert not load.failures, load.failures[:5]
+    snapshots = [fleet.up_to_date(i)["server"]["snapshots"]["web"] for i in (0, 1)]
+    assert snapshots[0] == snapshots[1], "the replicas serve identical versions"
+    assert fleet.versions()["routes"]["outbound"] == snapshots[0]["RouteConfiguration"]
+
+
+@pytest.mark.parametrize("fleet", [2], indirect=True)
+def test_a_frozen_replica_is_left_for_the_other_by_keepalive(fleet):
+    """A replica that stops answering without closing its connection (SIGSTOP: the kernel keeps
+    the socket open, as for a host that vanished): Envoy's HTTP/2 keepalive (a ping every 5 s,
+    3 s to answer) closes the connection and the stream reopens on the other replica; no request
+    fails meanwhile. Takes up to ~8 s by construction (the keepalive interval plus its timeout)."""
+    first = fleet.serving()
+    server = fleet.servers[first]
+    assert server is not None
+    load = Load(fleet.ports["OUTBOUND"], rate=100, threads=2)
+    try:
+        frozen = time.monotonic()
+        server.proc.send_signal(signal.SIGSTOP)
+        try:
+            assert fleet.serving(timeout=12, among=(1 - first,)) == 1 - first
+            failover = time.monotonic() - frozen
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        load.wait_for(50)
+    finally:
+        summary = load.stop()
+    print(f"\na frozen replica: {summary}; the stream reopened on the other after {failover:.1f} s")
+    assert not load.failures, load.failures[:5]
+    assert failover < 9.5
