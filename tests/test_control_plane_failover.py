@@ -78,7 +78,8 @@ class Load:
         for t in self.threads:
             t.join(10)
         seconds = time.monotonic() - self.started
-        return f"{len(self.ok)} requests in {seconds:.1f} s ({len(self.ok) / seconds:.0f}/s), {len(self.failures)} failed"
+        return (f"{len(self.ok)} requests in {seconds:.1f} s ({len(self.ok) / seconds:.0f}/s), "
+                f"{len(self.failures)} failed")
 
 
 class Fleet:
@@ -86,13 +87,13 @@ class Fleet:
     processes on it (SIGHUP only), and Envoy from `--bootstrap ads` with one `--xds-server` per
     replica."""
 
-    def __init__(self, tmp: Path, replicas: int = 1):
+    def __init__(self, tmp: Path, replicas: int = 1, serve_args: tuple[str, ...] = ()):
         self.v1, self.v2, self.shadow, self.app = (Backend(n) for n in ("v1", "v2", "shadow", "app"))
         self.ports = {"INBOUND": free_port(), "OUTBOUND": free_port(), "ADMIN": free_port(), "APP": self.app.port,
                       "V1": self.v1.port, "V2": self.v2.port, "SHADOW": self.shadow.port}
         self.path = policy(tmp / "behaviour.mesh", self.ports)
         self.envoy = None
-        self.servers: list[Serve | None] = [Serve(str(self.path)) for _ in range(replicas)]
+        self.servers: list[Serve | None] = [Serve(str(self.path), args=serve_args) for _ in range(replicas)]
         self.server_ports = [s.port for s in self.servers if s is not None]
         servers = [a for p in self.server_ports for a in ("--xds-server", f"127.0.0.1:{p}")]
         proc = run_meshc("compile", str(self.path), "--target", "envoy", "--proxy", "web", "--bootstrap", "ads",

@@ -31,8 +31,41 @@ from dataclasses import dataclass, field
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf.message import DecodeError
 
 from compiler.control.snapshot import CLUSTER, LISTENER, ROUTE, SECRET, TYPES, WILDCARD_TYPES, NodeSnapshot
+
+SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """What the stream reads for a message that is not a DiscoveryRequest: the deserializer never
+    raises, so the stream (not gRPC) ends with a clear status."""
+    size: int
+    error: str
+
+
+def _request(data: bytes):
+    try:
+        return discovery_pb2.DiscoveryRequest.FromString(data)
+    except DecodeError as err:
+        return Undecodable(len(data), str(err) or "cannot be decoded")
+
+
+def add_to_server(servicer: AdsServicer, server) -> None:
+    """Register ADS (state of the world; delta is answered UNIMPLEMENTED with a message) on a
+    grpc.aio server, with the lenient deserializer above."""
+    handlers = {
+        "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            servicer.StreamAggregatedResources, request_deserializer=_request,
+            response_serializer=discovery_pb2.DiscoveryResponse.SerializeToString),
+        "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            servicer.DeltaAggregatedResources, request_deserializer=bytes,
+            response_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
 
 
 class StreamError(Exception):
@@ -53,6 +86,7 @@ class Limits:
 
 
 INFLIGHT = 16   # requests read from a stream ahead of the one being handled
+REFUSING = 1_000   # refused streams that may wait (1 s at most) for their first request at once
 
 # Lines about streams that end on a client's error are logged at most this many per second
 # (a client that opens thousands of bad streams must not flood the server's log); the rest are
@@ -102,6 +136,9 @@ class Stream:
 
     def on_request(self, request, snapshots: dict[str, NodeSnapshot]) -> list[discovery_pb2.DiscoveryResponse]:
         """Apply one DiscoveryRequest; the responses to send now, in order."""
+        if isinstance(request, Undecodable):
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"a message of {request.size} bytes that is not a DiscoveryRequest ({request.error})")
         if self.node is None:
             if not request.node.id:
                 raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "the first request carries no node id")
@@ -186,6 +223,7 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self._ids = itertools.count(1)
         self.refused = {"streams": 0, "rate": 0}   # streams ended by a limit, since the start
         self._log_second, self._log_lines, self._log_dropped = 0, 0, 0
+        self._refusing = 0   # refused streams waiting for their first request (at most REFUSING)
 
     def publish(self, snapshots: dict[str, NodeSnapshot]) -> None:
         """Serve `snapshots` from now on (call on the server's event loop)."""
@@ -208,6 +246,11 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             self._log_dropped = 0
         self.log(line)
 
+    async def DeltaAggregatedResources(self, request_iterator, context):   # gRPC's method name
+        self.log_limited("a delta xDS stream refused: only state of the world is served")
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "delta xDS is not served: meshc serve serves ADS state "
+                            "of the world (ads_config api_type GRPC, as `meshc compile --bootstrap ads` writes)")
+
     async def StreamAggregatedResources(self, request_iterator, context):   # gRPC's method name
         stream = Stream(next(self._ids))
         if len(self.streams) >= self.limits.max_streams:
@@ -215,9 +258,20 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             message = (f"the server serves at most {self.limits.max_streams} streams (meshc serve --max-streams); "
                        "try again later or another replica")
             self.log_limited(f"stream {stream.id} refused: {message}")
+            if self._refusing < REFUSING:
+                # Read the client's first request before ending the stream: a gRPC client whose
+                # request is still being sent when the status arrives reports its own INTERNAL
+                # error instead of the status (measured with grpc.aio).
+                self._refusing += 1
+                try:
+                    await asyncio.wait_for(request_iterator.__anext__(), 1.0)
+                except (TimeoutError, StopAsyncIteration, grpc.RpcError):
+                    pass
+                finally:
+                    self._refusing -= 1
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
             return
-        queue: asyncio.Queue = asyncio.Queue()   # ("request" | "update" | "error" | "end", the item)
+        queue = asyncio.Queue()   # ("request" | "update" | "error" | "end", the item)
         slots = asyncio.Semaphore(INFLIGHT)      # requests read but not yet handled
         bucket = TokenBucket(self.limits.request_rate, self.limits.burst)
 

@@ -12,10 +12,9 @@ from collections.abc import Callable
 
 import grpc
 import grpc.aio
-from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from compiler import api
-from compiler.control import consistency, protos, snapshot, status
+from compiler.control import ads, consistency, protos, snapshot, status
 from compiler.control.ads import AdsServicer, Limits
 from compiler.control.versions import version_of
 
@@ -105,15 +104,16 @@ class Server:
     """The grpc.aio server and the snapshot it serves (made on the event loop that runs it)."""
 
     def __init__(self, files: list[str], snapshots: dict[str, snapshot.NodeSnapshot],
-                 report: Callable[[str, list, list[str]], None], watch: list[str], limits: Limits = Limits()):
+                 report: Callable[[str, list, list[str]], None], watch: list[str], limits: Limits | None = None):
         self.files = files
         self.watch = watch   # the files and their imports, as of the last compile
-        self.servicer = AdsServicer(snapshots, log=lambda line: report(line, [], []), limits=limits)
+        self.servicer = AdsServicer(snapshots, log=lambda line: report(line, [], []),
+                                    limits=limits or Limits())
         self.report = report   # (event, diagnostics, problems) -> printed by the CLI
         self.grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0),
                                              ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
                                              *KEEPALIVE])
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.servicer, self.grpc)
+        ads.add_to_server(self.servicer, self.grpc)
         self.grpc.add_generic_rpc_handlers((status.handler(self.status),))   # `meshc status`, same port
         self.started = time.time()
         self.last_reload: dict = {"ok": True, "at": self.started, "good_since": self.started,
