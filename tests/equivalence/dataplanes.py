@@ -507,16 +507,19 @@ class Compared:
 
 
 class Session:
-    """The upstreams and both data planes, for one test session."""
+    """The upstreams and both data planes, for one test session. `envoy` and `native` make the
+    planes (called with the first policy, the upstream ports and the certificates' directory):
+    by default the file-fed ones above; tests/equivalence/served.py has the Envoy plane fed by
+    `meshc serve` (tests/test_equivalence_served.py)."""
 
-    def __init__(self, first: GenPolicy):
+    def __init__(self, first: GenPolicy, envoy=None, native=None):
         self.upstreams = Upstreams()
         self.envoy = self.native = None
         self.certs_root = tempfile.mkdtemp(prefix="meshc-equivalence-certs-")
         try:
             self.certs = SessionCerts(self.certs_root)
-            self.envoy = EnvoyPlane(first, self.upstreams.ports(), self.certs.certs_dir)
-            self.native = NativePlane(first, self.upstreams.ports(), self.certs.certs_dir)
+            self.envoy = (envoy or EnvoyPlane)(first, self.upstreams.ports(), self.certs.certs_dir)
+            self.native = (native or NativePlane)(first, self.upstreams.ports(), self.certs.certs_dir)
         except BaseException:
             self.stop()
             raise

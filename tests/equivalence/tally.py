@@ -4,6 +4,9 @@ tests/conftest.py prints at the end of the run (shown here on two lines):
     equivalence: N policies, M requests through envoy and native (T over mTLS),
     K decisions in the model layer (I with a peer identity), D disagreements
 
+and, when the layer fed by `meshc serve` ran (tests/test_equivalence_served.py), before the
+disagreements: `, S of the policies and R of the requests with envoy fed by meshc serve over ADS`.
+
 `T` counts the live requests whose caller presented a client certificate, `I` the model
 decisions for such a caller; the other inbound requests come from a plaintext caller without
 identity. Counters only ever go up; a test adds to them as it compares (after hypothesis
@@ -16,15 +19,19 @@ import threading
 
 _lock = threading.Lock()
 counts = {"policies": 0, "requests": 0, "mtls_requests": 0, "decisions": 0, "identity_decisions": 0,
-          "disagreements": 0}
+          "disagreements": 0, "served_policies": 0, "served_requests": 0}
 used = False
 
 
 def add(policies: int = 0, requests: int = 0, decisions: int = 0, disagreements: int = 0,
-        mtls_requests: int = 0, identity_decisions: int = 0) -> None:
+        mtls_requests: int = 0, identity_decisions: int = 0, served: bool = False) -> None:
+    """`served`: the policies and requests went through the Envoy fed by `meshc serve`."""
     global used
     with _lock:
         used = True
+        if served:
+            counts["served_policies"] += policies
+            counts["served_requests"] += requests
         counts["policies"] += policies
         counts["requests"] += requests
         counts["mtls_requests"] += mtls_requests
@@ -37,4 +44,7 @@ def summary() -> str:
     c = counts
     return (f"equivalence: {c['policies']} policies, {c['requests']} requests through envoy and native "
             f"({c['mtls_requests']} over mTLS), {c['decisions']} decisions in the model layer "
-            f"({c['identity_decisions']} with a peer identity), {c['disagreements']} disagreements")
+            f"({c['identity_decisions']} with a peer identity), "
+            + (f"{c['served_policies']} of the policies and {c['served_requests']} of the requests with envoy fed "
+               "by meshc serve over ADS, " if c["served_policies"] else "")
+            + f"{c['disagreements']} disagreements")
