@@ -18,7 +18,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from compiler.control import status as control_status
 from compiler.control.snapshot import CLUSTER, ROUTE
-from tests.envoy_support import requires_envoy
+from tests.envoy_support import free_port, requires_envoy, run_meshc
 from tests.test_control_plane import RawClient, Serve, fixed_ports, policy
 from tests.test_control_plane_failover import Fleet, Load
 
@@ -295,3 +295,14 @@ def test_garbage_bytes_a_changed_node_a_missing_node_and_delta_end_their_own_str
     for c in (good, changed, anonymous):
         c.close()
     channel.close()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--max-streams", "0"), "meshc: error: --max-streams 0: not a number of streams >= 1\n"),
+    (("--max-request-rate", "0"), "meshc: error: --max-request-rate 0: not a number of requests per second > 0\n"),
+    (("--max-request-rate", "nan"), "meshc: error: --max-request-rate nan: not a number of requests per second > 0\n"),
+])
+def test_limits_that_are_not_numbers_of_anything_exit_2(tmp_path, args, message):
+    path = policy(tmp_path / "p.mesh", fixed_ports())
+    proc = run_meshc("serve", str(path), "--listen", f"127.0.0.1:{free_port()}", *args)
+    assert (proc.returncode, proc.stderr) == (2, message)
