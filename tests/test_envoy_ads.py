@@ -104,7 +104,8 @@ def test_replicas_of_the_server_are_every_host_of_the_control_planes_cluster(cap
                          "--xds-server", "127.0.0.1:18000", "--xds-server", "[::1]:18001", "-o", str(out))
     assert code == 0, err
     (cluster,) = json.loads((out / "payments.envoy.json").read_text())["static_resources"]["clusters"]
-    hosts = [e["endpoint"]["address"]["socket_address"] for e in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    hosts = [e["endpoint"]["address"]["socket_address"]
+             for e in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]]
     assert hosts == [{"address": "127.0.0.1", "port_value": 18000}, {"address": "::1", "port_value": 18001}]
     assert cluster["type"] == "STATIC" and cluster["lb_policy"] == "ROUND_ROBIN"
     ok, output = validate(str(out / "payments.envoy.json"))
@@ -121,7 +122,8 @@ def test_replicas_of_the_server_are_every_host_of_the_control_planes_cluster(cap
 @pytest.mark.parametrize(("args", "message"), [
     (["--bootstrap", "ads", "--xds-server", "127.0.0.1:18000", "--xds-server", "127.0.0.1:18000"],
      "--xds-server 127.0.0.1:18000 is given twice"),
-    (["--bootstrap", "ads", "--xds-server", "127.0.0.1:18000", "--xds-server", "nope"], "--xds-server nope: not HOST:PORT"),
+    (["--bootstrap", "ads", "--xds-server", "127.0.0.1:18000", "--xds-server", "nope"],
+     "--xds-server nope: not HOST:PORT"),
     (["--bootstrap", "ads"], "--bootstrap ads needs --xds-server HOST:PORT"),
     (["--xds-server", "127.0.0.1:18000"], "--xds-server is for --bootstrap ads"),
     (["--bootstrap", "xds", "--xds-server", "127.0.0.1:18000"], "--xds-server is for --bootstrap ads"),

@@ -80,7 +80,7 @@ class StreamError(Exception):
 @dataclass(frozen=True)
 class Limits:
     """What one server accepts (`meshc serve --max-streams`, `--max-request-rate`)."""
-    max_streams: int = 10_000    # concurrent ADS streams; one more ends at once
+    max_streams: int = 10_000    # concurrent ADS streams; one more is refused
     request_rate: float = 100.0  # requests per second per stream, on average ...
     burst: int = 1_000           # ... with this many at once (a real proxy sends a few per push)
 
@@ -287,7 +287,7 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     await slots.acquire()
                     await queue.put(("request", request))
             except grpc.RpcError:
-                pass   # the client went away, or sent what is not a DiscoveryRequest: the stream ends
+                pass   # the client went away: the stream ends
             finally:
                 await queue.put(("end", None))
 
