@@ -20,28 +20,34 @@ from compiler.control import status as control_status
 from compiler.control.snapshot import CLUSTER, ROUTE
 from tests.envoy_support import free_port, requires_envoy, run_meshc
 from tests.test_control_plane import RawClient, Serve, fixed_ports, policy
-from tests.test_control_plane_failover import Fleet, Load
+from tests.test_control_plane_failover import SIDECARS, Fleet, Load
 
 ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 
 
+@pytest.fixture(params=list(SIDECARS))
+def sidecar(request):
+    """The sidecar beside the flooders: each of tests/test_control_plane_failover.py's SIDECARS."""
+    return SIDECARS[request.param]
+
+
 def push(fleet: Fleet, live: str) -> float:
-    """Edit the route `live` to `live`, SIGHUP, and wait until Envoy holds the new route version
-    and the server has its ACK; the seconds from SIGHUP to the new version in Envoy."""
+    """Edit the route `live` to `live`, SIGHUP, and wait until the sidecar holds new versions and
+    the server has its ACKs; the seconds from SIGHUP to the new version in the sidecar."""
     server = fleet.servers[0]
     assert server is not None
-    before = fleet.versions()["routes"]["outbound"]
+    before = fleet.versions()
     policy(fleet.path, fleet.ports, live=live)
     started = time.monotonic()
     server.reload()
     deadline = started + 10
-    while fleet.versions()["routes"]["outbound"] == before:
-        assert time.monotonic() < deadline, fleet.envoy.output()
+    while fleet.versions() == before:
+        assert time.monotonic() < deadline, fleet.output()
         time.sleep(0.005)
     took = time.monotonic() - started
     while True:   # and acknowledged: the server's view
         (stream,) = fleet.streams_on(0)
-        if stream["types"]["RouteConfiguration"]["state"] == "up to date":
+        if {e["state"] for e in stream["types"].values()} == {"up to date"}:
             return took
         assert time.monotonic() < deadline, stream
         time.sleep(0.01)
@@ -88,12 +94,12 @@ class RequestFlood(threading.Thread):
 
 
 @requires_envoy
-def test_a_request_flood_ends_its_own_stream_and_envoy_still_gets_pushes(tmp_path):
+def test_a_request_flood_ends_its_own_stream_and_the_sidecar_still_gets_pushes(tmp_path, sidecar):
     """Thousands of requests a second on one stream: RESOURCE_EXHAUSTED on that stream once its
     token bucket is empty (100 a second, a burst of 1,000, the defaults), again on every new
     stream of the flooder; meanwhile a real Envoy under load on the same server takes every push
     and acknowledges it, no request fails, and the server's own status answers."""
-    fleet = Fleet(tmp_path)
+    fleet = Fleet(tmp_path, sidecar=sidecar)
     try:
         baseline = [push(fleet, live) for live in ("v2", "v1", "v2")]
         load = Load(fleet.ports["OUTBOUND"], rate=100, threads=2)
@@ -187,12 +193,12 @@ class StreamFlood(threading.Thread):
 
 
 @requires_envoy
-def test_streams_over_max_streams_are_refused_and_envoy_still_gets_pushes(tmp_path):
+def test_streams_over_max_streams_are_refused_and_the_sidecar_still_gets_pushes(tmp_path, sidecar):
     """`--max-streams 50` and a client opening 1,000 streams at once while a real Envoy is
     connected: 49 are served, the other 951 end at once with RESOURCE_EXHAUSTED and a message
     naming the limit; Envoy takes a push meanwhile, `meshc status` counts the refusals, the log
     says it in at most 10 lines a second, and once the flood's streams close a new client is served."""
-    fleet = Fleet(tmp_path, serve_args=("--max-streams", "50"))
+    fleet = Fleet(tmp_path, serve_args=("--max-streams", "50"), sidecar=sidecar)
     try:
         flood = StreamFlood(fleet.server_ports[0], 1000)
         flood.start()

@@ -82,31 +82,30 @@ class Load:
                 f"{len(self.failures)} failed")
 
 
-class Fleet:
-    """The backends, the policy (tests/envoy/behaviour.mesh.in), `replicas` `meshc serve`
-    processes on it (SIGHUP only), and Envoy from `--bootstrap ads` with one `--xds-server` per
-    replica."""
+class EnvoySidecar:
+    """The sidecar of `web` as a real Envoy from `meshc compile --bootstrap ads`, one
+    `--xds-server` per replica. The failover tests use a sidecar through this interface only
+    (`kind`, `versions`, `churn`, `connected`, `output`, `stop`): the native proxy fed by
+    `meshc serve` plugs in as one more entry of SIDECARS with the same interface."""
 
-    def __init__(self, tmp: Path, replicas: int = 1, serve_args: tuple[str, ...] = ()):
-        self.v1, self.v2, self.shadow, self.app = (Backend(n) for n in ("v1", "v2", "shadow", "app"))
-        self.ports = {"INBOUND": free_port(), "OUTBOUND": free_port(), "ADMIN": free_port(), "APP": self.app.port,
-                      "V1": self.v1.port, "V2": self.v2.port, "SHADOW": self.shadow.port}
-        self.path = policy(tmp / "behaviour.mesh", self.ports)
-        self.envoy = None
-        self.servers: list[Serve | None] = [Serve(str(self.path), args=serve_args) for _ in range(replicas)]
-        self.server_ports = [s.port for s in self.servers if s is not None]
-        servers = [a for p in self.server_ports for a in ("--xds-server", f"127.0.0.1:{p}")]
-        proc = run_meshc("compile", str(self.path), "--target", "envoy", "--proxy", "web", "--bootstrap", "ads",
-                         *servers, "-o", str(tmp / "boot"))
+    kind = "envoy"   # what `meshc status` shows for its stream
+
+    def __init__(self, tmp: Path, path: Path, servers: list[str], ports: dict[str, int]):
+        args = [a for address in servers for a in ("--xds-server", address)]
+        proc = run_meshc("compile", str(path), "--target", "envoy", "--proxy", "web", "--bootstrap", "ads",
+                         *args, "-o", str(tmp / "boot"))
         assert proc.returncode == 0, proc.stderr
         self.envoy = Envoy(str(tmp / "boot" / "web.envoy.json"), "--reject-unknown-dynamic-fields")
         deadline = time.monotonic() + 20
-        while self.envoy.listener_ports() != {"inbound": self.ports["INBOUND"], "outbound": self.ports["OUTBOUND"]}:
-            assert time.monotonic() < deadline, self.envoy.output()
+        while self.envoy.listener_ports() != {"inbound": ports["INBOUND"], "outbound": ports["OUTBOUND"]}:
+            if time.monotonic() > deadline:
+                output = self.envoy.output()
+                self.envoy.stop()
+                raise AssertionError(output)
             time.sleep(0.05)
 
     def versions(self) -> dict[str, dict[str, str]]:
-        """What Envoy holds: per kind, each resource's version (from /config_dump)."""
+        """What the proxy holds: per kind, each resource's version (Envoy's /config_dump)."""
         out: dict[str, dict[str, str]] = {"clusters": {}, "listeners": {}, "routes": {}}
         for config in json.loads(self.envoy.admin("/config_dump"))["configs"]:
             for c in config.get("dynamic_active_clusters", []):
@@ -118,33 +117,80 @@ class Fleet:
         return out
 
     def churn(self) -> dict[str, int]:
-        """Counters that move when Envoy changes or drains a cluster or listener."""
+        """Counters that move when the proxy changes or drains a cluster or listener."""
         stats = self.envoy.stats("cluster_manager.cluster_|listener_manager.listener_|listener_manager.total_")
         return {k: v for k, v in stats.items() if k in (
             "cluster_manager.cluster_modified", "cluster_manager.cluster_removed", "listener_manager.listener_modified",
             "listener_manager.listener_removed", "listener_manager.total_listeners_draining")}
 
-    def connected(self) -> int:
-        return self.envoy.stats("control_plane.connected_state")["control_plane.connected_state"]
+    def connected(self) -> bool:
+        """Whether the proxy has a stream to a server (Envoy's control_plane.connected_state)."""
+        return self.envoy.stats("control_plane.connected_state")["control_plane.connected_state"] == 1
+
+    def output(self) -> str:
+        return self.envoy.output()
+
+    def stop(self) -> None:
+        self.envoy.stop()
+
+
+# The sidecars the failover tests run with, by name (each test runs once per entry).
+SIDECARS: dict[str, type] = {"envoy": EnvoySidecar}
+
+
+class Fleet:
+    """The backends, the policy (tests/envoy/behaviour.mesh.in), `replicas` `meshc serve`
+    processes on it (SIGHUP only), and the sidecar of `web` (`sidecar`, an entry of SIDECARS)
+    pointed at every replica."""
+
+    def __init__(self, tmp: Path, replicas: int = 1, serve_args: tuple[str, ...] = (), sidecar: type = EnvoySidecar):
+        self.v1, self.v2, self.shadow, self.app = (Backend(n) for n in ("v1", "v2", "shadow", "app"))
+        self.ports = {"INBOUND": free_port(), "OUTBOUND": free_port(), "ADMIN": free_port(), "APP": self.app.port,
+                      "V1": self.v1.port, "V2": self.v2.port, "SHADOW": self.shadow.port}
+        self.path = policy(tmp / "behaviour.mesh", self.ports)
+        self.proxy = None
+        self.servers: list[Serve | None] = [Serve(str(self.path), args=serve_args) for _ in range(replicas)]
+        self.server_ports = [s.port for s in self.servers if s is not None]
+        try:
+            self.proxy = sidecar(tmp, self.path, [f"127.0.0.1:{p}" for p in self.server_ports], self.ports)
+        except BaseException:
+            self.close()
+            raise
+
+    def versions(self) -> dict[str, dict[str, str]]:
+        assert self.proxy is not None
+        return self.proxy.versions()
+
+    def churn(self) -> dict[str, int]:
+        assert self.proxy is not None
+        return self.proxy.churn()
+
+    def connected(self) -> bool:
+        assert self.proxy is not None
+        return self.proxy.connected()
+
+    def output(self) -> str:
+        return self.proxy.output() if self.proxy is not None else ""
 
     def streams_on(self, index: int) -> list[dict]:
-        """The Envoy streams `meshc status` of replica `index` shows."""
+        """The sidecar's streams that `meshc status` of replica `index` shows."""
+        assert self.proxy is not None
         try:
             report = control_status.fetch(f"127.0.0.1:{self.server_ports[index]}", timeout=1)
         except control_status.Unreachable:
             return []
-        return [s for s in report["streams"] if s["kind"] == "envoy" and s["node"] == "web"]
+        return [s for s in report["streams"] if s["kind"] == self.proxy.kind and s["node"] == "web"]
 
     def serving(self, timeout: float = 15, among: tuple[int, ...] | None = None) -> int:
-        """The replica (of `among`, default all) whose `meshc status` shows the Envoy, once exactly
-        one does."""
+        """The replica (of `among`, default all) whose `meshc status` shows the sidecar, once
+        exactly one does."""
         deadline = time.monotonic() + timeout
         while True:
             on = [i for i, s in enumerate(self.servers) if s is not None and s.proc.poll() is None
                   and (among is None or i in among) and self.streams_on(i)]
             if len(on) == 1:
                 return on[0]
-            assert time.monotonic() < deadline, f"the Envoy is on replicas {on}: {self.envoy.output()}"
+            assert time.monotonic() < deadline, f"the sidecar is on replicas {on}: {self.output()}"
             time.sleep(0.05)
 
     def restart(self, index: int) -> None:
@@ -158,8 +204,8 @@ class Fleet:
         return json.loads(proc.stdout)
 
     def close(self) -> None:
-        if self.envoy is not None:
-            self.envoy.stop()
+        if self.proxy is not None:
+            self.proxy.stop()
         for s in self.servers:
             if s is not None and s.proc.poll() is None:
                 assert s.stop() == 0, "".join(s.lines)
@@ -167,9 +213,14 @@ class Fleet:
             b.close()
 
 
+@pytest.fixture(params=list(SIDECARS))
+def sidecar(request):
+    return SIDECARS[request.param]
+
+
 @pytest.fixture
-def fleet(tmp_path, request):
-    f = Fleet(tmp_path, getattr(request, "param", 1))
+def fleet(tmp_path, request, sidecar):
+    f = Fleet(tmp_path, getattr(request, "param", 1), sidecar=sidecar)
     yield f
     f.close()
 
@@ -193,39 +244,40 @@ def test_the_server_killed_under_load_then_restarted(fleet):
         load.wait_for(100)
         kill(fleet, 0)
         deadline = time.monotonic() + 10
-        while fleet.connected() != 0:
-            assert time.monotonic() < deadline, fleet.envoy.output()
+        while fleet.connected():
+            assert time.monotonic() < deadline, fleet.output()
             time.sleep(0.02)
         load.wait_for(200)   # a second or so with no server
         assert fleet.versions() == before
         fleet.restart(0)
         restarted = time.monotonic()
         deadline = time.monotonic() + 15
-        while not (fleet.connected() == 1 and fleet.streams_on(0)):
-            assert time.monotonic() < deadline, fleet.envoy.output()
+        while not (fleet.connected() and fleet.streams_on(0)):
+            assert time.monotonic() < deadline, fleet.output()
             time.sleep(0.02)
         reconnect = time.monotonic() - restarted
         load.wait_for(100)
     finally:
         summary = load.stop()
-    print(f"\nkilled and restarted: {summary}; Envoy reconnected {reconnect * 1000:.0f} ms after the new server "
+    print(f"\nkilled and restarted ({fleet.proxy.kind}): {summary}; the sidecar reconnected "
+          f"{reconnect * 1000:.0f} ms after the new server "
           "was serving")
     assert not load.failures, load.failures[:5]
     assert fleet.versions() == before, "the same versions from the new server"
     assert fleet.churn() == churn, "no cluster or listener changed or drained"
     report = fleet.up_to_date(0)
     (stream,) = report["streams"]
-    assert stream["kind"] == "envoy" and {e["state"] for e in stream["types"].values()} == {"up to date"}
+    assert stream["kind"] == fleet.proxy.kind and {e["state"] for e in stream["types"].values()} == {"up to date"}
     assert {t: e["acked"] for t, e in stream["types"].items()} == {
         t: v for t, v in report["server"]["snapshots"]["web"].items() if t in stream["types"]}
 
 
 @pytest.mark.parametrize("fleet", [2], indirect=True)
-def test_two_replicas_kill_the_one_envoy_is_on_under_load(fleet):
-    """Two replicas: SIGKILL of the one Envoy's stream is on, under load: no request fails, the
-    stream reopens on the other (its `meshc status` shows the Envoy, up to date, at the same
+def test_two_replicas_kill_the_one_the_sidecar_is_on_under_load(fleet):
+    """Two replicas: SIGKILL of the one the sidecar's stream is on, under load: no request fails,
+    the stream reopens on the other (its `meshc status` shows the sidecar, up to date, at the same
     versions), and an edit of the sources, SIGHUP to both replicas (the killed one restarted),
-    reaches Envoy through the replica it is on."""
+    reaches the sidecar through the replica it is on, acknowledged at the version both serve."""
     first = fleet.serving()
     other = 1 - first
     before, churn = fleet.versions(), fleet.churn()
@@ -242,28 +294,30 @@ def test_two_replicas_kill_the_one_envoy_is_on_under_load(fleet):
         assert {e["state"] for s in report["streams"] for e in s["types"].values()} == {"up to date"}
         # the killed replica comes back; the edit goes to both, Envoy stays where it is
         fleet.restart(first)
-        route = before["routes"]["outbound"]
         policy(fleet.path, fleet.ports, live="v2")
         marks = [(s, s.reload()) for s in fleet.servers if s is not None]
         for s, mark in marks:
             s.wait_for("published (", after=mark)
         edited = time.monotonic()
         deadline = time.monotonic() + 10
-        while fleet.versions()["routes"]["outbound"] == route:
-            assert time.monotonic() < deadline, fleet.envoy.output()
+        while fleet.versions() == before:
+            assert time.monotonic() < deadline, fleet.output()
             time.sleep(0.01)
         pushed = time.monotonic() - edited
         load.wait_for(100)
         assert fleet.serving() == other
-        assert load.backends_since(time.monotonic() - 0.2) == {"v2"}, "the edit reached Envoy and the traffic"
+        assert load.backends_since(time.monotonic() - 0.2) == {"v2"}, "the edit reached the sidecar and the traffic"
     finally:
         summary = load.stop()
-    print(f"\ntwo replicas, one killed: {summary}; the stream reopened on the other in {failover * 1000:.0f} ms; "
-          f"the edit in Envoy {pushed * 1000:.0f} ms after both replicas published")
+    print(f"\ntwo replicas, one killed ({fleet.proxy.kind}): {summary}; the stream reopened on the other in "
+          f"{failover * 1000:.0f} ms; the edit in the sidecar {pushed * 1000:.0f} ms after both replicas published")
     assert not load.failures, load.failures[:5]
-    snapshots = [fleet.up_to_date(i)["server"]["snapshots"]["web"] for i in (0, 1)]
+    reports = [fleet.up_to_date(i) for i in (0, 1)]   # exit 0: the sidecar is up to date on `other`
+    snapshots = [r["server"]["snapshots"]["web"] for r in reports]
     assert snapshots[0] == snapshots[1], "the replicas serve identical versions"
-    assert fleet.versions()["routes"]["outbound"] == snapshots[0]["RouteConfiguration"]
+    (stream,) = reports[other]["streams"]
+    assert {t: e["acked"] for t, e in stream["types"].items()} == {
+        t: v for t, v in snapshots[other].items() if t in stream["types"]}
 
 
 @pytest.mark.parametrize("fleet", [2], indirect=True)
@@ -287,6 +341,7 @@ def test_a_frozen_replica_is_left_for_the_other_by_keepalive(fleet):
         load.wait_for(50)
     finally:
         summary = load.stop()
-    print(f"\na frozen replica: {summary}; the stream reopened on the other after {failover:.1f} s")
+    print(f"\na frozen replica ({fleet.proxy.kind}): {summary}; the stream reopened on the other after "
+          f"{failover:.1f} s")
     assert not load.failures, load.failures[:5]
     assert failover < 9.5
