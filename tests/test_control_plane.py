@@ -48,12 +48,12 @@ def fixed_ports() -> dict:
 class Serve:
     """`meshc serve FILE --listen 127.0.0.1:PORT` as a subprocess, its stderr read in a thread."""
 
-    def __init__(self, *files: str, watch: float = 0, port: int | None = None):
+    def __init__(self, *files: str, watch: float = 0, port: int | None = None, extra: tuple[str, ...] = ()):
         self.port = port or free_port()
         env = {k: v for k, v in os.environ.items() if k != "MESHC_DEBUG"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "compiler", "serve", *files, "--listen", f"127.0.0.1:{self.port}",
-             "--watch", str(watch), "--color", "never"],
+             "--watch", str(watch), "--color", "never", *extra],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self.cond = threading.Condition()
@@ -101,8 +101,11 @@ class RawClient:
     """One ADS stream from a plain (synchronous) gRPC client: requests are queued, responses read
     one at a time with a timeout."""
 
-    def __init__(self, port: int):
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    def __init__(self, port: int, credentials: grpc.ChannelCredentials | None = None):
+        # with credentials: mutual TLS to `meshc serve --ca`, whose certificate names `meshc-control`
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}") if credentials is None else \
+            grpc.secure_channel(f"127.0.0.1:{port}", credentials, options=[("grpc.ssl_target_name_override",
+                                                                              "meshc-control")])
         self.requests: queue.Queue = queue.Queue()
         self.responses: queue.Queue = queue.Queue()
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)

@@ -115,8 +115,18 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                                            "port).")
         common(serve)
         serve.add_argument("--listen", default="127.0.0.1:18000", metavar="HOST:PORT",
-                           help="the address of the gRPC server (default 127.0.0.1:18000; no TLS: keep it on "
-                                "loopback or a trusted network)")
+                           help="the address of the gRPC server (default 127.0.0.1:18000). Without --ca it is "
+                                "plaintext and serves no key: keep it on loopback or a trusted network; with --ca "
+                                "it is always mutual TLS")
+        serve.add_argument("--ca", metavar="DIR",
+                           help="a `meshc ca init` directory: serve each sidecar its own workload certificate, key "
+                                "and the trust bundle over SDS (secrets `identity` and `mesh_ca`, issued in memory "
+                                "and rotated before expiry with no restart), and make the channel mutual TLS: the "
+                                "server presents `meshc-control` (spiffe://TD/meshc/control), a client needs a "
+                                "certificate of this CA, and a stream may only name a node of its own SPIFFE ID")
+        serve.add_argument("--cert-hours", type=float, default=None, metavar="H",
+                           help="with --ca: the lifetime of each certificate the server issues (default 24, as "
+                                "`meshc ca issue --hours`); each is replaced after 2/3 of it")
         serve.add_argument("--watch", type=float, default=1.0, metavar="SECONDS",
                            help="poll the program's files for changes every SECONDS (default 1; 0: only on SIGHUP)")
     if only in (None, "status"):
@@ -130,6 +140,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                                             "did not compile, 2 usage or no answer from the server (3 s).")
         status.add_argument("--server", default="127.0.0.1:18000", metavar="HOST:PORT",
                             help="the --listen address of `meshc serve` (default 127.0.0.1:18000)")
+        status.add_argument("--identity", metavar="DIR",
+                            help="an identity directory of the server's CA (`meshc ca issue`: cert.pem, key.pem, "
+                                 "ca.pem): the client certificate a server started with --ca requires")
         status.add_argument("--output-format", "--format", dest="output_format", choices=("human", "json"),
                             default="human", help="a table (default) or JSON (a stable shape, `schema` 1)")
     if only is None:  # listed for --help only: run() hands `meshc proxy ...` to runtime_proxy as it is
@@ -164,6 +177,11 @@ def compile_parser(sub, common) -> None:
     comp.add_argument("--xds-server", metavar="HOST:PORT",
                       help="with --bootstrap ads (and needed by it): the control plane's address, an IPv4 "
                            "address, [IPv6] or a DNS name, and a port")
+    comp.add_argument("--xds-identity", metavar="DIR",
+                      help="with --bootstrap ads: talk to a `meshc serve --ca` server over mutual TLS, presenting "
+                           "DIR/cert.pem and DIR/key.pem (an absolute path at run time, from `meshc ca issue "
+                           "SERVICE`), trusting DIR/ca.pem, and accepting only the server's certificate "
+                           "(SNI meshc-control, URI SAN spiffe://TRUST-DOMAIN/meshc/control)")
     comp.add_argument("--xds-dir", metavar="PATH",
                       help="with --emit envoy: the absolute path where the xds/ files will be at run time "
                            "(default: OUTPUT/xds)")

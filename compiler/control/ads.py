@@ -137,9 +137,14 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     """The servicer: every stream reads the current snapshots; `publish` replaces them and
     wakes every stream, which sends what changed for its node."""
 
-    def __init__(self, snapshots: dict[str, NodeSnapshot], log=None):
+    def __init__(self, snapshots: dict[str, NodeSnapshot], log=None, admit=None):
         self.snapshots = snapshots
         self.log = log or (lambda line: None)   # one line per event worth an operator's eye
+        # `meshc serve --ca` (compiler/control/sds.py): awaited with the node id and the gRPC
+        # context before a stream's first request is applied; raises StreamError
+        # (PERMISSION_DENIED) for a node that is not the client certificate's, and issues the
+        # node's certificate. Nothing is sent on the stream before it returns.
+        self.admit = admit
         self.streams: dict[int, Stream] = {}
         self._queues: dict[int, asyncio.Queue] = {}
         self._ids = itertools.count(1)
@@ -171,6 +176,8 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     return
                 try:
                     if kind == "request":
+                        if stream.node is None and self.admit is not None and request.node.id:
+                            await self.admit(request.node.id, context)
                         responses = stream.on_request(request, self.snapshots)
                     else:
                         responses = stream.pending(self.snapshots)

@@ -74,7 +74,8 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
         if options.xds_server is None:
             raise ValueError("an `ads` bootstrap needs the control plane's address (Options.xds_server)")
         for name in proxies:
-            out.files[names.bootstrap_file(name)] = dumps(bootstrap.ads_bootstrap(services[name], options.xds_server))
+            out.files[names.bootstrap_file(name)] = dumps(bootstrap.ads_bootstrap(
+                services[name], options.xds_server, options.xds_identity, program.trust_domain))
         return out
     where = xds_dir(options)
     sds = {name: tls.sds_files(where, name) for name in proxies if needs_identity(program, services[name])}

@@ -114,11 +114,44 @@ def _is_ip(host: str) -> bool:
         return False
 
 
-def ads_bootstrap(svc: ir.Service, server: tuple[str, int]) -> dict:
+# The TLS names of a `meshc serve --ca` server (compiler/control/sds.py): the SNI and DNS SAN of
+# its certificate, and its URI SAN in the program's trust domain.
+XDS_SERVER_NAME = "meshc-control"
+
+
+def xds_server_id(trust_domain: str) -> str:
+    return f"spiffe://{trust_domain}/meshc/control"
+
+
+def xds_tls(identity: str, trust_domain: str) -> dict:
+    """The xDS channel's mutual TLS: present DIR/cert.pem and DIR/key.pem (the sidecar's identity
+    from `meshc ca issue`), trust DIR/ca.pem, and accept only the control plane's certificate
+    (its URI SAN). Read when Envoy starts."""
+    directory = identity.rstrip("/")
+    return {"name": names.TLS_SOCKET, "typed_config": {
+        "@type": names.UPSTREAM_TLS,
+        "common_tls_context": {
+            "alpn_protocols": ["h2"],
+            "tls_certificates": [{"certificate_chain": {"filename": f"{directory}/cert.pem"},
+                                  "private_key": {"filename": f"{directory}/key.pem"}}],
+            "tls_params": {"tls_maximum_protocol_version": "TLSv1_3", "tls_minimum_protocol_version": "TLSv1_2"},
+            "validation_context": {
+                "match_typed_subject_alt_names": [{"matcher": {"exact": xds_server_id(trust_domain)},
+                                                   "san_type": "URI"}],
+                "trusted_ca": {"filename": f"{directory}/ca.pem"},
+            },
+        },
+        "sni": XDS_SERVER_NAME,
+    }}
+
+
+def ads_bootstrap(svc: ir.Service, server: tuple[str, int], identity: str | None = None,
+                  trust_domain: str = "cluster.local") -> dict:
     """A bootstrap whose listeners and clusters come over ADS from the control plane at `server`
     (host, port): node id and cluster `SERVICE` (the name the server scopes by), the admin and
     runtime of every bootstrap, and one static cluster, the server's: gRPC over HTTP/2, STATIC for
-    an IP address, else STRICT_DNS. The node is sent on the first request of the stream only."""
+    an IP address, else STRICT_DNS. The node is sent on the first request of the stream only.
+    With `identity` (an identity directory), the channel is mutual TLS (`xds_tls`)."""
     host, port = server
     out = _base(svc)
     out["dynamic_resources"] = {
@@ -147,5 +180,7 @@ def ads_bootstrap(svc: ir.Service, server: tuple[str, int]) -> dict:
     }
     if cluster["type"] == "STRICT_DNS":
         cluster["dns_lookup_family"] = "V4_PREFERRED"   # as the mesh's own DNS clusters
+    if identity is not None:
+        cluster["transport_socket"] = xds_tls(identity, trust_domain)
     out["static_resources"] = {"clusters": [cluster]}
     return out
