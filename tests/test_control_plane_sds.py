@@ -353,3 +353,39 @@ def test_usage_errors_of_the_certificate_options(tmp_path):
     proc = run_meshc("serve", path, "--ca", other, "--listen", f"127.0.0.1:{free_port()}")
     assert proc.returncode == 1, proc.stderr
     assert "api: cannot issue its certificate from --ca" in proc.stderr and "other.local" in proc.stderr, proc.stderr
+
+
+# ---- the issuer in process (a real CA directory, no sockets) ----------------------------------------
+
+def test_the_issuer_serves_no_file_secret_issues_per_node_and_rotates_at_two_thirds(tmp_path):
+    from compiler import api
+    from compiler.control import sds, snapshot
+
+    ports = {k: free_port() for k in ("API_IN", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP")}
+    base = snapshot.build_all(api.compile([str(write_policy(tmp_path / "fleet.mesh", ports))]))
+    assert "filename" in base["api"].json[SECRET]["identity"]["tls_certificate"]["certificate_chain"]   # the backend's
+    issuer = sds.Issuer(mtls.make_ca(str(tmp_path / "ca"), TD), hours=1)
+    assert issuer.check(base) == []
+    assert issuer.server.spiffe_id == f"spiffe://{TD}/meshc/control"
+    served = issuer.apply(base)
+    assert all(s.json[SECRET] == {} for s in served.values())   # nothing issued: no secret, never a file
+    held = issuer.issue("api", spiffe("api"))
+    assert issuer.issue("api", spiffe("api")) is held             # one per node, kept while not due
+    assert abs((held.rotate_at - held.issued_at) - 3600 * 2 / 3) < 1
+    api_secrets = issuer.overlay(base["api"]).json[SECRET]
+    assert json.dumps(api_secrets).count("filename") == 0
+    assert set(api_secrets) == {"identity", "mesh_ca"}
+    assert issuer.overlay(base["web"]).json[SECRET] == {}         # web not admitted yet
+    assert issuer.overlay(base["api"]).versions[SECRET] != served["api"].versions[SECRET]
+    # at 2/3 of the lifetime: a new certificate, the same SPIFFE ID; a node with no stream is dropped instead
+    issuer.issue("web", spiffe("web"))
+    later = held.rotate_at + 1
+    assert issuer.drop_due(later, keep={"api"}) == ["web"] and "web" not in issuer.issued
+    assert issuer.rotate_due(later) == ["api"]
+    assert issuer.issued["api"].serial != held.serial and issuer.issued["api"].spiffe_id == spiffe("api")
+    assert issuer.rotations == 2   # api's and the server's own (issued at the same time, due at the same time)
+    # a program whose identities are not the CA's trust domain, or that claims the control plane's ID
+    other = sds.Issuer(mtls.make_ca(str(tmp_path / "other"), "other.local"))
+    assert any("api: cannot issue" in p for p in other.check(base))
+    base["web"].identity = f"spiffe://{TD}/meshc/control"
+    assert "web: identity spiffe://mesh.local/meshc/control is the control plane's own SPIFFE ID" in issuer.check(base)

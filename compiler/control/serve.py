@@ -154,19 +154,27 @@ class Server:
                               f"{peer or 'no single SPIFFE ID'}: a stream may only name a node of its own identity")
         if sds.needs_secrets(snap):
             held = self.issuer.issued.get(node)
-            if held is None or held.spiffe_id != snap.identity:
-                started = time.monotonic()
-                try:
-                    await asyncio.to_thread(self.issuer.issue, node, snap.identity)
-                except self.issuer.Error as err:   # the CA expired
-                    self.report(f"cannot issue {node}'s certificate: {err}", [], [])
-                    raise StreamError(grpc.StatusCode.UNAVAILABLE, f"cannot issue {node}'s certificate: {err}") from err
+            served = self.servicer.snapshots.get(node)
+            if held is not None and held.spiffe_id == snap.identity and served is not None \
+                    and served.packed.get(snapshot.SECRET):
+                return   # issued, and served with its secrets
+
+            def work() -> tuple[bool, snapshot.NodeSnapshot]:   # in a worker thread: keygen, signing, packing
+                fresh = self.issuer.issue(node, snap.identity) is not held
+                return fresh, self.issuer.overlay(snap)
+
+            started = time.monotonic()
+            try:
+                fresh, overlaid = await asyncio.to_thread(work)
+            except self.issuer.Error as err:   # the CA expired
+                self.report(f"cannot issue {node}'s certificate: {err}", [], [])
+                raise StreamError(grpc.StatusCode.UNAVAILABLE, f"cannot issue {node}'s certificate: {err}") from err
+            if fresh:
                 self.report(f"issued {node}'s certificate ({snap.identity}, serial "
                             f"{self.issuer.issued[node].serial}; {(time.monotonic() - started) * 1000:.1f} ms)",
                             [], [])
-            current = self.servicer.snapshots.get(node)
-            if current is not None:   # the node's entry with its secrets (the other nodes as they are)
-                self.servicer.snapshots[node] = self.issuer.overlay(self.base[node])
+            if self.base.get(node) is snap and node in self.servicer.snapshots:
+                self.servicer.snapshots[node] = overlaid   # the node's entry with its secrets, the others as they are
 
     async def rotate(self) -> list[str]:
         """Replace the certificates whose rotation time has come and push the new secrets."""
