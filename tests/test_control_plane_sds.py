@@ -389,3 +389,31 @@ def test_the_issuer_serves_no_file_secret_issues_per_node_and_rotates_at_two_thi
     assert any("api: cannot issue" in p for p in other.check(base))
     base["web"].identity = f"spiffe://{TD}/meshc/control"
     assert "web: identity spiffe://mesh.local/meshc/control is the control plane's own SPIFFE ID" in issuer.check(base)
+
+
+def test_an_edit_that_changes_a_nodes_identity_ends_its_streams(tmp_path):
+    """A stream was admitted as web; an edit gives web another SPIFFE ID: at the publish, that
+    stream (whose client certificate is the old identity) ends with PERMISSION_DENIED instead of
+    receiving the new identity's certificate."""
+    ports = {k: free_port() for k in ("API_IN", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP")}
+    path = write_policy(tmp_path / "fleet.mesh", ports)
+    ca = mtls.make_ca(str(tmp_path / "ca"), TD)
+    web = mtls.issue(ca, str(tmp_path / "ids" / "web"), spiffe("web"))
+    serve = Serve(str(path), extra=("--ca", ca))
+    raw = RawClient(serve.port, creds(web, os.path.join(ca, "ca.pem")))
+    try:
+        raw.send(CLUSTER, node="web")
+        clusters = raw.receive()
+        raw.send(CLUSTER, version=clusters.version_info, nonce=clusters.nonce)
+        raw.send(SECRET, names=["identity"])
+        assert raw.receive().type_url == SECRET
+        path.write_text(path.read_text().replace("  port 8001\n", f'  port 8001\n  identity "{spiffe("web2")}"\n'))
+        mark = serve.reload()
+        serve.wait_for("published", after=mark)
+        with pytest.raises(grpc.RpcError) as err:
+            raw.receive()
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert spiffe("web2") in err.value.details(), err.value.details()
+    finally:
+        raw.close()
+        assert serve.stop() == 0

@@ -141,9 +141,10 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self.snapshots = snapshots
         self.log = log or (lambda line: None)   # one line per event worth an operator's eye
         # `meshc serve --ca` (compiler/control/sds.py): awaited with the node id and the gRPC
-        # context before a stream's first request is applied; raises StreamError
-        # (PERMISSION_DENIED) for a node that is not the client certificate's, and issues the
-        # node's certificate. Nothing is sent on the stream before it returns.
+        # context before a stream's first request is applied, and again before each new snapshot
+        # is sent on it; raises StreamError (PERMISSION_DENIED) for a node that is not (or no
+        # longer) the client certificate's, and issues the node's certificate. Nothing is sent on
+        # the stream before it returns.
         self.admit = admit
         self.streams: dict[int, Stream] = {}
         self._queues: dict[int, asyncio.Queue] = {}
@@ -180,6 +181,8 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                             await self.admit(request.node.id, context)
                         responses = stream.on_request(request, self.snapshots)
                     else:
+                        if self.admit is not None and stream.node is not None:
+                            await self.admit(stream.node, context)   # an edit may have changed its identity
                         responses = stream.pending(self.snapshots)
                 except StreamError as err:
                     self.log(f"stream {stream.id} ({stream.node or 'no node yet'}) ended: {err.message}")

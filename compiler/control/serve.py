@@ -139,9 +139,9 @@ class Server:
 
     async def _admit(self, node: str, context) -> None:
         """With --ca: a stream may name only a node of its client certificate's SPIFFE ID
-        (PERMISSION_DENIED otherwise, before anything is sent); the node's certificate is issued
-        (in a worker thread) before its first request is answered. An unknown node is left to
-        the stream (NOT_FOUND)."""
+        (PERMISSION_DENIED otherwise, before anything is sent, and at a later publish when an
+        edit changed the node's identity); the node's certificate is issued (in a worker thread)
+        before its first request is answered. An unknown node is left to the stream (NOT_FOUND)."""
         from compiler.control import sds
 
         snap = self.base.get(node)
@@ -246,13 +246,10 @@ class Server:
                     self.last_reload = {"ok": False, "at": time.time(), "good_since": self.last_reload["good_since"],
                                         "diagnostics": [], "problems": problems}
                     return False
-                self.issuer.forget(set(snapshots))
-                connected = {s.node for s in self.servicer.streams.values() if s.node in snapshots}
-                for node in sorted(connected):   # an identity an edit changed: its new certificate now
-                    snap = snapshots[node]
-                    held = self.issuer.issued.get(node)
-                    if sds_needs(snap) and (held is None or held.spiffe_id != snap.identity):
-                        await asyncio.to_thread(self.issuer.issue, node, snap.identity)
+                # a node gone, or whose identity an edit changed, loses its certificate; its open
+                # streams end at the publish below (their client certificate is the old identity)
+                self.issuer.forget({n for n, snap in snapshots.items()
+                                    if n not in self.issuer.issued or self.issuer.issued[n].spiffe_id == snap.identity})
             self.base = snapshots
             if self._corrupt:
                 spec, self._corrupt = self._corrupt, ""
