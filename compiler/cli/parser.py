@@ -110,9 +110,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                                            "started from `meshc compile --bootstrap ads`) its listeners, routes, "
                                            "clusters and secrets over ADS, state of the world. Recompiles on SIGHUP "
                                            "and when a file changes; an edit that does not compile keeps the last "
-                                           "good configuration served. Needs `pip install 'meshc[control]'`. Exit 0 "
-                                           "on SIGINT or SIGTERM, 1 errors in the program at start, 2 usage (a busy "
-                                           "port).")
+                                           "good configuration served. Without --ca the channel is plaintext and "
+                                           "the secrets name files on the proxy's host (no key is served); with --ca "
+                                           "each sidecar gets its own certificate and key over SDS, rotated without "
+                                           "restart, on a mutual-TLS channel where a client may only name a node of "
+                                           "its own SPIFFE ID (docs/control-plane.md). Needs `pip install "
+                                           "'meshc[control]'`. Exit 0 on SIGINT or SIGTERM, 1 errors in the program "
+                                           "(or a CA that cannot issue its identities) at start, 2 usage (a busy "
+                                           "port, a missing --ca directory).")
         common(serve)
         serve.add_argument("--listen", default="127.0.0.1:18000", metavar="HOST:PORT",
                            help="the address of the gRPC server (default 127.0.0.1:18000). Without --ca it is "
