@@ -329,6 +329,15 @@ def test_an_xds_identity_bootstrap_is_mtls_to_meshc_control_and_validates(tmp_pa
         [{"matcher": {"exact": f"spiffe://{TD}/meshc/control"}, "san_type": "URI"}]
     ok, out = validate(str(tmp_path / "boot" / "web.envoy.json"))
     assert ok, out
+    # several proxies: DIR is a root, each sidecar's identity is DIR/SERVICE
+    proc = run_meshc("compile", str(path), "--target", "envoy", "--proxy", "all", "--bootstrap", "ads",
+                     "--xds-server", "127.0.0.1:18000", "--xds-identity", str(tmp_path / "ids"),
+                     "-o", str(tmp_path / "all"))
+    assert proc.returncode == 0, proc.stderr
+    for name in ("api", "web", "intruder"):
+        boot = json.loads((tmp_path / "all" / f"{name}.envoy.json").read_text())
+        common = boot["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]["common_tls_context"]
+        assert common["tls_certificates"][0]["private_key"] == {"filename": f"{tmp_path}/ids/{name}/key.pem"}
 
 
 def test_usage_errors_of_the_certificate_options(tmp_path):

@@ -186,7 +186,8 @@ def compile_parser(sub, common) -> None:
                       help="with --bootstrap ads: talk to a `meshc serve --ca` server over mutual TLS, presenting "
                            "DIR/cert.pem and DIR/key.pem (an absolute path at run time, from `meshc ca issue "
                            "SERVICE`), trusting DIR/ca.pem, and accepting only the server's certificate "
-                           "(SNI meshc-control, URI SAN spiffe://TRUST-DOMAIN/meshc/control)")
+                           "(SNI meshc-control, URI SAN spiffe://TRUST-DOMAIN/meshc/control). With several "
+                           "proxies (or `all`), DIR is a root and each sidecar's is DIR/SERVICE")
     comp.add_argument("--xds-dir", metavar="PATH",
                       help="with --emit envoy: the absolute path where the xds/ files will be at run time "
                            "(default: OUTPUT/xds)")
