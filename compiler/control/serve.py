@@ -179,15 +179,19 @@ class Server:
     async def rotate(self) -> list[str]:
         """Replace the certificates whose rotation time has come and push the new secrets."""
         async with self._lock:
-            connected = {s.node for s in self.servicer.streams.values() if s.node}
             server_serial = self.issuer.server.serial
+            # on the loop, so that no admission slips in between: a stream is admitted (and its
+            # node set) without yielding once its node's certificate is held
+            connected = {s.node for s in self.servicer.streams.values() if s.node}
+            gone = self.issuer.drop_due(time.time(), keep=connected)
 
-            def work() -> tuple[list[str], list[str], dict[str, snapshot.NodeSnapshot]]:   # in a worker thread
-                gone = self.issuer.drop_due(time.time(), keep=connected)
+            def work() -> tuple[list[str], dict[str, snapshot.NodeSnapshot]]:   # in a worker thread
                 nodes = self.issuer.rotate_due(time.time())
-                return nodes, gone, {n: self.issuer.overlay(self.base[n]) for n in nodes + gone if n in self.base}
+                return nodes, {n: self.issuer.overlay(self.base[n]) for n in nodes if n in self.base}
 
-            nodes, gone, fresh = await asyncio.to_thread(work)
+            nodes, fresh = await asyncio.to_thread(work)
+            # the dropped ones on the loop, now: one may have been admitted (and issued) meanwhile
+            fresh.update({n: self.issuer.overlay(self.base[n]) for n in gone if n in self.base})
             if fresh:   # only these nodes' secrets change: the others' snapshots are kept as they are
                 self.servicer.publish({**self.servicer.snapshots, **fresh})
             if gone:
