@@ -248,6 +248,8 @@ def test_meshc_status_talks_mtls_with_an_identity(fleet):
     assert set(data["certificates"]["nodes"]) == {"api", "web"}   # issued for the nodes connected, lazily
     assert data["certificates"]["server"]["spiffe_id"] == f"spiffe://{TD}/meshc/control"
     assert "PRIVATE" not in proc.stdout
+    human = run_meshc("status", "--server", f"127.0.0.1:{fleet.serve.port}", "--identity", fleet.ids["intruder"])
+    assert f"certificates: 2 issued from the CA of {TD}, valid {CERT_HOURS:g} h" in human.stdout, human.stdout
     plain = run_meshc("status", "--server", f"127.0.0.1:{fleet.serve.port}")
     assert plain.returncode == 2 and "give --identity DIR" in plain.stderr, plain.stderr
 
