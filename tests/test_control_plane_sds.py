@@ -48,7 +48,7 @@ mesh { trust_domain "mesh.local"  mtls strict }
 service api {
   port 8000
   endpoints ["127.0.0.1:@API_IN@"]
-  sidecar { inbound @API_IN@  admin @API_ADMIN@  app "127.0.0.1:@APP@" }
+  sidecar { inbound @API_IN@  outbound @API_OUT@  admin @API_ADMIN@  app "127.0.0.1:@APP@" }
 }
 service web {
   port 8001
@@ -119,7 +119,7 @@ def served_serial(port: int, identity: str, ca_file: str) -> tuple[int, int]:
 class Fleet:
     def __init__(self, tmp: Path):
         self.app = Backend("app")
-        self.ports = {"API_IN": free_port(), "API_ADMIN": free_port(), "WEB_IN": free_port(),
+        self.ports = {"API_IN": free_port(), "API_OUT": free_port(), "API_ADMIN": free_port(), "WEB_IN": free_port(),
                       "WEB_OUT": free_port(), "WEB_ADMIN": free_port(), "APP": self.app.port}
         self.path = write_policy(tmp / "fleet.mesh", self.ports)
         self.ca = mtls.make_ca(str(tmp / "ca"), TD)
@@ -261,6 +261,7 @@ def test_a_rotation_is_pushed_under_load_with_no_failed_request_and_no_restart(f
     control_before = control_serial(fleet.serve.port, fleet.ids["web"], fleet.ca_file)
     failures: list[str] = []
     counts = {"mesh": 0, "direct": 0}
+    presented: set[int] = set()   # the serials api's Envoy presented to the new handshakes
     stop = threading.Event()
 
     def through_sidecars():
@@ -276,7 +277,8 @@ def test_a_rotation_is_pushed_under_load_with_no_failed_request_and_no_restart(f
     def new_handshakes():   # a new mTLS handshake with api's Envoy each time
         while not stop.is_set():
             try:
-                status, _ = served_serial(fleet.ports["API_IN"], fleet.ids["web"], fleet.ca_file)
+                status, serial = served_serial(fleet.ports["API_IN"], fleet.ids["web"], fleet.ca_file)
+                presented.add(serial)
                 if status != 200:
                     failures.append(f"direct {status}")
             except (OSError, ssl.SSLError) as err:
@@ -290,30 +292,45 @@ def test_a_rotation_is_pushed_under_load_with_no_failed_request_and_no_restart(f
     try:
         fleet.wait(lambda: all(not (serials(e) & before[n]) for n, e in fleet.envoys.items()),
                    "new serials in both Envoys", timeout=15)
-        time.sleep(0.5)   # traffic goes on over the new certificates
+        # traffic goes on over the new certificates, until a new handshake has seen api's new one
+        fleet.wait(lambda: bool(presented - {api_before}), "a handshake with api's new certificate", timeout=10)
+        time.sleep(0.5)
     finally:
         stop.set()
         for t in threads:
             t.join()
     assert not failures, failures[:5]
-    assert counts["mesh"] > 20 and counts["direct"] > 20, counts
+    # the load spans the rotation (the Envoys' serials changed while it ran), and new handshakes saw a new one
+    assert presented - {api_before}, (api_before, presented)
+    assert counts["mesh"] > 20 and counts["direct"] >= 2, counts
+    # new handshakes present the new certificate (the one Envoy holds just before or just after:
+    # certificates keep rotating every 4.8 s)
+    held_before = serials(fleet.envoys["api"])
     api_after = served_serial(fleet.ports["API_IN"], fleet.ids["web"], fleet.ca_file)[1]
-    assert api_after != api_before and api_after in serials(fleet.envoys["api"])   # new handshakes: the new cert
+    held_after = serials(fleet.envoys["api"])
+    assert api_after != api_before and api_after in held_before | held_after, (api_after, held_before, held_after)
     assert {n: e.proc.pid for n, e in fleet.envoys.items()} == fleet.pids
     assert all(e.proc.poll() is None for e in fleet.envoys.values())
     assert any("rotated" in line for line in fleet.serve.lines)
-    # the server's own certificate was rotated too (issued first, due first): new handshakes get it
+    # the server's own certificate is rotated too (every 4.8 s, not in step with the sidecars'):
+    # once it has been, new handshakes get the new one
+    def status_serial() -> int:
+        proc = run_meshc("status", "--server", f"127.0.0.1:{fleet.serve.port}", "--identity", fleet.ids["web"],
+                         "--format", "json")
+        return int(json.loads(proc.stdout)["certificates"]["server"]["serial"], 16)
+
+    fleet.wait(lambda: status_serial() != control_before, "rotation of the server's certificate", timeout=15)
+    reported_before = status_serial()
     control_after = control_serial(fleet.serve.port, fleet.ids["web"], fleet.ca_file)
-    proc = run_meshc("status", "--server", f"127.0.0.1:{fleet.serve.port}", "--identity", fleet.ids["web"],
-                     "--format", "json")
+    reported_after = status_serial()
     assert control_after != control_before
-    assert control_after == int(json.loads(proc.stdout)["certificates"]["server"]["serial"], 16)
+    assert control_after in (reported_before, reported_after), (control_after, reported_before, reported_after)
 
 
 # ---- the bootstrap and the command line (no Envoy running) ----------------------------------------
 
 def test_an_xds_identity_bootstrap_is_mtls_to_meshc_control_and_validates(tmp_path):
-    ports = {k: free_port() for k in ("API_IN", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP")}
+    ports = {k: free_port() for k in ("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP")}
     path = write_policy(tmp_path / "fleet.mesh", ports)
     ca = mtls.make_ca(str(tmp_path / "ca"), TD)
     ident = mtls.issue(ca, str(tmp_path / "ids" / "web"), spiffe("web"))
@@ -343,7 +360,7 @@ def test_an_xds_identity_bootstrap_is_mtls_to_meshc_control_and_validates(tmp_pa
 
 
 def test_usage_errors_of_the_certificate_options(tmp_path):
-    ports = {k: free_port() for k in ("API_IN", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP")}
+    ports = {k: free_port() for k in ("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP")}
     path = str(write_policy(tmp_path / "fleet.mesh", ports))
     compile_args = ("compile", path, "--target", "envoy", "--proxy", "web")
     for args, message in [
@@ -372,7 +389,7 @@ def test_the_issuer_serves_no_file_secret_issues_per_node_and_rotates_at_two_thi
     from compiler import api
     from compiler.control import sds, snapshot
 
-    ports = {k: free_port() for k in ("API_IN", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP")}
+    ports = {k: free_port() for k in ("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP")}
     base = snapshot.build_all(api.compile([str(write_policy(tmp_path / "fleet.mesh", ports))]))
     assert "filename" in base["api"].json[SECRET]["identity"]["tls_certificate"]["certificate_chain"]   # the backend's
     issuer = sds.Issuer(mtls.make_ca(str(tmp_path / "ca"), TD), hours=1)
@@ -406,7 +423,7 @@ def test_an_edit_that_changes_a_nodes_identity_ends_its_streams(tmp_path):
     """A stream was admitted as web; an edit gives web another SPIFFE ID: at the publish, that
     stream (whose client certificate is the old identity) ends with PERMISSION_DENIED instead of
     receiving the new identity's certificate."""
-    ports = {k: free_port() for k in ("API_IN", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP")}
+    ports = {k: free_port() for k in ("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP")}
     path = write_policy(tmp_path / "fleet.mesh", ports)
     ca = mtls.make_ca(str(tmp_path / "ca"), TD)
     web = mtls.issue(ca, str(tmp_path / "ids" / "web"), spiffe("web"))
