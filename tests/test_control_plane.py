@@ -101,8 +101,11 @@ class RawClient:
     """One ADS stream from a plain (synchronous) gRPC client: requests are queued, responses read
     one at a time with a timeout."""
 
-    def __init__(self, port: int):
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    def __init__(self, port: int, credentials: grpc.ChannelCredentials | None = None):
+        # with credentials: mutual TLS to `meshc serve --ca`, whose certificate names `meshc-control`
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}") if credentials is None else \
+            grpc.secure_channel(f"127.0.0.1:{port}", credentials, options=[("grpc.ssl_target_name_override",
+                                                                              "meshc-control")])
         self.requests: queue.Queue = queue.Queue()
         self.responses: queue.Queue = queue.Queue()
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)

@@ -160,15 +160,17 @@ def run_python(code: str, env_extra: dict | None = None) -> subprocess.Completed
 
 
 def test_compile_commands_do_not_import_grpc_or_the_protos(tmp_path):
-    """`meshc check` and `meshc compile` (an `ads` bootstrap included) start without grpc,
-    protobuf or xds-protos's `envoy` package, though the test environment has them."""
+    """`meshc check` and `meshc compile` (an `ads` bootstrap included, with the mTLS channel of
+    `--xds-identity`) start without grpc, protobuf, xds-protos's `envoy` package or `cryptography`
+    (which `meshc ca` and `meshc serve --ca` load), though the test environment has them."""
     proc = run_python(f"""
         import sys
         from compiler.cli import main
         assert main(['check', 'examples/shop.mesh']) == 0
         assert main(['compile', 'examples/shop.mesh', '--target', 'envoy', '--proxy', 'all', '--bootstrap', 'ads',
-                     '--xds-server', '127.0.0.1:18000', '-o', {str(tmp_path)!r}]) == 0
-        bad = sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'envoy', 'xds', 'udpa')
+                     '--xds-server', '127.0.0.1:18000', '--xds-identity', '/etc/meshc/xds-id',
+                     '-o', {str(tmp_path)!r}]) == 0
+        bad = sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'envoy', 'xds', 'udpa', 'cryptography')
                      or m.startswith('google.protobuf'))
         assert not bad, bad
     """)

@@ -14,6 +14,7 @@ class Options:
     bootstrap: str | None = None       # envoy: "static" (self-contained), "xds" (file-based dynamic) or
                                        # "ads" (from a control plane over gRPC); None: backend default
     xds_servers: tuple[tuple[str, int], ...] = ()   # envoy, with "ads": the control plane's replicas (host, port)
+    xds_identity: str | None = None    # envoy, with "ads": the identity directory of the mTLS channel to it (absolute)
     xds_dir: str | None = None         # envoy: where the xds/ files live at run time (absolute);
                                        # None: under the output directory
     output_dir: str | None = None      # the -o directory, absolute

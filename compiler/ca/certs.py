@@ -108,26 +108,31 @@ def new_ca(trust_domain: str, days: int, now: dt.datetime) -> tuple[bytes, bytes
     return encode_cert(builder.sign(key, hashes.SHA256())), encode_key(key)
 
 
-def issue(ca: Ca, spiffe_id: str, hours: float, now: dt.datetime) -> tuple[bytes, bytes]:
+def issue(ca: Ca, spiffe_id: str, hours: float, now: dt.datetime,
+          dns_names: tuple[str, ...] = ()) -> tuple[bytes, bytes]:
     """A workload certificate for `spiffe_id`, valid `hours` from now (backdated a minute, and
-    never past the CA's own expiry): (cert PEM, key PEM)."""
+    never past the CA's own expiry): (cert PEM, key PEM). `dns_names` are added to the SAN (the
+    control plane's own certificate carries `meshc-control`; workloads carry none)."""
     check_spiffe_id(spiffe_id, ca.trust_domain)
     if ca.cert.not_valid_after_utc <= now:
         raise CaError(f"the CA expired on {when(ca.cert.not_valid_after_utc)}: "
                       "make a new one with `meshc ca init --force` and issue every identity again")
     ca_end = ca.cert.not_valid_after_utc
     not_after = ca_end if hours >= (ca_end - now) / dt.timedelta(hours=1) else now + dt.timedelta(hours=hours)
-    return build_leaf(ca, spiffe_id, now - BACKDATE, not_after)
+    return build_leaf(ca, spiffe_id, now - BACKDATE, not_after, dns_names)
 
 
-def build_leaf(ca: Ca, spiffe_id: str, not_before: dt.datetime, not_after: dt.datetime) -> tuple[bytes, bytes]:
+def build_leaf(ca: Ca, spiffe_id: str, not_before: dt.datetime, not_after: dt.datetime,
+               dns_names: tuple[str, ...] = ()) -> tuple[bytes, bytes]:
     """The workload profile with explicit validity (tests use it for expired certificates)."""
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe_id)]
+    names += [x509.DNSName(d) for d in dns_names]
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(ca.cert.subject)
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(not_before).not_valid_after(not_after)
                # RFC 5280 4.2.1.6: the SAN must be critical when the subject is empty
-               .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]), critical=True)
+               .add_extension(x509.SubjectAlternativeName(names), critical=True)
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                .add_extension(_key_usage(digital_signature=True), critical=True)
                # both roles: a sidecar is a server inbound and a client outbound

@@ -30,9 +30,9 @@ def compile_command(files: list[str], args) -> int:
     stage = args.emit
     if stage in ("envoy", "native"):
         return _emit_target(files, args)
-    if args.proxy or args.bootstrap or args.xds_dir or args.certs_dir or args.xds_server:
-        print("meshc: error: --proxy, --bootstrap, --xds-dir, --xds-server and --certs-dir need --emit envoy or "
-              "--emit native", file=sys.stderr)
+    if args.proxy or args.bootstrap or args.xds_dir or args.certs_dir or args.xds_server or args.xds_identity:
+        print("meshc: error: --proxy, --bootstrap, --xds-dir, --xds-server, --xds-identity and --certs-dir need "
+              "--emit envoy or --emit native", file=sys.stderr)
         return EXIT_USAGE
     if stage in ("tokens", "ast"):
         return _emit_syntax(files, args)
@@ -81,7 +81,8 @@ def _emit_target(files: list[str], args) -> int:
     if not args.proxy:
         print(f"meshc: error: --emit {args.emit} needs --proxy SERVICE (repeatable) or --proxy all", file=sys.stderr)
         return EXIT_USAGE
-    for option, value in (("--xds-dir", args.xds_dir), ("--certs-dir", args.certs_dir)):
+    for option, value in (("--xds-dir", args.xds_dir), ("--certs-dir", args.certs_dir),
+                          ("--xds-identity", args.xds_identity)):
         if value is not None and not os.path.isabs(value):
             print(f"meshc: error: {option} must be an absolute path (the proxies resolve it at run time): {value}",
                   file=sys.stderr)
@@ -104,7 +105,7 @@ def _emit_target(files: list[str], args) -> int:
         return EXIT_USAGE
     out_dir = os.path.abspath(args.output) if args.output is not None else None
     options = Options(bootstrap=args.bootstrap, xds_dir=args.xds_dir, output_dir=out_dir, certs_dir=args.certs_dir,
-                      xds_servers=xds_servers)
+                      xds_servers=xds_servers, xds_identity=args.xds_identity)
     emitted = comp.emit(args.emit, proxies, options)
     diags = sorted(comp.diagnostics + emitted.diagnostics, key=lambda d: d.sort_key())
     print_diagnostics(diags, args.output_format, args.color,
@@ -129,6 +130,10 @@ def _ads_options(args) -> tuple[bool, tuple[tuple[str, int], ...]]:
     """`--bootstrap ads` and `--xds-server` (repeatable: the server's replicas), which go together:
     (False, ()) after a usage error, else (True, each replica's (host, port), or () without them)."""
     ads = args.bootstrap == "ads"
+    if args.xds_identity is not None and not ads:
+        print("meshc: error: --xds-identity is for --bootstrap ads (the identity of the mTLS channel to "
+              "`meshc serve --ca`)", file=sys.stderr)
+        return False, ()
     if args.xds_server is None:
         if ads:
             print("meshc: error: --bootstrap ads needs --xds-server HOST:PORT, the control plane's address "

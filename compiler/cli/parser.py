@@ -110,13 +110,28 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                                            "started from `meshc compile --bootstrap ads`) its listeners, routes, "
                                            "clusters and secrets over ADS, state of the world. Recompiles on SIGHUP "
                                            "and when a file changes; an edit that does not compile keeps the last "
-                                           "good configuration served. Needs `pip install 'meshc[control]'`. Exit 0 "
-                                           "on SIGINT or SIGTERM, 1 errors in the program at start, 2 usage (a busy "
-                                           "port).")
+                                           "good configuration served. Without --ca the channel is plaintext and "
+                                           "the secrets name files on the proxy's host (no key is served); with --ca "
+                                           "each sidecar gets its own certificate and key over SDS, rotated without "
+                                           "restart, on a mutual-TLS channel where a client may only name a node of "
+                                           "its own SPIFFE ID (docs/control-plane.md). Needs `pip install "
+                                           "'meshc[control]'`. Exit 0 on SIGINT or SIGTERM, 1 errors in the program "
+                                           "(or a CA that cannot issue its identities) at start, 2 usage (a busy "
+                                           "port, a missing --ca directory).")
         common(serve)
         serve.add_argument("--listen", default="127.0.0.1:18000", metavar="HOST:PORT",
-                           help="the address of the gRPC server (default 127.0.0.1:18000; no TLS: keep it on "
-                                "loopback or a trusted network)")
+                           help="the address of the gRPC server (default 127.0.0.1:18000). Without --ca it is "
+                                "plaintext and serves no key: keep it on loopback or a trusted network; with --ca "
+                                "it is always mutual TLS")
+        serve.add_argument("--ca", metavar="DIR",
+                           help="a `meshc ca init` directory: serve each sidecar its own workload certificate, key "
+                                "and the trust bundle over SDS (secrets `identity` and `mesh_ca`, issued in memory "
+                                "and rotated before expiry with no restart), and make the channel mutual TLS: the "
+                                "server presents `meshc-control` (spiffe://TD/meshc/control), a client needs a "
+                                "certificate of this CA, and a stream may only name a node of its own SPIFFE ID")
+        serve.add_argument("--cert-hours", type=float, default=None, metavar="H",
+                           help="with --ca: the lifetime of each certificate the server issues (default 24, as "
+                                "`meshc ca issue --hours`); each is replaced after 2/3 of it")
         serve.add_argument("--watch", type=float, default=1.0, metavar="SECONDS",
                            help="poll the program's files for changes every SECONDS (default 1; 0: only on SIGHUP)")
         serve.add_argument("--max-streams", type=int, default=10_000, metavar="N",
@@ -137,6 +152,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                                             "did not compile, 2 usage or no answer from the server (3 s).")
         status.add_argument("--server", default="127.0.0.1:18000", metavar="HOST:PORT",
                             help="the --listen address of `meshc serve` (default 127.0.0.1:18000)")
+        status.add_argument("--identity", metavar="DIR",
+                            help="an identity directory of the server's CA (`meshc ca issue`: cert.pem, key.pem, "
+                                 "ca.pem): the client certificate a server started with --ca requires")
         status.add_argument("--output-format", "--format", dest="output_format", choices=("human", "json"),
                             default="human", help="a table (default) or JSON (a stable shape, `schema` 1)")
     if only is None:  # listed for --help only: run() hands `meshc proxy ...` to runtime_proxy as it is
@@ -172,6 +190,12 @@ def compile_parser(sub, common) -> None:
                       help="with --bootstrap ads (and needed by it): the control plane's address, an IPv4 "
                            "address, [IPv6] or a DNS name, and a port; repeat it for replicas of the server "
                            "(the proxy fails over to another one when its server goes away)")
+    comp.add_argument("--xds-identity", metavar="DIR",
+                      help="with --bootstrap ads: talk to a `meshc serve --ca` server over mutual TLS, presenting "
+                           "DIR/cert.pem and DIR/key.pem (an absolute path at run time, from `meshc ca issue "
+                           "SERVICE`), trusting DIR/ca.pem, and accepting only the server's certificate "
+                           "(SNI meshc-control, URI SAN spiffe://TRUST-DOMAIN/meshc/control). With several "
+                           "proxies (or `all`), DIR is a root and each sidecar's is DIR/SERVICE")
     comp.add_argument("--xds-dir", metavar="PATH",
                       help="with --emit envoy: the absolute path where the xds/ files will be at run time "
                            "(default: OUTPUT/xds)")

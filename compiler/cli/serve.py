@@ -1,5 +1,6 @@
-"""`meshc serve FILES [--listen HOST:PORT] [--watch SECONDS]`: the control plane
-(docs/control-plane.md). The only command that imports grpc and the Envoy protos."""
+"""`meshc serve FILES [--listen HOST:PORT] [--watch SECONDS] [--ca DIR [--cert-hours H]]`: the
+control plane (docs/control-plane.md). With `meshc status`, the only command that imports grpc and
+the Envoy protos; with --ca it loads `cryptography` too (compiler/control/sds.py)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,15 @@ def serve(files: list[str], args) -> int:
         return EXIT_USAGE
     if not args.max_request_rate > 0 or args.max_request_rate == float("inf"):
         print(f"meshc: error: --max-request-rate {args.max_request_rate:g}: not a number of requests per second > 0",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.cert_hours is not None and args.ca is None:
+        print("meshc: error: --cert-hours is for --ca (the lifetime of the certificates the server issues)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    hours = 24.0 if args.cert_hours is None else args.cert_hours
+    if not hours > 0 or hours > 24 * 366:
+        print(f"meshc: error: --cert-hours {hours:g}: not a number of hours > 0 (at most a year)",
               file=sys.stderr)
         return EXIT_USAGE
     # gRPC's core logs its own line for a port it cannot bind; meshc says it in one line of its
@@ -55,6 +65,19 @@ def serve(files: list[str], args) -> int:
             print(f"meshc serve: {event}", file=sys.stderr)
         sys.stderr.flush()
 
+    issuer = None
+    if args.ca is not None:   # certificates over SDS, mTLS on the channel (loads cryptography)
+        from compiler.ca.certs import CaError, CaFileError
+        from compiler.control import sds
+
+        try:
+            issuer = sds.Issuer(args.ca, hours)
+        except CaFileError as err:
+            print(f"meshc: error: --ca: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        except CaError as err:
+            print(f"meshc: error: --ca: {err}", file=sys.stderr)
+            return EXIT_INPUT
     try:
         snapshots, diagnostics, watch = control.build(files)
     except control.BuildError as err:
@@ -62,10 +85,16 @@ def serve(files: list[str], args) -> int:
         return EXIT_INPUT
     if diagnostics:
         print_diagnostics(diagnostics, args.output_format, args.color, json_stream=sys.stderr)
+    if issuer is not None:
+        problems = issuer.check(snapshots)
+        if problems:
+            report("", [], problems)
+            return EXIT_INPUT
+
     async def run() -> int:   # the grpc.aio server belongs to the loop it is made on
         limits = control.Limits(max_streams=args.max_streams, request_rate=args.max_request_rate,
                                 burst=max(1, int(args.max_request_rate * 10)))
-        server = control.Server(files, snapshots, report, watch, limits)
+        server = control.Server(files, snapshots, report, watch, limits, issuer)
         try:
             port = server.bind(args.listen)
         except OSError:
@@ -75,8 +104,10 @@ def serve(files: list[str], args) -> int:
         host = args.listen.rpartition(":")[0]
 
         def ready() -> None:
+            tls = "" if issuer is None else (f", mutual TLS as {issuer.server.spiffe_id}, certificates from "
+                                             f"{args.ca} valid {hours:g} h")
             print(f"meshc serve: serving {len(snapshots)} sidecar(s) ({', '.join(sorted(snapshots))}) over ADS "
-                  f"on {host}:{port}", file=sys.stderr, flush=True)
+                  f"on {host}:{port}{tls}", file=sys.stderr, flush=True)
 
         await server.run(args.watch, ready)
         print("meshc serve: stopped", file=sys.stderr, flush=True)

@@ -1,4 +1,4 @@
-"""`meshc status [--server HOST:PORT] [--output-format human|json]`: what a running `meshc serve`
+"""`meshc status [--server HOST:PORT] [--identity DIR] [--output-format human|json]`: what a running `meshc serve`
 reports (docs/control-plane.md, "meshc status"). Exit 0 every proxy up to date and the last reload
 good, 1 a proxy rejected a version or is behind or never acknowledged, or the last edit did not
 compile, 2 usage or a server that does not answer (one line, within the 3 s deadline)."""
@@ -29,7 +29,7 @@ def status(args) -> int:
               "pip install 'meshc[control]'", file=sys.stderr)
         return EXIT_USAGE
     try:
-        data = control.fetch(args.server)
+        data = control.fetch(args.server, identity=args.identity)
     except control.Unreachable as err:
         print(f"meshc: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -214,10 +214,16 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     """The servicer: every stream reads the current snapshots; `publish` replaces them and
     wakes every stream, which sends what changed for its node."""
 
-    def __init__(self, snapshots: dict[str, NodeSnapshot], log=None, limits: Limits = Limits()):
+    def __init__(self, snapshots: dict[str, NodeSnapshot], log=None, limits: Limits = Limits(), admit=None):
         self.snapshots = snapshots
         self.log = log or (lambda line: None)   # one line per event worth an operator's eye
         self.limits = limits
+        # `meshc serve --ca` (compiler/control/sds.py): awaited with the node id and the gRPC
+        # context before a stream's first request is applied, and again before each new snapshot
+        # is sent on it; raises StreamError (PERMISSION_DENIED) for a node that is not (or no
+        # longer) the client certificate's, and issues the node's certificate. Nothing is sent on
+        # the stream before it returns.
+        self.admit = admit
         self.streams: dict[int, Stream] = {}
         self._queues: dict[int, asyncio.Queue] = {}
         self._ids = itertools.count(1)
@@ -306,8 +312,12 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                         raise item
                     if kind == "request":
                         slots.release()
+                        if stream.node is None and self.admit is not None and item.node.id:
+                            await self.admit(item.node.id, context)
                         responses = stream.on_request(item, self.snapshots)
                     else:
+                        if self.admit is not None and stream.node is not None:
+                            await self.admit(stream.node, context)   # an edit may have changed its identity
                         responses = stream.pending(self.snapshots)
                 except StreamError as err:
                     self.log_limited(f"stream {stream.id} ({stream.node or 'no node yet'}) ended: {err.message}")

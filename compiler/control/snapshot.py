@@ -37,6 +37,7 @@ class NodeSnapshot:
     json: dict[str, dict[str, dict]] = field(default_factory=dict)          # type -> name -> resource
     packed: dict[str, dict[str, any_pb2.Any]] = field(default_factory=dict)  # type -> name -> Any
     versions: dict[str, str] = field(default_factory=dict)                  # type -> content hash
+    identity: str | None = None             # the service's SPIFFE ID (whose certificate it gets with --ca)
 
 
 def over_ads(node):
@@ -65,7 +66,8 @@ def resources(compilation, service: str) -> dict[str, dict[str, dict]]:
 
 
 def build(compilation, service: str) -> NodeSnapshot:
-    snap = NodeSnapshot(node=service, json=resources(compilation, service))
+    snap = NodeSnapshot(node=service, json=resources(compilation, service),
+                        identity=compilation.ir.service(service).identity)
     for type_url, named in snap.json.items():
         snap.packed[type_url] = {name: protos.to_any(r) for name, r in sorted(named.items())}
         snap.versions[type_url] = version_of(snap.packed[type_url])

@@ -126,20 +126,54 @@ class Unreachable(Exception):
     pass
 
 
-def fetch(address: str, timeout: float = 3.0) -> dict:
-    """The report of the server at `address`; raises Unreachable with a one-line reason."""
-    channel = grpc.insecure_channel(address)
+# The TLS name of a `meshc serve --ca` server: the DNS SAN of its certificate, which its CA issues
+# to nothing else (workload certificates carry a URI SAN only), so gRPC's host name check of it is
+# the check of the server's identity (compiler/control/sds.py).
+SERVER_NAME = "meshc-control"
+
+
+def channel_credentials(identity: str) -> grpc.ChannelCredentials:
+    """Mutual TLS as the identity directory `identity` (cert.pem, key.pem, ca.pem of `meshc ca
+    issue`); raises Unreachable naming a file that cannot be read."""
+    import os
+
+    pems = []
+    for name in ("ca.pem", "key.pem", "cert.pem"):
+        path = os.path.join(identity, name)
+        try:
+            with open(path, "rb") as fh:
+                pems.append(fh.read())
+        except OSError as err:
+            raise Unreachable(f"--identity {identity}: cannot read {path}: {(err.strerror or str(err)).lower()}") \
+                from None
+    return grpc.ssl_channel_credentials(*pems)
+
+
+def channel(address: str, identity: str | None = None) -> grpc.Channel:
+    """A channel to `meshc serve`: plaintext, or with `identity` mutual TLS to `meshc-control`."""
+    if identity is None:
+        return grpc.insecure_channel(address)
+    return grpc.secure_channel(address, channel_credentials(identity),
+                               options=[("grpc.ssl_target_name_override", SERVER_NAME)])
+
+
+def fetch(address: str, timeout: float = 3.0, identity: str | None = None) -> dict:
+    """The report of the server at `address` (over mTLS as `identity` when given); raises
+    Unreachable with a one-line reason."""
+    channel_ = channel(address, identity)
     try:
-        call = channel.unary_unary(METHOD)
+        call = channel_.unary_unary(METHOD)
         data = call(b"{}", timeout=timeout)
     except grpc.RpcError as err:
         code = err.code() if hasattr(err, "code") else None
         if code == grpc.StatusCode.UNIMPLEMENTED:
             raise Unreachable(f"{address} is not a meshc serve with status (no {METHOD})") from err
+        hint = (" (a server started with --ca takes mutual TLS only: give --identity DIR)" if identity is None else
+                f" (over mutual TLS as {identity}: is the server started with --ca, from the CA of its ca.pem?)")
         raise Unreachable(f"cannot reach meshc serve at {address}: "
-                          f"{code.name if code else 'error'} within {timeout:g} s") from err
+                          f"{code.name if code else 'error'} within {timeout:g} s{hint}") from err
     finally:
-        channel.close()
+        channel_.close()
     try:
         return json.loads(data)
     except ValueError as err:
@@ -180,6 +214,12 @@ def human(data: dict) -> str:
         lines.append(f"limits: {limits['refused_streams']} stream(s) refused (over --max-streams "
                      f"{limits['max_streams']}), {limits['rate_limited_streams']} ended for their request rate "
                      f"(over --max-request-rate {limits['max_request_rate']:g})")
+    certificates = data.get("certificates")
+    if certificates:
+        c = certificates
+        lines.append(f"certificates: {len(c['nodes'])} issued from the CA of {c['trust_domain']}, "
+                     f"valid {c['hours']:g} h, {c['rotations']} rotation(s); "
+                     f"the server's serial {c['server']['serial']}")
     if not data["streams"]:
         lines.append("no proxy connected")
     else:

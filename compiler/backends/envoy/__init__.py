@@ -74,7 +74,12 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
         if not options.xds_servers:
             raise ValueError("an `ads` bootstrap needs the control plane's address (Options.xds_servers)")
         for name in proxies:
-            out.files[names.bootstrap_file(name)] = dumps(bootstrap.ads_bootstrap(services[name], options.xds_servers))
+            # the channel's identity directory: DIR for one sidecar, DIR/SERVICE for several (as --certs-dir)
+            identity = options.xds_identity
+            if identity is not None and len(proxies) > 1:
+                identity = f"{identity.rstrip('/')}/{name}"
+            out.files[names.bootstrap_file(name)] = dumps(bootstrap.ads_bootstrap(
+                services[name], options.xds_servers, identity, program.trust_domain))
         return out
     where = xds_dir(options)
     sds = {name: tls.sds_files(where, name) for name in proxies if needs_identity(program, services[name])}

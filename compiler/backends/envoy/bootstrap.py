@@ -120,7 +120,39 @@ def _is_ip(host: str) -> bool:
         return False
 
 
-def ads_bootstrap(svc: ir.Service, servers: tuple[tuple[str, int], ...]) -> dict:
+# The TLS names of a `meshc serve --ca` server (compiler/control/sds.py): the SNI and DNS SAN of
+# its certificate, and its URI SAN in the program's trust domain.
+XDS_SERVER_NAME = "meshc-control"
+
+
+def xds_server_id(trust_domain: str) -> str:
+    return f"spiffe://{trust_domain}/meshc/control"
+
+
+def xds_tls(identity: str, trust_domain: str) -> dict:
+    """The xDS channel's mutual TLS: present DIR/cert.pem and DIR/key.pem (the sidecar's identity
+    from `meshc ca issue`), trust DIR/ca.pem, and accept only the control plane's certificate
+    (its URI SAN). Read when Envoy starts."""
+    directory = identity.rstrip("/")
+    return {"name": names.TLS_SOCKET, "typed_config": {
+        "@type": names.UPSTREAM_TLS,
+        "common_tls_context": {
+            "alpn_protocols": ["h2"],
+            "tls_certificates": [{"certificate_chain": {"filename": f"{directory}/cert.pem"},
+                                  "private_key": {"filename": f"{directory}/key.pem"}}],
+            "tls_params": {"tls_maximum_protocol_version": "TLSv1_3", "tls_minimum_protocol_version": "TLSv1_2"},
+            "validation_context": {
+                "match_typed_subject_alt_names": [{"matcher": {"exact": xds_server_id(trust_domain)},
+                                                   "san_type": "URI"}],
+                "trusted_ca": {"filename": f"{directory}/ca.pem"},
+            },
+        },
+        "sni": XDS_SERVER_NAME,
+    }}
+
+
+def ads_bootstrap(svc: ir.Service, servers: tuple[tuple[str, int], ...], identity: str | None = None,
+                  trust_domain: str = "cluster.local") -> dict:
     """A bootstrap whose listeners and clusters come over ADS from the control plane at `servers`
     (one (host, port) per replica): node id and cluster `SERVICE` (the name the server scopes by),
     the admin and runtime of every bootstrap, and one static cluster, the servers': gRPC over
@@ -131,7 +163,8 @@ def ads_bootstrap(svc: ir.Service, servers: tuple[tuple[str, int], ...]) -> dict
     robin each time Envoy (re)opens it, so a stream whose server dies is reopened, after the
     backoff, on the next replica; a connection that dies without a reset (a frozen or vanished
     host) is found by HTTP/2 keepalive pings. The backoff between attempts is short and capped,
-    so a proxy finds a restarted server within a few seconds."""
+    so a proxy finds a restarted server within a few seconds. With `identity` (an identity
+    directory), the channel is mutual TLS (`xds_tls`)."""
     out = _base(svc)
     out["dynamic_resources"] = {
         "ads_config": {
@@ -165,5 +198,7 @@ def ads_bootstrap(svc: ir.Service, servers: tuple[tuple[str, int], ...]) -> dict
     }
     if cluster["type"] == "STRICT_DNS":
         cluster["dns_lookup_family"] = "V4_PREFERRED"   # as the mesh's own DNS clusters
+    if identity is not None:
+        cluster["transport_socket"] = xds_tls(identity, trust_domain)
     out["static_resources"] = {"clusters": [cluster]}
     return out
