@@ -20,9 +20,15 @@ CLUSTER = _T + "envoy.config.cluster.v3.Cluster"
 LISTENER = _T + "envoy.config.listener.v3.Listener"
 ROUTE = _T + "envoy.config.route.v3.RouteConfiguration"
 SECRET = _T + "envoy.extensions.transport_sockets.tls.v3.Secret"
+# The native proxy's config (docs/control-plane.md, "The native proxy"): one resource per node,
+# named by the node id, whose `Any.value` is the UTF-8 JSON `meshc compile --target native`
+# writes for that sidecar. Envoy never asks for it; it references no other resource.
+NATIVE = _T + "meshc.native.v1.SidecarConfig"
+ENVOY_TYPES = (CLUSTER, SECRET, LISTENER, ROUTE)
 # The order of adding: clusters (and secrets, which clusters and listeners name) before the
-# listeners, and the listeners before the route configurations they name.
-TYPES = (CLUSTER, SECRET, LISTENER, ROUTE)
+# listeners, and the listeners before the route configurations they name; the native config last
+# (after the secrets its files come from).
+TYPES = (*ENVOY_TYPES, NATIVE)
 # State of the world: a response of these types carries every resource of the node (leaving one
 # out deletes it); the others carry only the names the proxy asked for.
 WILDCARD_TYPES = (CLUSTER, LISTENER)
@@ -64,10 +70,25 @@ def resources(compilation, service: str) -> dict[str, dict[str, dict]]:
     return found
 
 
+def native(compilation, service: str) -> tuple[dict, any_pb2.Any]:
+    """`service`'s native config, exactly the bytes of `meshc compile --target native --proxy
+    SERVICE` (the native backend's), parsed (for `meshc status`) and packed as its `Any`."""
+    emitted = compilation.emit("native", [service], Options())
+    if emitted.has_errors:
+        raise ValueError("; ".join(d.message for d in emitted.diagnostics if d.severity == "error"))
+    data = emitted.files[f"{service}.native.json"]
+    return json.loads(data), any_pb2.Any(type_url=NATIVE, value=data)
+
+
 def build(compilation, service: str) -> NodeSnapshot:
     snap = NodeSnapshot(node=service, json=resources(compilation, service))
+    config, packed = native(compilation, service)
+    snap.json[NATIVE] = {service: config}
     for type_url, named in snap.json.items():
-        snap.packed[type_url] = {name: protos.to_any(r) for name, r in sorted(named.items())}
+        if type_url == NATIVE:
+            snap.packed[type_url] = {service: packed}
+        else:
+            snap.packed[type_url] = {name: protos.to_any(r) for name, r in sorted(named.items())}
         snap.versions[type_url] = version_of(snap.packed[type_url])
     return snap
 
