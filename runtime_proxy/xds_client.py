@@ -172,8 +172,8 @@ def validate(state_dir: str, data: bytes) -> dict[str, Any]:
     write_private(path, data)
     try:
         loading.load(path)
-    except loading.ConfigError as err:
-        raise Rejected(err.message) from None
+    except loading.ConfigError as err:   # one line: `invalid config: $.PATH: REASON; ...`
+        raise Rejected("invalid config: " + "; ".join(err.errors) if "\n" in err.message else err.message) from None
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)
