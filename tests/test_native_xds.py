@@ -156,7 +156,8 @@ def test_the_native_proxy_fed_by_meshc_serve_runs_the_compiled_config_and_routes
     assert proc.returncode == 0, proc.stderr
     compiled = json.loads((out / "web.native.json").read_text())
     shown = plane.config()
-    assert shown["config"]["version"] == compiled["version"] and shown["file"] == str(tmp_path / "state" / "config.json")
+    assert shown["config"]["version"] == compiled["version"]
+    assert shown["file"] == str(tmp_path / "state" / "config.json")
     assert json.loads((tmp_path / "state" / "config.json").read_text()) == compiled
     assert plane.call("/live") == "v1"
     assert plane.call("/anything", {"x-canary": "always"}) == "v2"
@@ -241,7 +242,7 @@ def test_a_config_the_proxy_refuses_is_nacked_once_and_the_last_good_one_keeps_r
         mark = plane.serve.reload()
         plane.serve.wait_for("published (", after=mark)
         wait(lambda: plane.call("/live") == "shadow", "the good edit", proxy=plane.proxy)
-        wait(lambda: native_stream(d := status(plane.serve.port))["types"]["SidecarConfig"]["state"] == "up to date",
+        wait(lambda: native_stream(status(plane.serve.port))["types"]["SidecarConfig"]["state"] == "up to date",
              "the good edit acknowledged")
     finally:
         plane.close()
@@ -320,7 +321,8 @@ class InlineServer:
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.port = 0
-        threading.Thread(target=self._run, daemon=True).start()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
         assert self.ready.wait(10)
 
     def snapshots(self, cert_dir: str, key_from: str | None = None) -> dict:
@@ -349,9 +351,11 @@ class InlineServer:
             self.servicer = AdsServicer({})
             ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.servicer, self.server)
             self.port = self.server.add_insecure_port("127.0.0.1:0")
+            self.stopped = asyncio.Event()
             await self.server.start()
             self.ready.set()
-            await self.server.wait_for_termination()
+            await self.stopped.wait()
+            await self.server.stop(0)
 
         self.loop.run_until_complete(main())
 
@@ -363,7 +367,8 @@ class InlineServer:
         return stream.status()["types"].get(snapshot.SECRET) if stream is not None else None
 
     def close(self):
-        asyncio.run_coroutine_threadsafe(self.server.stop(0), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.stopped.set)
+        self.thread.join(10)
         self.app.close()
 
 
@@ -434,6 +439,24 @@ def _mtls_get(port: int, cert_dir: str) -> int:
         return conn.getresponse().status
     finally:
         conn.close()
+
+
+def test_a_native_rejection_is_located_by_its_json_path(tmp_path):
+    """The proxy's messages locate by JSON path: `$.services[I].routes[K]` is that route's
+    declaration, `$.services[I]` that service's, anything else the node's config without a source."""
+    from compiler.control.status import locate
+
+    path = policy(tmp_path / "p.mesh", {k: free_port() for k in ("INBOUND", "OUTBOUND", "ADMIN", "APP", "V1", "V2",
+                                                                  "SHADOW")})
+    snap = snapshot.build(api.compile([str(path)]), "web")
+    config = snap.json[snapshot.NATIVE]["web"]
+    route, service = config["services"][0]["routes"][2]["source"], config["services"][1]["source"]
+    assert locate(snap, snapshot.NATIVE, "invalid config: $.services[0].routes[2].timeout_ms: bad") == {
+        "resource": "web", "source": f"{path}:{route['line']}:{route['column']}", "exact": True}
+    assert locate(snap, snapshot.NATIVE, "$.services[1].limits.max_requests: bad")["source"] == \
+        f"{path}:{service['line']}:{service['column']}"
+    assert locate(snap, snapshot.NATIVE, "cannot use the identity files")["source"] is None
+    assert locate(snap, snapshot.NATIVE, "$.services[99].routes[0]: bad")["source"] is None
 
 
 # ---- usage --------------------------------------------------------------------------------------------

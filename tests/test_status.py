@@ -160,7 +160,8 @@ def test_json_shape_with_no_proxy(tmp_path):
         assert code == 0 and data["schema"] == 1 and data["streams"] == []
         assert set(data["server"]) == {"started", "now", "snapshots", "last_reload"}
         assert set(data["server"]["last_reload"]) == {"ok", "at", "good_since", "diagnostics", "problems"}
-        assert set(data["server"]["snapshots"]["web"]) == {"Cluster", "Listener", "RouteConfiguration", "Secret"}
+        assert set(data["server"]["snapshots"]["web"]) == {"Cluster", "Listener", "RouteConfiguration", "Secret",
+                                                             "SidecarConfig"}
     finally:
         assert serve.stop() == 0
 
