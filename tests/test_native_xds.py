@@ -428,6 +428,51 @@ def test_inline_certificates_land_in_private_files_and_a_rotation_reaches_the_pr
         server.close()
 
 
+def test_file_secrets_from_meshc_serve_are_used_where_they_are_and_a_refused_one_is_nacked(tmp_path):
+    """Without `--ca` the server's secrets name files (the backend's `filename`s): the proxy uses
+    them in place. An edit that points them at a directory without certificates passes the server
+    (and the contract) but not the proxy's identity check: the Secret is NACKed with the proxy's
+    message, `meshc status` shows it, and the proxy keeps its identity and serves mTLS."""
+    ca = mtls.make_ca(str(tmp_path / "ca"), "mesh.local")
+    web = mtls.issue(ca, str(tmp_path / "certs" / "web"), "spiffe://mesh.local/ns/default/sa/web")
+    peer = mtls.issue(ca, str(tmp_path / "issued" / "peer"), "spiffe://mesh.local/ns/default/sa/peer")
+    app = Backend("app")
+    ports = {"INBOUND": free_port(), "OUTBOUND": free_port(), "ADMIN": free_port(), "APP": app.port}
+
+    def write(certs: Path) -> Path:
+        text = MTLS_POLICY.replace("@CERTS@", str(certs))
+        for key, value in ports.items():
+            text = text.replace(f"@{key}@", str(value))
+        (tmp_path / "mtls.mesh").write_text(text)
+        return tmp_path / "mtls.mesh"
+
+    serve = Serve(str(write(tmp_path / "certs")))
+    proxy = start_native(tmp_path, serve.port)
+    try:
+        info = certs_info(proxy)["certificate"]
+        assert info["serial"] == mtls.serial(web) and info["key"] == os.path.join(web, "key.pem")
+        assert not (tmp_path / "state" / "certs").exists() or not os.listdir(tmp_path / "state" / "certs")
+        assert _mtls_get(proxy.inbound, peer) == 200
+        data = wait(lambda: (s := native_stream(d := status(serve.port))) and
+                    s["types"].get("Secret", {}).get("state") == "up to date" and d, "the secrets acknowledged")
+        assert set(native_stream(data)["types"]) == {"SidecarConfig", "Secret"}
+
+        (tmp_path / "empty" / "web").mkdir(parents=True)
+        write(tmp_path / "empty")
+        mark = serve.reload()
+        line = serve.wait_for("web rejected Secret version", after=mark)
+        assert "cannot read the certificate" in line, line
+        entry = wait(lambda: (s := native_stream(status(serve.port))) and s["types"]["Secret"]["state"] == "rejected"
+                     and s["types"]["SidecarConfig"]["state"] == "up to date" and s, "the NACK in status")
+        assert "identity files" in entry["types"]["Secret"]["last_rejection"]["error"]
+        assert certs_info(proxy)["certificate"]["serial"] == mtls.serial(web) and _mtls_get(proxy.inbound, peer) == 200
+        assert run_meshc("status", "--server", f"127.0.0.1:{serve.port}").returncode == 1
+    finally:
+        proxy.stop()
+        assert serve.stop() == 0
+        app.close()
+
+
 def _mtls_get(port: int, cert_dir: str) -> int:
     import http.client
 
