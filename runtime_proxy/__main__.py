@@ -140,6 +140,13 @@ def main_xds(args: argparse.Namespace, prog: str) -> int:
         if missing:
             print(f"{prog}: error: --xds-identity {args.xds_identity}: no {', '.join(missing)}", file=sys.stderr)
             return EXIT_USAGE
+    import importlib.util
+
+    # the helper needs the [control] extra; find it without importing it into this process
+    if importlib.util.find_spec("grpc") is None or importlib.util.find_spec("envoy") is None:
+        print(f"{prog}: error: --xds-server needs grpcio and xds-protos, which are not installed: "
+              "pip install 'meshc[control]'", file=sys.stderr)
+        return EXIT_USAGE
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
                         format="%(asctime)s runtime_proxy %(levelname)s %(message)s")
     temporary = args.state_dir is None

@@ -13,8 +13,9 @@ What it does (docs/control-plane.md, "The native proxy"):
   `user_agent_name` `meshc-native`; it asks for the native config
   (`type.googleapis.com/meshc.native.v1.SidecarConfig`, the resource named SERVICE) and, once a
   config needs mTLS, for the secrets `identity` and `mesh_ca`;
-- validates each config with the proxy's own contract (runtime_proxy/config/loading.py: pydantic
-  strict, then the semantic checks) and NACKs one that fails, with the located message;
+- has each config validated by the proxy's own reload path (runtime_proxy/config/loading.py:
+  pydantic strict, then the semantic checks, in the proxy's loader child) and NACKs one that
+  fails with its located message (a response that is not a JSON object it NACKs itself);
 - writes the secrets into the state directory (inline bytes: `STATE/certs/HASH/` 0700, files
   0600, the key created with O_CREAT|O_EXCL at 0600 and renamed into place; `filename`s are used
   as they are) and points the config's `mtls.files` there;
@@ -163,25 +164,23 @@ def parse_secrets(resources) -> Secrets | None:
                    _data(ca.validation_context.trusted_ca, f"{CA}.trusted_ca"))
 
 
-def validate(state_dir: str, data: bytes) -> dict[str, Any]:
-    """The config's JSON data when the proxy's contract accepts it; Rejected with its located
-    message otherwise (the file it was checked as: STATE/incoming.json)."""
-    from runtime_proxy.config import loading
-
-    path = os.path.join(state_dir, "incoming.json")
-    write_private(path, data)
+def parse_config(data: bytes) -> dict[str, Any]:
+    """The config's JSON data (an object), or Rejected. The contract itself (pydantic, strict, and
+    the semantic checks) is checked by the proxy's reload path, in its loader child
+    (runtime_proxy/config/child.py): one validation, by the code that will run the config, and no
+    pydantic resident in this process (about 12 MB)."""
     try:
-        loading.load(path)
-    except loading.ConfigError as err:   # one line: `invalid config: $.PATH: REASON; ...`
-        raise Rejected("invalid config: " + "; ".join(err.errors) if "\n" in err.message else err.message) from None
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-    return json.loads(data)
+        config = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise Rejected(f"the native config is not UTF-8 JSON: {err}") from None
+    if not isinstance(config, dict):
+        raise Rejected("the native config is not a JSON object")
+    return config
 
 
 def needs_secrets(config: dict[str, Any]) -> bool:
-    return (config.get("mtls") or {}).get("files") is not None
+    mtls = config.get("mtls")
+    return isinstance(mtls, dict) and mtls.get("files") is not None
 
 
 # ---- the link to the proxy ------------------------------------------------------------------------
@@ -353,12 +352,7 @@ class Client:
                 mine = [r for r in response.resources if r.type_url == NATIVE]
                 if len(mine) != 1:
                     raise Rejected(f"expected one {NATIVE} resource for node {self.node!r}, got {len(mine)}")
-                raw = mine[0].value
-                try:
-                    raw.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    raise Rejected(f"the native config is not UTF-8: {err}") from None
-                config = validate(self.state_dir, raw)
+                config = parse_config(mine[0].value)
                 pending[NATIVE] = Held(version, nonce, config)
                 if needs_secrets(config):
                     subscribe(SECRET)

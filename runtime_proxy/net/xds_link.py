@@ -122,6 +122,8 @@ class XdsLink:
         return out
 
     def reply(self, msg: dict[str, Any], ok: bool, message: str) -> None:
+        """Answer an apply; the message on one line (a located config error has one line per problem)."""
+        message = " ".join(line.strip() for line in message.splitlines())
         proc = self.proc
         if proc is None or proc.stdin is None:
             return
