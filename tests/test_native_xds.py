@@ -307,8 +307,9 @@ class InlineServer:
     """compiler/control/ads.py's servicer on a grpc.aio server in a thread, serving snapshots of
     MTLS_POLICY whose two secrets carry `meshc ca` certificates as inline bytes."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, channel_tls: bool = False):
         self.tmp = tmp
+        self.channel_tls = channel_tls   # mutual TLS on the xDS channel, the server named `meshc-control`
         self.ca = mtls.make_ca(str(tmp / "ca"), "mesh.local")
         self.app = Backend("app")
         self.ports = {"INBOUND": free_port(), "OUTBOUND": free_port(), "ADMIN": free_port(), "APP": self.app.port}
@@ -350,7 +351,13 @@ class InlineServer:
             self.server = grpc.aio.server()
             self.servicer = AdsServicer({})
             ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.servicer, self.server)
-            self.port = self.server.add_insecure_port("127.0.0.1:0")
+            if self.channel_tls:
+                cert, key = _control_cert(self.ca)
+                ca_pem = Path(self.ca, "ca.pem").read_bytes()
+                creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca_pem, require_client_auth=True)
+                self.port = self.server.add_secure_port("127.0.0.1:0", creds)
+            else:
+                self.port = self.server.add_insecure_port("127.0.0.1:0")
             self.stopped = asyncio.Event()
             await self.server.start()
             self.ready.set()
@@ -370,6 +377,32 @@ class InlineServer:
         self.loop.call_soon_threadsafe(self.stopped.set)
         self.thread.join(10)
         self.app.close()
+
+
+def _control_cert(ca_dir: str) -> tuple[bytes, bytes]:
+    """A server certificate of the mesh CA with the DNS SAN `meshc-control` (the name the client
+    checks: the channel contract of `meshc serve --ca`)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    from compiler.ca import files as ca_files
+
+    ca = ca_files.read_ca(ca_dir)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(ca.cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=1)).not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("meshc-control")]), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca.key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
 
 
 def _b64(data: bytes) -> str:
@@ -423,6 +456,21 @@ def test_inline_certificates_land_in_private_files_and_a_rotation_reaches_the_pr
         assert certs_info(proxy)["certificate"]["serial"] == rotated and _mtls_get(proxy.inbound, peer) == 200
         assert stat.S_IMODE(new_key.stat().st_mode) == 0o600 and new_key.exists()
         assert json.loads((tmp_path / "state" / "config.json").read_text())["mtls"]["files"]["key"] == str(new_key)
+    finally:
+        proxy.stop()
+        server.close()
+
+
+def test_xds_identity_takes_the_config_over_a_mutual_tls_channel(tmp_path):
+    """`--xds-identity DIR` (cert.pem, key.pem, ca.pem of `meshc ca issue`): the channel is mutual
+    TLS to a server whose certificate names `meshc-control` and which requires a client certificate."""
+    server = InlineServer(tmp_path, channel_tls=True)
+    web = mtls.issue(server.ca, str(tmp_path / "issued" / "web"), "spiffe://mesh.local/ns/default/sa/web")
+    server.publish(server.snapshots(web))
+    proxy = start_native(tmp_path, server.port, "web", "--xds-identity", web)
+    try:
+        assert certs_info(proxy)["certificate"]["serial"] == mtls.serial(web)
+        wait(lambda: (s := server.secret_state()) and s["acked"] == s["sent"], "the secrets ACKed over TLS")
     finally:
         proxy.stop()
         server.close()
