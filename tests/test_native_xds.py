@@ -289,6 +289,35 @@ def test_a_helper_that_dies_is_restarted_and_the_proxy_keeps_serving(plane):
          .lower(), "the helper gone with the proxy")
 
 
+def test_before_its_first_config_the_proxy_waits_and_a_signal_ends_the_wait(plane, tmp_path):
+    """A node the server does not know: the stream ends NOT_FOUND, the helper retries with backoff,
+    the proxy does not listen; SIGTERM ends the wait with exit 0, the helper with it, and the
+    temporary state directory is removed."""
+    log_path = tmp_path / "waiting.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "compiler", "proxy", "--xds-server",
+                                 f"127.0.0.1:{plane.serve.port}", "--node", "nosuch"],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        wait(lambda: "unknown node 'nosuch'" in log_path.read_text(), "the server's answer logged")
+        helper = wait(lambda: helper_pid(Proxy(proc, {"inbound": 0, "outbound": 0, "admin": 0}, str(log_path))),
+                      "the helper")
+        text = log_path.read_text()
+        assert "waiting for the first config" in text and "listening" not in text
+        argv = Path(f"/proc/{helper}/cmdline").read_bytes().decode().split("\0")
+        state = argv[argv.index("--state-dir") + 1]   # the default: a new temporary directory
+        assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert not os.path.exists(state)
+        wait(lambda: not Path(f"/proc/{helper}").exists() or "zombie" in Path(f"/proc/{helper}/status").read_text()
+             .lower(), "the helper gone")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 # ---- certificates: inline secrets from the server's ADS servicer ----------------------------------
 
 MTLS_POLICY = """

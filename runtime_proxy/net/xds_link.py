@@ -84,11 +84,9 @@ class XdsLink:
         """The helper closed its stdout: reap it; the delay before the next one."""
         proc = self.proc
         assert proc is not None
-        try:
-            code = proc.wait(2)
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:   # its stdout closed: it is ending (or broken); never wait on it
             proc.kill()
-            code = proc.wait()
+        code = proc.wait()
         for pipe in (proc.stdin, proc.stdout):
             if pipe is not None:
                 pipe.close()
