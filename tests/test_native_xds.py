@@ -571,7 +571,7 @@ def test_a_native_rejection_is_located_by_its_json_path(tmp_path):
     path = policy(tmp_path / "p.mesh", {k: free_port() for k in ("INBOUND", "OUTBOUND", "ADMIN", "APP", "V1", "V2",
                                                                   "SHADOW")})
     snap = snapshot.build(api.compile([str(path)]), "web")
-    config = snap.json[snapshot.NATIVE]["web"]
+    config = snapshot.native_config(snap)
     route, service = config["services"][0]["routes"][2]["source"], config["services"][1]["source"]
     assert locate(snap, snapshot.NATIVE, "invalid config: $.services[0].routes[2].timeout_ms: bad") == {
         "resource": "web", "source": f"{path}:{route['line']}:{route['column']}", "exact": True}

@@ -72,7 +72,7 @@ def corrupt_native(snapshots: dict[str, snapshot.NodeSnapshot], node: str) -> li
     """Node `node`'s native config with its first route's `timeout_ms` at -1 (the contract wants
     >= 0); [node], or [] when it has no route."""
     snap = snapshots.get(node)
-    config = snap.json.get(snapshot.NATIVE, {}).get(node) if snap is not None else None
+    config = snapshot.native_config(snap) if snap is not None else None
     route = next((r for svc in (config or {}).get("services", []) for r in svc["routes"]), None)
     if snap is None or route is None:
         return []

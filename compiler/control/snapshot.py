@@ -40,7 +40,7 @@ ADS_SOURCE = {"ads": {}, "resource_api_version": "V3"}
 class NodeSnapshot:
     """One sidecar's resources: JSON (as the backend wrote it) and packed, and a version per type."""
     node: str
-    json: dict[str, dict[str, dict]] = field(default_factory=dict)          # type -> name -> resource
+    json: dict[str, dict[str, dict]] = field(default_factory=dict)          # type -> name -> resource (Envoy's)
     packed: dict[str, dict[str, any_pb2.Any]] = field(default_factory=dict)  # type -> name -> Any
     versions: dict[str, str] = field(default_factory=dict)                  # type -> content hash
 
@@ -70,26 +70,30 @@ def resources(compilation, service: str) -> dict[str, dict[str, dict]]:
     return found
 
 
-def native(compilation, service: str) -> tuple[dict, any_pb2.Any]:
+def native(compilation, service: str) -> any_pb2.Any:
     """`service`'s native config, exactly the bytes of `meshc compile --target native --proxy
-    SERVICE` (the native backend's), parsed (for `meshc status`) and packed as its `Any`."""
+    SERVICE` (the native backend's), packed as its `Any`. It is not parsed back (a config holds
+    every destination: 1.3 MB a sidecar at 100 services); `native_config` reads it when needed."""
     emitted = compilation.emit("native", [service], Options())
     if emitted.has_errors:
         raise ValueError("; ".join(d.message for d in emitted.diagnostics if d.severity == "error"))
-    data = emitted.files[f"{service}.native.json"]
-    return json.loads(data), any_pb2.Any(type_url=NATIVE, value=data)
+    return any_pb2.Any(type_url=NATIVE, value=emitted.files[f"{service}.native.json"])
+
+
+def native_config(snap: NodeSnapshot) -> dict | None:
+    """The node's native config as JSON data (for `meshc status` and the test-only hook)."""
+    packed = snap.packed.get(NATIVE, {}).get(snap.node)
+    return json.loads(packed.value) if packed is not None else None
 
 
 def build(compilation, service: str) -> NodeSnapshot:
     snap = NodeSnapshot(node=service, json=resources(compilation, service))
-    config, packed = native(compilation, service)
-    snap.json[NATIVE] = {service: config}
     for type_url, named in snap.json.items():
-        if type_url == NATIVE:
-            snap.packed[type_url] = {service: packed}
-        else:
-            snap.packed[type_url] = {name: protos.to_any(r) for name, r in sorted(named.items())}
+        snap.packed[type_url] = {name: protos.to_any(r) for name, r in sorted(named.items())}
         snap.versions[type_url] = version_of(snap.packed[type_url])
+    # the native config: in `packed` only (`json` holds the Envoy resources, as the backend wrote them)
+    snap.packed[NATIVE] = {service: native(compilation, service)}
+    snap.versions[NATIVE] = version_of(snap.packed[NATIVE])
     return snap
 
 

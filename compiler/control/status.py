@@ -16,7 +16,7 @@ import time
 
 import grpc
 
-from compiler.control.snapshot import NATIVE, TYPES, NodeSnapshot
+from compiler.control.snapshot import NATIVE, TYPES, NodeSnapshot, native_config
 
 METHOD = "/meshc.control.v1.Status/Get"
 # A stream's kind, from its node's `user_agent_name` (another name is shown as it is).
@@ -82,7 +82,7 @@ _JSON_PATH = re.compile(r"\$\.services\[(\d+)\](?:\.routes\[(\d+)\])?")
 def _locate_native(snap: NodeSnapshot, message: str | None) -> dict:
     """A native config's rejection: the proxy's messages locate by JSON path (`$.services[I]` or
     `$.services[I].routes[K]...`); that destination's or route's `source`, else none."""
-    config = snap.json.get(NATIVE, {}).get(snap.node)
+    config = native_config(snap)
     if config is None:
         return {"resource": None, "source": None, "exact": False}
     source = None
