@@ -269,6 +269,52 @@ def test_the_server_stopped_the_proxy_keeps_routing_a_new_server_resyncs_without
     wait(lambda: plane.call("/live") == "v2", "the push after the resync", proxy=plane.proxy)
 
 
+def test_no_request_fails_while_pushes_arrive_and_the_server_is_replaced(plane):
+    """Requests on keep-alive and new connections, without a pause, while two edits are pushed,
+    the server is stopped and a new one takes over: none fails, and the last edit is served."""
+    failures: list[str] = []
+    done = threading.Event()
+    count = [0]
+
+    def load():
+        from tests.proxy_harness import Client
+
+        client = Client(plane.proxy.outbound)
+        while not done.is_set():
+            try:
+                r = client.request("GET", "/live", host=API_HOST)
+                if r.status != 200:
+                    failures.append(repr(r))
+                count[0] += 1
+            except OSError as err:
+                failures.append(repr(err))
+        client.close()
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for live in ("v2", "shadow"):
+            policy(plane.path, plane.ports, live=live)
+            plane.serve.reload()
+            wait(lambda live=live: plane.call("/live") == live, f"the push of {live}", proxy=plane.proxy)
+        port = plane.serve.port
+        assert plane.serve.stop() == 0
+        time.sleep(0.5)
+        plane.serve = Serve(str(plane.path), port=port)
+        wait(lambda: (s := native_stream(status(port))) and
+             s["types"].get("SidecarConfig", {}).get("state") == "up to date", "the resync", proxy=plane.proxy)
+        policy(plane.path, plane.ports, live="v1")
+        plane.serve.reload()
+        wait(lambda: plane.call("/live") == "v1", "the push after the resync", proxy=plane.proxy)
+    finally:
+        done.set()
+        for t in threads:
+            t.join(10)
+    assert count[0] > 100 and not failures, (count[0], failures[:5])
+    print(f"{count[0]} requests across 3 pushes and a server replaced, 0 failed")
+
+
 def test_a_helper_that_dies_is_restarted_and_the_proxy_keeps_serving(plane):
     first = helper_pid(plane.proxy)
     assert first is not None
