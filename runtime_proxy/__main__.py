@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from runtime_proxy.net.listener import TlsListener
     from runtime_proxy.net.reload import Done, Reloader
     from runtime_proxy.net.server import Runtime
+    from runtime_proxy.net.xds_link import XdsLink
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE = 0, 1, 2
 
@@ -50,6 +51,20 @@ def build_parser(prog: str = "python -m runtime_proxy") -> argparse.ArgumentPars
                         "the config's mtls mode is strict or permissive: then the identity is the "
                         "verified client certificate's (default: none)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    x = p.add_argument_group("control plane", "take the config (and the mTLS identity) from `meshc serve` over "
+                             "xDS instead of a CONFIG file (docs/control-plane.md)")
+    x.add_argument("--xds-server", metavar="HOST:PORT",
+                   help="the `meshc serve` to subscribe to; a helper process holds the stream (needs the "
+                        "[control] extra: grpcio, xds-protos); the proxy starts listening once the first "
+                        "config has arrived")
+    x.add_argument("--node", metavar="SERVICE", help="the node id: the service whose sidecar this is (required "
+                   "with --xds-server)")
+    x.add_argument("--xds-identity", metavar="DIR",
+                   help="mTLS on the xDS channel: DIR/cert.pem, key.pem, ca.pem (`meshc ca issue`); without "
+                        "it, a plaintext channel")
+    x.add_argument("--state-dir", metavar="DIR",
+                   help="a private directory (made 0700) for the config received and the certificates "
+                        "(files 0600); default: a new temporary directory, removed at exit")
     return p
 
 
@@ -69,6 +84,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m runtime_proxy") -
     args = build_parser(prog).parse_args(argv)
     if args.check_config:
         return check_config(args.check_config)
+    if args.xds_server is not None or args.node is not None:
+        return main_xds(args, prog)
+    if args.xds_identity is not None or args.state_dir is not None:
+        print(f"{prog}: error: --xds-identity and --state-dir go with --xds-server", file=sys.stderr)
+        return EXIT_USAGE
     if not args.config:
         print(f"{prog}: error: a CONFIG file is needed (or --check-config FILE)", file=sys.stderr)
         return EXIT_USAGE
@@ -96,6 +116,91 @@ def main(argv: list[str] | None = None, prog: str = "python -m runtime_proxy") -
     return app.run()
 
 
+def main_xds(args: argparse.Namespace, prog: str) -> int:
+    """`--xds-server HOST:PORT --node SERVICE`: the config comes from the server, through the
+    helper process of net/xds_link.py, into STATE/config.json; then the proxy runs as from a file."""
+    import shutil
+    import tempfile
+
+    from runtime_proxy.net.xds_link import Stop, XdsLink
+
+    if args.config:
+        print(f"{prog}: error: a CONFIG file and --xds-server exclude each other", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.xds_server or not args.node:
+        print(f"{prog}: error: --xds-server HOST:PORT and --node SERVICE go together", file=sys.stderr)
+        return EXIT_USAGE
+    host, _, port = args.xds_server.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        print(f"{prog}: error: --xds-server {args.xds_server}: not HOST:PORT", file=sys.stderr)
+        return EXIT_USAGE
+    if args.xds_identity is not None:
+        missing = [n for n in ("cert.pem", "key.pem", "ca.pem")
+                   if not os.path.isfile(os.path.join(args.xds_identity, n))]
+        if missing:
+            print(f"{prog}: error: --xds-identity {args.xds_identity}: no {', '.join(missing)}", file=sys.stderr)
+            return EXIT_USAGE
+    import importlib.util
+
+    # the helper needs the [control] extra; find it without importing it into this process
+    if importlib.util.find_spec("grpc") is None or importlib.util.find_spec("envoy") is None:
+        print(f"{prog}: error: --xds-server needs grpcio and xds-protos, which are not installed: "
+              "pip install 'meshc[control]'", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
+                        format="%(asctime)s runtime_proxy %(levelname)s %(message)s")
+    temporary = args.state_dir is None
+    try:
+        if temporary:
+            state_dir = tempfile.mkdtemp(prefix=f"meshc-proxy-{args.node}-")   # made 0700
+        else:
+            state_dir = os.path.abspath(args.state_dir)
+            os.makedirs(state_dir, mode=0o700, exist_ok=True)
+            os.chmod(state_dir, 0o700)
+    except OSError as err:
+        print(f"{prog}: error: --state-dir {args.state_dir}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_USAGE
+    args.config = os.path.join(state_dir, "config.json")
+    link = XdsLink(args.xds_server, args.node, state_dir, args.xds_identity, args.log_level)
+    from runtime_proxy.config import child
+    from runtime_proxy.decide.table import TableError, compile_config
+    from runtime_proxy.net.tls import TlsError
+
+    apps: list[ProxyApp] = []
+
+    def start(path: str) -> tuple[bool, str]:
+        try:
+            data = child.load(path)
+            table = compile_config(data)
+            apps.append(ProxyApp(args, table, data, link))
+        except child.LoadError as err:
+            return False, err.message
+        except TableError as err:
+            return False, f"{path}: invalid config: {err}"
+        except TlsError as err:
+            return False, f"cannot use the identity files (mtls): {err.message}"
+        return True, f"version {table.version} applied"
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stop
+
+    handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        try:
+            link.first(start)
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        return apps[0].run()
+    except Stop:
+        log.info("stopped before the first config")
+        return EXIT_OK
+    finally:
+        link.stop()
+        if temporary:
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+
 def new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
@@ -107,8 +212,10 @@ def new_loop() -> asyncio.AbstractEventLoop:
 class ProxyApp:
     """The listeners, the reloader and the signal handlers around one Runtime."""
 
-    def __init__(self, args: argparse.Namespace, table: Table, data: dict[str, Any]) -> None:
+    def __init__(self, args: argparse.Namespace, table: Table, data: dict[str, Any],
+                 link: XdsLink | None = None) -> None:
         self.args = args
+        self.link = link   # --xds-server: the helper process that brings new configs
         self.config_path = args.config
         self.loop = new_loop()
         from runtime_proxy.net.server import Runtime
@@ -192,8 +299,11 @@ class ProxyApp:
         rt = self.rt
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.shutdown, sig.name)
-        self.reloader = Reloader(self, self.config_path, loop)
+        # from a server, the file changes only when the helper says so (and waits for the outcome)
+        self.reloader = Reloader(self, self.config_path, loop, poll=self.link is None)
         self.reloader.start()
+        if self.link is not None:
+            self.link.attach(self, loop)
         self.sweeper = loop.call_later(1.0, self.sweep)
         if self.args.ports_file:
             write_atomic(self.args.ports_file, json.dumps(dict(ports, pid=os.getpid())))
@@ -246,6 +356,8 @@ class ProxyApp:
         rt.start_drain()
         if self.reloader is not None:
             self.reloader.stop()
+        if self.link is not None:
+            self.link.stop()
         deadline = self.loop.time() + rt.drain_timeout
 
         def check() -> None:

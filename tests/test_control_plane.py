@@ -162,16 +162,21 @@ def test_a_snapshot_is_the_backends_xds_output_over_ads(tmp_path):
     for type_url, packed in snap.packed.items():
         for resource in packed.values():
             assert resource.type_url == type_url
-            assert resource.Unpack(protos.message_class(type_url)())
+            if type_url != snapshot.NATIVE:
+                assert resource.Unpack(protos.message_class(type_url)())
+    # the native config: one resource named by the node, the native backend's bytes as they are
+    native = api.compile([str(path)]).emit("native", ["web"]).files["web.native.json"]
+    assert list(snap.packed[snapshot.NATIVE]) == ["web"] and snap.packed[snapshot.NATIVE]["web"].value == native
     # versions are content hashes: another compile of the same sources agrees, an edit changes
-    # the routes' version only
+    # the routes' version only (and the native config's, which holds the routes too)
     again = snapshot.build(api.compile([str(path)]), "web")
     assert again.versions == snap.versions
     policy(path, ports, live="v2")
     edited = snapshot.build(api.compile([str(path)]), "web")
     assert edited.versions[ROUTE] != snap.versions[ROUTE]
-    assert {t: v for t, v in edited.versions.items() if t != ROUTE} == \
-        {t: v for t, v in snap.versions.items() if t != ROUTE}
+    assert edited.versions[snapshot.NATIVE] != snap.versions[snapshot.NATIVE]
+    assert {t: v for t, v in edited.versions.items() if t not in (ROUTE, snapshot.NATIVE)} == \
+        {t: v for t, v in snap.versions.items() if t not in (ROUTE, snapshot.NATIVE)}
 
 
 def test_an_inconsistent_snapshot_is_found(tmp_path):

@@ -147,6 +147,7 @@ def test_ads_is_for_the_envoy_target(capsys, tmp_path):
     code, _, err = meshc(capsys, "compile", EXAMPLE, "--target", "native", "--proxy", "all",
                          "--bootstrap", "ads", "--xds-server", "127.0.0.1:18000")
     assert code == 2 and "--bootstrap ads is for --emit envoy" in err
+    assert "meshc proxy --xds-server HOST:PORT --node SERVICE" in err   # the native proxy's flags are its bootstrap
     code, _, err = meshc(capsys, "compile", EXAMPLE, "--emit", "ir", "--xds-server", "127.0.0.1:18000")
     assert code == 2 and "--xds-server" in err and "need --emit envoy" in err
 

@@ -152,6 +152,30 @@ def test_only_the_cli_imports_the_control_plane_and_only_the_control_plane_impor
     assert cli == {"compiler.control.serve", "compiler.control.sds", "compiler.control.status"}, cli
 
 
+GRPC_AND_PROTOS = ("grpc", "envoy", "xds", "udpa")
+XDS_CLIENT = "runtime_proxy.xds_client"
+
+
+def test_only_the_proxys_xds_helper_imports_grpc_and_nothing_of_the_proxy_imports_the_helper():
+    """`meshc proxy --xds-server` runs its xDS client as a separate process (runtime_proxy/xds_client.py,
+    spawned by runtime_proxy/net/xds_link.py): the serving process never loads gRPC or the protos
+    (about 20 MB of RSS, and gRPC's core is not fork-safe while the proxy forks its config loader)."""
+    checked = 0
+    for path in python_files("runtime_proxy"):
+        here = module_name(path)
+        imported = imported_modules(path)
+        assert XDS_CLIENT not in imported, f"{here} imports the xDS helper: it runs only as its own process"
+        if here == XDS_CLIENT:
+            checked += 1
+            assert {m for m in imported if m.split(".")[0] == "grpc"}, "the helper is where grpc is imported"
+            bad = {m for m in ours(imported) if m.startswith("runtime_proxy.net")}
+            assert not bad, f"the xDS helper imports the serving process's I/O: {bad}"
+            continue
+        bad = {m for m in imported if m.split(".")[0] in GRPC_AND_PROTOS or m.startswith("google.")}
+        assert not bad, f"{here} imports {bad}: only {XDS_CLIENT} (its own process) may"
+    assert checked == 1
+
+
 def test_the_backends_do_not_import_each_other():
     for target, other in (("envoy", "native"), ("native", "envoy")):
         for path in python_files(os.path.join("compiler", "backends", target)):

@@ -162,7 +162,8 @@ def test_json_shape_with_no_proxy(tmp_path):
         assert data["server"]["limits"] == {"max_streams": 10_000, "max_request_rate": 100.0, "refused_streams": 0,
                                             "rate_limited_streams": 0}
         assert set(data["server"]["last_reload"]) == {"ok", "at", "good_since", "diagnostics", "problems"}
-        assert set(data["server"]["snapshots"]["web"]) == {"Cluster", "Listener", "RouteConfiguration", "Secret"}
+        assert set(data["server"]["snapshots"]["web"]) == {"Cluster", "Listener", "RouteConfiguration", "Secret",
+                                                             "SidecarConfig"}
     finally:
         assert serve.stop() == 0
 

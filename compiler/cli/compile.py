@@ -145,7 +145,9 @@ def _ads_options(args) -> tuple[bool, tuple[tuple[str, int], ...]]:
               "the control plane); `--bootstrap xds` reads files", file=sys.stderr)
         return False, ()
     if args.emit != "envoy":
-        print(f"meshc: error: --bootstrap ads is for --emit envoy, not --emit {args.emit}", file=sys.stderr)
+        hint = (" (the native proxy needs no bootstrap: `meshc proxy --xds-server HOST:PORT --node SERVICE`)"
+                if args.emit == "native" else "")
+        print(f"meshc: error: --bootstrap ads is for --emit envoy, not --emit {args.emit}{hint}", file=sys.stderr)
         return False, ()
     for option, value in (("--xds-dir", args.xds_dir), ("--certs-dir", args.certs_dir)):
         if value is not None:

@@ -11,6 +11,9 @@ sent, the version last acknowledged, and the last rejection (/work/shared/XDS_NO
 - clusters go first: a listener, route or secret request is answered only once clusters were
   sent on the stream; on a new snapshot the types are pushed in the order clusters, secrets,
   listeners, routes (clusters last when the new snapshot removes clusters already sent);
+- the native proxy's config (`NATIVE`, one resource named by the node id) references no other
+  resource and is answered at once; a stream that asked for it is a native proxy's, whose
+  secrets are answered without clusters (it asks for none), before its config on a push;
 - clusters and listeners are sent whole (a missing one is deleted), route configurations and
   secrets by the names asked for;
 - a node id naming no sidecar of the program, a node id that changes on the stream, or a type
@@ -33,7 +36,7 @@ import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf.message import DecodeError
 
-from compiler.control.snapshot import CLUSTER, LISTENER, ROUTE, SECRET, TYPES, WILDCARD_TYPES, NodeSnapshot
+from compiler.control.snapshot import CLUSTER, LISTENER, NATIVE, ROUTE, SECRET, TYPES, WILDCARD_TYPES, NodeSnapshot
 
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
@@ -177,7 +180,7 @@ class Stream:
         order = list(TYPES)
         sent = self.types.get(CLUSTER)
         if sent is not None and sent.sent_names and not sent.sent_names <= set(snap.packed.get(CLUSTER, {})):
-            order = [SECRET, LISTENER, ROUTE, CLUSTER]   # removals: the references go first
+            order = [SECRET, LISTENER, ROUTE, CLUSTER, NATIVE]   # removals: the references go first
         out = []
         for type_url in order:
             response = self._response(type_url, snap)
@@ -190,8 +193,9 @@ class Stream:
         if state is None or not state.requested:
             return None
         clusters = self.types.get(CLUSTER)
-        if type_url != CLUSTER and (clusters is None or clusters.sent_version is None):
-            return None   # clusters first: answered once the clusters were sent
+        waits = type_url in (LISTENER, ROUTE) or (type_url == SECRET and NATIVE not in self.types)
+        if waits and (clusters is None or clusters.sent_version is None):
+            return None   # clusters first: answered once the clusters were sent (Envoy's types)
         version = snap.versions.get(type_url, "")
         have = snap.packed.get(type_url, {})
         names = frozenset(have) if type_url in WILDCARD_TYPES else frozenset(n for n in state.names if n in have)

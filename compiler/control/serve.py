@@ -5,6 +5,7 @@ does not compile, or whose snapshot is inconsistent, keeps the last good snapsho
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -12,6 +13,7 @@ from collections.abc import Callable
 
 import grpc
 import grpc.aio
+from google.protobuf import any_pb2
 
 from compiler import api
 from compiler.control import ads, consistency, protos, snapshot, status
@@ -64,15 +66,34 @@ def build(files: list[str]) -> tuple[dict[str, snapshot.NodeSnapshot], list, lis
 
 # Test-only (docs/control-plane.md): `MESHC_SERVE_TEST_CORRUPT=Cluster:NAME` makes the first
 # good reload's snapshot carry cluster NAME with a combination Envoy parses but refuses (lb_policy
-# CLUSTER_PROVIDED on a STATIC cluster), so that a real NACK can be provoked on purpose. Read by
-# `meshc serve` only; anything but `Cluster:NAME` is ignored.
+# CLUSTER_PROVIDED on a STATIC cluster), so that a real NACK can be provoked on purpose;
+# `Native:NODE` makes node NODE's native config valid JSON that the proxy's contract refuses (the
+# first route's `timeout_ms` -1). Read by `meshc serve` only; anything else is ignored.
 TEST_CORRUPT = "MESHC_SERVE_TEST_CORRUPT"
 
 
+def corrupt_native(snapshots: dict[str, snapshot.NodeSnapshot], node: str) -> list[str]:
+    """Node `node`'s native config with its first route's `timeout_ms` at -1 (the contract wants
+    >= 0); [node], or [] when it has no route."""
+    snap = snapshots.get(node)
+    config = snapshot.native_config(snap) if snap is not None else None
+    route = next((r for svc in (config or {}).get("services", []) for r in svc["routes"]), None)
+    if snap is None or route is None:
+        return []
+    route["timeout_ms"] = -1
+    data = json.dumps(config, sort_keys=True, indent=2).encode() + b"\n"
+    snap.packed[snapshot.NATIVE][node] = any_pb2.Any(type_url=snapshot.NATIVE, value=data)
+    snap.versions[snapshot.NATIVE] = version_of(snap.packed[snapshot.NATIVE])
+    return [node]
+
+
 def corrupt(snapshots: dict[str, snapshot.NodeSnapshot], spec: str) -> list[str]:
-    """Corrupt cluster NAME (`spec` is `Cluster:NAME`) in every node that has it; those nodes."""
+    """Corrupt cluster NAME (`spec` is `Cluster:NAME`) in every node that has it, or node NODE's
+    native config (`Native:NODE`); those nodes."""
     kind, _, name = spec.partition(":")
     touched: list[str] = []
+    if kind == "Native":
+        return corrupt_native(snapshots, name)
     if kind != "Cluster":
         return touched
     for node, snap in snapshots.items():
@@ -130,7 +151,7 @@ class Server:
                                   "diagnostics": [], "problems": []}
         self._seen = mtimes(watch)
         spec = os.environ.get(TEST_CORRUPT, "")   # test-only: corrupts the first reload's snapshot
-        self._corrupt = spec if spec.startswith("Cluster:") else ""
+        self._corrupt = spec if spec.startswith(("Cluster:", "Native:")) else ""
         self._lock: asyncio.Lock   # made in run(), on the server's loop
 
     def status(self) -> dict:

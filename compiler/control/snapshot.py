@@ -20,9 +20,15 @@ CLUSTER = _T + "envoy.config.cluster.v3.Cluster"
 LISTENER = _T + "envoy.config.listener.v3.Listener"
 ROUTE = _T + "envoy.config.route.v3.RouteConfiguration"
 SECRET = _T + "envoy.extensions.transport_sockets.tls.v3.Secret"
+# The native proxy's config (docs/control-plane.md, "The native proxy"): one resource per node,
+# named by the node id, whose `Any.value` is the UTF-8 JSON `meshc compile --target native`
+# writes for that sidecar. Envoy never asks for it; it references no other resource.
+NATIVE = _T + "meshc.native.v1.SidecarConfig"
+ENVOY_TYPES = (CLUSTER, SECRET, LISTENER, ROUTE)
 # The order of adding: clusters (and secrets, which clusters and listeners name) before the
-# listeners, and the listeners before the route configurations they name.
-TYPES = (CLUSTER, SECRET, LISTENER, ROUTE)
+# listeners, and the listeners before the route configurations they name; the native config last
+# (after the secrets its files come from).
+TYPES = (*ENVOY_TYPES, NATIVE)
 # State of the world: a response of these types carries every resource of the node (leaving one
 # out deletes it); the others carry only the names the proxy asked for.
 WILDCARD_TYPES = (CLUSTER, LISTENER)
@@ -34,7 +40,7 @@ ADS_SOURCE = {"ads": {}, "resource_api_version": "V3"}
 class NodeSnapshot:
     """One sidecar's resources: JSON (as the backend wrote it) and packed, and a version per type."""
     node: str
-    json: dict[str, dict[str, dict]] = field(default_factory=dict)          # type -> name -> resource
+    json: dict[str, dict[str, dict]] = field(default_factory=dict)          # type -> name -> resource (Envoy's)
     packed: dict[str, dict[str, any_pb2.Any]] = field(default_factory=dict)  # type -> name -> Any
     versions: dict[str, str] = field(default_factory=dict)                  # type -> content hash
     identity: str | None = None             # the service's SPIFFE ID (whose certificate it gets with --ca)
@@ -65,12 +71,31 @@ def resources(compilation, service: str) -> dict[str, dict[str, dict]]:
     return found
 
 
+def native(compilation, service: str) -> any_pb2.Any:
+    """`service`'s native config, exactly the bytes of `meshc compile --target native --proxy
+    SERVICE` (the native backend's), packed as its `Any`. It is not parsed back (a config holds
+    every destination: 1.3 MB a sidecar at 100 services); `native_config` reads it when needed."""
+    emitted = compilation.emit("native", [service], Options())
+    if emitted.has_errors:
+        raise ValueError("; ".join(d.message for d in emitted.diagnostics if d.severity == "error"))
+    return any_pb2.Any(type_url=NATIVE, value=emitted.files[f"{service}.native.json"])
+
+
+def native_config(snap: NodeSnapshot) -> dict | None:
+    """The node's native config as JSON data (for `meshc status` and the test-only hook)."""
+    packed = snap.packed.get(NATIVE, {}).get(snap.node)
+    return json.loads(packed.value) if packed is not None else None
+
+
 def build(compilation, service: str) -> NodeSnapshot:
     snap = NodeSnapshot(node=service, json=resources(compilation, service),
                         identity=compilation.ir.service(service).identity)
     for type_url, named in snap.json.items():
         snap.packed[type_url] = {name: protos.to_any(r) for name, r in sorted(named.items())}
         snap.versions[type_url] = version_of(snap.packed[type_url])
+    # the native config: in `packed` only (`json` holds the Envoy resources, as the backend wrote them)
+    snap.packed[NATIVE] = {service: native(compilation, service)}
+    snap.versions[NATIVE] = version_of(snap.packed[NATIVE])
     return snap
 
 

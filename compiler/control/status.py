@@ -11,13 +11,16 @@ proxy NACKed the current version and keeps its last good one).
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import grpc
 
-from compiler.control.snapshot import TYPES, NodeSnapshot
+from compiler.control.snapshot import NATIVE, TYPES, NodeSnapshot, native_config
 
 METHOD = "/meshc.control.v1.Status/Get"
+# A stream's kind, from its node's `user_agent_name` (another name is shown as it is).
+KINDS = {"envoy": "envoy", "meshc-native": "native"}
 SCHEMA = 1
 
 
@@ -61,6 +64,8 @@ def locate(snap: NodeSnapshot | None, type_url: str, message: str | None) -> dic
     (the longest), else the first provenance `source` (file:line:col) it carries."""
     if snap is None:
         return {"resource": None, "source": None, "exact": False}
+    if type_url == NATIVE:
+        return _locate_native(snap, message)
     named = snap.json.get(type_url, {})
     quoted = sorted((n for n in named if message and n in message), key=len, reverse=True)
     name = quoted[0] if quoted else (sorted(named)[0] if named else None)
@@ -69,6 +74,29 @@ def locate(snap: NodeSnapshot | None, type_url: str, message: str | None) -> dic
     parts = sorted(((n, src) for n, src in _named_sources(named[name], []) if message and n != name and n in message),
                    key=lambda p: len(p[0]), reverse=True)
     return {"resource": name, "source": parts[0][1] if parts else _source_in(named[name]), "exact": bool(quoted)}
+
+
+_JSON_PATH = re.compile(r"\$\.services\[(\d+)\](?:\.routes\[(\d+)\])?")
+
+
+def _locate_native(snap: NodeSnapshot, message: str | None) -> dict:
+    """A native config's rejection: the proxy's messages locate by JSON path (`$.services[I]` or
+    `$.services[I].routes[K]...`); that destination's or route's `source`, else none."""
+    config = native_config(snap)
+    if config is None:
+        return {"resource": None, "source": None, "exact": False}
+    source = None
+    found = _JSON_PATH.search(message or "")
+    if found:
+        try:
+            part = config["services"][int(found.group(1))]
+            if found.group(2) is not None:
+                part = part["routes"][int(found.group(2))]
+            where = part["source"]
+            source = f"{where['file']}:{where['line']}:{where['column']}"
+        except (IndexError, KeyError, TypeError):
+            source = None
+    return {"resource": snap.node, "source": source, "exact": True}
 
 
 def type_state(state, current: str | None) -> str:
@@ -99,7 +127,7 @@ def report(servicer, reload: dict, started: float) -> dict:
                                            **locate(snap, type_url, state.error)}
             types[type_url.rpartition(".")[2]] = entry
         agent = stream.agent or ""
-        streams.append({"id": stream.id, "kind": "envoy" if agent == "envoy" else (agent or "unknown"),
+        streams.append({"id": stream.id, "kind": KINDS.get(agent, agent or "unknown"),
                         "node": stream.node, "connected_since": stream.since,
                         "connected_seconds": round(now - stream.since, 3), "types": types})
     return {"schema": SCHEMA, "server": {

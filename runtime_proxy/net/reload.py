@@ -52,8 +52,9 @@ def file_state(path: str) -> tuple[int, int, int] | None:
 class Reloader:
     """Watches the config file and reloads it; at most one load runs at a time."""
 
-    def __init__(self, app: ReloadApp, path: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, app: ReloadApp, path: str, loop: asyncio.AbstractEventLoop, poll: bool = True) -> None:
         self.app = app
+        self.polling = poll   # False: only SIGHUP and reload() (a config from xDS: net/xds_link.py)
         self.path = path
         self.loop = loop
         self.state = file_state(path)
@@ -67,7 +68,8 @@ class Reloader:
             self.loop.add_signal_handler(signal.SIGHUP, self.reload, "SIGHUP")
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
             pass
-        self.handle = self.loop.call_later(POLL_SECONDS, self.poll)
+        if self.polling:
+            self.handle = self.loop.call_later(POLL_SECONDS, self.poll)
 
     def stop(self) -> None:
         if self.handle is not None:
