@@ -268,7 +268,7 @@ class Client:
                     await self.stream(channel)
                 error = "the stream ended"
             except grpc.aio.AioRpcError as err:
-                error = f"{err.code().name}: {err.details()}"
+                error = f"{err.code().name}: {err.details()}{self.hint(err)}"
             except OSError as err:   # --xds-identity files unreadable
                 error = f"cannot read the channel identity: {err}"
             if self.proxy.gone.is_set():
@@ -281,6 +281,22 @@ class Client:
             was_up, last_error = False, error
             await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
             delay = min(delay * 2, BACKOFF_MAX)
+
+    def hint(self, err: grpc.aio.AioRpcError) -> str:
+        """What to check, for the errors of the channel's trust model (`meshc serve --ca`), whose
+        gRPC messages do not say it: a node that is not the client certificate's, a plaintext
+        channel to a mutual-TLS server, a handshake the server refused."""
+        code, details = err.code(), err.details() or ""
+        if code == grpc.StatusCode.PERMISSION_DENIED:
+            return f" (--node must name a service of the identity in {self.identity_dir or '--xds-identity'}/cert.pem)"
+        if code != grpc.StatusCode.UNAVAILABLE or self.got_any:
+            return ""
+        if self.identity_dir is None and "Socket closed" in details:
+            return " (a server started with --ca takes mutual TLS only: give --xds-identity DIR)"
+        if self.identity_dir is not None and "handshake" in details.lower():
+            return (f" (over mutual TLS as {self.identity_dir}: is the server started with --ca, from the CA "
+                    "of its ca.pem?)")
+        return ""
 
     def good_version(self, type_url: str) -> str:
         held = self.good.get(type_url)
