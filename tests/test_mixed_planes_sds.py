@@ -25,6 +25,7 @@ Checked:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -71,6 +72,14 @@ class MixedFleet:
         self.serve = Serve(str(self.path), args=("--ca", self.ca, "--cert-hours", str(CERT_HOURS)))
         self.envoy: Envoy | None = None
         self.native: Proxy | None = None
+        try:
+            self._start(tmp)
+        except BaseException:
+            with contextlib.suppress(AssertionError):   # the start's error is the one to see
+                self.close()   # no server, Envoy or proxy left behind by a start that failed
+            raise
+
+    def _start(self, tmp: Path) -> None:
         proc = run_meshc("compile", str(self.path), "--target", "envoy", "--proxy", "web", "--bootstrap", "ads",
                          "--xds-server", f"127.0.0.1:{self.serve.port}", "--xds-identity", self.ids["web"],
                          "-o", str(tmp / "boot"))
