@@ -34,7 +34,7 @@ TLS_SOCKET = "envoy.transport_sockets.tls"
 # ---- resources --------------------------------------------------------------------------------
 INBOUND_LISTENER = "inbound"
 OUTBOUND_LISTENER = "outbound"
-OUTBOUND_ROUTES = "outbound"     # the RouteConfiguration every sidecar shares (xds/rds-outbound.json)
+OUTBOUND_ROUTES = "outbound"     # the outbound RouteConfiguration (xds/rds-outbound.json, or a sidecar's own)
 INBOUND_ROUTES = "inbound"       # the inline route configuration of an inbound listener
 IDENTITY_SECRET = "identity"     # the sidecar's certificate and key (SDS)
 CA_SECRET = "mesh_ca"            # the mesh CA that peers' certificates must chain to (SDS)
@@ -63,6 +63,11 @@ def lds(service: str) -> str:
 def proxy_cds(service: str) -> str:
     """The clusters of one sidecar, when they name its own secrets (mTLS: no shared CDS file)."""
     return f"{service}/cds.json"
+
+
+def proxy_rds(service: str) -> str:
+    """The outbound routes of one sidecar whose scope is not the whole program."""
+    return f"{service}/rds-outbound.json"
 
 
 def sds(service: str, secret: str) -> str:
