@@ -253,7 +253,10 @@ def static_from_xds(out_dir: str, service: str) -> dict:
         with open(os.path.join(out_dir, "xds", rel)) as fh:
             return [{k: v for k, v in r.items() if k != "@type"} for r in json.load(fh)["resources"]]
 
-    routes = {r["name"]: r for r in resources("rds-outbound.json")}
+    # the sidecar's own outbound routes when its scope is not the whole program, else the shared file
+    own_rds = f"{service}/rds-outbound.json"
+    routes = {r["name"]: r for r in resources(
+        own_rds if os.path.exists(os.path.join(out_dir, "xds", own_rds)) else "rds-outbound.json")}
     listeners = resources(f"{service}/lds.json")
     for listener in listeners:
         hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
@@ -262,7 +265,7 @@ def static_from_xds(out_dir: str, service: str) -> dict:
     with open(os.path.join(out_dir, f"{service}.envoy.json")) as fh:
         boot = json.load(fh)
     boot.pop("dynamic_resources", None)
-    own_cds = f"{service}/cds.json"  # with mTLS each sidecar has its own CDS file
+    own_cds = f"{service}/cds.json"  # with mTLS, or a scope that is not the whole program
     cds = own_cds if os.path.exists(os.path.join(out_dir, "xds", own_cds)) else "cds.json"
     boot["static_resources"] = {"clusters": resources(cds), "listeners": listeners}
     return boot
@@ -274,10 +277,15 @@ def fleet_from_xds(out_dir: str, services: list[str]) -> dict:
     it checks every sidecar's files with a single Envoy process."""
     boot = static_from_xds(out_dir, services[0])
     listeners = []
+    clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
     for svc in services:
-        for listener in static_from_xds(out_dir, svc)["static_resources"]["listeners"]:
+        own = static_from_xds(out_dir, svc)["static_resources"]
+        for listener in own["listeners"]:
             listener["name"] = f"{svc}.{listener['name']}"
             listener["address"]["socket_address"]["port_value"] = 0
             listeners.append(listener)
+        for c in own["clusters"]:   # each sidecar's scope: the union names every cluster a route needs
+            clusters.setdefault(c["name"], c)
     boot["static_resources"]["listeners"] = listeners
+    boot["static_resources"]["clusters"] = list(clusters.values())
     return boot
