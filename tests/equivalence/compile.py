@@ -2,8 +2,9 @@
 
 `compile_text` runs the compile API (compiler/api.py), as `meshc compile` does, on a text held
 in memory, for the sidecar `SIDECAR`: the Envoy files in the fleet
-layout (`xds/cds.json`, or `xds/SIDECAR/cds.json` when some service runs mTLS,
-`xds/rds-outbound.json`, `xds/SIDECAR/lds.json`, with mTLS the SDS files
+layout (`xds/cds.json`, or `xds/SIDECAR/cds.json` when some service runs mTLS or the sidecar's
+scope is not the whole program, `xds/rds-outbound.json`, or `xds/SIDECAR/rds-outbound.json` for
+such a scope, `xds/SIDECAR/lds.json`, with mTLS the SDS files
 `xds/SIDECAR/sds-*.json`, and the xds bootstrap `SIDECAR.envoy.json`) and the native config
 `SIDECAR.native.json`. `certs_dir` is `--certs-dir`: where both find the identity files. A policy the compiler
 rejects, or that either backend reports an error for, raises `PolicyRejected` with the
@@ -37,14 +38,21 @@ class Compiled:
         return json.loads(self.envoy[rel])
 
     @property
+    def rds_path(self) -> str:
+        """The RDS file: shared by the sidecars whose scope is the whole program, else the
+        sidecar's own (compiler/ir/scope.py)."""
+        own = f"xds/{SIDECAR}/rds-outbound.json"
+        return own if own in self.envoy else "xds/rds-outbound.json"
+
+    @property
     def routes(self) -> dict:
         """The RouteConfiguration of the outbound listener."""
-        return self.envoy_json("xds/rds-outbound.json")["resources"][0]
+        return self.envoy_json(self.rds_path)["resources"][0]
 
     @property
     def cds_path(self) -> str:
         """The CDS file: shared by the fleet, or the sidecar's own when its clusters present its
-        certificate (mTLS)."""
+        certificate (mTLS) or its scope is not the whole program."""
         own = f"xds/{SIDECAR}/cds.json"
         return own if own in self.envoy else "xds/cds.json"
 
