@@ -37,6 +37,7 @@ class NodeSnapshot:
     json: dict[str, dict[str, dict]] = field(default_factory=dict)          # type -> name -> resource
     packed: dict[str, dict[str, any_pb2.Any]] = field(default_factory=dict)  # type -> name -> Any
     versions: dict[str, str] = field(default_factory=dict)                  # type -> content hash
+    subsets: tuple[str, ...] = ()   # the service's subsets: node ids `SERVICE.SUBSET` get this snapshot
 
 
 def over_ads(node):
@@ -65,7 +66,8 @@ def resources(compilation, service: str) -> dict[str, dict[str, dict]]:
 
 
 def build(compilation, service: str) -> NodeSnapshot:
-    snap = NodeSnapshot(node=service, json=resources(compilation, service))
+    snap = NodeSnapshot(node=service, json=resources(compilation, service),
+                        subsets=tuple(sub.name for sub in compilation.ir.service(service).subsets))
     for type_url, named in snap.json.items():
         snap.packed[type_url] = {name: protos.to_any(r) for name, r in sorted(named.items())}
         snap.versions[type_url] = version_of(snap.packed[type_url])
@@ -73,5 +75,6 @@ def build(compilation, service: str) -> NodeSnapshot:
 
 
 def build_all(compilation) -> dict[str, NodeSnapshot]:
-    """Every sidecar of the program, by node id (the service's name)."""
+    """Every sidecar of the program, by the service's name (node ids `SERVICE.SUBSET` get their
+    service's: ads.resolve)."""
     return {svc.name: build(compilation, svc.name) for svc in compilation.ir.services}
