@@ -5,6 +5,7 @@ scope gets in a real Envoy and in the native proxy, and the file layout of `--pr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -121,24 +122,30 @@ def test_one_scope_per_caller_and_the_full_scope(compiled):
 
 # ---- the backends ---------------------------------------------------------------------------------
 
+def key(hosts) -> str:
+    """names.scope_key, written again: SHA-256 of the destinations' names, one per line."""
+    return hashlib.sha256("\n".join(hosts).encode()).hexdigest()[:16]
+
+
 def test_both_backends_emit_the_scope_and_nothing_else(compiled):
     s = scope.scope(compiled.ir, "client")
     envoy = compiled.emit("envoy", ["client"], Options(bootstrap="xds", xds_dir="/x", output_dir="/x"))
     native = json.loads(compiled.emit("native", ["client"], Options()).files["client.native.json"])
-    # Envoy: the sidecar's own files (its scope is not the whole program), no shared ones
+    # Envoy: the files of its scope (not the whole program), no shared ones
     assert "xds/rds-outbound.json" not in envoy.files and "xds/cds.json" not in envoy.files
-    (routes,) = json.loads(envoy.files["xds/client/rds-outbound.json"])["resources"]
+    where = f"scopes/{key(s.hosts)}"
+    (routes,) = json.loads(envoy.files[f"xds/{where}/rds-outbound.json"])["resources"]
     assert [vh["name"] for vh in routes["virtual_hosts"]] == list(s.hosts)
-    clusters = [c["name"] for c in json.loads(envoy.files["xds/client/cds.json"])["resources"]]
+    clusters = [c["name"] for c in json.loads(envoy.files[f"xds/{where}/cds.json"])["resources"]]
     program = compiled.ir
     assert clusters == [sub.cluster for name in s.services for sub in program.service(name).subsets] \
         + ["inbound|client"]
     lds = json.loads(envoy.files["xds/client/lds.json"])["resources"]
     outbound = next(listener for listener in lds if listener["name"] == "outbound")
     rds = outbound["filter_chains"][0]["filters"][0]["typed_config"]["rds"]
-    assert rds["config_source"]["path_config_source"]["path"] == "/x/client/rds-outbound.json"
+    assert rds["config_source"]["path_config_source"]["path"] == f"/x/{where}/rds-outbound.json"
     boot = json.loads(envoy.files["client.envoy.json"])
-    assert boot["dynamic_resources"]["cds_config"]["path_config_source"]["path"] == "/x/client/cds.json"
+    assert boot["dynamic_resources"]["cds_config"]["path_config_source"]["path"] == f"/x/{where}/cds.json"
     # native: the same destinations; `closed`, only reached by via's routes, without domains or routes
     services = {d["name"]: d for d in native["services"]}
     assert list(services) == list(s.services)
@@ -150,36 +157,43 @@ def test_both_backends_emit_the_scope_and_nothing_else(compiled):
     assert [c["name"] for c in static["static_resources"]["clusters"]] == clusters
 
 
-def test_sidecars_of_full_scope_share_the_fleet_files_and_the_others_have_their_own():
-    """examples/canary.mesh: recommendations admits frontend only, so frontend alone can call
-    every service: it reads the shared files, every other sidecar its own."""
+def test_sidecars_of_one_scope_share_its_files():
+    """examples/canary.mesh (mTLS): recommendations admits frontend only, so frontend alone can
+    call every service and reads the shared routes; the six others share their scope's routes.
+    Each sidecar has its own clusters (they name its own secrets), holding its own application's."""
     comp = api.compile([str(ROOT / "examples" / "canary.mesh")], shard=False)
     every = scope.scopes(comp.ir)
     assert [n for n, s in every.items() if s.full] == ["frontend"]
     files = comp.emit("envoy", sorted(every), Options(bootstrap="xds", xds_dir="/x", output_dir="/x")).files
-    assert "xds/rds-outbound.json" in files
     (shared,) = json.loads(files["xds/rds-outbound.json"])["resources"]
     assert [vh["name"] for vh in shared["virtual_hosts"]] == [s.name for s in comp.ir.services]
+    others = every["cart"].hosts
+    assert sorted(k for k in files if k.endswith("rds-outbound.json")) == [
+        "xds/rds-outbound.json", f"xds/scopes/{key(others)}/rds-outbound.json"]
     for name, s in every.items():
+        assert s.full or s.hosts == others
         boot = json.loads(files[f"{name}.envoy.json"])["dynamic_resources"]["cds_config"]
-        assert (f"xds/{name}/rds-outbound.json" in files) == (not s.full)
-        assert f"xds/{name}/cds.json" in files    # mTLS: every sidecar's clusters name its own secrets
         assert boot["path_config_source"]["path"] == f"/x/{name}/cds.json"
         cds = [c["name"] for c in json.loads(files[f"xds/{name}/cds.json"])["resources"]]
         assert [c for c in cds if c.startswith("inbound|")] == [f"inbound|{name}"]
         assert ("outbound|v1|recommendations" in cds) == s.full
+    # without mTLS, one CDS file per scope too, with the applications of the sidecars sharing it
     plain = api.compile([api.Text("p.mesh", 'service a { port 1  endpoints ["10.0.0.1:1"] }\n'
                                             'service b { port 2  endpoints ["10.0.0.2:1"] }\n'
-                                            'authorization b { default deny  allow x { from service a } }\n')],
+                                            'service c { port 3  endpoints ["10.0.0.3:1"] }\n'
+                                            'authorization a { default deny  allow x { from service c } }\n')],
                         shard=False)
-    files = plain.emit("envoy", ["a", "b"], Options(bootstrap="xds", xds_dir="/x", output_dir="/x")).files
-    # without mTLS, the sidecars of full scope share one CDS file with their own applications' clusters
+    files = plain.emit("envoy", ["a", "b", "c"], Options(bootstrap="xds", xds_dir="/x", output_dir="/x")).files
+    k = key(("b", "c"))
     assert sorted(k for k in files if k.startswith("xds/")) == [
-        "xds/a/lds.json", "xds/b/cds.json", "xds/b/lds.json", "xds/b/rds-outbound.json", "xds/cds.json",
-        "xds/rds-outbound.json"]
+        "xds/a/lds.json", "xds/b/lds.json", "xds/c/lds.json", "xds/cds.json", "xds/rds-outbound.json",
+        f"xds/scopes/{k}/cds.json", f"xds/scopes/{k}/rds-outbound.json"]
     assert [c["name"] for c in json.loads(files["xds/cds.json"])["resources"]] == [
-        "outbound|default|a", "outbound|default|b", "inbound|a"]
-    assert [c["name"] for c in json.loads(files["xds/b/cds.json"])["resources"]] == ["outbound|default|a", "inbound|b"]
+        "outbound|default|a", "outbound|default|b", "outbound|default|c", "inbound|c"]
+    assert [c["name"] for c in json.loads(files[f"xds/scopes/{k}/cds.json"])["resources"]] == [
+        "outbound|default|b", "outbound|default|c", "inbound|a", "inbound|b"]
+    assert json.loads(files["b.envoy.json"])["dynamic_resources"]["cds_config"]["path_config_source"]["path"] == \
+        f"/x/scopes/{k}/cds.json"
 
 
 # ---- both planes: the out-of-scope answer --------------------------------------------------------
@@ -244,13 +258,17 @@ def test_both_planes_answer_an_out_of_scope_request_byte_for_byte_alike(planes):
 
 # ---- the layout of `--proxy all`: pairs, not the square of the fleet -------------------------------
 
-def fleet_bytes(n: int, mtls: str, tmp: Path) -> tuple[int, int]:
+def fleet_bytes(n: int, mtls: str, tmp: Path, near_dense: bool = False) -> tuple[int, int]:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         from compile_scale import generate
     finally:
         sys.path.pop(0)
-    comp = api.compile([api.Text("fleet.mesh", generate(n, mtls=mtls))], shard=False)
+    text = generate(n, mtls=mtls)
+    if near_dense:   # every service admits everyone but svc0, which admits svc1 only
+        head, sep, rest = text.partition("authorization svc1 {")
+        text = head + sep + rest.replace("default deny", "default allow")
+    comp = api.compile([api.Text("fleet.mesh", text)], shard=False)
     names = [s.name for s in comp.ir.services]
     files = comp.emit("envoy", names, Options(bootstrap="xds", xds_dir=str(tmp), output_dir=str(tmp))).files
     return len(files), sum(len(b) for b in files.values())
@@ -264,6 +282,17 @@ def test_the_fleet_layout_grows_with_the_pairs(mtls, tmp_path):
     files20, bytes20 = fleet_bytes(20, mtls, tmp_path)
     files40, bytes40 = fleet_bytes(40, mtls, tmp_path)
     assert files40 == 2 * files20
+    assert 1.8 < bytes40 / bytes20 < 2.2
+
+
+def test_a_nearly_dense_plaintext_fleet_shares_its_scopes_files(tmp_path):
+    """svc0 admits svc1 only, every other service everyone: svc1 can call every service, every
+    other sidecar every service but svc0. Two scopes, so two RDS and two CDS files, and the
+    output stays linear (one file per sidecar would make it the square of the fleet: 20 -> 40
+    services, about 4 times the bytes)."""
+    files20, bytes20 = fleet_bytes(20, "disable", tmp_path, near_dense=True)
+    files40, bytes40 = fleet_bytes(40, "disable", tmp_path, near_dense=True)
+    assert files20 == 2 * 20 + 4 and files40 == 2 * 40 + 4
     assert 1.8 < bytes40 / bytes20 < 2.2
 
 

@@ -9,16 +9,16 @@ same `EPn`/`APP` ports but each plane's own `INBOUND`/`OUTBOUND`/`ADMIN` ports.
   (`--reject-unknown-dynamic-fields --disable-hot-restart --concurrency 1`). A new policy is
   swapped in through Envoy's file-based dynamic configuration: each changed file (the SDS files
   of the sidecar's identity, then the CDS file, then `client/lds.json`, then the RDS file, shared
-  `rds-outbound.json` or the sidecar's own `client/rds-outbound.json` for a scope that is not the
-  whole program: written before the listeners when they switch from one to the other) is written
+  `rds-outbound.json` or `scopes/KEY/rds-outbound.json` for a scope that is not the whole
+  program: written before the listeners when they switch from one to another) is written
   elsewhere and renamed into place, and the swap waits, file by
   file, until the admin `/stats` counters say Envoy applied it (`update_attempt` moved and
   `update_rejected` did not; an SDS file is read when a listener or cluster first names it),
   then until no cluster or listener is warming. The listener ports are fixed for the session, so
   an LDS update replaces the listeners in place; every request uses a new connection, so none
   is left on a draining one. The compiler writes the CDS file per sidecar once some service
-  runs mTLS (`xds/client/cds.json`, else the fleet's `xds/cds.json`): whichever it wrote goes to
-  the path the session's bootstrap names.
+  runs mTLS (`xds/client/cds.json`, else its scope's `xds/cds.json` or `xds/scopes/KEY/cds.json`):
+  whichever the bootstrap names goes to the path the session's bootstrap names.
 * `NativePlane`: the native proxy as a real process (`python -m runtime_proxy CONFIG`), swapped
   by renaming a new config over its file and asking the admin listener to reload it (`POST
   /reload`, the same path as SIGHUP and the file poll, but answered once the load is over), then
@@ -181,8 +181,8 @@ class EnvoyPlane(Plane):
     def _files(self, compiled: Compiled) -> list[tuple[str, bytes, str | None]]:
         """(path, content, stats prefix to wait on or None) in the order Envoy must see them: the
         secrets a listener or cluster names, then the clusters (at the session's CDS path), the
-        listeners and their routes. The RDS file is the shared one or the sidecar's own (its
-        scope, compiler/ir/scope.py); when the new listeners name another one than the served
+        listeners and their routes. The RDS file is the shared one or its scope's
+        (compiler/ir/scope.py); when the new listeners name another one than the served
         ones, it is written before them and unwatched: the listener update subscribes to it."""
         out: list[tuple[str, bytes, str | None]] = [
             (rel, data, None) for rel, data in sorted(compiled.envoy.items()) if rel.startswith(f"xds/{SIDECAR}/sds")]

@@ -7,17 +7,21 @@ listener or cluster naming a secret file that does not exist yet):
     xds/SERVICE/sds-identity.json   the sidecar's certificate and key, per proxy (mTLS only)
     xds/SERVICE/sds-mesh_ca.json    the mesh CA it trusts, per proxy (mTLS only)
     xds/cds.json              the clusters of the sidecars whose scope is the whole program (below),
-                              shared; xds/SERVICE/cds.json for every other sidecar, and for every
-                              sidecar with mTLS (see below)
+                              and their applications'; xds/scopes/KEY/cds.json for those of another
+                              scope; with mTLS, xds/SERVICE/cds.json per proxy instead (see below)
     xds/SERVICE/lds.json      the sidecar's two listeners (inbound, outbound), per proxy
-    xds/rds-outbound.json     the outbound RouteConfiguration the sidecars of full scope share;
-                              xds/SERVICE/rds-outbound.json for every other sidecar
+    xds/rds-outbound.json     the outbound RouteConfiguration of the sidecars of full scope;
+                              xds/scopes/KEY/rds-outbound.json for those of another scope
     SERVICE.envoy.json        the bootstrap, per proxy: `static` (self-contained) or `xds`
 
 Scoping (compiler/ir/scope.py): a sidecar gets the virtual hosts of the destinations it can call
-and the clusters those need, plus its own application's cluster. A sidecar whose scope is the
-whole program shares the fleet's files; any other has its own, holding only its scope, so the
-output grows with the caller->destination pairs, not with the square of the fleet.
+and the clusters those need, plus its own application's cluster. Sidecars with the same scope
+share its files; KEY names a scope by its destinations (names.scope_key), so the output grows
+with the distinct scopes times their destinations: at most the caller->destination pairs, and
+one shared file when every sidecar can call every service (as before scoping). The listener
+names its RDS file (LDS reloads: a sidecar whose scope changes switches files without restart);
+the bootstrap names the CDS file, so in this file layout a sidecar whose scope changes needs its
+new bootstrap, as for switching mTLS on (over ADS, nothing restarts).
 
 With `--bootstrap ads` the output is the bootstraps alone: the resources come from the control
 plane (`--xds-server`), not from files.
@@ -90,7 +94,6 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
     sds = {name: tls.sds_files(where, name) for name in proxies if needs_identity(program, services[name])}
     shared_cds = not any(s.mtls.mode != "disable" for s in program.services)
     scopes = scope.scopes(program, list(proxies))
-    full = [name for name in proxies if scopes[name].full]
     cluster_names = routes.cluster_map(program)
 
     per_service: dict[str, list[dict]] = {}
@@ -112,11 +115,18 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
         return [c for name in scopes[proxy].services
                 for c in clusters.with_mtls(services[name], service_clusters(name), secrets)]
 
+    # the sidecars by scope (its destinations): one RDS file per scope, and without mTLS one CDS file
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for name in proxies:
+        groups.setdefault(scopes[name].hosts, []).append(name)
+
     def rds_file(proxy: str) -> str:
-        return names.RDS if scopes[proxy].full else names.proxy_rds(proxy)
+        return names.RDS if scopes[proxy].full else names.scope_rds(scopes[proxy].hosts)
 
     def cds_file(proxy: str) -> str:
-        return names.CDS if shared_cds and scopes[proxy].full else names.proxy_cds(proxy)
+        if not shared_cds:
+            return names.proxy_cds(proxy)
+        return names.CDS if scopes[proxy].full else names.scope_cds(scopes[proxy].hosts)
 
     files = out.files
     for name in proxies:  # secrets first: listeners and clusters name them
@@ -124,12 +134,13 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
             for secret_name, secret in tls.secrets(identity_dir(services[name], options)).items():
                 files[names.output_path(names.sds(name, secret_name))] = \
                     bootstrap.discovery_response(names.SECRET, [secret], dumps)
-    if shared_cds and full:   # the full scope is the same for all of them: the first one's clusters
-        files[names.output_path(names.CDS)] = bootstrap.discovery_response(
-            names.CLUSTER, outbound_clusters(full[0], None)
-            + [clusters.inbound_cluster(services[name]) for name in sorted(full)], dumps)
-    for name in proxies:
-        if cds_file(name) != names.CDS:
+    if shared_cds:   # one file per scope: its clusters and the applications of the sidecars sharing it
+        for members in groups.values():
+            files[names.output_path(cds_file(members[0]))] = bootstrap.discovery_response(
+                names.CLUSTER, outbound_clusters(members[0], None)
+                + [clusters.inbound_cluster(services[name]) for name in sorted(members)], dumps)
+    else:            # one file per sidecar: its clusters name its own secrets
+        for name in proxies:
             files[names.output_path(cds_file(name))] = bootstrap.discovery_response(
                 names.CLUSTER, outbound_clusters(name, sds.get(name)) + [clusters.inbound_cluster(services[name])],
                 dumps)
@@ -138,13 +149,9 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
         rds_source = listeners.rds(f"{where}/{rds_file(name)}")
         lds = [listeners.inbound_listener(svc, sds.get(name)), listeners.outbound_listener(svc, rds_source)]
         files[names.output_path(names.lds(name))] = bootstrap.discovery_response(names.LISTENER, lds, dumps)
-    if full:
-        files[names.output_path(names.RDS)] = bootstrap.discovery_response(
-            names.ROUTE_CONFIGURATION, [route_config(scopes[full[0]].hosts)], dumps)
-    for name in proxies:
-        if not scopes[name].full:
-            files[names.output_path(rds_file(name))] = bootstrap.discovery_response(
-                names.ROUTE_CONFIGURATION, [route_config(scopes[name].hosts)], dumps)
+    for hosts, members in groups.items():
+        files[names.output_path(rds_file(members[0]))] = bootstrap.discovery_response(
+            names.ROUTE_CONFIGURATION, [route_config(hosts)], dumps)
     for name in proxies:
         svc = services[name]
         if mode == "xds":

@@ -65,9 +65,23 @@ def proxy_cds(service: str) -> str:
     return f"{service}/cds.json"
 
 
-def proxy_rds(service: str) -> str:
-    """The outbound routes of one sidecar whose scope is not the whole program."""
-    return f"{service}/rds-outbound.json"
+def scope_key(hosts: tuple[str, ...]) -> str:
+    """A scope's name in the file layout: the first 16 hex digits of the SHA-256 of its
+    destinations' names, one per line, sorted (compiler/ir/scope.py). Derived from IR names only:
+    a scope keeps its name while its destinations stay the same."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(hosts).encode()).hexdigest()[:16]
+
+
+def scope_rds(hosts: tuple[str, ...]) -> str:
+    """The outbound routes of the sidecars whose scope is `hosts` (not the whole program)."""
+    return f"scopes/{scope_key(hosts)}/rds-outbound.json"
+
+
+def scope_cds(hosts: tuple[str, ...]) -> str:
+    """The clusters of the sidecars whose scope is `hosts`, without mTLS."""
+    return f"scopes/{scope_key(hosts)}/cds.json"
 
 
 def sds(service: str, secret: str) -> str:
