@@ -304,3 +304,40 @@ def test_check_does_not_load_the_scope():
                           cwd=ROOT, capture_output=True, text=True, timeout=60, env=dict(os.environ))
     assert proc.returncode == 0
     assert "compiler.ir.scope" not in proc.stderr
+
+
+@requires_envoy
+def test_every_scoped_file_of_a_fleet_validates(tmp_path):
+    """The `--proxy all` layout of PROGRAM (several scopes) and of a program where `a` can call
+    nothing (an empty scope: a route table without virtual hosts), and static bootstraps, through
+    `envoy --mode validate`: each sidecar's xds files as one static bootstrap (the clusters its
+    CDS file holds, the routes its listener names)."""
+    from tests.envoy_support import static_from_xds, validate
+
+    empty = ('service a { port 1  endpoints ["127.0.0.1:20001"] }\n'
+             'service b { port 2  endpoints ["127.0.0.1:20002"] }\n'
+             'authorization a { default deny }\nauthorization b { default deny  allow x { from service b } }\n')
+    paths = []
+    for label, text in (("program", program_text()), ("empty", empty)):
+        comp = api.compile([api.Text(f"{label}.mesh", text)], shard=False)
+        every = scope.scopes(comp.ir)
+        out = tmp_path / label
+        files = comp.emit("envoy", sorted(every), Options(bootstrap="xds", xds_dir=str(out / "xds"),
+                                                          output_dir=str(out))).files
+        for rel, data in files.items():
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            (out / rel).write_bytes(data)
+        for name in sorted(every):
+            path = tmp_path / f"{label}-{name}.json"
+            path.write_text(json.dumps(static_from_xds(str(out), name)))
+            paths.append(str(path))
+        first = sorted(every)[0]
+        path = tmp_path / f"{label}-static.json"
+        path.write_bytes(comp.emit("envoy", [first], Options(bootstrap="static")).files[f"{first}.envoy.json"])
+        paths.append(str(path))
+        if label == "empty":
+            assert every["a"].hosts == () and len({s.hosts for s in every.values()}) == 2
+        else:
+            assert len({s.hosts for s in every.values()}) >= 3
+    failures = [(p, why) for p in paths for ok, why in [validate(p)] if not ok]
+    assert not failures, failures
