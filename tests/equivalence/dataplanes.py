@@ -201,6 +201,7 @@ class EnvoyPlane(Plane):
         tmp = os.path.join(self.staging, rel.replace("/", "_"))
         with open(tmp, "wb") as fh:
             fh.write(data)
+        os.makedirs(os.path.dirname(os.path.join(self.dir, rel)), exist_ok=True)   # xds/scopes/KEY/
         os.replace(tmp, os.path.join(self.dir, rel))
         self.current[rel] = data
 
