@@ -109,3 +109,14 @@ def test_a_node_that_a_reload_removes_ends_with_not_found(served):
     assert api_v1.type_url == CLUSTER and "outbound|v2|api" not in clusters_of(api_v1)
     for client in clients.values():
         client.close()
+
+
+def test_a_route_edit_changes_only_the_snapshots_whose_scope_holds_the_destination():
+    """`secret` admits `gone` only: a new route of `secret` changes gone's route version and no
+    other node's versions, so `meshc serve` pushes it to that sidecar alone."""
+    before = snapshot.build_all(api.compile([api.Text("p.mesh", POLICY)], shard=False))
+    edited = POLICY + 'routes secret { route r { match { path prefix "/v2" }  to secret.default  timeout 2s } }\n'
+    after = snapshot.build_all(api.compile([api.Text("p.mesh", edited)], shard=False))
+    changed = {node: sorted(t.rpartition(".")[2] for t in snap.versions if snap.versions[t] != before[node].versions[t])
+               for node, snap in after.items()}
+    assert {node: types for node, types in changed.items() if types} == {"gone": ["RouteConfiguration"]}
