@@ -131,12 +131,14 @@ def median_of(cmd: list[str], runs: int, env: dict | None = None) -> tuple[float
 
 
 def envoy_scale(meshc: list[str], tmp: str, sizes: list[int], runs: int) -> None:
-    """`meshc compile --target envoy --proxy all` (the fleet layout: one CDS and one RDS file,
-    and per sidecar its listeners and bootstrap), whole process, into an empty directory.
+    """`meshc compile --target envoy --proxy all` (the fleet layout: per sidecar its listeners
+    and bootstrap; one CDS and one RDS file per distinct scope, compiler/ir/scope.py: here each
+    service admits one caller, so each sidecar's scope is one destination and its own files),
+    whole process, into an empty directory.
 
-    The policy runs without mTLS: with it, each sidecar's clusters name its own certificate, so
-    each gets a CDS file of its own and the output grows with the square of the fleet (see
-    compiler/backends/envoy/__init__.py); W0604 warnings are expected here."""
+    The policy runs without mTLS (each sidecar's clusters would name its own certificate; with
+    scoping that output grows with the caller->destination pairs, docs/control-plane.md
+    "Scoping"); W0604 warnings are expected here."""
     print("--- envoy: compile --target envoy --proxy all (default mode, mtls disable)", flush=True)
     rows = []
     for n in sizes:

@@ -245,25 +245,36 @@ def run_meshc(*args: str, cwd: str = ROOT, env_extra: dict | None = None) -> sub
                           capture_output=True, text=True, timeout=120)
 
 
+def xds_file(out_dir: str, path: str) -> str:
+    """The file under `out_dir`/xds that a run-time path (`--xds-dir`/REL) names: the one whose
+    path relative to xds/ ends it."""
+    xds = os.path.join(out_dir, "xds")
+    found = [os.path.relpath(os.path.join(d, f), xds) for d, _, fs in os.walk(xds) for f in fs]
+    matches = [rel for rel in found if path == rel or path.endswith("/" + rel)]
+    assert matches, f"no file of {xds} for {path}"
+    return max(matches, key=len)
+
+
 def static_from_xds(out_dir: str, service: str) -> dict:
     """The static bootstrap equivalent of the xds files of one sidecar under `out_dir`: its LDS
-    listeners with the RDS routes inlined, and every cluster of its CDS file. `envoy --mode validate` does not
+    listeners with the RDS routes inlined (the file each listener names: shared, or its scope's),
+    and every cluster of the CDS file its bootstrap names. `envoy --mode validate` does not
     load dynamic files, so this is how the xds files themselves get validated."""
     def resources(rel):
         with open(os.path.join(out_dir, "xds", rel)) as fh:
             return [{k: v for k, v in r.items() if k != "@type"} for r in json.load(fh)["resources"]]
 
-    routes = {r["name"]: r for r in resources("rds-outbound.json")}
     listeners = resources(f"{service}/lds.json")
     for listener in listeners:
         hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
         if "rds" in hcm:
-            hcm["route_config"] = routes[hcm.pop("rds")["route_config_name"]]
+            rds = hcm.pop("rds")
+            routes = {r["name"]: r for r in resources(
+                xds_file(out_dir, rds["config_source"]["path_config_source"]["path"]))}
+            hcm["route_config"] = routes[rds["route_config_name"]]
     with open(os.path.join(out_dir, f"{service}.envoy.json")) as fh:
         boot = json.load(fh)
-    boot.pop("dynamic_resources", None)
-    own_cds = f"{service}/cds.json"  # with mTLS each sidecar has its own CDS file
-    cds = own_cds if os.path.exists(os.path.join(out_dir, "xds", own_cds)) else "cds.json"
+    cds = xds_file(out_dir, boot.pop("dynamic_resources")["cds_config"]["path_config_source"]["path"])
     boot["static_resources"] = {"clusters": resources(cds), "listeners": listeners}
     return boot
 
@@ -274,10 +285,15 @@ def fleet_from_xds(out_dir: str, services: list[str]) -> dict:
     it checks every sidecar's files with a single Envoy process."""
     boot = static_from_xds(out_dir, services[0])
     listeners = []
+    clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
     for svc in services:
-        for listener in static_from_xds(out_dir, svc)["static_resources"]["listeners"]:
+        own = static_from_xds(out_dir, svc)["static_resources"]
+        for listener in own["listeners"]:
             listener["name"] = f"{svc}.{listener['name']}"
             listener["address"]["socket_address"]["port_value"] = 0
             listeners.append(listener)
+        for c in own["clusters"]:   # each sidecar's scope: the union names every cluster a route needs
+            clusters.setdefault(c["name"], c)
     boot["static_resources"]["listeners"] = listeners
+    boot["static_resources"]["clusters"] = list(clusters.values())
     return boot

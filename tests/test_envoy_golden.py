@@ -88,7 +88,7 @@ def test_files_come_in_dependency_order():
     have yet, nor a cluster or listener naming a secret file that is not there yet."""
     keys = list(compile_files(["examples/shop.mesh"])[1].files)  # mTLS: SDS and CDS files per sidecar
     kinds = ["sds" if "/sds-" in k else "cds" if k.endswith("cds.json") else "lds" if k.endswith("/lds.json") else
-             "rds" if k == "xds/rds-outbound.json" else "bootstrap" for k in keys]
+             "rds" if k.endswith("rds-outbound.json") else "bootstrap" for k in keys]
     assert kinds == sorted(kinds, key=["sds", "cds", "lds", "rds", "bootstrap"].index)
     assert kinds.count("sds") == 2 * kinds.count("bootstrap") and kinds.count("cds") == kinds.count("bootstrap")
     assert kinds.count("rds") == 1

@@ -156,7 +156,13 @@ class Mesh:
                          "--bootstrap", "xds", "--certs-dir", self.certs, "-o", str(out))
         assert proc.returncode == 0, proc.stderr
         self.compile_output = proc.stderr
-        # `open`'s inbound listener joins `api`'s LDS file (its CDS file has every local cluster).
+        # `open`'s inbound listener joins `api`'s LDS file, and its local cluster `api`'s CDS file
+        # (a sidecar's CDS holds its own local cluster only).
+        cds_path = out / "xds" / "api" / "cds.json"
+        cds = json.loads(cds_path.read_text())
+        theirs = json.loads((out / "xds" / "open" / "cds.json").read_text())["resources"]
+        cds["resources"].append(next(c for c in theirs if c["name"] == "inbound|open"))
+        cds_path.write_text(json.dumps(cds))
         lds_path = out / "xds" / "api" / "lds.json"
         lds = json.loads(lds_path.read_text())
         other = json.loads((out / "xds" / "open" / "lds.json").read_text())["resources"]

@@ -65,6 +65,16 @@ def check(session, policy: GenPolicy, requests: list[GenRequest]) -> list:
         disagreement()
         pytest.fail(f"envoy and native disagree on {len(bad)} of {len(requests)} request(s); the first:\n"
                     + side_by_side(policy, bad[0]), pytrace=False)
+    # a destination out of the sidecar's scope (compiler/ir/scope.py) is an unknown Host: a local
+    # 404 (or the 400 of a path refused before any Host is looked at), never an upstream attempt
+    out = [c for c in results if c.request.kind == "outbound"
+           and gen.host_service(c.request.host, policy.services) in policy.out_of_scope]
+    strayed = [c for c in out for o in (c.envoy, c.native)
+               if o.status not in (400, 404) or o.subset is not None or o.attempts or o.mirror is not None]
+    if strayed:
+        disagreement()
+        pytest.fail(f"a request out of the sidecar's scope ({list(policy.out_of_scope)}) was not answered as an "
+                    "unknown Host:\n" + side_by_side(policy, strayed[0]), pytrace=False)
     wrong = [c for c in results if c.model is not None]
     if wrong:
         disagreement()

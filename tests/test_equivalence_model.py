@@ -31,7 +31,7 @@ from tests.equivalence.compile import compile_text
 from tests.equivalence.decisions import Decision, diff, side_by_side
 from tests.equivalence.envoy_model import EnvoyModel, canonical_path, merge_slashes, normalize, simple_atoi_u64
 from tests.equivalence.native_model import NativeModel
-from tests.equivalence.policies import CALLERS, CLIENT_ID, FORGED_XFCC, XFCC, GenPolicy, GenRequest, cases
+from tests.equivalence.policies import CALLERS, CLIENT_ID, FORGED_XFCC, XFCC, GenPolicy, GenRequest, cases, host_service
 
 NIGHTLY = os.environ.get("MESHC_EQUIVALENCE") == "nightly"
 EXAMPLES = 2000 if NIGHTLY else 200        # generated policies
@@ -51,16 +51,60 @@ def compile_policy(text: str):
     return compile_text(text)
 
 
+out_of_scope_checked = [0]   # requests addressed out of the scope, checked against an unknown Host
+
+
+def out_of_scope_problem(compiled, policy: GenPolicy, envoy: EnvoyModel, native: NativeModel, request: GenRequest,
+                         decisions: tuple[Decision, Decision]) -> str | None:
+    """Scoping (compiler/ir/scope.py), as the generator decided it: the destinations out of the
+    sidecar's scope have no virtual host and no native domains, the others have both, and an
+    outbound request addressed to one out of scope gets, in each model, exactly what the same
+    request to a Host that names no service gets."""
+    if request.kind != "outbound" or host_service(request.host, policy.services) not in policy.out_of_scope:
+        return None
+    out_of_scope_checked[0] += 1
+    unknown = replace(request, host="nowhere.invalid")
+    for name, model, decided in (("envoy", envoy, decisions[0]), ("native", native, decisions[1])):
+        expected = model.decide(unknown)
+        if decided != expected:
+            return (f"{name}: a destination out of the scope is not answered as an unknown Host\n"
+                    + side_by_side(decided, expected))
+    return None
+
+
+def scope_problem(compiled, policy: GenPolicy) -> str | None:
+    vhosts = {vh["name"] for vh in compiled.routes["virtual_hosts"]}
+    callable_ = {d["name"] for d in compiled.native["services"] if d["domains"]}
+    expected_in = set(policy.services) - set(policy.out_of_scope)
+    for name, got in (("envoy virtual hosts", vhosts), ("native destinations", callable_)):
+        if got & set(policy.out_of_scope) or not expected_in <= got:
+            return f"{name} {sorted(got)}: expected {sorted(expected_in)} in scope, {list(policy.out_of_scope)} out"
+    return None
+
+
 def compare(policy_text: str, requests, test: str, draws: random.Random | None = None,
-            new_policy: bool = True) -> int:
-    """Decide every request with both models; fail on the first difference. Returns the number
-    of decisions compared."""
+            new_policy: bool = True, policy: GenPolicy | None = None) -> int:
+    """Decide every request with both models; fail on the first difference. With the generated
+    `policy`, also hold its scope (`out_of_scope_problem`). Returns the number of decisions
+    compared."""
     compiled = compile_policy(policy_text)
     envoy, native = EnvoyModel(compiled, own_uri=CLIENT_ID), NativeModel(compiled)
+    if policy is not None and (problem := scope_problem(compiled, policy)):
+        tally.add(policies=int(new_policy), disagreements=0 if test in _reported else 1)
+        _reported.add(test)
+        pytest.fail(f"the sidecar's scope is not the generator's\n--- policy:\n{policy_text}\n--- {problem}",
+                    pytrace=False)
     n = identified = 0
     for request in requests:
         identified += request.caller is not None
         pairs = [(None, envoy.decide(request), native.decide(request))]
+        if policy is not None and (problem := out_of_scope_problem(compiled, policy, envoy, native, request,
+                                                                   (pairs[0][1], pairs[0][2]))):
+            tally.add(policies=int(new_policy), decisions=n, identity_decisions=identified,
+                      disagreements=0 if test in _reported else 1)
+            _reported.add(test)
+            pytest.fail("out of scope\n--- policy:\n" + policy_text + "\n--- request:\n" + request.describe()
+                        + "\n--- " + problem, pytrace=False)
         if pairs[0][1].candidates is not None and draws is not None:
             k = draws.getrandbits(64)      # the random pick, made with the same draw on both sides
             pairs.append((k, envoy.decide(request, key_draw=k), native.decide(request, key_draw=k)))
@@ -163,7 +207,7 @@ def fast_requests(policy: GenPolicy, seed: int, n: int) -> list[GenRequest]:
 def test_equivalence_model_generated(case, seed):
     policy, reqs = case
     requests = list(reqs) + fast_requests(policy, seed, EXTRA)
-    compare(policy.text, requests, "generated", random.Random(seed))
+    compare(policy.text, requests, "generated", random.Random(seed), policy=policy)
 
 
 # ---- hand-written policies ---------------------------------------------------------------------------
@@ -282,6 +326,30 @@ def test_equivalence_model_handwritten_identity(mode):
                 for i, r in enumerate(fast_requests(policy, seed, 300))]
         n += compare(text, reqs, f"handwritten-identity-{mode}", random.Random(seed), new_policy=seed == 0)
     assert n >= 1200
+
+
+SCOPED = '''
+routes s0 {
+  route api { match { path prefix "/api" } to s1.a  mirror s1.a 100% }
+  route rest { split { s0.a 1  s0.b 1 } by header "x-k" }
+}
+authorization s1 { default deny  allow only_s0 { from service s0 } }
+'''
+
+
+def test_equivalence_model_handwritten_scope():
+    """s1 admits s0 only, so it is out of the scope of `client` (compiler/ir/scope.py): every
+    request addressed to it gets what an unknown Host gets, in both models, while s0's route still
+    sends to s1's subset and mirrors to it."""
+    text = CLIENT.replace("ESC", "reject") + SERVICES + SCOPED
+    policy = GenPolicy(text=text, endpoints=(), services=("s0", "s1"), paths=("/api/x", "/a", "/"),
+                       header_names=("x-h0",), header_values=("a",), split_keys=("0", "1"), out_of_scope=("s1",))
+    before = out_of_scope_checked[0]
+    n = sum(compare(text, fast_requests(policy, seed, 300), "handwritten-scope", random.Random(seed),
+                    new_policy=seed == 0, policy=policy) for seed in range(3))
+    assert n >= 900 and out_of_scope_checked[0] - before >= 100
+    e, v = _one(SCOPED, GenRequest("outbound", "GET", "/api/x", "s0"))
+    assert e == v and e.cluster == "outbound|a|s1" and e.mirror == (("outbound|a|s1", 100.0),)
 
 
 # ---- regressions: disagreements found while building the layer -----------------------------------------

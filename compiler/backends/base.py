@@ -44,5 +44,6 @@ def identity_dir(svc, options: Options) -> str:
 
 def needs_identity(program, svc) -> bool:
     """Whether `svc`'s sidecar uses a certificate: it accepts mTLS, or it may call a service that
-    does (every sidecar can call every service of the program)."""
+    does (conservatively any service of the program, whatever the sidecar's scope, so that a
+    change of scope never changes its identity files)."""
     return svc.mtls.mode != "disable" or any(s.mtls.mode != "disable" for s in program.services)

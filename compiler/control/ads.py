@@ -16,8 +16,10 @@ sent, the version last acknowledged, and the last rejection (/work/shared/XDS_NO
   secrets are answered without clusters (it asks for none), before its config on a push;
 - clusters and listeners are sent whole (a missing one is deleted), route configurations and
   secrets by the names asked for;
-- a node id naming no sidecar of the program, a node id that changes on the stream, or a type
-  URL that is not served, ends that stream alone with a gRPC error status;
+- the node id is `SERVICE` or `SERVICE.SUBSET` (a subset's sidecar gets its service's resources
+  for now); one naming no service or no subset of it, a node id that changes on the stream, or a
+  type URL that is not served, ends that stream alone with a gRPC error status, and so does a
+  reload that removes the node's service or subset from the program (NOT_FOUND);
 - limits (`Limits`): a stream that sends requests faster than its token bucket allows ends with
   RESOURCE_EXHAUSTED, and so does a stream opened while the server already has `max_streams`;
   a stream's requests are read at most `INFLIGHT` ahead of the ones handled, so a flooder is
@@ -69,6 +71,20 @@ def add_to_server(servicer: AdsServicer, server) -> None:
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)
+
+
+def resolve(node: str, snapshots: dict[str, NodeSnapshot]) -> tuple[str | None, str]:
+    """The sidecar whose resources node id `node` (`SERVICE` or `SERVICE.SUBSET`) gets, or None
+    and why not. Service and subset names never hold a dot."""
+    if node in snapshots:
+        return node, ""
+    service, dot, subset = node.partition(".")
+    snap = snapshots.get(service)
+    if snap is None:   # (without a dot, `node` is `service`)
+        return None, f"no service {service!r} in the program" if dot else "no service of that name in the program"
+    if subset in snap.subsets:
+        return service, ""
+    return None, f"service {service!r} has no subset {subset!r} (subsets: {', '.join(snap.subsets) or 'none'})"
 
 
 class StreamError(Exception):
@@ -131,7 +147,8 @@ class TypeState:
 class Stream:
     """One proxy's ADS stream: its node and a `TypeState` per type URL."""
     id: int
-    node: str | None = None
+    node: str | None = None        # the node id, as the proxy sent it
+    service: str | None = None     # whose resources it gets (the node id's service)
     agent: str | None = None   # the node's user_agent_name (envoy, or another client)
     since: float = field(default_factory=time.time)
     types: dict[str, TypeState] = field(default_factory=dict)
@@ -145,10 +162,10 @@ class Stream:
         if self.node is None:
             if not request.node.id:
                 raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "the first request carries no node id")
-            if request.node.id not in snapshots:
-                raise StreamError(grpc.StatusCode.NOT_FOUND,
-                                  f"unknown node {request.node.id!r}: no service of that name in the program")
-            self.node = request.node.id
+            service, why = resolve(request.node.id, snapshots)
+            if service is None:
+                raise StreamError(grpc.StatusCode.NOT_FOUND, f"unknown node {request.node.id!r}: {why}")
+            self.node, self.service = request.node.id, service
             self.agent = request.node.user_agent_name or None
         elif request.node.id and request.node.id != self.node:
             raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
@@ -173,10 +190,16 @@ class Stream:
 
     def pending(self, snapshots: dict[str, NodeSnapshot]) -> list[discovery_pb2.DiscoveryResponse]:
         """What this stream must be sent now for the current snapshot, in the order of adding
-        (clusters last when the snapshot removes clusters the proxy has)."""
-        snap = snapshots.get(self.node or "")
-        if snap is None:
+        (clusters last when the snapshot removes clusters the proxy has). Raises StreamError
+        (NOT_FOUND) when a reload removed the node from the program."""
+        if self.node is None:
             return []
+        service, why = resolve(self.node, snapshots)
+        if service is None:
+            raise StreamError(grpc.StatusCode.NOT_FOUND,
+                              f"node {self.node!r} was removed from the program by a reload: {why}")
+        self.service = service
+        snap = snapshots[service]
         order = list(TYPES)
         sent = self.types.get(CLUSTER)
         if sent is not None and sent.sent_names and not sent.sent_names <= set(snap.packed.get(CLUSTER, {})):

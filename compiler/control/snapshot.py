@@ -44,6 +44,7 @@ class NodeSnapshot:
     packed: dict[str, dict[str, any_pb2.Any]] = field(default_factory=dict)  # type -> name -> Any
     versions: dict[str, str] = field(default_factory=dict)                  # type -> content hash
     identity: str | None = None             # the service's SPIFFE ID (whose certificate it gets with --ca)
+    subsets: tuple[str, ...] = ()   # the service's subsets: node ids `SERVICE.SUBSET` get this snapshot
 
 
 def over_ads(node):
@@ -89,7 +90,8 @@ def native_config(snap: NodeSnapshot) -> dict | None:
 
 def build(compilation, service: str) -> NodeSnapshot:
     snap = NodeSnapshot(node=service, json=resources(compilation, service),
-                        identity=compilation.ir.service(service).identity)
+                        identity=compilation.ir.service(service).identity,
+                        subsets=tuple(sub.name for sub in compilation.ir.service(service).subsets))
     for type_url, named in snap.json.items():
         snap.packed[type_url] = {name: protos.to_any(r) for name, r in sorted(named.items())}
         snap.versions[type_url] = version_of(snap.packed[type_url])
@@ -100,5 +102,6 @@ def build(compilation, service: str) -> NodeSnapshot:
 
 
 def build_all(compilation) -> dict[str, NodeSnapshot]:
-    """Every sidecar of the program, by node id (the service's name)."""
+    """Every sidecar of the program, by the service's name (node ids `SERVICE.SUBSET` get their
+    service's: ads.resolve)."""
     return {svc.name: build(compilation, svc.name) for svc in compilation.ir.services}

@@ -112,7 +112,7 @@ def report(servicer, reload: dict, started: float) -> dict:
     now = time.time()
     streams = []
     for stream in sorted(servicer.streams.values(), key=lambda s: s.id):
-        snap = servicer.snapshots.get(stream.node or "")
+        snap = servicer.snapshots.get(stream.service or "")
         types = {}
         for type_url in TYPES:
             state = stream.types.get(type_url)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from compiler.ir.serialize import to_data as to_data
 
 
-_SUBMODULES = frozenset({"check", "conditions", "model", "names", "serialize"})
+_SUBMODULES = frozenset({"check", "conditions", "model", "names", "scope", "serialize"})
 
 
 def __getattr__(name: str) -> object:

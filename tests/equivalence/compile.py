@@ -2,8 +2,9 @@
 
 `compile_text` runs the compile API (compiler/api.py), as `meshc compile` does, on a text held
 in memory, for the sidecar `SIDECAR`: the Envoy files in the fleet
-layout (`xds/cds.json`, or `xds/SIDECAR/cds.json` when some service runs mTLS,
-`xds/rds-outbound.json`, `xds/SIDECAR/lds.json`, with mTLS the SDS files
+layout (`xds/cds.json`, `xds/scopes/KEY/cds.json` when the sidecar's scope is not the whole
+program, or `xds/SIDECAR/cds.json` when some service runs mTLS; `xds/rds-outbound.json` or
+`xds/scopes/KEY/rds-outbound.json`; `xds/SIDECAR/lds.json`, with mTLS the SDS files
 `xds/SIDECAR/sds-*.json`, and the xds bootstrap `SIDECAR.envoy.json`) and the native config
 `SIDECAR.native.json`. `certs_dir` is `--certs-dir`: where both find the identity files. A policy the compiler
 rejects, or that either backend reports an error for, raises `PolicyRejected` with the
@@ -36,17 +37,29 @@ class Compiled:
     def envoy_json(self, rel: str) -> dict:
         return json.loads(self.envoy[rel])
 
+    def named(self, path: str) -> str:
+        """The emitted file that a run-time path (XDS_DIR/REL) names."""
+        return max((rel for rel in self.envoy if rel.startswith("xds/") and path.endswith(rel[3:])), key=len)
+
+    @property
+    def rds_path(self) -> str:
+        """The RDS file the outbound listener names: shared by the sidecars whose scope is the
+        whole program, else its scope's (compiler/ir/scope.py)."""
+        outbound = next(lst for lst in self.listeners if lst["name"] == "outbound")
+        rds = outbound["filter_chains"][0]["filters"][0]["typed_config"]["rds"]
+        return self.named(rds["config_source"]["path_config_source"]["path"])
+
     @property
     def routes(self) -> dict:
         """The RouteConfiguration of the outbound listener."""
-        return self.envoy_json("xds/rds-outbound.json")["resources"][0]
+        return self.envoy_json(self.rds_path)["resources"][0]
 
     @property
     def cds_path(self) -> str:
-        """The CDS file: shared by the fleet, or the sidecar's own when its clusters present its
-        certificate (mTLS)."""
-        own = f"xds/{SIDECAR}/cds.json"
-        return own if own in self.envoy else "xds/cds.json"
+        """The CDS file the bootstrap names: shared by the sidecars of one scope, or the
+        sidecar's own when its clusters present its certificate (mTLS)."""
+        boot = json.loads(self.envoy[f"{SIDECAR}.envoy.json"])
+        return self.named(boot["dynamic_resources"]["cds_config"]["path_config_source"]["path"])
 
     @property
     def clusters(self) -> list[dict]:

@@ -8,15 +8,17 @@ same `EPn`/`APP` ports but each plane's own `INBOUND`/`OUTBOUND`/`ADMIN` ports.
 * `EnvoyPlane`: one real Envoy 1.40 per test session on the xds bootstrap of a first policy
   (`--reject-unknown-dynamic-fields --disable-hot-restart --concurrency 1`). A new policy is
   swapped in through Envoy's file-based dynamic configuration: each changed file (the SDS files
-  of the sidecar's identity, then the CDS file, then `client/lds.json`, then
-  `rds-outbound.json`) is written elsewhere and renamed into place, and the swap waits, file by
+  of the sidecar's identity, then the CDS file, then `client/lds.json`, then the RDS file, shared
+  `rds-outbound.json` or `scopes/KEY/rds-outbound.json` for a scope that is not the whole
+  program: written before the listeners when they switch from one to another) is written
+  elsewhere and renamed into place, and the swap waits, file by
   file, until the admin `/stats` counters say Envoy applied it (`update_attempt` moved and
   `update_rejected` did not; an SDS file is read when a listener or cluster first names it),
   then until no cluster or listener is warming. The listener ports are fixed for the session, so
   an LDS update replaces the listeners in place; every request uses a new connection, so none
   is left on a draining one. The compiler writes the CDS file per sidecar once some service
-  runs mTLS (`xds/client/cds.json`, else the fleet's `xds/cds.json`): whichever it wrote goes to
-  the path the session's bootstrap names.
+  runs mTLS (`xds/client/cds.json`, else its scope's `xds/cds.json` or `xds/scopes/KEY/cds.json`):
+  whichever the bootstrap names goes to the path the session's bootstrap names.
 * `NativePlane`: the native proxy as a real process (`python -m runtime_proxy CONFIG`), swapped
   by renaming a new config over its file and asking the admin listener to reload it (`POST
   /reload`, the same path as SIGHUP and the file poll, but answered once the load is over), then
@@ -147,12 +149,9 @@ class EnvoyPlane(Plane):
     """One Envoy for the session; policies swapped in by file-based xDS."""
 
     name = "envoy"
-    CDS = "cds"       # the CDS file's place in ORDER: whichever the compiler wrote (`_files`)
-    ORDER = (  # file, stats prefix of its subscription
-        (CDS, "cluster_manager.cds."),
-        (f"xds/{SIDECAR}/lds.json", "listener_manager.lds."),
-        ("xds/rds-outbound.json", "http.outbound.rds.outbound."),
-    )
+    CDS_STATS = "cluster_manager.cds."
+    LDS_STATS = "listener_manager.lds."
+    RDS_STATS = "http.outbound.rds.outbound."
 
     def __init__(self, policy: GenPolicy, upstream_ports: dict[str, int], certs_dir: str | None = None):
         self.dir = tempfile.mkdtemp(prefix="meshc-equivalence-envoy-")
@@ -165,9 +164,11 @@ class EnvoyPlane(Plane):
         self.certs_dir = certs_dir
         compiled = self.compile(policy)
         self.cds_path = compiled.cds_path      # the one the bootstrap names, for the session
+        self.rds_path: str | None = None       # the one the served listeners name (none yet)
         self.current: dict[str, bytes] = {}
-        for rel, data in self._files(compiled):
+        for rel, data, _ in self._files(compiled):
             self._put(rel, data)
+        self.rds_path = compiled.rds_path
         boot = os.path.join(self.dir, f"{SIDECAR}.envoy.json")
         with open(boot, "wb") as fh:
             fh.write(compiled.envoy[f"{SIDECAR}.envoy.json"])
@@ -177,20 +178,30 @@ class EnvoyPlane(Plane):
     def compile(self, policy: GenPolicy) -> Compiled:
         return compile_text(self.render(policy, self.upstream_ports), xds_dir=self.xds, certs_dir=self.certs_dir)
 
-    def _files(self, compiled: Compiled) -> list[tuple[str, bytes]]:
-        """(path, content) in the order Envoy must see them: the secrets a listener or cluster
-        names, then ORDER (the CDS file's content at the session's CDS path)."""
-        out = [(rel, data) for rel, data in sorted(compiled.envoy.items())
-               if rel.startswith(f"xds/{SIDECAR}/sds")]
-        for rel, _ in self.ORDER:
-            out.append((self.cds_path, compiled.envoy[compiled.cds_path]) if rel == self.CDS
-                       else (rel, compiled.envoy[rel]))
+    def _files(self, compiled: Compiled) -> list[tuple[str, bytes, str | None]]:
+        """(path, content, stats prefix to wait on or None) in the order Envoy must see them: the
+        secrets a listener or cluster names, then the clusters (at the session's CDS path), the
+        listeners and their routes. The RDS file is the shared one or its scope's
+        (compiler/ir/scope.py); when the new listeners name another one than the served
+        ones, it is written before them and unwatched: the listener update subscribes to it."""
+        out: list[tuple[str, bytes, str | None]] = [
+            (rel, data, None) for rel, data in sorted(compiled.envoy.items()) if rel.startswith(f"xds/{SIDECAR}/sds")]
+        rds = compiled.rds_path
+        moved = rds != self.rds_path
+        if moved:
+            out.append((rds, compiled.envoy[rds], None))
+        out.append((self.cds_path, compiled.envoy[compiled.cds_path], self.CDS_STATS))
+        lds = f"xds/{SIDECAR}/lds.json"
+        out.append((lds, compiled.envoy[lds], self.LDS_STATS))
+        if not moved:
+            out.append((rds, compiled.envoy[rds], self.RDS_STATS))
         return out
 
     def _put(self, rel: str, data: bytes) -> None:
         tmp = os.path.join(self.staging, rel.replace("/", "_"))
         with open(tmp, "wb") as fh:
             fh.write(data)
+        os.makedirs(os.path.dirname(os.path.join(self.dir, rel)), exist_ok=True)   # xds/scopes/KEY/
         os.replace(tmp, os.path.join(self.dir, rel))
         self.current[rel] = data
 
@@ -201,12 +212,10 @@ class EnvoyPlane(Plane):
         """Make `compiled` the served config; the seconds it took."""
         start = time.perf_counter()
         changed = False
-        prefixes = dict(self.ORDER)
-        for rel, data in self._files(compiled):
+        for rel, data, prefix in self._files(compiled):
             if self.current.get(rel) == data:
                 continue
-            prefix = prefixes.get(self.CDS if rel == self.cds_path else rel)
-            if prefix is None:        # a secret: read when a listener or cluster names it
+            if prefix is None:        # a secret, or routes no listener reads yet: read when one names them
                 self._put(rel, data)
                 continue
             changed = True
@@ -223,6 +232,7 @@ class EnvoyPlane(Plane):
                 if time.monotonic() > deadline:
                     raise SwapError(f"envoy did not apply {rel} in 10 s: {now}\n{self.envoy.output()[-2000:]}")
                 time.sleep(0.0005)
+        self.rds_path = compiled.rds_path
         if changed:
             deadline = time.monotonic() + 10
             while True:

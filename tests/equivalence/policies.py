@@ -90,6 +90,9 @@ class GenPolicy:
     split_keys: tuple[str, ...] = ()
     has_timeouts: bool = False
     mtls: str = "disable"                       # mode of the sidecar's inbound listener
+    out_of_scope: tuple[str, ...] = ()          # destinations whose authorization cannot admit `client`
+                                                # (compiler/ir/scope.py): a request addressed to one gets
+                                                # what an unknown Host gets, in every layer
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
     def render(self, ports: dict[str, int]) -> str:
@@ -290,6 +293,54 @@ def retries(draw, has_per_try_room: bool) -> str:
     return "retry { " + "  ".join(parts) + " }"
 
 
+# `from` conditions that `client` (CLIENT_ID, namespace shop, trust domain mesh.local) satisfies,
+# and some that it does not (the `ns/shop` string prefix of `ns/shopping` among them)
+ADMIT_CLIENT = ("from service client", f"from identity {q(CLIENT_ID)}",
+                f"from identity {q(f'spiffe://{TRUST_DOMAIN}/ns/shop/*')}", f"from identity {q(f'spiffe://{TRUST_DOMAIN}/*')}",
+                'from namespace "shop"', 'from namespace ["other", "shop"]', "")
+REFUSE_CLIENT = ("from service s0", f"from identity [{q(S2_ID)}, {q(CALLERS[0])}]", 'from namespace "default"',
+                 'from namespace "shopping"',
+                 f"from identity {q(f'spiffe://{TRUST_DOMAIN}/ns/shopping/*')}",
+                 f"from identity {q('spiffe://evil.local/ns/shop/sa/client')}", "from same_namespace")
+OTHER_CONDITIONS = ("", 'path prefix "/api"', "method [GET, HEAD]", 'header "x-h0" present')
+
+
+@st.composite
+def destination_authorizations(draw) -> tuple[str, bool] | None:
+    """None (most often), or the body of an `authorization` block for a destination and whether it
+    can admit `client` (compiler/ir/scope.py, derived here from what is drawn): `default allow`
+    with or without deny rules (a deny never removes a destination from the scope), or `default
+    deny` with allow rules of which at least one admits `client` (whatever its other conditions)
+    or none does (out of scope)."""
+    kind = draw(st.sampled_from(("none", "none", "none", "open", "admit", "refuse", "refuse")))
+    if kind == "none":
+        return None
+    rules = []
+    if kind == "open" or draw(st.booleans()):
+        rules.append(f"  deny d {{ {draw(st.sampled_from(ADMIT_CLIENT[:-1] + REFUSE_CLIENT))}"
+                     f"  {draw(st.sampled_from(OTHER_CONDITIONS))} }}")
+    refusals = draw(st.lists(st.sampled_from(REFUSE_CLIENT), max_size=2, unique=True))
+    admitting = [draw(st.sampled_from(ADMIT_CLIENT))] if kind == "admit" else []
+    for i, cond in enumerate(refusals + admitting):
+        other = draw(st.sampled_from(OTHER_CONDITIONS))
+        if not cond and not other:
+            other = 'method GET'
+        rules.append(f"  allow a{i} {{ {cond}  {other} }}")
+    default = "allow" if kind == "open" else "deny"
+    return f"  default {default}\n" + "\n".join(rules), kind != "refuse"
+
+
+def host_service(host: str, services: tuple[str, ...]) -> str | None:
+    """The generated destination a Host names (`NAME`, `NAME:PORT`, `NAME.default`,
+    `NAME.default:PORT`, any case), else None."""
+    h = host.lower()
+    for svc in services:
+        port = SERVICE_PORT.get(svc)
+        if h in (svc, f"{svc}:{port}", f"{svc}.default", f"{svc}.default:{port}"):
+            return svc
+    return None
+
+
 @st.composite
 def policies(draw) -> GenPolicy:
     """A whole program around the sidecar of `client` (see the module docstring)."""
@@ -378,6 +429,15 @@ def policies(draw) -> GenPolicy:
             # a service with several subsets needs a route for each request (E0402 otherwise)
             pass
 
+    out_of_scope = []
+    for svc in services:
+        block = draw(destination_authorizations())
+        if block is not None:
+            text, admits = block
+            lines.append(f"authorization {svc} {{\n{text}\n}}\n")
+            if not admits:
+                out_of_scope.append(svc)
+
     rules = []
     for i in range(draw(st.integers(0, 4))):
         action = draw(st.sampled_from(("allow", "deny")))
@@ -401,7 +461,7 @@ def policies(draw) -> GenPolicy:
     return GenPolicy(
         text="\n".join(lines), endpoints=tuple(endpoints), services=tuple(services), paths=tuple(paths),
         header_names=MATCH_HEADERS, header_values=VALUES, query_names=QUERY_NAMES, query_values=QUERY_VALUES,
-        split_keys=SPLIT_KEYS, has_timeouts=has_timeouts, mtls=mtls,
+        split_keys=SPLIT_KEYS, has_timeouts=has_timeouts, mtls=mtls, out_of_scope=tuple(out_of_scope),
         meta={"routes": meta_routes, "escaped_slashes": escaped})
 
 

@@ -6,11 +6,22 @@ listener or cluster naming a secret file that does not exist yet):
 
     xds/SERVICE/sds-identity.json   the sidecar's certificate and key, per proxy (mTLS only)
     xds/SERVICE/sds-mesh_ca.json    the mesh CA it trusts, per proxy (mTLS only)
-    xds/cds.json              every cluster: one per subset of every service, one per local app;
-                              with mTLS, xds/SERVICE/cds.json per proxy instead (see below)
+    xds/cds.json              the clusters of the sidecars whose scope is the whole program (below),
+                              and their applications'; xds/scopes/KEY/cds.json for those of another
+                              scope; with mTLS, xds/SERVICE/cds.json per proxy instead (see below)
     xds/SERVICE/lds.json      the sidecar's two listeners (inbound, outbound), per proxy
-    xds/rds-outbound.json     the outbound RouteConfiguration every sidecar shares
+    xds/rds-outbound.json     the outbound RouteConfiguration of the sidecars of full scope;
+                              xds/scopes/KEY/rds-outbound.json for those of another scope
     SERVICE.envoy.json        the bootstrap, per proxy: `static` (self-contained) or `xds`
+
+Scoping (compiler/ir/scope.py): a sidecar gets the virtual hosts of the destinations it can call
+and the clusters those need, plus its own application's cluster. Sidecars with the same scope
+share its files; KEY names a scope by its destinations (names.scope_key), so the output grows
+with the distinct scopes times their destinations: at most the caller->destination pairs, and
+one shared file when every sidecar can call every service (as before scoping). The listener
+names its RDS file (LDS reloads: a sidecar whose scope changes switches files without restart);
+the bootstrap names the CDS file, so in this file layout a sidecar whose scope changes needs its
+new bootstrap, as for switching mTLS on (over ADS, nothing restarts).
 
 With `--bootstrap ads` the output is the bootstraps alone: the resources come from the control
 plane (`--xds-server`), not from files.
@@ -18,8 +29,8 @@ plane (`--xds-server`), not from files.
 With mTLS (some service's mode is not `disable`) the clusters of those services present the
 calling sidecar's own certificate: a cluster names its SDS file by path, and Envoy offers no
 per-proxy indirection that reloads (bootstrap `static_resources.secrets` are read once, and no
-certificate provider is built in), so each sidecar gets its own CDS file, and the fleet's CDS
-output grows with the square of its size, like static bootstraps. The routes stay shared.
+certificate provider is built in), so each sidecar gets its own CDS file (its scoped clusters
+and its own application's). The routes stay shared among the sidecars of full scope.
 
 Modules, one job each: names (resource names), values (units), matches (conditions), routes,
 clusters, rbac, tls (secrets and transport sockets), listeners (the HCM and the filter order),
@@ -34,6 +45,8 @@ from __future__ import annotations
 from compiler import ir
 from compiler.backends.base import Emitted, Options, identity_dir, needs_identity
 from compiler.backends.envoy import bootstrap, clusters, limitations, listeners, names, routes, tls
+from compiler.backends.envoy.tls import Sds
+from compiler.ir import scope
 
 
 def _dumps():
@@ -45,9 +58,10 @@ def _dumps():
 
 def bootstrap_mode(program: ir.Program, proxies: list[str], options: Options) -> str:
     """`--bootstrap` when given; else `xds` when the proxies are every service of the program
-    (`--proxy all`): each sidecar holds every destination, so static bootstraps for a whole
-    fleet would grow with the square of its size, while the xds layout shares one CDS and one
-    RDS file. Named proxies get self-contained `static` bootstraps."""
+    (`--proxy all`): a sidecar may hold every destination, so static bootstraps for a whole
+    fleet could grow with the square of its size, while the xds layout shares one CDS and one
+    RDS file among the sidecars of full scope. Named proxies get self-contained `static`
+    bootstraps."""
     if options.bootstrap is not None:
         return options.bootstrap
     return "xds" if set(proxies) == {s.name for s in program.services} else "static"
@@ -84,16 +98,40 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
     where = xds_dir(options)
     sds = {name: tls.sds_files(where, name) for name in proxies if needs_identity(program, services[name])}
     shared_cds = not any(s.mtls.mode != "disable" for s in program.services)
+    scopes = scope.scopes(program, list(proxies))
+    cluster_names = routes.cluster_map(program)
 
-    per_service = [(svc, clusters.service_clusters(svc)) for svc in program.services]
-    inbound_clusters = {svc.name: clusters.inbound_cluster(svc) for svc in program.services}
-    route_config = routes.outbound_route_configuration(program)
-    rds_source = listeners.rds(f"{where}/{names.RDS}")
+    per_service: dict[str, list[dict]] = {}
+    vhosts: dict[str, dict] = {}
 
-    def outbound_clusters(proxy: str | None) -> list[dict]:
-        """Every destination's clusters, as `proxy` calls them (None: without mTLS, shared)."""
-        secrets = sds.get(proxy) if proxy is not None else None
-        return [c for svc, cs in per_service for c in clusters.with_mtls(svc, cs, secrets)]
+    def service_clusters(name: str) -> list[dict]:
+        if name not in per_service:
+            per_service[name] = clusters.service_clusters(services[name])
+        return per_service[name]
+
+    def route_config(hosts: tuple[str, ...]) -> dict:
+        for h in hosts:
+            if h not in vhosts:
+                vhosts[h] = routes.virtual_host(services[h], cluster_names)
+        return routes.outbound_route_configuration_of([vhosts[h] for h in hosts])
+
+    def outbound_clusters(proxy: str, secrets: Sds | None) -> list[dict]:
+        """The clusters of `proxy`'s scope, as it calls them (with `secrets`, its own mTLS files)."""
+        return [c for name in scopes[proxy].services
+                for c in clusters.with_mtls(services[name], service_clusters(name), secrets)]
+
+    # the sidecars by scope (its destinations): one RDS file per scope, and without mTLS one CDS file
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for name in proxies:
+        groups.setdefault(scopes[name].hosts, []).append(name)
+
+    def rds_file(proxy: str) -> str:
+        return names.RDS if scopes[proxy].full else names.scope_rds(scopes[proxy].hosts)
+
+    def cds_file(proxy: str) -> str:
+        if not shared_cds:
+            return names.proxy_cds(proxy)
+        return names.CDS if scopes[proxy].full else names.scope_cds(scopes[proxy].hosts)
 
     files = out.files
     for name in proxies:  # secrets first: listeners and clusters name them
@@ -101,27 +139,32 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
             for secret_name, secret in tls.secrets(identity_dir(services[name], options)).items():
                 files[names.output_path(names.sds(name, secret_name))] = \
                     bootstrap.discovery_response(names.SECRET, [secret], dumps)
-    if shared_cds:
-        files[names.output_path(names.CDS)] = bootstrap.discovery_response(
-            names.CLUSTER, outbound_clusters(None) + list(inbound_clusters.values()), dumps)
-    else:
+    if shared_cds:   # one file per scope: its clusters and the applications of the sidecars sharing it
+        for members in groups.values():
+            files[names.output_path(cds_file(members[0]))] = bootstrap.discovery_response(
+                names.CLUSTER, outbound_clusters(members[0], None)
+                + [clusters.inbound_cluster(services[name]) for name in sorted(members)], dumps)
+    else:            # one file per sidecar: its clusters name its own secrets
         for name in proxies:
-            files[names.output_path(names.proxy_cds(name))] = bootstrap.discovery_response(
-                names.CLUSTER, outbound_clusters(name) + list(inbound_clusters.values()), dumps)
+            files[names.output_path(cds_file(name))] = bootstrap.discovery_response(
+                names.CLUSTER, outbound_clusters(name, sds.get(name)) + [clusters.inbound_cluster(services[name])],
+                dumps)
     for name in proxies:
         svc = services[name]
+        rds_source = listeners.rds(f"{where}/{rds_file(name)}")
         lds = [listeners.inbound_listener(svc, sds.get(name)), listeners.outbound_listener(svc, rds_source)]
         files[names.output_path(names.lds(name))] = bootstrap.discovery_response(names.LISTENER, lds, dumps)
-    files[names.output_path(names.RDS)] = bootstrap.discovery_response(names.ROUTE_CONFIGURATION, [route_config], dumps)
+    for hosts, members in groups.items():
+        files[names.output_path(rds_file(members[0]))] = bootstrap.discovery_response(
+            names.ROUTE_CONFIGURATION, [route_config(hosts)], dumps)
     for name in proxies:
         svc = services[name]
         if mode == "xds":
-            cds = names.CDS if shared_cds else names.proxy_cds(name)
-            doc = bootstrap.xds_bootstrap(svc, where, cds)
+            doc = bootstrap.xds_bootstrap(svc, where, cds_file(name))
         else:
-            inline = {"route_config": route_config}
+            inline = {"route_config": route_config(scopes[name].hosts)}
             doc = bootstrap.static_bootstrap(
                 svc, [listeners.inbound_listener(svc, sds.get(name)), listeners.outbound_listener(svc, inline)],
-                outbound_clusters(name) + [inbound_clusters[name]])
+                outbound_clusters(name, sds.get(name)) + [clusters.inbound_cluster(svc)])
         files[names.bootstrap_file(name)] = dumps(doc)
     return out

@@ -34,7 +34,7 @@ TLS_SOCKET = "envoy.transport_sockets.tls"
 # ---- resources --------------------------------------------------------------------------------
 INBOUND_LISTENER = "inbound"
 OUTBOUND_LISTENER = "outbound"
-OUTBOUND_ROUTES = "outbound"     # the RouteConfiguration every sidecar shares (xds/rds-outbound.json)
+OUTBOUND_ROUTES = "outbound"     # the outbound RouteConfiguration (xds/rds-outbound.json, or a sidecar's own)
 INBOUND_ROUTES = "inbound"       # the inline route configuration of an inbound listener
 IDENTITY_SECRET = "identity"     # the sidecar's certificate and key (SDS)
 CA_SECRET = "mesh_ca"            # the mesh CA that peers' certificates must chain to (SDS)
@@ -63,6 +63,25 @@ def lds(service: str) -> str:
 def proxy_cds(service: str) -> str:
     """The clusters of one sidecar, when they name its own secrets (mTLS: no shared CDS file)."""
     return f"{service}/cds.json"
+
+
+def scope_key(hosts: tuple[str, ...]) -> str:
+    """A scope's name in the file layout: the first 16 hex digits of the SHA-256 of its
+    destinations' names, one per line, sorted (compiler/ir/scope.py). Derived from IR names only:
+    a scope keeps its name while its destinations stay the same."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(hosts).encode()).hexdigest()[:16]
+
+
+def scope_rds(hosts: tuple[str, ...]) -> str:
+    """The outbound routes of the sidecars whose scope is `hosts` (not the whole program)."""
+    return f"scopes/{scope_key(hosts)}/rds-outbound.json"
+
+
+def scope_cds(hosts: tuple[str, ...]) -> str:
+    """The clusters of the sidecars whose scope is `hosts`, without mTLS."""
+    return f"scopes/{scope_key(hosts)}/cds.json"
 
 
 def sds(service: str, secret: str) -> str:

@@ -139,14 +139,21 @@ def virtual_host(svc: ir.Service, clusters: dict[tuple[str, str], str]) -> dict:
     }
 
 
-def outbound_route_configuration(program: ir.Program) -> dict:
-    """The one `RouteConfiguration` of every sidecar's outbound listener: `routes S` is what any
-    caller's sidecar does with a request to S, so it is the same for all of them."""
+def outbound_route_configuration(program: ir.Program, hosts: tuple[str, ...] | None = None) -> dict:
+    """The `RouteConfiguration` of a sidecar's outbound listener: a virtual host per destination in
+    its scope (`hosts`, compiler/ir/scope.py; None: every service). `routes S` is what any
+    caller's sidecar does with a request to S, so a virtual host is the same in every scope."""
     clusters = cluster_map(program)
-    return {
-        "name": names.OUTBOUND_ROUTES,
-        "virtual_hosts": [virtual_host(svc, clusters) for svc in program.services],
-    }
+    wanted = set(hosts) if hosts is not None else None
+    return outbound_route_configuration_of(
+        [virtual_host(svc, clusters) for svc in program.services if wanted is None or svc.name in wanted])
+
+
+def outbound_route_configuration_of(virtual_hosts: list[dict]) -> dict:
+    """The outbound `RouteConfiguration` holding `virtual_hosts` (in the program's order: by name).
+    A Host that no virtual host answers to gets Envoy's 404 with an empty body: so does a
+    destination outside the scope."""
+    return {"name": names.OUTBOUND_ROUTES, "virtual_hosts": virtual_hosts}
 
 
 def inbound_route_configuration(svc: ir.Service) -> dict:

@@ -12,9 +12,12 @@ holds the contract's models to the IR's fields). Only the envelope is built here
 - the service's own authorization (enforced on the inbound listener);
 - `mtls`: what the inbound listener accepts and the sidecar's identity files, or null files when
   it needs none (backends.base.needs_identity);
-- every service of the program as a destination (sorted by name) with the IR's names (clusters,
-  Host domains, SNI), so that stats and routing read alike in both targets; a destination whose
-  mode is not `disable` is called over mTLS, as Istio's auto mTLS does;
+- the destinations of the sidecar's scope (compiler/ir/scope.py; sorted by name) with the IR's
+  names (clusters, Host domains, SNI), so that stats and routing read alike in both targets; a
+  service that its destinations' routes send to but that is outside the scope is there with no
+  domains and no routes (its subsets only), so a request addressed to it gets the answer of an
+  unknown Host, 404, as in Envoy; a destination whose mode is not `disable` is called over mTLS,
+  as Istio's auto mTLS does;
 - `version`: a short hash of everything else, which the proxy shows and logs on reload.
 
 Every default the proxy applies comes from here (the IR's defaults), never from the proxy. The
@@ -31,6 +34,7 @@ import posixpath
 
 from compiler import ir
 from compiler.backends.base import CA_FILE, CERT_FILE, KEY_FILE, Emitted, Options, identity_dir, needs_identity
+from compiler.ir import scope
 
 SCHEMA_VERSION = 3          # runtime_proxy.config.model.SCHEMA_VERSION (not imported: see above)
 VERSION_LENGTH = 16         # hex digits of the content hash in `version`
@@ -40,19 +44,39 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources=None
     """One `SERVICE.native.json` per service named in `proxies`."""
     import orjson
 
-    destinations = [destination(svc) for svc in program.services]
+    services = {svc.name: svc for svc in program.services}
+    callable_: dict[str, dict] = {}
+    reached: dict[str, dict] = {}
+
+    def destinations(name: str) -> list[dict]:
+        """The destinations of `name`'s scope: callable by Host, or only reached by their routes."""
+        s = scopes[name]
+        hosts = set(s.hosts)
+        out = []
+        for dest in s.services:
+            if dest in hosts:
+                if dest not in callable_:
+                    callable_[dest] = destination(services[dest])
+                out.append(callable_[dest])
+            else:
+                if dest not in reached:
+                    reached[dest] = {**destination(services[dest]), "domains": (), "routes": ()}
+                out.append(reached[dest])
+        return out
+
+    scopes = scope.scopes(program, list(proxies))
     files: dict[str, bytes] = {}
     for name in proxies:
-        svc = program.service(name)
+        svc = services[name]
         files_section = identity_files(svc, options) if needs_identity(program, svc) else None
-        config = sidecar_config(svc, destinations, {"mode": svc.mtls.mode, "files": files_section})
+        config = sidecar_config(svc, destinations(name), {"mode": svc.mtls.mode, "files": files_section})
         files[f"{name}.native.json"] = orjson.dumps(
             config, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     return Emitted(files=files)
 
 
 def sidecar_config(svc: ir.Service, destinations: list[dict], mtls: dict) -> dict:
-    """The whole config of `svc`'s sidecar; `destinations` are every service (see `destination`),
+    """The whole config of `svc`'s sidecar; `destinations` are those of its scope (see `destination`),
     `mtls` its mode and identity files."""
     import orjson
 

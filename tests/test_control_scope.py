@@ -1,0 +1,124 @@
+"""`meshc serve` and scoping (docs/control-plane.md, "Scoping"): each node gets the resources of
+its own scope (compiler/ir/scope.py); node ids `SERVICE.SUBSET`; a node that a reload removes
+from the program. `meshc serve` runs as a subprocess, the clients are raw gRPC ADS streams
+(tests/test_control_plane.py's harness), no mocks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from compiler import api
+from compiler.control import snapshot
+from compiler.control.snapshot import CLUSTER, ROUTE
+from tests.test_control_plane import RawClient, Serve, name_of
+
+POLICY = '''
+service web { port 8000  endpoints ["127.0.0.1:18001"] }
+service gone { port 8001  endpoints ["127.0.0.1:18002"] }
+service api {
+  port 8080
+  subset v1 { endpoints ["127.0.0.1:18003"] }
+  subset v2 { endpoints ["127.0.0.1:18004"] }
+}
+service secret { port 8002  endpoints ["127.0.0.1:18005"] }
+routes api { route all { split { api.v1 50  api.v2 50 } } }
+authorization secret { default deny  allow only_gone { from service gone } }
+'''
+# `gone` is removed, and so is api's subset v2
+EDITED = POLICY.replace('service gone { port 8001  endpoints ["127.0.0.1:18002"] }\n', "") \
+    .replace('  subset v2 { endpoints ["127.0.0.1:18004"] }\n', "") \
+    .replace("split { api.v1 50  api.v2 50 }", "to api.v1") \
+    .replace("from service gone", "from service web")
+
+
+def test_each_node_is_served_its_own_scope(tmp_path):
+    """`secret` admits `gone` only: gone's snapshot holds secret's cluster and virtual host,
+    web's holds neither (a request from web to `secret` gets the unknown Host's 404)."""
+    comp = api.compile([api.Text("p.mesh", POLICY)], shard=False)
+    snaps = snapshot.build_all(comp)
+    web, gone = snaps["web"], snaps["gone"]
+    assert "outbound|default|secret" in gone.json[CLUSTER] and "outbound|default|secret" not in web.json[CLUSTER]
+    assert [vh["name"] for vh in gone.json[ROUTE]["outbound"]["virtual_hosts"]] == ["api", "gone", "secret", "web"]
+    assert [vh["name"] for vh in web.json[ROUTE]["outbound"]["virtual_hosts"]] == ["api", "gone", "web"]
+    assert [c for c in web.json[CLUSTER] if c.startswith("inbound|")] == ["inbound|web"]
+    assert snaps["api"].subsets == ("v1", "v2") and web.subsets == ("default",)
+
+
+@pytest.fixture
+def served(tmp_path):
+    path = tmp_path / "p.mesh"
+    path.write_text(POLICY)
+    serve = Serve(str(path))
+    serve.path = path
+    yield serve
+    assert serve.stop() == 0, "".join(serve.lines)
+
+
+def clusters_of(response) -> list[str]:
+    return sorted(name_of(r) for r in response.resources)
+
+
+def test_a_subset_node_gets_its_services_resources_and_an_unknown_subset_is_not_found(served):
+    whole, subset = RawClient(served.port), RawClient(served.port)
+    whole.send(CLUSTER, node="api")
+    subset.send(CLUSTER, node="api.v2")
+    a, b = whole.receive(), subset.receive()
+    assert clusters_of(a) == clusters_of(b) and a.version_info == b.version_info
+    assert "inbound|api" in clusters_of(b)
+    for node, message in (("api.v9", "unknown node 'api.v9': service 'api' has no subset 'v9' (subsets: v1, v2)"),
+                          ("nosuch.v1", "unknown node 'nosuch.v1': no service 'nosuch' in the program"),
+                          ("web.", "unknown node 'web.': service 'web' has no subset '' (subsets: default)")):
+        bad = RawClient(served.port)
+        bad.send(CLUSTER, node=node)
+        with pytest.raises(grpc.RpcError) as err:
+            bad.receive()
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND and err.value.details() == message
+        served.wait_for(f"ended: {message}")
+        bad.close()
+    # the good streams are untouched
+    subset.send(ROUTE, names=["outbound"])
+    assert subset.receive().type_url == ROUTE
+    whole.close()
+    subset.close()
+
+
+def test_a_node_that_a_reload_removes_ends_with_not_found(served):
+    clients = {}
+    for node in ("web", "gone", "api.v1", "api.v2"):
+        clients[node] = RawClient(served.port)
+        clients[node].send(CLUSTER, node=node)
+        assert clients[node].receive().type_url == CLUSTER
+    Path(served.path).write_text(EDITED)
+    mark = served.reload()
+    served.wait_for("published", after=mark)
+    for node, why in (("gone", "no service of that name in the program"),
+                      ("api.v2", "service 'api' has no subset 'v2' (subsets: v1)")):
+        with pytest.raises(grpc.RpcError) as err:
+            clients[node].receive()
+        message = f"node {node!r} was removed from the program by a reload: {why}"
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND and err.value.details() == message
+        served.wait_for(f"ended: {message}", after=mark)
+    # the others get the new snapshot on their open streams: api lost a subset, web's scope gained secret
+    web = clusters_of(clients["web"].receive())
+    assert "outbound|default|secret" in web and "outbound|v2|api" not in web and "outbound|default|gone" not in web
+    api_v1 = clients["api.v1"].receive()
+    assert api_v1.type_url == CLUSTER and "outbound|v2|api" not in clusters_of(api_v1)
+    for client in clients.values():
+        client.close()
+
+
+def test_a_route_edit_changes_only_the_snapshots_whose_scope_holds_the_destination():
+    """`secret` admits `gone` only: a new route of `secret` changes gone's route version and no
+    other node's versions, so `meshc serve` pushes it to that sidecar alone."""
+    before = snapshot.build_all(api.compile([api.Text("p.mesh", POLICY)], shard=False))
+    edited = POLICY + 'routes secret { route r { match { path prefix "/v2" }  to secret.default  timeout 2s } }\n'
+    after = snapshot.build_all(api.compile([api.Text("p.mesh", edited)], shard=False))
+    changed = {node: sorted(t.rpartition(".")[2] for t in snap.versions if snap.versions[t] != before[node].versions[t])
+               for node, snap in after.items()}
+    # (the native config carries the same routes: a native sidecar of `gone` gets the push too)
+    assert {node: types for node, types in changed.items() if types} == {"gone": ["RouteConfiguration",
+                                                                                 "SidecarConfig"]}
