@@ -134,8 +134,49 @@ class EnvoySidecar:
         self.envoy.stop()
 
 
+class NativeSidecar:
+    """The sidecar of `web` as the native proxy fed by `meshc serve`: `meshc proxy --node web` with
+    one `--xds-server` per replica (its helper process holds the stream, tests/test_native_xds.py),
+    listening on the policy's ports once its first config arrived."""
+
+    kind = "native"
+
+    def __init__(self, tmp: Path, path: Path, servers: list[str], ports: dict[str, int]):
+        from tests.test_native_xds import start_native
+
+        self.proxy = start_native(tmp, servers, "web")
+        if (self.proxy.inbound, self.proxy.outbound) != (ports["INBOUND"], ports["OUTBOUND"]):
+            self.proxy.stop()
+            raise AssertionError(f"the native proxy listens on {self.proxy.ports}: {self.proxy.log()}")
+
+    def versions(self) -> dict[str, dict[str, str]]:
+        """What the proxy holds: its config's version and the SHA-256 of the file it runs."""
+        code, body = self.proxy.admin_get("/config")
+        assert code == 200, body
+        shown = json.loads(body)
+        return {"config": {"web": shown["config"]["version"]}}
+
+    def churn(self) -> dict[str, int]:
+        """Counters that move when the proxy reloads a config (applied or refused)."""
+        stats = self.proxy.stats()
+        return {k: stats[k] for k in ("server.config_reload_ok", "server.config_reload_rejected")}
+
+    def connected(self) -> bool:
+        """Whether the helper's last word about its stream is `connected` (its log: one line when a
+        stream gets its first response, one when a stream ends or a server cannot be reached)."""
+        lines = [x for x in self.proxy.log().splitlines() if "xDS server " in x and
+                 (": connected, node" in x or "keeping config" in x)]
+        return bool(lines) and ": connected, node" in lines[-1]
+
+    def output(self) -> str:
+        return self.proxy.log()
+
+    def stop(self) -> None:
+        self.proxy.stop()
+
+
 # The sidecars the failover tests run with, by name (each test runs once per entry).
-SIDECARS: dict[str, type] = {"envoy": EnvoySidecar}
+SIDECARS: dict[str, type] = {"envoy": EnvoySidecar, "native": NativeSidecar}
 
 
 class Fleet:

@@ -51,12 +51,15 @@ def wait(predicate, what: str, timeout: float = 20, proxy: Proxy | None = None):
         time.sleep(0.05)
 
 
-def start_native(tmp: Path, server_port: int, node: str = "web", *extra: str) -> Proxy:
-    """`meshc proxy --xds-server 127.0.0.1:PORT --node NODE --state-dir TMP/state`, once it listens."""
+def start_native(tmp: Path, server: int | list[str], node: str = "web", *extra: str) -> Proxy:
+    """`meshc proxy --xds-server 127.0.0.1:PORT --node NODE --state-dir TMP/state`, once it listens
+    (`server`: a port on loopback, or the addresses of the replicas, one `--xds-server` each)."""
     ports_file = tmp / f"ports-{time.monotonic_ns()}.json"
     log_path = str(ports_file) + ".log"
+    servers = [f"127.0.0.1:{server}"] if isinstance(server, int) else server
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "compiler", "proxy", "--xds-server", f"127.0.0.1:{server_port}",
+        proc = subprocess.Popen([sys.executable, "-m", "compiler", "proxy",
+                                 *[a for s in servers for a in ("--xds-server", s)],
                                  "--node", node, "--state-dir", str(tmp / "state"), "--ports-file", str(ports_file),
                                  *extra], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     deadline = time.monotonic() + 30
