@@ -338,6 +338,53 @@ def test_a_helper_that_dies_is_restarted_and_the_proxy_keeps_serving(plane):
          .lower(), "the helper gone with the proxy")
 
 
+def test_a_restart_with_its_state_dir_serves_the_last_config_while_no_server_answers(plane, tmp_path):
+    """The proxy and the server both stopped; the proxy restarted with the same `--state-dir`
+    while no server answers: it validates and serves the config.json it last applied at once,
+    and keeps trying the server; a server on the same sources brings it up to date with no
+    reload, and the next edit is pushed. A last config that cannot start is not served: the
+    proxy waits for the server, as without one."""
+    version = plane.config()["config"]["version"]
+    assert plane.proxy.stop() == 0
+    port = plane.serve.port
+    assert plane.serve.stop() == 0
+    started = time.monotonic()
+    plane.proxy = start_native(tmp_path, port)   # nothing answers on `port`
+    listening = time.monotonic() - started
+    assert plane.config()["config"]["version"] == version and plane.call("/live") == "v1"
+    assert plane.config()["file"] == str(tmp_path / "state" / "config.json")
+    wait(lambda: "keeping config (none yet), retrying" in plane.proxy.log(), "the server tried", proxy=plane.proxy)
+    log = plane.proxy.log()
+    assert "serving the last config" in log and "waiting for the first config" not in log, log
+    for _ in range(5):
+        assert plane.call("/live") == "v1"
+        time.sleep(0.1)
+    plane.serve = Serve(str(plane.path), port=port)   # a server answers: the same sources
+    came = time.monotonic()
+    wait(lambda: (s := native_stream(status(port))) and s["types"].get("SidecarConfig", {}).get("state") ==
+         "up to date", "the resync", proxy=plane.proxy)
+    resync = time.monotonic() - came
+    assert plane.proxy.stats()["server.config_reload_ok"] == 0, "the same config: no reload"
+    assert plane.config()["config"]["version"] == version
+    policy(plane.path, plane.ports, live="v2")
+    plane.serve.reload()
+    wait(lambda: plane.call("/live") == "v2", "the push after the resync", proxy=plane.proxy)
+    print(f"restarted from the last config: listening {listening * 1000:.0f} ms after the start with no server; "
+          f"up to date {resync * 1000:.0f} ms after a server was serving")
+
+    # a last config that cannot start (its contract refuses it): not served; the server's is
+    assert plane.proxy.stop() == 0
+    state = tmp_path / "state" / "config.json"
+    bad = json.loads(state.read_text())
+    bad["services"][0]["routes"][0]["timeout_ms"] = -1
+    state.write_text(json.dumps(bad))
+    plane.proxy = start_native(tmp_path, port)
+    log = plane.proxy.log()
+    assert "the last config cannot start, waiting for the xDS server" in log and "timeout_ms" in log, log
+    assert "waiting for the first config" in log and "serving the last config" not in log
+    assert plane.call("/live") == "v2"
+
+
 def test_before_its_first_config_the_proxy_waits_and_a_signal_ends_the_wait(plane, tmp_path):
     """A node the server does not know: the stream ends NOT_FOUND, the helper retries with backoff,
     the proxy does not listen; SIGTERM ends the wait with exit 0, the helper with it, and the
