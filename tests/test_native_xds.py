@@ -686,6 +686,9 @@ def test_a_native_rejection_is_located_by_its_json_path(tmp_path):
     (["--node", "web"], "go together"),
     (["cfg.json", "--xds-server", "127.0.0.1:1", "--node", "web"], "exclude each other"),
     (["--xds-server", "nowhere", "--node", "web"], "not HOST:PORT"),
+    (["--xds-server", "127.0.0.1:1", "--xds-server", "127.0.0.1:2", "--xds-server", "nowhere", "--node", "web"],
+     "nowhere: not HOST:PORT"),
+    (["--xds-server", "127.0.0.1:1", "--xds-server", "127.0.0.1:1", "--node", "web"], "given twice"),
     (["--xds-server", "127.0.0.1:1", "--node", "web", "--xds-identity", "/nonexistent"], "no cert.pem"),
     (["cfg.json", "--state-dir", "/tmp/x"], "go with --xds-server"),
 ])
