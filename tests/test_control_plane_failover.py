@@ -1,11 +1,13 @@
 """The control plane under failure (issue 14, docs/control-plane.md "Replicas, and when the server
-is down"): a real Envoy 1.40 carrying load from a load generator in this process (threads, a new
-loopback connection per request, a few hundred requests a second) while its `meshc serve`
-subprocess is killed, restarted, or frozen, alone or with a second replica.
+is down"): a real sidecar, each of SIDECARS (Envoy 1.40, and the native proxy fed by `meshc
+serve`), carrying load from a load generator in this process (threads, a new loopback connection
+per request, a few hundred requests a second) while its `meshc serve` subprocess is killed,
+restarted, or frozen, alone or with a second replica.
 
-What must hold: no request fails while the server is away (Envoy keeps serving its last
+What must hold: no request fails while the server is away (the sidecar keeps serving its last
 configuration), and a stream reopened on a server with the same sources (restarted, or another
-replica) gets the same versions: no cluster or listener is modified, nothing drains.
+replica) gets the same versions: for Envoy no cluster or listener is modified and nothing
+drains, for the native proxy nothing is reloaded.
 """
 
 from __future__ import annotations
@@ -85,8 +87,7 @@ class Load:
 class EnvoySidecar:
     """The sidecar of `web` as a real Envoy from `meshc compile --bootstrap ads`, one
     `--xds-server` per replica. The failover tests use a sidecar through this interface only
-    (`kind`, `versions`, `churn`, `connected`, `output`, `stop`): the native proxy fed by
-    `meshc serve` plugs in as one more entry of SIDECARS with the same interface."""
+    (`kind`, `versions`, `churn`, `connected`, `output`, `stop`), as NativeSidecar below."""
 
     kind = "envoy"   # what `meshc status` shows for its stream
 
