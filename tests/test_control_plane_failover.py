@@ -28,7 +28,7 @@ pytestmark = requires_envoy
 
 
 class Load:
-    """`threads` threads sending GET `path` through Envoy's outbound listener at about `rate`
+    """`threads` threads sending GET `path` through the sidecar's outbound listener at about `rate`
     requests a second in all, each on a new connection. Every answer other than 200 from the
     expected backend names, and every connection error, is a failure."""
 
@@ -151,7 +151,7 @@ class NativeSidecar:
             raise AssertionError(f"the native proxy listens on {self.proxy.ports}: {self.proxy.log()}")
 
     def versions(self) -> dict[str, dict[str, str]]:
-        """What the proxy holds: its config's version and the SHA-256 of the file it runs."""
+        """What the proxy holds: its config's version (admin /config)."""
         code, body = self.proxy.admin_get("/config")
         assert code == 200, body
         shown = json.loads(body)
@@ -276,8 +276,8 @@ def kill(fleet: Fleet, index: int) -> None:
 
 
 def test_the_server_killed_under_load_then_restarted(fleet):
-    """SIGKILL of the only server under load: no request fails, Envoy keeps its configuration;
-    a new server on the same sources: Envoy reconnects by itself, gets the same versions (no
+    """SIGKILL of the only server under load: no request fails, the sidecar keeps its configuration;
+    a new server on the same sources: the sidecar reconnects by itself, gets the same versions (no
     cluster or listener modified, nothing drains) and `meshc status` of the new server shows it
     up to date."""
     before, churn = fleet.versions(), fleet.churn()
@@ -334,7 +334,7 @@ def test_two_replicas_kill_the_one_the_sidecar_is_on_under_load(fleet):
         assert fleet.versions() == before and fleet.churn() == churn, "the same versions from the other replica"
         report = fleet.up_to_date(other)
         assert {e["state"] for s in report["streams"] for e in s["types"].values()} == {"up to date"}
-        # the killed replica comes back; the edit goes to both, Envoy stays where it is
+        # the killed replica comes back; the edit goes to both, the sidecar stays where it is
         fleet.restart(first)
         policy(fleet.path, fleet.ports, live="v2")
         marks = [(s, s.reload()) for s in fleet.servers if s is not None]
@@ -365,7 +365,7 @@ def test_two_replicas_kill_the_one_the_sidecar_is_on_under_load(fleet):
 @pytest.mark.parametrize("fleet", [2], indirect=True)
 def test_a_frozen_replica_is_left_for_the_other_by_keepalive(fleet):
     """A replica that stops answering without closing its connection (SIGSTOP: the kernel keeps
-    the socket open, as for a host that vanished): Envoy's HTTP/2 keepalive (a ping every 5 s,
+    the socket open, as for a host that vanished): the sidecar's HTTP/2 keepalive (a ping every 5 s,
     3 s to answer) closes the connection and the stream reopens on the other replica; no request
     fails meanwhile. Takes up to ~8 s by construction (the keepalive interval plus its timeout)."""
     first = fleet.serving()
