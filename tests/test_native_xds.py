@@ -338,6 +338,36 @@ def test_a_helper_that_dies_is_restarted_and_the_proxy_keeps_serving(plane):
          .lower(), "the helper gone with the proxy")
 
 
+def test_with_several_servers_one_that_never_answers_is_left_for_the_next(plane, tmp_path):
+    """`--xds-server SILENT --xds-server LIVE`: SILENT accepts the TCP connection (a listening socket
+    nobody accepts from: the kernel completes the handshake) and never speaks; the channel is not up
+    within the connect timeout (2 s), the helper says so and takes the next server, where the proxy
+    gets its config."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        (tmp_path / "second").mkdir()
+        started = time.monotonic()
+        proxy = start_native(tmp_path / "second", [address, f"127.0.0.1:{plane.serve.port}"], "web",
+                             "--inbound-port", "0", "--outbound-port", "0", "--admin-port", "0")
+        took = time.monotonic() - started
+        try:
+            log = proxy.log()
+            assert f"xDS server {address}: no connection within 2 s; keeping config (none yet), next " \
+                   f"127.0.0.1:{plane.serve.port}" in log, log
+            assert f"xDS server 127.0.0.1:{plane.serve.port}: connected, node web" in log, log
+            assert get(proxy.outbound, "/live", host=API_HOST).json()["backend"] == "v1"
+            print(f"a silent first server: the proxy listened {took:.1f} s after its start")
+        finally:
+            proxy.stop()
+    finally:
+        silent.close()
+
+
 def test_a_restart_with_its_state_dir_serves_the_last_config_while_no_server_answers(plane, tmp_path):
     """The proxy and the server both stopped; the proxy restarted with the same `--state-dir`
     while no server answers: it validates and serves the config.json it last applied at once,
