@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -53,10 +54,11 @@ def build_parser(prog: str = "python -m runtime_proxy") -> argparse.ArgumentPars
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     x = p.add_argument_group("control plane", "take the config (and the mTLS identity) from `meshc serve` over "
                              "xDS instead of a CONFIG file (docs/control-plane.md)")
-    x.add_argument("--xds-server", metavar="HOST:PORT",
-                   help="the `meshc serve` to subscribe to; a helper process holds the stream (needs the "
-                        "[control] extra: grpcio, xds-protos); the proxy starts listening once the first "
-                        "config has arrived")
+    x.add_argument("--xds-server", metavar="HOST:PORT", action="append",
+                   help="the `meshc serve` to subscribe to, once per replica (each new stream goes to the "
+                        "next); a helper process holds the stream (needs the [control] extra: grpcio, "
+                        "xds-protos); the proxy starts listening once the first config has arrived, or at "
+                        "once from the config.json of --state-dir that it last applied")
     x.add_argument("--node", metavar="SERVICE", help="the node id: the service whose sidecar this is (required "
                    "with --xds-server)")
     x.add_argument("--xds-identity", metavar="DIR",
@@ -64,7 +66,8 @@ def build_parser(prog: str = "python -m runtime_proxy") -> argparse.ArgumentPars
                         "it, a plaintext channel")
     x.add_argument("--state-dir", metavar="DIR",
                    help="a private directory (made 0700) for the config received and the certificates "
-                        "(files 0600); default: a new temporary directory, removed at exit")
+                        "(files 0600); a restart with the same DIR serves its last config.json until a "
+                        "server answers; default: a new temporary directory, removed at exit")
     return p
 
 
@@ -130,10 +133,14 @@ def main_xds(args: argparse.Namespace, prog: str) -> int:
     if not args.xds_server or not args.node:
         print(f"{prog}: error: --xds-server HOST:PORT and --node SERVICE go together", file=sys.stderr)
         return EXIT_USAGE
-    host, _, port = args.xds_server.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        print(f"{prog}: error: --xds-server {args.xds_server}: not HOST:PORT", file=sys.stderr)
-        return EXIT_USAGE
+    for address in args.xds_server:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            print(f"{prog}: error: --xds-server {address}: not HOST:PORT", file=sys.stderr)
+            return EXIT_USAGE
+        if args.xds_server.count(address) > 1:
+            print(f"{prog}: error: --xds-server {address}: given twice (once per replica)", file=sys.stderr)
+            return EXIT_USAGE
     if args.xds_identity is not None:
         missing = [n for n in ("cert.pem", "key.pem", "ca.pem")
                    if not os.path.isfile(os.path.join(args.xds_identity, n))]
@@ -187,7 +194,11 @@ def main_xds(args: argparse.Namespace, prog: str) -> int:
     handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         try:
-            link.first(start)
+            last = None if temporary else last_config(args.config, start)
+            if last is not None:
+                link.started_from(last)
+            else:
+                link.first(start)
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
@@ -199,6 +210,28 @@ def main_xds(args: argparse.Namespace, prog: str) -> int:
         link.stop()
         if temporary:
             shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def last_config(path: str, start: Callable[[str], tuple[bool, str]]) -> str | None:
+    """The SHA-256 of the config.json of --state-dir when it starts (`start`: the ordinary checks,
+    as for any config) and the proxy serves it until a server answers; None when there is none or
+    it cannot start (then the proxy waits for the server)."""
+    import hashlib
+
+    try:
+        with open(path, "rb") as fh:
+            sha = hashlib.sha256(fh.read()).hexdigest()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        log.error("the last config %s cannot be read (%s); waiting for the xDS server", path, err.strerror or err)
+        return None
+    ok, message = start(path)
+    if not ok:
+        log.error("the last config cannot start, waiting for the xDS server: %s", " ".join(message.split()))
+        return None
+    log.info("serving the last config %s (%s) until an xDS server answers", path, message)
+    return sha
 
 
 def new_loop() -> asyncio.AbstractEventLoop:

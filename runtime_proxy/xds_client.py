@@ -24,8 +24,12 @@ What it does (docs/control-plane.md, "The native proxy"):
   its usual path and answers on stdin (`{"applied": N, "ok": ..., "message": ...}`); only then is
   the response ACKed, or NACKed with the proxy's message (and `config.json` restored to the
   config the proxy still runs);
-- reconnects with backoff when the stream ends; the proxy keeps serving meanwhile, and the same
-  versions on a new stream change nothing (the same file contents: the proxy answers at once).
+- reconnects with backoff when the stream ends (0.25 s doubled up to 2 s, jittered, as the Envoy
+  bootstrap's), each new stream on the next server of `--xds-server` (given once per replica, round
+  robin, so a dead replica is left for the next); HTTP/2 keepalive pings (every 5 s, 3 s to
+  answer) end a stream whose server stopped answering without closing; the proxy keeps serving
+  meanwhile, and the same versions on a new stream change nothing (the same file contents: the
+  proxy answers at once).
 
 It exits when its stdin closes (the proxy is gone). Its log lines go to stderr, which it shares
 with the proxy.
@@ -61,7 +65,12 @@ TARGET_NAME = "meshc-control"        # the name the server's certificate is chec
 CONFIG_FILE = "config.json"
 CERTS = "certs"
 REPLY_TIMEOUT = 60.0                 # seconds the proxy has to answer an apply
-BACKOFF_FIRST, BACKOFF_MAX = 0.25, 5.0
+BACKOFF_FIRST, BACKOFF_MAX = 0.25, 2.0   # as the Envoy bootstrap's retry_back_off
+CONNECT_TIMEOUT = 2.0                # seconds for a channel to connect (TCP and, with TLS, the handshake)
+KEEPALIVE = [                        # as the Envoy bootstrap's xds_cluster: a ping every 5 s, 3 s to answer
+    ("grpc.keepalive_time_ms", 5000), ("grpc.keepalive_timeout_ms", 3000),
+    ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.ping_timeout_ms", 3000)]
 INVALID_ARGUMENT = 3                 # google.rpc.Code
 
 
@@ -224,6 +233,24 @@ class Proxy:
             return False, f"the proxy did not answer within {REPLY_TIMEOUT:g} s"
 
 
+async def connect(channel: grpc.aio.Channel) -> None:
+    """Until the channel is connected or has failed (the call that follows then fails at once with
+    gRPC's reason); ConnectTimeout after CONNECT_TIMEOUT (a server that accepted the connection
+    but does not answer: a frozen process)."""
+    deadline = asyncio.get_running_loop().time() + CONNECT_TIMEOUT
+    state = channel.get_state(try_to_connect=True)
+    while state not in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+                        grpc.ChannelConnectivity.SHUTDOWN):
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            raise ConnectTimeout
+        try:
+            await asyncio.wait_for(channel.wait_for_state_change(state), left)
+        except TimeoutError:
+            raise ConnectTimeout from None
+        state = channel.get_state(try_to_connect=True)
+
+
 # ---- the client -----------------------------------------------------------------------------------
 
 @dataclass
@@ -234,9 +261,13 @@ class Held:
     value: Any
 
 
+class ConnectTimeout(Exception):
+    """The channel did not connect within CONNECT_TIMEOUT (a server that accepts and never answers)."""
+
+
 @dataclass
 class Client:
-    server: str
+    servers: list[str]                                        # the replicas, in the order given
     node: str
     state_dir: str
     identity_dir: str | None
@@ -245,40 +276,54 @@ class Client:
     applied_sha: str | None = None                            # of the config.json the proxy runs
     applied_text: bytes | None = None
     got_any: bool = False                                     # a response arrived on this stream
+    turn: int = 0                                             # the index of the server of the next stream
+
+    @property
+    def server(self) -> str:
+        """The server of the current (or next) stream."""
+        return self.servers[self.turn % len(self.servers)]
 
     def channel(self) -> grpc.aio.Channel:
         if self.identity_dir is None:
-            return grpc.aio.insecure_channel(self.server)
+            return grpc.aio.insecure_channel(self.server, options=KEEPALIVE)
         read = {}
         for name in ("ca.pem", "key.pem", "cert.pem"):
             with open(os.path.join(self.identity_dir, name), "rb") as fh:
                 read[name] = fh.read()
         creds = grpc.ssl_channel_credentials(read["ca.pem"], read["key.pem"], read["cert.pem"])
-        return grpc.aio.secure_channel(self.server, creds, options=[("grpc.ssl_target_name_override", TARGET_NAME)])
+        return grpc.aio.secure_channel(self.server, creds,
+                                       options=[("grpc.ssl_target_name_override", TARGET_NAME), *KEEPALIVE])
 
     async def run(self) -> None:
-        """Streams, one after the other, with backoff between them, until the proxy is gone."""
+        """Streams, one after the other, each on the next server (round robin), with backoff
+        between them, until the proxy is gone."""
         delay = BACKOFF_FIRST
-        was_up: bool | None = None
-        last_error = ""
+        logged: set[tuple[str, str]] = set()   # (server, error) said since the last stream that was up
         while not self.proxy.gone.is_set():
             self.got_any = False
+            server = self.server
             try:
                 async with self.channel() as channel:
+                    await connect(channel)
                     await self.stream(channel)
                 error = "the stream ended"
             except grpc.aio.AioRpcError as err:
                 error = f"{err.code().name}: {err.details()}{self.hint(err)}"
+            except ConnectTimeout:
+                error = f"no connection within {CONNECT_TIMEOUT:g} s"
             except OSError as err:   # --xds-identity files unreadable
                 error = f"cannot read the channel identity: {err}"
             if self.proxy.gone.is_set():
                 return
             if self.got_any:
                 delay = BACKOFF_FIRST
-            if was_up is not False or error != last_error:
-                log.warning("xDS server %s: %s; keeping config %s, retrying (backoff from %.2f s)",
-                            self.server, error, self.good_version(NATIVE) or "(none yet)", delay)
-            was_up, last_error = False, error
+                logged.clear()
+            self.turn += 1
+            if (server, error) not in logged:
+                logged.add((server, error))
+                nxt = f"next {self.server}" if len(self.servers) > 1 else "retrying"
+                log.warning("xDS server %s: %s; keeping config %s, %s (backoff %.2f s)",
+                            server, error, self.good_version(NATIVE) or "(none yet)", nxt, delay)
             await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
             delay = min(delay * 2, BACKOFF_MAX)
 
@@ -452,10 +497,13 @@ class Client:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runtime_proxy.xds_client",
                                 description="The native proxy's xDS client (started by `meshc proxy --xds-server`).")
-    p.add_argument("--xds-server", required=True, metavar="HOST:PORT")
+    p.add_argument("--xds-server", required=True, action="append", metavar="HOST:PORT",
+                   help="a server; once per replica (each new stream goes to the next)")
     p.add_argument("--node", required=True, metavar="SERVICE")
     p.add_argument("--state-dir", required=True, metavar="DIR")
     p.add_argument("--xds-identity", metavar="DIR")
+    p.add_argument("--running", metavar="SHA256",
+                   help="the SHA-256 of STATE/config.json, which the proxy runs (it started from it)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return p
 
@@ -464,6 +512,12 @@ async def amain(args: argparse.Namespace) -> int:
     proxy = Proxy()
     reader = asyncio.ensure_future(proxy.read())
     client = Client(args.xds_server, args.node, private_dir(args.state_dir), args.xds_identity, proxy)
+    if args.running:   # the proxy runs the config.json it started from: restore that one after a NACK
+        with contextlib.suppress(OSError):
+            with open(os.path.join(client.state_dir, CONFIG_FILE), "rb") as fh:
+                text = fh.read()
+            if hashlib.sha256(text).hexdigest() == args.running:
+                client.applied_sha, client.applied_text = args.running, text
     runner = asyncio.ensure_future(client.run())
     await proxy.gone.wait()
     runner.cancel()

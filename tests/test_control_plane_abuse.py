@@ -1,7 +1,8 @@
 """Bad and hostile ADS clients against `meshc serve` (issue 14, docs/control-plane.md "Limits and
-bad input"): each gets a clear gRPC status on its own stream, and a real Envoy on the same server
-keeps receiving pushes and acknowledging them meanwhile. The malformed requests that existed
-before (unknown node, unknown type URL, a huge request) are in tests/test_control_plane.py.
+bad input"): each gets a clear gRPC status on its own stream, and a real sidecar on the same
+server (each of SIDECARS: Envoy, the native proxy) keeps receiving pushes and acknowledging
+them meanwhile. The malformed requests that existed before (unknown node, unknown type URL, a
+huge request) are in tests/test_control_plane.py.
 """
 
 from __future__ import annotations
@@ -97,8 +98,8 @@ class RequestFlood(threading.Thread):
 def test_a_request_flood_ends_its_own_stream_and_the_sidecar_still_gets_pushes(tmp_path, sidecar):
     """Thousands of requests a second on one stream: RESOURCE_EXHAUSTED on that stream once its
     token bucket is empty (100 a second, a burst of 1,000, the defaults), again on every new
-    stream of the flooder; meanwhile a real Envoy under load on the same server takes every push
-    and acknowledges it, no request fails, and the server's own status answers."""
+    stream of the flooder; meanwhile a real sidecar (Envoy, the native proxy) under load on the
+    same server takes every push and acknowledges it, no request fails, and the server's own status answers."""
     fleet = Fleet(tmp_path, sidecar=sidecar)
     try:
         baseline = [push(fleet, live) for live in ("v2", "v1", "v2")]
@@ -115,7 +116,7 @@ def test_a_request_flood_ends_its_own_stream_and_the_sidecar_still_gets_pushes(t
         finally:
             summary = flood.stop()
             served = load.stop()
-        print(f"\nflood: {summary}; Envoy: {served}; push (SIGHUP to the new route in Envoy) "
+        print(f"\nflood: {summary}; {fleet.proxy.kind}: {served}; push (SIGHUP to the new route in the sidecar) "
               f"{', '.join(f'{t * 1000:.0f}' for t in baseline)} ms alone, "
               f"{', '.join(f'{t * 1000:.0f}' for t in during)} ms under the flood")
         code, details = flood.ended[0]
@@ -194,9 +195,9 @@ class StreamFlood(threading.Thread):
 
 @requires_envoy
 def test_streams_over_max_streams_are_refused_and_the_sidecar_still_gets_pushes(tmp_path, sidecar):
-    """`--max-streams 50` and a client opening 1,000 streams at once while a real Envoy is
+    """`--max-streams 50` and a client opening 1,000 streams at once while a real sidecar is
     connected: 49 are served, the other 951 end at once with RESOURCE_EXHAUSTED and a message
-    naming the limit; Envoy takes a push meanwhile, `meshc status` counts the refusals, the log
+    naming the limit; the sidecar takes a push meanwhile, `meshc status` counts the refusals, the log
     says it in at most 10 lines a second, and once the flood's streams close a new client is served."""
     fleet = Fleet(tmp_path, serve_args=("--max-streams", "50"), sidecar=sidecar)
     try:
@@ -209,7 +210,7 @@ def test_streams_over_max_streams_are_refused_and_the_sidecar_still_gets_pushes(
         finally:
             flood.stop()
         print(f"\n1,000 streams, --max-streams 50: {flood.accepted} served, {len(flood.refused)} refused; "
-              f"a push to Envoy meanwhile {took * 1000:.0f} ms")
+              f"a push to the {fleet.proxy.kind} sidecar meanwhile {took * 1000:.0f} ms")
         assert (flood.accepted, len(flood.refused)) == (49, 951)
         assert set(flood.refused) == {(grpc.StatusCode.RESOURCE_EXHAUSTED, "the server serves at most 50 streams "
                                        "(meshc serve --max-streams); try again later or another replica")}

@@ -1,11 +1,13 @@
 """The control plane under failure (issue 14, docs/control-plane.md "Replicas, and when the server
-is down"): a real Envoy 1.40 carrying load from a load generator in this process (threads, a new
-loopback connection per request, a few hundred requests a second) while its `meshc serve`
-subprocess is killed, restarted, or frozen, alone or with a second replica.
+is down"): a real sidecar, each of SIDECARS (Envoy 1.40, and the native proxy fed by `meshc
+serve`), carrying load from a load generator in this process (threads, a new loopback connection
+per request, a few hundred requests a second) while its `meshc serve` subprocess is killed,
+restarted, or frozen, alone or with a second replica.
 
-What must hold: no request fails while the server is away (Envoy keeps serving its last
+What must hold: no request fails while the server is away (the sidecar keeps serving its last
 configuration), and a stream reopened on a server with the same sources (restarted, or another
-replica) gets the same versions: no cluster or listener is modified, nothing drains.
+replica) gets the same versions: for Envoy no cluster or listener is modified and nothing
+drains, for the native proxy nothing is reloaded.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ pytestmark = requires_envoy
 
 
 class Load:
-    """`threads` threads sending GET `path` through Envoy's outbound listener at about `rate`
+    """`threads` threads sending GET `path` through the sidecar's outbound listener at about `rate`
     requests a second in all, each on a new connection. Every answer other than 200 from the
     expected backend names, and every connection error, is a failure."""
 
@@ -85,8 +87,7 @@ class Load:
 class EnvoySidecar:
     """The sidecar of `web` as a real Envoy from `meshc compile --bootstrap ads`, one
     `--xds-server` per replica. The failover tests use a sidecar through this interface only
-    (`kind`, `versions`, `churn`, `connected`, `output`, `stop`): the native proxy fed by
-    `meshc serve` plugs in as one more entry of SIDECARS with the same interface."""
+    (`kind`, `versions`, `churn`, `connected`, `output`, `stop`), as NativeSidecar below."""
 
     kind = "envoy"   # what `meshc status` shows for its stream
 
@@ -134,8 +135,49 @@ class EnvoySidecar:
         self.envoy.stop()
 
 
+class NativeSidecar:
+    """The sidecar of `web` as the native proxy fed by `meshc serve`: `meshc proxy --node web` with
+    one `--xds-server` per replica (its helper process holds the stream, tests/test_native_xds.py),
+    listening on the policy's ports once its first config arrived."""
+
+    kind = "native"
+
+    def __init__(self, tmp: Path, path: Path, servers: list[str], ports: dict[str, int]):
+        from tests.test_native_xds import start_native
+
+        self.proxy = start_native(tmp, servers, "web")
+        if (self.proxy.inbound, self.proxy.outbound) != (ports["INBOUND"], ports["OUTBOUND"]):
+            self.proxy.stop()
+            raise AssertionError(f"the native proxy listens on {self.proxy.ports}: {self.proxy.log()}")
+
+    def versions(self) -> dict[str, dict[str, str]]:
+        """What the proxy holds: its config's version (admin /config)."""
+        code, body = self.proxy.admin_get("/config")
+        assert code == 200, body
+        shown = json.loads(body)
+        return {"config": {"web": shown["config"]["version"]}}
+
+    def churn(self) -> dict[str, int]:
+        """Counters that move when the proxy reloads a config (applied or refused)."""
+        stats = self.proxy.stats()
+        return {k: stats[k] for k in ("server.config_reload_ok", "server.config_reload_rejected")}
+
+    def connected(self) -> bool:
+        """Whether the helper's last word about its stream is `connected` (its log: one line when a
+        stream gets its first response, one when a stream ends or a server cannot be reached)."""
+        lines = [x for x in self.proxy.log().splitlines() if "xDS server " in x and
+                 (": connected, node" in x or "keeping config" in x)]
+        return bool(lines) and ": connected, node" in lines[-1]
+
+    def output(self) -> str:
+        return self.proxy.log()
+
+    def stop(self) -> None:
+        self.proxy.stop()
+
+
 # The sidecars the failover tests run with, by name (each test runs once per entry).
-SIDECARS: dict[str, type] = {"envoy": EnvoySidecar}
+SIDECARS: dict[str, type] = {"envoy": EnvoySidecar, "native": NativeSidecar}
 
 
 class Fleet:
@@ -234,8 +276,8 @@ def kill(fleet: Fleet, index: int) -> None:
 
 
 def test_the_server_killed_under_load_then_restarted(fleet):
-    """SIGKILL of the only server under load: no request fails, Envoy keeps its configuration;
-    a new server on the same sources: Envoy reconnects by itself, gets the same versions (no
+    """SIGKILL of the only server under load: no request fails, the sidecar keeps its configuration;
+    a new server on the same sources: the sidecar reconnects by itself, gets the same versions (no
     cluster or listener modified, nothing drains) and `meshc status` of the new server shows it
     up to date."""
     before, churn = fleet.versions(), fleet.churn()
@@ -292,7 +334,7 @@ def test_two_replicas_kill_the_one_the_sidecar_is_on_under_load(fleet):
         assert fleet.versions() == before and fleet.churn() == churn, "the same versions from the other replica"
         report = fleet.up_to_date(other)
         assert {e["state"] for s in report["streams"] for e in s["types"].values()} == {"up to date"}
-        # the killed replica comes back; the edit goes to both, Envoy stays where it is
+        # the killed replica comes back; the edit goes to both, the sidecar stays where it is
         fleet.restart(first)
         policy(fleet.path, fleet.ports, live="v2")
         marks = [(s, s.reload()) for s in fleet.servers if s is not None]
@@ -323,7 +365,7 @@ def test_two_replicas_kill_the_one_the_sidecar_is_on_under_load(fleet):
 @pytest.mark.parametrize("fleet", [2], indirect=True)
 def test_a_frozen_replica_is_left_for_the_other_by_keepalive(fleet):
     """A replica that stops answering without closing its connection (SIGSTOP: the kernel keeps
-    the socket open, as for a host that vanished): Envoy's HTTP/2 keepalive (a ping every 5 s,
+    the socket open, as for a host that vanished): the sidecar's HTTP/2 keepalive (a ping every 5 s,
     3 s to answer) closes the connection and the stream reopens on the other replica; no request
     fails meanwhile. Takes up to ~8 s by construction (the keepalive interval plus its timeout)."""
     first = fleet.serving()

@@ -1,14 +1,14 @@
-"""The live layer of the equivalence suite with Envoy fed by `meshc serve` over ADS
+"""The live layer of the equivalence suite with both planes fed by `meshc serve` over ADS
 (tests/equivalence/served.py) instead of files: generated policies, one after the other, reach
-one Envoy for the whole session by the edit path (the served file rewritten, SIGHUP, a push,
-Envoy's ACK), and every generated request must get the same normalised observation from that
-Envoy as from the native proxy (and as the model layer predicts), as in
-tests/test_equivalence_live.py.
+one Envoy and one native proxy for the whole session, both subscribed to one `meshc serve`, by
+the edit path (the served file rewritten, SIGHUP, a push, each proxy's ACK), and every generated
+request must get the same normalised observation from that Envoy as from that native proxy (and
+as the model layer predicts), as in tests/test_equivalence_live.py.
 
 Profiles: CI runs a subset (8 policies, 25 to 40 requests each); `MESHC_EQUIVALENCE_SERVED=full`
 runs the live layer's profile (110 policies, 1,000 with `MESHC_EQUIVALENCE=nightly` too).
 `MESHC_EQUIVALENCE_NATIVE` picks how the native proxy gets its config (tests/equivalence/
-served.py, `NATIVE_PLANES`; `files` by default).
+served.py, `NATIVE_PLANES`): `serve` by default, `files` for the file-fed native proxy.
 """
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ def served_session():
     if swaps:
         print(f"\nmeshc serve → envoy, {len(swaps)} policies by the edit path: SIGHUP to Envoy's ACK "
               f"median {swaps[len(swaps) // 2] * 1000:.0f} ms, max {swaps[-1] * 1000:.0f} ms")
+    after = sorted(session.native.swap_times) if getattr(session.native, "served", False) else []
+    if after:
+        print(f"meshc serve → native, the same {len(after)} policies: from Envoy's ACK to the native proxy's "
+              f"ACK and its /config median {after[len(after) // 2] * 1000:.0f} ms, max {after[-1] * 1000:.0f} ms")
     session.stop()
 
 
@@ -51,11 +55,12 @@ def check(session, policy: GenPolicy, requests: list[GenRequest]) -> list:
 
     results = session.run(policy, requests)
     tally.add(policies=1, requests=len(requests), mtls_requests=sum(r.caller is not None for r in requests),
-              served=True)
+              served=True, served_native=getattr(session.native, "served", False))
     bad = [c for c in results if c.problem is not None]
     if bad:
         disagreement()
-        pytest.fail(f"envoy (fed by meshc serve) and native disagree on {len(bad)} of {len(requests)} request(s); "
+        fed = "both fed by meshc serve" if getattr(session.native, "served", False) else "envoy fed by meshc serve"
+        pytest.fail(f"envoy and native ({fed}) disagree on {len(bad)} of {len(requests)} request(s); "
                     "the first:\n" + side_by_side(policy, bad[0]), pytrace=False)
     wrong = [c for c in results if c.model is not None]
     if wrong:

@@ -51,12 +51,15 @@ def wait(predicate, what: str, timeout: float = 20, proxy: Proxy | None = None):
         time.sleep(0.05)
 
 
-def start_native(tmp: Path, server_port: int, node: str = "web", *extra: str) -> Proxy:
-    """`meshc proxy --xds-server 127.0.0.1:PORT --node NODE --state-dir TMP/state`, once it listens."""
+def start_native(tmp: Path, server: int | list[str], node: str = "web", *extra: str) -> Proxy:
+    """`meshc proxy --xds-server 127.0.0.1:PORT --node NODE --state-dir TMP/state`, once it listens
+    (`server`: a port on loopback, or the addresses of the replicas, one `--xds-server` each)."""
     ports_file = tmp / f"ports-{time.monotonic_ns()}.json"
     log_path = str(ports_file) + ".log"
+    servers = [f"127.0.0.1:{server}"] if isinstance(server, int) else server
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "compiler", "proxy", "--xds-server", f"127.0.0.1:{server_port}",
+        proc = subprocess.Popen([sys.executable, "-m", "compiler", "proxy",
+                                 *[a for s in servers for a in ("--xds-server", s)],
                                  "--node", node, "--state-dir", str(tmp / "state"), "--ports-file", str(ports_file),
                                  *extra], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     deadline = time.monotonic() + 30
@@ -333,6 +336,83 @@ def test_a_helper_that_dies_is_restarted_and_the_proxy_keeps_serving(plane):
     plane.proxy.stop()
     wait(lambda: not Path(f"/proc/{second}").exists() or "zombie" in Path(f"/proc/{second}/status").read_text()
          .lower(), "the helper gone with the proxy")
+
+
+def test_with_several_servers_one_that_never_answers_is_left_for_the_next(plane, tmp_path):
+    """`--xds-server SILENT --xds-server LIVE`: SILENT accepts the TCP connection (a listening socket
+    nobody accepts from: the kernel completes the handshake) and never speaks; the channel is not up
+    within the connect timeout (2 s), the helper says so and takes the next server, where the proxy
+    gets its config."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        (tmp_path / "second").mkdir()
+        started = time.monotonic()
+        proxy = start_native(tmp_path / "second", [address, f"127.0.0.1:{plane.serve.port}"], "web",
+                             "--inbound-port", "0", "--outbound-port", "0", "--admin-port", "0")
+        took = time.monotonic() - started
+        try:
+            log = proxy.log()
+            assert f"xDS server {address}: no connection within 2 s; keeping config (none yet), next " \
+                   f"127.0.0.1:{plane.serve.port}" in log, log
+            assert f"xDS server 127.0.0.1:{plane.serve.port}: connected, node web" in log, log
+            assert get(proxy.outbound, "/live", host=API_HOST).json()["backend"] == "v1"
+            print(f"a silent first server: the proxy listened {took:.1f} s after its start")
+        finally:
+            proxy.stop()
+    finally:
+        silent.close()
+
+
+def test_a_restart_with_its_state_dir_serves_the_last_config_while_no_server_answers(plane, tmp_path):
+    """The proxy and the server both stopped; the proxy restarted with the same `--state-dir`
+    while no server answers: it validates and serves the config.json it last applied at once,
+    and keeps trying the server; a server on the same sources brings it up to date with no
+    reload, and the next edit is pushed. A last config that cannot start is not served: the
+    proxy waits for the server, as without one."""
+    version = plane.config()["config"]["version"]
+    assert plane.proxy.stop() == 0
+    port = plane.serve.port
+    assert plane.serve.stop() == 0
+    started = time.monotonic()
+    plane.proxy = start_native(tmp_path, port)   # nothing answers on `port`
+    listening = time.monotonic() - started
+    assert plane.config()["config"]["version"] == version and plane.call("/live") == "v1"
+    assert plane.config()["file"] == str(tmp_path / "state" / "config.json")
+    wait(lambda: "keeping config (none yet), retrying" in plane.proxy.log(), "the server tried", proxy=plane.proxy)
+    log = plane.proxy.log()
+    assert "serving the last config" in log and "waiting for the first config" not in log, log
+    for _ in range(5):
+        assert plane.call("/live") == "v1"
+        time.sleep(0.1)
+    plane.serve = Serve(str(plane.path), port=port)   # a server answers: the same sources
+    came = time.monotonic()
+    wait(lambda: (s := native_stream(status(port))) and s["types"].get("SidecarConfig", {}).get("state") ==
+         "up to date", "the resync", proxy=plane.proxy)
+    resync = time.monotonic() - came
+    assert plane.proxy.stats()["server.config_reload_ok"] == 0, "the same config: no reload"
+    assert plane.config()["config"]["version"] == version
+    policy(plane.path, plane.ports, live="v2")
+    plane.serve.reload()
+    wait(lambda: plane.call("/live") == "v2", "the push after the resync", proxy=plane.proxy)
+    print(f"restarted from the last config: listening {listening * 1000:.0f} ms after the start with no server; "
+          f"up to date {resync * 1000:.0f} ms after a server was serving")
+
+    # a last config that cannot start (its contract refuses it): not served; the server's is
+    assert plane.proxy.stop() == 0
+    state = tmp_path / "state" / "config.json"
+    bad = json.loads(state.read_text())
+    bad["services"][0]["routes"][0]["timeout_ms"] = -1
+    state.write_text(json.dumps(bad))
+    plane.proxy = start_native(tmp_path, port)
+    log = plane.proxy.log()
+    assert "the last config cannot start, waiting for the xDS server" in log and "timeout_ms" in log, log
+    assert "waiting for the first config" in log and "serving the last config" not in log
+    assert plane.call("/live") == "v2"
 
 
 def test_before_its_first_config_the_proxy_waits_and_a_signal_ends_the_wait(plane, tmp_path):
@@ -636,6 +716,9 @@ def test_a_native_rejection_is_located_by_its_json_path(tmp_path):
     (["--node", "web"], "go together"),
     (["cfg.json", "--xds-server", "127.0.0.1:1", "--node", "web"], "exclude each other"),
     (["--xds-server", "nowhere", "--node", "web"], "not HOST:PORT"),
+    (["--xds-server", "127.0.0.1:1", "--xds-server", "127.0.0.1:2", "--xds-server", "nowhere", "--node", "web"],
+     "nowhere: not HOST:PORT"),
+    (["--xds-server", "127.0.0.1:1", "--xds-server", "127.0.0.1:1", "--node", "web"], "given twice"),
     (["--xds-server", "127.0.0.1:1", "--node", "web", "--xds-identity", "/nonexistent"], "no cert.pem"),
     (["cfg.json", "--state-dir", "/tmp/x"], "go with --xds-server"),
 ])

@@ -14,7 +14,9 @@ answered at once (`unchanged`), without a reload: a helper that restarts, or rec
 another server with the same versions, changes nothing.
 
 Before the first config the proxy does not listen (the listeners' addresses are in the config):
-`first()` waits, as long as it takes, for a config that starts. When the helper dies, the proxy
+`first()` waits, as long as it takes, for a config that starts; unless the state directory holds
+the config.json the proxy last applied and it starts (`started_from`): then the proxy serves it
+at once and the helper brings it up to date when a server answers. When the helper dies, the proxy
 keeps serving its last config and starts a new helper after a backoff (0.5 s, doubled up to 30 s,
 back to 0.5 s after a helper that lived 30 s). When the proxy stops, it closes the helper's stdin,
 and the helper exits.
@@ -45,8 +47,9 @@ class Stop(Exception):
 
 
 class XdsLink:
-    def __init__(self, server: str, node: str, state_dir: str, identity_dir: str | None, log_level: str) -> None:
-        self.server = server
+    def __init__(self, servers: list[str], node: str, state_dir: str, identity_dir: str | None,
+                 log_level: str) -> None:
+        self.servers = servers
         self.node = node
         self.state_dir = state_dir
         self.identity_dir = identity_dir
@@ -64,10 +67,14 @@ class XdsLink:
     # ---- the helper process -----------------------------------------------------------------------
 
     def spawn(self) -> None:
-        cmd = [sys.executable, "-m", "runtime_proxy.xds_client", "--xds-server", self.server, "--node", self.node,
+        cmd = [sys.executable, "-m", "runtime_proxy.xds_client", "--node", self.node,
                "--state-dir", self.state_dir, "--log-level", self.log_level]
+        for server in self.servers:
+            cmd += ["--xds-server", server]
         if self.identity_dir is not None:
             cmd += ["--xds-identity", self.identity_dir]
+        if self.applied_sha is not None:   # what the proxy runs: the helper restores it after a NACK
+            cmd += ["--running", self.applied_sha]
         env = dict(os.environ)
         env.setdefault("GRPC_VERBOSITY", "NONE")   # gRPC's own log lines: only when asked for
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
@@ -136,7 +143,7 @@ class XdsLink:
     def first(self, start: Callable[[str], tuple[bool, str]]) -> None:
         """Wait for the helper's first config that `start(path)` accepts ((ok, message)); raises
         Stop when a signal ends the wait."""
-        log.info("waiting for the first config from the xDS server %s (node %s)", self.server, self.node)
+        log.info("waiting for the first config from the xDS server %s (node %s)", ", ".join(self.servers), self.node)
         self.spawn()
         while True:
             assert self.proc is not None and self.proc.stdout is not None
@@ -155,6 +162,12 @@ class XdsLink:
                     self.applied_sha = msg.get("sha")
                     return
                 log.error("the first config from the xDS server cannot start: %s", message)
+
+    def started_from(self, sha: str) -> None:
+        """The proxy started from the state directory's config.json (SHA-256 `sha`), before any
+        server answered: the helper's first config with that SHA-256 is `unchanged`."""
+        self.applied_sha = sha
+        self.spawn()
 
     # ---- while serving ----------------------------------------------------------------------------------
 

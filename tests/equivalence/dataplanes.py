@@ -519,8 +519,9 @@ class Compared:
 class Session:
     """The upstreams and both data planes, for one test session. `envoy` and `native` make the
     planes (called with the first policy, the upstream ports and the certificates' directory):
-    by default the file-fed ones above; tests/equivalence/served.py has the Envoy plane fed by
-    `meshc serve` (tests/test_equivalence_served.py)."""
+    by default the file-fed ones above; tests/equivalence/served.py has the planes fed by `meshc
+    serve` (tests/test_equivalence_served.py). A native factory with `needs_envoy_plane` also gets
+    the Envoy plane (`envoy=`): the native proxy fed by the Envoy plane's server."""
 
     def __init__(self, first: GenPolicy, envoy=None, native=None):
         self.upstreams = Upstreams()
@@ -529,7 +530,9 @@ class Session:
         try:
             self.certs = SessionCerts(self.certs_root)
             self.envoy = (envoy or EnvoyPlane)(first, self.upstreams.ports(), self.certs.certs_dir)
-            self.native = (native or NativePlane)(first, self.upstreams.ports(), self.certs.certs_dir)
+            native = native or NativePlane
+            shared = {"envoy": self.envoy} if getattr(native, "needs_envoy_plane", False) else {}
+            self.native = native(first, self.upstreams.ports(), self.certs.certs_dir, **shared)
         except BaseException:
             self.stop()
             raise
@@ -594,7 +597,7 @@ class Session:
         return out
 
     def stop(self) -> None:
-        for plane in (self.envoy, self.native):
+        for plane in (self.native, self.envoy):   # the native plane may be fed by the Envoy plane's server
             if plane is not None:
                 plane.stop()
         self.upstreams.stop()

@@ -15,16 +15,15 @@ setting (added to the rendered text's `mesh` block, `CERTIFICATES`), the same pa
 planes get from `--certs-dir`, so mTLS policies run too.
 
 The native plane is the session's `native` factory, chosen by name from `NATIVE_PLANES` with
-`MESHC_EQUIVALENCE_NATIVE` (default `files`: the file-fed `dataplanes.NativePlane`). The native
-proxy's xDS client (`meshc proxy --xds-server ADDR --node SERVICE`) plugs in as one more entry,
-`NATIVE_PLANES["serve"] = ServedNativePlane`: a class with NativePlane's interface (`compile`,
-`swap`, `stop`, `ports`, `proc`, `log`) whose proxy subscribes to its own `meshc serve` (or to
-the Envoy plane's, `ServedEnvoyPlane.address`, when the session passes it), and whose `swap`
-is the edit path as here.
+`MESHC_EQUIVALENCE_NATIVE`: `serve` (the default), `ServedNativePlane`, the native proxy fed by
+the same `meshc serve` as Envoy (`meshc proxy --xds-server ADDR --node client`), so that both
+planes are fed by the server; or `files`, the file-fed `dataplanes.NativePlane`.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import shutil
 import signal
@@ -41,12 +40,9 @@ from tests.equivalence.policies import GenPolicy
 
 CERTIFICATES = '  certificates "{}"\n'
 
-# The native planes by name (MESHC_EQUIVALENCE_NATIVE): how the native proxy gets its config.
-NATIVE_PLANES: dict[str, type] = {"files": NativePlane}
-
-
 def native_plane() -> type:
-    name = os.environ.get("MESHC_EQUIVALENCE_NATIVE", "files")
+    """The native plane named by MESHC_EQUIVALENCE_NATIVE (NATIVE_PLANES, below), `serve` by default."""
+    name = os.environ.get("MESHC_EQUIVALENCE_NATIVE", "serve")
     if name not in NATIVE_PLANES:
         raise RuntimeError(f"MESHC_EQUIVALENCE_NATIVE={name}: no such native plane ({', '.join(NATIVE_PLANES)})")
     return NATIVE_PLANES[name]
@@ -143,7 +139,7 @@ class ServedEnvoyPlane(Plane):
         assert self.envoy is not None
         while True:
             report = self._status.fetch(self.address)
-            streams = [s for s in report["streams"] if s["node"] == SIDECAR]
+            streams = [s for s in report["streams"] if s["node"] == SIDECAR and s["kind"] == "envoy"]
             states = {t: e["state"] for s in streams for t, e in s["types"].items()}
             rejected = [e["last_rejection"] for s in streams for e in s["types"].values()
                         if e["state"] == "rejected"]
@@ -181,3 +177,113 @@ class ServedEnvoyPlane(Plane):
         if self.proc.poll() is None:
             terminate(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class ServedNativePlane(Plane):
+    """The native proxy fed by the session's `meshc serve` (the Envoy plane's: `envoy`, a
+    ServedEnvoyPlane): `meshc proxy --xds-server ADDR --node client` with listener ports of its
+    own (`--inbound-port`, `--outbound-port`, `--admin-port`: the served config names the Envoy
+    plane's, and a reload keeps the ports the proxy bound). A policy reaches it by the same edit as
+    Envoy (the Envoy plane's swap renames the served file and sends SIGHUP): its swap waits until
+    the server's status shows its stream up to date on every type (the proxy acknowledged the new
+    `SidecarConfig`, and `Secret` when it asks for it, which it does once only after applying) and
+    its admin `/config` shows the compiled version. A NACK, or a proxy that exits, is a SwapError."""
+
+    name = "native"
+    served = True               # for the tally: this plane is fed by meshc serve
+    needs_envoy_plane = True    # dataplanes.Session passes its Envoy plane as `envoy`
+
+    def __init__(self, policy: GenPolicy, upstream_ports: dict[str, int], certs_dir: str | None = None,
+                 envoy: Plane | None = None):
+        if not isinstance(envoy, ServedEnvoyPlane):
+            raise RuntimeError("MESHC_EQUIVALENCE_NATIVE=serve feeds the native proxy from the Envoy plane's "
+                               "meshc serve: it needs the Envoy plane of tests/equivalence/served.py")
+        self.server = envoy
+        self.upstream_ports = upstream_ports
+        self.certs_dir = certs_dir
+        self.ports = {"INBOUND": free_port(), "OUTBOUND": free_port(), "ADMIN": free_port()}
+        self.dir = tempfile.mkdtemp(prefix="meshc-equivalence-native-served-")
+        self.swap_times: list[float] = []
+        self.log_path = os.path.join(self.dir, "proxy.log")
+        ports_file = os.path.join(self.dir, "ports.json")
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "compiler", "proxy", "--xds-server", envoy.address, "--node", SIDECAR,
+                 "--state-dir", os.path.join(self.dir, "state"), "--ports-file", ports_file,
+                 "--inbound-port", str(self.ports["INBOUND"]), "--outbound-port", str(self.ports["OUTBOUND"]),
+                 "--admin-port", str(self.ports["ADMIN"]), "--log-level", "warning"],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        try:
+            deadline = time.monotonic() + 30
+            while not os.path.exists(ports_file):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the native proxy fed by meshc serve did not start:\n{self.log()}")
+                time.sleep(0.01)
+            with open(ports_file) as fh:
+                bound = json.load(fh)
+            assert (bound["inbound"], bound["outbound"], bound["admin"]) == (
+                self.ports["INBOUND"], self.ports["OUTBOUND"], self.ports["ADMIN"]), bound
+            self._settle(self.compile(policy), time.monotonic() + 20)
+        except BaseException:
+            self.stop()
+            raise
+
+    def compile(self, policy: GenPolicy) -> Compiled:
+        """What the server serves (the Envoy plane's text, compiled under the served file's name,
+        which the config's version and sources carry): the native config the proxy receives."""
+        server = self.server
+        text = with_certificates(server.render(policy, server.upstream_ports), server.certs_dir)
+        return compile_text(text, path=server.path, certs_dir=server.certs_dir)
+
+    def admin(self, path: str) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.ports["ADMIN"], timeout=30)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def _settle(self, compiled: Compiled, deadline: float) -> None:
+        version = compiled.native["version"]
+        while True:
+            if self.proc.poll() is not None:
+                raise SwapError(f"the native proxy exited with {self.proc.returncode}:\n{self.log()}")
+            report = self.server._status.fetch(self.server.address)
+            streams = [s for s in report["streams"] if s["node"] == SIDECAR and s["kind"] == "native"]
+            rejected = [e["last_rejection"] for s in streams for e in s["types"].values() if e["state"] == "rejected"]
+            if rejected:
+                raise SwapError(f"the native proxy rejected the served config: {rejected[0]}")
+            states = {e["state"] for s in streams for e in s["types"].values()}
+            if len(streams) == 1 and states == {"up to date"}:
+                status, body = self.admin("/config")
+                if status == 200 and json.loads(body)["config"]["version"] == version:
+                    return
+            if time.monotonic() > deadline:
+                raise SwapError(f"the native proxy is not up to date after the push: {streams}\n{self.log()}")
+            time.sleep(0.002)
+
+    def swap(self, compiled: Compiled) -> float:
+        """The Envoy plane's swap has edited the served file and seen it published: wait until the
+        native proxy acknowledged it and runs it; the seconds that took."""
+        start = time.perf_counter()
+        self._settle(compiled, time.monotonic() + 10)
+        took = time.perf_counter() - start
+        self.swap_times.append(took)
+        return took
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as fh:
+                return fh.read()[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        terminate(self.proc)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# The native planes by name (MESHC_EQUIVALENCE_NATIVE): how the native proxy gets its config.
+NATIVE_PLANES: dict[str, type] = {"serve": ServedNativePlane, "files": NativePlane}

@@ -5,7 +5,9 @@ tests/conftest.py prints at the end of the run (shown here on two lines):
     K decisions in the model layer (I with a peer identity), D disagreements
 
 and, when the layer fed by `meshc serve` ran (tests/test_equivalence_served.py), before the
-disagreements: `, S of the policies and R of the requests with envoy fed by meshc serve over ADS`.
+disagreements: `, S of the policies and R of the requests with both planes (envoy and native) fed by
+meshc serve over ADS` (or `with envoy fed by meshc serve over ADS` when the native proxy was fed by
+files there, MESHC_EQUIVALENCE_NATIVE=files; both parts when some of each ran).
 
 `T` counts the live requests whose caller presented a client certificate, `I` the model
 decisions for such a caller; the other inbound requests come from a plaintext caller without
@@ -19,17 +21,23 @@ import threading
 
 _lock = threading.Lock()
 counts = {"policies": 0, "requests": 0, "mtls_requests": 0, "decisions": 0, "identity_decisions": 0,
-          "disagreements": 0, "served_policies": 0, "served_requests": 0}
+          "disagreements": 0, "served_policies": 0, "served_requests": 0, "served_native_policies": 0,
+          "served_native_requests": 0}
 used = False
 
 
 def add(policies: int = 0, requests: int = 0, decisions: int = 0, disagreements: int = 0,
-        mtls_requests: int = 0, identity_decisions: int = 0, served: bool = False) -> None:
-    """`served`: the policies and requests went through the Envoy fed by `meshc serve`."""
+        mtls_requests: int = 0, identity_decisions: int = 0, served: bool = False,
+        served_native: bool = False) -> None:
+    """`served`: the policies and requests went through the Envoy fed by `meshc serve`;
+    `served_native`: and through the native proxy fed by it too."""
     global used
     with _lock:
         used = True
-        if served:
+        if served and served_native:
+            counts["served_native_policies"] += policies
+            counts["served_native_requests"] += requests
+        elif served:
             counts["served_policies"] += policies
             counts["served_requests"] += requests
         counts["policies"] += policies
@@ -45,6 +53,9 @@ def summary() -> str:
     return (f"equivalence: {c['policies']} policies, {c['requests']} requests through envoy and native "
             f"({c['mtls_requests']} over mTLS), {c['decisions']} decisions in the model layer "
             f"({c['identity_decisions']} with a peer identity), "
+            + (f"{c['served_native_policies']} of the policies and {c['served_native_requests']} of the requests "
+               "with both planes (envoy and native) fed by meshc serve over ADS, "
+               if c["served_native_policies"] else "")
             + (f"{c['served_policies']} of the policies and {c['served_requests']} of the requests with envoy fed "
                "by meshc serve over ADS, " if c["served_policies"] else "")
             + f"{c['disagreements']} disagreements")
