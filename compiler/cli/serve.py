@@ -48,15 +48,16 @@ def serve(files: list[str], args) -> int:
             print(f"meshc serve: {event}", file=sys.stderr)
         sys.stderr.flush()
 
+    builder = control.snapshot.Builder()   # kept: each reload rebuilds only what an edit touched
     try:
-        snapshots, diagnostics, watch = control.build(files)
+        snapshots, diagnostics, watch = control.build(files, builder)
     except control.BuildError as err:
         report("", err.diagnostics, err.problems)
         return EXIT_INPUT
     if diagnostics:
         print_diagnostics(diagnostics, args.output_format, args.color, json_stream=sys.stderr)
     async def run() -> int:   # the grpc.aio server belongs to the loop it is made on
-        server = control.Server(files, snapshots, report, watch)
+        server = control.Server(files, snapshots, report, watch, builder)
         try:
             port = server.bind(args.listen)
         except OSError:

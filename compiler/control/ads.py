@@ -145,10 +145,14 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self._ids = itertools.count(1)
 
     def publish(self, snapshots: dict[str, NodeSnapshot]) -> None:
-        """Serve `snapshots` from now on (call on the server's event loop)."""
-        self.snapshots = snapshots
-        for queue in self._queues.values():
-            queue.put_nowait(("update", None))
+        """Serve `snapshots` from now on (call on the server's event loop). Only the streams whose
+        node's snapshot is another object are woken: the snapshot builder keeps the same object
+        for a sidecar that an edit does not touch, so nothing is computed or sent for it."""
+        before, self.snapshots = self.snapshots, snapshots
+        for stream_id, queue in self._queues.items():
+            node = self.streams[stream_id].node
+            if node is None or before.get(node) is not snapshots.get(node):
+                queue.put_nowait(("update", None))
 
     async def StreamAggregatedResources(self, request_iterator, context):   # gRPC's method name
         stream = Stream(next(self._ids))

@@ -24,6 +24,10 @@ from compiler.control.versions import version_of
 MAX_REQUEST_BYTES = 1 << 20
 
 
+# The sidecars a `published` line names; more are counted.
+SHOWN = 10
+
+
 class BuildError(Exception):
     """A program that does not give a servable snapshot: its diagnostics, or the problems found."""
 
@@ -40,19 +44,27 @@ def watched(files: list[str], compilation) -> list[str]:
     return sorted(set(files) | {p for p in compilation.sources if not p.startswith("<")})
 
 
-def build(files: list[str]) -> tuple[dict[str, snapshot.NodeSnapshot], list, list[str]]:
+def build(files: list[str], builder: snapshot.Builder | None = None,
+          timings: dict[str, float] | None = None) -> tuple[dict[str, snapshot.NodeSnapshot], list, list[str]]:
     """Every sidecar's snapshot, checked for consistency, the compile's diagnostics (warnings)
     and the files to watch; raises BuildError when the program has errors or a snapshot is
-    inconsistent."""
+    inconsistent. With the `builder` of the previous builds, only what changed is rebuilt (and
+    checked: a sidecar whose snapshot is reused was checked when it was made); `timings`, when
+    given, receives the seconds of each step."""
+    builder = builder or snapshot.Builder()
+    started = time.perf_counter()
     compilation = api.compile(files)
+    compiled = time.perf_counter()
     watch = watched(files, compilation)
     if compilation.has_errors:
         raise BuildError(compilation.diagnostics, [], watch)
     try:
-        snapshots = snapshot.build_all(compilation)
+        snapshots = builder.build(compilation)
     except ValueError as err:
         raise BuildError(compilation.diagnostics, [str(err)], watch) from err
-    problems = [p for snap in snapshots.values() for p in consistency.problems(snap)]
+    if timings is not None:
+        timings.update(compile=compiled - started, **builder.timings)
+    problems = [p for node in builder.rebuilt for p in consistency.problems(snapshots[node])]
     if problems:
         raise BuildError(compilation.diagnostics, problems, watch)
     return snapshots, compilation.diagnostics, watch
@@ -66,7 +78,9 @@ TEST_CORRUPT = "MESHC_SERVE_TEST_CORRUPT"
 
 
 def corrupt(snapshots: dict[str, snapshot.NodeSnapshot], spec: str) -> list[str]:
-    """Corrupt cluster NAME (`spec` is `Cluster:NAME`) in every node that has it; those nodes."""
+    """Corrupt cluster NAME (`spec` is `Cluster:NAME`) in every node that has it; those nodes.
+    Each such node's snapshot is replaced by a corrupted copy (the builder's own stays good, so
+    the next reload serves the good one again)."""
     kind, _, name = spec.partition(":")
     touched: list[str] = []
     if kind != "Cluster":
@@ -74,9 +88,11 @@ def corrupt(snapshots: dict[str, snapshot.NodeSnapshot], spec: str) -> list[str]
     for node, snap in snapshots.items():
         if name in snap.json.get(snapshot.CLUSTER, {}):
             bad = {**snap.json[snapshot.CLUSTER][name], "lb_policy": "CLUSTER_PROVIDED"}
-            snap.json[snapshot.CLUSTER][name] = bad
-            snap.packed[snapshot.CLUSTER][name] = protos.to_any(bad)
-            snap.versions[snapshot.CLUSTER] = version_of(snap.packed[snapshot.CLUSTER])
+            packed = {**snap.packed[snapshot.CLUSTER], name: protos.to_any(bad)}
+            snapshots[node] = snapshot.NodeSnapshot(
+                node, {**snap.json, snapshot.CLUSTER: {**snap.json[snapshot.CLUSTER], name: bad}},
+                {**snap.packed, snapshot.CLUSTER: packed},
+                {**snap.versions, snapshot.CLUSTER: version_of(packed)})
             touched.append(node)
     return touched
 
@@ -100,8 +116,10 @@ class Server:
     """The grpc.aio server and the snapshot it serves (made on the event loop that runs it)."""
 
     def __init__(self, files: list[str], snapshots: dict[str, snapshot.NodeSnapshot],
-                 report: Callable[[str, list, list[str]], None], watch: list[str]):
+                 report: Callable[[str, list, list[str]], None], watch: list[str],
+                 builder: snapshot.Builder | None = None):
         self.files = files
+        self.builder = builder or snapshot.Builder()   # what the last good build made, reused
         self.watch = watch   # the files and their imports, as of the last compile
         self.servicer = AdsServicer(snapshots, log=lambda line: report(line, [], []))
         self.report = report   # (event, diagnostics, problems) -> printed by the CLI
@@ -138,7 +156,8 @@ class Server:
             started = time.monotonic()
             before = mtimes(self.watch)
             try:
-                snapshots, diagnostics, self.watch = await asyncio.to_thread(build, self.files)
+                timings: dict[str, float] = {}
+                snapshots, diagnostics, self.watch = await asyncio.to_thread(build, self.files, self.builder, timings)
             except BuildError as err:
                 self.watch = err.watched
                 self._seen = {**mtimes(err.watched), **before}
@@ -158,8 +177,10 @@ class Server:
             self.servicer.publish(snapshots)
             now = time.time()
             self.last_reload = {"ok": True, "at": now, "good_since": now, "diagnostics": [], "problems": []}
-            self.report(f"published ({len(changed)} sidecar(s) changed: {', '.join(changed) or 'none'}; "
-                        f"{(time.monotonic() - started) * 1000:.0f} ms)", diagnostics, [])
+            shown = ", ".join(changed[:SHOWN]) + (f" and {len(changed) - SHOWN} more" if len(changed) > SHOWN else "")
+            steps = ", ".join(f"{step} {seconds * 1000:.0f}" for step, seconds in timings.items())
+            self.report(f"published ({len(changed)} sidecar(s) changed: {shown or 'none'}; "
+                        f"{(time.monotonic() - started) * 1000:.0f} ms: {steps} ms)", diagnostics, [])
             return True
 
     async def run(self, watch_interval: float, ready: Callable[[], None] = lambda: None) -> None:

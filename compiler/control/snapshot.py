@@ -16,7 +16,6 @@ import json
 from dataclasses import dataclass, field
 
 import orjson
-
 from google.protobuf import any_pb2
 
 from compiler.backends.base import Options
