@@ -53,7 +53,7 @@ def build(files: list[str], builder: snapshot.Builder | None = None,
     given, receives the seconds of each step."""
     builder = builder or snapshot.Builder()
     started = time.perf_counter()
-    compilation = api.compile(files)
+    compilation = api.compile(files, cache=builder.parses)
     compiled = time.perf_counter()
     watch = watched(files, compilation)
     if compilation.has_errors:

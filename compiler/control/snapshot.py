@@ -21,6 +21,7 @@ from google.protobuf import any_pb2
 from compiler.backends.base import Options
 from compiler.control import protos
 from compiler.control.versions import version_from, version_of
+from compiler.syntax.parse import ItemCache
 
 _T = "type.googleapis.com/"
 CLUSTER = _T + "envoy.config.cluster.v3.Cluster"
@@ -132,7 +133,8 @@ class Builder:
     backend's per-sidecar layout (shared or per-sidecar files, scoped or not) is the one source of
     truth, and nothing here knows which sidecar gets what.
 
-    Kept from the last build that succeeded, so that a reload redoes only what changed:
+    Kept from the last build that succeeded, so that a reload redoes only what changed (and
+    `parses`, the parsed items of the program, for the compile before it):
     - each file's resources, by the digest of the file's bytes (an unchanged file is not parsed);
     - each resource's `Any` and bytes, by the digest of its JSON (an unchanged resource is not
       packed again; a resource that many sidecars share is packed once);
@@ -141,6 +143,9 @@ class Builder:
     """
 
     def __init__(self) -> None:
+        # The parsed items of the program's files, for the compile before each build (kept here so
+        # that one object carries everything a reload reuses).
+        self.parses = ItemCache()
         self._files: dict[bytes, _File] = {}
         self._resources: dict[bytes, _Resource] = {}
         self._nodes: dict[str, tuple[tuple, NodeSnapshot]] = {}
