@@ -67,7 +67,8 @@ def program(n: int, certificates: str | None = None, sidecars: dict[str, tuple[i
     """generate(n, "strict") with svc0 callable by every service; optionally a certificates root
     and sidecar ports (inbound, outbound, admin) for some services (the calibrated Envoys)."""
     text = generate(n, "strict")
-    text = re.sub(r"authorization svc0 \{.*?\n\}", "authorization svc0 {\n  default allow\n}", text, count=1, flags=re.S)
+    text = re.sub(r"authorization svc0 \{.*?\n\}", "authorization svc0 {\n  default allow\n}", text,
+                  count=1, flags=re.S)
     if certificates:
         text = text.replace("mtls strict }", f'mtls strict  certificates "{certificates}" }}', 1)
     for svc, (inbound, outbound, admin) in (sidecars or {}).items():
@@ -128,7 +129,8 @@ def written(tree: str, path: str) -> dict:
     try:
         started = time.perf_counter()
         subprocess.run([PYTHON, "-m", "compiler", "compile", path, "--target", "envoy", "--proxy", "all", "-o", out],
-                       cwd=tree, env=child_env({"PYTHONPATH": tree}), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                       cwd=tree, env=child_env({"PYTHONPATH": tree}), check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         seconds = time.perf_counter() - started
         files = size = 0
         for base, _, names in os.walk(out):
@@ -154,7 +156,8 @@ def fleet_sizes(sizes: list[int], baseline: str | None, baseline_max: int) -> No
         trees.append((f"baseline {baseline}", extract(baseline)))
     work = tempfile.mkdtemp(prefix="meshc-cp-")
     print("\n## Fleet size (mtls strict)\n")
-    print("| services | tree | served: sidecars, resources | bytes served (distinct) | `--proxy all`: files | bytes written |")
+    print("| services | tree | served: sidecars, resources | bytes served (distinct) | `--proxy all`: files "
+          "| bytes written |")
     print("|---|---|---|---|---|---|")
     try:
         for n in sizes:
@@ -367,8 +370,8 @@ def push(n: int, clients: int, edits: int, envoys: int) -> None:
         text = program(n, certificates, calibrated)
         with open(path, "w") as fh:
             fh.write(text)
-        serve = Process([PYTHON, "-m", "compiler", "serve", path, "--listen", f"127.0.0.1:{free_port()}", "--watch", "0",
-                         "--color", "never"], "stderr")
+        serve = Process([PYTHON, "-m", "compiler", "serve", path, "--listen", f"127.0.0.1:{free_port()}",
+                         "--watch", "0", "--color", "never"], "stderr")
         procs.append(serve)
         started = time.time()
         _, line = serve.wait_for(lambda s: "over ADS on" in s or "error" in s)
@@ -481,13 +484,14 @@ def calibrate(path: str, text: str, serve: Process, client: Process, calibrated:
     try:
         started = time.time()
         for svc, (_, _, admin) in calibrated.items():
-            log = open(os.path.join(work, f"{svc}.log"), "w")
-            running.append((svc, admin, subprocess.Popen(
-                [envoy, "-c", os.path.join(boot, f"{svc}.envoy.json"), "--disable-hot-restart", "--concurrency", "1",
-                 "-l", "warning"], stdout=log, stderr=subprocess.STDOUT)))
+            with open(os.path.join(work, f"{svc}.log"), "w") as log:   # Envoy writes to its own copy
+                running.append((svc, admin, subprocess.Popen(
+                    [envoy, "-c", os.path.join(boot, f"{svc}.envoy.json"), "--disable-hot-restart",
+                     "--concurrency", "1", "-l", "warning"], stdout=log, stderr=subprocess.STDOUT)))
         for svc, admin, proc in running:
             wait_ready(admin, proc, os.path.join(work, f"{svc}.log"))
-        print(f"\n### Calibration: {len(running)} real Envoys (svc1..svc{len(running)}) beside the simulated sidecars\n")
+        print(f"\n### Calibration: {len(running)} real Envoys (svc1..svc{len(running)}) beside the simulated "
+              "sidecars\n")
         print(f"- all ready (listeners and clusters from the server) in {time.time() - started:.1f} s")
         print("\n| edit | Envoys: median, max to apply | simulated, same nodes: median, max | simulated, all: max |")
         print("|---|---|---|---|")
@@ -496,12 +500,14 @@ def calibrate(path: str, text: str, serve: Process, client: Process, calibrated:
             text = route_edit(text, "svc0", 100 + k)
             run = apply(path, text, serve, client)
             applied = [route_updated(admin) - run["saved"] for _, admin, _ in running]
-            same = [float(r[4]) - run["saved"] for r in run["received"] if r[1] in calibrated and r[2] == "RouteConfiguration"]
+            same = [float(r[4]) - run["saved"] for r in run["received"]
+                    if r[1] in calibrated and r[2] == "RouteConfiguration"]
             envoy_all += applied
             sim_all += same
             print(f"| {k + 1} | {fmt(statistics.median(applied))}, {fmt(max(applied))} | "
                   f"{fmt(statistics.median(same))}, {fmt(max(same))} | {fmt(run['last'])} |")
-        print(f"\nover the {edits} edits: Envoys median {fmt(statistics.median(envoy_all))} (p99 {fmt(pct(envoy_all, 0.99))}), "
+        print(f"\nover the {edits} edits: Envoys median {fmt(statistics.median(envoy_all))} "
+              f"(p99 {fmt(pct(envoy_all, 0.99))}), "
               f"simulated (same nodes) median {fmt(statistics.median(sim_all))} (p99 {fmt(pct(sim_all, 0.99))})")
     finally:
         for _, _, proc in running:
