@@ -60,11 +60,13 @@ class Fleet:
         outlier = "  outlier std.standard\n" if self.resilience else ""
         routes = "\n".join(f'  route r{k} {{ match {{ path prefix "{path}" }} to {name}.{subset}  timeout 2s }}'
                            for k, (path, subset) in enumerate(svc["routes"]))
-        rules = "\n".join(f"  allow from_{c} {{ from service {c}  method [GET] }}" for c in svc["callers"])
+        rules = "\n".join(f"  allow from_{c} {{ from service {c}  method [{svc.get('method', 'GET')}] }}"
+                          for c in svc["callers"])
+        default = "allow" if svc.get("open") else "deny"
         return (f"service {name} {{\n  port {8000 + i}\n"
                 f'  subset v1 {{ endpoints ["10.0.{i}.1:80"] }}\n  subset v2 {{ endpoints ["10.0.{i}.2:80"] }}\n'
                 f"{outlier}}}\nroutes {name} {{\n{routes}\n}}\n"
-                f"authorization {name} {{\n  default deny\n{rules}\n}}\n")
+                f"authorization {name} {{\n  default {default}\n{rules if default == 'deny' else ''}\n}}\n")
 
     def write(self, main: Path, extra: Path) -> None:
         head = ['import "extra.mesh"'] + (['import "std/resilience"'] if self.resilience else [])
@@ -184,25 +186,37 @@ def test_incremental_reloads_equal_a_fresh_build_after_random_edits(tmp_path, se
 
 
 def test_a_reload_rebuilds_only_the_sidecars_an_edit_touches(tmp_path):
-    """An edit of one service's authorization concerns its own sidecar's inbound listener only:
-    every other sidecar keeps the very same snapshot object (so nothing is pushed to it), and
-    the resources are packed once for the fleet."""
+    """An edit of one service's authorization concerns its own sidecar's inbound listener (and,
+    when it changes who may call it, the scope of the callers it adds or drops): every other
+    sidecar keeps the very same snapshot object (so nothing is pushed to it), every rebuilt one
+    has a new version, and a resource that several sidecars receive is packed once."""
     main, extra = tmp_path / "main.mesh", tmp_path / "extra.mesh"
     fleet = Fleet(6)
+    fleet.services["s0"]["open"] = True   # `default allow`: every sidecar may call s0
     fleet.write(main, extra)
     builder = snapshot.Builder()
     before, _, _ = build([str(main)], builder)
     assert sorted(builder.rebuilt) == sorted(before)
     again, _, _ = build([str(main)], builder)
     assert builder.rebuilt == [] and all(again[n] is before[n] for n in before)
-    fleet.services["s3"]["callers"] = ["s1"]
+    fleet.services["s3"]["method"] = "POST"   # the same caller, another method
     fleet.write(main, extra)
     after, _, _ = build([str(main)], builder)
     assert builder.rebuilt == ["s3"]
     assert all(after[n] is before[n] for n in before if n != "s3")
     assert after["s3"].versions[snapshot.LISTENER] != before["s3"].versions[snapshot.LISTENER]
-    # the shared resources are one object in every sidecar (packed once)
-    assert after["s0"].packed[snapshot.ROUTE]["outbound"] is after["s5"].packed[snapshot.ROUTE]["outbound"]
+    fleet.services["s3"]["callers"] = ["s1"]   # another caller
+    fleet.write(main, extra)
+    again, _, _ = build([str(main)], builder)
+    assert "s3" in builder.rebuilt and set(builder.rebuilt) <= {"s1", "s2", "s3"}
+    for node in again:
+        if node in builder.rebuilt:
+            assert again[node].versions != after[node].versions
+        else:
+            assert again[node] is after[node]
+    # s0's clusters, which every sidecar receives, are one object in all of them (packed once)
+    shared = [snap.packed[snapshot.CLUSTER]["outbound|v1|s0"] for snap in again.values()]
+    assert len(shared) == 6 and all(p is shared[0] for p in shared)
 
 
 def test_the_item_cache_parses_like_the_parser(tmp_path):
