@@ -417,16 +417,18 @@ def apply(path: str, text: str, serve: Process, client: Process, quiet: float = 
         fh.write(text)
     os.replace(path + ".tmp", path)
     serve.proc.send_signal(signal.SIGHUP)
-    _, published = serve.wait_for(lambda s: "published" in s or "still serving" in s, mark_serve)
+    index, published = serve.wait_for(lambda s: "published" in s or "still serving" in s, mark_serve)
     if "published" not in published:
         raise RuntimeError(published)
-    while True:   # quiet: no response for `quiet` seconds
+    published_at = serve.lines[index][0]
+    while True:   # quiet: no response for `quiet` seconds since the server published
         with client.cond:
             last = client.lines[-1][0] if len(client.lines) > mark_client else 0
-        if time.time() - max(last, saved) > quiet:
+        if time.time() - max(last, published_at) > quiet:
             break
         time.sleep(0.1)
-    received = [line.split() for _, line in client.lines[mark_client:] if line.startswith("r ")]
+    received = [r for r in (line.split() for _, line in client.lines[mark_client:] if line.startswith("r "))
+                if float(r[4]) >= saved]
     times = [float(r[4]) for r in received]
     steps = re.search(r"; (\d+) ms: (.*) ms\)", published)
     return {"published": published, "sidecars": len({r[1] for r in received}), "responses": len(received),

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from compiler import api
-from compiler.control import snapshot
+from compiler.control import consistency, snapshot
 from compiler.control.serve import BuildError, build
 from compiler.core.diagnostics import Collector
 from compiler.core.source import SourceFile, Span
@@ -141,14 +141,21 @@ def spans_of(value, out: list) -> list:
 
 def test_the_fleet_builder_gives_what_the_backend_emits_for_each_sidecar(tmp_path):
     """One emit of the whole fleet, split along the files' own references, equals emitting each
-    sidecar alone (`snapshot.build`), for plaintext, mTLS and the shipped example."""
+    sidecar alone (`snapshot.build`), for plaintext and mTLS, callers restricted or everyone
+    allowed (a plaintext fleet whose sidecars share one CDS file), and the shipped example."""
     fleet = Fleet(4)
-    for mtls in ("strict", "disable"):
-        fleet.mtls = mtls
+    for mtls, everyone in (("strict", False), ("disable", False), ("disable", True), ("strict", True)):
+        fleet.mtls = mtls   # with `default allow` everywhere, every sidecar may call every service
+        for svc in fleet.services.values():
+            svc["open"] = everyone
         fleet.write(tmp_path / "main.mesh", tmp_path / "extra.mesh")
         compilation = api.compile([str(tmp_path / "main.mesh")])
-        built = snapshot.Builder().build(compilation)
+        builder = snapshot.Builder()
+        built = builder.build(compilation)
         assert_same_snapshots(built, {s.name: snapshot.build(compilation, s.name) for s in compilation.ir.services})
+        for node, snap in built.items():   # what the consistency check reads, found once per resource
+            assert builder.references(node) == consistency.references(snap)
+            assert consistency.references(snap)[snapshot.CLUSTER]
     shop = api.compile([str(Path(__file__).parent.parent / "examples" / "shop.mesh")])
     assert_same_snapshots(snapshot.Builder().build(shop),
                           {s.name: snapshot.build(shop, s.name) for s in shop.ir.services})

@@ -150,7 +150,8 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         for a sidecar that an edit does not touch, so nothing is computed or sent for it."""
         before, self.snapshots = self.snapshots, snapshots
         for stream_id, queue in self._queues.items():
-            node = self.streams[stream_id].node
+            stream = self.streams[stream_id]
+            node = getattr(stream, "service", None) or stream.node   # (whose snapshot it reads)
             if node is None or before.get(node) is not snapshots.get(node):
                 queue.put_nowait(("update", None))
 

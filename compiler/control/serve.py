@@ -64,7 +64,7 @@ def build(files: list[str], builder: snapshot.Builder | None = None,
         raise BuildError(compilation.diagnostics, [str(err)], watch) from err
     if timings is not None:
         timings.update(compile=compiled - started, **builder.timings)
-    problems = [p for node in builder.rebuilt for p in consistency.problems(snapshots[node])]
+    problems = [p for node in builder.rebuilt for p in consistency.problems(snapshots[node], builder.references(node))]
     if problems:
         raise BuildError(compilation.diagnostics, problems, watch)
     return snapshots, compilation.diagnostics, watch

@@ -27,6 +27,7 @@ _T = "type.googleapis.com/"
 CLUSTER = _T + "envoy.config.cluster.v3.Cluster"
 LISTENER = _T + "envoy.config.listener.v3.Listener"
 ROUTE = _T + "envoy.config.route.v3.RouteConfiguration"
+VIRTUAL_HOST = _T + "envoy.config.route.v3.VirtualHost"   # (inside a route configuration)
 SECRET = _T + "envoy.extensions.transport_sockets.tls.v3.Secret"
 # The order of adding: clusters (and secrets, which clusters and listeners name) before the
 # listeners, and the listeners before the route configurations they name.
@@ -45,6 +46,7 @@ class NodeSnapshot:
     json: dict[str, dict[str, dict]] = field(default_factory=dict)          # type -> name -> resource
     packed: dict[str, dict[str, any_pb2.Any]] = field(default_factory=dict)  # type -> name -> Any
     versions: dict[str, str] = field(default_factory=dict)                  # type -> content hash
+    subsets: tuple[str, ...] = ()   # the service's subsets: node ids `SERVICE.SUBSET` get this snapshot
 
 
 def over_ads(node):
@@ -116,14 +118,20 @@ class _Resource:
     json: dict
     packed: any_pb2.Any
     serialized: bytes
+    uses: frozenset[tuple[str, str]]   # the resources it references (type, name)
+    parts: tuple[bytes, ...] = ()      # a route configuration's virtual hosts (their digests)
 
 
 @dataclass(frozen=True)
 class _File:
-    """One xDS file of the backend: its resources (type, name, digest of the JSON, resource) and
-    the files they reference."""
+    """One xDS file of the backend: its resources (type, name, digest of the JSON, resource), the
+    files they reference, and the resources they reference (type, name)."""
     resources: tuple[tuple[str, str, bytes, _Resource], ...]
     references: tuple[str, ...]
+
+    @property
+    def uses(self) -> frozenset[tuple[str, str]]:
+        return frozenset().union(*(resource.uses for _, _, _, resource in self.resources))
 
 
 class Builder:
@@ -132,6 +140,13 @@ class Builder:
     its CDS and LDS files, its listeners their RDS file, its TLS contexts their SDS files. So the
     backend's per-sidecar layout (shared or per-sidecar files, scoped or not) is the one source of
     truth, and nothing here knows which sidecar gets what.
+
+    One exception, measured rather than assumed: a file that several sidecars read (the shared
+    CDS of a plaintext fleet) may hold, for the fleet, what the backend writes for one sidecar
+    alone plus the other readers' own resources (their inbound clusters). Whether it does is
+    found once per kind of such file by emitting one of its readers alone; where it does, a sidecar is
+    not served a resource of that file that only other sidecars' own files reference and none of
+    its files does, which gives exactly what the backend emits for that sidecar alone.
 
     Kept from the last build that succeeded, so that a reload redoes only what changed (and
     `parses`, the parsed items of the program, for the compile before it):
@@ -148,8 +163,15 @@ class Builder:
         self.parses = ItemCache()
         self._files: dict[bytes, _File] = {}
         self._resources: dict[bytes, _Resource] = {}
+        # A route configuration's virtual hosts: serialized, and what each references.
+        self._parts: dict[bytes, tuple[bytes, frozenset[tuple[str, str]]]] = {}
+        self._parts_now: dict[bytes, tuple[bytes, frozenset[tuple[str, str]]]] = {}   # (this build's)
         self._nodes: dict[str, tuple[tuple, NodeSnapshot]] = {}
+        # Per kind of shared file (its file name): whether the fleet's copy holds more than one
+        # reader's (above).
+        self._per_set: dict[str, bool] = {}
         self.rebuilt: list[str] = []   # the sidecars whose snapshot the last build made anew
+        self._uses: dict[str, frozenset[tuple[str, str]]] = {}   # what each of them references
         self.timings: dict[str, float] = {}
 
     def build(self, compilation) -> dict[str, NodeSnapshot]:
@@ -159,12 +181,14 @@ class Builder:
 
         started = time.perf_counter()
         services = [svc.name for svc in compilation.ir.services]
+        subsets = {svc.name: tuple(sub.name for sub in svc.subsets) for svc in compilation.ir.services}
         emitted = compilation.emit("envoy", services, OPTIONS)
         if emitted.has_errors:
             raise ValueError("; ".join(d.message for d in emitted.diagnostics if d.severity == "error"))
         emitted_at = time.perf_counter()
         files: dict[bytes, _File] = {}
         packed: dict[bytes, _Resource] = {}
+        self._parts_now = {}
         by_path: dict[str, tuple[bytes, _File]] = {}
 
         def load(path: str, node: str) -> tuple[bytes, _File]:
@@ -182,46 +206,123 @@ class Builder:
             files[key] = entry
             for _, _, digest, resource in entry.resources:
                 packed[digest] = resource
+                for part in resource.parts:   # kept while a resource made of it is
+                    self._parts_now[part] = self._parts_now.get(part) or self._parts[part]
             by_path[path] = (key, entry)
             return by_path[path]
 
-        out: dict[str, NodeSnapshot] = {}
-        nodes: dict[str, tuple[tuple, NodeSnapshot]] = {}
-        rebuilt = []
+        reads: dict[str, dict[str, tuple[bytes, _File]]] = {}   # node -> path -> its file
+        readers: dict[str, list[str]] = {}
         for name in services:
             boot = orjson.loads(emitted.files[_bootstrap(name)])
             pending = _paths(boot.get("dynamic_resources", {}), [])
-            reads: dict[str, tuple[bytes, _File]] = {}
+            mine: dict[str, tuple[bytes, _File]] = {}
             while pending:
                 path = pending.pop()
-                if path not in reads:
-                    reads[path] = load(path, name)
-                    pending.extend(reads[path][1].references)
-            key = tuple(sorted((path, digest) for path, (digest, _) in reads.items()))
+                if path not in mine:
+                    mine[path] = load(path, name)
+                    pending.extend(mine[path][1].references)
+                    readers.setdefault(path, []).append(name)
+            reads[name] = mine
+        dropped = self._others(compilation, emitted, reads, readers)
+        out: dict[str, NodeSnapshot] = {}
+        nodes: dict[str, tuple[tuple, NodeSnapshot]] = {}
+        rebuilt = []
+        uses: dict[str, frozenset[tuple[str, str]]] = {}
+        for name in services:
+            mine = reads[name]
+            drop = dropped.get(name, frozenset())
+            key = (tuple(sorted((path, digest) for path, (digest, _) in mine.items())), drop, subsets[name])
             previous = self._nodes.get(name)
             if previous is not None and previous[0] == key:
                 snap = previous[1]
             else:
-                snap = _assemble(name, [reads[path][1] for path in sorted(reads)])
+                snap, uses[name] = _assemble(name, [mine[path][1] for path in sorted(mine)], drop, subsets[name])
                 rebuilt.append(name)
             nodes[name] = (key, snap)
             out[name] = snap
         self._files, self._resources, self._nodes, self.rebuilt = files, packed, nodes, rebuilt
+        self._uses = uses
+        self._parts = self._parts_now
         self.timings = {"emit": emitted_at - started, "split": time.perf_counter() - emitted_at}
         return out
+
+    def references(self, node: str) -> dict[str, set[str]]:
+        """`consistency.references` of a sidecar the last build rebuilt, from what each of its
+        resources references (found once per distinct resource)."""
+        found: dict[str, set[str]] = {CLUSTER: set(), ROUTE: set(), SECRET: set()}
+        for type_url, name in self._uses[node]:
+            found[type_url].add(name)
+        return found
+
+    def _others(self, compilation, emitted, reads: dict[str, dict[str, tuple[bytes, _File]]],
+                readers: dict[str, list[str]]) -> dict[str, frozenset[tuple[str, str]]]:
+        """Per sidecar, the resources of its shared files that belong to other sidecars (see the
+        class): empty unless the backend writes some shared file differently for the fleet."""
+        shared = [path for path, names in readers.items() if len(names) > 1]
+        for path in shared:
+            kind = path.rpartition("/")[2]   # (a property of the layout: once per kind of file)
+            if kind not in self._per_set:   # one of its readers emitted alone: is the file the same?
+                alone = compilation.emit("envoy", [readers[path][0]], OPTIONS)
+                self._per_set[kind] = alone.files.get(_relative(path) or "") != emitted.files.get(_relative(path))
+        per_set = [path for path in shared if self._per_set[path.rpartition("/")[2]]]
+        if not per_set:
+            return {}
+        candidates = {(t, n) for path in per_set for t, n, _, _ in reads[readers[path][0]][path][1].resources}
+        owners: dict[tuple[str, str], set[str]] = {}
+        for name, mine in reads.items():
+            for path, (_, entry) in mine.items():
+                if len(readers[path]) == 1:
+                    for used in entry.uses & candidates:
+                        owners.setdefault(used, set()).add(name)
+        out: dict[str, frozenset[tuple[str, str]]] = {}
+        for path in per_set:
+            held = {(t, n) for t, n, _, _ in reads[readers[path][0]][path][1].resources} & owners.keys()
+            for name in readers[path]:
+                uses = frozenset().union(*(entry.uses for _, entry in reads[name].values()))
+                theirs = {r for r in held if name not in owners[r] and r not in uses}
+                if theirs:
+                    out[name] = out.get(name, frozenset()) | theirs
+        return out
+
+    def _to_any(self, resource: dict) -> tuple[any_pb2.Any, frozenset[tuple[str, str]], tuple[bytes, ...]]:
+        """`protos.to_any(resource)`, the same bytes, but a route configuration is assembled from
+        its virtual hosts each parsed once (`ParseDict` is the slow part: sidecars scoped to
+        different destinations have different route configurations made of the same hosts)."""
+        hosts = resource.get("virtual_hosts") if resource.get("@type") == ROUTE else None
+        if not hosts:
+            return protos.to_any(resource), _uses(resource), ()
+        rest = {k: v for k, v in resource.items() if k != "virtual_hosts"}
+        message = protos.parse({k: v for k, v in rest.items() if k != "@type"}, protos.message_class(ROUTE)())
+        host_class = protos.message_class(VIRTUAL_HOST)
+        parts, uses = [], set(_uses(rest))
+        for host in hosts:
+            key = _digest(_canonical(host))
+            parts.append(key)
+            part = self._parts_now.get(key) or self._parts.get(key)
+            if part is None:
+                part = (protos.parse(host, host_class()).SerializeToString(deterministic=True), _uses(host))
+            self._parts_now[key] = part
+            message.virtual_hosts.add().MergeFromString(part[0])
+            uses |= part[1]
+        packed = any_pb2.Any()
+        packed.Pack(message, deterministic=True)
+        return packed, frozenset(uses), tuple(parts)
 
     def _parse(self, data: bytes, packed: dict[bytes, _Resource]) -> _File:
         """A file of the backend read: each resource over ADS and packed (or found packed)."""
         doc = orjson.loads(data)
         found, references = [], []
+        sources = b"path_config_source" in data   # (else nothing to follow or to turn over ADS)
         for raw in doc.get("resources", []):
-            references += _paths(raw, [])
-            resource_json = over_ads(raw)
+            if sources:
+                references += _paths(raw, [])
+            resource_json = over_ads(raw) if sources else raw
             key = _digest(_canonical(resource_json))
             resource = packed.get(key) or self._resources.get(key)
             if resource is None:
-                any_ = protos.to_any(resource_json)
-                resource = _Resource(resource_json, any_, any_.SerializeToString(deterministic=True))
+                any_, uses, parts = self._to_any(resource_json)
+                resource = _Resource(resource_json, any_, any_.SerializeToString(deterministic=True), uses, parts)
             packed[key] = resource
             found.append((resource_json["@type"], resource_json["name"], key, resource))
         return _File(tuple(found), tuple(dict.fromkeys(references)))
@@ -241,16 +342,33 @@ def _bootstrap(service: str) -> str:
     return f"{service}.envoy.json"
 
 
-def _assemble(node: str, files: list[_File]) -> NodeSnapshot:
-    """A sidecar's snapshot from the files it reads, in path order (a name found twice: the last)."""
+def _uses(resource: dict) -> frozenset[tuple[str, str]]:
+    """The resources (type, name) that one resource references, as consistency.py reads them:
+    a cluster's transport socket, the whole of a listener or route configuration (or a part of
+    one), nothing of a secret."""
+    from compiler.control import consistency
+
+    kind = resource.get("@type")
+    if kind == SECRET:
+        return frozenset()
+    found: dict[str, set[str]] = {CLUSTER: set(), ROUTE: set(), SECRET: set()}
+    consistency.walk(resource if kind != CLUSTER else resource.get("transport_socket", {}), found)
+    return frozenset((t, n) for t, names in found.items() for n in names)
+
+
+def _assemble(node: str, files: list[_File], drop: frozenset[tuple[str, str]] = frozenset(),
+              subsets: tuple[str, ...] = ()) -> tuple[NodeSnapshot, frozenset[tuple[str, str]]]:
+    """A sidecar's snapshot from the files it reads, in path order (a name found twice: the last),
+    without the resources in `drop` (other sidecars' own); and what its resources reference."""
     chosen: dict[str, dict[str, _Resource]] = {t: {} for t in TYPES}
     for entry in files:
         for type_url, name, _, resource in entry.resources:
-            chosen.setdefault(type_url, {})[name] = resource
-    snap = NodeSnapshot(node=node)
+            if (type_url, name) not in drop:
+                chosen.setdefault(type_url, {})[name] = resource
+    snap = NodeSnapshot(node=node, subsets=subsets)
     for type_url, named in chosen.items():
         ordered = sorted(named)
         snap.json[type_url] = {n: named[n].json for n in ordered}
         snap.packed[type_url] = {n: named[n].packed for n in ordered}
         snap.versions[type_url] = version_from({n: named[n].serialized for n in ordered})
-    return snap
+    return snap, frozenset().union(*(r.uses for named in chosen.values() for r in named.values()))
