@@ -89,7 +89,8 @@ def build(compilation, service: str) -> NodeSnapshot:
 
 
 def build_all(compilation) -> dict[str, NodeSnapshot]:
-    """Every sidecar of the program, by node id (the service's name)."""
+    """Every sidecar of the program, by the service's name (node ids `SERVICE.SUBSET` get their
+    service's: ads.resolve)."""
     return Builder().build(compilation)
 
 
