@@ -4,27 +4,7 @@ listeners send to, secrets the TLS contexts load over SDS). A broken snapshot is
 
 from __future__ import annotations
 
-from compiler.control.snapshot import CLUSTER, LISTENER, ROUTE, SECRET, NodeSnapshot
-
-
-def walk(node, found: dict[str, set[str]]) -> None:
-    """Add to `found` (type URL -> names) every name that `node` references."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in ("cluster", "cluster_name") and isinstance(value, str):
-                found[CLUSTER].add(value)
-            elif key == "weighted_clusters" and isinstance(value, dict):
-                found[CLUSTER].update(c["name"] for c in value.get("clusters", []))
-            elif key == "rds" and isinstance(value, dict) and "route_config_name" in value:
-                found[ROUTE].add(value["route_config_name"])
-            elif key in ("tls_certificate_sds_secret_configs",) and isinstance(value, list):
-                found[SECRET].update(s["name"] for s in value if "sds_config" in s)
-            elif key == "validation_context_sds_secret_config" and isinstance(value, dict) and "sds_config" in value:
-                found[SECRET].add(value["name"])
-            walk(value, found)
-    elif isinstance(node, list):
-        for value in node:
-            walk(value, found)
+from compiler.control.snapshot import CLUSTER, LISTENER, ROUTE, SECRET, NodeSnapshot, walk
 
 
 def references(snap: NodeSnapshot) -> dict[str, set[str]]:

@@ -343,17 +343,36 @@ def _bootstrap(service: str) -> str:
     return f"{service}.envoy.json"
 
 
+def walk(node, found: dict[str, set[str]]) -> None:
+    """Add to `found` (type URL -> names) every name that `node` references (the names the
+    consistency check, consistency.py, looks for)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("cluster", "cluster_name") and isinstance(value, str):
+                found[CLUSTER].add(value)
+            elif key == "weighted_clusters" and isinstance(value, dict):
+                found[CLUSTER].update(c["name"] for c in value.get("clusters", []))
+            elif key == "rds" and isinstance(value, dict) and "route_config_name" in value:
+                found[ROUTE].add(value["route_config_name"])
+            elif key in ("tls_certificate_sds_secret_configs",) and isinstance(value, list):
+                found[SECRET].update(s["name"] for s in value if "sds_config" in s)
+            elif key == "validation_context_sds_secret_config" and isinstance(value, dict) and "sds_config" in value:
+                found[SECRET].add(value["name"])
+            walk(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            walk(value, found)
+
+
 def _uses(resource: dict) -> frozenset[tuple[str, str]]:
     """The resources (type, name) that one resource references, as consistency.py reads them:
     a cluster's transport socket, the whole of a listener or route configuration (or a part of
     one), nothing of a secret."""
-    from compiler.control import consistency
-
     kind = resource.get("@type")
     if kind == SECRET:
         return frozenset()
     found: dict[str, set[str]] = {CLUSTER: set(), ROUTE: set(), SECRET: set()}
-    consistency.walk(resource if kind != CLUSTER else resource.get("transport_socket", {}), found)
+    walk(resource if kind != CLUSTER else resource.get("transport_socket", {}), found)
     return frozenset((t, n) for t, names in found.items() for n in names)
 
 
