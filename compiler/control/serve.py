@@ -5,6 +5,7 @@ does not compile, or whose snapshot is inconsistent, keeps the last good snapsho
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import time
@@ -52,6 +53,17 @@ def build(files: list[str], builder: snapshot.Builder | None = None,
     checked: a sidecar whose snapshot is reused was checked when it was made); `timings`, when
     given, receives the seconds of each step."""
     builder = builder or snapshot.Builder()
+    enabled = gc.isenabled()
+    gc.disable()   # (the whole reload allocates objects that live on: collecting them, measured,
+    try:           # tripled the time of the backend's emit of 1,000 sidecars)
+        return _build(files, builder, timings)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build(files: list[str], builder: snapshot.Builder,
+           timings: dict[str, float] | None) -> tuple[dict[str, snapshot.NodeSnapshot], list, list[str]]:
     started = time.perf_counter()
     compilation = api.compile(files, cache=builder.parses)
     compiled = time.perf_counter()
