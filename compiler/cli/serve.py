@@ -56,6 +56,8 @@ def serve(files: list[str], args) -> int:
         return EXIT_INPUT
     if diagnostics:
         print_diagnostics(diagnostics, args.output_format, args.color, json_stream=sys.stderr)
+    control.release_memory()
+
     async def run() -> int:   # the grpc.aio server belongs to the loop it is made on
         server = control.Server(files, snapshots, report, watch, builder)
         try:

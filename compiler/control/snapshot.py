@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import orjson
@@ -116,13 +117,38 @@ def _paths(node, found: list[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class _Resource:
-    """One resource as served: its JSON (config sources over ADS), its `Any`, and the `Any`'s
-    deterministic bytes (what its version is computed from)."""
-    json: dict
+    """One resource as served: its JSON (config sources over ADS) kept as compact bytes (decoded
+    when asked for: as Python objects it was most of a 1,000-sidecar server's memory), its `Any`,
+    and the `Any`'s deterministic bytes (what its version is computed from)."""
+    canonical: bytes
     packed: any_pb2.Any
     serialized: bytes
     uses: frozenset[tuple[str, str]]   # the resources it references (type, name)
     parts: tuple[bytes, ...] = ()      # a route configuration's virtual hosts (their digests)
+
+    @property
+    def json(self) -> dict:
+        return orjson.loads(self.canonical)
+
+
+class _Json(Mapping):
+    """A node's resources of one type as JSON, by name: each decoded when it is read (by the
+    status report of a rejection, or a test); never kept as objects."""
+
+    def __init__(self, resources: dict[str, _Resource]):
+        self._resources = resources
+
+    def __getitem__(self, name: str) -> dict:
+        return self._resources[name].json
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._resources)
+
+    def __len__(self) -> int:
+        return len(self._resources)
+
+    def __repr__(self) -> str:
+        return f"<JSON of {len(self)} resource(s)>"
 
 
 @dataclass(frozen=True)
@@ -321,11 +347,12 @@ class Builder:
             if sources:
                 references += _paths(raw, [])
             resource_json = over_ads(raw) if sources else raw
-            key = _digest(_canonical(resource_json))
+            canonical = _canonical(resource_json)
+            key = _digest(canonical)
             resource = packed.get(key) or self._resources.get(key)
             if resource is None:
                 any_, uses, parts = self._to_any(resource_json)
-                resource = _Resource(resource_json, any_, any_.SerializeToString(deterministic=True), uses, parts)
+                resource = _Resource(canonical, any_, any_.SerializeToString(deterministic=True), uses, parts)
             packed[key] = resource
             found.append((resource_json["@type"], resource_json["name"], key, resource))
         return _File(tuple(found), tuple(dict.fromkeys(references)))
@@ -390,7 +417,7 @@ def _assemble(node: str, files: list[_File], drop: frozenset[tuple[str, str]] = 
     snap = NodeSnapshot(node=node, subsets=subsets)
     for type_url, named in chosen.items():
         ordered = sorted(named)
-        snap.json[type_url] = {n: named[n].json for n in ordered}
+        snap.json[type_url] = _Json({n: named[n] for n in ordered})  # type: ignore[assignment]
         snap.packed[type_url] = {n: named[n].packed for n in ordered}
         snap.versions[type_url] = version_from({n: named[n].serialized for n in ordered})
     return snap, frozenset().union(*(r.uses for named in chosen.values() for r in named.values()))
