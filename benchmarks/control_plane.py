@@ -79,9 +79,10 @@ def program(n: int, certificates: str | None = None, sidecars: dict[str, tuple[i
 
 
 def route_edit(text: str, svc: str, k: int) -> str:
-    """`svc`'s route r0 with a new path prefix (a one-route edit)."""
+    """`svc`'s route r0 with a new path prefix (a one-route edit; the text after it moves, as
+    after most edits)."""
     pattern = re.compile(r'(route r0 \{ match \{ path prefix ")[^"]*("  method \[GET, HEAD\] \} to ' + svc + r"\.v1)")
-    new, count = pattern.subn(rf"\g<1>/api/r0-edit{k}\g<2>", text, count=1)
+    new, count = pattern.subn(rf"\g<1>/api/r0-{'e' * (k % 7 + 1)}{k}\g<2>", text, count=1)
     assert count == 1, svc
     return new
 
