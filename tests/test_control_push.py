@@ -185,6 +185,7 @@ def test_incremental_reloads_equal_a_fresh_build_after_random_edits(tmp_path, se
         assert located(diagnostics) == located(fresh.diagnostics), done
         want = snapshot.Builder().build(fresh)
         assert_same_snapshots(got, want)
+        assert api.compile([str(main)], cache=builder.parses).ir_json() == fresh.ir_json(), done
         assert str(extra) in watch
     assert builder.parses.reused > 0 and len({d.split()[0] for d in done}) >= 5, done
     # and against the backend's own output for each sidecar alone, at the end
