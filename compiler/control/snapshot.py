@@ -92,7 +92,7 @@ def build(compilation, service: str) -> NodeSnapshot:
 def build_all(compilation) -> dict[str, NodeSnapshot]:
     """Every sidecar of the program, by the service's name (node ids `SERVICE.SUBSET` get their
     service's: ads.resolve)."""
-    return Builder().build(compilation)
+    return {svc.name: build(compilation, svc.name) for svc in compilation.ir.services}
 
 
 def _digest(data: bytes) -> bytes:
