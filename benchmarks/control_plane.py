@@ -413,6 +413,7 @@ def push(n: int, clients: int, edits: int, envoys: int) -> None:
 def apply(path: str, text: str, serve: Process, client: Process, quiet: float = 1.5) -> dict:
     """Save `text`, SIGHUP, and wait until the pushes are over; the edit's figures."""
     mark_serve, mark_client = len(serve.lines), len(client.lines)
+    cpu_before = usage(serve.proc.pid)[0]
     saved = time.time()
     with open(path + ".tmp", "w") as fh:
         fh.write(text)
@@ -428,6 +429,7 @@ def apply(path: str, text: str, serve: Process, client: Process, quiet: float = 
         if time.time() - max(last, published_at) > quiet:
             break
         time.sleep(0.1)
+    cpu = usage(serve.proc.pid)[0] - cpu_before
     received = [r for r in (line.split() for _, line in client.lines[mark_client:] if line.startswith("r "))
                 if float(r[4]) >= saved]
     times = [float(r[4]) for r in received]
@@ -435,18 +437,18 @@ def apply(path: str, text: str, serve: Process, client: Process, quiet: float = 
     return {"published": published, "sidecars": len({r[1] for r in received}), "responses": len(received),
             "last": max(times) - saved if times else None, "first": min(times) - saved if times else None,
             "each": [t - saved for t in times], "reload_ms": int(steps.group(1)) if steps else None,
-            "steps": steps.group(2) if steps else "", "saved": saved, "received": received}
+            "steps": steps.group(2) if steps else "", "saved": saved, "received": received, "cpu": cpu}
 
 
 def report(label: str, runs: list[dict]) -> None:
     lasts = [r["last"] for r in runs if r["last"] is not None]
     each = [t for r in runs for t in r["each"]]
     print(f"\n### {label}: {len(runs)} edits\n")
-    print("| edit | sidecars pushed | responses | reload (server) | first response | last ACK |")
-    print("|---|---|---|---|---|---|")
+    print("| edit | sidecars pushed | responses | reload (server) | first response | last ACK | server CPU |")
+    print("|---|---|---|---|---|---|---|")
     for i, r in enumerate(runs):
         print(f"| {i + 1} | {r['sidecars']:,} | {r['responses']:,} | {r['reload_ms']} ms ({r['steps']} ms) | "
-              f"{fmt(r['first'])} | {fmt(r['last'])} |")
+              f"{fmt(r['first'])} | {fmt(r['last'])} | {r['cpu']:.2f} s |")
     if lasts:
         print(f"\nsave to last ACK: median {fmt(statistics.median(lasts))}, max (the p99 of {len(lasts)} edits) "
               f"{fmt(max(lasts))}; over every sidecar's response: p50 {fmt(pct(each, 0.5))}, "
