@@ -42,6 +42,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -88,9 +89,18 @@ def route_edit(text: str, svc: str, k: int) -> str:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the ephemeral range (the 1,000 client connections take
+    ephemeral ports, and one of them could take a port chosen early for a later Envoy)."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+        low = int(fh.read().split()[0])
+    for port in random.sample(range(max(1024, low - 12000), low), 2000):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 # ---- fleet size --------------------------------------------------------------------------------------
