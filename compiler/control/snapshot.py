@@ -225,7 +225,8 @@ class Builder:
             if found is not None:
                 return found
             relative = _relative(path)
-            data = emitted.files.get(relative) if relative is not None else None
+            # (taken out of the emitted files: each is freed once read, which lowers the peak)
+            data = emitted.files.pop(relative, None) if relative is not None else None
             if data is None:
                 raise ValueError(f"sidecar {node}: the backend's files reference {path}, which it did not write")
             key = _digest(data)
@@ -243,7 +244,7 @@ class Builder:
         reads: dict[str, dict[str, tuple[bytes, _File]]] = {}   # node -> path -> its file
         readers: dict[str, list[str]] = {}
         for name in services:
-            boot = orjson.loads(emitted.files[_bootstrap(name)])
+            boot = orjson.loads(emitted.files.pop(_bootstrap(name)))
             pending = _paths(boot.get("dynamic_resources", {}), [])
             mine: dict[str, tuple[bytes, _File]] = {}
             while pending:
@@ -253,7 +254,7 @@ class Builder:
                     pending.extend(mine[path][1].references)
                     readers.setdefault(path, []).append(name)
             reads[name] = mine
-        dropped = self._others(compilation, emitted, reads, readers)
+        dropped = self._others(compilation, reads, readers)
         out: dict[str, NodeSnapshot] = {}
         nodes: dict[str, tuple[tuple, NodeSnapshot]] = {}
         rebuilt = []
@@ -284,7 +285,7 @@ class Builder:
             found[type_url].add(name)
         return found
 
-    def _others(self, compilation, emitted, reads: dict[str, dict[str, tuple[bytes, _File]]],
+    def _others(self, compilation, reads: dict[str, dict[str, tuple[bytes, _File]]],
                 readers: dict[str, list[str]]) -> dict[str, frozenset[tuple[str, str]]]:
         """Per sidecar, the resources of its shared files that belong to other sidecars (see the
         class): empty unless the backend writes some shared file differently for the fleet."""
@@ -293,7 +294,8 @@ class Builder:
             kind = path.rpartition("/")[2]   # (a property of the layout: once per kind of file)
             if kind not in self._per_set:   # one of its readers emitted alone: is the file the same?
                 alone = compilation.emit("envoy", [readers[path][0]], OPTIONS)
-                self._per_set[kind] = alone.files.get(_relative(path) or "") != emitted.files.get(_relative(path))
+                mine = alone.files.get(_relative(path) or "")
+                self._per_set[kind] = mine is None or _digest(mine) != reads[readers[path][0]][path][0]
         per_set = [path for path in shared if self._per_set[path.rpartition("/")[2]]]
         if not per_set:
             return {}
