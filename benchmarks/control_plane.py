@@ -514,7 +514,8 @@ def calibrate(path: str, text: str, serve: Process, client: Process, calibrated:
         for k in range(edits):
             text = route_edit(text, "svc0", 100 + k)
             run = apply(path, text, serve, client)
-            applied = [route_updated(admin) - run["saved"] for _, admin, _ in running]
+            stamps = [route_updated(admin) for _, admin, _ in running]
+            applied = [t - run["saved"] for t in stamps if t is not None]
             same = [float(r[4]) - run["saved"] for r in run["received"]
                     if r[1] in calibrated and r[2] == "RouteConfiguration"]
             envoy_all += applied
@@ -551,15 +552,21 @@ def wait_ready(admin: int, proc, log: str, timeout: float = 120) -> None:
         raise RuntimeError(f"envoy not ready: {fh.read()[-2000:]}")
 
 
-def route_updated(admin: int) -> float:
-    """When the Envoy behind `admin` last applied a route configuration (wall clock, seconds)."""
+def route_updated(admin: int) -> float | None:
+    """When the Envoy behind `admin` last applied a route configuration (wall clock, seconds);
+    None when its configuration dump shows none (said in the output)."""
     from datetime import datetime
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/config_dump?resource=dynamic_route_configs",
-                                timeout=10) as r:
-        data = json.load(r)
-    stamps = [c["last_updated"] for c in data.get("configs", []) if "last_updated" in c]
-    return max(datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() for s in stamps)
+    for _ in range(5):
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/config_dump?resource=dynamic_route_configs",
+                                    timeout=10) as r:
+            data = json.load(r)
+        stamps = [c["last_updated"] for c in data.get("configs", []) if "last_updated" in c]
+        if stamps:
+            return max(datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() for s in stamps)
+        time.sleep(0.2)
+    print(f"  (the Envoy with admin port {admin} shows no route configuration: {json.dumps(data)[:300]})")
+    return None
 
 
 def main() -> None:
