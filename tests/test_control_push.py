@@ -153,9 +153,11 @@ def test_the_fleet_builder_gives_what_the_backend_emits_for_each_sidecar(tmp_pat
         builder = snapshot.Builder()
         built = builder.build(compilation)
         assert_same_snapshots(built, {s.name: snapshot.build(compilation, s.name) for s in compilation.ir.services})
+        services = {svc.name: svc for svc in compilation.ir.services}
         for node, snap in built.items():   # what the consistency check reads, found once per resource
             assert builder.references(node) == consistency.references(snap)
             assert consistency.references(snap)[snapshot.CLUSTER]
+            assert snap.subsets == tuple(sub.name for sub in services[node].subsets) != ()
     shop = api.compile([str(Path(__file__).parent.parent / "examples" / "shop.mesh")])
     assert_same_snapshots(snapshot.Builder().build(shop),
                           {s.name: snapshot.build(shop, s.name) for s in shop.ir.services})

@@ -141,6 +141,9 @@ class _Json(Mapping):
     def __getitem__(self, name: str) -> dict:
         return self._resources[name].json
 
+    def __contains__(self, name: object) -> bool:   # (without decoding)
+        return name in self._resources
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._resources)
 
@@ -210,7 +213,9 @@ class Builder:
 
         started = time.perf_counter()
         services = [svc.name for svc in compilation.ir.services]
-        subsets = {svc.name: tuple(sub.name for sub in svc.subsets) for svc in compilation.ir.services}
+        # What a NodeSnapshot carries of its service besides resources (the fields it declares).
+        fields = [(f, get) for f, get in _PER_SERVICE if f in NodeSnapshot.__dataclass_fields__]
+        extra = {svc.name: tuple((f, get(svc)) for f, get in fields) for svc in compilation.ir.services}
         emitted = compilation.emit("envoy", services, OPTIONS)
         if emitted.has_errors:
             raise ValueError("; ".join(d.message for d in emitted.diagnostics if d.severity == "error"))
@@ -262,12 +267,12 @@ class Builder:
         for name in services:
             mine = reads[name]
             drop = dropped.get(name, frozenset())
-            key = (tuple(sorted((path, digest) for path, (digest, _) in mine.items())), drop, subsets[name])
+            key = (tuple(sorted((path, digest) for path, (digest, _) in mine.items())), drop, extra[name])
             previous = self._nodes.get(name)
             if previous is not None and previous[0] == key:
                 snap = previous[1]
             else:
-                snap, uses[name] = _assemble(name, [mine[path][1] for path in sorted(mine)], drop, subsets[name])
+                snap, uses[name] = _assemble(name, [mine[path][1] for path in sorted(mine)], drop, extra[name])
                 rebuilt.append(name)
             nodes[name] = (key, snap)
             out[name] = snap
@@ -360,6 +365,12 @@ class Builder:
         return _File(tuple(found), tuple(dict.fromkeys(references)))
 
 
+# The NodeSnapshot fields taken from the service, when NodeSnapshot declares them (a branch that
+# adds one adds it here): its subsets (node ids `SERVICE.SUBSET`), its SPIFFE ID (certificates).
+_PER_SERVICE = (("subsets", lambda svc: tuple(sub.name for sub in svc.subsets)),
+                ("identity", lambda svc: svc.identity))
+
+
 def _canonical(resource: dict) -> bytes:
     return orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
 
@@ -408,7 +419,7 @@ def _uses(resource: dict) -> frozenset[tuple[str, str]]:
 
 
 def _assemble(node: str, files: list[_File], drop: frozenset[tuple[str, str]] = frozenset(),
-              subsets: tuple[str, ...] = ()) -> tuple[NodeSnapshot, frozenset[tuple[str, str]]]:
+              extra: tuple[tuple[str, object], ...] = ()) -> tuple[NodeSnapshot, frozenset[tuple[str, str]]]:
     """A sidecar's snapshot from the files it reads, in path order (a name found twice: the last),
     without the resources in `drop` (other sidecars' own); and what its resources reference."""
     chosen: dict[str, dict[str, _Resource]] = {t: {} for t in TYPES}
@@ -416,7 +427,7 @@ def _assemble(node: str, files: list[_File], drop: frozenset[tuple[str, str]] = 
         for type_url, name, _, resource in entry.resources:
             if (type_url, name) not in drop:
                 chosen.setdefault(type_url, {})[name] = resource
-    snap = NodeSnapshot(node=node, subsets=subsets)
+    snap = NodeSnapshot(node=node, **dict(extra))  # type: ignore[arg-type]
     for type_url, named in chosen.items():
         ordered = sorted(named)
         snap.json[type_url] = _Json({n: named[n] for n in ordered})  # type: ignore[assignment]
