@@ -59,7 +59,7 @@ def serve(files: list[str], args) -> int:
     control.release_memory()
 
     async def run() -> int:   # the grpc.aio server belongs to the loop it is made on
-        server = control.Server(files, snapshots, report, watch, builder)
+        server = control.Server(files, snapshots, report, watch, builder=builder)
         try:
             port = server.bind(args.listen)
         except OSError:

@@ -140,7 +140,7 @@ class Server:
     """The grpc.aio server and the snapshot it serves (made on the event loop that runs it)."""
 
     def __init__(self, files: list[str], snapshots: dict[str, snapshot.NodeSnapshot],
-                 report: Callable[[str, list, list[str]], None], watch: list[str],
+                 report: Callable[[str, list, list[str]], None], watch: list[str], *,
                  builder: snapshot.Builder | None = None):
         self.files = files
         self.builder = builder or snapshot.Builder()   # what the last good build made, reused
