@@ -32,6 +32,7 @@ TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without 
 if TYPE_CHECKING:
     from compiler.backends.base import Emitted, Options
     from compiler.sharding import Sharded
+    from compiler.syntax.parse import ItemCache
 
 __all__ = ["Compilation", "InternalError", "Text", "check", "compile", "parse"]
 
@@ -140,12 +141,15 @@ def check(sources: Iterable[Source], shard: bool = True) -> Compilation:
     return _analyse(list(sources), lower=False, shard=shard)
 
 
-def compile(sources: Iterable[Source], shard: bool = True) -> Compilation:
-    """Parse, check and, when there is no error, lower a program to the IR (self-checked)."""
-    return _analyse(list(sources), lower=True, shard=shard)
+def compile(sources: Iterable[Source], shard: bool = True, cache: ItemCache | None = None) -> Compilation:
+    """Parse, check and, when there is no error, lower a program to the IR (self-checked).
+    A long-lived caller that compiles the same program again and again (`meshc serve`) passes
+    its own `ItemCache`: only the top-level items that changed are parsed again (in one
+    process: no sharding), with the same result."""
+    return _analyse(list(sources), lower=True, shard=shard and cache is None, cache=cache)
 
 
-def _analyse(sources: list[Source], lower: bool, shard: bool) -> Compilation:
+def _analyse(sources: list[Source], lower: bool, shard: bool, cache: ItemCache | None = None) -> Compilation:
     paths = [s for s in sources if isinstance(s, str)]
     if shard and len(paths) == len(sources) and _large_enough_to_shard(paths):
         from compiler import sharding
@@ -162,7 +166,7 @@ def _analyse(sources: list[Source], lower: bool, shard: bool) -> Compilation:
         from compiler.semantic.symbols import build_context
 
         diags = Collector()
-        program = load_program(sources, diags)
+        program = load_program(sources, diags, cache)
         ctx = build_context(program, diags)
         run_checks(ctx)
         found = diags.sorted()

@@ -78,8 +78,9 @@ def serve(files: list[str], args) -> int:
         except CaError as err:
             print(f"meshc: error: --ca: {err}", file=sys.stderr)
             return EXIT_INPUT
+    builder = control.snapshot.Builder()   # kept: each reload rebuilds only what an edit touched
     try:
-        snapshots, diagnostics, watch = control.build(files)
+        snapshots, diagnostics, watch = control.build(files, builder)
     except control.BuildError as err:
         report("", err.diagnostics, err.problems)
         return EXIT_INPUT
@@ -90,11 +91,12 @@ def serve(files: list[str], args) -> int:
         if problems:
             report("", [], problems)
             return EXIT_INPUT
+    control.release_memory()
 
     async def run() -> int:   # the grpc.aio server belongs to the loop it is made on
         limits = control.Limits(max_streams=args.max_streams, request_rate=args.max_request_rate,
                                 burst=max(1, int(args.max_request_rate * 10)))
-        server = control.Server(files, snapshots, report, watch, limits, issuer)
+        server = control.Server(files, snapshots, report, watch, limits, issuer, builder=builder)
         try:
             port = server.bind(args.listen)
         except OSError:

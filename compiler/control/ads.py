@@ -259,10 +259,15 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self._refusing = 0   # refused streams waiting for their first request (at most REFUSING)
 
     def publish(self, snapshots: dict[str, NodeSnapshot]) -> None:
-        """Serve `snapshots` from now on (call on the server's event loop)."""
-        self.snapshots = snapshots
-        for queue in self._queues.values():
-            queue.put_nowait(("update", None))
+        """Serve `snapshots` from now on (call on the server's event loop). Only the streams whose
+        node's snapshot is another object are woken: the snapshot builder keeps the same object
+        for a sidecar that an edit does not touch, so nothing is computed or sent for it."""
+        before, self.snapshots = self.snapshots, snapshots
+        for stream_id, queue in self._queues.items():
+            stream = self.streams[stream_id]
+            node = getattr(stream, "service", None) or stream.node   # (whose snapshot it reads)
+            if node is None or before.get(node) is not snapshots.get(node):
+                queue.put_nowait(("update", None))
 
     def log_limited(self, line: str) -> None:
         """`log`, at most LOG_LINES_PER_SECOND lines a second; the lines left out are counted and

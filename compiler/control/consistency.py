@@ -4,26 +4,7 @@ listeners send to, secrets the TLS contexts load over SDS). A broken snapshot is
 
 from __future__ import annotations
 
-from compiler.control.snapshot import CLUSTER, LISTENER, ROUTE, SECRET, NodeSnapshot
-
-
-def _walk(node, found: dict[str, set[str]]) -> None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in ("cluster", "cluster_name") and isinstance(value, str):
-                found[CLUSTER].add(value)
-            elif key == "weighted_clusters" and isinstance(value, dict):
-                found[CLUSTER].update(c["name"] for c in value.get("clusters", []))
-            elif key == "rds" and isinstance(value, dict) and "route_config_name" in value:
-                found[ROUTE].add(value["route_config_name"])
-            elif key in ("tls_certificate_sds_secret_configs",) and isinstance(value, list):
-                found[SECRET].update(s["name"] for s in value if "sds_config" in s)
-            elif key == "validation_context_sds_secret_config" and isinstance(value, dict) and "sds_config" in value:
-                found[SECRET].add(value["name"])
-            _walk(value, found)
-    elif isinstance(node, list):
-        for value in node:
-            _walk(value, found)
+from compiler.control.snapshot import CLUSTER, LISTENER, ROUTE, SECRET, NodeSnapshot, walk
 
 
 def references(snap: NodeSnapshot) -> dict[str, set[str]]:
@@ -31,14 +12,15 @@ def references(snap: NodeSnapshot) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {CLUSTER: set(), ROUTE: set(), SECRET: set()}
     for type_url in (LISTENER, ROUTE, CLUSTER):
         for resource in snap.json.get(type_url, {}).values():
-            _walk(resource if type_url != CLUSTER else resource.get("transport_socket", {}), found)
+            walk(resource if type_url != CLUSTER else resource.get("transport_socket", {}), found)
     return found
 
 
-def problems(snap: NodeSnapshot) -> list[str]:
-    """What the snapshot references and does not contain, one line each (empty: consistent)."""
+def problems(snap: NodeSnapshot, found: dict[str, set[str]] | None = None) -> list[str]:
+    """What the snapshot references and does not contain, one line each (empty: consistent).
+    `found`: its `references`, when already known (the snapshot builder keeps them)."""
     out = []
-    for type_url, names in references(snap).items():
+    for type_url, names in (found if found is not None else references(snap)).items():
         have = snap.json.get(type_url, {})
         kind = type_url.rpartition(".")[2]
         out += [f"{snap.node}: {kind} {name!r} is referenced but not in the snapshot"

@@ -5,6 +5,8 @@ does not compile, or whose snapshot is inconsistent, keeps the last good snapsho
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import gc
 import json
 import os
 import signal
@@ -30,6 +32,10 @@ KEEPALIVE = [("grpc.http2.min_recv_ping_interval_without_data_ms", 1000), ("grpc
              ("grpc.keepalive_permit_without_calls", 1)]
 
 
+# The sidecars a `published` line names; more are counted.
+SHOWN = 10
+
+
 class BuildError(Exception):
     """A program that does not give a servable snapshot: its diagnostics, or the problems found."""
 
@@ -46,19 +52,38 @@ def watched(files: list[str], compilation) -> list[str]:
     return sorted(set(files) | {p for p in compilation.sources if not p.startswith("<")})
 
 
-def build(files: list[str]) -> tuple[dict[str, snapshot.NodeSnapshot], list, list[str]]:
+def build(files: list[str], builder: snapshot.Builder | None = None,
+          timings: dict[str, float] | None = None) -> tuple[dict[str, snapshot.NodeSnapshot], list, list[str]]:
     """Every sidecar's snapshot, checked for consistency, the compile's diagnostics (warnings)
     and the files to watch; raises BuildError when the program has errors or a snapshot is
-    inconsistent."""
-    compilation = api.compile(files)
+    inconsistent. With the `builder` of the previous builds, only what changed is rebuilt (and
+    checked: a sidecar whose snapshot is reused was checked when it was made); `timings`, when
+    given, receives the seconds of each step."""
+    builder = builder or snapshot.Builder()
+    enabled = gc.isenabled()
+    gc.disable()   # (the whole reload allocates objects that live on: collecting them, measured,
+    try:           # tripled the time of the backend's emit of 1,000 sidecars)
+        return _build(files, builder, timings)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build(files: list[str], builder: snapshot.Builder,
+           timings: dict[str, float] | None) -> tuple[dict[str, snapshot.NodeSnapshot], list, list[str]]:
+    started = time.perf_counter()
+    compilation = api.compile(files, cache=builder.parses)
+    compiled = time.perf_counter()
     watch = watched(files, compilation)
     if compilation.has_errors:
         raise BuildError(compilation.diagnostics, [], watch)
     try:
-        snapshots = snapshot.build_all(compilation)
+        snapshots = builder.build(compilation)
     except ValueError as err:
         raise BuildError(compilation.diagnostics, [str(err)], watch) from err
-    problems = [p for snap in snapshots.values() for p in consistency.problems(snap)]
+    if timings is not None:
+        timings.update(compile=compiled - started, **builder.timings)
+    problems = [p for node in builder.rebuilt for p in consistency.problems(snapshots[node], builder.references(node))]
     if problems:
         raise BuildError(compilation.diagnostics, problems, watch)
     return snapshots, compilation.diagnostics, watch
@@ -82,14 +107,17 @@ def corrupt_native(snapshots: dict[str, snapshot.NodeSnapshot], node: str) -> li
         return []
     route["timeout_ms"] = -1
     data = json.dumps(config, sort_keys=True, indent=2).encode() + b"\n"
-    snap.packed[snapshot.NATIVE][node] = any_pb2.Any(type_url=snapshot.NATIVE, value=data)
-    snap.versions[snapshot.NATIVE] = version_of(snap.packed[snapshot.NATIVE])
+    packed = {node: any_pb2.Any(type_url=snapshot.NATIVE, value=data)}
+    # a copy: the builder's own snapshot stays good, so the next reload serves the good one again
+    snapshots[node] = dataclasses.replace(snap, packed={**snap.packed, snapshot.NATIVE: packed},
+                                          versions={**snap.versions, snapshot.NATIVE: version_of(packed)})
     return [node]
 
 
 def corrupt(snapshots: dict[str, snapshot.NodeSnapshot], spec: str) -> list[str]:
     """Corrupt cluster NAME (`spec` is `Cluster:NAME`) in every node that has it, or node NODE's
-    native config (`Native:NODE`); those nodes."""
+    native config (`Native:NODE`); those nodes. Each such node's snapshot is replaced by a
+    corrupted copy (the builder's own stays good, so the next reload serves the good one again)."""
     kind, _, name = spec.partition(":")
     touched: list[str] = []
     if kind == "Native":
@@ -99,9 +127,11 @@ def corrupt(snapshots: dict[str, snapshot.NodeSnapshot], spec: str) -> list[str]
     for node, snap in snapshots.items():
         if name in snap.json.get(snapshot.CLUSTER, {}):
             bad = {**snap.json[snapshot.CLUSTER][name], "lb_policy": "CLUSTER_PROVIDED"}
-            snap.json[snapshot.CLUSTER][name] = bad
-            snap.packed[snapshot.CLUSTER][name] = protos.to_any(bad)
-            snap.versions[snapshot.CLUSTER] = version_of(snap.packed[snapshot.CLUSTER])
+            packed = {**snap.packed[snapshot.CLUSTER], name: protos.to_any(bad)}
+            snapshots[node] = dataclasses.replace(
+                snap, json={**snap.json, snapshot.CLUSTER: {**snap.json[snapshot.CLUSTER], name: bad}},
+                packed={**snap.packed, snapshot.CLUSTER: packed},
+                versions={**snap.versions, snapshot.CLUSTER: version_of(packed)})
             touched.append(node)
     return touched
 
@@ -109,6 +139,18 @@ def corrupt(snapshots: dict[str, snapshot.NodeSnapshot], spec: str) -> list[str]
 def sds_needs(snap: snapshot.NodeSnapshot) -> bool:
     """Whether a sidecar uses a certificate (compiler/control/sds.py's test, without its imports)."""
     return "identity" in snap.json.get(snapshot.SECRET, {})
+
+
+def release_memory() -> None:
+    """Give the heap a build freed back to the system (glibc's `malloc_trim`; elsewhere nothing).
+    A reload of 1,000 sidecars allocates some 100 MB that it frees again: measured, the server's
+    resident set stays about 55 MB lower with this after each build."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def mtimes(files: list[str]) -> dict[str, float | None]:
@@ -131,8 +173,9 @@ class Server:
 
     def __init__(self, files: list[str], snapshots: dict[str, snapshot.NodeSnapshot],
                  report: Callable[[str, list, list[str]], None], watch: list[str], limits: Limits | None = None,
-                 issuer=None):
+                 issuer=None, *, builder: snapshot.Builder | None = None):
         self.files = files
+        self.builder = builder or snapshot.Builder()   # what the last good build made, reused
         self.watch = watch   # the files and their imports, as of the last compile
         # `--ca` (compiler/control/sds.py): certificates over SDS and mTLS on the channel; the
         # snapshots built (`base`) then carry no file-based secret: the issuer's overlay does.
@@ -259,7 +302,8 @@ class Server:
             started = time.monotonic()
             before = mtimes(self.watch)
             try:
-                snapshots, diagnostics, self.watch = await asyncio.to_thread(build, self.files)
+                timings: dict[str, float] = {}
+                snapshots, diagnostics, self.watch = await asyncio.to_thread(build, self.files, self.builder, timings)
             except BuildError as err:
                 self.watch = err.watched
                 self._seen = {**mtimes(err.watched), **before}
@@ -298,8 +342,11 @@ class Server:
             self.servicer.publish(served)
             now = time.time()
             self.last_reload = {"ok": True, "at": now, "good_since": now, "diagnostics": [], "problems": []}
-            self.report(f"published ({len(changed)} sidecar(s) changed: {', '.join(changed) or 'none'}; "
-                        f"{(time.monotonic() - started) * 1000:.0f} ms)", diagnostics, [])
+            shown = ", ".join(changed[:SHOWN]) + (f" and {len(changed) - SHOWN} more" if len(changed) > SHOWN else "")
+            steps = ", ".join(f"{step} {seconds * 1000:.0f}" for step, seconds in timings.items())
+            self.report(f"published ({len(changed)} sidecar(s) changed: {shown or 'none'}; "
+                        f"{(time.monotonic() - started) * 1000:.0f} ms: {steps} ms)", diagnostics, [])
+            await asyncio.to_thread(release_memory)   # (after the publish: the pushes go first)
             return True
 
     async def _rotate_forever(self) -> None:

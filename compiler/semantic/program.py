@@ -17,7 +17,7 @@ from compiler.core import package_data
 from compiler.core.diagnostics import Collector, Label
 from compiler.core.source import MAX_SOURCE_BYTES, MAX_SOURCE_TEXT, SourceFile, UnusableSource, read_source
 from compiler.syntax import ast
-from compiler.syntax.parse import parse_source
+from compiler.syntax.parse import ItemCache, parse_source
 
 STDLIB_PACKAGE = "stdlib_policies"
 STD_PREFIX = "std/"
@@ -46,8 +46,9 @@ def _read_std(name: str) -> str | None:
 
 
 class _Loader:
-    def __init__(self, diags: Collector):
+    def __init__(self, diags: Collector, cache: ItemCache | None = None):
         self.diags = diags
+        self.cache = cache
         self.program = Program()
         self.state: dict[str, str] = {}  # key -> "loading" | "done"
 
@@ -101,9 +102,13 @@ class _Loader:
     def _enter(self, key: str, display: str, text: str, chain: _Chain | None):
         """Parse one file: (key, display, its imports still to follow, the chain that led here)."""
         self.state[key] = "loading"
-        source = SourceFile(display, text)
+        if self.cache is not None:
+            source = self.cache.source(display, text)
+            module = self.cache.parse(source, self.diags)
+        else:
+            source = SourceFile(display, text)
+            module = parse_source(source, self.diags)
         self.program.sources[display] = source
-        module = parse_source(source, self.diags)
         self.program.modules.append(module)
         if key.startswith("std:"):
             self.program.stdlib_paths.add(display)
@@ -249,10 +254,12 @@ class Text:
     text: str
 
 
-def load_program(roots: Iterable[str | Text], diags: Collector) -> Program:
+def load_program(roots: Iterable[str | Text], diags: Collector, cache: ItemCache | None = None) -> Program:
     """Parse every root (a path, or a Text) and everything it imports, each file once; problems
-    become diagnostics, never exceptions. Imports are read from disk and the standard library."""
-    loader = _Loader(diags)
+    become diagnostics, never exceptions. Imports are read from disk and the standard library.
+    With a `cache` (a long-lived caller's, `meshc serve`'s), only the items that changed since
+    its last parse of a file are parsed again (compiler/syntax/parse.py, `ItemCache`)."""
+    loader = _Loader(diags, cache)
     for root in roots:
         if isinstance(root, Text):
             loader.load_text(root)

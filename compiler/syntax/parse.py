@@ -393,3 +393,87 @@ def tokens(source: SourceFile) -> list[Token] | None:
             kind = terminal.lower()
         out.append(Token(kind, text, start, end))
     return out
+
+
+class ItemCache:
+    """Top-level items parsed before, kept by their text, for a process that parses the same
+    files again and again (`meshc serve`): a file parsed again parses only the items whose text
+    changed, and an unchanged item that moved has its spans shifted in place.
+
+    One `SourceFile` per path is kept and its text replaced (`source`), so the spans of an item
+    that did not move stay right without being touched. The ASTs it returns therefore belong to
+    the cache: a module from an earlier parse may point at the newer text (use one cache per
+    owner, and keep no earlier parse). A file that does not parse cleanly item by item (a syntax
+    error, any diagnostic while building, text before its first item, a cut that is not an item
+    boundary) is parsed whole by `parse_source`, so its diagnostics are exactly that one's.
+    """
+
+    def __init__(self) -> None:
+        self._sources: dict[str, SourceFile] = {}
+        # path -> item text -> (the item's AST, every Span object in it, the offset it starts at)
+        self._items: dict[str, dict[str, tuple[object, list[Span], int]]] = {}
+        self.reused = self.parsed = 0   # items, over the cache's life
+
+    def source(self, path: str, text: str) -> SourceFile:
+        """The one SourceFile of `path`, now holding `text`."""
+        source = self._sources.get(path)
+        if source is None:
+            source = self._sources[path] = SourceFile(path, text)
+        elif source.text is not text:
+            source.text = text
+            source._line_starts = None
+        return source
+
+    def parse(self, source: SourceFile, diags: Collector) -> ast.Module:
+        """The module of `source` (made by `source()`), as `parse_source` would give it."""
+        text = source.text
+        bounds = [m.start() for m in _TOP_LEVEL.finditer(text)]
+        if not bounds or (text[:bounds[0]].strip() and not _only_comments(text[:bounds[0]])):
+            return parse_source(source, diags)
+        bounds.append(len(text))
+        parser = _parser()
+        known = self._items.get(source.path, {})
+        now: dict[str, tuple[object, list[Span], int]] = {}
+        items: list = []
+        for a, b in pairwise(bounds):
+            piece = text[a:b]
+            entry = known.get(piece)
+            if entry is not None and piece not in now:
+                item, spans, start = entry
+                if a != start:
+                    delta = a - start
+                    for span in spans:
+                        span.start += delta
+                        span.end += delta
+                    known[piece] = entry = (item, spans, a)
+                self.reused += 1
+            else:
+                local = Collector()
+                builder = Builder(source, local)
+                try:
+                    item = parser._run(text, a, b, "item", reducers(builder, parser.tables), builder)
+                except SyntaxErrorAt:
+                    return parse_source(source, diags)
+                if local.sorted():
+                    return parse_source(source, diags)
+                entry = (item, _spans(item), a)
+                self.parsed += 1
+            now[piece] = entry
+            items.append(item)
+        self._items[source.path] = now
+        return ast.Module(source.path, tuple(items), Span(source, 0, len(text)))
+
+
+def _spans(root: object) -> list[Span]:
+    """Every Span object in an AST (each once, however many nodes share it)."""
+    found: dict[int, Span] = {}
+    work = [root]
+    while work:
+        value = work.pop()
+        if isinstance(value, Span):
+            found[id(value)] = value
+        elif isinstance(value, tuple):
+            work.extend(value)
+        elif hasattr(value, "__dataclass_fields__"):
+            work.extend(getattr(value, name) for name in value.__dataclass_fields__)
+    return list(found.values())
