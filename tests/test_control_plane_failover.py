@@ -356,7 +356,12 @@ def test_two_replicas_kill_the_one_the_sidecar_is_on_under_load(fleet):
     assert not load.failures, load.failures[:5]
     reports = [fleet.up_to_date(i) for i in (0, 1)]   # exit 0: the sidecar is up to date on `other`
     snapshots = [r["server"]["snapshots"]["web"] for r in reports]
-    assert snapshots[0] == snapshots[1], "the replicas serve identical versions"
+    # identical versions of every type both built (a replica builds a native config only once a
+    # native proxy has asked it for one: docs/control-plane.md, "Push performance")
+    common = set(snapshots[0]) & set(snapshots[1])
+    assert {"Cluster", "Listener", "RouteConfiguration"} <= common
+    assert {t: snapshots[0][t] for t in common} == {t: snapshots[1][t] for t in common}, \
+        "the replicas serve identical versions"
     (stream,) = reports[other]["streams"]
     assert {t: e["acked"] for t, e in stream["types"].items()} == {
         t: v for t, v in snapshots[other].items() if t in stream["types"]}

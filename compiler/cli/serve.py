@@ -80,7 +80,7 @@ def serve(files: list[str], args) -> int:
             return EXIT_INPUT
     builder = control.snapshot.Builder()   # kept: each reload rebuilds only what an edit touched
     try:
-        snapshots, diagnostics, watch = control.build(files, builder)
+        snapshots, diagnostics, watch = control.build(files, builder, native=())   # (native configs: on demand)
     except control.BuildError as err:
         report("", err.diagnostics, err.problems)
         return EXIT_INPUT

@@ -219,6 +219,8 @@ class Stream:
         waits = type_url in (LISTENER, ROUTE) or (type_url == SECRET and NATIVE not in self.types)
         if waits and (clusters is None or clusters.sent_version is None):
             return None   # clusters first: answered once the clusters were sent (Envoy's types)
+        if type_url == NATIVE and NATIVE not in snap.versions:
+            return None   # not built yet (meshc serve builds native configs on demand): sent once it is
         version = snap.versions.get(type_url, "")
         have = snap.packed.get(type_url, {})
         names = frozenset(have) if type_url in WILDCARD_TYPES else frozenset(n for n in state.names if n in have)
@@ -241,7 +243,8 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     """The servicer: every stream reads the current snapshots; `publish` replaces them and
     wakes every stream, which sends what changed for its node."""
 
-    def __init__(self, snapshots: dict[str, NodeSnapshot], log=None, limits: Limits = Limits(), admit=None):
+    def __init__(self, snapshots: dict[str, NodeSnapshot], log=None, limits: Limits = Limits(), admit=None,
+                 native=None):
         self.snapshots = snapshots
         self.log = log or (lambda line: None)   # one line per event worth an operator's eye
         self.limits = limits
@@ -251,6 +254,9 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         # longer) the client certificate's, and issues the node's certificate. Nothing is sent on
         # the stream before it returns.
         self.admit = admit
+        # Called with a service whose native config a stream asked for and the snapshot does not
+        # hold (meshc serve builds native configs on demand); the config is sent when published.
+        self.native = native
         self.streams: dict[int, Stream] = {}
         self._queues: dict[int, asyncio.Queue] = {}
         self._ids = itertools.count(1)
@@ -347,6 +353,9 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                         if stream.node is None and self.admit is not None and item.node.id:
                             await self.admit(item.node.id, context)
                         responses = stream.on_request(item, self.snapshots)
+                        if item.type_url == NATIVE and self.native is not None and stream.service is not None \
+                                and NATIVE not in self.snapshots[stream.service].versions:
+                            self.native(stream.service)
                     else:
                         if self.admit is not None and stream.node is not None:
                             await self.admit(stream.node, context)   # an edit may have changed its identity

@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import grpc
 import grpc.aio
@@ -52,25 +52,26 @@ def watched(files: list[str], compilation) -> list[str]:
     return sorted(set(files) | {p for p in compilation.sources if not p.startswith("<")})
 
 
-def build(files: list[str], builder: snapshot.Builder | None = None,
-          timings: dict[str, float] | None = None) -> tuple[dict[str, snapshot.NodeSnapshot], list, list[str]]:
+def build(files: list[str], builder: snapshot.Builder | None = None, timings: dict[str, float] | None = None,
+          native: Collection[str] | None = None) -> tuple[dict[str, snapshot.NodeSnapshot], list, list[str]]:
     """Every sidecar's snapshot, checked for consistency, the compile's diagnostics (warnings)
     and the files to watch; raises BuildError when the program has errors or a snapshot is
     inconsistent. With the `builder` of the previous builds, only what changed is rebuilt (and
     checked: a sidecar whose snapshot is reused was checked when it was made); `timings`, when
-    given, receives the seconds of each step."""
+    given, receives the seconds of each step; `native`: the services whose native config is
+    built (None: every one)."""
     builder = builder or snapshot.Builder()
     enabled = gc.isenabled()
     gc.disable()   # (the whole reload allocates objects that live on: collecting them, measured,
     try:           # tripled the time of the backend's emit of 1,000 sidecars)
-        return _build(files, builder, timings)
+        return _build(files, builder, timings, native)
     finally:
         if enabled:
             gc.enable()
 
 
-def _build(files: list[str], builder: snapshot.Builder,
-           timings: dict[str, float] | None) -> tuple[dict[str, snapshot.NodeSnapshot], list, list[str]]:
+def _build(files: list[str], builder: snapshot.Builder, timings: dict[str, float] | None,
+           native: Collection[str] | None) -> tuple[dict[str, snapshot.NodeSnapshot], list, list[str]]:
     started = time.perf_counter()
     compilation = api.compile(files, cache=builder.parses)
     compiled = time.perf_counter()
@@ -78,7 +79,7 @@ def _build(files: list[str], builder: snapshot.Builder,
     if compilation.has_errors:
         raise BuildError(compilation.diagnostics, [], watch)
     try:
-        snapshots = builder.build(compilation)
+        snapshots = builder.build(compilation, native)
     except ValueError as err:
         raise BuildError(compilation.diagnostics, [str(err)], watch) from err
     if timings is not None:
@@ -182,7 +183,11 @@ class Server:
         self.issuer = issuer
         self.base = snapshots
         self.servicer = AdsServicer(self._served(snapshots), log=lambda line: report(line, [], []),
-                                    limits=limits or Limits(), admit=self._admit if issuer is not None else None)
+                                    limits=limits or Limits(), admit=self._admit if issuer is not None else None,
+                                    native=self._want_native)
+        # The services a native proxy has asked for: only they get a native config (snapshot.Builder).
+        self.native_nodes: set[str] = set()
+        self._native_task: asyncio.Task | None = None
         self.report = report   # (event, diagnostics, problems) -> printed by the CLI
         self.grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0),
                                              ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
@@ -295,7 +300,7 @@ class Server:
             raise OSError(f"cannot listen on {address}")
         return port
 
-    async def reload(self) -> bool:
+    async def reload(self, edit: bool = True) -> bool:
         """Recompile and publish; False (the last good snapshot kept) when that fails. The compile
         runs in a worker thread, so the streams go on meanwhile; reloads run one at a time."""
         async with self._lock:
@@ -303,7 +308,8 @@ class Server:
             before = mtimes(self.watch)
             try:
                 timings: dict[str, float] = {}
-                snapshots, diagnostics, self.watch = await asyncio.to_thread(build, self.files, self.builder, timings)
+                snapshots, diagnostics, self.watch = await asyncio.to_thread(build, self.files, self.builder, timings,
+                                                                             frozenset(self.native_nodes))
             except BuildError as err:
                 self.watch = err.watched
                 self._seen = {**mtimes(err.watched), **before}
@@ -326,7 +332,7 @@ class Server:
                 self.issuer.forget({n for n, snap in snapshots.items()
                                     if n not in self.issuer.issued or self.issuer.issued[n].spiffe_id == snap.identity})
             self.base = snapshots
-            if self._corrupt:
+            if self._corrupt and edit:   # (on SIGHUP or an edit, not a reload for native configs)
                 spec, self._corrupt = self._corrupt, ""
                 self.report(f"test-only: corrupted {spec} for {', '.join(corrupt(snapshots, spec)) or 'no node'}",
                             [], [])
@@ -348,6 +354,25 @@ class Server:
                         f"{(time.monotonic() - started) * 1000:.0f} ms: {steps} ms)", diagnostics, [])
             await asyncio.to_thread(release_memory)   # (after the publish: the pushes go first)
             return True
+
+    def _want_native(self, service: str) -> None:
+        """A native proxy asked for `service`'s config, which the snapshots do not hold yet: build
+        it, with a reload (one at a time; the services asked for meanwhile join the next)."""
+        self.native_nodes.add(service)
+        if self._native_task is None or self._native_task.done():
+            self._native_task = asyncio.ensure_future(self._build_native())
+
+    async def _build_native(self) -> None:
+        while True:
+            missing = sorted(s for s in self.native_nodes
+                             if s in self.base and snapshot.NATIVE not in self.base[s].versions)
+            if not missing:
+                return
+            self.report(f"native config asked for: {', '.join(missing[:SHOWN])}"
+                        + (f" and {len(missing) - SHOWN} more" if len(missing) > SHOWN else "") + "; reloading",
+                        [], [])
+            if not await self.reload(edit=False):
+                return   # said by the reload; the next good one builds them
 
     async def _rotate_forever(self) -> None:
         """Rotate each certificate when its time comes (checked at least once a second)."""
