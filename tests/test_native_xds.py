@@ -618,6 +618,46 @@ def test_inline_certificates_land_in_private_files_and_a_rotation_reaches_the_pr
         server.close()
 
 
+def test_a_corrupt_secret_is_nacked_and_the_helper_keeps_its_stream_for_the_next_version(tmp_path):
+    """A Secret whose bytes are not a Secret (protobuf's DecodeError) is NACKed with a message
+    that says so; the helper does not die or stall: the proxy keeps its identity and serves mTLS,
+    and the next good version (a rotation) is applied through the same helper."""
+    from google.protobuf.any_pb2 import Any
+
+    from compiler.control.versions import version_of
+
+    server = InlineServer(tmp_path)
+    web = mtls.issue(server.ca, str(tmp_path / "issued" / "web"), "spiffe://mesh.local/ns/default/sa/web")
+    peer = mtls.issue(server.ca, str(tmp_path / "issued" / "peer"), "spiffe://mesh.local/ns/default/sa/peer")
+    server.publish(server.snapshots(web))
+    proxy = start_native(tmp_path, server.port)
+    try:
+        serial = mtls.serial(web)
+        assert certs_info(proxy)["certificate"]["serial"] == serial
+        wait(lambda: (s := server.secret_state()) and s["acked"] == s["sent"], "the secrets ACKed")
+        helper = helper_pid(proxy)
+        snaps = server.snapshots(web)
+        packed = snaps["web"].packed[snapshot.SECRET]
+        packed["identity"] = Any(type_url=snapshot.SECRET, value=b"\xff\xff\xff")
+        snaps["web"].versions[snapshot.SECRET] = version_of(packed)
+        server.publish(snaps)
+        state = wait(lambda: (s := server.secret_state()) and s["rejected"] and s, "the NACK", proxy=proxy)
+        assert "cannot be decoded" in state["error"] and state["nacks"] == 1, state
+        assert "cannot be decoded" in proxy.log()
+        assert certs_info(proxy)["certificate"]["serial"] == serial and _mtls_get(proxy.inbound, peer) == 200
+        assert helper_pid(proxy) == helper, "the same helper, its stream still up"
+
+        mtls.rotate(server.ca, web)   # the next good version: applied
+        server.publish(server.snapshots(web))
+        wait(lambda: certs_info(proxy)["certificate"]["serial"] == mtls.serial(web), "the next good version",
+             proxy=proxy)
+        wait(lambda: (s := server.secret_state()) and s["acked"] == s["sent"] and not s["rejected"], "its ACK")
+        assert _mtls_get(proxy.inbound, peer) == 200 and helper_pid(proxy) == helper
+    finally:
+        proxy.stop()
+        server.close()
+
+
 def test_xds_identity_takes_the_config_over_a_mutual_tls_channel(tmp_path):
     """`--xds-identity DIR` (cert.pem, key.pem, ca.pem of `meshc ca issue`): the channel is mutual
     TLS to a server whose certificate names `meshc-control` and which requires a client certificate."""
