@@ -415,6 +415,32 @@ def test_a_restart_with_its_state_dir_serves_the_last_config_while_no_server_ans
     assert plane.call("/live") == "v2"
 
 
+def test_a_state_dir_whose_last_config_is_another_services_is_not_served(plane, tmp_path):
+    """`--state-dir` holding the config.json of another service (a directory reused for another
+    `--node`): the proxy does not serve it, says why, and waits for the server as without one; the
+    server's config for its node replaces the file. A node `SERVICE.SUBSET` matches SERVICE."""
+    from runtime_proxy.__main__ import last_config
+
+    assert plane.proxy.stop() == 0
+    state = tmp_path / "state" / "config.json"
+    other = json.loads(state.read_text())
+    other["service"] = "api"
+    other["version"] = "another service's"
+    state.write_text(json.dumps(other))
+    plane.proxy = start_native(tmp_path, plane.serve.port)
+    log = plane.proxy.log()
+    assert 'is the config of service "api", not of --node web; not served, waiting for the xDS server' in log, log
+    assert "waiting for the first config" in log and "serving the last config" not in log, log
+    assert plane.config()["config"]["version"] != "another service's" and plane.call("/live") == "v1"
+    assert json.loads(state.read_text())["service"] == "web"
+
+    started: list[str] = []
+    sha = last_config(str(state), "web.canary", lambda path: (started.append(path) or True, "ok"))
+    assert started == [str(state)] and sha is not None, "SERVICE.SUBSET: the saved config of SERVICE is served"
+    assert last_config(str(state), "api.v1", lambda path: (started.append(path) or True, "ok")) is None
+    assert started == [str(state)], "another service's config is not even started"
+
+
 def test_before_its_first_config_the_proxy_waits_and_a_signal_ends_the_wait(plane, tmp_path):
     """A node the server does not know: the stream ends NOT_FOUND, the helper retries with backoff,
     the proxy does not listen; SIGTERM ends the wait with exit 0, the helper with it, and the
