@@ -194,7 +194,7 @@ def main_xds(args: argparse.Namespace, prog: str) -> int:
     handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         try:
-            last = None if temporary else last_config(args.config, start)
+            last = None if temporary else last_config(args.config, args.node, start)
             if last is not None:
                 link.started_from(last)
             else:
@@ -212,19 +212,30 @@ def main_xds(args: argparse.Namespace, prog: str) -> int:
             shutil.rmtree(state_dir, ignore_errors=True)
 
 
-def last_config(path: str, start: Callable[[str], tuple[bool, str]]) -> str | None:
-    """The SHA-256 of the config.json of --state-dir when it starts (`start`: the ordinary checks,
-    as for any config) and the proxy serves it until a server answers; None when there is none or
-    it cannot start (then the proxy waits for the server)."""
+def last_config(path: str, node: str, start: Callable[[str], tuple[bool, str]]) -> str | None:
+    """The SHA-256 of the config.json of --state-dir when it is the config of `node`'s service
+    (node `SERVICE` or `SERVICE.SUBSET`: its `"service"` is SERVICE) and it starts (`start`: the
+    ordinary checks, as for any config), and the proxy serves it until a server answers; None when
+    there is none, it is another service's, or it cannot start (then the proxy waits for the server)."""
     import hashlib
 
     try:
         with open(path, "rb") as fh:
-            sha = hashlib.sha256(fh.read()).hexdigest()
+            text = fh.read()
     except FileNotFoundError:
         return None
     except OSError as err:
         log.error("the last config %s cannot be read (%s); waiting for the xDS server", path, err.strerror or err)
+        return None
+    sha = hashlib.sha256(text).hexdigest()
+    service = node.partition(".")[0]
+    try:
+        saved = json.loads(text).get("service")
+    except (ValueError, AttributeError):   # not a JSON object: `start` says what is wrong with it
+        saved = service
+    if saved != service:
+        log.error("the last config %s is the config of service %s, not of --node %s; not served, waiting for the "
+                  "xDS server", path, json.dumps(saved), node)
         return None
     ok, message = start(path)
     if not ok:

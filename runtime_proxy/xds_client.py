@@ -15,7 +15,8 @@ What it does (docs/control-plane.md, "The native proxy"):
   config needs mTLS, for the secrets `identity` and `mesh_ca`;
 - has each config validated by the proxy's own reload path (runtime_proxy/config/loading.py:
   pydantic strict, then the semantic checks, in the proxy's loader child) and NACKs one that
-  fails with its located message (a response that is not a JSON object it NACKs itself);
+  fails with its located message (a response that is not a JSON object, or a Secret that does not
+  decode, or any other malformed resource, it NACKs itself);
 - writes the secrets into the state directory (inline bytes: `STATE/certs/HASH/` 0700, files
   0600, the key created with O_CREAT|O_EXCL at 0600 and renamed into place; `filename`s are used
   as they are) and points the config's `mtls.files` there;
@@ -29,7 +30,9 @@ What it does (docs/control-plane.md, "The native proxy"):
   robin, so a dead replica is left for the next); HTTP/2 keepalive pings (every 5 s, 3 s to
   answer) end a stream whose server stopped answering without closing; the proxy keeps serving
   meanwhile, and the same versions on a new stream change nothing (the same file contents: the
-  proxy answers at once).
+  proxy answers at once); a failure of this machine (a file that cannot be written, the pipe to
+  the proxy) and any unforeseen error end the stream the same way, logged with what failed; and
+  should the client stop all the same, the helper exits and the proxy starts a new one.
 
 It exits when its stdin closes (the proxy is gone). Its log lines go to stderr, which it shares
 with the proxy.
@@ -54,6 +57,7 @@ import grpc
 import grpc.aio
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf.message import DecodeError
 
 log = logging.getLogger("runtime_proxy.xds")
 
@@ -76,6 +80,12 @@ INVALID_ARGUMENT = 3                 # google.rpc.Code
 
 class Rejected(Exception):
     """A response that cannot be used: the NACK's message."""
+
+
+class LocalError(Exception):
+    """A failure of this machine, not of the response (a file that cannot be read or written, the
+    pipe to the proxy): the stream is ended and a new one started after the backoff, which asks
+    for the same versions again (nothing is NACKed)."""
 
 
 # ---- files --------------------------------------------------------------------------------------
@@ -139,6 +149,14 @@ class Secrets:
             out[name.partition(".")[0]] = path
         return out
 
+    def written(self, state_dir: str) -> dict[str, str]:
+        """`files`, with a failure to write them as a LocalError that says so."""
+        try:
+            return self.files(state_dir)
+        except OSError as err:
+            raise LocalError(f"cannot write the certificates under {os.path.join(state_dir, CERTS)}: "
+                             f"{err.strerror or err}") from None
+
 
 def _data(source, what: str) -> bytes | str:
     """A DataSource as bytes (inline) or a file name."""
@@ -157,7 +175,12 @@ def parse_secrets(resources) -> Secrets | None:
     found: dict[str, Any] = {}
     for packed in resources:
         secret = secret_pb2.Secret()
-        if not packed.Unpack(secret):
+        try:
+            unpacked = packed.Unpack(secret)
+        except DecodeError as err:
+            raise Rejected(f"a Secret resource of {len(packed.value)} bytes cannot be decoded: {err or 'corrupt'}") \
+                from None
+        if not unpacked:
             raise Rejected(f"a Secret response carries a {packed.type_url}")
         found[secret.name] = secret
     if IDENTITY not in found or CA not in found:
@@ -225,7 +248,11 @@ class Proxy:
         fut: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
         self.waiting[self.ids] = fut
         line = json.dumps({"apply": self.ids, "path": path, "sha": sha}) + "\n"
-        os.write(sys.stdout.fileno(), line.encode())
+        try:
+            os.write(sys.stdout.fileno(), line.encode())
+        except OSError as err:
+            self.waiting.pop(self.ids, None)
+            raise LocalError(f"cannot tell the proxy to apply {path} (its pipe): {err.strerror or err}") from None
         try:
             return await asyncio.wait_for(fut, REPLY_TIMEOUT)
         except TimeoutError:
@@ -288,8 +315,12 @@ class Client:
             return grpc.aio.insecure_channel(self.server, options=KEEPALIVE)
         read = {}
         for name in ("ca.pem", "key.pem", "cert.pem"):
-            with open(os.path.join(self.identity_dir, name), "rb") as fh:
-                read[name] = fh.read()
+            path = os.path.join(self.identity_dir, name)
+            try:
+                with open(path, "rb") as fh:
+                    read[name] = fh.read()
+            except OSError as err:
+                raise LocalError(f"cannot read the channel identity {path}: {err.strerror or err}") from None
         creds = grpc.ssl_channel_credentials(read["ca.pem"], read["key.pem"], read["cert.pem"])
         return grpc.aio.secure_channel(self.server, creds,
                                        options=[("grpc.ssl_target_name_override", TARGET_NAME), *KEEPALIVE])
@@ -302,6 +333,7 @@ class Client:
         while not self.proxy.gone.is_set():
             self.got_any = False
             server = self.server
+            trace: BaseException | None = None
             try:
                 async with self.channel() as channel:
                     await connect(channel)
@@ -311,8 +343,10 @@ class Client:
                 error = f"{err.code().name}: {err.details()}{self.hint(err)}"
             except ConnectTimeout:
                 error = f"no connection within {CONNECT_TIMEOUT:g} s"
-            except OSError as err:   # --xds-identity files unreadable
-                error = f"cannot read the channel identity: {err}"
+            except LocalError as err:   # --xds-identity unreadable, the state directory unwritable, ...
+                error = str(err)
+            except Exception as err:   # a defect: logged (with its traceback), and a new stream after the backoff
+                error, trace = f"unexpected {type(err).__name__}: {err}", err
             if self.proxy.gone.is_set():
                 return
             if self.got_any:
@@ -323,7 +357,7 @@ class Client:
                 logged.add((server, error))
                 nxt = f"next {self.server}" if len(self.servers) > 1 else "retrying"
                 log.warning("xDS server %s: %s; keeping config %s, %s (backoff %.2f s)",
-                            server, error, self.good_version(NATIVE) or "(none yet)", nxt, delay)
+                            server, error, self.good_version(NATIVE) or "(none yet)", nxt, delay, exc_info=trace)
             await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
             delay = min(delay * 2, BACKOFF_MAX)
 
@@ -421,7 +455,9 @@ class Client:
                 pending[SECRET] = Held(version, nonce, parse_secrets(response.resources))
             else:
                 raise Rejected(f"type {type_url} was not asked for")
-        except Rejected as err:
+        except Exception as err:   # Rejected, or a resource malformed in a way not foreseen: NACKed all the same
+            if not isinstance(err, Rejected):
+                err = Rejected(f"a malformed {type_url.rpartition('.')[2]} response: {type(err).__name__}: {err}")
             log.error("xDS: %s version %s rejected (keeping %s): %s", type_url.rpartition(".")[2], version,
                       self.good_version(type_url) or "nothing", err)
             send(type_url, self.good_version(type_url), nonce, str(err))
@@ -452,14 +488,17 @@ class Client:
                         log.error("xDS: SidecarConfig version %s rejected: %s", bad.version, message)
                         send(NATIVE, self.good_version(NATIVE), bad.nonce, message)
                 return   # wait for the secrets
-            config = dict(config, mtls=dict(config["mtls"], files=secrets_held.value.files(self.state_dir)))
+            config = dict(config, mtls=dict(config["mtls"], files=secrets_held.value.written(self.state_dir)))
         text = json.dumps(config, indent=2, sort_keys=True).encode() + b"\n"
         sha = hashlib.sha256(text).hexdigest()
         path = os.path.join(self.state_dir, CONFIG_FILE)
         if sha == self.applied_sha:
             ok, message = True, "unchanged"
         else:
-            write_private(path, text)
+            try:
+                write_private(path, text)
+            except OSError as err:
+                raise LocalError(f"cannot write {path}: {err.strerror or err}") from None
             ok, message = await self.proxy.apply(path, sha)
         answered = dict(pending)
         pending.clear()
@@ -474,7 +513,10 @@ class Client:
             self.clean_certs(config)
         else:
             if self.applied_text is not None:   # config.json holds what the proxy runs
-                write_private(path, self.applied_text)
+                try:
+                    write_private(path, self.applied_text)
+                except OSError as err:
+                    raise LocalError(f"cannot restore {path}: {err.strerror or err}") from None
             for type_url, held in answered.items():
                 log.error("xDS: %s version %s refused by the proxy (keeping %s): %s", type_url.rpartition(".")[2],
                           held.version, self.good_version(type_url) or "nothing", message)
@@ -519,7 +561,15 @@ async def amain(args: argparse.Namespace) -> int:
             if hashlib.sha256(text).hexdigest() == args.running:
                 client.applied_sha, client.applied_text = args.running, text
     runner = asyncio.ensure_future(client.run())
-    await proxy.gone.wait()
+    gone = asyncio.ensure_future(proxy.gone.wait())
+    await asyncio.wait({runner, gone}, return_when=asyncio.FIRST_COMPLETED)
+    if not gone.done():   # the client ended while the proxy is there: a defect; exit, the proxy starts a new helper
+        reader.cancel()
+        gone.cancel()
+        err = runner.exception() if not runner.cancelled() else None
+        log.error("xDS client: stopped unexpectedly (%s); exiting, the proxy starts a new one",
+                  f"{type(err).__name__}: {err}" if err is not None else "cancelled")
+        return 1
     runner.cancel()
     reader.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -236,6 +236,15 @@ def compile_files(files: list[str], proxies: list[str] | None = None, bootstrap:
     return result, emitted
 
 
+def flat_files(emitted) -> dict[str, bytes]:
+    """An Emitted's files with each link (`xds/SERVICE/cds.json`, to its scope's CDS file) as a
+    copy of its target: what Envoy reads at each path, for tests that write the files themselves."""
+    files = dict(emitted.files)
+    for rel, link in emitted.links.items():
+        files[rel] = emitted.files[os.path.normpath(os.path.join(os.path.dirname(rel), link.target))]
+    return files
+
+
 def run_meshc(*args: str, cwd: str = ROOT, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     import sys
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.envoy_support import GOLDEN_XDS_DIR, ROOT, compile_files, run_meshc
+from tests.envoy_support import GOLDEN_XDS_DIR, ROOT, compile_files, flat_files, run_meshc
 
 GOLDEN_DIR = Path(ROOT) / "tests" / "golden" / "envoy"
 EXAMPLES = sorted(p.stem for p in (Path(ROOT) / "examples").glob("*.mesh"))
@@ -32,7 +32,7 @@ def outputs(case: str) -> dict[str, bytes]:
     files = [f"examples/{case}.mesh"]
     _, fleet = compile_files(files)
     assert not fleet.diagnostics, [d.message for d in fleet.diagnostics]
-    out = dict(fleet.files)
+    out = flat_files(fleet)   # a sidecar's CDS link as a copy of its scope's file
     proxy = STATIC_PROXY.get(case)
     if proxy is not None:
         _, static = compile_files(files, [proxy], bootstrap="static")
@@ -83,15 +83,32 @@ def test_no_orphaned_example_directories(update_goldens):
 
 
 def test_files_come_in_dependency_order():
-    """Secrets first, then clusters, then listeners, then routes, then bootstraps: the CLI
+    """Secrets first, then clusters, then routes, then listeners, then bootstraps: the CLI
     renames in this order, so a watching Envoy never sees a route naming a cluster it does not
-    have yet, nor a cluster or listener naming a secret file that is not there yet."""
+    have yet, a listener naming a routes file that is not there yet, nor a cluster or listener
+    naming a secret file that is not there yet. Without mTLS, the sidecars' CDS links come right
+    after the clusters' files (before the routes)."""
     keys = list(compile_files(["examples/shop.mesh"])[1].files)  # mTLS: SDS and CDS files per sidecar
     kinds = ["sds" if "/sds-" in k else "cds" if k.endswith("cds.json") else "lds" if k.endswith("/lds.json") else
              "rds" if k.endswith("rds-outbound.json") else "bootstrap" for k in keys]
-    assert kinds == sorted(kinds, key=["sds", "cds", "lds", "rds", "bootstrap"].index)
+    assert kinds == sorted(kinds, key=["sds", "cds", "rds", "lds", "bootstrap"].index)
     assert kinds.count("sds") == 2 * kinds.count("bootstrap") and kinds.count("cds") == kinds.count("bootstrap")
     assert kinds.count("rds") == 1
+
+
+def test_plaintext_sidecars_cds_links_come_between_the_clusters_and_the_routes(tmp_path):
+    """Without mTLS each sidecar's bootstrap names its own CDS path, a link to its scope's file:
+    the CLI writes the links after the clusters' files and before the routes and listeners."""
+    (tmp_path / "p.mesh").write_text('mesh { mtls disable }\n'
+                                     'service a { port 1  endpoints ["10.0.0.1:1"] }\n'
+                                     'service b { port 2  endpoints ["10.0.0.2:1"] }\n'
+                                     'authorization a { default deny  allow x { from service b } }\n')
+    _, emitted = compile_files([str(tmp_path / "p.mesh")], cwd=str(tmp_path))
+    keys = list(emitted.outputs())
+    kinds = ["link" if k in emitted.links else "cds" if k.endswith("cds.json") else "lds" if k.endswith("/lds.json")
+             else "rds" if k.endswith("rds-outbound.json") else "bootstrap" for k in keys]
+    assert kinds == sorted(kinds, key=["cds", "link", "rds", "lds", "bootstrap"].index)
+    assert sorted(emitted.links) == ["xds/a/cds.json", "xds/b/cds.json"] and kinds.count("cds") == 2
 
 
 def test_cli_writes_the_in_process_output(tmp_path):

@@ -415,6 +415,32 @@ def test_a_restart_with_its_state_dir_serves_the_last_config_while_no_server_ans
     assert plane.call("/live") == "v2"
 
 
+def test_a_state_dir_whose_last_config_is_another_services_is_not_served(plane, tmp_path):
+    """`--state-dir` holding the config.json of another service (a directory reused for another
+    `--node`): the proxy does not serve it, says why, and waits for the server as without one; the
+    server's config for its node replaces the file. A node `SERVICE.SUBSET` matches SERVICE."""
+    from runtime_proxy.__main__ import last_config
+
+    assert plane.proxy.stop() == 0
+    state = tmp_path / "state" / "config.json"
+    other = json.loads(state.read_text())
+    other["service"] = "api"
+    other["version"] = "another service's"
+    state.write_text(json.dumps(other))
+    plane.proxy = start_native(tmp_path, plane.serve.port)
+    log = plane.proxy.log()
+    assert 'is the config of service "api", not of --node web; not served, waiting for the xDS server' in log, log
+    assert "waiting for the first config" in log and "serving the last config" not in log, log
+    assert plane.config()["config"]["version"] != "another service's" and plane.call("/live") == "v1"
+    assert json.loads(state.read_text())["service"] == "web"
+
+    started: list[str] = []
+    sha = last_config(str(state), "web.canary", lambda path: (started.append(path) or True, "ok"))
+    assert started == [str(state)] and sha is not None, "SERVICE.SUBSET: the saved config of SERVICE is served"
+    assert last_config(str(state), "api.v1", lambda path: (started.append(path) or True, "ok")) is None
+    assert started == [str(state)], "another service's config is not even started"
+
+
 def test_before_its_first_config_the_proxy_waits_and_a_signal_ends_the_wait(plane, tmp_path):
     """A node the server does not know: the stream ends NOT_FOUND, the helper retries with backoff,
     the proxy does not listen; SIGTERM ends the wait with exit 0, the helper with it, and the
@@ -613,6 +639,47 @@ def test_inline_certificates_land_in_private_files_and_a_rotation_reaches_the_pr
         assert certs_info(proxy)["certificate"]["serial"] == rotated and _mtls_get(proxy.inbound, peer) == 200
         assert stat.S_IMODE(new_key.stat().st_mode) == 0o600 and new_key.exists()
         assert json.loads((tmp_path / "state" / "config.json").read_text())["mtls"]["files"]["key"] == str(new_key)
+    finally:
+        proxy.stop()
+        server.close()
+
+
+def test_a_corrupt_secret_is_nacked_and_the_helper_keeps_its_stream_for_the_next_version(tmp_path):
+    """A Secret whose bytes are not a Secret (protobuf's DecodeError) is NACKed with a message
+    that says so; the helper does not die or stall: the proxy keeps its identity and serves mTLS,
+    and the next good version (a rotation) is applied through the same helper."""
+    from google.protobuf.any_pb2 import Any
+
+    from compiler.control.versions import version_of
+
+    server = InlineServer(tmp_path)
+    web = mtls.issue(server.ca, str(tmp_path / "issued" / "web"), "spiffe://mesh.local/ns/default/sa/web")
+    peer = mtls.issue(server.ca, str(tmp_path / "issued" / "peer"), "spiffe://mesh.local/ns/default/sa/peer")
+    server.publish(server.snapshots(web))
+    proxy = start_native(tmp_path, server.port)
+    try:
+        serial = mtls.serial(web)
+        assert certs_info(proxy)["certificate"]["serial"] == serial
+        wait(lambda: (s := server.secret_state()) and s["acked"] == s["sent"], "the secrets ACKed")
+        helper = helper_pid(proxy)
+        snaps = server.snapshots(web)
+        packed = snaps["web"].packed[snapshot.SECRET]
+        packed["identity"] = Any(type_url=snapshot.SECRET, value=b"\xff\xff\xff")
+        snaps["web"].versions[snapshot.SECRET] = version_of(packed)
+        server.publish(snaps)
+        state = wait(lambda: (s := server.secret_state()) and s["rejected"] and s, "the NACK", proxy=proxy)
+        assert "cannot be decoded" in state["error"] and state["nacks"] == 1, state
+        assert "cannot be decoded" in proxy.log()
+        assert certs_info(proxy)["certificate"]["serial"] == serial and _mtls_get(proxy.inbound, peer) == 200
+        assert helper_pid(proxy) == helper, "the same helper, its stream still up"
+
+        mtls.rotate(server.ca, web)   # the next good version: applied
+        server.publish(server.snapshots(web))
+        wait(lambda: certs_info(proxy)["certificate"]["serial"] == mtls.serial(web), "the next good version",
+             proxy=proxy)
+        wait(lambda: (s := server.secret_state()) and s["acked"] == s["sent"] != s["rejected"], "its ACK")
+        assert _mtls_get(proxy.inbound, peer) == 200 and helper_pid(proxy) == helper
+        assert "keeping config" not in proxy.log(), "the stream never ended (no reconnection)"
     finally:
         proxy.stop()
         server.close()

@@ -10,12 +10,13 @@ import json
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from compiler import api
-from compiler.backends.base import Options
+from compiler.backends.base import Link, Options
 from compiler.ir import scope
 from tests.envoy_support import requires_envoy
 from tests.planes_support import BothPlanes
@@ -144,8 +145,9 @@ def test_both_backends_emit_the_scope_and_nothing_else(compiled):
     outbound = next(listener for listener in lds if listener["name"] == "outbound")
     rds = outbound["filter_chains"][0]["filters"][0]["typed_config"]["rds"]
     assert rds["config_source"]["path_config_source"]["path"] == f"/x/{where}/rds-outbound.json"
-    boot = json.loads(envoy.files["client.envoy.json"])
-    assert boot["dynamic_resources"]["cds_config"]["path_config_source"]["path"] == f"/x/{where}/cds.json"
+    boot = json.loads(envoy.files["client.envoy.json"])   # its own CDS path: a link to its scope's file
+    assert boot["dynamic_resources"]["cds_config"]["path_config_source"]["path"] == "/x/client/cds.json"
+    assert envoy.links == {"xds/client/cds.json": Link(f"../{where}/cds.json")}
     # native: the same destinations; `closed`, only reached by via's routes, without domains or routes
     services = {d["name"]: d for d in native["services"]}
     assert list(services) == list(s.services)
@@ -193,7 +195,10 @@ def test_sidecars_of_one_scope_share_its_files():
     assert [c["name"] for c in json.loads(files[f"xds/scopes/{k}/cds.json"])["resources"]] == [
         "outbound|default|b", "outbound|default|c", "inbound|a", "inbound|b"]
     assert json.loads(files["b.envoy.json"])["dynamic_resources"]["cds_config"]["path_config_source"]["path"] == \
-        f"/x/scopes/{k}/cds.json"
+        "/x/b/cds.json"
+    links = plain.emit("envoy", ["a", "b", "c"], Options(bootstrap="xds", xds_dir="/x", output_dir="/x")).links
+    scoped = Link(f"../scopes/{k}/cds.json")
+    assert links == {"xds/a/cds.json": scoped, "xds/b/cds.json": scoped, "xds/c/cds.json": Link("../cds.json")}
 
 
 # ---- both planes: the out-of-scope answer --------------------------------------------------------
@@ -312,7 +317,7 @@ def test_every_scoped_file_of_a_fleet_validates(tmp_path):
     nothing (an empty scope: a route table without virtual hosts), and static bootstraps, through
     `envoy --mode validate`: each sidecar's xds files as one static bootstrap (the clusters its
     CDS file holds, the routes its listener names)."""
-    from tests.envoy_support import static_from_xds, validate
+    from tests.envoy_support import flat_files, static_from_xds, validate
 
     empty = ('service a { port 1  endpoints ["127.0.0.1:20001"] }\n'
              'service b { port 2  endpoints ["127.0.0.1:20002"] }\n'
@@ -322,8 +327,8 @@ def test_every_scoped_file_of_a_fleet_validates(tmp_path):
         comp = api.compile([api.Text(f"{label}.mesh", text)], shard=False)
         every = scope.scopes(comp.ir)
         out = tmp_path / label
-        files = comp.emit("envoy", sorted(every), Options(bootstrap="xds", xds_dir=str(out / "xds"),
-                                                          output_dir=str(out))).files
+        files = flat_files(comp.emit("envoy", sorted(every), Options(bootstrap="xds", xds_dir=str(out / "xds"),
+                                                                     output_dir=str(out))))
         for rel, data in files.items():
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             (out / rel).write_bytes(data)
@@ -341,3 +346,94 @@ def test_every_scoped_file_of_a_fleet_validates(tmp_path):
             assert len({s.hosts for s in every.values()}) >= 3
     failures = [(p, why) for p in paths for ok, why in [validate(p)] if not ok]
     assert not failures, failures
+
+
+# ---- a scope change reaches a running file-based Envoy --------------------------------------------
+
+SCOPE_EDIT = '''
+service c { port 8000  endpoints ["127.0.0.1:@APP@"]
+  sidecar { inbound @INBOUND@  outbound @OUTBOUND@  admin @ADMIN@  app "127.0.0.1:@APP@" } }
+service d { port 8001  endpoints ["127.0.0.1:@D@"] }
+service e { port 8002  endpoints ["127.0.0.1:@E@"] }
+authorization c { default deny  allow x { from service e } }
+authorization d { default deny  allow x { from service @D_ADMITS@ } }
+'''
+
+
+@requires_envoy
+def test_a_scope_change_reaches_a_running_file_based_envoy_without_restart(tmp_path):
+    """`--proxy all` (plaintext, file-based xds bootstraps): c and d share a scope (they can call
+    e only). An edit of d's authorization that admits c moves c to a new scope: recompiled into
+    the same directory, c's running Envoy (same process, no restart) reaches d, because its
+    bootstrap names its own CDS path (xds/c/cds.json), a link to its scope's file that the compile
+    replaces; the edit undone, c is back in the first scope and the second scope's files, named by
+    no sidecar any more, are removed. An edit inside the scope (e's endpoint moved to another
+    backend) rewrites the scope's file and replaces the link: the running Envoy follows it too."""
+    from tests.envoy_support import Backend, Envoy, free_port, request, run_meshc, validate
+
+    d, e, e2, app = Backend("d"), Backend("e"), Backend("e2"), Backend("app")
+    ports = {"INBOUND": free_port(), "OUTBOUND": free_port(), "ADMIN": free_port(), "APP": app.port,
+             "D": d.port, "E": e.port}
+    path, out = tmp_path / "p.mesh", tmp_path / "out"
+
+    def compile_with(admits: str) -> str:
+        text = SCOPE_EDIT.replace("@D_ADMITS@", admits)
+        for k, v in ports.items():
+            text = text.replace(f"@{k}@", str(v))
+        path.write_text(text)
+        proc = run_meshc("compile", str(path), "--target", "envoy", "--proxy", "all", "-o", str(out))
+        assert proc.returncode == 0, proc.stderr
+        return proc.stderr
+
+    def call(host: str) -> int:
+        return request(ports["OUTBOUND"], "/x", headers={"host": host})[0]
+
+    def backend(host: str) -> str | None:
+        return request(ports["OUTBOUND"], "/x", headers={"host": host})[1].get("x-backend")
+
+    def until(what, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not what():
+            assert time.monotonic() < deadline, envoy.output()
+            time.sleep(0.1)
+
+    compile_with("e")
+    link = out / "xds" / "c" / "cds.json"
+    first = os.readlink(link)
+    inode = os.lstat(link).st_ino
+    compile_with("e")   # nothing changed: the link is left alone (a watching Envoy reloads nothing)
+    assert os.lstat(link).st_ino == inode
+    assert first.startswith("../scopes/") and os.readlink(out / "xds" / "d" / "cds.json") == first
+    assert json.loads((out / "c.envoy.json").read_text())["dynamic_resources"]["cds_config"][
+        "path_config_source"]["path"] == f"{out}/xds/c/cds.json"
+    ok, why = validate(str(out / "c.envoy.json"))
+    assert ok, why
+    envoy = Envoy(str(out / "c.envoy.json"))
+    try:
+        pid = envoy.proc.pid
+        assert call("e") == 200 and call("d") == 404   # d: out of c's scope
+        started = time.monotonic()
+        compile_with("[e, c]")
+        second = os.readlink(link)
+        assert second != first and second.startswith("../scopes/")
+        until(lambda: call("d") == 200)
+        print(f"c reaches d {time.monotonic() - started:.2f} s after the recompile started, no restart")
+        assert call("e") == 200 and envoy.proc.pid == pid and envoy.proc.poll() is None
+        assert (out / "xds" / os.path.dirname(first[3:])).is_dir(), "d's scope stays"
+
+        stderr = compile_with("e")   # undone: c back in d's scope, the second scope unused
+        assert os.readlink(link) == first
+        until(lambda: call("d") == 404)
+        assert call("e") == 200 and envoy.proc.pid == pid
+        assert not (out / "xds" / os.path.dirname(second[3:])).exists()
+        assert "removed 1 stale scope directory" in stderr, stderr
+
+        ports["E"] = e2.port   # the same scope, its clusters changed: the file rewritten, the link replaced
+        compile_with("e")
+        assert os.readlink(link) == first
+        until(lambda: backend("e") == "e2")
+        assert call("d") == 404 and envoy.proc.pid == pid
+    finally:
+        envoy.stop()
+        for b in (d, e, e2, app):
+            b.close()

@@ -21,14 +21,32 @@ class Options:
     certs_dir: str | None = None       # --certs-dir: the root of the identity files at run time, over `certificates`
 
 
+@dataclass(frozen=True)
+class Link:
+    """A symbolic link among the outputs: `target` is relative to the link's own directory."""
+    target: str
+
+
 @dataclass
 class Emitted:
     files: dict[str, bytes] = field(default_factory=dict)   # relative path -> content
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    links: dict[str, Link] = field(default_factory=dict)    # relative path -> symbolic link (envoy, `xds`)
+    links_before: str | None = None   # the file of `files` before which the links are written (else last)
 
     @property
     def has_errors(self) -> bool:
         return any(d.severity == "error" for d in self.diagnostics)
+
+    def outputs(self) -> dict[str, bytes | Link]:
+        """Every output in the order to write it: the files, with the links before `links_before`."""
+        out: dict[str, bytes | Link] = {}
+        for path, data in self.files.items():
+            if path == self.links_before:
+                out.update(self.links)
+            out[path] = data
+        out.update(self.links)   # (no-op when already placed: same keys, same order)
+        return out
 
 
 # The identity files of a sidecar, in its directory (docs/identity.md; `meshc ca issue` writes them).

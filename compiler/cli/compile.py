@@ -16,6 +16,8 @@ TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from compiler.backends.base import Link
+
 
 def check(files: list[str], args) -> int:
     from compiler import api
@@ -119,11 +121,39 @@ def _emit_target(files: list[str], args) -> int:
     if args.output is None:
         import orjson
 
-        doc = {name: orjson.loads(data) for name, data in emitted.files.items()}
+        doc = {name: orjson.loads(data) if isinstance(data, bytes) else {"symlink": data.target}
+               for name, data in emitted.outputs().items()}
         return _deliver(args, {"": orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
                                                 | orjson.OPT_SORT_KEYS)}, "")
-    return _deliver(args, emitted.files, f"for {len(proxies)} {plural} to {args.output} "
-                                         f"({services} services, {routes} routes)", count=True)
+    code = _deliver(args, emitted.outputs(), f"for {len(proxies)} {plural} to {args.output} "
+                                             f"({services} services, {routes} routes)", count=True)
+    if code == EXIT_OK and args.emit == "envoy" and args.bootstrap != "ads":
+        _remove_stale_scopes(args.output)
+    return code
+
+
+def _remove_stale_scopes(out_dir: str) -> None:
+    """Remove the directories xds/scopes/KEY that no sidecar's files in `out_dir` name any more
+    (a scope whose last sidecar moved to another scope), once every new file is in place: each
+    sidecar's bootstrap names its own CDS link and its listeners their routes, so a running Envoy
+    has followed them to the new scope's files already."""
+    import shutil
+
+    from compiler.backends.envoy import names
+
+    xds = os.path.join(out_dir, names.XDS_DIR)
+    root = os.path.join(xds, names.SCOPES)
+    try:
+        present = os.listdir(root)
+    except OSError:
+        return
+    used = names.scope_dirs_in_use(xds)
+    stale = sorted(k for k in present if k not in used and os.path.isdir(os.path.join(root, k)))
+    for key in stale:
+        shutil.rmtree(os.path.join(root, key), ignore_errors=True)
+    if stale:
+        print(f"meshc: removed {len(stale)} stale scope director{'y' if len(stale) == 1 else 'ies'} under {root}",
+              file=sys.stderr)
 
 
 def _ads_options(args) -> tuple[bool, tuple[tuple[str, int], ...]]:
@@ -212,7 +242,7 @@ def _proxies(asked: list[str], names: list[str]) -> list[str] | None:
     return proxies
 
 
-def _deliver(args, files: Mapping[str, str | bytes], what: str, count: bool = False) -> int:
+def _deliver(args, files: Mapping[str, str | bytes | Link], what: str, count: bool = False) -> int:
     """Print the one output on standard output, or write every output into `-o DIR`."""
     if args.output is None:
         (text,) = files.values()
@@ -220,7 +250,7 @@ def _deliver(args, files: Mapping[str, str | bytes], what: str, count: bool = Fa
             sys.stdout.flush()
             sys.stdout.buffer.write(text)
         else:
-            sys.stdout.write(text)
+            sys.stdout.write(str(text))   # (one output: never a link)
         return EXIT_OK
     from compiler.cli.output import write_all
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from compiler import api
 from compiler.backends.base import Options
+from tests.envoy_support import flat_files
 
 SIDECAR = "client"
 
@@ -85,7 +86,7 @@ def compile_text(text: str, xds_dir: str = "/etc/meshc/xds", path: str = "genera
         raise PolicyRejected(_describe(errors, text))
     warnings = [f"{d.code}: {d.message}" for d in comp.diagnostics + envoy.diagnostics + native.diagnostics
                 if d.severity != "error"]
-    return Compiled(text, envoy.files, json.loads(native.files[f"{SIDECAR}.native.json"]), warnings)
+    return Compiled(text, flat_files(envoy), json.loads(native.files[f"{SIDECAR}.native.json"]), warnings)
 
 
 def _describe(diags, text: str) -> str:

@@ -2,16 +2,19 @@
 
 Output (paths relative to `-o DIR`), written by the CLI in this order so that a watching Envoy
 never sees a reference before its target (a route naming a cluster it does not have yet, a
-listener or cluster naming a secret file that does not exist yet):
+listener naming a routes file or a listener or cluster naming a secret file that does not exist
+yet):
 
     xds/SERVICE/sds-identity.json   the sidecar's certificate and key, per proxy (mTLS only)
     xds/SERVICE/sds-mesh_ca.json    the mesh CA it trusts, per proxy (mTLS only)
     xds/cds.json              the clusters of the sidecars whose scope is the whole program (below),
                               and their applications'; xds/scopes/KEY/cds.json for those of another
                               scope; with mTLS, xds/SERVICE/cds.json per proxy instead (see below)
-    xds/SERVICE/lds.json      the sidecar's two listeners (inbound, outbound), per proxy
+    xds/SERVICE/cds.json      without mTLS: a symbolic link (Emitted.links) to the sidecar's
+                              scope's CDS file, the path its bootstrap names
     xds/rds-outbound.json     the outbound RouteConfiguration of the sidecars of full scope;
                               xds/scopes/KEY/rds-outbound.json for those of another scope
+    xds/SERVICE/lds.json      the sidecar's two listeners (inbound, outbound), per proxy
     SERVICE.envoy.json        the bootstrap, per proxy: `static` (self-contained) or `xds`
 
 Scoping (compiler/ir/scope.py): a sidecar gets the virtual hosts of the destinations it can call
@@ -20,8 +23,10 @@ share its files; KEY names a scope by its destinations (names.scope_key), so the
 with the distinct scopes times their destinations: at most the caller->destination pairs, and
 one shared file when every sidecar can call every service (as before scoping). The listener
 names its RDS file (LDS reloads: a sidecar whose scope changes switches files without restart);
-the bootstrap names the CDS file, so in this file layout a sidecar whose scope changes needs its
-new bootstrap, as for switching mTLS on (over ADS, nothing restarts).
+the bootstrap names the sidecar's own CDS path, a link to its scope's file that the CLI replaces
+(a rename, which Envoy's watch sees) when the sidecar changes scope or the scope's file changes
+(compiler/cli/output.py), so a scope change needs no restart either; the CLI then removes the
+scope directories no sidecar names any more.
 
 With `--bootstrap ads` the output is the bootstraps alone: the resources come from the control
 plane (`--xds-server`), not from files.
@@ -43,7 +48,7 @@ nothing but the IR and the backend plumbing.
 from __future__ import annotations
 
 from compiler import ir
-from compiler.backends.base import Emitted, Options, identity_dir, needs_identity
+from compiler.backends.base import Emitted, Link, Options, identity_dir, needs_identity
 from compiler.backends.envoy import bootstrap, clusters, limitations, listeners, names, routes, tls
 from compiler.backends.envoy.tls import Sds
 from compiler.ir import scope
@@ -129,6 +134,8 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
         return names.RDS if scopes[proxy].full else names.scope_rds(scopes[proxy].hosts)
 
     def cds_file(proxy: str) -> str:
+        """The CDS file of `proxy`'s clusters (the bootstrap names names.proxy_cds: this file, or a
+        link to it)."""
         if not shared_cds:
             return names.proxy_cds(proxy)
         return names.CDS if scopes[proxy].full else names.scope_cds(scopes[proxy].hosts)
@@ -144,23 +151,29 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
             files[names.output_path(cds_file(members[0]))] = bootstrap.discovery_response(
                 names.CLUSTER, outbound_clusters(members[0], None)
                 + [clusters.inbound_cluster(services[name]) for name in sorted(members)], dumps)
+        # each sidecar's own CDS path, named by its bootstrap: a link to its scope's file, replaced
+        # (and so reloaded by Envoy) when its scope or that file changes
+        for name in proxies:
+            out.links[names.output_path(names.proxy_cds(name))] = Link(names.link_target(
+                names.proxy_cds(name), cds_file(name)))
     else:            # one file per sidecar: its clusters name its own secrets
         for name in proxies:
             files[names.output_path(cds_file(name))] = bootstrap.discovery_response(
                 names.CLUSTER, outbound_clusters(name, sds.get(name)) + [clusters.inbound_cluster(services[name])],
                 dumps)
+    for hosts, members in groups.items():   # routes before the listeners that name them
+        path = names.output_path(rds_file(members[0]))
+        out.links_before = out.links_before or path
+        files[path] = bootstrap.discovery_response(names.ROUTE_CONFIGURATION, [route_config(hosts)], dumps)
     for name in proxies:
         svc = services[name]
         rds_source = listeners.rds(f"{where}/{rds_file(name)}")
         lds = [listeners.inbound_listener(svc, sds.get(name)), listeners.outbound_listener(svc, rds_source)]
         files[names.output_path(names.lds(name))] = bootstrap.discovery_response(names.LISTENER, lds, dumps)
-    for hosts, members in groups.items():
-        files[names.output_path(rds_file(members[0]))] = bootstrap.discovery_response(
-            names.ROUTE_CONFIGURATION, [route_config(hosts)], dumps)
     for name in proxies:
         svc = services[name]
         if mode == "xds":
-            doc = bootstrap.xds_bootstrap(svc, where, cds_file(name))
+            doc = bootstrap.xds_bootstrap(svc, where, names.proxy_cds(name))
         else:
             inline = {"route_config": route_config(scopes[name].hosts)}
             doc = bootstrap.static_bootstrap(

@@ -53,6 +53,7 @@ def route(service: str, route_name: str, index: int, count: int) -> str:
 # xDS files, relative to the xds directory (`-o DIR/xds`, or `--xds-dir` at run time).
 XDS_DIR = "xds"
 CDS = "cds.json"
+SCOPES = "scopes"   # xds/scopes/KEY/: the files of one scope
 RDS = "rds-outbound.json"
 
 
@@ -76,12 +77,48 @@ def scope_key(hosts: tuple[str, ...]) -> str:
 
 def scope_rds(hosts: tuple[str, ...]) -> str:
     """The outbound routes of the sidecars whose scope is `hosts` (not the whole program)."""
-    return f"scopes/{scope_key(hosts)}/rds-outbound.json"
+    return f"{SCOPES}/{scope_key(hosts)}/rds-outbound.json"
 
 
 def scope_cds(hosts: tuple[str, ...]) -> str:
     """The clusters of the sidecars whose scope is `hosts`, without mTLS."""
-    return f"scopes/{scope_key(hosts)}/cds.json"
+    return f"{SCOPES}/{scope_key(hosts)}/cds.json"
+
+
+def link_target(link: str, target: str) -> str:
+    """`target` (relative to the xds directory) as the target of a symbolic link at `link`
+    (relative to it too): relative to the link's directory, so the directory can move."""
+    import posixpath
+
+    return posixpath.relpath(target, posixpath.dirname(link))
+
+
+def scope_dirs_in_use(xds_dir: str) -> set[str]:
+    """The KEYs of xds_dir/scopes/KEY that the sidecars' files under `xds_dir` name: a CDS link
+    (SERVICE/cds.json) pointing into it, or a listener file (SERVICE/lds.json) naming its routes."""
+    import os
+
+    used: set[str] = set()
+    try:
+        entries = os.listdir(xds_dir)
+    except OSError:
+        return used
+    for entry in entries:
+        cds = os.path.join(xds_dir, entry, CDS)
+        if os.path.islink(cds):
+            parts = os.path.normpath(os.path.join(entry, os.readlink(cds))).split(os.sep)
+            if len(parts) == 3 and parts[0] == SCOPES:
+                used.add(parts[1])
+        try:
+            with open(os.path.join(xds_dir, entry, "lds.json"), encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError:
+            continue
+        start = 0
+        while (at := text.find(f"/{SCOPES}/", start)) >= 0:
+            start = at + len(SCOPES) + 2
+            used.add(text[start:start + 16])
+    return used
 
 
 def sds(service: str, secret: str) -> str:
