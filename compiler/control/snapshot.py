@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -284,6 +285,16 @@ class Builder:
             by_path[path] = (key, entry)
             return by_path[path]
 
+        def resolve(path: str) -> str:
+            """The file a path names: a symbolic link of the layout (a sidecar's CDS path naming
+            its scope's shared file) resolved, so that a shared file is one file here too."""
+            relative = _relative(path)
+            link = emitted.links.get(relative) if relative is not None else None
+            if link is None:
+                return path
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(relative or ""), link.target))
+            return XDS_ROOT + "/" + target.removeprefix("xds/")
+
         reads: dict[str, dict[str, tuple[bytes, _File]]] = {}   # node -> path -> its file
         readers: dict[str, list[str]] = {}
         for name in services:
@@ -291,7 +302,7 @@ class Builder:
             pending = _paths(boot.get("dynamic_resources", {}), [])
             mine: dict[str, tuple[bytes, _File]] = {}
             while pending:
-                path = pending.pop()
+                path = resolve(pending.pop())
                 if path not in mine:
                     mine[path] = load(path, name)
                     pending.extend(mine[path][1].references)
