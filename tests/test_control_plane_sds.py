@@ -376,6 +376,9 @@ def test_usage_errors_of_the_certificate_options(tmp_path):
     ca = mtls.make_ca(str(tmp_path / "ca"), TD)
     proc = run_meshc("serve", path, "--ca", ca, "--cert-hours", "0")
     assert proc.returncode == 2 and "--cert-hours 0: not a number of hours > 0" in proc.stderr, proc.stderr
+    # a lifetime shorter than the rotation loop can keep up with (it wakes once a second)
+    proc = run_meshc("serve", path, "--ca", ca, "--cert-hours", "0.0001")
+    assert proc.returncode == 2 and "--cert-hours 0.0001: at least 0.001 (3.6 s" in proc.stderr, proc.stderr
     # a CA of another trust domain cannot issue the program's identities: exit 1, before serving
     other = mtls.make_ca(str(tmp_path / "other"), "other.local")
     proc = run_meshc("serve", path, "--ca", other, "--listen", f"127.0.0.1:{free_port()}")

@@ -39,6 +39,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf.message import DecodeError
 
 from compiler.control.snapshot import CLUSTER, LISTENER, NATIVE, ROUTE, SECRET, TYPES, WILDCARD_TYPES, NodeSnapshot
+from compiler.control.versions import version_of
 
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
@@ -136,6 +137,7 @@ class TypeState:
     sent_version: str | None = None
     sent_nonce: str | None = None
     sent_names: frozenset[str] | None = None       # the names of the last response
+    sent: dict | None = None                       # its resources, by name (make before break)
     acked_version: str | None = None
     rejected_version: str | None = None
     error: str | None = None                       # the last NACK's error_detail.message
@@ -150,6 +152,10 @@ class Stream:
     node: str | None = None        # the node id, as the proxy sent it
     service: str | None = None     # whose resources it gets (the node id's service)
     agent: str | None = None   # the node's user_agent_name (envoy, or another client)
+    # --ca: the SPIFFE ID the admission checked (the client certificate's); a snapshot of another
+    # identity is never sent on the stream (PERMISSION_DENIED), even for a request queued before
+    # an edit changed the node's identity was published
+    admitted: str | None = None
     since: float = field(default_factory=time.time)
     types: dict[str, TypeState] = field(default_factory=dict)
     rejections: list[tuple[str, str | None, str]] = field(default_factory=list)   # not yet reported
@@ -200,16 +206,41 @@ class Stream:
                               f"node {self.node!r} was removed from the program by a reload: {why}")
         self.service = service
         snap = snapshots[service]
+        if self.admitted is not None and snap.identity != self.admitted:
+            raise StreamError(grpc.StatusCode.PERMISSION_DENIED,
+                              f"node {self.node!r} is now {snap.identity}, and this stream was admitted as "
+                              f"{self.admitted}: a stream may only name a node of its own identity")
         order = list(TYPES)
-        sent = self.types.get(CLUSTER)
-        if sent is not None and sent.sent_names and not sent.sent_names <= set(snap.packed.get(CLUSTER, {})):
-            order = [SECRET, LISTENER, ROUTE, CLUSTER, NATIVE]   # removals: the references go first
         out = []
+        sent = self.types.get(CLUSTER)
+        new = set(snap.packed.get(CLUSTER, {}))
+        if sent is not None and sent.sent_names and not sent.sent_names <= new:
+            # removals: the references go first, the clusters last; with additions too, make before
+            # break (XDS_NOTES.md): first the old clusters and the new ones together (a version
+            # of its own), so that the routes sent next find the clusters they name
+            order = [SECRET, LISTENER, ROUTE, CLUSTER, NATIVE]
+            if not new <= sent.sent_names and sent.sent is not None and sent.requested:
+                union = self._union(sent, snap)
+                if union is not None:
+                    out.append(union)
         for type_url in order:
             response = self._response(type_url, snap)
             if response is not None:
                 out.append(response)
         return out
+
+    def _union(self, state: TypeState, snap: NodeSnapshot):
+        """The clusters the proxy has and the snapshot's together (the snapshot's win for a name
+        in both), as one response with its own content-hash version; None when that is what was
+        last sent or rejected."""
+        union = {**(state.sent or {}), **snap.packed.get(CLUSTER, {})}
+        version = version_of(union)
+        if version in (state.sent_version, state.rejected_version):
+            return None
+        state.sent_version, state.sent_names, state.sent = version, frozenset(union), union
+        state.sent_nonce = secrets.token_hex(8)
+        return discovery_pb2.DiscoveryResponse(version_info=version, type_url=CLUSTER, nonce=state.sent_nonce,
+                                               resources=[union[n] for n in sorted(union)])
 
     def _response(self, type_url: str, snap: NodeSnapshot):
         state = self.types.get(type_url)
@@ -221,12 +252,16 @@ class Stream:
             return None   # clusters first: answered once the clusters were sent (Envoy's types)
         version = snap.versions.get(type_url, "")
         have = snap.packed.get(type_url, {})
+        if type_url == NATIVE and self.node is not None and self.node != self.service and self.service in have:
+            # a `SERVICE.SUBSET` node asks for its config by its node id: the service's config
+            have = {**have, self.node: have[self.service]}
         names = frozenset(have) if type_url in WILDCARD_TYPES else frozenset(n for n in state.names if n in have)
         if version == state.sent_version and names == state.sent_names:
             return None   # nothing new for this proxy
         if version == state.rejected_version and names == state.sent_names:
             return None   # never re-send what the proxy rejected
         state.sent_version, state.sent_names = version, names
+        state.sent = {n: have[n] for n in names}
         state.sent_nonce = secrets.token_hex(8)
         return discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url, nonce=state.sent_nonce,
                                                resources=[have[n] for n in sorted(names)])
@@ -339,8 +374,9 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                         raise item
                     if kind == "request":
                         slots.release()
-                        if stream.node is None and self.admit is not None and item.node.id:
-                            await self.admit(item.node.id, context)
+                        if stream.node is None and self.admit is not None \
+                                and not isinstance(item, Undecodable) and item.node.id:
+                            stream.admitted = await self.admit(item.node.id, context)
                         responses = stream.on_request(item, self.snapshots)
                     else:
                         if self.admit is not None and stream.node is not None:

@@ -20,6 +20,7 @@ Imports `cryptography` (through compiler/ca/certs.py): only `meshc serve --ca` l
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import threading
 import time
@@ -28,14 +29,14 @@ from dataclasses import dataclass
 import grpc
 from cryptography import x509
 
+from compiler.backends.envoy.names import CA_SECRET, CONTROL_SERVER_NAME, IDENTITY_SECRET
 from compiler.ca import certs
 from compiler.ca import files as ca_files
 from compiler.control import protos
 from compiler.control.snapshot import SECRET, NodeSnapshot
 from compiler.control.versions import version_of
 
-IDENTITY_SECRET, CA_SECRET = "identity", "mesh_ca"   # compiler/backends/envoy/names.py: the names sidecars ask for
-SERVER_NAME = "meshc-control"                         # the DNS SAN (and TLS name) of the server's certificate
+SERVER_NAME = CONTROL_SERVER_NAME                     # the DNS SAN (and TLS name) of the server's certificate
 ROTATE_AT = 2 / 3                                     # of a certificate's lifetime: then it is replaced
 DEFAULT_HOURS = 24.0
 _SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
@@ -85,12 +86,9 @@ def peer_identity(context) -> str | None:
     if not pems:
         return None
     try:
-        cert = x509.load_pem_x509_certificate(pems[0])
-        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
-            .get_values_for_type(x509.UniformResourceIdentifier)
-    except (ValueError, x509.ExtensionNotFound):
+        return certs.cert_info(x509.load_pem_x509_certificate(pems[0])).spiffe_id
+    except ValueError:
         return None
-    return uris[0] if len(uris) == 1 else None
 
 
 class Issuer:
@@ -139,8 +137,11 @@ class Issuer:
                 self.rotations += 1
             return fresh
 
+    # The reads below run on the event loop while admissions add entries in worker threads: they
+    # iterate a copy (`dict(...)`, atomic under the GIL), never the dictionary itself.
+
     def due(self, now: float) -> list[str]:
-        return sorted(node for node, held in self.issued.items() if now >= held.rotate_at)
+        return sorted(node for node, held in dict(self.issued).items() if now >= held.rotate_at)
 
     def rotate_due(self, now: float) -> list[str]:
         """Replace every certificate whose rotation time has come (the server's too); the nodes."""
@@ -167,12 +168,13 @@ class Issuer:
             return gone
 
     def next_due(self) -> float:
-        return min([self.server.rotate_at, *(held.rotate_at for held in self.issued.values())])
+        return min([self.server.rotate_at, *(held.rotate_at for held in dict(self.issued).values())])
 
     def forget(self, keep: set[str]) -> None:
         """Drop the certificates of nodes no longer in the program."""
-        for node in [n for n in self.issued if n not in keep]:
-            del self.issued[node]
+        with self._lock:
+            for node in [n for n in self.issued if n not in keep]:
+                del self.issued[node]
 
     # ---- snapshots -------------------------------------------------------------------------
 
@@ -199,8 +201,8 @@ class Issuer:
             return snap
         held = self.issued.get(snap.node)
         named = secrets_json(held, self.ca.cert_pem) if held is not None and held.spiffe_id == snap.identity else {}
-        out = NodeSnapshot(node=snap.node, json=dict(snap.json), packed=dict(snap.packed),
-                           versions=dict(snap.versions), identity=snap.identity)
+        # every other field (identity, subsets, ...) as it is: only the secrets change
+        out = dataclasses.replace(snap, json=dict(snap.json), packed=dict(snap.packed), versions=dict(snap.versions))
         out.json[SECRET] = named
         out.packed[SECRET] = {name: protos.to_any(r) for name, r in sorted(named.items())}
         out.versions[SECRET] = version_of(out.packed[SECRET])
@@ -233,7 +235,7 @@ class Issuer:
                     "rotate_at": held.rotate_at, "not_after": held.not_after}
 
         return {"trust_domain": self.trust_domain, "hours": self.hours, "rotations": self.rotations,
-                "server": one(self.server), "nodes": {n: one(h) for n, h in sorted(self.issued.items())}}
+                "server": one(self.server), "nodes": {n: one(h) for n, h in sorted(dict(self.issued).items())}}
 
 
 def when(t: float) -> str:
