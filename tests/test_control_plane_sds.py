@@ -503,7 +503,7 @@ def test_a_subset_node_id_is_checked_and_served_as_its_services_identity(tmp_pat
             assert f"node {claimed!r}" in err.value.details() and spiffe(own) in err.value.details()
             assert attacker.responses.empty()
             attacker.close()
-        subset, whole = RawClient(serve.port, creds(ids["api"], ca_file)), RawClient(serve.port, creds(ids["api"], ca_file))
+        subset, whole = (RawClient(serve.port, creds(ids["api"], ca_file)) for _ in range(2))
         got = secrets_of(subset, "api.v1")
         assert cert_uris(got["identity"]) == [spiffe("api")]
         assert b"PRIVATE KEY" in got["identity"].tls_certificate.private_key.inline_bytes
@@ -620,9 +620,10 @@ def test_a_stream_never_gets_a_snapshot_of_another_identity_than_the_one_admitte
     the stream ends with PERMISSION_DENIED and gets nothing of the new snapshot. In process: the
     servicer on a real port, its admission the test's (what `meshc serve --ca` passes checks the
     client certificate; here the admitted identity is the node's at admission)."""
+    from envoy.service.discovery.v3 import ads_pb2_grpc
+
     from compiler import api
     from compiler.control import ads, snapshot
-    from envoy.service.discovery.v3 import ads_pb2_grpc
 
     ports = {k: free_port() for k in ("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP")}
     path = write_policy(tmp_path / "fleet.mesh", ports)
@@ -632,7 +633,7 @@ def test_a_stream_never_gets_a_snapshot_of_another_identity_than_the_one_admitte
     assert after["web"].identity == spiffe("web2")
     loop = asyncio.new_event_loop()
     calls: list[str] = []
-    started, ready = threading.Event(), threading.Event()
+    started = threading.Event()
     state: dict = {}
 
     async def admit(node: str, context) -> str | None:
