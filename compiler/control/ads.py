@@ -10,16 +10,21 @@ sent, the version last acknowledged, and the last rejection (/work/shared/XDS_NO
 - a request with a stale nonce acknowledges nothing, but its subscription change is honoured;
 - clusters go first: a listener, route or secret request is answered only once clusters were
   sent on the stream; on a new snapshot the types are pushed in the order clusters, secrets,
-  listeners, routes (clusters last when the new snapshot removes clusters already sent);
+  listeners, routes (clusters last when the new snapshot removes clusters already sent; when it
+  adds clusters too, make before break: first the old and new clusters together, a version of
+  its own, then the others, then exactly the new clusters);
 - the native proxy's config (`NATIVE`, one resource named by the node id) references no other
   resource and is answered at once; a stream that asked for it is a native proxy's, whose
   secrets are answered without clusters (it asks for none), before its config on a push;
 - clusters and listeners are sent whole (a missing one is deleted), route configurations and
   secrets by the names asked for;
 - the node id is `SERVICE` or `SERVICE.SUBSET` (a subset's sidecar gets its service's resources
-  for now); one naming no service or no subset of it, a node id that changes on the stream, or a
-  type URL that is not served, ends that stream alone with a gRPC error status, and so does a
-  reload that removes the node's service or subset from the program (NOT_FOUND);
+  for now, its native config under the name it asks for, its node id); one naming no service
+  or no subset of it, a node id that changes on the stream, or a type URL that is not served,
+  ends that stream alone with a gRPC error status, and so does a reload that removes the
+  node's service or subset from the program (NOT_FOUND);
+- with an admission (`meshc serve --ca`), a stream records the identity it was admitted with and
+  is never sent a snapshot of another (PERMISSION_DENIED), whatever request or publish led to it;
 - limits (`Limits`): a stream that sends requests faster than its token bucket allows ends with
   RESOURCE_EXHAUSTED, and so does a stream opened while the server already has `max_streams`;
   a stream's requests are read at most `INFLIGHT` ahead of the ones handled, so a flooder is

@@ -6,7 +6,8 @@ certificate's identity). docs/control-plane.md, "Certificates over SDS".
 
 - Issuing is lazy: a node's certificate is made when a stream of that node is admitted (its
   first request, after the identity check), in a worker thread, and kept in memory only: the
-  server never writes a key. One certificate per node id; every stream of that node gets it.
+  server never writes a key. One certificate per service (a node id `SERVICE.SUBSET` is its
+  service's sidecar, checked against and issued as that service); every stream of it gets it.
 - A certificate lives `hours` (`--cert-hours`, as `meshc ca issue --hours`) and is replaced once
   ROTATE_AT of that lifetime has passed (a third left, as `meshc ca rotate`'s default): the new
   `identity` secret is a new SDS version pushed on the streams that are open.
@@ -92,7 +93,7 @@ def peer_identity(context) -> str | None:
 
 
 class Issuer:
-    """The CA, the certificates issued from it (by node id) and the server's own certificate.
+    """The CA, the certificates issued from it (by service name) and the server's own certificate.
 
     `issue`/`rotate_due` run in worker threads; `apply`, `overlay` and the reads run on the event
     loop; the dictionaries are replaced entry by entry (one assignment), so readers see either
