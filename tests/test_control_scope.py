@@ -190,3 +190,35 @@ def test_a_native_proxy_with_a_subset_node_id_gets_its_services_config(served):
         client.close()
     assert configs["api.v1"] == configs["api"]
     assert b'"api"' in configs["api"][1]
+
+
+def test_after_a_nack_of_the_clusters_a_push_that_adds_and_removes_sends_no_union():
+    """The union is made of the clusters last sent; when the proxy rejected those it holds an
+    older set the stream does not know, so no union is sent (removals last, as before). The
+    state machine in process."""
+    from envoy.config.core.v3 import base_pb2
+    from envoy.service.discovery.v3 import discovery_pb2
+
+    from compiler.control.ads import Stream
+
+    def req(type_url, names=(), version="", nonce="", node=None, error=None):
+        r = discovery_pb2.DiscoveryRequest(type_url=type_url, resource_names=list(names), version_info=version,
+                                           response_nonce=nonce)
+        if node:
+            r.node.CopyFrom(base_pb2.Node(id=node))
+        if error:
+            r.error_detail.message = error
+        return r
+
+    one = snapshot.build_all(api.compile([api.Text("p.mesh", POLICY)], shard=False))
+    two = snapshot.build_all(api.compile([api.Text("p.mesh", POLICY.replace("subset v2", "subset v3")
+                                                   .replace("api.v2 50", "api.v3 50"))], shard=False))
+    for nack in (False, True):
+        stream = Stream(1)
+        [clusters] = stream.on_request(req(CLUSTER, node="web"), one)
+        stream.on_request(req(CLUSTER, version="" if nack else clusters.version_info, nonce=clusters.nonce,
+                              error="refused" if nack else None), one)
+        [routes] = stream.on_request(req(ROUTE, names=["outbound"]), one)
+        stream.on_request(req(ROUTE, names=["outbound"], version=routes.version_info, nonce=routes.nonce), one)
+        pushed = [r.type_url for r in stream.pending(two)]
+        assert pushed == ([ROUTE, CLUSTER] if nack else [CLUSTER, ROUTE, CLUSTER]), (nack, pushed)

@@ -237,7 +237,10 @@ class Stream:
     def _union(self, state: TypeState, snap: NodeSnapshot):
         """The clusters the proxy has and the snapshot's together (the snapshot's win for a name
         in both), as one response with its own content-hash version; None when that is what was
-        last sent or rejected."""
+        last sent or rejected, or when the proxy rejected the clusters last sent (it holds an
+        older set, which the stream does not know: the removals-last order alone then)."""
+        if state.rejected_version is not None and state.rejected_version == state.sent_version:
+            return None
         union = {**(state.sent or {}), **snap.packed.get(CLUSTER, {})}
         version = version_of(union)
         if version in (state.sent_version, state.rejected_version):
