@@ -683,3 +683,50 @@ def test_a_stream_never_gets_a_snapshot_of_another_identity_than_the_one_admitte
         loop.call_soon_threadsafe(lambda: state["stop"].set())
         thread.join(10)
         loop.close()
+
+
+def test_a_node_the_admission_does_not_know_is_never_served_unchecked(tmp_path):
+    """A reload that removes a node sets the server's base before it publishes (the overlay runs
+    in a worker thread meanwhile): a stream naming that node is then unknown to the admission
+    but still in the snapshots served. It ends with NOT_FOUND, never served without the check.
+    In process: the servicer on a real port, an admission that knows no node."""
+    from envoy.service.discovery.v3 import ads_pb2_grpc
+
+    from compiler import api
+    from compiler.control import ads, snapshot
+
+    ports = {k: free_port() for k in ("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP")}
+    served = snapshot.build_all(api.compile([str(write_policy(tmp_path / "fleet.mesh", ports))]))
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    state: dict = {}
+
+    async def admit(node: str, context) -> str | None:
+        return None   # the base no longer has it
+
+    async def main() -> None:
+        state["stop"] = asyncio.Event()
+        server = grpc.aio.server()
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads.AdsServicer(served, admit=admit), server)
+        state["port"] = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        started.set()
+        await state["stop"].wait()
+        await server.stop(0)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    assert started.wait(10)
+    web = RawClient(state["port"])
+    try:
+        web.send(CLUSTER, node="web")
+        with pytest.raises(grpc.RpcError) as err:
+            web.receive()
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND, err.value
+        assert "unknown node 'web'" in err.value.details()
+        assert web.responses.empty()
+    finally:
+        web.close()
+        loop.call_soon_threadsafe(lambda: state["stop"].set())
+        thread.join(10)
+        loop.close()

@@ -292,7 +292,8 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         # context before a stream's first request is applied, and again before each new snapshot
         # is sent on it; raises StreamError (PERMISSION_DENIED) for a node that is not (or no
         # longer) the client certificate's, and issues the node's certificate. Nothing is sent on
-        # the stream before it returns.
+        # the stream before it returns. It returns the identity checked (kept as the stream's
+        # `admitted`), or None for a node it does not know, which then ends with NOT_FOUND.
         self.admit = admit
         self.streams: dict[int, Stream] = {}
         self._queues: dict[int, asyncio.Queue] = {}
@@ -385,6 +386,10 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                         if stream.node is None and self.admit is not None \
                                 and not isinstance(item, Undecodable) and item.node.id:
                             stream.admitted = await self.admit(item.node.id, context)
+                            if stream.admitted is None:   # a node the admission does not know is never
+                                # served unchecked (a reload that removes it may not be published yet)
+                                why = resolve(item.node.id, self.snapshots)[1] or "not in the program being published"
+                                raise StreamError(grpc.StatusCode.NOT_FOUND, f"unknown node {item.node.id!r}: {why}")
                         responses = stream.on_request(item, self.snapshots)
                     else:
                         if self.admit is not None and stream.node is not None:

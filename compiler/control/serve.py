@@ -291,7 +291,7 @@ class Server:
                 from compiler.control.sds import needs_secrets
 
                 served = await asyncio.to_thread(self.issuer.apply, snapshots)
-                for node, held in list(self.issuer.issued.items()):   # issued meanwhile by an admission
+                for node, held in dict(self.issuer.issued).items():   # issued meanwhile by an admission
                     if node in served and needs_secrets(served[node]) and not served[node].packed.get(snapshot.SECRET) \
                             and held.spiffe_id == served[node].identity:
                         served[node] = self.issuer.overlay(snapshots[node])
