@@ -525,3 +525,39 @@ def test_serve_exits_1_on_errors_and_2_on_a_busy_port(tmp_path):
     assert interrupted.proc.wait(10) == 0
     interrupted.wait_for("meshc serve: stopped")
     assert not any("Traceback" in line for line in interrupted.lines)
+
+
+@requires_envoy
+def test_a_subset_renamed_under_load_is_never_a_503_make_before_break(plane):
+    """Subset v2 renamed v3 while requests go to it (`x-canary: always`) every few ms: the push
+    adds `outbound|v3|api` and removes `outbound|v2|api`; make before break (the union of the
+    clusters first, then the routes naming v3, then the new clusters) leaves Envoy no moment with
+    a route to a cluster it does not have: every request answers 200 from the same backend."""
+    answers: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            status, _, body = request(plane.ports["OUTBOUND"], "/anything", headers={**API, "x-canary": "always"})
+            answers.append((status, json.loads(body)["backend"] if status == 200 else body.decode()[:80]))
+            time.sleep(0.003)
+
+    def clusters() -> set[str]:
+        return {c["cluster"]["name"] for d in plane.dump()["configs"] for c in d.get("dynamic_active_clusters", [])}
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    try:
+        time.sleep(0.3)
+        plane.path.write_text(plane.path.read_text().replace("subset v2 {", "subset v3 {").replace("api.v2", "api.v3"))
+        mark = plane.serve.reload()
+        plane.serve.wait_for("published (", after=mark)
+        deadline = time.monotonic() + 10
+        while "outbound|v2|api" in clusters() or "outbound|v3|api" not in clusters():
+            assert time.monotonic() < deadline, plane.envoy.output()
+            time.sleep(0.02)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        worker.join(10)
+    assert len(answers) > 50 and set(answers) == {(200, "v2")}, {a: answers.count(a) for a in set(answers)}

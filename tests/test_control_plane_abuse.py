@@ -312,6 +312,9 @@ def test_garbage_bytes_a_changed_node_a_missing_node_and_delta_end_their_own_str
     (("--max-streams", "0"), "meshc: error: --max-streams 0: not a number of streams >= 1\n"),
     (("--max-request-rate", "0"), "meshc: error: --max-request-rate 0: not a number of requests per second > 0\n"),
     (("--max-request-rate", "nan"), "meshc: error: --max-request-rate nan: not a number of requests per second > 0\n"),
+    # too large to mean a limit (and its burst, 10 s of it, overflowed an int: exit 3 before)
+    (("--max-request-rate", "1e308"), "meshc: error: --max-request-rate 1e+308: at most 1,000,000 requests per "
+                                      "second\n"),
 ])
 def test_limits_that_are_not_numbers_of_anything_exit_2(tmp_path, args, message):
     path = policy(tmp_path / "p.mesh", fixed_ports())

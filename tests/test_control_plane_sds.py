@@ -23,10 +23,12 @@ Checked:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
 import ssl
+import sys
 import threading
 import time
 from pathlib import Path
@@ -376,6 +378,9 @@ def test_usage_errors_of_the_certificate_options(tmp_path):
     ca = mtls.make_ca(str(tmp_path / "ca"), TD)
     proc = run_meshc("serve", path, "--ca", ca, "--cert-hours", "0")
     assert proc.returncode == 2 and "--cert-hours 0: not a number of hours > 0" in proc.stderr, proc.stderr
+    # a lifetime shorter than the rotation loop can keep up with (it wakes once a second)
+    proc = run_meshc("serve", path, "--ca", ca, "--cert-hours", "0.0001")
+    assert proc.returncode == 2 and "--cert-hours 0.0001: at least 0.001 (3.6 s" in proc.stderr, proc.stderr
     # a CA of another trust domain cannot issue the program's identities: exit 1, before serving
     other = mtls.make_ca(str(tmp_path / "other"), "other.local")
     proc = run_meshc("serve", path, "--ca", other, "--listen", f"127.0.0.1:{free_port()}")
@@ -445,3 +450,287 @@ def test_an_edit_that_changes_a_nodes_identity_ends_its_streams(tmp_path):
     finally:
         raw.close()
         assert serve.stop() == 0
+
+
+# ---- subset node ids, a garbage first message, the issuer under concurrency, the rotation loop ----------
+
+SUBSET_POLICY = """
+mesh { trust_domain "mesh.local"  mtls strict }
+service api { port 8000  subset v1 { endpoints ["127.0.0.1:9001"] } }
+service web { port 8001  endpoints ["127.0.0.1:9002"] }
+authorization api { default deny  allow web { from service web } }
+"""
+
+
+def secrets_of(client: RawClient, node: str) -> dict[str, secret_pb2.Secret]:
+    client.send(CLUSTER, node=node)
+    clusters = client.receive()
+    client.send(CLUSTER, version=clusters.version_info, nonce=clusters.nonce)
+    client.send(SECRET, names=["identity", "mesh_ca"])
+    response = client.receive()
+    assert response.type_url == SECRET
+    found = {}
+    for packed in response.resources:
+        secret = secret_pb2.Secret()
+        packed.Unpack(secret)
+        found[secret.name] = secret
+    return found
+
+
+def cert_uris(secret: secret_pb2.Secret) -> list[str]:
+    cert = x509.load_pem_x509_certificate(secret.tls_certificate.certificate_chain.inline_bytes)
+    return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
+        .get_values_for_type(x509.UniformResourceIdentifier)
+
+
+def test_a_subset_node_id_is_checked_and_served_as_its_services_identity(tmp_path):
+    """`api.v1` is api's sidecar and `web.default` web's (its implicit subset): a client with
+    another service's certificate claiming them gets PERMISSION_DENIED and nothing; with api's
+    certificate, `api.v1` connects and gets api's certificate, the one `api` gets (issued once,
+    held by service name)."""
+    (tmp_path / "p.mesh").write_text(SUBSET_POLICY)
+    ca = mtls.make_ca(str(tmp_path / "ca"), TD)
+    ca_file = os.path.join(ca, "ca.pem")
+    ids = {n: mtls.issue(ca, str(tmp_path / "ids" / n), spiffe(n)) for n in ("api", "web")}
+    serve = Serve(str(tmp_path / "p.mesh"), args=("--ca", ca))
+    try:
+        for claimed, own in (("api.v1", "web"), ("web.default", "api")):
+            attacker = RawClient(serve.port, creds(ids[own], ca_file))
+            attacker.send(CLUSTER, node=claimed)
+            with pytest.raises(grpc.RpcError) as err:
+                attacker.receive()
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, err.value
+            assert f"node {claimed!r}" in err.value.details() and spiffe(own) in err.value.details()
+            assert attacker.responses.empty()
+            attacker.close()
+        subset, whole = (RawClient(serve.port, creds(ids["api"], ca_file)) for _ in range(2))
+        got = secrets_of(subset, "api.v1")
+        assert cert_uris(got["identity"]) == [spiffe("api")]
+        assert b"PRIVATE KEY" in got["identity"].tls_certificate.private_key.inline_bytes
+        assert got["mesh_ca"].validation_context.trusted_ca.inline_bytes == Path(ca_file).read_bytes()
+        again = secrets_of(whole, "api")
+        assert again["identity"].tls_certificate.certificate_chain.inline_bytes == \
+            got["identity"].tls_certificate.certificate_chain.inline_bytes
+        subset.close()
+        whole.close()
+        assert sum("issued api's certificate" in line for line in serve.lines) == 1, "".join(serve.lines)
+        assert not any("issued web's" in line or "api.v1's" in line for line in serve.lines), "".join(serve.lines)
+    finally:
+        assert serve.stop() == 0, "".join(serve.lines)
+
+
+def test_with_ca_a_first_message_that_is_not_a_discovery_request_is_invalid_argument(tmp_path):
+    (tmp_path / "p.mesh").write_text(SUBSET_POLICY)
+    ca = mtls.make_ca(str(tmp_path / "ca"), TD)
+    api_id = mtls.issue(ca, str(tmp_path / "ids" / "api"), spiffe("api"))
+    serve = Serve(str(tmp_path / "p.mesh"), args=("--ca", ca))
+    channel = grpc.secure_channel(f"127.0.0.1:{serve.port}", creds(api_id, os.path.join(ca, "ca.pem")),
+                                  options=[("grpc.ssl_target_name_override", "meshc-control")])
+    try:
+        call = channel.stream_stream("/envoy.service.discovery.v3.AggregatedDiscoveryService/"
+                                     "StreamAggregatedResources")(iter([b"\xff\xff\xff"]))
+        with pytest.raises(grpc.RpcError) as err:
+            list(call)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value
+        assert "a message of 3 bytes that is not a DiscoveryRequest" in err.value.details()
+        serve.wait_for("not a DiscoveryRequest")
+    finally:
+        channel.close()
+        assert serve.stop() == 0, "".join(serve.lines)
+    assert "Traceback" not in "".join(serve.lines)
+
+
+def test_the_issuers_reads_on_the_loop_survive_issuing_in_threads(tmp_path):
+    """next_due, due and summary run on the event loop while admissions issue in worker threads:
+    they read a copy of the issued certificates (before: `dictionary changed size during
+    iteration`, which killed the rotation task)."""
+    from compiler.control import sds
+
+    issuer = sds.Issuer(mtls.make_ca(str(tmp_path / "ca"), TD))
+    for i in range(3000):   # a fleet already admitted (the same certificate: only the size matters)
+        issuer.issued[f"pre{i}"] = issuer.server
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)   # switch threads often, so that an unsafe read would be caught
+    try:
+        def admit(tag: str) -> None:
+            for i in range(150):
+                issuer.issue(f"{tag}{i}", spiffe("x"))
+
+        threads = [threading.Thread(target=admit, args=(t,)) for t in ("a", "b")]
+        for t in threads:
+            t.start()
+        reads = 0
+        while any(t.is_alive() for t in threads):
+            issuer.next_due()
+            issuer.due(time.time())
+            issuer.summary()
+            reads += 1
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert reads > 0 and len(issuer.issued) == 3300
+
+
+def test_the_rotation_loop_survives_an_unexpected_error(tmp_path):
+    """An exception out of a rotation is reported and the loop goes on: the next rotation
+    happens (before, the task died and nothing was ever rotated again, silently)."""
+    from compiler.control import sds
+    from compiler.control import serve as control
+
+    ports = {k: free_port() for k in ("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP")}
+    path = str(write_policy(tmp_path / "fleet.mesh", ports))
+    snapshots, _, watch = control.build([path])
+    issuer = sds.Issuer(mtls.make_ca(str(tmp_path / "ca"), TD), hours=0.0003)   # 1.08 s: due after 0.72 s
+    lines: list[str] = []
+
+    class Failing(control.Server):
+        """One rotation raises (what a bug would): the fault is injected, the rest is the server's."""
+        failed = False
+
+        async def rotate(self):
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("dictionary changed size during iteration")
+            return await super().rotate()
+
+    async def main() -> None:
+        server = Failing([path], snapshots, lambda line, d, p: lines.append(line), watch, issuer=issuer)
+        server._lock = asyncio.Lock()   # (made by run(), which also handles signals: not in a test)
+        first = issuer.server.serial
+        task = asyncio.ensure_future(server._rotate_forever())
+        deadline = time.monotonic() + 10
+        while issuer.server.serial == first and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not task.done(), task
+        task.cancel()
+        await server.grpc.stop(0)
+        assert issuer.server.serial != first, lines
+
+    asyncio.run(main())
+    assert any("rotation failed, tried again in 1 s: RuntimeError: dictionary changed size" in line
+               for line in lines), lines
+    assert any(line.startswith("rotated ") for line in lines), lines
+
+
+def test_a_stream_never_gets_a_snapshot_of_another_identity_than_the_one_admitted(tmp_path):
+    """The re-check at a publish awaits (the real one issues a certificate in a worker thread);
+    an edit that changes web's identity is published meanwhile, with requests of the stream
+    queued behind. Every response is built against the identity the stream was admitted with:
+    the stream ends with PERMISSION_DENIED and gets nothing of the new snapshot. In process: the
+    servicer on a real port, its admission the test's (what `meshc serve --ca` passes checks the
+    client certificate; here the admitted identity is the node's at admission)."""
+    from envoy.service.discovery.v3 import ads_pb2_grpc
+
+    from compiler import api
+    from compiler.control import ads, snapshot
+
+    ports = {k: free_port() for k in ("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP")}
+    path = write_policy(tmp_path / "fleet.mesh", ports)
+    before = snapshot.build_all(api.compile([str(path)]))
+    path.write_text(path.read_text().replace("  port 8001\n", f'  port 8001\n  identity "{spiffe("web2")}"\n'))
+    after = snapshot.build_all(api.compile([str(path)]))
+    assert after["web"].identity == spiffe("web2")
+    loop = asyncio.new_event_loop()
+    calls: list[str] = []
+    started = threading.Event()
+    state: dict = {}
+
+    async def admit(node: str, context) -> str | None:
+        service, _ = ads.resolve(node, state["servicer"].snapshots)
+        identity = state["servicer"].snapshots[service].identity
+        calls.append(node)
+        if len(calls) == 2:   # the re-check at the first publish: held until the test releases it
+            await state["gate"].wait()
+        return identity
+
+    async def main() -> None:
+        state["gate"], state["stop"] = asyncio.Event(), asyncio.Event()
+        server = grpc.aio.server()
+        state["servicer"] = ads.AdsServicer(before, admit=admit)
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(state["servicer"], server)
+        state["port"] = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        started.set()
+        await state["stop"].wait()
+        await server.stop(0)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    assert started.wait(10)
+    web = RawClient(state["port"])
+    try:
+        web.send(CLUSTER, node="web")
+        clusters = web.receive()
+        web.send(CLUSTER, version=clusters.version_info, nonce=clusters.nonce)
+        # the same identity in a new snapshot object (publish wakes only the nodes whose snapshot is
+        # another object): re-checked ...
+        import dataclasses
+
+        loop.call_soon_threadsafe(state["servicer"].publish, {**before, "web": dataclasses.replace(before["web"])})
+        deadline = time.monotonic() + 10
+        while len(calls) < 2:   # ... and held there
+            assert time.monotonic() < deadline, calls
+            time.sleep(0.01)
+        web.send(SECRET, names=["identity", "mesh_ca"])   # queued behind the held re-check
+        web.send("type.googleapis.com/envoy.config.listener.v3.Listener")
+        time.sleep(0.2)
+        loop.call_soon_threadsafe(state["servicer"].publish, after)   # web is now spiffe://.../web2
+        loop.call_soon_threadsafe(lambda: loop.call_later(0.1, state["gate"].set))
+        with pytest.raises(grpc.RpcError) as err:
+            web.receive()
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, err.value
+        assert spiffe("web2") in err.value.details() and spiffe("web") in err.value.details()
+        assert web.responses.empty()
+    finally:
+        web.close()
+        loop.call_soon_threadsafe(lambda: state["stop"].set())
+        thread.join(10)
+        loop.close()
+
+
+def test_a_node_the_admission_does_not_know_is_never_served_unchecked(tmp_path):
+    """A reload that removes a node sets the server's base before it publishes (the overlay runs
+    in a worker thread meanwhile): a stream naming that node is then unknown to the admission
+    but still in the snapshots served. It ends with NOT_FOUND, never served without the check.
+    In process: the servicer on a real port, an admission that knows no node."""
+    from envoy.service.discovery.v3 import ads_pb2_grpc
+
+    from compiler import api
+    from compiler.control import ads, snapshot
+
+    ports = {k: free_port() for k in ("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP")}
+    served = snapshot.build_all(api.compile([str(write_policy(tmp_path / "fleet.mesh", ports))]))
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    state: dict = {}
+
+    async def admit(node: str, context) -> str | None:
+        return None   # the base no longer has it
+
+    async def main() -> None:
+        state["stop"] = asyncio.Event()
+        server = grpc.aio.server()
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads.AdsServicer(served, admit=admit), server)
+        state["port"] = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        started.set()
+        await state["stop"].wait()
+        await server.stop(0)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    assert started.wait(10)
+    web = RawClient(state["port"])
+    try:
+        web.send(CLUSTER, node="web")
+        with pytest.raises(grpc.RpcError) as err:
+            web.receive()
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND, err.value
+        assert "unknown node 'web'" in err.value.details()
+        assert web.responses.empty()
+    finally:
+        web.close()
+        loop.call_soon_threadsafe(lambda: state["stop"].set())
+        thread.join(10)
+        loop.close()

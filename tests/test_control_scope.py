@@ -102,7 +102,10 @@ def test_a_node_that_a_reload_removes_ends_with_not_found(served):
         message = f"node {node!r} was removed from the program by a reload: {why}"
         assert err.value.code() == grpc.StatusCode.NOT_FOUND and err.value.details() == message
         served.wait_for(f"ended: {message}", after=mark)
-    # the others get the new snapshot on their open streams: api lost a subset, web's scope gained secret
+    # the others get the new snapshot on their open streams: api lost a subset, web's scope gained
+    # secret (first with the clusters it had, make before break, then exactly the new ones)
+    union = clusters_of(clients["web"].receive())
+    assert "outbound|default|secret" in union and "outbound|v2|api" in union
     web = clusters_of(clients["web"].receive())
     assert "outbound|default|secret" in web and "outbound|v2|api" not in web and "outbound|default|gone" not in web
     api_v1 = clients["api.v1"].receive()
@@ -122,3 +125,100 @@ def test_a_route_edit_changes_only_the_snapshots_whose_scope_holds_the_destinati
     # (the native config carries the same routes: a native sidecar of `gone` gets the push too)
     assert {node: types for node, types in changed.items() if types} == {"gone": ["RouteConfiguration",
                                                                                  "SidecarConfig"]}
+
+
+def route_clusters(response) -> set[str]:
+    """The clusters a RouteConfiguration response's routes name (single and weighted)."""
+    from envoy.config.route.v3 import route_pb2
+
+    out = set()
+    for packed in response.resources:
+        config = route_pb2.RouteConfiguration()
+        packed.Unpack(config)
+        for vhost in config.virtual_hosts:
+            for route in vhost.routes:
+                out.add(route.route.cluster)
+                out.update(w.name for w in route.route.weighted_clusters.clusters)
+    return out - {""}
+
+
+def test_a_push_that_adds_and_removes_clusters_makes_before_it_breaks(served):
+    """Subset v2 renamed v3: the push adds `outbound|v3|api` and removes `outbound|v2|api`. The
+    stream gets first the old clusters and the new ones together (a version of its own, the
+    content hash of that union), then the route configuration naming v3, and only then the exact
+    new cluster set: at no point does the proxy hold a route to a cluster it does not have."""
+    from compiler.control.versions import version_of
+
+    web = RawClient(served.port)
+    web.send(CLUSTER, node="web")
+    old = web.receive()
+    web.send(CLUSTER, version=old.version_info, nonce=old.nonce)
+    web.send(ROUTE, names=["outbound"])
+    routes = web.receive()
+    assert "outbound|v2|api" in route_clusters(routes)
+    web.send(ROUTE, names=["outbound"], version=routes.version_info, nonce=routes.nonce)
+    Path(served.path).write_text(POLICY.replace("subset v2", "subset v3").replace("api.v2 50", "api.v3 50"))
+    mark = served.reload()
+    served.wait_for("published", after=mark)
+    pushed = [web.receive() for _ in range(3)]
+    assert [r.type_url for r in pushed] == [CLUSTER, ROUTE, CLUSTER]
+    union, new_routes, exact = pushed
+    assert set(clusters_of(union)) == set(clusters_of(old)) | set(clusters_of(exact))
+    assert "outbound|v2|api" in clusters_of(union) and "outbound|v3|api" in clusters_of(union)
+    assert "outbound|v2|api" not in clusters_of(exact) and "outbound|v3|api" in clusters_of(exact)
+    assert route_clusters(new_routes) <= set(clusters_of(union)) and "outbound|v3|api" in route_clusters(new_routes)
+    # versions are content hashes, the union's too; the three differ
+    assert union.version_info == version_of({name_of(r): r for r in union.resources})
+    assert exact.version_info == version_of({name_of(r): r for r in exact.resources})
+    assert len({old.version_info, union.version_info, exact.version_info}) == 3
+    assert web.nothing_within(0.3)
+    web.close()
+
+
+def test_a_native_proxy_with_a_subset_node_id_gets_its_services_config(served):
+    """The native proxy asks for its SidecarConfig by its node id (runtime_proxy/xds_client.py):
+    `api.v1` is answered with api's config, under the name asked for."""
+    configs = {}
+    for node in ("api", "api.v1"):
+        client = RawClient(served.port)
+        client.send(snapshot.NATIVE, node=node, names=[node])
+        response = client.receive()
+        assert response.type_url == snapshot.NATIVE and len(response.resources) == 1, response
+        configs[node] = (response.version_info, response.resources[0].value)
+        client.send(snapshot.NATIVE, names=[node], version=response.version_info, nonce=response.nonce)
+        assert client.nothing_within(0.2)
+        client.close()
+    assert configs["api.v1"] == configs["api"]
+    assert b'"api"' in configs["api"][1]
+
+
+def test_after_a_nack_of_the_clusters_a_push_that_adds_and_removes_sends_no_union():
+    """The union is made of the clusters last sent; when the proxy rejected those it holds an
+    older set the stream does not know, so no union is sent (removals last, as before). The
+    state machine in process."""
+    from envoy.config.core.v3 import base_pb2
+    from envoy.service.discovery.v3 import discovery_pb2
+
+    from compiler.control.ads import Stream
+
+    def req(type_url, names=(), version="", nonce="", node=None, error=None):
+        r = discovery_pb2.DiscoveryRequest(type_url=type_url, resource_names=list(names), version_info=version,
+                                           response_nonce=nonce)
+        if node:
+            r.node.CopyFrom(base_pb2.Node(id=node))
+        if error:
+            r.error_detail.message = error
+        return r
+
+    one = snapshot.build_all(api.compile([api.Text("p.mesh", POLICY)], shard=False))
+    two = snapshot.build_all(api.compile([api.Text("p.mesh", POLICY.replace("subset v2", "subset v3")
+                                                   .replace("api.v2 50", "api.v3 50"))], shard=False))
+    for nack in (False, True):
+        stream = Stream(1)
+        [clusters] = stream.on_request(req(CLUSTER, node="web"), one)
+        stream.on_request(req(CLUSTER, version="" if nack else clusters.version_info, nonce=clusters.nonce,
+                              error="refused" if nack else None), one)
+        [routes] = stream.on_request(req(ROUTE, names=["outbound"]), one)
+        stream.on_request(req(ROUTE, names=["outbound"], version=routes.version_info, nonce=routes.nonce), one)
+        pushed = [r.type_url for r in stream.pending(two)]
+        assert pushed == ([ROUTE, CLUSTER] if nack else [CLUSTER, ROUTE, CLUSTER]), (nack, pushed)

@@ -10,6 +10,12 @@ import sys
 from compiler.cli.exits import EXIT_INPUT, EXIT_OK, EXIT_USAGE
 from compiler.cli.report import print_diagnostics
 
+MAX_REQUEST_RATE = 1_000_000   # requests per second per stream: beyond that no limit is meant
+# The shortest certificate lifetime: 3.6 s, replaced after 2.4 s. The rotation loop wakes at least
+# once a second, so a shorter one could expire before it is replaced; the tests use 0.002 (7.2 s)
+# to run across several rotations in seconds.
+MIN_CERT_HOURS = 0.001
+
 
 def serve(files: list[str], args) -> int:
     from compiler.language.endpoints import parse_endpoint
@@ -28,6 +34,10 @@ def serve(files: list[str], args) -> int:
         print(f"meshc: error: --max-request-rate {args.max_request_rate:g}: not a number of requests per second > 0",
               file=sys.stderr)
         return EXIT_USAGE
+    if args.max_request_rate > MAX_REQUEST_RATE:   # (its burst, 10 s of it, must stay a number)
+        print(f"meshc: error: --max-request-rate {args.max_request_rate:g}: at most {MAX_REQUEST_RATE:,} requests "
+              "per second", file=sys.stderr)
+        return EXIT_USAGE
     if args.cert_hours is not None and args.ca is None:
         print("meshc: error: --cert-hours is for --ca (the lifetime of the certificates the server issues)",
               file=sys.stderr)
@@ -36,6 +46,10 @@ def serve(files: list[str], args) -> int:
     if not hours > 0 or hours > 24 * 366:
         print(f"meshc: error: --cert-hours {hours:g}: not a number of hours > 0 (at most a year)",
               file=sys.stderr)
+        return EXIT_USAGE
+    if hours < MIN_CERT_HOURS:
+        print(f"meshc: error: --cert-hours {hours:g}: at least {MIN_CERT_HOURS:g} (3.6 s; rotation is checked once "
+              "a second)", file=sys.stderr)
         return EXIT_USAGE
     # gRPC's core logs its own line for a port it cannot bind; meshc says it in one line of its
     # own (GRPC_VERBOSITY=ERROR in the environment brings gRPC's logs back).

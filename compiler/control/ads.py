@@ -10,16 +10,21 @@ sent, the version last acknowledged, and the last rejection (/work/shared/XDS_NO
 - a request with a stale nonce acknowledges nothing, but its subscription change is honoured;
 - clusters go first: a listener, route or secret request is answered only once clusters were
   sent on the stream; on a new snapshot the types are pushed in the order clusters, secrets,
-  listeners, routes (clusters last when the new snapshot removes clusters already sent);
+  listeners, routes (clusters last when the new snapshot removes clusters already sent; when it
+  adds clusters too, make before break: first the old and new clusters together, a version of
+  its own, then the others, then exactly the new clusters);
 - the native proxy's config (`NATIVE`, one resource named by the node id) references no other
   resource and is answered at once; a stream that asked for it is a native proxy's, whose
   secrets are answered without clusters (it asks for none), before its config on a push;
 - clusters and listeners are sent whole (a missing one is deleted), route configurations and
   secrets by the names asked for;
 - the node id is `SERVICE` or `SERVICE.SUBSET` (a subset's sidecar gets its service's resources
-  for now); one naming no service or no subset of it, a node id that changes on the stream, or a
-  type URL that is not served, ends that stream alone with a gRPC error status, and so does a
-  reload that removes the node's service or subset from the program (NOT_FOUND);
+  for now, its native config under the name it asks for, its node id); one naming no service
+  or no subset of it, a node id that changes on the stream, or a type URL that is not served,
+  ends that stream alone with a gRPC error status, and so does a reload that removes the
+  node's service or subset from the program (NOT_FOUND);
+- with an admission (`meshc serve --ca`), a stream records the identity it was admitted with and
+  is never sent a snapshot of another (PERMISSION_DENIED), whatever request or publish led to it;
 - limits (`Limits`): a stream that sends requests faster than its token bucket allows ends with
   RESOURCE_EXHAUSTED, and so does a stream opened while the server already has `max_streams`;
   a stream's requests are read at most `INFLIGHT` ahead of the ones handled, so a flooder is
@@ -39,6 +44,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf.message import DecodeError
 
 from compiler.control.snapshot import CLUSTER, LISTENER, NATIVE, ROUTE, SECRET, TYPES, WILDCARD_TYPES, NodeSnapshot
+from compiler.control.versions import version_of
 
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
@@ -136,6 +142,7 @@ class TypeState:
     sent_version: str | None = None
     sent_nonce: str | None = None
     sent_names: frozenset[str] | None = None       # the names of the last response
+    sent: dict | None = None                       # its resources, by name (make before break)
     acked_version: str | None = None
     rejected_version: str | None = None
     error: str | None = None                       # the last NACK's error_detail.message
@@ -150,6 +157,10 @@ class Stream:
     node: str | None = None        # the node id, as the proxy sent it
     service: str | None = None     # whose resources it gets (the node id's service)
     agent: str | None = None   # the node's user_agent_name (envoy, or another client)
+    # --ca: the SPIFFE ID the admission checked (the client certificate's); a snapshot of another
+    # identity is never sent on the stream (PERMISSION_DENIED), even for a request queued before
+    # an edit changed the node's identity was published
+    admitted: str | None = None
     since: float = field(default_factory=time.time)
     types: dict[str, TypeState] = field(default_factory=dict)
     rejections: list[tuple[str, str | None, str]] = field(default_factory=list)   # not yet reported
@@ -200,16 +211,44 @@ class Stream:
                               f"node {self.node!r} was removed from the program by a reload: {why}")
         self.service = service
         snap = snapshots[service]
+        if self.admitted is not None and snap.identity != self.admitted:
+            raise StreamError(grpc.StatusCode.PERMISSION_DENIED,
+                              f"node {self.node!r} is now {snap.identity}, and this stream was admitted as "
+                              f"{self.admitted}: a stream may only name a node of its own identity")
         order = list(TYPES)
-        sent = self.types.get(CLUSTER)
-        if sent is not None and sent.sent_names and not sent.sent_names <= set(snap.packed.get(CLUSTER, {})):
-            order = [SECRET, LISTENER, ROUTE, CLUSTER, NATIVE]   # removals: the references go first
         out = []
+        sent = self.types.get(CLUSTER)
+        new = set(snap.packed.get(CLUSTER, {}))
+        if sent is not None and sent.sent_names and not sent.sent_names <= new:
+            # removals: the references go first, the clusters last; with additions too, make before
+            # break (XDS_NOTES.md): first the old clusters and the new ones together (a version
+            # of its own), so that the routes sent next find the clusters they name
+            order = [SECRET, LISTENER, ROUTE, CLUSTER, NATIVE]
+            if not new <= sent.sent_names and sent.sent is not None and sent.requested:
+                union = self._union(sent, snap)
+                if union is not None:
+                    out.append(union)
         for type_url in order:
             response = self._response(type_url, snap)
             if response is not None:
                 out.append(response)
         return out
+
+    def _union(self, state: TypeState, snap: NodeSnapshot):
+        """The clusters the proxy has and the snapshot's together (the snapshot's win for a name
+        in both), as one response with its own content-hash version; None when that is what was
+        last sent or rejected, or when the proxy rejected the clusters last sent (it holds an
+        older set, which the stream does not know: the removals-last order alone then)."""
+        if state.rejected_version is not None and state.rejected_version == state.sent_version:
+            return None
+        union = {**(state.sent or {}), **snap.packed.get(CLUSTER, {})}
+        version = version_of(union)
+        if version in (state.sent_version, state.rejected_version):
+            return None
+        state.sent_version, state.sent_names, state.sent = version, frozenset(union), union
+        state.sent_nonce = secrets.token_hex(8)
+        return discovery_pb2.DiscoveryResponse(version_info=version, type_url=CLUSTER, nonce=state.sent_nonce,
+                                               resources=[union[n] for n in sorted(union)])
 
     def _response(self, type_url: str, snap: NodeSnapshot):
         state = self.types.get(type_url)
@@ -223,12 +262,16 @@ class Stream:
             return None   # not built yet (meshc serve builds native configs on demand): sent once it is
         version = snap.versions.get(type_url, "")
         have = snap.packed.get(type_url, {})
+        if type_url == NATIVE and self.node is not None and self.node != self.service and self.service in have:
+            # a `SERVICE.SUBSET` node asks for its config by its node id: the service's config
+            have = {**have, self.node: have[self.service]}
         names = frozenset(have) if type_url in WILDCARD_TYPES else frozenset(n for n in state.names if n in have)
         if version == state.sent_version and names == state.sent_names:
             return None   # nothing new for this proxy
         if version == state.rejected_version and names == state.sent_names:
             return None   # never re-send what the proxy rejected
         state.sent_version, state.sent_names = version, names
+        state.sent = {n: have[n] for n in names}
         state.sent_nonce = secrets.token_hex(8)
         return discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url, nonce=state.sent_nonce,
                                                resources=[have[n] for n in sorted(names)])
@@ -252,7 +295,8 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         # context before a stream's first request is applied, and again before each new snapshot
         # is sent on it; raises StreamError (PERMISSION_DENIED) for a node that is not (or no
         # longer) the client certificate's, and issues the node's certificate. Nothing is sent on
-        # the stream before it returns.
+        # the stream before it returns. It returns the identity checked (kept as the stream's
+        # `admitted`), or None for a node it does not know, which then ends with NOT_FOUND.
         self.admit = admit
         # Called with a service whose native config a stream asked for and the snapshot does not
         # hold (meshc serve builds native configs on demand); the config is sent when published.
@@ -350,8 +394,13 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                         raise item
                     if kind == "request":
                         slots.release()
-                        if stream.node is None and self.admit is not None and item.node.id:
-                            await self.admit(item.node.id, context)
+                        if stream.node is None and self.admit is not None \
+                                and not isinstance(item, Undecodable) and item.node.id:
+                            stream.admitted = await self.admit(item.node.id, context)
+                            if stream.admitted is None:   # a node the admission does not know is never
+                                # served unchecked (a reload that removes it may not be published yet)
+                                why = resolve(item.node.id, self.snapshots)[1] or "not in the program being published"
+                                raise StreamError(grpc.StatusCode.NOT_FOUND, f"unknown node {item.node.id!r}: {why}")
                         responses = stream.on_request(item, self.snapshots)
                         if item.type_url == NATIVE and self.native is not None and stream.service is not None \
                                 and NATIVE not in self.snapshots[stream.service].versions:

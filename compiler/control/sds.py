@@ -6,7 +6,8 @@ certificate's identity). docs/control-plane.md, "Certificates over SDS".
 
 - Issuing is lazy: a node's certificate is made when a stream of that node is admitted (its
   first request, after the identity check), in a worker thread, and kept in memory only: the
-  server never writes a key. One certificate per node id; every stream of that node gets it.
+  server never writes a key. One certificate per service (a node id `SERVICE.SUBSET` is its
+  service's sidecar, checked against and issued as that service); every stream of it gets it.
 - A certificate lives `hours` (`--cert-hours`, as `meshc ca issue --hours`) and is replaced once
   ROTATE_AT of that lifetime has passed (a third left, as `meshc ca rotate`'s default): the new
   `identity` secret is a new SDS version pushed on the streams that are open.
@@ -20,6 +21,7 @@ Imports `cryptography` (through compiler/ca/certs.py): only `meshc serve --ca` l
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import threading
 import time
@@ -28,14 +30,14 @@ from dataclasses import dataclass
 import grpc
 from cryptography import x509
 
+from compiler.backends.envoy.names import CA_SECRET, CONTROL_SERVER_NAME, IDENTITY_SECRET
 from compiler.ca import certs
 from compiler.ca import files as ca_files
 from compiler.control import protos
 from compiler.control.snapshot import SECRET, NodeSnapshot
 from compiler.control.versions import version_of
 
-IDENTITY_SECRET, CA_SECRET = "identity", "mesh_ca"   # compiler/backends/envoy/names.py: the names sidecars ask for
-SERVER_NAME = "meshc-control"                         # the DNS SAN (and TLS name) of the server's certificate
+SERVER_NAME = CONTROL_SERVER_NAME                     # the DNS SAN (and TLS name) of the server's certificate
 ROTATE_AT = 2 / 3                                     # of a certificate's lifetime: then it is replaced
 DEFAULT_HOURS = 24.0
 _SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
@@ -85,16 +87,13 @@ def peer_identity(context) -> str | None:
     if not pems:
         return None
     try:
-        cert = x509.load_pem_x509_certificate(pems[0])
-        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
-            .get_values_for_type(x509.UniformResourceIdentifier)
-    except (ValueError, x509.ExtensionNotFound):
+        return certs.cert_info(x509.load_pem_x509_certificate(pems[0])).spiffe_id
+    except ValueError:
         return None
-    return uris[0] if len(uris) == 1 else None
 
 
 class Issuer:
-    """The CA, the certificates issued from it (by node id) and the server's own certificate.
+    """The CA, the certificates issued from it (by service name) and the server's own certificate.
 
     `issue`/`rotate_due` run in worker threads; `apply`, `overlay` and the reads run on the event
     loop; the dictionaries are replaced entry by entry (one assignment), so readers see either
@@ -139,8 +138,11 @@ class Issuer:
                 self.rotations += 1
             return fresh
 
+    # The reads below run on the event loop while admissions add entries in worker threads: they
+    # iterate a copy (`dict(...)`, atomic under the GIL), never the dictionary itself.
+
     def due(self, now: float) -> list[str]:
-        return sorted(node for node, held in self.issued.items() if now >= held.rotate_at)
+        return sorted(node for node, held in dict(self.issued).items() if now >= held.rotate_at)
 
     def rotate_due(self, now: float) -> list[str]:
         """Replace every certificate whose rotation time has come (the server's too); the nodes."""
@@ -167,12 +169,13 @@ class Issuer:
             return gone
 
     def next_due(self) -> float:
-        return min([self.server.rotate_at, *(held.rotate_at for held in self.issued.values())])
+        return min([self.server.rotate_at, *(held.rotate_at for held in dict(self.issued).values())])
 
     def forget(self, keep: set[str]) -> None:
         """Drop the certificates of nodes no longer in the program."""
-        for node in [n for n in self.issued if n not in keep]:
-            del self.issued[node]
+        with self._lock:
+            for node in [n for n in self.issued if n not in keep]:
+                del self.issued[node]
 
     # ---- snapshots -------------------------------------------------------------------------
 
@@ -199,8 +202,8 @@ class Issuer:
             return snap
         held = self.issued.get(snap.node)
         named = secrets_json(held, self.ca.cert_pem) if held is not None and held.spiffe_id == snap.identity else {}
-        out = NodeSnapshot(node=snap.node, json=dict(snap.json), packed=dict(snap.packed),
-                           versions=dict(snap.versions), identity=snap.identity)
+        # every other field (identity, subsets, ...) as it is: only the secrets change
+        out = dataclasses.replace(snap, json=dict(snap.json), packed=dict(snap.packed), versions=dict(snap.versions))
         out.json[SECRET] = named
         out.packed[SECRET] = {name: protos.to_any(r) for name, r in sorted(named.items())}
         out.versions[SECRET] = version_of(out.packed[SECRET])
@@ -233,7 +236,7 @@ class Issuer:
                     "rotate_at": held.rotate_at, "not_after": held.not_after}
 
         return {"trust_domain": self.trust_domain, "hours": self.hours, "rotations": self.rotations,
-                "server": one(self.server), "nodes": {n: one(h) for n, h in sorted(self.issued.items())}}
+                "server": one(self.server), "nodes": {n: one(h) for n, h in sorted(dict(self.issued).items())}}
 
 
 def when(t: float) -> str:

@@ -137,11 +137,6 @@ def corrupt(snapshots: dict[str, snapshot.NodeSnapshot], spec: str) -> list[str]
     return touched
 
 
-def sds_needs(snap: snapshot.NodeSnapshot) -> bool:
-    """Whether a sidecar uses a certificate (compiler/control/sds.py's test, without its imports)."""
-    return "identity" in snap.json.get(snapshot.SECRET, {})
-
-
 def release_memory() -> None:
     """Give the heap a build freed back to the system (glibc's `malloc_trim`; elsewhere nothing).
     A reload of 1,000 sidecars allocates some 100 MB that it frees again: measured, the server's
@@ -212,44 +207,49 @@ class Server:
     def _served(self, snapshots: dict[str, snapshot.NodeSnapshot]) -> dict[str, snapshot.NodeSnapshot]:
         return snapshots if self.issuer is None else self.issuer.apply(snapshots)
 
-    async def _admit(self, node: str, context) -> None:
+    async def _admit(self, node: str, context) -> str | None:
         """With --ca: a stream may name only a node of its client certificate's SPIFFE ID
         (PERMISSION_DENIED otherwise, before anything is sent, and at a later publish when an
         edit changed the node's identity); the node's certificate is issued (in a worker thread)
-        before its first request is answered. An unknown node is left to the stream (NOT_FOUND)."""
+        before its first request is answered. The identity checked is returned (the stream
+        refuses any snapshot of another, ads.Stream.admitted). An unknown node is left to the
+        stream (NOT_FOUND). A node id `SERVICE.SUBSET` is its service's sidecar: the service's
+        identity is checked, and the certificate is issued (and held) by service name."""
         from compiler.control import sds
 
-        snap = self.base.get(node)
-        if snap is None:
-            return
+        service, _ = ads.resolve(node, self.base)
+        if service is None:
+            return None
+        snap = self.base[service]
         peer = sds.peer_identity(context)
         if peer is None or peer != snap.identity:
             raise StreamError(grpc.StatusCode.PERMISSION_DENIED,
                               f"node {node!r} is {snap.identity}, and this client's certificate is "
                               f"{peer or 'no single SPIFFE ID'}: a stream may only name a node of its own identity")
         if sds.needs_secrets(snap):
-            held = self.issuer.issued.get(node)
-            served = self.servicer.snapshots.get(node)
+            held = self.issuer.issued.get(service)
+            served = self.servicer.snapshots.get(service)
             if held is not None and held.spiffe_id == snap.identity and served is not None \
                     and served.packed.get(snapshot.SECRET):
-                return   # issued, and served with its secrets
+                return peer   # issued, and served with its secrets
 
             def work() -> tuple[bool, snapshot.NodeSnapshot]:   # in a worker thread: keygen, signing, packing
-                fresh = self.issuer.issue(node, snap.identity) is not held
+                fresh = self.issuer.issue(service, snap.identity) is not held
                 return fresh, self.issuer.overlay(snap)
 
             started = time.monotonic()
             try:
                 fresh, overlaid = await asyncio.to_thread(work)
             except self.issuer.Error as err:   # the CA expired
-                self.report(f"cannot issue {node}'s certificate: {err}", [], [])
-                raise StreamError(grpc.StatusCode.UNAVAILABLE, f"cannot issue {node}'s certificate: {err}") from err
+                self.report(f"cannot issue {service}'s certificate: {err}", [], [])
+                raise StreamError(grpc.StatusCode.UNAVAILABLE, f"cannot issue {service}'s certificate: {err}") from err
             if fresh:
-                self.report(f"issued {node}'s certificate ({snap.identity}, serial "
-                            f"{self.issuer.issued[node].serial}; {(time.monotonic() - started) * 1000:.1f} ms)",
+                self.report(f"issued {service}'s certificate ({snap.identity}, serial "
+                            f"{self.issuer.issued[service].serial}; {(time.monotonic() - started) * 1000:.1f} ms)",
                             [], [])
-            if self.base.get(node) is snap and node in self.servicer.snapshots:
-                self.servicer.snapshots[node] = overlaid   # the node's entry with its secrets, the others as they are
+            if self.base.get(service) is snap and service in self.servicer.snapshots:
+                self.servicer.snapshots[service] = overlaid   # the entry with its secrets, the others as they are
+        return peer
 
     async def rotate(self) -> list[str]:
         """Replace the certificates whose rotation time has come and push the new secrets."""
@@ -257,7 +257,7 @@ class Server:
             server_serial = self.issuer.server.serial
             # on the loop, so that no admission slips in between: a stream is admitted (and its
             # node set) without yielding once its node's certificate is held
-            connected = {s.node for s in self.servicer.streams.values() if s.node}
+            connected = {s.service for s in self.servicer.streams.values() if s.service}   # certificates by service
             gone = self.issuer.drop_due(time.time(), keep=connected)
 
             def work() -> tuple[list[str], dict[str, snapshot.NodeSnapshot]]:   # in a worker thread
@@ -338,9 +338,11 @@ class Server:
                             [], [])
             served = snapshots
             if self.issuer is not None:   # the secrets overlay, off the event loop (150 ms at 1,000 nodes)
+                from compiler.control.sds import needs_secrets
+
                 served = await asyncio.to_thread(self.issuer.apply, snapshots)
-                for node, held in list(self.issuer.issued.items()):   # issued meanwhile by an admission
-                    if node in served and sds_needs(served[node]) and not served[node].packed.get(snapshot.SECRET) \
+                for node, held in dict(self.issuer.issued).items():   # issued meanwhile by an admission
+                    if node in served and needs_secrets(served[node]) and not served[node].packed.get(snapshot.SECRET) \
                             and held.spiffe_id == served[node].identity:
                         served[node] = self.issuer.overlay(snapshots[node])
             changed = sorted(n for n, s in served.items()
@@ -375,14 +377,19 @@ class Server:
                 return   # said by the reload; the next good one builds them
 
     async def _rotate_forever(self) -> None:
-        """Rotate each certificate when its time comes (checked at least once a second)."""
+        """Rotate each certificate when its time comes (checked at least once a second). Nothing
+        ends this loop but its cancellation: an unexpected error is reported and the rotation is
+        tried again a second later (a loop that died would never rotate again, silently)."""
         while True:
-            await asyncio.sleep(max(0.05, min(1.0, self.issuer.next_due() - time.time())))
             try:
+                await asyncio.sleep(max(0.05, min(1.0, self.issuer.next_due() - time.time())))
                 await self.rotate()
             except self.issuer.Error as err:   # the CA expired: said, and tried again later
                 self.report(f"cannot rotate: {err}", [], [])
                 await asyncio.sleep(60)
+            except Exception as err:   # a bug must not stop rotation for good
+                self.report(f"rotation failed, tried again in 1 s: {type(err).__name__}: {err}", [], [])
+                await asyncio.sleep(1.0)
 
     async def run(self, watch_interval: float, ready: Callable[[], None] = lambda: None) -> None:
         """Serve until SIGINT or SIGTERM; reload on SIGHUP, and when a file changes if polling.

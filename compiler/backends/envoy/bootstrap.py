@@ -122,7 +122,7 @@ def _is_ip(host: str) -> bool:
 
 # The TLS names of a `meshc serve --ca` server (compiler/control/sds.py): the SNI and DNS SAN of
 # its certificate, and its URI SAN in the program's trust domain.
-XDS_SERVER_NAME = "meshc-control"
+XDS_SERVER_NAME = names.CONTROL_SERVER_NAME
 
 
 def xds_server_id(trust_domain: str) -> str:

@@ -38,6 +38,9 @@ OUTBOUND_ROUTES = "outbound"     # the outbound RouteConfiguration (xds/rds-outb
 INBOUND_ROUTES = "inbound"       # the inline route configuration of an inbound listener
 IDENTITY_SECRET = "identity"     # the sidecar's certificate and key (SDS)
 CA_SECRET = "mesh_ca"            # the mesh CA that peers' certificates must chain to (SDS)
+# The TLS name (SNI, DNS SAN) of `meshc serve --ca`'s own certificate, which the bootstraps and
+# `meshc status` ask for (compiler/control/sds.py issues it).
+CONTROL_SERVER_NAME = "meshc-control"
 
 # The key of Envoy's `metadata.filter_metadata` under which every resource records its provenance.
 METADATA_KEY = "meshc"
