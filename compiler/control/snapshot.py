@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import zlib
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ from google.protobuf import any_pb2
 
 from compiler.backends.base import Options
 from compiler.control import protos
-from compiler.control.versions import version_from, version_of
+from compiler.control.versions import resource_digest, version_from, version_from_digests, version_of
 from compiler.syntax.parse import ItemCache
 
 _T = "type.googleapis.com/"
@@ -146,18 +147,19 @@ def _paths(node, found: list[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class _Resource:
-    """One resource as served: its JSON (config sources over ADS) kept as compact bytes (decoded
-    when asked for: as Python objects it was most of a 1,000-sidecar server's memory), its `Any`,
-    and the `Any`'s deterministic bytes (what its version is computed from)."""
-    canonical: bytes
+    """One resource as served: its JSON (config sources over ADS) kept as compact bytes,
+    compressed (decoded when asked for, by a rejection's status report or a test: as Python
+    objects it was most of a 1,000-sidecar server's memory, as plain bytes still 39 MB of it), its
+    `Any`, and the digest of the `Any`'s deterministic bytes (what its version is computed from)."""
+    compressed: bytes
     packed: any_pb2.Any
-    serialized: bytes
+    digest: bytes
     uses: frozenset[tuple[str, str]]   # the resources it references (type, name)
     parts: tuple[bytes, ...] = ()      # a route configuration's virtual hosts (their digests)
 
     @property
     def json(self) -> dict:
-        return orjson.loads(self.canonical)
+        return orjson.loads(zlib.decompress(self.compressed))
 
 
 class _Json(Mapping):
@@ -414,7 +416,8 @@ class Builder:
             resource = packed.get(key) or self._resources.get(key)
             if resource is None:
                 any_, uses, parts = self._to_any(resource_json)
-                resource = _Resource(canonical, any_, any_.SerializeToString(deterministic=True), uses, parts)
+                resource = _Resource(zlib.compress(canonical, 1), any_,
+                                     resource_digest(any_.SerializeToString(deterministic=True)), uses, parts)
             packed[key] = resource
             found.append((resource_json["@type"], resource_json["name"], key, resource))
         return _File(tuple(found), tuple(dict.fromkeys(references)))
@@ -487,5 +490,5 @@ def _assemble(node: str, files: list[_File], drop: frozenset[tuple[str, str]] = 
         ordered = sorted(named)
         snap.json[type_url] = _Json({n: named[n] for n in ordered})  # type: ignore[assignment]
         snap.packed[type_url] = {n: named[n].packed for n in ordered}
-        snap.versions[type_url] = version_from({n: named[n].serialized for n in ordered})
+        snap.versions[type_url] = version_from_digests({n: named[n].digest for n in ordered})
     return snap, frozenset().union(*(r.uses for named in chosen.values() for r in named.values()))
