@@ -75,7 +75,7 @@ def serve(files: list[str], args) -> int:
             print(f"meshc serve: inconsistent snapshot: {problem}", file=sys.stderr)
         if event == "rejected":
             print("meshc serve: the edit does not compile; still serving the last good snapshot", file=sys.stderr)
-        else:
+        elif event:   # ("" at start: the diagnostics or problems alone, then exit 1)
             print(f"meshc serve: {event}", file=sys.stderr)
         sys.stderr.flush()
 
