@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from compiler.cli.control_extra import missing_extra, quiet_grpc
 from compiler.cli.exits import EXIT_INPUT, EXIT_OK, EXIT_USAGE
 from compiler.cli.report import print_diagnostics
 
@@ -51,22 +52,16 @@ def serve(files: list[str], args) -> int:
         print(f"meshc: error: --cert-hours {hours:g}: at least {MIN_CERT_HOURS:g} (3.6 s; rotation is checked once "
               "a second)", file=sys.stderr)
         return EXIT_USAGE
-    # gRPC's core logs its own line for a port it cannot bind; meshc says it in one line of its
-    # own (GRPC_VERBOSITY=ERROR in the environment brings gRPC's logs back).
     import os
 
-    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     # A large program's compile forks a second process (compiler/sharding.py), and gRPC's core is
     # not fork-safe: the server compiles in one process.
     os.environ["MESHC_JOBS"] = "1"
+    quiet_grpc()
     try:
         from compiler.control import serve as control
     except ImportError as err:
-        if (err.name or "").split(".")[0] not in ("grpc", "envoy", "google", "xds", "udpa", "validate"):
-            raise
-        print("meshc: error: `meshc serve` needs grpcio and xds-protos, which are not installed: "
-              "pip install 'meshc[control]'", file=sys.stderr)
-        return EXIT_USAGE
+        return missing_extra(err, "serve")
 
     def report(event: str, diagnostics: list, problems: list[str]) -> None:
         if diagnostics:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
+from compiler.cli.control_extra import missing_extra, quiet_grpc
 from compiler.cli.exits import EXIT_INPUT, EXIT_OK, EXIT_USAGE
 
 
@@ -17,17 +18,11 @@ def status(args) -> int:
     if parse_endpoint(args.server) is None:
         print(f"meshc: error: --server {args.server}: not HOST:PORT", file=sys.stderr)
         return EXIT_USAGE
-    import os
-
-    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    quiet_grpc()
     try:
         from compiler.control import status as control
     except ImportError as err:
-        if (err.name or "").split(".")[0] not in ("grpc", "envoy", "google", "xds", "udpa", "validate"):
-            raise
-        print("meshc: error: `meshc status` needs grpcio and xds-protos, which are not installed: "
-              "pip install 'meshc[control]'", file=sys.stderr)
-        return EXIT_USAGE
+        return missing_extra(err, "status")
     try:
         data = control.fetch(args.server, identity=args.identity)
     except control.Unreachable as err:

@@ -315,7 +315,7 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         before, self.snapshots = self.snapshots, snapshots
         for stream_id, queue in self._queues.items():
             stream = self.streams[stream_id]
-            node = getattr(stream, "service", None) or stream.node   # (whose snapshot it reads)
+            node = stream.service or stream.node   # (whose snapshot it reads)
             if node is None or before.get(node) is not snapshots.get(node):
                 queue.put_nowait(("update", None))
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import grpc
 from cryptography import x509
 
-from compiler.backends.envoy.names import CA_SECRET, CONTROL_SERVER_NAME, IDENTITY_SECRET
+from compiler.backends.envoy.names import CA_SECRET, CONTROL_SERVER_NAME, IDENTITY_SECRET, control_id
 from compiler.ca import certs
 from compiler.ca import files as ca_files
 from compiler.control import protos
@@ -40,12 +40,6 @@ from compiler.control.versions import version_of
 SERVER_NAME = CONTROL_SERVER_NAME                     # the DNS SAN (and TLS name) of the server's certificate
 ROTATE_AT = 2 / 3                                     # of a certificate's lifetime: then it is replaced
 DEFAULT_HOURS = 24.0
-_SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
-
-
-def control_id(trust_domain: str) -> str:
-    """The SPIFFE ID of the control plane: its certificate's URI SAN, which bootstraps match."""
-    return f"spiffe://{trust_domain}/meshc/control"
 
 
 @dataclass(frozen=True)
@@ -67,10 +61,10 @@ def _b64(data: bytes) -> str:
 def secrets_json(issued: Issued, ca_pem: bytes) -> dict[str, dict]:
     """The two secrets of a sidecar, by name, with the PEM inline (`inline_bytes`)."""
     return {
-        IDENTITY_SECRET: {"@type": _SECRET_TYPE, "name": IDENTITY_SECRET, "tls_certificate": {
+        IDENTITY_SECRET: {"@type": SECRET, "name": IDENTITY_SECRET, "tls_certificate": {
             "certificate_chain": {"inline_bytes": _b64(issued.cert_pem)},
             "private_key": {"inline_bytes": _b64(issued.key_pem)}}},
-        CA_SECRET: {"@type": _SECRET_TYPE, "name": CA_SECRET,
+        CA_SECRET: {"@type": SECRET, "name": CA_SECRET,
                     "validation_context": {"trusted_ca": {"inline_bytes": _b64(ca_pem)}}},
     }
 
@@ -105,6 +99,9 @@ class Issuer:
         self.ca = ca_files.read_ca(ca_dir)          # CaError / CaFileError: reported by the CLI
         self.hours = hours
         self.issued: dict[str, Issued] = {}         # node id -> its current certificate
+        # node id -> (snapshot, certificate, their overlay): an unchanged pair keeps its object, so
+        # that a reload wakes only the streams whose snapshot changed (AdsServicer.publish)
+        self._overlaid: dict[str, tuple[NodeSnapshot, Issued | None, NodeSnapshot]] = {}
         self.rotations = 0
         self.server: Issued = self._issue(control_id(self.ca.trust_domain), (SERVER_NAME,))
         self._server_changed = False
@@ -201,12 +198,16 @@ class Issuer:
         if not needs_secrets(snap):
             return snap
         held = self.issued.get(snap.node)
+        last = self._overlaid.get(snap.node)
+        if last is not None and last[0] is snap and last[1] is held:
+            return last[2]   # the same snapshot and certificate: the same object (no stream is woken)
         named = secrets_json(held, self.ca.cert_pem) if held is not None and held.spiffe_id == snap.identity else {}
         # every other field (identity, subsets, ...) as it is: only the secrets change
         out = dataclasses.replace(snap, json=dict(snap.json), packed=dict(snap.packed), versions=dict(snap.versions))
         out.json[SECRET] = named
         out.packed[SECRET] = {name: protos.to_any(r) for name, r in sorted(named.items())}
         out.versions[SECRET] = version_of(out.packed[SECRET])
+        self._overlaid[snap.node] = (snap, held, out)
         return out
 
     def apply(self, snapshots: dict[str, NodeSnapshot]) -> dict[str, NodeSnapshot]:

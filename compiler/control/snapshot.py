@@ -23,7 +23,7 @@ from google.protobuf import any_pb2
 
 from compiler.backends.base import Options
 from compiler.control import protos
-from compiler.control.versions import resource_digest, version_from, version_from_digests, version_of
+from compiler.control.versions import resource_digest, version_from_digests, version_of
 from compiler.syntax.parse import ItemCache
 
 _T = "type.googleapis.com/"
@@ -107,9 +107,9 @@ def native_config(snap: NodeSnapshot) -> dict | None:
 
 
 def build(compilation, service: str) -> NodeSnapshot:
+    svc = compilation.ir.service(service)
     snap = NodeSnapshot(node=service, json=resources(compilation, service),
-                        identity=compilation.ir.service(service).identity,
-                        subsets=tuple(sub.name for sub in compilation.ir.service(service).subsets))
+                        **{f: get(svc) for f, get in _PER_SERVICE})  # type: ignore[arg-type]
     for type_url, named in snap.json.items():
         snap.packed[type_url] = {name: protos.to_any(r) for name, r in sorted(named.items())}
         snap.versions[type_url] = version_of(snap.packed[type_url])
@@ -249,9 +249,8 @@ class Builder:
 
         started = time.perf_counter()
         services = [svc.name for svc in compilation.ir.services]
-        # What a NodeSnapshot carries of its service besides resources (the fields it declares).
-        fields = [(f, get) for f, get in _PER_SERVICE if f in NodeSnapshot.__dataclass_fields__]
-        extra = {svc.name: tuple((f, get(svc)) for f, get in fields) for svc in compilation.ir.services}
+        # What a NodeSnapshot carries of its service besides resources.
+        extra = {svc.name: tuple((f, get(svc)) for f, get in _PER_SERVICE) for svc in compilation.ir.services}
         emitted = compilation.emit("envoy", services, OPTIONS)
         if emitted.has_errors:
             raise ValueError("; ".join(d.message for d in emitted.diagnostics if d.severity == "error"))
@@ -329,7 +328,7 @@ class Builder:
                 if config is not None:
                     packed_config = any_pb2.Any(type_url=NATIVE, value=config)
                     snap.packed[NATIVE] = {name: packed_config}
-                    snap.versions[NATIVE] = version_from({name: packed_config.SerializeToString(deterministic=True)})
+                    snap.versions[NATIVE] = version_of(snap.packed[NATIVE])
                 rebuilt.append(name)
             nodes[name] = (key, snap)
             out[name] = snap
@@ -423,8 +422,7 @@ class Builder:
         return _File(tuple(found), tuple(dict.fromkeys(references)))
 
 
-# The NodeSnapshot fields taken from the service, when NodeSnapshot declares them (a branch that
-# adds one adds it here): its subsets (node ids `SERVICE.SUBSET`), its SPIFFE ID (certificates).
+# The NodeSnapshot fields taken from the service: its subsets (node ids `SERVICE.SUBSET`), its SPIFFE ID (certificates).
 _PER_SERVICE = (("subsets", lambda svc: tuple(sub.name for sub in svc.subsets)),
                 ("identity", lambda svc: svc.identity))
 

@@ -16,6 +16,7 @@ import time
 
 import grpc
 
+from compiler.backends.base import CA_FILE, CERT_FILE, KEY_FILE
 from compiler.control.snapshot import NATIVE, TYPES, NodeSnapshot, native_config
 
 METHOD = "/meshc.control.v1.Status/Get"
@@ -160,7 +161,7 @@ def channel_credentials(identity: str) -> grpc.ChannelCredentials:
     import os
 
     pems = []
-    for name in ("ca.pem", "key.pem", "cert.pem"):
+    for name in (CA_FILE, KEY_FILE, CERT_FILE):
         path = os.path.join(identity, name)
         try:
             with open(path, "rb") as fh:

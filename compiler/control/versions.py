@@ -9,13 +9,8 @@ import hashlib
 def version_of(packed: dict) -> str:
     """The version of one type's resources for one node: SHA-256 over each name and the SHA-256
     of the deterministic binary form of its resource, in name order (16 hex digits)."""
-    return version_from({name: value.SerializeToString(deterministic=True) for name, value in packed.items()})
-
-
-def version_from(serialized: dict[str, bytes]) -> str:
-    """`version_of` from the resources already serialized (name -> deterministic binary form of
-    its `Any`)."""
-    return version_from_digests({name: resource_digest(data) for name, data in serialized.items()})
+    return version_from_digests({name: resource_digest(value.SerializeToString(deterministic=True))
+                                 for name, value in packed.items()})
 
 
 def resource_digest(serialized: bytes) -> bytes:

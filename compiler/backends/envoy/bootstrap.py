@@ -16,11 +16,12 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 
 from compiler import ir
+from compiler.backends.base import CA_FILE, CERT_FILE, KEY_FILE
 from compiler.backends.envoy import names
 from compiler.backends.envoy.clusters import HTTP_PROTOCOL_OPTIONS
+from compiler.backends.envoy.tls import UPSTREAM_TLS_PARAMS
 from compiler.backends.envoy.values import socket_address
 
 # Process-wide runtime settings every bootstrap carries.
@@ -113,6 +114,9 @@ _ADS = {"ads": {}, "resource_api_version": "V3"}
 
 
 def _is_ip(host: str) -> bool:
+    """(compiler.language.endpoints.is_ip, which the backends may not import: a layer above)"""
+    import ipaddress
+
     try:
         ipaddress.ip_address(host)
         return True
@@ -125,10 +129,6 @@ def _is_ip(host: str) -> bool:
 XDS_SERVER_NAME = names.CONTROL_SERVER_NAME
 
 
-def xds_server_id(trust_domain: str) -> str:
-    return f"spiffe://{trust_domain}/meshc/control"
-
-
 def xds_tls(identity: str, trust_domain: str) -> dict:
     """The xDS channel's mutual TLS: present DIR/cert.pem and DIR/key.pem (the sidecar's identity
     from `meshc ca issue`), trust DIR/ca.pem, and accept only the control plane's certificate
@@ -138,13 +138,13 @@ def xds_tls(identity: str, trust_domain: str) -> dict:
         "@type": names.UPSTREAM_TLS,
         "common_tls_context": {
             "alpn_protocols": ["h2"],
-            "tls_certificates": [{"certificate_chain": {"filename": f"{directory}/cert.pem"},
-                                  "private_key": {"filename": f"{directory}/key.pem"}}],
-            "tls_params": {"tls_maximum_protocol_version": "TLSv1_3", "tls_minimum_protocol_version": "TLSv1_2"},
+            "tls_certificates": [{"certificate_chain": {"filename": f"{directory}/{CERT_FILE}"},
+                                  "private_key": {"filename": f"{directory}/{KEY_FILE}"}}],
+            "tls_params": UPSTREAM_TLS_PARAMS,
             "validation_context": {
-                "match_typed_subject_alt_names": [{"matcher": {"exact": xds_server_id(trust_domain)},
+                "match_typed_subject_alt_names": [{"matcher": {"exact": names.control_id(trust_domain)},
                                                    "san_type": "URI"}],
-                "trusted_ca": {"filename": f"{directory}/ca.pem"},
+                "trusted_ca": {"filename": f"{directory}/{CA_FILE}"},
             },
         },
         "sni": XDS_SERVER_NAME,

@@ -42,6 +42,12 @@ CA_SECRET = "mesh_ca"            # the mesh CA that peers' certificates must cha
 # `meshc status` ask for (compiler/control/sds.py issues it).
 CONTROL_SERVER_NAME = "meshc-control"
 
+
+def control_id(trust_domain: str) -> str:
+    """The SPIFFE ID of `meshc serve --ca`: its certificate's URI SAN, which bootstraps match."""
+    return f"spiffe://{trust_domain}/meshc/control"
+
+
 # The key of Envoy's `metadata.filter_metadata` under which every resource records its provenance.
 METADATA_KEY = "meshc"
 
