@@ -561,29 +561,16 @@ class InlineServer:
 
 
 def _control_cert(ca_dir: str) -> tuple[bytes, bytes]:
-    """A server certificate of the mesh CA with the DNS SAN `meshc-control` (the name the client
-    checks: the channel contract of `meshc serve --ca`)."""
+    """The certificate `meshc serve --ca` presents, issued as it issues it (compiler/control/sds.py):
+    the DNS SAN `meshc-control` (the name the client checks) and the control plane's SPIFFE ID."""
     import datetime as dt
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID
-
+    from compiler.backends.envoy.names import CONTROL_SERVER_NAME, control_id
+    from compiler.ca import certs
     from compiler.ca import files as ca_files
 
     ca = ca_files.read_ca(ca_dir)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(ca.cert.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=1)).not_valid_after(now + dt.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("meshc-control")]), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca.key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
+    return certs.issue(ca, control_id(ca.trust_domain), 1, dt.datetime.now(dt.UTC), (CONTROL_SERVER_NAME,))
 
 
 def _b64(data: bytes) -> str:

@@ -134,7 +134,9 @@ def match_covers(a: ir.Match, b: ir.Match) -> bool:
 # ---- an index of earlier matches: the ones that may cover a new one ---------------------------
 
 _PATH_KINDS = frozenset(("exact", "prefix", "segment_prefix", "regex"))
-_LITERAL_RUN = re.compile(r"[^\\.^$|?*+()\[\]{}]*")  # characters that stand for themselves in RE2
+# characters that stand for themselves in RE2 (a string: `re` compiles and caches it on first use,
+# not at every `meshc check`'s import)
+_LITERAL_RUN = r"[^\\.^$|?*+()\[\]{}]*"
 
 
 def regex_literal_prefix(pattern: str) -> str:
@@ -143,7 +145,7 @@ def regex_literal_prefix(pattern: str) -> str:
     pattern has an alternation anywhere (the matching is case-sensitive: RE2's default)."""
     if "|" in pattern:
         return ""
-    end = _LITERAL_RUN.match(pattern).end()  # type: ignore[union-attr]  # `*` always matches
+    end = re.match(_LITERAL_RUN, pattern).end()  # type: ignore[union-attr]  # `*` always matches
     if pattern[end:end + 1] in ("?", "*", "{"):
         end -= 1  # the last literal may be absent (before a `+` it is there at least once)
     return pattern[:max(end, 0)]

@@ -412,7 +412,7 @@ class ItemCache:
         self._sources: dict[str, SourceFile] = {}
         # path -> item text -> (the item's AST, every Span object in it, the offset it starts at)
         self._items: dict[str, dict[str, tuple[object, list[Span], int]]] = {}
-        self.reused = self.parsed = 0   # items, over the cache's life
+        self.reused = 0   # items reused, over the cache's life
 
     def source(self, path: str, text: str) -> SourceFile:
         """The one SourceFile of `path`, now holding `text`."""
@@ -457,7 +457,6 @@ class ItemCache:
                 if local.sorted():
                     return parse_source(source, diags)
                 entry = (item, _spans(item), a)
-                self.parsed += 1
             now[piece] = entry
             items.append(item)
         self._items[source.path] = now

@@ -62,7 +62,6 @@ class XdsLink:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.app: Any = None
         self.stopping = False
-        self.restarts = 0
 
     # ---- the helper process -----------------------------------------------------------------------
 
@@ -83,10 +82,6 @@ class XdsLink:
         self.started = time.monotonic()
         self.buffer = b""
 
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
     def _ended(self) -> float:
         """The helper closed its stdout: reap it; the delay before the next one."""
         proc = self.proc
@@ -100,7 +95,6 @@ class XdsLink:
         if time.monotonic() - self.started >= HEALTHY_SECONDS:
             self.delay = BACKOFF_FIRST
         delay, self.delay = self.delay, min(self.delay * 2, BACKOFF_MAX)
-        self.restarts += 1
         log.warning("xDS client (pid %d) exited with code %s; keeping the current config, a new one in %.1f s",
                     proc.pid, code, delay)
         return delay

@@ -139,14 +139,12 @@ def virtual_host(svc: ir.Service, clusters: dict[tuple[str, str], str]) -> dict:
     }
 
 
-def outbound_route_configuration(program: ir.Program, hosts: tuple[str, ...] | None = None) -> dict:
-    """The `RouteConfiguration` of a sidecar's outbound listener: a virtual host per destination in
-    its scope (`hosts`, compiler/ir/scope.py; None: every service). `routes S` is what any
+def outbound_route_configuration(program: ir.Program) -> dict:
+    """The `RouteConfiguration` of an outbound listener whose scope is every service (a scoped
+    one: `outbound_route_configuration_of` over the scope's virtual hosts). `routes S` is what any
     caller's sidecar does with a request to S, so a virtual host is the same in every scope."""
     clusters = cluster_map(program)
-    wanted = set(hosts) if hosts is not None else None
-    return outbound_route_configuration_of(
-        [virtual_host(svc, clusters) for svc in program.services if wanted is None or svc.name in wanted])
+    return outbound_route_configuration_of([virtual_host(svc, clusters) for svc in program.services])
 
 
 def outbound_route_configuration_of(virtual_hosts: list[dict]) -> dict:

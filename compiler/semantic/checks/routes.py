@@ -74,11 +74,8 @@ def check_unreachable(ctx: Context, block: ast.Routes) -> None:
 
 def stream_idle_timeout(svc: ast.Service | None) -> tuple[int, ast.Setting | None]:
     """The stream idle timeout of a service's own sidecar (ms), and the setting that wrote it."""
-    if svc is not None and svc.sidecar is not None:
-        for s in svc.sidecar.settings:
-            if s.key == "stream_idle_timeout":
-                return s.values[0].value, s
-    return SIDECAR.default("stream_idle_timeout"), None
+    s = svc.sidecar.get("stream_idle_timeout") if svc is not None and svc.sidecar is not None else None
+    return (s.values[0].value, s) if s is not None else (SIDECAR.default("stream_idle_timeout"), None)
 
 
 def check_stream_idle(ctx: Context, route: ast.Route, stream_idle: tuple[int, ast.Setting | None]) -> None:
