@@ -97,26 +97,30 @@ def main(argv: list[str] | None = None, prog: str = "python -m runtime_proxy") -
         return EXIT_USAGE
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
                         format="%(asctime)s runtime_proxy %(levelname)s %(message)s")
+    app = open_app(args, args.config)
+    if isinstance(app, str):
+        print(app, file=sys.stderr)
+        return EXIT_CONFIG
+    return app.run()
+
+
+def open_app(args: argparse.Namespace, path: str, link: Any = None) -> ProxyApp | str:
+    """The proxy on the config at `path`, or why it cannot run it (one line)."""
     # the config is validated in a child process: pydantic never enters this one (config/child.py)
     from runtime_proxy.config import child
     from runtime_proxy.decide.table import TableError, compile_config
     from runtime_proxy.net.tls import TlsError
 
     try:
-        data = child.load(args.config)
+        data = child.load(path)
         table = compile_config(data)
+        return ProxyApp(args, table, data, link)
     except child.LoadError as err:
-        print(err.message, file=sys.stderr)
-        return EXIT_CONFIG
+        return err.message
     except TableError as err:
-        print(f"{args.config}: invalid config: {err}", file=sys.stderr)
-        return EXIT_CONFIG
-    try:
-        app = ProxyApp(args, table, data)
+        return f"{path}: invalid config: {err}"
     except TlsError as err:
-        print(f"{args.config}: cannot use the identity files (mtls): {err.message}", file=sys.stderr)
-        return EXIT_CONFIG
-    return app.run()
+        return f"{path}: cannot use the identity files (mtls): {err.message}"
 
 
 def main_xds(args: argparse.Namespace, prog: str) -> int:
@@ -169,24 +173,14 @@ def main_xds(args: argparse.Namespace, prog: str) -> int:
         return EXIT_USAGE
     args.config = os.path.join(state_dir, "config.json")
     link = XdsLink(args.xds_server, args.node, state_dir, args.xds_identity, args.log_level)
-    from runtime_proxy.config import child
-    from runtime_proxy.decide.table import TableError, compile_config
-    from runtime_proxy.net.tls import TlsError
-
     apps: list[ProxyApp] = []
 
     def start(path: str) -> tuple[bool, str]:
-        try:
-            data = child.load(path)
-            table = compile_config(data)
-            apps.append(ProxyApp(args, table, data, link))
-        except child.LoadError as err:
-            return False, err.message
-        except TableError as err:
-            return False, f"{path}: invalid config: {err}"
-        except TlsError as err:
-            return False, f"cannot use the identity files (mtls): {err.message}"
-        return True, f"version {table.version} applied"
+        app = open_app(args, path, link)
+        if isinstance(app, str):
+            return False, app
+        apps.append(app)
+        return True, f"version {app.rt.table.version} applied"
 
     def stop(signum: int, frame: object) -> None:
         raise Stop
