@@ -130,9 +130,15 @@ class Diagnostic:
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
-    """A hint naming the closest candidate, or None when nothing is close: a candidate that
-    differs only in case first (`STRICT`: `strict`), else the most similar one, as written or
-    ignoring case."""
+    """A hint naming the closest candidate (`closest`), or None when nothing is close."""
+    close = closest(name, candidates)
+    return f"did you mean `{close}`?" if close is not None else None
+
+
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to `name`, or None when nothing is close: a candidate that differs
+    only in case first (`STRICT`: `strict`), else the most similar one, as written or ignoring
+    case."""
     import difflib  # only a run with a misspelt name pays for it
     words = sorted(set(candidates))
     folded = name.casefold()
@@ -142,7 +148,7 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     if not close:
         by_folded = {w.casefold(): w for w in reversed(words)}
         close = [by_folded[w] for w in difflib.get_close_matches(folded, list(by_folded), n=1, cutoff=0.6)]
-    return f"did you mean `{close[0]}`?" if close else None
+    return close[0] if close else None
 
 
 class Collector:

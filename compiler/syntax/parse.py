@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from itertools import accumulate, pairwise
 
-from compiler.core.diagnostics import Collector, did_you_mean
+from compiler.core.diagnostics import Collector, closest, did_you_mean
 from compiler.core.source import SourceFile, Span
 from compiler.syntax import ast
 from compiler.syntax.build import Builder, reducers
@@ -326,9 +326,9 @@ def _broken_head(text: str, start: int, end: int) -> tuple[str, str] | None:
     head = re.compile(_TYPO_HEAD).match(text, start, end)
     if head:
         word = head.group(1)
-        hint = did_you_mean(word, _NAMED_ITEMS)  # as the E0101 hint guesses, among the named items
-        if hint is not None:
-            return hint.split("`")[1], head.group(2)
+        kind = closest(word, _NAMED_ITEMS)  # as the E0101 hint guesses, among the named items
+        if kind is not None:
+            return kind, head.group(2)
     return None
 
 
