@@ -147,13 +147,41 @@ def _remove_stale_scopes(out_dir: str) -> None:
         present = os.listdir(root)
     except OSError:
         return
-    used = names.scope_dirs_in_use(xds)
+    used = _scope_dirs_in_use(xds)
     stale = sorted(k for k in present if k not in used and os.path.isdir(os.path.join(root, k)))
     for key in stale:
         shutil.rmtree(os.path.join(root, key), ignore_errors=True)
     if stale:
         print(f"meshc: removed {len(stale)} stale scope director{'y' if len(stale) == 1 else 'ies'} under {root}",
               file=sys.stderr)
+
+
+def _scope_dirs_in_use(xds_dir: str) -> set[str]:
+    """The KEYs of xds_dir/scopes/KEY that the sidecars' files under `xds_dir` name: a CDS link
+    (SERVICE/cds.json) pointing into it, or a listener file (SERVICE/lds.json) naming its routes."""
+    from compiler.backends.envoy import names
+
+    used: set[str] = set()
+    try:
+        entries = os.listdir(xds_dir)
+    except OSError:
+        return used
+    for entry in entries:
+        cds = os.path.join(xds_dir, entry, names.CDS)
+        if os.path.islink(cds):
+            parts = os.path.normpath(os.path.join(entry, os.readlink(cds))).split(os.sep)
+            if len(parts) == 3 and parts[0] == names.SCOPES:
+                used.add(parts[1])
+        try:
+            with open(os.path.join(xds_dir, entry, "lds.json"), encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError:
+            continue
+        start = 0
+        while (at := text.find(f"/{names.SCOPES}/", start)) >= 0:
+            start = at + len(names.SCOPES) + 2
+            used.add(text[start:start + names.SCOPE_KEY_LENGTH])
+    return used
 
 
 def _ads_options(args) -> tuple[bool, tuple[tuple[str, int], ...]]:

@@ -75,13 +75,16 @@ def proxy_cds(service: str) -> str:
     return f"{service}/cds.json"
 
 
+SCOPE_KEY_LENGTH = 16   # hex digits of a scope's name (scope_key)
+
+
 def scope_key(hosts: tuple[str, ...]) -> str:
     """A scope's name in the file layout: the first 16 hex digits of the SHA-256 of its
     destinations' names, one per line, sorted (compiler/ir/scope.py). Derived from IR names only:
     a scope keeps its name while its destinations stay the same."""
     import hashlib
 
-    return hashlib.sha256("\n".join(hosts).encode()).hexdigest()[:16]
+    return hashlib.sha256("\n".join(hosts).encode()).hexdigest()[:SCOPE_KEY_LENGTH]
 
 
 def scope_rds(hosts: tuple[str, ...]) -> str:
@@ -100,34 +103,6 @@ def link_target(link: str, target: str) -> str:
     import posixpath
 
     return posixpath.relpath(target, posixpath.dirname(link))
-
-
-def scope_dirs_in_use(xds_dir: str) -> set[str]:
-    """The KEYs of xds_dir/scopes/KEY that the sidecars' files under `xds_dir` name: a CDS link
-    (SERVICE/cds.json) pointing into it, or a listener file (SERVICE/lds.json) naming its routes."""
-    import os
-
-    used: set[str] = set()
-    try:
-        entries = os.listdir(xds_dir)
-    except OSError:
-        return used
-    for entry in entries:
-        cds = os.path.join(xds_dir, entry, CDS)
-        if os.path.islink(cds):
-            parts = os.path.normpath(os.path.join(entry, os.readlink(cds))).split(os.sep)
-            if len(parts) == 3 and parts[0] == SCOPES:
-                used.add(parts[1])
-        try:
-            with open(os.path.join(xds_dir, entry, "lds.json"), encoding="utf-8") as fh:
-                text = fh.read()
-        except OSError:
-            continue
-        start = 0
-        while (at := text.find(f"/{SCOPES}/", start)) >= 0:
-            start = at + len(SCOPES) + 2
-            used.add(text[start:start + 16])
-    return used
 
 
 def sds(service: str, secret: str) -> str:
