@@ -24,6 +24,8 @@ Checked:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -613,6 +615,37 @@ def test_the_rotation_loop_survives_an_unexpected_error(tmp_path):
     assert any(line.startswith("rotated ") for line in lines), lines
 
 
+@contextlib.contextmanager
+def servicer_on_a_port(servicer):
+    """`servicer` (an AdsServicer) served by a grpc.aio server on a real loopback port, on an event
+    loop of its own in a thread: yields (loop, port); the server stops on exit."""
+    from envoy.service.discovery.v3 import ads_pb2_grpc
+
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    state: dict = {}
+
+    async def main() -> None:
+        state["stop"] = asyncio.Event()
+        server = grpc.aio.server()
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(servicer, server)
+        state["port"] = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        started.set()
+        await state["stop"].wait()
+        await server.stop(0)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    assert started.wait(10)
+    try:
+        yield loop, state["port"]
+    finally:
+        loop.call_soon_threadsafe(lambda: state["stop"].set())
+        thread.join(10)
+        loop.close()
+
+
 def test_a_stream_never_gets_a_snapshot_of_another_identity_than_the_one_admitted(tmp_path):
     """The re-check at a publish awaits (the real one issues a certificate in a worker thread);
     an edit that changes web's identity is published meanwhile, with requests of the stream
@@ -620,7 +653,6 @@ def test_a_stream_never_gets_a_snapshot_of_another_identity_than_the_one_admitte
     the stream ends with PERMISSION_DENIED and gets nothing of the new snapshot. In process: the
     servicer on a real port, its admission the test's (what `meshc serve --ca` passes checks the
     client certificate; here the admitted identity is the node's at admission)."""
-    from envoy.service.discovery.v3 import ads_pb2_grpc
 
     from compiler import api
     from compiler.control import ads, snapshot
@@ -631,62 +663,43 @@ def test_a_stream_never_gets_a_snapshot_of_another_identity_than_the_one_admitte
     path.write_text(path.read_text().replace("  port 8001\n", f'  port 8001\n  identity "{spiffe("web2")}"\n'))
     after = snapshot.build_all(api.compile([str(path)]))
     assert after["web"].identity == spiffe("web2")
-    loop = asyncio.new_event_loop()
     calls: list[str] = []
-    started = threading.Event()
-    state: dict = {}
+    gate = asyncio.Event()   # (bound to the server's loop when first awaited)
 
     async def admit(node: str, context) -> str | None:
-        service, _ = ads.resolve(node, state["servicer"].snapshots)
-        identity = state["servicer"].snapshots[service].identity
+        service, _ = ads.resolve(node, servicer.snapshots)
+        identity = servicer.snapshots[service].identity
         calls.append(node)
         if len(calls) == 2:   # the re-check at the first publish: held until the test releases it
-            await state["gate"].wait()
+            await gate.wait()
         return identity
 
-    async def main() -> None:
-        state["gate"], state["stop"] = asyncio.Event(), asyncio.Event()
-        server = grpc.aio.server()
-        state["servicer"] = ads.AdsServicer(before, admit=admit)
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(state["servicer"], server)
-        state["port"] = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        started.set()
-        await state["stop"].wait()
-        await server.stop(0)
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    assert started.wait(10)
-    web = RawClient(state["port"])
-    try:
-        web.send(CLUSTER, node="web")
-        clusters = web.receive()
-        web.send(CLUSTER, version=clusters.version_info, nonce=clusters.nonce)
-        # the same identity in a new snapshot object (publish wakes only the nodes whose snapshot is
-        # another object): re-checked ...
-        import dataclasses
-
-        loop.call_soon_threadsafe(state["servicer"].publish, {**before, "web": dataclasses.replace(before["web"])})
-        deadline = time.monotonic() + 10
-        while len(calls) < 2:   # ... and held there
-            assert time.monotonic() < deadline, calls
-            time.sleep(0.01)
-        web.send(SECRET, names=["identity", "mesh_ca"])   # queued behind the held re-check
-        web.send("type.googleapis.com/envoy.config.listener.v3.Listener")
-        time.sleep(0.2)
-        loop.call_soon_threadsafe(state["servicer"].publish, after)   # web is now spiffe://.../web2
-        loop.call_soon_threadsafe(lambda: loop.call_later(0.1, state["gate"].set))
-        with pytest.raises(grpc.RpcError) as err:
-            web.receive()
-        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, err.value
-        assert spiffe("web2") in err.value.details() and spiffe("web") in err.value.details()
-        assert web.responses.empty()
-    finally:
-        web.close()
-        loop.call_soon_threadsafe(lambda: state["stop"].set())
-        thread.join(10)
-        loop.close()
+    servicer = ads.AdsServicer(before, admit=admit)
+    with servicer_on_a_port(servicer) as (loop, port):
+        web = RawClient(port)
+        try:
+            web.send(CLUSTER, node="web")
+            clusters = web.receive()
+            web.send(CLUSTER, version=clusters.version_info, nonce=clusters.nonce)
+            # the same identity in a new snapshot object (publish wakes only the nodes whose snapshot is
+            # another object): re-checked ...
+            loop.call_soon_threadsafe(servicer.publish, {**before, "web": dataclasses.replace(before["web"])})
+            deadline = time.monotonic() + 10
+            while len(calls) < 2:   # ... and held there
+                assert time.monotonic() < deadline, calls
+                time.sleep(0.01)
+            web.send(SECRET, names=["identity", "mesh_ca"])   # queued behind the held re-check
+            web.send("type.googleapis.com/envoy.config.listener.v3.Listener")
+            time.sleep(0.2)
+            loop.call_soon_threadsafe(servicer.publish, after)   # web is now spiffe://.../web2
+            loop.call_soon_threadsafe(lambda: loop.call_later(0.1, gate.set))
+            with pytest.raises(grpc.RpcError) as err:
+                web.receive()
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, err.value
+            assert spiffe("web2") in err.value.details() and spiffe("web") in err.value.details()
+            assert web.responses.empty()
+        finally:
+            web.close()
 
 
 def test_a_node_the_admission_does_not_know_is_never_served_unchecked(tmp_path):
@@ -694,43 +707,23 @@ def test_a_node_the_admission_does_not_know_is_never_served_unchecked(tmp_path):
     in a worker thread meanwhile): a stream naming that node is then unknown to the admission
     but still in the snapshots served. It ends with NOT_FOUND, never served without the check.
     In process: the servicer on a real port, an admission that knows no node."""
-    from envoy.service.discovery.v3 import ads_pb2_grpc
 
     from compiler import api
     from compiler.control import ads, snapshot
 
     ports = {k: free_port() for k in ("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP")}
     served = snapshot.build_all(api.compile([str(write_policy(tmp_path / "fleet.mesh", ports))]))
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    state: dict = {}
-
     async def admit(node: str, context) -> str | None:
         return None   # the base no longer has it
 
-    async def main() -> None:
-        state["stop"] = asyncio.Event()
-        server = grpc.aio.server()
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads.AdsServicer(served, admit=admit), server)
-        state["port"] = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        started.set()
-        await state["stop"].wait()
-        await server.stop(0)
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    assert started.wait(10)
-    web = RawClient(state["port"])
-    try:
-        web.send(CLUSTER, node="web")
-        with pytest.raises(grpc.RpcError) as err:
-            web.receive()
-        assert err.value.code() == grpc.StatusCode.NOT_FOUND, err.value
-        assert "unknown node 'web'" in err.value.details()
-        assert web.responses.empty()
-    finally:
-        web.close()
-        loop.call_soon_threadsafe(lambda: state["stop"].set())
-        thread.join(10)
-        loop.close()
+    with servicer_on_a_port(ads.AdsServicer(served, admit=admit)) as (_loop, port):
+        web = RawClient(port)
+        try:
+            web.send(CLUSTER, node="web")
+            with pytest.raises(grpc.RpcError) as err:
+                web.receive()
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND, err.value
+            assert "unknown node 'web'" in err.value.details()
+            assert web.responses.empty()
+        finally:
+            web.close()
