@@ -66,6 +66,10 @@ def run(argv: list[str]) -> int:
         from compiler.cli.serve import serve
 
         return serve(files, args)
+    if args.command == "graph":
+        from compiler.cli.graph import graph
+
+        return graph(files, args)
     from compiler.cli.compile import check, compile_command
 
     if args.command == "check":

@@ -12,7 +12,7 @@ TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without 
 if TYPE_CHECKING:
     from typing import NoReturn
 
-COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp", "ca", "doctor", "serve", "status")
+COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp", "ca", "doctor", "serve", "status", "graph")
 FORMATS = ("human", "json", "sarif", "github")
 # What `meshc compile --emit` prints: the stages of a compile, in order.
 STAGES = ("tokens", "ast", "ir", "envoy", "native")
@@ -157,6 +157,29 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                                  "ca.pem): the client certificate a server started with --ca requires")
         status.add_argument("--output-format", "--format", dest="output_format", choices=("human", "json"),
                             default="human", help="a table (default) or JSON (a stable shape, `schema` 1)")
+    if only in (None, "graph"):
+        graph = sub.add_parser("graph", help="draw the policy: services, who may call whom, routes (HTML or SVG)",
+                               description="Compile a program and draw its policy from the IR: each service as a "
+                                           "card (subsets, limits, retry budget, outlier detection, routes with "
+                                           "their matches, splits and weights, timeouts, retries, faults, "
+                                           "mirrors), each caller the destination's rules admit as an edge "
+                                           "(allowed for every request, or partial: for some paths, methods or "
+                                           "headers), denied pairs in their own style, and a matrix of every "
+                                           "caller-service pair. HTML is one self-contained page (no network "
+                                           "access); SVG is the picture alone. Nothing is written on error. "
+                                           "Exit 0 written, 1 errors in the program, 2 usage or I/O error.")
+        graph.add_argument("files", nargs="+", metavar="FILES",
+                           help=".mesh files or directories (searched for .mesh files); together they form one program")
+        graph.add_argument("-o", "--output", metavar="FILE",
+                           help="where to write: policy.html or policy.svg (the format from the suffix); - or "
+                                "nothing: standard output (HTML unless --format svg)")
+        graph.add_argument("--format", choices=("html", "svg"), default=None,
+                           help="html (a page with details on click) or svg (the picture alone); default: from "
+                                "the suffix of -o")
+        graph.add_argument("--output-format", dest="output_format", choices=FORMATS, default="human",
+                           help="how diagnostics are printed: human (default), json, sarif or github")
+        graph.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                           help="colour in human output (default: auto, only on a terminal; NO_COLOR disables)")
     if only is None:  # listed for --help only: run() hands `meshc proxy ...` to runtime_proxy as it is
         sub.add_parser("proxy", add_help=False,
                        help="run the native sidecar proxy on a compiled config (`meshc proxy --help`)")
