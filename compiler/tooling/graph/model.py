@@ -197,11 +197,11 @@ def match_text(m: ir.Match) -> str:
     return " ".join(parts) or "any request"
 
 
-def _retry(r: ir.Retry) -> str:
-    text = f"retry {r.num_retries}x on {','.join(r.retry_on + tuple(map(str, r.retriable_status_codes)))}"
+def _retry(r: ir.Retry) -> list[str]:
+    out = [f"retry {r.num_retries}x on {','.join(r.retry_on + tuple(map(str, r.retriable_status_codes)))}"]
     if r.per_try_timeout_ms:
-        text += f" per try {_ms(r.per_try_timeout_ms)}"
-    return text + f" backoff {_ms(r.backoff_base_ms)}..{_ms(r.backoff_max_ms)}"
+        out.append(f"per try {_ms(r.per_try_timeout_ms)}")
+    return [*out, f"backoff {_ms(r.backoff_base_ms)}..{_ms(r.backoff_max_ms)}"]
 
 
 def _route(svc: ir.Service, r: ir.Route) -> RouteView:
@@ -214,7 +214,7 @@ def _route(svc: ir.Service, r: ir.Route) -> RouteView:
         key = None
     settings = ["timeout " + (_ms(r.timeout_ms) if r.timeout_ms else "none")]
     if r.retry is not None:
-        settings.append(_retry(r.retry))
+        settings += _retry(r.retry)
     if r.fault is not None:
         if r.fault.abort is not None:
             settings.append(f"fault abort {r.fault.abort.http_status} {_pct(r.fault.abort.percent)}")
@@ -231,14 +231,14 @@ def _route(svc: ir.Service, r: ir.Route) -> RouteView:
 
 def _resilience(svc: ir.Service) -> tuple[str, ...]:
     lim = svc.limits
-    out = [f"limits conn {lim.max_connections} pending {lim.max_pending_requests} req {lim.max_requests}"
-           + ("" if svc.retry_budget is not None else f" retries {lim.max_retries}")]
+    retries = "" if svc.retry_budget is not None else f", retries {lim.max_retries}"
+    out = [f"limits: conn {lim.max_connections}, pending {lim.max_pending_requests}, req {lim.max_requests}{retries}"]
     if svc.retry_budget is not None:
-        out.append(f"retry budget {_pct(svc.retry_budget.percent)} min {svc.retry_budget.min_concurrency}")
+        out.append(f"retry budget: {_pct(svc.retry_budget.percent)}, min {svc.retry_budget.min_concurrency}")
     o = svc.outlier
     if o is not None:
-        gw = f" {o.consecutive_gateway_errors}x gw" if o.consecutive_gateway_errors else ""
-        out.append(f"outlier {o.consecutive_5xx}x 5xx{gw} eject {_ms(o.base_ejection_ms)} "
+        gw = f", {o.consecutive_gateway_errors}x gateway error" if o.consecutive_gateway_errors else ""
+        out.append(f"outlier: {o.consecutive_5xx}x 5xx{gw}, every {_ms(o.interval_ms)}, eject {_ms(o.base_ejection_ms)}, "
                    f"max {_pct(o.max_ejection_percent)}")
     return tuple(out)
 

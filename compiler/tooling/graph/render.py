@@ -28,7 +28,7 @@ LINE = 15
 GAP_X = 110
 GAP_Y = 26
 MARGIN = 24
-LEGEND_H = 74
+LEGEND_H = 92
 CELL = 24
 
 DOT = " \u00b7 "
@@ -53,27 +53,60 @@ def _fit(text: str, limit: int = MAX_CHARS) -> tuple[str, bool]:
 
 # ---- the cards -------------------------------------------------------------------------------------
 
-def _route_lines(r: RouteView, own: str) -> list[tuple[str, str]]:
-    out = [("route", f"{r.name}: " + " or ".join(r.matches))]
+Line = tuple[str, str, tuple[tuple[str, int], ...]]   # (class, text, a split's (label, weight) for its bar)
+
+
+def _wrap(cls: str, text: str, sep: str = DOT, indent: str = "    ", most: int = 3) -> list[Line]:
+    """One logical line as at most `most` card lines, broken between `sep`-separated parts;
+    what does not fit ends in an ellipsis (the whole text is in the line's tooltip and the
+    details panel)."""
+    room = MAX_CHARS - len(indent)
+    parts: list[tuple[str, str]] = []   # (what joins it to the part before on one line, the part)
+    for i, part in enumerate(text.split(sep)):
+        joiner = sep if i else ""
+        while len(part) > room and "," in part[:room]:
+            cut = part.rindex(",", 0, room) + 1   # a long list: broken after a comma
+            parts.append((joiner, part[:cut]))
+            joiner, part = "", part[cut:]
+        parts.append((joiner, part))
+    lines: list[str] = []
+    current = parts[0][1]
+    for joiner, part in parts[1:]:
+        if len(current) + len(joiner) + len(part) <= MAX_CHARS:
+            current += joiner + part
+        else:
+            lines.append(current + (joiner.rstrip() if joiner.strip() == "," else ""))
+            current = indent + part
+    lines.append(current)
+    if len(lines) > most:
+        lines = lines[:most - 1] + [lines[most - 1] + sep + "\u2026"]
+    return [(cls, line, ()) for line in lines]
+
+
+def _route_lines(r: RouteView, own: str) -> list[Line]:
+    out = _wrap("route", f"{r.name}: " + " or ".join(r.matches), sep=" or ", most=2)
     targets = []
     for service, subset, weight in r.targets:
         name = subset if service == own else f"{service}.{subset}"
         targets.append(name if weight is None else f"{name} {weight}")
-    head = "\u2192 " + " / ".join(targets)
+    head = "  \u2192 " + " / ".join(targets)
     if r.key_header is not None:
         head += f" by {r.key_header}"
-    out.append(("rset", "  " + " \u00b7 ".join([head, *r.settings])))
+    out += _wrap("rset", DOT.join([head, *r.settings]), most=4)
+    if len(r.targets) > 1:
+        bar = tuple((sub if svc == own else f"{svc}.{sub}", w or 0) for svc, sub, w in r.targets)
+        out.append(("split", "", bar))
     return out
 
 
-def _card_lines(s: ServiceView) -> list[tuple[str, str]]:
+def _card_lines(s: ServiceView) -> list[Line]:
     subsets = " ".join(f"{name}\u00d7{count}" for name, count in s.subsets)
-    lines = [("meta", f"mtls {s.mtls} \u00b7 port {s.port} \u00b7 subsets {subsets}")]
-    lines += [("res", text) for text in s.resilience]
+    lines = _wrap("meta", DOT.join([f"mtls {s.mtls}", f"port {s.port}", f"subsets {subsets}"]))
+    lines += [line for text in s.resilience for line in _wrap("res", text, sep=", ")]
     for r in s.routes:
         lines += _route_lines(r, s.name)
-    lines.append(("authz", "authz: " + s.authz))
-    lines.append(("anyone", "any caller: " + _access_words(s.anonymous)))
+    lines += _wrap("authz", "authz: " + s.authz, sep=", ")
+    lines += _wrap("anyone", "any caller: " + _access_words(s.anonymous), sep=", ")
     return lines
 
 
@@ -89,6 +122,29 @@ def _height(s: ServiceView) -> int:
     return HEAD + 6 + LINE * len(_card_lines(s))
 
 
+SPLIT_COLOURS = ("#5c6bc0", "#26a69a", "#ab47bc", "#ef6c00", "#8d6e63", "#78909c")
+
+
+def _split_bar(bar: tuple[tuple[str, int], ...], y: int, width: int) -> str:
+    total = sum(w for _, w in bar) or 1
+    x0, span = 20, width - 40
+    out = [f'<g class="split-bar" transform="translate(0,{y - 10})">']
+    x = x0
+    for i, (label, weight) in enumerate(bar):
+        w = span * weight // total if i < len(bar) - 1 else x0 + span - x
+        if w <= 0:
+            continue
+        text = f"{label} {weight * 100 / total:.4g}%"
+        out.append(f'<rect class="segment" data-subset="{_a(label)}" data-weight="{weight}" x="{x}" y="0" '
+                   f'width="{w}" height="12" fill="{SPLIT_COLOURS[i % len(SPLIT_COLOURS)]}">'
+                   f"<title>{_a(text)}</title></rect>")
+        if len(text) * 6.1 + 4 <= w:
+            out.append(f'<text class="segment-label" x="{x + w // 2}" y="10" text-anchor="middle">{_a(text)}</text>')
+        x += w
+    out.append("</g>")
+    return "".join(out)
+
+
 def _card(s: ServiceView, box: Box) -> str:
     out = [f'<g class="node" id="node-{_a(s.name)}" data-service="{_a(s.name)}" data-namespace="{_a(s.namespace)}" '
            f'tabindex="0" transform="translate({box.x},{box.y})">',
@@ -98,10 +154,13 @@ def _card(s: ServiceView, box: Box) -> str:
            f'<text class="name" x="10" y="19">{_a(s.name)}</text>',
            f'<text class="ns" x="{box.width - 10}" y="19" text-anchor="end">{_a(s.namespace)}</text>']
     y = HEAD + 15
-    for cls, text in _card_lines(s):
-        shown, cut = _fit(text)
-        tip = f"<title>{_a(text)}</title>" if cut else ""
-        out.append(f'<text class="line {cls}" x="10" y="{y}" xml:space="preserve">{tip}{_a(shown)}</text>')
+    for cls, text, bar in _card_lines(s):
+        if bar:
+            out.append(_split_bar(bar, y, box.width))
+        else:
+            shown, cut = _fit(text)
+            tip = f"<title>{_a(text)}</title>" if cut else ""
+            out.append(f'<text class="line {cls}" x="10" y="{y}" xml:space="preserve">{tip}{_a(shown)}</text>')
         y += LINE
     out.append("</g>")
     return "\n".join(out)
@@ -134,24 +193,61 @@ def _geometry(a: Box, b: Box) -> tuple[str, str]:
     return "left", "left"
 
 
-def _path(a: Box, b: Box, y1: int, y2: int) -> tuple[str, int, int]:
-    """A cubic curve from `a` to `b`, and a point near its middle (for a label)."""
+class _Gaps:
+    """Where an edge may cross a column it does not stop at: above its first card, between two
+    cards, below its last; each crossing a few pixels from the one before in the same gap."""
+
+    def __init__(self, boxes: dict[str, Box]):
+        by_column: dict[int, list[Box]] = {}
+        for b in boxes.values():
+            by_column.setdefault(b.column, []).append(b)
+        self.x = {c: col[0].x for c, col in by_column.items()}
+        self.gaps: dict[int, list[int]] = {}
+        for c, col in by_column.items():
+            col.sort(key=lambda b: b.y)
+            ys = [col[0].y - 12]
+            ys += [(upper.y + upper.height + lower.y) // 2 for upper, lower in zip(col, col[1:])]
+            ys.append(col[-1].y + col[-1].height + 12)
+            self.gaps[c] = ys
+        self.used: dict[tuple[int, int], int] = {}
+
+    def cross(self, column: int, near: int) -> int:
+        y = min(self.gaps[column], key=lambda g: (abs(g - near), g))
+        n = self.used.get((column, y), 0)
+        self.used[(column, y)] = n + 1
+        return y + (n + 1) // 2 * 5 * (1 if n % 2 else -1)
+
+
+def _curve(xa: int, ya: int, xb: int, yb: int) -> str:
+    d = (xb - xa) // 2
+    return f"C{xa + d} {ya} {xb - d} {yb} {xb} {yb}"
+
+
+def _path(a: Box, b: Box, y1: int, y2: int, gaps: _Gaps) -> tuple[str, int, int]:
+    """A path of cubic curves from `a` to `b`, through the gaps of the columns between them, and
+    a point near its middle (for a label)."""
     out_side, in_side = _geometry(a, b)
     x1 = a.x + a.width if out_side == "right" else a.x
     x2 = b.x if in_side == "left" else b.x + b.width
-    if out_side == "right":
-        d = (x2 - x1) // 2
-        c1, c2 = x1 + d, x2 - d
-    elif in_side == "right":
-        d = (x1 - x2) // 2
-        c1, c2 = x1 - d, x2 + d
-    else:  # the same column: bulge to the left
+    end = x2 + (-3 if in_side == "left" else 3)   # the arrowhead ends at the card's edge
+    if out_side == in_side:  # the same column: bulge to the left
         d = 50 + abs(y2 - y1) // 6
-        c1, c2 = x1 - d, x2 - d
-    x2 += -3 if in_side == "left" else 3   # the arrowhead ends at the card's edge
-    mid_x = (x1 + 3 * c1 + 3 * c2 + x2) // 8
-    mid_y = (y1 + y2) // 2
-    return f"M{x1} {y1}C{c1} {y1} {c2} {y2} {x2} {y2}", mid_x, mid_y
+        return f"M{x1} {y1}C{x1 - d} {y1} {x2 - d} {y2} {end} {y2}", x1 - d * 3 // 4, (y1 + y2) // 2
+    step = 1 if b.column > a.column else -1
+    between = list(range(a.column + step, b.column, step))
+    points = [(x1, y1)]
+    for i, c in enumerate(between):
+        near = y1 + (y2 - y1) * (i + 1) // (len(between) + 1)
+        y = gaps.cross(c, near)
+        left, right = gaps.x[c], gaps.x[c] + a.width
+        points += [(left, y), (right, y)] if step == 1 else [(right, y), (left, y)]
+    points.append((end, y2))
+    d = f"M{x1} {y1}"
+    for i in range(1, len(points)):
+        (xa, ya), (xb, yb) = points[i - 1], points[i]
+        d += f"L{xb} {yb}" if i % 2 == 0 else _curve(xa, ya, xb, yb)
+    (xa, ya), (xb, yb) = points[0], points[1]
+    return d, (xa + xb) // 2, (ya + yb) // 2
 
 
 def _pair_class(acc: Access) -> str:
@@ -175,22 +271,28 @@ def _edges(graph: Graph, boxes: dict[str, Box]) -> list[str]:
         title = f"{link.source} \u2192 {link.target}: route {link.label}"
         drawn.append(("link", link.source, link.target, f"edge link {link.kind}", title,
                       f'data-kind="{link.kind}" data-route="{_a(link.route)}" marker-end="url(#arrow-link)"'))
+    shown = [kind == "link" or "named" in cls.split() for kind, _, _, cls, _, _ in drawn]
     ends = []
     for index, (kind, a, b, cls, _, _) in enumerate(drawn):
-        if kind == "pair" and "named" not in cls.split():
+        if not shown[index]:
             continue  # hidden by default: meets the card at the middle of its side
         out_side, in_side = _geometry(boxes[a], boxes[b])
         ends.append((a, out_side, b, f"{b}>{kind}", index))
         ends.append((b, in_side, a, f"{a}<{kind}", index))
     ports = _ports(boxes, ends)
-    out = []
-    labels = []
-    for index, (kind, a, b, cls, title, attrs) in enumerate(drawn):
+    gaps = _Gaps(boxes)
+    paths: dict[int, tuple[str, int, int]] = {}
+    for index in sorted(range(len(drawn)), key=lambda i: (not shown[i], i)):  # the gaps go to the shown first
+        _, a, b, _, _, _ = drawn[index]
         ba, bb = boxes[a], boxes[b]
         out_side, in_side = _geometry(ba, bb)
         y1 = ports.get((a, out_side, index), ba.y + ba.height // 2)
         y2 = ports.get((b, in_side, index), bb.y + bb.height // 2)
-        d, mx, my = _path(ba, bb, y1, y2)
+        paths[index] = _path(ba, bb, y1, y2, gaps)
+    out = []
+    labels = []
+    for index, (kind, a, b, cls, title, attrs) in enumerate(drawn):
+        d, mx, my = paths[index]
         out.append(f'<path class="{cls}" data-from="{_a(a)}" data-to="{_a(b)}" {attrs} d="{d}">'
                    f"<title>{_a(title)}</title></path>")
         if kind == "link":
@@ -287,6 +389,8 @@ STYLE = """
 .legend-text { font-size: 12px; fill: #263041; }
 .section { font-size: 14px; font-weight: bold; fill: #1a2333; }
 .col-label, .row-label { font-size: 12px; fill: #263041; }
+.segment-label { font-size: 10px; fill: #fff; font-weight: bold; pointer-events: none; }
+.segment { stroke: #fff; stroke-width: 1; }
 .cell { stroke: #fff; }
 .cell.allowed { fill: #c8e6c9; } .cell.partial { fill: #ffe0b2; } .cell.denied { fill: #ffcdd2; }
 .cell.open { fill: #f1f3f7; }
