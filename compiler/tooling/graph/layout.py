@@ -54,6 +54,16 @@ def _greedy_order(names: list[str], edges: set[tuple[str, str]]) -> list[str]:
     return left + right
 
 
+def _centre(n: str, ref: int, index: dict[str, int], neighbours: dict[str, list[str]],
+            column: dict[str, int]) -> tuple[int, int, str]:
+    """Where `n` goes in its column: the mean position of its neighbours in column `ref` (in
+    thousandths), or where it is when it has none there."""
+    near = [index[m] for m in neighbours[n] if column[m] == ref]
+    if not near:
+        return (index[n] * 1000, 0, n)
+    return (sum(near) * 1000 // len(near), 1, n)
+
+
 def layered(names: list[str], edges: set[tuple[str, str]], heights: dict[str, int], width: int,
             gap_x: int, gap_y: int, left: int, top: int) -> dict[str, Box]:
     """Boxes for `names` (each `width` wide and `heights[name]` tall) in columns, `gap_x` apart,
@@ -93,13 +103,8 @@ def _columns(names: list[str], edges: set[tuple[str, str]], heights: dict[str, i
         span = range(1, count) if sweep % 2 == 0 else range(count - 2, -1, -1)
         for c in span:
             ref = c - 1 if sweep % 2 == 0 else c + 1
-
-            def centre(n: str, ref: int = ref, c: int = c) -> tuple[int, int, str]:
-                near = [index[m] for m in neighbours[n] if column[m] == ref]
-                if not near:
-                    return (index[n] * 1000 * 2, 0, n)   # stays where it is
-                return (sum(near) * 1000 * 2 // len(near), 1, n)
-            columns[c] = sorted(columns[c], key=centre)
+            keys = {n: _centre(n, ref, index, neighbours, column) for n in columns[c]}
+            columns[c] = sorted(columns[c], key=keys.__getitem__)
             index.update({n: i for i, n in enumerate(columns[c])})
     tallest = max((sum(heights[n] for n in col) + gap_y * (len(col) - 1) for col in columns), default=0)
     boxes: dict[str, Box] = {}

@@ -205,6 +205,7 @@ def _retry(r: ir.Retry) -> list[str]:
 
 
 def _route(svc: ir.Service, r: ir.Route) -> RouteView:
+    targets: tuple[tuple[str, str, int | None], ...]
     if r.split is not None:
         targets = tuple((t.service, t.subset, t.weight) for t in r.split.targets)
         key = r.split.key_header
@@ -238,8 +239,8 @@ def _resilience(svc: ir.Service) -> tuple[str, ...]:
     o = svc.outlier
     if o is not None:
         gw = f", {o.consecutive_gateway_errors}x gateway error" if o.consecutive_gateway_errors else ""
-        out.append(f"outlier: {o.consecutive_5xx}x 5xx{gw}, every {_ms(o.interval_ms)}, eject {_ms(o.base_ejection_ms)}, "
-                   f"max {_pct(o.max_ejection_percent)}")
+        out.append(f"outlier: {o.consecutive_5xx}x 5xx{gw}, every {_ms(o.interval_ms)}, "
+                   f"eject {_ms(o.base_ejection_ms)}, max {_pct(o.max_ejection_percent)}")
     return tuple(out)
 
 

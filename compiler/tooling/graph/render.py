@@ -13,6 +13,7 @@ nothing is measured in the browser. Queryable attributes, for tests and users:
 
 from __future__ import annotations
 
+import itertools
 from html import escape
 
 from compiler.tooling.graph.layout import Box, layered
@@ -206,7 +207,7 @@ class _Gaps:
         for c, col in by_column.items():
             col.sort(key=lambda b: b.y)
             ys = [col[0].y - 12]
-            ys += [(upper.y + upper.height + lower.y) // 2 for upper, lower in zip(col, col[1:])]
+            ys += [(upper.y + upper.height + lower.y) // 2 for upper, lower in itertools.pairwise(col)]
             ys.append(col[-1].y + col[-1].height + 12)
             self.gaps[c] = ys
         self.used: dict[tuple[int, int], int] = {}
@@ -231,8 +232,8 @@ def _path(a: Box, b: Box, y1: int, y2: int, gaps: _Gaps) -> tuple[str, int, int]
     x2 = b.x if in_side == "left" else b.x + b.width
     end = x2 + (-3 if in_side == "left" else 3)   # the arrowhead ends at the card's edge
     if out_side == in_side:  # the same column: bulge to the left
-        d = 50 + abs(y2 - y1) // 6
-        return f"M{x1} {y1}C{x1 - d} {y1} {x2 - d} {y2} {end} {y2}", x1 - d * 3 // 4, (y1 + y2) // 2
+        bulge = 50 + abs(y2 - y1) // 6
+        return f"M{x1} {y1}C{x1 - bulge} {y1} {x2 - bulge} {y2} {end} {y2}", x1 - bulge * 3 // 4, (y1 + y2) // 2
     step = 1 if b.column > a.column else -1
     between = list(range(a.column + step, b.column, step))
     points = [(x1, y1)]
@@ -273,7 +274,7 @@ def _edges(graph: Graph, boxes: dict[str, Box]) -> list[str]:
                       f'data-kind="{link.kind}" data-route="{_a(link.route)}" marker-end="url(#arrow-link)"'))
     shown = [kind == "link" or "named" in cls.split() for kind, _, _, cls, _, _ in drawn]
     ends = []
-    for index, (kind, a, b, cls, _, _) in enumerate(drawn):
+    for index, (kind, a, b, _, _, _) in enumerate(drawn):
         if not shown[index]:
             continue  # hidden by default: meets the card at the middle of its side
         out_side, in_side = _geometry(boxes[a], boxes[b])
@@ -307,7 +308,7 @@ def _legend(x: int, y: int) -> tuple[str, int]:
     out = [f'<g class="legend" transform="translate({x},{y})">']
     for i, (cls, text) in enumerate(LEGEND):
         ly = 12 + i * 17
-        kind = "link" if cls == "link" else f"pair {cls} named"
+        kind = "link" if cls == "link" else cls
         out.append(f'<path class="edge {kind} sample" d="M0 {ly}H44" marker-end="url(#arrow-{cls})"/>')
         out.append(f'<text class="legend-text" x="56" y="{ly + 4}">{_a(text)}</text>')
     out.append("</g>")
@@ -374,9 +375,9 @@ STYLE = """
 .line.rset { fill: #3d4657; }
 .line.authz, .line.anyone { fill: #7a3b2e; }
 .edge { fill: none; stroke-width: 2; }
-.pair.allowed { stroke: #2e7d32; }
-.pair.partial { stroke: #c77700; stroke-dasharray: 7 4; }
-.pair.denied { stroke: #c62828; stroke-dasharray: 2 4; stroke-width: 1.6; }
+.edge.allowed { stroke: #2e7d32; }
+.edge.partial { stroke: #c77700; stroke-dasharray: 7 4; }
+.edge.denied { stroke: #c62828; stroke-dasharray: 2 4; stroke-width: 1.6; }
 .link { stroke: #1565c0; stroke-width: 2.4; }
 .link.mirror { stroke-dasharray: 1 5; stroke-linecap: round; }
 .pair.anyone, .pair.denied:not(.named) { display: none; }
@@ -466,7 +467,7 @@ main { padding: 12px; }
 SCRIPT = """
 (function () {
   var svg = document.getElementById("graph");
-  var hint = document.getElementById("hint");
+  var panel = document.getElementById("details");
   var current = null;
   function all(selector) { return Array.prototype.slice.call(document.querySelectorAll(selector)); }
   function select(name) {
@@ -542,8 +543,9 @@ def html_page(graph: Graph, title: str) -> str:
     named = sum(p.access.named and p.access.decision != "denied" for p in graph.pairs)
     counts = {d: sum(p.access.decision == d for p in graph.pairs) for d in DECISIONS}
     summary = (f"{len(graph.services)} services, trust domain <code>{_a(graph.trust_domain)}</code>; of "
-               f"{len(graph.pairs)} caller\u2192service pairs {counts['allowed']} allowed, {counts['partial']} partial, "
-               f"{counts['denied']} denied; {named} drawn by default (a rule names the caller).")
+               f"{len(graph.pairs)} caller\u2192service pairs {counts['allowed']} allowed, "
+               f"{counts['partial']} partial, {counts['denied']} denied; {named} drawn by default "
+               "(a rule names the caller).")
     csp = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
