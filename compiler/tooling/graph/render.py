@@ -85,7 +85,7 @@ def _wrap(cls: str, text: str, sep: str = DOT, indent: str = "    ", most: int =
 
 
 def _route_lines(r: RouteView, own: str) -> list[Line]:
-    out = _wrap("route", f"{r.name}: " + " or ".join(r.matches), sep=" or ", most=2)
+    out = _wrap("route", f"{r.name}: " + " or ".join(r.matches), sep=" ", most=3)
     targets = []
     for service, subset, weight in r.targets:
         name = subset if service == own else f"{service}.{subset}"
