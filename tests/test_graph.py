@@ -95,6 +95,97 @@ def test_canary_denies_every_other_caller():
     assert all("scope" in g.pair(c, "recommendations").access.reason for c in into)
 
 
+# A program with what the examples lack: a deny rule that names a caller (for every request, and
+# for a path), `from` rules on a plaintext-only service (W0604), routes that split and mirror to
+# other services.
+EDGES = """\
+mesh { trust_domain "t.local"  mtls strict }
+
+service gateway {
+  port 8000
+  namespace "edge"
+  endpoints ["127.0.0.1:18000"]
+}
+
+service api {
+  port 8001
+  namespace "core"
+  subset v1 { endpoints ["127.0.0.1:18101"] }
+  subset v2 { endpoints ["127.0.0.1:18102"] }
+}
+
+service legacy {
+  port 8002
+  namespace "core"
+  mtls disable
+  endpoints ["127.0.0.1:18201"]
+}
+
+service audit {
+  port 8003
+  namespace "ops"
+  endpoints ["127.0.0.1:18301"]
+}
+
+routes api {
+  route migrate {
+    match { path prefix "/old" }
+    split { api.v1 50  legacy 30  api.v2 20 }
+  }
+  route copy {
+    to api.v2
+    mirror audit 10%
+  }
+}
+
+authorization api {
+  default allow
+  deny no_gateway_admin { from service gateway  path prefix "/admin" }
+  deny no_audit { from service audit }
+}
+
+authorization legacy {
+  default deny
+  allow api { from service api }
+}
+
+authorization audit {
+  default deny
+  allow all_core { from namespace "core" }
+}
+"""
+
+
+def edges_program() -> tuple[api.Compilation, ir.Program]:
+    comp = api.compile([api.Text("edges.mesh", EDGES)])
+    assert comp.ir is not None, [d.message for d in comp.diagnostics]
+    return comp, comp.ir
+
+
+def test_named_denials_plaintext_and_route_edges():
+    _, prog = edges_program()
+    g = build(prog)
+    audit_api = g.pair("audit", "api").access   # deny no_audit { from service audit }, under default allow
+    assert (audit_api.decision, audit_api.named) == ("denied", True) and "no_audit" in audit_api.reason
+    gateway_api = g.pair("gateway", "api").access   # deny ... { from service gateway  path prefix "/admin" }
+    assert (gateway_api.decision, gateway_api.named) == ("partial", True)
+    assert g.pair("legacy", "api").access.decision == "allowed"   # the default, nothing names legacy
+    api_legacy = g.pair("api", "legacy").access   # `from service api` on an `mtls disable` service
+    assert (api_legacy.decision, api_legacy.named) == ("denied", True) and "plaintext" in api_legacy.reason
+    assert {(p.caller, p.dest) for p in g.pairs if p.access.decision == "allowed" and p.access.named} == {
+        ("api", "audit"), ("legacy", "audit")}   # allow all_core { from namespace "core" }
+    links = {(link.target, link.kind, link.label) for link in g.links}
+    assert links == {("legacy", "split", "migrate: 30/100"), ("audit", "mirror", "copy: mirror 10%")}
+    text = svg_document(g)
+    found = _elements(text)
+    shown = {(a["data-from"], a["data-to"]) for tag, a in found
+             if tag == "path" and {"pair", "named"} <= set((a.get("class") or "").split())}
+    assert ("audit", "api") in shown and ("api", "legacy") in shown   # named denials are drawn by default
+    assert {(a["data-from"], a["data-to"], a["data-kind"]) for tag, a in found
+            if tag == "path" and "link" in (a.get("class") or "").split() and "data-from" in a} == {
+        ("api", "legacy", "split"), ("api", "audit", "mirror")}
+
+
 # ---- by the native proxy's decision ---------------------------------------------------------------
 
 def _probes(dest: ir.Service) -> list[tuple[str, str, dict[str, list[str]]]]:
@@ -116,16 +207,19 @@ def _probes(dest: ir.Service) -> list[tuple[str, str, dict[str, list[str]]]]:
     return out
 
 
-@pytest.mark.parametrize("files", [[f] for f in EXAMPLES] + [["examples"]], ids=lambda f: f[0])
+@pytest.mark.parametrize("files", [[f] for f in EXAMPLES] + [["examples"], ["edges"]], ids=lambda f: f[0])
 def test_decisions_agree_with_the_native_proxy(files):
     from compiler.cli.inputs import expand_paths
 
-    with contextlib.chdir(ROOT):
-        paths, _ = expand_paths(files)
-    comp = compiled(*paths)
-    prog = program(*paths)
+    if files == ["edges"]:
+        comp, prog = edges_program()
+    else:
+        with contextlib.chdir(ROOT):
+            paths, _ = expand_paths(files)
+        comp, prog = compiled(*paths), program(*paths)
     names = [s.name for s in prog.services]
-    configs = {name: orjson.loads(data) for name, data in zip(names, comp.emit("native", names).outputs().values())}
+    outputs = comp.emit("native", names).outputs()
+    configs = {name: orjson.loads(outputs[f"{name}.native.json"]) for name in names}
     by_name = {s.name: s for s in prog.services}
     g = build(prog)
     assert len(g.pairs) == len(names) * (len(names) - 1)

@@ -21,6 +21,11 @@ already has, never with a second evaluator:
   **partial**  otherwise: some requests are admitted, depending on path, method or headers
                (the rules named in the pair's `reason` say which).
 
+A pair is `named` when a rule of the destination names the caller (a `from` its SPIFFE ID
+satisfies, even on a plaintext-only destination where it can never match): that is the policy's
+"who may call whom", what the picture draws by default; the rest is what every caller gets (rules
+without `from`, a default) and is shown on request.
+
 Routes, splits, retries, timeouts, faults, mirrors and the service's limits, retry budget and
 outlier detection apply to every caller alike (a caller's sidecar applies the destination's
 routes), so they are described once per service (`ServiceView`), with the services a route sends
@@ -124,7 +129,10 @@ def _takes_every_request(rule: ir.AuthzRule) -> bool:
 def access(dest: ir.Service, identity: str | None) -> Access:
     """What `dest`'s authorization does to the requests of a caller with this verified identity
     (None: a caller without one, or any caller of a destination that takes plaintext only)."""
-    if identity is not None and dest.mtls.mode == "disable":
+    # named: a rule names this caller, even one that a plaintext caller can never satisfy (W0604)
+    named = any(r.principals is not None and _can_match(r, identity) for r in dest.authorization.rules)
+    plaintext = identity is not None and dest.mtls.mode == "disable"
+    if plaintext:
         identity = None
     rules = [r for r in dest.authorization.rules if _can_match(r, identity)]
     denies = [r for r in rules if r.action == "deny"]
@@ -132,12 +140,13 @@ def access(dest: ir.Service, identity: str | None) -> Access:
     default_allow = dest.authorization.default == "allow"
     admitting = tuple(r.name for r in allows) + (("default allow",) if default_allow else ())
     denying = tuple(r.name for r in denies)
-    named = any(r.principals is not None for r in rules)
     total_deny = next((r for r in denies if _takes_every_request(r)), None)
     if total_deny is not None:
         return Access("denied", f"deny rule `{total_deny.name}` takes every request", admitting, denying, named)
     if not admitting:
-        why = "no allow rule names it" if identity is not None else "every allow rule needs a verified identity"
+        why = ("no allow rule names it" if identity is not None else
+               "the service takes plaintext only (mtls disable): a `from` rule never matches" if plaintext else
+               "every allow rule needs a verified identity")
         return Access("denied", f"default deny: {why}", admitting, denying, named)
     total_allow = next((r for r in allows if _takes_every_request(r)), None)
     if not denies and (default_allow or total_allow is not None):
@@ -271,20 +280,25 @@ def _service(svc: ir.Service) -> ServiceView:
         self_access=access(svc, svc.identity))
 
 
+def _subset(name: str) -> str:
+    """A subset of the service an edge points at, as a label says it (`default`: nothing)."""
+    return "" if name == "default" else name + " "
+
+
 def _links(svc: ir.Service) -> list[RouteLink]:
     out = []
     for r in svc.routes:
         if r.to is not None and r.to.service != svc.name:
-            out.append(RouteLink(svc.name, r.name, r.to.service, "to", f"{r.name}: to {r.to.subset}"))
+            out.append(RouteLink(svc.name, r.name, r.to.service, "to", f"{r.name}: to {_subset(r.to.subset)}".rstrip()))
         if r.split is not None:
             total = r.split.total_weight
             for t in r.split.targets:
                 if t.service != svc.name:
                     out.append(RouteLink(svc.name, r.name, t.service, "split",
-                                         f"{r.name}: {t.subset} {t.weight}/{total}"))
+                                         f"{r.name}: {_subset(t.subset)}{t.weight}/{total}"))
         if r.mirror is not None and r.mirror.service != svc.name:
             out.append(RouteLink(svc.name, r.name, r.mirror.service, "mirror",
-                                 f"{r.name}: mirror {r.mirror.subset} {_pct(r.mirror.percent)}"))
+                                 f"{r.name}: mirror {_subset(r.mirror.subset)}{_pct(r.mirror.percent)}"))
     return out
 
 

@@ -224,16 +224,15 @@ def _curve(xa: int, ya: int, xb: int, yb: int) -> str:
     return f"C{xa + d} {ya} {xb - d} {yb} {xb} {yb}"
 
 
-def _path(a: Box, b: Box, y1: int, y2: int, gaps: _Gaps) -> tuple[str, int, int]:
-    """A path of cubic curves from `a` to `b`, through the gaps of the columns between them, and
-    a point near its middle (for a label)."""
+def _path(a: Box, b: Box, y1: int, y2: int, gaps: _Gaps) -> str:
+    """A path of cubic curves from `a` to `b`, through the gaps of the columns between them."""
     out_side, in_side = _geometry(a, b)
     x1 = a.x + a.width if out_side == "right" else a.x
     x2 = b.x if in_side == "left" else b.x + b.width
     end = x2 + (-3 if in_side == "left" else 3)   # the arrowhead ends at the card's edge
     if out_side == in_side:  # the same column: bulge to the left
         bulge = 50 + abs(y2 - y1) // 6
-        return f"M{x1} {y1}C{x1 - bulge} {y1} {x2 - bulge} {y2} {end} {y2}", x1 - bulge * 3 // 4, (y1 + y2) // 2
+        return f"M{x1} {y1}C{x1 - bulge} {y1} {x2 - bulge} {y2} {end} {y2}"
     step = 1 if b.column > a.column else -1
     between = list(range(a.column + step, b.column, step))
     points = [(x1, y1)]
@@ -247,8 +246,7 @@ def _path(a: Box, b: Box, y1: int, y2: int, gaps: _Gaps) -> tuple[str, int, int]
     for i in range(1, len(points)):
         (xa, ya), (xb, yb) = points[i - 1], points[i]
         d += f"L{xb} {yb}" if i % 2 == 0 else _curve(xa, ya, xb, yb)
-    (xa, ya), (xb, yb) = points[0], points[1]
-    return d, (xa + xb) // 2, (ya + yb) // 2
+    return d
 
 
 def _pair_class(acc: Access) -> str:
@@ -260,7 +258,8 @@ def _pair_class(acc: Access) -> str:
     return cls
 
 
-def _edges(graph: Graph, boxes: dict[str, Box]) -> list[str]:
+def _edges(graph: Graph, boxes: dict[str, Box]) -> tuple[list[str], list[str]]:
+    """The edges, and the labels of the route edges (drawn over the cards)."""
     drawn: list[tuple[str, str, str, str, str, str]] = []   # (kind, from, to, class, title, extra attributes)
     for p in graph.pairs:
         acc = p.access
@@ -282,7 +281,7 @@ def _edges(graph: Graph, boxes: dict[str, Box]) -> list[str]:
         ends.append((b, in_side, a, f"{a}<{kind}", index))
     ports = _ports(boxes, ends)
     gaps = _Gaps(boxes)
-    paths: dict[int, tuple[str, int, int]] = {}
+    paths: dict[int, str] = {}
     for index in sorted(range(len(drawn)), key=lambda i: (not shown[i], i)):  # the gaps go to the shown first
         _, a, b, _, _, _ = drawn[index]
         ba, bb = boxes[a], boxes[b]
@@ -293,13 +292,18 @@ def _edges(graph: Graph, boxes: dict[str, Box]) -> list[str]:
     out = []
     labels = []
     for index, (kind, a, b, cls, title, attrs) in enumerate(drawn):
-        d, mx, my = paths[index]
+        d = paths[index]
         out.append(f'<path class="{cls}" data-from="{_a(a)}" data-to="{_a(b)}" {attrs} d="{d}">'
                    f"<title>{_a(title)}</title></path>")
-        if kind == "link":
+        if kind == "link":   # by the card it leaves, on the side it leaves by
+            ba, bb = boxes[a], boxes[b]
+            y1 = ports.get((a, _geometry(ba, bb)[0], index), ba.y + ba.height // 2)
+            right = _geometry(ba, bb)[0] == "right"
+            x, anchor = (ba.x + ba.width + 6, "start") if right else (ba.x - 6, "end")
             text = title.split(": route ", 1)[1]
-            labels.append(f'<text class="link-label" x="{mx}" y="{my - 4}" text-anchor="middle">{_a(text)}</text>')
-    return out + labels
+            labels.append(f'<text class="link-label" data-from="{_a(a)}" data-to="{_a(b)}" x="{x}" y="{y1 - 5}" '
+                          f'text-anchor="{anchor}">{_a(text)}</text>')
+    return out, labels
 
 
 # ---- the legend and the matrix -------------------------------------------------------------------
@@ -424,8 +428,10 @@ def _body(graph: Graph) -> tuple[str, int, int]:
     width = max(graph_w, MARGIN + legend_w, MARGIN * 2 + matrix_w)
     height = graph_h + 48 + matrix_h + MARGIN
     by_name = {s.name: s for s in graph.services}
-    parts = [legend, '<g class="edges">', *_edges(graph, boxes), "</g>", '<g class="nodes">',
-             *(_card(by_name[n], boxes[n]) for n in sorted(boxes)), "</g>", matrix]
+    edges, labels = _edges(graph, boxes)
+    parts = [legend, '<g class="edges">', *edges, "</g>", '<g class="nodes">',
+             *(_card(by_name[n], boxes[n]) for n in sorted(boxes)), "</g>", '<g class="labels">', *labels, "</g>",
+             matrix]
     return "\n".join(parts), width, height
 
 
