@@ -224,8 +224,9 @@ def _curve(xa: int, ya: int, xb: int, yb: int) -> str:
     return f"C{xa + d} {ya} {xb - d} {yb} {xb} {yb}"
 
 
-def _path(a: Box, b: Box, y1: int, y2: int, gaps: _Gaps) -> str:
-    """A path of cubic curves from `a` to `b`, through the gaps of the columns between them."""
+def _path(a: Box, b: Box, y1: int, y2: int, gaps: _Gaps | None) -> str:
+    """A path of cubic curves from `a` to `b`, through the gaps of the columns between them (or
+    one curve, without `gaps`)."""
     out_side, in_side = _geometry(a, b)
     x1 = a.x + a.width if out_side == "right" else a.x
     x2 = b.x if in_side == "left" else b.x + b.width
@@ -234,9 +235,10 @@ def _path(a: Box, b: Box, y1: int, y2: int, gaps: _Gaps) -> str:
         bulge = 50 + abs(y2 - y1) // 6
         return f"M{x1} {y1}C{x1 - bulge} {y1} {x2 - bulge} {y2} {end} {y2}"
     step = 1 if b.column > a.column else -1
-    between = list(range(a.column + step, b.column, step))
+    between = list(range(a.column + step, b.column, step)) if gaps is not None else []
     points = [(x1, y1)]
     for i, c in enumerate(between):
+        assert gaps is not None
         near = y1 + (y2 - y1) * (i + 1) // (len(between) + 1)
         y = gaps.cross(c, near)
         left, right = gaps.x[c], gaps.x[c] + a.width
@@ -288,7 +290,9 @@ def _edges(graph: Graph, boxes: dict[str, Box]) -> tuple[list[str], list[str]]:
         out_side, in_side = _geometry(ba, bb)
         y1 = ports.get((a, out_side, index), ba.y + ba.height // 2)
         y2 = ports.get((b, in_side, index), bb.y + bb.height // 2)
-        paths[index] = _path(ba, bb, y1, y2, gaps)
+        # an edge shown only on request takes the gaps of at most a few columns, else one curve
+        near = shown[index] or abs(ba.column - bb.column) <= 4
+        paths[index] = _path(ba, bb, y1, y2, gaps if near else None)
     out = []
     labels = []
     for index, (kind, a, b, cls, title, attrs) in enumerate(drawn):
