@@ -16,7 +16,8 @@ from tests.proxy_harness import start_proxy, write_config
 
 
 class BothPlanes:
-    def __init__(self, tmp: Path, template: str, upstreams: tuple[str, ...], *, warnings_allowed: bool = False):
+    def __init__(self, tmp: Path, template: str, upstreams: tuple[str, ...], *, warnings_allowed: bool = False,
+                 adjust_native=None, envoy_args: tuple[str, ...] = ()):
         self.backends = {name: Backend(name) for name in upstreams}
         self.envoy = self.native = None
         try:
@@ -34,7 +35,9 @@ class BothPlanes:
                 path.write_bytes(data)
             native = dict(compiled.native)
             native["listeners"] = {k: dict(v, port=0) for k, v in native["listeners"].items()}
-            self.envoy = Envoy(str(tmp / "client.envoy.json"), "--reject-unknown-dynamic-fields")
+            if adjust_native is not None:   # what the native config differs in (an access log's file)
+                adjust_native(native)
+            self.envoy = Envoy(str(tmp / "client.envoy.json"), "--reject-unknown-dynamic-fields", *envoy_args)
             self.native = start_proxy(write_config(tmp / "client.native.json", native), tmp)
             envoy_ports = self.envoy.listener_ports()
             # (plane, listener) -> port

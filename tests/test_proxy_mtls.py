@@ -299,7 +299,7 @@ def test_source_identity_in_metrics_and_access_log(strict, pki):
     assert metric(strict, 'meshc_tls_handshakes_total{side="downstream"}') >= 1
     assert wait_for(lambda: "/public/logged" in (strict.access_log.read_text() if strict.access_log.exists() else ""))
     rec = next(json.loads(x) for x in strict.access_log.read_text().splitlines() if "/public/logged" in x)
-    assert rec["source_identity"] == FRONTEND and rec["listener"] == "inbound"
+    assert rec["peer_identity"] == FRONTEND and rec["direction"] == "inbound"
 
 
 # ---- permissive inbound -------------------------------------------------------------------------

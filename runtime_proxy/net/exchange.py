@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from runtime_proxy.decide.headers import shadow_host
 from runtime_proxy.decide.http import BODY_OVERFLOW, BODY_STREAM_IDLE, BODY_TIMEOUT, reset_body
-from runtime_proxy.decide.request import decide_request
+from runtime_proxy.decide.request import RBAC_DENIED, decide_request
 from runtime_proxy.decide.response import local_reply_changes, response_lines
 from runtime_proxy.decide.retry import CONNECT_FAILURE, PER_TRY_TIMEOUT, Outcome
 from runtime_proxy.decide.upstream import LIMIT, NOT_RETRIABLE, OVERFLOW, UpstreamState, decide_retry
@@ -195,6 +195,8 @@ class Exchange:
     done = False
     upstream_key = ""
     flags = ""
+    details = ""                 # Envoy's response code details, where the flags do not say (access log)
+    local_reply = False          # the response was the proxy's own (access log)
     up_ms = -1
     bytes_out = 0
     peer: str | None = None      # the caller's verified SPIFFE ID (inbound)
@@ -297,6 +299,8 @@ class Exchange:
         if counter is not None:
             lstats = down.lstats
             setattr(lstats, counter, getattr(lstats, counter) + 1)
+            if counter == RBAC_DENIED:      # denials by the deciding rule (None: the default)
+                rt.metrics.rbac_denied(rt.table.service, d.rule)
         if self.inbound and d.service:
             self.route_counts = rt.inbound_counts if self.peer is None else rt.inbound_counts_for(self.peer)
         route = d.route
@@ -597,6 +601,7 @@ class Exchange:
         if self.retry(Outcome(None, PER_TRY_TIMEOUT)):
             return
         self.flags = "UT"
+        self.details = "upstream_per_try_timeout"
         self.local(504, BODY_TIMEOUT)
 
     def on_route_timeout(self) -> None:
@@ -681,6 +686,7 @@ class Exchange:
                     cluster.stats.retry_success += 1
             elif verdict.reason == LIMIT:
                 cluster.stats.retry_limit_exceeded += 1
+                self.flags = "URX"     # Envoy's flag for a response after the last attempt allowed
             elif verdict.reason == OVERFLOW:
                 cluster.stats.retry_overflow += 1
             return False
@@ -729,6 +735,7 @@ class Exchange:
             extra += b"x-envoy-attempt-count: %d\r\n" % self.attempts
         self.status = status
         self.resp_started = True
+        self.local_reply = True
         self.bytes_out = len(body)
         route = self.route
         if route is not None and not route.response_headers.empty:

@@ -187,6 +187,9 @@ class Metrics:
         # before a route matched; the source identity (`unknown`: none) only on inbound requests
         self.routes: dict[tuple[str, str, str, str | None], dict[int, int]] = {}
         self.sources: dict[str, set[str]] = {}     # service -> source identities counted
+        # (service, rule) -> inbound requests that authorization denied; rule "none": the default
+        # (Envoy's response code details say `rbac_access_denied_matched_policy[none]` then)
+        self.denied: dict[tuple[str, str], int] = {}
         self.reloads_ok = 0
         self.reloads_rejected = 0
         self.config_version = ""
@@ -204,6 +207,11 @@ class Metrics:
         if counts is None:
             counts = self.routes[key] = {}
         return counts
+
+    def rbac_denied(self, service: str, rule: str | None) -> None:
+        """One inbound request denied by `rule` (None: the default)."""
+        key = (service, rule or "none")
+        self.denied[key] = self.denied.get(key, 0) + 1
 
     def inbound(self, service: str, source: str | None) -> dict[int, int]:
         """The counts of inbound requests to `service` from the peer `source` (None: no verified
@@ -246,6 +254,8 @@ class Metrics:
             via = f".{source}" if source is not None and source != "unknown" else ""
             for code, n in sorted(counts.items()):
                 items.append((f"route.{lname}.{service or '-'}.{route or '-'}{via}.rq_{code}", n))
+        for (service, rule), n in sorted(self.denied.items()):
+            items.append((f"rbac.{service}.{rule}.denied", n))
         items.append(("server.config_reload_ok", self.reloads_ok))
         items.append(("server.config_reload_rejected", self.reloads_rejected))
         tls = self.tls
@@ -317,6 +327,9 @@ class Metrics:
                  + (f'source_identity="{_esc(src)}",' if src is not None else "") + f'code="{code}"', n)
                 for (ln, s, r, src), counts in sorted(self.routes.items(), key=_route_key)
                 for code, n in sorted(counts.items())])
+        family("meshc_rbac_denied_total", "counter",
+               "inbound requests denied by authorization, by service and deciding rule (`none`: the default)",
+               [(f'service="{_esc(svc)}",rule="{_esc(rule)}"', n) for (svc, rule), n in sorted(self.denied.items())])
         family("meshc_config_reloads_total", "counter", "config reloads by result",
                [('result="ok"', self.reloads_ok), ('result="rejected"', self.reloads_rejected)])
         family("meshc_config_info", "gauge", "the active config version",

@@ -233,8 +233,23 @@ class ClusterState:
 
 # ---- the access log -------------------------------------------------------------------------------
 
+# Envoy's response code details for the local replies whose response flags say why
+# (`%RESPONSE_CODE_DETAILS%`; the access log's `response_code_details`).
+FLAG_DETAILS = {
+    "NR": "route_not_found",
+    "FI": "fault_filter_abort",
+    "UT": "response_timeout",
+    "UO": "upstream_reset_before_response_started{overflow}",
+    "UF": "upstream_reset_before_response_started{connection_failure}",
+    "UC": "upstream_reset_before_response_started{connection_termination}",
+    "SI": "stream_idle_timeout",
+}
+
+
 class AccessLog:
-    """One JSON object per line and request; buffered, flushed every second and at exit."""
+    """One JSON object per line and request, with the fields and values of the Envoy target's
+    access log (compiler/backends/envoy/access_log.py; docs/observability.md): buffered in memory,
+    written by the once-a-second sweep and at exit, so a request never waits for the file."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -245,24 +260,40 @@ class AccessLog:
         d = ex.decision
         route = ex.route
         cluster = ex.cluster
+        now = time.time()
+        start = now - (time.monotonic() - ex.t_start)
+        inbound = ex.inbound
+        if d is not None and d.path:
+            path = f"{d.path}?{d.query}" if d.query else d.path
+        else:
+            path = ex.target
+        host = ex.headers.get("host")
+        if cluster is not None:
+            cluster_name: str | None = cluster.name
+        elif inbound and d is not None and d.service:   # Envoy's inbound route took it before RBAC
+            cluster_name = ex.rt.table.app.cluster
+        elif d is not None and d.cluster:
+            cluster_name = d.cluster
+        else:
+            cluster_name = None
         record = {
-            "time": round(time.time(), 3),
-            "listener": ex.down.listener,
+            "start_time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start)) + f".{int(start * 1000) % 1000:03d}Z",
+            "direction": ex.down.listener,
             "method": ex.method,
-            "path": d.path if d is not None and d.path else ex.target,
-            "host": d.host if d is not None else "",
-            "service": d.service if d is not None else "",
+            "path": path,
+            "authority": host[0] if host else None,
+            "response_code": ex.status,
+            "response_code_details": response_code_details(ex),
+            # Envoy's RBAC filter sets no response flag (its details name the rule instead)
+            "response_flags": "-" if not ex.flags or ex.flags == "RBAC" else ex.flags,
+            "service": d.service if route is not None and d is not None else None,
             "route": route.name if route is not None else None,
-            "cluster": cluster.name if cluster is not None else None,
-            "upstream": ex.upstream_key or None,
-            "status": ex.status,
+            "upstream_cluster": cluster_name,
+            "upstream_host": ex.upstream_key or None,
             "attempts": ex.attempts,
-            "duration_ms": round((time.monotonic() - ex.t_start) * 1000, 3),
-            "upstream_service_time_ms": ex.up_ms if ex.up_ms >= 0 else None,
-            "bytes_sent": ex.bytes_out,
-            "flags": ex.flags or None,
-            "client": ex.down.peer_ip,
-            "source_identity": ex.peer,
+            "duration_ms": int((now - start) * 1000),
+            "request_id": request_id(ex),
+            "peer_identity": ex.down.source if inbound else None,
         }
         self.fh.write(orjson.dumps(record).decode() + "\n")
 
@@ -276,6 +307,35 @@ class AccessLog:
         self.flush()
         if self.fh is not sys.stdout:
             self.fh.close()
+
+
+def response_code_details(ex: Exchange) -> str | None:
+    """Envoy's `%RESPONSE_CODE_DETAILS%` for this request, as far as the proxy knows it."""
+    if not ex.status:
+        return None
+    if not ex.local_reply:
+        return "via_upstream"
+    if ex.details:
+        return ex.details
+    flags = ex.flags
+    if flags == "RBAC":
+        rule = ex.decision.rule if ex.decision is not None else None
+        return f"rbac_access_denied_matched_policy[{rule or 'none'}]"
+    return FLAG_DETAILS.get(flags, "local_reply")
+
+
+def request_id(ex: Exchange) -> str:
+    """The request's x-request-id: the client's, else the one the proxy added (a new one for a
+    request answered before it was forwarded, as Envoy generates one for every request)."""
+    values = ex.headers.get("x-request-id")
+    if values:
+        return values[0]
+    at = ex.up_head.find(b"\r\nx-request-id: ")
+    if at >= 0:
+        return ex.up_head[at + 16:ex.up_head.index(b"\r\n", at + 16)].decode("latin-1")
+    import uuid
+
+    return str(uuid.uuid4())
 
 
 # ---- the run-time state ---------------------------------------------------------------------------
@@ -316,7 +376,8 @@ class Runtime:
         self.fd_cap = fd_connection_cap()
         self.clusters: dict[str, ClusterState] = {}
         self.app_cluster: ClusterState = None  # type: ignore[assignment]  # apply() below sets it
-        self.access_log = AccessLog(access_log) if access_log else None
+        self.access_log_option = access_log        # --access-log: over the config's `proxy.access_log`
+        self.access_log: AccessLog | None = None
         # --identity-header: only for a sidecar without TLS on its inbound listener (see apply)
         self.identity_header_option = identity_header.lower() if identity_header else None
         self.identity_header: str | None = None
@@ -332,6 +393,7 @@ class Runtime:
         """Make the config compiled as `table` (`config_data`: its JSON) the one new requests use.
         Raises tls.TlsError, having changed nothing, when its identity files cannot be used."""
         self.tls = self._identities(table)
+        self._open_access_log(table.proxy.access_log)
         # a header names the caller only where no TLS can: a verified identity always wins
         self.identity_header = self.identity_header_option if table.mtls_mode == "disable" else None
         proxy = table.proxy
@@ -449,6 +511,22 @@ class Runtime:
             self.access_log.flush()
         if self.tls is not None:
             self.tls.poll()
+
+    def _open_access_log(self, configured: str | None) -> None:
+        """The access log of `--access-log`, else the config's; a new file when the path changed.
+        A file that cannot be opened leaves the old log in place (logged; at start: no log)."""
+        path = self.access_log_option or configured
+        old = self.access_log
+        if (old.path if old is not None else None) == path:
+            return
+        try:
+            self.access_log = AccessLog(path) if path else None
+        except OSError as e:
+            log.error("access log %s cannot be opened (%s); %s", path, e.strerror or e,
+                      "still writing " + old.path if old is not None else "no access log")
+            return
+        if old is not None:
+            old.close()
 
     def start_drain(self) -> None:
         """SIGTERM: stop taking requests on kept-alive connections; finish the ones in flight."""
