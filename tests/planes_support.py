@@ -27,6 +27,7 @@ class BothPlanes:
             for key, value in values.items():
                 text = text.replace(f"@{key}@", str(value))
             assert not re.search(r"@[A-Z_]+@", re.sub(r"#.*", "", text)), "a placeholder is left"
+            self.text = text
             compiled = compile_text(text, xds_dir=str(tmp / "xds"))
             assert warnings_allowed or not compiled.warnings, compiled.warnings
             for rel, data in compiled.envoy.items():

@@ -1,0 +1,259 @@
+"""The access log in both planes and `meshc stat` (issue 20), with real components: one policy
+compiled for the sidecar `client` and run by a real Envoy and by the native proxy, known traffic
+through both (authorization denials by a named rule and by the default, retried 503s), then
+`meshc stat --once --output-format json` run as a subprocess against both admin addresses, and
+once through a running `meshc serve` that names the proxies."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.envoy_support import free_port, requires_envoy, run_meshc
+from tests.planes_support import BothPlanes
+from tests.proxy_harness import get
+from tests.test_control_plane import Serve
+
+POLICY = """
+service client {
+  port 8000
+  endpoints ["127.0.0.1:@APP@"]
+  sidecar { inbound @INBOUND@  outbound @OUTBOUND@  admin @ADMIN@  app "127.0.0.1:@APP@"  access_log "@LOG@" }
+}
+
+service api {
+  port 8080
+  subset v1 { endpoints ["127.0.0.1:@V1@"] }
+  outlier { consecutive_5xx 100 }
+  retry_budget { percent 100% min_concurrency 10 }
+}
+
+routes api {
+  route flaky { match { path prefix "/flaky" method [GET] } to api.v1 retry { attempts 2 on [5xx] backoff 1ms } }
+  route rest { to api.v1 }
+}
+
+authorization client {
+  default deny
+  deny admin { path prefix "/admin" }
+  allow public { path prefix "/public" }
+}
+"""
+
+# requests sent to each plane before `meshc stat` runs
+INBOUND = [("/admin/users", 403)] * 3 + [("/other", 403)] * 2 + [("/public/a", 200)] * 4
+OUTBOUND = [("/x", 200, None)] * 5 + [("/flaky", 503, "503")] * 2
+FIELDS = {"start_time", "direction", "method", "path", "authority", "response_code", "response_code_details",
+          "response_flags", "service", "route", "upstream_cluster", "upstream_host", "attempts", "duration_ms",
+          "request_id", "peer_identity"}
+
+
+class Planes(BothPlanes):
+    def __init__(self, tmp: Path):
+        self.logs = {"envoy": tmp / "envoy-access.log", "native": tmp / "native-access.log"}
+
+        def native_log(config: dict) -> None:
+            config["proxy"]["access_log"] = str(self.logs["native"])
+
+        # Envoy flushes its access log every 10 s by default: every 200 ms here
+        super().__init__(tmp, POLICY.replace("@LOG@", str(self.logs["envoy"])), ("app", "v1"),
+                         adjust_native=native_log, envoy_args=("--file-flush-interval-msec", "200"))
+        self.admin = {"envoy": f"127.0.0.1:{self.envoy.admin_port}", "native": f"127.0.0.1:{self.native.admin}"}
+
+
+@pytest.fixture(scope="module")
+def planes(tmp_path_factory):
+    p = Planes(tmp_path_factory.mktemp("stat"))
+    try:
+        for plane in ("envoy", "native"):
+            for path, status in INBOUND:
+                assert get(p.listener_ports[plane, "inbound"], path, host="client").status == status, (plane, path)
+            for path, status, fail in OUTBOUND:
+                headers = {"x-test-status": fail} if fail else None
+                got = get(p.listener_ports[plane, "outbound"], path, host="api", headers=headers).status
+                assert got == status, (plane, path, got)
+        yield p
+    finally:
+        p.close()
+
+
+def log_lines(path: Path, count: int, timeout: float = 10) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= count or time.monotonic() > deadline:
+            return [json.loads(x) for x in lines]
+        time.sleep(0.1)
+
+
+def stat_json(*args: str) -> tuple[int, dict | None, str]:
+    proc = run_meshc("stat", *args, "--once", "--output-format", "json")
+    return proc.returncode, (json.loads(proc.stdout) if proc.stdout.strip() else None), proc.stderr
+
+
+def comparable(rec: dict) -> dict:
+    """What both planes write the same: every field but the times, ids and ports of the moment."""
+    return {k: v for k, v in rec.items() if k not in ("start_time", "duration_ms", "request_id", "upstream_host")}
+
+
+@requires_envoy
+def test_both_planes_write_the_same_access_log(planes):
+    total = len(INBOUND) + len(OUTBOUND)
+    logs = {plane: log_lines(planes.logs[plane], total) for plane in ("envoy", "native")}
+    for plane, records in logs.items():
+        assert len(records) == total, (plane, records)
+        for rec in records:
+            assert set(rec) == FIELDS, (plane, rec)
+            assert rec["start_time"].endswith("Z") and isinstance(rec["duration_ms"], int)
+            assert len(rec["request_id"]) == 36, rec
+    assert [comparable(r) for r in logs["envoy"]] == [comparable(r) for r in logs["native"]]
+    details = [r["response_code_details"] for r in logs["native"]]
+    assert details[:len(INBOUND)] == (["rbac_access_denied_matched_policy[admin]"] * 3
+                                      + ["rbac_access_denied_matched_policy[none]"] * 2 + ["via_upstream"] * 4)
+    flaky = [r for r in logs["native"] if r["route"] == "flaky"]
+    assert [(r["attempts"], r["response_flags"], r["response_code"]) for r in flaky] == [(3, "URX", 503)] * 2
+
+
+def target(data: dict, plane: str) -> dict:
+    (t,) = [t for t in data["targets"] if t["plane"] == plane]
+    return t
+
+
+def row(t: dict, kind: str, service: str, route: str | None = None) -> dict:
+    (r,) = [r for r in t["rows"] if (r["kind"], r["service"], r["route"]) == (kind, service, route)]
+    return r
+
+
+@requires_envoy
+def test_stat_reads_both_planes_the_same(planes):
+    # both access logs written whole (Envoy's denials by rule come from its log)
+    log_lines(planes.logs["envoy"], len(INBOUND) + len(OUTBOUND))
+    code, data, err = stat_json(planes.admin["envoy"], planes.admin["native"], "--interval", "0.3")
+    assert code == 0, err
+    assert data["schema"] == 1 and 0.3 <= data["interval_s"] < 3
+    for plane in ("envoy", "native"):
+        t = target(data, plane)
+        assert t["proxy"] == "client" and t["error"] is None and t["address"] == planes.admin[plane]
+        inbound = row(t, "inbound", "client")
+        assert inbound["requests"] == len(INBOUND), (plane, inbound)
+        assert inbound["success_rate"] == 1.0 and inbound["denied"] == 5
+        assert inbound["denied_by_rule"] == [{"rule": "admin", "denied": 3, "window": 0},
+                                             {"rule": "none", "denied": 2, "window": 0}], plane
+        assert inbound["window"]["requests"] == 0 and inbound["window"]["requests_per_s"] == 0.0
+        api = row(t, "destination", "api")
+        # attempts: 5 answered 200 at once, 2 requests of 3 attempts answered 503
+        assert api["requests"] == 11 and api["retries"] == 4 and api["ejections"] == 0, (plane, api)
+        assert api["success_rate"] == round(5 / 11, 4)
+        routes = [r for r in t["rows"] if r["kind"] == "route"]
+        if routes:   # the route family (envoy_vhost_route_*): once both planes emit it
+            assert row(t, "route", "api", "flaky")["retries"] == 4
+    assert target(data, "envoy")["access_log"] == str(planes.logs["envoy"])
+    native_api = row(target(data, "native"), "destination", "api")
+    lat = native_api["latency_ms"]
+    assert lat["p50"] is not None and 0 < lat["p50"] <= lat["p95"] <= lat["p99"], lat
+
+
+@requires_envoy
+def test_stat_rates_come_from_the_window(planes):
+    """Requests sent while `meshc stat` watches: the window counts some of them, at most all, and
+    requests/s is that count over the window."""
+    port = planes.listener_ports["native", "inbound"]
+    sent = [0]
+    stop = threading.Event()
+
+    def traffic():
+        while not stop.is_set():
+            get(port, "/public/rate", host="client")
+            sent[0] += 1
+
+    thread = threading.Thread(target=traffic)
+    thread.start()
+    try:
+        code, data, err = stat_json(planes.admin["native"], "--interval", "1")
+    finally:
+        stop.set()
+        thread.join()
+    assert code == 0, err
+    w = row(target(data, "native"), "inbound", "client")["window"]
+    assert 0 < w["requests"] <= sent[0], (w, sent)
+    assert w["requests_per_s"] == pytest.approx(w["requests"] / w["seconds"], abs=0.01)
+    assert w["success_rate"] == 1.0
+
+
+@requires_envoy
+def test_stat_finds_the_proxies_through_meshc_serve(planes, tmp_path):
+    path = tmp_path / "policy.mesh"
+    path.write_text(planes.text)
+    serve = Serve(str(path))
+    try:
+        code, data, err = stat_json("--server", f"127.0.0.1:{serve.port}", "--interval", "0")
+    finally:
+        assert serve.stop() == 0
+    # the sidecar `client` of the policy: its admin address is Envoy's (the native one listens on a free port)
+    assert code == 0, err
+    (t,) = data["targets"]
+    assert t["plane"] == "envoy" and t["address"] == planes.admin["envoy"] and data["interval_s"] == 0
+    assert row(t, "inbound", "client")["denied"] >= 5
+
+
+@requires_envoy
+def test_stat_human_table(planes):
+    proc = run_meshc("stat", planes.admin["native"], "--once", "--interval", "0")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["PROXY", "PLANE", "SERVICE", "ROUTE", "RPS", "SUCCESS", "P50", "P95", "P99",
+                                "RETRIES", "EJECTIONS", "DENIED"]
+    inbound = next(line.split() for line in lines if "(inbound)" in line)
+    assert inbound[:6] == ["client", "native", "client", "(inbound)", "-", "100.00%"] and inbound[-1] >= "5"
+    assert any(line.startswith("client (native ") and "denied by rule: admin 3, none 2" in line for line in lines)
+
+
+def test_an_unreachable_address_is_one_line_and_exit_4():
+    proc = run_meshc("stat", f"127.0.0.1:{free_port()}", "--once")
+    assert proc.returncode == 4 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("meshc: error: cannot read http://127.0.0.1:"), proc.stderr
+
+
+@requires_envoy
+def test_an_address_that_is_not_a_proxy_is_exit_1_when_another_answers(planes):
+    # an HTTP server that is no proxy: the echo backend answers 200 to anything, but not /config's JSON
+    backend = f"127.0.0.1:{planes.backends['app'].port}"
+    proc = run_meshc("stat", backend, planes.admin["native"], "--once", "--interval", "0", "--format", "json")
+    assert proc.returncode == 1, proc.stderr
+    assert f"meshc: error: {backend} is not the admin endpoint of a proxy" in proc.stderr
+    data = json.loads(proc.stdout)
+    assert [t["error"] is None for t in data["targets"]] == [False, True]
+
+
+def test_a_silent_tcp_server_is_not_a_proxy():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        proc = run_meshc("stat", f"127.0.0.1:{s.getsockname()[1]}", "--once")
+    assert proc.returncode == 4 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (("localhost",), "localhost: not HOST:PORT"),
+    (("127.0.0.1:1", "--interval", "-1"), "--interval must be 0 or more seconds"),
+    (("--output-format", "xml"), "invalid choice: 'xml'"),
+])
+def test_bad_input_is_exit_2(args, message):
+    proc = run_meshc("stat", *args)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_no_serve_to_ask_is_exit_4():
+    proc = run_meshc("stat", "--server", f"127.0.0.1:{free_port()}", "--once")
+    assert proc.returncode == 4 and "cannot reach meshc serve" in proc.stderr, proc.stderr
+
+
+def test_stat_and_status_point_at_each_other():
+    stat_help = run_meshc("stat", "--help").stdout
+    status_help = run_meshc("status", "--help").stdout
+    assert "meshc status" in " ".join(stat_help.split()) and "meshc stat`" in " ".join(status_help.split())
