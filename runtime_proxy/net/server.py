@@ -366,6 +366,8 @@ class Runtime:
         metrics = self.metrics
         self.route_counts = {route: metrics.route("outbound", svc.name, route.name)
                              for svc in table.services.values() for route in svc.routes}
+        self.route_stats = {route: metrics.vhost_route(svc.name, route.name)
+                            for svc in table.services.values() for route in svc.routes}
         self.inbound_counts = metrics.inbound(table.service, None)
         self.source_counts: dict[str, dict[int, int]] = {}     # source identity -> inbound counts
         self.config_data = config_data
