@@ -10,24 +10,28 @@ proxies; what Envoy has no name for is under `meshc_`.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 # Envoy's default histogram buckets for upstream_rq_time (milliseconds).
 RQ_TIME_BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
                    300000, 600000, 1800000, 3600000)
 
-# Cluster counters: (attribute, Envoy statistic name).
-CLUSTER_COUNTERS = (
+# Counters a route and a cluster both have: (attribute, Envoy statistic name).
+UPSTREAM_COUNTERS = (
     ("rq_total", "upstream_rq_total"),
-    ("rq_completed", "upstream_rq_completed"),
     ("retry", "upstream_rq_retry"),
     ("retry_success", "upstream_rq_retry_success"),
     ("retry_overflow", "upstream_rq_retry_overflow"),
     ("retry_limit_exceeded", "upstream_rq_retry_limit_exceeded"),
+    ("rq_timeout", "upstream_rq_timeout"),
+)
+ROUTE_COUNTERS = UPSTREAM_COUNTERS
+
+# Cluster counters: (attribute, Envoy statistic name).
+CLUSTER_COUNTERS = UPSTREAM_COUNTERS + (
     ("pending_overflow", "upstream_rq_pending_overflow"),
     ("pending_total", "upstream_rq_pending_total"),
-    ("rq_timeout", "upstream_rq_timeout"),
     ("rq_per_try_timeout", "upstream_rq_per_try_timeout"),
     ("rq_rx_reset", "upstream_rq_rx_reset"),
     ("cx_total", "upstream_cx_total"),
@@ -39,42 +43,61 @@ CLUSTER_COUNTERS = (
     ("ejections_detected", "outlier_detection.ejections_detected_consecutive_5xx"),
     ("mirror_total", "upstream_rq_mirror_total"),
 )
-
-LISTENER_COUNTERS = (
-    ("cx_total", "downstream_cx_total"),
-    ("rq_total", "downstream_rq_total"),
-    ("rq_1xx", "downstream_rq_1xx"),
-    ("rq_2xx", "downstream_rq_2xx"),
-    ("rq_3xx", "downstream_rq_3xx"),
-    ("rq_4xx", "downstream_rq_4xx"),
-    ("rq_5xx", "downstream_rq_5xx"),
-    ("rq_rx_reset", "downstream_rq_rx_reset"),
-    ("bad_request", "downstream_rq_bad_request"),      # ours: 400/431/413 before routing
-    ("rq_header_timeout", "downstream_rq_header_timeout"),   # a head unfinished past the timeout: 408
-    ("rq_idle_timeout", "downstream_rq_idle_timeout"),       # the stream idle timeout fired
-    ("cx_overflow", "downstream_cx_overflow"),         # closed at once: the listener was at max_connections
-    ("rbac_allowed", "rbac.allowed"),
-    ("rbac_denied", "rbac.denied"),
-    ("aborts_injected", "fault.aborts_injected"),
-    ("delays_injected", "fault.delays_injected"),
-    ("no_route", "no_route"),
+# Counters Envoy has under two names for what the native proxy counts once (its one detector is
+# consecutive 5xx): (attribute, the other name).
+CLUSTER_ALIASES = (
+    ("ejections_enforced", "outlier_detection.ejections_enforced_consecutive_5xx"),
 )
 
 
-class ClusterStats:
-    """Per subset cluster (the Envoy cluster name); kept across reloads."""
-    __slots__ = tuple(a for a, _ in CLUSTER_COUNTERS) + ("codes", "buckets", "time_sum", "time_count",
-                                                         "cx_active", "rq_active")
-    # the counters of CLUSTER_COUNTERS, set to 0 by __init__
+class UpstreamStats:
+    """What Envoy's router charges to a route (`vhost.SERVICE.route.ROUTE.*`, the route's
+    `stat_prefix`) and to a cluster alike: attempts sent (`upstream_rq_total`), the final outcome
+    of each request by status (`upstream_rq_<code>`: an upstream answer that is not retried, or
+    the router's 503/504 after a reset, connect failure, overflow or timeout), retries, route
+    timeouts, and the time from the request's dispatch to the end of the upstream answer that
+    ended it (`upstream_rq_time`, whole milliseconds as Envoy records them)."""
+    __slots__ = tuple(a for a, _ in UPSTREAM_COUNTERS) + ("codes", "buckets", "time_sum", "time_count")
+    # the counters of UPSTREAM_COUNTERS, set to 0 by __init__
     rq_total: int
-    rq_completed: int
     retry: int
     retry_success: int
     retry_overflow: int
     retry_limit_exceeded: int
+    rq_timeout: int
+
+    def __init__(self) -> None:
+        for attr, _ in UPSTREAM_COUNTERS:
+            setattr(self, attr, 0)
+        self.codes: dict[int, int] = {}
+        self.buckets = [0] * (len(RQ_TIME_BUCKETS) + 1)
+        self.time_sum = 0
+        self.time_count = 0
+
+    def charge(self, status: int) -> None:
+        """The final outcome of a request that reached the router's upstream part."""
+        codes = self.codes
+        codes[status] = codes.get(status, 0) + 1
+
+    def observe(self, ms: int) -> None:
+        """The time of an upstream answer that ended its request (whole milliseconds)."""
+        self.buckets[bisect_left(RQ_TIME_BUCKETS, ms)] += 1
+        self.time_sum += ms
+        self.time_count += 1
+
+
+class RouteStats(UpstreamStats):
+    """Per route of a destination service; kept across reloads."""
+    __slots__ = ()
+
+
+class ClusterStats(UpstreamStats):
+    """Per subset cluster (the Envoy cluster name); kept across reloads."""
+    __slots__ = tuple(a for a, _ in CLUSTER_COUNTERS[len(UPSTREAM_COUNTERS):]) + (
+        "retry_codes", "cx_active", "rq_active")
+    # the counters of CLUSTER_COUNTERS past UPSTREAM_COUNTERS, set to 0 by __init__
     pending_overflow: int
     pending_total: int
-    rq_timeout: int
     rq_per_try_timeout: int
     rq_rx_reset: int
     cx_total: int
@@ -87,26 +110,43 @@ class ClusterStats:
     mirror_total: int
 
     def __init__(self) -> None:
-        for attr, _ in CLUSTER_COUNTERS:
+        super().__init__()
+        for attr, _ in CLUSTER_COUNTERS[len(UPSTREAM_COUNTERS):]:
             setattr(self, attr, 0)
-        self.codes: dict[int, int] = {}
-        self.buckets = [0] * (len(RQ_TIME_BUCKETS) + 1)
-        self.time_sum = 0.0
-        self.time_count = 0
+        # upstream answers that were retried, by status (Envoy's `retry.upstream_rq_<code>`)
+        self.retry_codes: dict[int, int] = {}
         self.cx_active = 0
         self.rq_active = 0
 
-    def observe(self, status: int, ms: float) -> None:
-        """One upstream response: its status and the time from sending to its headers."""
-        codes = self.codes
-        codes[status] = codes.get(status, 0) + 1
-        self.buckets[bisect_left(RQ_TIME_BUCKETS, ms)] += 1
-        self.time_sum += ms
-        self.time_count += 1
+    def observe_mirror(self, status: int) -> None:
+        """A mirror copy's answer (its time is not measured)."""
+        self.charge(status)
+        self.observe(0)
+
+
+LISTENER_COUNTERS = (
+    ("cx_total", "downstream_cx_total"),
+    ("rq_total", "downstream_rq_total"),
+    ("rq_rx_reset", "downstream_rq_rx_reset"),
+    ("bad_request", "downstream_rq_bad_request"),      # ours: 400/431/413 before routing
+    ("rq_header_timeout", "downstream_rq_header_timeout"),   # a head unfinished past the timeout: 408
+    ("rq_idle_timeout", "downstream_rq_idle_timeout"),       # the stream idle timeout fired
+    ("cx_overflow", "downstream_cx_overflow"),         # closed at once: the listener was at max_connections
+    ("rbac_allowed", "rbac.allowed"),
+    ("rbac_denied", "rbac.denied"),
+    ("aborts_injected", "fault.aborts_injected"),
+    ("delays_injected", "fault.delays_injected"),
+    ("no_route", "no_route"),
+)
+
+# Responses by class: (attribute, class digit); Envoy's `downstream_rq_<N>xx`, in Prometheus
+# `envoy_http_downstream_rq_xx{envoy_response_code_class="N"}`.
+LISTENER_CLASSES = (("rq_1xx", "1"), ("rq_2xx", "2"), ("rq_3xx", "3"), ("rq_4xx", "4"), ("rq_5xx", "5"))
 
 
 class ListenerStats:
-    __slots__ = tuple(a for a, _ in LISTENER_COUNTERS) + ("cx_active", "rq_active")
+    __slots__ = tuple(a for a, _ in LISTENER_COUNTERS) + tuple(a for a, _ in LISTENER_CLASSES) + (
+        "cx_active", "rq_active")
     # the counters of LISTENER_COUNTERS, set to 0 by __init__
     cx_total: int
     rq_total: int
@@ -127,7 +167,7 @@ class ListenerStats:
     no_route: int
 
     def __init__(self) -> None:
-        for attr, _ in LISTENER_COUNTERS:
+        for attr, _ in LISTENER_COUNTERS + LISTENER_CLASSES:
             setattr(self, attr, 0)
         self.cx_active = 0
         self.rq_active = 0
@@ -182,6 +222,8 @@ class TlsStats:
 class Metrics:
     def __init__(self) -> None:
         self.clusters: dict[str, ClusterStats] = {}
+        # (destination service, route name) -> its statistics (Envoy: virtual host, route stat_prefix)
+        self.vhost_routes: dict[tuple[str, str], RouteStats] = {}
         self.listeners = {"inbound": ListenerStats(), "outbound": ListenerStats()}
         # (listener, service, route, source identity) -> {status: count}; route "" for replies
         # before a route matched; the source identity (`unknown`: none) only on inbound requests
@@ -199,6 +241,13 @@ class Metrics:
         stats = self.clusters.get(name)
         if stats is None:
             stats = self.clusters[name] = ClusterStats()
+        return stats
+
+    def vhost_route(self, service: str, route: str) -> RouteStats:
+        key = (service, route)
+        stats = self.vhost_routes.get(key)
+        if stats is None:
+            stats = self.vhost_routes[key] = RouteStats()
         return stats
 
     def route(self, listener: str, service: str, route: str, source: str | None = None) -> dict[int, int]:
@@ -232,21 +281,33 @@ class Metrics:
     # ---- rendering (admin listener only) ----------------------------------------------------
 
     def stats_items(self, gauges: dict[str, dict[str, int]]) -> list[tuple[str, int]]:
-        """Envoy-style flat statistics: `cluster.NAME.upstream_rq_retry`, `http.outbound.…`."""
+        """Envoy-style flat statistics: `cluster.NAME.upstream_rq_retry`, `http.outbound.…`,
+        `vhost.SERVICE.route.ROUTE.…`."""
         items: list[tuple[str, int]] = []
         for name in sorted(self.clusters):
             c = self.clusters[name]
+            prefix = f"cluster.{name}."
             for attr, stat in CLUSTER_COUNTERS:
-                items.append((f"cluster.{name}.{stat}", getattr(c, attr)))
-            for code in sorted(c.codes):
-                items.append((f"cluster.{name}.upstream_rq_{code}", c.codes[code]))
+                items.append((prefix + stat, getattr(c, attr)))
+            for attr, stat in CLUSTER_ALIASES:
+                items.append((prefix + stat, getattr(c, attr)))
+            _upstream_codes(items, prefix, c.codes)
+            _upstream_codes(items, prefix + "retry.", c.retry_codes)
             items.append((f"cluster.{name}.upstream_cx_active", c.cx_active))
             items.append((f"cluster.{name}.upstream_rq_active", c.rq_active))
             for gauge, value in sorted(gauges.get(name, {}).items()):
                 items.append((f"cluster.{name}.{gauge}", value))
+        for (service, route), r in sorted(self.vhost_routes.items()):
+            prefix = f"vhost.{service}.route.{route}."
+            for attr, stat in ROUTE_COUNTERS:
+                items.append((prefix + stat, getattr(r, attr)))
+            _upstream_codes(items, prefix, r.codes)
         for lname, ls in self.listeners.items():
             for attr, stat in LISTENER_COUNTERS:
                 items.append((f"http.{lname}.{stat}", getattr(ls, attr)))
+            for attr, digit in LISTENER_CLASSES:
+                items.append((f"http.{lname}.downstream_rq_{digit}xx", getattr(ls, attr)))
+            items.append((f"http.{lname}.downstream_rq_completed", _completed(ls)))
             items.append((f"http.{lname}.downstream_cx_active", ls.cx_active))
             items.append((f"http.{lname}.downstream_rq_active", ls.rq_active))
         for (lname, service, route, source), counts in sorted(self.routes.items(), key=_route_key):
@@ -282,45 +343,42 @@ class Metrics:
                 out.append(f"{name}{{{labels}}} {value}" if labels else f"{name} {value}")
 
         names = sorted(self.clusters)
-        cl = [(n, self.clusters[n]) for n in names]
-        for attr, stat in CLUSTER_COUNTERS:
+        cl = [(f'envoy_cluster_name="{_esc(n)}"', self.clusters[n]) for n in names]
+        for attr, stat in CLUSTER_COUNTERS + CLUSTER_ALIASES:
             prom = "envoy_cluster_" + stat.replace(".", "_")
-            family(prom, "counter", f"cluster {stat}",
-                   [(f'envoy_cluster_name="{_esc(n)}"', getattr(c, attr)) for n, c in cl])
-        family("envoy_cluster_upstream_rq", "counter", "upstream responses by status code",
-               [(f'envoy_cluster_name="{_esc(n)}",envoy_response_code="{code}"', c.codes[code])
-                for n, c in cl for code in sorted(c.codes)])
+            family(prom, "counter", f"cluster {stat}", [(label, getattr(c, attr)) for label, c in cl])
+        _upstream_families(out, "envoy_cluster_", cl)
+        _code_families(out, "envoy_cluster_retry_", [(label, c.retry_codes) for label, c in cl])
         family("envoy_cluster_upstream_cx_active", "gauge", "open upstream connections",
-               [(f'envoy_cluster_name="{_esc(n)}"', c.cx_active) for n, c in cl])
+               [(label, c.cx_active) for label, c in cl])
         family("envoy_cluster_upstream_rq_active", "gauge", "upstream requests in flight",
-               [(f'envoy_cluster_name="{_esc(n)}"', c.rq_active) for n, c in cl])
+               [(label, c.rq_active) for label, c in cl])
         gauge_names = sorted({g for per in gauges.values() for g in per})
         for g in gauge_names:
             family("envoy_cluster_" + g.replace(".", "_"), "gauge", f"cluster {g}",
                    [(f'envoy_cluster_name="{_esc(n)}"', gauges[n][g]) for n in names
                     if n in gauges and g in gauges[n]])
-        # the histogram, in milliseconds as Envoy's
-        out.append("# HELP envoy_cluster_upstream_rq_time upstream time to response headers (ms)")
-        out.append("# TYPE envoy_cluster_upstream_rq_time histogram")
-        for n, c in cl:
-            label = f'envoy_cluster_name="{_esc(n)}"'
-            acc = 0
-            for bound, count in zip(RQ_TIME_BUCKETS, c.buckets):
-                acc += count
-                out.append(f'envoy_cluster_upstream_rq_time_bucket{{{label},le="{bound}"}} {acc}')
-            acc += c.buckets[-1]
-            out.append(f'envoy_cluster_upstream_rq_time_bucket{{{label},le="+Inf"}} {acc}')
-            out.append(f"envoy_cluster_upstream_rq_time_sum{{{label}}} {c.time_sum:g}")
-            out.append(f"envoy_cluster_upstream_rq_time_count{{{label}}} {c.time_count}")
-        lst = list(self.listeners.items())
+        _histogram(out, "envoy_cluster_upstream_rq_time", cl)
+        rl = [(f'envoy_virtual_host="{_esc(s)}",envoy_route="{_esc(r)}"', stats)
+              for (s, r), stats in sorted(self.vhost_routes.items())]
+        for attr, stat in ROUTE_COUNTERS:
+            family("envoy_vhost_route_" + stat, "counter", f"route {stat}",
+                   [(label, getattr(r, attr)) for label, r in rl])
+        _upstream_families(out, "envoy_vhost_route_", rl)
+        _histogram(out, "envoy_vhost_route_upstream_rq_time", rl)
+        lst = [(f'envoy_http_conn_manager_prefix="{ln}"', ls) for ln, ls in self.listeners.items()]
         for attr, stat in LISTENER_COUNTERS:
             prom = "envoy_http_" + stat.replace(".", "_")
-            family(prom, "counter", f"listener {stat}",
-                   [(f'envoy_http_conn_manager_prefix="{ln}"', getattr(ls, attr)) for ln, ls in lst])
+            family(prom, "counter", f"listener {stat}", [(label, getattr(ls, attr)) for label, ls in lst])
+        family("envoy_http_downstream_rq_xx", "counter", "downstream responses by class",
+               [(f'envoy_response_code_class="{digit}",{label}', getattr(ls, attr))
+                for label, ls in lst for attr, digit in LISTENER_CLASSES])
+        family("envoy_http_downstream_rq_completed", "counter", "downstream responses",
+               [(label, _completed(ls)) for label, ls in lst])
         family("envoy_http_downstream_cx_active", "gauge", "open downstream connections",
-               [(f'envoy_http_conn_manager_prefix="{ln}"', ls.cx_active) for ln, ls in lst])
+               [(label, ls.cx_active) for label, ls in lst])
         family("envoy_http_downstream_rq_active", "gauge", "downstream requests in flight",
-               [(f'envoy_http_conn_manager_prefix="{ln}"', ls.rq_active) for ln, ls in lst])
+               [(label, ls.rq_active) for label, ls in lst])
         family("meshc_route_requests_total", "counter",
                "requests by listener, service, route, status and (inbound) source identity",
                [(f'listener="{ln}",service="{_esc(s)}",route="{_esc(r)}",'
@@ -352,6 +410,60 @@ class Metrics:
                 family("meshc_tls_certificate_expiration_unix_time_seconds", "gauge",
                        "when the certificate in use expires", [("", int(ident.not_after))])
         return "\n".join(out) + "\n"
+
+
+def _completed(ls: ListenerStats) -> int:
+    return ls.rq_1xx + ls.rq_2xx + ls.rq_3xx + ls.rq_4xx + ls.rq_5xx
+
+
+def _upstream_codes(items: list[tuple[str, int]], prefix: str, codes: dict[int, int]) -> None:
+    """Envoy's flat code statistics under `prefix`: `upstream_rq_<code>`, `upstream_rq_<N>xx`
+    and `upstream_rq_completed` (their sum)."""
+    for code in sorted(codes):
+        items.append((f"{prefix}upstream_rq_{code}", codes[code]))
+    for digit, n in sorted(_classes(codes).items()):
+        items.append((f"{prefix}upstream_rq_{digit}xx", n))
+    items.append((f"{prefix}upstream_rq_completed", sum(codes.values())))
+
+
+def _classes(codes: dict[int, int]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for code, n in codes.items():
+        out[code // 100] = out.get(code // 100, 0) + n
+    return out
+
+
+def _code_families(out: list[str], prefix: str, rows: list[tuple[str, dict[int, int]]]) -> None:
+    """Envoy's Prometheus spelling of the code statistics: `PREFIXupstream_rq{envoy_response_code}`,
+    `PREFIXupstream_rq_xx{envoy_response_code_class}`, `PREFIXupstream_rq_completed` (the sum);
+    the code label first, as Envoy writes it. Only the codes seen (Envoy's are dynamic)."""
+    name = prefix + "upstream_rq"
+    out.append(f"# TYPE {name} counter")
+    out += [f'{name}{{envoy_response_code="{code}",{label}}} {codes[code]}'
+            for label, codes in rows for code in sorted(codes)]
+    out.append(f"# TYPE {name}_xx counter")
+    out += [f'{name}_xx{{envoy_response_code_class="{digit}",{label}}} {n}'
+            for label, codes in rows for digit, n in sorted(_classes(codes).items())]
+    out.append(f"# TYPE {name}_completed counter")
+    out += [f"{name}_completed{{{label}}} {sum(codes.values())}" for label, codes in rows if codes]
+
+
+def _upstream_families(out: list[str], prefix: str, rows: Sequence[tuple[str, UpstreamStats]]) -> None:
+    _code_families(out, prefix, [(label, s.codes) for label, s in rows])
+
+
+def _histogram(out: list[str], name: str, rows: Sequence[tuple[str, UpstreamStats]]) -> None:
+    """`upstream_rq_time` in milliseconds, with Envoy's default buckets."""
+    out.append(f"# TYPE {name} histogram")
+    for label, c in rows:
+        acc = 0
+        for bound, count in zip(RQ_TIME_BUCKETS, c.buckets):
+            acc += count
+            out.append(f'{name}_bucket{{{label},le="{bound}"}} {acc}')
+        acc += c.buckets[-1]
+        out.append(f'{name}_bucket{{{label},le="+Inf"}} {acc}')
+        out.append(f"{name}_sum{{{label}}} {c.time_sum}")
+        out.append(f"{name}_count{{{label}}} {c.time_count}")
 
 
 def _route_key(item: tuple[tuple[str, str, str, str | None], dict[int, int]]) -> tuple[str, str, str, str]:

@@ -313,7 +313,7 @@ def response_code_details(ex: Exchange) -> str | None:
     """Envoy's `%RESPONSE_CODE_DETAILS%` for this request, as far as the proxy knows it."""
     if not ex.status:
         return None
-    if not ex.local_reply:
+    if not ex.answered_locally:
         return "via_upstream"
     if ex.details:
         return ex.details
@@ -428,6 +428,8 @@ class Runtime:
         metrics = self.metrics
         self.route_counts = {route: metrics.route("outbound", svc.name, route.name)
                              for svc in table.services.values() for route in svc.routes}
+        self.route_stats = {route: metrics.vhost_route(svc.name, route.name)
+                            for svc in table.services.values() for route in svc.routes}
         self.inbound_counts = metrics.inbound(table.service, None)
         self.source_counts: dict[str, dict[int, int]] = {}     # source identity -> inbound counts
         self.config_data = config_data
