@@ -7,6 +7,7 @@ once through a running `meshc serve` that names the proxies."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -29,6 +30,7 @@ service client {
 service api {
   port 8080
   subset v1 { endpoints ["127.0.0.1:@V1@"] }
+  sidecar { admin @DEAD@ }
   outlier { consecutive_5xx 100 }
   retry_budget { percent 100% min_concurrency 10 }
 }
@@ -146,12 +148,12 @@ def test_stat_reads_both_planes_the_same(planes):
                                              {"rule": "none", "denied": 2, "window": 0}], plane
         assert inbound["window"]["requests"] == 0 and inbound["window"]["requests_per_s"] == 0.0
         api = row(t, "destination", "api")
-        # attempts: 5 answered 200 at once, 2 requests of 3 attempts answered 503
-        assert api["requests"] == 11 and api["retries"] == 4 and api["ejections"] == 0, (plane, api)
-        assert api["success_rate"] == round(5 / 11, 4)
-        routes = [r for r in t["rows"] if r["kind"] == "route"]
-        if routes:   # the route family (envoy_vhost_route_*): once both planes emit it
-            assert row(t, "route", "api", "flaky")["retries"] == 4
+        # final answers, as Envoy's router charges them: 5 × 200, 2 × 503 after 3 attempts each
+        assert api["requests"] == 7 and api["retries"] == 4 and api["ejections"] == 0, (plane, api)
+        assert api["success_rate"] == round(5 / 7, 4)
+        flaky, rest = row(t, "route", "api", "flaky"), row(t, "route", "api", "rest")
+        assert (flaky["requests"], flaky["success_rate"], flaky["retries"]) == (2, 0.0, 4), (plane, flaky)
+        assert (rest["requests"], rest["success_rate"], rest["retries"]) == (5, 1.0, 0), (plane, rest)
     assert target(data, "envoy")["access_log"] == str(planes.logs["envoy"])
     native_api = row(target(data, "native"), "destination", "api")
     lat = native_api["latency_ms"]
@@ -194,11 +196,14 @@ def test_stat_finds_the_proxies_through_meshc_serve(planes, tmp_path):
         code, data, err = stat_json("--server", f"127.0.0.1:{serve.port}", "--interval", "0")
     finally:
         assert serve.stop() == 0
-    # the sidecar `client` of the policy: its admin address is Envoy's (the native one listens on a free port)
+    # no proxy is connected to this server: every sidecar it compiled, `client` (its admin address is
+    # Envoy's; the native proxy listens on a free port) and `api` (not running: reported, exit 0)
     assert code == 0, err
-    (t,) = data["targets"]
-    assert t["plane"] == "envoy" and t["address"] == planes.admin["envoy"] and data["interval_s"] == 0
-    assert row(t, "inbound", "client")["denied"] >= 5
+    client, api = sorted(data["targets"], key=lambda t: t["address"] != planes.admin["envoy"])
+    assert client["plane"] == "envoy" and client["proxy"] == "client" and data["interval_s"] == 0
+    assert row(client, "inbound", "client")["denied"] >= 5
+    dead = re.search(r"service api \{.*?admin (\d+)", planes.text, re.S).group(1)
+    assert api["address"] == f"127.0.0.1:{dead}" and api["error"].startswith(f"cannot read http://127.0.0.1:{dead}/")
 
 
 @requires_envoy
@@ -257,3 +262,29 @@ def test_stat_and_status_point_at_each_other():
     stat_help = run_meshc("stat", "--help").stdout
     status_help = run_meshc("status", "--help").stdout
     assert "meshc status" in " ".join(stat_help.split()) and "meshc stat`" in " ".join(status_help.split())
+
+
+# ---- the pure parts ---------------------------------------------------------------------------
+
+def test_prometheus_text_is_parsed_with_escapes_and_timestamps():
+    from compiler.observe.prom import PromError, parse
+
+    text = ('# HELP x help\n# TYPE x counter\nx{a="1",b="q\\"uote\\\\"} 3\nx 4 1700000000000\n'
+            'y_bucket{le="+Inf"} 2\n\n')
+    assert parse(text) == {"x": {(("a", "1"), ("b", 'q"uote\\')): 3.0, (): 4.0}, "y_bucket": {(("le", "+Inf"),): 2.0}}
+    with pytest.raises(PromError, match="line 1"):
+        parse("not a sample at all {")
+
+
+def test_quantiles_are_prometheus_histogram_quantile():
+    from compiler.observe.prom import quantile
+
+    inf = float("inf")
+    buckets = [(1.0, 2.0), (5.0, 6.0), (inf, 8.0)]
+    # rank 4 lies in (1, 5], which holds ranks 2..6: 1 + (5 - 1) × (4 - 2) / (6 - 2)
+    assert quantile(0.5, buckets) == 3.0
+    # rank 0.8 lies in the first bucket, from 0: 1 × 0.8 / 2
+    assert quantile(0.1, buckets) == pytest.approx(0.4)
+    # a rank in the +Inf bucket: the highest finite bound
+    assert quantile(0.99, buckets) == 5.0
+    assert quantile(0.5, [(1.0, 0.0), (inf, 0.0)]) is None and quantile(0.5, []) is None

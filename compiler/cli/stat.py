@@ -3,9 +3,9 @@ the traffic through running proxies, Envoy and native alike, read from their adm
 (docs/observability.md, "meshc stat"). `meshc status` shows the control plane's config versions
 instead.
 
-Exit codes: 0 every target answered; 1 some target did not answer as a proxy (the others are
-shown); 2 usage (a bad option or address); 4 no target could be reached (nor `meshc serve`, when
-the targets are to be found through it)."""
+Exit codes: 0 every target answered (found through `meshc serve`: at least one); 1 some address
+given did not answer as a proxy (the others are shown); 2 usage (a bad option or address); 4 no
+target could be reached (nor `meshc serve`, when the targets are to be found through it)."""
 
 from __future__ import annotations
 
@@ -169,6 +169,7 @@ def stat(args) -> int:
         print("meshc: error: --interval must be 0 or more seconds", file=sys.stderr)
         return EXIT_USAGE
     addresses = list(dict.fromkeys(args.addresses))
+    discovered = False     # found through `meshc serve`: a sidecar that is not running is no input error
     if not addresses:
         if parse_endpoint(args.server) is None:
             print(f"meshc: error: --server {args.server}: not HOST:PORT", file=sys.stderr)
@@ -186,8 +187,12 @@ def stat(args) -> int:
             print(f"meshc: error: {err} (or give the proxies' admin addresses: meshc stat HOST:PORT …)",
                   file=sys.stderr)
             return EXIT_UNREACHABLE
-        # every sidecar's admin address, as `meshc serve` compiled it
-        addresses = sorted(set((data.get("server", {}).get("admin") or {}).values()))
+        # the admin addresses of the sidecars connected to it (node `SERVICE` or `SERVICE.SUBSET`), else of
+        # every sidecar it compiled (proxies that read files, not `meshc serve`)
+        admin = data.get("server", {}).get("admin") or {}
+        connected = {str(s.get("node", "")).split(".")[0] for s in data.get("streams", [])}
+        addresses = sorted({a for node, a in admin.items() if node in connected}) or sorted(set(admin.values()))
+        discovered = True
         if not addresses:
             print(f"meshc: error: meshc serve at {args.server} compiles no sidecar", file=sys.stderr)
             return EXIT_UNREACHABLE
@@ -236,7 +241,7 @@ def stat(args) -> int:
             print(f"meshc: error: {error}", file=sys.stderr)
         if len(errors) == len(targets):
             return EXIT_UNREACHABLE
-        return EXIT_INPUT if errors else EXIT_OK
+        return EXIT_INPUT if errors and not discovered else EXIT_OK
     try:
         while True:
             time.sleep(args.interval or 1.0)
@@ -248,4 +253,4 @@ def stat(args) -> int:
                 return EXIT_UNREACHABLE
             first = second
     except KeyboardInterrupt:
-        return EXIT_INPUT if errors else EXIT_OK
+        return EXIT_INPUT if errors and not discovered else EXIT_OK
