@@ -40,6 +40,21 @@ routes api {
   route rest { to api.v1 }
 }
 
+# where requests fail in the proxy: a connection refused, a fault's abort, per-try timeouts
+service edge {
+  port 8081
+  subset v1 { endpoints ["127.0.0.1:@V1@"] }
+  subset dead { endpoints ["127.0.0.1:@DEAD@"] }
+  sidecar { admin @DEAD@ }
+  retry_budget { percent 100% min_concurrency 10 }
+}
+
+routes edge {
+  route gone { match { path prefix "/gone" } to edge.dead retry none }
+  route abort { match { path prefix "/abort" } to edge.v1 fault { abort 418 } }
+  route pertry { match { method [GET] } to edge.v1 retry { attempts 1 per_try_timeout 50ms on [5xx] } }
+}
+
 authorization client {
   default deny
   deny admin { path prefix "/admin" }
@@ -50,6 +65,8 @@ authorization client {
 # requests sent to each plane before `meshc stat` runs
 INBOUND = [("/admin/users", 403)] * 3 + [("/other", 403)] * 2 + [("/public/a", 200)] * 4
 OUTBOUND = [("/x", 200, None)] * 5 + [("/flaky", 503, "503")] * 2
+# (target, status) at the outbound listener, Host `edge`
+EDGE = [("/gone", 503), ("/abort", 418), ("/slow", 504)]
 FIELDS = {"start_time", "direction", "method", "path", "authority", "response_code", "response_code_details",
           "response_flags", "service", "route", "upstream_cluster", "upstream_host", "attempts", "duration_ms",
           "request_id", "peer_identity"}
@@ -79,6 +96,9 @@ def planes(tmp_path_factory):
                 headers = {"x-test-status": fail} if fail else None
                 got = get(p.listener_ports[plane, "outbound"], path, host="api", headers=headers).status
                 assert got == status, (plane, path, got)
+            for path, status in EDGE:
+                got = get(p.listener_ports[plane, "outbound"], path, host="edge", headers={"x-test-delay-ms": "300"})
+                assert got.status == status, (plane, path, got.status)
         yield p
     finally:
         p.close()
@@ -99,13 +119,16 @@ def stat_json(*args: str) -> tuple[int, dict | None, str]:
 
 
 def comparable(rec: dict) -> dict:
-    """What both planes write the same: every field but the times, ids and ports of the moment."""
-    return {k: v for k, v in rec.items() if k not in ("start_time", "duration_ms", "request_id", "upstream_host")}
+    """What both planes write the same: every field but the times, ids and ports of the moment, and
+    the transport detail Envoy adds to a connection failure's details (`|delayed_connect_error:…`)."""
+    out = {k: v for k, v in rec.items() if k not in ("start_time", "duration_ms", "request_id", "upstream_host")}
+    out["response_code_details"] = re.sub(r"\|[^}]*", "", out["response_code_details"] or "")
+    return out
 
 
 @requires_envoy
 def test_both_planes_write_the_same_access_log(planes):
-    total = len(INBOUND) + len(OUTBOUND)
+    total = len(INBOUND) + len(OUTBOUND) + len(EDGE)
     logs = {plane: log_lines(planes.logs[plane], total) for plane in ("envoy", "native")}
     for plane, records in logs.items():
         assert len(records) == total, (plane, records)
@@ -119,6 +142,10 @@ def test_both_planes_write_the_same_access_log(planes):
                                       + ["rbac_access_denied_matched_policy[none]"] * 2 + ["via_upstream"] * 4)
     flaky = [r for r in logs["native"] if r["route"] == "flaky"]
     assert [(r["attempts"], r["response_flags"], r["response_code"]) for r in flaky] == [(3, "URX", 503)] * 2
+    edge = [(r["response_code_details"], r["response_flags"], r["upstream_cluster"]) for r in logs["native"][-3:]]
+    assert edge == [("upstream_reset_before_response_started{remote_connection_failure}", "UF", "outbound|dead|edge"),
+                    ("fault_filter_abort", "FI", "outbound|v1|edge"),
+                    ("upstream_per_try_timeout", "URX,UT", "outbound|v1|edge")]
 
 
 def target(data: dict, plane: str) -> dict:
@@ -134,7 +161,7 @@ def row(t: dict, kind: str, service: str, route: str | None = None) -> dict:
 @requires_envoy
 def test_stat_reads_both_planes_the_same(planes):
     # both access logs written whole (Envoy's denials by rule come from its log)
-    log_lines(planes.logs["envoy"], len(INBOUND) + len(OUTBOUND))
+    log_lines(planes.logs["envoy"], len(INBOUND) + len(OUTBOUND) + len(EDGE))
     code, data, err = stat_json(planes.admin["envoy"], planes.admin["native"], "--interval", "0.3")
     assert code == 0, err
     assert data["schema"] == 1 and 0.3 <= data["interval_s"] < 3
@@ -197,7 +224,8 @@ def test_stat_finds_the_proxies_through_meshc_serve(planes, tmp_path):
     finally:
         assert serve.stop() == 0
     # no proxy is connected to this server: every sidecar it compiled, `client` (its admin address is
-    # Envoy's; the native proxy listens on a free port) and `api` (not running: reported, exit 0)
+    # Envoy's; the native proxy listens on a free port) and `api` and `edge` (one free port, nothing
+    # running there: reported, exit 0)
     assert code == 0, err
     client, api = sorted(data["targets"], key=lambda t: t["address"] != planes.admin["envoy"])
     assert client["plane"] == "envoy" and client["proxy"] == "client" and data["interval_s"] == 0

@@ -550,7 +550,10 @@ class Exchange:
             cluster.ejected(self.upstream_key)
         if self.retry(Outcome(None, kind)):
             return
-        self.flags = "UF" if kind == CONNECT_FAILURE else "UC"
+        # (after the last retry allowed, Envoy's flags list URX too, in alphabetical order)
+        self.flags = ("UF" if kind == CONNECT_FAILURE else "UC") + (",URX" if self.flags == "URX" else "")
+        if reason != "headers too large":
+            self.details = "upstream_reset_before_response_started{" + reason.replace(" ", "_") + "}"
         if reason == "headers too large":   # proxy.max_response_headers_bytes: Envoy's 502
             self.charge(502)
             self.local(502, reset_body("protocol error", self.attempts > 1))
@@ -619,7 +622,7 @@ class Exchange:
             cluster.ejected(self.upstream_key)
         if self.retry(Outcome(None, PER_TRY_TIMEOUT)):
             return
-        self.flags = "UT"
+        self.flags = "URX,UT" if self.flags == "URX" else "UT"
         self.details = "upstream_per_try_timeout"
         self.charge(504)
         self.local(504, BODY_TIMEOUT)

@@ -240,8 +240,6 @@ FLAG_DETAILS = {
     "FI": "fault_filter_abort",
     "UT": "response_timeout",
     "UO": "upstream_reset_before_response_started{overflow}",
-    "UF": "upstream_reset_before_response_started{connection_failure}",
-    "UC": "upstream_reset_before_response_started{connection_termination}",
     "SI": "stream_idle_timeout",
 }
 
@@ -274,6 +272,8 @@ class AccessLog:
             cluster_name = ex.rt.table.app.cluster
         elif d is not None and d.cluster:
             cluster_name = d.cluster
+        elif route is not None and route.to is not None:   # a fault's abort: the route's, as Envoy's
+            cluster_name = route.to.subset.cluster
         else:
             cluster_name = None
         record = {
