@@ -277,7 +277,7 @@ class AccessLog:
         else:
             cluster_name = None
         record = {
-            "start_time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start)) + f".{int(start * 1000) % 1000:03d}Z",
+            "start_time": self.second(int(start)) + f".{int(start * 1000) % 1000:03d}Z",
             "direction": ex.down.listener,
             "method": ex.method,
             "path": path,
@@ -296,6 +296,14 @@ class AccessLog:
             "peer_identity": ex.down.source if inbound else None,
         }
         self.fh.write(orjson.dumps(record).decode() + "\n")
+
+    _second = (-1, "")
+
+    def second(self, t: int) -> str:
+        """`YYYY-MM-DDTHH:MM:SS` of the Unix second `t` (formatted once a second)."""
+        if self._second[0] != t:
+            self._second = (t, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)))
+        return self._second[1]
 
     def flush(self) -> None:
         try:
