@@ -63,7 +63,8 @@ authorization client {
 """
 
 # requests sent to each plane before `meshc stat` runs
-INBOUND = [("/admin/users", 403)] * 3 + [("/other", 403)] * 2 + [("/public/a", 200)] * 4
+INBOUND = [("/admin/users", 403)] * 3 + [("/other", 403)] * 2 + [("/public/a", 200)] * 2 + \
+    [("/public/q?x=1&y", 200), ("/public/./b/../c", 200)]
 OUTBOUND = [("/x", 200, None)] * 5 + [("/flaky", 503, "503")] * 2
 # (target, status) at the outbound listener, Host `edge`
 EDGE = [("/gone", 503), ("/abort", 418), ("/slow", 504)]
@@ -140,6 +141,8 @@ def test_both_planes_write_the_same_access_log(planes):
     details = [r["response_code_details"] for r in logs["native"]]
     assert details[:len(INBOUND)] == (["rbac_access_denied_matched_policy[admin]"] * 3
                                       + ["rbac_access_denied_matched_policy[none]"] * 2 + ["via_upstream"] * 4)
+    # the path as routed: normalised, with its query
+    assert [r["path"] for r in logs["native"][7:9]] == ["/public/q?x=1&y", "/public/c"]
     flaky = [r for r in logs["native"] if r["route"] == "flaky"]
     assert [(r["attempts"], r["response_flags"], r["response_code"]) for r in flaky] == [(3, "URX", 503)] * 2
     edge = [(r["response_code_details"], r["response_flags"], r["upstream_cluster"]) for r in logs["native"][-3:]]
@@ -316,3 +319,32 @@ def test_quantiles_are_prometheus_histogram_quantile():
     # a rank in the +Inf bucket: the highest finite bound
     assert quantile(0.99, buckets) == 5.0
     assert quantile(0.5, [(1.0, 0.0), (inf, 0.0)]) is None and quantile(0.5, []) is None
+
+
+def test_a_reload_opens_the_new_access_log_and_a_bad_path_keeps_serving(tmp_path):
+    """The native proxy: a config without `access_log` logs nothing; a reload that adds it opens the
+    file; one whose file cannot be opened keeps the old log, says so, and keeps serving."""
+    from tests.proxy_backend import Backend
+    from tests.proxy_harness import config, route, service, start_proxy, subset, write_config
+
+    backend = Backend("v1")
+    cfg = config([service("svc", [subset("v1", [backend.port], "svc")], [route("default", to=("svc", "v1"))])])
+    path = write_config(tmp_path / "cfg.json", cfg)
+    proxy = start_proxy(path, tmp_path)
+    try:
+        log = tmp_path / "access.log"
+        assert get(proxy.outbound, "/before").status == 200
+        cfg["proxy"] = dict(cfg["proxy"], access_log=str(log))
+        write_config(path, cfg)
+        assert proxy.admin_get("/reload", method="POST")[0] == 200
+        assert get(proxy.outbound, "/after").status == 200
+        assert [r["path"] for r in log_lines(log, 1)] == ["/after"]
+        cfg["proxy"] = dict(cfg["proxy"], access_log=str(tmp_path / "missing-dir" / "access.log"))
+        write_config(path, cfg)
+        assert proxy.admin_get("/reload", method="POST")[0] == 200
+        assert get(proxy.outbound, "/still").status == 200
+        assert [r["path"] for r in log_lines(log, 2)] == ["/after", "/still"]
+        assert "access log " + str(tmp_path / "missing-dir" / "access.log") + " cannot be opened" in proxy.log()
+    finally:
+        proxy.stop()
+        backend.stop()
