@@ -55,6 +55,14 @@ routes edge {
   route pertry { match { method [GET] } to edge.v1 retry { attempts 1 per_try_timeout 50ms on [5xx] } }
 }
 
+# ejected at its second 5xx in a row
+service flap {
+  port 8082
+  endpoints ["127.0.0.1:@V1@"]
+  sidecar { admin @DEAD@ }
+  outlier { consecutive_5xx 2  max_ejected 100% }
+}
+
 authorization client {
   default deny
   deny admin { path prefix "/admin" }
@@ -97,6 +105,9 @@ def planes(tmp_path_factory):
                 headers = {"x-test-status": fail} if fail else None
                 got = get(p.listener_ports[plane, "outbound"], path, host="api", headers=headers).status
                 assert got == status, (plane, path, got)
+            for _ in range(2):
+                got = get(p.listener_ports[plane, "outbound"], "/flap", host="flap", headers={"x-test-status": "503"})
+                assert got.status == 503, (plane, got.status)
             for path, status in EDGE:
                 got = get(p.listener_ports[plane, "outbound"], path, host="edge", headers={"x-test-delay-ms": "300"})
                 assert got.status == status, (plane, path, got.status)
@@ -129,7 +140,7 @@ def comparable(rec: dict) -> dict:
 
 @requires_envoy
 def test_both_planes_write_the_same_access_log(planes):
-    total = len(INBOUND) + len(OUTBOUND) + len(EDGE)
+    total = len(INBOUND) + len(OUTBOUND) + 2 + len(EDGE)
     logs = {plane: log_lines(planes.logs[plane], total) for plane in ("envoy", "native")}
     for plane, records in logs.items():
         assert len(records) == total, (plane, records)
@@ -164,7 +175,7 @@ def row(t: dict, kind: str, service: str, route: str | None = None) -> dict:
 @requires_envoy
 def test_stat_reads_both_planes_the_same(planes):
     # both access logs written whole (Envoy's denials by rule come from its log)
-    log_lines(planes.logs["envoy"], len(INBOUND) + len(OUTBOUND) + len(EDGE))
+    log_lines(planes.logs["envoy"], len(INBOUND) + len(OUTBOUND) + 2 + len(EDGE))
     code, data, err = stat_json(planes.admin["envoy"], planes.admin["native"], "--interval", "0.3")
     assert code == 0, err
     assert data["schema"] == 1 and 0.3 <= data["interval_s"] < 3
@@ -181,6 +192,8 @@ def test_stat_reads_both_planes_the_same(planes):
         # final answers, as Envoy's router charges them: 5 × 200, 2 × 503 after 3 attempts each
         assert api["requests"] == 7 and api["retries"] == 4 and api["ejections"] == 0, (plane, api)
         assert api["success_rate"] == round(5 / 7, 4)
+        flap = row(t, "destination", "flap")
+        assert (flap["requests"], flap["success_rate"], flap["ejections"]) == (2, 0.0, 1), (plane, flap)
         flaky, rest = row(t, "route", "api", "flaky"), row(t, "route", "api", "rest")
         assert (flaky["requests"], flaky["success_rate"], flaky["retries"]) == (2, 0.0, 4), (plane, flaky)
         assert (rest["requests"], rest["success_rate"], rest["retries"]) == (5, 1.0, 0), (plane, rest)
