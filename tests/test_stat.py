@@ -289,7 +289,9 @@ def test_a_silent_tcp_server_is_not_a_proxy():
 
 @pytest.mark.parametrize("args, message", [
     (("localhost",), "localhost: not HOST:PORT"),
-    (("127.0.0.1:1", "--interval", "-1"), "--interval must be 0 or more seconds"),
+    (("127.0.0.1:1", "--interval", "-1"), "--interval must be 0 to 3600 seconds"),
+    (("127.0.0.1:1", "--interval", "nan"), "--interval must be 0 to 3600 seconds"),
+    (("127.0.0.1:1", "--interval", "soon"), "invalid float value: 'soon'"),
     (("--output-format", "xml"), "invalid choice: 'xml'"),
 ])
 def test_bad_input_is_exit_2(args, message):

@@ -165,8 +165,8 @@ def stat(args) -> int:
         if parse_endpoint(address) is None:
             print(f"meshc: error: {address}: not HOST:PORT (the admin address of a proxy)", file=sys.stderr)
             return EXIT_USAGE
-    if args.interval < 0 or args.interval != args.interval:
-        print("meshc: error: --interval must be 0 or more seconds", file=sys.stderr)
+    if not 0 <= args.interval <= 3600:    # (NaN too)
+        print("meshc: error: --interval must be 0 to 3600 seconds", file=sys.stderr)
         return EXIT_USAGE
     addresses = list(dict.fromkeys(args.addresses))
     discovered = False     # found through `meshc serve`: a sidecar that is not running is no input error
