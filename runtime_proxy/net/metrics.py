@@ -57,7 +57,7 @@ class UpstreamStats:
     the router's 503/504 after a reset, connect failure, overflow or timeout), retries, route
     timeouts, and the time from the request's dispatch to the end of the upstream answer that
     ended it (`upstream_rq_time`, whole milliseconds as Envoy records them)."""
-    __slots__ = tuple(a for a, _ in UPSTREAM_COUNTERS) + ("codes", "buckets", "time_sum", "time_count")
+    __slots__ = tuple(a for a, _ in UPSTREAM_COUNTERS) + ("codes", "buckets", "time_sum")
     # the counters of UPSTREAM_COUNTERS, set to 0 by __init__
     rq_total: int
     retry: int
@@ -72,18 +72,18 @@ class UpstreamStats:
         self.codes: dict[int, int] = {}
         self.buckets = [0] * (len(RQ_TIME_BUCKETS) + 1)
         self.time_sum = 0
-        self.time_count = 0
 
     def charge(self, status: int) -> None:
-        """The final outcome of a request that reached the router's upstream part."""
+        """The final outcome of a request that reached the router's upstream part
+        (Exchange.on_response_head has it inlined)."""
         codes = self.codes
         codes[status] = codes.get(status, 0) + 1
 
     def observe(self, ms: int) -> None:
-        """The time of an upstream answer that ended its request (whole milliseconds)."""
+        """The time of an upstream answer that ended its request (whole milliseconds; the count
+        is the buckets' sum). Exchange.on_response_end has it inlined."""
         self.buckets[bisect_left(RQ_TIME_BUCKETS, ms)] += 1
         self.time_sum += ms
-        self.time_count += 1
 
 
 class RouteStats(UpstreamStats):
@@ -450,7 +450,7 @@ def _histogram(out: list[str], name: str, rows: Sequence[tuple[str, UpstreamStat
         acc += c.buckets[-1]
         out.append(f'{name}_bucket{{{label},le="+Inf"}} {acc}')
         out.append(f"{name}_sum{{{label}}} {c.time_sum}")
-        out.append(f"{name}_count{{{label}}} {c.time_count}")
+        out.append(f"{name}_count{{{label}}} {acc}")
 
 
 def _route_key(item: tuple[tuple[str, str, str, str | None], dict[int, int]]) -> tuple[str, str, str, str]:
