@@ -6,6 +6,7 @@ The policy is a template: `@INBOUND@`, `@OUTBOUND@`, `@ADMIN@` and `@DEAD@` beco
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -17,7 +18,10 @@ from tests.proxy_harness import start_proxy, write_config
 
 class BothPlanes:
     def __init__(self, tmp: Path, template: str, upstreams: tuple[str, ...], *, warnings_allowed: bool = False,
-                 adjust_native=None, envoy_args: tuple[str, ...] = ()):
+                 adjust_native=None, envoy_args: tuple[str, ...] = (), bootstrap: dict | None = None):
+        """`bootstrap`: top-level fields added to Envoy's bootstrap (e.g. `stats_flush_interval`);
+        `adjust_native(config)` changes the native config before it is written (an access log's file);
+        `envoy_args`: more options of Envoy's command line (`--file-flush-interval-msec`)."""
         self.backends = {name: Backend(name) for name in upstreams}
         self.envoy = self.native = None
         try:
@@ -33,6 +37,8 @@ class BothPlanes:
             for rel, data in compiled.envoy.items():
                 path = tmp / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
+                if bootstrap and rel == "client.envoy.json":
+                    data = json.dumps({**json.loads(data), **bootstrap}).encode()
                 path.write_bytes(data)
             native = dict(compiled.native)
             native["listeners"] = {k: dict(v, port=0) for k, v in native["listeners"].items()}

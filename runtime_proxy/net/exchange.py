@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from bisect import bisect_left as _bisect
 from typing import TYPE_CHECKING, Protocol
 
 from runtime_proxy.decide.headers import shadow_host
@@ -31,6 +32,7 @@ from runtime_proxy.decide.request import RBAC_DENIED, decide_request
 from runtime_proxy.decide.response import local_reply_changes, response_lines
 from runtime_proxy.decide.retry import CONNECT_FAILURE, PER_TRY_TIMEOUT, Outcome
 from runtime_proxy.decide.upstream import LIMIT, NOT_RETRIABLE, OVERFLOW, UpstreamState, decide_retry
+from runtime_proxy.net.metrics import RQ_TIME_BUCKETS
 from runtime_proxy.net.timers import TICKS
 from runtime_proxy.net.wire import local_reply, status_line
 
@@ -471,10 +473,15 @@ class Exchange:
             self.retry_held = False
             cluster.breaker.release_retry()
             cluster.stats.retry_success += 1
-            rstats = self.rstats
-            if rstats is not None:
-                rstats.retry_success += 1
-        self.charge(status)
+            if self.rstats is not None:
+                self.rstats.retry_success += 1
+        # the final answer: charged to the cluster and the route (self.charge, inlined)
+        codes = cluster.stats.codes
+        codes[status] = codes.get(status, 0) + 1
+        rstats = self.rstats
+        if rstats is not None:
+            codes = rstats.codes
+            codes[status] = codes.get(status, 0) + 1
         self.status = status
         self.up_ms = up_ms = int((now - self.t_first_send) * 1000)
         # the response head: the upstream's header lines less the hop-by-hop ones, re-framed
@@ -516,11 +523,16 @@ class Exchange:
         if self.resp_chunked:
             self.down.write(b"0\r\n\r\n")
         # Envoy's upstream_rq_time: whole milliseconds from the dispatch to the answer's end
+        # (UpstreamStats.observe, inlined)
         ms = int((_monotonic() - self.t_first_send) * 1000)
-        self.cluster.stats.observe(ms)
+        i = _bisect(RQ_TIME_BUCKETS, ms)
+        stats = self.cluster.stats
+        stats.buckets[i] += 1
+        stats.time_sum += ms
         rstats = self.rstats
         if rstats is not None:
-            rstats.observe(ms)
+            rstats.buckets[i] += 1
+            rstats.time_sum += ms
         self.finish()
 
     def on_failure(self, conn: UpstreamConn | None, kind: str, reason: str, fresh_ok: bool) -> None:

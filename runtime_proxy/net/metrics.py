@@ -57,7 +57,7 @@ class UpstreamStats:
     the router's 503/504 after a reset, connect failure, overflow or timeout), retries, route
     timeouts, and the time from the request's dispatch to the end of the upstream answer that
     ended it (`upstream_rq_time`, whole milliseconds as Envoy records them)."""
-    __slots__ = tuple(a for a, _ in UPSTREAM_COUNTERS) + ("codes", "buckets", "time_sum", "time_count")
+    __slots__ = tuple(a for a, _ in UPSTREAM_COUNTERS) + ("codes", "buckets", "time_sum")
     # the counters of UPSTREAM_COUNTERS, set to 0 by __init__
     rq_total: int
     retry: int
@@ -72,18 +72,18 @@ class UpstreamStats:
         self.codes: dict[int, int] = {}
         self.buckets = [0] * (len(RQ_TIME_BUCKETS) + 1)
         self.time_sum = 0
-        self.time_count = 0
 
     def charge(self, status: int) -> None:
-        """The final outcome of a request that reached the router's upstream part."""
+        """The final outcome of a request that reached the router's upstream part
+        (Exchange.on_response_head has it inlined)."""
         codes = self.codes
         codes[status] = codes.get(status, 0) + 1
 
     def observe(self, ms: int) -> None:
-        """The time of an upstream answer that ended its request (whole milliseconds)."""
+        """The time of an upstream answer that ended its request (whole milliseconds; the count
+        is the buckets' sum). Exchange.on_response_end has it inlined."""
         self.buckets[bisect_left(RQ_TIME_BUCKETS, ms)] += 1
         self.time_sum += ms
-        self.time_count += 1
 
 
 class RouteStats(UpstreamStats):
@@ -200,15 +200,33 @@ class CertificateInfo(Protocol):
     def not_after(self) -> float: ...
 
 
+# A refused or failed handshake (tls.failure_reason, and `san_mismatch`: a server that is not the
+# destination's identity) -> the Envoy statistic that counts it (`listener.ADDRESS.ssl.*` inbound,
+# `cluster.NAME.ssl.*` outbound; checked against Envoy 1.40). `timeout` has no Envoy counterpart
+# (the Envoy sidecar sets no handshake timeout): only meshc_tls_handshake_failures_total has it.
+ENVOY_SSL_FAILURES = {
+    "no_certificate": "fail_verify_no_cert",
+    "expired": "fail_verify_error", "unknown_ca": "fail_verify_error", "self_signed": "fail_verify_error",
+    "not_yet_valid": "fail_verify_error", "bad_purpose": "fail_verify_error", "verify_failed": "fail_verify_error",
+    "san_mismatch": "fail_verify_san",
+    "not_tls": "connection_error", "protocol_version": "connection_error", "peer_alert": "connection_error",
+    "connection_closed": "connection_error", "error": "connection_error",
+}
+ENVOY_SSL_STATS = ("connection_error", "fail_verify_error", "fail_verify_no_cert", "fail_verify_san")
+
+
 class TlsStats:
     """Mutual TLS: handshakes and refusals by side (`downstream`: the inbound listener;
     `upstream`: connections to destinations) and reason (tls.failure_reason), plaintext
     connections a permissive listener took, identity rotations, and the active certificate."""
-    __slots__ = ("handshakes", "failures", "plaintext", "rotations_ok", "rotations_rejected", "identity")
+    __slots__ = ("handshakes", "failures", "clusters", "cluster_failures", "plaintext", "rotations_ok",
+                 "rotations_rejected", "identity")
 
     def __init__(self) -> None:
         self.handshakes = {"downstream": 0, "upstream": 0}
         self.failures: dict[tuple[str, str], int] = {}
+        self.clusters: dict[str, int] = {}                       # upstream handshakes by cluster
+        self.cluster_failures: dict[tuple[str, str], int] = {}   # (cluster, reason) -> count
         self.plaintext = 0
         self.rotations_ok = 0
         self.rotations_rejected = 0
@@ -217,6 +235,37 @@ class TlsStats:
     def failed(self, side: str, reason: str) -> None:
         key = (side, reason)
         self.failures[key] = self.failures.get(key, 0) + 1
+
+    def cluster_handshake(self, cluster: str) -> None:
+        self.handshakes["upstream"] += 1
+        self.clusters[cluster] = self.clusters.get(cluster, 0) + 1
+
+    def cluster_failed(self, cluster: str, reason: str) -> None:
+        self.failed("upstream", reason)
+        key = (cluster, reason)
+        self.cluster_failures[key] = self.cluster_failures.get(key, 0) + 1
+
+    def envoy_listener(self) -> dict[str, int]:
+        """The inbound listener's Envoy `ssl.*` counters."""
+        out = dict.fromkeys(("handshake",) + ENVOY_SSL_STATS, 0)
+        out["handshake"] = self.handshakes["downstream"]
+        for (side, reason), n in self.failures.items():
+            stat = ENVOY_SSL_FAILURES.get(reason)
+            if side == "downstream" and stat is not None:
+                out[stat] += n
+        return out
+
+    def envoy_clusters(self) -> dict[str, dict[str, int]]:
+        """Each mTLS cluster's Envoy `ssl.*` counters (those with a connection attempt)."""
+        out: dict[str, dict[str, int]] = {}
+        for name in set(self.clusters) | {c for c, _ in self.cluster_failures}:
+            out[name] = dict.fromkeys(("handshake",) + ENVOY_SSL_STATS, 0)
+            out[name]["handshake"] = self.clusters.get(name, 0)
+        for (name, reason), n in self.cluster_failures.items():
+            stat = ENVOY_SSL_FAILURES.get(reason)
+            if stat is not None:
+                out[name][stat] += n
+        return out
 
 
 class Metrics:
@@ -236,6 +285,7 @@ class Metrics:
         self.reloads_rejected = 0
         self.config_version = ""
         self.tls: TlsStats | None = None           # set when the sidecar has identity files
+        self.inbound_address = ""                  # Envoy's listener address label: HOST_PORT
 
     def cluster(self, name: str) -> ClusterStats:
         stats = self.clusters.get(name)
@@ -330,6 +380,11 @@ class Metrics:
             items.append(("tls.rotation_rejected", tls.rotations_rejected))
             if tls.identity is not None:
                 items.append(("tls.certificate.expiration_unix_time_seconds", int(tls.identity.not_after)))
+            for stat, n in tls.envoy_listener().items():
+                items.append((f"listener.{self.inbound_address}.ssl.{stat}", n))
+            for name, stats in sorted(tls.envoy_clusters().items()):
+                for stat, n in stats.items():
+                    items.append((f"cluster.{name}.ssl.{stat}", n))
         return items
 
     def prometheus(self, gauges: dict[str, dict[str, int]]) -> str:
@@ -399,6 +454,14 @@ class Metrics:
             family("meshc_tls_handshake_failures_total", "counter",
                    "refused or failed TLS handshakes by side and reason",
                    [(f'side="{side}",reason="{reason}"', n) for (side, reason), n in sorted(tls.failures.items())])
+            listener = tls.envoy_listener()
+            address = f'envoy_listener_address="{_esc(self.inbound_address)}"'
+            clusters = sorted(tls.envoy_clusters().items())
+            for stat in ("handshake",) + ENVOY_SSL_STATS:
+                family(f"envoy_listener_ssl_{stat}", "counter", f"inbound listener ssl.{stat}",
+                       [(address, listener[stat])])
+                family(f"envoy_cluster_ssl_{stat}", "counter", f"cluster ssl.{stat}",
+                       [(f'envoy_cluster_name="{_esc(n)}"', c[stat]) for n, c in clusters])
             family("meshc_tls_plaintext_connections_total", "counter",
                    "plaintext connections a permissive inbound listener accepted", [("", tls.plaintext)])
             family("meshc_tls_rotations_total", "counter", "identity file changes by result",
@@ -463,7 +526,7 @@ def _histogram(out: list[str], name: str, rows: Sequence[tuple[str, UpstreamStat
         acc += c.buckets[-1]
         out.append(f'{name}_bucket{{{label},le="+Inf"}} {acc}')
         out.append(f"{name}_sum{{{label}}} {c.time_sum}")
-        out.append(f"{name}_count{{{label}}} {c.time_count}")
+        out.append(f"{name}_count{{{label}}} {acc}")
 
 
 def _route_key(item: tuple[tuple[str, str, str, str | None], dict[int, int]]) -> tuple[str, str, str, str]:

@@ -207,7 +207,7 @@ class ClusterState:
 
     def tls_failed(self, pool: Pool, reason: str, detail: str) -> None:
         """An upstream TLS handshake failed, or the server is not the destination's identity."""
-        self.rt.metrics.tls.failed("upstream", reason)  # type: ignore[union-attr]  # mTLS: TLS stats exist
+        self.rt.metrics.tls.cluster_failed(self.name, reason)  # type: ignore[union-attr]  # mTLS: TLS stats exist
         log.warning("upstream TLS to %s (%s) failed: %s: %s", pool.key, self.name, reason, detail)
 
     def ejected(self, key: str) -> None:
