@@ -18,7 +18,6 @@ from compiler.cli.exits import EXIT_INPUT, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 
 TIMEOUT = 3.0
 SCHEMA = 1
-FILE_ACCESS_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
 DENIED = "rbac_access_denied_matched_policy["
 
 
@@ -52,6 +51,9 @@ def _json(address: str, path: str) -> dict | None:
 
 
 def _find_access_logs(node, found: list[str]) -> list[str]:
+    """The paths of every file access log in Envoy's `/config_dump` (the one the backend writes)."""
+    from compiler.backends.envoy.names import FILE_ACCESS_LOG
+
     if isinstance(node, dict):
         if node.get("@type") == FILE_ACCESS_LOG and isinstance(node.get("path"), str):
             found.append(node["path"])
