@@ -364,3 +364,40 @@ def test_a_reload_opens_the_new_access_log_and_a_bad_path_keeps_serving(tmp_path
     finally:
         proxy.stop()
         backend.stop()
+
+
+def test_rows_and_table_of_two_fixed_scrapes_golden(update_goldens):
+    """Two scrapes 2 s apart (tests/data/stat/*.prom: Envoy's families, as both planes serve them)
+    give the rows and the table of tests/golden/stat/ (`pytest --update-goldens` rewrites them)."""
+    from compiler.cli.stat import SCHEMA
+    from compiler.observe import stats, table
+    from compiler.observe.prom import parse
+
+    data = Path(__file__).parent / "data" / "stat"
+    first = stats.Scrape(10.0, parse((data / "before.prom").read_text()), {})
+    second = stats.Scrape(12.0, parse((data / "after.prom").read_text()), {"admin": 3, "none": 2})
+    native = {"address": "127.0.0.1:15000", "plane": "native", "proxy": "client", "error": None, "access_log": None,
+              "denials_note": None, "rows": stats.rows("client", first, second)}
+    envoy = {"address": "127.0.0.1:15100", "plane": "envoy", "proxy": "client", "error": None, "access_log": None,
+             "denials_note": "no access log is configured", "rows": stats.rows("client", first,
+                                                                                stats.Scrape(12.0, second.samples, None))}
+    down = {"address": "127.0.0.1:15200", "plane": None, "proxy": None, "access_log": None, "denials_note": None,
+            "error": "cannot read http://127.0.0.1:15200/config: connection refused", "rows": []}
+    report = {"schema": SCHEMA, "interval_s": 2.0, "targets": [native, envoy, down]}
+    got = {"report.json": json.dumps(report, indent=2, sort_keys=True) + "\n", "table.txt": table.render(report) + "\n"}
+    golden = Path(__file__).parent / "golden" / "stat"
+    for name, text in got.items():
+        if update_goldens:
+            golden.mkdir(exist_ok=True)
+            (golden / name).write_text(text)
+        assert (golden / name).read_text() == text, f"tests/golden/stat/{name} differs: run pytest --update-goldens"
+    api = next(r for r in native["rows"] if r["kind"] == "destination")
+    # 12 answers in the window, 2 of them 503: rates over 2 s. The window's buckets (the first scrape
+    # has none of this cluster): 10 ≤ 1 ms, 15 ≤ 5 ms, 17 ≤ 25 ms, so histogram_quantile gives
+    # p50 = 1 × 8.5 / 10, p95 = 5 + 20 × (16.15 − 15) / 2, p99 = 5 + 20 × (16.83 − 15) / 2
+    assert api["window"] == {"seconds": 2.0, "requests": 12, "requests_per_s": 6.0, "success_rate": 0.8333,
+                             "retries": 4, "denied": None}
+    assert api["latency_ms"] == {"p50": 0.85, "p95": 16.5, "p99": 23.3}
+    rest = next(r for r in native["rows"] if r["route"] == "rest")
+    # the window's buckets of route rest: 7 ≤ 1 ms, 10 ≤ 5 ms: p50 = 1 × 5 / 7
+    assert rest["latency_ms"]["p50"] == round(5 / 7, 3) and rest["window"]["requests_per_s"] == 5.0
