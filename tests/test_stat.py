@@ -378,9 +378,9 @@ def test_rows_and_table_of_two_fixed_scrapes_golden(update_goldens):
     second = stats.Scrape(12.0, parse((data / "after.prom").read_text()), {"admin": 3, "none": 2})
     native = {"address": "127.0.0.1:15000", "plane": "native", "proxy": "client", "error": None, "access_log": None,
               "denials_note": None, "rows": stats.rows("client", first, second)}
+    unknown = stats.Scrape(12.0, second.samples, None)     # an Envoy without an access log
     envoy = {"address": "127.0.0.1:15100", "plane": "envoy", "proxy": "client", "error": None, "access_log": None,
-             "denials_note": "no access log is configured", "rows": stats.rows("client", first,
-                                                                                stats.Scrape(12.0, second.samples, None))}
+             "denials_note": "no access log is configured", "rows": stats.rows("client", first, unknown)}
     down = {"address": "127.0.0.1:15200", "plane": None, "proxy": None, "access_log": None, "denials_note": None,
             "error": "cannot read http://127.0.0.1:15200/config: connection refused", "rows": []}
     report = {"schema": SCHEMA, "interval_s": 2.0, "targets": [native, envoy, down]}
