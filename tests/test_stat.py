@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -337,9 +339,10 @@ def test_quantiles_are_prometheus_histogram_quantile():
     assert quantile(0.5, [(1.0, 0.0), (inf, 0.0)]) is None and quantile(0.5, []) is None
 
 
-def test_a_reload_opens_the_new_access_log_and_a_bad_path_keeps_serving(tmp_path):
+def test_a_reload_opens_the_new_access_log_and_one_that_cannot_be_opened_is_refused(tmp_path):
     """The native proxy: a config without `access_log` logs nothing; a reload that adds it opens the
-    file; one whose file cannot be opened keeps the old log, says so, and keeps serving."""
+    file; a config whose file cannot be opened is refused, as Envoy refuses such listeners: the
+    last good config (and its log) keeps serving, and a proxy cannot start on it."""
     from tests.proxy_backend import Backend
     from tests.proxy_harness import config, route, service, start_proxy, subset, write_config
 
@@ -347,6 +350,7 @@ def test_a_reload_opens_the_new_access_log_and_a_bad_path_keeps_serving(tmp_path
     cfg = config([service("svc", [subset("v1", [backend.port], "svc")], [route("default", to=("svc", "v1"))])])
     path = write_config(tmp_path / "cfg.json", cfg)
     proxy = start_proxy(path, tmp_path)
+    bad = str(tmp_path / "missing-dir" / "access.log")
     try:
         log = tmp_path / "access.log"
         assert get(proxy.outbound, "/before").status == 200
@@ -355,15 +359,18 @@ def test_a_reload_opens_the_new_access_log_and_a_bad_path_keeps_serving(tmp_path
         assert proxy.admin_get("/reload", method="POST")[0] == 200
         assert get(proxy.outbound, "/after").status == 200
         assert [r["path"] for r in log_lines(log, 1)] == ["/after"]
-        cfg["proxy"] = dict(cfg["proxy"], access_log=str(tmp_path / "missing-dir" / "access.log"))
+        cfg["proxy"] = dict(cfg["proxy"], access_log=bad)
         write_config(path, cfg)
-        assert proxy.admin_get("/reload", method="POST")[0] == 200
+        status, body = proxy.admin_get("/reload", method="POST")
+        assert status == 400 and f"$.proxy.access_log: cannot open {bad}: no such file or directory" in body, body
         assert get(proxy.outbound, "/still").status == 200
         assert [r["path"] for r in log_lines(log, 2)] == ["/after", "/still"]
-        assert "access log " + str(tmp_path / "missing-dir" / "access.log") + " cannot be opened" in proxy.log()
     finally:
         proxy.stop()
         backend.stop()
+    proc = subprocess.run([sys.executable, "-m", "runtime_proxy", path], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"invalid config: $.proxy.access_log: cannot open {bad}: no such file or directory" in proc.stderr
 
 
 def test_rows_and_table_of_two_fixed_scrapes_golden(update_goldens):

@@ -29,6 +29,7 @@ from runtime_proxy.decide.breaker import Breaker
 from runtime_proxy.decide.identity import peer_identity, xfcc_line
 from runtime_proxy.decide.outlier import OutlierState
 from runtime_proxy.decide.request import header_dict
+from runtime_proxy.decide.table import TableError
 from runtime_proxy.decide.upstream import choose_endpoint
 from runtime_proxy.net.exchange import Exchange
 from runtime_proxy.net.metrics import MAX_SOURCES, Metrics, TlsStats
@@ -399,9 +400,19 @@ class Runtime:
 
     def apply(self, table: Table, config_data: dict[str, Any]) -> None:
         """Make the config compiled as `table` (`config_data`: its JSON) the one new requests use.
-        Raises tls.TlsError, having changed nothing, when its identity files cannot be used."""
-        self.tls = self._identities(table)
-        self._open_access_log(table.proxy.access_log)
+        Raises tls.TlsError, having changed nothing, when its identity files cannot be used, and
+        table.TableError when its access log cannot be opened (Envoy refuses such listeners too)."""
+        opened = self._access_log_for(table.proxy.access_log)
+        try:
+            self.tls = self._identities(table)
+        except BaseException:
+            if opened is not None and opened is not self.access_log:
+                opened.close()
+            raise
+        if opened is not self.access_log:
+            if self.access_log is not None:
+                self.access_log.close()
+            self.access_log = opened
         # a header names the caller only where no TLS can: a verified identity always wins
         self.identity_header = self.identity_header_option if table.mtls_mode == "disable" else None
         proxy = table.proxy
@@ -522,21 +533,20 @@ class Runtime:
         if self.tls is not None:
             self.tls.poll()
 
-    def _open_access_log(self, configured: str | None) -> None:
-        """The access log of `--access-log`, else the config's; a new file when the path changed.
-        A file that cannot be opened leaves the old log in place (logged; at start: no log)."""
+    def _access_log_for(self, configured: str | None) -> AccessLog | None:
+        """The access log of `--access-log`, else of the config: the one open when its path is the
+        same, else the file opened (TableError when it cannot be)."""
         path = self.access_log_option or configured
         old = self.access_log
         if (old.path if old is not None else None) == path:
-            return
+            return old
+        if not path:
+            return None
         try:
-            self.access_log = AccessLog(path) if path else None
+            return AccessLog(path)
         except OSError as e:
-            log.error("access log %s cannot be opened (%s); %s", path, e.strerror or e,
-                      "still writing " + old.path if old is not None else "no access log")
-            return
-        if old is not None:
-            old.close()
+            where = "--access-log" if self.access_log_option else "$.proxy.access_log"
+            raise TableError(f"{where}: cannot open {path}: {(e.strerror or str(e)).lower()}") from None
 
     def start_drain(self) -> None:
         """SIGTERM: stop taking requests on kept-alive connections; finish the ones in flight."""
