@@ -4,8 +4,8 @@ One policy (routes with several matches, a split by header, retries on 503, a ro
 per-try timeout, a fault abort, an unreachable subset, outlier detection, limits that overflow, a
 retry limit that overflows, an authorization with a deny rule) is compiled for the sidecar of
 `client` and run by a real Envoy and by the native proxy (tests/planes_support.py), in front of the
-same loopback upstreams, which answer after fixed delays (30 ms, 300 ms: well inside one
-histogram bucket). The same requests go through both planes; then Envoy's `/stats/prometheus` and
+same loopback upstreams, which answer after fixed delays (110 ms, 300 ms: inside one histogram
+bucket). The same requests go through both planes; then Envoy's `/stats/prometheus` and
 the native proxy's `/metrics` are parsed, and every sample of the shared families
 (SIGNAL_FAMILIES) must be equal: counts, and the histograms' bucket counts and totals. Envoy's
 histograms reach its admin output at its stats flush (5 s by default): the test's bootstrap flushes
@@ -67,13 +67,18 @@ service od {
   endpoints ["127.0.0.1:@OD@"]
   outlier { consecutive_5xx 2  interval 300ms  ejection 30s  max_ejected 100% }
 }
+service og {
+  port 8080
+  endpoints ["127.0.0.1:@OG@"]
+  outlier { consecutive_5xx 5  consecutive_gateway_errors 2  interval 300ms  ejection 30s  max_ejected 100% }
+}
 service lm {
   port 8080
   endpoints ["127.0.0.1:@LM@"]
   limits { connections 1  pending 1  requests 1 }
 }
 """
-UPSTREAMS = ("app", "v1", "v2", "ro", "od", "lm")
+UPSTREAMS = ("app", "v1", "v2", "ro", "od", "og", "lm")
 PLANES = ("envoy", "native")
 
 # The families both planes emit with the same names, labels and values (docs/observability.md).
@@ -88,50 +93,53 @@ SIGNAL_FAMILIES = frozenset(
     [ROUTE + f for f in UPSTREAM + HISTOGRAM]
     + [CLUSTER + f for f in UPSTREAM + HISTOGRAM + (
         "upstream_rq_per_try_timeout", "upstream_rq_pending_overflow", "upstream_cx_connect_fail",
-        "outlier_detection_ejections_enforced_total", "outlier_detection_ejections_enforced_consecutive_5xx",
-        "outlier_detection_ejections_detected_consecutive_5xx")]
+        "outlier_detection_ejections_enforced_total")]
+    + [f"{CLUSTER}outlier_detection_ejections_{which}_{kind}" for which in ("detected", "enforced")
+       for kind in ("consecutive_5xx", "consecutive_gateway_failure")]
     + [CLUSTER + "retry_" + f for f in CODES]
     + [HTTP + f for f in ("downstream_rq_xx", "downstream_rq_total", "downstream_rq_completed",
                           "downstream_cx_total", "rbac_allowed", "rbac_denied", "fault_aborts_injected",
                           "fault_delays_injected", "no_route")])
 
-# (listener, Host, path, headers, status): the same in both planes
+# (listener, Host, path, headers, status): the same in both planes. The upstreams answer after
+# delays just above a bucket's lower bound (110 ms: le=250; 300 ms: le=500), so that a slow
+# machine moves no answer into the next bucket (a timer never fires early).
+FAST, SLOW = {"x-test-delay-ms": "110"}, {"x-test-delay-ms": "300"}
 TRAFFIC = [
-    ("outbound", "rv", "/ok", {"x-test-delay-ms": "30"}, 200),
-    ("outbound", "rv", "/also", {"x-test-delay-ms": "30"}, 200),          # the route's second match
-    ("outbound", "rv", "/ok", {"x-test-delay-ms": "300"}, 200),
-    ("outbound", "rv", "/ok", {"x-test-delay-ms": "30", "x-test-status": "404"}, 404),
-    ("outbound", "rv", "/split", {"x-test-delay-ms": "30", "x-key": "0"}, 200),     # rv.v1
-    ("outbound", "rv", "/split", {"x-test-delay-ms": "30", "x-key": "70"}, 200),    # rv.v2
-    # a 503 after 30 ms, then 200 at once: one retry, a success
-    ("outbound", "rv", "/retry", {"x-test-delay-ms": "30", "x-test-status": "503", "x-test-fail-first": "1",
-                                  "x-test-id": "once"}, 200),
-    # 503 after 60 ms three times: two retries, the limit exceeded, ~185 ms in all
-    ("outbound", "rv", "/retry", {"x-test-delay-ms": "60", "x-test-status": "503"}, 503),
+    ("outbound", "rv", "/ok", FAST, 200),
+    ("outbound", "rv", "/also", FAST, 200),                                # the route's second match
+    ("outbound", "rv", "/ok", SLOW, 200),
+    ("outbound", "rv", "/ok", {**FAST, "x-test-status": "404"}, 404),
+    ("outbound", "rv", "/split", {**FAST, "x-key": "0"}, 200),             # rv.v1
+    ("outbound", "rv", "/split", {**FAST, "x-key": "70"}, 200),            # rv.v2
+    # a 503 after 110 ms, then 200 at once: one retry, a success
+    ("outbound", "rv", "/retry", {**FAST, "x-test-status": "503", "x-test-fail-first": "1", "x-test-id": "once"}, 200),
+    # 503 after 45 ms three times: two retries, the limit exceeded, ~140 ms in all
+    ("outbound", "rv", "/retry", {"x-test-delay-ms": "45", "x-test-status": "503"}, 503),
     ("outbound", "rv", "/slow", {"x-test-delay-ms": "400"}, 504),          # the route timeout
-    ("outbound", "rv", "/pertry", {"x-test-delay-ms": "300"}, 504),        # two per-try timeouts
+    ("outbound", "rv", "/pertry", SLOW, 504),                              # two per-try timeouts
     ("outbound", "rv", "/abort", {}, 503),                                 # a fault abort: no upstream
     ("outbound", "rv", "/dead", {}, 503),                                  # connect failure
     ("outbound", "rv", "/nomatch", {}, 404),                               # no route
     ("outbound", "nohost", "/", {}, 404),                                  # no virtual host
-    ("outbound", "od", "/", {"x-test-delay-ms": "30", "x-test-status": "500"}, 500),
-    ("outbound", "od", "/", {"x-test-delay-ms": "30", "x-test-status": "500"}, 500),   # ejected
-    ("outbound", "od", "/", {"x-test-delay-ms": "30"}, 200),               # (panic: all ejected)
+    ("outbound", "od", "/", {**FAST, "x-test-status": "500"}, 500),
+    ("outbound", "od", "/", {**FAST, "x-test-status": "500"}, 500),        # ejected: consecutive 5xx
+    ("outbound", "od", "/", FAST, 200),                                    # (panic: all ejected)
+    ("outbound", "og", "/", {**FAST, "x-test-status": "502"}, 502),
+    ("outbound", "og", "/", {**FAST, "x-test-status": "503"}, 503),        # ejected: gateway errors
     ("inbound", "client", "/admin", {}, 403),                              # the deny rule
-    ("inbound", "client", "/x", {"x-test-delay-ms": "30"}, 200),
+    ("inbound", "client", "/x", FAST, 200),
 ]
 # Requests sent together, each after its own pause (s), and their statuses:
 TOGETHER = [
     # four at once into `limits { connections 1  pending 1  requests 1 }`: one is sent, one waits
     # for it (~600 ms in all), two overflow
-    [(0, ("outbound", "lm", "/", {"x-test-delay-ms": "300"}), 200),
-     (0, ("outbound", "lm", "/", {"x-test-delay-ms": "300"}), 200),
-     (0, ("outbound", "lm", "/", {"x-test-delay-ms": "300"}), 503),
-     (0, ("outbound", "lm", "/", {"x-test-delay-ms": "300"}), 503)],
-    # a retry budget of one retry in flight: the first holds the one retry from 60 ms to ~180 ms (503 three
-    # times); the second's 503 at ~80 ms finds no retry left (retry overflow)
-    [(0, ("outbound", "ro", "/", {"x-test-delay-ms": "60", "x-test-status": "503"}), 503),
-     (0.01, ("outbound", "ro", "/", {"x-test-delay-ms": "70", "x-test-status": "503"}), 503)],
+    [(0, ("outbound", "lm", "/", SLOW), 200), (0, ("outbound", "lm", "/", SLOW), 200),
+     (0, ("outbound", "lm", "/", SLOW), 503), (0, ("outbound", "lm", "/", SLOW), 503)],
+    # a retry budget of one retry in flight: the first holds it from 110 ms to ~330 ms (503 three
+    # times); the second's 503 at ~160 ms finds no retry left (retry overflow)
+    [(0, ("outbound", "ro", "/", {**FAST, "x-test-status": "503"}), 503),
+     (0.04, ("outbound", "ro", "/", {"x-test-delay-ms": "120", "x-test-status": "503"}), 503)],
 ]
 
 
@@ -205,7 +213,7 @@ def test_signals_are_the_same_in_both_planes(planes):
     with ThreadPoolExecutor(2) as pool:
         statuses = dict(zip(PLANES, pool.map(lambda plane: drive(planes, plane), PLANES)))
     expected = [status for *_, status in TRAFFIC] + [s for group in TOGETHER for s in sorted(s for *_, s in group)]
-    assert statuses == {"envoy": expected, "native": expected}, statuses
+    assert statuses == {"envoy": expected, "native": expected}, f"{statuses} {expected}"
     # Envoy's histograms are as of its last stats flush (every 100 ms here): scrape until a flush
     # after the traffic shows (the native proxy's are current), at most 5 s
     deadline = time.monotonic() + 5
@@ -222,7 +230,7 @@ def test_signals_are_the_same_in_both_planes(planes):
     v1 = {"envoy_cluster_name": "outbound|v1|rv"}
     assert value(envoy, ROUTE + "upstream_rq", envoy_response_code="200", **route_ok) == 3
     assert value(envoy, ROUTE + "upstream_rq_xx", envoy_response_code_class="4", **route_ok) == 1
-    assert value(envoy, ROUTE + "upstream_rq_time_bucket", le="50", **route_ok) == 3
+    assert value(envoy, ROUTE + "upstream_rq_time_bucket", le="250", **route_ok) == 3
     assert value(envoy, ROUTE + "upstream_rq_time_bucket", le="500", **route_ok) == 4
     retry = {"envoy_virtual_host": "rv", "envoy_route": "retry"}
     assert [value(envoy, ROUTE + f"upstream_rq_{name}", **retry)
@@ -234,6 +242,8 @@ def test_signals_are_the_same_in_both_planes(planes):
     assert value(envoy, ROUTE + "upstream_rq_retry_overflow", envoy_virtual_host="ro", envoy_route="all") == 1
     assert value(envoy, CLUSTER + "outlier_detection_ejections_enforced_total",
                  envoy_cluster_name="outbound|default|od") == 1
+    assert value(envoy, CLUSTER + "outlier_detection_ejections_enforced_consecutive_gateway_failure",
+                 envoy_cluster_name="outbound|default|og") == 1
     assert value(envoy, CLUSTER + "upstream_rq_pending_overflow", envoy_cluster_name="outbound|default|lm") == 2
     assert value(envoy, ROUTE + "upstream_rq_time_bucket", le="1000", envoy_virtual_host="lm",
                  envoy_route="default") == 2

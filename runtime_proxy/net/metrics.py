@@ -40,14 +40,12 @@ CLUSTER_COUNTERS = UPSTREAM_COUNTERS + (
     ("cx_connect_timeout", "upstream_cx_connect_timeout"),
     ("cx_destroy_remote", "upstream_cx_destroy_remote"),
     ("ejections_enforced", "outlier_detection.ejections_enforced_total"),
-    ("ejections_detected", "outlier_detection.ejections_detected_consecutive_5xx"),
     ("mirror_total", "upstream_rq_mirror_total"),
 )
-# Counters Envoy has under two names for what the native proxy counts once (its one detector is
-# consecutive 5xx): (attribute, the other name).
-CLUSTER_ALIASES = (
-    ("ejections_enforced", "outlier_detection.ejections_enforced_consecutive_5xx"),
-)
+# The outlier detector's counts by kind (decide.outlier.OutlierState.counts): key, Envoy's name.
+OUTLIER_COUNTERS = tuple((f"{which}_{kind}", f"outlier_detection.ejections_{which}_{kind}")
+                         for which in ("detected", "enforced")
+                         for kind in ("consecutive_5xx", "consecutive_gateway_failure"))
 
 
 class UpstreamStats:
@@ -94,7 +92,7 @@ class RouteStats(UpstreamStats):
 class ClusterStats(UpstreamStats):
     """Per subset cluster (the Envoy cluster name); kept across reloads."""
     __slots__ = tuple(a for a, _ in CLUSTER_COUNTERS[len(UPSTREAM_COUNTERS):]) + (
-        "retry_codes", "cx_active", "rq_active")
+        "retry_codes", "outlier", "cx_active", "rq_active")
     # the counters of CLUSTER_COUNTERS past UPSTREAM_COUNTERS, set to 0 by __init__
     pending_overflow: int
     pending_total: int
@@ -106,7 +104,6 @@ class ClusterStats(UpstreamStats):
     cx_connect_timeout: int
     cx_destroy_remote: int
     ejections_enforced: int
-    ejections_detected: int
     mirror_total: int
 
     def __init__(self) -> None:
@@ -115,6 +112,7 @@ class ClusterStats(UpstreamStats):
             setattr(self, attr, 0)
         # upstream answers that were retried, by status (Envoy's `retry.upstream_rq_<code>`)
         self.retry_codes: dict[int, int] = {}
+        self.outlier: dict[str, int] = {}     # OUTLIER_COUNTERS, kept by the cluster's detector
         self.cx_active = 0
         self.rq_active = 0
 
@@ -339,8 +337,8 @@ class Metrics:
             prefix = f"cluster.{name}."
             for attr, stat in CLUSTER_COUNTERS:
                 items.append((prefix + stat, getattr(c, attr)))
-            for attr, stat in CLUSTER_ALIASES:
-                items.append((prefix + stat, getattr(c, attr)))
+            for key, stat in OUTLIER_COUNTERS:
+                items.append((prefix + stat, c.outlier.get(key, 0)))
             _upstream_codes(items, prefix, c.codes)
             _upstream_codes(items, prefix + "retry.", c.retry_codes)
             items.append((f"cluster.{name}.upstream_cx_active", c.cx_active))
@@ -399,9 +397,12 @@ class Metrics:
 
         names = sorted(self.clusters)
         cl = [(f'envoy_cluster_name="{_esc(n)}"', self.clusters[n]) for n in names]
-        for attr, stat in CLUSTER_COUNTERS + CLUSTER_ALIASES:
+        for attr, stat in CLUSTER_COUNTERS:
             prom = "envoy_cluster_" + stat.replace(".", "_")
             family(prom, "counter", f"cluster {stat}", [(label, getattr(c, attr)) for label, c in cl])
+        for key, stat in OUTLIER_COUNTERS:
+            family("envoy_cluster_" + stat.replace(".", "_"), "counter", f"cluster {stat}",
+                   [(label, c.outlier.get(key, 0)) for label, c in cl])
         _upstream_families(out, "envoy_cluster_", cl)
         _code_families(out, "envoy_cluster_retry_", [(label, c.retry_codes) for label, c in cl])
         family("envoy_cluster_upstream_cx_active", "gauge", "open upstream connections",

@@ -102,13 +102,14 @@ class ClusterState:
         self.breaker = Breaker(limits, budget)
         keys = tuple(f"{h}:{p}" for h, p in endpoints)
         # ejections end at the detector's interval ticks, counted from now, as in Envoy
-        self.outlier = OutlierState(outlier, keys, tick_origin=time.monotonic()) if outlier is not None else None
+        self.stats = rt.metrics.cluster(name)
+        self.outlier = OutlierState(outlier, keys, tick_origin=time.monotonic(), counts=self.stats.outlier) \
+            if outlier is not None else None
         self.plist = tuple(Pool(self, h, p, rt.loop, upstream.connect_timeout_ms / 1000.0,
                                 upstream.max_response_headers_bytes, tls) for h, p in endpoints)
         self.keys = keys
         self.by_key = {p.key: p for p in self.plist}
         self.rr = -1
-        self.stats = rt.metrics.cluster(name)
         self.retired = False
 
     def pick(self) -> Pool:
@@ -213,7 +214,6 @@ class ClusterState:
 
     def ejected(self, key: str) -> None:
         self.stats.ejections_enforced += 1
-        self.stats.ejections_detected += 1
         log.info("outlier detection: ejected %s from %s", key, self.name)
 
     def retire(self) -> None:
