@@ -41,6 +41,10 @@ def run(argv: list[str]) -> int:
         from compiler.cli.fmt import fmt_stdin
 
         return fmt_stdin(args)
+    if args.command == "stat":  # live traffic: the proxies' admin endpoints (grpc only to ask `meshc serve`)
+        from compiler.cli.stat import stat
+
+        return stat(args)
     if args.command == "status":  # a client of `meshc serve`: grpc, imported by compiler.control only
         from compiler.cli.status import status
 

@@ -12,7 +12,7 @@ TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without 
 if TYPE_CHECKING:
     from typing import NoReturn
 
-COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp", "ca", "doctor", "serve", "status", "graph")
+COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp", "ca", "doctor", "serve", "status", "stat", "graph")
 FORMATS = ("human", "json", "sarif", "github")
 # What `meshc compile --emit` prints: the stages of a compile, in order.
 STAGES = ("tokens", "ast", "ir", "envoy", "native")
@@ -149,7 +149,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                                             "version acknowledged against the current one, the last rejection "
                                             "with its location in the .mesh source. Exit 0 all up to date and the "
                                             "last reload good, 1 a proxy rejected or is behind or the last edit "
-                                            "did not compile, 2 usage or no answer from the server (3 s).")
+                                            "did not compile, 2 usage or no answer from the server (3 s). "
+                                            "The traffic through the proxies: `meshc stat`.")
         status.add_argument("--server", default="127.0.0.1:18000", metavar="HOST:PORT",
                             help="the --listen address of `meshc serve` (default 127.0.0.1:18000)")
         status.add_argument("--identity", metavar="DIR",
@@ -157,6 +158,32 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                                  "ca.pem): the client certificate a server started with --ca requires")
         status.add_argument("--output-format", "--format", dest="output_format", choices=("human", "json"),
                             default="human", help="a table (default) or JSON (a stable shape, `schema` 1)")
+    if only in (None, "stat"):
+        st = sub.add_parser("stat", help="live traffic through running proxies (Envoy or native): requests/s, "
+                                         "success rate, latency, retries, ejections, denials",
+                            description="Read the admin endpoints of running proxies, Envoy and native alike, and "
+                                        "show per service and route: requests/s, success rate, p50/p95/p99 "
+                                        "latency, retries, outlier ejections and authorization denials (by rule: "
+                                        "the native proxy's metric, Envoy's access log). Refreshed in place on a "
+                                        "terminal; one report when --once or when standard output is not a "
+                                        "terminal. The control plane's config versions: `meshc status`. Exit 0 "
+                                        "every target answered, 1 some did not (the others are shown), 2 usage, "
+                                        "4 no target could be reached.")
+        st.add_argument("addresses", nargs="*", metavar="ADDRESS",
+                        help="admin addresses of proxies (HOST:PORT); none: every sidecar of the running "
+                             "`meshc serve` at --server")
+        st.add_argument("--server", default="127.0.0.1:18000", metavar="HOST:PORT",
+                        help="without ADDRESS: the --listen address of `meshc serve` that names the proxies "
+                             "(default 127.0.0.1:18000)")
+        st.add_argument("--identity", metavar="DIR",
+                        help="with --server: the client identity a server started with --ca requires")
+        st.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
+                        help="the window of the rates: seconds between two scrapes, and between two refreshes "
+                             "(default 2; 0 with --once: one scrape, no rates)")
+        st.add_argument("--once", action="store_true",
+                        help="print one report and exit (the default when standard output is not a terminal)")
+        st.add_argument("--output-format", "--format", dest="output_format", choices=("human", "json"),
+                        default="human", help="a table (default) or JSON (a stable shape, `schema` 1)")
     if only in (None, "graph"):
         graph = sub.add_parser("graph", help="draw the policy: services, who may call whom, routes (HTML or SVG)",
                                description="Compile a program and draw its policy from the IR: each service as a "

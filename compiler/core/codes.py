@@ -91,6 +91,8 @@ CODES: dict[str, Code] = _registry(
     ("E0314", "invalid path", "Paths in matches start with `/`. Prefixes are segment-aware unless written "
               "`raw_prefix`."),
     ("E0315", "route with two destinations", "A route has exactly one of `to` and `split`."),
+    ("E0316", "invalid access log path", "A sidecar's `access_log` is the absolute path of one file (not a "
+              "directory, without control characters): both planes open it from their own working directory."),
     # ---- routes and timeouts
     ("E0401", "impossible timeout", "A per-try timeout that is not less than the route timeout can never fire before "
               "the route gives up, so no retry after a slow try could ever happen. Shorten the per-try timeout or "

@@ -21,6 +21,7 @@ SECRET = _T + "extensions.transport_sockets.tls.v3.Secret"
 DOWNSTREAM_TLS = _T + "extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 UPSTREAM_TLS = _T + "extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 TLS_INSPECTOR = _T + "extensions.filters.listener.tls_inspector.v3.TlsInspector"
+FILE_ACCESS_LOG = _T + "extensions.access_loggers.file.v3.FileAccessLog"
 
 # ---- filter names -----------------------------------------------------------------------------
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
@@ -30,6 +31,7 @@ RBAC_ALLOW_FILTER = "envoy.filters.http.rbac.allow"
 ROUTER_FILTER = "envoy.filters.http.router"
 TLS_INSPECTOR_FILTER = "envoy.filters.listener.tls_inspector"
 TLS_SOCKET = "envoy.transport_sockets.tls"
+FILE_ACCESS_LOGGER = "envoy.access_loggers.file"
 
 # ---- resources --------------------------------------------------------------------------------
 INBOUND_LISTENER = "inbound"
