@@ -693,7 +693,7 @@ def test_explanation_says_why_each_route_did_not_match():
     d = decide_request(t, _head(target="/shop", x_beta="0"), _draws(), why)
     assert d.route.name == "rest"
     lines = why.lines()
-    assert "normalize: path (/shop)" in lines and "host: service (svc)" in lines
+    assert "normalize: path (`/shop`, as received)" in lines and "host: service (svc)" in lines
     assert "route: skipped (`posts`: method GET is not one of POST)" in lines
     assert "route: skipped (`admin`: path segment_prefix `/admin` does not match `/shop`)" in lines
     assert "route: skipped (`beta`: header `x-beta` exact `1` does not hold)" in lines
