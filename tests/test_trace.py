@@ -210,7 +210,7 @@ def test_bad_input_is_a_clear_message(capsys, args, code, message):
 def test_a_program_with_errors_is_reported_and_exits_1(tmp_path, capsys):
     bad = tmp_path / "bad.mesh"
     bad.write_text("service a {\n  port 80\n  endpoints [\"127.0.0.1:1\"]\n}\nroutes b { route r { to a } }\n")
-    code, out, err = meshc(capsys, "trace", str(bad), "--from", "a", "GET http://a/")
+    code, _, err = meshc(capsys, "trace", str(bad), "--from", "a", "GET http://a/")
     assert code == 1 and f"{bad}:5:" in err
 
 
