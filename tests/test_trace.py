@@ -25,7 +25,7 @@ import pytest
 
 from compiler import api
 from compiler.cli import main
-from compiler.cli.trace_run import Request, TraceInputError, parse_request, run
+from compiler.cli.trace_run import RESULT_KEYS, Request, TraceInputError, parse_request, run
 from tests.envoy_support import free_port
 from tests.proxy_backend import Backend
 from tests.proxy_harness import Response, start_proxy, write_config
@@ -95,6 +95,7 @@ def test_golden_human_and_json(name, capsys, update_goldens):
     assert data["schema"] == 1 and data["hops"]
     # the human output ends with the same answer the JSON gives
     result = data["result"]
+    assert tuple(result) == RESULT_KEYS   # every key, always: a stable shape for tools
     if result.get("status"):
         assert f"result: {result['status']} " in human
     elif result.get("forwarded"):

@@ -193,6 +193,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def trace_parser(sub) -> None:
     trace = sub.add_parser("trace", help="explain one request through both sidecars, from the proxy's own decision",
+                           usage="meshc trace FILES… [--from SERVICE] 'METHOD URL' [-H 'NAME: VALUE']… "
+                                 "[--identity ID|none] [--seed N] [--output-format human|json]",
                            description="Compile a program (writing nothing) and explain what its sidecars do with "
                                        "one request, decided by the native proxy's own decision function: at the "
                                        "caller's sidecar (--from), the normalised path and why it changed, the "
@@ -202,7 +204,7 @@ def trace_parser(sub) -> None:
                                        "plaintext against its mode) and every authorization rule with the one that "
                                        "decided. Exit 0 traced (whatever the answer), 1 errors in the program or a "
                                        "request that cannot be traced, 2 usage.")
-    trace.add_argument("positionals", nargs="+", metavar="FILES… 'METHOD URL'",
+    trace.add_argument("positionals", nargs="*", metavar="FILES… 'METHOD URL'",
                        help=".mesh files or directories (one program), and the request: 'GET http://HOST/path?q' "
                             "(or '/path' with -H 'host: HOST')")
     trace.add_argument("--from", dest="caller", metavar="SERVICE",

@@ -184,6 +184,20 @@ def _reply(d: Decision) -> dict[str, Any]:
             "flags": d.flags or None, "delay_ms": d.delay_ms}
 
 
+RESULT_KEYS = ("answered_by", "forwarded", "refused", "status", "reason", "body", "flags", "delay_ms", "rule")
+
+
+def result(**values: Any) -> dict[str, Any]:
+    """The trace's answer, every key always there (null when it does not apply): `answered_by`
+    (a sidecar or the application; null when nobody is reached), `forwarded` (to the
+    destination's application), `refused` (the connection), the local reply's `status`,
+    `reason`, `body`, `flags` and fault `delay_ms`, the authorization `rule` that decided."""
+    out: dict[str, Any] = dict.fromkeys(RESULT_KEYS)
+    out.update(forwarded=False, refused=False)
+    out.update(values)
+    return out
+
+
 def _forwarded(d: Decision) -> dict[str, Any]:
     method, target, raw = _head_of(d)
     return {"method": method, "target": target,
@@ -241,7 +255,7 @@ def run(comp: Any, request: Request, caller: str | None, identity: str | None, s
         trace.hops.append(hop)
         if d.status:
             hop["reply"] = _reply(d)
-            trace.result = {"answered_by": f"{caller}'s sidecar (outbound)", **_reply(d), "forwarded": False}
+            trace.result = result(answered_by=f"{caller}'s sidecar (outbound)", **_reply(d))
             return trace
         sub = table.subsets[d.cluster]  # type: ignore[index]  # forwarded: a cluster
         dest = table.services[sub.service]
@@ -260,9 +274,9 @@ def run(comp: Any, request: Request, caller: str | None, identity: str | None, s
     else:
         found = _service_for_host(program, request.host)
         if found is None:
-            trace.result = {"answered_by": None, "status": None, "forwarded": False,
-                            "reason": f"no service of the program answers to `{request.host}`: a caller outside "
-                                      "the mesh reaches none (with --from, the caller's sidecar answers 404)"}
+            trace.result = result(reason=f"no service of the program answers to `{request.host}`: a caller "
+                                         "outside the mesh reaches none (with --from, the caller's sidecar "
+                                         "answers 404)")
             return trace
         destination = found
         method, target, raw2 = request.method, request.target, raw
@@ -281,11 +295,10 @@ def run(comp: Any, request: Request, caller: str | None, identity: str | None, s
         hop2["steps"] = []
         why_refused = ("its mode `strict` closes a plaintext connection" if not tls
                        else "its mode `disable` serves plaintext only: a TLS handshake fails")
-        trace.result = {"answered_by": f"{destination}'s sidecar (inbound)", "status": None, "forwarded": False,
-                        "refused": True,
-                        "reason": f"the connection is refused: {why_refused}"
-                                  + ("; the caller's sidecar answers 503 (after its retries, if any)"
-                                     if caller is not None else "")}
+        trace.result = result(answered_by=f"{destination}'s sidecar (inbound)", refused=True,
+                              reason=f"the connection is refused: {why_refused}"
+                              + ("; the caller's sidecar answers 503 (after its retries, if any)"
+                                 if caller is not None else ""))
         return trace
     hdict2, raw2 = header_dict(raw2)
     xfcc = xfcc_line(table2.identity, stand_in_der(peer), {"subjectAltName": (("URI", peer),)}) \
@@ -295,14 +308,13 @@ def run(comp: Any, request: Request, caller: str | None, identity: str | None, s
     hop2["steps"] = _steps(why2)
     if d2.status:
         hop2["reply"] = _reply(d2)
-        trace.result = {"answered_by": f"{destination}'s sidecar (inbound)", **_reply(d2), "forwarded": False,
-                        "rule": d2.rule}
+        trace.result = result(answered_by=f"{destination}'s sidecar (inbound)", rule=d2.rule, **_reply(d2))
         return trace
     hop2["forward"] = {"service": destination, "cluster": d2.cluster,
                        "application": f"{table2.app.host}:{table2.app.port}", "rule": d2.rule,
                        "request": _forwarded(d2)}
-    trace.result = {"answered_by": f"{destination}'s application", "status": None, "forwarded": True,
-                    "rule": d2.rule, "delay_ms": trace.hops[0].get("forward", {}).get("delay_ms", 0)}
+    trace.result = result(answered_by=f"{destination}'s application", forwarded=True, rule=d2.rule,
+                          delay_ms=trace.hops[0].get("forward", {}).get("delay_ms", 0))
     return trace
 
 
