@@ -353,3 +353,22 @@ def test_trace_gives_the_answer_of_two_live_native_sidecars(tmp_path):
         for p in proxies:
             p.stop()
         backend.stop()
+
+
+def test_check_loads_nothing_of_trace_and_trace_loads_no_validation_or_grpc():
+    """`meshc check`'s start-up is unchanged by `trace` (no proxy, no trace module); `trace` builds
+    the proxy's tables from the compiler's own config, without pydantic, grpc or cryptography."""
+    code = """
+import sys
+from compiler.cli import main
+assert main(['check', 'examples/zero-trust.mesh']) == 0
+bad = sorted(m for m in sys.modules if m.startswith(('runtime_proxy', 'compiler.cli.trace')))
+assert not bad, bad
+assert main(['trace', 'examples/zero-trust.mesh', '--from', 'frontend', 'GET http://payments/api']) == 0
+bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'grpc', 'cryptography', 'httptools'))
+assert not bad, bad
+"""
+    env = {k: v for k, v in os.environ.items() if k != "MESHC_DEBUG"}
+    env["PYTHONPATH"] = str(ROOT)
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
