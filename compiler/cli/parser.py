@@ -12,7 +12,8 @@ TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without 
 if TYPE_CHECKING:
     from typing import NoReturn
 
-COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp", "ca", "doctor", "serve", "status", "stat", "graph")
+COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp", "ca", "doctor", "serve", "status", "stat", "graph",
+            "trace")
 FORMATS = ("human", "json", "sarif", "github")
 # What `meshc compile --emit` prints: the stages of a compile, in order.
 STAGES = ("tokens", "ast", "ir", "envoy", "native")
@@ -207,12 +208,48 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                            help="how diagnostics are printed: human (default), json, sarif or github")
         graph.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                            help="colour in human output (default: auto, only on a terminal; NO_COLOR disables)")
+    if only in (None, "trace"):
+        trace_parser(sub)
     if only is None:  # listed for --help only: run() hands `meshc proxy ...` to runtime_proxy as it is
         sub.add_parser("proxy", add_help=False,
                        help="run the native sidecar proxy on a compiled config (`meshc proxy --help`)")
     if only in (None, "compile"):
         compile_parser(sub, common)
     return parser
+
+
+def trace_parser(sub) -> None:
+    trace = sub.add_parser("trace", help="explain one request through both sidecars, from the proxy's own decision",
+                           usage="meshc trace FILES… [--from SERVICE] 'METHOD URL' [-H 'NAME: VALUE']… "
+                                 "[--identity ID|none] [--seed N] [--output-format human|json]",
+                           description="Compile a program (writing nothing) and explain what its sidecars do with "
+                                       "one request, decided by the native proxy's own decision function: at the "
+                                       "caller's sidecar (--from), the normalised path and why it changed, the "
+                                       "Host -> service decision, every route tried and the first condition that "
+                                       "failed, the route's timeout, retries, retry budget, fault and mirror, the "
+                                       "split arithmetic; at the destination's sidecar, the connection (mTLS or "
+                                       "plaintext against its mode) and every authorization rule with the one that "
+                                       "decided. Exit 0 traced (whatever the answer), 1 errors in the program or a "
+                                       "request that cannot be traced, 2 usage.")
+    trace.add_argument("positionals", nargs="*", metavar="FILES… 'METHOD URL'",
+                       help=".mesh files or directories (one program), and the request: 'GET http://HOST/path?q' "
+                            "(or '/path' with -H 'host: HOST')")
+    trace.add_argument("--from", dest="caller", metavar="SERVICE",
+                       help="the calling service: its sidecar's outbound decision is the first hop. Without it, "
+                            "the caller is outside the mesh and connects to the inbound listener of the service "
+                            "whose Host domains hold the URL's host")
+    trace.add_argument("-H", "--header", action="append", metavar="'NAME: VALUE'",
+                       help="a request header (repeatable, in order)")
+    trace.add_argument("--identity", metavar="ID",
+                       help="the SPIFFE ID the caller presents to the destination over mTLS (default: the "
+                            "--from service's own, when its sidecar calls the destination over mTLS), or `none`: "
+                            "a plaintext peer with no identity")
+    trace.add_argument("--seed", type=int, metavar="N",
+                       help="draw the random choices (fault percentages, a split without a key, a mirror's "
+                            "share) from this seed; without it, no random fault or mirror applies and a random "
+                            "split takes bucket 0, and the output says which draws were random")
+    trace.add_argument("--output-format", "--format", dest="output_format", choices=("human", "json"),
+                       default="human", help="aligned lines (default) or JSON for tools (a stable shape, `schema` 1)")
 
 
 def compile_parser(sub, common) -> None:
