@@ -69,7 +69,7 @@ UNIVERSE_PATH = _PREFERRED + "%"        # what a normalised path holds as it is 
 UNIVERSE_TEXT = _PREFERRED + "".join(c for c in _PRINTABLE if c not in _PREFERRED)
 # RE2 syntax that Python's (interegular's) reads otherwise or not at all
 _RE2_ONLY = ("[:", "\\p", "\\P", "\\C", "\\Q", "\\E", "\\z", "\\b", "\\B", "(?U", "\\x{", "(?P=")
-OTHER_METHODS = ("PATCH", "PUT", "POST", "GET", "DELETE", "OPTIONS", "HEAD", "TRACE", "PROPFIND", "MKCOL")
+OTHER_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "TRACE", "PROPFIND", "MKCOL")
 SPECIAL_HEADERS = ("host", "x-forwarded-client-cert")   # the sidecar sets or checks them itself
 
 
