@@ -512,7 +512,8 @@ def module_lines(node: ast.Module) -> list[str]:
     lines: list[str] = []
     previous = None
     for it in node.items:
-        if previous is not None and not (isinstance(it, ast.Import) and isinstance(previous, ast.Import)):
+        if previous is not None and not (isinstance(it, ast.Import) and isinstance(previous, ast.Import)) and not (
+                isinstance(it, ast.Assert) and isinstance(previous, ast.Assert)):   # imports, asserts: together
             lines.append("")
         lines += item(it)
         previous = it
