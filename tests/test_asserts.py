@@ -186,7 +186,7 @@ def _unique_kinds(items: list[str]) -> list[str]:
                                    st.sampled_from([[], [("x", "1")], [("x", "12")], [("x", "2")]])),
                          min_size=20, max_size=20))
 def test_random_policies_proven_means_no_random_request_violates(tmp_path, default, rules, kind, pattern, requests):
-    body = "authorization api {\n  default %s\n" % default + "".join(
+    body = f"authorization api {{\n  default {default}\n" + "".join(
         f"  {action} {{ {'  '.join(_unique_kinds(c))} }}\n" for action, c in rules) + "}\n"
     pattern = [c for c in _unique_kinds(pattern) if not c.startswith("from")]
     body += f"assert {kind} {{ to api  {'  '.join(pattern)} }}\n"
