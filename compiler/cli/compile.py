@@ -23,7 +23,7 @@ def check(files: list[str], args) -> int:
     from compiler import api
 
     comp = api.check(files)
-    diags, verb = comp.diagnostics, "checked"
+    diags, extra = comp.diagnostics, ""
     if not comp.has_errors and _has_asserts(comp):
         # `assert` blocks (docs/testing-assert.md): proven on the compiled program through the native
         # proxy's decision; nothing of it is imported or computed for a program without one
@@ -31,9 +31,9 @@ def check(files: list[str], args) -> int:
 
         found, proven = prove(api.compile(files, shard=False))
         diags = sorted(diags + found, key=lambda d: d.sort_key())
-        verb = f"proved {proven} assert{'' if proven == 1 else 's'} of {len(found) + proven}, checked"
+        extra = f", proved {proven} of {len(found) + proven} assert{'' if len(found) + proven == 1 else 's'}"
     print_diagnostics(diags, args.output_format, args.color, quiet=args.quiet)
-    print_outcome(diags, args, verb, comp.files, comp.declared)
+    print_outcome(diags, args, "checked", comp.files, comp.declared, extra)
     has_errors = any(d.severity == "error" for d in diags)
     return EXIT_INPUT if has_errors and not args.exit_zero else EXIT_OK
 
