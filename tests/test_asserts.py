@@ -211,3 +211,16 @@ def test_random_policies_proven_means_no_random_request_violates(tmp_path, defau
     else:
         assert [d.code for d in diags] == ["E0851"]
         assert replay(comp, diags[0], "api") is (kind == "never"), (body, diags[0].message)
+
+
+def test_connect_and_vacuous_asserts_are_never_counted_as_proven(tmp_path):
+    comp, diags, proven = prove_text(tmp_path, """
+authorization api {
+  default allow
+}
+assert always { to api  method CONNECT }
+assert always { to api  header "x" present  header "x" absent }
+assert never { to api  method CONNECT }
+""", "permissive")
+    assert proven == 1 and [d.code for d in diags] == ["E0851", "W0851"], [d.message for d in diags]
+    assert "`CONNECT /" in diags[0].message and replay(comp, diags[0], "api") is False

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXPLANATIONS = ROOT / "compiler" / explain.EXPLANATIONS_DIR
 DOCS = ROOT / explain.DOCS_PATH
 BACKEND_PREFIXES = ("E07", "W07")   # codes only the backends report (compile --target envoy)
-ASSERT_PROVER = ("E0851", "W0850")  # codes only `meshc check`'s assert prover reports
+ASSERT_PROVER = ("E0851", "W0850", "W0851")  # codes only `meshc check`'s assert prover reports
 
 
 def write_example(example: explain.Example, folder: Path) -> list[str]:

@@ -148,6 +148,9 @@ CODES: dict[str, Code] = _registry(
               "what the prover reads as RE2 does (or `interegular` not installed), a condition on a header the "
               "sidecar sets itself, percent-escapes that a condition tells apart, or more combinations than the "
               "prover searches. The property may hold; it is not reported as proven."),
+    ("W0851", "assert that names no request", "The assert's conditions hold for no request at all (such as "
+              "`header \"x\" present` with `header \"x\" absent`), so it holds without saying anything; it is not "
+              "counted as proven."),
     # ---- target limitations (Envoy backend)
     ("E0701", "CONNECT is not routable by Envoy", "Envoy sends a CONNECT request only to a route with a "
               "`connect_matcher` (and an upgrade config); an ordinary route never matches one, and the inbound "

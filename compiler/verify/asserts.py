@@ -292,9 +292,10 @@ def prove_one(ctx: Context, comp: Compilation, a: ast.Assert, tables: dict[str, 
 
     # methods
     named = {m for r in rules for m in (r.methods or ())} | set(pattern.methods or ())
+    # CONNECT is never authorized (400 or 404 first): in the set only when the assert names it
     methods = sorted(named - {"CONNECT"}) + [next(m for m in OTHER_METHODS if m not in named)]
     if pattern.methods is not None:
-        methods = [m for m in methods if m in pattern.methods]
+        methods = [m for m in sorted(named) if m in pattern.methods]
 
     # paths
     p_preds = [q for r in rules if r.path is not None for q in path_preds(r.path)]
@@ -332,6 +333,7 @@ def prove_one(ctx: Context, comp: Compilation, a: ast.Assert, tables: dict[str, 
     mode = dest.mtls.mode
     services_by_id = {s.identity: s for s in program.services}
     never = a.kind.value == "never"
+    members = 0
     for combo in _header_combos(names, header_options):
         raw = [(b"host", dest_name.encode())] + [(n.encode(), v.encode()) for n, vs in combo for v in vs]
         headers, _ = header_dict(raw)
@@ -342,10 +344,13 @@ def prove_one(ctx: Context, comp: Compilation, a: ast.Assert, tables: dict[str, 
                 for path in paths:
                     if not authz_mod.rule_matches(assert_rule, ident, method, path, headers):
                         continue   # outside the assert's requests
+                    members += 1
                     admitted, why = _admitted(table, dest, mode, ident, method, path, raw, headers, services_by_id)
                     if admitted == never:
                         return Outcome(False, _describe(ident, method, path, combo, services_by_id),
                                        ("it is admitted" if admitted else "it is not admitted") + f" ({why})")
+    if not members:
+        return Outcome(True, reason="its conditions hold for no request: it says nothing")
     return Outcome(True)
 
 
@@ -366,7 +371,7 @@ def _admitted(table: Any, dest: Any, mode: str, ident: str | None, method: str, 
         return False, f"`{dest.name}` is outside the scope of `{caller_svc.name}`'s sidecar: 404"
     head = Head(True, method, path, raw, headers, peer=ident if tls else None)
     d = decide_request(table, head, Draws(0.0, 0.0, 0, 0.0, b"assert"))
-    if d.path is not None and d.path != path:
+    if d.path and d.path != path:
         raise NotProven(f"the path `{path}` is normalised to `{d.path}`: the prover's filter let it through")
     if d.counter == RBAC_ALLOWED:
         return True, f"allowed by rule `{d.rule}`" if d.rule else "allowed by the default"
@@ -401,7 +406,10 @@ def prove(comp: Compilation) -> tuple[list, int]:
             diags.add("W0850", f"assert {a.kind.value} could not be proven: {err}", a.kind.span,
                       hint="the property may hold; the prover could not decide it (docs/testing-assert.md)")
             continue
-        if outcome.proven:
+        if outcome.proven and outcome.reason:
+            diags.add("W0851", f"assert {a.kind.value} holds vacuously: {outcome.reason}", a.kind.span,
+                      hint="its conditions contradict each other (or the caller set is empty): check what it means")
+        elif outcome.proven:
             proven += 1
         else:
             diags.add("E0851", f"assert {a.kind.value} is violated: {outcome.counterexample}", a.kind.span,
