@@ -237,3 +237,15 @@ assert never { to api  method CONNECT }
 """, "permissive")
     assert proven == 1 and [d.code for d in diags] == ["E0851", "W0851"], [d.message for d in diags]
     assert "`CONNECT /" in diags[0].message and replay(comp, diags[0], "api") is False
+
+
+def test_regex_rules_are_proven_exactly(tmp_path):
+    comp, diags, proven = prove_text(tmp_path, POLICY + """
+assert never { from service web  to api  path regex "/items/[a-z]+" }
+assert always { from service web  to api  GET "/items/12" }
+assert never { from service web  to api  method GET  path prefix "/items" }
+""")
+    assert proven == 2 and [d.code for d in diags] == ["E0851"], [d.message for d in diags]
+    assert re.search(r"`GET /items/[0-9]+` from `spiffe://t.local/ns/public/sa/web` \(service `web`\)",
+                     diags[0].message), diags[0].message
+    assert replay(comp, diags[0], "api") is True

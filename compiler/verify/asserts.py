@@ -228,6 +228,14 @@ def witnesses(preds: list[Pred], universe: str, path: bool = False,
     return out
 
 
+def signature(preds: list[Pred], text: str) -> tuple[bool, ...]:
+    """The outcomes of the predicates on one string, by their automata."""
+    states = [p.start() for p in preds]
+    for ch in text:
+        states = [p.step(s, ch) for p, s in zip(preds, states)]
+    return tuple(p.accepts(s) for p, s in zip(preds, states))
+
+
 def _check_class(preds: list[Pred], sig: tuple[bool, ...], text: str, what: str) -> None:
     """Hold a witness to its predicted class with the proxy's own tests."""
     for p, predicted in zip(preds, sig):
@@ -282,7 +290,12 @@ def prove_one(ctx: Context, comp: Compilation, a: ast.Assert, tables: dict[str, 
     id_preds += [Pred(p.kind, p.value) for p in (caller_principals or ())]
     identities: list[str | None] = []
     if caller_kind != "unauthenticated":
-        for sig, text in witnesses(id_preds, UNIVERSE_TEXT, nonempty=True).items():
+        found = witnesses(id_preds, UNIVERSE_TEXT, nonempty=True)
+        for svc in program.services:   # a service's own identity, where one is in the class: clearer
+            sig = signature(id_preds, svc.identity)
+            if sig in found and found[sig] not in {s.identity for s in program.services}:
+                found[sig] = svc.identity
+        for sig, text in found.items():
             _check_class(id_preds, sig, text, "identity")
             if caller_principals is None or any(
                     (text == p.value) if p.kind == "exact" else text.startswith(p.value) for p in caller_principals):
