@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HEAD = 'mesh { trust_domain "t.local"  mtls MODE }\n' + "".join(
     f'service {n} {{ port 80  namespace "{ns}"  endpoints ["127.0.0.1:1"] }}\n'
     for n, ns in (("api", "core"), ("web", "public"), ("ops", "ops")))
-COUNTER = re.compile(r"`([A-Z]+) (\S+)`((?: with(?:  [^:]+: [^ ]*)+)?) from (?:`(\S+)`|a caller without)")
+COUNTER = re.compile(r"`([A-Z]+) (\S+)`((?: with `[^`]*`(?:, `[^`]*`)*)?) from (?:`(\S+)`|a caller without)")
 
 
 def prove_text(tmp_path: Path, body: str, mode: str = "strict"):
@@ -54,7 +54,7 @@ def admitted(comp, dest: str, method: str, path: str, headers: list[tuple[str, s
 def replay(comp, diag, dest: str) -> bool:
     m = COUNTER.search(diag.message)
     assert m, diag.message
-    headers = re.findall(r"  ([^:]+): ([^ ]*)", m.group(3) or "")
+    headers = re.findall(r"`([^:`]+): ([^`]*)`", m.group(3) or "")
     return admitted(comp, dest, m.group(1), m.group(2), headers, m.group(4))
 
 
@@ -125,7 +125,7 @@ assert never { to api  header "x-role" exact "guest" }
 assert always { to api  header "x-role" exact "admin" }
 """, "permissive")
     assert [d.code for d in diags] == ["E0851"]
-    assert "x-role: admin" in diags[0].message and "x-role: guest" in diags[0].message
+    assert "`x-role: admin`" in diags[0].message and "`x-role: guest`" in diags[0].message
     assert replay(comp, diags[0], "api") is False
 
 
@@ -249,3 +249,15 @@ assert never { from service web  to api  method GET  path prefix "/items" }
     assert re.search(r"`GET /items/[0-9]+` from `spiffe://t.local/ns/public/sa/web` \(service `web`\)",
                      diags[0].message), diags[0].message
     assert replay(comp, diags[0], "api") is True
+
+
+def test_characters_outside_the_printable_universe_that_a_rule_names_are_searched(tmp_path):
+    comp, diags, _ = prove_text(tmp_path, """
+authorization api {
+  default deny
+  allow bearer { header "authorization" prefix "Bearer " }
+}
+assert never { to api  header "authorization" present }
+""", "permissive")
+    assert [d.code for d in diags] == ["E0851"], [d.message for d in diags]
+    assert "`authorization: Bearer `" in diags[0].message and replay(comp, diags[0], "api") is True

@@ -66,6 +66,7 @@ MAX_HEADER_CELLS = 5        # value classes of one header (every non-empty set o
 _PREFERRED = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-_~.!$&'()*+,;=:@/"
 _PRINTABLE = "".join(chr(c) for c in range(0x21, 0x7f))
 UNIVERSE_PATH = _PREFERRED + "%"        # what a normalised path holds as it is (pchar), `%` of an escape
+NOT_IN_PATH = frozenset(' "#<>?\\^`{|}')   # normalize() percent-encodes these, cuts at `?`, refuses `#`
 UNIVERSE_TEXT = _PREFERRED + "".join(c for c in _PRINTABLE if c not in _PREFERRED)
 # RE2 syntax that Python's (interegular's) reads otherwise or not at all
 _RE2_ONLY = ("[:", "\\p", "\\P", "\\C", "\\Q", "\\E", "\\z", "\\b", "\\B", "(?U", "\\x{", "(?P=")
@@ -174,9 +175,16 @@ def header_value_preds(h: HeaderMatch) -> list[Pred]:
 # ---- the search ------------------------------------------------------------------------------
 
 def alphabet(preds: list[Pred], universe: str) -> list[str]:
-    """One character of each class of `universe` that no predicate tells apart."""
+    """One character of each class of `universe`, and of the characters the predicates name
+    themselves (a space in `prefix "Bearer "`), that no predicate tells apart."""
+    named = []
+    for p in preds:
+        if p.kind == "regex":
+            named += [c for c in p.fsm.alphabet if isinstance(c, str) and len(c) == 1]
+        else:
+            named += list(p.value) + ([c.upper() for c in p.value] if p.ci else [])
     seen: dict[tuple, str] = {}
-    for ch in universe:
+    for ch in dict.fromkeys(universe + "".join(named)):
         key = tuple(p.char_class(ch) for p in preds) + ((ch,) if ch in "/.%" else ())
         seen.setdefault(key, ch)
     return list(seen.values())
@@ -200,6 +208,8 @@ def witnesses(preds: list[Pred], universe: str, path: bool = False,
     """A shortest string for each combination of the predicates' outcomes that some string over
     `universe` has (for a path: that some normalised path has)."""
     chars = alphabet(preds, universe)
+    if path:   # what normalisation never leaves in a path: escaped, cut at `?`, or refused
+        chars = [c for c in chars if c not in NOT_IN_PATH and " " < c < "\x7f"]
     if path and "%" in chars:
         # `%` starts an escape: only proven when some plain character is interchangeable with it
         key = tuple(p.char_class("%") for p in preds)
@@ -400,8 +410,8 @@ def _describe(ident: str | None, method: str, path: str, combo: list[tuple[str, 
     else:
         svc = services_by_id.get(ident)
         who = f"`{ident}`" + (f" (service `{svc.name}`)" if svc is not None else "")
-    hdrs = "".join(f"  {n}: {v}" for n, vs in combo for v in vs)
-    return f"`{method} {path}`{hdrs and ' with' + hdrs} from {who}"
+    hdrs = ", ".join(f"`{n}: {v}`" for n, vs in combo for v in vs)
+    return f"`{method} {path}`{hdrs and ' with ' + hdrs} from {who}"
 
 
 def prove(comp: Compilation) -> tuple[list, int]:
