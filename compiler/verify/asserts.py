@@ -137,7 +137,17 @@ class Pred:
         return c if c in self.value else None
 
 
+_FSMS: dict[str, Any] = {}   # regex -> its automaton, built once per run
+
+
 def regex_pred(value: str) -> Pred:
+    fsm = _FSMS.get(value)
+    if fsm is None:
+        fsm = _FSMS[value] = _regex_fsm(value)
+    return Pred("regex", value, False, fsm)
+
+
+def _regex_fsm(value: str) -> Any:
     for bad in _RE2_ONLY:
         if bad in value:
             raise NotProven(f"the regex `{value}` uses `{bad}`, which the prover does not read as RE2 does")
@@ -147,11 +157,10 @@ def regex_pred(value: str) -> Pred:
         raise NotProven(f"the regex `{value}` needs the `interegular` package to be proven "
                         "(`pip install interegular`)") from None
     try:
-        fsm = interegular.parse_pattern(value).to_fsm()
+        return interegular.parse_pattern(value).to_fsm()
     except Exception as err:   # interegular's own errors for what it does not support
         raise NotProven(f"the regex `{value}` is outside what the prover reads ({type(err).__name__}: "
                         f"{err or 'unsupported'})") from None
-    return Pred("regex", value, False, fsm)
 
 
 def path_preds(pm: PathMatch) -> list[Pred]:
