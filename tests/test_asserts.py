@@ -261,3 +261,15 @@ assert never { to api  header "authorization" present }
 """, "permissive")
     assert [d.code for d in diags] == ["E0851"], [d.message for d in diags]
     assert "`authorization: Bearer `" in diags[0].message and replay(comp, diags[0], "api") is True
+
+
+def test_the_language_server_knows_asserts():
+    from compiler.tooling.lsp import analysis
+
+    path = str(ROOT / "examples" / "zero-trust.mesh")
+    text = Path(path).read_text()
+    found = analysis.analyse_document(analysis.path_to_uri(path), text)
+    to = text.index('to payments  path prefix "/api" }') + 3
+    target = analysis.definition(found, to)
+    assert target is not None and target[0].endswith("shop.mesh")
+    assert "proves" in (analysis.hover(found, text.index("assert never") + 1) or "")

@@ -187,6 +187,13 @@ def _references(analysis: Analysis) -> list[Reference]:
             add(item.name.span, "policy", (item.kind, item.name.value))
             if item.kind == "rules":
                 rules(item.body)
+        elif isinstance(item, ast.Assert):   # `to SERVICE` and `from service X` name services
+            for dest in item.destinations:
+                add(dest.span, "service", dest.value)
+            for cond in item.conditions:
+                if isinstance(cond, ast.FromCond) and cond.kind == "service":
+                    for value in cond.values:
+                        add(value.span, "service", value.value)
     out.sort(key=lambda r: (r.start, r.end))
     return out
 
