@@ -241,10 +241,20 @@ policies = st.one_of(
     st.builds(ast.Policy, st.just("rules"), name_lits(), tuples(rules)),
 )
 
+# An assert's `from` comes first in its conditions, as the renderer writes it.
+asserts = st.builds(
+    lambda kind, to, callers, conds: ast.Assert(ast.Lit(kind), to, callers + conds),
+    st.sampled_from(["never", "always"]),
+    tuples(name_lits(), max_size=2),
+    tuples(st.one_of(from_conds, st.sampled_from(["unauthenticated", "any"]).map(lambda k: ast.FromCond(k, ()))),
+           max_size=1),
+    tuples(st.one_of(path_conds, method_conds, header_conds), max_size=4),
+)
+
 # Drawn by weight, not by st.one_of, which would flatten the five kinds of policy (and so draw
 # policies five times as often as services). Routes hold the most constructs: they come most often.
 items = st.sampled_from(
-    [imports, meshes] + [services] * 2 + [routes_nodes] * 3 + [authorizations] * 2 + [policies] * 2
+    [imports, meshes] + [services] * 2 + [routes_nodes] * 3 + [authorizations] * 2 + [policies] * 2 + [asserts]
 ).flatmap(lambda strategy: strategy)
 
 

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXPLANATIONS = ROOT / "compiler" / explain.EXPLANATIONS_DIR
 DOCS = ROOT / explain.DOCS_PATH
 BACKEND_PREFIXES = ("E07", "W07")   # codes only the backends report (compile --target envoy)
+ASSERT_PROVER = ("E0851", "W0850", "W0851")  # codes only `meshc check`'s assert prover reports
 
 
 def write_example(example: explain.Example, folder: Path) -> list[str]:
@@ -71,6 +72,10 @@ def diagnostics_of(code: str, paths: list[str], tmp_path: Path, request) -> list
 
         findings, _ = lint_files(paths, LintConfig(), use_cache=False)
         return [(d.code, d.severity) for d in findings]
+    if code in ASSERT_PROVER:   # proven by `meshc check` after the checks (compiler/verify/asserts.py)
+        status, out, err = run_cli(["check", "--output-format", "json", *paths])
+        assert status in (0, 1), err
+        return [(d["code"], d["severity"]) for d in json.loads(out or err)["diagnostics"]]
     if not code.startswith(BACKEND_PREFIXES):
         return [(d.code, d.severity) for d in api.check(paths).diagnostics]
     if not request.getfixturevalue("envoy_backend_works"):

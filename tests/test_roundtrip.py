@@ -206,3 +206,10 @@ def test_empty_list_round_trips(where):
     text = render(module)
     assert "[]" in text
     assert parse(text, module.path) == module
+
+
+@given(S.asserts)
+def test_assert_renders_on_its_own(node):
+    text = render(node)
+    assert parse(text + "\n").items == (node,)
+    assert render(ast.Module("m.mesh", (node, node))) == text + "\n" + text + "\n"   # asserts stay together

@@ -23,9 +23,27 @@ def check(files: list[str], args) -> int:
     from compiler import api
 
     comp = api.check(files)
-    print_diagnostics(comp.diagnostics, args.output_format, args.color, quiet=args.quiet)
-    print_outcome(comp.diagnostics, args, "checked", comp.files, comp.declared)
-    return EXIT_INPUT if comp.has_errors and not args.exit_zero else EXIT_OK
+    diags, extra = comp.diagnostics, ""
+    if not comp.has_errors and _has_asserts(comp):
+        # `assert` blocks (docs/testing-assert.md): proven on the compiled program through the native
+        # proxy's decision; nothing of it is imported or computed for a program without one
+        from compiler.verify.asserts import prove
+
+        found, proven = prove(api.compile(files, shard=False))
+        diags = sorted(diags + found, key=lambda d: d.sort_key())
+        extra = f", proved {proven} of {len(found) + proven} assert{'' if len(found) + proven == 1 else 's'}"
+    print_diagnostics(diags, args.output_format, args.color, quiet=args.quiet)
+    print_outcome(diags, args, "checked", comp.files, comp.declared, extra)
+    has_errors = any(d.severity == "error" for d in diags)
+    return EXIT_INPUT if has_errors and not args.exit_zero else EXIT_OK
+
+
+def _has_asserts(comp) -> bool:
+    if comp.context is not None:
+        return bool(comp.context.asserts)
+    # a sharded check keeps no symbol table: look for the keyword at the start of a line
+    return any(text.startswith("assert") or "\nassert" in text
+               for text in (source.text for source in comp.sources.values()))
 
 
 def compile_command(files: list[str], args) -> int:

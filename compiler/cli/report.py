@@ -40,7 +40,7 @@ def print_diagnostics(diags: list[Diagnostic], output_format: str, color: str = 
         print(f"meshc: {summary_line(diags)}", file=sys.stderr)
 
 
-def print_outcome(diags: list[Diagnostic], args, verb: str, files: int, services: int) -> None:
+def print_outcome(diags: list[Diagnostic], args, verb: str, files: int, services: int, extra: str = "") -> None:
     """The one line a successful `check` or `lint` ends with, on standard output as ruff's "All
     checks passed!" (the diagnostics, and the error tally of a failed run, are on standard error):
     what was read, and the warnings. Never with --quiet, in a machine format or after an error."""
@@ -50,4 +50,4 @@ def print_outcome(diags: list[Diagnostic], args, verb: str, files: int, services
     found = (f"no errors, {warnings} warning{'' if warnings == 1 else 's'}" if warnings
              else "all checks passed")
     print(f"meshc: {verb} {files} file{'' if files == 1 else 's'}, {services} "
-          f"service{'' if services == 1 else 's'}: {found}")
+          f"service{'' if services == 1 else 's'}{extra}: {found}")

@@ -138,6 +138,19 @@ CODES: dict[str, Code] = _registry(
               "the rule never applies to them. A `deny from ...` rule is then bypassed by any caller that skips TLS, "
               "and an `allow from ...` rule never admits a plaintext caller. Use `mtls strict` once every caller has a "
               "sidecar."),
+    # ---- proven authorization properties (`assert`, docs/testing-assert.md)
+    ("E0850", "assert without exactly one destination", "An `assert` speaks about the requests one destination "
+              "receives: it has exactly one `to SERVICE` line. Write another assert for another destination."),
+    ("E0851", "assert violated", "`meshc check` proved the assert false: the message gives a counterexample request "
+              "(caller, method, normalised path, headers), replayed through the native proxy's own authorization "
+              "decision, that the destination admits (`assert never`) or does not admit (`assert always`)."),
+    ("W0850", "assert not proven", "`meshc check` could not decide the assert exactly, and says why: a regex outside "
+              "what the prover reads as RE2 does (or `interegular` not installed), a condition on a header the "
+              "sidecar sets itself, percent-escapes that a condition tells apart, or more combinations than the "
+              "prover searches. The property may hold; it is not reported as proven."),
+    ("W0851", "assert that names no request", "The assert's conditions hold for no request at all (such as "
+              "`header \"x\" present` with `header \"x\" absent`), so it holds without saying anything; it is not "
+              "counted as proven."),
     # ---- target limitations (Envoy backend)
     ("E0701", "CONNECT is not routable by Envoy", "Envoy sends a CONNECT request only to a route with a "
               "`connect_matcher` (and an upgrade config); an ordinary route never matches one, and the inbound "

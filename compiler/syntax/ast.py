@@ -241,7 +241,7 @@ class Routes(Node):
 @node
 class FromCond(Node):
     """FromCond node."""
-    kind: str  # identity | namespace | service | same_namespace
+    kind: str  # identity | namespace | service | same_namespace; in an assert also unauthenticated | any
     values: tuple[Lit[str], ...]
     span: Span = _span
 
@@ -282,7 +282,17 @@ class Policy(Node):
     span: Span = _span
 
 
-Item = Import | Mesh | Service | Routes | Authorization | Policy
+@node
+class Assert(Node):
+    """An authorization property `meshc check` proves (docs/testing-assert.md): `never` (no request of
+    the pattern is admitted by the destination) or `always` (every one is)."""
+    kind: Lit[str]  # never | always
+    destinations: tuple[Lit[str], ...]   # the `to` lines (exactly one: E0851)
+    conditions: tuple[FromCond | PathCond | MethodCond | HeaderCond, ...]
+    span: Span = _span
+
+
+Item = Import | Mesh | Service | Routes | Authorization | Policy | Assert
 
 
 @node

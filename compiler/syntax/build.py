@@ -422,6 +422,31 @@ class Builder:
     def from_same_namespace(self, c):
         return ("same_namespace", (), self.ends[c[0]])
 
+    # ---- asserts (docs/testing-assert.md) ---------------------------------------------------------
+    def assert_decl(self, c):
+        to, conditions = [], []
+        for x in self.body(c):
+            if isinstance(x, ast.Lit):
+                to.append(x)
+            elif isinstance(x, tuple):
+                conditions.extend(x)
+            else:
+                conditions.append(x)
+        return ast.Assert(self.name(c[1]), tuple(to), tuple(conditions), self.span(c))
+
+    def assert_from(self, c):
+        if isinstance(c[1], int):   # `unauthenticated` or `any`
+            return ast.FromCond(self.vals[c[1]], (), self.span(c))
+        return self.from_cond(c)
+
+    def assert_to(self, c):
+        return self.name(c[1])
+
+    def assert_line(self, c):
+        """`GET "/path"`: the method and the exact path."""
+        method = ast.MethodCond((self.name(c[0]),), self.tok_span(c[0]))
+        return (method, ast.PathCond("exact", self.string(c[1]), False, self.span(c)))
+
     # ---- policies, shared pieces -----------------------------------------------------------------
     def policy_decl(self, c):
         kind, name, body, end = c[1]

@@ -317,6 +317,8 @@ def from_cond(node: ast.FromCond) -> str:
         return f"from service {_name_or_list(node.values)}"
     if node.kind in ("identity", "namespace"):
         return f"from {node.kind} {_string_or_list(node.values)}"
+    if node.kind in ("unauthenticated", "any"):   # an assert's callers
+        return f"from {node.kind}"
     raise ValueError(f"unknown `from` kind `{node.kind}`")
 
 
@@ -455,6 +457,23 @@ def authorization(node: ast.Authorization) -> list[str]:
     return _braced(f"authorization {name(node.service)}", body, node)
 
 
+# ---- asserts -------------------------------------------------------------------------------------
+
+def assert_(node: ast.Assert) -> list[str]:
+    """`assert never { from …  to SERVICE  cond … }` on one line if it fits, else one per line."""
+    if node.kind.value not in ("never", "always"):
+        raise ValueError(f"unknown assert kind `{node.kind.value}`")
+    froms = [c for c in node.conditions if isinstance(c, ast.FromCond)]
+    rest = [c for c in node.conditions if not isinstance(c, ast.FromCond)]
+    parts = [(condition(c), c) for c in froms] + [(f"to {name(d)}", d) for d in node.destinations] + \
+        [(condition(c), c) for c in rest]
+    header = f"assert {node.kind.value}"
+    line = f"{header} {{ " + SEP.join(text for text, _ in parts) + " }"
+    if len(line) <= MAX_WIDTH:
+        return [Line(line, node)]
+    return _braced(header, [Line(text, c) for text, c in parts], node)
+
+
 # ---- policies and the module ---------------------------------------------------------------------
 
 def policy(node: ast.Policy) -> list[str]:
@@ -476,7 +495,7 @@ def policy(node: ast.Policy) -> list[str]:
 
 _ITEMS: dict[type, Callable] = {
     ast.Import: import_, ast.Mesh: mesh, ast.Service: service, ast.Routes: routes,
-    ast.Authorization: authorization, ast.Policy: policy,
+    ast.Authorization: authorization, ast.Policy: policy, ast.Assert: assert_,
 }
 
 
@@ -493,7 +512,8 @@ def module_lines(node: ast.Module) -> list[str]:
     lines: list[str] = []
     previous = None
     for it in node.items:
-        if previous is not None and not (isinstance(it, ast.Import) and isinstance(previous, ast.Import)):
+        if previous is not None and not (isinstance(it, ast.Import) and isinstance(previous, ast.Import)) and not (
+                isinstance(it, ast.Assert) and isinstance(previous, ast.Assert)):   # imports, asserts: together
             lines.append("")
         lines += item(it)
         previous = it

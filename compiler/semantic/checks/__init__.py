@@ -6,6 +6,7 @@ reported. Lowering runs only when no check reported an error.
 
 from __future__ import annotations
 
+from compiler.semantic.checks.asserts import check_asserts
 from compiler.semantic.checks.authz import check_authorization
 from compiler.semantic.checks.names import check_name_lengths, check_references
 from compiler.semantic.checks.resilience import check_retries
@@ -20,6 +21,7 @@ CHECKS = (
     check_routes,        # timeouts, unreachable routes, services without routes (E04xx, W04xx)
     check_retries,       # retry safety and budgets (W05xx)
     check_authorization,  # rules that can never apply or have no effect (W06xx)
+    check_asserts,       # asserts name one known destination and well-formed conditions (E085x)
 )
 
 

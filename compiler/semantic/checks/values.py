@@ -173,7 +173,7 @@ class _Values:
                              hint="list at least one method, or leave the condition out to match any method")
                 self.methods(cond)
             elif isinstance(cond, ast.FromCond):
-                if not cond.values and cond.kind != "same_namespace":
+                if not cond.values and cond.kind not in ("same_namespace", "unauthenticated", "any"):
                     self.add("E0301", f"the `from {cond.kind}` list is empty", cond.span,
                              hint="list at least one, or leave the condition out to match any peer")
                 self.from_cond(cond)

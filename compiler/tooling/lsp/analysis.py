@@ -187,6 +187,13 @@ def _references(analysis: Analysis) -> list[Reference]:
             add(item.name.span, "policy", (item.kind, item.name.value))
             if item.kind == "rules":
                 rules(item.body)
+        elif isinstance(item, ast.Assert):   # `to SERVICE` and `from service X` name services
+            for dest in item.destinations:
+                add(dest.span, "service", dest.value)
+            for cond in item.conditions:
+                if isinstance(cond, ast.FromCond) and cond.kind == "service":
+                    for value in cond.values:
+                        add(value.span, "service", value.value)
     out.sort(key=lambda r: (r.start, r.end))
     return out
 
@@ -312,6 +319,12 @@ KEYWORDS: dict[str, str] = {
     "policy": "`policy retry|outlier|limits|retry_budget|rules NAME { … }`: a named block, referenced by name; "
               "kinds have separate namespaces (§15)",
     "rules": "`policy rules NAME { allow … deny … }`: a rule set for `use` in authorization blocks (§15)",
+    "assert": "`assert never|always { from …  to SERVICE  CONDITION … }`: a property `meshc check` proves over "
+              "every request, or refutes with a counterexample (§14.1, docs/testing-assert.md)",
+    "never": "`assert never`: SERVICE's sidecar admits none of the requests the assert names (§14.1)",
+    "always": "`assert always`: SERVICE's sidecar admits every request the assert names (§14.1)",
+    "unauthenticated": "`from unauthenticated` in an assert: a caller without a verified identity (§14.1)",
+    "any": "`from any` in an assert: every caller, with any identity or none (the default) (§14.1)",
 }
 # Settings, settings blocks and the other defaulted words: generated from their one description.
 KEYWORDS.update(hover_docs())

@@ -21,8 +21,10 @@ syntax keyword meshKeyword      max_request_headers max_request_headers_kb reque
 syntax keyword meshKeyword      stream_idle_timeout max_connections
 " `from service NAME` is a condition, not a declaration: the kind after `from` is tried first
 syntax keyword meshKeyword      from nextgroup=meshFromKind skipwhite
-syntax keyword meshFromKind     contained identity namespace service same_namespace
+syntax keyword meshFromKind     contained identity namespace service same_namespace unauthenticated any
 syntax keyword meshKeyword      same_namespace rules
+" asserts (docs/testing-assert.md): `assert never|always { from unauthenticated|any … }`
+syntax keyword meshKeyword      assert never always unauthenticated any
 syntax keyword meshMatchKind    exact prefix raw_prefix regex suffix present absent not ignore_case
 syntax keyword meshAction       allow deny
 syntax keyword meshMethod       GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH
