@@ -22,6 +22,7 @@ from compiler.backends.base import CA_FILE, CERT_FILE, KEY_FILE
 from compiler.backends.envoy import names
 from compiler.backends.envoy.clusters import HTTP_PROTOCOL_OPTIONS
 from compiler.backends.envoy.tls import UPSTREAM_TLS_PARAMS
+from compiler.backends.envoy.tracing import collector_cluster
 from compiler.backends.envoy.values import socket_address
 
 # Process-wide runtime settings every bootstrap carries.
@@ -78,9 +79,16 @@ def _base(svc: ir.Service) -> dict:
     }
 
 
-def static_bootstrap(svc: ir.Service, listeners: list[dict], clusters: list[dict]) -> dict:
+def _collector(tracing: ir.Tracing | None) -> list[dict]:
+    """The OTLP collector's static cluster (`tracing { otlp … }`), which the listeners' tracers name."""
+    cluster = collector_cluster(tracing) if tracing is not None else None
+    return [cluster] if cluster is not None else []
+
+
+def static_bootstrap(svc: ir.Service, listeners: list[dict], clusters: list[dict],
+                     tracing: ir.Tracing | None = None) -> dict:
     out = _base(svc)
-    out["static_resources"] = {"clusters": clusters, "listeners": listeners}
+    out["static_resources"] = {"clusters": clusters + _collector(tracing), "listeners": listeners}
     return out
 
 
@@ -88,7 +96,7 @@ def _config_source(path: str) -> dict:
     return {"path_config_source": {"path": path}, "resource_api_version": "V3"}
 
 
-def xds_bootstrap(svc: ir.Service, xds_dir: str, cds: str = names.CDS) -> dict:
+def xds_bootstrap(svc: ir.Service, xds_dir: str, cds: str = names.CDS, tracing: ir.Tracing | None = None) -> dict:
     """A bootstrap that loads the sidecar's listeners and the clusters (the CDS file `cds`,
     relative to `xds_dir`) from files under `xds_dir` (absolute, as Envoy will see it at run
     time). The secrets are referenced by the listeners and clusters themselves."""
@@ -97,6 +105,8 @@ def xds_bootstrap(svc: ir.Service, xds_dir: str, cds: str = names.CDS) -> dict:
         "cds_config": _config_source(f"{xds_dir}/{cds}"),
         "lds_config": _config_source(f"{xds_dir}/{names.lds(svc.name)}"),
     }
+    if _collector(tracing):
+        out["static_resources"] = {"clusters": _collector(tracing)}
     return out
 
 
@@ -152,7 +162,7 @@ def xds_tls(identity: str, trust_domain: str) -> dict:
 
 
 def ads_bootstrap(svc: ir.Service, servers: tuple[tuple[str, int], ...], identity: str | None = None,
-                  trust_domain: str = "cluster.local") -> dict:
+                  trust_domain: str = "cluster.local", tracing: ir.Tracing | None = None) -> dict:
     """A bootstrap whose listeners and clusters come over ADS from the control plane at `servers`
     (one (host, port) per replica): node id and cluster `SERVICE` (the name the server scopes by),
     the admin and runtime of every bootstrap, and one static cluster, the servers': gRPC over
@@ -200,5 +210,5 @@ def ads_bootstrap(svc: ir.Service, servers: tuple[tuple[str, int], ...], identit
         cluster["dns_lookup_family"] = "V4_PREFERRED"   # as the mesh's own DNS clusters
     if identity is not None:
         cluster["transport_socket"] = xds_tls(identity, trust_domain)
-    out["static_resources"] = {"clusters": [cluster]}
+    out["static_resources"] = {"clusters": [cluster] + _collector(tracing)}
     return out

@@ -21,6 +21,9 @@ SECRET = _T + "extensions.transport_sockets.tls.v3.Secret"
 DOWNSTREAM_TLS = _T + "extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 UPSTREAM_TLS = _T + "extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 TLS_INSPECTOR = _T + "extensions.filters.listener.tls_inspector.v3.TlsInspector"
+OPENTELEMETRY = _T + "config.trace.v3.OpenTelemetryConfig"
+OPENTELEMETRY_TRACER = "envoy.tracers.opentelemetry"
+OTLP_CLUSTER = "otlp_collector"  # the collector of `tracing { otlp … }`, a static cluster of every bootstrap
 
 # ---- filter names -----------------------------------------------------------------------------
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
