@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,6 +35,7 @@ from runtime_proxy.net.exchange import Exchange
 from runtime_proxy.net.metrics import MAX_SOURCES, Metrics, TlsStats
 from runtime_proxy.net.timers import TimerWheel
 from runtime_proxy.net.tls import Identities
+from runtime_proxy.net.tracing import SpanExport, span_export
 from runtime_proxy.net.upstream import Pool
 from runtime_proxy.net.wire import local_reply, status_line
 
@@ -321,6 +323,7 @@ class Runtime:
         self.identity_header_option = identity_header.lower() if identity_header else None
         self.identity_header: str | None = None
         self.tls: Identities | None = None        # the identity files' contexts, when configured
+        self.tracer: SpanExport | None = None     # span export (`tracing { otlp … }`), when configured
         self.downstreams: set[Downstream] = set()
         self.draining = False
         self.table: Table = None  # type: ignore[assignment]  # apply() below sets it
@@ -331,7 +334,13 @@ class Runtime:
     def apply(self, table: Table, config_data: dict[str, Any]) -> None:
         """Make the config compiled as `table` (`config_data`: its JSON) the one new requests use.
         Raises tls.TlsError, having changed nothing, when its identity files cannot be used."""
-        self.tls = self._identities(table)
+        identities = self._identities(table)
+        tracer = span_export(table.service, config_data.get("tracing"), self.tracer)   # TracingError: no change
+        self.tls = identities
+        if self.tracer is not None and self.tracer is not tracer:
+            old_tracer = self.tracer
+            threading.Thread(target=old_tracer.close, name="span-export-close", daemon=True).start()
+        self.tracer = tracer
         # a header names the caller only where no TLS can: a verified identity always wins
         self.identity_header = self.identity_header_option if table.mtls_mode == "disable" else None
         proxy = table.proxy

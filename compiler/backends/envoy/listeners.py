@@ -30,8 +30,8 @@ from compiler.backends.envoy import defaults, names
 from compiler.backends.envoy.clusters import kib
 from compiler.backends.envoy.rbac import provenance, rbac_filters
 from compiler.backends.envoy.routes import inbound_route_configuration
-from compiler.backends.envoy.tracing import hcm_tracing
 from compiler.backends.envoy.tls import CLIENT_CERT_DETAILS, TLS_INSPECTOR, Sds, downstream_tls
+from compiler.backends.envoy.tracing import hcm_tracing
 from compiler.backends.envoy.values import duration, socket_address
 
 # The HTTP filters in the order Envoy runs them; each listener uses the ones it needs, in this order.

@@ -278,10 +278,10 @@ class _Values:
             elif s.key == "propagation":
                 self.choice(TRACING["propagation"], v,
                             hint="Envoy 1.40's OpenTelemetry tracer reads and writes only W3C trace context "
-                                 "(`traceparent`, `tracestate`); B3 would need its Zipkin tracer, which does not "
-                                 "export OTLP")
+                                 "(`traceparent`, `tracestate`); B3 would need its Zipkin tracer, which exports "
+                                 "Zipkin spans, not OpenTelemetry ones")
             elif s.key == "otlp" and parse_otlp_url(v.value) is None:
-                self.add("E0316", f"`{v.value}` is not an OTLP/HTTP endpoint", v.span,
+                self.add("E0316", f"`{v.value}` is not a collector endpoint for span export", v.span,
                          hint='write `otlp "http://HOST:PORT/v1/traces"`: plain http (a collector next to the sidecar, '
                               "such as the OpenTelemetry Collector on 127.0.0.1:4318), a host and a port")
 
