@@ -782,7 +782,7 @@ class Exchange:
         if tracer is not None:
             d = self.decision
             if d is not None and d.span is not None and d.span.sampled:
-                tracer.record(d.span, self.inbound, self.t_wall, self.span_attributes(d))
+                tracer.record(d.span, self.inbound, d.host, self.t_wall, self.span_attributes(d))
         down.exchange_done(self, aborted)
 
     def span_attributes(self, d: Decision) -> dict[str, str]:

@@ -8,7 +8,7 @@ without `otlp`, or without tracing, never loads it. A config that asks for expor
 without the extra is refused (TracingError) at start-up and on reload.
 
 The spans are Envoy's (docs/observability.md, "Tracing"): one per hop, `ingress` (SERVER) on the
-inbound listener and `egress` (CLIENT) on the outbound one, with Envoy's attribute names and
+inbound listener and `egress HOST` (CLIENT) on the outbound one, with Envoy's attribute names and
 string values (`http.status_code` "200", `upstream_cluster`, `guid:x-request-id`, …).
 """
 
@@ -67,8 +67,8 @@ class SpanExport:
             OTLPSpanExporter(endpoint=url, timeout=EXPORT_TIMEOUT_S),
             max_queue_size=MAX_QUEUE, schedule_delay_millis=FLUSH_INTERVAL_MS)
 
-    def record(self, span: Span, inbound: bool, start_ns: int, attributes: dict[str, Any]) -> None:
-        """A sampled hop that ended now."""
+    def record(self, span: Span, inbound: bool, host: str, start_ns: int, attributes: dict[str, Any]) -> None:
+        """A sampled hop that ended now (`host`: the request's Host, which names an egress span)."""
         trace_id = int(span.trace_id, 16)
         state = _trace_state(self._state, span.tracestate)
         parent = None
@@ -76,7 +76,7 @@ class SpanExport:
             parent = self._context(trace_id, int(span.parent, 16), True, self._flags[1], state)
         context = self._context(trace_id, int(span.span_id, 16), False, self._flags[1], state)
         self.processor.on_end(self._span(
-            name="ingress" if inbound else "egress", context=context, parent=parent, resource=self._resource,
+            name="ingress" if inbound else f"egress {host}", context=context, parent=parent, resource=self._resource,
             attributes=attributes, kind=self._kinds[inbound], start_time=start_ns, end_time=time.time_ns(),
             instrumentation_scope=self._scope))
 
