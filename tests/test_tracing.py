@@ -331,3 +331,48 @@ def test_without_tracing_only_the_request_id_is_added(plane, tmp_path):
         assert got["x-request-id"] == UUID_SAMPLED
     finally:
         chain.close()
+
+
+_BLOCK_OPENTELEMETRY = '''
+import sys
+
+class _NoOpenTelemetry:
+    """The proxy process as on a machine without meshc[tracing]: `opentelemetry` cannot be imported."""
+    def find_spec(self, name, path=None, target=None):
+        if name == "opentelemetry" or name.startswith("opentelemetry."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, _NoOpenTelemetry())
+'''
+
+
+def test_span_export_without_the_tracing_extra_is_refused_at_start(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from compiler import api
+    from compiler.backends.base import Options
+
+    text = POLICY.replace("@TRACING@", '  tracing { otlp "http://127.0.0.1:4318/v1/traces" }')
+    for key in ("FRONT_APP", "FRONT_IN", "FRONT_OUT", "FRONT_ADMIN", "BACK_IN", "BACK_OUT", "BACK_ADMIN", "APP"):
+        text = text.replace(f"@{key}@", str(free_port()))
+    comp = api.compile([api.Text("tracing.mesh", text)], shard=False)
+    config = tmp_path / "back.native.json"
+    config.write_bytes(comp.emit("native", ["back"], Options()).files["back.native.json"])
+    (tmp_path / "sitecustomize.py").write_text(_BLOCK_OPENTELEMETRY)
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), root]))
+    proc = subprocess.run([sys.executable, "-m", "runtime_proxy", str(config)], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
+    assert "install meshc[tracing]" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    # without `otlp` the sidecar propagates headers only, and runs without any OpenTelemetry package
+    comp = api.compile([api.Text("tracing.mesh", text.replace('otlp "http://127.0.0.1:4318/v1/traces"',
+                                                              "sampling 1%"))], shard=False)
+    config.write_bytes(comp.emit("native", ["back"], Options()).files["back.native.json"])
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    proxy = start_proxy(str(config), tmp_path)
+    assert proxy.stop() == 0
