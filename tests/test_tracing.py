@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.envoy_support import ENVOY, Envoy, free_port
+from tests.envoy_support import ENVOY, Envoy, flat_files, free_port
 from tests.proxy_backend import Backend
 from tests.proxy_harness import get, start_proxy
 
@@ -191,13 +191,15 @@ class Chain:
         assert not comp.has_errors, [d.message for d in comp.diagnostics]
         self.front_out = ports["FRONT_OUT"]
         try:
-            if plane == "envoy":
-                emitted = comp.emit("envoy", ["front", "back"], Options(bootstrap="static"))
+            if plane == "envoy":   # the fleet layout: the collector's cluster is in the shared CDS file
+                emitted = comp.emit("envoy", ["front", "back"], Options(bootstrap="xds", xds_dir=str(tmp / "xds"),
+                                                                         output_dir=str(tmp)))
                 assert not emitted.has_errors
+                for rel, data in flat_files(emitted).items():
+                    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                    (tmp / rel).write_bytes(data)
                 for name in ("back", "front"):
-                    path = tmp / f"{name}.envoy.json"
-                    path.write_bytes(emitted.files[f"{name}.envoy.json"])
-                    self.procs.append(Envoy(str(path)))
+                    self.procs.append(Envoy(str(tmp / f"{name}.envoy.json")))
             else:
                 emitted = comp.emit("native", ["front", "back"], Options())
                 for name in ("back", "front"):
@@ -376,3 +378,56 @@ def test_span_export_without_the_tracing_extra_is_refused_at_start(tmp_path, mon
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     proxy = start_proxy(str(config), tmp_path)
     assert proxy.stop() == 0
+
+
+@pytest.mark.parametrize("bootstrap", ["static", "xds", "ads"])
+def test_envoy_tracing_output_is_valid_and_typed_in_every_layout(bootstrap, tmp_path):
+    """The connection managers' tracing, the collector's cluster (static bootstrap or CDS) and the
+    flush interval, parsed strictly into Envoy's protobuf types; `envoy --mode validate` on the
+    static bootstrap (the xds and ads layouts load the same resources from files or the server)."""
+    import json
+
+    from compiler import api
+    from compiler.backends.base import Options
+    from tests.envoy_support import validate
+    from tests.test_envoy_protobuf import check_files
+
+    text = POLICY.replace("@TRACING@", '  tracing {\n    sampling 0.5%\n    otlp "http://collector.local:4318"\n  }')
+    for n, key in enumerate(("FRONT_APP", "FRONT_IN", "FRONT_OUT", "FRONT_ADMIN", "BACK_IN", "BACK_OUT",
+                             "BACK_ADMIN", "APP")):
+        text = text.replace(f"@{key}@", str(20000 + n))
+    comp = api.compile([api.Text("tracing.mesh", text)], shard=False)
+    out = comp.emit("envoy", ["front", "back"], Options(
+        bootstrap=bootstrap, xds_dir=str(tmp_path / "xds"), output_dir=str(tmp_path),
+        xds_servers=(("127.0.0.1", 18000),) if bootstrap == "ads" else ()))
+    assert not out.has_errors
+    assert check_files(out.files) > 0
+    docs = {p: json.loads(d) for p, d in out.files.items()}
+    front = docs["front.envoy.json"]
+    layer = front["layered_runtime"]["layers"][0]["static_layer"]
+    assert layer["tracing.opentelemetry.flush_interval_ms"] == 1000
+    if bootstrap == "ads":
+        return   # the listeners and clusters come from the server (the served equivalence runs them)
+    if bootstrap == "static":
+        listeners = front["static_resources"]["listeners"]
+        clusters = front["static_resources"]["clusters"]
+        path = tmp_path / "front.envoy.json"
+        path.write_bytes(out.files["front.envoy.json"])
+        ok, message = validate(str(path))
+        assert ok, message
+    else:
+        listeners = docs["xds/front/lds.json"]["resources"]
+        clusters = docs["xds/cds.json"]["resources"]
+    collector = next(c for c in clusters if c["name"] == "otlp_collector")
+    assert collector["type"] == "STRICT_DNS"
+    assert collector["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] == \
+        {"socket_address": {"address": "collector.local", "port_value": 4318}}
+    for listener in listeners:
+        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        tracing = hcm["tracing"]
+        assert listener["traffic_direction"] == listener["name"].upper()
+        assert tracing["random_sampling"] == {"value": 0.5}
+        provider = tracing["provider"]["typed_config"]
+        assert provider["service_name"] == "front"
+        assert provider["http_service"]["http_uri"] == {
+            "uri": "http://collector.local:4318/v1/traces", "cluster": "otlp_collector", "timeout": "1s"}

@@ -148,6 +148,9 @@ CODES: dict[str, Code] = _registry(
     ("E0702", "services that Envoy cannot tell apart", "Envoy picks the destination service by the request's `Host`, "
               "case-insensitively, and rejects two virtual hosts with the same domain: service names that differ only "
               "in case cannot both be reached."),
+    ("E0703", "tracing without a collector", "Envoy's OpenTelemetry tracer refuses a configuration without an "
+              "exporter (the listener is rejected when Envoy loads it), so a `tracing` block without `otlp` has no "
+              "Envoy form: the native proxy propagates trace headers without exporting, Envoy cannot."),
     ("W0701", "fraction of a percent ejected", "Envoy's `max_ejection_percent` is a whole number: a fractional "
               "`max_ejected` is rounded down."),
     ("W0702", "condition on a header Envoy changes", "Envoy removes some headers from every request before routing and "

@@ -91,11 +91,13 @@ class Upstreams:
     def __init__(self, endpoints: int = ENDPOINTS):
         self.eps = [Backend(f"EP{i}") for i in range(endpoints)]
         self.app = Backend("APP")
-        self.backends = self.eps + [self.app]
+        self.otlp = Backend("OTLP")       # where a tracing policy's spans go (answered 200, not compared)
+        self.backends = self.eps + [self.app, self.otlp]
 
     def ports(self) -> dict[str, int]:
         out = {f"EP{i}": b.port for i, b in enumerate(self.eps)}
         out["APP"] = self.app.port
+        out["OTLP"] = self.otlp.port
         return out
 
     def drain_records(self) -> dict[str, list[dict]]:

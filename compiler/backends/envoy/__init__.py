@@ -150,7 +150,8 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
         for members in groups.values():
             files[names.output_path(cds_file(members[0]))] = bootstrap.discovery_response(
                 names.CLUSTER, outbound_clusters(members[0], None)
-                + [clusters.inbound_cluster(services[name]) for name in sorted(members)], dumps)
+                + [clusters.inbound_cluster(services[name]) for name in sorted(members)]
+                + bootstrap.collector(program.tracing), dumps)
         # each sidecar's own CDS path, named by its bootstrap: a link to its scope's file, replaced
         # (and so reloaded by Envoy) when its scope or that file changes
         for name in proxies:
@@ -159,8 +160,8 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
     else:            # one file per sidecar: its clusters name its own secrets
         for name in proxies:
             files[names.output_path(cds_file(name))] = bootstrap.discovery_response(
-                names.CLUSTER, outbound_clusters(name, sds.get(name)) + [clusters.inbound_cluster(services[name])],
-                dumps)
+                names.CLUSTER, outbound_clusters(name, sds.get(name)) + [clusters.inbound_cluster(services[name])]
+                + bootstrap.collector(program.tracing), dumps)
     for hosts, members in groups.items():   # routes before the listeners that name them
         path = names.output_path(rds_file(members[0]))
         out.links_before = out.links_before or path

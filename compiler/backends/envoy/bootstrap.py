@@ -86,8 +86,9 @@ def _base(svc: ir.Service, tracing: ir.Tracing | None = None) -> dict:
     }
 
 
-def _collector(tracing: ir.Tracing | None) -> list[dict]:
-    """The OTLP collector's static cluster (`tracing { otlp … }`), which the listeners' tracers name."""
+def collector(tracing: ir.Tracing | None) -> list[dict]:
+    """The OTLP collector's cluster (`tracing { otlp … }`), which the listeners' tracers name: static
+    in a static bootstrap, in the CDS files (or the control plane's clusters) otherwise."""
     cluster = collector_cluster(tracing) if tracing is not None else None
     return [cluster] if cluster is not None else []
 
@@ -95,7 +96,7 @@ def _collector(tracing: ir.Tracing | None) -> list[dict]:
 def static_bootstrap(svc: ir.Service, listeners: list[dict], clusters: list[dict],
                      tracing: ir.Tracing | None = None) -> dict:
     out = _base(svc, tracing)
-    out["static_resources"] = {"clusters": clusters + _collector(tracing), "listeners": listeners}
+    out["static_resources"] = {"clusters": clusters + collector(tracing), "listeners": listeners}
     return out
 
 
@@ -112,8 +113,6 @@ def xds_bootstrap(svc: ir.Service, xds_dir: str, cds: str = names.CDS, tracing: 
         "cds_config": _config_source(f"{xds_dir}/{cds}"),
         "lds_config": _config_source(f"{xds_dir}/{names.lds(svc.name)}"),
     }
-    if _collector(tracing):
-        out["static_resources"] = {"clusters": _collector(tracing)}
     return out
 
 
@@ -217,5 +216,5 @@ def ads_bootstrap(svc: ir.Service, servers: tuple[tuple[str, int], ...], identit
         cluster["dns_lookup_family"] = "V4_PREFERRED"   # as the mesh's own DNS clusters
     if identity is not None:
         cluster["transport_socket"] = xds_tls(identity, trust_domain)
-    out["static_resources"] = {"clusters": [cluster] + _collector(tracing)}
+    out["static_resources"] = {"clusters": [cluster]}
     return out

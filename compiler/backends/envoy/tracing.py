@@ -6,8 +6,9 @@ from the `x-request-id`, per 10 000), one span per hop: `ingress` (SERVER) on th
 listener, `egress` (CLIENT) on the outbound one, named by the listener's `traffic_direction`; no
 separate upstream span (`spawn_upstream_span` false). The tracer reads and writes W3C
 `traceparent`/`tracestate` only (Envoy 1.40's OpenTelemetry tracer has no other propagator), and
-sends sampled spans as OTLP protobuf over HTTP to the collector's cluster. Without `otlp` the
-tracer is there without an exporter: the headers are propagated, nothing is sent.
+sends sampled spans as OTLP protobuf over HTTP to the collector's cluster. Envoy rejects an
+OpenTelemetry tracer without an exporter when it loads the listener (`--mode validate` does not
+notice), so a `tracing` block without `otlp` is an error for this target (E0703, limitations.py).
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ def otlp_uri(tracing: ir.Tracing) -> str:
 
 def hcm_tracing(tracing: ir.Tracing, service: str) -> dict:
     """The `tracing` of a connection manager of `service`'s sidecar."""
-    provider: dict = {"@type": names.OPENTELEMETRY, "service_name": service}
-    if tracing.otlp_host is not None:
-        provider["http_service"] = {"http_uri": {"uri": otlp_uri(tracing), "cluster": names.OTLP_CLUSTER,
-                                                 "timeout": EXPORT_TIMEOUT}}
+    assert tracing.otlp_host is not None, "E0703: no Envoy form without a collector"
+    provider = {"@type": names.OPENTELEMETRY, "service_name": service,
+                "http_service": {"http_uri": {"uri": otlp_uri(tracing), "cluster": names.OTLP_CLUSTER,
+                                              "timeout": EXPORT_TIMEOUT}}}
     return {
         "provider": {"name": names.OPENTELEMETRY_TRACER, "typed_config": provider},
         "random_sampling": {"value": tracing.sampling_percent},
