@@ -53,8 +53,8 @@ RawHeaders = list[tuple[bytes, bytes]]
 # does not touch it (equivalence suite, tests/test_equivalence_live.py).
 UP_SKIP = frozenset(HOP_BY_HOP_BYTES | {n.encode() for n in STRIPPED_REQUEST}
                     | {b"content-length", b"x-forwarded-client-cert"})   # XFCC: Envoy's SANITIZE
-_RID_SKIP = frozenset({b"x-request-id"})
-_TRACED_SKIP = _RID_SKIP | TRACE_HEADERS
+_UP_SKIP_RID = UP_SKIP | {b"x-request-id"}
+_UP_SKIP_TRACED = _UP_SKIP_RID | TRACE_HEADERS
 _ABSOLUTE = re.compile(r"[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*)(.*)", re.S).fullmatch
 # an absolute-form target's authority as Envoy's URL parser takes it: [userinfo@]host[:port]
 _AUTHORITY = re.compile(r"(?:[^@]*@)?(?:\[[0-9A-Fa-f:.]*\]|[^:@\[\]]*)(?::[0-9]+)?").fullmatch
@@ -365,7 +365,7 @@ def _upstream_head(d: Decision, head: RequestHead, draws: RequestDraws, method: 
     parts = [method.encode(), b" ", up_target.encode("latin-1"), b" HTTP/1.1\r\n"]
     skip = UP_SKIP
     if d.request_id:      # a traced hop writes its own x-request-id and trace headers
-        skip = skip | (_TRACED_SKIP if d.span is not None else _RID_SKIP)
+        skip = _UP_SKIP_TRACED if d.span is not None else _UP_SKIP_RID
     if "connection" in headers or d.expect_continue:
         extra = {t.encode() for t in connection_tokens(headers.get("connection", ()))}
         if d.expect_continue:

@@ -23,6 +23,7 @@ Per hop, in Envoy's order:
 
 from __future__ import annotations
 
+import re
 from typing import Any, NamedTuple
 
 # x-request-id's character 14 carries Envoy's trace reason (UUIDRequestIDExtension)
@@ -30,7 +31,8 @@ REASON_AT = 14
 UUID_LENGTH = 36
 SAMPLED, FORCED, CLIENT, NOT_TRACED = "9", "a", "b", "4"
 _TRACED = frozenset((SAMPLED, FORCED, CLIENT))
-_HEX = frozenset("0123456789abcdefABCDEF")
+_HEX8 = re.compile(r"[0-9a-fA-F]{8}").match
+_TRACEPARENT = re.compile(r"[0-9a-fA-F]{2}-([0-9a-fA-F]{32})-([0-9a-fA-F]{16})-([0-9a-fA-F]{2})").fullmatch
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
 # the request lines a traced hop writes itself (decide/request.py skips them from the received head)
@@ -62,42 +64,33 @@ class Span:
         return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
 
 
-def _hex(s: str) -> bool:
-    return all(c in _HEX for c in s)
-
-
 def trace_reason(request_id: str, per_10000: int, client: bool) -> tuple[bool, str]:
     """(traced, the x-request-id to forward) for a request whose id is `request_id`; `client`:
     the request has `x-client-trace-id`."""
-    head = request_id[:8]
-    if len(head) < 8 or not _hex(head):
+    if _HEX8(request_id) is None:
         return False, request_id                 # a corrupt id: Envoy leaves it, and does not trace
-    uuid = len(request_id) == UUID_LENGTH
-    reason = request_id[REASON_AT] if uuid else NOT_TRACED
-    if reason not in _TRACED:
-        if client:
-            reason = CLIENT
-        elif int(head, 16) % 10000 < per_10000:
-            reason = SAMPLED
-        else:
-            reason = NOT_TRACED
-    if uuid and request_id[REASON_AT] != reason:
+    if len(request_id) != UUID_LENGTH:           # no room for a reason: decided afresh at each hop
+        return client or int(request_id[:8], 16) % 10000 < per_10000, request_id
+    reason = request_id[REASON_AT]
+    if reason in _TRACED:
+        return True, request_id
+    if client:
+        reason = CLIENT
+    elif int(request_id[:8], 16) % 10000 < per_10000:
+        reason = SAMPLED
+    else:
+        reason = NOT_TRACED
+    if request_id[REASON_AT] != reason:
         request_id = request_id[:REASON_AT] + reason + request_id[REASON_AT + 1:]
-    return reason in _TRACED, request_id
+    return reason != NOT_TRACED, request_id
 
 
 def parse_traceparent(value: str) -> tuple[str, str, bool] | None:
     """(trace id, parent span id, sampled) of a W3C `traceparent`, or None when it does not parse."""
-    if len(value) != 55:
+    m = _TRACEPARENT(value)
+    if m is None:
         return None
-    parts = value.split("-")
-    if len(parts) != 4:
-        return None
-    version, trace_id, span_id, flags = parts
-    if len(version) != 2 or len(trace_id) != 32 or len(span_id) != 16 or len(flags) != 2:
-        return None
-    if not _hex(value.replace("-", "")):
-        return None
+    trace_id, span_id, flags = m.groups()
     trace_id, span_id = trace_id.lower(), span_id.lower()
     if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
         return None
