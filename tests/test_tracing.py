@@ -377,6 +377,9 @@ def test_span_export_without_the_tracing_extra_is_refused_at_start(tmp_path, mon
     config.write_bytes(comp.emit("native", ["back"], Options()).files["back.native.json"])
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     proxy = start_proxy(str(config), tmp_path)
+    # serving: (an admin request also makes sure its loop runs before SIGTERM: a proxy signalled
+    # right after it wrote its ports file may miss the signal, on main too; reported)
+    assert proxy.admin_get("/ready")[0] == 200
     assert proxy.stop() == 0
 
 
