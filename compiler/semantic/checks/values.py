@@ -281,7 +281,7 @@ class _Values:
                                  "(`traceparent`, `tracestate`); B3 would need its Zipkin tracer, which exports "
                                  "Zipkin spans, not OpenTelemetry ones")
             elif s.key == "otlp" and parse_otlp_url(v.value) is None:
-                self.add("E0316", f"`{v.value}` is not a collector endpoint for span export", v.span,
+                self.add("E0317", f"`{v.value}` is not a collector endpoint for span export", v.span,
                          hint='write `otlp "http://HOST:PORT/v1/traces"`: plain http (a collector next to the sidecar, '
                               "such as the OpenTelemetry Collector on 127.0.0.1:4318), a host and a port")
 
