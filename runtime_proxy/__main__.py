@@ -294,6 +294,7 @@ class ProxyApp:
             self.servers[name] = server
             ports[name] = server.sockets[0].getsockname()[1]
         self.inbound_address = (lst.inbound[0], ports["inbound"])
+        rt.metrics.inbound_address = f"{lst.inbound[0]}_{ports['inbound']}"     # Envoy's spelling
         return ports
 
     def tls_listener(self, host: str, port: int, sock: socket.socket | None = None) -> TlsListener:

@@ -6,6 +6,7 @@ The policy is a template: `@INBOUND@`, `@OUTBOUND@`, `@ADMIN@` and `@DEAD@` beco
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -16,7 +17,11 @@ from tests.proxy_harness import start_proxy, write_config
 
 
 class BothPlanes:
-    def __init__(self, tmp: Path, template: str, upstreams: tuple[str, ...], *, warnings_allowed: bool = False):
+    def __init__(self, tmp: Path, template: str, upstreams: tuple[str, ...], *, warnings_allowed: bool = False,
+                 adjust_native=None, envoy_args: tuple[str, ...] = (), bootstrap: dict | None = None):
+        """`bootstrap`: top-level fields added to Envoy's bootstrap (e.g. `stats_flush_interval`);
+        `adjust_native(config)` changes the native config before it is written (an access log's file);
+        `envoy_args`: more options of Envoy's command line (`--file-flush-interval-msec`)."""
         self.backends = {name: Backend(name) for name in upstreams}
         self.envoy = self.native = None
         try:
@@ -26,15 +31,20 @@ class BothPlanes:
             for key, value in values.items():
                 text = text.replace(f"@{key}@", str(value))
             assert not re.search(r"@[A-Z_]+@", re.sub(r"#.*", "", text)), "a placeholder is left"
+            self.text = text
             compiled = compile_text(text, xds_dir=str(tmp / "xds"))
             assert warnings_allowed or not compiled.warnings, compiled.warnings
             for rel, data in compiled.envoy.items():
                 path = tmp / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
+                if bootstrap and rel == "client.envoy.json":
+                    data = json.dumps({**json.loads(data), **bootstrap}).encode()
                 path.write_bytes(data)
             native = dict(compiled.native)
             native["listeners"] = {k: dict(v, port=0) for k, v in native["listeners"].items()}
-            self.envoy = Envoy(str(tmp / "client.envoy.json"), "--reject-unknown-dynamic-fields")
+            if adjust_native is not None:   # what the native config differs in (an access log's file)
+                adjust_native(native)
+            self.envoy = Envoy(str(tmp / "client.envoy.json"), "--reject-unknown-dynamic-fields", *envoy_args)
             self.native = start_proxy(write_config(tmp / "client.native.json", native), tmp)
             envoy_ports = self.envoy.listener_ports()
             # (plane, listener) -> port

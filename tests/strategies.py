@@ -119,7 +119,7 @@ _VALUES = {
     "request_headers_timeout": [duration_lits], "idle_timeout": [duration_lits],
     "stream_idle_timeout": [duration_lits], "max_connections": [int_lits],
     "attempts": [int_lits], "per_try_timeout": [duration_lits], "allow_non_idempotent": [],
-    "sampling": [percent_lits], "propagation": [name_lits()], "otlp": [string_lits],
+    "sampling": [percent_lits], "propagation": [name_lits()], "otlp": [string_lits], "access_log": [string_lits],
 }
 _OPTIONAL_TAIL = {  # settings whose last value may be left out
     "backoff": ([duration_lits], [duration_lits]),    # backoff D [max D]

@@ -693,7 +693,7 @@ def test_explanation_says_why_each_route_did_not_match():
     d = decide_request(t, _head(target="/shop", x_beta="0"), _draws(), why)
     assert d.route.name == "rest"
     lines = why.lines()
-    assert "normalize: path (/shop)" in lines and "host: service (svc)" in lines
+    assert "normalize: path (`/shop`, as received)" in lines and "host: service (svc)" in lines
     assert "route: skipped (`posts`: method GET is not one of POST)" in lines
     assert "route: skipped (`admin`: path segment_prefix `/admin` does not match `/shop`)" in lines
     assert "route: skipped (`beta`: header `x-beta` exact `1` does not hold)" in lines
@@ -716,6 +716,67 @@ def test_explanation_of_an_authorization():
     assert d.status == 403 and d.rule is None
     assert "authz: no match (allow `web`: no verified identity)" in why.lines()
     assert why.lines()[-1] == "authz: denied (by the default)"
+
+
+def _explained_normalisations():
+    return [(t, m) for t in list(MATRIX) + [
+        "/..;/admin", "/api/..;x=1/admin", "/a/.;p/b", "/%2e%2e;/admin", "/%%30%30", "/a%", '/x"<>^`{|}y', "/a b",
+        "/caf\u00e9", "/%7e%41%2d%5f", "/%3a%2A%25", "/a\\b", "/..", "/a//../b", "//", "///", "/./", "/",
+        "/a/.b/..c/...", "/api//x/./../%63harges\\1", "/a%00b", "/a#f"] for m in ("keep", "reject", "decode")]
+
+
+@pytest.mark.parametrize("target, mode", _explained_normalisations())
+def test_explained_normalisation_replays_the_same_steps(target, mode):
+    """The `normalize` step's steps, replayed with normalize.py's own functions, end where
+    `normalize` does; a rejected target says why."""
+    from runtime_proxy.decide.explain import Explanation
+
+    result = normalize.normalize("GET", target, mode)
+    why = Explanation()
+    normalize.explain_normalize("GET", target, mode, result, why)
+    (step,) = why.steps
+    if isinstance(result, int):
+        assert step.outcome == "rejected" and step.data["status"] == result and step.data["why"]
+        return
+    data = step.data
+    assert data["path"] == result[0] and data["changed"] == (result[0] != target.partition("?")[0])
+    changed = [s for s in data["steps"] if s["from"] != s["to"]]
+    assert bool(changed) == data["changed"]
+    if changed:
+        assert changed[0]["from"] == data["received"] and changed[-1]["to"] == data["path"]
+    assert "do not account" not in step.detail
+
+
+def test_explained_split_fault_and_mirror_give_the_decisions_answers():
+    from runtime_proxy.decide.explain import Explanation
+    from runtime_proxy.decide.request import decide_request
+
+    s = split_route(("a", 30), ("b", 0), ("c", 70))
+    for value in (0, 29, 30, 99, 100, 2**64 - 1):
+        for hdrs in ({}, {"x-key": [str(value)]}, {"x-key": ["1", "2"]}):
+            s.key_header = "x-key"
+            why = Explanation()
+            assert split.explain_pick(s, hdrs, value * 7, why) is split.pick(s, hdrs, value * 7)
+            data = why.steps[0].data
+            assert data["total"] == 100 and data["bucket"] == data["value"] % 100
+            assert data["keyed"] == (len(hdrs.get("x-key", ())) == 1)
+            assert [(a["from"], a["to"]) for a in data["arms"]] == [(0, 30), (30, 30), (30, 100)]
+    f = service(routes=[route(fault={"abort": {"http_status": 503, "percent": 10.0},
+                                     "delay": {"duration_ms": 20, "percent": 50.0}})]).routes[0].fault
+    for d in (0.0, 0.05, 0.1, 0.49, 0.5, 0.99):
+        for a in (0.0, 0.099, 0.1, 0.99):
+            why = Explanation()
+            assert fault.explain_decide(f, d, a, why) == fault.decide(f, d, a)
+            assert [(x.data["part"], x.data["applied"]) for x in why.steps] == [
+                ("delay", d * 100 < 50), ("abort", a * 100 < 10)]
+    t = table(routes=[route("m", mirror={"service": "svc", "subset": "b", "percent": 25.0, "timeout_ms": 100})])
+    for draw in (0.1, 0.3):
+        why = Explanation()
+        d = decide_request(t, _head(), _draws(draw), why)
+        (m,) = [x for x in why.steps if x.what == "mirror"]
+        assert d.mirror == (draw < 0.25) == (m.outcome == "copied") and m.data["random"]
+        (policy,) = [x for x in why.steps if x.what == "policy"]
+        assert policy.outcome == "m" and policy.data["mirror"]["percent"] == 25.0
 
 
 # ---- the state decision -------------------------------------------------------------------------

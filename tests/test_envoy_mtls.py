@@ -258,6 +258,14 @@ def test_refusals_are_counted_by_envoy(mesh):
     after = mesh.envoy.stats(prefix)
     assert after[prefix + "_no_cert"] - before.get(prefix + "_no_cert", 0) == 1
     assert after[prefix + "_error"] - before.get(prefix + "_error", 0) == 3
+    # plaintext on the TLS port: ssl.connection_error (the native proxy's `not_tls` maps to it)
+    errors = f"listener.127.0.0.1_{mesh.strict}.ssl.connection_error"
+    before_errors = mesh.envoy.stats(errors).get(errors, 0)
+    assert refusal(mesh, mesh.strict, None, tls=False) is not None
+    deadline = time.monotonic() + 3
+    while mesh.envoy.stats(errors).get(errors, 0) == before_errors and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert mesh.envoy.stats(errors)[errors] == before_errors + 1
 
 
 # ---- permissive -----------------------------------------------------------------------------------

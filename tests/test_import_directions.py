@@ -40,6 +40,8 @@ COMPILER_LAYERS: dict[str, set[str]] = {
     "compiler.control": {"compiler.core", "compiler.language", "compiler.syntax", "compiler.semantic",
                          "compiler.lower", "compiler.ir", "compiler.backends", "compiler.api", "compiler.sharding",
                          "compiler.ca"},
+    # `meshc stat`'s pure parts: Prometheus text, rates and percentiles, the table.
+    "compiler.observe": set(),
     "compiler.tooling": {"compiler.core", "compiler.language", "compiler.syntax", "compiler.semantic",
                          "compiler.lower", "compiler.ir", "compiler.backends", "compiler.api", "compiler.sharding"},
 }

@@ -388,9 +388,10 @@ def test_access_log_has_one_json_line_per_request(proxy):
             break
         time.sleep(0.1)
     rec = hit[0]
-    assert rec["route"] == "default" and rec["status"] == 200 and rec["attempts"] == 1
-    assert rec["upstream"].startswith("127.0.0.1:") and rec["cluster"] == "outbound|v1|svc"
-    assert rec["duration_ms"] >= 0
+    assert rec["route"] == "default" and rec["response_code"] == 200 and rec["attempts"] == 1
+    assert rec["response_code_details"] == "via_upstream" and rec["response_flags"] == "-"
+    assert rec["upstream_host"].startswith("127.0.0.1:") and rec["upstream_cluster"] == "outbound|v1|svc"
+    assert rec["duration_ms"] >= 0 and rec["direction"] == "outbound"
 
 
 def test_request_ids_are_canonical_random_uuid4_across_batches():

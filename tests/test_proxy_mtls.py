@@ -260,21 +260,33 @@ def test_strict_denies_another_identity_by_policy(strict, pki):
     assert tls_get(strict.inbound, pki.ctx("intruder"), "/public")[0] == 200
 
 
-@pytest.mark.parametrize("who, reason", [(None, "no_certificate"), ("selfsigned", "self_signed"),
-                                         ("other_ca", "unknown_ca"), ("expired", "expired")])
-def test_strict_refuses_bad_client_certificates_in_the_handshake(strict, pki, who, reason):
+def envoy_ssl(proxy, stat: str) -> str:
+    """The inbound listener's Envoy-named TLS counter (tests/test_envoy_mtls.py: Envoy's own)."""
+    return f'envoy_listener_ssl_{stat}{{envoy_listener_address="127.0.0.1_{proxy.inbound}"}}'
+
+
+@pytest.mark.parametrize("who, reason, stat", [(None, "no_certificate", "fail_verify_no_cert"),
+                                               ("selfsigned", "self_signed", "fail_verify_error"),
+                                               ("other_ca", "unknown_ca", "fail_verify_error"),
+                                               ("expired", "expired", "fail_verify_error")])
+def test_strict_refuses_bad_client_certificates_in_the_handshake(strict, pki, who, reason, stat):
     key = f'meshc_tls_handshake_failures_total{{side="downstream",reason="{reason}"}}'
     before = metric(strict, key)
+    envoy_before = metric(strict, envoy_ssl(strict, stat))
     assert refused(strict.inbound, pki.ctx(who))
     assert wait_for(lambda: metric(strict, key) == before + 1)
+    assert metric(strict, envoy_ssl(strict, stat)) == envoy_before + 1     # Envoy's name for it
     assert f"refused: {reason}" in strict.log()
 
 
 def test_strict_refuses_plaintext(strict):
     key = 'meshc_tls_handshake_failures_total{side="downstream",reason="not_tls"}'
     before = metric(strict, key)
+    envoy_before = metric(strict, envoy_ssl(strict, "connection_error"))
     assert refused(strict.inbound, None)
     assert wait_for(lambda: metric(strict, key) == before + 1)
+    # Envoy counts plaintext on a TLS port as ssl.connection_error (checked against Envoy 1.40)
+    assert metric(strict, envoy_ssl(strict, "connection_error")) == envoy_before + 1
 
 
 def test_connections_leak_no_sockets(strict, pki):
@@ -299,7 +311,7 @@ def test_source_identity_in_metrics_and_access_log(strict, pki):
     assert metric(strict, 'meshc_tls_handshakes_total{side="downstream"}') >= 1
     assert wait_for(lambda: "/public/logged" in (strict.access_log.read_text() if strict.access_log.exists() else ""))
     rec = next(json.loads(x) for x in strict.access_log.read_text().splitlines() if "/public/logged" in x)
-    assert rec["source_identity"] == FRONTEND and rec["listener"] == "inbound"
+    assert rec["peer_identity"] == FRONTEND and rec["direction"] == "inbound"
 
 
 # ---- permissive inbound -------------------------------------------------------------------------
@@ -334,8 +346,9 @@ def test_outbound_mtls_to_the_right_identity_is_pooled(strict, upstreams):
     assert metric(strict, 'meshc_tls_handshakes_total{side="upstream"}') >= 1
 
 
-@pytest.mark.parametrize("host, reason", [("wrong", "san_mismatch"), ("foreign", "unknown_ca")])
-def test_outbound_refuses_a_server_that_is_not_the_destination(strict, host, reason):
+@pytest.mark.parametrize("host, reason, stat", [("wrong", "san_mismatch", "fail_verify_san"),
+                                                ("foreign", "unknown_ca", "fail_verify_error")])
+def test_outbound_refuses_a_server_that_is_not_the_destination(strict, host, reason, stat):
     stats = strict.stats()
     status, body = plain_get(strict.outbound, "/x", host=host)
     assert (status, body) == (503, CONNECT_FAILURE)             # Envoy's reply to a failed SAN match
@@ -344,6 +357,10 @@ def test_outbound_refuses_a_server_that_is_not_the_destination(strict, host, rea
     assert after[f"{cluster}.upstream_cx_connect_fail"] == stats[f"{cluster}.upstream_cx_connect_fail"] + 1
     handshake_failures = f"tls.upstream.handshake_failure.{reason}"
     assert after[handshake_failures] == stats.get(handshake_failures, 0) + 1
+    # Envoy's name: cluster.NAME.ssl.fail_verify_san (tests/test_envoy_mtls.py), in Prometheus too
+    assert after[f"{cluster}.ssl.{stat}"] == stats.get(f"{cluster}.ssl.{stat}", 0) + 1
+    assert metric(strict, f'envoy_cluster_ssl_{stat}{{envoy_cluster_name="outbound|v1|{host}"}}') == \
+        after[f"{cluster}.ssl.{stat}"]
 
 
 def test_outbound_plaintext_destination_stays_plaintext(strict):

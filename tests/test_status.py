@@ -160,7 +160,7 @@ def test_json_shape_with_no_proxy(tmp_path):
     try:
         code, data, _ = status(serve.port)
         assert code == 0 and data["schema"] == 1 and data["streams"] == []
-        assert set(data["server"]) == {"started", "now", "snapshots", "last_reload", "limits"}
+        assert set(data["server"]) == {"started", "now", "snapshots", "admin", "last_reload", "limits"}
         assert data["server"]["limits"] == {"max_streams": 10_000, "max_request_rate": 100.0, "refused_streams": 0,
                                             "rate_limited_streams": 0}
         assert set(data["server"]["last_reload"]) == {"ok", "at", "good_since", "diagnostics", "problems"}

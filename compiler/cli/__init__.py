@@ -23,7 +23,14 @@ def run(argv: list[str]) -> int:
     from compiler.cli.parser import COMMANDS, build_parser
 
     parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
-    args = parser.parse_args(argv)
+    if argv and argv[0] == "trace":   # its FILES and its request may stand on both sides of the options
+        args, extra = parser.parse_known_args(argv)
+        unknown = [e for e in extra if e.startswith("-") and e != "-"]
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.positionals += extra
+    else:
+        args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -41,10 +48,18 @@ def run(argv: list[str]) -> int:
         from compiler.cli.fmt import fmt_stdin
 
         return fmt_stdin(args)
+    if args.command == "stat":  # live traffic: the proxies' admin endpoints (grpc only to ask `meshc serve`)
+        from compiler.cli.stat import stat
+
+        return stat(args)
     if args.command == "status":  # a client of `meshc serve`: grpc, imported by compiler.control only
         from compiler.cli.status import status
 
         return status(args)
+    if args.command == "trace":  # its FILES and its request share the positionals
+        from compiler.cli.trace import trace
+
+        return trace(args)
     from compiler.cli.inputs import input_files
 
     files, code = input_files(args.files)
@@ -66,6 +81,10 @@ def run(argv: list[str]) -> int:
         from compiler.cli.serve import serve
 
         return serve(files, args)
+    if args.command == "graph":
+        from compiler.cli.graph import graph
+
+        return graph(files, args)
     from compiler.cli.compile import check, compile_command
 
     if args.command == "check":

@@ -5,3 +5,4 @@ EXIT_INPUT = 1       # the input has errors (diagnostics printed), or a lint fin
                      # error finding (the host is not ready for the sidecars: H-codes, docs/identity.md)
 EXIT_USAGE = 2       # usage or I/O error: a bad option, a missing or unreadable path, an unwritable output
 EXIT_INTERNAL = 3    # a bug in meshc: a short report naming the inputs (MESHC_DEBUG=1 for the traceback)
+EXIT_UNREACHABLE = 4  # `meshc stat`: no proxy could be reached (nor `meshc serve`, when it was to name them)

@@ -12,7 +12,8 @@ TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without 
 if TYPE_CHECKING:
     from typing import NoReturn
 
-COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp", "ca", "doctor", "serve", "status")
+COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp", "ca", "doctor", "serve", "status", "stat", "graph",
+            "trace")
 FORMATS = ("human", "json", "sarif", "github")
 # What `meshc compile --emit` prints: the stages of a compile, in order.
 STAGES = ("tokens", "ast", "ir", "envoy", "native")
@@ -149,7 +150,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                                             "version acknowledged against the current one, the last rejection "
                                             "with its location in the .mesh source. Exit 0 all up to date and the "
                                             "last reload good, 1 a proxy rejected or is behind or the last edit "
-                                            "did not compile, 2 usage or no answer from the server (3 s).")
+                                            "did not compile, 2 usage or no answer from the server (3 s). "
+                                            "The traffic through the proxies: `meshc stat`.")
         status.add_argument("--server", default="127.0.0.1:18000", metavar="HOST:PORT",
                             help="the --listen address of `meshc serve` (default 127.0.0.1:18000)")
         status.add_argument("--identity", metavar="DIR",
@@ -157,12 +159,97 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                                  "ca.pem): the client certificate a server started with --ca requires")
         status.add_argument("--output-format", "--format", dest="output_format", choices=("human", "json"),
                             default="human", help="a table (default) or JSON (a stable shape, `schema` 1)")
+    if only in (None, "stat"):
+        st = sub.add_parser("stat", help="live traffic through running proxies (Envoy or native): requests/s, "
+                                         "success rate, latency, retries, ejections, denials",
+                            description="Read the admin endpoints of running proxies, Envoy and native alike, and "
+                                        "show per service and route: requests/s, success rate, p50/p95/p99 "
+                                        "latency, retries, outlier ejections and authorization denials (by rule: "
+                                        "the native proxy's metric, Envoy's access log). Refreshed in place on a "
+                                        "terminal; one report when --once or when standard output is not a "
+                                        "terminal. The control plane's config versions: `meshc status`. Exit 0 "
+                                        "every target answered, 1 some did not (the others are shown), 2 usage, "
+                                        "4 no target could be reached.")
+        st.add_argument("addresses", nargs="*", metavar="ADDRESS",
+                        help="admin addresses of proxies (HOST:PORT); none: every sidecar of the running "
+                             "`meshc serve` at --server")
+        st.add_argument("--server", default="127.0.0.1:18000", metavar="HOST:PORT",
+                        help="without ADDRESS: the --listen address of `meshc serve` that names the proxies "
+                             "(default 127.0.0.1:18000)")
+        st.add_argument("--identity", metavar="DIR",
+                        help="with --server: the client identity a server started with --ca requires")
+        st.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
+                        help="the window of the rates: seconds between two scrapes, and between two refreshes "
+                             "(default 2; 0 with --once: one scrape, no rates)")
+        st.add_argument("--once", action="store_true",
+                        help="print one report and exit (the default when standard output is not a terminal)")
+        st.add_argument("--output-format", "--format", dest="output_format", choices=("human", "json"),
+                        default="human", help="a table (default) or JSON (a stable shape, `schema` 1)")
+    if only in (None, "graph"):
+        graph = sub.add_parser("graph", help="draw the policy: services, who may call whom, routes (HTML or SVG)",
+                               description="Compile a program and draw its policy from the IR: each service as a "
+                                           "card (subsets, limits, retry budget, outlier detection, routes with "
+                                           "their matches, splits and weights, timeouts, retries, faults, "
+                                           "mirrors), each caller the destination's rules admit as an edge "
+                                           "(allowed for every request, or partial: for some paths, methods or "
+                                           "headers), denied pairs in their own style, and a matrix of every "
+                                           "caller-service pair. HTML is one self-contained page (no network "
+                                           "access); SVG is the picture alone. Nothing is written on error. "
+                                           "Exit 0 written, 1 errors in the program, 2 usage or I/O error.")
+        graph.add_argument("files", nargs="+", metavar="FILES",
+                           help=".mesh files or directories (searched for .mesh files); together they form one program")
+        graph.add_argument("-o", "--output", metavar="FILE",
+                           help="where to write: policy.html or policy.svg (the format from the suffix); - or "
+                                "nothing: standard output (HTML unless --format svg)")
+        graph.add_argument("--format", choices=("html", "svg"), default=None,
+                           help="html (a page with details on click) or svg (the picture alone); default: from "
+                                "the suffix of -o")
+        graph.add_argument("--output-format", dest="output_format", choices=FORMATS, default="human",
+                           help="how diagnostics are printed: human (default), json, sarif or github")
+        graph.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                           help="colour in human output (default: auto, only on a terminal; NO_COLOR disables)")
+    if only in (None, "trace"):
+        trace_parser(sub)
     if only is None:  # listed for --help only: run() hands `meshc proxy ...` to runtime_proxy as it is
         sub.add_parser("proxy", add_help=False,
                        help="run the native sidecar proxy on a compiled config (`meshc proxy --help`)")
     if only in (None, "compile"):
         compile_parser(sub, common)
     return parser
+
+
+def trace_parser(sub) -> None:
+    trace = sub.add_parser("trace", help="explain one request through both sidecars, from the proxy's own decision",
+                           usage="meshc trace FILES… [--from SERVICE] 'METHOD URL' [-H 'NAME: VALUE']… "
+                                 "[--identity ID|none] [--seed N] [--output-format human|json]",
+                           description="Compile a program (writing nothing) and explain what its sidecars do with "
+                                       "one request, decided by the native proxy's own decision function: at the "
+                                       "caller's sidecar (--from), the normalised path and why it changed, the "
+                                       "Host -> service decision, every route tried and the first condition that "
+                                       "failed, the route's timeout, retries, retry budget, fault and mirror, the "
+                                       "split arithmetic; at the destination's sidecar, the connection (mTLS or "
+                                       "plaintext against its mode) and every authorization rule with the one that "
+                                       "decided. Exit 0 traced (whatever the answer), 1 errors in the program or a "
+                                       "request that cannot be traced, 2 usage.")
+    trace.add_argument("positionals", nargs="*", metavar="FILES… 'METHOD URL'",
+                       help=".mesh files or directories (one program), and the request: 'GET http://HOST/path?q' "
+                            "(or '/path' with -H 'host: HOST')")
+    trace.add_argument("--from", dest="caller", metavar="SERVICE",
+                       help="the calling service: its sidecar's outbound decision is the first hop. Without it, "
+                            "the caller is outside the mesh and connects to the inbound listener of the service "
+                            "whose Host domains hold the URL's host")
+    trace.add_argument("-H", "--header", action="append", metavar="'NAME: VALUE'",
+                       help="a request header (repeatable, in order)")
+    trace.add_argument("--identity", metavar="ID",
+                       help="the SPIFFE ID the caller presents to the destination over mTLS (default: the "
+                            "--from service's own, when its sidecar calls the destination over mTLS), or `none`: "
+                            "a plaintext peer with no identity")
+    trace.add_argument("--seed", type=int, metavar="N",
+                       help="draw the random choices (fault percentages, a split without a key, a mirror's "
+                            "share) from this seed; without it, no random fault or mirror applies and a random "
+                            "split takes bucket 0, and the output says which draws were random")
+    trace.add_argument("--output-format", "--format", dest="output_format", choices=("human", "json"),
+                       default="human", help="aligned lines (default) or JSON for tools (a stable shape, `schema` 1)")
 
 
 def compile_parser(sub, common) -> None:

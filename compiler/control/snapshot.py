@@ -57,6 +57,7 @@ class NodeSnapshot:
     versions: dict[str, str] = field(default_factory=dict)                  # type -> content hash
     identity: str | None = None             # the service's SPIFFE ID (whose certificate it gets with --ca)
     subsets: tuple[str, ...] = ()   # the service's subsets: node ids `SERVICE.SUBSET` get this snapshot
+    admin: str | None = None        # the sidecar's admin address, HOST:PORT (`meshc stat` finds proxies by it)
 
 
 def over_ads(node):
@@ -424,7 +425,8 @@ class Builder:
 
 # The NodeSnapshot fields taken from the service: its subsets (node ids `SERVICE.SUBSET`), its SPIFFE ID (certificates).
 _PER_SERVICE = (("subsets", lambda svc: tuple(sub.name for sub in svc.subsets)),
-                ("identity", lambda svc: svc.identity))
+                ("identity", lambda svc: svc.identity),
+                ("admin", lambda svc: f"{svc.sidecar.listen_host}:{svc.sidecar.admin_port}"))
 
 
 def _canonical(resource: dict) -> bytes:

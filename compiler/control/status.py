@@ -135,6 +135,8 @@ def report(servicer, reload: dict, started: float) -> dict:
         "started": started, "now": now,
         "snapshots": {node: {t.rpartition(".")[2]: v for t, v in snap.versions.items()}
                       for node, snap in sorted(servicer.snapshots.items())},
+        # each sidecar's admin address, as compiled (`meshc stat` reads the proxies there)
+        "admin": {node: snap.admin for node, snap in sorted(servicer.snapshots.items())},
         "last_reload": reload,
         "limits": {"max_streams": servicer.limits.max_streams, "max_request_rate": servicer.limits.request_rate,
                    "refused_streams": servicer.refused["streams"], "rate_limited_streams": servicer.refused["rate"]}},

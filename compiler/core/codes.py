@@ -91,6 +91,8 @@ CODES: dict[str, Code] = _registry(
     ("E0314", "invalid path", "Paths in matches start with `/`. Prefixes are segment-aware unless written "
               "`raw_prefix`."),
     ("E0315", "route with two destinations", "A route has exactly one of `to` and `split`."),
+    ("E0316", "invalid access log path", "A sidecar's `access_log` is the absolute path of one file (not a "
+              "directory, without control characters): both planes open it from their own working directory."),
     ("E0317", "invalid span collector endpoint", "The `otlp` of `tracing` is where every sidecar sends its "
               "spans (OpenTelemetry's protocol over HTTP): a plain `http://HOST:PORT/PATH` URL (the path "
               "defaults to `/v1/traces`), without credentials, a query or a fragment. The sidecars send spans "

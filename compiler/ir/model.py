@@ -288,6 +288,10 @@ class Sidecar(Node):
                                        # once (`max_connections`, default 4096)
     drain_timeout_ms: int              # on SIGTERM, how long in-flight requests may finish (default 5 000).
                                        # Read by native only (Envoy's drain time is its `--drain-time-s`)
+    access_log: str                    # the file both planes append one JSON line per request to (`access_log`,
+                                       # an absolute path); "" = none (the default). Envoy: a file access log
+                                       # with json_format on both HTTP connection managers; native: the same
+                                       # fields and values (docs/observability.md)
 
 
 @node

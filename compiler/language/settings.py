@@ -134,6 +134,9 @@ SIDECAR = Block("sidecar", "§5.7", "the service's own proxy: its ports, its app
             "(Envoy's default)", label="stream idle timeout"),
     Setting("max_connections", ("int",), 4096, "client connections open at once on each listener; one more is "
             "accepted and closed at once", high=1_000_000, label="connection limit"),
+    Setting("access_log", ("string",), "", "`\"/ABSOLUTE/PATH\"`: both planes append one JSON object per request "
+            "and line to this file, with the same fields (docs/observability.md)", label="access log path",
+            default_text="off"),
 ))
 
 RETRY = Block("retry", "§10", "retries after the first attempt (`retry { … }`, a `policy retry`, or `retry none`)", (

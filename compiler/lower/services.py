@@ -46,7 +46,7 @@ def lower_sidecar(svc: ast.Service) -> ir.Sidecar:
                       names.inbound_cluster(svc.name.value), lower_limits(None), w["escaped_slashes"], True, True,
                       w["max_request_headers"], w["max_request_headers_kb"] * 1024, defaults.MAX_REQUEST_BODY_BYTES,
                       w["idle_timeout"], w["request_headers_timeout"], w["stream_idle_timeout"], w["max_connections"],
-                      defaults.DRAIN_TIMEOUT_MS)
+                      defaults.DRAIN_TIMEOUT_MS, w["access_log"])
 
 
 # What callers' sidecars apply when they connect to a service: the same for every service today.

@@ -282,7 +282,7 @@ class Builder:
     rb_percent = rb_min_concurrency = _setting
     sc_inbound = sc_outbound = sc_admin = sc_app = sc_escaped_slashes = _setting
     sc_max_request_headers = sc_max_request_headers_kb = sc_request_headers_timeout = _setting
-    sc_idle_timeout = sc_stream_idle_timeout = sc_max_connections = _setting
+    sc_idle_timeout = sc_stream_idle_timeout = sc_max_connections = sc_access_log = _setting
     rt_attempts = rt_per_try_timeout = rt_backoff = rt_allow_non_idempotent = _setting
     fault_abort = fault_delay = _setting
 

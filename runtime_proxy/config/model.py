@@ -281,6 +281,7 @@ class ProxySettings(Model):
                                                    # 408 (request unfinished), 504, or reset (response started)
     max_connections: int = Field(gt=0)             # client connections open at once per listener; more: closed
     drain_timeout_ms: int = Field(ge=0)            # SIGTERM: how long in-flight requests may finish
+    access_log: str | None = None                  # the file of one JSON line per request; absent: none
 
 
 class Tracing(Model):

@@ -66,6 +66,10 @@ def explain_rules(authz: CAuthorization, peer_identity: str | None, method: str,
             why = next((describe_header(h) + " does not hold"
                         for h, test in zip(spec.get("headers") or (), rule.headers) if not test(headers)), None)
         explain.note("authz", "no match" if why else "matched",
-                     f"{rule.action} `{rule.name}`" + (f": {why}" if why else ""))
+                     f"{rule.action} `{rule.name}`" + (f": {why}" if why else ""),
+                     {"rule": rule.name, "action": rule.action, "source": rule.source, "matched": why is None,
+                      "why": why})
     allowed, name = decide(authz, peer_identity, method, path, headers)
-    explain.note("authz", "allowed" if allowed else "denied", f"by rule `{name}`" if name else "by the default")
+    explain.note("authz", "allowed" if allowed else "denied", f"by rule `{name}`" if name else "by the default",
+                 {"allowed": allowed, "rule": name, "default": "allow" if authz.default_allow else "deny",
+                  "peer": peer_identity, "source": authz.source})

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from runtime_proxy.decide.explain import Explanation
     from runtime_proxy.decide.table import CFault
 
 
@@ -20,4 +21,23 @@ def decide(fault: CFault | None, rand_delay: float, rand_abort: float) -> tuple[
     delay = fault.delay_ms if fault.delay_ms and rand_delay * 100.0 < fault.delay_percent else 0
     abort = fault.abort_status if (fault.abort_status is not None
                                    and rand_abort * 100.0 < fault.abort_percent) else None
+    return delay, abort
+
+
+def explain_decide(fault: CFault, rand_delay: float, rand_abort: float, explain: Explanation) -> tuple[int, int | None]:
+    """`decide`, with each part's draw and arithmetic noted (`fault` steps): the same answer."""
+    delay, abort = decide(fault, rand_delay, rand_abort)
+    if fault.delay_ms:
+        explain.note("fault", "delay" if delay else "no delay",
+                     f"{fault.delay_ms} ms for {fault.delay_percent:g} % of requests: draw {rand_delay:.4f} x 100 "
+                     f"{'<' if delay else '>='} {fault.delay_percent:g}",
+                     {"part": "delay", "delay_ms": fault.delay_ms, "percent": fault.delay_percent,
+                      "draw": rand_delay, "applied": bool(delay), "random": 0.0 < fault.delay_percent < 100.0})
+    if fault.abort_status is not None:
+        explain.note("fault", "abort" if abort is not None else "no abort",
+                     f"{fault.abort_status} for {fault.abort_percent:g} % of requests: draw {rand_abort:.4f} x 100 "
+                     f"{'<' if abort is not None else '>='} {fault.abort_percent:g}",
+                     {"part": "abort", "status": fault.abort_status, "percent": fault.abort_percent,
+                      "draw": rand_abort, "applied": abort is not None,
+                      "random": 0.0 < fault.abort_percent < 100.0})
     return delay, abort

@@ -26,6 +26,7 @@ to encode needs none of steps 2-4 and is returned as it is.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 BAD_REQUEST = 400
 
@@ -287,3 +288,69 @@ def _normalize_target(target: str, escaped_slashes: str) -> tuple[str, str] | in
     if isinstance(result, int):
         return result
     return result, query
+
+
+# ---- explanation (runtime_proxy/decide/explain.py): never on the request path without the hook -----
+
+_DOT_SEGMENT = re.compile(r"[/\\](?:\.|%2[eE]){1,2}(?=[/\\]|$)")
+
+
+def explain_normalize(method: str, target: str, escaped_slashes: str, result: tuple[str, str] | int,
+                      explain: Any) -> None:
+    """One `normalize` step for `result`, the answer `normalize` gave: the path routing sees and
+    each of the steps above that changed it (replayed with the same functions), or why the
+    target is refused."""
+    path = target.partition("?")[0]
+    if isinstance(result, int):
+        if method not in _KNOWN_METHODS and (not method or method.upper() != method):
+            why = f"method `{method}` is not upper case"
+        elif not target or target[0] != "/":
+            why = "the target does not start with `/`"
+        elif "#" in target:
+            why = "the target has a `#`"
+        elif escaped_slashes == "reject" and _ESCAPED_SLASH.search(path) is not None:
+            why = "an escaped slash (`%2F` or `%5C`) with `escaped_slashes reject`"
+        else:
+            why = "an encoded NUL (`%00`) in the path"
+        explain.note("normalize", "rejected", f"`{target}`: {why}: {result}",
+                     {"target": target, "status": result, "why": why})
+        return
+    steps: list[dict[str, str]] = []
+
+    def step(what: str, before: str, after: str) -> str:
+        if after != before:
+            steps.append({"step": what, "from": before, "to": after})
+        return after
+
+    p = path
+    if "%" in p and _ESCAPED_SLASH.search(p) is not None:
+        if escaped_slashes == "decode":
+            p = step("escaped slashes decoded (`escaped_slashes decode`)", p, _ESCAPED_SLASH.sub(_unescape_slash, p))
+        else:
+            steps.append({"step": "escaped slashes kept as written (`escaped_slashes keep`)", "from": p, "to": p})
+    if "/." in p:
+        p = step("the `;params` of a `.` or `..` segment dropped", p, strip_dot_params(p))
+    if "/." in p or "//" in p or _NEEDS_WORK.search(p) is not None:
+        canonical = canonicalize(_to_bytes(p))
+        if canonical is not None:
+            reasons = []
+            if "\\" in p:
+                reasons.append("`\\` read as `/`")
+            if _DOT_SEGMENT.search(p) is not None:
+                reasons.append("`.` and `..` segments removed")
+            b = _to_bytes(p)
+            if any(c == _PERCENT and _FLAGS[v] & _UNESCAPE for i, c in enumerate(b)
+                   for v in (_decode_escaped(b, i, len(b)),) if v >= 0):
+                reasons.append("escapes of unreserved characters decoded")
+            if any(_FLAGS[c] & _ESCAPE_BIT and c not in (_PERCENT, _BACKSLASH) for c in b):
+                reasons.append("characters that may not appear in a path escaped")
+            p = step("canonicalised: " + (", ".join(reasons) or "escapes rewritten"), p,
+                     canonical.decode("ascii"))
+            p = step("runs of slashes merged", p, merge_slashes(p))
+    final, query = result
+    changed = [s["step"] for s in steps if s["from"] != s["to"]]
+    detail = f"`{final}`" + (", as received" if final == path else f" from `{path}`: " + "; ".join(changed))
+    if p != final:
+        detail += " (the steps shown do not account for the whole change)"
+    explain.note("normalize", "path", detail, {"target": target, "received": path, "path": final, "query": query,
+                                               "changed": final != path, "steps": steps})

@@ -59,7 +59,7 @@ class OutlierState:
     updates them, and until they are known the endpoints seen by `record` count."""
 
     def __init__(self, outlier: OutlierSettings, endpoint_keys: Iterable[str] = (),
-                 tick_origin: float | None = None) -> None:
+                 tick_origin: float | None = None, counts: dict[str, int] | None = None) -> None:
         self.outlier = outlier
         self.tick_origin = tick_origin
         self.consecutive_5xx = outlier.consecutive_5xx
@@ -73,6 +73,10 @@ class OutlierState:
         self.ejected_count = 0
         self.ejections_total = 0
         self.ejections_overflow = 0
+        # Envoy's detector statistics, `detected_KIND` and `enforced_KIND` (KIND: consecutive_5xx,
+        # consecutive_gateway_failure): a detection on an endpoint not ejected already, and the
+        # ejection it made (none past max_ejected). The caller's dict outlives a reload.
+        self.counts: dict[str, int] = {} if counts is None else counts
 
     # ---- bookkeeping --------------------------------------------------------------------------
 
@@ -100,6 +104,18 @@ class OutlierState:
             if steps > 0:
                 h.backoff = max(0, h.backoff - steps)
                 h.unejected_at += steps * self.interval
+
+    def _detected(self, h: _Host, now: float, kind: str) -> bool:
+        if h.ejected_until is not None:
+            return False
+        counts = self.counts
+        key = "detected_" + kind
+        counts[key] = counts.get(key, 0) + 1
+        if not self._try_eject(h, now):
+            return False
+        key = "enforced_" + kind
+        counts[key] = counts.get(key, 0) + 1
+        return True
 
     def _try_eject(self, h: _Host, now: float) -> bool:
         if h.ejected_until is not None:
@@ -141,13 +157,13 @@ class OutlierState:
             if status in (502, 503, 504):
                 h.cgw += 1
                 if self.consecutive_gateway and h.cgw == self.consecutive_gateway:
-                    ejected = self._try_eject(h, now)
+                    ejected = self._detected(h, now, "consecutive_gateway_failure")
                     h.cgw = 0
             else:
                 h.cgw = 0
             h.c5xx += 1
             if h.c5xx == self.consecutive_5xx:
-                ejected = self._try_eject(h, now) or ejected
+                ejected = self._detected(h, now, "consecutive_5xx") or ejected
                 h.c5xx = 0
         else:
             h.c5xx = h.cgw = 0

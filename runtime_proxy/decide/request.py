@@ -241,11 +241,15 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
     norm = normalize(method, target, table.escaped_slashes)
     if norm.__class__ is int:
         if explain is not None:
-            explain.note("normalize", "rejected", f"{target} is answered {norm} (docs/language.md §6)")
+            from runtime_proxy.decide.normalize import explain_normalize
+
+            explain_normalize(method, target, table.escaped_slashes, norm, explain)
         return local(d, norm, close=True)
     d.path, d.query = path, query = norm  # type: ignore[misc]  # a tuple: the int (400) returned above
     if explain is not None:
-        explain.note("normalize", "path", path)
+        from runtime_proxy.decide.normalize import explain_normalize
+
+        explain_normalize(method, target, table.escaped_slashes, norm, explain)
     tracing = table.tracing
     if tracing is not None:
         _trace(d, headers, draws, tracing)
@@ -254,23 +258,25 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
     svc = table.service_for_host(d.host)
     if svc is None:
         if explain is not None:
-            explain.note("host", "unknown", f"no service answers to `{d.host}`")
+            explain.note("host", "unknown", f"no service answers to `{d.host}`: 404",
+                         {"host": d.host, "known": sorted(table.hosts)})
         return local(d, 404, counter=NO_ROUTE, flags="NR")
     d.service = svc.name
     if explain is not None:
-        explain.note("host", "service", svc.name)
+        from runtime_proxy.decide.explain import explain_policy
         from runtime_proxy.decide.routing import explain_routes
 
-        explain_routes(svc, method, path, query, headers, explain)
+        explain.note("host", "service", svc.name, {"host": d.host, "domains": list(svc.domains)})
+        explain_policy(explain_routes(svc, method, path, query, headers, explain), explain)
     route = select_route(table.index[svc].view(method, path), method, path, query, headers)
     if route is None:
         return local(d, 404, counter=NO_ROUTE, flags="NR")
     d.route = route
     if route.fault is not None:
-        delay_ms, abort = fault_mod.decide(route.fault, draws.fault_delay(), draws.fault_abort())
-        if explain is not None:
-            explain.note("fault", "delay" if delay_ms else "no delay", f"{delay_ms} ms")
-            explain.note("fault", "abort" if abort is not None else "no abort", str(abort or ""))
+        if explain is None:
+            delay_ms, abort = fault_mod.decide(route.fault, draws.fault_delay(), draws.fault_abort())
+        else:
+            delay_ms, abort = fault_mod.explain_decide(route.fault, draws.fault_delay(), draws.fault_abort(), explain)
         if delay_ms:
             d.delay_ms = delay_ms
             d.counter, d.flags = DELAYS_INJECTED, "DI"
@@ -280,16 +286,22 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
                 d.counter, d.flags = ABORTS_INJECTED, "FI"
             return d
     if route.split is not None:
-        ref: CSubsetRef = split_mod.pick(route.split, headers, draws.split())
-        if explain is not None:
-            keyed = route.split.key_header is not None and \
-                split_mod.key_value(headers.get(route.split.key_header)) is not None
-            explain.note("split", ref.subset.name, "by the key header" if keyed else "by the random draw")
+        if explain is None:
+            ref: CSubsetRef = split_mod.pick(route.split, headers, draws.split())
+        else:
+            ref = split_mod.explain_pick(route.split, headers, draws.split(), explain)
     else:
         ref = route.to  # type: ignore[assignment]  # not None: compile_config gives a route `to` or `split`
     d.cluster = ref.subset.cluster
-    if route.mirror is not None and draws.mirror() * 100.0 < route.mirror.percent:
-        d.mirror = True
+    if route.mirror is not None:
+        draw = draws.mirror()
+        if draw * 100.0 < route.mirror.percent:
+            d.mirror = True
+        if explain is not None:
+            explain.note("mirror", "copied" if d.mirror else "not copied",
+                         f"{route.mirror.percent:g} % of requests to {route.mirror.subset.cluster}",
+                         {"percent": route.mirror.percent, "draw": draw, "cluster": route.mirror.subset.cluster,
+                          "random": 0.0 < route.mirror.percent < 100.0})
     _upstream_head(d, head, draws, method, target, raw, headers, route, None)
     return d
 

@@ -12,6 +12,7 @@ import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from runtime_proxy.decide.explain import Explanation
     from runtime_proxy.decide.table import CSplit, CWeightedSubset, HeaderMap
 
 # absl::SimpleAtoi<uint64_t>: optional ASCII white space around, one optional '+', ASCII digits.
@@ -43,3 +44,31 @@ def pick(split: CSplit, headers: HeaderMap, rand_u64: int) -> CWeightedSubset:
     if value is None:
         value = rand_u64
     return split.targets[split.index(value)]
+
+
+def explain_pick(split: CSplit, headers: HeaderMap, rand_u64: int, explain: Explanation) -> CWeightedSubset:
+    """`pick`, with its arithmetic noted (one `split` step): the key value (or the draw), the
+    total, the bucket `value mod total` and every arm's interval. The same answer as `pick`."""
+    ref = pick(split, headers, rand_u64)
+    raw = headers.get(split.key_header) if split.key_header is not None else None
+    key = key_value(raw) if split.key_header is not None else None
+    value = rand_u64 if key is None else key
+    total = split.total_weight
+    arms, low = [], 0
+    for t, high in zip(split.targets, split.bounds):
+        arms.append({"cluster": t.subset.cluster, "subset": t.subset.name, "weight": t.weight, "from": low,
+                     "to": high})
+        low = high
+    if key is not None:
+        why = f"key header `{split.key_header}` = {key}"
+    elif split.key_header is None:
+        why = "no key header: a random draw"
+    elif raw is None:
+        why = f"no `{split.key_header}` header: a random draw"
+    else:
+        why = f"`{split.key_header}` is not one unsigned integer: a random draw"
+    explain.note("split", ref.subset.name, "by the key header" if key is not None else "by the random draw",
+                 {"key_header": split.key_header, "key_values": raw, "keyed": key is not None, "why": why,
+                  "value": value, "total": total, "bucket": value % total, "arms": arms,
+                  "cluster": ref.subset.cluster})
+    return ref

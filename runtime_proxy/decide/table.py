@@ -236,6 +236,7 @@ class ProxySettings(NamedTuple):
     stream_idle_timeout_ms: int
     max_connections: int                  # per listener
     drain_timeout_ms: int
+    access_log: str | None = None         # the access log's file (`--access-log` overrides it)
 
 
 class IdentityFiles(NamedTuple):

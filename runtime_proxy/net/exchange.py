@@ -23,14 +23,16 @@ from __future__ import annotations
 import os
 import random
 import time
+from bisect import bisect_left as _bisect
 from typing import TYPE_CHECKING, Protocol
 
 from runtime_proxy.decide.headers import shadow_host
 from runtime_proxy.decide.http import BODY_OVERFLOW, BODY_STREAM_IDLE, BODY_TIMEOUT, reset_body
-from runtime_proxy.decide.request import decide_request
+from runtime_proxy.decide.request import RBAC_DENIED, decide_request
 from runtime_proxy.decide.response import local_reply_changes, response_lines
 from runtime_proxy.decide.retry import CONNECT_FAILURE, PER_TRY_TIMEOUT, Outcome
 from runtime_proxy.decide.upstream import LIMIT, NOT_RETRIABLE, OVERFLOW, UpstreamState, decide_retry
+from runtime_proxy.net.metrics import RQ_TIME_BUCKETS
 from runtime_proxy.net.timers import TICKS
 from runtime_proxy.net.wire import local_reply, status_line
 
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
 
     from runtime_proxy.decide.request import Decision
     from runtime_proxy.decide.table import CMirror, CRoute, HeaderMap, Table
-    from runtime_proxy.net.metrics import ListenerStats, Metrics
+    from runtime_proxy.net.metrics import ListenerStats, Metrics, RouteStats
     from runtime_proxy.net.timers import TimerWheel
     from runtime_proxy.net.tracing import SpanExport
     from runtime_proxy.net.upstream import Cluster, Pool, UpstreamConn
@@ -152,6 +154,7 @@ class ProxyState(Protocol):
     identity_header: str | None
     inbound_counts: dict[int, int]
     route_counts: dict[CRoute, dict[int, int]]
+    route_stats: dict[CRoute, RouteStats]
     @property
     def access_log(self) -> RequestLog | None: ...
     @property
@@ -171,6 +174,7 @@ class Exchange:
     is_head = False
     route: CRoute | None = None
     route_counts: dict[int, int] | None = None
+    rstats: RouteStats | None = None     # the outbound route's statistics (Envoy's vhost.S.route.R)
     cluster: Cluster = None  # type: ignore[assignment]  # forward() sets it, before any attempt
     pool: Pool = None  # type: ignore[assignment]  # attempt() sets it, before any use
     conn: UpstreamConn | None = None
@@ -202,6 +206,8 @@ class Exchange:
     done = False
     upstream_key = ""
     flags = ""
+    details = ""                 # Envoy's response code details, where the flags do not say (access log)
+    answered_locally = False     # the response was the proxy's own (access log)
     up_ms = -1
     bytes_out = 0
     peer: str | None = None      # the caller's verified SPIFFE ID (inbound)
@@ -307,12 +313,15 @@ class Exchange:
         if counter is not None:
             lstats = down.lstats
             setattr(lstats, counter, getattr(lstats, counter) + 1)
+            if counter == RBAC_DENIED:      # denials by the deciding rule (None: the default)
+                rt.metrics.rbac_denied(rt.table.service, d.rule)
         if self.inbound and d.service:
             self.route_counts = rt.inbound_counts if self.peer is None else rt.inbound_counts_for(self.peer)
         route = d.route
         if route is not None:
             self.route = route
             self.route_counts = rt.route_counts.get(route)
+            self.rstats = rt.route_stats.get(route)
         if d.flags:
             self.flags = d.flags
         if d.delay_ms:
@@ -388,6 +397,9 @@ class Exchange:
         stats = self.cluster.stats
         stats.rq_total += 1
         stats.rq_active += 1
+        rstats = self.rstats
+        if rstats is not None:
+            rstats.rq_total += 1
         conn.start(self, self.is_head)
         now = self.t_send = _monotonic()
         if self.count_attempts:     # an outbound route: attempt count, per-try timeout, expected timeout
@@ -454,7 +466,6 @@ class Exchange:
             return
         now = _monotonic()
         cluster = self.cluster
-        cluster.stats.observe(status, (now - self.t_send) * 1000.0)
         outlier = cluster.outlier
         if outlier is not None and outlier.record(self.upstream_key, status, None, now):
             cluster.ejected(self.upstream_key)
@@ -465,11 +476,22 @@ class Exchange:
                 if name == b"x-envoy-overloaded":
                     overloaded = True
             if self.retry(Outcome(status, None, overloaded)):
+                codes = cluster.stats.retry_codes      # Envoy's `retry.upstream_rq_<code>`
+                codes[status] = codes.get(status, 0) + 1
                 return
         elif self.retry_held:    # a retried attempt answered with what is not retried: a success
             self.retry_held = False
             cluster.breaker.release_retry()
             cluster.stats.retry_success += 1
+            if self.rstats is not None:
+                self.rstats.retry_success += 1
+        # the final answer: charged to the cluster and the route (self.charge, inlined)
+        codes = cluster.stats.codes
+        codes[status] = codes.get(status, 0) + 1
+        rstats = self.rstats
+        if rstats is not None:
+            codes = rstats.codes
+            codes[status] = codes.get(status, 0) + 1
         self.status = status
         self.up_ms = up_ms = int((now - self.t_first_send) * 1000)
         # the response head: the upstream's header lines less the hop-by-hop ones, re-framed
@@ -510,6 +532,17 @@ class Exchange:
         self.end_attempt()
         if self.resp_chunked:
             self.down.write(b"0\r\n\r\n")
+        # Envoy's upstream_rq_time: whole milliseconds from the dispatch to the answer's end
+        # (UpstreamStats.observe, inlined)
+        ms = int((_monotonic() - self.t_first_send) * 1000)
+        i = _bisect(RQ_TIME_BUCKETS, ms)
+        stats = self.cluster.stats
+        stats.buckets[i] += 1
+        stats.time_sum += ms
+        rstats = self.rstats
+        if rstats is not None:
+            rstats.buckets[i] += 1
+            rstats.time_sum += ms
         self.finish()
 
     def on_failure(self, conn: UpstreamConn | None, kind: str, reason: str, fresh_ok: bool) -> None:
@@ -539,10 +572,15 @@ class Exchange:
             cluster.ejected(self.upstream_key)
         if self.retry(Outcome(None, kind)):
             return
-        self.flags = "UF" if kind == CONNECT_FAILURE else "UC"
+        # (after the last retry allowed, Envoy's flags list URX too, in alphabetical order)
+        self.flags = ("UF" if kind == CONNECT_FAILURE else "UC") + (",URX" if self.flags == "URX" else "")
+        if reason != "headers too large":
+            self.details = "upstream_reset_before_response_started{" + reason.replace(" ", "_") + "}"
         if reason == "headers too large":   # proxy.max_response_headers_bytes: Envoy's 502
+            self.charge(502)
             self.local(502, reset_body("protocol error", self.attempts > 1))
         else:
+            self.charge(503)
             self.local(503, reset_body(reason, self.attempts > 1))
 
     # ---- timeouts ----------------------------------------------------------------------------------
@@ -606,7 +644,9 @@ class Exchange:
             cluster.ejected(self.upstream_key)
         if self.retry(Outcome(None, PER_TRY_TIMEOUT)):
             return
-        self.flags = "UT"
+        self.flags = "URX,UT" if self.flags == "URX" else "UT"
+        self.details = "upstream_per_try_timeout"
+        self.charge(504)
         self.local(504, BODY_TIMEOUT)
 
     def on_route_timeout(self) -> None:
@@ -614,7 +654,11 @@ class Exchange:
             return
         cluster = self.cluster
         cluster.stats.rq_timeout += 1
-        was_sent = self.state == SENT
+        rstats = self.rstats
+        if rstats is not None:
+            rstats.rq_timeout += 1
+        state = self.state
+        was_sent = state == SENT
         self.abandon_attempt()
         if was_sent and cluster.outlier is not None and \
                 cluster.outlier.record(self.upstream_key, None, PER_TRY_TIMEOUT, _monotonic()):
@@ -624,6 +668,8 @@ class Exchange:
             self.down.abort()
             self.finish(aborted=True)
             return
+        if was_sent or state == WAITING:   # Envoy charges the attempt in flight (none in a backoff)
+            self.charge(504)
         self.local(504, BODY_TIMEOUT)
 
     def on_stream_idle(self) -> None:
@@ -685,17 +731,28 @@ class Exchange:
         b = cluster.breaker
         verdict = decide_retry(UpstreamState(b.requests, b.pending, b.retries, b.limits, b.budget), route.retry,
                                outcome, self.attempts, self.replayable, _random())
+        stats = cluster.stats
+        rstats = self.rstats
         if not verdict.retry:
             if verdict.reason == NOT_RETRIABLE:
                 if held:
-                    cluster.stats.retry_success += 1
+                    stats.retry_success += 1
+                    if rstats is not None:
+                        rstats.retry_success += 1
             elif verdict.reason == LIMIT:
-                cluster.stats.retry_limit_exceeded += 1
+                stats.retry_limit_exceeded += 1
+                if rstats is not None:
+                    rstats.retry_limit_exceeded += 1
+                self.flags = "URX"     # Envoy's flag for a response after the last attempt allowed
             elif verdict.reason == OVERFLOW:
-                cluster.stats.retry_overflow += 1
+                stats.retry_overflow += 1
+                if rstats is not None:
+                    rstats.retry_overflow += 1
             return False
         b.take_retry()
-        cluster.stats.retry += 1
+        stats.retry += 1
+        if rstats is not None:
+            rstats.retry += 1
         self.end_attempt()
         self.conn = None         # a connection still sending this response drains it, then is reused
         self.retry_held = True
@@ -724,7 +781,18 @@ class Exchange:
         """A circuit breaker refused the attempt: Envoy's overflow 503 (never retried)."""
         self.end_attempt()
         self.flags = "UO"
+        self.charge(503)
         self.local(503, BODY_OVERFLOW, b"x-envoy-overloaded: true\r\n")
+
+    def charge(self, status: int) -> None:
+        """The final outcome of a request the router sent upstream, to its cluster and route:
+        the upstream's answer, or the router's own 502/503/504 after a reset, connect failure,
+        overflow or timeout (Envoy's chargeUpstreamCode and chargeUpstreamAbort; a fault's abort,
+        a missing route or an authorization denial are not charged)."""
+        self.cluster.stats.charge(status)
+        rstats = self.rstats
+        if rstats is not None:
+            rstats.charge(status)
 
     def local(self, status: int, body: bytes = b"", extra: bytes = b"", close: bool = False) -> None:
         """Answer with a local reply (nothing of it came from an upstream). A request whose body
@@ -739,6 +807,7 @@ class Exchange:
             extra += b"x-envoy-attempt-count: %d\r\n" % self.attempts
         self.status = status
         self.resp_started = True
+        self.answered_locally = True
         self.bytes_out = len(body)
         route = self.route
         if route is not None and not route.response_headers.empty:
@@ -878,7 +947,7 @@ class Mirror:
         conn.write(self.data)
 
     def on_response_head(self, conn: UpstreamConn, status: int) -> None:
-        self.cluster.stats.observe(status, 0.0)
+        self.cluster.stats.observe_mirror(status)
 
     def on_response_body(self, conn: UpstreamConn, data: bytes) -> None:
         pass

@@ -30,6 +30,7 @@ from runtime_proxy.decide.breaker import Breaker
 from runtime_proxy.decide.identity import peer_identity, xfcc_line
 from runtime_proxy.decide.outlier import OutlierState
 from runtime_proxy.decide.request import header_dict
+from runtime_proxy.decide.table import TableError
 from runtime_proxy.decide.upstream import choose_endpoint
 from runtime_proxy.net.exchange import Exchange
 from runtime_proxy.net.metrics import MAX_SOURCES, Metrics, TlsStats
@@ -103,13 +104,14 @@ class ClusterState:
         self.breaker = Breaker(limits, budget)
         keys = tuple(f"{h}:{p}" for h, p in endpoints)
         # ejections end at the detector's interval ticks, counted from now, as in Envoy
-        self.outlier = OutlierState(outlier, keys, tick_origin=time.monotonic()) if outlier is not None else None
+        self.stats = rt.metrics.cluster(name)
+        self.outlier = OutlierState(outlier, keys, tick_origin=time.monotonic(), counts=self.stats.outlier) \
+            if outlier is not None else None
         self.plist = tuple(Pool(self, h, p, rt.loop, upstream.connect_timeout_ms / 1000.0,
                                 upstream.max_response_headers_bytes, tls) for h, p in endpoints)
         self.keys = keys
         self.by_key = {p.key: p for p in self.plist}
         self.rr = -1
-        self.stats = rt.metrics.cluster(name)
         self.retired = False
 
     def pick(self) -> Pool:
@@ -209,12 +211,11 @@ class ClusterState:
 
     def tls_failed(self, pool: Pool, reason: str, detail: str) -> None:
         """An upstream TLS handshake failed, or the server is not the destination's identity."""
-        self.rt.metrics.tls.failed("upstream", reason)  # type: ignore[union-attr]  # mTLS: TLS stats exist
+        self.rt.metrics.tls.cluster_failed(self.name, reason)  # type: ignore[union-attr]  # mTLS: TLS stats exist
         log.warning("upstream TLS to %s (%s) failed: %s: %s", pool.key, self.name, reason, detail)
 
     def ejected(self, key: str) -> None:
         self.stats.ejections_enforced += 1
-        self.stats.ejections_detected += 1
         log.info("outlier detection: ejected %s from %s", key, self.name)
 
     def retire(self) -> None:
@@ -235,8 +236,21 @@ class ClusterState:
 
 # ---- the access log -------------------------------------------------------------------------------
 
+# Envoy's response code details for the local replies whose response flags say why
+# (`%RESPONSE_CODE_DETAILS%`; the access log's `response_code_details`).
+FLAG_DETAILS = {
+    "NR": "route_not_found",
+    "FI": "fault_filter_abort",
+    "UT": "response_timeout",
+    "UO": "upstream_reset_before_response_started{overflow}",
+    "SI": "stream_idle_timeout",
+}
+
+
 class AccessLog:
-    """One JSON object per line and request; buffered, flushed every second and at exit."""
+    """One JSON object per line and request, with the fields and values of the Envoy target's
+    access log (compiler/backends/envoy/access_log.py; docs/observability.md): buffered in memory,
+    written by the once-a-second sweep and at exit, so a request never waits for the file."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -247,26 +261,52 @@ class AccessLog:
         d = ex.decision
         route = ex.route
         cluster = ex.cluster
+        now = time.time()
+        start = now - (time.monotonic() - ex.t_start)
+        inbound = ex.inbound
+        if d is not None and d.path:
+            path = f"{d.path}?{d.query}" if d.query else d.path
+        else:
+            path = ex.target
+        host = ex.headers.get("host")
+        if cluster is not None:
+            cluster_name: str | None = cluster.name
+        elif inbound and d is not None and d.service:   # Envoy's inbound route took it before RBAC
+            cluster_name = ex.rt.table.app.cluster
+        elif d is not None and d.cluster:
+            cluster_name = d.cluster
+        elif route is not None and route.to is not None:   # a fault's abort: the route's, as Envoy's
+            cluster_name = route.to.subset.cluster
+        else:
+            cluster_name = None
         record = {
-            "time": round(time.time(), 3),
-            "listener": ex.down.listener,
+            "start_time": self.second(int(start)) + f".{int(start * 1000) % 1000:03d}Z",
+            "direction": ex.down.listener,
             "method": ex.method,
-            "path": d.path if d is not None and d.path else ex.target,
-            "host": d.host if d is not None else "",
-            "service": d.service if d is not None else "",
+            "path": path,
+            "authority": host[0] if host else None,
+            "response_code": ex.status,
+            "response_code_details": response_code_details(ex),
+            # Envoy's RBAC filter sets no response flag (its details name the rule instead)
+            "response_flags": "-" if not ex.flags or ex.flags == "RBAC" else ex.flags,
+            "service": d.service if route is not None and d is not None else None,
             "route": route.name if route is not None else None,
-            "cluster": cluster.name if cluster is not None else None,
-            "upstream": ex.upstream_key or None,
-            "status": ex.status,
+            "upstream_cluster": cluster_name,
+            "upstream_host": ex.upstream_key or None,
             "attempts": ex.attempts,
-            "duration_ms": round((time.monotonic() - ex.t_start) * 1000, 3),
-            "upstream_service_time_ms": ex.up_ms if ex.up_ms >= 0 else None,
-            "bytes_sent": ex.bytes_out,
-            "flags": ex.flags or None,
-            "client": ex.down.peer_ip,
-            "source_identity": ex.peer,
+            "duration_ms": int((now - start) * 1000),
+            "request_id": request_id(ex),
+            "peer_identity": ex.down.source if inbound else None,
         }
         self.fh.write(orjson.dumps(record).decode() + "\n")
+
+    _second = (-1, "")
+
+    def second(self, t: int) -> str:
+        """`YYYY-MM-DDTHH:MM:SS` of the Unix second `t` (formatted once a second)."""
+        if self._second[0] != t:
+            self._second = (t, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)))
+        return self._second[1]
 
     def flush(self) -> None:
         try:
@@ -278,6 +318,39 @@ class AccessLog:
         self.flush()
         if self.fh is not sys.stdout:
             self.fh.close()
+
+
+def response_code_details(ex: Exchange) -> str | None:
+    """Envoy's `%RESPONSE_CODE_DETAILS%` for this request, as far as the proxy knows it."""
+    if not ex.status:
+        return None
+    if not ex.answered_locally:
+        return "via_upstream"
+    if ex.details:
+        return ex.details
+    flags = ex.flags
+    if flags == "RBAC":
+        rule = ex.decision.rule if ex.decision is not None else None
+        return f"rbac_access_denied_matched_policy[{rule or 'none'}]"
+    return FLAG_DETAILS.get(flags, "local_reply")
+
+
+def request_id(ex: Exchange) -> str:
+    """The request's x-request-id: the client's, else the one the proxy added (a new one for a
+    request answered before it was forwarded, as Envoy generates one for every request); with
+    tracing, the one the hop forwards (its trace reason written in, as Envoy's header map has it)."""
+    d = ex.decision
+    if d is not None and d.request_id:
+        return d.request_id.decode("latin-1")
+    values = ex.headers.get("x-request-id")
+    if values:
+        return values[0]
+    at = ex.up_head.find(b"\r\nx-request-id: ")
+    if at >= 0:
+        return ex.up_head[at + 16:ex.up_head.index(b"\r\n", at + 16)].decode("latin-1")
+    import uuid
+
+    return str(uuid.uuid4())
 
 
 # ---- the run-time state ---------------------------------------------------------------------------
@@ -318,7 +391,8 @@ class Runtime:
         self.fd_cap = fd_connection_cap()
         self.clusters: dict[str, ClusterState] = {}
         self.app_cluster: ClusterState = None  # type: ignore[assignment]  # apply() below sets it
-        self.access_log = AccessLog(access_log) if access_log else None
+        self.access_log_option = access_log        # --access-log: over the config's `proxy.access_log`
+        self.access_log: AccessLog | None = None
         # --identity-header: only for a sidecar without TLS on its inbound listener (see apply)
         self.identity_header_option = identity_header.lower() if identity_header else None
         self.identity_header: str | None = None
@@ -333,10 +407,22 @@ class Runtime:
 
     def apply(self, table: Table, config_data: dict[str, Any]) -> None:
         """Make the config compiled as `table` (`config_data`: its JSON) the one new requests use.
-        Raises tls.TlsError, having changed nothing, when its identity files cannot be used."""
-        identities = self._identities(table)
-        tracer = span_export(table.service, config_data.get("tracing"), self.tracer)   # TracingError: no change
+        Raises tls.TlsError, having changed nothing, when its identity files cannot be used,
+        table.TableError when its access log cannot be opened (Envoy refuses such listeners too),
+        and tracing.TracingError when it asks for span export without the OpenTelemetry packages."""
+        opened = self._access_log_for(table.proxy.access_log)
+        try:
+            identities = self._identities(table)
+            tracer = span_export(table.service, config_data.get("tracing"), self.tracer)
+        except BaseException:
+            if opened is not None and opened is not self.access_log:
+                opened.close()
+            raise
         self.tls = identities
+        if opened is not self.access_log:
+            if self.access_log is not None:
+                self.access_log.close()
+            self.access_log = opened
         if self.tracer is not None and self.tracer is not tracer:
             old_tracer = self.tracer
             threading.Thread(target=old_tracer.close, name="span-export-close", daemon=True).start()
@@ -375,6 +461,8 @@ class Runtime:
         metrics = self.metrics
         self.route_counts = {route: metrics.route("outbound", svc.name, route.name)
                              for svc in table.services.values() for route in svc.routes}
+        self.route_stats = {route: metrics.vhost_route(svc.name, route.name)
+                            for svc in table.services.values() for route in svc.routes}
         self.inbound_counts = metrics.inbound(table.service, None)
         self.source_counts: dict[str, dict[int, int]] = {}     # source identity -> inbound counts
         self.config_data = config_data
@@ -458,6 +546,21 @@ class Runtime:
             self.access_log.flush()
         if self.tls is not None:
             self.tls.poll()
+
+    def _access_log_for(self, configured: str | None) -> AccessLog | None:
+        """The access log of `--access-log`, else of the config: the one open when its path is the
+        same, else the file opened (TableError when it cannot be)."""
+        path = self.access_log_option or configured
+        old = self.access_log
+        if (old.path if old is not None else None) == path:
+            return old
+        if not path:
+            return None
+        try:
+            return AccessLog(path)
+        except OSError as e:
+            where = "--access-log" if self.access_log_option else "$.proxy.access_log"
+            raise TableError(f"{where}: cannot open {path}: {(e.strerror or str(e)).lower()}") from None
 
     def start_drain(self) -> None:
         """SIGTERM: stop taking requests on kept-alive connections; finish the ones in flight."""

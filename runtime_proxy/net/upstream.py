@@ -439,7 +439,7 @@ class Pool:
             elif err is not None and self.tls is not None and isinstance(err, _HANDSHAKE_ERRORS):
                 cluster.tls_failed(self, failure_reason(err), describe(err))
             elif err is None and self.tls is not None:
-                cluster.rt.metrics.tls.handshakes["upstream"] += 1  # type: ignore[union-attr]  # mTLS: TLS stats exist
+                cluster.rt.metrics.tls.cluster_handshake(cluster.name)  # type: ignore[union-attr]  # mTLS: TLS stats exist
             if err is None and conn.closed:   # closed by the server before it could be used
                 err = ConnectionResetError("closed while connecting")
             if err is None:

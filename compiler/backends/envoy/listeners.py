@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from compiler import ir
 from compiler.backends.envoy import defaults, names
+from compiler.backends.envoy.access_log import access_log
 from compiler.backends.envoy.clusters import kib
 from compiler.backends.envoy.rbac import provenance, rbac_filters
 from compiler.backends.envoy.routes import inbound_route_configuration
@@ -76,6 +77,8 @@ def connection_manager(stat_prefix: str, sidecar: ir.Sidecar, filters: list[dict
         common["max_headers_count"] = sidecar.max_request_headers
     if common:
         hcm["common_http_protocol_options"] = common
+    if sidecar.access_log:
+        hcm["access_log"] = access_log(sidecar.access_log, stat_prefix)
     hcm.update(routes)
     return hcm
 

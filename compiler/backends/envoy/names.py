@@ -24,6 +24,7 @@ TLS_INSPECTOR = _T + "extensions.filters.listener.tls_inspector.v3.TlsInspector"
 OPENTELEMETRY = _T + "config.trace.v3.OpenTelemetryConfig"
 OPENTELEMETRY_TRACER = "envoy.tracers.opentelemetry"
 OTLP_CLUSTER = "otlp_collector"  # the collector of `tracing { otlp … }`, a static cluster of every bootstrap
+FILE_ACCESS_LOG = _T + "extensions.access_loggers.file.v3.FileAccessLog"
 
 # ---- filter names -----------------------------------------------------------------------------
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
@@ -33,6 +34,7 @@ RBAC_ALLOW_FILTER = "envoy.filters.http.rbac.allow"
 ROUTER_FILTER = "envoy.filters.http.router"
 TLS_INSPECTOR_FILTER = "envoy.filters.listener.tls_inspector"
 TLS_SOCKET = "envoy.transport_sockets.tls"
+FILE_ACCESS_LOGGER = "envoy.access_loggers.file"
 
 # ---- resources --------------------------------------------------------------------------------
 INBOUND_LISTENER = "inbound"

@@ -109,6 +109,10 @@ def envoy_routes(service: str, r: ir.Route, clusters: dict[tuple[str, str], str]
     common: dict = {
         "metadata": {"filter_metadata": {names.METADATA_KEY: metadata}},
         "route": route_action(r, clusters),
+        # the route's statistics, `vhost.SERVICE.route.ROUTE.*` (Prometheus: `envoy_vhost_route_*`
+        # with `envoy_virtual_host`, `envoy_route`); shared by the Envoy routes of its matches.
+        # Route names are NAME tokens: no dot, which would break Envoy's tag extraction.
+        "stat_prefix": r.name,
     }
     if r.fault is not None:
         common["typed_per_filter_config"] = {names.FAULT_FILTER: fault_config(r.fault)}

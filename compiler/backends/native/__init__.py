@@ -101,7 +101,9 @@ def sidecar_config(svc: ir.Service, destinations: list[dict], mtls: dict, tracin
                   "idle_timeout_ms": side.idle_timeout_ms,
                   "request_headers_timeout_ms": side.request_headers_timeout_ms,
                   "stream_idle_timeout_ms": side.stream_idle_timeout_ms,
-                  "max_connections": side.max_connections, "drain_timeout_ms": side.drain_timeout_ms},
+                  "max_connections": side.max_connections, "drain_timeout_ms": side.drain_timeout_ms,
+                  # written only when set: a config without it means "no access log"
+                  **({"access_log": side.access_log} if side.access_log else {})},
         "authorization": svc.authorization,
         "mtls": mtls,
         "services": destinations,

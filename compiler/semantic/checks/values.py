@@ -303,6 +303,21 @@ class _Values:
                     self.add("E0307", f"app address `{v.value}` is not `host:port`", v.span)
             elif s.key == "escaped_slashes":
                 self.choice(SIDECAR["escaped_slashes"], v)
+            elif s.key == "access_log":
+                self.access_log(v)
+
+    def access_log(self, value: ast.Lit) -> None:
+        """The access log's file: an absolute path, as both planes open it from their own working
+        directory, without a control character (Envoy and the native proxy take it as written)."""
+        path = value.value
+        if not path.startswith("/"):
+            self.add("E0316", f"access log path `{path}` is not absolute", value.span,
+                     hint='write the whole path, such as `"/var/log/meshc/SERVICE.log"`: the proxies do not '
+                          "share a working directory")
+        elif path.endswith("/") or any(ord(c) < 0x20 or c == "\x7f" for c in path):
+            what = "names a directory" if path.endswith("/") else "has a control character"
+            self.add("E0316", f"access log path `{path}` {what}", value.span,
+                     hint="the access log is one file, such as `\"/var/log/meshc/SERVICE.log\"`")
 
     # ---- declarations ------------------------------------------------------------------------
     def service(self, svc: ast.Service) -> None:
