@@ -173,7 +173,7 @@ class Receiver:
 class Chain:
     """front and back, compiled from POLICY with `tracing` (None: no tracing block) and run by `plane`."""
 
-    def __init__(self, tmp: Path, plane: str, tracing: str | None, receiver: Receiver | None) -> None:
+    def __init__(self, tmp: Path, plane: str, tracing: str | None, receiver: Receiver | None, extra: str = "") -> None:
         from compiler import api
         from compiler.backends.base import Options
 
@@ -184,7 +184,7 @@ class Chain:
         ports["APP"] = self.app.port
         block = "" if tracing is None else "  tracing {\n    " + tracing.replace(
             "@OTLP@", str(receiver.port if receiver else 0)) + "\n  }"
-        text = POLICY.replace("@TRACING@", block)
+        text = POLICY.replace("@TRACING@", block) + extra
         for key, value in ports.items():
             text = text.replace(f"@{key}@", str(value))
         comp = api.compile([api.Text("tracing.mesh", text)], shard=False)
@@ -316,6 +316,40 @@ def test_sampling_zero_exports_nothing_but_propagates(plane, tmp_path, receiver)
         assert len(receiver.wait_for(forced, 2)) == 2
         assert receiver.of_trace(unsampled) == [] and receiver.of_trace(TRACE) == []
         assert not receiver.errors, receiver.errors
+    finally:
+        chain.close()
+
+
+ROUTE_CHANGES = """
+routes back {
+  route all {
+    match { path prefix "/" }
+    to back.default
+    request_headers {
+      set "x-request-id" "route-set"
+      set "traceparent" "00-11111111111111111111111111111111-2222222222222222-01"
+      add "tracestate" "r=1"
+    }
+  }
+}
+"""
+
+
+@pytest.mark.parametrize("plane", PLANES)
+def test_a_routes_header_changes_and_the_tracer(plane, tmp_path, receiver):
+    """As Envoy: a route's changes apply to the hop's x-request-id (so `set` wins, and the next hop
+    finds no UUID: not traced), and the tracer writes traceparent and tracestate after them."""
+    chain = Chain(tmp_path, plane, 'sampling 100%\n    otlp "http://127.0.0.1:@OTLP@/v1/traces"', receiver,
+                  ROUTE_CHANGES)
+    try:
+        got = chain.call()
+        assert got["x-request-id"] == "route-set" and got["tracestate"] == ""
+        _, trace_id, _, flags = _tp(got)
+        assert trace_id != "1" * 32 and flags == "00"      # front's trace; back does not trace "route-set"
+        got = chain.call({"traceparent": f"00-{TRACE}-{PARENT}-01", "tracestate": "a=b"})
+        assert got["x-request-id"] == "route-set" and got["tracestate"] == "a=b"
+        assert _tp(got)[1] == TRACE
+        assert len(receiver.wait_for(TRACE, 1)) == 1       # front's egress span only
     finally:
         chain.close()
 

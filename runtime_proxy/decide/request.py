@@ -53,7 +53,8 @@ RawHeaders = list[tuple[bytes, bytes]]
 # does not touch it (equivalence suite, tests/test_equivalence_live.py).
 UP_SKIP = frozenset(HOP_BY_HOP_BYTES | {n.encode() for n in STRIPPED_REQUEST}
                     | {b"content-length", b"x-forwarded-client-cert"})   # XFCC: Envoy's SANITIZE
-_UP_SKIP_RID = UP_SKIP | {b"x-request-id"}
+_RID = frozenset({b"x-request-id"})
+_UP_SKIP_RID = UP_SKIP | _RID
 _UP_SKIP_TRACED = _UP_SKIP_RID | TRACE_HEADERS
 _ABSOLUTE = re.compile(r"[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*)(.*)", re.S).fullmatch
 # an absolute-form target's authority as Envoy's URL parser takes it: [userinfo@]host[:port]
@@ -383,8 +384,19 @@ def _upstream_head(d: Decision, head: RequestHead, draws: RequestDraws, method: 
         if d.expect_continue:
             extra.add(b"expect")
         skip = skip | extra
+    rid_written = False
     if route is not None and not route.request_headers.empty:
-        for n, v in changed_request_headers(raw, skip, route.request_headers):
+        if d.request_id:
+            # As Envoy: the route's changes see the hop's x-request-id (the connection manager
+            # wrote it), and the tracer writes traceparent and tracestate after them.
+            changed = changed_request_headers([*raw, (b"x-request-id", d.request_id)], skip - _RID,
+                                              route.request_headers, drop=_RID)
+            rid_written = True
+            if d.span is not None:
+                changed = [(n, v) for n, v in changed if n not in TRACE_HEADERS]
+        else:
+            changed = changed_request_headers(raw, skip, route.request_headers)
+        for n, v in changed:
             parts += (n, b": ", v, b"\r\n")
     else:
         for n, v in raw:
@@ -396,7 +408,8 @@ def _upstream_head(d: Decision, head: RequestHead, draws: RequestDraws, method: 
     if "x-forwarded-proto" not in headers:     # the caller's scheme, as Envoy: https over mTLS
         parts.append(b"x-forwarded-proto: https\r\n" if head.xfcc is not None else b"x-forwarded-proto: http\r\n")
     if d.request_id:
-        parts += (b"x-request-id: ", d.request_id, b"\r\n")
+        if not rid_written:
+            parts += (b"x-request-id: ", d.request_id, b"\r\n")
         span = d.span
         if span is not None:
             parts += (b"traceparent: ", span.traceparent().encode(), b"\r\ntracestate: ",
@@ -422,15 +435,18 @@ def upstream_target(path: str, query: str, target: str) -> str:
     return path + "?" + query if query or "?" in target else path
 
 
-def changed_request_headers(raw: RawHeaders, skip: frozenset[bytes], changes: CHeaderChanges) -> RawHeaders:
+def changed_request_headers(raw: RawHeaders, skip: frozenset[bytes], changes: CHeaderChanges,
+                            drop: frozenset[bytes] = frozenset()) -> RawHeaders:
     """The request header lines `raw` ((name as sent, value) bytes) that go upstream, less the
     lower-case names in `skip`, after the route's `changes` (a CHeaderChanges): lower-case names.
     Values are decoded as `decode_value` does, so that a value that is not changed goes out as
-    the bytes that came in."""
+    the bytes that came in. The names in `drop` are dropped from `raw` but its last line (a traced
+    hop's own x-request-id, which replaces the received one)."""
     pairs: list[tuple[str, str]] = []
-    for n, v in raw:
+    last = len(raw) - 1
+    for i, (n, v) in enumerate(raw):
         ln = n.lower()
-        if ln not in skip:
+        if ln not in skip and (ln not in drop or i == last):
             pairs.append((ln.decode("latin-1"), decode_value(v)))
     return [(n.encode("latin-1"), encode_value(v)) for n, v in apply_changes(pairs, changes, REQUEST_INLINE)]
 
