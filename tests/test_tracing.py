@@ -355,6 +355,20 @@ def test_a_routes_header_changes_and_the_tracer(plane, tmp_path, receiver):
 
 
 @pytest.mark.parametrize("plane", PLANES)
+def test_a_routes_request_id_change_without_tracing(plane, tmp_path):
+    """Without tracing too, the connection manager writes x-request-id before the route's changes:
+    a route's `set` replaces the one made for a request without one (one line, not two)."""
+    chain = Chain(tmp_path, plane, None, None, ROUTE_CHANGES)
+    try:
+        for headers in ({}, {"x-request-id": UUID_UNTRACED}):
+            resp = get(chain.front_out, "/orders", host="back", headers=headers)
+            lines = [v for n, v in resp.json()["headers"] if n.lower() == "x-request-id"]
+            assert lines == ["route-set"], lines
+    finally:
+        chain.close()
+
+
+@pytest.mark.parametrize("plane", PLANES)
 def test_without_tracing_only_the_request_id_is_added(plane, tmp_path):
     chain = Chain(tmp_path, plane, None, None)
     try:

@@ -384,12 +384,15 @@ def _upstream_head(d: Decision, head: RequestHead, draws: RequestDraws, method: 
         if d.expect_continue:
             extra.add(b"expect")
         skip = skip | extra
+    rid = d.request_id            # a traced hop's; else the one made for a request without one
+    if not rid and "x-request-id" not in headers:
+        rid = draws.request_id()
     rid_written = False
     if route is not None and not route.request_headers.empty:
-        if d.request_id:
-            # As Envoy: the route's changes see the hop's x-request-id (the connection manager
-            # wrote it), and the tracer writes traceparent and tracestate after them.
-            changed = changed_request_headers([*raw, (b"x-request-id", d.request_id)], skip - _RID,
+        if rid:
+            # As Envoy: the route's changes see the x-request-id the connection manager wrote (made,
+            # or the traced hop's), and the tracer writes traceparent and tracestate after them.
+            changed = changed_request_headers([*raw, (b"x-request-id", rid)], skip - _RID,
                                               route.request_headers, drop=_RID)
             rid_written = True
             if d.span is not None:
@@ -407,15 +410,12 @@ def _upstream_head(d: Decision, head: RequestHead, draws: RequestDraws, method: 
         parts.append(b"te: trailers\r\n")         # the one TE value that is forwarded (as Envoy)
     if "x-forwarded-proto" not in headers:     # the caller's scheme, as Envoy: https over mTLS
         parts.append(b"x-forwarded-proto: https\r\n" if head.xfcc is not None else b"x-forwarded-proto: http\r\n")
-    if d.request_id:
-        if not rid_written:
-            parts += (b"x-request-id: ", d.request_id, b"\r\n")
-        span = d.span
-        if span is not None:
-            parts += (b"traceparent: ", span.traceparent().encode(), b"\r\ntracestate: ",
-                      encode_value(span.tracestate), b"\r\n")
-    elif "x-request-id" not in headers:
-        parts += (b"x-request-id: ", draws.request_id(), b"\r\n")
+    if rid and not rid_written:
+        parts += (b"x-request-id: ", rid, b"\r\n")
+    span = d.span
+    if span is not None:
+        parts += (b"traceparent: ", span.traceparent().encode(), b"\r\ntracestate: ",
+                  encode_value(span.tracestate), b"\r\n")
     if xfcc is not None:   # inbound over mTLS: Envoy's SANITIZE_SET (the client's was skipped)
         parts.append(xfcc)
     d.up_head = b"".join(parts)
