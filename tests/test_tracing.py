@@ -289,6 +289,14 @@ def test_sampled_traces_cross_both_sidecars_as_one_trace(plane, tmp_path, receiv
         got = chain.call({"traceparent": "garbage", "tracestate": "a=b"})
         assert (got["traceparent"], got["tracestate"]) == ("garbage", "a=b")
 
+        # 6. a local reply is traced too: an unknown Host, 404 NR, one egress span
+        lost = "0" * 29 + "abc"
+        resp = get(chain.front_out, "/x", host="nowhere", headers={"traceparent": f"00-{lost}-{PARENT}-01"})
+        assert resp.status == 404
+        (local,) = receiver.wait_for(lost, 1)
+        assert (local.name, local.attributes["http.status_code"], local.attributes["response_flags"]) == \
+            ("egress nowhere", "404", "NR")
+
         # a later sampled request: once its spans are in, the ones before it would be too
         sentinel = _tp(chain.call())[1]
         assert len(receiver.wait_for(sentinel, 2)) == 2
