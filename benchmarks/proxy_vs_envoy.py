@@ -1,6 +1,7 @@
 """The native proxy against Envoy, side by side in one run, on the same policy, backend and load.
 
     python benchmarks/proxy_vs_envoy.py [--mtls] [--rounds 5] [--seconds 10] [--connections 32]
+                                        [--tracing-sampling PERCENT]
                                         [--json PATH] [--markdown] [--profile]
                                         [--max-other PERCENT] [--max-repeats N]
 
@@ -35,6 +36,10 @@ What it does:
    so that a run on a busy machine shows it. A round in which other processes used more than
    --max-other percent of a core (15 by default) is run again, both proxies, up to --max-repeats
    times in all; the kept rounds are what the medians are taken over.
+
+With --tracing-sampling PERCENT, the policy traces (`mesh { tracing { sampling PERCENT  otlp … } }`):
+both planes propagate trace context on every request and send the sampled spans to an OTLP/HTTP
+sink that this script runs (it answers 200 and keeps nothing); without it, no tracing.
 
 With --profile, one more native round runs under py-spy (if installed) and the functions that
 take the most CPU are printed. Every process started here is stopped at the end.
@@ -194,11 +199,16 @@ def fetch(port: int, method: str, path: str, headers: dict) -> tuple[int, bytes]
 
 # ---- the policy and the planes ------------------------------------------------------------------------
 
-def policy_text(plane: str, mtls: bool) -> str:
+def policy_text(plane: str, mtls: bool, tracing: tuple[float, int] | None = None) -> str:
     """bench.mesh for one plane: its sidecar ports; with mTLS `api` gets a sidecar in front of
-    nginx and its subsets point at that sidecar, without it the mesh's mTLS is turned off."""
+    nginx and its subsets point at that sidecar, without it the mesh's mTLS is turned off. With
+    `tracing` (sampling percent, the sink's port), the mesh traces."""
     with open(POLICY) as fh:
         text = fh.read()
+    if tracing is not None:
+        assert "mesh {\n" in text, "bench.mesh changed: adapt policy_text()"
+        text = text.replace("mesh {\n", f"mesh {{\n  tracing {{ sampling {tracing[0]:g}%  "
+                                        f'otlp "http://127.0.0.1:{tracing[1]}/v1/traces" }}\n', 1)
     ci, co, ca = PORTS[(plane, "client")]
     ai, ao, aa = PORTS[(plane, "api")]
     client_sidecar = "sidecar { inbound 15206  outbound 15201  admin 15200 }"
@@ -220,7 +230,7 @@ def sidecars(mtls: bool) -> list[str]:
     return [SERVICE, HOST] if mtls else [SERVICE]
 
 
-def compile_planes(tmp: str, mtls: bool) -> str | None:
+def compile_planes(tmp: str, mtls: bool, tracing: tuple[float, int] | None = None) -> str | None:
     """Both planes' configs under tmp/PLANE/; with mTLS the identity files (tmp/certs/SERVICE/)."""
     certs = None
     meshc = [sys.executable, "-m", "compiler"]
@@ -235,7 +245,7 @@ def compile_planes(tmp: str, mtls: bool) -> str | None:
     for plane in ("envoy", "native"):
         path = os.path.join(tmp, f"{plane}.mesh")
         with open(path, "w") as fh:
-            fh.write(policy_text(plane, mtls))
+            fh.write(policy_text(plane, mtls, tracing))
         cmd = meshc + ["compile", path, "--target", plane, "-o", os.path.join(tmp, plane)]
         for svc in sidecars(mtls):
             cmd += ["--proxy", svc]
@@ -267,6 +277,35 @@ def start_planes(tmp: str, mtls: bool, envoy_bin: str, procs: list) -> dict:
             admin = PORTS[(plane, svc)][2]
             wait_http(f"http://127.0.0.1:{admin}/ready")
     return out
+
+
+def otlp_sink() -> tuple[int, object]:
+    """An OTLP/HTTP receiver that answers every POST with 200 and keeps nothing: (port, server)."""
+    import http.server
+    import threading
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            if self.headers.get("transfer-encoding", "").lower() == "chunked":
+                while True:
+                    size = int(self.rfile.readline().strip().split(b";")[0], 16)
+                    self.rfile.read(size + 2) if size else self.rfile.readline()
+                    if not size:
+                        break
+            else:
+                self.rfile.read(int(self.headers.get("content-length", "0")))
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server.server_address[1], server
 
 
 # ---- wrk ----------------------------------------------------------------------------------------------
@@ -340,6 +379,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--tracing-sampling", type=float, metavar="PERCENT",
+                    help="trace with this sampling, exporting to a local OTLP/HTTP sink (default: no tracing)")
     ap.add_argument("--json", metavar="PATH", help="write every round's figures as JSON")
     ap.add_argument("--markdown", action="store_true", help="print the summary as a Markdown table")
     ap.add_argument("--profile", action="store_true", help="one more native round under py-spy")
@@ -365,7 +406,11 @@ def main(argv=None) -> int:
     procs: list[subprocess.Popen] = []
     try:
         # 1. compile both planes (with --mtls: a CA and the two sidecars' identities first)
-        compile_planes(tmp, args.mtls)
+        tracing = None
+        if args.tracing_sampling is not None:
+            sink_port, _sink = otlp_sink()
+            tracing = (args.tracing_sampling, sink_port)
+        compile_planes(tmp, args.mtls, tracing)
         # 2. nginx
         ndir = os.path.join(tmp, "nginx")
         os.makedirs(ndir)
@@ -460,6 +505,8 @@ def print_summary(s: dict, args, load1: float) -> None:
     other = max(s["envoy"]["other_cpu_percent"], s["native"]["other_cpu_percent"])
     variant = ("mTLS: two sidecars per plane, mutual TLS between them" if args.mtls
                else "plaintext: one sidecar per plane")
+    if args.tracing_sampling is not None:
+        variant += f", tracing sampled at {args.tracing_sampling:g}% (spans exported to a local sink)"
     title = (f"{variant}; medians of {args.rounds} interleaved rounds of `wrk -t1 -c{args.connections} "
              f"-d{args.seconds:g}s`; other processes used {other:.0f}% of a core during the kept rounds "
              f"(median; {s['repeated_rounds']} busy rounds repeated)")

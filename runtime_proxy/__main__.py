@@ -110,6 +110,7 @@ def open_app(args: argparse.Namespace, path: str, link: Any = None) -> ProxyApp 
     from runtime_proxy.config import child
     from runtime_proxy.decide.table import TableError, compile_config
     from runtime_proxy.net.tls import TlsError
+    from runtime_proxy.net.tracing import TracingError
 
     try:
         data = child.load(path)
@@ -121,6 +122,8 @@ def open_app(args: argparse.Namespace, path: str, link: Any = None) -> ProxyApp 
         return f"{path}: invalid config: {err}"
     except TlsError as err:
         return f"{path}: cannot use the identity files (mtls): {err.message}"
+    except TracingError as err:
+        return f"{path}: {err.message}"
 
 
 def main_xds(args: argparse.Namespace, prog: str) -> int:
@@ -361,6 +364,8 @@ class ProxyApp:
             self.close_servers()
             if rt.access_log is not None:
                 rt.access_log.close()
+            if rt.tracer is not None:
+                rt.tracer.close()
             loop.close()
         log.info("stopped")
         return EXIT_OK

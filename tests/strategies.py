@@ -119,6 +119,7 @@ _VALUES = {
     "request_headers_timeout": [duration_lits], "idle_timeout": [duration_lits],
     "stream_idle_timeout": [duration_lits], "max_connections": [int_lits],
     "attempts": [int_lits], "per_try_timeout": [duration_lits], "allow_non_idempotent": [],
+    "sampling": [percent_lits], "propagation": [name_lits()], "otlp": [string_lits], "access_log": [string_lits],
 }
 _OPTIONAL_TAIL = {  # settings whose last value may be left out
     "backoff": ([duration_lits], [duration_lits]),    # backoff D [max D]
@@ -157,8 +158,10 @@ def optional(strategy):
 # ---- items --------------------------------------------------------------------------------------
 
 imports = st.builds(ast.Import, string_lits)
+tracing_blocks = st.lists(st.sampled_from(["sampling", "propagation", "otlp"]), unique=True).flatmap(
+    lambda ks: st.tuples(*[settings_for(k) for k in ks])).map(lambda settings: ast.Block("tracing", tuple(settings)))
 meshes = st.builds(ast.Mesh, st.lists(st.sampled_from(["trust_domain", "mtls", "certificates"]), unique=True).flatmap(
-    lambda ks: st.tuples(*[settings_for(k) for k in ks])))
+    lambda ks: st.tuples(*[settings_for(k) for k in ks])), tracing=optional(tracing_blocks))
 subsets = st.builds(ast.Subset, name_lits(), optional(tuples(string_lits)))
 services = st.builds(
     ast.Service,

@@ -91,6 +91,8 @@ EXPECTED_CODES: dict[str, list[str]] = {
     "unknown_method": ["E0309", "E0309"],
     "unknown_retry_condition": ["E0310", "E0310", "E0302", "E0310"],
     "invalid_identity": ["E0311"] * 3,
+    "tracing_values": ["E0303", "E0312", "E0317", "E0105"],
+    "invalid_access_log": ["E0316", "E0316"],
     "invalid_setting_value": ["E0312"] * 7,
     "path_ignore_case": ["W0401", "E0312", "W0601"],
     "invalid_mtls_mode_is_not_guessed": ["E0312", "E0312"],  # and no W0604 (issue 18)

@@ -36,6 +36,7 @@ EXPECTED_CODES = {
     "fractional_ejection": ["W0701"],
     "header_envoy_changes": ["W0702", "W0702", "W0702", "W0702"],
     "raw_query": ["W0703"],
+    "tracing_without_collector": ["E0703"],
 }
 
 

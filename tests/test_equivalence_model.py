@@ -37,7 +37,7 @@ NIGHTLY = os.environ.get("MESHC_EQUIVALENCE") == "nightly"
 EXAMPLES = 2000 if NIGHTLY else 200        # generated policies
 EXTRA = 100                                 # seeded requests per policy, besides hypothesis's own
 
-PORTS = {"INBOUND": 15006, "OUTBOUND": 15001, "ADMIN": 15000, "APP": 18000}
+PORTS = {"INBOUND": 15006, "OUTBOUND": 15001, "ADMIN": 15000, "APP": 18000, "OTLP": 4318}
 _reported: set[str] = set()
 
 

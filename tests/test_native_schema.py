@@ -256,7 +256,7 @@ IR_NODES = {
     "QueryMatch": "QueryMatch", "Match": "Match", "SubsetRef": "SubsetRef", "WeightedSubset": "WeightedSubset",
     "Split": "Split", "Retry": "Retry", "FaultAbort": "FaultAbort", "FaultDelay": "FaultDelay", "Fault": "Fault",
     "Mirror": "Mirror", "HeaderChanges": "HeaderChanges", "Route": "Route", "Principal": "Principal",
-    "AuthzRule": "AuthzRule", "Authorization": "Authorization",
+    "AuthzRule": "AuthzRule", "Authorization": "Authorization", "Tracing": "Tracing",
 }
 
 

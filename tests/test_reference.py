@@ -30,7 +30,7 @@ def test_every_setting_of_the_grammar_is_described_and_the_reverse():
 
     for kind, rule in (("limits", "limits_setting"), ("outlier", "outlier_setting"), ("retry_budget", "budget_setting"),
                        ("sidecar", "sidecar_setting"), ("retry", "retry_setting"), ("fault", "fault_setting"),
-                       ("mesh", "mesh_setting")):
+                       ("mesh", "mesh_setting"), ("tracing", "tracing_setting")):
         lines = grammar[grammar.index(f"\n{rule}:") + 1:].split("\n")
         body = [lines[0]] + list(_continuation(lines[1:]))
         written = set(re.findall(r'^\s*(?:\w+:|\|)\s*"(\w+)"', "\n".join(body), re.M))

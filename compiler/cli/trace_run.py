@@ -147,6 +147,10 @@ class TraceDraws:
 
         return self._note("request_id", str(uuid.UUID(int=self.rng.getrandbits(128), version=4)).encode())
 
+    def trace_ids(self) -> int:
+        """A traced hop's new trace and span ids (`mesh { tracing }`): 192 bits; unseeded, fixed."""
+        return self._note("trace_ids", self.rng.getrandbits(192) if self.rng is not None else 1)
+
 
 def stand_in_der(spiffe_id: str) -> bytes:
     """A trace has no certificate: the bytes whose SHA-256 stands for the caller's in the

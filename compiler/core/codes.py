@@ -93,6 +93,10 @@ CODES: dict[str, Code] = _registry(
     ("E0315", "route with two destinations", "A route has exactly one of `to` and `split`."),
     ("E0316", "invalid access log path", "A sidecar's `access_log` is the absolute path of one file (not a "
               "directory, without control characters): both planes open it from their own working directory."),
+    ("E0317", "invalid span collector endpoint", "The `otlp` of `tracing` is where every sidecar sends its "
+              "spans (OpenTelemetry's protocol over HTTP): a plain `http://HOST:PORT/PATH` URL (the path "
+              "defaults to `/v1/traces`), without credentials, a query or a fragment. The sidecars send spans "
+              "only there."),
     # ---- routes and timeouts
     ("E0401", "impossible timeout", "A per-try timeout that is not less than the route timeout can never fire before "
               "the route gives up, so no retry after a slow try could ever happen. Shorten the per-try timeout or "
@@ -159,6 +163,9 @@ CODES: dict[str, Code] = _registry(
     ("E0702", "services that Envoy cannot tell apart", "Envoy picks the destination service by the request's `Host`, "
               "case-insensitively, and rejects two virtual hosts with the same domain: service names that differ only "
               "in case cannot both be reached."),
+    ("E0703", "tracing without a collector", "Envoy's OpenTelemetry tracer refuses a configuration without an "
+              "exporter (the listener is rejected when Envoy loads it), so a `tracing` block without `otlp` has no "
+              "Envoy form: the native proxy propagates trace headers without exporting, Envoy cannot."),
     ("W0701", "fraction of a percent ejected", "Envoy's `max_ejection_percent` is a whole number: a fractional "
               "`max_ejected` is rounded down."),
     ("W0702", "condition on a header Envoy changes", "Envoy removes some headers from every request before routing and "

@@ -50,6 +50,7 @@ __all__ = [
     "Split",
     "Subset",
     "SubsetRef",
+    "Tracing",
     "Upstream",
     "WeightedSubset",
 ]
@@ -318,11 +319,26 @@ class Service(Node):
 
 
 @node
+class Tracing(Node):
+    """Trace propagation and span export by every sidecar (`mesh { tracing { … } }`, docs/language.md
+    §4.2, docs/observability.md). Read by envoy (the connection managers' `tracing`, the collector's
+    cluster) and native (its `tracing` section)."""
+    sampling_percent: float            # share of requests without a trace decision that are traced, 0..100 in
+                                       # steps of 0.01 (`sampling`, default 100.0, Envoy's)
+    propagation: str                   # the trace context headers: "w3c" (`traceparent`, `tracestate`)
+    otlp_host: str | None              # the OTLP/HTTP collector sampled spans are sent to; None: no export
+    otlp_port: int                     # (0 without export)
+    otlp_path: str                     # ("/v1/traces" when the URL names none; "" without export)
+    source: Location                   # the `tracing` block
+
+
+@node
 class Program(Node):
     """The whole program: what `meshc compile --emit ir` writes."""
     schema_version: int                # SCHEMA_VERSION
     trust_domain: str                  # of every SPIFFE ID of the program (default "cluster.local")
     services: tuple[Service, ...]      # sorted by name
+    tracing: Tracing | None = None     # None: no `tracing` block, no tracing (every sidecar's service name is its own)
 
     def service(self, name: str) -> Service:
         for s in self.services:

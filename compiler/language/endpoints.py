@@ -46,3 +46,22 @@ def discovery(hosts) -> str:
     """How a proxy finds a set of endpoints: `static` when every host is an IP address, else
     `dns` (resolved, and re-resolved, by the proxy)."""
     return "static" if all(is_ip(h) for h in hosts) else "dns"
+
+
+OTLP_PATH = "/v1/traces"   # the OTLP/HTTP traces path, when an `otlp` URL names none
+
+
+def parse_otlp_url(text: str) -> tuple[str, int, str] | None:
+    """`http://HOST:PORT[/PATH]` (the `otlp` of `tracing`): host, port and path (OTLP_PATH when
+    none is written); None when it is not a plain http URL with a host and a port."""
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme != "http":
+        return None
+    slash = rest.find("/")
+    authority, path = (rest, OTLP_PATH) if slash < 0 else (rest[:slash], rest[slash:])
+    if "@" in authority or any(c in path for c in "?# \t") or "//" in path:
+        return None
+    endpoint = parse_endpoint(authority)
+    if endpoint is None:
+        return None
+    return endpoint[0], endpoint[1], path if path != "/" else OTLP_PATH

@@ -75,6 +75,18 @@ MESH = Block("mesh", "§4", "mesh-wide settings, at most one block per program",
             "`DIR/S/cert.pem`, `key.pem` and `ca.pem`"),
 ))
 
+PROPAGATIONS = ("w3c",)
+
+TRACING = Block("tracing", "§4.2", "trace propagation and span export by every sidecar (inside `mesh`); no block, "
+                "no tracing", (
+    Setting("sampling", ("percent",), 100.0, "share of requests without a trace decision yet that are traced, in "
+            "steps of 0.01% (Envoy's default: all)", label="tracing sampling"),
+    Setting("propagation", ("name",), "w3c", "the trace context headers read and written: W3C `traceparent` and "
+            "`tracestate`", choices=PROPAGATIONS),
+    Setting("otlp", ("string",), None, "`\"http://HOST:PORT/PATH\"`: where sampled spans are sent over OTLP/HTTP",
+            default_text="none: headers only, no span export"),
+), when="when the block is written")
+
 LIMITS = Block("limits", "§5.4", "circuit breaking, per calling sidecar and per subset (Envoy's own defaults)", (
     Setting("connections", ("int",), 1024, "connections open at once to the subset's endpoints"),
     Setting("pending", ("int",), 1024, "requests waiting for a connection"),
@@ -146,7 +158,7 @@ FAULT = Block("fault", "§11", "injected failures: the delay first, then the abo
             label="fault delay", default_text="100% of requests"),
 ), when="the share, when it is not written")
 
-BLOCKS: dict[str, Block] = {b.kind: b for b in (MESH, LIMITS, OUTLIER, RETRY_BUDGET, SIDECAR, RETRY, FAULT)}
+BLOCKS: dict[str, Block] = {b.kind: b for b in (MESH, TRACING, LIMITS, OUTLIER, RETRY_BUDGET, SIDECAR, RETRY, FAULT)}
 # Every setting by key (keys are unique across blocks; the formatter renders a setting by its key).
 SETTINGS: dict[str, Setting] = {s.key: s for b in BLOCKS.values() for s in b.settings}
 assert len(SETTINGS) == sum(len(b.settings) for b in BLOCKS.values()), "a key is used by two blocks"

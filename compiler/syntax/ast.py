@@ -95,6 +95,7 @@ class Mesh(Node):
     """Mesh node."""
     settings: tuple[Setting, ...]
     span: Span = _span
+    tracing: Block | None = None       # `tracing { … }` (a Block of kind "tracing"), if written
 
 
 @node

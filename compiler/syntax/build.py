@@ -204,12 +204,21 @@ class Builder:
         return ast.Import(self.string(c[1]), self.span(c))
 
     def mesh_decl(self, c):
-        return ast.Mesh(self.unique(self.body(c), "the mesh block"), self.span(c))
+        items = self.body(c)
+        blocks = [x for x in items if isinstance(x, ast.Block)]
+        for extra in blocks[1:]:
+            self.diags.add("E0105", "`tracing` is set twice in the mesh block", extra.span,
+                           hint="remove one of them: a block takes each setting once")
+        settings = [x for x in items if not isinstance(x, ast.Block)] if blocks else items
+        return ast.Mesh(self.unique(settings, "the mesh block"), self.span(c), blocks[0] if blocks else None)
+
+    def mesh_tracing(self, c):
+        return ast.Block("tracing", self.unique(self.body(c), "the tracing block"), self.span(c))
 
     def trust_domain(self, c):
         return self.setting(c)
 
-    mesh_mtls = mesh_certificates = trust_domain
+    mesh_mtls = mesh_certificates = tr_sampling = tr_propagation = tr_otlp = trust_domain
 
     # ---- services -------------------------------------------------------------------------
     def service_decl(self, c: Children) -> ast.Service:

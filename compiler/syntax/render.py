@@ -154,7 +154,8 @@ def scalar(kind: str, value) -> str:
 # ("max", kind) for `max VALUE`; a trailing "?" marks an optional value (only ever the last one).
 SETTING_FORMS: dict[str, tuple] = {key: setting.forms for key, setting in SETTINGS.items()}
 # Which keys each kind of block takes (for a clear error on a hand-built AST).
-BLOCK_KEYS: dict[str, tuple[str, ...]] = {kind: block.keys() for kind, block in BLOCKS.items() if kind != "mesh"}
+BLOCK_KEYS: dict[str, tuple[str, ...]] = {kind: block.keys() for kind, block in BLOCKS.items()
+                                          if kind not in ("mesh", "tracing")}
 
 
 def setting(node: ast.Setting) -> str:
@@ -247,7 +248,10 @@ def _braced(header: str, body: list[str], node=None) -> list[str]:
 
 
 def mesh(node: ast.Mesh) -> list[str]:
-    return _braced("mesh", [Line(setting(s), s) for s in node.settings], node)
+    body: list[str] = [Line(setting(s), s) for s in node.settings]
+    if node.tracing is not None:
+        body += _braced("tracing", [Line(setting(s), s) for s in node.tracing.settings], node.tracing)
+    return _braced("mesh", body, node)
 
 
 def subset(node: ast.Subset) -> str:

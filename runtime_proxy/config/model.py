@@ -284,6 +284,16 @@ class ProxySettings(Model):
     access_log: str | None = None                  # the file of one JSON line per request; absent: none
 
 
+class Tracing(Model):
+    """`mesh { tracing { … } }` (the IR's Tracing; docs/observability.md, "Tracing")."""
+    sampling_percent: float = Field(ge=0, le=100)   # share of requests without a trace decision traced (0.01 steps)
+    propagation: Literal["w3c"]                # traceparent and tracestate
+    otlp_host: str | None                      # the OTLP/HTTP collector of sampled spans; None: no export
+    otlp_port: int = Field(ge=0, le=65535)
+    otlp_path: str
+    source: Location
+
+
 class Config(Model):
     schema_version: Literal[3]
     version: str                               # content hash: /config shows it, reload logs it
@@ -297,6 +307,7 @@ class Config(Model):
     authorization: Authorization               # of this service, enforced on the inbound listener
     mtls: Mtls
     services: list[Service]                    # every destination, sorted by name
+    tracing: Tracing | None = None             # None: the sidecar does not trace (x-request-id only)
 
 
 def json_schema() -> dict[str, Any]:

@@ -38,6 +38,7 @@ from runtime_proxy.decide.http import (
 from runtime_proxy.decide.normalize import normalize
 from runtime_proxy.decide.routing import select_route
 from runtime_proxy.decide.table import CRoute
+from runtime_proxy.decide.trace import TRACE_HEADERS, CTracing, Span, decide_span, trace_reason
 
 if TYPE_CHECKING:
     from runtime_proxy.decide.explain import Explanation
@@ -52,6 +53,9 @@ RawHeaders = list[tuple[bytes, bytes]]
 # does not touch it (equivalence suite, tests/test_equivalence_live.py).
 UP_SKIP = frozenset(HOP_BY_HOP_BYTES | {n.encode() for n in STRIPPED_REQUEST}
                     | {b"content-length", b"x-forwarded-client-cert"})   # XFCC: Envoy's SANITIZE
+_RID = frozenset({b"x-request-id"})
+_UP_SKIP_RID = UP_SKIP | _RID
+_UP_SKIP_TRACED = _UP_SKIP_RID | TRACE_HEADERS
 _ABSOLUTE = re.compile(r"[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*)(.*)", re.S).fullmatch
 # an absolute-form target's authority as Envoy's URL parser takes it: [userinfo@]host[:port]
 _AUTHORITY = re.compile(r"(?:[^@]*@)?(?:\[[0-9A-Fa-f:.]*\]|[^:@\[\]]*)(?::[0-9]+)?").fullmatch
@@ -101,6 +105,7 @@ class RequestDraws(Protocol):
     def split(self) -> int: ...
     def mirror(self) -> float: ...
     def request_id(self) -> bytes: ...
+    def trace_ids(self) -> int: ...
 
 
 class Head:
@@ -130,13 +135,14 @@ class Draws:
     """Fixed random draws, for a caller that chooses them (the tests; the proxy draws each one as
     the decision asks for it, net/exchange.py RandomDraws): uniform in [0, 1) for the fault's delay
     and abort and for the mirror, a uniform 64-bit integer for a split that its key header does
-    not decide, and the `x-request-id` of a request that has none. Methods, so that a draw that
-    is never needed is never made."""
-    __slots__ = ("_fault_delay", "_fault_abort", "_split", "_mirror", "_request_id")
+    not decide, the `x-request-id` of a request that has none, and a traced hop's new ids (192
+    uniform bits: a trace id, a span id). Methods, so that a draw that is never needed is never made."""
+    __slots__ = ("_fault_delay", "_fault_abort", "_split", "_mirror", "_request_id", "_trace_ids")
 
-    def __init__(self, fault_delay: float, fault_abort: float, split: int, mirror: float, request_id: bytes) -> None:
+    def __init__(self, fault_delay: float, fault_abort: float, split: int, mirror: float, request_id: bytes,
+                 trace_ids: int = 1) -> None:
         self._fault_delay, self._fault_abort, self._split = fault_delay, fault_abort, split
-        self._mirror, self._request_id = mirror, request_id
+        self._mirror, self._request_id, self._trace_ids = mirror, request_id, trace_ids
 
     def fault_delay(self) -> float:
         return self._fault_delay
@@ -152,6 +158,9 @@ class Draws:
 
     def request_id(self) -> bytes:
         return self._request_id
+
+    def trace_ids(self) -> int:
+        return self._trace_ids
 
 
 class Decision:
@@ -178,6 +187,8 @@ class Decision:
     mirror = False                  # fire the route's mirror copy once the body is known
     expect_continue = False         # answer `100 Continue` before forwarding
     rule: str | None = None         # the authorization rule that decided (inbound), None: the default
+    request_id = b""                # a traced hop's `x-request-id` (decide/trace.py); b"": not traced
+    span: Span | None = None        # a traced hop's span (decide/trace.py)
 
 
 def local(d: Decision, status: int, body: bytes = b"", counter: str | None = BAD_REQUEST, flags: str = "",
@@ -240,6 +251,9 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
         from runtime_proxy.decide.normalize import explain_normalize
 
         explain_normalize(method, target, table.escaped_slashes, norm, explain)
+    tracing = table.tracing
+    if tracing is not None:
+        _trace(d, headers, draws, tracing)
     if head.inbound:
         return _inbound(table, head, draws, d, method, path, target, raw, headers, explain)
     svc = table.service_for_host(d.host)
@@ -291,6 +305,15 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
                           "random": 0.0 < route.mirror.percent < 100.0})
     _upstream_head(d, head, draws, method, target, raw, headers, route, None)
     return d
+
+
+def _trace(d: Decision, headers: HeaderMap, draws: RequestDraws, tracing: CTracing) -> None:
+    """A traced hop's `x-request-id` and span (decide/trace.py), once the request is routable."""
+    rids = headers.get("x-request-id")
+    rid = rids[0] if rids is not None else draws.request_id().decode("latin-1")
+    traced, rid = trace_reason(rid, tracing.per_10000, "x-client-trace-id" in headers)
+    d.request_id = encode_value(rid)
+    d.span = decide_span(headers, traced, rid, draws.trace_ids())
 
 
 def _host_refused(hosts: list[str] | None) -> bool:
@@ -354,13 +377,29 @@ def _upstream_head(d: Decision, head: RequestHead, draws: RequestDraws, method: 
     up_target = upstream_target(d.path, d.query, target)
     parts = [method.encode(), b" ", up_target.encode("latin-1"), b" HTTP/1.1\r\n"]
     skip = UP_SKIP
+    if d.request_id:      # a traced hop writes its own x-request-id and trace headers
+        skip = _UP_SKIP_TRACED if d.span is not None else _UP_SKIP_RID
     if "connection" in headers or d.expect_continue:
         extra = {t.encode() for t in connection_tokens(headers.get("connection", ()))}
         if d.expect_continue:
             extra.add(b"expect")
         skip = skip | extra
+    rid = d.request_id            # a traced hop's; else the one made for a request without one
+    if not rid and "x-request-id" not in headers:
+        rid = draws.request_id()
+    rid_written = False
     if route is not None and not route.request_headers.empty:
-        for n, v in changed_request_headers(raw, skip, route.request_headers):
+        if rid:
+            # As Envoy: the route's changes see the x-request-id the connection manager wrote (made,
+            # or the traced hop's), and the tracer writes traceparent and tracestate after them.
+            changed = changed_request_headers([*raw, (b"x-request-id", rid)], skip - _RID,
+                                              route.request_headers, drop=_RID)
+            rid_written = True
+            if d.span is not None:
+                changed = [(n, v) for n, v in changed if n not in TRACE_HEADERS]
+        else:
+            changed = changed_request_headers(raw, skip, route.request_headers)
+        for n, v in changed:
             parts += (n, b": ", v, b"\r\n")
     else:
         for n, v in raw:
@@ -371,8 +410,12 @@ def _upstream_head(d: Decision, head: RequestHead, draws: RequestDraws, method: 
         parts.append(b"te: trailers\r\n")         # the one TE value that is forwarded (as Envoy)
     if "x-forwarded-proto" not in headers:     # the caller's scheme, as Envoy: https over mTLS
         parts.append(b"x-forwarded-proto: https\r\n" if head.xfcc is not None else b"x-forwarded-proto: http\r\n")
-    if "x-request-id" not in headers:
-        parts += (b"x-request-id: ", draws.request_id(), b"\r\n")
+    if rid and not rid_written:
+        parts += (b"x-request-id: ", rid, b"\r\n")
+    span = d.span
+    if span is not None:
+        parts += (b"traceparent: ", span.traceparent().encode(), b"\r\ntracestate: ",
+                  encode_value(span.tracestate), b"\r\n")
     if xfcc is not None:   # inbound over mTLS: Envoy's SANITIZE_SET (the client's was skipped)
         parts.append(xfcc)
     d.up_head = b"".join(parts)
@@ -392,15 +435,18 @@ def upstream_target(path: str, query: str, target: str) -> str:
     return path + "?" + query if query or "?" in target else path
 
 
-def changed_request_headers(raw: RawHeaders, skip: frozenset[bytes], changes: CHeaderChanges) -> RawHeaders:
+def changed_request_headers(raw: RawHeaders, skip: frozenset[bytes], changes: CHeaderChanges,
+                            drop: frozenset[bytes] = frozenset()) -> RawHeaders:
     """The request header lines `raw` ((name as sent, value) bytes) that go upstream, less the
     lower-case names in `skip`, after the route's `changes` (a CHeaderChanges): lower-case names.
     Values are decoded as `decode_value` does, so that a value that is not changed goes out as
-    the bytes that came in."""
+    the bytes that came in. The names in `drop` are dropped from `raw` but its last line (a traced
+    hop's own x-request-id, which replaces the received one)."""
     pairs: list[tuple[str, str]] = []
-    for n, v in raw:
+    last = len(raw) - 1
+    for i, (n, v) in enumerate(raw):
         ln = n.lower()
-        if ln not in skip:
+        if ln not in skip and (ln not in drop or i == last):
             pairs.append((ln.decode("latin-1"), decode_value(v)))
     return [(n.encode("latin-1"), encode_value(v)) for n, v in apply_changes(pairs, changes, REQUEST_INLINE)]
 

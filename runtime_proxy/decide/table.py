@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from runtime_proxy.decide.route_index import RouteIndex
+from runtime_proxy.decide.trace import compile_tracing
 
 try:  # google-re2: the engine Envoy uses (RE2 syntax, linear time)
     import re2 as _re2
@@ -464,7 +465,8 @@ class CAuthorization:
 class Table:
     """Everything one config compiles to."""
     __slots__ = ("version", "service", "namespace", "identity", "listeners", "app", "escaped_slashes",
-                 "proxy", "mtls_mode", "identity_files", "authorization", "services", "hosts", "subsets", "index")
+                 "proxy", "mtls_mode", "identity_files", "authorization", "services", "hosts", "subsets", "index",
+                 "tracing")
 
     def __init__(self, data: dict[str, Any], services: dict[str, CService], authorization: CAuthorization) -> None:
         self.version: str = data["version"]
@@ -482,6 +484,7 @@ class Table:
         self.mtls_mode: str = mtls["mode"]                  # what the inbound listener accepts
         self.identity_files = IdentityFiles(**mtls["files"]) if mtls.get("files") else None
         self.authorization = authorization                  # enforced on the inbound listener
+        self.tracing = compile_tracing(data.get("tracing"))  # None: the sidecar does not trace
         self.services = services                            # name -> CService
         self.hosts: dict[str, CService] = {}                # lower-cased domain -> CService
         for svc in services.values():

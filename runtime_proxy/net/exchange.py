@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from runtime_proxy.decide.table import CMirror, CRoute, HeaderMap, Table
     from runtime_proxy.net.metrics import ListenerStats, Metrics, RouteStats
     from runtime_proxy.net.timers import TimerWheel
+    from runtime_proxy.net.tracing import SpanExport
     from runtime_proxy.net.upstream import Cluster, Pool, UpstreamConn
 
 REPLAY_LIMIT = 1024 * 1024       # bytes of request body kept for retries and the mirror
@@ -52,6 +53,7 @@ UNSENT_HIGH = 256 * 1024         # body bytes waiting for a connection before th
 _random = random.random
 _getrandbits = random.getrandbits
 _monotonic = time.monotonic
+_time_ns = time.time_ns
 
 # attempt states
 IDLE, WAITING, SENT, BACKOFF = 0, 1, 2, 3
@@ -109,6 +111,9 @@ class RandomDraws:
             _rids[:] = request_ids()
             return _rids.pop()
 
+    def trace_ids(self) -> int:
+        return _getrandbits(192)
+
 
 DRAWS = RandomDraws()
 
@@ -152,6 +157,8 @@ class ProxyState(Protocol):
     route_stats: dict[CRoute, RouteStats]
     @property
     def access_log(self) -> RequestLog | None: ...
+    @property
+    def tracer(self) -> SpanExport | None: ...
     @property
     def clusters(self) -> Mapping[str, Cluster]: ...
     @property
@@ -210,6 +217,7 @@ class Exchange:
     replay: list[bytes] | tuple[()] = ()   # request body chunks kept for retries and the mirror (a list once there are)
     unsent: list[bytes] | tuple[()] = ()   # body chunks not yet written to the current attempt's connection
     t_start = 0.0                # when the head was parsed (for the access log only)
+    t_wall = 0                   # the same in ns since the epoch (for an exported span only)
 
     def __init__(self, down: ClientConnection, rt: ProxyState, method: str, target: str, raw: list[tuple[bytes, bytes]],
                  headers: HeaderMap, content_length: int | None, chunked: bool, close_after: bool) -> None:
@@ -226,6 +234,8 @@ class Exchange:
         self.xfcc = down.xfcc
         if rt.access_log is not None:
             self.t_start = _monotonic()
+        if rt.tracer is not None:
+            self.t_wall = _time_ns()
         if method == "HEAD":
             self.is_head = True
         down.lstats.rq_active += 1
@@ -837,7 +847,22 @@ class Exchange:
         log = self.rt.access_log
         if log is not None:
             log.write(self)
+        tracer = self.rt.tracer
+        if tracer is not None:
+            d = self.decision
+            if d is not None and d.span is not None and d.span.sampled:
+                tracer.record(d.span, self.inbound, d.host, self.t_wall, self.span_attributes(d))
         down.exchange_done(self, aborted)
+
+    def span_attributes(self, d: Decision) -> dict[str, str]:
+        """An exported span's attributes: Envoy's names and string values (docs/observability.md)."""
+        cluster = d.cluster or "-"
+        agent = self.headers.get("user-agent")
+        return {"component": "proxy", "guid:x-request-id": d.request_id.decode("utf-8", "replace"),
+                "http.method": self.method, "http.protocol": "HTTP/1.1",
+                "http.url": f"http://{d.host}{self.target}", "user_agent": agent[0] if agent else "-",
+                "peer.address": self.down.peer_ip, "upstream_cluster": cluster, "upstream_cluster.name": cluster,
+                "http.status_code": str(self.status), "response_flags": self.flags or "-"}
 
     def cancel(self) -> None:
         """The client went away, or the connection is failing: drop the request."""

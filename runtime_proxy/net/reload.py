@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 from runtime_proxy.config import child
 from runtime_proxy.decide.table import TableError, compile_config
 from runtime_proxy.net.tls import TlsError
+from runtime_proxy.net.tracing import TracingError
 
 if TYPE_CHECKING:
     import asyncio
@@ -116,10 +117,12 @@ class Reloader:
             config_data = child.finish(pid, b"".join(chunks))
             table = compile_config(config_data)
             rt.apply(table, config_data)     # changes nothing when it raises (identity files)
-        except (child.LoadError, TableError, TlsError) as err:
+        except (child.LoadError, TableError, TlsError, TracingError) as err:
             rt.metrics.reloads_rejected += 1
             if isinstance(err, TlsError):
                 text = f"cannot use the identity files (mtls): {err.message}"
+            elif isinstance(err, TracingError):
+                text = err.message
             else:
                 text = err.message if isinstance(err, child.LoadError) else str(err)
             self._finished(reason, dones, False,

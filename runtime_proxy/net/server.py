@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,6 +36,7 @@ from runtime_proxy.net.exchange import Exchange
 from runtime_proxy.net.metrics import MAX_SOURCES, Metrics, TlsStats
 from runtime_proxy.net.timers import TimerWheel
 from runtime_proxy.net.tls import Identities
+from runtime_proxy.net.tracing import SpanExport, span_export
 from runtime_proxy.net.upstream import Pool
 from runtime_proxy.net.wire import local_reply, status_line
 
@@ -335,7 +337,11 @@ def response_code_details(ex: Exchange) -> str | None:
 
 def request_id(ex: Exchange) -> str:
     """The request's x-request-id: the client's, else the one the proxy added (a new one for a
-    request answered before it was forwarded, as Envoy generates one for every request)."""
+    request answered before it was forwarded, as Envoy generates one for every request); with
+    tracing, the one the hop forwards (its trace reason written in, as Envoy's header map has it)."""
+    d = ex.decision
+    if d is not None and d.request_id:
+        return d.request_id.decode("latin-1")
     values = ex.headers.get("x-request-id")
     if values:
         return values[0]
@@ -391,6 +397,7 @@ class Runtime:
         self.identity_header_option = identity_header.lower() if identity_header else None
         self.identity_header: str | None = None
         self.tls: Identities | None = None        # the identity files' contexts, when configured
+        self.tracer: SpanExport | None = None     # span export (`tracing { otlp … }`), when configured
         self.downstreams: set[Downstream] = set()
         self.draining = False
         self.table: Table = None  # type: ignore[assignment]  # apply() below sets it
@@ -400,19 +407,26 @@ class Runtime:
 
     def apply(self, table: Table, config_data: dict[str, Any]) -> None:
         """Make the config compiled as `table` (`config_data`: its JSON) the one new requests use.
-        Raises tls.TlsError, having changed nothing, when its identity files cannot be used, and
-        table.TableError when its access log cannot be opened (Envoy refuses such listeners too)."""
+        Raises tls.TlsError, having changed nothing, when its identity files cannot be used,
+        table.TableError when its access log cannot be opened (Envoy refuses such listeners too),
+        and tracing.TracingError when it asks for span export without the OpenTelemetry packages."""
         opened = self._access_log_for(table.proxy.access_log)
         try:
-            self.tls = self._identities(table)
+            identities = self._identities(table)
+            tracer = span_export(table.service, config_data.get("tracing"), self.tracer)
         except BaseException:
             if opened is not None and opened is not self.access_log:
                 opened.close()
             raise
+        self.tls = identities
         if opened is not self.access_log:
             if self.access_log is not None:
                 self.access_log.close()
             self.access_log = opened
+        if self.tracer is not None and self.tracer is not tracer:
+            old_tracer = self.tracer
+            threading.Thread(target=old_tracer.close, name="span-export-close", daemon=True).start()
+        self.tracer = tracer
         # a header names the caller only where no TLS can: a verified identity always wins
         self.identity_header = self.identity_header_option if table.mtls_mode == "disable" else None
         proxy = table.proxy

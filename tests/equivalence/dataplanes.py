@@ -44,6 +44,7 @@ import http.client
 import itertools
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -72,8 +73,10 @@ MIRROR_WAIT = 0.15      # mirrors are fire-and-forget: one wait per batch before
 # Request headers each proxy adds with a per-request value: not part of the comparison
 # (`x-envoy-expected-rq-timeout-ms` is the time left, which differs by a few ms; `x-test-id` is
 # ours and differs per plane). Everything else is compared, fixed values the proxies add
-# included (`x-forwarded-proto`, `x-envoy-attempt-count`, `content-length: 0`).
-_VOLATILE_REQUEST = ("x-request-id", "x-envoy-expected-rq-timeout-ms", "x-test-id")
+# included (`x-forwarded-proto`, `x-envoy-attempt-count`, `content-length: 0`); the trace headers
+# (`x-request-id`, `traceparent`) by what they mean (`trace_semantics`).
+_VOLATILE_REQUEST = ("x-envoy-expected-rq-timeout-ms", "x-test-id")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # Response headers that vary per request or only frame the message (the body of a proxied
 # response is the upstream's echo, whose length varies with the request id).
 _VOLATILE_RESPONSE = ("date", "x-envoy-upstream-service-time", "content-length", "connection",
@@ -88,11 +91,13 @@ class Upstreams:
     def __init__(self, endpoints: int = ENDPOINTS):
         self.eps = [Backend(f"EP{i}") for i in range(endpoints)]
         self.app = Backend("APP")
-        self.backends = self.eps + [self.app]
+        self.otlp = Backend("OTLP")       # where a tracing policy's spans go (answered 200, not compared)
+        self.backends = self.eps + [self.app, self.otlp]
 
     def ports(self) -> dict[str, int]:
         out = {f"EP{i}": b.port for i, b in enumerate(self.eps)}
         out["APP"] = self.app.port
+        out["OTLP"] = self.otlp.port
         return out
 
     def drain_records(self) -> dict[str, list[dict]]:
@@ -434,7 +439,34 @@ def _grouped(pairs, drop) -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(sorted((n, tuple(v)) for n, v in by.items()))
 
 
-def observation(policy: GenPolicy, sent: Sent, records: list[dict], head: bool = False) -> Observation:
+def trace_semantics(pairs: list, request: GenRequest | None) -> list:
+    """The forwarded trace headers as what they say rather than their random ids: an
+    `x-request-id` the sidecar made is `<uuid, reason R>` (R: Envoy's trace reason at character
+    14), one the caller sent is compared as sent apart from that character; a `traceparent` is
+    `VERSION-<trace>-<span>-FLAGS` with each id `sent` (the caller's), `new` or invalid as it is."""
+    sent = dict(request.headers) if request is not None else {}
+    sent_rid, sent_tp = sent.get("x-request-id"), sent.get("traceparent", "").split("-")
+    out = []
+    for n, v in pairs:
+        ln = n.lower()
+        if ln == "x-request-id":
+            if sent_rid is not None and len(v) == len(sent_rid) == 36 and \
+                    v[:14] + v[15:] == sent_rid[:14] + sent_rid[15:]:
+                v = f"<as sent, reason {v[14]}>"
+            elif v != sent_rid and _UUID.fullmatch(v):
+                v = f"<uuid, reason {v[14]}>"
+        elif ln == "traceparent":
+            parts = v.split("-")
+            if len(parts) == 4 and v != sent.get("traceparent"):
+                ids = ["sent" if len(sent_tp) == 4 and p == sent_tp[i] else ("new" if len(p) in (16, 32) else p)
+                       for i, p in ((1, parts[1]), (2, parts[2]))]
+                v = f"{parts[0]}-<{ids[0]}>-<{ids[1]}>-{parts[3]}"
+        out.append((n, v))
+    return out
+
+
+def observation(policy: GenPolicy, sent: Sent, records: list[dict], head: bool = False,
+                request: GenRequest | None = None) -> Observation:
     """The comparable view of one exchange. Who answered comes from the echo body (the policy
     may set or remove the upstream's `x-backend` header); a HEAD response has no body, so there
     the `x-backend` header or else the last attempt tells."""
@@ -458,7 +490,7 @@ def observation(policy: GenPolicy, sent: Sent, records: list[dict], head: bool =
         subset=subset_label(policy, backend),
         attempts=len(primary),
         target=last["target"] if last else None,
-        headers=_grouped(last["headers"], _VOLATILE_REQUEST) if last else None,
+        headers=_grouped(trace_semantics(last["headers"], request), _VOLATILE_REQUEST) if last else None,
         response_headers=_grouped(response, _VOLATILE_RESPONSE),
         body=sent.body if backend is None else None,
         mirror=subset_label(policy, shadows[0]["backend"]) if shadows else None,
@@ -492,7 +524,7 @@ class Batch:
         if wait:
             time.sleep(MIRROR_WAIT)
         records = self.upstreams.drain_records()
-        return [(name, req, observation(self.policy, sent, records.get(sent.test_id, []), req.method == "HEAD"))
+        return [(name, req, observation(self.policy, sent, records.get(sent.test_id, []), req.method == "HEAD", req))
                 for name, req, sent in self.sent]
 
 
@@ -589,8 +621,8 @@ class Session:
         out = []
         for i, r in enumerate(requests):
             head = r.method == "HEAD"
-            oe = observation(policy, sent["envoy"][i], records.get(sent["envoy"][i].test_id, []), head)
-            on = observation(policy, sent["native"][i], records.get(sent["native"][i].test_id, []), head)
+            oe = observation(policy, sent["envoy"][i], records.get(sent["envoy"][i].test_id, []), head, r)
+            on = observation(policy, sent["native"][i], records.get(sent["native"][i].test_id, []), head, r)
             decision = model.decide(r, response=echo_response())
             out.append(Compared(r, oe, on, difference(decision, oe, on), model_difference(policy, decision, oe, head),
                                 decision))

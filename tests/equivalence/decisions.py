@@ -38,9 +38,12 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 # Request headers neither side's own additions or removals should show: the proxies write
-# x-request-id, x-forwarded-* and x-envoy-* themselves, and strip or rewrite hop-by-hop ones.
-IGNORED_REQUEST_EXACT = frozenset({"host", "x-request-id", "content-length", "connection", "keep-alive",
-                                   "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"})
+# x-request-id, x-forwarded-* and x-envoy-* themselves, and strip or rewrite hop-by-hop ones. The
+# trace headers (x-request-id, traceparent, tracestate) are the live layer's to compare, by what
+# they mean (dataplanes.trace_semantics): the model of Envoy leaves tracing out.
+IGNORED_REQUEST_EXACT = frozenset({"host", "x-request-id", "traceparent", "tracestate", "content-length",
+                                   "connection", "keep-alive", "proxy-connection", "te", "trailer",
+                                   "transfer-encoding", "upgrade"})
 IGNORED_PREFIXES = ("x-envoy-", "x-forwarded-")
 
 # The response an upstream sends in the model layer, before the route's response changes.

@@ -96,8 +96,8 @@ class GenPolicy:
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
     def render(self, ports: dict[str, int]) -> str:
-        """The text with every placeholder replaced: `ports` maps INBOUND, OUTBOUND, ADMIN, APP
-        and EP0, EP1, ... to port numbers."""
+        """The text with every placeholder replaced: `ports` maps INBOUND, OUTBOUND, ADMIN, APP,
+        OTLP (the span sink) and EP0, EP1, ... to port numbers."""
         text = self.text
         for key, value in ports.items():
             text = text.replace(f"@{key}@", str(value))
@@ -105,7 +105,7 @@ class GenPolicy:
 
     def dummy_ports(self) -> dict[str, int]:
         """Fixed ports for compiling without servers (the model layer)."""
-        ports = {"INBOUND": 15006, "OUTBOUND": 15001, "ADMIN": 15000, "APP": 18000}
+        ports = {"INBOUND": 15006, "OUTBOUND": 15001, "ADMIN": 15000, "APP": 18000, "OTLP": 4318}
         for ep in self.endpoints:
             ports[f"EP{ep.index}"] = 19000 + ep.index
         return ports
@@ -352,7 +352,12 @@ def policies(draw) -> GenPolicy:
     escaped = draw(st.sampled_from(("reject", "decode", "keep")))
     mtls = draw(st.sampled_from(MTLS_MODES))
     mesh_wide = draw(st.booleans())        # the mode from the mesh block, or the service's own
-    lines.append(f'mesh {{\n  trust_domain "{TRUST_DOMAIN}"\n' + (f"  mtls {mtls}\n" if mesh_wide else "") + "}\n")
+    # tracing, its spans to the session's sink (@OTLP@); a fractional sampling draws from the
+    # request id, so the requests of such a policy always carry one (`requests`)
+    tracing = draw(st.sampled_from((None, None, None, "0%", "100%", "37.5%")))
+    lines.append(f'mesh {{\n  trust_domain "{TRUST_DOMAIN}"\n' + (f"  mtls {mtls}\n" if mesh_wide else "")
+                 + (f'  tracing {{ sampling {tracing}  otlp "http://127.0.0.1:@OTLP@/v1/traces" }}\n'
+                    if tracing else "") + "}\n")
     own_mode = "" if mesh_wide else f"  mtls {mtls}\n"
     # the sidecar's limits on its clients, generous enough that no generated request meets them
     # (the scenarios reach each one: tests/test_equivalence_scenarios.py, section 9)
@@ -462,7 +467,7 @@ def policies(draw) -> GenPolicy:
         text="\n".join(lines), endpoints=tuple(endpoints), services=tuple(services), paths=tuple(paths),
         header_names=MATCH_HEADERS, header_values=VALUES, query_names=QUERY_NAMES, query_values=QUERY_VALUES,
         split_keys=SPLIT_KEYS, has_timeouts=has_timeouts, mtls=mtls, out_of_scope=tuple(out_of_scope),
-        meta={"routes": meta_routes, "escaped_slashes": escaped})
+        meta={"routes": meta_routes, "escaped_slashes": escaped, "tracing": tracing})
 
 
 # ---- requests -----------------------------------------------------------------------------------
@@ -506,6 +511,30 @@ _QUERIES = st.sampled_from(("", "", "", "?q=1", "?v=2&v=3", "?q", "?q=", "?v=x",
                             "?q=x&debug"))
 
 
+# Trace headers a caller may send: W3C trace context sampled or not, one that does not parse, and
+# request ids that are UUIDs with and without Envoy's trace reason, or not UUIDs at all.
+TRACEPARENTS = ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+                "00-00000000000000000000000000000000-b7ad6b7169203331-01", "garbage")
+TRACESTATES = ("congo=t61rcWkgMzE", "a=1,b=2", "")
+REQUEST_IDS = ("5cce2907-455e-40b7-94b9-d7a84cdb2641", "5cce2907-455e-90b7-94b9-d7a84cdb2641",
+               "00000000-455e-40b7-94b9-d7a84cdb2641", "my-own-id", "abc")
+
+
+@st.composite
+def trace_headers(draw, need_request_id: bool) -> list[tuple[str, str]]:
+    """Trace headers of a request (`need_request_id`: always an x-request-id, which a fractional
+    sampling decides by: one the sidecar made would be random)."""
+    out = []
+    if draw(st.integers(0, 3)) == 0:
+        out.append(("traceparent", draw(st.sampled_from(TRACEPARENTS))))
+        if draw(st.booleans()):
+            out.append(("tracestate", draw(st.sampled_from(TRACESTATES))))
+    if need_request_id or draw(st.integers(0, 4)) == 0:
+        out.append(("x-request-id", draw(st.sampled_from(REQUEST_IDS))))
+    return out
+
+
 @st.composite
 def requests(draw, policy: GenPolicy, live: bool = True) -> GenRequest:
     """One request aimed at `policy`: at its services and paths, with its header names, values and
@@ -535,6 +564,7 @@ def requests(draw, policy: GenPolicy, live: bool = True) -> GenRequest:
         headers.append((XFCC, FORGED_XFCC))
     if inbound and draw(st.integers(0, 7)) == 0:   # kept as sent, over mTLS too
         headers.append(("x-forwarded-proto", draw(st.sampled_from(("http", "https")))))
+    headers += draw(trace_headers(policy.meta.get("tracing") not in (None, "0%", "100%")))
     method = draw(st.sampled_from(("GET", "GET", "GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS")))
     fail = None
     if live and not inbound and draw(st.integers(0, 3)) == 0:

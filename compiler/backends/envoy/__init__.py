@@ -98,7 +98,7 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
             if identity is not None and len(proxies) > 1:
                 identity = f"{identity.rstrip('/')}/{name}"
             out.files[names.bootstrap_file(name)] = dumps(bootstrap.ads_bootstrap(
-                services[name], options.xds_servers, identity, program.trust_domain))
+                services[name], options.xds_servers, identity, program.trust_domain, program.tracing))
         return out
     where = xds_dir(options)
     sds = {name: tls.sds_files(where, name) for name in proxies if needs_identity(program, services[name])}
@@ -150,7 +150,8 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
         for members in groups.values():
             files[names.output_path(cds_file(members[0]))] = bootstrap.discovery_response(
                 names.CLUSTER, outbound_clusters(members[0], None)
-                + [clusters.inbound_cluster(services[name]) for name in sorted(members)], dumps)
+                + [clusters.inbound_cluster(services[name]) for name in sorted(members)]
+                + bootstrap.collector(program.tracing), dumps)
         # each sidecar's own CDS path, named by its bootstrap: a link to its scope's file, replaced
         # (and so reloaded by Envoy) when its scope or that file changes
         for name in proxies:
@@ -159,8 +160,8 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
     else:            # one file per sidecar: its clusters name its own secrets
         for name in proxies:
             files[names.output_path(cds_file(name))] = bootstrap.discovery_response(
-                names.CLUSTER, outbound_clusters(name, sds.get(name)) + [clusters.inbound_cluster(services[name])],
-                dumps)
+                names.CLUSTER, outbound_clusters(name, sds.get(name)) + [clusters.inbound_cluster(services[name])]
+                + bootstrap.collector(program.tracing), dumps)
     for hosts, members in groups.items():   # routes before the listeners that name them
         path = names.output_path(rds_file(members[0]))
         out.links_before = out.links_before or path
@@ -168,16 +169,18 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
     for name in proxies:
         svc = services[name]
         rds_source = listeners.rds(f"{where}/{rds_file(name)}")
-        lds = [listeners.inbound_listener(svc, sds.get(name)), listeners.outbound_listener(svc, rds_source)]
+        lds = [listeners.inbound_listener(svc, sds.get(name), program.tracing),
+               listeners.outbound_listener(svc, rds_source, program.tracing)]
         files[names.output_path(names.lds(name))] = bootstrap.discovery_response(names.LISTENER, lds, dumps)
     for name in proxies:
         svc = services[name]
         if mode == "xds":
-            doc = bootstrap.xds_bootstrap(svc, where, names.proxy_cds(name))
+            doc = bootstrap.xds_bootstrap(svc, where, names.proxy_cds(name), program.tracing)
         else:
             inline = {"route_config": route_config(scopes[name].hosts)}
             doc = bootstrap.static_bootstrap(
-                svc, [listeners.inbound_listener(svc, sds.get(name)), listeners.outbound_listener(svc, inline)],
-                outbound_clusters(name, sds.get(name)) + [clusters.inbound_cluster(svc)])
+                svc, [listeners.inbound_listener(svc, sds.get(name), program.tracing),
+                      listeners.outbound_listener(svc, inline, program.tracing)],
+                outbound_clusters(name, sds.get(name)) + [clusters.inbound_cluster(svc)], program.tracing)
         files[names.bootstrap_file(name)] = dumps(doc)
     return out

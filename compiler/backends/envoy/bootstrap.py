@@ -22,6 +22,7 @@ from compiler.backends.base import CA_FILE, CERT_FILE, KEY_FILE
 from compiler.backends.envoy import names
 from compiler.backends.envoy.clusters import HTTP_PROTOCOL_OPTIONS
 from compiler.backends.envoy.tls import UPSTREAM_TLS_PARAMS
+from compiler.backends.envoy.tracing import collector_cluster
 from compiler.backends.envoy.values import socket_address
 
 # Process-wide runtime settings every bootstrap carries.
@@ -59,7 +60,12 @@ def discovery_response_reference(type_url: str, resources: list[dict], dumps) ->
     return dumps({"resources": typed, "version_info": version_info(body)})
 
 
-def runtime(sidecar: ir.Sidecar) -> dict:
+# With span export: sampled spans wait at most a second (Envoy's OpenTelemetry tracer flushes
+# every 5 s by default; the native proxy's exporter every second, net/tracing.py).
+TRACING_RUNTIME = {"tracing.opentelemetry.flush_interval_ms": 1000}
+
+
+def runtime(sidecar: ir.Sidecar, tracing: ir.Tracing | None = None) -> dict:
     """The runtime layer: RUNTIME, and the sidecar's connection cap on each listener
     (`max_connections`): Envoy's per-listener limit is a runtime key,
     `envoy.resource_limits.listener.NAME.connection_limit`; a connection above it is accepted and
@@ -67,20 +73,30 @@ def runtime(sidecar: ir.Sidecar) -> dict:
     layer = dict(RUNTIME)
     for listener in (names.INBOUND_LISTENER, names.OUTBOUND_LISTENER):
         layer[f"envoy.resource_limits.listener.{listener}.connection_limit"] = sidecar.max_connections
+    if tracing is not None and tracing.otlp_host is not None:
+        layer.update(TRACING_RUNTIME)
     return {"layers": [{"name": "meshc", "static_layer": layer}]}
 
 
-def _base(svc: ir.Service) -> dict:
+def _base(svc: ir.Service, tracing: ir.Tracing | None = None) -> dict:
     return {
         "admin": {"address": socket_address(svc.sidecar.listen_host, svc.sidecar.admin_port)},
-        "layered_runtime": runtime(svc.sidecar),
+        "layered_runtime": runtime(svc.sidecar, tracing),
         "node": {"cluster": svc.name, "id": svc.name},
     }
 
 
-def static_bootstrap(svc: ir.Service, listeners: list[dict], clusters: list[dict]) -> dict:
-    out = _base(svc)
-    out["static_resources"] = {"clusters": clusters, "listeners": listeners}
+def collector(tracing: ir.Tracing | None) -> list[dict]:
+    """The OTLP collector's cluster (`tracing { otlp … }`), which the listeners' tracers name: static
+    in a static bootstrap, in the CDS files (or the control plane's clusters) otherwise."""
+    cluster = collector_cluster(tracing) if tracing is not None else None
+    return [cluster] if cluster is not None else []
+
+
+def static_bootstrap(svc: ir.Service, listeners: list[dict], clusters: list[dict],
+                     tracing: ir.Tracing | None = None) -> dict:
+    out = _base(svc, tracing)
+    out["static_resources"] = {"clusters": clusters + collector(tracing), "listeners": listeners}
     return out
 
 
@@ -88,11 +104,11 @@ def _config_source(path: str) -> dict:
     return {"path_config_source": {"path": path}, "resource_api_version": "V3"}
 
 
-def xds_bootstrap(svc: ir.Service, xds_dir: str, cds: str = names.CDS) -> dict:
+def xds_bootstrap(svc: ir.Service, xds_dir: str, cds: str = names.CDS, tracing: ir.Tracing | None = None) -> dict:
     """A bootstrap that loads the sidecar's listeners and the clusters (the CDS file `cds`,
     relative to `xds_dir`) from files under `xds_dir` (absolute, as Envoy will see it at run
     time). The secrets are referenced by the listeners and clusters themselves."""
-    out = _base(svc)
+    out = _base(svc, tracing)
     out["dynamic_resources"] = {
         "cds_config": _config_source(f"{xds_dir}/{cds}"),
         "lds_config": _config_source(f"{xds_dir}/{names.lds(svc.name)}"),
@@ -152,7 +168,7 @@ def xds_tls(identity: str, trust_domain: str) -> dict:
 
 
 def ads_bootstrap(svc: ir.Service, servers: tuple[tuple[str, int], ...], identity: str | None = None,
-                  trust_domain: str = "cluster.local") -> dict:
+                  trust_domain: str = "cluster.local", tracing: ir.Tracing | None = None) -> dict:
     """A bootstrap whose listeners and clusters come over ADS from the control plane at `servers`
     (one (host, port) per replica): node id and cluster `SERVICE` (the name the server scopes by),
     the admin and runtime of every bootstrap, and one static cluster, the servers': gRPC over
@@ -165,7 +181,7 @@ def ads_bootstrap(svc: ir.Service, servers: tuple[tuple[str, int], ...], identit
     host) is found by HTTP/2 keepalive pings. The backoff between attempts is short and capped,
     so a proxy finds a restarted server within a few seconds. With `identity` (an identity
     directory), the channel is mutual TLS (`xds_tls`)."""
-    out = _base(svc)
+    out = _base(svc, tracing)
     out["dynamic_resources"] = {
         "ads_config": {
             "api_type": "GRPC",

@@ -36,6 +36,13 @@ def check_program(program: ir.Program, sources: dict) -> list:
     """Every E07xx/W07xx finding of the program, in service and route order."""
     out: list = []
     _check_domains(program, sources, out)
+    tracing = program.tracing
+    if tracing is not None and tracing.otlp_host is None:
+        out.append(located(
+            "E0703", "Envoy's OpenTelemetry tracer needs a collector: this `tracing` block has no `otlp`",
+            tracing.source, sources,
+            hint='add `otlp "http://HOST:PORT/v1/traces"` (Envoy rejects a tracer without an exporter); the native '
+                 "proxy alone can propagate trace headers without exporting"))
     for svc in program.services:
         if svc.outlier is not None and svc.outlier.max_ejection_percent != int(svc.outlier.max_ejection_percent):
             pct = svc.outlier.max_ejection_percent

@@ -32,6 +32,7 @@ from compiler.backends.envoy.clusters import kib
 from compiler.backends.envoy.rbac import provenance, rbac_filters
 from compiler.backends.envoy.routes import inbound_route_configuration
 from compiler.backends.envoy.tls import CLIENT_CERT_DETAILS, TLS_INSPECTOR, Sds, downstream_tls
+from compiler.backends.envoy.tracing import hcm_tracing
 from compiler.backends.envoy.values import duration, socket_address
 
 # The HTTP filters in the order Envoy runs them; each listener uses the ones it needs, in this order.
@@ -86,6 +87,21 @@ def _chain(hcm: dict) -> dict:
     return {"filters": [{"name": names.HCM_FILTER, "typed_config": hcm}]}
 
 
+def _traced(hcm: dict, svc: ir.Service, tracing: ir.Tracing | None) -> dict:
+    """The connection manager with the mesh's tracing (docs/observability.md), if any."""
+    if tracing is not None:
+        hcm["tracing"] = hcm_tracing(tracing, svc.name)
+    return hcm
+
+
+def _direction(listener: dict, direction: str, tracing: ir.Tracing | None) -> dict:
+    """With tracing, the listener's direction: it names and kinds its spans (`ingress` SERVER,
+    `egress` CLIENT)."""
+    if tracing is not None:
+        listener["traffic_direction"] = direction
+    return listener
+
+
 def _listener(name: str, sidecar: ir.Sidecar, port: int, chains: list[dict], metadata: dict) -> dict:
     return {
         "address": socket_address(sidecar.listen_host, port),
@@ -97,14 +113,15 @@ def _listener(name: str, sidecar: ir.Sidecar, port: int, chains: list[dict], met
     }
 
 
-def inbound_listener(svc: ir.Service, sds: Sds | None) -> dict:
+def inbound_listener(svc: ir.Service, sds: Sds | None, tracing: ir.Tracing | None = None) -> dict:
     """Traffic for the service: its authorization, then its local application. `sds` locates the
     sidecar's secrets (None when it has no identity, and then its mode is `disable`)."""
-    hcm = connection_manager("inbound", svc.sidecar, rbac_filters(svc.authorization) + [ROUTER_FILTER],
-                             {"route_config": inbound_route_configuration(svc)})
+    hcm = _traced(connection_manager("inbound", svc.sidecar, rbac_filters(svc.authorization) + [ROUTER_FILTER],
+                                     {"route_config": inbound_route_configuration(svc)}), svc, tracing)
     mode = svc.mtls.mode
     if mode == "disable":
-        return _listener(names.INBOUND_LISTENER, svc.sidecar, svc.sidecar.inbound_port, [_chain(hcm)], provenance(svc))
+        return _direction(_listener(names.INBOUND_LISTENER, svc.sidecar, svc.sidecar.inbound_port, [_chain(hcm)],
+                                    provenance(svc)), "INBOUND", tracing)
     assert sds is not None  # a sidecar with mTLS has an identity
     # The TLS chain comes first: the chain tests and tools read first is the one with the identities.
     tls_chain = {**_chain({**hcm, **CLIENT_CERT_DETAILS}), "transport_socket": downstream_tls(sds)}
@@ -115,15 +132,15 @@ def inbound_listener(svc: ir.Service, sds: Sds | None) -> dict:
     listener = _listener(names.INBOUND_LISTENER, svc.sidecar, svc.sidecar.inbound_port, chains, provenance(svc))
     if mode == "permissive":
         listener["listener_filters"] = [TLS_INSPECTOR]
-    return listener
+    return _direction(listener, "INBOUND", tracing)
 
 
-def outbound_listener(svc: ir.Service, routes: dict) -> dict:
+def outbound_listener(svc: ir.Service, routes: dict, tracing: ir.Tracing | None = None) -> dict:
     """The service's calls to other services. `routes` is either the inline route configuration
     (`{"route_config": ...}`, static bootstrap) or where to load it from (`{"rds": ...}`)."""
-    hcm = connection_manager("outbound", svc.sidecar, [FAULT_FILTER, ROUTER_FILTER], routes)
-    return _listener(names.OUTBOUND_LISTENER, svc.sidecar, svc.sidecar.outbound_port, [_chain(hcm)],
-                     {"service": svc.name, "source": str(svc.source)})
+    hcm = _traced(connection_manager("outbound", svc.sidecar, [FAULT_FILTER, ROUTER_FILTER], routes), svc, tracing)
+    return _direction(_listener(names.OUTBOUND_LISTENER, svc.sidecar, svc.sidecar.outbound_port, [_chain(hcm)],
+                                {"service": svc.name, "source": str(svc.source)}), "OUTBOUND", tracing)
 
 
 def rds(path: str) -> dict:

@@ -21,6 +21,9 @@ SECRET = _T + "extensions.transport_sockets.tls.v3.Secret"
 DOWNSTREAM_TLS = _T + "extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 UPSTREAM_TLS = _T + "extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 TLS_INSPECTOR = _T + "extensions.filters.listener.tls_inspector.v3.TlsInspector"
+OPENTELEMETRY = _T + "config.trace.v3.OpenTelemetryConfig"
+OPENTELEMETRY_TRACER = "envoy.tracers.opentelemetry"
+OTLP_CLUSTER = "otlp_collector"  # the collector of `tracing { otlp … }` (static bootstrap, or the CDS files)
 FILE_ACCESS_LOG = _T + "extensions.access_loggers.file.v3.FileAccessLog"
 
 # ---- filter names -----------------------------------------------------------------------------

@@ -69,15 +69,16 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources=None
     for name in proxies:
         svc = services[name]
         files_section = identity_files(svc, options) if needs_identity(program, svc) else None
-        config = sidecar_config(svc, destinations(name), {"mode": svc.mtls.mode, "files": files_section})
+        config = sidecar_config(svc, destinations(name), {"mode": svc.mtls.mode, "files": files_section},
+                                program.tracing)
         files[f"{name}.native.json"] = orjson.dumps(
             config, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     return Emitted(files=files)
 
 
-def sidecar_config(svc: ir.Service, destinations: list[dict], mtls: dict) -> dict:
+def sidecar_config(svc: ir.Service, destinations: list[dict], mtls: dict, tracing: ir.Tracing | None = None) -> dict:
     """The whole config of `svc`'s sidecar; `destinations` are those of its scope (see `destination`),
-    `mtls` its mode and identity files."""
+    `mtls` its mode and identity files, `tracing` the mesh's (written only when there is one)."""
     import orjson
 
     side = svc.sidecar
@@ -107,6 +108,8 @@ def sidecar_config(svc: ir.Service, destinations: list[dict], mtls: dict) -> dic
         "mtls": mtls,
         "services": destinations,
     }
+    if tracing is not None:
+        config["tracing"] = tracing
     # the hash of the file's content without `version` (the envelope sorted, the IR nodes in field order)
     digest = hashlib.sha256(orjson.dumps(config, option=orjson.OPT_SORT_KEYS)).hexdigest()
     config["version"] = digest[:VERSION_LENGTH]

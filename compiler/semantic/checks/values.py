@@ -8,10 +8,10 @@ from functools import lru_cache
 
 from compiler.core.diagnostics import did_you_mean
 from compiler.language import defaults
-from compiler.language.endpoints import parse_endpoint
+from compiler.language.endpoints import parse_endpoint, parse_otlp_url
 from compiler.language.identity import DNS_LABEL, MAX_NAME_LENGTH, SPIFFE_ID, TRUST_DOMAIN
 from compiler.language.retry import RETRY_CONDITIONS
-from compiler.language.settings import BLOCKS, FAULT, MESH, SIDECAR, Setting
+from compiler.language.settings import BLOCKS, FAULT, MESH, SIDECAR, TRACING, Setting
 from compiler.semantic.checks.names import all_rules
 from compiler.semantic.symbols import Context
 from compiler.syntax import ast
@@ -268,6 +268,23 @@ class _Values:
         self.choice(MESH["mtls"], value,
                     hint="`strict` accepts only mutual TLS; `permissive` also plaintext, during a migration")
 
+    def block_tracing(self, block: ast.Block) -> None:
+        for s in block.settings:
+            v = s.values[0]
+            if s.key == "sampling" and 0 <= v.value <= 100 and abs(v.value * 100 - round(v.value * 100)) > 1e-6:
+                self.add("E0303", f"tracing sampling `{_as_written(v, f'{v.value:g}%')}` is finer than 0.01%", v.span,
+                         hint="sampling counts in steps of 0.01% (Envoy draws it per 10 000 requests): "
+                              f"write `{round(v.value, 2):g}%`")
+            elif s.key == "propagation":
+                self.choice(TRACING["propagation"], v,
+                            hint="Envoy 1.40's OpenTelemetry tracer reads and writes only W3C trace context "
+                                 "(`traceparent`, `tracestate`); B3 would need its Zipkin tracer, which exports "
+                                 "Zipkin spans, not OpenTelemetry ones")
+            elif s.key == "otlp" and parse_otlp_url(v.value) is None:
+                self.add("E0317", f"`{v.value}` is not a collector endpoint for span export", v.span,
+                         hint='write `otlp "http://HOST:PORT/v1/traces"`: plain http (a collector next to the sidecar, '
+                              "such as the OpenTelemetry Collector on 127.0.0.1:4318), a host and a port")
+
     def block_sidecar(self, block: ast.Block) -> None:
         written = {s.key: s.values[0] for s in block.settings}
         ports = ("inbound", "outbound", "admin")
@@ -448,6 +465,8 @@ def check_values(ctx: Context) -> None:
             elif s.key == "certificates" and not s.values[0].value.strip("/ "):
                 v.add("E0312", "`certificates` needs a directory", s.values[0].span,
                       hint='write the root of the identity files, such as `certificates "/etc/meshc/certs"`')
+        if ctx.mesh.tracing is not None:
+            v.block(ctx.mesh.tracing)
     for _, svc in ctx.local_services():
         v.service(svc)
     for block in ctx.routes.values():
