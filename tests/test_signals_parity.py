@@ -33,7 +33,8 @@ service client {
   sidecar { inbound @INBOUND@  outbound @OUTBOUND@  admin @ADMIN@  app "127.0.0.1:@APP@" }
 }
 authorization client {
-  default allow
+  default deny
+  allow open { path prefix "/x" }
   deny admin { path prefix "/admin" }
 }
 service rv {
@@ -127,8 +128,10 @@ TRAFFIC = [
     ("outbound", "od", "/", FAST, 200),                                    # (panic: all ejected)
     ("outbound", "og", "/", {**FAST, "x-test-status": "502"}, 502),
     ("outbound", "og", "/", {**FAST, "x-test-status": "503"}, 503),        # ejected: gateway errors
-    ("inbound", "client", "/admin", {}, 403),                              # the deny rule
-    ("inbound", "client", "/x", FAST, 200),
+    # Envoy's two RBAC filters (deny rules, then allow rules) each count: allowed+1 denied+1 ...
+    ("inbound", "client", "/admin", {}, 403),                              # denied+1 (the deny rule)
+    ("inbound", "client", "/x", FAST, 200),                                # allowed+2 (both filters)
+    ("inbound", "client", "/y", {}, 403),                                  # allowed+1 denied+1 (default)
 ]
 # Requests sent together, each after its own pause (s), and their statuses:
 TOGETHER = [
@@ -247,7 +250,8 @@ def test_signals_are_the_same_in_both_planes(planes):
     assert value(envoy, CLUSTER + "upstream_rq_pending_overflow", envoy_cluster_name="outbound|default|lm") == 2
     assert value(envoy, ROUTE + "upstream_rq_time_bucket", le="1000", envoy_virtual_host="lm",
                  envoy_route="default") == 2
-    assert value(envoy, HTTP + "rbac_denied", envoy_http_conn_manager_prefix="inbound") == 1
+    assert value(envoy, HTTP + "rbac_denied", envoy_http_conn_manager_prefix="inbound") == 2
+    assert value(envoy, HTTP + "rbac_allowed", envoy_http_conn_manager_prefix="inbound") == 3
     assert value(envoy, HTTP + "fault_aborts_injected", envoy_http_conn_manager_prefix="outbound") == 1
     assert value(envoy, HTTP + "no_route", envoy_http_conn_manager_prefix="outbound") == 2
     # a fault abort is not charged to the route (no upstream request)
