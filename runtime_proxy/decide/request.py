@@ -71,6 +71,7 @@ BAD_REQUEST, NO_ROUTE, RBAC_DENIED, RBAC_ALLOWED = "bad_request", "no_route", "r
 # passes both counts two `allowed`, one that passes the deny rules and meets the default counts
 # one of each. These combined counters say so in one increment (ListenerStats renders the sums).
 RBAC_ALLOWED_TWICE, RBAC_ALLOWED_DENIED = "rbac_allowed_twice", "rbac_allowed_denied"
+RBAC_DENIALS = frozenset({RBAC_DENIED, RBAC_ALLOWED_DENIED})     # the counters of a 403 by authorization
 ABORTS_INJECTED, DELAYS_INJECTED = "aborts_injected", "delays_injected"
 
 
