@@ -814,3 +814,29 @@ def test_decide_retry_checks_in_envoys_order():
     budget = busy._replace(budget=RetryBudget(percent=50.0, min_concurrency=2))
     verdict = decide_retry(budget, r, Outcome(503), 2, True, 0.5)
     assert verdict.retry and verdict.reason == RETRY and verdict.backoff_ms == retry.backoff_ms(r, 2, 0.5)
+
+
+@pytest.mark.parametrize("default, deny_rules, target, counted", [
+    # Envoy's RBAC filters: one for the deny rules, one for the allow rules under `default deny`;
+    # each adds to rbac.allowed/rbac.denied (checked against Envoy 1.40: test_signals_parity)
+    ("deny", True, "/admin", (0, 1)),         # the deny rule: the first filter denies
+    ("deny", True, "/web", (2, 0)),           # both filters allow
+    ("deny", True, "/other", (1, 1)),         # the deny rules' filter allows, the default denies
+    ("deny", False, "/web", (1, 0)),          # one filter (the allow rules')
+    ("deny", False, "/other", (0, 1)),
+    ("allow", True, "/admin", (0, 1)),        # one filter (the deny rules')
+    ("allow", True, "/other", (1, 0)),
+    ("allow", False, "/other", (0, 0)),       # no filter: nothing counted
+])
+def test_authorization_counts_as_envoys_rbac_filters(default, deny_rules, target, counted):
+    from runtime_proxy.decide.request import decide_request
+    from runtime_proxy.net.metrics import ListenerStats
+
+    rules = [rule("web", "allow", path={"kind": "segment_prefix", "value": "/web"})]
+    if deny_rules:
+        rules.append(rule("admin", "deny", path={"kind": "segment_prefix", "value": "/admin"}))
+    d = decide_request(table(default=default, rules=rules), _head(target=target, inbound=True), _draws())
+    stats = ListenerStats()
+    if d.counter is not None:
+        setattr(stats, d.counter, getattr(stats, d.counter) + 1)
+    assert stats.rbac() == counted

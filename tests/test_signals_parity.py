@@ -2,8 +2,9 @@
 
 One policy (routes with several matches, a split by header, retries on 503, a route timeout, a
 per-try timeout, a fault abort, an unreachable subset, outlier detection, limits that overflow, a
-retry limit that overflows, an authorization with a deny rule) is compiled for the sidecar of
-`client` and run by a real Envoy and by the native proxy (tests/planes_support.py), in front of the
+retry budget that overflows, a route timeout while waiting for a connection, an authorization
+with allow and deny rules under `default deny`) is compiled for the sidecar of `client` and run
+by a real Envoy and by the native proxy (tests/planes_support.py), in front of the
 same loopback upstreams, which answer after fixed delays (110 ms, 300 ms: inside one histogram
 bucket). The same requests go through both planes; then Envoy's `/stats/prometheus` and
 the native proxy's `/metrics` are parsed, and every sample of the shared families
@@ -33,7 +34,8 @@ service client {
   sidecar { inbound @INBOUND@  outbound @OUTBOUND@  admin @ADMIN@  app "127.0.0.1:@APP@" }
 }
 authorization client {
-  default allow
+  default deny
+  allow open { path prefix "/x" }
   deny admin { path prefix "/admin" }
 }
 service rv {
@@ -72,13 +74,22 @@ service og {
   endpoints ["127.0.0.1:@OG@"]
   outlier { consecutive_5xx 5  consecutive_gateway_errors 2  interval 300ms  ejection 30s  max_ejected 100% }
 }
+service lt {
+  port 8080
+  endpoints ["127.0.0.1:@LT@"]
+  limits { connections 1  pending 1  requests 1 }
+}
+routes lt {
+  route hold { match { path prefix "/hold" }  to lt }
+  route all { to lt  timeout 150ms }
+}
 service lm {
   port 8080
   endpoints ["127.0.0.1:@LM@"]
   limits { connections 1  pending 1  requests 1 }
 }
 """
-UPSTREAMS = ("app", "v1", "v2", "ro", "od", "og", "lm")
+UPSTREAMS = ("app", "v1", "v2", "ro", "od", "og", "lm", "lt")
 PLANES = ("envoy", "native")
 
 # The families both planes emit with the same names, labels and values (docs/observability.md).
@@ -127,8 +138,10 @@ TRAFFIC = [
     ("outbound", "od", "/", FAST, 200),                                    # (panic: all ejected)
     ("outbound", "og", "/", {**FAST, "x-test-status": "502"}, 502),
     ("outbound", "og", "/", {**FAST, "x-test-status": "503"}, 503),        # ejected: gateway errors
-    ("inbound", "client", "/admin", {}, 403),                              # the deny rule
-    ("inbound", "client", "/x", FAST, 200),
+    # Envoy's two RBAC filters (deny rules, then allow rules) each count: allowed+1 denied+1 ...
+    ("inbound", "client", "/admin", {}, 403),                              # denied+1 (the deny rule)
+    ("inbound", "client", "/x", FAST, 200),                                # allowed+2 (both filters)
+    ("inbound", "client", "/y", {}, 403),                                  # allowed+1 denied+1 (default)
 ]
 # Requests sent together, each after its own pause (s), and their statuses:
 TOGETHER = [
@@ -140,6 +153,8 @@ TOGETHER = [
     # times); the second's 503 at ~160 ms finds no retry left (retry overflow)
     [(0, ("outbound", "ro", "/", {**FAST, "x-test-status": "503"}), 503),
      (0.04, ("outbound", "ro", "/", {"x-test-delay-ms": "120", "x-test-status": "503"}), 503)],
+    # the route timeout of a request still waiting for the one connection: a 504 charged too
+    [(0, ("outbound", "lt", "/hold", SLOW), 200), (0.02, ("outbound", "lt", "/", SLOW), 504)],
 ]
 
 
@@ -247,7 +262,11 @@ def test_signals_are_the_same_in_both_planes(planes):
     assert value(envoy, CLUSTER + "upstream_rq_pending_overflow", envoy_cluster_name="outbound|default|lm") == 2
     assert value(envoy, ROUTE + "upstream_rq_time_bucket", le="1000", envoy_virtual_host="lm",
                  envoy_route="default") == 2
-    assert value(envoy, HTTP + "rbac_denied", envoy_http_conn_manager_prefix="inbound") == 1
+    # a route timeout while waiting for a connection is charged (504), as one in flight
+    assert value(envoy, CLUSTER + "upstream_rq", envoy_response_code="504",
+                 envoy_cluster_name="outbound|default|lt") == 1
+    assert value(envoy, HTTP + "rbac_denied", envoy_http_conn_manager_prefix="inbound") == 2
+    assert value(envoy, HTTP + "rbac_allowed", envoy_http_conn_manager_prefix="inbound") == 3
     assert value(envoy, HTTP + "fault_aborts_injected", envoy_http_conn_manager_prefix="outbound") == 1
     assert value(envoy, HTTP + "no_route", envoy_http_conn_manager_prefix="outbound") == 2
     # a fault abort is not charged to the route (no upstream request)

@@ -70,6 +70,12 @@ XFCC = "x-forwarded-client-cert"
 
 # Listener counters a decision adds one to (runtime_proxy/net/metrics.py ListenerStats).
 BAD_REQUEST, NO_ROUTE, RBAC_DENIED, RBAC_ALLOWED = "bad_request", "no_route", "rbac_denied", "rbac_allowed"
+# Envoy counts authorization per RBAC filter (the deny rules' filter, then, under `default deny`,
+# the allow rules' one), each adding to the same `rbac.allowed`/`rbac.denied`: a request that
+# passes both counts two `allowed`, one that passes the deny rules and meets the default counts
+# one of each. These combined counters say so in one increment (ListenerStats renders the sums).
+RBAC_ALLOWED_TWICE, RBAC_ALLOWED_DENIED = "rbac_allowed_twice", "rbac_allowed_denied"
+RBAC_DENIALS = frozenset({RBAC_DENIED, RBAC_ALLOWED_DENIED})     # the counters of a 403 by authorization
 ABORTS_INJECTED, DELAYS_INJECTED = "aborts_injected", "delays_injected"
 
 
@@ -363,9 +369,15 @@ def _inbound(table: Table, head: RequestHead, draws: RequestDraws, d: Decision, 
         explain_rules(table.authorization, head.peer, method, path, headers, explain)
     d.service = table.service
     d.rule = rule
-    if not allowed:
-        return local(d, 403, BODY_RBAC, counter=RBAC_DENIED, flags="RBAC")
-    d.counter = RBAC_ALLOWED
+    authz = table.authorization
+    if not allowed:   # by a deny rule (the first filter), or by the default (the allow rules' filter)
+        return local(d, 403, BODY_RBAC, flags="RBAC",
+                     counter=RBAC_ALLOWED_DENIED if rule is None and authz.deny else RBAC_DENIED)
+    if authz.deny:
+        d.counter = RBAC_ALLOWED if authz.default_allow else RBAC_ALLOWED_TWICE
+    elif not authz.default_allow:
+        d.counter = RBAC_ALLOWED
+    # (no deny rule and `default allow`: Envoy has no RBAC filter, nothing is counted)
     d.cluster = table.app.cluster
     _upstream_head(d, head, draws, method, target, raw, headers, None, xfcc)
     return d

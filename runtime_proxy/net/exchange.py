@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from runtime_proxy.decide.headers import shadow_host
 from runtime_proxy.decide.http import BODY_OVERFLOW, BODY_STREAM_IDLE, BODY_TIMEOUT, reset_body
-from runtime_proxy.decide.request import RBAC_DENIED, decide_request
+from runtime_proxy.decide.request import RBAC_DENIALS, decide_request
 from runtime_proxy.decide.response import local_reply_changes, response_lines
 from runtime_proxy.decide.retry import CONNECT_FAILURE, PER_TRY_TIMEOUT, Outcome
 from runtime_proxy.decide.upstream import LIMIT, NOT_RETRIABLE, OVERFLOW, UpstreamState, decide_retry
@@ -313,7 +313,7 @@ class Exchange:
         if counter is not None:
             lstats = down.lstats
             setattr(lstats, counter, getattr(lstats, counter) + 1)
-            if counter == RBAC_DENIED:      # denials by the deciding rule (None: the default)
+            if counter in RBAC_DENIALS:     # denials by the deciding rule (None: the default)
                 rt.metrics.rbac_denied(rt.table.service, d.rule)
         if self.inbound and d.service:
             self.route_counts = rt.inbound_counts if self.peer is None else rt.inbound_counts_for(self.peer)

@@ -130,8 +130,6 @@ LISTENER_COUNTERS = (
     ("rq_header_timeout", "downstream_rq_header_timeout"),   # a head unfinished past the timeout: 408
     ("rq_idle_timeout", "downstream_rq_idle_timeout"),       # the stream idle timeout fired
     ("cx_overflow", "downstream_cx_overflow"),         # closed at once: the listener was at max_connections
-    ("rbac_allowed", "rbac.allowed"),
-    ("rbac_denied", "rbac.denied"),
     ("aborts_injected", "fault.aborts_injected"),
     ("delays_injected", "fault.delays_injected"),
     ("no_route", "no_route"),
@@ -140,10 +138,13 @@ LISTENER_COUNTERS = (
 # Responses by class: (attribute, class digit); Envoy's `downstream_rq_<N>xx`, in Prometheus
 # `envoy_http_downstream_rq_xx{envoy_response_code_class="N"}`.
 LISTENER_CLASSES = (("rq_1xx", "1"), ("rq_2xx", "2"), ("rq_3xx", "3"), ("rq_4xx", "4"), ("rq_5xx", "5"))
+# Authorization, as Envoy's RBAC filters count it (decide/request.py RBAC_*): the attributes a
+# decision adds to, rendered as `rbac.allowed` and `rbac.denied`.
+LISTENER_RBAC = ("rbac_allowed", "rbac_denied", "rbac_allowed_twice", "rbac_allowed_denied")
 
 
 class ListenerStats:
-    __slots__ = tuple(a for a, _ in LISTENER_COUNTERS) + tuple(a for a, _ in LISTENER_CLASSES) + (
+    __slots__ = tuple(a for a, _ in LISTENER_COUNTERS) + tuple(a for a, _ in LISTENER_CLASSES) + LISTENER_RBAC + (
         "cx_active", "rq_active")
     # the counters of LISTENER_COUNTERS, set to 0 by __init__
     cx_total: int
@@ -160,6 +161,8 @@ class ListenerStats:
     cx_overflow: int
     rbac_allowed: int
     rbac_denied: int
+    rbac_allowed_twice: int
+    rbac_allowed_denied: int
     aborts_injected: int
     delays_injected: int
     no_route: int
@@ -167,8 +170,15 @@ class ListenerStats:
     def __init__(self) -> None:
         for attr, _ in LISTENER_COUNTERS + LISTENER_CLASSES:
             setattr(self, attr, 0)
+        for attr in LISTENER_RBAC:
+            setattr(self, attr, 0)
         self.cx_active = 0
         self.rq_active = 0
+
+    def rbac(self) -> tuple[int, int]:
+        """Envoy's `rbac.allowed` and `rbac.denied` (summed over the RBAC filters)."""
+        return (self.rbac_allowed + 2 * self.rbac_allowed_twice + self.rbac_allowed_denied,
+                self.rbac_denied + self.rbac_allowed_denied)
 
     def count_status(self, status: int) -> None:
         self.rq_total += 1
@@ -355,6 +365,9 @@ class Metrics:
                 items.append((f"http.{lname}.{stat}", getattr(ls, attr)))
             for attr, digit in LISTENER_CLASSES:
                 items.append((f"http.{lname}.downstream_rq_{digit}xx", getattr(ls, attr)))
+            allowed, denied = ls.rbac()
+            items.append((f"http.{lname}.rbac.allowed", allowed))
+            items.append((f"http.{lname}.rbac.denied", denied))
             items.append((f"http.{lname}.downstream_rq_completed", _completed(ls)))
             items.append((f"http.{lname}.downstream_cx_active", ls.cx_active))
             items.append((f"http.{lname}.downstream_rq_active", ls.rq_active))
@@ -426,6 +439,11 @@ class Metrics:
         for attr, stat in LISTENER_COUNTERS:
             prom = "envoy_http_" + stat.replace(".", "_")
             family(prom, "counter", f"listener {stat}", [(label, getattr(ls, attr)) for label, ls in lst])
+        rbac = [(label, ls.rbac()) for label, ls in lst]
+        family("envoy_http_rbac_allowed", "counter", "requests an RBAC filter allowed (one per filter)",
+               [(label, allowed) for label, (allowed, _) in rbac])
+        family("envoy_http_rbac_denied", "counter", "requests authorization denied",
+               [(label, denied) for label, (_, denied) in rbac])
         family("envoy_http_downstream_rq_xx", "counter", "downstream responses by class",
                [(f'envoy_response_code_class="{digit}",{label}', getattr(ls, attr))
                 for label, ls in lst for attr, digit in LISTENER_CLASSES])
