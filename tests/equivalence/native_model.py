@@ -29,7 +29,7 @@ from runtime_proxy.decide.request import Draws, Head, decide_request, header_dic
 from runtime_proxy.decide.response import RESPONSE_INLINE_BYTES, add_inline_line, response_lines
 from runtime_proxy.decide.table import compile_config
 from runtime_proxy.net.server import Downstream
-from tests.equivalence.decisions import (
+from envoy_eval.decisions import (
     REFUSED,
     SAMPLE_RESPONSE,
     Decision,

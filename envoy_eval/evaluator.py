@@ -38,10 +38,11 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import re2
 
-from tests.equivalence.decisions import (
+from envoy_eval.decisions import (
     BODY_FAULT,
     BODY_RBAC,
     REFUSED,
@@ -166,7 +167,7 @@ _RE_CACHE: dict[str, object] = {}
 
 def re2_full(pattern: str, value: str) -> bool:
     """RE2 (UTF-8 mode, as Envoy builds it) full match of the bytes of `value`."""
-    rx = _RE_CACHE.get(pattern)
+    rx: Any = _RE_CACHE.get(pattern)
     if rx is None:
         rx = _RE_CACHE[pattern] = re2.compile(pattern.encode("utf-8"))
     return rx.fullmatch(value.encode("latin-1")) is not None
@@ -340,7 +341,7 @@ class _Atom:
         self.ch, self.text, self.encoded, self.stray = ch, text, encoded, stray
 
     def render(self) -> str:
-        return self.text if self.text is not None else self.ch
+        return self.text if self.text is not None else (self.ch or "")
 
 
 def _byte_escape(b: int) -> str:
@@ -456,7 +457,7 @@ def canonical_path(path: str) -> str | None:
     # a stray `%` that decoding placed in front of two hex digits would read as an escape: `%25`
     text = []
     for i, a in enumerate(flat):
-        if a.stray and i + 2 < len(flat) and all(x.text is None and x.ch in _HEXDIGITS for x in flat[i + 1:i + 3]):
+        if a.stray and i + 2 < len(flat) and all(x.text is None and x.ch is not None and x.ch in _HEXDIGITS for x in flat[i + 1:i + 3]):
             text.append("%25")
         else:
             text.append(a.render())
@@ -572,7 +573,8 @@ def mutate(headers: list[tuple[str, str]], level: dict, side: str) -> list[tuple
     removals, then every overwrite, then every append)."""
     remove = {n.lower() for n in level.get(f"{side}_headers_to_remove", ())}
     out = [(n, v) for n, v in headers if n not in remove] if remove else list(headers)
-    overwrites, appends = [], []
+    overwrites: list[tuple[str, ...]] = []
+    appends: list[tuple[str, ...]] = []
     for opt in level.get(f"{side}_headers_to_add", ()):
         if "append" in opt:
             raise Unsupported("deprecated HeaderValueOption.append")
@@ -721,7 +723,10 @@ class EnvoyModel:
 
     @staticmethod
     def _index(vhosts) -> dict:
-        exact, suffix, prefix, star = {}, [], [], None
+        exact: dict[str, dict] = {}
+        suffix: list[tuple[str, dict]] = []
+        prefix: list[tuple[str, dict]] = []
+        star = None
         for vh in vhosts:
             for d in vh.get("domains", ()):
                 d = d.lower()
