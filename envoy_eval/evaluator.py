@@ -326,6 +326,12 @@ def route_matches(match: dict, req: Req) -> bool:
 
 _ESCAPED_SLASH = re.compile(r"%(2[fF]|5[cC])")
 _HEXDIGITS = "0123456789abcdefABCDEF"
+
+
+def _hexdigit(a: _Atom) -> bool:
+    return a.text is None and a.ch is not None and a.ch in _HEXDIGITS
+
+
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_~")
 _ESCAPED_CHARS = frozenset(' "#<>?^`{|}')
 
@@ -457,7 +463,7 @@ def canonical_path(path: str) -> str | None:
     # a stray `%` that decoding placed in front of two hex digits would read as an escape: `%25`
     text = []
     for i, a in enumerate(flat):
-        if a.stray and i + 2 < len(flat) and all(x.text is None and x.ch is not None and x.ch in _HEXDIGITS for x in flat[i + 1:i + 3]):
+        if a.stray and i + 2 < len(flat) and all(_hexdigit(x) for x in flat[i + 1:i + 3]):
             text.append("%25")
         else:
             text.append(a.render())

@@ -54,10 +54,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from tests.envoy_support import Envoy, free_port, terminate
-from tests.equivalence.compile import SIDECAR, Compiled, compile_text
 from envoy_eval.decisions import REFUSED
 from envoy_eval.evaluator import EnvoyModel
+from tests.envoy_support import Envoy, free_port, terminate
+from tests.equivalence.compile import SIDECAR, Compiled, compile_text
 from tests.equivalence.identities import SessionCerts
 from tests.equivalence.policies import MATCH_HEADERS, RESPONSE_HEADERS, SET_HEADERS, XFCC, GenPolicy, GenRequest
 from tests.mtls_support import peer_id

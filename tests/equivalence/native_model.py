@@ -20,15 +20,6 @@ import json
 
 import httptools
 
-from runtime_proxy.config.loading import semantic_errors
-from runtime_proxy.config.model import Config
-from runtime_proxy.decide.explain import Explanation
-from runtime_proxy.decide.http import RESPONSE_SKIP
-from runtime_proxy.decide.identity import accepts, peer_identity, xfcc_line
-from runtime_proxy.decide.request import Draws, Head, decide_request, header_dict
-from runtime_proxy.decide.response import RESPONSE_INLINE_BYTES, add_inline_line, response_lines
-from runtime_proxy.decide.table import compile_config
-from runtime_proxy.net.server import Downstream
 from envoy_eval.decisions import (
     REFUSED,
     SAMPLE_RESPONSE,
@@ -40,6 +31,15 @@ from envoy_eval.decisions import (
     model_der,
     visible_request_headers,
 )
+from runtime_proxy.config.loading import semantic_errors
+from runtime_proxy.config.model import Config
+from runtime_proxy.decide.explain import Explanation
+from runtime_proxy.decide.http import RESPONSE_SKIP
+from runtime_proxy.decide.identity import accepts, peer_identity, xfcc_line
+from runtime_proxy.decide.request import Draws, Head, decide_request, header_dict
+from runtime_proxy.decide.response import RESPONSE_INLINE_BYTES, add_inline_line, response_lines
+from runtime_proxy.decide.table import compile_config
+from runtime_proxy.net.server import Downstream
 
 _ALMOST_ONE = 1.0 - 2.0 ** -40
 _XFCC = b"x-forwarded-client-cert"
