@@ -554,14 +554,27 @@ def authenticated(a: dict, peer: Peer | None) -> bool:
     return any(string_match(m, v) for v in peer.uris + peer.dns) or string_match(m, peer.subject)
 
 
-def rbac_allows(rules: dict | None, req: Req) -> bool:
+def matching_policies(rules: dict, req: Req) -> list[str]:
+    """The names of the policies of one RBAC filter's `rules` that match the request."""
+    return [name for name, pol in rules.get("policies", {}).items()
+            if any(permission(p, req) for p in pol.get("permissions", ()))
+            and any(principal(p, req) for p in pol.get("principals", ()))]
+
+
+def rbac_allows(rules: dict | None, req: Req, why: list | None = None) -> bool:
     """One RBAC filter's `rules`: ALLOW lets through what a policy matches, DENY what none does;
-    a filter without rules enforces nothing."""
+    a filter without rules enforces nothing. `why`, when given, gets (action, the names of the
+    matching policies) of a filter that enforces."""
     if rules is None:
         return True
-    matched = any(any(permission(p, req) for p in pol.get("permissions", ()))
-                  and any(principal(p, req) for p in pol.get("principals", ()))
-                  for pol in rules.get("policies", {}).values())
+    if why is not None:
+        names = matching_policies(rules, req)
+        why.append((rules.get("action", "ALLOW"), tuple(names)))
+        matched = bool(names)
+    else:
+        matched = any(any(permission(p, req) for p in pol.get("permissions", ()))
+                      and any(principal(p, req) for p in pol.get("principals", ()))
+                      for pol in rules.get("policies", {}).values())
     action = rules.get("action", "ALLOW")
     if action == "ALLOW":
         return matched
@@ -788,12 +801,15 @@ class EnvoyModel:
     def _filters(self, hcm: dict):
         return [(f["name"], f.get("typed_config", {})) for f in hcm.get("http_filters", ())]
 
-    def decide(self, request, key_draw: int | None = None, response=SAMPLE_RESPONSE) -> Decision:
+    def decide(self, request, key_draw: int | None = None, response=SAMPLE_RESPONSE,
+               why: list | None = None) -> Decision:
+        """`why`, when given, gets one (action, matching policy names) per RBAC filter an inbound
+        request went through, in order (`rbac_allows`)."""
         if request.kind == "inbound":
-            return self._inbound(request)
+            return self._inbound(request, why)
         return self._outbound(request, key_draw, response)
 
-    def _inbound(self, request) -> Decision:
+    def _inbound(self, request, why: list | None = None) -> Decision:
         tls = request.caller is not None
         chain = self._chain(tls)
         # no chain; a plaintext caller of a TLS chain (the handshake fails); a TLS caller of a
@@ -825,7 +841,7 @@ class EnvoyModel:
                 per = (route or {}).get("typed_per_filter_config", {}).get(name)
                 if per is not None:
                     rules = per.get("rbac", {}).get("rules")
-                if not rbac_allows(rules, req):
+                if not rbac_allows(rules, req, why):
                     return Decision("inbound", status=403, body=BODY_RBAC)
             elif t == ROUTER_TYPE:
                 break

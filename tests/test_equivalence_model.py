@@ -26,11 +26,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from compiler.verify.native import NativeModel
 from envoy_eval.decisions import Decision, diff, side_by_side
 from envoy_eval.evaluator import EnvoyModel, canonical_path, merge_slashes, normalize, simple_atoi_u64
 from tests.equivalence import tally
 from tests.equivalence.compile import compile_text
-from tests.equivalence.native_model import NativeModel
 from tests.equivalence.policies import CALLERS, CLIENT_ID, FORGED_XFCC, XFCC, GenPolicy, GenRequest, cases, host_service
 
 NIGHTLY = os.environ.get("MESHC_EQUIVALENCE") == "nightly"

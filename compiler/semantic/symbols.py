@@ -31,6 +31,7 @@ class Context:
     # by (kind, qualified name): `("retry", "std.idempotent")`; kinds have separate namespaces
     policies: dict[tuple[str, str], ast.Policy] = field(default_factory=dict)
     mesh: ast.Mesh | None = None
+    tests: list[ast.Test] = field(default_factory=list)     # policy tests, in program order
     # Lowered pieces shared by the checks and the lowering, keyed by id() of the AST node
     # (nodes live as long as the context; their deep hashes would cost more than the work).
     # Each kind of key has its own kind of value (compiler/semantic/conditions.py).
@@ -129,6 +130,9 @@ def build_context(program: Program, diags: Collector) -> Context:
                 qualified = ("std." if std else "") + item.name.value
                 _declare(ctx, ctx.policies, ast.Lit(qualified, item.name.span), item, f"{item.kind} policy",
                          key=(item.kind, qualified))
+            elif isinstance(item, ast.Test):
+                if not std:
+                    ctx.tests.append(item)
             elif isinstance(item, ast.Mesh):
                 if ctx.mesh is not None:
                     diags.add("E0202", "the mesh block is declared twice", item.span,

@@ -10,6 +10,7 @@ from compiler.semantic.checks.authz import check_authorization
 from compiler.semantic.checks.names import check_name_lengths, check_references
 from compiler.semantic.checks.resilience import check_retries
 from compiler.semantic.checks.routes import check_routes
+from compiler.semantic.checks.tests import check_tests
 from compiler.semantic.checks.values import check_values
 from compiler.semantic.symbols import Context
 
@@ -20,6 +21,7 @@ CHECKS = (
     check_routes,        # timeouts, unreachable routes, services without routes (E04xx, W04xx)
     check_retries,       # retry safety and budgets (W05xx)
     check_authorization,  # rules that can never apply or have no effect (W06xx)
+    check_tests,         # policy tests name what exists (E08xx, W08xx)
 )
 
 

@@ -1,5 +1,7 @@
 """The native proxy's decisions for one request, made by the function the running proxy uses.
 
+Run by `meshc test` (compiler/verify/run.py) and by the equivalence suite's model layer.
+
 `NativeModel(compiled)` loads `Compiled.native` as the proxy loads its file (pydantic in strict
 JSON mode, then `loading.semantic_errors`) and compiles it into the proxy's table
 (`table.compile_config`). `decide` then asks the proxy's one request decision,
@@ -17,6 +19,7 @@ re-implemented here: this module only turns the proxy's decision into the suite'
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httptools
 
@@ -60,7 +63,7 @@ class _Head:
         self.max_count = max_count    # on_header stops the parser past it (431 in the proxy)
         self.too_large = False
         self.url = b""
-        self.raw = []
+        self.raw: list[tuple[bytes, bytes]] = []
         self.parsing = None
         self.done = False
 
@@ -137,7 +140,10 @@ class NativeModel:
             raise ValueError("the native config does not load: " + "; ".join(errors))
         self.table = compile_config(data)
 
-    def decide(self, request, key_draw: int | None = None, response=SAMPLE_RESPONSE) -> Decision:
+    def decide(self, request, key_draw: int | None = None, response=SAMPLE_RESPONSE,
+               why: dict | None = None) -> Decision:
+        """`why`, when given, gets `rule` (inbound: the authorization rule that decided, None for
+        the default) and `split` (outbound: the subset a split picked and how)."""
         kind = request.kind
         inbound = kind == "inbound"
         source = xfcc = None
@@ -160,6 +166,9 @@ class NativeModel:
         explanation = Explanation()
         high = decide_request(self.table, head, Draws(_ALMOST_ONE, _ALMOST_ONE, key_draw or 0, _ALMOST_ONE, b"-"),
                               explanation)
+        if why is not None:
+            why["rule"] = high.rule
+            why["steps"] = explanation.steps
         if high.route is None:
             if high.status:
                 return Decision(kind, status=high.status, body=high.body.decode())
@@ -173,17 +182,18 @@ class NativeModel:
             [(route.mirror.subset.cluster, route.mirror.percent)])
         f = route.fault
         fault = None if f is None else canonical_fault(f.delay_ms, f.delay_percent, f.abort_status, f.abort_percent)
-        common = {"route": f"{high.service}/{route.name}", "timeout_ms": route.timeout_ms, "retry": retry,
-                  "fault": fault, "mirror": mirror}
+        common: dict[str, Any] = {"route": f"{high.service}/{route.name}", "timeout_ms": route.timeout_ms,
+                                  "retry": retry, "fault": fault, "mirror": mirror}
         if high.status:        # aborted even with the highest draw: a certain abort
             return Decision(kind, status=high.status, body=high.body.decode(), fault_random=False, **common)
         common["fault_random"] = low.status != 0
         cluster, candidates = high.cluster, None
         split = next((s for s in explanation.steps if s.what == "split"), None)
         if split is not None and key_draw is None and split.detail == "by the random draw":
-            cluster, candidates = canonical_pick(t.subset.cluster for t in route.split.targets if t.weight > 0)
+            targets = route.split.targets if route.split is not None else ()
+            cluster, candidates = canonical_pick(t.subset.cluster for t in targets if t.weight > 0)
         upstream = visible_request_headers(_headers_of(high))
-        lines = response_lines(route, upstream_lines(response), ())
+        lines = response_lines(route, upstream_lines(response), [])
         return Decision(kind, cluster=cluster, candidates=candidates, path=_target_of(high),
                         upstream_headers=upstream, response_headers=_latin1_pairs(lines), **common)
 
