@@ -42,7 +42,15 @@ COMPILER_LAYERS: dict[str, set[str]] = {
                          "compiler.ca"},
     "compiler.tooling": {"compiler.core", "compiler.language", "compiler.syntax", "compiler.semantic",
                          "compiler.lower", "compiler.ir", "compiler.backends", "compiler.api", "compiler.sharding"},
+    # `meshc test` (compiler/verify): the compile API and what it returns, and, alone in the compiler
+    # besides the CLI, the proxy's decisions (VERIFY_PROXY) and the independent Envoy evaluator.
+    "compiler.verify": {"compiler.core", "compiler.language", "compiler.syntax", "compiler.semantic",
+                        "compiler.lower", "compiler.ir", "compiler.backends", "compiler.api", "compiler.sharding"},
 }
+# What `meshc test` runs of the proxy: its request decision, its config contract and loading, and
+# the HTTP/1 head callbacks of its downstream connection (so that a test's request is parsed as
+# the proxy parses it); and, with --live, the proxy itself as a process.
+VERIFY_PROXY = ("runtime_proxy.decide", "runtime_proxy.config", "runtime_proxy.net.server")
 # What a backend may use of the core: the shared diagnostic types, nothing of the front end.
 BACKEND_CORE = {"compiler.core.diagnostics", "compiler.core.source"}
 
@@ -118,12 +126,23 @@ def test_compiler_layers_import_only_the_layers_below():
         allowed = COMPILER_LAYERS[layer] | {layer, "compiler"}
         for m in ours(imported_modules(path)):
             if m.split(".")[0] == "runtime_proxy":
+                if layer == "compiler.verify" and (m == "runtime_proxy" or m.startswith(VERIFY_PROXY)):
+                    continue
                 raise AssertionError(f"{here} imports the proxy ({m}): only the CLI may start it")
             target = layer_of(m, list(COMPILER_LAYERS) + ["compiler.cli"])
             assert target is None or target in allowed, f"{here} ({layer}) imports {m} ({target})"
             if layer == "compiler.backends" and target == "compiler.core":
                 assert m in BACKEND_CORE, f"{here}: a backend uses {m} of the core (only diagnostics may be)"
     assert checked > 50
+
+
+def test_only_the_cli_imports_meshc_test_and_the_evaluator_is_reached_through_it():
+    for path in python_files("compiler"):
+        here = module_name(path)
+        imported = imported_modules(path)
+        if not here.startswith(("compiler.cli", "compiler.verify")):
+            bad = {m for m in imported if m.startswith("compiler.verify") or m.split(".")[0] == "envoy_eval"}
+            assert not bad, f"{here} imports {bad}: only `meshc test` (the CLI) runs the tests"
 
 
 def test_nothing_below_the_cli_imports_it():
