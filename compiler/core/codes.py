@@ -173,9 +173,11 @@ CODES: dict[str, Code] = _registry(
               "retries and mirrors are decided by the caller's sidecar. A request `from identity` or `from "
               "unauthenticated` comes from outside the mesh and meets the destination's authorization alone, so "
               "only `status`, `denied_by` and `allowed_by` apply to it."),
-    ("E0809", "not an HTTP status", "`status` takes a code from 100 to 599."),
+    ("E0809", "not an HTTP status", "`status` takes a code from 100 to 599, or 0 for a connection the "
+              "destination refuses (a caller without a certificate at a `strict` listener)."),
     ("E0810", "unknown route", "`route SERVICE.ROUTE` names a route of the destination's `routes` block; the "
-              "block has no route of that name, the service has no routes block, or it is another service's."),
+              "block has no route of that name, the service has no routes block (its one route is then "
+              "`SERVICE.default`), or it is another service's."),
     ("E0811", "unknown authorization rule", "`denied_by authorization SERVICE.RULE` (or `allowed_by`) names a rule "
               "of the service's authorization block as the targets name it (`use` sets as `SET.RULE`, for example "
               "`std.allow_health_checks.healthz`), or `SERVICE.default` for the block's default."),

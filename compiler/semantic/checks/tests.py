@@ -90,9 +90,10 @@ def _check_expectation(ctx: Context, ex: ast.Expectation, dest: str | None) -> N
     kind = ex.kind
     if kind == "status":
         code = ex.values[0]
-        if not 100 <= code.value <= 599:
+        if not (100 <= code.value <= 599 or code.value == 0):
             ctx.diags.add("E0809", f"`{code.value}` is not an HTTP status", code.span,
-                          hint="statuses are 100 to 599 (403 denied, 404 no route, 503 no endpoint, a fault's abort)")
+                          hint="statuses are 100 to 599 (403 denied, 404 no route, 503 no endpoint, a fault's "
+                               "abort), or 0: the destination refused the connection")
     elif kind == "route":
         ref: ast.Ref = ex.values[0]
         service = ref.scope or dest
@@ -101,9 +102,12 @@ def _check_expectation(ctx: Context, ex: ast.Expectation, dest: str | None) -> N
             ctx.diags.add("E0810", f"route `{ref}` belongs to `{service}`, but the request goes to `{dest}`",
                           ref.span, hint=f"name a route of `routes {dest}`")
         elif block is None:
-            if service and ("routes", service) not in ctx.broken:
+            if service in ctx.services and ref.name == "default":
+                pass    # the implicit route of a service without a routes block
+            elif service and ("routes", service) not in ctx.broken:
                 ctx.diags.add("E0810", f"service `{service}` has no routes block", ref.span,
-                              hint=did_you_mean(service, ctx.routes))
+                              hint=did_you_mean(service, ctx.routes)
+                              or f"its one route is the implicit `{service}.default`")
         else:
             names = [r.name.value for r in block.routes]
             if ref.name not in names:
