@@ -536,7 +536,9 @@ class Builder:
     ex_allowed_by = ex_denied_by
 
     def ref_list(self, c):
-        return self._items(c, [x for x in self.body(c) if isinstance(x, ast.Ref)])
+        refs = [x for x in c if isinstance(x, ast.Ref)] + [x for x in self.body(c) if isinstance(x, ast.Ref)]
+        refs.sort(key=lambda r: r.span.start)
+        return self._items(c, refs)
 
     def dotted(self, c):
         toks = [c[0]] + (c[1] if len(c) > 1 else [])

@@ -312,6 +312,21 @@ KEYWORDS: dict[str, str] = {
     "policy": "`policy retry|outlier|limits|retry_budget|rules NAME { … }`: a named block, referenced by name; "
               "kinds have separate namespaces (§15)",
     "rules": "`policy rules NAME { allow … deny … }`: a rule set for `use` in authorization blocks (§15)",
+    "test": "`test \"NAME\" { request { … } expect { … } }`: a policy test, run by `meshc test` through both "
+            "targets; the compiled policy ignores it (§20, docs/testing.md)",
+    "request": "a test's request: `from service NAME | identity \"SPIFFE-ID\" | unauthenticated`, "
+               "`METHOD \"http://SERVICE/PATH\"`, `header \"NAME\" \"VALUE\"` (§20)",
+    "expect": "a test's expectations: `status`, `route`, `to`, `path`, `request_header`, `response_header`, "
+              "`timeout`, `retries`, `mirror`, `denied_by`, `allowed_by` (§20)",
+    "unauthenticated": "`from unauthenticated`: a test's caller without a certificate (plaintext) (§20)",
+    "status": "`status CODE`: the status the caller gets (a local reply, 403, or 200 from the application; "
+              "0: the connection refused) (§20)",
+    "request_header": "`request_header \"NAME\" \"VALUE\" | present | absent`: a header line of the request "
+                      "the destination gets (§20)",
+    "response_header": "`response_header \"NAME\" \"VALUE\" | present | absent`: a header of the response after "
+                       "the route's changes (§20)",
+    "denied_by": "`denied_by authorization SERVICE.RULE | SERVICE.default`: the rule that denied the request (§20)",
+    "allowed_by": "`allowed_by authorization SERVICE.RULE | SERVICE.default`: the rule that allowed it (§20)",
 }
 # Settings, settings blocks and the other defaulted words: generated from their one description.
 KEYWORDS.update(hover_docs())
