@@ -44,8 +44,10 @@ COMPILER_LAYERS: dict[str, set[str]] = {
                          "compiler.lower", "compiler.ir", "compiler.backends", "compiler.api", "compiler.sharding"},
     # `meshc test` (compiler/verify): the compile API and what it returns, and, alone in the compiler
     # besides the CLI, the proxy's decisions (VERIFY_PROXY) and the independent Envoy evaluator.
+    # `ca`: the throw-away CA of `--live` (compiler/verify/live.py only).
     "compiler.verify": {"compiler.core", "compiler.language", "compiler.syntax", "compiler.semantic",
-                        "compiler.lower", "compiler.ir", "compiler.backends", "compiler.api", "compiler.sharding"},
+                        "compiler.lower", "compiler.ir", "compiler.backends", "compiler.api", "compiler.sharding",
+                        "compiler.ca"},
 }
 # What `meshc test` runs of the proxy: its request decision, its config contract and loading, and
 # the HTTP/1 head callbacks of its downstream connection (so that a test's request is parsed as

@@ -77,6 +77,8 @@ class Hop:
     envoy_rules: tuple[str, ...] = ()          # inbound: what Envoy's RBAC matched ("default": nothing)
     split: str | None = None                   # outbound: the subset a split picked and how
     steps: tuple = ()                          # the native decision's explanation (decide/explain.py)
+    service: str = ""                          # the service whose sidecar decides this hop
+    caller_service: str | None = None          # inbound: the caller's service, when it has a sidecar
 
 
 @dataclass
@@ -214,7 +216,8 @@ def _run_one(ir, planes: Planes, outcome: Outcome, case: Case) -> None:
             why: dict = {}
             native = planes.native[caller].decide(out_req, why=why)
             envoy = planes.envoy[caller].decide(out_req)
-            out_hop = Hop(f"outbound at {caller}'s sidecar", out_req, native, envoy, steps=tuple(why.get("steps", ())))
+            out_hop = Hop(f"outbound at {caller}'s sidecar", out_req, native, envoy, steps=tuple(why.get("steps", ())),
+                          service=caller)
             split = next((s for s in why.get("steps", ()) if s.what == "split"), None)
             if split is not None:
                 out_hop.split = f"{split.outcome} {split.detail}"
@@ -253,7 +256,8 @@ def _run_one(ir, planes: Planes, outcome: Outcome, case: Case) -> None:
     except Unsupported as err:
         _fail(outcome, "E0821", f"the Envoy evaluator cannot decide this request: {err}", case.span)
         return
-    hop = Hop(f"inbound at {dest}'s sidecar", in_req, native, envoy)
+    hop = Hop(f"inbound at {dest}'s sidecar", in_req, native, envoy, service=dest,
+              caller_service=case.caller if case.caller_kind == "service" else None)
     hop.rule = why.get("rule") or "default"
     hop.envoy_rules = _envoy_decider(envoy, envoy_why)
     outcome.hops.append(hop)
