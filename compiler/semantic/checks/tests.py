@@ -48,10 +48,10 @@ def check_tests(ctx: Context) -> None:
 def _check_test(ctx: Context, test: ast.Test) -> None:
     req = test.request
     if req is None or req.method is None or req.url is None or not req.caller_kind:
-        missing = ("a `request { … }` block" if req is None else
-                   "its caller (`from service NAME`, `from identity \"…\"` or `from unauthenticated`)"
-                   if not req.caller_kind else "a request line such as `GET \"http://SERVICE/PATH\"`")
-        ctx.diags.add("E0801", f"test `{test.name.value}` has no {missing}", test.name.span,
+        missing = ("has no `request { … }` block" if req is None else
+                   "names no caller (`from service NAME`, `from identity \"…\"` or `from unauthenticated`)"
+                   if not req.caller_kind else "has no request line, such as `GET \"http://SERVICE/PATH\"`")
+        ctx.diags.add("E0801", f"test `{test.name.value}` {missing}", test.name.span,
                       hint='write `request { from service CALLER  GET "http://SERVICE/PATH" }`')
         return
     if not test.expect:
