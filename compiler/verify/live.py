@@ -42,6 +42,9 @@ from compiler.core.diagnostics import Diagnostic
 from envoy_eval.decisions import REFUSED
 
 START_TIMEOUT = 30.0
+# The header naming the backend that answered (a HEAD answer has no body): a name no policy is
+# expected to change; the body's `backend` comes first.
+BACKEND_HEADER = "x-meshc-test-backend"
 REQUEST_TIMEOUT = 10.0
 
 
@@ -86,7 +89,7 @@ class _Handler(BaseHTTPRequestHandler):
                            "headers": [[n.lower(), v] for n, v in self.headers.items()]}).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
-        self.send_header("x-backend", self.server.label)
+        self.send_header(BACKEND_HEADER, self.server.label)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD":
@@ -342,12 +345,13 @@ def send(port: int, method: str, target: str, host: str, headers, tls: ssl.SSLCo
         conn.close()
     except (OSError, http.client.HTTPException):
         return Seen(REFUSED)
-    backend = resp.getheader("x-backend")
+    backend = resp.getheader(BACKEND_HEADER)
     path = None
     if backend is not None and method != "HEAD":
         try:
-            path = json.loads(body)["path"]
-        except (ValueError, KeyError):
+            echo = json.loads(body)
+            backend, path = echo["backend"], echo["path"]
+        except (ValueError, KeyError, TypeError):
             pass
     return Seen(resp.status, backend, path)
 

@@ -169,8 +169,17 @@ def run_tests(comp) -> Report:
     ctx, ir = comp.context, comp.ir
     tests = list(ctx.tests)
     cases = [case_of(t) for t in tests]
+    destinations = {c.destination for c in cases}
+    # a route may send a destination's requests to another service: its sidecar decides them then
+    by_name = {svc.name: svc for svc in ir.services}
+    for name in list(destinations):
+        for route in by_name[name].routes if name in by_name else ():
+            if route.to is not None:
+                destinations.add(route.to.service)
+            if route.split is not None:
+                destinations.update(t.service for t in route.split.targets)
     needed = sorted({c.caller for c in cases if c.caller_kind == "service" and c.caller is not None}
-                    | {c.destination for c in cases})
+                    | destinations)
     planes = Planes(comp, needed) if needed else None
     outcomes = []
     for t, case in zip(tests, cases):
@@ -350,7 +359,7 @@ def _check(ex: ast.Expectation, outcome: Outcome, services, out: Decision | None
             return f"expected the request to be {kind.replace('_by', '')} by `{want}`, but it never reached " \
                    f"authorization (status {_show_status(outcome.status)})"
         denied = in_hop.native.status == 403
-        got = f"{in_hop.request.host.split(':')[0].split('.')[0]}.{in_hop.rule}"
+        got = f"{in_hop.service}.{in_hop.rule}"
         if (kind == "denied_by") != denied:
             return f"expected {kind.replace('_', ' ')} `{want}`, but it was {'denied' if denied else 'allowed'} " \
                    f"by `{got}`"

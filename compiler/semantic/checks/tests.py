@@ -33,6 +33,18 @@ def rule_names(ctx: Context, authz: ast.Authorization) -> list[str]:
     return [name for _, name, _ in expand_rules(ctx, authz)]
 
 
+def _sent_to(ctx: Context, dest: str) -> set[str]:
+    """The services the routes of `dest` send requests to (their sidecars decide those requests)."""
+    out = set()
+    block = ctx.routes.get(dest)
+    for route in block.routes if block is not None else ():
+        if route.to is not None:
+            out.add(route.to.scope or route.to.name)
+        if route.split is not None:
+            out.update(e.target.scope or e.target.name for e in route.split.entries)
+    return out
+
+
 def check_tests(ctx: Context) -> None:
     seen: dict[str, ast.Test] = {}
     for test in ctx.tests:
@@ -136,6 +148,6 @@ def _check_expectation(ctx: Context, ex: ast.Expectation, dest: str | None) -> N
                 ctx.diags.add("E0811", f"authorization `{service}` has no rule `{rule}`", lit.span,
                               hint=did_you_mean(rule, names + ["default"])
                               or "rules: " + ", ".join(f"`{n}`" for n in names + ["default"]))
-        if dest is not None and service != dest and authz is not None:
+        if dest is not None and service != dest and authz is not None and service not in _sent_to(ctx, dest):
             ctx.diags.add("E0812", f"`{lit.value}` is a rule of `{service}`, but the request goes to `{dest}`",
                           lit.span, hint=f"the destination's own rules decide: name one of `authorization {dest}`")
