@@ -10,12 +10,14 @@ import json
 
 class EnvoyFiles:
     """`files`: relative path -> content (a link already replaced by a copy of its target);
-    `sidecar`: the service whose bootstrap `SIDECAR.envoy.json` starts the reading."""
+    `sidecar`: the service whose bootstrap `SIDECAR.envoy.json` starts the reading; `parsed`: a
+    cache of parsed files, which the sidecars of one program may share (their scopes' route and
+    cluster files are shared files). The evaluator only reads what it is given."""
 
-    def __init__(self, files: dict[str, bytes], sidecar: str):
+    def __init__(self, files: dict[str, bytes], sidecar: str, parsed: dict[str, dict] | None = None):
         self.files = files
         self.sidecar = sidecar
-        self._cache: dict[str, dict] = {}
+        self._cache: dict[str, dict] = {} if parsed is None else parsed
 
     def json(self, rel: str) -> dict:
         found = self._cache.get(rel)

@@ -13,10 +13,11 @@ to the expectations (E0820 for each that does not hold).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from compiler.core.diagnostics import Diagnostic
 from compiler.core.source import Span
@@ -131,11 +132,12 @@ class Planes:
         files = dict(envoy.files)
         for rel, link in envoy.links.items():
             files[rel] = envoy.files[os.path.normpath(os.path.join(os.path.dirname(rel), link.target))]
-        self.configs = {s: json.loads(native.files[f"{s}.native.json"]) for s in services}
+        self.configs = {s: orjson.loads(native.files[f"{s}.native.json"]) for s in services}
         self.native = {} if self.diagnostics else {
             s: NativeModel(_Compiled(self.configs[s]), validate=False) for s in services}
+        parsed: dict[str, dict] = {}     # the files the sidecars share are parsed once
         self.envoy = {} if self.diagnostics else {
-            s: EnvoyModel(EnvoyFiles(files, s), own_uri=self.configs[s]["identity"]) for s in services}
+            s: EnvoyModel(EnvoyFiles(files, s, parsed), own_uri=self.configs[s]["identity"]) for s in services}
 
 
 class _Compiled:
