@@ -178,7 +178,7 @@ def test_generated_policies_with_generated_tests_agree_live(case):
     assert [d.message for o in first.outcomes for d in o.failures] == []   # the two models agree
     tests = "".join(block_of(i, r, expectations(o)) for i, (r, o) in enumerate(zip(requests, first.outcomes)))
     model, found = live_failures([api.Text("generated.mesh", text), api.Text("generated_test.mesh", tests)])
-    tally.add(policies=1, requests=len(requests))
+    tally.add(policies=1, requests=len(requests), mtls_requests=sum(r.caller is not None for r in requests))
     if model or found:
         tally.add(disagreements=1)
     assert model == [], "\n".join(model) + "\n--- policy:\n" + text + "\n--- tests:\n" + tests
