@@ -400,3 +400,20 @@ def test_the_models_head_callbacks_do_what_the_proxys_do():
                 seen.append((head.url, list(head.raw), head.too_large))
             assert seen[0] == seen[1], data
     assert seen[0][2] is False and len(seen[0][1]) == 9
+
+
+def test_the_language_server_goes_from_a_test_to_what_it_names():
+    from compiler.tooling.lsp.analysis import analyse_document, definition, path_to_uri
+
+    path = os.path.join(EXAMPLES, "canary_test.mesh")
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    analysis = analyse_document(path_to_uri(path), text)
+    found = {}
+    for word in ("frontend", "recommendations.v2"):
+        offset = text.index(word) + len(word) - 1
+        where = definition(analysis, offset)
+        assert where is not None, word
+        found[word] = (os.path.basename(where[0]), where[1])
+    assert found["frontend"][0] == "shop.mesh"
+    assert found["recommendations.v2"][0] == "canary.mesh"

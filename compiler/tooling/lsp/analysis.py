@@ -187,6 +187,14 @@ def _references(analysis: Analysis) -> list[Reference]:
             add(item.name.span, "policy", (item.kind, item.name.value))
             if item.kind == "rules":
                 rules(item.body)
+        elif isinstance(item, ast.Test):
+            req = item.request
+            if req is not None and req.caller_kind == "service" and req.caller is not None:
+                add(req.caller.span, "service", req.caller.value)
+            for ex in item.expect:
+                if ex.kind in ("to", "to_any") or (ex.kind == "mirror" and ex.values):
+                    for ref in ex.values[:None if ex.kind != "mirror" else 1]:
+                        destination(ref)
     out.sort(key=lambda r: (r.start, r.end))
     return out
 
