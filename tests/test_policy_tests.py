@@ -336,6 +336,14 @@ def test_junit_output(tmp_path):
     assert cases["u"].find("failure") is None
 
 
+def test_junit_output_of_a_program_with_errors(tmp_path):
+    code, out, err = run_cli(["test", "--output-format", "junit",
+                              *write_program(tmp_path, FAILING.replace("productpage", "nobody"))])
+    assert code == 1 and "E0803" in err
+    failure = ET.fromstring(out).find("testsuite/testcase/failure")
+    assert failure is not None and failure.get("type") == "E0803"
+
+
 def test_sarif_output(tmp_path):
     code, out, _ = run_cli(["test", "--output-format", "sarif", *write_program(tmp_path, FAILING)])
     assert code == 1

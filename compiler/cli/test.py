@@ -35,8 +35,11 @@ def test_command(files: list[str], args) -> int:
     comp = api.compile(files)
     fmt = args.output_format
     if comp.has_errors:
+        if fmt == "junit":     # a report the CI system can still read: the program as one failed case
+            print(render_junit_errors([d for d in comp.diagnostics if d.severity == "error"]))
         print_diagnostics(comp.diagnostics, "sarif" if fmt == "sarif" else "json" if fmt == "json" else "human",
-                          args.color)
+                          args.color, json_stream=sys.stdout if fmt != "junit" else None,
+                          quiet=fmt == "junit")
         return EXIT_INPUT
     report = run_tests(comp)
     if live is not None:
@@ -144,6 +147,21 @@ def render_json(report, warnings, fail_under) -> str:
             "summary": {"tests": len(report.outcomes), "passed": len(report.outcomes) - len(report.failed),
                         "failed": len(report.failed)}}
     return json.dumps(data, indent=2, sort_keys=True)
+
+
+def render_junit_errors(errors) -> str:
+    """JUnit XML for a program that does not check: one failed case, one failure per error."""
+    from xml.sax.saxutils import escape, quoteattr
+
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>',
+             '<testsuites name="meshc test" tests="1" failures="1" errors="0">',
+             '  <testsuite name="meshc test" tests="1" failures="1" errors="0" skipped="0">',
+             '    <testcase name="the program checks" classname="meshc check">']
+    for d in errors:
+        text = f"{_where(d.span)}: {d.message}" + (f"\nhint: {d.hint}" if d.hint else "")
+        lines.append(f"      <failure type={quoteattr(d.code)} message={quoteattr(d.message)}>{escape(text)}</failure>")
+    lines += ["    </testcase>", "  </testsuite>", "</testsuites>"]
+    return "\n".join(lines)
 
 
 def render_junit(report) -> str:
