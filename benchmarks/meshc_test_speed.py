@@ -7,7 +7,7 @@ it, emits both targets' files for the sidecars the tests need, and decides every
 test twice (the native proxy's decision function, the Envoy evaluator): 57 tests on the
 examples. Run it from an installed copy, as users run meshc:
 
-    python -m venv /tmp/v && /tmp/v/bin/pip install . && /tmp/v/bin/python benchmarks/test_vs_check.py
+    python -m venv /tmp/v && /tmp/v/bin/pip install . && /tmp/v/bin/python benchmarks/meshc_test_speed.py
 """
 
 from __future__ import annotations
