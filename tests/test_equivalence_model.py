@@ -5,7 +5,7 @@ the emitted Envoy JSON, on generated policies and many requests each, without so
   tests/equivalence/policies.py (`cases`), each policy compiled once, plus `EXTRA` requests per
   policy from a seeded generator (`fast_requests`, nastier paths, header values and hosts than
   the live layer can afford), every request decided by both models and compared field by field
-  (tests/equivalence/decisions.py). Inbound requests come from the generators' callers
+  (envoy_eval/decisions.py). Inbound requests come from the generators' callers
   (`policies.CALLERS`, each presenting a certificate with its SPIFFE ID) or from a plaintext
   caller, against the policy's mTLS mode. The CI profile makes over 20,000 decisions;
   `MESHC_EQUIVALENCE=nightly` makes ten times as many.
@@ -26,11 +26,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from compiler.verify.native import NativeModel
+from envoy_eval.decisions import Decision, diff, side_by_side
+from envoy_eval.evaluator import EnvoyModel, canonical_path, merge_slashes, normalize, simple_atoi_u64
 from tests.equivalence import tally
 from tests.equivalence.compile import compile_text
-from tests.equivalence.decisions import Decision, diff, side_by_side
-from tests.equivalence.envoy_model import EnvoyModel, canonical_path, merge_slashes, normalize, simple_atoi_u64
-from tests.equivalence.native_model import NativeModel
 from tests.equivalence.policies import CALLERS, CLIENT_ID, FORGED_XFCC, XFCC, GenPolicy, GenRequest, cases, host_service
 
 NIGHTLY = os.environ.get("MESHC_EQUIVALENCE") == "nightly"

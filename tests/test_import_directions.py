@@ -8,7 +8,7 @@ The compiler is a pipeline of layers, each of which may import only the layers b
     api, backends, ir (and what they import)  <  control  <  cli (`meshc serve` and `meshc status` only)
 
 The proxy never imports the compiler; its pure decisions never import its I/O; the independent
-evaluator of Envoy's configuration (today tests/equivalence/envoy_model.py) imports neither the
+evaluator of Envoy's configuration (the package envoy_eval, run by `meshc test`) imports neither the
 compiler nor the proxy, so that it checks both from the outside. And nothing imports in a circle.
 Every import counts, including the ones inside functions (made late for start-up time).
 """
@@ -48,7 +48,17 @@ COMPILER_LAYERS: dict[str, set[str]] = {
                         "compiler.lower", "compiler.ir", "compiler.backends", "compiler.api", "compiler.sharding"},
     "compiler.tooling": {"compiler.core", "compiler.language", "compiler.syntax", "compiler.semantic",
                          "compiler.lower", "compiler.ir", "compiler.backends", "compiler.api", "compiler.sharding"},
+    # `meshc test` (compiler/verify): the compile API and what it returns, and, alone in the compiler
+    # besides the CLI, the proxy's decisions (VERIFY_PROXY) and the independent Envoy evaluator.
+    # `ca`: the throw-away CA of `--live` (compiler/verify/live.py only).
+    "compiler.verify": {"compiler.core", "compiler.language", "compiler.syntax", "compiler.semantic",
+                        "compiler.lower", "compiler.ir", "compiler.backends", "compiler.api", "compiler.sharding",
+                        "compiler.ca"},
 }
+# What `meshc test` runs of the proxy: its request decision, its config contract and loading, and
+# the HTTP/1 head callbacks of its downstream connection (so that a test's request is parsed as
+# the proxy parses it); and, with --live, the proxy itself as a process.
+VERIFY_PROXY = ("runtime_proxy.decide", "runtime_proxy.config", "runtime_proxy.net.server")
 # What a backend may use of the core: the shared diagnostic types, nothing of the front end.
 BACKEND_CORE = {"compiler.core.diagnostics", "compiler.core.source"}
 
@@ -124,14 +134,24 @@ def test_compiler_layers_import_only_the_layers_below():
         allowed = COMPILER_LAYERS[layer] | {layer, "compiler"}
         for m in ours(imported_modules(path)):
             if m.split(".")[0] == "runtime_proxy":
-                if layer == "compiler.verify" and m.startswith("runtime_proxy.decide"):
-                    continue   # the same decision the proxy runs (docs/testing-assert.md)
+                if layer == "compiler.verify" and (m == "runtime_proxy" or m.startswith(VERIFY_PROXY)
+                                                   or m.startswith("runtime_proxy.decide")):
+                    continue   # the same decision and config contract the proxy runs
                 raise AssertionError(f"{here} imports the proxy ({m}): only the CLI may start it")
             target = layer_of(m, list(COMPILER_LAYERS) + ["compiler.cli"])
             assert target is None or target in allowed, f"{here} ({layer}) imports {m} ({target})"
             if layer == "compiler.backends" and target == "compiler.core":
                 assert m in BACKEND_CORE, f"{here}: a backend uses {m} of the core (only diagnostics may be)"
     assert checked > 50
+
+
+def test_only_the_cli_imports_meshc_test_and_the_evaluator_is_reached_through_it():
+    for path in python_files("compiler"):
+        here = module_name(path)
+        imported = imported_modules(path)
+        if not here.startswith(("compiler.cli", "compiler.verify")):
+            bad = {m for m in imported if m.startswith("compiler.verify") or m.split(".")[0] == "envoy_eval"}
+            assert not bad, f"{here} imports {bad}: only `meshc test` (the CLI) runs the tests"
 
 
 def test_nothing_below_the_cli_imports_it():
@@ -206,9 +226,11 @@ def test_the_config_contract_imports_no_io():
 
 
 def test_the_envoy_evaluator_imports_neither_the_compiler_nor_the_proxy():
-    path = os.path.join(ROOT, "tests", "equivalence", "envoy_model.py")
-    bad = {m for m in imported_modules(path) if m.split(".")[0] in ("compiler", "runtime_proxy")}
-    assert not bad, f"the independent Envoy evaluator imports {bad}"
+    paths = list(python_files("envoy_eval"))
+    assert paths, "the evaluator's package envoy_eval is missing"
+    for path in paths:
+        bad = {m for m in imported_modules(path) if m.split(".")[0] in ("compiler", "runtime_proxy", "tests")}
+        assert not bad, f"{path}: the independent Envoy evaluator imports {bad}"
 
 
 def test_no_import_cycles():

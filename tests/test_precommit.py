@@ -31,14 +31,24 @@ routes cart {
 }
 """
 BROKEN = "service b { port }\n"
+FAILING_TEST = """\
+import "cart.mesh"
+
+test "reads are retried" {
+  request { from service cart  GET "http://cart/items" }
+  expect { route cart.read  retries 3 }
+}
+"""
 
 
-def test_the_hooks_file_declares_the_three_hooks():
+def test_the_hooks_file_declares_the_four_hooks():
     with open(os.path.join(ROOT, ".pre-commit-hooks.yaml"), encoding="utf-8") as fh:
         hooks = {h["id"]: h for h in yaml.safe_load(fh)}
-    assert set(hooks) == {"meshc-fmt", "meshc-lint", "meshc-check"}
+    assert set(hooks) == {"meshc-fmt", "meshc-lint", "meshc-check", "meshc-test"}
     for hook in hooks.values():
-        assert hook["files"] == r"\.mesh$" and hook["language"] == "python"
+        # meshc-test gets the test files, each with the policies it imports
+        assert hook["files"] == (r"_test\.mesh$" if hook["id"] == "meshc-test" else r"\.mesh$")
+        assert hook["language"] == "python"
         assert hook["entry"].split()[0] == "meshc"
 
 
@@ -58,6 +68,7 @@ def test_pre_commit_runs_the_hooks_from_this_checkout(tmp_path):
     (repo / "messy.mesh").write_text(MESSY)
     (repo / "cart.mesh").write_text(RETRYING)
     (repo / "broken.mesh").write_text(BROKEN)
+    (repo / "cart_test.mesh").write_text(FAILING_TEST)
     (repo / "notes.txt").write_text("not a policy {\n")
     git("add", ".")
     proc = subprocess.run([sys.executable, "-m", "pre_commit", "try-repo", ROOT, "--all-files", "--color", "never"],
@@ -73,5 +84,7 @@ def test_pre_commit_runs_the_hooks_from_this_checkout(tmp_path):
     assert "L0201" in out and "cart.mesh:11:" in out
     assert "E0101" in out and "broken.mesh:1:" in out
     assert "notes.txt" not in out
-    for hook in ("meshc fmt", "meshc lint", "meshc check"):
+    # the test: cart's route retries twice, not three times; located at the expectation
+    assert "E0820" in out and "cart_test.mesh:5:" in out and "expected 3 retries, got 2" in out
+    for hook in ("meshc fmt", "meshc lint", "meshc check", "meshc test"):
         assert hook in out

@@ -85,6 +85,10 @@ def run(argv: list[str]) -> int:
         from compiler.cli.graph import graph
 
         return graph(files, args)
+    if args.command == "test":
+        from compiler.cli.test import test_command
+
+        return test_command(files, args)
     from compiler.cli.compile import check, compile_command
 
     if args.command == "check":

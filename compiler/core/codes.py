@@ -2,7 +2,8 @@
 
 Codes are grouped by hundreds: E01xx syntax, E02xx names and imports, E03xx values,
 E04xx routes and timeouts, E05xx resilience, E06xx authorization, E07xx target limitations (what a
-backend cannot express exactly; reported by `compile --emit envoy|native`, never by `check`). W-codes are warnings.
+backend cannot express exactly; reported by `compile --emit envoy|native`, never by `check`), E08xx policy
+tests (E0801-E0819 by `check`, E0820 and up by `meshc test` when it runs them). W-codes are warnings.
 """
 
 from __future__ import annotations
@@ -175,6 +176,44 @@ CODES: dict[str, Code] = _registry(
     ("W0703", "query condition that never holds under Envoy", "Envoy compares query parameters as they are sent, "
               "without percent-decoding. A name or value with a space, a control character, `#` or `&` (or a name with "
               "`=`) never appears as it is in a query string, so the condition never holds."),
+    # ---- policy tests (`test` blocks; E0820 and up are reported by `meshc test` when it runs them)
+    ("E0801", "incomplete test", "A `test` block needs a `request { … }` with a caller (`from service NAME`, `from "
+              "identity \"spiffe://…\"` or `from unauthenticated`) and a request line such as `GET "
+              "\"http://SERVICE/PATH\"`."),
+    ("E0802", "duplicate test name", "Two tests have the same name. A failure names its test, so each needs its own."),
+    ("E0803", "unknown caller", "`from service NAME` names a service the program does not declare: the request "
+              "would go through the sidecar of a service that does not exist."),
+    ("E0804", "caller identity is not a SPIFFE ID", "`from identity` takes a SPIFFE ID such as "
+              "`\"spiffe://shop.local/ns/web/sa/frontend\"`: the identity the caller's certificate carries."),
+    ("E0805", "not a request method", "The request line starts with a method in upper case (`GET`, `POST`, ...): "
+              "both targets answer a method in lower case with 400, so a test would never reach the policy."),
+    ("E0806", "not an http:// URL", "A test's URL is `http://HOST[:PORT][/PATH][?QUERY]`: the Host picks the "
+              "destination service and the path and query are matched after normalisation."),
+    ("E0807", "no service answers to the URL", "The first label of the URL's host names the destination "
+              "service (`http://reviews/…`, `http://reviews.shop:9080/…`); no service of the program has that name."),
+    ("E0808", "expectation that needs a sidecar", "Routes, destinations, forwarded paths and headers, timeouts, "
+              "retries and mirrors are decided by the caller's sidecar. A request `from identity` or `from "
+              "unauthenticated` comes from outside the mesh and meets the destination's authorization alone, so "
+              "only `status`, `denied_by` and `allowed_by` apply to it."),
+    ("E0809", "not an HTTP status", "`status` takes a code from 100 to 599, or 0 for a connection the "
+              "destination refuses (a caller without a certificate at a `strict` listener)."),
+    ("E0810", "unknown route", "`route SERVICE.ROUTE` names a route of the destination's `routes` block; the "
+              "block has no route of that name, the service has no routes block (its one route is then "
+              "`SERVICE.default`), or it is another service's."),
+    ("E0811", "unknown authorization rule", "`denied_by authorization SERVICE.RULE` (or `allowed_by`) names a rule "
+              "of the service's authorization block as the targets name it (`use` sets as `SET.RULE`, for example "
+              "`std.allow_health_checks.healthz`), or `SERVICE.default` for the block's default."),
+    ("E0812", "rule of another service", "The destination's own authorization decides a request: a rule of "
+              "another service can never be the one that did."),
+    ("E0820", "test failed", "`meshc test` ran the test's request through both targets (the native proxy's "
+              "decision function and the evaluator of the emitted Envoy configuration); they agree, and what they "
+              "decided differs from what the test expects. The message names the expectation and what happened."),
+    ("E0821", "the targets disagree on a test's request", "The native proxy's decision and the evaluator of the "
+              "emitted Envoy configuration (or, with `--live`, a real Envoy and a real native proxy) decided a "
+              "test's request differently. This is a bug of meshc, not of the policy: the message says which layer "
+              "differs and on what; please report it with the policy."),
+    ("W0801", "test without expectations", "A test with an empty `expect` block (or none) passes whenever both "
+              "targets agree on the request, whatever they decide."),
     # ---- lint rules (meshc lint only)
     ("L0101", "retries that outlast the route timeout", "Every try of the route at its per-try timeout, plus the "
               "longest backoffs between them, takes longer than the route timeout: the route timeout ends the request "

@@ -32,6 +32,7 @@ class Context:
     policies: dict[tuple[str, str], ast.Policy] = field(default_factory=dict)
     mesh: ast.Mesh | None = None
     asserts: list[ast.Assert] = field(default_factory=list)   # in program order (docs/testing-assert.md)
+    tests: list[ast.Test] = field(default_factory=list)     # policy tests, in program order
     # Lowered pieces shared by the checks and the lowering, keyed by id() of the AST node
     # (nodes live as long as the context; their deep hashes would cost more than the work).
     # Each kind of key has its own kind of value (compiler/semantic/conditions.py).
@@ -132,6 +133,9 @@ def build_context(program: Program, diags: Collector) -> Context:
                          key=(item.kind, qualified))
             elif isinstance(item, ast.Assert):
                 ctx.asserts.append(item)
+            elif isinstance(item, ast.Test):
+                if not std:
+                    ctx.tests.append(item)
             elif isinstance(item, ast.Mesh):
                 if ctx.mesh is not None:
                     diags.add("E0202", "the mesh block is declared twice", item.span,

@@ -293,7 +293,55 @@ class Assert(Node):
     span: Span = _span
 
 
-Item = Import | Mesh | Service | Routes | Authorization | Policy | Assert
+
+# ---- policy tests (`meshc test`; the compiled policy ignores them) --------------------------------
+
+@node
+class TestHeader(Node):
+    """`header NAME VALUE` of a test's request."""
+    name: Lit[str]
+    value: Lit[str]
+    span: Span = _span
+
+
+@node
+class TestRequest(Node):
+    """A test's request: who sends it (`from service X`, `from identity "…"`, `from
+    unauthenticated`, or nothing written), the method and URL, the headers."""
+    caller_kind: str                  # service | identity | unauthenticated | "" (not written)
+    caller: Lit[str] | None
+    method: Lit[str] | None
+    url: Lit[str] | None
+    headers: tuple[TestHeader, ...]
+    span: Span = _span
+
+
+@node
+class Expectation(Node):
+    """One expectation of a test: `kind` and its operands (Lit or Ref) as written.
+
+    status (Lit[int]) | route (Ref) | to (Ref) | to_any (Ref…) | path (Lit[str]) |
+    request_header, response_header (name, value; `test` exact | present | absent) |
+    timeout (Lit[int | None]) | retries (Lit[int]) | mirror (Ref, Lit[float] | None; none: ()) |
+    denied_by, allowed_by (Lit[str]: `SERVICE.RULE` or `SERVICE.default`)"""
+    kind: str
+    values: tuple[Any, ...]
+    test: str = ""
+    span: Span = _span
+
+
+@node
+class Test(Node):
+    """`test "NAME" { request { … } expect { … } }`."""
+    name: Lit[str]
+    request: TestRequest | None
+    expect: tuple[Expectation, ...]
+    span: Span = _span
+
+
+
+
+Item = Import | Mesh | Service | Routes | Authorization | Policy | Assert | Test
 
 
 @node

@@ -476,6 +476,108 @@ class Builder:
     def policy_rules(self, c):
         return ("rules", self.name(c[1]), tuple(self.body(c)), self.ends[c[-1]])
 
+    # ---- policy tests ------------------------------------------------------------------------------
+    def test_decl(self, c):
+        request = None
+        expect: list = []
+        for x in self.body(c):
+            if isinstance(x, ast.TestRequest):
+                if request is not None:
+                    self.diags.add("E0105", "`request` is written twice in a test", x.span,
+                                   hint="a test sends one request; write another test for another one")
+                else:
+                    request = x
+            else:
+                expect.extend(x)
+        return ast.Test(self.string(c[1]), request, tuple(expect), self.span(c))
+
+    def test_request(self, c):
+        caller_kind, caller = "", None
+        method = url = None
+        headers = []
+        for x in self.body(c):
+            if isinstance(x, ast.TestHeader):
+                headers.append(x)
+            elif x[0] == "line":
+                if method is not None:
+                    self.diags.add("E0105", "the request line is written twice in a test's request", x[3],
+                                   hint="a test sends one request")
+                else:
+                    method, url = x[1], x[2]
+            elif caller_kind:
+                self.diags.add("E0105", "`from` is written twice in a test's request", x[2],
+                               hint="a request has one caller")
+            else:
+                caller_kind, caller = x[0], x[1]
+        return ast.TestRequest(caller_kind, caller, method, url, tuple(headers), self.span(c))
+
+    def req_from_service(self, c):
+        return ("service", self.name(c[2]), self.span(c))
+
+    def req_from_identity(self, c):
+        return ("identity", self.string(c[2]), self.span(c))
+
+    def req_from_unauthenticated(self, c):
+        return ("unauthenticated", None, self.span(c))
+
+    def req_line(self, c):
+        return ("line", self.name(c[0]), self.string(c[1]), self.span(c))
+
+    def req_header(self, c):
+        return ast.TestHeader(self.string(c[1]), self.string(c[2]), self.span(c))
+
+    def test_expect(self, c):
+        return self.body(c)
+
+    def ex_status(self, c):
+        return ast.Expectation("status", (self.int_(c[1]),), "", self.span(c))
+
+    def ex_route(self, c):
+        return ast.Expectation("route", (c[1],), "", self.span(c))
+
+    def ex_to(self, c):
+        if isinstance(c[1], ast.Ref):
+            return ast.Expectation("to", (c[1],), "", self.span(c))
+        return ast.Expectation("to_any", tuple(c[1]), "", self.span(c))
+
+    def ex_path(self, c):
+        return ast.Expectation("path", (self.string(c[1]),), "", self.span(c))
+
+    def ex_request_header(self, c):
+        name = self.string(c[1])
+        if self.types[c[2]] == "STRING":
+            return ast.Expectation(self.vals[c[0]], (name, self.string(c[2])), "exact", self.span(c))
+        return ast.Expectation(self.vals[c[0]], (name,), self.vals[c[2]], self.span(c))
+
+    ex_response_header = ex_request_header
+
+    def ex_timeout(self, c):
+        value = None if self.types[c[1]] == "NONE" else self.duration(c[1]).value
+        return ast.Expectation("timeout", (ast.Lit(value, self.tok_span(c[1])),), "", self.span(c))
+
+    def ex_retries(self, c):
+        return ast.Expectation("retries", (self.int_(c[1]),), "", self.span(c))
+
+    def ex_mirror(self, c):
+        if not isinstance(c[1], ast.Ref):
+            return ast.Expectation("mirror", (), "", self.span(c))
+        pct = self.percent(c[2]) if len(c) > 2 else None
+        return ast.Expectation("mirror", (c[1], pct), "", self.span(c))
+
+    def ex_denied_by(self, c):
+        return ast.Expectation(self.vals[c[0]], (c[2],), "", self.span(c))
+
+    ex_allowed_by = ex_denied_by
+
+    def ref_list(self, c):
+        refs = [x for x in c if isinstance(x, ast.Ref)] + [x for x in self.body(c) if isinstance(x, ast.Ref)]
+        refs.sort(key=lambda r: r.span.start)
+        return self._items(c, refs)
+
+    def dotted(self, c):
+        toks = [c[0]] + (c[1] if len(c) > 1 else [])
+        return ast.Lit("".join(self.vals[x] for x in toks), self.span(c))
+
     def ref(self, c):
         if len(c) == 1:
             return ast.Ref(None, self.vals[c[0]], self.span(c))

@@ -48,7 +48,7 @@ _ITEM_HEAD = re.compile(r"\s*(service|routes|authorization|policy\s+[a-z_]+)\s+(
 _NAMED_ITEMS = ("service", "routes", "authorization")  # the items a reference may name
 # Compiled on first use (an error path): compiling a regex at import costs every `meshc check`.
 _TYPO_HEAD = r"\s*([A-Za-z_][A-Za-z0-9_-]*)\s+([A-Za-z_][A-Za-z0-9_-]*)\s*\{"
-_TOP_LEVEL = re.compile(r"^[ \t]*(?:import|mesh|service|routes|authorization|policy)\b", re.M)
+_TOP_LEVEL = re.compile(r"^[ \t]*(?:import|mesh|service|routes|authorization|policy|test)\b", re.M)
 
 # How terminals are named in messages: never a lark name such as __ANON_0 or COND.
 _DESCRIBE = {

@@ -497,9 +497,74 @@ def policy(node: ast.Policy) -> list[str]:
     return _braced(header, [Line(setting(s), s) for s in node.body.settings], node)
 
 
+# ---- policy tests ---------------------------------------------------------------------------------
+
+def test_request(node: ast.TestRequest) -> list[str]:
+    """The entries of a test's request: the caller, the request line, the headers."""
+    out = []
+    if node.caller_kind == "service" and node.caller is not None:
+        out.append(f"from service {name(node.caller)}")
+    elif node.caller_kind == "identity" and node.caller is not None:
+        out.append(f"from identity {string(node.caller.value)}")
+    elif node.caller_kind == "unauthenticated":
+        out.append("from unauthenticated")
+    if node.method is not None and node.url is not None:
+        out.append(f"{name(node.method)} {string(node.url.value)}")
+    out += [f"header {string(h.name.value)} {string(h.value.value)}" for h in node.headers]
+    return out
+
+
+def expectation(node: ast.Expectation) -> str:
+    kind, values = node.kind, node.values
+    if kind in ("status", "retries"):
+        return f"{kind} {integer(values[0].value)}"
+    if kind == "route":
+        return f"route {ref(values[0])}"
+    if kind == "to":
+        return f"to {ref(values[0])}"
+    if kind == "to_any":
+        return "to [" + ", ".join(ref(r) for r in values) + "]"
+    if kind == "path":
+        return f"path {string(values[0].value)}"
+    if kind in ("request_header", "response_header"):
+        operand = string(values[1].value) if node.test == "exact" else node.test
+        return f"{kind} {string(values[0].value)} {operand}"
+    if kind == "timeout":
+        return "timeout none" if values[0].value is None else f"timeout {duration(values[0].value)}"
+    if kind == "mirror":
+        if not values:
+            return "mirror none"
+        pct = f" {percent(values[1].value)}" if values[1] is not None else ""
+        return f"mirror {ref(values[0])}{pct}"
+    if kind in ("denied_by", "allowed_by"):
+        return f"{kind} authorization {values[0].value}"
+    raise ValueError(f"unknown expectation `{kind}`")
+
+
+def _entries(header: str, entries: list[str], nodes: list, node, width: int) -> list[str]:
+    """`header { a  b }` on one line if it fits in `width`, else one entry per line."""
+    if not entries:
+        return [Line(f"{header} {{ }}", node)]
+    line = f"{header} {{ " + SEP.join(entries) + " }"
+    if len(line) <= width:
+        return [Line(line, node)]
+    return _braced(header, [Line(text, n) for text, n in zip(entries, nodes)], node)
+
+
+def test(node: ast.Test) -> list[str]:
+    body: list[str] = []
+    width = MAX_WIDTH - len(INDENT)
+    if node.request is not None:
+        entries = test_request(node.request)
+        body += _entries("request", entries, [node.request] * len(entries), node.request, width)
+    expect = [expectation(e) for e in node.expect]
+    body += _entries("expect", expect, list(node.expect), node.expect[0] if node.expect else node, width)
+    return _braced(f"test {string(node.name.value)}", body, node)
+
+
 _ITEMS: dict[type, Callable] = {
     ast.Import: import_, ast.Mesh: mesh, ast.Service: service, ast.Routes: routes,
-    ast.Authorization: authorization, ast.Policy: policy, ast.Assert: assert_,
+    ast.Authorization: authorization, ast.Policy: policy, ast.Assert: assert_, ast.Test: test,
 }
 
 
@@ -536,7 +601,7 @@ _RENDER: dict[type, Callable] = {
     ast.Module: module, **_ITEMS, ast.Subset: subset, ast.Block: block, ast.Setting: setting,
     ast.Ref: ref, ast.Match: match, **_CONDITIONS, ast.SplitEntry: split_entry, ast.Split: split,
     ast.Mirror: mirror, ast.HeaderOp: header_op, ast.HeaderOps: header_ops, ast.Route: route,
-    ast.Rule: rule, ast.UseRules: use_rules,
+    ast.Rule: rule, ast.UseRules: use_rules, ast.Expectation: expectation,
 }
 
 

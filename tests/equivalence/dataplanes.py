@@ -55,10 +55,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from envoy_eval.decisions import REFUSED
+from envoy_eval.evaluator import EnvoyModel
 from tests.envoy_support import Envoy, free_port, terminate
 from tests.equivalence.compile import SIDECAR, Compiled, compile_text
-from tests.equivalence.decisions import REFUSED
-from tests.equivalence.envoy_model import EnvoyModel
 from tests.equivalence.identities import SessionCerts
 from tests.equivalence.policies import MATCH_HEADERS, RESPONSE_HEADERS, SET_HEADERS, XFCC, GenPolicy, GenRequest
 from tests.mtls_support import peer_id
@@ -545,7 +545,7 @@ class Compared:
     native: Observation
     problem: str | None          # None when the two agree
     model: str | None = None     # None when the model layer's Envoy evaluator predicted Envoy's observation
-    decision: object = None      # that prediction (tests/equivalence/decisions.Decision)
+    decision: object = None      # that prediction (envoy_eval/decisions.Decision)
 
 
 class Session:
@@ -677,7 +677,7 @@ def echo_response() -> tuple[tuple[str, str], ...]:
 
 
 def model_difference(policy: GenPolicy, d, o: Observation, head: bool = False) -> str | None:
-    """None when the model layer's Envoy evaluator (tests/equivalence/envoy_model.py) predicted
+    """None when the model layer's Envoy evaluator (envoy_eval/evaluator.py) predicted
     what the real Envoy did with the request: the local reply and its body, or the subset (one of
     the split's when the pick is random), the target and the policy's request and response
     headers. This is what keeps the fast layer's evaluator honest."""

@@ -11,6 +11,7 @@ from compiler.semantic.checks.authz import check_authorization
 from compiler.semantic.checks.names import check_name_lengths, check_references
 from compiler.semantic.checks.resilience import check_retries
 from compiler.semantic.checks.routes import check_routes
+from compiler.semantic.checks.tests import check_tests
 from compiler.semantic.checks.values import check_values
 from compiler.semantic.symbols import Context
 
@@ -22,6 +23,7 @@ CHECKS = (
     check_retries,       # retry safety and budgets (W05xx)
     check_authorization,  # rules that can never apply or have no effect (W06xx)
     check_asserts,       # asserts name one known destination and well-formed conditions (E085x)
+    check_tests,         # policy tests name what exists (E08xx, W08xx)
 )
 
 

@@ -194,6 +194,14 @@ def _references(analysis: Analysis) -> list[Reference]:
                 if isinstance(cond, ast.FromCond) and cond.kind == "service":
                     for value in cond.values:
                         add(value.span, "service", value.value)
+        elif isinstance(item, ast.Test):
+            req = item.request
+            if req is not None and req.caller_kind == "service" and req.caller is not None:
+                add(req.caller.span, "service", req.caller.value)
+            for ex in item.expect:
+                if ex.kind in ("to", "to_any") or (ex.kind == "mirror" and ex.values):
+                    for ref in ex.values[:None if ex.kind != "mirror" else 1]:
+                        destination(ref)
     out.sort(key=lambda r: (r.start, r.end))
     return out
 
@@ -323,8 +331,23 @@ KEYWORDS: dict[str, str] = {
               "every request, or refutes with a counterexample (§14.1, docs/testing-assert.md)",
     "never": "`assert never`: SERVICE's sidecar admits none of the requests the assert names (§14.1)",
     "always": "`assert always`: SERVICE's sidecar admits every request the assert names (§14.1)",
-    "unauthenticated": "`from unauthenticated` in an assert: a caller without a verified identity (§14.1)",
+    "unauthenticated": "`from unauthenticated`: a caller without a verified identity, in an assert (§14.1) or a "
+                       "test (plaintext, §20)",
     "any": "`from any` in an assert: every caller, with any identity or none (the default) (§14.1)",
+    "test": "`test \"NAME\" { request { … } expect { … } }`: a policy test, run by `meshc test` through both "
+            "targets; the compiled policy ignores it (§20, docs/testing.md)",
+    "request": "a test's request: `from service NAME | identity \"SPIFFE-ID\" | unauthenticated`, "
+               "`METHOD \"http://SERVICE/PATH\"`, `header \"NAME\" \"VALUE\"` (§20)",
+    "expect": "a test's expectations: `status`, `route`, `to`, `path`, `request_header`, `response_header`, "
+              "`timeout`, `retries`, `mirror`, `denied_by`, `allowed_by` (§20)",
+    "status": "`status CODE`: the status the caller gets (a local reply, 403, or 200 from the application; "
+              "0: the connection refused) (§20)",
+    "request_header": "`request_header \"NAME\" \"VALUE\" | present | absent`: a header line of the request "
+                      "the destination gets (§20)",
+    "response_header": "`response_header \"NAME\" \"VALUE\" | present | absent`: a header of the response after "
+                       "the route's changes (§20)",
+    "denied_by": "`denied_by authorization SERVICE.RULE | SERVICE.default`: the rule that denied the request (§20)",
+    "allowed_by": "`allowed_by authorization SERVICE.RULE | SERVICE.default`: the rule that allowed it (§20)",
 }
 # Settings, settings blocks and the other defaulted words: generated from their one description.
 KEYWORDS.update(hover_docs())

@@ -38,10 +38,11 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import re2
 
-from tests.equivalence.decisions import (
+from envoy_eval.decisions import (
     BODY_FAULT,
     BODY_RBAC,
     REFUSED,
@@ -166,7 +167,7 @@ _RE_CACHE: dict[str, object] = {}
 
 def re2_full(pattern: str, value: str) -> bool:
     """RE2 (UTF-8 mode, as Envoy builds it) full match of the bytes of `value`."""
-    rx = _RE_CACHE.get(pattern)
+    rx: Any = _RE_CACHE.get(pattern)
     if rx is None:
         rx = _RE_CACHE[pattern] = re2.compile(pattern.encode("utf-8"))
     return rx.fullmatch(value.encode("latin-1")) is not None
@@ -325,6 +326,12 @@ def route_matches(match: dict, req: Req) -> bool:
 
 _ESCAPED_SLASH = re.compile(r"%(2[fF]|5[cC])")
 _HEXDIGITS = "0123456789abcdefABCDEF"
+
+
+def _hexdigit(a: _Atom) -> bool:
+    return a.text is None and a.ch is not None and a.ch in _HEXDIGITS
+
+
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_~")
 _ESCAPED_CHARS = frozenset(' "#<>?^`{|}')
 
@@ -340,7 +347,7 @@ class _Atom:
         self.ch, self.text, self.encoded, self.stray = ch, text, encoded, stray
 
     def render(self) -> str:
-        return self.text if self.text is not None else self.ch
+        return self.text if self.text is not None else (self.ch or "")
 
 
 def _byte_escape(b: int) -> str:
@@ -456,7 +463,7 @@ def canonical_path(path: str) -> str | None:
     # a stray `%` that decoding placed in front of two hex digits would read as an escape: `%25`
     text = []
     for i, a in enumerate(flat):
-        if a.stray and i + 2 < len(flat) and all(x.text is None and x.ch in _HEXDIGITS for x in flat[i + 1:i + 3]):
+        if a.stray and i + 2 < len(flat) and all(_hexdigit(x) for x in flat[i + 1:i + 3]):
             text.append("%25")
         else:
             text.append(a.render())
@@ -547,14 +554,27 @@ def authenticated(a: dict, peer: Peer | None) -> bool:
     return any(string_match(m, v) for v in peer.uris + peer.dns) or string_match(m, peer.subject)
 
 
-def rbac_allows(rules: dict | None, req: Req) -> bool:
+def matching_policies(rules: dict, req: Req) -> list[str]:
+    """The names of the policies of one RBAC filter's `rules` that match the request."""
+    return [name for name, pol in rules.get("policies", {}).items()
+            if any(permission(p, req) for p in pol.get("permissions", ()))
+            and any(principal(p, req) for p in pol.get("principals", ()))]
+
+
+def rbac_allows(rules: dict | None, req: Req, why: list | None = None) -> bool:
     """One RBAC filter's `rules`: ALLOW lets through what a policy matches, DENY what none does;
-    a filter without rules enforces nothing."""
+    a filter without rules enforces nothing. `why`, when given, gets (action, the names of the
+    matching policies) of a filter that enforces."""
     if rules is None:
         return True
-    matched = any(any(permission(p, req) for p in pol.get("permissions", ()))
-                  and any(principal(p, req) for p in pol.get("principals", ()))
-                  for pol in rules.get("policies", {}).values())
+    if why is not None:
+        names = matching_policies(rules, req)
+        why.append((rules.get("action", "ALLOW"), tuple(names)))
+        matched = bool(names)
+    else:
+        matched = any(any(permission(p, req) for p in pol.get("permissions", ()))
+                      and any(principal(p, req) for p in pol.get("principals", ()))
+                      for pol in rules.get("policies", {}).values())
     action = rules.get("action", "ALLOW")
     if action == "ALLOW":
         return matched
@@ -572,7 +592,8 @@ def mutate(headers: list[tuple[str, str]], level: dict, side: str) -> list[tuple
     removals, then every overwrite, then every append)."""
     remove = {n.lower() for n in level.get(f"{side}_headers_to_remove", ())}
     out = [(n, v) for n, v in headers if n not in remove] if remove else list(headers)
-    overwrites, appends = [], []
+    overwrites: list[tuple[str, ...]] = []
+    appends: list[tuple[str, ...]] = []
     for opt in level.get(f"{side}_headers_to_add", ()):
         if "append" in opt:
             raise Unsupported("deprecated HeaderValueOption.append")
@@ -721,7 +742,10 @@ class EnvoyModel:
 
     @staticmethod
     def _index(vhosts) -> dict:
-        exact, suffix, prefix, star = {}, [], [], None
+        exact: dict[str, dict] = {}
+        suffix: list[tuple[str, dict]] = []
+        prefix: list[tuple[str, dict]] = []
+        star = None
         for vh in vhosts:
             for d in vh.get("domains", ()):
                 d = d.lower()
@@ -777,12 +801,15 @@ class EnvoyModel:
     def _filters(self, hcm: dict):
         return [(f["name"], f.get("typed_config", {})) for f in hcm.get("http_filters", ())]
 
-    def decide(self, request, key_draw: int | None = None, response=SAMPLE_RESPONSE) -> Decision:
+    def decide(self, request, key_draw: int | None = None, response=SAMPLE_RESPONSE,
+               why: list | None = None) -> Decision:
+        """`why`, when given, gets one (action, matching policy names) per RBAC filter an inbound
+        request went through, in order (`rbac_allows`)."""
         if request.kind == "inbound":
-            return self._inbound(request)
+            return self._inbound(request, why)
         return self._outbound(request, key_draw, response)
 
-    def _inbound(self, request) -> Decision:
+    def _inbound(self, request, why: list | None = None) -> Decision:
         tls = request.caller is not None
         chain = self._chain(tls)
         # no chain; a plaintext caller of a TLS chain (the handshake fails); a TLS caller of a
@@ -814,7 +841,7 @@ class EnvoyModel:
                 per = (route or {}).get("typed_per_filter_config", {}).get(name)
                 if per is not None:
                     rules = per.get("rbac", {}).get("rules")
-                if not rbac_allows(rules, req):
+                if not rbac_allows(rules, req, why):
                     return Decision("inbound", status=403, body=BODY_RBAC)
             elif t == ROUTER_TYPE:
                 break

@@ -1,5 +1,7 @@
 """The native proxy's decisions for one request, made by the function the running proxy uses.
 
+Run by `meshc test` (compiler/verify/run.py) and by the equivalence suite's model layer.
+
 `NativeModel(compiled)` loads `Compiled.native` as the proxy loads its file (pydantic in strict
 JSON mode, then `loading.semantic_errors`) and compiles it into the proxy's table
 (`table.compile_config`). `decide` then asks the proxy's one request decision,
@@ -17,19 +19,11 @@ re-implemented here: this module only turns the proxy's decision into the suite'
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httptools
 
-from runtime_proxy.config.loading import semantic_errors
-from runtime_proxy.config.model import Config
-from runtime_proxy.decide.explain import Explanation
-from runtime_proxy.decide.http import RESPONSE_SKIP
-from runtime_proxy.decide.identity import accepts, peer_identity, xfcc_line
-from runtime_proxy.decide.request import Draws, Head, decide_request, header_dict
-from runtime_proxy.decide.response import RESPONSE_INLINE_BYTES, add_inline_line, response_lines
-from runtime_proxy.decide.table import compile_config
-from runtime_proxy.net.server import Downstream
-from tests.equivalence.decisions import (
+from envoy_eval.decisions import (
     REFUSED,
     SAMPLE_RESPONSE,
     Decision,
@@ -40,6 +34,12 @@ from tests.equivalence.decisions import (
     model_der,
     visible_request_headers,
 )
+from runtime_proxy.decide.explain import Explanation
+from runtime_proxy.decide.http import RESPONSE_SKIP
+from runtime_proxy.decide.identity import accepts, peer_identity, xfcc_line
+from runtime_proxy.decide.request import Draws, Head, decide_request, header_dict
+from runtime_proxy.decide.response import RESPONSE_INLINE_BYTES, add_inline_line, response_lines
+from runtime_proxy.decide.table import compile_config
 
 _ALMOST_ONE = 1.0 - 2.0 ** -40
 _XFCC = b"x-forwarded-client-cert"
@@ -51,23 +51,39 @@ def peer_certificate(caller: str) -> dict:
     return {"subject": (), "subjectAltName": (("URI", caller),)}
 
 
+_OWS = (b" ", b"\t")
+
+
+class _TooManyHeaders(Exception):
+    pass
+
+
 class _Head:
-    """What server.Downstream's httptools callbacks need to collect a request head; the
-    callbacks themselves are Downstream's own (`on_url`, `on_header`)."""
-    __slots__ = ("url", "raw", "parsing", "done", "max_count", "too_large")
+    """A request head collected by httptools callbacks that do what server.Downstream's do
+    (`on_url`, `on_header`; tests/test_policy_tests.py feeds both the same heads and holds them
+    equal). Not Downstream's own methods: importing the proxy's I/O (asyncio with it) would cost
+    `meshc test` more than `meshc check` takes in all."""
+    __slots__ = ("url", "raw", "done", "max_count", "too_large")
 
     def __init__(self, max_count: int):
         self.max_count = max_count    # on_header stops the parser past it (431 in the proxy)
         self.too_large = False
         self.url = b""
-        self.raw = []
-        self.parsing = None
+        self.raw: list[tuple[bytes, bytes]] = []
         self.done = False
 
-    on_url = Downstream.on_url
-    on_header = Downstream.on_header
+    def on_url(self, url: bytes) -> None:
+        self.url += url
 
-    def on_headers_complete(self):
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if value[-1:] in _OWS:    # llhttp keeps trailing white space; Envoy's codec trims it
+            value = value.rstrip(b" \t")
+        self.raw.append((name, value))
+        if len(self.raw) > self.max_count:   # the proxy stops the parser here (431)
+            self.too_large = True
+            raise _TooManyHeaders()
+
+    def on_headers_complete(self) -> None:
         self.done = True
 
 
@@ -125,19 +141,28 @@ def _latin1_pairs(lines) -> tuple[tuple[str, str], ...]:
 
 class NativeModel:
     """`certs`: a caller's SPIFFE ID -> the DER of its certificate (by default
-    `decisions.model_der`)."""
+    `decisions.model_der`). `validate`: check the config first as the proxy's loader does (its
+    pydantic contract and `semantic_errors`), about 0.3 s of imports; `meshc test` leaves it out
+    for a config its own backend just emitted (tests/test_native_schema.py holds every emitted
+    config to the contract), the equivalence suite keeps it."""
 
-    def __init__(self, compiled, certs: dict[str, bytes] | None = None):
+    def __init__(self, compiled, certs: dict[str, bytes] | None = None, validate: bool = True):
         self.certs = certs or {}
         data = compiled.native
-        raw = json.dumps(data).encode()
-        Config.model_validate_json(raw, strict=True)
-        errors = semantic_errors(data)
-        if errors:
-            raise ValueError("the native config does not load: " + "; ".join(errors))
+        if validate:
+            from runtime_proxy.config.loading import semantic_errors
+            from runtime_proxy.config.model import Config
+
+            Config.model_validate_json(json.dumps(data).encode(), strict=True)
+            errors = semantic_errors(data)
+            if errors:
+                raise ValueError("the native config does not load: " + "; ".join(errors))
         self.table = compile_config(data)
 
-    def decide(self, request, key_draw: int | None = None, response=SAMPLE_RESPONSE) -> Decision:
+    def decide(self, request, key_draw: int | None = None, response=SAMPLE_RESPONSE,
+               why: dict | None = None) -> Decision:
+        """`why`, when given, gets `rule` (inbound: the authorization rule that decided, None for
+        the default) and `split` (outbound: the subset a split picked and how)."""
         kind = request.kind
         inbound = kind == "inbound"
         source = xfcc = None
@@ -160,6 +185,9 @@ class NativeModel:
         explanation = Explanation()
         high = decide_request(self.table, head, Draws(_ALMOST_ONE, _ALMOST_ONE, key_draw or 0, _ALMOST_ONE, b"-"),
                               explanation)
+        if why is not None:
+            why["rule"] = high.rule
+            why["steps"] = explanation.steps
         if high.route is None:
             if high.status:
                 return Decision(kind, status=high.status, body=high.body.decode())
@@ -173,17 +201,18 @@ class NativeModel:
             [(route.mirror.subset.cluster, route.mirror.percent)])
         f = route.fault
         fault = None if f is None else canonical_fault(f.delay_ms, f.delay_percent, f.abort_status, f.abort_percent)
-        common = {"route": f"{high.service}/{route.name}", "timeout_ms": route.timeout_ms, "retry": retry,
-                  "fault": fault, "mirror": mirror}
+        common: dict[str, Any] = {"route": f"{high.service}/{route.name}", "timeout_ms": route.timeout_ms,
+                                  "retry": retry, "fault": fault, "mirror": mirror}
         if high.status:        # aborted even with the highest draw: a certain abort
             return Decision(kind, status=high.status, body=high.body.decode(), fault_random=False, **common)
         common["fault_random"] = low.status != 0
         cluster, candidates = high.cluster, None
         split = next((s for s in explanation.steps if s.what == "split"), None)
         if split is not None and key_draw is None and split.detail == "by the random draw":
-            cluster, candidates = canonical_pick(t.subset.cluster for t in route.split.targets if t.weight > 0)
+            targets = route.split.targets if route.split is not None else ()
+            cluster, candidates = canonical_pick(t.subset.cluster for t in targets if t.weight > 0)
         upstream = visible_request_headers(_headers_of(high))
-        lines = response_lines(route, upstream_lines(response), ())
+        lines = response_lines(route, upstream_lines(response), [])
         return Decision(kind, cluster=cluster, candidates=candidates, path=_target_of(high),
                         upstream_headers=upstream, response_headers=_latin1_pairs(lines), **common)
 

@@ -1,0 +1,153 @@
+"""Policy tests (`test` blocks) name what exists: the caller, the destination of the URL, the
+routes, subsets and authorization rules they expect (E0801-E0812, W0801). The compiled policy
+ignores tests; `meshc test` runs them (compiler/verify)."""
+
+from __future__ import annotations
+
+import re
+
+from compiler.core.diagnostics import did_you_mean
+from compiler.semantic.checks.names import check_destination
+from compiler.semantic.conditions import expand_rules
+from compiler.semantic.symbols import Context
+from compiler.syntax import ast
+
+# http://HOST[:PORT][/PATH][?QUERY]: the authority a caller's application sends as Host
+URL = re.compile(r"http://([A-Za-z0-9_.-]+)(?::([0-9]{1,5}))?(/[^#\s]*|\?[^#\s]*)?\Z")
+METHOD = re.compile(r"[A-Z]+\Z")
+# expectations that only a request through a caller's sidecar (`from service`) can have
+OUTBOUND_ONLY = ("route", "to", "to_any", "path", "request_header", "response_header", "timeout", "retries", "mirror")
+
+
+def destination_name(url: str) -> str | None:
+    """The service a test's URL names: the first label of its host (`reviews`,
+    `reviews.shop`, `reviews:9080`); None when the URL is not http://HOST…"""
+    m = URL.match(url)
+    if m is None:
+        return None
+    return m.group(1).split(".")[0]
+
+
+def rule_names(ctx: Context, authz: ast.Authorization) -> list[str]:
+    """The names of a service's authorization rules as the targets carry them (`use` sets expanded)."""
+    return [name for _, name, _ in expand_rules(ctx, authz)]
+
+
+def _sent_to(ctx: Context, dest: str) -> set[str]:
+    """The services the routes of `dest` send requests to (their sidecars decide those requests)."""
+    out = set()
+    block = ctx.routes.get(dest)
+    for route in block.routes if block is not None else ():
+        if route.to is not None:
+            out.add(route.to.scope or route.to.name)
+        if route.split is not None:
+            out.update(e.target.scope or e.target.name for e in route.split.entries)
+    return out
+
+
+def check_tests(ctx: Context) -> None:
+    seen: dict[str, ast.Test] = {}
+    for test in ctx.tests:
+        name = test.name.value
+        if name in seen:
+            ctx.diags.add("E0802", f"two tests are named `{name}`", test.name.span,
+                          hint="test names are program-wide: a failure names its test, so give each its own name")
+        else:
+            seen[name] = test
+        _check_test(ctx, test)
+
+
+def _check_test(ctx: Context, test: ast.Test) -> None:
+    req = test.request
+    if req is None or req.method is None or req.url is None or not req.caller_kind:
+        missing = ("has no `request { … }` block" if req is None else
+                   "names no caller (`from service NAME`, `from identity \"…\"` or `from unauthenticated`)"
+                   if not req.caller_kind else "has no request line, such as `GET \"http://SERVICE/PATH\"`")
+        ctx.diags.add("E0801", f"test `{test.name.value}` {missing}", test.name.span,
+                      hint='write `request { from service CALLER  GET "http://SERVICE/PATH" }`')
+        return
+    if not test.expect:
+        ctx.diags.add("W0801", f"test `{test.name.value}` expects nothing", test.name.span,
+                      hint="add `expect { status 200 }` or what the request should meet; without an "
+                           "expectation the test passes whenever both targets agree")
+    if req.caller_kind == "service" and req.caller is not None and req.caller.value not in ctx.services:
+        ctx.diags.add("E0803", f"unknown caller `{req.caller.value}` in test `{test.name.value}`", req.caller.span,
+                      hint=did_you_mean(req.caller.value, ctx.services))
+    if req.caller_kind == "identity" and req.caller is not None and not req.caller.value.startswith("spiffe://"):
+        ctx.diags.add("E0804", f"`{req.caller.value}` is not a SPIFFE ID", req.caller.span,
+                      hint='write `from identity "spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/ACCOUNT"`')
+    if METHOD.match(req.method.value) is None:
+        ctx.diags.add("E0805", f"`{req.method.value}` is not a request method", req.method.span,
+                      hint="methods are upper case: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS")
+    dest = destination_name(req.url.value)
+    svc = None
+    if dest is None:
+        ctx.diags.add("E0806", f"`{req.url.value}` is not an http:// URL", req.url.span,
+                      hint='write `"http://SERVICE/PATH"` (a port and a query may follow: `"http://svc:8080/a?b=1"`)')
+    else:
+        svc = ctx.services.get(dest)
+        if svc is None:
+            ctx.diags.add("E0807", f"no service `{dest}` answers to `{req.url.value}`", req.url.span,
+                          hint=did_you_mean(dest, ctx.services))
+    for ex in test.expect:
+        if req.caller_kind != "service" and ex.kind in OUTBOUND_ONLY:
+            ctx.diags.add("E0808", f"`{ex.kind.replace('_any', '')}` needs a caller with a sidecar", ex.span,
+                          hint="only `from service NAME` sends the request through a sidecar's routes; "
+                               "a caller outside the mesh reaches the destination's authorization alone")
+            continue
+        _check_expectation(ctx, ex, dest if svc is not None else None)
+
+
+def _check_expectation(ctx: Context, ex: ast.Expectation, dest: str | None) -> None:
+    kind = ex.kind
+    if kind == "status":
+        code = ex.values[0]
+        if not (100 <= code.value <= 599 or code.value == 0):
+            ctx.diags.add("E0809", f"`{code.value}` is not an HTTP status", code.span,
+                          hint="statuses are 100 to 599 (403 denied, 404 no route, 503 no endpoint, a fault's "
+                               "abort), or 0: the destination refused the connection")
+    elif kind == "route":
+        ref: ast.Ref = ex.values[0]
+        service = ref.scope or dest
+        block = ctx.routes.get(service) if service else None
+        if service and dest and service != dest:
+            ctx.diags.add("E0810", f"route `{ref}` belongs to `{service}`, but the request goes to `{dest}`",
+                          ref.span, hint=f"name a route of `routes {dest}`")
+        elif block is None:
+            if service in ctx.services and ref.name == "default":
+                pass    # the implicit route of a service without a routes block
+            elif service and ("routes", service) not in ctx.broken:
+                ctx.diags.add("E0810", f"service `{service}` has no routes block", ref.span,
+                              hint=did_you_mean(service, ctx.routes)
+                              or f"its one route is the implicit `{service}.default`")
+        else:
+            names = [r.name.value for r in block.routes]
+            if ref.name not in names:
+                ctx.diags.add("E0810", f"`routes {service}` has no route `{ref.name}`", ref.span,
+                              hint=did_you_mean(ref.name, names) or "routes: " + ", ".join(f"`{n}`" for n in names))
+    elif kind in ("to", "to_any"):
+        for ref in ex.values:
+            check_destination(ctx, ref, "a test's expectation")
+    elif kind == "mirror" and ex.values:
+        check_destination(ctx, ex.values[0], "a test's expectation")
+    elif kind in ("denied_by", "allowed_by"):
+        lit: ast.Lit[str] = ex.values[0]
+        service, _, rule = lit.value.partition(".")
+        authz = ctx.authorizations.get(service)
+        if not rule:
+            ctx.diags.add("E0811", f"`{lit.value}` names no rule", lit.span,
+                          hint=f"write `{kind} authorization SERVICE.RULE` (or `SERVICE.default`)")
+        elif authz is None:
+            if ("authorization", service) not in ctx.broken:
+                ctx.diags.add("E0811", f"service `{service}` has no authorization block", lit.span,
+                              hint=did_you_mean(service, ctx.authorizations)
+                              or "without one, every request is allowed and no rule decides")
+        elif rule != "default":
+            names = rule_names(ctx, authz)
+            if rule not in names:
+                ctx.diags.add("E0811", f"authorization `{service}` has no rule `{rule}`", lit.span,
+                              hint=did_you_mean(rule, names + ["default"])
+                              or "rules: " + ", ".join(f"`{n}`" for n in names + ["default"]))
+        if dest is not None and service != dest and authz is not None and service not in _sent_to(ctx, dest):
+            ctx.diags.add("E0812", f"`{lit.value}` is a rule of `{service}`, but the request goes to `{dest}`",
+                          lit.span, hint=f"the destination's own rules decide: name one of `authorization {dest}`")
