@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from compiler import api, cli
 from compiler.verify.asserts import prove
-from runtime_proxy.decide.request import RBAC_ALLOWED, Draws, Head, decide_request, header_dict
+from runtime_proxy.decide.request import Draws, Head, decide_request, header_dict
 from runtime_proxy.decide.table import compile_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,9 +46,10 @@ def admitted(comp, dest: str, method: str, path: str, headers: list[tuple[str, s
     """The native proxy's decision on one request at `dest`'s inbound listener."""
     data = orjson.loads(comp.emit("native", [dest]).files[f"{dest}.native.json"])
     raw = [(b"host", dest.encode())] + [(n.encode(), v.encode()) for n, v in headers]
-    d = decide_request(compile_config(data), Head(True, method, path, raw, header_dict(raw)[0], peer=peer),
+    table = compile_config(data)
+    d = decide_request(table, Head(True, method, path, raw, header_dict(raw)[0], peer=peer),
                        Draws(0.0, 0.0, 0, 0.0, b"t"))
-    return d.counter == RBAC_ALLOWED
+    return d.status == 0 and d.cluster == table.app.cluster     # no local reply: on to the application
 
 
 def replay(comp, diag, dest: str) -> bool:

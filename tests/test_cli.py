@@ -330,7 +330,8 @@ def test_control_characters_are_escaped_in_every_format(fmt):
 def test_check_success_prints_one_summary_line_on_stdout():
     proc = meshc("check", "examples")
     assert proc.returncode == 0
-    assert proc.stdout == "meshc: checked 8 files, 11 services, proved 6 of 6 asserts: all checks passed\n"  # 4 policies, their 4 tests
+    # 4 policies and their 4 test files
+    assert proc.stdout == "meshc: checked 8 files, 11 services, proved 6 of 6 asserts: all checks passed\n"
     assert proc.stderr == ""
     proc = meshc("check", "examples/shop.mesh")  # its import from the standard library is not counted
     assert proc.stdout == "meshc: checked 1 file, 7 services: all checks passed\n"

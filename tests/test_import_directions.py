@@ -42,13 +42,10 @@ COMPILER_LAYERS: dict[str, set[str]] = {
                          "compiler.ca"},
     # `meshc stat`'s pure parts: Prometheus text, rates and percentiles, the table.
     "compiler.observe": set(),
-    # Verification (issue 15): `meshc check`'s assert prover replays requests through the native
-    # proxy's decisions (runtime_proxy.decide, allowed below); only the CLI imports it.
-    "compiler.verify": {"compiler.core", "compiler.language", "compiler.syntax", "compiler.semantic",
-                        "compiler.lower", "compiler.ir", "compiler.backends", "compiler.api", "compiler.sharding"},
     "compiler.tooling": {"compiler.core", "compiler.language", "compiler.syntax", "compiler.semantic",
                          "compiler.lower", "compiler.ir", "compiler.backends", "compiler.api", "compiler.sharding"},
-    # `meshc test` (compiler/verify): the compile API and what it returns, and, alone in the compiler
+    # Verification (compiler/verify, issue 15): `meshc check`'s assert prover and `meshc test`: the
+    # compile API and what it returns, and, alone in the compiler
     # besides the CLI, the proxy's decisions (VERIFY_PROXY) and the independent Envoy evaluator.
     # `ca`: the throw-away CA of `--live` (compiler/verify/live.py only).
     "compiler.verify": {"compiler.core", "compiler.language", "compiler.syntax", "compiler.semantic",

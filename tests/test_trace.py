@@ -361,7 +361,8 @@ def test_check_loads_nothing_of_trace_and_trace_loads_no_validation_or_grpc():
     code = """
 import sys
 from compiler.cli import main
-assert main(['check', 'examples/zero-trust.mesh']) == 0
+# a program without asserts (proving one replays requests through the proxy's decision)
+assert main(['check', 'examples/shop.mesh']) == 0
 bad = sorted(m for m in sys.modules if m.startswith(('runtime_proxy', 'compiler.cli.trace')))
 assert not bad, bad
 assert main(['trace', 'examples/zero-trust.mesh', '--from', 'frontend', 'GET http://payments/api']) == 0

@@ -42,7 +42,7 @@ from compiler.semantic.conditions import lower_principals, lower_rule
 from compiler.syntax import ast
 from runtime_proxy.decide import authz as authz_mod
 from runtime_proxy.decide.identity import accepts
-from runtime_proxy.decide.request import RBAC_ALLOWED, Draws, Head, decide_request, header_dict
+from runtime_proxy.decide.request import Draws, Head, decide_request, header_dict
 from runtime_proxy.decide.table import (
     CAuthzRule,
     TableError,
@@ -405,7 +405,7 @@ def _admitted(table: Any, dest: Any, mode: str, ident: str | None, method: str, 
     d = decide_request(table, head, Draws(0.0, 0.0, 0, 0.0, b"assert"))
     if d.path and d.path != path:
         raise NotProven(f"the path `{path}` is normalised to `{d.path}`: the prover's filter let it through")
-    if d.counter == RBAC_ALLOWED:
+    if d.status == 0 and d.cluster == table.app.cluster:    # no local reply: on to the application
         return True, f"allowed by rule `{d.rule}`" if d.rule else "allowed by the default"
     if d.status == 403:
         return False, f"denied by rule `{d.rule}`" if d.rule else "denied by the default"
