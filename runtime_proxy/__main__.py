@@ -347,11 +347,18 @@ class ProxyApp:
         if self.link is not None:
             self.link.attach(self, loop)
         self.sweeper = loop.call_later(1.0, self.sweep)
-        if self.args.ports_file:
-            write_atomic(self.args.ports_file, json.dumps(dict(ports, pid=os.getpid())))
-        log.info("listening: inbound %s:%d, outbound %s:%d, admin %s:%d; service %s, config version %s",
-                 plan_host(rt, "inbound"), ports["inbound"], plan_host(rt, "outbound"), ports["outbound"],
-                 plan_host(rt, "admin"), ports["admin"], rt.table.service, rt.table.version)
+
+        def announce() -> None:
+            # Said from inside the running loop: uvloop starts watching for signals in run_forever,
+            # and a SIGTERM sent between add_signal_handler and then was lost. Whoever waits for
+            # the ports file (or this line) may signal the proxy at once.
+            if self.args.ports_file:
+                write_atomic(self.args.ports_file, json.dumps(dict(ports, pid=os.getpid())))
+            log.info("listening: inbound %s:%d, outbound %s:%d, admin %s:%d; service %s, config version %s",
+                     plan_host(rt, "inbound"), ports["inbound"], plan_host(rt, "outbound"), ports["outbound"],
+                     plan_host(rt, "admin"), ports["admin"], rt.table.service, rt.table.version)
+
+        loop.call_soon(announce)
         # Long-lived start-up objects (config, tables) never become garbage: move them out of the
         # collector's way, and collect young objects less often (requests make few cycles).
         gc.enable()              # (`meshc proxy` runs inside a command that turned it off)
