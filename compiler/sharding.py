@@ -241,8 +241,9 @@ class Sharded:
     process's services as IR objects and the other's as JSON (what crossed the pipe)."""
 
     def __init__(self, sources, diagnostics, trust_domain: str, lowered: bool, local=(), remote=None,
-                 routes: int = 0, problems=(), dumped=None, declared: int = 0):
+                 routes: int = 0, problems=(), dumped=None, declared: int = 0, tracing=None):
         self.sources = sources
+        self.tracing = tracing                  # ir.Tracing of the mesh block (both shards read it), or None
         self.declared = declared                # services declared in the whole program
         self.diagnostics = diagnostics
         self.trust_domain = trust_domain
@@ -261,7 +262,7 @@ class Sharded:
 
         services = list(self.local) + [ir.from_data(ir.Service, orjson.loads(text)) for text in self.remote.values()]
         services.sort(key=lambda s: s.name)
-        return ir.Program(ir.SCHEMA_VERSION, self.trust_domain, tuple(services))
+        return ir.Program(ir.SCHEMA_VERSION, self.trust_domain, tuple(services), self.tracing)
 
     def json(self) -> bytes:
         """The IR document, byte-identical to the sequential compile's, without rebuilding objects."""
@@ -271,7 +272,7 @@ class Sharded:
         texts = {svc.name: dumped.get(svc.name) or orjson.dumps(svc, option=orjson.OPT_INDENT_2)
                  for svc in self.local}
         texts.update(self.remote)
-        return splice(self.trust_domain, texts)
+        return splice(self.trust_domain, texts, self.tracing)
 
 
 def analyse(paths: list[str], lower: bool, force: bool = False) -> Sharded | None:
@@ -322,8 +323,10 @@ def analyse(paths: list[str], lower: bool, force: bool = False) -> Sharded | Non
     declared = len(shard.ctx.services)  # its own and the other shard's (stubs)
     if not lower or any(d.severity == "error" for d in diags):
         return Sharded(sources, diags, trust_domain, lowered=False, declared=declared)
+    from compiler.lower import lower_tracing
+
     return Sharded(sources, diags, trust_domain, True, mine[1], theirs[1], mine[2] + theirs[2], mine[3] + theirs[3],
-                   dumped, declared)
+                   dumped, declared, lower_tracing(shard.ctx))
 
 
 def _dump_while_waiting(services, conn) -> dict[str, bytes]:
@@ -340,16 +343,17 @@ def _dump_while_waiting(services, conn) -> dict[str, bytes]:
     return dumped
 
 
-def splice(trust_domain: str, services: dict[str, bytes]) -> bytes:
-    """The IR document from per-service JSON, exactly as orjson would print the whole program."""
+def splice(trust_domain: str, services: dict[str, bytes], tracing=None) -> bytes:
+    """The IR document from per-service JSON, exactly as orjson would print the whole program (the
+    fields in ir.Program's order: the services, then the mesh's tracing)."""
     import orjson
 
     from compiler import ir
 
-    head = orjson.dumps({"schema_version": ir.SCHEMA_VERSION, "trust_domain": trust_domain, "services": []},
-                        option=orjson.OPT_INDENT_2)
+    doc = orjson.dumps({"schema_version": ir.SCHEMA_VERSION, "trust_domain": trust_domain, "services": [],
+                        "tracing": tracing}, option=orjson.OPT_INDENT_2) + b"\n"
     if not services:
-        return head + b"\n"
+        return doc
+    before, after = doc.split(b'"services": []', 1)
     body = b",\n    ".join(services[name].replace(b"\n", b"\n    ") for name in sorted(services))
-    text = head[:-len(b"[]\n}")] + b"[\n    " + body + b"\n  ]\n}\n"
-    return text
+    return before + b'"services": [\n    ' + body + b"\n  ]" + after

@@ -53,6 +53,19 @@ def test_clean_program_gives_identical_ir(tmp_path, program):
     assert par_text == seq_text
 
 
+def test_the_mesh_blocks_tracing_is_in_the_sharded_ir(tmp_path, program):
+    """The mesh block stands in the first shard; the document both shards make together carries its
+    `tracing` as the sequential compile does."""
+    traced = program.replace('mtls strict }', 'mtls strict  tracing { sampling 5%  otlp "http://127.0.0.1:4318" } }', 1)
+    assert traced != program
+    path = write(tmp_path, traced)
+    seq_diags, seq_text = sequential(path)
+    par_diags, par_text = sharded(path)
+    assert seq_diags == par_diags == []
+    assert b'"sampling_percent"' in seq_text or b'"sampling"' in seq_text
+    assert par_text == seq_text
+
+
 def test_warnings_and_errors_are_the_same(tmp_path, program):
     # A warning near the start (shard 0), an error and a warning near the end (shard 1).
     lines = program.splitlines()
