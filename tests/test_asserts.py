@@ -1,5 +1,5 @@
 """`assert never|always` blocks, proven by `meshc check` (compiler/verify/asserts.py,
-docs/testing-assert.md).
+docs/testing.md).
 
 Every violation's counterexample is replayed here through the native proxy's own decision over
 the destination's compiled native config, independently of the prover's bookkeeping; a

@@ -25,7 +25,7 @@ def check(files: list[str], args) -> int:
     comp = api.check(files)
     diags, extra = comp.diagnostics, ""
     if not comp.has_errors and _has_asserts(comp):
-        # `assert` blocks (docs/testing-assert.md): proven on the compiled program through the native
+        # `assert` blocks (docs/testing.md): proven on the compiled program through the native
         # proxy's decision; nothing of it is imported or computed for a program without one
         from compiler.verify.asserts import prove
 

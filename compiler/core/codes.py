@@ -143,7 +143,7 @@ CODES: dict[str, Code] = _registry(
               "the rule never applies to them. A `deny from ...` rule is then bypassed by any caller that skips TLS, "
               "and an `allow from ...` rule never admits a plaintext caller. Use `mtls strict` once every caller has a "
               "sidecar."),
-    # ---- proven authorization properties (`assert`, docs/testing-assert.md)
+    # ---- proven authorization properties (`assert`, docs/testing.md)
     ("E0850", "assert without exactly one destination", "An `assert` speaks about the requests one destination "
               "receives: it has exactly one `to SERVICE` line. Write another assert for another destination."),
     ("E0851", "assert violated", "`meshc check` proved the assert false: the message gives a counterexample request "

@@ -31,7 +31,7 @@ class Context:
     # by (kind, qualified name): `("retry", "std.idempotent")`; kinds have separate namespaces
     policies: dict[tuple[str, str], ast.Policy] = field(default_factory=dict)
     mesh: ast.Mesh | None = None
-    asserts: list[ast.Assert] = field(default_factory=list)   # in program order (docs/testing-assert.md)
+    asserts: list[ast.Assert] = field(default_factory=list)   # in program order (docs/testing.md)
     tests: list[ast.Test] = field(default_factory=list)     # policy tests, in program order
     # Lowered pieces shared by the checks and the lowering, keyed by id() of the AST node
     # (nodes live as long as the context; their deep hashes would cost more than the work).

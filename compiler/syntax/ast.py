@@ -285,7 +285,7 @@ class Policy(Node):
 
 @node
 class Assert(Node):
-    """An authorization property `meshc check` proves (docs/testing-assert.md): `never` (no request of
+    """An authorization property `meshc check` proves (docs/testing.md): `never` (no request of
     the pattern is admitted by the destination) or `always` (every one is)."""
     kind: Lit[str]  # never | always
     destinations: tuple[Lit[str], ...]   # the `to` lines (exactly one: E0851)

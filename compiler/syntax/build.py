@@ -431,7 +431,7 @@ class Builder:
     def from_same_namespace(self, c):
         return ("same_namespace", (), self.ends[c[0]])
 
-    # ---- asserts (docs/testing-assert.md) ---------------------------------------------------------
+    # ---- asserts (docs/testing.md) ---------------------------------------------------------
     def assert_decl(self, c):
         to, conditions = [], []
         for x in self.body(c):

@@ -1,4 +1,4 @@
-"""Proven authorization properties: `assert never|always { … }` (docs/testing-assert.md).
+"""Proven authorization properties: `assert never|always { … }` (docs/testing.md).
 
 An assert names a set of requests (a caller set, one destination, and conditions on the method,
 the normalised path and the headers, as an authorization rule writes them) and claims that the
@@ -436,7 +436,7 @@ def prove(comp: Compilation) -> tuple[list, int]:
             outcome = prove_one(ctx, comp, a, tables)
         except NotProven as err:
             diags.add("W0850", f"assert {a.kind.value} could not be proven: {err}", a.kind.span,
-                      hint="the property may hold; the prover could not decide it (docs/testing-assert.md)")
+                      hint="the property may hold; the prover could not decide it (docs/testing.md)")
             continue
         if outcome.proven and outcome.reason:
             diags.add("W0851", f"assert {a.kind.value} holds vacuously: {outcome.reason}", a.kind.span,

@@ -1,4 +1,4 @@
-"""Asserts (docs/testing-assert.md): each names one known destination, known callers and
+"""Asserts (docs/testing.md): each names one known destination, known callers and
 well-formed conditions. Proving them is `meshc check`'s later step (compiler/verify/asserts.py),
 which runs only on a program without errors."""
 

@@ -328,7 +328,7 @@ KEYWORDS: dict[str, str] = {
               "kinds have separate namespaces (§15)",
     "rules": "`policy rules NAME { allow … deny … }`: a rule set for `use` in authorization blocks (§15)",
     "assert": "`assert never|always { from …  to SERVICE  CONDITION … }`: a property `meshc check` proves over "
-              "every request, or refutes with a counterexample (§14.1, docs/testing-assert.md)",
+              "every request, or refutes with a counterexample (§14.1, docs/testing.md)",
     "never": "`assert never`: SERVICE's sidecar admits none of the requests the assert names (§14.1)",
     "always": "`assert always`: SERVICE's sidecar admits every request the assert names (§14.1)",
     "unauthenticated": "`from unauthenticated`: a caller without a verified identity, in an assert (§14.1) or a "
