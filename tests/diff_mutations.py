@@ -1,0 +1,197 @@
+"""Policy mutation operators for measuring `meshc diff` (docs/testing-diff.md, "Measured by mutation").
+
+Each operator takes a policy's text and returns mutants (text, what was changed), one per site it
+applies to (at most `limit`). MUTATIONS change behaviour for some request: reorder dependent routes
+(a later route that takes every request the earlier one takes, to another target, moved first), a
+split weight, a match value, a match kind, an authorization rule's action, the default, a timeout,
+a retry setting. PRESERVING edits change none: reorder independent routes (exact paths, or one
+header's exact values, that no request meets both of), rename routes and rules, reformat.
+"""
+
+from __future__ import annotations
+
+import re
+
+_ROUTE = re.compile(r"^([ \t]*)route ([A-Za-z_][A-Za-z0-9_-]*) \{", re.M)
+
+
+def _block_end(text: str, open_at: int) -> int:
+    """The offset just after the `}` closing the `{` at `open_at` (strings skipped)."""
+    depth, i, in_str = 0, open_at, False
+    while i < len(text):
+        ch = text[i]
+        if in_str:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch == "#":
+            i = text.index("\n", i) if "\n" in text[i:] else len(text)
+            continue
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return len(text)
+
+
+def routes_of(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, body) of every route block, in order."""
+    out = []
+    for m in _ROUTE.finditer(text):
+        end = _block_end(text, m.end() - 1)
+        out.append((m.start(), end, text[m.start():end]))
+    return out
+
+
+def _swap(text: str, a: tuple[int, int, str], b: tuple[int, int, str]) -> str:
+    return text[:a[0]] + b[2] + text[a[1]:b[0]] + a[2] + text[b[1]:]
+
+
+def _adjacent(text: str):
+    rs = routes_of(text)
+    for a, b in zip(rs, rs[1:]):
+        between = text[a[1]:b[0]]
+        if between.strip() == "":   # the same routes block, nothing between
+            yield a, b
+
+
+def _target(body: str) -> str:
+    m = re.search(r"\b(to|split)\b[^\n]*", body)
+    return m.group(0) if m else ""
+
+
+def reorder_dependent(text: str, limit: int = 2) -> list[tuple[str, str]]:
+    out = []
+    for a, b in _adjacent(text):
+        if "match" not in b[2] and "fault" not in b[2] and _target(a[2]) != _target(b[2]):
+            out.append((_swap(text, a, b), "reorder dependent routes"))
+    return out[:limit]
+
+
+def _sub_each(pattern: str, repl, text: str, what: str, limit: int) -> list[tuple[str, str]]:
+    out = []
+    for m in re.finditer(pattern, text):
+        new = repl(m)
+        if new is None or new == m.group(0):
+            continue
+        out.append((text[:m.start()] + new + text[m.end():], what))
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _in_route(text: str, pos: int) -> bool:
+    return any(s <= pos < e for s, e, _ in routes_of(text))
+
+
+def weight(text: str, limit: int = 2) -> list[tuple[str, str]]:
+    def repl(m):
+        return m.group(1) + str(int(m.group(2)) + 1) if int(m.group(2)) > 0 else None
+    return _sub_each(r"(split \{\s*[A-Za-z0-9_.-]+ )([0-9]+)", repl, text, "change a weight", limit)
+
+
+def match_value(text: str, limit: int = 2) -> list[tuple[str, str]]:
+    def repl(m):
+        return None if not _in_route(text, m.start()) else f'{m.group(1)} "{m.group(2)}q"'
+    return _sub_each(r'\b(exact|prefix|raw_prefix) "([^"\\]*)"', repl, text, "change a match value", limit)
+
+
+def match_kind(text: str, limit: int = 2) -> list[tuple[str, str]]:
+    def repl(m):
+        if not _in_route(text, m.start()):
+            return None
+        value = m.group(2)
+        if m.group(1) == "exact":
+            return None if value.endswith("/") else f'prefix "{value}"'
+        return f'exact "{value}"'
+    return _sub_each(r'\b(exact|prefix) "([^"\\]*)"', repl, text, "change a match kind", limit)
+
+
+def rule(text: str, limit: int = 2) -> list[tuple[str, str]]:
+    def repl(m):
+        return m.group(1) + ("deny" if m.group(2) == "allow" else "allow") + m.group(3)
+    return _sub_each(r"(?m)^([ \t]+)(allow|deny)(\b(?! *$))", repl, text, "flip a rule", limit)
+
+
+def default(text: str, limit: int = 2) -> list[tuple[str, str]]:
+    def repl(m):
+        return "default " + ("allow" if m.group(1) == "deny" else "deny")
+    return _sub_each(r"\bdefault (allow|deny)\b", repl, text, "flip a default", limit)
+
+
+def timeout(text: str, limit: int = 2) -> list[tuple[str, str]]:
+    def repl(m):
+        ms = int(m.group(1)) * (1000 if m.group(2) == "s" else 1)
+        return f"timeout {ms + 1}ms"
+    return _sub_each(r"\btimeout ([0-9]+)(ms|s)\b", repl, text, "change a timeout", limit)
+
+
+def retry(text: str, limit: int = 2) -> list[tuple[str, str]]:
+    out = _sub_each(r"\battempts ([0-9]+)\b", lambda m: f"attempts {int(m.group(1)) % 5 + 1}", text,
+                    "change a retry setting", limit)
+    out += _sub_each(r"\bretry (std\.[a-z_]+)", lambda m: "retry none", text, "change a retry setting", limit)
+    return out[:limit]
+
+
+MUTATIONS = (reorder_dependent, weight, match_value, match_kind, rule, default, timeout, retry)
+
+
+# ---- behaviour-preserving edits ------------------------------------------------------------------
+
+def _only_exact(body: str) -> tuple[str, str] | None:
+    """The one exact condition of a route with a single `match` of one exact path or header."""
+    if body.count("match") != 1:
+        return None
+    m = re.search(r"match \{([^}]*)\}", body)
+    if m is None:
+        return None
+    inner = m.group(1).strip()
+    p = re.fullmatch(r'path exact "([^"\\]*)"', inner)
+    if p:
+        return "path", p.group(1)
+    h = re.fullmatch(r'header "([^"\\]*)" exact "([^"\\]*)"', inner)
+    if h:
+        return "header " + h.group(1), h.group(2)
+    return None
+
+
+def reorder_independent(text: str, limit: int = 2) -> list[tuple[str, str]]:
+    out = []
+    for a, b in _adjacent(text):
+        ca, cb = _only_exact(a[2]), _only_exact(b[2])
+        if ca and cb and ca[0] == cb[0] and ca[1] != cb[1]:
+            out.append((_swap(text, a, b), "reorder independent routes"))
+    return out[:limit]
+
+
+def rename(text: str, limit: int = 1) -> list[tuple[str, str]]:
+    names = [m.group(2) for m in _ROUTE.finditer(text)]
+    rules = re.findall(r"(?m)^[ \t]+(?:allow|deny) ([A-Za-z_][A-Za-z0-9_]*) \{", text)
+    if not names and not rules:
+        return []
+    new = text
+    for n in set(names):
+        new = re.sub(rf"(?m)^([ \t]*)route {re.escape(n)} \{{", rf"\1route {n}_renamed {{", new)
+    for n in set(rules):
+        new = re.sub(rf"(?m)^([ \t]+)(allow|deny) {re.escape(n)} \{{", rf"\1\2 {n}_renamed {{", new)
+    return [(new, "rename routes and rules")]
+
+
+def reformat(text: str, limit: int = 1) -> list[tuple[str, str]]:
+    lines = []
+    for line in text.splitlines():
+        stripped = line.lstrip()
+        indent = len(line) - len(stripped)
+        lines.append(" " * (indent * 2) + stripped + ("   # reformatted" if stripped.endswith("{") else ""))
+        if stripped.startswith("route "):
+            lines.insert(len(lines) - 1, "")
+    return [("\n".join(lines) + "\n\n\n", "reformat")]
+
+
+PRESERVING = (reorder_independent, rename, reformat)
