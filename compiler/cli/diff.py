@@ -12,13 +12,14 @@ answer is not complete for some destination (EXIT_UNKNOWN), 1 a side does not co
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from compiler.cli.exits import EXIT_CHANGED, EXIT_INPUT, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE
 
-FIELDS = {"to": "destination", "status": "status", "authz": "authorization", "timeout_ms": "timeout",
+FIELDS = {"reply": "caller", "status": "status", "to": "destination", "authz": "authorization", "timeout_ms": "timeout",
           "retry": "retries", "fault": "fault", "mirror": "mirror", "request": "request sent upstream",
-          "response_headers": "response headers", "reply": "caller"}
+          "response_headers": "response headers"}
 
 
 def _sides(specs: list[str]):
@@ -35,6 +36,8 @@ def _sides(specs: list[str]):
     for spec, rev, other, other_rev in ((old, revs[0], new, revs[1]), (new, revs[1], old, revs[0])):
         if rev:
             out.append(from_revision(spec, paths or ([other] if not other_rev else ["."])))
+        elif not os.path.exists(spec):
+            raise DiffInputError(f"{spec} is neither a path nor a revision of a git repository here")
         else:
             files, code = input_files([spec])
             if code != EXIT_OK:
@@ -93,7 +96,9 @@ def _value(field: str, o: dict) -> str:
 
 def differing(change) -> list[str]:
     keys = sorted({k for k in change.old if not k.startswith("_")} | {k for k in change.new if not k.startswith("_")})
-    return [k for k in keys if change.old.get(k) != change.new.get(k)]
+    order = list(FIELDS)
+    return sorted((k for k in keys if change.old.get(k) != change.new.get(k)),
+                  key=lambda k: (order.index(k) if k in order else len(order), k))
 
 
 def explain(change) -> list[str]:

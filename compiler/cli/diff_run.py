@@ -173,7 +173,7 @@ class Request:
 
     def size(self) -> tuple[int, int, int, str]:
         return (len(self.headers) + len(self.query), len(self.target), sum(len(v) for _, v in self.headers),
-                self.method + self.target)
+                self.show())
 
     def show(self) -> str:
         text = f"{self.method} {self.target}"
@@ -436,7 +436,7 @@ def diff(old: Side, new: Side) -> Result:
                         o = dict(o)
                         up = o.pop("_up", None)
                         if up is not None:
-                            svc = table.services.get(dest) if table is not None else None  # type: ignore[union-attr]
+                            svc = table.services.get(dest) if table is not None else None
                             tls = bool(svc is not None and svc.mtls)
                             o.update(inbound(dest_table, up, ids.get(caller), tls, host))
                     else:
@@ -480,7 +480,7 @@ def replay(old: Side, new: Side, change: Change, caller: str) -> bool:
             o = outbound(table, change.dest, change.request)
             up = o.pop("_up", None)
             if up is not None:
-                svc = table.services.get(change.dest) if table is not None else None  # type: ignore[union-attr]
+                svc = table.services.get(change.dest) if table is not None else None
                 o.update(inbound(dest_table, up, ids.get(caller), bool(svc is not None and svc.mtls),
                                  change.dest))
         elif caller == UNAUTHENTICATED:

@@ -19,9 +19,11 @@ read a regex (RE2 syntax it does not know), or the product grew beyond `MAX_STAT
 
 from __future__ import annotations
 
+import re
 import string
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 MAX_STATES = 20000
 
@@ -75,7 +77,7 @@ def _pattern(c: Condition) -> str:
 
 
 # the normalised-path automaton: 0 start, 1 after `/`, 2 segment `.`, 3 segment `..`, 4 a segment
-_PATH_NEXT = {0: {"/": 1}, 1: {"/": None, ".": 2, "": 4}, 2: {"/": None, ".": 3, "": 4},
+_PATH_NEXT: dict[int, dict[str, int | None]] = {0: {"/": 1}, 1: {"/": None, ".": 2, "": 4}, 2: {"/": None, ".": 3, "": 4},
               3: {"/": None, ".": 4, "": 4}, 4: {"/": 1, ".": 4, "": 4}}
 _PATH_ACCEPT = frozenset({1, 4})
 
@@ -107,7 +109,16 @@ def regions(conditions: list[Condition], pool: frozenset[str], path: bool = Fals
         except Exception as err:   # interegular raises its own errors on syntax it does not know
             out.complete = False
             out.reason = f"the regex `{c.value}` cannot be analysed ({type(err).__name__})"
-            return _fallback(conditions, out, path)
+            # an approximation still gives candidates: the regex without its word boundaries and
+            # lookarounds (never a claim of completeness)
+            simpler = re.sub(r"\\[bBAzZ]|\(\?<?[=!][^)]*\)", "", c.value)
+            try:
+                machines.append(interegular.parse_pattern(_pattern(Condition(c.kind, simpler, c.ignore_case)))
+                                .to_fsm())
+            except Exception:
+                pass
+    if not machines:
+        return _fallback(conditions, out, path)
     union, maps = ifsm.Alphabet.union(*(m.alphabet for m in machines))
     explicit = {ch for chars in union.by_transition.values() for ch in chars if ch is not ifsm.anything_else}
     mentioned = set() if path else {ch for c in conditions for ch in c.value
@@ -127,10 +138,11 @@ def regions(conditions: list[Condition], pool: frozenset[str], path: bool = Fals
                 continue
             seen_kinds.add(kind)
             steps.append((ch, symbol))
+    steps.sort(key=lambda s: (not s[0].islower(), s[0]))   # the union's symbol numbers follow set order: characters give a stable search
     start = tuple(m.initial for m in machines)
     first = (start, 0 if path else -1)
     best: dict[tuple[bool, ...], str] = {}
-    seen = {first}
+    seen: set[Any] = {first}
     queue: deque = deque([(first, "")])
     while queue:
         (states, pstate), text = queue.popleft()
@@ -139,12 +151,12 @@ def regions(conditions: list[Condition], pool: frozenset[str], path: bool = Fals
             if vector not in best:
                 best[vector] = text
         for ch, symbol in steps:
-            nxt = []
+            nxt: list[Any] = []
             for s, m, mp in zip(states, machines, maps):
                 if s is None:
                     nxt.append(None)
                     continue
-                sym = mp.get(symbol)
+                sym = mp.get(symbol)  # type: ignore[call-overload]
                 nxt.append(m.map.get(s, {}).get(sym) if sym is not None else None)
             if path:
                 p = _path_step(pstate, ch)

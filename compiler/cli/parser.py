@@ -209,7 +209,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         graph.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                            help="colour in human output (default: auto, only on a terminal; NO_COLOR disables)")
     if only in (None, "diff"):
-        df = sub.add_parser("diff", help="what a policy change does to requests: witness requests whose outcome changed",
+        df = sub.add_parser("diff", help="what a policy change does to requests: witnesses of changed outcomes",
                             description="Compare the behaviour of two versions of a policy: every request class "
                                         "either version can tell apart (paths, methods, headers, query, callers) "
                                         "is decided by the native proxy's decision function on both, and each "
