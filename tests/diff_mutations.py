@@ -10,6 +10,7 @@ header's exact values, that no request meets both of), rename routes and rules, 
 
 from __future__ import annotations
 
+import itertools
 import re
 
 _ROUTE = re.compile(r"^([ \t]*)route ([A-Za-z_][A-Za-z0-9_-]*) \{", re.M)
@@ -55,7 +56,7 @@ def _swap(text: str, a: tuple[int, int, str], b: tuple[int, int, str]) -> str:
 
 def _adjacent(text: str):
     rs = routes_of(text)
-    for a, b in zip(rs, rs[1:]):
+    for a, b in itertools.pairwise(rs):
         between = text[a[1]:b[0]]
         if between.strip() == "":   # the same routes block, nothing between
             yield a, b

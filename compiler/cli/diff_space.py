@@ -77,8 +77,9 @@ def _pattern(c: Condition) -> str:
 
 
 # the normalised-path automaton: 0 start, 1 after `/`, 2 segment `.`, 3 segment `..`, 4 a segment
-_PATH_NEXT: dict[int, dict[str, int | None]] = {0: {"/": 1}, 1: {"/": None, ".": 2, "": 4}, 2: {"/": None, ".": 3, "": 4},
-              3: {"/": None, ".": 4, "": 4}, 4: {"/": 1, ".": 4, "": 4}}
+_PATH_NEXT: dict[int, dict[str, int | None]] = {
+    0: {"/": 1}, 1: {"/": None, ".": 2, "": 4}, 2: {"/": None, ".": 3, "": 4},
+    3: {"/": None, ".": 4, "": 4}, 4: {"/": 1, ".": 4, "": 4}}
 _PATH_ACCEPT = frozenset({1, 4})
 
 
@@ -138,7 +139,8 @@ def regions(conditions: list[Condition], pool: frozenset[str], path: bool = Fals
                 continue
             seen_kinds.add(kind)
             steps.append((ch, symbol))
-    steps.sort(key=lambda s: (not s[0].islower(), s[0]))   # the union's symbol numbers follow set order: characters give a stable search
+    # the union's symbol numbers follow set order: characters give a stable search (lower case first)
+    steps.sort(key=lambda s: (not s[0].islower(), s[0]))
     start = tuple(m.initial for m in machines)
     first = (start, 0 if path else -1)
     best: dict[tuple[bool, ...], str] = {}
