@@ -36,7 +36,6 @@ from compiler.cli.diff_space import (
     Condition,
     regions,
 )
-from runtime_proxy.decide.explain import Explanation
 from runtime_proxy.decide.request import Draws, Head, decide_request, header_dict
 from runtime_proxy.decide.response import response_lines
 from runtime_proxy.decide.table import Table, compile_config
@@ -309,7 +308,7 @@ def outbound(table: Table | None, dest_host: str, req: Request) -> dict:
         return {"reply": "no sidecar"}
     head = _head(False, req.method, req.target, dest_host, list(req.headers), None)
     low = decide_request(table, head, _draws(0.0))
-    high = decide_request(table, head, _draws(_ONE), Explanation())
+    high = decide_request(table, head, _draws(_ONE))
     route = high.route
     if route is None:
         return {"status": high.status}
@@ -429,7 +428,12 @@ def diff(old: Side, new: Side) -> Result:
                     dest_table = side.tables.get(dest)
                     if caller in services:
                         table = side.tables.get(caller)
-                        key = (id(side), id(table), req)
+                        # the outbound decision reads, of the caller's table, only whether the
+                        # destination answers to its Host there (its scope), its routes (the same in
+                        # every table), the path normalisation and the body limit
+                        key = (id(side), req) if table is None else \
+                            (id(side), req, table.service_for_host(host) is not None, table.escaped_slashes,
+                             table.proxy.max_request_body_bytes)
                         o = cache.get(key)
                         if o is None:
                             o = cache[key] = outbound(table, host, req)

@@ -90,8 +90,21 @@ def _path_step(state: int, ch: str) -> int | None:
     return moves.get("", None)
 
 
+_CACHE: dict[tuple, Regions] = {}
+
+
 def regions(conditions: list[Condition], pool: frozenset[str], path: bool = False) -> Regions:
     """One representative value per region of `conditions` (see the module's docstring)."""
+    key = (tuple(sorted(set(conditions), key=repr)), pool, path)
+    found = _CACHE.get(key)
+    if found is None:
+        found = _CACHE[key] = _regions(list(key[0]), pool, path)
+        if len(_CACHE) > 4096:
+            _CACHE.clear()
+    return found
+
+
+def _regions(conditions: list[Condition], pool: frozenset[str], path: bool) -> Regions:
     out = Regions()
     if not conditions:
         out.values = ["/"] if path else [""]
