@@ -36,8 +36,9 @@ def _variant(base: str, where: str, name: str, text: str) -> str | None:
     return None if compile_side(side) else where
 
 
-def run_operators(base: str, tmp: str, operators, limit: int = 2) -> list[tuple[str, str, str, bool, bool]]:
-    """(file, operator, what, changed, unknown) for every mutant of every file of `base` that compiles."""
+def run_operators(base: str, tmp: str, operators, limit: int = 2) -> list[tuple]:
+    """(file, operator, what, changed, unknown, mutant directory) for every mutant of every file of
+    `base` that compiles."""
     old = _side(base)
     rows = []
     for name in sorted(os.listdir(base)):
@@ -53,7 +54,7 @@ def run_operators(base: str, tmp: str, operators, limit: int = 2) -> list[tuple[
                 new = _side(where)
                 result = diff(old, new)
                 assert result.unreplayed == 0
-                rows.append((name, op.__name__, what, bool(result.changes), bool(result.unknown)))
+                rows.append((name, op.__name__, what, bool(result.changes), bool(result.unknown), where))
     return rows
 
 
@@ -102,9 +103,12 @@ def test_mutations_of_generated_policies(tmp_path):
         for r in run_operators(base, os.path.join(str(tmp_path), f"e{seen[0]}"), PRESERVING):
             tally["preserving"] += 1
             tally["false"] += r[3] or r[4]
+            if r[3] or r[4]:
+                misses.append((seen[0], r))
+        print(f"policy {seen[0]}: {tally}", flush=True)
 
     one()
     print(f"\nmeshc diff mutation run over {seen[0]} generated policies: {tally}")
-    for m in misses[:20]:
-        print("  not detected:", m)
+    for m in misses[:40]:
+        print("  not detected (or a false change):", m)
     assert tally["false"] == 0

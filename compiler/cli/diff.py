@@ -104,7 +104,10 @@ def differing(change) -> list[str]:
 def explain(change) -> list[str]:
     """One line per differing field: what happened, and what happens now."""
     lines = []
-    for k in differing(change):
+    fields = differing(change)
+    if "status" in fields and ("request" not in change.old or "request" not in change.new):
+        fields = [k for k in fields if k in ("status", "to", "authz")]   # a local reply on one side
+    for k in fields:
         if k == "request":
             lines.append("the request sent upstream changed: "
                          f"{_value(k, change.old)}  →  {_value(k, change.new)}")

@@ -36,6 +36,7 @@ from compiler.cli.diff_space import (
     Condition,
     regions,
 )
+from runtime_proxy.decide.http import decode_value, encode_value
 from runtime_proxy.decide.request import Draws, Head, decide_request, header_dict
 from runtime_proxy.decide.response import response_lines
 from runtime_proxy.decide.table import Table, compile_config
@@ -285,10 +286,9 @@ def _note(space: Space, r: Any, what: str) -> None:
 
 # ---- outcomes ------------------------------------------------------------------------------------
 
-def _head(inbound: bool, method: str, target: str, host: str, headers: list[tuple[str, str]],
+def _head(inbound: bool, method: str, target: str, host: str, headers: list[tuple[bytes, bytes]],
           peer: str | None) -> Head:
-    raw = [(b"host", host.encode("latin-1"))] + [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
-    hdict, raw = header_dict(raw)
+    hdict, raw = header_dict([(b"host", host.encode("latin-1")), *headers])
     return Head(inbound, method, target, raw, hdict, None, False, 0, peer, None)
 
 
@@ -306,7 +306,8 @@ def outbound(table: Table | None, dest_host: str, req: Request) -> dict:
     for the explanation and the inbound hop, not compared)."""
     if table is None:
         return {"reply": "no sidecar"}
-    head = _head(False, req.method, req.target, dest_host, list(req.headers), None)
+    head = _head(False, req.method, req.target, dest_host, [(n.encode(), encode_value(v)) for n, v in req.headers],
+                 None)
     low = decide_request(table, head, _draws(0.0))
     high = decide_request(table, head, _draws(_ONE))
     route = high.route
@@ -334,7 +335,7 @@ def outbound(table: Table | None, dest_host: str, req: Request) -> dict:
         out["status"] = high.status
         return out
     out["status"] = f"abort {low.status} sometimes" if low.status else 0
-    out["request"] = high.up_head.decode("latin-1")
+    out["request"] = decode_value(high.up_head)
     out["response_headers"] = b"".join(response_lines(route, list(SAMPLE_RESPONSE), [])).decode("latin-1")
     out["_up"] = high.up_head
     return out
@@ -355,15 +356,14 @@ def inbound(table: Table | None, up_head: bytes, peer: str | None, tls: bool, ho
         if line:
             n, _, v = line.partition(b": ")
             if n.lower() != b"host":
-                headers.append((n.decode("latin-1"), v.decode("latin-1")))
+                headers.append((n, v))
     d = decide_request(table, _head(True, method, target, host, headers, peer if tls else None), _draws(0.0))
     return {"authz": "allowed" if d.status == 0 else f"denied {d.status}", "_rule": d.rule}
 
 
 def _request_line(req: Request, host: str) -> bytes:
-    text = f"{req.method} {req.target} HTTP/1.1\r\nhost: {host}\r\n"
-    text += "".join(f"{n}: {v}\r\n" for n, v in req.headers)
-    return text.encode("latin-1")
+    head = f"{req.method} {req.target} HTTP/1.1\r\nhost: {host}\r\n".encode("latin-1")
+    return head + b"".join(n.encode() + b": " + encode_value(v) + b"\r\n" for n, v in req.headers)
 
 
 def delta(a: dict, b: dict) -> tuple:

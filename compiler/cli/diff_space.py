@@ -36,6 +36,12 @@ IDENTITY_POOL = frozenset(_BASE + "/:")
 _NEVER = {False: "", True: "&#=+% "}   # characters a query value never takes as written
 
 
+def pool_ascii(pool: frozenset[str]) -> bool:
+    """Whether values of this dimension stay ASCII: identities (URIs); header values take any
+    character a condition names (sent as UTF-8, as the proxy decodes them)."""
+    return pool is IDENTITY_POOL
+
+
 @dataclass(frozen=True)
 class Condition:
     """One test on a dimension's value: `kind` exact | prefix | segment_prefix | suffix | regex."""
@@ -135,8 +141,11 @@ def _regions(conditions: list[Condition], pool: frozenset[str], path: bool) -> R
         return _fallback(conditions, out, path)
     union, maps = ifsm.Alphabet.union(*(m.alphabet for m in machines))
     explicit = {ch for chars in union.by_transition.values() for ch in chars if ch is not ifsm.anything_else}
+    query = pool is QUERY_POOL
     mentioned = set() if path else {ch for c in conditions for ch in c.value
-                                     if " " <= ch <= "~" and ch not in _NEVER[pool is QUERY_POOL]}
+                                     if (" " <= ch <= "~" or (not query and not pool_ascii(pool) and ch.isprintable()
+                                                              and ch > "\x7f"))
+                                     and ch not in _NEVER[query]}
     letters = sorted(pool | mentioned)
     # each union symbol: its representative characters (one per class the path automaton tells apart)
     steps: list[tuple[str, int]] = []
