@@ -209,7 +209,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         graph.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                            help="colour in human output (default: auto, only on a terminal; NO_COLOR disables)")
     if only in (None, "diff"):
-        df = sub.add_parser("diff", help="what a policy change does to requests: witnesses of changed outcomes",
+        df = sub.add_parser("diff", usage="meshc diff OLD NEW [-- PATHS] [--output-format human|json|markdown]",
+                            help="what a policy change does to requests: witnesses of changed outcomes",
                             description="Compare the behaviour of two versions of a policy: every request class "
                                         "either version can tell apart (paths, methods, headers, query, callers) "
                                         "is decided by the native proxy's decision function on both, and each "
@@ -219,7 +220,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                                         "directories or git revisions (a revision: PATHS as they were in it, "
                                         "else the other side's path). Exit 0 no change, 5 changed, 6 no change "
                                         "found but not complete (unknown), 1 a side does not compile, 2 usage.")
-        df.add_argument("sides", nargs="+", metavar="OLD NEW [-- PATHS]",
+        df.add_argument("sides", nargs="+", metavar="OLD NEW",
                         help="two files, directories or git revisions, then (for revisions) the paths to compare")
         df.add_argument("--output-format", "--format", dest="output_format",
                         choices=("human", "json", "markdown"), default="human",
