@@ -11,6 +11,7 @@ header's exact values, that no request meets both of), rename routes and rules, 
 from __future__ import annotations
 
 import itertools
+import os
 import re
 
 _ROUTE = re.compile(r"^([ \t]*)route ([A-Za-z_][A-Za-z0-9_-]*) \{", re.M)
@@ -195,4 +196,33 @@ def reformat(text: str, limit: int = 1) -> list[tuple[str, str]]:
     return [("\n".join(lines) + "\n\n\n", "reformat")]
 
 
-PRESERVING = (reorder_independent, rename, reformat)
+_STDLIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "stdlib_policies")
+
+
+def rename_policy(text: str, limit: int = 1) -> list[tuple[str, str]]:
+    """A standard library policy the text uses, copied into the text under another name and used
+    by that name (`use std.allow_health_checks` -> `use health_checks_local`, and its rules'
+    names with it)."""
+    out = []
+    for m in re.finditer(r"\b(use|retry|outlier|limits|retry_budget) std\.([a-z_]+)\b", text):
+        kind = "rules" if m.group(1) == "use" else m.group(1)
+        for name in sorted(os.listdir(_STDLIB)):
+            if not name.endswith(".mesh"):
+                continue
+            with open(os.path.join(_STDLIB, name)) as f:
+                std = f.read()
+            d = re.search(rf"(?m)^policy {kind} {m.group(2)} \{{", std)
+            if d is None:
+                continue
+            body = std[d.start():_block_end(std, d.end() - 1)]
+            local = f"{m.group(2)}_local"
+            copy = body.replace(f"policy {kind} {m.group(2)} {{", f"policy {kind} {local} {{", 1)
+            new = text[:m.start()] + f"{m.group(1)} {local}" + text[m.end():] + "\n" + copy + "\n"
+            out.append((new, "rename a policy"))
+            break
+        if len(out) >= limit:
+            break
+    return out
+
+
+PRESERVING = (reorder_independent, rename, rename_policy, reformat)
