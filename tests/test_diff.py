@@ -37,6 +37,7 @@ CASES = [
     ("zero-trust-case", "zero-trust.mesh", 'deny admin { path prefix "/api/admin" ignore_case }',
      'deny admin { path prefix "/api/admin" }'),
     ("resilience-retry", "resilience.mesh", "retry { attempts 3", "retry { attempts 2"),
+    ("shop-settings", "shop.mesh", "limits { connections 200", "limits { connections 201"),
     ("canary-independent-reorder", "canary.mesh",
      "  route pinned_canary {\n    match { header \"x-canary\" exact \"always\" }\n    to recommendations.v2\n"
      "    response_headers { set \"x-served-by\" \"v2\" }\n  }\n",
@@ -85,6 +86,7 @@ def test_diff_golden(case, sides, update_goldens):
         outputs[suffix] = r.stdout
     doc = json.loads(outputs["json"])
     assert doc["changed"] is (expected_code == EXIT_CHANGED) and doc["complete"] is True
+    assert bool(doc["settings"]) is (case[0] == "shop-settings")
     for suffix, text in outputs.items():
         path = os.path.join(GOLDEN, f"{case[0]}.{suffix}")
         if update_goldens:
@@ -99,7 +101,7 @@ def test_diff_golden(case, sides, update_goldens):
 
 def test_every_reported_witness_replays_on_both_sides(sides):
     shutil.copytree(EXAMPLES, sides / "new")
-    for case in CASES[:4]:
+    for case in CASES[:5]:
         file, text = _edit(case)
         (sides / "new" / file).write_text(text)
     old, new = (Side(str(p), expand_paths([str(p)])[0]) for p in (sides / "old", sides / "new"))

@@ -54,7 +54,8 @@ def run_operators(base: str, tmp: str, operators, limit: int = 2) -> list[tuple]
                 new = _side(where)
                 result = diff(old, new)
                 assert result.unreplayed == 0
-                rows.append((name, op.__name__, what, bool(result.changes), bool(result.unknown), where))
+                changed = bool(result.changes or result.settings)
+                rows.append((name, op.__name__, what, changed, bool(result.unknown), where))
     return rows
 
 

@@ -71,7 +71,7 @@ def run_diff(args) -> int:
     text = (render_json if fmt == "json" else render_markdown if fmt == "markdown" else render_human)(
         sides[0].label, sides[1].label, result)
     sys.stdout.write(text)
-    if result.changes:
+    if result.changes or result.settings:
         return EXIT_CHANGED
     return EXIT_UNKNOWN if result.unknown else EXIT_OK
 
@@ -128,6 +128,11 @@ def _summary(old: str, new: str, result) -> str:
     if result.changes:
         head = f"{len(result.changes)} change{'s' if len(result.changes) != 1 else ''} in {dests} " \
                f"destination{'s' if dests != 1 else ''}"
+        if result.settings:
+            head += f", {len(result.settings)} setting{'s' if len(result.settings) != 1 else ''} changed"
+    elif result.settings:
+        head = f"{len(result.settings)} setting{'s' if len(result.settings) != 1 else ''} changed, " \
+               "every request decided as before"
     elif result.unknown:
         head = "no change found, but the answer is not complete (unknown)"
     else:
@@ -150,10 +155,18 @@ def render_human(old: str, new: str, result) -> str:
             if c.classes > 1:
                 out.append(f"      ({c.classes - 1} more request class{'es' if c.classes > 2 else ''} "
                            "change the same way)")
+    if result.settings:
+        out += ["", "settings (read by no request decision: a destination's state and connections, the sidecars)"]
+        out += [f"  {svc}: {key}: {_setting(a)} → {_setting(b)}" for svc, key, a, b in result.settings]
     for dest, reasons in sorted(result.unknown.items()):
         out.append("")
         out.append(f"unknown: {dest}: " + "; ".join(reasons))
     return "\n".join(out) + "\n"
+
+
+def _setting(value) -> str:
+    return "none" if value is None else json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) \
+        else str(value)
 
 
 def _outcome_data(o: dict) -> dict:
@@ -167,7 +180,7 @@ def _outcome_data(o: dict) -> dict:
 def render_json(old: str, new: str, result) -> str:
     doc = {
         "old": old, "new": new,
-        "changed": bool(result.changes),
+        "changed": bool(result.changes or result.settings),
         "complete": not result.unknown,
         "destinations": result.destinations,
         "compared": result.compared,
@@ -175,6 +188,7 @@ def render_json(old: str, new: str, result) -> str:
                      "classes": c.classes, "fields": differing(c), "explanation": explain(c),
                      "old": _outcome_data(c.old), "new": _outcome_data(c.new)}
                     for c in sorted(result.changes, key=lambda c: (c.dest, c.request.show()))],
+        "settings": [{"service": svc, "setting": key, "old": a, "new": b} for svc, key, a, b in result.settings],
         "unknown": [{"destination": d, "reasons": r} for d, r in sorted(result.unknown.items())],
     }
     return json.dumps(doc, indent=2, sort_keys=False) + "\n"
@@ -191,6 +205,9 @@ def render_markdown(old: str, new: str, result) -> str:
             more = f" (+{c.classes - 1} similar)" if c.classes > 1 else ""
             change = "<br>".join(line.replace("|", "\\|") for line in explain(c))
             out.append(f"| {_callers(c)} | `{c.request.show()}`{more} | {change} |")
+    if result.settings:
+        out += ["", "#### Settings", "", "| service | setting | old | new |", "|---|---|---|---|"]
+        out += [f"| `{svc}` | `{key}` | `{_setting(a)}` | `{_setting(b)}` |" for svc, key, a, b in result.settings]
     if result.unknown:
         out += ["", "**Unknown** (not complete):", ""]
         out += [f"- `{d}`: " + "; ".join(r) for d, r in sorted(result.unknown.items())]

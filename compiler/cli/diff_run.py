@@ -393,12 +393,69 @@ class Change:
     classes: int = 1        # request classes with the same change, of which `request` is the smallest
 
 
+# a service's settings that no request decision reads (the state decisions, the connections, the
+# sidecar's own listeners and limits): compared as data, without source locations
+SETTINGS = ("subsets", "limits", "outlier", "retry_budget", "upstream", "sidecar", "mtls", "port", "namespace",
+            "identity")
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k != "source"}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+def _flat(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flat(v, f"{prefix}.{k}" if prefix else k, out)
+    elif isinstance(value, list) and value and all(isinstance(v, dict) and "name" in v for v in value):
+        for v in value:
+            _flat(v, f"{prefix}[{v['name']}]", out)
+    else:
+        out[prefix] = value
+
+
+def settings_changes(old: Side, new: Side) -> list[tuple[str, str, Any, Any]]:
+    """(service, setting, old, new) for every setting of SETTINGS that differs; a service only on
+    one side is reported once, as `service`."""
+    from compiler.ir.serialize import to_data
+
+    def services(side: Side) -> dict[str, dict[str, Any]]:
+        if side.ir is None:
+            return {}
+        out = {}
+        for svc in side.ir.services:
+            data = _strip(to_data(svc))
+            assert isinstance(data, dict)
+            flat: dict[str, Any] = {}
+            for key in SETTINGS:
+                _flat(data.get(key), key, flat)
+            out[svc.name] = flat
+        return out
+
+    a, b = services(old), services(new)
+    changes = []
+    for name in sorted(set(a) | set(b)):
+        if name not in a or name not in b:
+            changes.append((name, "service", "declared" if name in a else "absent",
+                            "declared" if name in b else "absent"))
+            continue
+        for key in sorted(set(a[name]) | set(b[name])):
+            if a[name].get(key) != b[name].get(key):
+                changes.append((name, key, a[name].get(key), b[name].get(key)))
+    return changes
+
+
 @dataclass
 class Result:
     changes: list[Change]
     unknown: dict[str, list[str]]       # destination -> why its answer is not complete
     compared: int = 0                   # (caller, request) pairs decided on both sides
     unreplayed: int = 0                 # differences the witness alone did not show again (a bug if not 0)
+    settings: list[tuple[str, str, Any, Any]] = field(default_factory=list)   # settings_changes
     destinations: int = 0
 
 
@@ -408,6 +465,7 @@ def services_of(side: Side) -> dict[str, str]:
 
 def diff(old: Side, new: Side) -> Result:
     result = Result([], {})
+    result.settings = settings_changes(old, new)
     ids_old, ids_new = services_of(old), services_of(new)
     services = {**ids_old, **ids_new}
     for dest in sorted(services):
