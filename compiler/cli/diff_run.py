@@ -437,7 +437,7 @@ def settings_changes(old: Side, new: Side) -> list[tuple[str, str, Any, Any]]:
         return out
 
     a, b = services(old), services(new)
-    changes = []
+    changes: list[tuple[str, str, Any, Any]] = []
     for name in sorted(set(a) | set(b)):
         if name not in a or name not in b:
             changes.append((name, "service", "declared" if name in a else "absent",

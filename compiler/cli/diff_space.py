@@ -119,7 +119,7 @@ def _regions(conditions: list[Condition], pool: frozenset[str], path: bool) -> R
         import interegular
         from interegular import fsm as ifsm
     except ImportError:   # pragma: no cover - the `test` extra installs it
-        out.complete, out.reason = False, "interegular is not installed (pip install 'meshc[test]')"
+        out.complete, out.reason = False, "interegular is not installed (pip install 'meshc[diff]')"
         out.values = ["/"] if path else [""]
         return out
     machines = []
