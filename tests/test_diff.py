@@ -202,3 +202,21 @@ def test_path_regions_are_normalised_paths_one_per_combination():
     assert (True, True, True, False, True) in vectors             # /api/x
     assert (True, False, True, True, True) in vectors             # /api/v0
     assert (False, False, False, False, True) in vectors          # /API/
+
+
+def test_a_new_service_is_listed_under_settings_and_reached_as_a_destination(tmp_path):
+    base = ('service api {\n  port 8080\n  endpoints ["127.0.0.1:9000"]\n}\n'
+            'service web {\n  port 8081\n  endpoints ["127.0.0.1:9001"]\n}\n')
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "p.mesh").write_text(base)
+    (tmp_path / "b" / "p.mesh").write_text(base + 'service jobs {\n  port 8082\n  endpoints ["127.0.0.1:9002"]\n}\n')
+    old, new = (Side(str(tmp_path / s), [str(tmp_path / s / "p.mesh")]) for s in "ab")
+    assert compile_side(old) == [] and compile_side(new) == []
+    result = diff(old, new)
+    assert result.settings == [("jobs", "service", "absent", "declared")]
+    # the new service calls nothing on the old side: only requests *to* it change
+    assert {c.dest for c in result.changes} == {"jobs"}
+    reached = [c for c in result.changes if "api" in c.callers]
+    assert reached and reached[0].old["status"] == 404 and reached[0].new["status"] == 0
+    assert all("jobs" not in c.callers for c in result.changes)

@@ -81,12 +81,14 @@ def run_diff(args) -> int:
 def _value(field: str, o: dict) -> str:
     v = o.get(field)
     if field == "status":
-        return "forwarded" if v == 0 else "no reply" if v is None else str(v)
+        return "forwarded" if v == 0 else "-" if v is None else str(v)
     if field == "timeout_ms":
         return "none" if v == 0 else "-" if v is None else f"{v}ms"
     if field == "authz":
         if v is None:
             return "not reached"
+        if not v.startswith(("allowed", "denied")):
+            return str(v)
         rule = o.get("_rule")
         return f"{v} by rule `{rule}`" if rule else f"{v} by the default"
     if field == "to" and v is not None and o.get("_route"):
@@ -106,7 +108,7 @@ def explain(change) -> list[str]:
     lines = []
     fields = differing(change)
     if "status" in fields and ("request" not in change.old or "request" not in change.new):
-        fields = [k for k in fields if k in ("status", "to", "authz")]   # a local reply on one side
+        fields = [k for k in fields if k in ("reply", "status", "to", "authz")]   # a local reply on one side
     for k in fields:
         if k == "request":
             lines.append("the request sent upstream changed: "

@@ -475,7 +475,10 @@ def diff(old: Side, new: Side) -> Result:
         result.destinations += 1
         host = dest
         found: dict[tuple, Change] = {}
-        callers: list[tuple[str, str | None, bool]] = [(c, None, False) for c in sorted(services)]
+        # a service on one side only calls nothing on the other: it is listed under settings
+        # (`service: absent → declared`), its own requests are not compared
+        callers: list[tuple[str, str | None, bool]] = [(c, None, False) for c in sorted(services)
+                                                       if c in ids_old and c in ids_new]
         callers += [(f"identity {i}", i, True) for i in space.identities]
         callers.append((UNAUTHENTICATED, None, False))
         cache: dict[tuple, dict] = {}
