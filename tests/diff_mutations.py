@@ -4,8 +4,8 @@ Each operator takes a policy's text and returns mutants (text, what was changed)
 applies to (at most `limit`). MUTATIONS change behaviour for some request: reorder dependent routes
 (a later route that takes every request the earlier one takes, to another target, moved first), a
 split weight, a match value, a match kind, an authorization rule's action, the default, a timeout,
-a retry setting. PRESERVING edits change none: reorder independent routes (exact paths, or one
-header's exact values, that no request meets both of), rename routes and rules, reformat.
+a retry setting. PRESERVING edits change none: reorder independent routes (paths or methods that no request meets
+both of), rename routes, rules and policies, reformat.
 """
 
 from __future__ import annotations
@@ -146,28 +146,46 @@ MUTATIONS = (reorder_dependent, weight, match_value, match_kind, rule, default, 
 
 # ---- behaviour-preserving edits ------------------------------------------------------------------
 
-def _only_exact(body: str) -> tuple[str, str] | None:
-    """The one exact condition of a route with a single `match` of one exact path or header."""
-    if body.count("match") != 1:
+def _matches(body: str) -> list[tuple[tuple[str, str] | None, frozenset[str] | None]] | None:
+    """(path condition, methods) of each `match` of a route; None when it has none (a catch-all)."""
+    found = re.findall(r"match \{([^}]*)\}", body)
+    if not found:
         return None
-    m = re.search(r"match \{([^}]*)\}", body)
-    if m is None:
-        return None
-    inner = m.group(1).strip()
-    p = re.fullmatch(r'path exact "([^"\\]*)"', inner)
-    if p:
-        return "path", p.group(1)
-    h = re.fullmatch(r'header "([^"\\]*)" exact "([^"\\]*)"', inner)
-    if h:
-        return "header " + h.group(1), h.group(2)
-    return None
+    out = []
+    for inner in found:
+        p = re.search(r'path (exact|prefix|raw_prefix|regex) "([^"\\]*)"', inner)
+        m = re.search(r"method (\[[^\]]*\]|[A-Z]+)", inner)
+        methods = None if m is None else frozenset(re.findall(r"[A-Z]+", m.group(1)))
+        out.append(((p.group(1), p.group(2)) if p else None, methods))
+    return out
+
+
+def _disjoint(a: tuple[tuple[str, str] | None, frozenset[str] | None],
+              b: tuple[tuple[str, str] | None, frozenset[str] | None]) -> bool:
+    """No request meets both matches: their methods do not meet, or their literal paths cannot
+    (an exact path or a prefix, taken as a plain string prefix: a superset of `prefix`)."""
+    if a[1] is not None and b[1] is not None and not a[1] & b[1]:
+        return True
+    pa, pb = a[0], b[0]
+    if pa is None or pb is None or "regex" in (pa[0], pb[0]):
+        return False
+    (ka, va), (kb, vb) = pa, pb
+    if ka == "exact" and kb == "exact":
+        return va != vb
+    if ka == "exact":
+        return not va.startswith(vb)
+    if kb == "exact":
+        return not vb.startswith(va)
+    return not va.startswith(vb) and not vb.startswith(va)
 
 
 def reorder_independent(text: str, limit: int = 2) -> list[tuple[str, str]]:
+    """Two adjacent routes that no request meets both of, swapped (a request has one path and one
+    method; header conditions are not used: a header may be sent twice, once for each route)."""
     out = []
     for a, b in _adjacent(text):
-        ca, cb = _only_exact(a[2]), _only_exact(b[2])
-        if ca and cb and ca[0] == cb[0] and ca[1] != cb[1]:
+        ma, mb = _matches(a[2]), _matches(b[2])
+        if ma and mb and all(_disjoint(x, y) for x in ma for y in mb):
             out.append((_swap(text, a, b), "reorder independent routes"))
     return out[:limit]
 

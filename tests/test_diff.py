@@ -38,25 +38,34 @@ CASES = [
      'deny admin { path prefix "/api/admin" }'),
     ("resilience-retry", "resilience.mesh", "retry { attempts 3", "retry { attempts 2"),
     ("shop-settings", "shop.mesh", "limits { connections 200", "limits { connections 201"),
-    ("canary-independent-reorder", "canary.mesh",
+    # the two pinned routes swapped: not independent, a request may carry `x-canary` twice
+    ("canary-pinned-swap", "canary.mesh",
      "  route pinned_canary {\n    match { header \"x-canary\" exact \"always\" }\n    to recommendations.v2\n"
      "    response_headers { set \"x-served-by\" \"v2\" }\n  }\n",
+     ""),
+    # two routes on disjoint paths swapped, and renamed: no change
+    ("shop-independent-reorder", "shop.mesh",
+     "  route products {\n    match { path prefix \"/products\"  method [GET, HEAD] }\n",
      ""),
 ]
 
 
 def _edit(case):
     name, file, old, new = case
-    if name == "canary-independent-reorder":   # pinned_canary moved after pinned_stable, renamed
-        with open(os.path.join(EXAMPLES, file)) as f:
-            text = f.read()
-        assert old in text
-        text = text.replace(old, "")
-        anchor = "  route rollout {"
-        return file, text.replace(anchor, old.replace("pinned_canary", "canary_pin") + anchor)
     with open(os.path.join(EXAMPLES, file)) as f:
         text = f.read()
     assert old in text, (name, old)
+    if name == "canary-pinned-swap":   # pinned_canary moved after pinned_stable, renamed
+        text = text.replace(old, "")
+        anchor = "  route rollout {"
+        return file, text.replace(anchor, old.replace("pinned_canary", "canary_pin") + anchor)
+    if name == "shop-independent-reorder":   # `products` moved after `search`, renamed
+        start = text.index(old)
+        end = text.index("  route search {")
+        products = text[start:end]
+        after = text.index("  route other {")
+        search = text[end:after]
+        return file, text[:start] + search + products.replace("route products", "route all_products") + text[after:]
     return file, text.replace(old, new)
 
 
@@ -77,7 +86,7 @@ def test_diff_golden(case, sides, update_goldens):
     shutil.copytree(EXAMPLES, sides / "new")
     file, text = _edit(case)
     (sides / "new" / file).write_text(text)
-    expected_code = EXIT_OK if case[0] == "canary-independent-reorder" else EXIT_CHANGED
+    expected_code = EXIT_OK if case[0] == "shop-independent-reorder" else EXIT_CHANGED
     outputs = {}
     for fmt, suffix in (("human", "txt"), ("json", "json"), ("markdown", "md")):
         r = meshc(["diff", "old", "new", "--output-format", fmt], sides)

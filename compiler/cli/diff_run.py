@@ -245,16 +245,16 @@ def space_for(dest: str, sides: list[Side], services: dict[str, str]) -> Space:
         else sorted(methods)
     if "GET" not in method_list:
         method_list.insert(0, "GET")
-    header_dims: list[list[tuple[str, str] | None]] = []
+    header_dims: list[list[tuple[tuple[str, str], ...]]] = []
     for name in sorted(headers):
         r = regions(headers[name], HEADER_POOL)
         _note(space, r, f"header `{name}`")
-        header_dims.append([None] + [(name, v) for v in r.values])
-    query_dims: list[list[tuple[str, str] | None]] = []
+        header_dims.append(_header_options(space, name, len(set(headers[name])), r.values))
+    query_dims: list[list[tuple[tuple[str, str], ...]]] = []
     for name in sorted(queries):
         r = regions(queries[name], QUERY_POOL)
         _note(space, r, f"query parameter `{name}`")
-        query_dims.append([None] + [(name, v) for v in r.values])
+        query_dims.append([()] + [((name, v),) for v in r.values])
     ident = regions(principals, IDENTITY_POOL)
     _note(space, ident, "caller identity")
     known = set(services.values())
@@ -270,12 +270,32 @@ def space_for(dest: str, sides: list[Side], services: dict[str, str]) -> Space:
         for qs in itertools.product(*query_dims) if query_dims else [()]:
             for method in method_list:
                 for path in path_regions.values:
-                    space.requests.append(Request(method, path, tuple(h for h in hs if h is not None),
-                                                  tuple(q for q in qs if q is not None)))
+                    space.requests.append(Request(method, path, tuple(h for group in hs for h in group),
+                                                  tuple(q for group in qs for q in group)))
                     count += 1
                     if count >= MAX_REQUESTS:
                         return space
     return space
+
+
+MAX_HEADER_OPTIONS = 64
+
+
+def _header_options(space: Space, name: str, conditions: int, values: list[str]) -> list[tuple[tuple[str, str], ...]]:
+    """A header's options: absent, one line per region, and, as a header sent several times is
+    tested value by value (a condition holds when one value passes; `not header` when none does),
+    the lines of every set of up to `conditions` distinct regions: each combination of conditions
+    that several lines can meet is one of these unions."""
+    options: list[tuple[tuple[str, str], ...]] = [()]
+    for k in range(1, max(1, conditions) + 1):
+        for combo in itertools.combinations(values, k):
+            options.append(tuple((name, v) for v in combo))
+            if len(options) > MAX_HEADER_OPTIONS:
+                space.complete = False
+                space.reasons.append(f"header `{name}`: more than {MAX_HEADER_OPTIONS} combinations of repeated "
+                                     "lines, only those of fewer lines are compared")
+                return options
+    return options
 
 
 def _note(space: Space, r: Any, what: str) -> None:
