@@ -8,6 +8,7 @@ fast subset runs the examples; `MESHC_DIFF_MUTATIONS=N` adds N generated policie
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import pytest
@@ -111,6 +112,45 @@ def sampled_difference(old: Side, new: Side, reqs) -> str | None:
     return None
 
 
+DEAD_CODES = ("W0401", "W0601")
+
+
+def why_equivalent(old: Side, new_dir: str) -> str:
+    """Why an undetected mutant cannot change behaviour, from facts other than the diff's own
+    search: the compiler's sound warnings that a route or rule never applies (W0401, W0601, W0603,
+    W0604) at the mutated construct, a destination that no sidecar's scope routes to
+    (compiler/ir/scope.py, as compiled into the native tables), a split with one target of
+    positive weight. "unexplained" otherwise."""
+    from tests.diff_mutations import routes_of
+
+    base = old.files[0]
+    with open(base) as f:
+        a = f.read()
+    with open(os.path.join(new_dir, os.path.basename(base))) as f:
+        b = f.read()
+    at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    line = a.count("\n", 0, at) + 1
+    start, end = line, line
+    for s, e, _ in routes_of(a):
+        if s <= at < e:
+            start, end = a.count("\n", 0, s) + 1, a.count("\n", 0, e) + 1
+    comp = old.comp
+    for d in comp.diagnostics:
+        if d.code in DEAD_CODES and d.span is not None:
+            dline = d.span.source.line_col(d.span.start)[0]
+            if start <= dline <= end:
+                return f"the compiler proves it dead ({d.code})"
+    head = a.rfind("\nroutes ", 0, at)
+    if head >= 0 and a.rfind("\nauthorization ", 0, at) < head:
+        dest = a[head + 8:a.index(" ", head + 8)]
+        if not any(t.service_for_host(dest) is not None for t in old.tables.values()):
+            return "a destination no sidecar's scope routes to"
+    text = a[a.rfind("\n", 0, at) + 1:a.find("\n", at)]
+    if "split {" in text and len([w for w in re.findall(r"\s([0-9]+)", text.split("}")[0]) if int(w) > 0]) == 1:
+        return "a split with one target of positive weight"
+    return "unexplained"
+
+
 @pytest.mark.skipif(not os.environ.get("MESHC_DIFF_MUTATIONS"), reason="the full run: MESHC_DIFF_MUTATIONS=N")
 def test_mutations_of_generated_policies(tmp_path):
     import warnings
@@ -132,6 +172,7 @@ def test_mutations_of_generated_policies(tmp_path):
     tally = {"mutants": 0, "detected": 0, "unknown": 0, "undetected": 0, "undetected_but_sampled_different": 0,
              "preserving": 0, "false": 0}
     by_op: dict[str, list[int]] = {}
+    reasons: dict[str, int] = {}
     misses: list = []
     for n, policy in enumerate(drawn):
         base = os.path.join(str(tmp_path), f"p{n}")
@@ -153,6 +194,8 @@ def test_mutations_of_generated_policies(tmp_path):
                 continue
             tally["unknown"] += r[4]
             tally["undetected"] += 1
+            why = why_equivalent(old, r[5])
+            reasons[why] = reasons.get(why, 0) + 1
             witness = sampled_difference(old, _side(r[5]), reqs)
             if witness is not None:
                 tally["undetected_but_sampled_different"] += 1
@@ -166,6 +209,7 @@ def test_mutations_of_generated_policies(tmp_path):
         print(f"policy {n}: {tally}", flush=True)
     print(f"\nmeshc diff mutation run over {len(drawn)} generated policies: {tally}")
     print("per operator (mutants, detected, undetected but a sampled request differs):", by_op)
+    print("undetected mutants, why they cannot change behaviour (facts other than the diff's):", reasons)
     for m in misses[:40]:
         print("  missed:", m)
     assert tally["false"] == 0 and tally["undetected_but_sampled_different"] == 0
