@@ -57,6 +57,7 @@ class Side:
     label: str                         # as written on the command line
     files: list[str]                   # the paths compiled (relative to `root` when a revision)
     root: str | None = None            # a temporary checkout of a revision's .mesh files, else None
+    here: str | None = None            # in it, the working directory's place (the files are relative to it)
     comp: Any = None
     ir: Any = None
     tables: dict[str, Table] = field(default_factory=dict)
@@ -122,9 +123,7 @@ def from_revision(rev: str, paths: list[str]) -> Side:
                 raise DiffInputError(f"{p} does not exist at {rev}")
         if not files:
             raise DiffInputError(f"no .mesh files in {', '.join(paths)} at {rev}")
-        side = Side(rev, files, root)
-        side.root_here = here  # type: ignore[attr-defined]
-        return side
+        return Side(rev, files, root, here)
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
@@ -134,7 +133,7 @@ def compile_side(side: Side) -> list:
     """Compile a side; its diagnostics (errors make the diff an input error, exit 1)."""
     from compiler import api
 
-    here = getattr(side, "root_here", None)
+    here = side.here
     cwd = os.getcwd()
     if here is not None:
         os.chdir(here)   # the revision's paths read as the working tree's
