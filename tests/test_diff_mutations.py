@@ -115,10 +115,15 @@ def sampled_difference(old: Side, new: Side, reqs) -> str | None:
 DEAD_CODES = ("W0401", "W0601")
 
 
+def text_line(text: str, at: int) -> str:
+    return text[text.rfind("\n", 0, at) + 1:text.find("\n", at)]
+
+
 def why_equivalent(old: Side, new_dir: str) -> str:
     """Why an undetected mutant cannot change behaviour, from facts other than the diff's own
-    search: the compiler's sound warnings that a route or rule never applies (W0401, W0601, W0603,
-    W0604) at the mutated construct, a destination that no sidecar's scope routes to
+    search: the compiler's sound warnings that a route or rule never applies (W0401, W0601) at the
+    mutated construct, a rule naming callers on a service with `mtls disable` (no caller has an
+    identity there), a destination that no sidecar's scope routes to
     (compiler/ir/scope.py, as compiled into the native tables), a split with one target of
     positive weight. "unexplained" otherwise."""
     from tests.diff_mutations import routes_of
@@ -140,12 +145,17 @@ def why_equivalent(old: Side, new_dir: str) -> str:
             dline = d.span.source.line_col(d.span.start)[0]
             if start <= dline <= end:
                 return f"the compiler proves it dead ({d.code})"
+    auth = a.rfind("\nauthorization ", 0, at)
+    if auth >= 0 and a.rfind("\nroutes ", 0, at) < auth and "from " in text_line(a, at) and old.ir is not None:
+        svc = old.ir.service(a[auth + 15:a.index(" ", auth + 15)])
+        if svc.mtls.mode == "disable":
+            return "a rule naming callers on a service that takes no identity (mtls disable, W0604)"
     head = a.rfind("\nroutes ", 0, at)
     if head >= 0 and a.rfind("\nauthorization ", 0, at) < head:
         dest = a[head + 8:a.index(" ", head + 8)]
         if not any(t.service_for_host(dest) is not None for t in old.tables.values()):
             return "a destination no sidecar's scope routes to"
-    text = a[a.rfind("\n", 0, at) + 1:a.find("\n", at)]
+    text = text_line(a, at)
     if "split {" in text and len([w for w in re.findall(r"\s([0-9]+)", text.split("}")[0]) if int(w) > 0]) == 1:
         return "a split with one target of positive weight"
     return "unexplained"
