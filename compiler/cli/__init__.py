@@ -52,6 +52,10 @@ def run(argv: list[str]) -> int:
         from compiler.cli.stat import stat
 
         return stat(args)
+    if args.command == "diff":  # two sides, each files, a directory or a git revision
+        from compiler.cli.diff import run_diff
+
+        return run_diff(args)
     if args.command == "status":  # a client of `meshc serve`: grpc, imported by compiler.control only
         from compiler.cli.status import status
 

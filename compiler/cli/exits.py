@@ -6,3 +6,5 @@ EXIT_INPUT = 1       # the input has errors (diagnostics printed), or a lint fin
 EXIT_USAGE = 2       # usage or I/O error: a bad option, a missing or unreadable path, an unwritable output
 EXIT_INTERNAL = 3    # a bug in meshc: a short report naming the inputs (MESHC_DEBUG=1 for the traceback)
 EXIT_UNREACHABLE = 4  # `meshc stat`: no proxy could be reached (nor `meshc serve`, when it was to name them)
+EXIT_CHANGED = 5     # `meshc diff`: the behaviour changed (witness requests printed)
+EXIT_UNKNOWN = 6     # `meshc diff`: no change found, but the answer is not complete for some destination

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
 COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp", "ca", "doctor", "serve", "status", "stat", "graph",
-            "trace", "test")
+            "trace", "test", "diff")
 FORMATS = ("human", "json", "sarif", "github")
 # What `meshc compile --emit` prints: the stages of a compile, in order.
 STAGES = ("tokens", "ast", "ir", "envoy", "native")
@@ -235,6 +235,25 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         test.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                           help="colour in human output (default: auto, only on a terminal; NO_COLOR disables)")
         quiet(test)
+    if only in (None, "diff"):
+        df = sub.add_parser("diff", usage="meshc diff OLD NEW [-- PATHS] [--output-format human|json|markdown]",
+                            help="what a policy change does to requests: witnesses of changed outcomes",
+                            description="Compare the behaviour of two versions of a policy: every request class "
+                                        "either version can tell apart (paths, methods, headers, query, callers) "
+                                        "is decided by the native proxy's decision function on both, and each "
+                                        "outcome that differs (destination, status, authorization, request sent "
+                                        "upstream, timeout, retries, fault, mirror) is shown with its smallest "
+                                        "witness request (docs/testing-diff.md). OLD and NEW are files, "
+                                        "directories or git revisions (a revision: PATHS as they were in it, "
+                                        "else the other side's path). Exit 0 no change, 5 changed, 6 no change "
+                                        "found but not complete (unknown), 1 a side does not compile, 2 usage.")
+        df.add_argument("sides", nargs="+", metavar="OLD NEW",
+                        help="two files, directories or git revisions, then (for revisions) the paths to compare")
+        df.add_argument("--output-format", "--format", dest="output_format",
+                        choices=("human", "json", "markdown"), default="human",
+                        help="human (default), json, or markdown (a pull-request comment)")
+        df.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                        help="colour in the diagnostics of a side that does not compile")
     if only is None:  # listed for --help only: run() hands `meshc proxy ...` to runtime_proxy as it is
         sub.add_parser("proxy", add_help=False,
                        help="run the native sidecar proxy on a compiled config (`meshc proxy --help`)")
