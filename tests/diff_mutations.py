@@ -1,4 +1,4 @@
-"""Policy mutation operators for measuring `meshc diff` (docs/testing-diff.md, "Measured by mutation").
+"""Policy mutation operators for measuring `meshc diff` (docs/testing.md, "Measured by mutation").
 
 Each operator takes a policy's text and returns mutants (text, what was changed), one per site it
 applies to (at most `limit`). MUTATIONS change behaviour for some request: reorder dependent routes

@@ -1,4 +1,4 @@
-"""`meshc diff` (docs/testing-diff.md): goldens of its human, JSON and Markdown output on edits of
+"""`meshc diff` (docs/testing.md): goldens of its human, JSON and Markdown output on edits of
 the shipped examples, its exit codes, git revisions (imports resolved within the revision), the
 request regions it builds, and the replay of every witness."""
 

@@ -1,4 +1,4 @@
-"""`meshc diff` measured by mutation (docs/testing-diff.md): each mutation operator of
+"""`meshc diff` measured by mutation (docs/testing.md): each mutation operator of
 tests/diff_mutations.py applied to the shipped examples (one site per operator and file;
 `MESHC_DIFF_SITES=N`: up to N) and, in the full run, to generated policies must be detected (a
 change reported, never "unknown"), and each behaviour-preserving edit must report no change. The

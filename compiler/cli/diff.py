@@ -1,4 +1,4 @@
-"""`meshc diff OLD NEW [-- PATHS]`: what a policy change does to requests (docs/testing-diff.md).
+"""`meshc diff OLD NEW [-- PATHS]`: what a policy change does to requests (docs/testing.md).
 
 OLD and NEW are each a file, a directory or a git revision. A revision means the same paths as
 they were in it (PATHS, else the other side's path, else the working directory), with every

@@ -3,7 +3,7 @@ query parameter's value, the caller's identity), the conditions OLD and NEW test
 values into regions, each region the set of values that satisfy exactly the same conditions.
 `regions` returns one shortest value per region that a request can carry, so that a request
 built from one representative per dimension meets every combination of conditions the two
-policies can tell apart (docs/testing-diff.md, "When the answer is complete").
+policies can tell apart (docs/testing.md, "When the answer is complete").
 
 Every condition (exact, prefix, segment prefix, suffix, regex; ignoring case or not) is turned into
 a finite automaton by interegular; the automata run side by side (their product) over the
@@ -118,8 +118,8 @@ def _regions(conditions: list[Condition], pool: frozenset[str], path: bool) -> R
     try:
         import interegular
         from interegular import fsm as ifsm
-    except ImportError:   # pragma: no cover - the `test` extra installs it
-        out.complete, out.reason = False, "interegular is not installed (pip install 'meshc[diff]')"
+    except ImportError:   # pragma: no cover - a dependency of meshc; only a broken install lacks it
+        out.complete, out.reason = False, "interegular is not installed (pip install interegular)"
         out.values = ["/"] if path else [""]
         return out
     machines = []

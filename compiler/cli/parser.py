@@ -243,7 +243,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                                         "is decided by the native proxy's decision function on both, and each "
                                         "outcome that differs (destination, status, authorization, request sent "
                                         "upstream, timeout, retries, fault, mirror) is shown with its smallest "
-                                        "witness request (docs/testing-diff.md). OLD and NEW are files, "
+                                        "witness request (docs/testing.md). OLD and NEW are files, "
                                         "directories or git revisions (a revision: PATHS as they were in it, "
                                         "else the other side's path). Exit 0 no change, 5 changed, 6 no change "
                                         "found but not complete (unknown), 1 a side does not compile, 2 usage.")
