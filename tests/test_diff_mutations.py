@@ -19,6 +19,8 @@ from tests.diff_mutations import MUTATIONS, PRESERVING
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
+# the policies without their tests (*_test.mesh): an edit that renames a route would break a test
+POLICY_TESTS = shutil.ignore_patterns("*_test.mesh")
 
 
 def _side(directory: str) -> Side:
@@ -30,7 +32,7 @@ def _side(directory: str) -> Side:
 def _variant(base: str, where: str, name: str, text: str) -> str | None:
     """A copy of `base` with `name`'s text replaced, compiled; None when the mutant does not compile."""
     shutil.rmtree(where, ignore_errors=True)
-    shutil.copytree(base, where)
+    shutil.copytree(base, where, ignore=POLICY_TESTS)
     with open(os.path.join(where, name), "w") as f:
         f.write(text)
     side = Side(where, expand_paths([where])[0])
@@ -39,7 +41,10 @@ def _variant(base: str, where: str, name: str, text: str) -> str | None:
 
 def run_operators(base: str, tmp: str, operators, limit: int = 2) -> list[tuple]:
     """(file, operator, what, changed, unknown, mutant directory) for every mutant of every file of
-    `base` that compiles."""
+    `base` that compiles (its policy tests left out: they are no policy to mutate)."""
+    policies = os.path.join(tmp, "base")
+    shutil.copytree(base, policies, ignore=POLICY_TESTS)
+    base = policies
     old = _side(base)
     rows = []
     for name in sorted(os.listdir(base)):
