@@ -425,3 +425,41 @@ def test_the_language_server_goes_from_a_test_to_what_it_names():
         found[word] = (os.path.basename(where[0]), where[1])
     assert found["frontend"][0] == "shop.mesh"
     assert found["recommendations.v2"][0] == "canary.mesh"
+
+
+# ---- regressions (fix round) ----------------------------------------------------------------------
+
+HEADER = """\
+mesh { trust_domain "t.local"  mtls strict }
+service api { port 80  namespace "core"  endpoints ["127.0.0.1:1"] }
+service web { port 80  namespace "public"  endpoints ["127.0.0.1:1"] }
+service a { port 80  namespace "core"  endpoints ["127.0.0.1:2"] }
+service b { port 80  namespace "core"  endpoints ["127.0.0.1:3"] }
+authorization b { default deny }
+"""
+
+
+def small(text: str):
+    return api.compile([api.Text("h.mesh", HEADER + text)])
+
+
+def test_a_random_split_across_services_holds_every_expectation_on_each_arm():
+    comp = small('routes api { route r { split { a 50  b 50 } } }\n'
+                 'test "always ok" { request { from service web  GET "http://api/x" }  expect { status 200 } }\n')
+    assert not comp.has_errors, [d.message for d in comp.diagnostics]
+    (o,) = run_tests(comp).outcomes
+    (f,) = o.failures
+    assert f.code == "E0820" and "sends the request to `b`" in f.message and "403" in f.message
+    assert "key header" in (f.hint or "")
+    assert [h.service for h in o.hops] == ["web", "a", "b"]
+    # the same split pinned by its key header to the arm that allows: the test passes
+    comp = small('routes api { route r { split { a 50  b 50 } by header "x-k" } }\n'
+                 'test "pinned" { request { from service web  GET "http://api/x"  header "x-k" "10" }'
+                 '  expect { status 200 } }\n')
+    (o,) = run_tests(comp).outcomes
+    assert o.passed, [d.message for d in o.failures]
+    # unpinned, the hint names the key header
+    comp = small('routes api { route r { split { a 50  b 50 } by header "x-k" } }\n'
+                 'test "unpinned" { request { from service web  GET "http://api/x" }  expect { status 200 } }\n')
+    (o,) = run_tests(comp).outcomes
+    assert [d.code for d in o.failures] == ["E0820"] and '`header "x-k" "N"`' in (o.failures[0].hint or "")

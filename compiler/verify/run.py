@@ -221,6 +221,7 @@ def _run_one(ir, planes: Planes, outcome: Outcome, case: Case) -> None:
     inbound_headers = headers
     inbound_target = target
     out_hop = None
+    dests = [dest]                             # the services whose sidecars decide the inbound hop
     try:
         if case.caller_kind == "service":
             caller = str(case.caller)
@@ -247,42 +248,84 @@ def _run_one(ir, planes: Planes, outcome: Outcome, case: Case) -> None:
             picked = [native.cluster] if native.cluster else list(native.candidates or ())
             going_to = {clusters.get(c) for c in picked}
             if going_to != {dest}:       # a route of D that sends elsewhere: that service's sidecar decides
-                dest = sorted(x for x in going_to if x)[0] if any(going_to) else dest
-                if dest not in planes.native:
-                    _fail(outcome, "E0820", f"the request goes to `{dest}`, whose sidecar the test cannot run",
-                          case.span)
-                    return
-            mtls = next((s["mtls"] for s in planes.configs[caller]["services"] if s["name"] == dest), False)
-            identity = planes.configs[caller]["identity"] if mtls else None
+                # a random split among several services: each candidate's sidecar decides its share
+                dests = sorted(x for x in going_to if x) or [dest]
+                for d in dests:
+                    if d not in planes.native:
+                        _fail(outcome, "E0820", f"the request goes to `{d}`, whose sidecar the test cannot run",
+                              case.span)
+                        return
             inbound_target = native.path or target
             inbound_headers = tuple(native.upstream_headers or ())
-        elif case.caller_kind == "identity":
-            identity = case.caller
-        else:
-            identity = None
-        in_req = Request("inbound", case.method, inbound_target, host, inbound_headers, identity)
-        why = {}
-        native = planes.native[dest].decide(in_req, why=why)
-        envoy_why: list = []
-        envoy = planes.envoy[dest].decide(in_req, why=envoy_why)
+        in_hops = []
+        for d in dests:
+            if case.caller_kind == "service":
+                caller = str(case.caller)
+                mtls = next((s["mtls"] for s in planes.configs[caller]["services"] if s["name"] == d), False)
+                identity = planes.configs[caller]["identity"] if mtls else None
+            elif case.caller_kind == "identity":
+                identity = case.caller
+            else:
+                identity = None
+            in_req = Request("inbound", case.method, inbound_target, host, inbound_headers, identity)
+            why = {}
+            native = planes.native[d].decide(in_req, why=why)
+            envoy_why: list = []
+            envoy = planes.envoy[d].decide(in_req, why=envoy_why)
+            hop = Hop(f"inbound at {d}'s sidecar", in_req, native, envoy, service=d,
+                      caller_service=case.caller if case.caller_kind == "service" else None)
+            hop.rule = why.get("rule") or "default"
+            hop.envoy_rules = _envoy_decider(envoy, envoy_why)
+            in_hops.append((hop, envoy_why))
     except Unsupported as err:
         _fail(outcome, "E0821", f"the Envoy evaluator cannot decide this request: {err}", case.span)
         return
-    hop = Hop(f"inbound at {dest}'s sidecar", in_req, native, envoy, service=dest,
-              caller_service=case.caller if case.caller_kind == "service" else None)
-    hop.rule = why.get("rule") or "default"
-    hop.envoy_rules = _envoy_decider(envoy, envoy_why)
-    outcome.hops.append(hop)
-    if native != envoy:
-        _disagree(outcome, hop)
+    for hop, envoy_why in in_hops:
+        outcome.hops.append(hop)
+        if hop.native != hop.envoy:
+            _disagree(outcome, hop)
+            return
+        if hop.envoy_rules and hop.rule not in hop.envoy_rules and _named_in_envoy(hop.rule or "", envoy_why):
+            _fail(outcome, "E0821", f"the targets disagree on which authorization rule decided ({hop.where}): "
+                  f"native `{hop.rule}`, Envoy {', '.join(f'`{r}`' for r in hop.envoy_rules)}", case.span)
+            return
+        outcome.reached.add(f"rule {hop.service}.{hop.rule}" if hop.rule != "default" else f"default {hop.service}")
+    if len(in_hops) == 1:
+        hop = in_hops[0][0]
+        outcome.status = APP_STATUS if hop.native.status is None else hop.native.status
+        _expect(outcome, services, out_hop, hop)
         return
-    if hop.envoy_rules and hop.rule not in hop.envoy_rules and _named_in_envoy(hop.rule, envoy_why):
-        _fail(outcome, "E0821", f"the targets disagree on which authorization rule decided ({hop.where}): "
-              f"native `{hop.rule}`, Envoy {', '.join(f'`{r}`' for r in hop.envoy_rules)}", case.span)
-        return
-    outcome.reached.add(f"rule {dest}.{hop.rule}" if hop.rule != "default" else f"default {dest}")
-    outcome.status = APP_STATUS if native.status is None else native.status
-    _expect(outcome, services, out_hop, hop)
+    # several services may get the request: every expectation must hold on each arm
+    assert out_hop is not None, "only a caller's sidecar splits"
+    test = outcome.test
+    failed: list[tuple[ast.Expectation, str, str]] = []
+    for hop, _ in in_hops:
+        outcome.status = APP_STATUS if hop.native.status is None else hop.native.status
+        for ex in test.expect:
+            problem = _check(ex, outcome, services, out_hop.native, hop)
+            if problem is not None and all(f[0] is not ex for f in failed):
+                failed.append((ex, hop.service, problem))
+    first_failed = next((h for h, _ in in_hops if any(f[1] == h.service for f in failed)), None)
+    shown = first_failed or in_hops[0][0]
+    outcome.status = APP_STATUS if shown.native.status is None else shown.native.status
+    key = _split_key(services, out_hop.native)
+    pin = (f"pin the arm with the split's key header (`header \"{key}\" \"N\"`)" if key else
+           "give the split a key header and pin the arm with it")
+    for ex, arm, problem in failed:
+        _fail(outcome, "E0820", f"test `{test.name.value}` failed when the split sends the request to `{arm}`: "
+              f"{problem}", ex.span,
+              hint=f"the split sends the request at random to {_names(h.service for h, _ in in_hops)}, and every "
+                   f"expectation must hold on each; {pin}")
+
+
+def _split_key(services, d: Decision) -> str | None:
+    """The key header of the split of the route that took an outbound request."""
+    if d.route is None:
+        return None
+    svc, _, name = d.route.partition("/")
+    route = next((r for r in services[svc].routes if r.name == name), None) if svc in services else None
+    split = route.split if route is not None else None
+    return split.key_header if split is not None else None
 
 
 def _envoy_decider(envoy: Decision, why: list) -> tuple[str, ...]:
