@@ -65,6 +65,7 @@ EXPECTED_CODES: dict[str, list[str]] = {
     # policy tests (E0820 and E0821 come from running them: tests/test_policy_tests.py)
     "policy_tests": ["E0801", "E0803", "E0805", "E0806", "E0802", "W0801", "E0804", "E0807", "E0810", "E0809",
                      "E0811", "E0812", "E0808"],
+    "policy_test_requests": ["E0813"] * 3 + ["E0814"] * 8,
     # names and imports
     "unknown_service_did_you_mean": ["E0201"] * 4,
     "duplicate_names": ["E0202"] * 8,

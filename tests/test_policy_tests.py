@@ -463,3 +463,49 @@ def test_a_random_split_across_services_holds_every_expectation_on_each_arm():
                  'test "unpinned" { request { from service web  GET "http://api/x" }  expect { status 200 } }\n')
     (o,) = run_tests(comp).outcomes
     assert [d.code for d in o.failures] == ["E0820"] and '`header "x-k" "N"`' in (o.failures[0].hint or "")
+
+
+def test_an_expectation_on_a_header_the_sidecars_write_is_a_located_error():
+    tests = ('test "t" {\n  request { from service productpage  GET "http://reviews/x" }\n'
+             '  expect { request_header "x-request-id" absent  request_header "x-forwarded-proto" "http"\n'
+             '           request_header "traceparent" present  request_header "X-Envoy-Expected-Rq-Timeout-Ms" absent\n'
+             '           request_header "x-tier" absent }\n}\n')
+    found = [(d.code, d.span.location()) for d in api.check(program(tests)).diagnostics]
+    assert found == [("E0813", "reviews_test.mesh:3:27"), ("E0813", "reviews_test.mesh:3:65"),
+                     ("E0813", "reviews_test.mesh:4:27"), ("E0813", "reviews_test.mesh:4:65")]
+    # the check's set is the one the comparison leaves out
+    from compiler.semantic.checks.tests import sidecar_request_header
+    from envoy_eval.decisions import ignored_request_header
+    for name in ("x-request-id", "traceparent", "tracestate", "x-forwarded-for", "x-envoy-attempt-count", "host",
+                 "connection", "upgrade", "content-length", "te", "x-tier", "end-user", "x-forwarded", "x-envoy"):
+        assert sidecar_request_header(name) == ignored_request_header(name), name
+
+
+def test_a_request_a_test_cannot_send_is_a_located_error_not_a_disagreement(tmp_path):
+    tests = ('test "t" {\n  request { from service productpage  GET "http://reviews/x"\n'
+             '    header "x-a" "€"  header "" "1"  header "x b" "1"  header "host" "other"'
+             '  header "x-c" "a\\u0001b" }\n'
+             '  expect { status 200 }\n}\n'
+             'test "u" {\n  request { from identity "spiffe://cluster.local/ns/€/sa/x"  GET "http://reviews/x" }\n'
+             '  expect { status 403 }\n}\n'
+             'test "v" {\n  request { from service productpage  CONNECT "http://reviews/x" }\n'
+             '  expect { status 200 }\n}\n'
+             'test "w" {\n  request { from service productpage  GET "http://reviews/x"'
+             '  header "Upgrade" "websocket" }\n'
+             '  expect { status 200 }\n}\n')
+    found = [(d.code, d.span.location()) for d in api.check(program(tests)).diagnostics]
+    assert found == [("E0814", "reviews_test.mesh:3:18"), ("E0814", "reviews_test.mesh:3:30"),
+                     ("E0814", "reviews_test.mesh:3:45"), ("E0814", "reviews_test.mesh:3:63"),
+                     ("E0814", "reviews_test.mesh:3:92"), ("E0814", "reviews_test.mesh:7:27"),
+                     ("E0814", "reviews_test.mesh:11:39"), ("E0814", "reviews_test.mesh:15:70")]
+    code, out, err = run_cli(["test", *write_program(tmp_path, tests)])
+    assert code == 1 and "internal error" not in out + err and "E0814" in out + err
+
+
+def test_the_models_head_parser_takes_connect_and_upgrade_as_the_proxy_does():
+    from compiler.verify.native import parse_head
+    head = parse_head(verify_run.Request("outbound", "CONNECT", "/x", "reviews"), 100)
+    assert isinstance(head, tuple) and head[0] == "CONNECT"
+    head = parse_head(verify_run.Request("outbound", "GET", "/x", "reviews",
+                                         (("connection", "upgrade"), ("upgrade", "websocket"))), 100)
+    assert isinstance(head, tuple) and head[3]["upgrade"] == ["websocket"]

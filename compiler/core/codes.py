@@ -205,6 +205,15 @@ CODES: dict[str, Code] = _registry(
               "`std.allow_health_checks.healthz`), or `SERVICE.default` for the block's default."),
     ("E0812", "rule of another service", "The destination's own authorization decides a request: a rule of "
               "another service can never be the one that did."),
+    ("E0813", "request header the sidecars write", "`request_header` compares a header of the request the "
+              "destination gets. The sidecars write, strip or rewrite some headers themselves: the trace headers "
+              "(`x-request-id`, `traceparent`, `tracestate`), `x-forwarded-*`, `x-envoy-*`, `host` and the hop-by-hop "
+              "and framing ones (`connection`, `upgrade`, `content-length`, ...). `meshc test` leaves them out of "
+              "what it compares, so an expectation on one could never be held to what the sidecar sends."),
+    ("E0814", "request a test cannot send", "Both targets take a test's request as an HTTP/1.1 head: a header "
+              "name is a token (no spaces, not empty), a value is latin-1 without control characters (a tab may "
+              "be), the `Host` comes from the URL (no `host` header), a `from identity` SPIFFE ID is ASCII without "
+              "spaces, and the request switches no protocol (no `CONNECT`, no `upgrade` header)."),
     ("E0820", "test failed", "`meshc test` ran the test's request through both targets (the native proxy's "
               "decision function and the evaluator of the emitted Envoy configuration); they agree, and what they "
               "decided differs from what the test expects. The message names the expectation and what happened."),

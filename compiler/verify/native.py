@@ -103,6 +103,8 @@ def parse_head(request, max_count: int):
     parser = httptools.HttpRequestParser(head)
     try:
         parser.feed_data(data)
+    except httptools.HttpParserUpgrade:
+        pass     # CONNECT or an upgrade: the head is complete, the parser stops (as server.Downstream)
     except httptools.HttpParserError:
         if head.too_large:   # more header lines than the sidecar's max_request_headers
             return Decision(request.kind, status=431, body="Request Header Fields Too Large")

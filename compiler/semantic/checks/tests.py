@@ -1,5 +1,6 @@
 """Policy tests (`test` blocks) name what exists: the caller, the destination of the URL, the
-routes, subsets and authorization rules they expect (E0801-E0812, W0801). The compiled policy
+routes, subsets and authorization rules they expect, and a request both targets can take
+(E0801-E0814, W0801). The compiled policy
 ignores tests; `meshc test` runs them (compiler/verify)."""
 
 from __future__ import annotations
@@ -17,6 +18,21 @@ URL = re.compile(r"http://([A-Za-z0-9_.-]+)(?::([0-9]{1,5}))?(/[^#\s]*|\?[^#\s]*
 METHOD = re.compile(r"[A-Z]+\Z")
 # expectations that only a request through a caller's sidecar (`from service`) can have
 OUTBOUND_ONLY = ("route", "to", "to_any", "path", "request_header", "response_header", "timeout", "retries", "mirror")
+# Request headers the sidecars write, strip or rewrite themselves (the trace and forwarding headers,
+# Envoy's own, the hop-by-hop and framing ones): `meshc test` does not compare them (the set
+# envoy_eval.decisions.ignored_request_header leaves out of every Decision; a test holds both equal)
+SIDECAR_REQUEST_EXACT = frozenset({"host", "x-request-id", "traceparent", "tracestate", "content-length",
+                                   "connection", "keep-alive", "proxy-connection", "te", "trailer",
+                                   "transfer-encoding", "upgrade"})
+SIDECAR_REQUEST_PREFIXES = ("x-envoy-", "x-forwarded-")
+TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")     # an HTTP header name (RFC 9110 token)
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")          # control characters but tab
+
+
+def sidecar_request_header(name: str) -> bool:
+    """A request header a sidecar writes, strips or rewrites itself (not compared by `meshc test`)."""
+    n = name.lower()
+    return n in SIDECAR_REQUEST_EXACT or n.startswith(SIDECAR_REQUEST_PREFIXES)
 
 
 def destination_name(url: str) -> str | None:
@@ -79,6 +95,7 @@ def _check_test(ctx: Context, test: ast.Test) -> None:
     if METHOD.match(req.method.value) is None:
         ctx.diags.add("E0805", f"`{req.method.value}` is not a request method", req.method.span,
                       hint="methods are upper case: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS")
+    _check_sendable(ctx, req)
     dest = destination_name(req.url.value)
     svc = None
     if dest is None:
@@ -98,8 +115,50 @@ def _check_test(ctx: Context, test: ast.Test) -> None:
         _check_expectation(ctx, ex, dest if svc is not None else None)
 
 
+def _check_sendable(ctx: Context, req: ast.TestRequest) -> None:
+    """A request both targets can take as written (E0814): header names that are tokens, values
+    of latin-1 without control characters, an ASCII identity, no protocol switch."""
+    if req.caller_kind == "identity" and req.caller is not None and (
+            not req.caller.value.isascii() or CONTROL.search(req.caller.value) or " " in req.caller.value):
+        ctx.diags.add("E0814", f"the identity `{req.caller.value}` has a character a certificate's URI cannot carry",
+                      req.caller.span, hint="a SPIFFE ID is ASCII without spaces or control characters "
+                                            "(percent-encode anything else)")
+    if req.method is not None and req.method.value == "CONNECT":
+        ctx.diags.add("E0814", "a test cannot send `CONNECT`", req.method.span,
+                      hint="CONNECT opens a tunnel rather than sending a request: the sidecars route and authorize "
+                           "HTTP requests; test another method")
+    for h in req.headers:
+        name, value = h.name.value, h.value.value
+        if TOKEN.match(name) is None:
+            ctx.diags.add("E0814", f"`{name}` is not a header name" if name else "a header without a name", h.name.span,
+                          hint="a header name is a token: letters, digits and !#$%&'*+.^_`|~- , no spaces")
+        elif name.lower() == "host":
+            ctx.diags.add("E0814", "a test's `host` header would contradict its URL", h.name.span,
+                          hint="the URL's host (and port) is the `Host` header: write the host in the URL")
+        elif name.lower() == "upgrade":
+            ctx.diags.add("E0814", "a test cannot send `upgrade`", h.name.span,
+                          hint="an `upgrade` header asks to switch protocols; the sidecars route and authorize "
+                               "HTTP requests: leave it out")
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            ctx.diags.add("E0814", f"the value of header `{name}` has a character outside latin-1", h.value.span,
+                          hint="HTTP header values are bytes: write them in latin-1 (ASCII, or percent-encode)")
+            continue
+        if CONTROL.search(value):
+            ctx.diags.add("E0814", f"the value of header `{name}` has a control character", h.value.span,
+                          hint="a header value cannot hold a line end or another control character (a tab may)")
+
+
 def _check_expectation(ctx: Context, ex: ast.Expectation, dest: str | None) -> None:
     kind = ex.kind
+    if kind == "request_header" and sidecar_request_header(ex.values[0].value):
+        name = ex.values[0].value.lower()
+        ctx.diags.add("E0813", f"`{name}` is the sidecars' own header: `meshc test` does not compare it",
+                      ex.values[0].span,
+                      hint="the sidecars write, strip or rewrite the trace, forwarding, `x-envoy-` and hop-by-hop "
+                           "headers themselves; expect a header the route sets or the caller sends")
+        return
     if kind == "status":
         code = ex.values[0]
         if not (100 <= code.value <= 599 or code.value == 0):
