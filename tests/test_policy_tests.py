@@ -509,3 +509,25 @@ def test_the_models_head_parser_takes_connect_and_upgrade_as_the_proxy_does():
     head = parse_head(verify_run.Request("outbound", "GET", "/x", "reviews",
                                          (("connection", "upgrade"), ("upgrade", "websocket"))), 100)
     assert isinstance(head, tuple) and head[3]["upgrade"] == ["websocket"]
+
+
+def test_the_destination_is_the_service_whose_host_domains_hold_the_urls_authority(capsys):
+    """One lookup for the checks, `meshc test` and `meshc trace` (compiler/ir/names.py
+    service_for_host): a namespace or port the service does not have names no destination, and
+    the Host is ASCII case-insensitive, as in the sidecars."""
+    comp = small('test "wrong ns" { request { from unauthenticated  GET "http://api.nowhere:1234/x" }'
+                 '  expect { status 200 } }\n'
+                 'test "wrong port" { request { from service web  GET "http://api:81/x" }  expect { status 200 } }\n')
+    found = [(d.code, d.message) for d in comp.diagnostics]
+    assert found == [("E0807", "no service answers to `api.nowhere:1234`"), ("E0807", "no service answers to `api:81`")]
+    assert "`api.core:80`" in (comp.diagnostics[0].hint or "")
+    comp = small('test "upper" { request { from service web  GET "http://API/x" }  expect { status 200 } }\n'
+                 'test "ns" { request { from unauthenticated  GET "http://Api.Core:80/x" }  expect { status 0 } }\n')
+    assert not comp.has_errors, [d.message for d in comp.diagnostics]
+    report = run_tests(comp)
+    assert [o.passed for o in report.outcomes] == [True, True]
+    assert [o.hops[-1].service for o in report.outcomes] == ["api", "api"]
+    # meshc trace finds the same services
+    from compiler.cli.trace_run import _service_for_host
+    for host, want in (("API", "api"), ("Api.Core:80", "api"), ("api.nowhere:1234", None), ("api:81", None)):
+        assert _service_for_host(comp.ir, host) == want, host

@@ -189,8 +189,10 @@ CODES: dict[str, Code] = _registry(
               "both targets answer a method in lower case with 400, so a test would never reach the policy."),
     ("E0806", "not an http:// URL", "A test's URL is `http://HOST[:PORT][/PATH][?QUERY]`: the Host picks the "
               "destination service and the path and query are matched after normalisation."),
-    ("E0807", "no service answers to the URL", "The first label of the URL's host names the destination "
-              "service (`http://reviews/…`, `http://reviews.shop:9080/…`); no service of the program has that name."),
+    ("E0807", "no service answers to the URL", "The URL's host and port are the `Host` header, and the "
+              "destination is the service whose Host domains hold it, as the sidecars look it up: `NAME`, "
+              "`NAME:PORT`, `NAME.NAMESPACE` and `NAME.NAMESPACE:PORT`, ASCII case-insensitive "
+              "(`http://reviews/…`, `http://reviews.shop:9080/…`); no service of the program answers to it."),
     ("E0808", "expectation that needs a sidecar", "Routes, destinations, forwarded paths and headers, timeouts, "
               "retries and mirrors are decided by the caller's sidecar. A request `from identity` or `from "
               "unauthenticated` comes from outside the mesh and meets the destination's authorization alone, so "

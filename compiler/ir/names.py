@@ -4,6 +4,8 @@ recompile renames nothing that did not change, and both targets name and count a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 def outbound_cluster(service: str, subset: str) -> str:
     """The cluster of one subset of a destination service (Istio's `outbound|PORT|SUBSET|HOST`,
@@ -20,6 +22,17 @@ def domains(service: str, namespace: str, port: int) -> tuple[str, ...]:
     """The `Host` values that address a service: its name and `NAME.NAMESPACE`, each with and
     without the port (Envoy's virtual-host domains; matched case-insensitively)."""
     return (service, f"{service}:{port}", f"{service}.{namespace}", f"{service}.{namespace}:{port}")
+
+
+def service_for_host(services: Iterable[tuple[str, Iterable[str]]], host: str) -> str | None:
+    """The service whose Host domains (`domains`, per (name, domains) of `services`) hold `host`,
+    ASCII case-insensitive, as a sidecar's table looks a Host up: the one lookup of `meshc check`'s
+    tests, `meshc test` and `meshc trace`. None when no service answers to it."""
+    wanted = host.encode("utf-8").lower()
+    for name, names in services:
+        if any(d.encode("utf-8").lower() == wanted for d in names):
+            return str(name)
+    return None
 
 
 def sni(service: str, namespace: str) -> str:

@@ -21,6 +21,7 @@ import orjson
 
 from compiler.core.diagnostics import Diagnostic
 from compiler.core.source import Span
+from compiler.ir.names import service_for_host
 from compiler.semantic.checks.tests import URL
 from compiler.syntax import ast
 from envoy_eval.decisions import REFUSED, Decision, diff
@@ -54,8 +55,8 @@ class Case:
     span: Span | None
 
 
-def case_of(test: ast.Test) -> Case:
-    """A test that `meshc check` accepted (E0801, E0806 hold the shape)."""
+def case_of(test: ast.Test, ir) -> Case:
+    """A test that `meshc check` accepted (E0801, E0806, E0807 hold the shape)."""
     req = test.request
     assert req is not None and req.method is not None and req.url is not None, "checked: E0801"
     m = URL.match(req.url.value)
@@ -63,8 +64,11 @@ def case_of(test: ast.Test) -> Case:
     target = m.group(3) or "/"
     if target.startswith("?"):
         target = "/" + target
+    host = m.group(1) + (f":{m.group(2)}" if m.group(2) else "")
+    dest = service_for_host(((svc.name, svc.domains) for svc in ir.services), host)
+    assert dest is not None, "checked: E0807"
     return Case(req.caller_kind, req.caller.value if req.caller is not None else None, req.method.value,
-                m.group(1) + (f":{m.group(2)}" if m.group(2) else ""), target, m.group(1).split(".")[0],
+                host, target, dest,
                 tuple((h.name.value, h.value.value) for h in req.headers), req.span)
 
 
@@ -171,7 +175,7 @@ def run_tests(comp) -> Report:
     """Every test of a checked, lowered compilation (`api.compile`)."""
     ctx, ir = comp.context, comp.ir
     tests = list(ctx.tests)
-    cases = [case_of(t) for t in tests]
+    cases = [case_of(t, ir) for t in tests]
     destinations = {c.destination for c in cases}
     # a route may send a destination's requests to another service: its sidecar decides them then
     by_name = {svc.name: svc for svc in ir.services}

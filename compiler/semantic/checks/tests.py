@@ -9,7 +9,7 @@ import re
 
 from compiler.core.diagnostics import did_you_mean
 from compiler.semantic.checks.names import check_destination
-from compiler.semantic.conditions import expand_rules
+from compiler.semantic.conditions import expand_rules, service_namespace
 from compiler.semantic.symbols import Context
 from compiler.syntax import ast
 
@@ -35,13 +35,22 @@ def sidecar_request_header(name: str) -> bool:
     return n in SIDECAR_REQUEST_EXACT or n.startswith(SIDECAR_REQUEST_PREFIXES)
 
 
-def destination_name(url: str) -> str | None:
-    """The service a test's URL names: the first label of its host (`reviews`,
-    `reviews.shop`, `reviews:9080`); None when the URL is not http://HOST…"""
+def url_authority(url: str) -> str | None:
+    """The authority of a test's URL (`HOST[:PORT]`, its Host header); None when the URL is not
+    http://HOST…"""
     m = URL.match(url)
     if m is None:
         return None
-    return m.group(1).split(".")[0]
+    return m.group(1) + (f":{m.group(2)}" if m.group(2) else "")
+
+
+def destination_name(ctx: Context, authority: str) -> str | None:
+    """The service whose Host domains hold the URL's authority, as the sidecars look it up
+    (compiler/ir/names.py `service_for_host`, the lookup of `meshc test` and `meshc trace`)."""
+    from compiler.ir.names import domains, service_for_host  # a program with tests only
+
+    return service_for_host(((name, domains(name, service_namespace(svc), svc.port.value))
+                             for name, svc in ctx.services.items() if svc.port is not None), authority)
 
 
 def rule_names(ctx: Context, authz: ast.Authorization) -> list[str]:
@@ -96,16 +105,21 @@ def _check_test(ctx: Context, test: ast.Test) -> None:
         ctx.diags.add("E0805", f"`{req.method.value}` is not a request method", req.method.span,
                       hint="methods are upper case: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS")
     _check_sendable(ctx, req)
-    dest = destination_name(req.url.value)
-    svc = None
-    if dest is None:
+    authority = url_authority(req.url.value)
+    dest = None
+    if authority is None:
         ctx.diags.add("E0806", f"`{req.url.value}` is not an http:// URL", req.url.span,
                       hint='write `"http://SERVICE/PATH"` (a port and a query may follow: `"http://svc:8080/a?b=1"`)')
     else:
-        svc = ctx.services.get(dest)
-        if svc is None:
-            ctx.diags.add("E0807", f"no service `{dest}` answers to `{req.url.value}`", req.url.span,
-                          hint=did_you_mean(dest, ctx.services))
+        dest = destination_name(ctx, authority)
+        if dest is None:
+            first = authority.split(":")[0].split(".")[0]
+            svc = ctx.services.get(first)
+            ctx.diags.add("E0807", f"no service answers to `{authority}`", req.url.span,
+                          hint=f"`{first}` answers to {_domains_text(first, svc)}" if svc is not None and
+                          svc.port is not None else did_you_mean(first, ctx.services)
+                          or "a service answers to NAME and NAME.NAMESPACE, with or without :PORT")
+    svc = ctx.services.get(dest) if dest is not None else None
     for ex in test.expect:
         if req.caller_kind != "service" and ex.kind in OUTBOUND_ONLY:
             ctx.diags.add("E0808", f"`{ex.kind.replace('_any', '')}` needs a caller with a sidecar", ex.span,
@@ -148,6 +162,14 @@ def _check_sendable(ctx: Context, req: ast.TestRequest) -> None:
         if CONTROL.search(value):
             ctx.diags.add("E0814", f"the value of header `{name}` has a control character", h.value.span,
                           hint="a header value cannot hold a line end or another control character (a tab may)")
+
+
+def _domains_text(name: str, svc: ast.Service) -> str:
+    from compiler.ir.names import domains
+
+    assert svc.port is not None
+    return ", ".join(f"`{d}`" for d in domains(name, service_namespace(svc), svc.port.value)) + \
+        " (ASCII case-insensitive), as its callers' sidecars look the Host up"
 
 
 def _check_expectation(ctx: Context, ex: ast.Expectation, dest: str | None) -> None:
