@@ -73,6 +73,11 @@ def parse_request(text: str, headers: list[str]) -> Request:
             raise TraceInputError(f"`{url}` names no host")
         if _BAD_VALUE.search(authority) or " " in authority:
             raise TraceInputError(f"`{url}`: the host `{authority}` has a control character or a space")
+        try:
+            authority.encode("latin-1")
+        except UnicodeEncodeError:
+            raise TraceInputError(f"`{url}`: the host `{authority}` has a character outside latin-1 (write an "
+                                  "internationalised name in its xn-- form)") from None
         if given_host:
             raise TraceInputError("a Host header with an absolute URL: give the host once, in the URL "
                                   "(or an origin-form target such as /path with -H 'host: NAME')")
@@ -103,6 +108,11 @@ def parse_header(text: str) -> tuple[str, str]:
     value = value.strip(" \t")
     if _BAD_VALUE.search(value):
         raise TraceInputError(f"-H {text!r}: a header value has no control characters")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise TraceInputError(f"-H {text!r}: a header value is bytes: write it in latin-1 "
+                              "(ASCII, or percent-encode)") from None
     return name, value
 
 
@@ -246,6 +256,10 @@ def run(comp: Any, request: Request, caller: str | None, identity: str | None, s
                               + "; its services: " + ", ".join(sorted(names)))
     if identity not in (None, "none") and not identity.startswith("spiffe://"):
         raise TraceInputError(f"--identity {identity}: a SPIFFE ID (spiffe://TRUST-DOMAIN/...) or `none`")
+    if identity not in (None, "none") and (not identity.isascii() or _BAD_VALUE.search(identity)
+                                           or " " in identity):
+        raise TraceInputError(f"--identity {identity}: a SPIFFE ID is ASCII without spaces or control characters "
+                              "(percent-encode anything else)")
     trace = Trace(request, caller, identity, seed)
     raw = [(b"host", request.host.encode("latin-1"))] + [(n.encode("latin-1"), v.encode("latin-1"))
                                                          for n, v in request.headers]
@@ -325,8 +339,6 @@ def run(comp: Any, request: Request, caller: str | None, identity: str | None, s
 def _service_for_host(program: Any, host: str) -> str | None:
     """The service whose Host domains hold `host` (ASCII case-insensitive, as a sidecar's table
     looks it up): where a client outside the mesh that resolves the name connects."""
-    wanted = host.lower()
-    for svc in program.services:
-        if any(d.lower() == wanted for d in svc.domains):
-            return str(svc.name)
-    return None
+    from compiler.ir.names import service_for_host
+
+    return service_for_host(((svc.name, svc.domains) for svc in program.services), host)
