@@ -20,6 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from compiler import api
+from compiler.ir.names import service_for_host
+from compiler.semantic.checks.tests import TOKEN
 from compiler.syntax.render import string
 from compiler.verify import live
 from compiler.verify.run import run_tests
@@ -123,15 +125,18 @@ def test_live_reports_a_plane_that_does_otherwise(monkeypatch):
 
 # ---- generated policies with generated tests -----------------------------------------------------
 
-def representable(request: gen.GenRequest, policy: gen.GenPolicy) -> bool:
-    """A request a test can write: a Host naming one of the program's services, a target without
-    blanks, `#` or bytes outside printable ASCII, and headers a string literal carries."""
-    host = request.host.split(":")[0].split(".")[0]
-    names = set(policy.services) | {gen.SIDECAR}
+def representable(request: gen.GenRequest, ir) -> bool:
+    """A request a test can write: a Host that one of the program's services answers to (the
+    lookup of the checks, E0807), a target without blanks, `#` or bytes outside printable ASCII,
+    and headers a test can send (E0814: token names, not `host` or `upgrade`, printable latin-1
+    values), not CONNECT."""
+    host = request.host if request.kind == "outbound" else gen.SIDECAR
     text = request.target + "".join(n + v for n, v in request.headers)
-    return (host in names and request.target.startswith("/") and all(" " < c < "\x7f" for c in request.target)
-            and "#" not in request.target and all(c.isprintable() for c in text)
-            and all(n.strip() == n and n for n, _ in request.headers))
+    return (service_for_host(((s.name, s.domains) for s in ir.services), host) is not None
+            and request.target.startswith("/") and all(" " < c < "\x7f" for c in request.target)
+            and "#" not in request.target and all(c.isprintable() for c in text) and request.method != "CONNECT"
+            and all(TOKEN.match(n) and n.lower() not in ("host", "upgrade") for n, _ in request.headers)
+            and all(v.isascii() or all(ord(c) < 256 for c in v) for _, v in request.headers))
 
 
 def block_of(i: int, request: gen.GenRequest, expect: str) -> str:
@@ -167,7 +172,8 @@ def expectations(outcome) -> str:
 def test_generated_policies_with_generated_tests_agree_live(case):
     policy, requests = case
     text = policy.render(policy.dummy_ports())
-    requests = [r for r in requests if representable(r, policy)]
+    ir = api.compile([api.Text("generated.mesh", text)]).ir
+    requests = [r for r in requests if ir is not None and representable(r, ir)]
     if not requests:
         return
     bare = "".join(block_of(i, r, "") for i, r in enumerate(requests))
