@@ -231,3 +231,26 @@ def test_a_new_service_is_listed_under_settings_and_reached_as_a_destination(tmp
     reached = [c for c in result.changes if "api" in c.callers]
     assert reached and reached[0].old["status"] == 404 and reached[0].new["status"] == 0
     assert all("jobs" not in c.callers for c in result.changes)
+
+
+HEADER = ('mesh { trust_domain "t.local"  mtls strict }\n'
+          'service api { port 80  namespace "core"  endpoints ["127.0.0.1:1"] }\n'
+          'service web { port 80  namespace "public"  endpoints ["127.0.0.1:1"] }\n')
+
+
+
+def test_a_path_outside_the_repository_is_refused_at_a_revision(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "p.mesh").write_text(HEADER)
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "one")
+    (tmp_path / "outside.mesh").write_text(HEADER + 'routes api { route all { to api  timeout 3s } }\n')
+    for path in (str(tmp_path / "outside.mesh"), "../outside.mesh"):
+        r = meshc(["diff", "HEAD", path], repo)
+        assert r.returncode == EXIT_USAGE, r.stdout + r.stderr
+        assert f"{path} is outside the git repository" in r.stderr and "Traceback" not in r.stderr
+    r = meshc(["diff", "HEAD", "HEAD", "--", "../outside.mesh"], repo)
+    assert r.returncode == EXIT_USAGE and "is outside the git repository" in r.stderr
+    assert meshc(["diff", "HEAD", "p.mesh"], repo).returncode == EXIT_OK

@@ -107,7 +107,12 @@ def from_revision(rev: str, paths: list[str]) -> Side:
         here = os.path.join(root, prefix.stdout.strip())
         os.makedirs(here, exist_ok=True)
         files: list[str] = []
+        top_real = os.path.realpath(top.stdout.strip())
         for p in paths:
+            # a path outside the repository has no version at `rev`: refused, never read from the
+            # working tree on both sides
+            if os.path.commonpath([os.path.realpath(p), top_real]) != top_real:
+                raise DiffInputError(f"{p} is outside the git repository ({top_real}): it has no version at {rev}")
             rel = os.path.normpath(os.path.relpath(os.path.abspath(p), os.getcwd()))
             full = os.path.join(here, rel)
             if os.path.isdir(full):
