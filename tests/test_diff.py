@@ -238,6 +238,45 @@ HEADER = ('mesh { trust_domain "t.local"  mtls strict }\n'
           'service web { port 80  namespace "public"  endpoints ["127.0.0.1:1"] }\n')
 
 
+def _diff_texts(tmp_path, old, new):
+    (tmp_path / "old.mesh").write_text(HEADER + old)
+    (tmp_path / "new.mesh").write_text(HEADER + new)
+    return meshc(["diff", "old.mesh", "new.mesh"], tmp_path)
+
+
+def test_a_request_header_change_on_a_header_no_condition_names_is_a_change(tmp_path):
+    # `x-debug` is named by no match or rule: a request carrying it is a request class of its own
+    r = _diff_texts(tmp_path, 'routes api { route all { to api  request_headers { set "x-a" "1" } } }\n',
+                    'routes api { route all { to api  request_headers { set "x-a" "1"  remove "x-debug" } } }\n')
+    assert r.returncode == EXIT_CHANGED, r.stdout + r.stderr
+    assert "x-debug" in r.stdout and "the request sent upstream changed" in r.stdout
+
+
+def test_a_response_header_change_is_a_change_and_the_sample_names_only_the_changed_headers(tmp_path):
+    r = _diff_texts(tmp_path, 'routes api { route all { to api  response_headers { set "x-a" "1" } } }\n',
+                    'routes api { route all { to api  response_headers { set "x-a" "1"  remove "x-secret" } } }\n')
+    assert r.returncode == EXIT_CHANGED, r.stdout + r.stderr
+    assert "response headers: x-secret: sample\\r\\n x-a: 1\\r\\n → x-a: 1\\r\\n" in r.stdout
+    # the sample response holds the headers the routes change, nothing else (no `server` line)
+    r = _diff_texts(tmp_path, 'routes api { route all { to api } }\n',
+                    'routes api { route all { to api  response_headers { remove "x-secret" } } }\n')
+    assert r.returncode == EXIT_CHANGED, r.stdout + r.stderr
+    assert "response headers: x-secret: sample\\r\\n → \n" in r.stdout and "server" not in r.stdout
+
+
+def test_the_inbound_hop_carries_the_client_certificate_line_over_mtls(tmp_path):
+    # the destination's sidecar writes `x-forwarded-client-cert` for a caller over mTLS (as `meshc
+    # trace` and the proxy do): a rule on it allows the mesh's callers, and dropping it is a change
+    old = ('authorization api { default deny  allow r { header "x-forwarded-client-cert" present }  '
+           'allow s { path exact "/zzz" } }\n')
+    r = _diff_texts(tmp_path, old, old.replace('allow r { header "x-forwarded-client-cert" present }  ', ""))
+    assert r.returncode == EXIT_CHANGED, r.stdout + r.stderr
+    assert "from api, web: GET /" in r.stdout
+    assert "authorization: allowed by rule `r` → denied 403 by the default" in r.stdout
+    # the same request as `meshc trace` decides it: allowed by `r`
+    t = meshc(["trace", "old.mesh", "--from", "web", "GET http://api/", "--output-format", "json"], tmp_path)
+    assert json.loads(t.stdout)["result"]["rule"] == "r", t.stdout + t.stderr
+
 
 def test_a_path_outside_the_repository_is_refused_at_a_revision(tmp_path):
     repo = tmp_path / "repo"
