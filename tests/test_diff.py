@@ -231,3 +231,65 @@ def test_a_new_service_is_listed_under_settings_and_reached_as_a_destination(tmp
     reached = [c for c in result.changes if "api" in c.callers]
     assert reached and reached[0].old["status"] == 404 and reached[0].new["status"] == 0
     assert all("jobs" not in c.callers for c in result.changes)
+
+
+HEADER = ('mesh { trust_domain "t.local"  mtls strict }\n'
+          'service api { port 80  namespace "core"  endpoints ["127.0.0.1:1"] }\n'
+          'service web { port 80  namespace "public"  endpoints ["127.0.0.1:1"] }\n')
+
+
+def _diff_texts(tmp_path, old, new):
+    (tmp_path / "old.mesh").write_text(HEADER + old)
+    (tmp_path / "new.mesh").write_text(HEADER + new)
+    return meshc(["diff", "old.mesh", "new.mesh"], tmp_path)
+
+
+def test_a_request_header_change_on_a_header_no_condition_names_is_a_change(tmp_path):
+    # `x-debug` is named by no match or rule: a request carrying it is a request class of its own
+    r = _diff_texts(tmp_path, 'routes api { route all { to api  request_headers { set "x-a" "1" } } }\n',
+                    'routes api { route all { to api  request_headers { set "x-a" "1"  remove "x-debug" } } }\n')
+    assert r.returncode == EXIT_CHANGED, r.stdout + r.stderr
+    assert "x-debug" in r.stdout and "the request sent upstream changed" in r.stdout
+
+
+def test_a_response_header_change_is_a_change_and_the_sample_names_only_the_changed_headers(tmp_path):
+    r = _diff_texts(tmp_path, 'routes api { route all { to api  response_headers { set "x-a" "1" } } }\n',
+                    'routes api { route all { to api  response_headers { set "x-a" "1"  remove "x-secret" } } }\n')
+    assert r.returncode == EXIT_CHANGED, r.stdout + r.stderr
+    assert "response headers: x-secret: sample\\r\\n x-a: 1\\r\\n → x-a: 1\\r\\n" in r.stdout
+    # the sample response holds the headers the routes change, nothing else (no `server` line)
+    r = _diff_texts(tmp_path, 'routes api { route all { to api } }\n',
+                    'routes api { route all { to api  response_headers { remove "x-secret" } } }\n')
+    assert r.returncode == EXIT_CHANGED, r.stdout + r.stderr
+    assert "response headers: x-secret: sample\\r\\n → \n" in r.stdout and "server" not in r.stdout
+
+
+def test_the_inbound_hop_carries_the_client_certificate_line_over_mtls(tmp_path):
+    # the destination's sidecar writes `x-forwarded-client-cert` for a caller over mTLS (as `meshc
+    # trace` and the proxy do): a rule on it allows the mesh's callers, and dropping it is a change
+    old = ('authorization api { default deny  allow r { header "x-forwarded-client-cert" present }  '
+           'allow s { path exact "/zzz" } }\n')
+    r = _diff_texts(tmp_path, old, old.replace('allow r { header "x-forwarded-client-cert" present }  ', ""))
+    assert r.returncode == EXIT_CHANGED, r.stdout + r.stderr
+    assert "from api, web: GET /" in r.stdout
+    assert "authorization: allowed by rule `r` → denied 403 by the default" in r.stdout
+    # the same request as `meshc trace` decides it: allowed by `r`
+    t = meshc(["trace", "old.mesh", "--from", "web", "GET http://api/", "--output-format", "json"], tmp_path)
+    assert json.loads(t.stdout)["result"]["rule"] == "r", t.stdout + t.stderr
+
+
+def test_a_path_outside_the_repository_is_refused_at_a_revision(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "p.mesh").write_text(HEADER)
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "one")
+    (tmp_path / "outside.mesh").write_text(HEADER + 'routes api { route all { to api  timeout 3s } }\n')
+    for path in (str(tmp_path / "outside.mesh"), "../outside.mesh"):
+        r = meshc(["diff", "HEAD", path], repo)
+        assert r.returncode == EXIT_USAGE, r.stdout + r.stderr
+        assert f"{path} is outside the git repository" in r.stderr and "Traceback" not in r.stderr
+    r = meshc(["diff", "HEAD", "HEAD", "--", "../outside.mesh"], repo)
+    assert r.returncode == EXIT_USAGE and "is outside the git repository" in r.stderr
+    assert meshc(["diff", "HEAD", "p.mesh"], repo).returncode == EXIT_OK

@@ -92,7 +92,7 @@ def sampled_difference(old: Side, new: Side, reqs) -> str | None:
     """An independent check of an undetected mutant: requests the equivalence suite's generator
     aims at the sidecar `client` (tests/equivalence/policies.py, not built from the diff's regions),
     decided on both sides; the first whose outcome differs, or None."""
-    from compiler.cli.diff_run import inbound, observable, outbound, services_of
+    from compiler.cli.diff_run import inbound, observable, outbound, sample_response, services_of
 
     for r in reqs:
         outs = []
@@ -100,9 +100,10 @@ def sampled_difference(old: Side, new: Side, reqs) -> str | None:
             client = side.tables["client"]
             req = _Sampled(r)
             if r.kind == "outbound":
-                o = outbound(client, r.host, req)   # type: ignore[arg-type]
-                up = o.pop("_up", None)
                 dest = client.service_for_host(r.host)
+                sample = sample_response(dest.name, [old, new]) if dest is not None else []
+                o = outbound(client, r.host, req, sample)   # type: ignore[arg-type]
+                up = o.pop("_up", None)
                 if up is not None and dest is not None:
                     o.update(inbound(side.tables.get(dest.name), up, services_of(side)["client"], dest.mtls,
                                      r.host))

@@ -4,16 +4,19 @@ and the outcome of each through the native proxy's own decision function.
 For each destination service (of OLD or NEW), the candidate requests are the product, over the
 dimensions of a request, of one representative per region (compiler/cli/diff_space.py): the
 normalised path, the method, each header and query parameter that a route or an authorization rule
-of OLD or NEW names (absent, or one value per region), and the caller: every service of OLD or
+of OLD or NEW names (absent, or one value per region), each header a route's request header
+changes name (absent, or present), and the caller: every service of OLD or
 NEW (its outbound sidecar, then the destination's inbound one, over mTLS when the destination
 takes it), an identity outside the program per region of the identities the rules name (straight
 to the destination's inbound sidecar, over mTLS), and a caller without an identity (plaintext).
 Each candidate is decided by `runtime_proxy.decide.request.decide_request` on the compiled native
 tables of OLD and of NEW: the outbound decision at the caller's sidecar, then, with the request
-as that sidecar sends it upstream, the inbound decision at the destination's. An outcome is what a
+as that sidecar sends it upstream, the inbound decision at the destination's (over mTLS with the
+`x-forwarded-client-cert` line its sidecar writes, as `meshc trace` does). An outcome is what a
 caller can observe: a local reply's status, or the destination subset (a split: its ordered
 weights and key header), the timeout, the retry policy, the fault, the mirror, the request as
-sent upstream, the route's response header changes, and the authorization answer. The names of
+sent upstream, the route's response header changes (on a sample response with one line per header
+name a route of the destination changes on either side), and the authorization answer. The names of
 routes and rules are not part of it (renaming changes nothing), only explained.
 """
 
@@ -36,6 +39,7 @@ from compiler.cli.diff_space import (
     Condition,
     regions,
 )
+from compiler.cli.trace_run import stand_in_xfcc
 from runtime_proxy.decide.http import decode_value, encode_value
 from runtime_proxy.decide.request import Draws, Head, decide_request, header_dict
 from runtime_proxy.decide.response import response_lines
@@ -45,7 +49,7 @@ MAX_REQUESTS = 20000          # candidate requests per destination, beyond which
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")
 _ONE = 1.0 - 2.0 ** -40
 UNAUTHENTICATED = "(no identity)"
-SAMPLE_RESPONSE = [b"server: app\r\n"]
+SAMPLE_VALUE = "sample"      # the value of each response header line of a destination's sample response
 
 
 class DiffInputError(Exception):
@@ -107,7 +111,12 @@ def from_revision(rev: str, paths: list[str]) -> Side:
         here = os.path.join(root, prefix.stdout.strip())
         os.makedirs(here, exist_ok=True)
         files: list[str] = []
+        top_real = os.path.realpath(top.stdout.strip())
         for p in paths:
+            # a path outside the repository has no version at `rev`: refused, never read from the
+            # working tree on both sides
+            if os.path.commonpath([os.path.realpath(p), top_real]) != top_real:
+                raise DiffInputError(f"{p} is outside the git repository ({top_real}): it has no version at {rev}")
             rel = os.path.normpath(os.path.relpath(os.path.abspath(p), os.getcwd()))
             full = os.path.join(here, rel)
             if os.path.isdir(full):
@@ -192,6 +201,22 @@ class Space:
     reasons: list[str] = field(default_factory=list)
 
 
+def _changed_names(changes: Any) -> list[str]:
+    return [*changes.remove, *(n for n, _ in changes.set), *(n for n, _ in changes.add)]
+
+
+def sample_response(dest: str, sides: list[Side]) -> list[bytes]:
+    """The response the destination's routes' response header changes are applied to: one line
+    per header name that a route of `dest` on either side removes, sets or adds (none else, so an
+    edit elsewhere changes nothing here)."""
+    names: set[str] = set()
+    for side in sides:
+        svc = None if side.ir is None else next((s for s in side.ir.services if s.name == dest), None)
+        for route in svc.routes if svc is not None else ():
+            names.update(_changed_names(route.response_headers))
+    return [f"{n}: {SAMPLE_VALUE}\r\n".encode("latin-1") for n in sorted(names)]
+
+
 def _cond(kind: str, value: str, ignore_case: bool = False) -> Condition:
     return Condition(kind, value, ignore_case)
 
@@ -231,6 +256,9 @@ def space_for(dest: str, sides: list[Side], services: dict[str, str]) -> Space:
                         conds.append(_cond(q.kind, q.value))
             if route.split is not None and route.split.key_header:
                 headers.setdefault(route.split.key_header, [])
+            # a header the route removes, sets or adds: absent, or present with a value
+            for name in _changed_names(route.request_headers):
+                headers.setdefault(name, [])
         for rule in svc.authorization.rules:
             take_path(rule.path)
             methods.update(rule.methods or ())
@@ -306,9 +334,9 @@ def _note(space: Space, r: Any, what: str) -> None:
 # ---- outcomes ------------------------------------------------------------------------------------
 
 def _head(inbound: bool, method: str, target: str, host: str, headers: list[tuple[bytes, bytes]],
-          peer: str | None) -> Head:
+          peer: str | None, xfcc: bytes | None = None) -> Head:
     hdict, raw = header_dict([(b"host", host.encode("latin-1")), *headers])
-    return Head(inbound, method, target, raw, hdict, None, False, 0, peer, None)
+    return Head(inbound, method, target, raw, hdict, None, False, 0, peer, xfcc)
 
 
 def _draws(x: float) -> Draws:
@@ -320,9 +348,10 @@ def _subset(cluster: str) -> str:
     return f"{parts[2]}.{parts[1]}" if len(parts) == 3 else cluster
 
 
-def outbound(table: Table | None, dest_host: str, req: Request) -> dict:
+def outbound(table: Table | None, dest_host: str, req: Request, sample: list[bytes]) -> dict:
     """What the caller's sidecar does with `req` (an outcome dict; `_route` and `_up` are kept apart
-    for the explanation and the inbound hop, not compared)."""
+    for the explanation and the inbound hop, not compared). `sample` is the destination's sample
+    response (`sample_response`), whose header lines the route's response changes are applied to."""
     if table is None:
         return {"reply": "no sidecar"}
     head = _head(False, req.method, req.target, dest_host, [(n.encode(), encode_value(v)) for n, v in req.headers],
@@ -355,7 +384,7 @@ def outbound(table: Table | None, dest_host: str, req: Request) -> dict:
         return out
     out["status"] = f"abort {low.status} sometimes" if low.status else 0
     out["request"] = decode_value(high.up_head)
-    out["response_headers"] = b"".join(response_lines(route, list(SAMPLE_RESPONSE), [])).decode("latin-1")
+    out["response_headers"] = b"".join(response_lines(route, list(sample), [])).decode("latin-1")
     out["_up"] = high.up_head
     return out
 
@@ -376,7 +405,11 @@ def inbound(table: Table | None, up_head: bytes, peer: str | None, tls: bool, ho
             n, _, v = line.partition(b": ")
             if n.lower() != b"host":
                 headers.append((n, v))
-    d = decide_request(table, _head(True, method, target, host, headers, peer if tls else None), _draws(0.0))
+    # over mTLS the sidecar writes the `x-forwarded-client-cert` line for the caller, as `meshc
+    # trace` does (its stand-in certificate), before authorization reads the headers
+    xfcc = stand_in_xfcc(table.identity, peer) if tls and peer is not None else None
+    d = decide_request(table, _head(True, method, target, host, headers, peer if tls else None, xfcc),
+                       _draws(0.0))
     return {"authz": "allowed" if d.status == 0 else f"denied {d.status}", "_rule": d.rule}
 
 
@@ -489,6 +522,7 @@ def diff(old: Side, new: Side) -> Result:
     services = {**ids_old, **ids_new}
     for dest in sorted(services):
         space = space_for(dest, [old, new], services)
+        sample = sample_response(dest, [old, new])
         if not space.complete:
             result.unknown[dest] = space.reasons
         result.destinations += 1
@@ -516,7 +550,7 @@ def diff(old: Side, new: Side) -> Result:
                              table.proxy.max_request_body_bytes)
                         o = cache.get(key)
                         if o is None:
-                            o = cache[key] = outbound(table, host, req)
+                            o = cache[key] = outbound(table, host, req, sample)
                         o = dict(o)
                         up = o.pop("_up", None)
                         if up is not None:
@@ -555,13 +589,14 @@ def diff(old: Side, new: Side) -> Result:
 def replay(old: Side, new: Side, change: Change, caller: str) -> bool:
     """Decide the witness again, alone, on both sides: True when the outcomes still differ."""
     services = {**services_of(old), **services_of(new)}
+    sample = sample_response(change.dest, [old, new])
     outs = []
     for side in (old, new):
         ids = services_of(side)
         dest_table = side.tables.get(change.dest)
         if caller in services:
             table = side.tables.get(caller)
-            o = outbound(table, change.dest, change.request)
+            o = outbound(table, change.dest, change.request, sample)
             up = o.pop("_up", None)
             if up is not None:
                 svc = table.services.get(change.dest) if table is not None else None

@@ -168,6 +168,12 @@ def stand_in_der(spiffe_id: str) -> bytes:
     return b"meshc trace: no certificate of " + spiffe_id.encode()
 
 
+def stand_in_xfcc(own_id: str, peer: str) -> bytes:
+    """The `x-forwarded-client-cert` line a sidecar whose SPIFFE ID is `own_id` writes for a
+    caller `peer` over mTLS, with the stand-in certificate (`meshc trace` and `meshc diff`)."""
+    return xfcc_line(own_id, stand_in_der(peer), {"subjectAltName": (("URI", peer),)})
+
+
 def table_of(comp: Any, service: str) -> Table:
     """The proxy's table of `service`'s sidecar: its native config, emitted in memory."""
     emitted = comp.emit("native", [service])
@@ -319,8 +325,7 @@ def run(comp: Any, request: Request, caller: str | None, identity: str | None, s
                                  if caller is not None else ""))
         return trace
     hdict2, raw2 = header_dict(raw2)
-    xfcc = xfcc_line(table2.identity, stand_in_der(peer), {"subjectAltName": (("URI", peer),)}) \
-        if tls and peer is not None else None
+    xfcc = stand_in_xfcc(table2.identity, peer) if tls and peer is not None else None
     why2 = Explanation()
     d2 = decide_request(table2, Head(True, method, target, raw2, hdict2, peer=peer, xfcc=xfcc), trace.draws, why2)
     hop2["steps"] = _steps(why2)
