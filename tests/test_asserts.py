@@ -42,8 +42,12 @@ def prove_text(tmp_path: Path, body: str, mode: str = "strict"):
     return comp, diags, proven
 
 
-def admitted(comp, dest: str, method: str, path: str, headers: list[tuple[str, str]], peer: str | None) -> bool:
-    """The native proxy's decision on one request at `dest`'s inbound listener."""
+def admitted(comp, dest: str, method: str, path: str, headers: list[tuple[str, str]], peer: str | None,
+             mode: str = "permissive") -> bool:
+    """The native proxy's decision on one request at `dest`'s inbound listener (under `mtls strict`
+    the listener refuses a caller without a certificate before any decision)."""
+    if peer is None and mode == "strict":
+        return False
     data = orjson.loads(comp.emit("native", [dest]).files[f"{dest}.native.json"])
     raw = [(b"host", dest.encode())] + [(n.encode(), v.encode()) for n, v in headers]
     table = compile_config(data)
@@ -52,11 +56,11 @@ def admitted(comp, dest: str, method: str, path: str, headers: list[tuple[str, s
     return d.status == 0 and d.cluster == table.app.cluster     # no local reply: on to the application
 
 
-def replay(comp, diag, dest: str) -> bool:
+def replay(comp, diag, dest: str, mode: str = "permissive") -> bool:
     m = COUNTER.search(diag.message)
     assert m, diag.message
     headers = re.findall(r"`([^:`]+): ([^`]*)`", m.group(3) or "")
-    return admitted(comp, dest, m.group(1), m.group(2), headers, m.group(4))
+    return admitted(comp, dest, m.group(1), m.group(2), headers, m.group(4), mode)
 
 
 POLICY = """
@@ -177,9 +181,10 @@ def _unique_kinds(items: list[str]) -> list[str]:
     return list(seen.values())
 
 
-@settings(max_examples=int(os.environ.get("ASSERT_EXAMPLES", "25")), deadline=None,
+@settings(max_examples=int(os.environ.get("ASSERT_EXAMPLES", "60")), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(default=st.sampled_from(["allow", "deny"]),
+@given(mode=st.sampled_from(["permissive", "strict"]), callers_in_rules=st.booleans(),
+       default=st.sampled_from(["allow", "deny"]),
        rules=st.lists(st.tuples(st.sampled_from(["allow", "deny"]), conds), min_size=1, max_size=3),
        kind=st.sampled_from(["never", "always"]), pattern=conds,
        caller=st.sampled_from([None, "from service web", 'from namespace "public"', "from unauthenticated",
@@ -190,15 +195,18 @@ def _unique_kinds(items: list[str]) -> list[str]:
                                    st.sampled_from(["GET", "POST", "PUT"]), st.sampled_from(PATHS),
                                    st.sampled_from([[], [("x", "1")], [("x", "12")], [("x", "2")]])),
                          min_size=20, max_size=20))
-def test_random_policies_proven_means_no_random_request_violates(tmp_path, default, rules, kind, pattern, caller,
-                                                                 requests):
+def test_random_policies_proven_means_no_random_request_violates(tmp_path, mode, callers_in_rules, default, rules,
+                                                                 kind, pattern, caller, requests):
+    # policies whose rules name no caller too (every identity one class), under strict mTLS too
+    # (only callers with a certificate get in): the prover must still try an mTLS caller
+    rules = [(action, [x for x in c if callers_in_rules or not x.startswith("from")]) for action, c in rules]
     body = f"authorization api {{\n  default {default}\n" + "".join(
         f"  {action} {{ {'  '.join(_unique_kinds(c))} }}\n" for action, c in rules) + "}\n"
     pattern = [c for c in _unique_kinds(pattern) if not c.startswith("from")]
     if caller:
         pattern.insert(0, caller)
     body += f"assert {kind} {{ to api  {'  '.join(pattern)} }}\n"
-    comp, diags, proven = prove_text(tmp_path, body, "permissive")
+    comp, diags, proven = prove_text(tmp_path, body, mode)
     if diags and diags[0].code == "W0850":
         return
     vacuous = [d.code for d in diags] == ["W0851"]
@@ -221,10 +229,11 @@ def test_random_policies_proven_means_no_random_request_violates(tmp_path, defau
             if caller == "from unauthenticated" and peer is not None:
                 continue
             assert not vacuous, (body, peer, method, path, headers)
-            assert admitted(comp, "api", method, path, headers, peer) is (kind == "always"), (body, peer, method, path)
+            assert admitted(comp, "api", method, path, headers, peer, mode) is (kind == "always"), (
+                mode, body, peer, method, path)
     else:
         assert [d.code for d in diags] == ["E0851"]
-        assert replay(comp, diags[0], "api") is (kind == "never"), (body, diags[0].message)
+        assert replay(comp, diags[0], "api", mode) is (kind == "never"), (mode, body, diags[0].message)
 
 
 def test_connect_and_vacuous_asserts_are_never_counted_as_proven(tmp_path):
@@ -274,3 +283,50 @@ def test_the_language_server_knows_asserts():
     target = analysis.definition(found, to)
     assert target is not None and target[0].endswith("shop.mesh")
     assert "proves" in (analysis.hover(found, text.index("assert never") + 1) or "")
+
+
+# ---- every caller is tried (a reviewer's findings) ---------------------------------------------
+
+H_MESH = ('mesh { trust_domain "t.local"  mtls strict }\n'
+          'service api { port 80  namespace "core"  endpoints ["127.0.0.1:1"] }\n'
+          'service web { port 80  namespace "public"  endpoints ["127.0.0.1:1"] }\n')
+
+
+def _prove_h(tmp_path: Path, body: str):
+    path = tmp_path / "h.mesh"
+    path.write_text(H_MESH + body)
+    comp = api.compile([str(path)], shard=False)
+    assert not comp.has_errors, [str(d) for d in comp.diagnostics]
+    return (comp, *prove(comp))
+
+
+def test_an_assert_without_a_caller_tries_every_mtls_caller(tmp_path):
+    # no rule names a `from`: the identities are one class, and web's sidecar's GET is allowed
+    comp, diags, proven = _prove_h(tmp_path, 'authorization api { default deny  allow reads { method GET } }\n'
+                                   'assert never { to api  method GET }\n')
+    assert proven == 0 and [d.code for d in diags] == ["E0851"], [d.message for d in diags]
+    assert "(service `web`)" in diags[0].message
+    assert replay(comp, diags[0], "api") is True
+
+
+def test_from_any_without_rules_tries_every_mtls_caller(tmp_path):
+    for n, body in enumerate(('assert never { from any to api path prefix "/admin" }\n',
+                              'authorization api { default deny  allow reads { method GET } }\n'
+                              'assert never { from any  to api  method GET }\n')):
+        (tmp_path / str(n)).mkdir()
+        comp, diags, proven = _prove_h(tmp_path / str(n), body)
+        assert proven == 0 and [d.code for d in diags] == ["E0851"], [d.message for d in diags]
+        assert "without a verified identity" not in diags[0].message   # strict: only mTLS callers get in
+        assert replay(comp, diags[0], "api") is True
+
+
+def test_header_values_only_non_printable_characters_reach_are_not_proven(tmp_path):
+    _, diags, proven = _prove_h(tmp_path, 'authorization api {\n  default deny\n'
+                                '  allow odd { header "x" regex "[^!-~]+" }\n}\n'
+                                'assert never { to api  header "x" present }\n')
+    assert proven == 0 and [d.code for d in diags] == ["W0850"], [d.message for d in diags]
+    assert "outside printable ASCII" in diags[0].message
+    # a regex that tells them from nothing else is still proven
+    _, diags, proven = _prove_h(tmp_path, 'authorization api { default deny  allow odd { header "x" regex "a.*" } }\n'
+                                'assert never { from unauthenticated  to api  header "x" present }\n')
+    assert diags == [] and proven == 1

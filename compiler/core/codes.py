@@ -151,7 +151,8 @@ CODES: dict[str, Code] = _registry(
               "decision, that the destination admits (`assert never`) or does not admit (`assert always`)."),
     ("W0850", "assert not proven", "`meshc check` could not decide the assert exactly, and says why: a regex outside "
               "what the prover reads as RE2 does (or `interegular` not installed), a condition on a header the "
-              "sidecar sets itself, percent-escapes that a condition tells apart, or more combinations than the "
+              "sidecar sets itself, a header condition that values made of characters outside printable ASCII "
+              "hold or fail, percent-escapes that a condition tells apart, or more combinations than the "
               "prover searches. The property may hold; it is not reported as proven."),
     ("W0851", "assert that names no request", "The assert's conditions hold for no request at all (such as "
               "`header \"x\" present` with `header \"x\" absent`), so it holds without saying anything; it is not "

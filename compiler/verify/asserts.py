@@ -68,6 +68,9 @@ _PRINTABLE = "".join(chr(c) for c in range(0x21, 0x7f))
 UNIVERSE_PATH = _PREFERRED + "%"        # what a normalised path holds as it is (pchar), `%` of an escape
 NOT_IN_PATH = frozenset(' "#<>?\\^`{|}')   # normalize() percent-encodes these, cuts at `?`, refuses `#`
 UNIVERSE_TEXT = _PREFERRED + "".join(c for c in _PRINTABLE if c not in _PREFERRED)
+# What a header value holds besides (the proxy and Envoy accept them): never searched, only told
+# apart. One character of each: no predicate names them unless it names them itself.
+BEYOND_TEXT = " \t\x80\xe9\u0100"
 # RE2 syntax that Python's (interegular's) reads otherwise or not at all
 _RE2_ONLY = ("[:", "\\p", "\\P", "\\C", "\\Q", "\\E", "\\z", "\\b", "\\B", "(?U", "\\x{", "(?P=")
 OTHER_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "TRACE", "PROPFIND", "MKCOL")
@@ -226,7 +229,10 @@ def witnesses(preds: list[Pred], universe: str, path: bool = False,
             raise NotProven("a condition tells `%` apart from other characters; percent-escapes in paths "
                             "are outside the prover")
         chars.remove("%")
-    start = (tuple(p.start() for p in preds), None if path else "x")
+    # The start has a key of its own: the empty string is in no class when `nonempty`, and a
+    # string whose predicate states equal the start's (any one character for no predicates, or
+    # for suffixes) must still be queued and found.
+    start = (tuple(p.start() for p in preds), None if path else "")
     out: dict[tuple[bool, ...], str] = {}
     seen = {start}
     queue = deque([(start, "")])
@@ -309,15 +315,16 @@ def prove_one(ctx: Context, comp: Compilation, a: ast.Assert, tables: dict[str, 
     id_preds += [Pred(p.kind, p.value) for p in (caller_principals or ())]
     identities: list[str | None] = []
     if caller_kind != "unauthenticated":
-        found = witnesses(id_preds, UNIVERSE_TEXT, nonempty=True)
-        for svc in program.services:   # a service's own identity, where one is in the class: clearer
-            sig = signature(id_preds, svc.identity)
-            if sig in found and found[sig] not in {s.identity for s in program.services}:
-                found[sig] = svc.identity
-        for sig, text in found.items():
+        # every service's own identity (each goes through its own sidecar's scope, so two services
+        # in one class of the rules may still differ), the destination's last, then one identity of
+        # each class the rules tell apart (an identity of no service, where the class has one)
+        candidates = [(signature(id_preds, s.identity), s.identity) for s in program.services if s is not dest]
+        candidates.append((signature(id_preds, dest.identity), dest.identity))
+        candidates += witnesses(id_preds, UNIVERSE_TEXT, nonempty=True).items()
+        for sig, text in candidates:
             _check_class(id_preds, sig, text, "identity")
-            if caller_principals is None or any(
-                    (text == p.value) if p.kind == "exact" else text.startswith(p.value) for p in caller_principals):
+            if text not in identities and (caller_principals is None or any(
+                    (text == p.value) if p.kind == "exact" else text.startswith(p.value) for p in caller_principals)):
                 identities.append(text)
     if caller_kind in ("any", "unauthenticated"):
         identities.append(None)
@@ -347,7 +354,14 @@ def prove_one(ctx: Context, comp: Compilation, a: ast.Assert, tables: dict[str, 
             raise NotProven(f"a condition on `{name}`, which the sidecar sets or checks itself, is outside the prover")
         v_preds = [p for h in header_matches if h.name == name for p in header_value_preds(h)]
         cells = []
-        for sig, text in witnesses(v_preds, UNIVERSE_TEXT).items():
+        found = witnesses(v_preds, UNIVERSE_TEXT)
+        if len(alphabet(v_preds, UNIVERSE_TEXT + BEYOND_TEXT)) > len(alphabet(v_preds, UNIVERSE_TEXT)):
+            # a class of characters outside the universe that no rule names (space, tab, obs-text)
+            beyond = set(witnesses(v_preds, UNIVERSE_TEXT + BEYOND_TEXT)) - set(found)
+            if beyond:
+                raise NotProven(f"a condition on `{name}` holds or fails for values only characters outside "
+                                "printable ASCII reach (space, tab, non-ASCII bytes): outside the prover")
+        for sig, text in found.items():
             _check_class(v_preds, sig, text, f"`{name}` value")
             cells.append(text)
         if len(cells) > MAX_HEADER_CELLS:
