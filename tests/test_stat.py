@@ -408,3 +408,32 @@ def test_rows_and_table_of_two_fixed_scrapes_golden(update_goldens):
     rest = next(r for r in native["rows"] if r["route"] == "rest")
     # the window's buckets of route rest: 7 ≤ 1 ms, 10 ≤ 5 ms: p50 = 1 × 5 / 7
     assert rest["latency_ms"]["p50"] == round(5 / 7, 3) and rest["window"]["requests_per_s"] == 5.0
+
+
+def _histogram_scrape(at: float, requests: float, buckets: dict[str, float]):
+    from compiler.observe import stats
+
+    cluster = (("envoy_cluster_name", "outbound|v1|api"),)
+    samples: dict = {
+        "envoy_cluster_upstream_rq": {cluster + (("envoy_response_code", "200"),): requests},
+        "envoy_cluster_upstream_rq_time_bucket": {cluster + (("le", le),): n for le, n in buckets.items()},
+    }
+    return stats.Scrape(at, samples, {})
+
+
+def test_the_window_percentiles_need_new_bucket_counts_and_a_restart_is_no_negative_window():
+    """Envoy adds to its histograms only at its stats flush: a window with new requests but no new
+    bucket counts shows the totals' percentiles, not `-`; a counter that went down (the proxy
+    restarted between the scrapes) counts its window from 0, never negative."""
+    from compiler.observe import stats
+
+    totals = {"1": 10.0, "5": 20.0, "+Inf": 20.0}
+    first = _histogram_scrape(10.0, 20, totals)
+    unflushed = _histogram_scrape(12.0, 25, totals)         # 5 new requests, histogram not flushed yet
+    api = next(r for r in stats.rows("client", first, unflushed) if r["kind"] == "destination")
+    assert api["window"]["requests"] == 5
+    assert api["latency_ms"] == {"p50": 1.0, "p95": 4.6, "p99": 4.92}
+    restarted = _histogram_scrape(12.0, 4, {"1": 4.0, "5": 4.0, "+Inf": 4.0})
+    api = next(r for r in stats.rows("client", first, restarted) if r["kind"] == "destination")
+    assert api["window"]["requests"] == 4 and api["window"]["requests_per_s"] == 2.0
+    assert api["latency_ms"]["p50"] == 0.5
