@@ -166,6 +166,15 @@ class ProxyState(Protocol):
     def inbound_counts_for(self, source: str) -> dict[int, int]: ...
 
 
+def envoy_flags(flags: str) -> str:
+    """`%RESPONSE_FLAGS%` as Envoy writes it (the access log's `response_flags`, a span's
+    `response_flags`): `-` for none. `RBAC` is the proxy's own mark of an authorization denial,
+    for which Envoy's RBAC filter sets no response flag (its details name the rule instead)."""
+    if not flags or flags == "RBAC":
+        return "-"
+    return flags
+
+
 class Exchange:
     """One request. It is also the request head the decision reads (decide.request.RequestHead's
     attributes: inbound, method, target, raw, headers, content_length, chunked, reject, peer, xfcc)."""
@@ -862,7 +871,7 @@ class Exchange:
                 "http.method": self.method, "http.protocol": "HTTP/1.1",
                 "http.url": f"http://{d.host}{self.target}", "user_agent": agent[0] if agent else "-",
                 "peer.address": self.down.peer_ip, "upstream_cluster": cluster, "upstream_cluster.name": cluster,
-                "http.status_code": str(self.status), "response_flags": self.flags or "-"}
+                "http.status_code": str(self.status), "response_flags": envoy_flags(self.flags)}
 
     def cancel(self) -> None:
         """The client went away, or the connection is failing: drop the request."""

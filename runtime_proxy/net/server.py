@@ -32,7 +32,7 @@ from runtime_proxy.decide.outlier import OutlierState
 from runtime_proxy.decide.request import header_dict
 from runtime_proxy.decide.table import TableError
 from runtime_proxy.decide.upstream import choose_endpoint
-from runtime_proxy.net.exchange import Exchange
+from runtime_proxy.net.exchange import Exchange, envoy_flags
 from runtime_proxy.net.metrics import MAX_SOURCES, Metrics, TlsStats
 from runtime_proxy.net.timers import TimerWheel
 from runtime_proxy.net.tls import Identities
@@ -287,8 +287,7 @@ class AccessLog:
             "authority": host[0] if host else None,
             "response_code": ex.status,
             "response_code_details": response_code_details(ex),
-            # Envoy's RBAC filter sets no response flag (its details name the rule instead)
-            "response_flags": "-" if not ex.flags or ex.flags == "RBAC" else ex.flags,
+            "response_flags": envoy_flags(ex.flags),
             "service": d.service if route is not None and d is not None else None,
             "route": route.name if route is not None else None,
             "upstream_cluster": cluster_name,
