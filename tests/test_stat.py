@@ -437,3 +437,63 @@ def test_the_window_percentiles_need_new_bucket_counts_and_a_restart_is_no_negat
     api = next(r for r in stats.rows("client", first, restarted) if r["kind"] == "destination")
     assert api["window"]["requests"] == 4 and api["window"]["requests_per_s"] == 2.0
     assert api["latency_ms"]["p50"] == 0.5
+
+
+class FakeAdmin:
+    """A real HTTP server on 127.0.0.1 answering GET PATH with fixed JSON or text (404 otherwise):
+    an admin endpoint that looks like Envoy's in some ways and not in others."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        import http.server
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = answers.get(self.path)
+                data = (body if body is not None else "not found").encode()
+                self.send_response(200 if body is not None else 404)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_server_info_without_a_node_object_is_not_a_proxy():
+    admin = FakeAdmin({"/server_info": json.dumps({"version": "x", "node": "client"})})
+    try:
+        proc = run_meshc("stat", admin.address, "--once", "--interval", "0")
+    finally:
+        admin.close()
+    assert proc.returncode == 4 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"meshc: error: {admin.address} is not the admin endpoint of a proxy" in proc.stderr
+
+
+def test_lines_of_envoys_access_log_that_are_not_objects_are_skipped(tmp_path):
+    from compiler.backends.envoy.names import FILE_ACCESS_LOG
+
+    log = tmp_path / "access.log"
+    denied = {"direction": "inbound", "response_code_details": "rbac_access_denied_matched_policy[admin]"}
+    log.write_text('["rbac_access_denied_matched_policy[x]"]\n"rbac_access_denied_matched_policy[y]"\n'
+                   + json.dumps(denied) + "\n")
+    admin = FakeAdmin({
+        "/server_info": json.dumps({"version": "x", "node": {"id": "client.default"}}),
+        "/config_dump": json.dumps({"configs": [{"typed_config": {"@type": FILE_ACCESS_LOG, "path": str(log)}}]}),
+        "/stats/prometheus": "",
+    })
+    try:
+        proc = run_meshc("stat", admin.address, "--once", "--interval", "0", "--output-format", "json")
+    finally:
+        admin.close()
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    (target,) = json.loads(proc.stdout)["targets"]
+    inbound = next(r for r in target["rows"] if r["kind"] == "inbound")
+    assert inbound["denied_by_rule"] == [{"rule": "admin", "denied": 1, "window": 0}]

@@ -85,8 +85,11 @@ class Target:
         if info is None or "version" not in info:
             raise TargetError(f"{self.address} is not the admin endpoint of a proxy (no /config of the native "
                               "proxy, no /server_info of Envoy)")
+        node = info.get("node") or info.get("command_line_options")
+        if not isinstance(node, dict):
+            raise TargetError(f"{self.address} is not the admin endpoint of a proxy (its /server_info has no "
+                              "node object)")
         self.plane = "envoy"
-        node = info.get("node") or info.get("command_line_options", {})
         self.proxy = str(node.get("id") or node.get("service_node") or "?").split(".")[0]
         dump = _json(self.address, "/config_dump")
         logs = sorted(set(_find_access_logs(dump or {}, [])))
@@ -137,7 +140,9 @@ class Target:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            details = rec.get("response_code_details") if isinstance(rec, dict) else None
+            if not isinstance(rec, dict):     # not a line of the access log's JSON format
+                continue
+            details = rec.get("response_code_details")
             if rec.get("direction") == "inbound" and isinstance(details, str) and details.startswith(DENIED):
                 rule = details[len(DENIED):].rstrip("]")
                 self.denied[rule] = self.denied.get(rule, 0) + 1
