@@ -497,3 +497,64 @@ def test_lines_of_envoys_access_log_that_are_not_objects_are_skipped(tmp_path):
     (target,) = json.loads(proc.stdout)["targets"]
     inbound = next(r for r in target["rows"] if r["kind"] == "inbound")
     assert inbound["denied_by_rule"] == [{"rule": "admin", "denied": 1, "window": 0}]
+
+
+def test_the_native_access_log_follows_a_rotation_and_sigusr1(tmp_path):
+    """logrotate renames the file: the sweep finds another file (or none) at the path and reopens
+    it, so later lines go to the new file; SIGUSR1 reopens too (as Envoy's). Lines are written by
+    the sweep only; none is dropped."""
+    import signal
+
+    from tests.proxy_backend import Backend
+    from tests.proxy_harness import config, route, service, start_proxy, subset, write_config
+
+    backend = Backend("v1")
+    log = tmp_path / "access.log"
+    cfg = config([service("svc", [subset("v1", [backend.port], "svc")], [route("default", to=("svc", "v1"))])])
+    cfg["proxy"] = dict(cfg["proxy"], access_log=str(log))
+    proxy = start_proxy(write_config(tmp_path / "cfg.json", cfg), tmp_path)
+    try:
+        assert get(proxy.outbound, "/one").status == 200
+        assert [r["path"] for r in log_lines(log, 1)] == ["/one"]
+        log.rename(tmp_path / "access.log.1")              # as logrotate does
+        assert get(proxy.outbound, "/two").status == 200
+        assert [r["path"] for r in log_lines(log, 1)] == ["/two"]
+        assert [r["path"] for r in log_lines(tmp_path / "access.log.1", 1)] == ["/one"]
+        # a file removed: a new one at the path
+        log.unlink()
+        assert get(proxy.outbound, "/three").status == 200
+        assert [r["path"] for r in log_lines(log, 1)] == ["/three"]
+        proxy.proc.send_signal(signal.SIGUSR1)             # reopens (without it, SIGUSR1 would end the proxy)
+        time.sleep(1.5)
+        assert proxy.proc.poll() is None
+        assert get(proxy.outbound, "/four").status == 200
+        assert [r["path"] for r in log_lines(log, 2)] == ["/three", "/four"]
+        assert proxy.stats()["access_log.dropped"] == 0
+        status, body = proxy.admin_get("/stats/prometheus")
+        assert status == 200 and "\nmeshc_access_log_dropped_total 0\n" in body
+    finally:
+        proxy.stop()
+        backend.stop()
+
+
+def test_the_native_access_log_holds_at_most_max_pending_lines_and_counts_the_rest(tmp_path):
+    """Between two sweeps the log keeps lines in a list; over its cap a line is dropped and counted
+    (meshc_access_log_dropped_total), before any work is done for it. (The real AccessLog and
+    Metrics; the request is a stand-in, as a real proxy would need 100 000 requests in a second.)"""
+    from types import SimpleNamespace
+
+    from runtime_proxy.net.metrics import Metrics
+    from runtime_proxy.net.server import AccessLog
+
+    metrics = Metrics()
+    log = AccessLog(str(tmp_path / "access.log"), metrics)
+    try:
+        log.pending = ["{}\n"] * AccessLog.MAX_PENDING
+        log.write(SimpleNamespace(t_start=1.0))      # type: ignore[arg-type]
+        assert metrics.access_log_dropped == 1 and len(log.pending) == AccessLog.MAX_PENDING
+        assert (tmp_path / "access.log").read_text() == ""    # nothing written before the sweep
+        log.flush()
+        assert log.pending == [] and len((tmp_path / "access.log").read_text().splitlines()) == AccessLog.MAX_PENDING
+        assert "\nmeshc_access_log_dropped_total 1\n" in metrics.prometheus({})
+    finally:
+        log.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import threading
 import time
@@ -249,15 +250,57 @@ FLAG_DETAILS = {
 
 class AccessLog:
     """One JSON object per line and request, with the fields and values of the Envoy target's
-    access log (compiler/backends/envoy/access_log.py; docs/observability.md): buffered in memory,
-    written by the once-a-second sweep and at exit, so a request never waits for the file."""
+    access log (compiler/backends/envoy/access_log.py; docs/observability.md): kept in a list and
+    written only by the once-a-second sweep and at exit, so a request never waits for the file.
+    Over MAX_PENDING lines between two sweeps, a line is dropped and counted
+    (`meshc_access_log_dropped_total`). The sweep reopens the path when the file there is another
+    one or is gone (logrotate renamed it), or when SIGUSR1 asked to."""
 
-    def __init__(self, path: str) -> None:
+    MAX_PENDING = 100_000
+
+    def __init__(self, path: str, metrics: Metrics) -> None:
         self.path = path
+        self.metrics = metrics
+        self.pending: list[str] = []
+        self.reopen_asked = False
         # (open for the proxy's life: close() closes it)
-        self.fh = sys.stdout if path == "-" else open(path, "a", buffering=1 << 16, encoding="utf-8")  # noqa: SIM115
+        self.fh = sys.stdout if path == "-" else open(path, "a", encoding="utf-8")  # noqa: SIM115
+        self.ident = self._ident()
+
+    def _ident(self) -> tuple[int, int] | None:
+        if self.fh is sys.stdout:
+            return None
+        st = os.fstat(self.fh.fileno())
+        return st.st_dev, st.st_ino
+
+    def _moved(self) -> bool:
+        """The path names another file than the one open, or none (renamed away, removed)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self.ident
+
+    def _reopen(self) -> None:
+        self.reopen_asked = False
+        try:
+            fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as e:   # (the directory is gone: keep writing to the file open)
+            log.warning("access log %s: cannot reopen: %s", self.path, (e.strerror or str(e)).lower())
+            return
+        old, self.fh = self.fh, fh
+        self.ident = self._ident()
+        try:
+            old.close()
+        except OSError:
+            pass
 
     def write(self, ex: Exchange) -> None:
+        if not ex.t_start:    # began before a reload turned the log on: its start is unknown
+            return
+        if len(self.pending) >= self.MAX_PENDING:
+            self.metrics.access_log_dropped += 1
+            return
         d = ex.decision
         route = ex.route
         cluster = ex.cluster
@@ -297,7 +340,7 @@ class AccessLog:
             "request_id": request_id(ex),
             "peer_identity": ex.down.source if inbound else None,
         }
-        self.fh.write(orjson.dumps(record).decode() + "\n")
+        self.pending.append(orjson.dumps(record).decode() + "\n")
 
     _second = (-1, "")
 
@@ -308,10 +351,18 @@ class AccessLog:
         return self._second[1]
 
     def flush(self) -> None:
+        """The sweep's (and close's): reopen if asked or rotated, then write the lines kept."""
+        if self.fh is not sys.stdout and (self.reopen_asked or self._moved()):
+            self._reopen()
+        lines = self.pending
+        if not lines:
+            return
+        self.pending = []
         try:
+            self.fh.write("".join(lines))
             self.fh.flush()
         except (OSError, ValueError):
-            pass
+            self.metrics.access_log_dropped += len(lines)
 
     def close(self) -> None:
         self.flush()
@@ -556,7 +607,7 @@ class Runtime:
         if not path:
             return None
         try:
-            return AccessLog(path)
+            return AccessLog(path, self.metrics)
         except OSError as e:
             where = "--access-log" if self.access_log_option else "$.proxy.access_log"
             raise TableError(f"{where}: cannot open {path}: {(e.strerror or str(e)).lower()}") from None
