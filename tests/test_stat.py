@@ -558,3 +558,42 @@ def test_the_native_access_log_holds_at_most_max_pending_lines_and_counts_the_re
         assert "\nmeshc_access_log_dropped_total 1\n" in metrics.prometheus({})
     finally:
         log.close()
+
+
+def test_envoys_access_log_is_read_in_chunks_keeping_the_partial_last_line(tmp_path):
+    """A 24 MiB log at first look is read 1 MiB at a time (its peak memory stays far below the
+    file's size), every denial counted once, lines across chunk boundaries included; a partial
+    last line is counted when its end is written."""
+    import tracemalloc
+
+    from compiler.backends.envoy.names import FILE_ACCESS_LOG
+    from compiler.cli.stat import Target
+
+    log = tmp_path / "access.log"
+    allowed = json.dumps({"direction": "inbound", "response_code_details": "via_upstream", "pad": "x" * 300}) + "\n"
+    denied = json.dumps({"direction": "inbound", "response_code_details": "rbac_access_denied_matched_policy[admin]"})
+    block = allowed * 999 + denied + "\n"            # ~330 KB: denials fall on every chunk offset
+    copies = (24 << 20) // len(block) + 1
+    with log.open("w") as fh:
+        for _ in range(copies):
+            fh.write(block)
+        fh.write(denied[:20])                         # a line being written
+    admin = FakeAdmin({
+        "/server_info": json.dumps({"version": "x", "node": {"id": "client.default"}}),
+        "/config_dump": json.dumps({"configs": [{"typed_config": {"@type": FILE_ACCESS_LOG, "path": str(log)}}]}),
+    })
+    try:
+        target = Target(admin.address)
+        target.identify()
+    finally:
+        admin.close()
+    tracemalloc.start()
+    try:
+        assert target.denials({}) == {"admin": copies}
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+    with log.open("a") as fh:
+        fh.write(denied[20:] + "\n")
+    assert target.denials({}) == {"admin": copies + 1}

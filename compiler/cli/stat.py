@@ -19,6 +19,7 @@ from compiler.cli.exits import EXIT_INPUT, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 TIMEOUT = 3.0
 SCHEMA = 1
 DENIED = "rbac_access_denied_matched_policy["
+CHUNK = 1 << 20          # Envoy's access log is read this much at a time
 
 
 class TargetError(Exception):
@@ -127,14 +128,23 @@ class Target:
                 if fh.tell() < self.offset:       # a new file (rotated): read it from its start
                     self.offset, self.denied = 0, {}
                 fh.seek(self.offset)
-                data = fh.read()
+                rest = b""
+                while chunk := fh.read(CHUNK):    # (a large log is not read into memory at once)
+                    data = rest + chunk
+                    end = data.rfind(b"\n") + 1  # whole lines only: a partial one waits for the next
+                    self._count_denials(data[:end])
+                    self.offset += end
+                    rest = data[end:]
         except OSError as err:
             self.note = f"access log {self.access_log}: cannot read: {(err.strerror or str(err)).lower()}"
             return None
-        end = data.rfind(b"\n") + 1           # whole lines only: the rest is read next time
-        self.offset += end
-        for line in data[:end].splitlines():
-            if DENIED.encode() not in line:
+        self.note = None
+        return dict(self.denied)
+
+    def _count_denials(self, lines: bytes) -> None:
+        marker = DENIED.encode()
+        for line in lines.splitlines():
+            if marker not in line:
                 continue
             try:
                 rec = json.loads(line)
@@ -146,8 +156,6 @@ class Target:
             if rec.get("direction") == "inbound" and isinstance(details, str) and details.startswith(DENIED):
                 rule = details[len(DENIED):].rstrip("]")
                 self.denied[rule] = self.denied.get(rule, 0) + 1
-        self.note = None
-        return dict(self.denied)
 
 
 def report(targets: list[Target], errors: dict[str, str], first: dict, second: dict, interval: float) -> dict:
