@@ -408,3 +408,23 @@ def test_request_ids_are_canonical_random_uuid4_across_batches():
         parsed = uuid.UUID(value.decode())
         assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122), value
         assert str(parsed).encode() == value
+
+
+def test_a_mirror_copy_is_timed_like_any_answer(proxy, backends):
+    """The shadow subset's upstream_rq_time holds the copy's real time (as Envoy's), not 0 ms."""
+    from compiler.observe.prom import parse
+
+    def buckets() -> dict[str, float]:
+        status, body = proxy.admin_get("/stats/prometheus")
+        assert status == 200
+        return {dict(labels)["le"]: n for labels, n in parse(body)["envoy_cluster_upstream_rq_time_bucket"].items()
+                if dict(labels)["envoy_cluster_name"] == "outbound|mirror|svc"}
+
+    before = buckets()
+    r = get(proxy.outbound, "/mirror", host="svc:8000", headers={"x-test-delay-ms": "120"})
+    assert r.status == 200
+    deadline = time.monotonic() + 3
+    while (after := buckets())["+Inf"] == before["+Inf"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert after["+Inf"] == before["+Inf"] + 1
+    assert after["100"] == before["100"] and after["250"] == before["250"] + 1

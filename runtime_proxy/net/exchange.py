@@ -923,7 +923,7 @@ class _NoClient:
 
 class Mirror:
     """A fire-and-forget copy of a request: its response and its failures are dropped."""
-    __slots__ = ("cluster", "data", "is_head", "conn", "state", "timer", "done", "pool", "seq")
+    __slots__ = ("cluster", "data", "is_head", "conn", "state", "timer", "done", "pool", "seq", "t_send", "answered")
     down = _NoClient()
 
     def __init__(self, cluster: Cluster, data: bytes, is_head: bool, timeout: float) -> None:
@@ -933,6 +933,8 @@ class Mirror:
         self.conn: UpstreamConn | None = None
         self.done = False
         self.seq = 1
+        self.t_send = 0.0
+        self.answered = False
         cluster.stats.mirror_total += 1
         self.pool = cluster.pick()
         self.state = WAITING
@@ -952,17 +954,21 @@ class Mirror:
         self.conn = conn
         self.cluster.stats.rq_total += 1
         self.cluster.stats.rq_active += 1
+        self.t_send = _monotonic()
         conn.start(self, self.is_head)
         conn.write(self.data)
 
     def on_response_head(self, conn: UpstreamConn, status: int) -> None:
-        self.cluster.stats.observe_mirror(status)
+        self.cluster.stats.charge(status)
+        self.answered = True
 
     def on_response_body(self, conn: UpstreamConn, data: bytes) -> None:
         pass
 
     def on_response_end(self, conn: UpstreamConn) -> None:
         self.conn = None
+        if self.answered:    # timed as the router times an answer: from the dispatch to its end
+            self.cluster.stats.observe(int((_monotonic() - self.t_send) * 1000))
         self.stop()
 
     def on_failure(self, conn: UpstreamConn | None, kind: str, reason: str, fresh_ok: bool) -> None:

@@ -116,11 +116,6 @@ class ClusterStats(UpstreamStats):
         self.cx_active = 0
         self.rq_active = 0
 
-    def observe_mirror(self, status: int) -> None:
-        """A mirror copy's answer (its time is not measured)."""
-        self.charge(status)
-        self.observe(0)
-
 
 LISTENER_COUNTERS = (
     ("cx_total", "downstream_cx_total"),
