@@ -428,3 +428,22 @@ def test_a_mirror_copy_is_timed_like_any_answer(proxy, backends):
         time.sleep(0.02)
     assert after["+Inf"] == before["+Inf"] + 1
     assert after["100"] == before["100"] and after["250"] == before["250"] + 1
+
+
+def test_response_flags_accumulate_as_envoys(proxy):
+    """A fault's delay is `DI`, and stays when the request then fails: `DI,UC` (Envoy keeps every
+    flag, alphabetically), with the failure's details."""
+    get(proxy.outbound, "/fault/delay/flagged", host="svc:8000")
+    get(proxy.outbound, "/fault/delay/reset", host="svc:8000", headers={"x-test-reset": "1"})
+    deadline = time.monotonic() + 3
+    while True:
+        lines = proxy.access_log.read_text().splitlines() if proxy.access_log.exists() else []
+        recs = {r["path"]: r for r in map(json.loads, lines) if r["path"].startswith("/fault/delay/")}
+        if len(recs) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert recs["/fault/delay/flagged"]["response_flags"] == "DI"
+    assert recs["/fault/delay/flagged"]["response_code_details"] == "via_upstream"
+    reset = recs["/fault/delay/reset"]
+    assert (reset["response_code"], reset["response_flags"]) == (503, "DI,UC")
+    assert reset["response_code_details"] == "upstream_reset_before_response_started{connection_termination}"

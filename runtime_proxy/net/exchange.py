@@ -334,6 +334,7 @@ class Exchange:
         if d.flags:
             self.flags = d.flags
         if d.delay_ms:
+            self.add_flag("DI")
             self.other_timer = rt.loop.call_later(d.delay_ms / 1000.0, self.after_delay)
             return
         if d.status:
@@ -349,7 +350,7 @@ class Exchange:
         d: Decision = self.decision  # type: ignore[assignment]  # start() decided, then waited
         if d.status:
             self.down.lstats.aborts_injected += 1
-            self.flags = "FI"
+            self.add_flag("FI")
             self.local(d.status, d.body, close=d.close)
         else:
             self.forward(d)
@@ -566,7 +567,7 @@ class Exchange:
         cluster = self.cluster
         if self.resp_started:      # the response broke off mid-body: the client sees a reset
             self.end_attempt()
-            self.flags = "UR"
+            self.add_flag("UR")
             self.down.abort()
             self.finish(aborted=True)
             return
@@ -582,7 +583,7 @@ class Exchange:
         if self.retry(Outcome(None, kind)):
             return
         # (after the last retry allowed, Envoy's flags list URX too, in alphabetical order)
-        self.flags = ("UF" if kind == CONNECT_FAILURE else "UC") + (",URX" if self.flags == "URX" else "")
+        self.add_flag("UF" if kind == CONNECT_FAILURE else "UC")
         if reason != "headers too large":
             self.details = "upstream_reset_before_response_started{" + reason.replace(" ", "_") + "}"
         if reason == "headers too large":   # proxy.max_response_headers_bytes: Envoy's 502
@@ -644,7 +645,7 @@ class Exchange:
         cluster.stats.rq_per_try_timeout += 1
         self.abandon_attempt()
         if self.resp_started:
-            self.flags = "UT"
+            self.add_flag("UT")
             self.down.abort()
             self.finish(aborted=True)
             return
@@ -653,7 +654,7 @@ class Exchange:
             cluster.ejected(self.upstream_key)
         if self.retry(Outcome(None, PER_TRY_TIMEOUT)):
             return
-        self.flags = "URX,UT" if self.flags == "URX" else "UT"
+        self.add_flag("UT")
         self.details = "upstream_per_try_timeout"
         self.charge(504)
         self.local(504, BODY_TIMEOUT)
@@ -672,7 +673,7 @@ class Exchange:
         if was_sent and cluster.outlier is not None and \
                 cluster.outlier.record(self.upstream_key, None, PER_TRY_TIMEOUT, _monotonic()):
             cluster.ejected(self.upstream_key)
-        self.flags = "UT"
+        self.add_flag("UT")
         if self.resp_started:
             self.down.abort()
             self.finish(aborted=True)
@@ -689,7 +690,7 @@ class Exchange:
             return
         self.down.lstats.rq_idle_timeout += 1
         self.abandon_attempt()
-        self.flags = "SI"
+        self.add_flag("SI")
         if self.resp_started:
             self.down.abort()
             self.finish(aborted=True)
@@ -752,7 +753,7 @@ class Exchange:
                 stats.retry_limit_exceeded += 1
                 if rstats is not None:
                     rstats.retry_limit_exceeded += 1
-                self.flags = "URX"     # Envoy's flag for a response after the last attempt allowed
+                self.add_flag("URX")   # Envoy's flag for a response after the last attempt allowed
             elif verdict.reason == OVERFLOW:
                 stats.retry_overflow += 1
                 if rstats is not None:
@@ -789,7 +790,7 @@ class Exchange:
     def overflow(self) -> None:
         """A circuit breaker refused the attempt: Envoy's overflow 503 (never retried)."""
         self.end_attempt()
-        self.flags = "UO"
+        self.add_flag("UO")
         self.charge(503)
         self.local(503, BODY_OVERFLOW, b"x-envoy-overloaded: true\r\n")
 
@@ -859,9 +860,18 @@ class Exchange:
         tracer = self.rt.tracer
         if tracer is not None:
             d = self.decision
-            if d is not None and d.span is not None and d.span.sampled:
+            if d is not None and d.span is not None and d.span.sampled and self.t_wall:
                 tracer.record(d.span, self.inbound, d.host, self.t_wall, self.span_attributes(d))
         down.exchange_done(self, aborted)
+
+    def add_flag(self, flag: str) -> None:
+        """One more response flag: Envoy keeps every flag a request got (`DI,UC`, `URX,UT`),
+        listed in alphabetical order."""
+        flags = self.flags
+        if not flags:
+            self.flags = flag
+        elif flag not in flags.split(","):
+            self.flags = ",".join(sorted([*flags.split(","), flag]))
 
     def span_attributes(self, d: Decision) -> dict[str, str]:
         """An exported span's attributes: Envoy's names and string values (docs/observability.md)."""

@@ -382,7 +382,10 @@ def response_code_details(ex: Exchange) -> str | None:
     if flags == "RBAC":
         rule = ex.decision.rule if ex.decision is not None else None
         return f"rbac_access_denied_matched_policy[{rule or 'none'}]"
-    return FLAG_DETAILS.get(flags, "local_reply")
+    for flag in flags.split(","):        # (`DI,UT`: the delay says nothing of the reply)
+        if flag in FLAG_DETAILS:
+            return FLAG_DETAILS[flag]
+    return "local_reply"
 
 
 def request_id(ex: Exchange) -> str:
