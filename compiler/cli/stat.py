@@ -15,10 +15,10 @@ import sys
 import time
 
 from compiler.cli.exits import EXIT_INPUT, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from runtime_proxy.decide.http import RBAC_DENIED_DETAILS as DENIED  # (the native proxy writes it too)
 
 TIMEOUT = 3.0
 SCHEMA = 1
-DENIED = "rbac_access_denied_matched_policy["
 CHUNK = 1 << 20          # Envoy's access log is read this much at a time
 
 

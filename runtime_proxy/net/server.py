@@ -28,6 +28,7 @@ import orjson
 from httptools import HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade, HttpRequestParser
 
 from runtime_proxy.decide.breaker import Breaker
+from runtime_proxy.decide.http import RBAC_DENIED_DETAILS
 from runtime_proxy.decide.identity import peer_identity, xfcc_line
 from runtime_proxy.decide.outlier import OutlierState
 from runtime_proxy.decide.request import header_dict
@@ -381,7 +382,7 @@ def response_code_details(ex: Exchange) -> str | None:
     flags = ex.flags
     if flags == "RBAC":
         rule = ex.decision.rule if ex.decision is not None else None
-        return f"rbac_access_denied_matched_policy[{rule or 'none'}]"
+        return f"{RBAC_DENIED_DETAILS}{rule or 'none'}]"
     for flag in flags.split(","):        # (`DI,UT`: the delay says nothing of the reply)
         if flag in FLAG_DETAILS:
             return FLAG_DETAILS[flag]
