@@ -186,22 +186,12 @@ def stat(args) -> int:
     addresses = list(dict.fromkeys(args.addresses))
     discovered = False     # found through `meshc serve`: a sidecar that is not running is no input error
     if not addresses:
-        if parse_endpoint(args.server) is None:
-            print(f"meshc: error: --server {args.server}: not HOST:PORT", file=sys.stderr)
-            return EXIT_USAGE
-        from compiler.cli.control_extra import missing_extra, quiet_grpc
+        from compiler.cli.status import fetch_from_serve
 
-        quiet_grpc()
-        try:
-            from compiler.control import status as control
-        except ImportError as err:
-            return missing_extra(err, "stat")
-        try:
-            data = control.fetch(args.server, identity=args.identity)
-        except control.Unreachable as err:
-            print(f"meshc: error: {err} (or give the proxies' admin addresses: meshc stat HOST:PORT …)",
-                  file=sys.stderr)
-            return EXIT_UNREACHABLE
+        data, code = fetch_from_serve(args, "stat", EXIT_UNREACHABLE,
+                                      " (or give the proxies' admin addresses: meshc stat HOST:PORT …)")
+        if data is None:
+            return code
         # the admin addresses of the sidecars connected to it (node `SERVICE` or `SERVICE.SUBSET`), else of
         # every sidecar it compiled (proxies that read files, not `meshc serve`)
         admin = data.get("server", {}).get("admin") or {}
