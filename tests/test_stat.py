@@ -54,6 +54,7 @@ service edge {
 routes edge {
   route gone { match { path prefix "/gone" } to edge.dead retry none }
   route abort { match { path prefix "/abort" } to edge.v1 fault { abort 418 } }
+  route delayed { match { path prefix "/delayed" } to edge.v1 fault { delay 1ms } }
   route pertry { match { method [GET] } to edge.v1 retry { attempts 1 per_try_timeout 50ms on [5xx] } }
 }
 
@@ -77,7 +78,7 @@ INBOUND = [("/admin/users", 403)] * 3 + [("/other", 403)] * 2 + [("/public/a", 2
     [("/public/q?x=1&y", 200), ("/public/./b/../c", 200)]
 OUTBOUND = [("/x", 200, None)] * 5 + [("/flaky", 503, "503")] * 2
 # (target, status) at the outbound listener, Host `edge`
-EDGE = [("/gone", 503), ("/abort", 418), ("/slow", 504)]
+EDGE = [("/gone", 503), ("/abort", 418), ("/slow", 504), ("/delayed", 200)]
 FIELDS = {"start_time", "direction", "method", "path", "authority", "response_code", "response_code_details",
           "response_flags", "service", "route", "upstream_cluster", "upstream_host", "attempts", "duration_ms",
           "request_id", "peer_identity"}
@@ -159,10 +160,11 @@ def test_both_planes_write_the_same_access_log(planes):
     assert [r["path"] for r in logs["native"][7:9]] == ["/public/q?x=1&y", "/public/c"]
     flaky = [r for r in logs["native"] if r["route"] == "flaky"]
     assert [(r["attempts"], r["response_flags"], r["response_code"]) for r in flaky] == [(3, "URX", 503)] * 2
-    edge = [(r["response_code_details"], r["response_flags"], r["upstream_cluster"]) for r in logs["native"][-3:]]
+    edge = [(r["response_code_details"], r["response_flags"], r["upstream_cluster"]) for r in logs["native"][-4:]]
     assert edge == [("upstream_reset_before_response_started{remote_connection_failure}", "UF", "outbound|dead|edge"),
                     ("fault_filter_abort", "FI", "outbound|v1|edge"),
-                    ("upstream_per_try_timeout", "URX,UT", "outbound|v1|edge")]
+                    ("upstream_per_try_timeout", "URX,UT", "outbound|v1|edge"),
+                    ("via_upstream", "DI", "outbound|v1|edge")]
 
 
 def target(data: dict, plane: str) -> dict:
