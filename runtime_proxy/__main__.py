@@ -341,6 +341,7 @@ class ProxyApp:
         rt = self.rt
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.shutdown, sig.name)
+        loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
         # from a server, the file changes only when the helper says so (and waits for the outcome)
         self.reloader = Reloader(self, self.config_path, loop, poll=self.link is None)
         self.reloader.start()
@@ -376,6 +377,11 @@ class ProxyApp:
             loop.close()
         log.info("stopped")
         return EXIT_OK
+
+    def reopen_logs(self) -> None:
+        """SIGUSR1 (as Envoy's): the access log is reopened at the next sweep."""
+        if self.rt.access_log is not None:
+            self.rt.access_log.reopen_asked = True
 
     def sweep(self) -> None:
         self.rt.sweep()

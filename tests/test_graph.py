@@ -341,3 +341,15 @@ def test_command_usage_errors(tmp_path):
     assert r.returncode == 2 and "cannot write" in r.stderr
     r = meshc("graph", str(tmp_path / "missing.mesh"))
     assert r.returncode == 2 and "no such file" in r.stderr
+
+
+def test_a_program_without_services_is_a_clear_error_and_writes_nothing(tmp_path):
+    empty = tmp_path / "empty.mesh"
+    empty.write_text("mesh {}\n")
+    out = tmp_path / "policy.html"
+    for args in (("-o", str(out)), ("--format", "svg")):
+        r = meshc("graph", str(empty), *args)
+        assert r.returncode == 1 and "Traceback" not in r.stderr and r.stdout == "", r.stderr
+        assert r.stderr.strip().splitlines()[-1] == \
+            "meshc: error: no services to draw: the program declares no `service`"
+    assert sorted(os.listdir(tmp_path)) == ["empty.mesh"]

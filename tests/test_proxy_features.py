@@ -408,3 +408,42 @@ def test_request_ids_are_canonical_random_uuid4_across_batches():
         parsed = uuid.UUID(value.decode())
         assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122), value
         assert str(parsed).encode() == value
+
+
+def test_a_mirror_copy_is_timed_like_any_answer(proxy, backends):
+    """The shadow subset's upstream_rq_time holds the copy's real time (as Envoy's), not 0 ms."""
+    from compiler.observe.prom import parse
+
+    def buckets() -> dict[str, float]:
+        status, body = proxy.admin_get("/stats/prometheus")
+        assert status == 200
+        return {dict(labels)["le"]: n for labels, n in parse(body)["envoy_cluster_upstream_rq_time_bucket"].items()
+                if dict(labels)["envoy_cluster_name"] == "outbound|mirror|svc"}
+
+    before = buckets()
+    r = get(proxy.outbound, "/mirror", host="svc:8000", headers={"x-test-delay-ms": "120"})
+    assert r.status == 200
+    deadline = time.monotonic() + 3
+    while (after := buckets())["+Inf"] == before["+Inf"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert after["+Inf"] == before["+Inf"] + 1
+    assert after["100"] == before["100"] and after["250"] == before["250"] + 1
+
+
+def test_response_flags_accumulate_as_envoys(proxy):
+    """A fault's delay is `DI`, and stays when the request then fails: `DI,UC` (Envoy keeps every
+    flag, alphabetically), with the failure's details."""
+    get(proxy.outbound, "/fault/delay/flagged", host="svc:8000")
+    get(proxy.outbound, "/fault/delay/reset", host="svc:8000", headers={"x-test-reset": "1"})
+    deadline = time.monotonic() + 3
+    while True:
+        lines = proxy.access_log.read_text().splitlines() if proxy.access_log.exists() else []
+        recs = {r["path"]: r for r in map(json.loads, lines) if r["path"].startswith("/fault/delay/")}
+        if len(recs) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert recs["/fault/delay/flagged"]["response_flags"] == "DI"
+    assert recs["/fault/delay/flagged"]["response_code_details"] == "via_upstream"
+    reset = recs["/fault/delay/reset"]
+    assert (reset["response_code"], reset["response_flags"]) == (503, "DI,UC")
+    assert reset["response_code_details"] == "upstream_reset_before_response_started{connection_termination}"

@@ -54,6 +54,7 @@ service edge {
 routes edge {
   route gone { match { path prefix "/gone" } to edge.dead retry none }
   route abort { match { path prefix "/abort" } to edge.v1 fault { abort 418 } }
+  route delayed { match { path prefix "/delayed" } to edge.v1 fault { delay 1ms } }
   route pertry { match { method [GET] } to edge.v1 retry { attempts 1 per_try_timeout 50ms on [5xx] } }
 }
 
@@ -77,7 +78,7 @@ INBOUND = [("/admin/users", 403)] * 3 + [("/other", 403)] * 2 + [("/public/a", 2
     [("/public/q?x=1&y", 200), ("/public/./b/../c", 200)]
 OUTBOUND = [("/x", 200, None)] * 5 + [("/flaky", 503, "503")] * 2
 # (target, status) at the outbound listener, Host `edge`
-EDGE = [("/gone", 503), ("/abort", 418), ("/slow", 504)]
+EDGE = [("/gone", 503), ("/abort", 418), ("/slow", 504), ("/delayed", 200)]
 FIELDS = {"start_time", "direction", "method", "path", "authority", "response_code", "response_code_details",
           "response_flags", "service", "route", "upstream_cluster", "upstream_host", "attempts", "duration_ms",
           "request_id", "peer_identity"}
@@ -159,10 +160,11 @@ def test_both_planes_write_the_same_access_log(planes):
     assert [r["path"] for r in logs["native"][7:9]] == ["/public/q?x=1&y", "/public/c"]
     flaky = [r for r in logs["native"] if r["route"] == "flaky"]
     assert [(r["attempts"], r["response_flags"], r["response_code"]) for r in flaky] == [(3, "URX", 503)] * 2
-    edge = [(r["response_code_details"], r["response_flags"], r["upstream_cluster"]) for r in logs["native"][-3:]]
+    edge = [(r["response_code_details"], r["response_flags"], r["upstream_cluster"]) for r in logs["native"][-4:]]
     assert edge == [("upstream_reset_before_response_started{remote_connection_failure}", "UF", "outbound|dead|edge"),
                     ("fault_filter_abort", "FI", "outbound|v1|edge"),
-                    ("upstream_per_try_timeout", "URX,UT", "outbound|v1|edge")]
+                    ("upstream_per_try_timeout", "URX,UT", "outbound|v1|edge"),
+                    ("via_upstream", "DI", "outbound|v1|edge")]
 
 
 def target(data: dict, plane: str) -> dict:
@@ -408,3 +410,192 @@ def test_rows_and_table_of_two_fixed_scrapes_golden(update_goldens):
     rest = next(r for r in native["rows"] if r["route"] == "rest")
     # the window's buckets of route rest: 7 ≤ 1 ms, 10 ≤ 5 ms: p50 = 1 × 5 / 7
     assert rest["latency_ms"]["p50"] == round(5 / 7, 3) and rest["window"]["requests_per_s"] == 5.0
+
+
+def _histogram_scrape(at: float, requests: float, buckets: dict[str, float]):
+    from compiler.observe import stats
+
+    cluster = (("envoy_cluster_name", "outbound|v1|api"),)
+    samples: dict = {
+        "envoy_cluster_upstream_rq": {cluster + (("envoy_response_code", "200"),): requests},
+        "envoy_cluster_upstream_rq_time_bucket": {cluster + (("le", le),): n for le, n in buckets.items()},
+    }
+    return stats.Scrape(at, samples, {})
+
+
+def test_the_window_percentiles_need_new_bucket_counts_and_a_restart_is_no_negative_window():
+    """Envoy adds to its histograms only at its stats flush: a window with new requests but no new
+    bucket counts shows the totals' percentiles, not `-`; a counter that went down (the proxy
+    restarted between the scrapes) counts its window from 0, never negative."""
+    from compiler.observe import stats
+
+    totals = {"1": 10.0, "5": 20.0, "+Inf": 20.0}
+    first = _histogram_scrape(10.0, 20, totals)
+    unflushed = _histogram_scrape(12.0, 25, totals)         # 5 new requests, histogram not flushed yet
+    api = next(r for r in stats.rows("client", first, unflushed) if r["kind"] == "destination")
+    assert api["window"]["requests"] == 5
+    assert api["latency_ms"] == {"p50": 1.0, "p95": 4.6, "p99": 4.92}
+    restarted = _histogram_scrape(12.0, 4, {"1": 4.0, "5": 4.0, "+Inf": 4.0})
+    api = next(r for r in stats.rows("client", first, restarted) if r["kind"] == "destination")
+    assert api["window"]["requests"] == 4 and api["window"]["requests_per_s"] == 2.0
+    assert api["latency_ms"]["p50"] == 0.5
+
+
+class FakeAdmin:
+    """A real HTTP server on 127.0.0.1 answering GET PATH with fixed JSON or text (404 otherwise):
+    an admin endpoint that looks like Envoy's in some ways and not in others."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        import http.server
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = answers.get(self.path)
+                data = (body if body is not None else "not found").encode()
+                self.send_response(200 if body is not None else 404)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_server_info_without_a_node_object_is_not_a_proxy():
+    admin = FakeAdmin({"/server_info": json.dumps({"version": "x", "node": "client"})})
+    try:
+        proc = run_meshc("stat", admin.address, "--once", "--interval", "0")
+    finally:
+        admin.close()
+    assert proc.returncode == 4 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"meshc: error: {admin.address} is not the admin endpoint of a proxy" in proc.stderr
+
+
+def test_lines_of_envoys_access_log_that_are_not_objects_are_skipped(tmp_path):
+    from compiler.backends.envoy.names import FILE_ACCESS_LOG
+
+    log = tmp_path / "access.log"
+    denied = {"direction": "inbound", "response_code_details": "rbac_access_denied_matched_policy[admin]"}
+    log.write_text('["rbac_access_denied_matched_policy[x]"]\n"rbac_access_denied_matched_policy[y]"\n'
+                   + json.dumps(denied) + "\n")
+    admin = FakeAdmin({
+        "/server_info": json.dumps({"version": "x", "node": {"id": "client.default"}}),
+        "/config_dump": json.dumps({"configs": [{"typed_config": {"@type": FILE_ACCESS_LOG, "path": str(log)}}]}),
+        "/stats/prometheus": "",
+    })
+    try:
+        proc = run_meshc("stat", admin.address, "--once", "--interval", "0", "--output-format", "json")
+    finally:
+        admin.close()
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    (target,) = json.loads(proc.stdout)["targets"]
+    inbound = next(r for r in target["rows"] if r["kind"] == "inbound")
+    assert inbound["denied_by_rule"] == [{"rule": "admin", "denied": 1, "window": 0}]
+
+
+def test_the_native_access_log_follows_a_rotation_and_sigusr1(tmp_path):
+    """logrotate renames the file: the sweep finds another file (or none) at the path and reopens
+    it, so later lines go to the new file; SIGUSR1 reopens too (as Envoy's). Lines are written by
+    the sweep only; none is dropped."""
+    import signal
+
+    from tests.proxy_backend import Backend
+    from tests.proxy_harness import config, route, service, start_proxy, subset, write_config
+
+    backend = Backend("v1")
+    log = tmp_path / "access.log"
+    cfg = config([service("svc", [subset("v1", [backend.port], "svc")], [route("default", to=("svc", "v1"))])])
+    cfg["proxy"] = dict(cfg["proxy"], access_log=str(log))
+    proxy = start_proxy(write_config(tmp_path / "cfg.json", cfg), tmp_path)
+    try:
+        assert get(proxy.outbound, "/one").status == 200
+        assert [r["path"] for r in log_lines(log, 1)] == ["/one"]
+        log.rename(tmp_path / "access.log.1")              # as logrotate does
+        assert get(proxy.outbound, "/two").status == 200
+        assert [r["path"] for r in log_lines(log, 1)] == ["/two"]
+        assert [r["path"] for r in log_lines(tmp_path / "access.log.1", 1)] == ["/one"]
+        # a file removed: a new one at the path
+        log.unlink()
+        assert get(proxy.outbound, "/three").status == 200
+        assert [r["path"] for r in log_lines(log, 1)] == ["/three"]
+        proxy.proc.send_signal(signal.SIGUSR1)             # reopens (without it, SIGUSR1 would end the proxy)
+        time.sleep(1.5)
+        assert proxy.proc.poll() is None
+        assert get(proxy.outbound, "/four").status == 200
+        assert [r["path"] for r in log_lines(log, 2)] == ["/three", "/four"]
+        assert proxy.stats()["access_log.dropped"] == 0
+        status, body = proxy.admin_get("/stats/prometheus")
+        assert status == 200 and "\nmeshc_access_log_dropped_total 0\n" in body
+    finally:
+        proxy.stop()
+        backend.stop()
+
+
+def test_the_native_access_log_holds_at_most_max_pending_lines_and_counts_the_rest(tmp_path):
+    """Between two sweeps the log keeps lines in a list; over its cap a line is dropped and counted
+    (meshc_access_log_dropped_total), before any work is done for it. (The real AccessLog and
+    Metrics; the request is a stand-in, as a real proxy would need 100 000 requests in a second.)"""
+    from types import SimpleNamespace
+
+    from runtime_proxy.net.metrics import Metrics
+    from runtime_proxy.net.server import AccessLog
+
+    metrics = Metrics()
+    log = AccessLog(str(tmp_path / "access.log"), metrics)
+    try:
+        log.pending = ["{}\n"] * AccessLog.MAX_PENDING
+        log.write(SimpleNamespace(t_start=1.0))      # type: ignore[arg-type]
+        assert metrics.access_log_dropped == 1 and len(log.pending) == AccessLog.MAX_PENDING
+        assert (tmp_path / "access.log").read_text() == ""    # nothing written before the sweep
+        log.flush()
+        assert log.pending == [] and len((tmp_path / "access.log").read_text().splitlines()) == AccessLog.MAX_PENDING
+        assert "\nmeshc_access_log_dropped_total 1\n" in metrics.prometheus({})
+    finally:
+        log.close()
+
+
+def test_envoys_access_log_is_read_in_chunks_keeping_the_partial_last_line(tmp_path):
+    """A 24 MiB log at first look is read 1 MiB at a time (its peak memory stays far below the
+    file's size), every denial counted once, lines across chunk boundaries included; a partial
+    last line is counted when its end is written."""
+    import tracemalloc
+
+    from compiler.backends.envoy.names import FILE_ACCESS_LOG
+    from compiler.cli.stat import Target
+
+    log = tmp_path / "access.log"
+    allowed = json.dumps({"direction": "inbound", "response_code_details": "via_upstream", "pad": "x" * 300}) + "\n"
+    denied = json.dumps({"direction": "inbound", "response_code_details": "rbac_access_denied_matched_policy[admin]"})
+    block = allowed * 999 + denied + "\n"            # ~330 KB: denials fall on every chunk offset
+    copies = (24 << 20) // len(block) + 1
+    with log.open("w") as fh:
+        for _ in range(copies):
+            fh.write(block)
+        fh.write(denied[:20])                         # a line being written
+    admin = FakeAdmin({
+        "/server_info": json.dumps({"version": "x", "node": {"id": "client.default"}}),
+        "/config_dump": json.dumps({"configs": [{"typed_config": {"@type": FILE_ACCESS_LOG, "path": str(log)}}]}),
+    })
+    try:
+        target = Target(admin.address)
+        target.identify()
+    finally:
+        admin.close()
+    tracemalloc.start()
+    try:
+        assert target.denials({}) == {"admin": copies}
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+    with log.open("a") as fh:
+        fh.write(denied[20:] + "\n")
+    assert target.denials({}) == {"admin": copies + 1}

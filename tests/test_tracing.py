@@ -240,7 +240,7 @@ def _tp(headers: dict[str, str]) -> tuple[str, str, str, str]:
 
 @pytest.mark.parametrize("plane", PLANES)
 def test_sampled_traces_cross_both_sidecars_as_one_trace(plane, tmp_path, receiver):
-    chain = Chain(tmp_path, plane, 'sampling 100%\n    otlp "http://127.0.0.1:@OTLP@/v1/traces"', receiver)
+    chain = Chain(tmp_path, plane, 'sampling 100%\n    otlp "http://127.0.0.1:@OTLP@/v1/traces"', receiver, DENY_ADMIN)
     try:
         # 1. a request without trace headers: front starts a trace, back continues it
         got = chain.call()
@@ -297,6 +297,14 @@ def test_sampled_traces_cross_both_sidecars_as_one_trace(plane, tmp_path, receiv
         assert (local.name, local.attributes["http.status_code"], local.attributes["response_flags"]) == \
             ("egress nowhere", "404", "NR")
 
+        # 7. an authorization denial at back: 403, and no response flag (Envoy's RBAC filter sets none)
+        denied = "0" * 29 + "def"
+        resp = get(chain.front_out, "/admin/x", host="back", headers={"traceparent": f"00-{denied}-{PARENT}-01"})
+        assert resp.status == 403
+        spans = receiver.wait_for(denied, 2)
+        assert sorted((s.service, s.attributes["http.status_code"], s.attributes["response_flags"]) for s in spans) \
+            == [("back", "403", "-"), ("front", "403", "-")]
+
         # a later sampled request: once its spans are in, the ones before it would be too
         sentinel = _tp(chain.call())[1]
         assert len(receiver.wait_for(sentinel, 2)) == 2
@@ -327,6 +335,13 @@ def test_sampling_zero_exports_nothing_but_propagates(plane, tmp_path, receiver)
     finally:
         chain.close()
 
+
+DENY_ADMIN = """
+authorization back {
+  default allow
+  deny admin { path prefix "/admin" }
+}
+"""
 
 ROUTE_CHANGES = """
 routes back {

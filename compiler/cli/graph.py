@@ -1,7 +1,8 @@
 """`meshc graph`: a picture of the policy (compiler/tooling/graph/), from the IR of one compile.
 
 The format is `--format`, else the suffix of `-o` (`.html`, `.htm` or `.svg`); `-o -` (or no
-`-o`) writes to standard output. The file is written atomically and only without an error.
+`-o`) writes to standard output. The file is written atomically and only without an error (a program without
+services is one: nothing to draw).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def graph(files: list[str], args) -> int:
     program = comp.ir
     assert program is not None  # lowered: there is no error
     picture = build(program)
+    if not picture.services:
+        print("meshc: error: no services to draw: the program declares no `service`", file=sys.stderr)
+        return EXIT_INPUT
     text = html_page(picture, " ".join(args.files)) if fmt == "html" else svg_document(picture)
     data = text.encode("utf-8")
     if args.output in (None, "-"):

@@ -15,10 +15,11 @@ import sys
 import time
 
 from compiler.cli.exits import EXIT_INPUT, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from runtime_proxy.decide.http import RBAC_DENIED_DETAILS as DENIED  # (the native proxy writes it too)
 
 TIMEOUT = 3.0
 SCHEMA = 1
-DENIED = "rbac_access_denied_matched_policy["
+CHUNK = 1 << 20          # Envoy's access log is read this much at a time
 
 
 class TargetError(Exception):
@@ -85,8 +86,11 @@ class Target:
         if info is None or "version" not in info:
             raise TargetError(f"{self.address} is not the admin endpoint of a proxy (no /config of the native "
                               "proxy, no /server_info of Envoy)")
+        node = info.get("node") or info.get("command_line_options")
+        if not isinstance(node, dict):
+            raise TargetError(f"{self.address} is not the admin endpoint of a proxy (its /server_info has no "
+                              "node object)")
         self.plane = "envoy"
-        node = info.get("node") or info.get("command_line_options", {})
         self.proxy = str(node.get("id") or node.get("service_node") or "?").split(".")[0]
         dump = _json(self.address, "/config_dump")
         logs = sorted(set(_find_access_logs(dump or {}, [])))
@@ -124,25 +128,34 @@ class Target:
                 if fh.tell() < self.offset:       # a new file (rotated): read it from its start
                     self.offset, self.denied = 0, {}
                 fh.seek(self.offset)
-                data = fh.read()
+                rest = b""
+                while chunk := fh.read(CHUNK):    # (a large log is not read into memory at once)
+                    data = rest + chunk
+                    end = data.rfind(b"\n") + 1  # whole lines only: a partial one waits for the next
+                    self._count_denials(data[:end])
+                    self.offset += end
+                    rest = data[end:]
         except OSError as err:
             self.note = f"access log {self.access_log}: cannot read: {(err.strerror or str(err)).lower()}"
             return None
-        end = data.rfind(b"\n") + 1           # whole lines only: the rest is read next time
-        self.offset += end
-        for line in data[:end].splitlines():
-            if DENIED.encode() not in line:
+        self.note = None
+        return dict(self.denied)
+
+    def _count_denials(self, lines: bytes) -> None:
+        marker = DENIED.encode()
+        for line in lines.splitlines():
+            if marker not in line:
                 continue
             try:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            details = rec.get("response_code_details") if isinstance(rec, dict) else None
+            if not isinstance(rec, dict):     # not a line of the access log's JSON format
+                continue
+            details = rec.get("response_code_details")
             if rec.get("direction") == "inbound" and isinstance(details, str) and details.startswith(DENIED):
                 rule = details[len(DENIED):].rstrip("]")
                 self.denied[rule] = self.denied.get(rule, 0) + 1
-        self.note = None
-        return dict(self.denied)
 
 
 def report(targets: list[Target], errors: dict[str, str], first: dict, second: dict, interval: float) -> dict:
@@ -173,22 +186,12 @@ def stat(args) -> int:
     addresses = list(dict.fromkeys(args.addresses))
     discovered = False     # found through `meshc serve`: a sidecar that is not running is no input error
     if not addresses:
-        if parse_endpoint(args.server) is None:
-            print(f"meshc: error: --server {args.server}: not HOST:PORT", file=sys.stderr)
-            return EXIT_USAGE
-        from compiler.cli.control_extra import missing_extra, quiet_grpc
+        from compiler.cli.status import fetch_from_serve
 
-        quiet_grpc()
-        try:
-            from compiler.control import status as control
-        except ImportError as err:
-            return missing_extra(err, "stat")
-        try:
-            data = control.fetch(args.server, identity=args.identity)
-        except control.Unreachable as err:
-            print(f"meshc: error: {err} (or give the proxies' admin addresses: meshc stat HOST:PORT …)",
-                  file=sys.stderr)
-            return EXIT_UNREACHABLE
+        data, code = fetch_from_serve(args, "stat", EXIT_UNREACHABLE,
+                                      " (or give the proxies' admin addresses: meshc stat HOST:PORT …)")
+        if data is None:
+            return code
         # the admin addresses of the sidecars connected to it (node `SERVICE` or `SERVICE.SUBSET`), else of
         # every sidecar it compiled (proxies that read files, not `meshc serve`)
         admin = data.get("server", {}).get("admin") or {}

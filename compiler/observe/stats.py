@@ -8,13 +8,15 @@ Rows, per proxy:
   requests (responses by code), success rate (not 5xx), latency (`…_upstream_rq_time`), retries,
   timeouts;
 - `destination`: a service the proxy calls, its subset clusters (`outbound|SUBSET|SERVICE`)
-  summed: attempts, success rate, latency, retries, outlier ejections;
+  summed: final answers (retries not counted), success rate, latency, retries, outlier ejections;
 - `inbound`: the proxy's own service, its inbound listener: requests, success rate, latency of
   the local application (cluster `inbound|SERVICE`), authorization denials.
 
 Counts are totals since the proxy started; `window` is the difference between the two scrapes
 (rates per second over it); latency percentiles are Prometheus' `histogram_quantile` over the
-window's buckets, or over the totals when the window saw no request.
+window's buckets, or over the totals when the window's histogram saw no request (Envoy adds to
+its histograms at each stats flush, every 5 s, so its window percentiles cover its flush periods).
+A proxy restarted between the scrapes (a counter went down) has its window counted from 0.
 """
 
 from __future__ import annotations
@@ -45,10 +47,18 @@ class Counts:
     buckets: dict[float, float] = field(default_factory=dict)   # le -> cumulative count
 
     def minus(self, before: Counts) -> Counts:
+        """The window since `before`; a counter that went down (the proxy restarted between the
+        scrapes) counts from 0, as Prometheus' `increase` treats a counter reset."""
+        if any(getattr(self, f) < getattr(before, f) for f in _COUNTERS) or any(
+                n < before.buckets.get(le, 0.0) for le, n in self.buckets.items()):
+            before = Counts()
         return Counts(self.requests - before.requests, self.failures - before.failures,
                       self.retries - before.retries, self.timeouts - before.timeouts,
                       self.ejections - before.ejections, self.denied - before.denied,
                       {le: n - before.buckets.get(le, 0.0) for le, n in self.buckets.items()})
+
+
+_COUNTERS = ("requests", "failures", "retries", "timeouts", "ejections", "denied")
 
 
 def _get(labels: Labels, key: str) -> str | None:
@@ -177,6 +187,13 @@ def _latency(c: Counts) -> dict[str, float | None]:
     return {name: (round(v, 3) if (v := quantile(q, buckets)) is not None else None) for name, q in QUANTILES}
 
 
+def _observed(window: Counts) -> bool:
+    """The window's histogram saw a request: its +Inf bucket (the count) grew. Not its request
+    counter: Envoy adds to its histograms only at each stats flush (5 s), so a window can hold new
+    requests and no new bucket counts; the totals are used then."""
+    return window.buckets.get(float("inf"), 0.0) > 0
+
+
 def rows(proxy: str, first: Scrape, second: Scrape) -> list[dict]:
     """The rows of one proxy between two scrapes (the same scrape twice: no window)."""
     seconds = round(second.at - first.at, 3)
@@ -194,7 +211,7 @@ def rows(proxy: str, first: Scrape, second: Scrape) -> list[dict]:
             "window": {"seconds": seconds, "requests": int(window.requests),
                        "requests_per_s": _rate(window.requests, seconds), "success_rate": _success(window),
                        "retries": int(window.retries), "denied": int(window.denied) if kind == "inbound" else None},
-            "latency_ms": _latency(window if window.requests > 0 and seconds > 0 else now),
+            "latency_ms": _latency(window if _observed(window) and seconds > 0 else now),
         }
         if kind == "inbound":
             row["denied_by_rule"] = _by_rule(first.denied_by_rule, second.denied_by_rule)

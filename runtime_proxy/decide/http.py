@@ -54,6 +54,9 @@ RESPONSE_SKIP = frozenset(HOP_BY_HOP_BYTES | RESPONSE_OVERWRITTEN)
 BODY_TIMEOUT = b"upstream request timeout"
 BODY_STREAM_IDLE = b"stream timeout"      # the stream idle timeout
 BODY_RBAC = b"RBAC: access denied"
+# Envoy's response code details of an authorization denial, the deciding rule and `]` after it
+# (the access log's `response_code_details`; `meshc stat` counts denials by rule with it)
+RBAC_DENIED_DETAILS = "rbac_access_denied_matched_policy["
 BODY_FAULT = b"fault filter abort"
 BODY_OVERFLOW = b"upstream connect error or disconnect/reset before headers. reset reason: overflow"
 

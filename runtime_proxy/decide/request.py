@@ -193,7 +193,9 @@ class Decision:
     mirror = False                  # fire the route's mirror copy once the body is known
     expect_continue = False         # answer `100 Continue` before forwarding
     rule: str | None = None         # the authorization rule that decided (inbound), None: the default
-    request_id = b""                # a traced hop's `x-request-id` (decide/trace.py); b"": not traced
+    # the `x-request-id` the hop writes itself when the sidecar has `tracing`, sampled or not (its
+    # trace reason written in, decide/trace.py); b"": no `tracing`, the id is kept or added as is
+    request_id = b""
     span: Span | None = None        # a traced hop's span (decide/trace.py)
 
 
@@ -389,7 +391,9 @@ def _upstream_head(d: Decision, head: RequestHead, draws: RequestDraws, method: 
     up_target = upstream_target(d.path, d.query, target)
     parts = [method.encode(), b" ", up_target.encode("latin-1"), b" HTTP/1.1\r\n"]
     skip = UP_SKIP
-    if d.request_id:      # a traced hop writes its own x-request-id and trace headers
+    # with `tracing` the hop writes its own x-request-id, and the trace headers when it has a span
+    # (a traceparent that does not parse is forwarded as received)
+    if d.request_id:
         skip = _UP_SKIP_TRACED if d.span is not None else _UP_SKIP_RID
     if "connection" in headers or d.expect_continue:
         extra = {t.encode() for t in connection_tokens(headers.get("connection", ()))}

@@ -41,14 +41,13 @@ TRACE_HEADERS = frozenset((b"traceparent", b"tracestate"))
 
 class CTracing(NamedTuple):
     """The sidecar's `tracing` (the config's `tracing`): Envoy's `random_sampling` per 10 000."""
-    per_10000: int              # `sampling` x 100 (steps of 0.01 %)
-    export: bool                # spans go to an OTLP/HTTP collector (net/tracing.py)
+    per_10000: int              # `sampling` x 100 (steps of 0.01 %); the export: net/tracing.py
 
 
 def compile_tracing(data: dict[str, Any] | None) -> CTracing | None:
     if data is None:
         return None
-    return CTracing(round(data["sampling_percent"] * 100), data["otlp_host"] is not None)
+    return CTracing(round(data["sampling_percent"] * 100))
 
 
 class Span:
@@ -86,7 +85,9 @@ def trace_reason(request_id: str, per_10000: int, client: bool) -> tuple[bool, s
 
 
 def parse_traceparent(value: str) -> tuple[str, str, bool] | None:
-    """(trace id, parent span id, sampled) of a W3C `traceparent`, or None when it does not parse."""
+    """(trace id, parent span id, sampled) of a `traceparent` as Envoy parses it, or None when it
+    does not parse: exactly 55 characters (a later version's longer header is refused), any
+    version (`ff` too) and upper-case hex accepted, where the W3C text says otherwise."""
     m = _TRACEPARENT(value)
     if m is None:
         return None

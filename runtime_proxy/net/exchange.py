@@ -166,6 +166,15 @@ class ProxyState(Protocol):
     def inbound_counts_for(self, source: str) -> dict[int, int]: ...
 
 
+def envoy_flags(flags: str) -> str:
+    """`%RESPONSE_FLAGS%` as Envoy writes it (the access log's `response_flags`, a span's
+    `response_flags`): `-` for none. `RBAC` is the proxy's own mark of an authorization denial,
+    for which Envoy's RBAC filter sets no response flag (its details name the rule instead)."""
+    if not flags or flags == "RBAC":
+        return "-"
+    return flags
+
+
 class Exchange:
     """One request. It is also the request head the decision reads (decide.request.RequestHead's
     attributes: inbound, method, target, raw, headers, content_length, chunked, reject, peer, xfcc)."""
@@ -325,6 +334,7 @@ class Exchange:
         if d.flags:
             self.flags = d.flags
         if d.delay_ms:
+            self.add_flag("DI")
             self.other_timer = rt.loop.call_later(d.delay_ms / 1000.0, self.after_delay)
             return
         if d.status:
@@ -340,7 +350,7 @@ class Exchange:
         d: Decision = self.decision  # type: ignore[assignment]  # start() decided, then waited
         if d.status:
             self.down.lstats.aborts_injected += 1
-            self.flags = "FI"
+            self.add_flag("FI")
             self.local(d.status, d.body, close=d.close)
         else:
             self.forward(d)
@@ -557,7 +567,7 @@ class Exchange:
         cluster = self.cluster
         if self.resp_started:      # the response broke off mid-body: the client sees a reset
             self.end_attempt()
-            self.flags = "UR"
+            self.add_flag("UR")
             self.down.abort()
             self.finish(aborted=True)
             return
@@ -573,7 +583,7 @@ class Exchange:
         if self.retry(Outcome(None, kind)):
             return
         # (after the last retry allowed, Envoy's flags list URX too, in alphabetical order)
-        self.flags = ("UF" if kind == CONNECT_FAILURE else "UC") + (",URX" if self.flags == "URX" else "")
+        self.add_flag("UF" if kind == CONNECT_FAILURE else "UC")
         if reason != "headers too large":
             self.details = "upstream_reset_before_response_started{" + reason.replace(" ", "_") + "}"
         if reason == "headers too large":   # proxy.max_response_headers_bytes: Envoy's 502
@@ -635,7 +645,7 @@ class Exchange:
         cluster.stats.rq_per_try_timeout += 1
         self.abandon_attempt()
         if self.resp_started:
-            self.flags = "UT"
+            self.add_flag("UT")
             self.down.abort()
             self.finish(aborted=True)
             return
@@ -644,7 +654,7 @@ class Exchange:
             cluster.ejected(self.upstream_key)
         if self.retry(Outcome(None, PER_TRY_TIMEOUT)):
             return
-        self.flags = "URX,UT" if self.flags == "URX" else "UT"
+        self.add_flag("UT")
         self.details = "upstream_per_try_timeout"
         self.charge(504)
         self.local(504, BODY_TIMEOUT)
@@ -663,7 +673,7 @@ class Exchange:
         if was_sent and cluster.outlier is not None and \
                 cluster.outlier.record(self.upstream_key, None, PER_TRY_TIMEOUT, _monotonic()):
             cluster.ejected(self.upstream_key)
-        self.flags = "UT"
+        self.add_flag("UT")
         if self.resp_started:
             self.down.abort()
             self.finish(aborted=True)
@@ -680,7 +690,7 @@ class Exchange:
             return
         self.down.lstats.rq_idle_timeout += 1
         self.abandon_attempt()
-        self.flags = "SI"
+        self.add_flag("SI")
         if self.resp_started:
             self.down.abort()
             self.finish(aborted=True)
@@ -743,7 +753,7 @@ class Exchange:
                 stats.retry_limit_exceeded += 1
                 if rstats is not None:
                     rstats.retry_limit_exceeded += 1
-                self.flags = "URX"     # Envoy's flag for a response after the last attempt allowed
+                self.add_flag("URX")   # Envoy's flag for a response after the last attempt allowed
             elif verdict.reason == OVERFLOW:
                 stats.retry_overflow += 1
                 if rstats is not None:
@@ -780,7 +790,7 @@ class Exchange:
     def overflow(self) -> None:
         """A circuit breaker refused the attempt: Envoy's overflow 503 (never retried)."""
         self.end_attempt()
-        self.flags = "UO"
+        self.add_flag("UO")
         self.charge(503)
         self.local(503, BODY_OVERFLOW, b"x-envoy-overloaded: true\r\n")
 
@@ -850,9 +860,18 @@ class Exchange:
         tracer = self.rt.tracer
         if tracer is not None:
             d = self.decision
-            if d is not None and d.span is not None and d.span.sampled:
+            if d is not None and d.span is not None and d.span.sampled and self.t_wall:
                 tracer.record(d.span, self.inbound, d.host, self.t_wall, self.span_attributes(d))
         down.exchange_done(self, aborted)
+
+    def add_flag(self, flag: str) -> None:
+        """One more response flag: Envoy keeps every flag a request got (`DI,UC`, `URX,UT`),
+        listed in alphabetical order."""
+        flags = self.flags
+        if not flags:
+            self.flags = flag
+        elif flag not in flags.split(","):
+            self.flags = ",".join(sorted([*flags.split(","), flag]))
 
     def span_attributes(self, d: Decision) -> dict[str, str]:
         """An exported span's attributes: Envoy's names and string values (docs/observability.md)."""
@@ -862,7 +881,7 @@ class Exchange:
                 "http.method": self.method, "http.protocol": "HTTP/1.1",
                 "http.url": f"http://{d.host}{self.target}", "user_agent": agent[0] if agent else "-",
                 "peer.address": self.down.peer_ip, "upstream_cluster": cluster, "upstream_cluster.name": cluster,
-                "http.status_code": str(self.status), "response_flags": self.flags or "-"}
+                "http.status_code": str(self.status), "response_flags": envoy_flags(self.flags)}
 
     def cancel(self) -> None:
         """The client went away, or the connection is failing: drop the request."""
@@ -914,7 +933,7 @@ class _NoClient:
 
 class Mirror:
     """A fire-and-forget copy of a request: its response and its failures are dropped."""
-    __slots__ = ("cluster", "data", "is_head", "conn", "state", "timer", "done", "pool", "seq")
+    __slots__ = ("cluster", "data", "is_head", "conn", "state", "timer", "done", "pool", "seq", "t_send", "answered")
     down = _NoClient()
 
     def __init__(self, cluster: Cluster, data: bytes, is_head: bool, timeout: float) -> None:
@@ -924,6 +943,8 @@ class Mirror:
         self.conn: UpstreamConn | None = None
         self.done = False
         self.seq = 1
+        self.t_send = 0.0
+        self.answered = False
         cluster.stats.mirror_total += 1
         self.pool = cluster.pick()
         self.state = WAITING
@@ -943,17 +964,21 @@ class Mirror:
         self.conn = conn
         self.cluster.stats.rq_total += 1
         self.cluster.stats.rq_active += 1
+        self.t_send = _monotonic()
         conn.start(self, self.is_head)
         conn.write(self.data)
 
     def on_response_head(self, conn: UpstreamConn, status: int) -> None:
-        self.cluster.stats.observe_mirror(status)
+        self.cluster.stats.charge(status)
+        self.answered = True
 
     def on_response_body(self, conn: UpstreamConn, data: bytes) -> None:
         pass
 
     def on_response_end(self, conn: UpstreamConn) -> None:
         self.conn = None
+        if self.answered:    # timed as the router times an answer: from the dispatch to its end
+            self.cluster.stats.observe(int((_monotonic() - self.t_send) * 1000))
         self.stop()
 
     def on_failure(self, conn: UpstreamConn | None, kind: str, reason: str, fresh_ok: bool) -> None:

@@ -116,11 +116,6 @@ class ClusterStats(UpstreamStats):
         self.cx_active = 0
         self.rq_active = 0
 
-    def observe_mirror(self, status: int) -> None:
-        """A mirror copy's answer (its time is not measured)."""
-        self.charge(status)
-        self.observe(0)
-
 
 LISTENER_COUNTERS = (
     ("cx_total", "downstream_cx_total"),
@@ -290,6 +285,7 @@ class Metrics:
         # (Envoy's response code details say `rbac_access_denied_matched_policy[none]` then)
         self.denied: dict[tuple[str, str], int] = {}
         self.reloads_ok = 0
+        self.access_log_dropped = 0                # lines the access log dropped (server.AccessLog)
         self.reloads_rejected = 0
         self.config_version = ""
         self.tls: TlsStats | None = None           # set when the sidecar has identity files
@@ -380,6 +376,7 @@ class Metrics:
             items.append((f"rbac.{service}.{rule}.denied", n))
         items.append(("server.config_reload_ok", self.reloads_ok))
         items.append(("server.config_reload_rejected", self.reloads_rejected))
+        items.append(("access_log.dropped", self.access_log_dropped))
         tls = self.tls
         if tls is not None:
             for side in ("downstream", "upstream"):
@@ -464,6 +461,9 @@ class Metrics:
                [(f'service="{_esc(svc)}",rule="{_esc(rule)}"', n) for (svc, rule), n in sorted(self.denied.items())])
         family("meshc_config_reloads_total", "counter", "config reloads by result",
                [('result="ok"', self.reloads_ok), ('result="rejected"', self.reloads_rejected)])
+        family("meshc_access_log_dropped_total", "counter",
+               "access log lines dropped: over the lines held between two writes, or the file refused them",
+               [("", self.access_log_dropped)])
         family("meshc_config_info", "gauge", "the active config version",
                [(f'version="{_esc(self.config_version)}"', 1)])
         tls = self.tls

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import threading
 import time
@@ -27,12 +28,13 @@ import orjson
 from httptools import HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade, HttpRequestParser
 
 from runtime_proxy.decide.breaker import Breaker
+from runtime_proxy.decide.http import RBAC_DENIED_DETAILS
 from runtime_proxy.decide.identity import peer_identity, xfcc_line
 from runtime_proxy.decide.outlier import OutlierState
 from runtime_proxy.decide.request import header_dict
 from runtime_proxy.decide.table import TableError
 from runtime_proxy.decide.upstream import choose_endpoint
-from runtime_proxy.net.exchange import Exchange
+from runtime_proxy.net.exchange import Exchange, envoy_flags
 from runtime_proxy.net.metrics import MAX_SOURCES, Metrics, TlsStats
 from runtime_proxy.net.timers import TimerWheel
 from runtime_proxy.net.tls import Identities
@@ -249,15 +251,57 @@ FLAG_DETAILS = {
 
 class AccessLog:
     """One JSON object per line and request, with the fields and values of the Envoy target's
-    access log (compiler/backends/envoy/access_log.py; docs/observability.md): buffered in memory,
-    written by the once-a-second sweep and at exit, so a request never waits for the file."""
+    access log (compiler/backends/envoy/access_log.py; docs/observability.md): kept in a list and
+    written only by the once-a-second sweep and at exit, so a request never waits for the file.
+    Over MAX_PENDING lines between two sweeps, a line is dropped and counted
+    (`meshc_access_log_dropped_total`). The sweep reopens the path when the file there is another
+    one or is gone (logrotate renamed it), or when SIGUSR1 asked to."""
 
-    def __init__(self, path: str) -> None:
+    MAX_PENDING = 100_000
+
+    def __init__(self, path: str, metrics: Metrics) -> None:
         self.path = path
+        self.metrics = metrics
+        self.pending: list[str] = []
+        self.reopen_asked = False
         # (open for the proxy's life: close() closes it)
-        self.fh = sys.stdout if path == "-" else open(path, "a", buffering=1 << 16, encoding="utf-8")  # noqa: SIM115
+        self.fh = sys.stdout if path == "-" else open(path, "a", encoding="utf-8")  # noqa: SIM115
+        self.ident = self._ident()
+
+    def _ident(self) -> tuple[int, int] | None:
+        if self.fh is sys.stdout:
+            return None
+        st = os.fstat(self.fh.fileno())
+        return st.st_dev, st.st_ino
+
+    def _moved(self) -> bool:
+        """The path names another file than the one open, or none (renamed away, removed)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self.ident
+
+    def _reopen(self) -> None:
+        self.reopen_asked = False
+        try:
+            fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as e:   # (the directory is gone: keep writing to the file open)
+            log.warning("access log %s: cannot reopen: %s", self.path, (e.strerror or str(e)).lower())
+            return
+        old, self.fh = self.fh, fh
+        self.ident = self._ident()
+        try:
+            old.close()
+        except OSError:
+            pass
 
     def write(self, ex: Exchange) -> None:
+        if not ex.t_start:    # began before a reload turned the log on: its start is unknown
+            return
+        if len(self.pending) >= self.MAX_PENDING:
+            self.metrics.access_log_dropped += 1
+            return
         d = ex.decision
         route = ex.route
         cluster = ex.cluster
@@ -287,8 +331,7 @@ class AccessLog:
             "authority": host[0] if host else None,
             "response_code": ex.status,
             "response_code_details": response_code_details(ex),
-            # Envoy's RBAC filter sets no response flag (its details name the rule instead)
-            "response_flags": "-" if not ex.flags or ex.flags == "RBAC" else ex.flags,
+            "response_flags": envoy_flags(ex.flags),
             "service": d.service if route is not None and d is not None else None,
             "route": route.name if route is not None else None,
             "upstream_cluster": cluster_name,
@@ -298,7 +341,7 @@ class AccessLog:
             "request_id": request_id(ex),
             "peer_identity": ex.down.source if inbound else None,
         }
-        self.fh.write(orjson.dumps(record).decode() + "\n")
+        self.pending.append(orjson.dumps(record).decode() + "\n")
 
     _second = (-1, "")
 
@@ -309,10 +352,18 @@ class AccessLog:
         return self._second[1]
 
     def flush(self) -> None:
+        """The sweep's (and close's): reopen if asked or rotated, then write the lines kept."""
+        if self.fh is not sys.stdout and (self.reopen_asked or self._moved()):
+            self._reopen()
+        lines = self.pending
+        if not lines:
+            return
+        self.pending = []
         try:
+            self.fh.write("".join(lines))
             self.fh.flush()
         except (OSError, ValueError):
-            pass
+            self.metrics.access_log_dropped += len(lines)
 
     def close(self) -> None:
         self.flush()
@@ -331,8 +382,11 @@ def response_code_details(ex: Exchange) -> str | None:
     flags = ex.flags
     if flags == "RBAC":
         rule = ex.decision.rule if ex.decision is not None else None
-        return f"rbac_access_denied_matched_policy[{rule or 'none'}]"
-    return FLAG_DETAILS.get(flags, "local_reply")
+        return f"{RBAC_DENIED_DETAILS}{rule or 'none'}]"
+    for flag in flags.split(","):        # (`DI,UT`: the delay says nothing of the reply)
+        if flag in FLAG_DETAILS:
+            return FLAG_DETAILS[flag]
+    return "local_reply"
 
 
 def request_id(ex: Exchange) -> str:
@@ -557,7 +611,7 @@ class Runtime:
         if not path:
             return None
         try:
-            return AccessLog(path)
+            return AccessLog(path, self.metrics)
         except OSError as e:
             where = "--access-log" if self.access_log_option else "$.proxy.access_log"
             raise TableError(f"{where}: cannot open {path}: {(e.strerror or str(e)).lower()}") from None

@@ -23,7 +23,7 @@ from compiler.backends.envoy import names
 from compiler.backends.envoy.clusters import HTTP_PROTOCOL_OPTIONS
 from compiler.backends.envoy.tls import UPSTREAM_TLS_PARAMS
 from compiler.backends.envoy.tracing import collector_cluster
-from compiler.backends.envoy.values import socket_address
+from compiler.backends.envoy.values import is_ip, socket_address
 
 # Process-wide runtime settings every bootstrap carries.
 RUNTIME: dict[str, int] = {
@@ -129,17 +129,6 @@ XDS_KEEPALIVE_INTERVAL, XDS_KEEPALIVE_TIMEOUT = "5s", "3s"
 _ADS = {"ads": {}, "resource_api_version": "V3"}
 
 
-def _is_ip(host: str) -> bool:
-    """(compiler.language.endpoints.is_ip, which the backends may not import: a layer above)"""
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
-
-
 # The TLS names of a `meshc serve --ca` server (compiler/control/sds.py): the SNI and DNS SAN of
 # its certificate, and its URI SAN in the program's trust domain.
 XDS_SERVER_NAME = names.CONTROL_SERVER_NAME
@@ -193,7 +182,7 @@ def ads_bootstrap(svc: ir.Service, servers: tuple[tuple[str, int], ...], identit
         "cds_config": dict(_ADS),
         "lds_config": dict(_ADS),
     }
-    static = all(_is_ip(host) for host, _ in servers)
+    static = all(is_ip(host) for host, _ in servers)
     cluster: dict = {
         "connect_timeout": XDS_CONNECT_TIMEOUT,
         "lb_policy": "ROUND_ROBIN",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from compiler import ir
 from compiler.backends.envoy import names
-from compiler.backends.envoy.values import socket_address
+from compiler.backends.envoy.values import is_ip, socket_address
 
 EXPORT_TIMEOUT = "1s"        # one OTLP request to the collector
 COLLECTOR_CONNECT_TIMEOUT = "1s"
@@ -44,7 +44,7 @@ def collector_cluster(tracing: ir.Tracing) -> dict | None:
     STRICT_DNS, HTTP/1.1."""
     if tracing.otlp_host is None:
         return None
-    ip = _is_ip(tracing.otlp_host)
+    ip = is_ip(tracing.otlp_host)
     cluster = {
         "connect_timeout": COLLECTOR_CONNECT_TIMEOUT,
         "load_assignment": {"cluster_name": names.OTLP_CLUSTER, "endpoints": [{"lb_endpoints": [
@@ -55,13 +55,3 @@ def collector_cluster(tracing: ir.Tracing) -> dict | None:
     if not ip:
         cluster["dns_lookup_family"] = "V4_PREFERRED"   # as the mesh's own DNS clusters
     return cluster
-
-
-def _is_ip(host: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False

@@ -41,3 +41,15 @@ def header_value(value: str) -> str:
     those values as format strings (`%DOWNSTREAM_REMOTE_ADDRESS%` is substituted, and a lone `%`
     is a configuration error), while the language's values are literal: `%` is written `%%`."""
     return value.replace("%", "%%")
+
+
+def is_ip(host: str) -> bool:
+    """An IP address, not a DNS name (compiler.language.endpoints.is_ip, which the backends may not
+    import: a layer above)."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
