@@ -145,10 +145,12 @@ TRAFFIC = [
 ]
 # Requests sent together, each after its own pause (s), and their statuses:
 TOGETHER = [
-    # four at once into `limits { connections 1  pending 1  requests 1 }`: one is sent, one waits
-    # for it (~600 ms in all), two overflow
-    [(0, ("outbound", "lm", "/", SLOW), 200), (0, ("outbound", "lm", "/", SLOW), 200),
-     (0, ("outbound", "lm", "/", SLOW), 503), (0, ("outbound", "lm", "/", SLOW), 503)],
+    # four into `limits { connections 1  pending 1  requests 1 }` within 150 ms: one is sent, one
+    # waits for it (~600 ms in all), two overflow. 50 ms apart, not at once: when all four arrived
+    # before the first one's connection was up, the native proxy overflowed three, Envoy two (seen
+    # twice in about 16 runs; docs/observability.md lists it under the differences).
+    [(0, ("outbound", "lm", "/", SLOW), 200), (0.05, ("outbound", "lm", "/", SLOW), 200),
+     (0.1, ("outbound", "lm", "/", SLOW), 503), (0.15, ("outbound", "lm", "/", SLOW), 503)],
     # a retry budget of one retry in flight: the first holds it from 110 ms to ~330 ms (503 three
     # times); the second's 503 at ~160 ms finds no retry left (retry overflow)
     [(0, ("outbound", "ro", "/", {**FAST, "x-test-status": "503"}), 503),
