@@ -136,9 +136,11 @@ def parse(sources: Iterable[Source]) -> Compilation:
         return Compilation("parse", program.sources, diags.sorted(), program)
 
 
-def check(sources: Iterable[Source], shard: bool = True) -> Compilation:
-    """Parse and check a program: every diagnostic, nothing lowered."""
-    return _analyse(list(sources), lower=False, shard=shard)
+def check(sources: Iterable[Source], shard: bool = True, cache: ItemCache | None = None) -> Compilation:
+    """Parse and check a program: every diagnostic, nothing lowered. With a `cache` (the language
+    server's, one per open document), only the top-level items that changed since the last check
+    are parsed again (in one process), with the same diagnostics."""
+    return _analyse(list(sources), lower=False, shard=shard and cache is None, cache=cache)
 
 
 def compile(sources: Iterable[Source], shard: bool = True, cache: ItemCache | None = None) -> Compilation:
