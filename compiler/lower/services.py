@@ -7,10 +7,11 @@ from compiler import ir
 from compiler.ir import names
 from compiler.language import defaults
 from compiler.language.endpoints import discovery, parse_endpoint
-from compiler.lower.resilience import _written, lower_budget, lower_limits, lower_outlier
+from compiler.lower.resilience import lower_budget, lower_limits, lower_outlier
 from compiler.lower.routes import implicit_route, lower_route
 from compiler.semantic.conditions import authorization_rules, location, service_identity, service_namespace
 from compiler.semantic.symbols import Context, resolve_block
+from compiler.semantic.written import written
 from compiler.syntax import ast
 
 
@@ -37,7 +38,7 @@ def lower_subset(service: str, name: str, endpoints: tuple[ast.Lit[str], ...], n
 
 
 def lower_sidecar(svc: ast.Service) -> ir.Sidecar:
-    w = _written(svc.sidecar, "sidecar")
+    w = written(svc.sidecar, "sidecar")
     assert svc.port is not None  # E0301 otherwise
     host, port = defaults.APP_HOST, svc.port.value
     if w["app"] is not None:
