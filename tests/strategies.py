@@ -113,7 +113,7 @@ _VALUES = {
     "consecutive_5xx": [int_lits], "consecutive_gateway_errors": [int_lits],
     "interval": [duration_lits], "ejection": [duration_lits], "max_ejected": [percent_lits],
     "percent": [percent_lits], "min_concurrency": [int_lits],
-    "inbound": [int_lits], "outbound": [int_lits], "admin": [int_lits], "app": [string_lits],
+    "inbound": [int_lits], "outbound": [int_lits], "admin": [int_lits], "ports": [int_lits], "app": [string_lits],
     "escaped_slashes": [name_lits()],
     "max_request_headers": [int_lits], "max_request_headers_kb": [int_lits],
     "request_headers_timeout": [duration_lits], "idle_timeout": [duration_lits],
@@ -162,7 +162,7 @@ tracing_blocks = st.lists(st.sampled_from(["sampling", "propagation", "otlp"]), 
     lambda ks: st.tuples(*[settings_for(k) for k in ks])).map(lambda settings: ast.Block("tracing", tuple(settings)))
 meshes = st.builds(ast.Mesh, st.lists(st.sampled_from(["trust_domain", "mtls", "certificates"]), unique=True).flatmap(
     lambda ks: st.tuples(*[settings_for(k) for k in ks])), tracing=optional(tracing_blocks))
-subsets = st.builds(ast.Subset, name_lits(), optional(tuples(string_lits)))
+subsets = st.builds(ast.Subset, name_lits(), optional(tuples(string_lits)), sidecar=optional(blocks("sidecar")))
 services = st.builds(
     ast.Service,
     name=name_lits(),
