@@ -109,13 +109,19 @@ def chain(body: dict | str) -> str:
 
 # ---- the fleet ---------------------------------------------------------------------------------
 
-def meshc(*args: str) -> str:
-    """Run `meshc ARGS` from this tree; its standard output, or exit with its message."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "-m", "compiler", *args], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"run.py: meshc {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc.stdout
+def meshc(*args: str) -> None:
+    """Run `meshc ARGS` of this tree in this process (its messages go to standard error), or exit
+    with its status."""
+    import contextlib
+    import io
+
+    from compiler.cli import main as meshc_main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(err):
+        code = meshc_main(list(args))
+    if code != 0:
+        raise SystemExit(f"run.py: meshc {' '.join(args)} failed ({code}):\n{err.getvalue()}")
 
 
 def wait_for(port: int, what: str, proc: subprocess.Popen, log: Path, timeout: float = 20.0) -> None:
@@ -163,7 +169,7 @@ class Fleet:
             service, _, version = node.partition(".")
             out = config["listeners"]["outbound"]
             app = App((config["app"]["host"], config["app"]["port"]), service, version, (out["host"], out["port"]))
-            threading.Thread(target=app.serve_forever, daemon=True).start()
+            threading.Thread(target=app.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
             self.apps.append(app)
         for node, config in self.configs.items():
             log = self.work / f"{node}.log"
