@@ -119,7 +119,8 @@ def test_meshc_serve_serves_each_workload_its_own_sidecar(tmp_path):
         with pytest.raises(grpc.RpcError) as err:
             bad.receive()
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
-        assert err.value.details() == "unknown node 'reviews.v9': service 'reviews' has no subset 'v9' (subsets: legacy)"
+        assert err.value.details() == \
+            "unknown node 'reviews.v9': service 'reviews' has no subset 'v9' (subsets: legacy)"
         bad.close()
     finally:
         assert serve.stop() == 0, "".join(serve.lines)

@@ -255,7 +255,6 @@ def _note_missing_identities(program, proxies: list[str], options, files: list[s
     host (CI) than the sidecars, so this cannot be an error; `meshc doctor` checks the host that
     runs them."""
     from compiler.backends.base import IDENTITY_FILES, identity_dir, needs_identity
-
     from compiler.ir.workloads import service_of
 
     missing = []

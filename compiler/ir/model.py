@@ -27,7 +27,6 @@ __all__ = [
     "Authorization",
     "AuthzRule",
     "Endpoint",
-    "Workload",
     "Fault",
     "FaultAbort",
     "FaultDelay",
@@ -54,6 +53,7 @@ __all__ = [
     "Tracing",
     "Upstream",
     "WeightedSubset",
+    "Workload",
 ]
 
 # Version of the IR document (`meshc compile --emit ir`); bumped on an incompatible change.

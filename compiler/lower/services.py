@@ -10,8 +10,8 @@ from compiler.language.endpoints import discovery, parse_endpoint
 from compiler.language.settings import sidecar_ports
 from compiler.lower.resilience import _written, lower_budget, lower_limits, lower_outlier
 from compiler.lower.routes import implicit_route, lower_route
-from compiler.semantic.conditions import authorization_rules, location, service_identity, service_namespace
 from compiler.semantic.checks.workloads import written_settings
+from compiler.semantic.conditions import authorization_rules, location, service_identity, service_namespace
 from compiler.semantic.symbols import Context, resolve_block
 from compiler.syntax import ast
 

@@ -171,7 +171,7 @@ class Fleet:
             app = App((config["app"]["host"], config["app"]["port"]), service, version, (out["host"], out["port"]))
             threading.Thread(target=app.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
             self.apps.append(app)
-        for node, config in self.configs.items():
+        for node in self.configs:
             log = self.work / f"{node}.log"
             with open(log, "w") as fh:
                 if self.envoy:

@@ -53,13 +53,15 @@ def check_workloads(ctx: Context) -> None:
                 continue   # (E0302)
             block = sub.sidecar
 
-            def at(key: str, block: ast.Block = block) -> ast.Node:
+            def at(key: str, block: ast.Block = block) -> ast.Lit | ast.Block:
                 """The subset's own setting that gave the value, else its block."""
                 setting = block.get(key) or (block.get("ports") if key in SIDECAR_PORTS else None)
                 return setting.values[0] if setting is not None else block
+
             node = f"{name}.{sub.name.value}"
             ports = sidecar_ports(values)
-            app = parse_endpoint(values["app"]) if isinstance(values.get("app"), str) else \
+            written_app = values.get("app")
+            app = parse_endpoint(written_app) if isinstance(written_app, str) else \
                 (("127.0.0.1", svc.port.value) if svc.port is not None else None)
             mine: list[tuple[int, str, str]] = [(p, f"the {k} port of {node}", k) for k, p in ports.items()]
             clashes = [(key, f"{key} `{port}` ({taken[port]})") for port, _, key in mine if port in taken]
