@@ -1,4 +1,4 @@
-"""Workloads: a subset with its own sidecar (docs/language.md §5.8), `sidecar { ports N }`, E0350,
+"""Workloads: a subset with its own sidecar (docs/language.md §5.9), `sidecar { ports N }`, E0350,
 `meshc proxy --app-address`, `meshc serve` by node id `SERVICE.SUBSET`, and the Bookinfo fleet of
 fleet/bookinfo run on one host by its script, with the native proxy and with Envoy (real processes,
 ports from the OS)."""

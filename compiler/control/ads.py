@@ -19,7 +19,7 @@ sent, the version last acknowledged, and the last rejection (/work/shared/XDS_NO
 - clusters and listeners are sent whole (a missing one is deleted), route configurations and
   secrets by the names asked for;
 - the node id is `SERVICE` or `SERVICE.SUBSET`: a workload's (a subset with its own sidecar,
-  docs/language.md §5.8) gets its own resources; another subset's sidecar gets its service's
+  docs/language.md §5.9) gets its own resources; another subset's sidecar gets its service's
   resources, its native config under the name it asks for, its node id; one naming no service
   or no subset of it, a node id that changes on the stream, or a type URL that is not served,
   ends that stream alone with a gRPC error status, and so does a reload that removes the

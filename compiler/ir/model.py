@@ -299,7 +299,7 @@ class Sidecar(Node):
 
 @node
 class Workload(Node):
-    """A subset with its own sidecar (docs/language.md §5.8): one workload of the service, with the
+    """A subset with its own sidecar (docs/language.md §5.9): one workload of the service, with the
     service's identity, authorization and routes, and its own listeners and application. Read by
     every backend through compiler/ir/workloads.py (a proxy per workload, named `SERVICE.SUBSET`)."""
     subset: str                        # the subset's name; its endpoints are where callers reach this sidecar

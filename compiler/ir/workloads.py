@@ -1,5 +1,5 @@
 """The proxies of a program: one per service's own sidecar and one per workload (a subset with its
-own sidecar, docs/language.md §5.8). Read by both backends, `meshc compile --proxy`, `meshc serve`
+own sidecar, docs/language.md §5.9). Read by both backends, `meshc compile --proxy`, `meshc serve`
 and `meshc doctor`, so that a proxy is named and laid out the same way everywhere.
 
 A proxy is named by its node id: `SERVICE` for the service's own sidecar (which serves the subsets

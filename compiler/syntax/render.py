@@ -256,7 +256,7 @@ def mesh(node: ast.Mesh) -> list[str]:
 
 def subset(node: ast.Subset) -> str:
     parts = [] if node.endpoints is None else [f"endpoints {string_list(node.endpoints)}"]
-    if node.sidecar is not None:   # a workload (§5.8): its own sidecar block, on the subset's line
+    if node.sidecar is not None:   # a workload (§5.9): its own sidecar block, on the subset's line
         parts.append(_block_or_ref("sidecar", node.sidecar))
     if not parts:
         return f"subset {name(node.name)} {{ }}"

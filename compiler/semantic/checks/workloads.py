@@ -1,4 +1,4 @@
-"""Sidecars that share a host (docs/language.md §5.8): their ports must differ (E0350).
+"""Sidecars that share a host (docs/language.md §5.9): their ports must differ (E0350).
 
 A workload (a subset with its own `sidecar` block) that writes no `endpoints` is reached at its
 own inbound listener on the loopback interface: the program puts it on the same host as its
