@@ -95,10 +95,11 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
         if not options.xds_servers:
             raise ValueError("an `ads` bootstrap needs the control plane's address (Options.xds_servers)")
         for name in proxies:
-            # the channel's identity directory: DIR for one sidecar, DIR/SERVICE for several (as --certs-dir)
+            # the channel's identity directory: DIR for one sidecar, DIR/SERVICE for several (as --certs-dir;
+            # a workload's sidecar has its service's identity)
             identity = options.xds_identity
             if identity is not None and len(proxies) > 1:
-                identity = f"{identity.rstrip('/')}/{name}"
+                identity = f"{identity.rstrip('/')}/{workloads.service_of(name)}"
             out.files[names.bootstrap_file(name)] = dumps(bootstrap.ads_bootstrap(
                 sidecars[name], options.xds_servers, identity, program.trust_domain, program.tracing))
         return out
