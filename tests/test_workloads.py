@@ -198,3 +198,29 @@ def test_the_bookinfo_fleet_answers_alike_through_native_proxies_and_envoys(tmp_
     strip = [[(r["request"], r["status"], r["answered"] if r["request"] != "GET /productpage" else "")
               for r in out["results"]] for out in planes.values()]
     assert strip[0] == strip[1]
+
+
+def test_doctor_and_ca_issue_name_a_workloads_sidecar(tmp_path, capsys):
+    """`meshc doctor` checks each workload's own ports and names its sidecar; `meshc ca issue`
+    takes a workload's name and issues its service's identity (one per service)."""
+    import socket
+
+    from compiler.cli import main
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    path = tmp_path / "p.mesh"
+    path.write_text(POLICY.replace("sidecar { inbound 16006 }", f"sidecar {{ admin {port} }}"))
+    try:
+        code = main(["doctor", str(path), "--proxy", "reviews.v2", "--color", "never"])
+    finally:
+        busy.close()
+    err = capsys.readouterr().err
+    assert code == 0 and f"warning[H0201]: sidecar `reviews.v2`: the admin port 127.0.0.1:{port} is in use" in err
+    assert "1 sidecar ready" in err
+    assert main(["ca", "init", str(tmp_path / "ca")]) == 0
+    assert main(["ca", "issue", "reviews.v1", "--ca", str(tmp_path / "ca"), "-o", str(tmp_path / "id"),
+                 "--policy", str(path)]) == 0
+    assert "spiffe://cluster.local/ns/default/sa/reviews serial" in capsys.readouterr().err
