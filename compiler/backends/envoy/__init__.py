@@ -17,6 +17,9 @@ yet):
     xds/SERVICE/lds.json      the sidecar's two listeners (inbound, outbound), per proxy
     SERVICE.envoy.json        the bootstrap, per proxy: `static` (self-contained) or `xds`
 
+SERVICE is the proxy's name (compiler/ir/workloads.py): a service's, or `SERVICE.SUBSET` for a
+workload's own sidecar, which has its service's scope, identity files and routes.
+
 Scoping (compiler/ir/scope.py): a sidecar gets the virtual hosts of the destinations it can call
 and the clusters those need, plus its own application's cluster. Sidecars with the same scope
 share its files; KEY names a scope by its destinations (names.scope_key), so the output grows
