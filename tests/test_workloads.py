@@ -150,6 +150,16 @@ def test_meshc_proxy_app_address_overrides_the_application(tmp_path):
     assert proc.returncode == 2 and "--app-address ::1:80: not HOST:PORT" in proc.stderr
 
 
+def test_the_fleet_policy_is_clean_and_formatted():
+    """bookinfo.mesh compiles without a diagnostic and is in `meshc fmt`'s layout."""
+    proc = subprocess.run([sys.executable, "-m", "compiler", "fmt", "--check", str(FLEET / "bookinfo.mesh")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    comp = api.compile([str(FLEET / "bookinfo.mesh")], shard=False)
+    assert not comp.diagnostics and proxy_names(comp.ir) == [
+        "details.v1", "productpage.v1", "ratings.v1", "reviews.v1", "reviews.v2", "reviews.v3"]
+
+
 def _free_ports_policy(tmp_path: Path) -> Path:
     """bookinfo.mesh with every port (each sidecar's three, each application's) from the OS."""
     taken: set[int] = set()
