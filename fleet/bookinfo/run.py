@@ -168,7 +168,12 @@ class Fleet:
         for node, config in self.configs.items():
             service, _, version = node.partition(".")
             out = config["listeners"]["outbound"]
-            app = App((config["app"]["host"], config["app"]["port"]), service, version, (out["host"], out["port"]))
+            try:
+                app = App((config["app"]["host"], config["app"]["port"]), service, version,
+                          (out["host"], out["port"]))
+            except OSError as err:
+                raise SystemExit(f"run.py: the application of {node} cannot listen on {config['app']['host']}:"
+                                 f"{config['app']['port']}: {err.strerror or err}") from None
             threading.Thread(target=app.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
             self.apps.append(app)
         for node in self.configs:
