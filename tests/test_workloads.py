@@ -234,3 +234,34 @@ def test_doctor_and_ca_issue_name_a_workloads_sidecar(tmp_path, capsys):
     assert main(["ca", "issue", "reviews.v1", "--ca", str(tmp_path / "ca"), "-o", str(tmp_path / "id"),
                  "--policy", str(path)]) == 0
     assert "spiffe://cluster.local/ns/default/sa/reviews serial" in capsys.readouterr().err
+
+
+def test_a_native_proxy_fed_by_meshc_serve_as_a_workload_runs_its_own_sidecar(tmp_path):
+    """`meshc proxy --xds-server … --node reviews.v1` gets the workload's own config (the bytes of
+    `meshc compile --proxy reviews.v1`) and forwards inbound requests to the workload's application."""
+    import http.client
+
+    from tests.test_native_xds import start_native
+
+    app = Backend("reviews-v1")
+    path = tmp_path / "p.mesh"
+    path.write_text(POLICY.replace('app "127.0.0.1:19081"', f'app "127.0.0.1:{app.port}"'))
+    serve = Serve(str(path))
+    proxy = None
+    try:
+        proxy = start_native(tmp_path, serve.port, "reviews.v1", "--inbound-port", "0", "--outbound-port", "0",
+                             "--admin-port", "0")
+        config = json.loads((tmp_path / "state" / "config.json").read_text())
+        comp = api.compile([api.Text(str(path), path.read_text())], shard=False)
+        compiled_native = json.loads(comp.emit("native", ["reviews.v1"], Options()).files["reviews.v1.native.json"])
+        assert config["version"] == compiled_native["version"] and config["app"]["cluster"] == "inbound|v1|reviews"
+        conn = http.client.HTTPConnection("127.0.0.1", proxy.inbound, timeout=5)
+        conn.request("GET", "/reviews/0", headers={"Host": "reviews"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and json.loads(resp.read())["backend"] == "reviews-v1"
+        conn.close()
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        app.stop()
+        assert serve.stop() == 0, "".join(serve.lines)
