@@ -93,6 +93,7 @@ EXPECTED_CODES: dict[str, list[str]] = {
     "invalid_endpoint": ["E0307"] * 4,
     "workloads_share_ports": ["E0350", "E0312", "E0302", "E0350"],
     "workload_stream_idle": ["W0404"],
+    "workload_ports_merged": ["E0312"],
     "invalid_header_name": ["E0308"] * 3,
     "unknown_method": ["E0309", "E0309"],
     "unknown_retry_condition": ["E0310", "E0310", "E0302", "E0310"],

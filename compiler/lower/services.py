@@ -41,12 +41,11 @@ def lower_subset(service: str, name: str, endpoints: tuple[ast.Lit[str], ...], n
 def lower_sidecar(svc: ast.Service, subset: ast.Subset | None = None) -> ir.Sidecar:
     """The service's own sidecar, or with `subset` a workload's: the service's `sidecar` settings
     overridden, setting by setting, by the subset's own block (§5.9)."""
-    values = _written(svc.sidecar, "sidecar")
+    w = _written(svc.sidecar, "sidecar")
     ports = sidecar_ports(written_settings(svc, subset))
     if subset is not None and subset.sidecar is not None:
         mine = _written(subset.sidecar, "sidecar")
-        values = {**values, **{s.key: mine[s.key] for s in subset.sidecar.settings}}
-    w = values
+        w = {**w, **{s.key: mine[s.key] for s in subset.sidecar.settings}}
     assert svc.port is not None  # E0301 otherwise
     host, port = defaults.APP_HOST, svc.port.value
     if w["app"] is not None:

@@ -42,15 +42,41 @@ def _in_range(values: dict[str, object]) -> bool:
     return True
 
 
+def _merged_clash(ctx: Context, node: str, svc: ast.Service, sub: ast.Subset, values: dict[str, object]) -> bool:
+    """E0312 when a workload's ports collide only once its block is laid over the service's (each
+    block alone is checked by check_values); whether they collide at all (reported or not)."""
+    assert sub.sidecar is not None
+    ports = sidecar_ports(values)
+    if len(set(ports.values())) == 3:
+        return False
+    alone = sidecar_ports({s.key: s.values[0].value for s in sub.sidecar.settings})
+    # the ports the subset's block gives that meet one the service's block gives (none: the service's
+    # block collides by itself, and check_values said so; the subset's block alone: said so too)
+    mine = [k for k in SIDECAR_PORTS if sub.sidecar.get(k) is not None or sub.sidecar.get("ports") is not None]
+    clashes = [(k, other) for k in mine for other in SIDECAR_PORTS if other not in mine and ports[k] == ports[other]]
+    if len(set(alone.values())) == 3 and clashes:
+        key, other = clashes[0]
+        setting = sub.sidecar.get(key) or sub.sidecar.get("ports")
+        assert setting is not None
+        ctx.diags.add("E0312", f"the sidecar of {node}: its {key} port `{ports[key]}` is also its {other} port "
+                      "(from the service's `sidecar` block)", setting.values[0].span,
+                      hint="a workload's block is laid over the service's, setting by setting: write the other "
+                           "port in the subset's block too, or `ports N` for all three")
+    return True
+
+
 def check_workloads(ctx: Context) -> None:
     taken: dict[int, str] = {}   # port -> what holds it ("the inbound port of reviews.v1")
     for name, svc in sorted(ctx.local_services(), key=lambda kv: kv[0]):
         for sub in svc.subsets:
-            if sub.sidecar is None or sub.endpoints is not None:
+            if sub.sidecar is None:
                 continue
             values = written_settings(svc, sub)
             if not _in_range(values):
                 continue   # (E0302)
+            _merged_clash(ctx, f"{name}.{sub.name.value}", svc, sub, values)
+            if sub.endpoints is not None:
+                continue   # (not on this host: written endpoints)
             block = sub.sidecar
 
             def at(key: str, block: ast.Block = block) -> ast.Lit | ast.Block:
