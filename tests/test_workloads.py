@@ -178,22 +178,29 @@ def _free_ports_policy(tmp_path: Path) -> Path:
     return path
 
 
-def _fleet(tmp_path: Path, *args: str) -> dict:
+def _fleet(tmp_path: Path, *args: str) -> subprocess.Popen:
+    """run.py on a copy of the policy with ports from the OS, started (`_results` waits for it)."""
     tmp_path.mkdir()
     policy = _free_ports_policy(tmp_path)
-    proc = subprocess.run([sys.executable, str(FLEET / "run.py"), "--json", "--requests", "6", "--policy", str(policy),
-                           *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return json.loads(proc.stdout)
+    return subprocess.Popen([sys.executable, str(FLEET / "run.py"), "--json", "--requests", "6", "--policy",
+                             str(policy), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _results(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    return json.loads(out)
 
 
 def test_the_bookinfo_fleet_answers_alike_through_native_proxies_and_envoys(tmp_path):
     """Six workloads, each with its own sidecar process, three hops of mTLS: the script's own
     expectations hold (exit 0) in both planes, and the planes agree on every request (the split's
-    draws aside: both versions answer). Two fleets of six real proxies: about 10 s."""
-    planes = {"native": _fleet(tmp_path / "native")}
-    if ENVOY is not None:
-        planes["envoy"] = _fleet(tmp_path / "envoy", "--envoy")
+    draws aside: both versions answer). Two fleets of six real proxies, run side by side: 5-10 s."""
+    running = {"native": _fleet(tmp_path / "native")}
+    if ENVOY is not None:   # (both fleets at once: the wall time is the slower one's)
+        running["envoy"] = _fleet(tmp_path / "envoy", "--envoy")
+    planes = {plane: _results(proc) for plane, proc in running.items()}
     for plane, out in planes.items():
         answered = {(r["request"], r["answered"]) for r in out["results"]}
         assert answered >= {
