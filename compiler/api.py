@@ -107,8 +107,9 @@ class Compilation:
         return len(program.services), sum(len(s.routes) for s in program.services)
 
     def emit(self, target: str, proxies: Sequence[str] | None = None, options: Options | None = None) -> Emitted:
-        """The files of one backend (`envoy` or `native`) for the sidecars of `proxies` (service
-        names of the program, already known to exist; None: every service). Backend diagnostics
+        """The files of one backend (`envoy` or `native`) for the sidecars of `proxies` (proxy
+        names of the program, already known to exist: services, `SERVICE.SUBSET` for workloads; None:
+        every one). Backend diagnostics
         (what a target cannot express exactly) are in the result, located at the policy."""
         from compiler import backends
         from compiler.backends.base import Options as _Options
@@ -116,7 +117,9 @@ class Compilation:
         program = self.ir
         if program is None:
             raise ValueError("nothing to emit: the program was not lowered (errors, or not compiled)")
-        names = [s.name for s in program.services] if proxies is None else list(proxies)
+        from compiler.ir.workloads import proxy_names
+
+        names = proxy_names(program) if proxies is None else list(proxies)
         return backends.emit(target, program, names, options or _Options(), self.sources)
 
     def tokens(self):

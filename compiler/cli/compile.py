@@ -119,7 +119,9 @@ def _emit_target(files: list[str], args) -> int:
         return EXIT_INPUT
     program = comp.ir
     assert program is not None  # lowered: there is no error
-    names = [s.name for s in program.services]
+    from compiler.ir.workloads import proxy_names
+
+    names = proxy_names(program)   # a service's own sidecar, and `SERVICE.SUBSET` for each workload's
     proxies = _proxies(args.proxy, names)
     if proxies is None:
         return EXIT_USAGE
@@ -253,9 +255,10 @@ def _note_missing_identities(program, proxies: list[str], options, files: list[s
     host (CI) than the sidecars, so this cannot be an error; `meshc doctor` checks the host that
     runs them."""
     from compiler.backends.base import IDENTITY_FILES, identity_dir, needs_identity
+    from compiler.ir.workloads import service_of
 
     missing = []
-    for name in proxies:
+    for name in dict.fromkeys(service_of(p) for p in proxies):   # (a workload has its service's identity)
         svc = program.service(name)
         if needs_identity(program, svc):
             directory = identity_dir(svc, options)
@@ -270,7 +273,8 @@ def _note_missing_identities(program, proxies: list[str], options, files: list[s
 
 
 def _proxies(asked: list[str], names: list[str]) -> list[str] | None:
-    """The sidecars to configure (`all`: every service), or None after a usage error."""
+    """The sidecars to configure (`all`: every proxy of the program), or None after a usage error.
+    `names` are the program's proxies: services, and `SERVICE.SUBSET` for workloads (ir/workloads.py)."""
     if "all" in asked:
         return names
     known = set(names)
@@ -279,8 +283,10 @@ def _proxies(asked: list[str], names: list[str]) -> list[str] | None:
         if name not in known:
             from compiler.core.diagnostics import did_you_mean
 
-            hint = did_you_mean(name, names)
-            print(f"meshc: error: --proxy {name}: no service `{name}` in the program"
+            own = [n for n in names if n.startswith(name + ".")]
+            hint = (f"its workloads have their own: {', '.join(own)}" if own else did_you_mean(name, names))
+            what = f"no sidecar `{name}`" if own or "." in name else f"no service `{name}`"
+            print(f"meshc: error: --proxy {name}: {what} in the program"
                   + (f" ({hint})" if hint else ""), file=sys.stderr)
             return None
         if name not in proxies:

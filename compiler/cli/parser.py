@@ -310,8 +310,8 @@ def compile_parser(sub, common) -> None:
     comp.add_argument("--target", dest="emit", choices=("ir", "envoy", "native"), metavar="TARGET",
                       help="the same as --emit, for the ir, envoy and native stages")
     comp.add_argument("--proxy", action="append", metavar="SERVICE",
-                      help="with --emit envoy|native: the service whose sidecar to configure "
-                           "(repeatable), or `all` for every service")
+                      help="with --emit envoy|native: the service whose sidecar to configure, or "
+                           "SERVICE.SUBSET for a workload's own sidecar (repeatable), or `all` for every sidecar")
     comp.add_argument("--bootstrap", choices=("static", "xds", "ads"), default=None,
                       help="with --emit envoy: a self-contained static bootstrap (default for named proxies), "
                            "one that loads the xds/ files and reloads them on change (default for --proxy all), "

@@ -104,6 +104,7 @@ class Subset(Node):
     name: Lit[str]
     endpoints: tuple[Lit[str], ...] | None
     span: Span = _span
+    sidecar: Block | None = None    # a workload with its own sidecar (§5.9): the service's settings overridden
 
 
 @node

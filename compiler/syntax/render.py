@@ -255,9 +255,12 @@ def mesh(node: ast.Mesh) -> list[str]:
 
 
 def subset(node: ast.Subset) -> str:
-    if node.endpoints is None:
+    parts = [] if node.endpoints is None else [f"endpoints {string_list(node.endpoints)}"]
+    if node.sidecar is not None:   # a workload (§5.9): its own sidecar block, on the subset's line
+        parts.append(_block_or_ref("sidecar", node.sidecar))
+    if not parts:
         return f"subset {name(node.name)} {{ }}"
-    return f"subset {name(node.name)} {{ endpoints {string_list(node.endpoints)} }}"
+    return f"subset {name(node.name)} {{ {'  '.join(parts)} }}"
 
 
 def service(node: ast.Service) -> list[str]:

@@ -382,7 +382,9 @@ def policies(draw) -> GenPolicy:
         for name in names:
             ep = Endpoint(len(endpoints), svc, name)
             endpoints.append(ep)
-            body.append(f'  subset {name} {{ endpoints ["127.0.0.1:@EP{ep.index}@"] }}')
+            # sometimes a workload with its own sidecar (language §5.9): callers see the same subset
+            own = "  sidecar { ports 40000 }" if draw(st.integers(0, 3)) == 0 else ""
+            body.append(f'  subset {name} {{ endpoints ["127.0.0.1:@EP{ep.index}@"]{own} }}')
         if draw(st.booleans()):
             body.append("  retry_budget { percent 20%  min_concurrency 3 }")
         lines.append(f"service {svc} {{\n" + "\n".join(body) + "\n}\n")

@@ -34,14 +34,15 @@ import posixpath
 
 from compiler import ir
 from compiler.backends.base import CA_FILE, CERT_FILE, KEY_FILE, Emitted, Options, identity_dir, needs_identity
-from compiler.ir import scope
+from compiler.ir import scope, workloads
 
 SCHEMA_VERSION = 3          # runtime_proxy.config.model.SCHEMA_VERSION (not imported: see above)
 VERSION_LENGTH = 16         # hex digits of the content hash in `version`
 
 
 def emit(program: ir.Program, proxies: list[str], options: Options, sources=None) -> Emitted:
-    """One `SERVICE.native.json` per service named in `proxies`."""
+    """One `PROXY.native.json` per proxy named in `proxies` (`SERVICE`, or `SERVICE.SUBSET` for a
+    workload's own sidecar: compiler/ir/workloads.py)."""
     import orjson
 
     services = {svc.name: svc for svc in program.services}
@@ -64,10 +65,12 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources=None
                 out.append(reached[dest])
         return out
 
-    scopes = scope.scopes(program, list(proxies))
+    sidecars = workloads.views(program, list(proxies))
+    by_service = scope.scopes(program, list(dict.fromkeys(workloads.service_of(p) for p in proxies)))
+    scopes = {p: by_service[workloads.service_of(p)] for p in proxies}
     files: dict[str, bytes] = {}
     for name in proxies:
-        svc = services[name]
+        svc = sidecars[name]
         files_section = identity_files(svc, options) if needs_identity(program, svc) else None
         config = sidecar_config(svc, destinations(name), {"mode": svc.mtls.mode, "files": files_section},
                                 program.tracing)

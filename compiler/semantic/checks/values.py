@@ -11,7 +11,7 @@ from compiler.language import defaults
 from compiler.language.endpoints import parse_endpoint, parse_otlp_url
 from compiler.language.identity import DNS_LABEL, MAX_NAME_LENGTH, SPIFFE_ID, TRUST_DOMAIN
 from compiler.language.retry import RETRY_CONDITIONS
-from compiler.language.settings import BLOCKS, FAULT, MESH, SIDECAR, TRACING, Setting
+from compiler.language.settings import BLOCKS, FAULT, MESH, SIDECAR, SIDECAR_PORTS, TRACING, Setting, sidecar_ports
 from compiler.semantic.checks.names import all_rules
 from compiler.semantic.symbols import Context
 from compiler.syntax import ast
@@ -287,15 +287,17 @@ class _Values:
 
     def block_sidecar(self, block: ast.Block) -> None:
         written = {s.key: s.values[0] for s in block.settings}
-        ports = ("inbound", "outbound", "admin")
-        effective = {k: SIDECAR.default(k) for k in ports}
-        effective.update({k: v.value for k, v in written.items() if k in effective})
+        ports = SIDECAR_PORTS
+        base = written.get("ports")
+        effective = sidecar_ports({k: v.value for k, v in written.items()
+                                   if k in ports or (k == "ports" and v.value != ast.TOO_LARGE)})
+        given = "its default" if base is None or base.value == ast.TOO_LARGE else f"from `ports {base.value}`"
         for s in block.settings:
             v = s.values[0]
             if s.key in effective and v.value != ast.TOO_LARGE:
                 clash = next((k for k, p in effective.items() if k != s.key and p == v.value), None)
                 if clash is not None and (clash not in written or ports.index(clash) < ports.index(s.key)):
-                    what = "" if clash in written else " (its default)"
+                    what = "" if clash in written else f" ({given})"
                     self.add("E0312", f"{s.key} port `{v.value}` is also the {clash} port{what}", v.span,
                              hint="the sidecar's inbound, outbound and admin ports must differ")
             elif s.key == "app":
@@ -348,11 +350,14 @@ class _Values:
                         if sub.name.value == defaults.IMPLICIT_SUBSET else "declared twice")
                 self.add("E0202", f"subset `{sub.name.value}` of service `{name}` is {what}", sub.name.span)
             seen[sub.name.value] = sub
-            if sub.endpoints is None:
+            if sub.endpoints is None and sub.sidecar is None:   # (a workload's default: its inbound listener)
                 self.add("E0301", f"subset `{sub.name.value}` has no endpoints", sub.name.span,
-                         hint='add `endpoints ["host:port"]`')
-            else:
+                         hint='add `endpoints ["host:port"]`, or a `sidecar { … }` block: a workload reached at '
+                              "its own sidecar's inbound port")
+            elif sub.endpoints is not None:
                 self.endpoints(sub.endpoints, sub.span, f"subset `{sub.name.value}`")
+            if sub.sidecar is not None:
+                self.block(sub.sidecar)
         for node in (svc.limits, svc.outlier, svc.retry_budget, svc.sidecar):
             if isinstance(node, ast.Block):
                 self.block(node)
