@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EXPLANATIONS = ROOT / "compiler" / explain.EXPLANATIONS_DIR
 DOCS = ROOT / explain.DOCS_PATH
 BACKEND_PREFIXES = ("E07", "W07")   # codes only the backends report (compile --target envoy)
+# codes only the Istio target reports, and the shared Kubernetes name checks (compile --target istio)
+ISTIO_CODES = tuple(f"{s}09{n:02d}" for s in "EW" for n in range(1, 40))
 ASSERT_PROVER = ("E0851", "W0850", "W0851")  # codes only `meshc check`'s assert prover reports
 TEST_RUN_CODES = ("E0820", "E0821")  # codes `meshc test` reports when it runs the tests
 # A disagreement between the two targets is a bug of meshc: no policy written on purpose shows it
@@ -88,6 +90,11 @@ def diagnostics_of(code: str, paths: list[str], tmp_path: Path, request) -> list
         if not comp.has_errors:
             found += [(d.code, d.severity) for o in run_tests(comp).outcomes for d in o.failures]
         return found
+    if code in ISTIO_CODES:
+        status, out, err = run_cli(["compile", "--target", "istio", "--format", "json",
+                                    "-o", str(tmp_path / "out"), *paths])
+        assert status in (0, 1), err
+        return [(d["code"], d["severity"]) for d in json.loads(out)["diagnostics"]] if out.strip() else []
     if not code.startswith(BACKEND_PREFIXES):
         return [(d.code, d.severity) for d in api.check(paths).diagnostics]
     if not request.getfixturevalue("envoy_backend_works"):

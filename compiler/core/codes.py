@@ -3,7 +3,9 @@
 Codes are grouped by hundreds: E01xx syntax, E02xx names and imports, E03xx values,
 E04xx routes and timeouts, E05xx resilience, E06xx authorization, E07xx target limitations (what a
 backend cannot express exactly; reported by `compile --emit envoy|native`, never by `check`), E08xx policy
-tests (E0801-E0819 by `check`, E0820 and up by `meshc test` when it runs them). W-codes are warnings.
+tests (E0801-E0819 by `check`, E0820 and up by `meshc test` when it runs them), E09xx Kubernetes targets
+(what `compile --target istio|gateway-api` cannot write exactly, and names Kubernetes would reject;
+E0901-E0939 Istio and the shared name checks). W-codes are warnings.
 """
 
 from __future__ import annotations
@@ -177,6 +179,12 @@ CODES: dict[str, Code] = _registry(
     ("W0703", "query condition that never holds under Envoy", "Envoy compares query parameters as they are sent, "
               "without percent-decoding. A name or value with a space, a control character, `#` or `&` (or a name with "
               "`=`) never appears as it is in a query string, so the condition never holds."),
+    # ---- Kubernetes targets (`compile --target istio|gateway-api`; docs/kubernetes.md)
+    ("E0901", "name Kubernetes would reject", "A Kubernetes target writes meshc's names as Kubernetes names: a "
+              "service becomes a Kubernetes Service (a DNS-1035 label: lower-case letters, digits and `-`, starting "
+              "with a letter, at most 63 characters), its namespace and its subsets DNS labels (the same, starting "
+              "with a letter or digit). meshc's own names also admit upper case and `_`, which Kubernetes rejects; the "
+              "Envoy and native targets accept them."),
     # ---- policy tests (`test` blocks; E0820 and up are reported by `meshc test` when it runs them)
     ("E0801", "incomplete test", "A `test` block needs a `request { … }` with a caller (`from service NAME`, `from "
               "identity \"spiffe://…\"` or `from unauthenticated`) and a request line such as `GET "
