@@ -101,6 +101,16 @@ CODES: dict[str, Code] = _registry(
               "defaults to `/v1/traces`), without credentials, a query or a fragment. The sidecars send spans "
               "only there."),
     # ---- routes and timeouts
+    ("E0360", "subset both label-selected and an endpoint list", "A subset is either a list of endpoints (`endpoints "
+              "[...]`, for every target) or label-selected (one `labels { KEY \"VALUE\" }` block: the Kubernetes pods "
+              "carrying those labels, for the Kubernetes targets), never both, and has one `labels` block."),
+    ("E0361", "invalid label key", "A label key is a Kubernetes qualified name: `NAME` or `PREFIX/NAME`, NAME at most 63 "
+              "letters, digits, `-`, `_` and `.` starting and ending with a letter or digit, PREFIX a DNS subdomain."),
+    ("E0362", "invalid label value", "A label value is empty or at most 63 letters, digits, `-`, `_` and `.`, starting "
+              "and ending with a letter or digit, as Kubernetes takes it."),
+    ("E0363", "duplicate label", "A label-selected subset names each label key once: a pod has one value per key."),
+    ("E0364", "label-selected subset without a label", "`labels { }` selects by no label, that is every pod of the "
+              "service: write the labels that tell this subset's pods apart."),
     ("E0401", "impossible timeout", "A per-try timeout that is not less than the route timeout can never fire before "
               "the route gives up, so no retry after a slow try could ever happen. Shorten the per-try timeout or "
               "raise the route timeout."),
@@ -170,6 +180,10 @@ CODES: dict[str, Code] = _registry(
     ("E0703", "tracing without a collector", "Envoy's OpenTelemetry tracer refuses a configuration without an "
               "exporter (the listener is rejected when Envoy loads it), so a `tracing` block without `otlp` has no "
               "Envoy form: the native proxy propagates trace headers without exporting, Envoy cannot."),
+    ("E0750", "label-selected subset on the Envoy or native target", "A label-selected subset (`labels { … }`) names "
+              "the Kubernetes pods that carry those labels: only a Kubernetes target (`--target istio`) has pods to "
+              "select. Envoy's clusters and the native proxy need the subset's endpoints, so compiling to them "
+              "refuses it."),
     ("W0701", "fraction of a percent ejected", "Envoy's `max_ejection_percent` is a whole number: a fractional "
               "`max_ejected` is rounded down."),
     ("W0702", "condition on a header Envoy changes", "Envoy removes some headers from every request before routing and "
