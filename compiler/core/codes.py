@@ -105,7 +105,8 @@ CODES: dict[str, Code] = _registry(
               "[...]`, for every target) or label-selected (one `labels { KEY \"VALUE\" }` block: the Kubernetes pods "
               "carrying those labels, for the Kubernetes targets), never both, and has one `labels` block."),
     ("E0361", "invalid label key", "A label key is a Kubernetes qualified name: `NAME` or `PREFIX/NAME`, NAME at "
-              "most 63 letters, digits, `-`, `_` and `.` starting and ending with a letter or digit, PREFIX a DNS subdomain."),
+              "most 63 letters, digits, `-`, `_` and `.` starting and ending with a letter or digit, "
+              "PREFIX a DNS subdomain."),
     ("E0362", "invalid label value", "A label value is empty or at most 63 letters, digits, `-`, `_` and `.`, starting "
               "and ending with a letter or digit, as Kubernetes takes it."),
     ("E0363", "duplicate label", "A label-selected subset names each label key once: a pod has one value per key."),
