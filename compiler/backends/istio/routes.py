@@ -79,22 +79,29 @@ def match_requests(m: ir.Match, route: ir.Route, sources: dict, diags: list[Diag
     headers: dict[str, dict] = {}
     without: dict[str, dict] = {}
     clash = False
+
+    def put(into: dict[str, dict], name: str, test: dict) -> None:
+        """One test per header and map. The same test twice is one; in `headers`, presence ({}) is
+        implied by any string test (which never holds on an absent header), so it gives way."""
+        nonlocal clash
+        have = into.get(name)
+        if have is None or have == test or (into is headers and have == {}):
+            into[name] = test
+        elif not (into is headers and test == {}):
+            clash = True
+
     for h in m.headers:
         if h.kind == "absent":
-            clash |= h.name in without
-            without[h.name] = {}
+            put(without, h.name, {})
         elif h.kind == "present":
-            clash |= h.name in headers
-            headers[h.name] = {}
+            put(headers, h.name, {})
         elif h.invert:
             # Istio inverts with treat_missing_header_as_empty (route.go TranslateRouteMatch): an absent
             # header would pass; meshc's `not header` requires it present, so both are written.
-            clash |= h.name in without or (h.name in headers and headers[h.name] != {})
-            headers[h.name] = {}
-            without[h.name] = header_string_match(h)
+            put(headers, h.name, {})
+            put(without, h.name, header_string_match(h))
         else:
-            clash |= h.name in headers
-            headers[h.name] = header_string_match(h)
+            put(headers, h.name, header_string_match(h))
     if clash:
         diags.append(located("E0902", f"route `{route.name}` tests one header twice in one match, which Istio "
                                       "cannot write", route.source, sources,
