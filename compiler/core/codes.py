@@ -266,7 +266,11 @@ CODES: dict[str, Code] = _registry(
               "ignoring case and other methods have no equivalent."),
     ("E0948", "split weight too large for Gateway API", "A backendRef's `weight` is at most 1,000,000. Scale the "
               "weights down in the same proportions."),
-    ("E0949", "destination in another namespace", "An HTTPRoute may send to a Service of another namespace only "
+    ("E0950", "header value Gateway API cannot carry", "Gateway API's header values (a header set or added, a "
+              "header match) are printable ASCII words separated by single spaces or tabs, 1 to 4096 characters, and "
+              "a query parameter match has a value of at least one character: an empty value, spaces at its ends "
+              "or in a row, or a character outside printable ASCII cannot be written."),
+    ("E0951", "destination in another namespace", "An HTTPRoute may send to a Service of another namespace only "
               "where that namespace's ReferenceGrant allows it, and meshc does not write one."),
     ("W0940", "retry conditions Gateway API leaves to the implementation", "meshc's `5xx` and `gateway-error` also "
               "retry resets, connect failures and per-try timeouts, and `reset`/`connect-failure` are connection "

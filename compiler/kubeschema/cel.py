@@ -234,7 +234,11 @@ _ENV: celpy.Environment | None = None
 def _env() -> celpy.Environment:
     global _ENV
     if _ENV is None:
-        _ENV = celpy.Environment()
+        import sys
+
+        limit = sys.getrecursionlimit()
+        _ENV = celpy.Environment()   # (it raises the process's recursion limit to 2500: the rules of the
+        sys.setrecursionlimit(limit)  # vendored CRDs evaluate well within the default, so it is put back)
     return _ENV
 
 

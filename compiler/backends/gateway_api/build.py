@@ -11,6 +11,7 @@ construct, the field it becomes and the diagnostic where it is not exact.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from compiler import ir
@@ -32,8 +33,11 @@ NON_STATUS = {"5xx": ("resets", "connect failures", "per-try timeouts"),
               "reset": ("resets", "connect failures"), "connect-failure": ("connect failures",),
               "refused-stream": ("refused streams",)}
 
-ORDER, STANDARD_RETRY, FAULT, PATH, CONDITION, WEIGHT, NAMESPACE = (
-    "E0943", "E0944", "E0945", "E0946", "E0947", "E0948", "E0949")
+ORDER, STANDARD_RETRY, FAULT, PATH, CONDITION, WEIGHT, NAMESPACE, VALUE = (
+    "E0943", "E0944", "E0945", "E0946", "E0947", "E0948", "E0951", "E0950")
+# HTTPHeader and HTTPHeaderMatch values (Gateway API v1.6.1): printable ASCII, single spaces or tabs
+# between words, at least one character, at most 4096
+_HEADER_VALUE = re.compile(r"[!-~]+([\t ]?[!-~]+)*\Z")
 RETRY_APPROX, BACKOFF, DEFAULT_RETRIES, SPLIT_KEY, REGEX, AUTHZ, POLICIES, NO_STATUS_RETRY = (
     "W0940", "W0941", "W0942", "W0943", "W0944", "W0945", "W0946", "W0947")
 
@@ -70,8 +74,11 @@ class GatewayApiTarget:
             if not svc.routes:
                 continue
             rules, rule_matches = [], []
-            for route in svc.routes:
+            names = _rule_names([r.name for r in svc.routes])
+            for route, name in zip(svc.routes, names):
                 rule, found = self._rule(route, svc, services, sources)
+                if name is not None:
+                    rule["name"] = name
                 diags += found
                 rules.append(rule)
                 rule_matches.append(rule["matches"])
@@ -99,7 +106,7 @@ class GatewayApiTarget:
               sources: dict) -> tuple[dict[str, Any], list[Diagnostic]]:
         diags: list[Diagnostic] = []
         where = route.source
-        rule: dict[str, Any] = {"name": _rule_name(route.name)}
+        rule: dict[str, Any] = {}
         matches: list[dict[str, Any]] = []
         for m in route.matches:
             matches += _matches(m, route, sources, diags)
@@ -119,7 +126,7 @@ class GatewayApiTarget:
         filters: list[dict[str, Any]] = []
         for key, changes in (("requestHeaderModifier", route.request_headers),
                              ("responseHeaderModifier", route.response_headers)):
-            modifier = _header_modifier(changes)
+            modifier = _header_modifier(changes, route, sources, diags)
             if modifier:
                 filters.append({"type": key[0].upper() + key[1:], key: modifier})
         if route.mirror is not None:
@@ -200,10 +207,14 @@ class GatewayApiTarget:
         return {"retry": out}
 
 
-def _rule_name(name: str) -> str:
-    """A rule's `name` (a DNS label, optional): the route's name where it is one."""
-    fixed = name.lower().replace("_", "-")
-    return fixed if fixed[:1].isalnum() and fixed[-1:].isalnum() else f"r-{fixed}".strip("-")
+def _rule_names(names: list[str]) -> list[str | None]:
+    """Each rule's `name` (optional in Gateway API, a DNS label unique in the route): the route's
+    name in lower case with `_` as `-`; None (no name) where that is not a DNS label or not unique."""
+    fixed = [n.lower().replace("_", "-") for n in names]
+    counts: dict[str, int] = {}
+    for f in fixed:
+        counts[f] = counts.get(f, 0) + 1
+    return [f if counts[f] == 1 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", f) else None for f in fixed]
 
 
 def _fraction(percent: float) -> dict[str, Any]:
@@ -212,12 +223,26 @@ def _fraction(percent: float) -> dict[str, Any]:
     return {"fraction": {"numerator": round(percent * 10000), "denominator": 1_000_000}}
 
 
-def _header_modifier(changes: ir.HeaderChanges) -> dict[str, Any]:
+def _value_ok(value: str, route: ir.Route, what: str, sources: dict, diags: list[Diagnostic]) -> bool:
+    if len(value) <= 4096 and _HEADER_VALUE.match(value):
+        return True
+    why = ("it is empty" if not value else "it is longer than 4096 characters" if len(value) > 4096
+           else "it has a character other than printable ASCII, or spaces at its ends or in a row")
+    diags.append(located(VALUE, f"route `{route.name}`: {what} value `{value}` cannot be written in an HTTPRoute: "
+                         f"{why}", route.source, sources,
+                         hint="Gateway API's header values are printable ASCII words separated by single spaces"))
+    return False
+
+
+def _header_modifier(changes: ir.HeaderChanges, route: ir.Route, sources: dict,
+                     diags: list[Diagnostic]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if changes.set:
-        out["set"] = [{"name": n, "value": v} for n, v in changes.set]
+        out["set"] = [{"name": n, "value": v} for n, v in changes.set
+                      if _value_ok(v, route, f"header `{n}`", sources, diags)]
     if changes.add:
-        out["add"] = [{"name": n, "value": v} for n, v in changes.add]
+        out["add"] = [{"name": n, "value": v} for n, v in changes.add
+                      if _value_ok(v, route, f"header `{n}`", sources, diags)]
     if changes.remove:
         out["remove"] = list(changes.remove)
     return out
@@ -251,16 +276,23 @@ def _matches(m: ir.Match, route: ir.Route, sources: dict, diags: list[Diagnostic
             diags.append(located(CONDITION, f"route `{route.name}`'s header `{h.name}` condition uses {what}, "
                                  "which an HTTPRoute match cannot express", where, sources))
             continue
+        value = h.value if h.kind == "exact" else _regex(h.kind, h.value)
+        if not _value_ok(value or "", route, f"the condition on header `{h.name}`", sources, diags):
+            continue
         if h.kind == "exact":
-            headers.append({"type": "Exact", "name": h.name, "value": h.value})
+            headers.append({"type": "Exact", "name": h.name, "value": value})
         else:
-            headers.append({"type": "RegularExpression", "name": h.name, "value": _regex(h.kind, h.value)})
+            headers.append({"type": "RegularExpression", "name": h.name, "value": value})
             diags.append(_regex_warning(route, f"header `{h.name}`", sources))
     if headers:
         out["headers"] = headers
     query = []
     for q in m.query:
-        if q.kind == "exact":
+        if q.kind == "exact" and not q.value:
+            diags.append(located(VALUE, f"route `{route.name}`: the condition on query `{q.name}` compares with an "
+                                 "empty value, which an HTTPRoute cannot say", route.source, sources,
+                                 hint="a query parameter match's value has at least one character"))
+        elif q.kind == "exact":
             query.append({"type": "Exact", "name": q.name, "value": q.value})
         else:
             query.append({"type": "RegularExpression", "name": q.name, "value": _regex(q.kind, q.value)})
