@@ -350,6 +350,17 @@ def _schema_message(error: Any) -> tuple[list[Any], str]:
                      f"`{_short(error.instance)}`"
     if v == "format":
         return path, f"`{_short(error.instance)}` is not a valid {error.validator_value}"
+    if v in ("maxLength", "minLength"):
+        n = len(error.instance) if isinstance(error.instance, str) else 0
+        return path, (f"`{_short(error.instance)}` has {n} characters, more than {error.validator_value}"
+                      if v == "maxLength" else f"`{_short(error.instance)}` has {n} characters, fewer than "
+                                               f"{error.validator_value}")
+    if v in ("maxItems", "minItems"):
+        n = len(error.instance) if isinstance(error.instance, list) else 0
+        return path, f"{n} items, {'more' if v == 'maxItems' else 'fewer'} than {error.validator_value}"
+    if v in ("maximum", "minimum"):
+        return path, f"{error.instance} is {'above the maximum' if v == 'maximum' else 'below the minimum'} " \
+                     f"{error.validator_value}"
     if v == "pattern":
         return path, f"`{_short(error.instance)}` does not match the pattern `{error.validator_value}`"
     return path, error.message if len(error.message) < 300 else error.message[:300] + "…"
