@@ -56,6 +56,9 @@ class IstioTarget:
         diags: list[Diagnostic] = []
         objects: list[KubeObject] = []
         scope = scopes(program)
+        services = {s.name: s for s in program.services}
+        egress_host = {s.name: f"{s.namespace}/{fqdn(s)}" for s in program.services}
+        everyone = sorted(egress_host.values())   # shared by every sidecar whose scope is the whole program
         restricted = False
         for svc in program.services:
             def obj(api: str, kind: str, name: str, spec: dict, source: ir.Location | None = svc.source,
@@ -68,12 +71,13 @@ class IstioTarget:
                 obj(API_NETWORKING, "ServiceEntry", svc.name, entry)
             obj(API_NETWORKING, "DestinationRule", svc.name, _destination_rule(svc, sources, diags))
             first = svc.routes[0].source if svc.routes else svc.source
-            obj(API_NETWORKING, "VirtualService", svc.name, routes.virtual_service(svc, program, sources, diags), first)
+            spec = routes.virtual_service(svc, services, sources, diags)
+            obj(API_NETWORKING, "VirtualService", svc.name, spec, first)
             obj(API_SECURITY, "PeerAuthentication", svc.name, security.peer_authentication(svc))
             for suffix, _, spec in security.authorization_policies(svc, sources, diags):
                 obj(API_SECURITY, "AuthorizationPolicy", f"{svc.name}-{suffix}", spec, svc.authorization.source)
             mine = scope[svc.name]
-            hosts = sorted(f"{s.namespace}/{fqdn(s)}" for s in (program.service(n) for n in mine.services))
+            hosts = everyone if mine.full else sorted(egress_host[n] for n in mine.services)
             obj(API_NETWORKING, "Sidecar", svc.name, {"workloadSelector": {"labels": {APP_LABEL: svc.name}},
                                                       "egress": [{"hosts": hosts}],
                                                       "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}})
@@ -85,7 +89,7 @@ class IstioTarget:
                                      hint=f"`{extra[0]}` is not in `{svc.name}`'s scope, but its subsets are (a "
                                           "route sends there): an Istio Sidecar's egress imports a host whole. "
                                           "Its authorization still denies the request (403 instead of 404)"))
-            ejecting = [program.service(n) for n in mine.services if program.service(n).outlier is not None]
+            ejecting = [services[n] for n in mine.services if services[n].outlier is not None]
             obj(API_ENVOYFILTER, "EnvoyFilter", svc.name, _envoy_filter(svc, ejecting))
             _sidecar_settings(svc, sources, diags)
         if program.tracing is not None:

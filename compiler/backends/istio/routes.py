@@ -179,7 +179,7 @@ def retries(route: ir.Route, sources: dict, diags: list[Diagnostic]) -> dict:
     return out
 
 
-def virtual_service(svc: ir.Service, program: ir.Program, sources: dict,
+def virtual_service(svc: ir.Service, services: dict[str, ir.Service], sources: dict,
                     diags: list[Diagnostic]) -> dict:
     """The spec of the VirtualService of `svc` (host: its FQDN)."""
     http = []
@@ -189,10 +189,10 @@ def virtual_service(svc: ir.Service, program: ir.Program, sources: dict,
         if all(matches):   # an empty HTTPMatchRequest takes every request: then the route has no `match`
             item["match"] = matches
         if route.to is not None:
-            item["route"] = [{"destination": _destination(program.service(route.to.service), route.to.subset)}]
+            item["route"] = [{"destination": _destination(services[route.to.service], route.to.subset)}]
         else:
             assert route.split is not None
-            item["route"] = _split(route, program, sources, diags)
+            item["route"] = _split(route, services, sources, diags)
         if route.timeout_ms:
             item["timeout"] = duration(route.timeout_ms)
         item["retries"] = retries(route, sources, diags)
@@ -207,7 +207,7 @@ def virtual_service(svc: ir.Service, program: ir.Program, sources: dict,
             item["fault"] = fault
         if route.mirror is not None:
             mirror = route.mirror
-            item["mirrors"] = [{"destination": _destination(program.service(mirror.service), mirror.subset),
+            item["mirrors"] = [{"destination": _destination(services[mirror.service], mirror.subset),
                                 "percentage": {"value": istio_percent(mirror.percent)}}]
         headers = {}
         request = _header_ops(route.request_headers, "request", route, sources, diags)
@@ -222,7 +222,7 @@ def virtual_service(svc: ir.Service, program: ir.Program, sources: dict,
     return {"hosts": [fqdn(svc)], "http": http}
 
 
-def _split(route: ir.Route, program: ir.Program, sources: dict, diags: list[Diagnostic]) -> list[dict]:
+def _split(route: ir.Route, services: dict[str, ir.Service], sources: dict, diags: list[Diagnostic]) -> list[dict]:
     split = route.split
     assert split is not None
     if split.key_header is not None:
@@ -248,7 +248,7 @@ def _split(route: ir.Route, program: ir.Program, sources: dict, diags: list[Diag
                                  sources, hint="Istio's weights are 32-bit signed integers"))
     if len(targets) == 1:
         t = targets[0]
-        return [{"destination": _destination(program.service(t.service), t.subset)}]
-    return [{"destination": _destination(program.service(t.service), t.subset), "weight": w}
+        return [{"destination": _destination(services[t.service], t.subset)}]
+    return [{"destination": _destination(services[t.service], t.subset), "weight": w}
             for t, w in zip(targets, weights, strict=True)]
 
