@@ -298,6 +298,7 @@ routes api { route r { to api.v2 } }
 """,
     "W0907": BASE.replace("  subset v2", "  sidecar { inbound 16000 }\n  subset v2")
     + "routes api { route r { to api.v2 } }\n",
+    "W0908": _routes('route r { to api.v2  request_headers { set "x-empty" "" } }'),
     "E0902": _routes('route r { match { header "x" prefix "a"  header "x" suffix "b" } to api.v2 }'),
     "E0903": _routes('route r { to api.v2  request_headers { add "x" "1"  add "x" "2" } }'),
     "E0904": _routes("route r { to api.v2  retry { on [599] } }"),
@@ -346,4 +347,13 @@ def test_presence_gives_way_to_a_string_test_of_the_same_header(tmp_path):
                        '  header "y" present } to api.v2 }'), tmp_path)
     (route,) = find(documents(out), "VirtualService")["spec"]["http"]
     assert route["match"] == [{"headers": {"x": {"prefix": "a"}, "y": {}}, "withoutHeaders": {"y": {"exact": "1"}}}]
+    assert not out.diagnostics
+
+
+def test_header_values_are_literal_for_envoy(tmp_path):
+    out = emit(_routes('route r { to api.v2  request_headers { set "x-a" "100%"  add "x-b" "%HOSTNAME%" }'
+                       '  response_headers { remove "server-timing" } }'), tmp_path)
+    (route,) = find(documents(out), "VirtualService")["spec"]["http"]
+    assert route["headers"] == {"request": {"set": {"x-a": "100%%"}, "add": {"x-b": "%%HOSTNAME%%"}},
+                                "response": {"remove": ["server-timing"]}}
     assert not out.diagnostics

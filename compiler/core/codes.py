@@ -239,6 +239,9 @@ CODES: dict[str, Code] = _registry(
               "15000), forwards to the port a request was for, drains for the mesh's `terminationDrainDuration`, "
               "streams bodies without a limit and logs through the mesh's Telemetry: these settings of a `sidecar` "
               "block, when they differ, are not in the output."),
+    ("W0908", "empty header value skipped by Istio", "Envoy drops a header option whose value is empty unless the "
+              "option says `keep_empty_value`, which meshc's Envoy output does and Istio's `headers` cannot: a header "
+              "set or added with an empty value is left as it was under Istio."),
     # ---- policy tests (`test` blocks; E0820 and up are reported by `meshc test` when it runs them)
     ("E0801", "incomplete test", "A `test` block needs a `request { … }` with a caller (`from service NAME`, `from "
               "identity \"spiffe://…\"` or `from unauthenticated`) and a request line such as `GET "

@@ -133,11 +133,25 @@ def _destination(service: ir.Service, subset: str) -> dict:
     return {"host": fqdn(service), "subset": subset}
 
 
+def _header_value(value: str) -> str:
+    """A literal header value for Envoy, which Istio hands it as it is: Envoy reads `%…%` as a
+    substitution (and rejects a lone `%`), so `%` is written `%%` (as meshc's Envoy output does)."""
+    return value.replace("%", "%%")
+
+
 def _header_ops(changes: ir.HeaderChanges, what: str, route: ir.Route, sources: dict,
                 diags: list[Diagnostic]) -> dict:
+    """Istio's HeaderOperations: remove, set (overwrite), add (append): route.go
+    TranslateHeadersOperations, in that order, which is meshc's."""
     ops: dict = {}
+    empty = [n for n, v in (*changes.set, *changes.add) if v == ""]
+    if empty:
+        diags.append(located("W0908", f"Istio skips the empty value of {what} header `{empty[0]}` of route "
+                                      f"`{route.name}`: the header is left as it was", route.source, sources,
+                             hint="Envoy drops a header option with an empty value unless `keep_empty_value` is "
+                                  "set, which Istio's `headers` cannot say; meshc sets (or adds) it empty"))
     if changes.set:
-        ops["set"] = dict(changes.set)
+        ops["set"] = {n: _header_value(v) for n, v in changes.set}
     if changes.add:
         names = [n for n, _ in changes.add]
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -145,7 +159,7 @@ def _header_ops(changes: ir.HeaderChanges, what: str, route: ir.Route, sources: 
             diags.append(located("E0903", f"route `{route.name}` adds {what} header `{dup[0]}` twice, which "
                                           "Istio cannot write", route.source, sources,
                                  hint="Istio's `headers.add` is a map by header name: one value per header"))
-        ops["add"] = dict(changes.add)
+        ops["add"] = {n: _header_value(v) for n, v in changes.add}
     if changes.remove:
         ops["remove"] = list(changes.remove)
     return ops
