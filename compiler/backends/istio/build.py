@@ -199,6 +199,11 @@ def _envoy_filter(svc: ir.Service, ejecting: list[ir.Service]) -> dict:
                 "match": {"context": context, "listener": {"filterChain": {"filter": {"name": HCM}}}},
                 "patch": {"operation": "MERGE", "value": {"typed_config": hcm}}}
                for context in ("SIDECAR_INBOUND", "SIDECAR_OUTBOUND")]
+    # Istio (1.24 and later) retries a request to the local application twice when the connection
+    # resets before the request is sent (route.go BuildDefaultHTTPInboundRoute); meshc's inbound
+    # route has no retries.
+    patches.append({"applyTo": "HTTP_ROUTE", "match": {"context": "SIDECAR_INBOUND"},
+                    "patch": {"operation": "MERGE", "value": {"route": {"retry_policy": {"num_retries": 0}}}}})
     patches += [{"applyTo": "CLUSTER", "match": {"context": "SIDECAR_OUTBOUND", "cluster": {"service": fqdn(dest)}},
                  "patch": {"operation": "MERGE", "value": {"common_lb_config": {"update_merge_window": "0s"}}}}
                 for dest in ejecting]
