@@ -195,10 +195,14 @@ def _envoy_filter(svc: ir.Service, ejecting: list[ir.Service]) -> dict:
         "common_http_protocol_options": {"idle_timeout": duration(sc.idle_timeout_ms),
                                          "max_headers_count": sc.max_request_headers},
     }
+    # Inbound, the caller's `x-forwarded-client-cert` is never passed on (Istio's sidecars append to
+    # it, APPEND_FORWARD): replaced by the verified peer's (its URI; Istio's subject and DNS fields,
+    # which a MERGE cannot turn off, stay: an Istio certificate has an empty subject and no DNS name)
+    inbound = {**hcm, "forward_client_cert_details": "SANITIZE_SET", "set_current_client_cert_details": {"uri": True}}
     patches = [{"applyTo": "NETWORK_FILTER",
                 "match": {"context": context, "listener": {"filterChain": {"filter": {"name": HCM}}}},
-                "patch": {"operation": "MERGE", "value": {"typed_config": hcm}}}
-               for context in ("SIDECAR_INBOUND", "SIDECAR_OUTBOUND")]
+                "patch": {"operation": "MERGE", "value": {"typed_config": config}}}
+               for context, config in (("SIDECAR_INBOUND", inbound), ("SIDECAR_OUTBOUND", hcm))]
     # Istio (1.24 and later) retries a request to the local application twice when the connection
     # resets before the request is sent (route.go BuildDefaultHTTPInboundRoute); meshc's inbound
     # route has no retries.
