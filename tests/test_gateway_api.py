@@ -263,10 +263,16 @@ def test_each_non_exact_construct_has_its_diagnostic(text, channel, expected):
     assert expected in found, found
 
 
-def test_destination_policies_are_reported_at_the_service():
-    text = SVC.replace("  port 80\n", "  port 80\n  outlier { consecutive_5xx 3 }\n") + \
-        "routes api {\n  route r {\n    to api.v1\n  }\n}\n"
-    assert "W0946" in codes(text)
+@pytest.mark.parametrize("setting, shown", [("outlier { consecutive_5xx 3 }", "outlier detection"),
+                                            ("limits { connections 10 }", "connection limits"),
+                                            ("retry_budget { percent 20% }", "a retry budget"),
+                                            ("mtls strict", "mTLS `strict`")])
+def test_destination_policies_are_reported_at_the_service(setting, shown):
+    routes_block = "routes api {\n  route r {\n    to api.v1\n  }\n}\n"
+    text = SVC.replace("  port 80\n", f"  port 80\n  {setting}\n") + routes_block
+    (d,) = [d for d in emit(text).diagnostics if d.code == "W0946"]
+    assert shown in d.message and d.span.location().endswith(":1:1")
+    assert "W0946" not in codes(SVC + routes_block)
 
 
 def test_a_destination_in_another_namespace_is_refused():

@@ -234,3 +234,25 @@ def test_the_vendored_files_carry_their_revision():
         assert data["kinds"]
     assert json.loads((CRDS / "gateway-api-standard.json").read_text())["annotations"][
         "gateway.networking.k8s.io/bundle-version"] == "v1.6.1"
+
+
+def test_problems_become_diagnostics_at_the_mesh_source():
+    """A rule's rejection is E0941 at the construct the object's annotation names, with the rule in
+    the hint; an object without an annotation is reported at its file."""
+    from compiler import api
+    from compiler.kubeschema.diagnostics import problem_diagnostic
+
+    text = 'service reviews {\n  port 80\n  endpoints ["10.0.0.1:80"]\n}\n'
+    comp = api.check([api.Text("shop.mesh", text)])
+    bad = changed(VS, ["spec", "http", 0, "timeout"], "0s")
+    bad["metadata"]["annotations"]["meshc.dev/source"] = "shop.mesh:1:1"
+    (p,) = validate([bad]).problems
+    d = problem_diagnostic(p, comp.sources)
+    assert (d.code, d.span.location(), d.message) == (
+        "E0941", "shop.mesh:1:1",
+        "VirtualService `shop/reviews` `spec.http[0].timeout`: must be a valid duration greater than 1ms")
+    assert d.hint == "the CRD's rule `duration(self) >= duration('1ms')` rejects it"
+    unannotated = changed(HR, ["spec", "rules", 0, "bogus"], 1)
+    (p,) = validate([unannotated]).problems
+    d = problem_diagnostic(p, comp.sources, "shop/reviews.yaml")
+    assert (d.code, d.span, d.path) == ("E0940", None, "shop/reviews.yaml")

@@ -290,7 +290,8 @@ CODES: dict[str, Code] = _registry(
     ("W0945", "authorization not carried by Gateway API", "HTTPRoute has no authorization: a service's "
               "`authorization` block is not written by `--target gateway-api`. Enforce it with the mesh's own "
               "policy (`--target istio` writes an AuthorizationPolicy)."),
-    ("W0946", "destination policies not carried by Gateway API", "Outlier detection, retry budgets and mTLS are "
+    ("W0946", "destination policies not carried by Gateway API", "Connection limits, outlier detection, retry "
+              "budgets and mTLS are "
               "the mesh implementation's own policies, not HTTPRoute fields: `--target gateway-api` does not write "
               "them (`--target istio` writes a DestinationRule and a PeerAuthentication)."),
     ("W0947", "retry without a status code", "Gateway API's HTTPRouteRetry retries on response status codes "

@@ -357,6 +357,9 @@ def _service_policies(svc: ir.Service, sources: dict) -> list[Diagnostic]:
                            hint="enforce it with the mesh's own policy (`--target istio` writes an "
                                 "AuthorizationPolicy)"))
     policies = []
+    if svc.limits != svc.sidecar.app_limits:
+        # (the app's thresholds are Envoy's defaults, which are also `limits`' own: other values were written)
+        policies.append("connection limits")
     if svc.outlier is not None:
         policies.append("outlier detection")
     if svc.retry_budget is not None:
