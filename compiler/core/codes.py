@@ -272,6 +272,10 @@ CODES: dict[str, Code] = _registry(
               "or in a row, or a character outside printable ASCII cannot be written."),
     ("E0951", "destination in another namespace", "An HTTPRoute may send to a Service of another namespace only "
               "where that namespace's ReferenceGrant allows it, and meshc does not write one."),
+    ("E0952", "more routes than an HTTPRoute holds", "An HTTPRoute has at most 16 rules, and meshc writes one "
+              "HTTPRoute per service: Gateway API breaks ties between the rules of several HTTPRoutes by their "
+              "creation time, which the written order cannot decide. Merge routes that share a destination and "
+              "policy (a route takes several matches)."),
     ("W0940", "retry conditions Gateway API leaves to the implementation", "meshc's `5xx` and `gateway-error` also "
               "retry resets, connect failures and per-try timeouts, and `reset`/`connect-failure` are connection "
               "conditions: Gateway API's retry names status codes only, so only those are written and the rest is "

@@ -33,8 +33,9 @@ NON_STATUS = {"5xx": ("resets", "connect failures", "per-try timeouts"),
               "reset": ("resets", "connect failures"), "connect-failure": ("connect failures",),
               "refused-stream": ("refused streams",)}
 
-ORDER, STANDARD_RETRY, FAULT, PATH, CONDITION, WEIGHT, NAMESPACE, VALUE = (
-    "E0943", "E0944", "E0945", "E0946", "E0947", "E0948", "E0951", "E0950")
+ORDER, STANDARD_RETRY, FAULT, PATH, CONDITION, WEIGHT, NAMESPACE, VALUE, TOO_MANY = (
+    "E0943", "E0944", "E0945", "E0946", "E0947", "E0948", "E0951", "E0950", "E0952")
+MAX_RULES = 16   # an HTTPRoute's `rules` (maxItems)
 # HTTPHeader and HTTPHeaderMatch values (Gateway API v1.6.1): printable ASCII, single spaces or tabs
 # between words, at least one character, at most 4096
 _HEADER_VALUE = re.compile(r"[!-~]+([\t ]?[!-~]+)*\Z")
@@ -72,6 +73,13 @@ class GatewayApiTarget:
         for svc in program.services:
             diags += _service_policies(svc, sources)
             if not svc.routes:
+                continue
+            if len(svc.routes) > MAX_RULES:
+                extra = svc.routes[MAX_RULES]
+                diags.append(located(TOO_MANY, f"`{svc.name}` has {len(svc.routes)} routes, and an HTTPRoute has at "
+                                     f"most {MAX_RULES} rules", extra.source, sources,
+                                     hint="several HTTPRoutes of one Service are ordered by creation time, not as "
+                                          "written: merge routes that share a destination and policy"))
                 continue
             rules, rule_matches = [], []
             names = _rule_names([r.name for r in svc.routes])
