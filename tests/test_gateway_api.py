@@ -263,10 +263,6 @@ def test_each_non_exact_construct_has_its_diagnostic(text, channel, expected):
     assert expected in found, found
 
 
-@pytest.mark.parametrize("setting, shown", [("outlier { consecutive_5xx 3 }", "outlier detection"),
-                                            ("limits { connections 10 }", "connection limits"),
-                                            ("retry_budget { percent 20% }", "a retry budget"),
-                                            ("mtls strict", "mTLS `strict`")])
 def test_more_routes_than_an_httproute_holds():
     many = "".join(f'  route r{i} {{\n    match {{ path prefix "/p{i}" }}\n    to api.v1\n  }}\n' for i in range(17))
     emitted = emit(SVC + "routes api {\n" + many + "}\n")
@@ -274,6 +270,10 @@ def test_more_routes_than_an_httproute_holds():
     assert d.message == "`api` has 17 routes, and an HTTPRoute has at most 16 rules" and emitted.files == {}
 
 
+@pytest.mark.parametrize("setting, shown", [("outlier { consecutive_5xx 3 }", "outlier detection"),
+                                            ("limits { connections 10 }", "connection limits"),
+                                            ("retry_budget { percent 20% }", "a retry budget"),
+                                            ("mtls strict", "mTLS `strict`")])
 def test_destination_policies_are_reported_at_the_service(setting, shown):
     routes_block = "routes api {\n  route r {\n    to api.v1\n  }\n}\n"
     text = SVC.replace("  port 80\n", f"  port 80\n  {setting}\n") + routes_block
