@@ -194,7 +194,7 @@ def _emit_kube(files: list[str], args) -> int:
         return EXIT_INPUT
     services, routes = comp.counts
     if args.output is None:
-        return _deliver(args, {"": b"".join(emitted.files.values())}, "")
+        return _deliver(args, {"": b"".join(emitted.files.values()).decode("utf-8")}, "")
     return _deliver(args, emitted.outputs(), f"for --target {args.emit} to {args.output} "
                                              f"({services} services, {routes} routes)", count=True)
 

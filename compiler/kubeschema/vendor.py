@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent / "crds"
 
 # bundle file -> (source file under the CRD folder, the kinds kept)
 ISTIO_KINDS = ("VirtualService", "DestinationRule", "AuthorizationPolicy", "PeerAuthentication", "Sidecar",
-               "ServiceEntry", "WorkloadEntry")
+               "ServiceEntry", "WorkloadEntry", "EnvoyFilter")
 GATEWAY_KINDS = ("HTTPRoute",)
 BUNDLES = {
     "istio.json": ("istio/customresourcedefinitions.gen.yaml", ISTIO_KINDS),
