@@ -330,6 +330,10 @@ CODES: dict[str, Code] = _registry(
               "HTTPRoute per service: Gateway API breaks ties between the rules of several HTTPRoutes by their "
               "creation time, which the written order cannot decide. Merge routes that share a destination and "
               "policy (a route takes several matches)."),
+    ("E0953", "header changed twice under Gateway API", "An HTTPRoute's header filter names each header once in "
+              "`set`, `add` and `remove` (each a map by name), and Gateway API does not say in which order the three "
+              "apply: a header added twice, or removed or set and also added, has no equivalent. meshc applies "
+              "`remove`, then `set`, then `add`, in order."),
     ("W0940", "retry conditions Gateway API leaves to the implementation", "meshc's `5xx` and `gateway-error` also "
               "retry resets, connect failures and per-try timeouts, and `reset`/`connect-failure` are connection "
               "conditions: Gateway API's retry names status codes only, so only those are written and the rest is "

@@ -33,8 +33,8 @@ NON_STATUS = {"5xx": ("resets", "connect failures", "per-try timeouts"),
               "reset": ("resets", "connect failures"), "connect-failure": ("connect failures",),
               "refused-stream": ("refused streams",)}
 
-ORDER, STANDARD_RETRY, FAULT, PATH, CONDITION, WEIGHT, NAMESPACE, VALUE, TOO_MANY = (
-    "E0943", "E0944", "E0945", "E0946", "E0947", "E0948", "E0951", "E0950", "E0952")
+ORDER, STANDARD_RETRY, FAULT, PATH, CONDITION, WEIGHT, NAMESPACE, VALUE, TOO_MANY, TWICE = (
+    "E0943", "E0944", "E0945", "E0946", "E0947", "E0948", "E0951", "E0950", "E0952", "E0953")
 MAX_RULES = 16   # an HTTPRoute's `rules` (maxItems)
 # HTTPHeader and HTTPHeaderMatch values (Gateway API v1.6.1): printable ASCII, single spaces or tabs
 # between words, at least one character, at most 4096
@@ -245,6 +245,18 @@ def _value_ok(value: str, route: ir.Route, what: str, sources: dict, diags: list
 def _header_modifier(changes: ir.HeaderChanges, route: ir.Route, sources: dict,
                      diags: list[Diagnostic]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    # Gateway API's `set`, `add` and `remove` are maps by header name, and it does not order them:
+    # one header changed twice (added twice, or removed or set and also added) has no equivalent
+    touched: dict[str, int] = {}
+    for name in [*changes.remove, *(n for n, _ in changes.set), *(n for n, _ in changes.add)]:
+        touched[name] = touched.get(name, 0) + 1
+    twice = sorted(n for n, count in touched.items() if count > 1)
+    if twice:
+        diags.append(located(TWICE, f"route `{route.name}` changes header {', '.join(f'`{n}`' for n in twice)} "
+                             "more than once, which an HTTPRoute's header filter cannot say", route.source, sources,
+                             hint="Gateway API's `set`, `add` and `remove` each name a header once, and are not "
+                                  "ordered among themselves: write one value (join values with `,` where the "
+                                  "header allows it)"))
     if changes.set:
         out["set"] = [{"name": n, "value": v} for n, v in changes.set
                       if _value_ok(v, route, f"header `{n}`", sources, diags)]
