@@ -250,6 +250,9 @@ RETRY = "    to api.v1\n    retry { attempts 2  on [503] }"
     (route('    match { header "x" absent }\n    to api.v1'), "experimental", "E0947"),
     (route('    match { not header "x" exact "1" }\n    to api.v1'), "experimental", "E0947"),
     (route("    split { api.v1 2000000  api.v2 1 }"), "experimental", "E0948"),
+    (route('    to api.v1\n    request_headers { set "x" "" }'), "experimental", "E0950"),
+    (route('    to api.v1\n    response_headers { add "x" "a  b" }'), "experimental", "E0950"),
+    (route('    match { header "x" exact "caf\u00e9" }\n    to api.v1'), "experimental", "E0950"),
     (route('    to api.v1\n    request_headers { add "x" "1"  add "x" "2" }'), "experimental", "E0953"),
     (route('    to api.v1\n    response_headers { set "x" "1"  add "x" "2" }'), "experimental", "E0953"),
     (route("    to api.v1\n    retry { attempts 2  on [5xx] }"), "experimental", "W0940"),
@@ -356,6 +359,13 @@ def test_compile_writes_only_the_channel_asked_for(tmp_path, monkeypatch):
     assert "shop/catalog.yaml" in files
     status, _, err = run_cli(["compile", "examples/shop.mesh", "--target", "gateway-api", "-o", str(tmp_path / "std")])
     assert status == 1 and not (tmp_path / "std").exists()
+
+
+def test_check_target_istio_validates_the_istio_objects(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    status, out, err = run_cli(["check", "examples/shop.mesh", "--target", "istio"])
+    assert status == 0, err
+    assert "istio objects (" in out and "CEL rule evaluations of" in out
 
 
 def test_channel_needs_gateway_api(monkeypatch):
