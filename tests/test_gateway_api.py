@@ -446,3 +446,12 @@ def test_the_native_comparison_compared_requests():
     """Runs after the comparison (file order): it compared requests, not only refused policies."""
     if COMPARED["policies"]:
         assert COMPARED["requests"] > 0, COMPARED
+
+
+def test_a_rule_that_would_need_too_many_matches_is_a_conflict():
+    """Keeping a catch-all first over a later rule of 64 prefixes takes 65 matches: refused."""
+    catch_all = [{"headers": [{"name": "x", "type": "Exact", "value": "1"}]}]
+    prefixes = [{"path": {"type": "PathPrefix", "value": f"/p{i}"}} for i in range(64)]
+    planned, conflicts = order.plan([catch_all, prefixes])
+    assert len(planned[0]) == order.MAX_MATCHES
+    assert [c.reason for c in conflicts] == ["limit"]

@@ -350,8 +350,11 @@ def _order(svc: ir.Service, conflicts: list[order.Conflict], sources: dict) -> l
     out = []
     for c in conflicts:
         earlier, later = svc.routes[c.earlier.rule], svc.routes[c.later.rule]
-        regex = "RegularExpression" in (order.path_kind(c.earlier.match), order.path_kind(c.later.match))
-        if c.request is not None and not regex and c.written_rule is not None and c.gateway_rule != c.written_rule:
+        regex = c.reason == "regex"
+        if c.reason == "limit":
+            message = (f"keeping route `{earlier.name}` before `{later.name}` under Gateway API's precedence would "
+                       f"take more than {order.MAX_MATCHES} matches in `{earlier.name}`")
+        elif c.request is not None and not regex and c.written_rule is not None and c.gateway_rule != c.written_rule:
             message = (f"Gateway API would send {order.show(c.request)} to route "
                        f"`{svc.routes[c.gateway_rule or 0].name}`, where the written order sends it to "
                        f"`{svc.routes[c.written_rule].name}`")
