@@ -256,3 +256,11 @@ def test_problems_become_diagnostics_at_the_mesh_source():
     (p,) = validate([unannotated]).problems
     d = problem_diagnostic(p, comp.sources, "shop/reviews.yaml")
     assert (d.code, d.span, d.path) == ("E0940", None, "shop/reviews.yaml")
+
+
+def test_message_expression_gives_the_message():
+    rule = cel.compile_rule({"rule": "self.size() <= 3", "message": "too long",
+                             "messageExpression": "'has ' + string(self.size()) + ' characters'"})
+    assert rule.evaluate(cel.to_cel({"type": "string"}, "abcdef")) == (False, "has 6 characters")
+    with pytest.raises(cel.RuleError):
+        cel.compile_rule({"rule": "true", "messageExpression": "self.nope()"})

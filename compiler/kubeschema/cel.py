@@ -282,7 +282,7 @@ class Rule:
         if self.message_program is not None:
             try:
                 text = self.message_program.evaluate({"self": value})
-                if isinstance(text, celtypes.StringType) and text.strip():
+                if isinstance(text, str) and text.strip():
                     return str(text)
             except Exception:
                 pass   # Kubernetes falls back to `message` when messageExpression fails
