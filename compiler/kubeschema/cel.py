@@ -272,7 +272,7 @@ class Rule:
             return None, f"{type(exc).__name__}: {exc}"
         if isinstance(result, CELEvalError):
             return None, _describe(result)
-        if not isinstance(result, celtypes.BoolType):
+        if not isinstance(result, (celtypes.BoolType, bool)):
             return None, f"the rule gives a {type(result).__name__}, not a bool"
         if result:
             return True, ""
