@@ -264,3 +264,24 @@ def test_message_expression_gives_the_message():
     assert rule.evaluate(cel.to_cel({"type": "string"}, "abcdef")) == (False, "has 6 characters")
     with pytest.raises(cel.RuleError):
         cel.compile_rule({"rule": "true", "messageExpression": "self.nope()"})
+
+
+def test_without_cel_python_the_objects_are_refused_with_a_clear_message():
+    """cel-python is an extra (`meshc[kubernetes]`): without it a rule cannot be evaluated, which
+    is the validator's error (reported once), never a pass. Run in a child whose `celpy` cannot
+    be imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json\n"
+        "sys.modules['celpy'] = None\n"
+        "from compiler.kubeschema import validate\n"
+        f"report = validate([{VS!r}, {VS!r}])\n"
+        "print(json.dumps([(p.kind, p.message) for p in report.problems]))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [[
+        "validator", "cel-python is not installed, so the CRD's CEL rules cannot be evaluated: "
+                     "pip install 'meshc[kubernetes]'"]]
