@@ -285,3 +285,34 @@ def test_without_cel_python_the_objects_are_refused_with_a_clear_message():
     assert json.loads(proc.stdout) == [[
         "validator", "cel-python is not installed, so the CRD's CEL rules cannot be evaluated: "
                      "pip install 'meshc[kubernetes]'"]]
+
+
+@pytest.mark.parametrize("node, value, ok", [
+    ({"type": "string", "nullable": True}, None, True),
+    ({"type": "string"}, None, False),
+    ({"x-kubernetes-int-or-string": True}, 8080, True),
+    ({"x-kubernetes-int-or-string": True}, "http", True),
+    ({"x-kubernetes-int-or-string": True}, 1.5, False),
+    ({"type": "object", "x-kubernetes-preserve-unknown-fields": True}, {"any": {"thing": 1}}, True),
+    ({"type": "object", "properties": {"a": {"type": "string"}}}, {"a": "x", "b": 1}, False),   # unknown field
+    ({"type": "object"}, {"b": 1}, False),                     # pruned entirely by the API server: rejected
+    ({"type": "object", "additionalProperties": {"type": "integer"}}, {"b": 1}, True),
+    ({"type": "array", "items": {"type": "string"}, "x-kubernetes-list-type": "set"}, ["a", "a"], False),
+    ({"type": "array", "items": {"type": "string"}, "x-kubernetes-list-type": "atomic"}, ["a", "a"], True),
+    ({"type": "integer", "format": "int32"}, 2 ** 31, False),
+    ({"type": "integer", "format": "int64"}, 2 ** 31, True),
+    ({"type": "string", "format": "byte"}, "aGk=", True),
+    ({"type": "string", "format": "byte"}, "not base64!", False),
+    ({"type": "string", "format": "date-time"}, "2026-12-07T08:00:00Z", True),
+    ({"type": "string", "format": "date-time"}, "yesterday", False),
+    ({"type": "object", "properties": {"a": {}, "b": {}}, "oneOf": [{"required": ["a"]}, {"required": ["b"]}]},
+     {"a": 1, "b": 2}, False),
+])
+def test_structural_schemas_as_json_schema(node, value, ok):
+    from jsonschema import Draft202012Validator, validators
+
+    from compiler.kubeschema.validate import _format_checker, _list_map_keys, to_json_schema
+
+    cls = validators.extend(Draft202012Validator, {"x-list-map-keys": _list_map_keys})
+    errors = list(cls(to_json_schema(node), format_checker=_format_checker()).iter_errors(value))
+    assert (not errors) == ok, [e.message for e in errors]
