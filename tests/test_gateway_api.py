@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from compiler.backends.gateway_api import order
 from compiler.backends.gateway_api.build import duration
 from compiler.syntax import render
 from tests import strategies as S
+from tests.equivalence.policies import cases as equivalence_cases
 from tests.test_explain import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,6 +250,11 @@ RETRY = "    to api.v1\n    retry { attempts 2  on [503] }"
     (route('    match { header "x" absent }\n    to api.v1'), "experimental", "E0947"),
     (route('    match { not header "x" exact "1" }\n    to api.v1'), "experimental", "E0947"),
     (route("    split { api.v1 2000000  api.v2 1 }"), "experimental", "E0948"),
+    (route('    to api.v1\n    request_headers { set "x" "" }'), "experimental", "E0950"),
+    (route('    to api.v1\n    response_headers { add "x" "a  b" }'), "experimental", "E0950"),
+    (route('    match { header "x" exact "caf\u00e9" }\n    to api.v1'), "experimental", "E0950"),
+    (route('    to api.v1\n    request_headers { add "x" "1"  add "x" "2" }'), "experimental", "E0953"),
+    (route('    to api.v1\n    response_headers { set "x" "1"  add "x" "2" }'), "experimental", "E0953"),
     (route("    to api.v1\n    retry { attempts 2  on [5xx] }"), "experimental", "W0940"),
     (route("    to api.v1\n    retry { attempts 2  on [503]  backoff 10ms max 30ms }"), "experimental", "W0941"),
     (route("    to api.v1"), "experimental", "W0942"),
@@ -263,10 +270,23 @@ def test_each_non_exact_construct_has_its_diagnostic(text, channel, expected):
     assert expected in found, found
 
 
-def test_destination_policies_are_reported_at_the_service():
-    text = SVC.replace("  port 80\n", "  port 80\n  outlier { consecutive_5xx 3 }\n") + \
-        "routes api {\n  route r {\n    to api.v1\n  }\n}\n"
-    assert "W0946" in codes(text)
+def test_more_routes_than_an_httproute_holds():
+    many = "".join(f'  route r{i} {{\n    match {{ path prefix "/p{i}" }}\n    to api.v1\n  }}\n' for i in range(17))
+    emitted = emit(SVC + "routes api {\n" + many + "}\n")
+    (d,) = [d for d in emitted.diagnostics if d.code == "E0952"]
+    assert d.message == "`api` has 17 routes, and an HTTPRoute has at most 16 rules" and emitted.files == {}
+
+
+@pytest.mark.parametrize("setting, shown", [("outlier { consecutive_5xx 3 }", "outlier detection"),
+                                            ("limits { connections 10 }", "connection limits"),
+                                            ("retry_budget { percent 20% }", "a retry budget"),
+                                            ("mtls strict", "mTLS `strict`")])
+def test_destination_policies_are_reported_at_the_service(setting, shown):
+    routes_block = "routes api {\n  route r {\n    to api.v1\n  }\n}\n"
+    text = SVC.replace("  port 80\n", f"  port 80\n  {setting}\n") + routes_block
+    (d,) = [d for d in emit(text).diagnostics if d.code == "W0946"]
+    assert shown in d.message and d.span.location().endswith(":1:1")
+    assert "W0946" not in codes(SVC + routes_block)
 
 
 def test_a_destination_in_another_namespace_is_refused():
@@ -341,9 +361,97 @@ def test_compile_writes_only_the_channel_asked_for(tmp_path, monkeypatch):
     assert status == 1 and not (tmp_path / "std").exists()
 
 
+def test_check_target_istio_validates_the_istio_objects(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    status, out, err = run_cli(["check", "examples/shop.mesh", "--target", "istio"])
+    assert status == 0, err
+    assert "istio objects (" in out and "CEL rule evaluations of" in out
+
+
 def test_channel_needs_gateway_api(monkeypatch):
     monkeypatch.chdir(ROOT)
     status, _, err = run_cli(["compile", "examples/shop.mesh", "--target", "envoy", "--channel", "experimental"])
     assert status == 2 and "--channel" in err
     status, _, err = run_cli(["check", "examples/shop.mesh", "--channel", "experimental"])
     assert status == 2 and "--channel" in err
+
+
+# ---- against the native proxy's decision
+
+# Policies per run (most generated policies use what Gateway API cannot carry and are refused: about
+# one in five is compared); derandomised, so that a run always compares requests.
+EQUIVALENCE = int(os.environ.get("MESHC_GATEWAY_EQUIVALENCE", "25"))
+
+
+@settings(max_examples=EQUIVALENCE, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+@given(case=equivalence_cases(max_requests=20, min_requests=5, live=False))
+def test_httproutes_route_as_the_native_proxy_decides(case):
+    """The equivalence suite's generated policies and requests: where the Gateway API target writes
+    the policy without an error, the rule Gateway API's precedence picks in the written HTTPRoute
+    (order.py's model of the HTTPRoute spec) is the route the native proxy's own decision function
+    picks, for every outbound request with a known Host and no repeated header (whose test Gateway
+    API leaves to the implementation)."""
+    from urllib.parse import parse_qsl
+
+    from compiler.verify.native import NativeModel
+    from tests.equivalence.compile import compile_text
+    from tests.equivalence.policies import host_service
+
+    policy, requests = case
+    text = policy.text
+    for key, value in {"INBOUND": 15006, "OUTBOUND": 15001, "ADMIN": 15000, "APP": 18000, "OTLP": 4318}.items():
+        text = text.replace(f"@{key}@", str(value))
+    for i in range(12):
+        text = text.replace(f"@EP{i}@", str(19000 + i))
+    compiled = compile_text(text)
+    comp = api.compile([api.Text("generated.mesh", text)], shard=False)
+    emitted = comp.emit("gateway-api", None, Options(channel="experimental"))
+    COMPARED["policies"] += 1
+    if emitted.has_errors:
+        COMPARED["refused"] += 1
+        return
+    by_service = {r["metadata"]["name"]: r for r in routes(emitted)}
+    native = NativeModel(compiled, validate=False)
+    for request in requests:
+        svc = host_service(request.host, policy.services)
+        names = [n.lower() for n, _ in request.headers]
+        if request.kind != "outbound" or svc is None or len(set(names)) != len(names):
+            continue
+        decision = native.decide(request)
+        target = decision.path
+        if decision.route is None and decision.status == 404 and not re.search(r"//|/\.|%|#", request.target):
+            target = request.target   # no route: the path as sent is the path matched (already normal)
+        elif decision.path is None or decision.status:
+            continue   # refused before routing (a malformed request), or a local reply
+        path, _, query = target.partition("?")
+        params: dict[str, str] = {}
+        for k, v in parse_qsl(query, keep_blank_values=True):
+            params.setdefault(k, v)
+        req = {"method": request.method, "path": path, "headers": dict(request.headers), "query": params}
+        route = by_service[svc]
+        entries = [order.Entry(r, i, m) for r, rule in enumerate(route["spec"]["rules"])
+                   for i, m in enumerate(rule["matches"])]
+        _, gateway = order.winners(entries, req)
+        expected = decision.route.split("/", 1)[1] if decision.route else None
+        got = comp.ir.service(svc).routes[gateway].name if gateway is not None else None
+        assert got == expected, f"{request.describe()}\n--- policy:\n{text}"
+        COMPARED["requests"] += 1
+
+
+COMPARED = {"policies": 0, "refused": 0, "requests": 0}
+
+
+def test_the_native_comparison_compared_requests():
+    """Runs after the comparison (file order): it compared requests, not only refused policies."""
+    if COMPARED["policies"]:
+        assert COMPARED["requests"] > 0, COMPARED
+
+
+def test_a_rule_that_would_need_too_many_matches_is_a_conflict():
+    """Keeping a catch-all first over a later rule of 64 prefixes takes 65 matches: refused."""
+    catch_all = [{"headers": [{"name": "x", "type": "Exact", "value": "1"}]}]
+    prefixes = [{"path": {"type": "PathPrefix", "value": f"/p{i}"}} for i in range(64)]
+    planned, conflicts = order.plan([catch_all, prefixes])
+    assert len(planned[0]) == order.MAX_MATCHES
+    assert [c.reason for c in conflicts] == ["limit"]

@@ -329,6 +329,14 @@ CODES: dict[str, Code] = _registry(
               "or in a row, or a character outside printable ASCII cannot be written."),
     ("E0951", "destination in another namespace", "An HTTPRoute may send to a Service of another namespace only "
               "where that namespace's ReferenceGrant allows it, and meshc does not write one."),
+    ("E0952", "more routes than an HTTPRoute holds", "An HTTPRoute has at most 16 rules, and meshc writes one "
+              "HTTPRoute per service: Gateway API breaks ties between the rules of several HTTPRoutes by their "
+              "creation time, which the written order cannot decide. Merge routes that share a destination and "
+              "policy (a route takes several matches)."),
+    ("E0953", "header changed twice under Gateway API", "An HTTPRoute's header filter names each header once in "
+              "`set`, `add` and `remove` (each a map by name), and Gateway API does not say in which order the three "
+              "apply: a header added twice, or removed or set and also added, has no equivalent. meshc applies "
+              "`remove`, then `set`, then `add`, in order."),
     ("W0940", "retry conditions Gateway API leaves to the implementation", "meshc's `5xx` and `gateway-error` also "
               "retry resets, connect failures and per-try timeouts, and `reset`/`connect-failure` are connection "
               "conditions: Gateway API's retry names status codes only, so only those are written and the rest is "
@@ -347,7 +355,8 @@ CODES: dict[str, Code] = _registry(
     ("W0945", "authorization not carried by Gateway API", "HTTPRoute has no authorization: a service's "
               "`authorization` block is not written by `--target gateway-api`. Enforce it with the mesh's own "
               "policy (`--target istio` writes an AuthorizationPolicy)."),
-    ("W0946", "destination policies not carried by Gateway API", "Outlier detection, retry budgets and mTLS are "
+    ("W0946", "destination policies not carried by Gateway API", "Connection limits, outlier detection, retry "
+              "budgets and mTLS are "
               "the mesh implementation's own policies, not HTTPRoute fields: `--target gateway-api` does not write "
               "them (`--target istio` writes a DestinationRule and a PeerAuthentication)."),
     ("W0947", "retry without a status code", "Gateway API's HTTPRouteRetry retries on response status codes "

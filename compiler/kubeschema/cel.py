@@ -272,7 +272,7 @@ class Rule:
             return None, f"{type(exc).__name__}: {exc}"
         if isinstance(result, CELEvalError):
             return None, _describe(result)
-        if not isinstance(result, celtypes.BoolType):
+        if not isinstance(result, (celtypes.BoolType, bool)):
             return None, f"the rule gives a {type(result).__name__}, not a bool"
         if result:
             return True, ""
@@ -282,7 +282,7 @@ class Rule:
         if self.message_program is not None:
             try:
                 text = self.message_program.evaluate({"self": value})
-                if isinstance(text, celtypes.StringType) and text.strip():
+                if isinstance(text, str) and text.strip():
                     return str(text)
             except Exception:
                 pass   # Kubernetes falls back to `message` when messageExpression fails

@@ -65,6 +65,7 @@ class Report:
     rule_evaluations: int = 0          # rules evaluated (each rule once per value it applies to)
     rules: set[str] = field(default_factory=set)   # the distinct rules evaluated
     transitions_skipped: int = 0       # `oldSelf` rules: they apply only to an update
+    cel_missing: bool = False          # cel-python is not installed (reported once)
 
     @property
     def ok(self) -> bool:
@@ -378,7 +379,14 @@ def _evaluate_rules(schema: dict[str, Any], value: Any, path: list[Any], add: An
         return
     rules = schema.get("x-kubernetes-validations")
     if rules:
-        from compiler.kubeschema import cel
+        try:
+            from compiler.kubeschema import cel
+        except ImportError:   # cel-python is the `kubernetes` extra: refuse, never pass unchecked
+            if not report.cel_missing:
+                report.cel_missing = True
+                add(field_path(path), "cel-python is not installed, so the CRD's CEL rules cannot be evaluated: "
+                                      "pip install 'meshc[kubernetes]'", "validator")
+            return
 
         cel_value = None
         for spec in rules:

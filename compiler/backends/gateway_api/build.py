@@ -33,8 +33,9 @@ NON_STATUS = {"5xx": ("resets", "connect failures", "per-try timeouts"),
               "reset": ("resets", "connect failures"), "connect-failure": ("connect failures",),
               "refused-stream": ("refused streams",)}
 
-ORDER, STANDARD_RETRY, FAULT, PATH, CONDITION, WEIGHT, NAMESPACE, VALUE = (
-    "E0943", "E0944", "E0945", "E0946", "E0947", "E0948", "E0951", "E0950")
+ORDER, STANDARD_RETRY, FAULT, PATH, CONDITION, WEIGHT, NAMESPACE, VALUE, TOO_MANY, TWICE = (
+    "E0943", "E0944", "E0945", "E0946", "E0947", "E0948", "E0951", "E0950", "E0952", "E0953")
+MAX_RULES = 16   # an HTTPRoute's `rules` (maxItems)
 # HTTPHeader and HTTPHeaderMatch values (Gateway API v1.6.1): printable ASCII, single spaces or tabs
 # between words, at least one character, at most 4096
 _HEADER_VALUE = re.compile(r"[!-~]+([\t ]?[!-~]+)*\Z")
@@ -72,6 +73,13 @@ class GatewayApiTarget:
         for svc in program.services:
             diags += _service_policies(svc, sources)
             if not svc.routes:
+                continue
+            if len(svc.routes) > MAX_RULES:
+                extra = svc.routes[MAX_RULES]
+                diags.append(located(TOO_MANY, f"`{svc.name}` has {len(svc.routes)} routes, and an HTTPRoute has at "
+                                     f"most {MAX_RULES} rules", extra.source, sources,
+                                     hint="several HTTPRoutes of one Service are ordered by creation time, not as "
+                                          "written: merge routes that share a destination and policy"))
                 continue
             rules, rule_matches = [], []
             names = _rule_names([r.name for r in svc.routes])
@@ -237,6 +245,18 @@ def _value_ok(value: str, route: ir.Route, what: str, sources: dict, diags: list
 def _header_modifier(changes: ir.HeaderChanges, route: ir.Route, sources: dict,
                      diags: list[Diagnostic]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    # Gateway API's `set`, `add` and `remove` are maps by header name, and it does not order them:
+    # one header changed twice (added twice, or removed or set and also added) has no equivalent
+    touched: dict[str, int] = {}
+    for name in [*changes.remove, *(n for n, _ in changes.set), *(n for n, _ in changes.add)]:
+        touched[name] = touched.get(name, 0) + 1
+    twice = sorted(n for n, count in touched.items() if count > 1)
+    if twice:
+        diags.append(located(TWICE, f"route `{route.name}` changes header {', '.join(f'`{n}`' for n in twice)} "
+                             "more than once, which an HTTPRoute's header filter cannot say", route.source, sources,
+                             hint="Gateway API's `set`, `add` and `remove` each name a header once, and are not "
+                                  "ordered among themselves: write one value (join values with `,` where the "
+                                  "header allows it)"))
     if changes.set:
         out["set"] = [{"name": n, "value": v} for n, v in changes.set
                       if _value_ok(v, route, f"header `{n}`", sources, diags)]
@@ -330,8 +350,11 @@ def _order(svc: ir.Service, conflicts: list[order.Conflict], sources: dict) -> l
     out = []
     for c in conflicts:
         earlier, later = svc.routes[c.earlier.rule], svc.routes[c.later.rule]
-        regex = "RegularExpression" in (order.path_kind(c.earlier.match), order.path_kind(c.later.match))
-        if c.request is not None and not regex and c.written_rule is not None and c.gateway_rule != c.written_rule:
+        regex = c.reason == "regex"
+        if c.reason == "limit":
+            message = (f"keeping route `{earlier.name}` before `{later.name}` under Gateway API's precedence would "
+                       f"take more than {order.MAX_MATCHES} matches in `{earlier.name}`")
+        elif c.request is not None and not regex and c.written_rule is not None and c.gateway_rule != c.written_rule:
             message = (f"Gateway API would send {order.show(c.request)} to route "
                        f"`{svc.routes[c.gateway_rule or 0].name}`, where the written order sends it to "
                        f"`{svc.routes[c.written_rule].name}`")
@@ -357,6 +380,9 @@ def _service_policies(svc: ir.Service, sources: dict) -> list[Diagnostic]:
                            hint="enforce it with the mesh's own policy (`--target istio` writes an "
                                 "AuthorizationPolicy)"))
     policies = []
+    if svc.limits != svc.sidecar.app_limits:
+        # (the app's thresholds are Envoy's defaults, which are also `limits`' own: other values were written)
+        policies.append("connection limits")
     if svc.outlier is not None:
         policies.append("outlier detection")
     if svc.retry_budget is not None:

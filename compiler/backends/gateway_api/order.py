@@ -51,6 +51,8 @@ class Conflict:
     request: dict[str, Any] | None   # {"method", "path", "headers", "query"}: routed differently; None: not built
     written_rule: int | None
     gateway_rule: int | None
+    reason: str = "inexpressible"    # "regex" (a regex path's rank), "inexpressible" (no match says a ∧ b),
+                                     # "limit" (the earlier rule would need more than MAX_MATCHES matches)
 
 
 def _path(m: dict[str, Any]) -> tuple[str, str]:
@@ -352,6 +354,7 @@ def plan(rules: list[list[dict[str, Any]]]) -> tuple[list[list[dict[str, Any]]],
                     continue   # Gateway API ranks them as written
                 if disjoint(a.match, b.match):
                     continue
+                reason = "regex" if regex else "inexpressible"
                 if not regex:
                     both = intersect(a.match, b.match)
                     if both is not None:
@@ -363,8 +366,9 @@ def plan(rules: list[list[dict[str, Any]]]) -> tuple[list[list[dict[str, Any]]],
                             canon[a.rule].add(key)
                             changed = True
                             continue
+                        reason = "limit"
                 reported.add((a.rule, b.rule))
-                found.append(Conflict(a, b, None, None, None))
+                found.append(Conflict(a, b, None, None, None, reason))
         if not changed:
             return rules, [_with_request(c, entries) for c in found]
     raise AssertionError("the refinement of Gateway API matches did not converge")
@@ -375,7 +379,7 @@ def _with_request(c: Conflict, entries: list[Entry]) -> Conflict:
     if req is None:
         return c
     written, gateway = winners(entries, req)
-    return Conflict(c.earlier, c.later, req, written, gateway)
+    return Conflict(c.earlier, c.later, req, written, gateway, c.reason)
 
 
 def conflicts(rules: list[list[dict[str, Any]]]) -> list[Conflict]:
