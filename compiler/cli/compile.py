@@ -22,8 +22,24 @@ if TYPE_CHECKING:
 def check(files: list[str], args) -> int:
     from compiler import api
 
-    comp = api.check(files)
+    target = getattr(args, "target", None)
+    if getattr(args, "channel", None) and target != "gateway-api":
+        print("meshc: error: --channel needs --target gateway-api", file=sys.stderr)
+        return EXIT_USAGE
+    comp = api.compile(files) if target else api.check(files)
     diags, extra = comp.diagnostics, ""
+    if target and not comp.has_errors:
+        # `--target istio|gateway-api`: the target's objects, validated as `compile` validates
+        # them (compiler/kubeschema/), never written
+        from compiler.backends.base import Options
+
+        emitted = comp.emit(target, None, Options(channel=args.channel))
+        diags = sorted(diags + emitted.diagnostics, key=lambda d: d.sort_key())
+        report = emitted.validation   # (compiler/kubeschema Report)
+        if report is not None:
+            objects, evaluations = getattr(report, "objects", 0), getattr(report, "rule_evaluations", 0)
+            extra = (f", validated {objects} {target} object{'' if objects == 1 else 's'} "
+                     f"({evaluations} CEL rule evaluations of {len(getattr(report, 'rules', ()))} rules)")
     if not comp.has_errors and _has_asserts(comp):
         # `assert` blocks (docs/testing.md): proven on the compiled program through the native
         # proxy's decision; nothing of it is imported or computed for a program without one
@@ -31,7 +47,7 @@ def check(files: list[str], args) -> int:
 
         found, proven = prove(api.compile(files, shard=False))
         diags = sorted(diags + found, key=lambda d: d.sort_key())
-        extra = f", proved {proven} of {len(found) + proven} assert{'' if len(found) + proven == 1 else 's'}"
+        extra += f", proved {proven} of {len(found) + proven} assert{'' if len(found) + proven == 1 else 's'}"
     print_diagnostics(diags, args.output_format, args.color, quiet=args.quiet)
     print_outcome(diags, args, "checked", comp.files, comp.declared, extra)
     has_errors = any(d.severity == "error" for d in diags)
@@ -48,8 +64,13 @@ def _has_asserts(comp) -> bool:
 
 def compile_command(files: list[str], args) -> int:
     stage = args.emit
+    if args.channel and stage != "gateway-api":
+        print("meshc: error: --channel is for --target gateway-api", file=sys.stderr)
+        return EXIT_USAGE
     if stage in ("envoy", "native"):
         return _emit_target(files, args)
+    if stage in ("istio", "gateway-api"):
+        return _emit_kube(files, args)
     if args.proxy or args.bootstrap or args.xds_dir or args.certs_dir or args.xds_server or args.xds_identity:
         print("meshc: error: --proxy, --bootstrap, --xds-dir, --xds-server, --xds-identity and --certs-dir need "
               "--emit envoy or --emit native", file=sys.stderr)
@@ -150,6 +171,34 @@ def _emit_target(files: list[str], args) -> int:
     if code == EXIT_OK and args.emit == "envoy" and args.bootstrap != "ads":
         _remove_stale_scopes(args.output)
     return code
+
+
+def _emit_kube(files: list[str], args) -> int:
+    """`--target istio|gateway-api`: Kubernetes YAML for the whole program (compiler/backends/kube/),
+    one file per service in `-o DIR`, or every document on standard output; all or nothing."""
+    if args.proxy or args.bootstrap or args.xds_dir or args.certs_dir or args.xds_server or args.xds_identity:
+        print(f"meshc: error: --proxy, --bootstrap, --xds-dir, --xds-server, --xds-identity and --certs-dir are "
+              f"for --emit envoy|native, not --target {args.emit} (which configures every workload)", file=sys.stderr)
+        return EXIT_USAGE
+    from compiler import api
+    from compiler.backends.base import Options
+
+    comp = api.compile(files)
+    if comp.has_errors:
+        print_diagnostics(comp.diagnostics, args.output_format, args.color)
+        return EXIT_INPUT
+    out_dir = os.path.abspath(args.output) if args.output is not None else None
+    emitted = comp.emit(args.emit, None, Options(output_dir=out_dir, channel=args.channel))
+    diags = sorted(comp.diagnostics + emitted.diagnostics, key=lambda d: d.sort_key())
+    print_diagnostics(diags, args.output_format, args.color,
+                      json_stream=sys.stderr if args.output is None else None)
+    if emitted.has_errors:
+        return EXIT_INPUT
+    services, routes = comp.counts
+    if args.output is None:
+        return _deliver(args, {"": b"".join(emitted.files.values()).decode("utf-8")}, "")
+    return _deliver(args, emitted.outputs(), f"for --target {args.emit} to {args.output} "
+                                             f"({services} services, {routes} routes)", count=True)
 
 
 def _remove_stale_scopes(out_dir: str) -> None:

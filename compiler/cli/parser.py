@@ -16,7 +16,9 @@ COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp", "ca", "doctor",
             "trace", "test", "diff")
 FORMATS = ("human", "json", "sarif", "github")
 # What `meshc compile --emit` prints: the stages of a compile, in order.
-STAGES = ("tokens", "ast", "ir", "envoy", "native")
+STAGES = ("tokens", "ast", "ir", "envoy", "native", "istio", "gateway-api")
+# The Kubernetes targets among them (compiler/backends/kube/): YAML objects, no --proxy.
+KUBE_TARGETS = ("istio", "gateway-api")
 
 
 class Parser(argparse.ArgumentParser):
@@ -46,11 +48,20 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true",
                        help="print the diagnostics only: no summary line (machine formats never have one)")
 
+    def channel(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--channel", choices=("standard", "experimental"), default=None,
+                       help="with --target gateway-api: the Gateway API release channel whose HTTPRoute to write "
+                            "and validate against (default: standard; HTTPRoute `retry` is experimental)")
+
     if only in (None, "check"):
         check = sub.add_parser("check", help="check files and report every diagnostic",
                                description="Parse and check a program; print every diagnostic. Writes nothing.")
         common(check)
         check.add_argument("--exit-zero", action="store_true", help="exit 0 even when there are errors (report only)")
+        check.add_argument("--target", choices=KUBE_TARGETS, default=None,
+                           help="also compile to this Kubernetes target and validate its objects against the "
+                                "vendored CRDs (schemas and CEL rules), writing nothing (docs/kubernetes.md)")
+        channel(check)
         quiet(check)
     if only in (None, "lint"):
         lint = sub.add_parser("lint", help="check files and apply the lint rules (exit 1 on any finding)",
@@ -306,9 +317,13 @@ def compile_parser(sub, common) -> None:
                       help="what to produce: tokens (as the parser classified them), ast (JSON), ir (the default), "
                            "envoy (bootstrap and xDS files) or native (native proxy config). Without -o, tokens, "
                            "ast and ir are printed as they are, and envoy and native as one JSON object "
-                           "{file: content}")
-    comp.add_argument("--target", dest="emit", choices=("ir", "envoy", "native"), metavar="TARGET",
-                      help="the same as --emit, for the ir, envoy and native stages")
+                           "{file: content}; istio and gateway-api (Kubernetes YAML, one file per service, "
+                           "docs/kubernetes.md) as one multi-document YAML stream")
+    comp.add_argument("--target", dest="emit", choices=("ir", "envoy", "native") + KUBE_TARGETS, metavar="TARGET",
+                      help="the same as --emit, for the ir, envoy, native, istio and gateway-api stages")
+    comp.add_argument("--channel", choices=("standard", "experimental"), default=None,
+                      help="with --target gateway-api: the Gateway API release channel whose HTTPRoute to write "
+                           "and validate against (default: standard; HTTPRoute `retry` is experimental)")
     comp.add_argument("--proxy", action="append", metavar="SERVICE",
                       help="with --emit envoy|native: the service whose sidecar to configure, or "
                            "SERVICE.SUBSET for a workload's own sidecar (repeatable), or `all` for every sidecar")

@@ -39,6 +39,15 @@ def lower_subset(service: str, name: str, endpoints: tuple[ast.Lit[str], ...], n
                      location(node))
 
 
+def lower_label_subset(service: str, sub: ast.Subset) -> ir.Subset:
+    """A label-selected subset: no endpoints, its labels sorted by key (one block, each key once:
+    E0360, E0363)."""
+    assert sub.labels is not None
+    labels = tuple(sorted((e.key.value, e.value.value) for block in sub.labels for e in block))
+    return ir.Subset(sub.name.value, names.outbound_cluster(service, sub.name.value), "labels", (), location(sub),
+                     labels)
+
+
 def lower_sidecar(svc: ast.Service, subset: ast.Subset | None = None) -> ir.Sidecar:
     """The service's own sidecar, or with `subset` a workload's: the service's `sidecar` settings
     overridden, setting by setting, by the subset's own block (§5.9)."""
@@ -82,7 +91,9 @@ def lower_service(ctx: Context, svc: ast.Service) -> ir.Service:
                       for s in svc.subsets if s.sidecar is not None)
     own = {w.subset: w.sidecar for w in workloads}
     for s in svc.subsets:
-        if s.endpoints is None and s.name.value in own:   # a workload reached at its own inbound listener
+        if s.labels is not None:
+            subsets.append(lower_label_subset(name, s))
+        elif s.endpoints is None and s.name.value in own:   # a workload reached at its own inbound listener
             sc = own[s.name.value]
             subsets.append(ir.Subset(s.name.value, names.outbound_cluster(name, s.name.value), "static",
                                      (ir.Endpoint(sc.listen_host, sc.inbound_port),), location(s)))

@@ -254,14 +254,26 @@ class Builder:
 
     def subset_decl(self, c):
         fields: dict[str, Any] = {}
+        labels = []
         for tag, value, span in self.body(c):
+            if tag == "labels":   # each block written, in order (E0360 for a second one)
+                labels.append(value)
+                continue
             if tag in fields:
                 self.diags.add("E0105", f"`{tag}` is set twice in subset `{self.vals[c[1]]}`", span,
                                hint="remove one of them: a subset takes each setting once")
                 continue
             fields[tag] = value
-        return ("subset", ast.Subset(self.name(c[1]), fields.get("endpoints"), self.span(c), fields.get("sidecar")),
-                self.span(c))
+        subset = ast.Subset(self.name(c[1]), fields.get("endpoints"), self.span(c), sidecar=fields.get("sidecar"),
+                            labels=tuple(labels) or None)
+        return ("subset", subset, self.span(c))
+
+    def subset_labels(self, c):
+        return ("labels", tuple(self.body(c)), self.span(c))
+
+    def label_entry(self, c):
+        key = self.string(c[0]) if self.types[c[0]] == "STRING" else self.name(c[0])
+        return ast.LabelEntry(key, self.string(c[1]), self.span(c))
 
     def svc_limits(self, c):
         return ("limits", c[1], self.span(c))
