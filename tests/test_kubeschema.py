@@ -316,3 +316,23 @@ def test_structural_schemas_as_json_schema(node, value, ok):
     cls = validators.extend(Draft202012Validator, {"x-list-map-keys": _list_map_keys})
     errors = list(cls(to_json_schema(node), format_checker=_format_checker()).iter_errors(value))
     assert (not errors) == ok, [e.message for e in errors]
+
+
+def test_the_cel_parser_is_cached_and_an_unwritable_cache_only_costs_time(tmp_path):
+    """cel-python's parser tables go to meshc's cache directory; a second process reads them, and a
+    cache directory that cannot be created still validates."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from compiler.kubeschema import cel\n"
+            "rule = cel.compile_rule({'rule': 'self == true ? !false : false', 'message': 'm'})\n"
+            "assert rule.evaluate(cel.to_cel({'type': 'boolean'}, True)) == (True, '')\n")
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    for cache in (tmp_path / "cache", tmp_path / "cache", blocked / "below-a-file"):
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "MESHC_CACHE_DIR": str(cache)}
+        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "cache" / "cel-grammar.lark-cache").is_file()
