@@ -165,7 +165,7 @@ meshes = st.builds(ast.Mesh, st.lists(st.sampled_from(["trust_domain", "mtls", "
 label_keys = st.one_of(names(), string_lits.map(lambda lit: lit.value)).map(ast.Lit)
 label_entries = st.builds(ast.LabelEntry, label_keys, string_lits)
 subsets = st.builds(ast.Subset, name_lits(), optional(tuples(string_lits)), sidecar=optional(blocks("sidecar")),
-                    labels=optional(tuples(tuples(label_entries), max_size=2)))
+                    labels=optional(tuples(tuples(label_entries), min_size=1, max_size=2)))
 services = st.builds(
     ast.Service,
     name=name_lits(),
