@@ -266,7 +266,11 @@ class Importer:
                     eport = p.raw if p is not None else eport
                     ports_map.consume()
                 labels = ep.at("labels")
-                svc.endpoint_labels.append(labels.consume() if labels is not None else {})
+                lab = labels.consume() if labels is not None else {}
+                if not isinstance(lab, dict):
+                    self.diags.add("E1006", "`labels` is a mapping", ep.span)
+                    lab = {}
+                svc.endpoint_labels.append(lab)
                 a = addr.raw
                 svc.endpoints.append(f"[{a}]:{eport}" if ":" in a else f"{a}:{eport}")
             if not svc.endpoints:
@@ -292,8 +296,9 @@ class Importer:
         template = spec.raw.get("template") if isinstance(spec.raw, dict) else None
         if not isinstance(template, dict):
             return
-        labels = (template.get("metadata") or {}).get("labels") or {}
-        account = (template.get("spec") or {}).get("serviceAccountName")
+        meta, pod = template.get("metadata"), template.get("spec")
+        labels = meta.get("labels") if isinstance(meta, dict) else None
+        account = pod.get("serviceAccountName") if isinstance(pod, dict) else None
         if not isinstance(labels, dict):
             return
         labels = {str(k): str(v) for k, v in labels.items()}
@@ -341,7 +346,10 @@ class Importer:
                 continue
             labels = sub.at("labels")
             lab = labels.consume() if labels is not None else {}
-            svc.subsets.append((name.raw, lab if isinstance(lab, dict) else {}, sub.span))
+            if not isinstance(lab, dict):
+                self.diags.add("E1006", "`labels` is a mapping", sub.span)
+                continue
+            svc.subsets.append((name.raw, lab, sub.span))
             tp = sub.at("trafficPolicy")
             if tp is not None:
                 before = (svc.limits, svc.outlier, svc.budget)
@@ -424,7 +432,7 @@ class Importer:
         modes = {"STRICT": "strict", "PERMISSIVE": "permissive", "DISABLE": "disable", "UNSET": None}
         if mode is None:
             return
-        if mode.raw not in modes:
+        if not isinstance(mode.raw, str) or mode.raw not in modes:
             self.diags.add("E1006", f"unknown mTLS mode `{mode.raw}`", mode.value_span, "STRICT, PERMISSIVE, DISABLE "
                            "or UNSET")
             return
@@ -610,6 +618,7 @@ class Importer:
         if m is None:
             self.diags.add("E1005", f"condition `{k}` cannot be translated", (key or w).span,
                            "meshc rules test request headers (`request.headers[NAME]`), sources and operations")
+            w.consume()
             return None
         name = m.group(1).lower()
         values = w.at("values")
@@ -669,6 +678,9 @@ class Importer:
 
     def _route(self, route: Node, index: int, obj: Obj) -> list[tuple[str, Span]]:
         out: list[tuple[str, Span]] = []
+        if not isinstance(route.raw, dict):
+            self.diags.add("E1006", f"`{route.field}` is an HTTP route (a mapping)", route.span)
+            return out
         name_node = route.at("name")
         name = name_node.raw if name_node is not None and isinstance(name_node.raw, str) \
             and _NAME.match(name_node.raw) else f"route-{index}"
@@ -679,9 +691,11 @@ class Importer:
         dests = route.at("route")
         items = dests.items() if dests is not None else []
         if not items:
-            self.diags.add("E1005", "an HTTP route without `route` destinations cannot be translated", route.span,
-                           "meshc routes forward to a destination (redirects and direct responses are not in meshc)")
-        elif (len(items) == 1 and items[0].at("weight") is None) or len(items) == 1:
+            if not any(k in route.raw for k in ("redirect", "directResponse", "delegate")):
+                self.diags.add("E1005", "an HTTP route without `route` destinations cannot be translated", route.span,
+                               "meshc routes forward to a destination (redirects and direct responses are not in "
+                               "meshc)")
+        elif len(items) == 1:
             d = self._destination(items[0], obj)
             if d:
                 out.append((f"to {d}", items[0].span))
@@ -694,7 +708,7 @@ class Importer:
                 weight = self._int(w, 0, UINT32_MAX) if w is not None else 0
                 if d:
                     entries.append(f"{d} {weight or 0}")
-            out.append((f"split {{ {'  '.join(entries)} }}", dests.span))  # type: ignore[union-attr]
+            out.append((f"split {{ {'  '.join(entries)} }}", route.span if dests is None else dests.span))
         timeout = route.at("timeout")
         ms = self._duration(timeout) if timeout is not None else 0
         out.append(("timeout none" if not ms else f"timeout {ms}ms", (timeout or route).span))
@@ -708,7 +722,7 @@ class Importer:
             d = self._destination_of(mirror, obj)
             pct = route.at("mirrorPercentage")
             value = pct.at("value") if pct is not None else None
-            share = _percent(float(value.raw)) if value is not None and isinstance(value.raw, (int, float)) else "100%"
+            share = self._share(pct, value)
             if d:
                 out.append((f"mirror {d} {share}", mirror.span))
         elif mirrors is not None:
@@ -721,8 +735,7 @@ class Importer:
                 d = self._destination_of(dest, obj) if dest is not None else None
                 pct = ms_items[0].at("percentage")
                 value = pct.at("value") if pct is not None else None
-                share = _percent(float(value.raw)) if value is not None and isinstance(value.raw, (int, float)) \
-                    else "100%"
+                share = self._share(pct, value)
                 if d:
                     out.append((f"mirror {d} {share}", ms_items[0].span))
         headers = route.at("headers")
@@ -930,6 +943,17 @@ class Importer:
             return f"{n or 0}%"
         return "0%"   # Istio: "If left unspecified, no request will be delayed" (aborted)
 
+    def _share(self, pct: Node | None, value: Node | None) -> str:
+        """A mirror's percentage: 100% when unwritten (Istio: "If this field is absent, all the
+        traffic (100%) will be mirrored")."""
+        if pct is None:
+            return "100%"
+        if value is None or isinstance(value.raw, bool) or not isinstance(value.raw, (int, float)) \
+                or not 0 <= value.raw <= 100:
+            self.diags.add("E1006", "`value` is a number from 0 to 100", (value or pct).span)
+            return "100%"
+        return _percent(float(value.raw))
+
     def _header_ops(self, part: Node) -> str:
         ops = []
         remove = part.at("remove")
@@ -990,6 +1014,8 @@ class Importer:
             out.append((f"identity {_string(f'spiffe://cluster.local/ns/{svc.namespace}/sa/{svc.account}')}", svc.span))
         if svc.mtls:
             out.append((f"mtls {svc.mtls[0]}", svc.mtls[1]))
+        elif not svc.kube:   # no sidecar at a ServiceEntry's endpoints: Istio's auto mTLS sends plaintext
+            out.append(("mtls disable", svc.span))
         out.append((f"subset {_ALL} {{ endpoints [{', '.join(_string(e) for e in svc.endpoints)}] }}", svc.span))
         for name, labels, span in svc.subsets:
             if svc.kube and not label_subsets():
