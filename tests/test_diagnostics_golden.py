@@ -231,7 +231,10 @@ def test_every_registered_code_is_covered():
     # tests/test_policy_tests.py and tests/test_explain.py.
     prover = {"E0851", "W0850", "W0851"}
     run = {"E0820", "E0821"}
-    assert set(codes.CODES) - covered - target - lint - prover - run == set(), "codes without a diagnostics case"
+    # `meshc import istio` reads YAML (E10xx/W10xx): tests/test_istio_import.py and tests/test_explain.py.
+    imported = {c for c in codes.CODES if c[1:3] == "10"}
+    assert set(codes.CODES) - covered - target - lint - prover - run - imported == set(), \
+        "codes without a diagnostics case"
     assert covered - set(codes.CODES) == set(), "codes reported but not registered in compiler/core/codes.py"
 
 

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXPLANATIONS = ROOT / "compiler" / explain.EXPLANATIONS_DIR
 DOCS = ROOT / explain.DOCS_PATH
 BACKEND_PREFIXES = ("E07", "W07")   # codes only the backends report (compile --target envoy)
+IMPORT_PREFIXES = ("E10", "W10")   # codes `meshc import istio` reports, on YAML
 ASSERT_PROVER = ("E0851", "W0850", "W0851")  # codes only `meshc check`'s assert prover reports
 TEST_RUN_CODES = ("E0820", "E0821")  # codes `meshc test` reports when it runs the tests
 # A disagreement between the two targets is a bug of meshc: no policy written on purpose shows it
@@ -70,6 +71,10 @@ def envoy_backend_works(tmp_path_factory) -> bool:
 
 def diagnostics_of(code: str, paths: list[str], tmp_path: Path, request) -> list[tuple[str, str]]:
     """(code, severity) of every diagnostic the program reports, through the stage that reports `code`."""
+    if code.startswith(IMPORT_PREFIXES):   # `meshc import istio` on the example's YAML
+        from compiler.tooling.istio_import import import_istio
+
+        return [(d.code, d.severity) for d in import_istio(paths, out_dir=str(tmp_path / "out")).diagnostics]
     if code.startswith("L"):  # lint rules: through `meshc lint` with the default configuration
         from compiler.tooling.lint import lint_files
         from compiler.tooling.lint.config import LintConfig
