@@ -19,6 +19,7 @@ class Options:
                                        # None: under the output directory
     output_dir: str | None = None      # the -o directory, absolute
     certs_dir: str | None = None       # --certs-dir: the root of the identity files at run time, over `certificates`
+    channel: str | None = None         # gateway-api: "standard" or "experimental" (--channel); None: its default
 
 
 @dataclass(frozen=True)

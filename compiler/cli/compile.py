@@ -50,6 +50,8 @@ def compile_command(files: list[str], args) -> int:
     stage = args.emit
     if stage in ("envoy", "native"):
         return _emit_target(files, args)
+    if stage in ("istio", "gateway-api"):
+        return _emit_kube(files, args)
     if args.proxy or args.bootstrap or args.xds_dir or args.certs_dir or args.xds_server or args.xds_identity:
         print("meshc: error: --proxy, --bootstrap, --xds-dir, --xds-server, --xds-identity and --certs-dir need "
               "--emit envoy or --emit native", file=sys.stderr)
@@ -148,6 +150,34 @@ def _emit_target(files: list[str], args) -> int:
     if code == EXIT_OK and args.emit == "envoy" and args.bootstrap != "ads":
         _remove_stale_scopes(args.output)
     return code
+
+
+def _emit_kube(files: list[str], args) -> int:
+    """`--target istio|gateway-api`: Kubernetes YAML for the whole program (compiler/backends/kube/),
+    one file per service in `-o DIR`, or every document on standard output; all or nothing."""
+    if args.proxy or args.bootstrap or args.xds_dir or args.certs_dir or args.xds_server or args.xds_identity:
+        print(f"meshc: error: --proxy, --bootstrap, --xds-dir, --xds-server, --xds-identity and --certs-dir are "
+              f"for --emit envoy|native, not --target {args.emit} (which configures every workload)", file=sys.stderr)
+        return EXIT_USAGE
+    from compiler import api
+    from compiler.backends.base import Options
+
+    comp = api.compile(files)
+    if comp.has_errors:
+        print_diagnostics(comp.diagnostics, args.output_format, args.color)
+        return EXIT_INPUT
+    out_dir = os.path.abspath(args.output) if args.output is not None else None
+    emitted = comp.emit(args.emit, None, Options(output_dir=out_dir, channel=getattr(args, "channel", None)))
+    diags = sorted(comp.diagnostics + emitted.diagnostics, key=lambda d: d.sort_key())
+    print_diagnostics(diags, args.output_format, args.color,
+                      json_stream=sys.stderr if args.output is None else None)
+    if emitted.has_errors:
+        return EXIT_INPUT
+    services, routes = comp.counts
+    if args.output is None:
+        return _deliver(args, {"": b"".join(emitted.files.values()).decode("utf-8")}, "")
+    return _deliver(args, emitted.outputs(), f"for --target {args.emit} to {args.output} "
+                                             f"({services} services, {routes} routes)", count=True)
 
 
 def _remove_stale_scopes(out_dir: str) -> None:

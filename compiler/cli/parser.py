@@ -16,7 +16,9 @@ COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp", "ca", "doctor",
             "trace", "test", "diff", "import")
 FORMATS = ("human", "json", "sarif", "github")
 # What `meshc compile --emit` prints: the stages of a compile, in order.
-STAGES = ("tokens", "ast", "ir", "envoy", "native")
+STAGES = ("tokens", "ast", "ir", "envoy", "native", "istio", "gateway-api")
+# The Kubernetes targets among them (compiler/backends/kube/): YAML objects, no --proxy.
+KUBE_TARGETS = ("istio", "gateway-api")
 
 
 class Parser(argparse.ArgumentParser):
@@ -323,9 +325,10 @@ def compile_parser(sub, common) -> None:
                       help="what to produce: tokens (as the parser classified them), ast (JSON), ir (the default), "
                            "envoy (bootstrap and xDS files) or native (native proxy config). Without -o, tokens, "
                            "ast and ir are printed as they are, and envoy and native as one JSON object "
-                           "{file: content}")
-    comp.add_argument("--target", dest="emit", choices=("ir", "envoy", "native"), metavar="TARGET",
-                      help="the same as --emit, for the ir, envoy and native stages")
+                           "{file: content}; istio and gateway-api (Kubernetes YAML, one file per service, "
+                           "docs/kubernetes.md) as one multi-document YAML stream")
+    comp.add_argument("--target", dest="emit", choices=("ir", "envoy", "native") + KUBE_TARGETS, metavar="TARGET",
+                      help="the same as --emit, for the ir, envoy, native, istio and gateway-api stages")
     comp.add_argument("--proxy", action="append", metavar="SERVICE",
                       help="with --emit envoy|native: the service whose sidecar to configure "
                            "(repeatable), or `all` for every service")

@@ -3,7 +3,9 @@
 Codes are grouped by hundreds: E01xx syntax, E02xx names and imports, E03xx values,
 E04xx routes and timeouts, E05xx resilience, E06xx authorization, E07xx target limitations (what a
 backend cannot express exactly; reported by `compile --emit envoy|native`, never by `check`), E08xx policy
-tests (E0801-E0819 by `check`, E0820 and up by `meshc test` when it runs them). W-codes are warnings.
+tests (E0801-E0819 by `check`, E0820 and up by `meshc test` when it runs them), E09xx Kubernetes targets
+(what `compile --target istio|gateway-api` cannot write exactly, and names Kubernetes would reject;
+E0901-E0939 Istio and the shared name checks). W-codes are warnings.
 E10xx import: `meshc import istio`, located in the YAML it reads (never by `check`).
 """
 
@@ -100,6 +102,17 @@ CODES: dict[str, Code] = _registry(
               "defaults to `/v1/traces`), without credentials, a query or a fragment. The sidecars send spans "
               "only there."),
     # ---- routes and timeouts
+    ("E0360", "subset both label-selected and an endpoint list", "A subset is either a list of endpoints (`endpoints "
+              "[...]`, for every target) or label-selected (one `labels { KEY \"VALUE\" }` block: the Kubernetes pods "
+              "carrying those labels, for the Kubernetes targets), never both, and has one `labels` block."),
+    ("E0361", "invalid label key", "A label key is a Kubernetes qualified name: `NAME` or `PREFIX/NAME`, NAME at "
+              "most 63 letters, digits, `-`, `_` and `.` starting and ending with a letter or digit, "
+              "PREFIX a DNS subdomain."),
+    ("E0362", "invalid label value", "A label value is empty or at most 63 letters, digits, `-`, `_` and `.`, starting "
+              "and ending with a letter or digit, as Kubernetes takes it."),
+    ("E0363", "duplicate label", "A label-selected subset names each label key once: a pod has one value per key."),
+    ("E0364", "label-selected subset without a label", "`labels { }` selects by no label, that is every pod of the "
+              "service: write the labels that tell this subset's pods apart."),
     ("E0401", "impossible timeout", "A per-try timeout that is not less than the route timeout can never fire before "
               "the route gives up, so no retry after a slow try could ever happen. Shorten the per-try timeout or "
               "raise the route timeout."),
@@ -169,6 +182,10 @@ CODES: dict[str, Code] = _registry(
     ("E0703", "tracing without a collector", "Envoy's OpenTelemetry tracer refuses a configuration without an "
               "exporter (the listener is rejected when Envoy loads it), so a `tracing` block without `otlp` has no "
               "Envoy form: the native proxy propagates trace headers without exporting, Envoy cannot."),
+    ("E0750", "label-selected subset on the Envoy or native target", "A label-selected subset (`labels { … }`) names "
+              "the Kubernetes pods that carry those labels: only a Kubernetes target (`--target istio`) has pods to "
+              "select. Envoy's clusters and the native proxy need the subset's endpoints, so compiling to them "
+              "refuses it."),
     ("W0701", "fraction of a percent ejected", "Envoy's `max_ejection_percent` is a whole number: a fractional "
               "`max_ejected` is rounded down."),
     ("W0702", "condition on a header Envoy changes", "Envoy removes some headers from every request before routing and "
@@ -178,6 +195,51 @@ CODES: dict[str, Code] = _registry(
     ("W0703", "query condition that never holds under Envoy", "Envoy compares query parameters as they are sent, "
               "without percent-decoding. A name or value with a space, a control character, `#` or `&` (or a name with "
               "`=`) never appears as it is in a query string, so the condition never holds."),
+    # ---- Kubernetes targets (`compile --target istio|gateway-api`; docs/kubernetes.md)
+    ("E0901", "name Kubernetes would reject", "A Kubernetes target writes meshc's names as Kubernetes names: a "
+              "service becomes a Kubernetes Service (a DNS-1035 label: lower-case letters, digits and `-`, starting "
+              "with a letter, at most 63 characters), its namespace and its subsets DNS labels (the same, starting "
+              "with a letter or digit). meshc's own names also admit upper case and `_`, which Kubernetes rejects; the "
+              "Envoy and native targets accept them."),
+    ("E0902", "one header tested twice in a match, for Istio", "Istio's HTTPMatchRequest holds header conditions in "
+              "two maps by header name (`headers` and `withoutHeaders`): one match cannot test one header with two "
+              "conditions of the same kind. Combine them into one `regex`."),
+    ("E0903", "one header added twice, for Istio", "Istio's `headers.add` is a map by header name: a route cannot add "
+              "two values of one header. Join them into one value."),
+    ("E0904", "retry status code Istio cannot read", "Istio's `retryOn` takes a number as a status code only when Go's "
+              "net/http names it (`http.StatusText`); any other number is passed to Envoy as a condition name, which "
+              "Envoy rejects."),
+    ("E0905", "regex in authorization, for Istio", "Istio's AuthorizationPolicy matches paths and header values "
+              "exactly, by prefix (`abc*`), by suffix (`*abc`) or by presence (`*`): it has no regex."),
+    ("E0906", "case-insensitive authorization, for Istio", "Istio's AuthorizationPolicy compares paths and header "
+              "values case-sensitively: `ignore_case` on a value with letters has no Istio form."),
+    ("E0907", "literal `*` in authorization, for Istio", "Istio's AuthorizationPolicy reads a `*` at either end of a "
+              "path or header value as a wildcard (and `{*}` in a path as a template): a value holding `*` cannot be "
+              "matched literally."),
+    ("E0908", "identity Istio cannot give", "An Istio workload's SPIFFE ID is its Kubernetes service account's, "
+              "`spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/ACCOUNT`, in the service's own namespace: another `identity` "
+              "cannot be issued to it."),
+    ("E0909", "label-selected and endpoint subsets in one service, for Istio", "An endpoint-list subset becomes the "
+              "endpoints of a ServiceEntry, a label-selected one selects the pods of the Kubernetes Service: both "
+              "would claim the service's host. Every subset of a service is one kind for Istio."),
+    ("W0901", "split key not carried by Istio", "Istio's weighted destinations are picked at random by weight: there "
+              "is no field for a split key, so the same key may reach another subset. The shares are kept."),
+    ("W0902", "backoff maximum not carried by Istio", "Istio's `retries.backoff` sets only Envoy's base interval; the "
+              "maximum is then Envoy's default, 10 times the base."),
+    ("W0903", "split weights scaled for Istio", "Istio's weights are 32-bit signed integers: larger weights are "
+              "divided by their common divisor, and when that is not enough, scaled (the shares change slightly)."),
+    ("W0904", "fraction of a percent ejected, for Istio", "Istio's `maxEjectionPercent` is a whole number: a fraction "
+              "is rounded down."),
+    ("W0905", "tracing not written for Istio", "Istio's tracing is the mesh's: an `opentelemetry` extension provider "
+              "in MeshConfig and a Telemetry resource. The output does not configure it."),
+    ("W0906", "a split or mirror target outside the caller's scope, under Istio", "An Istio Sidecar's egress imports "
+              "a host whole: a service that a caller's routes send to (a split, a mirror) but whose authorization "
+              "does not admit the caller is reachable by its Host under Istio (403 from its authorization), where "
+              "meshc answers 404 (outside the scope)."),
+    ("W0907", "sidecar settings not carried by Istio", "Istio's sidecar has fixed ports (15006, 15001, "
+              "15000), forwards to the port a request was for, drains for the mesh's `terminationDrainDuration`, "
+              "streams bodies without a limit and logs through the mesh's Telemetry: these settings of a `sidecar` "
+              "block, when they differ, are not in the output."),
     # ---- policy tests (`test` blocks; E0820 and up are reported by `meshc test` when it runs them)
     ("E0801", "incomplete test", "A `test` block needs a `request { … }` with a caller (`from service NAME`, `from "
               "identity \"spiffe://…\"` or `from unauthenticated`) and a request line such as `GET "

@@ -36,8 +36,10 @@ def check_ir(program: ir.Program, known_subsets: set[tuple[str, str]] | None = N
         up = svc.upstream
         if min(up.connect_timeout_ms, up.idle_timeout_ms, up.max_response_headers_bytes) <= 0:
             problems.append(f"service {svc.name}: connection settings must be positive")
-        if not svc.subsets or any(not sub.endpoints for sub in svc.subsets):
+        if not svc.subsets or any(not sub.endpoints and not sub.labels for sub in svc.subsets):
             problems.append(f"service {svc.name}: a subset without endpoints")
+        if any(sub.labels and (sub.endpoints or sub.discovery != "labels") for sub in svc.subsets):
+            problems.append(f"service {svc.name}: a label-selected subset with endpoints")
         if not svc.routes:
             problems.append(f"service {svc.name}: no routes")
         if svc.mtls.mode not in ("strict", "permissive", "disable"):

@@ -81,9 +81,14 @@ class Subset(Node):
     name: str          # as written; `default` for a service's own `endpoints` (IMPLICIT_SUBSET)
     cluster: str       # the cluster name in both targets, `outbound|SUBSET|SERVICE` (ir/names.py): Envoy's
                        # cluster and stats name, the native proxy's stats label and state key
-    discovery: str     # "static" (every endpoint is an IP address) or "dns" (resolved, and re-resolved, by the proxy)
-    endpoints: tuple[Endpoint, ...]   # never empty; round robin in this order
+    discovery: str     # "static" (every endpoint is an IP address), "dns" (resolved, and re-resolved, by the proxy)
+                       # or "labels" (a label-selected subset: the endpoints are the pods Kubernetes selects)
+    endpoints: tuple[Endpoint, ...]   # round robin in this order; never empty, but for a label-selected subset
     source: Location   # the `subset` (or, for `default`, the service) declaration
+    labels: tuple[tuple[str, str], ...] = ()   # a label-selected subset (`labels { KEY "VALUE" }`): the pod
+                       # labels it selects, sorted by key, and no endpoints (then `discovery` is "labels"); ()
+                       # for an endpoint list. Read by istio (DestinationRule subset labels); envoy and native
+                       # refuse such a subset (E0750)
 
 
 @node

@@ -36,6 +36,15 @@ def lower_subset(service: str, name: str, endpoints: tuple[ast.Lit[str], ...], n
                      location(node))
 
 
+def lower_label_subset(service: str, sub: ast.Subset) -> ir.Subset:
+    """A label-selected subset: no endpoints, its labels sorted by key (one block, each key once:
+    E0360, E0363)."""
+    assert sub.labels is not None
+    labels = tuple(sorted((e.key.value, e.value.value) for block in sub.labels for e in block))
+    return ir.Subset(sub.name.value, names.outbound_cluster(service, sub.name.value), "labels", (), location(sub),
+                     labels)
+
+
 def lower_sidecar(svc: ast.Service) -> ir.Sidecar:
     w = _written(svc.sidecar, "sidecar")
     assert svc.port is not None  # E0301 otherwise
@@ -66,7 +75,8 @@ def lower_service(ctx: Context, svc: ast.Service) -> ir.Service:
     name = svc.name.value
     if svc.endpoints is not None:
         subsets.append(lower_subset(name, defaults.IMPLICIT_SUBSET, svc.endpoints, svc))
-    subsets += [lower_subset(name, s.name.value, s.endpoints or (), s) for s in svc.subsets]
+    subsets += [lower_subset(name, s.name.value, s.endpoints or (), s) if s.labels is None
+                else lower_label_subset(name, s) for s in svc.subsets]
     routes_block = ctx.routes.get(svc.name.value)
     if routes_block is not None:
         routes = tuple(lower_route(ctx, r) for r in routes_block.routes)

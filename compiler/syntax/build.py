@@ -253,8 +253,21 @@ class Builder:
         return ("endpoints", tuple(c[1]), self.span(c))
 
     def subset_decl(self, c):
-        endpoints = next((x[1] for x in c if isinstance(x, tuple)), None)
-        return ("subset", ast.Subset(self.name(c[1]), endpoints, self.span(c)), self.span(c))
+        items = self.body(c)
+        endpoints = [x for x in items if x[0] == "endpoints"]
+        labels = tuple(x[1] for x in items if x[0] == "labels") or None
+        if len(endpoints) > 1:
+            self.diags.add("E0105", "`endpoints` is written twice in one subset", endpoints[1][2],
+                           hint="remove one of them: a subset takes one endpoint list")
+        return ("subset", ast.Subset(self.name(c[1]), endpoints[0][1] if endpoints else None, self.span(c), labels),
+                self.span(c))
+
+    def subset_labels(self, c):
+        return ("labels", tuple(self.body(c)), self.span(c))
+
+    def label_entry(self, c):
+        key = self.string(c[0]) if self.types[c[0]] == "STRING" else self.name(c[0])
+        return ast.LabelEntry(key, self.string(c[1]), self.span(c))
 
     def svc_limits(self, c):
         return ("limits", c[1], self.span(c))

@@ -64,6 +64,15 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources=None
                 out.append(reached[dest])
         return out
 
+    from compiler.backends.located import located
+
+    labelled = [located("E0750", f"subset `{sub.name}` of service `{svc.name}` selects Kubernetes pods by label: the "
+                                 "native proxy needs its endpoints", sub.source, sources or {},
+                        hint="a label-selected subset is for `--target istio`; for the native proxy, write "
+                             "`endpoints [...]`")
+                for svc in program.services for sub in svc.subsets if sub.labels]
+    if labelled:   # docs/language.md, "Label-selected subsets"
+        return Emitted(diagnostics=labelled)
     scopes = scope.scopes(program, list(proxies))
     files: dict[str, bytes] = {}
     for name in proxies:

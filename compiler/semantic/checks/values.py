@@ -348,14 +348,48 @@ class _Values:
                         if sub.name.value == defaults.IMPLICIT_SUBSET else "declared twice")
                 self.add("E0202", f"subset `{sub.name.value}` of service `{name}` is {what}", sub.name.span)
             seen[sub.name.value] = sub
-            if sub.endpoints is None:
+            if sub.labels is not None:
+                self.labels(sub)
+            elif sub.endpoints is None:
                 self.add("E0301", f"subset `{sub.name.value}` has no endpoints", sub.name.span,
-                         hint='add `endpoints ["host:port"]`')
-            else:
+                         hint='add `endpoints ["host:port"]`, or `labels { KEY "VALUE" }` to select Kubernetes pods')
+            if sub.endpoints is not None:
                 self.endpoints(sub.endpoints, sub.span, f"subset `{sub.name.value}`")
         for node in (svc.limits, svc.outlier, svc.retry_budget, svc.sidecar):
             if isinstance(node, ast.Block):
                 self.block(node)
+
+    def labels(self, sub: ast.Subset) -> None:
+        """A label-selected subset (docs/language.md §4, "Label-selected subsets"): one `labels`
+        block, not next to `endpoints`, with at least one label, each key once, keys and values as
+        Kubernetes takes them."""
+        from compiler.language.labels import key_problem, value_problem
+
+        assert sub.labels is not None
+        name = sub.name.value
+        if sub.endpoints is not None or len(sub.labels) > 1:
+            self.add("E0360", f"subset `{name}` is both an endpoint list and label-selected"
+                     if sub.endpoints is not None else f"subset `{name}` has two `labels` blocks", sub.span,
+                     hint="a subset is either `endpoints [...]` or one `labels { … }` block")
+        entries = [e for block in sub.labels for e in block]
+        if not entries:
+            self.add("E0364", f"subset `{name}` selects by no label", sub.name.span,
+                     hint='write the labels its pods carry, e.g. `labels { version "v1" }`')
+        seen: set[str] = set()
+        for e in entries:
+            key, value = e.key.value, e.value.value
+            problem = key_problem(key)
+            if problem is not None:
+                self.add("E0361", f"`{key}` is not a Kubernetes label key: {problem}", e.key.span,
+                         hint="a key is `NAME` or `PREFIX/NAME`, e.g. `version` or `app.kubernetes.io/version`")
+            elif key in seen:
+                self.add("E0363", f"label `{key}` is written twice in subset `{name}`", e.key.span)
+            seen.add(key)
+            problem = value_problem(value)
+            if problem is not None:
+                self.add("E0362", f"`{value}` is not a Kubernetes label value: {problem}", e.value.span,
+                         hint="at most 63 letters, digits, `-`, `_` and `.`, starting and ending with a letter or "
+                              "digit (or empty)")
 
     def endpoints(self, endpoints: tuple[ast.Lit, ...], span, what: str) -> None:
         if not endpoints:
