@@ -25,7 +25,7 @@ from compiler.tooling.istio_import import import_istio
 from compiler.tooling.istio_import.yaml_source import MAX_BYTES, YamlError, read_yaml
 
 DATA = Path(__file__).resolve().parent / "data" / "istio"
-GOOD = ["bookinfo.yaml", "partner.yaml", "kubectl-list.yaml"]
+GOOD = ["bookinfo.yaml", "bookinfo-reviews.yaml", "partner.yaml", "kubectl-list.yaml"]
 
 
 def run_cli(argv: list[str]) -> tuple[int, str, str]:

@@ -90,6 +90,12 @@ class Service:
         self.allow_policies = 0
         self.rule_names: set[str] = set()
         self.hosts: set[str] = set()
+        self.uses_all = False
+
+    @property
+    def all_name(self) -> str:
+        """The subset of every endpoint (Istio: a destination without `subset`)."""
+        return _ALL if all(s[0] != _ALL for s in self.subsets) else f"{_ALL}-pods"
 
 
 class Importer:
@@ -834,7 +840,8 @@ class Importer:
             return None
         subset = dest.at("subset")
         if subset is None:
-            return f"{svc.name}.{_ALL}"
+            svc.uses_all = True
+            return f"{svc.name}.{svc.all_name}"
         if not any(s[0] == subset.raw for s in svc.subsets):
             from compiler.core.diagnostics import did_you_mean
 
@@ -1016,7 +1023,13 @@ class Importer:
             out.append((f"mtls {svc.mtls[0]}", svc.mtls[1]))
         elif not svc.kube:   # no sidecar at a ServiceEntry's endpoints: Istio's auto mTLS sends plaintext
             out.append(("mtls disable", svc.span))
-        out.append((f"subset {_ALL} {{ endpoints [{', '.join(_string(e) for e in svc.endpoints)}] }}", svc.span))
+        if svc.uses_all or svc.routes is None or not svc.subsets:
+            if svc.kube and svc.selector and label_subsets():   # every pod of the Service: its selector
+                body = " ".join(f"{_string(k)} {_string(v)}" for k, v in svc.selector.items())
+                out.append((f"subset {svc.all_name} {{ labels {{ {body} }} }}", svc.span))
+            else:
+                out.append((f"subset {svc.all_name} {{ endpoints [{', '.join(_string(e) for e in svc.endpoints)}] }}",
+                            svc.span))
         for name, labels, span in svc.subsets:
             if svc.kube and not label_subsets():
                 self.diags.add("E1005", f"subset `{name}` selects pods by label, which this meshc cannot write yet",
@@ -1046,7 +1059,7 @@ class Importer:
             self.diags.add("W1002", f"service `{svc.name}` has no VirtualService: Istio's default route and retry "
                            "policy become `route default`", svc.span,
                            "meshc retries no gRPC status and may retry on the same endpoint")
-            out += [("route default {", svc.span), (f"to {svc.name}.{_ALL}", svc.span), ("timeout none", svc.span),
+            out += [("route default {", svc.span), (f"to {svc.name}.{svc.all_name}", svc.span), ("timeout none", svc.span),
                     ("retry { attempts 2  on [connect-failure, refused-stream, 503] }", svc.span), ("}", svc.span)]
         else:
             for route in svc.routes:
