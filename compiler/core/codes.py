@@ -346,6 +346,10 @@ CODES: dict[str, Code] = _registry(
     ("E1010", "imported policy does not check", "The translated policy fails `meshc check`: the message gives meshc's "
               "own diagnostic, reported at the YAML it came from (a path value that is not in normal form, a split "
               "whose weights are all 0, …)."),
+    ("E1011", "rejected by the CRD schema", "The real Istio CRD (istio/api v1.30.3, vendored in "
+              "compiler/kubeschema/crds) rejects the object: its OpenAPI schema (a type, a range, a required field) "
+              "or one of its CEL validation rules (`x-kubernetes-validations`). The API server would refuse it, so "
+              "it is not translated; a rule the validator cannot evaluate is this error too, never a pass."),
     ("W1001", "skipped object", "A Kubernetes object that carries no mesh policy (Deployment, ServiceAccount, "
               "ConfigMap, …) is skipped; a Deployment's pod labels and service account still tell which pods a "
               "Service has."),

@@ -177,9 +177,10 @@ class Importer:
     def translate(self) -> None:
         order = ("Service", "ServiceEntry", "Deployment", "DestinationRule", "PeerAuthentication",
                  "AuthorizationPolicy", "VirtualService")
+        rejected = self._validate()
         for kind in order:
             for obj in self.objects:
-                if obj.kind == kind:
+                if obj.kind == kind and id(obj) not in rejected:
                     getattr(self, f"_{kind.lower()}")(obj)
                     if kind in ISTIO_KINDS and obj.spec() is not None:
                         leftovers(obj.spec(), SPEC_FIELDS[kind], kind, self.diags)  # type: ignore[arg-type]
@@ -188,6 +189,30 @@ class Importer:
                             child = obj.node.at(key)
                             if obj.kind in ISTIO_KINDS and child is not None:
                                 self.diags.add("E1004", f"unknown field `{key}` in {kind}", child.span)
+
+    def _validate(self) -> set[int]:
+        """The Istio objects against the real CRD schemas and their CEL rules (compiler/kubeschema, the
+        validator `meshc compile --target istio` runs on its output): what the API server would
+        reject is E1011 at the field, and the object is not translated. Returns the rejected ones."""
+        istio = [o for o in self.objects if o.kind in ISTIO_KINDS]
+        if not istio:
+            return set()
+        from compiler.kubeschema import validate
+
+        report = validate([o.node.raw for o in istio])
+        rejected = set()
+        for problem in report.problems:
+            obj = istio[problem.index]
+            if problem.kind == "schema" and problem.message.startswith("unknown field"):
+                continue   # E1004, with a "did you mean", from the walk of the translated object
+            rejected.add(id(obj))
+            what = {"rule": "a validation rule of the CRD rejects it",
+                    "validator": "the validator cannot evaluate a rule of the CRD"}.get(problem.kind, "")
+            self.diags.add("E1011", f"{obj.kind} `{obj.name}`: {problem.message}",
+                           obj.node.doc.where(obj.node.path + _field_path(problem.path)),
+                           f"{what}: `{problem.rule}`" if problem.rule else
+                           "the Kubernetes API server would reject this object (Istio's CRD schema, v1.30.3)")
+        return rejected
 
     def _declare(self, svc: Service, hosts: list[str]) -> None:
         if svc.name in self.services:
@@ -415,9 +440,8 @@ class Importer:
             budget: dict[str, object] = {}
             p = rb.at("percent")
             if p is not None:
-                value = p.at("value") if isinstance(p.raw, dict) else p
-                if value is not None and isinstance(value.raw, (int, float)) and 0 <= value.raw <= 100:
-                    budget["percent"] = _percent(float(value.raw))
+                if isinstance(p.raw, (int, float)) and not isinstance(p.raw, bool) and 0 <= p.raw <= 100:
+                    budget["percent"] = _percent(float(p.raw))
                 else:
                     self.diags.add("E1006", "`percent` is a number from 0 to 100", p.span)
             m = rb.at("minRetryConcurrency")
@@ -1059,8 +1083,8 @@ class Importer:
             self.diags.add("W1002", f"service `{svc.name}` has no VirtualService: Istio's default route and retry "
                            "policy become `route default`", svc.span,
                            "meshc retries no gRPC status and may retry on the same endpoint")
-            out += [("route default {", svc.span), (f"to {svc.name}.{svc.all_name}", svc.span), ("timeout none", svc.span),
-                    ("retry { attempts 2  on [connect-failure, refused-stream, 503] }", svc.span), ("}", svc.span)]
+            out += [("route default {", svc.span), (f"to {svc.name}.{svc.all_name}", svc.span),
+                    ("timeout none", svc.span), ("retry { attempts 2  on [connect-failure, refused-stream, 503] }", svc.span), ("}", svc.span)]
         else:
             for route in svc.routes:
                 out += route
@@ -1085,6 +1109,18 @@ def label_subsets() -> bool:
     diags = _Collector()
     parse_source(SourceFile("<probe>", 'service a { port 1 subset v1 { labels { version "v1" } } }'), diags)
     return not diags.has_errors
+
+
+_FIELD = re.compile(r"\.?([A-Za-z_][A-Za-z0-9_]*)|\[([0-9]+)\]|\[([^\]]*)\]")
+
+
+def _field_path(text: str) -> tuple:
+    """`spec.http[0].timeout` as a path of keys and indices (kubeschema's field_path, read back)."""
+    out: list = []
+    for m in _FIELD.finditer(text):
+        name, index, key = m.groups()
+        out.append(int(index) if index is not None else name if name is not None else key)
+    return tuple(out)
 
 
 def _host_forms(name: str, namespace: str) -> list[str]:
