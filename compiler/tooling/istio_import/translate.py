@@ -1084,7 +1084,7 @@ class Importer:
                            "policy become `route default`", svc.span,
                            "meshc retries no gRPC status and may retry on the same endpoint")
             out += [("route default {", svc.span), (f"to {svc.name}.{svc.all_name}", svc.span),
-                    ("timeout none", svc.span), ("retry { attempts 2  on [connect-failure, refused-stream, 503] }", svc.span), ("}", svc.span)]
+                    ("timeout none", svc.span), (f"retry {{ {_DEFAULT_RETRY} }}", svc.span), ("}", svc.span)]
         else:
             for route in svc.routes:
                 out += route
@@ -1097,6 +1097,7 @@ class Importer:
         return out
 
 
+_DEFAULT_RETRY = "attempts 2  on [connect-failure, refused-stream, 503]"   # Istio's, without gRPC statuses
 _ALL = "all"   # the subset of every endpoint of a service (Istio: a destination without `subset`)
 
 
