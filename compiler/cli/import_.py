@@ -38,7 +38,7 @@ def import_command(args) -> int:
     files, code = yaml_files(args.files)
     if code != EXIT_OK:
         return code
-    result = import_istio(files, out_dir=args.output)
+    result = import_istio(files, out_dir=args.output, trust_domain=args.trust_domain)
     print_diagnostics(result.diagnostics, args.output_format, args.color, quiet=args.quiet)
     if result.has_errors:
         return EXIT_INPUT

@@ -268,6 +268,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         imp.add_argument("files", nargs="+", metavar="FILES",
                          help="YAML files, or directories (their .yaml/.yml files)")
         imp.add_argument("-o", "--output", required=True, metavar="DIR", help="the directory the .mesh files go to")
+        imp.add_argument("--trust-domain", default="cluster.local", metavar="DOMAIN",
+                         help="the mesh's trust domain (Istio's MeshConfig trustDomain; default cluster.local)")
         imp.add_argument("--output-format", "--format", dest="output_format", choices=FORMATS, default="human",
                          help="how diagnostics are printed: human (default), json, sarif or github")
         imp.add_argument("--color", choices=("auto", "always", "never"), default="auto",

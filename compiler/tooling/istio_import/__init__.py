@@ -25,11 +25,14 @@ class Imported:
         return any(d.severity == "error" for d in self.diagnostics)
 
 
-def import_istio(paths: list[str], texts: dict[str, str] | None = None, out_dir: str = ".") -> Imported:
-    """Translate the YAML files `paths` (their text from `texts` when given there)."""
+def import_istio(paths: list[str], texts: dict[str, str] | None = None, out_dir: str = ".",
+                 trust_domain: str = "cluster.local") -> Imported:
+    """Translate the YAML files `paths` (their text from `texts` when given there). `trust_domain`
+    is the mesh's (Istio's MeshConfig `trustDomain`, which no object carries)."""
     from compiler.tooling.istio_import.translate import Importer
 
     imp = Importer()
+    imp.trust_domain = trust_domain
     for path in paths:
         imp.read(path, (texts or {}).get(path))
     if not imp.diags.has_errors:

@@ -42,6 +42,9 @@ UINT32_MAX = 2**32 - 1
 ISTIO_KINDS = {"VirtualService", "DestinationRule", "AuthorizationPolicy", "PeerAuthentication", "ServiceEntry"}
 ISTIO_GROUPS = ("networking.istio.io/", "security.istio.io/")
 # Kubernetes kinds that carry no mesh policy: skipped with a note (W1001).
+# Istio kinds `meshc compile --target istio` writes beside the policy, derived from it: the scope of
+# each sidecar (Sidecar) and its connection-manager settings (EnvoyFilter). Skipped with a note.
+DERIVED_KINDS = {"Sidecar", "EnvoyFilter"}
 NO_POLICY_KINDS = {
     "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Pod", "Job", "CronJob", "ServiceAccount",
     "ConfigMap", "Secret", "Namespace", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
@@ -91,6 +94,8 @@ class Service:
         self.rule_names: set[str] = set()
         self.hosts: set[str] = set()
         self.uses_all = False
+        self.internal = True          # a ServiceEntry: MESH_INTERNAL (its endpoints are workloads of the mesh)
+        self.dr_tls: str | None = None  # the DestinationRule's `tls.mode`: what callers connect with
 
     @property
     def all_name(self) -> str:
@@ -106,6 +111,7 @@ class Importer:
         self.services: dict[str, Service] = {}
         self.by_host: dict[str, Service] = {}
         self.mesh_mtls: tuple[str, Span] | None = None
+        self.trust_domain = "cluster.local"   # Istio's is the mesh config's `trustDomain` (--trust-domain)
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -163,6 +169,9 @@ class Importer:
             if kind == "Deployment":
                 self.diags.add("W1001", f"Deployment `{name.raw}` carries no mesh policy: skipped (its pod labels "
                                "and service account are read)", kind_node.span)  # type: ignore[union-attr]
+        elif kind in DERIVED_KINDS and api.startswith(ISTIO_GROUPS):
+            self.diags.add("W1001", f"{kind} `{name.raw}` is not read: meshc derives each sidecar's scope and "
+                           "settings from the policy", kind_node.span)  # type: ignore[union-attr]
         elif kind in NO_POLICY_KINDS:
             self.diags.add("W1001", f"{kind} `{name.raw}` carries no mesh policy: skipped",
                            kind_node.span)  # type: ignore[union-attr]
@@ -283,9 +292,16 @@ class Importer:
         resolution = spec.at("resolution")
         res = resolution.raw if resolution is not None else "NONE"
         svc = Service(obj.name, obj.namespace, number.raw, obj.name_span, kube=False)
+        svc.internal = loc is not None and loc.raw == "MESH_INTERNAL"
         eps = spec.at("endpoints")
         if res == "STATIC" or (res == "DNS" and eps is not None):
             for ep in (eps.items() if eps is not None else []):
+                account = ep.at("serviceAccount")
+                if account is not None and isinstance(account.raw, str):
+                    if svc.account not in (None, account.raw):
+                        self.diags.add("E1005", "endpoints with different service accounts cannot be translated",
+                                       account.span, "a meshc service has one identity")
+                    svc.account = account.raw
                 addr = ep.at("address")
                 if addr is None or not isinstance(addr.raw, str):
                     self.diags.add("E1006", "endpoint without an `address`", ep.span)
@@ -403,7 +419,27 @@ class Importer:
                     v = self._int(value, 1, UINT32_MAX)
                     if v is not None:
                         limits[key] = v
+            # meshc's sidecars connect within 1 s and close a pooled connection idle for 1 h (the
+            # values `--target istio` writes): only those are exact
+            for part_name, key, want, what in (("tcp", "connectTimeout", 1000, "1s"),
+                                             ("http", "idleTimeout", 3_600_000, "1h")):
+                part = pool.at(part_name)
+                value = part.at(key) if part is not None else None
+                if value is not None and self._duration(value) not in (want, None):
+                    self.diags.add("E1005", f"`{key}: {value.raw}` cannot be translated", value.span,
+                                   f"meshc's sidecars use {what}")
         svc.limits = limits
+        lb = tp.at("loadBalancer")
+        if lb is not None:
+            simple = lb.at("simple")
+            if simple is not None and simple.raw == "ROUND_ROBIN" and len(lb.raw) == 1:
+                lb.consume()   # meshc balances round robin; anything else is reported as untranslated
+        tls = tp.at("tls")
+        if tls is not None:
+            mode = tls.at("mode")
+            if mode is not None and mode.raw in ("ISTIO_MUTUAL", "DISABLE") and len(tls.raw) == 1:
+                svc.dr_tls = mode.raw
+                tls.consume()  # the caller's side of the destination's mTLS mode (PeerAuthentication)
         od = tp.at("outlierDetection")
         if od is not None:
             out: dict[str, object] = {}
@@ -482,7 +518,7 @@ class Importer:
             svc.mtls = (value, mode.span)
 
     def _namespace_services(self, namespace: str) -> list[Service]:
-        return [s for s in self.services.values() if s.kube and s.namespace == namespace]
+        return [s for s in self.services.values() if (s.kube or s.internal) and s.namespace == namespace]
 
     def _selected(self, selector: Node, obj: Obj) -> list[Service]:
         """The services whose every pod the selector selects; E1005 for one it selects some pods of."""
@@ -492,7 +528,7 @@ class Importer:
             return []
         found = []
         for svc in self._namespace_services(obj.namespace):
-            pods = svc.pod_labels or [svc.selector]
+            pods = svc.pod_labels or ([svc.selector] if svc.kube else svc.endpoint_labels)
             hits = [all(p.get(k) == str(v) for k, v in labels.items()) for p in pods]
             if all(hits):
                 found.append(svc)
@@ -716,8 +752,11 @@ class Importer:
             and _NAME.match(name_node.raw) else f"route-{index}"
         out.append((f"route {name} {{", route.span))
         matches = route.at("match")
-        for m in (matches.items() if matches is not None else []):
-            out.append((f"match {{ {self._match(m)} }}", m.span))
+        parts = [(self._match(m), m.span) for m in (matches.items() if matches is not None else [])]
+        for (path, methods, rest), span in _fold_matches(parts):
+            method = "" if methods is None else f"method {methods[0]}" if len(methods) == 1 else \
+                f"method [{', '.join(methods)}]"
+            out.append((f"match {{ {'  '.join(c for c in (path, *rest, method) if c)} }}", span))
         dests = route.at("route")
         items = dests.items() if dests is not None else []
         if not items:
@@ -777,8 +816,11 @@ class Importer:
         out.append(("}", route.span))
         return out
 
-    def _match(self, m: Node) -> str:
+    def _match(self, m: Node) -> tuple[str, tuple[str, ...] | None, tuple[str, ...]]:
+        """(the path condition, the methods or None, the other conditions) of one Istio match."""
         conds = []
+        path = ""
+        methods: tuple[str, ...] | None = None
         m.at("name")
         ignore = m.at("ignoreUriCase")
         uri = m.at("uri")
@@ -792,7 +834,7 @@ class Importer:
                         self.diags.add("E1005", "`ignoreUriCase` on a regex cannot be translated", ignore.span,
                                        "write `(?i)` in the regex")
                     cond += " ignore_case"
-                conds.append(cond)
+                path = cond
         for key, negate in (("headers", ""), ("withoutHeaders", "not ")):
             hs = m.at(key)
             for hname, h in (hs.entries() if hs is not None else []):
@@ -806,6 +848,9 @@ class Importer:
         qs = m.at("queryParams")
         for qname, q in (qs.entries() if qs is not None else []):
             qs.at(qname)  # type: ignore[union-attr]
+            if isinstance(q.raw, dict) and not q.raw:   # "only the name: presence of the key is checked"
+                conds.append(f"query {_string(qname)} present")
+                continue
             kind, value = self._string_match(q, ("exact", "regex"))
             if kind:
                 conds.append(f"query {_string(qname)} {kind} {_string(value)}")
@@ -814,11 +859,11 @@ class Importer:
             kind, value = self._string_match(method, ("exact", "regex"))
             names = value.split("|") if kind == "regex" else [value]
             if kind and all(n in METHODS for n in names):
-                conds.append(f"method {names[0]}" if len(names) == 1 else f"method [{', '.join(names)}]")
+                methods = tuple(names)
             elif kind:
                 self.diags.add("E1005", f"method match `{value}` cannot be translated", method.span,
                                f"meshc methods are {', '.join(METHODS)}, or an alternation of them (`GET|HEAD`)")
-        return "  ".join(conds)
+        return path, methods, tuple(conds)
 
     def _string_match(self, node: Node, kinds: tuple[str, ...]) -> tuple[str, str]:
         if not isinstance(node.raw, dict) or len(node.raw) != 1:
@@ -1030,8 +1075,9 @@ class Importer:
         """The .mesh files (by name), as lines with the YAML span each one comes from."""
         files: dict[str, list[tuple[str, Span | None]]] = {}
         mode = self.mesh_mtls or ("permissive", None)
+        domain = "" if self.trust_domain == "cluster.local" else f"trust_domain {_string(self.trust_domain)}  "
         files["mesh.mesh"] = [("# meshc import istio: mesh-wide settings", None),
-                              (f"mesh {{ mtls {mode[0]} }}", mode[1])]
+                              (f"mesh {{ {domain}mtls {mode[0]} }}", mode[1])]
         for svc in sorted(self.services.values(), key=lambda s: (s.namespace, s.name)):
             lines = files.setdefault(f"{svc.namespace}.mesh", [])
             lines += self._service_lines(svc)
@@ -1042,11 +1088,14 @@ class Importer:
                                               (f"port {svc.port}", svc.span),
                                               (f"namespace {_string(svc.namespace)}", svc.span)]
         if svc.account:
-            out.append((f"identity {_string(f'spiffe://cluster.local/ns/{svc.namespace}/sa/{svc.account}')}", svc.span))
-        if svc.mtls:
-            out.append((f"mtls {svc.mtls[0]}", svc.mtls[1]))
-        elif not svc.kube:   # no sidecar at a ServiceEntry's endpoints: Istio's auto mTLS sends plaintext
+            identity = f"spiffe://{self.trust_domain}/ns/{svc.namespace}/sa/{svc.account}"
+            out.append((f"identity {_string(identity)}", svc.span))
+        if not svc.kube and svc.dr_tls != "ISTIO_MUTUAL":
+            # a ServiceEntry's endpoints lack the `security.istio.io/tlsMode` label: Istio's auto mTLS
+            # sends them plaintext unless a DestinationRule says ISTIO_MUTUAL
             out.append(("mtls disable", svc.span))
+        elif svc.mtls:
+            out.append((f"mtls {svc.mtls[0]}", svc.mtls[1]))
         if svc.uses_all or svc.routes is None or not svc.subsets:
             if svc.kube and svc.selector and label_subsets():   # every pod of the Service: its selector
                 body = " ".join(f"{_string(k)} {_string(v)}" for k, v in svc.selector.items())
@@ -1099,6 +1148,37 @@ class Importer:
 
 _DEFAULT_RETRY = "attempts 2  on [connect-failure, refused-stream, 503]"   # Istio's, without gRPC statuses
 _ALL = "all"   # the subset of every endpoint of a service (Istio: a destination without `subset`)
+
+
+def _fold_matches(parts: list) -> list:
+    """Match blocks (OR) written the way Istio needs them, folded back into meshc's forms, each step
+    an equivalence: blocks that differ only in their one method become one block with the methods
+    (Istio's `method` is one string match), then `exact "X"` beside `raw_prefix "X/"` with the same
+    other conditions becomes the segment-aware `prefix "X"` (what `--target istio` writes for it)."""
+    merged: list = []
+    for (path, methods, rest), span in parts:
+        same = next((m for m in merged if m[0][0] == path and m[0][2] == rest and m[0][1] is not None
+                     and methods is not None), None)
+        if same is not None:
+            same[0] = (path, same[0][1] + tuple(x for x in methods if x not in same[0][1]), rest)
+        else:
+            merged.append([(path, methods, rest), span])
+    out: list = []
+    used: set[int] = set()
+    for i, ((path, methods, rest), span) in enumerate(merged):
+        if i in used:
+            continue
+        m = re.fullmatch(r'path exact ("(?:[^"\\]|\\.)*")( ignore_case)?', path)
+        if m is not None:
+            value = m.group(1)[:-1]
+            partner = f'path raw_prefix {value}{"" if value.endswith("/") else "/"}"{m.group(2) or ""}'
+            j = next((j for j, ((p2, m2, r2), _) in enumerate(merged)
+                      if j not in used and j != i and p2 == partner and m2 == methods and r2 == rest), None)
+            if j is not None and not value.endswith("/"):
+                used.add(j)
+                path = f"path prefix {m.group(1)}{m.group(2) or ''}"
+        out.append(((path, methods, rest), span))
+    return out
 
 
 def label_subsets() -> bool:
