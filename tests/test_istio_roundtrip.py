@@ -7,7 +7,14 @@ What the Istio YAML cannot carry is compared after one documented normalisation 
   importer names them after the policy);
 - `allow_non_idempotent`: a meshc flag that changes nothing but warning W0501, with no Istio field;
 - the fields the Istio target reports as not exact (W0901 the split key header, W0902 the backoff
-  maximum): they are compared only where the compile reported no such warning.
+  maximum): they are compared only where the compile reported no such warning;
+- `ignore_case` on a value without ASCII letters, which folds nothing (meshc folds ASCII letters
+  only), and which Istio therefore writes as the exact value;
+- a split with one destination, which is `to` that destination (Istio writes one destination);
+- the order of a match's header and query conditions (a conjunction) and of the `set` and `add`
+  header changes of a route (names are unique there: E0313, E0903): Istio holds them in maps by
+  name; and the letter case of a value compared with `ignore_case` (Istio holds it as a regex of
+  `[aA]` classes).
 
 The cluster's Kubernetes Services (which `--target istio` does not write: the application's
 deployment does) are given to the import beside the output, for the label-selected services.
@@ -22,7 +29,7 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 
 from compiler import api, cli
 from compiler.ir.serialize import to_data
@@ -49,10 +56,32 @@ def comparable(ir, warnings: set[str]) -> dict:
     if "W0902" in warnings:
         drop += ("backoff_max_ms",)
     data = _strip(to_data(ir), drop)
+    _no_op_ignore_case(data)
     for service in data["services"]:
+        for route in service.get("routes") or []:
+            split = route.get("split")
+            if split and len(split["targets"]) == 1:
+                target = split["targets"][0]
+                route["split"], route["to"] = None, {"service": target["service"], "subset": target["subset"]}
         for rule in (service.get("authorization") or {}).get("rules", []):
             rule.pop("name", None)
     return data
+
+
+def _no_op_ignore_case(value) -> None:
+    if isinstance(value, dict):
+        if value.get("ignore_case") and isinstance(value.get("value"), str):
+            value["value"] = "".join(c.lower() if c.isascii() else c for c in value["value"])
+            if not any("a" <= c <= "z" for c in value["value"]):
+                value["ignore_case"] = False
+        for key in ("headers", "query", "set", "add"):
+            if isinstance(value.get(key), list):
+                value[key] = sorted(value[key], key=lambda x: json.dumps(x, sort_keys=True))
+        for v in value.values():
+            _no_op_ignore_case(v)
+    elif isinstance(value, list):
+        for v in value:
+            _no_op_ignore_case(v)
 
 
 def kubernetes_services(ir) -> str:
@@ -131,15 +160,19 @@ routes reviews {
     assert result is not None and result[1] == result[0]
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                 HealthCheck.too_slow, HealthCheck.filter_too_much])
+# About one generated policy in seven is exact for Istio (the others get a W09xx/E09xx from the
+# target and are not compared); 40 examples take about 10 s. No shrinking: a failure prints the
+# policy as generated (shrinking one took over five minutes).
+@settings(max_examples=40, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(program=valid_modules(max_services=2))
 def test_generated_policies_with_exact_constructs_round_trip(program, tmp_path_factory):
     out = tmp_path_factory.mktemp("rt")
     result = round_trip([api.Text(str(out / "generated.mesh"), render.render(program))], out)
-    assume(result is not None)        # a construct the Istio target reports as not exact
-    original, imported = result       # type: ignore[misc]
-    assert imported == original
+    if result is None:
+        return                        # a construct the Istio target reports as not exact
+    original, imported = result
+    assert imported == original, render.render(program)
 
 
 def test_a_round_trip_keeps_the_files_formatted(tmp_path):

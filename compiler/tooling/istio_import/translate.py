@@ -689,10 +689,24 @@ class Importer:
         name = m.group(1).lower()
         values = w.at("values")
         vals = [v.raw for v in values.items()] if values is not None else []
-        if not vals or not all(isinstance(v, str) for v in vals):
+        not_node = w.at("notValues")
+        nots = [v.raw for v in not_node.items()] if not_node is not None else []
+        if not vals or not all(isinstance(v, str) for v in vals + nots):
             self.diags.add("E1005", "a condition without `values` cannot be translated", w.span,
                            "`notValues` alone means \"absent or none of\", which a meshc header test cannot say")
             return None
+        if nots:
+            # `values: ["*"]` and `notValues`: present, and no value is one of them (meshc's `not header`)
+            if vals != ["*"]:
+                self.diags.add("E1005", "`notValues` beside values other than `*` cannot be translated",
+                               not_node.span)  # type: ignore[union-attr]
+                return None
+            test = self._value_test(name, nots, not_node)  # type: ignore[arg-type]
+            return f"not {test}" if test is not None else None
+        return self._value_test(name, vals, values)  # type: ignore[arg-type]
+
+    def _value_test(self, name: str, vals: list[str], where: Node) -> str | None:
+        """`header NAME …` for Istio's values of one condition (any of them)."""
         if len(vals) == 1:
             v = vals[0]
             if v == "*":
@@ -702,11 +716,11 @@ class Importer:
             if v.startswith("*") and "*" not in v[1:]:
                 return f"header {_string(name)} suffix {_string(v[1:])}"
             if "*" in v:
-                self.diags.add("E1005", f"value pattern `{v}` cannot be translated", values.span)  # type: ignore[union-attr]
+                self.diags.add("E1005", f"value pattern `{v}` cannot be translated", where.span)
                 return None
             return f"header {_string(name)} exact {_string(v)}"
         if any("*" in v for v in vals):
-            self.diags.add("E1005", "several values with `*` patterns cannot be translated", values.span)  # type: ignore[union-attr]
+            self.diags.add("E1005", "several values with `*` patterns cannot be translated", where.span)
             return None
         return f"header {_string(name)} regex {_string('|'.join(_re2_literal(v) for v in vals))}"
 
@@ -752,7 +766,7 @@ class Importer:
             and _NAME.match(name_node.raw) else f"route-{index}"
         out.append((f"route {name} {{", route.span))
         matches = route.at("match")
-        parts = [(self._match(m), m.span) for m in (matches.items() if matches is not None else [])]
+        parts = [(alt, m.span) for m in (matches.items() if matches is not None else []) for alt in self._match(m)]
         for (path, methods, rest), span in _fold_matches(parts):
             method = "" if methods is None else f"method {methods[0]}" if len(methods) == 1 else \
                 f"method [{', '.join(methods)}]"
@@ -764,11 +778,10 @@ class Importer:
                 self.diags.add("E1005", "an HTTP route without `route` destinations cannot be translated", route.span,
                                "meshc routes forward to a destination (redirects and direct responses are not in "
                                "meshc)")
-        elif len(items) == 1:
+        elif len(items) == 1 and items[0].at("weight") is None:
             d = self._destination(items[0], obj)
             if d:
                 out.append((f"to {d}", items[0].span))
-            items[0].at("weight")
         else:
             entries = []
             for item in items:
@@ -816,8 +829,9 @@ class Importer:
         out.append(("}", route.span))
         return out
 
-    def _match(self, m: Node) -> tuple[str, tuple[str, ...] | None, tuple[str, ...]]:
-        """(the path condition, the methods or None, the other conditions) of one Istio match."""
+    def _match(self, m: Node) -> list[tuple[str, tuple[str, ...] | None, tuple[str, ...]]]:
+        """(the path condition, the methods or None, the other conditions) of each meshc match block
+        one Istio match becomes (usually one)."""
         conds = []
         path = ""
         methods: tuple[str, ...] | None = None
@@ -835,16 +849,36 @@ class Importer:
                                        "write `(?i)` in the regex")
                     cond += " ignore_case"
                 path = cond
+        # Istio's `withoutHeaders` inverts with treat_missing_header_as_empty: an absent header passes
+        # it. Beside `headers: {NAME: {}}` (present) it is meshc's `not header`; alone, it is "absent,
+        # or present and no value passes": two match blocks.
+        hs, without = m.at("headers"), m.at("withoutHeaders")
+        present = {n for n, h in (hs.entries() if hs is not None else []) if isinstance(h.raw, dict) and not h.raw}
+        inverted = {n for n, h in (without.entries() if without is not None else [])
+                    if not (isinstance(h.raw, dict) and not h.raw)}
+        alternatives: list[tuple[str, str]] = []
         for key, negate in (("headers", ""), ("withoutHeaders", "not ")):
-            hs = m.at(key)
-            for hname, h in (hs.entries() if hs is not None else []):
-                hs.at(hname)  # type: ignore[union-attr]
+            part = hs if key == "headers" else without
+            for hname, h in (part.entries() if part is not None else []):
+                part.at(hname)  # type: ignore[union-attr]
+                name = _string(hname.lower())
                 if isinstance(h.raw, dict) and not h.raw:
-                    conds.append(f"{negate}header {_string(hname.lower())} present")
+                    if not negate and hname in inverted:
+                        continue          # the presence half of a `not header`
+                    conds.append(f"{negate}header {name} present")
                     continue
                 kind, value = self._string_match(h, ("exact", "prefix", "regex"))
-                if kind:
-                    conds.append(f"{negate}header {_string(hname.lower())} {kind} {_string(value)}")
+                if not kind:
+                    continue
+                test = f"{kind} {_string(value)}"
+                if kind == "regex":
+                    decoded = _literal_regex(value)
+                    if decoded is not None:
+                        test = f"{decoded[0]} {_string(decoded[1])}" + (" ignore_case" if decoded[2] else "")
+                if negate and hname not in present:
+                    alternatives.append((f"header {name} absent", f"not header {name} {test}"))
+                else:
+                    conds.append(f"{negate}header {name} {test}")
         qs = m.at("queryParams")
         for qname, q in (qs.entries() if qs is not None else []):
             qs.at(qname)  # type: ignore[union-attr]
@@ -863,7 +897,10 @@ class Importer:
             elif kind:
                 self.diags.add("E1005", f"method match `{value}` cannot be translated", method.span,
                                f"meshc methods are {', '.join(METHODS)}, or an alternation of them (`GET|HEAD`)")
-        return path, methods, tuple(conds)
+        out = [(path, methods, tuple(conds))]
+        for a, b in alternatives:
+            out = [(p, ms, rest + (c,)) for p, ms, rest in out for c in (a, b)]
+        return out
 
     def _string_match(self, node: Node, kinds: tuple[str, ...]) -> tuple[str, str]:
         if not isinstance(node.raw, dict) or len(node.raw) != 1:
@@ -1148,6 +1185,36 @@ class Importer:
 
 _DEFAULT_RETRY = "attempts 2  on [connect-failure, refused-stream, 503]"   # Istio's, without gRPC statuses
 _ALL = "all"   # the subset of every endpoint of a service (Istio: a destination without `subset`)
+
+
+def _literal_regex(pattern: str) -> tuple[str, str, bool] | None:
+    """A regex that `--target istio` writes for what Istio's StringMatch lacks, read back: `.*LIT` a
+    suffix, `[aA]`-folded letters `ignore_case` (with `.*` after: a prefix). None for any other
+    regex, which stays a regex."""
+    kind, body = "exact", pattern
+    if body.startswith(".*"):
+        kind, body = "suffix", body[2:]
+    elif body.endswith(".*") and not body.endswith("\\.*"):
+        kind, body = "prefix", body[:-2]
+    literal, folded, i = [], False, 0
+    while i < len(body):
+        ch = body[i]
+        pair = re.match(r"\[([a-z])([A-Z])\]", body[i:])
+        if ch == "\\" and i + 1 < len(body):
+            literal.append(body[i + 1])
+            i += 2
+        elif pair is not None and pair.group(1).upper() == pair.group(2):
+            literal.append(pair.group(1))
+            folded = True
+            i += 4
+        elif ch in ".^$*+?()[]{}|":
+            return None
+        else:
+            literal.append(ch)
+            i += 1
+    if not folded and kind != "suffix":
+        return None   # `--target istio` writes exact and prefix as they are: this is a regex
+    return kind, "".join(literal), folded
 
 
 def _fold_matches(parts: list) -> list:
