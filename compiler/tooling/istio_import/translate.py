@@ -659,12 +659,17 @@ class Importer:
         if paths is None:
             return [method]
         out = []
+        written = [p.raw for p in paths.items()]
         for p in paths.items():
             v = p.raw
             if not isinstance(v, str):
                 self.diags.add("E1006", "a path is a string", p.span)
                 continue
-            if v == "*":
+            if v.endswith("/*") and v[:-2] in written and v[:-2]:
+                continue          # folded into the segment-aware prefix of its exact path, below
+            if v + "/*" in written and "*" not in v:
+                cond = f"path prefix {_string(v)}"   # `X` or `X/*`: meshc's segment-aware prefix
+            elif v == "*":
                 cond = ""
             elif v.endswith("*") and "*" not in v[:-1]:
                 cond = f"path raw_prefix {_string(v[:-1])}"
@@ -691,6 +696,8 @@ class Importer:
         vals = [v.raw for v in values.items()] if values is not None else []
         not_node = w.at("notValues")
         nots = [v.raw for v in not_node.items()] if not_node is not None else []
+        if not vals and nots == ["*"]:
+            return f"header {_string(name)} absent"   # none of "any value": the header is absent
         if not vals or not all(isinstance(v, str) for v in vals + nots):
             self.diags.add("E1005", "a condition without `values` cannot be translated", w.span,
                            "`notValues` alone means \"absent or none of\", which a meshc header test cannot say")
