@@ -161,9 +161,9 @@ routes reviews {
 
 
 # About one generated policy in seven is exact for Istio (the others get a W09xx/E09xx from the
-# target and are not compared); 40 examples take about 10 s. No shrinking: a failure prints the
+# target and are not compared); 25 examples take about 6 s (300 found no difference: see the report). No shrinking: a failure prints the
 # policy as generated (shrinking one took over five minutes).
-@settings(max_examples=40, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+@settings(max_examples=25, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(program=valid_modules(max_services=2))
 def test_generated_policies_with_exact_constructs_round_trip(program, tmp_path_factory):
