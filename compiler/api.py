@@ -117,7 +117,11 @@ class Compilation:
         if program is None:
             raise ValueError("nothing to emit: the program was not lowered (errors, or not compiled)")
         names = [s.name for s in program.services] if proxies is None else list(proxies)
-        return backends.emit(target, program, names, options or _Options(), self.sources)
+        options = options or _Options()
+        emitted = backends.emit(target, program, names, options, self.sources)
+        if target in KUBE_TARGETS and not emitted.has_errors:
+            validate_kube(emitted, options.channel, self.sources)
+        return emitted
 
     def tokens(self):
         """Every file's tokens as the parser classified them: [(display path, [Token, ...])]."""
@@ -126,6 +130,34 @@ class Compilation:
         if self.program is None:
             raise ValueError("no parsed files (a sharded run keeps none)")
         return [(m.path, tokens(self.sources[m.path])) for m in self.program.modules]
+
+
+KUBE_TARGETS = ("istio", "gateway-api")
+
+
+def validate_kube(emitted: Emitted, channel: str | None, sources: dict) -> None:
+    """Validate a Kubernetes target's files as the API server would (compiler/kubeschema/: the
+    vendored CRDs' schemas and CEL rules, Gateway API's of `channel`), in place: each problem a
+    located error (E0940-E0942), and no files when there is one. `emitted.validation` keeps the
+    report (objects, rules evaluated)."""
+    import yaml
+
+    from compiler.kubeschema import validate
+    from compiler.kubeschema.diagnostics import problem_diagnostic
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    objects: list = []
+    owner: list[str] = []
+    for path, data in emitted.files.items():
+        for doc in yaml.load_all(data, Loader=loader):
+            if doc is not None:
+                objects.append(doc)
+                owner.append(path)
+    report = validate(objects, channel or "standard")
+    emitted.validation = report
+    emitted.diagnostics += [problem_diagnostic(p, sources, owner[p.index]) for p in report.problems]
+    if emitted.has_errors:
+        emitted.files = {}
 
 
 def parse(sources: Iterable[Source]) -> Compilation:

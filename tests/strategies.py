@@ -162,7 +162,10 @@ tracing_blocks = st.lists(st.sampled_from(["sampling", "propagation", "otlp"]), 
     lambda ks: st.tuples(*[settings_for(k) for k in ks])).map(lambda settings: ast.Block("tracing", tuple(settings)))
 meshes = st.builds(ast.Mesh, st.lists(st.sampled_from(["trust_domain", "mtls", "certificates"]), unique=True).flatmap(
     lambda ks: st.tuples(*[settings_for(k) for k in ks])), tracing=optional(tracing_blocks))
-subsets = st.builds(ast.Subset, name_lits(), optional(tuples(string_lits)))
+label_keys = st.one_of(names(), string_lits.map(lambda lit: lit.value)).map(ast.Lit)
+label_entries = st.builds(ast.LabelEntry, label_keys, string_lits)
+subsets = st.builds(ast.Subset, name_lits(), optional(tuples(string_lits)),
+                    labels=optional(tuples(tuples(label_entries), max_size=2)))
 services = st.builds(
     ast.Service,
     name=name_lits(),

@@ -114,8 +114,13 @@ def test_the_output_is_one_file_per_service_in_its_namespace(monkeypatch):
 # ---- generated policies ---------------------------------------------------------------------------
 
 def _istio_ready(text: str) -> str:
-    """A generated policy with s2's explicit identity in Istio's form (its legacy one is E0908)."""
-    return text.replace(S2_ID, f"spiffe://{TRUST_DOMAIN}/ns/default/sa/s2")
+    """A generated policy with s2's explicit identity in Istio's form (its legacy one is E0908);
+    for every other policy (by the parity of its length), the destinations' subsets label-selected
+    (`labels { version "a" }`), combined with whatever else the policy has."""
+    text = text.replace(S2_ID, f"spiffe://{TRUST_DOMAIN}/ns/default/sa/s2")
+    if len(text) % 2:
+        text = re.sub(r'subset (\w+) \{ endpoints \[[^\]]*\] \}', r'subset \1 { labels { version "\1" } }', text)
+    return text
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
@@ -133,8 +138,12 @@ def test_generated_policies_give_deterministic_output_that_validates(tmp_path_fa
         errors = {d.code for d in a.diagnostics if d.severity == "error"}
         assert a.files == {} and errors <= {"E0902", "E0903", "E0904", "E0905", "E0906", "E0907"}
         return
-    report = validate(documents(a))
+    docs = documents(a)
+    report = validate(docs)
     assert report.ok, [str(p) for p in report.problems]
+    for rule in (d for d in docs if d["kind"] == "DestinationRule"):
+        for sub in rule["spec"]["subsets"]:
+            assert sub["labels"] in ({"version": sub["name"]}, {"meshc.dev/subset": sub["name"]})
 
 
 # ---- Istio's defaults -------------------------------------------------------------------------------
@@ -289,6 +298,7 @@ routes api { route r { to api.v2 } }
 """,
     "W0907": BASE.replace("  subset v2", "  sidecar { inbound 16000 }\n  subset v2")
     + "routes api { route r { to api.v2 } }\n",
+    "W0908": _routes('route r { to api.v2  request_headers { set "x-empty" "" } }'),
     "E0902": _routes('route r { match { header "x" prefix "a"  header "x" suffix "b" } to api.v2 }'),
     "E0903": _routes('route r { to api.v2  request_headers { add "x" "1"  add "x" "2" } }'),
     "E0904": _routes("route r { to api.v2  retry { on [599] } }"),
@@ -330,3 +340,20 @@ def test_the_stdout_stream_is_every_file_in_order(tmp_path, monkeypatch):
     assert code == 0
     assert out.encode() == b"".join(example("canary").files.values())
     assert len(list(yaml.safe_load_all(out))) == len(documents(example("canary")))
+
+
+def test_presence_gives_way_to_a_string_test_of_the_same_header(tmp_path):
+    out = emit(_routes('route r { match { header "x" present  header "x" prefix "a"  not header "y" exact "1"'
+                       '  header "y" present } to api.v2 }'), tmp_path)
+    (route,) = find(documents(out), "VirtualService")["spec"]["http"]
+    assert route["match"] == [{"headers": {"x": {"prefix": "a"}, "y": {}}, "withoutHeaders": {"y": {"exact": "1"}}}]
+    assert not out.diagnostics
+
+
+def test_header_values_are_literal_for_envoy(tmp_path):
+    out = emit(_routes('route r { to api.v2  request_headers { set "x-a" "100%"  add "x-b" "%HOSTNAME%" }'
+                       '  response_headers { remove "server-timing" } }'), tmp_path)
+    (route,) = find(documents(out), "VirtualService")["spec"]["http"]
+    assert route["headers"] == {"request": {"set": {"x-a": "100%%"}, "add": {"x-b": "%%HOSTNAME%%"}},
+                                "response": {"remove": ["server-timing"]}}
+    assert not out.diagnostics

@@ -35,4 +35,7 @@ def emit(target: str, program, proxies: list[str], options: Options, sources=Non
     if target == "istio":   # Kubernetes YAML for the whole program: `proxies` does not apply
         from compiler.backends import istio
         return istio.emit(program, proxies, options, sources or {})
+    if target == "gateway-api":   # HTTPRoutes for the whole program (GAMMA), of options.channel
+        from compiler.backends import gateway_api
+        return gateway_api.emit(program, proxies, options, sources or {})
     raise ValueError(f"unknown target {target!r}")

@@ -34,6 +34,7 @@ class Emitted:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     links: dict[str, Link] = field(default_factory=dict)    # relative path -> symbolic link (envoy, `xds`)
     links_before: str | None = None   # the file of `files` before which the links are written (else last)
+    validation: object | None = None  # a Kubernetes target's validation report (compiler/kubeschema Report)
 
     @property
     def has_errors(self) -> bool:

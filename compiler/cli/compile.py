@@ -22,8 +22,24 @@ if TYPE_CHECKING:
 def check(files: list[str], args) -> int:
     from compiler import api
 
-    comp = api.check(files)
+    target = getattr(args, "target", None)
+    if getattr(args, "channel", None) and target != "gateway-api":
+        print("meshc: error: --channel needs --target gateway-api", file=sys.stderr)
+        return EXIT_USAGE
+    comp = api.compile(files) if target else api.check(files)
     diags, extra = comp.diagnostics, ""
+    if target and not comp.has_errors:
+        # `--target istio|gateway-api`: the target's objects, validated as `compile` validates
+        # them (compiler/kubeschema/), never written
+        from compiler.backends.base import Options
+
+        emitted = comp.emit(target, None, Options(channel=args.channel))
+        diags = sorted(diags + emitted.diagnostics, key=lambda d: d.sort_key())
+        report = emitted.validation   # (compiler/kubeschema Report)
+        if report is not None:
+            objects, evaluations = getattr(report, "objects", 0), getattr(report, "rule_evaluations", 0)
+            extra = (f", validated {objects} {target} object{'' if objects == 1 else 's'} "
+                     f"({evaluations} CEL rule evaluations of {len(getattr(report, 'rules', ()))} rules)")
     if not comp.has_errors and _has_asserts(comp):
         # `assert` blocks (docs/testing.md): proven on the compiled program through the native
         # proxy's decision; nothing of it is imported or computed for a program without one
@@ -31,7 +47,7 @@ def check(files: list[str], args) -> int:
 
         found, proven = prove(api.compile(files, shard=False))
         diags = sorted(diags + found, key=lambda d: d.sort_key())
-        extra = f", proved {proven} of {len(found) + proven} assert{'' if len(found) + proven == 1 else 's'}"
+        extra += f", proved {proven} of {len(found) + proven} assert{'' if len(found) + proven == 1 else 's'}"
     print_diagnostics(diags, args.output_format, args.color, quiet=args.quiet)
     print_outcome(diags, args, "checked", comp.files, comp.declared, extra)
     has_errors = any(d.severity == "error" for d in diags)
@@ -48,6 +64,9 @@ def _has_asserts(comp) -> bool:
 
 def compile_command(files: list[str], args) -> int:
     stage = args.emit
+    if args.channel and stage != "gateway-api":
+        print("meshc: error: --channel is for --target gateway-api", file=sys.stderr)
+        return EXIT_USAGE
     if stage in ("envoy", "native"):
         return _emit_target(files, args)
     if stage in ("istio", "gateway-api"):
@@ -167,7 +186,7 @@ def _emit_kube(files: list[str], args) -> int:
         print_diagnostics(comp.diagnostics, args.output_format, args.color)
         return EXIT_INPUT
     out_dir = os.path.abspath(args.output) if args.output is not None else None
-    emitted = comp.emit(args.emit, None, Options(output_dir=out_dir, channel=getattr(args, "channel", None)))
+    emitted = comp.emit(args.emit, None, Options(output_dir=out_dir, channel=args.channel))
     diags = sorted(comp.diagnostics + emitted.diagnostics, key=lambda d: d.sort_key())
     print_diagnostics(diags, args.output_format, args.color,
                       json_stream=sys.stderr if args.output is None else None)

@@ -48,11 +48,20 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true",
                        help="print the diagnostics only: no summary line (machine formats never have one)")
 
+    def channel(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--channel", choices=("standard", "experimental"), default=None,
+                       help="with --target gateway-api: the Gateway API release channel whose HTTPRoute to write "
+                            "and validate against (default: standard; HTTPRoute `retry` is experimental)")
+
     if only in (None, "check"):
         check = sub.add_parser("check", help="check files and report every diagnostic",
                                description="Parse and check a program; print every diagnostic. Writes nothing.")
         common(check)
         check.add_argument("--exit-zero", action="store_true", help="exit 0 even when there are errors (report only)")
+        check.add_argument("--target", choices=KUBE_TARGETS, default=None,
+                           help="also compile to this Kubernetes target and validate its objects against the "
+                                "vendored CRDs (schemas and CEL rules), writing nothing (docs/kubernetes.md)")
+        channel(check)
         quiet(check)
     if only in (None, "lint"):
         lint = sub.add_parser("lint", help="check files and apply the lint rules (exit 1 on any finding)",
@@ -331,6 +340,9 @@ def compile_parser(sub, common) -> None:
                            "docs/kubernetes.md) as one multi-document YAML stream")
     comp.add_argument("--target", dest="emit", choices=("ir", "envoy", "native") + KUBE_TARGETS, metavar="TARGET",
                       help="the same as --emit, for the ir, envoy, native, istio and gateway-api stages")
+    comp.add_argument("--channel", choices=("standard", "experimental"), default=None,
+                      help="with --target gateway-api: the Gateway API release channel whose HTTPRoute to write "
+                           "and validate against (default: standard; HTTPRoute `retry` is experimental)")
     comp.add_argument("--proxy", action="append", metavar="SERVICE",
                       help="with --emit envoy|native: the service whose sidecar to configure "
                            "(repeatable), or `all` for every service")

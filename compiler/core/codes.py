@@ -240,6 +240,9 @@ CODES: dict[str, Code] = _registry(
               "15000), forwards to the port a request was for, drains for the mesh's `terminationDrainDuration`, "
               "streams bodies without a limit and logs through the mesh's Telemetry: these settings of a `sidecar` "
               "block, when they differ, are not in the output."),
+    ("W0908", "empty header value skipped by Istio", "Envoy drops a header option whose value is empty unless the "
+              "option says `keep_empty_value`, which meshc's Envoy output does and Istio's `headers` cannot: a header "
+              "set or added with an empty value is left as it was under Istio."),
     # ---- policy tests (`test` blocks; E0820 and up are reported by `meshc test` when it runs them)
     ("E0801", "incomplete test", "A `test` block needs a `request { … }` with a caller (`from service NAME`, `from "
               "identity \"spiffe://…\"` or `from unauthenticated`) and a request line such as `GET "
@@ -289,6 +292,78 @@ CODES: dict[str, Code] = _registry(
               "differs and on what; please report it with the policy."),
     ("W0801", "test without expectations", "A test with an empty `expect` block (or none) passes whenever both "
               "targets agree on the request, whatever they decide."),
+    # ---- Kubernetes targets: offline validation and Gateway API (E0940-E0979; docs/kubernetes.md)
+    ("E0940", "object the CRD's schema rejects", "`--target istio|gateway-api` validates every object it writes "
+              "against the vendored CRD (its `openAPIV3Schema`, as the Kubernetes API server would with "
+              "`kubectl apply --validate=strict`): an unknown field, a wrong type, a value out of its range or "
+              "longer than its limit. Nothing is written; the message names the object and the field."),
+    ("E0941", "object a CRD's CEL rule rejects", "The CRD's `x-kubernetes-validations` rules (CEL) are evaluated on "
+              "every object written, as the API server evaluates them on a create: a rule that does not hold rejects "
+              "the object with the rule's own message (Gateway API refuses a path with `//`, Istio a `0s` "
+              "duration). Nothing is written."),
+    ("E0942", "CEL rule the validator cannot evaluate", "A CRD rule could not be evaluated (it calls a function the "
+              "validator does not provide, or it fails on the value): the validator never counts such a rule as "
+              "passed, so the object is refused. This is a gap of meshc's validator; please report it."),
+    ("E0943", "Gateway API would route a request elsewhere", "An HTTPRoute's rules are not tried in the order "
+              "written: Gateway API ranks every match by precedence (an exact path, then the longest path prefix, a "
+              "method, the most header matches, the most query matches; regex paths where the implementation "
+              "puts them) and only then by rule order. meshc's routes are first-match, so where an earlier route's "
+              "match ranks below a later one's and some request matches both, the two disagree: the message shows "
+              "such a request. Nothing is written."),
+    ("E0944", "retry in the standard channel", "HTTPRoute `retry` exists only in Gateway API's experimental "
+              "channel (v1.6.1): the standard channel's CRD rejects the field, and leaving it out would drop the "
+              "route's retries. Compile with `--channel experimental`, or remove the retry."),
+    ("E0945", "fault injection in an HTTPRoute", "Gateway API has no fault injection: a route's `fault` cannot be "
+              "written. `--target istio` carries it (VirtualService `fault`)."),
+    ("E0946", "path condition Gateway API cannot carry", "Gateway API's path matches are `Exact`, `PathPrefix` "
+              "(whole segments, a trailing `/` ignored: `/a/` matches `/a`) and `RegularExpression`, all case "
+              "sensitive: a plain string prefix (`raw_prefix`, or a `prefix` ending in `/`) and `ignore_case` have "
+              "no equivalent."),
+    ("E0947", "condition Gateway API cannot carry", "An HTTPRouteMatch tests that headers and query parameters are "
+              "present with a value, and one method of a fixed list: `not header`, `absent`, a header compared "
+              "ignoring case and other methods have no equivalent."),
+    ("E0948", "split weight too large for Gateway API", "A backendRef's `weight` is at most 1,000,000. Scale the "
+              "weights down in the same proportions."),
+    ("E0950", "header value Gateway API cannot carry", "Gateway API's header values (a header set or added, a "
+              "header match) are printable ASCII words separated by single spaces or tabs, 1 to 4096 characters, and "
+              "a query parameter match has a value of at least one character: an empty value, spaces at its ends "
+              "or in a row, or a character outside printable ASCII cannot be written."),
+    ("E0951", "destination in another namespace", "An HTTPRoute may send to a Service of another namespace only "
+              "where that namespace's ReferenceGrant allows it, and meshc does not write one."),
+    ("E0952", "more routes than an HTTPRoute holds", "An HTTPRoute has at most 16 rules, and meshc writes one "
+              "HTTPRoute per service: Gateway API breaks ties between the rules of several HTTPRoutes by their "
+              "creation time, which the written order cannot decide. Merge routes that share a destination and "
+              "policy (a route takes several matches)."),
+    ("E0953", "header changed twice under Gateway API", "An HTTPRoute's header filter names each header once in "
+              "`set`, `add` and `remove` (each a map by name), and Gateway API does not say in which order the three "
+              "apply: a header added twice, or removed or set and also added, has no equivalent. meshc applies "
+              "`remove`, then `set`, then `add`, in order."),
+    ("W0940", "retry conditions Gateway API leaves to the implementation", "meshc's `5xx` and `gateway-error` also "
+              "retry resets, connect failures and per-try timeouts, and `reset`/`connect-failure` are connection "
+              "conditions: Gateway API's retry names status codes only, so only those are written and the rest is "
+              "the implementation's choice."),
+    ("W0941", "retry backoff maximum not carried", "Gateway API's `retry.backoff` is the minimum wait between "
+              "attempts; the implementation chooses the growth and the maximum. A backoff maximum other than ten "
+              "times the base (meshc's default) is not written."),
+    ("W0942", "route without retries under Gateway API", "An HTTPRoute cannot say \"no retries\": `retry.attempts` "
+              "is at least 1, and without `retry` the implementation's default applies (Istio retries twice on "
+              "connect failures and 503)."),
+    ("W0943", "split key header not carried", "A split `by header` picks the destination from the header's value; "
+              "Gateway API splits by weight at random, so one user may see both destinations."),
+    ("W0944", "regular expression under Gateway API", "A `RegularExpression` match (a regex path, or a header or "
+              "query condition other than an exact value) has an implementation-specific dialect in Gateway API; "
+              "meshc writes RE2, the dialect of Istio and Envoy Gateway."),
+    ("W0945", "authorization not carried by Gateway API", "HTTPRoute has no authorization: a service's "
+              "`authorization` block is not written by `--target gateway-api`. Enforce it with the mesh's own "
+              "policy (`--target istio` writes an AuthorizationPolicy)."),
+    ("W0946", "destination policies not carried by Gateway API", "Connection limits, outlier detection, retry "
+              "budgets and mTLS are "
+              "the mesh implementation's own policies, not HTTPRoute fields: `--target gateway-api` does not write "
+              "them (`--target istio` writes a DestinationRule and a PeerAuthentication)."),
+    ("W0947", "retry without a status code", "Gateway API's HTTPRouteRetry retries on response status codes "
+              "(`codes`) only: a retry `on` connection conditions alone (`reset`, `connect-failure`, "
+              "`refused-stream`) has nothing to write, and the implementation's default retries apply instead "
+              "(Istio's retry connect failures and refused streams, as such a policy does, and 503s)."),
     # ---- lint rules (meshc lint only)
     ("L0101", "retries that outlast the route timeout", "Every try of the route at its per-try timeout, plus the "
               "longest backoffs between them, takes longer than the route timeout: the route timeout ends the request "

@@ -26,7 +26,7 @@ from __future__ import annotations
 import base64
 import datetime
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -234,7 +234,11 @@ _ENV: celpy.Environment | None = None
 def _env() -> celpy.Environment:
     global _ENV
     if _ENV is None:
-        _ENV = celpy.Environment()
+        import sys
+
+        limit = sys.getrecursionlimit()
+        _ENV = celpy.Environment()   # (it raises the process's recursion limit to 2500: the rules of the
+        sys.setrecursionlimit(limit)  # vendored CRDs evaluate well within the default, so it is put back)
     return _ENV
 
 
@@ -246,10 +250,20 @@ class Rule:
     program: Any
     transition: bool
     message_program: Any = None
+    memo: dict[str, tuple[bool | None, str]] = field(default_factory=dict)
 
     def evaluate(self, value: Any) -> tuple[bool | None, str]:
         """(True, "") when the value satisfies the rule, (False, message) when it does not,
-        (None, why) when the rule cannot be evaluated on it."""
+        (None, why) when the rule cannot be evaluated on it. Memoised by the value's repr (the
+        rules are pure; cel-python's interpreter takes milliseconds per evaluation, and the values
+        of one program repeat: the same path, filter or duration in many objects)."""
+        key = repr(value)
+        found = self.memo.get(key)
+        if found is None:
+            found = self.memo[key] = self._evaluate(value)
+        return found
+
+    def _evaluate(self, value: Any) -> tuple[bool | None, str]:
         try:
             result = self.program.evaluate({"self": value})
         except CELEvalError as exc:
@@ -258,7 +272,7 @@ class Rule:
             return None, f"{type(exc).__name__}: {exc}"
         if isinstance(result, CELEvalError):
             return None, _describe(result)
-        if not isinstance(result, celtypes.BoolType):
+        if not isinstance(result, (celtypes.BoolType, bool)):
             return None, f"the rule gives a {type(result).__name__}, not a bool"
         if result:
             return True, ""
@@ -268,7 +282,7 @@ class Rule:
         if self.message_program is not None:
             try:
                 text = self.message_program.evaluate({"self": value})
-                if isinstance(text, celtypes.StringType) and text.strip():
+                if isinstance(text, str) and text.strip():
                     return str(text)
             except Exception:
                 pass   # Kubernetes falls back to `message` when messageExpression fails

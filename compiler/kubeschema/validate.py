@@ -65,6 +65,7 @@ class Report:
     rule_evaluations: int = 0          # rules evaluated (each rule once per value it applies to)
     rules: set[str] = field(default_factory=set)   # the distinct rules evaluated
     transitions_skipped: int = 0       # `oldSelf` rules: they apply only to an update
+    cel_missing: bool = False          # cel-python is not installed (reported once)
 
     @property
     def ok(self) -> bool:
@@ -350,6 +351,17 @@ def _schema_message(error: Any) -> tuple[list[Any], str]:
                      f"`{_short(error.instance)}`"
     if v == "format":
         return path, f"`{_short(error.instance)}` is not a valid {error.validator_value}"
+    if v in ("maxLength", "minLength"):
+        n = len(error.instance) if isinstance(error.instance, str) else 0
+        return path, (f"`{_short(error.instance)}` has {n} characters, more than {error.validator_value}"
+                      if v == "maxLength" else f"`{_short(error.instance)}` has {n} characters, fewer than "
+                                               f"{error.validator_value}")
+    if v in ("maxItems", "minItems"):
+        n = len(error.instance) if isinstance(error.instance, list) else 0
+        return path, f"{n} items, {'more' if v == 'maxItems' else 'fewer'} than {error.validator_value}"
+    if v in ("maximum", "minimum"):
+        return path, f"{error.instance} is {'above the maximum' if v == 'maximum' else 'below the minimum'} " \
+                     f"{error.validator_value}"
     if v == "pattern":
         return path, f"`{_short(error.instance)}` does not match the pattern `{error.validator_value}`"
     return path, error.message if len(error.message) < 300 else error.message[:300] + "…"
@@ -367,7 +379,14 @@ def _evaluate_rules(schema: dict[str, Any], value: Any, path: list[Any], add: An
         return
     rules = schema.get("x-kubernetes-validations")
     if rules:
-        from compiler.kubeschema import cel
+        try:
+            from compiler.kubeschema import cel
+        except ImportError:   # cel-python is the `kubernetes` extra: refuse, never pass unchecked
+            if not report.cel_missing:
+                report.cel_missing = True
+                add(field_path(path), "cel-python is not installed, so the CRD's CEL rules cannot be evaluated: "
+                                      "pip install 'meshc[kubernetes]'", "validator")
+            return
 
         cel_value = None
         for spec in rules:

@@ -159,7 +159,7 @@ class Subset(Model):
     source: Location
     # the IR's label selector of a label-selected subset, which the native target refuses (E0750):
     # always empty here
-    labels: list[tuple[str, str]] = Field(max_length=0)
+    labels: list[tuple[str, str]] = Field(default_factory=list, max_length=0)
 
 
 class Limits(Model):

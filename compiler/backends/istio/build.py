@@ -56,6 +56,9 @@ class IstioTarget:
         diags: list[Diagnostic] = []
         objects: list[KubeObject] = []
         scope = scopes(program)
+        services = {s.name: s for s in program.services}
+        egress_host = {s.name: f"{s.namespace}/{fqdn(s)}" for s in program.services}
+        everyone = sorted(egress_host.values())   # shared by every sidecar whose scope is the whole program
         restricted = False
         for svc in program.services:
             def obj(api: str, kind: str, name: str, spec: dict, source: ir.Location | None = svc.source,
@@ -68,12 +71,13 @@ class IstioTarget:
                 obj(API_NETWORKING, "ServiceEntry", svc.name, entry)
             obj(API_NETWORKING, "DestinationRule", svc.name, _destination_rule(svc, sources, diags))
             first = svc.routes[0].source if svc.routes else svc.source
-            obj(API_NETWORKING, "VirtualService", svc.name, routes.virtual_service(svc, program, sources, diags), first)
+            spec = routes.virtual_service(svc, services, sources, diags)
+            obj(API_NETWORKING, "VirtualService", svc.name, spec, first)
             obj(API_SECURITY, "PeerAuthentication", svc.name, security.peer_authentication(svc))
             for suffix, _, spec in security.authorization_policies(svc, sources, diags):
                 obj(API_SECURITY, "AuthorizationPolicy", f"{svc.name}-{suffix}", spec, svc.authorization.source)
             mine = scope[svc.name]
-            hosts = sorted(f"{s.namespace}/{fqdn(s)}" for s in (program.service(n) for n in mine.services))
+            hosts = everyone if mine.full else sorted(egress_host[n] for n in mine.services)
             obj(API_NETWORKING, "Sidecar", svc.name, {"workloadSelector": {"labels": {APP_LABEL: svc.name}},
                                                       "egress": [{"hosts": hosts}],
                                                       "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}})
@@ -85,7 +89,7 @@ class IstioTarget:
                                      hint=f"`{extra[0]}` is not in `{svc.name}`'s scope, but its subsets are (a "
                                           "route sends there): an Istio Sidecar's egress imports a host whole. "
                                           "Its authorization still denies the request (403 instead of 404)"))
-            ejecting = [program.service(n) for n in mine.services if program.service(n).outlier is not None]
+            ejecting = [services[n] for n in mine.services if services[n].outlier is not None]
             obj(API_ENVOYFILTER, "EnvoyFilter", svc.name, _envoy_filter(svc, ejecting))
             _sidecar_settings(svc, sources, diags)
         if program.tracing is not None:
@@ -191,10 +195,19 @@ def _envoy_filter(svc: ir.Service, ejecting: list[ir.Service]) -> dict:
         "common_http_protocol_options": {"idle_timeout": duration(sc.idle_timeout_ms),
                                          "max_headers_count": sc.max_request_headers},
     }
+    # Inbound, the caller's `x-forwarded-client-cert` is never passed on (Istio's sidecars append to
+    # it, APPEND_FORWARD): replaced by the verified peer's (its URI; Istio's subject and DNS fields,
+    # which a MERGE cannot turn off, stay: an Istio certificate has an empty subject and no DNS name)
+    inbound = {**hcm, "forward_client_cert_details": "SANITIZE_SET", "set_current_client_cert_details": {"uri": True}}
     patches = [{"applyTo": "NETWORK_FILTER",
                 "match": {"context": context, "listener": {"filterChain": {"filter": {"name": HCM}}}},
-                "patch": {"operation": "MERGE", "value": {"typed_config": hcm}}}
-               for context in ("SIDECAR_INBOUND", "SIDECAR_OUTBOUND")]
+                "patch": {"operation": "MERGE", "value": {"typed_config": config}}}
+               for context, config in (("SIDECAR_INBOUND", inbound), ("SIDECAR_OUTBOUND", hcm))]
+    # Istio (1.24 and later) retries a request to the local application twice when the connection
+    # resets before the request is sent (route.go BuildDefaultHTTPInboundRoute); meshc's inbound
+    # route has no retries.
+    patches.append({"applyTo": "HTTP_ROUTE", "match": {"context": "SIDECAR_INBOUND"},
+                    "patch": {"operation": "MERGE", "value": {"route": {"retry_policy": {"num_retries": 0}}}}})
     patches += [{"applyTo": "CLUSTER", "match": {"context": "SIDECAR_OUTBOUND", "cluster": {"service": fqdn(dest)}},
                  "patch": {"operation": "MERGE", "value": {"common_lb_config": {"update_merge_window": "0s"}}}}
                 for dest in ejecting]

@@ -79,22 +79,29 @@ def match_requests(m: ir.Match, route: ir.Route, sources: dict, diags: list[Diag
     headers: dict[str, dict] = {}
     without: dict[str, dict] = {}
     clash = False
+
+    def put(into: dict[str, dict], name: str, test: dict) -> None:
+        """One test per header and map. The same test twice is one; in `headers`, presence ({}) is
+        implied by any string test (which never holds on an absent header), so it gives way."""
+        nonlocal clash
+        have = into.get(name)
+        if have is None or have == test or (into is headers and have == {}):
+            into[name] = test
+        elif not (into is headers and test == {}):
+            clash = True
+
     for h in m.headers:
         if h.kind == "absent":
-            clash |= h.name in without
-            without[h.name] = {}
+            put(without, h.name, {})
         elif h.kind == "present":
-            clash |= h.name in headers
-            headers[h.name] = {}
+            put(headers, h.name, {})
         elif h.invert:
             # Istio inverts with treat_missing_header_as_empty (route.go TranslateRouteMatch): an absent
             # header would pass; meshc's `not header` requires it present, so both are written.
-            clash |= h.name in without or (h.name in headers and headers[h.name] != {})
-            headers[h.name] = {}
-            without[h.name] = header_string_match(h)
+            put(headers, h.name, {})
+            put(without, h.name, header_string_match(h))
         else:
-            clash |= h.name in headers
-            headers[h.name] = header_string_match(h)
+            put(headers, h.name, header_string_match(h))
     if clash:
         diags.append(located("E0902", f"route `{route.name}` tests one header twice in one match, which Istio "
                                       "cannot write", route.source, sources,
@@ -126,11 +133,25 @@ def _destination(service: ir.Service, subset: str) -> dict:
     return {"host": fqdn(service), "subset": subset}
 
 
+def _header_value(value: str) -> str:
+    """A literal header value for Envoy, which Istio hands it as it is: Envoy reads `%…%` as a
+    substitution (and rejects a lone `%`), so `%` is written `%%` (as meshc's Envoy output does)."""
+    return value.replace("%", "%%")
+
+
 def _header_ops(changes: ir.HeaderChanges, what: str, route: ir.Route, sources: dict,
                 diags: list[Diagnostic]) -> dict:
+    """Istio's HeaderOperations: remove, set (overwrite), add (append): route.go
+    TranslateHeadersOperations, in that order, which is meshc's."""
     ops: dict = {}
+    empty = [n for n, v in (*changes.set, *changes.add) if v == ""]
+    if empty:
+        diags.append(located("W0908", f"Istio skips the empty value of {what} header `{empty[0]}` of route "
+                                      f"`{route.name}`: the header is left as it was", route.source, sources,
+                             hint="Envoy drops a header option with an empty value unless `keep_empty_value` is "
+                                  "set, which Istio's `headers` cannot say; meshc sets (or adds) it empty"))
     if changes.set:
-        ops["set"] = dict(changes.set)
+        ops["set"] = {n: _header_value(v) for n, v in changes.set}
     if changes.add:
         names = [n for n, _ in changes.add]
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -138,7 +159,7 @@ def _header_ops(changes: ir.HeaderChanges, what: str, route: ir.Route, sources: 
             diags.append(located("E0903", f"route `{route.name}` adds {what} header `{dup[0]}` twice, which "
                                           "Istio cannot write", route.source, sources,
                                  hint="Istio's `headers.add` is a map by header name: one value per header"))
-        ops["add"] = dict(changes.add)
+        ops["add"] = {n: _header_value(v) for n, v in changes.add}
     if changes.remove:
         ops["remove"] = list(changes.remove)
     return ops
@@ -172,7 +193,7 @@ def retries(route: ir.Route, sources: dict, diags: list[Diagnostic]) -> dict:
     return out
 
 
-def virtual_service(svc: ir.Service, program: ir.Program, sources: dict,
+def virtual_service(svc: ir.Service, services: dict[str, ir.Service], sources: dict,
                     diags: list[Diagnostic]) -> dict:
     """The spec of the VirtualService of `svc` (host: its FQDN)."""
     http = []
@@ -182,10 +203,10 @@ def virtual_service(svc: ir.Service, program: ir.Program, sources: dict,
         if all(matches):   # an empty HTTPMatchRequest takes every request: then the route has no `match`
             item["match"] = matches
         if route.to is not None:
-            item["route"] = [{"destination": _destination(program.service(route.to.service), route.to.subset)}]
+            item["route"] = [{"destination": _destination(services[route.to.service], route.to.subset)}]
         else:
             assert route.split is not None
-            item["route"] = _split(route, program, sources, diags)
+            item["route"] = _split(route, services, sources, diags)
         if route.timeout_ms:
             item["timeout"] = duration(route.timeout_ms)
         item["retries"] = retries(route, sources, diags)
@@ -200,7 +221,7 @@ def virtual_service(svc: ir.Service, program: ir.Program, sources: dict,
             item["fault"] = fault
         if route.mirror is not None:
             mirror = route.mirror
-            item["mirrors"] = [{"destination": _destination(program.service(mirror.service), mirror.subset),
+            item["mirrors"] = [{"destination": _destination(services[mirror.service], mirror.subset),
                                 "percentage": {"value": istio_percent(mirror.percent)}}]
         headers = {}
         request = _header_ops(route.request_headers, "request", route, sources, diags)
@@ -215,7 +236,7 @@ def virtual_service(svc: ir.Service, program: ir.Program, sources: dict,
     return {"hosts": [fqdn(svc)], "http": http}
 
 
-def _split(route: ir.Route, program: ir.Program, sources: dict, diags: list[Diagnostic]) -> list[dict]:
+def _split(route: ir.Route, services: dict[str, ir.Service], sources: dict, diags: list[Diagnostic]) -> list[dict]:
     split = route.split
     assert split is not None
     if split.key_header is not None:
@@ -241,7 +262,7 @@ def _split(route: ir.Route, program: ir.Program, sources: dict, diags: list[Diag
                                  sources, hint="Istio's weights are 32-bit signed integers"))
     if len(targets) == 1:
         t = targets[0]
-        return [{"destination": _destination(program.service(t.service), t.subset)}]
-    return [{"destination": _destination(program.service(t.service), t.subset), "weight": w}
+        return [{"destination": _destination(services[t.service], t.subset)}]
+    return [{"destination": _destination(services[t.service], t.subset), "weight": w}
             for t, w in zip(targets, weights, strict=True)]
 

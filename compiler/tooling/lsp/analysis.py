@@ -283,7 +283,10 @@ KEYWORDS: dict[str, str] = {
                 "`from identity`, callers with that ID (`/*` suffix: a prefix) (§5.2, §14)",
     "endpoints": "`endpoints [\"HOST:PORT\", …]`: a subset's endpoints; directly in a service, the implicit "
                  "subset `default` (§5.3)",
-    "subset": "`subset NAME { endpoints […] }`: a named group of endpoints (a version) that routes send to (§5.3)",
+    "subset": "`subset NAME { endpoints […] }`: a named group of endpoints (a version) that routes send to (§5.3); "
+              "`subset NAME { labels { KEY \"VALUE\" } }`: the Kubernetes pods with those labels (§5.3)",
+    "labels": "`labels { KEY \"VALUE\" … }`: a label-selected subset, the Kubernetes pods carrying these labels; "
+              "for `--target istio` only (E0750 on the Envoy and native targets) (§5.3)",
     "routes": "`routes SERVICE { route … }`: what a caller's sidecar does with requests to SERVICE; "
               "first matching route wins, else 404 (§7)",
     "route": "`route NAME { match … to … }`: one route; routes are tried in written order (§7)",
