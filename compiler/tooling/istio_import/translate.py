@@ -1196,7 +1196,7 @@ _ALL = "all"   # the subset of every endpoint of a service (Istio: a destination
 
 def _literal_regex(pattern: str) -> tuple[str, str, bool] | None:
     """A regex that `--target istio` writes for what Istio's StringMatch lacks, read back: `.*LIT` a
-    suffix, `[aA]`-folded letters `ignore_case` (with `.*` after: a prefix). None for any other
+    suffix, `LIT.*` a prefix, `LIT` exact, `[aA]`-folded letters `ignore_case`. None for any other
     regex, which stays a regex."""
     kind, body = "exact", pattern
     if body.startswith(".*"):
@@ -1219,8 +1219,7 @@ def _literal_regex(pattern: str) -> tuple[str, str, bool] | None:
         else:
             literal.append(ch)
             i += 1
-    if not folded and kind != "suffix":
-        return None   # `--target istio` writes exact and prefix as they are: this is a regex
+    # a regex of a literal (with `.*` at one end) is that exact, prefix or suffix test: the same requests
     return kind, "".join(literal), folded
 
 
