@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXPLANATIONS = ROOT / "compiler" / explain.EXPLANATIONS_DIR
 DOCS = ROOT / explain.DOCS_PATH
 BACKEND_PREFIXES = ("E07", "W07")   # codes only the backends report (compile --target envoy)
+IMPORT_PREFIXES = ("E10", "W10")   # codes `meshc import istio` reports, on YAML
 # codes only the Istio target reports, and the shared Kubernetes name checks (compile --target istio)
 ISTIO_CODES = tuple(f"{s}09{n:02d}" for s in "EW" for n in range(1, 40))
 # codes of the Kubernetes validation and the Gateway API target (compile --target gateway-api): the
@@ -79,6 +80,10 @@ def envoy_backend_works(tmp_path_factory) -> bool:
 
 def diagnostics_of(code: str, paths: list[str], tmp_path: Path, request, good: bool = False) -> list[tuple[str, str]]:
     """(code, severity) of every diagnostic the program reports, through the stage that reports `code`."""
+    if code.startswith(IMPORT_PREFIXES):   # `meshc import istio` on the example's YAML
+        from compiler.tooling.istio_import import import_istio
+
+        return [(d.code, d.severity) for d in import_istio(paths, out_dir=str(tmp_path / "out")).diagnostics]
     if code.startswith("L"):  # lint rules: through `meshc lint` with the default configuration
         from compiler.tooling.lint import lint_files
         from compiler.tooling.lint.config import LintConfig

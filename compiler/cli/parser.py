@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
 COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp", "ca", "doctor", "serve", "status", "stat", "graph",
-            "trace", "test", "diff")
+            "trace", "test", "diff", "import")
 FORMATS = ("human", "json", "sarif", "github")
 # What `meshc compile --emit` prints: the stages of a compile, in order.
 STAGES = ("tokens", "ast", "ir", "envoy", "native", "istio", "gateway-api")
@@ -265,6 +265,25 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         help="human (default), json, or markdown (a pull-request comment)")
         df.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                         help="colour in the diagnostics of a side that does not compile")
+    if only in (None, "import"):
+        imp = sub.add_parser("import", help="translate Istio and Kubernetes YAML into formatted .mesh files",
+                             description="Read VirtualService, DestinationRule, AuthorizationPolicy, "
+                                         "PeerAuthentication, ServiceEntry and Service objects (multi-document "
+                                         "files, `kubectl get -o yaml` lists) and write one formatted .mesh file per "
+                                         "namespace, plus mesh.mesh, into DIR (docs/kubernetes.md). What meshc "
+                                         "cannot express is an error located in the YAML, and nothing is written. "
+                                         "Exit 0 written (warnings allowed), 1 errors in the YAML, 2 usage or I/O.")
+        imp.add_argument("source", choices=("istio",), help="the format of the input: istio")
+        imp.add_argument("files", nargs="+", metavar="FILES",
+                         help="YAML files, or directories (their .yaml/.yml files)")
+        imp.add_argument("-o", "--output", required=True, metavar="DIR", help="the directory the .mesh files go to")
+        imp.add_argument("--trust-domain", default="cluster.local", metavar="DOMAIN",
+                         help="the mesh's trust domain (Istio's MeshConfig trustDomain; default cluster.local)")
+        imp.add_argument("--output-format", "--format", dest="output_format", choices=FORMATS, default="human",
+                         help="how diagnostics are printed: human (default), json, sarif or github")
+        imp.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                         help="colour in human output (default: auto, only on a terminal; NO_COLOR disables)")
+        quiet(imp)
     if only is None:  # listed for --help only: run() hands `meshc proxy ...` to runtime_proxy as it is
         sub.add_parser("proxy", add_help=False,
                        help="run the native sidecar proxy on a compiled config (`meshc proxy --help`)")

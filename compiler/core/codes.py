@@ -6,6 +6,7 @@ backend cannot express exactly; reported by `compile --emit envoy|native`, never
 tests (E0801-E0819 by `check`, E0820 and up by `meshc test` when it runs them), E09xx Kubernetes targets
 (what `compile --target istio|gateway-api` cannot write exactly, and names Kubernetes would reject;
 E0901-E0939 Istio and the shared name checks). W-codes are warnings.
+E10xx import: `meshc import istio`, located in the YAML it reads (never by `check`).
 """
 
 from __future__ import annotations
@@ -396,6 +397,49 @@ CODES: dict[str, Code] = _registry(
               "authorization block refers to."),
     ("L0402", "unused import", "An import that contributes nothing: the file declares no service, routes or "
               "authorization, and none of its named policies is used."),
+    # ---- import (`meshc import istio`, located in the YAML it reads)
+    ("E1001", "malformed YAML", "A YAML file that does not parse (or is not UTF-8, or repeats a key in one mapping, or "
+              "uses a merge key): the message says where the parser stopped. Nothing is written."),
+    ("E1002", "YAML refused as hostile", "The importer reads YAML as plain data and bounds it: a tag that "
+              "could construct an object (`!!python/object`, any custom tag), a file over 16 MiB, nesting deeper "
+              "than 64 levels, more "
+              "than two million nodes, or aliases that would expand to more than two million nodes (an alias bomb: "
+              "a few hundred bytes that expand to gigabytes when walked) are refused before anything is built."),
+    ("E1003", "not an importable object", "A YAML document that is not a Kubernetes object with `apiVersion`, "
+              "`kind` and `metadata.name`, or of a kind the importer does not read. VirtualService, DestinationRule, "
+              "AuthorizationPolicy, PeerAuthentication, ServiceEntry and Service are translated; workloads and "
+              "configuration (Deployment, ConfigMap, ServiceAccount, …) are skipped with W1001."),
+    ("E1004", "unknown field", "A field that the real Istio CRD schema (istio/api v1.30) does not declare at "
+              "that place: usually a misspelling, which Istio would reject (or, with validation off, ignore)."),
+    ("E1005", "cannot be translated", "An Istio field or value that meshc has no construct for (a redirect, a CORS "
+              "policy, a gateway, a suffix path pattern, a source with both principals and namespaces, …). The import "
+              "stops rather than leave it out silently: remove it, or keep that object in Istio YAML."),
+    ("E1006", "invalid value", "A value of the wrong type or out of range (a weight that is not an integer, a duration "
+              "Istio would not parse, a name that is not a meshc name)."),
+    ("E1007", "unknown host", "A VirtualService, DestinationRule or destination names a host that no imported "
+              "Kubernetes Service or ServiceEntry declares. Short names resolve in the namespace of the object."),
+    ("E1008", "unknown subset", "A route or mirror names a subset that the destination's DestinationRule does not "
+              "declare (Istio would answer 503 `no healthy upstream`), or a subset that selects no endpoint."),
+    ("E1009", "defined twice", "Two services with one name (meshc names are unique across namespaces), or two "
+              "VirtualServices for one host (Istio merges them only on gateways)."),
+    ("E1010", "imported policy does not check", "The translated policy fails `meshc check`: the message gives meshc's "
+              "own diagnostic, reported at the YAML it came from (a path value that is not in normal form, a split "
+              "whose weights are all 0, …)."),
+    ("E1011", "rejected by the CRD schema", "The real Istio CRD (istio/api v1.30.3, vendored in "
+              "compiler/kubeschema/crds) rejects the object: its OpenAPI schema (a type, a range, a required field) "
+              "or one of its CEL validation rules (`x-kubernetes-validations`). The API server would refuse it, so "
+              "it is not translated; a rule the validator cannot evaluate is this error too, never a pass."),
+    ("W1001", "skipped object", "A Kubernetes object that carries no mesh policy (Deployment, ServiceAccount, "
+              "ConfigMap, …) is skipped; a Deployment's pod labels and service account still tell which pods a "
+              "Service has."),
+    ("W1002", "Istio default or retry detail approximated", "Istio retries every route that says nothing about "
+              "retries (2 attempts on connect-failure, refused-stream, 503 and the gRPC statuses unavailable and "
+              "cancelled, each on another endpoint). meshc writes that as a `retry` block without the gRPC statuses "
+              "and without the choice of another endpoint: write `retries: {attempts: 0}` or "
+              "`retryIgnorePreviousHosts: false` in the YAML to make the translation exact."),
+    ("W1003", "approximated", "The translation is close but not exact, and the message says how: Istio's outlier "
+              "detection turns Envoy's panic threshold off unless `minHealthPercent` is written, a Service with "
+              "several ports keeps its first, a policy that selects no imported service is skipped."),
 )
 
 
