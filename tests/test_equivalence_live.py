@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from tests.envoy_support import requires_envoy
+from tests.equivalence import features, tally
 from tests.equivalence import policies as gen
-from tests.equivalence import tally
 from tests.equivalence.policies import Endpoint, Fail, GenPolicy, GenRequest
 
 pytestmark = requires_envoy
@@ -80,14 +80,27 @@ def check(session, policy: GenPolicy, requests: list[GenRequest]) -> list:
         disagreement()
         pytest.fail(f"the model layer's Envoy evaluator mispredicted {len(wrong)} of {len(requests)} request(s); "
                     "the first:\n" + model_report(policy, wrong[0]), pytrace=False)
+    observe_features(session, results)
     return results
+
+
+def observe_features(session, results: list) -> None:
+    """Record the features each compared request exercised (tests/equivalence/features.py), read
+    from the native decision of that request on the config the native plane runs."""
+    from compiler.verify.native import NativeModel
+
+    native = NativeModel(session.compiled_native, certs=session.certs.ders, validate=False)
+    for c in results:
+        why: dict = {}
+        native.decide(c.request, why=why)
+        features.observe("live", c.request, c.decision, why.get("steps", ()), native.table)
 
 
 # ---- generated policies ---------------------------------------------------------------------------
 
 @settings(max_examples=POLICIES, deadline=None, derandomize=not NIGHTLY, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(gen.cases(max_requests=MAX_REQUESTS, min_requests=MIN_REQUESTS))
+@given(gen.cases(max_requests=MAX_REQUESTS, min_requests=MIN_REQUESTS, focus_layer="live"))
 def test_equivalence_generated_policies(equivalence_session, case):
     policy, requests = case
     check(equivalence_session, policy, requests)
