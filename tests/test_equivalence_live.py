@@ -4,7 +4,10 @@ the native proxy, side by side, in front of the same loopback upstreams
 normalised observations must agree.
 
 Profiles: the default (and `CI`) runs at least 100 policies and 2,000 requests through both
-data planes; `MESHC_EQUIVALENCE=nightly` runs 1,000 policies. The hand-written tests at the end
+data planes (60 generated ones, three in four focused on a group of features, and one focused on
+each group of tests/equivalence/features.py `focus_groups()`, which together hold every pair of
+features that can interact); `MESHC_EQUIVALENCE=nightly` runs 1,000 generated policies and the
+groups. The hand-written tests at the end
 are the disagreements found while building this layer, each with its minimal policy and request.
 """
 
@@ -24,7 +27,7 @@ pytestmark = requires_envoy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NIGHTLY = os.environ.get("MESHC_EQUIVALENCE") == "nightly"
-POLICIES = 1000 if NIGHTLY else 110
+POLICIES = 1000 if NIGHTLY else 60      # and one per focus group (test_equivalence_live_focus_groups)
 MIN_REQUESTS, MAX_REQUESTS = 15, 30
 
 
@@ -104,6 +107,25 @@ def observe_features(session, results: list) -> None:
 def test_equivalence_generated_policies(equivalence_session, case):
     policy, requests = case
     check(equivalence_session, policy, requests)
+
+
+def focus_group_case(session, group: frozenset[str]):
+    @settings(max_examples=1, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @given(gen.cases(max_requests=MAX_REQUESTS, min_requests=MIN_REQUESTS, focus=group))
+    def one(case):
+        policy, requests = case
+        check(session, policy, requests)
+
+    return one
+
+
+def test_equivalence_live_focus_groups(equivalence_session):
+    """Every group of features the generators combine on purpose (features.focus_groups(): they
+    hold every pair that can interact), one generated policy each focused on it, through both
+    planes: the CI profile covers every pair of the live layer."""
+    for group in features.focus_groups():
+        focus_group_case(equivalence_session, group)()
+    assert features.uncovered("live") == []      # every pair of the layer, by this test alone
 
 
 # ---- regressions: disagreements found, each with its minimal policy ------------------------------------
