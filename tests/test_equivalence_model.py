@@ -7,8 +7,12 @@ the emitted Envoy JSON, on generated policies and many requests each, without so
   the live layer can afford), every request decided by both models and compared field by field
   (envoy_eval/decisions.py). Inbound requests come from the generators' callers
   (`policies.CALLERS`, each presenting a certificate with its SPIFFE ID) or from a plaintext
-  caller, against the policy's mTLS mode. The CI profile makes over 20,000 decisions;
-  `MESHC_EQUIVALENCE=nightly` makes ten times as many.
+  caller, against the policy's mTLS mode. Three policies in four combine a group of features on
+  purpose (tests/equivalence/features.py `focus_groups`) and begin with requests that reach them.
+  The CI profile makes over 20,000 decisions; `MESHC_EQUIVALENCE=nightly` makes ten times as many.
+- `test_equivalence_model_focus_groups`: one generated policy per focus group, so that every pair
+  of features that can interact is exercised by a compared decision (the pairs line under the
+  summary, docs/testing.md).
 - `test_equivalence_model_handwritten`: fixed policies for the corners, with the same requests.
 - regressions: each disagreement found while building this layer, with its minimal policy.
 - `test_envoy_model_*`: the Envoy evaluator itself against measured Envoy 1.40 facts
