@@ -932,7 +932,11 @@ class _NoClient:
 
 
 class Mirror:
-    """A fire-and-forget copy of a request: its response and its failures are dropped."""
+    """A fire-and-forget copy of a request: its response is dropped, but its outcome counts as
+    Envoy counts a shadow's (measured with Envoy 1.40, tests/test_mirror_outlier.py): a status,
+    a reset or connect failure and a timeout after the copy was sent go to the mirror subset's
+    outlier detection (the ejection then steers that subset's real traffic), like the copy's
+    circuit-breaker request unit and the cluster's statistics."""
     __slots__ = ("cluster", "data", "is_head", "conn", "state", "timer", "done", "pool", "seq", "t_send", "answered")
     down = _NoClient()
 
@@ -948,7 +952,7 @@ class Mirror:
         cluster.stats.mirror_total += 1
         self.pool = cluster.pick()
         self.state = WAITING
-        self.timer = cluster.loop.call_later(timeout, self.stop)
+        self.timer = cluster.loop.call_later(timeout, self.on_timeout)
         conn = cluster.acquire(self, self.pool, False)
         if conn is False:
             self.state = IDLE
@@ -969,8 +973,16 @@ class Mirror:
         conn.write(self.data)
 
     def on_response_head(self, conn: UpstreamConn, status: int) -> None:
-        self.cluster.stats.charge(status)
+        cluster = self.cluster
+        cluster.stats.charge(status)
         self.answered = True
+        self.outcome(status, None)
+
+    def outcome(self, status: int | None, failure: str | None) -> None:
+        """The copy's result, counted by the mirror subset's outlier detection as Envoy does."""
+        outlier = self.cluster.outlier
+        if outlier is not None and outlier.record(self.pool.key, status, failure, _monotonic()):
+            self.cluster.ejected(self.pool.key)
 
     def on_response_body(self, conn: UpstreamConn, data: bytes) -> None:
         pass
@@ -983,10 +995,22 @@ class Mirror:
 
     def on_failure(self, conn: UpstreamConn | None, kind: str, reason: str, fresh_ok: bool) -> None:
         self.conn = None
+        if not self.answered:     # Envoy charges the copy's 503 (`upstream_rq_503`)
+            self.cluster.stats.charge(503)
+            self.outcome(None, kind)
         self.stop()
 
     def on_upstream_write_paused(self, paused: bool) -> None:
         pass
+
+    def on_timeout(self) -> None:
+        """The copy's timeout (the route's): counted as the router counts a timed-out attempt."""
+        if self.state == SENT and not self.answered:   # Envoy charges a 504 and `upstream_rq_timeout`
+            stats = self.cluster.stats
+            stats.charge(504)
+            stats.rq_timeout += 1
+            self.outcome(None, PER_TRY_TIMEOUT)
+        self.stop()
 
     def on_overflow(self) -> None:
         self.state = IDLE
