@@ -213,7 +213,7 @@ route_nodes = st.builds(
     timeout=optional(timeouts),
     retry=optional(retries),
     fault=optional(blocks("fault")),
-    mirror=optional(mirrors),
+    mirrors=tuples(mirrors, max_size=2),
     request_headers=optional(header_op_blocks),
     response_headers=optional(header_op_blocks),
 )
@@ -430,9 +430,10 @@ def _valid_route(draw, name: str, targets: list[tuple[str, str]]):
         if not parts or draw(st.booleans()):
             parts.append(_setting("delay", draw(_durations_ms), draw(_four_decimals)))
         fault = ast.Block("fault", tuple(parts))
-    mirror = draw(st.none() | st.builds(lambda t, p: ast.Mirror(ref(t), _lit(p)), target, _four_decimals))
+    mirrors = tuple(draw(st.lists(st.builds(lambda t, p: ast.Mirror(ref(t), _lit(p)), target, _four_decimals),
+                                  max_size=2)))
     return ast.Route(_lit(name), tuple(draw(st.lists(_valid_match(), max_size=2))), to, split, timeout, retry, fault,
-                     mirror, draw(_valid_header_ops()), draw(_valid_header_ops()))
+                     mirrors, draw(_valid_header_ops()), draw(_valid_header_ops()))
 
 
 @st.composite

@@ -378,7 +378,7 @@ def outbound(table: Table | None, dest_host: str, req: Request, sample: list[byt
     f = route.fault
     out["fault"] = None if f is None else (f"abort {f.abort_status} {f.abort_percent}% delay {f.delay_ms}ms "
                                            f"{f.delay_percent}%")
-    out["mirror"] = None if route.mirror is None else f"{_subset(route.mirror.subset.cluster)} {route.mirror.percent}%"
+    out["mirror"] = ", ".join(f"{_subset(m.subset.cluster)} {m.percent}%" for m in route.mirrors) or None
     if high.status:
         out["status"] = high.status
         return out

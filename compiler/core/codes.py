@@ -117,6 +117,8 @@ CODES: dict[str, Code] = _registry(
               "longer than that is cut short whenever the service is silent that long. Raise the sidecar's "
               "`stream_idle_timeout`, or shorten the route timeout. `timeout none` is not reported: it bounds "
               "the whole request by nothing, and silence by the stream idle timeout."),
+    ("W0430", "the same subset mirrored twice", "A route has two `mirror` lines to one subset: that subset gets "
+              "two copies of every request both mirrors copy. Keep one `mirror` line with the share wanted."),
     # ---- resilience
     ("W0501", "retries on non-idempotent methods", "The route can match POST or PATCH requests (explicitly, or because "
               "it has no `method` condition) and retries on conditions that arise after the request reached the "

@@ -225,7 +225,8 @@ class Route(Node):
                                        # (`timeout none`); default ROUTE_TIMEOUT_MS, 15 000; 504 on expiry
     retry: Retry | None
     fault: Fault | None
-    mirror: Mirror | None
+    mirrors: tuple[Mirror, ...]        # in written order, each with its own share; one random draw per request
+                                       # decides them all, as Envoy's stream id does (docs/language.md §12)
     request_headers: HeaderChanges     # to the request sent upstream
     response_headers: HeaderChanges    # to the response (local replies on a chosen route included)
 

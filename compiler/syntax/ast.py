@@ -223,7 +223,7 @@ class Route(Node):
     timeout: Lit[int | None] | None  # value None means `timeout none`
     retry: Block | Ref | Lit[None] | None  # Lit(None) means `retry none`
     fault: Block | None
-    mirror: Mirror | None
+    mirrors: tuple[Mirror, ...]  # one per `mirror` line, in the written order (each drawn as Envoy does: §12)
     request_headers: HeaderOps | None
     response_headers: HeaderOps | None
     span: Span = _span

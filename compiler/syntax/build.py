@@ -300,9 +300,13 @@ class Builder:
     def route_decl(self, c: Children) -> ast.Route:
         fields: dict[str, Any] = {}  # by tag: a Ref, a Split, a Lit, a Block, a Mirror or HeaderOps
         matches = []
+        mirrors = []
         for tag, value, span in self.body(c):
             if tag == "match":
                 matches.append(value)
+                continue
+            if tag == "mirror":       # a route may mirror to several subsets (docs/language.md §12)
+                mirrors.append(value)
                 continue
             if tag in fields:
                 self.diags.add("E0105", f"`{tag}` is set twice in route `{self.vals[c[1]]}`", span,
@@ -310,7 +314,7 @@ class Builder:
                 continue
             fields[tag] = value
         return ast.Route(self.name(c[1]), tuple(matches), fields.get("to"), fields.get("split"), fields.get("timeout"),
-                         fields.get("retry"), fields.get("fault"), fields.get("mirror"),
+                         fields.get("retry"), fields.get("fault"), tuple(mirrors),
                          fields.get("request_headers"), fields.get("response_headers"), self.span(c))
 
     def match_block(self, c):

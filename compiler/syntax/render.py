@@ -411,8 +411,8 @@ def route(node: ast.Route) -> list[str]:
         if node.fault.kind != "fault":
             raise ValueError(f"a {node.fault.kind} block where the fault block belongs")
         body.append(Line(block(node.fault), node.fault))
-    if node.mirror is not None:
-        body.append(Line(mirror(node.mirror), node.mirror))
+    for m in node.mirrors:
+        body.append(Line(mirror(m), m))
     if node.request_headers is not None:
         body.append(Line(f"request_headers {header_ops(node.request_headers)}", node.request_headers))
     if node.response_headers is not None:

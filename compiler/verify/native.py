@@ -199,8 +199,7 @@ class NativeModel:
         retry = None if r is None else canonical_retry(
             r.num_retries, r.retry_on, r.retriable_status_codes, r.per_try_timeout_ms,
             r.backoff_base_ms, r.backoff_max_ms)
-        mirror = None if route.mirror is None else canonical_mirror(
-            [(route.mirror.subset.cluster, route.mirror.percent)])
+        mirror = canonical_mirror([(m.subset.cluster, m.percent) for m in route.mirrors])
         f = route.fault
         fault = None if f is None else canonical_fault(f.delay_ms, f.delay_percent, f.abort_status, f.abort_percent)
         common: dict[str, Any] = {"route": f"{high.service}/{route.name}", "timeout_ms": route.timeout_ms,

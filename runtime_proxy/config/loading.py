@@ -157,8 +157,8 @@ def semantic_errors(data: dict[str, Any]) -> list[str]:
                 if split.get("total_weight") != total:
                     errors.append(f"{base}.split.total_weight: {split.get('total_weight')} is not the sum "
                                   f"of the weights ({total})")
-            if r.get("mirror") is not None:
-                ref(f"{base}.mirror", r["mirror"])
+            for k, mirror in enumerate(r.get("mirrors") or []):
+                ref(f"{base}.mirrors[{k}]", mirror)
             for m, match in enumerate(r.get("matches") or []):
                 errors.extend(_regex_errors(f"{base}.matches[{m}]", match))
     authz = data.get("authorization")

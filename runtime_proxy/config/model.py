@@ -139,7 +139,7 @@ class Route(Model):
     timeout_ms: int = Field(ge=0)              # whole request including retries; 0 = none
     retry: Retry | None = None
     fault: Fault | None = None
-    mirror: Mirror | None = None
+    mirrors: list[Mirror] = []                 # in written order; one draw per request decides them all
     request_headers: HeaderChanges = HeaderChanges()
     response_headers: HeaderChanges = HeaderChanges()
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from runtime_proxy.decide import authz as authz_mod
 from runtime_proxy.decide import fault as fault_mod
+from runtime_proxy.decide import mirror as mirror_mod
 from runtime_proxy.decide import split as split_mod
 from runtime_proxy.decide.headers import apply_changes
 from runtime_proxy.decide.http import (
@@ -42,7 +43,7 @@ from runtime_proxy.decide.trace import TRACE_HEADERS, CTracing, Span, decide_spa
 
 if TYPE_CHECKING:
     from runtime_proxy.decide.explain import Explanation
-    from runtime_proxy.decide.table import CHeaderChanges, CSubsetRef, HeaderMap, Table
+    from runtime_proxy.decide.table import CHeaderChanges, CMirror, CSubsetRef, HeaderMap, Table
 
 # A request's header lines as received: (name as sent, value).
 RawHeaders = list[tuple[bytes, bytes]]
@@ -190,7 +191,7 @@ class Decision:
     delay_ms = 0                    # a fault delay to wait before the rest of the decision
     up_head = b""                   # request line and header lines every attempt sends
     up_tail = b"\r\n"               # the framing line(s) ending the head
-    mirror = False                  # fire the route's mirror copy once the body is known
+    mirrors: tuple[CMirror, ...] = ()   # the route's mirrors that copy this request, once the body is known
     expect_continue = False         # answer `100 Continue` before forwarding
     rule: str | None = None         # the authorization rule that decided (inbound), None: the default
     # the `x-request-id` the hop writes itself when the sidecar has `tracing`, sampled or not (its
@@ -302,17 +303,25 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
     else:
         ref = route.to  # type: ignore[assignment]  # not None: compile_config gives a route `to` or `split`
     d.cluster = ref.subset.cluster
-    if route.mirror is not None:
-        draw = draws.mirror()
-        if draw * 100.0 < route.mirror.percent:
-            d.mirror = True
-        if explain is not None:
-            explain.note("mirror", "copied" if d.mirror else "not copied",
-                         f"{route.mirror.percent:g} % of requests to {route.mirror.subset.cluster}",
-                         {"percent": route.mirror.percent, "draw": draw, "cluster": route.mirror.subset.cluster,
-                          "random": 0.0 < route.mirror.percent < 100.0})
+    if route.mirrors:
+        _mirrors(d, route.mirrors, draws.mirror(), explain)
     _upstream_head(d, head, draws, method, target, raw, headers, route, None)
     return d
+
+
+def _mirrors(d: Decision, mirrors: tuple[CMirror, ...], draw: float, explain: Explanation | None) -> None:
+    """The mirrors that copy this request: one draw for them all, as Envoy (decide/mirror.py)."""
+    residue = mirror_mod.stream_residue(draw)
+    fired = tuple(m for m in mirrors if mirror_mod.copies(m.numerator, m.denominator, residue))
+    if fired:
+        d.mirrors = fired
+    if explain is not None:
+        for m in mirrors:
+            explain.note("mirror", "copied" if m in fired else "not copied",
+                         f"{m.percent:g} % of requests to {m.subset.cluster}",
+                         {"percent": m.percent, "draw": draw, "cluster": m.subset.cluster,
+                          "random": 0.0 < m.percent < 100.0, "residue": residue,
+                          "fraction": [m.numerator, m.denominator]})
 
 
 def _trace(d: Decision, headers: HeaderMap, draws: RequestDraws, tracing: CTracing) -> None:

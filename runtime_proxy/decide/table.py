@@ -17,6 +17,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from runtime_proxy.decide.mirror import fraction as mirror_fraction
 from runtime_proxy.decide.route_index import RouteIndex
 from runtime_proxy.decide.trace import compile_tracing
 
@@ -356,12 +357,14 @@ class CFault:
 
 
 class CMirror(CSubsetRef):
-    __slots__ = ("percent", "timeout_ms")
+    __slots__ = ("percent", "timeout_ms", "numerator", "denominator")
 
     def __init__(self, service: CService, subset: CSubset, percent: float, timeout_ms: int) -> None:
         super().__init__(service, subset)
         self.percent = percent
         self.timeout_ms = timeout_ms  # a copy still running after this is dropped
+        # the share as Envoy's FractionalPercent, which decide/mirror.py compares the draw with
+        self.numerator, self.denominator = mirror_fraction(percent)
 
 
 class CHeaderChanges:
@@ -381,11 +384,12 @@ NO_HEADER_CHANGES = CHeaderChanges(None)
 
 class CRoute:
     __slots__ = ("name", "source", "matches", "to", "split", "timeout_ms", "retry", "fault",
-                 "mirror", "request_headers", "response_headers")
+                 "mirrors", "request_headers", "response_headers")
 
     def __init__(self, name: str, source: str, matches: tuple[CMatch, ...], to: CSubsetRef | None,
                  split: CSplit | None, timeout_ms: int, retry: CRetry | None, fault: CFault | None,
-                 mirror: CMirror | None, request_headers: CHeaderChanges, response_headers: CHeaderChanges) -> None:
+                 mirrors: tuple[CMirror, ...], request_headers: CHeaderChanges,
+                 response_headers: CHeaderChanges) -> None:
         self.name = name
         self.source = source                  # FILE:LINE:COL
         self.matches = matches                # OR
@@ -394,7 +398,7 @@ class CRoute:
         self.timeout_ms = timeout_ms          # 0: no timeout
         self.retry = retry
         self.fault = fault
-        self.mirror = mirror
+        self.mirrors = mirrors                # in written order (decide/mirror.py draws them)
         self.request_headers = request_headers
         self.response_headers = response_headers
 
@@ -551,15 +555,13 @@ def compile_config(data: dict[str, Any]) -> Table:
                     raise TableError(f"{at}: split weights total zero")
             if (to is None) == (split is None):
                 raise TableError(f"{at}: exactly one of `to` and `split` is needed")
-            mirror = None
-            m = r.get("mirror")
-            if m is not None:
-                mirror = CMirror(*resolve(m["service"], m["subset"], at), m["percent"], m["timeout_ms"])
+            mirrors = tuple(CMirror(*resolve(m["service"], m["subset"], at), m["percent"], m["timeout_ms"])
+                            for m in r.get("mirrors") or ())
             routes.append(CRoute(
                 r["name"], source, matches, to, split, r["timeout_ms"],
                 CRetry(r["retry"]) if r.get("retry") is not None else None,
                 CFault(r["fault"]) if r.get("fault") is not None else None,
-                mirror, CHeaderChanges(r.get("request_headers")), CHeaderChanges(r.get("response_headers"))))
+                mirrors, CHeaderChanges(r.get("request_headers")), CHeaderChanges(r.get("response_headers"))))
         services[s["name"]].routes = tuple(routes)
     try:
         authorization = CAuthorization(data["authorization"])

@@ -296,7 +296,7 @@ class Exchange:
         if self.chunked and self.state == SENT and self.conn is not None:
             self.conn.write(b"0\r\n\r\n")
         d = self.decision
-        if d is not None and d.mirror and self.cluster is not None:   # forwarded, with a mirror copy
+        if d is not None and d.mirrors and self.cluster is not None:   # forwarded, with mirror copies
             self.maybe_mirror()
 
     # ---- dispatch ------------------------------------------------------------------------------
@@ -364,7 +364,7 @@ class Exchange:
             self.cluster = self.rt.clusters[d.cluster]  # type: ignore[index]  # forwarded: a cluster is named
             self.count_attempts = True     # the outbound routes include x-envoy-attempt-count both ways
         self.up_head, self.up_tail = d.up_head, d.up_tail
-        if d.mirror and self.body_done:
+        if d.mirrors and self.body_done:
             self.maybe_mirror()
         if self.expect_continue:
             self.down.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -897,14 +897,12 @@ class Exchange:
     # ---- the mirror --------------------------------------------------------------------------------
 
     def maybe_mirror(self) -> None:
-        """Fire the route's mirror copy once the whole body is known (at most once a request)."""
-        mirror: CMirror = self.route.mirror  # type: ignore[union-attr, assignment]  # d.mirror: it has one
+        """Fire the copies of the route's mirrors the decision chose, in the route's order, once the
+        whole body is known (at most once a request)."""
+        mirrors: tuple[CMirror, ...] = self.decision.mirrors  # type: ignore[union-attr]  # decided
         if not self.replayable or self.mirrored:
             return
         self.mirrored = True      # (whether this request is copied was decided with its route)
-        cluster = self.rt.clusters.get(mirror.subset.cluster)
-        if cluster is None:
-            return
         shadow = shadow_host(self.decision.host).encode("latin-1", "replace")  # type: ignore[union-attr]  # decided
         lines = self.up_head.split(b"\r\n")
         out = [lines[0]]
@@ -919,7 +917,10 @@ class Exchange:
         else:
             tail = b"\r\n" if self.chunked else self.up_tail
         data = b"\r\n".join(out) + b"\r\nx-envoy-internal: true\r\n" + tail + body
-        Mirror(cluster, data, self.is_head, mirror.timeout_ms / 1000.0)
+        for mirror in mirrors:
+            cluster = self.rt.clusters.get(mirror.subset.cluster)
+            if cluster is not None:
+                Mirror(cluster, data, self.is_head, mirror.timeout_ms / 1000.0)
 
 
 class _NoClient:

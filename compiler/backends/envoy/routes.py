@@ -94,11 +94,12 @@ def route_action(r: ir.Route, clusters: dict[tuple[str, str], str]) -> dict:
         out["weighted_clusters"] = weighted
     if r.retry is not None:
         out["retry_policy"] = retry_policy(r.retry)
-    if r.mirror is not None:
+    if r.mirrors:
+        # in written order; Envoy decides each with the same draw, the stream id (docs/language.md §12)
         out["request_mirror_policies"] = [{
-            "cluster": cluster_of(clusters, r.mirror.service, r.mirror.subset),
-            "runtime_fraction": {"default_value": fractional_percent(r.mirror.percent)},
-        }]
+            "cluster": cluster_of(clusters, m.service, m.subset),
+            "runtime_fraction": {"default_value": fractional_percent(m.percent)},
+        } for m in r.mirrors]
     return out
 
 

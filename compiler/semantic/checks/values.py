@@ -391,8 +391,8 @@ class _Values:
             self.block(route.retry)
         if route.fault is not None:
             self.block(route.fault)
-        if route.mirror is not None:
-            self.percent(route.mirror.percent, "mirror percentage")
+        for m in route.mirrors:
+            self.percent(m.percent, "mirror percentage")
         for ops, side in ((route.request_headers, "request"), (route.response_headers, "response")):
             if ops is not None:
                 self.header_ops(ops, side)

@@ -230,9 +230,9 @@ def _route(svc: ir.Service, r: ir.Route) -> RouteView:
             settings.append(f"fault abort {r.fault.abort.http_status} {_pct(r.fault.abort.percent)}")
         if r.fault.delay is not None:
             settings.append(f"fault delay {_ms(r.fault.delay.duration_ms)} {_pct(r.fault.delay.percent)}")
-    if r.mirror is not None:
-        target = r.mirror.subset if r.mirror.service == svc.name else f"{r.mirror.service}.{r.mirror.subset}"
-        settings.append(f"mirror {target} {_pct(r.mirror.percent)}")
+    for m in r.mirrors:
+        target = m.subset if m.service == svc.name else f"{m.service}.{m.subset}"
+        settings.append(f"mirror {target} {_pct(m.percent)}")
     changes = sum(len(h.remove) + len(h.set) + len(h.add) for h in (r.request_headers, r.response_headers))
     if changes:
         settings.append(f"{changes} header change{'s' if changes > 1 else ''}")
@@ -296,9 +296,10 @@ def _links(svc: ir.Service) -> list[RouteLink]:
                 if t.service != svc.name:
                     out.append(RouteLink(svc.name, r.name, t.service, "split",
                                          f"{r.name}: {_subset(t.subset)}{t.weight}/{total}"))
-        if r.mirror is not None and r.mirror.service != svc.name:
-            out.append(RouteLink(svc.name, r.name, r.mirror.service, "mirror",
-                                 f"{r.name}: mirror {_subset(r.mirror.subset)}{_pct(r.mirror.percent)}"))
+        for m in r.mirrors:
+            if m.service != svc.name:
+                out.append(RouteLink(svc.name, r.name, m.service, "mirror",
+                                     f"{r.name}: mirror {_subset(m.subset)}{_pct(m.percent)}"))
     return out
 
 

@@ -176,8 +176,8 @@ def _references(analysis: Analysis) -> list[Reference]:
                 if route.split is not None:
                     for entry in route.split.entries:
                         destination(entry.target)
-                if route.mirror is not None:
-                    destination(route.mirror.target)
+                for m in route.mirrors:
+                    destination(m.target)
                 if isinstance(route.retry, ast.Ref):
                     add(route.retry.span, "policy", ("retry", str(route.retry)))
         elif isinstance(item, ast.Authorization):
