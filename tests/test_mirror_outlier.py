@@ -73,8 +73,19 @@ routes v {
   route direct { match { header "x-direct" present }  to v.b }
   route all { to v.a  mirror v.b }
 }
+# several mirrors: one draw per request decides them all (Envoy's stream id)
+service w {
+  port 8080
+  subset a { endpoints ["127.0.0.1:@WA@"] }
+  subset b { endpoints ["127.0.0.1:@WB@"] }
+  subset c { endpoints ["127.0.0.1:@WC@"] }
+  subset d { endpoints ["127.0.0.1:@WD@"] }
+}
+routes w {
+  route all { to w.a  mirror w.b 30%  mirror w.c 50%  mirror w.d 12.5% }
+}
 """
-UPSTREAMS = ("app", "sa", "sb1", "sb2", "ta", "tb1", "tb2", "ua", "ub1", "ub2", "va", "vb")
+UPSTREAMS = ("app", "sa", "sb1", "sb2", "ta", "tb1", "tb2", "ua", "ub1", "ub2", "va", "vb", "wa", "wb", "wc", "wd")
 # the statistics of the mirror subset's cluster both planes keep (Envoy's names)
 STATS = ("upstream_rq_total", "upstream_rq_completed", "upstream_rq_200", "upstream_rq_500", "upstream_rq_503",
          "upstream_rq_504", "upstream_rq_5xx", "upstream_rq_timeout", "outlier_detection.ejections_enforced_total",
@@ -160,3 +171,25 @@ def test_a_mirrored_copy_in_flight_holds_a_requests_unit_in_both_planes(planes):
         time.sleep(0.5)
         after = send(planes, plane, "v", {"x-direct": "1"})
         assert (during, after) == ((503, None), (200, "vb")), plane
+
+
+def test_several_mirrors_are_decided_by_one_draw_in_both_planes(planes):
+    """`mirror w.b 30%  mirror w.c 50%  mirror w.d 12.5%`: Envoy compares one number, the stream id,
+    with each share (`u mod 100 < 30`, `u mod 100 < 50`, `u mod 10000 < 1250`), so every request
+    copied to b is copied to c, and d's copies are independent of theirs; the native proxy draws
+    them the same way (runtime_proxy/decide/mirror.py)."""
+    n = 300
+    for plane in PLANES:
+        for i in range(n):
+            assert send(planes, plane, "w", {"x-seq": f"{plane}-{i}"}) == (200, "wa")
+        time.sleep(0.3)
+        got: dict[str, set] = {}
+        for name in ("wb", "wc", "wd"):
+            with planes.backends[name].lock:
+                got[name] = {dict(r["headers"])["x-seq"] for r in planes.backends[name].requests
+                             if dict(r["headers"])["x-seq"].startswith(plane + "-")}
+        assert got["wb"] <= got["wc"], plane                      # 30 % within 50 %: one draw
+        assert 0.20 * n < len(got["wb"]) < 0.40 * n, (plane, len(got["wb"]))
+        assert 0.38 * n < len(got["wc"]) < 0.62 * n, (plane, len(got["wc"]))
+        assert 0.05 * n < len(got["wd"]) < 0.21 * n, (plane, len(got["wd"]))
+        assert got["wd"] - got["wc"], plane                        # 12.5 % of TEN_THOUSAND: not nested
