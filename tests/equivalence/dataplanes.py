@@ -416,7 +416,7 @@ class Observation:
     headers: tuple[tuple[str, tuple[str, ...]], ...] | None   # upstream request headers (last attempt)
     response_headers: tuple[tuple[str, tuple[str, ...]], ...]
     body: bytes | None                            # body of a local reply
-    mirror: str | None                            # subset that received the mirror copy
+    mirror: str | None                            # subsets that received mirror copies, sorted, comma-joined
     error: str | None = field(default=None, compare=False)   # why there was no response (status 0)
 
     def lines(self) -> list[str]:
@@ -493,7 +493,7 @@ def observation(policy: GenPolicy, sent: Sent, records: list[dict], head: bool =
         headers=_grouped(trace_semantics(last["headers"], request), _VOLATILE_REQUEST) if last else None,
         response_headers=_grouped(response, _VOLATILE_RESPONSE),
         body=sent.body if backend is None else None,
-        mirror=subset_label(policy, shadows[0]["backend"]) if shadows else None,
+        mirror=", ".join(sorted(str(subset_label(policy, r["backend"])) for r in shadows)) or None,
         error=sent.error,
     )
 

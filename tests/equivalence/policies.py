@@ -341,6 +341,13 @@ def host_service(host: str, services: tuple[str, ...]) -> str | None:
     return None
 
 
+# Outlier detection on a destination: every subset has one endpoint, so an ejection leaves none in
+# service and Envoy's panic threshold balances over it anyway; what both planes must agree on is
+# that the upstream failures and the mirrored copies (language §12) are counted, and that the
+# requests still reach their subset.
+OUTLIER = "  outlier { consecutive_5xx 1  interval 1s  ejection 30s  max_ejected 100% }"
+
+
 @st.composite
 def policies(draw) -> GenPolicy:
     """A whole program around the sidecar of `client` (see the module docstring)."""
@@ -385,6 +392,8 @@ def policies(draw) -> GenPolicy:
             body.append(f'  subset {name} {{ endpoints ["127.0.0.1:@EP{ep.index}@"] }}')
         if draw(st.booleans()):
             body.append("  retry_budget { percent 20%  min_concurrency 3 }")
+        if draw(st.integers(0, 3)) == 0:
+            body.append(OUTLIER)
         lines.append(f"service {svc} {{\n" + "\n".join(body) + "\n}\n")
     destinations = [f"{svc}.{sub}" for svc in services for sub in subsets[svc]]
 
@@ -419,7 +428,10 @@ def policies(draw) -> GenPolicy:
                 delay = f"delay 5ms {draw(st.sampled_from(('0%', '100%')))}"
                 body.append("fault { " + draw(st.sampled_from((abort, delay, abort + "  " + delay))) + " }")
             if draw(st.integers(0, 5)) == 0:
-                body.append(f"mirror {draw(st.sampled_from(destinations))} {draw(st.sampled_from(('0%', '100%')))}")
+                # one or more mirrors, each with its own share (language §12); their outcomes count
+                # toward the mirror subset's outlier detection (OUTLIER, below)
+                for target in draw(st.lists(st.sampled_from(destinations), min_size=1, max_size=3, unique=True)):
+                    body.append(f"mirror {target} {draw(st.sampled_from(('0%', '100%')))}")
             if draw(st.integers(0, 3)) == 0:
                 changes = draw(header_changes(SET_HEADERS))
                 if changes:
