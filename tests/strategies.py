@@ -228,7 +228,8 @@ rules = st.builds(
     ast.Rule,
     st.sampled_from(["allow", "deny"]),
     optional(name_lits()),
-    tuples(st.one_of(from_conds, path_conds, method_conds, header_conds), max_size=5),
+    tuples(st.one_of(from_conds, path_conds, method_conds, header_conds,
+                     st.builds(ast.NotCond, st.one_of(path_conds, method_conds))), max_size=5),
 )
 use_rules = st.builds(ast.UseRules, refs())
 authorizations = st.builds(
@@ -457,6 +458,10 @@ def _valid_rule(draw, name: str, services: list[str]):
         methods = draw(st.lists(_methods, min_size=1, max_size=3, unique=True))
         conds.append(ast.MethodCond(tuple(_lit(m) for m in methods)))
     conds += draw(st.lists(_valid_header_cond(), max_size=2))
+    conds += [ast.NotCond(c) for c in draw(st.lists(_valid_path_cond(), max_size=2))]   # `not path`
+    if draw(st.integers(0, 3)) == 0:
+        methods = draw(st.lists(_methods, min_size=1, max_size=2, unique=True))
+        conds.append(ast.NotCond(ast.MethodCond(tuple(_lit(m) for m in methods))))
     return ast.Rule(draw(st.sampled_from(["allow", "deny"])), _lit(name), tuple(conds))
 
 

@@ -262,6 +262,9 @@ def space_for(dest: str, sides: list[Side], services: dict[str, str]) -> Space:
         for rule in svc.authorization.rules:
             take_path(rule.path)
             methods.update(rule.methods or ())
+            for excluded in rule.not_paths:     # `not path` / `not method` tell requests apart too
+                take_path(excluded)
+            methods.update(rule.not_methods)
             take_headers(rule.headers)
             for pr in rule.principals or ():
                 principals.append(_cond(pr.kind, pr.value))

@@ -145,6 +145,9 @@ CODES: dict[str, Code] = _registry(
               "the rule never applies to them. A `deny from ...` rule is then bypassed by any caller that skips TLS, "
               "and an `allow from ...` rule never admits a plaintext caller. Use `mtls strict` once every caller has a "
               "sidecar."),
+    ("W0610", "authorization rule whose exclusions take everything", "A rule's `not path` or `not method` "
+              "excludes every request its own conditions name: its `method` list is all excluded, or an excluded "
+              "path takes every path of its `path`. The rule never matches. Remove or narrow the exclusion."),
     # ---- proven authorization properties (`assert`, docs/testing.md)
     ("E0850", "assert without exactly one destination", "An `assert` speaks about the requests one destination "
               "receives: it has exactly one `to SERVICE` line. Write another assert for another destination."),

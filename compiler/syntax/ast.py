@@ -248,11 +248,19 @@ class FromCond(Node):
 
 
 @node
+class NotCond(Node):
+    """`not path ...` / `not method ...` in an authorization rule: the rule matches only a request
+    that the condition does not match (Istio's notPaths / notMethods)."""
+    cond: PathCond | MethodCond
+    span: Span = _span
+
+
+@node
 class Rule(Node):
     """Rule node."""
     action: str  # allow | deny
     name: Lit[str] | None
-    conditions: tuple[FromCond | PathCond | MethodCond | HeaderCond, ...]
+    conditions: tuple[FromCond | PathCond | MethodCond | HeaderCond | NotCond, ...]
     span: Span = _span
 
 

@@ -419,6 +419,13 @@ class Builder:
         name = self.name(c[1]) if isinstance(c[1], int) and self.types[c[1]] == "NAME" else None
         return ast.Rule(self.vals[c[0]], name, tuple(self.body(c)), self.span(c))
 
+    def not_path_cond(self, c):
+        inner = ast.PathCond(self.vals[c[2]], self.string(c[3]), len(c) > 4, self.span(c[1:]))
+        return ast.NotCond(inner, self.span(c))
+
+    def not_method_cond(self, c):
+        return ast.NotCond(ast.MethodCond(self.names(c[2]), self.span(c[1:])), self.span(c))
+
     def from_cond(self, c):
         kind, values, end = c[1]
         return ast.FromCond(kind, values, Span(self.source, self.starts[c[0]], end))

@@ -326,6 +326,10 @@ def from_cond(node: ast.FromCond) -> str:
     raise ValueError(f"unknown `from` kind `{node.kind}`")
 
 
+def not_cond(node: ast.NotCond) -> str:
+    return "not " + condition(node.cond)
+
+
 def condition(node) -> str:
     """Any condition of a match block or an authorization rule."""
     fn = _CONDITIONS.get(type(node))
@@ -336,7 +340,7 @@ def condition(node) -> str:
 
 _CONDITIONS: dict[type, Callable] = {
     ast.PathCond: path_cond, ast.HeaderCond: header_cond, ast.QueryCond: query_cond,
-    ast.MethodCond: method_cond, ast.FromCond: from_cond,
+    ast.MethodCond: method_cond, ast.FromCond: from_cond, ast.NotCond: not_cond,
 }
 
 

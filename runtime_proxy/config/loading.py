@@ -165,6 +165,9 @@ def semantic_errors(data: dict[str, Any]) -> list[str]:
     if isinstance(authz, dict):
         for k, rule in enumerate(authz.get("rules") or []):
             errors.extend(_regex_errors(f"$.authorization.rules[{k}]", rule))
+            if isinstance(rule, dict):
+                for n, excluded in enumerate(rule.get("not_paths") or []):
+                    errors.extend(_regex_errors(f"$.authorization.rules[{k}].not_paths[{n}]", {"path": excluded}))
     errors.extend(_mtls_errors(data, services))
     return errors
 

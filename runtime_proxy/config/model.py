@@ -220,6 +220,8 @@ class AuthzRule(Model):
     path: PathMatch | None = None              # on the normalised path
     methods: list[str] | None = None
     headers: list[HeaderMatch] = []
+    not_paths: list[PathMatch] = []            # `not path`: none of these matches the normalised path
+    not_methods: list[str] = []                # `not method`: the method is none of these
 
 
 class Authorization(Model):

@@ -452,7 +452,33 @@ class CAuthzRule:
         self.methods: frozenset[str] | None = frozenset(methods) if methods is not None else None
         self.headers = tuple(header_test(h["name"].lower(), h["kind"], h.get("value"), h.get("invert", False),
                                          h.get("ignore_case", False)) for h in r.get("headers") or ())
+        # `not path` / `not method`, folded into the path test and the method set: a rule without
+        # them costs nothing more
+        not_paths = r.get("not_paths")
+        if not_paths:
+            self.path = excluding_paths(self.path, tuple(path_test(p["kind"], p["value"], p.get("ignore_case", False))
+                                                         for p in not_paths))
+        not_methods = r.get("not_methods")
+        if not_methods:
+            excluded = frozenset(not_methods)
+            self.methods = self.methods - excluded if self.methods is not None else AllMethodsBut(excluded)
         self.spec = r                 # the rule as written, for explanations
+
+
+class AllMethodsBut(frozenset):  # type: ignore[type-arg]  # of str
+    """A rule's methods when it has `not method` and no `method`: every method but these."""
+    __slots__ = ()
+
+    def __contains__(self, method: object) -> bool:
+        return not frozenset.__contains__(self, method)
+
+
+def excluding_paths(base: Callable[[str], bool] | None,
+                    excluded: tuple[Callable[[str], bool], ...]) -> Callable[[str], bool]:
+    """The path test of a rule with `not path`: its own path test (if any) and none of the excluded."""
+    if base is None:
+        return lambda path: not any(t(path) for t in excluded)
+    return lambda path: base(path) and not any(t(path) for t in excluded)
 
 
 class CAuthorization:

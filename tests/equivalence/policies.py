@@ -467,6 +467,13 @@ def policies(draw) -> GenPolicy:
             paths.append(sample)
         if draw(st.integers(0, 2)) == 0:
             conds.append(draw(method_conditions()))
+        # `not path` / `not method` (Istio's notPaths / notMethods), with the other conditions
+        for _ in range(draw(st.integers(0, 4)) // 3):
+            text, sample = draw(path_conditions())
+            conds.append("not " + text)
+            paths.append(sample)
+        if draw(st.integers(0, 3)) == 0:
+            conds.append("not " + draw(method_conditions()))
         conds += draw(st.lists(header_conditions(), max_size=1))
         if draw(st.integers(0, 7)) == 0:
             conds.append(draw(st.sampled_from(XFCC_CONDITIONS)))

@@ -150,6 +150,16 @@ class _Values:
     def conditions(self, conditions, where: str) -> None:
         seen: dict[str, object] = {}
         for cond in conditions:
+            if isinstance(cond, ast.NotCond):     # `not path` / `not method` (rules only): as often as wanted
+                cond = cond.cond
+                if isinstance(cond, ast.PathCond):
+                    self.path_value(cond)
+                else:
+                    if not cond.methods:
+                        self.add("E0301", "the method list is empty", cond.span,
+                                 hint="list at least one method, or leave the `not method` condition out")
+                    self.methods(cond)
+                continue
             kind = {ast.PathCond: "path", ast.MethodCond: "method", ast.FromCond: "from"}.get(type(cond))
             if kind is not None:
                 if kind in seen:
