@@ -94,8 +94,9 @@ def test_rule_covers_stays_sound_with_exclusions(a, b):
 
 
 def test_a_deny_with_an_exclusion_covers_an_allow_that_excludes_it_too():
-    deny = AuthzRule("d", "deny", LOC, None, PathMatch("prefix", "/a"), None, (), (PathMatch("exact", "/a/x"),))
-    allow_same = AuthzRule("x", "allow", LOC, None, PathMatch("prefix", "/a/b"), None, (), (PathMatch("exact", "/a/x"),))
+    ax = (PathMatch("exact", "/a/x"),)
+    deny = AuthzRule("d", "deny", LOC, None, PathMatch("prefix", "/a"), None, (), ax)
+    allow_same = AuthzRule("x", "allow", LOC, None, PathMatch("prefix", "/a/b"), None, (), ax)
     allow_not = AuthzRule("y", "allow", LOC, None, PathMatch("prefix", "/a/b"), None, ())
     allow_get = AuthzRule("z", "allow", LOC, None, PathMatch("prefix", "/a"), ("GET",), ())
     deny_writes = AuthzRule("w", "deny", LOC, None, PathMatch("prefix", "/a"), None, (), (), ("GET", "HEAD"))

@@ -123,7 +123,8 @@ def _can_match(rule: ir.AuthzRule, identity: str | None) -> bool:
 
 def _takes_every_request(rule: ir.AuthzRule) -> bool:
     """The rule's conditions other than `from` hold for every request."""
-    return path_covers(rule.path, None) and methods_cover(rule.methods, None) and conditions_cover(rule.headers, ())
+    return (path_covers(rule.path, None) and methods_cover(rule.methods, None) and conditions_cover(rule.headers, ())
+            and not rule.not_paths and not rule.not_methods)   # an exclusion leaves some request out
 
 
 def access(dest: ir.Service, identity: str | None) -> Access:
@@ -262,6 +263,9 @@ def _rule(r: ir.AuthzRule) -> str:
     if r.path is not None:
         parts.append(_path(r.path))
     parts += [_header(h) for h in r.headers]
+    parts += ["not " + _path(p) for p in r.not_paths]
+    if r.not_methods:
+        parts.append("not " + "|".join(r.not_methods))
     return " ".join(parts)
 
 

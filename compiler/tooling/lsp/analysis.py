@@ -297,7 +297,8 @@ KEYWORDS: dict[str, str] = {
     "suffix": "header: a value ends with the string (§7)",
     "header": "`[not] header \"NAME\" TEST`: a condition on a request header (case-insensitive name); "
               "`by header` keys a split (§7, §8)",
-    "not": "`not header …`: the header is present and no value passes the test (§7)",
+    "not": "`not header …`: the header is present and no value passes the test (§7); in an authorization "
+           "rule, `not path …` / `not method …`: the rule matches only what they do not (§14)",
     "ignore_case": "compare ASCII letters case-insensitively: a header value (`exact`, `prefix`, `suffix`) or "
                    "a path (`exact`, `prefix`, `raw_prefix`; `/ADMIN` passes `path prefix \"/admin\" "
                    "ignore_case`), never a regex (§7)",
