@@ -193,7 +193,9 @@ query_conds = st.one_of(
 method_conds = st.builds(ast.MethodCond, tuples(name_lits(), max_size=4))
 matches = st.builds(ast.Match, tuples(st.one_of(path_conds, header_conds, query_conds, method_conds), max_size=4))
 
-split_entries = st.builds(ast.SplitEntry, refs(), int_lits)
+split_entries = st.builds(ast.SplitEntry, refs(), int_lits,
+                          request_headers=optional(st.deferred(lambda: header_op_blocks)),
+                          response_headers=optional(st.deferred(lambda: header_op_blocks)))
 splits = st.builds(ast.Split, tuples(split_entries), optional(string_lits))
 mirrors = st.builds(ast.Mirror, refs(), optional(percent_lits))
 header_ops = st.one_of(
@@ -407,7 +409,9 @@ def _valid_route(draw, name: str, targets: list[tuple[str, str]]):
     else:
         chosen = draw(st.lists(target, min_size=1, max_size=3, unique=True))
         weights = draw(st.lists(st.integers(0, 1000), min_size=len(chosen), max_size=len(chosen)).filter(any))
-        split = ast.Split(tuple(ast.SplitEntry(ref(t), _lit(w)) for t, w in zip(chosen, weights)),
+        split = ast.Split(tuple(ast.SplitEntry(ref(t), _lit(w), request_headers=draw(st.none() | _valid_header_ops()),
+                                               response_headers=draw(st.none() | _valid_header_ops()))
+                                for t, w in zip(chosen, weights)),
                           draw(st.none() | _tokens.map(_lit)))
     timeout_ms = draw(st.none() | st.just(0) | _durations_ms)
     timeout = None if timeout_ms is None else _lit(timeout_ms or None)

@@ -119,6 +119,10 @@ CODES: dict[str, Code] = _registry(
               "the whole request by nothing, and silence by the stream idle timeout."),
     ("W0430", "the same subset mirrored twice", "A route has two `mirror` lines to one subset: that subset gets "
               "two copies of every request both mirrors copy. Keep one `mirror` line with the share wanted."),
+    ("W0431", "a split destination's header change undone by the route", "A destination of a `split` sets or "
+              "adds a header that the route's own `request_headers` (or `response_headers`) set or remove too. The "
+              "destination's changes come first and the route's after them (as Envoy applies a weighted "
+              "cluster's), so the destination's change never shows. Change the header in one place."),
     # ---- resilience
     ("W0501", "retries on non-idempotent methods", "The route can match POST or PATCH requests (explicitly, or because "
               "it has no `method` condition) and retries on conditions that arise after the request reached the "

@@ -149,6 +149,11 @@ class WeightedSubset(Node):
     service: str
     subset: str
     weight: int        # 0 to 2^32-1; a zero weight is never picked
+    # this arm's own header changes, applied before the route's (Envoy's weighted cluster
+    # `request_headers_to_add`/`_remove`, measured: the cluster's first, then the route's). Read by
+    # envoy and native
+    request_headers: HeaderChanges | None = None
+    response_headers: HeaderChanges | None = None
 
 
 @node

@@ -45,7 +45,10 @@ def lower_route(ctx: Context, route: ast.Route) -> ir.Route:
         targets = []
         for entry in route.split.entries:
             service, subset = _subset(ctx, entry.target)
-            targets.append(ir.WeightedSubset(service, subset, entry.weight.value))
+            targets.append(ir.WeightedSubset(
+                service, subset, entry.weight.value,
+                lower_headers(entry.request_headers) if entry.request_headers is not None else None,
+                lower_headers(entry.response_headers) if entry.response_headers is not None else None))
         key = route.split.key_header.value.lower() if route.split.key_header is not None else None
         split = ir.Split(tuple(targets), key, sum(t.weight for t in targets))
     if route.timeout is None:

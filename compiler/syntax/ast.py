@@ -179,6 +179,9 @@ class SplitEntry(Node):
     target: Ref
     weight: Lit[int]
     span: Span = _span
+    # this arm's own header changes (applied before the route's, as Envoy's weighted cluster's)
+    request_headers: HeaderOps | None = None
+    response_headers: HeaderOps | None = None
 
 
 @node

@@ -357,7 +357,16 @@ class Builder:
         return ("split", node, node.span)
 
     def split_entry(self, c):
-        return ast.SplitEntry(c[0], self.int_(c[1]), self.span(c))
+        changes: dict[str, Any] = {}
+        items = self.body(c[2:])   # `request_headers { … }` / `response_headers { … }` of this arm
+        for tag, value, span in items:
+            if tag in changes:
+                self.diags.add("E0105", f"`{tag}` is set twice for split destination `{c[0]}`", span,
+                               hint="write all of this destination's changes in one block")
+                continue
+            changes[tag] = value
+        whole = self.span(c[:2]) if not items else Span(self.source, self._start(c[0]), items[-1][2].end)
+        return ast.SplitEntry(c[0], self.int_(c[1]), whole, **changes)
 
     def timeout(self, c):
         value = None if self.types[c[1]] == "NONE" else self.duration(c[1]).value

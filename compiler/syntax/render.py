@@ -354,7 +354,12 @@ def match(node: ast.Match) -> str:
 # ---- routes -------------------------------------------------------------------------------------
 
 def split_entry(node: ast.SplitEntry) -> str:
-    return f"{ref(node.target)} {integer(node.weight.value)}"
+    text = f"{ref(node.target)} {integer(node.weight.value)}"
+    if node.request_headers is not None:
+        text += f" request_headers {header_ops(node.request_headers)}"
+    if node.response_headers is not None:
+        text += f" response_headers {header_ops(node.response_headers)}"
+    return text
 
 
 def split(node: ast.Split) -> str:

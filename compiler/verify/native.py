@@ -212,8 +212,11 @@ class NativeModel:
         if split is not None and key_draw is None and split.detail == "by the random draw":
             targets = route.split.targets if route.split is not None else ()
             cluster, candidates = canonical_pick(t.subset.cluster for t in targets if t.weight > 0)
+            if candidates is not None and any(t.request_headers is not None or t.response_headers is not None
+                                              for t in targets):   # the heads depend on the draw
+                return Decision(kind, cluster=cluster, candidates=candidates, path=_target_of(high), **common)
         upstream = visible_request_headers(_headers_of(high))
-        lines = response_lines(route, upstream_lines(response), [])
+        lines = response_lines(route, upstream_lines(response), [], high.arm_response)
         return Decision(kind, cluster=cluster, candidates=candidates, path=_target_of(high),
                         upstream_headers=upstream, response_headers=_latin1_pairs(lines), **common)
 

@@ -81,6 +81,8 @@ class WeightedSubset(Model):
     service: str
     subset: str
     weight: int = Field(ge=0, le=2**32 - 1)
+    request_headers: HeaderChanges | None = None    # this arm's, applied before the route's
+    response_headers: HeaderChanges | None = None
 
 
 class Split(Model):

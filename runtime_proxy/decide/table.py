@@ -299,11 +299,15 @@ class CSubsetRef:
 
 
 class CWeightedSubset(CSubsetRef):
-    __slots__ = ("weight",)
+    __slots__ = ("weight", "request_headers", "response_headers")
 
-    def __init__(self, service: CService, subset: CSubset, weight: int) -> None:
+    def __init__(self, service: CService, subset: CSubset, weight: int,
+                 request_headers: CHeaderChanges | None = None, response_headers: CHeaderChanges | None = None) -> None:
         super().__init__(service, subset)
         self.weight = weight
+        # this arm's own header changes, applied before the route's (None: none)
+        self.request_headers = request_headers
+        self.response_headers = response_headers
 
 
 class CSplit:
@@ -549,6 +553,12 @@ def compile_match(m: dict[str, Any]) -> CMatch:
     )
 
 
+def _arm_changes(hc: dict[str, Any] | None) -> CHeaderChanges | None:
+    """A split arm's header changes, or None when it has none (nothing to do per request)."""
+    changes = CHeaderChanges(hc) if hc else None
+    return changes if changes is not None and not changes.empty else None
+
+
 def compile_config(data: dict[str, Any]) -> Table:
     """Compile a validated config's JSON data into a `Table`. Raises TableError for an invalid regex
     or a destination that names no service or subset of the config."""
@@ -573,7 +583,9 @@ def compile_config(data: dict[str, Any]) -> Table:
             to = CSubsetRef(*resolve(r["to"]["service"], r["to"]["subset"], at)) if r.get("to") else None
             split = None
             if r.get("split") is not None:
-                targets = tuple(CWeightedSubset(*resolve(t["service"], t["subset"], at), t["weight"])
+                targets = tuple(CWeightedSubset(*resolve(t["service"], t["subset"], at), t["weight"],
+                                                _arm_changes(t.get("request_headers")),
+                                                _arm_changes(t.get("response_headers")))
                                 for t in r["split"]["targets"])
                 key = r["split"].get("key_header")
                 split = CSplit(targets, key.lower() if key else None)

@@ -505,7 +505,7 @@ class Exchange:
         self.status = status
         self.up_ms = up_ms = int((now - self.t_first_send) * 1000)
         # the response head: the upstream's header lines less the hop-by-hop ones, re-framed
-        lines = response_lines(route, conn.lines, conn.special)
+        lines = response_lines(route, conn.lines, conn.special, self.decision.arm_response)  # type: ignore[union-attr]
         has_length = conn.has_length if lines is conn.lines else \
             any(line.startswith(b"content-length: ") for line in lines)
         parts = [status_line(status)]
@@ -820,8 +820,10 @@ class Exchange:
         self.answered_locally = True
         self.bytes_out = len(body)
         route = self.route
-        if route is not None and not route.response_headers.empty:
-            extra = local_reply_changes(body, extra, route.response_headers)
+        d = self.decision
+        arm = d.arm_response if d is not None else None
+        if route is not None and (not route.response_headers.empty or arm is not None):
+            extra = local_reply_changes(body, extra, route.response_headers, arm)
             self.down.write(local_reply(status, body, extra, self.close_after, self.is_head, ctype=False))
         else:
             self.down.write(local_reply(status, body, extra, self.close_after, self.is_head))

@@ -411,7 +411,16 @@ def policies(draw) -> GenPolicy:
                 weights = [draw(st.sampled_from((0, 1, 30, 70, 100))) for _ in chosen]
                 if sum(weights) == 0:
                     weights[0] = 1
-                split = "  ".join(f"{d} {w}" for d, w in zip(chosen, weights))
+                arms = []
+                for d, w in zip(chosen, weights):
+                    arm = f"{d} {w}"
+                    # a destination's own header changes, before the route's (language §8)
+                    if draw(st.integers(0, 3)) == 0 and (changes := draw(header_changes(SET_HEADERS))):
+                        arm += " request_headers " + changes
+                    if draw(st.integers(0, 3)) == 0 and (changes := draw(header_changes(RESPONSE_HEADERS))):
+                        arm += " response_headers " + changes
+                    arms.append(arm)
+                split = "  ".join(arms)
                 by = f" by header {q(SPLIT_HEADER)}" if draw(st.integers(0, 3)) > 0 else ""
                 body.append(f"split {{ {split} }}{by}")
                 meta_routes[f"{svc}/r{r}"] = {"split": list(zip(chosen, weights)), "key": bool(by)}
