@@ -309,10 +309,12 @@ KEYWORDS: dict[str, str] = {
     "method": "`method GET` or `method [GET, HEAD]`: the request method is one of the list (§7)",
     "to": "`to SERVICE.SUBSET`: send every request of the route to that subset (§8)",
     "split": "`split { S.A 90  S.B 10 } [by header \"K\"]`: weighted pick of a subset, once per request; "
-             "deterministic with `by header` (§8)",
+             "deterministic with `by header`; a destination may have its own `request_headers` / "
+             "`response_headers` after its weight, applied before the route's (§8)",
     "by": "`by header \"K\"`: pick the split by `value mod total` of an integer header (§8)",
     "none": "`timeout none` disables the route timeout; `retry none` means no retries (§9, §10)",
-    "request_headers": "`request_headers { remove … set … add … }`: change the request sent upstream (§13)",
+    "request_headers": "`request_headers { remove … set … add … }`: change the request sent upstream (§13); "
+                       "after a split destination's weight: that destination's own, before the route's (§8)",
     "response_headers": "`response_headers { … }`: change the upstream's response (§13)",
     "set": "`set \"NAME\" \"VALUE\"`: replace every value of a header (applied after removes) (§13)",
     "add": "`add \"NAME\" \"VALUE\"`: append one more header line (applied last) (§13)",
