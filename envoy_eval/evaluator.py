@@ -904,6 +904,8 @@ class EnvoyModel:
         cluster, candidates, weighted_entry = self._pick(action, req, key_draw)
         if cluster is not None and cluster not in self.clusters:
             return Decision("outbound", status=503, **common)
+        if weighted_entry is _VARIES:
+            return Decision("outbound", cluster=cluster, candidates=candidates, path=path, **common)
         up = list(req.headers)
         levels = ([weighted_entry] if weighted_entry else []) + [route, vh, self.route_config]
         for level in levels:
@@ -975,7 +977,7 @@ class EnvoyModel:
                 return cluster, None, entry
             if any(("request_headers_to_add" in e or "request_headers_to_remove" in e
                     or "response_headers_to_add" in e or "response_headers_to_remove" in e) for e in entries):
-                raise Unsupported("per-cluster header changes with a random pick")
+                return None, candidates, _VARIES   # the heads depend on the draw: decided with one
             return None, candidates, None
         sel = value % total
         acc = 0
@@ -986,6 +988,9 @@ class EnvoyModel:
             acc += w
         raise AssertionError("unreachable: sel < total")
 
+
+# a random pick among weighted clusters with their own header changes: no head before the draw
+_VARIES: dict = {}
 
 _ATOI = re.compile(r"[ \t\n\v\f\r]*\+?([0-9]+)[ \t\n\v\f\r]*\Z", re.ASCII)
 

@@ -7,14 +7,16 @@ from runtime_proxy.config.model import Config
 from runtime_proxy.decide.table import Table, compile_config
 
 
-def route(name="r", *, matches=None, to="a", split=None, retry=None, fault=None, mirror=None,
+def route(name="r", *, matches=None, to="a", split=None, retry=None, fault=None, mirror=None, mirrors=None,
           request_headers=None, response_headers=None, timeout_ms=15000) -> dict:
     r = {"name": name, "source": LOC, "matches": matches or [{}], "timeout_ms": timeout_ms}
     if split is not None:
         r["split"] = split
     else:
         r["to"] = {"service": "svc", "subset": to}
-    for key, value in (("retry", retry), ("fault", fault), ("mirror", mirror),
+    if mirror is not None:
+        mirrors = [mirror]
+    for key, value in (("retry", retry), ("fault", fault), ("mirrors", mirrors),
                        ("request_headers", request_headers), ("response_headers", response_headers)):
         if value is not None:
             r[key] = value

@@ -45,9 +45,13 @@ def route(name: str, to=None, split=None, matches=None, key_header=None, **extra
     if split is not None:
         targets = [{"service": s, "subset": sub, "weight": w} for (s, sub), w in split]
         r["split"] = {"targets": targets, "total_weight": sum(w for _, w in split), "key_header": key_header}
-    mirror = extra.get("mirror")
-    if mirror is not None and "timeout_ms" not in mirror:   # the compiler's: the route timeout, or 15 s
-        extra["mirror"] = dict(mirror, timeout_ms=extra.get("timeout_ms", r["timeout_ms"]) or 15000)
+    mirrors = extra.pop("mirrors", [])
+    if extra.get("mirror") is not None:          # one mirror: `mirror=`, several: `mirrors=[...]`
+        mirrors = [extra.pop("mirror")]
+    extra.pop("mirror", None)
+    if mirrors:   # a copy's timeout is the compiler's: the route timeout, or 15 s
+        timeout = extra.get("timeout_ms", r["timeout_ms"]) or 15000
+        extra["mirrors"] = [m if "timeout_ms" in m else dict(m, timeout_ms=timeout) for m in mirrors]
     r.update(extra)
     return r
 

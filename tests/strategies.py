@@ -196,7 +196,9 @@ query_conds = st.one_of(
 method_conds = st.builds(ast.MethodCond, tuples(name_lits(), max_size=4))
 matches = st.builds(ast.Match, tuples(st.one_of(path_conds, header_conds, query_conds, method_conds), max_size=4))
 
-split_entries = st.builds(ast.SplitEntry, refs(), int_lits)
+split_entries = st.builds(ast.SplitEntry, refs(), int_lits,
+                          request_headers=optional(st.deferred(lambda: header_op_blocks)),
+                          response_headers=optional(st.deferred(lambda: header_op_blocks)))
 splits = st.builds(ast.Split, tuples(split_entries), optional(string_lits))
 mirrors = st.builds(ast.Mirror, refs(), optional(percent_lits))
 header_ops = st.one_of(
@@ -216,7 +218,7 @@ route_nodes = st.builds(
     timeout=optional(timeouts),
     retry=optional(retries),
     fault=optional(blocks("fault")),
-    mirror=optional(mirrors),
+    mirrors=tuples(mirrors, max_size=2),
     request_headers=optional(header_op_blocks),
     response_headers=optional(header_op_blocks),
 )
@@ -231,7 +233,8 @@ rules = st.builds(
     ast.Rule,
     st.sampled_from(["allow", "deny"]),
     optional(name_lits()),
-    tuples(st.one_of(from_conds, path_conds, method_conds, header_conds), max_size=5),
+    tuples(st.one_of(from_conds, path_conds, method_conds, header_conds,
+                     st.builds(ast.NotCond, st.one_of(path_conds, method_conds))), max_size=5),
 )
 use_rules = st.builds(ast.UseRules, refs())
 authorizations = st.builds(
@@ -415,7 +418,9 @@ def _valid_route(draw, name: str, targets: list[tuple[str, str]]):
     else:
         chosen = draw(st.lists(target, min_size=1, max_size=3, unique=True))
         weights = draw(st.lists(st.integers(0, 1000), min_size=len(chosen), max_size=len(chosen)).filter(any))
-        split = ast.Split(tuple(ast.SplitEntry(ref(t), _lit(w)) for t, w in zip(chosen, weights)),
+        split = ast.Split(tuple(ast.SplitEntry(ref(t), _lit(w), request_headers=draw(st.none() | _valid_header_ops()),
+                                               response_headers=draw(st.none() | _valid_header_ops()))
+                                for t, w in zip(chosen, weights)),
                           draw(st.none() | _tokens.map(_lit)))
     timeout_ms = draw(st.none() | st.just(0) | _durations_ms)
     timeout = None if timeout_ms is None else _lit(timeout_ms or None)
@@ -439,9 +444,10 @@ def _valid_route(draw, name: str, targets: list[tuple[str, str]]):
         if not parts or draw(st.booleans()):
             parts.append(_setting("delay", draw(_durations_ms), draw(_four_decimals)))
         fault = ast.Block("fault", tuple(parts))
-    mirror = draw(st.none() | st.builds(lambda t, p: ast.Mirror(ref(t), _lit(p)), target, _four_decimals))
+    mirrors = tuple(draw(st.lists(st.builds(lambda t, p: ast.Mirror(ref(t), _lit(p)), target, _four_decimals),
+                                  max_size=2)))
     return ast.Route(_lit(name), tuple(draw(st.lists(_valid_match(), max_size=2))), to, split, timeout, retry, fault,
-                     mirror, draw(_valid_header_ops()), draw(_valid_header_ops()))
+                     mirrors, draw(_valid_header_ops()), draw(_valid_header_ops()))
 
 
 @st.composite
@@ -465,6 +471,10 @@ def _valid_rule(draw, name: str, services: list[str]):
         methods = draw(st.lists(_methods, min_size=1, max_size=3, unique=True))
         conds.append(ast.MethodCond(tuple(_lit(m) for m in methods)))
     conds += draw(st.lists(_valid_header_cond(), max_size=2))
+    conds += [ast.NotCond(c) for c in draw(st.lists(_valid_path_cond(), max_size=2))]   # `not path`
+    if draw(st.integers(0, 3)) == 0:
+        methods = draw(st.lists(_methods, min_size=1, max_size=2, unique=True))
+        conds.append(ast.NotCond(ast.MethodCond(tuple(_lit(m) for m in methods))))
     return ast.Rule(draw(st.sampled_from(["allow", "deny"])), _lit(name), tuple(conds))
 
 

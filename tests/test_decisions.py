@@ -774,9 +774,9 @@ def test_explained_split_fault_and_mirror_give_the_decisions_answers():
         why = Explanation()
         d = decide_request(t, _head(), _draws(draw), why)
         (m,) = [x for x in why.steps if x.what == "mirror"]
-        assert d.mirror == (draw < 0.25) == (m.outcome == "copied") and m.data["random"]
+        assert bool(d.mirrors) == (draw < 0.25) == (m.outcome == "copied") and m.data["random"]
         (policy,) = [x for x in why.steps if x.what == "policy"]
-        assert policy.outcome == "m" and policy.data["mirror"]["percent"] == 25.0
+        assert policy.outcome == "m" and policy.data["mirrors"][0]["percent"] == 25.0
 
 
 # ---- the state decision -------------------------------------------------------------------------

@@ -114,6 +114,9 @@ EXPECTED_CODES: dict[str, list[str]] = {
     "unreachable_route_prefix_covered": ["W0401"],
     "backoff_not_below_route_timeout": ["W0402"],
     "mirror_to_own_destination": ["W0403", "W0403"],
+    "mirror_twice": ["W0430"],
+    "split_arm_headers": ["W0431", "E0308", "W0431"],
+    "authz_not_conditions": ["W0610", "W0610", "E0314", "E0304", "E0309"],
     "route_timeout_above_stream_idle": ["E0306", "E0302", "W0404", "W0404"],
     # resilience
     "retries_on_post_without_opt_in": ["W0501", "W0501"],

@@ -168,8 +168,9 @@ def test_config_is_the_ir_slice_of_the_sidecar():
     assert [r["name"] for r in dest["routes"]] == [r.name for r in svc.routes]
     rollout = dest["routes"][2]
     assert rollout["split"] == {"key_header": "x-user-bucket", "total_weight": 100, "targets": [
-        {"service": "recommendations", "subset": "v1", "weight": 90},
-        {"service": "recommendations", "subset": "v2", "weight": 10}]}
+        {"service": "recommendations", "subset": "v1", "weight": 90, "request_headers": None, "response_headers": None},
+        {"service": "recommendations", "subset": "v2", "weight": 10, "request_headers": None,
+         "response_headers": None}]}
     # the IR's own nodes, field for field
     assert dest["routes"] == [ir.to_data(r) for r in svc.routes]
     assert dest["subsets"] == [ir.to_data(sub) for sub in svc.subsets]

@@ -192,7 +192,7 @@ _EMPTY_LISTS = {
     "subset endpoints": ast.Service(ast.Lit("a"), None, None, None, None, (ast.Subset(ast.Lit("v"), ()),),
                                     None, None, None, None, None),
     "match method": ast.Routes(ast.Lit("a"), (ast.Route(ast.Lit("r"), (ast.Match((ast.MethodCond(()),)),),
-                                                        None, None, None, None, None, None, None, None),)),
+                                                        None, None, None, None, None, (), None, None),)),
     "retry on": ast.Policy("retry", ast.Lit("r"), ast.Block("retry", (ast.Setting("on", ()),))),
     **{f"from {kind}": ast.Authorization(ast.Lit("a"), None, (ast.Rule("allow", None, (ast.FromCond(kind, ()),)),))
        for kind in ("identity", "namespace", "service")},

@@ -139,7 +139,7 @@ def test_every_authorization_rule_is_evaluated_and_the_deciding_one_named():
     data = traced(["examples/zero-trust.mesh"], "GET http://payments/api/Admin/x", caller="checkout")
     authz = steps(data["hops"][1], "authz")
     rules = [s["data"] for s in authz[:-1]]
-    assert [r["rule"] for r in rules] == ["admin", "std.allow_health_checks.healthz",
+    assert [r["rule"] for r in rules] == ["admin", "stray_writes", "std.allow_health_checks.healthz",
                                           "std.allow_health_checks.readyz", "std.allow_health_checks.livez",
                                           "checkout", "finance_reads"]
     # `checkout` matches too, but a deny rule is evaluated first and decides

@@ -215,6 +215,9 @@ def sample_response(dest: str, sides: list[Side]) -> list[bytes]:
         svc = None if side.ir is None else next((s for s in side.ir.services if s.name == dest), None)
         for route in svc.routes if svc is not None else ():
             names.update(_changed_names(route.response_headers))
+            for t in route.split.targets if route.split is not None else ():   # a destination's own
+                if t.response_headers is not None:
+                    names.update(_changed_names(t.response_headers))
     return [f"{n}: {SAMPLE_VALUE}\r\n".encode("latin-1") for n in sorted(names)]
 
 
@@ -257,12 +260,19 @@ def space_for(dest: str, sides: list[Side], services: dict[str, str]) -> Space:
                         conds.append(_cond(q.kind, q.value))
             if route.split is not None and route.split.key_header:
                 headers.setdefault(route.split.key_header, [])
-            # a header the route removes, sets or adds: absent, or present with a value
-            for name in _changed_names(route.request_headers):
-                headers.setdefault(name, [])
+            # a header the route (or one of its split destinations) removes, sets or adds: absent,
+            # or present with a value
+            arms = [t.request_headers for t in (route.split.targets if route.split is not None else ())
+                    if t.request_headers is not None]
+            for changes in (route.request_headers, *arms):
+                for name in _changed_names(changes):
+                    headers.setdefault(name, [])
         for rule in svc.authorization.rules:
             take_path(rule.path)
             methods.update(rule.methods or ())
+            for excluded in rule.not_paths:     # `not path` / `not method` tell requests apart too
+                take_path(excluded)
+            methods.update(rule.not_methods)
             take_headers(rule.headers)
             for pr in rule.principals or ():
                 principals.append(_cond(pr.kind, pr.value))
@@ -379,13 +389,13 @@ def outbound(table: Table | None, dest_host: str, req: Request, sample: list[byt
     f = route.fault
     out["fault"] = None if f is None else (f"abort {f.abort_status} {f.abort_percent}% delay {f.delay_ms}ms "
                                            f"{f.delay_percent}%")
-    out["mirror"] = None if route.mirror is None else f"{_subset(route.mirror.subset.cluster)} {route.mirror.percent}%"
+    out["mirror"] = ", ".join(f"{_subset(m.subset.cluster)} {m.percent}%" for m in route.mirrors) or None
     if high.status:
         out["status"] = high.status
         return out
     out["status"] = f"abort {low.status} sometimes" if low.status else 0
     out["request"] = decode_value(high.up_head)
-    out["response_headers"] = b"".join(response_lines(route, list(sample), [])).decode("latin-1")
+    out["response_headers"] = b"".join(response_lines(route, list(sample), [], high.arm_response)).decode("latin-1")
     out["_up"] = high.up_head
     return out
 

@@ -51,7 +51,9 @@ def _step_lines(step: dict[str, Any], seeded: bool) -> list[str]:
     if what == "mirror" and data:
         text = f"a copy of {_pct(data['percent'])} of requests to {data['cluster']}"
         if data["random"]:
-            text += (f": drawn {data['draw']:.4f} x 100 {'<' if outcome == 'copied' else '>='} {data['percent']:g}"
+            n, den = data["fraction"]
+            text += (f": drawn {data['draw']:.4f}, stream residue {data['residue']} mod {den} "
+                     f"{'<' if outcome == 'copied' else '>='} {n}"
                      if seeded else ": random; unseeded, shown as not copied (--seed N to draw)")
         return [_row(what, outcome, text)]
     if what == "normalize" and data and data.get("changed"):
@@ -98,8 +100,7 @@ def _policy_lines(p: dict[str, Any]) -> list[str]:
         if f["abort_status"] is not None:
             parts.append(f"abort {f['abort_status']} {_pct(f['abort_percent'])}")
         lines.append("fault " + ", ".join(parts))
-    m = p["mirror"]
-    if m is not None:
+    for m in p["mirrors"]:
         lines.append(f"mirror {_pct(m['percent'])} to {m['cluster']} (copies dropped after {m['timeout_ms']} ms)")
     for side in ("request_headers", "response_headers"):
         hc = p[side]

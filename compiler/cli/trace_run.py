@@ -289,7 +289,7 @@ def run(comp: Any, request: Request, caller: str | None, identity: str | None, s
                           "endpoints": [f"{h}:{p}" for h, p in sub.endpoints], "mtls": dest.mtls,
                           "sni": dest.sni if dest.mtls else None,
                           "server_identity": dest.identity if dest.mtls else None,
-                          "delay_ms": d.delay_ms, "mirror": d.mirror,
+                          "delay_ms": d.delay_ms, "mirror": [m.subset.cluster for m in d.mirrors],
                           "request": _forwarded(d)}
         method, target, raw2 = _head_of(d)
         tls = dest.mtls

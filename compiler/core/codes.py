@@ -135,6 +135,12 @@ CODES: dict[str, Code] = _registry(
               "longer than that is cut short whenever the service is silent that long. Raise the sidecar's "
               "`stream_idle_timeout`, or shorten the route timeout. `timeout none` is not reported: it bounds "
               "the whole request by nothing, and silence by the stream idle timeout."),
+    ("W0430", "the same subset mirrored twice", "A route has two `mirror` lines to one subset: that subset gets "
+              "two copies of every request both mirrors copy. Keep one `mirror` line with the share wanted."),
+    ("W0431", "a split destination's header change undone by the route", "A destination of a `split` sets or "
+              "adds a header that the route's own `request_headers` (or `response_headers`) set or remove too. The "
+              "destination's changes come first and the route's after them (as Envoy applies a weighted "
+              "cluster's), so the destination's change never shows. Change the header in one place."),
     # ---- resilience
     ("W0501", "retries on non-idempotent methods", "The route can match POST or PATCH requests (explicitly, or because "
               "it has no `method` condition) and retries on conditions that arise after the request reached the "
@@ -161,6 +167,9 @@ CODES: dict[str, Code] = _registry(
               "the rule never applies to them. A `deny from ...` rule is then bypassed by any caller that skips TLS, "
               "and an `allow from ...` rule never admits a plaintext caller. Use `mtls strict` once every caller has a "
               "sidecar."),
+    ("W0610", "authorization rule whose exclusions take everything", "A rule's `not path` or `not method` "
+              "excludes every request its own conditions name: its `method` list is all excluded, or an excluded "
+              "path takes every path of its `path`. The rule never matches. Remove or narrow the exclusion."),
     # ---- proven authorization properties (`assert`, docs/testing.md)
     ("E0850", "assert without exactly one destination", "An `assert` speaks about the requests one destination "
               "receives: it has exactly one `to SERVICE` line. Write another assert for another destination."),

@@ -82,10 +82,10 @@ def check_ir(program: ir.Program, known_subsets: set[tuple[str, str]] | None = N
                     pct(route.fault.abort.percent, where)
                 if route.fault.delay is not None:
                     pct(route.fault.delay.percent, where)
-            if route.mirror is not None:
-                ref(route.mirror.service, route.mirror.subset, where)
-                pct(route.mirror.percent, where)
-                if route.mirror.timeout_ms <= 0:
+            for mi in route.mirrors:
+                ref(mi.service, mi.subset, where)
+                pct(mi.percent, where)
+                if mi.timeout_ms <= 0:
                     problems.append(f"{where}: a mirror copy needs a timeout")
         authz = svc.authorization
         if authz.default not in ("allow", "deny") or any(r.action not in ("allow", "deny") for r in authz.rules):

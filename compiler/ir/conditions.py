@@ -95,3 +95,8 @@ class AuthzRule(Node):
     path: PathMatch | None             # matched on the normalised path
     methods: tuple[str, ...] | None
     headers: tuple[HeaderMatch, ...]
+    # `not path` / `not method` (Istio's notPaths / notMethods): the rule matches only when none of
+    # these paths matches the normalised path and the method is none of these. Read by envoy (RBAC
+    # `not_rule`), native (authorization) and checks (rule coverage, W0610)
+    not_paths: tuple[PathMatch, ...] = ()
+    not_methods: tuple[str, ...] = ()

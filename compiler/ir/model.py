@@ -155,6 +155,11 @@ class WeightedSubset(Node):
     service: str
     subset: str
     weight: int        # 0 to 2^32-1; a zero weight is never picked
+    # this arm's own header changes, applied before the route's (Envoy's weighted cluster
+    # `request_headers_to_add`/`_remove`, measured: the cluster's first, then the route's). Read by
+    # envoy and native
+    request_headers: HeaderChanges | None = None
+    response_headers: HeaderChanges | None = None
 
 
 @node
@@ -231,7 +236,8 @@ class Route(Node):
                                        # (`timeout none`); default ROUTE_TIMEOUT_MS, 15 000; 504 on expiry
     retry: Retry | None
     fault: Fault | None
-    mirror: Mirror | None
+    mirrors: tuple[Mirror, ...]        # in written order, each with its own share; one random draw per request
+                                       # decides them all, as Envoy's stream id does (docs/language.md §12)
     request_headers: HeaderChanges     # to the request sent upstream
     response_headers: HeaderChanges    # to the response (local replies on a chosen route included)
 

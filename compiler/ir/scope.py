@@ -71,8 +71,8 @@ def _targets(dest: Service) -> set[str]:
             out.add(r.to.service)
         if r.split is not None:
             out.update(t.service for t in r.split.targets)
-        if r.mirror is not None:
-            out.add(r.mirror.service)
+        for m in r.mirrors:
+            out.add(m.service)
     return out
 
 

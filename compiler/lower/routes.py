@@ -36,7 +36,7 @@ def _subset(ctx: Context, ref: ast.Ref) -> tuple[str, str]:
 
 
 def lower_route(ctx: Context, route: ast.Route) -> ir.Route:
-    to = split = mirror = None
+    to = split = None
     if route.to is not None:
         service, subset = _subset(ctx, route.to)
         to = ir.SubsetRef(service, subset)
@@ -45,25 +45,35 @@ def lower_route(ctx: Context, route: ast.Route) -> ir.Route:
         targets = []
         for entry in route.split.entries:
             service, subset = _subset(ctx, entry.target)
-            targets.append(ir.WeightedSubset(service, subset, entry.weight.value))
+            targets.append(ir.WeightedSubset(
+                service, subset, entry.weight.value,
+                lower_headers(entry.request_headers) if entry.request_headers is not None else None,
+                lower_headers(entry.response_headers) if entry.response_headers is not None else None))
         key = route.split.key_header.value.lower() if route.split.key_header is not None else None
         split = ir.Split(tuple(targets), key, sum(t.weight for t in targets))
     if route.timeout is None:
         timeout = defaults.ROUTE_TIMEOUT_MS
     else:
         timeout = route.timeout.value or 0
-    if route.mirror is not None:
-        service, subset = _subset(ctx, route.mirror.target)
-        pct = route.mirror.percent.value if route.mirror.percent is not None else defaults.MIRROR_PERCENT
-        # a copy needs a bound even on a `timeout none` route, or copies to a slow mirror pile up
-        mirror = ir.Mirror(service, subset, pct, timeout or defaults.MIRROR_TIMEOUT_MS)
     return ir.Route(route.name.value, location(route), route_matches(ctx, route), to, split, timeout,
-                    lower_retry(route_retry_block(ctx, route)), lower_fault(route.fault), mirror,
+                    lower_retry(route_retry_block(ctx, route)), lower_fault(route.fault),
+                    lower_mirrors(ctx, route.mirrors, timeout),
                     lower_headers(route.request_headers), lower_headers(route.response_headers))
+
+
+def lower_mirrors(ctx: Context, mirrors: tuple[ast.Mirror, ...], timeout: int) -> tuple[ir.Mirror, ...]:
+    """The route's mirrors in written order (docs/language.md §12)."""
+    out = []
+    for m in mirrors:
+        service, subset = _subset(ctx, m.target)
+        pct = m.percent.value if m.percent is not None else defaults.MIRROR_PERCENT
+        # a copy needs a bound even on a `timeout none` route, or copies to a slow mirror pile up
+        out.append(ir.Mirror(service, subset, pct, timeout or defaults.MIRROR_TIMEOUT_MS))
+    return tuple(out)
 
 
 def implicit_route(svc: ast.Service) -> ir.Route:
     """A service without a routes block (and one subset) sends everything to that subset."""
     return ir.Route(defaults.IMPLICIT_ROUTE, location(svc), (lower_match(None),),
                     ir.SubsetRef(svc.name.value, subset_names(svc)[0]), None, defaults.ROUTE_TIMEOUT_MS,
-                    None, None, None, ir.HeaderChanges((), (), ()), ir.HeaderChanges((), (), ()))
+                    None, None, (), ir.HeaderChanges((), (), ()), ir.HeaderChanges((), (), ()))

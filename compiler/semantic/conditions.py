@@ -118,6 +118,8 @@ def lower_principals(ctx: Context, svc: ast.Service | None, cond: ast.FromCond) 
 def lower_rule(ctx: Context, svc: ast.Service | None, rule: ast.Rule, name: str) -> ir.AuthzRule:
     principals = path = methods = None
     headers = []
+    not_paths: list[ir.PathMatch] = []
+    not_methods: list[str] = []
     for cond in rule.conditions:
         if isinstance(cond, ast.FromCond):
             principals = lower_principals(ctx, svc, cond)
@@ -127,7 +129,13 @@ def lower_rule(ctx: Context, svc: ast.Service | None, rule: ast.Rule, name: str)
             methods = tuple(dict.fromkeys(m.value for m in cond.methods))
         elif isinstance(cond, ast.HeaderCond):
             headers.append(lower_header(cond))
-    return ir.AuthzRule(name, rule.action, location(rule), principals, path, methods, tuple(headers))
+        elif isinstance(cond, ast.NotCond):
+            if isinstance(cond.cond, ast.PathCond):
+                not_paths.append(lower_path(cond.cond))
+            else:
+                not_methods.extend(m.value for m in cond.cond.methods)
+    return ir.AuthzRule(name, rule.action, location(rule), principals, path, methods, tuple(headers),
+                        tuple(dict.fromkeys(not_paths)), tuple(dict.fromkeys(not_methods)))
 
 
 def expand_rules(ctx: Context, authz: ast.Authorization) -> list[tuple[ast.Rule, str, ast.Rule | ast.UseRules]]:

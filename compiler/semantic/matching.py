@@ -310,7 +310,27 @@ def principals_cover(a: tuple[ir.Principal, ...] | None, b: tuple[ir.Principal, 
 def rule_covers(a: ir.AuthzRule, b: ir.AuthzRule) -> bool:
     """Every request matched by authorization rule `b` is matched by rule `a`."""
     return (principals_cover(a.principals, b.principals) and path_covers(a.path, b.path)
-            and methods_cover(a.methods, b.methods) and conditions_cover(a.headers, b.headers))
+            and methods_cover(a.methods, b.methods) and conditions_cover(a.headers, b.headers)
+            and _exclusions_cover(a, b))
+
+
+def _exclusions_cover(a: ir.AuthzRule, b: ir.AuthzRule) -> bool:
+    """No request of `b` is one `a` excludes (`not path`, `not method`); `b`'s own exclusions only
+    narrow `b`, so ignoring them is sound. A method `a` excludes must be one `b` cannot have (not in
+    its `method` list, or excluded by `b` too); a path `a` excludes must be excluded by `b` as well
+    (the same condition), or lie outside `b`'s own path (never proven here: False)."""
+    for m in a.not_methods:
+        if m not in b.not_methods and (b.methods is None or m in b.methods):
+            return False
+    return all(p in b.not_paths for p in a.not_paths)
+
+
+def rule_never_matches(r: ir.AuthzRule) -> bool:
+    """The rule's exclusions take every request its own conditions admit (W0610). True is a
+    proof: every method it names is excluded, or an excluded path covers its path."""
+    if r.not_methods and r.methods is not None and set(r.methods) <= set(r.not_methods):
+        return True
+    return any(path_covers(p, r.path) for p in r.not_paths)
 
 
 # ---- concrete requests: witnesses for diagnostics ---------------------------------------------------

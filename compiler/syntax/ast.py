@@ -192,6 +192,9 @@ class SplitEntry(Node):
     target: Ref
     weight: Lit[int]
     span: Span = _span
+    # this arm's own header changes (applied before the route's, as Envoy's weighted cluster's)
+    request_headers: HeaderOps | None = None
+    response_headers: HeaderOps | None = None
 
 
 @node
@@ -236,7 +239,7 @@ class Route(Node):
     timeout: Lit[int | None] | None  # value None means `timeout none`
     retry: Block | Ref | Lit[None] | None  # Lit(None) means `retry none`
     fault: Block | None
-    mirror: Mirror | None
+    mirrors: tuple[Mirror, ...]  # one per `mirror` line, in the written order (each drawn as Envoy does: §12)
     request_headers: HeaderOps | None
     response_headers: HeaderOps | None
     span: Span = _span
@@ -261,11 +264,19 @@ class FromCond(Node):
 
 
 @node
+class NotCond(Node):
+    """`not path ...` / `not method ...` in an authorization rule: the rule matches only a request
+    that the condition does not match (Istio's notPaths / notMethods)."""
+    cond: PathCond | MethodCond
+    span: Span = _span
+
+
+@node
 class Rule(Node):
     """Rule node."""
     action: str  # allow | deny
     name: Lit[str] | None
-    conditions: tuple[FromCond | PathCond | MethodCond | HeaderCond, ...]
+    conditions: tuple[FromCond | PathCond | MethodCond | HeaderCond | NotCond, ...]
     span: Span = _span
 
 

@@ -319,9 +319,13 @@ class Builder:
     def route_decl(self, c: Children) -> ast.Route:
         fields: dict[str, Any] = {}  # by tag: a Ref, a Split, a Lit, a Block, a Mirror or HeaderOps
         matches = []
+        mirrors = []
         for tag, value, span in self.body(c):
             if tag == "match":
                 matches.append(value)
+                continue
+            if tag == "mirror":       # a route may mirror to several subsets (docs/language.md §12)
+                mirrors.append(value)
                 continue
             if tag in fields:
                 self.diags.add("E0105", f"`{tag}` is set twice in route `{self.vals[c[1]]}`", span,
@@ -329,7 +333,7 @@ class Builder:
                 continue
             fields[tag] = value
         return ast.Route(self.name(c[1]), tuple(matches), fields.get("to"), fields.get("split"), fields.get("timeout"),
-                         fields.get("retry"), fields.get("fault"), fields.get("mirror"),
+                         fields.get("retry"), fields.get("fault"), tuple(mirrors),
                          fields.get("request_headers"), fields.get("response_headers"), self.span(c))
 
     def match_block(self, c):
@@ -372,7 +376,16 @@ class Builder:
         return ("split", node, node.span)
 
     def split_entry(self, c):
-        return ast.SplitEntry(c[0], self.int_(c[1]), self.span(c))
+        changes: dict[str, Any] = {}
+        items = self.body(c[2:])   # `request_headers { … }` / `response_headers { … }` of this arm
+        for tag, value, span in items:
+            if tag in changes:
+                self.diags.add("E0105", f"`{tag}` is set twice for split destination `{c[0]}`", span,
+                               hint="write all of this destination's changes in one block")
+                continue
+            changes[tag] = value
+        whole = self.span(c[:2]) if not items else Span(self.source, self._start(c[0]), items[-1][2].end)
+        return ast.SplitEntry(c[0], self.int_(c[1]), whole, **changes)
 
     def timeout(self, c):
         value = None if self.types[c[1]] == "NONE" else self.duration(c[1]).value
@@ -433,6 +446,13 @@ class Builder:
     def rule(self, c):
         name = self.name(c[1]) if isinstance(c[1], int) and self.types[c[1]] == "NAME" else None
         return ast.Rule(self.vals[c[0]], name, tuple(self.body(c)), self.span(c))
+
+    def not_path_cond(self, c):
+        inner = ast.PathCond(self.vals[c[2]], self.string(c[3]), len(c) > 4, self.span(c[1:]))
+        return ast.NotCond(inner, self.span(c))
+
+    def not_method_cond(self, c):
+        return ast.NotCond(ast.MethodCond(self.names(c[2]), self.span(c[1:])), self.span(c))
 
     def from_cond(self, c):
         kind, values, end = c[1]

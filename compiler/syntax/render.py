@@ -338,6 +338,10 @@ def from_cond(node: ast.FromCond) -> str:
     raise ValueError(f"unknown `from` kind `{node.kind}`")
 
 
+def not_cond(node: ast.NotCond) -> str:
+    return "not " + condition(node.cond)
+
+
 def condition(node) -> str:
     """Any condition of a match block or an authorization rule."""
     fn = _CONDITIONS.get(type(node))
@@ -348,7 +352,7 @@ def condition(node) -> str:
 
 _CONDITIONS: dict[type, Callable] = {
     ast.PathCond: path_cond, ast.HeaderCond: header_cond, ast.QueryCond: query_cond,
-    ast.MethodCond: method_cond, ast.FromCond: from_cond,
+    ast.MethodCond: method_cond, ast.FromCond: from_cond, ast.NotCond: not_cond,
 }
 
 
@@ -362,7 +366,12 @@ def match(node: ast.Match) -> str:
 # ---- routes -------------------------------------------------------------------------------------
 
 def split_entry(node: ast.SplitEntry) -> str:
-    return f"{ref(node.target)} {integer(node.weight.value)}"
+    text = f"{ref(node.target)} {integer(node.weight.value)}"
+    if node.request_headers is not None:
+        text += f" request_headers {header_ops(node.request_headers)}"
+    if node.response_headers is not None:
+        text += f" response_headers {header_ops(node.response_headers)}"
+    return text
 
 
 def split(node: ast.Split) -> str:
@@ -423,8 +432,8 @@ def route(node: ast.Route) -> list[str]:
         if node.fault.kind != "fault":
             raise ValueError(f"a {node.fault.kind} block where the fault block belongs")
         body.append(Line(block(node.fault), node.fault))
-    if node.mirror is not None:
-        body.append(Line(mirror(node.mirror), node.mirror))
+    for m in node.mirrors:
+        body.append(Line(mirror(m), m))
     if node.request_headers is not None:
         body.append(Line(f"request_headers {header_ops(node.request_headers)}", node.request_headers))
     if node.response_headers is not None:

@@ -83,7 +83,9 @@ def hover_docs() -> dict[str, str]:
     out["timeout"] = ("`timeout DURATION | none`: bound on the whole request, all tries and backoffs included; "
                       f"default {value_text('duration', defaults.ROUTE_TIMEOUT_MS)}, 504 on expiry (§9)")
     out["mirror"] = ("`mirror S.SUBSET [PCT]`: fire-and-forget copy of a share of requests "
-                     f"(default {value_text('percent', defaults.MIRROR_PERCENT)}), Host suffixed `-shadow` (§12)")
+                     f"(default {value_text('percent', defaults.MIRROR_PERCENT)}), Host suffixed `-shadow`; "
+                     "a route may have several, decided by one draw; a copy's failures count toward outlier "
+                     "detection (§12)")
     return out
 
 

@@ -330,14 +330,15 @@ def prove_one(ctx: Context, comp: Compilation, a: ast.Assert, tables: dict[str, 
         identities.append(None)
 
     # methods
-    named = {m for r in rules for m in (r.methods or ())} | set(pattern.methods or ())
+    named = {m for r in rules for m in (*(r.methods or ()), *r.not_methods)} | set(pattern.methods or ())
     # CONNECT is never authorized (400 or 404 first): in the set only when the assert names it
     methods = sorted(named - {"CONNECT"}) + [next(m for m in OTHER_METHODS if m not in named)]
     if pattern.methods is not None:
         methods = [m for m in sorted(named) if m in pattern.methods]
 
     # paths
-    p_preds = [q for r in rules if r.path is not None for q in path_preds(r.path)]
+    p_preds = [q for r in rules for p in ((r.path,) if r.path is not None else ()) + r.not_paths
+               for q in path_preds(p)]
     if pattern.path is not None:
         p_preds += path_preds(pattern.path)
     paths = []

@@ -199,8 +199,7 @@ class NativeModel:
         retry = None if r is None else canonical_retry(
             r.num_retries, r.retry_on, r.retriable_status_codes, r.per_try_timeout_ms,
             r.backoff_base_ms, r.backoff_max_ms)
-        mirror = None if route.mirror is None else canonical_mirror(
-            [(route.mirror.subset.cluster, route.mirror.percent)])
+        mirror = canonical_mirror([(m.subset.cluster, m.percent) for m in route.mirrors])
         f = route.fault
         fault = None if f is None else canonical_fault(f.delay_ms, f.delay_percent, f.abort_status, f.abort_percent)
         common: dict[str, Any] = {"route": f"{high.service}/{route.name}", "timeout_ms": route.timeout_ms,
@@ -213,8 +212,11 @@ class NativeModel:
         if split is not None and key_draw is None and split.detail == "by the random draw":
             targets = route.split.targets if route.split is not None else ()
             cluster, candidates = canonical_pick(t.subset.cluster for t in targets if t.weight > 0)
+            if candidates is not None and any(t.request_headers is not None or t.response_headers is not None
+                                              for t in targets):   # the heads depend on the draw
+                return Decision(kind, cluster=cluster, candidates=candidates, path=_target_of(high), **common)
         upstream = visible_request_headers(_headers_of(high))
-        lines = response_lines(route, upstream_lines(response), [])
+        lines = response_lines(route, upstream_lines(response), [], high.arm_response)
         return Decision(kind, cluster=cluster, candidates=candidates, path=_target_of(high),
                         upstream_headers=upstream, response_headers=_latin1_pairs(lines), **common)
 

@@ -157,14 +157,17 @@ def semantic_errors(data: dict[str, Any]) -> list[str]:
                 if split.get("total_weight") != total:
                     errors.append(f"{base}.split.total_weight: {split.get('total_weight')} is not the sum "
                                   f"of the weights ({total})")
-            if r.get("mirror") is not None:
-                ref(f"{base}.mirror", r["mirror"])
+            for k, mirror in enumerate(r.get("mirrors") or []):
+                ref(f"{base}.mirrors[{k}]", mirror)
             for m, match in enumerate(r.get("matches") or []):
                 errors.extend(_regex_errors(f"{base}.matches[{m}]", match))
     authz = data.get("authorization")
     if isinstance(authz, dict):
         for k, rule in enumerate(authz.get("rules") or []):
             errors.extend(_regex_errors(f"$.authorization.rules[{k}]", rule))
+            if isinstance(rule, dict):
+                for n, excluded in enumerate(rule.get("not_paths") or []):
+                    errors.extend(_regex_errors(f"$.authorization.rules[{k}].not_paths[{n}]", {"path": excluded}))
     errors.extend(_mtls_errors(data, services))
     return errors
 

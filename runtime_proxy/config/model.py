@@ -81,6 +81,8 @@ class WeightedSubset(Model):
     service: str
     subset: str
     weight: int = Field(ge=0, le=2**32 - 1)
+    request_headers: HeaderChanges | None = None    # this arm's, applied before the route's
+    response_headers: HeaderChanges | None = None
 
 
 class Split(Model):
@@ -139,7 +141,7 @@ class Route(Model):
     timeout_ms: int = Field(ge=0)              # whole request including retries; 0 = none
     retry: Retry | None = None
     fault: Fault | None = None
-    mirror: Mirror | None = None
+    mirrors: list[Mirror] = []                 # in written order; one draw per request decides them all
     request_headers: HeaderChanges = HeaderChanges()
     response_headers: HeaderChanges = HeaderChanges()
 
@@ -223,6 +225,8 @@ class AuthzRule(Model):
     path: PathMatch | None = None              # on the normalised path
     methods: list[str] | None = None
     headers: list[HeaderMatch] = []
+    not_paths: list[PathMatch] = []            # `not path`: none of these matches the normalised path
+    not_methods: list[str] = []                # `not method`: the method is none of these
 
 
 class Authorization(Model):

@@ -50,6 +50,7 @@ def explain_rules(authz: CAuthorization, peer_identity: str | None, method: str,
     """Every rule of `authz`, denies first, with whether it matched (and the first condition
     that failed it), then what decided: the same answer as `decide`."""
     from runtime_proxy.decide.explain import describe_header, describe_path
+    from runtime_proxy.decide.table import path_test
 
     for rule in authz.deny + authz.allow:
         spec = rule.spec
@@ -59,9 +60,13 @@ def explain_rules(authz: CAuthorization, peer_identity: str | None, method: str,
                 and not any(peer_identity.startswith(p) for p in rule.principals[1]))):
             why = "no verified identity" if peer_identity is None else f"caller `{peer_identity}` is not named"
         elif rule.methods is not None and method not in rule.methods:
-            why = f"method {method} is not one of {', '.join(sorted(rule.methods))}"
+            why = (f"method {method} is excluded (`not method`)" if method in (spec.get("not_methods") or ())
+                   else f"method {method} is not one of {', '.join(sorted(spec.get('methods') or ()))}")
         elif rule.path is not None and not rule.path(path):
-            why = f"{describe_path(spec['path'])} does not match `{path}`"
+            base = spec.get("path")
+            why = (f"{describe_path(base)} does not match `{path}`"
+                   if base and not path_test(base["kind"], base["value"], base.get("ignore_case", False))(path)
+                   else f"`{path}` is excluded (`not path`)")
         else:
             why = next((describe_header(h) + " does not hold"
                         for h, test in zip(spec.get("headers") or (), rule.headers) if not test(headers)), None)

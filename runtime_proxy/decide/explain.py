@@ -65,7 +65,7 @@ def route_policy(route: CRoute) -> dict[str, Any]:
     changes."""
     targets = [route.to] if route.to is not None else list(route.split.targets if route.split else ())
     budget = targets[0].service.retry_budget if targets else None
-    r, f, m = route.retry, route.fault, route.mirror
+    r, f = route.retry, route.fault
     return {
         "route": route.name,
         "source": route.source,
@@ -83,8 +83,8 @@ def route_policy(route: CRoute) -> dict[str, Any]:
         "fault": None if f is None else {
             "delay_ms": f.delay_ms, "delay_percent": f.delay_percent,
             "abort_status": f.abort_status, "abort_percent": f.abort_percent},
-        "mirror": None if m is None else {"cluster": m.subset.cluster, "percent": m.percent,
-                                          "timeout_ms": m.timeout_ms},
+        "mirrors": [{"cluster": m.subset.cluster, "percent": m.percent, "timeout_ms": m.timeout_ms}
+                    for m in route.mirrors],
         "request_headers": _changes(route.request_headers),
         "response_headers": _changes(route.response_headers),
     }
@@ -109,6 +109,6 @@ def explain_policy(route: CRoute | None, explain: Explanation) -> None:
         parts.append(f"retry budget {b['percent']:g} % (min {b['min_concurrency']})")
     if route.fault is not None:
         parts.append("fault")
-    if route.mirror is not None:
-        parts.append(f"mirror {route.mirror.percent:g} %")
+    for m in route.mirrors:
+        parts.append(f"mirror {m.percent:g} %")
     explain.note("policy", route.name, ", ".join(parts), data)

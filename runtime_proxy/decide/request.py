@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from runtime_proxy.decide import authz as authz_mod
 from runtime_proxy.decide import fault as fault_mod
+from runtime_proxy.decide import mirror as mirror_mod
 from runtime_proxy.decide import split as split_mod
 from runtime_proxy.decide.headers import apply_changes
 from runtime_proxy.decide.http import (
@@ -42,7 +43,7 @@ from runtime_proxy.decide.trace import TRACE_HEADERS, CTracing, Span, decide_spa
 
 if TYPE_CHECKING:
     from runtime_proxy.decide.explain import Explanation
-    from runtime_proxy.decide.table import CHeaderChanges, CSubsetRef, HeaderMap, Table
+    from runtime_proxy.decide.table import CHeaderChanges, CMirror, CSubsetRef, CWeightedSubset, HeaderMap, Table
 
 # A request's header lines as received: (name as sent, value).
 RawHeaders = list[tuple[bytes, bytes]]
@@ -190,7 +191,8 @@ class Decision:
     delay_ms = 0                    # a fault delay to wait before the rest of the decision
     up_head = b""                   # request line and header lines every attempt sends
     up_tail = b"\r\n"               # the framing line(s) ending the head
-    mirror = False                  # fire the route's mirror copy once the body is known
+    mirrors: tuple[CMirror, ...] = ()   # the route's mirrors that copy this request, once the body is known
+    arm_response: CHeaderChanges | None = None   # the chosen split arm's response changes (before the route's)
     expect_continue = False         # answer `100 Continue` before forwarding
     rule: str | None = None         # the authorization rule that decided (inbound), None: the default
     # the `x-request-id` the hop writes itself when the sidecar has `tracing`, sampled or not (its
@@ -291,6 +293,11 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
             d.counter, d.flags = DELAYS_INJECTED, "DI"
         if abort is not None:   # after the delay, if any: the abort is the answer
             d.status, d.body = abort, BODY_FAULT
+            if route.split is not None and any(t.response_headers is not None for t in route.split.targets):
+                # Envoy picks the weighted cluster with the route, before the fault filter: the
+                # abort gets the picked arm's response changes too (measured, Envoy 1.40)
+                arm = split_mod.pick(route.split, headers, draws.split())
+                d.arm_response = arm.response_headers
             if not delay_ms:
                 d.counter, d.flags = ABORTS_INJECTED, "FI"
             return d
@@ -299,20 +306,42 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
             ref: CSubsetRef = split_mod.pick(route.split, headers, draws.split())
         else:
             ref = split_mod.explain_pick(route.split, headers, draws.split(), explain)
+        if ref.request_headers is not None or ref.response_headers is not None:  # type: ignore[attr-defined]
+            raw = _arm_changes(d, ref, raw)  # type: ignore[arg-type]  # a split's pick is a CWeightedSubset
     else:
         ref = route.to  # type: ignore[assignment]  # not None: compile_config gives a route `to` or `split`
     d.cluster = ref.subset.cluster
-    if route.mirror is not None:
-        draw = draws.mirror()
-        if draw * 100.0 < route.mirror.percent:
-            d.mirror = True
-        if explain is not None:
-            explain.note("mirror", "copied" if d.mirror else "not copied",
-                         f"{route.mirror.percent:g} % of requests to {route.mirror.subset.cluster}",
-                         {"percent": route.mirror.percent, "draw": draw, "cluster": route.mirror.subset.cluster,
-                          "random": 0.0 < route.mirror.percent < 100.0})
+    if route.mirrors:
+        _mirrors(d, route.mirrors, draws.mirror(), explain)
     _upstream_head(d, head, draws, method, target, raw, headers, route, None)
     return d
+
+
+def _arm_changes(d: Decision, arm: CWeightedSubset, raw: RawHeaders) -> RawHeaders:
+    """A split arm's own header changes: its request changes applied to the request's lines now,
+    before the route's (as Envoy applies a weighted cluster's, docs/language.md §8); its response
+    changes kept for the response, where they come before the route's too."""
+    d.arm_response = arm.response_headers
+    if arm.request_headers is None:
+        return raw
+    pairs = [(n.lower().decode("latin-1"), decode_value(v)) for n, v in raw]
+    changed = apply_changes(pairs, arm.request_headers, REQUEST_INLINE)
+    return [(n.encode("latin-1"), encode_value(v)) for n, v in changed]
+
+
+def _mirrors(d: Decision, mirrors: tuple[CMirror, ...], draw: float, explain: Explanation | None) -> None:
+    """The mirrors that copy this request: one draw for them all, as Envoy (decide/mirror.py)."""
+    residue = mirror_mod.stream_residue(draw)
+    fired = tuple(m for m in mirrors if mirror_mod.copies(m.numerator, m.denominator, residue))
+    if fired:
+        d.mirrors = fired
+    if explain is not None:
+        for m in mirrors:
+            explain.note("mirror", "copied" if m in fired else "not copied",
+                         f"{m.percent:g} % of requests to {m.subset.cluster}",
+                         {"percent": m.percent, "draw": draw, "cluster": m.subset.cluster,
+                          "random": 0.0 < m.percent < 100.0, "residue": residue,
+                          "fraction": [m.numerator, m.denominator]})
 
 
 def _trace(d: Decision, headers: HeaderMap, draws: RequestDraws, tracing: CTracing) -> None:

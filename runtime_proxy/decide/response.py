@@ -24,7 +24,8 @@ RESPONSE_INLINE_BYTES = frozenset(n.encode() for n in RESPONSE_INLINE)
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
 
 
-def response_lines(route: CRoute | None, lines: list[bytes], special: list[tuple[bytes, bytes]]) -> list[bytes]:
+def response_lines(route: CRoute | None, lines: list[bytes], special: list[tuple[bytes, bytes]],
+                   arm: CHeaderChanges | None = None) -> list[bytes]:
     """The upstream response's header lines as the client gets them: `lines` (formatted by the
     upstream connection, the hop-by-hop ones set apart in `special`) less the headers its
     `connection` header names, after the route's response changes. `lines` itself when nothing
@@ -34,6 +35,9 @@ def response_lines(route: CRoute | None, lines: list[bytes], special: list[tuple
         if name == b"connection" and value not in _PLAIN_CONNECTION:
             drop = {t.encode() for t in connection_tokens([value.decode("latin-1")])}
     changes = route.response_headers if route is not None else None
+    if arm is not None:     # a split arm's own changes come first, then the route's (as Envoy)
+        lines = changed_response_lines(lines, drop, arm)
+        drop = None
     if drop or (changes is not None and not changes.empty):
         return changed_response_lines(lines, drop, changes)
     return lines
@@ -71,7 +75,8 @@ def changed_response_lines(lines: list[bytes], drop: set[bytes] | None, changes:
     return [b"%s: %s\r\n" % (n.encode("latin-1"), encode_value(v)) for n, v in pairs]
 
 
-def local_reply_changes(body: bytes, extra: bytes, changes: CHeaderChanges) -> bytes:
+def local_reply_changes(body: bytes, extra: bytes, changes: CHeaderChanges,
+                        arm: CHeaderChanges | None = None) -> bytes:
     """The header lines of a local reply on a chosen route (a fault's abort, a timeout, a reset,
     an overflow) after the route's response `changes`, content type included, as Envoy does."""
     pairs: list[tuple[str, str]] = []
@@ -79,6 +84,8 @@ def local_reply_changes(body: bytes, extra: bytes, changes: CHeaderChanges) -> b
         if line:
             n, _, v = line.partition(b": ")
             pairs.append((n.decode("latin-1"), decode_value(v)))
+    if arm is not None:     # a split arm's own changes first (as Envoy's weighted cluster's)
+        pairs = apply_changes(pairs, arm, RESPONSE_INLINE)
     pairs = apply_changes(pairs, changes, RESPONSE_INLINE)
     if body and not any(n == "content-type" for n, _ in pairs):
         pairs.insert(0, ("content-type", "text/plain"))   # Envoy types the body unless the route did

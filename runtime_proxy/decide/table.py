@@ -17,6 +17,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from runtime_proxy.decide.mirror import fraction as mirror_fraction
 from runtime_proxy.decide.route_index import RouteIndex
 from runtime_proxy.decide.trace import compile_tracing
 
@@ -298,11 +299,15 @@ class CSubsetRef:
 
 
 class CWeightedSubset(CSubsetRef):
-    __slots__ = ("weight",)
+    __slots__ = ("weight", "request_headers", "response_headers")
 
-    def __init__(self, service: CService, subset: CSubset, weight: int) -> None:
+    def __init__(self, service: CService, subset: CSubset, weight: int,
+                 request_headers: CHeaderChanges | None = None, response_headers: CHeaderChanges | None = None) -> None:
         super().__init__(service, subset)
         self.weight = weight
+        # this arm's own header changes, applied before the route's (None: none)
+        self.request_headers = request_headers
+        self.response_headers = response_headers
 
 
 class CSplit:
@@ -356,12 +361,14 @@ class CFault:
 
 
 class CMirror(CSubsetRef):
-    __slots__ = ("percent", "timeout_ms")
+    __slots__ = ("percent", "timeout_ms", "numerator", "denominator")
 
     def __init__(self, service: CService, subset: CSubset, percent: float, timeout_ms: int) -> None:
         super().__init__(service, subset)
         self.percent = percent
         self.timeout_ms = timeout_ms  # a copy still running after this is dropped
+        # the share as Envoy's FractionalPercent, which decide/mirror.py compares the draw with
+        self.numerator, self.denominator = mirror_fraction(percent)
 
 
 class CHeaderChanges:
@@ -381,11 +388,12 @@ NO_HEADER_CHANGES = CHeaderChanges(None)
 
 class CRoute:
     __slots__ = ("name", "source", "matches", "to", "split", "timeout_ms", "retry", "fault",
-                 "mirror", "request_headers", "response_headers")
+                 "mirrors", "request_headers", "response_headers")
 
     def __init__(self, name: str, source: str, matches: tuple[CMatch, ...], to: CSubsetRef | None,
                  split: CSplit | None, timeout_ms: int, retry: CRetry | None, fault: CFault | None,
-                 mirror: CMirror | None, request_headers: CHeaderChanges, response_headers: CHeaderChanges) -> None:
+                 mirrors: tuple[CMirror, ...], request_headers: CHeaderChanges,
+                 response_headers: CHeaderChanges) -> None:
         self.name = name
         self.source = source                  # FILE:LINE:COL
         self.matches = matches                # OR
@@ -394,7 +402,7 @@ class CRoute:
         self.timeout_ms = timeout_ms          # 0: no timeout
         self.retry = retry
         self.fault = fault
-        self.mirror = mirror
+        self.mirrors = mirrors                # in written order (decide/mirror.py draws them)
         self.request_headers = request_headers
         self.response_headers = response_headers
 
@@ -448,7 +456,33 @@ class CAuthzRule:
         self.methods: frozenset[str] | None = frozenset(methods) if methods is not None else None
         self.headers = tuple(header_test(h["name"].lower(), h["kind"], h.get("value"), h.get("invert", False),
                                          h.get("ignore_case", False)) for h in r.get("headers") or ())
+        # `not path` / `not method`, folded into the path test and the method set: a rule without
+        # them costs nothing more
+        not_paths = r.get("not_paths")
+        if not_paths:
+            self.path = excluding_paths(self.path, tuple(path_test(p["kind"], p["value"], p.get("ignore_case", False))
+                                                         for p in not_paths))
+        not_methods = r.get("not_methods")
+        if not_methods:
+            excluded = frozenset(not_methods)
+            self.methods = self.methods - excluded if self.methods is not None else AllMethodsBut(excluded)
         self.spec = r                 # the rule as written, for explanations
+
+
+class AllMethodsBut(frozenset):  # type: ignore[type-arg]  # of str
+    """A rule's methods when it has `not method` and no `method`: every method but these."""
+    __slots__ = ()
+
+    def __contains__(self, method: object) -> bool:
+        return not frozenset.__contains__(self, method)
+
+
+def excluding_paths(base: Callable[[str], bool] | None,
+                    excluded: tuple[Callable[[str], bool], ...]) -> Callable[[str], bool]:
+    """The path test of a rule with `not path`: its own path test (if any) and none of the excluded."""
+    if base is None:
+        return lambda path: not any(t(path) for t in excluded)
+    return lambda path: base(path) and not any(t(path) for t in excluded)
 
 
 class CAuthorization:
@@ -519,6 +553,12 @@ def compile_match(m: dict[str, Any]) -> CMatch:
     )
 
 
+def _arm_changes(hc: dict[str, Any] | None) -> CHeaderChanges | None:
+    """A split arm's header changes, or None when it has none (nothing to do per request)."""
+    changes = CHeaderChanges(hc) if hc else None
+    return changes if changes is not None and not changes.empty else None
+
+
 def compile_config(data: dict[str, Any]) -> Table:
     """Compile a validated config's JSON data into a `Table`. Raises TableError for an invalid regex
     or a destination that names no service or subset of the config."""
@@ -543,7 +583,9 @@ def compile_config(data: dict[str, Any]) -> Table:
             to = CSubsetRef(*resolve(r["to"]["service"], r["to"]["subset"], at)) if r.get("to") else None
             split = None
             if r.get("split") is not None:
-                targets = tuple(CWeightedSubset(*resolve(t["service"], t["subset"], at), t["weight"])
+                targets = tuple(CWeightedSubset(*resolve(t["service"], t["subset"], at), t["weight"],
+                                                _arm_changes(t.get("request_headers")),
+                                                _arm_changes(t.get("response_headers")))
                                 for t in r["split"]["targets"])
                 key = r["split"].get("key_header")
                 split = CSplit(targets, key.lower() if key else None)
@@ -551,15 +593,13 @@ def compile_config(data: dict[str, Any]) -> Table:
                     raise TableError(f"{at}: split weights total zero")
             if (to is None) == (split is None):
                 raise TableError(f"{at}: exactly one of `to` and `split` is needed")
-            mirror = None
-            m = r.get("mirror")
-            if m is not None:
-                mirror = CMirror(*resolve(m["service"], m["subset"], at), m["percent"], m["timeout_ms"])
+            mirrors = tuple(CMirror(*resolve(m["service"], m["subset"], at), m["percent"], m["timeout_ms"])
+                            for m in r.get("mirrors") or ())
             routes.append(CRoute(
                 r["name"], source, matches, to, split, r["timeout_ms"],
                 CRetry(r["retry"]) if r.get("retry") is not None else None,
                 CFault(r["fault"]) if r.get("fault") is not None else None,
-                mirror, CHeaderChanges(r.get("request_headers")), CHeaderChanges(r.get("response_headers"))))
+                mirrors, CHeaderChanges(r.get("request_headers")), CHeaderChanges(r.get("response_headers"))))
         services[s["name"]].routes = tuple(routes)
     try:
         authorization = CAuthorization(data["authorization"])

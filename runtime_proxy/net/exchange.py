@@ -296,7 +296,7 @@ class Exchange:
         if self.chunked and self.state == SENT and self.conn is not None:
             self.conn.write(b"0\r\n\r\n")
         d = self.decision
-        if d is not None and d.mirror and self.cluster is not None:   # forwarded, with a mirror copy
+        if d is not None and d.mirrors and self.cluster is not None:   # forwarded, with mirror copies
             self.maybe_mirror()
 
     # ---- dispatch ------------------------------------------------------------------------------
@@ -364,7 +364,7 @@ class Exchange:
             self.cluster = self.rt.clusters[d.cluster]  # type: ignore[index]  # forwarded: a cluster is named
             self.count_attempts = True     # the outbound routes include x-envoy-attempt-count both ways
         self.up_head, self.up_tail = d.up_head, d.up_tail
-        if d.mirror and self.body_done:
+        if d.mirrors and self.body_done:
             self.maybe_mirror()
         if self.expect_continue:
             self.down.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -505,7 +505,7 @@ class Exchange:
         self.status = status
         self.up_ms = up_ms = int((now - self.t_first_send) * 1000)
         # the response head: the upstream's header lines less the hop-by-hop ones, re-framed
-        lines = response_lines(route, conn.lines, conn.special)
+        lines = response_lines(route, conn.lines, conn.special, self.decision.arm_response)  # type: ignore[union-attr]
         has_length = conn.has_length if lines is conn.lines else \
             any(line.startswith(b"content-length: ") for line in lines)
         parts = [status_line(status)]
@@ -820,8 +820,10 @@ class Exchange:
         self.answered_locally = True
         self.bytes_out = len(body)
         route = self.route
-        if route is not None and not route.response_headers.empty:
-            extra = local_reply_changes(body, extra, route.response_headers)
+        d = self.decision
+        arm = d.arm_response if d is not None else None
+        if route is not None and (not route.response_headers.empty or arm is not None):
+            extra = local_reply_changes(body, extra, route.response_headers, arm)
             self.down.write(local_reply(status, body, extra, self.close_after, self.is_head, ctype=False))
         else:
             self.down.write(local_reply(status, body, extra, self.close_after, self.is_head))
@@ -897,14 +899,12 @@ class Exchange:
     # ---- the mirror --------------------------------------------------------------------------------
 
     def maybe_mirror(self) -> None:
-        """Fire the route's mirror copy once the whole body is known (at most once a request)."""
-        mirror: CMirror = self.route.mirror  # type: ignore[union-attr, assignment]  # d.mirror: it has one
+        """Fire the copies of the route's mirrors the decision chose, in the route's order, once the
+        whole body is known (at most once a request)."""
+        mirrors: tuple[CMirror, ...] = self.decision.mirrors  # type: ignore[union-attr]  # decided
         if not self.replayable or self.mirrored:
             return
         self.mirrored = True      # (whether this request is copied was decided with its route)
-        cluster = self.rt.clusters.get(mirror.subset.cluster)
-        if cluster is None:
-            return
         shadow = shadow_host(self.decision.host).encode("latin-1", "replace")  # type: ignore[union-attr]  # decided
         lines = self.up_head.split(b"\r\n")
         out = [lines[0]]
@@ -919,7 +919,10 @@ class Exchange:
         else:
             tail = b"\r\n" if self.chunked else self.up_tail
         data = b"\r\n".join(out) + b"\r\nx-envoy-internal: true\r\n" + tail + body
-        Mirror(cluster, data, self.is_head, mirror.timeout_ms / 1000.0)
+        for mirror in mirrors:
+            cluster = self.rt.clusters.get(mirror.subset.cluster)
+            if cluster is not None:
+                Mirror(cluster, data, self.is_head, mirror.timeout_ms / 1000.0)
 
 
 class _NoClient:
@@ -932,7 +935,11 @@ class _NoClient:
 
 
 class Mirror:
-    """A fire-and-forget copy of a request: its response and its failures are dropped."""
+    """A fire-and-forget copy of a request: its response is dropped, but its outcome counts as
+    Envoy counts a shadow's (measured with Envoy 1.40, tests/test_mirror_outlier.py): a status,
+    a reset or connect failure and a timeout after the copy was sent go to the mirror subset's
+    outlier detection (the ejection then steers that subset's real traffic), like the copy's
+    circuit-breaker request unit and the cluster's statistics."""
     __slots__ = ("cluster", "data", "is_head", "conn", "state", "timer", "done", "pool", "seq", "t_send", "answered")
     down = _NoClient()
 
@@ -948,7 +955,7 @@ class Mirror:
         cluster.stats.mirror_total += 1
         self.pool = cluster.pick()
         self.state = WAITING
-        self.timer = cluster.loop.call_later(timeout, self.stop)
+        self.timer = cluster.loop.call_later(timeout, self.on_timeout)
         conn = cluster.acquire(self, self.pool, False)
         if conn is False:
             self.state = IDLE
@@ -969,8 +976,16 @@ class Mirror:
         conn.write(self.data)
 
     def on_response_head(self, conn: UpstreamConn, status: int) -> None:
-        self.cluster.stats.charge(status)
+        cluster = self.cluster
+        cluster.stats.charge(status)
         self.answered = True
+        self.outcome(status, None)
+
+    def outcome(self, status: int | None, failure: str | None) -> None:
+        """The copy's result, counted by the mirror subset's outlier detection as Envoy does."""
+        outlier = self.cluster.outlier
+        if outlier is not None and outlier.record(self.pool.key, status, failure, _monotonic()):
+            self.cluster.ejected(self.pool.key)
 
     def on_response_body(self, conn: UpstreamConn, data: bytes) -> None:
         pass
@@ -983,10 +998,22 @@ class Mirror:
 
     def on_failure(self, conn: UpstreamConn | None, kind: str, reason: str, fresh_ok: bool) -> None:
         self.conn = None
+        if not self.answered:     # Envoy charges the copy's 503 (`upstream_rq_503`)
+            self.cluster.stats.charge(503)
+            self.outcome(None, kind)
         self.stop()
 
     def on_upstream_write_paused(self, paused: bool) -> None:
         pass
+
+    def on_timeout(self) -> None:
+        """The copy's timeout (the route's): counted as the router counts a timed-out attempt."""
+        if self.state == SENT and not self.answered:   # Envoy charges a 504 and `upstream_rq_timeout`
+            stats = self.cluster.stats
+            stats.charge(504)
+            stats.rq_timeout += 1
+            self.outcome(None, PER_TRY_TIMEOUT)
+        self.stop()
 
     def on_overflow(self) -> None:
         self.state = IDLE

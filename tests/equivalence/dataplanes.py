@@ -416,7 +416,7 @@ class Observation:
     headers: tuple[tuple[str, tuple[str, ...]], ...] | None   # upstream request headers (last attempt)
     response_headers: tuple[tuple[str, tuple[str, ...]], ...]
     body: bytes | None                            # body of a local reply
-    mirror: str | None                            # subset that received the mirror copy
+    mirror: str | None                            # subsets that received mirror copies, sorted, comma-joined
     error: str | None = field(default=None, compare=False)   # why there was no response (status 0)
 
     def lines(self) -> list[str]:
@@ -493,7 +493,7 @@ def observation(policy: GenPolicy, sent: Sent, records: list[dict], head: bool =
         headers=_grouped(trace_semantics(last["headers"], request), _VOLATILE_REQUEST) if last else None,
         response_headers=_grouped(response, _VOLATILE_RESPONSE),
         body=sent.body if backend is None else None,
-        mirror=subset_label(policy, shadows[0]["backend"]) if shadows else None,
+        mirror=", ".join(sorted(str(subset_label(policy, r["backend"])) for r in shadows)) or None,
         error=sent.error,
     )
 
@@ -649,11 +649,20 @@ def difference(decision, envoy: Observation, nat: Observation) -> str | None:
     header, or a key that does not decide: the model layer's evaluator says so, and
     `model_difference` checks that evaluator against Envoy) only has to land, in both planes, on a
     target of the split with weight > 0."""
+    from dataclasses import replace
+
     if envoy == nat:
         return None
     if envoy.subset != nat.subset and decision.candidates:
         labels = {_cluster_label(c) for c in decision.candidates}
         if envoy.subset in labels and nat.subset in labels and _anonymous(envoy) == _anonymous(nat):
+            return None
+        # arms with their own header changes (the model has no head before the draw): the heads
+        # differ with the arm; the model layer compares them with the same draw on both sides
+        varies = decision.upstream_headers is None and decision.response_headers is None
+        if varies and envoy.subset in labels and nat.subset in labels and \
+                replace(_anonymous(envoy), headers=None, response_headers=()) == \
+                replace(_anonymous(nat), headers=None, response_headers=()):
             return None
     fields = [f for f in envoy.__dataclass_fields__ if getattr(envoy, f) != getattr(nat, f)]
     return "differ in: " + ", ".join(fields)

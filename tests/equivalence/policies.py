@@ -341,6 +341,13 @@ def host_service(host: str, services: tuple[str, ...]) -> str | None:
     return None
 
 
+# Outlier detection on a destination: every subset has one endpoint, so an ejection leaves none in
+# service and Envoy's panic threshold balances over it anyway; what both planes must agree on is
+# that the upstream failures and the mirrored copies (language §12) are counted, and that the
+# requests still reach their subset.
+OUTLIER = "  outlier { consecutive_5xx 1  interval 1s  ejection 30s  max_ejected 100% }"
+
+
 @st.composite
 def policies(draw, focus: frozenset[str] = frozenset()) -> GenPolicy:
     """A whole program around the sidecar of `client` (see the module docstring). `focus`: names
@@ -392,6 +399,8 @@ def policies(draw, focus: frozenset[str] = frozenset()) -> GenPolicy:
             body.append("  retry_budget { percent 20%  min_concurrency 3 }")
         if svc == "s0":
             body += focus_service(focus)
+        if draw(st.integers(0, 3)) == 0 and not any(line.lstrip().startswith("outlier") for line in body):
+            body.append(OUTLIER)
         lines.append(f"service {svc} {{\n" + "\n".join(body) + "\n}\n")
     destinations = [f"{svc}.{sub}" for svc in services for sub in subsets[svc]]
 
@@ -411,7 +420,16 @@ def policies(draw, focus: frozenset[str] = frozenset()) -> GenPolicy:
                 weights = [draw(st.sampled_from((0, 1, 30, 70, 100))) for _ in chosen]
                 if sum(weights) == 0:
                     weights[0] = 1
-                split = "  ".join(f"{d} {w}" for d, w in zip(chosen, weights))
+                arms = []
+                for d, w in zip(chosen, weights):
+                    arm = f"{d} {w}"
+                    # a destination's own header changes, before the route's (language §8)
+                    if draw(st.integers(0, 3)) == 0 and (changes := draw(header_changes(SET_HEADERS))):
+                        arm += " request_headers " + changes
+                    if draw(st.integers(0, 3)) == 0 and (changes := draw(header_changes(RESPONSE_HEADERS))):
+                        arm += " response_headers " + changes
+                    arms.append(arm)
+                split = "  ".join(arms)
                 by = f" by header {q(SPLIT_HEADER)}" if draw(st.integers(0, 3)) > 0 else ""
                 body.append(f"split {{ {split} }}{by}")
                 meta_routes[f"{svc}/r{r}"] = {"split": list(zip(chosen, weights)), "key": bool(by)}
@@ -428,7 +446,10 @@ def policies(draw, focus: frozenset[str] = frozenset()) -> GenPolicy:
                 delay = f"delay 5ms {draw(st.sampled_from(('0%', '100%')))}"
                 body.append("fault { " + draw(st.sampled_from((abort, delay, abort + "  " + delay))) + " }")
             if draw(st.integers(0, 5)) == 0:
-                body.append(f"mirror {draw(st.sampled_from(destinations))} {draw(st.sampled_from(('0%', '100%')))}")
+                # one or more mirrors, each with its own share (language §12); their outcomes count
+                # toward the mirror subset's outlier detection (OUTLIER, below)
+                for target in draw(st.lists(st.sampled_from(destinations), min_size=1, max_size=3, unique=True)):
+                    body.append(f"mirror {target} {draw(st.sampled_from(('0%', '100%')))}")
             if draw(st.integers(0, 3)) == 0:
                 changes = draw(header_changes(SET_HEADERS))
                 if changes:
@@ -466,6 +487,13 @@ def policies(draw, focus: frozenset[str] = frozenset()) -> GenPolicy:
             paths.append(sample)
         if draw(st.integers(0, 2)) == 0:
             conds.append(draw(method_conditions()))
+        # `not path` / `not method` (Istio's notPaths / notMethods), with the other conditions
+        for _ in range(draw(st.integers(0, 4)) // 3):
+            text, sample = draw(path_conditions())
+            conds.append("not " + text)
+            paths.append(sample)
+        if draw(st.integers(0, 3)) == 0:
+            conds.append("not " + draw(method_conditions()))
         conds += draw(st.lists(header_conditions(), max_size=1))
         if draw(st.integers(0, 7)) == 0:
             conds.append(draw(st.sampled_from(XFCC_CONDITIONS)))

@@ -36,6 +36,17 @@ def method_permission(methods: tuple[str, ...]) -> dict:
     return rules[0] if len(rules) == 1 else {"or_rules": {"rules": rules}}
 
 
+def exclusions(rule: ir.AuthzRule) -> list[dict]:
+    """`not path` / `not method`: one `not_rule` each, over the excluded paths (or methods) ORed."""
+    out = []
+    if rule.not_paths:
+        paths = [path_permission(p) for p in rule.not_paths]
+        out.append({"not_rule": paths[0] if len(paths) == 1 else {"or_rules": {"rules": paths}}})
+    if rule.not_methods:
+        out.append({"not_rule": method_permission(rule.not_methods)})
+    return out
+
+
 def permission(rule: ir.AuthzRule) -> dict:
     """All conditions of the rule ANDed; a rule without conditions matches every request."""
     parts = []
@@ -44,6 +55,7 @@ def permission(rule: ir.AuthzRule) -> dict:
     if rule.methods is not None:
         parts.append(method_permission(rule.methods) if rule.methods else {"not_rule": ANY})
     parts += [{"not_rule": ANY} if any_value(h) and h.invert else {"header": header_matcher(h)} for h in rule.headers]
+    parts += exclusions(rule)
     parts = [p for p in parts if p is not ANY]
     if not parts:
         return ANY

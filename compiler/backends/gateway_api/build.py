@@ -137,11 +137,11 @@ class GatewayApiTarget:
             modifier = _header_modifier(changes, route, sources, diags)
             if modifier:
                 filters.append({"type": key[0].upper() + key[1:], key: modifier})
-        if route.mirror is not None:
-            mirror = {"backendRef": self._ref(route.mirror.service, route.mirror.subset, None, svc, services, route,
+        for each in route.mirrors:   # one RequestMirror filter per mirror, in written order
+            mirror = {"backendRef": self._ref(each.service, each.subset, None, svc, services, route,
                                               sources, diags)}
-            if route.mirror.percent < 100:
-                mirror.update(_fraction(route.mirror.percent))
+            if each.percent < 100:
+                mirror.update(_fraction(each.percent))
             filters.append({"type": "RequestMirror", "requestMirror": mirror})
         if filters:
             rule["filters"] = filters

@@ -219,10 +219,9 @@ def virtual_service(svc: ir.Service, services: dict[str, ir.Service], sources: d
                 fault["abort"] = {"httpStatus": route.fault.abort.http_status,
                                   "percentage": {"value": istio_percent(route.fault.abort.percent)}}
             item["fault"] = fault
-        if route.mirror is not None:
-            mirror = route.mirror
+        if route.mirrors:   # Envoy's request_mirror_policies, in written order (one draw decides all: §12)
             item["mirrors"] = [{"destination": _destination(services[mirror.service], mirror.subset),
-                                "percentage": {"value": istio_percent(mirror.percent)}}]
+                                "percentage": {"value": istio_percent(mirror.percent)}} for mirror in route.mirrors]
         headers = {}
         request = _header_ops(route.request_headers, "request", route, sources, diags)
         response = _header_ops(route.response_headers, "response", route, sources, diags)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from compiler.core.diagnostics import Label
 from compiler.semantic.conditions import authorization_rules
-from compiler.semantic.matching import rule_covers
+from compiler.semantic.matching import rule_covers, rule_never_matches
 from compiler.semantic.symbols import Context
 from compiler.syntax import ast
 
@@ -50,6 +50,11 @@ def check_authorization(ctx: Context) -> None:
             if twin is not None:
                 add("W0603", origin, f"rule `{lr.name}` repeats rule `{twin[1].name}`",
                     labels=(Label(twin[0].span, "same rule here"),))
+                continue
+            if rule_never_matches(lr):
+                add("W0610", origin, f"{lr.action} rule `{lr.name}` never matches: its `not` conditions exclude "
+                    "every request it names", hint="remove the `not path` or `not method` that repeats the rule's "
+                    "own `path` or `method`, or narrow it")
                 continue
             if lr.action == "allow":
                 cover = next(((o, d) for o, d in denies if rule_covers(d, lr)), None)
@@ -114,4 +119,5 @@ def _name_or_item(origin: ast.Rule | ast.UseRules) -> ast.Lit[str] | ast.Rule | 
 
 
 def _same(a, b) -> bool:
-    return (a.principals, a.path, a.methods, a.headers) == (b.principals, b.path, b.methods, b.headers)
+    return ((a.principals, a.path, a.methods, a.headers, set(a.not_paths), set(a.not_methods))
+            == (b.principals, b.path, b.methods, b.headers, set(b.not_paths), set(b.not_methods)))

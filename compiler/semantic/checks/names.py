@@ -67,8 +67,8 @@ def check_references(ctx: Context) -> None:
             if route.split is not None:
                 for entry in route.split.entries:
                     check_destination(ctx, entry.target, f"the split of route `{route.name.value}`")
-            if route.mirror is not None:
-                check_destination(ctx, route.mirror.target, f"the mirror of route `{route.name.value}`")
+            for m in route.mirrors:
+                check_destination(ctx, m.target, f"the mirror of route `{route.name.value}`")
             if isinstance(route.retry, ast.Ref):
                 check_policy_ref(ctx, route.retry, "retry")
     for _, svc in ctx.local_services():

@@ -36,13 +36,22 @@ def check_timeouts(ctx: Context, route: ast.Route) -> None:
 
 
 def check_mirror(ctx: Context, route: ast.Route) -> None:
-    if route.mirror is None:
+    if not route.mirrors:
         return
-    mirrored = ctx.subset_of(route.mirror.target)
     targets = [route.to] if route.to is not None else [e.target for e in route.split.entries] if route.split else []
-    if mirrored is not None and any(ctx.subset_of(t) == mirrored for t in targets):
-        ctx.diags.add("W0403", f"route `{route.name.value}` mirrors to `{route.mirror.target}`, which it already sends "
-                      "requests to", route.mirror.span, hint="mirror to another subset, such as a new version")
+    seen: dict[object, ast.Mirror] = {}
+    for m in route.mirrors:
+        mirrored = ctx.subset_of(m.target)
+        if mirrored is not None and any(ctx.subset_of(t) == mirrored for t in targets):
+            ctx.diags.add("W0403", f"route `{route.name.value}` mirrors to `{m.target}`, which it already sends "
+                          "requests to", m.span, hint="mirror to another subset, such as a new version")
+        if mirrored is not None and mirrored in seen:
+            ctx.diags.add("W0430", f"route `{route.name.value}` mirrors to `{m.target}` twice", m.span,
+                          hint="that subset would get two copies of a request both mirrors copy: keep one "
+                               "`mirror` line per subset",
+                          labels=(Label(seen[mirrored].span, "first mirrored here"),))
+        elif mirrored is not None:
+            seen[mirrored] = m
 
 
 def check_unreachable(ctx: Context, block: ast.Routes) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from compiler.core.diagnostics import did_you_mean
+from compiler.core.diagnostics import Label, did_you_mean
 from compiler.language import defaults
 from compiler.language.endpoints import parse_endpoint, parse_otlp_url
 from compiler.language.identity import DNS_LABEL, MAX_NAME_LENGTH, SPIFFE_ID, TRUST_DOMAIN
@@ -150,6 +150,16 @@ class _Values:
     def conditions(self, conditions, where: str) -> None:
         seen: dict[str, object] = {}
         for cond in conditions:
+            if isinstance(cond, ast.NotCond):     # `not path` / `not method` (rules only): as often as wanted
+                cond = cond.cond
+                if isinstance(cond, ast.PathCond):
+                    self.path_value(cond)
+                else:
+                    if not cond.methods:
+                        self.add("E0301", "the method list is empty", cond.span,
+                                 hint="list at least one method, or leave the `not method` condition out")
+                    self.methods(cond)
+                continue
             kind = {ast.PathCond: "path", ast.MethodCond: "method", ast.FromCond: "from"}.get(type(cond))
             if kind is not None:
                 if kind in seen:
@@ -420,6 +430,7 @@ class _Values:
             self.conditions(match.conditions, "match")
         if route.split is not None:
             self.split(route.split, name)
+            self.split_header_ops(route)
         if route.timeout is not None and route.timeout.value is not None:
             if route.timeout.value == 0:
                 self.add("E0306", "a zero timeout is ambiguous", route.timeout.span,
@@ -430,8 +441,8 @@ class _Values:
             self.block(route.retry)
         if route.fault is not None:
             self.block(route.fault)
-        if route.mirror is not None:
-            self.percent(route.mirror.percent, "mirror percentage")
+        for m in route.mirrors:
+            self.percent(m.percent, "mirror percentage")
         for ops, side in ((route.request_headers, "request"), (route.response_headers, "response")):
             if ops is not None:
                 self.header_ops(ops, side)
@@ -456,6 +467,28 @@ class _Values:
             self.add("E0302", f"weights of the split of route `{route}` total more than {UINT32_MAX}", split.span)
         if split.key_header is not None:
             self.header_name(split.key_header, "split key")
+
+    def split_header_ops(self, route: ast.Route) -> None:
+        """A split destination's own header changes: checked as a route's, and W0431 where the
+        route's own changes (applied after them, as in Envoy) undo one: a `set` or `remove` of the
+        same header on the route."""
+        assert route.split is not None
+        for entry in route.split.entries:
+            for ops, mine, side in ((entry.request_headers, route.request_headers, "request"),
+                                    (entry.response_headers, route.response_headers, "response")):
+                if ops is None:
+                    continue
+                self.header_ops(ops, side)
+                undoing = {op.name.value.lower(): op for op in (mine.ops if mine is not None else ())
+                           if op.op in ("set", "remove")}
+                for op in ops.ops:
+                    later = undoing.get(op.name.value.lower())
+                    if later is not None and op.op != "remove":
+                        self.ctx.diags.add(
+                            "W0431", f"`{op.op}` of header `{op.name.value}` for `{entry.target}` is undone by the "
+                            f"route's own `{later.op}`", op.span,
+                            hint="a split destination's changes come first and the route's after them: change the "
+                                 "header in one place", labels=(Label(later.span, "the route's change"),))
 
     def header_ops(self, ops: ast.HeaderOps, side: str) -> None:
         changed: dict[str, ast.HeaderOp] = {}

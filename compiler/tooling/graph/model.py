@@ -123,7 +123,8 @@ def _can_match(rule: ir.AuthzRule, identity: str | None) -> bool:
 
 def _takes_every_request(rule: ir.AuthzRule) -> bool:
     """The rule's conditions other than `from` hold for every request."""
-    return path_covers(rule.path, None) and methods_cover(rule.methods, None) and conditions_cover(rule.headers, ())
+    return (path_covers(rule.path, None) and methods_cover(rule.methods, None) and conditions_cover(rule.headers, ())
+            and not rule.not_paths and not rule.not_methods)   # an exclusion leaves some request out
 
 
 def access(dest: ir.Service, identity: str | None) -> Access:
@@ -230,9 +231,9 @@ def _route(svc: ir.Service, r: ir.Route) -> RouteView:
             settings.append(f"fault abort {r.fault.abort.http_status} {_pct(r.fault.abort.percent)}")
         if r.fault.delay is not None:
             settings.append(f"fault delay {_ms(r.fault.delay.duration_ms)} {_pct(r.fault.delay.percent)}")
-    if r.mirror is not None:
-        target = r.mirror.subset if r.mirror.service == svc.name else f"{r.mirror.service}.{r.mirror.subset}"
-        settings.append(f"mirror {target} {_pct(r.mirror.percent)}")
+    for m in r.mirrors:
+        target = m.subset if m.service == svc.name else f"{m.service}.{m.subset}"
+        settings.append(f"mirror {target} {_pct(m.percent)}")
     changes = sum(len(h.remove) + len(h.set) + len(h.add) for h in (r.request_headers, r.response_headers))
     if changes:
         settings.append(f"{changes} header change{'s' if changes > 1 else ''}")
@@ -262,6 +263,9 @@ def _rule(r: ir.AuthzRule) -> str:
     if r.path is not None:
         parts.append(_path(r.path))
     parts += [_header(h) for h in r.headers]
+    parts += ["not " + _path(p) for p in r.not_paths]
+    if r.not_methods:
+        parts.append("not " + "|".join(r.not_methods))
     return " ".join(parts)
 
 
@@ -296,9 +300,10 @@ def _links(svc: ir.Service) -> list[RouteLink]:
                 if t.service != svc.name:
                     out.append(RouteLink(svc.name, r.name, t.service, "split",
                                          f"{r.name}: {_subset(t.subset)}{t.weight}/{total}"))
-        if r.mirror is not None and r.mirror.service != svc.name:
-            out.append(RouteLink(svc.name, r.name, r.mirror.service, "mirror",
-                                 f"{r.name}: mirror {_subset(r.mirror.subset)}{_pct(r.mirror.percent)}"))
+        for m in r.mirrors:
+            if m.service != svc.name:
+                out.append(RouteLink(svc.name, r.name, m.service, "mirror",
+                                     f"{r.name}: mirror {_subset(m.subset)}{_pct(m.percent)}"))
     return out
 
 

@@ -814,19 +814,15 @@ class Importer:
             share = self._share(pct, value)
             if d:
                 out.append((f"mirror {d} {share}", mirror.span))
-        elif mirrors is not None:
-            ms_items = mirrors.items()
-            if len(ms_items) > 1:
-                self.diags.add("E1005", "several mirrors cannot be translated yet", ms_items[1].span,
-                               "a meshc route has one mirror")
-            elif ms_items:
-                dest = ms_items[0].at("destination")
+        elif mirrors is not None:   # several mirrors: one `mirror` each, in order (language §12)
+            for each in mirrors.items():
+                dest = each.at("destination")
                 d = self._destination_of(dest, obj) if dest is not None else None
-                pct = ms_items[0].at("percentage")
+                pct = each.at("percentage")
                 value = pct.at("value") if pct is not None else None
                 share = self._share(pct, value)
                 if d:
-                    out.append((f"mirror {d} {share}", ms_items[0].span))
+                    out.append((f"mirror {d} {share}", each.span))
         headers = route.at("headers")
         if headers is not None:
             for side, keyword in (("request", "request_headers"), ("response", "response_headers")):

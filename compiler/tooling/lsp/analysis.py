@@ -183,8 +183,8 @@ def _references(analysis: Analysis) -> list[Reference]:
                 if route.split is not None:
                     for entry in route.split.entries:
                         destination(entry.target)
-                if route.mirror is not None:
-                    destination(route.mirror.target)
+                for m in route.mirrors:
+                    destination(m.target)
                 if isinstance(route.retry, ast.Ref):
                     add(route.retry.span, "policy", ("retry", str(route.retry)))
         elif isinstance(item, ast.Authorization):
@@ -308,7 +308,8 @@ KEYWORDS: dict[str, str] = {
     "suffix": "header: a value ends with the string (§7)",
     "header": "`[not] header \"NAME\" TEST`: a condition on a request header (case-insensitive name); "
               "`by header` keys a split (§7, §8)",
-    "not": "`not header …`: the header is present and no value passes the test (§7)",
+    "not": "`not header …`: the header is present and no value passes the test (§7); in an authorization "
+           "rule, `not path …` / `not method …`: the rule matches only what they do not (§14)",
     "ignore_case": "compare ASCII letters case-insensitively: a header value (`exact`, `prefix`, `suffix`) or "
                    "a path (`exact`, `prefix`, `raw_prefix`; `/ADMIN` passes `path prefix \"/admin\" "
                    "ignore_case`), never a regex (§7)",
@@ -319,10 +320,12 @@ KEYWORDS: dict[str, str] = {
     "method": "`method GET` or `method [GET, HEAD]`: the request method is one of the list (§7)",
     "to": "`to SERVICE.SUBSET`: send every request of the route to that subset (§8)",
     "split": "`split { S.A 90  S.B 10 } [by header \"K\"]`: weighted pick of a subset, once per request; "
-             "deterministic with `by header` (§8)",
+             "deterministic with `by header`; a destination may have its own `request_headers` / "
+             "`response_headers` after its weight, applied before the route's (§8)",
     "by": "`by header \"K\"`: pick the split by `value mod total` of an integer header (§8)",
     "none": "`timeout none` disables the route timeout; `retry none` means no retries (§9, §10)",
-    "request_headers": "`request_headers { remove … set … add … }`: change the request sent upstream (§13)",
+    "request_headers": "`request_headers { remove … set … add … }`: change the request sent upstream (§13); "
+                       "after a split destination's weight: that destination's own, before the route's (§8)",
     "response_headers": "`response_headers { … }`: change the upstream's response (§13)",
     "set": "`set \"NAME\" \"VALUE\"`: replace every value of a header (applied after removes) (§13)",
     "add": "`add \"NAME\" \"VALUE\"`: append one more header line (applied last) (§13)",
