@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 from runtime_proxy.decide import authz as authz_mod
 from runtime_proxy.decide import fault as fault_mod
 from runtime_proxy.decide import split as split_mod
+from runtime_proxy.decide.answer import location, rewritten_head
 from runtime_proxy.decide.headers import apply_changes
 from runtime_proxy.decide.http import (
     BODY_FAULT,
@@ -190,6 +191,8 @@ class Decision:
     delay_ms = 0                    # a fault delay to wait before the rest of the decision
     up_head = b""                   # request line and header lines every attempt sends
     up_tail = b"\r\n"               # the framing line(s) ending the head
+    up_host = ""                    # the Host a rewrite sent upstream instead of `host` ("": none)
+    extra = b""                     # a local reply's own header lines (a redirect's `location`)
     mirror = False                  # fire the route's mirror copy once the body is known
     expect_continue = False         # answer `100 Continue` before forwarding
     rule: str | None = None         # the authorization rule that decided (inbound), None: the default
@@ -300,7 +303,9 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
         else:
             ref = split_mod.explain_pick(route.split, headers, draws.split(), explain)
     else:
-        ref = route.to  # type: ignore[assignment]  # not None: compile_config gives a route `to` or `split`
+        ref = route.to  # type: ignore[assignment]  # not None unless the route answers itself
+        if ref is None:
+            return _answer(d, route, target, headers, explain)
     d.cluster = ref.subset.cluster
     if route.mirror is not None:
         draw = draws.mirror()
@@ -312,7 +317,42 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
                          {"percent": route.mirror.percent, "draw": draw, "cluster": route.mirror.subset.cluster,
                           "random": 0.0 < route.mirror.percent < 100.0})
     _upstream_head(d, head, draws, method, target, raw, headers, route, None)
+    if route.rewrite is not None:
+        _rewrite(d, route, target, explain)
     return d
+
+
+def _answer(d: Decision, route: CRoute, target: str, headers: HeaderMap, explain: Explanation | None) -> Decision:
+    """A route that answers itself: a redirect (its `location`, an empty body) or a direct
+    response (decide/answer.py). Neither is counted as a bad request, nor flagged."""
+    redirect = route.redirect
+    if redirect is not None:
+        loc = location(redirect, d.host, d.path, d.query, target, headers.get("x-forwarded-proto"))
+        d.extra = b"location: " + encode_value(loc) + b"\r\n"
+        if explain is not None:
+            explain.note("answer", "redirect", f"{redirect.status} to {loc}", {"status": redirect.status,
+                                                                             "location": loc})
+        return local(d, redirect.status, counter=None)
+    direct = route.direct
+    assert direct is not None  # compile_config: a route without `to` or `split` answers itself
+    if explain is not None:
+        explain.note("answer", "direct response", f"{direct.status}", {"status": direct.status,
+                                                                      "body": direct.body.decode()})
+    return local(d, direct.status, direct.body, counter=None)
+
+
+def _rewrite(d: Decision, route: CRoute, target: str, explain: Explanation | None) -> None:
+    """A forwarded route's rewrite of the upstream head (every attempt and the mirror copy send it)."""
+    rw = route.rewrite
+    assert rw is not None
+    original = upstream_target(d.path, d.query, target)
+    d.up_head = rewritten_head(d.up_head, rw, d.path, d.query, target, original)
+    if rw.host:
+        d.up_host = rw.host
+    if explain is not None:
+        new = d.up_head.split(b" ", 2)[1].decode("latin-1")
+        explain.note("rewrite", "rewritten", f"{original} -> {new}" + (f", Host {rw.host}" if rw.host else ""),
+                     {"from": original, "to": new, "host": rw.host or None})
 
 
 def _trace(d: Decision, headers: HeaderMap, draws: RequestDraws, tracing: CTracing) -> None:

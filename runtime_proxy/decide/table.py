@@ -17,6 +17,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from runtime_proxy.decide.answer import CDirect, CRedirect, CRewrite
 from runtime_proxy.decide.route_index import RouteIndex
 from runtime_proxy.decide.trace import compile_tracing
 
@@ -381,7 +382,7 @@ NO_HEADER_CHANGES = CHeaderChanges(None)
 
 class CRoute:
     __slots__ = ("name", "source", "matches", "to", "split", "timeout_ms", "retry", "fault",
-                 "mirror", "request_headers", "response_headers")
+                 "mirror", "request_headers", "response_headers", "redirect", "direct", "rewrite")
 
     def __init__(self, name: str, source: str, matches: tuple[CMatch, ...], to: CSubsetRef | None,
                  split: CSplit | None, timeout_ms: int, retry: CRetry | None, fault: CFault | None,
@@ -397,6 +398,22 @@ class CRoute:
         self.mirror = mirror
         self.request_headers = request_headers
         self.response_headers = response_headers
+        # decide/answer.py (compile_answers): a route that answers itself has neither `to` nor `split`
+        self.redirect: CRedirect | None = None
+        self.direct: CDirect | None = None
+        self.rewrite: CRewrite | None = None
+
+
+def compile_answers(route: CRoute, r: dict[str, Any]) -> CRoute:
+    """A route's redirect, direct response and rewrite (decide/answer.py), when it has one."""
+    if r.get("redirect") is not None or r.get("direct_response") is not None or r.get("rewrite") is not None:
+        try:
+            route.redirect = CRedirect(r["redirect"]) if r.get("redirect") is not None else None
+            route.direct = CDirect(r["direct_response"]) if r.get("direct_response") is not None else None
+            route.rewrite = CRewrite(r["rewrite"]) if r.get("rewrite") is not None else None
+        except Exception as err:  # re2.error: an invalid pattern (the loader's check reports it first)
+            raise TableError(f"route `{route.name}`: {err}") from None
+    return route
 
 
 class CService:
@@ -549,17 +566,20 @@ def compile_config(data: dict[str, Any]) -> Table:
                 split = CSplit(targets, key.lower() if key else None)
                 if split.total_weight <= 0:
                     raise TableError(f"{at}: split weights total zero")
-            if (to is None) == (split is None):
+            answers = r.get("redirect") is not None or r.get("direct_response") is not None
+            if answers and (to is not None or split is not None or r.get("mirror") is not None):
+                raise TableError(f"{at}: a route that answers itself forwards nothing")
+            if not answers and (to is None) == (split is None):
                 raise TableError(f"{at}: exactly one of `to` and `split` is needed")
             mirror = None
             m = r.get("mirror")
             if m is not None:
                 mirror = CMirror(*resolve(m["service"], m["subset"], at), m["percent"], m["timeout_ms"])
-            routes.append(CRoute(
+            routes.append(compile_answers(CRoute(
                 r["name"], source, matches, to, split, r["timeout_ms"],
                 CRetry(r["retry"]) if r.get("retry") is not None else None,
                 CFault(r["fault"]) if r.get("fault") is not None else None,
-                mirror, CHeaderChanges(r.get("request_headers")), CHeaderChanges(r.get("response_headers"))))
+                mirror, CHeaderChanges(r.get("request_headers")), CHeaderChanges(r.get("response_headers"))), r))
         services[s["name"]].routes = tuple(routes)
     try:
         authorization = CAuthorization(data["authorization"])

@@ -66,7 +66,7 @@ def check_answer(ctx: Context, route: ast.Route) -> None:
             if other is not None:
                 span = getattr(other, "span", None) or node.span
                 ctx.diags.add("E0420", f"route `{route.name.value}` answers with `{what}` and also has `{field}`", span,
-                              labels=(Label(node.span, f"the route answers here: nothing is forwarded"),),
+                              labels=(Label(node.span, "the route answers here: nothing is forwarded"),),
                               hint=f"remove `{field}`, or move it to a route that forwards"
                                    + (": a fault's abort would be a second answer" if field == "fault" else ""))
     for block in (route.redirect, route.rewrite):

@@ -11,7 +11,16 @@ from compiler.language import defaults
 from compiler.language.endpoints import parse_endpoint, parse_otlp_url
 from compiler.language.identity import DNS_LABEL, MAX_NAME_LENGTH, SPIFFE_ID, TRUST_DOMAIN
 from compiler.language.retry import RETRY_CONDITIONS
-from compiler.language.settings import BLOCKS, FAULT, MESH, REDIRECT_SCHEMES, REDIRECT_STATUSES, SIDECAR, TRACING, Setting
+from compiler.language.settings import (
+    BLOCKS,
+    FAULT,
+    MESH,
+    REDIRECT_SCHEMES,
+    REDIRECT_STATUSES,
+    SIDECAR,
+    TRACING,
+    Setting,
+)
 from compiler.semantic.checks.names import all_rules
 from compiler.semantic.symbols import Context
 from compiler.syntax import ast
@@ -261,7 +270,8 @@ class _Values:
     def block_redirect(self, block: ast.Block) -> None:
         for s in block.settings:
             v = s.values[0] if s.values else None
-            if s.key == "status" and v is not None and v.value not in REDIRECT_STATUSES and v.value != ast.TOO_LARGE:
+            if s.key == "status" and v is not None and v.value not in REDIRECT_STATUSES \
+                    and v.value != ast.TOO_LARGE:
                 self.add("E0330", f"redirect status `{v.value}` is not a redirect status", v.span,
                          hint="a redirect answers 301 (moved permanently, the default), 302 (found), 303 (see other), "
                               "307 (temporary redirect) or 308 (permanent redirect); to answer another status, "
@@ -280,7 +290,8 @@ class _Values:
     def block_rewrite(self, block: ast.Block) -> None:
         if not block.settings:
             self.add("E0301", "the rewrite block is empty", block.span,
-                     hint="add `prefix \"/NEW\"`, `path \"/NEW\"`, `regex \"PATTERN\" \"SUBSTITUTION\"` or `host \"NAME\"`")
+                     hint="add `prefix \"/NEW\"`, `path \"/NEW\"`, `regex \"PATTERN\" \"SUBSTITUTION\"` "
+                          "or `host \"NAME\"`")
         for s in block.settings:
             v = s.values[0]
             if s.key == "host":
@@ -306,7 +317,8 @@ class _Values:
         name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         from compiler.language.endpoints import _DNS_NAME, is_ip
 
-        ok = bool(name) and (is_ip(name) if (":" in name or name.replace(".", "").isdigit()) else bool(_DNS_NAME.match(name)))
+        numeric = ":" in name or name.replace(".", "").isdigit()
+        ok = bool(name) and (is_ip(name) if numeric else bool(_DNS_NAME.match(name)))
         ok = ok and (":" not in name or host.startswith("["))
         if sep and rest.isdigit() and not 0 < int(rest) < 65536:
             ok = False
@@ -342,10 +354,10 @@ class _Values:
         while i < len(text):
             if text[i] == "\\":
                 nxt = text[i + 1:i + 2]
-                if nxt.isdigit() and int(nxt) <= groups or nxt == "\\":
+                if (nxt.isdigit() and int(nxt) <= groups) or nxt == "\\":
                     i += 2
                     continue
-                what = f"group `\\{nxt}`, which the pattern does not have ({groups} groups)" if nxt.isdigit() \
+                what = f"group `\\{nxt}`, which the pattern does not have (it has {groups})" if nxt.isdigit() \
                     else f"`\\{nxt}`, which is neither a group nor `\\\\`"
                 self.add("E0331", f"rewrite substitution `{text}` names {what}", substitution.span,
                          hint="in a substitution `\\0` is the whole match, `\\1` to `\\9` the pattern's groups and "
