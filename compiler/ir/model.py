@@ -220,7 +220,7 @@ class HeaderChanges(Node):
 @node
 class PathRewrite(Node):
     """How a redirect's Location or a forwarded request's path is made from the normalised path
-    (docs/language.md §9.3); the query is never part of it."""
+    (docs/language.md §8.3); the query is never part of it."""
     kind: str                          # "path": the whole path replaced by `substitution`;
                                        # "prefix": the first len(pattern) characters (the prefix the route
                                        #   matched, which every match of the route has: E0421) replaced by
@@ -236,7 +236,7 @@ class PathRewrite(Node):
 
 @node
 class Redirect(Node):
-    """The route answers with a redirect (docs/language.md §9.2): status, `location`, an empty body.
+    """The route answers with a redirect (docs/language.md §8.1): status, `location`, an empty body.
     Location = SCHEME://HOST[:PORT]PATH[?QUERY], with the request's scheme (its valid
     `x-forwarded-proto`, lower-cased, else `http`), Host and path where these say nothing."""
     status: int                        # 301 (default), 302, 303, 307, 308

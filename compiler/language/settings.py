@@ -169,7 +169,7 @@ _PREFIX = Setting("prefix", ("string",), None, "the prefix the route's `path pre
 _HOST = Setting("host", ("string",), None, "the Host: a DNS name or an IP address (a redirect's without a port)",
                 default_text="the request's")
 
-REDIRECT = Block("redirect", "§9.2", "the route answers with a redirect to the same request elsewhere", (
+REDIRECT = Block("redirect", "§8.1", "the route answers with a redirect to the same request elsewhere", (
     Setting("scheme", ("string",), None, "`\"http\"` or `\"https\"`", default_text="the request's",
             choices=REDIRECT_SCHEMES),
     _HOST,
@@ -181,7 +181,7 @@ REDIRECT = Block("redirect", "§9.2", "the route answers with a redirect to the 
     Setting("strip_query", (), None, "the Location has no query", default_text="the query is kept"),
 ))
 
-REWRITE = Block("rewrite", "§9.3", "what the path and the Host of a forwarded request become", (
+REWRITE = Block("rewrite", "§8.3", "what the path and the Host of a forwarded request become", (
     _PATH,
     _PREFIX,
     Setting("regex", ("string", "string"), None, "every match of the RE2 pattern in the path replaced by the "

@@ -417,7 +417,18 @@ def route(node: ast.Route) -> list[str]:
         body.append(Line(f"request_headers {header_ops(node.request_headers)}", node.request_headers))
     if node.response_headers is not None:
         body.append(Line(f"response_headers {header_ops(node.response_headers)}", node.response_headers))
+    for kind in ("rewrite", "redirect"):
+        value = getattr(node, kind)
+        if value is not None:
+            body.append(Line(_block_or_ref(kind, value), value))
+    if node.respond is not None:
+        body.append(Line(respond(node.respond), node.respond))
     return _braced(f"route {name(node.name)}", body, node)
+
+
+def respond(node: ast.Respond) -> str:
+    text = f"respond {node.status.value}"
+    return text + f" {string(node.body.value)}" if node.body is not None else text
 
 
 def routes(node: ast.Routes) -> list[str]:
@@ -600,7 +611,7 @@ def module(node: ast.Module) -> str:
 _RENDER: dict[type, Callable] = {
     ast.Module: module, **_ITEMS, ast.Subset: subset, ast.Block: block, ast.Setting: setting,
     ast.Ref: ref, ast.Match: match, **_CONDITIONS, ast.SplitEntry: split_entry, ast.Split: split,
-    ast.Mirror: mirror, ast.HeaderOp: header_op, ast.HeaderOps: header_ops, ast.Route: route,
+    ast.Mirror: mirror, ast.Respond: respond, ast.HeaderOp: header_op, ast.HeaderOps: header_ops, ast.Route: route,
     ast.Rule: rule, ast.UseRules: use_rules, ast.Expectation: expectation,
 }
 

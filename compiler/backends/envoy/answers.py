@@ -1,4 +1,4 @@
-"""Redirects, direct responses and rewrites (docs/language.md §9.2-§9.4) as Envoy route fields:
+"""Redirects, direct responses and rewrites (docs/language.md §8.1-§8.3) as Envoy route fields:
 `redirect` (`RedirectAction`) and `direct_response` replace a route's `route` action; a rewrite
 adds `prefix_rewrite`, `regex_rewrite` or `host_rewrite_literal` to it."""
 
@@ -41,7 +41,7 @@ def path_change(p: ir.PathRewrite, redirect: bool) -> dict:
 
 def redirect_action(r: ir.Redirect) -> dict:
     """`config.route.v3.RedirectAction`: Envoy builds the Location as the language says
-    (docs/language.md §9.2; the rules of the port measured with Envoy 1.40)."""
+    (docs/language.md §8.1; the rules of the port measured with Envoy 1.40)."""
     out: dict = {}
     if r.scheme:
         out["scheme_redirect"] = r.scheme

@@ -266,7 +266,7 @@ class _Values:
             if len(s.values) > 1:
                 self.percent(s.values[1], f"{s.key} percentage")
 
-    # ---- redirects, rewrites, direct responses (docs/language.md §9.2-§9.4) ----------------------
+    # ---- redirects, rewrites, direct responses (docs/language.md §8.1-§8.3) ----------------------
     def block_redirect(self, block: ast.Block) -> None:
         for s in block.settings:
             v = s.values[0] if s.values else None
