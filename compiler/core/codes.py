@@ -113,7 +113,9 @@ CODES: dict[str, Code] = _registry(
     ("E0334", "invalid replacement path", "The `path` and `prefix` of a redirect or a rewrite start with `/` and "
               "hold a path only: no query or fragment (the request's query is kept, or dropped with `strip_query`), "
               "no space, control or non-ASCII character (write them percent-encoded)."),
-    ("E0335", "direct response status out of range", "`respond STATUS` answers with a status between 200 and 599."),
+    ("E0335", "direct response status out of range", "`respond STATUS` answers with a status between 200 and 599, "
+              "not a redirection (3xx: Envoy adds a `location` to those, the request's own URL; write `redirect`), "
+              "and a 204 has no body."),
     ("E0336", "direct response body too large", "Envoy refuses a route configuration with an inline direct response "
               "body over 4096 bytes (`max_direct_response_body_size_bytes`), so the whole configuration would be "
               "rejected. Serve a larger body from a service."),

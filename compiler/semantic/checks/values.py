@@ -369,6 +369,13 @@ class _Values:
         if not 200 <= r.status.value <= 599 and r.status.value != ast.TOO_LARGE:
             self.add("E0335", f"direct response status `{r.status.value}` is out of range", r.status.span,
                      hint="a direct response has a status between 200 and 599; a redirect is `redirect { … }`")
+        elif 300 <= r.status.value <= 399:
+            self.add("E0335", f"direct response status `{r.status.value}` is a redirection", r.status.span,
+                     hint="Envoy adds a `location` (the request's own URL) to a 3xx direct response: write "
+                          "`redirect { … }` to send the client elsewhere")
+        elif r.status.value == 204 and r.body is not None and r.body.value:
+            self.add("E0335", "a 204 direct response has no body", r.body.span,
+                     hint="204 means no content: remove the body, or answer 200")
         if r.body is not None:
             size = len(r.body.value.encode())
             if size > defaults.DIRECT_RESPONSE_MAX_BYTES:
