@@ -1,4 +1,4 @@
-"""Redirects, direct responses and rewrites (docs/language.md §9.2-§9.4), compiled once per
+"""Redirects, direct responses and rewrites (docs/language.md §8.1-§8.3), compiled once per
 config (`compile_answers`) and applied by the request decision (decide/request.py) as Envoy 1.40
 applies them (measured; docs/semantics.md):
 
