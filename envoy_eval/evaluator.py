@@ -937,7 +937,7 @@ class EnvoyModel:
         else:
             dr = route["direct_response"]
             status = dr["status"]
-            body = dr.get("body", {}).get("inline_string", "")
+            body = dr.get("body", {}).get("inline_string", "").encode().decode("latin-1")   # bytes as latin-1
             resp = []
         for level in (route, vh, self.route_config):
             resp = mutate(resp, level, "response")
