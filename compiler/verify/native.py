@@ -204,7 +204,8 @@ class NativeModel:
             lines = local_reply_changes(high.body, high.extra, route.response_headers).split(b"\r\n")
             loc = high.extra[len(b"location: "):-2].decode("latin-1") if high.extra else None
             return Decision(kind, status=high.status, body=high.body.decode("latin-1"),
-                            route=f"{high.service}/{route.name}", location=loc, response_headers=_latin1_pairs(line + b"\r\n" for line in lines if line))
+                            route=f"{high.service}/{route.name}", location=loc,
+                            response_headers=_latin1_pairs(line + b"\r\n" for line in lines if line))
         r = route.retry
         retry = None if r is None else canonical_retry(
             r.num_retries, r.retry_on, r.retriable_status_codes, r.per_try_timeout_ms,
