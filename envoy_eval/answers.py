@@ -14,8 +14,10 @@ REDIRECT_CODES = {"MOVED_PERMANENTLY": 301, "FOUND": 302, "SEE_OTHER": 303, "TEM
 _RX: dict[str, Any] = {}
 
 
-class Unsupported(Exception):
-    pass
+def _unsupported(what: str) -> Exception:
+    from envoy_eval.evaluator import Unsupported   # (the evaluator imports this module)
+
+    return Unsupported(what)
 
 
 def _split(path: str) -> tuple[str, str | None]:
@@ -78,7 +80,7 @@ def new_path(config: dict, match: dict, path: str) -> str | None:
     if config.get("prefix_rewrite") is not None and config["prefix_rewrite"] != "":
         prefix = _matched_prefix(match)
         if prefix is None:
-            raise Unsupported(f"prefix_rewrite with the match {sorted(match)}")
+            raise _unsupported(f"prefix_rewrite with the match {sorted(match)}")
         return config["prefix_rewrite"] + path[len(prefix):]
     rr = config.get("regex_rewrite")
     if rr is not None:
@@ -118,7 +120,7 @@ def redirect(action: dict, match: dict, host: str, path: str, headers: list[tupl
     query = _split(path)[1]
     if action.get("path_redirect"):
         if "?" in action["path_redirect"]:
-            raise Unsupported("path_redirect with a query")
+            raise _unsupported("path_redirect with a query")
         final = action["path_redirect"] + ("" if query is None else "?" + query)
     else:
         final = new_path(action, match, path) or path

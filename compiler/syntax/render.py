@@ -403,6 +403,13 @@ def route(node: ast.Route) -> list[str]:
         body.append(Line(f"to {ref(node.to)}", node.to))
     if node.split is not None:
         body.append(Line(split(node.split), node.split))
+    # where the destination goes: a route that answers itself; a forwarded route's rewrite after it
+    for kind in ("redirect", "rewrite"):
+        value = getattr(node, kind)
+        if value is not None:
+            body.append(Line(_block_or_ref(kind, value), value))
+    if node.respond is not None:
+        body.append(Line(respond(node.respond), node.respond))
     if node.timeout is not None:
         body.append(Line(timeout(node.timeout), node.timeout))
     if node.retry is not None:
@@ -417,12 +424,6 @@ def route(node: ast.Route) -> list[str]:
         body.append(Line(f"request_headers {header_ops(node.request_headers)}", node.request_headers))
     if node.response_headers is not None:
         body.append(Line(f"response_headers {header_ops(node.response_headers)}", node.response_headers))
-    for kind in ("rewrite", "redirect"):
-        value = getattr(node, kind)
-        if value is not None:
-            body.append(Line(_block_or_ref(kind, value), value))
-    if node.respond is not None:
-        body.append(Line(respond(node.respond), node.respond))
     return _braced(f"route {name(node.name)}", body, node)
 
 
