@@ -15,7 +15,7 @@ _RX: dict[str, Any] = {}
 
 
 def _unsupported(what: str) -> Exception:
-    from envoy_eval.evaluator import Unsupported   # (the evaluator imports this module)
+    from envoy_eval.evaluator import Unsupported  # (the evaluator imports this module)
 
     return Unsupported(what)
 
