@@ -230,3 +230,54 @@ def test_a_rewrite_sends_the_same_request_upstream_from_both_planes(planes, targ
         if mirrored:   # the copy carries the rewritten path, and the rewritten Host with `-shadow`
             assert _view(records[1]) == (up_target, up_host + "-shadow", original_path, original_host), plane
     assert [_view(r) for r in seen["envoy"]] == [_view(r) for r in seen["native"]]
+
+
+# ---- the pure parts, in both evaluators (no sockets) ----------------------------------------------
+
+# (pattern, substitution, path, the result: RE2's GlobalReplace, measured through Envoy 1.40 as a
+# redirect's Location for the first, third and sixth rows)
+GLOBAL_REPLACE = [
+    ("b*", "-", "/abc", "-/-a-c-"),          # no empty match right after a match (Python's re.sub: -/-a--c-)
+    ("x*", "-", "/ax", "-/-a-"),
+    ("[0-9]", "n", "/a1/b22", "/an/bnn"),
+    ("^/([^/]+)/([^/]+)", "/\\2/\\1", "/a/b/c", "/b/a/c"),
+    ("^/a", "/b", "/a/a", "/b/a"),           # `^` holds only at the start of the path
+    ("(a)|(b)", "[\\1\\2]", "/ab", "/[a][b]"),   # a group that did not take part is empty
+    ("/", "\\\\", "/a/b", "\\a\\b"),          # `\\` is a backslash
+    ("q", "z", "/abc", "/abc"),              # no match: the path as it was
+]
+
+
+@pytest.mark.parametrize("pattern, substitution, path, expected", GLOBAL_REPLACE)
+def test_regex_rewrite_replaces_as_re2_global_replace(pattern, substitution, path, expected):
+    import re2
+
+    from envoy_eval.answers import regex_replace_all
+    from runtime_proxy.decide.answer import global_replace, rewrite_parts
+
+    assert global_replace(re2.compile(pattern), rewrite_parts(substitution), path) == expected
+    assert regex_replace_all(pattern, substitution, path) == expected
+
+
+# (redirect settings, Host, x-forwarded-proto values, location): the port rules on IPv6 hosts,
+# which no service of the live test answers to
+LOCATIONS = [
+    ({"scheme": "https"}, "[::1]:80", None, "https://[::1]/p"),
+    ({"scheme": "https"}, "[::1]:8080", None, "https://[::1]:8080/p"),
+    ({"port": 9090}, "[::1]", None, "http://[::1]:9090/p"),
+    ({"port": 9090}, "[::1]:80", None, "http://[::1]:9090/p"),
+    ({"scheme": "http"}, "h:443", ["https,http"], "http://h:443/p"),   # joined lines: neither protocol
+    ({}, "h:80", ["HTTP"], "http://h/p"),    # `HTTP` is http, but not the scheme `http` as written
+]
+
+
+@pytest.mark.parametrize("settings, host, protos, expected", LOCATIONS)
+def test_location_rules_in_both_evaluators(settings, host, protos, expected):
+    from envoy_eval.answers import redirect
+    from runtime_proxy.decide.answer import CRedirect, location
+
+    r = {"status": 301, "scheme": "", "host": "", "port": 0, **settings}
+    assert location(CRedirect(r), host, "/p", "", "/p", protos) == expected
+    action = {k: v for k, v in (("scheme_redirect", r["scheme"]), ("port_redirect", r["port"])) if v}
+    headers = [("x-forwarded-proto", v) for v in protos or ()]
+    assert redirect(action, {"prefix": "/"}, host, "/p", headers) == (301, expected)
