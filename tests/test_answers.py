@@ -235,7 +235,7 @@ def test_a_rewrite_sends_the_same_request_upstream_from_both_planes(planes, targ
 # ---- the pure parts, in both evaluators (no sockets) ----------------------------------------------
 
 # (pattern, substitution, path, the result: RE2's GlobalReplace, measured through Envoy 1.40 as a
-# redirect's Location for the first, third and sixth rows)
+# redirect's Location for the first, second, fifth and sixth rows)
 GLOBAL_REPLACE = [
     ("b*", "-", "/abc", "-/-a-c-"),          # no empty match right after a match (Python's re.sub: -/-a--c-)
     ("x*", "-", "/ax", "-/-a-"),
