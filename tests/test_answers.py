@@ -24,7 +24,7 @@ POLICY = r"""
 service client {
   port 8000
   endpoints ["127.0.0.1:@APP@"]
-  sidecar { inbound @INBOUND@  outbound @OUTBOUND@  admin @ADMIN@  app "127.0.0.1:@APP@" }
+  sidecar { inbound @INBOUND@  outbound @OUTBOUND@  admin @ADMIN@  app "127.0.0.1:@APP@"  access_log "@LOG@" }
 }
 
 service api {
@@ -153,7 +153,13 @@ def request(target: str, host: str, extra: str = "", method: str = "GET") -> byt
 
 class Planes(BothPlanes):
     def __init__(self, tmp: Path):
-        super().__init__(tmp, POLICY, ("app", "v1", "v2"))
+        self.logs = {"envoy": tmp / "envoy-access.log", "native": tmp / "native-access.log"}
+
+        def native_log(config: dict) -> None:
+            config["proxy"]["access_log"] = str(self.logs["native"])
+
+        super().__init__(tmp, POLICY.replace("@LOG@", str(self.logs["envoy"])), ("app", "v1", "v2"),
+                         adjust_native=native_log, envoy_args=("--file-flush-interval-msec", "100"))
 
     def out(self, plane: str) -> int:
         return self.listener_ports[plane, "outbound"]
@@ -230,6 +236,30 @@ def test_a_rewrite_sends_the_same_request_upstream_from_both_planes(planes, targ
         if mirrored:   # the copy carries the rewritten path, and the rewritten Host with `-shadow`
             assert _view(records[1]) == (up_target, up_host + "-shadow", original_path, original_host), plane
     assert [_view(r) for r in seen["envoy"]] == [_view(r) for r in seen["native"]]
+
+
+@requires_envoy
+def test_both_planes_log_the_answers_and_rewrites_the_same(planes):
+    """Every request above, in the same order in both planes: the access log lines agree (but the
+    times, ids and endpoints of the moment)."""
+    import json
+
+    def lines(plane: str) -> list[dict]:
+        path = planes.logs[plane]
+        return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+    sent = len(ANSWERS) + 1 + len(REWRITES)   # to each plane (the HEAD request too; a mirror copy is not logged)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and min(len(lines("envoy")), len(lines("native"))) < sent:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    volatile = ("start_time", "duration_ms", "request_id", "upstream_host")
+    logs = {plane: [{k: v for k, v in r.items() if k not in volatile} for r in lines(plane)]
+            for plane in ("envoy", "native")}
+    assert len(logs["native"]) == sent
+    for e, n in zip(logs["envoy"], logs["native"]):
+        assert e == n
+    assert len(logs["envoy"]) == len(logs["native"])
 
 
 # ---- the pure parts, in both evaluators (no sockets) ----------------------------------------------

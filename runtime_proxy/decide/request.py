@@ -193,6 +193,8 @@ class Decision:
     up_tail = b"\r\n"               # the framing line(s) ending the head
     up_host = ""                    # the Host a rewrite sent upstream instead of `host` ("": none)
     extra = b""                     # a local reply's own header lines (a redirect's `location`)
+    routed_path = ""                # `:path` after a route's path rewrite (a rewrite's, a redirect's `prefix`
+                                    # or `regex`, which Envoy writes into the request too); "": unchanged
     mirror = False                  # fire the route's mirror copy once the body is known
     expect_continue = False         # answer `100 Continue` before forwarding
     rule: str | None = None         # the authorization rule that decided (inbound), None: the default
@@ -328,6 +330,8 @@ def _answer(d: Decision, route: CRoute, target: str, headers: HeaderMap, explain
     redirect = route.redirect
     if redirect is not None:
         loc = location(redirect, d.host, d.path, d.query, target, headers.get("x-forwarded-proto"))
+        if redirect.path is not None and redirect.path.kind != "path":
+            d.routed_path = upstream_target(redirect.path.apply(d.path), d.query, target)
         d.extra = b"location: " + encode_value(loc) + b"\r\n"
         if explain is not None:
             explain.note("answer", "redirect", f"{redirect.status} to {loc}", {"status": redirect.status,
@@ -347,6 +351,8 @@ def _rewrite(d: Decision, route: CRoute, target: str, explain: Explanation | Non
     assert rw is not None
     original = upstream_target(d.path, d.query, target)
     d.up_head = rewritten_head(d.up_head, rw, d.path, d.query, target, original)
+    if rw.path is not None:
+        d.routed_path = d.up_head.split(b" ", 2)[1].decode("latin-1")
     if rw.host:
         d.up_host = rw.host
     if explain is not None:
