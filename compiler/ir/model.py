@@ -227,7 +227,7 @@ class PathRewrite(Node):
                                        #   `substitution`; with `segment` and a substitution "/", also one `/`
                                        #   after them (`/old/x` -> `/x`, never `//x`);
                                        # "regex": every non-overlapping match of the RE2 `pattern` replaced
-                                       #   by `substitution` (`\\N` groups, `\\\\` a backslash), as RE2's GlobalReplace
+                                       #   by `substitution` (`\N` a group, `\\` a backslash), as RE2's GlobalReplace
     pattern: str                       # prefix: the matched prefix; regex: the pattern; path: ""
     substitution: str
     segment: bool = False              # prefix: the match is a segment prefix (`path prefix "/a"`)
