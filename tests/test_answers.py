@@ -64,6 +64,7 @@ routes api {
     redirect { host "www.example.com"  port 8443  path "/there"  status 307  strip_query }
   }
   route port_only { match { path exact "/port" } redirect { port 9090  status 303 } }
+  route shop { match { path prefix "/shop" } redirect { regex "^/shop/([0-9]+)$" "/products/\\1"  status 302 } }
   route to_http { match { path exact "/plain" } redirect { scheme "http" } }
   route paused {
     match { path prefix "/paused" }
@@ -110,6 +111,8 @@ ANSWERS = [
     ("/gone/x?q", "api", "", 302, "http://api/x?q"),                            # never `//x`
     ("/away?drop=1", "api:8080", "", 307, "http://www.example.com:8443/there"),
     ("/port", "api:8080", "", 303, "http://api:9090/port"),
+    ("/shop/42?ref=x", "api", "", 302, "http://api/products/42?ref=x"),
+    ("/shop/x", "api", "", 302, "http://api/shop/x"),    # no match: the path as it came (a loop: the pattern decides)
     ("/paused/now", "api", "", 503, "paused for maintenance"),
     ("/json", "api", "", 200, "{}"),
     ("/empty", "api", "", 204, ""),

@@ -166,6 +166,8 @@ _PATH = Setting("path", ("string",), None, "the whole path replaced by this one 
 _PREFIX = Setting("prefix", ("string",), None, "the prefix the route's `path prefix` matched replaced by this one, "
                   "segment by segment (`/old` → `/new`: `/old/x` → `/new/x`, `/old` → `/new`)",
                   default_text="the request's")
+_REGEX = Setting("regex", ("string", "string"), None, "every match of the RE2 pattern in the path replaced by "
+                 "the substitution (`\\1`: a group)", default_text="the request's")
 _HOST = Setting("host", ("string",), None, "the Host: a DNS name or an IP address (a redirect's without a port)",
                 default_text="the request's")
 
@@ -177,6 +179,7 @@ REDIRECT = Block("redirect", "§8.1", "the route answers with a redirect to the 
             default_text="the request's, dropped with a scheme change from its default port"),
     _PATH,
     _PREFIX,
+    _REGEX,
     Setting("status", ("int",), 301, "301, 302, 303, 307 or 308", low=301, high=308, label="redirect status"),
     Setting("strip_query", (), None, "the Location has no query", default_text="the query is kept"),
 ))
@@ -184,8 +187,7 @@ REDIRECT = Block("redirect", "§8.1", "the route answers with a redirect to the 
 REWRITE = Block("rewrite", "§8.3", "what the path and the Host of a forwarded request become", (
     _PATH,
     _PREFIX,
-    Setting("regex", ("string", "string"), None, "every match of the RE2 pattern in the path replaced by the "
-            "substitution (`\\1`: a group)", default_text="the request's"),
+    _REGEX,
     _HOST,
 ))
 

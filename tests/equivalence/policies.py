@@ -520,6 +520,9 @@ def answer_or_rewrite(draw, kind: str, body: list[str], paths: list) -> tuple[li
             settings.append(f"port {draw(st.sampled_from((80, 443, 8443)))}")
         if prefix is not None:
             settings.append(f"prefix {q(prefix)}")
+        elif draw(st.integers(0, 2)) == 0:
+            pattern, substitution = draw(st.sampled_from(REWRITE_REGEXES))
+            settings.append(f"regex {q(pattern)} {q(substitution)}")
         elif draw(st.booleans()) or not settings:
             settings.append(f"path {q(draw(st.sampled_from(('/moved', '/', '/a/b'))))}")
         if draw(st.booleans()):

@@ -76,7 +76,7 @@ def check_answer(ctx: Context, route: ast.Route) -> None:
         if prefix is not None:
             check_prefix_route(ctx, route, block, prefix)
     if route.redirect is not None and not any(route.redirect.get(k) is not None
-                                              for k in ("scheme", "host", "port", "path", "prefix")):
+                                              for k in ("scheme", "host", "port", "path", "prefix", "regex")):
         ctx.diags.add("W0421", f"route `{route.name.value}` redirects every request to the URL it asked for",
                       route.redirect.span, hint="a client that follows it loops: change the `scheme`, `host`, "
                                                 "`port`, `path` or `prefix`")

@@ -285,6 +285,8 @@ class _Values:
                 self.redirect_host(v, port=False)
             elif s.key in ("path", "prefix") and v is not None:
                 self.replacement_path(v, s.key)
+            elif s.key == "regex" and v is not None:
+                self.rewrite_regex(v, s.values[1])
         self.one_path_change(block)
 
     def block_rewrite(self, block: ast.Block) -> None:
