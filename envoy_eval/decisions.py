@@ -23,6 +23,9 @@ Outbound request (to the sidecar's outbound listener; Host picks the destination
 - `timeout_ms`, `retry` (`RetryDecision`), `fault` (`FaultDecision`), `mirror` (a tuple of
   (cluster, percent)): the route's settings, in one canonical form (a setting that can never
   act is None: no retries, 0 % faults and mirrors);
+- `location`: a redirect's `location` (a route that answers itself has `status`, `body`, `route`
+  and, as `response_headers`, its own header lines after the route's response changes);
+- `upstream_host`: the Host a rewrite sends upstream (None without a Host rewrite);
 - `fault_random`: the abort applies to a random share of requests (neither 0 % nor 100 %),
   so the request is shown as forwarded.
 
@@ -144,6 +147,8 @@ class Decision:
     fault_random: bool = False
     mirror: tuple[tuple[str, float], ...] | None = None
     xfcc: tuple[str, ...] | None = None                          # inbound, forwarded: x-forwarded-client-cert
+    location: str | None = None                                  # a redirect's `location`
+    upstream_host: str | None = None                             # the Host a rewrite sends upstream (None: none)
 
     @property
     def forwarded(self) -> bool:

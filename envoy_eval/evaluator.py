@@ -42,6 +42,7 @@ from typing import Any
 
 import re2
 
+from envoy_eval import answers
 from envoy_eval.decisions import (
     BODY_FAULT,
     BODY_RBAC,
@@ -867,9 +868,11 @@ class EnvoyModel:
         if route is None:
             return Decision("outbound", status=404)
         action = route.get("route")
+        name = "/".join(route.get("name", "?").split("/")[:2])
+        if action is None and ("redirect" in route or "direct_response" in route):
+            return self._answer(route, name, vh, req)
         if action is None:
             raise Unsupported(f"route {route.get('name')} without a route action")
-        name = "/".join(route.get("name", "?").split("/")[:2])
         # route-level settings (canonical)
         timeout_ms = duration_ms(action.get("timeout"), 15000)
         retry = self._retry(action.get("retry_policy") or vh.get("retry_policy"))
@@ -910,11 +913,40 @@ class EnvoyModel:
         levels = ([weighted_entry] if weighted_entry else []) + [route, vh, self.route_config]
         for level in levels:
             up = mutate(up, level, "request")
+        upstream_host = None
+        rewritten = answers.new_path(action, route["match"], path)
+        if rewritten is not None:
+            path = rewritten
+        if action.get("host_rewrite_literal"):
+            upstream_host = action["host_rewrite_literal"]
         resp = join_inline([(n.lower(), v.strip(" \t")) for n, v in response], INLINE_RESPONSE)   # (bytes as latin-1)
         for level in levels:
             resp = mutate(resp, level, "response")
         return Decision("outbound", cluster=cluster, candidates=candidates, path=path,
-                        upstream_headers=visible_request_headers(up), response_headers=tuple(resp), **common)
+                        upstream_headers=visible_request_headers(up), response_headers=tuple(resp),
+                        upstream_host=upstream_host, **common)
+
+    def _answer(self, route: dict, name: str, vh: dict, req: Req) -> Decision:
+        """A route that answers itself: a `redirect` (an empty body, `location`) or a
+        `direct_response` (its inline body, `text/plain` unless the route's response changes set
+        a content type); the route's, the virtual host's and the configuration's response changes
+        apply to it."""
+        location = None
+        if "redirect" in route:
+            status, location = answers.redirect(route["redirect"], route["match"], req.host, req.path, req.headers)
+            body = ""
+            resp = [("location", location)]
+        else:
+            dr = route["direct_response"]
+            status = dr["status"]
+            body = dr.get("body", {}).get("inline_string", "").encode().decode("latin-1")   # bytes as latin-1
+            resp = []
+        for level in (route, vh, self.route_config):
+            resp = mutate(resp, level, "response")
+        if body and not any(n == "content-type" for n, _ in resp):
+            resp.insert(0, ("content-type", "text/plain"))
+        return Decision("outbound", status=status, body=body, route=name, location=location,
+                        response_headers=tuple(resp))
 
     @staticmethod
     def _retry(rp: dict | None):

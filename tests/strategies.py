@@ -120,6 +120,8 @@ _VALUES = {
     "stream_idle_timeout": [duration_lits], "max_connections": [int_lits],
     "attempts": [int_lits], "per_try_timeout": [duration_lits], "allow_non_idempotent": [],
     "sampling": [percent_lits], "propagation": [name_lits()], "otlp": [string_lits], "access_log": [string_lits],
+    "scheme": [string_lits], "host": [string_lits], "port": [int_lits], "path": [string_lits], "prefix": [string_lits],
+    "status": [int_lits], "strip_query": [], "regex": [string_lits, string_lits],
 }
 _OPTIONAL_TAIL = {  # settings whose last value may be left out
     "backoff": ([duration_lits], [duration_lits]),    # backoff D [max D]
@@ -221,6 +223,9 @@ route_nodes = st.builds(
     mirrors=tuples(mirrors, max_size=2),
     request_headers=optional(header_op_blocks),
     response_headers=optional(header_op_blocks),
+    redirect=optional(blocks("redirect")),
+    rewrite=optional(blocks("rewrite")),
+    respond=optional(st.builds(ast.Respond, int_lits, optional(string_lits))),
 )
 routes_nodes = st.builds(ast.Routes, name_lits(), tuples(route_nodes))
 

@@ -107,6 +107,9 @@ EXPECTED_CODES: dict[str, list[str]] = {
     "contradicting_header_changes": ["E0313", "E0313"],
     "invalid_path": ["E0314"] * 6,
     "route_with_two_destinations": ["E0315"],
+    "redirect_values": ["E0332", "E0333", "E0330", "E0334", "W0421"],
+    "rewrite_values": ["E0331", "E0331", "E0422", "E0421", "W0420"],
+    "direct_response": ["E0335", "E0336", "E0420", "E0420", "E0420"],
     # routes and timeouts
     "per_try_not_below_route_timeout": ["E0401", "E0401"],
     "several_subsets_without_routes": ["E0402"],

@@ -166,7 +166,7 @@ def test_config_is_the_ir_slice_of_the_sidecar():
                                "recommendations.shop:8090"]
     assert [s["cluster"] for s in dest["subsets"]] == ["outbound|v1|recommendations", "outbound|v2|recommendations"]
     assert [r["name"] for r in dest["routes"]] == [r.name for r in svc.routes]
-    rollout = dest["routes"][2]
+    rollout = next(r for r in dest["routes"] if r["name"] == "rollout")
     assert rollout["split"] == {"key_header": "x-user-bucket", "total_weight": 100, "targets": [
         {"service": "recommendations", "subset": "v1", "weight": 90, "request_headers": None, "response_headers": None},
         {"service": "recommendations", "subset": "v2", "weight": 10, "request_headers": None,

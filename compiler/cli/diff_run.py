@@ -377,8 +377,10 @@ def outbound(table: Table | None, dest_host: str, req: Request, sample: list[byt
         s = route.split
         out["to"] = "split " + " ".join(f"{_subset(t.subset.cluster)} {t.weight}" for t in s.targets) + \
             (f" by header {s.key_header}" if s.key_header else "")
+    elif route.to is None:   # the route answers itself: a redirect (its location) or a direct response
+        out["to"] = "answers " + (decode_value(high.extra).strip() if high.extra else repr(high.body.decode("latin-1")))
     else:
-        out["to"] = _subset(route.to.subset.cluster)  # type: ignore[union-attr]
+        out["to"] = _subset(route.to.subset.cluster)
     out["timeout_ms"] = route.timeout_ms
     r = route.retry
     out["retry"] = None if r is None else (f"{r.num_retries} on {','.join(r.retry_on)}"

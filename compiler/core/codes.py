@@ -105,7 +105,27 @@ CODES: dict[str, Code] = _registry(
               "spans (OpenTelemetry's protocol over HTTP): a plain `http://HOST:PORT/PATH` URL (the path "
               "defaults to `/v1/traces`), without credentials, a query or a fragment. The sidecars send spans "
               "only there."),
-    # ---- routes and timeouts
+    ("E0330", "invalid redirect status", "A redirect answers with 301 (moved permanently, the default), 302 (found), "
+              "303 (see other), 307 (temporary redirect) or 308 (permanent redirect): the statuses Envoy's "
+              "`RedirectAction` can send. Another status is a direct response (`respond STATUS`)."),
+    ("E0331", "rewrite pattern that does not compile", "A `regex` rewrite's pattern is RE2 (Envoy's engine) and must "
+              "compile; its substitution may use `\\0` (the whole match), `\\1` to `\\9` (groups the pattern has) and "
+              "`\\\\` (a backslash), and nothing else after a backslash."),
+    ("E0332", "invalid redirect scheme", "A redirect's `scheme` is `\"http\"` or `\"https\"`, in lower case. Envoy "
+              "writes any other word into the Location as it is, and compares it case-sensitively when it decides "
+              "whether to drop a default port."),
+    ("E0333", "invalid host", "A redirect's `host` is a DNS name or an IP address (its port is the `port` setting); a "
+              "rewrite's `host` may add `:PORT`. Envoy writes either into a header as it is, so a value that is not a "
+              "host makes a Location or a Host that no client or upstream can use."),
+    ("E0334", "invalid replacement path", "The `path` and `prefix` of a redirect or a rewrite start with `/` and "
+              "hold a path only: no query or fragment (the request's query is kept, or dropped with `strip_query`), "
+              "no space, control or non-ASCII character (write them percent-encoded)."),
+    ("E0335", "direct response status out of range", "`respond STATUS` answers with a status between 200 and 599, "
+              "not a redirection (3xx: Envoy adds a `location` to those, the request's own URL; write `redirect`), "
+              "and a 204 has no body."),
+    ("E0336", "direct response body too large", "Envoy refuses a route configuration with an inline direct response "
+              "body over 4096 bytes (`max_direct_response_body_size_bytes`), so the whole configuration would be "
+              "rejected. Serve a larger body from a service."),
     ("E0360", "subset both label-selected and an endpoint list", "A subset is either a list of endpoints (`endpoints "
               "[...]`, for every target) or label-selected (one `labels { KEY \"VALUE\" }` block: the Kubernetes pods "
               "carrying those labels, for the Kubernetes targets), never both, and has one `labels` block."),
@@ -117,6 +137,7 @@ CODES: dict[str, Code] = _registry(
     ("E0363", "duplicate label", "A label-selected subset names each label key once: a pod has one value per key."),
     ("E0364", "label-selected subset without a label", "`labels { }` selects by no label, that is every pod of the "
               "service: write the labels that tell this subset's pods apart."),
+    # ---- routes and timeouts
     ("E0401", "impossible timeout", "A per-try timeout that is not less than the route timeout can never fire before "
               "the route gives up, so no retry after a slow try could ever happen. Shorten the per-try timeout or "
               "raise the route timeout."),
@@ -135,6 +156,22 @@ CODES: dict[str, Code] = _registry(
               "longer than that is cut short whenever the service is silent that long. Raise the sidecar's "
               "`stream_idle_timeout`, or shorten the route timeout. `timeout none` is not reported: it bounds "
               "the whole request by nothing, and silence by the stream idle timeout."),
+    ("E0420", "a route that answers itself also forwards", "A route with `redirect { … }` or `respond` answers the "
+              "request on the caller's sidecar: nothing is forwarded, so a destination (`to`, `split`), a "
+              "`timeout`, `retry`, `mirror`, `rewrite` or `request_headers` would never apply. A `fault` cannot go "
+              "with it either: its abort would be a second answer. `response_headers` apply to the answer."),
+    ("E0421", "prefix replacement without a prefix", "A `prefix` replacement (in a `rewrite` or a `redirect`) replaces "
+              "the prefix that the route's `path prefix` matched, so every match of the route needs a `path "
+              "prefix` (or `raw_prefix`), the same one (`path prefix \"/\"` matches everything and replaces "
+              "nothing: use `regex`). Use `path` to replace the whole path."),
+    ("E0422", "two path changes", "A `rewrite` or a `redirect` changes the path one way: `path` (the whole path), "
+              "`prefix` (the matched prefix) or `regex` (what a pattern matches)."),
+    ("W0420", "prefix replacement that joins or doubles slashes", "A prefix ending in `/` (or a `raw_prefix`) is "
+              "replaced as a string, so `/api/` replaced by `/v2` makes `/api/x` into `/v2x`; a segment prefix "
+              "(`path prefix \"/api\"`) is replaced segment by segment, so a replacement ending in `/` makes "
+              "`/api/x` into `/v2//x`."),
+    ("W0421", "redirect to the same URL", "The redirect changes neither the scheme, the host, the port nor the path: "
+              "a client that follows it asks for the same URL again, and loops."),
     ("W0430", "the same subset mirrored twice", "A route has two `mirror` lines to one subset: that subset gets "
               "two copies of every request both mirrors copy. Keep one `mirror` line with the share wanted."),
     ("W0431", "a split destination's header change undone by the route", "A destination of a `split` sets or "

@@ -50,7 +50,10 @@ def check_ir(program: ir.Program, known_subsets: set[tuple[str, str]] | None = N
             problems.append(f"service {svc.name}: duplicate route names")
         for route in svc.routes:
             where = f"route {svc.name}/{route.name}"
-            if (route.to is None) == (route.split is None):
+            answers = route.redirect is not None or route.direct_response is not None
+            if answers and (route.to is not None or route.split is not None or route.mirrors):
+                problems.append(f"{where}: a route that answers itself forwards nothing")
+            if not answers and (route.to is None) == (route.split is None):
                 problems.append(f"{where}: needs exactly one of to/split")
             if route.to is not None:
                 ref(route.to.service, route.to.subset, where)

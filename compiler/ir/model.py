@@ -26,6 +26,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Authorization",
     "AuthzRule",
+    "DirectResponse",
     "Endpoint",
     "Fault",
     "FaultAbort",
@@ -39,11 +40,14 @@ __all__ = [
     "Mtls",
     "Outlier",
     "PathMatch",
+    "PathRewrite",
     "Principal",
     "Program",
     "QueryMatch",
+    "Redirect",
     "Retry",
     "RetryBudget",
+    "Rewrite",
     "Route",
     "Service",
     "Sidecar",
@@ -225,12 +229,60 @@ class HeaderChanges(Node):
 
 
 @node
+class PathRewrite(Node):
+    """How a redirect's Location or a forwarded request's path is made from the normalised path
+    (docs/language.md §8.3); the query is never part of it."""
+    kind: str                          # "path": the whole path replaced by `substitution`;
+                                       # "prefix": the first len(pattern) characters (the prefix the route
+                                       #   matched, which every match of the route has: E0421) replaced by
+                                       #   `substitution`; with `segment` and a substitution "/", also one `/`
+                                       #   after them (`/old/x` -> `/x`, never `//x`);
+                                       # "regex": every non-overlapping match of the RE2 `pattern` replaced
+                                       #   by `substitution` (`\N` a group, `\\` a backslash), as RE2's GlobalReplace
+    pattern: str                       # prefix: the matched prefix; regex: the pattern; path: ""
+    substitution: str
+    segment: bool = False              # prefix: the match is a segment prefix (`path prefix "/a"`)
+    ignore_case: bool = False          # prefix: the match ignores case (the prefix's length is what is replaced)
+
+
+@node
+class Redirect(Node):
+    """The route answers with a redirect (docs/language.md §8.1): status, `location`, an empty body.
+    Location = SCHEME://HOST[:PORT]PATH[?QUERY], with the request's scheme (its valid
+    `x-forwarded-proto`, lower-cased, else `http`), Host and path where these say nothing."""
+    status: int                        # 301 (default), 302, 303, 307, 308
+    scheme: str                        # "http" | "https"; "": the request's
+    host: str                          # a host without a port; "": the request's Host (a port of it kept, but
+                                       # dropped with `port`, or on a scheme change from its default port)
+    port: int                          # 0: none written
+    path: PathRewrite | None           # None: the request's path
+    strip_query: bool                  # the Location has no query (else the request's, an empty `?` kept)
+
+
+@node
+class Rewrite(Node):
+    """What a forwarded request's path and Host become, after routing and before the upstream head
+    (the mirror copy and every retry carry them; the original path goes in `x-envoy-original-path`)."""
+    path: PathRewrite | None
+    host: str                          # the upstream Host; "": unchanged (the original goes in
+                                       # `x-envoy-original-host`)
+
+
+@node
+class DirectResponse(Node):
+    """The route answers itself: `respond STATUS "BODY"` (a body is `text/plain` unless the route's
+    response changes set a content type)."""
+    status: int                        # 200-599
+    body: str                          # UTF-8, at most DIRECT_RESPONSE_MAX_BYTES (4096); "" none
+
+
+@node
 class Route(Node):
     """What a caller's sidecar does with a request to the service that matches this route."""
     name: str                          # unique in the service (E0202); `default` for the implicit route
     source: Location                   # the `route` (or, for the implicit route, the service)
     matches: tuple[Match, ...]         # never empty; a route without `match` has one empty match
-    to: SubsetRef | None               # exactly one of `to` and `split`
+    to: SubsetRef | None               # exactly one of `to` and `split`, unless the route answers itself
     split: Split | None
     timeout_ms: int                    # the whole request, every try and backoff included; 0 = none
                                        # (`timeout none`); default ROUTE_TIMEOUT_MS, 15 000; 504 on expiry
@@ -240,6 +292,10 @@ class Route(Node):
                                        # decides them all, as Envoy's stream id does (docs/language.md §12)
     request_headers: HeaderChanges     # to the request sent upstream
     response_headers: HeaderChanges    # to the response (local replies on a chosen route included)
+    # A route that answers itself has neither `to` nor `split` (nor retry, fault, mirror: E0420).
+    redirect: Redirect | None = None
+    direct_response: DirectResponse | None = None
+    rewrite: Rewrite | None = None     # a forwarded route's path and Host changes
 
 
 # ---- authorization ---------------------------------------------------------------------------------

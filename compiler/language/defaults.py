@@ -21,6 +21,8 @@ MAX_RESPONSE_HEADERS_BYTES = 60 * 1024  # a larger upstream response head is a 5
 MAX_REQUEST_BODY_BYTES = 0         # 0: unlimited, the body streams (as Envoy's)
 DRAIN_TIMEOUT_MS = 5000            # native proxy, on SIGTERM: in-flight requests may take this long to finish
 MIRROR_TIMEOUT_MS = 15_000         # a mirror copy on a `timeout none` route is dropped after this (native)
+REDIRECT_STATUS = 301             # `redirect { … }` without `status`
+DIRECT_RESPONSE_MAX_BYTES = 4096   # the largest `respond` body (Envoy's max_direct_response_body_size_bytes)
 
 # What docs/language.md §19 shows of the constants above: (construct, constant, how its value reads:
 # `name`, `duration` in ms, `percent`, `bytes` (0: unlimited), `factor`, or a rule in words).

@@ -161,10 +161,45 @@ FAULT = Block("fault", "§11", "injected failures: the delay first, then the abo
             label="fault delay", default_text="100% of requests"),
 ), when="the share, when it is not written")
 
-BLOCKS: dict[str, Block] = {b.kind: b for b in (MESH, TRACING, LIMITS, OUTLIER, RETRY_BUDGET, SIDECAR, RETRY, FAULT)}
-# Every setting by key (keys are unique across blocks; the formatter renders a setting by its key).
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)   # Envoy's RedirectAction.response_code
+REDIRECT_SCHEMES = ("http", "https")
+# shared by `redirect` and `rewrite` (one Setting each: the same key has the same form)
+_PATH = Setting("path", ("string",), None, "the whole path replaced by this one (the query is kept)",
+                default_text="the request's")
+_PREFIX = Setting("prefix", ("string",), None, "the prefix the route's `path prefix` matched replaced by this one, "
+                  "segment by segment (`/old` → `/new`: `/old/x` → `/new/x`, `/old` → `/new`)",
+                  default_text="the request's")
+_REGEX = Setting("regex", ("string", "string"), None, "every match of the RE2 pattern in the path replaced by "
+                 "the substitution (`\\1`: a group)", default_text="the request's")
+_HOST = Setting("host", ("string",), None, "the Host: a DNS name or an IP address (a redirect's without a port)",
+                default_text="the request's")
+
+REDIRECT = Block("redirect", "§8.1", "the route answers with a redirect to the same request elsewhere", (
+    Setting("scheme", ("string",), None, "`\"http\"` or `\"https\"`", default_text="the request's",
+            choices=REDIRECT_SCHEMES),
+    _HOST,
+    Setting("port", ("int",), None, "the port written into the Location", high=65535, label="redirect port",
+            default_text="the request's, dropped with a scheme change from its default port"),
+    _PATH,
+    _PREFIX,
+    _REGEX,
+    Setting("status", ("int",), 301, "301, 302, 303, 307 or 308", low=301, high=308, label="redirect status"),
+    Setting("strip_query", (), None, "the Location has no query", default_text="the query is kept"),
+))
+
+REWRITE = Block("rewrite", "§8.3", "what the path and the Host of a forwarded request become", (
+    _PATH,
+    _PREFIX,
+    _REGEX,
+    _HOST,
+))
+
+BLOCKS: dict[str, Block] = {b.kind: b for b in (MESH, TRACING, LIMITS, OUTLIER, RETRY_BUDGET, SIDECAR, RETRY, FAULT,
+                                                REDIRECT, REWRITE)}
+# Every setting by key (a key names one setting: the formatter renders a setting by its key; a
+# setting shared by two blocks is one object).
 SETTINGS: dict[str, Setting] = {s.key: s for b in BLOCKS.values() for s in b.settings}
-assert len(SETTINGS) == sum(len(b.settings) for b in BLOCKS.values()), "a key is used by two blocks"
+assert all(SETTINGS[s.key] is s for b in BLOCKS.values() for s in b.settings), "a key is used by two settings"
 
 SIDECAR_PORTS = ("inbound", "outbound", "admin")   # the order in which `ports N` gives N, N+1, N+2
 

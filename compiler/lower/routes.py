@@ -35,9 +35,49 @@ def _subset(ctx: Context, ref: ast.Ref) -> tuple[str, str]:
     return found
 
 
+def _str(block: ast.Block | None, key: str) -> str:
+    s = block.get(key) if block is not None else None
+    return s.values[0].value if s is not None else ""
+
+
+def lower_path_change(ctx: Context, route: ast.Route, block: ast.Block) -> ir.PathRewrite | None:
+    """The path change of a redirect or a rewrite: `path`, `prefix` (the matched prefix, which
+    every match of the route shares: E0421) or `regex`."""
+    for s in block.settings:
+        if s.key == "path":
+            return ir.PathRewrite("path", "", s.values[0].value)
+        if s.key == "regex":
+            return ir.PathRewrite("regex", s.values[0].value, s.values[1].value)
+        if s.key == "prefix":
+            m = route_matches(ctx, route)[0].path
+            assert m is not None  # every match has the same path prefix (E0421)
+            return ir.PathRewrite("prefix", m.value, s.values[0].value, m.kind == "segment_prefix", m.ignore_case)
+    return None
+
+
+def lower_answer(ctx: Context, route: ast.Route) -> tuple[ir.Redirect | None, ir.DirectResponse | None,
+                                                          ir.Rewrite | None]:
+    redirect = direct = rewrite = None
+    r = route.redirect
+    if r is not None:
+        status = r.get("status")
+        port = r.get("port")
+        redirect = ir.Redirect(status.values[0].value if status is not None else defaults.REDIRECT_STATUS,
+                               _str(r, "scheme"), _str(r, "host"), port.values[0].value if port is not None else 0,
+                               lower_path_change(ctx, route, r), r.get("strip_query") is not None)
+    if route.respond is not None:
+        body = route.respond.body.value if route.respond.body is not None else ""
+        direct = ir.DirectResponse(route.respond.status.value, body)
+    if route.rewrite is not None:
+        rewrite = ir.Rewrite(lower_path_change(ctx, route, route.rewrite), _str(route.rewrite, "host"))
+    return redirect, direct, rewrite
+
+
 def lower_route(ctx: Context, route: ast.Route) -> ir.Route:
     to = split = None
-    if route.to is not None:
+    if route.redirect is not None or route.respond is not None:
+        pass   # the route answers itself (nothing else forwards: E0420)
+    elif route.to is not None:
         service, subset = _subset(ctx, route.to)
         to = ir.SubsetRef(service, subset)
     else:
@@ -55,10 +95,13 @@ def lower_route(ctx: Context, route: ast.Route) -> ir.Route:
         timeout = defaults.ROUTE_TIMEOUT_MS
     else:
         timeout = route.timeout.value or 0
+    redirect, direct, rewrite = lower_answer(ctx, route) if (
+        route.redirect is not None or route.respond is not None or route.rewrite is not None) else (None, None, None)
     return ir.Route(route.name.value, location(route), route_matches(ctx, route), to, split, timeout,
                     lower_retry(route_retry_block(ctx, route)), lower_fault(route.fault),
                     lower_mirrors(ctx, route.mirrors, timeout),
-                    lower_headers(route.request_headers), lower_headers(route.response_headers))
+                    lower_headers(route.request_headers), lower_headers(route.response_headers),
+                    redirect, direct, rewrite)
 
 
 def lower_mirrors(ctx: Context, mirrors: tuple[ast.Mirror, ...], timeout: int) -> tuple[ir.Mirror, ...]:

@@ -243,6 +243,17 @@ class Route(Node):
     request_headers: HeaderOps | None
     response_headers: HeaderOps | None
     span: Span = _span
+    redirect: Block | None = None      # `redirect { … }`: the route answers with a redirect
+    rewrite: Block | None = None       # `rewrite { … }`: what a forwarded request's path and Host become
+    respond: Respond | None = None     # `respond STATUS "BODY"`: the route answers itself
+
+
+@node
+class Respond(Node):
+    """A direct response: `respond STATUS "BODY"`."""
+    status: Lit[int]
+    body: Lit[str] | None
+    span: Span = _span
 
 
 @node

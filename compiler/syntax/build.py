@@ -304,6 +304,7 @@ class Builder:
     sc_idle_timeout = sc_stream_idle_timeout = sc_max_connections = sc_access_log = _setting
     rt_attempts = rt_per_try_timeout = rt_backoff = rt_allow_non_idempotent = _setting
     fault_abort = fault_delay = _setting
+    rd_scheme = rd_host = rd_port = rd_path = rd_prefix = rd_status = rd_strip_query = rw_regex = _setting
 
     def rt_on(self, c):
         values = []
@@ -334,7 +335,8 @@ class Builder:
             fields[tag] = value
         return ast.Route(self.name(c[1]), tuple(matches), fields.get("to"), fields.get("split"), fields.get("timeout"),
                          fields.get("retry"), fields.get("fault"), tuple(mirrors),
-                         fields.get("request_headers"), fields.get("response_headers"), self.span(c))
+                         fields.get("request_headers"), fields.get("response_headers"), self.span(c),
+                         fields.get("redirect"), fields.get("rewrite"), fields.get("respond"))
 
     def match_block(self, c):
         return ("match", ast.Match(tuple(self.body(c)), self.span(c)), self.span(c))
@@ -399,6 +401,18 @@ class Builder:
 
     def fault(self, c):
         return ("fault", ast.Block("fault", self.unique(self.body(c), "the fault block"), self.span(c)), self.span(c))
+
+    def redirect(self, c):
+        return ("redirect", ast.Block("redirect", self.unique(self.body(c), "the redirect block"), self.span(c)),
+                self.span(c))
+
+    def rewrite(self, c):
+        return ("rewrite", ast.Block("rewrite", self.unique(self.body(c), "the rewrite block"), self.span(c)),
+                self.span(c))
+
+    def respond(self, c):
+        body = self.string(c[2]) if len(c) > 2 else None
+        return ("respond", ast.Respond(self.int_(c[1]), body, self.span(c)), self.span(c))
 
     def mirror(self, c):
         pct = self.percent(c[2]) if len(c) > 2 else None

@@ -339,8 +339,8 @@ def _only_comments(text: str) -> bool:
 def _join(words: list[str], last: str = "or") -> str:
     if len(words) <= 1:
         return "".join(words)
-    if len(words) > 12:
-        return ", ".join(words[:12]) + f", {last} {len(words) - 12} more"
+    if len(words) > 16:   # (a route's items are 15, `}` included)
+        return ", ".join(words[:16]) + f", {last} {len(words) - 16} more"
     return ", ".join(words[:-1]) + f" {last} " + words[-1]
 
 

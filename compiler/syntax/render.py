@@ -424,6 +424,13 @@ def route(node: ast.Route) -> list[str]:
         body.append(Line(f"to {ref(node.to)}", node.to))
     if node.split is not None:
         body.append(Line(split(node.split), node.split))
+    # where the destination goes: a route that answers itself; a forwarded route's rewrite after it
+    for kind in ("redirect", "rewrite"):
+        value = getattr(node, kind)
+        if value is not None:
+            body.append(Line(_block_or_ref(kind, value), value))
+    if node.respond is not None:
+        body.append(Line(respond(node.respond), node.respond))
     if node.timeout is not None:
         body.append(Line(timeout(node.timeout), node.timeout))
     if node.retry is not None:
@@ -439,6 +446,11 @@ def route(node: ast.Route) -> list[str]:
     if node.response_headers is not None:
         body.append(Line(f"response_headers {header_ops(node.response_headers)}", node.response_headers))
     return _braced(f"route {name(node.name)}", body, node)
+
+
+def respond(node: ast.Respond) -> str:
+    text = f"respond {node.status.value}"
+    return text + f" {string(node.body.value)}" if node.body is not None else text
 
 
 def routes(node: ast.Routes) -> list[str]:
@@ -621,7 +633,7 @@ def module(node: ast.Module) -> str:
 _RENDER: dict[type, Callable] = {
     ast.Module: module, **_ITEMS, ast.Subset: subset, ast.Block: block, ast.Setting: setting,
     ast.Ref: ref, ast.Match: match, **_CONDITIONS, ast.SplitEntry: split_entry, ast.Split: split,
-    ast.Mirror: mirror, ast.HeaderOp: header_op, ast.HeaderOps: header_ops, ast.Route: route,
+    ast.Mirror: mirror, ast.Respond: respond, ast.HeaderOp: header_op, ast.HeaderOps: header_ops, ast.Route: route,
     ast.Rule: rule, ast.UseRules: use_rules, ast.Expectation: expectation,
 }
 

@@ -38,7 +38,12 @@ from runtime_proxy.decide.explain import Explanation
 from runtime_proxy.decide.http import RESPONSE_SKIP
 from runtime_proxy.decide.identity import accepts, peer_identity, xfcc_line
 from runtime_proxy.decide.request import Draws, Head, decide_request, header_dict
-from runtime_proxy.decide.response import RESPONSE_INLINE_BYTES, add_inline_line, response_lines
+from runtime_proxy.decide.response import (
+    RESPONSE_INLINE_BYTES,
+    add_inline_line,
+    local_reply_changes,
+    response_lines,
+)
 from runtime_proxy.decide.table import compile_config
 
 _ALMOST_ONE = 1.0 - 2.0 ** -40
@@ -195,6 +200,12 @@ class NativeModel:
                 return Decision(kind, status=high.status, body=high.body.decode())
             return Decision(kind, path=_target_of(high), xfcc=_lines_of(high, "x-forwarded-client-cert"))
         route = high.route
+        if route.redirect is not None or route.direct is not None:   # the route answers itself
+            lines = local_reply_changes(high.body, high.extra, route.response_headers).split(b"\r\n")
+            loc = high.extra[len(b"location: "):-2].decode("latin-1") if high.extra else None
+            return Decision(kind, status=high.status, body=high.body.decode("latin-1"),
+                            route=f"{high.service}/{route.name}", location=loc,
+                            response_headers=_latin1_pairs(line + b"\r\n" for line in lines if line))
         r = route.retry
         retry = None if r is None else canonical_retry(
             r.num_retries, r.retry_on, r.retriable_status_codes, r.per_try_timeout_ms,
@@ -218,7 +229,8 @@ class NativeModel:
         upstream = visible_request_headers(_headers_of(high))
         lines = response_lines(route, upstream_lines(response), [], high.arm_response)
         return Decision(kind, cluster=cluster, candidates=candidates, path=_target_of(high),
-                        upstream_headers=upstream, response_headers=_latin1_pairs(lines), **common)
+                        upstream_headers=upstream, response_headers=_latin1_pairs(lines),
+                        upstream_host=high.up_host or None, **common)
 
 
 def _head_lines(d) -> list[bytes]:

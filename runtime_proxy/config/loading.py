@@ -141,7 +141,13 @@ def semantic_errors(data: dict[str, Any]) -> list[str]:
             base = f"$.services[{i}].routes[{k}]"
             if not isinstance(r, dict):
                 continue
-            if r.get("to") is None and r.get("split") is None:
+            answers = r.get("redirect") is not None or r.get("direct_response") is not None
+            if answers:
+                if any(r.get(k) is not None for k in ("to", "split", "mirror", "rewrite")) or (
+                        r.get("redirect") is not None and r.get("direct_response") is not None):
+                    errors.append(f"{base}: a route that answers itself (`redirect`, `direct_response`) forwards "
+                                  "nothing: no `to`, `split`, `mirror` or `rewrite`")
+            elif r.get("to") is None and r.get("split") is None:
                 errors.append(f"{base}: a route needs `to` or `split`")
             elif r.get("to") is not None and r.get("split") is not None:
                 errors.append(f"{base}: a route has exactly one of `to` and `split`")
@@ -161,6 +167,13 @@ def semantic_errors(data: dict[str, Any]) -> list[str]:
                 ref(f"{base}.mirrors[{k}]", mirror)
             for m, match in enumerate(r.get("matches") or []):
                 errors.extend(_regex_errors(f"{base}.matches[{m}]", match))
+            for key in ("redirect", "rewrite"):
+                change = r.get(key)
+                path = change.get("path") if isinstance(change, dict) else None
+                if isinstance(path, dict) and path.get("kind") == "regex":
+                    problem = regex_problem(path.get("pattern"))
+                    if problem:
+                        errors.append(f"{base}.{key}.path.pattern: {problem}")
     authz = data.get("authorization")
     if isinstance(authz, dict):
         for k, rule in enumerate(authz.get("rules") or []):

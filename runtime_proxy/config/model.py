@@ -132,6 +132,36 @@ class HeaderChanges(Model):
     add: list[tuple[str, str]] = []
 
 
+class PathRewrite(Model):
+    """A path change (the IR's PathRewrite): `path` replaces it all, `prefix` the first
+    len(pattern) characters (a segment prefix replaced by "/" also drops one `/` after them),
+    `regex` every match of the RE2 pattern (GlobalReplace)."""
+    kind: Literal["path", "prefix", "regex"]
+    pattern: str
+    substitution: str
+    segment: bool = False
+    ignore_case: bool = False
+
+
+class Redirect(Model):
+    status: Literal[301, 302, 303, 307, 308]
+    scheme: Literal["", "http", "https"]       # "": the request's
+    host: str                                  # "": the request's Host
+    port: int = Field(ge=0, le=65535)          # 0: none written
+    path: PathRewrite | None = None
+    strip_query: bool = False
+
+
+class Rewrite(Model):
+    path: PathRewrite | None = None
+    host: str = ""                             # "": unchanged
+
+
+class DirectResponse(Model):
+    status: int = Field(ge=200, le=599)
+    body: str = Field(max_length=4096)
+
+
 class Route(Model):
     name: str
     source: Location                           # where the route is written in the policy
@@ -144,6 +174,9 @@ class Route(Model):
     mirrors: list[Mirror] = []                 # in written order; one draw per request decides them all
     request_headers: HeaderChanges = HeaderChanges()
     response_headers: HeaderChanges = HeaderChanges()
+    redirect: Redirect | None = None           # the route answers with a redirect (no `to`, no `split`)
+    direct_response: DirectResponse | None = None  # the route answers itself
+    rewrite: Rewrite | None = None             # the forwarded request's path and Host
 
 
 # ---- destinations ----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from runtime_proxy.decide import authz as authz_mod
 from runtime_proxy.decide import fault as fault_mod
 from runtime_proxy.decide import mirror as mirror_mod
 from runtime_proxy.decide import split as split_mod
+from runtime_proxy.decide.answer import location, rewritten_head
 from runtime_proxy.decide.headers import apply_changes
 from runtime_proxy.decide.http import (
     BODY_FAULT,
@@ -193,6 +194,10 @@ class Decision:
     up_tail = b"\r\n"               # the framing line(s) ending the head
     mirrors: tuple[CMirror, ...] = ()   # the route's mirrors that copy this request, once the body is known
     arm_response: CHeaderChanges | None = None   # the chosen split arm's response changes (before the route's)
+    up_host = ""                    # the Host a rewrite sent upstream instead of `host` ("": none)
+    extra = b""                     # a local reply's own header lines (a redirect's `location`)
+    routed_path = ""                # `:path` after a route's path rewrite (a rewrite's, a redirect's `prefix`
+                                    # or `regex`, which Envoy writes into the request too); "": unchanged
     expect_continue = False         # answer `100 Continue` before forwarding
     rule: str | None = None         # the authorization rule that decided (inbound), None: the default
     # the `x-request-id` the hop writes itself when the sidecar has `tracing`, sampled or not (its
@@ -309,11 +314,15 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
         if ref.request_headers is not None or ref.response_headers is not None:  # type: ignore[attr-defined]
             raw = _arm_changes(d, ref, raw)  # type: ignore[arg-type]  # a split's pick is a CWeightedSubset
     else:
-        ref = route.to  # type: ignore[assignment]  # not None: compile_config gives a route `to` or `split`
+        ref = route.to  # type: ignore[assignment]  # not None unless the route answers itself
+        if ref is None:
+            return _answer(d, route, target, headers, explain)
     d.cluster = ref.subset.cluster
     if route.mirrors:
         _mirrors(d, route.mirrors, draws.mirror(), explain)
     _upstream_head(d, head, draws, method, target, raw, headers, route, None)
+    if route.rewrite is not None:
+        _rewrite(d, route, target, explain)
     return d
 
 
@@ -342,6 +351,43 @@ def _mirrors(d: Decision, mirrors: tuple[CMirror, ...], draw: float, explain: Ex
                          {"percent": m.percent, "draw": draw, "cluster": m.subset.cluster,
                           "random": 0.0 < m.percent < 100.0, "residue": residue,
                           "fraction": [m.numerator, m.denominator]})
+
+
+def _answer(d: Decision, route: CRoute, target: str, headers: HeaderMap, explain: Explanation | None) -> Decision:
+    """A route that answers itself: a redirect (its `location`, an empty body) or a direct
+    response (decide/answer.py). Neither is counted as a bad request, nor flagged."""
+    redirect = route.redirect
+    if redirect is not None:
+        loc = location(redirect, d.host, d.path, d.query, target, headers.get("x-forwarded-proto"))
+        if redirect.path is not None and redirect.path.kind != "path":
+            d.routed_path = upstream_target(redirect.path.apply(d.path), d.query, target)
+        d.extra = b"location: " + encode_value(loc) + b"\r\n"
+        if explain is not None:
+            explain.note("answer", "redirect", f"{redirect.status} to {loc}", {"status": redirect.status,
+                                                                             "location": loc})
+        return local(d, redirect.status, counter=None)
+    direct = route.direct
+    assert direct is not None  # compile_config: a route without `to` or `split` answers itself
+    if explain is not None:
+        explain.note("answer", "direct response", f"{direct.status}", {"status": direct.status,
+                                                                      "body": direct.body.decode()})
+    return local(d, direct.status, direct.body, counter=None)
+
+
+def _rewrite(d: Decision, route: CRoute, target: str, explain: Explanation | None) -> None:
+    """A forwarded route's rewrite of the upstream head (every attempt and the mirror copy send it)."""
+    rw = route.rewrite
+    assert rw is not None
+    original = upstream_target(d.path, d.query, target)
+    d.up_head = rewritten_head(d.up_head, rw, d.path, d.query, target, original)
+    if rw.path is not None:
+        d.routed_path = d.up_head.split(b" ", 2)[1].decode("latin-1")
+    if rw.host:
+        d.up_host = rw.host
+    if explain is not None:
+        new = d.up_head.split(b" ", 2)[1].decode("latin-1")
+        explain.note("rewrite", "rewritten", f"{original} -> {new}" + (f", Host {rw.host}" if rw.host else ""),
+                     {"from": original, "to": new, "host": rw.host or None})
 
 
 def _trace(d: Decision, headers: HeaderMap, draws: RequestDraws, tracing: CTracing) -> None:

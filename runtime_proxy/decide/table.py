@@ -17,6 +17,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from runtime_proxy.decide.answer import CDirect, CRedirect, CRewrite
 from runtime_proxy.decide.mirror import fraction as mirror_fraction
 from runtime_proxy.decide.route_index import RouteIndex
 from runtime_proxy.decide.trace import compile_tracing
@@ -388,7 +389,7 @@ NO_HEADER_CHANGES = CHeaderChanges(None)
 
 class CRoute:
     __slots__ = ("name", "source", "matches", "to", "split", "timeout_ms", "retry", "fault",
-                 "mirrors", "request_headers", "response_headers")
+                 "mirrors", "request_headers", "response_headers", "redirect", "direct", "rewrite")
 
     def __init__(self, name: str, source: str, matches: tuple[CMatch, ...], to: CSubsetRef | None,
                  split: CSplit | None, timeout_ms: int, retry: CRetry | None, fault: CFault | None,
@@ -405,6 +406,22 @@ class CRoute:
         self.mirrors = mirrors                # in written order (decide/mirror.py draws them)
         self.request_headers = request_headers
         self.response_headers = response_headers
+        # decide/answer.py (compile_answers): a route that answers itself has neither `to` nor `split`
+        self.redirect: CRedirect | None = None
+        self.direct: CDirect | None = None
+        self.rewrite: CRewrite | None = None
+
+
+def compile_answers(route: CRoute, r: dict[str, Any]) -> CRoute:
+    """A route's redirect, direct response and rewrite (decide/answer.py), when it has one."""
+    if r.get("redirect") is not None or r.get("direct_response") is not None or r.get("rewrite") is not None:
+        try:
+            route.redirect = CRedirect(r["redirect"]) if r.get("redirect") is not None else None
+            route.direct = CDirect(r["direct_response"]) if r.get("direct_response") is not None else None
+            route.rewrite = CRewrite(r["rewrite"]) if r.get("rewrite") is not None else None
+        except Exception as err:  # re2.error: an invalid pattern (the loader's check reports it first)
+            raise TableError(f"route `{route.name}`: {err}") from None
+    return route
 
 
 class CService:
@@ -591,15 +608,18 @@ def compile_config(data: dict[str, Any]) -> Table:
                 split = CSplit(targets, key.lower() if key else None)
                 if split.total_weight <= 0:
                     raise TableError(f"{at}: split weights total zero")
-            if (to is None) == (split is None):
+            answers = r.get("redirect") is not None or r.get("direct_response") is not None
+            if answers and (to is not None or split is not None or r.get("mirror") is not None):
+                raise TableError(f"{at}: a route that answers itself forwards nothing")
+            if not answers and (to is None) == (split is None):
                 raise TableError(f"{at}: exactly one of `to` and `split` is needed")
             mirrors = tuple(CMirror(*resolve(m["service"], m["subset"], at), m["percent"], m["timeout_ms"])
                             for m in r.get("mirrors") or ())
-            routes.append(CRoute(
+            routes.append(compile_answers(CRoute(
                 r["name"], source, matches, to, split, r["timeout_ms"],
                 CRetry(r["retry"]) if r.get("retry") is not None else None,
                 CFault(r["fault"]) if r.get("fault") is not None else None,
-                mirrors, CHeaderChanges(r.get("request_headers")), CHeaderChanges(r.get("response_headers"))))
+                mirrors, CHeaderChanges(r.get("request_headers")), CHeaderChanges(r.get("response_headers"))), r))
         services[s["name"]].routes = tuple(routes)
     try:
         authorization = CAuthorization(data["authorization"])

@@ -338,7 +338,7 @@ class Exchange:
             self.other_timer = rt.loop.call_later(d.delay_ms / 1000.0, self.after_delay)
             return
         if d.status:
-            self.local(d.status, d.body, close=d.close)
+            self.local(d.status, d.body, d.extra, close=d.close)
             return
         self.forward(d)
 
@@ -905,7 +905,8 @@ class Exchange:
         if not self.replayable or self.mirrored:
             return
         self.mirrored = True      # (whether this request is copied was decided with its route)
-        shadow = shadow_host(self.decision.host).encode("latin-1", "replace")  # type: ignore[union-attr]  # decided
+        d: Decision = self.decision  # type: ignore[assignment]  # decided
+        shadow = shadow_host(d.up_host or d.host).encode("latin-1", "replace")   # (a rewritten Host's, as Envoy)
         lines = self.up_head.split(b"\r\n")
         out = [lines[0]]
         for line in lines[1:]:

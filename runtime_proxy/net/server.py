@@ -308,7 +308,9 @@ class AccessLog:
         now = time.time()
         start = now - (time.monotonic() - ex.t_start)
         inbound = ex.inbound
-        if d is not None and d.path:
+        if d is not None and d.routed_path:   # as Envoy's %REQ(:PATH)%: after the route's rewrite
+            path = d.routed_path
+        elif d is not None and d.path:
             path = f"{d.path}?{d.query}" if d.query else d.path
         else:
             path = ex.target
@@ -328,7 +330,7 @@ class AccessLog:
             "direction": ex.down.listener,
             "method": ex.method,
             "path": path,
-            "authority": host[0] if host else None,
+            "authority": (d.up_host if d is not None and d.up_host else host[0]) if host else None,   # after a rewrite
             "response_code": ex.status,
             "response_code_details": response_code_details(ex),
             "response_flags": envoy_flags(ex.flags),
@@ -386,6 +388,9 @@ def response_code_details(ex: Exchange) -> str | None:
     for flag in flags.split(","):        # (`DI,UT`: the delay says nothing of the reply)
         if flag in FLAG_DETAILS:
             return FLAG_DETAILS[flag]
+    route = ex.route
+    if route is not None and route.to is None and route.split is None:
+        return "direct_response"         # a redirect or a direct response: the route answered (Envoy's word)
     return "local_reply"
 
 

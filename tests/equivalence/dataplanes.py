@@ -699,6 +699,8 @@ def model_difference(policy: GenPolicy, d, o: Observation, head: bool = False) -
         body = "" if head else d.body      # a response to HEAD has no body
         if (o.status, o.subset, (o.body or b"").decode("latin-1")) != (d.status, None, body):
             return f"predicted the local reply {d.status} {d.body!r}"
+        if d.location is not None and dict(o.response_headers).get("location") != (d.location,):
+            return f"predicted the location {d.location!r}"
         return None
     if o.subset is not None and d.kind == "outbound":
         labels = {_cluster_label(c) for c in (d.candidates or (d.cluster,))}

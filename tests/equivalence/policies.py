@@ -415,6 +415,13 @@ def policies(draw, focus: frozenset[str] = frozenset()) -> GenPolicy:
         routes = [focus_route(focus, destinations)] if focused else []
         for r in range(draw(st.integers(1, 4))):
             body = [draw(match_blocks(paths)) for _ in range(draw(st.integers(0, 2)))]
+            kind = draw(st.sampled_from(ANSWER_KINDS))
+            if kind != "none":   # a redirect, a direct response or a rewrite (docs/language.md §8.1-§8.3)
+                body, answers = draw(answer_or_rewrite(kind, body, paths))
+                if answers:
+                    routes.append(f"  route r{r} {{\n    " + "\n    ".join(body) + "\n  }")
+                    meta_routes[f"{svc}/r{r}"] = {"answer": kind}
+                    continue
             if draw(st.integers(0, 2)) == 0:
                 chosen = draw(st.lists(st.sampled_from(destinations), min_size=1, max_size=3, unique=True))
                 weights = [draw(st.sampled_from((0, 1, 30, 70, 100))) for _ in chosen]
@@ -686,6 +693,84 @@ def focused_requests(policy: GenPolicy, live: bool = True) -> list[GenRequest]:
     return out
 
 
+# ---- redirects, direct responses, rewrites ----------------------------------------------------------
+
+# a route's kind: mostly a plain forwarded one
+ANSWER_KINDS = ("none",) * 6 + ("redirect", "respond", "rewrite", "rewrite")
+REWRITE_REGEXES = (("^/([^/]+)/([^/]+)", "/\\2/\\1"), ("[0-9]", "n"), ("/(x*)", "/\\1z"), ("a|e", ""),
+                   ("(?i)^/A", "/b"))
+RESPOND_BODIES = ("", "paused", "caf\u00e9", '{"ok": false}')
+
+
+@st.composite
+def answer_or_rewrite(draw, kind: str, body: list[str], paths: list) -> tuple[list[str], bool]:
+    """A route's body with a redirect, a direct response or a rewrite, and whether the route
+    answers itself (then the caller adds no destination, timeout, retry, fault or mirror: E0420).
+    A `prefix` replacement gets a route whose every match has one `path prefix` (E0421), as a
+    segment prefix, a string prefix (ending in `/`) or a `raw_prefix`, with or without
+    `ignore_case`, and a replacement that does not join segments (W0420)."""
+    prefix = None
+    if kind in ("redirect", "rewrite") and draw(st.booleans()):
+        value = draw(_paths)
+        form = draw(st.sampled_from(("prefix", "prefix", "string", "raw_prefix")))
+        if form == "string":
+            value += "/"
+        ic = " ignore_case" if draw(st.integers(0, 3)) == 0 else ""
+        extra = [draw(header_conditions())] if draw(st.integers(0, 2)) == 0 else []
+        word = "raw_prefix" if form == "raw_prefix" else "prefix"
+        body = ["match { " + "  ".join([f"path {word} {q(value)}{ic}", *extra]) + " }"]
+        paths.append(value)
+        if form == "prefix":
+            prefix = draw(st.sampled_from(("/new", "/", "/a/b")))
+        elif value.endswith("/"):
+            prefix = draw(st.sampled_from(("/new/", "/")))
+        else:
+            prefix = draw(st.sampled_from(("/new", "/n/")))
+    if kind == "redirect":
+        settings = []
+        if draw(st.booleans()):
+            settings.append(f"scheme {q(draw(st.sampled_from(('http', 'https'))))}")
+        if draw(st.integers(0, 2)) == 0:
+            settings.append(f"host {q(draw(st.sampled_from(('www.example.com', '10.1.2.3'))))}")
+        if draw(st.integers(0, 2)) == 0:
+            settings.append(f"port {draw(st.sampled_from((80, 443, 8443)))}")
+        if prefix is not None:
+            settings.append(f"prefix {q(prefix)}")
+        elif draw(st.integers(0, 2)) == 0:
+            pattern, substitution = draw(st.sampled_from(REWRITE_REGEXES))
+            settings.append(f"regex {q(pattern)} {q(substitution)}")
+        elif draw(st.booleans()) or not settings:
+            settings.append(f"path {q(draw(st.sampled_from(('/moved', '/', '/a/b'))))}")
+        if draw(st.booleans()):
+            settings.append(f"status {draw(st.sampled_from((301, 302, 303, 307, 308)))}")
+        if draw(st.integers(0, 2)) == 0:
+            settings.append("strip_query")
+        out = [*body, "redirect { " + "  ".join(settings) + " }"]
+    elif kind == "respond":
+        status = draw(st.sampled_from((200, 403, 404, 418, 503, 204)))
+        text = draw(st.sampled_from(RESPOND_BODIES)) if status != 204 else ""
+        out = [*body, f"respond {status} {q(text)}" if text else f"respond {status}"]
+    else:
+        settings = []
+        if prefix is not None:
+            settings.append(f"prefix {q(prefix)}")
+        else:
+            change = draw(st.sampled_from(("path", "regex", "none")))
+            if change == "path":
+                settings.append(f"path {q(draw(st.sampled_from(('/fixed', '/', '/a/b'))))}")
+            elif change == "regex":
+                pattern, substitution = draw(st.sampled_from(REWRITE_REGEXES))
+                settings.append(f"regex {q(pattern)} {q(substitution)}")
+        if draw(st.booleans()) or not settings:
+            settings.append(f"host {q(draw(st.sampled_from(('api.internal', 'up.example:8443'))))}")
+        return [*body, "rewrite { " + "  ".join(settings) + " }"], False
+    if draw(st.integers(0, 2)) == 0:
+        changes = draw(header_changes(RESPONSE_HEADERS))
+        if changes:
+            out.append("response_headers " + changes)
+    return out, True
+
+
 # ---- requests -----------------------------------------------------------------------------------
 
 def _mutate_path(draw, path: str) -> str:
@@ -780,6 +865,8 @@ def requests(draw, policy: GenPolicy, live: bool = True) -> GenRequest:
         headers.append((XFCC, FORGED_XFCC))
     if inbound and draw(st.integers(0, 7)) == 0:   # kept as sent, over mTLS too
         headers.append(("x-forwarded-proto", draw(st.sampled_from(("http", "https")))))
+    if not inbound and draw(st.integers(0, 7)) == 0:   # a redirect's scheme and port (docs/language.md §8.1)
+        headers.append(("x-forwarded-proto", draw(st.sampled_from(("http", "https", "HTTPS", "foo")))))
     headers += draw(trace_headers(policy.meta.get("tracing") not in (None, "0%", "100%")))
     method = draw(st.sampled_from(("GET", "GET", "GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS")))
     fail = None

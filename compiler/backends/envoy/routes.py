@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from compiler import ir
 from compiler.backends.envoy import names
+from compiler.backends.envoy.answers import answer, rewrite_fields
 from compiler.backends.envoy.matches import route_match
 from compiler.backends.envoy.values import duration, fractional_percent, header_value
 
@@ -112,6 +113,8 @@ def route_action(r: ir.Route, clusters: dict[tuple[str, str], str]) -> dict:
         out["weighted_clusters"] = weighted
     if r.retry is not None:
         out["retry_policy"] = retry_policy(r.retry)
+    if r.rewrite is not None:
+        out.update(rewrite_fields(r.rewrite))
     if r.mirrors:
         # in written order; Envoy decides each with the same draw, the stream id (docs/language.md §12)
         out["request_mirror_policies"] = [{
@@ -127,7 +130,7 @@ def envoy_routes(service: str, r: ir.Route, clusters: dict[tuple[str, str], str]
     metadata = {"route": r.name, "service": service, "source": str(r.source)}
     common: dict = {
         "metadata": {"filter_metadata": {names.METADATA_KEY: metadata}},
-        "route": route_action(r, clusters),
+        **(answer(r) or {"route": route_action(r, clusters)}),
         # the route's statistics, `vhost.SERVICE.route.ROUTE.*` (Prometheus: `envoy_vhost_route_*`
         # with `envoy_virtual_host`, `envoy_route`); shared by the Envoy routes of its matches.
         # Route names are NAME tokens: no dot, which would break Envoy's tag extraction.

@@ -54,6 +54,77 @@ def check_mirror(ctx: Context, route: ast.Route) -> None:
             seen[mirrored] = m
 
 
+# what a route that answers itself (a redirect, a direct response) cannot have: it forwards nothing
+_FORWARDING = ("to", "split", "timeout", "retry", "fault", "mirrors", "rewrite", "request_headers")
+
+
+def check_answer(ctx: Context, route: ast.Route) -> None:
+    """E0420: a route that answers itself with a redirect or a direct response forwards nothing, so
+    what only a forwarded request has (a destination, a timeout, retries, a mirror, a rewrite,
+    request header changes) cannot go with it, nor can a fault (its abort would be a second answer;
+    write the answer instead). E0421: a prefix replacement needs the prefix the route matched.
+    W0421: a redirect that changes nothing sends every client back to the same URL."""
+    answers = [(w, n) for w, n in (("redirect", route.redirect), ("respond", route.respond)) if n is not None]
+    if len(answers) > 1:
+        ctx.diags.add("E0420", f"route `{route.name.value}` has both `redirect` and `respond`", answers[1][1].span,
+                      hint="a route answers one way: a redirect, or a direct response")
+    if answers:
+        what, node = answers[0]
+        for field in _FORWARDING:
+            other = getattr(route, field)
+            if field == "mirrors":   # a tuple, one per `mirror` line
+                field, other = "mirror", other[0] if other else None
+            if other is not None:
+                span = getattr(other, "span", None) or node.span
+                ctx.diags.add("E0420", f"route `{route.name.value}` answers with `{what}` and also has `{field}`", span,
+                              labels=(Label(node.span, "the route answers here: nothing is forwarded"),),
+                              hint=f"remove `{field}`, or move it to a route that forwards"
+                                   + (": a fault's abort would be a second answer" if field == "fault" else ""))
+    for block in (route.redirect, route.rewrite):
+        if block is None:
+            continue
+        prefix = block.get("prefix")
+        if prefix is not None:
+            check_prefix_route(ctx, route, block, prefix)
+    if route.redirect is not None and not any(route.redirect.get(k) is not None
+                                              for k in ("scheme", "host", "port", "path", "prefix", "regex")):
+        ctx.diags.add("W0421", f"route `{route.name.value}` redirects every request to the URL it asked for",
+                      route.redirect.span, hint="a client that follows it loops: change the `scheme`, `host`, "
+                                                "`port`, `path` or `prefix`")
+
+
+def check_prefix_route(ctx: Context, route: ast.Route, block: ast.Block, prefix: ast.Setting) -> None:
+    """A `prefix` replacement replaces the prefix that the route's `path prefix` (or `raw_prefix`)
+    matched: every match of the route needs one, the same (E0421). A plain string prefix (`raw_prefix`,
+    or a prefix ending in `/`) is replaced as a string: a replacement that drops its final `/` joins
+    segments (W0420)."""
+    matches = route_matches(ctx, route)
+    paths = {(m.path.kind, m.path.value, m.path.ignore_case) if m.path is not None else None for m in matches}
+    only = next(iter(paths)) if len(paths) == 1 else None
+    if only is None or only[0] not in ("prefix", "segment_prefix") or (only[0] == "prefix" and only[1] == "/"):
+        found = ("no `path prefix`" if None in paths or (only is not None and only[1] == "/")
+                 else "several different paths" if len(paths) > 1 else f"a `path {only[0]}` match" if only else "")
+        ctx.diags.add("E0421", f"`prefix` in the {block.kind} of route `{route.name.value}` has {found} to replace",
+                      prefix.span, hint="a prefix replacement replaces what `path prefix \"/OLD\"` matched: give every "
+                                        "match of the route the same `path prefix`, or replace the whole path with "
+                                        "`path`, or a pattern with `regex`" if block.kind == "rewrite" else
+                                        "a prefix replacement replaces what `path prefix \"/OLD\"` matched: give every "
+                                        "match of the route the same `path prefix`, or replace the whole path with "
+                                        "`path`")
+        return
+    value = prefix.values[0].value
+    if only[0] == "prefix" and only[1].endswith("/") and not value.endswith("/"):
+        ctx.diags.add("W0420", f"`prefix` replacement `{value}` drops the `/` that ends the matched prefix "
+                      f"`{only[1]}`", prefix.values[0].span,
+                      hint=f"a prefix ending in `/` is replaced as a string: `{only[1]}x` becomes `{value}x`; "
+                           f"write `\"{value}/\"`, or match `path prefix \"{only[1].rstrip('/') or '/'}\"` "
+                           "to replace segment by segment")
+    elif only[0] == "segment_prefix" and value != "/" and value.endswith("/"):
+        ctx.diags.add("W0420", f"`prefix` replacement `{value}` ends in `/`: `{only[1]}/x` becomes `{value}/x`",
+                      prefix.values[0].span, hint=f"the matched prefix `{only[1]}` is replaced segment by segment: "
+                                                  f"write `\"{value.rstrip('/')}\"`")
+
+
 def check_unreachable(ctx: Context, block: ast.Routes) -> None:
     """A route whose every match is covered by a match of an earlier route never matches (W0401).
 
@@ -128,6 +199,8 @@ def check_routes(ctx: Context) -> None:
             check_timeouts(ctx, route)
             check_stream_idle(ctx, route, stream_idle)
             check_mirror(ctx, route)
+            if route.redirect is not None or route.respond is not None or route.rewrite is not None:
+                check_answer(ctx, route)
         check_unreachable(ctx, block)
         if not block.routes:
             ctx.diags.add("E0301", f"`routes {name}` has no routes", block.service.span,

@@ -11,7 +11,18 @@ from compiler.language import defaults
 from compiler.language.endpoints import parse_endpoint, parse_otlp_url
 from compiler.language.identity import DNS_LABEL, MAX_NAME_LENGTH, SPIFFE_ID, TRUST_DOMAIN
 from compiler.language.retry import RETRY_CONDITIONS
-from compiler.language.settings import BLOCKS, FAULT, MESH, SIDECAR, SIDECAR_PORTS, TRACING, Setting, sidecar_ports
+from compiler.language.settings import (
+    BLOCKS,
+    FAULT,
+    MESH,
+    REDIRECT_SCHEMES,
+    REDIRECT_STATUSES,
+    SIDECAR,
+    SIDECAR_PORTS,
+    TRACING,
+    Setting,
+    sidecar_ports,
+)
 from compiler.semantic.checks.names import all_rules
 from compiler.semantic.symbols import Context
 from compiler.syntax import ast
@@ -219,7 +230,7 @@ class _Values:
             extra(block)
 
     def setting_value(self, block: str, setting: Setting, kind: str, lit: ast.Lit) -> None:
-        if block == "fault":
+        if block == "fault" or setting.key == "status":
             return  # a status and a share: block_fault says it in its own words
         if kind == "int":
             self.count(lit, setting.what, setting.low, setting.high)
@@ -266,6 +277,126 @@ class _Values:
                 self.duration(s.values[0], setting.what)
             if len(s.values) > 1:
                 self.percent(s.values[1], f"{s.key} percentage")
+
+    # ---- redirects, rewrites, direct responses (docs/language.md §8.1-§8.3) ----------------------
+    def block_redirect(self, block: ast.Block) -> None:
+        for s in block.settings:
+            v = s.values[0] if s.values else None
+            if s.key == "status" and v is not None and v.value not in REDIRECT_STATUSES \
+                    and v.value != ast.TOO_LARGE:
+                self.add("E0330", f"redirect status `{v.value}` is not a redirect status", v.span,
+                         hint="a redirect answers 301 (moved permanently, the default), 302 (found), 303 (see other), "
+                              "307 (temporary redirect) or 308 (permanent redirect); to answer another status, "
+                              "write `respond STATUS`")
+            elif s.key == "scheme" and v is not None and v.value not in REDIRECT_SCHEMES:
+                guess = did_you_mean(v.value.lower(), REDIRECT_SCHEMES) if v.value.lower() not in REDIRECT_SCHEMES \
+                    else f"write `\"{v.value.lower()}\"`"
+                self.add("E0332", f"redirect scheme `{v.value}` is not `http` or `https`", v.span,
+                         hint=guess or "a redirect's scheme is `\"http\"` or `\"https\"`, in lower case")
+            elif s.key == "host" and v is not None:
+                self.redirect_host(v, port=False)
+            elif s.key in ("path", "prefix") and v is not None:
+                self.replacement_path(v, s.key)
+            elif s.key == "regex" and v is not None:
+                self.rewrite_regex(v, s.values[1])
+        self.one_path_change(block)
+
+    def block_rewrite(self, block: ast.Block) -> None:
+        if not block.settings:
+            self.add("E0301", "the rewrite block is empty", block.span,
+                     hint="add `prefix \"/NEW\"`, `path \"/NEW\"`, `regex \"PATTERN\" \"SUBSTITUTION\"` "
+                          "or `host \"NAME\"`")
+        for s in block.settings:
+            v = s.values[0]
+            if s.key == "host":
+                self.redirect_host(v, port=True)
+            elif s.key in ("path", "prefix"):
+                self.replacement_path(v, s.key)
+            elif s.key == "regex":
+                self.rewrite_regex(v, s.values[1])
+        self.one_path_change(block)
+
+    def one_path_change(self, block: ast.Block) -> None:
+        changes = [s for s in block.settings if s.key in ("path", "prefix", "regex")]
+        if len(changes) > 1:
+            self.add("E0422", f"the {block.kind} block changes the path twice, with `{changes[0].key}` and "
+                     f"`{changes[1].key}`", changes[1].span,
+                     hint="a path is changed one way: `path` replaces it all, `prefix` the prefix the route matched, "
+                          "`regex` what a pattern matches")
+
+    def redirect_host(self, v: ast.Lit, port: bool) -> None:
+        host, sep, rest = v.value.rpartition(":") if port and not v.value.endswith("]") else ("", "", "")
+        if not sep or not rest.isdigit():
+            host = v.value
+        name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        from compiler.language.endpoints import _DNS_NAME, is_ip
+
+        numeric = ":" in name or name.replace(".", "").isdigit()
+        ok = bool(name) and (is_ip(name) if numeric else bool(_DNS_NAME.match(name)))
+        ok = ok and (":" not in name or host.startswith("["))
+        if sep and rest.isdigit() and not 0 < int(rest) < 65536:
+            ok = False
+        if not ok:
+            where = "rewritten Host" if port else "redirect host"
+            self.add("E0333", f"{where} `{v.value}` is not a host name", v.span,
+                     hint="write a DNS name such as `api.example.com` or an IP address"
+                          + (" (with `:PORT` if the upstream needs one)" if port else
+                             "; its port is the redirect's `port` setting"))
+
+    def replacement_path(self, v: ast.Lit, key: str) -> None:
+        bad = next((ch for ch in v.value if ch in "?#" or ord(ch) <= 32 or ord(ch) >= 127), None)
+        if not v.value.startswith("/"):
+            self.add("E0334", f"`{key}` replacement `{v.value}` does not start with `/`", v.span,
+                     hint=f"write `\"/{v.value}\"`")
+        elif bad is not None:
+            what = {"?": "a query", "#": "a fragment"}.get(bad, "a space, a control character or a non-ASCII one")
+            self.add("E0334", f"`{key}` replacement `{v.value}` has {what}", v.span,
+                     hint="a replacement is a path only: the request's query is kept (or dropped with `strip_query`); "
+                          "write other characters percent-encoded")
+
+    def rewrite_regex(self, pattern: ast.Lit, substitution: ast.Lit) -> None:
+        err = regex_error(pattern.value) if pattern.value else "an empty pattern"
+        if err is not None:
+            self.add("E0331", f"rewrite pattern `{pattern.value}` does not compile: {err}", pattern.span,
+                     hint="patterns are RE2 (Envoy's engine): no backreferences or lookaround")
+            return
+        import re2
+
+        groups = re2.compile(pattern.value).groups
+        text = substitution.value
+        i = 0
+        while i < len(text):
+            if text[i] == "\\":
+                nxt = text[i + 1:i + 2]
+                if (nxt.isdigit() and int(nxt) <= groups) or nxt == "\\":
+                    i += 2
+                    continue
+                what = f"group `\\{nxt}`, which the pattern does not have (it has {groups})" if nxt.isdigit() \
+                    else f"`\\{nxt}`, which is neither a group nor `\\\\`"
+                self.add("E0331", f"rewrite substitution `{text}` names {what}", substitution.span,
+                         hint="in a substitution `\\0` is the whole match, `\\1` to `\\9` the pattern's groups and "
+                              "`\\\\` a backslash (write each backslash twice in a string)")
+                return
+            i += 1
+
+    def respond(self, r: ast.Respond) -> None:
+        if not 200 <= r.status.value <= 599 and r.status.value != ast.TOO_LARGE:
+            self.add("E0335", f"direct response status `{r.status.value}` is out of range", r.status.span,
+                     hint="a direct response has a status between 200 and 599; a redirect is `redirect { … }`")
+        elif 300 <= r.status.value <= 399:
+            self.add("E0335", f"direct response status `{r.status.value}` is a redirection", r.status.span,
+                     hint="Envoy adds a `location` (the request's own URL) to a 3xx direct response: write "
+                          "`redirect { … }` to send the client elsewhere")
+        elif r.status.value == 204 and r.body is not None and r.body.value:
+            self.add("E0335", "a 204 direct response has no body", r.body.span,
+                     hint="204 means no content: remove the body, or answer 200")
+        if r.body is not None:
+            size = len(r.body.value.encode())
+            if size > defaults.DIRECT_RESPONSE_MAX_BYTES:
+                self.add("E0336", f"direct response body of {size} bytes is larger than "
+                         f"{defaults.DIRECT_RESPONSE_MAX_BYTES}", r.body.span,
+                         hint="Envoy refuses an inline body over 4 KiB (max_direct_response_body_size_bytes): "
+                              "answer from a service for a larger body")
 
     def choice(self, setting: Setting, value: ast.Lit, hint: str | None = None) -> None:
         """A `name` value that must be one of the setting's choices (E0312)."""
@@ -423,9 +554,15 @@ class _Values:
         if route.to is not None and route.split is not None:
             self.add("E0315", f"route `{name}` has both `to` and `split`", route.split.span,
                      hint="a route has one destination: a subset, or a weighted split")
-        elif route.to is None and route.split is None:
+        elif route.to is None and route.split is None and route.redirect is None and route.respond is None:
             self.add("E0301", f"route `{name}` has no destination", route.name.span,
-                     hint="add `to SERVICE.SUBSET` or `split { … }`")
+                     hint="add `to SERVICE.SUBSET` or `split { … }` (or answer with `redirect { … }` or `respond`)")
+        if route.redirect is not None:
+            self.block(route.redirect)
+        if route.rewrite is not None:
+            self.block(route.rewrite)
+        if route.respond is not None:
+            self.respond(route.respond)
         for match in route.matches:
             self.conditions(match.conditions, "match")
         if route.split is not None:

@@ -216,6 +216,8 @@ def _retry(r: ir.Retry) -> list[str]:
 
 def _route(svc: ir.Service, r: ir.Route) -> RouteView:
     targets: tuple[tuple[str, str, int | None], ...]
+    if r.redirect is not None or r.direct_response is not None:   # the route answers itself: no target
+        return RouteView(r.name, tuple(match_text(m) for m in r.matches), (), None, (_answer(r),))
     if r.split is not None:
         targets = tuple((t.service, t.subset, t.weight) for t in r.split.targets)
         key = r.split.key_header
@@ -224,6 +226,10 @@ def _route(svc: ir.Service, r: ir.Route) -> RouteView:
         targets = ((r.to.service, r.to.subset, None),)
         key = None
     settings = ["timeout " + (_ms(r.timeout_ms) if r.timeout_ms else "none")]
+    if r.rewrite is not None:
+        settings.append("rewrite " + " ".join(filter(None, (
+            r.rewrite.path.kind + " " + r.rewrite.path.substitution if r.rewrite.path is not None else "",
+            "host " + r.rewrite.host if r.rewrite.host else ""))))
     if r.retry is not None:
         settings += _retry(r.retry)
     if r.fault is not None:
@@ -238,6 +244,17 @@ def _route(svc: ir.Service, r: ir.Route) -> RouteView:
     if changes:
         settings.append(f"{changes} header change{'s' if changes > 1 else ''}")
     return RouteView(r.name, tuple(match_text(m) for m in r.matches), targets, key, tuple(settings))
+
+
+def _answer(r: ir.Route) -> str:
+    """A short text of a route's own answer: `redirect 301 https://…` or `respond 503`."""
+    if r.redirect is not None:
+        d = r.redirect
+        where = (f"{d.scheme or '…'}://{d.host or '…'}{f':{d.port}' if d.port else ''}"
+                 + (f" {d.path.kind} {d.path.substitution}" if d.path is not None else ""))
+        return f"redirect {d.status} {where}"
+    assert r.direct_response is not None
+    return f"respond {r.direct_response.status}"
 
 
 def _resilience(svc: ir.Service) -> tuple[str, ...]:

@@ -319,6 +319,8 @@ KEYWORDS: dict[str, str] = {
              "parameter (§7)",
     "method": "`method GET` or `method [GET, HEAD]`: the request method is one of the list (§7)",
     "to": "`to SERVICE.SUBSET`: send every request of the route to that subset (§8)",
+    "respond": "`respond STATUS [\"BODY\"]`: the route answers itself (200-599, a body of at most 4096 bytes, "
+               "`text/plain`); nothing is forwarded (§8.2)",
     "split": "`split { S.A 90  S.B 10 } [by header \"K\"]`: weighted pick of a subset, once per request; "
              "deterministic with `by header`; a destination may have its own `request_headers` / "
              "`response_headers` after its weight, applied before the route's (§8)",
@@ -363,8 +365,10 @@ KEYWORDS: dict[str, str] = {
     "denied_by": "`denied_by authorization SERVICE.RULE | SERVICE.default`: the rule that denied the request (§20)",
     "allowed_by": "`allowed_by authorization SERVICE.RULE | SERVICE.default`: the rule that allowed it (§20)",
 }
-# Settings, settings blocks and the other defaulted words: generated from their one description.
-KEYWORDS.update(hover_docs())
+# Settings, settings blocks and the other defaulted words: generated from their one description. A
+# word that is also a keyword elsewhere (`path`, `status` in a redirect) gets both texts.
+for _word, _doc in hover_docs().items():
+    KEYWORDS[_word] = f"{KEYWORDS[_word]}\n\n{_doc}" if _word in KEYWORDS else _doc
 # Values that are words only after one keyword.
 _VALUE_DOCS: dict[tuple[str, str], str] = {
     ("escaped_slashes", "reject"): "`%2F`/`%5C` in a path: answer 400 (the default) (§6)",
