@@ -193,7 +193,7 @@ def _service_stub(summary: tuple, sources) -> ast.Service:
     _name, name_lit, port, namespace, identity, has_endpoints, subsets, has_budget, span = summary
     return ast.Service(lit(name_lit), lit(port), lit(namespace), lit(identity), () if has_endpoints else None,
                        tuple(ast.Subset(lit(s), ()) for s in subsets), None, None,
-                       ast.Ref(None, "<remote budget>") if has_budget else None, None, None,
+                       ast.Ref(None, "<remote budget>") if has_budget else None, None, None, None,
                        Span(sources[span[0]], span[1], span[2]))
 
 

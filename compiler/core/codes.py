@@ -61,6 +61,16 @@ CODES: dict[str, Code] = _registry(
               "63 characters, the limit of a DNS label and of a Kubernetes name. Names become DNS names and TLS "
               "server names (`NAME.NAMESPACE`), SPIFFE IDs, Envoy cluster, route and stat names, and the names of "
               "the files `meshc compile` writes."),
+    ("E0211", "invalid host", "A service's `hosts` holds something that is not a hostname (`api.example.com`, "
+              "optionally with the service's `:PORT`) or one of Envoy's wildcard forms: `*.SUFFIX` (the whole first "
+              "label), `PREFIX.*` (the whole last label) or `*` (the catch-all). A wildcard inside a name, such as "
+              "`api.*.com` or `*api.example.com`, is not taken."),
+    ("E0212", "host claimed twice", "Two services answer to the same `Host` domain: one written in `hosts`, or one "
+              "of a service's default names (`NAME`, `NAME.NAMESPACE`, `NAME.NAMESPACE.svc`, "
+              "`NAME.NAMESPACE.svc.CLUSTER_DOMAIN`, with and without the port). A Host must name one service: Envoy "
+              "rejects a route configuration in which two virtual hosts share a domain."),
+    ("E0213", "host with another port", "A host in `hosts` is written with a port the service does not listen on. "
+              "A host written without a port answers with and without the service's port."),
     # ---- values
     ("E0301", "missing setting", "A required setting is missing, such as the `port` of a service or the destination of "
               "a route."),

@@ -25,6 +25,15 @@ def service_namespace(svc: ast.Service) -> str:
     return svc.namespace.value if svc.namespace is not None else defaults.NAMESPACE
 
 
+def service_domains(ctx: Context, svc: ast.Service) -> tuple[str, ...]:
+    """The Host domains of a service with a port (compiler/ir/names.py `domains`)."""
+    from compiler.ir.names import domains
+
+    assert svc.port is not None
+    return domains(svc.name.value, service_namespace(svc), svc.port.value, ctx.mesh_setting("cluster_domain"),
+                   (h.value for h in svc.hosts or ()))
+
+
 def service_identity(ctx: Context, svc: ast.Service) -> str:
     """The SPIFFE ID of a service: written with `identity`, else its service account's."""
     if svc.identity is not None:

@@ -120,6 +120,7 @@ class Service(Node):
     retry_budget: Block | Ref | None
     sidecar: Block | None
     mtls: Lit[str] | None          # the inbound mTLS mode: strict | permissive | disable
+    hosts: tuple[Lit[str], ...] | None = None   # extra Host names: exact, `*.SUFFIX`, `PREFIX.*` or `*`
     span: Span = _span
 
 

@@ -460,6 +460,9 @@ def check_values(ctx: Context) -> None:
             if s.key == "trust_domain" and not TRUST_DOMAIN.match(s.values[0].value):
                 v.add("E0312", f"`{s.values[0].value}` is not a valid trust domain", s.values[0].span,
                       hint="a trust domain is a lower-case DNS name such as `shop.local`")
+            elif s.key == "cluster_domain" and not TRUST_DOMAIN.match(s.values[0].value):
+                v.add("E0312", f"`{s.values[0].value}` is not a valid cluster domain", s.values[0].span,
+                      hint="a cluster domain is a lower-case DNS name such as `cluster.local`")
             elif s.key == "mtls":
                 v.mtls_mode(s.values[0])
             elif s.key == "certificates" and not s.values[0].value.strip("/ "):

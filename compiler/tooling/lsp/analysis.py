@@ -283,6 +283,9 @@ KEYWORDS: dict[str, str] = {
                 "`from identity`, callers with that ID (`/*` suffix: a prefix) (§5.2, §14)",
     "endpoints": "`endpoints [\"HOST:PORT\", …]`: a subset's endpoints; directly in a service, the implicit "
                  "subset `default` (§5.3)",
+    "hosts": "`hosts [\"api.example.com\", \"*.example.com\", \"*\"]`: more Host names the service answers "
+             "to: exact names (with and without the port), wildcards `*.SUFFIX` and `PREFIX.*`, and the catch-all "
+             "`*`; exact names win, then the longest wildcard, then `*` (§5.1)",
     "subset": "`subset NAME { endpoints […] }`: a named group of endpoints (a version) that routes send to (§5.3)",
     "routes": "`routes SERVICE { route … }`: what a caller's sidecar does with requests to SERVICE; "
               "first matching route wins, else 404 (§7)",

@@ -11,7 +11,7 @@ syntax iskeyword @,48-57,_,-
 
 syntax keyword meshImport       import
 syntax keyword meshDeclaration  mesh service routes route subset authorization policy nextgroup=meshDeclName skipwhite
-syntax keyword meshKeyword      trust_domain mtls certificates port namespace identity endpoints limits outlier retry_budget
+syntax keyword meshKeyword      trust_domain mtls certificates cluster_domain port namespace identity endpoints hosts limits outlier retry_budget
 syntax keyword meshKeyword      tracing sampling propagation otlp
 syntax keyword meshKeyword      connections pending requests retries consecutive_5xx consecutive_gateway_errors
 syntax keyword meshKeyword      interval ejection max_ejected percent min_concurrency sidecar inbound outbound
