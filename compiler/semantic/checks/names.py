@@ -189,7 +189,8 @@ def check_hosts(ctx: Context) -> None:
     owners: dict[str, tuple[str, object]] = {}  # lower-cased domain -> (service, the span that claims it)
     reported: set[tuple[str, object]] = set()   # one E0212 per claim and first owner (not one per port form)
     local = {name for name, _ in ctx.local_services()}
-    for name, svc in ctx.services.items():
+    # in the order of the text (a sharded run holds the other process's services as stubs, after its own)
+    for name, svc in sorted(ctx.services.items(), key=lambda item: (item[1].span.path, item[1].span.start)):
         if svc.port is None:
             continue
         bad = False
