@@ -71,6 +71,8 @@ CODES: dict[str, Code] = _registry(
               "rejects a route configuration in which two virtual hosts share a domain."),
     ("E0213", "host with another port", "A host in `hosts` is written with a port the service does not listen on. "
               "A host written without a port answers with and without the service's port."),
+    ("E0214", "unknown caller", "A route's `caller` condition names no declared service. `caller NAME` keeps a match "
+              "for the sidecar of service NAME alone (Istio's `sourceLabels`)."),
     # ---- values
     ("E0301", "missing setting", "A required setting is missing, such as the `port` of a service or the destination of "
               "a route."),

@@ -72,7 +72,7 @@ def lower_query(cond: ast.QueryCond) -> ir.QueryMatch:
 
 def lower_match(match: ast.Match | None) -> ir.Match:
     path = None
-    headers, query, methods = [], [], None
+    headers, query, methods, callers = [], [], None, None
     for cond in (match.conditions if match is not None else ()):
         if isinstance(cond, ast.PathCond):
             path = lower_path(cond)
@@ -83,7 +83,9 @@ def lower_match(match: ast.Match | None) -> ir.Match:
         elif isinstance(cond, ast.MethodCond):
             listed = tuple(dict.fromkeys(m.value for m in cond.methods))
             methods = listed if methods is None else tuple(m for m in methods if m in listed)
-    return ir.Match(path, tuple(headers), tuple(query), methods)
+        elif isinstance(cond, ast.CallerCond):
+            callers = tuple(sorted(dict.fromkeys(c.value for c in cond.callers)))
+    return ir.Match(path, tuple(headers), tuple(query), methods, callers)
 
 
 def lower_matches(route: ast.Route) -> tuple[ir.Match, ...]:

@@ -162,7 +162,14 @@ class MethodCond(Node):
     span: Span = _span
 
 
-Condition = PathCond | HeaderCond | QueryCond | MethodCond
+@node
+class CallerCond(Node):
+    """CallerCond node: the route applies only in the sidecars of these calling services."""
+    callers: tuple[Lit[str], ...]
+    span: Span = _span
+
+
+Condition = PathCond | HeaderCond | QueryCond | MethodCond | CallerCond
 
 
 @node

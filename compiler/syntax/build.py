@@ -347,6 +347,9 @@ class Builder:
     def method_cond(self, c):
         return ast.MethodCond(self.names(c[1]), self.span(c))
 
+    def caller_cond(self, c):
+        return ast.CallerCond(self.names(c[1]), self.span(c))
+
     def to_target(self, c):
         return ("to", c[1], self.span(c))
 

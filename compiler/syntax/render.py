@@ -316,6 +316,10 @@ def method_cond(node: ast.MethodCond) -> str:
     return f"method {_name_or_list(node.methods)}"
 
 
+def caller_cond(node: ast.CallerCond) -> str:
+    return f"caller {_name_or_list(node.callers)}"
+
+
 def from_cond(node: ast.FromCond) -> str:
     if node.kind == "same_namespace":
         return "from same_namespace"
@@ -338,7 +342,7 @@ def condition(node) -> str:
 
 _CONDITIONS: dict[type, Callable] = {
     ast.PathCond: path_cond, ast.HeaderCond: header_cond, ast.QueryCond: query_cond,
-    ast.MethodCond: method_cond, ast.FromCond: from_cond,
+    ast.MethodCond: method_cond, ast.FromCond: from_cond, ast.CallerCond: caller_cond,
 }
 
 

@@ -575,8 +575,13 @@ def compile_config(data: dict[str, Any]) -> Table:
         for r in s["routes"]:
             source = where(r.get("source"))
             at = f"route `{r['name']}` of service `{s['name']}` ({source})"
+            # a match for other callers (`callers`) is not this sidecar's: the compiler leaves such
+            # matches out of a sidecar's config, and a hand-written one is read the same way
+            written = [m for m in r["matches"] if m.get("callers") is None or data["service"] in m["callers"]]
+            if not written and r["matches"]:
+                continue
             try:
-                matches = tuple(compile_match(m) for m in r["matches"])
+                matches = tuple(compile_match(m) for m in written)
             except TableError as err:
                 raise TableError(f"{at}: {err}") from None
             to = CSubsetRef(*resolve(r["to"]["service"], r["to"]["subset"], at)) if r.get("to") else None

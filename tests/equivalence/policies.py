@@ -161,8 +161,8 @@ HOSTS = {"s0": (("api.example.com", "*.example.com"), ("*.example.com", "s0.*"),
          "s2": ((), ("*",), ("*", "*.example.org"), ("www.example.com", "*"))}
 # the Hosts requests carry besides a service's own names: each rule of the selection
 REQUEST_HOSTS = ("api.example.com", "API.Example.com:8080", "x.example.com", "x.example.com:8080",
-                 "x.example.com:1", "x.b.example.com", "x.b.example.com", "b.example.com", "www.b.example.com", "www.example.com",
-                 "shop.eu", "shop.example.com", "s0.x:1", "a.example.org", "nowhere")
+                 "x.example.com:1", "x.b.example.com", "x.b.example.com", "b.example.com", "www.b.example.com",
+                 "www.example.com", "shop.eu", "shop.example.com", "s0.x:1", "a.example.org", "nowhere")
 SUBSETS = ("a", "b", "c")
 SEGMENTS = ("api", "v1", "users", "a", "b", "x.y", "Admin")
 REGEXES = ("/api/[0-9]+", "/(a|b)/.*", "/v[0-9]/[a-z]+", "/users/[^/]+", "(?i)/admin.*", "/a|/b", "/x\\.y")

@@ -71,6 +71,10 @@ def check_references(ctx: Context) -> None:
                 check_destination(ctx, route.mirror.target, f"the mirror of route `{route.name.value}`")
             if isinstance(route.retry, ast.Ref):
                 check_policy_ref(ctx, route.retry, "retry")
+            for m in route.matches:
+                for c in m.conditions:
+                    if isinstance(c, ast.CallerCond):
+                        _check_callers(ctx, c, route)
     for _, svc in ctx.local_services():
         for attr, kind in (("limits", "limits"), ("outlier", "outlier"), ("retry_budget", "retry_budget")):
             node = getattr(svc, attr)
@@ -90,6 +94,14 @@ def check_references(ctx: Context) -> None:
                     if v.value not in ctx.services and ("service", v.value) not in ctx.broken:
                         ctx.diags.add("E0201", f"unknown service `{v.value}` in `from service`", v.span,
                                       hint=did_you_mean(v.value, ctx.services))
+
+
+def _check_callers(ctx: Context, cond: ast.CallerCond, route: ast.Route) -> None:
+    for v in cond.callers:
+        if v.value not in ctx.services and ("service", v.value) not in ctx.broken:
+            ctx.diags.add("E0214", f"unknown caller `{v.value}` in route `{route.name.value}`", v.span,
+                          hint=did_you_mean(v.value, ctx.services) or "`caller` names a declared service: the one "
+                          "whose sidecar takes the route")
 
 
 def all_rules(ctx: Context) -> Iterator[ast.Rule]:

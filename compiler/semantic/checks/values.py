@@ -150,7 +150,8 @@ class _Values:
     def conditions(self, conditions, where: str) -> None:
         seen: dict[str, object] = {}
         for cond in conditions:
-            kind = {ast.PathCond: "path", ast.MethodCond: "method", ast.FromCond: "from"}.get(type(cond))
+            kind = {ast.PathCond: "path", ast.MethodCond: "method", ast.FromCond: "from",
+                    ast.CallerCond: "caller"}.get(type(cond))
             if kind is not None:
                 if kind in seen:
                     self.add("E0105", f"two `{kind}` conditions in one {where}", cond.span,
@@ -172,6 +173,10 @@ class _Values:
                     self.add("E0301", "the method list is empty", cond.span,
                              hint="list at least one method, or leave the condition out to match any method")
                 self.methods(cond)
+            elif isinstance(cond, ast.CallerCond):
+                if not cond.callers:
+                    self.add("E0301", "the caller list is empty", cond.span,
+                             hint="list at least one calling service, or leave the condition out for every caller")
             elif isinstance(cond, ast.FromCond):
                 if not cond.values and cond.kind not in ("same_namespace", "unauthenticated", "any"):
                     self.add("E0301", f"the `from {cond.kind}` list is empty", cond.span,
