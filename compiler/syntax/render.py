@@ -266,14 +266,14 @@ def service(node: ast.Service) -> list[str]:
         body.append(Line(f"port {integer(node.port.value)}", node.port))
     if node.namespace is not None:
         body.append(Line(f"namespace {string(node.namespace.value)}", node.namespace))
+    if node.hosts is not None:
+        body.append(Line(f"hosts {string_list(node.hosts)}", node.hosts[0] if node.hosts else None))
     if node.identity is not None:
         body.append(Line(f"identity {string(node.identity.value)}", node.identity))
     if node.mtls is not None:
         body.append(Line(f"mtls {name(node.mtls)}", node.mtls))
     if node.endpoints is not None:
         body.append(Line(f"endpoints {string_list(node.endpoints)}", node.endpoints[0] if node.endpoints else None))
-    if node.hosts is not None:
-        body.append(Line(f"hosts {string_list(node.hosts)}", node.hosts[0] if node.hosts else None))
     body += [Line(subset(s), s) for s in node.subsets]
     if node.limits is not None:
         body.append(Line(_block_or_ref("limits", node.limits), node.limits))

@@ -300,6 +300,8 @@ KEYWORDS: dict[str, str] = {
     "suffix": "header: a value ends with the string (§7)",
     "header": "`[not] header \"NAME\" TEST`: a condition on a request header (case-insensitive name); "
               "`by header` keys a split (§7, §8)",
+    "caller": "`caller SERVICE | [SERVICE, …]`: the match applies only in these calling services' sidecars "
+              "(Istio's sourceLabels); resolved when compiling (§7)",
     "not": "`not header …`: the header is present and no value passes the test (§7)",
     "ignore_case": "compare ASCII letters case-insensitively: a header value (`exact`, `prefix`, `suffix`) or "
                    "a path (`exact`, `prefix`, `raw_prefix`; `/ADMIN` passes `path prefix \"/admin\" "
@@ -490,7 +492,8 @@ def complete(analysis: Analysis | None, text: str, offset: int) -> tuple[int, li
         if previous == "retry":
             items.append(Completion("none", "keyword", "no retries"))
         return start, items
-    if (previous, before) in (("service", "from"), ("[", "service")):
+    if (previous, before) in (("service", "from"), ("[", "service")) or previous == "caller" \
+            or (previous, before) == ("[", "caller"):
         names = sorted(ctx.services) if ctx is not None else []
         return start, [Completion(n, "service", "service") for n in names]
     if previous == "escaped_slashes":
