@@ -85,13 +85,16 @@ def out_of_scope_problem(compiled, policy: GenPolicy, envoy: EnvoyModel, native:
 def host_problem(policy: GenPolicy, request: GenRequest, decided: Decision) -> str | None:
     """The destination the route belongs to is the one the generator's own reading of Envoy's
     virtual host selection gives (GenPolicy.destination: exact, longest `*SUFFIX`, longest
-    `PREFIX*`, `*`, among the scope's destinations); no destination, no route."""
+    `PREFIX*`, `*`, among the scope's destinations); no destination, no route; and never a route
+    whose matches are all for other callers (`caller`)."""
     if request.kind != "outbound" or request.host.lower().startswith("client"):
         return None   # (the sidecar's own service: in its scope or not by its own authorization)
     want = policy.destination(request.host, scoped=True)
     got = decided.route.split("/")[0] if decided.route is not None else None
     if (got is not None and got != want) or (want is None and got is not None):
         return f"Host {request.host!r} went to {got!r}, the generator expects {want!r}"
+    if decided.route is not None and "/".join(decided.route.split("/")[:2]) in policy.meta.get("foreign_routes", ()):
+        return f"route {decided.route} has matches for other callers only: it is not in the sidecar of `client`"
     return None
 
 

@@ -443,12 +443,25 @@ def policies(draw) -> GenPolicy:
     paths: list[str] = []
     has_timeouts = False
     meta_routes = {}
+    foreign_routes: list[str] = []
     for svc in services:
         if len(subsets[svc]) == 1 and draw(st.integers(0, 3)) == 0:
             continue   # the implicit route (language §5.8)
         routes = []
         for r in range(draw(st.integers(1, 4))):
             body = [draw(match_blocks(paths)) for _ in range(draw(st.integers(0, 2)))]
+            # caller conditions (`caller`): for the sidecar under test, for others, for both
+            callers_of = []
+            for i, block in enumerate(body):
+                if draw(st.integers(0, 3)) == 0:
+                    named = draw(st.lists(st.sampled_from([SIDECAR, *services]), min_size=1, max_size=2, unique=True))
+                    body[i] = block.replace("match { ", "match { caller " + (
+                        named[0] if len(named) == 1 else "[" + ", ".join(named) + "]") + "  ", 1)
+                    callers_of.append(named)
+                else:
+                    callers_of.append(None)
+            if body and all(c is not None and SIDECAR not in c for c in callers_of):
+                foreign_routes.append(f"{svc}/r{r}")   # in other callers' sidecars only
             if draw(st.integers(0, 2)) == 0:
                 chosen = draw(st.lists(st.sampled_from(destinations), min_size=1, max_size=3, unique=True))
                 weights = [draw(st.sampled_from((0, 1, 30, 70, 100))) for _ in chosen]
@@ -520,7 +533,7 @@ def policies(draw) -> GenPolicy:
         header_names=MATCH_HEADERS, header_values=VALUES, query_names=QUERY_NAMES, query_values=QUERY_VALUES,
         split_keys=SPLIT_KEYS, has_timeouts=has_timeouts, mtls=mtls, out_of_scope=tuple(out_of_scope),
         hosts=tuple(hosts), cluster_domain=cluster_domain,
-        meta={"routes": meta_routes, "escaped_slashes": escaped, "tracing": tracing})
+        meta={"routes": meta_routes, "escaped_slashes": escaped, "tracing": tracing, "foreign_routes": foreign_routes})
 
 
 # ---- requests -----------------------------------------------------------------------------------
