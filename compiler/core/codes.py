@@ -204,8 +204,9 @@ CODES: dict[str, Code] = _registry(
               "destination service and the path and query are matched after normalisation."),
     ("E0807", "no service answers to the URL", "The URL's host and port are the `Host` header, and the "
               "destination is the service whose Host domains hold it, as the sidecars look it up: `NAME`, "
-              "`NAME:PORT`, `NAME.NAMESPACE` and `NAME.NAMESPACE:PORT`, ASCII case-insensitive "
-              "(`http://reviews/…`, `http://reviews.shop:9080/…`); no service of the program answers to it."),
+              "`NAME.NAMESPACE`, `NAME.NAMESPACE.svc`, `NAME.NAMESPACE.svc.CLUSTER_DOMAIN` and the service's "
+              "`hosts`, with and without `:PORT`, ASCII case-insensitive (`http://reviews/…`, "
+              "`http://reviews.shop:9080/…`); no service of the program answers to it."),
     ("E0808", "expectation that needs a sidecar", "Routes, destinations, forwarded paths and headers, timeouts, "
               "retries and mirrors are decided by the caller's sidecar. A request `from identity` or `from "
               "unauthenticated` comes from outside the mesh and meets the destination's authorization alone, so "

@@ -517,9 +517,10 @@ class Table:
         a domain with that port, as Envoy matches virtual hosts)."""
         svc = self.hosts.get(host)
         if svc is None:
-            svc = self.hosts.get(ascii_lower(host))
+            lowered = ascii_lower(host)
+            svc = self.hosts.get(lowered)
             if svc is None and self.wildcards is not None:
-                return self.wildcards.lookup(ascii_lower(host))
+                return self.wildcards.lookup(lowered)
         return svc
 
 

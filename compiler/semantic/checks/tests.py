@@ -118,7 +118,8 @@ def _check_test(ctx: Context, test: ast.Test) -> None:
             ctx.diags.add("E0807", f"no service answers to `{authority}`", req.url.span,
                           hint=f"`{first}` answers to {_domains_text(ctx, svc)}" if svc is not None and
                           svc.port is not None else did_you_mean(first, ctx.services)
-                          or "a service answers to NAME and NAME.NAMESPACE, with or without :PORT")
+                          or "a service answers to NAME, NAME.NAMESPACE, NAME.NAMESPACE.svc[.CLUSTER_DOMAIN] "
+                          "and its `hosts`, with or without :PORT")
     svc = ctx.services.get(dest) if dest is not None else None
     for ex in test.expect:
         if req.caller_kind != "service" and ex.kind in OUTBOUND_ONLY:
