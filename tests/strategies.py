@@ -349,7 +349,7 @@ def _valid_service(draw, name: str):
         limits=limits, outlier=outlier, retry_budget=budget, sidecar=sidecar,
         mtls=draw(st.none() | st.sampled_from(["strict", "permissive", "disable"]).map(_lit)),
         hosts=draw(st.none() | st.lists(st.sampled_from(["{}.example.com", "*.{}.example.org", "{}.*", "{}.Corp"]),
-                                        max_size=3, unique=True).map(
+                                        min_size=1, max_size=3, unique=True).map(
             lambda forms: tuple(_lit(f.format(_host_label(name))) for f in forms))))
     return service, ["default"] if implicit else subset_names
 

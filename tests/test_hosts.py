@@ -210,3 +210,8 @@ def test_the_cluster_domain_is_written_into_every_service_name(tmp_path: Path):
     assert c.ir.services[0].domains == ("a", "a:80", "a.default", "a.default:80", "a.default.svc",
                                         "a.default.svc:80", "a.default.svc.corp.internal",
                                         "a.default.svc.corp.internal:80")
+
+
+def test_an_empty_hosts_list_is_refused():
+    assert _check('service a {\n  port 80\n  hosts []\n  endpoints ["10.0.0.1:80"]\n}\n') == [
+        ("E0301", "the hosts list of service `a` is empty")]

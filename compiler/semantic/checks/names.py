@@ -203,6 +203,9 @@ def check_hosts(ctx: Context) -> None:
     local = {name for name, _ in ctx.local_services()}
     # in the order of the text (a sharded run holds the other process's services as stubs, after its own)
     for name, svc in sorted(ctx.services.items(), key=lambda item: (item[1].span.path, item[1].span.start)):
+        if svc.hosts == () and name in local:
+            ctx.diags.add("E0301", f"the hosts list of service `{name}` is empty", svc.name.span,
+                          hint="list more Host names, or leave `hosts` out: the service's own names need none")
         if svc.port is None:
             continue
         bad = False
