@@ -129,6 +129,10 @@ CODES: dict[str, Code] = _registry(
               "longer than that is cut short whenever the service is silent that long. Raise the sidecar's "
               "`stream_idle_timeout`, or shorten the route timeout. `timeout none` is not reported: it bounds "
               "the whole request by nothing, and silence by the stream idle timeout."),
+    ("W0410", "route for a caller that cannot call the service", "A `caller` condition names a service that the "
+              "destination's authorization can never admit (no `allow` rule whose `from` its identity satisfies, "
+              "and `default deny`): the destination is outside that caller's scope, so its sidecar holds none of "
+              "the destination's routes and the match never applies."),
     # ---- resilience
     ("W0501", "retries on non-idempotent methods", "The route can match POST or PATCH requests (explicitly, or because "
               "it has no `method` condition) and retries on conditions that arise after the request reached the "

@@ -36,9 +36,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from compiler.ir.model import Program, Route, Service
+from compiler.ir.model import Authorization, Program, Route, Service
 
-__all__ = ["Scope", "admits", "named_callers", "routes_for", "scope", "scopes"]
+__all__ = ["Scope", "admits", "admits_identity", "named_callers", "routes_for", "scope", "scopes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,16 +78,23 @@ def routes_for(dest: Service, caller: str) -> tuple[Route, ...]:
 
 
 def _admits_everyone(dest: Service) -> bool:
-    authz = dest.authorization
+    return _open(dest.authorization)
+
+
+def _open(authz: Authorization) -> bool:
     return authz.default == "allow" or any(r.action == "allow" and r.principals is None for r in authz.rules)
 
 
 def admits(dest: Service, caller: Service) -> bool:
     """Whether `dest`'s authorization can admit `caller` (the derivation of this module)."""
-    if _admits_everyone(dest):
+    return admits_identity(dest.authorization, caller.identity)
+
+
+def admits_identity(authz: Authorization, ident: str) -> bool:
+    """Whether an authorization can admit a caller with the SPIFFE ID `ident` (`admits`)."""
+    if _open(authz):
         return True
-    ident = caller.identity
-    for rule in dest.authorization.rules:
+    for rule in authz.rules:
         if rule.action != "allow" or rule.principals is None:
             continue
         for p in rule.principals:
