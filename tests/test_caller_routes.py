@@ -204,3 +204,17 @@ def test_caller_routes_round_trip_through_fmt():
                        '  route rest { to d.v1 }\n}\n')
     once = format_text(text)
     assert "caller [a, b]" in once and format_text(once) == once
+
+
+def test_the_proxy_reads_a_hand_written_callers_field_as_the_compiler_means_it():
+    """The compiler resolves `caller` conditions; a config written by hand with `callers` set is
+    read the same way at load time: a match for other sidecars is not this sidecar's."""
+    from runtime_proxy.decide.table import compile_config
+
+    config = json.loads(_compile(FLEET).emit("native", ["payments"]).files["payments.native.json"])
+    dest = next(d for d in config["services"] if d["name"] == "payments")
+    rest = dest["routes"][0]
+    dest["routes"] = [dict(rest, name="mine", matches=[dict(rest["matches"][0], callers=["payments"])]),
+                      dict(rest, name="theirs", matches=[dict(rest["matches"][0], callers=["client"])]), rest]
+    table = compile_config(config)
+    assert [r.name for r in table.services["payments"].routes] == ["mine", "rest"]
