@@ -215,3 +215,16 @@ def test_the_cluster_domain_is_written_into_every_service_name(tmp_path: Path):
 def test_an_empty_hosts_list_is_refused():
     assert _check('service a {\n  port 80\n  hosts []\n  endpoints ["10.0.0.1:80"]\n}\n') == [
         ("E0301", "the hosts list of service `a` is empty")]
+
+
+def test_meshc_trace_says_which_name_took_the_host():
+    from compiler.cli.trace_render import _host_text
+
+    domains = ("api", "api:80", "*.example.com", "*.b.example.com", "shop.*", "*")
+    assert _host_text("API:80", domains, "api") == "`API:80` is a domain of api"
+    assert _host_text("x.b.example.com", domains, "api") == \
+        "`x.b.example.com` matches the wildcard `*.b.example.com` of api (no exact domain holds it)"
+    assert _host_text("shop.eu", domains, "api") == \
+        "`shop.eu` matches the wildcard `shop.*` of api (no exact domain holds it)"
+    assert _host_text("elsewhere", domains, "api") == \
+        "`elsewhere` is taken by the catch-all `*` of api (no other domain holds it)"
