@@ -107,8 +107,9 @@ class Compilation:
         return len(program.services), sum(len(s.routes) for s in program.services)
 
     def emit(self, target: str, proxies: Sequence[str] | None = None, options: Options | None = None) -> Emitted:
-        """The files of one backend (`envoy` or `native`) for the sidecars of `proxies` (service
-        names of the program, already known to exist; None: every service). Backend diagnostics
+        """The files of one backend (`envoy` or `native`) for the sidecars of `proxies` (proxy
+        names of the program, already known to exist: services, `SERVICE.SUBSET` for workloads; None:
+        every one). Backend diagnostics
         (what a target cannot express exactly) are in the result, located at the policy."""
         from compiler import backends
         from compiler.backends.base import Options as _Options
@@ -116,8 +117,14 @@ class Compilation:
         program = self.ir
         if program is None:
             raise ValueError("nothing to emit: the program was not lowered (errors, or not compiled)")
-        names = [s.name for s in program.services] if proxies is None else list(proxies)
-        return backends.emit(target, program, names, options or _Options(), self.sources)
+        from compiler.ir.workloads import proxy_names
+
+        names = proxy_names(program) if proxies is None else list(proxies)
+        options = options or _Options()
+        emitted = backends.emit(target, program, names, options, self.sources)
+        if target in KUBE_TARGETS and not emitted.has_errors:
+            validate_kube(emitted, options.channel, self.sources)
+        return emitted
 
     def tokens(self):
         """Every file's tokens as the parser classified them: [(display path, [Token, ...])]."""
@@ -128,6 +135,34 @@ class Compilation:
         return [(m.path, tokens(self.sources[m.path])) for m in self.program.modules]
 
 
+KUBE_TARGETS = ("istio", "gateway-api")
+
+
+def validate_kube(emitted: Emitted, channel: str | None, sources: dict) -> None:
+    """Validate a Kubernetes target's files as the API server would (compiler/kubeschema/: the
+    vendored CRDs' schemas and CEL rules, Gateway API's of `channel`), in place: each problem a
+    located error (E0940-E0942), and no files when there is one. `emitted.validation` keeps the
+    report (objects, rules evaluated)."""
+    import yaml
+
+    from compiler.kubeschema import validate
+    from compiler.kubeschema.diagnostics import problem_diagnostic
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    objects: list = []
+    owner: list[str] = []
+    for path, data in emitted.files.items():
+        for doc in yaml.load_all(data, Loader=loader):
+            if doc is not None:
+                objects.append(doc)
+                owner.append(path)
+    report = validate(objects, channel or "standard")
+    emitted.validation = report
+    emitted.diagnostics += [problem_diagnostic(p, sources, owner[p.index]) for p in report.problems]
+    if emitted.has_errors:
+        emitted.files = {}
+
+
 def parse(sources: Iterable[Source]) -> Compilation:
     """Read and parse the sources and everything they import (syntax and import diagnostics)."""
     with _no_gc():
@@ -136,9 +171,11 @@ def parse(sources: Iterable[Source]) -> Compilation:
         return Compilation("parse", program.sources, diags.sorted(), program)
 
 
-def check(sources: Iterable[Source], shard: bool = True) -> Compilation:
-    """Parse and check a program: every diagnostic, nothing lowered."""
-    return _analyse(list(sources), lower=False, shard=shard)
+def check(sources: Iterable[Source], shard: bool = True, cache: ItemCache | None = None) -> Compilation:
+    """Parse and check a program: every diagnostic, nothing lowered. With a `cache` (the language
+    server's, one per open document), only the top-level items that changed since the last check
+    are parsed again (in one process), with the same diagnostics."""
+    return _analyse(list(sources), lower=False, shard=shard and cache is None, cache=cache)
 
 
 def compile(sources: Iterable[Source], shard: bool = True, cache: ItemCache | None = None) -> Compilation:

@@ -42,6 +42,9 @@ def build_parser(prog: str = "python -m runtime_proxy") -> argparse.ArgumentPars
                    help="override the inbound listener port (0: any free port)")
     p.add_argument("--outbound-port", type=int, metavar="N", help="override the outbound listener port")
     p.add_argument("--admin-port", type=int, metavar="N", help="override the admin listener port")
+    p.add_argument("--app-address", metavar="HOST:PORT",
+                   help="override where the inbound listener forwards to: the local application (the "
+                        "config's `app`; a host that is not an IP address is resolved by DNS)")
     p.add_argument("--ports-file", metavar="PATH",
                    help="write the bound ports as JSON {inbound, outbound, admin, pid} once listening")
     p.add_argument("--access-log", metavar="PATH|-",
@@ -59,8 +62,8 @@ def build_parser(prog: str = "python -m runtime_proxy") -> argparse.ArgumentPars
                         "next); a helper process holds the stream (needs the [control] extra: grpcio, "
                         "xds-protos); the proxy starts listening once the first config has arrived, or at "
                         "once from the config.json of --state-dir that it last applied")
-    x.add_argument("--node", metavar="SERVICE", help="the node id: the service whose sidecar this is (required "
-                   "with --xds-server)")
+    x.add_argument("--node", metavar="SERVICE", help="the node id: the service whose sidecar this is, or "
+                   "SERVICE.SUBSET for a workload's own sidecar (required with --xds-server)")
     x.add_argument("--xds-identity", metavar="DIR",
                    help="mTLS on the xDS channel: DIR/cert.pem, key.pem, ca.pem (`meshc ca issue`); without "
                         "it, a plaintext channel")
@@ -69,6 +72,34 @@ def build_parser(prog: str = "python -m runtime_proxy") -> argparse.ArgumentPars
                         "(files 0600); a restart with the same DIR serves its last config.json until a "
                         "server answers; default: a new temporary directory, removed at exit")
     return p
+
+
+def parse_address(text: str) -> tuple[str, int] | None:
+    """(host, port) of `HOST:PORT` (`[V6]:PORT` for IPv6), or None."""
+    import ipaddress
+
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        return None
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            return str(ipaddress.IPv6Address(host[1:-1])), int(port)
+        except ValueError:
+            return None
+    if ":" in host or any(c.isspace() for c in host):
+        return None
+    return host, int(port)
+
+
+def discovery(host: str) -> str:
+    """How the proxy finds an address: `static` for an IP address, else `dns` (as the compiler decides)."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+        return "static"
+    except ValueError:
+        return "dns"
 
 
 def check_config(path: str) -> int:
@@ -85,6 +116,13 @@ def check_config(path: str) -> int:
 
 def main(argv: list[str] | None = None, prog: str = "python -m runtime_proxy") -> int:
     args = build_parser(prog).parse_args(argv)
+    if args.app_address is not None:
+        app_address = parse_address(args.app_address)
+        if app_address is None:
+            print(f"{prog}: error: --app-address {args.app_address}: not HOST:PORT (an IPv6 address in brackets, "
+                  "a port 1-65535)", file=sys.stderr)
+            return EXIT_USAGE
+        args.app_address = app_address
     if args.check_config:
         return check_config(args.check_config)
     if args.xds_server is not None or args.node is not None:
@@ -114,6 +152,9 @@ def open_app(args: argparse.Namespace, path: str, link: Any = None) -> ProxyApp 
 
     try:
         data = child.load(path)
+        if args.app_address is not None:   # --app-address: the application elsewhere than the config says
+            host, port = args.app_address
+            data["app"] = {**data["app"], "host": host, "port": port, "discovery": discovery(host)}
         table = compile_config(data)
         return ProxyApp(args, table, data, link)
     except child.LoadError as err:

@@ -114,7 +114,7 @@ _VALUES = {
     "consecutive_5xx": [int_lits], "consecutive_gateway_errors": [int_lits],
     "interval": [duration_lits], "ejection": [duration_lits], "max_ejected": [percent_lits],
     "percent": [percent_lits], "min_concurrency": [int_lits],
-    "inbound": [int_lits], "outbound": [int_lits], "admin": [int_lits], "app": [string_lits],
+    "inbound": [int_lits], "outbound": [int_lits], "admin": [int_lits], "ports": [int_lits], "app": [string_lits],
     "escaped_slashes": [name_lits()],
     "max_request_headers": [int_lits], "max_request_headers_kb": [int_lits],
     "request_headers_timeout": [duration_lits], "idle_timeout": [duration_lits],
@@ -164,7 +164,10 @@ tracing_blocks = st.lists(st.sampled_from(["sampling", "propagation", "otlp"]), 
 meshes = st.builds(ast.Mesh, st.lists(st.sampled_from(["trust_domain", "mtls", "certificates", "cluster_domain"]),
                                       unique=True).flatmap(
     lambda ks: st.tuples(*[settings_for(k) for k in ks])), tracing=optional(tracing_blocks))
-subsets = st.builds(ast.Subset, name_lits(), optional(tuples(string_lits)))
+label_keys = st.one_of(names(), string_lits.map(lambda lit: lit.value)).map(ast.Lit)
+label_entries = st.builds(ast.LabelEntry, label_keys, string_lits)
+subsets = st.builds(ast.Subset, name_lits(), optional(tuples(string_lits)), sidecar=optional(blocks("sidecar")),
+                    labels=optional(tuples(tuples(label_entries), min_size=1, max_size=2)))
 services = st.builds(
     ast.Service,
     name=name_lits(),
@@ -339,13 +342,19 @@ def _valid_service(draw, name: str):
             _setting("stream_idle_timeout", stream), conns and _setting("max_connections", conns)) if s)),
         _endpoints, st.sampled_from(["reject", "decode", "keep"]), st.integers(0, 10_000), st.integers(0, 8192),
         _durations_ms, _durations_ms, _durations_ms, st.integers(0, 1_000_000)))
+    # workloads (language §5.9): a subset with its own sidecar block, over the service's (written
+    # endpoints: not on the local host, so no two of them need distinct ports)
+    workloads = [draw(st.none() | st.builds(
+        lambda base, app, slashes: ast.Block("sidecar", (_setting("ports", base), _setting("app", app),
+                                                         _setting("escaped_slashes", slashes))),
+        st.integers(1, 65533), _endpoints, st.sampled_from(["reject", "decode", "keep"]))) for _ in subset_names]
     service = ast.Service(
         name=_lit(name), port=_lit(draw(st.integers(1, 65535))),
         namespace=draw(st.none() | _lower_names.filter(lambda s: "_" not in s and not s.endswith("-")).map(_lit)),
         identity=None,
         endpoints=tuple(_lit(e) for e in endpoint_lists[0]) if implicit else None,
-        subsets=() if implicit else tuple(ast.Subset(_lit(n), tuple(_lit(e) for e in eps))
-                                          for n, eps in zip(subset_names, endpoint_lists)),
+        subsets=() if implicit else tuple(ast.Subset(_lit(n), tuple(_lit(e) for e in eps), sidecar=w)
+                                          for n, eps, w in zip(subset_names, endpoint_lists, workloads)),
         limits=limits, outlier=outlier, retry_budget=budget, sidecar=sidecar,
         mtls=draw(st.none() | st.sampled_from(["strict", "permissive", "disable"]).map(_lit)),
         hosts=draw(st.none() | st.lists(st.sampled_from(["{}.example.com", "*.{}.example.org", "{}.*", "{}.Corp"]),

@@ -218,3 +218,16 @@ def test_the_proxy_reads_a_hand_written_callers_field_as_the_compiler_means_it()
                       dict(rest, name="theirs", matches=[dict(rest["matches"][0], callers=["client"])]), rest]
     table = compile_config(config)
     assert [r.name for r in table.services["payments"].routes] == ["mine", "rest"]
+
+
+def test_istio_writes_a_caller_condition_as_source_labels_and_gateway_api_leaves_it_out():
+    c = _compile(SERVICES + 'routes d {\n  route r { match { caller [a, b]  path exact "/x" } to d.v2 }\n'
+                            '  route rest { to d.v1 }\n}\n')
+    istio = c.emit("istio", None)
+    assert not istio.has_errors, istio.diagnostics
+    text = b"".join(istio.files.values()).decode()
+    assert "sourceLabels:\n        app: a" in text and "sourceLabels:\n        app: b" in text
+    gateway = c.emit("gateway-api", None)
+    assert [d.code for d in gateway.diagnostics if d.code.startswith("W04")] == ["W0411"]
+    routes = b"".join(gateway.files.values()).decode()
+    assert "name: rest" in routes and "name: r\n" not in routes and "/x" not in routes

@@ -37,6 +37,7 @@ EXPECTED_CODES = {
     "header_envoy_changes": ["W0702", "W0702", "W0702", "W0702"],
     "raw_query": ["W0703"],
     "tracing_without_collector": ["E0703"],
+    "label_selected_subset": ["E0750"],
 }
 
 

@@ -18,6 +18,7 @@ import tempfile
 from hypothesis import HealthCheck, given, settings
 
 from compiler import api, backends
+from compiler.ir.workloads import proxy_names
 from compiler.syntax import render
 from tests import strategies as S
 from tests.envoy_support import requires_envoy, validate
@@ -41,6 +42,8 @@ def test_generated_policies_validate(module):
         for svc in result.ir.services:  # the sidecar with the most authorization rules
             if len(svc.authorization.rules) > len(result.ir.service(proxy).authorization.rules):
                 proxy = svc.name
+        # a workload's own sidecar when the service has one (language §5.9)
+        proxy = next((p for p in proxy_names(result.ir) if p.startswith(proxy + ".")), proxy)
         emitted = result.emit("envoy", [proxy], backends.Options(bootstrap="static", output_dir=tmp))
         assert not emitted.has_errors, [(d.code, d.message) for d in emitted.diagnostics]
         boot = json.loads(emitted.files[f"{proxy}.envoy.json"])

@@ -4,7 +4,10 @@ the native proxy, side by side, in front of the same loopback upstreams
 normalised observations must agree.
 
 Profiles: the default (and `CI`) runs at least 100 policies and 2,000 requests through both
-data planes; `MESHC_EQUIVALENCE=nightly` runs 1,000 policies. The hand-written tests at the end
+data planes (60 generated ones, three in four focused on a group of features, and one focused on
+each group of tests/equivalence/features.py `focus_groups()`, which together hold every pair of
+features that can interact); `MESHC_EQUIVALENCE=nightly` runs 1,000 generated policies and the
+groups. The hand-written tests at the end
 are the disagreements found while building this layer, each with its minimal policy and request.
 """
 
@@ -16,15 +19,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from tests.envoy_support import requires_envoy
+from tests.equivalence import features, tally
 from tests.equivalence import policies as gen
-from tests.equivalence import tally
 from tests.equivalence.policies import Endpoint, Fail, GenPolicy, GenRequest
 
 pytestmark = requires_envoy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NIGHTLY = os.environ.get("MESHC_EQUIVALENCE") == "nightly"
-POLICIES = 1000 if NIGHTLY else 110
+POLICIES = 1000 if NIGHTLY else 60      # and one per focus group (test_equivalence_live_focus_groups)
 MIN_REQUESTS, MAX_REQUESTS = 15, 30
 
 
@@ -80,17 +83,49 @@ def check(session, policy: GenPolicy, requests: list[GenRequest]) -> list:
         disagreement()
         pytest.fail(f"the model layer's Envoy evaluator mispredicted {len(wrong)} of {len(requests)} request(s); "
                     "the first:\n" + model_report(policy, wrong[0]), pytrace=False)
+    observe_features(session, results)
     return results
+
+
+def observe_features(session, results: list) -> None:
+    """Record the features each compared request exercised (tests/equivalence/features.py), read
+    from the native decision of that request on the config the native plane runs."""
+    from compiler.verify.native import NativeModel
+
+    native = NativeModel(session.compiled_native, certs=session.certs.ders, validate=False)
+    for c in results:
+        why: dict = {}
+        native.decide(c.request, why=why)
+        features.observe("live", c.request, c.decision, why.get("steps", ()), native.table)
 
 
 # ---- generated policies ---------------------------------------------------------------------------
 
 @settings(max_examples=POLICIES, deadline=None, derandomize=not NIGHTLY, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(gen.cases(max_requests=MAX_REQUESTS, min_requests=MIN_REQUESTS))
+@given(gen.cases(max_requests=MAX_REQUESTS, min_requests=MIN_REQUESTS, focus_layer="live"))
 def test_equivalence_generated_policies(equivalence_session, case):
     policy, requests = case
     check(equivalence_session, policy, requests)
+
+
+def focus_group_case(session, group: frozenset[str]):
+    @settings(max_examples=1, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @given(gen.cases(max_requests=MAX_REQUESTS, min_requests=MIN_REQUESTS, focus=group))
+    def one(case):
+        policy, requests = case
+        check(session, policy, requests)
+
+    return one
+
+
+def test_equivalence_live_focus_groups(equivalence_session):
+    """Every group of features the generators combine on purpose (features.focus_groups(): they
+    hold every pair that can interact), one generated policy each focused on it, through both
+    planes: the CI profile covers every pair of the live layer."""
+    for group in features.focus_groups():
+        focus_group_case(equivalence_session, group)()
+    assert features.uncovered("live") == []      # every pair of the layer, by this test alone
 
 
 # ---- regressions: disagreements found, each with its minimal policy ------------------------------------

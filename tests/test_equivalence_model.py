@@ -7,8 +7,12 @@ the emitted Envoy JSON, on generated policies and many requests each, without so
   the live layer can afford), every request decided by both models and compared field by field
   (envoy_eval/decisions.py). Inbound requests come from the generators' callers
   (`policies.CALLERS`, each presenting a certificate with its SPIFFE ID) or from a plaintext
-  caller, against the policy's mTLS mode. The CI profile makes over 20,000 decisions;
-  `MESHC_EQUIVALENCE=nightly` makes ten times as many.
+  caller, against the policy's mTLS mode. Three policies in four combine a group of features on
+  purpose (tests/equivalence/features.py `focus_groups`) and begin with requests that reach them.
+  The CI profile makes over 20,000 decisions; `MESHC_EQUIVALENCE=nightly` makes ten times as many.
+- `test_equivalence_model_focus_groups`: one generated policy per focus group, so that every pair
+  of features that can interact is exercised by a compared decision (the pairs line under the
+  summary, docs/testing.md).
 - `test_equivalence_model_handwritten`: fixed policies for the corners, with the same requests.
 - regressions: each disagreement found while building this layer, with its minimal policy.
 - `test_envoy_model_*`: the Envoy evaluator itself against measured Envoy 1.40 facts
@@ -29,7 +33,7 @@ from hypothesis import strategies as st
 from compiler.verify.native import NativeModel
 from envoy_eval.decisions import Decision, diff, side_by_side
 from envoy_eval.evaluator import EnvoyModel, canonical_path, merge_slashes, normalize, simple_atoi_u64
-from tests.equivalence import tally
+from tests.equivalence import features, tally
 from tests.equivalence.compile import compile_text
 from tests.equivalence.policies import (
     CALLERS,
@@ -44,7 +48,7 @@ from tests.equivalence.policies import (
 )
 
 NIGHTLY = os.environ.get("MESHC_EQUIVALENCE") == "nightly"
-EXAMPLES = 2000 if NIGHTLY else 200        # generated policies
+EXAMPLES = 2000 if NIGHTLY else 150        # generated policies (and one per focus group)
 EXTRA = 100                                 # seeded requests per policy, besides hypothesis's own
 
 PORTS = {"INBOUND": 15006, "OUTBOUND": 15001, "ADMIN": 15000, "APP": 18000, "OTLP": 4318}
@@ -123,7 +127,8 @@ def compare(policy_text: str, requests, test: str, draws: random.Random | None =
     n = identified = 0
     for request in requests:
         identified += request.caller is not None
-        pairs = [(None, envoy.decide(request), native.decide(request))]
+        why: dict = {}
+        pairs = [(None, envoy.decide(request), native.decide(request, why=why))]
         if policy is not None and (problem := out_of_scope_problem(compiled, policy, envoy, native, request,
                                                                    (pairs[0][1], pairs[0][2]))):
             tally.add(policies=int(new_policy), decisions=n, identity_decisions=identified,
@@ -151,6 +156,7 @@ def compare(policy_text: str, requests, test: str, draws: random.Random | None =
                             + (f"\n  (random draw {key_draw})" if key_draw is not None else "")
                             + "\n--- differences:\n  " + "\n  ".join(diff(e, v))
                             + "\n--- side by side:\n" + side_by_side(e, v), pytrace=False)
+        features.observe("model", request, pairs[0][1], why.get("steps", ()), native.table)
     tally.add(policies=int(new_policy), decisions=n, identity_decisions=identified)
     return n
 
@@ -237,11 +243,32 @@ def fast_requests(policy: GenPolicy, seed: int, n: int) -> list[GenRequest]:
 
 @settings(max_examples=EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
-@given(case=cases(max_requests=20, min_requests=5, live=False), seed=st.integers(0, 2**32 - 1))
+@given(case=cases(max_requests=20, min_requests=5, live=False, focus_layer="model"), seed=st.integers(0, 2**32 - 1))
 def test_equivalence_model_generated(case, seed):
     policy, reqs = case
     requests = list(reqs) + fast_requests(policy, seed, EXTRA)
     compare(policy.text, requests, "generated", random.Random(seed), policy=policy)
+
+
+def focus_group_case(group: frozenset[str], seed: int):
+    @settings(max_examples=1, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @given(case=cases(max_requests=10, min_requests=2, live=False, focus=group))
+    def one(case):
+        policy, reqs = case
+        compare(policy.text, list(reqs) + fast_requests(policy, seed, EXTRA // 2), "focus-groups",
+                random.Random(seed), policy=policy)
+
+    return one
+
+
+def test_equivalence_model_focus_groups():
+    """Every group of features the generators combine on purpose (features.focus_groups(): they
+    hold every pair that can interact), one generated policy each (hypothesis, derandomized)
+    focused on it, with its focused requests, hypothesis's and the seeded ones: the CI profile
+    covers every pair of the model layer."""
+    for i, group in enumerate(features.focus_groups()):
+        focus_group_case(group, i)()
+    assert features.uncovered("model") == []     # every pair of the layer, by this test alone
 
 
 # ---- hand-written policies ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from tests.envoy_support import requires_envoy
 from tests.equivalence import policies as gen
 from tests.equivalence import tally
 from tests.equivalence.policies import GenPolicy, GenRequest
-from tests.test_equivalence_live import disagreement, sample_policy
+from tests.test_equivalence_live import disagreement, observe_features, sample_policy
 
 pytestmark = requires_envoy
 
@@ -67,6 +67,7 @@ def check(session, policy: GenPolicy, requests: list[GenRequest]) -> list:
         disagreement()
         pytest.fail(f"the model layer's Envoy evaluator mispredicted {len(wrong)} of {len(requests)} request(s) "
                     "of the Envoy fed by meshc serve; the first:\n" + model_report(policy, wrong[0]), pytrace=False)
+    observe_features(session, results)
     return results
 
 

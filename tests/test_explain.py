@@ -33,11 +33,21 @@ ROOT = Path(__file__).resolve().parent.parent
 EXPLANATIONS = ROOT / "compiler" / explain.EXPLANATIONS_DIR
 DOCS = ROOT / explain.DOCS_PATH
 BACKEND_PREFIXES = ("E07", "W07")   # codes only the backends report (compile --target envoy)
+IMPORT_PREFIXES = ("E10", "W10")   # codes `meshc import istio` reports, on YAML
+# codes only the Istio target reports, and the shared Kubernetes name checks (compile --target istio)
+ISTIO_CODES = tuple(f"{s}09{n:02d}" for s in "EW" for n in range(1, 40))
+# codes of the Kubernetes validation and the Gateway API target (compile --target gateway-api): the
+# examples are compiled in the experimental channel (E0944, a retry in the standard one, in the
+# standard channel), and only these codes count: meshc's own warnings about retries (W0501, W0502)
+# are not the target's, and every route has a retry, since a route without one is W0942
+GATEWAY_API_CODES = tuple(f"{s}09{n:02d}" for s in "EW" for n in range(40, 80)) + ("W0411",)
 ASSERT_PROVER = ("E0851", "W0850", "W0851")  # codes only `meshc check`'s assert prover reports
 TEST_RUN_CODES = ("E0820", "E0821")  # codes `meshc test` reports when it runs the tests
 # A disagreement between the two targets is a bug of meshc: no policy written on purpose shows it
 # (tests/test_policy_tests.py makes one by changing an emitted Envoy file).
-NO_BAD_EXAMPLE = {"E0821"}
+# Neither does an object the CRD's CEL rules reject (meshc's checks refuse such policies first) nor
+# a rule the validator cannot evaluate (tests/test_kubeschema.py shows both on hand-written objects).
+NO_BAD_EXAMPLE = {"E0821", "E0941", "E0942"}
 
 
 def write_example(example: explain.Example, folder: Path) -> list[str]:
@@ -68,8 +78,12 @@ def envoy_backend_works(tmp_path_factory) -> bool:
     return code == 0
 
 
-def diagnostics_of(code: str, paths: list[str], tmp_path: Path, request) -> list[tuple[str, str]]:
+def diagnostics_of(code: str, paths: list[str], tmp_path: Path, request, good: bool = False) -> list[tuple[str, str]]:
     """(code, severity) of every diagnostic the program reports, through the stage that reports `code`."""
+    if code.startswith(IMPORT_PREFIXES):   # `meshc import istio` on the example's YAML
+        from compiler.tooling.istio_import import import_istio
+
+        return [(d.code, d.severity) for d in import_istio(paths, out_dir=str(tmp_path / "out")).diagnostics]
     if code.startswith("L"):  # lint rules: through `meshc lint` with the default configuration
         from compiler.tooling.lint import lint_files
         from compiler.tooling.lint.config import LintConfig
@@ -88,6 +102,20 @@ def diagnostics_of(code: str, paths: list[str], tmp_path: Path, request) -> list
         if not comp.has_errors:
             found += [(d.code, d.severity) for o in run_tests(comp).outcomes for d in o.failures]
         return found
+    if code in GATEWAY_API_CODES:
+        channel = [] if code == "E0944" and not good else ["--channel", "experimental"]
+        status, out, err = run_cli(["compile", "--target", "gateway-api", *channel, "--format", "json",
+                                    "-o", str(tmp_path / "out"), *paths])
+        assert status in (0, 1), err
+        found = [(d["code"], d["severity"]) for d in json.loads(out)["diagnostics"]] if out.strip() else []
+        # a bad example may also show the target's warnings that come with its construct (E0943 comes
+        # from a regex path, which is W0944): its code, and no other error
+        return [(c, s) for c, s in found if c in GATEWAY_API_CODES and (good or c == code or s == "error")]
+    if code in ISTIO_CODES:
+        status, out, err = run_cli(["compile", "--target", "istio", "--format", "json",
+                                    "-o", str(tmp_path / "out"), *paths])
+        assert status in (0, 1), err
+        return [(d["code"], d["severity"]) for d in json.loads(out)["diagnostics"]] if out.strip() else []
     if not code.startswith(BACKEND_PREFIXES):
         return [(d.code, d.severity) for d in api.check(paths).diagnostics]
     if not request.getfixturevalue("envoy_backend_works"):
@@ -114,7 +142,7 @@ def test_bad_example_reports_its_code_and_nothing_else(code, tmp_path, request):
 def test_good_example_reports_nothing(code, tmp_path, request):
     ex = explain.load(code)
     assert ex.good is not None, f"write compiler/tooling/explanations/{code}.md with a `## Bad` and a `## Good` example"
-    found = diagnostics_of(code, write_example(ex.good, tmp_path), tmp_path, request)
+    found = diagnostics_of(code, write_example(ex.good, tmp_path), tmp_path, request, good=True)
     assert code not in [c for c, _ in found] and "error" not in [s for _, s in found], found
     assert found == [], f"the good example of {code} is not clean: {found}"
 
@@ -145,10 +173,11 @@ def test_explain_prints_title_explanation_and_both_examples(capsys):
 
 
 def test_explain_unknown_code_exits_2_with_a_hint(capsys):
-    assert cli.main(["explain", "E0299"]) == cli.EXIT_USAGE
+    # (E0209x: one registered code is clearly the closest; E0299 is as close to E0909 as to E0209)
+    assert cli.main(["explain", "E0209x"]) == cli.EXIT_USAGE
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert "unknown code `E0299`" in captured.err and "did you mean `E0209`?" in captured.err
+    assert "unknown code `E0209x`" in captured.err and "did you mean `E0209`?" in captured.err
 
 
 @pytest.mark.parametrize("argv", [["explain"], ["explain", "--list"]])

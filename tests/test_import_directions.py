@@ -30,7 +30,7 @@ COMPILER_LAYERS: dict[str, set[str]] = {
     "compiler.lower": {"compiler.core", "compiler.language", "compiler.syntax", "compiler.semantic", "compiler.ir"},
     "compiler.backends": {"compiler.core", "compiler.ir"},
     "compiler.api": {"compiler.core", "compiler.language", "compiler.syntax", "compiler.semantic", "compiler.lower",
-                     "compiler.ir", "compiler.backends", "compiler.sharding"},
+                     "compiler.ir", "compiler.backends", "compiler.sharding", "compiler.kubeschema"},
     "compiler.sharding": {"compiler.core", "compiler.language", "compiler.syntax", "compiler.semantic",
                           "compiler.lower", "compiler.ir"},
     "compiler.ca": {"compiler.core", "compiler.language"},
@@ -40,10 +40,13 @@ COMPILER_LAYERS: dict[str, set[str]] = {
     "compiler.control": {"compiler.core", "compiler.language", "compiler.syntax", "compiler.semantic",
                          "compiler.lower", "compiler.ir", "compiler.backends", "compiler.api", "compiler.sharding",
                          "compiler.ca"},
+    # The offline validator of Kubernetes objects against the vendored CRDs (`--target istio|gateway-api`).
+    "compiler.kubeschema": {"compiler.core"},
     # `meshc stat`'s pure parts: Prometheus text, rates and percentiles, the table.
     "compiler.observe": set(),
     "compiler.tooling": {"compiler.core", "compiler.language", "compiler.syntax", "compiler.semantic",
-                         "compiler.lower", "compiler.ir", "compiler.backends", "compiler.api", "compiler.sharding"},
+                         "compiler.lower", "compiler.ir", "compiler.backends", "compiler.api", "compiler.sharding",
+                         "compiler.kubeschema"},
     # Verification (compiler/verify, issue 15): `meshc check`'s assert prover and `meshc test`: the
     # compile API and what it returns, and, alone in the compiler
     # besides the CLI, the proxy's decisions (VERIFY_PROXY) and the independent Envoy evaluator.

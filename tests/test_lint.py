@@ -239,3 +239,16 @@ def test_an_invalid_choice_is_not_guessed_by_the_lint_rules(tmp_path):
     (tmp_path / "a.mesh").write_text((tmp_path / "a.mesh").read_text().replace("KEEP", "keep"))
     proc = lint(tmp_path, "--format", "json", "--no-cache", ".")
     assert sorted(codes(proc)) == ["L0302", "L0303"]  # the rule itself works on the valid value
+
+
+def test_lint_loads_neither_the_lowering_nor_the_ir_classes(tmp_path):
+    """`meshc lint`'s rules reason with the settings as written (compiler/semantic/written.py),
+    not with IR objects: loading the lowering and the IR's classes cost its start-up ~10 ms."""
+    code = ("import sys\nfrom compiler.cli import main\n"
+            f"code = main(['lint', '--no-cache', '--exit-zero', {os.path.join(ROOT, 'examples')!r}])\n"
+            "bad = sorted(m for m in sys.modules if m.startswith(('compiler.lower', 'compiler.ir.model', 'typing')))\n"
+            "assert code == 0 and not bad, (code, bad)\n")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr

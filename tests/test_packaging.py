@@ -68,6 +68,13 @@ def test_wheel_contains_every_code_explanation(names):
         assert f"compiler/tooling/explanations/{code}.md" in names
 
 
+def test_wheel_contains_the_vendored_crds(names):
+    """`--target istio|gateway-api` validates offline: the CRDs ship in the package."""
+    for name in ("istio.json", "gateway-api-standard.json", "gateway-api-experimental.json", "LICENSE.istio",
+                 "LICENSE.gateway-api", "README.md"):
+        assert f"compiler/kubeschema/crds/{name}" in names
+
+
 def test_wheel_contains_the_compiler_packages(names):
     for module in ("compiler/cli/__init__.py", "compiler/syntax/parse.py", "compiler/semantic/checks/routes.py",
                    "compiler/__main__.py", "compiler/verify/run.py",
@@ -176,6 +183,22 @@ def test_compile_commands_do_not_import_grpc_or_the_protos(tmp_path):
         bad = sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'envoy', 'xds', 'udpa', 'cryptography')
                      or m.startswith('google.protobuf'))
         assert not bad, bad
+    """)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_check_loads_the_kubernetes_validator_only_for_a_kubernetes_target():
+    """`meshc check` and `compile --target envoy` import neither the CRD validator nor cel-python;
+    `check --target gateway-api` does, and validates."""
+    proc = run_python("""
+        import sys
+        from compiler.cli import main
+        assert main(['check', 'examples/shop.mesh']) == 0
+        assert main(['compile', 'examples/shop.mesh', '--target', 'envoy', '--proxy', 'all']) == 0
+        bad = sorted(m for m in sys.modules if m.split('.')[0] == 'celpy' or m.startswith('compiler.kubeschema'))
+        assert not bad, bad
+        assert main(['check', 'examples/shop.mesh', '--target', 'gateway-api', '--channel', 'experimental']) == 0
+        assert 'celpy' in sys.modules and 'compiler.kubeschema.validate' in sys.modules
     """)
     assert proc.returncode == 0, proc.stderr
 

@@ -20,7 +20,7 @@ from compiler.backends.base import (  # noqa: F401
     needs_identity,
 )
 
-TARGETS = ("ir", "envoy", "native")
+TARGETS = ("ir", "envoy", "native", "istio", "gateway-api")
 
 
 def emit(target: str, program, proxies: list[str], options: Options, sources=None) -> Emitted:
@@ -32,4 +32,10 @@ def emit(target: str, program, proxies: list[str], options: Options, sources=Non
     if target == "native":
         from compiler.backends import native
         return native.emit(program, proxies, options, sources or {})
+    if target == "istio":   # Kubernetes YAML for the whole program: `proxies` does not apply
+        from compiler.backends import istio
+        return istio.emit(program, proxies, options, sources or {})
+    if target == "gateway-api":   # HTTPRoutes for the whole program (GAMMA), of options.channel
+        from compiler.backends import gateway_api
+        return gateway_api.emit(program, proxies, options, sources or {})
     raise ValueError(f"unknown target {target!r}")

@@ -19,6 +19,7 @@ class Options:
                                        # None: under the output directory
     output_dir: str | None = None      # the -o directory, absolute
     certs_dir: str | None = None       # --certs-dir: the root of the identity files at run time, over `certificates`
+    channel: str | None = None         # gateway-api: "standard" or "experimental" (--channel); None: its default
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Emitted:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     links: dict[str, Link] = field(default_factory=dict)    # relative path -> symbolic link (envoy, `xds`)
     links_before: str | None = None   # the file of `files` before which the links are written (else last)
+    validation: object | None = None  # a Kubernetes target's validation report (compiler/kubeschema Report)
 
     @property
     def has_errors(self) -> bool:

@@ -64,6 +64,10 @@ def run(argv: list[str]) -> int:
         from compiler.cli.trace import trace
 
         return trace(args)
+    if args.command == "import":  # YAML in, .mesh out: compiler/tooling/istio_import
+        from compiler.cli.import_ import import_command
+
+        return import_command(args)
     from compiler.cli.inputs import input_files
 
     files, code = input_files(args.files)

@@ -195,6 +195,10 @@ def _policy_identity(paths: list[str], service: str) -> str:
     program = result.ir
     assert program is not None  # lowered: there is no error
     names = [s.name for s in program.services]
+    from compiler.ir.workloads import proxy_names, service_of
+
+    if service not in names and service in proxy_names(program):   # a workload's sidecar: its service's identity
+        service = service_of(service)
     if service not in names:
         hint = did_you_mean(service, names)
         raise CaError(f"no service `{service}` in the policy {', '.join(paths)}" + (f" ({hint})" if hint else ""))

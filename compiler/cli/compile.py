@@ -22,8 +22,24 @@ if TYPE_CHECKING:
 def check(files: list[str], args) -> int:
     from compiler import api
 
-    comp = api.check(files)
+    target = getattr(args, "target", None)
+    if getattr(args, "channel", None) and target != "gateway-api":
+        print("meshc: error: --channel needs --target gateway-api", file=sys.stderr)
+        return EXIT_USAGE
+    comp = api.compile(files) if target else api.check(files)
     diags, extra = comp.diagnostics, ""
+    if target and not comp.has_errors:
+        # `--target istio|gateway-api`: the target's objects, validated as `compile` validates
+        # them (compiler/kubeschema/), never written
+        from compiler.backends.base import Options
+
+        emitted = comp.emit(target, None, Options(channel=args.channel))
+        diags = sorted(diags + emitted.diagnostics, key=lambda d: d.sort_key())
+        report = emitted.validation   # (compiler/kubeschema Report)
+        if report is not None:
+            objects, evaluations = getattr(report, "objects", 0), getattr(report, "rule_evaluations", 0)
+            extra = (f", validated {objects} {target} object{'' if objects == 1 else 's'} "
+                     f"({evaluations} CEL rule evaluations of {len(getattr(report, 'rules', ()))} rules)")
     if not comp.has_errors and _has_asserts(comp):
         # `assert` blocks (docs/testing.md): proven on the compiled program through the native
         # proxy's decision; nothing of it is imported or computed for a program without one
@@ -31,7 +47,7 @@ def check(files: list[str], args) -> int:
 
         found, proven = prove(api.compile(files, shard=False))
         diags = sorted(diags + found, key=lambda d: d.sort_key())
-        extra = f", proved {proven} of {len(found) + proven} assert{'' if len(found) + proven == 1 else 's'}"
+        extra += f", proved {proven} of {len(found) + proven} assert{'' if len(found) + proven == 1 else 's'}"
     print_diagnostics(diags, args.output_format, args.color, quiet=args.quiet)
     print_outcome(diags, args, "checked", comp.files, comp.declared, extra)
     has_errors = any(d.severity == "error" for d in diags)
@@ -48,8 +64,13 @@ def _has_asserts(comp) -> bool:
 
 def compile_command(files: list[str], args) -> int:
     stage = args.emit
+    if args.channel and stage != "gateway-api":
+        print("meshc: error: --channel is for --target gateway-api", file=sys.stderr)
+        return EXIT_USAGE
     if stage in ("envoy", "native"):
         return _emit_target(files, args)
+    if stage in ("istio", "gateway-api"):
+        return _emit_kube(files, args)
     if args.proxy or args.bootstrap or args.xds_dir or args.certs_dir or args.xds_server or args.xds_identity:
         print("meshc: error: --proxy, --bootstrap, --xds-dir, --xds-server, --xds-identity and --certs-dir need "
               "--emit envoy or --emit native", file=sys.stderr)
@@ -119,7 +140,9 @@ def _emit_target(files: list[str], args) -> int:
         return EXIT_INPUT
     program = comp.ir
     assert program is not None  # lowered: there is no error
-    names = [s.name for s in program.services]
+    from compiler.ir.workloads import proxy_names
+
+    names = proxy_names(program)   # a service's own sidecar, and `SERVICE.SUBSET` for each workload's
     proxies = _proxies(args.proxy, names)
     if proxies is None:
         return EXIT_USAGE
@@ -148,6 +171,34 @@ def _emit_target(files: list[str], args) -> int:
     if code == EXIT_OK and args.emit == "envoy" and args.bootstrap != "ads":
         _remove_stale_scopes(args.output)
     return code
+
+
+def _emit_kube(files: list[str], args) -> int:
+    """`--target istio|gateway-api`: Kubernetes YAML for the whole program (compiler/backends/kube/),
+    one file per service in `-o DIR`, or every document on standard output; all or nothing."""
+    if args.proxy or args.bootstrap or args.xds_dir or args.certs_dir or args.xds_server or args.xds_identity:
+        print(f"meshc: error: --proxy, --bootstrap, --xds-dir, --xds-server, --xds-identity and --certs-dir are "
+              f"for --emit envoy|native, not --target {args.emit} (which configures every workload)", file=sys.stderr)
+        return EXIT_USAGE
+    from compiler import api
+    from compiler.backends.base import Options
+
+    comp = api.compile(files)
+    if comp.has_errors:
+        print_diagnostics(comp.diagnostics, args.output_format, args.color)
+        return EXIT_INPUT
+    out_dir = os.path.abspath(args.output) if args.output is not None else None
+    emitted = comp.emit(args.emit, None, Options(output_dir=out_dir, channel=args.channel))
+    diags = sorted(comp.diagnostics + emitted.diagnostics, key=lambda d: d.sort_key())
+    print_diagnostics(diags, args.output_format, args.color,
+                      json_stream=sys.stderr if args.output is None else None)
+    if emitted.has_errors:
+        return EXIT_INPUT
+    services, routes = comp.counts
+    if args.output is None:
+        return _deliver(args, {"": b"".join(emitted.files.values()).decode("utf-8")}, "")
+    return _deliver(args, emitted.outputs(), f"for --target {args.emit} to {args.output} "
+                                             f"({services} services, {routes} routes)", count=True)
 
 
 def _remove_stale_scopes(out_dir: str) -> None:
@@ -253,9 +304,10 @@ def _note_missing_identities(program, proxies: list[str], options, files: list[s
     host (CI) than the sidecars, so this cannot be an error; `meshc doctor` checks the host that
     runs them."""
     from compiler.backends.base import IDENTITY_FILES, identity_dir, needs_identity
+    from compiler.ir.workloads import service_of
 
     missing = []
-    for name in proxies:
+    for name in dict.fromkeys(service_of(p) for p in proxies):   # (a workload has its service's identity)
         svc = program.service(name)
         if needs_identity(program, svc):
             directory = identity_dir(svc, options)
@@ -270,7 +322,8 @@ def _note_missing_identities(program, proxies: list[str], options, files: list[s
 
 
 def _proxies(asked: list[str], names: list[str]) -> list[str] | None:
-    """The sidecars to configure (`all`: every service), or None after a usage error."""
+    """The sidecars to configure (`all`: every proxy of the program), or None after a usage error.
+    `names` are the program's proxies: services, and `SERVICE.SUBSET` for workloads (ir/workloads.py)."""
     if "all" in asked:
         return names
     known = set(names)
@@ -279,8 +332,10 @@ def _proxies(asked: list[str], names: list[str]) -> list[str] | None:
         if name not in known:
             from compiler.core.diagnostics import did_you_mean
 
-            hint = did_you_mean(name, names)
-            print(f"meshc: error: --proxy {name}: no service `{name}` in the program"
+            own = [n for n in names if n.startswith(name + ".")]
+            hint = (f"its workloads have their own: {', '.join(own)}" if own else did_you_mean(name, names))
+            what = f"no sidecar `{name}`" if own or "." in name else f"no service `{name}`"
+            print(f"meshc: error: --proxy {name}: {what} in the program"
                   + (f" ({hint})" if hint else ""), file=sys.stderr)
             return None
         if name not in proxies:

@@ -152,7 +152,8 @@ def compile_side(side: Side) -> list:
         if comp.has_errors:
             return comp.diagnostics
         side.ir = comp.ir
-        emitted = comp.emit("native")
+        # one table per service, by its name (a workload's sidecar decides as its service's: language §5.9)
+        emitted = comp.emit("native", [s.name for s in side.ir.services])
     finally:
         os.chdir(cwd)
     errors = [d for d in emitted.diagnostics if d.severity == "error"]

@@ -45,7 +45,9 @@ def doctor(files: list[str], args) -> int:
         return EXIT_INPUT
     program = comp.ir
     assert program is not None  # lowered: there is no error
-    proxies = _proxies(args.proxy or ["all"], [s.name for s in program.services])
+    from compiler.ir.workloads import proxy_names, views
+
+    proxies = _proxies(args.proxy or ["all"], proxy_names(program))
     if proxies is None:
         return EXIT_USAGE
     certs_dir = os.path.abspath(args.certs_dir) if args.certs_dir is not None else None
@@ -53,19 +55,19 @@ def doctor(files: list[str], args) -> int:
     now = dt.datetime.now(dt.UTC)
     findings: list[tuple[ir.Service, Finding]] = []
     identities: dict[str, Identity] = {}
+    sidecars = views(program, proxies)   # a workload's sidecar: its service's identity, its own ports
     for name in proxies:
-        svc = program.service(name)
+        svc = sidecars[name]
         if not needs_identity(program, svc):
             continue
         directory = identity_dir(svc, options)
         ident = check_identity(directory, svc.identity, now,
-                               fix=f"meshc ca issue {name} --ca CA-DIR -o {directory}")
+                               fix=f"meshc ca issue {svc.name} --ca CA-DIR -o {directory}")
         identities[name] = ident
         findings += [(svc, f) for f in ident.findings]
-    findings += [(program.service(name), f) for name, f in _trust(identities)]
+    findings += [(sidecars[name], f) for name, f in _trust(identities)]
     for name in proxies:
-        svc = program.service(name)
-        findings += [(svc, f) for f in _ports(svc)]
+        findings += [(sidecars[name], f) for f in _ports(sidecars[name])]
     diags = [_diagnostic(svc, f, comp.sources) for svc, f in findings]
     diags = comp.diagnostics + sorted(diags, key=lambda d: d.sort_key())
     print_diagnostics(diags, args.output_format, args.color)
@@ -131,7 +133,8 @@ def _diagnostic(svc: ir.Service, finding: Finding, sources: dict[str, SourceFile
     """A finding as a diagnostic at the service's declaration, naming the sidecar."""
     from compiler.backends.located import located
 
-    d = located(finding.code, f"sidecar `{svc.name}`: {finding.message}", svc.source, sources, finding.hint)
+    d = located(finding.code, f"sidecar `{svc.sidecar.node or svc.name}`: {finding.message}", svc.source, sources,
+                finding.hint)
     if d.span is None and d.path is None:
         d.path = finding.path
     return d

@@ -13,10 +13,12 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
 COMMANDS = ("check", "compile", "explain", "lint", "fmt", "lsp", "ca", "doctor", "serve", "status", "stat", "graph",
-            "trace", "test", "diff")
+            "trace", "test", "diff", "import")
 FORMATS = ("human", "json", "sarif", "github")
 # What `meshc compile --emit` prints: the stages of a compile, in order.
-STAGES = ("tokens", "ast", "ir", "envoy", "native")
+STAGES = ("tokens", "ast", "ir", "envoy", "native", "istio", "gateway-api")
+# The Kubernetes targets among them (compiler/backends/kube/): YAML objects, no --proxy.
+KUBE_TARGETS = ("istio", "gateway-api")
 
 
 class Parser(argparse.ArgumentParser):
@@ -46,11 +48,20 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true",
                        help="print the diagnostics only: no summary line (machine formats never have one)")
 
+    def channel(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--channel", choices=("standard", "experimental"), default=None,
+                       help="with --target gateway-api: the Gateway API release channel whose HTTPRoute to write "
+                            "and validate against (default: standard; HTTPRoute `retry` is experimental)")
+
     if only in (None, "check"):
         check = sub.add_parser("check", help="check files and report every diagnostic",
                                description="Parse and check a program; print every diagnostic. Writes nothing.")
         common(check)
         check.add_argument("--exit-zero", action="store_true", help="exit 0 even when there are errors (report only)")
+        check.add_argument("--target", choices=KUBE_TARGETS, default=None,
+                           help="also compile to this Kubernetes target and validate its objects against the "
+                                "vendored CRDs (schemas and CEL rules), writing nothing (docs/kubernetes.md)")
+        channel(check)
         quiet(check)
     if only in (None, "lint"):
         lint = sub.add_parser("lint", help="check files and apply the lint rules (exit 1 on any finding)",
@@ -254,6 +265,25 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         help="human (default), json, or markdown (a pull-request comment)")
         df.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                         help="colour in the diagnostics of a side that does not compile")
+    if only in (None, "import"):
+        imp = sub.add_parser("import", help="translate Istio and Kubernetes YAML into formatted .mesh files",
+                             description="Read VirtualService, DestinationRule, AuthorizationPolicy, "
+                                         "PeerAuthentication, ServiceEntry and Service objects (multi-document "
+                                         "files, `kubectl get -o yaml` lists) and write one formatted .mesh file per "
+                                         "namespace, plus mesh.mesh, into DIR (docs/kubernetes.md). What meshc "
+                                         "cannot express is an error located in the YAML, and nothing is written. "
+                                         "Exit 0 written (warnings allowed), 1 errors in the YAML, 2 usage or I/O.")
+        imp.add_argument("source", choices=("istio",), help="the format of the input: istio")
+        imp.add_argument("files", nargs="+", metavar="FILES",
+                         help="YAML files, or directories (their .yaml/.yml files)")
+        imp.add_argument("-o", "--output", required=True, metavar="DIR", help="the directory the .mesh files go to")
+        imp.add_argument("--trust-domain", default="cluster.local", metavar="DOMAIN",
+                         help="the mesh's trust domain (Istio's MeshConfig trustDomain; default cluster.local)")
+        imp.add_argument("--output-format", "--format", dest="output_format", choices=FORMATS, default="human",
+                         help="how diagnostics are printed: human (default), json, sarif or github")
+        imp.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                         help="colour in human output (default: auto, only on a terminal; NO_COLOR disables)")
+        quiet(imp)
     if only is None:  # listed for --help only: run() hands `meshc proxy ...` to runtime_proxy as it is
         sub.add_parser("proxy", add_help=False,
                        help="run the native sidecar proxy on a compiled config (`meshc proxy --help`)")
@@ -306,12 +336,16 @@ def compile_parser(sub, common) -> None:
                       help="what to produce: tokens (as the parser classified them), ast (JSON), ir (the default), "
                            "envoy (bootstrap and xDS files) or native (native proxy config). Without -o, tokens, "
                            "ast and ir are printed as they are, and envoy and native as one JSON object "
-                           "{file: content}")
-    comp.add_argument("--target", dest="emit", choices=("ir", "envoy", "native"), metavar="TARGET",
-                      help="the same as --emit, for the ir, envoy and native stages")
+                           "{file: content}; istio and gateway-api (Kubernetes YAML, one file per service, "
+                           "docs/kubernetes.md) as one multi-document YAML stream")
+    comp.add_argument("--target", dest="emit", choices=("ir", "envoy", "native") + KUBE_TARGETS, metavar="TARGET",
+                      help="the same as --emit, for the ir, envoy, native, istio and gateway-api stages")
+    comp.add_argument("--channel", choices=("standard", "experimental"), default=None,
+                      help="with --target gateway-api: the Gateway API release channel whose HTTPRoute to write "
+                           "and validate against (default: standard; HTTPRoute `retry` is experimental)")
     comp.add_argument("--proxy", action="append", metavar="SERVICE",
-                      help="with --emit envoy|native: the service whose sidecar to configure "
-                           "(repeatable), or `all` for every service")
+                      help="with --emit envoy|native: the service whose sidecar to configure, or "
+                           "SERVICE.SUBSET for a workload's own sidecar (repeatable), or `all` for every sidecar")
     comp.add_argument("--bootstrap", choices=("static", "xds", "ads"), default=None,
                       help="with --emit envoy: a self-contained static bootstrap (default for named proxies), "
                            "one that loads the xds/ files and reloads them on change (default for --proxy all), "

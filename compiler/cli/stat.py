@@ -192,10 +192,12 @@ def stat(args) -> int:
                                       " (or give the proxies' admin addresses: meshc stat HOST:PORT …)")
         if data is None:
             return code
-        # the admin addresses of the sidecars connected to it (node `SERVICE` or `SERVICE.SUBSET`), else of
-        # every sidecar it compiled (proxies that read files, not `meshc serve`)
+        # the admin addresses of the sidecars connected to it (node `SERVICE` or `SERVICE.SUBSET`: a workload's
+        # own sidecar by its node id, another subset's by its service's), else of every sidecar it compiled
+        # (proxies that read files, not `meshc serve`)
         admin = data.get("server", {}).get("admin") or {}
-        connected = {str(s.get("node", "")).split(".")[0] for s in data.get("streams", [])}
+        nodes = {str(s.get("node", "")) for s in data.get("streams", [])}
+        connected = nodes | {node.split(".")[0] for node in nodes}
         addresses = sorted({a for node, a in admin.items() if node in connected}) or sorted(set(admin.values()))
         discovered = True
         if not addresses:

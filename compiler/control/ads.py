@@ -18,8 +18,9 @@ sent, the version last acknowledged, and the last rejection (/work/shared/XDS_NO
   secrets are answered without clusters (it asks for none), before its config on a push;
 - clusters and listeners are sent whole (a missing one is deleted), route configurations and
   secrets by the names asked for;
-- the node id is `SERVICE` or `SERVICE.SUBSET` (a subset's sidecar gets its service's resources
-  for now, its native config under the name it asks for, its node id); one naming no service
+- the node id is `SERVICE` or `SERVICE.SUBSET`: a workload's (a subset with its own sidecar,
+  docs/language.md §5.9) gets its own resources; another subset's sidecar gets its service's
+  resources, its native config under the name it asks for, its node id; one naming no service
   or no subset of it, a node id that changes on the stream, or a type URL that is not served,
   ends that stream alone with a gRPC error status, and so does a reload that removes the
   node's service or subset from the program (NOT_FOUND);
@@ -87,6 +88,9 @@ def resolve(node: str, snapshots: dict[str, NodeSnapshot]) -> tuple[str | None, 
     service, dot, subset = node.partition(".")
     snap = snapshots.get(service)
     if snap is None:   # (without a dot, `node` is `service`)
+        own = sorted(n for n in snapshots if n.startswith(service + "."))   # workloads with their own sidecar
+        if own:
+            return None, f"service {service!r} has no sidecar of its own for that name (workloads: {', '.join(own)})"
         return None, f"no service {service!r} in the program" if dot else "no service of that name in the program"
     if subset in snap.subsets:
         return service, ""

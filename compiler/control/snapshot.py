@@ -24,6 +24,7 @@ from google.protobuf import any_pb2
 from compiler.backends.base import Options
 from compiler.control import protos
 from compiler.control.versions import resource_digest, version_from_digests, version_of
+from compiler.ir import workloads
 from compiler.syntax.parse import ItemCache
 
 _T = "type.googleapis.com/"
@@ -108,7 +109,8 @@ def native_config(snap: NodeSnapshot) -> dict | None:
 
 
 def build(compilation, service: str) -> NodeSnapshot:
-    svc = compilation.ir.service(service)
+    """One proxy's snapshot (`service`: a proxy name, `SERVICE` or a workload's `SERVICE.SUBSET`)."""
+    svc = workloads.views(compilation.ir, [service])[service]
     snap = NodeSnapshot(node=service, json=resources(compilation, service),
                         **{f: get(svc) for f, get in _PER_SERVICE})  # type: ignore[arg-type]
     for type_url, named in snap.json.items():
@@ -121,9 +123,9 @@ def build(compilation, service: str) -> NodeSnapshot:
 
 
 def build_all(compilation) -> dict[str, NodeSnapshot]:
-    """Every sidecar of the program, by the service's name (node ids `SERVICE.SUBSET` get their
-    service's: ads.resolve)."""
-    return {svc.name: build(compilation, svc.name) for svc in compilation.ir.services}
+    """Every sidecar of the program, by its node id: `SERVICE`, and `SERVICE.SUBSET` for a workload's
+    own sidecar (other node ids `SERVICE.SUBSET` get their service's: ads.resolve)."""
+    return {name: build(compilation, name) for name in workloads.proxy_names(compilation.ir)}
 
 
 def _digest(data: bytes) -> bytes:
@@ -249,9 +251,10 @@ class Builder:
         import time
 
         started = time.perf_counter()
-        services = [svc.name for svc in compilation.ir.services]
-        # What a NodeSnapshot carries of its service besides resources.
-        extra = {svc.name: tuple((f, get(svc)) for f, get in _PER_SERVICE) for svc in compilation.ir.services}
+        services = workloads.proxy_names(compilation.ir)   # the proxies: services, and workloads' SERVICE.SUBSET
+        # What a NodeSnapshot carries of its service (as the proxy sees it) besides resources.
+        extra = {name: tuple((f, get(svc)) for f, get in _PER_SERVICE)
+                 for name, svc in workloads.views(compilation.ir, services).items()}
         emitted = compilation.emit("envoy", services, OPTIONS)
         if emitted.has_errors:
             raise ValueError("; ".join(d.message for d in emitted.diagnostics if d.severity == "error"))
@@ -423,8 +426,10 @@ class Builder:
         return _File(tuple(found), tuple(dict.fromkeys(references)))
 
 
-# The NodeSnapshot fields taken from the service: its subsets (node ids `SERVICE.SUBSET`), its SPIFFE ID (certificates).
-_PER_SERVICE = (("subsets", lambda svc: tuple(sub.name for sub in svc.subsets)),
+# The NodeSnapshot fields taken from the service: its subsets (node ids `SERVICE.SUBSET` that are not workloads:
+# a workload has a snapshot of its own), its SPIFFE ID (certificates), its sidecar's admin address.
+_PER_SERVICE = (("subsets", lambda svc: tuple(sub.name for sub in svc.subsets
+                                              if sub.name not in {w.subset for w in svc.workloads})),
                 ("identity", lambda svc: svc.identity),
                 ("admin", lambda svc: f"{svc.sidecar.listen_host}:{svc.sidecar.admin_port}"))
 

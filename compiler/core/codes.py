@@ -3,7 +3,10 @@
 Codes are grouped by hundreds: E01xx syntax, E02xx names and imports, E03xx values,
 E04xx routes and timeouts, E05xx resilience, E06xx authorization, E07xx target limitations (what a
 backend cannot express exactly; reported by `compile --emit envoy|native`, never by `check`), E08xx policy
-tests (E0801-E0819 by `check`, E0820 and up by `meshc test` when it runs them). W-codes are warnings.
+tests (E0801-E0819 by `check`, E0820 and up by `meshc test` when it runs them), E09xx Kubernetes targets
+(what `compile --target istio|gateway-api` cannot write exactly, and names Kubernetes would reject;
+E0901-E0939 Istio and the shared name checks). W-codes are warnings.
+E10xx import: `meshc import istio`, located in the YAML it reads (never by `check`).
 """
 
 from __future__ import annotations
@@ -99,6 +102,10 @@ CODES: dict[str, Code] = _registry(
     ("E0312", "invalid setting value", "A setting has a value outside its documented set of choices. The hint "
               "names the closest choice (the same word in another case first); the checks that depend on the "
               "setting treat its value as unknown rather than guess one."),
+    ("E0350", "sidecars on one host share a port", "Workloads (subsets with their own `sidecar` block) that "
+              "write no `endpoints` are reached at their own inbound listener on the loopback interface, so they "
+              "run on one host: two of them binding the same port, or one binding the port of another's local "
+              "application, could not both start. Give each its own ports (`ports N` takes N, N+1 and N+2)."),
     ("E0313", "contradicting header changes", "The same header is both removed and set or added on one route; the "
               "result would depend on the order a target applies them in."),
     ("E0314", "invalid path", "Paths in matches start with `/`. Prefixes are segment-aware unless written "
@@ -111,6 +118,17 @@ CODES: dict[str, Code] = _registry(
               "defaults to `/v1/traces`), without credentials, a query or a fragment. The sidecars send spans "
               "only there."),
     # ---- routes and timeouts
+    ("E0360", "subset both label-selected and an endpoint list", "A subset is either a list of endpoints (`endpoints "
+              "[...]`, for every target) or label-selected (one `labels { KEY \"VALUE\" }` block: the Kubernetes pods "
+              "carrying those labels, for the Kubernetes targets), never both, and has one `labels` block."),
+    ("E0361", "invalid label key", "A label key is a Kubernetes qualified name: `NAME` or `PREFIX/NAME`, NAME at "
+              "most 63 letters, digits, `-`, `_` and `.` starting and ending with a letter or digit, "
+              "PREFIX a DNS subdomain."),
+    ("E0362", "invalid label value", "A label value is empty or at most 63 letters, digits, `-`, `_` and `.`, starting "
+              "and ending with a letter or digit, as Kubernetes takes it."),
+    ("E0363", "duplicate label", "A label-selected subset names each label key once: a pod has one value per key."),
+    ("E0364", "label-selected subset without a label", "`labels { }` selects by no label, that is every pod of the "
+              "service: write the labels that tell this subset's pods apart."),
     ("E0401", "impossible timeout", "A per-try timeout that is not less than the route timeout can never fire before "
               "the route gives up, so no retry after a slow try could ever happen. Shorten the per-try timeout or "
               "raise the route timeout."),
@@ -134,6 +152,10 @@ CODES: dict[str, Code] = _registry(
               "and `default deny`): the destination is outside that caller's scope, so its sidecar holds none of "
               "the destination's routes and the match never applies."),
     # ---- resilience
+    ("W0411", "caller-specific route under Gateway API", "An HTTPRoute of a Service (GAMMA) routes every caller's "
+              "requests alike: `--target gateway-api` writes the routes as a caller that no `caller` condition "
+              "names takes them, and leaves the caller-specific matches out (`--target istio` writes them as "
+              "sourceLabels)."),
     ("W0501", "retries on non-idempotent methods", "The route can match POST or PATCH requests (explicitly, or because "
               "it has no `method` condition) and retries on conditions that arise after the request reached the "
               "upstream. A retried payment is a double payment. Restrict the methods, retry only on "
@@ -184,6 +206,10 @@ CODES: dict[str, Code] = _registry(
     ("E0703", "tracing without a collector", "Envoy's OpenTelemetry tracer refuses a configuration without an "
               "exporter (the listener is rejected when Envoy loads it), so a `tracing` block without `otlp` has no "
               "Envoy form: the native proxy propagates trace headers without exporting, Envoy cannot."),
+    ("E0750", "label-selected subset on the Envoy or native target", "A label-selected subset (`labels { … }`) names "
+              "the Kubernetes pods that carry those labels: only a Kubernetes target (`--target istio`) has pods to "
+              "select. Envoy's clusters and the native proxy need the subset's endpoints, so compiling to them "
+              "refuses it."),
     ("W0701", "fraction of a percent ejected", "Envoy's `max_ejection_percent` is a whole number: a fractional "
               "`max_ejected` is rounded down."),
     ("W0702", "condition on a header Envoy changes", "Envoy removes some headers from every request before routing and "
@@ -193,6 +219,54 @@ CODES: dict[str, Code] = _registry(
     ("W0703", "query condition that never holds under Envoy", "Envoy compares query parameters as they are sent, "
               "without percent-decoding. A name or value with a space, a control character, `#` or `&` (or a name with "
               "`=`) never appears as it is in a query string, so the condition never holds."),
+    # ---- Kubernetes targets (`compile --target istio|gateway-api`; docs/kubernetes.md)
+    ("E0901", "name Kubernetes would reject", "A Kubernetes target writes meshc's names as Kubernetes names: a "
+              "service becomes a Kubernetes Service (a DNS-1035 label: lower-case letters, digits and `-`, starting "
+              "with a letter, at most 63 characters), its namespace and its subsets DNS labels (the same, starting "
+              "with a letter or digit). meshc's own names also admit upper case and `_`, which Kubernetes rejects; the "
+              "Envoy and native targets accept them."),
+    ("E0902", "one header tested twice in a match, for Istio", "Istio's HTTPMatchRequest holds header conditions in "
+              "two maps by header name (`headers` and `withoutHeaders`): one match cannot test one header with two "
+              "conditions of the same kind. Combine them into one `regex`."),
+    ("E0903", "one header added twice, for Istio", "Istio's `headers.add` is a map by header name: a route cannot add "
+              "two values of one header. Join them into one value."),
+    ("E0904", "retry status code Istio cannot read", "Istio's `retryOn` takes a number as a status code only when Go's "
+              "net/http names it (`http.StatusText`); any other number is passed to Envoy as a condition name, which "
+              "Envoy rejects."),
+    ("E0905", "regex in authorization, for Istio", "Istio's AuthorizationPolicy matches paths and header values "
+              "exactly, by prefix (`abc*`), by suffix (`*abc`) or by presence (`*`): it has no regex."),
+    ("E0906", "case-insensitive authorization, for Istio", "Istio's AuthorizationPolicy compares paths and header "
+              "values case-sensitively: `ignore_case` on a value with letters has no Istio form."),
+    ("E0907", "literal `*` in authorization, for Istio", "Istio's AuthorizationPolicy reads a `*` at either end of a "
+              "path or header value as a wildcard (and `{*}` in a path as a template): a value holding `*` cannot be "
+              "matched literally."),
+    ("E0908", "identity Istio cannot give", "An Istio workload's SPIFFE ID is its Kubernetes service account's, "
+              "`spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/ACCOUNT`, in the service's own namespace: another `identity` "
+              "cannot be issued to it."),
+    ("E0909", "label-selected and endpoint subsets in one service, for Istio", "An endpoint-list subset becomes the "
+              "endpoints of a ServiceEntry, a label-selected one selects the pods of the Kubernetes Service: both "
+              "would claim the service's host. Every subset of a service is one kind for Istio."),
+    ("W0901", "split key not carried by Istio", "Istio's weighted destinations are picked at random by weight: there "
+              "is no field for a split key, so the same key may reach another subset. The shares are kept."),
+    ("W0902", "backoff maximum not carried by Istio", "Istio's `retries.backoff` sets only Envoy's base interval; the "
+              "maximum is then Envoy's default, 10 times the base."),
+    ("W0903", "split weights scaled for Istio", "Istio's weights are 32-bit signed integers: larger weights are "
+              "divided by their common divisor, and when that is not enough, scaled (the shares change slightly)."),
+    ("W0904", "fraction of a percent ejected, for Istio", "Istio's `maxEjectionPercent` is a whole number: a fraction "
+              "is rounded down."),
+    ("W0905", "tracing not written for Istio", "Istio's tracing is the mesh's: an `opentelemetry` extension provider "
+              "in MeshConfig and a Telemetry resource. The output does not configure it."),
+    ("W0906", "a split or mirror target outside the caller's scope, under Istio", "An Istio Sidecar's egress imports "
+              "a host whole: a service that a caller's routes send to (a split, a mirror) but whose authorization "
+              "does not admit the caller is reachable by its Host under Istio (403 from its authorization), where "
+              "meshc answers 404 (outside the scope)."),
+    ("W0907", "sidecar settings not carried by Istio", "Istio's sidecar has fixed ports (15006, 15001, "
+              "15000), forwards to the port a request was for, drains for the mesh's `terminationDrainDuration`, "
+              "streams bodies without a limit and logs through the mesh's Telemetry: these settings of a `sidecar` "
+              "block, when they differ, are not in the output."),
+    ("W0908", "empty header value skipped by Istio", "Envoy drops a header option whose value is empty unless the "
+              "option says `keep_empty_value`, which meshc's Envoy output does and Istio's `headers` cannot: a header "
+              "set or added with an empty value is left as it was under Istio."),
     # ---- policy tests (`test` blocks; E0820 and up are reported by `meshc test` when it runs them)
     ("E0801", "incomplete test", "A `test` block needs a `request { … }` with a caller (`from service NAME`, `from "
               "identity \"spiffe://…\"` or `from unauthenticated`) and a request line such as `GET "
@@ -243,6 +317,78 @@ CODES: dict[str, Code] = _registry(
               "differs and on what; please report it with the policy."),
     ("W0801", "test without expectations", "A test with an empty `expect` block (or none) passes whenever both "
               "targets agree on the request, whatever they decide."),
+    # ---- Kubernetes targets: offline validation and Gateway API (E0940-E0979; docs/kubernetes.md)
+    ("E0940", "object the CRD's schema rejects", "`--target istio|gateway-api` validates every object it writes "
+              "against the vendored CRD (its `openAPIV3Schema`, as the Kubernetes API server would with "
+              "`kubectl apply --validate=strict`): an unknown field, a wrong type, a value out of its range or "
+              "longer than its limit. Nothing is written; the message names the object and the field."),
+    ("E0941", "object a CRD's CEL rule rejects", "The CRD's `x-kubernetes-validations` rules (CEL) are evaluated on "
+              "every object written, as the API server evaluates them on a create: a rule that does not hold rejects "
+              "the object with the rule's own message (Gateway API refuses a path with `//`, Istio a `0s` "
+              "duration). Nothing is written."),
+    ("E0942", "CEL rule the validator cannot evaluate", "A CRD rule could not be evaluated (it calls a function the "
+              "validator does not provide, or it fails on the value): the validator never counts such a rule as "
+              "passed, so the object is refused. This is a gap of meshc's validator; please report it."),
+    ("E0943", "Gateway API would route a request elsewhere", "An HTTPRoute's rules are not tried in the order "
+              "written: Gateway API ranks every match by precedence (an exact path, then the longest path prefix, a "
+              "method, the most header matches, the most query matches; regex paths where the implementation "
+              "puts them) and only then by rule order. meshc's routes are first-match, so where an earlier route's "
+              "match ranks below a later one's and some request matches both, the two disagree: the message shows "
+              "such a request. Nothing is written."),
+    ("E0944", "retry in the standard channel", "HTTPRoute `retry` exists only in Gateway API's experimental "
+              "channel (v1.6.1): the standard channel's CRD rejects the field, and leaving it out would drop the "
+              "route's retries. Compile with `--channel experimental`, or remove the retry."),
+    ("E0945", "fault injection in an HTTPRoute", "Gateway API has no fault injection: a route's `fault` cannot be "
+              "written. `--target istio` carries it (VirtualService `fault`)."),
+    ("E0946", "path condition Gateway API cannot carry", "Gateway API's path matches are `Exact`, `PathPrefix` "
+              "(whole segments, a trailing `/` ignored: `/a/` matches `/a`) and `RegularExpression`, all case "
+              "sensitive: a plain string prefix (`raw_prefix`, or a `prefix` ending in `/`) and `ignore_case` have "
+              "no equivalent."),
+    ("E0947", "condition Gateway API cannot carry", "An HTTPRouteMatch tests that headers and query parameters are "
+              "present with a value, and one method of a fixed list: `not header`, `absent`, a header compared "
+              "ignoring case and other methods have no equivalent."),
+    ("E0948", "split weight too large for Gateway API", "A backendRef's `weight` is at most 1,000,000. Scale the "
+              "weights down in the same proportions."),
+    ("E0950", "header value Gateway API cannot carry", "Gateway API's header values (a header set or added, a "
+              "header match) are printable ASCII words separated by single spaces or tabs, 1 to 4096 characters, and "
+              "a query parameter match has a value of at least one character: an empty value, spaces at its ends "
+              "or in a row, or a character outside printable ASCII cannot be written."),
+    ("E0951", "destination in another namespace", "An HTTPRoute may send to a Service of another namespace only "
+              "where that namespace's ReferenceGrant allows it, and meshc does not write one."),
+    ("E0952", "more routes than an HTTPRoute holds", "An HTTPRoute has at most 16 rules, and meshc writes one "
+              "HTTPRoute per service: Gateway API breaks ties between the rules of several HTTPRoutes by their "
+              "creation time, which the written order cannot decide. Merge routes that share a destination and "
+              "policy (a route takes several matches)."),
+    ("E0953", "header changed twice under Gateway API", "An HTTPRoute's header filter names each header once in "
+              "`set`, `add` and `remove` (each a map by name), and Gateway API does not say in which order the three "
+              "apply: a header added twice, or removed or set and also added, has no equivalent. meshc applies "
+              "`remove`, then `set`, then `add`, in order."),
+    ("W0940", "retry conditions Gateway API leaves to the implementation", "meshc's `5xx` and `gateway-error` also "
+              "retry resets, connect failures and per-try timeouts, and `reset`/`connect-failure` are connection "
+              "conditions: Gateway API's retry names status codes only, so only those are written and the rest is "
+              "the implementation's choice."),
+    ("W0941", "retry backoff maximum not carried", "Gateway API's `retry.backoff` is the minimum wait between "
+              "attempts; the implementation chooses the growth and the maximum. A backoff maximum other than ten "
+              "times the base (meshc's default) is not written."),
+    ("W0942", "route without retries under Gateway API", "An HTTPRoute cannot say \"no retries\": `retry.attempts` "
+              "is at least 1, and without `retry` the implementation's default applies (Istio retries twice on "
+              "connect failures and 503)."),
+    ("W0943", "split key header not carried", "A split `by header` picks the destination from the header's value; "
+              "Gateway API splits by weight at random, so one user may see both destinations."),
+    ("W0944", "regular expression under Gateway API", "A `RegularExpression` match (a regex path, or a header or "
+              "query condition other than an exact value) has an implementation-specific dialect in Gateway API; "
+              "meshc writes RE2, the dialect of Istio and Envoy Gateway."),
+    ("W0945", "authorization not carried by Gateway API", "HTTPRoute has no authorization: a service's "
+              "`authorization` block is not written by `--target gateway-api`. Enforce it with the mesh's own "
+              "policy (`--target istio` writes an AuthorizationPolicy)."),
+    ("W0946", "destination policies not carried by Gateway API", "Connection limits, outlier detection, retry "
+              "budgets and mTLS are "
+              "the mesh implementation's own policies, not HTTPRoute fields: `--target gateway-api` does not write "
+              "them (`--target istio` writes a DestinationRule and a PeerAuthentication)."),
+    ("W0947", "retry without a status code", "Gateway API's HTTPRouteRetry retries on response status codes "
+              "(`codes`) only: a retry `on` connection conditions alone (`reset`, `connect-failure`, "
+              "`refused-stream`) has nothing to write, and the implementation's default retries apply instead "
+              "(Istio's retry connect failures and refused streams, as such a policy does, and 503s)."),
     # ---- lint rules (meshc lint only)
     ("L0101", "retries that outlast the route timeout", "Every try of the route at its per-try timeout, plus the "
               "longest backoffs between them, takes longer than the route timeout: the route timeout ends the request "
@@ -272,6 +418,49 @@ CODES: dict[str, Code] = _registry(
               "authorization block refers to."),
     ("L0402", "unused import", "An import that contributes nothing: the file declares no service, routes or "
               "authorization, and none of its named policies is used."),
+    # ---- import (`meshc import istio`, located in the YAML it reads)
+    ("E1001", "malformed YAML", "A YAML file that does not parse (or is not UTF-8, or repeats a key in one mapping, or "
+              "uses a merge key): the message says where the parser stopped. Nothing is written."),
+    ("E1002", "YAML refused as hostile", "The importer reads YAML as plain data and bounds it: a tag that "
+              "could construct an object (`!!python/object`, any custom tag), a file over 16 MiB, nesting deeper "
+              "than 64 levels, more "
+              "than two million nodes, or aliases that would expand to more than two million nodes (an alias bomb: "
+              "a few hundred bytes that expand to gigabytes when walked) are refused before anything is built."),
+    ("E1003", "not an importable object", "A YAML document that is not a Kubernetes object with `apiVersion`, "
+              "`kind` and `metadata.name`, or of a kind the importer does not read. VirtualService, DestinationRule, "
+              "AuthorizationPolicy, PeerAuthentication, ServiceEntry and Service are translated; workloads and "
+              "configuration (Deployment, ConfigMap, ServiceAccount, …) are skipped with W1001."),
+    ("E1004", "unknown field", "A field that the real Istio CRD schema (istio/api v1.30) does not declare at "
+              "that place: usually a misspelling, which Istio would reject (or, with validation off, ignore)."),
+    ("E1005", "cannot be translated", "An Istio field or value that meshc has no construct for (a redirect, a CORS "
+              "policy, a gateway, a suffix path pattern, a source with both principals and namespaces, …). The import "
+              "stops rather than leave it out silently: remove it, or keep that object in Istio YAML."),
+    ("E1006", "invalid value", "A value of the wrong type or out of range (a weight that is not an integer, a duration "
+              "Istio would not parse, a name that is not a meshc name)."),
+    ("E1007", "unknown host", "A VirtualService, DestinationRule or destination names a host that no imported "
+              "Kubernetes Service or ServiceEntry declares. Short names resolve in the namespace of the object."),
+    ("E1008", "unknown subset", "A route or mirror names a subset that the destination's DestinationRule does not "
+              "declare (Istio would answer 503 `no healthy upstream`), or a subset that selects no endpoint."),
+    ("E1009", "defined twice", "Two services with one name (meshc names are unique across namespaces), or two "
+              "VirtualServices for one host (Istio merges them only on gateways)."),
+    ("E1010", "imported policy does not check", "The translated policy fails `meshc check`: the message gives meshc's "
+              "own diagnostic, reported at the YAML it came from (a path value that is not in normal form, a split "
+              "whose weights are all 0, …)."),
+    ("E1011", "rejected by the CRD schema", "The real Istio CRD (istio/api v1.30.3, vendored in "
+              "compiler/kubeschema/crds) rejects the object: its OpenAPI schema (a type, a range, a required field) "
+              "or one of its CEL validation rules (`x-kubernetes-validations`). The API server would refuse it, so "
+              "it is not translated; a rule the validator cannot evaluate is this error too, never a pass."),
+    ("W1001", "skipped object", "A Kubernetes object that carries no mesh policy (Deployment, ServiceAccount, "
+              "ConfigMap, …) is skipped; a Deployment's pod labels and service account still tell which pods a "
+              "Service has."),
+    ("W1002", "Istio default or retry detail approximated", "Istio retries every route that says nothing about "
+              "retries (2 attempts on connect-failure, refused-stream, 503 and the gRPC statuses unavailable and "
+              "cancelled, each on another endpoint). meshc writes that as a `retry` block without the gRPC statuses "
+              "and without the choice of another endpoint: write `retries: {attempts: 0}` or "
+              "`retryIgnorePreviousHosts: false` in the YAML to make the translation exact."),
+    ("W1003", "approximated", "The translation is close but not exact, and the message says how: Istio's outlier "
+              "detection turns Envoy's panic threshold off unless `minHealthPercent` is written, a Service with "
+              "several ports keeps its first, a policy that selects no imported service is skipped."),
 )
 
 

@@ -27,7 +27,8 @@ def check_ir(program: ir.Program, known_subsets: set[tuple[str, str]] | None = N
             problems.append(f"{where}: unknown subset {service}.{subset}")
 
     clusters = [sub.cluster for s in program.services for sub in s.subsets] + \
-        [s.sidecar.app_cluster for s in program.services]
+        [s.sidecar.app_cluster for s in program.services] + \
+        [w.sidecar.app_cluster for s in program.services for w in s.workloads]
     if len(clusters) != len(set(clusters)):
         problems.append("cluster names are not unique")
     for svc in program.services:
@@ -36,8 +37,10 @@ def check_ir(program: ir.Program, known_subsets: set[tuple[str, str]] | None = N
         up = svc.upstream
         if min(up.connect_timeout_ms, up.idle_timeout_ms, up.max_response_headers_bytes) <= 0:
             problems.append(f"service {svc.name}: connection settings must be positive")
-        if not svc.subsets or any(not sub.endpoints for sub in svc.subsets):
+        if not svc.subsets or any(not sub.endpoints and not sub.labels for sub in svc.subsets):
             problems.append(f"service {svc.name}: a subset without endpoints")
+        if any(sub.labels and (sub.endpoints or sub.discovery != "labels") for sub in svc.subsets):
+            problems.append(f"service {svc.name}: a label-selected subset with endpoints")
         if not svc.routes:
             problems.append(f"service {svc.name}: no routes")
         if svc.mtls.mode not in ("strict", "permissive", "disable"):
@@ -93,10 +96,11 @@ def check_ir(program: ir.Program, known_subsets: set[tuple[str, str]] | None = N
             pct(svc.outlier.max_ejection_percent, f"service {svc.name} outlier")
         if svc.retry_budget is not None:
             pct(svc.retry_budget.percent, f"service {svc.name} retry budget")
-        sc = svc.sidecar
-        if len({sc.inbound_port, sc.outbound_port, sc.admin_port}) != 3:
-            problems.append(f"service {svc.name}: sidecar ports collide")
-        if min(sc.max_request_headers, sc.max_request_headers_bytes, sc.idle_timeout_ms, sc.request_headers_timeout_ms,
-               sc.stream_idle_timeout_ms, sc.max_connections) <= 0 or sc.max_request_body_bytes < 0:
-            problems.append(f"service {svc.name}: sidecar limits out of range")
+        for sc in (svc.sidecar, *(w.sidecar for w in svc.workloads)):
+            if len({sc.inbound_port, sc.outbound_port, sc.admin_port}) != 3:
+                problems.append(f"service {svc.name}: sidecar {sc.node} ports collide")
+            if min(sc.max_request_headers, sc.max_request_headers_bytes, sc.idle_timeout_ms,
+                   sc.request_headers_timeout_ms, sc.stream_idle_timeout_ms, sc.max_connections) <= 0 \
+                    or sc.max_request_body_bytes < 0:
+                problems.append(f"service {svc.name}: sidecar limits out of range")
     return problems

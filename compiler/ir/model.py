@@ -53,6 +53,7 @@ __all__ = [
     "Tracing",
     "Upstream",
     "WeightedSubset",
+    "Workload",
 ]
 
 # Version of the IR document (`meshc compile --emit ir`); bumped on an incompatible change.
@@ -81,9 +82,14 @@ class Subset(Node):
     name: str          # as written; `default` for a service's own `endpoints` (IMPLICIT_SUBSET)
     cluster: str       # the cluster name in both targets, `outbound|SUBSET|SERVICE` (ir/names.py): Envoy's
                        # cluster and stats name, the native proxy's stats label and state key
-    discovery: str     # "static" (every endpoint is an IP address) or "dns" (resolved, and re-resolved, by the proxy)
-    endpoints: tuple[Endpoint, ...]   # never empty; round robin in this order
+    discovery: str     # "static" (every endpoint is an IP address), "dns" (resolved, and re-resolved, by the proxy)
+                       # or "labels" (a label-selected subset: the endpoints are the pods Kubernetes selects)
+    endpoints: tuple[Endpoint, ...]   # round robin in this order; never empty, but for a label-selected subset
     source: Location   # the `subset` (or, for `default`, the service) declaration
+    labels: tuple[tuple[str, str], ...] = ()   # a label-selected subset (`labels { KEY "VALUE" }`): the pod
+                       # labels it selects, sorted by key, and no endpoints (then `discovery` is "labels"); ()
+                       # for an endpoint list. Read by istio (DestinationRule subset labels); envoy and native
+                       # refuse such a subset (E0750)
 
 
 @node
@@ -292,6 +298,18 @@ class Sidecar(Node):
                                        # an absolute path); "" = none (the default). Envoy: a file access log
                                        # with json_format on both HTTP connection managers; native: the same
                                        # fields and values (docs/observability.md)
+    node: str = ""                     # the proxy's name: its node id, its files' names (`SERVICE` for the
+                                       # service's own sidecar, `SERVICE.SUBSET` for a workload's; ir/names.py)
+
+
+@node
+class Workload(Node):
+    """A subset with its own sidecar (docs/language.md §5.9): one workload of the service, with the
+    service's identity, authorization and routes, and its own listeners and application. Read by
+    every backend through compiler/ir/workloads.py (a proxy per workload, named `SERVICE.SUBSET`)."""
+    subset: str                        # the subset's name; its endpoints are where callers reach this sidecar
+    sidecar: Sidecar                   # the service's `sidecar` settings overridden by the subset's own
+    source: Location                   # the subset's `sidecar` block
 
 
 @node
@@ -316,6 +334,8 @@ class Service(Node):
     routes: tuple[Route, ...]          # evaluation order; one `default` route without a routes block
     authorization: Authorization
     mtls: Mtls
+    workloads: tuple[Workload, ...] = ()   # the subsets with their own sidecar, in written order; the service's
+                                       # own `sidecar` serves the others (there is none when every subset is one)
 
 
 @node

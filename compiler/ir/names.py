@@ -13,9 +13,16 @@ def outbound_cluster(service: str, subset: str) -> str:
     return f"outbound|{subset}|{service}"
 
 
-def inbound_cluster(service: str) -> str:
-    """The cluster of a service's own application, behind its sidecar's inbound listener."""
-    return f"inbound|{service}"
+def inbound_cluster(service: str, subset: str | None = None) -> str:
+    """The cluster of a service's own application, behind its sidecar's inbound listener; of a
+    workload's (a subset with its own sidecar), `inbound|SUBSET|SERVICE`."""
+    return f"inbound|{service}" if subset is None else f"inbound|{subset}|{service}"
+
+
+def workload_node(service: str, subset: str) -> str:
+    """The proxy of a workload (a subset with its own sidecar): its node id and its files' name.
+    Neither name holds a dot, so the first dot splits it."""
+    return f"{service}.{subset}"
 
 
 def domains(service: str, namespace: str, port: int, cluster_domain: str = "cluster.local",

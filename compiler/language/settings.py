@@ -119,6 +119,9 @@ SIDECAR = Block("sidecar", "§5.7", "the service's own proxy: its ports, its app
     Setting("outbound", ("int",), 15001, "port of the listener the local app sends its calls to",
             high=65535, label="outbound port"),
     Setting("admin", ("int",), 15000, "port of the proxy's admin interface", high=65535, label="admin port"),
+    Setting("ports", ("int",), None, "first of three consecutive ports taken by the unwritten `inbound`, `outbound` "
+            "and `admin`, in that order (a sidecar's own block of ports on a shared host)", high=65533,
+            label="first port", default_text="none: each port its own default"),
     Setting("app", ("string",), None, "`\"HOST:PORT\"` where inbound traffic is forwarded",
             default_text="`127.0.0.1:<port>`, the service's own port"),
     Setting("escaped_slashes", ("name",), "reject", "what `%2F` and `%5C` in a path do: `reject` (400), `decode` or "
@@ -164,6 +167,17 @@ BLOCKS: dict[str, Block] = {b.kind: b for b in (MESH, TRACING, LIMITS, OUTLIER, 
 # Every setting by key (keys are unique across blocks; the formatter renders a setting by its key).
 SETTINGS: dict[str, Setting] = {s.key: s for b in BLOCKS.values() for s in b.settings}
 assert len(SETTINGS) == sum(len(b.settings) for b in BLOCKS.values()), "a key is used by two blocks"
+
+SIDECAR_PORTS = ("inbound", "outbound", "admin")   # the order in which `ports N` gives N, N+1, N+2
+
+
+def sidecar_ports(written: dict) -> dict[str, int]:
+    """A sidecar's three ports from its written settings (key -> value, unwritten ones absent or
+    None): each written port, else `ports` plus the port's place in SIDECAR_PORTS when `ports` is
+    written, else its default."""
+    base = written.get("ports")
+    return {k: written[k] if written.get(k) is not None else base + i if base is not None else SIDECAR.default(k)
+            for i, k in enumerate(SIDECAR_PORTS)}
 
 
 def default(kind: str, key: str):

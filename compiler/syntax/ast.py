@@ -99,11 +99,24 @@ class Mesh(Node):
 
 
 @node
+class LabelEntry(Node):
+    """One `KEY "VALUE"` of a subset's `labels { … }`: the key as written (a name or a string)."""
+    key: Lit[str]
+    value: Lit[str]
+    span: Span = _span
+
+
+@node
 class Subset(Node):
     """Subset node."""
     name: Lit[str]
     endpoints: tuple[Lit[str], ...] | None
     span: Span = _span
+    sidecar: Block | None = None    # a workload with its own sidecar (§5.9): the service's settings overridden
+    # `labels { KEY "VALUE" … }`: a label-selected subset (the Kubernetes targets select pods by
+    # them); None when not written. Each `labels` block written, in order (E0360 for a second one
+    # or one next to `endpoints`)
+    labels: tuple[tuple[LabelEntry, ...], ...] | None = None
 
 
 @node

@@ -257,8 +257,27 @@ class Builder:
         return ("hosts", tuple(c[1]), self.span(c))
 
     def subset_decl(self, c):
-        endpoints = next((x[1] for x in c if isinstance(x, tuple)), None)
-        return ("subset", ast.Subset(self.name(c[1]), endpoints, self.span(c)), self.span(c))
+        fields: dict[str, Any] = {}
+        labels = []
+        for tag, value, span in self.body(c):
+            if tag == "labels":   # each block written, in order (E0360 for a second one)
+                labels.append(value)
+                continue
+            if tag in fields:
+                self.diags.add("E0105", f"`{tag}` is set twice in subset `{self.vals[c[1]]}`", span,
+                               hint="remove one of them: a subset takes each setting once")
+                continue
+            fields[tag] = value
+        subset = ast.Subset(self.name(c[1]), fields.get("endpoints"), self.span(c), sidecar=fields.get("sidecar"),
+                            labels=tuple(labels) or None)
+        return ("subset", subset, self.span(c))
+
+    def subset_labels(self, c):
+        return ("labels", tuple(self.body(c)), self.span(c))
+
+    def label_entry(self, c):
+        key = self.string(c[0]) if self.types[c[0]] == "STRING" else self.name(c[0])
+        return ast.LabelEntry(key, self.string(c[1]), self.span(c))
 
     def svc_limits(self, c):
         return ("limits", c[1], self.span(c))
@@ -284,7 +303,7 @@ class Builder:
     lim_connections = lim_pending = lim_requests = lim_retries = _setting
     od_consecutive_5xx = od_consecutive_gateway = od_interval = od_ejection = od_max_ejected = _setting
     rb_percent = rb_min_concurrency = _setting
-    sc_inbound = sc_outbound = sc_admin = sc_app = sc_escaped_slashes = _setting
+    sc_inbound = sc_outbound = sc_admin = sc_ports = sc_app = sc_escaped_slashes = _setting
     sc_max_request_headers = sc_max_request_headers_kb = sc_request_headers_timeout = _setting
     sc_idle_timeout = sc_stream_idle_timeout = sc_max_connections = sc_access_log = _setting
     rt_attempts = rt_per_try_timeout = rt_backoff = rt_allow_non_idempotent = _setting

@@ -35,6 +35,7 @@ nodes that may span lines return a list of lines, unindented, which their parent
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from collections.abc import Callable
 
@@ -255,9 +256,20 @@ def mesh(node: ast.Mesh) -> list[str]:
 
 
 def subset(node: ast.Subset) -> str:
-    if node.endpoints is None:
-        return f"subset {name(node.name)} {{ }}"
-    return f"subset {name(node.name)} {{ endpoints {string_list(node.endpoints)} }}"
+    parts = []
+    if node.endpoints is not None:
+        parts.append(f"endpoints {string_list(node.endpoints)}")
+    for block in node.labels or ():
+        entries = "  ".join(f"{label_key(e.key.value)} {string(e.value.value)}" for e in block)
+        parts.append(f"labels {{ {entries} }}" if entries else "labels { }")
+    if node.sidecar is not None:   # a workload (§5.9): its own sidecar block, on the subset's line
+        parts.append(_block_or_ref("sidecar", node.sidecar))
+    return f"subset {name(node.name)} {{ {'  '.join(parts)} }}" if parts else f"subset {name(node.name)} {{ }}"
+
+
+def label_key(key: str) -> str:
+    """A label key as a bare name when the grammar reads it back as one, else a string."""
+    return key if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", key) else string(key)
 
 
 def service(node: ast.Service) -> list[str]:

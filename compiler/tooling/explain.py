@@ -7,6 +7,7 @@ sync; `pytest --update-goldens` or `python -m compiler.tooling.explain --markdow
 
 An explanation file has two sections, `## Bad` and `## Good`; each holds an optional sentence of
 prose and one fenced ```` ```mesh ```` block. The block is a whole program: it compiles on its own.
+The import codes (E10xx, W10xx) have a ```` ```yaml ```` block instead: what `meshc import istio` reads.
 A block whose lines start with `# file: NAME.mesh` holds several files, the first being the one
 given to meshc; ```` ```mesh encoding=latin-1 ```` says the file is saved in that encoding.
 """
@@ -24,8 +25,8 @@ DEFAULT_FILE = "example.mesh"       # the file name of a single-file example
 DOCS_PATH = "docs/codes.md"
 
 _SECTION = re.compile(r"^## (Bad|Good)[ \t]*$", re.MULTILINE)
-_FENCE = re.compile(r"^```mesh([^\n]*)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
-_FILE_MARK = re.compile(r"^# file: (\S+\.mesh)[ \t]*$", re.MULTILINE)
+_FENCE = re.compile(r"^```(mesh|yaml)([^\n]*)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+_FILE_MARK = re.compile(r"^# file: (\S+\.(?:mesh|yaml))[ \t]*$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -54,18 +55,19 @@ def parse_examples(text: str, where: str = "<explanation>") -> dict[str, Example
         fence = _FENCE.search(body)
         if fence is None:
             raise ValueError(f"{where}: section `{head.group(1)}` has no ```mesh block")
-        options = dict(opt.split("=", 1) for opt in fence.group(1).split() if "=" in opt)
-        source = fence.group(2)
+        options = dict(opt.split("=", 1) for opt in fence.group(2).split() if "=" in opt)
+        source = fence.group(3)
         found[head.group(1).lower()] = Example(
             prose=" ".join(body[:fence.start()].split()), source=source,
-            files=_split_files(source), encoding=options.get("encoding", "utf-8"))
+            files=_split_files(source, "example.yaml" if fence.group(1) == "yaml" else DEFAULT_FILE),
+            encoding=options.get("encoding", "utf-8"))
     return found
 
 
-def _split_files(source: str) -> tuple[tuple[str, str], ...]:
+def _split_files(source: str, default: str = DEFAULT_FILE) -> tuple[tuple[str, str], ...]:
     marks = list(_FILE_MARK.finditer(source))
     if not marks:
-        return ((DEFAULT_FILE, source),)
+        return ((default, source),)
     return tuple((m.group(1), source[m.end() + 1:marks[i + 1].start() if i + 1 < len(marks) else len(source)])
                  for i, m in enumerate(marks))
 

@@ -159,6 +159,9 @@ class Subset(Model):
     discovery: Literal["static", "dns"]
     endpoints: list[Endpoint] = Field(min_length=1)
     source: Location
+    # the IR's label selector of a label-selected subset, which the native target refuses (E0750):
+    # always empty here
+    labels: list[tuple[str, str]] = Field(default_factory=list, max_length=0)
 
 
 class Limits(Model):

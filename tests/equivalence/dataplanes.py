@@ -581,6 +581,7 @@ class Session:
         ce = self.envoy.compile(policy)
         cn = self.native.compile(policy)
         self.compiled = ce
+        self.compiled_native = cn    # what the native plane runs: the suite reads each request's features from it
         self.envoy.swap(ce)
         self.native.swap(cn)
         return ce, cn

@@ -386,8 +386,10 @@ def answered_as_unknown(policy: GenPolicy, host: str, like: str | None = None) -
 
 
 @st.composite
-def policies(draw) -> GenPolicy:
-    """A whole program around the sidecar of `client` (see the module docstring)."""
+def policies(draw, focus: frozenset[str] = frozenset()) -> GenPolicy:
+    """A whole program around the sidecar of `client` (see the module docstring). `focus`: names
+    of tests/equivalence/features.py whose steps the policy must hold where a focused request
+    (`focused_requests`) reaches them together (`FOCUS_RECIPES`)."""
     n_services = draw(st.integers(1, 3))
     services = [f"s{i}" for i in range(n_services)]
     endpoints: list[Endpoint] = []
@@ -402,6 +404,7 @@ def policies(draw) -> GenPolicy:
     cluster_domain = draw(st.sampled_from(("cluster.local", "cluster.local", "corp.internal")))
     hosts: list[tuple[str, tuple[str, ...]]] = []
     with_hosts = draw(st.booleans())
+    escaped, mtls, tracing = focus_sidecar(focus, escaped, mtls, tracing)
     lines.append(f'mesh {{\n  trust_domain "{TRUST_DOMAIN}"\n' + (f"  mtls {mtls}\n" if mesh_wide else "")
                  + ("" if cluster_domain == "cluster.local" else f"  cluster_domain {q(cluster_domain)}\n")
                  + (f'  tracing {{ sampling {tracing}  otlp "http://127.0.0.1:@OTLP@/v1/traces" }}\n'
@@ -430,13 +433,17 @@ def policies(draw) -> GenPolicy:
         for name in names:
             ep = Endpoint(len(endpoints), svc, name)
             endpoints.append(ep)
-            body.append(f'  subset {name} {{ endpoints ["127.0.0.1:@EP{ep.index}@"] }}')
-        if draw(st.booleans()):
+            # sometimes a workload with its own sidecar (language §5.9): callers see the same subset
+            own = "  sidecar { ports 40000 }" if draw(st.integers(0, 3)) == 0 else ""
+            body.append(f'  subset {name} {{ endpoints ["127.0.0.1:@EP{ep.index}@"]{own} }}')
+        if draw(st.booleans()) or (svc == "s0" and "retry_budget" in focus):
             body.append("  retry_budget { percent 20%  min_concurrency 3 }")
         written = draw(st.sampled_from(HOSTS[svc])) if with_hosts else ()
         if written:
             body.append("  hosts [" + ", ".join(q(h) for h in written) + "]")
             hosts.append((svc, written))
+        if svc == "s0":
+            body += focus_service(focus)
         lines.append(f"service {svc} {{\n" + "\n".join(body) + "\n}\n")
     destinations = [f"{svc}.{sub}" for svc in services for sub in subsets[svc]]
 
@@ -444,10 +451,12 @@ def policies(draw) -> GenPolicy:
     has_timeouts = False
     meta_routes = {}
     foreign_routes: list[str] = []
+    outbound_focus = any(FOCUS_SIDE.get(f) in ("outbound", "both") for f in focus)
     for svc in services:
-        if len(subsets[svc]) == 1 and draw(st.integers(0, 3)) == 0:
+        focused = svc == "s0" and outbound_focus
+        if len(subsets[svc]) == 1 and draw(st.integers(0, 3)) == 0 and not focused:
             continue   # the implicit route (language §5.8)
-        routes = []
+        routes = [focus_route(focus, destinations)] if focused else []
         for r in range(draw(st.integers(1, 4))):
             body = [draw(match_blocks(paths)) for _ in range(draw(st.integers(0, 2)))]
             # caller conditions (`caller`): for the sidecar under test, for others, for both
@@ -502,6 +511,8 @@ def policies(draw) -> GenPolicy:
     out_of_scope = []
     for svc in services:
         block = draw(destination_authorizations())
+        if svc == "s0" and outbound_focus:
+            block = None       # the focused requests go to s0: it stays in the sidecar's scope
         if block is not None:
             text, admits = block
             lines.append(f"authorization {svc} {{\n{text}\n}}\n")
@@ -524,8 +535,13 @@ def policies(draw) -> GenPolicy:
         if draw(st.integers(0, 7)) == 0:
             conds.append(draw(st.sampled_from(XFCC_CONDITIONS)))
         rules.append(f"  {action} rule{i} {{ {'  '.join(conds)} }}")
-    if rules or draw(st.booleans()):
-        default = draw(st.sampled_from(("allow", "deny")))
+    # (the same draws with or without a focus: hypothesis holds a strategy's draws to one shape)
+    written = draw(st.booleans()) if not rules else True
+    default = draw(st.sampled_from(("allow", "deny"))) if written else "allow"
+    authz_focus = focus_authorization(focus)
+    if authz_focus is not None:
+        lines.append(authz_focus)
+    elif written:
         lines.append("authorization client {\n  default " + default + "\n" + "\n".join(rules) + "\n}\n")
 
     return GenPolicy(
@@ -533,7 +549,180 @@ def policies(draw) -> GenPolicy:
         header_names=MATCH_HEADERS, header_values=VALUES, query_names=QUERY_NAMES, query_values=QUERY_VALUES,
         split_keys=SPLIT_KEYS, has_timeouts=has_timeouts, mtls=mtls, out_of_scope=tuple(out_of_scope),
         hosts=tuple(hosts), cluster_domain=cluster_domain,
-        meta={"routes": meta_routes, "escaped_slashes": escaped, "tracing": tracing, "foreign_routes": foreign_routes})
+        meta={"routes": meta_routes, "escaped_slashes": escaped, "tracing": tracing, "focus": focus,
+              "foreign_routes": foreign_routes})
+
+
+# ---- focused policies: features combined on purpose (tests/equivalence/features.py) ---------------
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a focused policy and its focused requests add so that one request exercises a feature
+    (one row per feature of tests/equivalence/features.py; the parts of several features are
+    combined into one sidecar, one service `s0`, one route `fx` of s0 first in its routes, one
+    `authorization client` and one request per listener)."""
+    side: str = "outbound"                  # outbound | inbound | both: which focused request reaches it
+    sidecar: tuple[tuple[str, str], ...] = ()   # (escaped|mtls|tracing, value)
+    service: tuple[str, ...] = ()           # lines of service s0
+    path: str | None = None                 # the path kind of the focus route's matching match
+    match: str | None = None                # another condition of that match
+    route: tuple[str, ...] = ()             # lines of the focus route
+    retry: tuple[str, ...] = ()             # parts of its `retry { }`
+    fault: tuple[str, ...] = ()             # parts of its `fault { }`
+    split: str | None = None                # keyed | random
+    rule: str | None = None                 # authorization: a deny rule with this one condition, which fails
+    decide: str | None = None               # authorization: allow | deny | default_allow | default_deny
+    caller: str | None = None               # inbound: identity | plaintext
+    headers: tuple[tuple[str, str], ...] = ()   # the focused request's headers
+    query: str = ""                         # its query
+    target: str | None = None               # normalized | escaped: how its path is written
+
+
+FOCUS_PATH = "/fx/v1"
+FOCUS_RECIPES: dict[str, Recipe] = {
+    "match.path.exact": Recipe(path="exact"),
+    "match.path.prefix": Recipe(path="prefix"),
+    "match.path.regex": Recipe(path="regex"),
+    "match.header": Recipe(match='header "x-f" exact "1"', headers=(("x-f", "1"),)),
+    "match.query": Recipe(match='query "f" exact "1"', query="?f=1"),
+    "match.method": Recipe(match="method [GET, POST]"),
+    "split.keyed": Recipe(split="keyed", headers=((SPLIT_HEADER, "7"),)),
+    "split.random": Recipe(split="random"),
+    "timeout": Recipe(route=("timeout 3s",)),
+    "retry": Recipe(retry=("on [5xx]",)),
+    "retry.on_status": Recipe(retry=("on [503]",)),
+    "retry.per_try_timeout": Recipe(retry=("per_try_timeout 100ms",)),
+    "retry.backoff": Recipe(retry=("backoff 1ms max 2ms",)),
+    "retry_budget": Recipe(retry=("on [5xx]",), service=("  retry_budget { percent 20%  min_concurrency 3 }",)),
+    "fault.delay": Recipe(fault=("delay 5ms 100%",)),
+    "fault.abort": Recipe(fault=("abort 418 100%",)),
+    "mirror": Recipe(route=("mirror MIRROR 100%",)),
+    "request_headers": Recipe(route=('request_headers { set "x-set" "f" }',)),
+    "response_headers": Recipe(route=('response_headers { set "x-r0" "f" }',)),
+    # generous: no focused request meets them, each is counted by them (scenarios reach them)
+    "limits": Recipe(service=("  limits { connections 900  pending 900  requests 900 }",)),
+    "outlier": Recipe(service=("  outlier { consecutive_5xx 1000  interval 10s  ejection 30s  max_ejected 10% }",)),
+    "path.normalized": Recipe(side="both", target="normalized"),
+    "escaped_slashes.decode": Recipe(side="both", sidecar=(("escaped", "decode"),), target="escaped"),
+    "escaped_slashes.keep": Recipe(side="both", sidecar=(("escaped", "keep"),), target="escaped"),
+    "tracing": Recipe(side="both", sidecar=(("tracing", "100%"),)),
+    "authz.allow": Recipe(side="inbound", decide="allow"),
+    "authz.deny": Recipe(side="inbound", decide="deny"),
+    "authz.default_allow": Recipe(side="inbound", decide="default_allow"),
+    "authz.default_deny": Recipe(side="inbound", decide="default_deny"),
+    "authz.from": Recipe(side="inbound", rule='from identity "spiffe://nobody.local/x"'),
+    "authz.method": Recipe(side="inbound", rule="method [DELETE]"),
+    "authz.path": Recipe(side="inbound", rule='path prefix "/fxd"'),
+    "authz.header": Recipe(side="inbound", rule='header "x-f" exact "nomatch"'),
+    "mtls.strict": Recipe(side="inbound", sidecar=(("mtls", "strict"),)),
+    "mtls.permissive": Recipe(side="inbound", sidecar=(("mtls", "permissive"),)),
+    "mtls.disable": Recipe(side="inbound", sidecar=(("mtls", "disable"),)),
+    "peer.identity": Recipe(side="inbound", caller="identity"),
+    "peer.plaintext": Recipe(side="inbound", caller="plaintext"),
+}
+FOCUS_SIDE = {name: r.side for name, r in FOCUS_RECIPES.items()}
+
+
+def _recipes(focus: frozenset[str]) -> list[Recipe]:
+    return [FOCUS_RECIPES[f] for f in sorted(focus) if f in FOCUS_RECIPES]
+
+
+def focus_sidecar(focus: frozenset[str], escaped: str, mtls: str, tracing: str | None) -> tuple[str, str, str | None]:
+    """The sidecar's `escaped_slashes`, mTLS mode and tracing sampling under `focus`."""
+    over = dict(kv for r in _recipes(focus) for kv in r.sidecar)
+    callers = {r.caller for r in _recipes(focus)} - {None}
+    if "mtls" not in over and callers == {"plaintext"} and mtls == "strict":
+        over["mtls"] = "permissive"
+    if "mtls" not in over and callers == {"identity"} and mtls == "disable":
+        over["mtls"] = "permissive"
+    return over.get("escaped", escaped), over.get("mtls", mtls), over.get("tracing", tracing)
+
+
+def focus_service(focus: frozenset[str]) -> list[str]:
+    """Lines service s0 gets under `focus` (a retry budget is added by `policies` itself)."""
+    return list(dict.fromkeys(line for r in _recipes(focus) for line in r.service if "retry_budget" not in line))
+
+
+def focus_route(focus: frozenset[str], destinations: list[str]) -> str:
+    """The route `fx`, first in s0's routes: decoy matches (one per path kind of the focus but the
+    last, each failing on the path) and then the match the focused request takes, the focus's
+    destination and settings."""
+    recipes = _recipes(focus)
+    kinds = [k for k in ("exact", "regex", "prefix") if any(r.path == k for r in recipes)] or ["prefix"]
+    decoy = {"exact": 'path exact "/fxd"', "regex": 'path regex "/fxd.*"', "prefix": 'path prefix "/fxd"'}
+    final = {"exact": f"path exact {q(FOCUS_PATH)}", "regex": 'path regex "/fx.*"', "prefix": 'path prefix "/fx"'}
+    body = [f"match {{ {decoy[k]} }}" for k in kinds[:-1]]
+    body.append("match { " + "  ".join([final[kinds[-1]]] + [r.match for r in recipes if r.match]) + " }")
+    splits = {r.split for r in recipes} - {None}
+    s0 = [d for d in destinations if d.startswith("s0.")]
+    if splits:
+        arms = (s0 + [d for d in destinations if d not in s0])[:2]
+        weights = (30, 70) if len(arms) == 2 else (100,)
+        body.append("split { " + "  ".join(f"{d} {w}" for d, w in zip(arms, weights)) + " }"
+                    + (f" by header {q(SPLIT_HEADER)}" if "keyed" in splits else ""))
+    else:
+        body.append(f"to {s0[0]}")
+    retry = list(dict.fromkeys(p for r in recipes for p in r.retry))
+    if retry:
+        on = sorted({v for p in retry if p.startswith("on [") for v in p[4:-1].split(", ")})
+        rest = [p for p in retry if not p.startswith("on [")]
+        body.append("retry { " + "  ".join(["attempts 2", f"on [{', '.join(on or ['5xx'])}]"] + rest
+                                           + ["allow_non_idempotent"]) + " }")
+    fault = list(dict.fromkeys(p for r in recipes for p in r.fault))
+    if fault:
+        body.append("fault { " + "  ".join(fault) + " }")
+    body += [line.replace("MIRROR", destinations[-1]) for r in recipes for line in r.route]
+    return "  route fx {\n    " + "\n    ".join(body) + "\n  }"
+
+
+def focus_authorization(focus: frozenset[str]) -> str | None:
+    """`authorization client` under `focus` (None when the focus has nothing of it): deny rules
+    that each test one condition kind and fail, then what decides."""
+    recipes = _recipes(focus)
+    rules = [r.rule for r in recipes if r.rule]
+    decides = [r.decide for r in recipes if r.decide]
+    if not rules and not decides:
+        return None
+    decide = decides[0] if decides else "default_allow"
+    lines = [f"  deny f{i} {{ {rule} }}" for i, rule in enumerate(rules)]
+    if decide == "deny":
+        lines.append('  deny hit { path prefix "/fx" }')
+    elif decide == "allow":
+        lines.append('  allow hit { path prefix "/fx" }')
+    default = "allow" if decide == "default_allow" else "deny"
+    return "authorization client {\n  default " + default + "\n" + "\n".join(lines) + "\n}\n"
+
+
+def focused_requests(policy: GenPolicy, live: bool = True) -> list[GenRequest]:
+    """The requests that reach the focus of `policy` (none without one): one to s0 when the focus
+    has outbound or both-listener features, one to the sidecar's inbound listener when it has
+    inbound or both-listener features, from the caller the focus asks for."""
+    focus = policy.meta.get("focus") or frozenset()
+    recipes = _recipes(focus)
+    if not recipes:
+        return []
+    sides = {r.side for r in recipes}
+    path = FOCUS_PATH
+    targets = {r.target for r in recipes}
+    escaped = {v for r in recipes for k, v in r.sidecar if k == "escaped"}
+    if "escaped" in targets:   # normalised to FOCUS_PATH: decoded, or kept in a segment `..` removes
+        path = "/fx%2Fv1" if "decode" in escaped else "/x%2Fy/../fx/v1"
+    if "normalized" in targets:
+        path = "/." + path
+    headers = tuple(h for r in recipes for h in r.headers)
+    if policy.meta.get("tracing") not in (None, "0%", "100%"):
+        headers += (("x-request-id", REQUEST_IDS[0]),)
+    out = []
+    if sides & {"outbound", "both"} and "inbound" not in sides:
+        fail = Fail("status", 1, status=503) if live and any(r.retry for r in recipes) else None
+        out.append(GenRequest("outbound", "GET", path + "".join(r.query for r in recipes), "s0", headers, fail))
+    if sides & {"inbound", "both"} and "outbound" not in sides:
+        wants = {r.caller for r in recipes} - {None}
+        if not wants:
+            wants = {"plaintext" if policy.mtls == "disable" else "identity"}
+        caller = None if "plaintext" in wants else CALLERS[2]
+        out.append(GenRequest("inbound", "GET", path, "client", headers, caller=caller))
+    return out
 
 
 # ---- requests -----------------------------------------------------------------------------------
@@ -660,8 +849,15 @@ def callers(draw, mtls: str) -> str | None:
 
 
 @st.composite
-def cases(draw, max_requests: int = 20, min_requests: int = 1, live: bool = True):
-    """(policy, requests aimed at it)."""
-    policy = draw(policies())
+def cases(draw, max_requests: int = 20, min_requests: int = 1, live: bool = True, focus_layer: str | None = None,
+          focus: frozenset[str] = frozenset()):
+    """(policy, requests aimed at it). With `focus_layer` (`model` or `live`), three policies in
+    four are focused on one of `features.focus_groups()` (features combined on purpose); with
+    `focus`, the policy is focused on those features. The focused requests come first."""
+    if focus_layer is not None and not focus and draw(st.integers(0, 3)) > 0:
+        from tests.equivalence import features
+
+        focus = draw(st.sampled_from(features.focus_groups()))
+    policy = draw(policies(focus))
     reqs = draw(st.lists(requests(policy, live=live), min_size=min_requests, max_size=max_requests))
-    return policy, reqs
+    return policy, focused_requests(policy, live) + reqs

@@ -13,7 +13,14 @@ files there, MESHC_EQUIVALENCE_NATIVE=files; both parts when some of each ran).
 decisions for such a caller; the other inbound requests come from a plaintext caller without
 identity. Counters only ever go up; a test adds to them as it compares (after hypothesis
 shrinking has replayed an example, the counts include the replays: they are what was actually
-run)."""
+run).
+
+Under it, printed with it, the pairwise feature coverage (tests/equivalence/features.py):
+
+    pairs: C of P that can interact covered (X %; model a of b (..), live c of d (..); ...)
+
+With `MESHC_EQUIVALENCE_PAIRS=-` the full report (features, uncovered pairs, the pairs that
+cannot interact and why) follows it; with `MESHC_EQUIVALENCE_PAIRS=FILE` it is written to FILE."""
 
 from __future__ import annotations
 
@@ -58,4 +65,20 @@ def summary() -> str:
                if c["served_native_policies"] else "")
             + (f"{c['served_policies']} of the policies and {c['served_requests']} of the requests with envoy fed "
                "by meshc serve over ADS, " if c["served_policies"] else "")
-            + f"{c['disagreements']} disagreements")
+            + f"{c['disagreements']} disagreements") + _pairs()
+
+
+def _pairs() -> str:
+    from tests.equivalence import features
+
+    if not features.used():
+        return ""
+    out = "\n" + features.summary()
+    where = features.report_requested()
+    if where == "-":
+        out += "\n" + features.report()
+    elif where:
+        with open(where, "w", encoding="utf-8") as fh:
+            fh.write(features.report() + "\n")
+        out += f" (report: {where})"
+    return out

@@ -19,6 +19,9 @@ yet):
     xds/SERVICE/lds.json      the sidecar's two listeners (inbound, outbound), per proxy
     SERVICE.envoy.json        the bootstrap, per proxy: `static` (self-contained) or `xds`
 
+SERVICE is the proxy's name (compiler/ir/workloads.py): a service's, or `SERVICE.SUBSET` for a
+workload's own sidecar, which has its service's scope, identity files and routes.
+
 Scoping (compiler/ir/scope.py): a sidecar gets the virtual hosts of the destinations it can call
 and the clusters those need, plus its own application's cluster. Sidecars with the same scope
 share its files; KEY names a scope by its destinations (names.scope_key), so the output grows
@@ -53,7 +56,7 @@ from compiler import ir
 from compiler.backends.base import Emitted, Link, Options, identity_dir, needs_identity
 from compiler.backends.envoy import bootstrap, clusters, limitations, listeners, names, routes, tls
 from compiler.backends.envoy.tls import Sds
-from compiler.ir import scope
+from compiler.ir import scope, workloads
 
 
 def _dumps():
@@ -71,7 +74,7 @@ def bootstrap_mode(program: ir.Program, proxies: list[str], options: Options) ->
     bootstraps."""
     if options.bootstrap is not None:
         return options.bootstrap
-    return "xds" if set(proxies) == {s.name for s in program.services} else "static"
+    return "xds" if set(proxies) == set(workloads.proxy_names(program)) else "static"
 
 
 def xds_dir(options: Options) -> str:
@@ -84,28 +87,32 @@ def xds_dir(options: Options) -> str:
 
 
 def emit(program: ir.Program, proxies: list[str], options: Options, sources: dict) -> Emitted:
-    """The files of the Envoy sidecars of `proxies` (service names of `program`)."""
+    """The files of the Envoy sidecars of `proxies` (their names: services, or `SERVICE.SUBSET` for a
+    workload's own sidecar; compiler/ir/workloads.py)."""
     out = Emitted(diagnostics=limitations.check_program(program, sources))
     if out.has_errors:
         return out
     dumps = _dumps()
     mode = bootstrap_mode(program, proxies, options)
     services = {s.name: s for s in program.services}
+    sidecars = workloads.views(program, list(proxies))   # each proxy: its service, with its own sidecar
     if mode == "ads":
         if not options.xds_servers:
             raise ValueError("an `ads` bootstrap needs the control plane's address (Options.xds_servers)")
         for name in proxies:
-            # the channel's identity directory: DIR for one sidecar, DIR/SERVICE for several (as --certs-dir)
+            # the channel's identity directory: DIR for one sidecar, DIR/SERVICE for several (as --certs-dir;
+            # a workload's sidecar has its service's identity)
             identity = options.xds_identity
             if identity is not None and len(proxies) > 1:
-                identity = f"{identity.rstrip('/')}/{name}"
+                identity = f"{identity.rstrip('/')}/{workloads.service_of(name)}"
             out.files[names.bootstrap_file(name)] = dumps(bootstrap.ads_bootstrap(
-                services[name], options.xds_servers, identity, program.trust_domain, program.tracing))
+                sidecars[name], options.xds_servers, identity, program.trust_domain, program.tracing))
         return out
     where = xds_dir(options)
-    sds = {name: tls.sds_files(where, name) for name in proxies if needs_identity(program, services[name])}
+    sds = {name: tls.sds_files(where, name) for name in proxies if needs_identity(program, sidecars[name])}
     shared_cds = not any(s.mtls.mode != "disable" for s in program.services)
-    scopes = scope.scopes(program, list(proxies))
+    by_service = scope.scopes(program, list(dict.fromkeys(workloads.service_of(p) for p in proxies)))
+    scopes = {p: by_service[workloads.service_of(p)] for p in proxies}
     cluster_names = routes.cluster_map(program)
 
     per_service: dict[str, list[dict]] = {}
@@ -118,7 +125,7 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
         return per_service[name]
 
     def route_config(hosts: tuple[str, ...], caller: str | None = None) -> dict:
-        """`caller`: the sidecar whose own routes these are (Scope.own_routes), else None."""
+        """`caller`: the service whose sidecars' own routes these are (Scope.own_routes), else None."""
         keys = [(h, caller if caller is not None and caller in named.get(h, ()) else None) for h in hosts]
         for key in keys:
             if key not in vhosts:
@@ -136,11 +143,12 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
     route_groups: dict[tuple[tuple[str, ...], str | None], list[str]] = {}
     for name in proxies:
         groups.setdefault(scopes[name].hosts, []).append(name)
-        route_groups.setdefault((scopes[name].hosts, name if scopes[name].own_routes else None), []).append(name)
+        own = scopes[name].caller if scopes[name].own_routes else None   # (a service's workloads share its routes)
+        route_groups.setdefault((scopes[name].hosts, own), []).append(name)
 
     def rds_file(proxy: str) -> str:
         if scopes[proxy].own_routes:
-            return names.proxy_rds(proxy)
+            return names.proxy_rds(scopes[proxy].caller)
         return names.RDS if scopes[proxy].full else names.scope_rds(scopes[proxy].hosts)
 
     def cds_file(proxy: str) -> str:
@@ -153,14 +161,14 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
     files = out.files
     for name in proxies:  # secrets first: listeners and clusters name them
         if name in sds:
-            for secret_name, secret in tls.secrets(identity_dir(services[name], options)).items():
+            for secret_name, secret in tls.secrets(identity_dir(sidecars[name], options)).items():
                 files[names.output_path(names.sds(name, secret_name))] = \
                     bootstrap.discovery_response(names.SECRET, [secret], dumps)
     if shared_cds:   # one file per scope: its clusters and the applications of the sidecars sharing it
         for members in groups.values():
             files[names.output_path(cds_file(members[0]))] = bootstrap.discovery_response(
                 names.CLUSTER, outbound_clusters(members[0], None)
-                + [clusters.inbound_cluster(services[name]) for name in sorted(members)]
+                + [clusters.inbound_cluster(sidecars[name]) for name in sorted(members)]
                 + bootstrap.collector(program.tracing), dumps)
         # each sidecar's own CDS path, named by its bootstrap: a link to its scope's file, replaced
         # (and so reloaded by Envoy) when its scope or that file changes
@@ -170,24 +178,24 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
     else:            # one file per sidecar: its clusters name its own secrets
         for name in proxies:
             files[names.output_path(cds_file(name))] = bootstrap.discovery_response(
-                names.CLUSTER, outbound_clusters(name, sds.get(name)) + [clusters.inbound_cluster(services[name])]
+                names.CLUSTER, outbound_clusters(name, sds.get(name)) + [clusters.inbound_cluster(sidecars[name])]
                 + bootstrap.collector(program.tracing), dumps)
     for (hosts, own), members in route_groups.items():   # routes before the listeners that name them
         path = names.output_path(rds_file(members[0]))
         out.links_before = out.links_before or path
         files[path] = bootstrap.discovery_response(names.ROUTE_CONFIGURATION, [route_config(hosts, own)], dumps)
     for name in proxies:
-        svc = services[name]
+        svc = sidecars[name]
         rds_source = listeners.rds(f"{where}/{rds_file(name)}")
         lds = [listeners.inbound_listener(svc, sds.get(name), program.tracing),
                listeners.outbound_listener(svc, rds_source, program.tracing)]
         files[names.output_path(names.lds(name))] = bootstrap.discovery_response(names.LISTENER, lds, dumps)
     for name in proxies:
-        svc = services[name]
+        svc = sidecars[name]
         if mode == "xds":
             doc = bootstrap.xds_bootstrap(svc, where, names.proxy_cds(name), program.tracing)
         else:
-            inline = {"route_config": route_config(scopes[name].hosts, name)}
+            inline = {"route_config": route_config(scopes[name].hosts, scopes[name].caller)}
             doc = bootstrap.static_bootstrap(
                 svc, [listeners.inbound_listener(svc, sds.get(name), program.tracing),
                       listeners.outbound_listener(svc, inline, program.tracing)],

@@ -82,7 +82,7 @@ def _base(svc: ir.Service, tracing: ir.Tracing | None = None) -> dict:
     return {
         "admin": {"address": socket_address(svc.sidecar.listen_host, svc.sidecar.admin_port)},
         "layered_runtime": runtime(svc.sidecar, tracing),
-        "node": {"cluster": svc.name, "id": svc.name},
+        "node": {"cluster": svc.name, "id": svc.sidecar.node or svc.name},   # a workload's: SERVICE.SUBSET
     }
 
 
@@ -111,7 +111,7 @@ def xds_bootstrap(svc: ir.Service, xds_dir: str, cds: str = names.CDS, tracing: 
     out = _base(svc, tracing)
     out["dynamic_resources"] = {
         "cds_config": _config_source(f"{xds_dir}/{cds}"),
-        "lds_config": _config_source(f"{xds_dir}/{names.lds(svc.name)}"),
+        "lds_config": _config_source(f"{xds_dir}/{names.lds(svc.sidecar.node or svc.name)}"),
     }
     return out
 

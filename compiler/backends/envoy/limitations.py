@@ -44,6 +44,12 @@ def check_program(program: ir.Program, sources: dict) -> list:
             hint='add `otlp "http://HOST:PORT/v1/traces"` (Envoy rejects a tracer without an exporter); the native '
                  "proxy alone can propagate trace headers without exporting"))
     for svc in program.services:
+        for sub in svc.subsets:
+            if sub.labels:   # docs/language.md, "Label-selected subsets"
+                out.append(located(
+                    "E0750", f"subset `{sub.name}` of service `{svc.name}` selects Kubernetes pods by label: Envoy's "
+                             "clusters need its endpoints", sub.source, sources,
+                    hint="a label-selected subset is for `--target istio`; for Envoy, write `endpoints [...]`"))
         if svc.outlier is not None and svc.outlier.max_ejection_percent != int(svc.outlier.max_ejection_percent):
             pct = svc.outlier.max_ejection_percent
             out.append(located(

@@ -98,8 +98,8 @@ def scope_rds(hosts: tuple[str, ...]) -> str:
 
 
 def proxy_rds(service: str) -> str:
-    """The outbound routes of one sidecar whose route table is its own (routes for it as the
-    caller: compiler/ir/scope.py `own_routes`)."""
+    """The outbound routes of the sidecars of one service whose route table is their own (routes
+    for it as the caller: compiler/ir/scope.py `own_routes`; its workloads' sidecars share it)."""
     return f"{service}/rds-outbound.json"
 
 

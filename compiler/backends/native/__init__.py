@@ -36,14 +36,15 @@ import posixpath
 
 from compiler import ir
 from compiler.backends.base import CA_FILE, CERT_FILE, KEY_FILE, Emitted, Options, identity_dir, needs_identity
-from compiler.ir import scope
+from compiler.ir import scope, workloads
 
 SCHEMA_VERSION = 3          # runtime_proxy.config.model.SCHEMA_VERSION (not imported: see above)
 VERSION_LENGTH = 16         # hex digits of the content hash in `version`
 
 
 def emit(program: ir.Program, proxies: list[str], options: Options, sources=None) -> Emitted:
-    """One `SERVICE.native.json` per service named in `proxies`."""
+    """One `PROXY.native.json` per proxy named in `proxies` (`SERVICE`, or `SERVICE.SUBSET` for a
+    workload's own sidecar: compiler/ir/workloads.py)."""
     import orjson
 
     services = {svc.name: svc for svc in program.services}
@@ -57,8 +58,8 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources=None
         out = []
         for dest in s.services:
             if dest in hosts:
-                if name in named[dest]:   # routes of its own (`caller`): only this sidecar's
-                    out.append({**destination(services[dest]), "routes": scope.routes_for(services[dest], name)})
+                if s.caller in named[dest]:   # routes of its own service (`caller`): only its sidecars'
+                    out.append({**destination(services[dest]), "routes": scope.routes_for(services[dest], s.caller)})
                     continue
                 if dest not in callable_:
                     callable_[dest] = destination(services[dest])
@@ -71,11 +72,22 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources=None
                 out.append(reached[dest])
         return out
 
-    scopes = scope.scopes(program, list(proxies))
+    from compiler.backends.located import located
+
+    labelled = [located("E0750", f"subset `{sub.name}` of service `{svc.name}` selects Kubernetes pods by label: the "
+                                 "native proxy needs its endpoints", sub.source, sources or {},
+                        hint="a label-selected subset is for `--target istio`; for the native proxy, write "
+                             "`endpoints [...]`")
+                for svc in program.services for sub in svc.subsets if sub.labels]
+    if labelled:   # docs/language.md, "Label-selected subsets"
+        return Emitted(diagnostics=labelled)
+    sidecars = workloads.views(program, list(proxies))
+    by_service = scope.scopes(program, list(dict.fromkeys(workloads.service_of(p) for p in proxies)))
+    scopes = {p: by_service[workloads.service_of(p)] for p in proxies}
     named = {s.name: scope.named_callers(s) for s in program.services}
     files: dict[str, bytes] = {}
     for name in proxies:
-        svc = services[name]
+        svc = sidecars[name]
         files_section = identity_files(svc, options) if needs_identity(program, svc) else None
         config = sidecar_config(svc, destinations(name), {"mode": svc.mtls.mode, "files": files_section},
                                 program.tracing)

@@ -13,6 +13,7 @@ from compiler.semantic.checks.resilience import check_retries
 from compiler.semantic.checks.routes import check_routes
 from compiler.semantic.checks.tests import check_tests
 from compiler.semantic.checks.values import check_values
+from compiler.semantic.checks.workloads import check_workloads
 from compiler.semantic.symbols import Context
 
 CHECKS = (
@@ -20,6 +21,7 @@ CHECKS = (
     check_name_lengths,  # declared names and namespaces fit a DNS label (E0210)
     check_hosts,         # hosts are hostnames, each claimed by one service (E0211-E0213)
     check_values,        # every value in range and well-formed (E03xx)
+    check_workloads,     # sidecars on one host have their own ports (E0350)
     check_routes,        # timeouts, unreachable routes, services without routes (E04xx, W04xx)
     check_retries,       # retry safety and budgets (W05xx)
     check_authorization,  # rules that can never apply or have no effect (W06xx)

@@ -100,9 +100,20 @@ def check_callers(ctx: Context, dest: str, block: ast.Routes) -> None:
 
 
 def stream_idle_timeout(svc: ast.Service | None) -> tuple[int, ast.Setting | None]:
-    """The stream idle timeout of a service's own sidecar (ms), and the setting that wrote it."""
+    """The stream idle timeout of a service's own sidecar (ms), and the setting that wrote it; with
+    workloads (language §5.9), the shortest of its sidecars' (a subset's block over the service's)."""
     s = svc.sidecar.get("stream_idle_timeout") if svc is not None and svc.sidecar is not None else None
-    return (s.values[0].value, s) if s is not None else (SIDECAR.default("stream_idle_timeout"), None)
+    own = (s.values[0].value, s) if s is not None else (SIDECAR.default("stream_idle_timeout"), None)
+    if svc is None:
+        return own
+    found = [own] if svc.endpoints is not None or any(sub.sidecar is None for sub in svc.subsets) else []
+    for sub in svc.subsets:
+        mine = sub.sidecar.get("stream_idle_timeout") if sub.sidecar is not None else None
+        if mine is not None and isinstance(mine.values[0].value, int):
+            found.append((mine.values[0].value, mine))
+        elif sub.sidecar is not None:
+            found.append(own)
+    return min(found, key=lambda f: f[0]) if found else own
 
 
 def check_stream_idle(ctx: Context, route: ast.Route, stream_idle: tuple[int, ast.Setting | None]) -> None:

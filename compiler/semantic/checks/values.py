@@ -11,7 +11,7 @@ from compiler.language import defaults
 from compiler.language.endpoints import parse_endpoint, parse_otlp_url
 from compiler.language.identity import DNS_LABEL, MAX_NAME_LENGTH, SPIFFE_ID, TRUST_DOMAIN
 from compiler.language.retry import RETRY_CONDITIONS
-from compiler.language.settings import BLOCKS, FAULT, MESH, SIDECAR, TRACING, Setting
+from compiler.language.settings import BLOCKS, FAULT, MESH, SIDECAR, SIDECAR_PORTS, TRACING, Setting, sidecar_ports
 from compiler.semantic.checks.names import all_rules
 from compiler.semantic.symbols import Context
 from compiler.syntax import ast
@@ -292,15 +292,17 @@ class _Values:
 
     def block_sidecar(self, block: ast.Block) -> None:
         written = {s.key: s.values[0] for s in block.settings}
-        ports = ("inbound", "outbound", "admin")
-        effective = {k: SIDECAR.default(k) for k in ports}
-        effective.update({k: v.value for k, v in written.items() if k in effective})
+        ports = SIDECAR_PORTS
+        base = written.get("ports")
+        effective = sidecar_ports({k: v.value for k, v in written.items()
+                                   if k in ports or (k == "ports" and v.value != ast.TOO_LARGE)})
+        given = "its default" if base is None or base.value == ast.TOO_LARGE else f"from `ports {base.value}`"
         for s in block.settings:
             v = s.values[0]
             if s.key in effective and v.value != ast.TOO_LARGE:
                 clash = next((k for k, p in effective.items() if k != s.key and p == v.value), None)
                 if clash is not None and (clash not in written or ports.index(clash) < ports.index(s.key)):
-                    what = "" if clash in written else " (its default)"
+                    what = "" if clash in written else f" ({given})"
                     self.add("E0312", f"{s.key} port `{v.value}` is also the {clash} port{what}", v.span,
                              hint="the sidecar's inbound, outbound and admin ports must differ")
             elif s.key == "app":
@@ -353,14 +355,51 @@ class _Values:
                         if sub.name.value == defaults.IMPLICIT_SUBSET else "declared twice")
                 self.add("E0202", f"subset `{sub.name.value}` of service `{name}` is {what}", sub.name.span)
             seen[sub.name.value] = sub
-            if sub.endpoints is None:
+            if sub.labels is not None:
+                self.labels(sub)
+            elif sub.endpoints is None and sub.sidecar is None:   # (a workload's default: its inbound listener)
                 self.add("E0301", f"subset `{sub.name.value}` has no endpoints", sub.name.span,
-                         hint='add `endpoints ["host:port"]`')
-            else:
+                         hint='add `endpoints ["host:port"]`, `labels { KEY "VALUE" }` to select Kubernetes pods, '
+                              "or a `sidecar { … }` block: a workload reached at its own sidecar's inbound port")
+            if sub.endpoints is not None:
                 self.endpoints(sub.endpoints, sub.span, f"subset `{sub.name.value}`")
+            if sub.sidecar is not None:
+                self.block(sub.sidecar)
         for node in (svc.limits, svc.outlier, svc.retry_budget, svc.sidecar):
             if isinstance(node, ast.Block):
                 self.block(node)
+
+    def labels(self, sub: ast.Subset) -> None:
+        """A label-selected subset (docs/language.md §4, "Label-selected subsets"): one `labels`
+        block, not next to `endpoints`, with at least one label, each key once, keys and values as
+        Kubernetes takes them."""
+        from compiler.language.labels import key_problem, value_problem
+
+        assert sub.labels is not None
+        name = sub.name.value
+        if sub.endpoints is not None or len(sub.labels) > 1:
+            self.add("E0360", f"subset `{name}` is both an endpoint list and label-selected"
+                     if sub.endpoints is not None else f"subset `{name}` has two `labels` blocks", sub.span,
+                     hint="a subset is either `endpoints [...]` or one `labels { … }` block")
+        entries = [e for block in sub.labels for e in block]
+        if not entries:
+            self.add("E0364", f"subset `{name}` selects by no label", sub.name.span,
+                     hint='write the labels its pods carry, e.g. `labels { version "v1" }`')
+        seen: set[str] = set()
+        for e in entries:
+            key, value = e.key.value, e.value.value
+            problem = key_problem(key)
+            if problem is not None:
+                self.add("E0361", f"`{key}` is not a Kubernetes label key: {problem}", e.key.span,
+                         hint="a key is `NAME` or `PREFIX/NAME`, e.g. `version` or `app.kubernetes.io/version`")
+            elif key in seen:
+                self.add("E0363", f"label `{key}` is written twice in subset `{name}`", e.key.span)
+            seen.add(key)
+            problem = value_problem(value)
+            if problem is not None:
+                self.add("E0362", f"`{value}` is not a Kubernetes label value: {problem}", e.value.span,
+                         hint="at most 63 letters, digits, `-`, `_` and `.`, starting and ending with a letter or "
+                              "digit (or empty)")
 
     def endpoints(self, endpoints: tuple[ast.Lit, ...], span, what: str) -> None:
         if not endpoints:

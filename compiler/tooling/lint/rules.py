@@ -14,10 +14,10 @@ import os
 
 from compiler.core.diagnostics import Label
 from compiler.language import defaults
-from compiler.lower.resilience import lower_fault, lower_retry
 from compiler.semantic.conditions import lower_path
 from compiler.semantic.program import resolve_import
 from compiler.semantic.symbols import Context, route_retry_block
+from compiler.semantic.written import retry_timing
 from compiler.syntax import ast
 
 
@@ -39,19 +39,19 @@ def retries_exceed_timeout(ctx: Context, add) -> None:
     """L0101: every try at its per-try timeout, plus the longest backoffs, outlasts the route."""
     for block in ctx.routes.values():
         for route in block.routes:
-            retry = lower_retry(route_retry_block(ctx, route))
+            retry = route_retry_block(ctx, route)
             timeout = _timeout_ms(route)
-            if retry is None or timeout <= 0 or retry.per_try_timeout_ms <= 0:
+            if retry is None or timeout <= 0:
                 continue
-            if retry.per_try_timeout_ms >= timeout:
-                continue  # E0401 says it already
-            tries = retry.num_retries + 1
-            backoff = sum(min((2 ** n - 1) * retry.backoff_base_ms, retry.backoff_max_ms)
-                          for n in range(1, retry.num_retries + 1))
-            worst = tries * retry.per_try_timeout_ms + backoff
+            retries, per_try, base, top = retry_timing(retry)
+            if per_try <= 0 or per_try >= timeout:
+                continue  # (at or over the timeout: E0401 says it already)
+            tries = retries + 1
+            backoff = sum(min((2 ** n - 1) * base, top) for n in range(1, retries + 1))
+            worst = tries * per_try + backoff
             if worst > timeout:
                 add("L0101", f"route `{route.name.value}` may time out before its last retry: {tries} tries of "
-                             f"{_ms(retry.per_try_timeout_ms)} plus up to {_ms(backoff)} of backoff take "
+                             f"{_ms(per_try)} plus up to {_ms(backoff)} of backoff take "
                              f"{_ms(worst)}, more than its timeout of {_ms(timeout)}",
                     _retry_span(route),
                     f"raise the route timeout to {worst} ms, or lower `attempts` or `per_try_timeout`")
@@ -61,17 +61,17 @@ def fault_delay_over_timeout(ctx: Context, add) -> None:
     """L0102: a fault delay at least as long as the route timeout."""
     for block in ctx.routes.values():
         for route in block.routes:
-            fault = lower_fault(route.fault)
+            setting = route.fault.get("delay") if route.fault is not None else None
             timeout = _timeout_ms(route)
-            if route.fault is None or fault is None or fault.delay is None or timeout <= 0:
+            if setting is None or not setting.values or timeout <= 0:
                 continue
-            if fault.delay.duration_ms >= timeout:
-                setting = route.fault.get("delay")
-                add("L0102", f"fault delay `{_ms(fault.delay.duration_ms)}` of route `{route.name.value}` is not "
+            delay_ms = setting.values[0].value
+            if delay_ms >= timeout:
+                add("L0102", f"fault delay `{_ms(delay_ms)}` of route `{route.name.value}` is not "
                              f"shorter than its timeout `{_ms(timeout)}`",
-                    setting.span if setting is not None else route.fault.span,
+                    setting.span,
                     "the delay runs before the route timeout starts, so a delayed request can take "
-                    f"{_ms(fault.delay.duration_ms + timeout)}: a caller that budgets the route timeout gives up "
+                    f"{_ms(delay_ms + timeout)}: a caller that budgets the route timeout gives up "
                     "first; make the delay shorter than the timeout")
 
 
@@ -99,7 +99,7 @@ def retries_without_outlier(ctx: Context, add) -> None:
     """L0201: a route retries to a service that has no outlier detection."""
     for block in ctx.routes.values():
         for route in block.routes:
-            if lower_retry(route_retry_block(ctx, route)) is None:
+            if route_retry_block(ctx, route) is None:
                 continue
             refs = ([route.to] if route.to is not None
                     else [e.target for e in route.split.entries] if route.split else [])

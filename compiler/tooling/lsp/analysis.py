@@ -19,6 +19,7 @@ from compiler.core.source import SourceFile, Span
 from compiler.semantic.program import STDLIB_PACKAGE, Program, resolve_import, stdlib_modules
 from compiler.semantic.symbols import Context, subset_names
 from compiler.syntax import ast
+from compiler.syntax.parse import ItemCache
 from compiler.tooling.reference import hover_docs
 
 STD_DISPLAY = "<std>/"   # how compiler/semantic/program.py names standard-library files
@@ -97,12 +98,18 @@ def document_path(uri: str) -> str:
     return os.path.join(os.getcwd(), re.sub(r"[^A-Za-z0-9_.-]+", "_", uri) + ".mesh")
 
 
-def analyse_document(uri: str, text: str) -> Analysis:
-    """Parse and check a buffer in memory, with the files it imports from disk and the stdlib."""
+def analyse_document(uri: str, text: str, cache: ItemCache | None = None) -> Analysis:
+    """Parse and check a buffer in memory, with the files it imports from disk and the stdlib.
+
+    With a `cache` (one per document, kept between keystrokes), only the top-level items whose
+    text changed are parsed again; the diagnostics are those of a check from scratch
+    (tests/test_lsp_incremental.py holds the two equal over random edits). The cache owns what it
+    returns: an earlier `Analysis` of the same cache may see its spans shifted by a later one, so
+    keep only the latest (the server does)."""
     from compiler import api
 
     path = document_path(uri)
-    comp = api.check([api.Text(path, text)], shard=False)
+    comp = api.check([api.Text(path, text)], shard=False, cache=cache)
     assert comp.program is not None and comp.context is not None  # an unsharded check keeps both
     return Analysis(uri, path, text, comp.program, comp.context, comp.diagnostics)
 
@@ -286,7 +293,11 @@ KEYWORDS: dict[str, str] = {
     "hosts": "`hosts [\"api.example.com\", \"*.example.com\", \"*\"]`: more Host names the service answers "
              "to: exact names (with and without the port), wildcards `*.SUFFIX` and `PREFIX.*`, and the catch-all "
              "`*`; exact names win, then the longest wildcard, then `*` (§5.1)",
-    "subset": "`subset NAME { endpoints […] }`: a named group of endpoints (a version) that routes send to (§5.3)",
+    "subset": "`subset NAME { endpoints […] }`: a named group of endpoints (a version) that routes send to (§5.3); "
+              "with a `sidecar { … }` block, a workload with its own sidecar, `SERVICE.NAME` (§5.9); "
+              "`subset NAME { labels { KEY \"VALUE\" } }`: the Kubernetes pods with those labels (§5.3)",
+    "labels": "`labels { KEY \"VALUE\" … }`: a label-selected subset, the Kubernetes pods carrying these labels; "
+              "for `--target istio` only (E0750 on the Envoy and native targets) (§5.3)",
     "routes": "`routes SERVICE { route … }`: what a caller's sidecar does with requests to SERVICE; "
               "first matching route wins, else 404 (§7)",
     "route": "`route NAME { match … to … }`: one route; routes are tried in written order (§7)",

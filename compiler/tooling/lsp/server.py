@@ -27,6 +27,7 @@ from pygls.lsp.server import LanguageServer
 
 from compiler import __version__
 from compiler.core.source import SourceFile
+from compiler.syntax.parse import ItemCache
 from compiler.tooling.formats import help_uri
 from compiler.tooling.lsp import analysis as la
 
@@ -39,6 +40,10 @@ class MeshLanguageServer(LanguageServer):
     def __init__(self) -> None:
         super().__init__("meshc", __version__)
         self.analyses: dict[str, la.Analysis] = {}      # by document URI
+        # One parse cache per open document: a keystroke re-parses only the top-level items it
+        # touched. A cache shifts the spans of the analyses it made before, so only the latest
+        # analysis of each document is kept (and every analysis made is kept: see `_keep`).
+        self.caches: dict[str, ItemCache] = {}
         self.generation: dict[str, int] = {}            # bumped on every change of a document
         self.published: dict[str, list[types.Diagnostic]] = {}  # by file URI, as last sent
         # One worker: analyses never run concurrently (the parser's caches are shared), and the
@@ -54,10 +59,9 @@ class MeshLanguageServer(LanguageServer):
         if self.generation.get(uri) != generation or uri not in self.workspace.text_documents:
             return  # a later change (or a close) takes over
         text = self.workspace.get_text_document(uri).source
-        analysis = await asyncio.get_running_loop().run_in_executor(self.executor, la.analyse_document, uri, text)
+        await self._analyse_now(uri, text)
         if self.generation.get(uri) != generation or uri not in self.workspace.text_documents:
             return
-        self.analyses[uri] = analysis
         self.publish(force=uri)
 
     async def fresh(self, uri: str) -> la.Analysis:
@@ -65,9 +69,21 @@ class MeshLanguageServer(LanguageServer):
         text = self.workspace.get_text_document(uri).source
         analysis = self.analyses.get(uri)
         if analysis is None or analysis.text != text:
-            analysis = await asyncio.get_running_loop().run_in_executor(self.executor, la.analyse_document, uri, text)
-            if self.workspace.text_documents.get(uri) is not None:
-                self.analyses[uri] = analysis
+            analysis = await self._analyse_now(uri, text)
+        return analysis
+
+    async def _analyse_now(self, uri: str, text: str) -> la.Analysis:
+        """Analyse `text` as the document `uri` with its parse cache, and keep the result as the
+        document's analysis even when a later change makes it outdated: the analysis it replaces
+        may have had its spans shifted by this one (an outdated one is only re-checked: `fresh`
+        compares its text)."""
+        cache = self.caches.setdefault(uri, ItemCache())
+        loop = asyncio.get_running_loop()
+        analysis = await loop.run_in_executor(self.executor, la.analyse_document, uri, text, cache)
+        if uri in self.workspace.text_documents:
+            self.analyses[uri] = analysis
+        else:
+            self.caches.pop(uri, None)
         return analysis
 
     # ---- diagnostics -----------------------------------------------------------------------
@@ -188,6 +204,7 @@ def did_close(ls: MeshLanguageServer, params: types.DidCloseTextDocumentParams) 
     uri = params.text_document.uri
     ls.generation[uri] = ls.generation.get(uri, 0) + 1
     ls.analyses.pop(uri, None)
+    ls.caches.pop(uri, None)
     ls.publish()
 
 

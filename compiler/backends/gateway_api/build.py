@@ -1,0 +1,416 @@
+"""The HTTPRoutes of a program (Gateway API v1.6.1, GAMMA: routes attached to a Service).
+
+One HTTPRoute per service with routes, named after the service, in its namespace, whose
+`parentRefs` is the Service (group "", kind Service, the service's port): it configures every
+caller's sidecar for requests to that Service. A destination subset is a Service of its own,
+`SERVICE-SUBSET` (the GAMMA way to address a version: one Service per version's pods), the
+service's implicit `default` subset the Service itself. Each meshc route becomes one rule, each
+of its matches one HTTPRouteMatch per method. docs/kubernetes.gateway-api.md lists every
+construct, the field it becomes and the diagnostic where it is not exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from compiler import ir
+from compiler.ir import scope
+from compiler.backends.gateway_api import order
+from compiler.backends.kube import KubeObject, check_dns_label
+from compiler.backends.located import located
+from compiler.core.diagnostics import Diagnostic
+
+API_VERSION = "gateway.networking.k8s.io/v1"
+KINDS = ("HTTPRoute",)
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+MAX_WEIGHT = 1_000_000
+IMPLICIT_SUBSET = "default"
+# Status codes Gateway API's retry carries for meshc's conditions (HTTPRouteRetry `codes`, 400-599)
+STATUS_CODES = {"5xx": tuple(range(500, 600)), "gateway-error": (502, 503, 504), "retriable-4xx": (409,)}
+# What each condition retries besides a status code (compiler/language/retry.py)
+NON_STATUS = {"5xx": ("resets", "connect failures", "per-try timeouts"),
+              "gateway-error": ("resets", "connect failures", "per-try timeouts"),
+              "reset": ("resets", "connect failures"), "connect-failure": ("connect failures",),
+              "refused-stream": ("refused streams",)}
+
+ORDER, STANDARD_RETRY, FAULT, PATH, CONDITION, WEIGHT, NAMESPACE, VALUE, TOO_MANY, TWICE = (
+    "E0943", "E0944", "E0945", "E0946", "E0947", "E0948", "E0951", "E0950", "E0952", "E0953")
+MAX_RULES = 16   # an HTTPRoute's `rules` (maxItems)
+# HTTPHeader and HTTPHeaderMatch values (Gateway API v1.6.1): printable ASCII, single spaces or tabs
+# between words, at least one character, at most 4096
+_HEADER_VALUE = re.compile(r"[!-~]+([\t ]?[!-~]+)*\Z")
+RETRY_APPROX, BACKOFF, DEFAULT_RETRIES, SPLIT_KEY, REGEX, AUTHZ, POLICIES, NO_STATUS_RETRY = (
+    "W0940", "W0941", "W0942", "W0943", "W0944", "W0945", "W0946", "W0947")
+
+
+def duration(ms: int) -> str:
+    """Gateway API's Duration (`^([0-9]{1,5}(h|m|s|ms)){1,4}$`): `2s`, `1500ms`, `100s500ms`."""
+    if ms == 0:
+        return "0s"
+    seconds, rest = divmod(ms, 1000)
+    if rest == 0:
+        return f"{seconds}s" if seconds <= 99999 else f"{seconds // 3600}h{seconds % 3600}s"
+    if ms <= 99999:
+        return f"{ms}ms"
+    return f"{seconds}s{rest}ms"
+
+
+def backend_service(service: ir.Service, subset: str) -> str:
+    return service.name if subset == IMPLICIT_SUBSET else f"{service.name}-{subset}"
+
+
+class GatewayApiTarget:
+    name: str = "gateway-api"
+    kinds: tuple[str, ...] = KINDS
+
+    def __init__(self, channel: str = "standard"):
+        self.channel = channel
+
+    def build(self, program: ir.Program, sources: dict) -> tuple[list[KubeObject], list[Diagnostic]]:
+        diags: list[Diagnostic] = []
+        objects: list[KubeObject] = []
+        services = {s.name: s for s in program.services}
+        for svc in program.services:
+            diags += _service_policies(svc, sources)
+            svc = _every_caller(svc, sources, diags)
+            if not svc.routes:
+                continue
+            if len(svc.routes) > MAX_RULES:
+                extra = svc.routes[MAX_RULES]
+                diags.append(located(TOO_MANY, f"`{svc.name}` has {len(svc.routes)} routes, and an HTTPRoute has at "
+                                     f"most {MAX_RULES} rules", extra.source, sources,
+                                     hint="several HTTPRoutes of one Service are ordered by creation time, not as "
+                                          "written: merge routes that share a destination and policy"))
+                continue
+            rules, rule_matches = [], []
+            names = _rule_names([r.name for r in svc.routes])
+            for route, name in zip(svc.routes, names):
+                rule, found = self._rule(route, svc, services, sources)
+                if name is not None:
+                    rule["name"] = name
+                diags += found
+                rules.append(rule)
+                rule_matches.append(rule["matches"])
+            safe, conflicts = order.plan(rule_matches)
+            for rule, matches in zip(rules, safe):
+                rule["matches"] = matches
+            diags += _order(svc, conflicts, sources)
+            if any(r.retry is None for r in svc.routes):
+                first = next(r for r in svc.routes if r.retry is None)
+                diags.append(located(DEFAULT_RETRIES, f"route `{first.name}` of `{svc.name}` makes no retries, which "
+                                     "an HTTPRoute cannot say: the implementation's default retries apply",
+                                     first.source, sources,
+                                     hint="Gateway API's `retry.attempts` is at least 1 and its absence leaves the "
+                                          "choice to the implementation (Istio retries twice on connect failures "
+                                          "and 503)"))
+            spec = {"parentRefs": [{"group": "", "kind": "Service", "name": svc.name, "port": svc.port}],
+                    "rules": rules}
+            objects.append(KubeObject(API_VERSION, "HTTPRoute", svc.name, svc.namespace, {"spec": spec},
+                                      source=str(svc.routes[0].source), service=svc.name))
+        return objects, diags
+
+    # ---- one route
+
+    def _rule(self, route: ir.Route, svc: ir.Service, services: dict[str, ir.Service],
+              sources: dict) -> tuple[dict[str, Any], list[Diagnostic]]:
+        diags: list[Diagnostic] = []
+        where = route.source
+        rule: dict[str, Any] = {}
+        matches: list[dict[str, Any]] = []
+        for m in route.matches:
+            matches += _matches(m, route, sources, diags)
+        rule["matches"] = matches
+        refs: list[dict[str, Any]] = []
+        if route.to is not None:
+            refs.append(self._ref(route.to.service, route.to.subset, None, svc, services, route, sources, diags))
+        elif route.split is not None:
+            for t in route.split.targets:
+                refs.append(self._ref(t.service, t.subset, t.weight, svc, services, route, sources, diags))
+            if route.split.key_header is not None:
+                diags.append(located(SPLIT_KEY, f"route `{route.name}` splits by header "
+                                     f"`{route.split.key_header}`, which Gateway API cannot carry: each request "
+                                     "is assigned by weight at random", where, sources,
+                                     hint="a user may see both versions; pin users with header matches instead"))
+        rule["backendRefs"] = refs
+        filters: list[dict[str, Any]] = []
+        for key, changes in (("requestHeaderModifier", route.request_headers),
+                             ("responseHeaderModifier", route.response_headers)):
+            modifier = _header_modifier(changes, route, sources, diags)
+            if modifier:
+                filters.append({"type": key[0].upper() + key[1:], key: modifier})
+        if route.mirror is not None:
+            mirror = {"backendRef": self._ref(route.mirror.service, route.mirror.subset, None, svc, services, route,
+                                              sources, diags)}
+            if route.mirror.percent < 100:
+                mirror.update(_fraction(route.mirror.percent))
+            filters.append({"type": "RequestMirror", "requestMirror": mirror})
+        if filters:
+            rule["filters"] = filters
+        timeouts = {"request": duration(route.timeout_ms)}
+        if route.retry is not None:
+            rule.update(self._retry(route, sources, diags, timeouts))
+        rule["timeouts"] = timeouts
+        if route.fault is not None:
+            diags.append(located(FAULT, f"route `{route.name}` injects faults, which an HTTPRoute cannot carry",
+                                 where, sources, hint="Gateway API has no fault injection; use `--target istio` "
+                                                      "(VirtualService `fault`) or remove the fault"))
+        return rule, diags
+
+    def _ref(self, service: str, subset: str, weight: int | None, owner: ir.Service,
+             services: dict[str, ir.Service], route: ir.Route, sources: dict,
+             diags: list[Diagnostic]) -> dict[str, Any]:
+        target = services[service]
+        name = backend_service(target, subset)
+        if subset != IMPLICIT_SUBSET:
+            diags += check_dns_label(name, "the Service of a subset", route.source, sources, rfc1035=True)
+        ref: dict[str, Any] = {"group": "", "kind": "Service", "name": name, "port": target.port}
+        if target.namespace != owner.namespace:
+            ref["namespace"] = target.namespace
+            diags.append(located(NAMESPACE, f"route `{route.name}` sends to `{service}` in namespace "
+                                 f"`{target.namespace}`, which needs a ReferenceGrant meshc does not write",
+                                 route.source, sources,
+                                 hint="an HTTPRoute may refer to another namespace's Service only where that "
+                                      "namespace grants it"))
+        if weight is not None:
+            if weight > MAX_WEIGHT:
+                diags.append(located(WEIGHT, f"split weight {weight} of route `{route.name}` is above "
+                                     f"{MAX_WEIGHT:,}, Gateway API's largest weight", route.source, sources,
+                                     hint="scale the weights down in the same proportions"))
+            ref["weight"] = weight
+        return ref
+
+    def _retry(self, route: ir.Route, sources: dict, diags: list[Diagnostic],
+               timeouts: dict[str, str]) -> dict[str, Any]:
+        retry = route.retry
+        assert retry is not None
+        where = route.source
+        if self.channel != "experimental":
+            diags.append(located(STANDARD_RETRY, f"route `{route.name}` retries, and the standard channel's "
+                                 "HTTPRoute has no `retry`", where, sources,
+                                 hint="compile with `--channel experimental` (HTTPRoute `retry` is experimental in "
+                                      "Gateway API v1.6.1)"))
+            return {}
+        codes = set(retry.retriable_status_codes)
+        for cond in retry.retry_on:
+            codes.update(STATUS_CODES.get(cond, ()))
+        others = sorted({what for c in retry.retry_on for what in NON_STATUS.get(c, ())})
+        if not codes:
+            diags.append(located(NO_STATUS_RETRY, f"route `{route.name}` retries only on {', '.join(others)}, and "
+                                 "Gateway API retries on status codes only: no retry is written, the "
+                                 "implementation's default applies", where, sources,
+                                 hint="Gateway API's HTTPRouteRetry has `codes`, no connection conditions (Istio "
+                                      "retries connect failures and refused streams by default)"))
+            return {}
+        if others:
+            diags.append(located(RETRY_APPROX, f"route `{route.name}` also retries on {', '.join(others)}, which "
+                                 "Gateway API leaves to the implementation: only the status codes are written",
+                                 where, sources))
+        if retry.backoff_max_ms != 10 * retry.backoff_base_ms:
+            diags.append(located(BACKOFF, f"route `{route.name}`'s backoff maximum is not carried: Gateway API's "
+                                 "`backoff` is the minimum wait, the rest is the implementation's",
+                                 where, sources))
+        out: dict[str, Any] = {"attempts": retry.num_retries, "codes": sorted(codes),
+                               "backoff": duration(retry.backoff_base_ms)}
+        if retry.per_try_timeout_ms:
+            timeouts["backendRequest"] = duration(retry.per_try_timeout_ms)
+        return {"retry": out}
+
+
+def _rule_names(names: list[str]) -> list[str | None]:
+    """Each rule's `name` (optional in Gateway API, a DNS label unique in the route): the route's
+    name in lower case with `_` as `-`; None (no name) where that is not a DNS label or not unique."""
+    fixed = [n.lower().replace("_", "-") for n in names]
+    counts: dict[str, int] = {}
+    for f in fixed:
+        counts[f] = counts.get(f, 0) + 1
+    return [f if counts[f] == 1 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", f) else None for f in fixed]
+
+
+def _fraction(percent: float) -> dict[str, Any]:
+    if float(percent).is_integer():
+        return {"percent": int(percent)}
+    return {"fraction": {"numerator": round(percent * 10000), "denominator": 1_000_000}}
+
+
+def _value_ok(value: str, route: ir.Route, what: str, sources: dict, diags: list[Diagnostic]) -> bool:
+    if len(value) <= 4096 and _HEADER_VALUE.match(value):
+        return True
+    why = ("it is empty" if not value else "it is longer than 4096 characters" if len(value) > 4096
+           else "it has a character other than printable ASCII, or spaces at its ends or in a row")
+    diags.append(located(VALUE, f"route `{route.name}`: {what} value `{value}` cannot be written in an HTTPRoute: "
+                         f"{why}", route.source, sources,
+                         hint="Gateway API's header values are printable ASCII words separated by single spaces"))
+    return False
+
+
+def _header_modifier(changes: ir.HeaderChanges, route: ir.Route, sources: dict,
+                     diags: list[Diagnostic]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    # Gateway API's `set`, `add` and `remove` are maps by header name, and it does not order them:
+    # one header changed twice (added twice, or removed or set and also added) has no equivalent
+    touched: dict[str, int] = {}
+    for name in [*changes.remove, *(n for n, _ in changes.set), *(n for n, _ in changes.add)]:
+        touched[name] = touched.get(name, 0) + 1
+    twice = sorted(n for n, count in touched.items() if count > 1)
+    if twice:
+        diags.append(located(TWICE, f"route `{route.name}` changes header {', '.join(f'`{n}`' for n in twice)} "
+                             "more than once, which an HTTPRoute's header filter cannot say", route.source, sources,
+                             hint="Gateway API's `set`, `add` and `remove` each name a header once, and are not "
+                                  "ordered among themselves: write one value (join values with `,` where the "
+                                  "header allows it)"))
+    if changes.set:
+        out["set"] = [{"name": n, "value": v} for n, v in changes.set
+                      if _value_ok(v, route, f"header `{n}`", sources, diags)]
+    if changes.add:
+        out["add"] = [{"name": n, "value": v} for n, v in changes.add
+                      if _value_ok(v, route, f"header `{n}`", sources, diags)]
+    if changes.remove:
+        out["remove"] = list(changes.remove)
+    return out
+
+
+def _every_caller(svc: ir.Service, sources: dict, diags: list[Diagnostic]) -> ir.Service:
+    """An HTTPRoute of a Service (GAMMA) routes every caller alike: the routes as a caller that no
+    `caller` condition names takes them (compiler/ir/scope.py `routes_for`), and W0411 for each
+    route whose caller-specific matches are not carried."""
+    if not scope.named_callers(svc):
+        return svc
+    for route in svc.routes:
+        named = sorted({c for m in route.matches for c in m.callers or ()})
+        if named:
+            diags.append(located("W0411", f"route `{route.name}` of `{svc.name}` has matches for "
+                                 + ", ".join(f"`{c}`" for c in named) + " alone (`caller`), which an HTTPRoute "
+                                 "cannot carry: they are left out, and those callers route as every other one",
+                                 route.source, sources, hint="`--target istio` writes them as sourceLabels"))
+    return dataclasses.replace(svc, routes=scope.routes_for(svc, ""))
+
+
+def _matches(m: ir.Match, route: ir.Route, sources: dict, diags: list[Diagnostic]) -> list[dict[str, Any]]:
+    where = route.source
+    out: dict[str, Any] = {}
+    p = m.path
+    if p is None:
+        out["path"] = {"type": "PathPrefix", "value": "/"}
+    elif p.ignore_case:
+        diags.append(located(PATH, f"route `{route.name}` compares its path ignoring case, which Gateway API "
+                             "cannot", where, sources))
+    elif p.kind == "exact":
+        out["path"] = {"type": "Exact", "value": p.value}
+    elif p.kind == "segment_prefix" or (p.kind == "prefix" and p.value == "/"):
+        out["path"] = {"type": "PathPrefix", "value": p.value}
+    elif p.kind == "prefix":
+        diags.append(located(PATH, f"route `{route.name}`'s path prefix `{p.value}` is a plain string prefix, "
+                             "and Gateway API's PathPrefix matches whole segments (ignoring a trailing `/`)",
+                             where, sources, hint=f"write `prefix \"{p.value.rstrip('/') or '/'}\"` if "
+                                                  f"`{p.value.rstrip('/') or '/'}` itself may match too"))
+    else:
+        out["path"] = {"type": "RegularExpression", "value": p.value}
+        diags.append(_regex_warning(route, "path", sources))
+    headers = []
+    for h in m.headers:
+        if h.invert or h.kind == "absent" or h.ignore_case:
+            what = "`not header`" if h.invert else "`absent`" if h.kind == "absent" else "`ignore_case`"
+            diags.append(located(CONDITION, f"route `{route.name}`'s header `{h.name}` condition uses {what}, "
+                                 "which an HTTPRoute match cannot express", where, sources))
+            continue
+        value = h.value if h.kind == "exact" else _regex(h.kind, h.value)
+        if not _value_ok(value or "", route, f"the condition on header `{h.name}`", sources, diags):
+            continue
+        if h.kind == "exact":
+            headers.append({"type": "Exact", "name": h.name, "value": value})
+        else:
+            headers.append({"type": "RegularExpression", "name": h.name, "value": value})
+            diags.append(_regex_warning(route, f"header `{h.name}`", sources))
+    if headers:
+        out["headers"] = headers
+    query = []
+    for q in m.query:
+        if q.kind == "exact" and not q.value:
+            diags.append(located(VALUE, f"route `{route.name}`: the condition on query `{q.name}` compares with an "
+                                 "empty value, which an HTTPRoute cannot say", route.source, sources,
+                                 hint="a query parameter match's value has at least one character"))
+        elif q.kind == "exact":
+            query.append({"type": "Exact", "name": q.name, "value": q.value})
+        else:
+            query.append({"type": "RegularExpression", "name": q.name, "value": _regex(q.kind, q.value)})
+            diags.append(_regex_warning(route, f"query `{q.name}`", sources))
+    if query:
+        out["queryParams"] = query
+    if m.methods is None:
+        return [out]
+    bad = [x for x in m.methods if x not in METHODS]
+    if bad:
+        diags.append(located(CONDITION, f"route `{route.name}` matches method {', '.join(f'`{x}`' for x in bad)}, "
+                             f"which Gateway API's `method` does not list", where, sources))
+    return [{**out, "method": x} for x in m.methods if x in METHODS]
+
+
+def _regex(kind: str, value: str | None) -> str:
+    import re2
+
+    if kind == "present" or value is None:
+        return ".*"
+    if kind == "prefix":
+        return re2.escape(value) + ".*"
+    if kind == "suffix":
+        return ".*" + re2.escape(value)
+    return value
+
+
+def _regex_warning(route: ir.Route, what: str, sources: dict) -> Diagnostic:
+    return located(REGEX, f"route `{route.name}`'s {what} condition is written as a RegularExpression match, whose "
+                   "dialect Gateway API leaves to the implementation", route.source, sources,
+                   hint="meshc writes RE2 (Istio's and Envoy Gateway's dialect); other implementations may differ")
+
+
+def _order(svc: ir.Service, conflicts: list[order.Conflict], sources: dict) -> list[Diagnostic]:
+    out = []
+    for c in conflicts:
+        earlier, later = svc.routes[c.earlier.rule], svc.routes[c.later.rule]
+        regex = c.reason == "regex"
+        if c.reason == "limit":
+            message = (f"keeping route `{earlier.name}` before `{later.name}` under Gateway API's precedence would "
+                       f"take more than {order.MAX_MATCHES} matches in `{earlier.name}`")
+        elif c.request is not None and not regex and c.written_rule is not None and c.gateway_rule != c.written_rule:
+            message = (f"Gateway API would send {order.show(c.request)} to route "
+                       f"`{svc.routes[c.gateway_rule or 0].name}`, where the written order sends it to "
+                       f"`{svc.routes[c.written_rule].name}`")
+        elif c.request is not None and regex:
+            message = (f"{order.show(c.request)} matches routes `{earlier.name}` and `{later.name}`, and Gateway API "
+                       "leaves the rank of a regex path to the implementation: it may not go to "
+                       f"`{earlier.name}` as written")
+        else:
+            message = (f"Gateway API may rank route `{later.name}` before `{earlier.name}` for a request both match "
+                       "(its precedence, not the written order, decides)")
+        out.append(located(ORDER, message, earlier.source, sources,
+                           hint="Gateway API ranks matches by exact path, longest prefix, method, header count, "
+                                "query count (regex paths: the implementation's choice); make the earlier route's "
+                                "match at least as specific as the later one's, or the two disjoint"))
+    return out
+
+
+def _service_policies(svc: ir.Service, sources: dict) -> list[Diagnostic]:
+    out = []
+    if svc.authorization.source is not None:
+        out.append(located(AUTHZ, f"the authorization of `{svc.name}` is not part of an HTTPRoute and is not "
+                           "written", svc.authorization.source, sources,
+                           hint="enforce it with the mesh's own policy (`--target istio` writes an "
+                                "AuthorizationPolicy)"))
+    policies = []
+    if svc.limits != svc.sidecar.app_limits:
+        # (the app's thresholds are Envoy's defaults, which are also `limits`' own: other values were written)
+        policies.append("connection limits")
+    if svc.outlier is not None:
+        policies.append("outlier detection")
+    if svc.retry_budget is not None:
+        policies.append("a retry budget")
+    if svc.mtls.mode != "disable":
+        policies.append(f"mTLS `{svc.mtls.mode}`")
+    if policies:
+        out.append(located(POLICIES, f"`{svc.name}` has {', '.join(policies)}, which Gateway API does not carry: "
+                           "not written", svc.source, sources,
+                           hint="these are the mesh implementation's own policies (`--target istio` writes a "
+                                "DestinationRule and a PeerAuthentication)"))
+    return out

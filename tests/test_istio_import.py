@@ -1,0 +1,240 @@
+"""`meshc import istio`: the corpus in tests/data/istio imports, checks, and is formatted; bad and
+hostile YAML is refused with diagnostics located exactly, quickly, and without partial output.
+
+The expected `.mesh` files are in tests/data/istio/expected/ (`--update-goldens` rewrites them;
+read the diff: each is the translation of the corpus file of the same name).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from compiler import api, cli
+from compiler.syntax.fmt import format_text
+from compiler.tooling.istio_import import import_istio
+from compiler.tooling.istio_import.yaml_source import MAX_BYTES, YamlError, read_yaml
+
+DATA = Path(__file__).resolve().parent / "data" / "istio"
+GOOD = ["bookinfo.yaml", "bookinfo-reviews.yaml", "partner.yaml", "kubectl-list.yaml"]
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def located(result) -> list[tuple[str, int, int]]:
+    return [(d.code, *d.span.start_line_col()) if d.span is not None else (d.code, 0, 0)
+            for d in result.diagnostics]
+
+
+@pytest.mark.parametrize("name", GOOD)
+def test_the_corpus_imports_checks_and_is_formatted(name, tmp_path, update_goldens):
+    code, _, err = run_cli(["import", "istio", str(DATA / name), "-o", str(tmp_path), "-q"])
+    assert code == 0, err
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert "mesh.mesh" in written and len(written) >= 2
+    comp = api.check([str(tmp_path / n) for n in written])
+    assert not comp.has_errors, [str(d) for d in comp.diagnostics]
+    expected_dir = DATA / "expected" / Path(name).stem
+    for n in written:
+        text = (tmp_path / n).read_text()
+        assert format_text(text, n) == text, f"{n} is not in the canonical layout"
+        golden = expected_dir / n
+        if update_goldens:
+            golden.parent.mkdir(parents=True, exist_ok=True)
+            golden.write_text(text)
+        assert golden.read_text() == text, f"{golden} differs (--update-goldens, then read the diff)"
+    if expected_dir.is_dir():
+        assert sorted(p.name for p in expected_dir.iterdir()) == written
+
+
+def test_the_translation_follows_istio_semantics(tmp_path):
+    """The points where Istio and meshc words differ, one by one (docs/kubernetes.import.md)."""
+    result = import_istio([str(DATA / "bookinfo.yaml"), str(DATA / "partner.yaml")], out_dir=str(tmp_path))
+    assert not result.has_errors
+    book, shop, mesh = result.files["bookinfo.mesh"], result.files["shop.mesh"], result.files["mesh.mesh"]
+    assert 'path raw_prefix "/details"' in book             # uri.prefix is a plain string prefix
+    assert 'path raw_prefix "/details/"' in book            # authorization "/details/*"
+    assert "route rest {\n    to details.all\n    timeout none\n    retry none" in book  # no timeout: none
+    assert "mtls strict" in mesh                           # root-namespace PeerAuthentication
+    # allow-nothing (an ALLOW policy without rules) leaves ratings denying everything
+    assert "authorization ratings {\n  default deny\n}" in book
+    # Istio's implicit retry policy on a service without a VirtualService
+    assert "retry { attempts 2  on [connect-failure, refused-stream, 503] }" in book
+    assert "limits { connections 4294967295" in book        # Istio's circuit breaker defaults: MaxUint32
+    assert 'identity "spiffe://cluster.local/ns/bookinfo/sa/bookinfo-productpage"' in book
+    assert "fault { delay 300ms 50%  abort 503 10% }" in shop
+    assert "mirror partner-api.v2 5.5%" in shop
+    assert "mtls disable" in shop                          # no sidecar at a ServiceEntry's endpoints
+    assert 'subset v1 { endpoints ["10.1.0.1:8443", "10.1.0.2:8443"] }' in shop
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("bad/unknown-fields.yaml", [("E1004", 21, 7), ("E1004", 22, 5), ("E1004", 34, 7)]),
+    ("bad/untranslatable.yaml", [("E1005", 21, 5), ("E1005", 24, 5), ("E1005", 42, 17), ("E1005", 44, 7)]),
+    ("bad/missing-refs.yaml", [("E1008", 20, 17), ("E1007", 25, 15)]),
+    ("bad/not-meshc.yaml", [("E1010", 18, 7)]),
+    ("bad/schema.yaml", [("E1011", 20, 5), ("E1011", 32, 7)]),   # a CEL rule, the OpenAPI schema
+    ("hostile/alias-bomb.yaml", [("E1002", 11, 16)]),
+    ("hostile/deep.yaml", [("E1002", 1, 67)]),
+    ("hostile/malformed.yaml", [("E1001", 7, 7)]),
+    ("hostile/python-tag.yaml", [("E1002", 5, 7)]),
+])
+def test_bad_input_is_located_exactly_and_writes_nothing(name, expected, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["import", "istio", str(DATA / name), "-o", str(out), "--output-format", "json"])
+    assert code == 1, err
+    assert not out.exists(), "no partial output"
+    found = [(d["code"], d["line"], d["column"]) for d in json.loads(stdout)["diagnostics"]
+             if d["severity"] == "error"]
+    assert found == expected
+    assert all(d["file"] == str(DATA / name) for d in json.loads(stdout)["diagnostics"])
+
+
+def test_an_unknown_field_gets_a_did_you_mean():
+    result = import_istio([str(DATA / "bad" / "unknown-fields.yaml")])
+    hints = [d.hint for d in result.diagnostics if d.code == "E1004"]
+    assert hints[:2] == ["did you mean `attempts`?", "did you mean `timeout`?"]
+
+
+def test_the_alias_bomb_is_refused_in_well_under_a_second():
+    path = DATA / "hostile" / "alias-bomb.yaml"
+    assert path.stat().st_size < 400
+    # what safe loading alone does: it accepts the file (aliases share one list until walked) ...
+    loaded = yaml.safe_load(path.read_text())
+    assert len(loaded["data"]["g"]) == 9
+    # ... whose walk visits 9**7 = 4,782,969 strings of 3 characters (33 MB as JSON).
+    start = time.perf_counter()
+    with pytest.raises(YamlError) as err:
+        read_yaml(str(path))
+    elapsed = time.perf_counter() - start
+    assert err.value.code == "E1002" and "aliases expand" in err.value.message
+    assert elapsed < 0.25, f"refusing the bomb took {elapsed:.3f} s"
+
+
+def test_a_tag_never_constructs_anything(tmp_path):
+    marker = Path("/tmp/meshc-pwned")
+    if marker.exists():
+        marker.unlink()
+    code, _, _ = run_cli(["import", "istio", str(DATA / "hostile" / "python-tag.yaml"), "-o", str(tmp_path / "o")])
+    assert code == 1 and not marker.exists()
+
+
+def test_a_file_over_the_size_limit_is_refused_without_parsing(tmp_path):
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"# " + b"x" * MAX_BYTES + b"\n")
+    start = time.perf_counter()
+    result = import_istio([str(big)])
+    assert [d.code for d in result.diagnostics] == ["E1002"]
+    assert result.diagnostics[0].file == str(big)
+    assert time.perf_counter() - start < 2
+
+
+def test_kinds_without_mesh_policy_are_skipped_with_a_note_and_unknown_kinds_are_errors(tmp_path):
+    text = ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\n---\n"
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: edge}\n---\n"
+            "kind: Service\nmetadata: {name: x}\n")
+    path = str(tmp_path / "mixed.yaml")
+    result = import_istio([path], {path: text})
+    assert [(d.code, d.span.start_line_col()[0]) for d in result.diagnostics] == [
+        ("W1001", 2), ("E1003", 6), ("E1003", 9)]
+
+
+def test_machine_formats_and_exit_codes(tmp_path):
+    bad = str(DATA / "bad" / "missing-refs.yaml")
+    code, out, _ = run_cli(["import", "istio", bad, "-o", str(tmp_path / "a"), "--output-format", "sarif"])
+    assert code == 1 and json.loads(out)["runs"][0]["results"][0]["ruleId"] == "E1008"
+    code, out, _ = run_cli(["import", "istio", bad, "-o", str(tmp_path / "a"), "--output-format", "github"])
+    assert code == 1 and out.startswith("::error ") and "E1007" in out and "E1008" in out
+    code, _, err = run_cli(["import", "istio", str(tmp_path / "missing.yaml"), "-o", str(tmp_path / "a")])
+    assert code == 2 and "no such file" in err
+    code, _, err = run_cli(["import", "istio", str(DATA), "-o", str(tmp_path / "b")])   # a directory: every file
+    assert code == 1 and not (tmp_path / "b").exists()
+
+
+def test_a_second_import_rewrites_nothing_that_did_not_change(tmp_path):
+    files = [str(DATA / n) for n in GOOD if n != "kubectl-list.yaml"]   # (its reviews is bookinfo-reviews')
+    assert run_cli(["import", "istio", *files, "-o", str(tmp_path), "-q"])[0] == 0
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    assert run_cli(["import", "istio", *files, "-o", str(tmp_path), "-q"])[0] == 0
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+
+
+def test_lint_on_the_imported_policy_gives_meshcs_analyses(tmp_path):
+    assert run_cli(["import", "istio", str(DATA / "bookinfo.yaml"), "-o", str(tmp_path), "-q"])[0] == 0
+    from compiler.tooling.lint import lint_files
+    from compiler.tooling.lint.config import LintConfig
+
+    findings, _ = lint_files(sorted(str(p) for p in tmp_path.iterdir()), LintConfig(), use_cache=False)
+    codes = {d.code for d in findings}
+    # Istio's "/admin*" is a raw prefix: it also denies /administrator, and not /ADMIN
+    assert {"L0301", "L0303", "W0502"} <= codes
+
+
+def _mutations():
+    """A corpus object with one value replaced by something of another type or shape."""
+    junk = st.one_of(st.none(), st.integers(-5, 70000), st.booleans(), st.text(max_size=6),
+                     st.lists(st.integers(0, 3), max_size=2), st.dictionaries(st.sampled_from(["exact", "x"]),
+                                                                               st.text(max_size=3), max_size=2))
+    return st.tuples(st.sampled_from(GOOD), st.integers(0, 10_000), junk)
+
+
+def _paths(value, path=()):
+    yield path
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, path + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _paths(v, path + (i,))
+
+
+@pytest.mark.parametrize("name, path, junk", [
+    # what a sweep of every field of the corpus through eight values of other types found once
+    ("bookinfo.yaml", (5, "spec", "template", "metadata"), "x"),
+    ("bookinfo.yaml", (5, "spec", "template", "spec"), [1]),
+    ("bookinfo.yaml", (9, "spec", "mtls", "mode"), {"exact": "a"}),
+    ("partner.yaml", (0, "spec", "endpoints", 0, "labels"), 7),
+    ("partner.yaml", (2, "spec", "http", 1, "mirrorPercentage", "value"), -1),
+])
+def test_values_of_the_wrong_type_are_diagnostics(name, path, junk):
+    docs = list(yaml.safe_load_all((DATA / name).read_text()))
+    target = docs[path[0]]
+    for key in path[1:-1]:
+        target = target[key]
+    target[path[-1]] = junk
+    result = import_istio(["/virtual/x.yaml"], {"/virtual/x.yaml": yaml.safe_dump_all(docs)})
+    assert result.has_errors or not api.check([api.Text(f"/virtual/{n}", t) for n, t in result.files.items()
+                                               ]).has_errors
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_mutations())
+def test_mutated_corpus_never_crashes_the_importer(mutation):
+    """Any value of any field replaced by junk: diagnostics or a policy, never an exception."""
+    name, pick, junk = mutation
+    docs = list(yaml.safe_load_all((DATA / name).read_text()))
+    paths = [(i, p) for i, d in enumerate(docs) for p in _paths(d) if p]
+    doc_index, path = paths[pick % len(paths)]
+    target = docs[doc_index]
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = junk
+    text = yaml.safe_dump_all(docs)
+    result = import_istio([os.path.join("/virtual", name)], {os.path.join("/virtual", name): text})
+    if not result.has_errors:
+        comp = api.check([api.Text(f"/virtual/{n}", t) for n, t in result.files.items()])
+        assert not comp.has_errors
