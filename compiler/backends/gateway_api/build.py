@@ -16,11 +16,11 @@ import re
 from typing import Any
 
 from compiler import ir
-from compiler.ir import scope
 from compiler.backends.gateway_api import order
 from compiler.backends.kube import KubeObject, check_dns_label
 from compiler.backends.located import located
 from compiler.core.diagnostics import Diagnostic
+from compiler.ir import scope
 
 API_VERSION = "gateway.networking.k8s.io/v1"
 KINDS = ("HTTPRoute",)
