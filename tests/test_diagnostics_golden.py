@@ -241,7 +241,7 @@ def test_every_registered_code_is_covered():
     imported = {c for c in codes.CODES if c[1:3] == "10"}
     # The Kubernetes targets' codes (E09xx/W09xx) come from `compile --target istio|gateway-api`:
     # tests/test_istio.py, tests/test_kube_output.py and tests/test_explain.py run them.
-    kube = {c for c in codes.CODES if c[1:3] == "09"}
+    kube = {c for c in codes.CODES if c[1:3] == "09"} | {"W0411"}   # (W0411: a caller route under Gateway API)
     assert set(codes.CODES) - covered - target - lint - prover - run - kube - imported == set(), \
         "codes without a diagnostics case"
     assert covered - set(codes.CODES) == set(), "codes reported but not registered in compiler/core/codes.py"
