@@ -394,9 +394,9 @@ def test_httproutes_route_as_the_native_proxy_decides(case):
     API leaves to the implementation)."""
     from urllib.parse import parse_qsl
 
+    from compiler.ir.scope import routes_for
     from compiler.verify.native import NativeModel
     from tests.equivalence.compile import compile_text
-    from compiler.ir.scope import routes_for
 
     policy, requests = case
     text = policy.text
