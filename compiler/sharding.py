@@ -184,16 +184,18 @@ def _service_summary(svc: ast.Service) -> tuple:
     subsets = tuple(lit(s.name) for s in svc.subsets)
     return (svc.name.value, lit(svc.name), lit(svc.port), lit(svc.namespace), lit(svc.identity),
             svc.endpoints is not None, subsets, svc.retry_budget is not None,
-            (svc.span.path, svc.span.start, svc.span.end))
+            (svc.span.path, svc.span.start, svc.span.end),
+            None if svc.hosts is None else tuple(lit(h) for h in svc.hosts))
 
 
 def _service_stub(summary: tuple, sources) -> ast.Service:
     def lit(x):
         return None if x is None else ast.Lit(x[0], Span(sources[x[1]], x[2], x[3]))
-    _name, name_lit, port, namespace, identity, has_endpoints, subsets, has_budget, span = summary
+    _name, name_lit, port, namespace, identity, has_endpoints, subsets, has_budget, span, hosts = summary
     return ast.Service(lit(name_lit), lit(port), lit(namespace), lit(identity), () if has_endpoints else None,
                        tuple(ast.Subset(lit(s), ()) for s in subsets), None, None,
                        ast.Ref(None, "<remote budget>") if has_budget else None, None, None,
+                       None if hosts is None else tuple(lit(h) for h in hosts),
                        Span(sources[span[0]], span[1], span[2]))
 
 

@@ -109,6 +109,7 @@ def tuples(elements, min_size: int = 0, max_size: int = 3):
 # The value strategies of every setting, by key, in the order the grammar takes them.
 _VALUES = {
     "trust_domain": [string_lits], "mtls": [name_lits()], "certificates": [string_lits],
+    "cluster_domain": [string_lits],
     "connections": [int_lits], "pending": [int_lits], "requests": [int_lits], "retries": [int_lits],
     "consecutive_5xx": [int_lits], "consecutive_gateway_errors": [int_lits],
     "interval": [duration_lits], "ejection": [duration_lits], "max_ejected": [percent_lits],
@@ -162,7 +163,8 @@ def optional(strategy):
 imports = st.builds(ast.Import, string_lits)
 tracing_blocks = st.lists(st.sampled_from(["sampling", "propagation", "otlp"]), unique=True).flatmap(
     lambda ks: st.tuples(*[settings_for(k) for k in ks])).map(lambda settings: ast.Block("tracing", tuple(settings)))
-meshes = st.builds(ast.Mesh, st.lists(st.sampled_from(["trust_domain", "mtls", "certificates"]), unique=True).flatmap(
+meshes = st.builds(ast.Mesh, st.lists(st.sampled_from(["trust_domain", "mtls", "certificates", "cluster_domain"]),
+                                      unique=True).flatmap(
     lambda ks: st.tuples(*[settings_for(k) for k in ks])), tracing=optional(tracing_blocks))
 label_keys = st.one_of(names(), string_lits.map(lambda lit: lit.value)).map(ast.Lit)
 label_entries = st.builds(ast.LabelEntry, label_keys, string_lits)
@@ -181,6 +183,7 @@ services = st.builds(
     retry_budget=optional(block_or_ref("retry_budget")),
     sidecar=optional(blocks("sidecar")),
     mtls=optional(name_lits()),
+    hosts=optional(tuples(string_lits)),
 )
 
 path_conds = st.builds(ast.PathCond, st.sampled_from(["exact", "prefix", "raw_prefix", "regex"]), string_lits,
@@ -363,8 +366,17 @@ def _valid_service(draw, name: str):
         subsets=() if implicit else tuple(ast.Subset(_lit(n), tuple(_lit(e) for e in eps), sidecar=w)
                                           for n, eps, w in zip(subset_names, endpoint_lists, workloads)),
         limits=limits, outlier=outlier, retry_budget=budget, sidecar=sidecar,
-        mtls=draw(st.none() | st.sampled_from(["strict", "permissive", "disable"]).map(_lit)))
+        mtls=draw(st.none() | st.sampled_from(["strict", "permissive", "disable"]).map(_lit)),
+        hosts=draw(st.none() | st.lists(st.sampled_from(["{}.example.com", "*.{}.example.org", "{}.*", "{}.Corp"]),
+                                        min_size=1, max_size=3, unique=True).map(
+            lambda forms: tuple(_lit(f.format(_host_label(name))) for f in forms))))
     return service, ["default"] if implicit else subset_names
+
+
+def _host_label(name: str) -> str:
+    """Host labels unique to a service name (so that no two generated services claim one host)."""
+    text = name.encode().hex()
+    return ".".join(text[i:i + 60] for i in range(0, len(text), 60))
 
 
 @st.composite

@@ -48,6 +48,21 @@ def test_each_node_is_served_its_own_scope(tmp_path):
     assert snaps["api"].subsets == ("v1", "v2") and web.subsets == ("default",)
 
 
+def test_a_caller_route_is_served_to_its_caller_alone():
+    """`meshc serve` follows the backend's files: the sidecar that a route's `caller` names gets a
+    route configuration of its own holding that route; the others do not see it."""
+    text = POLICY.replace("routes api { route all { split { api.v1 50  api.v2 50 } } }",
+                          "routes api {\n  route beta { match { caller web  path prefix \"/b\" } to api.v2 }\n"
+                          "  route all { split { api.v1 50  api.v2 50 } }\n}")
+    snaps = snapshot.build_all(api.compile([api.Text("p.mesh", text)], shard=False))
+
+    def api_routes(node: str) -> list[str]:
+        vh = next(v for v in snaps[node].json[ROUTE]["outbound"]["virtual_hosts"] if v["name"] == "api")
+        return [r["name"] for r in vh["routes"]]
+    assert api_routes("web") == ["api/beta", "api/all"]
+    assert api_routes("gone") == api_routes("secret") == api_routes("api") == ["api/all"]
+
+
 @pytest.fixture
 def served(tmp_path):
     path = tmp_path / "p.mesh"

@@ -167,7 +167,9 @@ def test_one_envoy_route_per_match():
     vh = next(v for v in out["xds/rds-outbound.json"]["resources"][0]["virtual_hosts"] if v["name"] == "payments")
     assert [r["name"] for r in vh["routes"]] == ["payments/refunds", "payments/charges/1", "payments/charges/2",
                                                   "payments/status"]
-    assert vh["domains"] == ["payments", "payments:9000", "payments.shop", "payments.shop:9000"]
+    assert vh["domains"] == ["payments", "payments:9000", "payments.shop", "payments.shop:9000", "payments.shop.svc",
+                             "payments.shop.svc:9000", "payments.shop.svc.cluster.local",
+                             "payments.shop.svc.cluster.local:9000"]
 
 
 def test_normalisation_follows_the_sidecar(tmp_path):

@@ -71,7 +71,7 @@ def check(session, policy: GenPolicy, requests: list[GenRequest]) -> list:
     # a destination out of the sidecar's scope (compiler/ir/scope.py) is an unknown Host: a local
     # 404 (or the 400 of a path refused before any Host is looked at), never an upstream attempt
     out = [c for c in results if c.request.kind == "outbound"
-           and gen.host_service(c.request.host, policy.services) in policy.out_of_scope]
+           and gen.answered_as_unknown(policy, c.request.host)]
     strayed = [c for c in out for o in (c.envoy, c.native)
                if o.status not in (400, 404) or o.subset is not None or o.attempts or o.mirror is not None]
     if strayed:

@@ -35,7 +35,17 @@ from envoy_eval.decisions import Decision, diff, side_by_side
 from envoy_eval.evaluator import EnvoyModel, canonical_path, merge_slashes, normalize, simple_atoi_u64
 from tests.equivalence import features, tally
 from tests.equivalence.compile import compile_text
-from tests.equivalence.policies import CALLERS, CLIENT_ID, FORGED_XFCC, XFCC, GenPolicy, GenRequest, cases, host_service
+from tests.equivalence.policies import (
+    CALLERS,
+    CLIENT_ID,
+    FORGED_XFCC,
+    REQUEST_HOSTS,
+    XFCC,
+    GenPolicy,
+    GenRequest,
+    answered_as_unknown,
+    cases,
+)
 
 NIGHTLY = os.environ.get("MESHC_EQUIVALENCE") == "nightly"
 EXAMPLES = 2000 if NIGHTLY else 150        # generated policies (and one per focus group)
@@ -64,7 +74,7 @@ def out_of_scope_problem(compiled, policy: GenPolicy, envoy: EnvoyModel, native:
     sidecar's scope have no virtual host and no native domains, the others have both, and an
     outbound request addressed to one out of scope gets, in each model, exactly what the same
     request to a Host that names no service gets."""
-    if request.kind != "outbound" or host_service(request.host, policy.services) not in policy.out_of_scope:
+    if request.kind != "outbound" or not answered_as_unknown(policy, request.host, like="nowhere.invalid"):
         return None
     out_of_scope_checked[0] += 1
     unknown = replace(request, host="nowhere.invalid")
@@ -73,6 +83,22 @@ def out_of_scope_problem(compiled, policy: GenPolicy, envoy: EnvoyModel, native:
         if decided != expected:
             return (f"{name}: a destination out of the scope is not answered as an unknown Host\n"
                     + side_by_side(decided, expected))
+    return None
+
+
+def host_problem(policy: GenPolicy, request: GenRequest, decided: Decision) -> str | None:
+    """The destination the route belongs to is the one the generator's own reading of Envoy's
+    virtual host selection gives (GenPolicy.destination: exact, longest `*SUFFIX`, longest
+    `PREFIX*`, `*`, among the scope's destinations); no destination, no route; and never a route
+    whose matches are all for other callers (`caller`)."""
+    if request.kind != "outbound" or request.host.lower().startswith("client"):
+        return None   # (the sidecar's own service: in its scope or not by its own authorization)
+    want = policy.destination(request.host, scoped=True)
+    got = decided.route.split("/")[0] if decided.route is not None else None
+    if (got is not None and got != want) or (want is None and got is not None):
+        return f"Host {request.host!r} went to {got!r}, the generator expects {want!r}"
+    if decided.route is not None and "/".join(decided.route.split("/")[:2]) in policy.meta.get("foreign_routes", ()):
+        return f"route {decided.route} has matches for other callers only: it is not in the sidecar of `client`"
     return None
 
 
@@ -109,6 +135,12 @@ def compare(policy_text: str, requests, test: str, draws: random.Random | None =
                       disagreements=0 if test in _reported else 1)
             _reported.add(test)
             pytest.fail("out of scope\n--- policy:\n" + policy_text + "\n--- request:\n" + request.describe()
+                        + "\n--- " + problem, pytrace=False)
+        if policy is not None and (problem := host_problem(policy, request, pairs[0][1])):
+            tally.add(policies=int(new_policy), decisions=n, identity_decisions=identified,
+                      disagreements=0 if test in _reported else 1)
+            _reported.add(test)
+            pytest.fail("host selection\n--- policy:\n" + policy_text + "\n--- request:\n" + request.describe()
                         + "\n--- " + problem, pytrace=False)
         if pairs[0][1].candidates is not None and draws is not None:
             k = draws.getrandbits(64)      # the random pick, made with the same draw on both sides
@@ -182,6 +214,8 @@ def fast_requests(policy: GenPolicy, seed: int, n: int) -> list[GenRequest]:
             host = rng.choice((svc, svc, f"{svc}:{8080 + int(svc[1:]) if svc[1:].isdigit() else 1}",
                                f"{svc}.default", f"{svc}.default:{8080 + int(svc[1:]) if svc[1:].isdigit() else 1}",
                                svc.upper(), f"{svc.upper()}.DEFAULT", "client", "nowhere", f"{svc}:1", f"{svc}."))
+            if policy.hosts and rng.random() < 0.4:
+                host = rng.choice(REQUEST_HOSTS + (f"{svc}.default.svc.{policy.cluster_domain}:8080",))
         headers = []
         for _ in range(rng.choice((0, 1, 2, 3, 4))):
             name = rng.choice(names + ("x-set", "x-add", "x-rm", "x-k"))

@@ -163,7 +163,9 @@ def test_config_is_the_ir_slice_of_the_sidecar():
     assert [s["name"] for s in frontend["services"]] == [s.name for s in program.services]
     dest = next(s for s in frontend["services"] if s["name"] == "recommendations")
     assert dest["domains"] == ["recommendations", "recommendations:8090", "recommendations.shop",
-                               "recommendations.shop:8090"]
+                               "recommendations.shop:8090", "recommendations.shop.svc",
+                               "recommendations.shop.svc:8090", "recommendations.shop.svc.cluster.local",
+                               "recommendations.shop.svc.cluster.local:8090"]
     assert [s["cluster"] for s in dest["subsets"]] == ["outbound|v1|recommendations", "outbound|v2|recommendations"]
     assert [r["name"] for r in dest["routes"]] == [r.name for r in svc.routes]
     rollout = next(r for r in dest["routes"] if r["name"] == "rollout")

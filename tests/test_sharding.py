@@ -83,6 +83,27 @@ def test_warnings_and_errors_are_the_same(tmp_path, program):
     assert par_diags == seq_diags
 
 
+def test_hosts_and_a_host_claimed_across_the_shards_are_the_same(tmp_path, program):
+    """The services of the other process carry their `hosts`: a name claimed in both shards is
+    one E0212, and the hosts reach the IR alike."""
+    lines = program.splitlines()
+    services = [i for i, line in enumerate(lines) if line.startswith("service ")]
+    first, last = services[1], services[-1]
+    lines.insert(last + 1, '  hosts ["api.example.com", "*.example.com"]')
+    lines.insert(first + 1, '  hosts ["www.example.com"]')
+    clean = write(tmp_path, "\n".join(lines) + "\n", "clean.mesh")
+    seq_diags, seq_text = sequential(clean)
+    par_diags, par_text = sharded(clean)
+    assert seq_diags == par_diags == []
+    assert b'"*.example.com"' in seq_text and par_text == seq_text
+    lines[first + 1] = '  hosts ["api.example.com"]'
+    claimed = write(tmp_path, "\n".join(lines) + "\n", "claimed.mesh")
+    seq_diags, _ = sequential(claimed)
+    par_diags, _ = sharded(claimed)
+    assert [d.split("]")[0] for d in seq_diags] == ["error[E0212"] * 1
+    assert par_diags == seq_diags
+
+
 def test_syntax_errors_fall_back_to_one_process(tmp_path, program):
     # A cut could split an item, and a shard would not know which names of the other failed to
     # parse: any syntax error hands the program to the sequential path.

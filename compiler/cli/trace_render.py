@@ -65,13 +65,28 @@ def _step_lines(step: dict[str, Any], seeded: bool) -> list[str]:
         lines = _policy_lines(data)
         return [_row(what, "in effect", lines[0])] + [_row("", "", line) for line in lines[1:]]
     if what == "host" and data and outcome == "service":
-        return [_row(what, outcome, f"`{data['host']}` is a domain of {step['detail']}")]
+        return [_row(what, outcome, _host_text(data["host"], data.get("domains", ()), step["detail"]))]
     if what == "authz" and data and "rule" in data and "action" in data:
         return [_row(what, outcome, detail + f"  ({data['source']})")]
     if what == "authz" and data and "allowed" in data:
         text = f"by rule `{data['rule']}`" if data["rule"] else f"by the default ({data['default']})"
         return [_row(what, outcome, text)]
     return [_row(what, outcome, detail)]
+
+
+def _host_text(host: str, domains, service: str) -> str:
+    """Why `host` names `service`: one of its domains, or the wildcard that took it (Envoy's
+    order: the longest `*SUFFIX`, the longest `PREFIX*`, then `*`; docs/semantics.md, "Hosts")."""
+    h = host.lower()
+    if any(d.lower() == h for d in domains):
+        return f"`{host}` is a domain of {service}"
+    fits = sorted((d for d in domains if d.startswith("*") and d != "*" and len(h) > len(d) - 1
+                   and h.endswith(d[1:].lower())), key=len, reverse=True)
+    fits += sorted((d for d in domains if d.endswith("*") and d != "*" and len(h) > len(d) - 1
+                    and h.startswith(d[:-1].lower())), key=len, reverse=True)
+    if fits:
+        return f"`{host}` matches the wildcard `{fits[0]}` of {service} (no exact domain holds it)"
+    return f"`{host}` is taken by the catch-all `*` of {service} (no other domain holds it)"
 
 
 def _policy_lines(p: dict[str, Any]) -> list[str]:

@@ -64,6 +64,18 @@ CODES: dict[str, Code] = _registry(
               "63 characters, the limit of a DNS label and of a Kubernetes name. Names become DNS names and TLS "
               "server names (`NAME.NAMESPACE`), SPIFFE IDs, Envoy cluster, route and stat names, and the names of "
               "the files `meshc compile` writes."),
+    ("E0211", "invalid host", "A service's `hosts` holds something that is not a hostname (`api.example.com`, "
+              "optionally with the service's `:PORT`) or one of Envoy's wildcard forms: `*.SUFFIX` (the whole first "
+              "label), `PREFIX.*` (the whole last label) or `*` (the catch-all). A wildcard inside a name, such as "
+              "`api.*.com` or `*api.example.com`, is not taken."),
+    ("E0212", "host claimed twice", "Two services answer to the same `Host` domain: one written in `hosts`, or one "
+              "of a service's default names (`NAME`, `NAME.NAMESPACE`, `NAME.NAMESPACE.svc`, "
+              "`NAME.NAMESPACE.svc.CLUSTER_DOMAIN`, with and without the port). A Host must name one service: Envoy "
+              "rejects a route configuration in which two virtual hosts share a domain."),
+    ("E0213", "host with another port", "A host in `hosts` is written with a port the service does not listen on. "
+              "A host written without a port answers with and without the service's port."),
+    ("E0214", "unknown caller", "A route's `caller` condition names no declared service. `caller NAME` keeps a match "
+              "for the sidecar of service NAME alone (Istio's `sourceLabels`)."),
     # ---- values
     ("E0301", "missing setting", "A required setting is missing, such as the `port` of a service or the destination of "
               "a route."),
@@ -178,7 +190,15 @@ CODES: dict[str, Code] = _registry(
               "adds a header that the route's own `request_headers` (or `response_headers`) set or remove too. The "
               "destination's changes come first and the route's after them (as Envoy applies a weighted "
               "cluster's), so the destination's change never shows. Change the header in one place."),
+    ("W0410", "route for a caller that cannot call the service", "A `caller` condition names a service that the "
+              "destination's authorization can never admit (no `allow` rule whose `from` its identity satisfies, "
+              "and `default deny`): the destination is outside that caller's scope, so its sidecar holds none of "
+              "the destination's routes and the match never applies."),
     # ---- resilience
+    ("W0411", "caller-specific route under Gateway API", "An HTTPRoute of a Service (GAMMA) routes every caller's "
+              "requests alike: `--target gateway-api` writes the routes as a caller that no `caller` condition "
+              "names takes them, and leaves the caller-specific matches out (`--target istio` writes them as "
+              "sourceLabels)."),
     ("W0501", "retries on non-idempotent methods", "The route can match POST or PATCH requests (explicitly, or because "
               "it has no `method` condition) and retries on conditions that arise after the request reached the "
               "upstream. A retried payment is a double payment. Restrict the methods, retry only on "
@@ -308,8 +328,9 @@ CODES: dict[str, Code] = _registry(
               "destination service and the path and query are matched after normalisation."),
     ("E0807", "no service answers to the URL", "The URL's host and port are the `Host` header, and the "
               "destination is the service whose Host domains hold it, as the sidecars look it up: `NAME`, "
-              "`NAME:PORT`, `NAME.NAMESPACE` and `NAME.NAMESPACE:PORT`, ASCII case-insensitive "
-              "(`http://reviews/…`, `http://reviews.shop:9080/…`); no service of the program answers to it."),
+              "`NAME.NAMESPACE`, `NAME.NAMESPACE.svc`, `NAME.NAMESPACE.svc.CLUSTER_DOMAIN` and the service's "
+              "`hosts`, with and without `:PORT`, ASCII case-insensitive (`http://reviews/…`, "
+              "`http://reviews.shop:9080/…`); no service of the program answers to it."),
     ("E0808", "expectation that needs a sidecar", "Routes, destinations, forwarded paths and headers, timeouts, "
               "retries and mirrors are decided by the caller's sidecar. A request `from identity` or `from "
               "unauthenticated` comes from outside the mesh and meets the destination's authorization alone, so "

@@ -72,6 +72,9 @@ class Match(Node):
     headers: tuple[HeaderMatch, ...]
     query: tuple[QueryMatch, ...]
     methods: tuple[str, ...] | None    # upper-case methods (E0309); None: any method
+    callers: tuple[str, ...] | None = None  # the calling services whose sidecars take it (`caller`);
+                                            # None: every caller. Never in a sidecar's own config: its
+                                            # backend keeps the matches for that caller, without it
 
 
 # ---- callers and rules ---------------------------------------------------------------------------

@@ -25,21 +25,72 @@ def workload_node(service: str, subset: str) -> str:
     return f"{service}.{subset}"
 
 
-def domains(service: str, namespace: str, port: int) -> tuple[str, ...]:
-    """The `Host` values that address a service: its name and `NAME.NAMESPACE`, each with and
-    without the port (Envoy's virtual-host domains; matched case-insensitively)."""
-    return (service, f"{service}:{port}", f"{service}.{namespace}", f"{service}.{namespace}:{port}")
+def domains(service: str, namespace: str, port: int, cluster_domain: str = "cluster.local",
+            hosts: Iterable[str] = ()) -> tuple[str, ...]:
+    """The `Host` values that address a service (Envoy's virtual-host domains; matched
+    case-insensitively): its name, `NAME.NAMESPACE`, the Kubernetes forms `NAME.NAMESPACE.svc` and
+    `NAME.NAMESPACE.svc.CLUSTER_DOMAIN`, each with and without the port, then its written `hosts`:
+    an exact name or a `*.SUFFIX` wildcard with and without the port (one written with the port as
+    it is), a `PREFIX.*` wildcard or the catch-all `*` as written (they match any port)."""
+    base = (service, f"{service}.{namespace}", f"{service}.{namespace}.svc",
+            f"{service}.{namespace}.svc.{cluster_domain}")
+    out = [d for b in base for d in (b, f"{b}:{port}")]
+    for h in hosts:
+        h = h.lower()
+        if h == "*" or h.endswith("*") or ":" in h:
+            out.append(h)
+        else:
+            out += (h, f"{h}:{port}")
+    return tuple(dict.fromkeys(out))
+
+
+class HostIndex:
+    """Envoy 1.40's virtual host selection over (name, domains) pairs: an exact domain, else the
+    longest `*SUFFIX` wildcard, else the longest `PREFIX*` wildcard, else `*`; a wildcard never
+    matches by its empty part alone (`*.a.com` does not take `.a.com`), and a domain claimed twice
+    keeps its first owner (the checks make that an error). ASCII case-insensitive."""
+    __slots__ = ("exact", "suffixes", "prefixes", "star")
+
+    def __init__(self, services: Iterable[tuple[str, Iterable[str]]]) -> None:
+        self.exact: dict[bytes, str] = {}
+        suffixes: list[tuple[bytes, str]] = []
+        prefixes: list[tuple[bytes, str]] = []
+        self.star: str | None = None
+        for name, names in services:
+            for d in names:
+                key = d.encode("utf-8").lower()
+                if key == b"*":
+                    self.star = self.star or str(name)
+                elif key.startswith(b"*"):
+                    suffixes.append((key[1:], str(name)))
+                elif key.endswith(b"*"):
+                    prefixes.append((key[:-1], str(name)))
+                else:
+                    self.exact.setdefault(key, str(name))
+        # longest first; a stable sort keeps the first owner of equal wildcards first
+        self.suffixes = sorted(suffixes, key=lambda x: -len(x[0]))
+        self.prefixes = sorted(prefixes, key=lambda x: -len(x[0]))
+
+    def lookup(self, host: str) -> str | None:
+        wanted = host.encode("utf-8").lower()
+        name = self.exact.get(wanted)
+        if name is not None:
+            return name
+        for suffix, name in self.suffixes:
+            if len(wanted) > len(suffix) and wanted.endswith(suffix):
+                return name
+        for prefix, name in self.prefixes:
+            if len(wanted) > len(prefix) and wanted.startswith(prefix):
+                return name
+        return self.star
 
 
 def service_for_host(services: Iterable[tuple[str, Iterable[str]]], host: str) -> str | None:
     """The service whose Host domains (`domains`, per (name, domains) of `services`) hold `host`,
-    ASCII case-insensitive, as a sidecar's table looks a Host up: the one lookup of `meshc check`'s
-    tests, `meshc test` and `meshc trace`. None when no service answers to it."""
-    wanted = host.encode("utf-8").lower()
-    for name, names in services:
-        if any(d.encode("utf-8").lower() == wanted for d in names):
-            return str(name)
-    return None
+    as a sidecar's table looks a Host up (`HostIndex`: exact, then wildcards, then `*`): the one
+    lookup of `meshc check`'s tests, `meshc test` and `meshc trace`. None when no service answers
+    to it."""
+    return HostIndex(services).lookup(host)
 
 
 def sni(service: str, namespace: str) -> str:

@@ -22,15 +22,23 @@ request addressed to them gets the out-of-scope answer: what a Host that names n
 
 `full` says the scope is every service of the program: such sidecars can share one file of
 clusters and one of routes in the file layout of `--proxy all`.
+
+Caller-specific routes (a `caller` condition in a match, Istio's `sourceLabels`): a sidecar
+receives the routes of its destinations as its own service calls them (`routes_for`): a match
+for other callers is left out, a match for it loses the condition, and a route left without a
+match is left out. `own_routes` says some destination of its scope names the caller in such a
+condition: its route table is its own, so it does not share a file of routes with other
+sidecars; every other sidecar of the scope sees the routes without the caller-specific matches,
+the same for all of them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from compiler.ir.model import Program, Service
+from compiler.ir.model import Authorization, Program, Route, Service
 
-__all__ = ["Scope", "admits", "scope", "scopes"]
+__all__ = ["Scope", "admits", "admits_identity", "named_callers", "routes_for", "scope", "scopes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,19 +50,51 @@ class Scope:
     services: tuple[str, ...]   # every service whose clusters (subsets) it needs, sorted: `hosts` and the
                                 # services their routes send to (`to`, split targets, mirrors)
     full: bool                  # `hosts` is every service of the program
+    own_routes: bool = False    # a destination of `hosts` has routes for this caller (`caller`): its route
+                                # table is its own (routes_for)
+
+
+def named_callers(dest: Service) -> frozenset[str]:
+    """The callers that `caller` conditions of `dest`'s routes name."""
+    return frozenset(c for r in dest.routes for m in r.matches if m.callers is not None for c in m.callers)
+
+
+def routes_for(dest: Service, caller: str) -> tuple[Route, ...]:
+    """The routes of `dest` as the sidecar of `caller` takes them: its matches for other callers
+    left out, the `caller` condition of its own removed, a route left without a match left out.
+    The routes themselves when none has a caller condition (no copy)."""
+    if all(m.callers is None for r in dest.routes for m in r.matches):
+        return dest.routes
+    out = []
+    for r in dest.routes:
+        if all(m.callers is None for m in r.matches):
+            out.append(r)
+            continue
+        kept = tuple(m if m.callers is None else replace(m, callers=None) for m in r.matches
+                     if m.callers is None or caller in m.callers)
+        if kept:
+            out.append(replace(r, matches=kept))
+    return tuple(out)
 
 
 def _admits_everyone(dest: Service) -> bool:
-    authz = dest.authorization
+    return _open(dest.authorization)
+
+
+def _open(authz: Authorization) -> bool:
     return authz.default == "allow" or any(r.action == "allow" and r.principals is None for r in authz.rules)
 
 
 def admits(dest: Service, caller: Service) -> bool:
     """Whether `dest`'s authorization can admit `caller` (the derivation of this module)."""
-    if _admits_everyone(dest):
+    return admits_identity(dest.authorization, caller.identity)
+
+
+def admits_identity(authz: Authorization, ident: str) -> bool:
+    """Whether an authorization can admit a caller with the SPIFFE ID `ident` (`admits`)."""
+    if _open(authz):
         return True
-    ident = caller.identity
-    for rule in dest.authorization.rules:
+    for rule in authz.rules:
         if rule.action != "allow" or rule.principals is None:
             continue
         for p in rule.principals:
@@ -84,8 +124,12 @@ def scopes(program: Program, callers: list[str] | None = None) -> dict[str, Scop
     exact: dict[str, set[str]] = {}
     prefixes: list[tuple[str, str]] = []
     targets: dict[str, set[str]] = {}
+    named: dict[str, frozenset[str]] = {}
     for dest in program.services:
         targets[dest.name] = _targets(dest)
+        callers_named = named_callers(dest)
+        if callers_named:
+            named[dest.name] = callers_named
         if _admits_everyone(dest):
             everyone.append(dest.name)
             continue
@@ -108,7 +152,8 @@ def scopes(program: Program, callers: list[str] | None = None) -> dict[str, Scop
         needed: set[str] = set()
         for h in hosts:
             needed |= targets[h]
-        out[name] = Scope(name, tuple(sorted(hosts)), tuple(sorted(needed)), len(hosts) == total)
+        own = any(name in named.get(h, ()) for h in hosts) if named else False
+        out[name] = Scope(name, tuple(sorted(hosts)), tuple(sorted(needed)), len(hosts) == total, own)
     return out
 
 

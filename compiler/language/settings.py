@@ -73,6 +73,8 @@ MESH = Block("mesh", "§4", "mesh-wide settings, at most one block per program",
             "mutual TLS only, also plaintext, or plaintext only", choices=MTLS_MODES),
     Setting("certificates", ("string",), "/etc/meshc/certs", "the root of the identity files: sidecar S reads "
             "`DIR/S/cert.pem`, `key.pem` and `ca.pem`"),
+    Setting("cluster_domain", ("string",), "cluster.local", "the Kubernetes cluster domain: every service also "
+            "answers to `NAME.NAMESPACE.svc` and `NAME.NAMESPACE.svc.DOMAIN`"),
 ))
 
 PROPAGATIONS = ("w3c",)

@@ -11,7 +11,13 @@ from compiler.language.settings import sidecar_ports
 from compiler.lower.resilience import lower_budget, lower_limits, lower_outlier
 from compiler.lower.routes import implicit_route, lower_route
 from compiler.semantic.checks.workloads import written_settings
-from compiler.semantic.conditions import authorization_rules, location, service_identity, service_namespace
+from compiler.semantic.conditions import (
+    authorization_rules,
+    location,
+    service_domains,
+    service_identity,
+    service_namespace,
+)
 from compiler.semantic.symbols import Context, resolve_block
 from compiler.semantic.written import written
 from compiler.syntax import ast
@@ -106,7 +112,7 @@ def lower_service(ctx: Context, svc: ast.Service) -> ir.Service:
         routes = (implicit_route(svc),)
     assert svc.port is not None  # E0301 otherwise
     namespace, port = service_namespace(svc), svc.port.value
-    return ir.Service(name, namespace, service_identity(ctx, svc), port, names.domains(name, namespace, port),
+    return ir.Service(name, namespace, service_identity(ctx, svc), port, service_domains(ctx, svc),
                       names.sni(name, namespace), location(svc), tuple(subsets),
                       lower_limits(resolve_block(ctx, svc.limits, "limits")),
                       lower_outlier(resolve_block(ctx, svc.outlier, "outlier")),

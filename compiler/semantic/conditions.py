@@ -25,6 +25,15 @@ def service_namespace(svc: ast.Service) -> str:
     return svc.namespace.value if svc.namespace is not None else defaults.NAMESPACE
 
 
+def service_domains(ctx: Context, svc: ast.Service) -> tuple[str, ...]:
+    """The Host domains of a service with a port (compiler/ir/names.py `domains`)."""
+    from compiler.ir.names import domains
+
+    assert svc.port is not None
+    return domains(svc.name.value, service_namespace(svc), svc.port.value, ctx.mesh_setting("cluster_domain"),
+                   (h.value for h in svc.hosts or ()))
+
+
 def service_identity(ctx: Context, svc: ast.Service) -> str:
     """The SPIFFE ID of a service: written with `identity`, else its service account's."""
     if svc.identity is not None:
@@ -63,7 +72,7 @@ def lower_query(cond: ast.QueryCond) -> ir.QueryMatch:
 
 def lower_match(match: ast.Match | None) -> ir.Match:
     path = None
-    headers, query, methods = [], [], None
+    headers, query, methods, callers = [], [], None, None
     for cond in (match.conditions if match is not None else ()):
         if isinstance(cond, ast.PathCond):
             path = lower_path(cond)
@@ -74,7 +83,9 @@ def lower_match(match: ast.Match | None) -> ir.Match:
         elif isinstance(cond, ast.MethodCond):
             listed = tuple(dict.fromkeys(m.value for m in cond.methods))
             methods = listed if methods is None else tuple(m for m in methods if m in listed)
-    return ir.Match(path, tuple(headers), tuple(query), methods)
+        elif isinstance(cond, ast.CallerCond):
+            callers = tuple(sorted(dict.fromkeys(c.value for c in cond.callers)))
+    return ir.Match(path, tuple(headers), tuple(query), methods, callers)
 
 
 def lower_matches(route: ast.Route) -> tuple[ir.Match, ...]:

@@ -125,9 +125,14 @@ def methods_cover(a: tuple[str, ...] | None, b: tuple[str, ...] | None) -> bool:
     return b is not None and set(b) <= set(a)
 
 
+def callers_cover(a: tuple[str, ...] | None, b: tuple[str, ...] | None) -> bool:
+    """Every caller whose sidecar takes `b` takes `a` (None: every caller)."""
+    return a is None or (b is not None and set(b) <= set(a))
+
+
 def match_covers(a: ir.Match, b: ir.Match) -> bool:
-    """Every request matched by `b` is matched by `a`."""
-    return (path_covers(a.path, b.path) and methods_cover(a.methods, b.methods)
+    """Every request matched by `b` is matched by `a` (from every caller that `b` applies to)."""
+    return (callers_cover(a.callers, b.callers) and path_covers(a.path, b.path) and methods_cover(a.methods, b.methods)
             and conditions_cover(a.headers, b.headers) and conditions_cover(a.query, b.query))
 
 

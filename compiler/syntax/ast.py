@@ -133,6 +133,7 @@ class Service(Node):
     retry_budget: Block | Ref | None
     sidecar: Block | None
     mtls: Lit[str] | None          # the inbound mTLS mode: strict | permissive | disable
+    hosts: tuple[Lit[str], ...] | None = None   # extra Host names: exact, `*.SUFFIX`, `PREFIX.*` or `*`
     span: Span = _span
 
 
@@ -174,7 +175,14 @@ class MethodCond(Node):
     span: Span = _span
 
 
-Condition = PathCond | HeaderCond | QueryCond | MethodCond
+@node
+class CallerCond(Node):
+    """CallerCond node: the route applies only in the sidecars of these calling services."""
+    callers: tuple[Lit[str], ...]
+    span: Span = _span
+
+
+Condition = PathCond | HeaderCond | QueryCond | MethodCond | CallerCond
 
 
 @node

@@ -218,7 +218,7 @@ class Builder:
     def trust_domain(self, c):
         return self.setting(c)
 
-    mesh_mtls = mesh_certificates = tr_sampling = tr_propagation = tr_otlp = trust_domain
+    mesh_mtls = mesh_certificates = mesh_cluster_domain = tr_sampling = tr_propagation = tr_otlp = trust_domain
 
     # ---- services -------------------------------------------------------------------------
     def service_decl(self, c: Children) -> ast.Service:
@@ -235,7 +235,8 @@ class Builder:
             fields[tag] = value
         return ast.Service(self.name(c[1]), fields.get("port"), fields.get("namespace"), fields.get("identity"),
                            fields.get("endpoints"), tuple(subsets), fields.get("limits"), fields.get("outlier"),
-                           fields.get("retry_budget"), fields.get("sidecar"), fields.get("mtls"), self.span(c))
+                           fields.get("retry_budget"), fields.get("sidecar"), fields.get("mtls"), fields.get("hosts"),
+                           self.span(c))
 
     def svc_port(self, c):
         return ("port", self.int_(c[1]), self.span(c))
@@ -251,6 +252,9 @@ class Builder:
 
     def svc_endpoints(self, c):
         return ("endpoints", tuple(c[1]), self.span(c))
+
+    def svc_hosts(self, c):
+        return ("hosts", tuple(c[1]), self.span(c))
 
     def subset_decl(self, c):
         fields: dict[str, Any] = {}
@@ -367,6 +371,9 @@ class Builder:
 
     def method_cond(self, c):
         return ast.MethodCond(self.names(c[1]), self.span(c))
+
+    def caller_cond(self, c):
+        return ast.CallerCond(self.names(c[1]), self.span(c))
 
     def to_target(self, c):
         return ("to", c[1], self.span(c))

@@ -278,6 +278,8 @@ def service(node: ast.Service) -> list[str]:
         body.append(Line(f"port {integer(node.port.value)}", node.port))
     if node.namespace is not None:
         body.append(Line(f"namespace {string(node.namespace.value)}", node.namespace))
+    if node.hosts is not None:
+        body.append(Line(f"hosts {string_list(node.hosts)}", node.hosts[0] if node.hosts else None))
     if node.identity is not None:
         body.append(Line(f"identity {string(node.identity.value)}", node.identity))
     if node.mtls is not None:
@@ -326,6 +328,10 @@ def method_cond(node: ast.MethodCond) -> str:
     return f"method {_name_or_list(node.methods)}"
 
 
+def caller_cond(node: ast.CallerCond) -> str:
+    return f"caller {_name_or_list(node.callers)}"
+
+
 def from_cond(node: ast.FromCond) -> str:
     if node.kind == "same_namespace":
         return "from same_namespace"
@@ -352,7 +358,7 @@ def condition(node) -> str:
 
 _CONDITIONS: dict[type, Callable] = {
     ast.PathCond: path_cond, ast.HeaderCond: header_cond, ast.QueryCond: query_cond,
-    ast.MethodCond: method_cond, ast.FromCond: from_cond, ast.NotCond: not_cond,
+    ast.MethodCond: method_cond, ast.FromCond: from_cond, ast.NotCond: not_cond, ast.CallerCond: caller_cond,
 }
 
 

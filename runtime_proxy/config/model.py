@@ -68,6 +68,8 @@ class Match(Model):
     headers: list[HeaderMatch] = []
     query: list[QueryMatch] = []
     methods: list[str] | None = None           # None: any method
+    callers: list[str] | None = None           # the calling services it applies to; None: every one (the
+                                               # compiler resolves it: never set in a config it writes)
 
 
 # ---- routes ------------------------------------------------------------------------------

@@ -517,7 +517,7 @@ class Table:
     """Everything one config compiles to."""
     __slots__ = ("version", "service", "namespace", "identity", "listeners", "app", "escaped_slashes",
                  "proxy", "mtls_mode", "identity_files", "authorization", "services", "hosts", "subsets", "index",
-                 "tracing")
+                 "tracing", "wildcards")
 
     def __init__(self, data: dict[str, Any], services: dict[str, CService], authorization: CAuthorization) -> None:
         self.version: str = data["version"]
@@ -537,10 +537,27 @@ class Table:
         self.authorization = authorization                  # enforced on the inbound listener
         self.tracing = compile_tracing(data.get("tracing"))  # None: the sidecar does not trace
         self.services = services                            # name -> CService
-        self.hosts: dict[str, CService] = {}                # lower-cased domain -> CService
+        self.hosts: dict[str, CService] = {}                # lower-cased exact domain -> CService
+        suffixes: list[tuple[str, CService]] = []
+        prefixes: list[tuple[str, CService]] = []
+        star: CService | None = None
         for svc in services.values():
             for d in svc.domains:
-                self.hosts.setdefault(d.lower(), svc)
+                d = ascii_lower(d)
+                if d == "*":
+                    star = star or svc
+                elif d.startswith("*"):
+                    suffixes.append((d[1:], svc))
+                elif d.endswith("*"):
+                    prefixes.append((d[:-1], svc))
+                else:
+                    self.hosts.setdefault(d, svc)
+        # The wildcard domains, in Envoy's order of selection (longest `*SUFFIX`, longest `PREFIX*`,
+        # then `*`); None without any, so a Host that no exact domain holds costs one test more.
+        self.wildcards: Wildcards | None = None
+        if suffixes or prefixes or star is not None:
+            self.wildcards = Wildcards(tuple(sorted(suffixes, key=lambda x: -len(x[0]))),
+                                       tuple(sorted(prefixes, key=lambda x: -len(x[0]))), star)
         self.subsets: dict[str, CSubset] = {sub.cluster: sub for svc in services.values()
                                             for sub in svc.subsets.values()}
         # the routes each request can take, by method and first path segment (route_index.py)
@@ -551,8 +568,31 @@ class Table:
         a domain with that port, as Envoy matches virtual hosts)."""
         svc = self.hosts.get(host)
         if svc is None:
-            svc = self.hosts.get(ascii_lower(host))
+            lowered = ascii_lower(host)
+            svc = self.hosts.get(lowered)
+            if svc is None and self.wildcards is not None:
+                return self.wildcards.lookup(lowered)
         return svc
+
+
+class Wildcards:
+    """Envoy 1.40's virtual host selection after the exact domains: the longest `*SUFFIX`, then
+    the longest `PREFIX*` (a wildcard never matches by its empty part alone), then `*`."""
+    __slots__ = ("suffixes", "prefixes", "star")
+
+    def __init__(self, suffixes: tuple[tuple[str, CService], ...], prefixes: tuple[tuple[str, CService], ...],
+                 star: CService | None) -> None:
+        self.suffixes, self.prefixes, self.star = suffixes, prefixes, star
+
+    def lookup(self, host: str) -> CService | None:
+        """The destination of a lower-cased Host that no exact domain holds."""
+        for suffix, svc in self.suffixes:
+            if len(host) > len(suffix) and host.endswith(suffix):
+                return svc
+        for prefix, svc in self.prefixes:
+            if len(host) > len(prefix) and host.startswith(prefix):
+                return svc
+        return self.star
 
 
 # ---- compilation ----------------------------------------------------------------------------
@@ -593,8 +633,13 @@ def compile_config(data: dict[str, Any]) -> Table:
         for r in s["routes"]:
             source = where(r.get("source"))
             at = f"route `{r['name']}` of service `{s['name']}` ({source})"
+            # a match for other callers (`callers`) is not this sidecar's: the compiler leaves such
+            # matches out of a sidecar's config, and a hand-written one is read the same way
+            written = [m for m in r["matches"] if m.get("callers") is None or data["service"] in m["callers"]]
+            if not written and r["matches"]:
+                continue
             try:
-                matches = tuple(compile_match(m) for m in r["matches"])
+                matches = tuple(compile_match(m) for m in written)
             except TableError as err:
                 raise TableError(f"{at}: {err}") from None
             to = CSubsetRef(*resolve(r["to"]["service"], r["to"]["subset"], at)) if r.get("to") else None

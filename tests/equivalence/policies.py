@@ -93,7 +93,42 @@ class GenPolicy:
     out_of_scope: tuple[str, ...] = ()          # destinations whose authorization cannot admit `client`
                                                 # (compiler/ir/scope.py): a request addressed to one gets
                                                 # what an unknown Host gets, in every layer
+    hosts: tuple[tuple[str, tuple[str, ...]], ...] = ()   # the `hosts` written per destination service
+    cluster_domain: str = "cluster.local"
     meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def destination(self, host: str, scoped: bool = False) -> str | None:
+        """The destination service a Host names, as Envoy selects a virtual host (docs/semantics.md,
+        "Hosts"), among every destination or (`scoped`) those in the sidecar's scope; None: none."""
+        written = dict(self.hosts)
+        exact, suffixes, prefixes, star = {}, [], [], None
+        for base in ("client", f"client.{CLIENT_NAMESPACE}", f"client.{CLIENT_NAMESPACE}.svc",
+                     f"client.{CLIENT_NAMESPACE}.svc.{self.cluster_domain}"):
+            exact[base] = exact[f"{base}:8000"] = SIDECAR   # (in its own scope or not: `client` is not judged)
+        for svc in self.services:
+            if scoped and svc in self.out_of_scope:
+                continue
+            port = SERVICE_PORT[svc]
+            for base in (svc, f"{svc}.default", f"{svc}.default.svc", f"{svc}.default.svc.{self.cluster_domain}"):
+                exact[base] = exact[f"{base}:{port}"] = svc
+            for h in written.get(svc, ()):
+                if h == "*":
+                    star = svc
+                elif h.endswith(".*"):
+                    prefixes.append((h[:-1], svc))
+                elif h.startswith("*."):
+                    suffixes += [(h[1:], svc), (f"{h[1:]}:{port}", svc)]
+                else:
+                    exact[h] = exact[f"{h}:{port}"] = svc
+        h = host.lower()
+        if h in exact:
+            return exact[h]
+        for group in (suffixes, prefixes):
+            fits = [(len(w), svc) for w, svc in group
+                    if len(h) > len(w) and (h.endswith(w) if group is suffixes else h.startswith(w))]
+            if fits:
+                return max(fits)[1]
+        return star
 
     def render(self, ports: dict[str, int]) -> str:
         """The text with every placeholder replaced: `ports` maps INBOUND, OUTBOUND, ADMIN, APP,
@@ -118,6 +153,16 @@ import json  # noqa: E402  (kept below the dataclasses, which the rest of the su
 from hypothesis import strategies as st  # noqa: E402
 
 SERVICE_PORT = {"s0": 8080, "s1": 8081, "s2": 8082}
+# the hosts a destination may be given (`hosts`): each claimed by one service, overlapping as
+# wildcards do (an exact name inside another's wildcard, a longer suffix, a suffix and a prefix
+# taking one Host), and the catch-all
+HOSTS = {"s0": (("api.example.com", "*.example.com"), ("*.example.com", "s0.*"), ("api.example.com",)),
+         "s1": (("*.b.example.com", "www.b.example.com"), ("*.b.example.com", "shop.*"), ("shop.*",)),
+         "s2": ((), ("*",), ("*", "*.example.org"), ("www.example.com", "*"))}
+# the Hosts requests carry besides a service's own names: each rule of the selection
+REQUEST_HOSTS = ("api.example.com", "API.Example.com:8080", "x.example.com", "x.example.com:8080",
+                 "x.example.com:1", "x.b.example.com", "x.b.example.com", "b.example.com", "www.b.example.com",
+                 "www.example.com", "shop.eu", "shop.example.com", "s0.x:1", "a.example.org", "nowhere")
 SUBSETS = ("a", "b", "c")
 SEGMENTS = ("api", "v1", "users", "a", "b", "x.y", "Admin")
 REGEXES = ("/api/[0-9]+", "/(a|b)/.*", "/v[0-9]/[a-z]+", "/users/[^/]+", "(?i)/admin.*", "/a|/b", "/x\\.y")
@@ -330,15 +375,14 @@ def destination_authorizations(draw) -> tuple[str, bool] | None:
     return f"  default {default}\n" + "\n".join(rules), kind != "refuse"
 
 
-def host_service(host: str, services: tuple[str, ...]) -> str | None:
-    """The generated destination a Host names (`NAME`, `NAME:PORT`, `NAME.default`,
-    `NAME.default:PORT`, any case), else None."""
-    h = host.lower()
-    for svc in services:
-        port = SERVICE_PORT.get(svc)
-        if h in (svc, f"{svc}:{port}", f"{svc}.default", f"{svc}.default:{port}"):
-            return svc
-    return None
+def answered_as_unknown(policy: GenPolicy, host: str, like: str | None = None) -> bool:
+    """Whether `host` names a destination out of the sidecar's scope (compiler/ir/scope.py) and the
+    sidecar then answers it as it answers the Host `like` (None: as a Host no service of the scope
+    takes, 404): no wildcard or catch-all of the scope takes it differently."""
+    if policy.destination(host) not in policy.out_of_scope:
+        return False
+    scoped = policy.destination(host, scoped=True)
+    return scoped is None if like is None else scoped == policy.destination(like, scoped=True)
 
 
 # Outlier detection on a destination: every subset has one endpoint, so an ejection leaves none in
@@ -364,8 +408,12 @@ def policies(draw, focus: frozenset[str] = frozenset()) -> GenPolicy:
     # tracing, its spans to the session's sink (@OTLP@); a fractional sampling draws from the
     # request id, so the requests of such a policy always carry one (`requests`)
     tracing = draw(st.sampled_from((None, None, None, "0%", "100%", "37.5%")))
+    cluster_domain = draw(st.sampled_from(("cluster.local", "cluster.local", "corp.internal")))
+    hosts: list[tuple[str, tuple[str, ...]]] = []
+    with_hosts = draw(st.booleans())
     escaped, mtls, tracing = focus_sidecar(focus, escaped, mtls, tracing)
     lines.append(f'mesh {{\n  trust_domain "{TRUST_DOMAIN}"\n' + (f"  mtls {mtls}\n" if mesh_wide else "")
+                 + ("" if cluster_domain == "cluster.local" else f"  cluster_domain {q(cluster_domain)}\n")
                  + (f'  tracing {{ sampling {tracing}  otlp "http://127.0.0.1:@OTLP@/v1/traces" }}\n'
                     if tracing else "") + "}\n")
     own_mode = "" if mesh_wide else f"  mtls {mtls}\n"
@@ -397,6 +445,10 @@ def policies(draw, focus: frozenset[str] = frozenset()) -> GenPolicy:
             body.append(f'  subset {name} {{ endpoints ["127.0.0.1:@EP{ep.index}@"]{own} }}')
         if draw(st.booleans()) or (svc == "s0" and "retry_budget" in focus):
             body.append("  retry_budget { percent 20%  min_concurrency 3 }")
+        written = draw(st.sampled_from(HOSTS[svc])) if with_hosts else ()
+        if written:
+            body.append("  hosts [" + ", ".join(q(h) for h in written) + "]")
+            hosts.append((svc, written))
         if svc == "s0":
             body += focus_service(focus)
         if draw(st.integers(0, 3)) == 0 and not any(line.lstrip().startswith("outlier") for line in body):
@@ -407,6 +459,7 @@ def policies(draw, focus: frozenset[str] = frozenset()) -> GenPolicy:
     paths: list[str] = []
     has_timeouts = False
     meta_routes = {}
+    foreign_routes: list[str] = []
     outbound_focus = any(FOCUS_SIDE.get(f) in ("outbound", "both") for f in focus)
     for svc in services:
         focused = svc == "s0" and outbound_focus
@@ -415,6 +468,18 @@ def policies(draw, focus: frozenset[str] = frozenset()) -> GenPolicy:
         routes = [focus_route(focus, destinations)] if focused else []
         for r in range(draw(st.integers(1, 4))):
             body = [draw(match_blocks(paths)) for _ in range(draw(st.integers(0, 2)))]
+            # caller conditions (`caller`): for the sidecar under test, for others, for both
+            callers_of = []
+            for i, block in enumerate(body):
+                if draw(st.integers(0, 3)) == 0:
+                    named = draw(st.lists(st.sampled_from([SIDECAR, *services]), min_size=1, max_size=2, unique=True))
+                    body[i] = block.replace("match { ", "match { caller " + (
+                        named[0] if len(named) == 1 else "[" + ", ".join(named) + "]") + "  ", 1)
+                    callers_of.append(named)
+                else:
+                    callers_of.append(None)
+            if body and all(c is not None and SIDECAR not in c for c in callers_of):
+                foreign_routes.append(f"{svc}/r{r}")   # in other callers' sidecars only
             kind = draw(st.sampled_from(ANSWER_KINDS))
             if kind != "none":   # a redirect, a direct response or a rewrite (docs/language.md §8.1-§8.3)
                 body, answers = draw(answer_or_rewrite(kind, body, paths))
@@ -518,7 +583,9 @@ def policies(draw, focus: frozenset[str] = frozenset()) -> GenPolicy:
         text="\n".join(lines), endpoints=tuple(endpoints), services=tuple(services), paths=tuple(paths),
         header_names=MATCH_HEADERS, header_values=VALUES, query_names=QUERY_NAMES, query_values=QUERY_VALUES,
         split_keys=SPLIT_KEYS, has_timeouts=has_timeouts, mtls=mtls, out_of_scope=tuple(out_of_scope),
-        meta={"routes": meta_routes, "escaped_slashes": escaped, "tracing": tracing, "focus": focus})
+        hosts=tuple(hosts), cluster_domain=cluster_domain,
+        meta={"routes": meta_routes, "escaped_slashes": escaped, "tracing": tracing, "focus": focus,
+              "foreign_routes": foreign_routes})
 
 
 # ---- focused policies: features combined on purpose (tests/equivalence/features.py) ---------------
@@ -845,8 +912,12 @@ def requests(draw, policy: GenPolicy, live: bool = True) -> GenRequest:
         host = "client"
     else:
         host = draw(st.sampled_from(policy.services))
-        host = draw(st.sampled_from((host, host, host, f"{host}:{SERVICE_PORT[host]}", f"{host}.default",
-                                     host.upper(), "client", "nowhere", f"{host}:1")))
+        port = SERVICE_PORT[host]
+        host = draw(st.sampled_from((host, host, host, f"{host}:{port}", f"{host}.default", host.upper(), "client",
+                                     "nowhere", f"{host}:1", f"{host}.default.svc:{port}",
+                                     f"{host}.default.svc.{policy.cluster_domain}",
+                                     f"{host}.default.svc.cluster.local:{port}"))) \
+            if not policy.hosts or draw(st.booleans()) else draw(st.sampled_from(REQUEST_HOSTS))
     base = draw(st.sampled_from(policy.paths)) if policy.paths and draw(st.integers(0, 4)) > 0 else draw(_paths)
     target = _mutate_path(draw, base) + draw(_QUERIES)
     headers: list[tuple[str, str]] = []

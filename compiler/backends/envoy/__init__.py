@@ -13,7 +13,9 @@ yet):
     xds/SERVICE/cds.json      without mTLS: a symbolic link (Emitted.links) to the sidecar's
                               scope's CDS file, the path its bootstrap names
     xds/rds-outbound.json     the outbound RouteConfiguration of the sidecars of full scope;
-                              xds/scopes/KEY/rds-outbound.json for those of another scope
+                              xds/scopes/KEY/rds-outbound.json for those of another scope;
+                              xds/SERVICE/rds-outbound.json for a sidecar that routes of its
+                              destinations name as their `caller` (its route table is its own)
     xds/SERVICE/lds.json      the sidecar's two listeners (inbound, outbound), per proxy
     SERVICE.envoy.json        the bootstrap, per proxy: `static` (self-contained) or `xds`
 
@@ -114,30 +116,39 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
     cluster_names = routes.cluster_map(program)
 
     per_service: dict[str, list[dict]] = {}
-    vhosts: dict[str, dict] = {}
+    vhosts: dict[tuple[str, str | None], dict] = {}
+    named = {s.name: scope.named_callers(s) for s in program.services}
 
     def service_clusters(name: str) -> list[dict]:
         if name not in per_service:
             per_service[name] = clusters.service_clusters(services[name])
         return per_service[name]
 
-    def route_config(hosts: tuple[str, ...]) -> dict:
-        for h in hosts:
-            if h not in vhosts:
-                vhosts[h] = routes.virtual_host(services[h], cluster_names)
-        return routes.outbound_route_configuration_of([vhosts[h] for h in hosts])
+    def route_config(hosts: tuple[str, ...], caller: str | None = None) -> dict:
+        """`caller`: the service whose sidecars' own routes these are (Scope.own_routes), else None."""
+        keys = [(h, caller if caller is not None and caller in named.get(h, ()) else None) for h in hosts]
+        for key in keys:
+            if key not in vhosts:
+                vhosts[key] = routes.virtual_host(services[key[0]], cluster_names, key[1])
+        return routes.outbound_route_configuration_of([vhosts[key] for key in keys])
 
     def outbound_clusters(proxy: str, secrets: Sds | None) -> list[dict]:
         """The clusters of `proxy`'s scope, as it calls them (with `secrets`, its own mTLS files)."""
         return [c for name in scopes[proxy].services
                 for c in clusters.with_mtls(services[name], service_clusters(name), secrets)]
 
-    # the sidecars by scope (its destinations): one RDS file per scope, and without mTLS one CDS file
+    # the sidecars by scope (its destinations): one RDS file per scope (a sidecar with routes of
+    # its own: its own file), and without mTLS one CDS file
     groups: dict[tuple[str, ...], list[str]] = {}
+    route_groups: dict[tuple[tuple[str, ...], str | None], list[str]] = {}
     for name in proxies:
         groups.setdefault(scopes[name].hosts, []).append(name)
+        own = scopes[name].caller if scopes[name].own_routes else None   # (a service's workloads share its routes)
+        route_groups.setdefault((scopes[name].hosts, own), []).append(name)
 
     def rds_file(proxy: str) -> str:
+        if scopes[proxy].own_routes:
+            return names.proxy_rds(scopes[proxy].caller)
         return names.RDS if scopes[proxy].full else names.scope_rds(scopes[proxy].hosts)
 
     def cds_file(proxy: str) -> str:
@@ -169,10 +180,10 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
             files[names.output_path(cds_file(name))] = bootstrap.discovery_response(
                 names.CLUSTER, outbound_clusters(name, sds.get(name)) + [clusters.inbound_cluster(sidecars[name])]
                 + bootstrap.collector(program.tracing), dumps)
-    for hosts, members in groups.items():   # routes before the listeners that name them
+    for (hosts, own), members in route_groups.items():   # routes before the listeners that name them
         path = names.output_path(rds_file(members[0]))
         out.links_before = out.links_before or path
-        files[path] = bootstrap.discovery_response(names.ROUTE_CONFIGURATION, [route_config(hosts)], dumps)
+        files[path] = bootstrap.discovery_response(names.ROUTE_CONFIGURATION, [route_config(hosts, own)], dumps)
     for name in proxies:
         svc = sidecars[name]
         rds_source = listeners.rds(f"{where}/{rds_file(name)}")
@@ -184,7 +195,7 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
         if mode == "xds":
             doc = bootstrap.xds_bootstrap(svc, where, names.proxy_cds(name), program.tracing)
         else:
-            inline = {"route_config": route_config(scopes[name].hosts)}
+            inline = {"route_config": route_config(scopes[name].hosts, scopes[name].caller)}
             doc = bootstrap.static_bootstrap(
                 svc, [listeners.inbound_listener(svc, sds.get(name), program.tracing),
                       listeners.outbound_listener(svc, inline, program.tracing)],

@@ -97,6 +97,12 @@ def scope_rds(hosts: tuple[str, ...]) -> str:
     return f"{SCOPES}/{scope_key(hosts)}/rds-outbound.json"
 
 
+def proxy_rds(service: str) -> str:
+    """The outbound routes of the sidecars of one service whose route table is their own (routes
+    for it as the caller: compiler/ir/scope.py `own_routes`; its workloads' sidecars share it)."""
+    return f"{service}/rds-outbound.json"
+
+
 def scope_cds(hosts: tuple[str, ...]) -> str:
     """The clusters of the sidecars whose scope is `hosts`, without mTLS."""
     return f"{SCOPES}/{scope_key(hosts)}/cds.json"

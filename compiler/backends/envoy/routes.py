@@ -9,6 +9,7 @@ from compiler.backends.envoy import names
 from compiler.backends.envoy.answers import answer, rewrite_fields
 from compiler.backends.envoy.matches import route_match
 from compiler.backends.envoy.values import duration, fractional_percent, header_value
+from compiler.ir.scope import routes_for
 
 # Envoy 1.40's own `retry_on` vocabulary (its router documentation). Envoy accepts any other
 # token silently and ignores it (ENVOY_NOTES §6), so a condition of the IR (`ir.RETRY_ON`, the
@@ -149,11 +150,13 @@ def envoy_routes(service: str, r: ir.Route, clusters: dict[tuple[str, str], str]
             for i, m in enumerate(r.matches) if m.methods is None or m.methods]
 
 
-def virtual_host(svc: ir.Service, clusters: dict[tuple[str, str], str]) -> dict:
-    """The virtual host of a destination service, matched by the service's `Host` domains."""
+def virtual_host(svc: ir.Service, clusters: dict[tuple[str, str], str], caller: str | None = None) -> dict:
+    """The virtual host of a destination service, matched by the service's `Host` domains, with
+    its routes as the sidecar of `caller` takes them (compiler/ir/scope.py `routes_for`; None: a
+    caller that no `caller` condition names)."""
     name = svc.name
     routes: list[dict] = []
-    for r in svc.routes:
+    for r in routes_for(svc, caller or ""):
         routes += envoy_routes(name, r, clusters)
     return {
         "domains": list(svc.domains),

@@ -11,6 +11,7 @@ construct, the field it becomes and the diagnostic where it is not exact.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -19,6 +20,7 @@ from compiler.backends.gateway_api import order
 from compiler.backends.kube import KubeObject, check_dns_label
 from compiler.backends.located import located
 from compiler.core.diagnostics import Diagnostic
+from compiler.ir import scope
 
 API_VERSION = "gateway.networking.k8s.io/v1"
 KINDS = ("HTTPRoute",)
@@ -72,6 +74,7 @@ class GatewayApiTarget:
         services = {s.name: s for s in program.services}
         for svc in program.services:
             diags += _service_policies(svc, sources)
+            svc = _every_caller(svc, sources, diags)
             if not svc.routes:
                 continue
             if len(svc.routes) > MAX_RULES:
@@ -266,6 +269,22 @@ def _header_modifier(changes: ir.HeaderChanges, route: ir.Route, sources: dict,
     if changes.remove:
         out["remove"] = list(changes.remove)
     return out
+
+
+def _every_caller(svc: ir.Service, sources: dict, diags: list[Diagnostic]) -> ir.Service:
+    """An HTTPRoute of a Service (GAMMA) routes every caller alike: the routes as a caller that no
+    `caller` condition names takes them (compiler/ir/scope.py `routes_for`), and W0411 for each
+    route whose caller-specific matches are not carried."""
+    if not scope.named_callers(svc):
+        return svc
+    for route in svc.routes:
+        named = sorted({c for m in route.matches for c in m.callers or ()})
+        if named:
+            diags.append(located("W0411", f"route `{route.name}` of `{svc.name}` has matches for "
+                                 + ", ".join(f"`{c}`" for c in named) + " alone (`caller`), which an HTTPRoute "
+                                 "cannot carry: they are left out, and those callers route as every other one",
+                                 route.source, sources, hint="`--target istio` writes them as sourceLabels"))
+    return dataclasses.replace(svc, routes=scope.routes_for(svc, ""))
 
 
 def _matches(m: ir.Match, route: ir.Route, sources: dict, diags: list[Diagnostic]) -> list[dict[str, Any]]:

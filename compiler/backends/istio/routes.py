@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from compiler import ir
-from compiler.backends.istio.values import duration, fqdn
+from compiler.backends.istio.values import APP_LABEL, duration, fqdn
 from compiler.backends.located import located
 from compiler.core.diagnostics import Diagnostic
 
@@ -120,12 +120,17 @@ def match_requests(m: ir.Match, route: ir.Route, sources: dict, diags: list[Diag
     out = []
     for uri in _path_alternatives(m.path):
         for method in m.methods or (None,):
-            req = dict(base)
-            if uri is not None:
-                req["uri"] = uri
-            if method is not None:
-                req["method"] = {"exact": method}
-            out.append(req)
+            # a `caller` condition: Istio's sourceLabels, the calling workloads' `app` label (one
+            # request per caller, ORed)
+            for caller in m.callers or (None,):
+                req = dict(base)
+                if uri is not None:
+                    req["uri"] = uri
+                if method is not None:
+                    req["method"] = {"exact": method}
+                if caller is not None:
+                    req["sourceLabels"] = {APP_LABEL: caller}
+                out.append(req)
     return out
 
 

@@ -13,7 +13,9 @@ holds the contract's models to the IR's fields). Only the envelope is built here
 - `mtls`: what the inbound listener accepts and the sidecar's identity files, or null files when
   it needs none (backends.base.needs_identity);
 - the destinations of the sidecar's scope (compiler/ir/scope.py; sorted by name) with the IR's
-  names (clusters, Host domains, SNI), so that stats and routing read alike in both targets; a
+  names (clusters, Host domains, SNI) and their routes as this sidecar takes them (`routes_for`:
+  a route's `caller` conditions are resolved here, so the config holds only its own routes),
+  so that stats and routing read alike in both targets; a
   service that its destinations' routes send to but that is outside the scope is there with no
   domains and no routes (its subsets only), so a request addressed to it gets the answer of an
   unknown Host, 404, as in Envoy; a destination whose mode is not `disable` is called over mTLS,
@@ -56,8 +58,13 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources=None
         out = []
         for dest in s.services:
             if dest in hosts:
+                if s.caller in named[dest]:   # routes of its own service (`caller`): only its sidecars'
+                    out.append({**destination(services[dest]), "routes": scope.routes_for(services[dest], s.caller)})
+                    continue
                 if dest not in callable_:
                     callable_[dest] = destination(services[dest])
+                    if named[dest]:       # the routes without the other callers' matches
+                        callable_[dest]["routes"] = scope.routes_for(services[dest], "")
                 out.append(callable_[dest])
             else:
                 if dest not in reached:
@@ -77,6 +84,7 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources=None
     sidecars = workloads.views(program, list(proxies))
     by_service = scope.scopes(program, list(dict.fromkeys(workloads.service_of(p) for p in proxies)))
     scopes = {p: by_service[workloads.service_of(p)] for p in proxies}
+    named = {s.name: scope.named_callers(s) for s in program.services}
     files: dict[str, bytes] = {}
     for name in proxies:
         svc = sidecars[name]

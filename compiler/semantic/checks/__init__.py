@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from compiler.semantic.checks.asserts import check_asserts
 from compiler.semantic.checks.authz import check_authorization
-from compiler.semantic.checks.names import check_name_lengths, check_references
+from compiler.semantic.checks.names import check_hosts, check_name_lengths, check_references
 from compiler.semantic.checks.resilience import check_retries
 from compiler.semantic.checks.routes import check_routes
 from compiler.semantic.checks.tests import check_tests
@@ -19,6 +19,7 @@ from compiler.semantic.symbols import Context
 CHECKS = (
     check_references,    # names resolve: services, subsets, policies (E02xx)
     check_name_lengths,  # declared names and namespaces fit a DNS label (E0210)
+    check_hosts,         # hosts are hostnames, each claimed by one service (E0211-E0213)
     check_values,        # every value in range and well-formed (E03xx)
     check_workloads,     # sidecars on one host have their own ports (E0350)
     check_routes,        # timeouts, unreachable routes, services without routes (E04xx, W04xx)

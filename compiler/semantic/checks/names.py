@@ -67,10 +67,14 @@ def check_references(ctx: Context) -> None:
             if route.split is not None:
                 for entry in route.split.entries:
                     check_destination(ctx, entry.target, f"the split of route `{route.name.value}`")
-            for m in route.mirrors:
-                check_destination(ctx, m.target, f"the mirror of route `{route.name.value}`")
+            for mirror in route.mirrors:
+                check_destination(ctx, mirror.target, f"the mirror of route `{route.name.value}`")
             if isinstance(route.retry, ast.Ref):
                 check_policy_ref(ctx, route.retry, "retry")
+            for m in route.matches:
+                for c in m.conditions:
+                    if isinstance(c, ast.CallerCond):
+                        _check_callers(ctx, c, route)
     for _, svc in ctx.local_services():
         for attr, kind in (("limits", "limits"), ("outlier", "outlier"), ("retry_budget", "retry_budget")):
             node = getattr(svc, attr)
@@ -90,6 +94,14 @@ def check_references(ctx: Context) -> None:
                     if v.value not in ctx.services and ("service", v.value) not in ctx.broken:
                         ctx.diags.add("E0201", f"unknown service `{v.value}` in `from service`", v.span,
                                       hint=did_you_mean(v.value, ctx.services))
+
+
+def _check_callers(ctx: Context, cond: ast.CallerCond, route: ast.Route) -> None:
+    for v in cond.callers:
+        if v.value not in ctx.services and ("service", v.value) not in ctx.broken:
+            ctx.diags.add("E0214", f"unknown caller `{v.value}` in route `{route.name.value}`", v.span,
+                          hint=did_you_mean(v.value, ctx.services) or "`caller` names a declared service: the one "
+                          "whose sidecar takes the route")
 
 
 def all_rules(ctx: Context) -> Iterator[ast.Rule]:
@@ -146,3 +158,74 @@ def _name_length(ctx: Context, what: str, name: ast.Lit) -> None:
                   f"{MAX_NAME_LENGTH}", name.span,
                   hint=f"names become DNS labels, SPIFFE IDs, Envoy cluster and stat names and file names: "
                        f"shorten it to at most {MAX_NAME_LENGTH} characters")
+
+
+# A DNS name as a Host names it: labels of letters, digits and inner hyphens, at most 63 each.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DNS = rf"{_LABEL}(?:\.{_LABEL})*"
+
+
+def _host_problem(text: str, port: int | None) -> tuple[str, str, str] | None:
+    """What is wrong with a written host: (code, message, hint), or None when it is one."""
+    import re
+
+    host, sep, written_port = text.partition(":")
+    if sep and not written_port.isdigit():
+        return ("E0211", f"`{text}` is not a hostname: the part after `:` must be a port",
+                "write `NAME`, `NAME:PORT`, `*.SUFFIX`, `PREFIX.*` or `*`")
+    if (host == "*" or host.endswith(".*")) and sep:
+        return ("E0211", f"`{text}` has a port after a wildcard that already matches any port", f"write `{host}`")
+    body = host[2:] if host.startswith("*.") else host[:-2] if host.endswith(".*") else host
+    if host != "*" and "*" in body:
+        return ("E0211", f"`{text}` has a wildcard inside the name: `*` stands only for the whole first label, "
+                         "the whole last label or the whole host",
+                "write `*.example.com` (any name under example.com), `api.*` (api under any suffix) or `*` "
+                "(every Host no other service claims)")
+    if host != "*" and (len(body) > 253 or not re.fullmatch(_DNS, body.lower())):
+        return ("E0211", f"`{text}` is not a hostname",
+                "a hostname is dot-separated labels of letters, digits and inner hyphens, at most 63 characters "
+                "each, such as `api.example.com`")
+    if sep and port is not None and int(written_port) != port:
+        return ("E0213", f"`{text}` names port {int(written_port)}, but the service listens on {port}",
+                f"write `{host}` (it answers with and without `:{port}`), or change the service's port")
+    return None
+
+
+def check_hosts(ctx: Context) -> None:
+    """Every written host is a hostname or a wildcard of Envoy's forms (E0211) with the service's
+    port if any (E0213), and no Host domain belongs to two services (E0212): Envoy rejects a route
+    configuration in which two virtual hosts share a domain."""
+    from compiler.core.diagnostics import Label
+    from compiler.semantic.conditions import service_domains
+
+    owners: dict[str, tuple[str, object]] = {}  # lower-cased domain -> (service, the span that claims it)
+    reported: set[tuple[str, object]] = set()   # one E0212 per claim and first owner (not one per port form)
+    local = {name for name, _ in ctx.local_services()}
+    # in the order of the text (a sharded run holds the other process's services as stubs, after its own)
+    for name, svc in sorted(ctx.services.items(), key=lambda item: (item[1].span.path, item[1].span.start)):
+        if svc.hosts == () and name in local:
+            ctx.diags.add("E0301", f"the hosts list of service `{name}` is empty", svc.name.span,
+                          hint="list more Host names, or leave `hosts` out: the service's own names need none")
+        if svc.port is None:
+            continue
+        bad = False
+        for h in svc.hosts or ():
+            problem = _host_problem(h.value, svc.port.value)
+            if problem is not None:
+                bad = True
+                if name in local:
+                    ctx.diags.add(problem[0], problem[1], h.span, hint=problem[2])
+        if bad:
+            continue
+        written = {h.value.lower(): h.span for h in svc.hosts or ()}
+        for d in service_domains(ctx, svc):
+            span = written.get(d) or written.get(d.rpartition(":")[0]) or svc.name.span
+            first = owners.get(d)
+            if first is None:
+                owners[d] = (name, span)
+            elif first[0].lower() != name.lower() and name in local and (first[0], span) not in reported:
+                reported.add((first[0], span))  # (names that differ only in case: E0702 of the Envoy backend)
+                ctx.diags.add("E0212", f"Host `{d}` is claimed by services `{first[0]}` and `{name}`", span,
+                              labels=(Label(first[1], f"`{first[0]}` claims it here"),),  # type: ignore[arg-type]
+                              hint="a Host names one service: remove it from one of them, or give one of them "
+                                   "another name or namespace")

@@ -152,6 +152,33 @@ def check_unreachable(ctx: Context, block: ast.Routes) -> None:
         index.add(route, matches)
 
 
+def check_callers(ctx: Context, dest: str, block: ast.Routes) -> None:
+    """W0410: a `caller` that the destination's authorization can never admit: the destination is
+    not in that caller's scope (compiler/ir/scope.py), so its sidecar has none of its routes."""
+    svc, authz = ctx.services.get(dest), ctx.authorizations.get(dest)
+    if svc is None or authz is None or authz.default is None:
+        return
+    from compiler import ir
+    from compiler.ir.scope import admits_identity
+    from compiler.semantic.conditions import authorization_rules, service_identity
+
+    lowered = ir.Authorization(authz.default.value, tuple(r for _, r in authorization_rules(ctx, svc, authz)), None)
+    for route in block.routes:
+        for m in route.matches:
+            for c in m.conditions:
+                if not isinstance(c, ast.CallerCond):
+                    continue
+                for v in c.callers:
+                    caller = ctx.services.get(v.value)
+                    if caller is not None and not admits_identity(lowered, service_identity(ctx, caller)):
+                        ctx.diags.add("W0410", f"route `{route.name.value}` is for caller `{v.value}`, which "
+                                      f"`authorization {dest}` never admits", v.span,
+                                      labels=(Label(authz.service.span, "no allow rule here can admit it"),),
+                                      hint=f"`{v.value}`'s sidecar cannot call `{dest}` and holds none of its "
+                                           f"routes: allow `{v.value}` in `authorization {dest}`, or remove it "
+                                           "from the condition")
+
+
 def stream_idle_timeout(svc: ast.Service | None) -> tuple[int, ast.Setting | None]:
     """The stream idle timeout of a service's own sidecar (ms), and the setting that wrote it; with
     workloads (language §5.9), the shortest of its sidecars' (a subset's block over the service's)."""
@@ -202,6 +229,7 @@ def check_routes(ctx: Context) -> None:
             if route.redirect is not None or route.respond is not None or route.rewrite is not None:
                 check_answer(ctx, route)
         check_unreachable(ctx, block)
+        check_callers(ctx, name, block)
         if not block.routes:
             ctx.diags.add("E0301", f"`routes {name}` has no routes", block.service.span,
                           hint="add a route, or remove the block to send everything to the service's only subset")

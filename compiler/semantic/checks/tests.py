@@ -9,7 +9,7 @@ import re
 
 from compiler.core.diagnostics import did_you_mean
 from compiler.semantic.checks.names import check_destination
-from compiler.semantic.conditions import expand_rules, service_namespace
+from compiler.semantic.conditions import expand_rules, service_domains
 from compiler.semantic.symbols import Context
 from compiler.syntax import ast
 
@@ -47,9 +47,9 @@ def url_authority(url: str) -> str | None:
 def destination_name(ctx: Context, authority: str) -> str | None:
     """The service whose Host domains hold the URL's authority, as the sidecars look it up
     (compiler/ir/names.py `service_for_host`, the lookup of `meshc test` and `meshc trace`)."""
-    from compiler.ir.names import domains, service_for_host  # a program with tests only
+    from compiler.ir.names import service_for_host  # a program with tests only
 
-    return service_for_host(((name, domains(name, service_namespace(svc), svc.port.value))
+    return service_for_host(((name, service_domains(ctx, svc))
                              for name, svc in ctx.services.items() if svc.port is not None), authority)
 
 
@@ -116,9 +116,10 @@ def _check_test(ctx: Context, test: ast.Test) -> None:
             first = authority.split(":")[0].split(".")[0]
             svc = ctx.services.get(first)
             ctx.diags.add("E0807", f"no service answers to `{authority}`", req.url.span,
-                          hint=f"`{first}` answers to {_domains_text(first, svc)}" if svc is not None and
+                          hint=f"`{first}` answers to {_domains_text(ctx, svc)}" if svc is not None and
                           svc.port is not None else did_you_mean(first, ctx.services)
-                          or "a service answers to NAME and NAME.NAMESPACE, with or without :PORT")
+                          or "a service answers to NAME, NAME.NAMESPACE, NAME.NAMESPACE.svc[.CLUSTER_DOMAIN] "
+                          "and its `hosts`, with or without :PORT")
     svc = ctx.services.get(dest) if dest is not None else None
     for ex in test.expect:
         if req.caller_kind != "service" and ex.kind in OUTBOUND_ONLY:
@@ -164,11 +165,8 @@ def _check_sendable(ctx: Context, req: ast.TestRequest) -> None:
                           hint="a header value cannot hold a line end or another control character (a tab may)")
 
 
-def _domains_text(name: str, svc: ast.Service) -> str:
-    from compiler.ir.names import domains
-
-    assert svc.port is not None
-    return ", ".join(f"`{d}`" for d in domains(name, service_namespace(svc), svc.port.value)) + \
+def _domains_text(ctx: Context, svc: ast.Service) -> str:
+    return ", ".join(f"`{d}`" for d in service_domains(ctx, svc)) + \
         " (ASCII case-insensitive), as its callers' sidecars look the Host up"
 
 

@@ -171,7 +171,8 @@ class _Values:
                                  hint="list at least one method, or leave the `not method` condition out")
                     self.methods(cond)
                 continue
-            kind = {ast.PathCond: "path", ast.MethodCond: "method", ast.FromCond: "from"}.get(type(cond))
+            kind = {ast.PathCond: "path", ast.MethodCond: "method", ast.FromCond: "from",
+                    ast.CallerCond: "caller"}.get(type(cond))
             if kind is not None:
                 if kind in seen:
                     self.add("E0105", f"two `{kind}` conditions in one {where}", cond.span,
@@ -193,6 +194,10 @@ class _Values:
                     self.add("E0301", "the method list is empty", cond.span,
                              hint="list at least one method, or leave the condition out to match any method")
                 self.methods(cond)
+            elif isinstance(cond, ast.CallerCond):
+                if not cond.callers:
+                    self.add("E0301", "the caller list is empty", cond.span,
+                             hint="list at least one calling service, or leave the condition out for every caller")
             elif isinstance(cond, ast.FromCond):
                 if not cond.values and cond.kind not in ("same_namespace", "unauthenticated", "any"):
                     self.add("E0301", f"the `from {cond.kind}` list is empty", cond.span,
@@ -669,6 +674,9 @@ def check_values(ctx: Context) -> None:
             if s.key == "trust_domain" and not TRUST_DOMAIN.match(s.values[0].value):
                 v.add("E0312", f"`{s.values[0].value}` is not a valid trust domain", s.values[0].span,
                       hint="a trust domain is a lower-case DNS name such as `shop.local`")
+            elif s.key == "cluster_domain" and not TRUST_DOMAIN.match(s.values[0].value):
+                v.add("E0312", f"`{s.values[0].value}` is not a valid cluster domain", s.values[0].span,
+                      hint="a cluster domain is a lower-case DNS name such as `cluster.local`")
             elif s.key == "mtls":
                 v.mtls_mode(s.values[0])
             elif s.key == "certificates" and not s.values[0].value.strip("/ "):

@@ -198,6 +198,8 @@ def _query(q: ir.QueryMatch) -> str:
 
 def match_text(m: ir.Match) -> str:
     parts = []
+    if m.callers is not None:
+        parts.append("from " + "|".join(m.callers))
     if m.methods is not None:
         parts.append("|".join(m.methods))
     if m.path is not None:

@@ -290,6 +290,9 @@ KEYWORDS: dict[str, str] = {
                 "`from identity`, callers with that ID (`/*` suffix: a prefix) (§5.2, §14)",
     "endpoints": "`endpoints [\"HOST:PORT\", …]`: a subset's endpoints; directly in a service, the implicit "
                  "subset `default` (§5.3)",
+    "hosts": "`hosts [\"api.example.com\", \"*.example.com\", \"*\"]`: more Host names the service answers "
+             "to: exact names (with and without the port), wildcards `*.SUFFIX` and `PREFIX.*`, and the catch-all "
+             "`*`; exact names win, then the longest wildcard, then `*` (§5.1)",
     "subset": "`subset NAME { endpoints […] }`: a named group of endpoints (a version) that routes send to (§5.3); "
               "with a `sidecar { … }` block, a workload with its own sidecar, `SERVICE.NAME` (§5.9); "
               "`subset NAME { labels { KEY \"VALUE\" } }`: the Kubernetes pods with those labels (§5.3)",
@@ -308,6 +311,8 @@ KEYWORDS: dict[str, str] = {
     "suffix": "header: a value ends with the string (§7)",
     "header": "`[not] header \"NAME\" TEST`: a condition on a request header (case-insensitive name); "
               "`by header` keys a split (§7, §8)",
+    "caller": "`caller SERVICE | [SERVICE, …]`: the match applies only in these calling services' sidecars "
+              "(Istio's sourceLabels); resolved when compiling (§7)",
     "not": "`not header …`: the header is present and no value passes the test (§7); in an authorization "
            "rule, `not path …` / `not method …`: the rule matches only what they do not (§14)",
     "ignore_case": "compare ASCII letters case-insensitively: a header value (`exact`, `prefix`, `suffix`) or "
@@ -505,7 +510,8 @@ def complete(analysis: Analysis | None, text: str, offset: int) -> tuple[int, li
         if previous == "retry":
             items.append(Completion("none", "keyword", "no retries"))
         return start, items
-    if (previous, before) in (("service", "from"), ("[", "service")):
+    if (previous, before) in (("service", "from"), ("[", "service")) or previous == "caller" \
+            or (previous, before) == ("[", "caller"):
         names = sorted(ctx.services) if ctx is not None else []
         return start, [Completion(n, "service", "service") for n in names]
     if previous == "escaped_slashes":

@@ -11,11 +11,11 @@ syntax iskeyword @,48-57,_,-
 
 syntax keyword meshImport       import
 syntax keyword meshDeclaration  mesh service routes route subset authorization policy nextgroup=meshDeclName skipwhite
-syntax keyword meshKeyword      trust_domain mtls certificates port namespace identity endpoints labels limits outlier retry_budget
+syntax keyword meshKeyword      trust_domain mtls certificates cluster_domain port namespace identity endpoints hosts labels limits outlier retry_budget
 syntax keyword meshKeyword      tracing sampling propagation otlp
 syntax keyword meshKeyword      connections pending requests retries consecutive_5xx consecutive_gateway_errors
 syntax keyword meshKeyword      interval ejection max_ejected percent min_concurrency sidecar inbound outbound
-syntax keyword meshKeyword      admin ports app escaped_slashes match path header query method to split by timeout
+syntax keyword meshKeyword      admin ports app escaped_slashes match path header query method caller to split by timeout
 syntax keyword meshKeyword      retry attempts on per_try_timeout backoff max allow_non_idempotent fault abort
 syntax keyword meshKeyword      delay mirror request_headers response_headers set add remove default use
 syntax keyword meshKeyword      max_request_headers max_request_headers_kb request_headers_timeout idle_timeout
