@@ -163,6 +163,13 @@ class ClusterState:
                 pool.connect(None)
             else:
                 stats.cx_overflow += 1
+                if self.rt.shared is not None and not pool.active and not pool.connecting:
+                    # --workers N: a worker whose pool has no connection at all opens one over the
+                    # shared connection limit (counted as an overflow), as Envoy's worker threads do
+                    # (ConnPoolImplBase: a pool with no client may always create one); else its
+                    # waiters would wait for a connection another worker holds
+                    breaker.take_connection()
+                    pool.connect(None)
         return None
 
     def handoff(self, user: User, conn: UpstreamConn, pending: bool = True) -> None:

@@ -184,6 +184,10 @@ class SharedBreaker(Breaker):
     def release_connection(self) -> None:
         self._give(0)
 
+    def take_connection(self) -> None:
+        """Hold one connection over the limit (a worker's first connection to an endpoint)."""
+        self._view[self._c[0][2]] += 1
+
     def try_acquire_pending(self) -> bool:
         return self._take(1, self.max_pending)
 
