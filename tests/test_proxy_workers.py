@@ -205,3 +205,48 @@ def test_bad_workers_values_exit_2(tmp_path, value):
     assert out.returncode == 2
     assert out.stderr.strip() == f"python -m runtime_proxy: error: --workers {value}: a number of worker " \
                                  "processes from 1 to 64"
+
+
+def test_from_meshc_serve_two_workers_hold_one_stream_and_an_edit_reaches_both(tmp_path):
+    """--xds-server with --workers 2: the supervisor holds the one xDS helper (one ADS stream per
+    proxy, none in a worker); an edit reaches both workers and is ACKed once both applied it."""
+    import test_native_xds as nx
+
+    class Plane(nx.NativePlane):
+        def __init__(self, tmp):       # NativePlane's, with --workers 2
+            self.v1, self.v2, self.shadow, self.app = (nx.Backend(n) for n in ("v1", "v2", "shadow", "app"))
+            self.ports = {"INBOUND": nx.free_port(), "OUTBOUND": nx.free_port(), "ADMIN": nx.free_port(),
+                          "APP": self.app.port, "V1": self.v1.port, "V2": self.v2.port, "SHADOW": self.shadow.port}
+            self.tmp = tmp
+            self.path = nx.policy(tmp / "behaviour.mesh", self.ports)
+            self.serve = nx.Serve(str(self.path))
+            self.proxy = nx.start_native(tmp, self.serve.port, "web", "--workers", "2")
+
+    plane = Plane(tmp_path)
+    try:
+        workers = plane.proxy.ports["workers"]
+        helpers = [pid for pid in [plane.proxy.proc.pid, *workers] if nx.helper_pid(_AsProxy(pid))]
+        assert helpers == [plane.proxy.proc.pid]                      # one stream, in the supervisor
+        assert not any(nx.loads_grpc(pid) for pid in [plane.proxy.proc.pid, *workers])
+        assert plane.call("/live") == "v1"
+
+        def versions():
+            return {json.loads(plane.proxy.admin_get(f"/config?worker={k}")[1])["version"] for k in (0, 1)}
+
+        before = versions()
+        nx.policy(plane.path, plane.ports, live="v2")
+        plane.serve.reload()
+        nx.wait(lambda: len(v := versions()) == 1 and v != before, "the edit in both workers", proxy=plane.proxy)
+        nx.wait(lambda: nx.native_stream(d := nx.status(plane.serve.port)) and
+                nx.native_stream(d)["types"]["SidecarConfig"]["acked"] == plane.native_version(),
+                "the ACK of the new version")
+        for _ in range(6):
+            assert plane.call("/live") == "v2"
+    finally:
+        plane.close()
+    assert plane.proxy.proc.returncode == 0
+
+
+class _AsProxy:
+    def __init__(self, pid):
+        self.proc = type("P", (), {"pid": pid})()
