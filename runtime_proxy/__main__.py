@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from runtime_proxy.decide.table import Table
     from runtime_proxy.net.listener import TlsListener
     from runtime_proxy.net.reload import Done, Reloader
-    from runtime_proxy.net.server import Runtime
+    from runtime_proxy.net.server import Downstream, Runtime, TlsDownstream
     from runtime_proxy.net.xds_link import XdsLink
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE = 0, 1, 2
@@ -349,8 +349,8 @@ class ProxyApp:
 
     def listen(self) -> dict[str, int]:
         from runtime_proxy.net.admin import AdminProtocol
-        from runtime_proxy.net.server import Downstream
 
+        Downstream = self.downstream_classes()[0]
         rt, loop, args = self.rt, self.loop, self.args
         lst = rt.table.listeners
         # a worker of --workers N: the ports are shared (SO_REUSEPORT), its admin is private
@@ -385,11 +385,21 @@ class ProxyApp:
                      reuse_port: bool = False) -> TlsListener:
         """The inbound listener for mode strict or permissive (runtime_proxy/net/listener.py)."""
         from runtime_proxy.net.listener import TlsListener
-        from runtime_proxy.net.server import Downstream, TlsDownstream
 
+        Downstream, TlsDownstream = self.downstream_classes()
         rt = self.rt
         return TlsListener(self.loop, rt, host, port, lambda: Downstream(rt, "inbound"),
                            lambda own_id: TlsDownstream(rt, own_id), sock=sock, reuse_port=reuse_port)
+
+    def downstream_classes(self) -> tuple[type[Downstream], type[TlsDownstream]]:
+        """The client-side protocols: a worker of --workers N counts its connections against the
+        listener limit shared by all workers (net/shared.py)."""
+        from runtime_proxy.net.server import Downstream, TlsDownstream
+
+        worker = self.args.worker
+        if worker is None:
+            return Downstream, TlsDownstream
+        return worker.region.downstream_class(Downstream), worker.region.downstream_class(TlsDownstream)
 
     def config_applied(self, old: Table) -> None:
         """After a reload: a sidecar that turns mTLS on needs the TLS listener in place of the

@@ -161,6 +161,37 @@ def test_limits_overflow_across_workers_as_with_one(backends, tmp_path):
         assert json.loads(body)["outbound|t|tight"]["breaker"]["requests"] == 0
 
 
+def test_the_listener_connection_limit_counts_every_workers_connections(backends, tmp_path):
+    """proxy.max_connections 1: while one connection is open (on either worker), every other one
+    is accepted and closed at once, on whichever worker it lands."""
+    import socket
+
+    cfg = dict(fleet_config(backends))
+    cfg["proxy"] = dict(cfg["proxy"], max_connections=1)
+    with run_proxy(cfg, tmp_path, "--workers", "2") as p:
+        held = Client(p.outbound)
+        assert held.request("GET", "/").status == 200
+        owner = next(k for k in (0, 1) if worker_stats(p, k)["http.outbound.downstream_cx_active"] == 1)
+        for _ in range(12):
+            s = socket.create_connection(("127.0.0.1", p.outbound), timeout=5)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: svc\r\n\r\n")
+            try:
+                assert s.recv(100) == b""           # closed (or reset) without an answer
+            except ConnectionResetError:
+                pass
+            s.close()
+        assert p.stats()["http.outbound.downstream_cx_overflow"] == 12
+        assert worker_stats(p, 1 - owner)["http.outbound.downstream_cx_overflow"] > 0   # the other worker refused too
+        assert held.request("GET", "/").status == 200
+        held.close()
+        deadline = time.monotonic() + 5
+        while p.stats()["http.outbound.downstream_cx_active"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        c = Client(p.outbound)                     # the unit is given back
+        assert c.request("GET", "/").status == 200
+        c.close()
+
+
 def test_outlier_counts_and_ejection_are_shared(backends, tmp_path):
     """Three consecutive 5xx of endpoint a, counted on two workers, eject it from both."""
     with run_proxy(fleet_config(backends), tmp_path, "--workers", "2") as p:

@@ -27,7 +27,7 @@ import math
 import mmap
 import struct
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from runtime_proxy.decide.breaker import Breaker
 from runtime_proxy.decide.outlier import OutlierState, _Host
@@ -36,11 +36,13 @@ if TYPE_CHECKING:
     from runtime_proxy.decide.table import Limits, OutlierSettings, RetryBudget
 
 log = logging.getLogger("runtime_proxy")
+D = TypeVar("D")
 
 MAX_CLUSTERS = 512          # cluster entries (a reload that changes a cluster takes a new one)
 MAX_HOSTS = 64              # endpoints per cluster whose outlier state is shared
 KEY_BYTES = 64              # an endpoint key (`host:port`), UTF-8, zero-padded
 COUNTERS = 4                # connections, pending, requests, retries
+LISTENERS = ("inbound", "outbound")
 
 # entry: digest (32 bytes), then int64s: in use, ejected_count, ejections_total, ejections_overflow,
 # host count; float64 tick origin; then the breaker slots; then the hosts
@@ -69,7 +71,9 @@ class Region:
         self.hosts_at += -self.hosts_at % 8
         self.entry_size = self.hosts_at + MAX_HOSTS * _HOST.size
         self.entry_size += -self.entry_size % 8
-        self.mm = mmap.mmap(-1, MAX_CLUSTERS * self.entry_size)     # anonymous, shared with the children
+        # first the listeners' open connections (one slot per listener and worker), then the clusters
+        self.clusters_at = len(LISTENERS) * workers * 8
+        self.mm = mmap.mmap(-1, self.clusters_at + MAX_CLUSTERS * self.entry_size)   # anonymous, shared
         self.lock = multiprocessing.get_context("fork").Lock()
         self.worker = -1                                             # set in each worker
 
@@ -79,7 +83,7 @@ class Region:
         mm = self.mm
         with self.lock:
             for i in range(MAX_CLUSTERS):
-                at = i * self.entry_size
+                at = self.clusters_at + i * self.entry_size
                 used = struct.unpack_from("<q", mm, at + 32)[0]
                 if not used:
                     _HEAD.pack_into(mm, at, digest, 1, 0, 0, 0, 0, 0.0)
@@ -107,6 +111,31 @@ class Region:
                         name, MAX_HOSTS)
             return breaker, OutlierState(outlier, keys, tick_origin, counts)
         return breaker, SharedOutlier(self, at, outlier, keys, tick_origin, counts)
+
+
+    def downstream_class(self, cls: type[D]) -> type[D]:
+        """`cls` (net/server.Downstream or a subclass) whose connections count against the
+        listener's `max_connections` over all the workers, as Envoy's listener limit counts them
+        over its worker threads: a connection past it is accepted and closed at once."""
+        view = memoryview(self.mm).cast("q")
+        n, worker = self.workers, self.worker
+
+        class Shared(cls):  # type: ignore[valid-type,misc]  # a subclass of the class given
+            __slots__ = ()
+            def connection_made(self, transport: Any) -> None:
+                first = LISTENERS.index(self.listener) * n
+                view[first + worker] += 1
+                super().connection_made(transport)
+                if not self.closing and sum(view[first:first + n]) > self.rt.max_connections:
+                    self.lstats.cx_overflow += 1
+                    self.abort()
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                view[LISTENERS.index(self.listener) * n + worker] -= 1
+                super().connection_lost(exc)
+
+        Shared.__name__ = Shared.__qualname__ = f"Shared{cls.__name__}"
+        return Shared
 
 
 class SharedBreaker(Breaker):
