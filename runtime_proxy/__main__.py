@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m runtime_proxy") -
     if args.workers > 1:
         from runtime_proxy.workers import supervise
 
-        return supervise(args, prog)
+        return supervise(args, open_app, write_atomic)
     app = open_app(args, args.config)
     if isinstance(app, str):
         print(app, file=sys.stderr)
@@ -273,7 +273,7 @@ def main_xds(args: argparse.Namespace, prog: str) -> int:
         if args.workers > 1:
             from runtime_proxy.workers import supervise
 
-            return supervise(args, prog, link)
+            return supervise(args, open_app, write_atomic, link)
         return apps[0].run()
     except Stop:
         log.info("stopped before the first config")

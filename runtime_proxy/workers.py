@@ -32,12 +32,15 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from runtime_proxy.net.shared import Region
 
 log = logging.getLogger("runtime_proxy")
+
+EXIT_OK, EXIT_CONFIG, EXIT_USAGE = 0, 1, 2    # as __main__'s
 
 START_SECONDS = 60.0        # how long the workers may take to listen
 ADMIN_TIMEOUT = 5.0         # a worker's admin answer
@@ -298,9 +301,10 @@ def _child_death_signal() -> None:
         pass
 
 
-def supervise(args: argparse.Namespace, prog: str, link: Any = None) -> int:
-    """Run the proxy with args.workers workers; the exit code of the whole."""
-    from runtime_proxy.__main__ import EXIT_CONFIG, EXIT_OK, EXIT_USAGE, open_app, write_atomic
+def supervise(args: argparse.Namespace, open_app: Callable[[argparse.Namespace, str], Any],
+              write_atomic: Callable[[str, str], None], link: Any = None) -> int:
+    """Run the proxy with args.workers workers; the exit code of the whole. `open_app` and
+    `write_atomic` are __main__'s (which imports this module)."""
     from runtime_proxy.config import child
     from runtime_proxy.decide.table import TableError, compile_config
 
