@@ -281,3 +281,35 @@ def test_from_meshc_serve_two_workers_hold_one_stream_and_an_edit_reaches_both(t
 class _AsProxy:
     def __init__(self, pid):
         self.proc = type("P", (), {"pid": pid})()
+
+
+def test_the_admin_view_merges_counters_histograms_and_shared_gauges():
+    """runtime_proxy.workers' merge rules on two workers' real admin output shapes: counters and
+    histogram buckets summed, per-worker gauges summed, shared values shown once."""
+    from runtime_proxy.workers import merge_prometheus, merge_stats
+
+    a = [("cluster.c.upstream_rq_total", 3), ("cluster.c.upstream_rq_pending_active", 2),
+         ("server.config_reload_ok", 1), ("http.outbound.downstream_cx_active", 4)]
+    b = [("cluster.c.upstream_rq_total", 5), ("cluster.c.upstream_rq_pending_active", 2),
+         ("server.config_reload_ok", 1), ("http.outbound.downstream_cx_active", 1), ("cluster.d.upstream_rq_total", 1)]
+    assert merge_stats([a, b]) == [("cluster.c.upstream_rq_total", 8), ("cluster.c.upstream_rq_pending_active", 2),
+                                   ("server.config_reload_ok", 1), ("http.outbound.downstream_cx_active", 5),
+                                   ("cluster.d.upstream_rq_total", 1)]
+    text = ("# TYPE envoy_cluster_upstream_rq_time histogram\n"
+            'envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="c",le="0.5"} {n}\n'
+            'envoy_cluster_upstream_rq_time_sum{envoy_cluster_name="c"} {n}\n'
+            "# HELP meshc_config_info the active config version\n# TYPE meshc_config_info gauge\n"
+            'meshc_config_info{version="v1"} 1\n'
+            "# HELP envoy_cluster_upstream_rq_pending_active cluster upstream_rq_pending_active\n"
+            "# TYPE envoy_cluster_upstream_rq_pending_active gauge\n"
+            'envoy_cluster_upstream_rq_pending_active{envoy_cluster_name="c"} 3\n')
+    merged = merge_prometheus([text.replace("{n}", "2"), text.replace("{n}", "5")])
+    assert merged.splitlines() == [
+        "# TYPE envoy_cluster_upstream_rq_time histogram",
+        'envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="c",le="0.5"} 7',
+        'envoy_cluster_upstream_rq_time_sum{envoy_cluster_name="c"} 7',
+        "# HELP meshc_config_info the active config version", "# TYPE meshc_config_info gauge",
+        'meshc_config_info{version="v1"} 1',
+        "# HELP envoy_cluster_upstream_rq_pending_active cluster upstream_rq_pending_active",
+        "# TYPE envoy_cluster_upstream_rq_pending_active gauge",
+        'envoy_cluster_upstream_rq_pending_active{envoy_cluster_name="c"} 3']
