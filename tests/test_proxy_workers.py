@@ -313,3 +313,44 @@ def test_the_admin_view_merges_counters_histograms_and_shared_gauges():
         "# HELP envoy_cluster_upstream_rq_pending_active cluster upstream_rq_pending_active",
         "# TYPE envoy_cluster_upstream_rq_pending_active gauge",
         'envoy_cluster_upstream_rq_pending_active{envoy_cluster_name="c"} 3']
+
+
+def test_shared_breaker_slots_across_a_fork_and_entries_freed_by_every_worker():
+    """net/shared.py with a real fork: a unit taken in the child counts in the parent; an entry
+    is reused only once every worker has left it and nothing is held in it."""
+    from runtime_proxy.decide.table import Limits
+    from runtime_proxy.net.shared import MAX_CLUSTERS, Region
+
+    region = Region(2)
+    limits = Limits(1, 1, 1, 3)
+    region.worker = 0
+    breaker, _ = region.cluster("c", "sig", limits, None, None, ("h:1",), 0.0, {})
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                  # worker 1
+        region.worker = 1
+        other, _ = region.cluster("c", "sig", limits, None, None, ("h:1",), 0.0, {})
+        ok = other.try_acquire_request()
+        os.write(w, b"1" if ok else b"0")
+        os.read(r, 1)                             # hold it until the parent has looked
+        other.release_request()
+        os._exit(0)
+    assert os.read(r, 1) == b"1"
+    assert breaker.requests == 1 and not breaker.try_acquire_request()   # the child's unit counts here
+    os.write(w, b"x")
+    os.waitpid(pid, 0)
+    assert breaker.requests == 0 and breaker.try_acquire_request()
+    # the entry of "c": used by worker 1 (which never left it) and worker 0; fill the rest
+    for i in range(MAX_CLUSTERS - 1):
+        assert region.entry(f"x{i}", "sig") is not None
+    assert region.entry("one more", "sig") is None
+    region.leave(breaker)
+    assert region.entry("one more", "sig") is None      # worker 1 still uses "c", and a unit is held
+    region.worker = 1
+    region.leave(breaker)
+    assert region.entry("one more", "sig") is None      # left by both, but a request is in flight
+    region.worker = 0
+    breaker.release_request()
+    assert region.entry("one more", "sig") == breaker.at
+    os.close(r)
+    os.close(w)

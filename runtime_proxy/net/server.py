@@ -236,6 +236,8 @@ class ClusterState:
     def retire(self) -> None:
         """A reload replaced this cluster: no new requests; connections close once idle."""
         self.retired = True
+        if self.rt.shared is not None:     # --workers N: its shared entry may be reused once all left it
+            self.rt.shared.leave(self.breaker)
         for p in self.plist:
             p.retired = True
             p.close_idle()

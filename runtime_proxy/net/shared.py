@@ -38,15 +38,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("runtime_proxy")
 D = TypeVar("D")
 
-MAX_CLUSTERS = 512          # cluster entries (a reload that changes a cluster takes a new one)
+MAX_CLUSTERS = 512          # cluster entries in use at once (a reload that changes a cluster takes
+                            # a new one; the old one is free again once no worker uses it)
 MAX_HOSTS = 64              # endpoints per cluster whose outlier state is shared
 KEY_BYTES = 64              # an endpoint key (`host:port`), UTF-8, zero-padded
 COUNTERS = 4                # connections, pending, requests, retries
 LISTENERS = ("inbound", "outbound")
 
-# entry: digest (32 bytes), then int64s: in use, ejected_count, ejections_total, ejections_overflow,
-# host count; float64 tick origin; then the breaker slots; then the hosts
-_HEAD = struct.Struct("<32sqqqqqd")
+# entry: digest (32 bytes), the users (a bit per worker), then int64s: ejected_count,
+# ejections_total, ejections_overflow, host count; float64 tick origin; then the breaker slots;
+# then the hosts
+_HEAD = struct.Struct("<32sQqqqqd")
+_USERS = struct.Struct("<Q")     # the workers using an entry, one bit each
+_NEVER = bytes(32)               # the digest of an entry never used
 # host: key, c5xx, cgw, backoff, times, ejected_until, ejected_at, unejected_at (NaN: None)
 _HOST = struct.Struct(f"<{KEY_BYTES}sqqqqddd")
 
@@ -78,19 +82,40 @@ class Region:
         self.worker = -1                                             # set in each worker
 
     def entry(self, name: str, signature: Any) -> int | None:
-        """The offset of the entry of this cluster (made on first use), None when all are taken."""
+        """The offset of the entry of this cluster, this worker marked as a user; made on first use,
+        in a new entry or one that no worker uses any more and that holds nothing (every counter at
+        zero). None when all are taken."""
         digest = hashlib.sha256(f"{name}\0{signature!r}".encode()).digest()
         mm = self.mm
+        bit = 1 << self.worker
         with self.lock:
+            free = None
             for i in range(MAX_CLUSTERS):
                 at = self.clusters_at + i * self.entry_size
-                used = struct.unpack_from("<q", mm, at + 32)[0]
-                if not used:
-                    _HEAD.pack_into(mm, at, digest, 1, 0, 0, 0, 0, 0.0)
+                seen = mm[at:at + 32]
+                if seen == digest:
+                    _USERS.pack_into(mm, at + 32, _USERS.unpack_from(mm, at + 32)[0] | bit)
                     return at
-                if mm[at:at + 32] == digest:
-                    return at
-        return None
+                if seen == _NEVER:                  # never used: neither is any after it
+                    if free is None:
+                        free = at
+                    break
+                if free is None and not _USERS.unpack_from(mm, at + 32)[0] and not any(
+                        memoryview(mm)[at + self.slots_at:at + self.hosts_at].cast("q")):
+                    free = at                       # left by every worker, nothing in flight
+            if free is None:
+                return None
+            mm[free:free + self.entry_size] = bytes(self.entry_size)
+            _HEAD.pack_into(mm, free, digest, bit, 0, 0, 0, 0, 0.0)
+            return free
+
+    def leave(self, breaker: Breaker) -> None:
+        """This worker's cluster of `breaker` was replaced by a reload (server.ClusterState.retire):
+        its entry may serve another cluster once no worker uses it and nothing is in flight."""
+        if isinstance(breaker, SharedBreaker):
+            with self.lock:
+                at = breaker.at
+                _USERS.pack_into(self.mm, at + 32, _USERS.unpack_from(self.mm, at + 32)[0] & ~(1 << self.worker))
 
     def cluster(self, name: str, signature: Any, limits: Limits, budget: RetryBudget | None,
                 outlier: OutlierSettings | None, keys: tuple[str, ...], tick_origin: float,
@@ -150,6 +175,7 @@ class SharedBreaker(Breaker):
         self.max_pending = limits.max_pending_requests
         self.max_requests = limits.max_requests
         self.max_retries = limits.max_retries
+        self.at = at
         n = region.workers
         base = (at + region.slots_at) // 8
         view = memoryview(region.mm).cast("q")
@@ -287,7 +313,7 @@ class SharedOutlier(OutlierState):
         mm, at, region = self._region.mm, self._at, self._region
         hosts = list(self.hosts.items())[:MAX_HOSTS]
         head = _HEAD.unpack_from(mm, at)
-        _HEAD.pack_into(mm, at, head[0], 1, self._ec, self.ejections_total, self.ejections_overflow,
+        _HEAD.pack_into(mm, at, head[0], head[1], self._ec, self.ejections_total, self.ejections_overflow,
                         len(hosts), head[6])
         pos = at + region.hosts_at
         for key, h in hosts:
