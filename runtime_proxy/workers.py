@@ -183,9 +183,12 @@ class Supervisor:
             if self.draining:
                 return 503, b"DRAINING\n", "text/plain"
             for w in self.workers:
-                status, body, ctype = w.ask("GET", "/ready") if w.code is None else (503, b"DEAD\n", "text/plain")
+                try:
+                    status = w.ask("GET", "/ready")[0] if w.code is None else 503
+                except OSError:
+                    status = 503
                 if status != 200:
-                    return status, body, ctype
+                    return 503, f"worker {w.index} is not ready\n".encode(), "text/plain"
             return 200, b"LIVE\n", "text/plain"
         if path == "/stats":
             parts = []
