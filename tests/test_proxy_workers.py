@@ -325,19 +325,21 @@ def test_shared_breaker_slots_across_a_fork_and_entries_freed_by_every_worker():
     limits = Limits(1, 1, 1, 3)
     region.worker = 0
     breaker, _ = region.cluster("c", "sig", limits, None, None, ("h:1",), 0.0, {})
-    r, w = os.pipe()
+    to_parent, to_child = os.pipe(), os.pipe()     # (read end, write end) each
     pid = os.fork()
-    if pid == 0:                                  # worker 1
-        region.worker = 1
-        other, _ = region.cluster("c", "sig", limits, None, None, ("h:1",), 0.0, {})
-        ok = other.try_acquire_request()
-        os.write(w, b"1" if ok else b"0")
-        os.read(r, 1)                             # hold it until the parent has looked
-        other.release_request()
-        os._exit(0)
-    assert os.read(r, 1) == b"1"
+    if pid == 0:                                  # worker 1 (never back into pytest)
+        try:
+            region.worker = 1
+            other, _ = region.cluster("c", "sig", limits, None, None, ("h:1",), 0.0, {})
+            ok = other.try_acquire_request()
+            os.write(to_parent[1], b"1" if ok else b"0")
+            os.read(to_child[0], 1)               # hold it until the parent has looked
+            other.release_request()
+        finally:
+            os._exit(0)
+    assert os.read(to_parent[0], 1) == b"1"
     assert breaker.requests == 1 and not breaker.try_acquire_request()   # the child's unit counts here
-    os.write(w, b"x")
+    os.write(to_child[1], b"x")
     os.waitpid(pid, 0)
     assert breaker.requests == 0 and breaker.try_acquire_request()
     # the entry of "c": used by worker 1 (which never left it) and worker 0; fill the rest
@@ -352,5 +354,5 @@ def test_shared_breaker_slots_across_a_fork_and_entries_freed_by_every_worker():
     region.worker = 0
     breaker.release_request()
     assert region.entry("one more", "sig") == breaker.at
-    os.close(r)
-    os.close(w)
+    for fd in (*to_parent, *to_child):
+        os.close(fd)
