@@ -1,6 +1,6 @@
 """The native proxy against Envoy, side by side in one run, on the same policy, backend and load.
 
-    python benchmarks/proxy_vs_envoy.py [--mtls] [--rounds 5] [--seconds 10] [--connections 32]
+    python benchmarks/proxy_vs_envoy.py [--mtls] [--rounds 5] [--seconds 10] [--connections 32] [--workers N]
                                         [--tracing-sampling PERCENT]
                                         [--json PATH] [--markdown] [--profile]
                                         [--max-other PERCENT] [--max-repeats N]
@@ -40,6 +40,14 @@ What it does:
 With --tracing-sampling PERCENT, the policy traces (`mesh { tracing { sampling PERCENT  otlp … } }`):
 both planes propagate trace context on every request and send the sampled spans to an OTLP/HTTP
 sink that this script runs (it answers 200 and keeps nothing); without it, no tracing.
+
+With --workers N (default 1), each proxy runs N workers: Envoy `--concurrency N`, the native proxy
+`--workers N` (N processes sharing the ports with SO_REUSEPORT: docs/native-proxy.md, "Workers");
+nginx runs N worker processes and wrk N threads (`-tN`), and nothing is pinned to a CPU (the
+proxies, nginx and wrk share the cores alike). CPU per request is then summed over every process
+of the proxy (the native supervisor and its workers), and memory is the proportional set size
+(PSS: pages shared by the forked workers counted once) of the processes, for both proxies, in
+place of RSS (the column is still named RSS).
 
 With --profile, one more native round runs under py-spy (if installed) and the functions that
 take the most CPU are printed. Every process started here is stopped at the end.
@@ -160,7 +168,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_kb(pid: int) -> int:
+def rss_kb(pid: int, pss: bool = False) -> int:
+    """Resident memory of `pid` (kB); with `pss`, its proportional set size (shared pages divided
+    among the processes that map them: forked workers are not counted twice)."""
+    if pss:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
             if line.startswith("VmRSS:"):
@@ -255,18 +270,20 @@ def compile_planes(tmp: str, mtls: bool, tracing: tuple[float, int] | None = Non
     return certs
 
 
-def start_planes(tmp: str, mtls: bool, envoy_bin: str, procs: list) -> dict:
-    """Start every sidecar of both planes: {plane: ([pids], entry port)}, entry = client's outbound."""
+def start_planes(tmp: str, mtls: bool, envoy_bin: str, procs: list, workers: int = 1) -> dict:
+    """Start every sidecar of both planes: {plane: ([pids], entry port)}, entry = client's outbound;
+    with `workers` > 1, Envoy `--concurrency N` and the native proxy `--workers N` (its pids: the
+    supervisor's and its workers')."""
     out = {}
     for plane in ("envoy", "native"):
         pids = []
         for n, svc in enumerate(sidecars(mtls)):
             if plane == "envoy":
-                cmd = [envoy_bin, "-c", os.path.join(tmp, "envoy", f"{svc}.envoy.json"), "--concurrency", "1",
+                cmd = [envoy_bin, "-c", os.path.join(tmp, "envoy", f"{svc}.envoy.json"), "--concurrency", str(workers),
                        "--disable-hot-restart", "--base-id", str(40 + n), "-l", "error"]
             else:
                 cmd = [sys.executable, "-m", "runtime_proxy", os.path.join(tmp, "native", f"{svc}.native.json"),
-                       "--log-level", "warning"]
+                       "--log-level", "warning"] + (["--workers", str(workers)] if workers > 1 else [])
             with open(os.path.join(tmp, f"{plane}-{svc}.log"), "w") as log_file:  # the child keeps its own copy
                 proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file)
             procs.append(proc)
@@ -276,6 +293,13 @@ def start_planes(tmp: str, mtls: bool, envoy_bin: str, procs: list) -> dict:
         for svc in sidecars(mtls):
             admin = PORTS[(plane, svc)][2]
             wait_http(f"http://127.0.0.1:{admin}/ready")
+    if workers > 1:     # the native workers are the supervisor's children
+        pids = out["native"][0]
+        for pid in list(pids):
+            pids += [int(x) for x in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
+                                                    text=True).stdout.split()]
+        if len(pids) != len(sidecars(mtls)) * (workers + 1):
+            raise SystemExit(f"native proxy: expected {workers} workers per sidecar, found the processes {pids}")
     return out
 
 
@@ -329,8 +353,8 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def run_wrk(wrk: str, port: int, seconds: float, connections: int, script: str) -> dict:
-    out = subprocess.run([wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", script,
+def run_wrk(wrk: str, port: int, seconds: float, connections: int, script: str, threads: int = 1) -> dict:
+    out = subprocess.run([wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", script,
                           f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True).stdout
     res = {"requests": int(re.search(r"(\d+) requests in", out).group(1)),
            "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
@@ -351,7 +375,7 @@ def measure(name: str, pids: list[int], port: int, args, wrk: str, script: str, 
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu0 = sum(cpu_seconds(p) for p in pids)
     t0 = time.monotonic()
-    res = run_wrk(wrk, port, args.seconds, args.connections, script)
+    res = run_wrk(wrk, port, args.seconds, args.connections, script, args.workers)
     wall = time.monotonic() - t0
     cpu1 = sum(cpu_seconds(p) for p in pids)
     children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -365,7 +389,7 @@ def measure(name: str, pids: list[int], port: int, args, wrk: str, script: str, 
     # CPU used by everything else on the machine (a busy machine shows here; 100 = one core)
     other = (busy1 - busy0) - (cpu1 - cpu0) - wrk_cpu - (nginx1 - nginx0)
     res["other_cpu_percent"] = max(0.0, other / wall * 100)
-    res["rss_mb"] = sum(rss_kb(p) for p in pids) / 1024
+    res["rss_mb"] = sum(rss_kb(p, pss=args.workers > 1) for p in pids) / 1024
     res["proxy"] = name
     return res
 
@@ -379,6 +403,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=1, metavar="N",
+                    help="Envoy --concurrency N against the native proxy --workers N (nginx N worker "
+                         "processes, wrk N threads; default 1)")
     ap.add_argument("--tracing-sampling", type=float, metavar="PERCENT",
                     help="trace with this sampling, exporting to a local OTLP/HTTP sink (default: no tracing)")
     ap.add_argument("--json", metavar="PATH", help="write every round's figures as JSON")
@@ -415,12 +442,13 @@ def main(argv=None) -> int:
         ndir = os.path.join(tmp, "nginx")
         os.makedirs(ndir)
         with open(os.path.join(ndir, "nginx.conf"), "w") as fh:
-            fh.write(NGINX_CONF.format(dir=ndir, p1=NGINX_PORTS[0], p2=NGINX_PORTS[1]))
+            fh.write(NGINX_CONF.format(dir=ndir, p1=NGINX_PORTS[0], p2=NGINX_PORTS[1]).replace(
+                "worker_processes 1;", f"worker_processes {args.workers};"))
         procs.append(subprocess.Popen([nginx, "-c", os.path.join(ndir, "nginx.conf"), "-p", ndir],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_http(f"http://127.0.0.1:{NGINX_PORTS[0]}/")
         # 3. the proxies: every sidecar of both planes
-        targets = start_planes(tmp, args.mtls, envoy_bin, procs)
+        targets = start_planes(tmp, args.mtls, envoy_bin, procs, args.workers)
         # 4. every request of the mix through both
         for name, (_, port) in targets.items():
             for method, path, extra in REQUESTS:
@@ -435,7 +463,7 @@ def main(argv=None) -> int:
                                                       text=True).stdout.split()]
         # 5. warm-up, then interleaved rounds
         for _, port in targets.values():
-            run_wrk(wrk, port, 2, args.connections, script)
+            run_wrk(wrk, port, 2, args.connections, script, args.workers)
         rounds: list[dict] = []
         discarded: list[dict] = []
         repeats = 0
@@ -466,7 +494,10 @@ def main(argv=None) -> int:
             rounds += pair
             r += 1
         if args.profile:
-            profile(targets["native"][0][0], targets["native"][1], args, wrk, script)
+            # (with --workers N: the first worker of the first sidecar, not its supervisor)
+            native_pids = targets["native"][0]
+            profile(native_pids[len(sidecars(args.mtls))] if args.workers > 1 else native_pids[0],
+                    targets["native"][1], args, wrk, script)
         summary = summarize(rounds)
         summary["repeated_rounds"] = repeats
         print_summary(summary, args, load1)
@@ -507,12 +538,16 @@ def print_summary(s: dict, args, load1: float) -> None:
                else "plaintext: one sidecar per plane")
     if args.tracing_sampling is not None:
         variant += f", tracing sampled at {args.tracing_sampling:g}% (spans exported to a local sink)"
-    title = (f"{variant}; medians of {args.rounds} interleaved rounds of `wrk -t1 -c{args.connections} "
+    if args.workers > 1:
+        variant += (f", {args.workers} workers each (Envoy --concurrency {args.workers}, native --workers "
+                    f"{args.workers}; RSS is PSS, summed over the processes)")
+    title = (f"{variant}; medians of {args.rounds} interleaved rounds of `wrk -t{args.workers} -c{args.connections} "
              f"-d{args.seconds:g}s`; other processes used {other:.0f}% of a core during the kept rounds "
              f"(median; {s['repeated_rounds']} busy rounds repeated)")
     if args.markdown:
         print(f"\n{title}\n")
-        print("| | Envoy 1.40 (`--concurrency 1`) | native proxy | native / Envoy |")
+        print(f"| | Envoy 1.40 (`--concurrency {args.workers}`) | native proxy (`--workers {args.workers}`) "
+              "| native / Envoy |")
         print("|---|---:|---:|---:|")
         for label, key, fmt in rows:
             print(f"| {label} | {fmt.format(s['envoy'][key])} | {fmt.format(s['native'][key])} | "

@@ -23,10 +23,11 @@ if TYPE_CHECKING:
     from runtime_proxy.decide.table import Table
     from runtime_proxy.net.listener import TlsListener
     from runtime_proxy.net.reload import Done, Reloader
-    from runtime_proxy.net.server import Runtime
+    from runtime_proxy.net.server import Downstream, Runtime, TlsDownstream
     from runtime_proxy.net.xds_link import XdsLink
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE = 0, 1, 2
+MAX_WORKERS = 64
 
 log = logging.getLogger("runtime_proxy")
 
@@ -55,6 +56,10 @@ def build_parser(prog: str = "python -m runtime_proxy") -> argparse.ArgumentPars
                         "the config's mtls mode is strict or permissive: then the identity is the "
                         "verified client certificate's (default: none)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help=f"serve with N worker processes (1-{MAX_WORKERS}) sharing the listening ports "
+                        "(SO_REUSEPORT), their circuit breakers, retry budgets and outlier detection, "
+                        "behind one admin port (docs/native-proxy.md, \"Workers\"); default 1: one process")
     x = p.add_argument_group("control plane", "take the config (and the mTLS identity) from `meshc serve` over "
                              "xDS instead of a CONFIG file (docs/control-plane.md)")
     x.add_argument("--xds-server", metavar="HOST:PORT", action="append",
@@ -116,6 +121,11 @@ def check_config(path: str) -> int:
 
 def main(argv: list[str] | None = None, prog: str = "python -m runtime_proxy") -> int:
     args = build_parser(prog).parse_args(argv)
+    args.worker = None          # set in each worker of --workers N (runtime_proxy/workers.py)
+    if not 1 <= args.workers <= MAX_WORKERS:
+        print(f"{prog}: error: --workers {args.workers}: a number of worker processes from 1 to {MAX_WORKERS}",
+              file=sys.stderr)
+        return EXIT_USAGE
     if args.app_address is not None:
         app_address = parse_address(args.app_address)
         if app_address is None:
@@ -135,6 +145,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m runtime_proxy") -
         return EXIT_USAGE
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
                         format="%(asctime)s runtime_proxy %(levelname)s %(message)s")
+    if args.workers > 1:
+        from runtime_proxy.workers import supervise
+
+        return supervise(args, open_app, write_atomic)
     app = open_app(args, args.config)
     if isinstance(app, str):
         print(app, file=sys.stderr)
@@ -165,6 +179,20 @@ def open_app(args: argparse.Namespace, path: str, link: Any = None) -> ProxyApp 
         return f"{path}: cannot use the identity files (mtls): {err.message}"
     except TracingError as err:
         return f"{path}: {err.message}"
+
+
+def check_startable(path: str) -> tuple[bool, str]:
+    """(True, what) when the config at `path` loads and compiles, else (False, why)."""
+    from runtime_proxy.config import child
+    from runtime_proxy.decide.table import TableError, compile_config
+
+    try:
+        table = compile_config(child.load(path))
+    except child.LoadError as err:
+        return False, err.message
+    except TableError as err:
+        return False, f"{path}: invalid config: {err}"
+    return True, f"version {table.version} applied"
 
 
 def main_xds(args: argparse.Namespace, prog: str) -> int:
@@ -220,6 +248,8 @@ def main_xds(args: argparse.Namespace, prog: str) -> int:
     apps: list[ProxyApp] = []
 
     def start(path: str) -> tuple[bool, str]:
+        if args.workers > 1:    # the supervisor only checks it; its workers open it (runtime_proxy/workers.py)
+            return check_startable(path)
         app = open_app(args, path, link)
         if isinstance(app, str):
             return False, app
@@ -240,6 +270,10 @@ def main_xds(args: argparse.Namespace, prog: str) -> int:
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
+        if args.workers > 1:
+            from runtime_proxy.workers import supervise
+
+            return supervise(args, open_app, write_atomic, link)
         return apps[0].run()
     except Stop:
         log.info("stopped before the first config")
@@ -302,8 +336,10 @@ class ProxyApp:
         self.loop = new_loop()
         from runtime_proxy.net.server import Runtime
 
+        # a worker of --workers N shares breakers and outlier detection (runtime_proxy/workers.py)
+        shared = args.worker.region if args.worker is not None else None
         self.rt = Runtime(self.loop, table, data, access_log=args.access_log,
-                          identity_header=args.identity_header)
+                          identity_header=args.identity_header, shared=shared)
         self.servers: dict[str, asyncio.Server | TlsListener] = {}
         self.reloader: Reloader | None = None
         self.stopping = False
@@ -313,22 +349,29 @@ class ProxyApp:
 
     def listen(self) -> dict[str, int]:
         from runtime_proxy.net.admin import AdminProtocol
-        from runtime_proxy.net.server import Downstream
 
+        Downstream = self.downstream_classes()[0]
         rt, loop, args = self.rt, self.loop, self.args
         lst = rt.table.listeners
+        # a worker of --workers N: the ports are shared (SO_REUSEPORT), its admin is private
+        worker = args.worker
+        reuse_port = worker is not None
+        admin_host = lst.admin[0] if worker is None else "127.0.0.1"
         plan = {
             "inbound": (lst.inbound[0], lst.inbound[1] if args.inbound_port is None else args.inbound_port,
                         lambda: Downstream(rt, "inbound")),
             "outbound": (lst.outbound[0], lst.outbound[1] if args.outbound_port is None else args.outbound_port,
                          lambda: Downstream(rt, "outbound")),
-            "admin": (lst.admin[0], lst.admin[1] if args.admin_port is None else args.admin_port,
+            "admin": (admin_host, lst.admin[1] if args.admin_port is None else args.admin_port,
                       lambda: AdminProtocol(self)),
         }
         ports: dict[str, int] = {}
         for name, (host, port, factory) in plan.items():
             if name == "inbound" and rt.table.mtls_mode != "disable":
-                server: asyncio.Server | TlsListener = self.tls_listener(host, port)
+                server: asyncio.Server | TlsListener = self.tls_listener(host, port, reuse_port=reuse_port)
+            elif reuse_port and name != "admin":
+                server = loop.run_until_complete(
+                    loop.create_server(factory, host, port, reuse_address=True, reuse_port=True, backlog=2048))
             else:
                 server = loop.run_until_complete(
                     loop.create_server(factory, host, port, reuse_address=True, backlog=2048))
@@ -338,14 +381,25 @@ class ProxyApp:
         rt.metrics.inbound_address = f"{lst.inbound[0]}_{ports['inbound']}"     # Envoy's spelling
         return ports
 
-    def tls_listener(self, host: str, port: int, sock: socket.socket | None = None) -> TlsListener:
+    def tls_listener(self, host: str, port: int, sock: socket.socket | None = None,
+                     reuse_port: bool = False) -> TlsListener:
         """The inbound listener for mode strict or permissive (runtime_proxy/net/listener.py)."""
         from runtime_proxy.net.listener import TlsListener
-        from runtime_proxy.net.server import Downstream, TlsDownstream
 
+        Downstream, TlsDownstream = self.downstream_classes()
         rt = self.rt
         return TlsListener(self.loop, rt, host, port, lambda: Downstream(rt, "inbound"),
-                           lambda own_id: TlsDownstream(rt, own_id), sock=sock)
+                           lambda own_id: TlsDownstream(rt, own_id), sock=sock, reuse_port=reuse_port)
+
+    def downstream_classes(self) -> tuple[type[Downstream], type[TlsDownstream]]:
+        """The client-side protocols: a worker of --workers N counts its connections against the
+        listener limit shared by all workers (net/shared.py)."""
+        from runtime_proxy.net.server import Downstream, TlsDownstream
+
+        worker = self.args.worker
+        if worker is None:
+            return Downstream, TlsDownstream
+        return worker.region.downstream_class(Downstream), worker.region.downstream_class(TlsDownstream)
 
     def config_applied(self, old: Table) -> None:
         """After a reload: a sidecar that turns mTLS on needs the TLS listener in place of the
@@ -384,7 +438,8 @@ class ProxyApp:
             loop.add_signal_handler(sig, self.shutdown, sig.name)
         loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
         # from a server, the file changes only when the helper says so (and waits for the outcome)
-        self.reloader = Reloader(self, self.config_path, loop, poll=self.link is None)
+        poll = self.link is None and (self.args.worker is None or self.args.worker.poll)
+        self.reloader = Reloader(self, self.config_path, loop, poll=poll)
         self.reloader.start()
         if self.link is not None:
             self.link.attach(self, loop)

@@ -45,6 +45,11 @@ class Breaker:
         if self.connections > 0:
             self.connections -= 1
 
+    def take_connection(self) -> None:
+        """Hold one connection over the limit (a worker's first connection to an endpoint, as
+        Envoy's pools may always open one: net/server.py, with --workers N)."""
+        self.connections += 1
+
     # requests waiting for a connection --------------------------------------------------------
     def try_acquire_pending(self) -> bool:
         if self.pending >= self.max_pending:

@@ -42,7 +42,7 @@ class TlsListener:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, rt: Runtime, host: str, port: int,
                  plain_factory: Callable[[], asyncio.Protocol], tls_factory: Callable[[str], asyncio.Protocol],
-                 backlog: int = 2048, sock: socket.socket | None = None) -> None:
+                 backlog: int = 2048, sock: socket.socket | None = None, reuse_port: bool = False) -> None:
         """`sock`: a listening socket to take over (a reload that turns mTLS on keeps the port
         open, so no connection is refused and there is no bind to fail); else bind host:port."""
         self.loop = loop
@@ -53,6 +53,8 @@ class TlsListener:
             sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuse_port:          # a worker of --workers N: the port is shared
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 sock.bind((host, port))
                 sock.listen(backlog)
             except OSError:

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     import ssl
 
     from runtime_proxy.decide.table import Limits, OutlierSettings, RetryBudget, Table, Upstream
+    from runtime_proxy.net.shared import Region
     from runtime_proxy.net.upstream import UpstreamConn, User
 
 log = logging.getLogger("runtime_proxy")
@@ -103,12 +104,17 @@ class ClusterState:
         self.rt = rt
         self.signature = (tuple(endpoints), limits, budget, outlier, upstream, tls)
         self.idle_timeout = upstream.idle_timeout_ms / 1000.0
-        self.breaker = Breaker(limits, budget)
         keys = tuple(f"{h}:{p}" for h, p in endpoints)
         # ejections end at the detector's interval ticks, counted from now, as in Envoy
         self.stats = rt.metrics.cluster(name)
-        self.outlier = OutlierState(outlier, keys, tick_origin=time.monotonic(), counts=self.stats.outlier) \
-            if outlier is not None else None
+        self.outlier: OutlierState | None
+        if rt.shared is None:
+            self.breaker = Breaker(limits, budget)
+            self.outlier = OutlierState(outlier, keys, tick_origin=time.monotonic(), counts=self.stats.outlier) \
+                if outlier is not None else None
+        else:   # --workers N: shared with the other workers (net/shared.py)
+            self.breaker, self.outlier = rt.shared.cluster(name, self.signature, limits, budget, outlier, keys,
+                                                           time.monotonic(), self.stats.outlier)
         self.plist = tuple(Pool(self, h, p, rt.loop, upstream.connect_timeout_ms / 1000.0,
                                 upstream.max_response_headers_bytes, tls) for h, p in endpoints)
         self.keys = keys
@@ -157,6 +163,13 @@ class ClusterState:
                 pool.connect(None)
             else:
                 stats.cx_overflow += 1
+                if self.rt.shared is not None and not pool.active and not pool.connecting:
+                    # --workers N: a worker whose pool has no connection at all opens one over the
+                    # shared connection limit (counted as an overflow), as Envoy's worker threads do
+                    # (ConnPoolImplBase: a pool with no client may always create one); else its
+                    # waiters would wait for a connection another worker holds
+                    breaker.take_connection()
+                    pool.connect(None)
         return None
 
     def handoff(self, user: User, conn: UpstreamConn, pending: bool = True) -> None:
@@ -223,6 +236,8 @@ class ClusterState:
     def retire(self) -> None:
         """A reload replaced this cluster: no new requests; connections close once idle."""
         self.retired = True
+        if self.rt.shared is not None:     # --workers N: its shared entry may be reused once all left it
+            self.rt.shared.leave(self.breaker)
         for p in self.plist:
             p.retired = True
             p.close_idle()
@@ -443,8 +458,10 @@ def fd_connection_cap() -> int:
 
 class Runtime:
     def __init__(self, loop: asyncio.AbstractEventLoop, table: Table, config_data: dict[str, Any],
-                 access_log: str | None = None, identity_header: str | None = None) -> None:
+                 access_log: str | None = None, identity_header: str | None = None,
+                 shared: Region | None = None) -> None:
         self.loop = loop
+        self.shared = shared        # --workers N: breakers and outlier detection shared (net/shared.py)
         self.wheel = TimerWheel(loop)
         self.metrics = Metrics()
         self.fd_cap = fd_connection_cap()

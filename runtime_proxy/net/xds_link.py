@@ -204,6 +204,15 @@ class XdsLink:
         self.spawn()
         self._watch()
 
+    def forget(self) -> None:
+        """In a forked worker of --workers N: let go of the helper's pipes (the supervisor holds
+        the one stream), so the helper sees its stdin close when the supervisor closes it."""
+        proc, self.proc, self.stopping = self.proc, None, True
+        if proc is not None:
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    os.close(pipe.fileno())
+
     def stop(self) -> None:
         """Close the helper's stdin (it exits), and wait for it briefly."""
         self.stopping = True

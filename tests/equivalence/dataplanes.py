@@ -277,7 +277,9 @@ class NativePlane(Plane):
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "runtime_proxy", self.path,
-                                          "--ports-file", ports_file, "--log-level", "warning"],
+                                          "--ports-file", ports_file, "--log-level", "warning",
+                                          # MESHC_EQUIVALENCE_WORKERS=N: the native plane runs --workers N
+                                          "--workers", os.environ.get("MESHC_EQUIVALENCE_WORKERS", "1")],
                                          stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         deadline = time.monotonic() + 20
         while not os.path.exists(ports_file):
