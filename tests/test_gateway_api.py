@@ -442,11 +442,18 @@ def test_httproutes_route_as_the_native_proxy_decides(case):
         if request.kind != "outbound" or svc is None or svc not in reachable or len(set(names)) != len(names):
             continue
         decision = native.decide(request)
-        target = decision.path
-        if decision.route is None and decision.status == 404 and not re.search(r"//|/\.|%|#", request.target):
-            target = request.target   # no route: the path as sent is the path matched (already normal)
-        elif decision.path is None or decision.status:
-            continue   # refused before routing (a malformed request), or a local reply
+        # the path matched: as sent when it is already normal, else the native proxy's upstream path
+        # on a route that forwards it unchanged (a rewrite changes it; a local reply has none)
+        clean = not re.search(r"//|/\.|%|#", request.target)
+        chosen = next((r for r in comp.ir.service(svc).routes if decision.route == f"{svc}/{r.name}"), None)
+        if decision.route is None and (decision.status != 404 or not clean):
+            continue   # refused before routing (a malformed request)
+        if clean:
+            target = request.target
+        elif decision.path is None or decision.status or (chosen is not None and chosen.rewrite is not None):
+            continue
+        else:
+            target = decision.path
         path, _, query = target.partition("?")
         params: dict[str, str] = {}
         for k, v in parse_qsl(query, keep_blank_values=True):
