@@ -522,3 +522,7 @@ def test_redirects_rewrites_and_destination_headers_are_filters():
     assert one["filters"] == [{"type": "RequestHeaderModifier",
                                "requestHeaderModifier": {"set": [{"name": "x-v", "value": "1"}]}}]
     assert two["filters"] == [{"type": "ResponseHeaderModifier", "responseHeaderModifier": {"remove": ["x-r"]}}]
+    from compiler.kubeschema import validate
+
+    report = validate(routes(emitted), channel="experimental")
+    assert report.ok and report.objects == 1 and report.rule_evaluations > 0, [str(p) for p in report.problems]
