@@ -91,7 +91,8 @@ def test_every_example_object_validates_against_the_crds_with_cel(case, monkeypa
     if emitted.has_errors:
         # zero-trust.mesh authorizes by a regex path and a case-insensitive prefix: no Istio form
         errors = {d.code for d in emitted.diagnostics if d.severity == "error"}
-        assert case == "zero-trust" and errors == {"E0905", "E0906"} and emitted.files == {}
+        # canary.mesh redirects replacing a path prefix: Istio's HTTPRedirect replaces the whole path
+        assert {"zero-trust": {"E0905", "E0906"}, "canary": {"E0910"}}[case] == errors and emitted.files == {}
         return
     docs = documents(emitted)
     report = validate(docs)
@@ -136,7 +137,8 @@ def test_generated_policies_give_deterministic_output_that_validates(tmp_path_fa
     assert a.files == b.files and [str(d) for d in a.diagnostics] == [str(d) for d in b.diagnostics]
     if a.has_errors:
         errors = {d.code for d in a.diagnostics if d.severity == "error"}
-        assert a.files == {} and errors <= {"E0902", "E0903", "E0904", "E0905", "E0906", "E0907"}
+        assert a.files == {} and errors <= {"E0902", "E0903", "E0904", "E0905", "E0906", "E0907", "E0909",
+                                            "E0910", "E0911", "E0912"}
         return
     docs = documents(a)
     report = validate(docs)
@@ -310,6 +312,14 @@ routes api { route r { to api.v2 } }
     + "routes api { route r { to api.v2 } }\n",
     "E0908": BASE.replace("  port 8080", '  port 8080\n  identity "spiffe://cluster.local/legacy/api"')
     + "routes api { route r { to api.v2 } }\n",
+    "E0910": _routes('route r { match { path prefix "/old" }  redirect { prefix "/new" } }  route s { to api.v2 }'),
+    "E0911": _routes('route r { match { path exact "/old" }  redirect { path "/new"  strip_query } }'
+                     '  route s { to api.v2 }'),
+    "E0912": _routes('route r { split { api.default 0  api.v2 1 request_headers { add "x" "2" } }'
+                     '  request_headers { add "x" "1" } }'),
+    "W0909": BASE.replace('  subset v2 { endpoints ["10.0.0.2:8080"] }',
+                          '  subset v2 { endpoints ["10.0.0.2:8080"]  sidecar { escaped_slashes decode } }')
+    + "routes api { route r { to api.v2 } }\n",
 }
 
 
@@ -336,10 +346,10 @@ def test_the_stdout_stream_is_every_file_in_order(tmp_path, monkeypatch):
     from tests.test_explain import run_cli
 
     monkeypatch.chdir(ROOT)
-    code, out, _ = run_cli(["compile", "--target", "istio", "examples/canary.mesh"])
+    code, out, _ = run_cli(["compile", "--target", "istio", "examples/resilience.mesh"])
     assert code == 0
-    assert out.encode() == b"".join(example("canary").files.values())
-    assert len(list(yaml.safe_load_all(out))) == len(documents(example("canary")))
+    assert out.encode() == b"".join(example("resilience").files.values())
+    assert len(list(yaml.safe_load_all(out))) == len(documents(example("resilience")))
 
 
 def test_presence_gives_way_to_a_string_test_of_the_same_header(tmp_path):
@@ -357,3 +367,51 @@ def test_header_values_are_literal_for_envoy(tmp_path):
     assert route["headers"] == {"request": {"set": {"x-a": "100%%"}, "add": {"x-b": "%%HOSTNAME%%"}},
                                 "response": {"remove": ["server-timing"]}}
     assert not out.diagnostics
+
+
+# ---- redirects, rewrites, direct responses, destination headers, exclusions (exact) --------------
+
+def test_redirects_direct_responses_and_rewrites_are_istio_fields(tmp_path):
+    out = emit(_routes("""
+  route moved { match { path exact "/old" }  redirect { scheme "https"  host "new.example"  port 8443
+                                                         path "/new"  status 308 } }
+  route gone { match { path prefix "/gone" }  respond 410 "gone"  response_headers { set "cache-control" "no" } }
+  route seg { match { path prefix "/api/v1" }  to api.v2  rewrite { prefix "/api/v2"  host "api-v2" } }
+  route top { match { path prefix "/strip" }  to api.v2  rewrite { prefix "/" } }
+  route whole { match { path exact "/x\\\\y" }  to api.v2  rewrite { path "/a\\\\b" } }
+  route re { match { path regex "/r/[0-9]+" }  to api.v2  rewrite { regex "^/r/([0-9]+)$" "/n/\\\\1" } }"""),
+               tmp_path)
+    assert not out.has_errors, [d.message for d in out.diagnostics]
+    moved, gone, seg, top, whole, re_ = find(documents(out), "VirtualService")["spec"]["http"]
+    assert moved["redirect"] == {"uri": "/new", "authority": "new.example", "scheme": "https", "port": 8443,
+                                 "redirectCode": 308}
+    assert "route" not in moved and "retries" not in moved and "timeout" not in moved
+    assert gone["directResponse"] == {"status": 410, "body": {"string": "gone"}}
+    assert gone["headers"] == {"response": {"set": {"cache-control": "no"}}}
+    # a segment prefix is `/api/v1` or `/api/v1/...`: one anchored regex replaces it in both
+    assert seg["rewrite"] == {"uriRegexRewrite": {"match": "^/api/v1", "rewrite": "/api/v2"}, "authority": "api-v2"}
+    assert top["rewrite"] == {"uriRegexRewrite": {"match": "^/strip/?", "rewrite": "/"}}
+    assert whole["rewrite"] == {"uriRegexRewrite": {"match": "^.*$", "rewrite": "/a\\\\b"}}
+    assert re_["rewrite"] == {"uriRegexRewrite": {"match": "^/r/([0-9]+)$", "rewrite": "/n/\\1"}}
+    assert validate(documents(out)).ok
+
+
+def test_a_destination_s_header_changes_are_its_own_headers(tmp_path):
+    out = emit(_routes('route r { split { api.default 3 request_headers { set "x-v" "1" }  api.v2 1 '
+                       'response_headers { remove "x-r" } }  request_headers { add "x-route" "r" } }'), tmp_path)
+    (route,) = find(documents(out), "VirtualService")["spec"]["http"]
+    one, two = route["route"]
+    assert one["headers"] == {"request": {"set": {"x-v": "1"}}} and one["weight"] == 3
+    assert two["headers"] == {"response": {"remove": ["x-r"]}}
+    assert route["headers"] == {"request": {"add": {"x-route": "r"}}}
+    assert not out.diagnostics and validate(documents(out)).ok
+
+
+def test_not_path_and_not_method_are_not_paths_and_not_methods(tmp_path):
+    out = emit(BASE + 'authorization api { default deny  allow r { not path prefix "/admin"  '
+                      'not path exact "/x"  not method [DELETE, PUT] } }\nroutes api { route r { to api.v2 } }\n',
+               tmp_path)
+    (allow,) = [d for d in documents(out) if d["kind"] == "AuthorizationPolicy"]
+    (rule,) = allow["spec"]["rules"]
+    assert rule["to"] == [{"operation": {"notPaths": ["/admin", "/admin/*", "/x"], "notMethods": ["DELETE", "PUT"]}}]
+    assert not out.has_errors and validate(documents(out)).ok

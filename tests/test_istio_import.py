@@ -84,7 +84,7 @@ def test_the_translation_follows_istio_semantics(tmp_path):
 
 @pytest.mark.parametrize("name, expected", [
     ("bad/unknown-fields.yaml", [("E1004", 21, 7), ("E1004", 22, 5), ("E1004", 34, 7)]),
-    ("bad/untranslatable.yaml", [("E1005", 21, 5), ("E1005", 24, 5), ("E1005", 42, 17), ("E1005", 44, 7)]),
+    ("bad/untranslatable.yaml", [("E1005", 22, 7), ("E1005", 24, 5), ("E1005", 42, 17), ("E1005", 44, 7)]),
     ("bad/missing-refs.yaml", [("E1008", 20, 17), ("E1007", 25, 15)]),
     ("bad/not-meshc.yaml", [("E1010", 18, 7)]),
     ("bad/schema.yaml", [("E1011", 20, 5), ("E1011", 32, 7)]),   # a CEL rule, the OpenAPI schema
@@ -238,3 +238,72 @@ def test_mutated_corpus_never_crashes_the_importer(mutation):
     if not result.has_errors:
         comp = api.check([api.Text(f"/virtual/{n}", t) for n, t in result.files.items()])
         assert not comp.has_errors
+
+
+# ---- redirects, direct responses, rewrites, destination headers, exclusions (hand-written YAML)
+
+ANSWERS = """\
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  ports: [{port: 8080}]
+  selector: {app: web}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web}
+spec:
+  hosts: [web]
+  http:
+  - name: old
+    match: [{uri: {prefix: /old}}]
+    rewrite: {uri: /new, authority: web-v2}
+    route:
+    - destination: {host: web}
+      headers: {request: {set: {x-a: "1"}}}
+    headers: {request: {add: {x-c: "2"}}}
+  - name: moved
+    match: [{uri: {exact: /m}}]
+    redirect: {uri: /n, redirectCode: 302}
+  - name: down
+    directResponse: {status: 503, body: {string: paused}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  action: ALLOW
+  rules:
+  - to: [{operation: {notPaths: [/admin, /admin/*, /tmp*], notMethods: [DELETE]}}]
+"""
+
+
+def test_answers_rewrites_destination_headers_and_exclusions_are_translated(tmp_path):
+    (tmp_path / "web.yaml").write_text(ANSWERS)
+    result = import_istio([str(tmp_path / "web.yaml")], out_dir=str(tmp_path / "out"))
+    assert not [d for d in result.diagnostics if d.severity == "error"], [str(d) for d in result.diagnostics]
+    text = "".join(result.files.values())
+    assert 'split { web.all 100 request_headers { set "x-a" "1" } }' in text
+    assert 'rewrite { prefix "/new"  host "web-v2" }' in text
+    assert 'redirect { path "/n"  status 302 }' in text and 'respond 503 "paused"' in text
+    assert 'not method DELETE  not path prefix "/admin"  not path raw_prefix "/tmp"' in text
+    back = api.compile([api.Text(str(tmp_path / "out" / n), t) for n, t in result.files.items()])
+    assert not back.has_errors, [str(d) for d in back.diagnostics]
+
+
+@pytest.mark.parametrize("change, field", [
+    ('redirect: {uri: /n, redirectCode: 302}', 'redirect: {uri: /n, derivePort: FROM_REQUEST_PORT}'),
+    ('directResponse: {status: 503, body: {string: paused}}', 'directResponse: {status: 503, body: {bytes: aGk=}}'),
+    ('headers: {request: {add: {x-c: "2"}}}', 'headers: {request: {add: {x-a: "2"}}}'),
+    ('rewrite: {uri: /new, authority: web-v2}', 'rewrite: {uri: /new}\n    match: [{uri: {regex: /o.*}}]'),
+])
+def test_what_meshc_cannot_say_of_them_is_e1005(change, field, tmp_path):
+    text = ANSWERS.replace(change, field)
+    if "regex" in field:
+        text = text.replace("    match: [{uri: {prefix: /old}}]\n", "", 1)
+    (tmp_path / "web.yaml").write_text(text)
+    result = import_istio([str(tmp_path / "web.yaml")], out_dir=str(tmp_path / "out"))
+    assert [d.code for d in result.diagnostics if d.severity == "error"] == ["E1005"], \
+        [str(d) for d in result.diagnostics]

@@ -292,6 +292,15 @@ CODES: dict[str, Code] = _registry(
     ("E0909", "label-selected and endpoint subsets in one service, for Istio", "An endpoint-list subset becomes the "
               "endpoints of a ServiceEntry, a label-selected one selects the pods of the Kubernetes Service: both "
               "would claim the service's host. Every subset of a service is one kind for Istio."),
+    ("E0910", "redirect path change Istio cannot say", "Istio's HTTPRedirect `uri` replaces the whole path (Envoy's "
+              "`path_redirect`): a redirect that replaces a prefix or a regex match of the path has no Istio form "
+              "(Istio reads `%PREFIX()%` only in routes it makes from Gateway API)."),
+    ("E0911", "redirect without the query, for Istio", "Istio's HTTPRedirect has no `strip_query`: the Location "
+              "always keeps the request's query."),
+    ("E0912", "one header changed for a lone destination and its route, for Istio", "When a split has one "
+              "destination (the others weigh 0), Istio makes it the route's cluster and appends its header changes "
+              "after the route's, where meshc applies the destination's first: a header changed in both places "
+              "would end differently."),
     ("W0901", "split key not carried by Istio", "Istio's weighted destinations are picked at random by weight: there "
               "is no field for a split key, so the same key may reach another subset. The shares are kept."),
     ("W0902", "backoff maximum not carried by Istio", "Istio's `retries.backoff` sets only Envoy's base interval; the "
@@ -313,6 +322,10 @@ CODES: dict[str, Code] = _registry(
     ("W0908", "empty header value skipped by Istio", "Envoy drops a header option whose value is empty unless the "
               "option says `keep_empty_value`, which meshc's Envoy output does and Istio's `headers` cannot: a header "
               "set or added with an empty value is left as it was under Istio."),
+    ("W0909", "workload sidecar settings not carried by Istio", "Istio configures a service's sidecars with one "
+              "EnvoyFilter that selects all its pods (by the `app` label): a workload (a subset with its own "
+              "`sidecar` block) whose settings differ from the service's gets the service's under Istio. Its ports "
+              "and application are Istio's own per pod anyway."),
     # ---- policy tests (`test` blocks; E0820 and up are reported by `meshc test` when it runs them)
     ("E0801", "incomplete test", "A `test` block needs a `request { … }` with a caller (`from service NAME`, `from "
               "identity \"spiffe://…\"` or `from unauthenticated`) and a request line such as `GET "
@@ -409,6 +422,16 @@ CODES: dict[str, Code] = _registry(
               "`set`, `add` and `remove` (each a map by name), and Gateway API does not say in which order the three "
               "apply: a header added twice, or removed or set and also added, has no equivalent. meshc applies "
               "`remove`, then `set`, then `add`, in order."),
+    ("E0954", "direct response under Gateway API", "An HTTPRoute has no direct response: a route that answers "
+              "itself (`respond`) cannot be written. Istio's VirtualService has `directResponse`."),
+    ("E0955", "path or Host change Gateway API cannot say", "Gateway API's HTTPPathModifier replaces the whole path "
+              "(ReplaceFullPath) or the matched PathPrefix (ReplacePrefixMatch, whole segments): a regex replacement, "
+              "or the prefix of a plain or case-insensitive match, has no form; URLRewrite's `hostname` has no port."),
+    ("E0956", "redirect without the query, under Gateway API", "HTTPRequestRedirectFilter has no field for the "
+              "query: a redirect with `strip_query` cannot be written."),
+    ("E0957", "prefix replacement in a rule with several matches", "Gateway API allows ReplacePrefixMatch (in a "
+              "redirect or a rewrite) only in a rule with exactly one match, a PathPrefix: a route whose match is "
+              "written as several HTTPRouteMatches (several methods, several matches) cannot replace its prefix."),
     ("W0940", "retry conditions Gateway API leaves to the implementation", "meshc's `5xx` and `gateway-error` also "
               "retry resets, connect failures and per-try timeouts, and `reset`/`connect-failure` are connection "
               "conditions: Gateway API's retry names status codes only, so only those are written and the rest is "
@@ -435,6 +458,16 @@ CODES: dict[str, Code] = _registry(
               "(`codes`) only: a retry `on` connection conditions alone (`reset`, `connect-failure`, "
               "`refused-stream`) has nothing to write, and the implementation's default retries apply instead "
               "(Istio's retry connect failures and refused streams, as such a policy does, and 503s)."),
+    ("W0948", "redirect port derived by Gateway API", "Without `port`, Gateway API writes the scheme's "
+              "well-known port (with `scheme`) or the listener's port (for a mesh route, the Service's) into the "
+              "Location, where meshc keeps the request Host's own port. Write `port` to make them agree."),
+    ("W0949", "destination and route header changes in an unspecified order", "A split destination's own header "
+              "changes become its backendRef's filters, and Gateway API does not say whether they apply before or "
+              "after the rule's: meshc applies the destination's first. A header changed in both places may end "
+              "differently."),
+    ("W0950", "several mirrors with shares under Gateway API", "meshc (like Envoy, and so Istio) decides every "
+              "mirror of a route with one random draw per request; Gateway API leaves it to the implementation, "
+              "which may draw once per mirror: the shares hold, the overlap between mirrors may differ."),
     # ---- lint rules (meshc lint only)
     ("L0101", "retries that outlast the route timeout", "Every try of the route at its per-try timeout, plus the "
               "longest backoffs between them, takes longer than the route timeout: the route timeout ends the request "

@@ -43,6 +43,8 @@ MAX_RULES = 16   # an HTTPRoute's `rules` (maxItems)
 _HEADER_VALUE = re.compile(r"[!-~]+([\t ]?[!-~]+)*\Z")
 RETRY_APPROX, BACKOFF, DEFAULT_RETRIES, SPLIT_KEY, REGEX, AUTHZ, POLICIES, NO_STATUS_RETRY = (
     "W0940", "W0941", "W0942", "W0943", "W0944", "W0945", "W0946", "W0947")
+DIRECT, PATH_CHANGE, STRIP_QUERY, ONE_PREFIX = "E0954", "E0955", "E0956", "E0957"
+REDIRECT_PORT, FILTER_ORDER, MIRROR_DRAW = "W0948", "W0949", "W0950"
 
 
 def duration(ms: int) -> str:
@@ -94,11 +96,13 @@ class GatewayApiTarget:
                 rules.append(rule)
                 rule_matches.append(rule["matches"])
             safe, conflicts = order.plan(rule_matches)
-            for rule, matches in zip(rules, safe):
+            for rule, matches, route in zip(rules, safe, svc.routes):
                 rule["matches"] = matches
+                diags += _one_prefix_match(rule, route, sources)
             diags += _order(svc, conflicts, sources)
-            if any(r.retry is None for r in svc.routes):
-                first = next(r for r in svc.routes if r.retry is None)
+            forwarding = [r for r in svc.routes if r.redirect is None and r.direct_response is None]
+            if any(r.retry is None for r in forwarding):
+                first = next(r for r in forwarding if r.retry is None)
                 diags.append(located(DEFAULT_RETRIES, f"route `{first.name}` of `{svc.name}` makes no retries, which "
                                      "an HTTPRoute cannot say: the implementation's default retries apply",
                                      first.source, sources,
@@ -127,19 +131,42 @@ class GatewayApiTarget:
             refs.append(self._ref(route.to.service, route.to.subset, None, svc, services, route, sources, diags))
         elif route.split is not None:
             for t in route.split.targets:
-                refs.append(self._ref(t.service, t.subset, t.weight, svc, services, route, sources, diags))
+                ref = self._ref(t.service, t.subset, t.weight, svc, services, route, sources, diags)
+                own = _destination_filters(t, route, sources, diags)
+                if own:
+                    ref["filters"] = own
+                refs.append(ref)
             if route.split.key_header is not None:
                 diags.append(located(SPLIT_KEY, f"route `{route.name}` splits by header "
                                      f"`{route.split.key_header}`, which Gateway API cannot carry: each request "
                                      "is assigned by weight at random", where, sources,
                                      hint="a user may see both versions; pin users with header matches instead"))
-        rule["backendRefs"] = refs
         filters: list[dict[str, Any]] = []
+        if route.redirect is not None:
+            # RequestRedirect "must not be used together with backendRefs": the rule has none
+            filters.append({"type": "RequestRedirect", "requestRedirect": _redirect(route, sources, diags)})
+        elif route.direct_response is not None:
+            diags.append(located(DIRECT, f"route `{route.name}` answers `{route.direct_response.status}` itself, "
+                                 "which an HTTPRoute cannot say", where, sources,
+                                 hint="Gateway API has no direct response; use `--target istio` "
+                                      "(VirtualService `directResponse`) or send the route to a service"))
+        else:
+            rule["backendRefs"] = refs
+        if route.rewrite is not None:
+            rewrite = _rewrite(route, sources, diags)
+            if rewrite:
+                filters.append({"type": "URLRewrite", "urlRewrite": rewrite})
         for key, changes in (("requestHeaderModifier", route.request_headers),
                              ("responseHeaderModifier", route.response_headers)):
             modifier = _header_modifier(changes, route, sources, diags)
             if modifier:
                 filters.append({"type": key[0].upper() + key[1:], key: modifier})
+        if len(route.mirrors) > 1 and any(m.percent < 100 for m in route.mirrors):
+            diags.append(located(MIRROR_DRAW, f"route `{route.name}` mirrors shares of its requests to several "
+                                 "destinations, and Gateway API does not say whether one draw decides them all",
+                                 where, sources,
+                                 hint="meshc (and Envoy, so Istio) copy a request to every mirror whose share the "
+                                      "request's one draw falls within; an implementation may draw per mirror"))
         for each in route.mirrors:   # one RequestMirror filter per mirror, in written order
             mirror = {"backendRef": self._ref(each.service, each.subset, None, svc, services, route,
                                               sources, diags)}
@@ -148,10 +175,11 @@ class GatewayApiTarget:
             filters.append({"type": "RequestMirror", "requestMirror": mirror})
         if filters:
             rule["filters"] = filters
-        timeouts = {"request": duration(route.timeout_ms)}
-        if route.retry is not None:
-            rule.update(self._retry(route, sources, diags, timeouts))
-        rule["timeouts"] = timeouts
+        if route.redirect is None and route.direct_response is None:   # (a route that answers itself has none)
+            timeouts = {"request": duration(route.timeout_ms)}
+            if route.retry is not None:
+                rule.update(self._retry(route, sources, diags, timeouts))
+            rule["timeouts"] = timeouts
         if route.fault is not None:
             diags.append(located(FAULT, f"route `{route.name}` injects faults, which an HTTPRoute cannot carry",
                                  where, sources, hint="Gateway API has no fault injection; use `--target istio` "
@@ -216,6 +244,100 @@ class GatewayApiTarget:
         if retry.per_try_timeout_ms:
             timeouts["backendRequest"] = duration(retry.per_try_timeout_ms)
         return {"retry": out}
+
+
+def _path_modifier(p: ir.PathRewrite, route: ir.Route, what: str, sources: dict,
+                   diags: list[Diagnostic]) -> dict[str, Any] | None:
+    """HTTPPathModifier: ReplaceFullPath, or ReplacePrefixMatch (which replaces the matched PathPrefix
+    segment by segment, `/` included, as meshc's segment prefix does). A regex, or the prefix of a
+    plain-prefix or case-insensitive match, has no form (E0955)."""
+    if p.kind == "path":
+        return {"type": "ReplaceFullPath", "replaceFullPath": p.substitution}
+    if p.kind == "prefix" and (p.segment or p.pattern == "/") and not p.ignore_case:
+        return {"type": "ReplacePrefixMatch", "replacePrefixMatch": p.substitution}
+    why = "by a regex" if p.kind == "regex" else "of a plain or case-insensitive prefix"
+    diags.append(located(PATH_CHANGE, f"route `{route.name}`'s {what} replaces the path {why}, which Gateway "
+                         "API cannot say", route.source, sources,
+                         hint="an HTTPPathModifier replaces the whole path or a PathPrefix match (whole "
+                              "segments); use `--target envoy` for a regex"))
+    return None
+
+
+def _redirect(route: ir.Route, sources: dict, diags: list[Diagnostic]) -> dict[str, Any]:
+    """HTTPRequestRedirectFilter: scheme, hostname, port, path, statusCode (301-308)."""
+    r = route.redirect
+    assert r is not None
+    out: dict[str, Any] = {}
+    if r.scheme:
+        out["scheme"] = r.scheme
+    if r.host:
+        out["hostname"] = r.host
+    if r.path is not None:
+        path = _path_modifier(r.path, route, "redirect", sources, diags)
+        if path is not None:
+            out["path"] = path
+    if r.port:
+        out["port"] = r.port
+    else:
+        diags.append(located(REDIRECT_PORT, f"route `{route.name}` redirects keeping the request's port, and "
+                             "Gateway API derives the Location's port itself", route.source, sources,
+                             hint="without `port`, Gateway API uses the scheme's well-known port (with `scheme`) "
+                                  "or the listener's, the Service port, where meshc keeps the Host's own; write "
+                                  "`port` to make the two agree"))
+    out["statusCode"] = r.status
+    if r.strip_query:
+        diags.append(located(STRIP_QUERY, f"route `{route.name}` redirects without the query, which an "
+                             "HTTPRoute cannot say", route.source, sources,
+                             hint="HTTPRequestRedirectFilter has no field for the query"))
+    return out
+
+
+def _rewrite(route: ir.Route, sources: dict, diags: list[Diagnostic]) -> dict[str, Any]:
+    """HTTPURLRewriteFilter: hostname (a host without a port), path."""
+    rw = route.rewrite
+    assert rw is not None
+    out: dict[str, Any] = {}
+    if rw.host:
+        if ":" in rw.host:
+            diags.append(located(PATH_CHANGE, f"route `{route.name}` rewrites the Host to `{rw.host}`, with a "
+                                 "port, which an HTTPRoute cannot say", route.source, sources,
+                                 hint="URLRewrite's `hostname` is a host name without a port"))
+        else:
+            out["hostname"] = rw.host
+    if rw.path is not None:
+        path = _path_modifier(rw.path, route, "rewrite", sources, diags)
+        if path is not None:
+            out["path"] = path
+    return out
+
+
+def _names(changes: ir.HeaderChanges | None) -> set[str]:
+    if changes is None:
+        return set()
+    return {*changes.remove, *(n for n, _ in changes.set), *(n for n, _ in changes.add)}
+
+
+def _destination_filters(t: ir.WeightedSubset, route: ir.Route, sources: dict,
+                         diags: list[Diagnostic]) -> list[dict[str, Any]]:
+    """A split destination's own header changes: its backendRef's RequestHeaderModifier and
+    ResponseHeaderModifier. Gateway API does not order a backendRef's filters against the rule's:
+    exact when the two change no header in common, else W0949 (meshc applies the destination's first)."""
+    out = []
+    for key, mine, theirs in (("requestHeaderModifier", t.request_headers, route.request_headers),
+                              ("responseHeaderModifier", t.response_headers, route.response_headers)):
+        if mine is None:
+            continue
+        modifier = _header_modifier(mine, route, sources, diags)
+        if modifier:
+            out.append({"type": key[0].upper() + key[1:], key: modifier})
+        common = sorted(_names(mine) & _names(theirs))
+        if common:
+            diags.append(located(FILTER_ORDER, f"route `{route.name}` changes header `{common[0]}` for "
+                                 f"`{t.service}.{t.subset}` and for the route, and Gateway API leaves the order of "
+                                 "the two changes to the implementation", route.source, sources,
+                                 hint="meshc applies the destination's change first, then the route's; change the "
+                                      "header in one place only"))
+    return out
 
 
 def _rule_names(names: list[str]) -> list[str | None]:
@@ -363,6 +485,19 @@ def _regex_warning(route: ir.Route, what: str, sources: dict) -> Diagnostic:
     return located(REGEX, f"route `{route.name}`'s {what} condition is written as a RegularExpression match, whose "
                    "dialect Gateway API leaves to the implementation", route.source, sources,
                    hint="meshc writes RE2 (Istio's and Envoy Gateway's dialect); other implementations may differ")
+
+
+def _one_prefix_match(rule: dict[str, Any], route: ir.Route, sources: dict) -> list[Diagnostic]:
+    """ReplacePrefixMatch needs exactly one PathPrefix match in its rule (the CRD's CEL rule)."""
+    prefix = any(f.get(k, {}).get("path", {}).get("type") == "ReplacePrefixMatch"
+                 for f in rule.get("filters", ()) for k in ("requestRedirect", "urlRewrite"))
+    matches = rule["matches"]
+    if not prefix or (len(matches) == 1 and matches[0].get("path", {}).get("type") == "PathPrefix"):
+        return []
+    return [located(ONE_PREFIX, f"route `{route.name}` replaces its path prefix and has {len(matches)} matches "
+                    "in its HTTPRoute rule, where Gateway API needs exactly one PathPrefix match", route.source,
+                    sources, hint="a rule with ReplacePrefixMatch has one match (methods are one match each): split "
+                                  "the route by method or use `path`")]
 
 
 def _order(svc: ir.Service, conflicts: list[order.Conflict], sources: dict) -> list[Diagnostic]:

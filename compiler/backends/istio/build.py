@@ -92,6 +92,7 @@ class IstioTarget:
             ejecting = [services[n] for n in mine.services if services[n].outlier is not None]
             obj(API_ENVOYFILTER, "EnvoyFilter", svc.name, _envoy_filter(svc, ejecting))
             _sidecar_settings(svc, sources, diags)
+            _workload_settings(svc, sources, diags)
         if program.tracing is not None:
             diags.append(located("W0905", "tracing is not written for Istio: it is the mesh's Telemetry and "
                                           "MeshConfig.extensionProviders", program.tracing.source, sources,
@@ -233,3 +234,25 @@ def _sidecar_settings(svc: ir.Service, sources: dict, diags: list[Diagnostic]) -
         diags.append(located("W0907", f"Istio does not carry the sidecar settings of `{svc.name}`: {found[0]}"
                                       + (f" and {len(found) - 1} more" if len(found) > 1 else ""), svc.source, sources,
                              hint="; ".join(found)))
+
+
+# A workload's sidecar settings that are its own under Istio anyway: every pod has Istio's ports and
+# forwards to the port a request was for (W0907 covers the service's)
+_PER_POD = frozenset({"listen_host", "inbound_port", "outbound_port", "admin_port", "app_host", "app_port",
+                      "app_discovery", "app_cluster", "app_limits", "node"})
+
+
+def _workload_settings(svc: ir.Service, sources: dict, diags: list[Diagnostic]) -> None:
+    """A workload (a subset with its own sidecar) is the pods of its subset, which the service's
+    EnvoyFilter selects with the others (by the `app` label): W0909 for a workload whose other sidecar
+    settings differ from the service's, which then apply to it."""
+    for w in svc.workloads:
+        differ = [f for f in type(w.sidecar).__dataclass_fields__
+                  if f not in _PER_POD and getattr(w.sidecar, f) != getattr(svc.sidecar, f)]
+        if differ:
+            diags.append(located("W0909", f"Istio applies `{svc.name}`'s sidecar settings to workload "
+                                          f"`{svc.name}.{w.subset}`, whose {differ[0].replace('_', ' ')} differs",
+                                 w.source, sources,
+                                 hint="the EnvoyFilter of a service selects all its pods (its `app` label); "
+                                      "write the setting on the service, or leave it out of the subset's "
+                                      "`sidecar` block"))

@@ -207,11 +207,25 @@ def virtual_service(svc: ir.Service, services: dict[str, ir.Service], sources: d
         matches = [req for m in route.matches for req in match_requests(m, route, sources, diags)]
         if all(matches):   # an empty HTTPMatchRequest takes every request: then the route has no `match`
             item["match"] = matches
+        if route.redirect is not None or route.direct_response is not None:
+            # a route that answers itself: no destination, timeout, retry, fault or mirror (E0420)
+            if route.redirect is not None:
+                item["redirect"] = redirect(route, sources, diags)
+            else:
+                assert route.direct_response is not None
+                item["directResponse"] = direct_response(route.direct_response)
+            headers = _route_headers(route, sources, diags)
+            if headers:
+                item["headers"] = headers
+            http.append(item)
+            continue
         if route.to is not None:
             item["route"] = [{"destination": _destination(services[route.to.service], route.to.subset)}]
         else:
             assert route.split is not None
             item["route"] = _split(route, services, sources, diags)
+        if route.rewrite is not None:
+            item["rewrite"] = rewrite(route.rewrite)
         if route.timeout_ms:
             item["timeout"] = duration(route.timeout_ms)
         item["retries"] = retries(route, sources, diags)
@@ -227,17 +241,95 @@ def virtual_service(svc: ir.Service, services: dict[str, ir.Service], sources: d
         if route.mirrors:   # Envoy's request_mirror_policies, in written order (one draw decides all: §12)
             item["mirrors"] = [{"destination": _destination(services[mirror.service], mirror.subset),
                                 "percentage": {"value": istio_percent(mirror.percent)}} for mirror in route.mirrors]
-        headers = {}
-        request = _header_ops(route.request_headers, "request", route, sources, diags)
-        response = _header_ops(route.response_headers, "response", route, sources, diags)
-        if request:
-            headers["request"] = request
-        if response:
-            headers["response"] = response
+        headers = _route_headers(route, sources, diags)
         if headers:
             item["headers"] = headers
         http.append(item)
     return {"hosts": [fqdn(svc)], "http": http}
+
+
+def _route_headers(route: ir.Route, sources: dict, diags: list[Diagnostic],
+                   request_changes: ir.HeaderChanges | None = None,
+                   response_changes: ir.HeaderChanges | None = None) -> dict:
+    """Istio's `headers` (of a route, or of one destination when the changes are given)."""
+    headers = {}
+    request = _header_ops(request_changes or route.request_headers, "request", route, sources, diags)
+    response = _header_ops(response_changes or route.response_headers, "response", route, sources, diags)
+    if request:
+        headers["request"] = request
+    if response:
+        headers["response"] = response
+    return headers
+
+
+# HTTPRedirect.redirectCode: route.go translateRedirect knows these (any other drops the redirect)
+REDIRECT_CODES = (301, 302, 303, 307, 308)
+
+
+def redirect(route: ir.Route, sources: dict, diags: list[Diagnostic]) -> dict:
+    """HTTPRedirect, which Istio makes into Envoy's RedirectAction field for field (route.go
+    translateRedirect): `authority` host_redirect, `uri` path_redirect, `scheme`, `port`,
+    `redirectCode`. Its `uri` replaces the whole path: a prefix or regex replacement has no form
+    (`%PREFIX()%` is read only for routes made from Gateway API, E0910), nor has `strip_query` (E0911)."""
+    r = route.redirect
+    assert r is not None
+    out: dict = {}
+    if r.path is not None:
+        if r.path.kind == "path":
+            out["uri"] = r.path.substitution
+        else:
+            what = "a prefix" if r.path.kind == "prefix" else "a regex"
+            diags.append(located("E0910", f"route `{route.name}` redirects replacing {what} of the path, which "
+                                          "Istio's HTTPRedirect cannot say", route.source, sources,
+                                 hint="Istio's `redirect.uri` replaces the whole path; write `path \"...\"` (one "
+                                      "route per path), or use `--target envoy` / `--target gateway-api`"))
+    if r.host:
+        out["authority"] = r.host
+    if r.scheme:
+        out["scheme"] = r.scheme
+    if r.port:
+        out["port"] = r.port
+    if r.status != 301:
+        out["redirectCode"] = r.status
+    if r.strip_query:
+        diags.append(located("E0911", f"route `{route.name}` redirects without the query, which Istio's "
+                                      "HTTPRedirect cannot say", route.source, sources,
+                             hint="Istio's HTTPRedirect has no `strip_query`: the Location keeps the request's "
+                                  "query"))
+    return out
+
+
+def direct_response(d: ir.DirectResponse) -> dict:
+    """HTTPDirectResponse: Envoy's direct_response (route.go), the body inline."""
+    out: dict = {"status": d.status}
+    if d.body:
+        out["body"] = {"string": d.body}
+    return out
+
+
+def _literal_substitution(text: str) -> str:
+    return text.replace("\\", "\\\\")
+
+
+def rewrite(rw: ir.Rewrite) -> dict:
+    """HTTPRewrite. The path always as `uriRegexRewrite` (Envoy's regex_rewrite, as meshc's Envoy
+    output): Istio's `uri` is Envoy's prefix_rewrite of the matched prefix, and a segment prefix
+    `/a` is written as the two matches `/a` and `/a/` (the second would lose its `/`). `authority`
+    is Envoy's host_rewrite_literal."""
+    out: dict = {}
+    p = rw.path
+    if p is not None:
+        if p.kind == "path":
+            out["uriRegexRewrite"] = {"match": "^.*$", "rewrite": _literal_substitution(p.substitution)}
+        elif p.kind == "regex":
+            out["uriRegexRewrite"] = {"match": p.pattern, "rewrite": p.substitution}
+        else:
+            tail = "/?" if p.segment and p.substitution == "/" else ""
+            pattern = ("(?i)" if p.ignore_case else "") + "^" + re.escape(p.pattern) + tail
+            out["uriRegexRewrite"] = {"match": pattern, "rewrite": _literal_substitution(p.substitution)}
+    if rw.host:
+        out["authority"] = rw.host
+    return out
 
 
 def _split(route: ir.Route, services: dict[str, ir.Service], sources: dict, diags: list[Diagnostic]) -> list[dict]:
@@ -264,9 +356,44 @@ def _split(route: ir.Route, services: dict[str, ir.Service], sources: dict, diag
             diags.append(located("W0903", f"the weights of route `{route.name}` are above Istio's limit "
                                           f"({MAX_WEIGHT}): scaled down, the shares change slightly", route.source,
                                  sources, hint="Istio's weights are 32-bit signed integers"))
-    if len(targets) == 1:
-        t = targets[0]
-        return [{"destination": _destination(services[t.service], t.subset)}]
-    return [{"destination": _destination(services[t.service], t.subset), "weight": w}
-            for t, w in zip(targets, weights, strict=True)]
+    out = []
+    for t, w in zip(targets, weights, strict=True):
+        dest: dict = {"destination": _destination(services[t.service], t.subset)}
+        if len(targets) > 1:
+            dest["weight"] = w
+        if t.request_headers is not None or t.response_headers is not None:
+            empty = ir.HeaderChanges(remove=(), set=(), add=())
+            headers = _route_headers(route, sources, diags, t.request_headers or empty, t.response_headers or empty)
+            if headers:
+                dest["headers"] = headers
+                if len(targets) == 1:
+                    _single_destination_order(route, t, sources, diags)
+        out.append(dest)
+    return out
+
+
+def _names(changes: ir.HeaderChanges | None) -> set[str]:
+    if changes is None:
+        return set()
+    return {*changes.remove, *(n for n, _ in changes.set), *(n for n, _ in changes.add)}
+
+
+def _single_destination_order(route: ir.Route, t: ir.WeightedSubset, sources: dict,
+                              diags: list[Diagnostic]) -> None:
+    """With one destination Istio appends the destination's header changes to the route's (route.go
+    applyHTTPRouteDestination: a single weighted cluster becomes the route's cluster), so they come
+    after the route's, where meshc applies them first: exact only when no header the destination sets
+    or adds is also changed by the route."""
+    for mine, route_changes, what in ((t.request_headers, route.request_headers, "request"),
+                                      (t.response_headers, route.response_headers, "response")):
+        # (a destination's removal comes first either way: Envoy removes before it sets or adds)
+        written = {n for n, _ in (*mine.set, *mine.add)} if mine is not None else set()
+        common = sorted(written & _names(route_changes))
+        if common:
+            diags.append(located("E0912", f"route `{route.name}` changes {what} header `{common[0]}` both for "
+                                          f"`{t.service}.{t.subset}` and for the route, and Istio would apply "
+                                          "the route's change first", route.source, sources,
+                                 hint="with a single destination Istio merges its header changes after the "
+                                      "route's; change the header in one place only"))
+            return
 

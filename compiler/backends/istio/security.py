@@ -97,6 +97,18 @@ class _Rules:
             op["paths"] = paths
         if rule.methods is not None:
             op["methods"] = list(rule.methods)
+        if rule.not_paths:
+            # Istio's notPaths: the operation holds when the path is none of them (a segment prefix is
+            # two of Istio's forms, both excluded)
+            not_paths: list[str] = []
+            for p in rule.not_paths:
+                forms = self.paths(rule, p)
+                if forms is None:
+                    return None
+                not_paths += forms
+            op["notPaths"] = not_paths
+        if rule.not_methods:
+            op["notMethods"] = list(rule.not_methods)
         if op:
             out["to"] = [{"operation": op}]
         when = [self.header(rule, h) for h in rule.headers]

@@ -655,9 +655,10 @@ class Importer:
                                f"meshc methods are {', '.join(METHODS)}")
             if not bad:
                 method = f"method {ms[0]}" if len(ms) == 1 else f"method [{', '.join(ms)}]"
+        exclusions = self._exclusions(op)
         paths = op.at("paths")
         if paths is None:
-            return [method]
+            return ["  ".join(c for c in (method, exclusions) if c)]
         out = []
         written = [p.raw for p in paths.items()]
         for p in paths.items():
@@ -679,8 +680,42 @@ class Importer:
                 continue
             else:
                 cond = f"path exact {_string(v)}"
-            out.append("  ".join(c for c in (cond, method) if c))
+            out.append("  ".join(c for c in (cond, method, exclusions) if c))
         return out
+
+    def _exclusions(self, op: Node) -> str:
+        """`notPaths` and `notMethods` as meshc's `not path` and `not method` (the rule holds when
+        the path is none of them and the method none of them: Istio's semantics)."""
+        out = []
+        not_methods = op.at("notMethods")
+        if not_methods is not None:
+            ms = [m.raw for m in not_methods.items()]
+            bad = [m for m in not_methods.items() if m.raw not in METHODS]
+            for m in bad:
+                self.diags.add("E1005", f"method `{m.raw}` cannot be translated", m.span,
+                               f"meshc methods are {', '.join(METHODS)}")
+            if ms and not bad:
+                out.append(f"not method {ms[0]}" if len(ms) == 1 else f"not method [{', '.join(ms)}]")
+        not_paths = op.at("notPaths")
+        if not_paths is not None:
+            written = [p.raw for p in not_paths.items()]
+            for p in not_paths.items():
+                v = p.raw
+                if not isinstance(v, str):
+                    self.diags.add("E1006", "a path is a string", p.span)
+                    continue
+                if v.endswith("/*") and v[:-2] in written and v[:-2]:
+                    continue      # folded into the segment-aware prefix of its exact path
+                if v + "/*" in written and "*" not in v:
+                    out.append(f"not path prefix {_string(v)}")
+                elif v.endswith("*") and "*" not in v[:-1] and v != "*":
+                    out.append(f"not path raw_prefix {_string(v[:-1])}")
+                elif "*" in v:
+                    self.diags.add("E1005", f"path pattern `{v}` cannot be translated", p.span,
+                                   "meshc's `not path` is exact or a prefix (`/api/*`)")
+                else:
+                    out.append(f"not path exact {_string(v)}")
+        return "  ".join(out)
 
     def _when(self, w: Node) -> str | None:
         key = w.at("key")
@@ -780,12 +815,25 @@ class Importer:
             out.append((f"match {{ {'  '.join(c for c in (path, *rest, method) if c)} }}", span))
         dests = route.at("route")
         items = dests.items() if dests is not None else []
+        redirect, direct = route.at("redirect"), route.at("directResponse")
+        if redirect is not None:
+            out.append((self._redirect(redirect), redirect.span))
+        elif direct is not None:
+            out.append((self._direct_response(direct), direct.span))
         if not items:
-            if not any(k in route.raw for k in ("redirect", "directResponse", "delegate")):
+            if redirect is None and direct is None and "delegate" not in route.raw:
                 self.diags.add("E1005", "an HTTP route without `route` destinations cannot be translated", route.span,
-                               "meshc routes forward to a destination (redirects and direct responses are not in "
-                               "meshc)")
-        elif len(items) == 1 and items[0].at("weight") is None:
+                               "meshc routes forward to a destination, redirect or answer themselves")
+            if redirect is not None or direct is not None:
+                headers = route.at("headers")
+                if headers is not None:
+                    for side, keyword in (("request", "request_headers"), ("response", "response_headers")):
+                        part = headers.at(side)
+                        if part is not None:
+                            out.append((f"{keyword} {{ {self._header_ops(part)} }}", part.span))
+                out.append(("}", route.span))
+                return out
+        elif len(items) == 1 and items[0].at("weight") is None and items[0].at("headers") is None:
             d = self._destination(items[0], obj)
             if d:
                 out.append((f"to {d}", items[0].span))
@@ -795,9 +843,16 @@ class Importer:
                 d = self._destination(item, obj)
                 w = item.at("weight")
                 weight = self._int(w, 0, UINT32_MAX) if w is not None else 0
+                if len(items) == 1 and not weight:
+                    weight = 100   # a lone destination takes everything (Istio ignores its weight)
                 if d:
-                    entries.append(f"{d} {weight or 0}")
+                    entries.append(f"{d} {weight or 0}{self._destination_headers(item, route, len(items) == 1)}")
             out.append((f"split {{ {'  '.join(entries)} }}", route.span if dests is None else dests.span))
+        rewrite = route.at("rewrite")
+        if rewrite is not None:
+            text = self._rewrite(rewrite, route)
+            if text:
+                out.append((text, rewrite.span))
         timeout = route.at("timeout")
         ms = self._duration(timeout) if timeout is not None else 0
         out.append(("timeout none" if not ms else f"timeout {ms}ms", (timeout or route).span))
@@ -927,11 +982,112 @@ class Importer:
         if dest is None:
             self.diags.add("E1006", "a route destination without `destination`", item.span)
             return None
-        hs = item.at("headers")
-        if hs is not None:
-            self.diags.add("E1005", "header changes of one destination cannot be translated yet", hs.span,
-                           "write the changes on the route (`headers` beside `route`)")
         return self._destination_of(dest, obj)
+
+    def _destination_headers(self, item: Node, route: Node, lone: bool) -> str:
+        """A destination's `headers` as its own `request_headers`/`response_headers` in the split,
+        which meshc applies before the route's, as Istio does with several destinations. With one,
+        Istio applies them after the route's: a header the destination sets or adds and the route
+        also changes cannot be translated (E1005)."""
+        hs = item.at("headers")
+        if hs is None:
+            return ""
+        out = ""
+        for side, keyword in (("request", "request_headers"), ("response", "response_headers")):
+            part = hs.at(side)
+            if part is None:
+                continue
+            if lone:
+                mine = {str(n).lower() for key in ("set", "add") for n, _ in
+                        (part.at(key).entries() if part.at(key) is not None else [])}  # type: ignore[union-attr]
+                theirs_node = route.at("headers")
+                theirs = theirs_node.at(side) if theirs_node is not None else None
+                names: set[str] = set()
+                if theirs is not None and isinstance(theirs.raw, dict):
+                    for key, value in theirs.raw.items():
+                        if (key == "remove" and isinstance(value, list)) or isinstance(value, dict):
+                            names |= {str(v).lower() for v in value}
+                common = sorted(mine & names)
+                if common:
+                    self.diags.add("E1005", f"header `{common[0]}` changed by the only destination and by the "
+                                   "route cannot be translated", part.span,
+                                   "with one destination Istio applies its changes after the route's; meshc "
+                                   "applies a destination's first")
+            out += f" {keyword} {{ {self._header_ops(part)} }}"
+        return out
+
+    def _redirect(self, node: Node) -> str:
+        """HTTPRedirect as `redirect { ... }`: `uri` the whole path, `authority` the host, `scheme`,
+        `port`, `redirectCode` the status (Istio's 301 by default, meshc's too)."""
+        parts = []
+        for key, word in (("scheme", "scheme"), ("authority", "host"), ("uri", "path")):
+            v = node.at(key)
+            if v is not None and isinstance(v.raw, str) and v.raw:
+                parts.append(f"{word} {_string(v.raw)}")
+        port = node.at("port")
+        if port is not None:
+            n = self._int(port, 1, 65535)
+            if n:
+                parts.append(f"port {n}")
+        derive = node.at("derivePort")
+        if derive is not None:
+            self.diags.add("E1005", f"`derivePort: {derive.raw}` cannot be translated", derive.span,
+                           "meshc keeps the request's port unless `port` is written")
+        code = node.at("redirectCode")
+        if code is not None:
+            n = self._int(code, 0, UINT32_MAX)
+            if n is not None and n not in (0, 301, 302, 303, 307, 308):
+                self.diags.add("E1005", f"redirect code `{n}` cannot be translated", code.span,
+                               "meshc redirects with 301, 302, 303, 307 or 308 (Istio drops any other)")
+            elif n not in (None, 0, 301):
+                parts.append(f"status {n}")
+        return f"redirect {{ {'  '.join(parts)} }}"
+
+    def _direct_response(self, node: Node) -> str:
+        status = node.at("status")
+        n = self._int(status, 200, 599) if status is not None else None
+        if status is None:
+            self.diags.add("E1006", "a direct response needs a `status`", node.span)
+        body = node.at("body")
+        text = ""
+        if body is not None:
+            string, raw = body.at("string"), body.at("bytes")
+            if raw is not None:
+                self.diags.add("E1005", "a direct response body in `bytes` cannot be translated", raw.span,
+                               "write it as `string`")
+            elif string is not None and isinstance(string.raw, str):
+                text = f" {_string(string.raw)}"
+        return f"respond {n or 200}{text}"
+
+    def _rewrite(self, node: Node, route: Node) -> str:
+        """HTTPRewrite: `uriRegexRewrite` a regex rewrite, `authority` the host; `uri` (Envoy's
+        prefix_rewrite of the matched prefix) a `prefix` where every match is one Istio prefix, a
+        `path` where every match is exact, else E1005."""
+        parts = []
+        regex, uri = node.at("uriRegexRewrite"), node.at("uri")
+        if regex is not None:
+            m, r = regex.at("match"), regex.at("rewrite")
+            if m is not None and r is not None and isinstance(m.raw, str) and isinstance(r.raw, str):
+                parts.append(_regex_rewrite(m.raw, r.raw, route))
+            else:
+                self.diags.add("E1006", "`uriRegexRewrite` needs `match` and `rewrite` strings", regex.span)
+        elif uri is not None and isinstance(uri.raw, str):
+            matches = route.raw.get("match") if isinstance(route.raw, dict) else None
+            kinds = {next(iter(m["uri"]), "") for m in matches or [] if isinstance(m, dict)
+                     and isinstance(m.get("uri"), dict) and m["uri"]}
+            uris = [m.get("uri") for m in matches or [] if isinstance(m, dict)]
+            if matches and kinds == {"prefix"} and len({str(u) for u in uris}) == 1:
+                parts.append(f"prefix {_string(uri.raw)}")
+            elif matches and kinds == {"exact"} and all(uris):
+                parts.append(f"path {_string(uri.raw)}")
+            else:
+                self.diags.add("E1005", "`rewrite.uri` of a route not matched by one prefix or by exact paths cannot "
+                               "be translated", uri.span, "Envoy replaces the prefix that matched; write "
+                               "`uriRegexRewrite`")
+        authority = node.at("authority")
+        if authority is not None and isinstance(authority.raw, str) and authority.raw:
+            parts.append(f"host {_string(authority.raw)}")
+        return f"rewrite {{ {'  '.join(parts)} }}" if parts else ""
 
     def _destination_of(self, dest: Node, obj: Obj) -> str | None:
         host = dest.at("host")
@@ -1299,3 +1455,29 @@ def _re2_literal(text: str) -> str:
 
 def documents_of(importer: Importer) -> list[Document]:
     return [o.node.doc for o in importer.objects]
+
+
+_LITERAL_REWRITE = re.compile(r"(?:[^\\]|\\\\)*")   # no group reference: a literal substitution
+_ANCHORED_PREFIX = re.compile(r"(\(\?i\))?\^((?:[^\\.*+?()\[\]{}|^$]|\\.)+)(/\?)?")
+
+
+def _regex_rewrite(match: str, rewrite: str, route: Node) -> str:
+    """`uriRegexRewrite` as meshc's rewrite: the forms meshc's Istio target writes for a whole-path
+    and a prefix rewrite (`^.*$`; `^PREFIX`, `(?i)`, `/?`: compiler/backends/istio/routes.py) come
+    back as `path` and `prefix` where the route's matches are that prefix; any other is `regex`."""
+    if _LITERAL_REWRITE.fullmatch(rewrite):
+        literal = rewrite.replace("\\\\", "\\")
+        if match == "^.*$":
+            return f"path {_string(literal)}"
+        m = _ANCHORED_PREFIX.fullmatch(match)
+        if m is not None:
+            prefix = re.sub(r"\\(.)", r"\1", m.group(2))
+            folded = bool(m.group(1))
+            uris = [x for x in route.raw.get("match") or [] if isinstance(x, dict)] \
+                if isinstance(route.raw, dict) else []
+            want = [{"prefix": prefix}] if prefix.endswith("/") else [{"exact": prefix}, {"prefix": prefix + "/"}]
+            segment = bool(uris) and all(x.get("uri") in want and bool(x.get("ignoreUriCase")) == folded
+                                         for x in uris) and re.escape(prefix) == m.group(2)
+            if segment and (m.group(3) is None or literal == "/"):
+                return f"prefix {_string(literal)}"
+    return f"regex {_string(match)} {_string(rewrite)}"
