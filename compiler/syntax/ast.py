@@ -230,6 +230,26 @@ class HeaderOps(Node):
 
 
 @node
+class CorsOrigin(Node):
+    """One allowed origin of a `cors` block: `exact`, `prefix` or `regex` (RE2) and its text."""
+    test: str  # exact | prefix | regex
+    value: Lit[str]
+    span: Span = _span
+
+
+@node
+class Cors(Node):
+    """A route's `cors` block (docs/language.md §13a); a setting not written is None."""
+    origins: tuple[CorsOrigin, ...]
+    methods: tuple[Lit[str], ...] | None
+    headers: tuple[Lit[str], ...] | None
+    expose: tuple[Lit[str], ...] | None
+    max_age: Lit[int] | None          # milliseconds as written (whole seconds: E0343)
+    credentials: Lit[bool] | None
+    span: Span = _span
+
+
+@node
 class Route(Node):
     """Route node."""
     name: Lit[str]
@@ -243,6 +263,7 @@ class Route(Node):
     request_headers: HeaderOps | None
     response_headers: HeaderOps | None
     span: Span = _span
+    cors: Cors | None = None
 
 
 @node

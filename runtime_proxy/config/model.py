@@ -132,6 +132,21 @@ class HeaderChanges(Model):
     add: list[tuple[str, str]] = []
 
 
+class CorsOrigin(Model):
+    test: Literal["exact", "prefix", "regex"]  # `exact "*"`: any origin; `regex`: RE2, the whole value
+    value: str
+
+
+class Cors(Model):
+    """The route's CORS policy: a preflight from an allowed origin is answered 200 by the proxy."""
+    origins: list[CorsOrigin] = Field(min_length=1)
+    methods: list[str] = []                    # access-control-allow-methods, joined with ","
+    headers: list[str] = []                    # access-control-allow-headers
+    expose: list[str] = []                     # access-control-expose-headers
+    max_age_s: int | None = Field(default=None, gt=0)
+    credentials: bool = False
+
+
 class Route(Model):
     name: str
     source: Location                           # where the route is written in the policy
@@ -144,6 +159,7 @@ class Route(Model):
     mirrors: list[Mirror] = []                 # in written order; one draw per request decides them all
     request_headers: HeaderChanges = HeaderChanges()
     response_headers: HeaderChanges = HeaderChanges()
+    cors: Cors | None = None                   # None: requests are not looked at for CORS
 
 
 # ---- destinations ----------------------------------------------------------------------------

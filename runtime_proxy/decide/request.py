@@ -21,6 +21,7 @@ import re
 from typing import TYPE_CHECKING, Protocol
 
 from runtime_proxy.decide import authz as authz_mod
+from runtime_proxy.decide import cors as cors_mod
 from runtime_proxy.decide import fault as fault_mod
 from runtime_proxy.decide import mirror as mirror_mod
 from runtime_proxy.decide import split as split_mod
@@ -193,6 +194,9 @@ class Decision:
     up_tail = b"\r\n"               # the framing line(s) ending the head
     mirrors: tuple[CMirror, ...] = ()   # the route's mirrors that copy this request, once the body is known
     arm_response: CHeaderChanges | None = None   # the chosen split arm's response changes (before the route's)
+    # a CORS request's header lines (decide/cors.py): the preflight's answer (status 200), or the
+    # lines the response gets; b"": none (no `cors` on the route, no or another origin)
+    cors = b""
     expect_continue = False         # answer `100 Continue` before forwarding
     rule: str | None = None         # the authorization rule that decided (inbound), None: the default
     # the `x-request-id` the hop writes itself when the sidecar has `tracing`, sampled or not (its
@@ -283,6 +287,13 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
     if route is None:
         return local(d, 404, counter=NO_ROUTE, flags="NR")
     d.route = route
+    if route.cors is not None:   # before the fault, as Envoy's CORS filter (decide/cors.py)
+        if explain is None:
+            preflight, d.cors = cors_mod.decide(route.cors, method, headers)
+        else:
+            preflight, d.cors = cors_mod.explain_decide(route.cors, method, headers, explain)
+        if preflight:
+            return local(d, 200, counter=None)
     if route.fault is not None:
         if explain is None:
             delay_ms, abort = fault_mod.decide(route.fault, draws.fault_delay(), draws.fault_abort())
