@@ -411,7 +411,7 @@ class Builder:
     def response_headers(self, c):
         return ("response_headers", c[1], self.span(c))
 
-    def cors(self, c):
+    def cors(self, c: Children) -> tuple[str, ast.Cors, Span]:
         seen: dict[str, Any] = {}
         for key, value, span in self.body(c):
             if key in seen:
