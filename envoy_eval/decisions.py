@@ -24,7 +24,9 @@ Outbound request (to the sidecar's outbound listener; Host picks the destination
   (cluster, percent)): the route's settings, in one canonical form (a setting that can never
   act is None: no retries, 0 % faults and mirrors);
 - `fault_random`: the abort applies to a random share of requests (neither 0 % nor 100 %),
-  so the request is shown as forwarded.
+  so the request is shown as forwarded;
+- `cors`: a CORS request's CORS response headers (a preflight: status 200 and its whole answer),
+  None for any other request.
 
 Inbound request (to the sidecar's inbound listener, authorization of `client`, from a caller
 with a SPIFFE ID over mTLS or from a plaintext one): `status` (`REFUSED` when the listener does
@@ -144,6 +146,9 @@ class Decision:
     fault_random: bool = False
     mirror: tuple[tuple[str, float], ...] | None = None
     xfcc: tuple[str, ...] | None = None                          # inbound, forwarded: x-forwarded-client-cert
+    # outbound, a CORS request: the CORS headers of its response (a preflight's whole answer, status
+    # 200), in order; None: not a CORS request (no CORS policy on the route, no or another origin)
+    cors: tuple[tuple[str, str], ...] | None = None
 
     @property
     def forwarded(self) -> bool:
