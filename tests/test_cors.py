@@ -181,3 +181,45 @@ def test_cors_diagnostics(cors, code, message):
     assert found[0].span is not None and text.count("\n", 0, found[0].span.start) == 7   # on the cors line
     if message is not None:
         assert found[0].message == message
+
+
+K8S = """
+service web {
+  port 9000
+  namespace "shop"
+  subset v1 { labels { app "web" } }
+}
+routes web {
+  route api {
+    match { path prefix "/api" }
+    to web.v1
+    retry { attempts 2  on [503] }
+    cors { origins [exact "https://a.example", prefix "https://b.", regex "https://.*\\\\.c\\\\.example"]
+           methods [GET, POST]  headers ["x-a"]  expose ["x-id"]  max_age 1h  credentials }
+  }
+}
+"""
+
+
+def test_cors_for_istio_is_a_virtual_service_cors_policy():
+    """The VirtualService's `corsPolicy`, validated against the vendored Istio CRD (E0940/E0941)."""
+    import yaml
+
+    emitted = api.compile([api.Text("k.mesh", K8S)], shard=False).emit("istio")
+    assert not emitted.has_errors, [(d.code, d.message) for d in emitted.diagnostics]
+    (vs,) = [doc for data in emitted.files.values() for doc in yaml.safe_load_all(data)
+             if doc and doc["kind"] == "VirtualService"]
+    assert vs["spec"]["http"][0]["corsPolicy"] == {
+        "allowOrigins": [{"exact": "https://a.example"}, {"prefix": "https://b."}, {"regex": "https://.*\\.c\\.example"}],
+        "allowMethods": ["GET", "POST"], "allowHeaders": ["x-a"], "exposeHeaders": ["x-id"], "maxAge": "3600s",
+        "allowCredentials": True}
+
+
+@pytest.mark.parametrize("channel", ["standard", "experimental"])
+def test_cors_for_gateway_api_is_refused(channel):
+    from compiler.backends.base import Options
+
+    emitted = api.compile([api.Text("k.mesh", K8S)], shard=False).emit("gateway-api", None, Options(channel=channel))
+    errors = [d for d in emitted.diagnostics if d.severity == "error"]
+    assert [d.code for d in errors if d.code != "E0944"] == ["E0735"] and not emitted.files
+    assert "route `api` has a `cors` policy" in errors[-1].message
