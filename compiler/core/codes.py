@@ -105,7 +105,8 @@ CODES: dict[str, Code] = _registry(
               "spans (OpenTelemetry's protocol over HTTP): a plain `http://HOST:PORT/PATH` URL (the path "
               "defaults to `/v1/traces`), without credentials, a query or a fragment. The sidecars send spans "
               "only there."),
-    ("E0340", "invalid origin in a `cors` block", "An `exact` origin of a `cors` block is what a browser sends in `Origin`: "
+    ("E0340", "invalid origin in a `cors` block",
+              "An `exact` origin of a `cors` block is what a browser sends in `Origin`: "
               "`scheme://host[:port]`, without a path or a trailing slash (or `\"*\"` for any origin). A `prefix` "
               "starts with `scheme://` and ends at the host or port. A value that can never equal a browser's "
               "`Origin` would silently allow nothing."),
@@ -113,7 +114,8 @@ CODES: dict[str, Code] = _registry(
               "with a cross-origin request. With an origin that allows every site (`exact \"*\"`, or a regex that "
               "matches `*` such as `.*`: Envoy then allows every origin) the proxy echoes whatever origin called, "
               "so every site on the web could act with the user's credentials. List the origins that may."),
-    ("E0342", "`cors` block without origins", "A `cors` block with no `origins` allows no origin, so it does nothing: "
+    ("E0342", "`cors` block without origins",
+              "A `cors` block with no `origins` allows no origin, so it does nothing: "
               "list the origins that may call, such as `origins [exact \"https://app.example.com\"]`."),
     ("E0343", "invalid `max_age` of a `cors` block", "`max_age` is how long a browser may keep a preflight's answer. It is "
               "written in `Access-Control-Max-Age` in whole seconds, between 1 s and a day (the longest any "
@@ -153,7 +155,8 @@ CODES: dict[str, Code] = _registry(
               "adds a header that the route's own `request_headers` (or `response_headers`) set or remove too. The "
               "destination's changes come first and the route's after them (as Envoy applies a weighted "
               "cluster's), so the destination's change never shows. Change the header in one place."),
-    ("W0435", "an entry of a `cors` block listed twice", "An origin, method or header appears twice in one `cors` block "
+    ("W0435", "an entry of a `cors` block listed twice",
+              "An origin, method or header appears twice in one `cors` block "
               "(header names compared without case): the second says nothing more. Remove one."),
     # ---- resilience
     ("W0501", "retries on non-idempotent methods", "The route can match POST or PATCH requests (explicitly, or because "
