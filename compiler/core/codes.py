@@ -117,7 +117,8 @@ CODES: dict[str, Code] = _registry(
     ("E0342", "`cors` block without origins",
               "A `cors` block with no `origins` allows no origin, so it does nothing: "
               "list the origins that may call, such as `origins [exact \"https://app.example.com\"]`."),
-    ("E0343", "invalid `max_age` of a `cors` block", "`max_age` is how long a browser may keep a preflight's answer. It is "
+    ("E0343", "invalid `max_age` of a `cors` block",
+              "`max_age` is how long a browser may keep a preflight's answer. It is "
               "written in `Access-Control-Max-Age` in whole seconds, between 1 s and a day (the longest any "
               "browser honours)."),
     ("E0360", "subset both label-selected and an endpoint list", "A subset is either a list of endpoints (`endpoints "
