@@ -223,3 +223,48 @@ def test_cors_for_gateway_api_is_refused(channel):
     errors = [d for d in emitted.diagnostics if d.severity == "error"]
     assert [d.code for d in errors if d.code != "E0944"] == ["E0735"] and not emitted.files
     assert "route `api` has a `cors` policy" in errors[-1].message
+
+
+ISTIO_YAML = """apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  ports: [{port: 8080}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: shop}
+spec:
+  hosts: [web]
+  http:
+  - name: api
+    route:
+    - destination: {host: web}
+    retries: {attempts: 0}
+    corsPolicy:
+      allowOrigins: [{exact: "https://a.example"}, {prefix: "https://b."}, {regex: "https://.*[.]c[.]example"}]
+      allowOrigin: ["https://old.example"]
+      allowMethods: [GET, POST]
+      allowHeaders: [x-a]
+      exposeHeaders: [x-id]
+      maxAge: 24h
+      allowCredentials: true
+      unmatchedPreflights: FORWARD
+"""
+
+
+def test_meshc_import_istio_translates_a_cors_policy(tmp_path):
+    from compiler.tooling.istio_import import import_istio
+
+    path = tmp_path / "vs.yaml"
+    path.write_text(ISTIO_YAML)
+    result = import_istio([str(path)], out_dir=str(tmp_path / "out"))
+    assert not result.has_errors, [(d.code, d.message) for d in result.diagnostics]
+    text = next(t for n, t in result.files.items() if n != "mesh.mesh")
+    assert ('cors { origins [exact "https://a.example", prefix "https://b.", regex "https://.*[.]c[.]example", '
+            'exact "https://old.example"]  methods [GET, POST]  headers ["x-a"]  expose ["x-id"]  max_age 24h  '
+            "credentials }") in text
+    ignoring = tmp_path / "ignore.yaml"
+    ignoring.write_text(ISTIO_YAML.replace("FORWARD", "IGNORE"))
+    refused = import_istio([str(ignoring)], out_dir=str(tmp_path / "out2"))
+    assert [d.code for d in refused.diagnostics if d.severity == "error"] == ["E1005"]

@@ -444,8 +444,9 @@ CODES: dict[str, Code] = _registry(
               "configuration (Deployment, ConfigMap, ServiceAccount, …) are skipped with W1001."),
     ("E1004", "unknown field", "A field that the real Istio CRD schema (istio/api v1.30) does not declare at "
               "that place: usually a misspelling, which Istio would reject (or, with validation off, ignore)."),
-    ("E1005", "cannot be translated", "An Istio field or value that meshc has no construct for (a redirect, a CORS "
-              "policy, a gateway, a suffix path pattern, a source with both principals and namespaces, …). The import "
+    ("E1005", "cannot be translated", "An Istio field or value that meshc has no construct for (a redirect, CORS "
+              "that ignores unmatched preflights, a gateway, a suffix path pattern, a source with both principals "
+              "and namespaces, …). The import "
               "stops rather than leave it out silently: remove it, or keep that object in Istio YAML."),
     ("E1006", "invalid value", "A value of the wrong type or out of range (a weight that is not an integer, a duration "
               "Istio would not parse, a name that is not a meshc name)."),
