@@ -268,3 +268,13 @@ def test_meshc_import_istio_translates_a_cors_policy(tmp_path):
     ignoring.write_text(ISTIO_YAML.replace("FORWARD", "IGNORE"))
     refused = import_istio([str(ignoring)], out_dir=str(tmp_path / "out2"))
     assert [d.code for d in refused.diagnostics if d.severity == "error"] == ["E1005"]
+
+
+def test_the_language_server_completes_and_explains_the_cors_words():
+    from compiler.tooling.lsp.analysis import KEYWORDS, complete
+
+    text = "routes s {\n  route r {\n    to s.a\n    co"
+    start, items = complete(None, text, len(text))
+    assert start == len(text) - 2 and "cors" in {c.label for c in items}
+    for word in ("cors", "origins", "methods", "headers", "expose", "max_age", "credentials"):
+        assert "§13a" in KEYWORDS[word]
