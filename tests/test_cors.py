@@ -278,3 +278,46 @@ def test_the_language_server_completes_and_explains_the_cors_words():
     assert start == len(text) - 2 and "cors" in {c.label for c in items}
     for word in ("cors", "origins", "methods", "headers", "expose", "max_age", "credentials"):
         assert "§13a" in KEYWORDS[word]
+
+
+TESTED = """service client {
+  port 8000
+  endpoints ["127.0.0.1:8000"]
+}
+service web {
+  port 9000
+  subset v1 { endpoints ["127.0.0.1:9001"] }
+}
+routes web {
+  route api {
+    match { path prefix "/api" }
+    to web.v1
+    cors { origins [exact "https://a.example"]  methods [GET, POST]  max_age 1h  credentials }
+  }
+}
+test "preflight" {
+  request { from service client  OPTIONS "http://web/api/x"  header "origin" "https://a.example"
+            header "access-control-request-method" "POST" }
+  expect { status 200  response_header "access-control-allow-origin" "https://a.example"
+           response_header "access-control-max-age" "3600" }
+}
+test "actual" {
+  request { from service client  GET "http://web/api/x"  header "origin" "https://a.example" }
+  expect { status 200  response_header "access-control-allow-origin" "https://a.example"
+           response_header "access-control-allow-credentials" "true" }
+}
+test "other origin" {
+  request { from service client  GET "http://web/api/x"  header "origin" "https://b.example" }
+  expect { status 200  response_header "access-control-allow-origin" absent }
+}
+"""
+
+
+def test_meshc_test_and_trace_see_the_preflight_and_the_actual_response():
+    """`meshc test` (both targets' decisions: the native one and the evaluator of the Envoy files)."""
+    from compiler.verify.run import run_tests
+
+    comp = api.compile([api.Text("t.mesh", TESTED)])
+    assert not comp.has_errors
+    outcomes = run_tests(comp).outcomes
+    assert len(outcomes) == 3 and all(not o.failures for o in outcomes), [o.failures for o in outcomes]
