@@ -43,11 +43,10 @@ def origin_problem(test: str, value: str) -> tuple[str, str] | None:
 
 
 def check_cors(cors: ast.Cors, add: Callable, regex: Callable[[ast.Lit], None],
-               header_name: Callable[[ast.Lit, str], None], methods: Callable[[ast.MethodCond], None]) -> None:
-    """The values of one `cors` block; `regex`, `header_name` and `methods` are the checks of
-    compiler/semantic/checks/values.py for RE2 regexes, header names and methods."""
-    from compiler.semantic.checks.values import regex_error
-
+               header_name: Callable[[ast.Lit, str], None], methods: Callable[[ast.MethodCond], None],
+               regex_error: Callable[[str], str | None]) -> None:
+    """The values of one `cors` block; `regex`, `header_name`, `methods` and `regex_error` are the
+    checks of compiler/semantic/checks/values.py for RE2 regexes, header names and methods."""
     if not cors.origins:
         add("E0342", "the cors block allows no origin", cors.span,
             hint='list the origins that may call: `origins [exact "https://app.example.com"]`')

@@ -449,7 +449,7 @@ class _Values:
         if route.cors is not None:
             from compiler.semantic.checks.cors import check_cors
 
-            check_cors(route.cors, self.add, self.regex, self.header_name, self.methods)
+            check_cors(route.cors, self.add, self.regex, self.header_name, self.methods, regex_error)
 
     def split(self, split: ast.Split, route: str) -> None:
         total = 0
