@@ -264,8 +264,12 @@ def cors_decision(policy: dict | None, req: Req) -> tuple[bool, list[tuple[str, 
         for field, name in (("allow_methods", "access-control-allow-methods"),
                             ("allow_headers", "access-control-allow-headers"),
                             ("max_age", "access-control-max-age")):
-            if policy.get(field):
-                out.append((name, policy[field]))
+            value = policy.get(field)
+            if value == "*" and field == "allow_headers":   # measured: the request's own list is echoed
+                value = next((v for n, v in req.headers if n == "access-control-request-headers"), "")
+                out.append((name, value))
+            elif value:
+                out.append((name, value))
         return True, out + expose
     return False, out + expose
 

@@ -40,7 +40,7 @@ routes s {
   route star {
     match { path prefix "/star" }
     to s.a
-    cors { origins [exact "*"]  methods [GET] }
+    cors { origins [exact "*"]  methods [GET]  headers ["*"] }
   }
   route pfx {
     match { path prefix "/pfx" }
@@ -69,6 +69,10 @@ CASES = {
     "preflight, regex origin": PRE.format(path="/x", origin="https://q.b.example", method="GET"),
     "preflight on an aborting route": PRE.format(path="/abort", origin="https://a.example", method="GET"),
     "preflight, exact *": PRE.format(path="/star", origin="https://z.example", method="GET"),
+    # headers ["*"]: Envoy echoes the preflight's Access-Control-Request-Headers (lines joined)
+    "preflight, * headers echoed": "OPTIONS /star HTTP/1.1\r\nHost: s\r\nOrigin: https://z.example\r\n"
+                                   "Access-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: x-a, X-B\r\n"
+                                   "Access-Control-Request-Headers: x-c\r\n\r\n",
     "preflight, prefix not matching": PRE.format(path="/pfx", origin="http://z.example", method="GET"),
     "preflight, other origin": PRE.format(path="/x", origin="https://evil.example", method="GET"),
     "OPTIONS without request method": "OPTIONS /x HTTP/1.1\r\nHost: s\r\nOrigin: https://a.example\r\n\r\n",
@@ -140,6 +144,14 @@ def test_cors_answers_are_byte_identical_in_both_planes(planes, case):
         assert cors_e[0][0] == "access-control-allow-origin" and cors_e[0][1] != "route"
         # a preflight's own headers are not an actual request's: the route's max-age stays as it set it
         assert ("access-control-max-age" in dict(cors_e)) == (case == "actual, route sets allow-origin")
+
+def test_star_headers_echo_what_the_preflight_asks(planes):
+    for plane in ("envoy", "native"):
+        _, headers, _ = exchange(planes.listener_ports[plane, "outbound"], CASES["preflight, * headers echoed"])
+        assert ("access-control-allow-headers", "x-a, X-B,x-c") in headers, (plane, headers)
+        _, headers, _ = exchange(planes.listener_ports[plane, "outbound"], CASES["preflight, exact *"])
+        assert ("access-control-allow-headers", "") in headers, (plane, headers)
+
 
 def test_cors_preflight_order_of_the_lists():
     """What the CORS policy writes (its lists joined with ",", the max age in seconds)."""

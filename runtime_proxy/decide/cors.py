@@ -23,7 +23,8 @@ StrTest = Callable[[str], bool]
 
 class CCors:
     """A route's CORS policy, compiled: the origin tests and the header lines it writes."""
-    __slots__ = ("exact", "tests", "any_origin", "preflight_tail", "actual_tail", "names", "spec")
+    __slots__ = ("exact", "tests", "any_origin", "preflight_head", "echo_headers", "preflight_tail", "actual_tail",
+                 "names", "spec")
 
     def __init__(self, data: dict[str, Any], fullmatcher: Callable[[str], StrTest]) -> None:
         self.spec = data
@@ -51,12 +52,17 @@ class CCors:
         pre = [credentials]
         if data.get("methods"):
             pre.append(b"access-control-allow-methods: %s\r\n" % ",".join(data["methods"]).encode())
-        if data.get("headers"):
+        # `headers ["*"]` (exactly): Envoy echoes the preflight's Access-Control-Request-Headers
+        # (its lines joined with ","), an empty value when it has none (measured, Envoy 1.40)
+        self.echo_headers = data.get("headers") == ["*"]
+        if data.get("headers") and not self.echo_headers:
             pre.append(b"access-control-allow-headers: %s\r\n" % ",".join(data["headers"]).encode())
+        self.preflight_head = b"".join(pre)
+        pre = []
         if data.get("max_age_s") is not None:
             pre.append(b"access-control-max-age: %d\r\n" % data["max_age_s"])
         pre.append(expose)
-        self.preflight_tail = b"".join(pre)     # after the allow-origin line, in Envoy's order
+        self.preflight_tail = b"".join(pre)     # after the allow-headers line, in Envoy's order
         self.actual_tail = credentials + expose
         # the response headers an actual request's answer gets (their old values go)
         self.names = frozenset({b"access-control-allow-origin"}
@@ -91,7 +97,11 @@ def decide(cors: CCors, method: str, headers: dict[str, list[str]]) -> tuple[boo
         return False, b""
     line = b"access-control-allow-origin: %s\r\n" % origin.encode("latin-1", "replace")
     if method == "OPTIONS" and joined(headers.get("access-control-request-method")):
-        return True, line + cors.preflight_tail
+        if cors.echo_headers:
+            asked = joined(headers.get("access-control-request-headers")).encode("latin-1", "replace")
+            return True, b"%s%saccess-control-allow-headers: %s\r\n%s" % (
+                line, cors.preflight_head, asked, cors.preflight_tail)
+        return True, line + cors.preflight_head + cors.preflight_tail
     return False, line + cors.actual_tail
 
 
