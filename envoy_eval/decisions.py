@@ -27,7 +27,9 @@ Outbound request (to the sidecar's outbound listener; Host picks the destination
   and, as `response_headers`, its own header lines after the route's response changes);
 - `upstream_host`: the Host a rewrite sends upstream (None without a Host rewrite);
 - `fault_random`: the abort applies to a random share of requests (neither 0 % nor 100 %),
-  so the request is shown as forwarded.
+  so the request is shown as forwarded;
+- `cors`: a CORS request's CORS response headers (a preflight: status 200 and its whole answer),
+  None for any other request.
 
 Inbound request (to the sidecar's inbound listener, authorization of `client`, from a caller
 with a SPIFFE ID over mTLS or from a plaintext one): `status` (`REFUSED` when the listener does
@@ -149,6 +151,9 @@ class Decision:
     xfcc: tuple[str, ...] | None = None                          # inbound, forwarded: x-forwarded-client-cert
     location: str | None = None                                  # a redirect's `location`
     upstream_host: str | None = None                             # the Host a rewrite sends upstream (None: none)
+    # outbound, a CORS request: the CORS headers of its response (a preflight's whole answer, status
+    # 200), in order; None: not a CORS request (no CORS policy on the route, no or another origin)
+    cors: tuple[tuple[str, str], ...] | None = None
 
     @property
     def forwarded(self) -> bool:

@@ -27,7 +27,8 @@ What it models, in Envoy's order:
    `forward_client_cert_details` for the `x-forwarded-client-cert` the application gets). Callers
    are taken to present a certificate of the trusted CA (the suite's callers all do);
 4. the HTTP filters of the listener in order: RBAC (DENY/ALLOW, per-route overrides by filter
-   name), fault (per-route config replaces the filter's), then the router: weighted clusters
+   name), CORS (only a route with a per-route `CorsPolicy`: `cors_decision`), fault (per-route
+   config replaces the filter's), then the router: weighted clusters
    with `header_name` (§3), timeout, retry policy, mirror policies, header mutations (route,
    then virtual host, then route configuration; removals, then overwrites, then appends; values
    are format strings where `%%` is `%`).
@@ -61,6 +62,7 @@ FAULT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFau
 RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 RBAC_PER_ROUTE_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"
 ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+CORS_TYPE = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"
 HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 TLS_INSPECTOR_TYPE = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 DOWNSTREAM_TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
@@ -235,6 +237,54 @@ class Req:
     def query(self) -> str | None:
         q = self.path.find("?")
         return None if q < 0 else self.path[q + 1:]
+
+
+def cors_decision(policy: dict | None, req: Req) -> tuple[bool, list[tuple[str, str]]] | None:
+    """Envoy's CORS filter (extensions.filters.http.cors.v3) on a request whose route has the
+    per-route `policy` (None: the filter does nothing): None when the request is no CORS request
+    (no or an empty `Origin`, or an origin no `allow_origin_string_match` allows: forwarded as
+    it is), else (preflight, headers). An origin is allowed when a matcher matches the text `*`
+    or the origin. A preflight is OPTIONS with a non-empty `access-control-request-method`: a
+    200 with an empty body, headers allow-origin (the origin echoed), allow-credentials `true`
+    (`allow_credentials`), allow-methods, allow-headers, max-age (each when set), then the
+    expose-headers that the filter's encodeHeaders sets on every CORS response; any other CORS
+    request's response gets allow-origin, allow-credentials and expose-headers."""
+    if policy is None:
+        return None
+    origin = next((v for n, v in req.headers if n == "origin"), "")
+    if not origin:
+        return None
+    matchers = policy.get("allow_origin_string_match", ())
+    if not any(string_match(m, "*") or string_match(m, origin) for m in matchers):
+        return None
+    credentials = [("access-control-allow-credentials", "true")] if policy.get("allow_credentials") else []
+    expose = [("access-control-expose-headers", policy["expose_headers"])] if policy.get("expose_headers") else []
+    out = [("access-control-allow-origin", origin), *credentials]
+    request_method = next((v for n, v in req.headers if n == "access-control-request-method"), "")
+    if req.method == "OPTIONS" and request_method:
+        for field, name in (("allow_methods", "access-control-allow-methods"),
+                            ("allow_headers", "access-control-allow-headers"),
+                            ("max_age", "access-control-max-age")):
+            value = policy.get(field)
+            if value == "*" and field == "allow_headers":   # measured: the request's own list is echoed
+                value = next((v for n, v in req.headers if n == "access-control-request-headers"), "")
+                out.append((name, value))
+            elif value:
+                out.append((name, value))
+        return True, out + expose
+    return False, out + expose
+
+
+def set_inline(headers: list[tuple[str, str]], values: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`setInline` of each (name, value): an existing header keeps its place, a new one goes last."""
+    out = list(headers)
+    for name, value in values:
+        at = next((i for i, (n, _) in enumerate(out) if n == name), None)
+        if at is None:
+            out.append((name, value))
+        else:
+            out[at] = (name, value)
+    return out
 
 
 def header_matcher(h: dict, req: Req) -> bool:
@@ -884,9 +934,15 @@ class EnvoyModel:
         fault = None
         fault_random = False
         status = None
+        cors = None
         for fname, cfg in self._filters(self.outbound):
             t = cfg.get("@type")
-            if t == FAULT_TYPE:
+            if t == CORS_TYPE:
+                cors = cors_decision(route.get("typed_per_filter_config", {}).get(fname), req)
+                if cors is not None and cors[0]:
+                    status = 200
+                    break
+            elif t == FAULT_TYPE:
                 per = route.get("typed_per_filter_config", {}).get(fname)
                 conf = per if per is not None else cfg
                 fault, aborted, fault_random = self._fault(conf, req)
@@ -901,14 +957,17 @@ class EnvoyModel:
                 raise Unsupported(f"outbound filter {t}")
         common = {"route": name, "timeout_ms": timeout_ms, "retry": retry, "fault": fault,
                   "fault_random": fault_random, "mirror": mirror}
+        cors_lines = tuple(cors[1]) if cors is not None else None
+        if cors is not None and cors[0]:      # a preflight, answered by the CORS filter
+            return Decision("outbound", status=200, cors=cors_lines, **common)
         if status is not None:
-            return Decision("outbound", status=status, body=BODY_FAULT, **common)
+            return Decision("outbound", status=status, body=BODY_FAULT, cors=cors_lines, **common)
         # the router: the cluster
         cluster, candidates, weighted_entry = self._pick(action, req, key_draw)
         if cluster is not None and cluster not in self.clusters:
             return Decision("outbound", status=503, **common)
         if weighted_entry is _VARIES:
-            return Decision("outbound", cluster=cluster, candidates=candidates, path=path, **common)
+            return Decision("outbound", cluster=cluster, candidates=candidates, path=path, cors=cors_lines, **common)
         up = list(req.headers)
         levels = ([weighted_entry] if weighted_entry else []) + [route, vh, self.route_config]
         for level in levels:
@@ -922,9 +981,11 @@ class EnvoyModel:
         resp = join_inline([(n.lower(), v.strip(" \t")) for n, v in response], INLINE_RESPONSE)   # (bytes as latin-1)
         for level in levels:
             resp = mutate(resp, level, "response")
+        if cors is not None:   # the CORS filter's encodeHeaders comes after the router's changes
+            resp = set_inline(resp, cors[1])
         return Decision("outbound", cluster=cluster, candidates=candidates, path=path,
                         upstream_headers=visible_request_headers(up), response_headers=tuple(resp),
-                        upstream_host=upstream_host, **common)
+                        upstream_host=upstream_host, cors=cors_lines, **common)
 
     def _answer(self, route: dict, name: str, vh: dict, req: Req) -> Decision:
         """A route that answers itself: a `redirect` (an empty body, `location`) or a

@@ -213,6 +213,15 @@ header_ops = st.one_of(
     st.builds(ast.HeaderOp, st.just("remove"), string_lits, st.none()),
 )
 header_op_blocks = st.builds(ast.HeaderOps, tuples(header_ops))
+cors_blocks = st.builds(
+    ast.Cors,
+    tuples(st.builds(ast.CorsOrigin, st.sampled_from(["exact", "prefix", "regex"]), string_lits), max_size=3),
+    optional(tuples(name_lits(), max_size=3)),
+    optional(tuples(string_lits, max_size=3)),
+    optional(tuples(string_lits, max_size=2)),
+    optional(duration_lits),
+    optional(st.just(ast.Lit(True))),
+)
 timeouts = st.one_of(duration_lits, st.just(ast.Lit(None)))  # Lit(None) is `timeout none`
 retries = st.one_of(blocks("retry"), retry_refs, st.just(ast.Lit(None)))  # Lit(None) is `retry none`
 
@@ -231,6 +240,7 @@ route_nodes = st.builds(
     redirect=optional(blocks("redirect")),
     rewrite=optional(blocks("rewrite")),
     respond=optional(st.builds(ast.Respond, int_lits, optional(string_lits))),
+    cors=optional(cors_blocks),
 )
 routes_nodes = st.builds(ast.Routes, name_lits(), tuples(route_nodes))
 
@@ -465,8 +475,19 @@ def _valid_route(draw, name: str, targets: list[tuple[str, str]]):
         fault = ast.Block("fault", tuple(parts))
     mirrors = tuple(draw(st.lists(st.builds(lambda t, p: ast.Mirror(ref(t), _lit(p)), target, _four_decimals),
                                   max_size=2)))
+    cors = None
+    if draw(st.integers(0, 3)) == 0:   # a valid `cors` block (language §13a)
+        origins = draw(st.lists(st.sampled_from([("exact", "https://a.example"), ("exact", "http://b.example:8080"),
+                                                 ("prefix", "https://c."), ("regex", "https://[a-z]+\\.example")]),
+                                min_size=1, max_size=3, unique=True))
+        methods = draw(st.none() | st.lists(st.sampled_from(["GET", "POST", "PUT"]), min_size=1, unique=True))
+        cors = ast.Cors(tuple(ast.CorsOrigin(t, _lit(v)) for t, v in origins),
+                        None if methods is None else tuple(_lit(m) for m in methods),
+                        draw(st.none() | st.just((_lit("x-a"),))), draw(st.none() | st.just((_lit("x-id"),))),
+                        draw(st.none() | st.sampled_from([_lit(1000), _lit(3_600_000)])),
+                        draw(st.none() | st.just(_lit(True))))
     return ast.Route(_lit(name), tuple(draw(st.lists(_valid_match(), max_size=2))), to, split, timeout, retry, fault,
-                     mirrors, draw(_valid_header_ops()), draw(_valid_header_ops()))
+                     mirrors, draw(_valid_header_ops()), draw(_valid_header_ops()), cors=cors)
 
 
 @st.composite

@@ -121,6 +121,7 @@ EXPECTED_CODES: dict[str, list[str]] = {
     "mirror_to_own_destination": ["W0403", "W0403"],
     "mirror_twice": ["W0430"],
     "split_arm_headers": ["W0431", "E0308", "W0431"],
+    "cors_values": ["E0340", "E0340", "E0343", "W0435", "E0341", "E0342"],
     "authz_not_conditions": ["W0610", "W0610", "E0314", "E0304", "E0309"],
     "route_timeout_above_stream_idle": ["E0306", "E0302", "W0404", "W0404"],
     # resilience

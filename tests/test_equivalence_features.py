@@ -32,6 +32,7 @@ routes s0 {
     to s0.b
     fault { abort 418 100% }
     response_headers { set "x-r0" "v" }
+    cors { origins [exact "https://app.example"]  methods [GET] }
   }
 }
 authorization client {
@@ -80,6 +81,18 @@ def test_splits_by_key_or_by_draw_and_the_mirror():
     got = exercised(out("/k/1"))
     assert {"split.random", "mirror"} <= got and "split.keyed" not in got
     assert "escaped_slashes.decode" in exercised(out("/k%2F1"))
+
+
+def test_cors_counts_a_preflight_and_an_actual_request_from_an_allowed_origin_only():
+    """`rest` has CORS and aborts: a preflight is answered before the fault (nothing of the route
+    acts on it), an actual request from the origin gets the abort and the CORS headers, another
+    origin is no CORS request."""
+    pre = exercised(out("/z", "OPTIONS", [("origin", "https://app.example"), ("access-control-request-method", "GET")]))
+    assert "cors.preflight" in pre and not pre & {"fault.abort", "response_headers", "cors.actual"}
+    actual = exercised(out("/z", headers=[("origin", "https://app.example")]))
+    assert {"cors.actual", "fault.abort", "response_headers"} <= actual and "cors.preflight" not in actual
+    other = exercised(out("/z", "OPTIONS", [("origin", "https://b.example"), ("access-control-request-method", "GET")]))
+    assert not other & {"cors.preflight", "cors.actual"} and "fault.abort" in other
 
 
 def test_authorization_conditions_count_up_to_the_decision():

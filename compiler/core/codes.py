@@ -138,6 +138,22 @@ CODES: dict[str, Code] = _registry(
     ("E0336", "direct response body too large", "Envoy refuses a route configuration with an inline direct response "
               "body over 4096 bytes (`max_direct_response_body_size_bytes`), so the whole configuration would be "
               "rejected. Serve a larger body from a service."),
+    ("E0340", "invalid origin in a `cors` block",
+              "An `exact` origin of a `cors` block is what a browser sends in `Origin`: "
+              "`scheme://host[:port]`, without a path or a trailing slash (or `\"*\"` for any origin). A `prefix` "
+              "starts with `scheme://` and ends at the host or port. A value that can never equal a browser's "
+              "`Origin` would silently allow nothing."),
+    ("E0341", "`credentials` for every origin", "`credentials` lets a browser send cookies and authorization "
+              "with a cross-origin request. With an origin that allows every site (`exact \"*\"`, or a regex that "
+              "matches `*` such as `.*`: Envoy then allows every origin) the proxy echoes whatever origin called, "
+              "so every site on the web could act with the user's credentials. List the origins that may."),
+    ("E0342", "`cors` block without origins",
+              "A `cors` block with no `origins` allows no origin, so it does nothing: "
+              "list the origins that may call, such as `origins [exact \"https://app.example.com\"]`."),
+    ("E0343", "invalid `max_age` of a `cors` block",
+              "`max_age` is how long a browser may keep a preflight's answer. It is "
+              "written in `Access-Control-Max-Age` in whole seconds, between 1 s and a day (the longest any "
+              "browser honours)."),
     ("E0360", "subset both label-selected and an endpoint list", "A subset is either a list of endpoints (`endpoints "
               "[...]`, for every target) or label-selected (one `labels { KEY \"VALUE\" }` block: the Kubernetes pods "
               "carrying those labels, for the Kubernetes targets), never both, and has one `labels` block."),
@@ -194,6 +210,9 @@ CODES: dict[str, Code] = _registry(
               "destination's authorization can never admit (no `allow` rule whose `from` its identity satisfies, "
               "and `default deny`): the destination is outside that caller's scope, so its sidecar holds none of "
               "the destination's routes and the match never applies."),
+    ("W0435", "an entry of a `cors` block listed twice",
+              "An origin, method or header appears twice in one `cors` block "
+              "(header names compared without case): the second says nothing more. Remove one."),
     # ---- resilience
     ("W0411", "caller-specific route under Gateway API", "An HTTPRoute of a Service (GAMMA) routes every caller's "
               "requests alike: `--target gateway-api` writes the routes as a caller that no `caller` condition "
@@ -252,6 +271,12 @@ CODES: dict[str, Code] = _registry(
     ("E0703", "tracing without a collector", "Envoy's OpenTelemetry tracer refuses a configuration without an "
               "exporter (the listener is rejected when Envoy loads it), so a `tracing` block without `otlp` has no "
               "Envoy form: the native proxy propagates trace headers without exporting, Envoy cannot."),
+    ("E0735", "CORS in an HTTPRoute", "Gateway API's standard channel (v1.6.1) has no CORS filter. The "
+              "experimental channel's `CORS` HTTPRoute filter does not say what a mesh `cors` block says: its origins "
+              "are wildcard patterns (no prefix, no regex), an allowed `*` is answered with `*` instead of the "
+              "caller's origin, and an implementation sends `Access-Control-Max-Age: 5` when none is written. "
+              "Rather than a policy that answers browsers differently, `--target gateway-api` refuses a route with "
+              "`cors`: use `--target istio` (VirtualService `corsPolicy`) or the Envoy target."),
     ("E0750", "label-selected subset on the Envoy or native target", "A label-selected subset (`labels { … }`) names "
               "the Kubernetes pods that carry those labels: only a Kubernetes target (`--target istio`) has pods to "
               "select. Envoy's clusters and the native proxy need the subset's endpoints, so compiling to them "
@@ -511,8 +536,9 @@ CODES: dict[str, Code] = _registry(
               "configuration (Deployment, ConfigMap, ServiceAccount, …) are skipped with W1001."),
     ("E1004", "unknown field", "A field that the real Istio CRD schema (istio/api v1.30) does not declare at "
               "that place: usually a misspelling, which Istio would reject (or, with validation off, ignore)."),
-    ("E1005", "cannot be translated", "An Istio field or value that meshc has no construct for (a redirect, a CORS "
-              "policy, a gateway, a suffix path pattern, a source with both principals and namespaces, …). The import "
+    ("E1005", "cannot be translated", "An Istio field or value that meshc has no construct for (a redirect, CORS "
+              "that ignores unmatched preflights, a gateway, a suffix path pattern, a source with both principals "
+              "and namespaces, …). The import "
               "stops rather than leave it out silently: remove it, or keep that object in Istio YAML."),
     ("E1006", "invalid value", "A value of the wrong type or out of range (a weight that is not an integer, a duration "
               "Istio would not parse, a name that is not a meshc name)."),

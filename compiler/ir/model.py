@@ -26,6 +26,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "Authorization",
     "AuthzRule",
+    "Cors",
+    "CorsOrigin",
     "DirectResponse",
     "Endpoint",
     "Fault",
@@ -277,6 +279,28 @@ class DirectResponse(Node):
 
 
 @node
+class CorsOrigin(Node):
+    """An allowed origin: `exact` (`*`: any origin), `prefix` or `regex` (RE2, whole value)."""
+    test: str                          # "exact" | "prefix" | "regex"
+    value: str
+
+
+@node
+class Cors(Node):
+    """A route's CORS policy (docs/language.md §13a), applied by the caller's sidecar once the route
+    is chosen: a request whose `Origin` one of `origins` matches (or one that matches the text `*`)
+    is a CORS request; an OPTIONS one with `Access-Control-Request-Method` is a preflight, answered
+    200 by the sidecar; the response to any other gets `access-control-allow-origin` (the caller's
+    origin, echoed), `-allow-credentials` and `-expose-headers`."""
+    origins: tuple[CorsOrigin, ...]    # never empty (E0342), in written order
+    methods: tuple[str, ...]           # `access-control-allow-methods` of a preflight, joined with ","; () = none
+    headers: tuple[str, ...]           # `access-control-allow-headers`, as written; () = none
+    expose: tuple[str, ...]            # `access-control-expose-headers`, as written; () = none
+    max_age_s: int | None              # `access-control-max-age` of a preflight; None = not sent
+    credentials: bool                  # `access-control-allow-credentials: true`
+
+
+@node
 class Route(Node):
     """What a caller's sidecar does with a request to the service that matches this route."""
     name: str                          # unique in the service (E0202); `default` for the implicit route
@@ -296,6 +320,7 @@ class Route(Node):
     redirect: Redirect | None = None
     direct_response: DirectResponse | None = None
     rewrite: Rewrite | None = None     # a forwarded route's path and Host changes
+    cors: Cors | None = None           # None: no CORS (the request is not looked at)
 
 
 # ---- authorization ---------------------------------------------------------------------------------

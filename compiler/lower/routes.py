@@ -101,7 +101,18 @@ def lower_route(ctx: Context, route: ast.Route) -> ir.Route:
                     lower_retry(route_retry_block(ctx, route)), lower_fault(route.fault),
                     lower_mirrors(ctx, route.mirrors, timeout),
                     lower_headers(route.request_headers), lower_headers(route.response_headers),
-                    redirect, direct, rewrite)
+                    redirect, direct, rewrite,
+                    lower_cors(route.cors) if route.cors is not None else None)
+
+
+def lower_cors(cors: ast.Cors) -> ir.Cors:
+    """A route's CORS policy (docs/language.md §13a): lists as written, each entry once."""
+    def once(lits) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(x.value for x in lits or ()))
+
+    origins = tuple(dict.fromkeys(ir.CorsOrigin(o.test, o.value.value) for o in cors.origins))
+    return ir.Cors(origins, once(cors.methods), once(cors.headers), once(cors.expose),
+                   cors.max_age.value // 1000 if cors.max_age is not None else None, cors.credentials is not None)
 
 
 def lower_mirrors(ctx: Context, mirrors: tuple[ast.Mirror, ...], timeout: int) -> tuple[ir.Mirror, ...]:

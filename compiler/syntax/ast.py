@@ -238,6 +238,26 @@ class HeaderOps(Node):
 
 
 @node
+class CorsOrigin(Node):
+    """One allowed origin of a `cors` block: `exact`, `prefix` or `regex` (RE2) and its text."""
+    test: str  # exact | prefix | regex
+    value: Lit[str]
+    span: Span = _span
+
+
+@node
+class Cors(Node):
+    """A route's `cors` block (docs/language.md §13a); a setting not written is None."""
+    origins: tuple[CorsOrigin, ...]
+    methods: tuple[Lit[str], ...] | None
+    headers: tuple[Lit[str], ...] | None
+    expose: tuple[Lit[str], ...] | None
+    max_age: Lit[int] | None          # milliseconds as written (whole seconds: E0343)
+    credentials: Lit[bool] | None
+    span: Span = _span
+
+
+@node
 class Route(Node):
     """Route node."""
     name: Lit[str]
@@ -254,6 +274,7 @@ class Route(Node):
     redirect: Block | None = None      # `redirect { … }`: the route answers with a redirect
     rewrite: Block | None = None       # `rewrite { … }`: what a forwarded request's path and Host become
     respond: Respond | None = None     # `respond STATUS "BODY"`: the route answers itself
+    cors: Cors | None = None
 
 
 @node

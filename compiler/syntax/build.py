@@ -340,7 +340,8 @@ class Builder:
         return ast.Route(self.name(c[1]), tuple(matches), fields.get("to"), fields.get("split"), fields.get("timeout"),
                          fields.get("retry"), fields.get("fault"), tuple(mirrors),
                          fields.get("request_headers"), fields.get("response_headers"), self.span(c),
-                         fields.get("redirect"), fields.get("rewrite"), fields.get("respond"))
+                         fields.get("redirect"), fields.get("rewrite"), fields.get("respond"),
+                         fields.get("cors"))
 
     def match_block(self, c):
         return ("match", ast.Match(tuple(self.body(c)), self.span(c)), self.span(c))
@@ -430,6 +431,39 @@ class Builder:
 
     def response_headers(self, c):
         return ("response_headers", c[1], self.span(c))
+
+    def cors(self, c: Children) -> tuple[str, ast.Cors, Span]:
+        seen: dict[str, Any] = {}
+        for key, value, span in self.body(c):
+            if key in seen:
+                self.diags.add("E0105", f"`{key}` is set twice in the cors block", span,
+                               hint="write every value of it in one list")
+                continue
+            seen[key] = value
+        node = ast.Cors(seen.get("origins", ()), seen.get("methods"), seen.get("headers"), seen.get("expose"),
+                        seen.get("max_age"), seen.get("credentials"), self.span(c))
+        return ("cors", node, node.span)
+
+    def cors_origins(self, c):
+        return ("origins", tuple(x for x in self.body(c) if isinstance(x, ast.CorsOrigin)), self.span(c))
+
+    def cors_methods(self, c):
+        return ("methods", self.names(c[1]), self.span(c))
+
+    def cors_headers(self, c):
+        return ("headers", tuple(c[1]), self.span(c))
+
+    def cors_expose(self, c):
+        return ("expose", tuple(c[1]), self.span(c))
+
+    def cors_max_age(self, c):
+        return ("max_age", self.duration(c[1]), self.span(c))
+
+    def cors_credentials(self, c):
+        return ("credentials", ast.Lit(True, self.span(c)), self.span(c))
+
+    def origin(self, c):
+        return ast.CorsOrigin(self.vals[c[0]], self.string(c[1]), self.span(c))
 
     def header_ops(self, c):
         return ast.HeaderOps(tuple(self.body(c)), self.span(c))

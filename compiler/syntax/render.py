@@ -395,6 +395,24 @@ def mirror(node: ast.Mirror) -> str:
     return text
 
 
+def cors(node: ast.Cors) -> str:
+    """`cors { origins [...]  methods [...]  headers [...]  expose [...]  max_age D  credentials }`."""
+    parts = []
+    if node.origins:
+        parts.append("origins [" + ", ".join(f"{o.test} {string(o.value.value)}" for o in node.origins) + "]")
+    if node.methods is not None:
+        parts.append(f"methods {name_list(node.methods)}")
+    if node.headers is not None:
+        parts.append(f"headers {string_list(node.headers)}")
+    if node.expose is not None:
+        parts.append(f"expose {string_list(node.expose)}")
+    if node.max_age is not None:
+        parts.append(f"max_age {duration(node.max_age.value)}")
+    if node.credentials is not None:
+        parts.append("credentials")
+    return "cors { " + SEP.join(parts) + " }" if parts else "cors { }"
+
+
 def header_op(node: ast.HeaderOp) -> str:
     if node.op == "remove":
         return f"remove {string(node.name.value)}"
@@ -451,6 +469,8 @@ def route(node: ast.Route) -> list[str]:
         body.append(Line(f"request_headers {header_ops(node.request_headers)}", node.request_headers))
     if node.response_headers is not None:
         body.append(Line(f"response_headers {header_ops(node.response_headers)}", node.response_headers))
+    if node.cors is not None:
+        body.append(Line(cors(node.cors), node.cors))
     return _braced(f"route {name(node.name)}", body, node)
 
 
@@ -639,7 +659,8 @@ def module(node: ast.Module) -> str:
 _RENDER: dict[type, Callable] = {
     ast.Module: module, **_ITEMS, ast.Subset: subset, ast.Block: block, ast.Setting: setting,
     ast.Ref: ref, ast.Match: match, **_CONDITIONS, ast.SplitEntry: split_entry, ast.Split: split,
-    ast.Mirror: mirror, ast.Respond: respond, ast.HeaderOp: header_op, ast.HeaderOps: header_ops, ast.Route: route,
+    ast.Mirror: mirror, ast.Respond: respond, ast.Cors: cors, ast.HeaderOp: header_op, ast.HeaderOps: header_ops,
+    ast.Route: route,
     ast.Rule: rule, ast.UseRules: use_rules, ast.Expectation: expectation,
 }
 

@@ -34,6 +34,7 @@ from envoy_eval.decisions import (
     model_der,
     visible_request_headers,
 )
+from runtime_proxy.decide.cors import merge as merge_cors
 from runtime_proxy.decide.explain import Explanation
 from runtime_proxy.decide.http import RESPONSE_SKIP
 from runtime_proxy.decide.identity import accepts, peer_identity, xfcc_line
@@ -215,8 +216,13 @@ class NativeModel:
         fault = None if f is None else canonical_fault(f.delay_ms, f.delay_percent, f.abort_status, f.abort_percent)
         common: dict[str, Any] = {"route": f"{high.service}/{route.name}", "timeout_ms": route.timeout_ms,
                                   "retry": retry, "fault": fault, "mirror": mirror}
+        cors = _cors_pairs(high.cors)
+        if high.status == 200 and high.cors:   # a CORS preflight, answered before the fault could act
+            common["fault"] = None
+            return Decision(kind, status=200, fault_random=False, cors=cors, **common)
         if high.status:        # aborted even with the highest draw: a certain abort
-            return Decision(kind, status=high.status, body=high.body.decode(), fault_random=False, **common)
+            return Decision(kind, status=high.status, body=high.body.decode(), fault_random=False, cors=cors,
+                            **common)
         common["fault_random"] = low.status != 0
         cluster, candidates = high.cluster, None
         split = next((s for s in explanation.steps if s.what == "split"), None)
@@ -225,12 +231,24 @@ class NativeModel:
             cluster, candidates = canonical_pick(t.subset.cluster for t in targets if t.weight > 0)
             if candidates is not None and any(t.request_headers is not None or t.response_headers is not None
                                               for t in targets):   # the heads depend on the draw
-                return Decision(kind, cluster=cluster, candidates=candidates, path=_target_of(high), **common)
+                return Decision(kind, cluster=cluster, candidates=candidates, path=_target_of(high), cors=cors,
+                                **common)
         upstream = visible_request_headers(_headers_of(high))
         lines = response_lines(route, upstream_lines(response), [], high.arm_response)
+        if high.cors:   # as the proxy writes them (net/exchange.py): in place, or after the other lines
+            lines, tail = merge_cors(lines, high.cors)
+            lines = [*lines, *(x + b"\r\n" for x in tail.split(b"\r\n") if x)]
         return Decision(kind, cluster=cluster, candidates=candidates, path=_target_of(high),
                         upstream_headers=upstream, response_headers=_latin1_pairs(lines),
-                        upstream_host=high.up_host or None, **common)
+                        upstream_host=high.up_host or None, cors=cors, **common)
+
+
+def _cors_pairs(lines: bytes) -> tuple[tuple[str, str], ...] | None:
+    """A decision's CORS header lines as (name, value) pairs; None: not a CORS request."""
+    if not lines:
+        return None
+    return tuple((n.decode("latin-1"), v.decode("latin-1"))
+                 for n, _, v in (x.partition(b": ") for x in lines.split(b"\r\n") if x))
 
 
 def _head_lines(d) -> list[bytes]:

@@ -447,6 +447,8 @@ def _check(ex: ast.Expectation, outcome: Outcome, services, out: Decision | None
     if kind in ("request_header", "response_header"):
         name = ex.values[0].value.lower()
         lines = (out.upstream_headers if kind == "request_header" else out.response_headers) or ()
+        if kind == "response_header" and out.response_headers is None and out.cors:
+            lines = out.cors   # a local reply (a CORS preflight, an abort) shows only its CORS headers
         values = [v for n, v in lines if n == name]
         side = "the upstream request" if kind == "request_header" else "the response"
         if ex.test == "absent":

@@ -164,6 +164,21 @@ class DirectResponse(Model):
     body: str = Field(max_length=4096)
 
 
+class CorsOrigin(Model):
+    test: Literal["exact", "prefix", "regex"]  # `exact "*"`: any origin; `regex`: RE2, the whole value
+    value: str
+
+
+class Cors(Model):
+    """The route's CORS policy: a preflight from an allowed origin is answered 200 by the proxy."""
+    origins: list[CorsOrigin] = Field(min_length=1)
+    methods: list[str] = []                    # access-control-allow-methods, joined with ","
+    headers: list[str] = []                    # access-control-allow-headers
+    expose: list[str] = []                     # access-control-expose-headers
+    max_age_s: int | None = Field(default=None, gt=0)
+    credentials: bool = False
+
+
 class Route(Model):
     name: str
     source: Location                           # where the route is written in the policy
@@ -179,6 +194,7 @@ class Route(Model):
     redirect: Redirect | None = None           # the route answers with a redirect (no `to`, no `split`)
     direct_response: DirectResponse | None = None  # the route answers itself
     rewrite: Rewrite | None = None             # the forwarded request's path and Host
+    cors: Cors | None = None                   # None: requests are not looked at for CORS
 
 
 # ---- destinations ----------------------------------------------------------------------------

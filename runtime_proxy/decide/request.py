@@ -21,6 +21,7 @@ import re
 from typing import TYPE_CHECKING, Protocol
 
 from runtime_proxy.decide import authz as authz_mod
+from runtime_proxy.decide import cors as cors_mod
 from runtime_proxy.decide import fault as fault_mod
 from runtime_proxy.decide import mirror as mirror_mod
 from runtime_proxy.decide import split as split_mod
@@ -198,6 +199,9 @@ class Decision:
     extra = b""                     # a local reply's own header lines (a redirect's `location`)
     routed_path = ""                # `:path` after a route's path rewrite (a rewrite's, a redirect's `prefix`
                                     # or `regex`, which Envoy writes into the request too); "": unchanged
+    # a CORS request's header lines (decide/cors.py): the preflight's answer (status 200), or the
+    # lines the response gets; b"": none (no `cors` on the route, no or another origin)
+    cors = b""
     expect_continue = False         # answer `100 Continue` before forwarding
     rule: str | None = None         # the authorization rule that decided (inbound), None: the default
     # the `x-request-id` the hop writes itself when the sidecar has `tracing`, sampled or not (its
@@ -288,6 +292,13 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
     if route is None:
         return local(d, 404, counter=NO_ROUTE, flags="NR")
     d.route = route
+    if route.cors is not None:   # before the fault, as Envoy's CORS filter (decide/cors.py)
+        if explain is None:
+            preflight, d.cors = cors_mod.decide(route.cors, method, headers)
+        else:
+            preflight, d.cors = cors_mod.explain_decide(route.cors, method, headers, explain)
+        if preflight:
+            return local(d, 200, counter=None)
     if route.fault is not None:
         if explain is None:
             delay_ms, abort = fault_mod.decide(route.fault, draws.fault_delay(), draws.fault_abort())

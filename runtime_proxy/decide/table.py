@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from runtime_proxy.decide.answer import CDirect, CRedirect, CRewrite
+from runtime_proxy.decide.cors import CCors
 from runtime_proxy.decide.mirror import fraction as mirror_fraction
 from runtime_proxy.decide.route_index import RouteIndex
 from runtime_proxy.decide.trace import compile_tracing
@@ -389,12 +390,12 @@ NO_HEADER_CHANGES = CHeaderChanges(None)
 
 class CRoute:
     __slots__ = ("name", "source", "matches", "to", "split", "timeout_ms", "retry", "fault",
-                 "mirrors", "request_headers", "response_headers", "redirect", "direct", "rewrite")
+                 "mirrors", "request_headers", "response_headers", "redirect", "direct", "rewrite", "cors")
 
     def __init__(self, name: str, source: str, matches: tuple[CMatch, ...], to: CSubsetRef | None,
                  split: CSplit | None, timeout_ms: int, retry: CRetry | None, fault: CFault | None,
                  mirrors: tuple[CMirror, ...], request_headers: CHeaderChanges,
-                 response_headers: CHeaderChanges) -> None:
+                 response_headers: CHeaderChanges, cors: CCors | None = None) -> None:
         self.name = name
         self.source = source                  # FILE:LINE:COL
         self.matches = matches                # OR
@@ -406,6 +407,7 @@ class CRoute:
         self.mirrors = mirrors                # in written order (decide/mirror.py draws them)
         self.request_headers = request_headers
         self.response_headers = response_headers
+        self.cors = cors                      # decide/cors.py; None: no CORS, nothing looked at
         # decide/answer.py (compile_answers): a route that answers itself has neither `to` nor `split`
         self.redirect: CRedirect | None = None
         self.direct: CDirect | None = None
@@ -664,7 +666,8 @@ def compile_config(data: dict[str, Any]) -> Table:
                 r["name"], source, matches, to, split, r["timeout_ms"],
                 CRetry(r["retry"]) if r.get("retry") is not None else None,
                 CFault(r["fault"]) if r.get("fault") is not None else None,
-                mirrors, CHeaderChanges(r.get("request_headers")), CHeaderChanges(r.get("response_headers"))), r))
+                mirrors, CHeaderChanges(r.get("request_headers")), CHeaderChanges(r.get("response_headers")),
+                CCors(r["cors"], re2_fullmatcher) if r.get("cors") is not None else None), r))
         services[s["name"]].routes = tuple(routes)
     try:
         authorization = CAuthorization(data["authorization"])

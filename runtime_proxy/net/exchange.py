@@ -26,6 +26,8 @@ import time
 from bisect import bisect_left as _bisect
 from typing import TYPE_CHECKING, Protocol
 
+from runtime_proxy.decide.cors import merge as merge_cors
+from runtime_proxy.decide.cors import merge_text
 from runtime_proxy.decide.headers import shadow_host
 from runtime_proxy.decide.http import BODY_OVERFLOW, BODY_STREAM_IDLE, BODY_TIMEOUT, reset_body
 from runtime_proxy.decide.request import RBAC_DENIALS, decide_request
@@ -34,7 +36,7 @@ from runtime_proxy.decide.retry import CONNECT_FAILURE, PER_TRY_TIMEOUT, Outcome
 from runtime_proxy.decide.upstream import LIMIT, NOT_RETRIABLE, OVERFLOW, UpstreamState, decide_retry
 from runtime_proxy.net.metrics import RQ_TIME_BUCKETS
 from runtime_proxy.net.timers import TICKS
-from runtime_proxy.net.wire import local_reply, status_line
+from runtime_proxy.net.wire import DATE, SERVER, local_reply, status_line
 
 if TYPE_CHECKING:
     import asyncio
@@ -506,6 +508,9 @@ class Exchange:
         self.up_ms = up_ms = int((now - self.t_first_send) * 1000)
         # the response head: the upstream's header lines less the hop-by-hop ones, re-framed
         lines = response_lines(route, conn.lines, conn.special, self.decision.arm_response)  # type: ignore[union-attr]
+        cors = self.decision.cors  # type: ignore[union-attr]
+        if cors:   # a CORS request (decide/cors.py): set in place, or after the router's lines
+            lines, cors = merge_cors(lines, cors)
         has_length = conn.has_length if lines is conn.lines else \
             any(line.startswith(b"content-length: ") for line in lines)
         parts = [status_line(status)]
@@ -517,11 +522,11 @@ class Exchange:
             self.close_after = True   # the client is still sending: the connection cannot be reused
         if self.count_attempts:
             parts.append(b"x-envoy-upstream-service-time: %d\r\nx-envoy-attempt-count: %d\r\n"
-                         b"server: envoy\r\n%s\r\n" % (
-                             up_ms, self.attempts, b"connection: close\r\n" if self.close_after else b""))
+                         b"%sserver: envoy\r\n%s\r\n" % (
+                             up_ms, self.attempts, cors, b"connection: close\r\n" if self.close_after else b""))
         else:
-            parts.append(b"x-envoy-upstream-service-time: %d\r\nserver: envoy\r\n%s\r\n" % (
-                up_ms, b"connection: close\r\n" if self.close_after else b""))
+            parts.append(b"x-envoy-upstream-service-time: %d\r\n%sserver: envoy\r\n%s\r\n" % (
+                up_ms, cors, b"connection: close\r\n" if self.close_after else b""))
         self.resp_started = True
         self.down.write(b"".join(parts))
 
@@ -822,10 +827,18 @@ class Exchange:
         route = self.route
         d = self.decision
         arm = d.arm_response if d is not None else None
-        if route is not None and (not route.response_headers.empty or arm is not None):
+        cors = d.cors if d is not None else b""
+        if cors and d.status == 200 and status == 200:   # type: ignore[union-attr]  # a CORS preflight: Envoy's order
+            self.down.write(b"%s%s%s%s%scontent-length: 0\r\n\r\n" % (
+                status_line(200), cors, DATE.get(), SERVER, b"connection: close\r\n" if self.close_after else b""))
+        elif route is not None and (not route.response_headers.empty or arm is not None):
             extra = local_reply_changes(body, extra, route.response_headers, arm)
+            if cors:   # set after the route's changes, as Envoy's CORS filter
+                extra = merge_text(extra, cors)
             self.down.write(local_reply(status, body, extra, self.close_after, self.is_head, ctype=False))
         else:
+            if cors:
+                extra = merge_text(extra, cors)
             self.down.write(local_reply(status, body, extra, self.close_after, self.is_head))
         self.finish()
 

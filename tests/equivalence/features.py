@@ -268,8 +268,14 @@ FEATURES: tuple[Feature, ...] = (
             and not s.data["random"], "forwarded and mirrored (100 %)"),
     Feature("request_headers", "outbound", lambda x: _applied(x) and not x.route.request_headers.empty,
             "forwarded with the route's request header changes"),
-    Feature("response_headers", "outbound", lambda x: x.route is not None and not x.route.response_headers.empty,
+    Feature("response_headers", "outbound", lambda x: x.route is not None and not x.route.response_headers.empty
+            and x.step("cors", "preflight") is None,
             "answered (upstream or by a local reply of the chosen route) with its response header changes"),
+    # CORS (language §13a): a preflight answered by the proxy, an actual request's response with the headers
+    Feature("cors.preflight", "outbound", lambda x: x.step("cors", "preflight") is not None,
+            "a CORS preflight from an allowed origin, answered 200 by the proxy"),
+    Feature("cors.actual", "outbound", lambda x: x.step("cors", "actual") is not None,
+            "a request from an allowed origin, answered with the CORS headers (upstream or a local reply)"),
     Feature("limits", "outbound", lambda x: _applied(x) and any(
         (s.limits.max_connections, s.limits.max_pending_requests, s.limits.max_requests, s.limits.max_retries)
         != DEFAULT_LIMITS for s in _targets(x)), "forwarded to a destination with written limits", live_only=True),
@@ -305,11 +311,18 @@ FEATURES: tuple[Feature, ...] = (
 BY_NAME = {f.name: f for f in FEATURES}
 
 _NOT_UPSTREAM = "an aborted request never goes upstream (the fault answers before the route sends it)"
+_PREFLIGHT = ("a CORS preflight is answered by the proxy before the fault filter and the router: nothing of the "
+              "route's forwarding, fault or response changes acts on it")
 _ONE_DECISION = "one request is decided by one rule or by the default"
 _ONE_MODE = "a listener has one mTLS mode"
 # Pairs that cannot interact besides those on different listeners (`side`), with the reason.
 EXCLUDED: dict[frozenset[str], str] = {
     frozenset(("split.keyed", "split.random")): "a split picks by its key header or by the draw, never both",
+    **{frozenset(("cors.preflight", f)): _PREFLIGHT
+       for f in ("split.keyed", "split.random", "timeout", "retry", "retry.on_status", "retry.per_try_timeout",
+                 "retry.backoff", "retry_budget", "fault.delay", "fault.abort", "mirror", "request_headers",
+                 "response_headers", "limits", "outlier")},
+    frozenset(("cors.preflight", "cors.actual")): "a CORS request is either a preflight or an actual request",
     **{frozenset(("fault.abort", f)): _NOT_UPSTREAM
        for f in ("split.keyed", "split.random", "timeout", "retry", "retry.on_status", "retry.per_try_timeout",
                  "retry.backoff", "retry_budget", "mirror", "request_headers", "limits", "outlier")},

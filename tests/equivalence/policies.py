@@ -176,7 +176,12 @@ QUERY_NAMES = ("q", "v")
 QUERY_VALUES = ("1", "2", "x", "a%20b", "")
 SET_HEADERS = ("x-h0", "x-h1", "x-set", "x-add", "x-k", "accept")
 SET_VALUES = ("v", "100%", "two words", "", "é", "a,b", "%%")
-RESPONSE_HEADERS = ("x-r0", "x-r1", "cache-control", "x-backend", "content-type")
+RESPONSE_HEADERS = ("x-r0", "x-r1", "cache-control", "x-backend", "content-type", "access-control-allow-origin")
+# CORS (language §13a): the origins a `cors` block allows and those requests come from (some match
+# none); a route sets `access-control-allow-origin` itself sometimes (RESPONSE_HEADERS), which
+# the CORS filter then overwrites in place
+CORS_ORIGINS = ("https://app.example", "https://app.example:8443", "http://localhost:3000", "https://evil.example",
+                "https://app.example.evil", "null")
 METHODS = ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS")
 FAULT_STATUSES = (418, 429, 500, 503)
 RETRY_ON = ("5xx", "gateway-error", "reset", "connect-failure", "retriable-4xx", "409", "503", "500")
@@ -323,6 +328,29 @@ def header_changes(draw, names) -> str:
         seen.add(op)
         ops.append(f"remove {q(name)}" if op == "remove" else f"{op} {q(name)} {q(draw(st.sampled_from(SET_VALUES)))}")
     return "{ " + "  ".join(ops) + " }" if ops else ""
+
+
+@st.composite
+def cors_blocks(draw) -> str:
+    """A route's `cors { … }`: exact, prefix and regex origins (sometimes one that allows every
+    origin, never then with `credentials`: E0341), some of the lists, a max age, credentials."""
+    kinds = draw(st.lists(st.sampled_from(("exact", "exact2", "prefix", "regex", "any", "anyregex")),
+                          min_size=1, max_size=3, unique=True))
+    text = {"exact": 'exact "https://app.example"', "exact2": 'exact "http://localhost:3000"',
+            "prefix": 'prefix "https://app.example:"', "regex": 'regex "https://[a-z]+\\\\.example"',
+            "any": 'exact "*"', "anyregex": 'regex ".*"'}
+    parts = ["origins [" + ", ".join(text[k] for k in kinds) + "]"]
+    if draw(st.booleans()):
+        parts.append("methods " + draw(st.sampled_from(("[GET]", "[GET, POST, PUT]", "[DELETE, PATCH]"))))
+    if draw(st.booleans()):
+        parts.append("headers " + draw(st.sampled_from(('["x-h0"]', '["x-h0", "content-type"]', '["*"]'))))
+    if draw(st.booleans()):
+        parts.append("expose " + draw(st.sampled_from(('["x-backend"]', '["x-r0", "x-r1"]'))))
+    if draw(st.booleans()):
+        parts.append("max_age " + draw(st.sampled_from(("10s", "1h"))))
+    if not {"any", "anyregex"} & set(kinds) and draw(st.booleans()):
+        parts.append("credentials")
+    return "cors { " + "  ".join(parts) + " }"
 
 
 @st.composite
@@ -530,6 +558,8 @@ def policies(draw, focus: frozenset[str] = frozenset()) -> GenPolicy:
                 changes = draw(header_changes(RESPONSE_HEADERS))
                 if changes:
                     body.append("response_headers " + changes)
+            if draw(st.integers(0, 3)) == 0:
+                body.append(draw(cors_blocks()))
             routes.append(f"  route r{r} {{\n    " + "\n    ".join(body) + "\n  }")
         lines.append(f"routes {svc} {{\n" + "\n".join(routes) + "\n}\n")
         if len(subsets[svc]) > 1:
@@ -611,16 +641,18 @@ class Recipe:
     headers: tuple[tuple[str, str], ...] = ()   # the focused request's headers
     query: str = ""                         # its query
     target: str | None = None               # normalized | escaped: how its path is written
+    method: str | None = None               # the focused request's method (GET when None)
 
 
 FOCUS_PATH = "/fx/v1"
+FOCUS_CORS = 'cors { origins [exact "https://app.example"]  methods [GET, PUT]  expose ["x-backend"]  credentials }'
 FOCUS_RECIPES: dict[str, Recipe] = {
     "match.path.exact": Recipe(path="exact"),
     "match.path.prefix": Recipe(path="prefix"),
     "match.path.regex": Recipe(path="regex"),
     "match.header": Recipe(match='header "x-f" exact "1"', headers=(("x-f", "1"),)),
     "match.query": Recipe(match='query "f" exact "1"', query="?f=1"),
-    "match.method": Recipe(match="method [GET, POST]"),
+    "match.method": Recipe(match="method [GET, POST, OPTIONS]"),   # (a CORS preflight is an OPTIONS)
     "split.keyed": Recipe(split="keyed", headers=((SPLIT_HEADER, "7"),)),
     "split.random": Recipe(split="random"),
     "timeout": Recipe(route=("timeout 3s",)),
@@ -634,6 +666,9 @@ FOCUS_RECIPES: dict[str, Recipe] = {
     "mirror": Recipe(route=("mirror MIRROR 100%",)),
     "request_headers": Recipe(route=('request_headers { set "x-set" "f" }',)),
     "response_headers": Recipe(route=('response_headers { set "x-r0" "f" }',)),
+    "cors.preflight": Recipe(route=(FOCUS_CORS,), method="OPTIONS",
+                             headers=(("origin", "https://app.example"), ("access-control-request-method", "PUT"))),
+    "cors.actual": Recipe(route=(FOCUS_CORS,), headers=(("origin", "https://app.example"),)),
     # generous: no focused request meets them, each is counted by them (scenarios reach them)
     "limits": Recipe(service=("  limits { connections 900  pending 900  requests 900 }",)),
     "outlier": Recipe(service=("  outlier { consecutive_5xx 1000  interval 10s  ejection 30s  max_ejected 10% }",)),
@@ -706,7 +741,7 @@ def focus_route(focus: frozenset[str], destinations: list[str]) -> str:
     fault = list(dict.fromkeys(p for r in recipes for p in r.fault))
     if fault:
         body.append("fault { " + "  ".join(fault) + " }")
-    body += [line.replace("MIRROR", destinations[-1]) for r in recipes for line in r.route]
+    body += list(dict.fromkeys(line.replace("MIRROR", destinations[-1]) for r in recipes for line in r.route))
     return "  route fx {\n    " + "\n    ".join(body) + "\n  }"
 
 
@@ -750,7 +785,8 @@ def focused_requests(policy: GenPolicy, live: bool = True) -> list[GenRequest]:
     out = []
     if sides & {"outbound", "both"} and "inbound" not in sides:
         fail = Fail("status", 1, status=503) if live and any(r.retry for r in recipes) else None
-        out.append(GenRequest("outbound", "GET", path + "".join(r.query for r in recipes), "s0", headers, fail))
+        method = next((r.method for r in recipes if r.method), "GET")
+        out.append(GenRequest("outbound", method, path + "".join(r.query for r in recipes), "s0", headers, fail))
     if sides & {"inbound", "both"} and "outbound" not in sides:
         wants = {r.caller for r in recipes} - {None}
         if not wants:
@@ -940,6 +976,12 @@ def requests(draw, policy: GenPolicy, live: bool = True) -> GenRequest:
         headers.append(("x-forwarded-proto", draw(st.sampled_from(("http", "https", "HTTPS", "foo")))))
     headers += draw(trace_headers(policy.meta.get("tracing") not in (None, "0%", "100%")))
     method = draw(st.sampled_from(("GET", "GET", "GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS")))
+    if not inbound and draw(st.integers(0, 2)) == 0:   # CORS (language §13a): from an origin, some preflights
+        headers.append(("origin", draw(st.sampled_from(CORS_ORIGINS))))
+        if draw(st.booleans()):
+            method = "OPTIONS"
+            if draw(st.integers(0, 4)) > 0:
+                headers.append(("access-control-request-method", draw(st.sampled_from(("PUT", "GET", "DELETE")))))
     fail = None
     if live and not inbound and draw(st.integers(0, 3)) == 0:
         mode = draw(st.sampled_from(("status", "status", "status", "reset", "delay")))

@@ -184,11 +184,12 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
         path = names.output_path(rds_file(members[0]))
         out.links_before = out.links_before or path
         files[path] = bootstrap.discovery_response(names.ROUTE_CONFIGURATION, [route_config(hosts, own)], dumps)
+    cors = any(r.cors is not None for s in program.services for r in s.routes)   # the CORS filter's there
     for name in proxies:
         svc = sidecars[name]
         rds_source = listeners.rds(f"{where}/{rds_file(name)}")
         lds = [listeners.inbound_listener(svc, sds.get(name), program.tracing),
-               listeners.outbound_listener(svc, rds_source, program.tracing)]
+               listeners.outbound_listener(svc, rds_source, program.tracing, cors)]
         files[names.output_path(names.lds(name))] = bootstrap.discovery_response(names.LISTENER, lds, dumps)
     for name in proxies:
         svc = sidecars[name]
@@ -198,7 +199,7 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
             inline = {"route_config": route_config(scopes[name].hosts, scopes[name].caller)}
             doc = bootstrap.static_bootstrap(
                 svc, [listeners.inbound_listener(svc, sds.get(name), program.tracing),
-                      listeners.outbound_listener(svc, inline, program.tracing)],
+                      listeners.outbound_listener(svc, inline, program.tracing, cors)],
                 outbound_clusters(name, sds.get(name)) + [clusters.inbound_cluster(svc)], program.tracing)
         files[names.bootstrap_file(name)] = dumps(doc)
     return out

@@ -4,7 +4,7 @@ in one place.
 Filter order (Envoy runs HTTP filters in list order on the request path):
 
     inbound:  rbac.deny -> rbac.allow -> router
-    outbound: fault -> router
+    outbound: cors -> fault -> router   (cors only when a route of the program has `cors`)
 
 - `rbac.deny` first: any matching deny rule denies, whatever the allow rules say.
 - `rbac.allow` next (only under `default deny`): a request that no deny rule took is admitted
@@ -14,6 +14,11 @@ Filter order (Envoy runs HTTP filters in list order on the request path):
   starts the route timeout (the language's order). The filter-level config is empty: only the
   per-route `HTTPFault` of a route with a `fault` injects anything, and request headers such as
   `x-envoy-fault-abort-request` have no effect (they need `header_abort`/`header_delay`).
+- `cors` on the outbound side, first (where Istio puts it too): it acts only on a route with a
+  per-route `CorsPolicy` (typed_per_filter_config), after the route is chosen; a preflight from an
+  allowed origin is answered before the fault filter could delay or abort it, and a fault's abort
+  (a local reply of a later filter) still gets the CORS response headers. Without any `cors` in
+  the program the filter is left out, so nothing runs for it.
 - `router` last: it is the terminal filter that forwards the request.
 
 The inbound listener follows the service's `mtls` mode: `disable`, one plaintext filter chain;
@@ -36,9 +41,11 @@ from compiler.backends.envoy.tracing import hcm_tracing
 from compiler.backends.envoy.values import duration, socket_address
 
 # The HTTP filters in the order Envoy runs them; each listener uses the ones it needs, in this order.
-FILTER_ORDER = (names.RBAC_DENY_FILTER, names.RBAC_ALLOW_FILTER, names.FAULT_FILTER, names.ROUTER_FILTER)
+FILTER_ORDER = (names.RBAC_DENY_FILTER, names.RBAC_ALLOW_FILTER, names.CORS_FILTER, names.FAULT_FILTER,
+                names.ROUTER_FILTER)
 
 FAULT_FILTER = {"name": names.FAULT_FILTER, "typed_config": {"@type": names.FAULT}}
+CORS_FILTER = {"name": names.CORS_FILTER, "typed_config": {"@type": names.CORS}}
 ROUTER_FILTER = {"name": names.ROUTER_FILTER, "typed_config": {"@type": names.ROUTER}}
 
 # `escaped_slashes` of the sidecar -> Envoy's action on %2F and %5C in a path (language §6).
@@ -135,10 +142,12 @@ def inbound_listener(svc: ir.Service, sds: Sds | None, tracing: ir.Tracing | Non
     return _direction(listener, "INBOUND", tracing)
 
 
-def outbound_listener(svc: ir.Service, routes: dict, tracing: ir.Tracing | None = None) -> dict:
+def outbound_listener(svc: ir.Service, routes: dict, tracing: ir.Tracing | None = None, cors: bool = False) -> dict:
     """The service's calls to other services. `routes` is either the inline route configuration
-    (`{"route_config": ...}`, static bootstrap) or where to load it from (`{"rds": ...}`)."""
-    hcm = _traced(connection_manager("outbound", svc.sidecar, [FAULT_FILTER, ROUTER_FILTER], routes), svc, tracing)
+    (`{"route_config": ...}`, static bootstrap) or where to load it from (`{"rds": ...}`); `cors`:
+    a route of the program has a CORS policy (the CORS filter is in the chain)."""
+    filters = [CORS_FILTER, FAULT_FILTER, ROUTER_FILTER] if cors else [FAULT_FILTER, ROUTER_FILTER]
+    hcm = _traced(connection_manager("outbound", svc.sidecar, filters, routes), svc, tracing)
     return _direction(_listener(names.OUTBOUND_LISTENER, svc.sidecar, svc.sidecar.outbound_port, [_chain(hcm)],
                                 {"service": svc.name, "source": str(svc.source)}), "OUTBOUND", tracing)
 

@@ -15,6 +15,8 @@ LISTENER = _T + "config.listener.v3.Listener"
 ROUTE_CONFIGURATION = _T + "config.route.v3.RouteConfiguration"
 HCM = _T + "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 FAULT = _T + "extensions.filters.http.fault.v3.HTTPFault"
+CORS = _T + "extensions.filters.http.cors.v3.Cors"
+CORS_POLICY = _T + "extensions.filters.http.cors.v3.CorsPolicy"
 RBAC = _T + "extensions.filters.http.rbac.v3.RBAC"
 ROUTER = _T + "extensions.filters.http.router.v3.Router"
 SECRET = _T + "extensions.transport_sockets.tls.v3.Secret"
@@ -29,6 +31,7 @@ FILE_ACCESS_LOG = _T + "extensions.access_loggers.file.v3.FileAccessLog"
 # ---- filter names -----------------------------------------------------------------------------
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 FAULT_FILTER = "envoy.filters.http.fault"      # also the key of the per-route fault config
+CORS_FILTER = "envoy.filters.http.cors"        # also the key of the per-route CorsPolicy
 RBAC_DENY_FILTER = "envoy.filters.http.rbac.deny"
 RBAC_ALLOW_FILTER = "envoy.filters.http.rbac.allow"
 ROUTER_FILTER = "envoy.filters.http.router"

@@ -139,6 +139,8 @@ def envoy_routes(service: str, r: ir.Route, clusters: dict[tuple[str, str], str]
     }
     if r.fault is not None:
         common["typed_per_filter_config"] = {names.FAULT_FILTER: fault_config(r.fault)}
+    if r.cors is not None:
+        common.setdefault("typed_per_filter_config", {})[names.CORS_FILTER] = cors_policy(r.cors)
     for side, changes in (("request", r.request_headers), ("response", r.response_headers)):
         if changes.remove:
             common[f"{side}_headers_to_remove"] = list(changes.remove)
@@ -199,3 +201,23 @@ def inbound_route_configuration(svc: ir.Service) -> dict:
             }],
         }],
     }
+
+
+def cors_policy(c: ir.Cors) -> dict:
+    """A route's `CorsPolicy` for the CORS filter (docs/language.md §13a): the origins as string
+    matchers (a regex as RE2, whole value), the lists joined with ",", the max age in seconds."""
+    kinds = {"exact": "exact", "prefix": "prefix"}
+    origins = [{kinds[o.test]: o.value} if o.test in kinds else {"safe_regex": {"regex": o.value}}
+               for o in c.origins]
+    out: dict = {"@type": names.CORS_POLICY, "allow_origin_string_match": origins}
+    if c.methods:
+        out["allow_methods"] = ",".join(c.methods)
+    if c.headers:
+        out["allow_headers"] = ",".join(c.headers)
+    if c.expose:
+        out["expose_headers"] = ",".join(c.expose)
+    if c.max_age_s is not None:
+        out["max_age"] = str(c.max_age_s)
+    if c.credentials:
+        out["allow_credentials"] = True
+    return out

@@ -37,6 +37,7 @@ NON_STATUS = {"5xx": ("resets", "connect failures", "per-try timeouts"),
 
 ORDER, STANDARD_RETRY, FAULT, PATH, CONDITION, WEIGHT, NAMESPACE, VALUE, TOO_MANY, TWICE = (
     "E0943", "E0944", "E0945", "E0946", "E0947", "E0948", "E0951", "E0950", "E0952", "E0953")
+CORS = "E0735"   # a route's `cors`: not carried (the experimental HTTPCORSFilter differs, language §13a)
 MAX_RULES = 16   # an HTTPRoute's `rules` (maxItems)
 # HTTPHeader and HTTPHeaderMatch values (Gateway API v1.6.1): printable ASCII, single spaces or tabs
 # between words, at least one character, at most 4096
@@ -184,6 +185,12 @@ class GatewayApiTarget:
             diags.append(located(FAULT, f"route `{route.name}` injects faults, which an HTTPRoute cannot carry",
                                  where, sources, hint="Gateway API has no fault injection; use `--target istio` "
                                                       "(VirtualService `fault`) or remove the fault"))
+        if route.cors is not None:
+            diags.append(located(CORS, f"route `{route.name}` has a `cors` policy, which an HTTPRoute cannot carry "
+                                 "as the mesh answers it", where, sources,
+                                 hint="the standard channel has no CORS filter, and the experimental one takes "
+                                      "wildcard origins only, answers `*` with `*` and sends a 5 s max age by "
+                                      "default; use `--target istio` (VirtualService `corsPolicy`)"))
         return rule, diags
 
     def _ref(self, service: str, subset: str, weight: int | None, owner: ir.Service,

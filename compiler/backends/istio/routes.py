@@ -244,6 +244,8 @@ def virtual_service(svc: ir.Service, services: dict[str, ir.Service], sources: d
         headers = _route_headers(route, sources, diags)
         if headers:
             item["headers"] = headers
+        if route.cors is not None:
+            item["corsPolicy"] = cors_policy(route.cors)
         http.append(item)
     return {"hosts": [fqdn(svc)], "http": http}
 
@@ -329,6 +331,24 @@ def rewrite(rw: ir.Rewrite) -> dict:
             out["uriRegexRewrite"] = {"match": pattern, "rewrite": _literal_substitution(p.substitution)}
     if rw.host:
         out["authority"] = rw.host
+    return out
+
+
+def cors_policy(c: ir.Cors) -> dict:
+    """Istio's `corsPolicy` of a route (docs/kubernetes.istio.md): the same origin matchers (RE2
+    regexes), lists and max age as the Envoy target's per-route CorsPolicy, which istiod writes
+    from it; `unmatchedPreflights` stays Istio's default (FORWARD), as the mesh's own behaviour."""
+    out: dict = {"allowOrigins": [{o.test: o.value} for o in c.origins]}
+    if c.methods:
+        out["allowMethods"] = list(c.methods)
+    if c.headers:
+        out["allowHeaders"] = list(c.headers)
+    if c.expose:
+        out["exposeHeaders"] = list(c.expose)
+    if c.max_age_s is not None:
+        out["maxAge"] = f"{c.max_age_s}s"
+    if c.credentials:
+        out["allowCredentials"] = True
     return out
 
 

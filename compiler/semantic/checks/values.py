@@ -588,6 +588,10 @@ class _Values:
         for ops, side in ((route.request_headers, "request"), (route.response_headers, "response")):
             if ops is not None:
                 self.header_ops(ops, side)
+        if route.cors is not None:
+            from compiler.semantic.checks.cors import check_cors
+
+            check_cors(route.cors, self.add, self.regex, self.header_name, self.methods, regex_error)
 
     def split(self, split: ast.Split, route: str) -> None:
         total = 0

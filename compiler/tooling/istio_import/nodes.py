@@ -117,7 +117,7 @@ def leftovers(node: Node, schema: object, kind: str, diags: Collector) -> None:
 
 
 _UNTRANSLATED = {
-    "corsPolicy": "meshc has no CORS policy yet",
+    "unmatchedPreflights": "meshc forwards a preflight from an origin it does not allow (Istio's FORWARD)",
     "redirect": "meshc routes have no redirects yet",
     "rewrite": "meshc routes have no rewrites yet",
     "directResponse": "meshc routes have no direct responses yet",

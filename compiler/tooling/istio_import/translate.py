@@ -884,8 +884,57 @@ class Importer:
                 part = headers.at(side)
                 if part is not None:
                     out.append((f"{keyword} {{ {self._header_ops(part)} }}", part.span))
+        cors = route.at("corsPolicy")
+        if cors is not None:
+            line = self._cors(cors)
+            if line:
+                out.append((line, cors.span))
         out.append(("}", route.span))
         return out
+
+    def _cors(self, cors: Node) -> str:
+        """A `corsPolicy` as meshc's `cors { … }` (language §13a): the same origin matchers, lists,
+        max age and credentials; `unmatchedPreflights: IGNORE` has no meshc form (meshc forwards
+        a preflight from an origin it does not allow, as Istio's default FORWARD)."""
+        origins = []
+        for item in (cors.at("allowOrigins").items() if cors.at("allowOrigins") is not None else []):  # type: ignore[union-attr]
+            kind, value = self._string_match(item, ("exact", "prefix", "regex"))
+            if kind:
+                origins.append(f"{kind} {_string(value)}")
+        for item in (cors.at("allowOrigin").items() if cors.at("allowOrigin") is not None else []):  # type: ignore[union-attr]
+            if isinstance(item.raw, str):   # the deprecated form: exact origins
+                origins.append(f"exact {_string(item.raw)}")
+        parts = [f"origins [{', '.join(origins)}]"] if origins else []
+        methods = cors.at("allowMethods")
+        if methods is not None:
+            names = [m.raw for m in methods.items() if isinstance(m.raw, str)]
+            if any(not re.fullmatch(r"[A-Z]+", n) for n in names):
+                self.diags.add("E1005", f"CORS methods {names} cannot be translated", methods.span,
+                               "meshc lists the methods by name, such as `GET`, `POST`")
+                names = [n for n in names if re.fullmatch(r"[A-Z]+", n)]
+            if names:
+                parts.append(f"methods [{', '.join(names)}]")
+        for field, keyword in (("allowHeaders", "headers"), ("exposeHeaders", "expose")):
+            node = cors.at(field)
+            values = [h.raw for h in node.items() if isinstance(h.raw, str)] if node is not None else []
+            if values:
+                parts.append(f"{keyword} [{', '.join(_string(v) for v in values)}]")
+        age = cors.at("maxAge")
+        if age is not None:
+            ms = self._duration(age)
+            if ms is not None:
+                parts.append(f"max_age {ms // 1000}s" if ms % 1000 == 0 and ms else f"max_age {ms}ms")
+        credentials = cors.at("allowCredentials")
+        if credentials is not None and credentials.raw is True:
+            parts.append("credentials")
+        unmatched = cors.raw.get("unmatchedPreflights") if isinstance(cors.raw, dict) else None
+        if unmatched in ("FORWARD", "UNSPECIFIED"):
+            cors.at("unmatchedPreflights")   # meshc's own behaviour (read; anything else is E1005)
+        if not origins:
+            self.diags.add("E1005", "a `corsPolicy` without origins cannot be translated", cors.span,
+                           "meshc's `cors` lists the origins it allows (Istio then allows none)")
+            return ""
+        return "cors { " + "  ".join(parts) + " }"
 
     def _match(self, m: Node) -> list[tuple[str, tuple[str, ...] | None, tuple[str, ...]]]:
         """(the path condition, the methods or None, the other conditions) of each meshc match block

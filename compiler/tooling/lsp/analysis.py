@@ -369,6 +369,19 @@ KEYWORDS: dict[str, str] = {
                        "the route's changes (§20)",
     "denied_by": "`denied_by authorization SERVICE.RULE | SERVICE.default`: the rule that denied the request (§20)",
     "allowed_by": "`allowed_by authorization SERVICE.RULE | SERVICE.default`: the rule that allowed it (§20)",
+    # CORS (§13a)
+    "cors": "`cors { origins […] methods […] headers […] expose […] max_age D credentials }`: the route's CORS "
+            "policy; the caller's sidecar answers a preflight from an allowed origin (200) and adds the CORS "
+            "headers to the response of any other request from it (§13a)",
+    "origins": "`origins [exact \"https://HOST[:PORT]\", prefix \"https://…\", regex \"RE2\"]`: the origins a "
+               "`cors` block allows (`exact \"*\"`: any); the caller's origin is echoed, never `*` (§13a)",
+    "methods": "`methods [GET, POST, …]`: `access-control-allow-methods` of a preflight (§13a)",
+    "headers": "`headers [\"NAME\", …]`: `access-control-allow-headers` of a preflight (§13a)",
+    "expose": "`expose [\"NAME\", …]`: `access-control-expose-headers` of every CORS response (§13a)",
+    "max_age": "`max_age DURATION`: `access-control-max-age` of a preflight, whole seconds, 1s to 24h; not sent "
+               "when unwritten (§13a)",
+    "credentials": "`credentials`: `access-control-allow-credentials: true`; never with an origin that allows "
+                   "every site (E0341) (§13a)",
 }
 # Settings, settings blocks and the other defaulted words: generated from their one description. A
 # word that is also a keyword elsewhere (`path`, `status` in a redirect) gets both texts.

@@ -21,6 +21,8 @@ syntax keyword meshKeyword      delay mirror request_headers response_headers se
 syntax keyword meshKeyword      max_request_headers max_request_headers_kb request_headers_timeout idle_timeout
 syntax keyword meshKeyword      stream_idle_timeout max_connections
 syntax keyword meshKeyword      redirect rewrite respond scheme host strip_query
+" CORS (language §13a)
+syntax keyword meshKeyword      cors origins methods headers expose max_age credentials
 " policy tests (`meshc test`); `test "NAME"` names nothing a reference uses
 syntax keyword meshKeyword      test request expect status request_header response_header denied_by allowed_by
 " `from service NAME` is a condition, not a declaration: the kind after `from` is tried first
