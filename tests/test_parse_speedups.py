@@ -117,3 +117,22 @@ def test_ir_rebuilt_from_its_json_is_equal_to_the_original():
             assert orjson.dumps(rebuilt) == orjson.dumps(svc)
         program = ir.from_data(ir.Program, orjson.loads(comp.ir_json()))
         assert program == comp.ir
+
+
+def test_the_ipv4_fast_path_agrees_with_ipaddress():
+    import ipaddress
+    import itertools
+
+    from compiler.language.endpoints import is_ip
+
+    def reference(host: str) -> bool:
+        try:
+            ipaddress.ip_address(host)
+            return True
+        except ValueError:
+            return False
+
+    parts = ["0", "00", "01", "1", "9", "10", "99", "100", "199", "200", "249", "250", "255", "256", "300", "", "a"]
+    hosts = [".".join(p) for p in itertools.product(parts, repeat=4)]
+    hosts += ["1.2.3", "1.2.3.4.5", "1.2.3.4\n", "::1", "fe80::1", "1.2.3.4 ", "١.2.3.4"]
+    assert [is_ip(h) for h in hosts] == [reference(h) for h in hosts]
