@@ -132,7 +132,7 @@ def test_the_ipv4_fast_path_agrees_with_ipaddress():
         except ValueError:
             return False
 
-    parts = ["0", "00", "01", "1", "9", "10", "99", "100", "199", "200", "249", "250", "255", "256", "300", "", "a"]
+    parts = ["0", "01", "1", "99", "100", "199", "249", "250", "255", "256", "", "a"]
     hosts = [".".join(p) for p in itertools.product(parts, repeat=4)]
     hosts += ["1.2.3", "1.2.3.4.5", "1.2.3.4\n", "::1", "fe80::1", "1.2.3.4 ", "١.2.3.4"]
     assert [is_ip(h) for h in hosts] == [reference(h) for h in hosts]
