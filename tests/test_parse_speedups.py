@@ -136,3 +136,26 @@ def test_the_ipv4_fast_path_agrees_with_ipaddress():
     hosts = [".".join(p) for p in itertools.product(parts, repeat=4)]
     hosts += ["1.2.3", "1.2.3.4.5", "1.2.3.4\n", "::1", "fe80::1", "1.2.3.4 ", "١.2.3.4"]
     assert [is_ip(h) for h in hosts] == [reference(h) for h in hosts]
+
+
+_OLD_PIECES = r"""
+((?>(?:[ \t\r\n\f]+|\#[^\n]*+)*))
+("(?:[^"\\\n]|\\.)*"|[0-9][0-9A-Za-z_.%-]*|[A-Za-z_][A-Za-z0-9_-]*|[^ \t\r\n\f]|\Z)
+"""
+
+
+def test_the_lexer_pattern_cuts_text_as_the_plain_one_did():
+    """The lexer's pattern (possessive runs, an unrolled string) cuts any text into the same
+    pieces as the straightforward pattern it replaced: random text over the characters that
+    matter (quotes, escapes, comments, blanks, digits, letters, punctuation, non-ASCII)."""
+    import random
+    import re
+
+    old = re.compile(_OLD_PIECES, re.X)
+    rng = random.Random(19)
+    alphabet = ['"', "\\", "#", " ", "\t", "\n", "\r", "\f", "a", "Z", "_", "-", "0", "9", ".", "%", "{", "}",
+                ";", "é", "🙂", "x\"y", "ms"]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40))) for _ in range(5000)]
+    texts += [p.read_text() for p in sorted((ROOT / "examples").glob("*.mesh"))]
+    for text in texts:
+        assert parse._PIECES.split(text) == old.split(text), repr(text)
