@@ -1,12 +1,12 @@
 """The parser's shift-reduce loop, alone in a module so that it can be compiled to C with mypyc.
 
 This file is plain, typed Python and is what runs by default. An optional build step
-(`MESHC_MYPYC=1 pip install --no-build-isolation .`, setup.py) compiles it with mypyc into an
-extension module of the same name, which Python then imports instead (the loop takes about a
-third of a large `meshc check`; compiled, it takes a fraction of that). Without a C compiler or
-mypy, nothing changes: the build skips the step and this file runs. `compiler/syntax/parse.py`
-ignores a compiled copy older than this file (a stale in-place build), so an edit here always
-takes effect.
+(`MESHC_MYPYC=1 python setup.py build_ext --inplace`, setup.py) compiles it with mypyc into an
+extension module of the same name, which Python then imports instead. The gain is modest (the
+loop is about a fifth of parsing; the AST builder's reductions it calls are most of the rest,
+docs/benchmarks.md). Without MESHC_MYPYC=1 the build is pure Python and needs no C compiler.
+`compiler/syntax/parse.py` ignores a compiled copy older than this file (a stale in-place build),
+so an edit here always takes effect.
 
 Keep it free of imports from the rest of meshc and of anything mypyc cannot compile: the
 builder's reducers and the parser's error paths are passed in as callables.
