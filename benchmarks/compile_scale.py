@@ -16,6 +16,19 @@ directory (a file already on disk with the same content is not rewritten, which 
 later runs cheaper than a first compile).
 
 Peak memory is the child's maximum resident set size (getrusage), time is wall-clock.
+
+Side by side with an older meshc (issue 19's targets are ratios against main at 8a40910):
+
+    python benchmarks/compile_scale.py --baseline-tree /work/base     # a checkout, run from its own directory
+    python benchmarks/compile_scale.py --baseline 8a40910             # a revision, extracted with `git archive`
+                                                                      # into a temporary directory
+
+Each figure is then measured for the baseline and for this tree, interleaved, with the ratio
+(baseline / this tree: above 1 is faster). Both run in this interpreter's environment (the
+dependencies are the same). `--instructions` counts the instructions of each whole process with
+valgrind's callgrind instead of timing it (one run each; a count does not depend on the load of a
+shared machine, a wall-clock time does): use it with `--sizes 1000 --envoy-sizes 1000 --routes ''
+--startup-runs 0`, as callgrind runs ~50 times slower.
 """
 
 from __future__ import annotations
@@ -108,21 +121,64 @@ def child_env(extra: dict | None = None) -> dict:
     return env
 
 
-def run_once(cmd: list[str], env: dict | None = None) -> tuple[float, int, int]:
-    """(wall seconds, peak RSS in KiB, exit code) of one whole process. The peak is wait4's
-    ru_maxrss: the largest resident set of the process and of the children it waited for (a
-    forked shard), not their sum."""
+class Side:
+    """One meshc to measure: this tree, or a baseline tree run from its own directory."""
+
+    def __init__(self, label: str, root: str):
+        self.label, self.root = label, root
+        self.cmd = [sys.executable, "-m", "compiler"]
+        # The tree first on the path, whatever meshc the environment has installed.
+        self.env = {"PYTHONPATH": root}
+
+
+# Set by --instructions: measure instruction counts (callgrind) instead of wall-clock time.
+INSTRUCTIONS = False
+
+
+def run_once(cmd: list[str], env: dict | None = None, cwd: str = ROOT) -> tuple[float, int, int]:
+    """(wall seconds, or instructions with --instructions; peak RSS in KiB; exit code) of one whole
+    process. The peak is wait4's ru_maxrss: the largest resident set of the process and of the
+    children it waited for (a forked shard), not their sum; under callgrind it is a separate run
+    without it."""
+    if INSTRUCTIONS:
+        return _instructions(cmd, env, cwd)
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=child_env(env))
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd, env=child_env(env))
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     return wall, usage.ru_maxrss, os.waitstatus_to_exitcode(status)
 
 
-def median_of(cmd: list[str], runs: int, env: dict | None = None) -> tuple[float, int]:
+def _instructions(cmd: list[str], env: dict | None, cwd: str) -> tuple[float, int, int]:
+    """Instructions executed by the whole process (callgrind's total, the process and the shards
+    it forks: --trace-children), and the peak RSS of a plain run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "cg.out.%p")
+        proc = subprocess.run(["valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={out}",
+                               *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd,
+                              env=child_env(env), check=False)
+        total = 0
+        for name in os.listdir(tmp):
+            with open(os.path.join(tmp, name)) as fh:
+                for line in fh:
+                    if line.startswith(("summary:", "totals:")):
+                        total += int(line.split()[1])
+                        break
+    proc_plain = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd,
+                                  env=child_env(env))
+    _, _, usage = os.wait4(proc_plain.pid, 0)
+    return float(total), usage.ru_maxrss, proc.returncode
+
+
+def fmt(value: float) -> str:
+    """A median: seconds, or instructions with --instructions."""
+    return f"{value / 1e9:.2f} G instr" if INSTRUCTIONS else f"{value:.2f} s"
+
+
+def median_of(cmd: list[str], runs: int, env: dict | None = None, cwd: str = ROOT) -> tuple[float, int]:
     times, peaks = [], []
-    for _ in range(runs):
-        wall, peak, code = run_once(cmd, env)
+    for _ in range(1 if INSTRUCTIONS else runs):
+        wall, peak, code = run_once(cmd, env, cwd)
         if code != 0:
             raise SystemExit(f"command failed with exit {code}: {' '.join(cmd)}")
         times.append(wall)
@@ -130,7 +186,7 @@ def median_of(cmd: list[str], runs: int, env: dict | None = None) -> tuple[float
     return statistics.median(times), max(peaks)
 
 
-def envoy_scale(meshc: list[str], tmp: str, sizes: list[int], runs: int) -> None:
+def envoy_scale(sides: list[Side], tmp: str, sizes: list[int], runs: int) -> None:
     """`meshc compile --target envoy --proxy all` (the fleet layout: per sidecar its listeners
     and bootstrap; one CDS and one RDS file per distinct scope, compiler/ir/scope.py: here each
     service admits one caller, so each sidecar's scope is one destination and its own files),
@@ -140,29 +196,41 @@ def envoy_scale(meshc: list[str], tmp: str, sizes: list[int], runs: int) -> None
     scoping that output grows with the caller->destination pairs, docs/control-plane.md
     "Scoping"); W0604 warnings are expected here."""
     print("--- envoy: compile --target envoy --proxy all (default mode, mtls disable)", flush=True)
-    rows = []
+    rows: dict[str, list[tuple[int, float]]] = {side.label: [] for side in sides}
     for n in sizes:
         path = os.path.join(tmp, f"mesh{n}-plaintext.mesh")
         if not os.path.exists(path):
             with open(path, "w") as fh:
                 fh.write(generate(n, mtls="disable"))
         out_dir = os.path.join(tmp, f"envoy{n}")
-        times, peaks = [], []
-        for _ in range(runs):
+        medians = {}
+        for side in sides:
+            times, peaks = [], []
+            for _ in range(1 if INSTRUCTIONS else runs):
+                shutil.rmtree(out_dir, ignore_errors=True)
+                wall, peak, code = run_once(side.cmd + ["compile", path, "--target", "envoy", "--proxy", "all",
+                                                        "-o", out_dir], side.env, side.root)
+                if code != 0:
+                    raise SystemExit(f"{side.label}: envoy compile of {n} services failed with exit {code}")
+                times.append(wall)
+                peaks.append(peak)
+            files = sum(len(names) for _, _, names in os.walk(out_dir))
+            size = sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(out_dir) for f in names)
             shutil.rmtree(out_dir, ignore_errors=True)
-            wall, peak, code = run_once(meshc + ["compile", path, "--target", "envoy", "--proxy", "all", "-o", out_dir])
-            if code != 0:
-                raise SystemExit(f"envoy compile of {n} services failed with exit {code}")
-            times.append(wall)
-            peaks.append(peak)
-        files = sum(len(names) for _, _, names in os.walk(out_dir))
-        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(out_dir) for f in names)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        rows.append((n, statistics.median(times)))
-        print(f"{n:>6} services ({n * 10} routes): {statistics.median(times):.2f} s, {max(peaks) / 1024:.0f} MiB, "
-              f"{files} files, {size / 1e6:.0f} MB", flush=True)
-    for (n0, t0), (n1, t1) in itertools.pairwise(rows):
-        print(f"growth {n0} -> {n1} services: envoy compile x{t1 / t0:.1f}")
+            medians[side.label] = statistics.median(times)
+            rows[side.label].append((n, medians[side.label]))
+            print(f"{side.label}{n:>6} services ({n * 10} routes): {fmt(statistics.median(times))}, "
+                  f"{max(peaks) / 1024:.0f} MiB, {files} files, {size / 1e6:.0f} MB", flush=True)
+        _ratio(sides, medians, f"{n} services envoy compile")
+    for side in sides:
+        for (n0, t0), (n1, t1) in itertools.pairwise(rows[side.label]):
+            print(f"{side.label}growth {n0} -> {n1} services: envoy compile x{t1 / t0:.1f}")
+
+
+def _ratio(sides: list[Side], medians: dict[str, float], what: str) -> None:
+    if len(sides) == 2:
+        base, ours = (medians[side.label] for side in sides)
+        print(f"  {what}: baseline / this tree = x{base / ours:.2f}", flush=True)
 
 
 def one_service(meshc: list[str], tmp: str, sizes: list[int], runs: int) -> None:
@@ -191,40 +259,70 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--routes", default="2500,5000,10000")
     ap.add_argument("--startup-runs", type=int, default=21)
+    ap.add_argument("--baseline-tree", metavar="DIR", help="also measure the meshc of this checkout, side by side")
+    ap.add_argument("--baseline", metavar="REV", help="also measure this git revision (extracted into a temporary "
+                                                      "directory), side by side")
+    ap.add_argument("--instructions", action="store_true", help="count instructions (valgrind's callgrind) "
+                                                                "instead of timing")
     args = ap.parse_args()
+    global INSTRUCTIONS
+    INSTRUCTIONS = args.instructions
     meshc = [sys.executable, "-m", "compiler"]
     sizes = [int(s) for s in args.sizes.split(",") if s]
     envoy_sizes = [int(s) for s in args.envoy_sizes.split(",") if s]
     with tempfile.TemporaryDirectory() as tmp:
+        sides = [Side("", ROOT)]
+        if args.baseline_tree or args.baseline:
+            root = os.path.abspath(args.baseline_tree) if args.baseline_tree else _extract(args.baseline, tmp)
+            sides = [Side("[baseline] ", root), Side("[this tree] ", ROOT)]
         # Warm the grammar-table cache once, as any installed meshc would have it.
-        subprocess.run(meshc + ["check", os.path.join(ROOT, "examples", "shop.mesh")], cwd=ROOT, env=child_env(),
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        for side in sides:
+            subprocess.run(side.cmd + ["check", os.path.join(ROOT, "examples", "shop.mesh")], cwd=side.root,
+                           env=child_env(side.env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         modes = [("default (two shards above 3 MB)", {}), ("one process (MESHC_JOBS=1)", {"MESHC_JOBS": "1"})]
         for label, env in modes if sizes else []:
             print(f"--- {label}", flush=True)
-            rows = []
+            rows: dict[str, list] = {side.label: [] for side in sides}
             for n in sizes:
                 path = os.path.join(tmp, f"mesh{n}.mesh")
                 if not os.path.exists(path):
                     with open(path, "w") as fh:
                         fh.write(generate(n))
                 out_dir = os.path.join(tmp, f"out{n}")
-                check = median_of(meshc + ["check", path], args.runs, env)
-                comp = median_of(meshc + ["compile", path, "--emit", "ir", "-o", out_dir], args.runs, env)
                 size_mb = os.path.getsize(path) / 1e6
-                rows.append((n, size_mb, check, comp))
-                print(f"{n:>6} services ({n * 10} routes, {size_mb:.1f} MB): check {check[0]:.2f} s "
-                      f"{check[1] / 1024:.0f} MiB, compile --emit ir {comp[0]:.2f} s {comp[1] / 1024:.0f} MiB",
-                      flush=True)
-            for (n0, _, c0, k0), (n1, _, c1, k1) in itertools.pairwise(rows):
-                print(f"growth {n0} -> {n1} services: check x{c1[0] / c0[0]:.1f}, compile x{k1[0] / k0[0]:.1f}")
+                checks, comps = {}, {}
+                for side in sides:
+                    side_env = {**side.env, **env}
+                    check = median_of(side.cmd + ["check", path], args.runs, side_env, side.root)
+                    comp = median_of(side.cmd + ["compile", path, "--emit", "ir", "-o", out_dir], args.runs, side_env,
+                                     side.root)
+                    checks[side.label], comps[side.label] = check[0], comp[0]
+                    rows[side.label].append((n, size_mb, check, comp))
+                    print(f"{side.label}{n:>6} services ({n * 10} routes, {size_mb:.1f} MB): check {fmt(check[0])} "
+                          f"{check[1] / 1024:.0f} MiB, compile --emit ir {fmt(comp[0])} {comp[1] / 1024:.0f} MiB",
+                          flush=True)
+                _ratio(sides, checks, f"{n} services check")
+                _ratio(sides, comps, f"{n} services compile --emit ir")
+            for side in sides:
+                for (n0, _, c0, k0), (n1, _, c1, k1) in itertools.pairwise(rows[side.label]):
+                    print(f"{side.label}growth {n0} -> {n1} services: check x{c1[0] / c0[0]:.1f}, "
+                          f"compile x{k1[0] / k0[0]:.1f}")
         if envoy_sizes:
-            envoy_scale(meshc, tmp, envoy_sizes, args.runs)
+            envoy_scale(sides, tmp, envoy_sizes, args.runs)
         route_sizes = [int(s) for s in args.routes.split(",") if s]
         if route_sizes:
             one_service(meshc, tmp, route_sizes, args.runs)
     if args.startup_runs > 0:
         startup(meshc, args.startup_runs)
+
+
+def _extract(rev: str, tmp: str) -> str:
+    """A revision of this repository as a directory of its own (`git archive`)."""
+    root = os.path.join(tmp, f"baseline-{rev}")
+    os.makedirs(root)
+    archive = subprocess.run(["git", "-C", ROOT, "archive", rev], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", root], input=archive, check=True)
+    return root
 
 
 def startup(meshc: list[str], runs: int) -> None:

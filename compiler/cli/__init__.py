@@ -126,6 +126,9 @@ def entry() -> None:
     """
     import gc
 
+    from compiler.cli import exits
+
+    exits.ONE_SHOT = True
     gc.disable()
     code = main()
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from compiler.cli.exits import EXIT_INPUT, EXIT_OK, EXIT_USAGE
+from compiler.cli.exits import EXIT_INPUT, EXIT_OK, EXIT_USAGE, keep_until_exit
 from compiler.cli.report import print_diagnostics, print_outcome
 
 TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
@@ -27,6 +27,7 @@ def check(files: list[str], args) -> int:
         print("meshc: error: --channel needs --target gateway-api", file=sys.stderr)
         return EXIT_USAGE
     comp = api.compile(files) if target else api.check(files)
+    keep_until_exit(comp)
     diags, extra = comp.diagnostics, ""
     if target and not comp.has_errors:
         # `--target istio|gateway-api`: the target's objects, validated as `compile` validates
@@ -80,11 +81,13 @@ def compile_command(files: list[str], args) -> int:
     from compiler import api
 
     comp = api.compile(files)
+    keep_until_exit(comp)
     print_diagnostics(comp.diagnostics, args.output_format, args.color,
                       json_stream=sys.stderr if args.output is None else None)
     if comp.has_errors:
         return EXIT_INPUT
     text = comp.ir_yaml() if args.ir_format == "yaml" else comp.ir_json()
+    keep_until_exit(text)
     services, routes = comp.counts
     return _deliver(args, {f"mesh.ir.{args.ir_format}": text}, f"({services} services, {routes} routes)")
 
@@ -135,6 +138,7 @@ def _emit_target(files: list[str], args) -> int:
     from compiler.backends.base import Options
 
     comp = api.compile(files)
+    keep_until_exit(comp)
     if comp.has_errors:
         print_diagnostics(comp.diagnostics, args.output_format, args.color)
         return EXIT_INPUT
@@ -150,6 +154,7 @@ def _emit_target(files: list[str], args) -> int:
     options = Options(bootstrap=args.bootstrap, xds_dir=args.xds_dir, output_dir=out_dir, certs_dir=args.certs_dir,
                       xds_servers=xds_servers, xds_identity=args.xds_identity)
     emitted = comp.emit(args.emit, proxies, options)
+    keep_until_exit(emitted)
     diags = sorted(comp.diagnostics + emitted.diagnostics, key=lambda d: d.sort_key())
     print_diagnostics(diags, args.output_format, args.color,
                       json_stream=sys.stderr if args.output is None else None)

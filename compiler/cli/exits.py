@@ -8,3 +8,15 @@ EXIT_INTERNAL = 3    # a bug in meshc: a short report naming the inputs (MESHC_D
 EXIT_UNREACHABLE = 4  # `meshc stat`: no proxy could be reached (nor `meshc serve`, when it was to name them)
 EXIT_CHANGED = 5     # `meshc diff`: the behaviour changed (witness requests printed)
 EXIT_UNKNOWN = 6     # `meshc diff`: no change found, but the answer is not complete for some destination
+
+# Set by entry() (compiler/cli/__init__.py): that process ends with os._exit, so the commands may
+# keep their large results (keep_until_exit) rather than free them object by object on return (an
+# AST of a thousand services takes ~5 % of its `meshc check` to free).
+ONE_SHOT = False
+_KEPT: list = []
+
+
+def keep_until_exit(*results: object) -> None:
+    """Hold results to the end of a one-shot process (a no-op in a long-lived caller, tests' run())."""
+    if ONE_SHOT:
+        _KEPT.extend(results)

@@ -9,6 +9,10 @@ import re
 _DNS_NAME = re.compile(r"(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
                        r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z")
 _IPV4ISH = re.compile(r"[0-9.]+\Z")
+# A dotted IPv4 address as `ipaddress` accepts it (no leading zeros): decided without importing
+# and calling it, which is most of the time of checking a fleet's endpoints (compiled on first use).
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_TEXT = rf"{_OCTET}(?:\.{_OCTET}){{3}}\Z"
 
 
 def parse_endpoint(text: str) -> tuple[str, int] | None:
@@ -33,6 +37,8 @@ def parse_endpoint(text: str) -> tuple[str, int] | None:
 
 def is_ip(host: str) -> bool:
     """An IP address (IPv6 without brackets), as opposed to a DNS name."""
+    if re.match(_IPV4_TEXT, host):   # (re caches the compiled pattern)
+        return True
     import ipaddress  # only endpoints pay for it
 
     try:

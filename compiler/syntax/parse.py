@@ -21,6 +21,37 @@ from compiler.syntax import ast
 from compiler.syntax.build import Builder, reducers
 from compiler.syntax.tables import Tables, load_tables
 
+
+def _load_driver():
+    """The shift-reduce loop: compiled by mypyc when the build made it (setup.py), else the plain
+    module. A compiled copy older than its source (an in-place build, then an edit) is ignored,
+    as it is with MESHC_PURE_PYTHON=1 set (a comparison of both)."""
+    import os
+
+    from compiler.syntax import driver
+
+    path = driver.__file__ or ""
+    if path.endswith(".py"):
+        return driver.shift_reduce
+    source = os.path.join(os.path.dirname(path), "driver.py")
+    try:
+        # 2 s of slack: an installer writes both files in one go, in any order
+        stale = os.stat(source).st_mtime > os.stat(path).st_mtime + 2
+    except OSError:
+        stale = False
+    if not stale and os.environ.get("MESHC_PURE_PYTHON") != "1":
+        return driver.shift_reduce
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compiler.syntax._driver_py", source)
+    assert spec is not None and spec.loader is not None
+    plain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plain)
+    return plain.shift_reduce
+
+
+_shift_reduce = _load_driver()
+
 TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
 if TYPE_CHECKING:
     from typing import NoReturn
@@ -31,11 +62,14 @@ if TYPE_CHECKING:
 # errors keep exact positions. Only the rare token whose terminal depends on the parser state
 # (a keyword used as a name, a number that is a retry condition) is classified in the loop.
 _PIECES = re.compile(r"""
-((?>(?:[ \t\r\n\f]+|\#[^\n]*+)*))
-("(?:[^"\\\n]|\\.)*"|[0-9][0-9A-Za-z_.%-]*|[A-Za-z_][A-Za-z0-9_-]*|[^ \t\r\n\f]|\Z)
+((?>[ \t\r\n\f]*+(?:\#[^\n]*+[ \t\r\n\f]*+)*+))
+("[^"\\\n]*+(?:\\.[^"\\\n]*+)*+"|[A-Za-z_][A-Za-z0-9_-]*+|[0-9][0-9A-Za-z_.%-]*+|[^ \t\r\n\f]|\Z)
 """, re.X)
 # The blanks are an atomic group: a comment is skipped whole and never searched for tokens. The
 # `\Z` alternative takes the blanks after the last token, as one empty token at the very end.
+# Possessive runs and a string unrolled as `"plain*(\\.plain*)*"` give the regex engine nothing to
+# backtrack into: a third faster than `(?:blank+|comment)*` and `"(?:char|\\.)*"`, the same pieces
+# (tests/test_parse_speedups.py compares both on random text).
 _PUNCT = frozenset("{}[],.")
 _DIGITS = frozenset("0123456789")
 _NUMBER_KINDS = (
@@ -138,44 +172,15 @@ class Parser:
 
     def _run(self, text: str, pos: int, endpos: int, start_symbol: str, reduce_with: list, builder: Builder):
         """Shift-reduce over the token arrays; returns the value of the start symbol."""
-        actions = self._actions  # state -> {terminal or rule name: >= 0 shift/goto state, < 0 reduce rule ~a}
-        rule_size = self._rule_size
-        rule_origin = self._rule_origin
-        state = self.tables.start_states[start_symbol]
-        end_state = self.tables.end_states[start_symbol]
-        state_stack = [state]
-        values: list = []
         vals, types, starts, ends = self._tokens(text, pos, endpos)
         builder.use_tokens(vals, types, starts, ends)
-        for i, ttype in enumerate(types):
-            # Shift the token, after as many reductions as it takes.
-            while True:
-                a = actions[state].get(ttype)
-                if a is None:
-                    ttype = self._contextual(vals[i], ttype, state)
-                    a = actions[state].get(ttype)
-                    if a is None:
-                        self._fail(vals[i], ttype, starts[i], ends[i], state_stack)
-                    types[i] = ttype
-                if a >= 0:
-                    state = a
-                    state_stack.append(a)
-                    values.append(i)
-                    break
-                rule = ~a
-                size = rule_size[rule]
-                if size:
-                    children = values[-size:]
-                    del values[-size:]
-                    del state_stack[-size:]
-                else:
-                    children = []
-                values.append(reduce_with[rule](children))
-                state = actions[state_stack[-1]][rule_origin[rule]]
-                state_stack.append(state)
-                if state == end_state and ttype == "$END":
-                    return values[-1]
-        raise AssertionError("the parser consumed the end of input without accepting")  # pragma: no cover
+
+        def fail(i: int, ttype: str, state_stack: list[int]) -> NoReturn:
+            self._fail(vals[i], ttype, starts[i], ends[i], state_stack)
+
+        return _shift_reduce(self._actions, self._rule_size, self._rule_origin,
+                             self.tables.start_states[start_symbol], self.tables.end_states[start_symbol],
+                             vals, types, reduce_with, self._contextual, fail)
 
     def _contextual(self, value: str, ttype: str, state: int) -> str:
         """The terminal a word or number takes in this parser state when its free one is not accepted."""
