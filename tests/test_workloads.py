@@ -217,6 +217,63 @@ def test_the_bookinfo_fleet_answers_alike_through_native_proxies_and_envoys(tmp_
     assert strip[0] == strip[1]
 
 
+def test_the_bookinfo_script_stops_its_proxies_on_sigterm_and_refuses_ports_in_use(tmp_path):
+    """SIGTERM to run.py stops every proxy it started (exit 143), and a run whose ports something
+    holds (an earlier run's leftover proxy, here a plain socket) says `port N in use` and exits 1
+    instead of taking that something's answers for its sidecars'."""
+    import os
+    import signal
+    import socket
+    import time
+
+    policy = _free_ports_policy(tmp_path)
+    held = int(re.findall(r"inbound (\d+)", policy.read_text())[0])
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", held))
+    busy.listen()
+    try:
+        proc = subprocess.run([sys.executable, str(FLEET / "run.py"), "--json", "--policy", str(policy)],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    finally:
+        busy.close()
+    assert proc.returncode == 1 and f"port {held} in use" in proc.stderr, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+
+    keep = tmp_path / "keep"
+    run = subprocess.Popen([sys.executable, str(FLEET / "run.py"), "--json", "--requests", "100000", "--policy",
+                            str(policy), "--keep", str(keep)], cwd=tmp_path, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    pids: list[int] = []
+    survivors: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and run.poll() is None:
+            files = sorted(keep.glob("*.ports.json"))
+            try:
+                pids = [json.loads(f.read_text())["pid"] for f in files]
+            except (OSError, ValueError, KeyError):
+                pids = []
+            if len(pids) == 6:
+                break
+            time.sleep(0.05)
+        assert len(pids) == 6, run.communicate(timeout=30)
+        time.sleep(0.3)   # (the requests have begun)
+        run.send_signal(signal.SIGTERM)
+        out, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        for pid in pids:   # (a survivor would hold the next run's ports: the failure this test is about)
+            try:
+                os.kill(pid, signal.SIGKILL)
+                survivors.append(pid)
+            except ProcessLookupError:
+                pass
+    assert run.returncode == 143, out + err
+    assert not survivors and "Traceback" not in err, (survivors, err)
+
+
 def test_doctor_and_ca_issue_name_a_workloads_sidecar(tmp_path, capsys):
     """`meshc doctor` checks each workload's own ports and names its sidecar; `meshc ca issue`
     takes a workload's name and issues its service's identity (one per service)."""
