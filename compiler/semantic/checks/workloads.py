@@ -4,8 +4,9 @@ A workload (a subset with its own `sidecar` block) that writes no `endpoints` is
 own inbound listener on the loopback interface: the program puts it on the same host as its
 callers, and so on the same host as every other such workload. Their bound ports (inbound,
 outbound, admin) must all differ, and none may be the port of another one's local application
-(an `app` on the loopback interface), nor may two of them have their applications on one port. Sidecars with written endpoints (or the services' own) may
-run anywhere, so they are not compared: the defaults (15006, 15001, 15000) are the same for all.
+(an `app` on the loopback interface), nor may two of them have their applications on one port.
+Sidecars with written endpoints (or the services' own) may run anywhere, so they are not
+compared: the defaults (15006, 15001, 15000) are the same for all.
 """
 
 from __future__ import annotations
