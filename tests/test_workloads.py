@@ -150,6 +150,38 @@ def test_meshc_proxy_app_address_overrides_the_application(tmp_path):
     assert proc.returncode == 2 and "--app-address ::1:80: not HOST:PORT" in proc.stderr
 
 
+@pytest.mark.parametrize("address", ["a/b:80", "x..y:80", "x-.example:80", "256.1.1.1:80", "caf\u00e9.example:80",
+                                     "a_b:80", "x" * 64 + ".example:80"])
+def test_meshc_proxy_app_address_is_an_ip_address_or_a_dns_name(tmp_path, address):
+    """--app-address takes what the compiler takes for `app` (an IP address or an RFC 1123 name):
+    anything else is a usage error at start-up (exit 2), not a failure at the first request."""
+    comp = compiled('service api { port 1  endpoints ["127.0.0.1:1"]  sidecar { app "127.0.0.1:1" } }')
+    path = tmp_path / "api.native.json"
+    path.write_bytes(comp.emit("native", ["api"], Options()).files["api.native.json"])
+    for extra in ([], ["--check-config", str(path)]):
+        proc = subprocess.run([sys.executable, "-m", "runtime_proxy", str(path), "--app-address", address, *extra],
+                              cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 2 and f"--app-address {address}: not HOST:PORT" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_check_config_checks_the_config_with_the_app_address_given(tmp_path):
+    """`--check-config FILE --app-address H:P` checks the config as the proxy would run it: the
+    application at H:P (a config whose own `app` is unusable passes; the address is named)."""
+    comp = compiled('service api { port 1  endpoints ["127.0.0.1:1"]  sidecar { app "127.0.0.1:1" } }')
+    config = json.loads(comp.emit("native", ["api"], Options()).files["api.native.json"])
+    config["app"]["port"] = 0
+    path = tmp_path / "api.native.json"
+    path.write_text(json.dumps(config))
+    check = [sys.executable, "-m", "runtime_proxy", "--check-config", str(path)]
+    proc = subprocess.run(check, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1 and "$.app.port" in proc.stderr, proc.stderr
+    proc = subprocess.run([*check, "--app-address", "app.local:8080"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0 and proc.stdout == f"{path}: valid (the application at app.local:8080)\n", \
+        proc.stdout + proc.stderr
+
+
 def test_the_fleet_policy_is_clean_and_formatted():
     """bookinfo.mesh compiles without a diagnostic and is in `meshc fmt`'s layout."""
     proc = subprocess.run([sys.executable, "-m", "compiler", "fmt", "--check", str(FLEET / "bookinfo.mesh")],
