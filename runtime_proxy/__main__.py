@@ -38,7 +38,8 @@ def build_parser(prog: str = "python -m runtime_proxy") -> argparse.ArgumentPars
     p.add_argument("config", nargs="?", metavar="CONFIG", help="the config file to run")
     p.add_argument("--check-config", metavar="FILE",
                    help="validate FILE against the config's JSON Schema and semantic checks, print "
-                        "every problem (JSON path: reason), exit 1 when invalid; runs nothing")
+                        "every problem (JSON path: reason), exit 1 when invalid; runs nothing (with "
+                        "--app-address: the config with its app there)")
     p.add_argument("--inbound-port", type=int, metavar="N",
                    help="override the inbound listener port (0: any free port)")
     p.add_argument("--outbound-port", type=int, metavar="N", help="override the outbound listener port")
@@ -79,9 +80,16 @@ def build_parser(prog: str = "python -m runtime_proxy") -> argparse.ArgumentPars
     return p
 
 
+# A DNS name as the compiler takes one for `app` (RFC 1123 labels; compiler/language/endpoints.py)
+_DNS_NAME = (r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+             r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z")
+
+
 def parse_address(text: str) -> tuple[str, int] | None:
-    """(host, port) of `HOST:PORT` (`[V6]:PORT` for IPv6), or None."""
+    """(host, port) of `HOST:PORT` (`[V6]:PORT` for IPv6; HOST an IPv4 address or an RFC 1123 DNS
+    name), or None."""
     import ipaddress
+    import re
 
     host, sep, port = text.rpartition(":")
     if not sep or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536 or not host:
@@ -91,7 +99,12 @@ def parse_address(text: str) -> tuple[str, int] | None:
             return str(ipaddress.IPv6Address(host[1:-1])), int(port)
         except ValueError:
             return None
-    if ":" in host or any(c.isspace() for c in host):
+    if re.fullmatch(r"[0-9.]+", host):   # (256.1.1.1 is neither an address nor a name)
+        try:
+            return str(ipaddress.IPv4Address(host)), int(port)
+        except ValueError:
+            return None
+    if not host.isascii() or not re.match(_DNS_NAME, host):
         return None
     return host, int(port)
 
@@ -107,12 +120,17 @@ def discovery(host: str) -> str:
         return "dns"
 
 
-def check_config(path: str) -> int:
+def check_config(path: str, app_address: tuple[str, int] | None = None) -> int:
+    """`--check-config PATH`: the config as the proxy would run it (with `--app-address`, its `app` there)."""
     from runtime_proxy.config import loading
 
-    problems = loading.check_with_schema(path)
+    app = None
+    if app_address is not None:
+        app = {"host": app_address[0], "port": app_address[1], "discovery": discovery(app_address[0])}
+    problems = loading.check_with_schema(path, app)
     if not problems:
-        print(f"{path}: valid")
+        with_app = f" (the application at {app_address[0]}:{app_address[1]})" if app_address else ""
+        print(f"{path}: valid{with_app}")
         return EXIT_OK
     for line in problems:
         print(line if line.startswith(path) else f"{path}: {line}", file=sys.stderr)
@@ -129,12 +147,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m runtime_proxy") -
     if args.app_address is not None:
         app_address = parse_address(args.app_address)
         if app_address is None:
-            print(f"{prog}: error: --app-address {args.app_address}: not HOST:PORT (an IPv6 address in brackets, "
-                  "a port 1-65535)", file=sys.stderr)
+            print(f"{prog}: error: --app-address {args.app_address}: not HOST:PORT (HOST an IPv4 address, an IPv6 "
+                  "address in brackets or a DNS name of letters, digits, `-` and dots; a port 1-65535)",
+                  file=sys.stderr)
             return EXIT_USAGE
         args.app_address = app_address
     if args.check_config:
-        return check_config(args.check_config)
+        return check_config(args.check_config, args.app_address)
     if args.xds_server is not None or args.node is not None:
         return main_xds(args, prog)
     if args.xds_identity is not None or args.state_dir is not None:

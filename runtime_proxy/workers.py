@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import json
 import logging
 import os
@@ -32,18 +31,22 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from runtime_proxy.net.shared import Region
+
+Answer = tuple[int, bytes, str]   # an admin answer: (status, body, content type), as net/admin.py's
 
 log = logging.getLogger("runtime_proxy")
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE = 0, 1, 2    # as __main__'s
 
 START_SECONDS = 60.0        # how long the workers may take to listen
-ADMIN_TIMEOUT = 5.0         # a worker's admin answer
+ADMIN_TIMEOUT = 5.0         # a worker's answer to a reload, or to a request for it alone (?worker=K)
+VIEW_TIMEOUT = 2.0          # a worker's part of /stats, /metrics, /clusters, /config, …
+READY_TIMEOUT = 0.5         # a worker's /ready (a worker that does not answer is not ready)
 
 
 @dataclass
@@ -135,14 +138,39 @@ class Worker:
         self.admin = 0            # its private admin port, once listening
         self.code: int | None = None
 
-    def ask(self, method: str, path: str) -> tuple[int, bytes, str]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.admin, timeout=ADMIN_TIMEOUT)
-        try:
-            conn.request(method, path)
-            resp = conn.getresponse()
-            return resp.status, resp.read(), resp.getheader("content-type") or "text/plain"
-        finally:
-            conn.close()
+    async def ask(self, method: str, path: str, timeout: float = ADMIN_TIMEOUT) -> tuple[int, bytes, str]:
+        """The worker's answer on its private admin port, read without holding up the supervisor's
+        loop; OSError (TimeoutError after `timeout` s) when it does not answer."""
+        async def exchange() -> tuple[int, bytes, str]:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.admin)
+            try:
+                writer.write(f"{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 0\r\n"
+                             "connection: close\r\n\r\n".encode("latin-1"))
+                data = await reader.read()          # (the worker closes after its answer)
+            finally:
+                writer.close()
+            head, sep, body = data.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            status = lines[0].split(" ", 2)
+            if not sep or len(status) < 2 or not status[1].isdigit():
+                raise ConnectionError("no HTTP answer")
+            ctype = next((line.partition(":")[2].strip() for line in lines[1:]
+                          if line.lower().startswith("content-type:")), "text/plain")
+            return int(status[1]), body, ctype
+
+        return await asyncio.wait_for(exchange(), timeout)
+
+
+def _silent(w: Worker, what: str, err: BaseException, timeout: float) -> tuple[int, bytes, str]:
+    """503 naming the worker that did not answer."""
+    why = f"no answer within {timeout:g} s" if isinstance(err, TimeoutError) else (
+        getattr(err, "strerror", None) or str(err) or type(err).__name__)
+    return 503, f"worker {w.index} (pid {w.pid}) did not answer {what}: {why}\n".encode(), "text/plain"
+
+
+class _Silent(Exception):
+    def __init__(self, answer: tuple[int, bytes, str]) -> None:
+        self.answer = answer
 
 
 class Supervisor:
@@ -167,14 +195,17 @@ class Supervisor:
 
     # ---- admin ------------------------------------------------------------------------------------
 
-    def admin_request(self, method: str, path: str, query: str) -> tuple[int, bytes, str]:
+    def admin_request(self, method: str, path: str, query: str) -> Answer | Awaitable[Answer]:
+        """The admin view of all workers: at once when no worker need be asked, else an answer to
+        come (admin.AdminProtocol awaits it; the loop goes on meanwhile, a worker that does not
+        answer is named in a 503)."""
         params = dict(p.partition("=")[::2] for p in query.split("&") if p)
         if "worker" in params:
             k = params.pop("worker")
             if not k.isdigit() or int(k) >= len(self.workers):
                 return 404, f"no worker {k} (0-{len(self.workers) - 1})\n".encode(), "text/plain"
             rest = "&".join(f"{a}={b}" for a, b in params.items())
-            return self.workers[int(k)].ask(method, path + ("?" + rest if rest else ""))
+            return self._one(self.workers[int(k)], method, path + ("?" + rest if rest else ""), ADMIN_TIMEOUT)
         if path == "/workers":
             rows = [{"index": w.index, "pid": w.pid, "admin_port": w.admin, "running": w.code is None}
                     for w in self.workers]
@@ -182,37 +213,69 @@ class Supervisor:
         if path == "/ready":
             if self.draining:
                 return 503, b"DRAINING\n", "text/plain"
-            for w in self.workers:
-                try:
-                    status = w.ask("GET", "/ready")[0] if w.code is None else 503
-                except OSError:
-                    status = 503
-                if status != 200:
-                    return 503, f"worker {w.index} is not ready\n".encode(), "text/plain"
-            return 200, b"LIVE\n", "text/plain"
+            return self._ready()
+        if path == "/":
+            return 200, b"/ready /config /stats /metrics /clusters /certs /reload (POST) /workers; " \
+                        b"?worker=K: one worker's own\n", "text/plain"
+        if path in ("/stats", "/metrics", "/stats/prometheus", "/clusters"):
+            return self._merged(path, query)
+        live = self.live()
+        if not live:
+            return 503, b"no worker running\n", "text/plain"
+        return self._one(live[0], method, path + ("?" + query if query else ""), VIEW_TIMEOUT)
+
+    async def _one(self, w: Worker, method: str, target: str, timeout: float) -> Answer:
+        try:
+            return await w.ask(method, target, timeout)
+        except OSError as err:
+            return _silent(w, target, err, timeout)
+
+    async def _ready(self) -> Answer:
+        """LIVE when every worker says so, else 503 naming the first that does not (a worker that
+        has exited, answers otherwise, or not within READY_TIMEOUT)."""
+        async def one(w: Worker) -> str | None:   # why `w` is not ready, or None
+            if w.code is not None:
+                return f"worker {w.index} (pid {w.pid}) has exited"
+            try:
+                status = (await w.ask("GET", "/ready", READY_TIMEOUT))[0]
+            except OSError as err:
+                return _silent(w, "/ready", err, READY_TIMEOUT)[1].decode().strip()
+            return None if status == 200 else f"worker {w.index} (pid {w.pid}) is not ready ({status})"
+
+        for why in await asyncio.gather(*(one(w) for w in self.workers)):
+            if why is not None:
+                return 503, f"{why}\n".encode(), "text/plain"
+        return 200, b"LIVE\n", "text/plain"
+
+    async def _merged(self, path: str, query: str) -> Answer:
+        """/stats, /metrics, /clusters of every running worker (asked side by side), as one proxy's."""
+        target = {"/stats": "/stats?format=json", "/clusters": "/clusters"}.get(path, "/metrics")
+        workers = self.live()
+
+        async def part(w: Worker) -> bytes:
+            try:
+                status, body, _ = await w.ask("GET", target, VIEW_TIMEOUT)
+            except OSError as err:
+                raise _Silent(_silent(w, path, err, VIEW_TIMEOUT)) from None
+            if status != 200:
+                raise _Silent((503, f"worker {w.index} (pid {w.pid}) answered {path} with {status}\n".encode(),
+                               "text/plain"))
+            return body
+
+        try:
+            bodies = await asyncio.gather(*(part(w) for w in workers))
+        except _Silent as silent:
+            return silent.answer
         if path == "/stats":
-            parts = []
-            for w in self.live():
-                _, body, _ = w.ask("GET", "/stats?format=json")
-                parts.append([(s["name"], s["value"]) for s in json.loads(body)["stats"]])
-            items = merge_stats(parts)
+            items = merge_stats([[(s["name"], s["value"]) for s in json.loads(b)["stats"]] for b in bodies])
             if "format=json" in query:
                 return 200, json.dumps({"stats": [{"name": n, "value": v} for n, v in items]}).encode(), \
                     "application/json"
             return 200, "".join(f"{n}: {v}\n" for n, v in items).encode(), "text/plain"
-        if path in ("/metrics", "/stats/prometheus"):
-            texts = [w.ask("GET", "/metrics")[1].decode() for w in self.live()]
-            return 200, merge_prometheus(texts).encode(), "text/plain; version=0.0.4"
         if path == "/clusters":
-            views = [json.loads(w.ask("GET", "/clusters")[1]) for w in self.live()]
+            views = [json.loads(b) for b in bodies]
             return 200, json.dumps(merge_clusters(views), indent=2).encode() + b"\n", "application/json"
-        if path == "/":
-            return 200, b"/ready /config /stats /metrics /clusters /certs /reload (POST) /workers; " \
-                        b"?worker=K: one worker's own\n", "text/plain"
-        live = self.live()
-        if not live:
-            return 503, b"no worker running\n", "text/plain"
-        return live[0].ask(method, path + ("?" + query if query else ""))
+        return 200, merge_prometheus([b.decode() for b in bodies]).encode(), "text/plain; version=0.0.4"
 
     def reload(self, reason: str, done: Any = None) -> None:
         """Reload every worker (each through its own reload path); done(ok, message) once all
@@ -220,15 +283,16 @@ class Supervisor:
         workers = self.live()
         log.info("config reload (%s): asking %d worker(s)", reason, len(workers))
 
-        def ask(w: Worker) -> tuple[Worker, int, str]:
+        async def ask(w: Worker) -> tuple[Worker, int, str]:
             try:
-                status, body, _ = w.ask("POST", "/reload")
+                status, body, _ = await w.ask("POST", "/reload")
             except OSError as err:
-                status, body = 503, f"did not answer: {err}".encode()
+                why = f"no answer within {ADMIN_TIMEOUT:g} s" if isinstance(err, TimeoutError) else err
+                status, body = 503, f"did not answer: {why}".encode()
             return w, status, body.decode(errors="replace").strip()
 
         async def ask_all() -> None:   # the workers reload side by side
-            answers = await asyncio.gather(*(self.loop.run_in_executor(None, ask, w) for w in workers))
+            answers = await asyncio.gather(*(ask(w) for w in workers))
             if all(status == 200 for _, status, _ in answers):
                 ok, message = True, answers[0][2] if answers else "no worker"
             else:

@@ -94,7 +94,7 @@ EXPECTED_CODES: dict[str, list[str]] = {
     "zero_total_weights": ["E0305", "E0305"],
     "invalid_durations": ["E0306"] * 3,
     "invalid_endpoint": ["E0307"] * 4,
-    "workloads_share_ports": ["E0350", "E0312", "E0302", "E0350"],
+    "workloads_share_ports": ["E0350", "E0312", "E0302", "E0350", "E0350"],
     "workload_stream_idle": ["W0404"],
     "workload_ports_merged": ["E0312"],
     "invalid_header_name": ["E0308"] * 3,

@@ -227,6 +227,34 @@ def test_a_worker_that_dies_stops_the_proxy(backends, tmp_path):
             os.kill(p.ports["workers"][0], 0)
 
 
+def test_a_hung_worker_is_named_promptly_and_does_not_hold_up_the_admin_port(backends, tmp_path):
+    """A worker that does not answer (stopped: SIGSTOP) makes /ready 503 within a second and /stats
+    503 within a few, both naming it; meanwhile the supervisor answers other admin requests at
+    once (its loop is not held up), and once the worker goes on, all is as before."""
+    with run_proxy(fleet_config(backends), tmp_path, "--workers", "2") as p:
+        hung = p.ports["workers"][1]
+        os.kill(hung, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            status, body = p.admin_get("/ready")
+            assert status == 503 and f"worker 1 (pid {hung})" in body and time.monotonic() - started < 1.5, body
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                started = time.monotonic()
+                stats = pool.submit(p.admin_get, "/stats")
+                time.sleep(0.2)
+                at = time.monotonic()
+                assert p.admin_get("/workers")[0] == 200 and time.monotonic() - at < 0.5   # not behind /stats
+                status, body = stats.result()
+                assert status == 503 and f"worker 1 (pid {hung}) did not answer /stats" in body, body
+                assert time.monotonic() - started < 4
+            assert p.admin_get("/stats?worker=0")[0] == 200
+        finally:
+            os.kill(hung, signal.SIGCONT)
+        assert p.admin_get("/ready") == (200, "LIVE\n")
+        assert p.admin_get("/stats")[0] == 200 and p.admin_get("/clusters")[0] == 200
+        assert p.admin_get("/metrics")[0] == 200 and p.admin_get("/config")[0] == 200
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "65"])
 def test_bad_workers_values_exit_2(tmp_path, value):
     path = write_config(tmp_path / "c.json", config([]))

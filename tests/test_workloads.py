@@ -150,6 +150,38 @@ def test_meshc_proxy_app_address_overrides_the_application(tmp_path):
     assert proc.returncode == 2 and "--app-address ::1:80: not HOST:PORT" in proc.stderr
 
 
+@pytest.mark.parametrize("address", ["a/b:80", "x..y:80", "x-.example:80", "256.1.1.1:80", "caf\u00e9.example:80",
+                                     "a_b:80", "x" * 64 + ".example:80"])
+def test_meshc_proxy_app_address_is_an_ip_address_or_a_dns_name(tmp_path, address):
+    """--app-address takes what the compiler takes for `app` (an IP address or an RFC 1123 name):
+    anything else is a usage error at start-up (exit 2), not a failure at the first request."""
+    comp = compiled('service api { port 1  endpoints ["127.0.0.1:1"]  sidecar { app "127.0.0.1:1" } }')
+    path = tmp_path / "api.native.json"
+    path.write_bytes(comp.emit("native", ["api"], Options()).files["api.native.json"])
+    for extra in ([], ["--check-config", str(path)]):
+        proc = subprocess.run([sys.executable, "-m", "runtime_proxy", str(path), "--app-address", address, *extra],
+                              cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 2 and f"--app-address {address}: not HOST:PORT" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_check_config_checks_the_config_with_the_app_address_given(tmp_path):
+    """`--check-config FILE --app-address H:P` checks the config as the proxy would run it: the
+    application at H:P (a config whose own `app` is unusable passes; the address is named)."""
+    comp = compiled('service api { port 1  endpoints ["127.0.0.1:1"]  sidecar { app "127.0.0.1:1" } }')
+    config = json.loads(comp.emit("native", ["api"], Options()).files["api.native.json"])
+    config["app"]["port"] = 0
+    path = tmp_path / "api.native.json"
+    path.write_text(json.dumps(config))
+    check = [sys.executable, "-m", "runtime_proxy", "--check-config", str(path)]
+    proc = subprocess.run(check, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1 and "$.app.port" in proc.stderr, proc.stderr
+    proc = subprocess.run([*check, "--app-address", "app.local:8080"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0 and proc.stdout == f"{path}: valid (the application at app.local:8080)\n", \
+        proc.stdout + proc.stderr
+
+
 def test_the_fleet_policy_is_clean_and_formatted():
     """bookinfo.mesh compiles without a diagnostic and is in `meshc fmt`'s layout."""
     proc = subprocess.run([sys.executable, "-m", "compiler", "fmt", "--check", str(FLEET / "bookinfo.mesh")],
@@ -215,6 +247,63 @@ def test_the_bookinfo_fleet_answers_alike_through_native_proxies_and_envoys(tmp_
     strip = [[(r["request"], r["status"], r["answered"] if r["request"] != "GET /productpage" else "")
               for r in out["results"]] for out in planes.values()]
     assert strip[0] == strip[1]
+
+
+def test_the_bookinfo_script_stops_its_proxies_on_sigterm_and_refuses_ports_in_use(tmp_path):
+    """SIGTERM to run.py stops every proxy it started (exit 143), and a run whose ports something
+    holds (an earlier run's leftover proxy, here a plain socket) says `port N in use` and exits 1
+    instead of taking that something's answers for its sidecars'."""
+    import os
+    import signal
+    import socket
+    import time
+
+    policy = _free_ports_policy(tmp_path)
+    held = int(re.findall(r"inbound (\d+)", policy.read_text())[0])
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", held))
+    busy.listen()
+    try:
+        proc = subprocess.run([sys.executable, str(FLEET / "run.py"), "--json", "--policy", str(policy)],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    finally:
+        busy.close()
+    assert proc.returncode == 1 and f"port {held} in use" in proc.stderr, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+
+    keep = tmp_path / "keep"
+    run = subprocess.Popen([sys.executable, str(FLEET / "run.py"), "--json", "--requests", "100000", "--policy",
+                            str(policy), "--keep", str(keep)], cwd=tmp_path, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    pids: list[int] = []
+    survivors: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and run.poll() is None:
+            files = sorted(keep.glob("*.ports.json"))
+            try:
+                pids = [json.loads(f.read_text())["pid"] for f in files]
+            except (OSError, ValueError, KeyError):
+                pids = []
+            if len(pids) == 6:
+                break
+            time.sleep(0.05)
+        assert len(pids) == 6, run.communicate(timeout=30)
+        time.sleep(0.3)   # (the requests have begun)
+        run.send_signal(signal.SIGTERM)
+        out, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        for pid in pids:   # (a survivor would hold the next run's ports: the failure this test is about)
+            try:
+                os.kill(pid, signal.SIGKILL)
+                survivors.append(pid)
+            except ProcessLookupError:
+                pass
+    assert run.returncode == 143, out + err
+    assert not survivors and "Traceback" not in err, (survivors, err)
 
 
 def test_doctor_and_ca_issue_name_a_workloads_sidecar(tmp_path, capsys):

@@ -104,8 +104,9 @@ CODES: dict[str, Code] = _registry(
               "setting treat its value as unknown rather than guess one."),
     ("E0350", "sidecars on one host share a port", "Workloads (subsets with their own `sidecar` block) that "
               "write no `endpoints` are reached at their own inbound listener on the loopback interface, so they "
-              "run on one host: two of them binding the same port, or one binding the port of another's local "
-              "application, could not both start. Give each its own ports (`ports N` takes N, N+1 and N+2)."),
+              "run on one host: two of them binding the same port, one binding the port of another's local "
+              "application, or two applications on one port, could not all start. Give each its own ports "
+              "(`ports N` takes N, N+1 and N+2)."),
     ("E0313", "contradicting header changes", "The same header is both removed and set or added on one route; the "
               "result would depend on the order a target applies them in."),
     ("E0314", "invalid path", "Paths in matches start with `/`. Prefixes are segment-aware unless written "

@@ -10,12 +10,15 @@
 3. a tiny HTTP application per workload, at the `app` address of its config: productpage calls
    details and reviews through its own sidecar's outbound listener (forwarding `end-user`), reviews
    v2 and v3 call ratings; each answers with JSON naming the workloads that answered;
-4. one proxy per workload: the native proxy (`python -m runtime_proxy CONFIG`), or Envoy with
-   --envoy; then requests into productpage's inbound listener, anonymous and as user jason, and
+4. one proxy per workload, once every port of the fleet is found free (else "port N in use", exit
+   1): the native proxy (`python -m runtime_proxy CONFIG --ports-file F`, up once F names its pid),
+   or Envoy with --envoy; then requests into productpage's inbound listener, anonymous and as user jason, and
    one request productpage's sidecar may not send (ratings is outside its scope: 404);
-5. everything stopped (SIGTERM, then the applications), the temporary directory removed.
+5. everything stopped (SIGTERM, then the applications), the temporary directory removed; also
+   when run.py itself gets SIGTERM (it then exits 143).
 
-Exit status 0 when every answer is the one the policy gives, 1 otherwise, 2 on a usage error.
+Exit status 0 when every answer is the one the policy gives, 1 otherwise (a request with no answer
+included), 2 on a usage error.
 Runs from a checkout without installing meshc (it runs `python -m compiler` from this tree).
 """
 
@@ -65,6 +68,11 @@ class App(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], service: str, version: str, outbound: tuple[str, int]):
         self.service, self.version, self.outbound = service, version, outbound
         super().__init__(address, Handler)
+
+    def handle_error(self, request, client_address) -> None:
+        """A connection its caller (or a sidecar being stopped) dropped is no error worth a traceback."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -125,7 +133,8 @@ def meshc(*args: str) -> None:
 
 
 def wait_for(port: int, what: str, proc: subprocess.Popen, log: Path, timeout: float = 20.0) -> None:
-    """Until 127.0.0.1:`port` accepts a connection."""
+    """Until 127.0.0.1:`port` accepts a connection (Envoy, which writes no ports file; the ports were
+    found free before it started, so what accepts is this Envoy)."""
     import socket
 
     deadline = time.monotonic() + timeout
@@ -138,6 +147,42 @@ def wait_for(port: int, what: str, proc: subprocess.Popen, log: Path, timeout: f
         except OSError:
             time.sleep(0.02)
     raise SystemExit(f"run.py: {what} is not listening on {port} after {timeout:.0f} s:\n{log.read_text()[-2000:]}")
+
+
+def wait_for_ports_file(path: Path, what: str, proc: subprocess.Popen, log: Path, timeout: float = 20.0) -> None:
+    """Until the native proxy `proc` has written its ports file `path` (its own pid in it): it listens."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"run.py: {what} exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
+        try:
+            if json.loads(path.read_text()).get("pid") == proc.pid:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    raise SystemExit(f"run.py: {what} is not listening after {timeout:.0f} s:\n{log.read_text()[-2000:]}")
+
+
+def ports_in_use(configs: dict[str, dict]) -> list[str]:
+    """`port N in use (NODE's LISTENER)` for each port of the fleet that something holds already (a
+    proxy of an earlier run, say: its answers would pass for this run's)."""
+    import socket
+
+    taken = []
+    for node, config in configs.items():
+        wanted = [(name, a["host"], a["port"]) for name, a in config["listeners"].items()]
+        wanted.append(("application", config["app"]["host"], config["app"]["port"]))
+        for name, host, port in wanted:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # (as the proxies bind)
+                try:
+                    sock.bind((host, port))
+                    sock.listen(1)
+                except OSError:
+                    taken.append(f"port {port} in use ({node}'s {name}, {host})")
+    return taken
 
 
 class Fleet:
@@ -165,6 +210,9 @@ class Fleet:
             self.configs[path.name.removesuffix(".native.json")] = json.loads(path.read_text())
 
     def start(self) -> None:
+        taken = ports_in_use(self.configs)
+        if taken:
+            raise SystemExit("run.py: " + "; ".join(taken) + " (stop what holds it, or give --policy other ports)")
         for node, config in self.configs.items():
             service, _, version = node.partition(".")
             out = config["listeners"]["outbound"]
@@ -189,14 +237,19 @@ class Fleet:
                     cmd = [binary, "-c", str(self.work / "envoy" / f"{node}.envoy.json"), "--disable-hot-restart",
                            "--concurrency", "1", "-l", "warning", "--drain-time-s", "1"]
                 else:
-                    cmd = [sys.executable, "-m", "runtime_proxy", str(self.work / "native" / f"{node}.native.json")]
+                    cmd = [sys.executable, "-m", "runtime_proxy", str(self.work / "native" / f"{node}.native.json"),
+                           "--ports-file", str(self.work / f"{node}.ports.json")]
                 env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
                 self.procs.append((node, subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
                                                           cwd=self.work)))
         for node, proc in self.procs:
+            log = self.work / f"{node}.log"
+            if not self.envoy:
+                wait_for_ports_file(self.work / f"{node}.ports.json", f"the sidecar of {node}", proc, log)
+                continue
             listeners = self.configs[node]["listeners"]
             for name in ("inbound", "outbound"):
-                wait_for(listeners[name]["port"], f"the sidecar of {node}", proc, self.work / f"{node}.log")
+                wait_for(listeners[name]["port"], f"the sidecar of {node}", proc, log)
         if self.envoy:   # listening is not ready: Envoy has its clusters once /ready says so
             for node, _ in self.procs:
                 admin = self.configs[node]["listeners"]["admin"]
@@ -236,11 +289,15 @@ def exchange(fleet: Fleet, requests: int) -> list[dict]:
     def one(what: str, address: tuple[str, int], host: str, path: str, headers: dict[str, str],
             expect: set[str]) -> None:
         for attempt in range(20):   # (a sidecar that has just started may still be loading its clusters)
-            status, body = call(address, host, path, headers)
+            try:
+                status, body = call(address, host, path, headers)
+            except OSError as err:   # (reset, refused, timed out: a failed answer, not a traceback)
+                status, body = 0, f"no answer: {err.strerror or err.__class__.__name__}"
+                break
             if status == 200 or attempt == 19 or status not in (503,):
                 break
             time.sleep(0.1)
-        got = chain(body) if status == 200 else str(status)
+        got = chain(body) if status == 200 else (str(body) if status == 0 else str(status))
         results.append({"request": what, "status": status, "answered": got, "ok": got in expect})
 
     anonymous = {"productpage.v1 <- details.v1, reviews.v1", "productpage.v1 <- details.v1, reviews.v3 <- ratings.v1"}
@@ -272,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     fleet = Fleet(args.policy.resolve(), work, args.envoy)
     plane = "Envoy" if args.envoy else "native proxies"
+    # SIGTERM (a test runner's timeout, `kill`) stops the fleet as Ctrl-C does: the `finally` below runs
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         fleet.build()
         if not args.json:
@@ -283,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         fleet.start()
         results = exchange(fleet, args.requests)
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)   # (a second SIGTERM does not cut the clean-up short)
         fleet.stop()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -251,13 +251,16 @@ def load_schema() -> dict[str, Any]:
     return orjson.loads(SCHEMA_PATH.read_bytes())
 
 
-def check_with_schema(path: str | os.PathLike[str]) -> list[str]:
+def check_with_schema(path: str | os.PathLike[str], app: dict[str, Any] | None = None) -> list[str]:
     """Located problems of the config file at `path` against the committed JSON Schema (Draft
-    2020-12) and the semantic checks; an empty list when the file is valid."""
+    2020-12) and the semantic checks; an empty list when the file is valid. `app`: fields laid over
+    the config's `app` first (`--app-address`: the config as the proxy would run it)."""
     try:
         data = _parse(path, _read(path))
     except ConfigError as err:
         return [err.message]
+    if app is not None and isinstance(data, dict) and isinstance(data.get("app"), dict):
+        data["app"] = {**data["app"], **app}
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(load_schema())

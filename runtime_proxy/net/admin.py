@@ -25,9 +25,12 @@ from httptools import HttpParserError, HttpRequestParser
 from runtime_proxy.net.wire import status_line
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from runtime_proxy.net.server import Runtime
+
+
+Answer = tuple[int, bytes, str]   # (status, body, content type)
 
 
 class AdminApp(Protocol):
@@ -36,7 +39,7 @@ class AdminApp(Protocol):
     def rt(self) -> Runtime: ...
     @property
     def config_path(self) -> str: ...
-    def admin_request(self, method: str, path: str, query: str) -> tuple[int, bytes, str]: ...
+    def admin_request(self, method: str, path: str, query: str) -> Answer | Awaitable[Answer]: ...
     def reload(self, reason: str, done: Callable[[bool, str], None] | None = None) -> None: ...
 
 
@@ -46,6 +49,7 @@ class AdminProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made sets it, first
         self.parser = HttpRequestParser(self)
         self.url = b""
+        self.pending: asyncio.Future[Answer] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # gets a Transport
         self.transport = transport
@@ -72,10 +76,22 @@ class AdminProtocol(asyncio.Protocol):
                 200 if ok else 400, (message + "\n").encode(), "text/plain", close=not keep))
             return
         try:
-            status, body, ctype = self.app.admin_request(method, path, query)
+            answer = self.app.admin_request(method, path, query)
         except Exception as err:  # an admin bug must not take the proxy down
-            status, body, ctype = 500, f"admin error: {type(err).__name__}: {err}\n".encode(), "text/plain"
-        self.respond(status, body, ctype, close=not keep)
+            answer = 500, f"admin error: {type(err).__name__}: {err}\n".encode(), "text/plain"
+        if isinstance(answer, tuple):
+            self.respond(*answer, close=not keep)
+            return
+        # an answer still to come (the supervisor of --workers asks its workers): the loop goes on
+        self.pending = asyncio.ensure_future(answer)
+        self.pending.add_done_callback(lambda task: self.respond(*self._answered(task), close=not keep))
+
+    @staticmethod
+    def _answered(task: asyncio.Future[Answer]) -> Answer:
+        try:
+            return task.result()
+        except Exception as err:  # (as above)
+            return 500, f"admin error: {type(err).__name__}: {err}\n".encode(), "text/plain"
 
     def respond(self, status: int, body: bytes, ctype: str, close: bool = False) -> None:
         if self.transport.is_closing():

@@ -4,8 +4,9 @@ A workload (a subset with its own `sidecar` block) that writes no `endpoints` is
 own inbound listener on the loopback interface: the program puts it on the same host as its
 callers, and so on the same host as every other such workload. Their bound ports (inbound,
 outbound, admin) must all differ, and none may be the port of another one's local application
-(an `app` on the loopback interface). Sidecars with written endpoints (or the services' own) may
-run anywhere, so they are not compared: the defaults (15006, 15001, 15000) are the same for all.
+(an `app` on the loopback interface), nor may two of them have their applications on one port.
+Sidecars with written endpoints (or the services' own) may run anywhere, so they are not
+compared: the defaults (15006, 15001, 15000) are the same for all.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def check_workloads(ctx: Context) -> None:
                 taken.setdefault(port, what)
             if app is not None and app[0] in LOOPBACK and isinstance(app[1], int):
                 held = taken.get(app[1])
-                if held is not None and not held.endswith(f"of {node}") and "application" not in held:
+                if held is not None and not held.endswith(f"of {node}"):   # (another's port or application)
                     ctx.diags.add("E0350", f"the application of {node} listens on `{app[1]}`, also {held}",
                                   at("app").span, hint="give the application another port with `app \"HOST:PORT\"`")
                 taken.setdefault(app[1], f"the application port of {node}")
