@@ -929,7 +929,7 @@ class EnvoyModel:
     def _answer(self, route: dict, name: str, vh: dict, req: Req) -> Decision:
         """A route that answers itself: a `redirect` (an empty body, `location`) or a
         `direct_response` (its inline body, `text/plain` unless the route's response changes set
-        a content type); the route's, the virtual host's and the configuration's response changes
+        a content type; no content type at all without a body); the route's, the virtual host's and the configuration's response changes
         apply to it."""
         location = None
         if "redirect" in route:
@@ -943,7 +943,9 @@ class EnvoyModel:
             resp = []
         for level in (route, vh, self.route_config):
             resp = mutate(resp, level, "response")
-        if body and not any(n == "content-type" for n, _ in resp):
+        if not body:    # measured: Envoy's local reply drops the type of an empty body
+            resp = [(n, v) for n, v in resp if n != "content-type"]
+        elif not any(n == "content-type" for n, _ in resp):
             resp.insert(0, ("content-type", "text/plain"))
         return Decision("outbound", status=status, body=body, route=name, location=location,
                         response_headers=tuple(resp))
