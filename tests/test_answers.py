@@ -287,6 +287,20 @@ def test_both_planes_log_the_answers_and_rewrites_the_same(planes):
     assert len(logs["envoy"]) == len(logs["native"])
 
 
+@requires_envoy
+@pytest.mark.parametrize("target", ["/nobody", "/back/x", "/empty"])
+def test_a_head_request_to_a_bodiless_answer_gets_the_same_framing_from_both_planes(planes, target):
+    """Envoy's local reply without a body has no `content-length`: its codec frames the answer to
+    a HEAD request as chunked (a 204 has neither)."""
+    got = {plane: exchange(planes.out(plane), request(target, "api", method="HEAD"))
+           for plane in ("envoy", "native")}
+    for plane, (line, headers, body) in got.items():
+        framing = [h.lower() for h in headers if h.lower().startswith((b"content-length", b"transfer-encoding"))]
+        assert framing == ([] if target == "/empty" else [b"transfer-encoding: chunked"]), plane
+        assert body == b"", plane
+    assert _comparable(got["envoy"][1]) == _comparable(got["native"][1])
+
+
 # (the Host sent, the mirror copy's Host): Envoy 1.40's `shadowAppendedHost`, measured; the port
 # starts at the last `:` unless a `]` follows it
 SHADOW_HOSTS = [
