@@ -929,8 +929,8 @@ class EnvoyModel:
     def _answer(self, route: dict, name: str, vh: dict, req: Req) -> Decision:
         """A route that answers itself: a `redirect` (an empty body, `location`) or a
         `direct_response` (its inline body, `text/plain` unless the route's response changes set
-        a content type; no content type at all without a body); the route's, the virtual host's and the configuration's response changes
-        apply to it."""
+        a content type; no content type at all without a body); the route's, the virtual host's
+        and the configuration's response changes apply to it."""
         location = None
         if "redirect" in route:
             status, location = answers.redirect(route["redirect"], route["match"], req.host, req.path, req.headers)

@@ -390,8 +390,9 @@ class _Values:
         starts with `/` (a match at the start of the path is replaced by it; else the path's own
         `/` stays first), or with `\\0` (the whole match: a match at the start begins with the
         path's `/`) followed by nothing or `/`, or by anything when the pattern starts with `^/`
-        and neither a quantifier nor a `|` can make its match empty. Anything else may take the `/` away (`^/(.*)$` to `\\1`:
-        `/a` becomes `a`), and the upstream gets a request target without one (a 503)."""
+        and neither a quantifier nor a `|` can make its match empty. Anything else may take the
+        `/` away (`^/(.*)$` to `\\1`: `/a` becomes `a`), and the upstream gets a request target
+        without one (a 503)."""
         text, span = substitution.value, substitution.span
         if text.startswith("/"):
             return
