@@ -907,6 +907,9 @@ class EnvoyModel:
         cluster, candidates, weighted_entry = self._pick(action, req, key_draw)
         if cluster is not None and cluster not in self.clusters:
             return Decision("outbound", status=503, **common)
+        rewritten = answers.new_path(action, route["match"], path)   # (the route's: whichever arm)
+        if rewritten is not None:
+            path = rewritten
         if weighted_entry is _VARIES:
             return Decision("outbound", cluster=cluster, candidates=candidates, path=path, **common)
         up = list(req.headers)
@@ -914,9 +917,6 @@ class EnvoyModel:
         for level in levels:
             up = mutate(up, level, "request")
         upstream_host = None
-        rewritten = answers.new_path(action, route["match"], path)
-        if rewritten is not None:
-            path = rewritten
         if action.get("host_rewrite_literal"):
             upstream_host = action["host_rewrite_literal"]
         resp = join_inline([(n.lower(), v.strip(" \t")) for n, v in response], INLINE_RESPONSE)   # (bytes as latin-1)
