@@ -76,7 +76,8 @@ def regex_replace_all(pattern: str, substitution: str, text: str) -> str:
 
 def new_path(config: dict, match: dict, path: str) -> str | None:
     """The `:path` (path and query) after a `prefix_rewrite` or `regex_rewrite` of `config` (a
-    RouteAction or a RedirectAction), or None when it has neither."""
+    RouteAction or a RedirectAction), or None when it has neither or a `regex_rewrite` gives an
+    empty path (the path then stays as it came, with no `x-envoy-original-path`)."""
     if config.get("prefix_rewrite") is not None and config["prefix_rewrite"] != "":
         prefix = _matched_prefix(match)
         if prefix is None:
@@ -86,6 +87,8 @@ def new_path(config: dict, match: dict, path: str) -> str | None:
     if rr is not None:
         just, query = _split(path)
         out = regex_replace_all(rr["pattern"]["regex"], rr["substitution"], just)
+        if not out:     # measured (Envoy 1.40): an empty result is no rewrite, no redirect path
+            return None
         return out if query is None else out + "?" + query
     return None
 

@@ -966,6 +966,9 @@ class EnvoyModel:
         cluster, candidates, weighted_entry = self._pick(action, req, key_draw)
         if cluster is not None and cluster not in self.clusters:
             return Decision("outbound", status=503, **common)
+        rewritten = answers.new_path(action, route["match"], path)   # (the route's: whichever arm)
+        if rewritten is not None:
+            path = rewritten
         if weighted_entry is _VARIES:
             return Decision("outbound", cluster=cluster, candidates=candidates, path=path, cors=cors_lines, **common)
         up = list(req.headers)
@@ -973,9 +976,6 @@ class EnvoyModel:
         for level in levels:
             up = mutate(up, level, "request")
         upstream_host = None
-        rewritten = answers.new_path(action, route["match"], path)
-        if rewritten is not None:
-            path = rewritten
         if action.get("host_rewrite_literal"):
             upstream_host = action["host_rewrite_literal"]
         resp = join_inline([(n.lower(), v.strip(" \t")) for n, v in response], INLINE_RESPONSE)   # (bytes as latin-1)
@@ -990,8 +990,8 @@ class EnvoyModel:
     def _answer(self, route: dict, name: str, vh: dict, req: Req) -> Decision:
         """A route that answers itself: a `redirect` (an empty body, `location`) or a
         `direct_response` (its inline body, `text/plain` unless the route's response changes set
-        a content type); the route's, the virtual host's and the configuration's response changes
-        apply to it."""
+        a content type; no content type at all without a body); the route's, the virtual host's
+        and the configuration's response changes apply to it."""
         location = None
         if "redirect" in route:
             status, location = answers.redirect(route["redirect"], route["match"], req.host, req.path, req.headers)
@@ -1004,7 +1004,9 @@ class EnvoyModel:
             resp = []
         for level in (route, vh, self.route_config):
             resp = mutate(resp, level, "response")
-        if body and not any(n == "content-type" for n, _ in resp):
+        if not body:    # measured: Envoy's local reply drops the type of an empty body
+            resp = [(n, v) for n, v in resp if n != "content-type"]
+        elif not any(n == "content-type" for n, _ in resp):
             resp.insert(0, ("content-type", "text/plain"))
         return Decision("outbound", status=status, body=body, route=name, location=location,
                         response_headers=tuple(resp))

@@ -34,6 +34,7 @@ class BothPlanes:
             self.text = text
             compiled = compile_text(text, xds_dir=str(tmp / "xds"))
             assert warnings_allowed or not compiled.warnings, compiled.warnings
+            self.warnings = compiled.warnings     # ("CODE: message")
             for rel, data in compiled.envoy.items():
                 path = tmp / rel
                 path.parent.mkdir(parents=True, exist_ok=True)

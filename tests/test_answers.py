@@ -6,7 +6,10 @@ raw request bytes sent into both planes' outbound listeners, and compared:
   other header line but `date`, byte for byte; and each plane's answer against the written
   expectation (the Location rules were measured with Envoy 1.40, docs/semantics.md);
 - a rewrite: the request line and the `host`, `x-envoy-original-path` and `x-envoy-original-host`
-  lines the upstream gets, the mirror copy's (a rewritten Host with `-shadow`) included.
+  lines the upstream gets, the mirror copy's (a rewritten Host with `-shadow`) included;
+- a mirror copy's Host for IPv6 and several-colon Hosts; a reply without a body has no
+  `content-type`, even one the route sets; a regex substitution that gives an empty path changes
+  nothing (measured with Envoy 1.40).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ service client {
 
 service api {
   port 8080
+  hosts ["*"]   # any Host: `[::1]:8080` for the mirror copy's
   subset v1 { endpoints ["127.0.0.1:@V1@"] }
   subset v2 { endpoints ["127.0.0.1:@V2@"] }
 }
@@ -76,7 +80,16 @@ routes api {
     respond 200 "{}"
     response_headers { set "content-type" "application/json" }
   }
-  route empty { match { path exact "/empty" } respond 204 }
+  route empty { match { path exact "/empty" } respond 204  response_headers { set "content-type" "a/b" } }
+  route nobody { match { path exact "/nobody" } respond 200  response_headers { set "content-type" "a/b" } }
+  route typed { match { path exact "/typed" } respond 200 "t"  response_headers { set "content-type" "a/b" } }
+  route back {
+    match { path prefix "/back" }
+    redirect { regex "^/back(.*)$" "\\1" }
+    response_headers { set "content-type" "a/b" }
+  }
+  route blank { match { path prefix "/blank" } to api.v1  rewrite { regex "^/blank[^/]*$" ""  host "h2" } }
+  route copied { match { path prefix "/copied" } to api.v1  mirror api.v2 }
   route v1_api {
     match { path prefix "/api/v1" }
     to api.v2
@@ -115,7 +128,13 @@ ANSWERS = [
     ("/shop/x", "api", "", 302, "http://api/shop/x"),    # no match: the path as it came (a loop: the pattern decides)
     ("/paused/now", "api", "", 503, "paused for maintenance"),
     ("/json", "api", "", 200, "{}"),
-    ("/empty", "api", "", 204, ""),
+    ("/empty", "api", "", 204, ""),     # no body: no content-type (the route's removed too)
+    ("/nobody", "api", "", 200, ""),
+    ("/typed", "api", "", 200, "t"),    # a body keeps the route's content-type
+    ("/back/x", "api", "", 301, "http://api/x"),
+    ("/back", "api", "", 301, "http://api/back"),            # an empty path: the path as it came
+    ("/back?q=1", "api", "", 301, "http://api/back?q=1"),
+    ("/back?", "api", "", 301, "http://api/back?"),
 ]
 
 # (target, the upstream's request target, its Host, x-envoy-original-path, x-envoy-original-host)
@@ -130,6 +149,8 @@ REWRITES = [
     ("/items/x/edit", "/items/x/edit", "api", "/items/x/edit", None),   # no match: the path as it came
     ("/CASE/x", "/case/x", "api", "/CASE/x", None),
     ("/other", "/other", "api", None, None),
+    ("/blank?q", "/blank?q", "h2", None, "api"),   # an empty path: no path rewrite, the Host's still
+    ("/blank/x", "/blank/x", "h2", "/blank/x", "api"),   # no match: the path as it came, but a rewrite
 ]
 
 
@@ -162,7 +183,10 @@ class Planes(BothPlanes):
             config["proxy"]["access_log"] = str(self.logs["native"])
 
         super().__init__(tmp, POLICY.replace("@LOG@", str(self.logs["envoy"])), ("app", "v1", "v2"),
-                         adjust_native=native_log, envoy_args=("--file-flush-interval-msec", "100"))
+                         adjust_native=native_log, envoy_args=("--file-flush-interval-msec", "100"),
+                         warnings_allowed=True)
+        # the substitutions that may lose the `/` (the empty-path cases), and nothing else
+        assert sorted(w.split(":")[0] for w in self.warnings) == ["W0422", "W0422"], self.warnings
 
     def out(self, plane: str) -> int:
         return self.listener_ports[plane, "outbound"]
@@ -188,6 +212,8 @@ def test_an_answer_is_the_same_bytes_from_both_planes(planes, target, host, extr
         line, headers, body = exchange(planes.out(plane), request(target, host, extra))
         assert int(line.split()[1]) == status, (plane, line, headers, body)
         location = next((h.split(b": ", 1)[1].decode() for h in headers if h.lower().startswith(b"location:")), None)
+        types = [h for h in headers if h.lower().startswith(b"content-type:")]
+        assert types == ([] if not body else [b"content-type: a/b"] if target == "/typed" else types), plane
         if status in (301, 302, 303, 307, 308):
             assert (location, body) == (expected, b""), plane
         else:
@@ -265,6 +291,53 @@ def test_both_planes_log_the_answers_and_rewrites_the_same(planes):
     assert len(logs["envoy"]) == len(logs["native"])
 
 
+@requires_envoy
+@pytest.mark.parametrize("target", ["/nobody", "/back/x", "/empty"])
+def test_a_head_request_to_a_bodiless_answer_gets_the_same_framing_from_both_planes(planes, target):
+    """Envoy's local reply without a body has no `content-length`: its codec frames the answer to
+    a HEAD request as chunked (a 204 has neither)."""
+    got = {plane: exchange(planes.out(plane), request(target, "api", method="HEAD"))
+           for plane in ("envoy", "native")}
+    for plane, (line, headers, body) in got.items():
+        assert line.split()[1] == (b"204" if target == "/empty" else b"301" if target == "/back/x" else b"200"), plane
+        framing = [h.lower() for h in headers if h.lower().startswith((b"content-length", b"transfer-encoding"))]
+        assert framing == ([] if target == "/empty" else [b"transfer-encoding: chunked"]), plane
+        assert body == b"", plane
+    assert _comparable(got["envoy"][1]) == _comparable(got["native"][1])
+
+
+# (the Host sent, the mirror copy's Host): Envoy 1.40's `shadowAppendedHost`, measured; the port
+# starts at the last `:` unless a `]` follows it
+SHADOW_HOSTS = [
+    ("api:8080", "api-shadow:8080"),
+    ("[::1]:8080", "[::1]-shadow:8080"),
+    ("[::1]", "[::1]-shadow"),
+    ("a:b:c", "a:b-shadow:c"),
+    ("a::b", "a:-shadow:b"),
+    ("[::1]:", "[::1]-shadow:"),
+    ("a:", "a-shadow:"),
+]
+
+
+@requires_envoy
+@pytest.mark.parametrize("host, copy_host", SHADOW_HOSTS, ids=[h for h, _ in SHADOW_HOSTS])
+def test_a_mirror_copy_gets_the_same_shadow_host_from_both_planes(planes, host, copy_host):
+    from runtime_proxy.decide.headers import shadow_host
+
+    assert shadow_host(host) == copy_host
+    for plane in ("envoy", "native"):
+        for b in planes.backends.values():
+            b.requests.clear()
+        line, _, body = exchange(planes.out(plane), request("/copied", host))
+        assert line.split()[1] == b"200", (plane, line, body)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not planes.backends["v2"].requests:
+            time.sleep(0.01)
+        hosts = [{n.lower(): v for n, v in r["headers"]}.get("host") for n in ("v1", "v2")
+                 for r in planes.backends[n].requests]
+        assert hosts == [host, copy_host], plane
+
+
 # ---- the pure parts, in both evaluators (no sockets) ----------------------------------------------
 
 # (pattern, substitution, path, the result: RE2's GlobalReplace, measured through Envoy 1.40 as a
@@ -290,6 +363,27 @@ def test_regex_rewrite_replaces_as_re2_global_replace(pattern, substitution, pat
 
     assert global_replace(re2.compile(pattern), rewrite_parts(substitution), path) == expected
     assert regex_replace_all(pattern, substitution, path) == expected
+
+
+# (pattern, substitution, path with query, the new :path or None): an empty path is no change at
+# all (measured with Envoy 1.40: the path as it came, no `x-envoy-original-path`)
+EMPTY_RESULTS = [
+    ("^.*$", "", "/empty?q=1", None),
+    ("^/rdr(.*)$", "\\1", "/rdr", None),
+    ("^/rdr(.*)$", "\\1", "/rdr/x?q", "/x?q"),
+]
+
+
+@pytest.mark.parametrize("pattern, substitution, path, expected", EMPTY_RESULTS)
+def test_an_empty_substitution_result_changes_nothing_in_both_evaluators(pattern, substitution, path, expected):
+    from envoy_eval.answers import new_path, redirect
+    from runtime_proxy.decide.answer import CPathRewrite
+
+    config = {"regex_rewrite": {"pattern": {"regex": pattern}, "substitution": substitution}}
+    assert new_path(config, {}, path) == expected
+    native = CPathRewrite({"kind": "regex", "pattern": pattern, "substitution": substitution}).apply(path.split("?")[0])
+    assert native == (expected or "").split("?")[0]   # (empty: the callers keep the path)
+    assert redirect(config, {}, "api", path, [])[1] == "http://api" + (expected or path)
 
 
 # (redirect settings, Host, x-forwarded-proto values, location): the port rules on IPv6 hosts,

@@ -571,7 +571,8 @@ def test_header_changes_order_remove_set_add():
 
 @pytest.mark.parametrize("host, expected", [
     ("payments:9000", "payments-shadow:9000"), ("payments", "payments-shadow"),
-    ("127.0.0.1:10000", "127.0.0.1-shadow:10000"), ("[::1]:80", "[::1]:80-shadow"),
+    ("127.0.0.1:10000", "127.0.0.1-shadow:10000"), ("[::1]:80", "[::1]-shadow:80"),   # measured, Envoy 1.40
+    ("[::1]", "[::1]-shadow"), ("a:b:c", "a:b-shadow:c"), ("a:", "a-shadow:"),
 ])
 def test_shadow_host(host, expected):
     assert headers.shadow_host(host) == expected

@@ -111,6 +111,7 @@ EXPECTED_CODES: dict[str, list[str]] = {
     "route_with_two_destinations": ["E0315"],
     "redirect_values": ["E0332", "E0333", "E0330", "E0334", "W0421"],
     "rewrite_values": ["E0331", "E0331", "E0422", "E0421", "W0420"],
+    "substitution_without_slash": ["W0422", "W0422", "W0422", "W0422"],
     "direct_response": ["E0335", "E0336", "E0420", "E0420", "E0420"],
     # routes and timeouts
     "per_try_not_below_route_timeout": ["E0401", "E0401"],

@@ -470,6 +470,16 @@ def test_equivalence_regression_stray_percent_in_a_removed_segment(target, path)
     assert e == v and e.path == path
 
 
+def test_equivalence_regression_rewrite_on_a_split_whose_arms_change_headers():
+    """A random pick among arms with their own header changes is decided without the heads; the
+    evaluator returned the path as received there, before the route's rewrite, which applies
+    whichever arm is drawn (found by the model layer)."""
+    text = ('routes s0 {\n  route r {\n    match { path prefix "/api" ignore_case }\n    rewrite { prefix "/new" }\n'
+            '    split { s0.a 1 request_headers { remove "x-h0" }  s0.b 1 }\n  }\n}\n')
+    e, v = _one(text, GenRequest("outbound", "GET", "/API/x", "s0"))
+    assert e == v and e.candidates == ("outbound|a|s0", "outbound|b|s0") and e.path == "/new/x"
+
+
 # ---- the Envoy evaluator against measured Envoy facts ------------------------------------------------
 
 def test_envoy_model_split_table():

@@ -201,6 +201,11 @@ CODES: dict[str, Code] = _registry(
               "`/api/x` into `/v2//x`."),
     ("W0421", "redirect to the same URL", "The redirect changes neither the scheme, the host, the port nor the path: "
               "a client that follows it asks for the same URL again, and loops."),
+    ("W0422", "a regex substitution that may give a path without a leading `/`", "A `regex` rewrite (or "
+              "redirect) replaces every match of its pattern by the substitution; when a match starts the path, the "
+              "new path starts with the substitution. Unless the substitution starts with `/` (or with `\\0`, the "
+              "whole match, which begins with the path's `/`), the new path may not start with `/`: `^/(.*)$` to "
+              "`\\1` sends `GET a/b` upstream, which answers an error (a 503). An empty result is no rewrite."),
     ("W0430", "the same subset mirrored twice", "A route has two `mirror` lines to one subset: that subset gets "
               "two copies of every request both mirrors copy. Keep one `mirror` line with the share wanted."),
     ("W0431", "a split destination's header change undone by the route", "A destination of a `split` sets or "

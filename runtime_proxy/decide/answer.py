@@ -26,7 +26,9 @@ except ImportError:  # pragma: no cover - google-re2 is a dependency
 
 
 class CPathRewrite:
-    """A compiled path change: `apply(path)` is the new path (without the query)."""
+    """A compiled path change: `apply(path)` is the new path (without the query); an empty one
+    (a regex substitution that gives nothing) means no change at all, as in Envoy 1.40: the path
+    and query as they came, and no `x-envoy-original-path`."""
     __slots__ = ("kind", "pattern", "substitution", "segment", "cut", "rx", "rewrite")
 
     def __init__(self, p: dict[str, Any]) -> None:
@@ -184,7 +186,7 @@ def location(r: CRedirect, host: str, path: str, query: str, target: str, protos
         low = proto.lower()
         scheme = low if low in ("http", "https") else "http"
     final_host = r.host or request_host(host, scheme, r.port, proto)
-    new_path = r.path.apply(path) if r.path is not None else path
+    new_path = (r.path.apply(path) if r.path is not None else "") or path   # empty: unchanged
     if not r.strip_query and (query or "?" in target):
         new_path = new_path + "?" + query
     return f"{scheme}://{final_host}{r.port}{new_path}"
@@ -199,8 +201,8 @@ def rewritten_head(head: bytes, rw: CRewrite, path: str, query: str, target: str
     method, _, rest = lines[0].partition(b" ")
     version = rest.rpartition(b" ")[2]
     add: dict[bytes, bytes] = {}
-    if rw.path is not None:
-        new = rw.path.apply(path)
+    new = rw.path.apply(path) if rw.path is not None else ""
+    if new:     # (an empty result: no rewrite, as Envoy)
         new_target = new + "?" + query if query or "?" in target else new
         lines[0] = b"%s %s %s" % (method, new_target.encode("latin-1"), version)
         add[b"x-envoy-original-path"] = original.encode("latin-1")

@@ -56,10 +56,11 @@ def strip_hop_by_hop(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 def shadow_host(host: str) -> str:
     """The Host of a mirrored request: `-shadow` after the host part, before any port
-    (`payments:9000` -> `payments-shadow:9000`). As Envoy, the value is split on `:` (empty
-    pieces dropped) and only a `host:port` pair gets the suffix in the middle; anything else
-    (a bracketed IPv6 address) gets it at the end."""
-    parts = [p for p in host.split(":") if p]
-    if len(parts) == 2:
-        return f"{parts[0]}-shadow:{parts[1]}"
-    return host + "-shadow"
+    (`payments:9000` -> `payments-shadow:9000`). As Envoy 1.40 (`shadowAppendedHost`, measured):
+    the port starts at the last `:` unless a `]` comes after it (`[::1]:8080` ->
+    `[::1]-shadow:8080`, `[::1]` -> `[::1]-shadow`, `a:b:c` -> `a:b-shadow:c`); without one the
+    suffix goes at the end."""
+    colon = host.rfind(":")
+    if colon < 0 or host.rfind("]") > colon:
+        return host + "-shadow"
+    return f"{host[:colon]}-shadow{host[colon:]}"

@@ -371,7 +371,8 @@ def _answer(d: Decision, route: CRoute, target: str, headers: HeaderMap, explain
     if redirect is not None:
         loc = location(redirect, d.host, d.path, d.query, target, headers.get("x-forwarded-proto"))
         if redirect.path is not None and redirect.path.kind != "path":
-            d.routed_path = upstream_target(redirect.path.apply(d.path), d.query, target)
+            new = redirect.path.apply(d.path) or d.path    # (an empty result: the path as it came, as Envoy)
+            d.routed_path = upstream_target(new, d.query, target)
         d.extra = b"location: " + encode_value(loc) + b"\r\n"
         if explain is not None:
             explain.note("answer", "redirect", f"{redirect.status} to {loc}", {"status": redirect.status,

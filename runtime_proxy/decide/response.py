@@ -78,7 +78,8 @@ def changed_response_lines(lines: list[bytes], drop: set[bytes] | None, changes:
 def local_reply_changes(body: bytes, extra: bytes, changes: CHeaderChanges,
                         arm: CHeaderChanges | None = None) -> bytes:
     """The header lines of a local reply on a chosen route (a fault's abort, a timeout, a reset,
-    an overflow) after the route's response `changes`, content type included, as Envoy does."""
+    an overflow) after the route's response `changes`, content type included, as Envoy does: a
+    reply without a body (a redirect, a bodiless `respond`) has no `content-type` at all."""
     pairs: list[tuple[str, str]] = []
     for line in extra.split(b"\r\n"):
         if line:
@@ -87,7 +88,9 @@ def local_reply_changes(body: bytes, extra: bytes, changes: CHeaderChanges,
     if arm is not None:     # a split arm's own changes first (as Envoy's weighted cluster's)
         pairs = apply_changes(pairs, arm, RESPONSE_INLINE)
     pairs = apply_changes(pairs, changes, RESPONSE_INLINE)
-    if body and not any(n == "content-type" for n, _ in pairs):
+    if not body:    # Envoy's local reply: no body, no `content-type` (even one the route set)
+        pairs = [(n, v) for n, v in pairs if n != "content-type"]
+    elif not any(n == "content-type" for n, _ in pairs):
         pairs.insert(0, ("content-type", "text/plain"))   # Envoy types the body unless the route did
     return b"".join(b"%s: %s\r\n" % (n.encode("latin-1"), encode_value(v)) for n, v in pairs
                     if n not in RESPONSE_NOT_SETTABLE and n not in ("date", "content-length"))

@@ -53,8 +53,15 @@ def local_reply(status: int, body: bytes = b"", extra: bytes = b"", close: bool 
     """The bytes of a local reply. `extra` holds already-formatted header lines; `head_only` is
     for HEAD requests (content-length stays, the body goes); without `ctype`, `extra` has the
     content type (or its removal) already."""
-    # (a 204 goes without content-length, as from Envoy's codec: measured, tests/test_answers.py)
-    parts = [status_line(status), b"content-length: %d\r\n" % len(body)] if status != 204 else [status_line(status)]
+    # (a 204 goes without content-length, as from Envoy's codec; a HEAD request's bodiless reply
+    # says `transfer-encoding: chunked` instead, as Envoy's local reply drops its length: measured,
+    # tests/test_answers.py)
+    if status == 204:
+        parts = [status_line(status)]
+    elif head_only and not body:
+        parts = [status_line(status), b"transfer-encoding: chunked\r\n"]
+    else:
+        parts = [status_line(status), b"content-length: %d\r\n" % len(body)]
     if body and ctype:
         parts.append(b"content-type: text/plain\r\n")
     if extra:

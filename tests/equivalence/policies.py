@@ -801,7 +801,7 @@ def focused_requests(policy: GenPolicy, live: bool = True) -> list[GenRequest]:
 # a route's kind: mostly a plain forwarded one
 ANSWER_KINDS = ("none",) * 6 + ("redirect", "respond", "rewrite", "rewrite")
 REWRITE_REGEXES = (("^/([^/]+)/([^/]+)", "/\\2/\\1"), ("[0-9]", "n"), ("/(x*)", "/\\1z"), ("a|e", ""),
-                   ("(?i)^/A", "/b"))
+                   ("(?i)^/A", "/b"), ("^/[^/]*$", ""))   # (the last: an empty path, no change at all)
 RESPOND_BODIES = ("", "paused", "caf\u00e9", '{"ok": false}')
 
 

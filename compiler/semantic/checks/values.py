@@ -383,6 +383,31 @@ class _Values:
                               "`\\\\` a backslash (write each backslash twice in a string)")
                 return
             i += 1
+        self.substitution_slash(pattern.value, substitution)
+
+    def substitution_slash(self, pattern: str, substitution: ast.Lit) -> None:
+        """W0422: the new path starts with `/` whatever the request only when the substitution
+        starts with `/` (a match at the start of the path is replaced by it; else the path's own
+        `/` stays first), or with `\\0` (the whole match: a match at the start begins with the
+        path's `/`) followed by nothing or `/`, or by anything when the pattern starts with `^/`
+        and neither a quantifier nor a `|` can make its match empty. Anything else may take the
+        `/` away (`^/(.*)$` to `\\1`: `/a` becomes `a`), and the upstream gets a request target
+        without one (a 503)."""
+        text, span = substitution.value, substitution.span
+        if text.startswith("/"):
+            return
+        never_empty = pattern.startswith("^/") and pattern[2:3] not in ("?", "*", "{") and "|" not in pattern
+        if text.startswith("\\0") and (text[2:3] in ("", "/") or never_empty):
+            return
+        if text == "":
+            self.add("W0422", f"the empty substitution removes what `{pattern}` matches: a path may lose its "
+                     "leading `/`", span, hint="replace a match with `/` (or start the substitution with `/`); "
+                                                "a path the pattern wholly removes is not rewritten at all")
+        else:
+            written = text.replace("\\", "\\\\")     # as in the source: each backslash twice
+            self.add("W0422", f"rewrite substitution `{text}` may give a path without a leading `/`", span,
+                     hint=f"start the substitution with `/` (`\"/{written}\"`), or with `\\\\0`: the upstream "
+                          "answers a request target without `/` with an error")
 
     def respond(self, r: ast.Respond) -> None:
         if not 200 <= r.status.value <= 599 and r.status.value != ast.TOO_LARGE:
