@@ -144,15 +144,23 @@ def _service_entry(svc: ir.Service, account: str | None, sources: dict, diags: l
             "ports": [{"number": svc.port, "name": PORT_NAME, "protocol": "HTTP"}], "endpoints": endpoints}
 
 
+ISTIO_UNLIMITED = 2**32 - 1   # Istio's value for an absent connection-pool field
+
+
 def _destination_rule(svc: ir.Service, sources: dict, diags: list[Diagnostic]) -> dict:
     lim, up = svc.limits, svc.upstream
+    # A connection-pool field is an int32 in Istio's CRD; Istio gives an absent one Envoy's
+    # 2^32-1 (no limit), so that value is written by leaving the field out. Any other value above
+    # 2^31-1 is refused by the CRD check of the output (E0940).
+    tcp: dict = {"maxConnections": lim.max_connections, "connectTimeout": duration(up.connect_timeout_ms)}
+    http: dict = {"http1MaxPendingRequests": lim.max_pending_requests, "http2MaxRequests": lim.max_requests,
+                  "maxRetries": lim.max_retries, "idleTimeout": duration(up.idle_timeout_ms)}
+    for fields in (tcp, http):
+        for name in [k for k, v in fields.items() if v == ISTIO_UNLIMITED]:
+            del fields[name]
     policy: dict = {
         "loadBalancer": {"simple": "ROUND_ROBIN"},
-        "connectionPool": {
-            "tcp": {"maxConnections": lim.max_connections, "connectTimeout": duration(up.connect_timeout_ms)},
-            "http": {"http1MaxPendingRequests": lim.max_pending_requests, "http2MaxRequests": lim.max_requests,
-                     "maxRetries": lim.max_retries, "idleTimeout": duration(up.idle_timeout_ms)},
-        },
+        "connectionPool": {"tcp": tcp, "http": http},
         "tls": {"mode": "DISABLE" if svc.mtls.mode == "disable" else "ISTIO_MUTUAL"},
     }
     o = svc.outlier
