@@ -351,3 +351,61 @@ def test_an_imported_unlimited_connection_pool_compiles_back_to_istio(tmp_path):
                 if o and o.get("kind") == "DestinationRule")["spec"]["trafficPolicy"]["connectionPool"]
     assert "maxConnections" not in pool["tcp"] and "maxRetries" not in pool["http"]
     assert "connectTimeout" in pool["tcp"]
+
+
+SERVICE = """apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: web}
+spec:
+  selector: {app: api}
+  ports: [{name: http, port: PORT}]
+"""
+
+
+@pytest.mark.parametrize("port, shown", [("true", "`true`"), ('"8080"', '`"8080"`'), ("0", "`0`"),
+                                         ("65536", "`65536`"), ("9" * 5000, "`\"999")])
+def test_a_service_port_is_a_whole_number_from_1_to_65535(port, shown, tmp_path):
+    path = tmp_path / "svc.yaml"
+    path.write_text(SERVICE.replace("PORT", port))
+    result = import_istio([str(path)])
+    [d] = [d for d in result.diagnostics if d.code == "E1006"]
+    assert d.message.startswith(f"Service `api` has port {shown}") and "from 1 to 65535" in d.message
+    assert d.span.start_line_col() == (6, 24) and len(d.message) < 200     # at spec.ports[0].port
+
+
+def test_envoy_format_commands_in_header_values(tmp_path):
+    """Istio hands header values to Envoy: `%%` is one `%`, any other `%` begins a format command."""
+    path = tmp_path / "h.yaml"
+    path.write_text(SERVICE.replace("PORT", "8080") + """---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: web}
+spec:
+  hosts: [api]
+  http:
+  - route:
+    - destination: {host: api}
+    headers:
+      request:
+        set: {x-discount: "50%%", x-client: "%DOWNSTREAM_REMOTE_ADDRESS%"}
+        add: {x-lone: "a % b"}
+""")
+    result = import_istio([str(path)], out_dir=str(tmp_path / "o"))
+    assert [(c, line, col) for c, line, col in located(result) if c == "E1005"] == [("E1005", 18, 45),
+                                                                                   ("E1005", 19, 23)]
+    path.write_text(path.read_text().replace(', x-client: "%DOWNSTREAM_REMOTE_ADDRESS%"', "")
+                    .replace('        add: {x-lone: "a % b"}\n', ""))
+    code, _, err = run_cli(["import", "istio", str(path), "-o", str(tmp_path / "o"), "-q"])
+    assert code == 0, err
+    assert 'set "x-discount" "50%"' in (tmp_path / "o" / "web.mesh").read_text()
+
+
+def test_a_huge_value_is_quoted_shortened_in_messages(tmp_path):
+    host = "a" * 1_000_000
+    path = tmp_path / "big.yaml"
+    path.write_text(f'kind: VirtualService\napiVersion: networking.istio.io/v1\nmetadata: {{name: a}}\n'
+                    f'spec: {{hosts: ["{host}"], http: [{{route: [{{destination: {{host: "{host}"}}}}]}}]}}\n')
+    result = import_istio([str(path)])
+    assert result.diagnostics and all(len(d.message) < 400 and len(d.hint or "") < 400
+                                      for d in result.diagnostics)
+    assert any("a" * 77 + "..." in d.message for d in result.diagnostics)

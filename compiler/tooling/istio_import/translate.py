@@ -105,7 +105,7 @@ class Service:
 
 class Importer:
     def __init__(self) -> None:
-        self.diags = Collector()
+        self.diags: Collector = _ImportCollector()
         self.seen = Seen()
         self.objects: list[Obj] = []
         self.services: dict[str, Service] = {}
@@ -245,8 +245,14 @@ class Importer:
         ports = spec.at("ports")
         port_items = ports.items() if ports is not None else []
         first = port_items[0].raw if port_items else None
-        if not isinstance(first, dict) or not isinstance(first.get("port"), int):
+        if not isinstance(first, dict) or "port" not in first:
             self.diags.add("E1006", f"Service `{obj.name}` has no port", spec.span)
+            return
+        given = first["port"]
+        if type(given) is not int or not 1 <= given <= 65535:  # not `true`, `"8080"` or a huge number
+            port_node = port_items[0].at("port")
+            self.diags.add("E1006", f"Service `{obj.name}` has port {_short(given)}: a port is a whole number "
+                           "from 1 to 65535", (port_node or port_items[0]).span)
             return
         if len(port_items) > 1:
             self.diags.add("W1003", f"Service `{obj.name}` has {len(port_items)} ports: only the first, "
@@ -1284,7 +1290,14 @@ class Importer:
             sub = part.at(key)
             for name, value in (sub.entries() if sub is not None else []):
                 sub.at(name)  # type: ignore[union-attr]
-                ops.append(f"{key} {_string(name.lower())} {_string(str(value.raw))}")
+                text = _envoy_header_value(str(value.raw))
+                if text is None:
+                    self.diags.add("E1005", f"header value `{value.raw}` has a `%` that Envoy reads as a format "
+                                   "command (`%…%`), which meshc cannot express", value.value_span,
+                                   "Istio hands the value to Envoy, which replaces `%NAME%` per request (`%%` is "
+                                   "one `%`); a meshc header value is sent as written")
+                    continue
+                ops.append(f"{key} {_string(name.lower())} {_string(text)}")
         return "  ".join(ops)
 
     # ---- values --------------------------------------------------------------------------
@@ -1453,6 +1466,44 @@ def _fold_matches(parts: list) -> list:
                 path = f"path prefix {m.group(1)}{m.group(2) or ''}"
         out.append(((path, methods, rest), span))
     return out
+
+
+def _envoy_header_value(text: str) -> str | None:
+    """What Envoy sends for a header value Istio hands it: `%%` is one `%`; any other `%` begins a
+    format command (`%DOWNSTREAM_REMOTE_ADDRESS%`, `%REQ(x)%`) or is malformed: None."""
+    parts = text.split("%%")
+    if any("%" in p for p in parts):
+        return None
+    return "%".join(parts)
+
+
+_QUOTED = re.compile(r"`([^`]{81,})`")
+
+
+def _shorten_quotes(text: str) -> str:
+    """A value quoted in a message, cut to 80 characters (a 15 MB host is not printed in full)."""
+    return _QUOTED.sub(lambda m: f"`{m[1][:77]}...`", text)
+
+
+def _short(value: object) -> str:
+    """A YAML value quoted for a message: a string in double quotes, at most 80 characters."""
+    if isinstance(value, bool) or value is None:
+        text = {True: "true", False: "false", None: "null"}[value]
+    elif isinstance(value, int) and value.bit_length() > 256:
+        text = "a number of more than 77 digits"
+        return text
+    else:
+        text = f'"{value}"' if isinstance(value, str) else str(value)
+    return f"`{text if len(text) <= 80 else text[:77] + '...'}`"
+
+
+class _ImportCollector(Collector):
+    """The importer's diagnostics, whose messages quote values from the YAML shortened."""
+
+    def add(self, code: str, message: str, span: Span | None, hint: str | None = None,
+            labels: tuple[Label, ...] = (), path: str | None = None) -> None:
+        super().add(code, _shorten_quotes(message), span, hint if hint is None else _shorten_quotes(hint),
+                    labels, path)
 
 
 def label_subsets() -> bool:
