@@ -84,7 +84,7 @@ def test_the_translation_follows_istio_semantics(tmp_path):
 
 @pytest.mark.parametrize("name, expected", [
     ("bad/unknown-fields.yaml", [("E1004", 21, 7), ("E1004", 22, 5), ("E1004", 34, 7)]),
-    ("bad/untranslatable.yaml", [("E1005", 22, 7), ("E1005", 24, 5), ("E1005", 42, 17), ("E1005", 44, 7)]),
+    ("bad/untranslatable.yaml", [("E1005", 22, 7), ("E1005", 25, 7), ("E1005", 43, 17), ("E1005", 45, 7)]),
     ("bad/missing-refs.yaml", [("E1008", 20, 17), ("E1007", 25, 15)]),
     ("bad/not-meshc.yaml", [("E1010", 18, 7)]),
     ("bad/schema.yaml", [("E1011", 20, 5), ("E1011", 32, 7)]),   # a CEL rule, the OpenAPI schema
