@@ -84,7 +84,7 @@ def test_the_translation_follows_istio_semantics(tmp_path):
 
 @pytest.mark.parametrize("name, expected", [
     ("bad/unknown-fields.yaml", [("E1004", 21, 7), ("E1004", 22, 5), ("E1004", 34, 7)]),
-    ("bad/untranslatable.yaml", [("E1005", 22, 7), ("E1005", 24, 5), ("E1005", 42, 17), ("E1005", 44, 7)]),
+    ("bad/untranslatable.yaml", [("E1005", 22, 7), ("E1005", 25, 7), ("E1005", 43, 17), ("E1005", 45, 7)]),
     ("bad/missing-refs.yaml", [("E1008", 20, 17), ("E1007", 25, 15)]),
     ("bad/not-meshc.yaml", [("E1010", 18, 7)]),
     ("bad/schema.yaml", [("E1011", 20, 5), ("E1011", 32, 7)]),   # a CEL rule, the OpenAPI schema
@@ -307,3 +307,61 @@ def test_what_meshc_cannot_say_of_them_is_e1005(change, field, tmp_path):
     result = import_istio([str(tmp_path / "web.yaml")], out_dir=str(tmp_path / "out"))
     assert [d.code for d in result.diagnostics if d.severity == "error"] == ["E1005"], \
         [str(d) for d in result.diagnostics]
+
+
+# ---- caller-specific routes: `sourceLabels: {app: NAME}` is meshc's `caller NAME`
+
+CALLERS = """\
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  ports: [{port: 8080}]
+  selector: {app: web}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: front}
+spec:
+  ports: [{port: 8080}]
+  selector: {app: front}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: batch}
+spec:
+  ports: [{port: 8080}]
+  selector: {app: batch}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web}
+spec:
+  hosts: [web]
+  http:
+  - name: mine
+    match:
+    - {sourceLabels: {app: front}, uri: {prefix: /x/}}
+    - {sourceLabels: {app: batch}, uri: {prefix: /x/}}
+    route: [{destination: {host: web}}]
+  - name: rest
+    route: [{destination: {host: web}}]
+"""
+
+
+def test_source_labels_of_a_known_service_are_a_caller_condition(tmp_path):
+    (tmp_path / "web.yaml").write_text(CALLERS)
+    result = import_istio([str(tmp_path / "web.yaml")], out_dir=str(tmp_path / "out"))
+    assert not [d for d in result.diagnostics if d.severity == "error"], [str(d) for d in result.diagnostics]
+    text = "".join(result.files.values())
+    assert 'match { caller [front, batch]  path raw_prefix "/x/" }' in text, text
+    back = api.compile([api.Text(str(tmp_path / "out" / n), t) for n, t in result.files.items()])
+    assert not back.has_errors, [str(d) for d in back.diagnostics]
+
+
+@pytest.mark.parametrize("labels", ["{app: nobody}", "{app: front, version: v1}", "{team: front}"])
+def test_other_source_labels_are_e1005(labels, tmp_path):
+    (tmp_path / "web.yaml").write_text(CALLERS.replace("{sourceLabels: {app: batch}", f"{{sourceLabels: {labels}"))
+    result = import_istio([str(tmp_path / "web.yaml")], out_dir=str(tmp_path / "out"))
+    errors = [(d.code, *d.span.start_line_col()) for d in result.diagnostics if d.severity == "error"]
+    assert [e[0] for e in errors] == ["E1005"], [str(d) for d in result.diagnostics]

@@ -812,7 +812,9 @@ class Importer:
         for (path, methods, rest), span in _fold_matches(parts):
             method = "" if methods is None else f"method {methods[0]}" if len(methods) == 1 else \
                 f"method [{', '.join(methods)}]"
-            out.append((f"match {{ {'  '.join(c for c in (path, *rest, method) if c)} }}", span))
+            callers = [c for c in rest if c.startswith("caller ")]
+            others = [c for c in rest if not c.startswith("caller ")]
+            out.append((f"match {{ {'  '.join(c for c in (*callers, path, *others, method) if c)} }}", span))
         dests = route.at("route")
         items = dests.items() if dests is not None else []
         redirect, direct = route.at("redirect"), route.at("directResponse")
@@ -995,6 +997,11 @@ class Importer:
             kind, value = self._string_match(q, ("exact", "regex"))
             if kind:
                 conds.append(f"query {_string(qname)} {kind} {_string(value)}")
+        source = m.at("sourceLabels")
+        if source is not None:
+            caller = self._caller(source)
+            if caller:
+                conds.insert(0, f"caller {caller}")
         method = m.at("method")
         if method is not None:
             kind, value = self._string_match(method, ("exact", "regex"))
@@ -1008,6 +1015,24 @@ class Importer:
         for a, b in alternatives:
             out = [(p, ms, rest + (c,)) for p, ms, rest in out for c in (a, b)]
         return out
+
+    def _caller(self, source: Node) -> str:
+        """`sourceLabels: {app: NAME}` as meshc's `caller NAME`, which `--target istio`
+        writes so (language §7): NAME must be a service of the imported files whose every pod has the label
+        `app: NAME`; other labels are E1005 (meshc names callers by service only)."""
+        raw = source.raw
+        name = raw.get("app") if isinstance(raw, dict) and len(raw) == 1 else None
+        svc = self.services.get(name) if isinstance(name, str) else None
+        pods = (svc.pod_labels or ([svc.selector] if svc.kube else svc.endpoint_labels)) if svc else []
+        if svc is None or not (svc.kube or svc.internal) or not pods or \
+                any(p.get("app") != name for p in pods):
+            source.consume()
+            self.diags.add("E1005", f"`{source.field}` cannot be translated", source.span,
+                           "meshc's `caller NAME` is `sourceLabels: {app: NAME}`, NAME a service of the "
+                           "imported files whose every pod has the label `app: NAME`")
+            return ""
+        source.consume()
+        return str(name)
 
     def _string_match(self, node: Node, kinds: tuple[str, ...]) -> tuple[str, str]:
         if not isinstance(node.raw, dict) or len(node.raw) != 1:
@@ -1437,6 +1462,24 @@ def _fold_matches(parts: list) -> list:
             same[0] = (path, same[0][1] + tuple(x for x in methods if x not in same[0][1]), rest)
         else:
             merged.append([(path, methods, rest), span])
+    # blocks that differ only in their one caller: one block with the callers (Istio's `sourceLabels`
+    # names one `app`; `--target istio` writes one match per caller)
+    by_caller: list = []
+    for (path, methods, rest), span in merged:
+        caller = next((c for c in rest if c.startswith("caller ") and not c.startswith("caller [")), None)
+        others = tuple(c for c in rest if c != caller)
+        same = next((m for m in by_caller if caller is not None and m[2] is not None and m[0][0] == path
+                     and m[0][1] == methods and m[3] == others), None)
+        if same is not None:
+            if caller[7:] not in same[2]:
+                same[2].append(caller[7:])
+        else:
+            by_caller.append([(path, methods, rest), span, [caller[7:]] if caller else None, others])
+    merged = []
+    for (path, methods, rest), span, callers, others in by_caller:
+        if callers is not None and len(callers) > 1:
+            rest = (f"caller [{', '.join(callers)}]", *others)
+        merged.append([(path, methods, rest), span])
     out: list = []
     used: set[int] = set()
     for i, ((path, methods, rest), span) in enumerate(merged):
