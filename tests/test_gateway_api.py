@@ -283,6 +283,9 @@ RETRY = "    to api.v1\n    retry { attempts 2  on [503] }"
            '    request_headers { remove "x" }\n' + RETRY.split("\n")[1]), "experimental", "W0949"),
     (route("    to api.v1\n    mirror api.v2 10%\n    mirror api.v1 5%\n" + RETRY.split("\n")[1]),
      "experimental", "W0950"),
+    (route("    match { caller api }\n    to api.v1"), "experimental", "E0958"),
+    (route(RETRY).replace("service api {\n", 'service api {\n  hosts ["api.example.com", "*.api.example.com"]\n', 1),
+     "experimental", "W0951"),
 ])
 def test_each_non_exact_construct_has_its_diagnostic(text, channel, expected):
     found = codes(text, channel)

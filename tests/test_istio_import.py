@@ -365,3 +365,19 @@ def test_other_source_labels_are_e1005(labels, tmp_path):
     result = import_istio([str(tmp_path / "web.yaml")], out_dir=str(tmp_path / "out"))
     errors = [(d.code, *d.span.start_line_col()) for d in result.diagnostics if d.severity == "error"]
     assert [e[0] for e in errors] == ["E1005"], [str(d) for d in result.diagnostics]
+
+
+def test_other_virtual_service_hosts_become_the_services_hosts(tmp_path):
+    text = CALLERS.replace("  hosts: [web]\n", "  hosts: [web, API.example.com, '*.web.example.com']\n")
+    (tmp_path / "web.yaml").write_text(text)
+    result = import_istio([str(tmp_path / "web.yaml")], out_dir=str(tmp_path / "out"))
+    assert not [d for d in result.diagnostics if d.severity == "error"], [str(d) for d in result.diagnostics]
+    out = "".join(result.files.values())
+    assert 'hosts ["api.example.com", "*.web.example.com"]' in out, out
+    back = api.compile([api.Text(str(tmp_path / "out" / n), t) for n, t in result.files.items()])
+    assert not back.has_errors, [str(d) for d in back.diagnostics]
+    # without a service of the imported files beside them, or in a form meshc's hosts lack: E1007
+    for hosts in ("[API.example.com]", "[web, 'web.*']", "[web, nope.default.svc.cluster.local]"):
+        (tmp_path / "web.yaml").write_text(CALLERS.replace("  hosts: [web]\n", f"  hosts: {hosts}\n"))
+        result = import_istio([str(tmp_path / "web.yaml")], out_dir=str(tmp_path / "out2"))
+        assert "E1007" in [d.code for d in result.diagnostics], (hosts, [str(d) for d in result.diagnostics])

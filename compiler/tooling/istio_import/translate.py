@@ -93,6 +93,7 @@ class Service:
         self.allow_policies = 0
         self.rule_names: set[str] = set()
         self.hosts: set[str] = set()
+        self.written_hosts: list[tuple[str, Span]] = []   # a VirtualService's other hosts: `hosts [...]`
         self.uses_all = False
         self.internal = True          # a ServiceEntry: MESH_INTERNAL (its endpoints are workloads of the mesh)
         self.dr_tls: str | None = None  # the DestinationRule's `tls.mode`: what callers connect with
@@ -780,10 +781,23 @@ class Importer:
             export.consume()
         hosts = spec.at("hosts")
         targets = []
+        others = []
         for h in (hosts.items() if hosts is not None else []):
+            known = isinstance(h.raw, str) and (h.raw in self.by_host or f"{h.raw}.{obj.namespace}" in self.by_host)
+            if isinstance(h.raw, str) and not known and _WRITTEN_HOST.fullmatch(h.raw) \
+                    and not re.search(r"\.svc(\.|$)", h.raw):
+                others.append(h)      # a name of the service beside its Kubernetes names: `hosts [...]`
+                continue
             svc = self._resolve(h, obj.namespace)
-            if svc is not None:
+            if svc is not None and svc not in targets:
                 targets.append(svc)
+        if others and len(targets) != 1:
+            for h in others:
+                self.diags.add("E1007", f"host `{h.raw}` is not a service of the imported files", h.value_span,
+                               "a VirtualService's other hosts become `hosts [...]` of its one service: "
+                               "name one service of the imported files beside them")
+        elif others:
+            targets[0].written_hosts += [(str(h.raw).lower(), h.span) for h in others]
         http = spec.at("http")
         if http is None:
             return
@@ -1357,6 +1371,9 @@ class Importer:
         out: list[tuple[str, Span | None]] = [("", None), (f"service {svc.name} {{", svc.span),
                                               (f"port {svc.port}", svc.span),
                                               (f"namespace {_string(svc.namespace)}", svc.span)]
+        if svc.written_hosts:
+            names = list(dict.fromkeys(h for h, _ in svc.written_hosts))
+            out.append((f"hosts [{', '.join(_string(h) for h in names)}]", svc.written_hosts[0][1]))
         if svc.account:
             identity = f"spiffe://{self.trust_domain}/ns/{svc.namespace}/sa/{svc.account}"
             out.append((f"identity {_string(identity)}", svc.span))
@@ -1449,6 +1466,11 @@ def _literal_regex(pattern: str) -> tuple[str, str, bool] | None:
     return kind, "".join(literal), folded
 
 
+# a VirtualService host meshc's `hosts` can hold: a DNS name with a dot, or `*.SUFFIX`
+_WRITTEN_HOST = re.compile(r"(\*\.)?[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}"
+                           r"[A-Za-z0-9])?)+")
+
+
 def _fold_matches(parts: list) -> list:
     """Match blocks (OR) written the way Istio needs them, folded back into meshc's forms, each step
     an equivalence: blocks that differ only in their one method become one block with the methods
@@ -1470,7 +1492,7 @@ def _fold_matches(parts: list) -> list:
         others = tuple(c for c in rest if c != caller)
         same = next((m for m in by_caller if caller is not None and m[2] is not None and m[0][0] == path
                      and m[0][1] == methods and m[3] == others), None)
-        if same is not None:
+        if same is not None and caller is not None:
             if caller[7:] not in same[2]:
                 same[2].append(caller[7:])
         else:
