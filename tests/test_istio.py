@@ -138,7 +138,7 @@ def test_generated_policies_give_deterministic_output_that_validates(tmp_path_fa
     if a.has_errors:
         errors = {d.code for d in a.diagnostics if d.severity == "error"}
         assert a.files == {} and errors <= {"E0902", "E0903", "E0904", "E0905", "E0906", "E0907", "E0909",
-                                            "E0910", "E0911", "E0912"}
+                                            "E0910", "E0911", "E0912", "E0913"}
         return
     docs = documents(a)
     report = validate(docs)
@@ -317,6 +317,8 @@ routes api { route r { to api.v2 } }
                      '  route s { to api.v2 }'),
     "E0912": _routes('route r { split { api.default 0  api.v2 1 request_headers { add "x" "2" } }'
                      '  request_headers { add "x" "1" } }'),
+    "E0913": BASE.replace('  endpoints ["10.0.0.1:8080"]\n', '  endpoints ["10.0.0.1:8080"]\n  hosts ["api.*"]\n')
+    + "routes api { route r { to api.v2 } }\n",
     "W0909": BASE.replace('  subset v2 { endpoints ["10.0.0.2:8080"] }',
                           '  subset v2 { endpoints ["10.0.0.2:8080"]  sidecar { escaped_slashes decode } }')
     + "routes api { route r { to api.v2 } }\n",
@@ -415,3 +417,24 @@ def test_not_path_and_not_method_are_not_paths_and_not_methods(tmp_path):
     (rule,) = allow["spec"]["rules"]
     assert rule["to"] == [{"operation": {"notPaths": ["/admin", "/admin/*", "/x"], "notMethods": ["DELETE", "PUT"]}}]
     assert not out.has_errors and validate(documents(out)).ok
+
+
+@pytest.mark.parametrize("hosts", ['"*"', '"backend"', '"api.example.com:8080"'])
+def test_hosts_istio_cannot_write_are_e0913(hosts, tmp_path):
+    out = emit(BASE.replace('  endpoints ["10.0.0.1:8080"]\n', f'  endpoints ["10.0.0.1:8080"]\n  hosts [{hosts}]\n')
+               + "routes api { route r { to api.v2 } }\n", tmp_path)
+    assert codes(out) == ["E0913"], [str(d.message) for d in out.diagnostics]
+
+
+def test_written_hosts_are_the_virtual_services_and_the_sidecars(tmp_path):
+    out = emit(BASE.replace('  endpoints ["10.0.0.1:8080"]\n',
+                            '  endpoints ["10.0.0.1:8080"]\n  hosts ["API.example.com", "*.api.example.com"]\n')
+               + "routes api { route r { to api.v2 } }\nservice web { port 80  endpoints [\"10.0.0.3:80\"] }\n",
+               tmp_path)
+    assert not out.diagnostics, [str(d.message) for d in out.diagnostics]
+    docs = documents(out)
+    vs = next(d for d in docs if d["kind"] == "VirtualService" and d["metadata"]["name"] == "api")
+    assert vs["spec"]["hosts"] == ["api.default.svc.cluster.local", "api.example.com", "*.api.example.com"]
+    sidecar = next(d for d in docs if d["kind"] == "Sidecar" and d["metadata"]["name"] == "web")
+    assert {"default/api.example.com", "default/*.api.example.com"} <= set(sidecar["spec"]["egress"][0]["hosts"])
+    assert validate(docs).ok

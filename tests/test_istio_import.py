@@ -410,3 +410,77 @@ def test_a_huge_value_is_quoted_shortened_in_messages(tmp_path):
     assert result.diagnostics and all(len(d.message) < 400 and len(d.hint or "") < 400
                                       for d in result.diagnostics)
     assert any("a" * 77 + "..." in d.message for d in result.diagnostics)
+
+
+# ---- caller-specific routes: `sourceLabels: {app: NAME}` is meshc's `caller NAME`
+
+CALLERS = """\
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  ports: [{port: 8080}]
+  selector: {app: web}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: front}
+spec:
+  ports: [{port: 8080}]
+  selector: {app: front}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: batch}
+spec:
+  ports: [{port: 8080}]
+  selector: {app: batch}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web}
+spec:
+  hosts: [web]
+  http:
+  - name: mine
+    match:
+    - {sourceLabels: {app: front}, uri: {prefix: /x/}}
+    - {sourceLabels: {app: batch}, uri: {prefix: /x/}}
+    route: [{destination: {host: web}}]
+  - name: rest
+    route: [{destination: {host: web}}]
+"""
+
+
+def test_source_labels_of_a_known_service_are_a_caller_condition(tmp_path):
+    (tmp_path / "web.yaml").write_text(CALLERS)
+    result = import_istio([str(tmp_path / "web.yaml")], out_dir=str(tmp_path / "out"))
+    assert not [d for d in result.diagnostics if d.severity == "error"], [str(d) for d in result.diagnostics]
+    text = "".join(result.files.values())
+    assert 'match { caller [front, batch]  path raw_prefix "/x/" }' in text, text
+    back = api.compile([api.Text(str(tmp_path / "out" / n), t) for n, t in result.files.items()])
+    assert not back.has_errors, [str(d) for d in back.diagnostics]
+
+
+@pytest.mark.parametrize("labels", ["{app: nobody}", "{app: front, version: v1}", "{team: front}"])
+def test_other_source_labels_are_e1005(labels, tmp_path):
+    (tmp_path / "web.yaml").write_text(CALLERS.replace("{sourceLabels: {app: batch}", f"{{sourceLabels: {labels}"))
+    result = import_istio([str(tmp_path / "web.yaml")], out_dir=str(tmp_path / "out"))
+    errors = [(d.code, *d.span.start_line_col()) for d in result.diagnostics if d.severity == "error"]
+    assert [e[0] for e in errors] == ["E1005"], [str(d) for d in result.diagnostics]
+
+
+def test_other_virtual_service_hosts_become_the_services_hosts(tmp_path):
+    text = CALLERS.replace("  hosts: [web]\n", "  hosts: [web, API.example.com, '*.web.example.com']\n")
+    (tmp_path / "web.yaml").write_text(text)
+    result = import_istio([str(tmp_path / "web.yaml")], out_dir=str(tmp_path / "out"))
+    assert not [d for d in result.diagnostics if d.severity == "error"], [str(d) for d in result.diagnostics]
+    out = "".join(result.files.values())
+    assert 'hosts ["api.example.com", "*.web.example.com"]' in out, out
+    back = api.compile([api.Text(str(tmp_path / "out" / n), t) for n, t in result.files.items()])
+    assert not back.has_errors, [str(d) for d in back.diagnostics]
+    # without a service of the imported files beside them, or in a form meshc's hosts lack: E1007
+    for hosts in ("[API.example.com]", "[web, 'web.*']", "[web, nope.default.svc.cluster.local]"):
+        (tmp_path / "web.yaml").write_text(CALLERS.replace("  hosts: [web]\n", f"  hosts: {hosts}\n"))
+        result = import_istio([str(tmp_path / "web.yaml")], out_dir=str(tmp_path / "out2"))
+        assert "E1007" in [d.code for d in result.diagnostics], (hosts, [str(d) for d in result.diagnostics])

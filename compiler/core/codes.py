@@ -332,6 +332,9 @@ CODES: dict[str, Code] = _registry(
               "destination (the others weigh 0), Istio makes it the route's cluster and appends its header changes "
               "after the route's, where meshc applies the destination's first: a header changed in both places "
               "would end differently."),
+    ("E0913", "a host Istio cannot write", "A VirtualService's `hosts` takes a DNS name with a dot or a "
+              "`*.SUFFIX` wildcard: a host with a port, a `PREFIX.*` wildcard, the catch-all `*` (refused for the "
+              "mesh) and a dotless name (a short name Istio resolves against the namespace) have no Istio form."),
     ("W0901", "split key not carried by Istio", "Istio's weighted destinations are picked at random by weight: there "
               "is no field for a split key, so the same key may reach another subset. The shares are kept."),
     ("W0902", "backoff maximum not carried by Istio", "Istio's `retries.backoff` sets only Envoy's base interval; the "
@@ -463,6 +466,9 @@ CODES: dict[str, Code] = _registry(
     ("E0957", "prefix replacement in a rule with several matches", "Gateway API allows ReplacePrefixMatch (in a "
               "redirect or a rewrite) only in a rule with exactly one match, a PathPrefix: a route whose match is "
               "written as several HTTPRouteMatches (several methods, several matches) cannot replace its prefix."),
+    ("E0958", "routes for named callers only, for Gateway API", "When every route of a service has a `caller` "
+              "condition, meshc's other callers have no route to it and are answered 404; an HTTPRoute cannot name "
+              "callers, and without one a Service forwards every request."),
     ("W0940", "retry conditions Gateway API leaves to the implementation", "meshc's `5xx` and `gateway-error` also "
               "retry resets, connect failures and per-try timeouts, and `reset`/`connect-failure` are connection "
               "conditions: Gateway API's retry names status codes only, so only those are written and the rest is "
@@ -499,6 +505,10 @@ CODES: dict[str, Code] = _registry(
     ("W0950", "several mirrors with shares under Gateway API", "meshc (like Envoy, and so Istio) decides every "
               "mirror of a route with one random draw per request; Gateway API leaves it to the implementation, "
               "which may draw once per mirror: the shares hold, the overlap between mirrors may differ."),
+    ("W0951", "hosts not carried by Gateway API", "An HTTPRoute whose parentRef is a Service (GAMMA) applies to "
+              "the traffic sent to that Service, whatever its Host, and GAMMA implementations ignore the route's "
+              "`hostnames`: a service's written `hosts` have no Gateway API form, so requests to them are not "
+              "routed by the mesh unless DNS sends them to the Service."),
     # ---- lint rules (meshc lint only)
     ("L0101", "retries that outlast the route timeout", "Every try of the route at its per-try timeout, plus the "
               "longest backoffs between them, takes longer than the route timeout: the route timeout ends the request "

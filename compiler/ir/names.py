@@ -44,6 +44,19 @@ def domains(service: str, namespace: str, port: int, cluster_domain: str = "clus
     return tuple(dict.fromkeys(out))
 
 
+def written_hosts(domains_: tuple[str, ...], port_: int) -> list[str]:
+    """A service's written `hosts [...]` as written (lower-cased), read back from its domains
+    (`domains` above: the eight Kubernetes names first, then each written host, an
+    exact name or `*.SUFFIX` followed by its `:PORT` form)."""
+    out: list[str] = []
+    port = f":{port_}"
+    for d in domains_[8:]:
+        if d.endswith(port) and d[:-len(port)] in out:
+            continue
+        out.append(d)
+    return out
+
+
 class HostIndex:
     """Envoy 1.40's virtual host selection over (name, domains) pairs: an exact domain, else the
     longest `*SUFFIX` wildcard, else the longest `PREFIX*` wildcard, else `*`; a wildcard never

@@ -21,6 +21,7 @@ from compiler.backends.kube import KubeObject, check_dns_label
 from compiler.backends.located import located
 from compiler.core.diagnostics import Diagnostic
 from compiler.ir import scope
+from compiler.ir.names import written_hosts
 
 API_VERSION = "gateway.networking.k8s.io/v1"
 KINDS = ("HTTPRoute",)
@@ -77,6 +78,13 @@ class GatewayApiTarget:
         services = {s.name: s for s in program.services}
         for svc in program.services:
             diags += _service_policies(svc, sources)
+            hosts = written_hosts(svc.domains, svc.port)
+            if hosts:
+                diags.append(located("W0951", f"the hosts {', '.join(f'`{h}`' for h in hosts)} of `{svc.name}` are "
+                                     "not carried: a mesh HTTPRoute (parentRef the Service) takes the Service's "
+                                     "own traffic, and GAMMA implementations ignore `hostnames`", svc.source, sources,
+                                     hint="route these names to the Service with DNS (a CNAME, an ExternalName "
+                                          "Service) or at a Gateway; meshc's sidecars route them themselves"))
             svc = _every_caller(svc, sources, diags)
             if not svc.routes:
                 continue
@@ -413,7 +421,14 @@ def _every_caller(svc: ir.Service, sources: dict, diags: list[Diagnostic]) -> ir
                                  + ", ".join(f"`{c}`" for c in named) + " alone (`caller`), which an HTTPRoute "
                                  "cannot carry: they are left out, and those callers route as every other one",
                                  route.source, sources, hint="`--target istio` writes them as sourceLabels"))
-    return dataclasses.replace(svc, routes=scope.routes_for(svc, ""))
+    others = scope.routes_for(svc, "")
+    if not others:
+        diags.append(located("E0958", f"every route of `{svc.name}` is for named callers (`caller`): meshc answers "
+                             "the other callers 404, and a Service without an HTTPRoute forwards them",
+                             svc.routes[0].source, sources,
+                             hint="add a route without a `caller` condition (such as a last `route rest { to "
+                                  f"{svc.name}.default }}`) for the other callers"))
+    return dataclasses.replace(svc, routes=others)
 
 
 def _matches(m: ir.Match, route: ir.Route, sources: dict, diags: list[Diagnostic]) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ from compiler.backends.istio.values import (
     SUBSET_LABEL,
     duration,
     fqdn,
+    istio_hosts,
     where,
 )
 from compiler.backends.kube import KubeObject
@@ -57,8 +58,11 @@ class IstioTarget:
         objects: list[KubeObject] = []
         scope = scopes(program)
         services = {s.name: s for s in program.services}
-        egress_host = {s.name: f"{s.namespace}/{fqdn(s)}" for s in program.services}
-        everyone = sorted(egress_host.values())   # shared by every sidecar whose scope is the whole program
+        # a Sidecar's egress imports each host of a service in its scope: its FQDN and its written hosts
+        egress_host = {s.name: [f"{s.namespace}/{h}" for h in (fqdn(s), *istio_hosts(s)[0])]
+                       for s in program.services}
+        # shared by every sidecar whose scope is the whole program
+        everyone = sorted(h for hs in egress_host.values() for h in hs)
         restricted = False
         for svc in program.services:
             def obj(api: str, kind: str, name: str, spec: dict, source: ir.Location | None = svc.source,
@@ -77,7 +81,7 @@ class IstioTarget:
             for suffix, _, spec in security.authorization_policies(svc, sources, diags):
                 obj(API_SECURITY, "AuthorizationPolicy", f"{svc.name}-{suffix}", spec, svc.authorization.source)
             mine = scope[svc.name]
-            hosts = everyone if mine.full else sorted(egress_host[n] for n in mine.services)
+            hosts = everyone if mine.full else sorted(h for n in mine.services for h in egress_host[n])
             obj(API_NETWORKING, "Sidecar", svc.name, {"workloadSelector": {"labels": {APP_LABEL: svc.name}},
                                                       "egress": [{"hosts": hosts}],
                                                       "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from compiler import ir
-from compiler.backends.istio.values import APP_LABEL, duration, fqdn
+from compiler.backends.istio.values import APP_LABEL, duration, fqdn, istio_hosts
 from compiler.backends.located import located
 from compiler.core.diagnostics import Diagnostic
 
@@ -200,7 +200,17 @@ def retries(route: ir.Route, sources: dict, diags: list[Diagnostic]) -> dict:
 
 def virtual_service(svc: ir.Service, services: dict[str, ir.Service], sources: dict,
                     diags: list[Diagnostic]) -> dict:
-    """The spec of the VirtualService of `svc` (host: its FQDN)."""
+    """The spec of the VirtualService of `svc` (hosts: its FQDN, then its written `hosts` Istio can
+    say; E0913 for the others)."""
+    carried, refused = istio_hosts(svc)
+    for h in refused:
+        why = ("Istio's hosts have no port" if ":" in h else
+               "Istio resolves a short name against the namespace" if "." not in h and "*" not in h else
+               "Istio's VirtualService takes `*` only as the first label, and not `*` alone for the mesh")
+        diags.append(located("E0913", f"host `{h}` of service `{svc.name}` cannot be written for Istio: {why}",
+                             svc.source, sources,
+                             hint="write an exact DNS name (with a dot) or `*.SUFFIX` in `hosts`, or leave "
+                                  "this host out of the Istio output"))
     http = []
     for route in svc.routes:
         item: dict = {"name": route.name}
@@ -247,7 +257,7 @@ def virtual_service(svc: ir.Service, services: dict[str, ir.Service], sources: d
         if route.cors is not None:
             item["corsPolicy"] = cors_policy(route.cors)
         http.append(item)
-    return {"hosts": [fqdn(svc)], "http": http}
+    return {"hosts": [fqdn(svc), *carried], "http": http}
 
 
 def _route_headers(route: ir.Route, sources: dict, diags: list[Diagnostic],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from compiler import ir
+from compiler.ir.names import written_hosts
 
 API_NETWORKING = "networking.istio.io/v1"
 API_SECURITY = "security.istio.io/v1"
@@ -31,6 +32,19 @@ def duration(ms: int) -> str:
 def fqdn(svc: ir.Service) -> str:
     """The Kubernetes host of a service, `NAME.NAMESPACE.svc.cluster.local`."""
     return f"{svc.name}.{svc.namespace}.svc.cluster.local"
+
+
+def istio_hosts(svc: ir.Service) -> tuple[list[str], list[str]]:
+    """(the written hosts a VirtualService's `hosts` carries, those it cannot): Istio takes a DNS
+    name with at least one dot (a dotless name is a short name, resolved against the namespace) or a
+    `*.SUFFIX` wildcard; not a port, a `PREFIX.*` wildcard, nor `*` for the mesh (validation.go)."""
+    carried, refused = [], []
+    for h in written_hosts(svc.domains, svc.port):
+        if h == "*" or h.endswith(".*") or ":" in h or "." not in h:
+            refused.append(h)
+        else:
+            carried.append(h)
+    return carried, refused
 
 
 def selector(svc: ir.Service) -> dict:

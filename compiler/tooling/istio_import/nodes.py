@@ -130,8 +130,9 @@ _UNTRANSLATED = {
     "authority": "meshc routes a service's requests by path, headers, query and method: `Host` chooses the service",
     "scheme": "meshc does not match on the scheme",
     "port": "meshc has one port per service",
-    "sourceLabels": "meshc routes do not depend on the caller",
-    "sourceNamespace": "meshc routes do not depend on the caller",
+    "sourceLabels": "meshc's `caller NAME` is `sourceLabels: {app: NAME}`, NAME a service of the imported "
+                    "files whose every pod has the label `app: NAME`",
+    "sourceNamespace": "meshc's `caller` names a service, not a namespace",
     "gateways": "meshc configures the sidecars of the mesh, not gateways",
     "exportTo": "meshc has no visibility scopes: every service is visible to every sidecar",
     "workloadSelector": "meshc routes of a service apply to every caller",

@@ -93,6 +93,7 @@ class Service:
         self.allow_policies = 0
         self.rule_names: set[str] = set()
         self.hosts: set[str] = set()
+        self.written_hosts: list[tuple[str, Span]] = []   # a VirtualService's other hosts: `hosts [...]`
         self.uses_all = False
         self.internal = True          # a ServiceEntry: MESH_INTERNAL (its endpoints are workloads of the mesh)
         self.dr_tls: str | None = None  # the DestinationRule's `tls.mode`: what callers connect with
@@ -786,10 +787,23 @@ class Importer:
             export.consume()
         hosts = spec.at("hosts")
         targets = []
+        others = []
         for h in (hosts.items() if hosts is not None else []):
+            known = isinstance(h.raw, str) and (h.raw in self.by_host or f"{h.raw}.{obj.namespace}" in self.by_host)
+            if isinstance(h.raw, str) and not known and _WRITTEN_HOST.fullmatch(h.raw) \
+                    and not re.search(r"\.svc(\.|$)", h.raw):
+                others.append(h)      # a name of the service beside its Kubernetes names: `hosts [...]`
+                continue
             svc = self._resolve(h, obj.namespace)
-            if svc is not None:
+            if svc is not None and svc not in targets:
                 targets.append(svc)
+        if others and len(targets) != 1:
+            for h in others:
+                self.diags.add("E1007", f"host `{h.raw}` is not a service of the imported files", h.value_span,
+                               "a VirtualService's other hosts become `hosts [...]` of its one service: "
+                               "name one service of the imported files beside them")
+        elif others:
+            targets[0].written_hosts += [(str(h.raw).lower(), h.span) for h in others]
         http = spec.at("http")
         if http is None:
             return
@@ -818,7 +832,9 @@ class Importer:
         for (path, methods, rest), span in _fold_matches(parts):
             method = "" if methods is None else f"method {methods[0]}" if len(methods) == 1 else \
                 f"method [{', '.join(methods)}]"
-            out.append((f"match {{ {'  '.join(c for c in (path, *rest, method) if c)} }}", span))
+            callers = [c for c in rest if c.startswith("caller ")]
+            others = [c for c in rest if not c.startswith("caller ")]
+            out.append((f"match {{ {'  '.join(c for c in (*callers, path, *others, method) if c)} }}", span))
         dests = route.at("route")
         items = dests.items() if dests is not None else []
         redirect, direct = route.at("redirect"), route.at("directResponse")
@@ -1001,6 +1017,11 @@ class Importer:
             kind, value = self._string_match(q, ("exact", "regex"))
             if kind:
                 conds.append(f"query {_string(qname)} {kind} {_string(value)}")
+        source = m.at("sourceLabels")
+        if source is not None:
+            caller = self._caller(source)
+            if caller:
+                conds.insert(0, f"caller {caller}")
         method = m.at("method")
         if method is not None:
             kind, value = self._string_match(method, ("exact", "regex"))
@@ -1014,6 +1035,24 @@ class Importer:
         for a, b in alternatives:
             out = [(p, ms, rest + (c,)) for p, ms, rest in out for c in (a, b)]
         return out
+
+    def _caller(self, source: Node) -> str:
+        """`sourceLabels: {app: NAME}` as meshc's `caller NAME`, which `--target istio`
+        writes so (language §7): NAME must be a service of the imported files whose every pod has the label
+        `app: NAME`; other labels are E1005 (meshc names callers by service only)."""
+        raw = source.raw
+        name = raw.get("app") if isinstance(raw, dict) and len(raw) == 1 else None
+        svc = self.services.get(name) if isinstance(name, str) else None
+        pods = (svc.pod_labels or ([svc.selector] if svc.kube else svc.endpoint_labels)) if svc else []
+        if svc is None or not (svc.kube or svc.internal) or not pods or \
+                any(p.get("app") != name for p in pods):
+            source.consume()
+            self.diags.add("E1005", f"`{source.field}` cannot be translated", source.span,
+                           "meshc's `caller NAME` is `sourceLabels: {app: NAME}`, NAME a service of the "
+                           "imported files whose every pod has the label `app: NAME`")
+            return ""
+        source.consume()
+        return str(name)
 
     def _string_match(self, node: Node, kinds: tuple[str, ...]) -> tuple[str, str]:
         if not isinstance(node.raw, dict) or len(node.raw) != 1:
@@ -1345,6 +1384,9 @@ class Importer:
         out: list[tuple[str, Span | None]] = [("", None), (f"service {svc.name} {{", svc.span),
                                               (f"port {svc.port}", svc.span),
                                               (f"namespace {_string(svc.namespace)}", svc.span)]
+        if svc.written_hosts:
+            names = list(dict.fromkeys(h for h, _ in svc.written_hosts))
+            out.append((f"hosts [{', '.join(_string(h) for h in names)}]", svc.written_hosts[0][1]))
         if svc.account:
             identity = f"spiffe://{self.trust_domain}/ns/{svc.namespace}/sa/{svc.account}"
             out.append((f"identity {_string(identity)}", svc.span))
@@ -1437,6 +1479,11 @@ def _literal_regex(pattern: str) -> tuple[str, str, bool] | None:
     return kind, "".join(literal), folded
 
 
+# a VirtualService host meshc's `hosts` can hold: a DNS name with a dot, or `*.SUFFIX`
+_WRITTEN_HOST = re.compile(r"(\*\.)?[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}"
+                           r"[A-Za-z0-9])?)+")
+
+
 def _fold_matches(parts: list) -> list:
     """Match blocks (OR) written the way Istio needs them, folded back into meshc's forms, each step
     an equivalence: blocks that differ only in their one method become one block with the methods
@@ -1450,6 +1497,24 @@ def _fold_matches(parts: list) -> list:
             same[0] = (path, same[0][1] + tuple(x for x in methods if x not in same[0][1]), rest)
         else:
             merged.append([(path, methods, rest), span])
+    # blocks that differ only in their one caller: one block with the callers (Istio's `sourceLabels`
+    # names one `app`; `--target istio` writes one match per caller)
+    by_caller: list = []
+    for (path, methods, rest), span in merged:
+        caller = next((c for c in rest if c.startswith("caller ") and not c.startswith("caller [")), None)
+        others = tuple(c for c in rest if c != caller)
+        same = next((m for m in by_caller if caller is not None and m[2] is not None and m[0][0] == path
+                     and m[0][1] == methods and m[3] == others), None)
+        if same is not None and caller is not None:
+            if caller[7:] not in same[2]:
+                same[2].append(caller[7:])
+        else:
+            by_caller.append([(path, methods, rest), span, [caller[7:]] if caller else None, others])
+    merged = []
+    for (path, methods, rest), span, callers, others in by_caller:
+        if callers is not None and len(callers) > 1:
+            rest = (f"caller [{', '.join(callers)}]", *others)
+        merged.append([(path, methods, rest), span])
     out: list = []
     used: set[int] = set()
     for i, ((path, methods, rest), span) in enumerate(merged):
