@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from compiler.core.nodes import Node, node
 
-__all__ = ["AuthzRule", "HeaderMatch", "Location", "Match", "PathMatch", "Principal", "QueryMatch"]
+__all__ = ["AuthzRule", "HeaderMatch", "Location", "Match", "PathMatch", "Principal", "QueryMatch", "rules_admit"]
 
 
 # ---- provenance ----------------------------------------------------------------------------------
@@ -103,3 +103,19 @@ class AuthzRule(Node):
     # `not_rule`), native (authorization) and checks (rule coverage, W0610)
     not_paths: tuple[PathMatch, ...] = ()
     not_methods: tuple[str, ...] = ()
+
+
+def rules_admit(default: str, rules: tuple[AuthzRule, ...], ident: str) -> bool:
+    """Whether an authorization (its default and its rules) can admit a caller with the SPIFFE ID
+    `ident` (compiler/ir/scope.py): a `default allow`, an allow rule without `from`, or an allow
+    rule with a principal `ident` satisfies. Here, in the light part of the IR, so that `meshc
+    check`'s W0410 reasons with it without loading the rest."""
+    if default == "allow" or any(r.action == "allow" and r.principals is None for r in rules):
+        return True
+    for rule in rules:
+        if rule.action != "allow" or rule.principals is None:
+            continue
+        for p in rule.principals:
+            if (p.value == ident) if p.kind == "exact" else ident.startswith(p.value):
+                return True
+    return False

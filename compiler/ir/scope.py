@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from compiler.ir.conditions import rules_admit
 from compiler.ir.model import Authorization, Program, Route, Service
 
 __all__ = ["Scope", "admits", "admits_identity", "named_callers", "routes_for", "scope", "scopes"]
@@ -92,15 +93,7 @@ def admits(dest: Service, caller: Service) -> bool:
 
 def admits_identity(authz: Authorization, ident: str) -> bool:
     """Whether an authorization can admit a caller with the SPIFFE ID `ident` (`admits`)."""
-    if _open(authz):
-        return True
-    for rule in authz.rules:
-        if rule.action != "allow" or rule.principals is None:
-            continue
-        for p in rule.principals:
-            if (p.value == ident) if p.kind == "exact" else ident.startswith(p.value):
-                return True
-    return False
+    return rules_admit(authz.default, authz.rules, ident)
 
 
 def _targets(dest: Service) -> set[str]:

@@ -158,11 +158,10 @@ def check_callers(ctx: Context, dest: str, block: ast.Routes) -> None:
     svc, authz = ctx.services.get(dest), ctx.authorizations.get(dest)
     if svc is None or authz is None or authz.default is None:
         return
-    from compiler import ir
-    from compiler.ir.scope import admits_identity
+    from compiler.ir.conditions import rules_admit
     from compiler.semantic.conditions import authorization_rules, service_identity
 
-    lowered = ir.Authorization(authz.default.value, tuple(r for _, r in authorization_rules(ctx, svc, authz)), None)
+    rules = tuple(r for _, r in authorization_rules(ctx, svc, authz))
     for route in block.routes:
         for m in route.matches:
             for c in m.conditions:
@@ -170,7 +169,8 @@ def check_callers(ctx: Context, dest: str, block: ast.Routes) -> None:
                     continue
                 for v in c.callers:
                     caller = ctx.services.get(v.value)
-                    if caller is not None and not admits_identity(lowered, service_identity(ctx, caller)):
+                    default = authz.default.value
+                    if caller is not None and not rules_admit(default, rules, service_identity(ctx, caller)):
                         ctx.diags.add("W0410", f"route `{route.name.value}` is for caller `{v.value}`, which "
                                       f"`authorization {dest}` never admits", v.span,
                                       labels=(Label(authz.service.span, "no allow rule here can admit it"),),
