@@ -556,11 +556,14 @@ def diff(old: Side, new: Side) -> Result:
                     if caller in services:
                         table = side.tables.get(caller)
                         # the outbound decision reads, of the caller's table, only whether the
-                        # destination answers to its Host there (its scope), its routes (the same in
-                        # every table), the path normalisation and the body limit
+                        # destination answers to its Host there (its scope), its routes there (the
+                        # same in every table but for caller-specific ones: language §7), the path
+                        # normalisation and the body limit
+                        mine = table.services.get(dest) if table is not None else None
                         key = (id(side), req) if table is None else \
                             (id(side), req, table.service_for_host(host) is not None, table.escaped_slashes,
-                             table.proxy.max_request_body_bytes)
+                             table.proxy.max_request_body_bytes,
+                             tuple(r.source for r in mine.routes) if mine is not None else ())
                         o = cache.get(key)
                         if o is None:
                             o = cache[key] = outbound(table, host, req, sample)
