@@ -33,7 +33,7 @@ import re
 
 from compiler.core.diagnostics import Collector, Label
 from compiler.core.source import Span
-from compiler.tooling.istio_import.fields import SPEC_FIELDS
+from compiler.tooling.istio_import.fields import spec_fields
 from compiler.tooling.istio_import.nodes import Node, Seen, leftovers
 from compiler.tooling.istio_import.yaml_source import Document, YamlError, read_yaml
 
@@ -193,7 +193,7 @@ class Importer:
                 if obj.kind == kind and id(obj) not in rejected:
                     getattr(self, f"_{kind.lower()}")(obj)
                     if kind in ISTIO_KINDS and obj.spec() is not None:
-                        leftovers(obj.spec(), SPEC_FIELDS[kind], kind, self.diags)  # type: ignore[arg-type]
+                        leftovers(obj.spec(), spec_fields(kind), kind, self.diags)  # type: ignore[arg-type]
                     for key, _ in obj.node.entries():
                         if key not in ("apiVersion", "kind", "metadata", "spec", "status"):
                             child = obj.node.at(key)
