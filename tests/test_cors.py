@@ -233,7 +233,7 @@ def test_cors_for_gateway_api_is_refused(channel):
 
     emitted = api.compile([api.Text("k.mesh", K8S)], shard=False).emit("gateway-api", None, Options(channel=channel))
     errors = [d for d in emitted.diagnostics if d.severity == "error"]
-    assert [d.code for d in errors if d.code != "E0944"] == ["E0735"] and not emitted.files
+    assert [d.code for d in errors if d.code != "E0944"] == ["E0959"] and not emitted.files
     assert "route `api` has a `cors` policy" in errors[-1].message
 
 

@@ -478,7 +478,7 @@ COMPARED = {"policies": 0, "refused": 0, "requests": 0}
 
 @pytest.mark.xfail(strict=False, reason="known gap: since the equivalence generators combine features (pairwise "
                    "focus groups, CORS, redirects, rewrites), Gateway API refuses about 9 generated policies in 10 "
-                   "(faults E0945, rule order E0943, mirrors with shares E0950, rewrites E0955, CORS E0735) and "
+                   "(faults E0945, rule order E0943, mirrors with shares E0950, rewrites E0955, CORS E0959) and "
                    "the few it takes come with inbound requests only: the comparison needs a generator profile "
                    "limited to what HTTPRoute can carry")
 def test_the_native_comparison_compared_requests():

@@ -277,12 +277,6 @@ CODES: dict[str, Code] = _registry(
     ("E0703", "tracing without a collector", "Envoy's OpenTelemetry tracer refuses a configuration without an "
               "exporter (the listener is rejected when Envoy loads it), so a `tracing` block without `otlp` has no "
               "Envoy form: the native proxy propagates trace headers without exporting, Envoy cannot."),
-    ("E0735", "CORS in an HTTPRoute", "Gateway API's standard channel (v1.6.1) has no CORS filter. The "
-              "experimental channel's `CORS` HTTPRoute filter does not say what a mesh `cors` block says: its origins "
-              "are wildcard patterns (no prefix, no regex), an allowed `*` is answered with `*` instead of the "
-              "caller's origin, and an implementation sends `Access-Control-Max-Age: 5` when none is written. "
-              "Rather than a policy that answers browsers differently, `--target gateway-api` refuses a route with "
-              "`cors`: use `--target istio` (VirtualService `corsPolicy`) or the Envoy target."),
     ("E0750", "label-selected subset on the Envoy or native target", "A label-selected subset (`labels { … }`) names "
               "the Kubernetes pods that carry those labels: only a Kubernetes target (`--target istio`) has pods to "
               "select. Envoy's clusters and the native proxy need the subset's endpoints, so compiling to them "
@@ -469,6 +463,12 @@ CODES: dict[str, Code] = _registry(
     ("E0958", "routes for named callers only, for Gateway API", "When every route of a service has a `caller` "
               "condition, meshc's other callers have no route to it and are answered 404; an HTTPRoute cannot name "
               "callers, and without one a Service forwards every request."),
+    ("E0959", "CORS in an HTTPRoute", "Gateway API's standard channel (v1.6.1) has no CORS filter. The "
+              "experimental channel's `CORS` HTTPRoute filter does not say what a mesh `cors` block says: its origins "
+              "are wildcard patterns (no prefix, no regex), an allowed `*` is answered with `*` instead of the "
+              "caller's origin, and an implementation sends `Access-Control-Max-Age: 5` when none is written. "
+              "Rather than a policy that answers browsers differently, `--target gateway-api` refuses a route with "
+              "`cors`: use `--target istio` (VirtualService `corsPolicy`) or the Envoy target."),
     ("W0940", "retry conditions Gateway API leaves to the implementation", "meshc's `5xx` and `gateway-error` also "
               "retry resets, connect failures and per-try timeouts, and `reset`/`connect-failure` are connection "
               "conditions: Gateway API's retry names status codes only, so only those are written and the rest is "

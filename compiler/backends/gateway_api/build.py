@@ -38,7 +38,7 @@ NON_STATUS = {"5xx": ("resets", "connect failures", "per-try timeouts"),
 
 ORDER, STANDARD_RETRY, FAULT, PATH, CONDITION, WEIGHT, NAMESPACE, VALUE, TOO_MANY, TWICE = (
     "E0943", "E0944", "E0945", "E0946", "E0947", "E0948", "E0951", "E0950", "E0952", "E0953")
-CORS = "E0735"   # a route's `cors`: not carried (the experimental HTTPCORSFilter differs, language §13a)
+CORS = "E0959"   # a route's `cors`: not carried (the experimental HTTPCORSFilter differs, language §13a)
 MAX_RULES = 16   # an HTTPRoute's `rules` (maxItems)
 # HTTPHeader and HTTPHeaderMatch values (Gateway API v1.6.1): printable ASCII, single spaces or tabs
 # between words, at least one character, at most 4096
