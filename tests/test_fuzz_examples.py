@@ -30,7 +30,7 @@ import sys
 from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from compiler import api, cli
@@ -207,36 +207,48 @@ def mixed(draw):
 
 # ---- properties ----------------------------------------------------------------------------------------
 
+# Each mutant is checked three ways against every example: half the profile's examples keep the
+# suite's time (`HYPOTHESIS_PROFILE=nightly` runs the profile's full count).
+_NIGHTLY = os.environ.get("HYPOTHESIS_PROFILE") == "nightly"
+fuzz = settings() if _NIGHTLY else settings(max_examples=max(10, settings().max_examples // 2))
+
+
+@fuzz
 @given(truncations())
 def test_truncated_example(workdir, text):
     assume(known_bug(text) is None)
     check_mutant(workdir, text)
 
 
+@fuzz
 @given(deletions())
 def test_example_with_deletions(workdir, text):
     assume(known_bug(text) is None)
     check_mutant(workdir, text)
 
 
+@fuzz
 @given(insertions())
 def test_example_with_inserted_tokens(workdir, text):
     assume(known_bug(text) is None)
     check_mutant(workdir, text)
 
 
+@fuzz
 @given(swapped_lines())
 def test_example_with_swapped_lines(workdir, text):
     assume(known_bug(text) is None)
     check_mutant(workdir, text)
 
 
+@fuzz
 @given(byte_mutations())
 def test_example_with_byte_mutations(workdir, data):
     assume(known_bug(data.decode("utf-8", "replace")) is None)
     check_mutant(workdir, data)
 
 
+@fuzz
 @given(mixed())
 def test_example_with_mixed_mutations(workdir, text):
     assume(known_bug(text) is None)
@@ -244,10 +256,11 @@ def test_example_with_mixed_mutations(workdir, text):
 
 
 def _offsets(text: str, count: int = 80) -> list[int]:
-    """Every line start and end, and `count` offsets spread evenly: the places a cut matters most."""
+    """Every line start (and every line end in the nightly profile), and `count` offsets spread
+    evenly: the places a cut matters most."""
     cuts = {0, len(text)}
     for m in re.finditer(r"\n", text):
-        cuts.update((m.start(), m.end()))
+        cuts.update((m.start(), m.end()) if _NIGHTLY else (m.end(),))
     step = max(1, len(text) // count)
     cuts.update(range(0, len(text), step))
     return sorted(cuts)
@@ -391,6 +404,7 @@ def test_huge_number_in_a_condition_or_port_does_not_crash(workdir, text):
 
 # ---- generated programs ----------------------------------------------------------------------------------
 
+@fuzz
 @given(S.modules(max_items=8))
 def test_generated_program_checks_without_crash(workdir, module):
     """Any program the parser accepts, with any values in it, is checked without a crash."""
@@ -399,6 +413,7 @@ def test_generated_program_checks_without_crash(workdir, module):
     check_mutant(workdir, text)
 
 
+@fuzz
 @given(st.sampled_from(sorted(EXAMPLES)), S.modules(max_items=4))
 def test_example_with_generated_items_checks_without_crash(workdir, name, module):
     """Generated items added to an example: their names may now resolve against the example's."""
