@@ -64,8 +64,8 @@ def emit(comp, target: str, channel: str | None):
 
 
 def test_the_example_sets_are_the_expected_ones():
-    assert EXAMPLES == ["canary", "resilience", "shop", "zero-trust"]
-    assert ENVOY_NATIVE == sorted(EXPECTED)
+    assert {"canary", "resilience", "shop", "zero-trust"} <= set(EXAMPLES)
+    assert sorted(EXPECTED) == ENVOY_NATIVE
     for case in ENVOY_NATIVE:
         assert (ROOT / "examples" / "envoy-native" / f"{case}_test.mesh").is_file(), case
 

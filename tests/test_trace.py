@@ -166,8 +166,8 @@ def test_split_arithmetic_is_the_key_mod_the_total():
 def test_seeded_fault_draws_decide_as_the_percentages_say():
     outcomes = set()
     for seed in range(40):
-        data = traced(["examples/envoy-native/game-day.mesh"], "GET http://orders-gameday/orders/1", headers=["x-chaos: on"],
-                      caller="ledger", seed=seed)
+        data = traced(["examples/envoy-native/game-day.mesh"], "GET http://orders-gameday/orders/1",
+                      headers=["x-chaos: on"], caller="ledger", seed=seed)
         faults = {s["data"]["part"]: s["data"] for s in steps(data["hops"][0], "fault")}
         assert faults["delay"]["applied"] == (faults["delay"]["draw"] * 100 < 50)
         assert faults["abort"]["applied"] == (faults["abort"]["draw"] * 100 < 10)
