@@ -367,11 +367,12 @@ def _deliver(args, files: Mapping[str, str | bytes | Link], what: str, count: bo
 
     removed: list[str] = []
     kept: list[str] = []
+    unremoved: list[str] = []
     try:
         if whole is None:
             written = write_all(args.output, files)
         else:
-            written, removed, kept = write_tracked(args.output, files, whole)
+            written, removed, kept, unremoved = write_tracked(args.output, files, whole)
     except OSError as err:
         print(f"meshc: error: cannot write to {args.output}: {err.strerror or err}", file=sys.stderr)
         return EXIT_USAGE
@@ -383,6 +384,9 @@ def _deliver(args, files: Mapping[str, str | bytes | Link], what: str, count: bo
         for path in kept:
             print(f"meshc: warning: kept {path}: an earlier compile wrote it, and it changed since "
                   f"(no longer listed in {os.path.join(args.output, MANIFEST)})", file=sys.stderr)
+        for text in unremoved:
+            print(f"meshc: warning: could not remove the stale file {text} (still listed: the next compile "
+                  "tries again)", file=sys.stderr)
     else:
         for path in written:
             print(f"meshc: wrote {path} {what}", file=sys.stderr)

@@ -161,8 +161,9 @@ def _inside(rel: str) -> bool:
 
 
 def write_tracked(out_dir: str, files: Mapping[str, str | bytes | Link],
-                  whole: bool) -> tuple[list[str], list[str], list[str]]:
-    """`write_all` plus the manifest, then the stale files removed: (written, removed, kept).
+                  whole: bool) -> tuple[list[str], list[str], list[str], list[str]]:
+    """`write_all` plus the manifest, then the stale files removed: (written, removed, kept: changed
+    since, unremoved: could not be removed, with the reason; still listed).
 
     `whole`: this compile's files are the whole output (`--target istio|gateway-api`, `--proxy all`),
     so every file the previous manifest lists and this compile did not write is stale: removed if
@@ -170,33 +171,43 @@ def write_tracked(out_dir: str, files: Mapping[str, str | bytes | Link],
     file someone edited is theirs). Otherwise (named proxies) the files of the earlier compiles stay
     and stay listed. Nothing is removed before every new file is in place (a watching proxy follows
     its bootstrap to the new files first), and no file the manifest does not list is touched."""
-    import json
-
     old = read_manifest(out_dir)
     new = {name: _fingerprint(data) for name, data in files.items()}
     stale = sorted(set(old) - set(new))
-    listed = dict(new) if whole else {
-        **{k: v for k, v in old.items() if k in stale and os.path.lexists(os.path.join(out_dir, k))}, **new}
-    if whole:
-        removable = [rel for rel in stale if _on_disk(os.path.join(out_dir, rel)) == old[rel]]
-    else:
-        removable = []
-    manifest = json.dumps({"meshc": 1, "files": dict(sorted(listed.items()))}, indent=1, sort_keys=True) + "\n"
-    written = write_all(out_dir, {**files, MANIFEST: manifest})[:-1]
-    removed, kept = [], []
-    for rel in stale if whole else []:
+    present = {k: v for k, v in old.items() if k in stale and os.path.lexists(os.path.join(out_dir, k))}
+    removable = [rel for rel in present if _on_disk(os.path.join(out_dir, rel)) == old[rel]] if whole else []
+    # Listed first with the files still to remove, so that a compile stopped before the removals
+    # (or a removal that fails) leaves them listed for the next one.
+    listed = {**({k: old[k] for k in removable} if whole else present), **new}
+    written = write_all(out_dir, {**files, MANIFEST: _manifest(listed)})[:-1]
+    removed: list[str] = []
+    kept: list[str] = []
+    failed: dict[str, str] = {}
+    unremoved: list[str] = []
+    for rel in present if whole else []:
         path = os.path.join(out_dir, rel)
         if rel not in removable:
-            if os.path.lexists(path):
-                kept.append(path)
+            kept.append(path)
             continue
         try:
             os.unlink(path)
         except FileNotFoundError:
             continue
+        except OSError as err:   # still meshc's: listed, and removed by a later compile
+            failed[rel] = old[rel]
+            unremoved.append(f"{path}: {err.strerror or err}")
+            continue
         removed.append(path)
         _remove_empty_parents(out_dir, os.path.dirname(path))
-    return written, removed, kept
+    if whole and removable:
+        write_all(out_dir, {MANIFEST: _manifest({**failed, **new})})
+    return written, removed, kept, unremoved
+
+
+def _manifest(listed: dict[str, str]) -> str:
+    import json
+
+    return json.dumps({"meshc": 1, "files": dict(sorted(listed.items()))}, indent=1, sort_keys=True) + "\n"
 
 
 def _remove_empty_parents(out_dir: str, directory: str) -> None:
