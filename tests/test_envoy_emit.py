@@ -146,15 +146,15 @@ def test_filter_order_is_the_one_declared():
 
 
 def test_only_routes_with_a_fault_inject_one():
-    out = docs(compile_files(["examples/resilience.mesh"], ["orders"])[1].files)
+    out = docs(compile_files(["examples/envoy-native/game-day.mesh"], ["orders"])[1].files)
     fault_filter = hcm_of(out["xds/orders/lds.json"]["resources"][1])["http_filters"][0]
     assert fault_filter["typed_config"] == {"@type": names.FAULT}  # nothing at the filter level
     for vh in out["xds/rds-outbound.json"]["resources"][0]["virtual_hosts"]:
         for r in vh["routes"]:
             has = "typed_per_filter_config" in r
-            assert has == (r["name"] == "orders/chaos"), r["name"]
+            assert has == (r["name"] == "orders-gameday/chaos"), r["name"]
     chaos = next(r for vh in out["xds/rds-outbound.json"]["resources"][0]["virtual_hosts"] for r in vh["routes"]
-                 if r["name"] == "orders/chaos")
+                 if r["name"] == "orders-gameday/chaos")
     assert chaos["typed_per_filter_config"][names.FAULT_FILTER] == {
         "@type": names.FAULT,
         "abort": {"http_status": 503, "percentage": {"denominator": "HUNDRED", "numerator": 10}},

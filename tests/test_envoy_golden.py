@@ -120,7 +120,8 @@ def test_cli_writes_the_in_process_output(tmp_path):
     assert proc.returncode == 0, proc.stderr
     fleet = {k: v for k, v in outputs("canary").items() if not k.startswith("static/")}
     written = {str(p.relative_to(tmp_path)): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    assert written == fleet
+    manifest = json.loads(written.pop(".meshc-manifest"))["files"]   # tests/test_stale_outputs.py
+    assert written == fleet and sorted(manifest) == sorted(fleet)
 
 
 def test_output_is_deterministic_across_processes(tmp_path):

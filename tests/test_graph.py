@@ -79,8 +79,8 @@ def test_zero_trust_by_hand():
     assert {p.access.decision for p in g.pairs if (p.caller, p.dest) in ZERO_TRUST_NAMED} == {"partial"}
     allowed = {(p.caller, p.dest) for p in g.pairs if p.access.decision == "allowed"}
     assert allowed == {(c, "shipping") for c in ZERO_TRUST_SERVICES if c != "shipping"}
-    # payments' `deny admin` (no `from`) can match every caller: never "every request" there
-    assert g.pair("checkout", "payments").access.denying == ("admin", "stray_writes")
+    # payments' `deny stray_writes` (no `from`) can match every caller: never "every request" there
+    assert g.pair("checkout", "payments").access.denying == ("stray_writes",)
     # a caller without identity gets the health checks and frontend's public pages, no more
     by_name = {s.name: s for s in g.services}
     assert by_name["frontend"].anonymous.admitting == ("home", "pages", "assets")

@@ -37,17 +37,17 @@ GOLDEN = ROOT / "tests" / "golden" / "trace"
 CASES: dict[str, list[str]] = {
     "denied_by_default": ["examples/zero-trust.mesh", "--from", "frontend", "GET http://payments/api/charges/42"],
     "allowed_with_retries": ["examples/zero-trust.mesh", "--from", "checkout", "GET http://payments/api/charges/42"],
-    "denied_by_rule_after_normalisation": ["examples/zero-trust.mesh", "--from", "checkout",
-                                           "GET http://payments/api/x/..//ADMIN/%61udit?full=1"],
+    "denied_by_rule_after_normalisation": ["examples/envoy-native/legacy-billing.mesh", "--from", "checkout",
+                                           "GET http://billing/api/x/..//ADMIN/%61udit?full=1"],
     "split_by_key": ["examples/canary.mesh", "--from", "frontend", "GET http://recommendations/recommendations/7",
                      "-H", "x-user-bucket: 93"],
     "split_random_seeded": ["examples/canary.mesh", "--from", "frontend",
                             "GET http://recommendations/recommendations/7", "--seed", "4"],
     "mirror_seeded": ["examples/canary.mesh", "--from", "frontend", "GET http://recommendations/x",
                       "-H", "x-canary: never", "--seed", "1"],
-    "fault_abort_seeded": ["examples/resilience.mesh", "--from", "ledger", "GET http://orders/orders/12",
-                           "-H", "x-chaos: on", "--seed", "15"],
-    "fault_unseeded": ["examples/resilience.mesh", "--from", "ledger", "GET http://orders/orders/12",
+    "fault_abort_seeded": ["examples/envoy-native/game-day.mesh", "--from", "ledger",
+                           "GET http://orders-gameday/orders/12", "-H", "x-chaos: on", "--seed", "15"],
+    "fault_unseeded": ["examples/envoy-native/game-day.mesh", "--from", "ledger", "GET http://orders-gameday/orders/12",
                        "-H", "x-chaos: on"],
     "unknown_host": ["examples/zero-trust.mesh", "--from", "frontend", "GET http://nowhere.example/x"],
     "no_route": ["examples/zero-trust.mesh", "--from", "checkout", "DELETE http://inventory/stock/1"],
@@ -136,12 +136,10 @@ def test_every_route_is_listed_in_order_and_the_first_failing_condition_named():
 
 
 def test_every_authorization_rule_is_evaluated_and_the_deciding_one_named():
-    data = traced(["examples/zero-trust.mesh"], "GET http://payments/api/Admin/x", caller="checkout")
+    data = traced(["examples/envoy-native/legacy-billing.mesh"], "GET http://billing/api/Admin/x", caller="checkout")
     authz = steps(data["hops"][1], "authz")
     rules = [s["data"] for s in authz[:-1]]
-    assert [r["rule"] for r in rules] == ["admin", "stray_writes", "std.allow_health_checks.healthz",
-                                          "std.allow_health_checks.readyz", "std.allow_health_checks.livez",
-                                          "checkout", "finance_reads"]
+    assert [r["rule"] for r in rules] == ["admin", "checkout", "finance_reads"]
     # `checkout` matches too, but a deny rule is evaluated first and decides
     assert [r["rule"] for r in rules if r["matched"]] == ["admin", "checkout"]
     assert authz[-1]["data"]["rule"] == "admin" and authz[-1]["data"]["allowed"] is False
@@ -168,8 +166,8 @@ def test_split_arithmetic_is_the_key_mod_the_total():
 def test_seeded_fault_draws_decide_as_the_percentages_say():
     outcomes = set()
     for seed in range(40):
-        data = traced(["examples/resilience.mesh"], "GET http://orders/orders/1", headers=["x-chaos: on"],
-                      caller="ledger", seed=seed)
+        data = traced(["examples/envoy-native/game-day.mesh"], "GET http://orders-gameday/orders/1",
+                      headers=["x-chaos: on"], caller="ledger", seed=seed)
         faults = {s["data"]["part"]: s["data"] for s in steps(data["hops"][0], "fault")}
         assert faults["delay"]["applied"] == (faults["delay"]["draw"] * 100 < 50)
         assert faults["abort"]["applied"] == (faults["abort"]["draw"] * 100 < 10)

@@ -94,7 +94,7 @@ def test_a_service_whose_subsets_are_all_workloads_has_no_sidecar_of_its_own(tmp
                                                     "program (its workloads have their own: reviews.v1, reviews.v2)\n")
     proc = subprocess.run([*run, "--proxy", "reviews.v2"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["reviews.v2.native.json"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [".meshc-manifest", "reviews.v2.native.json"]
 
 
 def test_meshc_serve_serves_each_workload_its_own_sidecar(tmp_path):

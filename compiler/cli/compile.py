@@ -172,7 +172,8 @@ def _emit_target(files: list[str], args) -> int:
         return _deliver(args, {"": orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
                                                 | orjson.OPT_SORT_KEYS)}, "")
     code = _deliver(args, emitted.outputs(), f"for {len(proxies)} {plural} to {args.output} "
-                                             f"({services} services, {routes} routes)", count=True)
+                                             f"({services} services, {routes} routes)", count=True,
+                    whole=len(proxies) == len(names))
     if code == EXIT_OK and args.emit == "envoy" and args.bootstrap != "ads":
         _remove_stale_scopes(args.output)
     return code
@@ -203,7 +204,7 @@ def _emit_kube(files: list[str], args) -> int:
     if args.output is None:
         return _deliver(args, {"": b"".join(emitted.files.values()).decode("utf-8")}, "")
     return _deliver(args, emitted.outputs(), f"for --target {args.emit} to {args.output} "
-                                             f"({services} services, {routes} routes)", count=True)
+                                             f"({services} services, {routes} routes)", count=True, whole=True)
 
 
 def _remove_stale_scopes(out_dir: str) -> None:
@@ -348,8 +349,12 @@ def _proxies(asked: list[str], names: list[str]) -> list[str] | None:
     return proxies
 
 
-def _deliver(args, files: Mapping[str, str | bytes | Link], what: str, count: bool = False) -> int:
-    """Print the one output on standard output, or write every output into `-o DIR`."""
+def _deliver(args, files: Mapping[str, str | bytes | Link], what: str, count: bool = False,
+             whole: bool | None = None) -> int:
+    """Print the one output on standard output, or write every output into `-o DIR`. `whole`
+    (a target's output, not the IR's): the files are recorded in `DIR/.meshc-manifest`, and when
+    they are the whole output (True), the files an earlier compile recorded and this one did not
+    write are removed (compiler/cli/output.py `write_tracked`)."""
     if args.output is None:
         (text,) = files.values()
         if isinstance(text, bytes):
@@ -358,15 +363,30 @@ def _deliver(args, files: Mapping[str, str | bytes | Link], what: str, count: bo
         else:
             sys.stdout.write(str(text))   # (one output: never a link)
         return EXIT_OK
-    from compiler.cli.output import write_all
+    from compiler.cli.output import MANIFEST, write_all, write_tracked
 
+    removed: list[str] = []
+    kept: list[str] = []
+    unremoved: list[str] = []
     try:
-        written = write_all(args.output, files)
+        if whole is None:
+            written = write_all(args.output, files)
+        else:
+            written, removed, kept, unremoved = write_tracked(args.output, files, whole)
     except OSError as err:
         print(f"meshc: error: cannot write to {args.output}: {err.strerror or err}", file=sys.stderr)
         return EXIT_USAGE
     if count:
         print(f"meshc: wrote {len(written)} files {what}", file=sys.stderr)
+        if removed:
+            print(f"meshc: removed {len(removed)} stale file{'' if len(removed) == 1 else 's'} of an earlier "
+                  f"compile: {', '.join(os.path.relpath(p, args.output) for p in removed)}", file=sys.stderr)
+        for path in kept:
+            print(f"meshc: warning: kept {path}: an earlier compile wrote it, and it changed since "
+                  f"(no longer listed in {os.path.join(args.output, MANIFEST)})", file=sys.stderr)
+        for text in unremoved:
+            print(f"meshc: warning: could not remove the stale file {text} (still listed: the next compile "
+                  "tries again)", file=sys.stderr)
     else:
         for path in written:
             print(f"meshc: wrote {path} {what}", file=sys.stderr)

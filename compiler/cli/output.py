@@ -105,3 +105,117 @@ def replace_file(path: str, text: str) -> None:
         except OSError:
             pass
         raise
+
+
+# ---- the files a compile wrote into `-o DIR`, and the stale ones of an earlier compile ------------
+
+# `DIR/.meshc-manifest`: JSON {"meshc": 1, "files": {RELATIVE-PATH: "sha256:HEX" | "link:TARGET"}},
+# the files the targets' compiles (envoy, native, istio, gateway-api) wrote there. No `.json`,
+# `.yaml` or `.yml` suffix: `kubectl apply -f DIR` reads only files with those.
+MANIFEST = ".meshc-manifest"
+
+
+def _fingerprint(data: str | bytes | Link) -> str:
+    import hashlib
+
+    if not isinstance(data, (str, bytes)):
+        return f"link:{data.target}"
+    raw = data if isinstance(data, bytes) else data.encode("utf-8")
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def _on_disk(path: str) -> str | None:
+    """The fingerprint of what is at `path` now (None: nothing, or unreadable)."""
+    import hashlib
+
+    try:
+        if os.path.islink(path):
+            return f"link:{os.readlink(path)}"
+        with open(path, "rb") as fh:
+            return "sha256:" + hashlib.sha256(fh.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def read_manifest(out_dir: str) -> dict[str, str]:
+    """The files an earlier compile recorded in `out_dir` (empty: none, or a manifest meshc did not
+    write, which is then ignored rather than trusted)."""
+    import json
+
+    try:
+        with open(os.path.join(out_dir, MANIFEST), encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    files = doc.get("files") if isinstance(doc, dict) and doc.get("meshc") == 1 else None
+    if not isinstance(files, dict):
+        return {}
+    return {k: v for k, v in files.items() if isinstance(k, str) and isinstance(v, str) and _inside(k)}
+
+
+def _inside(rel: str) -> bool:
+    """A relative path that stays inside the output directory (a manifest is never trusted further)."""
+    norm = os.path.normpath(rel)
+    return bool(rel) and not os.path.isabs(rel) and norm != "." and not norm.startswith(("..", os.sep)) \
+        and norm != MANIFEST
+
+
+def write_tracked(out_dir: str, files: Mapping[str, str | bytes | Link],
+                  whole: bool) -> tuple[list[str], list[str], list[str], list[str]]:
+    """`write_all` plus the manifest, then the stale files removed: (written, removed, kept: changed
+    since, unremoved: could not be removed, with the reason; still listed).
+
+    `whole`: this compile's files are the whole output (`--target istio|gateway-api`, `--proxy all`),
+    so every file the previous manifest lists and this compile did not write is stale: removed if
+    it is still what meshc wrote (same content or link), kept and reported if it changed since (a
+    file someone edited is theirs). Otherwise (named proxies) the files of the earlier compiles stay
+    and stay listed. Nothing is removed before every new file is in place (a watching proxy follows
+    its bootstrap to the new files first), and no file the manifest does not list is touched."""
+    old = read_manifest(out_dir)
+    new = {name: _fingerprint(data) for name, data in files.items()}
+    stale = sorted(set(old) - set(new))
+    present = {k: v for k, v in old.items() if k in stale and os.path.lexists(os.path.join(out_dir, k))}
+    removable = [rel for rel in present if _on_disk(os.path.join(out_dir, rel)) == old[rel]] if whole else []
+    # Listed first with the files still to remove, so that a compile stopped before the removals
+    # (or a removal that fails) leaves them listed for the next one.
+    listed = {**({k: old[k] for k in removable} if whole else present), **new}
+    written = write_all(out_dir, {**files, MANIFEST: _manifest(listed)})[:-1]
+    removed: list[str] = []
+    kept: list[str] = []
+    failed: dict[str, str] = {}
+    unremoved: list[str] = []
+    for rel in present if whole else []:
+        path = os.path.join(out_dir, rel)
+        if rel not in removable:
+            kept.append(path)
+            continue
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            continue
+        except OSError as err:   # still meshc's: listed, and removed by a later compile
+            failed[rel] = old[rel]
+            unremoved.append(f"{path}: {err.strerror or err}")
+            continue
+        removed.append(path)
+        _remove_empty_parents(out_dir, os.path.dirname(path))
+    if whole and removable:
+        write_all(out_dir, {MANIFEST: _manifest({**failed, **new})})
+    return written, removed, kept, unremoved
+
+
+def _manifest(listed: dict[str, str]) -> str:
+    import json
+
+    return json.dumps({"meshc": 1, "files": dict(sorted(listed.items()))}, indent=1, sort_keys=True) + "\n"
+
+
+def _remove_empty_parents(out_dir: str, directory: str) -> None:
+    root = os.path.abspath(out_dir)
+    here = os.path.abspath(directory)
+    while here != root and here.startswith(root + os.sep):
+        try:
+            os.rmdir(here)   # only an empty directory
+        except OSError:
+            return
+        here = os.path.dirname(here)
