@@ -11,6 +11,7 @@ construct, the field it becomes and the diagnostic where it is not exact.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 from typing import Any
@@ -96,19 +97,32 @@ class GatewayApiTarget:
                                           "written: merge routes that share a destination and policy"))
                 continue
             rules, rule_matches = [], []
-            names = _rule_names([r.name for r in svc.routes])
-            for route, name in zip(svc.routes, names):
+            for route in svc.routes:
                 rule, found = self._rule(route, svc, services, sources)
-                if name is not None:
-                    rule["name"] = name
                 diags += found
                 rules.append(rule)
                 rule_matches.append(rule["matches"])
             safe, conflicts = order.plan(rule_matches)
+            written: list[dict[str, Any]] = []
+            names: list[str] = []
             for rule, matches, route in zip(rules, safe, svc.routes):
                 rule["matches"] = matches
-                diags += _one_prefix_match(rule, route, sources)
+                pieces, found = _one_rule_per_match(rule, route, sources)
+                diags += found
+                written += pieces
+                names += [route.name if len(pieces) == 1 else f"{route.name}-{k + 1}" for k in range(len(pieces))]
+            for rule, name in zip(written, _rule_names(names)):
+                if name is not None:
+                    rule["name"] = name
+            rules = written
             diags += _order(svc, conflicts, sources)
+            if len(rules) > MAX_RULES:
+                diags.append(located(TOO_MANY, f"`{svc.name}` takes {len(rules)} HTTPRoute rules (one per match of "
+                                     "a route that replaces its path prefix), and an HTTPRoute has at most "
+                                     f"{MAX_RULES}", svc.routes[0].source, sources,
+                                     hint="merge routes that share a destination and policy, or give a prefix "
+                                          "replacement fewer matches (methods count one each)"))
+                continue
             forwarding = [r for r in svc.routes if r.redirect is None and r.direct_response is None]
             if any(r.retry is None for r in forwarding):
                 first = next(r for r in forwarding if r.retry is None)
@@ -509,17 +523,57 @@ def _regex_warning(route: ir.Route, what: str, sources: dict) -> Diagnostic:
                    hint="meshc writes RE2 (Istio's and Envoy Gateway's dialect); other implementations may differ")
 
 
-def _one_prefix_match(rule: dict[str, Any], route: ir.Route, sources: dict) -> list[Diagnostic]:
-    """ReplacePrefixMatch needs exactly one PathPrefix match in its rule (the CRD's CEL rule)."""
-    prefix = any(f.get(k, {}).get("path", {}).get("type") == "ReplacePrefixMatch"
-                 for f in rule.get("filters", ()) for k in ("requestRedirect", "urlRewrite"))
+def _prefix_replaced(p: ir.PathRewrite, path: str) -> str:
+    """meshc's prefix replacement of `path` (docs/language.md §8.3; runtime_proxy/decide/answer.py)."""
+    rest = path[len(p.pattern):]
+    if p.segment and p.substitution == "/" and rest[:1] == "/":
+        rest = rest[1:]
+    return p.substitution + rest
+
+
+def _one_rule_per_match(rule: dict[str, Any], route: ir.Route,
+                        sources: dict) -> tuple[list[dict[str, Any]], list[Diagnostic]]:
+    """The HTTPRoute rules of a route: the rule itself, or, when it replaces its path prefix
+    (ReplacePrefixMatch, which the CRD allows only in a rule with exactly one PathPrefix match) and
+    has several matches, one rule per match with the same backends and filters.
+
+    Exact under Gateway API's precedence: the matches keep their ranks and their order (a match's
+    tie-break, its rule and index, becomes the position of its own rule, in the same order), and
+    every rule of the route does what the route does. A match that `order.plan` added to keep the
+    written order may have another path than the route's prefix: an `Exact` path `/a/b` gets the
+    path meshc makes of it (ReplaceFullPath), a longer `PathPrefix` `/a/b` the replacement of
+    `/a/b` (ReplacePrefixMatch: meshc's replacement of `/a/b/REST` is that of `/a/b` followed by
+    `/REST`). E0957 where that replacement is not a path Gateway API takes (a doubled `/`)."""
+    key = next((k for f in rule.get("filters", ()) for k in ("requestRedirect", "urlRewrite")
+                if f.get(k, {}).get("path", {}).get("type") == "ReplacePrefixMatch"), None)
     matches = rule["matches"]
-    if not prefix or (len(matches) == 1 and matches[0].get("path", {}).get("type") == "PathPrefix"):
-        return []
-    return [located(ONE_PREFIX, f"route `{route.name}` replaces its path prefix and has {len(matches)} matches "
-                    "in its HTTPRoute rule, where Gateway API needs exactly one PathPrefix match", route.source,
-                    sources, hint="a rule with ReplacePrefixMatch has one match (methods are one match each): split "
-                                  "the route by method or use `path`")]
+    if key is None or (len(matches) == 1 and matches[0].get("path", {}).get("type") == "PathPrefix"):
+        return [rule], []
+    changed = route.redirect if key == "requestRedirect" else route.rewrite
+    assert changed is not None and changed.path is not None
+    p = changed.path
+    out, diags = [], []
+    for m in matches:
+        kind, value = order.path_kind(m), (m.get("path") or {"value": "/"})["value"]
+        piece = copy.deepcopy(rule)
+        piece["matches"] = [m]
+        if not (kind == "PathPrefix" and value == (p.pattern if p.segment else "/")):
+            # a match order.plan added on a longer path: the replacement of that path
+            replaced = _prefix_replaced(p, value)
+            if "//" in replaced or not replaced.startswith("/"):
+                diags.append(located(ONE_PREFIX, f"route `{route.name}` replaces its path prefix, and Gateway API's "
+                                     f"precedence needs a rule of it for `{value}`, whose replacement `{replaced}` "
+                                     "an HTTPPathModifier cannot carry", route.source, sources,
+                                     hint="make the route's replacement a path without `//`, or order the routes so "
+                                          "that the earlier one's match is at least as specific as the later one's"))
+                continue
+            modifier = ({"type": "ReplaceFullPath", "replaceFullPath": replaced} if kind == "Exact"
+                        else {"type": "ReplacePrefixMatch", "replacePrefixMatch": replaced})
+            for f in piece["filters"]:
+                if key in f:
+                    f[key]["path"] = modifier
+        out.append(piece)
+    return out, diags
 
 
 def _order(svc: ir.Service, conflicts: list[order.Conflict], sources: dict) -> list[Diagnostic]:
