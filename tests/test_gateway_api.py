@@ -629,3 +629,47 @@ def test_canary_api_v2_is_one_rule_per_method():
     pieces = [r for r in obj.body["spec"]["rules"] if r.get("name", "").startswith("api-v2")]
     assert [r["matches"][0]["method"] for r in pieces] == ["GET", "HEAD"]
     assert all(len(r["matches"]) == 1 and r["matches"][0]["path"]["type"] == "PathPrefix" for r in pieces)
+
+
+# ---- CORS: Gateway API's CORS filter where it says what meshc answers (W0952), E0959 where not
+
+def test_cors_is_written_as_the_cors_filter_in_both_channels():
+    """Exact origins, a written max age and named headers become the rule's CORS filter (HTTPCORSFilter,
+    in both channels of v1.6.1), first among its filters; the HTTPRoute validates, CEL included, and
+    W0952 says what Gateway API leaves to the implementation."""
+    text = route('''    to api.v1
+    cors { origins [exact "https://app.example", exact "http://localhost:3000"]  methods [GET, PUT]
+           headers ["content-type", "x-h0"]  expose ["x-backend"]  max_age 10m  credentials }
+    response_headers { set "x-r0" "1" }''')
+    for channel in CHANNELS:
+        emitted = emit(text, channel)
+        assert not [d for d in emitted.diagnostics if d.severity == "error"]
+        assert emitted.validation.ok and emitted.validation.rule_evaluations > 0
+        (w,) = [d for d in emitted.diagnostics if d.code == "W0952"]
+        assert "preflight (200 or 204)" in w.message and w.span.location().endswith(":7:3")
+        (rule,) = routes(emitted)[0]["spec"]["rules"]
+        assert rule["filters"][0] == {"type": "CORS", "cors": {
+            "allowOrigins": ["https://app.example", "http://localhost:3000"], "allowCredentials": True,
+            "allowMethods": ["GET", "PUT"], "allowHeaders": ["content-type", "x-h0"],
+            "exposeHeaders": ["x-backend"], "maxAge": 600}}
+        assert [f["type"] for f in rule["filters"]] == ["CORS", "ResponseHeaderModifier"]
+
+
+@pytest.mark.parametrize("cors, extra, reason", [
+    ('origins [prefix "https://app.example:"]  max_age 10s', "",
+     'origin `prefix "https://app.example:"` is not an exact'),
+    ('origins [regex "https://[a-z]+\\\\.example"]  max_age 10s', "", "is not an exact origin"),
+    ('origins [exact "*"]  max_age 10s', "", "allows every origin"),
+    ('origins [exact "https://App.example"]  max_age 10s', "", "lower-case DNS labels"),
+    ('origins [exact "https://app.example:443"]  max_age 10s', "", "the scheme's default port"),
+    ('origins [exact "https://app.example"]', "", "writes no `max_age`"),
+    ('origins [exact "https://app.example"]  headers ["*"]  max_age 10s', "", 'allows `headers ["*"]`'),
+    ('origins [exact "https://app.example"]  expose ["*"]  max_age 10s', "", "exposes `*`"),
+    ('origins [exact "https://app.example"]  max_age 10s',
+     '\n    response_headers { set "access-control-max-age" "1" }', "also changes `access-control-max-age`"),
+])
+def test_cors_the_filter_cannot_say_is_refused_with_its_reason(cors, extra, reason):
+    emitted = emit(route(f"    to api.v1\n    cors {{ {cors} }}{extra}"))
+    (d,) = [d for d in emitted.diagnostics if d.code == "E0959"]
+    assert reason in d.message and d.message.startswith("route `r`'s `cors` cannot be written"), d.message
+    assert "W0952" not in [x.code for x in emitted.diagnostics] and emitted.files == {}

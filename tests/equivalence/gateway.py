@@ -9,8 +9,8 @@ E0950, regex rewrites E0955, `strip_query` E0956, direct responses E0954, caller
 This profile draws the same kind of program around the sidecar `client` (destinations `s0`…`s2`
 with subsets, ordered routes with path, header, query and method matches, `to` and `split`,
 timeouts, status-code retries, mirrors, header changes, redirects and rewrites by whole path, by
-segment prefix or of the Host) from the constructs Gateway API can say, so that the comparison
-compares requests:
+segment prefix or of the Host, `cors` with exact origins and a max age) from the constructs
+Gateway API can say, so that the comparison compares requests:
 
 - paths are `exact` or segment `prefix` (no trailing `/`, no `ignore_case`, no regex);
 - each header or query name has at most one non-exact test in the whole policy (`HEADER_TESTS`,
@@ -59,6 +59,8 @@ METHODS = ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS")
 SET_HEADERS = ("x-h0", "x-h1", "x-set", "x-add", "x-k", "accept")
 RESPONSE_HEADERS = ("x-r0", "x-r1", "cache-control", "x-backend", "content-type")
 SET_VALUES = ("v", "100%", "two words", "a,b", "%%")   # (Gateway API: printable ASCII words, E0950)
+# the origins a `cors` allows (requests come from these and from others: policies.CORS_ORIGINS)
+CORS_ORIGINS = ("https://app.example", "https://app.example:8443", "http://localhost:3000")
 RETRY_ON = ("5xx", "gateway-error", "retriable-4xx", "409", "503", "500")
 
 
@@ -167,7 +169,26 @@ def _route(draw, index: int, destinations: list[str], paths: list[str]) -> tuple
         body.append("request_headers " + draw(_changes(SET_HEADERS)))
     if draw(st.integers(0, 3)) == 0:
         body.append("response_headers " + draw(_changes(RESPONSE_HEADERS)))
+    if draw(st.integers(0, 4)) == 0:
+        body.append(draw(_cors()))
     return rank, f"  route r{index} {{\n    " + "\n    ".join(body) + "\n  }"
+
+
+@st.composite
+def _cors(draw) -> str:
+    """A `cors` the CORS filter carries: exact origins, a written max age, named headers."""
+    origins = draw(st.lists(st.sampled_from(CORS_ORIGINS), min_size=1, max_size=2, unique=True))
+    parts = ["origins [" + ", ".join(f"exact {q(o)}" for o in origins) + "]"]
+    if draw(st.booleans()):
+        parts.append("methods " + draw(st.sampled_from(("[GET]", "[GET, POST, PUT]", "[DELETE, PATCH]"))))
+    if draw(st.booleans()):
+        parts.append("headers " + draw(st.sampled_from(('["x-h0"]', '["x-h0", "content-type"]'))))
+    if draw(st.booleans()):
+        parts.append("expose " + draw(st.sampled_from(('["x-backend"]', '["x-r0", "x-r1"]'))))
+    parts.append("max_age " + draw(st.sampled_from(("10s", "1h"))))
+    if draw(st.booleans()):
+        parts.append("credentials")
+    return "cors { " + "  ".join(parts) + " }"
 
 
 @st.composite

@@ -39,7 +39,13 @@ NON_STATUS = {"5xx": ("resets", "connect failures", "per-try timeouts"),
 
 ORDER, STANDARD_RETRY, FAULT, PATH, CONDITION, WEIGHT, NAMESPACE, VALUE, TOO_MANY, TWICE = (
     "E0943", "E0944", "E0945", "E0946", "E0947", "E0948", "E0951", "E0950", "E0952", "E0953")
-CORS = "E0959"   # a route's `cors`: not carried (the experimental HTTPCORSFilter differs, language §13a)
+CORS = "E0959"   # a route's `cors` the CORS filter cannot say (HTTPCORSFilter, v1.6.1; language §13a)
+CORS_APPROX = "W0952"   # a route's `cors` written as the CORS filter: what Gateway API leaves to the implementation
+# HTTPCORSFilter (CRD v1.6.1): an origin `scheme://host[:port]` (a `*` in the host is a wildcard), at
+# most 64 origins and headers, the methods of HTTPMethodWithWildcard
+_CORS_ORIGIN = re.compile(r"(http|https)://([a-z0-9-]+\.)*[a-z0-9-]+(:[0-9]{1,5})?\Z")
+CORS_METHODS = METHODS
+CORS_MAX_ITEMS = 64
 MAX_RULES = 16   # an HTTPRoute's `rules` (maxItems)
 # HTTPHeader and HTTPHeaderMatch values (Gateway API v1.6.1): printable ASCII, single spaces or tabs
 # between words, at least one character, at most 4096
@@ -208,11 +214,9 @@ class GatewayApiTarget:
                                  where, sources, hint="Gateway API has no fault injection; use `--target istio` "
                                                       "(VirtualService `fault`) or remove the fault"))
         if route.cors is not None:
-            diags.append(located(CORS, f"route `{route.name}` has a `cors` policy, which an HTTPRoute cannot carry "
-                                 "as the mesh answers it", where, sources,
-                                 hint="the standard channel has no CORS filter, and the experimental one takes "
-                                      "wildcard origins only, answers `*` with `*` and sends a 5 s max age by "
-                                      "default; use `--target istio` (VirtualService `corsPolicy`)"))
+            cors = _cors(route, sources, diags)
+            if cors is not None:
+                rule["filters"] = [{"type": "CORS", "cors": cors}, *rule.get("filters", ())]
         return rule, diags
 
     def _ref(self, service: str, subset: str, weight: int | None, owner: ir.Service,
@@ -337,6 +341,81 @@ def _rewrite(route: ir.Route, sources: dict, diags: list[Diagnostic]) -> dict[st
         path = _path_modifier(rw.path, route, "rewrite", sources, diags)
         if path is not None:
             out["path"] = path
+    return out
+
+
+def _cors(route: ir.Route, sources: dict, diags: list[Diagnostic]) -> dict[str, Any] | None:
+    """The HTTPCORSFilter of a route's `cors` (docs/language.md §13a), where it says what meshc's
+    sidecar answers, with W0952 for what Gateway API leaves to the implementation; else E0959 with
+    the reason, and None."""
+    c = route.cors
+    assert c is not None
+    why = None
+    default_port = {"http": ":80", "https": ":443"}
+    for o in c.origins:
+        if o.test != "exact":
+            why = (f"its origin `{o.test} \"{o.value}\"` is not an exact origin: the CORS filter's origins are "
+                   "`scheme://host[:port]` with `*` wildcards in the host, no prefix or regex")
+        elif o.value == "*":
+            why = ("it allows every origin (`exact \"*\"`), which Gateway API may answer with "
+                   "`access-control-allow-origin: *` where meshc echoes the caller's origin")
+        elif len(o.value) > 253 or not _CORS_ORIGIN.match(o.value):
+            why = (f"its origin `{o.value}` is not one the CORS filter compares as written: an origin there is "
+                   "`http(s)://host[:port]` of lower-case DNS labels (a `*` is a wildcard, an IP literal in "
+                   "brackets is refused), at most 253 characters")
+        elif o.value.endswith(default_port[o.value.split(":", 1)[0]]):
+            why = (f"its origin `{o.value}` writes the scheme's default port, and Gateway API assumes that port "
+                   "for an origin without one: it would allow the origin without the port too")
+        if why:
+            break
+    if why is None:
+        if c.max_age_s is None:
+            why = ("it writes no `max_age`, and the CORS filter then sends `Access-Control-Max-Age: 5` "
+                   "(meshc sends none)")
+        elif "*" in c.headers:
+            why = ("it allows `headers [\"*\"]`, which meshc answers with the preflight's own "
+                   "`Access-Control-Request-Headers` (empty when there is none), and Gateway API with `*`, the "
+                   "request's headers, or no header")
+        elif "*" in c.expose:
+            why = "it exposes `*`, which Gateway API may not send (with credentials it must not)"
+        elif any(m not in CORS_METHODS for m in c.methods):
+            bad = next(m for m in c.methods if m not in CORS_METHODS)
+            why = f"it allows method `{bad}`, which the CORS filter's `allowMethods` does not list"
+        elif max(len(c.origins), len(set(c.headers)), len(set(c.expose))) > CORS_MAX_ITEMS:
+            why = f"it lists more than {CORS_MAX_ITEMS} origins or headers, the CORS filter's most"
+    if why is None:
+        changed = _names(route.response_headers)
+        if route.split is not None:
+            for t in route.split.targets:
+                changed |= _names(t.response_headers)
+        written = sorted(n for n in changed if n.lower().startswith("access-control-"))
+        if written:
+            why = (f"the route also changes `{written[0]}`, which the CORS filter writes too, and Gateway API "
+                   "does not order the two (meshc writes the CORS headers last)")
+    if why is not None:
+        diags.append(located(CORS, f"route `{route.name}`'s `cors` cannot be written as Gateway API's CORS filter: "
+                             f"{why}", route.source, sources,
+                             hint="the CORS filter takes exact origins (`http(s)://host[:port]`), a written "
+                                  "`max_age` and named headers; else use `--target istio` (VirtualService "
+                                  "`corsPolicy`)"))
+        return None
+    out: dict[str, Any] = {"allowOrigins": list(dict.fromkeys(o.value for o in c.origins))}
+    if c.credentials:
+        out["allowCredentials"] = True
+    if c.methods:
+        out["allowMethods"] = list(dict.fromkeys(c.methods))
+    if c.headers:
+        out["allowHeaders"] = list(dict.fromkeys(c.headers))
+    if c.expose:
+        out["exposeHeaders"] = list(dict.fromkeys(c.expose))
+    out["maxAge"] = c.max_age_s
+    diags.append(located(CORS_APPROX, f"route `{route.name}`'s `cors` is written as Gateway API's CORS filter, which "
+                         "leaves to the implementation the status of a preflight (200 or 204), whether a preflight "
+                         "from an origin not allowed is answered (meshc forwards it to the route's destination), "
+                         "and how an Origin that a browser does not send (upper case, the scheme's default port) "
+                         "compares", route.source, sources,
+                         hint="the answers to browsers are meshc's: the allowed origin echoed, the lists, "
+                              "credentials and max age as written"))
     return out
 
 
