@@ -416,10 +416,13 @@ def test_httproutes_route_as_the_native_proxy_decides(case):
     where the Gateway API target writes the policy without an error, the rule Gateway API's
     precedence picks in the written HTTPRoute (order.py's model of the HTTPRoute spec) is of the
     route the native proxy's own decision function picks, for every outbound request with a known
-    Host and no repeated header (whose test Gateway API leaves to the implementation). The
-    HTTPRoutes are the backend's, not validated here (cel-python's evaluation would take most of
-    the time): `test_gateway_profile_policies_validate` validates the profile's output."""
-    from urllib.parse import parse_qsl
+    Host and no repeated header (whose test Gateway API leaves to the implementation); where that
+    rule rewrites or redirects the path, the path its HTTPPathModifier makes is the one the native
+    proxy sends (or redirects to); where it has a CORS filter, the native CORS headers are the
+    filter's (`_compare_cors`). The HTTPRoutes are the backend's, not validated here (cel-python's
+    evaluation would take most of the time): `test_gateway_profile_policies_validate` validates the
+    profile's output."""
+    from urllib.parse import parse_qsl, urlsplit
 
     from compiler import backends
     from compiler.ir.scope import routes_for, scopes
@@ -478,9 +481,75 @@ def test_httproutes_route_as_the_native_proxy_decides(case):
             if gateway is not None else None
         assert got == expected, f"{request.describe()}\n--- policy:\n{text}"
         COMPARED["requests"] += 1
+        rule = route["spec"]["rules"][gateway] if gateway is not None else {}
+        cors = next((f["cors"] for f in rule.get("filters", ()) if f["type"] == "CORS"), None)
+        if cors is not None and rule.get("backendRefs"):   # the answers the CORS filter's fields say
+            _compare_cors(cors, request, decision, text)
+            COMPARED["cors"] += 1
+        if gateway is not None and clean:   # the path a URLRewrite or RequestRedirect makes of the request's
+            best = min((e for e in entries if order.matches(e.match, req)), key=order.precedence)
+            made = _modified_path(rule, best.match, path)
+            if made is None:
+                continue
+            kind, modifier = made
+            if kind == "requestRedirect" and decision.location:
+                sent = urlsplit(decision.location).path
+            elif kind == "urlRewrite" and not decision.status and decision.path:
+                sent = decision.path.partition("?")[0]
+            else:
+                continue   # (a preflight answered by `cors`)
+            assert modifier == sent, f"{request.describe()}\n--- rule {rule}\n--- policy:\n{text}"
+            COMPARED["paths"] += 1
 
 
-COMPARED = {"policies": 0, "refused": 0, "requests": 0}
+COMPARED = {"policies": 0, "refused": 0, "requests": 0, "paths": 0, "cors": 0}
+
+
+def _compare_cors(cors: dict, request, decision, text: str) -> None:
+    """The native decision's CORS headers are what the rule's CORS filter says (HTTPCORSFilter,
+    v1.6.1): for an Origin `allowOrigins` lists, `access-control-allow-origin` that Origin and
+    `-allow-credentials: true` with `allowCredentials`; a preflight answered 200 with the
+    `allowMethods`, `allowHeaders` and `maxAge` written; the answer gets `exposeHeaders` (a
+    preflight's too); a request from another Origin gets none (the status of a preflight from
+    another origin is the implementation's: W0952)."""
+    origin = ",".join(v for n, v in request.headers if n.lower() == "origin")
+    asked = ",".join(v for n, v in request.headers if n.lower() == "access-control-request-method")
+    got = dict(decision.cors or ())
+    where = f"{request.describe()}\n--- cors {cors}\n--- policy:\n{text}"
+    if origin not in cors["allowOrigins"]:
+        assert not got, where
+        return
+    want = {"access-control-allow-origin": origin}
+    if cors.get("allowCredentials"):
+        want["access-control-allow-credentials"] = "true"
+    if request.method == "OPTIONS" and asked:
+        assert decision.status == 200, where
+        for key, field in (("access-control-allow-methods", "allowMethods"),
+                           ("access-control-allow-headers", "allowHeaders")):
+            if cors.get(field):
+                want[key] = ",".join(cors[field])
+        want["access-control-max-age"] = str(cors["maxAge"])
+    if cors.get("exposeHeaders"):   # (on a preflight too, as Envoy's filter: Gateway API does not say, W0952)
+        want["access-control-expose-headers"] = ",".join(cors["exposeHeaders"])
+    assert got == want, where
+
+
+def _modified_path(rule: dict, match: dict, path: str) -> tuple[str, str] | None:
+    """(filter, the path it makes of `path`) for a rule with a URLRewrite or RequestRedirect path,
+    as Gateway API v1.6.1 specifies HTTPPathModifier: ReplaceFullPath the whole path;
+    ReplacePrefixMatch the matched PathPrefix (whole segments, a trailing `/` ignored) replaced,
+    `/` or an empty replacement leaving the rest (or `/`), as in the specification's table."""
+    for f in rule.get("filters", ()):
+        for key in ("urlRewrite", "requestRedirect"):
+            modifier = f.get(key, {}).get("path")
+            if modifier is None:
+                continue
+            if modifier["type"] == "ReplaceFullPath":
+                return key, modifier["replaceFullPath"]
+            rest = path[len(match["path"]["value"].rstrip("/")):]
+            replacement = modifier["replacePrefixMatch"].rstrip("/")
+            return key, (replacement + rest) or "/"
+    return None
 
 
 def _rule_route(rule: dict, routes) -> str:

@@ -519,7 +519,9 @@ CODES: dict[str, Code] = _registry(
               "leaves three things to the implementation: the status of a preflight (200 or 204; meshc answers "
               "200), whether a preflight from an origin not allowed is answered by the implementation (200, 204 or "
               "403 without CORS headers) where meshc forwards it to the route's destination, and how an Origin "
-              "header that browsers never send (upper case, the scheme's default port written) compares."),
+              "header that browsers never send (upper case, the scheme's default port written) compares. (Whether "
+              "a preflight's answer also carries `access-control-expose-headers`, as meshc's and Envoy's do, is "
+              "not said either; browsers read it on other responses only.)"),
     # ---- lint rules (meshc lint only)
     ("L0101", "retries that outlast the route timeout", "Every try of the route at its per-try timeout, plus the "
               "longest backoffs between them, takes longer than the route timeout: the route timeout ends the request "
