@@ -742,3 +742,16 @@ def test_cors_the_filter_cannot_say_is_refused_with_its_reason(cors, extra, reas
     (d,) = [d for d in emitted.diagnostics if d.code == "E0959"]
     assert reason in d.message and d.message.startswith("route `r`'s `cors` cannot be written"), d.message
     assert "W0952" not in [x.code for x in emitted.diagnostics] and emitted.files == {}
+
+
+def test_rules_split_per_match_count_toward_the_sixteen():
+    """A prefix replacement of 9 methods is 9 rules: with 8 more routes, 17 rules (E0952)."""
+    methods = "GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH"
+    many = "".join(f'  route r{i} {{\n    match {{ path prefix "/p{i}" }}\n    to api.v1\n  }}\n' for i in range(8))
+    text = SVC + ("routes api {\n  route old {\n    match { path prefix \"/old\"  method [" + methods + "] }\n"
+                  "    to api.v2\n    rewrite { prefix \"/new\" }\n  }\n" + many + "}\n")
+    emitted = emit(text)
+    (d,) = [d for d in emitted.diagnostics if d.code == "E0952"]
+    assert d.message.startswith("`api` takes 17 HTTPRoute rules (one per match of a route that replaces its path "
+                                "prefix)") and emitted.files == {}
+    assert "E0952" not in codes(text.replace("  route r7 {\n    match { path prefix \"/p7\" }\n    to api.v1\n  }\n", ""))
