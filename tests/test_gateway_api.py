@@ -754,4 +754,5 @@ def test_rules_split_per_match_count_toward_the_sixteen():
     (d,) = [d for d in emitted.diagnostics if d.code == "E0952"]
     assert d.message.startswith("`api` takes 17 HTTPRoute rules (one per match of a route that replaces its path "
                                 "prefix)") and emitted.files == {}
-    assert "E0952" not in codes(text.replace("  route r7 {\n    match { path prefix \"/p7\" }\n    to api.v1\n  }\n", ""))
+    last = '  route r7 {\n    match { path prefix "/p7" }\n    to api.v1\n  }\n'
+    assert "E0952" not in codes(text.replace(last, ""))
