@@ -734,6 +734,7 @@ def test_cors_is_written_as_the_cors_filter_in_both_channels():
     ('origins [exact "https://app.example"]', "", "writes no `max_age`"),
     ('origins [exact "https://app.example"]  headers ["*"]  max_age 10s', "", 'allows `headers ["*"]`'),
     ('origins [exact "https://app.example"]  expose ["*"]  max_age 10s', "", "exposes `*`"),
+    ('origins [exact "https://app.example"]  expose ["x' + "a" * 256 + '"]  max_age 10s', "", "longer than 256"),
     ('origins [exact "https://app.example"]  max_age 10s',
      '\n    response_headers { set "access-control-max-age" "1" }', "also changes `access-control-max-age`"),
 ])

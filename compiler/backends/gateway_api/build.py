@@ -383,6 +383,8 @@ def _cors(route: ir.Route, sources: dict, diags: list[Diagnostic]) -> dict[str, 
             why = f"it allows method `{bad}`, which the CORS filter's `allowMethods` does not list"
         elif max(len(c.origins), len(set(c.headers)), len(set(c.expose))) > CORS_MAX_ITEMS:
             why = f"it lists more than {CORS_MAX_ITEMS} origins or headers, the CORS filter's most"
+        elif any(len(h) > 256 for h in (*c.headers, *c.expose)):
+            why = "it names a header longer than 256 characters, the CORS filter's longest"
     if why is None:
         changed = _names(route.response_headers)
         if route.split is not None:
