@@ -458,17 +458,22 @@ CODES: dict[str, Code] = _registry(
     ("E0956", "redirect without the query, under Gateway API", "HTTPRequestRedirectFilter has no field for the "
               "query: a redirect with `strip_query` cannot be written."),
     ("E0957", "prefix replacement in a rule with several matches", "Gateway API allows ReplacePrefixMatch (in a "
-              "redirect or a rewrite) only in a rule with exactly one match, a PathPrefix: a route whose match is "
-              "written as several HTTPRouteMatches (several methods, several matches) cannot replace its prefix."),
+              "redirect or a rewrite) only in a rule with exactly one match, a PathPrefix. meshc writes a route "
+              "whose match is several HTTPRouteMatches (several methods, or the matches added to keep the written "
+              "order) as one rule per match, each with the path meshc makes of its own match (ReplaceFullPath for "
+              "an exact path, ReplacePrefixMatch for a longer prefix); E0957 when that path is not one Gateway API "
+              "takes (a replacement ending in `/` makes a `//`)."),
     ("E0958", "routes for named callers only, for Gateway API", "When every route of a service has a `caller` "
               "condition, meshc's other callers have no route to it and are answered 404; an HTTPRoute cannot name "
               "callers, and without one a Service forwards every request."),
-    ("E0959", "CORS in an HTTPRoute", "Gateway API's standard channel (v1.6.1) has no CORS filter. The "
-              "experimental channel's `CORS` HTTPRoute filter does not say what a mesh `cors` block says: its origins "
-              "are wildcard patterns (no prefix, no regex), an allowed `*` is answered with `*` instead of the "
-              "caller's origin, and an implementation sends `Access-Control-Max-Age: 5` when none is written. "
-              "Rather than a policy that answers browsers differently, `--target gateway-api` refuses a route with "
-              "`cors`: use `--target istio` (VirtualService `corsPolicy`) or the Envoy target."),
+    ("E0959", "CORS Gateway API's CORS filter cannot say", "Gateway API's `CORS` HTTPRoute filter (HTTPCORSFilter, "
+              "v1.6.1, both channels) says what a mesh `cors` block says only for exact origins "
+              "(`http(s)://host[:port]` of lower-case DNS labels, without the scheme's default port, whose `*` "
+              "would be a wildcard), a written `max_age` (the filter's default is 5 s, meshc sends none) and named "
+              "headers: a prefix or regex origin, `exact \"*\"` (which Gateway API may answer with `*` where meshc "
+              "echoes the origin), `headers [\"*\"]`, `expose [\"*\"]`, a method outside its list, or a route that "
+              "also changes an `access-control-*` response header (the two are not ordered) is refused with the "
+              "reason: use `--target istio` (VirtualService `corsPolicy`) or the Envoy target."),
     ("W0940", "retry conditions Gateway API leaves to the implementation", "meshc's `5xx` and `gateway-error` also "
               "retry resets, connect failures and per-try timeouts, and `reset`/`connect-failure` are connection "
               "conditions: Gateway API's retry names status codes only, so only those are written and the rest is "
@@ -509,6 +514,14 @@ CODES: dict[str, Code] = _registry(
               "the traffic sent to that Service, whatever its Host, and GAMMA implementations ignore the route's "
               "`hostnames`: a service's written `hosts` have no Gateway API form, so requests to them are not "
               "routed by the mesh unless DNS sends them to the Service."),
+    ("W0952", "CORS filter details Gateway API leaves to the implementation", "A route's `cors` is written as "
+              "Gateway API's CORS filter with meshc's origins, lists, credentials and max age, and Gateway API "
+              "leaves three things to the implementation: the status of a preflight (200 or 204; meshc answers "
+              "200), whether a preflight from an origin not allowed is answered by the implementation (200, 204 or "
+              "403 without CORS headers) where meshc forwards it to the route's destination, and how an Origin "
+              "header that browsers never send (upper case, the scheme's default port written) compares. (Whether "
+              "a preflight's answer also carries `access-control-expose-headers`, as meshc's and Envoy's do, is "
+              "not said either; browsers read it on other responses only.)"),
     # ---- lint rules (meshc lint only)
     ("L0101", "retries that outlast the route timeout", "Every try of the route at its per-try timeout, plus the "
               "longest backoffs between them, takes longer than the route timeout: the route timeout ends the request "

@@ -11,6 +11,7 @@ construct, the field it becomes and the diagnostic where it is not exact.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 from typing import Any
@@ -38,7 +39,13 @@ NON_STATUS = {"5xx": ("resets", "connect failures", "per-try timeouts"),
 
 ORDER, STANDARD_RETRY, FAULT, PATH, CONDITION, WEIGHT, NAMESPACE, VALUE, TOO_MANY, TWICE = (
     "E0943", "E0944", "E0945", "E0946", "E0947", "E0948", "E0951", "E0950", "E0952", "E0953")
-CORS = "E0959"   # a route's `cors`: not carried (the experimental HTTPCORSFilter differs, language §13a)
+CORS = "E0959"   # a route's `cors` the CORS filter cannot say (HTTPCORSFilter, v1.6.1; language §13a)
+CORS_APPROX = "W0952"   # a route's `cors` written as the CORS filter: what Gateway API leaves to the implementation
+# HTTPCORSFilter (CRD v1.6.1): an origin `scheme://host[:port]` (a `*` in the host is a wildcard), at
+# most 64 origins and headers, the methods of HTTPMethodWithWildcard
+_CORS_ORIGIN = re.compile(r"(http|https)://([a-z0-9-]+\.)*[a-z0-9-]+(:[0-9]{1,5})?\Z")
+CORS_METHODS = METHODS
+CORS_MAX_ITEMS = 64
 MAX_RULES = 16   # an HTTPRoute's `rules` (maxItems)
 # HTTPHeader and HTTPHeaderMatch values (Gateway API v1.6.1): printable ASCII, single spaces or tabs
 # between words, at least one character, at most 4096
@@ -96,19 +103,32 @@ class GatewayApiTarget:
                                           "written: merge routes that share a destination and policy"))
                 continue
             rules, rule_matches = [], []
-            names = _rule_names([r.name for r in svc.routes])
-            for route, name in zip(svc.routes, names):
+            for route in svc.routes:
                 rule, found = self._rule(route, svc, services, sources)
-                if name is not None:
-                    rule["name"] = name
                 diags += found
                 rules.append(rule)
                 rule_matches.append(rule["matches"])
             safe, conflicts = order.plan(rule_matches)
+            written: list[dict[str, Any]] = []
+            names: list[str] = []
             for rule, matches, route in zip(rules, safe, svc.routes):
                 rule["matches"] = matches
-                diags += _one_prefix_match(rule, route, sources)
+                pieces, found = _one_rule_per_match(rule, route, sources)
+                diags += found
+                written += pieces
+                names += [route.name if len(pieces) == 1 else f"{route.name}-{k + 1}" for k in range(len(pieces))]
+            for rule, name in zip(written, _rule_names(names)):
+                if name is not None:
+                    rule["name"] = name
+            rules = written
             diags += _order(svc, conflicts, sources)
+            if len(rules) > MAX_RULES:
+                diags.append(located(TOO_MANY, f"`{svc.name}` takes {len(rules)} HTTPRoute rules (one per match of "
+                                     "a route that replaces its path prefix), and an HTTPRoute has at most "
+                                     f"{MAX_RULES}", svc.routes[0].source, sources,
+                                     hint="merge routes that share a destination and policy, or give a prefix "
+                                          "replacement fewer matches (methods count one each)"))
+                continue
             forwarding = [r for r in svc.routes if r.redirect is None and r.direct_response is None]
             if any(r.retry is None for r in forwarding):
                 first = next(r for r in forwarding if r.retry is None)
@@ -194,11 +214,9 @@ class GatewayApiTarget:
                                  where, sources, hint="Gateway API has no fault injection; use `--target istio` "
                                                       "(VirtualService `fault`) or remove the fault"))
         if route.cors is not None:
-            diags.append(located(CORS, f"route `{route.name}` has a `cors` policy, which an HTTPRoute cannot carry "
-                                 "as the mesh answers it", where, sources,
-                                 hint="the standard channel has no CORS filter, and the experimental one takes "
-                                      "wildcard origins only, answers `*` with `*` and sends a 5 s max age by "
-                                      "default; use `--target istio` (VirtualService `corsPolicy`)"))
+            cors = _cors(route, sources, diags)
+            if cors is not None:
+                rule["filters"] = [{"type": "CORS", "cors": cors}, *rule.get("filters", ())]
         return rule, diags
 
     def _ref(self, service: str, subset: str, weight: int | None, owner: ir.Service,
@@ -323,6 +341,83 @@ def _rewrite(route: ir.Route, sources: dict, diags: list[Diagnostic]) -> dict[st
         path = _path_modifier(rw.path, route, "rewrite", sources, diags)
         if path is not None:
             out["path"] = path
+    return out
+
+
+def _cors(route: ir.Route, sources: dict, diags: list[Diagnostic]) -> dict[str, Any] | None:
+    """The HTTPCORSFilter of a route's `cors` (docs/language.md §13a), where it says what meshc's
+    sidecar answers, with W0952 for what Gateway API leaves to the implementation; else E0959 with
+    the reason, and None."""
+    c = route.cors
+    assert c is not None
+    why = None
+    default_port = {"http": ":80", "https": ":443"}
+    for o in c.origins:
+        if o.test != "exact":
+            why = (f"its origin `{o.test} \"{o.value}\"` is not an exact origin: the CORS filter's origins are "
+                   "`scheme://host[:port]` with `*` wildcards in the host, no prefix or regex")
+        elif o.value == "*":
+            why = ("it allows every origin (`exact \"*\"`), which Gateway API may answer with "
+                   "`access-control-allow-origin: *` where meshc echoes the caller's origin")
+        elif len(o.value) > 253 or not _CORS_ORIGIN.match(o.value):
+            why = (f"its origin `{o.value}` is not one the CORS filter compares as written: an origin there is "
+                   "`http(s)://host[:port]` of lower-case DNS labels (a `*` is a wildcard, an IP literal in "
+                   "brackets is refused), at most 253 characters")
+        elif o.value.endswith(default_port[o.value.split(":", 1)[0]]):
+            why = (f"its origin `{o.value}` writes the scheme's default port, and Gateway API assumes that port "
+                   "for an origin without one: it would allow the origin without the port too")
+        if why:
+            break
+    if why is None:
+        if c.max_age_s is None:
+            why = ("it writes no `max_age`, and the CORS filter then sends `Access-Control-Max-Age: 5` "
+                   "(meshc sends none)")
+        elif "*" in c.headers:
+            why = ("it allows `headers [\"*\"]`, which meshc answers with the preflight's own "
+                   "`Access-Control-Request-Headers` (empty when there is none), and Gateway API with `*`, the "
+                   "request's headers, or no header")
+        elif "*" in c.expose:
+            why = "it exposes `*`, which Gateway API may not send (with credentials it must not)"
+        elif any(m not in CORS_METHODS for m in c.methods):
+            bad = next(m for m in c.methods if m not in CORS_METHODS)
+            why = f"it allows method `{bad}`, which the CORS filter's `allowMethods` does not list"
+        elif max(len(c.origins), len(set(c.headers)), len(set(c.expose))) > CORS_MAX_ITEMS:
+            why = f"it lists more than {CORS_MAX_ITEMS} origins or headers, the CORS filter's most"
+        elif any(len(h) > 256 for h in (*c.headers, *c.expose)):
+            why = "it names a header longer than 256 characters, the CORS filter's longest"
+    if why is None:
+        changed = _names(route.response_headers)
+        if route.split is not None:
+            for t in route.split.targets:
+                changed |= _names(t.response_headers)
+        written = sorted(n for n in changed if n.lower().startswith("access-control-"))
+        if written:
+            why = (f"the route also changes `{written[0]}`, which the CORS filter writes too, and Gateway API "
+                   "does not order the two (meshc writes the CORS headers last)")
+    if why is not None:
+        diags.append(located(CORS, f"route `{route.name}`'s `cors` cannot be written as Gateway API's CORS filter: "
+                             f"{why}", route.source, sources,
+                             hint="the CORS filter takes exact origins (`http(s)://host[:port]`), a written "
+                                  "`max_age` and named headers; else use `--target istio` (VirtualService "
+                                  "`corsPolicy`)"))
+        return None
+    out: dict[str, Any] = {"allowOrigins": list(dict.fromkeys(o.value for o in c.origins))}
+    if c.credentials:
+        out["allowCredentials"] = True
+    if c.methods:
+        out["allowMethods"] = list(dict.fromkeys(c.methods))
+    if c.headers:
+        out["allowHeaders"] = list(dict.fromkeys(c.headers))
+    if c.expose:
+        out["exposeHeaders"] = list(dict.fromkeys(c.expose))
+    out["maxAge"] = c.max_age_s
+    diags.append(located(CORS_APPROX, f"route `{route.name}`'s `cors` is written as Gateway API's CORS filter, which "
+                         "leaves to the implementation the status of a preflight (200 or 204), whether a preflight "
+                         "from an origin not allowed is answered (meshc forwards it to the route's destination), "
+                         "and how an Origin that a browser does not send (upper case, the scheme's default port) "
+                         "compares", route.source, sources,
+                         hint="the answers to browsers are meshc's: the allowed origin echoed, the lists, "
+                              "credentials and max age as written"))
     return out
 
 
@@ -509,17 +604,57 @@ def _regex_warning(route: ir.Route, what: str, sources: dict) -> Diagnostic:
                    hint="meshc writes RE2 (Istio's and Envoy Gateway's dialect); other implementations may differ")
 
 
-def _one_prefix_match(rule: dict[str, Any], route: ir.Route, sources: dict) -> list[Diagnostic]:
-    """ReplacePrefixMatch needs exactly one PathPrefix match in its rule (the CRD's CEL rule)."""
-    prefix = any(f.get(k, {}).get("path", {}).get("type") == "ReplacePrefixMatch"
-                 for f in rule.get("filters", ()) for k in ("requestRedirect", "urlRewrite"))
+def _prefix_replaced(p: ir.PathRewrite, path: str) -> str:
+    """meshc's prefix replacement of `path` (docs/language.md §8.3; runtime_proxy/decide/answer.py)."""
+    rest = path[len(p.pattern):]
+    if p.segment and p.substitution == "/" and rest[:1] == "/":
+        rest = rest[1:]
+    return p.substitution + rest
+
+
+def _one_rule_per_match(rule: dict[str, Any], route: ir.Route,
+                        sources: dict) -> tuple[list[dict[str, Any]], list[Diagnostic]]:
+    """The HTTPRoute rules of a route: the rule itself, or, when it replaces its path prefix
+    (ReplacePrefixMatch, which the CRD allows only in a rule with exactly one PathPrefix match) and
+    has several matches, one rule per match with the same backends and filters.
+
+    Exact under Gateway API's precedence: the matches keep their ranks and their order (a match's
+    tie-break, its rule and index, becomes the position of its own rule, in the same order), and
+    every rule of the route does what the route does. A match that `order.plan` added to keep the
+    written order may have another path than the route's prefix: an `Exact` path `/a/b` gets the
+    path meshc makes of it (ReplaceFullPath), a longer `PathPrefix` `/a/b` the replacement of
+    `/a/b` (ReplacePrefixMatch: meshc's replacement of `/a/b/REST` is that of `/a/b` followed by
+    `/REST`). E0957 where that replacement is not a path Gateway API takes (a doubled `/`)."""
+    key = next((k for f in rule.get("filters", ()) for k in ("requestRedirect", "urlRewrite")
+                if f.get(k, {}).get("path", {}).get("type") == "ReplacePrefixMatch"), None)
     matches = rule["matches"]
-    if not prefix or (len(matches) == 1 and matches[0].get("path", {}).get("type") == "PathPrefix"):
-        return []
-    return [located(ONE_PREFIX, f"route `{route.name}` replaces its path prefix and has {len(matches)} matches "
-                    "in its HTTPRoute rule, where Gateway API needs exactly one PathPrefix match", route.source,
-                    sources, hint="a rule with ReplacePrefixMatch has one match (methods are one match each): split "
-                                  "the route by method or use `path`")]
+    if key is None or (len(matches) == 1 and matches[0].get("path", {}).get("type") == "PathPrefix"):
+        return [rule], []
+    changed = route.redirect if key == "requestRedirect" else route.rewrite
+    assert changed is not None and changed.path is not None
+    p = changed.path
+    out, diags = [], []
+    for m in matches:
+        kind, value = order.path_kind(m), (m.get("path") or {"value": "/"})["value"]
+        piece = copy.deepcopy(rule)
+        piece["matches"] = [m]
+        if not (kind == "PathPrefix" and value == (p.pattern if p.segment else "/")):
+            # a match order.plan added on a longer path: the replacement of that path
+            replaced = _prefix_replaced(p, value)
+            if "//" in replaced or not replaced.startswith("/"):
+                diags.append(located(ONE_PREFIX, f"route `{route.name}` replaces its path prefix, and Gateway API's "
+                                     f"precedence needs a rule of it for `{value}`, whose replacement `{replaced}` "
+                                     "an HTTPPathModifier cannot carry", route.source, sources,
+                                     hint="make the route's replacement a path without `//`, or order the routes so "
+                                          "that the earlier one's match is at least as specific as the later one's"))
+                continue
+            modifier = ({"type": "ReplaceFullPath", "replaceFullPath": replaced} if kind == "Exact"
+                        else {"type": "ReplacePrefixMatch", "replacePrefixMatch": replaced})
+            for f in piece["filters"]:
+                if key in f:
+                    f[key]["path"] = modifier
+        out.append(piece)
+    return out, diags
 
 
 def _order(svc: ir.Service, conflicts: list[order.Conflict], sources: dict) -> list[Diagnostic]:
