@@ -671,6 +671,7 @@ def test_a_prefix_replacement_is_one_rule_per_match():
 
 
 def test_canary_api_v2_is_one_rule_per_method():
+    """canary's `api_v2` (a prefix replaced, matched by three methods: OPTIONS for its CORS preflights) is one rule per method."""
     with contextlib.chdir(ROOT):
         comp = api.compile(["examples/canary.mesh"])
     program = comp.ir
@@ -681,7 +682,7 @@ def test_canary_api_v2_is_one_rule_per_method():
     assert not [d for d in diags if d.code == "E0957"]
     (obj,) = [o for o in objects if o.name == svc.name]
     pieces = [r for r in obj.body["spec"]["rules"] if r.get("name", "").startswith("api-v2")]
-    assert [r["matches"][0]["method"] for r in pieces] == ["GET", "HEAD"]
+    assert [r["matches"][0]["method"] for r in pieces] == ["GET", "HEAD", "OPTIONS"]
     assert all(len(r["matches"]) == 1 and r["matches"][0]["path"]["type"] == "PathPrefix" for r in pieces)
 
 
