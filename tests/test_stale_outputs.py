@@ -136,3 +136,61 @@ def test_a_manifest_never_reaches_outside_the_directory(tmp_path):
     (out / MANIFEST).write_text("not json")
     assert compile_to(tmp_path, ONE, "--target", "istio")[0] == 0
     assert json.loads((out / MANIFEST).read_text())["meshc"] == 1
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_manifest_path_through_a_symlinked_directory_removes_nothing_outside(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    src = tmp_path / "p.mesh"
+    src.write_text(ONE)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.yaml").write_text("x")
+    (out / "up").symlink_to("..")
+    (out / "link").symlink_to(outside)
+    (out / MANIFEST).write_text(json.dumps({"meshc": 1, "files": {
+        "up/p.mesh": _digest(src), "link/victim.yaml": _digest(outside / "victim.yaml")}}))
+    code, err = compile_to(tmp_path, ONE, "--target", "istio")
+    assert code == 0 and "stale" not in err
+    assert src.read_text() == ONE and (outside / "victim.yaml").read_text() == "x"
+
+
+def test_a_failing_rename_is_found_before_any_file_is_written(tmp_path):
+    out = tmp_path / "out"
+    assert compile_to(tmp_path, ONE, "--target", "istio")[0] == 0
+    before = tree(out)
+    (out / "other" / "b.yaml" / "keep").mkdir(parents=True)
+    code, err = compile_to(tmp_path, TWO, "--target", "istio")
+    assert code == 2 and f"cannot write to {out / 'other' / 'b.yaml'}: Is a directory" in err
+    assert tree(out) == before
+    (out / "other" / "b.yaml" / "keep").rmdir()
+    (out / "other" / "b.yaml").rmdir()
+    (out / MANIFEST).unlink()
+    (out / MANIFEST).mkdir()
+    code, err = compile_to(tmp_path, TWO, "--target", "istio")
+    assert code == 2 and f"cannot write to {out / MANIFEST}: Is a directory" in err
+    assert not (out / "other" / "b.yaml").exists()
+
+
+def test_a_manifest_key_naming_a_new_file_another_way_keeps_it(tmp_path):
+    out = tmp_path / "out"
+    assert compile_to(tmp_path, ONE, "--target", "istio")[0] == 0
+    digest = _digest(out / "default" / "a.yaml")
+    for key in ("./default/a.yaml", "default//a.yaml", "default/./a.yaml"):
+        (out / MANIFEST).write_text(json.dumps({"meshc": 1, "files": {key: digest}}))
+        code, err = compile_to(tmp_path, ONE, "--target", "istio")
+        assert code == 0 and "stale" not in err and (out / "default" / "a.yaml").is_file(), key
+
+
+def test_a_deeply_nested_manifest_is_ignored(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MANIFEST).write_text("[" * 100000)
+    code, _ = compile_to(tmp_path, ONE, "--target", "istio")
+    assert code == 0 and json.loads((out / MANIFEST).read_text())["meshc"] == 1

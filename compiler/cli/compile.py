@@ -374,7 +374,8 @@ def _deliver(args, files: Mapping[str, str | bytes | Link], what: str, count: bo
         else:
             written, removed, kept, unremoved = write_tracked(args.output, files, whole)
     except OSError as err:
-        print(f"meshc: error: cannot write to {args.output}: {err.strerror or err}", file=sys.stderr)
+        where = err.filename if isinstance(err.filename, str) else args.output
+        print(f"meshc: error: cannot write to {where}: {err.strerror or err}", file=sys.stderr)
         return EXIT_USAGE
     if count:
         print(f"meshc: wrote {len(written)} files {what}", file=sys.stderr)

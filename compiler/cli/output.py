@@ -37,6 +37,10 @@ def write_all(out_dir: str, files: Mapping[str, str | bytes | Link]) -> list[str
         for name, text in files.items():
             final = os.path.join(out_dir, name)
             finals.append(final)
+            if os.path.isdir(final) and not os.path.islink(final):   # before any rename: every file or none
+                import errno
+
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), final)
             if not isinstance(text, (str, bytes)):   # a Link
                 target = os.path.normpath(os.path.join(os.path.dirname(final), text.target))
                 if _same_link(final, text.target) and target not in rewritten:
@@ -144,13 +148,29 @@ def read_manifest(out_dir: str) -> dict[str, str]:
 
     try:
         with open(os.path.join(out_dir, MANIFEST), encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except (OSError, ValueError):
+            text = fh.read(_MANIFEST_MAX + 1)
+        if len(text) > _MANIFEST_MAX:
+            return {}
+        doc = json.loads(text)
+    except (OSError, ValueError, RecursionError):   # (RecursionError: nested too deeply)
         return {}
     files = doc.get("files") if isinstance(doc, dict) and doc.get("meshc") == 1 else None
     if not isinstance(files, dict):
         return {}
-    return {k: v for k, v in files.items() if isinstance(k, str) and isinstance(v, str) and _inside(k)}
+    # keys normalised (`./a.yaml`, `x//a.yaml`): one file has one key, so a file just written is never stale
+    return {os.path.normpath(k): v for k, v in files.items()
+            if isinstance(k, str) and isinstance(v, str) and _inside(k)}
+
+
+_MANIFEST_MAX = 64 << 20   # characters; a larger manifest is not one meshc wrote
+
+
+def _no_symlinked_parent(out_dir: str, rel: str) -> bool:
+    """`out_dir/rel`'s directory is the directory it names inside `out_dir`, reached through no
+    symbolic link (which could lead outside `out_dir`): a stale file is removed only then."""
+    root = os.path.realpath(out_dir)
+    parent = os.path.dirname(rel)
+    return os.path.realpath(os.path.join(out_dir, parent)) == os.path.normpath(os.path.join(root, parent))
 
 
 def _inside(rel: str) -> bool:
@@ -172,14 +192,18 @@ def write_tracked(out_dir: str, files: Mapping[str, str | bytes | Link],
     and stay listed. Nothing is removed before every new file is in place (a watching proxy follows
     its bootstrap to the new files first), and no file the manifest does not list is touched."""
     old = read_manifest(out_dir)
-    new = {name: _fingerprint(data) for name, data in files.items()}
+    new = {os.path.normpath(name): _fingerprint(data) for name, data in files.items()}
     stale = sorted(set(old) - set(new))
-    present = {k: v for k, v in old.items() if k in stale and os.path.lexists(os.path.join(out_dir, k))}
+    present = {k: v for k, v in old.items() if k in stale and _no_symlinked_parent(out_dir, k)
+               and os.path.lexists(os.path.join(out_dir, k))}
     removable = [rel for rel in present if _on_disk(os.path.join(out_dir, rel)) == old[rel]] if whole else []
     # Listed first with the files still to remove, so that a compile stopped before the removals
-    # (or a removal that fails) leaves them listed for the next one.
+    # (or a removal that fails) leaves them listed for the next one; and renamed first, listing
+    # the new files too, so that a compile that fails among its renames leaves every file it
+    # wrote listed (removed by a later compile that no longer writes it).
     listed = {**({k: old[k] for k in removable} if whole else present), **new}
-    written = write_all(out_dir, {**files, MANIFEST: _manifest(listed)})[:-1]
+    written = write_all(out_dir, {MANIFEST: _manifest(listed), **files})[1:]
+    just_written = {_identity(path) for path in written} - {None}
     removed: list[str] = []
     kept: list[str] = []
     failed: dict[str, str] = {}
@@ -188,6 +212,8 @@ def write_tracked(out_dir: str, files: Mapping[str, str | bytes | Link],
         path = os.path.join(out_dir, rel)
         if rel not in removable:
             kept.append(path)
+            continue
+        if _identity(path) in just_written:   # the same file as one just written, named another way
             continue
         try:
             os.unlink(path)
@@ -202,6 +228,14 @@ def write_tracked(out_dir: str, files: Mapping[str, str | bytes | Link],
     if whole and removable:
         write_all(out_dir, {MANIFEST: _manifest({**failed, **new})})
     return written, removed, kept, unremoved
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _manifest(listed: dict[str, str]) -> str:
