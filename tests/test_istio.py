@@ -124,7 +124,7 @@ def test_generated_policies_give_deterministic_output_that_validates(tmp_path_fa
     assert a.files == b.files and [str(d) for d in a.diagnostics] == [str(d) for d in b.diagnostics]
     if a.has_errors:
         errors = {d.code for d in a.diagnostics if d.severity == "error"}
-        assert a.files == {} and errors <= {"E0902", "E0903", "E0904", "E0905", "E0906", "E0907", "E0909",
+        assert a.files == {} and errors <= {"E0902", "E0917", "E0903", "E0904", "E0905", "E0906", "E0907", "E0909",
                                             "E0910", "E0911", "E0912", "E0913"}
         return
     docs = documents(a)
@@ -289,6 +289,8 @@ routes api { route r { to api.v2 } }
     + "routes api { route r { to api.v2 } }\n",
     "W0908": _routes('route r { to api.v2  request_headers { set "x-empty" "" } }'),
     "E0902": _routes('route r { match { header "x" prefix "a"  header "x" suffix "b" } to api.v2 }'),
+    "E0917": _routes('route r { match { path prefix "/y"  query "k" exact "1"  query "k" regex "[0-9]+" } '
+                     'to api.v2 }'),
     "E0903": _routes('route r { to api.v2  request_headers { add "x" "1"  add "x" "2" } }'),
     "E0904": _routes("route r { to api.v2  retry { on [599] } }"),
     "E0905": BASE + 'authorization api { default allow  deny r { path regex "/a/[0-9]+" } }\n'

@@ -329,6 +329,9 @@ CODES: dict[str, Code] = _registry(
     ("E0913", "a host Istio cannot write", "A VirtualService's `hosts` takes a DNS name with a dot or a "
               "`*.SUFFIX` wildcard: a host with a port, a `PREFIX.*` wildcard, the catch-all `*` (refused for the "
               "mesh) and a dotless name (a short name Istio resolves against the namespace) have no Istio form."),
+    ("E0917", "one query parameter tested twice in a match, for Istio", "Istio's HTTPMatchRequest holds query "
+              "parameter conditions in one map by parameter name (`queryParams`): one match cannot test one "
+              "parameter with two different conditions. Combine them into one `regex`."),
     ("W0901", "split key not carried by Istio", "Istio's weighted destinations are picked at random by weight: there "
               "is no field for a split key, so the same key may reach another subset. The shares are kept."),
     ("W0902", "backoff maximum not carried by Istio", "Istio's `retries.backoff` sets only Envoy's base interval; the "

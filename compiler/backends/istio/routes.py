@@ -107,7 +107,21 @@ def match_requests(m: ir.Match, route: ir.Route, sources: dict, diags: list[Diag
                                       "cannot write", route.source, sources,
                              hint="Istio's `headers` and `withoutHeaders` are maps by header name: one condition "
                                   "per header and per map; combine the two into one `regex`"))
-    query = {q.name: ({} if q.kind == "present" else {q.kind: q.value}) for q in m.query}
+    query: dict[str, dict] = {}
+    query_clash = False
+    for q in m.query:
+        test = {} if q.kind == "present" else {q.kind: q.value}
+        have = query.get(q.name)
+        # the same test twice is one; presence is implied by a value test (never true when absent)
+        if have is None or have == test or have == {}:
+            query[q.name] = test
+        elif test != {}:
+            query_clash = True
+    if query_clash:
+        diags.append(located("E0917", f"route `{route.name}` tests one query parameter twice in one match, "
+                                      "which Istio cannot write", route.source, sources,
+                             hint="Istio's `queryParams` is a map by parameter name: one condition per "
+                                  "parameter; combine the two into one `regex`"))
     base: dict = {}
     if headers:
         base["headers"] = headers
