@@ -248,6 +248,8 @@ RETRY = "    to api.v1\n    retry { attempts 2  on [503] }"
     (route('    to api.v1\n    response_headers { set "x" "1"  add "x" "2" }'), "experimental", "E0953"),
     (route("    to api.v1\n    retry { attempts 2  on [5xx] }"), "experimental", "W0940"),
     (route("    to api.v1\n    retry { attempts 2  on [503]  backoff 10ms max 30ms }"), "experimental", "W0941"),
+    # any backoff: Gateway API's is only the minimum wait (the growth is the implementation's)
+    (route("    to api.v1\n    retry { attempts 2  on [503]  backoff 10ms }"), "experimental", "W0941"),
     (route("    to api.v1"), "experimental", "W0942"),
     (route('    split { api.v1 1  api.v2 1 } by header "x-user"'), "experimental", "W0943"),
     (route('    match { path regex "/a/[0-9]+" }\n    to api.v1'), "experimental", "W0944"),

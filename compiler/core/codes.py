@@ -481,9 +481,10 @@ CODES: dict[str, Code] = _registry(
               "retry resets, connect failures and per-try timeouts, and `reset`/`connect-failure` are connection "
               "conditions: Gateway API's retry names status codes only, so only those are written and the rest is "
               "the implementation's choice."),
-    ("W0941", "retry backoff maximum not carried", "Gateway API's `retry.backoff` is the minimum wait between "
-              "attempts; the implementation chooses the growth and the maximum. A backoff maximum other than ten "
-              "times the base (meshc's default) is not written."),
+    ("W0941", "retry backoff only a minimum under Gateway API", "Gateway API's `retry.backoff` is the minimum "
+              "wait between attempts; the implementation chooses the growth and the maximum. Every retry's backoff "
+              "base (25ms unless written) is written there, and meshc's exponential growth up to the maximum "
+              "(ten times the base unless written) is not."),
     ("W0942", "route without retries under Gateway API", "An HTTPRoute cannot say \"no retries\": `retry.attempts` "
               "is at least 1, and without `retry` the implementation's default applies (Istio retries twice on "
               "connect failures and 503)."),

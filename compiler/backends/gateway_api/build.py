@@ -268,10 +268,12 @@ class GatewayApiTarget:
             diags.append(located(RETRY_APPROX, f"route `{route.name}` also retries on {', '.join(others)}, which "
                                  "Gateway API leaves to the implementation: only the status codes are written",
                                  where, sources))
-        if retry.backoff_max_ms != 10 * retry.backoff_base_ms:
-            diags.append(located(BACKOFF, f"route `{route.name}`'s backoff maximum is not carried: Gateway API's "
-                                 "`backoff` is the minimum wait, the rest is the implementation's",
-                                 where, sources))
+        # every backoff: Gateway API's is only the minimum wait, whatever the maximum
+        maximum = "" if retry.backoff_max_ms == 10 * retry.backoff_base_ms else \
+            f" (its maximum, {duration(retry.backoff_max_ms)}, is not carried)"
+        diags.append(located(BACKOFF, f"route `{route.name}`'s backoff {duration(retry.backoff_base_ms)} is "
+                             f"written as Gateway API's `backoff`, the minimum wait between attempts: the growth "
+                             f"and the maximum are the implementation's{maximum}", where, sources))
         out: dict[str, Any] = {"attempts": retry.num_retries, "codes": sorted(codes),
                                "backoff": duration(retry.backoff_base_ms)}
         if retry.per_try_timeout_ms:
