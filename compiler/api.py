@@ -158,9 +158,30 @@ def validate_kube(emitted: Emitted, channel: str | None, sources: dict) -> None:
                 owner.append(path)
     report = validate(objects, channel or "standard")
     emitted.validation = report
-    emitted.diagnostics += [problem_diagnostic(p, sources, owner[p.index]) for p in report.problems]
+    emitted.diagnostics += [problem_diagnostic(_part_located(p, objects, emitted.part_sources), sources, owner[p.index])
+                            for p in report.problems]
     if emitted.has_errors:
         emitted.files = {}
+
+
+def _part_located(problem, objects: list, part_sources: dict):
+    """`problem` located at the construct of the list element its field is in (`spec.rules[2]…`: the
+    route of the HTTPRoute's third rule), when the backend recorded one; else as it is."""
+    import dataclasses
+
+    doc = objects[problem.index] if 0 <= problem.index < len(objects) else None
+    if not isinstance(doc, dict) or not isinstance(doc.get("metadata"), dict):
+        return problem
+    meta = doc["metadata"]
+    parts = part_sources.get((doc.get("kind"), meta.get("namespace"), meta.get("name")))
+    if parts is None:
+        return problem
+    field, element_sources = parts
+    head, _, rest = problem.path.partition("[")
+    index, _, _ = rest.partition("]")
+    if head != field or not index.isdigit() or int(index) >= len(element_sources):
+        return problem
+    return dataclasses.replace(problem, source=element_sources[int(index)])
 
 
 def parse(sources: Iterable[Source]) -> Compilation:

@@ -673,7 +673,8 @@ def test_a_prefix_replacement_is_one_rule_per_match():
 
 
 def test_canary_api_v2_is_one_rule_per_method():
-    """canary's `api_v2` (a prefix replaced, matched by three methods: OPTIONS for its CORS preflights) is one rule per method."""
+    """canary's `api_v2` (a prefix replaced, matched by three methods: OPTIONS for its CORS preflights)
+    is one rule per method."""
     with contextlib.chdir(ROOT):
         comp = api.compile(["examples/canary.mesh"])
     program = comp.ir
@@ -745,3 +746,13 @@ def test_rules_split_per_match_count_toward_the_sixteen():
                                 "prefix)") and emitted.files == {}
     last = '  route r7 {\n    match { path prefix "/p7" }\n    to api.v1\n  }\n'
     assert "E0952" not in codes(text.replace(last, ""))
+
+
+def test_a_validation_problem_of_a_rule_is_located_at_its_route():
+    text = ('service api {\n  port 80\n  endpoints ["10.0.0.1:80"]\n}\n\nroutes api {\n'
+            '  route first {\n    match { path prefix "/x" }\n    to api\n    retry { attempts 2  on [503] }\n  }\n'
+            '  route second {\n    match { path prefix "/y"  query "k" exact "1"  query "k" regex "[0-9]+" }\n'
+            '    to api\n    retry { attempts 2  on [503] }\n  }\n}\n')
+    (problem,) = [d for d in emit(text).diagnostics if d.code == "E0940"]
+    assert "spec.rules[1]" in problem.message
+    assert problem.span is not None and problem.span.source.text[problem.span.start:].startswith("route second")

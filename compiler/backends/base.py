@@ -35,6 +35,10 @@ class Emitted:
     links: dict[str, Link] = field(default_factory=dict)    # relative path -> symbolic link (envoy, `xds`)
     links_before: str | None = None   # the file of `files` before which the links are written (else last)
     validation: object | None = None  # a Kubernetes target's validation report (compiler/kubeschema Report)
+    # a Kubernetes object's list whose elements come from different constructs: (kind, namespace,
+    # name) -> (the list's field, e.g. `spec.rules`; each element's FILE:LINE:COL), to locate a
+    # validation problem of one element at its own construct
+    part_sources: dict[tuple[str, str | None, str], tuple[str, tuple[str, ...]]] = field(default_factory=dict)
 
     @property
     def has_errors(self) -> bool:

@@ -111,11 +111,13 @@ class GatewayApiTarget:
             safe, conflicts = order.plan(rule_matches)
             written: list[dict[str, Any]] = []
             names: list[str] = []
+            rule_sources: list[str] = []   # each written rule's route (one route may be several rules)
             for rule, matches, route in zip(rules, safe, svc.routes):
                 rule["matches"] = matches
                 pieces, found = _one_rule_per_match(rule, route, sources)
                 diags += found
                 written += pieces
+                rule_sources += [str(route.source)] * len(pieces)
                 names += [route.name if len(pieces) == 1 else f"{route.name}-{k + 1}" for k in range(len(pieces))]
             for rule, name in zip(written, _rule_names(names)):
                 if name is not None:
@@ -141,7 +143,8 @@ class GatewayApiTarget:
             spec = {"parentRefs": [{"group": "", "kind": "Service", "name": svc.name, "port": svc.port}],
                     "rules": rules}
             objects.append(KubeObject(API_VERSION, "HTTPRoute", svc.name, svc.namespace, {"spec": spec},
-                                      source=str(svc.routes[0].source), service=svc.name))
+                                      source=str(svc.routes[0].source), service=svc.name,
+                                      parts=("spec.rules", tuple(rule_sources))))
         return objects, diags
 
     # ---- one route

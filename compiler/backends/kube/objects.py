@@ -37,6 +37,9 @@ class KubeObject:
     source: str | None = None             # FILE:LINE:COL of the construct (str(ir.Location))
     service: str | None = None            # the meshc service it belongs to (its file); None: the mesh's
     labels: dict[str, str] = field(default_factory=dict)
+    # a list field whose elements come from different constructs: (its path, e.g. `spec.rules`;
+    # each element's FILE:LINE:COL); not written, used to locate validation problems
+    parts: tuple[str, tuple[str, ...]] | None = None
 
     def to_data(self) -> dict[str, Any]:
         """The object as Kubernetes reads it, keys in the order `render` writes them."""
@@ -147,4 +150,5 @@ def emit_kube(target: KubeTarget, program: Any, sources: dict,
     if emitted.has_errors:
         return emitted
     emitted.files = layout(objects, target.kinds)
+    emitted.part_sources = {(o.kind, o.namespace, o.name): o.parts for o in objects if o.parts is not None}
     return emitted
