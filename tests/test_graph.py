@@ -83,7 +83,7 @@ def test_zero_trust_by_hand():
     assert g.pair("checkout", "payments").access.denying == ("stray_writes",)
     # a caller without identity gets the health checks and frontend's public pages, no more
     by_name = {s.name: s for s in g.services}
-    assert by_name["frontend"].anonymous.admitting == ("home", "pages", "assets")
+    assert by_name["frontend"].anonymous.admitting == ("home", "pages", "cart", "assets")
     assert by_name["shipping"].anonymous.decision == "allowed"
 
 
