@@ -35,8 +35,8 @@ KUBE = (("istio", None), ("gateway-api", "experimental"))
 # message holds, the line of the construct in the file).
 EXPECTED = {
     "edge": {
-        "istio": {("E0910", "old_links", 20)},                  # HTTPRedirect replaces the whole path
-        "gateway-api": {("E0954", "removed_widget", 24)},        # no direct response in HTTPRoute
+        "istio": {("E0910", "old_links", 21)},                  # HTTPRedirect replaces the whole path
+        "gateway-api": {("E0954", "removed_widget", 25)},        # no direct response in HTTPRoute
     },
     "game-day": {
         "istio": set(),                                         # VirtualService `fault` is exact
