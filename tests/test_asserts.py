@@ -79,7 +79,7 @@ def test_the_shipped_examples_prove_their_asserts():
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = cli.main(["check", str(ROOT / "examples")])
     assert code == 0, err.getvalue()
-    assert "proved 6 of 6 asserts" in out.getvalue()
+    assert "proved 7 of 7 asserts" in out.getvalue()
 
 
 def test_proven_properties_report_nothing(tmp_path):

@@ -331,7 +331,7 @@ def test_check_success_prints_one_summary_line_on_stdout():
     proc = meshc("check", "examples")
     assert proc.returncode == 0
     # 4 policies and their 4 test files, and the 3 of examples/envoy-native/ and their tests
-    assert proc.stdout == "meshc: checked 14 files, 14 services, proved 6 of 6 asserts: all checks passed\n"
+    assert proc.stdout == "meshc: checked 14 files, 14 services, proved 7 of 7 asserts: all checks passed\n"
     assert proc.stderr == ""
     proc = meshc("check", "examples/shop.mesh")  # its import from the standard library is not counted
     assert proc.stdout == "meshc: checked 1 file, 7 services: all checks passed\n"
