@@ -344,6 +344,23 @@ class UpstreamConn(asyncio.Protocol):
         user.on_response_end(self)  # type: ignore[union-attr]  # not None: both callers checked self.user
 
 
+# Where the event loop's TLS layer decrypts a read for an mTLS connection: one buffer for all of
+# them, copied out at once (net/server.py's TLS_READ_BUFFER says why).
+_TLS_READ_BUFFER = memoryview(bytearray(64 * 1024))
+
+
+class TlsUpstreamConn(UpstreamConn, asyncio.BufferedProtocol):
+    """An upstream connection over mTLS: a buffered protocol (see _TLS_READ_BUFFER), otherwise
+    an UpstreamConn."""
+    __slots__ = ()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _TLS_READ_BUFFER
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(_TLS_READ_BUFFER[:nbytes].tobytes())
+
+
 def _wants(dedicated: tuple[User, int]) -> bool:
     """Whether the user a connection was opened for still waits for it (the same attempt)."""
     user, seq = dedicated
@@ -410,9 +427,9 @@ class Pool:
         """Open one connection; it goes to `dedicated` (user, attempt sequence number) when given
         and that attempt still waits, else to the first waiter."""
         self.connecting += 1
-        conn = UpstreamConn(self)
         loop = self.loop
         tls = self.tls
+        conn = UpstreamConn(self) if tls is None else TlsUpstreamConn(self)
         if tls is None:
             task = loop.create_task(loop.create_connection(lambda: conn, self.host, self.port))
         elif (ctx := self.cluster.client_context()) is None:   # never plaintext to an mTLS destination
