@@ -444,9 +444,10 @@ def _inbound(table: Table, head: RequestHead, draws: RequestDraws, d: Decision, 
              raw: RawHeaders, headers: HeaderMap, explain: Explanation | None) -> Decision:
     """Authorization of the sidecar's own service, then its local application."""
     xfcc = head.xfcc
-    if xfcc is not None or XFCC in headers:
+    if (xfcc is not None or XFCC in headers) and table.authorization.reads_xfcc:
         # Authorization sees the header as Envoy's RBAC does: the sidecar's own value over mTLS
-        # (SANITIZE_SET writes it first), none over plaintext (SANITIZE removes it).
+        # (SANITIZE_SET writes it first), none over plaintext (SANITIZE removes it). (Nothing
+        # else of the decision reads it: without a rule on it, the map stays as it came.)
         headers = dict(headers)
         headers.pop(XFCC, None)
         if xfcc is not None:
