@@ -668,7 +668,7 @@ class Runtime:
 
 # ---- the client side ------------------------------------------------------------------------------
 
-class Downstream(asyncio.Protocol):
+class Downstream(asyncio.BaseProtocol):   # (not asyncio.Protocol: TlsDownstream must not be one)
     __slots__ = ("rt", "listener", "outbound", "lstats", "transport", "parser", "peer_ip", "current", "parsing",
                  "queue", "new", "closing", "paused", "last_active", "raw", "url",
                  "partial", "max_head", "upgraded", "eof", "too_large", "corked", "wbuf",
@@ -999,8 +999,9 @@ class Downstream(asyncio.Protocol):
 
 
 # Where the event loop's TLS layer decrypts a read for a TLS connection (get_buffer below): one
-# buffer for all of them, copied out at once. Without it (a plain asyncio.Protocol) uvloop
-# decrypts each read into a new 256 KiB bytes object: an mmap, an mremap and a munmap per read.
+# buffer for all of them, copied out at once. Without it uvloop decrypts each read into a new
+# 256 KiB bytes object: an mmap, an mremap and a munmap per read. (uvloop reads into the buffer
+# only for a protocol with get_buffer that is not an asyncio.Protocol: Downstream is none.)
 TLS_READ_BUFFER = memoryview(bytearray(64 * 1024))
 
 

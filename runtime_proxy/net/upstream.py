@@ -123,7 +123,7 @@ class Cluster(Protocol):
     def ejected(self, key: str) -> None: ...
 
 
-class UpstreamConn(asyncio.Protocol):
+class UpstreamConn(asyncio.BaseProtocol):   # (not asyncio.Protocol: TlsUpstreamConn must not be one)
     __slots__ = ("pool", "transport", "parser", "user", "closed", "got_bytes", "reused", "head_only",
                  "lines", "special", "head_seen", "cur_len", "head_done", "status", "in_body", "close_delimited",
                  "has_length", "idle_since", "max_head", "paused", "inline_seen", "refused", "opened")
