@@ -39,7 +39,7 @@ from runtime_proxy.decide.http import (
     reason_phrase,
 )
 from runtime_proxy.decide.normalize import normalize
-from runtime_proxy.decide.routing import select_route
+from runtime_proxy.decide.routing import compile_select, select_route
 from runtime_proxy.decide.table import CRoute
 from runtime_proxy.decide.trace import TRACE_HEADERS, CTracing, Span, decide_span, trace_reason
 
@@ -288,7 +288,14 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
 
         explain.note("host", "service", svc.name, {"host": d.host, "domains": list(svc.domains)})
         explain_policy(explain_routes(svc, method, path, query, headers, explain), explain)
-    route = select_route(table.index[svc].view(method, path), method, path, query, headers)
+    view = table.index[svc].view(method, path)
+    select = view.select
+    if select is None:
+        route = select_route(view, method, path, query, headers)
+        if view.cached:      # a view the index keeps gets its own function (routing.compile_select)
+            view.select = compile_select(view.routes)
+    else:
+        route = select(method, path, query, headers)
     if route is None:
         return local(d, 404, counter=NO_ROUTE, flags="NR")
     d.route = route

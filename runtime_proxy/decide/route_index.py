@@ -66,12 +66,15 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 
 
 class ServiceView(Generic[R]):
-    """What select_route reads of a service: its routes (here, the candidates)."""
-    __slots__ = ("name", "routes")
+    """What select_route reads of a service: its routes (here, the candidates). A view the index
+    keeps (`cached`) gets its own selection function once (`select`: routing.compile_select)."""
+    __slots__ = ("name", "routes", "cached", "select")
 
     def __init__(self, name: str, routes: tuple[R, ...]) -> None:
         self.name = name
         self.routes = routes
+        self.cached = False
+        self.select: Any = None
 
 
 def first_segment_of_value(kind: str, value: str) -> str | None:
@@ -142,4 +145,5 @@ class RouteIndex(Generic[R]):
             view = ServiceView(self.name, tuple(keep))
             if len(self.views) < MAX_ENTRIES:
                 self.views[key] = view
+                view.cached = True
         return view

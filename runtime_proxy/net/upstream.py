@@ -123,6 +123,28 @@ class Cluster(Protocol):
     def ejected(self, key: str) -> None: ...
 
 
+# What UpstreamConn.on_header does with a response header, by its name as received: (lower-case
+# name, one of the kinds below). Bounded: names are few; random ones only fill it up to the cap.
+_LINE, _SPECIAL, _INLINE, _LENGTH = 0, 1, 2, 3
+_NAME_KINDS: dict[bytes, tuple[bytes, int]] = {}
+_OWS = (b" ", b"\t")
+
+
+def _name_kind(name: bytes) -> tuple[bytes, int]:
+    ln = name.lower()
+    if ln in RESPONSE_SKIP:
+        kind = (ln, _SPECIAL)
+    elif ln == b"content-length":
+        kind = (ln, _LENGTH)
+    elif ln in RESPONSE_INLINE_BYTES:
+        kind = (ln, _INLINE)
+    else:
+        kind = (ln, _LINE)
+    if len(_NAME_KINDS) < 4096:
+        _NAME_KINDS[name] = kind
+    return kind
+
+
 class UpstreamConn(asyncio.BaseProtocol):   # (not asyncio.Protocol: TlsUpstreamConn must not be one)
     __slots__ = ("pool", "transport", "parser", "user", "closed", "got_bytes", "reused", "head_only",
                  "lines", "special", "head_seen", "cur_len", "head_done", "status", "in_body", "close_delimited",
@@ -272,16 +294,20 @@ class UpstreamConn(asyncio.BaseProtocol):   # (not asyncio.Protocol: TlsUpstream
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.head_done:        # trailers are not forwarded
             return
-        ln = name.lower()
-        value = value.rstrip(b" \t")   # Envoy's codec trims values (llhttp keeps trailing blanks)
-        if ln in RESPONSE_SKIP:
+        kind = _NAME_KINDS.get(name)
+        if kind is None:
+            kind = _name_kind(name)
+        ln, k = kind
+        if value[-1:] in _OWS:    # Envoy's codec trims values (llhttp keeps trailing blanks)
+            value = value.rstrip(b" \t")
+        if k == _LINE:            # formatted here: the client gets these lines as they are
+            self.lines.append(b"%s: %s\r\n" % (ln, value))
+        elif k == _SPECIAL:
             self.special.append((ln, value))
-        else:                     # formatted here: the client gets these lines as they are
-            if ln == b"content-length":
-                self.has_length = True
-            elif ln in RESPONSE_INLINE_BYTES:
-                self.inline_seen = add_inline_line(self.lines, self.inline_seen, ln, value)
-                return
+        elif k == _INLINE:
+            self.inline_seen = add_inline_line(self.lines, self.inline_seen, ln, value)
+        else:                     # content-length
+            self.has_length = True
             self.lines.append(b"%s: %s\r\n" % (ln, value))
 
     def on_headers_complete(self) -> None:
