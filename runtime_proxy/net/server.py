@@ -24,7 +24,6 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Literal
 
-import orjson
 from httptools import HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade, HttpRequestParser
 
 from runtime_proxy.decide.breaker import Breaker
@@ -275,6 +274,9 @@ class AccessLog:
     MAX_PENDING = 100_000
 
     def __init__(self, path: str, metrics: Metrics) -> None:
+        import orjson  # here: a proxy without an access log never loads it (1.3 MB of RSS)
+
+        self.dumps = orjson.dumps
         self.path = path
         self.metrics = metrics
         self.pending: list[str] = []
@@ -358,7 +360,7 @@ class AccessLog:
             "request_id": request_id(ex),
             "peer_identity": ex.down.source if inbound else None,
         }
-        self.pending.append(orjson.dumps(record).decode() + "\n")
+        self.pending.append(self.dumps(record).decode() + "\n")
 
     _second = (-1, "")
 
