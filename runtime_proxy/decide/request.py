@@ -572,7 +572,13 @@ def header_dict(raw: RawHeaders) -> tuple[HeaderMap, RawHeaders]:
     """The request's headers as routing reads them: lower-case name -> values (decoded as
     `decode_value`), and the header lines to forward. Envoy keeps one value for each of its
     inline headers (http.REQUEST_INLINE): their repeated lines are joined, in both results."""
-    hdict: dict[str, list[str]] = {}
+    try:   # the usual head: names seen before, ASCII values, no name twice (else the loop below)
+        hdict = {_NAMES[n]: [v.decode("ascii")] for n, v in raw}
+        if len(hdict) == len(raw):
+            return hdict, raw
+    except (KeyError, UnicodeDecodeError):
+        pass
+    hdict = {}
     joined = False
     names = _NAMES
     for n, v in raw:
