@@ -100,7 +100,7 @@ def test_the_index_changes_no_routing_decision(tmp_path):
                 assert generated(method, p, query, hdict) is expected, (path, svc.name, method, p, hdict)
                 view = index[svc].view(method, p)
                 if view.select is None and len(view.routes) > 1:   # as the proxy does (decide/request.py)
-                    view.select = compile_select(view.routes)
+                    view.select = index[svc].compiled(view.routes, compile_select)
                 if view.select is not None:
                     assert view.select(method, p, query, hdict) is expected
                 # the decision's explanation tries every route and comes to the same answer

@@ -288,12 +288,13 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
 
         explain.note("host", "service", svc.name, {"host": d.host, "domains": list(svc.domains)})
         explain_policy(explain_routes(svc, method, path, query, headers, explain), explain)
-    view = table.index[svc].view(method, path)
+    index = table.index[svc]
+    view = index.view(method, path)
     select = view.select
     if select is None:
         route = select_route(view, method, path, query, headers)
-        if view.cached:      # a view the index keeps gets its own function (routing.compile_select)
-            view.select = compile_select(view.routes)
+        if view.cached:      # a view the index keeps gets its function (routing.compile_select)
+            view.select = index.compiled(view.routes, compile_select)
     else:
         route = select(method, path, query, headers)
     if route is None:

@@ -121,13 +121,23 @@ def first_segment(path: str) -> str:
 
 
 class RouteIndex(Generic[R]):
-    __slots__ = ("name", "routes", "specs", "views")
+    __slots__ = ("name", "routes", "specs", "views", "selects")
 
     def __init__(self, csvc: _Service[R]) -> None:
         self.name = csvc.name
         self.routes = csvc.routes
         self.specs = tuple(tuple(match_spec(m) for m in r.matches) for r in csvc.routes)
         self.views: dict[tuple[str, str], ServiceView[R]] = {}
+        # the generated selection functions of the views, one per distinct candidate list (many
+        # first segments share one: the routes that take any path)
+        self.selects: dict[tuple[R, ...], Any] = {}
+
+    def compiled(self, routes: tuple[R, ...], make: Any) -> Any:
+        """The selection function for a view's `routes`: made once with `make` (routing.compile_select)."""
+        select = self.selects.get(routes)
+        if select is None:
+            select = self.selects[routes] = make(routes)
+        return select
 
     def view(self, method: str, path: str) -> ServiceView[R]:
         """A view of the service with the routes that can take (method, path), in order."""
