@@ -68,13 +68,14 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 class ServiceView(Generic[R]):
     """What select_route reads of a service: its routes (here, the candidates). A view the index
     keeps (`cached`) gets its own selection function once (`select`: routing.compile_select)."""
-    __slots__ = ("name", "routes", "cached", "select")
+    __slots__ = ("name", "routes", "cached", "select", "uses")
 
     def __init__(self, name: str, routes: tuple[R, ...]) -> None:
         self.name = name
         self.routes = routes
         self.cached = False
         self.select: Any = None
+        self.uses = 0             # requests selected with select_route (until `select` is made)
 
 
 def first_segment_of_value(kind: str, value: str) -> str | None:

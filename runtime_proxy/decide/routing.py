@@ -45,6 +45,14 @@ def select_route(service: CService | ServiceView[CRoute], method: str, path: str
     return None
 
 
+# A view of the route index gets its generated function (compile_select) at its COMPILE_AFTER-th
+# request, when it has at most COMPILE_MAX_ROUTES candidates: a first segment seen once never
+# pays for a compilation, and a huge candidate list (a fleet's catch-all routes) is never
+# compiled on the request path (its loop costs the same per route tried).
+COMPILE_AFTER = 8
+COMPILE_MAX_ROUTES = 256
+
+
 def compile_select(routes: tuple[CRoute, ...]) -> Callable[[str, str, str, HeaderMap], CRoute | None]:
     """select_route over `routes` as one generated Python function: the same tests in the same
     order, with the loops unrolled and the plain conditions written inline (a case-sensitive exact
