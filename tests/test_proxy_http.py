@@ -4,6 +4,7 @@ connection pool noticing connections the upstream closed, and the size limits.""
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -199,3 +200,22 @@ def test_a_chunked_body_over_the_limit_in_the_first_read_is_413(proxy, backend):
     assert status_of(out) == 413
     assert backend.hits == 0
     assert get(proxy.outbound, "/after").status == 200
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc/PID/maps")
+def test_the_serving_process_loads_neither_orjson_nor_hashlib_until_asked(backend, tmp_path):
+    """The resident memory of a plaintext sidecar: serving requests and readiness probes loads
+    neither orjson (1.3 MB with its imports: the admin's JSON answers and the access log load it)
+    nor hashlib (0.7 MB: the first mTLS client does)."""
+    cfg = config([service("svc", [subset("v1", [backend.port], "svc")], [route("all", to=("svc", "v1"))])],
+                 app_port=backend.port)
+    with run_proxy(cfg, tmp_path) as proxy:
+        assert get(proxy.outbound, "/x").status == 200
+        assert proxy.admin_get("/ready")[0] == 200
+
+        def mapped() -> str:
+            with open(f"/proc/{proxy.proc.pid}/maps") as fh:
+                return fh.read()
+        assert "orjson" not in mapped() and "_hashlib" not in mapped()
+        assert proxy.stats()["http.outbound.downstream_rq_2xx"] >= 1   # a JSON answer: now it is loaded
+        assert "orjson" in mapped()

@@ -14,7 +14,7 @@ import pytest
 from runtime_proxy.config import loading
 from runtime_proxy.decide.explain import Explanation
 from runtime_proxy.decide.route_index import ANY, first_segment_of_value
-from runtime_proxy.decide.routing import explain_routes, select_route
+from runtime_proxy.decide.routing import compile_select, explain_routes, select_route
 from runtime_proxy.decide.table import compile_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,6 +88,7 @@ def test_the_index_changes_no_routing_decision(tmp_path):
         index = table.index
         paths, header_values = vocabulary(config)
         for svc in table.services.values():
+            generated = compile_select(svc.routes)   # the generated selection the proxy runs
             for _ in range(400):
                 method = rng.choice(METHODS)
                 p = rng.choice(paths)
@@ -96,6 +97,12 @@ def test_the_index_changes_no_routing_decision(tmp_path):
                 expected = select_route(svc, method, p, query, hdict)
                 got = select_route(index[svc].view(method, p), method, p, query, hdict)
                 assert got is expected, (path, svc.name, method, p, hdict)
+                assert generated(method, p, query, hdict) is expected, (path, svc.name, method, p, hdict)
+                view = index[svc].view(method, p)
+                if view.select is None and len(view.routes) > 1:   # as the proxy does (decide/request.py)
+                    view.select = index[svc].compiled(view.routes, compile_select)
+                if view.select is not None:
+                    assert view.select(method, p, query, hdict) is expected
                 # the decision's explanation tries every route and comes to the same answer
                 assert explain_routes(svc, method, p, query, hdict, Explanation()) is expected
                 checked += 1

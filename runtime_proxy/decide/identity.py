@@ -4,7 +4,6 @@ the handshakes and the rotation are runtime_proxy/net/tls.py's."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 TLS_HANDSHAKE = 0x16   # the first byte of a TLS record carrying a ClientHello
@@ -36,6 +35,8 @@ def xfcc_line(own_id: str, der: bytes, cert: dict[str, Any] | None) -> bytes:
     """The `x-forwarded-client-cert` header line for the local application, as Envoy writes it with
     SANITIZE_SET and `uri: true`: By (our URI SAN), Hash (hex SHA-256 of the peer certificate's
     DER), URI (the peer's first URI SAN; the key stays when it is empty)."""
+    import hashlib  # here: a plaintext sidecar never loads it (0.7 MB of RSS)
+
     uris = uri_sans(cert)
     parts = []
     if own_id:

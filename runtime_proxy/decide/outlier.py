@@ -150,6 +150,11 @@ class OutlierState:
             if failure is None or failure == OVERFLOW:
                 return False
             status = _FAILURE_STATUS.get(failure, 503)
+        elif status < 500 or status > 599:   # the common answer, in short (the same as below)
+            h = self.hosts.get(endpoint_key)
+            if h is not None and h.ejected_until is None:
+                h.c5xx = h.cgw = 0
+                return False
         h = self._host(endpoint_key)
         self._expire(h, now)
         ejected = False

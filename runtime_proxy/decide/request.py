@@ -39,7 +39,7 @@ from runtime_proxy.decide.http import (
     reason_phrase,
 )
 from runtime_proxy.decide.normalize import normalize
-from runtime_proxy.decide.routing import select_route
+from runtime_proxy.decide.routing import COMPILE_AFTER, COMPILE_MAX_ROUTES, compile_select, select_route
 from runtime_proxy.decide.table import CRoute
 from runtime_proxy.decide.trace import TRACE_HEADERS, CTracing, Span, decide_span, trace_reason
 
@@ -288,7 +288,17 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
 
         explain.note("host", "service", svc.name, {"host": d.host, "domains": list(svc.domains)})
         explain_policy(explain_routes(svc, method, path, query, headers, explain), explain)
-    route = select_route(table.index[svc].view(method, path), method, path, query, headers)
+    index = table.index[svc]
+    view = index.view(method, path)
+    select = view.select
+    if select is None:
+        route = select_route(view, method, path, query, headers)
+        if view.cached:      # a view the index keeps and uses gets its function (routing.compile_select)
+            view.uses += 1
+            if view.uses >= COMPILE_AFTER and len(view.routes) <= COMPILE_MAX_ROUTES:
+                view.select = index.compiled(view.routes, compile_select)
+    else:
+        route = select(method, path, query, headers)
     if route is None:
         return local(d, 404, counter=NO_ROUTE, flags="NR")
     d.route = route
@@ -444,9 +454,10 @@ def _inbound(table: Table, head: RequestHead, draws: RequestDraws, d: Decision, 
              raw: RawHeaders, headers: HeaderMap, explain: Explanation | None) -> Decision:
     """Authorization of the sidecar's own service, then its local application."""
     xfcc = head.xfcc
-    if xfcc is not None or XFCC in headers:
+    if (xfcc is not None or XFCC in headers) and table.authorization.reads_xfcc:
         # Authorization sees the header as Envoy's RBAC does: the sidecar's own value over mTLS
-        # (SANITIZE_SET writes it first), none over plaintext (SANITIZE removes it).
+        # (SANITIZE_SET writes it first), none over plaintext (SANITIZE removes it). (Nothing
+        # else of the decision reads it: without a rule on it, the map stays as it came.)
         headers = dict(headers)
         headers.pop(XFCC, None)
         if xfcc is not None:
@@ -564,7 +575,13 @@ def header_dict(raw: RawHeaders) -> tuple[HeaderMap, RawHeaders]:
     """The request's headers as routing reads them: lower-case name -> values (decoded as
     `decode_value`), and the header lines to forward. Envoy keeps one value for each of its
     inline headers (http.REQUEST_INLINE): their repeated lines are joined, in both results."""
-    hdict: dict[str, list[str]] = {}
+    try:   # the usual head: names seen before, ASCII values, no name twice (else the loop below)
+        hdict = {_NAMES[n]: [v.decode("ascii")] for n, v in raw}
+        if len(hdict) == len(raw):
+            return hdict, raw
+    except (KeyError, UnicodeDecodeError):
+        pass
+    hdict = {}
     joined = False
     names = _NAMES
     for n, v in raw:

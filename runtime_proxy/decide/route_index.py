@@ -66,12 +66,16 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 
 
 class ServiceView(Generic[R]):
-    """What select_route reads of a service: its routes (here, the candidates)."""
-    __slots__ = ("name", "routes")
+    """What select_route reads of a service: its routes (here, the candidates). A view the index
+    keeps (`cached`) gets its own selection function once (`select`: routing.compile_select)."""
+    __slots__ = ("name", "routes", "cached", "select", "uses")
 
     def __init__(self, name: str, routes: tuple[R, ...]) -> None:
         self.name = name
         self.routes = routes
+        self.cached = False
+        self.select: Any = None
+        self.uses = 0             # requests selected with select_route (until `select` is made)
 
 
 def first_segment_of_value(kind: str, value: str) -> str | None:
@@ -118,13 +122,23 @@ def first_segment(path: str) -> str:
 
 
 class RouteIndex(Generic[R]):
-    __slots__ = ("name", "routes", "specs", "views")
+    __slots__ = ("name", "routes", "specs", "views", "selects")
 
     def __init__(self, csvc: _Service[R]) -> None:
         self.name = csvc.name
         self.routes = csvc.routes
         self.specs = tuple(tuple(match_spec(m) for m in r.matches) for r in csvc.routes)
         self.views: dict[tuple[str, str], ServiceView[R]] = {}
+        # the generated selection functions of the views, one per distinct candidate list (many
+        # first segments share one: the routes that take any path)
+        self.selects: dict[tuple[R, ...], Any] = {}
+
+    def compiled(self, routes: tuple[R, ...], make: Any) -> Any:
+        """The selection function for a view's `routes`: made once with `make` (routing.compile_select)."""
+        select = self.selects.get(routes)
+        if select is None:
+            select = self.selects[routes] = make(routes)
+        return select
 
     def view(self, method: str, path: str) -> ServiceView[R]:
         """A view of the service with the routes that can take (method, path), in order."""
@@ -142,4 +156,5 @@ class RouteIndex(Generic[R]):
             view = ServiceView(self.name, tuple(keep))
             if len(self.views) < MAX_ENTRIES:
                 self.views[key] = view
+                view.cached = True
         return view

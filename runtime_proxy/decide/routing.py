@@ -7,7 +7,8 @@ request.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from runtime_proxy.decide.table import CRoute, CService, parse_query
 
@@ -42,6 +43,63 @@ def select_route(service: CService | ServiceView[CRoute], method: str, path: str
                 else:
                     return route
     return None
+
+
+# A view of the route index gets its generated function (compile_select) at its COMPILE_AFTER-th
+# request, when it has at most COMPILE_MAX_ROUTES candidates: a first segment seen once never
+# pays for a compilation, and a huge candidate list (a fleet's catch-all routes) is never
+# compiled on the request path (its loop costs the same per route tried).
+COMPILE_AFTER = 8
+COMPILE_MAX_ROUTES = 256
+
+
+def compile_select(routes: tuple[CRoute, ...]) -> Callable[[str, str, str, HeaderMap], CRoute | None]:
+    """select_route over `routes` as one generated Python function: the same tests in the same
+    order, with the loops unrolled and the plain conditions written inline (a case-sensitive exact
+    or prefix path, a header's presence), the others calling the compiled test. Nothing of the
+    config goes into the source text: every value is a name bound in the function's globals."""
+    ns: dict[str, Any] = {"parse_query": parse_query}
+    body = ["def select(method, path, query, headers):", "    params = None"]
+    for i, route in enumerate(routes):
+        ns[f"R{i}"] = route
+        for j, m in enumerate(route.matches):
+            at = f"{i}_{j}"
+            conds = []
+            if m.methods is not None:
+                ns[f"M{at}"] = m.methods
+                conds.append(f"method in M{at}")
+            if m.path is not None:
+                spec = m.spec.get("path") or {}
+                ns[f"P{at}"] = spec.get("value") if not spec.get("ignore_case", False) else None
+                if spec.get("kind") == "exact" and ns[f"P{at}"] is not None:
+                    conds.append(f"path == P{at}")
+                elif spec.get("kind") == "prefix" and ns[f"P{at}"] is not None:
+                    conds.append(f"path.startswith(P{at})")
+                else:
+                    ns[f"P{at}"] = m.path
+                    conds.append(f"P{at}(path)")
+            hspecs = m.spec.get("headers") or ()
+            for k, test in enumerate(m.headers):
+                h = hspecs[k] if len(hspecs) == len(m.headers) else {}
+                kind, invert = h.get("kind"), h.get("invert", False)
+                if kind in ("present", "absent"):
+                    ns[f"H{at}_{k}"] = h["name"].lower()
+                    conds.append(f"H{at}_{k} {'in' if (kind == 'present') != invert else 'not in'} headers")
+                else:
+                    ns[f"H{at}_{k}"] = test
+                    conds.append(f"H{at}_{k}(headers)")
+            cond = " and ".join(conds) or "True"
+            if not m.query:
+                body.append(f"    if {cond}:\n        return R{i}")
+                continue
+            for k, qtest in enumerate(m.query):
+                ns[f"Q{at}_{k}"] = qtest
+            qcond = " and ".join(f"Q{at}_{k}(params)" for k in range(len(m.query)))
+            body.append(f"    if {cond}:\n        if params is None:\n            params = parse_query(query)\n"
+                        f"        if {qcond}:\n            return R{i}")
+    body.append("    return None")
+    exec("\n".join(body), ns)   # (generated from names only, see above)
+    return ns["select"]  # type: ignore[no-any-return]
 
 
 def explain_routes(service: CService, method: str, path: str, query: str, headers: HeaderMap,

@@ -505,7 +505,7 @@ def excluding_paths(base: Callable[[str], bool] | None,
 
 
 class CAuthorization:
-    __slots__ = ("default_allow", "deny", "allow", "source")
+    __slots__ = ("default_allow", "deny", "allow", "source", "reads_xfcc")
 
     def __init__(self, a: dict[str, Any]) -> None:
         self.default_allow = a["default"] == "allow"
@@ -513,6 +513,10 @@ class CAuthorization:
         self.deny = tuple(r for r in rules if r.action == "deny")
         self.allow = tuple(r for r in rules if r.action == "allow")
         self.source = where(a.get("source")) if a.get("source") else None
+        # whether a rule has a condition on `x-forwarded-client-cert` (only then does a request's
+        # header map get the sidecar's own value in place of the client's: decide/request.py)
+        self.reads_xfcc = any(h["name"].lower() == "x-forwarded-client-cert"
+                              for r in rules for h in r.spec.get("headers") or ())
 
 
 class Table:

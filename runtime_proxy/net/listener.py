@@ -41,7 +41,7 @@ class TlsListener:
     the active config for each connection, so a reload may switch strict and permissive."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, rt: Runtime, host: str, port: int,
-                 plain_factory: Callable[[], asyncio.Protocol], tls_factory: Callable[[str], asyncio.Protocol],
+                 plain_factory: Callable[[], asyncio.BaseProtocol], tls_factory: Callable[[str], asyncio.BaseProtocol],
                  backlog: int = 2048, sock: socket.socket | None = None, reuse_port: bool = False) -> None:
         """`sock`: a listening socket to take over (a reload that turns mTLS on keeps the port
         open, so no connection is refused and there is no bind to fail); else bind host:port."""

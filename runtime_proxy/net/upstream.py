@@ -123,7 +123,29 @@ class Cluster(Protocol):
     def ejected(self, key: str) -> None: ...
 
 
-class UpstreamConn(asyncio.Protocol):
+# What UpstreamConn.on_header does with a response header, by its name as received: (lower-case
+# name, one of the kinds below). Bounded: names are few; random ones only fill it up to the cap.
+_LINE, _SPECIAL, _INLINE, _LENGTH = 0, 1, 2, 3
+_NAME_KINDS: dict[bytes, tuple[bytes, int]] = {}
+_OWS = (b" ", b"\t")
+
+
+def _name_kind(name: bytes) -> tuple[bytes, int]:
+    ln = name.lower()
+    if ln in RESPONSE_SKIP:
+        kind = (ln, _SPECIAL)
+    elif ln == b"content-length":
+        kind = (ln, _LENGTH)
+    elif ln in RESPONSE_INLINE_BYTES:
+        kind = (ln, _INLINE)
+    else:
+        kind = (ln, _LINE)
+    if len(_NAME_KINDS) < 4096:
+        _NAME_KINDS[name] = kind
+    return kind
+
+
+class UpstreamConn(asyncio.BaseProtocol):   # (not asyncio.Protocol: TlsUpstreamConn must not be one)
     __slots__ = ("pool", "transport", "parser", "user", "closed", "got_bytes", "reused", "head_only",
                  "lines", "special", "head_seen", "cur_len", "head_done", "status", "in_body", "close_delimited",
                  "has_length", "idle_since", "max_head", "paused", "inline_seen", "refused", "opened")
@@ -272,16 +294,20 @@ class UpstreamConn(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.head_done:        # trailers are not forwarded
             return
-        ln = name.lower()
-        value = value.rstrip(b" \t")   # Envoy's codec trims values (llhttp keeps trailing blanks)
-        if ln in RESPONSE_SKIP:
+        kind = _NAME_KINDS.get(name)
+        if kind is None:
+            kind = _name_kind(name)
+        ln, k = kind
+        if value[-1:] in _OWS:    # Envoy's codec trims values (llhttp keeps trailing blanks)
+            value = value.rstrip(b" \t")
+        if k == _LINE:            # formatted here: the client gets these lines as they are
+            self.lines.append(b"%s: %s\r\n" % (ln, value))
+        elif k == _SPECIAL:
             self.special.append((ln, value))
-        else:                     # formatted here: the client gets these lines as they are
-            if ln == b"content-length":
-                self.has_length = True
-            elif ln in RESPONSE_INLINE_BYTES:
-                self.inline_seen = add_inline_line(self.lines, self.inline_seen, ln, value)
-                return
+        elif k == _INLINE:
+            self.inline_seen = add_inline_line(self.lines, self.inline_seen, ln, value)
+        else:                     # content-length
+            self.has_length = True
             self.lines.append(b"%s: %s\r\n" % (ln, value))
 
     def on_headers_complete(self) -> None:
@@ -342,6 +368,23 @@ class UpstreamConn(asyncio.Protocol):
             self.closed = True
             self.transport.close()
         user.on_response_end(self)  # type: ignore[union-attr]  # not None: both callers checked self.user
+
+
+# Where the event loop's TLS layer decrypts a read for an mTLS connection: one buffer for all of
+# them, copied out at once (net/server.py's TLS_READ_BUFFER says why).
+_TLS_READ_BUFFER = memoryview(bytearray(64 * 1024))
+
+
+class TlsUpstreamConn(UpstreamConn, asyncio.BufferedProtocol):
+    """An upstream connection over mTLS: a buffered protocol (see _TLS_READ_BUFFER), otherwise
+    an UpstreamConn."""
+    __slots__ = ()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _TLS_READ_BUFFER
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(_TLS_READ_BUFFER[:nbytes].tobytes())
 
 
 def _wants(dedicated: tuple[User, int]) -> bool:
@@ -410,9 +453,9 @@ class Pool:
         """Open one connection; it goes to `dedicated` (user, attempt sequence number) when given
         and that attempt still waits, else to the first waiter."""
         self.connecting += 1
-        conn = UpstreamConn(self)
         loop = self.loop
         tls = self.tls
+        conn = UpstreamConn(self) if tls is None else TlsUpstreamConn(self)
         if tls is None:
             task = loop.create_task(loop.create_connection(lambda: conn, self.host, self.port))
         elif (ctx := self.cluster.client_context()) is None:   # never plaintext to an mTLS destination
