@@ -308,13 +308,15 @@ def _note_missing_identities(program, proxies: list[str], options, files: list[s
     fails every handshake, where the native proxy refuses to start. Compiles often run on another
     host (CI) than the sidecars, so this cannot be an error; `meshc doctor` checks the host that
     runs them."""
-    from compiler.backends.base import IDENTITY_FILES, identity_dir, needs_identity
+    from compiler.backends.base import IDENTITY_FILES, identity_dir, mtls_anywhere, needs_identity
     from compiler.ir.workloads import service_of
 
     missing = []
+    anywhere = mtls_anywhere(program)
+    services = {s.name: s for s in program.services}
     for name in dict.fromkeys(service_of(p) for p in proxies):   # (a workload has its service's identity)
-        svc = program.service(name)
-        if needs_identity(program, svc):
+        svc = services[name]
+        if needs_identity(program, svc, anywhere):
             directory = identity_dir(svc, options)
             missing += [os.path.join(directory, f) for f in IDENTITY_FILES
                         if not os.path.exists(os.path.join(directory, f))]
