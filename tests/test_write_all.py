@@ -49,3 +49,16 @@ def test_a_leftover_temporary_file_of_this_process_id_does_not_stop_the_write(tm
     assert stat.S_IMODE((tmp_path / "out.json").stat().st_mode) == 0o644
     assert os.readlink(tmp_path / "link.json") == "out.json"
     assert _entries(tmp_path) == {"out.json", "link.json", leftover.name}   # the leftover is not ours to remove
+
+
+def test_a_tree_written_into_new_directories_is_left_alone_the_second_time(tmp_path):
+    out = tmp_path / "new" / "out"   # made by write_all, parents included
+    files = {"a.json": b"a\n", "x/b.json": b"b\n", "x/l.json": Link("b.json")}
+    write_all(str(out), files)
+    assert os.readlink(out / "x/l.json") == "b.json" and (out / "x/l.json").read_bytes() == b"b\n"
+    inodes = {name: os.lstat(out / name).st_ino for name in files}
+    write_all(str(out), files)
+    assert {name: os.lstat(out / name).st_ino for name in files} == inodes
+    write_all(str(out), {**files, "x/b.json": b"b2\n"})   # the link's target changed: the link is replaced too
+    assert os.lstat(out / "x/l.json").st_ino != inodes["x/l.json"]
+    assert (out / "x/l.json").read_bytes() == b"b2\n"

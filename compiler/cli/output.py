@@ -26,8 +26,11 @@ def write_all(out_dir: str, files: Mapping[str, str | bytes | Link]) -> list[str
     not rewritten by this call, else replaced, so that a proxy watching the link's path sees a
     move (and reloads) whenever what it points to changes.
     """
-    os.makedirs(out_dir, exist_ok=True)
-    made = {os.path.normpath(out_dir)}   # directories known to exist (one mkdir per directory, not per file)
+    # Directories known to exist (one mkdir per directory, not per file), and those this call
+    # made: nothing is in them yet, so nothing there is compared with what is on disk.
+    made: set[str] = set()
+    fresh: set[str] = set()
+    _makedirs(os.path.dirname(os.path.join(out_dir, "-")), made, fresh)
     pid = os.getpid()
     staged: list[tuple[str, str]] = []
     finals: list[str] = []
@@ -37,22 +40,22 @@ def write_all(out_dir: str, files: Mapping[str, str | bytes | Link]) -> list[str
             final = os.path.join(out_dir, name)
             finals.append(final)
             directory = os.path.dirname(final)
+            _makedirs(directory, made, fresh)
+            existing = directory not in fresh
             if not isinstance(text, (str, bytes)):   # a Link
                 target = os.path.normpath(os.path.join(directory, text.target))
-                if _same_link(final, text.target) and target not in rewritten:
+                if existing and _same_link(final, text.target) and target not in rewritten:
                     continue
-                _makedirs(directory, made)
                 tmp = os.path.join(directory, f".{os.path.basename(name)}.{pid}.link.tmp")
-                if os.path.lexists(tmp):
+                if existing and os.path.lexists(tmp):
                     os.unlink(tmp)
                 os.symlink(text.target, tmp)
                 staged.append((tmp, final))
                 continue
             data = text if isinstance(text, bytes) else text.encode("utf-8")
-            if _same_content(final, data):
+            if existing and _same_content(final, data):
                 continue
             rewritten.add(os.path.normpath(final))
-            _makedirs(directory, made)
             fd, tmp_file = _new_file(directory, os.path.basename(name), pid)
             staged.append((tmp_file, final))
             _write(fd, data)
@@ -68,10 +71,21 @@ def write_all(out_dir: str, files: Mapping[str, str | bytes | Link]) -> list[str
     return finals
 
 
-def _makedirs(directory: str, made: set[str]) -> None:
-    if directory not in made:
+def _makedirs(directory: str, made: set[str], fresh: set[str]) -> None:
+    """Make `directory` (and its parents) unless known to exist; note it in `fresh` when this
+    call made it."""
+    if directory in made:
+        return
+    try:
+        os.mkdir(directory)
+        fresh.add(directory)
+    except FileExistsError:
+        if not os.path.isdir(directory):
+            raise
+    except FileNotFoundError:   # a parent is missing too
         os.makedirs(directory, exist_ok=True)
-        made.add(directory)
+        fresh.add(directory)
+    made.add(directory)
 
 
 def _new_file(directory: str, base: str, pid: int) -> tuple[int, str]:
