@@ -174,7 +174,7 @@ def _emit_target(files: list[str], args) -> int:
     code = _deliver(args, emitted.outputs(), f"for {len(proxies)} {plural} to {args.output} "
                                              f"({services} services, {routes} routes)", count=True)
     if code == EXIT_OK and args.emit == "envoy" and args.bootstrap != "ads":
-        _remove_stale_scopes(args.output)
+        _remove_stale_scopes(args.output, emitted.outputs())
     return code
 
 
@@ -206,11 +206,12 @@ def _emit_kube(files: list[str], args) -> int:
                                              f"({services} services, {routes} routes)", count=True)
 
 
-def _remove_stale_scopes(out_dir: str) -> None:
+def _remove_stale_scopes(out_dir: str, outputs: Mapping[str, object]) -> None:
     """Remove the directories xds/scopes/KEY that no sidecar's files in `out_dir` name any more
     (a scope whose last sidecar moved to another scope), once every new file is in place: each
     sidecar's bootstrap names its own CDS link and its listeners their routes, so a running Envoy
-    has followed them to the new scope's files already."""
+    has followed them to the new scope's files already. A scope of `outputs` (this compile's
+    files) is named by the sidecars it was written for: only the others are looked up."""
     import shutil
 
     from compiler.backends.envoy import names
@@ -221,7 +222,11 @@ def _remove_stale_scopes(out_dir: str) -> None:
         present = os.listdir(root)
     except OSError:
         return
-    used = _scope_dirs_in_use(xds)
+    prefix = f"{names.XDS_DIR}/{names.SCOPES}/"
+    written = {path[len(prefix):].split("/", 1)[0] for path in outputs if path.startswith(prefix)}
+    if all(key in written for key in present):
+        return
+    used = _scope_dirs_in_use(xds) | written
     stale = sorted(k for k in present if k not in used and os.path.isdir(os.path.join(root, k)))
     for key in stale:
         shutil.rmtree(os.path.join(root, key), ignore_errors=True)
