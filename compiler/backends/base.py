@@ -66,8 +66,16 @@ def identity_dir(svc, options: Options) -> str:
     return svc.mtls.directory
 
 
-def needs_identity(program, svc) -> bool:
+def needs_identity(program, svc, anywhere: bool | None = None) -> bool:
     """Whether `svc`'s sidecar uses a certificate: it accepts mTLS, or it may call a service that
     does (conservatively any service of the program, whatever the sidecar's scope, so that a
-    change of scope never changes its identity files)."""
-    return svc.mtls.mode != "disable" or any(s.mtls.mode != "disable" for s in program.services)
+    change of scope never changes its identity files). A caller asking for every sidecar passes
+    `anywhere` (`mtls_anywhere(program)`, computed once: else each call walks every service)."""
+    if svc.mtls.mode != "disable":
+        return True
+    return mtls_anywhere(program) if anywhere is None else anywhere
+
+
+def mtls_anywhere(program) -> bool:
+    """Whether any service of the program accepts mTLS (then every sidecar needs an identity)."""
+    return any(s.mtls.mode != "disable" for s in program.services)

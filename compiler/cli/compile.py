@@ -175,7 +175,7 @@ def _emit_target(files: list[str], args) -> int:
                                              f"({services} services, {routes} routes)", count=True,
                     whole=len(proxies) == len(names))
     if code == EXIT_OK and args.emit == "envoy" and args.bootstrap != "ads":
-        _remove_stale_scopes(args.output)
+        _remove_stale_scopes(args.output, emitted.outputs())
     return code
 
 
@@ -207,11 +207,12 @@ def _emit_kube(files: list[str], args) -> int:
                                              f"({services} services, {routes} routes)", count=True, whole=True)
 
 
-def _remove_stale_scopes(out_dir: str) -> None:
+def _remove_stale_scopes(out_dir: str, outputs: Mapping[str, object]) -> None:
     """Remove the directories xds/scopes/KEY that no sidecar's files in `out_dir` name any more
     (a scope whose last sidecar moved to another scope), once every new file is in place: each
     sidecar's bootstrap names its own CDS link and its listeners their routes, so a running Envoy
-    has followed them to the new scope's files already."""
+    has followed them to the new scope's files already. A scope of `outputs` (this compile's
+    files) is named by the sidecars it was written for: only the others are looked up."""
     import shutil
 
     from compiler.backends.envoy import names
@@ -222,7 +223,11 @@ def _remove_stale_scopes(out_dir: str) -> None:
         present = os.listdir(root)
     except OSError:
         return
-    used = _scope_dirs_in_use(xds)
+    prefix = f"{names.XDS_DIR}/{names.SCOPES}/"
+    written = {path[len(prefix):].split("/", 1)[0] for path in outputs if path.startswith(prefix)}
+    if all(key in written for key in present):
+        return
+    used = _scope_dirs_in_use(xds) | written
     stale = sorted(k for k in present if k not in used and os.path.isdir(os.path.join(root, k)))
     for key in stale:
         shutil.rmtree(os.path.join(root, key), ignore_errors=True)
@@ -309,13 +314,15 @@ def _note_missing_identities(program, proxies: list[str], options, files: list[s
     fails every handshake, where the native proxy refuses to start. Compiles often run on another
     host (CI) than the sidecars, so this cannot be an error; `meshc doctor` checks the host that
     runs them."""
-    from compiler.backends.base import IDENTITY_FILES, identity_dir, needs_identity
+    from compiler.backends.base import IDENTITY_FILES, identity_dir, mtls_anywhere, needs_identity
     from compiler.ir.workloads import service_of
 
     missing = []
+    anywhere = mtls_anywhere(program)
+    services = {s.name: s for s in program.services}
     for name in dict.fromkeys(service_of(p) for p in proxies):   # (a workload has its service's identity)
-        svc = program.service(name)
-        if needs_identity(program, svc):
+        svc = services[name]
+        if needs_identity(program, svc, anywhere):
             directory = identity_dir(svc, options)
             missing += [os.path.join(directory, f) for f in IDENTITY_FILES
                         if not os.path.exists(os.path.join(directory, f))]

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 def doctor(files: list[str], args) -> int:
     from compiler import api
-    from compiler.backends.base import Options, identity_dir, needs_identity
+    from compiler.backends.base import Options, identity_dir, mtls_anywhere, needs_identity
     from compiler.ca.check import check_identity
     from compiler.cli.compile import _proxies
 
@@ -56,9 +56,10 @@ def doctor(files: list[str], args) -> int:
     findings: list[tuple[ir.Service, Finding]] = []
     identities: dict[str, Identity] = {}
     sidecars = views(program, proxies)   # a workload's sidecar: its service's identity, its own ports
+    anywhere = mtls_anywhere(program)
     for name in proxies:
         svc = sidecars[name]
-        if not needs_identity(program, svc):
+        if not needs_identity(program, svc, anywhere):
             continue
         directory = identity_dir(svc, options)
         ident = check_identity(directory, svc.identity, now,

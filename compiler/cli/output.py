@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
 if TYPE_CHECKING:
@@ -25,11 +26,12 @@ def write_all(out_dir: str, files: Mapping[str, str | bytes | Link]) -> list[str
     not rewritten by this call, else replaced, so that a proxy watching the link's path sees a
     move (and reloads) whenever what it points to changes.
     """
-    import tempfile
-
-    os.makedirs(out_dir, exist_ok=True)
-    mask = os.umask(0)  # mkstemp makes 0600 files; outputs get the usual 0666 & ~umask
-    os.umask(mask)
+    # Directories known to exist (one mkdir per directory, not per file), and those this call
+    # made: nothing is in them yet, so nothing there is compared with what is on disk.
+    made: set[str] = set()
+    fresh: set[str] = set()
+    _makedirs(os.path.dirname(os.path.join(out_dir, "-")), made, fresh)
+    pid = os.getpid()
     staged: list[tuple[str, str]] = []
     finals: list[str] = []
     try:
@@ -37,41 +39,85 @@ def write_all(out_dir: str, files: Mapping[str, str | bytes | Link]) -> list[str
         for name, text in files.items():
             final = os.path.join(out_dir, name)
             finals.append(final)
-            if os.path.isdir(final) and not os.path.islink(final):   # before any rename: every file or none
+            directory = os.path.dirname(final)
+            _makedirs(directory, made, fresh)
+            existing = directory not in fresh
+            # before any rename (every file or none); a directory this compile made holds none
+            if existing and os.path.isdir(final) and not os.path.islink(final):
                 import errno
 
                 raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), final)
             if not isinstance(text, (str, bytes)):   # a Link
-                target = os.path.normpath(os.path.join(os.path.dirname(final), text.target))
-                if _same_link(final, text.target) and target not in rewritten:
+                target = os.path.normpath(os.path.join(directory, text.target))
+                if existing and _same_link(final, text.target) and target not in rewritten:
                     continue
-                os.makedirs(os.path.dirname(final), exist_ok=True)
-                tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(name)}.{os.getpid()}.link.tmp")
-                if os.path.lexists(tmp):
+                tmp = os.path.join(directory, f".{os.path.basename(name)}.{pid}.link.tmp")
+                if existing and os.path.lexists(tmp):
                     os.unlink(tmp)
                 os.symlink(text.target, tmp)
                 staged.append((tmp, final))
                 continue
             data = text if isinstance(text, bytes) else text.encode("utf-8")
-            if not os.path.islink(final) and _same_content(final, data):
+            if existing and _same_content(final, data):
                 continue
             rewritten.add(os.path.normpath(final))
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(final), prefix=f".{os.path.basename(name)}.", suffix=".tmp")
-            staged.append((tmp, final))
-            with os.fdopen(fd, "wb") as fh:  # bytes as they are: JSON comes from orjson as UTF-8
-                fh.write(data)
-            os.chmod(tmp, 0o666 & ~mask)
-        for tmp, final in staged:
-            os.replace(tmp, final)
+            fd, tmp_file = _new_file(directory, os.path.basename(name), pid)
+            staged.append((tmp_file, final))
+            _write(fd, data)
+        for tmp_path, final in staged:
+            os.replace(tmp_path, final)
     except BaseException:
-        for tmp, _ in staged:
+        for tmp_path, _ in staged:
             try:
-                os.unlink(tmp)
+                os.unlink(tmp_path)
             except OSError:
                 pass
         raise
     return finals
+
+
+def _makedirs(directory: str, made: set[str], fresh: set[str]) -> None:
+    """Make `directory` (and its parents) unless known to exist; note it in `fresh` when this
+    call made it."""
+    if directory in made:
+        return
+    try:
+        os.mkdir(directory)
+        fresh.add(directory)
+    except FileExistsError:
+        if not os.path.isdir(directory):
+            raise
+    except FileNotFoundError:   # a parent is missing too
+        os.makedirs(directory, exist_ok=True)
+        fresh.add(directory)
+    made.add(directory)
+
+
+def _new_file(directory: str, base: str, pid: int) -> tuple[int, str]:
+    """(descriptor, path) of a new temporary file beside the output: created with O_EXCL under
+    a name of this process, with the usual 0666 & ~umask permissions; a leftover of that name
+    (a crashed run of the same pid) makes it fall back to a random name."""
+    path = os.path.join(directory, f".{base}.{pid}.tmp")
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), path
+    except FileExistsError:
+        import tempfile
+
+        fd, path = tempfile.mkstemp(dir=directory, prefix=f".{base}.", suffix=".tmp")
+        mask = os.umask(0)  # mkstemp makes 0600 files; outputs get the usual 0666 & ~umask
+        os.umask(mask)
+        os.chmod(path, 0o666 & ~mask)
+        return fd, path
+
+
+def _write(fd: int, data: bytes) -> None:
+    """All of `data` into `fd` (bytes as they are: JSON comes from orjson as UTF-8), then close it."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 def _same_link(path: str, target: str) -> bool:
@@ -82,8 +128,10 @@ def _same_link(path: str, target: str) -> bool:
 
 
 def _same_content(path: str, data: bytes) -> bool:
+    """Whether `path` is a regular file (not a link) holding exactly `data`."""
     try:
-        if os.path.getsize(path) != len(data):
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != len(data):
             return False
         with open(path, "rb") as fh:
             return fh.read() == data

@@ -33,9 +33,16 @@ def print_diagnostics(diags: list[Diagnostic], output_format: str, color: str = 
             print(render_github(diags), file=stream)
         return
     colored = use_color(sys.stderr, color)
+    # In chunks rather than a print per line: standard error is line-buffered, so that would be
+    # a write per line (tens of thousands of diagnostics for a fleet with warnings).
+    parts: list[str] = []
     for d in diags:
-        print(render_human(d, colored), file=sys.stderr)
-        print(file=sys.stderr)
+        parts += (render_human(d, colored), "\n\n")
+        if len(parts) >= 1000:
+            sys.stderr.write("".join(parts))
+            parts.clear()
+    if parts:
+        sys.stderr.write("".join(parts))
     if diags and not quiet:
         print(f"meshc: {summary_line(diags)}", file=sys.stderr)
 

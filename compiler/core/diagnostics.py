@@ -182,6 +182,7 @@ class Collector:
 # ---- rendering ---------------------------------------------------------------------------
 
 _COLORS = {"error": "\x1b[1;31m", "warning": "\x1b[1;33m", "blue": "\x1b[1;34m", "bold": "\x1b[1m", "reset": "\x1b[0m"}
+_NO_COLORS = dict.fromkeys(_COLORS, "")
 
 
 def use_color(stream=None, choice: str = "auto") -> bool:
@@ -196,7 +197,7 @@ def use_color(stream=None, choice: str = "auto") -> bool:
 
 def render_human(diag: Diagnostic, color: bool = False) -> str:
     """rustc-style rendering: headline, location, source excerpt with carets, labels and hint."""
-    c = _COLORS if color else dict.fromkeys(_COLORS, "")
+    c = _COLORS if color else _NO_COLORS
     sev = diag.severity
     lines = [f"{c[sev]}{sev}[{diag.code}]{c['reset']}{c['bold']}: {diag.message}{c['reset']}"]
     if diag.span is None:

@@ -19,14 +19,20 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
-def shift_reduce(actions: dict[int, dict[str, int]], rule_size: list[int], rule_origin: list[str],
+# How a rule's value is made (`kinds`): by its reducer, or inline for the list helpers of `x*`
+# (build.py's _as_list and _append_one: about half of all reductions), without a call.
+CALL, AS_LIST, APPEND_ONE = 0, 1, 2
+
+
+def shift_reduce(actions: dict[int, dict[str, int]], rule_size: list[int], rule_goto: list[dict[int, int]],
                  state: int, end_state: int, vals: list[str], types: list[str],
-                 reduce_with: list[Callable[[list[object]], object]],
+                 reduce_with: list[Callable[[list[object]], object]], kinds: list[int],
                  contextual: Callable[[str, str, int], str],
                  fail: Callable[[int, str, list[int]], None]) -> object:
     """Shift-reduce over the token arrays from `state`; returns the value of the start symbol
     (the one whose accepting state is `end_state`). `actions` maps a state to its row: a terminal
-    or rule name to a shift/goto state (>= 0) or a reduction by rule ~a (< 0). An unexpected
+    to a shift state (>= 0) or a reduction by rule ~a (< 0); `rule_goto[rule]` maps the state
+    uncovered by a reduction to the state after it (the goto on the rule's name). An unexpected
     token goes to `contextual(text, terminal, state)` (a keyword used as a name, ...) and, when
     still not accepted, to `fail(index, terminal, state_stack)`, which raises."""
     state_stack: list[int] = [state]
@@ -49,16 +55,22 @@ def shift_reduce(actions: dict[int, dict[str, int]], rule_size: list[int], rule_
                 values.append(i)
                 break
             rule = ~a
-            size = rule_size[rule]
-            children: list[object]
-            if size:
-                children = values[-size:]
-                del values[-size:]
-                del state_stack[-size:]
+            kind = kinds[rule]
+            if kind == APPEND_ONE:    # `lst x` -> lst with x appended: the list stays where it is
+                item = values.pop()
+                values[-1].append(item)  # type: ignore[attr-defined]  # a list helper's value is a list
+                del state_stack[-2:]
             else:
-                children = []
-            values.append(reduce_with[rule](children))
-            state = actions[state_stack[-1]][rule_origin[rule]]
+                size = rule_size[rule]
+                children: list[object]
+                if size:
+                    children = values[-size:]
+                    del values[-size:]
+                    del state_stack[-size:]
+                else:
+                    children = []
+                values.append(children if kind == AS_LIST else reduce_with[rule](children))
+            state = rule_goto[rule][state_stack[-1]]
             state_stack.append(state)
             if state == end_state and ttype == "$END":
                 return values[-1]

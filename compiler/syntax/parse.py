@@ -18,7 +18,7 @@ from itertools import accumulate, pairwise
 from compiler.core.diagnostics import Collector, closest, did_you_mean
 from compiler.core.source import SourceFile, Span
 from compiler.syntax import ast
-from compiler.syntax.build import Builder, reducers
+from compiler.syntax.build import Builder, _append_one, _as_list, reducers
 from compiler.syntax.tables import Tables, load_tables
 
 
@@ -51,6 +51,7 @@ def _load_driver():
 
 
 _shift_reduce = _load_driver()
+_LIST_KINDS = {_as_list: 1, _append_one: 2}   # driver.AS_LIST, driver.APPEND_ONE: reduced inline
 
 TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
 if TYPE_CHECKING:
@@ -113,6 +114,13 @@ class Parser:
         self._actions = {state: {sym: (target if shift else ~target) for sym, (shift, target) in row.items()}
                          for state, row in self.tables.states.items()}
         self._rule_origin = [r[0] for r in self.tables.rules]
+        # Per rule, the goto on its name from each state that has one (driver.shift_reduce).
+        gotos: dict[str, dict[int, int]] = {}
+        for state, row in self._actions.items():
+            for sym, target in row.items():
+                gotos.setdefault(sym, {})[state] = target
+        self._rule_goto = [gotos.get(origin, {}) for origin in self._rule_origin]
+        self._kinds: list[int] | None = None
         self._punct_types = frozenset(self.tables.keywords[p] for p in _PUNCT if p in self.tables.keywords)
 
     # ---- lexing -------------------------------------------------------------------------
@@ -178,9 +186,12 @@ class Parser:
         def fail(i: int, ttype: str, state_stack: list[int]) -> NoReturn:
             self._fail(vals[i], ttype, starts[i], ends[i], state_stack)
 
-        return _shift_reduce(self._actions, self._rule_size, self._rule_origin,
+        kinds = self._kinds
+        if kinds is None:   # the same for every builder: reducers() chooses them from the tables
+            kinds = self._kinds = [_LIST_KINDS.get(f, 0) for f in reduce_with]
+        return _shift_reduce(self._actions, self._rule_size, self._rule_goto,
                              self.tables.start_states[start_symbol], self.tables.end_states[start_symbol],
-                             vals, types, reduce_with, self._contextual, fail)
+                             vals, types, reduce_with, kinds, self._contextual, fail)
 
     def _contextual(self, value: str, ttype: str, state: int) -> str:
         """The terminal a word or number takes in this parser state when its free one is not accepted."""

@@ -53,7 +53,7 @@ nothing but the IR and the backend plumbing.
 from __future__ import annotations
 
 from compiler import ir
-from compiler.backends.base import Emitted, Link, Options, identity_dir, needs_identity
+from compiler.backends.base import Emitted, Link, Options, identity_dir, mtls_anywhere, needs_identity
 from compiler.backends.envoy import bootstrap, clusters, limitations, listeners, names, routes, tls
 from compiler.backends.envoy.tls import Sds
 from compiler.ir import scope, workloads
@@ -109,8 +109,9 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
                 sidecars[name], options.xds_servers, identity, program.trust_domain, program.tracing))
         return out
     where = xds_dir(options)
-    sds = {name: tls.sds_files(where, name) for name in proxies if needs_identity(program, sidecars[name])}
-    shared_cds = not any(s.mtls.mode != "disable" for s in program.services)
+    anywhere = mtls_anywhere(program)
+    sds = {name: tls.sds_files(where, name) for name in proxies if needs_identity(program, sidecars[name], anywhere)}
+    shared_cds = not anywhere
     by_service = scope.scopes(program, list(dict.fromkeys(workloads.service_of(p) for p in proxies)))
     scopes = {p: by_service[workloads.service_of(p)] for p in proxies}
     cluster_names = routes.cluster_map(program)

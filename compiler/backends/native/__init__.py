@@ -35,7 +35,16 @@ import hashlib
 import posixpath
 
 from compiler import ir
-from compiler.backends.base import CA_FILE, CERT_FILE, KEY_FILE, Emitted, Options, identity_dir, needs_identity
+from compiler.backends.base import (
+    CA_FILE,
+    CERT_FILE,
+    KEY_FILE,
+    Emitted,
+    Options,
+    identity_dir,
+    mtls_anywhere,
+    needs_identity,
+)
 from compiler.ir import scope, workloads
 
 SCHEMA_VERSION = 3          # runtime_proxy.config.model.SCHEMA_VERSION (not imported: see above)
@@ -86,9 +95,10 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources=None
     scopes = {p: by_service[workloads.service_of(p)] for p in proxies}
     named = {s.name: scope.named_callers(s) for s in program.services}
     files: dict[str, bytes] = {}
+    anywhere = mtls_anywhere(program)
     for name in proxies:
         svc = sidecars[name]
-        files_section = identity_files(svc, options) if needs_identity(program, svc) else None
+        files_section = identity_files(svc, options) if needs_identity(program, svc, anywhere) else None
         config = sidecar_config(svc, destinations(name), {"mode": svc.mtls.mode, "files": files_section},
                                 program.tracing)
         files[f"{name}.native.json"] = orjson.dumps(
