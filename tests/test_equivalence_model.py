@@ -94,10 +94,13 @@ def host_problem(policy: GenPolicy, request: GenRequest, decided: Decision) -> s
     if request.kind != "outbound" or request.host.lower().startswith("client"):
         return None   # (the sidecar's own service: in its scope or not by its own authorization)
     want = policy.destination(request.host, scoped=True)
-    got = decided.route.split("/")[0] if decided.route is not None else None
+    route = decided.route   # SERVICE/ROUTE[/N], SERVICE may be NAMESPACE/NAME
+    if route is not None and route.rpartition("/")[2].isdigit():
+        route = route.rpartition("/")[0]
+    got = route.rpartition("/")[0] if route is not None else None
     if (got is not None and got != want) or (want is None and got is not None):
         return f"Host {request.host!r} went to {got!r}, the generator expects {want!r}"
-    if decided.route is not None and "/".join(decided.route.split("/")[:2]) in policy.meta.get("foreign_routes", ()):
+    if route is not None and route in policy.meta.get("foreign_routes", ()):
         return f"route {decided.route} has matches for other callers only: it is not in the sidecar of `client`"
     return None
 
