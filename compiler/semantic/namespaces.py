@@ -34,6 +34,8 @@ from compiler.syntax import ast
 
 __all__ = ["qualify"]
 
+_QUIET = "/"   # the context of a block whose head names no service: its references are reported no more
+
 
 def _namespace(svc: ast.Service) -> str:
     return svc.namespace.value if svc.namespace is not None else defaults.NAMESPACE
@@ -104,6 +106,8 @@ class _Resolver:
             return text
         if context is not None and context in spaces:
             return self.key(text, context)
+        if context == _QUIET:
+            return text
         here = "" if context is None else f", none of them in `{context}`"
         self._report("E0215", f"service name `{text}` is ambiguous: it is declared in {_listed(spaces)}{here}",
                      text, span, "name one with its namespace: " + " or ".join(f"`{s}/{text}`" for s in spaces))
@@ -145,12 +149,12 @@ class _Resolver:
             return item if new == item.name.value else replace(item, name=ast.Lit(new, item.name.span))
         if isinstance(item, ast.Routes):
             head = self.lit(item.service, None)
-            ctx = self.spaces_of.get(head.value)
+            ctx = self.spaces_of.get(head.value, _QUIET)   # (a head E0215 reported: nothing again inside)
             routes = tuple(self.route(r, ctx) for r in item.routes)
             return replace(item, service=head, routes=routes)
         if isinstance(item, ast.Authorization):
             head = self.lit(item.service, None)
-            ctx = self.spaces_of.get(head.value)
+            ctx = self.spaces_of.get(head.value, _QUIET)
             items = tuple(self.rule(i, ctx) if isinstance(i, ast.Rule) else i for i in item.items)
             return replace(item, service=head, items=items)
         if isinstance(item, ast.Policy):
