@@ -230,3 +230,21 @@ def test_kubernetes_targets_write_each_in_its_namespace():
                      "reviews.prod.svc.cluster.local"]
     report = validate(docs)
     assert report.ok, [str(p) for p in report.problems]
+
+
+def test_the_language_server_follows_qualified_and_resolved_names():
+    from compiler.tooling.lsp import analysis
+
+    text = PROGRAM
+    a = analysis.analyse_document("file:///ns.mesh", text)
+    prod = text.index('namespace "prod"')          # the first service declared in prod: reviews
+    for needle, declared in (("routes prod/reviews", "reviews"), ("to qa/ratings", "ratings"),
+                             ("to ratings ", "ratings"), ("to reviews }", "reviews")):
+        at = text.index(needle) + len(needle.rstrip(" }")) - 1
+        found = analysis.definition(a, at)
+        assert found is not None and text[found[1]:found[2]] == declared, needle
+        assert found[1] > text.rfind("service", 0, prod) - 1, needle   # not shop's reviews
+    at = text.index("to qa/ratings") + 4
+    labels = [c.label for c in analysis.complete(a, text, at)[1]]
+    assert "qa/ratings.default" in labels and "prod/reviews.default" in labels
+    assert "**service `qa/ratings`**" in (analysis.hover(a, text.index("to qa/ratings") + 6) or "")
