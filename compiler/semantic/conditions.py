@@ -30,7 +30,8 @@ def service_domains(ctx: Context, svc: ast.Service) -> tuple[str, ...]:
     from compiler.ir.names import domains, short_name
 
     assert svc.port is not None
-    return domains(short_name(svc.name.value), service_namespace(svc), svc.port.value, ctx.mesh_setting("cluster_domain"),
+    return domains(short_name(svc.name.value), service_namespace(svc), svc.port.value,
+                   ctx.mesh_setting("cluster_domain"),
                    (h.value for h in svc.hosts or ()))
 
 

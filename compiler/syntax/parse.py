@@ -63,7 +63,8 @@ if TYPE_CHECKING:
 # (a keyword used as a name, a number that is a retry condition) is classified in the loop.
 _PIECES = re.compile(r"""
 ((?>[ \t\r\n\f]*+(?:\#[^\n]*+[ \t\r\n\f]*+)*+))
-("[^"\\\n]*+(?:\\.[^"\\\n]*+)*+"|[A-Za-z_][A-Za-z0-9_-]*+(?:/[A-Za-z_][A-Za-z0-9_-]*+)?+|[0-9][0-9A-Za-z_.%-]*+|[^ \t\r\n\f]|\Z)
+("[^"\\\n]*+(?:\\.[^"\\\n]*+)*+"|[A-Za-z_][A-Za-z0-9_-]*+(?:/[A-Za-z_][A-Za-z0-9_-]*+)?+
+ |[0-9][0-9A-Za-z_.%-]*+|[^ \t\r\n\f]|\Z)
 """, re.X)
 # A name may be namespace-qualified, `NAMESPACE/NAME` (one token, a NAME: a service reference,
 # docs/language.md §5.1); a `/` anywhere else is a character of its own, as before.

@@ -13,7 +13,8 @@ holds the contract's models to the IR's fields). Only the envelope is built here
 - `mtls`: what the inbound listener accepts and the sidecar's identity files, or null files when
   it needs none (backends.base.needs_identity);
 - the destinations of the sidecar's scope (compiler/ir/scope.py; sorted by name) with the IR's
-  names (clusters, Host domains as the sidecar's namespace sees them: `names.seen_from`, SNI) and their routes as this sidecar takes them (`routes_for`:
+  names (clusters, Host domains as the sidecar's namespace sees them: `names.seen_from`, SNI) and
+  their routes as this sidecar takes them (`routes_for`:
   a route's `caller` conditions are resolved here, so the config holds only its own routes),
   so that stats and routing read alike in both targets; a
   service that its destinations' routes send to but that is outside the scope is there with no
