@@ -248,3 +248,24 @@ def test_the_language_server_follows_qualified_and_resolved_names():
     labels = [c.label for c in analysis.complete(a, text, at)[1]]
     assert "qa/ratings.default" in labels and "prod/reviews.default" in labels
     assert "**service `qa/ratings`**" in (analysis.hover(a, text.index("to qa/ratings") + 6) or "")
+
+
+def test_import_istio_takes_one_name_in_two_namespaces(tmp_path):
+    """Two VirtualServices for `reviews` in `prod` and `staging`: each short host is its own
+    namespace's (Istio reads a short host in the rule's namespace), the program names them
+    `prod/reviews` and `staging/reviews`, and it compiles back to Istio in both namespaces."""
+    from pathlib import Path
+
+    from compiler.tooling.istio_import import import_istio
+
+    data = Path(__file__).parent / "data" / "istio" / "namespaces.yaml"
+    result = import_istio([str(data)], out_dir=str(tmp_path))
+    assert not result.has_errors, [d.message for d in result.diagnostics]
+    text = "\n".join(result.files.values())
+    assert "routes staging/reviews {" in text and "routes prod/reviews {" in text
+    assert "split { staging/reviews.v2 50  prod/reviews.v1 50 }" in text
+    comp = api.compile([api.Text(name, body) for name, body in result.files.items()], shard=False)
+    assert not comp.has_errors, comp.diagnostics
+    assert sorted(s.name for s in comp.ir.services) == ["prod/reviews", "staging/reviews"]
+    istio = comp.emit("istio", [], Options())
+    assert {"prod/reviews.yaml", "staging/reviews.yaml"} <= set(istio.files)
