@@ -53,7 +53,27 @@ def _needed(program: Program) -> bool:
             if seen.setdefault(item.name.value, ns) != ns:
                 return True
     slash = re.compile(r'(?<![/"\w.-])[A-Za-z_][\w-]*/[A-Za-z_]')
-    return any(slash.search(s.text) for s in program.sources.values())
+    for source in program.sources.values():
+        text = source.text
+        for m in slash.finditer(text):   # (mostly none; a comment's `docs/x.md` is skipped here)
+            if _code_at(text[text.rfind("\n", 0, m.start()) + 1:m.start()]):
+                return True
+    return False
+
+
+def _code_at(line: str) -> bool:
+    """Whether what follows `line` (the start of a line) is outside a string and a comment."""
+    in_string = escaped = False
+    for ch in line:
+        if escaped:
+            escaped = False
+        elif in_string and ch == "\\":
+            escaped = True
+        elif ch == '"':
+            in_string = not in_string
+        elif ch == "#" and not in_string:
+            return False
+    return not in_string
 
 
 def qualify(program: Program, diags: Collector) -> tuple[Program, set[tuple[str, str]]]:
