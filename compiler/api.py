@@ -228,7 +228,7 @@ def _analyse(sources: list[Source], lower: bool, shard: bool, cache: ItemCache |
         ctx = build_context(program, diags)
         run_checks(ctx)
         found = diags.sorted()
-        comp = Compilation("lower" if lower else "check", program.sources, found, program, ctx,
+        comp = Compilation("lower" if lower else "check", program.sources, found, ctx.program, ctx,
                            declared=len(ctx.services))
         if lower and not comp.has_errors:
             from compiler.ir.check import check_ir

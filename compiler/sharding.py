@@ -104,6 +104,9 @@ class Shard:
         self.own_modules = [parser.parse(sources[d], self.diags, a, b) for d, a, b in segments]
         self.program = Program(modules + self.own_modules, dict(sources), set(stdlib))
         self.ctx: Context = build_context(self.program, self.diags)
+        # services of one name in several namespaces, or NAMESPACE/NAME references: resolved over the
+        # whole program only (compiler/semantic/namespaces.py), so not sharded
+        self.qualified = self.ctx.program is not self.program
 
     def summary(self) -> dict:
         """What the other shard must know of this one's own segments (plain data: cheap to send)."""
@@ -122,7 +125,7 @@ class Shard:
         # item, and the other shard would not know which names failed to parse).
         syntax = any(d.code.startswith("E01") for d in self.diags.items)
         return {"services": services, "routed": routed, "authorized": authorized,
-                "unsupported": unsupported or syntax}
+                "unsupported": unsupported or syntax or self.qualified}
 
     def adopt(self, own: dict, other: dict, sources) -> bool:
         """Add the other shard's services as stubs; False when the split is not clean."""

@@ -918,7 +918,9 @@ class EnvoyModel:
         if route is None:
             return Decision("outbound", status=404)
         action = route.get("route")
-        name = "/".join(route.get("name", "?").split("/")[:2])
+        name = route.get("name", "?")   # SERVICE/ROUTE[/N] (SERVICE may be NAMESPACE/NAME): without /N
+        tail = name.rpartition("/")[2]
+        name = name.rpartition("/")[0] if tail.isdigit() else name
         if action is None and ("redirect" in route or "direct_response" in route):
             return self._answer(route, name, vh, req)
         if action is None:

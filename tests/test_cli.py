@@ -170,7 +170,7 @@ def test_compile_writes_ir_into_the_output_directory(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["mesh.ir.json"], "no temporary files left behind"
     written = (out / "mesh.ir.json").read_text(encoding="utf-8")
     assert written == (ROOT / "tests/golden/ir/all-examples.json").read_text(encoding="utf-8")
-    assert f"meshc: wrote {out / 'mesh.ir.json'} (14 services," in proc.stderr
+    assert f"meshc: wrote {out / 'mesh.ir.json'} (16 services," in proc.stderr
 
 
 def test_compile_writes_yaml_when_asked(tmp_path):
@@ -330,8 +330,8 @@ def test_control_characters_are_escaped_in_every_format(fmt):
 def test_check_success_prints_one_summary_line_on_stdout():
     proc = meshc("check", "examples")
     assert proc.returncode == 0
-    # 4 policies and their 4 test files, and the 3 of examples/envoy-native/ and their tests
-    assert proc.stdout == "meshc: checked 14 files, 14 services, proved 7 of 7 asserts: all checks passed\n"
+    # 5 policies and their 5 test files, and the 3 of examples/envoy-native/ and their tests
+    assert proc.stdout == "meshc: checked 16 files, 16 services, proved 7 of 7 asserts: all checks passed\n"
     assert proc.stderr == ""
     proc = meshc("check", "examples/shop.mesh")  # its import from the standard library is not counted
     assert proc.stdout == "meshc: checked 1 file, 7 services: all checks passed\n"

@@ -83,6 +83,7 @@ EXPECTED_CODES: dict[str, list[str]] = {
     "block_for_unknown_service": ["E0209", "E0209"],
     "name_too_long": ["E0210"] * 7,
     "unknown_caller": ["E0214", "E0301", "W0410"],
+    "namespaces": ["E0217", "E0215", "E0216"],
     "invalid_hosts": ["E0211", "E0211", "E0213", "E0211", "E0211", "E0212", "E0212", "E0212"],
     # values
     "missing_settings": ["E0301"] * 9,

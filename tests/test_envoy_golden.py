@@ -24,7 +24,8 @@ GOLDEN_DIR = Path(ROOT) / "tests" / "golden" / "envoy"
 # the example policies, not their tests (*_test.mesh)
 EXAMPLES = sorted(p.stem for p in (Path(ROOT) / "examples").glob("*.mesh") if not p.stem.endswith("_test"))
 # The sidecar whose static bootstrap each example keeps as a golden (the service it is about).
-STATIC_PROXY = {"canary": "recommendations", "resilience": "orders", "shop": "payments", "zero-trust": "payments"}
+STATIC_PROXY = {"canary": "recommendations", "resilience": "orders", "shop": "payments", "staging": "fulfilment",
+                "zero-trust": "payments"}
 
 
 @functools.cache

@@ -94,10 +94,13 @@ def host_problem(policy: GenPolicy, request: GenRequest, decided: Decision) -> s
     if request.kind != "outbound" or request.host.lower().startswith("client"):
         return None   # (the sidecar's own service: in its scope or not by its own authorization)
     want = policy.destination(request.host, scoped=True)
-    got = decided.route.split("/")[0] if decided.route is not None else None
+    route = decided.route   # SERVICE/ROUTE[/N], SERVICE may be NAMESPACE/NAME
+    if route is not None and route.rpartition("/")[2].isdigit():
+        route = route.rpartition("/")[0]
+    got = route.rpartition("/")[0] if route is not None else None
     if (got is not None and got != want) or (want is None and got is not None):
         return f"Host {request.host!r} went to {got!r}, the generator expects {want!r}"
-    if decided.route is not None and "/".join(decided.route.split("/")[:2]) in policy.meta.get("foreign_routes", ()):
+    if route is not None and route in policy.meta.get("foreign_routes", ()):
         return f"route {decided.route} has matches for other callers only: it is not in the sidecar of `client`"
     return None
 
@@ -210,12 +213,13 @@ def fast_requests(policy: GenPolicy, seed: int, n: int) -> list[GenRequest]:
         if inbound:
             host = rng.choice(("client", "client:8000", "anything"))
         else:
-            svc = rng.choice(policy.services) if policy.services else "s0"
-            host = rng.choice((svc, svc, f"{svc}:{8080 + int(svc[1:]) if svc[1:].isdigit() else 1}",
-                               f"{svc}.default", f"{svc}.default:{8080 + int(svc[1:]) if svc[1:].isdigit() else 1}",
-                               svc.upper(), f"{svc.upper()}.DEFAULT", "client", "nowhere", f"{svc}:1", f"{svc}."))
+            key = rng.choice(policy.services) if policy.services else "s0"
+            svc, ns = key.rpartition("/")[2], (key.partition("/")[0] if "/" in key else "default")   # (a twin: NS/s0)
+            port = 8080 + int(svc[1:]) if svc[1:].isdigit() else 1
+            host = rng.choice((svc, svc, f"{svc}:{port}", f"{svc}.{ns}", f"{svc}.{ns}:{port}",
+                               svc.upper(), f"{svc.upper()}.{ns.upper()}", "client", "nowhere", f"{svc}:1", f"{svc}."))
             if policy.hosts and rng.random() < 0.4:
-                host = rng.choice(REQUEST_HOSTS + (f"{svc}.default.svc.{policy.cluster_domain}:8080",))
+                host = rng.choice(REQUEST_HOSTS + (f"{svc}.{ns}.svc.{policy.cluster_domain}:8080",))
         headers = []
         for _ in range(rng.choice((0, 1, 2, 3, 4))):
             name = rng.choice(names + ("x-set", "x-add", "x-rm", "x-k"))

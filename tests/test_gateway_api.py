@@ -430,7 +430,8 @@ def test_httproutes_route_as_the_native_proxy_decides(case):
                                  for r in s.routes for m in r.matches):
         COMPARED["refused"] += 1   # (routes for `client` alone: an HTTPRoute leaves them out, W0411)
         return
-    by_service = {r["metadata"]["name"]: r for r in routes(emitted)}
+    # by namespace and name: a service of a name two namespaces declare (`NS/NAME`) has its HTTPRoute `NAME` in NS
+    by_service = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in routes(emitted)}
     native = NativeModel(compiled, validate=False)
     # a destination whose authorization cannot admit the caller is outside its scope: meshc answers
     # 404 before routing, Gateway API (which has no scope) routes it (W0945 says authorization is not carried)
@@ -458,11 +459,11 @@ def test_httproutes_route_as_the_native_proxy_decides(case):
         for k, v in parse_qsl(query, keep_blank_values=True):
             params.setdefault(k, v)
         req = {"method": request.method, "path": path, "headers": dict(request.headers), "query": params}
-        route = by_service[svc]
+        route = by_service[(comp.ir.service(svc).namespace, svc.rpartition("/")[2])]
         entries = [order.Entry(r, i, m) for r, rule in enumerate(route["spec"]["rules"])
                    for i, m in enumerate(rule["matches"])]
         _, gateway = order.winners(entries, req)
-        expected = decision.route.split("/", 1)[1] if decision.route else None
+        expected = decision.route.rpartition("/")[2] if decision.route else None
         # the HTTPRoute's rules: the routes of a caller no `caller` condition names (W0411)
         got = _rule_route(route["spec"]["rules"][gateway], routes_for(comp.ir.service(svc), "")) \
             if gateway is not None else None

@@ -205,7 +205,7 @@ def test_cli_writes_the_configs_and_does_not_load_pydantic(tmp_path):
         proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
-        outputs.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
+        outputs.append({str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
     assert outputs[0] == outputs[1]
     assert "frontend.native.json" in outputs[0]
 

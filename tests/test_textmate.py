@@ -338,3 +338,14 @@ def test_vim_syntax_file_highlights_the_canary_example(tmp_path):
     filetype, *groups = out.read_text().split("\n")[:len(probes) + 1]
     assert filetype == "mesh"
     assert dict(zip(probes, groups)) == probes
+
+
+def test_a_namespace_qualified_reference_and_declaration():
+    line = "routes prod/reviews { route r { to staging/reviews.v1 } }"
+    scopes = tokenizer().tokenize(line)[0]
+    head = line.index("prod/reviews")
+    assert all("entity.name.type.service.mesh" in scopes[i] for i in range(head, head + len("prod/reviews")))
+    ref = line.index("staging/reviews.v1")
+    assert "entity.name.namespace.mesh" in scopes[ref]
+    assert "variable.other.service.mesh" in scopes[ref + len("staging/")]
+    assert "variable.other.subset.mesh" in scopes[line.index("v1")]

@@ -246,6 +246,12 @@ def _scope_dirs_in_use(xds_dir: str) -> set[str]:
         entries = os.listdir(xds_dir)
     except OSError:
         return used
+    for entry in list(entries):   # a namespace's directory holds its qualified sidecars' (NAMESPACE/NAME)
+        if entry != names.SCOPES and not os.path.exists(os.path.join(xds_dir, entry, "lds.json")):
+            try:
+                entries += [f"{entry}/{sub}" for sub in os.listdir(os.path.join(xds_dir, entry))]
+            except OSError:
+                pass
     for entry in entries:
         cds = os.path.join(xds_dir, entry, names.CDS)
         if os.path.islink(cds):

@@ -344,6 +344,8 @@ def run(comp: Any, request: Request, caller: str | None, identity: str | None, s
 def _service_for_host(program: Any, host: str) -> str | None:
     """The service whose Host domains hold `host` (ASCII case-insensitive, as a sidecar's table
     looks it up): where a client outside the mesh that resolves the name connects."""
-    from compiler.ir.names import service_for_host
+    from compiler.ir.names import seen_from, service_for_host
 
-    return service_for_host(((svc.name, svc.domains) for svc in program.services), host)
+    # (no caller: a short name of a name several namespaces declare names none of them)
+    return service_for_host(((svc.name, seen_from(svc.name, svc.namespace, svc.domains, None))
+                             for svc in program.services), host)

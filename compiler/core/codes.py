@@ -76,6 +76,15 @@ CODES: dict[str, Code] = _registry(
               "A host written without a port answers with and without the service's port."),
     ("E0214", "unknown caller", "A route's `caller` condition names no declared service. `caller NAME` keeps a match "
               "for the sidecar of service NAME alone (Istio's `sourceLabels`)."),
+    ("E0215", "ambiguous service name", "A service name declared in several namespaces is written alone where no "
+              "namespace decides which one it means. Inside `routes S { … }` and `authorization S { … }` a bare name "
+              "means the service of S's namespace; elsewhere, or when that namespace has none of them, write "
+              "`NAMESPACE/NAME`."),
+    ("E0216", "service not in that namespace", "A reference `NAMESPACE/NAME` names a namespace in which no service "
+              "`NAME` is declared, although one is declared in another namespace."),
+    ("E0217", "namespace in a declared name", "A declared name (a service, subset, route, policy or rule) contains "
+              "a `/`. Only a reference to a service may carry its namespace, `NAMESPACE/NAME`; a service's own "
+              "namespace is its `namespace` setting."),
     # ---- values
     ("E0301", "missing setting", "A required setting is missing, such as the `port` of a service or the destination of "
               "a route."),

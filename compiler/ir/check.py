@@ -32,7 +32,7 @@ def check_ir(program: ir.Program, known_subsets: set[tuple[str, str]] | None = N
     if len(clusters) != len(set(clusters)):
         problems.append("cluster names are not unique")
     for svc in program.services:
-        if not svc.domains or svc.name not in svc.domains:
+        if not svc.domains or svc.name.rpartition("/")[2] not in svc.domains:
             problems.append(f"service {svc.name}: its domains do not name it")
         up = svc.upstream
         if min(up.connect_timeout_ms, up.idle_timeout_ms, up.max_response_headers_bytes) <= 0:

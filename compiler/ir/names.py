@@ -7,6 +7,29 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 
+def qualified(name: str, namespace: str) -> str:
+    """The name of a service whose name is declared in several namespaces: `NAMESPACE/NAME`
+    (compiler/semantic/namespaces.py). Every other service is named by its name alone."""
+    return f"{namespace}/{name}"
+
+
+def short_name(service: str) -> str:
+    """The service's own name, without the namespace a qualified name carries: what its Kubernetes
+    names, its SNI and its default SPIFFE ID are made of."""
+    return service.rpartition("/")[2]
+
+
+def seen_from(service: str, namespace: str, domains_: tuple[str, ...], caller_namespace: str | None) -> tuple[str, ...]:
+    """The Host domains of a destination as a caller of `caller_namespace` sees them (None: a
+    caller of no namespace, such as a test request from no service). A service whose name is
+    declared in several namespaces (a qualified name) answers to its short name, `NAME` and
+    `NAME:PORT` (the first two of `domains`), only in its own namespace's sidecars, as Kubernetes
+    resolves a short name in the caller's namespace; every other service to all of its domains."""
+    if "/" not in service or caller_namespace == namespace:
+        return domains_
+    return domains_[2:]
+
+
 def outbound_cluster(service: str, subset: str) -> str:
     """The cluster of one subset of a destination service (Istio's `outbound|PORT|SUBSET|HOST`,
     without the port: a service has one)."""

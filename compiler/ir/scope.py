@@ -29,7 +29,9 @@ for other callers is left out, a match for it loses the condition, and a route l
 match is left out. `own_routes` says some destination of its scope names the caller in such a
 condition: its route table is its own, so it does not share a file of routes with other
 sidecars; every other sidecar of the scope sees the routes without the caller-specific matches,
-the same for all of them.
+the same for all of them. A sidecar whose scope holds a service of a name declared in several
+namespaces (`NAMESPACE/NAME`) has its own route table too: that service answers to its short name
+only in its own namespace's sidecars (compiler/ir/names.py `seen_from`).
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ class Scope:
     services: tuple[str, ...]   # every service whose clusters (subsets) it needs, sorted: `hosts` and the
                                 # services their routes send to (`to`, split targets, mirrors)
     full: bool                  # `hosts` is every service of the program
-    own_routes: bool = False    # a destination of `hosts` has routes for this caller (`caller`): its route
-                                # table is its own (routes_for)
+    own_routes: bool = False    # a destination of `hosts` has routes for this caller (`caller`), or a
+                                # namespace-qualified name (names.seen_from): its route table is its own
 
 
 def named_callers(dest: Service) -> frozenset[str]:
@@ -135,6 +137,7 @@ def scopes(program: Program, callers: list[str] | None = None) -> dict[str, Scop
                 else:
                     prefixes.append((p.value, dest.name))
     total = len(program.services)
+    qualified = any("/" in s.name for s in program.services)
     by_name = {s.name: s for s in program.services}
     out: dict[str, Scope] = {}
     for name in callers if callers is not None else list(by_name):
@@ -146,6 +149,7 @@ def scopes(program: Program, callers: list[str] | None = None) -> dict[str, Scop
         for h in hosts:
             needed |= targets[h]
         own = any(name in named.get(h, ()) for h in hosts) if named else False
+        own = own or (qualified and any("/" in h for h in hosts))   # a short name is its namespace's (names.seen_from)
         out[name] = Scope(name, tuple(sorted(hosts)), tuple(sorted(needed)), len(hosts) == total, own)
     return out
 

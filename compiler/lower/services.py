@@ -113,7 +113,7 @@ def lower_service(ctx: Context, svc: ast.Service) -> ir.Service:
     assert svc.port is not None  # E0301 otherwise
     namespace, port = service_namespace(svc), svc.port.value
     return ir.Service(name, namespace, service_identity(ctx, svc), port, service_domains(ctx, svc),
-                      names.sni(name, namespace), location(svc), tuple(subsets),
+                      names.sni(names.short_name(name), namespace), location(svc), tuple(subsets),
                       lower_limits(resolve_block(ctx, svc.limits, "limits")),
                       lower_outlier(resolve_block(ctx, svc.outlier, "outlier")),
                       lower_budget(resolve_block(ctx, svc.retry_budget, "retry_budget")), UPSTREAM,

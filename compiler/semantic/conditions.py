@@ -27,10 +27,11 @@ def service_namespace(svc: ast.Service) -> str:
 
 def service_domains(ctx: Context, svc: ast.Service) -> tuple[str, ...]:
     """The Host domains of a service with a port (compiler/ir/names.py `domains`)."""
-    from compiler.ir.names import domains
+    from compiler.ir.names import domains, short_name
 
     assert svc.port is not None
-    return domains(svc.name.value, service_namespace(svc), svc.port.value, ctx.mesh_setting("cluster_domain"),
+    return domains(short_name(svc.name.value), service_namespace(svc), svc.port.value,
+                   ctx.mesh_setting("cluster_domain"),
                    (h.value for h in svc.hosts or ()))
 
 
@@ -38,7 +39,7 @@ def service_identity(ctx: Context, svc: ast.Service) -> str:
     """The SPIFFE ID of a service: written with `identity`, else its service account's."""
     if svc.identity is not None:
         return svc.identity.value
-    return spiffe_id(ctx.trust_domain, service_namespace(svc), svc.name.value)
+    return spiffe_id(ctx.trust_domain, service_namespace(svc), svc.name.value.rpartition("/")[2])
 
 
 # ---- matches ------------------------------------------------------------------------------------

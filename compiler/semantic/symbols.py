@@ -115,7 +115,11 @@ def subset_names(svc: ast.Service) -> list[str]:
 
 
 def build_context(program: Program, diags: Collector) -> Context:
+    from compiler.semantic.namespaces import qualify
+
+    program, reported = qualify(program, diags)   # services of one name in several namespaces
     ctx = Context(program, diags)
+    ctx.broken.update(reported)
     kinds = {"service": ctx.services, "routes": ctx.routes, "authorization": ctx.authorizations}
     for module in program.modules:
         ctx.broken.update(module.broken)

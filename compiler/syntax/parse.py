@@ -64,8 +64,11 @@ if TYPE_CHECKING:
 # (a keyword used as a name, a number that is a retry condition) is classified in the loop.
 _PIECES = re.compile(r"""
 ((?>[ \t\r\n\f]*+(?:\#[^\n]*+[ \t\r\n\f]*+)*+))
-("[^"\\\n]*+(?:\\.[^"\\\n]*+)*+"|[A-Za-z_][A-Za-z0-9_-]*+|[0-9][0-9A-Za-z_.%-]*+|[^ \t\r\n\f]|\Z)
+("[^"\\\n]*+(?:\\.[^"\\\n]*+)*+"|[A-Za-z_][A-Za-z0-9_-]*+(?:/[A-Za-z_][A-Za-z0-9_-]*+)?+
+ |[0-9][0-9A-Za-z_.%-]*+|[^ \t\r\n\f]|\Z)
 """, re.X)
+# A name may be namespace-qualified, `NAMESPACE/NAME` (one token, a NAME: a service reference,
+# docs/language.md §5.1); a `/` anywhere else is a character of its own, as before.
 # The blanks are an atomic group: a comment is skipped whole and never searched for tokens. The
 # `\Z` alternative takes the blanks after the last token, as one empty token at the very end.
 # Possessive runs and a string unrolled as `"plain*(\\.plain*)*"` give the regex engine nothing to
@@ -79,7 +82,7 @@ _NUMBER_KINDS = (
     ("INT", re.compile(r"[0-9]+\Z")),
     ("COND", re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]*\Z")),
 )
-_ITEM_HEAD = re.compile(r"\s*(service|routes|authorization|policy\s+[a-z_]+)\s+([A-Za-z_][A-Za-z0-9_-]*)")
+_ITEM_HEAD = re.compile(r"\s*(service|routes|authorization|policy\s+[a-z_]+)\s+([A-Za-z_][A-Za-z0-9_/-]*)")
 _NAMED_ITEMS = ("service", "routes", "authorization")  # the items a reference may name
 # Compiled on first use (an error path): compiling a regex at import costs every `meshc check`.
 _TYPO_HEAD = r"\s*([A-Za-z_][A-Za-z0-9_-]*)\s+([A-Za-z_][A-Za-z0-9_-]*)\s*\{"

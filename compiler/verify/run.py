@@ -21,7 +21,7 @@ import orjson
 
 from compiler.core.diagnostics import Diagnostic
 from compiler.core.source import Span
-from compiler.ir.names import service_for_host
+from compiler.ir.names import seen_from, service_for_host
 from compiler.semantic.checks.tests import URL
 from compiler.syntax import ast
 from envoy_eval.decisions import REFUSED, Decision, diff
@@ -65,7 +65,10 @@ def case_of(test: ast.Test, ir) -> Case:
     if target.startswith("?"):
         target = "/" + target
     host = m.group(1) + (f":{m.group(2)}" if m.group(2) else "")
-    dest = service_for_host(((svc.name, svc.domains) for svc in ir.services), host)
+    caller = req.caller.value if req.caller_kind == "service" and req.caller is not None else None
+    ns = next((svc.namespace for svc in ir.services if svc.name == caller), None)
+    dest = service_for_host(((svc.name, seen_from(svc.name, svc.namespace, svc.domains, ns)) for svc in ir.services),
+                            host)
     assert dest is not None, "checked: E0807"
     return Case(req.caller_kind, req.caller.value if req.caller is not None else None, req.method.value,
                 host, target, dest,
@@ -326,7 +329,7 @@ def _split_key(services, d: Decision) -> str | None:
     """The key header of the split of the route that took an outbound request."""
     if d.route is None:
         return None
-    svc, _, name = d.route.partition("/")
+    svc, _, name = d.route.rpartition("/")   # (SERVICE may be NAMESPACE/NAME)
     route = next((r for r in services[svc].routes if r.name == name), None) if svc in services else None
     split = route.split if route is not None else None
     return split.key_header if split is not None else None
@@ -361,7 +364,7 @@ def _disagree(outcome: Outcome, hop: Hop) -> None:
 def _reach_outbound(outcome: Outcome, d: Decision, config: dict, split) -> None:
     if d.route is None:
         return
-    svc, _, route = d.route.partition("/")
+    svc, _, route = d.route.rpartition("/")
     outcome.reached.add(f"route {svc}.{route}")
     if split is None:
         return
@@ -420,9 +423,9 @@ def _check(ex: ast.Expectation, outcome: Outcome, services, out: Decision | None
         return None   # a caller outside the mesh: rejected by the check (E0808)
     if kind == "route":
         want = f"{ex.values[0].scope}.{ex.values[0].name}" if ex.values[0].scope else ex.values[0].name
-        got = out.route.replace("/", ".") if out.route else None
+        got = ".".join(out.route.rpartition("/")[::2]) if out.route else None   # SERVICE.ROUTE
         if want.count(".") == 0 and got is not None:
-            got = got.split(".", 1)[1]
+            got = got.rpartition(".")[2]
         if got != want:
             return f"expected route `{want}`, got {f'`{got}`' if got else 'no route'}{_why_local(out, outcome.hops[0])}"
         return None

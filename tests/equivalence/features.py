@@ -245,6 +245,9 @@ FEATURES: tuple[Feature, ...] = (
     Feature("match.header", "outbound", lambda x: "header" in x.conditions, "a header condition was evaluated"),
     Feature("match.query", "outbound", lambda x: "query" in x.conditions, "a query condition was evaluated"),
     Feature("match.method", "outbound", lambda x: "method" in x.conditions, "a method condition was evaluated"),
+    # -- which destination the Host named (language §5.1): one of two services of one name
+    Feature("namespace.twin", "outbound", lambda x: x.service is not None and "/" in x.service.name,
+            "routed by a destination whose name another namespace declares too (NAMESPACE/NAME)"),
     # -- where the chosen route sends it
     Feature("split.keyed", "outbound", lambda x: _split(x, True), "a split picked by its key header"),
     Feature("split.random", "outbound", lambda x: _split(x, False), "a split picked by the random draw"),

@@ -23,6 +23,12 @@ sidecar's own inbound listener and meet `authorization client`, each from one of
 callers (`CALLERS`: SPIFFE IDs in and out of the namespaces and the trust domain the rules name,
 each presenting a certificate of the session's mesh CA over mTLS) or from a plaintext caller
 without identity (`caller` None).
+
+Sometimes s0 has a twin: a second `service s0` in namespace `shop` (the sidecar's own) or `other`
+(docs/language.md §5.1, "One name in several namespaces"). Both are then named `NAMESPACE/s0`
+(`default/s0`, `shop/s0`) in the program's references, its routes' names and the planes; requests
+address them by every Host form, so that `s0` and `s0:8080` are proved to name the service of the
+sidecar's own namespace (the twin in `shop`) or none (a twin in `other`: neither is in `shop`).
 """
 
 from __future__ import annotations
@@ -108,8 +114,11 @@ class GenPolicy:
         for svc in self.services:
             if scoped and svc in self.out_of_scope:
                 continue
-            port = SERVICE_PORT[svc]
-            for base in (svc, f"{svc}.default", f"{svc}.default.svc", f"{svc}.default.svc.{self.cluster_domain}"):
+            name, ns = short_name(svc), namespace_of(svc)
+            port = SERVICE_PORT[name]
+            # a twin's short name only in the sidecar's own namespace (Kubernetes' short names)
+            short = (name,) if "/" not in svc or ns == CLIENT_NAMESPACE else ()
+            for base in short + (f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.{self.cluster_domain}"):
                 exact[base] = exact[f"{base}:{port}"] = svc
             for h in written.get(svc, ()):
                 if h == "*":
@@ -149,6 +158,22 @@ class GenPolicy:
 # ---- strategies ---------------------------------------------------------------------------------
 
 import json  # noqa: E402  (kept below the dataclasses, which the rest of the suite imports)
+
+
+def short_name(service: str) -> str:
+    """`s0` of `default/s0` (a twin's key) or of `s0`."""
+    return service.rpartition("/")[2]
+
+
+def namespace_of(service: str) -> str:
+    """The namespace of a destination: its key's, else `default`."""
+    return service.partition("/")[0] if "/" in service else "default"
+
+
+def is_s0(service: str) -> bool:
+    """Whether `service` is the destination the focus uses: `s0`, or `default/s0` when it has a twin."""
+    return service in ("s0", "default/s0")
+
 
 from hypothesis import strategies as st  # noqa: E402
 
@@ -206,6 +231,8 @@ IDENTITY_PREFIXES = (f"spiffe://{TRUST_DOMAIN}/ns/shop/*", f"spiffe://{TRUST_DOM
                      f"spiffe://{TRUST_DOMAIN}/*", "spiffe://evil.local/*", f"spiffe://{TRUST_DOMAIN}/legacy/*",
                      f"spiffe://{TRUST_DOMAIN}/ns/shop/sa/*")
 NAMESPACES = ("shop", "default", "other", "shopping")
+# where s0's twin is declared, when it has one: none mostly, the sidecar's namespace, another one
+TWIN_NAMESPACES = (None, None, None, "shop", "other")
 XFCC = "x-forwarded-client-cert"
 FORGED_XFCC = f"By={CLIENT_ID};URI=spiffe://{TRUST_DOMAIN}/ns/shop/sa/forged"
 MTLS_MODES = ("permissive", "permissive", "permissive", "strict", "strict", "disable")
@@ -427,6 +454,13 @@ def policies(draw, focus: frozenset[str] = frozenset()) -> GenPolicy:
     (`focused_requests`) reaches them together (`FOCUS_RECIPES`)."""
     n_services = draw(st.integers(1, 3))
     services = [f"s{i}" for i in range(n_services)]
+    twin = draw(st.sampled_from(TWIN_NAMESPACES))
+    if twin is None and "namespace.twin" in focus:
+        twin = "other"
+    if twin is not None:   # s0 in two namespaces: both named NAMESPACE/s0 (language §5.1)
+        services[:1] = ["default/s0", f"{twin}/s0"]
+    # a reference to a twin inside a block of its own namespace written short (resolved there)
+    short_refs = draw(st.booleans())
     endpoints: list[Endpoint] = []
     subsets: dict[str, list[str]] = {}
     lines = []
@@ -460,7 +494,9 @@ def policies(draw, focus: frozenset[str] = frozenset()) -> GenPolicy:
     for svc in services:
         names = list(SUBSETS[:draw(st.integers(1, 3))])
         subsets[svc] = names
-        body = [f"  port {SERVICE_PORT[svc]}"]
+        body = [f"  port {SERVICE_PORT[short_name(svc)]}"]
+        if "/" in svc:
+            body.append(f"  namespace {q(namespace_of(svc))}")
         if svc == "s2":
             body.append(f"  identity {q(S2_ID)}")
         if mesh_wide:
@@ -471,18 +507,24 @@ def policies(draw, focus: frozenset[str] = frozenset()) -> GenPolicy:
             # sometimes a workload with its own sidecar (language §5.9): callers see the same subset
             own = "  sidecar { ports 40000 }" if draw(st.integers(0, 3)) == 0 else ""
             body.append(f'  subset {name} {{ endpoints ["127.0.0.1:@EP{ep.index}@"]{own} }}')
-        if draw(st.booleans()) or (svc == "s0" and "retry_budget" in focus):
+        if draw(st.booleans()) or (is_s0(svc) and "retry_budget" in focus):
             body.append("  retry_budget { percent 20%  min_concurrency 3 }")
-        written = draw(st.sampled_from(HOSTS[svc])) if with_hosts else ()
+        written = draw(st.sampled_from(HOSTS[short_name(svc)])) if with_hosts and svc != f"{twin}/s0" else ()
         if written:
             body.append("  hosts [" + ", ".join(q(h) for h in written) + "]")
             hosts.append((svc, written))
-        if svc == "s0":
+        if is_s0(svc):
             body += focus_service(focus)
         if draw(st.integers(0, 3)) == 0 and not any(line.lstrip().startswith("outlier") for line in body):
             body.append(OUTLIER)
-        lines.append(f"service {svc} {{\n" + "\n".join(body) + "\n}\n")
+        lines.append(f"service {short_name(svc)} {{\n" + "\n".join(body) + "\n}\n")
     destinations = [f"{svc}.{sub}" for svc in services for sub in subsets[svc]]
+
+    def ref(target: str, block: str) -> str:
+        """How a route of `routes block` writes the destination `target` (SERVICE.SUBSET)."""
+        if short_refs and "/" in target and namespace_of(target) == namespace_of(block):
+            return target.partition("/")[2]
+        return target
 
     paths: list[str] = []
     has_timeouts = False
@@ -490,7 +532,7 @@ def policies(draw, focus: frozenset[str] = frozenset()) -> GenPolicy:
     foreign_routes: list[str] = []
     outbound_focus = any(FOCUS_SIDE.get(f) in ("outbound", "both") for f in focus)
     for svc in services:
-        focused = svc == "s0" and outbound_focus
+        focused = is_s0(svc) and outbound_focus
         if len(subsets[svc]) == 1 and draw(st.integers(0, 3)) == 0 and not focused:
             continue   # the implicit route (language §5.8)
         routes = [focus_route(focus, destinations)] if focused else []
@@ -511,6 +553,8 @@ def policies(draw, focus: frozenset[str] = frozenset()) -> GenPolicy:
             kind = draw(st.sampled_from(ANSWER_KINDS))
             if kind != "none":   # a redirect, a direct response or a rewrite (docs/language.md §8.1-§8.3)
                 body, answers = draw(answer_or_rewrite(kind, body, paths))
+                if f"{svc}/r{r}" in foreign_routes and not all("caller " in b for b in body if b.startswith("match")):
+                    foreign_routes.remove(f"{svc}/r{r}")   # (a prefix replacement's own match has no caller)
                 if answers:
                     routes.append(f"  route r{r} {{\n    " + "\n    ".join(body) + "\n  }")
                     meta_routes[f"{svc}/r{r}"] = {"answer": kind}
@@ -522,7 +566,7 @@ def policies(draw, focus: frozenset[str] = frozenset()) -> GenPolicy:
                     weights[0] = 1
                 arms = []
                 for d, w in zip(chosen, weights):
-                    arm = f"{d} {w}"
+                    arm = f"{ref(d, svc)} {w}"
                     # a destination's own header changes, before the route's (language §8)
                     if draw(st.integers(0, 3)) == 0 and (changes := draw(header_changes(SET_HEADERS))):
                         arm += " request_headers " + changes
@@ -534,7 +578,7 @@ def policies(draw, focus: frozenset[str] = frozenset()) -> GenPolicy:
                 body.append(f"split {{ {split} }}{by}")
                 meta_routes[f"{svc}/r{r}"] = {"split": list(zip(chosen, weights)), "key": bool(by)}
             else:
-                body.append(f"to {draw(st.sampled_from(destinations))}")
+                body.append(f"to {ref(draw(st.sampled_from(destinations)), svc)}")
             timeout = draw(st.sampled_from(("", "", "timeout 250ms", "timeout 3s", "timeout none")))
             if timeout:
                 body.append(timeout)
@@ -549,7 +593,7 @@ def policies(draw, focus: frozenset[str] = frozenset()) -> GenPolicy:
                 # one or more mirrors, each with its own share (language §12); their outcomes count
                 # toward the mirror subset's outlier detection (OUTLIER, below)
                 for target in draw(st.lists(st.sampled_from(destinations), min_size=1, max_size=3, unique=True)):
-                    body.append(f"mirror {target} {draw(st.sampled_from(('0%', '100%')))}")
+                    body.append(f"mirror {ref(target, svc)} {draw(st.sampled_from(('0%', '100%')))}")
             if draw(st.integers(0, 3)) == 0:
                 changes = draw(header_changes(SET_HEADERS))
                 if changes:
@@ -569,7 +613,7 @@ def policies(draw, focus: frozenset[str] = frozenset()) -> GenPolicy:
     out_of_scope = []
     for svc in services:
         block = draw(destination_authorizations())
-        if svc == "s0" and outbound_focus:
+        if is_s0(svc) and outbound_focus:
             block = None       # the focused requests go to s0: it stays in the sidecar's scope
         if block is not None:
             text, admits = block
@@ -653,6 +697,7 @@ FOCUS_RECIPES: dict[str, Recipe] = {
     "match.header": Recipe(match='header "x-f" exact "1"', headers=(("x-f", "1"),)),
     "match.query": Recipe(match='query "f" exact "1"', query="?f=1"),
     "match.method": Recipe(match="method [GET, POST, OPTIONS]"),   # (a CORS preflight is an OPTIONS)
+    "namespace.twin": Recipe(),   # s0 gets a twin (`policies`), the focused request goes to `s0.default`
     "split.keyed": Recipe(split="keyed", headers=((SPLIT_HEADER, "7"),)),
     "split.random": Recipe(split="random"),
     "timeout": Recipe(route=("timeout 3s",)),
@@ -724,7 +769,7 @@ def focus_route(focus: frozenset[str], destinations: list[str]) -> str:
     body = [f"match {{ {decoy[k]} }}" for k in kinds[:-1]]
     body.append("match { " + "  ".join([final[kinds[-1]]] + [r.match for r in recipes if r.match]) + " }")
     splits = {r.split for r in recipes} - {None}
-    s0 = [d for d in destinations if d.startswith("s0.")]
+    s0 = [d for d in destinations if d.startswith(("s0.", "default/s0."))]
     if splits:
         arms = (s0 + [d for d in destinations if d not in s0])[:2]
         weights = (30, 70) if len(arms) == 2 else (100,)
@@ -786,7 +831,8 @@ def focused_requests(policy: GenPolicy, live: bool = True) -> list[GenRequest]:
     if sides & {"outbound", "both"} and "inbound" not in sides:
         fail = Fail("status", 1, status=503) if live and any(r.retry for r in recipes) else None
         method = next((r.method for r in recipes if r.method), "GET")
-        out.append(GenRequest("outbound", method, path + "".join(r.query for r in recipes), "s0", headers, fail))
+        host = "s0.default" if "default/s0" in policy.services else "s0"   # (a twin's short name may name it)
+        out.append(GenRequest("outbound", method, path + "".join(r.query for r in recipes), host, headers, fail))
     if sides & {"inbound", "both"} and "outbound" not in sides:
         wants = {r.caller for r in recipes} - {None}
         if not wants:
@@ -947,12 +993,13 @@ def requests(draw, policy: GenPolicy, live: bool = True) -> GenRequest:
     if inbound:
         host = "client"
     else:
-        host = draw(st.sampled_from(policy.services))
+        key = draw(st.sampled_from(policy.services))
+        host, ns = short_name(key), namespace_of(key)
         port = SERVICE_PORT[host]
-        host = draw(st.sampled_from((host, host, host, f"{host}:{port}", f"{host}.default", host.upper(), "client",
-                                     "nowhere", f"{host}:1", f"{host}.default.svc:{port}",
-                                     f"{host}.default.svc.{policy.cluster_domain}",
-                                     f"{host}.default.svc.cluster.local:{port}"))) \
+        host = draw(st.sampled_from((host, host, host, f"{host}:{port}", f"{host}.{ns}", host.upper(), "client",
+                                     "nowhere", f"{host}:1", f"{host}.{ns}.svc:{port}",
+                                     f"{host}.{ns}.svc.{policy.cluster_domain}",
+                                     f"{host}.{ns}.svc.cluster.local:{port}", f"{host}.{ns}:{port}"))) \
             if not policy.hosts or draw(st.booleans()) else draw(st.sampled_from(REQUEST_HOSTS))
     base = draw(st.sampled_from(policy.paths)) if policy.paths and draw(st.integers(0, 4)) > 0 else draw(_paths)
     target = _mutate_path(draw, base) + draw(_QUERIES)

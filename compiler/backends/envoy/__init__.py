@@ -117,7 +117,7 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
     cluster_names = routes.cluster_map(program)
 
     per_service: dict[str, list[dict]] = {}
-    vhosts: dict[tuple[str, str | None], dict] = {}
+    vhosts: dict[tuple[str, str | None, str | None], dict] = {}
     named = {s.name: scope.named_callers(s) for s in program.services}
 
     def service_clusters(name: str) -> list[dict]:
@@ -127,10 +127,12 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
 
     def route_config(hosts: tuple[str, ...], caller: str | None = None) -> dict:
         """`caller`: the service whose sidecars' own routes these are (Scope.own_routes), else None."""
-        keys = [(h, caller if caller is not None and caller in named.get(h, ()) else None) for h in hosts]
+        ns = services[caller].namespace if caller is not None else None   # (a short name's, ir/names.py seen_from)
+        keys = [(h, caller if caller is not None and caller in named.get(h, ()) else None,
+                 ns if "/" in h else None) for h in hosts]
         for key in keys:
             if key not in vhosts:
-                vhosts[key] = routes.virtual_host(services[key[0]], cluster_names, key[1])
+                vhosts[key] = routes.virtual_host(services[key[0]], cluster_names, key[1], key[2])
         return routes.outbound_route_configuration_of([vhosts[key] for key in keys])
 
     def outbound_clusters(proxy: str, secrets: Sds | None) -> list[dict]:

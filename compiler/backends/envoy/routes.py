@@ -9,6 +9,7 @@ from compiler.backends.envoy import names
 from compiler.backends.envoy.answers import answer, rewrite_fields
 from compiler.backends.envoy.matches import route_match
 from compiler.backends.envoy.values import duration, fractional_percent, header_value
+from compiler.ir.names import seen_from
 from compiler.ir.scope import routes_for
 
 # Envoy 1.40's own `retry_on` vocabulary (its router documentation). Envoy accepts any other
@@ -152,8 +153,10 @@ def envoy_routes(service: str, r: ir.Route, clusters: dict[tuple[str, str], str]
             for i, m in enumerate(r.matches) if m.methods is None or m.methods]
 
 
-def virtual_host(svc: ir.Service, clusters: dict[tuple[str, str], str], caller: str | None = None) -> dict:
-    """The virtual host of a destination service, matched by the service's `Host` domains, with
+def virtual_host(svc: ir.Service, clusters: dict[tuple[str, str], str], caller: str | None = None,
+                 caller_namespace: str | None = None) -> dict:
+    """The virtual host of a destination service, matched by the service's `Host` domains as a
+    caller of `caller_namespace` sees them (compiler/ir/names.py `seen_from`), with
     its routes as the sidecar of `caller` takes them (compiler/ir/scope.py `routes_for`; None: a
     caller that no `caller` condition names)."""
     name = svc.name
@@ -161,7 +164,7 @@ def virtual_host(svc: ir.Service, clusters: dict[tuple[str, str], str], caller: 
     for r in routes_for(svc, caller or ""):
         routes += envoy_routes(name, r, clusters)
     return {
-        "domains": list(svc.domains),
+        "domains": list(seen_from(name, svc.namespace, svc.domains, caller_namespace)),
         "include_attempt_count_in_response": True,
         "include_request_attempt_count": True,
         "metadata": {"filter_metadata": {names.METADATA_KEY: {"service": name, "source": str(svc.source)}}},

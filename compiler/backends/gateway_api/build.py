@@ -22,7 +22,7 @@ from compiler.backends.kube import KubeObject, check_dns_label
 from compiler.backends.located import located
 from compiler.core.diagnostics import Diagnostic
 from compiler.ir import scope
-from compiler.ir.names import written_hosts
+from compiler.ir.names import short_name, written_hosts
 
 API_VERSION = "gateway.networking.k8s.io/v1"
 KINDS = ("HTTPRoute",)
@@ -69,7 +69,8 @@ def duration(ms: int) -> str:
 
 
 def backend_service(service: ir.Service, subset: str) -> str:
-    return service.name if subset == IMPLICIT_SUBSET else f"{service.name}-{subset}"
+    name = short_name(service.name)   # (the Kubernetes Service of its own namespace)
+    return name if subset == IMPLICIT_SUBSET else f"{name}-{subset}"
 
 
 class GatewayApiTarget:
@@ -140,9 +141,9 @@ class GatewayApiTarget:
                                      hint="Gateway API's `retry.attempts` is at least 1 and its absence leaves the "
                                           "choice to the implementation (Istio retries twice on connect failures "
                                           "and 503)"))
-            spec = {"parentRefs": [{"group": "", "kind": "Service", "name": svc.name, "port": svc.port}],
+            spec = {"parentRefs": [{"group": "", "kind": "Service", "name": short_name(svc.name), "port": svc.port}],
                     "rules": rules}
-            objects.append(KubeObject(API_VERSION, "HTTPRoute", svc.name, svc.namespace, {"spec": spec},
+            objects.append(KubeObject(API_VERSION, "HTTPRoute", short_name(svc.name), svc.namespace, {"spec": spec},
                                       source=str(svc.routes[0].source), service=svc.name,
                                       parts=("spec.rules", tuple(rule_sources))))
         return objects, diags

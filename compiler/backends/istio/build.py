@@ -36,6 +36,7 @@ from compiler.backends.kube import KubeObject
 from compiler.backends.kube.names import check_dns_subdomain
 from compiler.backends.located import located
 from compiler.core.diagnostics import Diagnostic
+from compiler.ir.names import short_name
 from compiler.ir.scope import scopes
 
 KINDS = ("ServiceEntry", "DestinationRule", "VirtualService", "PeerAuthentication", "AuthorizationPolicy",
@@ -69,20 +70,21 @@ class IstioTarget:
                     svc: ir.Service = svc) -> None:
                 objects.append(KubeObject(api, kind, name, svc.namespace, {"spec": spec}, where(source), svc.name))
 
+            kname = short_name(svc.name)   # (a name several namespaces declare: each object in its namespace)
             account = _service_account(svc, program, sources, diags)
             entry = _service_entry(svc, account, sources, diags)
             if entry is not None:
-                obj(API_NETWORKING, "ServiceEntry", svc.name, entry)
-            obj(API_NETWORKING, "DestinationRule", svc.name, _destination_rule(svc, sources, diags))
+                obj(API_NETWORKING, "ServiceEntry", kname, entry)
+            obj(API_NETWORKING, "DestinationRule", kname, _destination_rule(svc, sources, diags))
             first = svc.routes[0].source if svc.routes else svc.source
             spec = routes.virtual_service(svc, services, sources, diags)
-            obj(API_NETWORKING, "VirtualService", svc.name, spec, first)
-            obj(API_SECURITY, "PeerAuthentication", svc.name, security.peer_authentication(svc))
+            obj(API_NETWORKING, "VirtualService", kname, spec, first)
+            obj(API_SECURITY, "PeerAuthentication", kname, security.peer_authentication(svc))
             for suffix, _, spec in security.authorization_policies(svc, sources, diags):
-                obj(API_SECURITY, "AuthorizationPolicy", f"{svc.name}-{suffix}", spec, svc.authorization.source)
+                obj(API_SECURITY, "AuthorizationPolicy", f"{kname}-{suffix}", spec, svc.authorization.source)
             mine = scope[svc.name]
             hosts = everyone if mine.full else sorted(h for n in mine.services for h in egress_host[n])
-            obj(API_NETWORKING, "Sidecar", svc.name, {"workloadSelector": {"labels": {APP_LABEL: svc.name}},
+            obj(API_NETWORKING, "Sidecar", kname, {"workloadSelector": {"labels": {APP_LABEL: kname}},
                                                       "egress": [{"hosts": hosts}],
                                                       "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}})
             if not restricted and set(mine.services) != set(mine.hosts):
@@ -94,7 +96,7 @@ class IstioTarget:
                                           "route sends there): an Istio Sidecar's egress imports a host whole. "
                                           "Its authorization still denies the request (403 instead of 404)"))
             ejecting = [services[n] for n in mine.services if services[n].outlier is not None]
-            obj(API_ENVOYFILTER, "EnvoyFilter", svc.name, _envoy_filter(svc, ejecting))
+            obj(API_ENVOYFILTER, "EnvoyFilter", kname, _envoy_filter(svc, ejecting))
             _sidecar_settings(svc, sources, diags)
             _workload_settings(svc, sources, diags)
         if program.tracing is not None:
@@ -224,7 +226,7 @@ def _envoy_filter(svc: ir.Service, ejecting: list[ir.Service]) -> dict:
     patches += [{"applyTo": "CLUSTER", "match": {"context": "SIDECAR_OUTBOUND", "cluster": {"service": fqdn(dest)}},
                  "patch": {"operation": "MERGE", "value": {"common_lb_config": {"update_merge_window": "0s"}}}}
                 for dest in ejecting]
-    return {"workloadSelector": {"labels": {APP_LABEL: svc.name}}, "configPatches": patches}
+    return {"workloadSelector": {"labels": {APP_LABEL: short_name(svc.name)}}, "configPatches": patches}
 
 
 def _sidecar_settings(svc: ir.Service, sources: dict, diags: list[Diagnostic]) -> None:

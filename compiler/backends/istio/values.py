@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from compiler import ir
-from compiler.ir.names import written_hosts
+from compiler.ir.names import short_name, written_hosts
 
 API_NETWORKING = "networking.istio.io/v1"
 API_SECURITY = "security.istio.io/v1"
@@ -31,7 +31,7 @@ def duration(ms: int) -> str:
 
 def fqdn(svc: ir.Service) -> str:
     """The Kubernetes host of a service, `NAME.NAMESPACE.svc.cluster.local`."""
-    return f"{svc.name}.{svc.namespace}.svc.cluster.local"
+    return f"{short_name(svc.name)}.{svc.namespace}.svc.cluster.local"
 
 
 def istio_hosts(svc: ir.Service) -> tuple[list[str], list[str]]:
@@ -48,7 +48,7 @@ def istio_hosts(svc: ir.Service) -> tuple[list[str], list[str]]:
 
 
 def selector(svc: ir.Service) -> dict:
-    return {"matchLabels": {APP_LABEL: svc.name}}
+    return {"matchLabels": {APP_LABEL: short_name(svc.name)}}
 
 
 def where(loc: ir.Location | None) -> str | None:

@@ -112,7 +112,7 @@ def check_program_names(program: ir.Program, sources: dict) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     seen_ns: set[str] = set()
     for svc in program.services:
-        out += check_dns_label(svc.name, "service name", svc.source, sources, rfc1035=True)
+        out += check_dns_label(svc.name.rpartition("/")[2], "service name", svc.source, sources, rfc1035=True)
         if svc.namespace not in seen_ns:
             found = check_dns_label(svc.namespace, "namespace", svc.source, sources)
             if found:

@@ -113,7 +113,7 @@ def layout(objects: list[KubeObject], kinds: tuple[str, ...]) -> dict[str, bytes
     groups: dict[str, list[KubeObject]] = {}
     for obj in objects:
         ns = obj.namespace or "_cluster"
-        path = f"{ns}/{obj.service}.yaml" if obj.service is not None else f"{ns}/{MESH_FILE}"
+        path = f"{ns}/{obj.service.rpartition('/')[2]}.yaml" if obj.service is not None else f"{ns}/{MESH_FILE}"
         groups.setdefault(path, []).append(obj)
     out: dict[str, bytes] = {}
     for path in sorted(groups):

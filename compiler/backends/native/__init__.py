@@ -13,7 +13,8 @@ holds the contract's models to the IR's fields). Only the envelope is built here
 - `mtls`: what the inbound listener accepts and the sidecar's identity files, or null files when
   it needs none (backends.base.needs_identity);
 - the destinations of the sidecar's scope (compiler/ir/scope.py; sorted by name) with the IR's
-  names (clusters, Host domains, SNI) and their routes as this sidecar takes them (`routes_for`:
+  names (clusters, Host domains as the sidecar's namespace sees them: `names.seen_from`, SNI) and
+  their routes as this sidecar takes them (`routes_for`:
   a route's `caller` conditions are resolved here, so the config holds only its own routes),
   so that stats and routing read alike in both targets; a
   service that its destinations' routes send to but that is outside the scope is there with no
@@ -45,7 +46,7 @@ from compiler.backends.base import (
     mtls_anywhere,
     needs_identity,
 )
-from compiler.ir import scope, workloads
+from compiler.ir import names, scope, workloads
 
 SCHEMA_VERSION = 3          # runtime_proxy.config.model.SCHEMA_VERSION (not imported: see above)
 VERSION_LENGTH = 16         # hex digits of the content hash in `version`
@@ -65,16 +66,19 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources=None
         s = scopes[name]
         hosts = set(s.hosts)
         out = []
+        ns = services[s.caller].namespace
         for dest in s.services:
             if dest in hosts:
+                d = services[dest]
+                seen = {"domains": names.seen_from(dest, d.namespace, d.domains, ns)} if "/" in dest else {}
                 if s.caller in named[dest]:   # routes of its own service (`caller`): only its sidecars'
-                    out.append({**destination(services[dest]), "routes": scope.routes_for(services[dest], s.caller)})
+                    out.append({**destination(d), "routes": scope.routes_for(d, s.caller), **seen})
                     continue
                 if dest not in callable_:
-                    callable_[dest] = destination(services[dest])
+                    callable_[dest] = destination(d)
                     if named[dest]:       # the routes without the other callers' matches
-                        callable_[dest]["routes"] = scope.routes_for(services[dest], "")
-                out.append(callable_[dest])
+                        callable_[dest]["routes"] = scope.routes_for(d, "")
+                out.append({**callable_[dest], **seen} if seen else callable_[dest])
             else:
                 if dest not in reached:
                     reached[dest] = {**destination(services[dest]), "domains": (), "routes": ()}

@@ -196,7 +196,7 @@ def check_hosts(ctx: Context) -> None:
     port if any (E0213), and no Host domain belongs to two services (E0212): Envoy rejects a route
     configuration in which two virtual hosts share a domain."""
     from compiler.core.diagnostics import Label
-    from compiler.semantic.conditions import service_domains
+    from compiler.semantic.conditions import service_domains, service_namespace
 
     owners: dict[str, tuple[str, object]] = {}  # lower-cased domain -> (service, the span that claims it)
     reported: set[tuple[str, object]] = set()   # one E0212 per claim and first owner (not one per port form)
@@ -218,9 +218,19 @@ def check_hosts(ctx: Context) -> None:
         if bad:
             continue
         written = {h.value.lower(): h.span for h in svc.hosts or ()}
-        for d in service_domains(ctx, svc):
+        for i, d in enumerate(service_domains(ctx, svc)):
             span = written.get(d) or written.get(d.rpartition(":")[0]) or svc.name.span
             first = owners.get(d)
+            if i < 2 and "/" in name:
+                # the short name of a service whose name several namespaces declare: its own namespace's
+                # callers only (ir/names.py `seen_from`), so one claim per namespace
+                short = owners.get(f"{d} {service_namespace(svc)}")
+                first = first if first is not None and "/" not in first[0] else short
+                if first is None:
+                    owners[f"{d} {service_namespace(svc)}"] = owners[f"{d} "] = (name, span)
+                    continue
+            elif first is None:
+                first = owners.get(f"{d} ")   # another namespace's short name: every caller of it sees d too
             if first is None:
                 owners[d] = (name, span)
             elif first[0].lower() != name.lower() and name in local and (first[0], span) not in reported:

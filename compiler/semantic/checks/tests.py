@@ -9,7 +9,7 @@ import re
 
 from compiler.core.diagnostics import did_you_mean
 from compiler.semantic.checks.names import check_destination
-from compiler.semantic.conditions import expand_rules, service_domains
+from compiler.semantic.conditions import expand_rules, service_domains, service_namespace
 from compiler.semantic.symbols import Context
 from compiler.syntax import ast
 
@@ -44,12 +44,14 @@ def url_authority(url: str) -> str | None:
     return m.group(1) + (f":{m.group(2)}" if m.group(2) else "")
 
 
-def destination_name(ctx: Context, authority: str) -> str | None:
-    """The service whose Host domains hold the URL's authority, as the sidecars look it up
-    (compiler/ir/names.py `service_for_host`, the lookup of `meshc test` and `meshc trace`)."""
-    from compiler.ir.names import service_for_host  # a program with tests only
+def destination_name(ctx: Context, authority: str, caller_namespace: str | None = None) -> str | None:
+    """The service whose Host domains hold the URL's authority, as the sidecars of a caller in
+    `caller_namespace` look it up (compiler/ir/names.py `service_for_host` and `seen_from`, the
+    lookup of `meshc test` and `meshc trace`)."""
+    from compiler.ir.names import seen_from, service_for_host  # a program with tests only
 
-    return service_for_host(((name, service_domains(ctx, svc))
+    return service_for_host(((name, seen_from(name, service_namespace(svc), service_domains(ctx, svc),
+                                              caller_namespace))
                              for name, svc in ctx.services.items() if svc.port is not None), authority)
 
 
@@ -111,7 +113,8 @@ def _check_test(ctx: Context, test: ast.Test) -> None:
         ctx.diags.add("E0806", f"`{req.url.value}` is not an http:// URL", req.url.span,
                       hint='write `"http://SERVICE/PATH"` (a port and a query may follow: `"http://svc:8080/a?b=1"`)')
     else:
-        dest = destination_name(ctx, authority)
+        caller = ctx.services.get(req.caller.value) if req.caller_kind == "service" and req.caller else None
+        dest = destination_name(ctx, authority, service_namespace(caller) if caller is not None else None)
         if dest is None:
             first = authority.split(":")[0].split(".")[0]
             svc = ctx.services.get(first)

@@ -76,6 +76,7 @@ class Obj:
 class Service:
     def __init__(self, name: str, namespace: str, port: int, span: Span, kube: bool):
         self.name, self.namespace, self.port, self.span, self.kube = name, namespace, port, span, kube
+        self.ref = name   # how the program names it: NAMESPACE/NAME when another namespace has the name too
         self.endpoints: list[str] = []
         self.endpoint_labels: list[dict] = []     # ServiceEntry endpoints: their labels
         self.selector: dict[str, str] = {}
@@ -189,6 +190,8 @@ class Importer:
                  "AuthorizationPolicy", "VirtualService")
         rejected = self._validate()
         for kind in order:
+            if kind == "Deployment":
+                self._qualify()
             for obj in self.objects:
                 if obj.kind == kind and id(obj) not in rejected:
                     getattr(self, f"_{kind.lower()}")(obj)
@@ -225,15 +228,34 @@ class Importer:
         return rejected
 
     def _declare(self, svc: Service, hosts: list[str]) -> None:
-        if svc.name in self.services:
-            first = self.services[svc.name]
-            self.diags.add("E1009", f"two services named `{svc.name}`", svc.span,
-                           "meshc service names are unique across namespaces", (Label(first.span, "the first"),))
+        key = f"{svc.namespace}/{svc.name}"   # (one name in several namespaces: language §5.1)
+        if key in self.services:
+            first = self.services[key]
+            self.diags.add("E1009", f"two services named `{svc.name}` in namespace `{svc.namespace}`", svc.span,
+                           "a meshc service name is unique in its namespace", (Label(first.span, "the first"),))
             return
-        self.services[svc.name] = svc
+        self.services[key] = svc
         for host in hosts:
             self.by_host[host] = svc
             svc.hosts.add(host)
+
+    def _qualify(self) -> None:
+        """Every service declared (Services and ServiceEntries come first): a name several namespaces
+        declare is written `NAMESPACE/NAME` wherever the program names the service."""
+        spaces: dict[str, int] = {}
+        for svc in self.services.values():
+            spaces[svc.name] = spaces.get(svc.name, 0) + 1
+        for svc in self.services.values():
+            if spaces[svc.name] > 1:
+                svc.ref = f"{svc.namespace}/{svc.name}"
+
+    def _named(self, name: str, namespace: str) -> Service | None:
+        """The service `name` seen from `namespace`: its own namespace's, else the only one of that name."""
+        found = self.services.get(f"{namespace}/{name}")
+        if found is None:
+            others = [s for s in self.services.values() if s.name == name]
+            found = others[0] if len(others) == 1 else None
+        return found
 
     def _service(self, obj: Obj) -> None:
         spec = obj.spec()
@@ -828,7 +850,8 @@ class Importer:
             and _NAME.match(name_node.raw) else f"route-{index}"
         out.append((f"route {name} {{", route.span))
         matches = route.at("match")
-        parts = [(alt, m.span) for m in (matches.items() if matches is not None else []) for alt in self._match(m)]
+        parts = [(alt, m.span) for m in (matches.items() if matches is not None else [])
+                 for alt in self._match(m, obj.namespace)]
         for (path, methods, rest), span in _fold_matches(parts):
             method = "" if methods is None else f"method {methods[0]}" if len(methods) == 1 else \
                 f"method [{', '.join(methods)}]"
@@ -958,7 +981,7 @@ class Importer:
             return ""
         return "cors { " + "  ".join(parts) + " }"
 
-    def _match(self, m: Node) -> list[tuple[str, tuple[str, ...] | None, tuple[str, ...]]]:
+    def _match(self, m: Node, namespace: str) -> list[tuple[str, tuple[str, ...] | None, tuple[str, ...]]]:
         """(the path condition, the methods or None, the other conditions) of each meshc match block
         one Istio match becomes (usually one)."""
         conds = []
@@ -1019,7 +1042,7 @@ class Importer:
                 conds.append(f"query {_string(qname)} {kind} {_string(value)}")
         source = m.at("sourceLabels")
         if source is not None:
-            caller = self._caller(source)
+            caller = self._caller(source, namespace)
             if caller:
                 conds.insert(0, f"caller {caller}")
         method = m.at("method")
@@ -1036,13 +1059,13 @@ class Importer:
             out = [(p, ms, rest + (c,)) for p, ms, rest in out for c in (a, b)]
         return out
 
-    def _caller(self, source: Node) -> str:
+    def _caller(self, source: Node, namespace: str) -> str:
         """`sourceLabels: {app: NAME}` as meshc's `caller NAME`, which `--target istio`
         writes so (language §7): NAME must be a service of the imported files whose every pod has the label
         `app: NAME`; other labels are E1005 (meshc names callers by service only)."""
         raw = source.raw
         name = raw.get("app") if isinstance(raw, dict) and len(raw) == 1 else None
-        svc = self.services.get(name) if isinstance(name, str) else None
+        svc = self._named(name, namespace) if isinstance(name, str) else None
         pods = (svc.pod_labels or ([svc.selector] if svc.kube else svc.endpoint_labels)) if svc else []
         if svc is None or not (svc.kube or svc.internal) or not pods or \
                 any(p.get("app") != name for p in pods):
@@ -1052,7 +1075,7 @@ class Importer:
                            "imported files whose every pod has the label `app: NAME`")
             return ""
         source.consume()
-        return str(name)
+        return svc.ref
 
     def _string_match(self, node: Node, kinds: tuple[str, ...]) -> tuple[str, str]:
         if not isinstance(node.raw, dict) or len(node.raw) != 1:
@@ -1200,7 +1223,7 @@ class Importer:
         subset = dest.at("subset")
         if subset is None:
             svc.uses_all = True
-            return f"{svc.name}.{svc.all_name}"
+            return f"{svc.ref}.{svc.all_name}"
         if not any(s[0] == subset.raw for s in svc.subsets):
             from compiler.core.diagnostics import did_you_mean
 
@@ -1208,7 +1231,7 @@ class Importer:
                            did_you_mean(str(subset.raw), [s[0] for s in svc.subsets])
                            or "declare it in the service's DestinationRule")
             return None
-        return f"{svc.name}.{subset.raw}"
+        return f"{svc.ref}.{subset.raw}"
 
     def _retries(self, route: Node) -> list[tuple[str, Span]]:
         r = route.at("retries")
@@ -1427,19 +1450,19 @@ class Importer:
         if svc.budget is not None:
             out.append((f"retry_budget {{ {'  '.join(f'{k} {v}' for k, v in svc.budget.items())} }}", svc.span))
         out.append(("}", svc.span))
-        out += [("", None), (f"routes {svc.name} {{", svc.routes_span or svc.span)]
+        out += [("", None), (f"routes {svc.ref} {{", svc.routes_span or svc.span)]
         if svc.routes is None:   # Istio's default route: every request to every pod, no timeout, default retries
             self.diags.add("W1002", f"service `{svc.name}` has no VirtualService: Istio's default route and retry "
                            "policy become `route default`", svc.span,
                            "meshc retries no gRPC status and may retry on the same endpoint")
-            out += [("route default {", svc.span), (f"to {svc.name}.{svc.all_name}", svc.span),
+            out += [("route default {", svc.span), (f"to {svc.ref}.{svc.all_name}", svc.span),
                     ("timeout none", svc.span), (f"retry {{ {_DEFAULT_RETRY} }}", svc.span), ("}", svc.span)]
         else:
             for route in svc.routes:
                 out += route
         out.append(("}", svc.span))
         if svc.allow_policies or svc.deny:
-            out += [("", None), (f"authorization {svc.name} {{", svc.span),
+            out += [("", None), (f"authorization {svc.ref} {{", svc.span),
                     (f"default {'deny' if svc.allow_policies else 'allow'}", svc.span)]
             out += svc.deny + svc.allow
             out.append(("}", svc.span))

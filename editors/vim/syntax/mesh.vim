@@ -37,7 +37,9 @@ syntax keyword meshMethod       GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE P
 syntax keyword meshConstant     none
 
 " the name after `service`, `routes`, `route`, `subset`, `authorization` (and the kind after `policy`)
-syntax match meshDeclName       contained "\k\+"
+syntax match meshDeclName       contained "\%(\k\+/\)\=\k\+"
+" NAMESPACE/SERVICE[.SUBSET]: a service of a name several namespaces declare (language §5.1)
+syntax match meshNamespaceRef   "\<[a-z0-9][-a-z0-9]*/\ze\h"
 
 syntax match meshNumber         "\<\d\+\>"
 syntax match meshDuration       "\<\d\+\%(\.\d\+\)\=\%(ms\|s\|m\|h\)\>"
@@ -64,5 +66,6 @@ highlight default link meshStdRef      Function
 highlight default link meshEscape      SpecialChar
 highlight default link meshString      String
 highlight default link meshComment     Comment
+highlight default link meshNamespaceRef Identifier
 
 let b:current_syntax = "mesh"
