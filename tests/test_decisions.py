@@ -841,3 +841,30 @@ def test_authorization_counts_as_envoys_rbac_filters(default, deny_rules, target
     if d.counter is not None:
         setattr(stats, d.counter, getattr(stats, d.counter) + 1)
     assert stats.rbac() == counted
+
+
+def test_a_view_gets_its_generated_selection_at_its_eighth_request_only_when_small():
+    """decide/request.py: a route-index view is selected by select_route until its COMPILE_AFTER-th
+    request, then by its generated function when its candidates make at most COMPILE_MAX_TESTS
+    tests; a larger view is never built on the request path (building blocks the event loop) and
+    is not asked again. Either way every decision is the one select_route makes."""
+    from runtime_proxy.decide.request import decide_request
+    from runtime_proxy.decide.routing import COMPILE_AFTER, COMPILE_MAX_TESTS, select_size
+
+    many = [{"path": {"kind": "exact", "value": f"/big/{k}"}, "headers": [{"name": f"x-h{k}", "kind": "present"}]}
+            for k in range(COMPILE_MAX_TESTS)]
+    t = table(routes=[route("small", to="a", matches=[{"path": {"kind": "segment_prefix", "value": "/small"}}]),
+                      route("big", to="b", matches=many),
+                      route("rest", to="a")])
+    (svc,) = t.services.values()
+    index = t.index[svc]
+    for n in range(1, COMPILE_AFTER + 3):
+        for target, expected in (("/small/1", "small"), ("/big/3", "rest")):
+            d = decide_request(t, _head(target=target), _draws())
+            assert d.route.name == expected, (n, target)
+        small, big = index.view("GET", "/small/1"), index.view("GET", "/big/3")
+        assert (small.select is not None) == (n >= COMPILE_AFTER), n
+        assert big.select is None and select_size(big.routes) > COMPILE_MAX_TESTS
+        assert big.cached == (n < COMPILE_AFTER), n
+    d = decide_request(t, _head(target="/big/3", x_h3="1"), _draws())
+    assert d.route.name == "big"

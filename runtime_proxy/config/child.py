@@ -67,7 +67,7 @@ def finish(pid: int, payload: bytes) -> dict[str, Any]:
         pass
     try:
         out = json.loads(payload)
-    except json.JSONDecodeError:
+    except ValueError:      # JSONDecodeError, and UnicodeDecodeError for an answer cut inside a character
         raise LoadError("the config loader stopped without an answer") from None
     if "error" in out:
         raise LoadError(out["error"])

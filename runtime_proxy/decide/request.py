@@ -39,7 +39,7 @@ from runtime_proxy.decide.http import (
     reason_phrase,
 )
 from runtime_proxy.decide.normalize import normalize
-from runtime_proxy.decide.routing import COMPILE_AFTER, COMPILE_MAX_ROUTES, compile_select, select_route
+from runtime_proxy.decide.routing import COMPILE_AFTER, COMPILE_MAX_TESTS, compile_select, select_route, select_size
 from runtime_proxy.decide.table import CRoute
 from runtime_proxy.decide.trace import TRACE_HEADERS, CTracing, Span, decide_span, trace_reason
 
@@ -295,8 +295,11 @@ def decide_request(table: Table, head: RequestHead, draws: RequestDraws,
         route = select_route(view, method, path, query, headers)
         if view.cached:      # a view the index keeps and uses gets its function (routing.compile_select)
             view.uses += 1
-            if view.uses >= COMPILE_AFTER and len(view.routes) <= COMPILE_MAX_ROUTES:
-                view.select = index.compiled(view.routes, compile_select)
+            if view.uses >= COMPILE_AFTER:
+                if select_size(view.routes) <= COMPILE_MAX_TESTS:
+                    view.select = index.compiled(view.routes, compile_select)
+                else:
+                    view.cached = False     # too large to build on the request path: never asked again
     else:
         route = select(method, path, query, headers)
     if route is None:

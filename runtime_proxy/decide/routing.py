@@ -46,11 +46,19 @@ def select_route(service: CService | ServiceView[CRoute], method: str, path: str
 
 
 # A view of the route index gets its generated function (compile_select) at its COMPILE_AFTER-th
-# request, when it has at most COMPILE_MAX_ROUTES candidates: a first segment seen once never
-# pays for a compilation, and a huge candidate list (a fleet's catch-all routes) is never
-# compiled on the request path (its loop costs the same per route tried).
+# request, when its candidates make at most COMPILE_MAX_TESTS tests (select_size): a first
+# segment seen once never pays for a compilation, and a large candidate list (a fleet's
+# catch-all routes, routes of many matches) is never compiled on the request path, where
+# building the function blocks the event loop (about 50 µs per test; the loop of select_route
+# costs the same per route tried either way).
 COMPILE_AFTER = 8
-COMPILE_MAX_ROUTES = 256
+COMPILE_MAX_TESTS = 128
+
+
+def select_size(routes: tuple[CRoute, ...]) -> int:
+    """How many tests compile_select would write for `routes`: one per match and one per condition."""
+    return sum(1 + (m.methods is not None) + (m.path is not None) + len(m.headers) + len(m.query)
+               for route in routes for m in route.matches)
 
 
 def compile_select(routes: tuple[CRoute, ...]) -> Callable[[str, str, str, HeaderMap], CRoute | None]:
