@@ -251,4 +251,4 @@ class _Resolver:
 
 def _listed(spaces: list[str]) -> str:
     shown = [f"`{s}`" for s in spaces]
-    return "namespaces " + (", ".join(shown[:-1]) + " and " + shown[-1] if len(shown) > 1 else shown[0])
+    return ("namespaces " + ", ".join(shown[:-1]) + " and " + shown[-1]) if len(shown) > 1 else "namespace " + shown[0]
