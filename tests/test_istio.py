@@ -427,3 +427,32 @@ def test_written_hosts_are_the_virtual_services_and_the_sidecars(tmp_path):
     sidecar = next(d for d in docs if d["kind"] == "Sidecar" and d["metadata"]["name"] == "web")
     assert {"default/api.example.com", "default/*.api.example.com"} <= set(sidecar["spec"]["egress"][0]["hosts"])
     assert validate(docs).ok
+
+
+def test_a_caller_of_a_name_in_several_namespaces_is_its_app_label_in_its_namespace(tmp_path):
+    """`caller staging/web`: Istio's sourceLabels carry the short name (`/` is no label value) and
+    sourceNamespace the caller's namespace, as the Sidecar's selector `app: web` does; endpoint
+    labels of a service in several namespaces carry its short name too."""
+    text = "mesh { mtls strict }\n" + "".join(
+        f'service {name} {{ port 9000  namespace "{ns}"  endpoints ["10.0.{i}.1:9000"] }}\n'
+        for i, (name, ns) in enumerate([("reviews", "prod"), ("reviews", "staging"), ("web", "prod"),
+                                        ("web", "staging")])) + """
+routes prod/reviews {
+  route fromstag { match { caller staging/web } to reviews }
+  route fromweb { match { caller web  path prefix "/w" } to reviews }
+  route rest { to reviews }
+}
+"""
+    out = emit(text, tmp_path)
+    docs = {(d["kind"], d["metadata"]["namespace"], d["metadata"]["name"]): d
+            for data in out.files.values() for d in load(data)}
+    http = docs[("VirtualService", "prod", "reviews")]["spec"]["http"]
+    sources = [(m.get("sourceLabels"), m.get("sourceNamespace")) for r in http for m in r.get("match", [])]
+    assert ({"app": "web"}, "staging") in sources and ({"app": "web"}, "prod") in sources
+    for (kind, ns, _), doc in docs.items():
+        if kind == "ServiceEntry":
+            for ep in doc["spec"]["endpoints"]:
+                assert "/" not in ep["labels"]["app"]
+        if kind == "Sidecar" and ns == "staging":
+            assert "/" not in doc["spec"]["workloadSelector"]["labels"]["app"]
+    assert not [d for d in out.diagnostics if d.severity == "error"]

@@ -336,3 +336,23 @@ def test_the_cel_parser_is_cached_and_an_unwritable_cache_only_costs_time(tmp_pa
                               timeout=60)
         assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "cache" / "cel-grammar.lark-cache").is_file()
+
+
+def test_label_values_inside_a_spec_are_checked():
+    """A `/` is no label value: a VirtualService's sourceLabels, a Sidecar's selector, a ServiceEntry
+    endpoint's labels (the CRDs type them as string maps only)."""
+    vs = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+          "metadata": {"name": "reviews", "namespace": "prod"},
+          "spec": {"hosts": ["reviews"], "http": [{"match": [{"sourceLabels": {"app": "staging/web"}}],
+                                                   "route": [{"destination": {"host": "reviews"}}]}]}}
+    se = {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+          "metadata": {"name": "reviews", "namespace": "prod"},
+          "spec": {"hosts": ["reviews.prod.svc.cluster.local"], "location": "MESH_INTERNAL", "resolution": "STATIC",
+                   "ports": [{"number": 9080, "name": "http", "protocol": "HTTP"}],
+                   "endpoints": [{"address": "10.0.0.1", "labels": {"app": "prod/reviews"}}]}}
+    report = validate([vs, se], "standard")
+    paths = sorted(p.path for p in report.problems)
+    assert paths == ["spec.endpoints[0].labels[app]", "spec.http[0].match[0].sourceLabels[app]"], report.problems
+    vs["spec"]["http"][0]["match"][0]["sourceLabels"]["app"] = "web"
+    se["spec"]["endpoints"][0]["labels"]["app"] = "reviews"
+    assert validate([vs, se], "standard").ok

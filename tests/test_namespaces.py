@@ -269,3 +269,25 @@ def test_import_istio_takes_one_name_in_two_namespaces(tmp_path):
     assert sorted(s.name for s in comp.ir.services) == ["prod/reviews", "staging/reviews"]
     istio = comp.emit("istio", [], Options())
     assert {"prod/reviews.yaml", "staging/reviews.yaml"} <= set(istio.files)
+
+
+def test_hints_name_a_service_of_several_namespaces_as_a_host_or_node_id_can():
+    """E0807 for a Host a caller of a third namespace cannot resolve suggests NAME.NAMESPACE (never the
+    key `prod/reviews`, which is no Host); E0216 for one namespace says "namespace", singular; a node
+    id `reviews` for `meshc serve` lists the node ids of the sidecars of that name."""
+    text = PROGRAM + 'service ext {\n  port 9000\n  namespace "third"\n  endpoints ["10.0.9.1:9000"]\n}\n' \
+        'test "third short" {\n  request { from service ext  GET "http://reviews/" }\n  expect { status 404 }\n}\n'
+    (d,) = [d for d in _compile(text).diagnostics if d.severity == "error"]
+    assert d.code == "E0807" and "`reviews.shop`" in d.hint and "`reviews.prod`" in d.hint and "/" not in d.hint, d.hint
+    comp = _compile(PROGRAM + "routes client {\n  route r { to staging/client }\n}\n")
+    (d,) = comp.diagnostics
+    assert d.code == "E0216" and "declared in namespace `shop`" in d.message, d.message
+
+    from compiler.control import ads, snapshot
+
+    snaps = snapshot.build_all(_compile(PROGRAM))
+    assert ads.resolve("prod/reviews", snaps) == ("prod/reviews", "")
+    service, why = ads.resolve("reviews", snaps)
+    assert service is None and "prod/reviews" in why and "shop/reviews" in why, why
+    service, why = ads.resolve("reviews.default", snaps)
+    assert service is None and "prod/reviews.default" in why, why

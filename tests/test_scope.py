@@ -439,3 +439,34 @@ def test_a_scope_change_reaches_a_running_file_based_envoy_without_restart(tmp_p
         envoy.stop()
         for b in (d, e, e2, app):
             b.close()
+
+
+def test_a_partial_compile_keeps_the_scope_of_a_sidecar_under_a_service_named_as_its_namespace(tmp_path):
+    """`prod/reviews`'s files stand in xds/prod/reviews/ next to the sidecar `prod`'s (xds/prod/lds.json):
+    a later `--proxy secret` into the same directory sweeps the scopes no sidecar uses, and must read
+    xds/prod/reviews/ too (it once deleted that sidecar's scope: its cds.json link left dangling)."""
+    import subprocess
+
+    src = tmp_path / "stale.mesh"
+    src.write_text("".join(f'service {name} {{ port {port}  {ns}endpoints ["10.0.{i}.1:{port}"] }}\n'
+                           for i, (name, port, ns) in enumerate([
+                               ("reviews", 9080, 'namespace "prod"  '), ("reviews", 9080, 'namespace "staging"  '),
+                               ("prod", 9000, 'namespace "prod"  '), ("secret", 9100, ""), ("secret2", 9200, "")]))
+                   + "authorization secret { default deny  allow { from service prod/reviews } }\n"
+                   + "authorization secret2 { default deny  allow { from service prod } }\n")
+    out = tmp_path / "out"
+
+    def compile_(proxy: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "compiler", "compile", str(src), "--target", "envoy",
+                               "--proxy", proxy, "-o", str(out)], cwd=ROOT, capture_output=True, text=True,
+                              timeout=60, env=dict(os.environ))
+        assert proc.returncode == 0, proc.stderr
+        return proc.stderr
+
+    compile_("all")
+    link = out / "xds" / "prod" / "reviews" / "cds.json"
+    assert link.is_symlink() and link.exists()
+    compile_("secret")
+    assert link.exists(), "the scope of prod/reviews was removed"
+    for cds in (out / "xds").rglob("cds.json"):
+        assert cds.exists(), cds

@@ -149,3 +149,22 @@ def test_splice_matches_orjson_for_an_empty_program():
 
     empty = ir.Program(ir.SCHEMA_VERSION, "td", ())
     assert sharding.splice("td", {}) == orjson.dumps(empty, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+
+
+def test_a_program_without_namespaces_is_still_sharded(tmp_path):
+    """No name in two namespaces and no NAMESPACE/NAME reference: `/`s in comments (`docs/x.md`,
+    `and/or`), in strings and in the stdlib's text (`import "std/resilience"`) must not make the
+    program `qualified` (compiler/semantic/namespaces.py), which `meshc check` never shards."""
+    text = generate(50).replace("\nservice svc1 {", "\n# and/or see docs/identity.md, std/resilience\n"
+                                "service svc1 {  # prod/reviews in a comment", 1)
+    assert 'import "std/resilience"' in text and "# and/or" in text
+    path = write(tmp_path, text)
+    planned = sharding.plan([path], force=True)
+    assert planned is not None
+    sources, stdlib, replicated, shards = planned
+    assert stdlib  # the stdlib module is part of the program
+    for i, segments in enumerate(shards):
+        shard = sharding.Shard(i, sources, stdlib, replicated, segments)
+        assert not shard.qualified
+        assert shard.ctx.program is shard.program
+    assert sharding.analyse([path], lower=False, force=True) is not None

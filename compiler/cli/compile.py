@@ -246,10 +246,14 @@ def _scope_dirs_in_use(xds_dir: str) -> set[str]:
         entries = os.listdir(xds_dir)
     except OSError:
         return used
-    for entry in list(entries):   # a namespace's directory holds its qualified sidecars' (NAMESPACE/NAME)
-        if entry != names.SCOPES and not os.path.exists(os.path.join(xds_dir, entry, "lds.json")):
+    # A namespace's directory holds its qualified sidecars' (NAMESPACE/NAME), and may be a sidecar's
+    # own directory too (a service named as its namespace: xds/prod/lds.json and xds/prod/reviews/):
+    # every directory one level down is looked into, whatever the one above holds.
+    for entry in list(entries):
+        if entry != names.SCOPES and os.path.isdir(os.path.join(xds_dir, entry)):
             try:
-                entries += [f"{entry}/{sub}" for sub in os.listdir(os.path.join(xds_dir, entry))]
+                entries += [f"{entry}/{sub}" for sub in os.listdir(os.path.join(xds_dir, entry))
+                            if os.path.isdir(os.path.join(xds_dir, entry, sub))]
             except OSError:
                 pass
     for entry in entries:

@@ -91,6 +91,12 @@ def resolve(node: str, snapshots: dict[str, NodeSnapshot]) -> tuple[str | None, 
         own = sorted(n for n in snapshots if n.startswith(service + "."))   # workloads with their own sidecar
         if own:
             return None, f"service {service!r} has no sidecar of its own for that name (workloads: {', '.join(own)})"
+        # a name several namespaces declare: its sidecars' node ids are NAMESPACE/NAME[.SUBSET]
+        twins = sorted({n.partition(".")[0] for n in snapshots if n.partition(".")[0].rpartition("/")[2] == service
+                        and "/" not in service and "/" in n})
+        if twins:
+            return None, (f"service {service!r} is declared in several namespaces: name one as NAMESPACE/NAME "
+                          f"({', '.join(t + dot + subset for t in twins)})")
         return None, f"no service {service!r} in the program" if dot else "no service of that name in the program"
     if subset in snap.subsets:
         return service, ""

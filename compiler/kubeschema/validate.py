@@ -276,9 +276,7 @@ def _check_meta(meta: Any, add: Any) -> None:
         why = _qualified(key)
         if why:
             add(f"metadata.labels[{key}]", f"label key `{key}` is not a qualified name: {why}")
-        if isinstance(value, str) and value and (len(value) > 63 or not _QUALIFIED_NAME.match(value)):
-            add(f"metadata.labels[{key}]", f"label value `{value}` is not valid (at most 63 letters, digits, "
-                                           f"`-`, `_` or `.`, starting and ending with a letter or digit)")
+        _check_label_value(f"metadata.labels[{key}]", value, add)
     annotations = meta.get("annotations")
     if isinstance(annotations, dict):
         for key in annotations:
@@ -288,6 +286,31 @@ def _check_meta(meta: Any, add: Any) -> None:
         size = sum(len(k) + len(v) for k, v in annotations.items() if isinstance(v, str))
         if size > 256 * 1024:
             add("metadata.annotations", f"the annotations total {size} bytes, more than 262144")
+
+
+def _check_label_value(path: str, value: Any, add: Any) -> None:
+    if isinstance(value, str) and value and (len(value) > 63 or not _QUALIFIED_NAME.match(value)):
+        add(path, f"label value `{value}` is not valid (at most 63 letters, digits, "
+                  f"`-`, `_` or `.`, starting and ending with a letter or digit)")
+
+
+# label maps inside a spec: a selector's or a source's labels, a ServiceEntry endpoint's labels (the
+# CRDs type them as string maps only; the API server's selectors refuse an invalid value at use)
+_LABEL_MAPS = frozenset({"labels", "matchLabels", "sourceLabels"})
+
+
+def _check_spec_labels(node: Any, path: str, add: Any) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{path}.{key}"
+            if key in _LABEL_MAPS and isinstance(value, dict):
+                for label, v in value.items():
+                    _check_label_value(f"{here}[{label}]", v, add)
+            else:
+                _check_spec_labels(value, here, add)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _check_spec_labels(value, f"{path}[{i}]", add)
 
 
 # ---- defaults
@@ -497,6 +520,7 @@ def _validate_one(index: int, obj: Any, channel: str, report: Report) -> None:
         path, message = _schema_message(error)
         add(field_path(path), message)
     _check_meta(data.get("metadata"), add)
+    _check_spec_labels(data.get("spec"), "spec", add)
     if len(report.problems) == before:
         # The API server evaluates the rules on an object the schema accepts (their types are then
         # the schema's); after a schema error, only that error is reported, as kubectl shows it.

@@ -43,7 +43,9 @@ def _namespace(svc: ast.Service) -> str:
 
 def _needed(program: Program) -> bool:
     """Whether any reference may be qualified or any name is declared in two namespaces: a cheap
-    look at the sources first (a `/` right after a name character outside a string is rare)."""
+    look at the user's sources first (a `/` right after a name character outside a string and a
+    comment is rare; the stdlib declares no service and is never qualified). A false positive
+    costs one walk of the items only: `qualify` returns the program itself when nothing changed."""
     import re
 
     seen: dict[str, str] = {}
@@ -53,7 +55,9 @@ def _needed(program: Program) -> bool:
             if seen.setdefault(item.name.value, ns) != ns:
                 return True
     slash = re.compile(r'(?<![/"\w.-])[A-Za-z_][\w-]*/[A-Za-z_]')
-    for source in program.sources.values():
+    for path, source in program.sources.items():
+        if path in program.stdlib_paths:
+            continue
         text = source.text
         for m in slash.finditer(text):   # (mostly none; a comment's `docs/x.md` is skipped here)
             if _code_at(text[text.rfind("\n", 0, m.start()) + 1:m.start()]):
@@ -79,12 +83,16 @@ def _code_at(line: str) -> bool:
 def qualify(program: Program, diags: Collector) -> tuple[Program, set[tuple[str, str]]]:
     """The program with every service reference resolved to its service's key, and the
     (kind, name) pairs of references already reported here (the checks stay quiet about them).
-    The program itself when nothing needs resolving (no copy)."""
+    The program itself when nothing needs resolving (no copy): no name declared in two namespaces,
+    no `NAMESPACE/NAME` reference and nothing reported. `meshc check` shards only such a program
+    (compiler/sharding.py), so this must not depend on comments or the stdlib's text."""
     if not _needed(program):
         return program, set()
     r = _Resolver(program, diags)
     modules = [replace(m, items=tuple(r.item(i) for i in m.items)) if m.path not in program.stdlib_paths else m
                for m in program.modules]
+    if not r.touched:
+        return program, set()
     return Program(modules, program.sources, program.stdlib_paths), r.reported
 
 
@@ -92,12 +100,15 @@ class _Resolver:
     def __init__(self, program: Program, diags: Collector) -> None:
         self.diags = diags
         self.reported: set[tuple[str, str]] = set()
+        # a name in two namespaces, a NAMESPACE/NAME reference or a diagnostic: the copy is needed
+        self.touched = False
         self.where: dict[str, list[str]] = {}   # name -> its namespaces, in program order
         for item in program.items():
             if isinstance(item, ast.Service) and "/" not in item.name.value:
                 spaces = self.where.setdefault(item.name.value, [])
                 if _namespace(item) not in spaces:
                     spaces.append(_namespace(item))
+                    self.touched = self.touched or len(spaces) > 1
         self.spaces_of: dict[str, str] = {}     # key -> namespace
         for name, spaces in self.where.items():
             for ns in spaces:
@@ -111,6 +122,7 @@ class _Resolver:
         """The key of the service `text` names, written where bare names mean `context`'s
         namespace (None: nowhere); `text` itself when it names no declared service."""
         if "/" in text:
+            self.touched = True
             ns, _, name = text.partition("/")
             spaces = self.where.get(name)
             if spaces is None:
@@ -136,6 +148,7 @@ class _Resolver:
     def _report(self, code: str, message: str, text: str, span, hint: str) -> None:
         self.diags.add(code, message, span, hint=hint)
         self.reported.add(("service", text))
+        self.touched = True
 
     def lit(self, lit: ast.Lit, context: str | None) -> ast.Lit:
         new = self.ref_text(lit.value, context, lit.span)
@@ -151,6 +164,7 @@ class _Resolver:
 
     def declared(self, what: str, name: ast.Lit | None) -> None:
         if name is not None and "/" in name.value:
+            self.touched = True
             self.diags.add("E0217", f"{what} name `{name.value}` has a `/`: only a reference to a service may "
                            "name its namespace", name.span,
                            hint="declare the service by its name and write its namespace inside: "
@@ -237,4 +251,4 @@ class _Resolver:
 
 def _listed(spaces: list[str]) -> str:
     shown = [f"`{s}`" for s in spaces]
-    return "namespaces " + (", ".join(shown[:-1]) + " and " + shown[-1] if len(shown) > 1 else shown[0])
+    return ("namespaces " + ", ".join(shown[:-1]) + " and " + shown[-1]) if len(shown) > 1 else "namespace " + shown[0]

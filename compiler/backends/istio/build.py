@@ -141,7 +141,7 @@ def _service_entry(svc: ir.Service, account: str | None, sources: dict, diags: l
     for sub in static:
         for e in sub.endpoints:
             ep: dict = {"address": e.host, "ports": {PORT_NAME: e.port},
-                        "labels": {APP_LABEL: svc.name, SUBSET_LABEL: sub.name}}
+                        "labels": {APP_LABEL: short_name(svc.name), SUBSET_LABEL: sub.name}}
             if account is not None:
                 ep["serviceAccount"] = account
             endpoints.append(ep)

@@ -135,7 +135,8 @@ def match_requests(m: ir.Match, route: ir.Route, sources: dict, diags: list[Diag
     for uri in _path_alternatives(m.path):
         for method in m.methods or (None,):
             # a `caller` condition: Istio's sourceLabels, the calling workloads' `app` label (one
-            # request per caller, ORed)
+            # request per caller, ORed); a caller of a name declared in several namespaces
+            # (`NAMESPACE/NAME`) is its short name in its namespace (a `/` is no label value)
             for caller in m.callers or (None,):
                 req = dict(base)
                 if uri is not None:
@@ -143,7 +144,10 @@ def match_requests(m: ir.Match, route: ir.Route, sources: dict, diags: list[Diag
                 if method is not None:
                     req["method"] = {"exact": method}
                 if caller is not None:
-                    req["sourceLabels"] = {APP_LABEL: caller}
+                    namespace, _, name = caller.rpartition("/")
+                    req["sourceLabels"] = {APP_LABEL: name}
+                    if namespace:
+                        req["sourceNamespace"] = namespace
                 out.append(req)
     return out
 
