@@ -539,10 +539,11 @@ def _modified_path(rule: dict, match: dict, path: str) -> tuple[str, str] | None
 
 def _rule_route(rule: dict, routes) -> str:
     """The route an HTTPRoute rule comes from, by the rule's name: the route's (lower case, `_` as
-    `-`), with `-N` when the route is written as one rule per match."""
+    `-`), with `-N` (or `-rN`, where another route's name is `NAME-N`) when the route is written as
+    one rule per match."""
     names = {r.name.lower().replace("_", "-"): r.name for r in routes}
     name = rule["name"]
-    return names[name] if name in names else names[name.rsplit("-", 1)[0]]
+    return names[name] if name in names else names[re.sub(r"-r*[0-9]+\Z", "", name)]
 
 
 def test_the_native_comparison_compared_requests():
@@ -743,3 +744,52 @@ def test_rules_split_per_match_count_toward_the_sixteen():
                                 "prefix)") and emitted.files == {}
     last = '  route r7 {\n    match { path prefix "/p7" }\n    to api.v1\n  }\n'
     assert "E0952" not in codes(text.replace(last, ""))
+
+
+# ---- rule names: unique, whatever the route names (review r6, finding 4)
+
+def test_split_rule_names_do_not_take_another_routes_name():
+    """`old` written as two rules (two methods) next to a route `old_1` (`old-1`): the split rules
+    take `old-r1`, `old-r2`, every rule keeps a name, and the HTTPRoute validates (the CRD's
+    unique-name rule, whose `&&` must absorb the error of a rule without a name, see
+    tests/test_kubeschema.py); routes `A` and `a` are `a` and `a-2`."""
+    text = SVC + """routes api {
+  route old {
+    match { path prefix "/a"  method [GET, HEAD] }
+    to api.v1
+    rewrite { prefix "/n" }
+  }
+  route old_1 {
+    match { path prefix "/c" }
+    to api.v2
+  }
+  route A {
+    match { path prefix "/d" }
+    to api.v2
+  }
+  route a {
+    to api.v1
+  }
+}
+"""
+    emitted = emit(text)
+    assert not [d for d in emitted.diagnostics if d.severity == "error"], emitted.diagnostics
+    assert emitted.validation.ok and emitted.validation.rule_evaluations > 0
+    assert [r.get("name") for r in routes(emitted)[0]["spec"]["rules"]] == ["old-r1", "old-r2", "old-1", "a", "a-2"]
+
+
+# ---- a prefix replacement ending in `/` (review r6, finding 1)
+
+@pytest.mark.parametrize("change", ['rewrite { prefix "/b/" }', 'redirect { prefix "/b/"  port 80 }'])
+def test_a_prefix_replacement_ending_in_a_slash_is_refused(change):
+    """Gateway API joins a ReplacePrefixMatch and the rest of the path with one `/` (v1.6.1's table:
+    `/foo/bar`, prefix `/foo`, `/xyz/` gives `/xyz/bar`), meshc keeps the rest as it is (`/xyz//bar`,
+    W0420): E0957, for a route of one match as for one of several; `/` itself is exact."""
+    to = "" if change.startswith("redirect") else "    to api.v1\n"
+    for match in ('match { path prefix "/a" }', 'match { path prefix "/a"  method [GET, HEAD] }'):
+        emitted = emit(SVC + f"routes api {{\n  route r {{\n    {match}\n{to}    {change}\n  }}\n}}\n")
+        (d,) = [d for d in emitted.diagnostics if d.code == "E0957"]
+        assert "meshc makes `/a/x` `/b//x`, and Gateway API's ReplacePrefixMatch `/b/x`" in d.message, d.message
+        assert emitted.files == {}
+        fixed = emit(SVC + f"routes api {{\n  route r {{\n    {match}\n{to}    {change.replace('/b/', '/')}\n  }}\n}}\n")
+        assert not [d for d in fixed.diagnostics if d.severity == "error"]
