@@ -318,8 +318,10 @@ def _env() -> celpy.Environment:
         _cached_parser()
 
         limit = sys.getrecursionlimit()
-        _ENV = celpy.Environment(runner_class=_Runner)   # (it raises the process's recursion limit to 2500: the rules of the
-        sys.setrecursionlimit(limit)  # vendored CRDs evaluate well within the default, so it is put back)
+        # (celpy raises the process's recursion limit to 2500: the rules of the vendored CRDs
+        # evaluate well within the default, so it is put back)
+        _ENV = celpy.Environment(runner_class=_Runner)
+        sys.setrecursionlimit(limit)
     return _ENV
 
 
