@@ -166,6 +166,10 @@ def test_cors_preflight_order_of_the_lists():
 @pytest.mark.parametrize(("cors", "code", "message"), [
     ('origins [exact "https://a.example/shop"]', "E0340", "origin `https://a.example/shop` has a path"),
     ('origins [exact "https://a.example/"]', "E0340", "origin `https://a.example/` ends with `/`"),
+    ('origins [exact "https://app.example:99999"]', "E0340",
+     "origin `https://app.example:99999` has port 99999, which no origin has"),
+    ('origins [exact "http://app.example:0"]', "E0340",
+     "origin `http://app.example:0` has port 0, which no origin has"),
     ('origins [exact "a.example"]', "E0340", "`a.example` is not an origin"),
     ('origins [prefix "app.example"]', "E0340", "origin prefix `app.example` does not start with a scheme"),
     ('origins [regex "https://(a"]', "E0304", "invalid regex `https://(a`: missing ): https://(a"),

@@ -95,6 +95,29 @@ def test_a_rule_that_fails_on_its_value_is_an_error_never_a_pass():
     assert [p[2] for p in problems] == ["validator"] and "cannot evaluate" in problems[0][1]
 
 
+UNIQUE_NAMES = "self.all(l1, !has(l1.name) || self.exists_one(l2, has(l2.name) && l1.name == l2.name))"
+
+
+@pytest.mark.parametrize("rule, names, expected", [
+    # CEL's `&&` and `||` absorb an error on either side (false && error = false, error || true = true):
+    # the HTTPRoute rule-name rule over rules some of which have no name (cel-python 0.5 let the
+    # missing field's error of a macro's operand escape)
+    (UNIQUE_NAMES, ["a", None], True), (UNIQUE_NAMES, [None, "a"], True), (UNIQUE_NAMES, ["a", None, None], True),
+    (UNIQUE_NAMES, ["a", "b", None], True), (UNIQUE_NAMES, ["a", None, "a"], False),
+    ("self.all(x, has(x.name) && x.name == 'a' || !has(x.name))", ["a", None], True),
+    ("self.exists(x, x.name == 'b' || true)", [None], True),
+    ("self.all(x, x.name == 'a' && false)", [None], False),
+    ("self.all(x, x.name == 'a' || false)", [None], None),   # (an error either side, none absorbed)
+    ("self.all(x, x.name == 'a' && true)", [None], None),
+])
+def test_and_or_absorb_errors_as_the_cel_spec_says(rule, names, expected):
+    value = cel.to_cel({"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"},
+                                                                                    "x": {"type": "string"}}}},
+                       [{"name": n} if n else {"x": "1"} for n in names])
+    ok, why = cel.compile_rule({"rule": rule, "message": "m"}).evaluate(value)
+    assert ok is expected, why
+
+
 def test_a_transition_rule_does_not_apply_to_a_create():
     report = Report()
     problems = []

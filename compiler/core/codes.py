@@ -469,12 +469,15 @@ CODES: dict[str, Code] = _registry(
               "or the prefix of a plain or case-insensitive match, has no form; URLRewrite's `hostname` has no port."),
     ("E0956", "redirect without the query, under Gateway API", "HTTPRequestRedirectFilter has no field for the "
               "query: a redirect with `strip_query` cannot be written."),
-    ("E0957", "prefix replacement in a rule with several matches", "Gateway API allows ReplacePrefixMatch (in a "
-              "redirect or a rewrite) only in a rule with exactly one match, a PathPrefix. meshc writes a route "
-              "whose match is several HTTPRouteMatches (several methods, or the matches added to keep the written "
-              "order) as one rule per match, each with the path meshc makes of its own match (ReplaceFullPath for "
-              "an exact path, ReplacePrefixMatch for a longer prefix); E0957 when that path is not one Gateway API "
-              "takes (a replacement ending in `/` makes a `//`)."),
+    ("E0957", "prefix replacement Gateway API makes differently", "Gateway API's ReplacePrefixMatch (in a "
+              "redirect or a rewrite) joins the replacement and the rest of the path with one `/` (`/foo/bar`, "
+              "prefix `/foo`, replacement `/xyz/`: `/xyz/bar`), where meshc keeps the rest as it is (`/xyz//bar`, "
+              "W0420): a replacement other than `/` that ends in `/` is refused. Gateway API allows "
+              "ReplacePrefixMatch only in a rule with exactly one match, a PathPrefix: meshc writes a route whose "
+              "match is several HTTPRouteMatches (several methods, or the matches added to keep the written order) "
+              "as one rule per match, each with the path meshc makes of its own match (ReplaceFullPath for an "
+              "exact path, ReplacePrefixMatch for a longer prefix); E0957 also when that path is not one Gateway "
+              "API takes."),
     ("E0958", "routes for named callers only, for Gateway API", "When every route of a service has a `caller` "
               "condition, meshc's other callers have no route to it and are answered 404; an HTTPRoute cannot name "
               "callers, and without one a Service forwards every request."),

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import celpy
 import re2
 from celpy import celtypes
-from celpy.evaluation import CELEvalError, base_functions
+from celpy.evaluation import CELEvalError, Evaluator, base_functions
 
 # What cel-python itself provides besides base_functions: the macros and function-like macros.
 _MACROS = {"has", "dyn", "all", "exists", "exists_one", "map", "filter", "reduce"}
@@ -261,6 +261,55 @@ def _cached_parser() -> None:
         CELParser.CEL_PARSER = lark.Lark(grammar, **options)
 
 
+def _operand(evaluator: Any, tree: Any) -> Any:
+    """One operand of `&&`/`||`: its value, or the error it raised as a value."""
+    try:
+        return evaluator.visit(tree)
+    except CELEvalError as exc:
+        return exc
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, OverflowError, IndexError) as exc:
+        return CELEvalError(str(exc), type(exc), exc.args)
+
+
+def _logical(evaluator: Any, tree: Any, absorbing: bool) -> Any:
+    """CEL's commutative `&&` (absorbing false) and `||` (absorbing true): `false && error` is false
+    and `error || true` true, whichever side the error is on (the CEL spec, "Logical operators");
+    else an error operand makes the result an error. cel-python 0.5 evaluates both sides and lets an
+    exception of the right one (a missing field inside a macro) escape."""
+    left = _operand(evaluator, tree.children[0])
+    if isinstance(left, celtypes.BoolType) and bool(left) is absorbing:
+        return left
+    right = _operand(evaluator, tree.children[1])
+    if isinstance(right, celtypes.BoolType) and bool(right) is absorbing:
+        return right
+    for side in (left, right):
+        if not isinstance(side, celtypes.BoolType):
+            return side if isinstance(side, CELEvalError) else _error("no such overload")
+    return celtypes.BoolType(not absorbing)
+
+
+class _Evaluator(Evaluator):
+    """cel-python's interpreter with CEL's error-absorbing `&&` and `||` (`_logical`), in macros too."""
+
+    def sub_evaluator(self, ast: Any) -> Evaluator:
+        return _Evaluator(ast, activation=self.activation)
+
+    def conditionalor(self, tree: Any) -> Any:
+        if len(tree.children) == 2:
+            return _logical(self, tree, True)
+        return super().conditionalor(tree)
+
+    def conditionaland(self, tree: Any) -> Any:
+        if len(tree.children) == 2:
+            return _logical(self, tree, False)
+        return super().conditionaland(tree)
+
+
+class _Runner(celpy.InterpretedRunner):
+    def evaluate(self, context: Any) -> Any:
+        return _Evaluator(ast=self.ast, activation=self.new_activation()).evaluate(context)
+
+
 def _env() -> celpy.Environment:
     global _ENV
     if _ENV is None:
@@ -269,8 +318,10 @@ def _env() -> celpy.Environment:
         _cached_parser()
 
         limit = sys.getrecursionlimit()
-        _ENV = celpy.Environment()   # (it raises the process's recursion limit to 2500: the rules of the
-        sys.setrecursionlimit(limit)  # vendored CRDs evaluate well within the default, so it is put back)
+        # (celpy raises the process's recursion limit to 2500: the rules of the vendored CRDs
+        # evaluate well within the default, so it is put back)
+        _ENV = celpy.Environment(runner_class=_Runner)
+        sys.setrecursionlimit(limit)
     return _ENV
 
 

@@ -111,7 +111,7 @@ class GatewayApiTarget:
                 rule_matches.append(rule["matches"])
             safe, conflicts = order.plan(rule_matches)
             written: list[dict[str, Any]] = []
-            names: list[str] = []
+            counts: list[int] = []
             rule_sources: list[str] = []   # each written rule's route (one route may be several rules)
             for rule, matches, route in zip(rules, safe, svc.routes):
                 rule["matches"] = matches
@@ -119,8 +119,8 @@ class GatewayApiTarget:
                 diags += found
                 written += pieces
                 rule_sources += [str(route.source)] * len(pieces)
-                names += [route.name if len(pieces) == 1 else f"{route.name}-{k + 1}" for k in range(len(pieces))]
-            for rule, name in zip(written, _rule_names(names)):
+                counts.append(len(pieces))
+            for rule, name in zip(written, rule_names([r.name for r in svc.routes], counts)):
                 if name is not None:
                     rule["name"] = name
             rules = written
@@ -293,6 +293,15 @@ def _path_modifier(p: ir.PathRewrite, route: ir.Route, what: str, sources: dict,
     if p.kind == "path":
         return {"type": "ReplaceFullPath", "replaceFullPath": p.substitution}
     if p.kind == "prefix" and (p.segment or p.pattern == "/") and not p.ignore_case:
+        if p.substitution != "/" and p.substitution.endswith("/"):
+            # Gateway API joins the replacement and the rest with one `/` (v1.6.1's table: `/foo/bar`,
+            # prefix `/foo`, `/xyz/` -> `/xyz/bar`), meshc appends the rest as it is (`/xyz//bar`, W0420)
+            diags.append(located(ONE_PREFIX, f"route `{route.name}`'s {what} replaces prefix `{p.pattern}` with "
+                                 f"`{p.substitution}`, which ends in `/`: meshc makes `{p.pattern}/x` "
+                                 f"`{p.substitution}/x`, and Gateway API's ReplacePrefixMatch `{p.substitution}x`",
+                                 route.source, sources,
+                                 hint=f"write `prefix \"{p.substitution.rstrip('/')}\"` (the same path under both)"))
+            return None
         return {"type": "ReplacePrefixMatch", "replacePrefixMatch": p.substitution}
     why = "by a regex" if p.kind == "regex" else "of a plain or case-insensitive prefix"
     diags.append(located(PATH_CHANGE, f"route `{route.name}`'s {what} replaces the path {why}, which Gateway "
@@ -456,14 +465,42 @@ def _destination_filters(t: ir.WeightedSubset, route: ir.Route, sources: dict,
     return out
 
 
-def _rule_names(names: list[str]) -> list[str | None]:
-    """Each rule's `name` (optional in Gateway API, a DNS label unique in the route): the route's
-    name in lower case with `_` as `-`; None (no name) where that is not a DNS label or not unique."""
-    fixed = [n.lower().replace("_", "-") for n in names]
-    counts: dict[str, int] = {}
-    for f in fixed:
-        counts[f] = counts.get(f, 0) + 1
-    return [f if counts[f] == 1 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", f) else None for f in fixed]
+def rule_names(routes: list[str], counts: list[int]) -> list[str | None]:
+    """Each rule's `name` (optional in Gateway API, a DNS label unique in the HTTPRoute), for routes
+    written as `counts` rules each: the route's name in lower case with `_` as `-`, and a route
+    written as several rules (one per match) `NAME-1`, `NAME-2`, … Where such a name is another
+    rule's (a route `old_1` next to `old`'s `old-1`), the route of several rules takes `-r` (repeated
+    as needed) before the numbers (`old-r1`, `old-r2`); a single rule whose name an earlier one has
+    (routes `A` and `a`) takes `-2`, `-3`, … None (no name) where the route's name is not a DNS label."""
+    bases = [n.lower().replace("_", "-") for n in routes]
+    label = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+    natural = {b for b, c in zip(bases, counts) if c == 1}   # the names single rules take as they are
+    used: set[str] = set()
+    out: list[str | None] = []
+    for base, count in zip(bases, counts):
+        if not label.match(base):
+            out += [None] * count
+            continue
+        if count == 1:
+            name, k = base, 1
+            while name in used:
+                k += 1
+                name = f"{base}-{k}"
+                while name in natural:
+                    k += 1
+                    name = f"{base}-{k}"
+            used.add(name)
+            out.append(name)
+            continue
+        infix = ""
+        while True:
+            names = [f"{base}-{infix}{k + 1}" for k in range(count)]
+            if not any(n in used or n in natural for n in names):
+                break
+            infix += "r"
+        used.update(names)
+        out += names
+    return out
 
 
 def _fraction(percent: float) -> dict[str, Any]:

@@ -18,7 +18,14 @@ MAX_AGE_S = 86_400   # a day: the longest any browser keeps a preflight (Firefox
 def origin_problem(test: str, value: str) -> tuple[str, str] | None:
     """(message, hint) when an `exact` or `prefix` origin can never be a browser's `Origin`."""
     if test == "exact":
-        if value == "*" or _ORIGIN.match(value):
+        if value == "*":
+            return None
+        m = _ORIGIN.match(value)
+        if m:
+            port = m.group(2)
+            if port is not None and not 1 <= int(port[1:]) <= 65535:
+                return (f"origin `{value}` has port {port[1:]}, which no origin has",
+                        "a port is 1 to 65535 (a browser sends no port for the scheme's default)")
             return None
         if value.endswith("/") and _ORIGIN.match(value.rstrip("/")):
             return (f"origin `{value}` ends with `/`", f'an origin has no path: write `"{value.rstrip("/")}"`')
