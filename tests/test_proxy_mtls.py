@@ -109,6 +109,72 @@ class TlsBackend:
         self.thread.join(5)
 
 
+class RetriedTlsBackend:
+    """An mTLS server, one thread per connection, for a retried answer with a body: the first
+    request of an `x-id` gets a 503 whose 100 KB body comes in two parts `tail_delay` apart,
+    later ones a 200. A new connection waits `handshake_delays.pop(0)` (when any) before its
+    handshake. `events` records ("answer", connection number, status) and ("closed", number)."""
+
+    def __init__(self, cert_dir: str, ca: str):
+        self.ctx = server_context(cert_dir, ca)
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.events: list[tuple] = []
+        self.seen: set[bytes] = set()
+        self.handshake_delays: list[float] = []
+        self.tail_delay = 0.1
+        self.conns = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                raw, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns += 1
+            delay = self.handshake_delays.pop(0) if self.handshake_delays else 0.0
+            threading.Thread(target=self._serve, args=(raw, self.conns, delay), daemon=True).start()
+
+    def _serve(self, raw: socket.socket, n: int, delay: float):
+        time.sleep(delay)
+        try:
+            with self.ctx.wrap_socket(raw, server_side=True) as s:
+                s.settimeout(5)
+                buf = b""
+                while True:
+                    while b"\r\n\r\n" not in buf:
+                        data = s.recv(65536)
+                        if not data:
+                            raise ConnectionResetError
+                        buf += data
+                    head, buf = buf.split(b"\r\n\r\n", 1)
+                    headers = dict(line.lower().split(b": ", 1) for line in head.split(b"\r\n")[1:])
+                    length = int(headers.get(b"content-length", b"0"))
+                    while len(buf) < length:
+                        data = s.recv(65536)
+                        if not data:
+                            raise ConnectionResetError
+                        buf += data
+                    buf = buf[length:]
+                    if headers[b"x-id"] not in self.seen:
+                        self.seen.add(headers[b"x-id"])
+                        self.events.append(("answer", n, 503))
+                        body = b"x" * 100_000
+                        s.sendall(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: %d\r\n\r\n%s" % (
+                            len(body), body[:1000]))
+                        time.sleep(self.tail_delay)
+                        s.sendall(body[1000:])
+                    else:
+                        self.events.append(("answer", n, 200))
+                        s.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        except (OSError, ssl.SSLError):
+            self.events.append(("closed", n))
+
+    def stop(self):
+        self.sock.close()
+
+
 class TlsClient:
     """A keep-alive HTTPS client presenting an identity (no hostname check: mesh certificates name
     a SPIFFE ID); `serial` is the serial of the certificate the server presented."""
@@ -206,17 +272,20 @@ def upstreams(pki):
     ups = {"app": Backend("app"), "plain": Backend("plain"),
            "good": TlsBackend(pki.dirs["svc"], pki.ca),         # presents .../sa/svc
            "wrong": TlsBackend(pki.dirs["other"], pki.ca),      # presents .../sa/other
-           "foreign": TlsBackend(pki.bad["other_ca"], pki.ca)}  # another CA's certificate
+           "foreign": TlsBackend(pki.bad["other_ca"], pki.ca),  # another CA's certificate
+           "retried": RetriedTlsBackend(pki.dirs["svc"], pki.ca)}
     yield ups
     for u in ups.values():
         u.stop()
 
 
 def sidecar_config(pki, ups, mode: str) -> dict:
-    def dest(name, port, mtls, identity=TD + "svc"):
-        return service(name, [subset("v1", [port], name)], [route("default", to=(name, "v1"))],
+    def dest(name, port, mtls, identity=TD + "svc", **extra):
+        return service(name, [subset("v1", [port], name)], [route("default", to=(name, "v1"), **extra)],
                        identity=identity, mtls=mtls, sni=f"{name}.default")
+    retry = {"num_retries": 1, "retry_on": ["5xx"], "per_try_timeout_ms": 0, "backoff_base_ms": 5, "backoff_max_ms": 10}
     cfg = config([dest("good", ups["good"].port, True), dest("wrong", ups["wrong"].port, True),
+                  dest("retried", ups["retried"].port, True, retry=retry),
                   dest("foreign", ups["foreign"].port, True), dest("plain", ups["plain"].port, False),
                   dest("client", ups["app"].port, False, OWN)],
                  app_port=ups["app"].port, authorization=AUTHZ)
@@ -366,6 +435,27 @@ def test_outbound_refuses_a_server_that_is_not_the_destination(strict, host, rea
 def test_outbound_plaintext_destination_stays_plaintext(strict):
     status, body = plain_get(strict.outbound, "/x", host="plain")
     assert status == 200 and json.loads(body)["backend"] == "plain"
+
+
+def test_a_retried_answer_with_a_body_closes_its_connection(strict, upstreams):
+    """A 503 whose body is still coming is retried on another connection, and its own connection
+    is closed, as Envoy resets the stream. Regression: the native proxy drained and pooled it;
+    when the body ended while the retry waited for a new connection (an mTLS handshake), the
+    retry was handed that connection and sent on it, and the end of the 503's body ended the
+    request with no answer to the client (access log: response_code 0)."""
+    up = upstreams["retried"]
+    up.handshake_delays[:] = [0.0, 0.3]      # the retry's connection is ready after the 503's body ended
+    conn = http.client.HTTPConnection("127.0.0.1", strict.outbound, timeout=1.5)
+    conn.request("POST", "/r", body=b"b" * 50_000, headers={"Host": "retried", "x-id": "r1"})
+    resp = conn.getresponse()
+    assert (resp.status, resp.read(), resp.getheader("x-envoy-attempt-count")) == (200, b"ok", "2")
+    conn.close()
+    first = up.conns - 1
+    assert wait_for(lambda: ("closed", first) in up.events, 2)
+    # the 503's connection closed without another request on it; the retry went on the next one
+    assert up.events[-2:] == [("closed", first), ("answer", first + 1, 200)] or \
+        up.events[-2:] == [("answer", first + 1, 200), ("closed", first)], up.events
+    assert ("answer", first, 503) in up.events and ("answer", first, 200) not in up.events
 
 
 # ---- rotation ------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from runtime_proxy.net.tracing import SpanExport
     from runtime_proxy.net.upstream import Cluster, Pool, UpstreamConn
 
+_EMPTY_BODY = b"content-length: 0\r\n"   # a response head's line (net/upstream.py formats them)
 REPLAY_LIMIT = 1024 * 1024       # bytes of request body kept for retries and the mirror
 UNSENT_HIGH = 256 * 1024         # body bytes waiting for a connection before the client is paused
 
@@ -490,6 +491,13 @@ class Exchange:
             if self.retry(Outcome(status, None, overloaded)):
                 codes = cluster.stats.retry_codes      # Envoy's `retry.upstream_rq_<code>`
                 codes[status] = codes.get(status, 0) + 1
+                if not (self.body_done and (not conn.in_body or _EMPTY_BODY in conn.lines)):
+                    # A body still to come (or a request still being sent): Envoy resets the
+                    # stream, which closes the connection. Drained and pooled instead, it could
+                    # end while the retry waits for a connection and be handed to it: the retry
+                    # would go out on it, and the end of the answer it no longer wants would end
+                    # the request unanswered.
+                    conn.abandon()
                 return
         elif self.retry_held:    # a retried attempt answered with what is not retried: a success
             self.retry_held = False
@@ -772,7 +780,7 @@ class Exchange:
         if rstats is not None:
             rstats.retry += 1
         self.end_attempt()
-        self.conn = None         # a connection still sending this response drains it, then is reused
+        self.conn = None         # (a retried answer's connection: closed or kept in on_response_head)
         self.retry_held = True
         self.state = BACKOFF
         self.other_timer = self.rt.loop.call_later(verdict.backoff_ms / 1000.0, self.after_backoff)
