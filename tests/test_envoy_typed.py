@@ -15,6 +15,7 @@ import copy
 import json
 from pathlib import Path
 
+import envoy_data_plane.envoy.extensions.filters.http.cors.v3
 import envoy_data_plane.envoy.extensions.filters.http.fault.v3
 import envoy_data_plane.envoy.extensions.filters.http.rbac.v3
 import envoy_data_plane.envoy.extensions.filters.http.router.v3

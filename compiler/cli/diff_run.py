@@ -528,6 +528,13 @@ def services_of(side: Side) -> dict[str, str]:
     return {} if side.ir is None else {s.name: s.identity for s in side.ir.services}
 
 
+def host_of(dest: str) -> str:
+    """The Host every caller reaches `dest` by: its name, or for a name several namespaces declare
+    (`NAMESPACE/NAME`) `NAME.NAMESPACE` (a short name means the caller's namespace's: §5.1)."""
+    namespace, _, name = dest.rpartition("/")
+    return f"{name}.{namespace}" if namespace else dest
+
+
 def diff(old: Side, new: Side) -> Result:
     result = Result([], {})
     result.settings = settings_changes(old, new)
@@ -539,7 +546,7 @@ def diff(old: Side, new: Side) -> Result:
         if not space.complete:
             result.unknown[dest] = space.reasons
         result.destinations += 1
-        host = dest
+        host = host_of(dest)
         found: dict[tuple, Change] = {}
         # a service on one side only calls nothing on the other: it is listed under settings
         # (`service: absent → declared`), its own requests are not compared
@@ -606,22 +613,23 @@ def replay(old: Side, new: Side, change: Change, caller: str) -> bool:
     """Decide the witness again, alone, on both sides: True when the outcomes still differ."""
     services = {**services_of(old), **services_of(new)}
     sample = sample_response(change.dest, [old, new])
+    host = host_of(change.dest)
     outs = []
     for side in (old, new):
         ids = services_of(side)
         dest_table = side.tables.get(change.dest)
         if caller in services:
             table = side.tables.get(caller)
-            o = outbound(table, change.dest, change.request, sample)
+            o = outbound(table, host, change.request, sample)
             up = o.pop("_up", None)
             if up is not None:
                 svc = table.services.get(change.dest) if table is not None else None
                 o.update(inbound(dest_table, up, ids.get(caller), bool(svc is not None and svc.mtls),
-                                 change.dest))
+                                 host))
         elif caller == UNAUTHENTICATED:
-            o = inbound(dest_table, _request_line(change.request, change.dest), None, False, change.dest)
+            o = inbound(dest_table, _request_line(change.request, host), None, False, host)
         else:
             ident = caller.removeprefix("identity ")
-            o = inbound(dest_table, _request_line(change.request, change.dest), ident, True, change.dest)
+            o = inbound(dest_table, _request_line(change.request, host), ident, True, host)
         outs.append(observable(o))
     return outs[0] != outs[1]
