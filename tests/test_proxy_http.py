@@ -219,3 +219,69 @@ def test_the_serving_process_loads_neither_orjson_nor_hashlib_until_asked(backen
         assert "orjson" not in mapped() and "_hashlib" not in mapped()
         assert proxy.stats()["http.outbound.downstream_rq_2xx"] >= 1   # a JSON answer: now it is loaded
         assert "orjson" in mapped()
+
+
+def test_pooled_connection_handed_over_mid_read_keeps_its_head_limit(tmp_path):
+    """A response whose last read is larger than the response head limit, finished while another
+    request waits for the (only) connection: the waiting request gets the connection and its own
+    response (regression: the whole read was counted as the next response's head, a 502)."""
+    import threading
+
+    body = os.urandom(16_384)
+    lsock = socket.create_server(("127.0.0.1", 0))
+    port = lsock.getsockname()[1]
+    accepted = []
+
+    def serve(conn: socket.socket) -> None:
+        buf = b""
+        n = 0
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    try:
+                        data = conn.recv(65536)
+                    except OSError:       # the proxy stopped
+                        return
+                    if not data:
+                        return
+                    buf += data
+                buf = buf.split(b"\r\n\r\n", 1)[1]
+                n += 1
+                if n == 1:
+                    time.sleep(0.2)   # the second request is sent, and waits for this connection
+                # head and body in one write: the proxy reads them (and the response's end) at once
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\nx-n: %d\r\n\r\n%s" % (len(body), n, body))
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = lsock.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    one = {"max_connections": 1, "max_pending_requests": 8, "max_requests": 8, "max_retries": 3}
+    cfg = config([service("svc", [subset("v1", [port], "svc")], [route("all", to=("svc", "v1"))], limits=one)],
+                 app_port=port, upstream={"max_response_headers_bytes": 1024})
+    try:
+        with run_proxy(cfg, tmp_path) as p:
+            results: list = [None, None]
+
+            def fetch(i: int) -> None:
+                results[i] = get(p.outbound, f"/{i}")
+
+            first = threading.Thread(target=fetch, args=(0,))
+            first.start()
+            time.sleep(0.05)
+            second = threading.Thread(target=fetch, args=(1,))
+            second.start()
+            first.join(5)
+            second.join(5)
+            assert [(r.status, r.body) for r in results] == [(200, body), (200, body)], \
+                [(r.status, r.body[:200]) for r in results]
+            assert sorted(r.header("x-n") for r in results) == ["1", "2"]
+            assert len(accepted) == 1      # one pooled connection served both
+    finally:
+        lsock.close()

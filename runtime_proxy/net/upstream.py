@@ -237,7 +237,9 @@ class UpstreamConn(asyncio.BaseProtocol):   # (not asyncio.Protocol: TlsUpstream
         down.corked += 1
         try:
             self.parser.feed_data(data)
-            if not self.head_done and self.user is not None:
+            # (`self.user is user`: a response that ended in this read may have handed the
+            # connection to a waiting request, whose head none of these bytes belong to)
+            if not self.head_done and self.user is user:
                 self.head_seen += self.cur_len
                 if self.head_seen > self.max_head:   # a head that goes on and on
                     raise HeadersTooLarge()
