@@ -38,7 +38,7 @@ from runtime_proxy.net.metrics import MAX_SOURCES, Metrics, TlsStats
 from runtime_proxy.net.timers import TimerWheel
 from runtime_proxy.net.tls import Identities
 from runtime_proxy.net.tracing import SpanExport, span_export
-from runtime_proxy.net.upstream import Pool
+from runtime_proxy.net.upstream import Pool, TlsReads
 from runtime_proxy.net.wire import local_reply, status_line
 
 if TYPE_CHECKING:
@@ -1003,26 +1003,13 @@ class Downstream(asyncio.BaseProtocol):   # (not asyncio.Protocol: TlsDownstream
         self.close(linger=True)     # the client may be sending still
 
 
-# Where the event loop's TLS layer decrypts a read for a TLS connection (get_buffer below): one
-# buffer for all of them, copied out at once. Without it uvloop decrypts each read into a new
-# 256 KiB bytes object: an mmap, an mremap and a munmap per read. (uvloop reads into the buffer
-# only for a protocol with get_buffer that is not an asyncio.Protocol: Downstream is none.)
-TLS_READ_BUFFER = memoryview(bytearray(64 * 1024))
-
-
-class TlsDownstream(Downstream, asyncio.BufferedProtocol):
+class TlsDownstream(Downstream, TlsReads):
     """A client connection of the inbound listener over mTLS (the handshake is done when the
     event loop calls connection_made): the peer's identity and the XFCC line are read once here,
     never per request. `own_id` is the SPIFFE ID of the certificate this handshake presented.
-    A buffered protocol (TLS_READ_BUFFER): each decrypted read is copied out of the shared buffer
-    and handled as Downstream.data_received handles a plaintext one."""
+    Its reads are TlsReads (net/upstream.py): each decrypted read is copied out of the shared
+    buffer and handled as Downstream.data_received handles a plaintext one."""
     __slots__ = ("own_id",)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return TLS_READ_BUFFER
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(TLS_READ_BUFFER[:nbytes].tobytes())
 
     def __init__(self, rt: Runtime, own_id: str) -> None:
         Downstream.__init__(self, rt, "inbound")

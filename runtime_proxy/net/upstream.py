@@ -372,21 +372,29 @@ class UpstreamConn(asyncio.BaseProtocol):   # (not asyncio.Protocol: TlsUpstream
         user.on_response_end(self)  # type: ignore[union-attr]  # not None: both callers checked self.user
 
 
-# Where the event loop's TLS layer decrypts a read for an mTLS connection: one buffer for all of
-# them, copied out at once (net/server.py's TLS_READ_BUFFER says why).
+# Where the event loop's TLS layer decrypts a read for a TLS connection, client or upstream side
+# (TlsReads): one buffer for all of them, copied out at once. Without it uvloop decrypts each read
+# into a new 256 KiB bytes object: an mmap, an mremap and a munmap per read. (uvloop reads into the
+# buffer only for a protocol with get_buffer that is not an asyncio.Protocol: neither
+# net/server.py's Downstream nor UpstreamConn is one.)
 _TLS_READ_BUFFER = memoryview(bytearray(64 * 1024))
 
 
-class TlsUpstreamConn(UpstreamConn, asyncio.BufferedProtocol):
-    """An upstream connection over mTLS: a buffered protocol (see _TLS_READ_BUFFER), otherwise
-    an UpstreamConn."""
+class TlsReads(asyncio.BufferedProtocol):
+    """The reads of a TLS connection (server.TlsDownstream, TlsUpstreamConn): decrypted into the
+    shared buffer, copied out, and handled by the protocol's own data_received."""
     __slots__ = ()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return _TLS_READ_BUFFER
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(_TLS_READ_BUFFER[:nbytes].tobytes())
+        self.data_received(_TLS_READ_BUFFER[:nbytes].tobytes())  # type: ignore[attr-defined]
+
+
+class TlsUpstreamConn(UpstreamConn, TlsReads):
+    """An upstream connection over mTLS: an UpstreamConn whose reads are TlsReads."""
+    __slots__ = ()
 
 
 def _wants(dedicated: tuple[User, int]) -> bool:
