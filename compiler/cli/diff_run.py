@@ -40,6 +40,7 @@ from compiler.cli.diff_space import (
     regions,
 )
 from compiler.cli.trace_run import stand_in_xfcc
+from compiler.ir.names import host_of
 from runtime_proxy.decide.http import decode_value, encode_value
 from runtime_proxy.decide.request import Draws, Head, decide_request, header_dict
 from runtime_proxy.decide.response import response_lines
@@ -526,13 +527,6 @@ class Result:
 
 def services_of(side: Side) -> dict[str, str]:
     return {} if side.ir is None else {s.name: s.identity for s in side.ir.services}
-
-
-def host_of(dest: str) -> str:
-    """The Host every caller reaches `dest` by: its name, or for a name several namespaces declare
-    (`NAMESPACE/NAME`) `NAME.NAMESPACE` (a short name means the caller's namespace's: §5.1)."""
-    namespace, _, name = dest.rpartition("/")
-    return f"{name}.{namespace}" if namespace else dest
 
 
 def diff(old: Side, new: Side) -> Result:

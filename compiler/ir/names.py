@@ -30,6 +30,14 @@ def seen_from(service: str, namespace: str, domains_: tuple[str, ...], caller_na
     return domains_[2:]
 
 
+def host_of(service: str) -> str:
+    """The Host every caller reaches `service` (a key) by: its name, or for a name several
+    namespaces declare (`NAMESPACE/NAME`) `NAME.NAMESPACE`: a short name means the caller's
+    namespace's one (language §5.1)."""
+    namespace, _, name = service.rpartition("/")
+    return f"{name}.{namespace}" if namespace else service
+
+
 def outbound_cluster(service: str, subset: str) -> str:
     """The cluster of one subset of a destination service (Istio's `outbound|PORT|SUBSET|HOST`,
     without the port: a service has one)."""

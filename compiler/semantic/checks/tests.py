@@ -119,12 +119,14 @@ def _check_test(ctx: Context, test: ast.Test) -> None:
             first = authority.split(":")[0].split(".")[0]
             svc = ctx.services.get(first)
             # a name several namespaces declare (keys NAMESPACE/NAME): a Host names one by NAME.NAMESPACE
+            from compiler.ir.names import host_of
+
             twins = [k for k in ctx.services if "/" in k and k.rpartition("/")[2] == first]
             ctx.diags.add("E0807", f"no service answers to `{authority}`", req.url.span,
                           hint=f"`{first}` answers to {_domains_text(ctx, svc)}" if svc is not None and
                           svc.port is not None else
                           "a caller outside their namespaces names them by their namespace: "
-                          + " or ".join(f"`{first}.{k.rpartition('/')[0]}`" for k in twins) if twins else
+                          + " or ".join(f"`{host_of(k)}`" for k in twins) if twins else
                           did_you_mean(first, [k for k in ctx.services if "/" not in k])
                           or "a service answers to NAME, NAME.NAMESPACE, NAME.NAMESPACE.svc[.CLUSTER_DOMAIN] "
                           "and its `hosts`, with or without :PORT")
