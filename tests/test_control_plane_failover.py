@@ -13,6 +13,7 @@ drains, for the native proxy nothing is reloaded.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -171,10 +172,19 @@ class NativeSidecar:
                  keepalive: tuple[float, float] | None = None):
         from tests.test_native_xds import start_native
 
-        # the helper's keepalive is fixed (runtime_proxy/xds_client.py, KEEPALIVE): `keepalive`
-        # shortens the Envoy sidecar's only; the tests read the one in effect here
-        self.keepalive = (5.0, 3.0)
-        self.proxy = start_native(tmp, servers, "web")
+        # the helper's keepalive (runtime_proxy/xds_client.py, KEEPALIVE), shortened through its
+        # test-only MESHC_XDS_TEST_KEEPALIVE (the proxy's environment is the helper's)
+        self.keepalive = keepalive or (5.0, 3.0)
+        saved = os.environ.get("MESHC_XDS_TEST_KEEPALIVE")
+        if keepalive is not None:
+            os.environ["MESHC_XDS_TEST_KEEPALIVE"] = ",".join(str(round(x * 1000)) for x in keepalive)
+        try:
+            self.proxy = start_native(tmp, servers, "web")
+        finally:
+            if saved is None:
+                os.environ.pop("MESHC_XDS_TEST_KEEPALIVE", None)
+            else:
+                os.environ["MESHC_XDS_TEST_KEEPALIVE"] = saved
         if (self.proxy.inbound, self.proxy.outbound) != (ports["INBOUND"], ports["OUTBOUND"]):
             self.proxy.stop()
             raise AssertionError(f"the native proxy listens on {self.proxy.ports}: {self.proxy.log()}")
@@ -433,9 +443,9 @@ def test_a_frozen_replica_is_left_for_the_other_by_keepalive(fleet):
     """A replica that stops answering without closing its connection (SIGSTOP: the kernel keeps
     the socket open, as for a host that vanished): the sidecar's HTTP/2 keepalive closes the
     connection and the stream reopens on the other replica; no request fails meanwhile. Takes up
-    to the keepalive interval plus its timeout by construction: Envoy's are shortened here to a
-    ping every 1 s, 1 s to answer (in its bootstrap, where a user would set them); the native
-    proxy's are fixed (a ping every 5 s, 3 s to answer)."""
+    to the keepalive interval plus its timeout by construction (5 s + 3 s), shortened here to a ping
+    every 1 s, 1 s to answer: Envoy's in its bootstrap (where a user would set them), the native
+    helper's by its test-only MESHC_XDS_TEST_KEEPALIVE."""
     first = fleet.serving()
     server = fleet.servers[first]
     assert server is not None
