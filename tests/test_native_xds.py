@@ -33,7 +33,7 @@ from compiler import api
 from compiler.control import snapshot
 from compiler.control.ads import AdsServicer
 from tests import mtls_support as mtls
-from tests.envoy_support import ROOT, Backend, free_port, run_meshc
+from tests.envoy_support import ROOT, Backend, free_port, meshc_inline, run_meshc
 from tests.proxy_harness import Proxy, get
 from tests.test_control_plane import Serve, policy
 
@@ -99,7 +99,9 @@ def rss_kb(pid: int) -> int:
 
 
 def status(port: int) -> dict:
-    proc = run_meshc("status", "--server", f"127.0.0.1:{port}", "--output-format", "json")
+    """`meshc status --output-format json` (in this process; the tests below run the command's
+    process for its human output)."""
+    proc = meshc_inline("status", "--server", f"127.0.0.1:{port}", "--output-format", "json")
     assert proc.returncode in (0, 1), proc.stderr
     return json.loads(proc.stdout)
 

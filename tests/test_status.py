@@ -10,12 +10,15 @@ from compiler import api
 from compiler.control import snapshot
 from compiler.control.snapshot import CLUSTER, ROUTE, SECRET
 from compiler.control.status import locate
-from tests.envoy_support import free_port, requires_envoy, run_meshc
+from tests.envoy_support import free_port, meshc_inline, requires_envoy, run_meshc
 from tests.test_control_plane import Plane, RawClient, Serve, fixed_ports, policy
 
 
 def status(port: int, fmt: str = "json"):
-    proc = run_meshc("status", "--server", f"127.0.0.1:{port}", "--output-format", fmt)
+    """`meshc status` in this process (its exit code, stdout and stderr exactly; the command's
+    own process runs in test_an_unreachable_server_is_one_line_and_exit_2 below and in
+    tests/test_native_xds.py)."""
+    proc = meshc_inline("status", "--server", f"127.0.0.1:{port}", "--output-format", fmt)
     return proc.returncode, (json.loads(proc.stdout) if fmt == "json" and proc.returncode != 2 else proc.stdout), \
         proc.stderr
 
