@@ -277,12 +277,12 @@ class Fleet:
             time.sleep(0.05)
 
     def acked(self, index: int, old: dict, timeout: float = 15) -> float:
-        """The time at which `meshc status` of replica `index` first shows the sidecar's stream
-        up to date on every type (acknowledged) at a snapshot of `web` other than `old`."""
+        """A time by which `meshc status` of replica `index` shows the sidecar's stream up to date
+        on every type (acknowledged) at a snapshot of `web` other than `old` (taken once the
+        report that shows it has arrived: the acknowledgement came before)."""
         assert self.proxy is not None
         deadline = time.monotonic() + timeout
         while True:
-            now = time.monotonic()
             try:
                 report = control_status.fetch(f"127.0.0.1:{self.server_ports[index]}", timeout=1)
             except control_status.Unreachable:
@@ -292,8 +292,8 @@ class Fleet:
             if snapshot is not None and snapshot != old and len(streams) == 1 and all(
                     e["state"] == "up to date" and e["acked"] == snapshot.get(t)
                     for t, e in streams[0]["types"].items()):
-                return now
-            assert now < deadline, f"not acknowledged on replica {index}: {report}; {self.output()}"
+                return time.monotonic()
+            assert time.monotonic() < deadline, f"not acknowledged on replica {index}: {report}; {self.output()}"
             time.sleep(0.02)
 
     def restart(self, index: int) -> None:
