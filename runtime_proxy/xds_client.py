@@ -75,6 +75,21 @@ KEEPALIVE = [                        # as the Envoy bootstrap's xds_cluster: a p
     ("grpc.keepalive_time_ms", 5000), ("grpc.keepalive_timeout_ms", 3000),
     ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0),
     ("grpc.http2.ping_timeout_ms", 3000)]
+# Test-only (docs/control-plane.md): `MESHC_XDS_TEST_KEEPALIVE=INTERVAL_MS,TIMEOUT_MS` in the
+# helper's environment (it inherits the proxy's) pings every INTERVAL_MS, TIMEOUT_MS to answer, so
+# that a test of a frozen server need not wait 8 s; a value that is not two positive integers is
+# ignored.
+TEST_KEEPALIVE = "MESHC_XDS_TEST_KEEPALIVE"
+
+
+def keepalive_options() -> list[tuple[str, int]]:
+    """KEEPALIVE, or with MESHC_XDS_TEST_KEEPALIVE its shortened interval and timeout."""
+    parts = os.environ.get(TEST_KEEPALIVE, "").split(",")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        return KEEPALIVE
+    shorter = {"grpc.keepalive_time_ms": int(parts[0]), "grpc.keepalive_timeout_ms": int(parts[1]),
+               "grpc.http2.ping_timeout_ms": int(parts[1])}
+    return [(k, shorter.get(k, v)) for k, v in KEEPALIVE]
 INVALID_ARGUMENT = 3                 # google.rpc.Code
 
 
@@ -312,7 +327,7 @@ class Client:
 
     def channel(self) -> grpc.aio.Channel:
         if self.identity_dir is None:
-            return grpc.aio.insecure_channel(self.server, options=KEEPALIVE)
+            return grpc.aio.insecure_channel(self.server, options=keepalive_options())
         read = {}
         for name in ("ca.pem", "key.pem", "cert.pem"):
             path = os.path.join(self.identity_dir, name)
@@ -323,7 +338,7 @@ class Client:
                 raise LocalError(f"cannot read the channel identity {path}: {err.strerror or err}") from None
         creds = grpc.ssl_channel_credentials(read["ca.pem"], read["key.pem"], read["cert.pem"])
         return grpc.aio.secure_channel(self.server, creds,
-                                       options=[("grpc.ssl_target_name_override", TARGET_NAME), *KEEPALIVE])
+                                       options=[("grpc.ssl_target_name_override", TARGET_NAME), *keepalive_options()])
 
     async def run(self) -> None:
         """Streams, one after the other, each on the next server (round robin), with backoff

@@ -254,6 +254,36 @@ def run_meshc(*args: str, cwd: str = ROOT, env_extra: dict | None = None) -> sub
                           capture_output=True, text=True, timeout=120)
 
 
+_INLINE = threading.Lock()
+
+
+def meshc_inline(*args: str, cwd: str = ROOT) -> subprocess.CompletedProcess:
+    """`meshc ARGS` as run_meshc runs it (from `cwd`, without MESHC_DEBUG), but in this process
+    (compiler.cli.main): its exit code, stdout and stderr exactly, without the process start-up.
+    For the tests that are about what a command says, not about its process; the environment is
+    left as it was (`meshc status` sets GRPC_VERBOSITY)."""
+    import contextlib
+    import io
+
+    from compiler.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with _INLINE:
+        saved = dict(os.environ)
+        os.environ.pop("MESHC_DEBUG", None)
+        try:
+            with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    code = main(list(args))
+                except SystemExit as exc:   # argparse's usage errors
+                    code = exc.code if isinstance(exc.code, int) else 2
+        finally:
+            if dict(os.environ) != saved:
+                os.environ.clear()
+                os.environ.update(saved)
+    return subprocess.CompletedProcess(["meshc", *args], code, out.getvalue(), err.getvalue())
+
+
 def xds_file(out_dir: str, path: str) -> str:
     """The file under `out_dir`/xds that a run-time path (`--xds-dir`/REL) names: the one whose
     path relative to xds/ ends it."""

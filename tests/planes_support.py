@@ -16,10 +16,25 @@ from tests.proxy_backend import Backend
 from tests.proxy_harness import start_proxy, write_config
 
 
+def _with_hcm(node, fields: dict):
+    """`node` (parsed JSON) with `fields` set in each HttpConnectionManager config in it."""
+    if isinstance(node, list):
+        return [_with_hcm(x, fields) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _with_hcm(v, fields) for k, v in node.items()}
+    if str(out.get("@type", "")).endswith(".HttpConnectionManager"):
+        out.update(fields)
+    return out
+
+
 class BothPlanes:
     def __init__(self, tmp: Path, template: str, upstreams: tuple[str, ...], *, warnings_allowed: bool = False,
-                 adjust_native=None, envoy_args: tuple[str, ...] = (), bootstrap: dict | None = None):
+                 adjust_native=None, envoy_args: tuple[str, ...] = (), bootstrap: dict | None = None,
+                 hcm: dict | None = None):
         """`bootstrap`: top-level fields added to Envoy's bootstrap (e.g. `stats_flush_interval`);
+        `hcm`: fields set in each HttpConnectionManager of Envoy's listeners (e.g. a shorter
+        `delayed_close_timeout`);
         `adjust_native(config)` changes the native config before it is written (an access log's file);
         `envoy_args`: more options of Envoy's command line (`--file-flush-interval-msec`)."""
         self.backends = {name: Backend(name) for name in upstreams}
@@ -40,6 +55,8 @@ class BothPlanes:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if bootstrap and rel == "client.envoy.json":
                     data = json.dumps({**json.loads(data), **bootstrap}).encode()
+                if hcm and b"HttpConnectionManager" in data:
+                    data = json.dumps(_with_hcm(json.loads(data), hcm)).encode()
                 path.write_bytes(data)
             native = dict(compiled.native)
             native["listeners"] = {k: dict(v, port=0) for k, v in native["listeners"].items()}

@@ -2,8 +2,10 @@
 tests/diff_mutations.py applied to the shipped examples (one site per operator and file;
 `MESHC_DIFF_SITES=N`: up to N) and, in the full run, to generated policies must be detected (a
 change reported, never "unknown"), and each behaviour-preserving edit must report no change. The
-fast subset runs the examples; `MESHC_DIFF_MUTATIONS=N` adds N generated policies
-(tests/equivalence/policies.py) and prints the figures."""
+fast subset runs the examples: by default each operator at its first site in the first example it
+applies to (every operator is proved once); with `MESHC_EQUIVALENCE=nightly`, at its first site in
+every example. `MESHC_DIFF_MUTATIONS=N` adds N generated policies (tests/equivalence/policies.py)
+and prints the figures."""
 
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
 # the policies without their tests (*_test.mesh): an edit that renames a route would break a test
 POLICY_TESTS = shutil.ignore_patterns("*_test.mesh")
+# the nightly profile applies each operator to every example, the default to the first it applies to
+EVERY_FILE = os.environ.get("MESHC_EQUIVALENCE") == "nightly"
 
 
 def _side(directory: str) -> Side:
@@ -39,21 +43,27 @@ def _variant(base: str, where: str, name: str, text: str) -> str | None:
     return None if compile_side(side) else where
 
 
-def run_operators(base: str, tmp: str, operators, limit: int = 2) -> list[tuple]:
+def run_operators(base: str, tmp: str, operators, limit: int = 2, every_file: bool = True) -> list[tuple]:
     """(file, operator, what, changed, unknown, mutant directory) for every mutant of every file of
-    `base` that compiles (its policy tests left out: they are no policy to mutate)."""
+    `base` that compiles (its policy tests left out: they are no policy to mutate); with
+    `every_file` False, each operator only in the first file that gives a compiling mutant, the
+    files tried from a different one for each operator (the k-th operator from the k-th file), so
+    that the operators are spread over the files."""
     policies = os.path.join(tmp, "base")
     shutil.copytree(base, policies, ignore=POLICY_TESTS)
     base = policies
     old = _side(base)
-    rows = []
-    for name in sorted(os.listdir(base)):
-        if not name.endswith(".mesh"):
-            continue
+    names = sorted(n for n in os.listdir(base) if n.endswith(".mesh"))
+    texts = {}
+    for name in names:
         with open(os.path.join(base, name)) as f:
-            text = f.read()
-        for op in operators:
-            for i, (mutant, what) in enumerate(op(text, limit)):
+            texts[name] = f.read()
+    rows = []
+    for k, op in enumerate(operators):
+        for name in (names if every_file else names[k % len(names):] + names[:k % len(names)]):
+            if not every_file and any(r[1] == op.__name__ for r in rows):
+                break
+            for i, (mutant, what) in enumerate(op(texts[name], limit)):
                 where = _variant(base, os.path.join(tmp, f"{name}-{op.__name__}-{i}"), name, mutant)
                 if where is None:
                     continue
@@ -66,7 +76,8 @@ def run_operators(base: str, tmp: str, operators, limit: int = 2) -> list[tuple]
 
 
 def test_every_mutation_of_the_examples_is_detected(tmp_path):
-    rows = run_operators(EXAMPLES, str(tmp_path), MUTATIONS, limit=int(os.environ.get("MESHC_DIFF_SITES", "1")))
+    rows = run_operators(EXAMPLES, str(tmp_path), MUTATIONS, limit=int(os.environ.get("MESHC_DIFF_SITES", "1")),
+                         every_file=EVERY_FILE)
     ops = {r[1] for r in rows}
     names = {op.__name__ for op in MUTATIONS}
     assert ops == names, f"operators that applied nowhere: {names - ops}"
@@ -75,7 +86,8 @@ def test_every_mutation_of_the_examples_is_detected(tmp_path):
 
 
 def test_no_behaviour_preserving_edit_of_the_examples_reports_a_change(tmp_path):
-    rows = run_operators(EXAMPLES, str(tmp_path), PRESERVING, limit=int(os.environ.get("MESHC_DIFF_SITES", "1")))
+    rows = run_operators(EXAMPLES, str(tmp_path), PRESERVING, limit=int(os.environ.get("MESHC_DIFF_SITES", "1")),
+                         every_file=EVERY_FILE)
     assert {r[1] for r in rows} == {op.__name__ for op in PRESERVING}
     false = [r for r in rows if r[3] or r[4]]
     assert not false, f"{len(false)} of {len(rows)} preserving edits reported a change: {false}"

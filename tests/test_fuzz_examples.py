@@ -255,12 +255,21 @@ def test_example_with_mixed_mutations(workdir, text):
     check_mutant(workdir, text)
 
 
-def _offsets(text: str, count: int = 80) -> list[int]:
-    """Every line start (and every line end in the nightly profile), and `count` offsets spread
-    evenly: the places a cut matters most."""
+# The sweep's nightly profile (HYPOTHESIS_PROFILE=nightly or MESHC_EQUIVALENCE=nightly): every
+# line start and end and 80 spread offsets; by default every other line start and 40.
+_SWEEP_ALL = _NIGHTLY or os.environ.get("MESHC_EQUIVALENCE") == "nightly"
+
+
+def _offsets(text: str, count: int | None = None) -> list[int]:
+    """Line starts (every one, and every line end, in the nightly profile; every other one by
+    default), and `count` offsets spread evenly: the places a cut matters most."""
+    count = count or (80 if _SWEEP_ALL else 40)
     cuts = {0, len(text)}
-    for m in re.finditer(r"\n", text):
-        cuts.update((m.start(), m.end()) if _NIGHTLY else (m.end(),))
+    for i, m in enumerate(re.finditer(r"\n", text)):
+        if _SWEEP_ALL:
+            cuts.update((m.start(), m.end()))
+        elif i % 2 == 0:
+            cuts.add(m.end())
     step = max(1, len(text) // count)
     cuts.update(range(0, len(text), step))
     return sorted(cuts)

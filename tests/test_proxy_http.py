@@ -75,7 +75,8 @@ def test_absolute_form_as_envoy_and_repeated_host_refused(proxy, backend):
     """Envoy takes an absolute-form target's authority as the Host (allow_absolute_url). More
     than one Host line is a 400 (RFC 9112 3.2), stricter than Envoy, which joins them
     (docs/semantics.md; both planes in tests/test_proxy_edge.py)."""
-    out = raw_exchange(proxy.outbound, b"GET http://svc/a?q HTTP/1.1\r\nHost: other\r\n\r\n")
+    # (`connection: close`: raw_exchange reads until the proxy closes, 3 s for a kept-alive answer)
+    out = raw_exchange(proxy.outbound, b"GET http://svc/a?q HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n")
     assert status_of(out) == 200, out[:200]
     assert backend.requests[-1]["target"] == "/a?q"
     assert ("host", "svc") in backend.requests[-1]["headers"]

@@ -10,12 +10,15 @@ from compiler import api
 from compiler.control import snapshot
 from compiler.control.snapshot import CLUSTER, ROUTE, SECRET
 from compiler.control.status import locate
-from tests.envoy_support import free_port, requires_envoy, run_meshc
+from tests.envoy_support import free_port, meshc_inline, requires_envoy, run_meshc
 from tests.test_control_plane import Plane, RawClient, Serve, fixed_ports, policy
 
 
 def status(port: int, fmt: str = "json"):
-    proc = run_meshc("status", "--server", f"127.0.0.1:{port}", "--output-format", fmt)
+    """`meshc status` in this process (its exit code, stdout and stderr exactly; the command's
+    own process runs in test_an_unreachable_server_is_one_line_and_exit_2 below and in
+    tests/test_native_xds.py)."""
+    proc = meshc_inline("status", "--server", f"127.0.0.1:{port}", "--output-format", fmt)
     return proc.returncode, (json.loads(proc.stdout) if fmt == "json" and proc.returncode != 2 else proc.stdout), \
         proc.stderr
 
@@ -200,7 +203,7 @@ def test_a_real_nack_provoked_on_purpose_keeps_the_last_good_is_sent_once_and_is
         line = plane.serve.wait_for("web rejected Cluster version", after=mark)
         rejected = line.split("version ")[1].split()[0]
         assert rejected != good.versions[CLUSTER]
-        time.sleep(3)   # anything re-sent would be NACKed again
+        time.sleep(1)   # anything re-sent (in answer to the NACK, within a round trip) would be NACKed again
         stats = plane.envoy.stats("cluster_manager.cds.update_rejected")
         assert stats["cluster_manager.cds.update_rejected"] == 1, "the rejected version is sent exactly once"
         assert sum("rejected Cluster version" in x for x in plane.serve.lines[mark:]) == 1

@@ -16,6 +16,8 @@ one set of assertions holds both planes to the same span structure and header be
 from __future__ import annotations
 
 import http.server
+import json
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -170,6 +172,24 @@ class Receiver:
 
 # ---- the two sidecars, in one plane ------------------------------------------------------------------
 
+# Spans are flushed every 100 ms in the tests that run the sidecars instead of every second (the
+# bootstraps' and the native proxy's interval; test_envoy_tracing_output_is_valid... holds the 1 s): Envoy's
+# through the runtime key of its bootstrap, the native proxy's through its test-only variable.
+TEST_FLUSH, TEST_FLUSH_MS = "MESHC_PROXY_TEST_TRACE_FLUSH_MS", 100
+FLUSH_KEY = "tracing.opentelemetry.flush_interval_ms"
+
+
+def _short_flush(rel: str, data: bytes) -> bytes:
+    """An Envoy bootstrap with the runtime's flush interval at TEST_FLUSH_MS (other files as they are)."""
+    if not rel.endswith(".envoy.json") or FLUSH_KEY.encode() not in data:
+        return data
+    boot = json.loads(data)
+    for layer in boot["layered_runtime"]["layers"]:
+        if FLUSH_KEY in layer.get("static_layer", {}):
+            layer["static_layer"][FLUSH_KEY] = TEST_FLUSH_MS
+    return json.dumps(boot).encode()
+
+
 class Chain:
     """front and back, compiled from POLICY with `tracing` (None: no tracing block) and run by `plane`."""
 
@@ -197,7 +217,7 @@ class Chain:
                 assert not emitted.has_errors
                 for rel, data in flat_files(emitted).items():
                     (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                    (tmp / rel).write_bytes(data)
+                    (tmp / rel).write_bytes(_short_flush(rel, data))
                 for name in ("back", "front"):
                     self.procs.append(Envoy(str(tmp / f"{name}.envoy.json")))
             else:
@@ -205,7 +225,15 @@ class Chain:
                 for name in ("back", "front"):
                     path = tmp / f"{name}.native.json"
                     path.write_bytes(emitted.files[f"{name}.native.json"])
-                    self.procs.append(start_proxy(str(path), tmp))
+                    saved = os.environ.get(TEST_FLUSH)
+                    os.environ[TEST_FLUSH] = str(TEST_FLUSH_MS)
+                    try:
+                        self.procs.append(start_proxy(str(path), tmp))
+                    finally:
+                        if saved is None:
+                            del os.environ[TEST_FLUSH]
+                        else:
+                            os.environ[TEST_FLUSH] = saved
         except BaseException:
             self.close()
             raise

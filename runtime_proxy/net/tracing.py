@@ -15,6 +15,7 @@ string values (`http.status_code` "200", `upstream_cluster`, `guid:x-request-id`
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -24,9 +25,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("runtime_proxy")
 
 FLUSH_INTERVAL_MS = 1000     # spans wait at most this long (Envoy's flush interval, as the bootstraps set it)
+# Test-only (docs/observability.md): `MESHC_PROXY_TEST_TRACE_FLUSH_MS=N` (a positive integer) in the
+# proxy's environment flushes every N ms instead, so that a test need not wait a second per trace.
+TEST_FLUSH = "MESHC_PROXY_TEST_TRACE_FLUSH_MS"
 EXPORT_TIMEOUT_S = 1.0       # one request to the collector (Envoy's http_uri timeout)
 MAX_QUEUE = 2048             # spans waiting for export; more are dropped (the SDK's default)
 SCOPE = "runtime_proxy"
+
+
+def flush_interval_ms() -> int:
+    """FLUSH_INTERVAL_MS, or the test-only MESHC_PROXY_TEST_TRACE_FLUSH_MS when it is a positive integer."""
+    value = os.environ.get(TEST_FLUSH, "")
+    return int(value) if value.isdigit() and int(value) > 0 else FLUSH_INTERVAL_MS
 
 
 class TracingError(Exception):
@@ -65,7 +75,7 @@ class SpanExport:
         self._scope = InstrumentationScope(SCOPE)
         self.processor = BatchSpanProcessor(
             OTLPSpanExporter(endpoint=url, timeout=EXPORT_TIMEOUT_S),
-            max_queue_size=MAX_QUEUE, schedule_delay_millis=FLUSH_INTERVAL_MS)
+            max_queue_size=MAX_QUEUE, schedule_delay_millis=flush_interval_ms())
 
     def record(self, span: Span, inbound: bool, host: str, start_ns: int, attributes: dict[str, Any]) -> None:
         """A sampled hop that ended now (`host`: the request's Host, which names an egress span)."""
