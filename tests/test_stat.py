@@ -539,6 +539,30 @@ def test_the_native_access_log_follows_a_rotation_and_sigusr1(tmp_path):
         backend.stop()
 
 
+def test_a_host_that_is_not_utf8_is_logged_with_replacement_characters(tmp_path):
+    """A Host of bytes that are not UTF-8 (refused with 400, a local reply) still gets its
+    access-log line, each such byte as U+FFFD, and no error in the proxy's log (it was a
+    traceback, and the line was lost)."""
+    from tests.proxy_backend import Backend
+    from tests.proxy_harness import config, raw_exchange, route, service, start_proxy, subset, write_config
+
+    backend = Backend("v1")
+    log = tmp_path / "access.log"
+    cfg = config([service("svc", [subset("v1", [backend.port], "svc")], [route("default", to=("svc", "v1"))])])
+    cfg["proxy"] = dict(cfg["proxy"], access_log=str(log))
+    proxy = start_proxy(write_config(tmp_path / "cfg.json", cfg), tmp_path)
+    try:
+        answer = raw_exchange(proxy.outbound, b"GET /x HTTP/1.1\r\nHost: sv\xe9c\r\nConnection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:80]
+        assert get(proxy.outbound, "/after").status == 200
+        lines = log_lines(log, 2)
+        assert [(r["authority"], r["response_code"]) for r in lines] == [("sv\ufffdc", 400), ("svc", 200)]
+        assert "ERROR" not in proxy.log() and "Traceback" not in proxy.log()
+    finally:
+        proxy.stop()
+        backend.stop()
+
+
 def test_the_native_access_log_holds_at_most_max_pending_lines_and_counts_the_rest(tmp_path):
     """Between two sweeps the log keeps lines in a list; over its cap a line is dropped and counted
     (meshc_access_log_dropped_total), before any work is done for it. (The real AccessLog and

@@ -360,7 +360,12 @@ class AccessLog:
             "request_id": request_id(ex),
             "peer_identity": ex.down.source if inbound else None,
         }
-        self.pending.append(self.dumps(record).decode() + "\n")
+        try:
+            line = self.dumps(record)
+        except TypeError:   # a request's bytes that are not UTF-8 (kept as surrogates): each as U+FFFD
+            line = self.dumps({k: v.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                               if isinstance(v, str) else v for k, v in record.items()})
+        self.pending.append(line.decode() + "\n")
 
     _second = (-1, "")
 
