@@ -501,12 +501,9 @@ def test_lines_of_envoys_access_log_that_are_not_objects_are_skipped(tmp_path):
     assert inbound["denied_by_rule"] == [{"rule": "admin", "denied": 1, "window": 0}]
 
 
-def test_the_native_access_log_follows_a_rotation_and_sigusr1(tmp_path):
-    """logrotate renames the file: the sweep finds another file (or none) at the path and reopens
-    it, so later lines go to the new file; SIGUSR1 reopens too (as Envoy's). Lines are written by
-    the sweep only; none is dropped."""
-    import signal
-
+def _logging_proxy(tmp_path):
+    """A native proxy of one service, one backend, writing its access log to tmp_path/access.log:
+    (backend, proxy, log path); the caller stops both."""
     from tests.proxy_backend import Backend
     from tests.proxy_harness import config, route, service, start_proxy, subset, write_config
 
@@ -514,7 +511,16 @@ def test_the_native_access_log_follows_a_rotation_and_sigusr1(tmp_path):
     log = tmp_path / "access.log"
     cfg = config([service("svc", [subset("v1", [backend.port], "svc")], [route("default", to=("svc", "v1"))])])
     cfg["proxy"] = dict(cfg["proxy"], access_log=str(log))
-    proxy = start_proxy(write_config(tmp_path / "cfg.json", cfg), tmp_path)
+    return backend, start_proxy(write_config(tmp_path / "cfg.json", cfg), tmp_path), log
+
+
+def test_the_native_access_log_follows_a_rotation_and_sigusr1(tmp_path):
+    """logrotate renames the file: the sweep finds another file (or none) at the path and reopens
+    it, so later lines go to the new file; SIGUSR1 reopens too (as Envoy's). Lines are written by
+    the sweep only; none is dropped."""
+    import signal
+
+    backend, proxy, log = _logging_proxy(tmp_path)
     try:
         assert get(proxy.outbound, "/one").status == 200
         assert [r["path"] for r in log_lines(log, 1)] == ["/one"]
@@ -543,14 +549,9 @@ def test_a_host_that_is_not_utf8_is_logged_with_replacement_characters(tmp_path)
     """A Host of bytes that are not UTF-8 (refused with 400, a local reply) still gets its
     access-log line, each such byte as U+FFFD, and no error in the proxy's log (it was a
     traceback, and the line was lost)."""
-    from tests.proxy_backend import Backend
-    from tests.proxy_harness import config, raw_exchange, route, service, start_proxy, subset, write_config
+    from tests.proxy_harness import raw_exchange
 
-    backend = Backend("v1")
-    log = tmp_path / "access.log"
-    cfg = config([service("svc", [subset("v1", [backend.port], "svc")], [route("default", to=("svc", "v1"))])])
-    cfg["proxy"] = dict(cfg["proxy"], access_log=str(log))
-    proxy = start_proxy(write_config(tmp_path / "cfg.json", cfg), tmp_path)
+    backend, proxy, log = _logging_proxy(tmp_path)
     try:
         answer = raw_exchange(proxy.outbound, b"GET /x HTTP/1.1\r\nHost: sv\xe9c\r\nConnection: close\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 400 "), answer[:80]
