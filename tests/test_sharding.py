@@ -3,7 +3,9 @@ byte-identical IR as the sequential path, or a fallback to it."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -168,3 +170,47 @@ def test_a_program_without_namespaces_is_still_sharded(tmp_path):
         assert not shard.qualified
         assert shard.ctx.program is shard.program
     assert sharding.analyse([path], lower=False, force=True) is not None
+
+
+SCAN_PROBE = """
+import json, sys
+from compiler.semantic import namespaces
+from compiler.syntax import parse
+from compiler import api
+
+scanned = []
+real = namespaces._code_at
+namespaces._code_at = lambda line: scanned.append(line) or real(line)
+out = {}
+for name in sys.argv[1:]:
+    comp = api.check([name], shard=False)
+    out[name] = {"slashed": sorted(parse.SLASHED_WORDS), "scanned": len(scanned),
+                 "errors": [d.code for d in comp.diagnostics if d.severity == "error"]}
+print(json.dumps(out))
+"""
+
+
+def test_the_scan_for_qualified_references_runs_only_after_a_word_with_a_slash_was_lexed(tmp_path):
+    """compiler/semantic/namespaces.py scans the sources for a `NAME/NAME` outside strings and
+    comments only once the lexer has met such a word (compiler/syntax/parse.py SLASHED_WORDS):
+    a program with `/` in paths, comments and its stdlib import lexes none and is not scanned;
+    a program with a `NAMESPACE/NAME` reference is, and resolves it. A fresh process for each
+    order, since the set lives as long as the process."""
+    plain = write(tmp_path, generate(20).replace("\nservice svc1 {", "\n# and/or docs/x.md\nservice svc1 {", 1))
+    qualified = tmp_path / "qualified.mesh"
+    qualified.write_text('service api {\n  port 80\n  namespace "shop"\n  endpoints ["127.0.0.1:9001"]\n}\n\n'
+                         'routes shop/api {\n  route all {\n    to api\n  }\n}\n')
+
+    def probe(*files):
+        r = subprocess.run([sys.executable, "-c", SCAN_PROBE, *map(str, files)], capture_output=True, text=True,
+                           timeout=120, cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    first = probe(plain, qualified)
+    assert first[str(plain)] == {"slashed": [], "scanned": 0, "errors": []}
+    assert first[str(qualified)]["slashed"] == ["shop/api"] and first[str(qualified)]["scanned"] >= 1
+    assert first[str(qualified)]["errors"] == []
+    # after a qualified program, a plain one is scanned again (and found plain: still no error)
+    second = probe(qualified, plain)
+    assert second[str(plain)]["errors"] == [] and second[str(plain)]["scanned"] >= 1

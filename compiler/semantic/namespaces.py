@@ -43,7 +43,8 @@ def _namespace(svc: ast.Service) -> str:
 
 def _needed(program: Program) -> bool:
     """Whether any reference may be qualified or any name is declared in two namespaces: a cheap
-    look at the user's sources first (a `/` right after a name character outside a string and a
+    look at the words the lexer has met (compiler/syntax/parse.py SLASHED_WORDS), then at the
+    user's sources (a `/` right after a name character outside a string and a
     comment is rare; the stdlib declares no service and is never qualified). A false positive
     costs one walk of the items only: `qualify` returns the program itself when nothing changed."""
     import re
@@ -54,6 +55,10 @@ def _needed(program: Program) -> bool:
             ns = _namespace(item)
             if seen.setdefault(item.name.value, ns) != ns:
                 return True
+    from compiler.syntax.parse import SLASHED_WORDS
+
+    if not SLASHED_WORDS:   # no word with a `/` was ever lexed here: no reference can be qualified
+        return False
     slash = re.compile(r'(?<![/"\w.-])[A-Za-z_][\w-]*/[A-Za-z_]')
     for path, source in program.sources.items():
         if path in program.stdlib_paths:
