@@ -552,10 +552,7 @@ class Exchange:
             return
         self.conn = None
         self.state = IDLE
-        if self.holds_request:    # (usually ended already: the connection's _finish calls end_attempt first)
-            self.end_attempt()
-        else:
-            self.try_deadline = 0.0   # all that end_attempt would do
+        self.end_attempt()
         if self.resp_chunked:
             self.down.write(b"0\r\n\r\n")
         # Envoy's upstream_rq_time: whole milliseconds from the dispatch to the answer's end

@@ -894,10 +894,7 @@ class Downstream(asyncio.BaseProtocol):   # (not asyncio.Protocol: TlsDownstream
         ex = self.parsing
         if ex is not None:
             self.parsing = None
-            if ex.decision is None and not ex.chunked:
-                ex.body_done = True   # not started yet (the usual request without a body): all on_request_end does
-            else:
-                ex.on_request_end()
+            ex.on_request_end()
 
     # ---- used by the exchange --------------------------------------------------------------------
 
