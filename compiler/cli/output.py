@@ -178,13 +178,11 @@ def _fingerprint(data: str | bytes | Link) -> str:
 
 def _on_disk(path: str) -> str | None:
     """The fingerprint of what is at `path` now (None: nothing, or unreadable)."""
-    import hashlib
-
     try:
         if os.path.islink(path):
             return f"link:{os.readlink(path)}"
         with open(path, "rb") as fh:
-            return "sha256:" + hashlib.sha256(fh.read()).hexdigest()
+            return _fingerprint(fh.read())
     except OSError:
         return None
 
