@@ -76,10 +76,6 @@ class Load:
             assert time.monotonic() < deadline, f"the load stalled: {self.failures[:3]}"
             time.sleep(0.02)
 
-    def backends_since(self, since: float) -> set[str]:
-        with self.lock:
-            return {b for t, b in self.ok if t >= since}
-
     def backends_sent_since(self, since: float) -> list[str]:
         """The backend of each request sent at `since` or later that has been answered."""
         with self.lock:

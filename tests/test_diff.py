@@ -4,8 +4,6 @@ request regions it builds, and the replay of every witness."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -14,11 +12,11 @@ import sys
 
 import pytest
 
-from compiler.cli import main
 from compiler.cli.diff_run import Side, compile_side, diff, replay
 from compiler.cli.diff_space import PATH_POOL, Condition, regions
 from compiler.cli.exits import EXIT_CHANGED, EXIT_INPUT, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE
 from compiler.cli.inputs import expand_paths
+from tests.envoy_support import meshc_inline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
@@ -80,27 +78,6 @@ def meshc(args, cwd, env_extra=None):
                           text=True, timeout=120)
 
 
-def meshc_inline(args, cwd):
-    """`meshc ARGS` run in this process (compiler.cli.main) from `cwd`, with NO_COLOR set as
-    meshc() sets it: its exit code, stdout and stderr, as a CompletedProcess. For the tests that are
-    about the output, not the process (test_exit_codes_and_messages and the git tests run it)."""
-    out, err = io.StringIO(), io.StringIO()
-    saved = os.environ.get("NO_COLOR")
-    os.environ["NO_COLOR"] = "1"
-    try:
-        with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(list(args))
-            except SystemExit as exc:   # argparse's usage errors
-                code = exc.code
-    finally:
-        if saved is None:
-            del os.environ["NO_COLOR"]
-        else:
-            os.environ["NO_COLOR"] = saved
-    return subprocess.CompletedProcess(["meshc", *args], code, out.getvalue(), err.getvalue())
-
-
 @pytest.fixture()
 def sides(tmp_path):
     shutil.copytree(EXAMPLES, tmp_path / "old", ignore=POLICY_TESTS)
@@ -115,7 +92,7 @@ def test_diff_golden(case, sides, update_goldens):
     expected_code = EXIT_OK if case[0] == "shop-independent-reorder" else EXIT_CHANGED
     outputs = {}
     for fmt, suffix in (("human", "txt"), ("json", "json"), ("markdown", "md")):
-        r = meshc_inline(["diff", "old", "new", "--output-format", fmt], sides)
+        r = meshc_inline("diff", "old", "new", "--output-format", fmt, cwd=str(sides))
         assert r.returncode == expected_code, r.stderr + r.stdout
         assert r.stderr == ""
         outputs[suffix] = r.stdout

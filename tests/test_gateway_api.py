@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from compiler import api
 from compiler.backends.base import Options
 from compiler.backends.gateway_api import order
-from compiler.backends.gateway_api.build import duration
+from compiler.backends.gateway_api.build import backend_service, duration
 from compiler.syntax import render
 from tests import strategies as S
 from tests.equivalence.gateway import HEADER_TESTS, gateway_cases, gateway_policies
@@ -565,10 +565,8 @@ def _compare_policies(case):
     # namespace -> the subset's cluster
     clusters: dict[str, dict[str, str]] = {}
     for s in comp.ir.services:
-        short = s.name.rpartition("/")[2]
         for sub in s.subsets:
-            name = short if sub.name == "default" else f"{short}-{sub.name}"
-            clusters.setdefault(s.namespace, {})[name] = sub.cluster
+            clusters.setdefault(s.namespace, {})[backend_service(s, sub.name)] = sub.cluster
     native = NativeModel(compiled, validate=False)
     # a destination whose authorization cannot admit the caller is outside its scope: meshc answers
     # 404 before routing, Gateway API (which has no scope) routes it (W0945 says authorization is not carried)

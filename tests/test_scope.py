@@ -445,7 +445,6 @@ def test_a_partial_compile_keeps_the_scope_of_a_sidecar_under_a_service_named_as
     """`prod/reviews`'s files stand in xds/prod/reviews/ next to the sidecar `prod`'s (xds/prod/lds.json):
     a later `--proxy secret` into the same directory sweeps the scopes no sidecar uses, and must read
     xds/prod/reviews/ too (it once deleted that sidecar's scope: its cds.json link left dangling)."""
-    import subprocess
 
     src = tmp_path / "stale.mesh"
     src.write_text("".join(f'service {name} {{ port {port}  {ns}endpoints ["10.0.{i}.1:{port}"] }}\n'
@@ -456,10 +455,10 @@ def test_a_partial_compile_keeps_the_scope_of_a_sidecar_under_a_service_named_as
                    + "authorization secret2 { default deny  allow { from service prod } }\n")
     out = tmp_path / "out"
 
+    from tests.envoy_support import run_meshc
+
     def compile_(proxy: str) -> str:
-        proc = subprocess.run([sys.executable, "-m", "compiler", "compile", str(src), "--target", "envoy",
-                               "--proxy", proxy, "-o", str(out)], cwd=ROOT, capture_output=True, text=True,
-                              timeout=60, env=dict(os.environ))
+        proc = run_meshc("compile", str(src), "--target", "envoy", "--proxy", proxy, "-o", str(out))
         assert proc.returncode == 0, proc.stderr
         return proc.stderr
 
