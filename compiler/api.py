@@ -226,6 +226,12 @@ def _analyse(sources: list[Source], lower: bool, shard: bool, cache: ItemCache |
         diags = Collector()
         program = load_program(sources, diags, cache)
         ctx = build_context(program, diags)
+        if cache is not None:   # check results kept with the parse cache (compiler/semantic/reuse.py)
+            if cache.checks is None:
+                from compiler.semantic.reuse import CheckReuse
+                cache.checks = CheckReuse()
+            ctx.reuse = cache.checks
+            ctx.reuse.begin()
         run_checks(ctx)
         found = diags.sorted()
         comp = Compilation("lower" if lower else "check", program.sources, found, ctx.program, ctx,

@@ -102,3 +102,79 @@ def test_a_one_line_edit_reparses_only_its_item() -> None:
     assert len(after) == len(before) > 10
     assert sum(a is b for a, b in zip(before, after)) == len(before) - 1  # the same objects, not parsed again
     assert _render(again.diagnostics) == _render(la.check_document(uri, edited))
+
+
+# Routes blocks whose diagnostics point into other items: a policy (E0401's per-try timeout), a
+# service's sidecar (W0404's label), an authorization block (W0410's label). The edits below move
+# those items, or change them, or change only routes blocks.
+REUSE_DOC = '''routes a {
+  route r { to a.v1  timeout 5s }
+}
+
+policy retry slow {
+  attempts 2
+  per_try_timeout 5s
+}
+
+service a {
+  port 8080
+  subset v1 { endpoints ["10.0.0.1:8080"] }
+  sidecar { stream_idle_timeout 2s }
+}
+
+service b {
+  port 8080
+  subset v1 { endpoints ["10.0.1.1:8080"] }
+  subset v2 { endpoints ["10.0.1.2:8080"] }
+}
+
+service c {
+  port 8080
+  subset v1 { endpoints ["10.0.2.1:8080"] }
+}
+
+routes b {
+  route first { to b.v1 }
+  route later { match { path prefix "/x" } to b.v2 }
+  route slow { match { path prefix "/slow" } to b.v1  timeout 3s  retry slow }
+  route who { match { caller a } to b.v1 }
+}
+
+authorization b {
+  default deny
+  allow x { from service c }
+}
+
+routes c {
+  route only { to c.v1 }
+}
+'''
+
+
+def test_routes_checks_are_reused_only_while_every_other_item_is_unchanged(tmp_path: Path) -> None:
+    uri = (tmp_path / "doc.mesh").as_uri()
+    cache = ItemCache()
+    text = REUSE_DOC
+    first = _render(la.analyse_document(uri, text, cache).diagnostics)
+    assert {"W0404", "E0401", "W0401", "W0410"} <= {d["code"] for d in first}
+    edits = [  # (what the edit does, replaced, replacement, whether the routes checks may be reused)
+        ("a route added to the first block: every later item moves two lines down",
+         "  route r { to a.v1  timeout 5s }\n", "  route q { to a.v1 }\n\n  route r { to a.v1  timeout 5s }\n", True),
+        ("the last block edited: nothing moves", "route only { to c.v1 }", "route only { to c.v1  timeout 9s }", True),
+        ("the sidecar's idle timeout raised: W0404 goes", "stream_idle_timeout 2s", "stream_idle_timeout 20s", False),
+        ("the caller admitted: W0410 goes", "from service c }", "from service a }", False),
+        ("the policy's per-try timeout shortened: E0401 goes", "per_try_timeout 5s", "per_try_timeout 1s", False),
+        ("the first block deleted: every later item moves up", "routes a {\n  route q { to a.v1 }\n\n"
+         "  route r { to a.v1  timeout 5s }\n}\n", "", True),
+        ("the unreachable route's match changed", 'route later { match { path prefix "/x" }',
+         'route later { match { path prefix "/y" }', True),
+    ]
+    for what, old, new, reusable in edits:
+        assert old in text, what
+        text = text.replace(old, new)
+        before = cache.checks.reused
+        incremental = _render(la.analyse_document(uri, text, cache).diagnostics)
+        assert incremental == _render(la.check_document(uri, text)), what
+        assert (cache.checks.reused > before) == reusable, what
+    assert {d["code"] for d in incremental} >= {"W0401"}
+    assert not {"W0404", "W0410", "E0401"} & {d["code"] for d in incremental}

@@ -45,6 +45,9 @@ class Context:
     broken: set[tuple[str, str]] = field(default_factory=set)
     routed: set[str] | None = None
     trust_domain_override: str | None = None
+    # The language server's check results kept between analyses of one document
+    # (compiler/semantic/reuse.py); None everywhere else.
+    reuse: Any = None
 
     def local_services(self):
         """The services this context checks and lowers: all of them, except remote stubs."""

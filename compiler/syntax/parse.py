@@ -55,7 +55,7 @@ _LIST_KINDS = {_as_list: 1, _append_one: 2}   # driver.AS_LIST, driver.APPEND_ON
 
 TYPE_CHECKING = False   # (typing is not imported: `meshc check` starts without it)
 if TYPE_CHECKING:
-    from typing import NoReturn
+    from typing import Any, NoReturn
 
 # Lexing is done in bulk by C code: one re.split cuts the text into (gap, blanks, token)
 # triples, itertools.accumulate turns the piece lengths into offsets, and a dict lookup gives
@@ -438,6 +438,8 @@ class ItemCache:
         # path -> item text -> (the item's AST, every Span object in it, the offset it starts at)
         self._items: dict[str, dict[str, tuple[object, list[Span], int]]] = {}
         self.reused = 0   # items reused, over the cache's life
+        # the check results kept with these items (compiler/semantic/reuse.py; set by compiler.api)
+        self.checks: Any = None
 
     def source(self, path: str, text: str) -> SourceFile:
         """The one SourceFile of `path`, now holding `text`."""

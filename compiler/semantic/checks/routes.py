@@ -215,26 +215,35 @@ def check_stream_idle(ctx: Context, route: ast.Route, stream_idle: tuple[int, as
 
 def check_routes(ctx: Context) -> None:
     for name, block in ctx.routes.items():
-        stream_idle = stream_idle_timeout(ctx.services.get(name))
-        seen: dict[str, ast.Route] = {}
-        for route in block.routes:
-            first = seen.get(route.name.value)
-            if first is not None:
-                ctx.diags.add("E0202", f"route `{route.name.value}` is declared twice in `routes {name}`",
-                              route.name.span, labels=(Label(first.name.span, "first declared here"),))
-            seen.setdefault(route.name.value, route)
-            check_timeouts(ctx, route)
-            check_stream_idle(ctx, route, stream_idle)
-            check_mirror(ctx, route)
-            if route.redirect is not None or route.respond is not None or route.rewrite is not None:
-                check_answer(ctx, route)
-        check_unreachable(ctx, block)
-        check_callers(ctx, name, block)
-        if not block.routes:
-            ctx.diags.add("E0301", f"`routes {name}` has no routes", block.service.span,
-                          hint="add a route, or remove the block to send everything to the service's only subset")
+        if ctx.reuse is None:
+            check_block(ctx, name, block)
+        else:   # the language server: a block reads only itself and items of other kinds
+            ctx.reuse.unit(ctx, "routes", block, ast.Routes, check_block, ctx, name, block)
     for name, svc in ctx.local_services():
         subsets = subset_names(svc)
         if not ctx.has_routes(name) and len(subsets) > 1 and ("routes", name) not in ctx.broken:
             ctx.diags.add("E0402", f"service `{name}` has {len(subsets)} subsets but no routes", svc.name.span,
                           hint=f"add `routes {name} {{ route default {{ to {name}.{subsets[0]} }} }}` or a split")
+
+
+def check_block(ctx: Context, name: str, block: ast.Routes) -> None:
+    """The checks of one routes block: what it reads besides itself are services, policies and
+    authorization blocks (never another routes block: compiler/semantic/reuse.py relies on it)."""
+    stream_idle = stream_idle_timeout(ctx.services.get(name))
+    seen: dict[str, ast.Route] = {}
+    for route in block.routes:
+        first = seen.get(route.name.value)
+        if first is not None:
+            ctx.diags.add("E0202", f"route `{route.name.value}` is declared twice in `routes {name}`",
+                          route.name.span, labels=(Label(first.name.span, "first declared here"),))
+        seen.setdefault(route.name.value, route)
+        check_timeouts(ctx, route)
+        check_stream_idle(ctx, route, stream_idle)
+        check_mirror(ctx, route)
+        if route.redirect is not None or route.respond is not None or route.rewrite is not None:
+            check_answer(ctx, route)
+    check_unreachable(ctx, block)
+    check_callers(ctx, name, block)
+    if not block.routes:
+        ctx.diags.add("E0301", f"`routes {name}` has no routes", block.service.span,
+                      hint="add a route, or remove the block to send everything to the service's only subset")
