@@ -217,8 +217,8 @@ def check_routes(ctx: Context) -> None:
     for name, block in ctx.routes.items():
         if ctx.reuse is None:
             check_block(ctx, name, block)
-        else:   # the language server: a block reads only itself and items of other kinds
-            ctx.reuse.unit(ctx, "routes", block, ast.Routes, check_block, ctx, name, block)
+        else:   # the language server, `meshc serve`: an unchanged block that read unchanged items
+            ctx.reuse.unit(ctx, "routes", block, check_block, ctx, name, block)
     for name, svc in ctx.local_services():
         subsets = subset_names(svc)
         if not ctx.has_routes(name) and len(subsets) > 1 and ("routes", name) not in ctx.broken:
@@ -227,8 +227,8 @@ def check_routes(ctx: Context) -> None:
 
 
 def check_block(ctx: Context, name: str, block: ast.Routes) -> None:
-    """The checks of one routes block: what it reads besides itself are services, policies and
-    authorization blocks (never another routes block: compiler/semantic/reuse.py relies on it)."""
+    """The checks of one routes block. Besides the block, it reads the program only through the
+    context's symbol tables and its `mesh` block (compiler/semantic/reuse.py relies on it)."""
     stream_idle = stream_idle_timeout(ctx.services.get(name))
     seen: dict[str, ast.Route] = {}
     for route in block.routes:
