@@ -104,7 +104,8 @@ def load(data: bytes | str) -> list[dict[str, Any]]:
     """The documents of a rendered file (for tests and `meshc check --target`)."""
     import yaml
 
-    return [d for d in yaml.safe_load_all(data) if d is not None]
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml's when built with it: ~10x faster
+    return [d for d in yaml.load_all(data, Loader=loader) if d is not None]
 
 
 def layout(objects: list[KubeObject], kinds: tuple[str, ...]) -> dict[str, bytes]:
