@@ -44,7 +44,7 @@ def located(result) -> list[tuple[str, int, int]]:
 def test_the_corpus_imports_checks_and_is_formatted(name, tmp_path, update_goldens):
     code, _, err = run_cli(["import", "istio", str(DATA / name), "-o", str(tmp_path), "-q"])
     assert code == 0, err
-    written = sorted(p.name for p in tmp_path.iterdir())
+    written = sorted(p.name for p in tmp_path.glob("*.mesh"))   # (and the manifest, .meshc-manifest)
     assert "mesh.mesh" in written and len(written) >= 2
     comp = api.check([str(tmp_path / n) for n in written])
     assert not comp.has_errors, [str(d) for d in comp.diagnostics]
@@ -208,7 +208,7 @@ def test_lint_on_the_imported_policy_gives_meshcs_analyses(tmp_path):
     from compiler.tooling.lint import lint_files
     from compiler.tooling.lint.config import LintConfig
 
-    findings, _ = lint_files(sorted(str(p) for p in tmp_path.iterdir()), LintConfig(), use_cache=False)
+    findings, _ = lint_files(sorted(str(p) for p in tmp_path.glob("*.mesh")), LintConfig(), use_cache=False)
     codes = {d.code for d in findings}
     # Istio's "/admin*" is a raw prefix: it also denies /administrator, and not /ADMIN
     assert {"L0301", "L0303", "W0502"} <= codes
@@ -485,3 +485,29 @@ def test_other_virtual_service_hosts_become_the_services_hosts(tmp_path):
         (tmp_path / "web.yaml").write_text(CALLERS.replace("  hosts: [web]\n", f"  hosts: {hosts}\n"))
         result = import_istio([str(tmp_path / "web.yaml")], out_dir=str(tmp_path / "out2"))
         assert "E1007" in [d.code for d in result.diagnostics], (hosts, [str(d) for d in result.diagnostics])
+
+
+def test_a_namespace_gone_from_the_yaml_loses_its_file_unless_it_was_edited(tmp_path):
+    """`-o DIR` keeps `meshc compile`'s manifest: the `.mesh` file of a namespace that the next
+    import no longer has is removed (`meshc check DIR` would read it), but one edited since the
+    import is the team's and is kept, with a warning."""
+    both = str(DATA / "namespaces.yaml")
+    prod_only = tmp_path / "prod.yaml"
+    docs = [d for d in yaml.safe_load_all((DATA / "namespaces.yaml").read_text()) if d]
+    prod_only.write_text(yaml.safe_dump_all([d for d in docs if d["metadata"].get("namespace") == "prod"]))
+    out = tmp_path / "policy"
+    assert run_cli(["import", "istio", both, "-o", str(out), "-q"])[0] == 0
+    assert {"prod.mesh", "staging.mesh"} <= {p.name for p in out.iterdir()}
+    code, _, err = run_cli(["import", "istio", str(prod_only), "-o", str(out)])
+    assert code == 0, err
+    assert "removed 1 stale file of an earlier import: staging.mesh" in err
+    assert not (out / "staging.mesh").exists() and (out / "prod.mesh").exists()
+    assert not api.check([str(p) for p in out.glob("*.mesh")]).has_errors
+
+    assert run_cli(["import", "istio", both, "-o", str(out), "-q"])[0] == 0
+    edited = (out / "staging.mesh").read_text() + "# ours now\n"
+    (out / "staging.mesh").write_text(edited)
+    code, _, err = run_cli(["import", "istio", str(prod_only), "-o", str(out)])
+    assert code == 0, err
+    assert f"warning: kept {out / 'staging.mesh'}: an earlier import wrote it, and it changed since" in err
+    assert (out / "staging.mesh").read_text() == edited

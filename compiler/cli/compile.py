@@ -380,7 +380,7 @@ def _deliver(args, files: Mapping[str, str | bytes | Link], what: str, count: bo
         else:
             sys.stdout.write(str(text))   # (one output: never a link)
         return EXIT_OK
-    from compiler.cli.output import MANIFEST, write_all, write_tracked
+    from compiler.cli.output import report_stale, write_all, write_tracked
 
     removed: list[str] = []
     kept: list[str] = []
@@ -396,15 +396,7 @@ def _deliver(args, files: Mapping[str, str | bytes | Link], what: str, count: bo
         return EXIT_USAGE
     if count:
         print(f"meshc: wrote {len(written)} files {what}", file=sys.stderr)
-        if removed:
-            print(f"meshc: removed {len(removed)} stale file{'' if len(removed) == 1 else 's'} of an earlier "
-                  f"compile: {', '.join(os.path.relpath(p, args.output) for p in removed)}", file=sys.stderr)
-        for path in kept:
-            print(f"meshc: warning: kept {path}: an earlier compile wrote it, and it changed since "
-                  f"(no longer listed in {os.path.join(args.output, MANIFEST)})", file=sys.stderr)
-        for text in unremoved:
-            print(f"meshc: warning: could not remove the stale file {text} (still listed: the next compile "
-                  "tries again)", file=sys.stderr)
+        report_stale(args.output, removed, kept, unremoved, "compile")
     else:
         for path in written:
             print(f"meshc: wrote {path} {what}", file=sys.stderr)

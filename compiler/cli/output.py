@@ -276,6 +276,21 @@ def write_tracked(out_dir: str, files: Mapping[str, str | bytes | Link],
     return written, removed, kept, unremoved
 
 
+def report_stale(out_dir: str, removed: list[str], kept: list[str], unremoved: list[str], command: str) -> None:
+    """On standard error: what `write_tracked` removed, kept and could not remove."""
+    import sys
+
+    if removed:
+        print(f"meshc: removed {len(removed)} stale file{'' if len(removed) == 1 else 's'} of an earlier "
+              f"{command}: {', '.join(os.path.relpath(p, out_dir) for p in removed)}", file=sys.stderr)
+    for path in kept:
+        print(f"meshc: warning: kept {path}: an earlier {command} wrote it, and it changed since "
+              f"(no longer listed in {os.path.join(out_dir, MANIFEST)})", file=sys.stderr)
+    for text in unremoved:
+        print(f"meshc: warning: could not remove the stale file {text} (still listed: the next {command} "
+              "tries again)", file=sys.stderr)
+
+
 def _identity(path: str) -> tuple[int, int] | None:
     try:
         st = os.lstat(path)
