@@ -203,6 +203,32 @@ def test_lint_names_the_forms_that_pass_a_case_sensitive_deny(tmp_path):
     ]
 
 
+def test_lint_names_the_forms_an_allow_rule_does_not_exclude(tmp_path):
+    """`not path` in an allow rule under `default deny` is the deny list inside out: a form that
+    passes the case-sensitive exclusion and that the rule's own path takes is allowed. Under
+    `default allow` it excludes nothing that would be denied; an exclusion with `ignore_case`, or
+    of a regex, and forms the rule's own case-sensitive path refuses are not named."""
+    path = tmp_path / "p.mesh"
+    path.write_text(SERVICE + "authorization api {\n  default deny\n"
+                    '  allow app { path prefix "/"  not path prefix "/admin" }\n'
+                    '  allow folded { path prefix "/x"  not path prefix "/x/admin" ignore_case  not path regex "/x/d.*" }\n'
+                    '  allow own { path prefix "/api/charges/"  not path exact "/api/charges/" }\n'
+                    '  allow letters { path regex "/[A-Za-z]+/.*"  not path exact "/y/123" }\n'
+                    "}\n")
+    findings, _ = lint_files([str(path)], LintConfig(), use_cache=False)
+    assert [(d.code, d.message, d.span.start_line_col()) for d in findings] == [
+        ("L0303", "allow rule `app` excludes `/admin` but not `/ADMIN`, `/admin;x` or `/%2561dmin`, which an "
+                  "application that ignores case, strips `;params` or decodes twice serves as `/admin`: the rule "
+                  "allows them", (7, 32)),
+        ("L0303", "allow rule `letters` excludes `/y/123` but not `/Y/123`, which an application that ignores case "
+                  "serves as `/y/123`: the rule allows them", (10, 47)),
+    ]
+    assert findings[0].hint.startswith('add `ignore_case` (`not path prefix "/admin" ignore_case`) to exclude every case')
+    path.write_text(SERVICE + "authorization api {\n  default allow\n"
+                    '  allow app { path prefix "/"  not path prefix "/admin" }\n}\n')
+    assert [d.code for d in lint_files([str(path)], LintConfig(), use_cache=False)[0]] == ["W0602"]  # no effect
+
+
 def test_lint_without_letters_does_not_offer_ignore_case(tmp_path):
     path = tmp_path / "p.mesh"
     path.write_text(SERVICE + 'authorization api {\n  default allow\n  deny { path prefix "/123" }\n}\n')

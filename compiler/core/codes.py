@@ -562,7 +562,8 @@ CODES: dict[str, Code] = _registry(
               "(Envoy matches the same way). An application that ignores case, strips `;params` from a segment or "
               "percent-decodes twice serves them as `/admin`. Add `ignore_case` to the path condition, or allow what "
               "is public under `default deny` instead of denying what is not, and keep the application from "
-              "stripping `;params` or decoding twice."),
+              "stripping `;params` or decoding twice. The same holds for the path an allow rule excludes under "
+              "`default deny` (`allow { path prefix \"/\"  not path prefix \"/admin\" }` allows `/ADMIN`)."),
     ("L0401", "unused named policy", "A named policy in the program's own files that no service, route or "
               "authorization block refers to."),
     ("L0402", "unused import", "An import that contributes nothing: the file declares no service, routes or "

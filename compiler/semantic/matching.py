@@ -347,7 +347,7 @@ def request_matches(m: ir.Match, method: str, path: str, headers: dict[str, list
     `headers` maps lower-case names to every value; `query` maps a key to its first value."""
     if m.methods is not None and method not in m.methods:
         return False
-    if m.path is not None and not _path_matches(m.path, path):
+    if m.path is not None and not path_matches(m.path, path):
         return False
     for h in m.headers:
         values = headers.get(h.name)
@@ -374,7 +374,7 @@ def request_matches(m: ir.Match, method: str, path: str, headers: dict[str, list
     return True
 
 
-def _path_matches(p: ir.PathMatch, path: str) -> bool:
+def path_matches(p: ir.PathMatch, path: str) -> bool:
     if p.ignore_case and p.kind != "regex":
         p, path = _lowered(p), path.translate(_ASCII_LOWER)
     if p.kind == "exact":

@@ -15,10 +15,15 @@ import os
 from compiler.core.diagnostics import Label
 from compiler.language import defaults
 from compiler.semantic.conditions import lower_path
+from compiler.semantic.matching import path_matches
 from compiler.semantic.program import resolve_import
 from compiler.semantic.symbols import Context, route_retry_block
 from compiler.semantic.written import retry_timing
 from compiler.syntax import ast
+
+TYPE_CHECKING = False   # (typing is not imported: `meshc lint` starts without it)
+if TYPE_CHECKING:
+    from compiler import ir
 
 
 def _timeout_ms(route: ast.Route) -> int:
@@ -171,27 +176,59 @@ def deny_bypassed_by_escaped_slashes(ctx: Context, add) -> None:
 def deny_bypassed_by_path_variants(ctx: Context, add) -> None:
     """L0303: a deny rule on a case-sensitive path (exact or prefix) that a differently written
     path the application may still serve as the denied one passes: another case, a `;params`
-    segment, a double percent-encoding."""
+    segment, a double percent-encoding. The same for the path an allow rule excludes with `not
+    path`: those forms are not excluded, so the rule allows them."""
+    fix = "allow what is public under `default deny` instead of denying what is not"
+    after = ("; the application must not strip `;params` from segments or percent-decode twice "
+             "(docs/semantics.md, \"Path case, `;params` and double encoding\")")
     for authz in ctx.authorizations.values():
         for rule, used in _rules_of(ctx, authz):
-            path = next((c for c in rule.conditions if isinstance(c, ast.PathCond)), None)
-            if rule.action != "deny" or path is None or path.kind == "regex" or path.ignore_case:
+            if rule.action == "deny":
+                path = next((c for c in rule.conditions if isinstance(c, ast.PathCond)), None)
+                found = _passing_forms(path)
+                if path is None or found is None:
+                    continue
+                value, shown, does, written = found
+                case_fix = (f"add `ignore_case` (`path {written} ignore_case`) to deny every case, or "
+                            if written else "")
+                add("L0303", f"deny rule {_rule_name(rule)} does not deny {shown}, which an application that {does} "
+                             f"serves as `{value}`",
+                    (used or path).span, case_fix + fix + after)
                 continue
-            p = lower_path(path)
-            if p.value == "/" or not p.value.startswith("/"):
-                continue  # every path is denied (or E0314 says it already)
-            forms = path_variants(p.kind, p.value)
-            does = _or([what for what, _ in forms])
-            shown = _or([f"`{form}`" for _, form in forms])
-            fix = "allow what is public under `default deny` instead of denying what is not"
-            if forms[0][0] == "ignores case":
-                fix = (f"add `ignore_case` (`path {path.kind} \"{path.value.value}\" ignore_case`) to deny every case, "
-                       f"or {fix}")
-            add("L0303", f"deny rule {_rule_name(rule)} does not deny {shown}, which an application that {does} "
-                         f"serves as `{p.value}`",
-                (used or path).span,
-                f"{fix}; the application must not strip `;params` from segments or percent-decode twice "
-                "(docs/semantics.md, \"Path case, `;params` and double encoding\")")
+            if rule.action != "allow" or authz.default is None or authz.default.value != "deny":
+                continue   # (under `default allow` an allow rule's exclusion denies nothing)
+            allowed = next((lower_path(c) for c in rule.conditions if isinstance(c, ast.PathCond)), None)
+            for cond in rule.conditions:
+                excluded = cond.cond if isinstance(cond, ast.NotCond) else None
+                # only the forms that the rule's own path still takes: `path prefix "/api/"  not path
+                # exact "/api/"` does not allow `/API/`, which its case-sensitive prefix refuses
+                found = _passing_forms(excluded, allowed) if isinstance(excluded, ast.PathCond) else None
+                if found is None:
+                    continue
+                value, shown, does, written = found
+                case_fix = (f"add `ignore_case` (`not path {written} ignore_case`) to exclude every case, or "
+                            if written else "")
+                add("L0303", f"allow rule {_rule_name(rule)} excludes `{value}` but not {shown}, which an "
+                             f"application that {does} serves as `{value}`: the rule allows them",
+                    (used or cond).span, case_fix + "name what the rule allows instead of what it does not" + after)
+
+
+def _passing_forms(path: ast.PathCond | None,
+                   within: ir.PathMatch | None = None) -> tuple[str, str, str, str | None] | None:
+    """For a case-sensitive exact or prefix path of more than `/`: (its value, the forms that
+    pass it (those `within` takes, when given), what an application does to serve them as it, the
+    condition as written when another case is one of them (`ignore_case` is then a fix)), or None
+    when no form passes."""
+    if path is None or path.kind == "regex" or path.ignore_case:
+        return None
+    p = lower_path(path)
+    if p.value == "/" or not p.value.startswith("/"):
+        return None  # every path (or E0314 says it already)
+    forms = [f for f in path_variants(p.kind, p.value) if within is None or path_matches(within, f[1])]
+    if not forms:
+        return None
+    written = f'{path.kind} "{path.value.value}"' if forms[0][0] == "ignores case" else None
+    return p.value, _or([f"`{form}`" for _, form in forms]), _or([what for what, _ in forms]), written
 
 
 def path_variants(kind: str, value: str) -> list[tuple[str, str]]:
