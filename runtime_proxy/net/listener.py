@@ -32,6 +32,36 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("runtime_proxy")
 
+def ip_literal(host: str) -> bool:
+    """Whether `host` is an IPv4 or IPv6 address rather than a name."""
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def listening_socket(host: str, port: int, reuse_port: bool = False, backlog: int = 2048) -> socket.socket:
+    """A socket listening on host:port (an IP address), set up as the event loop's `create_server`
+    sets up its own (SO_REUSEADDR; IPv6 only on an IPv6 address). Made here because uvloop's
+    `create_server(host, port)` encodes the host with the `idna` codec, whose tables
+    (unicodedata, stringprep) would then stay in every serving proxy: 0.65 MB of RSS."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:          # a worker of --workers N: the port is shared
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 FIRST_BYTE_TIMEOUT = 15.0     # Envoy's listener_filters_timeout: a client that sends nothing is closed
 LOG_PER_SECOND = 10           # refusal log lines a second (the metric counts all of them)
 
@@ -50,16 +80,7 @@ class TlsListener:
         self.plain_factory = plain_factory      # () -> protocol for a plaintext client
         self.tls_factory = tls_factory          # (own SPIFFE ID) -> protocol for an mTLS client
         if sock is None:
-            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if reuse_port:          # a worker of --workers N: the port is shared
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                sock.bind((host, port))
-                sock.listen(backlog)
-            except OSError:
-                sock.close()
-                raise
+            sock = listening_socket(host, port, reuse_port, backlog)
         sock.setblocking(False)
         self.sockets = [sock]                   # as asyncio.Server's, for the bound port
         self.task: asyncio.Task[None] | None = loop.create_task(self._accept(sock))
