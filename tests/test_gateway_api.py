@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import re
@@ -23,7 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import HealthCheck, Phase, assume, example, given, settings
 from hypothesis import strategies as st
 
 from compiler import api
@@ -391,19 +392,63 @@ def test_destination_policies_are_reported_at_the_service(setting, shown):
     assert "W0946" not in codes(SVC + routes_block)
 
 
-def test_a_destination_in_another_namespace_is_refused():
-    text = SVC + """service other {
+OPS = """service other {
   port 81
   namespace "ops"
-  endpoints ["10.0.0.3:81"]
-}
-routes api {
-  route r {
-    to other
-  }
+""" + "".join(f'  subset s{i} {{ endpoints ["10.0.1.{i}:81"] }}\n' for i in range(17)) + """}
+routes other {
+  route all { to other.s0 }
 }
 """
-    assert "E0951" in codes(text)
+
+
+def test_a_destination_in_another_namespace_gets_a_reference_grant():
+    """A backendRef to another namespace's Service (a `to`, a split's, a mirror's) is followed only
+    where that namespace grants it: meshc writes the ReferenceGrant there, in the destination's
+    file, naming exactly the Services referred to (16 at most per grant), and the objects validate."""
+    split = "  ".join(f"other.s{i} 1" for i in range(1, 17))
+    text = SVC + OPS + f"""routes api {{
+  route one {{
+    match {{ path prefix "/one" }}
+    to other.s0
+  }}
+  route many {{
+    match {{ path prefix "/many" }}
+    split {{ {split} }}
+  }}
+  route rest {{
+    to api.v1
+    mirror other.s0 5%
+  }}
+}}
+"""
+    emitted = emit(text)
+    assert not emitted.has_errors, [(d.code, d.message) for d in emitted.diagnostics if d.severity == "error"]
+    objects = routes(emitted)
+    assert emitted.validation.ok and emitted.validation.objects == len(objects) == 4
+    (api_route,) = [o for o in objects if o["kind"] == "HTTPRoute" and o["metadata"]["name"] == "api"]
+    one, many, rest = api_route["spec"]["rules"]
+    assert one["backendRefs"] == [{"group": "", "kind": "Service", "name": "other-s0", "namespace": "ops",
+                                   "port": 81}]
+    assert {r["namespace"] for r in many["backendRefs"]} == {"ops"}
+    assert rest["filters"][0]["requestMirror"]["backendRef"]["namespace"] == "ops"
+    grants = [o for o in objects if o["kind"] == "ReferenceGrant"]
+    assert [(g["metadata"]["name"], g["metadata"]["namespace"]) for g in grants] == [
+        ("other-from-default", "ops"), ("other-from-default-2", "ops")]
+    assert all(g["spec"]["from"] == [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute",
+                                      "namespace": "default"}] for g in grants)
+    granted = [t["name"] for g in grants for t in g["spec"]["to"]]
+    assert [len(g["spec"]["to"]) for g in grants] == [16, 1]
+    assert sorted(granted) == sorted(f"other-s{i}" for i in range(17))   # each once, and nothing else
+    assert all(t["group"] == "" and t["kind"] == "Service" for g in grants for t in g["spec"]["to"])
+    in_file = list(yaml.safe_load_all(emitted.files["ops/other.yaml"]))
+    assert [o["kind"] for o in in_file] == ["HTTPRoute", "ReferenceGrant", "ReferenceGrant"]
+
+
+def test_a_route_of_the_same_namespace_needs_no_grant():
+    same = OPS.replace('  namespace "ops"\n', "")
+    objects = routes(emit(SVC + same + "routes api {\n  route r { to other.s3 }\n}\n"))
+    assert [o["kind"] for o in objects] == ["HTTPRoute", "HTTPRoute"]
 
 
 def test_exact_constructs_become_their_fields():
@@ -485,11 +530,12 @@ def test_channel_needs_gateway_api(monkeypatch):
 # derandomised, so that a run always compares the same requests.
 EQUIVALENCE = int(os.environ.get("MESHC_GATEWAY_EQUIVALENCE", "25"))
 COMPARED = {"policies": 0, "refused": 0, "slash": 0, "requests": 0, "backends": 0, "locations": 0, "paths": 0,
-            "hosts": 0, "headers": 0, "cors": 0}
+            "hosts": 0, "headers": 0, "cors": 0, "grants": 0}
 # the least of each count per 25 policies, scaled to the policies drawn (measured counts:
 # docs/kubernetes.gateway-api.md; the draws are derandomised from the source of `_compare_policies`,
 # so an edit of it draws other policies: these leave room for that)
-MINIMUM = {"requests": 100, "backends": 60, "locations": 1, "paths": 2, "hosts": 1, "headers": 20, "cors": 2}
+MINIMUM = {"requests": 100, "backends": 60, "locations": 1, "paths": 2, "hosts": 1, "headers": 20, "cors": 2,
+           "grants": 20}
 
 
 def test_httproutes_route_as_the_native_proxy_decides():
@@ -567,6 +613,7 @@ def _compare_policies(case):
     for s in comp.ir.services:
         for sub in s.subsets:
             clusters.setdefault(s.namespace, {})[backend_service(s, sub.name)] = sub.cluster
+    grants = granted(routes(emitted))
     native = NativeModel(compiled, validate=False)
     # a destination whose authorization cannot admit the caller is outside its scope: meshc answers
     # 404 before routing, Gateway API (which has no scope) routes it (W0945 says authorization is not carried)
@@ -608,8 +655,39 @@ def _compare_policies(case):
             continue
         rule, best = route["spec"]["rules"][won[0]], won[1]
         assert chosen is not None
-        _compare_rule(rule, best, chosen, request, decision, clusters[namespace], path if clean else None, query,
+        resolve = functools.partial(backend_cluster, clusters=clusters, namespace=namespace, grants=grants)
+        _compare_rule(rule, best, chosen, request, decision, resolve, path if clean else None, query,
                       f"{where}\n--- rule {rule}")
+
+
+def granted(objects: list[dict]) -> set[tuple[str, str, str]]:
+    """(the grant's namespace, the namespace whose HTTPRoutes it lets refer, the Service) of every
+    ReferenceGrant among `objects` (Gateway API v1.6.1, ReferenceGrant: `from` HTTPRoutes, `to`
+    Services of the core group; a `to` without a name grants every Service)."""
+    out = set()
+    for o in objects:
+        if o["kind"] != "ReferenceGrant":
+            continue
+        for f in o["spec"]["from"]:
+            if (f["group"], f["kind"]) != ("gateway.networking.k8s.io", "HTTPRoute"):
+                continue
+            for t in o["spec"]["to"]:
+                if (t["group"], t["kind"]) == ("", "Service"):
+                    out.add((o["metadata"]["namespace"], f["namespace"], t.get("name", "*")))
+    return out
+
+
+def backend_cluster(ref: dict, clusters: dict[str, dict[str, str]], namespace: str,
+                    grants: set[tuple[str, str, str]]) -> str:
+    """The cluster a backendRef of an HTTPRoute in `namespace` reaches, as an implementation resolves
+    it: a Service of the route's namespace, or of the ref's `namespace` when a ReferenceGrant there
+    lets this namespace's HTTPRoutes refer to it (else the ref is not resolved: the implementation
+    answers 500, where meshc forwards)."""
+    other = ref.get("namespace", namespace)
+    if other != namespace:
+        assert {(other, namespace, ref["name"]), (other, namespace, "*")} & grants, \
+            f"no ReferenceGrant in `{other}` lets the HTTPRoutes of `{namespace}` refer to `{ref['name']}`"
+    return clusters[other][ref["name"]]
 
 
 # the first exact value of each header the profile's matches test (tests/equivalence/gateway.py)
@@ -645,7 +723,7 @@ def _ms(text: str) -> int:
 RETRY_CODES = {"5xx": set(range(500, 600)), "gateway-error": {502, 503, 504}, "retriable-4xx": {409}}
 
 
-def _compare_rule(rule: dict, match: dict, route, request, decision, clusters: dict, path: str | None,
+def _compare_rule(rule: dict, match: dict, route, request, decision, cluster_of, path: str | None,
                   query: str, where: str) -> None:
     """The rule Gateway API picks does what the native decision does, field by field, as Gateway
     API v1.6.1 specifies the rule's fields: a redirect's whole Location (its scheme, the request's
@@ -684,7 +762,8 @@ def _compare_rule(rule: dict, match: dict, route, request, decision, clusters: d
         return
     if decision.status == 200 and decision.cors:   # a preflight `cors` answered
         return
-    refs = {clusters[ref["name"]] for ref in rule["backendRefs"] if ref.get("weight", 1) > 0}
+    refs = {cluster_of(ref) for ref in rule["backendRefs"] if ref.get("weight", 1) > 0}
+    COMPARED["grants"] += sum("namespace" in ref for ref in rule["backendRefs"])   # (through a ReferenceGrant)
     if decision.candidates is not None:
         assert set(decision.candidates) == refs, where
     else:
@@ -709,7 +788,7 @@ def _compare_rule(rule: dict, match: dict, route, request, decision, clusters: d
             share = m.get("percent", 100) if "fraction" not in m else \
                 100 * m["fraction"]["numerator"] / m["fraction"]["denominator"]
             if share > 0:
-                mirrors.append((clusters[m["backendRef"]["name"]], round(share, 4)))
+                mirrors.append((cluster_of(m["backendRef"]), round(share, 4)))
     assert tuple(mirrors) == (decision.mirror or ()), where
     if made is not None and decision.path:
         assert made[1] == decision.path.partition("?")[0], where
@@ -721,7 +800,7 @@ def _compare_rule(rule: dict, match: dict, route, request, decision, clusters: d
         COMPARED["hosts"] += 1
     else:
         assert decision.upstream_host is None, where
-    arm = next((ref for ref in rule["backendRefs"] if clusters[ref["name"]] == decision.cluster), {})
+    arm = next((ref for ref in rule["backendRefs"] if cluster_of(ref) == decision.cluster), {})
     for key, lines in (("requestHeaderModifier", decision.upstream_headers),
                        ("responseHeaderModifier", decision.response_headers or ())):
         mine, theirs = _filter(rule, key) or {}, _filter(arm, key) or {}
@@ -823,9 +902,14 @@ def test_gateway_profile_policies_validate(policy):
     comp = api.compile([api.Text("generated.mesh", policy.render(policy.dummy_ports()))], shard=False)
     assert not comp.has_errors, [(d.code, d.message) for d in comp.diagnostics]
     emitted = comp.emit("gateway-api", None, Options(channel="experimental"))
-    assert not emitted.has_errors, [(d.code, d.message) for d in emitted.diagnostics if d.severity == "error"]
-    # (an HTTPRoute per destination, and `client`'s own: its implicit route)
-    assert emitted.validation.ok and emitted.validation.objects == len(routes(emitted)) == len(policy.services) + 1
+    errors = {d.code for d in emitted.diagnostics if d.severity == "error"}
+    assume(errors != {"E0957"})   # (the profile's prefix replacement `/x/`, refused as it should be)
+    assert not errors, [(d.code, d.message) for d in emitted.diagnostics if d.severity == "error"]
+    objects = routes(emitted)
+    # (an HTTPRoute per destination, and `client`'s own: its implicit route; a ReferenceGrant where a
+    # route sends to s0's twin in another namespace)
+    assert emitted.validation.ok and emitted.validation.objects == len(objects)
+    assert sum(o["kind"] == "HTTPRoute" for o in objects) == len(policy.services) + 1
 
 
 def test_a_rule_that_would_need_too_many_matches_is_a_conflict():

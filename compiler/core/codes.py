@@ -452,8 +452,6 @@ CODES: dict[str, Code] = _registry(
               "header match) are printable ASCII words separated by single spaces or tabs, 1 to 4096 characters, and "
               "a query parameter match has a value of at least one character: an empty value, spaces at its ends "
               "or in a row, or a character outside printable ASCII cannot be written."),
-    ("E0951", "destination in another namespace", "An HTTPRoute may send to a Service of another namespace only "
-              "where that namespace's ReferenceGrant allows it, and meshc does not write one."),
     ("E0952", "more routes than an HTTPRoute holds", "An HTTPRoute has at most 16 rules, and meshc writes one "
               "HTTPRoute per service: Gateway API breaks ties between the rules of several HTTPRoutes by their "
               "creation time, which the written order cannot decide. Merge routes that share a destination and "

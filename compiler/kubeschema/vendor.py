@@ -3,7 +3,7 @@
     python -m compiler.kubeschema.vendor ../shared/crds
 
 reads Istio's `istio/customresourcedefinitions.gen.yaml` and Gateway API's
-`gateway-api/{standard,experimental}/httproutes.yaml` (the layout of ../shared/crds, whose README
+`gateway-api/{standard,experimental}/{httproutes,referencegrants}.yaml` (the layout of ../shared/crds, whose README
 gives the revisions), keeps the kinds meshc writes or reads (KINDS), and writes one JSON file per
 bundle: for each kind its API group, scope, the served versions and the `openAPIV3Schema` with
 the `description` texts removed (they are most of the bytes and validate nothing). Every served
@@ -26,11 +26,13 @@ HERE = Path(__file__).resolve().parent / "crds"
 # bundle file -> (source file under the CRD folder, the kinds kept)
 ISTIO_KINDS = ("VirtualService", "DestinationRule", "AuthorizationPolicy", "PeerAuthentication", "Sidecar",
                "ServiceEntry", "WorkloadEntry", "EnvoyFilter")
-GATEWAY_KINDS = ("HTTPRoute",)
+GATEWAY_KINDS = ("HTTPRoute", "ReferenceGrant")
 BUNDLES = {
-    "istio.json": ("istio/customresourcedefinitions.gen.yaml", ISTIO_KINDS),
-    "gateway-api-standard.json": ("gateway-api/standard/httproutes.yaml", GATEWAY_KINDS),
-    "gateway-api-experimental.json": ("gateway-api/experimental/httproutes.yaml", GATEWAY_KINDS),
+    "istio.json": (("istio/customresourcedefinitions.gen.yaml",), ISTIO_KINDS),
+    "gateway-api-standard.json": (("gateway-api/standard/httproutes.yaml",
+                                   "gateway-api/standard/referencegrants.yaml"), GATEWAY_KINDS),
+    "gateway-api-experimental.json": (("gateway-api/experimental/httproutes.yaml",
+                                       "gateway-api/experimental/referencegrants.yaml"), GATEWAY_KINDS),
 }
 LICENSES = {"LICENSE.istio": "istio/LICENSE", "LICENSE.gateway-api": "gateway-api/LICENSE"}
 
@@ -59,14 +61,16 @@ def strip(schema: Any) -> Any:
     return out
 
 
-def bundle(path: Path, kinds: tuple[str, ...]) -> dict[str, Any]:
+def bundle(paths: tuple[Path, ...], kinds: tuple[str, ...]) -> dict[str, Any]:
     import yaml
 
     found: dict[str, Any] = {}
     annotations: dict[str, str] = {}
-    with open(path, encoding="utf-8") as fh:
-        docs = [d for d in yaml.load_all(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) if d]
-    for doc in docs:
+    docs = []
+    for path in paths:
+        with open(path, encoding="utf-8") as fh:
+            docs += [(path, d) for d in yaml.load_all(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) if d]
+    for path, doc in docs:
         kind = doc["spec"]["names"]["kind"]
         if kind not in kinds:
             continue
@@ -86,8 +90,9 @@ def bundle(path: Path, kinds: tuple[str, ...]) -> dict[str, Any]:
                             if k.startswith("gateway.networking.k8s.io/")})
     missing = set(kinds) - set(found)
     if missing:
-        raise SystemExit(f"{path}: no CRD for {sorted(missing)}")
-    return {"source": str(path.name), "annotations": annotations, "kinds": {k: found[k] for k in kinds}}
+        raise SystemExit(f"{', '.join(map(str, paths))}: no CRD for {sorted(missing)}")
+    return {"source": ", ".join(p.name for p in paths), "annotations": annotations,
+            "kinds": {k: found[k] for k in kinds}}
 
 
 def main(argv: list[str]) -> int:
@@ -96,8 +101,8 @@ def main(argv: list[str]) -> int:
         return 2
     root = Path(argv[0])
     HERE.mkdir(exist_ok=True)
-    for name, (rel, kinds) in BUNDLES.items():
-        data = bundle(root / rel, kinds)
+    for name, (rels, kinds) in BUNDLES.items():
+        data = bundle(tuple(root / rel for rel in rels), kinds)
         text = json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
         (HERE / name).write_text(text, encoding="utf-8")
     for name, rel in LICENSES.items():

@@ -43,13 +43,16 @@ from tests.equivalence.policies import (
     SPLIT_KEYS,
     SUBSETS,
     TRUST_DOMAIN,
+    TWIN_NAMESPACES,
     VALUES,
     Endpoint,
     GenPolicy,
     GenRequest,
     _paths,
+    namespace_of,
     q,
     requests,
+    short_name,
 )
 
 # per name: exact tests, and at most one other test (whose pattern is then the same everywhere)
@@ -201,19 +204,26 @@ def _cors(draw) -> str:
 def gateway_policies(draw) -> GenPolicy:
     """A program around the sidecar of `client` whose routes an HTTPRoute carries (module docstring)."""
     services = [f"s{i}" for i in range(draw(st.integers(1, 3)))]
+    # sometimes s0 has a twin in another namespace (policies.py): a route to the other one is a
+    # backendRef to another namespace's Service, which its ReferenceGrant lets through
+    twin = draw(st.sampled_from(TWIN_NAMESPACES))
+    if twin is not None:
+        services[:1] = ["default/s0", f"{twin}/s0"]
     endpoints: list[Endpoint] = []
     lines = [f'mesh {{\n  trust_domain "{TRUST_DOMAIN}"\n  mtls disable\n}}\n',
              f'service client {{\n  port 8000\n  namespace "{CLIENT_NAMESPACE}"\n  endpoints ["127.0.0.1:@APP@"]\n'
              f'  sidecar {{ inbound @INBOUND@  outbound @OUTBOUND@  admin @ADMIN@  app "127.0.0.1:@APP@" }}\n}}\n']
     destinations = []
     for svc in services:
-        body = [f"  port {SERVICE_PORT[svc]}"]
+        body = [f"  port {SERVICE_PORT[short_name(svc)]}"]
+        if "/" in svc:
+            body.append(f"  namespace {q(namespace_of(svc))}")
         for name in SUBSETS[:draw(st.integers(1, 3))]:
             ep = Endpoint(len(endpoints), svc, name)
             endpoints.append(ep)
             body.append(f'  subset {name} {{ endpoints ["127.0.0.1:@EP{ep.index}@"] }}')
             destinations.append(f"{svc}.{name}")
-        lines.append(f"service {svc} {{\n" + "\n".join(body) + "\n}\n")
+        lines.append(f"service {short_name(svc)} {{\n" + "\n".join(body) + "\n}\n")
     paths: list[str] = []
     for svc in services:
         drawn = [draw(_route(i, destinations, paths)) for i in range(draw(st.integers(1, 4)))]

@@ -24,8 +24,10 @@ from compiler.core.diagnostics import Diagnostic
 from compiler.ir import scope
 from compiler.ir.names import short_name, written_hosts
 
-API_VERSION = "gateway.networking.k8s.io/v1"
-KINDS = ("HTTPRoute",)
+GROUP = "gateway.networking.k8s.io"
+API_VERSION = f"{GROUP}/v1"
+KINDS = ("HTTPRoute", "ReferenceGrant")
+GRANT_MAX = 16   # a ReferenceGrant's `to` (maxItems)
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 MAX_WEIGHT = 1_000_000
 IMPLICIT_SUBSET = "default"
@@ -37,8 +39,8 @@ NON_STATUS = {"5xx": ("resets", "connect failures", "per-try timeouts"),
               "reset": ("resets", "connect failures"), "connect-failure": ("connect failures",),
               "refused-stream": ("refused streams",)}
 
-ORDER, STANDARD_RETRY, FAULT, PATH, CONDITION, WEIGHT, NAMESPACE, VALUE, TOO_MANY, TWICE = (
-    "E0943", "E0944", "E0945", "E0946", "E0947", "E0948", "E0951", "E0950", "E0952", "E0953")
+ORDER, STANDARD_RETRY, FAULT, PATH, CONDITION, WEIGHT, VALUE, TOO_MANY, TWICE = (
+    "E0943", "E0944", "E0945", "E0946", "E0947", "E0948", "E0950", "E0952", "E0953")
 CORS = "E0959"   # a route's `cors` the CORS filter cannot say (HTTPCORSFilter, v1.6.1; language §13a)
 CORS_APPROX = "W0952"   # a route's `cors` written as the CORS filter: what Gateway API leaves to the implementation
 # HTTPCORSFilter (CRD v1.6.1): an origin `scheme://host[:port]` (a `*` in the host is a wildcard), at
@@ -73,6 +75,25 @@ def backend_service(service: ir.Service, subset: str) -> str:
     return name if subset == IMPLICIT_SUBSET else f"{name}-{subset}"
 
 
+def reference_grants(grants: dict[tuple[str, str], tuple[dict[str, None], str]],
+                     services: dict[str, ir.Service]) -> list[KubeObject]:
+    """The ReferenceGrants that let the HTTPRoutes of one namespace send to (and mirror to) the
+    Services of another: one per meshc service referred to and per referring namespace, in the
+    service's namespace and file, named `SERVICE-from-NAMESPACE`, naming exactly the Services the
+    routes refer to (the service's own, `SERVICE-SUBSET`), at most GRANT_MAX each (`-2`, ... after)."""
+    out: list[KubeObject] = []
+    for (service, source_ns), (names, source) in sorted(grants.items()):
+        target = services[service]
+        listed = sorted(names)
+        for i in range(0, len(listed), GRANT_MAX):
+            suffix = f"-{i // GRANT_MAX + 1}" if i else ""
+            spec = {"from": [{"group": GROUP, "kind": "HTTPRoute", "namespace": source_ns}],
+                    "to": [{"group": "", "kind": "Service", "name": n} for n in listed[i:i + GRANT_MAX]]}
+            out.append(KubeObject(API_VERSION, "ReferenceGrant", f"{short_name(service)}-from-{source_ns}{suffix}",
+                                  target.namespace, {"spec": spec}, source=source, service=service))
+    return out
+
+
 class GatewayApiTarget:
     name: str = "gateway-api"
     kinds: tuple[str, ...] = KINDS
@@ -84,6 +105,9 @@ class GatewayApiTarget:
         diags: list[Diagnostic] = []
         objects: list[KubeObject] = []
         services = {s.name: s for s in program.services}
+        # (the Service's meshc service, the referring HTTPRoute's namespace) -> its Services referred to,
+        # and where the first reference was written
+        grants: dict[tuple[str, str], tuple[dict[str, None], str]] = {}
         for svc in program.services:
             diags += _service_policies(svc, sources)
             hosts = written_hosts(svc.domains, svc.port)
@@ -104,8 +128,9 @@ class GatewayApiTarget:
                                           "written: merge routes that share a destination and policy"))
                 continue
             rules, rule_matches = [], []
+            wanted: dict[tuple[str, str], tuple[dict[str, None], str]] = {}
             for route in svc.routes:
-                rule, found = self._rule(route, svc, services, sources)
+                rule, found = self._rule(route, svc, services, sources, wanted)
                 diags += found
                 rules.append(rule)
                 rule_matches.append(rule["matches"])
@@ -146,12 +171,15 @@ class GatewayApiTarget:
             objects.append(KubeObject(API_VERSION, "HTTPRoute", short_name(svc.name), svc.namespace, {"spec": spec},
                                       source=str(svc.routes[0].source), service=svc.name,
                                       parts=("spec.rules", tuple(rule_sources))))
+            for key, (names, source) in wanted.items():
+                grants.setdefault(key, ({}, source))[0].update(names)
+        objects += reference_grants(grants, services)
         return objects, diags
 
     # ---- one route
 
     def _rule(self, route: ir.Route, svc: ir.Service, services: dict[str, ir.Service],
-              sources: dict) -> tuple[dict[str, Any], list[Diagnostic]]:
+              sources: dict, grants: dict) -> tuple[dict[str, Any], list[Diagnostic]]:
         diags: list[Diagnostic] = []
         where = route.source
         rule: dict[str, Any] = {}
@@ -161,10 +189,11 @@ class GatewayApiTarget:
         rule["matches"] = matches
         refs: list[dict[str, Any]] = []
         if route.to is not None:
-            refs.append(self._ref(route.to.service, route.to.subset, None, svc, services, route, sources, diags))
+            refs.append(self._ref(route.to.service, route.to.subset, None, svc, services, route, sources, diags,
+                                  grants))
         elif route.split is not None:
             for t in route.split.targets:
-                ref = self._ref(t.service, t.subset, t.weight, svc, services, route, sources, diags)
+                ref = self._ref(t.service, t.subset, t.weight, svc, services, route, sources, diags, grants)
                 own = _destination_filters(t, route, sources, diags)
                 if own:
                     ref["filters"] = own
@@ -202,7 +231,7 @@ class GatewayApiTarget:
                                       "request's one draw falls within; an implementation may draw per mirror"))
         for each in route.mirrors:   # one RequestMirror filter per mirror, in written order
             mirror = {"backendRef": self._ref(each.service, each.subset, None, svc, services, route,
-                                              sources, diags)}
+                                              sources, diags, grants)}
             if each.percent < 100:
                 mirror.update(_fraction(each.percent))
             filters.append({"type": "RequestMirror", "requestMirror": mirror})
@@ -225,7 +254,8 @@ class GatewayApiTarget:
 
     def _ref(self, service: str, subset: str, weight: int | None, owner: ir.Service,
              services: dict[str, ir.Service], route: ir.Route, sources: dict,
-             diags: list[Diagnostic]) -> dict[str, Any]:
+             diags: list[Diagnostic], grants: dict) -> dict[str, Any]:
+        """A backendRef; one to another namespace's Service is noted in `grants` (reference_grants)."""
         target = services[service]
         name = backend_service(target, subset)
         if subset != IMPLICIT_SUBSET:
@@ -233,11 +263,7 @@ class GatewayApiTarget:
         ref: dict[str, Any] = {"group": "", "kind": "Service", "name": name, "port": target.port}
         if target.namespace != owner.namespace:
             ref["namespace"] = target.namespace
-            diags.append(located(NAMESPACE, f"route `{route.name}` sends to `{service}` in namespace "
-                                 f"`{target.namespace}`, which needs a ReferenceGrant meshc does not write",
-                                 route.source, sources,
-                                 hint="an HTTPRoute may refer to another namespace's Service only where that "
-                                      "namespace grants it"))
+            grants.setdefault((service, owner.namespace), ({}, str(route.source)))[0][name] = None
         if weight is not None:
             if weight > MAX_WEIGHT:
                 diags.append(located(WEIGHT, f"split weight {weight} of route `{route.name}` is above "
