@@ -211,7 +211,8 @@ def test_lint_names_the_forms_an_allow_rule_does_not_exclude(tmp_path):
     path = tmp_path / "p.mesh"
     path.write_text(SERVICE + "authorization api {\n  default deny\n"
                     '  allow app { path prefix "/"  not path prefix "/admin" }\n'
-                    '  allow folded { path prefix "/x"  not path prefix "/x/admin" ignore_case  not path regex "/x/d.*" }\n'
+                    '  allow folded { path prefix "/x"  not path prefix "/x/admin" ignore_case'
+                    '  not path regex "/x/d.*" }\n'
                     '  allow own { path prefix "/api/charges/"  not path exact "/api/charges/" }\n'
                     '  allow letters { path regex "/[A-Za-z]+/.*"  not path exact "/y/123" }\n'
                     "}\n")
@@ -223,7 +224,8 @@ def test_lint_names_the_forms_an_allow_rule_does_not_exclude(tmp_path):
         ("L0303", "allow rule `letters` excludes `/y/123` but not `/Y/123`, which an application that ignores case "
                   "serves as `/y/123`: the rule allows them", (10, 47)),
     ]
-    assert findings[0].hint.startswith('add `ignore_case` (`not path prefix "/admin" ignore_case`) to exclude every case')
+    assert findings[0].hint.startswith('add `ignore_case` (`not path prefix "/admin" ignore_case`) to exclude '
+                                       "every case")
     path.write_text(SERVICE + "authorization api {\n  default allow\n"
                     '  allow app { path prefix "/"  not path prefix "/admin" }\n}\n')
     assert [d.code for d in lint_files([str(path)], LintConfig(), use_cache=False)[0]] == ["W0602"]  # no effect
