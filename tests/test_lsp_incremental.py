@@ -185,3 +185,18 @@ def test_routes_checks_are_reused_while_what_they_read_is_unchanged(tmp_path: Pa
         assert cache.checks.reused - before == len(reused), what
     assert {d["code"] for d in incremental} >= {"W0401", "W0410"}
     assert not {"W0404", "E0401"} & {d["code"] for d in incremental}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sequence=edits())
+def test_random_edits_of_routes_whose_diagnostics_point_into_other_items(sequence) -> None:
+    """The random edits of the first test, on REUSE_DOC: its routes blocks' diagnostics have labels
+    and spans in the policy, the service and the authorization block they read, so an edit there
+    (or a move of them) must run the blocks that read them again and no other."""
+    uri = (ROOT / "reuse.mesh").as_uri()   # (imports nothing: the path is never read)
+    text = REUSE_DOC
+    cache = ItemCache()
+    la.analyse_document(uri, text, cache)
+    for edit in sequence:
+        text = _apply(text, edit)
+        assert _render(la.analyse_document(uri, text, cache).diagnostics) == _render(la.check_document(uri, text))
