@@ -44,7 +44,7 @@ def located(result) -> list[tuple[str, int, int]]:
 def test_the_corpus_imports_checks_and_is_formatted(name, tmp_path, update_goldens):
     code, _, err = run_cli(["import", "istio", str(DATA / name), "-o", str(tmp_path), "-q"])
     assert code == 0, err
-    written = sorted(p.name for p in tmp_path.glob("*.mesh"))   # (and the manifest, .meshc-manifest)
+    written = sorted(p.name for p in tmp_path.glob("*.mesh"))   # (and the manifest, .meshc-import-manifest)
     assert "mesh.mesh" in written and len(written) >= 2
     comp = api.check([str(tmp_path / n) for n in written])
     assert not comp.has_errors, [str(d) for d in comp.diagnostics]
@@ -511,3 +511,20 @@ def test_a_namespace_gone_from_the_yaml_loses_its_file_unless_it_was_edited(tmp_
     assert code == 0, err
     assert f"warning: kept {out / 'staging.mesh'}: an earlier import wrote it, and it changed since" in err
     assert (out / "staging.mesh").read_text() == edited
+
+
+def test_an_import_and_a_compile_into_one_directory_leave_each_others_files(tmp_path):
+    """The imported sources and the YAML compiled from them may share a directory: each command
+    keeps its own manifest, so neither takes the other's files for stale."""
+    out = tmp_path / "k8s"
+    assert run_cli(["import", "istio", str(DATA / "namespaces.yaml"), "-o", str(out), "-q"])[0] == 0
+    sources = sorted(str(p) for p in out.glob("*.mesh"))
+    code, _, err = run_cli(["compile", *sources, "--target", "istio", "-o", str(out)])
+    assert code == 0 and "removed" not in err, err
+    assert sorted(str(p) for p in out.glob("*.mesh")) == sources
+    compiled = sorted(str(p) for p in out.rglob("*.yaml"))
+    assert compiled
+    code, _, err = run_cli(["import", "istio", str(DATA / "namespaces.yaml"), "-o", str(out)])
+    assert code == 0 and "removed" not in err, err
+    assert sorted(str(p) for p in out.rglob("*.yaml")) == compiled
+    assert {p.name for p in out.iterdir() if p.name.startswith(".")} == {".meshc-manifest", ".meshc-import-manifest"}

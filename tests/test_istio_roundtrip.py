@@ -248,5 +248,5 @@ def test_a_round_trip_keeps_the_files_formatted(tmp_path):
                          "--trust-domain", comp.ir.trust_domain])
         assert code == 0
         assert cli.main(["fmt", "--check", str(tmp_path / "m")]) == 0
-    assert sorted(os.listdir(tmp_path / "m")) == [".meshc-manifest", "logistics.mesh", "mesh.mesh", "shop.mesh",
+    assert sorted(os.listdir(tmp_path / "m")) == [".meshc-import-manifest", "logistics.mesh", "mesh.mesh", "shop.mesh",
                                                   "web.mesh"]

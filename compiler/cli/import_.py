@@ -3,8 +3,9 @@
 The translation is compiler/tooling/istio_import; this module expands FILES (directories: their
 `.yaml` and `.yml` files, sorted), prints the diagnostics in the format asked for and writes the
 files atomically, all or none, only without an error (exit 1 with errors, 2 usage or I/O), with
-the manifest of `meshc compile -o DIR`: a file an earlier import wrote and this one does not is
-removed, unless it was edited since (then kept, with a warning).
+a manifest as `meshc compile -o DIR` keeps one (its own, `.meshc-import-manifest`): a file an
+earlier import wrote and this one does not is removed, unless it was edited since (then kept, with
+a warning); what a compile wrote into the same directory is never touched.
 """
 
 from __future__ import annotations
@@ -44,15 +45,16 @@ def import_command(args) -> int:
     print_diagnostics(result.diagnostics, args.output_format, args.color, quiet=args.quiet)
     if result.has_errors:
         return EXIT_INPUT
-    from compiler.cli.output import report_stale, write_tracked
+    from compiler.cli.output import IMPORT_MANIFEST, report_stale, write_tracked
 
     try:   # the .mesh files of an earlier import that this one no longer writes are removed
-        written, removed, kept, unremoved = write_tracked(args.output, result.files, whole=True)
+        written, removed, kept, unremoved = write_tracked(args.output, result.files, whole=True,
+                                                          manifest=IMPORT_MANIFEST)
     except OSError as err:
         print(f"meshc: error: cannot write {args.output}: {err.strerror or err}", file=sys.stderr)
         return EXIT_USAGE
     if not args.quiet:
-        report_stale(args.output, removed, kept, unremoved, "import")
+        report_stale(args.output, removed, kept, unremoved, "import", IMPORT_MANIFEST)
     if args.output_format == "human" and not args.quiet:
         print(f"meshc: imported {len(files)} file{'' if len(files) == 1 else 's'} into {len(written)} .mesh "
               f"file{'' if len(written) == 1 else 's'} in {args.output}; next: meshc lint {args.output}")

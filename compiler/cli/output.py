@@ -165,6 +165,10 @@ def replace_file(path: str, text: str) -> None:
 # the files the targets' compiles (envoy, native, istio, gateway-api) wrote there. No `.json`,
 # `.yaml` or `.yml` suffix: `kubectl apply -f DIR` reads only files with those.
 MANIFEST = ".meshc-manifest"
+# `meshc import istio -o DIR`'s own: an import and a compile into one directory never take each
+# other's files for stale (DIR may hold the imported sources and the YAML compiled from them)
+IMPORT_MANIFEST = ".meshc-import-manifest"
+MANIFESTS = (MANIFEST, IMPORT_MANIFEST)
 
 
 def _fingerprint(data: str | bytes | Link) -> str:
@@ -187,13 +191,13 @@ def _on_disk(path: str) -> str | None:
         return None
 
 
-def read_manifest(out_dir: str) -> dict[str, str]:
+def read_manifest(out_dir: str, manifest: str = MANIFEST) -> dict[str, str]:
     """The files an earlier compile recorded in `out_dir` (empty: none, or a manifest meshc did not
     write, which is then ignored rather than trusted)."""
     import json
 
     try:
-        with open(os.path.join(out_dir, MANIFEST), encoding="utf-8") as fh:
+        with open(os.path.join(out_dir, manifest), encoding="utf-8") as fh:
             text = fh.read(_MANIFEST_MAX + 1)
         if len(text) > _MANIFEST_MAX:
             return {}
@@ -223,11 +227,11 @@ def _inside(rel: str) -> bool:
     """A relative path that stays inside the output directory (a manifest is never trusted further)."""
     norm = os.path.normpath(rel)
     return bool(rel) and not os.path.isabs(rel) and norm != "." and not norm.startswith(("..", os.sep)) \
-        and norm != MANIFEST
+        and norm not in MANIFESTS
 
 
-def write_tracked(out_dir: str, files: Mapping[str, str | bytes | Link],
-                  whole: bool) -> tuple[list[str], list[str], list[str], list[str]]:
+def write_tracked(out_dir: str, files: Mapping[str, str | bytes | Link], whole: bool,
+                  manifest: str = MANIFEST) -> tuple[list[str], list[str], list[str], list[str]]:
     """`write_all` plus the manifest, then the stale files removed: (written, removed, kept: changed
     since, unremoved: could not be removed, with the reason; still listed).
 
@@ -237,7 +241,7 @@ def write_tracked(out_dir: str, files: Mapping[str, str | bytes | Link],
     file someone edited is theirs). Otherwise (named proxies) the files of the earlier compiles stay
     and stay listed. Nothing is removed before every new file is in place (a watching proxy follows
     its bootstrap to the new files first), and no file the manifest does not list is touched."""
-    old = read_manifest(out_dir)
+    old = read_manifest(out_dir, manifest)
     new = {os.path.normpath(name): _fingerprint(data) for name, data in files.items()}
     stale = sorted(set(old) - set(new))
     present = {k: v for k, v in old.items() if k in stale and _no_symlinked_parent(out_dir, k)
@@ -248,7 +252,7 @@ def write_tracked(out_dir: str, files: Mapping[str, str | bytes | Link],
     # the new files too, so that a compile that fails among its renames leaves every file it
     # wrote listed (removed by a later compile that no longer writes it).
     listed = {**({k: old[k] for k in removable} if whole else present), **new}
-    written = write_all(out_dir, {MANIFEST: _manifest(listed), **files})[1:]
+    written = write_all(out_dir, {manifest: _manifest(listed), **files})[1:]
     just_written = {_identity(path) for path in written} - {None}
     removed: list[str] = []
     kept: list[str] = []
@@ -272,11 +276,12 @@ def write_tracked(out_dir: str, files: Mapping[str, str | bytes | Link],
         removed.append(path)
         _remove_empty_parents(out_dir, os.path.dirname(path))
     if whole and removable:
-        write_all(out_dir, {MANIFEST: _manifest({**failed, **new})})
+        write_all(out_dir, {manifest: _manifest({**failed, **new})})
     return written, removed, kept, unremoved
 
 
-def report_stale(out_dir: str, removed: list[str], kept: list[str], unremoved: list[str], command: str) -> None:
+def report_stale(out_dir: str, removed: list[str], kept: list[str], unremoved: list[str], command: str,
+                 manifest: str = MANIFEST) -> None:
     """On standard error: what `write_tracked` removed, kept and could not remove."""
     import sys
 
@@ -285,7 +290,7 @@ def report_stale(out_dir: str, removed: list[str], kept: list[str], unremoved: l
               f"{command}: {', '.join(os.path.relpath(p, out_dir) for p in removed)}", file=sys.stderr)
     for path in kept:
         print(f"meshc: warning: kept {path}: an earlier {command} wrote it, and it changed since "
-              f"(no longer listed in {os.path.join(out_dir, MANIFEST)})", file=sys.stderr)
+              f"(no longer listed in {os.path.join(out_dir, manifest)})", file=sys.stderr)
     for text in unremoved:
         print(f"meshc: warning: could not remove the stale file {text} (still listed: the next {command} "
               "tries again)", file=sys.stderr)
