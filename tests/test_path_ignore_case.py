@@ -226,6 +226,12 @@ def test_lint_names_the_forms_an_allow_rule_does_not_exclude(tmp_path):
     ]
     assert findings[0].hint.startswith('add `ignore_case` (`not path prefix "/admin" ignore_case`) to exclude '
                                        "every case")
+    # the usual nested exclusion: the forms vary after the rule's own prefix, which takes them
+    path.write_text(SERVICE + "authorization api {\n  default deny\n"
+                    '  allow api { path prefix "/api"  not path prefix "/api/admin" }\n}\n')
+    (nested,) = lint_files([str(path)], LintConfig(), use_cache=False)[0]
+    assert nested.message.startswith("allow rule `api` excludes `/api/admin` but not `/api/ADMIN`, `/api/admin;x` "
+                                     "or `/api/%2561dmin`")
     path.write_text(SERVICE + "authorization api {\n  default allow\n"
                     '  allow app { path prefix "/"  not path prefix "/admin" }\n}\n')
     assert [d.code for d in lint_files([str(path)], LintConfig(), use_cache=False)[0]] == ["W0602"]  # no effect

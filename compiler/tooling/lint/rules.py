@@ -224,27 +224,40 @@ def _passing_forms(path: ast.PathCond | None,
     p = lower_path(path)
     if p.value == "/" or not p.value.startswith("/"):
         return None  # every path (or E0314 says it already)
-    forms = [f for f in path_variants(p.kind, p.value) if within is None or path_matches(within, f[1])]
+    forms = [f for f in path_variants(p.kind, p.value, _after(within, p.value))
+             if within is None or path_matches(within, f[1])]
     if not forms:
         return None
     written = f'{path.kind} "{path.value.value}"' if forms[0][0] == "ignores case" else None
     return p.value, _or([f"`{form}`" for _, form in forms]), _or([what for what, _ in forms]), written
 
 
-def path_variants(kind: str, value: str) -> list[tuple[str, str]]:
+def path_variants(kind: str, value: str, start: int = 1) -> list[tuple[str, str]]:
     """(what the application does, a path it then serves as `value`) for the forms that pass a
-    case-sensitive condition of IR kind `kind` on `value` (a path of more than `/`)."""
+    case-sensitive condition of IR kind `kind` on `value` (a path of more than `/`), written
+    differently from `value[start]` on (the part after what an allow rule's own path takes)."""
     forms = []
-    swapped = value.swapcase() if value.isascii() else value
+    swapped = value[:start] + value[start:].swapcase() if value.isascii() else value
     if swapped != value:
         forms.append(("ignores case", swapped))
-    inner = value.find("/", 1)
+    inner = value.find("/", start)
     if inner > 0:
         forms.append(("strips `;params`", value[:inner] + ";x" + value[inner:]))
     elif kind != "prefix":  # a raw prefix also takes `/admin;x`
         forms.append(("strips `;params`", value + ";x"))
-    forms.append(("decodes twice", f"/%25{ord(value[1]):02X}{value[2:]}"))
+    forms.append(("decodes twice", f"{value[:start]}%25{ord(value[start]):02X}{value[start + 1:]}"))
     return forms
+
+
+def _after(within: ir.PathMatch | None, value: str) -> int:
+    """Where an excluded path `value` goes on past what the rule's own path `within` takes (after
+    its `/`): `/api/admin` under `path prefix "/api"` varies from `admin` on; 1 otherwise."""
+    if within is None or within.kind not in ("prefix", "segment_prefix") or within.ignore_case:
+        return 1
+    base = within.value.rstrip("/")
+    if len(value) > len(base) + 1 and value.startswith(base + "/"):
+        return len(base) + 1
+    return 1
 
 
 def _or(items: list[str]) -> str:
