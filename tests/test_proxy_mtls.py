@@ -617,3 +617,23 @@ def test_reload_to_strict_ends_plaintext_connections_kept_alive(pki, upstreams, 
         kept.close()
         assert refused(p.inbound, None)
         assert tls_get(p.inbound, pki.ctx("frontend"), "/private/x")[0] == 200
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+def test_a_listener_on_an_ipv6_address_takes_ipv6_clients_only():
+    """`::` is IPv6 only, for the mTLS listener (net/listener.py) as for the plaintext ones and
+    Envoy's (ipv4_compat false): docs/native-proxy.md."""
+    from runtime_proxy.net.listener import listening_socket
+
+    try:
+        sock = listening_socket("::", 0)
+    except OSError:
+        pytest.skip("cannot bind ::")
+    port = sock.getsockname()[1]
+    try:
+        with socket.create_connection(("::1", port), timeout=2):
+            pass
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        sock.close()
