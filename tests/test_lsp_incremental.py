@@ -10,6 +10,7 @@ hint, file, line, column, end and labels.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -151,38 +152,55 @@ routes c {
 '''
 
 
+def _block(text: str, name: str) -> str | None:
+    """The text of `routes NAME { … }` in `text`, None when there is none."""
+    found = re.search(rf"^routes {name} {{\n.*?^}}\n", text, re.M | re.S)
+    return found.group(0) if found else None
+
+
 def test_routes_checks_are_reused_while_what_they_read_is_unchanged(tmp_path: Path) -> None:
     uri = (tmp_path / "doc.mesh").as_uri()
     cache = ItemCache()
     text = REUSE_DOC
     first = _render(la.analyse_document(uri, text, cache).diagnostics)
     assert {"W0404", "E0401", "W0401", "W0410"} <= {d["code"] for d in first}
-    edits = [  # (what the edit does, replaced, replacement, the routes blocks whose checks are reused)
+    # (what the edit does, replaced, replacement, the routes blocks whose checks are reused, and
+    # whether the checks of `authorization b` are); the values of an unchanged block's routes
+    # read nothing else: reused whatever else changed
+    edits = [
         ("a route added to the first block: every later item moves two lines down",
          "  route r { to a.v1  timeout 5s }\n", "  route q { to a.v1 }\n\n  route r { to a.v1  timeout 5s }\n",
-         {"b", "c"}),
+         {"b", "c"}, True),
         ("the last block edited: nothing moves", "route only { to c.v1 }", "route only { to c.v1  timeout 9s }",
-         {"a", "b"}),
+         {"a", "b"}, True),
         # `routes a` reads service a (its sidecar), `routes b` too (its route for caller a)
-        ("the sidecar's idle timeout raised: W0404 goes", "stream_idle_timeout 2s", "stream_idle_timeout 20s", {"c"}),
-        ("the caller admitted: W0410 goes", "from service c }", "from service a }", {"a", "c"}),
+        ("the sidecar's idle timeout raised: W0404 goes", "stream_idle_timeout 2s", "stream_idle_timeout 20s",
+         {"c"}, True),
+        ("the caller admitted: W0410 goes", "from service c }", "from service a }", {"a", "c"}, False),
         ("the policy's per-try timeout shortened: E0401 goes", "per_try_timeout 5s", "per_try_timeout 1s",
-         {"a", "c"}),
+         {"a", "c"}, True),
         ("the first block deleted: every later item moves up", "routes a {\n  route q { to a.v1 }\n\n"
-         "  route r { to a.v1  timeout 5s }\n}\n", "", {"b", "c"}),
+         "  route r { to a.v1  timeout 5s }\n}\n", "", {"b", "c"}, True),
         ("the unreachable route's match changed", 'route later { match { path prefix "/x" }',
-         'route later { match { path prefix "/y" }', {"c"}),
-        ("a route for a caller that is not declared", "caller a }", "caller d }", {"c"}),
+         'route later { match { path prefix "/y" }', {"c"}, True),
+        ("a route for a caller that is not declared", "caller a }", "caller d }", {"c"}, True),
+        # `authorization b` now admits service a, and reads it: not d
         ("that caller declared: not admitted, W0410 is back", "service c {", "service d {\n  port 8080\n"
-         '  subset v1 { endpoints ["10.0.3.1:8080"] }\n}\n\nservice c {', {"c"}),
+         '  subset v1 { endpoints ["10.0.3.1:8080"] }\n}\n\nservice c {', {"c"}, True),
     ]
-    for what, old, new, reused in edits:
+    blocks = {"a", "b", "c"}
+    for what, old, new, reused, authorization in edits:
         assert old in text, what
+        before = text
         text = text.replace(old, new)
-        before = cache.checks.reused
+        counts = dict(cache.checks.reused)
         incremental = _render(la.analyse_document(uri, text, cache).diagnostics)
         assert incremental == _render(la.check_document(uri, text)), what
-        assert cache.checks.reused - before == len(reused), what
+        now = cache.checks.reused
+        assert now.get("routes", 0) - counts.get("routes", 0) == len(reused), what
+        assert now.get("authorization", 0) - counts.get("authorization", 0) == int(authorization), what
+        unchanged = {b for b in blocks if f"routes {b} {{" in text and _block(before, b) == _block(text, b)}
+        assert now.get("values", 0) - counts.get("values", 0) == len(unchanged), what
     assert {d["code"] for d in incremental} >= {"W0401", "W0410"}
     assert not {"W0404", "E0401"} & {d["code"] for d in incremental}
 

@@ -7,14 +7,16 @@ not change is the same AST object in the next analysis, its spans shifted in pla
 and an edited item is a new object. So "the same inputs" is a question of identity, and the
 diagnostics kept from last time point at the right place now.
 
-A unit is one item checked by one check (the routes block of a service, say). While it runs, the
+A unit is one item checked by one check: a routes block's checks (checks/routes.py) and the
+values of its routes (checks/values.py), an authorization block's checks (checks/authz.py). While it runs, the
 symbol tables it reads through (`ctx.services`, `ctx.routes`, `ctx.authorizations`,
 `ctx.policies`) note every name it looks up and what it found, absent included, and it runs with
 a memo of its own (merged into the context's afterwards), so that nothing it uses was computed
 unseen by an earlier check. It is reused when its item is the same object and every name it looked
 up finds the same object (or again nothing), with the same `mesh` block. A unit that walked a
 whole table is not reused. A check that runs as units must read the program only through those
-tables, `ctx.mesh` and its own item (compiler/semantic/checks/routes.py `check_block` does).
+tables, `ctx.mesh` and its own item (the `check_block`s of checks/routes.py and checks/authz.py,
+`route_values` of checks/values.py do).
 tests/test_lsp_incremental.py holds the diagnostics equal to a check from scratch over random
 edits and over edits of what a unit read.
 """
@@ -82,7 +84,7 @@ class CheckReuse:
     def __init__(self) -> None:
         self._before: dict[tuple, tuple] = {}   # (check, item id) -> (item, mesh, reads, diagnostics)
         self._now: dict[tuple, tuple] = {}
-        self.reused = 0                         # units reused, over its life
+        self.reused: dict[str, int] = {}        # check -> units reused, over its life
 
     def begin(self) -> None:
         """A new analysis: units not asked for in it are forgotten (their items are gone)."""
@@ -96,7 +98,7 @@ class CheckReuse:
         if kept is not None and kept[0] is item and kept[1] is ctx.mesh and _same_reads(ctx, kept[2]):
             self._now[key] = kept
             ctx.diags.extend(kept[3])
-            self.reused += 1
+            self.reused[check] = self.reused.get(check, 0) + 1
             return
         reads: dict = {}
         tables = {name: getattr(ctx, name) for name in TABLES}

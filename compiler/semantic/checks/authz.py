@@ -15,7 +15,17 @@ if TYPE_CHECKING:
 
 
 def check_authorization(ctx: Context) -> None:
-    reported: set[tuple[str, int]] = set()  # (code, id of a `use`): the items of every block are distinct
+    for name, authz in ctx.authorizations.items():
+        if ctx.reuse is None:
+            check_block(ctx, name, authz)
+        else:   # the language server, `meshc serve`: an unchanged block that read unchanged items
+            ctx.reuse.unit(ctx, "authorization", authz, check_block, ctx, name, authz)
+
+
+def check_block(ctx: Context, name: str, authz: ast.Authorization) -> None:
+    """The checks of one authorization block. Besides the block, it reads the program only through
+    the context's symbol tables and its `mesh` block (compiler/semantic/reuse.py relies on it)."""
+    reported: set[tuple[str, int]] = set()  # (code, id of a `use`)
 
     def add(code: str, origin: ast.Rule | ast.UseRules, message: str, **kw: Any) -> None:
         # A `use` stands for several rules: one diagnostic of a kind per `use` is enough.
@@ -26,49 +36,50 @@ def check_authorization(ctx: Context) -> None:
             reported.add(key)
         ctx.diags.add(code, message, origin.span, **kw)
 
-    for name, authz in ctx.authorizations.items():
-        check_rule_names(ctx, name, authz)
-        if authz.default is None:
+    check_rule_names(ctx, name, authz)
+    if authz.default is not None:
+        _check_rules(ctx, name, authz, authz.default.value, add)
+
+
+def _check_rules(ctx: Context, name: str, authz: ast.Authorization, default: str, add: Any) -> None:
+    svc = ctx.services.get(name)
+    lowered = authorization_rules(ctx, svc, authz)
+    denies = [(r, lr) for r, lr in lowered if lr.action == "deny"]
+    allows = [(r, lr) for r, lr in lowered if lr.action == "allow"]
+    named = _first_items(authz)
+    duplicate_uses = {id(item) for item in authz.items
+                      if isinstance(item, ast.UseRules) and named.get(f"use {item.ref}") is not item.ref}
+    mode = ctx.mtls_mode(svc) if svc is not None else "strict"
+    for i, (origin, lr) in enumerate(lowered):
+        if id(origin) in duplicate_uses:
+            continue  # reported as E0202 already
+        if lr.principals and mode not in ("strict", None):  # () is E0301's; None: E0312's
+            add("W0604", origin, _plaintext_message(lr, name, mode),
+                hint="set `mtls strict` on the service (or in the mesh block) once every caller has a sidecar")
+        twin = next(((o, other) for o, other in lowered[:i] if other.action == lr.action and _same(other, lr)),
+                    None)
+        if twin is not None:
+            add("W0603", origin, f"rule `{lr.name}` repeats rule `{twin[1].name}`",
+                labels=(Label(twin[0].span, "same rule here"),))
             continue
-        svc = ctx.services.get(name)
-        lowered = authorization_rules(ctx, svc, authz)
-        denies = [(r, lr) for r, lr in lowered if lr.action == "deny"]
-        allows = [(r, lr) for r, lr in lowered if lr.action == "allow"]
-        default = authz.default.value
-        named = _first_items(authz)
-        duplicate_uses = {id(item) for item in authz.items
-                          if isinstance(item, ast.UseRules) and named.get(f"use {item.ref}") is not item.ref}
-        mode = ctx.mtls_mode(svc) if svc is not None else "strict"
-        for i, (origin, lr) in enumerate(lowered):
-            if id(origin) in duplicate_uses:
-                continue  # reported as E0202 already
-            if lr.principals and mode not in ("strict", None):  # () is E0301's; None: E0312's
-                add("W0604", origin, _plaintext_message(lr, name, mode),
-                    hint="set `mtls strict` on the service (or in the mesh block) once every caller has a sidecar")
-            twin = next(((o, other) for o, other in lowered[:i] if other.action == lr.action and _same(other, lr)),
-                        None)
-            if twin is not None:
-                add("W0603", origin, f"rule `{lr.name}` repeats rule `{twin[1].name}`",
-                    labels=(Label(twin[0].span, "same rule here"),))
-                continue
-            if rule_never_matches(lr):
-                add("W0610", origin, f"{lr.action} rule `{lr.name}` never matches: its `not` conditions exclude "
-                    "every request it names", hint="remove the `not path` or `not method` that repeats the rule's "
-                    "own `path` or `method`, or narrow it")
-                continue
-            if lr.action == "allow":
-                cover = next(((o, d) for o, d in denies if rule_covers(d, lr)), None)
-                if cover is not None:
-                    add("W0601", origin, f"allow rule `{lr.name}` can never apply",
-                        labels=(Label(cover[0].span, f"deny rule `{cover[1].name}` matches every request it "
-                                                     "matches, and deny wins"),),
-                        hint="narrow the deny rule, or remove the allow rule")
-                elif default == "allow":
-                    add("W0602", origin, f"allow rule `{lr.name}` has no effect under `default allow`",
-                        hint="whatever no deny rule takes is allowed already; did you mean `default deny`?")
-            elif default == "deny" and not allows:
-                add("W0602", origin, f"deny rule `{lr.name}` has no effect under `default deny`",
-                    hint="with no allow rule everything is denied already; did you mean `default allow`?")
+        if rule_never_matches(lr):
+            add("W0610", origin, f"{lr.action} rule `{lr.name}` never matches: its `not` conditions exclude "
+                "every request it names", hint="remove the `not path` or `not method` that repeats the rule's "
+                "own `path` or `method`, or narrow it")
+            continue
+        if lr.action == "allow":
+            cover = next(((o, d) for o, d in denies if rule_covers(d, lr)), None)
+            if cover is not None:
+                add("W0601", origin, f"allow rule `{lr.name}` can never apply",
+                    labels=(Label(cover[0].span, f"deny rule `{cover[1].name}` matches every request it "
+                                                 "matches, and deny wins"),),
+                    hint="narrow the deny rule, or remove the allow rule")
+            elif default == "allow":
+                add("W0602", origin, f"allow rule `{lr.name}` has no effect under `default allow`",
+                    hint="whatever no deny rule takes is allowed already; did you mean `default deny`?")
+        elif default == "deny" and not allows:
+            add("W0602", origin, f"deny rule `{lr.name}` has no effect under `default deny`",
+                hint="with no allow rule everything is denied already; did you mean `default allow`?")
 
 
 def _plaintext_message(rule, service: str, mode: str) -> str:

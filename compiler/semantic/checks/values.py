@@ -716,8 +716,11 @@ def check_values(ctx: Context) -> None:
     for _, svc in ctx.local_services():
         v.service(svc)
     for block in ctx.routes.values():
-        for route in block.routes:
-            v.route(route)
+        if ctx.reuse is None:
+            for route in block.routes:
+                v.route(route)
+        else:   # the language server, `meshc serve`: an unchanged block that read unchanged items
+            ctx.reuse.unit(ctx, "values", block, route_values, ctx, block)
     for policy in ctx.policies.values():
         if isinstance(policy.body, ast.Block):
             v.block(policy.body)
@@ -725,6 +728,14 @@ def check_values(ctx: Context) -> None:
         v.authorization(authz)
     for rule in all_rules(ctx):
         v.conditions(rule.conditions, "rule")
+
+
+def route_values(ctx: Context, block: ast.Routes) -> None:
+    """The values of one routes block's routes (a `_Values` of its own: it reports through the
+    `ctx.diags` of the moment, compiler/semantic/reuse.py)."""
+    v = _Values(ctx)
+    for route in block.routes:
+        v.route(route)
 
 
 def _as_written(lit: ast.Lit, made: str) -> str:
