@@ -528,3 +528,15 @@ def test_an_import_and_a_compile_into_one_directory_leave_each_others_files(tmp_
     assert code == 0 and "removed" not in err, err
     assert sorted(str(p) for p in out.rglob("*.yaml")) == compiled
     assert {p.name for p in out.iterdir() if p.name.startswith(".")} == {".meshc-manifest", ".meshc-import-manifest"}
+
+
+def test_a_compile_leaves_the_sources_an_earlier_meshcs_import_listed(tmp_path):
+    """Before `.meshc-import-manifest`, an import listed its `.mesh` files in `.meshc-manifest`: a
+    compile into that directory must not take the sources it compiles for its own stale output."""
+    out = tmp_path / "k8s"
+    assert run_cli(["import", "istio", str(DATA / "namespaces.yaml"), "-o", str(out), "-q"])[0] == 0
+    (out / ".meshc-import-manifest").rename(out / ".meshc-manifest")   # as the earlier meshc left it
+    sources = sorted(str(p) for p in out.glob("*.mesh"))
+    code, _, err = run_cli(["compile", *sources, "--target", "istio", "-o", str(out)])
+    assert code == 0 and "removed" not in err, err
+    assert sorted(str(p) for p in out.glob("*.mesh")) == sources

@@ -242,6 +242,8 @@ def write_tracked(out_dir: str, files: Mapping[str, str | bytes | Link], whole: 
     and stay listed. Nothing is removed before every new file is in place (a watching proxy follows
     its bootstrap to the new files first), and no file the manifest does not list is touched."""
     old = read_manifest(out_dir, manifest)
+    if manifest == MANIFEST:   # a compile writes no `.mesh`: those are the sources an import of an
+        old = {k: v for k, v in old.items() if not k.endswith(".mesh")}   # earlier meshc listed here
     new = {os.path.normpath(name): _fingerprint(data) for name, data in files.items()}
     stale = sorted(set(old) - set(new))
     present = {k: v for k, v in old.items() if k in stale and _no_symlinked_parent(out_dir, k)

@@ -26,6 +26,9 @@ from compiler.ir.names import short_name, written_hosts
 
 GROUP = "gateway.networking.k8s.io"
 API_VERSION = f"{GROUP}/v1"
+# ReferenceGrant's `v1` is served from Gateway API v1.5 on; `v1beta1` (its storage version, not
+# deprecated in v1.6.1) by every release since v0.6, as HTTPRoute's `v1` is since v1.0
+GRANT_API_VERSION = f"{GROUP}/v1beta1"
 KINDS = ("HTTPRoute", "ReferenceGrant")
 GRANT_MAX = 16   # a ReferenceGrant's `to` (maxItems)
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
@@ -79,18 +82,20 @@ def reference_grants(grants: dict[tuple[str, str], tuple[dict[str, None], str]],
                      services: dict[str, ir.Service]) -> list[KubeObject]:
     """The ReferenceGrants that let the HTTPRoutes of one namespace send to (and mirror to) the
     Services of another: one per meshc service referred to and per referring namespace, in the
-    service's namespace and file, named `SERVICE-from-NAMESPACE`, naming exactly the Services the
-    routes refer to (the service's own, `SERVICE-SUBSET`), at most GRANT_MAX each (`-2`, ... after)."""
+    service's namespace and file, named `SERVICE.from.NAMESPACE` (dots, which neither a service's
+    name nor a namespace has: no two grants can share a name), naming exactly the Services the
+    routes refer to (the service's own, `SERVICE-SUBSET`), at most GRANT_MAX each (`.2`, ... after)."""
     out: list[KubeObject] = []
     for (service, source_ns), (names, source) in sorted(grants.items()):
         target = services[service]
         listed = sorted(names)
         for i in range(0, len(listed), GRANT_MAX):
-            suffix = f"-{i // GRANT_MAX + 1}" if i else ""
+            suffix = f".{i // GRANT_MAX + 1}" if i else ""
             spec = {"from": [{"group": GROUP, "kind": "HTTPRoute", "namespace": source_ns}],
                     "to": [{"group": "", "kind": "Service", "name": n} for n in listed[i:i + GRANT_MAX]]}
-            out.append(KubeObject(API_VERSION, "ReferenceGrant", f"{short_name(service)}-from-{source_ns}{suffix}",
-                                  target.namespace, {"spec": spec}, source=source, service=service))
+            name = f"{short_name(service)}.from.{source_ns}{suffix}"
+            out.append(KubeObject(GRANT_API_VERSION, "ReferenceGrant", name, target.namespace, {"spec": spec},
+                                  source=source, service=service))
     return out
 
 
