@@ -158,7 +158,7 @@ class Shard:
     def finish(self, lower: bool, known_subsets: set, serialize: bool):
         """Check and lower: (portable diagnostics, services, route count, IR self-check problems).
         The services are IR objects, or JSON bytes by name when `serialize` (to cross to the other
-        process)."""
+        process; `dump_nested`'s form)."""
         from compiler.ir.check import check_ir
         from compiler.lower import lower_program
         from compiler.semantic.checks import run_checks
@@ -175,9 +175,7 @@ class Shard:
             routes = sum(len(svc.routes) for svc in services)
         sent: tuple[ir.Service, ...] | dict[str, bytes] = services
         if serialize:
-            import orjson
-
-            sent = {svc.name: orjson.dumps(svc, option=orjson.OPT_INDENT_2) for svc in services}
+            sent = {svc.name: dump_nested(svc) for svc in services}
         return [portable(d) for d in diags], sent, routes, problems
 
 
@@ -265,17 +263,15 @@ class Sharded:
 
         from compiler import ir
 
-        services = list(self.local) + [ir.from_data(ir.Service, orjson.loads(text)) for text in self.remote.values()]
+        services = list(self.local) + [ir.from_data(ir.Service, orjson.loads(_unnest(text)))
+                                       for text in self.remote.values()]
         services.sort(key=lambda s: s.name)
         return ir.Program(ir.SCHEMA_VERSION, self.trust_domain, tuple(services), self.tracing)
 
     def json(self) -> bytes:
         """The IR document, byte-identical to the sequential compile's, without rebuilding objects."""
-        import orjson
-
         dumped = self.dumped
-        texts = {svc.name: dumped.get(svc.name) or orjson.dumps(svc, option=orjson.OPT_INDENT_2)
-                 for svc in self.local}
+        texts = {svc.name: dumped.get(svc.name) or dump_nested(svc) for svc in self.local}
         texts.update(self.remote)
         return splice(self.trust_domain, texts, self.tracing)
 
@@ -338,19 +334,36 @@ def _dump_while_waiting(services, conn) -> dict[str, bytes]:
     """This shard's services as JSON, made while the other shard has not answered yet: time this
     process would spend idle, and `meshc compile --emit ir` then has most of its document ready
     (the IR objects are kept too, for a backend). Stops as soon as the answer is there."""
-    import orjson
-
     dumped: dict[str, bytes] = {}
     for svc in services:
         if conn.poll():
             break
-        dumped[svc.name] = orjson.dumps(svc, option=orjson.OPT_INDENT_2)
+        dumped[svc.name] = dump_nested(svc)
     return dumped
 
 
+# A service's JSON is made as it stands in the IR document, two levels deep (indented by 4), inside
+# `[[...]]`: the document is then one join of slices of these texts (memoryviews, no copies), not of
+# a re-indented copy of each (`.replace(b"\n", b"\n    ")`) joined into a body and concatenated
+# again: at 10,000 services that held four copies of the 200 MB document at once (issue 19's peak).
+_NEST_HEAD, _NEST_TAIL = b"[\n  [\n    ", b"\n  ]\n]"
+
+
+def dump_nested(svc) -> bytes:
+    """The JSON of one IR service inside `[[...]]` (see `splice`)."""
+    import orjson
+
+    return orjson.dumps([[svc]], option=orjson.OPT_INDENT_2)
+
+
+def _unnest(text: bytes) -> memoryview:
+    """The service's own JSON within `dump_nested`'s text, indented as in the document."""
+    return memoryview(text)[len(_NEST_HEAD):-len(_NEST_TAIL)]
+
+
 def splice(trust_domain: str, services: dict[str, bytes], tracing=None) -> bytes:
-    """The IR document from per-service JSON, exactly as orjson would print the whole program (the
-    fields in ir.Program's order: the services, then the mesh's tracing)."""
+    """The IR document from per-service JSON (`dump_nested`'s), exactly as orjson would print the
+    whole program (the fields in ir.Program's order: the services, then the mesh's tracing)."""
     import orjson
 
     from compiler import ir
@@ -360,5 +373,9 @@ def splice(trust_domain: str, services: dict[str, bytes], tracing=None) -> bytes
     if not services:
         return doc
     before, after = doc.split(b'"services": []', 1)
-    body = b",\n    ".join(services[name].replace(b"\n", b"\n    ") for name in sorted(services))
-    return before + b'"services": [\n    ' + body + b"\n  ]" + after
+    parts: list[bytes | memoryview] = [before, b'"services": [\n    ']
+    for name in sorted(services):
+        parts += (_unnest(services[name]), b",\n    ")
+    parts[-1] = b"\n  ]"
+    parts.append(after)
+    return b"".join(parts)   # the one copy of the document

@@ -37,6 +37,20 @@ def test_unchanged_file_is_left_alone_and_a_link_with_the_same_content_is_replac
     assert (tmp_path / "linked.json").read_bytes() == b"2\n"
 
 
+def test_a_large_file_is_compared_piece_by_piece_to_its_last_byte(tmp_path):
+    """Over the size of one compared piece (1 MiB), a difference in the last piece still counts: the
+    file is rewritten; the same bytes leave it alone."""
+    data = bytes(range(256)) * (5 * 4096 + 1)   # 5 MiB and 256 bytes
+    write_all(str(tmp_path), {"big.json": data})
+    inode = (tmp_path / "big.json").stat().st_ino
+    write_all(str(tmp_path), {"big.json": data})
+    assert (tmp_path / "big.json").stat().st_ino == inode
+    changed = data[:-1] + b"!"
+    write_all(str(tmp_path), {"big.json": changed})
+    assert (tmp_path / "big.json").stat().st_ino != inode
+    assert (tmp_path / "big.json").read_bytes() == changed
+
+
 def test_a_leftover_temporary_file_of_this_process_id_does_not_stop_the_write(tmp_path):
     leftover = tmp_path / f".out.json.{os.getpid()}.tmp"
     leftover.write_bytes(b"half")
