@@ -567,7 +567,7 @@ COMPARED = {"policies": 0, "refused": 0, "slash": 0, "requests": 0, "backends": 
 # docs/kubernetes.gateway-api.md; the draws are derandomised from the source of `_compare_policies`,
 # so an edit of it draws other policies: these leave room for that)
 MINIMUM = {"requests": 100, "backends": 60, "locations": 1, "paths": 2, "hosts": 1, "headers": 20, "cors": 2,
-           "grants": 2}
+           "grants": 10}
 
 
 def test_httproutes_route_as_the_native_proxy_decides():
@@ -589,19 +589,20 @@ def test_httproutes_route_as_the_native_proxy_decides():
         COMPARED[key] = 0
     _compare_policies()
     counts = dict(COMPARED)
-    assert counts["policies"] == EQUIVALENCE + 2, counts   # (each drawn once, and the two written)
+    assert counts["policies"] == EQUIVALENCE + 3, counts   # (each drawn once, and the three written)
     assert counts["slash"] >= 1, counts
     assert counts["refused"] * 10 <= counts["policies"], counts
     for key, least in MINIMUM.items():
         assert counts[key] * 25 >= least * counts["policies"], (key, counts)
 
 
-def _written(routes_text: str):
-    """A policy of the profile's form (`client`, a destination `s0` of subsets `a` and `b`) with
-    these routes for `s0`, and no drawn request (`aimed_requests` makes them)."""
+def _written(routes_text: str, twin: str | None = None):
+    """A policy of the profile's form (`client`, a destination `s0` of subsets `a` and `b`, and with
+    `twin` its twin in that namespace) with these routes for `s0`, and no drawn request
+    (`aimed_requests` makes them)."""
     from tests.equivalence.gateway import gateway_policy_of
 
-    return gateway_policy_of(routes_text), []
+    return gateway_policy_of(routes_text, twin), []
 
 
 @settings(max_examples=max(EQUIVALENCE, 1), deadline=None, derandomize=True, database=None,
@@ -614,6 +615,11 @@ def _written(routes_text: str):
                        '    to s0.b\n  }'))
 # a replacement ending in `/`: refused (E0957), else compared and found different
 @example(case=_written('  route r0 {\n    match { path prefix "/a" }\n    to s0.a\n    rewrite { prefix "/x/" }\n  }'))
+# routes to, splits to and mirrors to the twin in another namespace: backendRefs through a ReferenceGrant
+@example(case=_written('  route r0 {\n    match { path prefix "/t" }\n    to other/s0.a\n  }\n'
+                       '  route r1 {\n    match { header "x-h0" exact "a" }\n'
+                       '    split { other/s0.a 1  default/s0.b 1 }\n  }\n'
+                       '  route r2 {\n    to default/s0.a\n    mirror other/s0.a 50%\n  }', twin="other"))
 def _compare_policies(case):
     from compiler import backends
     from compiler.ir.scope import routes_for, scopes
@@ -733,10 +739,12 @@ def aimed_requests(policy) -> list:
     each destination and path of the policy's matches, `GET PATH` and `GET PATH/z`, without headers
     and with the profile's exact header values, so that each route's prefix (and the longer prefixes
     `order.plan` adds to a route written before a more specific one) is compared, rewrite included."""
-    from tests.equivalence.policies import GenRequest
+    from tests.equivalence.policies import GenRequest, namespace_of, short_name
 
-    return [GenRequest("outbound", "GET", target, svc, headers)
-            for svc in policy.services for p in sorted(set(policy.paths))
+    # (a twin, `NS/s0`, by its name in its namespace: `s0.NS`)
+    hosts = [svc if "/" not in svc else f"{short_name(svc)}.{namespace_of(svc)}" for svc in policy.services]
+    return [GenRequest("outbound", "GET", target, host, headers)
+            for host in hosts for p in sorted(set(policy.paths))
             for target in (p, p.rstrip("/") + "/z") for headers in ((), AIMED_HEADERS)]
 
 

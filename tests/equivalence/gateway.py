@@ -235,18 +235,26 @@ def gateway_policies(draw) -> GenPolicy:
                      meta={"routes": {}, "focus": frozenset(), "foreign_routes": [], "profile": "gateway-api"})
 
 
-def gateway_policy_of(routes: str) -> GenPolicy:
+def gateway_policy_of(routes: str, twin: str | None = None) -> GenPolicy:
     """A written policy of the profile's form: `client`, a destination `s0` with subsets `a` and `b`,
-    and `routes` (the body of `routes s0`)."""
-    endpoints = (Endpoint(0, "s0", "a"), Endpoint(1, "s0", "b"))
+    and `routes` (the body of `routes s0`). With `twin`, s0 has a twin in that namespace (subset
+    `a`): the two are `default/s0` and `TWIN/s0`, and `routes` is the body of `routes default/s0`."""
+    services = ("default/s0", f"{twin}/s0") if twin else ("s0",)
+    endpoints = (Endpoint(0, services[0], "a"), Endpoint(1, services[0], "b")) + (
+        (Endpoint(2, services[1], "a"),) if twin else ())
+    namespace = '  namespace "default"\n' if twin else ""
     text = (f'mesh {{\n  trust_domain "{TRUST_DOMAIN}"\n  mtls disable\n}}\n\n'
             f'service client {{\n  port 8000\n  namespace "{CLIENT_NAMESPACE}"\n  endpoints ["127.0.0.1:@APP@"]\n'
             '  sidecar { inbound @INBOUND@  outbound @OUTBOUND@  admin @ADMIN@  app "127.0.0.1:@APP@" }\n}\n\n'
-            f'service s0 {{\n  port {SERVICE_PORT["s0"]}\n  subset a {{ endpoints ["127.0.0.1:@EP0@"] }}\n'
-            '  subset b { endpoints ["127.0.0.1:@EP1@"] }\n}\n\n'
-            f"routes s0 {{\n{routes}\n}}\n")
+            f'service s0 {{\n  port {SERVICE_PORT["s0"]}\n{namespace}  subset a {{ endpoints ["127.0.0.1:@EP0@"] }}\n'
+            '  subset b { endpoints ["127.0.0.1:@EP1@"] }\n}\n\n')
+    if twin:
+        text += (f'service s0 {{\n  port {SERVICE_PORT["s0"]}\n  namespace "{twin}"\n'
+                 '  subset a { endpoints ["127.0.0.1:@EP2@"] }\n}\n\n'
+                 f"routes {twin}/s0 {{\n  route all {{ to {twin}/s0.a }}\n}}\n\n")
+    text += f"routes {services[0]} {{\n{routes}\n}}\n"
     paths = tuple(dict.fromkeys(v for _, v in re.findall(r'path (exact|prefix) "([^"]*)"', routes)))
-    return GenPolicy(text=text, endpoints=endpoints, services=("s0",), paths=paths, header_names=MATCH_HEADERS,
+    return GenPolicy(text=text, endpoints=endpoints, services=services, paths=paths, header_names=MATCH_HEADERS,
                      header_values=VALUES, query_names=QUERY_NAMES, query_values=QUERY_VALUES,
                      split_keys=SPLIT_KEYS, mtls="disable",
                      meta={"routes": {}, "focus": frozenset(), "foreign_routes": [], "profile": "gateway-api"})
