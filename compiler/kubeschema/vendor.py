@@ -23,7 +23,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent / "crds"
 
-# bundle file -> (source file under the CRD folder, the kinds kept)
+# bundle file -> (its source files under the CRD folder, the kinds kept)
 ISTIO_KINDS = ("VirtualService", "DestinationRule", "AuthorizationPolicy", "PeerAuthentication", "Sidecar",
                "ServiceEntry", "WorkloadEntry", "EnvoyFilter")
 GATEWAY_KINDS = ("HTTPRoute", "ReferenceGrant")

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("runtime_proxy")
 
+
 def ip_literal(host: str) -> bool:
     """Whether `host` is an IPv4 or IPv6 address rather than a name."""
     try:
