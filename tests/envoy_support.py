@@ -41,6 +41,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> list[int]:
+    """`n` different free ports: each socket stays bound until all are chosen (free_port called n
+    times may hand out one port twice, which the ports of one sidecar may not share)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 # ---- loopback echo backends ---------------------------------------------------------------------
 
 class Backend:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.envoy_support import ENVOY, Envoy, flat_files, free_port
+from tests.envoy_support import ENVOY, Envoy, flat_files, free_ports
 from tests.proxy_backend import Backend
 from tests.proxy_harness import get, start_proxy
 
@@ -199,8 +199,8 @@ class Chain:
 
         self.app = Backend("back-app")
         self.procs: list = []
-        ports = {k: free_port() for k in ("FRONT_APP", "FRONT_IN", "FRONT_OUT", "FRONT_ADMIN", "BACK_IN", "BACK_OUT",
-                                           "BACK_ADMIN")}
+        keys = ("FRONT_APP", "FRONT_IN", "FRONT_OUT", "FRONT_ADMIN", "BACK_IN", "BACK_OUT", "BACK_ADMIN")
+        ports = dict(zip(keys, free_ports(len(keys))))
         ports["APP"] = self.app.port
         block = "" if tracing is None else "  tracing {\n    " + tracing.replace(
             "@OTLP@", str(receiver.port if receiver else 0)) + "\n  }"
@@ -457,8 +457,9 @@ def test_span_export_without_the_tracing_extra_is_refused_at_start(tmp_path, mon
     from compiler.backends.base import Options
 
     text = POLICY.replace("@TRACING@", '  tracing { otlp "http://127.0.0.1:4318/v1/traces" }')
-    for key in ("FRONT_APP", "FRONT_IN", "FRONT_OUT", "FRONT_ADMIN", "BACK_IN", "BACK_OUT", "BACK_ADMIN", "APP"):
-        text = text.replace(f"@{key}@", str(free_port()))
+    keys = ("FRONT_APP", "FRONT_IN", "FRONT_OUT", "FRONT_ADMIN", "BACK_IN", "BACK_OUT", "BACK_ADMIN", "APP")
+    for key, port in zip(keys, free_ports(len(keys))):
+        text = text.replace(f"@{key}@", str(port))
     comp = api.compile([api.Text("tracing.mesh", text)], shard=False)
     config = tmp_path / "back.native.json"
     config.write_bytes(comp.emit("native", ["back"], Options()).files["back.native.json"])
