@@ -144,18 +144,45 @@ _OLD_PIECES = r"""
 """
 
 
-def test_the_lexer_pattern_cuts_text_as_the_plain_one_did():
-    """The lexer's pattern (possessive runs, an unrolled string) cuts any text into the same
-    pieces as the straightforward pattern it replaced: random text over the characters that
-    matter (quotes, escapes, comments, blanks, digits, letters, punctuation, non-ASCII)."""
-    import random
+def _plain_tokens(text: str, pos: int, endpos: int) -> tuple[list[str], list[int], list[int]]:
+    """The tokens of text[pos:endpos] by the straightforward pattern: blanks and comments, then a token."""
     import re
 
-    old = re.compile(_OLD_PIECES, re.X)
+    pieces = re.compile(_OLD_PIECES, re.X).split(text[pos:endpos])
+    vals, starts, ends, at = [], [], [], pos
+    for gap, blanks, token in zip(pieces[0::3], pieces[1::3], pieces[2::3], strict=False):
+        assert gap == ""
+        at += len(blanks)
+        if token:
+            vals.append(token)
+            starts.append(at)
+            ends.append(at + len(token))
+        at += len(token)
+    return vals, starts, ends
+
+
+def test_the_lexer_cuts_text_into_the_tokens_of_the_plain_pattern():
+    """The lexer (one split into blanks and tokens, comments dropped afterwards; possessive runs,
+    an unrolled string) gives the same tokens at the same offsets as the straightforward pattern
+    it replaced: random text over the characters that matter (quotes, escapes, comments, blanks,
+    digits, letters, punctuation, non-ASCII), whole and cut at random bounds."""
+    import random
+
     rng = random.Random(19)
     alphabet = ['"', "\\", "#", " ", "\t", "\n", "\r", "\f", "a", "Z", "_", "-", "0", "9", ".", "%", "{", "}",
-                ";", "é", "🙂", "x\"y", "ms", "/"]
+                ";", "é", "🙂", "x\"y", "ms", "/", "# c\n", "\v"]
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40))) for _ in range(5000)]
     texts += [p.read_text() for p in sorted((ROOT / "examples").glob("*.mesh"))]
+    parser = parse.Parser()
     for text in texts:
-        assert parse._PIECES.split(text) == old.split(text), repr(text)
+        bounds = [(0, len(text))]
+        if text:
+            a = rng.randrange(len(text))
+            bounds.append((a, rng.randrange(a, len(text) + 1)))
+        for pos, endpos in bounds:
+            vals, types, starts, ends = parser._tokens(text, pos, endpos)
+            plain = _plain_tokens(text, pos, endpos)
+            end_of_input = plain[2][-1] if plain[2] else pos   # after the last token
+            assert (vals.pop(), types.pop(), starts.pop(), ends.pop()) == ("", "$END", end_of_input, end_of_input)
+            assert (vals, starts, ends) == plain, repr(text[pos:endpos])
+            assert "COMMENT" not in types
