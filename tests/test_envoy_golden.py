@@ -6,8 +6,10 @@ writes (the fleet layout: `xds/cds.json` clusters, or `xds/SERVICE/cds.json` wit
 `xds/SERVICE/sds-*.json` secrets, `xds/SERVICE/lds.json` listeners, `xds/rds-outbound.json`
 routes, `SERVICE.envoy.json` bootstraps), plus
 `static/SERVICE.envoy.json`, the self-contained bootstrap (`--bootstrap static`) of the sidecar
-the example is about. Compiled from the repository root, with a fixed xds directory, so the
-files do not depend on the machine. `pytest --update-goldens` rewrites them and deletes orphans.
+the example is about. meshc writes compact JSON; the goldens keep it indented (`_readable`), so
+that a change reads as a diff, and the test also holds the output to its compact canonical form.
+Compiled from the repository root, with a fixed xds directory, so the files do not depend on the
+machine. `pytest --update-goldens` rewrites them and deletes orphans.
 """
 
 from __future__ import annotations
@@ -26,6 +28,20 @@ EXAMPLES = sorted(p.stem for p in (Path(ROOT) / "examples").glob("*.mesh") if no
 # The sidecar whose static bootstrap each example keeps as a golden (the service it is about).
 STATIC_PROXY = {"canary": "recommendations", "resilience": "orders", "shop": "payments", "staging": "fulfilment",
                 "zero-trust": "payments"}
+
+
+def _readable(data: bytes) -> bytes:
+    """A golden's form of an output file: indented, keys sorted."""
+    import orjson
+
+    option = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
+    return orjson.dumps(orjson.loads(data), option=option)
+
+
+def _compact(data: bytes) -> bytes:
+    import orjson
+
+    return orjson.dumps(orjson.loads(data), option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
 
 
 @functools.cache
@@ -55,8 +71,8 @@ def test_envoy_golden(case, update_goldens):
         for rel, data in files.items():
             path = case_dir / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            if not path.exists() or path.read_bytes() != data:
-                path.write_bytes(data)
+            if not path.exists() or path.read_bytes() != _readable(data):
+                path.write_bytes(_readable(data))
         for rel in on_disk - set(files):
             (case_dir / rel).unlink()
         for d in sorted((p for p in case_dir.rglob("*") if p.is_dir()), reverse=True):
@@ -69,7 +85,8 @@ def test_envoy_golden(case, update_goldens):
     assert not orphans, \
         f"orphaned goldens under {case_dir.relative_to(ROOT)}: {orphans} (run `pytest --update-goldens`)"
     for rel, data in files.items():
-        assert (case_dir / rel).read_bytes() == data, \
+        assert data == _compact(data), f"{rel} is not compact JSON with sorted keys"
+        assert (case_dir / rel).read_bytes() == _readable(data), \
             f"{case_dir.relative_to(ROOT)}/{rel} differs (run `pytest --update-goldens` and review the diff)"
 
 

@@ -44,13 +44,11 @@ def discovery_response(type_url: str, resources: list[dict], dumps) -> bytes:
 
     The resources are serialised once: the hash is taken over their JSON, and the document is
     assembled around it. It is exactly `dumps({"resources": ..., "version_info": ...})` (sorted
-    keys, two-space indent): the list is one level deeper, so each of its lines gets two more
-    spaces (JSON strings never contain a raw line break). For the fleet's RDS and CDS files,
-    tens of megabytes at 10,000 services, this halves the serialisation.
+    keys, compact). For the fleet's RDS and CDS files, tens of megabytes at 10,000 services, this
+    halves the serialisation.
     """
     body = dumps([{"@type": type_url, **r} for r in resources]).rstrip(b"\n")
-    return b'{\n  "resources": ' + body.replace(b"\n", b"\n  ") + \
-        b',\n  "version_info": "' + version_info(body).encode() + b'"\n}\n'
+    return b'{"resources":' + body + b',"version_info":"' + version_info(body).encode() + b'"}\n'
 
 
 def discovery_response_reference(type_url: str, resources: list[dict], dumps) -> bytes:
