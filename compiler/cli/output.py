@@ -268,7 +268,8 @@ def write_tracked(out_dir: str, files: Mapping[str, str | bytes | Link], whole: 
     # wrote listed (removed by a later compile that no longer writes it).
     listed = {**({k: old[k] for k in removable} if whole else present), **new}
     written = write_all(out_dir, {manifest: _manifest(listed), **files})[1:]
-    just_written = {_identity(path) for path in written} - {None}
+    # (an lstat per file written: only when there is something to remove)
+    just_written = {_identity(path) for path in written} - {None} if whole and removable else set()
     removed: list[str] = []
     kept: list[str] = []
     failed: dict[str, str] = {}
