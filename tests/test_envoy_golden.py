@@ -119,17 +119,23 @@ def test_files_come_in_dependency_order():
 
 def test_plaintext_sidecars_cds_links_come_between_the_clusters_and_the_routes(tmp_path):
     """Without mTLS each sidecar's bootstrap names its own CDS path, a link to its scope's file:
-    the CLI writes the links after the clusters' files and before the routes and listeners."""
-    (tmp_path / "p.mesh").write_text('mesh { mtls disable }\n'
-                                     'service a { port 1  endpoints ["10.0.0.1:1"] }\n'
-                                     'service b { port 2  endpoints ["10.0.0.2:1"] }\n'
-                                     'authorization a { default deny  allow x { from service b } }\n')
-    _, emitted = compile_files([str(tmp_path / "p.mesh")], cwd=str(tmp_path))
-    keys = list(emitted.outputs())
-    kinds = ["link" if k in emitted.links else "cds" if k.endswith("cds.json") else "lds" if k.endswith("/lds.json")
-             else "rds" if k.endswith("rds-outbound.json") else "bootstrap" for k in keys]
-    assert kinds == sorted(kinds, key=["cds", "link", "rds", "lds", "bootstrap"].index)
-    assert sorted(emitted.links) == ["xds/a/cds.json", "xds/b/cds.json"] and kinds.count("cds") == 2
+    the CLI writes the links after the clusters' files and before the routes and listeners. A
+    scope of one sidecar has its file at that path itself: a CDS file, no link."""
+    policy = ('mesh { mtls disable }\n'
+              'service a { port 1  endpoints ["10.0.0.1:1"] }\n'
+              'service b { port 2  endpoints ["10.0.0.2:1"] }\n'
+              'authorization a { default deny  allow x { from service b } }\n')
+    shared = ('service c { port 3  endpoints ["10.0.0.3:1"] }\n'   # c shares a's scope: b only
+              'authorization c { default deny  allow x { from service b } }\n')
+    for text, links in ((policy + shared, ["xds/a/cds.json", "xds/b/cds.json", "xds/c/cds.json"]),
+                        (policy, ["xds/b/cds.json"])):   # a alone in its scope: xds/a/cds.json is its file
+        (tmp_path / "p.mesh").write_text(text)
+        _, emitted = compile_files([str(tmp_path / "p.mesh")], cwd=str(tmp_path))
+        keys = list(emitted.outputs())
+        kinds = ["link" if k in emitted.links else "cds" if k.endswith("cds.json") else "lds" if k.endswith("/lds.json")
+                 else "rds" if k.endswith("rds-outbound.json") else "bootstrap" for k in keys]
+        assert kinds == sorted(kinds, key=["cds", "link", "rds", "lds", "bootstrap"].index)
+        assert sorted(emitted.links) == links and kinds.count("cds") == 2
 
 
 def test_cli_writes_the_in_process_output(tmp_path):

@@ -132,9 +132,11 @@ def test_both_backends_emit_the_scope_and_nothing_else(compiled):
     s = scope.scope(compiled.ir, "client")
     envoy = compiled.emit("envoy", ["client"], Options(bootstrap="xds", xds_dir="/x", output_dir="/x"))
     native = json.loads(compiled.emit("native", ["client"], Options()).files["client.native.json"])
-    # Envoy: the files of its scope (not the whole program), no shared ones
+    # Envoy: the files of its scope (not the whole program), no shared ones; a scope of one
+    # sidecar (of those compiled) has them in the sidecar's own directory, without a link
     assert "xds/rds-outbound.json" not in envoy.files and "xds/cds.json" not in envoy.files
-    where = f"scopes/{key(s.hosts)}"
+    assert not [k for k in envoy.files if "/scopes/" in k]
+    where = "client"
     (routes,) = json.loads(envoy.files[f"xds/{where}/rds-outbound.json"])["resources"]
     assert [vh["name"] for vh in routes["virtual_hosts"]] == list(s.hosts)
     clusters = [c["name"] for c in json.loads(envoy.files[f"xds/{where}/cds.json"])["resources"]]
@@ -145,9 +147,9 @@ def test_both_backends_emit_the_scope_and_nothing_else(compiled):
     outbound = next(listener for listener in lds if listener["name"] == "outbound")
     rds = outbound["filter_chains"][0]["filters"][0]["typed_config"]["rds"]
     assert rds["config_source"]["path_config_source"]["path"] == f"/x/{where}/rds-outbound.json"
-    boot = json.loads(envoy.files["client.envoy.json"])   # its own CDS path: a link to its scope's file
+    boot = json.loads(envoy.files["client.envoy.json"])   # its own CDS path: its scope's file itself
     assert boot["dynamic_resources"]["cds_config"]["path_config_source"]["path"] == "/x/client/cds.json"
-    assert envoy.links == {"xds/client/cds.json": Link(f"../{where}/cds.json")}
+    assert envoy.links == {}
     # native: the same destinations; `closed`, only reached by via's routes, without domains or routes
     services = {d["name"]: d for d in native["services"]}
     assert list(services) == list(s.services)
@@ -364,12 +366,14 @@ authorization d { default deny  allow x { from service @D_ADMITS@ } }
 @requires_envoy
 def test_a_scope_change_reaches_a_running_file_based_envoy_without_restart(tmp_path):
     """`--proxy all` (plaintext, file-based xds bootstraps): c and d share a scope (they can call
-    e only). An edit of d's authorization that admits c moves c to a new scope: recompiled into
-    the same directory, c's running Envoy (same process, no restart) reaches d, because its
-    bootstrap names its own CDS path (xds/c/cds.json), a link to its scope's file that the compile
-    replaces; the edit undone, c is back in the first scope and the second scope's files, named by
-    no sidecar any more, are removed. An edit inside the scope (e's endpoint moved to another
-    backend) rewrites the scope's file and replaces the link: the running Envoy follows it too."""
+    e only). An edit of d's authorization that admits c moves c to a new scope, of c alone:
+    recompiled into the same directory, c's running Envoy (same process, no restart) reaches d,
+    because its bootstrap names its own CDS path (xds/c/cds.json), a link to its scope's file that
+    the compile replaces with the new scope's file itself, and its listeners name the new routes
+    file (xds/c/rds-outbound.json); the edit undone, c is back in the first scope (the link again),
+    and its own routes file, named by no listener any more, is removed. An edit inside the scope
+    (e's endpoint moved to another backend) rewrites the scope's file and replaces the link: the
+    running Envoy follows it too."""
     from tests.envoy_support import Backend, Envoy, free_port, request, run_meshc, validate
 
     d, e, e2, app = Backend("d"), Backend("e"), Backend("e2"), Backend("app")
@@ -400,6 +404,7 @@ def test_a_scope_change_reaches_a_running_file_based_envoy_without_restart(tmp_p
 
     compile_with("e")
     link = out / "xds" / "c" / "cds.json"
+    d_link = out / "xds" / "d" / "cds.json"
     first = os.readlink(link)
     inode = os.lstat(link).st_ino
     compile_with("e")   # nothing changed: the link is left alone (a watching Envoy reloads nothing)
@@ -415,20 +420,22 @@ def test_a_scope_change_reaches_a_running_file_based_envoy_without_restart(tmp_p
         assert call("e") == 200 and call("d") == 404   # d: out of c's scope
         started = time.monotonic()
         compile_with("[e, c]")
-        second = os.readlink(link)
-        assert second != first and second.startswith("../scopes/")
+        # c and d each alone in a scope now: each scope's files in its sidecar's own directory,
+        # renamed over the links (a rename, which the watch sees); the shared scope is unused
+        assert not link.is_symlink() and not d_link.is_symlink()
         until(lambda: call("d") == 200)
         print(f"c reaches d {time.monotonic() - started:.2f} s after the recompile started, no restart")
         assert call("e") == 200 and envoy.proc.pid == pid and envoy.proc.poll() is None
-        assert (out / "xds" / os.path.dirname(first[3:])).is_dir(), "d's scope stays"
+        assert not (out / "xds" / os.path.dirname(first[3:])).exists(), "the shared scope is removed"
+        assert (out / "xds" / "c" / "rds-outbound.json").is_file()
 
-        stderr = compile_with("e")   # undone: c back in d's scope, the second scope unused
-        assert os.readlink(link) == first
+        stderr = compile_with("e")   # undone: c and d share a scope again, links to its files
+        assert os.readlink(link) == first == os.readlink(d_link)
         until(lambda: call("d") == 404)
         assert call("e") == 200 and envoy.proc.pid == pid
-        assert not (out / "xds" / os.path.dirname(second[3:])).exists()
-        # its files, recorded in the output's manifest, removed once the new files are in place
-        assert f"xds/{os.path.dirname(second[3:])}/cds.json" in stderr and "stale file" in stderr, stderr
+        assert not (out / "xds" / "c" / "rds-outbound.json").exists()
+        # c's own files, recorded in the output's manifest, removed once the new files are in place
+        assert "xds/c/rds-outbound.json" in stderr and "stale file" in stderr, stderr
 
         ports["E"] = e2.port   # the same scope, its clusters changed: the file rewritten, the link replaced
         compile_with("e")
@@ -450,8 +457,10 @@ def test_a_partial_compile_keeps_the_scope_of_a_sidecar_under_a_service_named_as
     src.write_text("".join(f'service {name} {{ port {port}  {ns}endpoints ["10.0.{i}.1:{port}"] }}\n'
                            for i, (name, port, ns) in enumerate([
                                ("reviews", 9080, 'namespace "prod"  '), ("reviews", 9080, 'namespace "staging"  '),
-                               ("prod", 9000, 'namespace "prod"  '), ("secret", 9100, ""), ("secret2", 9200, "")]))
-                   + "authorization secret { default deny  allow { from service prod/reviews } }\n"
+                               ("prod", 9000, 'namespace "prod"  '), ("secret", 9100, ""), ("secret2", 9200, ""),
+                               ("third", 9300, "")]))
+                   # third shares prod/reviews's scope: the scope has files of its own, and the link
+                   + "authorization secret { default deny  allow { from service [prod/reviews, third] } }\n"
                    + "authorization secret2 { default deny  allow { from service prod } }\n")
     out = tmp_path / "out"
 

@@ -20,6 +20,10 @@ class Options:
     output_dir: str | None = None      # the -o directory, absolute
     certs_dir: str | None = None       # --certs-dir: the root of the identity files at run time, over `certificates`
     channel: str | None = None         # gateway-api: "standard" or "experimental" (--channel); None: its default
+    # envoy, `xds`: a scope of one compiled sidecar keeps its files in that sidecar's directory. The
+    # control plane turns it off: its snapshots name no files, and with it off a sidecar's files
+    # depend on no other sidecar's scope, so an edit rebuilds only the sidecars whose scope it changes.
+    alone_scope_in_own_dir: bool = True
 
 
 @dataclass(frozen=True)

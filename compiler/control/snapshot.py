@@ -75,7 +75,7 @@ def over_ads(node):
 # The xds layout as the backend writes it for the server: the files' run-time directory (which the
 # file references name) and, in the emitted files, that directory's relative path.
 XDS_ROOT = "/ads"
-OPTIONS = Options(bootstrap="xds", xds_dir=XDS_ROOT, output_dir=XDS_ROOT)
+OPTIONS = Options(bootstrap="xds", xds_dir=XDS_ROOT, output_dir=XDS_ROOT, alone_scope_in_own_dir=False)
 
 
 def resources(compilation, service: str) -> dict[str, dict[str, dict]]:

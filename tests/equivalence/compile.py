@@ -2,9 +2,9 @@
 
 `compile_text` runs the compile API (compiler/api.py), as `meshc compile` does, on a text held
 in memory, for the sidecar `SIDECAR`: the Envoy files in the fleet
-layout (`xds/cds.json`, `xds/scopes/KEY/cds.json` when the sidecar's scope is not the whole
-program, or `xds/SIDECAR/cds.json` when some service runs mTLS; `xds/rds-outbound.json` or
-`xds/scopes/KEY/rds-outbound.json`; `xds/SIDECAR/lds.json`, with mTLS the SDS files
+layout (`xds/cds.json`, or `xds/SIDECAR/cds.json` when the sidecar's scope is not the whole
+program (one sidecar compiled: its scope is its own) or some service runs mTLS;
+`xds/rds-outbound.json` or `xds/SIDECAR/rds-outbound.json`; `xds/SIDECAR/lds.json`, with mTLS the SDS files
 `xds/SIDECAR/sds-*.json`, and the xds bootstrap `SIDECAR.envoy.json`) and the native config
 `SIDECAR.native.json`. `certs_dir` is `--certs-dir`: where both find the identity files. A policy the compiler
 rejects, or that either backend reports an error for, raises `PolicyRejected` with the
@@ -45,7 +45,8 @@ class Compiled:
     @property
     def rds_path(self) -> str:
         """The RDS file the outbound listener names: shared by the sidecars whose scope is the
-        whole program, else its scope's (compiler/ir/scope.py)."""
+        whole program, else the sidecar's own (one sidecar compiled: its scope is its own;
+        compiler/ir/scope.py)."""
         outbound = next(lst for lst in self.listeners if lst["name"] == "outbound")
         rds = outbound["filter_chains"][0]["filters"][0]["typed_config"]["rds"]
         return self.named(rds["config_source"]["path_config_source"]["path"])
@@ -57,8 +58,9 @@ class Compiled:
 
     @property
     def cds_path(self) -> str:
-        """The CDS file the bootstrap names: shared by the sidecars of one scope, or the
-        sidecar's own when its clusters present its certificate (mTLS)."""
+        """The CDS file the bootstrap names: shared by the sidecars whose scope is the whole
+        program, or the sidecar's own (its scope is its own, or its clusters present its
+        certificate: mTLS)."""
         boot = json.loads(self.envoy[f"{SIDECAR}.envoy.json"])
         return self.named(boot["dynamic_resources"]["cds_config"]["path_config_source"]["path"])
 

@@ -9,7 +9,7 @@ same `EPn`/`APP` ports but each plane's own `INBOUND`/`OUTBOUND`/`ADMIN` ports.
   (`--reject-unknown-dynamic-fields --disable-hot-restart --concurrency 1`). A new policy is
   swapped in through Envoy's file-based dynamic configuration: each changed file (the SDS files
   of the sidecar's identity, then the CDS file, then `client/lds.json`, then the RDS file, shared
-  `rds-outbound.json` or `scopes/KEY/rds-outbound.json` for a scope that is not the whole
+  `rds-outbound.json` or `client/rds-outbound.json` for a scope that is not the whole
   program: written before the listeners when they switch from one to another) is written
   elsewhere and renamed into place, and the swap waits, file by
   file, until the admin `/stats` counters say Envoy applied it (`update_attempt` moved and
@@ -17,7 +17,7 @@ same `EPn`/`APP` ports but each plane's own `INBOUND`/`OUTBOUND`/`ADMIN` ports.
   then until no cluster or listener is warming. The listener ports are fixed for the session, so
   an LDS update replaces the listeners in place; every request uses a new connection, so none
   is left on a draining one. The compiler writes the CDS file per sidecar once some service
-  runs mTLS (`xds/client/cds.json`, else its scope's `xds/cds.json` or `xds/scopes/KEY/cds.json`):
+  runs mTLS or its scope is not the whole program (`xds/client/cds.json`, else `xds/cds.json`):
   whichever the bootstrap names goes to the path the session's bootstrap names.
 * `NativePlane`: the native proxy as a real process (`python -m runtime_proxy CONFIG`), swapped
   by renaming a new config over its file and asking the admin listener to reload it (`POST
