@@ -478,3 +478,47 @@ def test_a_partial_compile_keeps_the_scope_of_a_sidecar_under_a_service_named_as
     assert link.exists(), "the scope of prod/reviews was removed"
     for cds in (out / "xds").rglob("cds.json"):
         assert cds.exists(), cds
+
+
+def test_a_partial_compile_leaves_the_applications_of_the_sidecars_not_compiled_in_their_scope(tmp_path):
+    """A scope's CDS file holds the application clusters of every sidecar sharing it (without mTLS).
+    `--proxy a --proxy b --bootstrap xds` into the directory of a `--proxy all` compile, where a, b
+    and c share a scope (and d and e the whole program's), once rewrote the shared file with a's and
+    b's only: c's Envoy lost `inbound|c`, its inbound listener's cluster. A compile of some sidecars
+    now gives each of them its own CDS file and leaves the shared ones as they are."""
+    from tests.envoy_support import run_meshc
+
+    src = tmp_path / "p.mesh"
+    src.write_text('mesh { mtls disable }\n'
+                   + "".join(f'service {n} {{ port {i + 1}  endpoints ["10.0.0.{i + 1}:80"] }}\n'
+                             for i, n in enumerate("abcdex"))
+                   # a, b, c and x may not call x: their scope is (a, b, c, d, e); d and e may call all
+                   + "authorization x { default deny  allow { from service [d, e] } }\n")
+    out = tmp_path / "out"
+
+    def compile_(*proxies: str) -> None:
+        args = [arg for p in proxies for arg in ("--proxy", p)]
+        proc = run_meshc("compile", str(src), "--target", "envoy", *args, "--bootstrap", "xds", "-o", str(out))
+        assert proc.returncode == 0, proc.stderr
+
+    def apps(sidecar: str) -> list[str]:
+        """The application clusters in the CDS file that the sidecar's bootstrap names."""
+        doc = json.loads((out / "xds" / sidecar / "cds.json").read_text())
+        return sorted(c["name"] for c in doc["resources"] if c["name"].startswith("inbound|"))
+
+    def snapshot() -> dict[str, bytes | str]:
+        return {str(p.relative_to(out)): os.readlink(p) if p.is_symlink() else p.read_bytes()
+                for p in out.rglob("*") if p.is_symlink() or p.is_file()}
+
+    compile_("all")
+    fresh = snapshot()
+    shared = ["inbound|a", "inbound|b", "inbound|c", "inbound|x"]
+    assert apps("c") == shared and (out / "xds" / "c" / "cds.json").is_symlink()
+    assert apps("d") == ["inbound|d", "inbound|e"]
+    compile_("a", "b")
+    assert apps("c") == apps("x") == shared   # the shared file as it was
+    assert apps("a") == ["inbound|a"] and not (out / "xds" / "a" / "cds.json").is_symlink()
+    compile_("d")
+    assert apps("e") == ["inbound|d", "inbound|e"] and apps("d") == ["inbound|d"]
+    compile_("all")   # every sidecar again: the fleet's layout, as a compile into an empty directory
+    assert snapshot() == fresh

@@ -12,7 +12,8 @@ yet):
                               scope; with mTLS, xds/SERVICE/cds.json per proxy instead (see below)
     xds/SERVICE/cds.json      without mTLS: a symbolic link (Emitted.links) to the sidecar's
                               scope's CDS file, the path its bootstrap names; the scope's file
-                              itself when the sidecar is alone in its scope (below)
+                              itself when the sidecar is alone in its scope (below), and its own
+                              file in a compile of some of the sidecars (not `--proxy all`)
     xds/rds-outbound.json     the outbound RouteConfiguration of the sidecars of full scope;
                               xds/scopes/KEY/rds-outbound.json for those of another scope;
                               xds/SERVICE/rds-outbound.json for a sidecar that routes of its
@@ -38,7 +39,7 @@ scope directories no sidecar names any more. A scope that only one of the sideca
 without mTLS, no link (in a fine-grained mesh most scopes are a sidecar's own: at 10,000 services
 that each admit one caller, 20,000 fewer directories and links); the sidecar moving into or out of
 a shared scope is a rename over its CDS path and a listener naming another routes file, as any
-scope change.
+scope change. A compile of some of the sidecars gives each its own CDS file (below).
 
 With `--bootstrap ads` the output is the bootstraps alone: the resources come from the control
 plane (`--xds-server`), not from files.
@@ -120,7 +121,10 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
     where = xds_dir(options)
     anywhere = mtls_anywhere(program)
     sds = {name: tls.sds_files(where, name) for name in proxies if needs_identity(program, sidecars[name], anywhere)}
-    shared_cds = not anywhere
+    # A scope's CDS file holds the applications' clusters of the sidecars sharing it: only a compile
+    # of every sidecar writes it (one of some, `--proxy a --bootstrap xds` into a fleet's directory,
+    # gives each compiled sidecar its own file, leaving the shared ones to the sidecars not compiled)
+    shared_cds = not anywhere and set(proxies) == set(workloads.proxy_names(program))
     by_service = scope.scopes(program, list(dict.fromkeys(workloads.service_of(p) for p in proxies)))
     scopes = {p: by_service[workloads.service_of(p)] for p in proxies}
     cluster_names = routes.cluster_map(program)
