@@ -1,11 +1,10 @@
 """A generated policy compiled by the real compiler, in process, into both targets' files.
 
 `compile_text` runs the compile API (compiler/api.py), as `meshc compile` does, on a text held
-in memory, for the sidecar `SIDECAR`: the Envoy files in the fleet
-layout (`xds/cds.json`, or `xds/SIDECAR/cds.json` when the sidecar's scope is not the whole
-program (one sidecar compiled: its scope is its own) or some service runs mTLS;
-`xds/rds-outbound.json` or `xds/SIDECAR/rds-outbound.json`; `xds/SIDECAR/lds.json`, with mTLS the SDS files
-`xds/SIDECAR/sds-*.json`, and the xds bootstrap `SIDECAR.envoy.json`) and the native config
+in memory, for the sidecar `SIDECAR`: the Envoy files in the fleet layout
+(`xds/SIDECAR/cds.json`: one sidecar compiled has its own CDS file; `xds/rds-outbound.json` when
+its scope is the whole program, else `xds/SIDECAR/rds-outbound.json`; `xds/SIDECAR/lds.json`,
+with mTLS the SDS files `xds/SIDECAR/sds-*.json`, and the xds bootstrap `SIDECAR.envoy.json`) and the native config
 `SIDECAR.native.json`. `certs_dir` is `--certs-dir`: where both find the identity files. A policy the compiler
 rejects, or that either backend reports an error for, raises `PolicyRejected` with the
 diagnostics: the generators only make policies that must compile.
@@ -58,9 +57,7 @@ class Compiled:
 
     @property
     def cds_path(self) -> str:
-        """The CDS file the bootstrap names: shared by the sidecars whose scope is the whole
-        program, or the sidecar's own (its scope is its own, or its clusters present its
-        certificate: mTLS)."""
+        """The CDS file the bootstrap names: the sidecar's own (a compile of one sidecar)."""
         boot = json.loads(self.envoy[f"{SIDECAR}.envoy.json"])
         return self.named(boot["dynamic_resources"]["cds_config"]["path_config_source"]["path"])
 

@@ -16,9 +16,8 @@ same `EPn`/`APP` ports but each plane's own `INBOUND`/`OUTBOUND`/`ADMIN` ports.
   `update_rejected` did not; an SDS file is read when a listener or cluster first names it),
   then until no cluster or listener is warming. The listener ports are fixed for the session, so
   an LDS update replaces the listeners in place; every request uses a new connection, so none
-  is left on a draining one. The compiler writes the CDS file per sidecar once some service
-  runs mTLS or its scope is not the whole program (`xds/client/cds.json`, else `xds/cds.json`):
-  whichever the bootstrap names goes to the path the session's bootstrap names.
+  is left on a draining one. The compiler writes the sidecar's own CDS file (`xds/client/cds.json`:
+  one sidecar compiled), the path the session's bootstrap names.
 * `NativePlane`: the native proxy as a real process (`python -m runtime_proxy CONFIG`), swapped
   by renaming a new config over its file and asking the admin listener to reload it (`POST
   /reload`, the same path as SIGHUP and the file poll, but answered once the load is over), then
