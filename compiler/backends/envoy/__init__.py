@@ -84,7 +84,12 @@ def bootstrap_mode(program: ir.Program, proxies: list[str], options: Options) ->
     bootstraps."""
     if options.bootstrap is not None:
         return options.bootstrap
-    return "xds" if set(proxies) == set(workloads.proxy_names(program)) else "static"
+    return "xds" if every_sidecar(program, proxies) else "static"
+
+
+def every_sidecar(program: ir.Program, proxies: list[str]) -> bool:
+    """Whether `proxies` are all of the program's sidecars (`--proxy all`)."""
+    return set(proxies) == set(workloads.proxy_names(program))
 
 
 def xds_dir(options: Options) -> str:
@@ -124,7 +129,7 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
     # A scope's CDS file holds the applications' clusters of the sidecars sharing it: only a compile
     # of every sidecar writes it (one of some, `--proxy a --bootstrap xds` into a fleet's directory,
     # gives each compiled sidecar its own file, leaving the shared ones to the sidecars not compiled)
-    shared_cds = not anywhere and set(proxies) == set(workloads.proxy_names(program))
+    shared_cds = not anywhere and every_sidecar(program, proxies)
     by_service = scope.scopes(program, list(dict.fromkeys(workloads.service_of(p) for p in proxies)))
     scopes = {p: by_service[workloads.service_of(p)] for p in proxies}
     cluster_names = routes.cluster_map(program)
