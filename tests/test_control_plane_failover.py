@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from compiler.control import status as control_status
-from tests.envoy_support import Backend, Envoy, free_port, request, requires_envoy, run_meshc
+from tests.envoy_support import Backend, Envoy, free_ports, request, requires_envoy, run_meshc
 from tests.test_control_plane import API, Serve, policy
 
 pytestmark = requires_envoy
@@ -223,7 +223,8 @@ class Fleet:
     def __init__(self, tmp: Path, replicas: int = 1, serve_args: tuple[str, ...] = (), sidecar: type = EnvoySidecar,
                  **sidecar_args):
         self.v1, self.v2, self.shadow, self.app = (Backend(n) for n in ("v1", "v2", "shadow", "app"))
-        self.ports = {"INBOUND": free_port(), "OUTBOUND": free_port(), "ADMIN": free_port(), "APP": self.app.port,
+        inbound, outbound, admin = free_ports(3)   # (free_port thrice may give one port twice: E0312)
+        self.ports = {"INBOUND": inbound, "OUTBOUND": outbound, "ADMIN": admin, "APP": self.app.port,
                       "V1": self.v1.port, "V2": self.v2.port, "SHADOW": self.shadow.port}
         self.path = policy(tmp / "behaviour.mesh", self.ports)
         self.proxy = None

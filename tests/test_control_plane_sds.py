@@ -42,7 +42,7 @@ from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 
 from compiler.control.snapshot import CLUSTER, SECRET
 from tests import mtls_support as mtls
-from tests.envoy_support import Backend, Envoy, free_port, request, requires_envoy, run_meshc, validate
+from tests.envoy_support import Backend, Envoy, free_port, free_ports, request, requires_envoy, run_meshc, validate
 from tests.test_control_plane import RawClient, Serve
 
 TD = "mesh.local"
@@ -123,8 +123,8 @@ def served_serial(port: int, identity: str, ca_file: str) -> tuple[int, int]:
 class Fleet:
     def __init__(self, tmp: Path):
         self.app = Backend("app")
-        self.ports = {"API_IN": free_port(), "API_OUT": free_port(), "API_ADMIN": free_port(), "WEB_IN": free_port(),
-                      "WEB_OUT": free_port(), "WEB_ADMIN": free_port(), "APP": self.app.port}
+        self.ports = dict(zip(("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN"), free_ports(6)),
+                          APP=self.app.port)
         self.path = write_policy(tmp / "fleet.mesh", self.ports)
         self.ca = mtls.make_ca(str(tmp / "ca"), TD)
         self.ca_file = os.path.join(self.ca, "ca.pem")
@@ -334,7 +334,7 @@ def test_a_rotation_is_pushed_under_load_with_no_failed_request_and_no_restart(f
 # ---- the bootstrap and the command line (no Envoy running) ----------------------------------------
 
 def test_an_xds_identity_bootstrap_is_mtls_to_meshc_control_and_validates(tmp_path):
-    ports = {k: free_port() for k in ("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP")}
+    ports = dict(zip(("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP"), free_ports(7)))
     path = write_policy(tmp_path / "fleet.mesh", ports)
     ca = mtls.make_ca(str(tmp_path / "ca"), TD)
     ident = mtls.issue(ca, str(tmp_path / "ids" / "web"), spiffe("web"))
@@ -364,7 +364,7 @@ def test_an_xds_identity_bootstrap_is_mtls_to_meshc_control_and_validates(tmp_pa
 
 
 def test_usage_errors_of_the_certificate_options(tmp_path):
-    ports = {k: free_port() for k in ("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP")}
+    ports = dict(zip(("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP"), free_ports(7)))
     path = str(write_policy(tmp_path / "fleet.mesh", ports))
     compile_args = ("compile", path, "--target", "envoy", "--proxy", "web")
     for args, message in [
@@ -396,7 +396,7 @@ def test_the_issuer_serves_no_file_secret_issues_per_node_and_rotates_at_two_thi
     from compiler import api
     from compiler.control import sds, snapshot
 
-    ports = {k: free_port() for k in ("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP")}
+    ports = dict(zip(("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP"), free_ports(7)))
     base = snapshot.build_all(api.compile([str(write_policy(tmp_path / "fleet.mesh", ports))]))
     assert "filename" in base["api"].json[SECRET]["identity"]["tls_certificate"]["certificate_chain"]   # the backend's
     issuer = sds.Issuer(mtls.make_ca(str(tmp_path / "ca"), TD), hours=1)
@@ -430,7 +430,7 @@ def test_an_edit_that_changes_a_nodes_identity_ends_its_streams(tmp_path):
     """A stream was admitted as web; an edit gives web another SPIFFE ID: at the publish, that
     stream (whose client certificate is the old identity) ends with PERMISSION_DENIED instead of
     receiving the new identity's certificate."""
-    ports = {k: free_port() for k in ("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP")}
+    ports = dict(zip(("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP"), free_ports(7)))
     path = write_policy(tmp_path / "fleet.mesh", ports)
     ca = mtls.make_ca(str(tmp_path / "ca"), TD)
     web = mtls.issue(ca, str(tmp_path / "ids" / "web"), spiffe("web"))
@@ -580,7 +580,7 @@ def test_the_rotation_loop_survives_an_unexpected_error(tmp_path):
     from compiler.control import sds
     from compiler.control import serve as control
 
-    ports = {k: free_port() for k in ("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP")}
+    ports = dict(zip(("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP"), free_ports(7)))
     path = str(write_policy(tmp_path / "fleet.mesh", ports))
     snapshots, _, watch = control.build([path])
     issuer = sds.Issuer(mtls.make_ca(str(tmp_path / "ca"), TD), hours=0.0003)   # 1.08 s: due after 0.72 s
@@ -657,7 +657,7 @@ def test_a_stream_never_gets_a_snapshot_of_another_identity_than_the_one_admitte
     from compiler import api
     from compiler.control import ads, snapshot
 
-    ports = {k: free_port() for k in ("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP")}
+    ports = dict(zip(("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP"), free_ports(7)))
     path = write_policy(tmp_path / "fleet.mesh", ports)
     before = snapshot.build_all(api.compile([str(path)]))
     path.write_text(path.read_text().replace("  port 8001\n", f'  port 8001\n  identity "{spiffe("web2")}"\n'))
@@ -711,7 +711,7 @@ def test_a_node_the_admission_does_not_know_is_never_served_unchecked(tmp_path):
     from compiler import api
     from compiler.control import ads, snapshot
 
-    ports = {k: free_port() for k in ("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP")}
+    ports = dict(zip(("API_IN", "API_OUT", "API_ADMIN", "WEB_IN", "WEB_OUT", "WEB_ADMIN", "APP"), free_ports(7)))
     served = snapshot.build_all(api.compile([str(write_policy(tmp_path / "fleet.mesh", ports))]))
     async def admit(node: str, context) -> str | None:
         return None   # the base no longer has it
