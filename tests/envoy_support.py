@@ -4,6 +4,7 @@ these talks to a real Envoy 1.40 over loopback sockets."""
 
 from __future__ import annotations
 
+import collections
 import http.client
 import json
 import os
@@ -35,10 +36,21 @@ def validate(path: str) -> tuple[bool, str]:
     return proc.returncode == 0 and "OK" in text, "\n".join(text.splitlines()[-5:])
 
 
+_HANDED_OUT: collections.deque[int] = collections.deque(maxlen=512)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port, none of the last 512 this process handed out: the kernel may give a port
+    again as soon as its socket is closed, and two ports of one sidecar may not be the same (the
+    compile refuses it, E0312), so calls in a row give different ports."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            break
+    _HANDED_OUT.append(port)
+    return port
 
 
 def free_ports(n: int) -> list[int]:
