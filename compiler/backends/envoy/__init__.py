@@ -170,8 +170,8 @@ def emit(program: ir.Program, proxies: list[str], options: Options, sources: dic
     def alone(proxy: str) -> bool:
         """A scope of this sidecar only (not the whole program's): its files stand in the sidecar's
         own directory, without a scope directory or a link (in a fine-grained mesh most scopes
-        have one sidecar, and each directory, link and file costs the compile a file-system
-        operation of 150-300 µs on this machine)."""
+        have one sidecar: a directory, a link and a file fewer per sidecar, which each cost
+        the compile a system call and the disk an inode)."""
         return options.alone_scope_in_own_dir and not scopes[proxy].full and len(groups[scopes[proxy].hosts]) == 1
 
     def rds_file(proxy: str) -> str:
