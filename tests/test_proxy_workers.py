@@ -384,3 +384,61 @@ def test_shared_breaker_slots_across_a_fork_and_entries_freed_by_every_worker():
     assert region.entry("one more", "sig") == breaker.at
     for fd in (*to_parent, *to_child):
         os.close(fd)
+
+
+def test_shared_outlier_detection_decides_as_one_detector_and_a_clean_success_takes_no_lock():
+    """Two workers' views of one shared detector (net/shared.py), fed an interleaved random
+    sequence of answers, decide what one detector (decide/outlier.py) fed the same sequence
+    decides; a success for an endpoint with nothing counted is read without the lock."""
+    import random
+
+    from runtime_proxy.decide.outlier import CONNECT_FAILURE, PER_TRY_TIMEOUT, RESET, OutlierState
+    from runtime_proxy.decide.table import Limits, OutlierSettings
+    from runtime_proxy.net.shared import Region
+
+    class CountingLock:
+        def __init__(self, lock):
+            self.lock, self.taken = lock, 0
+
+        def __enter__(self):
+            self.taken += 1
+            return self.lock.__enter__()
+
+        def __exit__(self, *exc):
+            return self.lock.__exit__(*exc)
+
+    keys = ("10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80")
+    answers = [(200, None)] * 6 + [(404, None), (500, None), (502, None), (503, None), (504, None),
+                                   (None, CONNECT_FAILURE), (None, RESET), (None, PER_TRY_TIMEOUT)]
+    for seed in range(40):
+        rng = random.Random(seed)
+        settings = OutlierSettings(rng.randint(1, 4), rng.choice([0, 1, 2, 3]), 1000, rng.choice([500, 3000]),
+                                   rng.choice([34.0, 67.0, 100.0]))
+        region = Region(2)
+        region.lock = lock = CountingLock(region.lock)
+        views = []
+        for worker in (0, 1):
+            region.worker = worker
+            views.append(region.cluster("c", "sig", Limits(9, 9, 9, 9), None, settings, keys, 0.0, {})[1])
+        one = OutlierState(settings, keys, tick_origin=0.0)
+        now = 0.0
+        for _ in range(300):
+            now += rng.choice([0.0, 0.01, 0.3, 1.7])
+            key = rng.choice(keys)
+            status, failure = rng.choice(answers)
+            view = rng.choice(views)
+            assert view.record(key, status, failure, now) == one.record(key, status, failure, now), seed
+            assert view.ejected(now) == one.ejected(now), seed
+            assert view.available(keys, now) == one.available(keys, now), seed
+        # a success for an endpoint not ejected with nothing counted: no lock
+        now += 100.0
+        for key in keys:
+            views[0].record(key, 200, None, now)
+        taken = lock.taken
+        for view in views:
+            for key in keys:
+                assert view.record(key, 200, None, now) is False
+        assert lock.taken == taken
+        views[1].record(keys[0], 503, None, now)              # an error takes it, and so does the
+        views[0].record(keys[0], 200, None, now)              # success that clears its count
+        assert lock.taken == taken + 2

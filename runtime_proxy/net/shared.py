@@ -13,7 +13,9 @@ no lock); a worker compares the sum of all slots with the limit. Two workers tha
 very same moment may both pass the last unit, as two of Envoy's threads may (its check and its
 increment are two atomic steps, not one). Outlier detection: the detector's state is loaded from
 the entry, changed by the pure decision (decide/outlier.py) and stored back, under one lock;
-only with outlier detection configured, once per upstream answer. The detector's statistics
+only with outlier detection configured, for an upstream answer that is an error or that ends an
+endpoint's run of errors (a success for an endpoint with nothing counted, the usual answer, is
+read without the lock and changes nothing: SharedOutlier.record). The detector's statistics
 (`detected_*`, `enforced_*`) stay per worker and are summed by the admin view.
 
 A worker on its own (the default) never imports this module.
@@ -275,6 +277,9 @@ class SharedOutlier(OutlierState):
         self._at = at
         self._depth = 0
         self._ec = 0
+        # endpoint key -> (the offset of its host record, the key as stored there), for `record`'s
+        # reading without the lock; learnt from each load and store (a host keeps its place)
+        self._slots: dict[str, tuple[int, bytes]] = {}
         with region.lock:
             head = _HEAD.unpack_from(region.mm, at)
             if head[6] == 0.0:           # the first worker's start is the detector's (one interval timer)
@@ -299,13 +304,16 @@ class SharedOutlier(OutlierState):
         _, _, ec, total, overflow, nhosts, _ = _HEAD.unpack_from(mm, at)
         self._ec, self.ejections_total, self.ejections_overflow = ec, total, overflow
         hosts: dict[str, _Host] = {}
+        slots = self._slots
         pos = at + region.hosts_at
         for _ in range(nhosts):
             key, c5, cgw, backoff, times, until, eat, uat = _HOST.unpack_from(mm, pos)
             h = _Host()
             h.c5xx, h.cgw, h.backoff, h.times = c5, cgw, backoff, times
             h.ejected_until, h.ejected_at, h.unejected_at = _none(until), _none(eat), _none(uat)
-            hosts[key.rstrip(b"\0").decode()] = h
+            name = key.rstrip(b"\0").decode()
+            hosts[name] = h
+            slots[name] = (pos, key)
             pos += _HOST.size
         self.hosts = hosts
 
@@ -316,9 +324,12 @@ class SharedOutlier(OutlierState):
         _HEAD.pack_into(mm, at, head[0], head[1], self._ec, self.ejections_total, self.ejections_overflow,
                         len(hosts), head[6])
         pos = at + region.hosts_at
+        slots = self._slots
         for key, h in hosts:
-            _HOST.pack_into(mm, pos, key.encode()[:KEY_BYTES], h.c5xx, h.cgw, h.backoff, h.times,
+            stored = key.encode()[:KEY_BYTES]
+            _HOST.pack_into(mm, pos, stored, h.c5xx, h.cgw, h.backoff, h.times,
                             _opt(h.ejected_until), _opt(h.ejected_at), _opt(h.unejected_at))
+            slots[key] = (pos, stored.ljust(KEY_BYTES, b"\0"))
             pos += _HOST.size
 
     def _shared(self, call: Any, *args: Any) -> Any:
@@ -334,6 +345,18 @@ class SharedOutlier(OutlierState):
                 self._store()
 
     def record(self, endpoint_key: str, status: int | None, failure: str | None, now: float) -> bool:
+        if status is not None and (status < 500 or status > 599) and not self._depth:
+            # The common answer: a success for an endpoint that is not ejected and has no error
+            # counted changes nothing (the decision sets both counts to zero), so its record is
+            # read without the lock, load and store (4 µs a response, measured, against 0.5).
+            # A count is one aligned 8-byte word: a writer's store seen half-way shows each count
+            # as before or after it, and a success taken as zero-before then comes before that
+            # writer's result, or after a detection that zeroed the counts itself: the same state.
+            slot = self._slots.get(endpoint_key)
+            if slot is not None:
+                key, c5, cgw, _, _, until, _, _ = _HOST.unpack_from(self._region.mm, slot[0])
+                if not c5 and not cgw and until != until and key == slot[1]:   # (NaN: not ejected)
+                    return False
         return self._shared(super().record, endpoint_key, status, failure, now)
 
     def is_ejected(self, endpoint_key: str, now: float) -> bool:
