@@ -738,3 +738,30 @@ def test_equivalence_regression_empty_query_keeps_its_question_mark():
         assert e == v and e.path == want, side_by_side(e, v)
     e, v = _one(text, GenRequest("inbound", "GET", "/a?", "client"))
     assert e == v and e.path == "/a?"
+
+
+@given(data=st.data(), namespace=st.sampled_from(["default", "shop", "other"]))
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_equivalence_regression_the_generators_scope_verdict_is_the_compilers(data, namespace):
+    """Whether a generated authorization block can admit `client` (what the scope checks of the
+    generated cases hold the compiler to) is what compiler/ir/scope.py derives, in the client's
+    own namespace too: `from same_namespace` refused `client` in the generator everywhere, and a
+    twin `shop/s0` with it was then found in the sidecar's scope, against the generator's word."""
+    from compiler import api
+    from compiler.ir import scope
+    from tests.equivalence.policies import TRUST_DOMAIN, destination_authorizations
+
+    block = data.draw(destination_authorizations(namespace))
+    if block is None:
+        return
+    body, admits = block
+    text = (f'mesh {{ trust_domain "{TRUST_DOMAIN}" }}\n'
+            'service client { port 8000  namespace "shop"  endpoints ["127.0.0.1:1"] }\n'
+            'service s0 { port 8080  namespace "default"  endpoints ["127.0.0.1:2"] }\n'
+            f'service d {{ port 8080  namespace "{namespace}"  endpoints ["127.0.0.1:3"] }}\n'
+            f'authorization d {{\n{body}\n}}\n')
+    comp = api.compile([api.Text("scope.mesh", text)], shard=False)
+    assert not comp.has_errors, [d.message for d in comp.diagnostics]
+    services = {s.name: s for s in comp.ir.services}
+    assert services["client"].identity == CLIENT_ID
+    assert scope.admits(services["d"], services["client"]) == admits, body

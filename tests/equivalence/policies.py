@@ -406,21 +406,25 @@ OTHER_CONDITIONS = ("", 'path prefix "/api"', "method [GET, HEAD]", 'header "x-h
 
 
 @st.composite
-def destination_authorizations(draw) -> tuple[str, bool] | None:
-    """None (most often), or the body of an `authorization` block for a destination and whether it
-    can admit `client` (compiler/ir/scope.py, derived here from what is drawn): `default allow`
-    with or without deny rules (a deny never removes a destination from the scope), or `default
-    deny` with allow rules of which at least one admits `client` (whatever its other conditions)
-    or none does (out of scope)."""
+def destination_authorizations(draw, namespace: str = "default") -> tuple[str, bool] | None:
+    """None (most often), or the body of an `authorization` block for a destination of `namespace`
+    and whether it can admit `client` (compiler/ir/scope.py, derived here from what is drawn):
+    `default allow` with or without deny rules (a deny never removes a destination from the
+    scope), or `default deny` with allow rules of which at least one admits `client` (whatever its
+    other conditions) or none does (out of scope). `from same_namespace` admits `client` on a
+    destination of its own namespace (`shop/s0`, a twin) and refuses it anywhere else."""
     kind = draw(st.sampled_from(("none", "none", "none", "open", "admit", "refuse", "refuse")))
     if kind == "none":
         return None
+    admit, refuse = ADMIT_CLIENT, REFUSE_CLIENT
+    if namespace == CLIENT_NAMESPACE:
+        admit, refuse = admit + ("from same_namespace",), tuple(c for c in refuse if c != "from same_namespace")
     rules = []
     if kind == "open" or draw(st.booleans()):
         rules.append(f"  deny d {{ {draw(st.sampled_from(ADMIT_CLIENT[:-1] + REFUSE_CLIENT))}"
                      f"  {draw(st.sampled_from(OTHER_CONDITIONS))} }}")
-    refusals = draw(st.lists(st.sampled_from(REFUSE_CLIENT), max_size=2, unique=True))
-    admitting = [draw(st.sampled_from(ADMIT_CLIENT))] if kind == "admit" else []
+    refusals = draw(st.lists(st.sampled_from(refuse), max_size=2, unique=True))
+    admitting = [draw(st.sampled_from(admit))] if kind == "admit" else []
     for i, cond in enumerate(refusals + admitting):
         other = draw(st.sampled_from(OTHER_CONDITIONS))
         if not cond and not other:
@@ -612,7 +616,7 @@ def policies(draw, focus: frozenset[str] = frozenset()) -> GenPolicy:
 
     out_of_scope = []
     for svc in services:
-        block = draw(destination_authorizations())
+        block = draw(destination_authorizations(namespace_of(svc)))
         if is_s0(svc) and outbound_focus:
             block = None       # the focused requests go to s0: it stays in the sidecar's scope
         if block is not None:
