@@ -9,6 +9,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -442,3 +443,29 @@ def test_shared_outlier_detection_decides_as_one_detector_and_a_clean_success_ta
         views[1].record(keys[0], 503, None, now)              # an error takes it, and so does the
         views[0].record(keys[0], 200, None, now)              # success that clears its count
         assert lock.taken == taken + 2
+        # while another worker's store is under way (an odd generation), a success takes the lock
+        generation_at = views[0]._at + region.generation_at
+        struct.pack_into("<q", region.mm, generation_at, struct.unpack_from("<q", region.mm, generation_at)[0] + 1)
+        views[0].record(keys[1], 200, None, now)
+        assert lock.taken == taken + 3
+
+
+def test_an_endpoint_key_too_long_for_the_shared_record_keeps_outlier_detection_per_worker():
+    """A key is stored in 64 bytes: a longer one would never be found again, and the shared
+    detector would never eject it; such a cluster's detector is the worker's own (as past 64
+    endpoints), its breaker still shared."""
+    from runtime_proxy.decide.outlier import OutlierState
+    from runtime_proxy.decide.table import Limits, OutlierSettings
+    from runtime_proxy.net.shared import KEY_BYTES, Region, SharedBreaker, SharedOutlier
+
+    region = Region(2)
+    region.worker = 0
+    settings = OutlierSettings(1, 0, 1000, 30000, 100.0)
+    long_key = "a" * (KEY_BYTES - 5) + ".svc:8080"
+    breaker, detector = region.cluster("c", "sig", Limits(9, 9, 9, 9), None, settings, (long_key,), 0.0, {})
+    assert isinstance(breaker, SharedBreaker)
+    assert type(detector) is OutlierState
+    assert detector.record(long_key, 500, None, 1.0) and detector.is_ejected(long_key, 1.0)
+    _, shared = region.cluster("d", "sig", Limits(9, 9, 9, 9), None, settings, ("a" * KEY_BYTES,), 0.0, {})
+    assert isinstance(shared, SharedOutlier)                                  # 64 bytes still fit
+    assert shared.record("a" * KEY_BYTES, 500, None, 1.0) and shared.is_ejected("a" * KEY_BYTES, 1.0)
