@@ -15,11 +15,12 @@ Every figure is a median over several runs, measured side by side in the same ru
 directory of its own (a file already on disk with the same content is not rewritten, which would make
 later runs cheaper than a first compile), and the outputs are removed only after the last Envoy
 run: on ext4 without a journal (this machine's disk) the kernel will not reuse an inode deleted in
-the last 35 s to 5 min, and finds that out by reading each candidate (fs/ext4/ialloc.c,
-`recently_deleted`), so creating files just after deleting many costs up to 300 µs a file instead
-of 20 (`perf`: half the samples of a 10,000-service compile in `recently_deleted`). A real
-compile into a fresh checkout pays nothing of the kind; a benchmark that deleted the previous run's
-40,000 files before each run measured the kernel's scan, not meshc.
+the last minute or so (several while its inode-table block is dirty), and finds that out by
+reading each candidate (fs/ext4/ialloc.c, `recently_deleted`), so creating files just after
+deleting many costs 150-320 µs a file instead of about 20 (`perf`: a third of the samples of a
+10,000-service compile under `recently_deleted`). A benchmark that deleted the previous run's
+40,000 files before each run measured the kernel's scan, not meshc; a second invocation of this
+script within minutes of the first still meets some of it (ext4 with a journal does not scan).
 
 Peak memory is the child's maximum resident set size (getrusage), time is wall-clock.
 
@@ -170,6 +171,9 @@ def _instructions(cmd: list[str], env: dict | None, cwd: str) -> tuple[float, in
                     if line.startswith(("summary:", "totals:")):
                         total += int(line.split()[1])
                         break
+    if "-o" in cmd:   # the plain run writes into a directory of its own, not onto the files just written
+        at = cmd.index("-o") + 1
+        cmd = cmd[:at] + [cmd[at] + "-plain"] + cmd[at + 1:]
     proc_plain = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd,
                                   env=child_env(env))
     _, _, usage = os.wait4(proc_plain.pid, 0)
@@ -181,14 +185,22 @@ def fmt(value: float) -> str:
     return f"{value / 1e9:.2f} G instr" if INSTRUCTIONS else f"{value:.2f} s"
 
 
-def median_of(cmd: list[str], runs: int, env: dict | None = None, cwd: str = ROOT) -> tuple[float, int]:
+def median_of(cmd: list[str], runs: int, env: dict | None = None, cwd: str = ROOT,
+              out_dir: str | None = None) -> tuple[float, int]:
+    """With `out_dir`, each run writes into a new directory of that prefix (`-o`), all removed at
+    the end: a run onto the files of the last would compare them, not write them."""
     times, peaks = [], []
-    for _ in range(1 if INSTRUCTIONS else runs):
-        wall, peak, code = run_once(cmd, env, cwd)
+    for k in range(1 if INSTRUCTIONS else runs):
+        run_cmd = cmd if out_dir is None else cmd + ["-o", f"{out_dir}-{k}"]
+        wall, peak, code = run_once(run_cmd, env, cwd)
         if code != 0:
-            raise SystemExit(f"command failed with exit {code}: {' '.join(cmd)}")
+            raise SystemExit(f"command failed with exit {code}: {' '.join(run_cmd)}")
         times.append(wall)
         peaks.append(peak)
+    if out_dir is not None:
+        for k in range(runs):
+            for suffix in ("", "-plain"):
+                shutil.rmtree(f"{out_dir}-{k}{suffix}", ignore_errors=True)
     return statistics.median(times), max(peaks)
 
 
@@ -300,8 +312,8 @@ def main() -> None:
                 for side in sides:
                     side_env = {**side.env, **env}
                     check = median_of(side.cmd + ["check", path], args.runs, side_env, side.root)
-                    comp = median_of(side.cmd + ["compile", path, "--emit", "ir", "-o", out_dir], args.runs, side_env,
-                                     side.root)
+                    comp = median_of(side.cmd + ["compile", path, "--emit", "ir"], args.runs, side_env, side.root,
+                                     out_dir=out_dir)
                     checks[side.label], comps[side.label] = check[0], comp[0]
                     rows[side.label].append((n, size_mb, check, comp))
                     print(f"{side.label}{n:>6} services ({n * 10} routes, {size_mb:.1f} MB): check {fmt(check[0])} "
