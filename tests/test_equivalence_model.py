@@ -740,28 +740,55 @@ def test_equivalence_regression_empty_query_keeps_its_question_mark():
     assert e == v and e.path == "/a?"
 
 
-@given(data=st.data(), namespace=st.sampled_from(["default", "shop", "other"]))
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_equivalence_regression_the_generators_scope_verdict_is_the_compilers(data, namespace):
-    """Whether a generated authorization block can admit `client` (what the scope checks of the
-    generated cases hold the compiler to) is what compiler/ir/scope.py derives, in the client's
-    own namespace too: `from same_namespace` refused `client` in the generator everywhere, and a
-    twin `shop/s0` with it was then found in the sidecar's scope, against the generator's word."""
+def _scope_program(namespace: str, body: str) -> str:
+    from tests.equivalence.policies import TRUST_DOMAIN
+
+    return (f'mesh {{ trust_domain "{TRUST_DOMAIN}" }}\n'
+            'service client { port 8000  namespace "shop"  endpoints ["127.0.0.1:1"] }\n'
+            'service s0 { port 8080  namespace "default"  endpoints ["127.0.0.1:2"] }\n'
+            f'service s0 {{ port 8080  namespace "{namespace}"  endpoints ["127.0.0.1:3"] }}\n'
+            f'authorization {namespace}/s0 {{\n{body}\n}}\n') if namespace != "default" else (
+            f'mesh {{ trust_domain "{TRUST_DOMAIN}" }}\n'
+            'service client { port 8000  namespace "shop"  endpoints ["127.0.0.1:1"] }\n'
+            'service s0 { port 8080  namespace "default"  endpoints ["127.0.0.1:2"] }\n'
+            f'authorization s0 {{\n{body}\n}}\n')
+
+
+def _admits_client(namespace: str, body: str) -> bool:
     from compiler import api
     from compiler.ir import scope
-    from tests.equivalence.policies import TRUST_DOMAIN, destination_authorizations
+
+    comp = api.compile([api.Text("scope.mesh", _scope_program(namespace, body))], shard=False)
+    assert not comp.has_errors, [d.message for d in comp.diagnostics]
+    services = {s.name: s for s in comp.ir.services}
+    assert services["client"].identity == CLIENT_ID
+    return scope.admits(services["s0" if namespace == "default" else f"{namespace}/s0"], services["client"])
+
+
+@pytest.mark.parametrize("namespace", ["default", "shop", "other"])
+def test_equivalence_regression_the_generators_scope_verdict_is_the_compilers(namespace):
+    """Whether a `from` condition of the generator admits `client` (what the scope checks of the
+    generated cases hold the compiler to) is what compiler/ir/scope.py derives, for a destination
+    `s0` in each namespace the generator puts one (`s0` in `default`, a twin `NS/s0` elsewhere):
+    `from same_namespace` refused `client` in the generator everywhere, and a twin `shop/s0` with
+    it was then found in the sidecar's scope, against the generator's word."""
+    from tests.equivalence.policies import client_conditions
+
+    admit, refuse = client_conditions(namespace)
+    for cond, admits in [(c, True) for c in admit] + [(c, False) for c in refuse]:
+        other = "" if cond else 'method GET'
+        body = f"  default deny\n  allow a {{ {cond}  {other} }}"
+        assert _admits_client(namespace, body) == admits, (namespace, cond)
+
+
+@given(data=st.data(), namespace=st.sampled_from(["default", "shop", "other"]))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_equivalence_regression_generated_authorization_blocks_scope_as_the_generator_says(data, namespace):
+    """The same for whole drawn blocks (deny rules, several allow rules, default allow)."""
+    from tests.equivalence.policies import destination_authorizations
 
     block = data.draw(destination_authorizations(namespace))
     if block is None:
         return
     body, admits = block
-    text = (f'mesh {{ trust_domain "{TRUST_DOMAIN}" }}\n'
-            'service client { port 8000  namespace "shop"  endpoints ["127.0.0.1:1"] }\n'
-            'service s0 { port 8080  namespace "default"  endpoints ["127.0.0.1:2"] }\n'
-            f'service d {{ port 8080  namespace "{namespace}"  endpoints ["127.0.0.1:3"] }}\n'
-            f'authorization d {{\n{body}\n}}\n')
-    comp = api.compile([api.Text("scope.mesh", text)], shard=False)
-    assert not comp.has_errors, [d.message for d in comp.diagnostics]
-    services = {s.name: s for s in comp.ir.services}
-    assert services["client"].identity == CLIENT_ID
-    assert scope.admits(services["d"], services["client"]) == admits, body
+    assert _admits_client(namespace, body) == admits, body

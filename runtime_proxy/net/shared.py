@@ -114,8 +114,12 @@ class Region:
                     free = at                       # left by every worker, nothing in flight
             if free is None:
                 return None
+            # the generation goes on (even, higher) rather than back to zero: a reader of the
+            # entry's earlier cluster must not see a value it read before (SharedOutlier.record)
+            generation = (_GENERATION.unpack_from(mm, free + self.generation_at)[0] | 1) + 1
             mm[free:free + self.entry_size] = bytes(self.entry_size)
             _HEAD.pack_into(mm, free, digest, bit, 0, 0, 0, 0, 0.0)
+            _GENERATION.pack_into(mm, free + self.generation_at, generation)
             return free
 
     def leave(self, breaker: Breaker) -> None:
@@ -331,7 +335,7 @@ class SharedOutlier(OutlierState):
     def _store(self) -> None:
         mm, at, region = self._region.mm, self._at, self._region
         generation_at = at + region.generation_at
-        generation = _GENERATION.unpack_from(mm, generation_at)[0] + 1
+        generation = _GENERATION.unpack_from(mm, generation_at)[0] | 1   # (| 1: odd even after a store cut short)
         _GENERATION.pack_into(mm, generation_at, generation)       # odd: the hosts are being written
         hosts = list(self.hosts.items())[:MAX_HOSTS]
         head = _HEAD.unpack_from(mm, at)

@@ -405,6 +405,15 @@ REFUSE_CLIENT = ("from service s0", f"from identity [{q(S2_ID)}, {q(CALLERS[0])}
 OTHER_CONDITIONS = ("", 'path prefix "/api"', "method [GET, HEAD]", 'header "x-h0" present')
 
 
+def client_conditions(namespace: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The `from` conditions of an allow rule of a destination of `namespace` that admit `client`,
+    and those that refuse it ("": no `from`, which admits everyone)."""
+    if namespace == CLIENT_NAMESPACE:
+        return (ADMIT_CLIENT + ("from same_namespace",),
+                tuple(c for c in REFUSE_CLIENT if c != "from same_namespace"))
+    return ADMIT_CLIENT, REFUSE_CLIENT
+
+
 @st.composite
 def destination_authorizations(draw, namespace: str = "default") -> tuple[str, bool] | None:
     """None (most often), or the body of an `authorization` block for a destination of `namespace`
@@ -416,9 +425,7 @@ def destination_authorizations(draw, namespace: str = "default") -> tuple[str, b
     kind = draw(st.sampled_from(("none", "none", "none", "open", "admit", "refuse", "refuse")))
     if kind == "none":
         return None
-    admit, refuse = ADMIT_CLIENT, REFUSE_CLIENT
-    if namespace == CLIENT_NAMESPACE:
-        admit, refuse = admit + ("from same_namespace",), tuple(c for c in refuse if c != "from same_namespace")
+    admit, refuse = client_conditions(namespace)
     rules = []
     if kind == "open" or draw(st.booleans()):
         rules.append(f"  deny d {{ {draw(st.sampled_from(ADMIT_CLIENT[:-1] + REFUSE_CLIENT))}"
