@@ -335,7 +335,7 @@ class SharedOutlier(OutlierState):
     def _store(self) -> None:
         mm, at, region = self._region.mm, self._at, self._region
         generation_at = at + region.generation_at
-        generation = _GENERATION.unpack_from(mm, generation_at)[0] | 1   # (| 1: odd even after a store cut short)
+        generation = _GENERATION.unpack_from(mm, generation_at)[0] | 1   # (| 1: odd, whatever a store cut short left)
         _GENERATION.pack_into(mm, generation_at, generation)       # odd: the hosts are being written
         hosts = list(self.hosts.items())[:MAX_HOSTS]
         head = _HEAD.unpack_from(mm, at)
